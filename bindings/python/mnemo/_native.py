@@ -1,0 +1,277 @@
+"""The one place that knows the C ABI: loads libmnemo and declares every function.
+
+Nothing outside this module calls ``mnemo_*`` symbols by name except through :data:`lib`.
+To follow a new function in ``include/mnemo.h``, add one line to :data:`SIGNATURES`
+(``tests/test_declarations.py`` fails until the table matches the header).
+
+The library is searched, in order, at:
+
+1. the path in the ``MNEMO_LIB`` environment variable (an error if it cannot be loaded);
+2. a ``libmnemo.so*`` file next to this package's files;
+3. the build tree: ``<repo>/target/release/libmnemo.so``, then ``<repo>/target/debug/libmnemo.so``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    byref,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_int32,
+    c_uint32,
+    c_void_p,
+)
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import InternalError, InvalidArgument, Status, error_for_status
+
+# --- C types -------------------------------------------------------------------------
+
+#: ``mnemo_status``: an ``int32_t``, 0 on success.
+status_t = c_int32
+#: Any opaque handle (``mnemo_instance *``, ``mnemo_user *``...).
+handle_t = c_void_p
+#: An out-parameter receiving a handle (``mnemo_x **``).
+handle_out_t = POINTER(c_void_p)
+#: An owned string returned by mnemo, freed with ``mnemo_string_free``. ``POINTER(c_char)``
+#: and not ``c_char_p``: ctypes would turn a ``c_char_p`` into ``bytes`` and lose the pointer.
+owned_str_t = POINTER(c_char)
+#: An out-parameter receiving an owned string (``char **``).
+owned_str_out_t = POINTER(owned_str_t)
+#: A borrowed string in (``const char *``), or a static string out (never freed).
+str_t = c_char_p
+#: ``void *user_data``: passed back to callbacks unchanged (the wrapper passes a small
+#: integer key, never a real pointer).
+user_data_t = c_void_p
+#: ``mnemo_change_cb``: ``void (*)(void *user_data, const char *db_id, const char *entry_id,
+#: bool remote)``. The strings arrive as ``bytes`` (copied: they are valid only during the
+#: call) and ``user_data`` as an ``int`` (or None for NULL).
+change_cb_t = CFUNCTYPE(None, user_data_t, c_char_p, c_char_p, c_bool)
+#: ``mnemo_destroy_cb``: ``void (*)(void *user_data)``.
+destroy_cb_t = CFUNCTYPE(None, user_data_t)
+
+# --- Every function of include/mnemo.h: name -> (restype, argtypes) --------------------
+
+SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    # library
+    "mnemo_version": (str_t, []),
+    "mnemo_version_number": (c_uint32, []),
+    "mnemo_last_error_message": (str_t, []),
+    "mnemo_status_str": (str_t, [status_t]),
+    "mnemo_string_free": (None, [owned_str_t]),
+    # backend
+    "mnemo_backend_open": (status_t, [str_t, handle_out_t]),
+    "mnemo_backend_free": (None, [handle_t]),
+    # instance
+    "mnemo_instance_open": (status_t, [handle_t, handle_out_t]),
+    "mnemo_instance_open_with_argon2": (
+        status_t,
+        [handle_t, c_uint32, c_uint32, c_uint32, handle_out_t],
+    ),
+    "mnemo_instance_free": (None, [handle_t]),
+    "mnemo_instance_device_id": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_instance_create_user": (status_t, [handle_t, str_t, str_t]),
+    "mnemo_instance_login": (status_t, [handle_t, str_t, str_t, handle_out_t]),
+    "mnemo_instance_list_users": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_instance_enable_sync": (status_t, [handle_t]),
+    "mnemo_instance_sync": (status_t, [handle_t, handle_out_t]),
+    # user
+    "mnemo_user_create_db": (status_t, [handle_t, str_t, handle_out_t]),
+    "mnemo_user_load_db": (status_t, [handle_t, str_t, handle_out_t]),
+    "mnemo_user_find_db": (status_t, [handle_t, str_t, handle_out_t]),
+    "mnemo_user_list_dbs": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_user_add_private_key": (status_t, [handle_t, str_t, owned_str_out_t]),
+    "mnemo_user_list_keys": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_user_get_signing_key": (status_t, [handle_t, str_t, owned_str_out_t]),
+    "mnemo_user_change_password": (status_t, [handle_t, str_t, str_t]),
+    "mnemo_user_admin_list_users": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_user_admin_disable": (status_t, [handle_t, str_t]),
+    "mnemo_user_admin_enable": (status_t, [handle_t, str_t]),
+    "mnemo_user_admin_delete": (status_t, [handle_t, str_t]),
+    "mnemo_user_logout": (status_t, [handle_t]),
+    # database
+    "mnemo_db_id": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_db_set": (status_t, [handle_t, str_t, str_t, str_t]),
+    "mnemo_db_get": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
+    "mnemo_db_delete": (status_t, [handle_t, str_t, str_t]),
+    "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
+    "mnemo_db_grant": (status_t, [handle_t, str_t, str_t]),
+    "mnemo_db_revoke": (status_t, [handle_t, str_t]),
+    "mnemo_db_tips": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_db_begin": (status_t, [handle_t, handle_out_t]),
+    "mnemo_db_subscribe": (
+        status_t,
+        [handle_t, change_cb_t, user_data_t, destroy_cb_t, handle_out_t],
+    ),
+    "mnemo_db_free": (None, [handle_t]),
+    # transaction
+    "mnemo_txn_set": (status_t, [handle_t, str_t, str_t, str_t]),
+    "mnemo_txn_delete": (status_t, [handle_t, str_t, str_t]),
+    "mnemo_txn_commit": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_txn_abort": (None, [handle_t]),
+    # subscription
+    "mnemo_subscription_free": (None, [handle_t]),
+    # sync
+    "mnemo_sync_free": (None, [handle_t]),
+}
+
+# --- Loading ---------------------------------------------------------------------------
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: The repository root: three levels up from this file (bindings/python/mnemo/_native.py).
+_REPO_DIR = _PACKAGE_DIR.parents[2]
+
+if sys.platform == "darwin":
+    _LIB_NAME = "libmnemo.dylib"
+elif sys.platform == "win32":
+    _LIB_NAME = "mnemo.dll"
+else:
+    _LIB_NAME = "libmnemo.so"
+
+
+def candidate_paths() -> list[Path]:
+    """The places searched for the library when ``MNEMO_LIB`` is not set, in order."""
+    beside = sorted(_PACKAGE_DIR.glob(_LIB_NAME + "*"), key=lambda p: (p.name != _LIB_NAME, p.name))
+    build = [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("release", "debug")]
+    return beside + build
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    override = os.environ.get("MNEMO_LIB")
+    if override:
+        try:
+            return ctypes.CDLL(override), override
+        except OSError as e:
+            raise ImportError(f"mnemo: cannot load MNEMO_LIB={override!r}: {e}") from e
+    tried = candidate_paths()
+    for path in tried:
+        if path.is_file():
+            try:
+                return ctypes.CDLL(str(path)), str(path)
+            except OSError as e:
+                raise ImportError(f"mnemo: cannot load {path}: {e}") from e
+    raise ImportError(
+        "mnemo: libmnemo not found; set MNEMO_LIB or build it with `cargo build`. Tried: "
+        + ", ".join(str(p) for p in tried)
+    )
+
+
+def _declare(library: ctypes.CDLL, path: str) -> None:
+    for name, (restype, argtypes) in SIGNATURES.items():
+        try:
+            fn = getattr(library, name)
+        except AttributeError:
+            raise ImportError(f"mnemo: {path} does not export {name}; is it out of date?") from None
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+lib, LIBRARY_PATH = _load()
+_declare(lib, LIBRARY_PATH)
+
+# --- Helpers shared by the wrapper classes ---------------------------------------------
+
+
+def last_error_message() -> str | None:
+    """The detail of the last failed call on this thread, or None."""
+    raw = lib.mnemo_last_error_message()
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+def status_name(status: int) -> str:
+    """The static name of a status code, e.g. ``"MNEMO_STATUS_NOT_FOUND"``."""
+    name: bytes = lib.mnemo_status_str(status)
+    return name.decode("ascii")
+
+
+def check(status: int) -> None:
+    """Raises the :class:`~mnemo.errors.Error` subclass for ``status`` unless it is OK.
+
+    Must be called right after the C call: the message is read from the library's
+    thread-local last error, which the next mnemo call on this thread replaces.
+    """
+    if status == Status.OK:
+        return
+    message = last_error_message() or status_name(status)
+    raise error_for_status(status, message)
+
+
+def encode(value: str, what: str) -> bytes:
+    """A Python string as a NUL-terminated UTF-8 argument.
+
+    Raises TypeError if ``value`` is not a ``str``, and InvalidArgument if it contains a
+    NUL character (C would silently cut it there) or cannot be encoded (lone surrogates).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if "\0" in value:
+        raise InvalidArgument(f"invalid argument: {what} contains a NUL character")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(f"invalid argument: {what} is not encodable as UTF-8: {e}") from None
+
+
+def encode_optional(value: str | None, what: str) -> bytes | None:
+    """As :func:`encode`, with None passed through as NULL."""
+    return None if value is None else encode(value, what)
+
+
+def call_string(fn: Callable[..., int], *args: Any) -> str:
+    """Calls ``fn(*args, char **out)``, checks the status and returns the owned string,
+    freed with ``mnemo_string_free`` once copied."""
+    out = owned_str_t()
+    try:
+        check(fn(*args, byref(out)))
+        if not out:
+            raise InternalError("internal error: mnemo returned OK and a NULL string")
+        return ctypes.string_at(out).decode("utf-8")
+    finally:
+        # Out-params are written only on success, so `out` is NULL on failure; freeing
+        # NULL is a no-op.
+        lib.mnemo_string_free(out)
+
+
+def call_handle(fn: Callable[..., int], *args: Any) -> int:
+    """Calls ``fn(*args, mnemo_x **out)``, checks the status and returns the new handle."""
+    out = c_void_p()
+    check(fn(*args, byref(out)))
+    if not out.value:
+        raise InternalError("internal error: mnemo returned OK and a NULL handle")
+    return out.value
+
+
+def ctypes_for(c_type: str) -> Any:
+    """The ctypes type this module uses for a C type spelled as in the header (used by the
+    tests to check :data:`SIGNATURES` against ``include/mnemo.h``)."""
+    t = " ".join(c_type.replace("*", " * ").split())
+    table = {
+        "void": None,
+        "void *": user_data_t,
+        "bool": c_bool,
+        "mnemo_status": status_t,
+        "mnemo_change_cb": change_cb_t,
+        "mnemo_destroy_cb": destroy_cb_t,
+        "uint32_t": c_uint32,
+        "const char *": str_t,
+        "char *": owned_str_t,
+        "char * *": owned_str_out_t,
+    }
+    if t in table:
+        return table[t]
+    words = t.split()
+    if words[-1] == "*" and (words[0] == "struct" or words[:2] == ["const", "struct"]):
+        return handle_out_t if words[-2:] == ["*", "*"] else handle_t
+    raise KeyError(f"no ctypes mapping for C type {c_type!r}")
+
+
+def names() -> Sequence[str]:
+    """Every C function name declared here."""
+    return tuple(SIGNATURES)

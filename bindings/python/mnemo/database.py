@@ -1,0 +1,200 @@
+"""The :class:`Database` class: one database, acting for the session that opened it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Literal
+
+from . import _native, subscription
+from ._handle import Handle
+from ._native import lib
+from ._values import from_json, to_json
+from .errors import InvalidArgument
+from .store import Store
+from .subscription import ChangeCallback, Subscription
+from .transaction import Transaction
+
+#: A permission on a database: ``"admin"`` (write and change who may do what),
+#: ``"write"`` (read and write its stores) or ``"read"``.
+Permission = Literal["admin", "write", "read"]
+
+
+class Database:
+    """A handle on one database, obtained from :meth:`mnemo.User.create_db`.
+
+    Values are any JSON-serialisable Python value; they are stored in canonical JSON form
+    (so dict key order is not kept, tuples come back as lists and dict keys as strings).
+    Numbers are kept exactly: integers of any size and floats at full precision round-trip.
+    Reads keep working after the user who opened the database logged out; writes then
+    raise :class:`mnemo.LoggedOut`.
+
+    Each of :meth:`set`, :meth:`delete`, :meth:`grant` and :meth:`revoke` is one signed
+    commit; :meth:`transaction` groups several writes into one. :meth:`store` gives a
+    mapping view of one store.
+
+    Use it as a context manager, or call :meth:`close`; after closing, every method raises
+    :class:`mnemo.InvalidArgument` (a ``ValueError``), as Python files do. Transactions and
+    subscriptions made through it stay valid after it is closed.
+    Safe to use from several threads at once.
+    """
+
+    def __init__(self, ptr: int) -> None:
+        """Internal: wraps a ``mnemo_database *``. Use :meth:`mnemo.User.create_db`."""
+        self._handle = Handle(
+            ptr,
+            lib.mnemo_db_free,
+            lambda: InvalidArgument("invalid argument: the Database is closed"),
+        )
+
+    @property
+    def id(self) -> str:
+        """The database's id, ``"sha256:<64 hex digits>"``."""
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_db_id, ptr)
+
+    def get(self, store: str, key: str) -> Any:
+        """The value of ``key`` in ``store``, decoded from JSON.
+
+        Raises NotFound if the key was never set or was deleted, InvalidArgument for a bad
+        store name or key (empty, too long, containing NUL), StorageError.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        with self._handle.use() as ptr:
+            return from_json(_native.call_string(lib.mnemo_db_get, ptr, s, k))
+
+    def set(self, store: str, key: str, value: Any) -> None:
+        """Sets ``key`` in ``store`` to ``value`` (any JSON-serialisable value), as one
+        signed commit.
+
+        Raises InvalidArgument for a bad or reserved (``_``-prefixed) store name, a bad key,
+        or a value JSON cannot represent (see :class:`Database`); LoggedOut once the session
+        that opened the database has ended; PermissionDenied; StorageError.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        v = _native.encode(to_json(value), "value")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_set(ptr, s, k, v))
+
+    def delete(self, store: str, key: str) -> None:
+        """Deletes ``key`` from ``store``, as one signed commit.
+
+        Raises NotFound if the key has no value, InvalidArgument for a bad or reserved
+        store name or a bad key, LoggedOut, PermissionDenied, StorageError.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_delete(ptr, s, k))
+
+    def get_all(self, store: str) -> dict[str, Any]:
+        """Every live key of ``store`` with its value, sorted by key (``{}`` for an empty or
+        unknown store). Reserved stores may be read, e.g. ``"_settings"``.
+
+        Raises InvalidArgument for a bad store name, StorageError.
+        """
+        s = _native.encode(store, "store")
+        with self._handle.use() as ptr:
+            values: dict[str, Any] = from_json(_native.call_string(lib.mnemo_db_get_all, ptr, s))
+            return values
+
+    def items(self, store: str) -> Iterator[tuple[str, Any]]:
+        """The ``(key, value)`` pairs of ``store``, sorted by key, read at once (a snapshot:
+        writes during the iteration do not show)."""
+        return iter(self.get_all(store).items())
+
+    def keys(self, store: str) -> Iterator[str]:
+        """The live keys of ``store``, sorted, read at once (a snapshot)."""
+        return iter(self.get_all(store))
+
+    def store(self, name: str) -> Store:
+        """A mutable mapping view of the store ``name`` (see :class:`mnemo.Store`).
+
+        The name is checked when the view is used, not here.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"store must be a str, not {type(name).__name__}")
+        return Store(self, name)
+
+    def transaction(self) -> Transaction:
+        """Starts a transaction: its writes commit together as one entry, or not at all.
+
+        Best used as a context manager (commits at the end of the block, aborts if it
+        raises); see :class:`mnemo.Transaction`.
+        """
+        with self._handle.use() as ptr:
+            return Transaction(_native.call_handle(lib.mnemo_db_begin, ptr))
+
+    def grant(self, pubkey: str, permission: Permission) -> None:
+        """Gives the public key ``pubkey`` (``"ed25519:<base64url>"``) a ``permission``:
+        ``"admin"``, ``"write"`` or ``"read"``. Granting again replaces the permission (and
+        re-activates a revoked key). Needs admin permission.
+
+        Raises InvalidArgument for a malformed key or permission, PermissionDenied,
+        LoggedOut, StorageError.
+        """
+        k = _native.encode(pubkey, "pubkey")
+        p = _native.encode(permission, "permission")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_grant(ptr, k, p))
+
+    def revoke(self, pubkey: str) -> None:
+        """Revokes ``pubkey``: entries it signs on top of this change are rejected
+        everywhere. Needs admin permission.
+
+        Raises NotFound if the key holds no active grant, InvalidArgument for a malformed
+        key, PermissionDenied, LoggedOut, StorageError.
+        """
+        k = _native.encode(pubkey, "pubkey")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_revoke(ptr, k))
+
+    def tips(self) -> list[str]:
+        """The ids of the current tips (entries without children), sorted. A database
+        written only here has exactly one: its last commit."""
+        with self._handle.use() as ptr:
+            tips: list[str] = from_json(_native.call_string(lib.mnemo_db_tips, ptr))
+            return tips
+
+    def subscribe(self, callback: ChangeCallback) -> Subscription:
+        """Calls ``callback(db_id, entry_id, remote)`` after every change to this database:
+        each local commit (``remote`` False) and each entry applied from sync (True).
+
+        The callback runs on a library thread, in commit order, and may call mnemo. An
+        exception it raises is logged to the ``mnemo`` logger and otherwise ignored. The
+        subscription lasts until closed (or garbage-collected): use it as a context manager
+        or keep a reference. Raises TypeError if ``callback`` is not callable,
+        InternalError if the notification thread cannot start.
+        """
+        with self._handle.use() as ptr:
+            return subscription.subscribe(ptr, callback)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Frees the handle (the database stays stored). Idempotent."""
+        self._handle.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __repr__(self) -> str:
+        return f"<mnemo.Database {'closed' if self.closed else 'open'}>"

@@ -1,0 +1,173 @@
+"""The :class:`Instance` class: a device's identity, accounts and databases on one backend."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import NamedTuple
+
+from . import _native
+from ._handle import Handle
+from ._native import lib
+from ._values import from_json
+from .errors import InvalidArgument
+from .sync import Sync
+from .user import User
+
+_UINT32_MAX = 2**32 - 1
+
+
+class Argon2Params(NamedTuple):
+    """The Argon2id cost of password operations on an instance, for :meth:`Instance.open`.
+
+    A named tuple, so a plain ``(memory_kib, time_cost, parallelism)`` tuple works too.
+    Each value must be at least the library's minimum, which is also the default cost:
+    ``(19456, 2, 1)`` (OWASP's recommendation: 19 MiB, 2 passes, 1 lane).
+    """
+
+    #: Memory per password operation, in KiB (``m_kib`` in C).
+    memory_kib: int
+    #: Passes over that memory (``t`` in C).
+    time_cost: int
+    #: Lanes (``p`` in C).
+    parallelism: int
+
+
+def _argon2_params(value: Argon2Params | tuple[int, int, int]) -> Argon2Params:
+    """``value`` as checked :class:`Argon2Params`: TypeError for a value that is not three
+    integers, InvalidArgument for one outside ``uint32_t`` (ctypes would wrap it silently)."""
+    if not isinstance(value, tuple) or len(value) != 3:
+        raise TypeError(
+            "argon2 must be a (memory_kib, time_cost, parallelism) tuple or Argon2Params, "
+            f"not {value!r}"
+        )
+    params = Argon2Params(*value)
+    for field, v in zip(params._fields, params):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"argon2 {field} must be an int, not {type(v).__name__}")
+        if not 0 <= v <= _UINT32_MAX:
+            raise InvalidArgument(f"invalid argument: argon2 {field} {v} is not a uint32_t")
+    return params
+
+
+class Instance:
+    """An open mnemo instance. Create one with :meth:`Instance.open`.
+
+    Use it as a context manager, or call :meth:`close`. Users, databases and sync
+    references obtained through it stay valid after it is closed. After closing, its own
+    methods raise :class:`mnemo.InvalidArgument` (a ``ValueError``).
+    Safe to use from several threads at once.
+    """
+
+    def __init__(self, ptr: int) -> None:
+        """Internal: wraps a ``mnemo_instance *``. Use :meth:`Instance.open`."""
+        self._handle = Handle(
+            ptr,
+            lib.mnemo_instance_free,
+            lambda: InvalidArgument("invalid argument: the Instance is closed"),
+        )
+
+    @classmethod
+    def open(
+        cls, url: str, *, argon2: Argon2Params | tuple[int, int, int] | None = None
+    ) -> Instance:
+        """Opens the backend named by ``url`` and an instance on it, creating the device
+        identity on first open.
+
+        Supported URL: ``"memory:"`` (nothing survives the process).
+
+        ``argon2``: the Argon2id cost of passwords, as :class:`Argon2Params` or a
+        ``(memory_kib, time_cost, parallelism)`` tuple; None for the default, which is the
+        minimum: ``(19456, 2, 1)``. Each value must be at least the minimum, so passwords are
+        never weaker by accident. The cost is recorded when the instance is created; opening
+        an existing instance with a different one fails rather than change it.
+
+        Raises InvalidArgument for an unknown or malformed URL, or Argon2id parameters below
+        the minimum, rejected by Argon2, or different from the recorded ones; TypeError if
+        ``argon2`` is not three integers; StorageError or Corrupt if the backend fails.
+        """
+        u = _native.encode(url, "url")
+        params = None if argon2 is None else _argon2_params(argon2)
+        backend = _native.call_handle(lib.mnemo_backend_open, u)
+        # Both open functions consume the backend on success and on failure.
+        if params is None:
+            return cls(_native.call_handle(lib.mnemo_instance_open, backend))
+        return cls(_native.call_handle(lib.mnemo_instance_open_with_argon2, backend, *params))
+
+    @property
+    def device_id(self) -> str:
+        """The device's public identity, ``"ed25519:<base64url>"``, stable for the
+        instance's life."""
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_instance_device_id, ptr)
+
+    def create_user(self, name: str, password: str | None = None) -> None:
+        """Creates a user account.
+
+        ``name``: 1 to 64 bytes of UTF-8 without control characters. ``password``: None for
+        a passwordless user (keys stored unsealed), else 1 to 1024 bytes.
+        Raises InvalidArgument, AlreadyExists (the name is taken), StorageError.
+        """
+        n = _native.encode(name, "username")
+        p = _native.encode_optional(password, "password")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_instance_create_user(ptr, n, p))
+
+    def login(self, name: str, password: str | None = None) -> User:
+        """Logs a user in and returns the session (a context manager that logs out).
+
+        ``password`` is None for a passwordless user. Raises AuthFailed for an unknown
+        user, a wrong password, or a password missing or given where none is set;
+        InvalidArgument; StorageError; Corrupt.
+        """
+        n = _native.encode(name, "username")
+        p = _native.encode_optional(password, "password")
+        with self._handle.use() as ptr:
+            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p))
+
+    def list_users(self) -> list[str]:
+        """Every username, sorted."""
+        with self._handle.use() as ptr:
+            users: list[str] = from_json(_native.call_string(lib.mnemo_instance_list_users, ptr))
+            return users
+
+    def enable_sync(self) -> None:
+        """Enables sync on this instance. Idempotent."""
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_instance_enable_sync(ptr))
+
+    @property
+    def sync(self) -> Sync:
+        """A new reference to the sync engine (close it when done).
+
+        Raises SyncDisabled before :meth:`enable_sync`.
+        """
+        with self._handle.use() as ptr:
+            return Sync(_native.call_handle(lib.mnemo_instance_sync, ptr))
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Closes the instance handle. Idempotent."""
+        self._handle.close()
+
+    def __enter__(self) -> Instance:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __repr__(self) -> str:
+        return f"<mnemo.Instance {'closed' if self.closed else 'open'}>"

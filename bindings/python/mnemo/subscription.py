@@ -1,0 +1,142 @@
+"""The :class:`Subscription` class, and the bridge that runs Python callbacks for C.
+
+C calls two module-level trampolines, :func:`_on_change` and :func:`_on_destroy`, which live
+as long as the module. The Python callback of each subscription is kept in
+:data:`_callbacks` under a small integer key that C holds as ``user_data``; the library's
+destroy callback removes it, exactly once, after the last call of the change callback.
+(A ctypes callback object made per subscription would have to be released from inside its
+own destroy call, which could free the code C is still running.)
+
+Subscriptions still open when the interpreter exits are closed by an :mod:`atexit` handler:
+a library thread that calls into a finalizing interpreter is terminated by CPython
+(``pthread_exit``), which aborts the whole process when it unwinds through mnemo.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+
+from . import _native
+from ._handle import Handle
+from ._native import lib
+from .errors import InvalidArgument
+
+#: ``callback(db_id, entry_id, remote)``; its return value is ignored.
+ChangeCallback = Callable[[str, str, bool], object]
+
+_log = logging.getLogger("mnemo")
+
+#: The live subscriptions' callbacks, by the key passed to C as ``user_data``. Entries are
+#: added by :func:`subscribe` and removed by :func:`_on_destroy` (single dict operations,
+#: atomic under the GIL).
+_callbacks: dict[int, ChangeCallback] = {}
+_keys = itertools.count(1)  # 0 would reach the callbacks as None (a NULL pointer)
+#: The open Subscription objects, closed at interpreter exit.
+_open: weakref.WeakSet[Subscription] = weakref.WeakSet()
+
+
+def _change(user_data: int | None, db_id: bytes, entry_id: bytes, remote: bool) -> None:
+    """Runs on the library's notification thread. Nothing may propagate into C: an
+    exception from the callback is logged to the ``mnemo`` logger, and the next change is
+    delivered as usual."""
+    callback = _callbacks.get(user_data or 0)
+    if callback is None:  # cannot happen while the library keeps its contract
+        return
+    try:
+        callback(db_id.decode("utf-8"), entry_id.decode("utf-8"), bool(remote))
+    except BaseException:  # noqa: BLE001 - nothing may unwind into C
+        _log.exception("exception in mnemo subscription callback %r (ignored)", callback)
+
+
+def _destroy(user_data: int | None) -> None:
+    """Called exactly once per subscription, after the last call of its callback."""
+    _callbacks.pop(user_data or 0, None)
+
+
+#: The C entry points, alive as long as this module.
+_on_change = _native.change_cb_t(_change)
+_on_destroy = _native.destroy_cb_t(_destroy)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Ends every open subscription before the interpreter finalizes, so that the library
+    never calls into it afterwards (see the module's documentation)."""
+    for sub in list(_open):
+        sub.close()
+
+
+def live_callbacks() -> int:
+    """How many subscriptions the library has not destroyed yet (for tests and debugging)."""
+    return len(_callbacks)
+
+
+def subscribe(db_ptr: int, callback: ChangeCallback) -> Subscription:
+    """Internal: subscribes ``callback`` to the database ``db_ptr``. Use
+    :meth:`mnemo.Database.subscribe`."""
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    key = next(_keys)
+    _callbacks[key] = callback
+    try:
+        ptr = _native.call_handle(lib.mnemo_db_subscribe, db_ptr, _on_change, key, _on_destroy)
+    except BaseException:
+        # On MNEMO_STATUS_INTERNAL the library has already called destroy; on any other
+        # failure it never took user_data. Either way the entry must go.
+        _callbacks.pop(key, None)
+        raise
+    return Subscription(ptr, key)
+
+
+class Subscription:
+    """A live change subscription, from :meth:`mnemo.Database.subscribe`.
+
+    The callback runs on a library thread, once per change, in commit order. The
+    subscription lasts until :meth:`close` (or the end of a ``with`` block, or garbage
+    collection of this object: keep a reference). After ``close`` returns the callback is
+    not running and will not be called again; closing from inside the callback itself ends
+    the subscription when the callback returns. Safe to close from any thread.
+    """
+
+    def __init__(self, ptr: int, key: int) -> None:
+        """Internal: wraps a ``mnemo_subscription *``."""
+        self._key = key
+        self._handle = Handle(
+            ptr,
+            lib.mnemo_subscription_free,
+            lambda: InvalidArgument("invalid argument: the Subscription is closed"),
+        )
+        _open.add(self)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Ends the subscription. Idempotent."""
+        self._handle.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __repr__(self) -> str:
+        return f"<mnemo.Subscription {'closed' if self.closed else 'active'}>"

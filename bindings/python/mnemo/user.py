@@ -1,0 +1,243 @@
+"""The :class:`User` class: a logged-in user's session, and the records its listings return."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Literal, NamedTuple
+
+from . import _native
+from ._handle import Handle
+from ._native import lib
+from ._values import from_json
+from .database import Database
+from .errors import LoggedOut
+
+
+class DatabaseInfo(NamedTuple):
+    """A database the user tracks, from :meth:`User.list_dbs`."""
+
+    #: The database id, ``"sha256:<64 hex digits>"`` (pass it to :meth:`User.load_db`).
+    id: str
+    #: Its name (names need not be unique).
+    name: str
+
+
+class KeyInfo(NamedTuple):
+    """One of the user's keys, from :meth:`User.list_keys`."""
+
+    #: The public key, ``"ed25519:<base64url>"`` (what :meth:`mnemo.Database.grant` takes).
+    pubkey: str
+    #: The display name given to :meth:`User.add_private_key` (``"default"`` for the key
+    #: made with the account), or None.
+    name: str | None
+    #: True for the user's default key, the one :meth:`User.create_db` makes admin.
+    is_default: bool
+
+
+#: An account's status in :class:`UserInfo`.
+AccountStatus = Literal["active", "disabled"]
+
+
+class UserInfo(NamedTuple):
+    """One account of the instance, from :meth:`User.admin_list_users`."""
+
+    #: The username.
+    username: str
+    #: ``"active"``, or ``"disabled"`` by :meth:`User.disable_user`.
+    status: AccountStatus
+    #: True for the instance admin (the first user created).
+    is_admin: bool
+
+    @property
+    def disabled(self) -> bool:
+        """True if an admin disabled the account."""
+        return self.status == "disabled"
+
+
+def _logout(ptr: int) -> None:
+    _native.check(lib.mnemo_user_logout(ptr))
+
+
+class User:
+    """A logged-in session, from :meth:`mnemo.Instance.login`, holding the user's
+    decrypted keys until :meth:`logout`.
+
+    As a context manager it logs out on exit. After :meth:`logout` every method raises
+    :class:`mnemo.LoggedOut` without calling the library. Databases opened through the
+    session stay readable after logout, but their writes raise LoggedOut.
+    """
+
+    def __init__(self, ptr: int) -> None:
+        """Internal: wraps a ``mnemo_user *``. Use :meth:`mnemo.Instance.login`."""
+        self._handle = Handle(
+            ptr, _logout, lambda: LoggedOut("the user session behind this handle has logged out")
+        )
+
+    def create_db(self, name: str) -> Database:
+        """Creates a database with this user's default key as its admin.
+
+        ``name`` is non-empty; names need not be unique. Raises InvalidArgument,
+        LoggedOut, StorageError.
+        """
+        n = _native.encode(name, "name")
+        with self._handle.use() as ptr:
+            return Database(_native.call_handle(lib.mnemo_user_create_db, ptr, n))
+
+    def load_db(self, db_id: str) -> Database:
+        """Opens a database stored on this instance by its id, and tracks it (it then shows
+        in :meth:`list_dbs` and :meth:`find_db`).
+
+        The handle signs with the user's key of highest permission on the database (see
+        :meth:`signing_key`); if no key has any, it can read but writes raise
+        PermissionDenied. Raises InvalidArgument for a malformed id (not
+        ``"sha256:<64 hex digits>"``), NotFound if the database is not on this instance
+        (sync it first), LoggedOut, StorageError.
+        """
+        i = _native.encode(db_id, "db_id")
+        with self._handle.use() as ptr:
+            return Database(_native.call_handle(lib.mnemo_user_load_db, ptr, i))
+
+    def find_db(self, name: str) -> Database:
+        """Opens the tracked (created or loaded) database named ``name``.
+
+        When several share the name, the one tracked first is opened; use :meth:`list_dbs`
+        and :meth:`load_db` to choose another. Raises NotFound (also a ``LookupError``) if
+        no tracked database has that name, InvalidArgument, LoggedOut, StorageError.
+        """
+        n = _native.encode(name, "name")
+        with self._handle.use() as ptr:
+            return Database(_native.call_handle(lib.mnemo_user_find_db, ptr, n))
+
+    def list_dbs(self) -> list[DatabaseInfo]:
+        """The databases the user tracks, sorted by name then id.
+
+        Raises LoggedOut, StorageError.
+        """
+        with self._handle.use() as ptr:
+            rows: list[dict[str, Any]] = from_json(
+                _native.call_string(lib.mnemo_user_list_dbs, ptr)
+            )
+        return [DatabaseInfo(id=r["id"], name=r["name"]) for r in rows]
+
+    def add_private_key(self, display_name: str | None = None) -> str:
+        """Generates a new Ed25519 key for the user and returns its public key,
+        ``"ed25519:<base64url>"``.
+
+        The key is stored like the others: sealed under the password, or unsealed for a
+        passwordless user; the private key never leaves mnemo. ``display_name`` is optional,
+        at most 255 bytes. Raises InvalidArgument (name too long), LoggedOut, StorageError.
+        """
+        n = _native.encode_optional(display_name, "display_name")
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_user_add_private_key, ptr, n)
+
+    def list_keys(self) -> list[KeyInfo]:
+        """The user's keys, sorted by public key.
+
+        Raises LoggedOut, StorageError.
+        """
+        with self._handle.use() as ptr:
+            rows: list[dict[str, Any]] = from_json(
+                _native.call_string(lib.mnemo_user_list_keys, ptr)
+            )
+        return [KeyInfo(r["pubkey"], r["name"], r["default"]) for r in rows]
+
+    def signing_key(self, db_id: str) -> str:
+        """The public key this user signs database ``db_id`` with: the key with the highest
+        permission on it (the default key first among equals).
+
+        Raises NotFound if the database is not on this instance or none of the user's keys
+        has a permission on it: to be granted access, give a database admin a key from
+        :meth:`list_keys` instead. Raises InvalidArgument for a malformed id, LoggedOut,
+        StorageError.
+        """
+        i = _native.encode(db_id, "db_id")
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_user_get_signing_key, ptr, i)
+
+    def change_password(self, old: str | None, new: str | None) -> None:
+        """Changes the user's password: every key is re-sealed under ``new`` in one commit,
+        and ``old`` stops working at once.
+
+        ``old`` is None for a passwordless user; ``new`` None makes the user passwordless
+        (keys then stored unsealed), else 1 to 1024 bytes. Raises AuthFailed if ``old`` is
+        wrong, InvalidArgument for a ``new`` out of bounds, LoggedOut, StorageError.
+        """
+        o = _native.encode_optional(old, "old password")
+        n = _native.encode_optional(new, "new password")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_user_change_password(ptr, o, n))
+
+    # --- Administration: the instance admin only (the first user created) -----------------
+
+    def admin_list_users(self) -> list[UserInfo]:
+        """Admin only: every account of the instance with its status and role, sorted by
+        name (:meth:`mnemo.Instance.list_users` gives only the names, to anyone).
+
+        Raises PermissionDenied unless this user is the instance admin, LoggedOut,
+        StorageError.
+        """
+        with self._handle.use() as ptr:
+            rows: list[dict[str, Any]] = from_json(
+                _native.call_string(lib.mnemo_user_admin_list_users, ptr)
+            )
+        return [UserInfo(r["username"], r["status"], r["admin"]) for r in rows]
+
+    def disable_user(self, username: str) -> None:
+        """Admin only: disables another account. It can no longer log in (the right
+        password then raises PermissionDenied); sessions already open go on until logout.
+        Disabling a disabled account changes nothing.
+
+        Raises PermissionDenied unless this user is the instance admin, NotFound (no such
+        user), InvalidArgument (the admin's own name), LoggedOut, StorageError.
+        """
+        self._admin(lib.mnemo_user_admin_disable, username)
+
+    def enable_user(self, username: str) -> None:
+        """Admin only: re-enables an account disabled by :meth:`disable_user`. Enabling an
+        active account changes nothing. Raises as :meth:`disable_user`.
+        """
+        self._admin(lib.mnemo_user_admin_enable, username)
+
+    def delete_user(self, username: str) -> None:
+        """Admin only: deletes another account. It can no longer log in (AuthFailed, as for
+        any unknown user) and its name can be created again, as a new account; its
+        databases stay. Raises as :meth:`disable_user`.
+        """
+        self._admin(lib.mnemo_user_admin_delete, username)
+
+    def _admin(self, fn: Any, username: str) -> None:
+        n = _native.encode(username, "username")
+        with self._handle.use() as ptr:
+            _native.check(fn(ptr, n))
+
+    @property
+    def logged_out(self) -> bool:
+        """True once :meth:`logout` was called."""
+        return self._handle.closed
+
+    def logout(self) -> None:
+        """Ends the session: wipes the decrypted keys and frees the handle. Idempotent."""
+        self._handle.close()
+
+    def __enter__(self) -> User:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.logout()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception:
+                pass  # nothing useful to do about a failed logout during collection
+
+    def __repr__(self) -> str:
+        return f"<mnemo.User {'logged out' if self.logged_out else 'logged in'}>"

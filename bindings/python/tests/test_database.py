@@ -1,0 +1,454 @@
+"""mnemo.Database: values, keys, stores, errors and closing."""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import mnemo
+
+JSON_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    42,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    2**64,
+    2**70,
+    -(2**63) - 1,
+    -(2**100),
+    10**40 + 1,
+    0.5,
+    -2.25,
+    0.1,
+    1e300,
+    5e-324,
+    -0.0,
+    "",
+    "plain",
+    'quote " backslash \\ tab \t newline \n nul \0 bell \x07',
+    "unicode é 日本 🦀",
+    [],
+    [1, "two", None, [3.5, {"four": 4}]],
+    {},
+    {"b": 1, "a": [True, False], "nested": {"x": None, "ü": "ß"}},
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_every_json_type_round_trips(db: mnemo.Database, value: Any) -> None:
+    db.set("values", "k", value)
+    back = db.get("values", "k")
+    assert back == value and type(back) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1.0, back) == math.copysign(1.0, value)
+
+
+def test_tuples_come_back_as_lists(db: mnemo.Database) -> None:
+    db.set("s", "k", (1, (2, 3)))
+    assert db.get("s", "k") == [1, [2, 3]]
+
+
+def test_overwrite(db: mnemo.Database) -> None:
+    db.set("s", "k", 1)
+    db.set("s", "k", "two")
+    assert db.get("s", "k") == "two"
+
+
+def test_stores_and_keys_are_separate(db: mnemo.Database) -> None:
+    db.set("a", "k", 1)
+    db.set("b", "k", 2)
+    db.set("a", "j", 3)
+    assert [db.get("a", "k"), db.get("b", "k"), db.get("a", "j")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "store,key",
+    [
+        ("日本語", "clé 🔑"),
+        ("s", "é"),
+        ("ß" * 127, "x"),
+        ("s", "k" * 4096),
+        ("s", "a b\tc"),
+        ("s", "\x01"),
+    ],
+)
+def test_unicode_and_limit_names_round_trip(db: mnemo.Database, store: str, key: str) -> None:
+    db.set(store, key, {"v": key})
+    assert db.get(store, key) == {"v": key}
+
+
+def test_missing_key(db: mnemo.Database) -> None:
+    with pytest.raises(mnemo.NotFound) as info:
+        db.get("s", "missing")
+    assert info.value.status == mnemo.Status.NOT_FOUND
+    assert "missing" in info.value.message
+    assert isinstance(info.value, LookupError)
+
+
+def test_reserved_store_write(db: mnemo.Database) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        db.set("_x", "k", 1)
+    assert info.value.status == 1 and "reserved" in info.value.message
+
+
+def test_reserved_store_read_is_allowed(db: mnemo.Database) -> None:
+    # The header reserves '_' names for writing only; reading one just finds nothing here.
+    with pytest.raises(mnemo.NotFound):
+        db.get("_x", "k")
+
+
+@pytest.mark.parametrize("store,key", [("", "k"), ("s" * 256, "k"), ("s", ""), ("s", "k" * 4097)])
+def test_bad_store_or_key(db: mnemo.Database, store: str, key: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        db.set(store, key, 1)
+    with pytest.raises(mnemo.InvalidArgument):
+        db.get(store, key)
+
+
+@pytest.mark.parametrize("store,key", [("s\0", "k"), ("s", "k\0"), ("s", "\0")])
+def test_nul_in_store_or_key(db: mnemo.Database, store: str, key: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        db.set(store, key, 1)
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        db.get(store, key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1, 2},
+        b"bytes",
+        {("tuple", "key"): 1},
+        float("nan"),
+        float("inf"),
+        [float("-inf")],
+        "lone \ud800 surrogate",
+    ],
+    ids=repr,
+)
+def test_malformed_values(db: mnemo.Database, value: Any) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        db.set("s", "k", value)
+    assert info.value.status == 1 and info.value.message
+    with pytest.raises(mnemo.NotFound):
+        db.get("s", "k")  # nothing was stored
+
+
+def test_too_deep_value_is_refused_by_the_library(db: mnemo.Database) -> None:
+    deep: Any = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(mnemo.InvalidArgument, match="JSON"):
+        db.set("s", "k", deep)
+
+
+def test_malformed_json_text_at_the_c_level(db: mnemo.Database) -> None:
+    from mnemo import _native
+
+    with db._handle.use() as ptr:
+        for text in (b"", b"{", b"[1,]", b"NaN", b"'single'", b"1 2"):
+            with pytest.raises(mnemo.InvalidArgument, match="JSON"):
+                _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", b' { "b" : 1 , "a" : [ ] } '))
+        assert _native.call_string(_native.lib.mnemo_db_get, ptr, b"s", b"k") == '{"a":[],"b":1}'
+
+
+def test_wrong_types() -> None:
+    with mnemo.Instance.open("memory:") as inst:
+        inst.create_user("bob")
+        with inst.login("bob") as user, user.create_db("d") as db:
+            with pytest.raises(TypeError):
+                db.get("s", 1)  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                db.set(None, "k", 1)  # type: ignore[arg-type]
+
+
+def test_id_is_stable(db: mnemo.Database) -> None:
+    first = db.id
+    db.set("s", "k", 1)
+    assert db.id == first
+
+
+def test_close_idempotent_and_use_after_close(user: mnemo.User) -> None:
+    db = user.create_db("d")
+    db.close()
+    db.close()
+    assert db.closed
+    for call in (lambda: db.id, lambda: db.get("s", "k"), lambda: db.set("s", "k", 1)):
+        with pytest.raises(mnemo.InvalidArgument, match="closed"):
+            call()
+
+
+def test_context_manager_closes(user: mnemo.User) -> None:
+    with user.create_db("d") as db:
+        db.set("s", "k", 1)
+    assert db.closed
+
+
+def test_del_frees(user: mnemo.User) -> None:
+    for _ in range(20):
+        user.create_db("garbage").set("s", "k", 1)  # freed by __del__ right away
+
+
+def test_full_precision_floats_round_trip(db: mnemo.Database) -> None:
+    rng = random.Random(1)
+    values = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(200)]
+    values = [v for v in values if math.isfinite(v)]
+    values += [2.550690257394217e206, 0.1 + 0.2, 5e-324, 1.7976931348623157e308]
+    db.set("floats", "k", values)
+    assert db.get("floats", "k") == values
+
+
+def test_big_integers_round_trip_in_containers(db: mnemo.Database) -> None:
+    value = {"big": [2**70, -(2**70), 10**30], "nested": {"n": 2**64 + 1}}
+    db.set("s", "k", value)
+    back = db.get("s", "k")
+    assert back == value and all(type(n) is int for n in back["big"])
+
+
+def test_numbers_are_kept_exactly_as_written(db: mnemo.Database) -> None:
+    from mnemo import _native
+
+    text = b"[-1.5e3,1.0,0.10,1E+2,12345678901234567890123456789,2.5e-7]"
+    with db._handle.use() as ptr:
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+        raw = _native.call_string(_native.lib.mnemo_db_get, ptr, b"s", b"k")
+    assert raw == text.decode()
+    assert db.get("s", "k") == [-1500.0, 1.0, 0.1, 100.0, 12345678901234567890123456789, 2.5e-7]
+
+
+# --- delete, get_all, iteration ----------------------------------------------------------
+
+
+def test_delete(db: mnemo.Database) -> None:
+    db.set("s", "k", 1)
+    db.set("s", "other", 2)
+    db.delete("s", "k")
+    with pytest.raises(mnemo.NotFound):
+        db.get("s", "k")
+    assert db.get("s", "other") == 2
+    db.set("s", "k", 3)  # a deleted key can be set again
+    assert db.get("s", "k") == 3
+
+
+def test_delete_missing_key_raises_not_found(db: mnemo.Database) -> None:
+    with pytest.raises(mnemo.NotFound) as info:
+        db.delete("s", "never")
+    assert info.value.status == mnemo.Status.NOT_FOUND and "never" in info.value.message
+    db.set("s", "k", 1)
+    db.delete("s", "k")
+    with pytest.raises(mnemo.NotFound):
+        db.delete("s", "k")  # already deleted
+
+
+@pytest.mark.parametrize("store,key", [("_settings", "name"), ("", "k"), ("s", ""), ("s\0", "k")])
+def test_delete_bad_store_or_key(db: mnemo.Database, store: str, key: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        db.delete(store, key)
+    assert db.get("_settings", "name") == "notes"
+
+
+def test_get_all(db: mnemo.Database) -> None:
+    assert db.get_all("s") == {}  # unknown store
+    db.set("s", "b", {"x": [1, 2]})
+    db.set("s", "a", 2**70)
+    db.set("s", "gone", True)
+    db.set("other", "c", None)
+    db.delete("s", "gone")
+    everything = db.get_all("s")
+    assert everything == {"a": 2**70, "b": {"x": [1, 2]}}
+    assert list(everything) == ["a", "b"]  # sorted by key
+    assert db.get_all("other") == {"c": None}
+
+
+def test_get_all_reads_reserved_stores(db: mnemo.Database) -> None:
+    settings = db.get_all("_settings")
+    assert settings["name"] == "notes"
+    grants = {k: v for k, v in settings.items() if k.startswith("auth/")}
+    assert list(grants.values()) == [{"permission": "admin", "status": "active"}]
+
+
+@pytest.mark.parametrize("store", ["", "s" * 256, "s\0"])
+def test_get_all_bad_store(db: mnemo.Database, store: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        db.get_all(store)
+
+
+def test_items_and_keys(db: mnemo.Database) -> None:
+    for key in ("b", "c", "a"):
+        db.set("s", key, key.upper())
+    items = db.items("s")
+    db.set("s", "d", "D")  # a snapshot: not seen by the iterator already made
+    assert list(items) == [("a", "A"), ("b", "B"), ("c", "C")]
+    assert list(db.keys("s")) == ["a", "b", "c", "d"]
+    assert list(db.keys("empty")) == []
+
+
+# --- the Store view ----------------------------------------------------------------------
+
+
+def test_store_view_reads_and_writes(db: mnemo.Database) -> None:
+    todo = db.store("todo")
+    assert todo.name == "todo" and len(todo) == 0 and list(todo) == []
+    todo["milk"] = {"done": False}
+    todo["bread"] = 2**70
+    assert db.get("todo", "milk") == {"done": False}  # writes go to the database
+    assert todo["bread"] == 2**70
+    assert "milk" in todo and "tea" not in todo
+    assert 42 not in todo  # type: ignore[comparison-overlap]
+    assert len(todo) == 2 and list(todo) == ["bread", "milk"]
+    assert dict(todo.items()) == {"bread": 2**70, "milk": {"done": False}}
+    assert list(todo.keys()) == ["bread", "milk"]
+    assert list(todo.values()) == [2**70, {"done": False}]
+    assert todo.get("tea", "none") == "none"
+    assert todo == {"bread": 2**70, "milk": {"done": False}}
+    del todo["milk"]
+    assert "milk" not in todo
+    with pytest.raises(mnemo.NotFound):
+        db.get("todo", "milk")
+    assert repr(todo) == "<mnemo.Store 'todo'>"
+
+
+def test_store_view_missing_keys_raise_key_error(db: mnemo.Database) -> None:
+    todo = db.store("todo")
+    with pytest.raises(KeyError) as info:
+        todo["nope"]
+    assert isinstance(info.value.__cause__, mnemo.NotFound)
+    with pytest.raises(KeyError):
+        del todo["nope"]
+    assert todo.pop("nope", None) is None
+
+
+def test_store_view_mapping_methods(db: mnemo.Database) -> None:
+    s = db.store("s")
+    s.update({"a": 1, "b": 2})
+    assert s.setdefault("a", 99) == 1
+    assert s.pop("a") == 1
+    s.clear()
+    assert len(s) == 0 and db.get_all("s") == {}
+
+
+def test_store_view_passes_other_errors_through(db: mnemo.Database) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        db.store("_settings")["name"] = "renamed"
+    with pytest.raises(mnemo.InvalidArgument):
+        len(db.store(""))
+    with pytest.raises(TypeError):
+        db.store(1)  # type: ignore[arg-type]
+    assert db.store("_settings")["name"] == "notes"
+
+
+# --- tips, grant, revoke -----------------------------------------------------------------
+
+
+def test_tips_follow_a_linear_history(db: mnemo.Database) -> None:
+    assert db.tips() == [db.id]  # only the root entry so far
+    seen = {db.id}
+    for i in range(3):
+        db.set("s", "k", i)
+        tips = db.tips()
+        assert len(tips) == 1 and tips[0].startswith("sha256:") and tips[0] not in seen
+        seen.add(tips[0])
+    with db.transaction() as t:
+        t.set("s", "k", "last")
+    assert db.tips() == [t.entry_id]
+
+
+def test_grant_and_revoke(db: mnemo.Database) -> None:
+    with mnemo.Instance.open("memory:") as other:
+        key = other.device_id  # any valid Ed25519 public key
+    db.grant(key, "write")
+    assert db.get("_settings", f"auth/{key}") == {"permission": "write", "status": "active"}
+    db.grant(key, "read")  # granting again replaces the permission
+    assert db.get("_settings", f"auth/{key}")["permission"] == "read"
+    db.revoke(key)
+    assert db.get("_settings", f"auth/{key}") == {"permission": "read", "status": "revoked"}
+    with pytest.raises(mnemo.NotFound):
+        db.revoke(key)  # no active grant any more
+    db.grant(key, "admin")  # re-activates
+    assert db.get("_settings", f"auth/{key}") == {"permission": "admin", "status": "active"}
+
+
+@pytest.mark.parametrize(
+    "key,permission",
+    [
+        ("ed25519:not-base64!", "read"),
+        ("ed25519:AAAA", "read"),
+        ("rsa:AAAA", "read"),
+        ("", "read"),
+        (None, "write"),
+        ("VALID", "Admin"),
+        ("VALID", "owner"),
+        ("VALID", ""),
+    ],
+)
+def test_grant_malformed_key_or_permission(
+    db: mnemo.Database, inst: mnemo.Instance, key: str | None, permission: str
+) -> None:
+    key = inst.device_id if key == "VALID" else key
+    error = TypeError if key is None else mnemo.InvalidArgument
+    with pytest.raises(error):
+        db.grant(key, permission)  # type: ignore[arg-type]
+    tips = db.tips()
+    assert tips == [db.id]  # nothing committed
+
+
+def test_revoke_without_grant_raises_not_found(db: mnemo.Database, inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.NotFound) as info:
+        db.revoke(inst.device_id)
+    assert info.value.status == 2 and inst.device_id in info.value.message
+
+
+def test_revoke_malformed_key(db: mnemo.Database) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        db.revoke("ed25519:short")
+
+
+def test_admin_who_demotes_itself_loses_write(db: mnemo.Database) -> None:
+    with mnemo.Instance.open("memory:") as other:
+        other_key = other.device_id  # any valid Ed25519 public key
+    (me,) = [k.removeprefix("auth/") for k in db.keys("_settings") if k.startswith("auth/")]
+    db.set("s", "k", 1)
+    # The last admin key cannot be demoted or revoked: the database would be locked.
+    with pytest.raises(mnemo.InvalidArgument):
+        db.grant(me, "read")
+    with pytest.raises(mnemo.InvalidArgument):
+        db.revoke(me)
+    db.grant(other_key, "admin")
+    db.grant(me, "read")
+    with pytest.raises(mnemo.PermissionDenied) as info:
+        db.set("s", "k", 2)
+    assert info.value.status == mnemo.Status.PERMISSION_DENIED
+    with pytest.raises(mnemo.PermissionDenied):
+        db.grant(me, "admin")
+    assert db.get("s", "k") == 1
+
+
+def test_new_methods_after_close(user: mnemo.User) -> None:
+    db = user.create_db("d")
+    db.close()
+    calls: list[Callable[[], object]] = [
+        lambda: db.delete("s", "k"),
+        lambda: db.get_all("s"),
+        lambda: db.items("s"),
+        lambda: db.tips(),
+        lambda: db.grant("ed25519:x", "read"),
+        lambda: db.revoke("ed25519:x"),
+        lambda: db.transaction(),
+        lambda: db.subscribe(print),
+        lambda: db.store("s")["k"],
+    ]
+    for call in calls:
+        with pytest.raises(mnemo.InvalidArgument, match="closed"):
+            call()

@@ -1,0 +1,269 @@
+"""mnemo.Instance: opening, device identity, accounts, sync."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import PASSWORD
+
+import mnemo
+
+
+def test_open_and_close_idempotent() -> None:
+    inst = mnemo.Instance.open("memory:")
+    assert not inst.closed
+    inst.close()
+    inst.close()
+    assert inst.closed
+
+
+def test_context_manager_closes() -> None:
+    with mnemo.Instance.open("memory:") as inst:
+        assert isinstance(inst, mnemo.Instance)
+    assert inst.closed
+
+
+def test_use_after_close_raises_invalid_argument() -> None:
+    inst = mnemo.Instance.open("memory:")
+    inst.close()
+    for call in (
+        lambda: inst.device_id,
+        inst.list_users,
+        inst.enable_sync,
+        lambda: inst.create_user("x"),
+    ):
+        with pytest.raises(mnemo.InvalidArgument, match="closed"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "url", ["", "bogus", "memory:extra", "nosuch:thing", "sqlite:/tmp/x.db", "MEMORY:"]
+)
+def test_bad_backend_url(url: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        mnemo.Instance.open(url)
+    assert info.value.status == mnemo.Status.INVALID_ARGUMENT
+    assert info.value.message
+
+
+def test_url_with_nul() -> None:
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        mnemo.Instance.open("memory:\0")
+
+
+def test_url_must_be_str() -> None:
+    with pytest.raises(TypeError):
+        mnemo.Instance.open(b"memory:")  # type: ignore[arg-type]
+
+
+def test_device_id_format_and_stability(inst: mnemo.Instance) -> None:
+    first = inst.device_id
+    assert re.fullmatch(r"ed25519:[A-Za-z0-9_-]{43}", first)
+    assert inst.device_id == first
+    with mnemo.Instance.open("memory:") as other:
+        assert other.device_id != first
+
+
+def test_create_user_and_list(inst: mnemo.Instance) -> None:
+    assert inst.list_users() == []
+    inst.create_user("bob")
+    inst.create_user("alice")
+    inst.create_user("émile 🦀")
+    assert inst.list_users() == sorted(["alice", "bob", "émile 🦀"])
+
+
+def test_duplicate_username(inst: mnemo.Instance) -> None:
+    inst.create_user("bob")
+    with pytest.raises(mnemo.AlreadyExists) as info:
+        inst.create_user("bob")
+    assert info.value.status == 3 and "bob" in info.value.message
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, "tab\there", "new\nline", "é" * 33])
+def test_bad_usernames(inst: mnemo.Instance, name: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        inst.create_user(name)
+    assert info.value.message
+
+
+def test_username_limits(inst: mnemo.Instance) -> None:
+    inst.create_user("x" * 64)
+    inst.create_user("é" * 32)  # 64 bytes
+
+
+@pytest.mark.parametrize("password", ["", "x" * 1025])
+def test_bad_passwords(inst: mnemo.Instance, password: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        inst.create_user("bob", password)
+    assert inst.list_users() == []
+
+
+@pytest.mark.parametrize("field", ["name", "password"])
+def test_nul_in_credentials(inst: mnemo.Instance, field: str) -> None:
+    args = {"name": "bob", "password": None}
+    args[field] = "a\0b"
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        inst.create_user(**args)  # type: ignore[arg-type]
+    inst.create_user("bob")
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        inst.login(**args)  # type: ignore[arg-type]
+
+
+def test_lone_surrogate_is_invalid_argument(inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        inst.create_user("\ud800")
+
+
+def test_passwordless_login(inst: mnemo.Instance) -> None:
+    inst.create_user("bob")
+    user = inst.login("bob")
+    assert isinstance(user, mnemo.User)
+    user.logout()
+
+
+def test_unknown_user_auth_failed(inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.AuthFailed) as info:
+        inst.login("nobody")
+    assert info.value.status == 4 and info.value.message
+
+
+def test_empty_login_name(inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.InvalidArgument):
+        inst.login("")
+
+
+# The tests below pay for Argon2id; they share one module-scoped user.
+
+
+def test_password_login(pw_inst: mnemo.Instance) -> None:
+    with pw_inst.login("carol", password=PASSWORD) as carol:
+        assert not carol.logged_out
+    assert carol.logged_out
+
+
+def test_wrong_password(pw_inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.AuthFailed) as info:
+        pw_inst.login("carol", password="wrong")
+    assert info.value.status == mnemo.Status.AUTH_FAILED
+    assert "password" in info.value.message
+
+
+def test_missing_password(pw_inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.AuthFailed):
+        pw_inst.login("carol")
+
+
+def test_password_given_where_none_is_set(inst: mnemo.Instance) -> None:
+    inst.create_user("bob")
+    with pytest.raises(mnemo.AuthFailed):
+        inst.login("bob", password="anything")
+
+
+def test_unknown_user_with_password_is_indistinguishable(pw_inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.AuthFailed) as unknown:
+        pw_inst.login("nobody", password=PASSWORD)
+    with pytest.raises(mnemo.AuthFailed) as wrong:
+        pw_inst.login("carol", password="wrong")
+    assert unknown.value.message == wrong.value.message
+
+
+def test_sync_before_enable(inst: mnemo.Instance) -> None:
+    with pytest.raises(mnemo.SyncDisabled) as info:
+        _ = inst.sync
+    assert info.value.status == 7 and info.value.message
+
+
+def test_enable_sync_idempotent(inst: mnemo.Instance) -> None:
+    inst.enable_sync()
+    inst.enable_sync()
+    with inst.sync as a, inst.sync as b:
+        assert isinstance(a, mnemo.Sync) and a is not b
+    assert a.closed and b.closed
+
+
+def test_objects_outlive_the_instance() -> None:
+    inst = mnemo.Instance.open("memory:")
+    inst.create_user("bob")
+    inst.enable_sync()
+    user = inst.login("bob")
+    sync = inst.sync
+    inst.close()
+    db = user.create_db("after close")
+    db.set("s", "k", 1)
+    assert db.get("s", "k") == 1
+    sync.close()
+    user.logout()
+    db.close()
+
+
+# --- Argon2id cost -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argon2", [(19456, 2, 1), mnemo.Argon2Params(19456, 2, 1), (64 * 1024, 3, 4)]
+)
+def test_open_with_argon2(argon2: tuple[int, int, int]) -> None:
+    with mnemo.Instance.open("memory:", argon2=argon2) as inst:
+        inst.create_user("bob")  # passwordless: no Argon2id cost
+        inst.login("bob").logout()
+
+
+def test_argon2_params_is_a_tuple() -> None:
+    params = mnemo.Argon2Params(memory_kib=19456, time_cost=2, parallelism=1)
+    assert params == (19456, 2, 1)
+    m, t, p = params
+    assert (m, t, p) == (params.memory_kib, params.time_cost, params.parallelism)
+
+
+def test_password_user_with_custom_argon2() -> None:
+    with mnemo.Instance.open("memory:", argon2=mnemo.Argon2Params(19456, 3, 1)) as inst:
+        inst.create_user("bob", PASSWORD)
+        with pytest.raises(mnemo.AuthFailed):
+            inst.login("bob", "wrong")
+        inst.login("bob", PASSWORD).logout()
+
+
+@pytest.mark.parametrize(
+    "argon2",
+    [
+        (1024, 2, 1),  # memory below the minimum
+        (19455, 2, 1),
+        (19456, 1, 1),  # passes below the minimum
+        (19456, 0, 1),
+        (19456, 2, 0),  # no lane
+        (0, 0, 0),
+        (19456, 2, 3000),  # Argon2 itself needs 8 KiB per lane
+    ],
+)
+def test_argon2_rejected_by_the_library(argon2: tuple[int, int, int]) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        mnemo.Instance.open("memory:", argon2=argon2)
+    assert info.value.status == mnemo.Status.INVALID_ARGUMENT
+    assert "Argon2id" in info.value.message
+
+
+@pytest.mark.parametrize("argon2", [(-1, 2, 1), (19456, 2**32, 1), (19456, 2, -(2**32) + 1)])
+def test_argon2_outside_uint32(argon2: tuple[int, int, int]) -> None:
+    # ctypes would silently wrap these into valid-looking uint32_t values.
+    with pytest.raises(mnemo.InvalidArgument, match="uint32_t"):
+        mnemo.Instance.open("memory:", argon2=argon2)
+
+
+@pytest.mark.parametrize(
+    "argon2",
+    [(19456, 2), (19456, 2, 1, 0), [19456, 2, 1], "19456,2,1", 19456, (19456.0, 2, 1), (19456, True, 1)],
+)
+def test_argon2_wrong_type(argon2: object) -> None:
+    with pytest.raises(TypeError):
+        mnemo.Instance.open("memory:", argon2=argon2)  # type: ignore[arg-type]
+
+
+def test_argon2_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        mnemo.Instance.open("memory:", (19456, 2, 1))  # type: ignore[misc]
+
+
+def test_bad_url_with_argon2() -> None:
+    with pytest.raises(mnemo.InvalidArgument, match="URL|url"):
+        mnemo.Instance.open("bogus", argon2=(19456, 2, 1))

@@ -1,0 +1,130 @@
+"""Library-wide functions, errors, and how the library is found."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import PYTHON_DIR, REPO_DIR
+
+import mnemo
+from mnemo import _native
+
+ERRORS = {
+    1: mnemo.InvalidArgument,
+    2: mnemo.NotFound,
+    3: mnemo.AlreadyExists,
+    4: mnemo.AuthFailed,
+    5: mnemo.PermissionDenied,
+    6: mnemo.LoggedOut,
+    7: mnemo.SyncDisabled,
+    8: mnemo.NetworkError,
+    9: mnemo.StorageError,
+    10: mnemo.Corrupt,
+    11: mnemo.InternalError,
+}
+
+
+def test_version() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", mnemo.version())
+    major, minor, patch = (int(p) for p in mnemo.version().split("."))
+    assert mnemo.version_number() == major * 1_000_000 + minor * 1_000 + patch
+
+
+def test_status_names() -> None:
+    assert mnemo.status_name(0) == "MNEMO_STATUS_OK"
+    for status in mnemo.Status:
+        assert mnemo.status_name(status) == f"MNEMO_STATUS_{status.name}"
+    assert mnemo.status_name(99) == "MNEMO_STATUS_UNKNOWN"
+    assert mnemo.status_name(-1) == "MNEMO_STATUS_UNKNOWN"
+
+
+@pytest.mark.parametrize("status,cls", sorted(ERRORS.items()))
+def test_error_classes(status: int, cls: type) -> None:
+    assert issubclass(cls, mnemo.Error)
+    err = mnemo.errors.error_for_status(status, "detail")
+    assert type(err) is cls
+    assert err.status == status == int(mnemo.Status(status))
+    assert err.message == str(err) == "detail"
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is cls and again.status == status and again.message == "detail"
+
+
+def test_unknown_status_gives_base_error() -> None:
+    err = mnemo.errors.error_for_status(42, "future")
+    assert type(err) is mnemo.Error and err.status == 42
+
+
+def test_python_flavoured_bases() -> None:
+    assert issubclass(mnemo.InvalidArgument, ValueError)
+    assert issubclass(mnemo.NotFound, LookupError)
+
+
+def test_check_reads_the_last_error_message() -> None:
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        _native.check(_native.lib.mnemo_backend_open(b"nope", None))
+    assert info.value.status == 1
+    assert "out" in info.value.message  # "out-parameter 'out' is NULL"
+    # A successful call clears the thread's last error.
+    assert _native.lib.mnemo_instance_enable_sync(None) == 1
+    assert _native.last_error_message()
+    assert mnemo.Instance.open("memory:")
+    assert _native.last_error_message() is None
+
+
+def test_ok_does_not_raise() -> None:
+    _native.check(0)
+
+
+def _import_with(env_lib: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MNEMO_LIB=env_lib, PYTHONPATH=str(PYTHON_DIR))
+    code = "import mnemo, mnemo._native as n; print(n.LIBRARY_PATH); print(mnemo.version())"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_mnemo_lib_env_var_is_used() -> None:
+    proc = _import_with(_native.LIBRARY_PATH)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [_native.LIBRARY_PATH, mnemo.version()]
+
+
+def test_bad_mnemo_lib_fails_clearly() -> None:
+    proc = _import_with("/nonexistent/libmnemo.so")
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "MNEMO_LIB" in proc.stderr
+
+
+def test_build_tree_is_searched() -> None:
+    paths = _native.candidate_paths()
+    assert paths[-2] == REPO_DIR / "target" / "release" / "libmnemo.so"
+    assert paths[-1] == REPO_DIR / "target" / "debug" / "libmnemo.so"
+
+
+def test_objects_left_open_at_exit_are_freed_quietly() -> None:
+    code = (
+        "import mnemo\n"
+        "inst = mnemo.Instance.open('memory:')\n"
+        "inst.create_user('bob')\n"
+        "inst.enable_sync()\n"
+        "user = inst.login('bob')\n"
+        "db = user.create_db('d')\n"
+        "db.set('s', 'k', 1)\n"
+        "sync = inst.sync\n"
+        "sub = db.subscribe(lambda *change: None)\n"
+        "txn = db.transaction()\n"
+        "txn.set('s', 'k', 2)\n"
+        "db.set('s', 'k', 3)\n"
+        "cycle = [inst, user, db, sync, sub, txn]\n"
+        "cycle.append(cycle)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

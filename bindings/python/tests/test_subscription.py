@@ -1,0 +1,199 @@
+"""mnemo.Subscription: change callbacks from the library's notification thread.
+
+Every wait below is on a Condition with a timeout; nothing sleeps and hopes. Callbacks of
+one instance run on one thread in commit order, so once a later change has been seen,
+every earlier delivery (and any destroy that followed it) is over.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import mnemo
+from mnemo import subscription
+
+TIMEOUT = 10.0
+
+
+class Recorder:
+    """A callback that records its calls and lets the test wait for them."""
+
+    def __init__(self, action: Callable[[Recorder], None] | None = None) -> None:
+        self.calls: list[tuple[str, str, bool]] = []
+        self.threads: set[int] = set()
+        self.cond = threading.Condition()
+        self.action = action
+
+    def __call__(self, db_id: str, entry_id: str, remote: bool) -> None:
+        # The action runs first: once a call is recorded, its action is over.
+        try:
+            if self.action is not None:
+                self.action(self)
+        finally:
+            with self.cond:
+                self.calls.append((db_id, entry_id, remote))
+                self.threads.add(threading.get_ident())
+                self.cond.notify_all()
+
+    def wait_for(self, n: int) -> list[tuple[str, str, bool]]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.calls) >= n, TIMEOUT), self.calls
+            return list(self.calls)
+
+    def wait_for_entry(self, entry_id: str) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(c[1] == entry_id for c in self.calls), TIMEOUT)
+            assert ok, (entry_id, self.calls)
+
+
+def commit(db: mnemo.Database, key: str, value: object = 1) -> str:
+    with db.transaction() as t:
+        t.set("s", key, value)
+    assert t.entry_id is not None
+    return t.entry_id
+
+
+def test_fires_once_per_commit_with_the_right_ids(db: mnemo.Database) -> None:
+    rec = Recorder()
+    live = subscription.live_callbacks()
+    with db.subscribe(rec) as sub:
+        assert subscription.live_callbacks() == live + 1
+        ids = [commit(db, f"k{i}") for i in range(3)]
+        db.set("s", "plain", 1)  # every kind of commit notifies
+        ids.append(db.tips()[0])
+        db.delete("s", "plain")
+        ids.append(db.tips()[0])
+        ids.append(commit(db, "marker"))
+        calls = rec.wait_for(len(ids))
+        # The marker was delivered last, so a duplicate of any earlier one would show.
+        assert calls == [(db.id, entry_id, False) for entry_id in ids]
+        assert rec.threads and threading.get_ident() not in rec.threads
+    assert sub.closed and repr(sub) == "<mnemo.Subscription closed>"
+    assert subscription.live_callbacks() == live  # destroy ran
+
+
+def test_stops_after_close_and_destroy_runs(db: mnemo.Database) -> None:
+    first, witness = Recorder(), Recorder()
+    sub = db.subscribe(first)
+    key = sub._key
+    with db.subscribe(witness):
+        commit(db, "a")
+        first.wait_for(1)
+        sub.close()
+        sub.close()  # idempotent
+        assert key not in subscription._callbacks  # destroyed before close returned
+        later = commit(db, "b")
+        witness.wait_for_entry(later)
+    assert len(first.calls) == 1
+
+
+def test_several_subscribers_each_see_every_commit(db: mnemo.Database) -> None:
+    recs = [Recorder() for _ in range(3)]
+    subs = [db.subscribe(r) for r in recs]
+    ids = [commit(db, f"k{i}") for i in range(2)]
+    for r in recs:
+        assert [c[1] for c in r.wait_for(2)] == ids
+    for s in subs:
+        s.close()
+
+
+def test_a_raising_callback_does_not_break_later_commits(
+    db: mnemo.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(rec: Recorder) -> None:
+        if not rec.calls:
+            raise ValueError("callback bug")
+
+    rec, witness = Recorder(explode), Recorder()
+    with caplog.at_level(logging.ERROR, logger="mnemo"), db.subscribe(rec), db.subscribe(witness):
+        first = commit(db, "a")
+        second = commit(db, "b")
+        assert [c[1] for c in rec.wait_for(2)] == [first, second]
+        witness.wait_for_entry(second)
+    assert db.get_all("s") == {"a": 1, "b": 1}
+    errors = [r for r in caplog.records if r.name == "mnemo"]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is ValueError
+    assert "subscription callback" in errors[0].getMessage()
+
+
+def test_callback_may_call_mnemo(db: mnemo.Database) -> None:
+    seen: list[object] = []
+
+    def read_back(rec: Recorder) -> None:
+        seen.append(db.get("s", "k"))
+
+    rec = Recorder(read_back)
+    with db.subscribe(rec):
+        commit(db, "k", {"v": 1})
+        rec.wait_for(1)
+        marker = commit(db, "k", {"v": 2})
+        rec.wait_for_entry(marker)
+    assert seen == [{"v": 1}, {"v": 2}]
+
+
+def test_close_from_inside_the_callback(db: mnemo.Database) -> None:
+    holder: list[mnemo.Subscription] = []
+
+    def close_self(rec: Recorder) -> None:
+        holder[0].close()
+
+    rec, witness = Recorder(close_self), Recorder()
+    holder.append(db.subscribe(rec))
+    key = holder[0]._key
+    with db.subscribe(witness):
+        commit(db, "a")
+        rec.wait_for(1)
+        later = commit(db, "b")
+        witness.wait_for_entry(later)  # so the callback has returned and destroy ran
+    assert len(rec.calls) == 1 and holder[0].closed
+    assert key not in subscription._callbacks
+
+
+def test_garbage_collected_subscription_ends(db: mnemo.Database) -> None:
+    live = subscription.live_callbacks()
+    rec = Recorder()
+    db.subscribe(rec)  # not kept: ends when collected
+    gc.collect()
+    assert subscription.live_callbacks() == live
+    witness = Recorder()
+    with db.subscribe(witness):
+        later = commit(db, "a")
+        witness.wait_for_entry(later)
+    assert rec.calls == []
+
+
+def test_subscription_outlives_the_database_handle(user: mnemo.User) -> None:
+    db = user.create_db("d")
+    rec = Recorder()
+    sub = db.subscribe(rec)
+    t = db.transaction()
+    db.close()
+    t.set("s", "k", 1)
+    entry_id = t.commit()
+    assert rec.wait_for(1)[0][1] == entry_id
+    sub.close()
+
+
+def test_callbacks_are_not_called_for_other_databases(user: mnemo.User) -> None:
+    with user.create_db("a") as a, user.create_db("b") as b:
+        rec_a, rec_b = Recorder(), Recorder()
+        with a.subscribe(rec_a), b.subscribe(rec_b):
+            in_a = commit(a, "k")
+            in_b = commit(b, "k")
+            rec_b.wait_for_entry(in_b)
+            rec_a.wait_for_entry(in_a)
+        assert rec_a.calls == [(a.id, in_a, False)]
+        assert rec_b.calls == [(b.id, in_b, False)]
+
+
+def test_callback_must_be_callable(db: mnemo.Database) -> None:
+    live = subscription.live_callbacks()
+    with pytest.raises(TypeError):
+        db.subscribe("not callable")  # type: ignore[arg-type]
+    assert subscription.live_callbacks() == live

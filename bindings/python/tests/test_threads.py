@@ -1,0 +1,76 @@
+"""Handles shared between threads: calls run concurrently, close waits for them."""
+
+from __future__ import annotations
+
+import threading
+
+import mnemo
+
+
+def test_concurrent_reads_and_writes(db: mnemo.Database) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                db.set("t", f"{n}-{i}", [n, i])
+                assert db.get("t", f"{n}-{i}") == [n, i]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_close_while_other_threads_use_the_handle(user: mnemo.User) -> None:
+    db = user.create_db("shared")
+    db.set("t", "k", "v")
+    outcomes: list[str] = []
+    start = threading.Barrier(5)
+
+    def reader() -> None:
+        start.wait()
+        for _ in range(200):
+            try:
+                assert db.get("t", "k") == "v"
+            except mnemo.InvalidArgument:
+                outcomes.append("closed")
+                return
+        outcomes.append("done")
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    start.wait()
+    db.close()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 4 and set(outcomes) <= {"closed", "done"}
+
+
+def test_error_messages_are_per_thread(inst: mnemo.Instance) -> None:
+    inst.create_user("dup")
+    messages: list[str] = []
+
+    def fail(name: str) -> None:
+        try:
+            inst.create_user(name)
+        except mnemo.Error as e:
+            messages.append(f"{type(e).__name__}:{e.message}")
+
+    threads = [threading.Thread(target=fail, args=(n,)) for n in ["dup", ""] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(messages)) == sorted(
+        {
+            "AlreadyExists:already exists: username 'dup' is taken",
+            "InvalidArgument:invalid argument: "
+            "a username is 1 to 64 bytes without control characters",
+        }
+    )

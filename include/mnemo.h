@@ -1,0 +1,655 @@
+/*
+ * mnemo: an embedded, multi-user, signed and syncable database.
+ *
+ * Generated from src/ffi/ by build.rs with cbindgen. Do not edit.
+ *
+ * Conventions (they hold for every function below):
+ * - Every fallible function returns mnemo_status (0 = MNEMO_STATUS_OK) and its result
+ *   must be checked. mnemo_last_error_message() then gives the detail on this thread.
+ * - Out-parameters are set to NULL on entry and written only on success.
+ * - Strings in are NUL-terminated UTF-8, borrowed for the call. Strings out are owned by the
+ *   caller and freed with mnemo_string_free(). Lists and records are JSON text.
+ * - Each handle has a mnemo_<type>_free() that accepts NULL. Handles may be used from
+ *   several threads at once unless a function says otherwise.
+ * - A panic inside mnemo never crosses into C: it becomes MNEMO_STATUS_INTERNAL.
+ */
+
+#ifndef MNEMO_H
+#define MNEMO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MNEMO_VERSION_MAJOR 0
+#define MNEMO_VERSION_MINOR 1
+#define MNEMO_VERSION_PATCH 0
+#define MNEMO_VERSION_NUMBER 1000
+#define MNEMO_VERSION_STRING "0.1.0"
+/** The ABI version: the N in the SONAME libmnemo.so.N. */
+#define MNEMO_ABI_VERSION 0
+
+/** Marks functions whose status must be checked. */
+#if defined(__GNUC__) || defined(__clang__)
+#define MNEMO_MUST_USE __attribute__((warn_unused_result))
+#else
+#define MNEMO_MUST_USE
+#endif
+
+
+/**
+ * An opened storage backend, not yet owned by an instance. Freed with
+ * `mnemo_backend_free`, or consumed by `mnemo_instance_open`.
+ */
+typedef struct mnemo_backend mnemo_backend;
+
+/**
+ * A database handle. Safe to use from several threads at once.
+ */
+typedef struct mnemo_database mnemo_database;
+
+/**
+ * An open instance. Safe to use from several threads at once.
+ */
+typedef struct mnemo_instance mnemo_instance;
+
+/**
+ * A live subscription. Safe to free from any thread, including from its own callback.
+ */
+typedef struct mnemo_subscription mnemo_subscription;
+
+/**
+ * One reference to an instance's sync engine. Safe to use from several threads at once.
+ */
+typedef struct mnemo_sync mnemo_sync;
+
+/**
+ * An open transaction. NOT safe to use from several threads at once.
+ */
+typedef struct mnemo_txn mnemo_txn;
+
+/**
+ * A logged-in user's session, holding decrypted keys until `mnemo_user_logout`.
+ * Safe to use from several threads at once.
+ */
+typedef struct mnemo_user mnemo_user;
+
+/**
+ * The result of every fallible mnemo function: `MNEMO_STATUS_OK` (0) or an error code.
+ */
+typedef int32_t mnemo_status;
+
+/**
+ * A change callback: `user_data` first, then the database id and the entry id (both
+ * "sha256:…", valid only during the call), then whether the change came from sync.
+ * It must return normally: ending the thread from inside it (`pthread_exit`, `longjmp` out
+ * of it, a C++ exception) aborts the process, since the thread is mnemo's.
+ */
+typedef void (*mnemo_change_cb)(void *user_data, const char *db_id, const char *entry_id, bool remote);
+
+/**
+ * Releases `user_data` when a subscription ends.
+ */
+typedef void (*mnemo_destroy_cb)(void *user_data);
+
+/**
+ * Success.
+ */
+#define MNEMO_STATUS_OK 0
+
+/**
+ * NULL where not allowed, bad UTF-8, malformed id, key, name or JSON, bad URL.
+ */
+#define MNEMO_STATUS_INVALID_ARGUMENT 1
+
+/**
+ * No such user, database, key, stored value or peer.
+ */
+#define MNEMO_STATUS_NOT_FOUND 2
+
+/**
+ * The username (or other unique name) is taken.
+ */
+#define MNEMO_STATUS_ALREADY_EXISTS 3
+
+/**
+ * Wrong password or unknown user: deliberately indistinguishable.
+ */
+#define MNEMO_STATUS_AUTH_FAILED 4
+
+/**
+ * The key lacks the permission, or the user is disabled.
+ */
+#define MNEMO_STATUS_PERMISSION_DENIED 5
+
+/**
+ * The user session behind this handle has logged out.
+ */
+#define MNEMO_STATUS_LOGGED_OUT 6
+
+/**
+ * Sync is not enabled on this instance.
+ */
+#define MNEMO_STATUS_SYNC_DISABLED 7
+
+/**
+ * Peer unreachable, timeout, or protocol error.
+ */
+#define MNEMO_STATUS_NETWORK 8
+
+/**
+ * Backend I/O or database error.
+ */
+#define MNEMO_STATUS_STORAGE 9
+
+/**
+ * Stored or received data fails validation.
+ */
+#define MNEMO_STATUS_CORRUPT 10
+
+/**
+ * A caught panic or a broken invariant inside mnemo.
+ */
+#define MNEMO_STATUS_INTERNAL 11
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/**
+ * Opens the storage backend named by `url`.
+ *
+ * - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
+ *   process).
+ * - `out`: receives a new backend handle, owned by the caller: pass it to
+ *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
+ *
+ * Returns MNEMO_STATUS_OK, or MNEMO_STATUS_INVALID_ARGUMENT for a NULL argument, invalid
+ * UTF-8, or an unknown or malformed URL. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_backend_open(const char *url, struct mnemo_backend **out);
+
+/**
+ * Frees a backend that was not passed to `mnemo_instance_open`. NULL is a no-op.
+ *
+ * `backend` is NULL or a live backend handle that is not used again.
+ */
+void mnemo_backend_free(struct mnemo_backend *backend);
+
+/**
+ * The database's id, "sha256:<64 hex digits>" (the id of its root entry).
+ *
+ * - `out_id`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **out_id);
+
+/**
+ * Sets `key` in `store` to a JSON value, as one signed commit.
+ *
+ * - `store`: 1 to 255 bytes; names starting with '_' are reserved.
+ * - `key`: 1 to 4096 bytes.
+ * - `json`: any JSON value (object, array, string, number, true, false, null) nested at
+ *   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
+ *   numbers with all their digits: no rounding, no 64-bit limit).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+ * store name or key, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
+ * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_set(struct mnemo_database *db, const char *store, const char *key, const char *json);
+
+/**
+ * Reads the JSON value of `key` in `store`.
+ *
+ * - `out_json`: receives the value in canonical JSON text, owned; free it with
+ *   `mnemo_string_free`.
+ *
+ * Reserved stores may be read: "_settings" holds the database's "name" and its
+ * "auth/<public key>" grants.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+ * store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted), MNEMO_STATUS_STORAGE.
+ * Reading works after the session logged out. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_get(const struct mnemo_database *db, const char *store, const char *key, char **out_json);
+
+/**
+ * Deletes `key` from `store`, as one signed commit (a tombstone that merges like a write).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+ * reserved store name, bad key), MNEMO_STATUS_NOT_FOUND (the key has no value),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_delete(struct mnemo_database *db, const char *store, const char *key);
+
+/**
+ * Every live key of `store` with its value, as one JSON object: {"key": value, ...}
+ * ({} for an empty or unknown store).
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+ * store name), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_get_all(const struct mnemo_database *db, const char *store, char **out_json);
+
+/**
+ * Gives `pubkey` a permission on this database, as a signed change to its settings.
+ * Needs admin permission. Granting again replaces the permission (and re-activates a
+ * revoked key). The last active admin key cannot be demoted (grant admin to another first).
+ *
+ * - `pubkey`: "ed25519:<base64url>", e.g. from `mnemo_user_get_signing_key`.
+ * - `permission`: "admin", "write" or "read".
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed key or permission, demoting the last admin key), MNEMO_STATUS_PERMISSION_DENIED
+ * (this handle's key is not admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_grant(struct mnemo_database *db, const char *pubkey, const char *permission);
+
+/**
+ * Revokes `pubkey`: entries it signs on top of this change are rejected everywhere.
+ * Needs admin permission. The last active admin key cannot be revoked.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed key, the last admin key), MNEMO_STATUS_NOT_FOUND (the key holds no active grant),
+ * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_revoke(struct mnemo_database *db, const char *pubkey);
+
+/**
+ * The database's current tips (entries without children), as a sorted JSON array of ids:
+ * ["sha256:…", …].
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_tips(const struct mnemo_database *db, char **out_json);
+
+/**
+ * Starts a transaction: its operations commit together as one entry, or not at all.
+ *
+ * - `out`: receives a new transaction handle, owned by the caller; end it with
+ *   `mnemo_txn_commit` or `mnemo_txn_abort` (each frees it).
+ *
+ * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe;
+ * the transaction itself is not (use it from one thread at a time).
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mnemo_txn **out);
+
+/**
+ * Calls `cb` after every change to this database: each local commit (remote = false) and
+ * each entry applied from sync (remote = true).
+ *
+ * - `cb`: required. It runs on a library thread (one per instance, in commit order), never
+ *   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
+ *   valid only during the call.
+ * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
+ * - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
+ *   when the subscription ends (`mnemo_subscription_free`), after the last call of `cb`; or
+ *   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
+ *   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
+ * - `out`: receives a new subscription handle, owned by the caller, freed with
+ *   `mnemo_subscription_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
+ * MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_change_cb cb, void *user_data, mnemo_destroy_cb destroy, struct mnemo_subscription **out);
+
+/**
+ * Frees a database handle. NULL is a no-op. The database itself stays stored.
+ *
+ * `db` is NULL or a live database handle that is not used again.
+ */
+void mnemo_db_free(struct mnemo_database *db);
+
+/**
+ * Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
+ * open.
+ *
+ * - `backend`: required; consumed on success and on failure (do not use or free it after).
+ * - `out`: receives a new instance handle, owned by the caller, freed with
+ *   `mnemo_instance_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (the backend failed or holds bad data).
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_open(struct mnemo_backend *backend, struct mnemo_instance **out);
+
+/**
+ * Opens an instance like `mnemo_instance_open`, choosing the Argon2id cost of passwords
+ * when the instance is created: memory `m_kib` KiB, `t` passes, `p` lanes. Each must be at
+ * least the default (19456 KiB, 2, 1), so passwords are never weaker by accident. The
+ * parameters are recorded at creation; opening an existing instance with different ones
+ * fails rather than change them.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, parameters below
+ * the minimum or different from the recorded ones), MNEMO_STATUS_STORAGE,
+ * MNEMO_STATUS_CORRUPT. Consumes `backend` on success and on failure. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend *backend, uint32_t m_kib, uint32_t t, uint32_t p, struct mnemo_instance **out);
+
+/**
+ * Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
+ * valid until they are freed themselves.
+ *
+ * `instance` is NULL or a live instance handle that is not used again.
+ */
+void mnemo_instance_free(struct mnemo_instance *instance);
+
+/**
+ * The device's public identity, "ed25519:<base64url>", stable for the instance's life.
+ *
+ * - `out_pubkey`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance *instance, char **out_pubkey);
+
+/**
+ * Creates a user account with a fresh Ed25519 key and a private user database (holding its
+ * sealed keys and the databases it tracks). The first user created is the instance admin.
+ *
+ * - `username`: required; 1 to 64 bytes of UTF-8 without control characters.
+ * - `password`: NULL for a passwordless user, whose private keys are stored unsealed
+ *   (anyone who can read the storage can use them); otherwise 1 to 1024 bytes: the keys are
+ *   sealed with AES-256-GCM under a key derived from it with Argon2id. The password itself
+ *   is never stored.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
+ * UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
+ * taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *instance, const char *username, const char *password);
+
+/**
+ * Logs a user in and returns a session holding the user's decrypted keys.
+ *
+ * - `password`: NULL for a passwordless user.
+ * - `out`: receives a new user handle, owned by the caller; end it with
+ *   `mnemo_user_logout`, which wipes the keys and frees the handle.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle, username or out,
+ * bad UTF-8), MNEMO_STATUS_AUTH_FAILED (unknown user, wrong password, a password missing
+ * or given where none is set: indistinguishable, in the same time),
+ * MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
+ * MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_login(struct mnemo_instance *instance, const char *username, const char *password, struct mnemo_user **out);
+
+/**
+ * Every username, sorted, as a JSON array of strings: ["alice","bob"].
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_list_users(const struct mnemo_instance *instance, char **out_json);
+
+/**
+ * Enables sync on this instance. Idempotent: calling it again (from any thread) changes
+ * nothing and succeeds.
+ *
+ * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Thread-safe.
+ *
+ * `instance` is NULL or a live instance handle.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_enable_sync(struct mnemo_instance *instance);
+
+/**
+ * A new reference to the instance's sync engine.
+ *
+ * - `out`: receives a new sync handle, owned by the caller, freed with `mnemo_sync_free`
+ *   (each handle is one reference; the engine lives while any handle or the instance does).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_sync(struct mnemo_instance *instance, struct mnemo_sync **out);
+
+/**
+ * The library's version as a static string, e.g. "0.1.0". Never NULL; do not free.
+ * Thread-safe.
+ */
+const char *mnemo_version(void);
+
+/**
+ * The library's version as MAJOR*1000000 + MINOR*1000 + PATCH, to compare with
+ * MNEMO_VERSION_NUMBER from the header the program was compiled against. Thread-safe.
+ */
+uint32_t mnemo_version_number(void);
+
+/**
+ * The message of the last failed mnemo call on this thread, or NULL if the last call
+ * succeeded. Borrowed: valid until the next mnemo call on this thread; do not free.
+ * Never contains passwords or private keys. Thread-safe (the message is per thread).
+ */
+const char *mnemo_last_error_message(void);
+
+/**
+ * The static name of a status code, e.g. "MNEMO_STATUS_NOT_FOUND"; unknown codes give
+ * "MNEMO_STATUS_UNKNOWN". Never NULL, never fails; do not free. Thread-safe.
+ */
+const char *mnemo_status_str(mnemo_status status);
+
+/**
+ * Frees a string that mnemo returned through a `char **` out-parameter.
+ * `s` may be NULL (no-op). Passing any other pointer is undefined behaviour. Thread-safe.
+ *
+ * `s` is NULL or a string returned by mnemo that is not used again.
+ */
+void mnemo_string_free(char *s);
+
+/**
+ * Ends a subscription: after it returns, the callback is not running and will not be called
+ * again, and `destroy(user_data)` has been called. From inside the subscription's own
+ * callback, the end (and `destroy`) happen when the callback returns. NULL is a no-op.
+ */
+void mnemo_subscription_free(struct mnemo_subscription *subscription);
+
+/**
+ * Drops this reference to the sync engine. NULL is a no-op. Other references and the
+ * instance keep the engine alive.
+ *
+ * `sync` is NULL or a live sync handle that is not used again.
+ */
+void mnemo_sync_free(struct mnemo_sync *sync);
+
+/**
+ * Adds "set `key` in `store` to `json`" to the transaction; nothing is visible before
+ * `mnemo_txn_commit`. A later operation on the same key replaces this one.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+ * reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
+ * usable).
+ */
+MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *store, const char *key, const char *json);
+
+/**
+ * Adds "delete `key` from `store`" to the transaction.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
+ * MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
+ * transaction), MNEMO_STATUS_STORAGE.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_txn_delete(struct mnemo_txn *txn, const char *store, const char *key);
+
+/**
+ * Commits every operation of the transaction as one signed entry, across all the stores it
+ * touches: all of it becomes visible, or none. Frees `txn`, on success and on failure.
+ *
+ * - `out_entry_id`: optional; receives the new entry's id (owned, free with
+ *   `mnemo_string_free`).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_txn_commit(struct mnemo_txn *txn, char **out_entry_id);
+
+/**
+ * Discards the transaction and frees it. NULL is a no-op.
+ */
+void mnemo_txn_abort(struct mnemo_txn *txn);
+
+/**
+ * Creates a database with this user's default key as its admin.
+ *
+ * - `name`: required, non-empty UTF-8; names need not be unique.
+ * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
+ * name), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_create_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
+
+/**
+ * Opens a database stored on this instance by its id, and tracks it in the user's list.
+ * The handle signs with the user's key of highest permission on the database (the default
+ * key if none has any: then the handle can read but writes give
+ * MNEMO_STATUS_PERMISSION_DENIED).
+ *
+ * - `db_id`: "sha256:<64 hex digits>", e.g. from `mnemo_db_id` on another device.
+ * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance; sync it first),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_load_db(struct mnemo_user *user, const char *db_id, struct mnemo_database **out);
+
+/**
+ * Opens the database named `name` among those the user tracks (created or loaded). When
+ * several tracked databases share the name, the one tracked first is opened (ties: the
+ * smallest id); use `mnemo_user_list_dbs` and `mnemo_user_load_db` to choose another.
+ *
+ * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+ * MNEMO_STATUS_NOT_FOUND (no tracked database has that name), MNEMO_STATUS_STORAGE.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_find_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
+
+/**
+ * The databases the user tracks, as a JSON array sorted by name then id:
+ * [{"id":"sha256:…","name":"notes"}, …].
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **out_json);
+
+/**
+ * Generates a new Ed25519 key for the user, stored like the others (sealed under the
+ * password, or unsealed for a passwordless user). The private key never leaves mnemo.
+ *
+ * - `display_name`: optional (NULL: none), at most 255 bytes.
+ * - `out_pubkey`: receives the new public key, "ed25519:<base64url>"; owned, free it with
+ *   `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
+ * name too long), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_add_private_key(struct mnemo_user *user, const char *display_name, char **out_pubkey);
+
+/**
+ * The user's keys as a JSON array sorted by public key:
+ * [{"pubkey":"ed25519:…","name":"default","default":true}, …] ("name" may be null).
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_list_keys(struct mnemo_user *user, char **out_json);
+
+/**
+ * The public key the user signs database `db_id` with: the user's key with the highest
+ * permission on it (the default key first among equals). Give it to a database's admin to
+ * be granted access (`mnemo_db_grant`).
+ *
+ * - `out_pubkey`: receives "ed25519:<base64url>"; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of
+ * the user's keys has a permission on it), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_get_signing_key(struct mnemo_user *user, const char *db_id, char **out_pubkey);
+
+/**
+ * Changes the user's password. Every key is re-sealed under the new password in one
+ * commit; the old password stops working at once.
+ *
+ * - `old_pw`: the current password; NULL for a passwordless user.
+ * - `new_pw`: the new password (1 to 1024 bytes); NULL makes the user passwordless (keys
+ *   then stored unsealed).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
+ * password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong), MNEMO_STATUS_STORAGE.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_change_password(struct mnemo_user *user, const char *old_pw, const char *new_pw);
+
+/**
+ * Every user of the instance with status and role, as a JSON array sorted by name:
+ * [{"username":"alice","status":"active","admin":true}, …] (status "active" or
+ * "disabled"). Admin only: the first user created is the instance admin.
+ *
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_admin_list_users(struct mnemo_user *user, char **out_json);
+
+/**
+ * Disables another user's account (admin only): it can no longer log in (a right password
+ * then gives MNEMO_STATUS_PERMISSION_DENIED). Sessions already open go on until logout.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
+ * admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
+ * (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_admin_disable(struct mnemo_user *user, const char *username);
+
+/**
+ * Re-enables a disabled account (admin only). Statuses as for `mnemo_user_admin_disable`.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_admin_enable(struct mnemo_user *user, const char *username);
+
+/**
+ * Deletes another user's account (admin only): it can no longer log in and its name can be
+ * reused. Its databases stay. Statuses as for `mnemo_user_admin_disable`.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_admin_delete(struct mnemo_user *user, const char *username);
+
+/**
+ * Logs the user out: wipes the session's decrypted keys and frees the handle (on success
+ * and on failure; do not use `user` afterwards). Databases opened through this session stay
+ * readable but refuse writes with MNEMO_STATUS_LOGGED_OUT.
+ *
+ * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Not to be called
+ * while another thread uses the same handle.
+ *
+ * `user` is NULL or a live user handle that is not used again.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_user_logout(struct mnemo_user *user);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* MNEMO_H */

@@ -1,0 +1,147 @@
+//! The in-process backend: nothing survives the process. For tests and ephemeral use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use super::{Backend, Cell, EntryMeta, EntryWrite};
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// Keeps everything in memory behind one reader-writer lock.
+#[derive(Default)]
+pub struct MemoryBackend {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<EntryId, (Vec<u8>, EntryMeta)>,
+    tips: HashMap<EntryId, BTreeMap<EntryId, u64>>,
+    stores: HashMap<(EntryId, String), BTreeMap<String, Cell>>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>> {
+        self.inner
+            .read()
+            .map_err(|_| Error::Internal("memory backend lock poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>> {
+        self.inner
+            .write()
+            .map_err(|_| Error::Internal("memory backend lock poisoned".into()))
+    }
+}
+
+impl MemoryBackend {
+    /// Every byte string stored (entries, cells, metadata), for tests that check what
+    /// reaches storage, e.g. that no password or private key is stored in plain text.
+    pub fn raw_contents(&self) -> Result<Vec<Vec<u8>>> {
+        let inner = self.read()?;
+        let mut all: Vec<Vec<u8>> = inner
+            .entries
+            .values()
+            .map(|(bytes, _)| bytes.clone())
+            .collect();
+        all.extend(
+            inner
+                .meta
+                .iter()
+                .flat_map(|(k, v)| [k.as_bytes().to_vec(), v.clone()]),
+        );
+        for cells in inner.stores.values() {
+            all.extend(cells.iter().map(|(k, c)| {
+                [k.as_bytes(), c.value.as_deref().unwrap_or("").as_bytes()].concat()
+            }));
+        }
+        Ok(all)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
+        let mut inner = self.write()?;
+        if inner.entries.contains_key(&w.id) {
+            return Ok(());
+        }
+        let db = w.meta.db;
+        inner
+            .entries
+            .insert(w.id, (w.bytes.to_vec(), w.meta.clone()));
+        let tips = inner.tips.entry(db).or_default();
+        for parent in w.parents {
+            tips.remove(parent);
+        }
+        tips.insert(w.id, w.meta.height);
+        for (store, key, cell) in &w.cells {
+            let cells = inner.stores.entry((db, store.to_string())).or_default();
+            match cells.get_mut(*key) {
+                Some(current) if !cell.wins_over(current) => {}
+                Some(current) => *current = cell.clone(),
+                None => {
+                    cells.insert(key.to_string(), cell.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
+        Ok(self.read()?.entries.get(id).map(|(bytes, _)| bytes.clone()))
+    }
+
+    fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
+        Ok(self.read()?.entries.get(id).map(|(_, meta)| meta.clone()))
+    }
+
+    fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
+        let inner = self.read()?;
+        Ok(inner
+            .tips
+            .get(db)
+            .map(|t| t.iter().map(|(id, h)| (*id, *h)).collect())
+            .unwrap_or_default())
+    }
+
+    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
+        let inner = self.read()?;
+        Ok(inner
+            .stores
+            .get(&(*db, store.to_string()))
+            .and_then(|s| s.get(key))
+            .cloned())
+    }
+
+    fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
+        let inner = self.read()?;
+        Ok(inner
+            .stores
+            .get(&(*db, store.to_string()))
+            .map(|s| s.iter().map(|(k, c)| (k.clone(), c.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read()?.meta.get(key).cloned())
+    }
+
+    fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let mut inner = self.write()?;
+        if inner.meta.contains_key(key) {
+            return Ok(false);
+        }
+        inner.meta.insert(key.to_string(), value.to_vec());
+        Ok(true)
+    }
+
+    fn meta_delete(&self, key: &str) -> Result<bool> {
+        Ok(self.write()?.meta.remove(key).is_some())
+    }
+}

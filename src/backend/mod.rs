@@ -1,0 +1,81 @@
+//! Storage backends: where entries, materialised state and instance metadata live.
+
+mod memory;
+mod url;
+
+use crate::entry::EntryId;
+use crate::error::Result;
+
+pub use memory::MemoryBackend;
+pub use url::open;
+
+/// The current value of one key of one store, with the `(height, entry)` order that won it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// Height of the entry that wrote the winning operation.
+    pub height: u64,
+    /// The entry that wrote it.
+    pub entry: EntryId,
+    /// The canonical JSON value, or `None` for a tombstone.
+    pub value: Option<String>,
+}
+
+impl Cell {
+    /// True when this cell's write wins over `other`'s (last writer by `(height, entry id)`).
+    pub fn wins_over(&self, other: &Cell) -> bool {
+        (self.height, self.entry) > (other.height, other.entry)
+    }
+}
+
+/// What validation needs to know of a stored entry, kept beside its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// The database it belongs to.
+    pub db: EntryId,
+    /// Its height.
+    pub height: u64,
+    /// The `_settings` tips visible from its parents (what its permissions were checked
+    /// against), sorted.
+    pub settings_visible: Vec<EntryId>,
+    /// Whether it changes `_settings`.
+    pub changes_settings: bool,
+}
+
+/// One new entry with everything it changes, stored atomically by [`Backend::put_entry`].
+pub struct EntryWrite<'a> {
+    /// Its id.
+    pub id: EntryId,
+    /// Its metadata.
+    pub meta: EntryMeta,
+    /// Its canonical bytes.
+    pub bytes: &'a [u8],
+    /// Tips it replaces (its parents that were tips).
+    pub parents: &'a [EntryId],
+    /// One cell per key it writes: `(store, key, cell)`. The backend keeps each only if it
+    /// wins over the stored cell ([`Cell::wins_over`]), inside the same atomic write.
+    pub cells: Vec<(&'a str, &'a str, Cell)>,
+}
+
+/// What the core needs from storage. Implementations are safe to share between threads;
+/// each method is atomic on its own.
+pub trait Backend: Send + Sync {
+    /// Stores an entry, replaces its parents in the tip set by it, and writes the cells that
+    /// win, all or nothing. Storing an entry that is already present changes nothing.
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<()>;
+    /// The bytes of an entry, if present.
+    fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;
+    /// The metadata of an entry, if present.
+    fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>>;
+    /// A database's current tips with their heights, sorted by id.
+    fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>>;
+    /// The current cell of one key.
+    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
+    /// Every cell of one store, sorted by key (tombstones included).
+    fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;
+    /// Reads an instance metadata record.
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes `value` under `key` only if `key` is absent; returns whether it wrote.
+    fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool>;
+    /// Removes `key`; returns whether it was there.
+    fn meta_delete(&self, key: &str) -> Result<bool>;
+}

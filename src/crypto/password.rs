@@ -1,0 +1,59 @@
+//! Argon2id key derivation from a password.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Argon2id cost parameters, recorded with every derived key so they can change later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes over memory.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl KdfParams {
+    /// The minimum mnemo accepts: OWASP's Argon2id recommendation (19 MiB, 2 passes, 1 lane).
+    pub const MINIMUM: KdfParams = KdfParams {
+        m_kib: 19 * 1024,
+        t: 2,
+        p: 1,
+    };
+
+    /// Fails unless every parameter is at least [`KdfParams::MINIMUM`] and Argon2 accepts it.
+    pub fn validate(&self) -> Result<()> {
+        let min = Self::MINIMUM;
+        if self.m_kib < min.m_kib || self.t < min.t || self.p < min.p {
+            return Err(Error::invalid(format!(
+                "Argon2id parameters must be at least m={} KiB, t={}, p={}",
+                min.m_kib, min.t, min.p
+            )));
+        }
+        self.to_argon2().map(|_| ())
+    }
+
+    fn to_argon2(self) -> Result<Params> {
+        Params::new(self.m_kib, self.t, self.p, Some(32))
+            .map_err(|e| Error::invalid(format!("Argon2id parameters rejected: {e}")))
+    }
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self::MINIMUM
+    }
+}
+
+/// Derives a 32-byte key from `password` and `salt` with Argon2id.
+pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.to_argon2()?);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, salt, out.as_mut())
+        .map_err(|e| Error::Internal(format!("Argon2id failed: {e}")))?;
+    Ok(out)
+}

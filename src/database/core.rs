@@ -1,0 +1,411 @@
+//! The shared core of one database: validation, application of entries, foreign entries
+//! waiting for their parents, settings cache and subscribers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::settings::{self, Permission, Settings};
+use super::subscribe::{Change, Notifier, Subscribers};
+use super::{Signer, SETTINGS_STORE};
+use crate::backend::{Backend, Cell, EntryMeta, EntryWrite};
+use crate::crypto::PublicKey;
+use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
+use crate::error::{Error, Result};
+
+/// Most foreign entries that may wait for missing parents in one database.
+pub const MAX_PENDING: usize = 100_000;
+/// Most tip sets whose settings are cached.
+const SETTINGS_CACHE_SIZE: usize = 256;
+
+/// What became of a foreign entry.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Entries now visible: the one received and any waiting children it completed.
+    pub applied: Vec<EntryId>,
+    /// True when the entry waits, invisible, for missing parents.
+    pub pending: bool,
+    /// True when the entry was already stored.
+    pub duplicate: bool,
+    /// Waiting children that turned out invalid once their parents arrived: dropped.
+    pub rejected: Vec<(EntryId, Error)>,
+}
+
+/// State shared by every handle on one database within an instance.
+pub struct DatabaseCore {
+    id: EntryId,
+    backend: Arc<dyn Backend>,
+    /// Serialises changes so each local commit's parents are the tips it saw and each
+    /// cell update reads the winner it replaces.
+    write_lock: Mutex<Pending>,
+    settings_cache: Mutex<HashMap<Vec<EntryId>, Arc<Settings>>>,
+    pub(crate) subscribers: Arc<Subscribers>,
+    pub(crate) notifier: Arc<Notifier>,
+}
+
+/// Foreign entries waiting for parents, by the parents they wait for.
+#[derive(Default)]
+struct Pending {
+    entries: HashMap<EntryId, Entry>,
+    waiting_on: HashMap<EntryId, Vec<EntryId>>,
+}
+
+impl DatabaseCore {
+    /// The core of database `id` on `backend`, notifying through `notifier`.
+    pub(crate) fn new(id: EntryId, backend: Arc<dyn Backend>, notifier: Arc<Notifier>) -> Self {
+        DatabaseCore {
+            id,
+            backend,
+            write_lock: Mutex::new(Pending::default()),
+            settings_cache: Mutex::new(HashMap::new()),
+            subscribers: Arc::default(),
+            notifier,
+        }
+    }
+
+    /// The database's id.
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Pending>> {
+        self.write_lock
+            .lock()
+            .map_err(|_| Error::Internal("database lock poisoned".into()))
+    }
+
+    /// True once the root entry is stored.
+    pub fn exists(&self) -> Result<bool> {
+        Ok(self.backend.entry_meta(&self.id)?.is_some())
+    }
+
+    /// The settings visible to a child of the current tips.
+    pub fn current_settings(&self) -> Result<Arc<Settings>> {
+        let tips = self.backend.tips(&self.id)?;
+        let parents = self.parent_metas(&tips.into_iter().map(|(id, _)| id).collect::<Vec<_>>())?;
+        self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
+    }
+
+    fn settings_at(&self, tips: &[EntryId]) -> Result<Arc<Settings>> {
+        let mut cache = self
+            .settings_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(tips) {
+            return Ok(found.clone());
+        }
+        let settings = Arc::new(Settings::evaluate(&*self.backend, tips)?);
+        if cache.len() >= SETTINGS_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(tips.to_vec(), settings.clone());
+        Ok(settings)
+    }
+
+    fn parent_metas(&self, parents: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta)>> {
+        parents
+            .iter()
+            .map(|p| {
+                let meta = self
+                    .backend
+                    .entry_meta(p)?
+                    .ok_or_else(|| Error::Corrupt(format!("parent {p} is not stored")))?;
+                if meta.db != self.id {
+                    return Err(Error::Corrupt(format!(
+                        "parent {p} belongs to another database"
+                    )));
+                }
+                Ok((*p, meta))
+            })
+            .collect()
+    }
+
+    /// Checks that `author` may make `ops` on top of `parents` and returns the metadata the
+    /// new entry will have.
+    fn plan(&self, parents: &[EntryId], author: &PublicKey, ops: &Ops) -> Result<EntryMeta> {
+        let parent_metas = self.parent_metas(parents)?;
+        let height = parent_metas
+            .iter()
+            .map(|(_, m)| m.height)
+            .max()
+            .ok_or_else(|| Error::Corrupt("a non-root entry has parents".into()))?
+            + 1;
+        let visible = settings::visible_from(&*self.backend, &parent_metas)?;
+        let settings = self.settings_at(&visible)?;
+        let changes_settings = ops.contains_key(SETTINGS_STORE);
+        check_stores(ops)?;
+        let needed = if changes_settings {
+            Permission::Admin
+        } else {
+            Permission::Write
+        };
+        match settings.permission_of(author) {
+            Some(p) if p >= needed => {}
+            Some(p) => {
+                return Err(Error::PermissionDenied(format!(
+                    "key {author} has {} permission; this needs {}",
+                    p.as_str(),
+                    needed.as_str()
+                )))
+            }
+            None => {
+                return Err(Error::PermissionDenied(format!(
+                    "key {author} has no permission on this database"
+                )))
+            }
+        }
+        Ok(EntryMeta {
+            db: self.id,
+            height,
+            settings_visible: visible,
+            changes_settings,
+        })
+    }
+
+    /// Stores a root entry (local or foreign) as this database's start.
+    pub fn store_root(&self, root: &Entry) -> Result<()> {
+        let content = root.content();
+        if root.id() != self.id || content.db.is_some() {
+            return Err(Error::Corrupt("not this database's root entry".into()));
+        }
+        let settings_ops = content
+            .ops
+            .get(SETTINGS_STORE)
+            .ok_or_else(|| Error::Corrupt("a root entry carries settings".into()))?;
+        settings::check_ops(settings_ops)?;
+        check_stores(&content.ops)?;
+        let admin = settings::auth_value(Permission::Admin, true);
+        let author_key = format!("{}{}", settings::AUTH_PREFIX, content.author.to_text());
+        if settings_ops.get(&author_key) != Some(&Op::Set(admin))
+            || !settings_ops.contains_key("name")
+        {
+            return Err(Error::Corrupt(
+                "a root entry names the database and makes its author admin".into(),
+            ));
+        }
+        let meta = EntryMeta {
+            db: self.id,
+            height: 0,
+            settings_visible: Vec::new(),
+            changes_settings: true,
+        };
+        let _guard = self.lock()?;
+        self.apply(root, meta)
+    }
+
+    /// Signs and stores a local commit of `ops` on top of the current tips.
+    pub fn commit(&self, ops: Ops, author: PublicKey, signer: &dyn Signer) -> Result<EntryId> {
+        signer.ready()?;
+        if ops.is_empty() {
+            return Err(Error::invalid("nothing to commit"));
+        }
+        let id = {
+            let _guard = self.lock()?;
+            let parents: Vec<EntryId> = self
+                .backend
+                .tips(&self.id)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let meta = self.plan(&parents, &author, &ops)?;
+            let content = EntryContent {
+                db: Some(self.id),
+                parents,
+                height: meta.height,
+                ops,
+                author,
+            };
+            let entry = signer.sign(content)?;
+            self.apply(&entry, meta)?;
+            entry.id()
+        };
+        self.subscribers.notify(
+            &self.notifier,
+            Change {
+                db: self.id,
+                entry: id,
+                remote: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Takes an entry from elsewhere (already decoded, so its signature verified). It is
+    /// validated and applied if its parents are present, or waits invisibly until they are.
+    pub fn receive(&self, entry: Entry) -> Result<Received> {
+        if entry.database_id() != self.id {
+            return Err(Error::Corrupt(format!(
+                "entry {} belongs to another database",
+                entry.id()
+            )));
+        }
+        if entry.content().db.is_none() {
+            if self.exists()? {
+                return Ok(Received {
+                    duplicate: true,
+                    ..Received::default()
+                });
+            }
+            self.store_root(&entry)?;
+            let mut received = Received {
+                applied: vec![entry.id()],
+                ..Received::default()
+            };
+            self.release_waiting(entry.id(), &mut received)?;
+            self.notify_remote(&received);
+            return Ok(received);
+        }
+        let mut received = Received::default();
+        {
+            let mut pending = self.lock()?;
+            let id = entry.id();
+            if self.backend.entry_meta(&id)?.is_some() || pending.entries.contains_key(&id) {
+                let stored = !pending.entries.contains_key(&id);
+                return Ok(Received {
+                    duplicate: stored,
+                    pending: !stored,
+                    ..Received::default()
+                });
+            }
+            let missing = self.missing_parents(&entry)?;
+            if !missing.is_empty() {
+                pending.wait(entry, missing)?;
+                return Ok(Received {
+                    pending: true,
+                    ..Received::default()
+                });
+            }
+            self.validate_and_apply(&entry)?;
+            received.applied.push(id);
+            drop(pending);
+            self.release_waiting(id, &mut received)?;
+        }
+        self.notify_remote(&received);
+        Ok(received)
+    }
+
+    fn notify_remote(&self, received: &Received) {
+        for id in &received.applied {
+            self.subscribers.notify(
+                &self.notifier,
+                Change {
+                    db: self.id,
+                    entry: *id,
+                    remote: true,
+                },
+            );
+        }
+    }
+
+    fn missing_parents(&self, entry: &Entry) -> Result<Vec<EntryId>> {
+        let mut missing = Vec::new();
+        for p in &entry.content().parents {
+            if self.backend.entry_meta(p)?.is_none() {
+                missing.push(*p);
+            }
+        }
+        Ok(missing)
+    }
+
+    fn validate_and_apply(&self, entry: &Entry) -> Result<()> {
+        let content = entry.content();
+        let meta = self.plan(&content.parents, &content.author, &content.ops)?;
+        if meta.height != content.height {
+            return Err(Error::Corrupt(format!(
+                "entry {} claims height {} but its parents give {}",
+                entry.id(),
+                content.height,
+                meta.height
+            )));
+        }
+        self.apply(entry, meta)
+    }
+
+    /// Applies the waiting entries that `arrived` completes, transitively.
+    fn release_waiting(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
+        let mut pending = self.lock()?;
+        let mut ready = vec![arrived];
+        while let Some(parent) = ready.pop() {
+            for child_id in pending.waiting_on.remove(&parent).unwrap_or_default() {
+                let Some(child) = pending.entries.get(&child_id) else {
+                    continue;
+                };
+                if !self.missing_parents(child)?.is_empty() {
+                    continue;
+                }
+                let child = pending.entries.remove(&child_id).expect("checked above");
+                match self.validate_and_apply(&child) {
+                    Ok(()) => {
+                        received.applied.push(child_id);
+                        ready.push(child_id);
+                    }
+                    Err(e) => received.rejected.push((child_id, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `entry` with `meta` and its cells (the backend keeps those that win). Callers
+    /// hold the write lock.
+    fn apply(&self, entry: &Entry, meta: EntryMeta) -> Result<()> {
+        let content = entry.content();
+        let cells = content
+            .ops
+            .iter()
+            .flat_map(|(store, ops)| ops.iter().map(move |(key, op)| (store, key, op)))
+            .map(|(store, key, op)| {
+                let value = match op {
+                    Op::Set(json) => Some(json.clone()),
+                    Op::Delete => None,
+                };
+                (
+                    store.as_str(),
+                    key.as_str(),
+                    Cell {
+                        height: meta.height,
+                        entry: entry.id(),
+                        value,
+                    },
+                )
+            })
+            .collect();
+        self.backend.put_entry(&EntryWrite {
+            id: entry.id(),
+            meta,
+            bytes: entry.bytes(),
+            parents: &content.parents,
+            cells,
+        })
+    }
+}
+
+impl Pending {
+    fn wait(&mut self, entry: Entry, missing: Vec<EntryId>) -> Result<()> {
+        if self.entries.len() >= MAX_PENDING {
+            return Err(Error::invalid(format!(
+                "more than {MAX_PENDING} entries are waiting for their parents; send parents first"
+            )));
+        }
+        for parent in missing {
+            self.waiting_on.entry(parent).or_default().push(entry.id());
+        }
+        self.entries.insert(entry.id(), entry);
+        Ok(())
+    }
+}
+
+/// Only user stores and `_settings` may be written; `_settings` operations must be valid.
+fn check_stores(ops: &BTreeMap<String, BTreeMap<String, Op>>) -> Result<()> {
+    for (store, store_ops) in ops {
+        if store == SETTINGS_STORE {
+            settings::check_ops(store_ops)?;
+        } else if store.starts_with('_') {
+            return Err(Error::Corrupt(format!("store '{store}' is reserved")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Databases: a DAG of signed entries with document stores materialised by last writer wins.
+
+mod core;
+mod names;
+mod registry;
+pub mod settings;
+mod signer;
+mod subscribe;
+mod transaction;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::crypto::{random, PublicKey};
+use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
+use crate::error::{Error, Result};
+
+pub use self::core::{DatabaseCore, Received, MAX_PENDING};
+pub use names::{check_key, check_store, check_user_store};
+pub use registry::Registry;
+pub use settings::Permission;
+pub use signer::Signer;
+use subscribe::Notifier;
+pub use subscribe::{Callback, Change, Subscription};
+pub use transaction::Transaction;
+
+/// The store every database keeps its name and auth keys in.
+pub const SETTINGS_STORE: &str = "_settings";
+
+/// A handle on one database, acting for one signer (a user session). Clones share the
+/// database.
+#[derive(Clone)]
+pub struct Database {
+    core: Arc<DatabaseCore>,
+    signer: Arc<dyn Signer>,
+    author: PublicKey,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("id", &self.core.id())
+            .field("author", &self.author)
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, for the creation times kept in system databases.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Fails if taking admin away from `key` would leave no active admin key: a database
+/// without one can never change its settings again.
+fn keeps_an_admin(settings: &settings::Settings, key: &PublicKey) -> Result<()> {
+    if settings.permission_of(key) == Some(Permission::Admin) && settings.active_admins() <= 1 {
+        return Err(Error::invalid(format!(
+            "{key} is the database's last admin key; grant admin to another key first"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds and signs the root entry of a new database named `name`, with `author` as admin.
+pub fn create_root(name: &str, signer: &dyn Signer, author: PublicKey) -> Result<Entry> {
+    if name.is_empty() {
+        return Err(Error::invalid("a database name is not empty"));
+    }
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "name".to_string(),
+        Op::Set(serde_json::Value::from(name).to_string()),
+    );
+    let nonce = random::hex_token::<16>()?;
+    settings.insert(
+        "nonce".to_string(),
+        Op::Set(serde_json::Value::from(nonce).to_string()),
+    );
+    settings.insert(
+        format!("{}{}", settings::AUTH_PREFIX, author.to_text()),
+        Op::Set(settings::auth_value(Permission::Admin, true)),
+    );
+    let mut ops = Ops::new();
+    ops.insert(SETTINGS_STORE.to_string(), settings);
+    signer.sign(EntryContent {
+        db: None,
+        parents: Vec::new(),
+        height: 0,
+        ops,
+        author,
+    })
+}
+
+impl Database {
+    /// A handle on `core` that signs its commits as `author` through `signer`.
+    pub fn new(core: Arc<DatabaseCore>, signer: Arc<dyn Signer>, author: PublicKey) -> Self {
+        Database {
+            core,
+            signer,
+            author,
+        }
+    }
+
+    /// The database's id (its root entry's id).
+    pub fn id(&self) -> EntryId {
+        self.core.id()
+    }
+
+    /// The key this handle signs with.
+    pub fn author(&self) -> PublicKey {
+        self.author
+    }
+
+    /// The database's name, from its settings.
+    pub fn name(&self) -> Result<String> {
+        let json = self.get(SETTINGS_STORE, "name")?;
+        serde_json::from_str::<String>(&json)
+            .map_err(|_| Error::Corrupt("database name is not a string".into()))
+    }
+
+    /// Sets `key` in `store` to the JSON text `json`, as one commit.
+    pub fn set(&self, store: &str, key: &str, json: &str) -> Result<EntryId> {
+        let mut txn = self.begin();
+        txn.set(store, key, json)?;
+        txn.commit()
+    }
+
+    /// Deletes `key` from `store`, as one commit; [`Error::NotFound`] if it has no value.
+    pub fn delete(&self, store: &str, key: &str) -> Result<EntryId> {
+        let mut txn = self.begin();
+        txn.delete(store, key)?;
+        txn.commit()
+    }
+
+    /// The JSON text of `key` in `store`; [`Error::NotFound`] if unset or deleted.
+    /// Reserved stores such as `_settings` may be read.
+    pub fn get(&self, store: &str, key: &str) -> Result<String> {
+        check_store(store)?;
+        check_key(key)?;
+        self.core
+            .backend()
+            .cell(&self.core.id(), store, key)?
+            .and_then(|c| c.value)
+            .ok_or_else(|| Error::NotFound(format!("no value for key '{key}' in store '{store}'")))
+    }
+
+    /// Every live key of `store` with its JSON text, sorted by key.
+    pub fn get_all(&self, store: &str) -> Result<Vec<(String, String)>> {
+        check_store(store)?;
+        Ok(self
+            .core
+            .backend()
+            .cells(&self.core.id(), store)?
+            .into_iter()
+            .filter_map(|(k, c)| c.value.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// The current tips, sorted.
+    pub fn tips(&self) -> Result<Vec<EntryId>> {
+        Ok(self
+            .core
+            .backend()
+            .tips(&self.core.id())?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Starts a transaction: its operations commit together as one entry, or not at all.
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(self.clone())
+    }
+
+    /// Gives `key` a permission on this database (admin only). Refused with
+    /// [`Error::InvalidArgument`] if it would demote the last active admin key.
+    pub fn grant(&self, key: &PublicKey, permission: Permission) -> Result<EntryId> {
+        if permission != Permission::Admin {
+            keeps_an_admin(&*self.core.current_settings()?, key)?;
+        }
+        self.write_auth(key, settings::auth_value(permission, true))
+    }
+
+    /// Revokes `key` (admin only): it can no longer author entries on top of this change.
+    /// [`Error::NotFound`] if the key holds no active grant; [`Error::InvalidArgument`] if it
+    /// is the last active admin key.
+    pub fn revoke(&self, key: &PublicKey) -> Result<EntryId> {
+        let settings = self.core.current_settings()?;
+        let grant = settings.grant_of(key).filter(|g| g.active).ok_or_else(|| {
+            Error::NotFound(format!("key {key} has no active grant on this database"))
+        })?;
+        keeps_an_admin(&settings, key)?;
+        self.write_auth(key, settings::auth_value(grant.permission, false))
+    }
+
+    fn write_auth(&self, key: &PublicKey, value: String) -> Result<EntryId> {
+        let mut settings = BTreeMap::new();
+        settings.insert(
+            format!("{}{}", settings::AUTH_PREFIX, key.to_text()),
+            Op::Set(value),
+        );
+        let mut ops = Ops::new();
+        ops.insert(SETTINGS_STORE.to_string(), settings);
+        self.commit(ops)
+    }
+
+    /// The permission `key` has now, if any.
+    pub fn permission_of(&self, key: &PublicKey) -> Result<Option<Permission>> {
+        Ok(self.core.current_settings()?.permission_of(key))
+    }
+
+    /// Calls `callback` on the instance's notification thread after every change, local or
+    /// remote, until the returned [`Subscription`] is dropped. A panic in the callback is
+    /// caught and ignored.
+    pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
+        Subscription::start(
+            self.core.subscribers.clone(),
+            self.core.notifier.clone(),
+            callback,
+        )
+    }
+
+    /// The canonical bytes of one entry of this database.
+    pub fn entry_bytes(&self, id: &EntryId) -> Result<Vec<u8>> {
+        let meta = self.core.backend().entry_meta(id)?;
+        if meta.is_none_or(|m| m.db != self.core.id()) {
+            return Err(Error::NotFound(format!(
+                "entry {id} is not in this database"
+            )));
+        }
+        self.core
+            .backend()
+            .get_entry(id)?
+            .ok_or_else(|| Error::NotFound(format!("entry {id}")))
+    }
+
+    /// Decodes, verifies and takes an entry that came from elsewhere; see [`Received`].
+    pub fn receive(&self, bytes: &[u8]) -> Result<Received> {
+        self.core.receive(Entry::decode(bytes)?)
+    }
+
+    fn commit(&self, ops: Ops) -> Result<EntryId> {
+        self.core.commit(ops, self.author, &*self.signer)
+    }
+}

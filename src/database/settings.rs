@@ -1,0 +1,226 @@
+//! A database's `_settings`: its name and who may do what, as visible to an entry.
+//!
+//! Every stored entry records the settings tips visible from its parents
+//! ([`EntryMeta::settings_visible`]). The settings an entry is checked against are the
+//! last-writer-wins merge of the `_settings` operations of every settings-changing entry
+//! reachable from those tips through the same links: a small sub-DAG, cached by tip set,
+//! so validation cost does not grow with the database's history.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::backend::{Backend, EntryMeta};
+use crate::crypto::PublicKey;
+use crate::entry::{Entry, EntryId, Op};
+use crate::error::{Error, Result};
+
+/// Prefix of the settings keys that hold auth entries: `auth/<public key>`.
+pub const AUTH_PREFIX: &str = "auth/";
+
+/// What a key may do in a database. Ordered: `Read < Write < Admin`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    /// Read the database (and sync it).
+    Read,
+    /// Read and write its stores.
+    Write,
+    /// Write, and change its settings (grant and revoke).
+    Admin,
+}
+
+impl Permission {
+    /// Parses "admin", "write" or "read".
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "admin" => Ok(Permission::Admin),
+            "write" => Ok(Permission::Write),
+            "read" => Ok(Permission::Read),
+            _ => Err(Error::invalid(format!(
+                "a permission is admin, write or read, not '{text}'"
+            ))),
+        }
+    }
+
+    /// The text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Admin => "admin",
+            Permission::Write => "write",
+            Permission::Read => "read",
+        }
+    }
+}
+
+/// The canonical JSON of one auth entry.
+pub fn auth_value(permission: Permission, active: bool) -> String {
+    let status = if active { "active" } else { "revoked" };
+    format!(
+        r#"{{"permission":"{}","status":"{status}"}}"#,
+        permission.as_str()
+    )
+}
+
+/// One key's auth entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Its permission.
+    pub permission: Permission,
+    /// False once revoked.
+    pub active: bool,
+}
+
+fn parse_auth_value(json: &str) -> Result<Grant> {
+    let bad = || Error::Corrupt(format!("malformed auth entry {json}"));
+    let value: Value = serde_json::from_str(json).map_err(|_| bad())?;
+    let object = value.as_object().filter(|o| o.len() == 2).ok_or_else(bad)?;
+    let permission = object
+        .get("permission")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?;
+    let active = match object.get("status").and_then(Value::as_str) {
+        Some("active") => true,
+        Some("revoked") => false,
+        _ => return Err(bad()),
+    };
+    Ok(Grant {
+        permission: Permission::parse(permission).map_err(|_| bad())?,
+        active,
+    })
+}
+
+/// Fails with [`Error::Corrupt`] unless every `_settings` operation is one mnemo understands:
+/// `name` (a string), `nonce` (a string) or `auth/<key>` (an auth entry). None may be deleted.
+pub fn check_ops(ops: &BTreeMap<String, Op>) -> Result<()> {
+    for (key, op) in ops {
+        let Op::Set(json) = op else {
+            return Err(Error::Corrupt(format!(
+                "settings key '{key}' cannot be deleted"
+            )));
+        };
+        if let Some(pubkey) = key.strip_prefix(AUTH_PREFIX) {
+            PublicKey::parse(pubkey)
+                .map_err(|_| Error::Corrupt(format!("bad key in settings '{key}'")))?;
+            parse_auth_value(json)?;
+        } else if key == "name" || key == "nonce" {
+            if !json.starts_with('"') {
+                return Err(Error::Corrupt(format!("settings '{key}' is a string")));
+            }
+        } else {
+            return Err(Error::Corrupt(format!("unknown settings key '{key}'")));
+        }
+    }
+    Ok(())
+}
+
+/// The merged settings at some set of settings tips.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// key → (height, entry, canonical JSON) of the winning write.
+    cells: HashMap<String, (u64, EntryId, String)>,
+}
+
+impl Settings {
+    /// The auth entry of `key`, if any (active or revoked).
+    pub fn grant_of(&self, key: &PublicKey) -> Option<Grant> {
+        let (_, _, json) = self.cells.get(&format!("{AUTH_PREFIX}{}", key.to_text()))?;
+        parse_auth_value(json).ok()
+    }
+
+    /// The permission of `key` if it is active.
+    pub fn permission_of(&self, key: &PublicKey) -> Option<Permission> {
+        self.grant_of(key)
+            .filter(|g| g.active)
+            .map(|g| g.permission)
+    }
+
+    /// How many keys hold an active admin grant.
+    pub fn active_admins(&self) -> usize {
+        self.cells
+            .iter()
+            .filter(|(key, (_, _, json))| {
+                key.starts_with(AUTH_PREFIX)
+                    && parse_auth_value(json)
+                        .is_ok_and(|g| g.active && g.permission == Permission::Admin)
+            })
+            .count()
+    }
+
+    fn merge(&mut self, height: u64, entry: EntryId, ops: &BTreeMap<String, Op>) {
+        for (key, op) in ops {
+            if let Op::Set(json) = op {
+                let newer = self
+                    .cells
+                    .get(key)
+                    .is_none_or(|(h, e, _)| (height, entry) > (*h, *e));
+                if newer {
+                    self.cells
+                        .insert(key.clone(), (height, entry, json.clone()));
+                }
+            }
+        }
+    }
+
+    /// Merges every settings entry reachable from `tips` (the tips included).
+    pub fn evaluate(backend: &dyn Backend, tips: &[EntryId]) -> Result<Settings> {
+        let mut settings = Settings::default();
+        let mut seen: BTreeSet<EntryId> = tips.iter().copied().collect();
+        let mut queue: Vec<EntryId> = tips.to_vec();
+        while let Some(id) = queue.pop() {
+            let meta = stored_meta(backend, &id)?;
+            let bytes = backend.get_entry(&id)?.ok_or_else(|| missing(&id))?;
+            let entry = Entry::decode(&bytes)?;
+            if let Some(ops) = entry.content().ops.get(super::SETTINGS_STORE) {
+                settings.merge(meta.height, id, ops);
+            }
+            for parent in meta.settings_visible {
+                if seen.insert(parent) {
+                    queue.push(parent);
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+fn missing(id: &EntryId) -> Error {
+    Error::Corrupt(format!("entry {id} is referenced but not stored"))
+}
+
+fn stored_meta(backend: &dyn Backend, id: &EntryId) -> Result<EntryMeta> {
+    backend.entry_meta(id)?.ok_or_else(|| missing(id))
+}
+
+/// The settings tips that a child of entries with these metadata sees, sorted: the union of
+/// what each parent passes on (itself if it changed settings, else what it saw), without
+/// any tip that is an ancestor of another.
+pub fn visible_from(
+    backend: &dyn Backend,
+    parents: &[(EntryId, EntryMeta)],
+) -> Result<Vec<EntryId>> {
+    let mut set = BTreeSet::new();
+    for (id, meta) in parents {
+        if meta.changes_settings {
+            set.insert(*id);
+        } else {
+            set.extend(meta.settings_visible.iter().copied());
+        }
+    }
+    if set.len() > 1 {
+        let candidates: Vec<EntryId> = set.iter().copied().collect();
+        for tip in &candidates {
+            if !set.contains(tip) {
+                continue;
+            }
+            let mut queue = stored_meta(backend, tip)?.settings_visible;
+            let mut seen = BTreeSet::new();
+            while let Some(ancestor) = queue.pop() {
+                if seen.insert(ancestor) {
+                    set.remove(&ancestor);
+                    queue.extend(stored_meta(backend, &ancestor)?.settings_visible);
+                }
+            }
+        }
+    }
+    Ok(set.into_iter().collect())
+}

@@ -1,0 +1,54 @@
+//! The crate's one error type. Each variant maps to one stable C status code.
+
+/// Everything that can go wrong in mnemo, by kind. The message never contains secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller passed something malformed: an empty name, bad JSON, a bad key or id.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No such user, database, key or stored value.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The name or record is taken.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Wrong password or unknown user; deliberately says no more.
+    #[error("authentication failed: unknown user or wrong password")]
+    AuthFailed,
+    /// The key or user lacks the permission for this operation.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The session behind this handle has logged out.
+    #[error("the user session behind this handle has logged out")]
+    LoggedOut,
+    /// Sync has not been enabled on this instance.
+    #[error("sync is not enabled on this instance")]
+    SyncDisabled,
+    /// A peer could not be reached or broke the protocol.
+    #[error("network: {0}")]
+    Network(String),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Stored or received data failed validation.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A broken invariant inside mnemo.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// True when the error means "no such thing".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+}

@@ -1,0 +1,51 @@
+//! `mnemo_backend`: a storage backend before an instance takes it.
+
+use std::ffi::c_char;
+use std::sync::Arc;
+
+use super::guard::{guard, guard_void};
+use super::handle::{out_param, Handle};
+use super::status::mnemo_status;
+use super::strings;
+use crate::backend::{self, Backend};
+
+/// An opened storage backend, not yet owned by an instance. Freed with
+/// `mnemo_backend_free`, or consumed by `mnemo_instance_open`.
+pub struct mnemo_backend {
+    pub(crate) inner: Arc<dyn Backend>,
+}
+
+impl Handle for mnemo_backend {
+    const NAME: &'static str = "mnemo_backend";
+}
+
+/// Opens the storage backend named by `url`.
+///
+/// - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
+///   process).
+/// - `out`: receives a new backend handle, owned by the caller: pass it to
+///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
+///
+/// Returns MNEMO_STATUS_OK, or MNEMO_STATUS_INVALID_ARGUMENT for a NULL argument, invalid
+/// UTF-8, or an unknown or malformed URL. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_backend_open(
+    url: *const c_char,
+    out: *mut *mut mnemo_backend,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let inner = backend::open(strings::arg(url, "url")?)?;
+        *out = mnemo_backend { inner }.into_raw();
+        Ok(())
+    })
+}
+
+/// Frees a backend that was not passed to `mnemo_instance_open`. NULL is a no-op.
+///
+/// `backend` is NULL or a live backend handle that is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn mnemo_backend_free(backend: *mut mnemo_backend) {
+    guard_void(|| mnemo_backend::free(backend))
+}

@@ -1,0 +1,292 @@
+//! `mnemo_database`: one database, acting for the session that opened it.
+
+use std::ffi::c_char;
+
+use super::guard::{guard, guard_void};
+use super::handle::{out_param, Handle};
+use super::status::mnemo_status;
+use super::strings;
+use super::subscription::{callback_from_c, mnemo_change_cb, mnemo_destroy_cb, mnemo_subscription};
+use super::transaction::mnemo_txn;
+use crate::crypto::PublicKey;
+use crate::database::Permission;
+use crate::Database;
+
+/// A database handle. Safe to use from several threads at once.
+pub struct mnemo_database {
+    inner: Database,
+}
+
+impl mnemo_database {
+    pub(crate) fn new(inner: Database) -> Self {
+        mnemo_database { inner }
+    }
+}
+
+impl Handle for mnemo_database {
+    const NAME: &'static str = "mnemo_database";
+}
+
+/// The database's id, "sha256:<64 hex digits>" (the id of its root entry).
+///
+/// - `out_id`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_id(
+    db: *const mnemo_database,
+    out_id: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_id, "out_id")?;
+        *out = strings::to_c(mnemo_database::borrow(db)?.inner.id().to_text())?;
+        Ok(())
+    })
+}
+
+/// Sets `key` in `store` to a JSON value, as one signed commit.
+///
+/// - `store`: 1 to 255 bytes; names starting with '_' are reserved.
+/// - `key`: 1 to 4096 bytes.
+/// - `json`: any JSON value (object, array, string, number, true, false, null) nested at
+///   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
+///   numbers with all their digits: no rounding, no 64-bit limit).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+/// store name or key, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
+/// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_set(
+    db: *mut mnemo_database,
+    store: *const c_char,
+    key: *const c_char,
+    json: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        let json = strings::arg(json, "json")?;
+        db.inner.set(store, key, json).map(drop)
+    })
+}
+
+/// Reads the JSON value of `key` in `store`.
+///
+/// - `out_json`: receives the value in canonical JSON text, owned; free it with
+///   `mnemo_string_free`.
+///
+/// Reserved stores may be read: "_settings" holds the database's "name" and its
+/// "auth/<public key>" grants.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+/// store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted), MNEMO_STATUS_STORAGE.
+/// Reading works after the session logged out. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_get(
+    db: *const mnemo_database,
+    store: *const c_char,
+    key: *const c_char,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        *out = strings::to_c(db.inner.get(store, key)?)?;
+        Ok(())
+    })
+}
+
+/// Deletes `key` from `store`, as one signed commit (a tombstone that merges like a write).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+/// reserved store name, bad key), MNEMO_STATUS_NOT_FOUND (the key has no value),
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_delete(
+    db: *mut mnemo_database,
+    store: *const c_char,
+    key: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        db.inner.delete(store, key).map(drop)
+    })
+}
+
+/// Every live key of `store` with its value, as one JSON object: {"key": value, ...}
+/// ({} for an empty or unknown store).
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+/// store name), MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_get_all(
+    db: *const mnemo_database,
+    store: *const c_char,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let mut json = String::from("{");
+        for (i, (key, value)) in db.inner.get_all(store)?.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
+            json.push(':');
+            json.push_str(value);
+        }
+        json.push('}');
+        *out = strings::to_c(json)?;
+        Ok(())
+    })
+}
+
+/// Gives `pubkey` a permission on this database, as a signed change to its settings.
+/// Needs admin permission. Granting again replaces the permission (and re-activates a
+/// revoked key). The last active admin key cannot be demoted (grant admin to another first).
+///
+/// - `pubkey`: "ed25519:<base64url>", e.g. from `mnemo_user_get_signing_key`.
+/// - `permission`: "admin", "write" or "read".
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed key or permission, demoting the last admin key), MNEMO_STATUS_PERMISSION_DENIED
+/// (this handle's key is not admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_grant(
+    db: *mut mnemo_database,
+    pubkey: *const c_char,
+    permission: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let db = mnemo_database::borrow(db)?;
+        let key = PublicKey::parse(strings::arg(pubkey, "pubkey")?)?;
+        let permission = Permission::parse(strings::arg(permission, "permission")?)?;
+        db.inner.grant(&key, permission).map(drop)
+    })
+}
+
+/// Revokes `pubkey`: entries it signs on top of this change are rejected everywhere.
+/// Needs admin permission. The last active admin key cannot be revoked.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed key, the last admin key), MNEMO_STATUS_NOT_FOUND (the key holds no active grant),
+/// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_revoke(
+    db: *mut mnemo_database,
+    pubkey: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let db = mnemo_database::borrow(db)?;
+        let key = PublicKey::parse(strings::arg(pubkey, "pubkey")?)?;
+        db.inner.revoke(&key).map(drop)
+    })
+}
+
+/// The database's current tips (entries without children), as a sorted JSON array of ids:
+/// ["sha256:…", …].
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_tips(
+    db: *const mnemo_database,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let tips: Vec<String> = mnemo_database::borrow(db)?
+            .inner
+            .tips()?
+            .iter()
+            .map(|t| t.to_text())
+            .collect();
+        *out = strings::json_to_c(&tips.into())?;
+        Ok(())
+    })
+}
+
+/// Starts a transaction: its operations commit together as one entry, or not at all.
+///
+/// - `out`: receives a new transaction handle, owned by the caller; end it with
+///   `mnemo_txn_commit` or `mnemo_txn_abort` (each frees it).
+///
+/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe;
+/// the transaction itself is not (use it from one thread at a time).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_begin(
+    db: *mut mnemo_database,
+    out: *mut *mut mnemo_txn,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        *out = mnemo_txn::new(mnemo_database::borrow(db)?.inner.begin()).into_raw();
+        Ok(())
+    })
+}
+
+/// Calls `cb` after every change to this database: each local commit (remote = false) and
+/// each entry applied from sync (remote = true).
+///
+/// - `cb`: required. It runs on a library thread (one per instance, in commit order), never
+///   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
+///   valid only during the call.
+/// - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
+/// - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
+///   when the subscription ends (`mnemo_subscription_free`), after the last call of `cb`; or
+///   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
+///   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
+/// - `out`: receives a new subscription handle, owned by the caller, freed with
+///   `mnemo_subscription_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
+/// MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_subscribe(
+    db: *mut mnemo_database,
+    cb: mnemo_change_cb,
+    user_data: *mut std::ffi::c_void,
+    destroy: mnemo_destroy_cb,
+    out: *mut *mut mnemo_subscription,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let db = mnemo_database::borrow(db)?;
+        let callback = callback_from_c(cb, user_data, destroy)?;
+        *out = mnemo_subscription::new(db.inner.subscribe(callback)?).into_raw();
+        Ok(())
+    })
+}
+
+/// Frees a database handle. NULL is a no-op. The database itself stays stored.
+///
+/// `db` is NULL or a live database handle that is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn mnemo_db_free(db: *mut mnemo_database) {
+    guard_void(|| mnemo_database::free(db))
+}

@@ -1,0 +1,222 @@
+//! `mnemo_instance`: a device's identity, accounts and databases on one backend.
+
+use std::ffi::c_char;
+
+use super::backend::mnemo_backend;
+use super::guard::{guard, guard_void};
+use super::handle::{out_param, Handle};
+use super::status::mnemo_status;
+use super::strings;
+use super::sync::mnemo_sync;
+use super::user::mnemo_user;
+use crate::crypto::KdfParams;
+use crate::instance::InstanceOptions;
+use crate::Instance;
+
+/// An open instance. Safe to use from several threads at once.
+pub struct mnemo_instance {
+    inner: Instance,
+}
+
+impl Handle for mnemo_instance {
+    const NAME: &'static str = "mnemo_instance";
+}
+
+/// Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
+/// open.
+///
+/// - `backend`: required; consumed on success and on failure (do not use or free it after).
+/// - `out`: receives a new instance handle, owned by the caller, freed with
+///   `mnemo_instance_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (the backend failed or holds bad data).
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_open(
+    backend: *mut mnemo_backend,
+    out: *mut *mut mnemo_instance,
+) -> mnemo_status {
+    guard(|| {
+        let backend = mnemo_backend::take(backend)?;
+        let out = out_param(out, "out")?;
+        *out = mnemo_instance {
+            inner: Instance::open(backend.inner)?,
+        }
+        .into_raw();
+        Ok(())
+    })
+}
+
+/// Opens an instance like `mnemo_instance_open`, choosing the Argon2id cost of passwords
+/// when the instance is created: memory `m_kib` KiB, `t` passes, `p` lanes. Each must be at
+/// least the default (19456 KiB, 2, 1), so passwords are never weaker by accident. The
+/// parameters are recorded at creation; opening an existing instance with different ones
+/// fails rather than change them.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, parameters below
+/// the minimum or different from the recorded ones), MNEMO_STATUS_STORAGE,
+/// MNEMO_STATUS_CORRUPT. Consumes `backend` on success and on failure. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
+    backend: *mut mnemo_backend,
+    m_kib: u32,
+    t: u32,
+    p: u32,
+    out: *mut *mut mnemo_instance,
+) -> mnemo_status {
+    guard(|| {
+        let backend = mnemo_backend::take(backend)?;
+        let out = out_param(out, "out")?;
+        let options = InstanceOptions {
+            kdf: Some(KdfParams { m_kib, t, p }),
+        };
+        *out = mnemo_instance {
+            inner: Instance::open_with(backend.inner, options)?,
+        }
+        .into_raw();
+        Ok(())
+    })
+}
+
+/// Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
+/// valid until they are freed themselves.
+///
+/// `instance` is NULL or a live instance handle that is not used again.
+#[no_mangle]
+pub unsafe extern "C" fn mnemo_instance_free(instance: *mut mnemo_instance) {
+    guard_void(|| mnemo_instance::free(instance))
+}
+
+/// The device's public identity, "ed25519:<base64url>", stable for the instance's life.
+///
+/// - `out_pubkey`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_device_id(
+    instance: *const mnemo_instance,
+    out_pubkey: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_pubkey, "out_pubkey")?;
+        let instance = mnemo_instance::borrow(instance)?;
+        *out = strings::to_c(instance.inner.device_id().to_text())?;
+        Ok(())
+    })
+}
+
+/// Creates a user account with a fresh Ed25519 key and a private user database (holding its
+/// sealed keys and the databases it tracks). The first user created is the instance admin.
+///
+/// - `username`: required; 1 to 64 bytes of UTF-8 without control characters.
+/// - `password`: NULL for a passwordless user, whose private keys are stored unsealed
+///   (anyone who can read the storage can use them); otherwise 1 to 1024 bytes: the keys are
+///   sealed with AES-256-GCM under a key derived from it with Argon2id. The password itself
+///   is never stored.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
+/// UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
+/// taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_create_user(
+    instance: *mut mnemo_instance,
+    username: *const c_char,
+    password: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let instance = mnemo_instance::borrow(instance)?;
+        let username = strings::arg(username, "username")?;
+        let password = strings::optional_arg(password, "password")?;
+        instance.inner.create_user(username, password)
+    })
+}
+
+/// Logs a user in and returns a session holding the user's decrypted keys.
+///
+/// - `password`: NULL for a passwordless user.
+/// - `out`: receives a new user handle, owned by the caller; end it with
+///   `mnemo_user_logout`, which wipes the keys and frees the handle.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle, username or out,
+/// bad UTF-8), MNEMO_STATUS_AUTH_FAILED (unknown user, wrong password, a password missing
+/// or given where none is set: indistinguishable, in the same time),
+/// MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
+/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_login(
+    instance: *mut mnemo_instance,
+    username: *const c_char,
+    password: *const c_char,
+    out: *mut *mut mnemo_user,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let instance = mnemo_instance::borrow(instance)?;
+        let username = strings::arg(username, "username")?;
+        let password = strings::optional_arg(password, "password")?;
+        *out = mnemo_user::new(instance.inner.login(username, password)?).into_raw();
+        Ok(())
+    })
+}
+
+/// Every username, sorted, as a JSON array of strings: ["alice","bob"].
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_list_users(
+    instance: *const mnemo_instance,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let instance = mnemo_instance::borrow(instance)?;
+        *out = strings::json_to_c(&instance.inner.list_users()?.into())?;
+        Ok(())
+    })
+}
+
+/// Enables sync on this instance. Idempotent: calling it again (from any thread) changes
+/// nothing and succeeds.
+///
+/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Thread-safe.
+///
+/// `instance` is NULL or a live instance handle.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_enable_sync(instance: *mut mnemo_instance) -> mnemo_status {
+    guard(|| {
+        mnemo_instance::borrow(instance)?.inner.enable_sync()?;
+        Ok(())
+    })
+}
+
+/// A new reference to the instance's sync engine.
+///
+/// - `out`: receives a new sync handle, owned by the caller, freed with `mnemo_sync_free`
+///   (each handle is one reference; the engine lives while any handle or the instance does).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_sync(
+    instance: *mut mnemo_instance,
+    out: *mut *mut mnemo_sync,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let instance = mnemo_instance::borrow(instance)?;
+        *out = mnemo_sync::new(instance.inner.sync()?).into_raw();
+        Ok(())
+    })
+}

@@ -1,0 +1,34 @@
+//! The C ABI: the crate's only `unsafe` boundary.
+//!
+//! Every exported function runs its body through [`guard`], which catches panics, records
+//! the thread-local last error, and turns the core's `Result` into a [`mnemo_status`].
+//! Handles are opaque; [`handle::Handle`] declares how C owns each one. No business logic
+//! lives here.
+// C names (`mnemo_instance`), and the safety contract of every function is stated once
+// in the header's conventions and in each function's own doc comment.
+#![allow(non_camel_case_types, clippy::missing_safety_doc)]
+
+// Declaration order is the header's order.
+mod backend;
+mod database;
+mod instance;
+mod library;
+mod status;
+mod subscription;
+mod sync;
+mod transaction;
+mod user;
+
+mod guard;
+mod handle;
+mod strings;
+
+pub use backend::*;
+pub use database::*;
+pub use instance::*;
+pub use library::*;
+pub use status::*;
+pub use subscription::*;
+pub use sync::*;
+pub use transaction::*;
+pub use user::*;

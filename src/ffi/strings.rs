@@ -1,0 +1,59 @@
+//! Strings across the boundary: borrowed UTF-8 in, owned `char *` out.
+
+use std::ffi::{c_char, CStr, CString};
+
+use crate::error::{Error, Result};
+
+/// Borrows a required NUL-terminated UTF-8 argument.
+///
+/// `ptr` is NULL or points to a NUL-terminated string that outlives the call.
+pub(crate) unsafe fn arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("argument '{name}' is NULL")));
+    }
+    CStr::from_ptr(ptr)
+        .to_str()
+        .map_err(|_| Error::invalid(format!("argument '{name}' is not valid UTF-8")))
+}
+
+/// Borrows an optional argument: NULL is `None`.
+///
+/// As for [`arg`].
+pub(crate) unsafe fn optional_arg<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if ptr.is_null() {
+        return Ok(None);
+    }
+    arg(ptr, name).map(Some)
+}
+
+/// Hands an owned string to C, to be freed with `mnemo_string_free`.
+pub(crate) fn to_c(s: String) -> Result<*mut c_char> {
+    CString::new(s)
+        .map(CString::into_raw)
+        .map_err(|_| Error::Internal("result string contains NUL".into()))
+}
+
+/// Serialises `value` as JSON text for C.
+pub(crate) fn json_to_c(value: &serde_json::Value) -> Result<*mut c_char> {
+    to_c(value.to_string())
+}
+
+/// Writes `value` to an optional out-parameter (NULL: the caller does not want it).
+///
+/// # Safety
+/// `out` is NULL or valid for writes.
+pub(crate) unsafe fn to_optional_out(out: *mut *mut c_char, value: String) -> Result<()> {
+    if let Some(slot) = out.as_mut() {
+        *slot = to_c(value)?;
+    }
+    Ok(())
+}
+
+/// Frees a string made by [`to_c`].
+///
+/// `ptr` is NULL or came from [`to_c`] and is not used again.
+pub(crate) unsafe fn free(ptr: *mut c_char) {
+    if !ptr.is_null() {
+        drop(CString::from_raw(ptr));
+    }
+}

@@ -1,0 +1,96 @@
+//! `mnemo_txn`: operations that commit together as one entry.
+
+use std::ffi::c_char;
+
+use super::guard::{guard, guard_void};
+use super::handle::Handle;
+use super::status::mnemo_status;
+use super::strings;
+use crate::database::Transaction;
+
+/// An open transaction. NOT safe to use from several threads at once.
+pub struct mnemo_txn {
+    inner: Transaction,
+}
+
+impl mnemo_txn {
+    pub(crate) fn new(inner: Transaction) -> Self {
+        mnemo_txn { inner }
+    }
+}
+
+impl Handle for mnemo_txn {
+    const NAME: &'static str = "mnemo_txn";
+}
+
+/// Adds "set `key` in `store` to `json`" to the transaction; nothing is visible before
+/// `mnemo_txn_commit`. A later operation on the same key replaces this one.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+/// reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
+/// usable).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_txn_set(
+    txn: *mut mnemo_txn,
+    store: *const c_char,
+    key: *const c_char,
+    json: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let txn = mnemo_txn::borrow_mut(txn)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        let json = strings::arg(json, "json")?;
+        txn.inner.set(store, key, json)
+    })
+}
+
+/// Adds "delete `key` from `store`" to the transaction.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
+/// MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
+/// transaction), MNEMO_STATUS_STORAGE.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_txn_delete(
+    txn: *mut mnemo_txn,
+    store: *const c_char,
+    key: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let txn = mnemo_txn::borrow_mut(txn)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        txn.inner.delete(store, key)
+    })
+}
+
+/// Commits every operation of the transaction as one signed entry, across all the stores it
+/// touches: all of it becomes visible, or none. Frees `txn`, on success and on failure.
+///
+/// - `out_entry_id`: optional; receives the new entry's id (owned, free with
+///   `mnemo_string_free`).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_txn_commit(
+    txn: *mut mnemo_txn,
+    out_entry_id: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        if let Some(slot) = out_entry_id.as_mut() {
+            *slot = std::ptr::null_mut();
+        }
+        let id = mnemo_txn::take(txn)?.inner.commit()?;
+        strings::to_optional_out(out_entry_id, id.to_text())
+    })
+}
+
+/// Discards the transaction and frees it. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn mnemo_txn_abort(txn: *mut mnemo_txn) {
+    guard_void(|| mnemo_txn::free(txn))
+}

@@ -1,0 +1,321 @@
+//! `mnemo_user`: a logged-in user's session.
+
+use std::ffi::c_char;
+
+use super::database::mnemo_database;
+use super::guard::guard;
+use super::handle::{out_param, Handle};
+use super::status::mnemo_status;
+use super::strings;
+use crate::entry::EntryId;
+use crate::User;
+
+/// A logged-in user's session, holding decrypted keys until `mnemo_user_logout`.
+/// Safe to use from several threads at once.
+pub struct mnemo_user {
+    inner: User,
+}
+
+impl mnemo_user {
+    pub(crate) fn new(inner: User) -> Self {
+        mnemo_user { inner }
+    }
+}
+
+impl Handle for mnemo_user {
+    const NAME: &'static str = "mnemo_user";
+}
+
+/// Creates a database with this user's default key as its admin.
+///
+/// - `name`: required, non-empty UTF-8; names need not be unique.
+/// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
+/// name), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_create_db(
+    user: *mut mnemo_user,
+    name: *const c_char,
+    out: *mut *mut mnemo_database,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let user = mnemo_user::borrow(user)?;
+        let name = strings::arg(name, "name")?;
+        *out = mnemo_database::new(user.inner.create_db(name)?).into_raw();
+        Ok(())
+    })
+}
+
+/// Opens a database stored on this instance by its id, and tracks it in the user's list.
+/// The handle signs with the user's key of highest permission on the database (the default
+/// key if none has any: then the handle can read but writes give
+/// MNEMO_STATUS_PERMISSION_DENIED).
+///
+/// - `db_id`: "sha256:<64 hex digits>", e.g. from `mnemo_db_id` on another device.
+/// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance; sync it first),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_load_db(
+    user: *mut mnemo_user,
+    db_id: *const c_char,
+    out: *mut *mut mnemo_database,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let user = mnemo_user::borrow(user)?;
+        let id = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        *out = mnemo_database::new(user.inner.load_db(&id)?).into_raw();
+        Ok(())
+    })
+}
+
+/// Opens the database named `name` among those the user tracks (created or loaded). When
+/// several tracked databases share the name, the one tracked first is opened (ties: the
+/// smallest id); use `mnemo_user_list_dbs` and `mnemo_user_load_db` to choose another.
+///
+/// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+/// MNEMO_STATUS_NOT_FOUND (no tracked database has that name), MNEMO_STATUS_STORAGE.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_find_db(
+    user: *mut mnemo_user,
+    name: *const c_char,
+    out: *mut *mut mnemo_database,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let user = mnemo_user::borrow(user)?;
+        let name = strings::arg(name, "name")?;
+        *out = mnemo_database::new(user.inner.find_db(name)?).into_raw();
+        Ok(())
+    })
+}
+
+/// The databases the user tracks, as a JSON array sorted by name then id:
+/// [{"id":"sha256:…","name":"notes"}, …].
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_list_dbs(
+    user: *mut mnemo_user,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let dbs = mnemo_user::borrow(user)?.inner.list_dbs()?;
+        let list: Vec<serde_json::Value> = dbs
+            .iter()
+            .map(|d| serde_json::json!({"id": d.id.to_text(), "name": d.name}))
+            .collect();
+        *out = strings::json_to_c(&list.into())?;
+        Ok(())
+    })
+}
+
+/// Generates a new Ed25519 key for the user, stored like the others (sealed under the
+/// password, or unsealed for a passwordless user). The private key never leaves mnemo.
+///
+/// - `display_name`: optional (NULL: none), at most 255 bytes.
+/// - `out_pubkey`: receives the new public key, "ed25519:<base64url>"; owned, free it with
+///   `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
+/// name too long), MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_add_private_key(
+    user: *mut mnemo_user,
+    display_name: *const c_char,
+    out_pubkey: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_pubkey, "out_pubkey")?;
+        let user = mnemo_user::borrow(user)?;
+        let name = strings::optional_arg(display_name, "display_name")?;
+        *out = strings::to_c(user.inner.add_private_key(name)?.to_text())?;
+        Ok(())
+    })
+}
+
+/// The user's keys as a JSON array sorted by public key:
+/// [{"pubkey":"ed25519:…","name":"default","default":true}, …] ("name" may be null).
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_list_keys(
+    user: *mut mnemo_user,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let keys = mnemo_user::borrow(user)?.inner.list_keys()?;
+        let list: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| serde_json::json!({"pubkey": k.public.to_text(), "name": k.name, "default": k.default}))
+            .collect();
+        *out = strings::json_to_c(&list.into())?;
+        Ok(())
+    })
+}
+
+/// The public key the user signs database `db_id` with: the user's key with the highest
+/// permission on it (the default key first among equals). Give it to a database's admin to
+/// be granted access (`mnemo_db_grant`).
+///
+/// - `out_pubkey`: receives "ed25519:<base64url>"; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of
+/// the user's keys has a permission on it), MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_get_signing_key(
+    user: *mut mnemo_user,
+    db_id: *const c_char,
+    out_pubkey: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_pubkey, "out_pubkey")?;
+        let user = mnemo_user::borrow(user)?;
+        let id = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        *out = strings::to_c(user.inner.signing_key(&id)?.to_text())?;
+        Ok(())
+    })
+}
+
+/// Changes the user's password. Every key is re-sealed under the new password in one
+/// commit; the old password stops working at once.
+///
+/// - `old_pw`: the current password; NULL for a passwordless user.
+/// - `new_pw`: the new password (1 to 1024 bytes); NULL makes the user passwordless (keys
+///   then stored unsealed).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
+/// password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong), MNEMO_STATUS_STORAGE.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_change_password(
+    user: *mut mnemo_user,
+    old_pw: *const c_char,
+    new_pw: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        let old = strings::optional_arg(old_pw, "old_pw")?;
+        let new = strings::optional_arg(new_pw, "new_pw")?;
+        user.inner.change_password(old, new)
+    })
+}
+
+/// Every user of the instance with status and role, as a JSON array sorted by name:
+/// [{"username":"alice","status":"active","admin":true}, …] (status "active" or
+/// "disabled"). Admin only: the first user created is the instance admin.
+///
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_admin_list_users(
+    user: *mut mnemo_user,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let users = mnemo_user::borrow(user)?.inner.admin_list_users()?;
+        let list: Vec<serde_json::Value> = users
+            .iter()
+            .map(|u| {
+                let status = if u.active { "active" } else { "disabled" };
+                serde_json::json!({"username": u.username, "status": status, "admin": u.admin})
+            })
+            .collect();
+        *out = strings::json_to_c(&list.into())?;
+        Ok(())
+    })
+}
+
+/// Disables another user's account (admin only): it can no longer log in (a right password
+/// then gives MNEMO_STATUS_PERMISSION_DENIED). Sessions already open go on until logout.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
+/// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
+/// (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_admin_disable(
+    user: *mut mnemo_user,
+    username: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        user.inner
+            .admin_set_active(strings::arg(username, "username")?, false)
+    })
+}
+
+/// Re-enables a disabled account (admin only). Statuses as for `mnemo_user_admin_disable`.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_admin_enable(
+    user: *mut mnemo_user,
+    username: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        user.inner
+            .admin_set_active(strings::arg(username, "username")?, true)
+    })
+}
+
+/// Deletes another user's account (admin only): it can no longer log in and its name can be
+/// reused. Its databases stay. Statuses as for `mnemo_user_admin_disable`.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_admin_delete(
+    user: *mut mnemo_user,
+    username: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        user.inner
+            .admin_delete_user(strings::arg(username, "username")?)
+    })
+}
+
+/// Logs the user out: wipes the session's decrypted keys and frees the handle (on success
+/// and on failure; do not use `user` afterwards). Databases opened through this session stay
+/// readable but refuse writes with MNEMO_STATUS_LOGGED_OUT.
+///
+/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Not to be called
+/// while another thread uses the same handle.
+///
+/// `user` is NULL or a live user handle that is not used again.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_logout(user: *mut mnemo_user) -> mnemo_status {
+    guard(|| {
+        mnemo_user::take(user)?.inner.logout();
+        Ok(())
+    })
+}

@@ -1,0 +1,293 @@
+//! Foreign entries: invalid ones are rejected and change nothing; valid ones wait for
+//! their parents.
+
+use std::collections::BTreeMap;
+
+use mnemo::crypto::PrivateKey;
+use mnemo::database::Permission;
+use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
+use mnemo::{Database, Error, Instance};
+
+use crate::support::{instance, logged_in, state};
+
+fn ops(store: &str, key: &str, json: &str) -> Ops {
+    let mut store_ops = BTreeMap::new();
+    store_ops.insert(key.to_string(), Op::Set(json.to_string()));
+    let mut ops = Ops::new();
+    ops.insert(store.to_string(), store_ops);
+    ops
+}
+
+/// An entry on top of `db`'s current tips, signed by `key`.
+fn on_tips(db: &Database, key: &PrivateKey, ops: Ops) -> Entry {
+    let tips = db.tips().unwrap();
+    let height = tips
+        .iter()
+        .map(|t| {
+            Entry::decode(&db.entry_bytes(t).unwrap())
+                .unwrap()
+                .content()
+                .height
+        })
+        .max()
+        .unwrap()
+        + 1;
+    EntryContent {
+        db: Some(db.id()),
+        parents: tips,
+        height,
+        ops,
+        author: key.public_key(),
+    }
+    .sign(key)
+    .unwrap()
+}
+
+/// A replica of `db` on a fresh instance that holds all of `db`'s entries listed.
+fn replica(db: &Database, entries: &[EntryId]) -> Instance {
+    let inst = instance();
+    for id in entries {
+        inst.receive_entry(&db.entry_bytes(id).unwrap()).unwrap();
+    }
+    inst
+}
+
+fn assert_unchanged(
+    inst: &Instance,
+    before: &(Vec<EntryId>, Vec<(String, String)>),
+    db_id: EntryId,
+) {
+    inst.create_user("checker", None).ok();
+    let db = inst
+        .login("checker", None)
+        .unwrap()
+        .load_db(&db_id)
+        .unwrap();
+    assert_eq!(&(db.tips().unwrap(), state(&db, "s")), before);
+}
+
+#[test]
+fn invalid_entries_are_rejected_and_change_nothing() {
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let first = db.set("s", "k", "1").unwrap();
+    let peer = replica(&db, &[db.id(), first]);
+
+    // A key with no permission.
+    let stranger = PrivateKey::generate().unwrap();
+    let e = on_tips(&db, &stranger, ops("s", "k", "2"));
+    assert!(matches!(
+        peer.receive_entry(e.bytes()),
+        Err(Error::PermissionDenied(_))
+    ));
+
+    // A forged signature and a tampered payload: the owner's entry, altered.
+    let good = db.entry_bytes(&db.set("s", "k", "3").unwrap()).unwrap();
+    let mut forged = good.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        peer.receive_entry(&forged),
+        Err(Error::Corrupt(_))
+    ));
+    let mut tampered = good.clone();
+    let at = tampered.windows(1).rposition(|w| w == b"3").unwrap();
+    tampered[at] = b'4';
+    assert!(matches!(
+        peer.receive_entry(&tampered),
+        Err(Error::Corrupt(_))
+    ));
+    peer.receive_entry(&good).unwrap();
+    let before = (
+        vec![EntryId::of_bytes(&good)],
+        vec![("k".to_string(), "3".to_string())],
+    );
+
+    // A parent from another database, and a wrong height.
+    let other = owner.create_db("other").unwrap();
+    let foreign_parent = EntryContent {
+        db: Some(db.id()),
+        parents: vec![other.id()],
+        height: 1,
+        ops: ops("s", "k", "5"),
+        author: db.author(),
+    };
+    let writer = PrivateKey::generate().unwrap();
+    let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
+    peer.receive_entry(&db.entry_bytes(&grant).unwrap())
+        .unwrap();
+    let before = (vec![grant], before.1);
+    peer.receive_entry(&other.entry_bytes(&other.id()).unwrap())
+        .unwrap();
+    let mut wrong_parent = foreign_parent;
+    wrong_parent.author = writer.public_key();
+    assert!(matches!(
+        peer.receive_entry(wrong_parent.sign(&writer).unwrap().bytes()),
+        Err(Error::Corrupt(_))
+    ));
+    let mut wrong_height = on_tips(&db, &writer, ops("s", "k", "6")).content().clone();
+    wrong_height.height += 1;
+    assert!(matches!(
+        peer.receive_entry(wrong_height.sign(&writer).unwrap().bytes()),
+        Err(Error::Corrupt(_))
+    ));
+
+    // A writer changing settings (admin only), and a reserved store.
+    let mut grant_self = BTreeMap::new();
+    grant_self.insert(
+        format!("auth/{}", writer.public_key()),
+        Op::Set(r#"{"permission":"admin","status":"active"}"#.into()),
+    );
+    let mut settings_ops = Ops::new();
+    settings_ops.insert("_settings".to_string(), grant_self);
+    let escalate = on_tips(&db, &writer, settings_ops);
+    assert!(matches!(
+        peer.receive_entry(escalate.bytes()),
+        Err(Error::PermissionDenied(_))
+    ));
+    let reserved = on_tips(&db, &writer, ops("_private", "k", "1"));
+    assert!(matches!(
+        peer.receive_entry(reserved.bytes()),
+        Err(Error::Corrupt(_))
+    ));
+
+    assert_unchanged(&peer, &before, db.id());
+}
+
+#[test]
+fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
+    let peer = replica(&db, &[db.id(), grant]);
+
+    // Before revocation: accepted.
+    let ok = on_tips(&db, &writer, ops("s", "w", "1"));
+    db.receive(ok.bytes()).unwrap();
+    peer.receive_entry(ok.bytes()).unwrap();
+    // Written concurrently with the revocation (on the pre-revocation tips): accepted,
+    // since its author was allowed in the settings it saw.
+    let concurrent = on_tips(&db, &writer, ops("s", "c", "1"));
+    let revoke = db.revoke(&writer.public_key()).unwrap();
+    peer.receive_entry(&db.entry_bytes(&revoke).unwrap())
+        .unwrap();
+    assert!(!peer
+        .receive_entry(concurrent.bytes())
+        .unwrap()
+        .applied
+        .is_empty());
+    db.receive(concurrent.bytes()).unwrap();
+    // On top of the revocation: rejected, whatever it claims.
+    let after = on_tips(&db, &writer, ops("s", "w", "2"));
+    assert!(matches!(
+        db.receive(after.bytes()),
+        Err(Error::PermissionDenied(_))
+    ));
+    assert!(matches!(
+        peer.receive_entry(after.bytes()),
+        Err(Error::PermissionDenied(_))
+    ));
+    assert_eq!(db.get("s", "w").unwrap(), "1");
+    assert_eq!(db.permission_of(&writer.public_key()).unwrap(), None);
+}
+
+#[test]
+fn entries_wait_for_missing_parents_then_apply() {
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let ids: Vec<EntryId> = (0..5)
+        .map(|i| db.set("s", &format!("k{i}"), &i.to_string()).unwrap())
+        .collect();
+    let peer = instance();
+    // Children first, root last.
+    for id in ids.iter().rev() {
+        let got = peer.receive_entry(&db.entry_bytes(id).unwrap()).unwrap();
+        assert!(got.pending && got.applied.is_empty());
+    }
+    let got = peer
+        .receive_entry(&db.entry_bytes(&db.id()).unwrap())
+        .unwrap();
+    assert_eq!(
+        got.applied.len(),
+        6,
+        "root and its five waiting descendants"
+    );
+    peer.create_user("reader", None).unwrap();
+    let copy = peer
+        .login("reader", None)
+        .unwrap()
+        .load_db(&db.id())
+        .unwrap();
+    assert_eq!(state(&copy, "s"), state(&db, "s"));
+    assert_eq!(copy.tips().unwrap(), db.tips().unwrap());
+    // A duplicate changes nothing.
+    assert!(
+        peer.receive_entry(&db.entry_bytes(&ids[2]).unwrap())
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[test]
+fn a_waiting_child_that_turns_out_invalid_is_dropped() {
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let first = db.set("s", "k", "1").unwrap();
+    let stranger = PrivateKey::generate().unwrap();
+    let bad_child = EntryContent {
+        db: Some(db.id()),
+        parents: vec![first],
+        height: 2,
+        ops: ops("s", "k", "\"x\""),
+        author: stranger.public_key(),
+    }
+    .sign(&stranger)
+    .unwrap();
+    let peer = replica(&db, &[db.id()]);
+    let got = peer.receive_entry(bad_child.bytes());
+    assert!(got.as_ref().is_ok_and(|g| g.pending), "{got:?}");
+    let got = peer
+        .receive_entry(&db.entry_bytes(&first).unwrap())
+        .unwrap();
+    assert_eq!(got.applied, vec![first]);
+    assert_eq!(got.rejected.len(), 1);
+    assert!(matches!(got.rejected[0].1, Error::PermissionDenied(_)));
+}
+
+#[test]
+fn subscribers_hear_local_commits_and_applied_foreign_entries() {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let (peer, reader) = logged_in("reader");
+    peer.receive_entry(&db.entry_bytes(&db.id()).unwrap())
+        .unwrap();
+    let copy = reader.load_db(&db.id()).unwrap();
+
+    let (tx, rx) = channel();
+    let _sub = copy
+        .subscribe(Box::new(move |change| tx.send(*change).unwrap()))
+        .unwrap();
+    let first = db.set("s", "k", "1").unwrap();
+    let second = db.set("s", "k", "2").unwrap();
+    // The child arrives first and waits: no notification until its parent applies.
+    peer.receive_entry(&db.entry_bytes(&second).unwrap())
+        .unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+    peer.receive_entry(&db.entry_bytes(&first).unwrap())
+        .unwrap();
+    let heard: Vec<_> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    assert!(heard.iter().all(|c| c.remote && c.db == db.id()));
+    assert_eq!(
+        heard.iter().map(|c| c.entry).collect::<Vec<_>>(),
+        vec![first, second]
+    );
+    // A duplicate is not a change.
+    peer.receive_entry(&db.entry_bytes(&first).unwrap())
+        .unwrap();
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+}

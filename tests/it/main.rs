@@ -1,0 +1,7 @@
+//! Rust integration tests, by area, through the public API only (one binary: linking one
+//! per file costs minutes on two cores).
+
+mod engine;
+mod foreign;
+mod support;
+mod users;
