@@ -329,12 +329,13 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open(struct mnemo_backend *backend, s
 /**
  * Opens an instance like `mnemo_instance_open`, choosing the Argon2id cost of passwords
  * when the instance is created: memory `m_kib` KiB, `t` passes, `p` lanes. Each must be at
- * least the default (19456 KiB, 2, 1), so passwords are never weaker by accident. The
+ * least the default (19456 KiB, 2, 1), so passwords are never weaker by accident, and at
+ * most 1048576 KiB (1 GiB), 64 passes, 16 lanes. The
  * parameters are recorded at creation; opening an existing instance with different ones
  * fails rather than change them.
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, parameters below
- * the minimum or different from the recorded ones), MNEMO_STATUS_STORAGE,
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, parameters out of
+ * bounds or different from the recorded ones), MNEMO_STATUS_STORAGE,
  * MNEMO_STATUS_CORRUPT. Consumes `backend` on success and on failure. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend *backend, uint32_t m_kib, uint32_t t, uint32_t p, struct mnemo_instance **out);

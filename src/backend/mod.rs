@@ -1,12 +1,17 @@
 //! Storage backends: where entries, materialised state and instance metadata live.
 
 mod memory;
+mod postgres;
+mod rows;
+mod sqlite;
 mod url;
 
 use crate::entry::EntryId;
 use crate::error::Result;
 
 pub use memory::MemoryBackend;
+pub use postgres::PostgresBackend;
+pub use sqlite::SqliteBackend;
 pub use url::open;
 
 /// The current value of one key of one store, with the `(height, entry)` order that won it.

@@ -24,13 +24,26 @@ impl KdfParams {
         p: 1,
     };
 
-    /// Fails unless every parameter is at least [`KdfParams::MINIMUM`] and Argon2 accepts it.
+    /// The maximum mnemo accepts (1 GiB, 64 passes, 16 lanes): more would make every login
+    /// exhaust memory or take minutes, with no way back once recorded.
+    pub const MAXIMUM: KdfParams = KdfParams {
+        m_kib: 1024 * 1024,
+        t: 64,
+        p: 16,
+    };
+
+    /// Fails unless every parameter is between [`KdfParams::MINIMUM`] and
+    /// [`KdfParams::MAXIMUM`] and Argon2 accepts the combination.
     pub fn validate(&self) -> Result<()> {
-        let min = Self::MINIMUM;
-        if self.m_kib < min.m_kib || self.t < min.t || self.p < min.p {
+        let (min, max) = (Self::MINIMUM, Self::MAXIMUM);
+        let within = |v: u32, lo: u32, hi: u32| (lo..=hi).contains(&v);
+        if !(within(self.m_kib, min.m_kib, max.m_kib)
+            && within(self.t, min.t, max.t)
+            && within(self.p, min.p, max.p))
+        {
             return Err(Error::invalid(format!(
-                "Argon2id parameters must be at least m={} KiB, t={}, p={}",
-                min.m_kib, min.t, min.p
+                "Argon2id parameters must be from m={} KiB, t={}, p={} to m={} KiB, t={}, p={}",
+                min.m_kib, min.t, min.p, max.m_kib, max.t, max.p
             )));
         }
         self.to_argon2().map(|_| ())

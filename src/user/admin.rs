@@ -17,9 +17,8 @@ pub struct UserInfo {
 
 impl User {
     fn require_admin(&self) -> Result<()> {
-        self.session.read()?;
-        let me = self.instance.user_record(&self.username)?;
-        if !(me.admin && me.active && me.id == self.id) {
+        let me = self.own_record()?;
+        if !(me.admin && me.active) {
             return Err(Error::PermissionDenied(format!(
                 "user '{}' is not the instance admin",
                 self.username
@@ -28,12 +27,8 @@ impl User {
         Ok(())
     }
 
-    fn other_user(&self, username: &str) -> Result<UserRecord> {
-        if username == self.username {
-            return Err(Error::invalid(
-                "an admin cannot disable or delete their own account",
-            ));
-        }
+    fn user(&self, username: &str) -> Result<UserRecord> {
+        super::account::check_username(username)?;
         self.instance.user_record(username).map_err(|e| match e {
             Error::NotFound(_) => Error::NotFound(format!("no user '{username}'")),
             other => other,
@@ -55,11 +50,24 @@ impl User {
             .collect())
     }
 
-    /// Disables (`false`) or re-enables (`true`) another user's account (admin only). A
-    /// disabled user cannot log in; sessions already open go on until they log out.
+    fn not_self(&self, username: &str) -> Result<()> {
+        if username == self.username {
+            return Err(Error::invalid(
+                "an admin cannot disable or delete their own account",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Disables (`false`) or re-enables (`true`) a user's account (admin only; the admin's
+    /// own account cannot be disabled). A disabled user cannot log in; sessions already open
+    /// go on until they log out.
     pub fn admin_set_active(&self, username: &str, active: bool) -> Result<()> {
         self.require_admin()?;
-        let mut record = self.other_user(username)?;
+        let mut record = self.user(username)?;
+        if !active {
+            self.not_self(username)?;
+        }
         record.active = active;
         self.instance
             .system
@@ -69,10 +77,11 @@ impl User {
     }
 
     /// Deletes another user's account (admin only): the name can be reused; the user's
-    /// databases stay.
+    /// databases stay. Sessions of the deleted user can no longer change its account.
     pub fn admin_delete_user(&self, username: &str) -> Result<()> {
         self.require_admin()?;
-        self.other_user(username)?;
+        self.user(username)?;
+        self.not_self(username)?;
         self.instance.system.users.delete(USERS_STORE, username)?;
         self.instance.release_username(username)
     }

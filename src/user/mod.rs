@@ -79,6 +79,18 @@ impl User {
         &self.username
     }
 
+    /// This session's account record; [`Error::PermissionDenied`] once an admin deleted it
+    /// (the name may since belong to someone else).
+    pub(crate) fn own_record(&self) -> Result<record::UserRecord> {
+        self.session.read()?;
+        match self.instance.user_record(&self.username) {
+            Ok(r) if r.id == self.id => Ok(r),
+            Ok(_) => Err(deleted(&self.username)),
+            Err(e) if e.is_not_found() => Err(deleted(&self.username)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The public half of the user's default key, which signs the databases it creates.
     pub fn default_key(&self) -> Result<PublicKey> {
         Ok(self.session.read()?.default)
@@ -87,6 +99,7 @@ impl User {
     /// Creates a database named `name`, with this user's default key as its admin, and
     /// tracks it.
     pub fn create_db(&self, name: &str) -> Result<Database> {
+        self.own_record()?;
         let author = self.default_key()?;
         let root = database::create_root(name, &*self.session, author)?;
         let core = self.instance.registry.core(root.id());
@@ -129,6 +142,9 @@ impl User {
     /// name, the one tracked first wins (by tracking order; between sessions tracking at the
     /// same moment, the smallest id). [`Error::NotFound`] if none.
     pub fn find_db(&self, name: &str) -> Result<Database> {
+        if name.is_empty() {
+            return Err(Error::invalid("a database name is not empty"));
+        }
         let mut best: Option<(u64, EntryId)> = None;
         for (id, json) in self.user_db.get_all(DATABASES_STORE)? {
             let v = record::parse(&json)?;
@@ -170,6 +186,7 @@ impl User {
     }
 
     fn track(&self, id: EntryId, name: &str) -> Result<()> {
+        self.own_record()?;
         let seq = self.user_db.get_all(DATABASES_STORE)?.len();
         let record = json!({"name": name, "added": now_ms(), "seq": seq}).to_string();
         self.user_db
@@ -183,6 +200,7 @@ impl User {
         if name.is_some_and(|n| n.len() > 255) {
             return Err(Error::invalid("a key name is at most 255 bytes"));
         }
+        self.own_record()?;
         self.session.update(|secrets| {
             let key = PrivateKey::generate()?;
             let public = key.public_key();
@@ -248,6 +266,7 @@ impl User {
         if let Some(pw) = new {
             account::check_password(pw)?;
         }
+        self.own_record()?;
         self.session.update(|secrets| {
             let kdf_json = record::parse(&self.user_db.get(ACCOUNT_STORE, "kdf")?)?;
             let current = if kdf_json.is_null() {
@@ -310,6 +329,10 @@ impl User {
     pub fn is_logged_out(&self) -> bool {
         self.session.is_wiped()
     }
+}
+
+fn deleted(username: &str) -> Error {
+    Error::PermissionDenied(format!("the account '{username}' was deleted"))
 }
 
 impl Drop for User {

@@ -1,6 +1,7 @@
 /* Tests of the C ABI: every exported function, its conventions, and bad input.
  * Compiled as C11 (dynamic and static link) and as C++17, run plainly and under valgrind. */
 #include <stdlib.h>
+#include <time.h>
 
 #include "check.h"
 
@@ -49,6 +50,52 @@ static void test_backend(void) {
     EXPECT_OK(mnemo_backend_open("memory:", &backend));
     CHECK(backend != NULL);
     mnemo_backend_free(backend);
+}
+
+/* The SQLite backend: a file that survives the instance, refused paths, bad URLs. */
+static void test_sqlite_backend(void) {
+    char path[128], url[160];
+    snprintf(path, sizeof path, "/tmp/mnemo-c-test-%ld.db", (long)clock());
+    snprintf(url, sizeof url, "sqlite:%s", path);
+    remove(path);
+    mnemo_backend *backend = NULL;
+    mnemo_instance *instance = NULL;
+    mnemo_user *user = NULL;
+    mnemo_database *db = NULL;
+    char *id1 = NULL, *id2 = NULL, *value = NULL, *db_id = NULL;
+
+    EXPECT(mnemo_backend_open("sqlite:", &backend), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_backend_open("sqlite:/tmp", &backend), MNEMO_STATUS_STORAGE);
+    EXPECT(mnemo_backend_open("sqlite:/nonexistent-dir/x.db", &backend), MNEMO_STATUS_STORAGE);
+    EXPECT(mnemo_backend_open("postgres://nobody@127.0.0.1:1/none", &backend), MNEMO_STATUS_STORAGE);
+
+    EXPECT_OK(mnemo_backend_open(url, &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &instance));
+    EXPECT_OK(mnemo_instance_device_id(instance, &id1));
+    EXPECT_OK(mnemo_instance_create_user(instance, "keeper", NULL));
+    EXPECT_OK(mnemo_instance_login(instance, "keeper", NULL, &user));
+    EXPECT_OK(mnemo_user_create_db(user, "kept", &db));
+    EXPECT_OK(mnemo_db_set(db, "s", "k", "\"stays\""));
+    EXPECT_OK(mnemo_db_id(db, &db_id));
+    mnemo_db_free(db);
+    EXPECT_OK(mnemo_user_logout(user));
+    mnemo_instance_free(instance);
+
+    EXPECT_OK(mnemo_backend_open(url, &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &instance));
+    EXPECT_OK(mnemo_instance_device_id(instance, &id2));
+    CHECK(id1 && id2 && strcmp(id1, id2) == 0);
+    EXPECT_OK(mnemo_instance_login(instance, "keeper", NULL, &user));
+    EXPECT_OK(mnemo_user_load_db(user, db_id, &db));
+    EXPECT_OK(mnemo_db_get(db, "s", "k", &value));
+    EXPECT_STR(value, "\"stays\"");
+    mnemo_db_free(db);
+    EXPECT_OK(mnemo_user_logout(user));
+    mnemo_instance_free(instance);
+    mnemo_string_free(id1);
+    mnemo_string_free(id2);
+    mnemo_string_free(db_id);
+    remove(path);
 }
 
 static void test_instance_open(void) {
@@ -252,6 +299,7 @@ static void test_sync_handles(void) {
 int main(void) {
     test_library();
     test_backend();
+    test_sqlite_backend();
     test_instance_open();
     test_users();
     test_databases();

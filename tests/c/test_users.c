@@ -42,6 +42,11 @@ static void test_argon2_options(void) {
     EXPECT_OK(mnemo_backend_open("memory:", &backend));
     EXPECT(mnemo_instance_open_with_argon2(backend, 19456, 2, 1, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
     CHECK(instance == NULL);
+    /* Above the maximum: a login would exhaust memory or take minutes. */
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT(mnemo_instance_open_with_argon2(backend, 4294967295u, 2, 1, &instance), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT(mnemo_instance_open_with_argon2(backend, 19456, 4294967295u, 1, &instance), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT_OK(mnemo_backend_open("memory:", &backend));
     EXPECT_OK(mnemo_instance_open_with_argon2(backend, 32768, 3, 1, &instance));
     mnemo_instance_free(instance);
@@ -76,6 +81,7 @@ static void test_databases_of_a_user(void) {
     EXPECT_STR(text, "\"first\"");
     mnemo_db_free(found);
     EXPECT(mnemo_user_find_db(alice, "missing", &found), MNEMO_STATUS_NOT_FOUND);
+    EXPECT(mnemo_user_find_db(alice, "", &found), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_find_db(alice, NULL, &found), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_find_db(alice, BAD_UTF8, &found), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_find_db(NULL, "notes", &found), MNEMO_STATUS_INVALID_ARGUMENT);
@@ -247,6 +253,9 @@ static void test_administration(void) {
     EXPECT(mnemo_user_admin_disable(admin, "root"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_admin_delete(admin, "root"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_admin_disable(admin, "nobody"), MNEMO_STATUS_NOT_FOUND);
+    EXPECT(mnemo_user_admin_disable(admin, ""), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(mnemo_last_error_message(), "username") != NULL);
+    EXPECT_OK(mnemo_user_admin_enable(admin, "root")); /* already enabled: nothing changes */
     EXPECT(mnemo_user_admin_disable(admin, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_admin_disable(NULL, "bob"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_admin_enable(admin, BAD_UTF8), MNEMO_STATUS_INVALID_ARGUMENT);
@@ -263,8 +272,14 @@ static void test_administration(void) {
     EXPECT_OK(mnemo_instance_login(instance, "bob", "bob's pw", &bob));
     EXPECT_OK(mnemo_user_logout(bob));
 
-    /* Deleted: gone, and the name is free again. */
+    /* Deleted: gone, and the name is free again. A session still open can no longer change
+     * the account. */
+    EXPECT_OK(mnemo_instance_login(instance, "bob", "bob's pw", &bob));
     EXPECT_OK(mnemo_user_admin_delete(admin, "bob"));
+    mnemo_database *late = NULL;
+    EXPECT(mnemo_user_create_db(bob, "late", &late), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT(mnemo_user_add_private_key(bob, NULL, &text), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT_OK(mnemo_user_logout(bob));
     EXPECT(mnemo_instance_login(instance, "bob", "bob's pw", &bob), MNEMO_STATUS_AUTH_FAILED);
     EXPECT(mnemo_user_admin_delete(admin, "bob"), MNEMO_STATUS_NOT_FOUND);
     EXPECT_OK(mnemo_instance_list_users(instance, &text));

@@ -1,8 +1,10 @@
 //! Shared helpers: a seeded random generator and quick fixtures.
 
-use mnemo::backend::MemoryBackend;
-use mnemo::{Database, Instance, User};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use mnemo::backend::{Backend, MemoryBackend};
+use mnemo::{Database, Instance, User};
 
 /// xorshift64*: small, seeded, reproducible.
 pub struct Rng(u64);
@@ -43,4 +45,111 @@ pub fn logged_in(name: &str) -> (Instance, User) {
 /// Every live key of `store`, as (key, json) pairs.
 pub fn state(db: &Database, store: &str) -> Vec<(String, String)> {
     db.get_all(store).unwrap()
+}
+
+/// Where a conformance test keeps its data: each `open` is a fresh connection to the same
+/// storage, as a restarted process would make.
+pub enum Storage {
+    Memory(Arc<MemoryBackend>),
+    Sqlite(TempDir),
+    Postgres {
+        url: String,
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl Storage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Storage::Memory(_) => "memory",
+            Storage::Sqlite(_) => "sqlite",
+            Storage::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The backend URL (memory storage has none that reopens it).
+    pub fn url(&self) -> Option<String> {
+        match self {
+            Storage::Memory(_) => None,
+            Storage::Sqlite(dir) => Some(format!("sqlite:{}", dir.0.join("mnemo.db").display())),
+            Storage::Postgres { url, .. } => Some(url.clone()),
+        }
+    }
+
+    pub fn open(&self) -> Arc<dyn Backend> {
+        match self {
+            Storage::Memory(m) => m.clone(),
+            _ => mnemo::backend::open(&self.url().unwrap()).unwrap(),
+        }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Storage::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            if let Ok(mut admin) = postgres::Client::connect(admin_url, postgres::NoTls) {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "mnemo-test-{}",
+            mnemo::crypto::random::hex_token::<8>().unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty PostgreSQL database on the test server, if `MNEMO_TEST_POSTGRES_URL`
+/// names one (the test command starts a server and sets it).
+pub fn postgres_storage() -> Option<Storage> {
+    let admin_url = std::env::var("MNEMO_TEST_POSTGRES_URL").ok()?;
+    let name = format!(
+        "mnemo_test_{}",
+        mnemo::crypto::random::hex_token::<8>().unwrap()
+    );
+    let mut admin =
+        postgres::Client::connect(&admin_url, postgres::NoTls).expect("the test PostgreSQL server");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    Some(Storage::Postgres {
+        url: format!("{base}/{name}"),
+        admin_url,
+        name,
+    })
+}
+
+/// One fresh storage of every kind. PostgreSQL is included when the test server is
+/// configured; otherwise the skip is printed (the test command never skips it).
+pub fn storages() -> Vec<Storage> {
+    let mut all = vec![
+        Storage::Memory(Arc::new(MemoryBackend::new())),
+        Storage::Sqlite(TempDir::new()),
+    ];
+    match postgres_storage() {
+        Some(pg) => all.push(pg),
+        None => eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)"),
+    }
+    all
 }

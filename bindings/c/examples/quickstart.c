@@ -1,7 +1,8 @@
 /* The whole mnemo flow from C: open an instance, create a user, log in, create a
  * database, write and read a value, log out, enable sync. Every status is checked.
+ * Run it again on the same file: the user and the database are found, not recreated.
  *
- * Usage: quickstart [BACKEND_URL]   (default "memory:") */
+ * Usage: quickstart [BACKEND_URL]   (default "sqlite:quickstart.db") */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,7 +19,7 @@ static void check(mnemo_status status, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    const char *url = argc > 1 ? argv[1] : "memory:";
+    const char *url = argc > 1 ? argv[1] : "sqlite:quickstart.db";
     mnemo_backend *backend = NULL;
     mnemo_instance *instance = NULL;
     mnemo_user *alice = NULL;
@@ -33,16 +34,27 @@ int main(int argc, char **argv) {
     check(mnemo_instance_device_id(instance, &device_id), "mnemo_instance_device_id");
     printf("instance on %s, device id %s\n", url, device_id);
 
-    check(mnemo_instance_create_user(instance, "alice", "correct horse battery staple"),
-          "mnemo_instance_create_user");
-    printf("created user alice\n");
+    mnemo_status created = mnemo_instance_create_user(instance, "alice", "correct horse battery staple");
+    if (created == MNEMO_STATUS_ALREADY_EXISTS) {
+        printf("user alice exists already\n");
+    } else {
+        check(created, "mnemo_instance_create_user");
+        printf("created user alice\n");
+    }
     check(mnemo_instance_login(instance, "alice", "correct horse battery staple", &alice),
           "mnemo_instance_login");
     printf("logged in as alice\n");
 
-    check(mnemo_user_create_db(alice, "notes", &notes), "mnemo_user_create_db");
+    mnemo_status found = mnemo_user_find_db(alice, "notes", &notes);
+    if (found == MNEMO_STATUS_NOT_FOUND) {
+        check(mnemo_user_create_db(alice, "notes", &notes), "mnemo_user_create_db");
+        printf("created database notes");
+    } else {
+        check(found, "mnemo_user_find_db");
+        printf("found database notes");
+    }
     check(mnemo_db_id(notes, &db_id), "mnemo_db_id");
-    printf("created database notes, id %s\n", db_id);
+    printf(", id %s\n", db_id);
 
     check(mnemo_db_set(notes, "todo", "milk", "{\"done\": false, \"qty\": 2}"), "mnemo_db_set");
     printf("wrote todo/milk = {\"done\": false, \"qty\": 2}\n");

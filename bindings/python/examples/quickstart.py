@@ -49,6 +49,17 @@ def main() -> None:
                 print(f"todo now holds {len(todo)} item(s): {dict(todo)}")
                 print(f"tips: {db.tips()}")
 
+                # Sharing: alice grants bob's key, bob opens the database by its id.
+                inst.create_user("bob")  # passwordless
+                with inst.login("bob") as bob:
+                    bob_key = next(k.pubkey for k in bob.list_keys() if k.is_default)
+                    db.grant(bob_key, "write")
+                    with bob.load_db(db.id) as shared:
+                        shared.set("todo", "eggs", {"title": "buy eggs", "done": False})
+                    print(f"bob signs with {bob.signing_key(db.id)}")
+                    print(f"bob tracks: {[d.name for d in bob.list_dbs()]}")
+                print(f"todo as alice sees it: {sorted(db.store('todo'))}")
+
                 alice.logout()
                 print("logged out")
                 print(f"get after logout still works -> {db.get('todo', 'bread')}")

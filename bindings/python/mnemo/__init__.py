@@ -15,6 +15,11 @@ Example::
                     t.delete("todo", "milk")
                 print(dict(db.store("todo")))
 
+Users share a database by key: its admin grants the other user's public key (from
+``User.list_keys()``), who then opens it by id with ``User.load_db(db_id)``. The first user
+created is the instance admin (``User.admin_list_users()``, ``disable_user``,
+``enable_user``, ``delete_user``).
+
 Errors are raised as subclasses of :class:`mnemo.Error`, one per status code of the C
 library, each with ``.status`` and ``.message``. Strings containing a NUL character raise
 :class:`mnemo.InvalidArgument`; so does using an Instance, Database or Sync after

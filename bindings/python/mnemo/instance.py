@@ -79,7 +79,9 @@ class Instance:
         ``(memory_kib, time_cost, parallelism)`` tuple; None for the default, which is the
         minimum: ``(19456, 2, 1)``. Each value must be at least the minimum, so passwords are
         never weaker by accident. The cost is recorded when the instance is created; opening
-        an existing instance with a different one fails rather than change it.
+        an existing instance with a different one fails rather than change it. There is no
+        maximum: every password operation (create_user, login, change_password) then uses
+        that much memory and time, so keep the values modest.
 
         Raises InvalidArgument for an unknown or malformed URL, or Argon2id parameters below
         the minimum, rejected by Argon2, or different from the recorded ones; TypeError if

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 from . import _native
 from ._handle import Handle
@@ -206,7 +206,7 @@ class User:
         """
         self._admin(lib.mnemo_user_admin_delete, username)
 
-    def _admin(self, fn: Any, username: str) -> None:
+    def _admin(self, fn: Callable[..., int], username: str) -> None:
         n = _native.encode(username, "username")
         with self._handle.use() as ptr:
             _native.check(fn(ptr, n))

@@ -18,4 +18,6 @@ def test_quickstart_runs() -> None:
     )
     assert re.search(r"^transaction committed as sha256:[0-9a-f]{64}$", proc.stdout, re.MULTILINE)
     assert "change notified: True" in proc.stdout
+    assert "bob tracks: ['notes']" in proc.stdout
+    assert "todo as alice sees it: ['bread', 'eggs']" in proc.stdout
     assert "sync enabled" in proc.stdout

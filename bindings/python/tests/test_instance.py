@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from pathlib import Path
+
 import pytest
 from conftest import PASSWORD
 
@@ -38,7 +40,7 @@ def test_use_after_close_raises_invalid_argument() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "bogus", "memory:extra", "nosuch:thing", "sqlite:/tmp/x.db", "MEMORY:"]
+    "url", ["", "bogus", "memory:extra", "nosuch:thing", "sqlite:", "MEMORY:"]
 )
 def test_bad_backend_url(url: str) -> None:
     with pytest.raises(mnemo.InvalidArgument) as info:
@@ -252,7 +254,15 @@ def test_argon2_outside_uint32(argon2: tuple[int, int, int]) -> None:
 
 @pytest.mark.parametrize(
     "argon2",
-    [(19456, 2), (19456, 2, 1, 0), [19456, 2, 1], "19456,2,1", 19456, (19456.0, 2, 1), (19456, True, 1)],
+    [
+        (19456, 2),
+        (19456, 2, 1, 0),
+        [19456, 2, 1],
+        "19456,2,1",
+        19456,
+        (19456.0, 2, 1),
+        (19456, True, 1),
+    ],
 )
 def test_argon2_wrong_type(argon2: object) -> None:
     with pytest.raises(TypeError):
@@ -261,9 +271,37 @@ def test_argon2_wrong_type(argon2: object) -> None:
 
 def test_argon2_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        mnemo.Instance.open("memory:", (19456, 2, 1))  # type: ignore[misc]
+        mnemo.Instance.open("memory:", (19456, 2, 1))  # type: ignore[call-arg]
 
 
 def test_bad_url_with_argon2() -> None:
     with pytest.raises(mnemo.InvalidArgument, match="URL|url"):
         mnemo.Instance.open("bogus", argon2=(19456, 2, 1))
+
+
+def test_sqlite_file_keeps_everything_across_opens(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'app.db'}"
+    with mnemo.Instance.open(url) as inst:
+        device = inst.device_id
+        inst.create_user("alice")
+        with inst.login("alice") as alice:
+            db = alice.create_db("notes")
+            db.set("todo", "milk", {"done": False})
+            db_id = db.id
+    assert oct((tmp_path / "app.db").stat().st_mode & 0o777) == "0o600"
+    with mnemo.Instance.open(url) as inst:
+        assert inst.device_id == device
+        with inst.login("alice") as alice:
+            assert alice.load_db(db_id).get("todo", "milk") == {"done": False}
+
+
+@pytest.mark.parametrize("url", ["sqlite:/nonexistent-dir/x.db", "postgres://nobody@127.0.0.1:1/none"])
+def test_unreachable_storage_is_a_storage_error(url: str, tmp_path: Path) -> None:
+    with pytest.raises(mnemo.StorageError) as info:
+        mnemo.Instance.open(url)
+    assert info.value.message
+
+
+def test_directory_is_not_a_database(tmp_path: Path) -> None:
+    with pytest.raises(mnemo.StorageError):
+        mnemo.Instance.open(f"sqlite:{tmp_path}")

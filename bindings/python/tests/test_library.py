@@ -80,7 +80,7 @@ def test_ok_does_not_raise() -> None:
     _native.check(0)
 
 
-def _import_with(env_lib: str) -> subprocess.CompletedProcess:
+def _import_with(env_lib: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, MNEMO_LIB=env_lib, PYTHONPATH=str(PYTHON_DIR))
     code = "import mnemo, mnemo._native as n; print(n.LIBRARY_PATH); print(mnemo.version())"
     return subprocess.run(

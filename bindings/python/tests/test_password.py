@@ -1,0 +1,94 @@
+"""User.change_password. Each password operation costs an Argon2id run (~20 ms), so the
+tests with real passwords are few and do several checks each."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PASSWORD
+
+import mnemo
+
+NEW_PASSWORD = "a new and better passphrase"
+
+
+def test_change_password(inst: mnemo.Instance) -> None:
+    inst.create_user("bob", PASSWORD)
+    with inst.login("bob", PASSWORD) as bob:
+        db_id = bob.create_db("notes").id
+        bob.find_db("notes").set("s", "before", 1)
+        laptop = bob.add_private_key("laptop")
+
+        with pytest.raises(mnemo.AuthFailed) as info:
+            bob.change_password("wrong", NEW_PASSWORD)
+        assert info.value.status == mnemo.Status.AUTH_FAILED and info.value.message
+        with pytest.raises(mnemo.AuthFailed):
+            bob.change_password(None, NEW_PASSWORD)  # bob has a password
+
+        bob.change_password(PASSWORD, NEW_PASSWORD)
+        # The session goes on with its keys.
+        bob.find_db("notes").set("s", "during", 2)
+        phone = bob.add_private_key("phone")  # sealed under the new password
+
+    with pytest.raises(mnemo.AuthFailed):
+        inst.login("bob", PASSWORD)
+    with pytest.raises(mnemo.AuthFailed):
+        inst.login("bob")
+    with inst.login("bob", NEW_PASSWORD) as bob:
+        assert {k.pubkey for k in bob.list_keys()} >= {laptop, phone}
+        with bob.find_db("notes") as db:
+            assert db.id == db_id
+            assert db.get_all("s") == {"before": 1, "during": 2}
+            db.set("s", "after", 3)  # the re-sealed default key still signs
+            assert db.get("s", "after") == 3
+        with pytest.raises(mnemo.AuthFailed):
+            bob.change_password(PASSWORD, "whatever")  # the old one is gone here too
+
+
+def test_change_to_passwordless_and_back(inst: mnemo.Instance) -> None:
+    inst.create_user("bob", PASSWORD)
+    with inst.login("bob", PASSWORD) as bob:
+        bob.create_db("notes").set("s", "k", "v")
+        bob.change_password(PASSWORD, None)
+    with pytest.raises(mnemo.AuthFailed):
+        inst.login("bob", PASSWORD)
+    with inst.login("bob") as bob:  # passwordless now
+        assert bob.find_db("notes").get("s", "k") == "v"
+        with pytest.raises(mnemo.AuthFailed):
+            bob.change_password(PASSWORD, NEW_PASSWORD)  # None is the current one
+        bob.change_password(None, NEW_PASSWORD)
+    with pytest.raises(mnemo.AuthFailed):
+        inst.login("bob")
+    with inst.login("bob", NEW_PASSWORD) as bob:
+        bob.find_db("notes").set("s", "k", "w")
+
+
+def test_passwordless_to_passwordless(user: mnemo.User) -> None:
+    user.change_password(None, None)  # nothing to re-seal; no Argon2id cost
+    user.create_db("still works").set("s", "k", 1)
+
+
+@pytest.mark.parametrize("new", ["", "x" * 1025, "é" * 513])
+def test_new_password_out_of_bounds(inst: mnemo.Instance, new: str) -> None:
+    inst.create_user("bob")
+    with inst.login("bob") as bob:
+        with pytest.raises(mnemo.InvalidArgument) as info:
+            bob.change_password(None, new)
+        assert info.value.status == mnemo.Status.INVALID_ARGUMENT and info.value.message
+    inst.login("bob").logout()  # still passwordless
+
+
+def test_new_password_longest(user: mnemo.User) -> None:
+    user.change_password(None, "x" * 1024)
+
+
+@pytest.mark.parametrize("side", ["old", "new"])
+def test_password_with_nul(user: mnemo.User, side: str) -> None:
+    args: dict[str, str | None] = {"old": None, "new": None}
+    args[side] = "a\0b"
+    with pytest.raises(mnemo.InvalidArgument, match="NUL"):
+        user.change_password(**args)
+
+
+def test_password_must_be_str(user: mnemo.User) -> None:
+    with pytest.raises(TypeError):
+        user.change_password(None, b"secret")  # type: ignore[arg-type]

@@ -1,0 +1,109 @@
+"""Two users of one instance sharing a database: load_db, signing keys and grants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import mnemo
+
+
+@pytest.fixture
+def bob(inst: mnemo.Instance, user: mnemo.User) -> Iterator[mnemo.User]:
+    """A second passwordless user, logged in (the `user` fixture, alice, is the first)."""
+    inst.create_user("bob")
+    with inst.login("bob") as b:
+        yield b
+
+
+def _default_key(u: mnemo.User) -> str:
+    (key,) = [k.pubkey for k in u.list_keys() if k.is_default]
+    return key
+
+
+def test_sharing_flow(user: mnemo.User, bob: mnemo.User) -> None:
+    alice = user
+    with alice.create_db("shared") as db:
+        db_id = db.id
+        db.set("notes", "from alice", "hi")
+        # Before the grant bob has no key on the database: signing_key has nothing to say,
+        # so the key to hand to alice comes from list_keys.
+        with pytest.raises(mnemo.NotFound) as info:
+            bob.signing_key(db.id)
+        assert info.value.status == mnemo.Status.NOT_FOUND and info.value.message
+        bob_key = _default_key(bob)
+
+        db.grant(bob_key, "write")
+        assert bob.signing_key(db.id) == bob_key
+
+        with bob.load_db(db.id) as mine:
+            assert mine.get("notes", "from alice") == "hi"
+            mine.set("notes", "from bob", "hello")
+        assert db.get_all("notes") == {"from alice": "hi", "from bob": "hello"}
+    # bob now tracks the database under its name.
+    assert [(d.name, d.id) for d in bob.list_dbs()] == [("shared", db_id)]
+    assert bob.find_db("shared").get("notes", "from bob") == "hello"
+
+
+def test_load_db_without_permission_reads_but_cannot_write(
+    user: mnemo.User, bob: mnemo.User
+) -> None:
+    with user.create_db("private") as db:
+        db.set("s", "k", 1)
+        with bob.load_db(db.id) as theirs:
+            assert theirs.get("s", "k") == 1
+            with pytest.raises(mnemo.PermissionDenied) as info:
+                theirs.set("s", "k", 2)
+            assert info.value.status == mnemo.Status.PERMISSION_DENIED
+        assert db.get("s", "k") == 1
+        with pytest.raises(mnemo.NotFound):
+            bob.signing_key(db.id)  # loading it gave no permission
+
+
+def test_read_grant(user: mnemo.User, bob: mnemo.User) -> None:
+    with user.create_db("shared") as db:
+        key = _default_key(bob)
+        db.grant(key, "read")
+        assert bob.signing_key(db.id) == key  # any permission counts
+        with bob.load_db(db.id) as theirs, pytest.raises(mnemo.PermissionDenied):
+            theirs.set("s", "k", 1)
+
+
+def test_grant_to_an_added_key(user: mnemo.User, bob: mnemo.User) -> None:
+    with user.create_db("shared") as db:
+        before = bob.load_db(db.id)  # signs with bob's default key, which has no permission
+        laptop = bob.add_private_key("laptop")
+        db.grant(laptop, "write")
+        assert bob.signing_key(db.id) == laptop
+        with pytest.raises(mnemo.PermissionDenied):
+            before.set("s", "k", 1)  # a handle keeps the key it was opened with
+        before.close()
+        with bob.load_db(db.id) as after:
+            after.set("s", "k", 2)  # a new handle signs with the granted key
+        assert db.get("s", "k") == 2
+
+
+def test_signing_key_is_the_highest_permission(user: mnemo.User, bob: mnemo.User) -> None:
+    default = _default_key(bob)
+    laptop = bob.add_private_key("laptop")
+    with user.create_db("shared") as db:
+        db.grant(default, "read")
+        db.grant(laptop, "write")
+        assert bob.signing_key(db.id) == laptop
+        db.grant(default, "write")  # equals: the default key first
+        assert bob.signing_key(db.id) == default
+        db.grant(laptop, "admin")
+        assert bob.signing_key(db.id) == laptop
+        db.revoke(laptop)
+        db.revoke(default)
+        with pytest.raises(mnemo.NotFound):
+            bob.signing_key(db.id)
+
+
+def test_find_db_prefers_the_database_tracked_first(user: mnemo.User, bob: mnemo.User) -> None:
+    with user.create_db("notes") as theirs:
+        bob.load_db(theirs.id).close()
+        own = bob.create_db("notes").id
+        assert bob.find_db("notes").id == theirs.id
+        assert {d.id for d in bob.list_dbs()} == {theirs.id, own}

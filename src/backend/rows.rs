@@ -1,0 +1,98 @@
+//! Helpers shared by the SQL backends: packing ids into blobs and per-row checksums.
+//!
+//! Every row carries an 8-byte check over its content, so that bytes damaged on disk are
+//! reported as [`Error::Corrupt`] instead of being returned as a wrong value.
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Cell, EntryMeta};
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// The check of a row made of `parts` (each length-prefixed, so parts cannot run together).
+pub fn check(parts: &[&[u8]]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize()[..8].to_vec()
+}
+
+/// Fails with [`Error::Corrupt`] unless `stored` is the check of `parts`.
+pub fn verify(stored: &[u8], parts: &[&[u8]], what: &str) -> Result<()> {
+    if check(parts) != stored {
+        return Err(Error::Corrupt(format!(
+            "stored {what} fails its integrity check"
+        )));
+    }
+    Ok(())
+}
+
+/// An id from a stored blob.
+pub fn id_of(blob: &[u8]) -> Result<EntryId> {
+    let bytes: [u8; 32] = blob
+        .try_into()
+        .map_err(|_| Error::Corrupt("a stored id is not 32 bytes".into()))?;
+    Ok(EntryId::from_bytes(bytes))
+}
+
+/// Ids packed one after another.
+pub fn pack_ids(ids: &[EntryId]) -> Vec<u8> {
+    ids.iter()
+        .flat_map(|id| id.as_bytes().iter().copied())
+        .collect()
+}
+
+/// The inverse of [`pack_ids`].
+pub fn unpack_ids(blob: &[u8]) -> Result<Vec<EntryId>> {
+    if blob.len() % 32 != 0 {
+        return Err(Error::Corrupt("a stored id list is malformed".into()));
+    }
+    blob.chunks(32).map(id_of).collect()
+}
+
+/// The parts an entry row's check covers.
+pub fn entry_check(id: &EntryId, meta: &EntryMeta, bytes: &[u8]) -> Vec<u8> {
+    let visible = pack_ids(&meta.settings_visible);
+    check(&[
+        id.as_bytes(),
+        meta.db.as_bytes(),
+        &meta.height.to_be_bytes(),
+        &visible,
+        &[u8::from(meta.changes_settings)],
+        bytes,
+    ])
+}
+
+/// The check of a cell row.
+pub fn cell_check(db: &EntryId, store: &str, key: &str, cell: &Cell) -> Vec<u8> {
+    let (present, value) = match &cell.value {
+        Some(v) => (1u8, v.as_bytes()),
+        None => (0u8, &[][..]),
+    };
+    check(&[
+        db.as_bytes(),
+        store.as_bytes(),
+        key.as_bytes(),
+        &cell.height.to_be_bytes(),
+        cell.entry.as_bytes(),
+        &[present],
+        value,
+    ])
+}
+
+/// The check of a tip row.
+pub fn tip_check(db: &EntryId, id: &EntryId, height: u64) -> Vec<u8> {
+    check(&[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()])
+}
+
+/// The check of a metadata row.
+pub fn meta_check(key: &str, value: &[u8]) -> Vec<u8> {
+    check(&[key.as_bytes(), value])
+}
+
+/// A stored height (SQL integers are signed).
+pub fn height_of(stored: i64) -> Result<u64> {
+    u64::try_from(stored).map_err(|_| Error::Corrupt("a stored height is negative".into()))
+}

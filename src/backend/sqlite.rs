@@ -1,0 +1,380 @@
+//! `sqlite:PATH`: the embedded default. One file (plus SQLite's WAL), bundled SQLite.
+//!
+//! Durability: WAL with `synchronous=FULL`, one SQL transaction per stored entry, so an
+//! acknowledged commit survives a killed process and a power loss. The schema version is
+//! recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and checked at
+//! open; a file from a newer mnemo is refused, never rewritten. Opening reads a few header
+//! values only: its cost does not grow with the file.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::rows;
+use super::{Backend, Cell, EntryMeta, EntryWrite};
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// `PRAGMA application_id` of mnemo files: "mnem".
+const APPLICATION_ID: i64 = 0x6d6e_656d;
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (
+    id BLOB PRIMARY KEY, db BLOB NOT NULL, height INTEGER NOT NULL, visible BLOB NOT NULL,
+    changes_settings INTEGER NOT NULL, bytes BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE tips (
+    db BLOB NOT NULL, id BLOB NOT NULL, height INTEGER NOT NULL, chk BLOB NOT NULL,
+    PRIMARY KEY (db, id)) WITHOUT ROWID;
+CREATE TABLE cells (
+    db BLOB NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
+    entry BLOB NOT NULL, value TEXT, chk BLOB NOT NULL,
+    PRIMARY KEY (db, store, key)) WITHOUT ROWID;
+";
+
+/// A mnemo instance's storage in one SQLite file.
+pub struct SqliteBackend {
+    conn: Mutex<Connection>,
+}
+
+/// Maps SQLite's errors: damaged files are [`Error::Corrupt`], the rest [`Error::Storage`].
+fn sql_error(e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            Error::Corrupt(format!("sqlite: {e}"))
+        }
+        _ => Error::Storage(format!("sqlite: {e}")),
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating with mode 0600 if absent) the mnemo file at `path`.
+    pub fn open(path: &Path) -> Result<SqliteBackend> {
+        if path.is_dir() {
+            return Err(Error::Storage(format!("{} is a directory", path.display())));
+        }
+        if !path.exists() {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Error::Storage(format!("cannot create {}: {e}", path.display())))?;
+        }
+        let conn = Connection::open(path).map_err(sql_error)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql_error)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(sql_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Storage(format!(
+                "sqlite: cannot use WAL mode (got {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL")
+            .map_err(sql_error)?;
+        check_or_create_schema(&conn, path)?;
+        Ok(SqliteBackend {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
+    }
+}
+
+fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let pragma = |name: &str| -> Result<i64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(sql_error)
+    };
+    let (app, version) = (pragma("application_id")?, pragma("user_version")?);
+    if app == 0 && version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(sql_error)?;
+        if tables != 0 {
+            return Err(Error::Storage(format!(
+                "{} is an SQLite file but not a mnemo one",
+                path.display()
+            )));
+        }
+        return conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; \
+                 PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sql_error);
+    }
+    if app != APPLICATION_ID {
+        return Err(Error::Storage(format!(
+            "{} is not a mnemo file",
+            path.display()
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "{} has schema version {version}, written by a newer mnemo; this one reads version {SCHEMA_VERSION}",
+            path.display()
+        )));
+    }
+    if version != SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "{} has unknown schema version {version}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn i64_of(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| Error::invalid("a height beyond 2^63 cannot be stored"))
+}
+
+impl Backend for SqliteBackend {
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
+        let mut conn = self.lock()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        let db = w.meta.db.as_bytes();
+        let height = i64_of(w.meta.height)?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO entries (id, db, height, visible, changes_settings, bytes, chk) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    w.id.as_bytes(),
+                    db,
+                    height,
+                    rows::pack_ids(&w.meta.settings_visible),
+                    w.meta.changes_settings,
+                    w.bytes,
+                    rows::entry_check(&w.id, &w.meta, w.bytes),
+                ])
+            })
+            .map_err(sql_error)?;
+        if inserted == 0 {
+            return Ok(()); // already stored; the transaction rolls back
+        }
+        {
+            let mut drop_tip = tx
+                .prepare_cached("DELETE FROM tips WHERE db = ?1 AND id = ?2")
+                .map_err(sql_error)?;
+            for parent in w.parents {
+                drop_tip
+                    .execute(params![db, parent.as_bytes()])
+                    .map_err(sql_error)?;
+            }
+            tx.prepare_cached("INSERT INTO tips (db, id, height, chk) VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut s| {
+                    s.execute(params![
+                        db,
+                        w.id.as_bytes(),
+                        height,
+                        rows::tip_check(&w.meta.db, &w.id, w.meta.height)
+                    ])
+                })
+                .map_err(sql_error)?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO cells (db, store, key, height, entry, value, chk) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (db, store, key) DO UPDATE SET height = excluded.height, \
+                     entry = excluded.entry, value = excluded.value, chk = excluded.chk \
+                     WHERE (excluded.height, excluded.entry) > (cells.height, cells.entry)",
+                )
+                .map_err(sql_error)?;
+            for (store, key, cell) in &w.cells {
+                upsert
+                    .execute(params![
+                        db,
+                        store,
+                        key,
+                        i64_of(cell.height)?,
+                        cell.entry.as_bytes(),
+                        cell.value,
+                        rows::cell_check(&w.meta.db, store, key, cell),
+                    ])
+                    .map_err(sql_error)?;
+            }
+        }
+        tx.commit().map_err(sql_error)
+    }
+
+    fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
+        Ok(self.entry_row(id)?.map(|(_, bytes)| bytes))
+    }
+
+    fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
+        Ok(self.entry_row(id)?.map(|(meta, _)| meta))
+    }
+
+    fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id, height, chk FROM tips WHERE db = ?1 ORDER BY id")
+            .map_err(sql_error)?;
+        let rows = stmt
+            .query_map(params![db.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(sql_error)?;
+        let mut tips = Vec::new();
+        for row in rows {
+            let (id, height, chk) = row.map_err(sql_error)?;
+            let (id, height) = (rows::id_of(&id)?, rows::height_of(height)?);
+            rows::verify(
+                &chk,
+                &[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()],
+                "tip",
+            )?;
+            tips.push((id, height));
+        }
+        Ok(tips)
+    }
+
+    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
+        let conn = self.lock()?;
+        let row = conn
+            .prepare_cached("SELECT height, entry, value, chk FROM cells WHERE db = ?1 AND store = ?2 AND key = ?3")
+            .and_then(|mut s| s.query_row(params![db.as_bytes(), store, key], cell_row).optional())
+            .map_err(sql_error)?;
+        row.map(|r| checked_cell(db, store, key, r)).transpose()
+    }
+
+    fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
+            .map_err(sql_error)?;
+        let rows = stmt
+            .query_map(params![db.as_bytes(), store], |r| {
+                Ok((cell_row(r)?, r.get::<_, String>(4)?))
+            })
+            .map_err(sql_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (raw, key) = row.map_err(sql_error)?;
+            let cell = checked_cell(db, store, &key, raw)?;
+            out.push((key, cell));
+        }
+        Ok(out)
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.lock()?;
+        let row = conn
+            .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![key], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(sql_error)?;
+        match row {
+            Some((value, chk)) => {
+                rows::verify(&chk, &[key.as_bytes(), &value], "metadata")?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let conn = self.lock()?;
+        let n = conn
+            .prepare_cached("INSERT OR IGNORE INTO meta (key, value, chk) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![key, value, rows::meta_check(key, value)]))
+            .map_err(sql_error)?;
+        Ok(n == 1)
+    }
+
+    fn meta_delete(&self, key: &str) -> Result<bool> {
+        let conn = self.lock()?;
+        let n = conn
+            .prepare_cached("DELETE FROM meta WHERE key = ?1")
+            .and_then(|mut s| s.execute(params![key]))
+            .map_err(sql_error)?;
+        Ok(n == 1)
+    }
+}
+
+type RawCell = (i64, Vec<u8>, Option<String>, Vec<u8>);
+
+fn cell_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCell> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn checked_cell(
+    db: &EntryId,
+    store: &str,
+    key: &str,
+    (height, entry, value, chk): RawCell,
+) -> Result<Cell> {
+    let cell = Cell {
+        height: rows::height_of(height)?,
+        entry: rows::id_of(&entry)?,
+        value,
+    };
+    if rows::cell_check(db, store, key, &cell) != chk {
+        return Err(Error::Corrupt(
+            "a stored value fails its integrity check".into(),
+        ));
+    }
+    Ok(cell)
+}
+
+impl SqliteBackend {
+    fn entry_row(&self, id: &EntryId) -> Result<Option<(EntryMeta, Vec<u8>)>> {
+        let conn = self.lock()?;
+        let row = conn
+            .prepare_cached("SELECT db, height, visible, changes_settings, bytes, chk FROM entries WHERE id = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![id.as_bytes()], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Vec<u8>>(5)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(sql_error)?;
+        let Some((db, height, visible, changes_settings, bytes, chk)) = row else {
+            return Ok(None);
+        };
+        let meta = EntryMeta {
+            db: rows::id_of(&db)?,
+            height: rows::height_of(height)?,
+            settings_visible: rows::unpack_ids(&visible)?,
+            changes_settings,
+        };
+        if rows::entry_check(id, &meta, &bytes) != chk {
+            return Err(Error::Corrupt(format!(
+                "stored entry {id} fails its integrity check"
+            )));
+        }
+        Ok(Some((meta, bytes)))
+    }
+}

@@ -1,0 +1,152 @@
+//! The backend conformance suite: the same behaviour on memory, SQLite and PostgreSQL.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use mnemo::database::Permission;
+use mnemo::{Error, Instance};
+
+use crate::support::{state, storages};
+
+#[test]
+fn engine_behaves_the_same_and_survives_reopening() {
+    for storage in storages() {
+        let name = storage.name();
+        let (db_id, tips) = {
+            let inst = Instance::open(storage.open()).unwrap();
+            inst.create_user("u", None).unwrap();
+            let user = inst.login("u", None).unwrap();
+            let db = user.create_db("notes").unwrap();
+            db.set("todo", "milk", r#"{"done":false}"#).unwrap();
+            db.set("todo", "eggs", "2").unwrap();
+            db.delete("todo", "eggs").unwrap();
+            let mut txn = db.begin();
+            txn.set("a", "x", "1").unwrap();
+            txn.set("b", "y", "[1,2]").unwrap();
+            txn.commit().unwrap();
+            assert!(db.get("todo", "eggs").unwrap_err().is_not_found(), "{name}");
+            assert_eq!(
+                state(&db, "todo"),
+                vec![("milk".into(), r#"{"done":false}"#.into())],
+                "{name}"
+            );
+            (db.id(), db.tips().unwrap())
+        };
+        let inst = Instance::open(storage.open()).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let db = user.load_db(&db_id).unwrap();
+        assert_eq!(db.tips().unwrap(), tips, "{name}");
+        assert_eq!(db.get("a", "x").unwrap(), "1", "{name}");
+        assert_eq!(db.get("b", "y").unwrap(), "[1,2]", "{name}");
+        assert!(db.get("todo", "eggs").unwrap_err().is_not_found(), "{name}");
+        // A later commit goes on from the stored tips.
+        let next = db.set("todo", "eggs", "3").unwrap();
+        assert_eq!(db.tips().unwrap(), vec![next], "{name}");
+    }
+}
+
+#[test]
+fn accounts_and_keys_survive_reopening() {
+    for storage in storages() {
+        let name = storage.name();
+        let (device, extra) = {
+            let inst = Instance::open(storage.open()).unwrap();
+            inst.create_user("alice", Some("pw1")).unwrap();
+            inst.create_user("bob", None).unwrap();
+            let alice = inst.login("alice", Some("pw1")).unwrap();
+            let extra = alice.add_private_key(Some("laptop")).unwrap();
+            alice
+                .create_db("diary")
+                .unwrap()
+                .set("d", "mon", "1")
+                .unwrap();
+            alice.change_password(Some("pw1"), Some("pw2")).unwrap();
+            (inst.device_id(), extra)
+        };
+        let inst = Instance::open(storage.open()).unwrap();
+        assert_eq!(inst.device_id(), device, "{name}");
+        assert_eq!(inst.list_users().unwrap(), vec!["alice", "bob"], "{name}");
+        assert!(
+            matches!(inst.login("alice", Some("pw1")), Err(Error::AuthFailed)),
+            "{name}"
+        );
+        let alice = inst.login("alice", Some("pw2")).unwrap();
+        assert!(
+            alice.list_keys().unwrap().iter().any(|k| k.public == extra),
+            "{name}"
+        );
+        let diary = alice.find_db("diary").unwrap();
+        assert_eq!(diary.get("d", "mon").unwrap(), "1", "{name}");
+        diary.set("d", "tue", "2").unwrap();
+        assert_eq!(alice.admin_list_users().unwrap().len(), 2, "{name}");
+        inst.login("bob", None).unwrap();
+    }
+}
+
+#[test]
+fn grants_and_foreign_entries_work_across_storages() {
+    let all = storages();
+    for pair in all.windows(2) {
+        let (a, b) = (
+            Instance::open(pair[0].open()).unwrap(),
+            Instance::open(pair[1].open()).unwrap(),
+        );
+        a.create_user("owner", None).unwrap();
+        b.create_user("guest", None).unwrap();
+        let owner = a.login("owner", None).unwrap();
+        let guest = b.login("guest", None).unwrap();
+        let db = owner.create_db("shared").unwrap();
+        let grant = db
+            .grant(&guest.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        let write = db.set("s", "k", "1").unwrap();
+        for id in [write, grant, db.id()] {
+            b.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+        }
+        let copy = guest.load_db(&db.id()).unwrap();
+        assert_eq!(
+            copy.get("s", "k").unwrap(),
+            "1",
+            "{} -> {}",
+            pair[0].name(),
+            pair[1].name()
+        );
+        let reply = copy.set("s", "reply", "2").unwrap();
+        a.receive_entry(&copy.entry_bytes(&reply).unwrap()).unwrap();
+        assert_eq!(db.get("s", "reply").unwrap(), "2");
+        assert_eq!(db.tips().unwrap(), copy.tips().unwrap());
+    }
+}
+
+#[test]
+fn two_instances_on_one_storage_create_a_username_once() {
+    for storage in storages() {
+        // Separate instances, each with its own connection: like separate processes.
+        let instances: Vec<Instance> = (0..4)
+            .map(|_| Instance::open(storage.open()).unwrap())
+            .collect();
+        let barrier = Arc::new(Barrier::new(instances.len()));
+        let handles: Vec<_> = instances
+            .into_iter()
+            .map(|inst| {
+                let barrier = barrier.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    (0..5)
+                        .map(|round| inst.create_user(&format!("same{round}"), None).is_ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let results: Vec<Vec<bool>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for round in 0..5 {
+            let winners = results.iter().filter(|r| r[round]).count();
+            assert_eq!(winners, 1, "{}: round {round}", storage.name());
+        }
+        let inst = Instance::open(storage.open()).unwrap();
+        assert_eq!(inst.list_users().unwrap().len(), 5, "{}", storage.name());
+        for round in 0..5 {
+            inst.login(&format!("same{round}"), None).unwrap();
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Durability: acknowledged commits survive SIGKILL, damaged files give errors (never wrong
+//! values), and processes sharing one PostgreSQL database converge.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mnemo::backend::SqliteBackend;
+use mnemo::entry::{Entry, EntryId};
+use mnemo::{Database, Error, Instance, User};
+
+use crate::support::{postgres_storage, Rng, TempDir};
+
+/// Runs this test binary again as a child doing `role` (see [`child_process`]).
+fn spawn_child(role: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "durability::child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MNEMO_TEST_CHILD", role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn open_user(url: &str) -> (Instance, User, Database) {
+    let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
+    match inst.create_user("writer", None) {
+        Ok(()) | Err(Error::AlreadyExists(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let user = inst.login("writer", None).unwrap();
+    let db = match user.find_db("log") {
+        Ok(db) => db,
+        Err(e) if e.is_not_found() => user.create_db("log").unwrap(),
+        Err(e) => panic!("{e}"),
+    };
+    (inst, user, db)
+}
+
+/// Not a test on its own: the body of the child processes the tests below start.
+/// `crash|URL|START` commits keys from START on and prints "ack N" after each;
+/// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB.
+#[test]
+#[ignore]
+fn child_process() {
+    let Ok(role) = std::env::var("MNEMO_TEST_CHILD") else {
+        return;
+    };
+    let fields: Vec<&str> = role.split('|').collect();
+    let mut out = std::io::stdout();
+    writeln!(out).unwrap(); // the harness's "test … " line has no newline yet
+    match fields[..] {
+        ["crash", url, start] => {
+            let (_inst, _user, db) = open_user(url);
+            for i in start.parse::<u64>().unwrap().. {
+                db.set("log", &format!("k{i}"), &i.to_string()).unwrap();
+                writeln!(out, "ack {i}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+        ["write", url, db_id, prefix, count] => {
+            let (_inst, user, _) = open_user(url);
+            let db = user.load_db(&EntryId::parse(db_id).unwrap()).unwrap();
+            for i in 0..count.parse::<u32>().unwrap() {
+                db.set("s", &format!("{prefix}{i}"), &i.to_string())
+                    .unwrap();
+            }
+            writeln!(out, "done").unwrap();
+        }
+        _ => panic!("unknown child role {role}"),
+    }
+}
+
+#[test]
+fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.0.join("crash.db").display());
+    let mut rng = Rng::new(7);
+    let mut next = 0u64;
+    for round in 0..30 {
+        let mut child = spawn_child(&format!("crash|{url}|{next}"));
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        let acks = std::thread::spawn(move || {
+            reader
+                .lines()
+                .map_while(|l| l.ok())
+                .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
+                .last()
+        });
+        std::thread::sleep(Duration::from_millis(30 + rng.below(120) as u64));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let last_acked = acks.join().unwrap();
+
+        let (_inst, _user, db) = open_user(&url);
+        if let Some(last) = last_acked {
+            for i in next..=last {
+                assert_eq!(
+                    db.get("log", &format!("k{i}")).unwrap(),
+                    i.to_string(),
+                    "round {round}: lost k{i}"
+                );
+            }
+            next = last + 1;
+        }
+        // The history validates: every tip decodes and verifies.
+        for tip in db.tips().unwrap() {
+            Entry::decode(&db.entry_bytes(&tip).unwrap()).unwrap();
+        }
+        // A commit that may have been written but not acknowledged is there or not; either
+        // way the reopened instance keeps writing.
+        db.set("log", "reopened", &round.to_string()).unwrap();
+    }
+    assert!(
+        next > 30,
+        "the children committed too little to test anything ({next})"
+    );
+}
+
+#[test]
+fn damaged_sqlite_files_give_errors_never_wrong_values() {
+    let dir = TempDir::new();
+    let pristine = dir.0.join("pristine.db");
+    let url = format!("sqlite:{}", pristine.display());
+    let expected: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), format!("\"value {i}\"")))
+        .collect();
+    {
+        let (_inst, _user, db) = open_user(&url);
+        for (k, v) in &expected {
+            db.set("s", k, v).unwrap();
+        }
+    }
+    let original = std::fs::read(&pristine).unwrap();
+    let (mut ok, mut errors, mut missing) = (0, 0, 0);
+    let mut rng = Rng::new(11);
+    for case in 0..120 {
+        let mut bytes = original.clone();
+        match case % 3 {
+            0 => bytes.truncate(rng.below(bytes.len())),
+            1 => {
+                let at = rng.below(bytes.len() - 16);
+                for b in &mut bytes[at..at + 1 + rng.below(16)] {
+                    *b = rng.next() as u8;
+                }
+            }
+            _ => {
+                let at = 4096 + rng.below(bytes.len() - 4096);
+                bytes[at] ^= 1 << rng.below(8);
+            }
+        }
+        let path = dir.0.join(format!("damaged{case}.db"));
+        std::fs::write(&path, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| read_all(&path, &expected));
+        match outcome.expect("damage must never panic") {
+            Ok(found_missing) => {
+                ok += 1;
+                missing += found_missing;
+            }
+            Err(Error::Corrupt(_) | Error::Storage(_)) => errors += 1,
+            Err(e) => panic!("case {case}: unexpected error kind {e:?}"),
+        }
+    }
+    eprintln!("damaged files: {ok} read without a wrong value ({missing} keys unreachable), {errors} refused");
+    assert!(errors > 0);
+}
+
+/// Opens a damaged file and reads every expected key. A read may fail or (if the damage hit
+/// the key itself) find nothing, but must never return a different value.
+fn read_all(path: &std::path::Path, expected: &[(String, String)]) -> Result<usize, Error> {
+    let inst = Instance::open(Arc::new(SqliteBackend::open(path)?))?;
+    let user = inst.login("writer", None)?;
+    let db = user.find_db("log")?;
+    let mut missing = 0;
+    for (k, v) in expected {
+        match db.get("s", k) {
+            Ok(found) => assert_eq!(&found, v, "a damaged file returned a wrong value for {k}"),
+            Err(e) if e.is_not_found() => missing += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
+}
+
+#[test]
+fn sqlite_refuses_files_of_a_newer_schema_or_another_program() {
+    let dir = TempDir::new();
+    let path = dir.0.join("v.db");
+    drop(SqliteBackend::open(&path).unwrap());
+    set_schema_version_in_header(&path, 99).unwrap();
+    let err = SqliteBackend::open(&path)
+        .err()
+        .expect("newer schema refused");
+    assert!(
+        matches!(&err, Error::Storage(m) if m.contains("newer")),
+        "{err}"
+    );
+    let other = dir.0.join("other.db");
+    std::fs::write(
+        &other,
+        b"this is not a database at all, just some text that is long enough",
+    )
+    .unwrap();
+    assert!(matches!(
+        SqliteBackend::open(&other),
+        Err(Error::Corrupt(_) | Error::Storage(_))
+    ));
+    assert!(matches!(
+        SqliteBackend::open(&dir.0),
+        Err(Error::Storage(_))
+    ));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Sets SQLite's `user_version` (mnemo's schema version) by editing the file header: it is
+/// the big-endian integer at byte offset 60.
+fn set_schema_version_in_header(path: &std::path::Path, version: u32) -> std::io::Result<()> {
+    let mut bytes = std::fs::read(path)?;
+    bytes[60..64].copy_from_slice(&version.to_be_bytes());
+    std::fs::write(path, bytes)
+}
+
+#[test]
+fn two_processes_writing_one_postgres_database_converge() {
+    let Some(storage) = postgres_storage() else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|p| spawn_child(&format!("write|{url}|{}|{p}|40", db.id())))
+        .collect();
+    for mut child in children {
+        let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(|l| l.ok())
+            .collect();
+        assert!(
+            lines.iter().any(|l| l == "done"),
+            "a writer failed: {lines:?}"
+        );
+        assert!(child.wait().unwrap().success());
+    }
+    let (_inst2, _user2, fresh) = open_user(&url);
+    assert_eq!(fresh.id(), db.id());
+    for p in ["a", "b"] {
+        for i in 0..40 {
+            assert_eq!(fresh.get("s", &format!("{p}{i}")).unwrap(), i.to_string());
+        }
+    }
+    // Concurrent writers may leave several tips; the next commit merges them into one.
+    let merge = fresh.set("s", "merged", "true").unwrap();
+    assert_eq!(fresh.tips().unwrap(), vec![merge]);
+    assert_eq!(db.tips().unwrap(), vec![merge]);
+}
