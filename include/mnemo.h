@@ -399,10 +399,12 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_login(struct mnemo_instance *instance
 MNEMO_MUST_USE mnemo_status mnemo_instance_list_users(const struct mnemo_instance *instance, char **out_json);
 
 /**
- * Enables sync on this instance. Idempotent: calling it again (from any thread) changes
- * nothing and succeeds.
+ * Enables sync on this instance: creates the `_sync` system database (cursors and peers)
+ * and the instance's one sync engine. Idempotent: calling it again (from any thread)
+ * changes nothing and succeeds.
  *
- * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Thread-safe.
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  *
  * `instance` is NULL or a live instance handle.
  */
@@ -460,10 +462,73 @@ void mnemo_string_free(char *s);
 void mnemo_subscription_free(struct mnemo_subscription *subscription);
 
 /**
- * Drops this reference to the sync engine. NULL is a no-op. Other references and the
- * instance keep the engine alive.
+ * Serves other instances over HTTP/1.1 on `addr` (e.g. "127.0.0.1:0" for any free port),
+ * from background threads, until the sync engine is gone (the instance and every sync
+ * handle freed). Several listeners may run at once. Anyone can connect; a database is
+ * served only to requests signed by a key with at least read permission on it.
  *
- * `sync` is NULL or a live sync handle that is not used again.
+ * - `out_bound_addr`: receives the address bound, e.g. "127.0.0.1:40123"; owned, free it
+ *   with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * "host:port" address), MNEMO_STATUS_NETWORK (cannot bind). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_listen(struct mnemo_sync *sync, const char *addr, char **out_bound_addr);
+
+/**
+ * Connects to the peer listening at `peer_addr` ("host:port") and proves device identities
+ * both ways (each side signs a fresh challenge of the other with its device key).
+ *
+ * - `out_peer_device_id`: receives the peer's verified device id, "ed25519:…"; owned, free
+ *   it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * "host:port" address with a port from 1 to 65535), MNEMO_STATUS_NETWORK (unreachable,
+ * timeout, protocol error, a proof that does not verify). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const char *peer_addr, char **out_peer_device_id);
+
+/**
+ * One blocking, bidirectional round for database `db_id` with the peer at `peer_addr`,
+ * as `user`: exchanges tips, pulls the entries this instance lacks (in bounded pages),
+ * then pushes the entries the peer lacks. Requests are signed with the user's key on the
+ * database (its default key if the database is not here yet: the owner grants that key).
+ * Every entry received is verified before it becomes visible; invalid ones are dropped.
+ * Afterwards `mnemo_user_load_db` opens a database pulled for the first time.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (the key has no permission on
+ * the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_CORRUPT (the peer sent
+ * entries that failed verification; the valid ones were applied), MNEMO_STATUS_NETWORK,
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
+
+/**
+ * Keeps database `db_id` in sync with the peer at `peer_addr`, as `user`, in the
+ * background: first one round like `mnemo_sync_db` (so the database is here), then a push
+ * soon after every local commit, a pull every second, and retries with backoff while the
+ * peer is unreachable. Subscriptions on the database see remote changes (remote = true).
+ * Lasts until the sync engine is gone or the user logs out. Tracking the same database and
+ * peer again changes nothing. A database already here is tracked even while the peer is
+ * unreachable; one not here yet must first be pulled successfully.
+ *
+ * Returns the statuses of `mnemo_sync_db` (from the first round). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
+
+/**
+ * Waits until every local commit made before this call on a tracked database has been
+ * pushed to its peer, or `timeout_ms` milliseconds pass.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle), MNEMO_STATUS_NETWORK
+ * (timed out; the message says why the pushes are behind). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t timeout_ms);
+
+/**
+ * Drops this reference to the sync engine. NULL is a no-op. Other references and the
+ * instance keep the engine alive; when the last goes, listeners and tracking stop.
  */
 void mnemo_sync_free(struct mnemo_sync *sync);
 

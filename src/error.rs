@@ -47,6 +47,36 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
 
+    /// The error's stable code: the value of its C status (`MNEMO_STATUS_*`). Also what the
+    /// sync protocol sends, so a peer's refusal arrives with its kind.
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::InvalidArgument(_) => 1,
+            Error::NotFound(_) => 2,
+            Error::AlreadyExists(_) => 3,
+            Error::AuthFailed => 4,
+            Error::PermissionDenied(_) => 5,
+            Error::LoggedOut => 6,
+            Error::SyncDisabled => 7,
+            Error::Network(_) => 8,
+            Error::Storage(_) => 9,
+            Error::Corrupt(_) => 10,
+            Error::Internal(_) => 11,
+        }
+    }
+
+    /// The error a peer reported with `code` and `message`; unknown codes are network errors.
+    pub fn from_peer(code: i32, message: String) -> Error {
+        let message = format!("peer: {message}");
+        match code {
+            1 => Error::InvalidArgument(message),
+            2 => Error::NotFound(message),
+            5 => Error::PermissionDenied(message),
+            10 => Error::Corrupt(message),
+            _ => Error::Network(message),
+        }
+    }
+
     /// True when the error means "no such thing".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))

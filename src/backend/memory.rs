@@ -17,6 +17,8 @@ pub struct MemoryBackend {
 struct Inner {
     entries: HashMap<EntryId, (Vec<u8>, EntryMeta)>,
     tips: HashMap<EntryId, BTreeMap<EntryId, u64>>,
+    /// Per database, its entries in the order they were stored (position = index + 1).
+    log: HashMap<EntryId, Vec<EntryId>>,
     stores: HashMap<(EntryId, String), BTreeMap<String, Cell>>,
     meta: BTreeMap<String, Vec<u8>>,
 }
@@ -75,6 +77,7 @@ impl Backend for MemoryBackend {
         inner
             .entries
             .insert(w.id, (w.bytes.to_vec(), w.meta.clone()));
+        inner.log.entry(db).or_default().push(w.id);
         let tips = inner.tips.entry(db).or_default();
         for parent in w.parents {
             tips.remove(parent);
@@ -126,6 +129,24 @@ impl Backend for MemoryBackend {
             .get(&(*db, store.to_string()))
             .map(|s| s.iter().map(|(k, c)| (k.clone(), c.clone())).collect())
             .unwrap_or_default())
+    }
+
+    fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
+        let inner = self.read()?;
+        let Some(log) = inner.log.get(db) else {
+            return Ok(Vec::new());
+        };
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
+        Ok(log[start..]
+            .iter()
+            .take(limit)
+            .enumerate()
+            .map(|(i, id)| ((start + i + 1) as u64, *id))
+            .collect())
+    }
+
+    fn last_position(&self, db: &EntryId) -> Result<u64> {
+        Ok(self.read()?.log.get(db).map_or(0, |log| log.len() as u64))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -77,6 +77,13 @@ pub trait Backend: Send + Sync {
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
     /// Every cell of one store, sorted by key (tombstones included).
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;
+    /// Entries of `db` in the order this backend stored them (parents always before their
+    /// children), after position `after` (0: from the start), at most `limit` of them, with
+    /// their positions. Positions only grow; sync pages through them with a cursor.
+    fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>>;
+    /// The position of the last entry of `db` stored (0 if none): see
+    /// [`Backend::entries_after`].
+    fn last_position(&self, db: &EntryId) -> Result<u64>;
     /// Reads an instance metadata record.
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes `value` under `key` only if `key` is absent; returns whether it wrote.

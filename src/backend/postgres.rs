@@ -31,6 +31,8 @@ CREATE TABLE mnemo_entries (
 CREATE TABLE mnemo_tips (
     db BYTEA NOT NULL, id BYTEA NOT NULL, height BIGINT NOT NULL, chk BYTEA NOT NULL,
     PRIMARY KEY (db, id));
+CREATE TABLE mnemo_log (seq BIGSERIAL PRIMARY KEY, db BYTEA NOT NULL, id BYTEA NOT NULL);
+CREATE INDEX mnemo_log_by_db ON mnemo_log (db, seq);
 CREATE TABLE mnemo_cells (
     db BYTEA NOT NULL, store TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL,
     height BIGINT NOT NULL, entry BYTEA NOT NULL, value TEXT, chk BYTEA NOT NULL,
@@ -53,6 +55,10 @@ struct Connection {
     get_cell: Statement,
     get_cells: Statement,
     get_meta: Statement,
+    lock_db: Statement,
+    append_log: Statement,
+    get_log: Statement,
+    last_log: Statement,
     insert_meta: Statement,
     delete_meta: Statement,
 }
@@ -159,6 +165,13 @@ impl Connection {
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )?;
         let delete_meta = p("DELETE FROM mnemo_meta WHERE key = $1")?;
+        // Serialises stores per database across processes, so log positions are handed out
+        // in commit order and a reader paging by position never skips a late commit.
+        let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
+        let append_log = p("INSERT INTO mnemo_log (db, id) VALUES ($1, $2)")?;
+        let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
+        let get_log =
+            p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
         Ok(Connection {
             client,
             insert_entry,
@@ -170,6 +183,10 @@ impl Connection {
             get_cell,
             get_cells,
             get_meta,
+            lock_db,
+            append_log,
+            get_log,
+            last_log,
             insert_meta,
             delete_meta,
         })
@@ -203,6 +220,7 @@ impl Backend for PostgresBackend {
         let height = i64_of(w.meta.height)?;
         let visible = rows::pack_ids(&w.meta.settings_visible);
         let chk = rows::entry_check(&w.id, &w.meta, w.bytes);
+        tx.execute(&c.lock_db, &[&db]).map_err(pg_error)?;
         let inserted = tx
             .execute(
                 &c.insert_entry,
@@ -220,6 +238,8 @@ impl Backend for PostgresBackend {
         if inserted == 0 {
             return Ok(()); // already stored; the transaction rolls back
         }
+        tx.execute(&c.append_log, &[&db, &&w.id.as_bytes()[..]])
+            .map_err(pg_error)?;
         for parent in w.parents {
             tx.execute(&c.drop_tip, &[&db, &&parent.as_bytes()[..]])
                 .map_err(pg_error)?;
@@ -300,6 +320,37 @@ impl Backend for PostgresBackend {
                 Ok((key, cell))
             })
             .collect()
+    }
+
+    fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let found = c
+            .client
+            .query(
+                &c.get_log,
+                &[&&db.as_bytes()[..], &i64_of(after)?, &(limit as i64)],
+            )
+            .map_err(pg_error)?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    rows::height_of(row.get(0))?,
+                    rows::id_of(row.get::<_, &[u8]>(1))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn last_position(&self, db: &EntryId) -> Result<u64> {
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let row = c
+            .client
+            .query_one(&c.last_log, &[&&db.as_bytes()[..]])
+            .map_err(pg_error)?;
+        rows::height_of(row.get::<_, Option<i64>>(0).unwrap_or(0))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -32,6 +32,8 @@ CREATE TABLE entries (
 CREATE TABLE tips (
     db BLOB NOT NULL, id BLOB NOT NULL, height INTEGER NOT NULL, chk BLOB NOT NULL,
     PRIMARY KEY (db, id)) WITHOUT ROWID;
+CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, db BLOB NOT NULL, id BLOB NOT NULL);
+CREATE INDEX log_by_db ON log (db, seq);
 CREATE TABLE cells (
     db BLOB NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
     entry BLOB NOT NULL, value TEXT, chk BLOB NOT NULL,
@@ -170,6 +172,9 @@ impl Backend for SqliteBackend {
             return Ok(()); // already stored; the transaction rolls back
         }
         {
+            tx.prepare_cached("INSERT INTO log (db, id) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![db, w.id.as_bytes()]))
+                .map_err(sql_error)?;
             let mut drop_tip = tx
                 .prepare_cached("DELETE FROM tips WHERE db = ?1 AND id = ?2")
                 .map_err(sql_error)?;
@@ -276,6 +281,35 @@ impl Backend for SqliteBackend {
             out.push((key, cell));
         }
         Ok(out)
+    }
+
+    fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, id FROM log WHERE db = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(sql_error)?;
+        let rows = stmt
+            .query_map(params![db.as_bytes(), i64_of(after)?, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id) = row.map_err(sql_error)?;
+            out.push((rows::height_of(seq)?, rows::id_of(&id)?));
+        }
+        Ok(out)
+    }
+
+    fn last_position(&self, db: &EntryId) -> Result<u64> {
+        let conn = self.lock()?;
+        let last: Option<i64> = conn
+            .prepare_cached("SELECT max(seq) FROM log WHERE db = ?1")
+            .and_then(|mut s| s.query_row(params![db.as_bytes()], |r| r.get(0)))
+            .map_err(sql_error)?;
+        rows::height_of(last.unwrap_or(0))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -77,6 +77,14 @@ impl DatabaseCore {
             .map_err(|_| Error::Internal("database lock poisoned".into()))
     }
 
+    /// True if the entry is stored here or waiting for its parents.
+    pub fn knows(&self, id: &EntryId) -> Result<bool> {
+        if self.backend.entry_meta(id)?.is_some() {
+            return Ok(true);
+        }
+        Ok(self.lock()?.entries.contains_key(id))
+    }
+
     /// True once the root entry is stored.
     pub fn exists(&self) -> Result<bool> {
         Ok(self.backend.entry_meta(&self.id)?.is_some())

@@ -8,7 +8,7 @@
 //! The signature covers [`SIGNING_DOMAIN`] followed by everything before it; the id is the
 //! SHA-256 of all of it. Decoding accepts only this canonical form.
 
-mod codec;
+pub(crate) mod codec;
 mod id;
 
 use std::collections::BTreeMap;

@@ -186,10 +186,12 @@ pub unsafe extern "C" fn mnemo_instance_list_users(
     })
 }
 
-/// Enables sync on this instance. Idempotent: calling it again (from any thread) changes
-/// nothing and succeeds.
+/// Enables sync on this instance: creates the `_sync` system database (cursors and peers)
+/// and the instance's one sync engine. Idempotent: calling it again (from any thread)
+/// changes nothing and succeeds.
 ///
-/// Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL handle). Thread-safe.
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 ///
 /// `instance` is NULL or a live instance handle.
 #[no_mangle]

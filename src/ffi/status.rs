@@ -32,19 +32,7 @@ pub const MNEMO_STATUS_INTERNAL: mnemo_status = 11;
 
 /// The status code of a core error.
 pub(crate) fn status_of(error: &Error) -> mnemo_status {
-    match error {
-        Error::InvalidArgument(_) => MNEMO_STATUS_INVALID_ARGUMENT,
-        Error::NotFound(_) => MNEMO_STATUS_NOT_FOUND,
-        Error::AlreadyExists(_) => MNEMO_STATUS_ALREADY_EXISTS,
-        Error::AuthFailed => MNEMO_STATUS_AUTH_FAILED,
-        Error::PermissionDenied(_) => MNEMO_STATUS_PERMISSION_DENIED,
-        Error::LoggedOut => MNEMO_STATUS_LOGGED_OUT,
-        Error::SyncDisabled => MNEMO_STATUS_SYNC_DISABLED,
-        Error::Network(_) => MNEMO_STATUS_NETWORK,
-        Error::Storage(_) => MNEMO_STATUS_STORAGE,
-        Error::Corrupt(_) => MNEMO_STATUS_CORRUPT,
-        Error::Internal(_) => MNEMO_STATUS_INTERNAL,
-    }
+    error.code()
 }
 
 /// The static, NUL-terminated name of a status.
@@ -63,5 +51,39 @@ pub(crate) fn status_name(status: mnemo_status) -> &'static [u8] {
         MNEMO_STATUS_CORRUPT => b"MNEMO_STATUS_CORRUPT\0",
         MNEMO_STATUS_INTERNAL => b"MNEMO_STATUS_INTERNAL\0",
         _ => b"MNEMO_STATUS_UNKNOWN\0",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_documented_status() {
+        let cases = [
+            (
+                Error::InvalidArgument(String::new()),
+                MNEMO_STATUS_INVALID_ARGUMENT,
+            ),
+            (Error::NotFound(String::new()), MNEMO_STATUS_NOT_FOUND),
+            (
+                Error::AlreadyExists(String::new()),
+                MNEMO_STATUS_ALREADY_EXISTS,
+            ),
+            (Error::AuthFailed, MNEMO_STATUS_AUTH_FAILED),
+            (
+                Error::PermissionDenied(String::new()),
+                MNEMO_STATUS_PERMISSION_DENIED,
+            ),
+            (Error::LoggedOut, MNEMO_STATUS_LOGGED_OUT),
+            (Error::SyncDisabled, MNEMO_STATUS_SYNC_DISABLED),
+            (Error::Network(String::new()), MNEMO_STATUS_NETWORK),
+            (Error::Storage(String::new()), MNEMO_STATUS_STORAGE),
+            (Error::Corrupt(String::new()), MNEMO_STATUS_CORRUPT),
+            (Error::Internal(String::new()), MNEMO_STATUS_INTERNAL),
+        ];
+        for (error, status) in cases {
+            assert_eq!(status_of(&error), status, "{error:?}");
+        }
     }
 }

@@ -1,20 +1,25 @@
 //! `mnemo_sync`: a reference to an instance's sync engine.
 
+use std::ffi::c_char;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::guard::guard_void;
-use super::handle::Handle;
+use super::guard::{guard, guard_void};
+use super::handle::{out_param, Handle};
+use super::status::mnemo_status;
+use super::strings;
+use super::user::mnemo_user;
+use crate::entry::EntryId;
 use crate::Sync;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
 pub struct mnemo_sync {
-    /// Held, not read: each handle is one reference that keeps the engine alive.
-    _engine: Arc<Sync>,
+    inner: Arc<Sync>,
 }
 
 impl mnemo_sync {
     pub(crate) fn new(inner: Arc<Sync>) -> Self {
-        mnemo_sync { _engine: inner }
+        mnemo_sync { inner }
     }
 }
 
@@ -22,10 +27,131 @@ impl Handle for mnemo_sync {
     const NAME: &'static str = "mnemo_sync";
 }
 
-/// Drops this reference to the sync engine. NULL is a no-op. Other references and the
-/// instance keep the engine alive.
+/// Serves other instances over HTTP/1.1 on `addr` (e.g. "127.0.0.1:0" for any free port),
+/// from background threads, until the sync engine is gone (the instance and every sync
+/// handle freed). Several listeners may run at once. Anyone can connect; a database is
+/// served only to requests signed by a key with at least read permission on it.
 ///
-/// `sync` is NULL or a live sync handle that is not used again.
+/// - `out_bound_addr`: receives the address bound, e.g. "127.0.0.1:40123"; owned, free it
+///   with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// "host:port" address), MNEMO_STATUS_NETWORK (cannot bind). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_listen(
+    sync: *mut mnemo_sync,
+    addr: *const c_char,
+    out_bound_addr: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_bound_addr, "out_bound_addr")?;
+        let sync = mnemo_sync::borrow(sync)?;
+        *out = strings::to_c(sync.inner.listen(strings::arg(addr, "addr")?)?)?;
+        Ok(())
+    })
+}
+
+/// Connects to the peer listening at `peer_addr` ("host:port") and proves device identities
+/// both ways (each side signs a fresh challenge of the other with its device key).
+///
+/// - `out_peer_device_id`: receives the peer's verified device id, "ed25519:…"; owned, free
+///   it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// "host:port" address with a port from 1 to 65535), MNEMO_STATUS_NETWORK (unreachable,
+/// timeout, protocol error, a proof that does not verify). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_connect(
+    sync: *mut mnemo_sync,
+    peer_addr: *const c_char,
+    out_peer_device_id: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_peer_device_id, "out_peer_device_id")?;
+        let sync = mnemo_sync::borrow(sync)?;
+        *out = strings::to_c(
+            sync.inner
+                .connect(strings::arg(peer_addr, "peer_addr")?)?
+                .to_text(),
+        )?;
+        Ok(())
+    })
+}
+
+/// One blocking, bidirectional round for database `db_id` with the peer at `peer_addr`,
+/// as `user`: exchanges tips, pulls the entries this instance lacks (in bounded pages),
+/// then pushes the entries the peer lacks. Requests are signed with the user's key on the
+/// database (its default key if the database is not here yet: the owner grants that key).
+/// Every entry received is verified before it becomes visible; invalid ones are dropped.
+/// Afterwards `mnemo_user_load_db` opens a database pulled for the first time.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (the key has no permission on
+/// the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_CORRUPT (the peer sent
+/// entries that failed verification; the valid ones were applied), MNEMO_STATUS_NETWORK,
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_db(
+    sync: *mut mnemo_sync,
+    user: *mut mnemo_user,
+    peer_addr: *const c_char,
+    db_id: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let sync = mnemo_sync::borrow(sync)?;
+        let user = mnemo_user::borrow(user)?;
+        let addr = strings::arg(peer_addr, "peer_addr")?;
+        let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        sync.inner.sync_db(user.inner(), addr, &db).map(drop)
+    })
+}
+
+/// Keeps database `db_id` in sync with the peer at `peer_addr`, as `user`, in the
+/// background: first one round like `mnemo_sync_db` (so the database is here), then a push
+/// soon after every local commit, a pull every second, and retries with backoff while the
+/// peer is unreachable. Subscriptions on the database see remote changes (remote = true).
+/// Lasts until the sync engine is gone or the user logs out. Tracking the same database and
+/// peer again changes nothing. A database already here is tracked even while the peer is
+/// unreachable; one not here yet must first be pulled successfully.
+///
+/// Returns the statuses of `mnemo_sync_db` (from the first round). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_track(
+    sync: *mut mnemo_sync,
+    user: *mut mnemo_user,
+    peer_addr: *const c_char,
+    db_id: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let sync = mnemo_sync::borrow(sync)?;
+        let user = mnemo_user::borrow(user)?;
+        let addr = strings::arg(peer_addr, "peer_addr")?;
+        let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        sync.inner.track(user.inner(), addr, &db)
+    })
+}
+
+/// Waits until every local commit made before this call on a tracked database has been
+/// pushed to its peer, or `timeout_ms` milliseconds pass.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle), MNEMO_STATUS_NETWORK
+/// (timed out; the message says why the pushes are behind). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_flush(sync: *mut mnemo_sync, timeout_ms: u32) -> mnemo_status {
+    guard(|| {
+        mnemo_sync::borrow(sync)?
+            .inner
+            .flush(Duration::from_millis(timeout_ms.into()))
+    })
+}
+
+/// Drops this reference to the sync engine. NULL is a no-op. Other references and the
+/// instance keep the engine alive; when the last goes, listeners and tracking stop.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_sync_free(sync: *mut mnemo_sync) {
     guard_void(|| mnemo_sync::free(sync))

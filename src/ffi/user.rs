@@ -20,6 +20,10 @@ impl mnemo_user {
     pub(crate) fn new(inner: User) -> Self {
         mnemo_user { inner }
     }
+
+    pub(crate) fn inner(&self) -> &User {
+        &self.inner
+    }
 }
 
 impl Handle for mnemo_user {

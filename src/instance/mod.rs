@@ -196,19 +196,20 @@ impl Instance {
     /// Decodes, verifies and takes an entry that came from elsewhere (sync), for whichever
     /// database it belongs to; no user session is needed. See [`Received`].
     pub fn receive_entry(&self, bytes: &[u8]) -> Result<Received> {
-        let entry = Entry::decode(bytes)?;
-        self.shared
-            .registry
-            .core(entry.database_id())
-            .receive(entry)
+        self.shared.receive_entry(Entry::decode(bytes)?)
     }
 
-    /// Enables sync (idempotent) and returns the instance's one [`Sync`].
+    /// Enables sync (idempotent: also from several threads at once) and returns the
+    /// instance's one [`Sync`]. Creates the `_sync` system database on first use.
     pub fn enable_sync(&self) -> Result<Arc<Sync>> {
+        if let Some(sync) = self.shared.sync.get() {
+            return Ok(sync.clone());
+        }
+        let state = self.shared.system.open_sync_db(&self.shared.registry)?;
         Ok(self
             .shared
             .sync
-            .get_or_init(|| Arc::new(Sync::new(self.device_id())))
+            .get_or_init(|| Sync::new(&self.shared, state))
             .clone())
     }
 
@@ -263,6 +264,11 @@ fn unseal_account(
 }
 
 impl Shared {
+    /// Takes a verified entry from elsewhere into whichever database it belongs to.
+    pub(crate) fn receive_entry(&self, entry: Entry) -> Result<Received> {
+        self.registry.core(entry.database_id()).receive(entry)
+    }
+
     /// The record of `username` in `_users`.
     pub(crate) fn user_record(&self, username: &str) -> Result<UserRecord> {
         UserRecord::from_json(&self.system.users.get(USERS_STORE, username)?)

@@ -51,6 +51,12 @@ impl System {
         })
     }
 
+    /// The `_sync` system database (created on first use).
+    pub(crate) fn open_sync_db(&self, registry: &Registry) -> Result<Database> {
+        let id = load_or_create_system_db(registry, &self.device, "_sync")?;
+        Ok(self.handle(registry, id))
+    }
+
     /// A device-signed handle on any database of this instance (user databases).
     pub(crate) fn handle(&self, registry: &Registry, id: EntryId) -> Database {
         Database::new(registry.core(id), self.device.clone(), self.device_key)

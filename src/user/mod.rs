@@ -91,6 +91,11 @@ impl User {
         }
     }
 
+    /// The session behind this user (for sync, which signs requests with its keys).
+    pub(crate) fn session_handle(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
     /// The public half of the user's default key, which signs the databases it creates.
     pub fn default_key(&self) -> Result<PublicKey> {
         Ok(self.session.read()?.default)
@@ -403,5 +408,37 @@ mod tests {
             db.set("s", "k", "1"),
             Err(crate::Error::LoggedOut)
         ));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug_output() {
+        let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+        let password = "hunter2-very-secret";
+        inst.create_user("pw", Some(password)).unwrap();
+        let wrong = inst.login("pw", Some("hunter3-very-secret")).unwrap_err();
+        assert!(!wrong.to_string().contains("hunter"));
+        let bad_new = "x".repeat(2000);
+        let user = inst.login("pw", Some(password)).unwrap();
+        let err = user
+            .change_password(Some(password), Some(&bad_new))
+            .unwrap_err();
+        assert!(!err.to_string().contains(&bad_new) && !err.to_string().contains(password));
+        let seeds: Vec<String> = user
+            .session
+            .read()
+            .unwrap()
+            .keys
+            .values()
+            .map(|k| B64.encode(k.to_seed().as_ref()))
+            .collect();
+        let shown = format!(
+            "{user:?} {inst:?} {:?} {:?}",
+            user.create_db("d").unwrap(),
+            user.session.read().unwrap().keys
+        );
+        for seed in &seeds {
+            assert!(!shown.contains(seed.as_str()));
+        }
+        assert!(!shown.contains(password));
     }
 }

@@ -66,6 +66,20 @@ impl Session {
         change(guard.as_mut().ok_or(Error::LoggedOut)?)
     }
 
+    /// Signs `message` (not an entry: a sync request or handshake proof) with `key`, which
+    /// the session must hold.
+    pub fn sign_message(
+        &self,
+        key: &PublicKey,
+        message: &[u8],
+    ) -> Result<crate::crypto::Signature> {
+        let secrets = self.read()?;
+        let private = secrets.keys.get(key).ok_or_else(|| {
+            Error::PermissionDenied(format!("this session holds no private key {key}"))
+        })?;
+        Ok(private.sign(message))
+    }
+
     /// Drops every decrypted secret. Idempotent.
     pub fn wipe(&self) {
         let taken = match self.secrets.write() {

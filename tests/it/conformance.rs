@@ -150,3 +150,33 @@ fn two_instances_on_one_storage_create_a_username_once() {
         }
     }
 }
+
+#[test]
+fn storage_order_lists_parents_before_children_and_only_grows() {
+    for storage in storages() {
+        let name = storage.name();
+        let inst = Instance::open(storage.open()).unwrap();
+        inst.create_user("u", None).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let db = user.create_db("log").unwrap();
+        let ids: Vec<_> = std::iter::once(db.id())
+            .chain((0..25).map(|i| db.set("s", "k", &i.to_string()).unwrap()))
+            .collect();
+        let backend = storage.open();
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = backend.entries_after(&db.id(), after, 10).unwrap();
+            let Some(&(last, _)) = page.last() else { break };
+            assert!(last > after, "{name}");
+            seen.extend(page.into_iter().map(|(_, id)| id));
+            after = last;
+        }
+        assert_eq!(seen, ids, "{name}");
+        assert_eq!(backend.last_position(&db.id()).unwrap(), after, "{name}");
+        // A duplicate store changes nothing.
+        inst.receive_entry(&db.entry_bytes(&ids[3]).unwrap())
+            .unwrap();
+        assert_eq!(backend.last_position(&db.id()).unwrap(), after, "{name}");
+    }
+}

@@ -13,7 +13,7 @@ use mnemo::{Database, Error, Instance, User};
 use crate::support::{postgres_storage, Rng, TempDir};
 
 /// Runs this test binary again as a child doing `role` (see [`child_process`]).
-fn spawn_child(role: &str) -> std::process::Child {
+pub(crate) fn spawn_child(role: &str) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -29,7 +29,7 @@ fn spawn_child(role: &str) -> std::process::Child {
         .unwrap()
 }
 
-fn open_user(url: &str) -> (Instance, User, Database) {
+pub(crate) fn open_user(url: &str) -> (Instance, User, Database) {
     let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
     match inst.create_user("writer", None) {
         Ok(()) | Err(Error::AlreadyExists(_)) => {}
@@ -46,7 +46,8 @@ fn open_user(url: &str) -> (Instance, User, Database) {
 
 /// Not a test on its own: the body of the child processes the tests below start.
 /// `crash|URL|START` commits keys from START on and prints "ack N" after each;
-/// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB.
+/// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB;
+/// `pull|URL|PEER|DB` syncs database DB from the peer at PEER as user "writer".
 #[test]
 #[ignore]
 fn child_process() {
@@ -72,6 +73,17 @@ fn child_process() {
                 db.set("s", &format!("{prefix}{i}"), &i.to_string())
                     .unwrap();
             }
+            writeln!(out, "done").unwrap();
+        }
+        ["pull", url, peer, db_id] => {
+            let (inst, user, _) = open_user(url);
+            let db = EntryId::parse(db_id).unwrap();
+            writeln!(out, "pulling").unwrap();
+            out.flush().unwrap();
+            inst.enable_sync()
+                .unwrap()
+                .sync_db(&user, peer, &db)
+                .unwrap();
             writeln!(out, "done").unwrap();
         }
         _ => panic!("unknown child role {role}"),

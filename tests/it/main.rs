@@ -5,5 +5,7 @@ mod conformance;
 mod durability;
 mod engine;
 mod foreign;
+mod stress;
 mod support;
+mod sync;
 mod users;

@@ -2,19 +2,57 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from types import TracebackType
+from typing import Callable, Iterator
 
+from . import _native
 from ._handle import Handle
 from ._native import lib
 from .errors import InvalidArgument
+from .user import User
+
+_UINT32_MAX = 2**32 - 1
+
+#: ``host:port``: a host name or IPv4 address, or an IPv6 address in brackets, then a
+#: decimal port.
+_ADDR = re.compile(r"^(?:\[[0-9A-Fa-f:.%]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
+
+
+def _encode_addr(addr: str, what: str, *, port_zero: bool) -> bytes:
+    """``addr`` as an argument, checked to be ``"host:port"``.
+
+    The library reports a malformed address as a network failure (the lookup or the
+    connection fails); the wrapper raises InvalidArgument for it instead, before any
+    network call. Port 0 ("any free port") only makes sense to :meth:`Sync.listen`.
+    """
+    encoded = _native.encode(addr, what)
+    m = _ADDR.match(addr)
+    if m is None or not (0 if port_zero else 1) <= int(m.group("port")) <= 65535:
+        raise InvalidArgument(
+            f"invalid argument: {what} {addr!r} is not host:port "
+            f'(e.g. "127.0.0.1:{0 if port_zero else 40123}")'
+        )
+    return encoded
 
 
 class Sync:
     """A reference to an instance's sync engine, from :attr:`mnemo.Instance.sync`.
 
     Each object holds one reference; the engine lives while any reference or the
-    instance does. Use it as a context manager or call :meth:`close`; after closing,
-    methods raise :class:`mnemo.InvalidArgument`.
+    instance does. When the last goes, its listeners and tracking stop. Use it as a
+    context manager or call :meth:`close`; after closing, methods raise
+    :class:`mnemo.InvalidArgument`. Safe to use from several threads at once; the blocking
+    calls (:meth:`connect`, :meth:`sync_db`, :meth:`track`, :meth:`flush`) release the GIL.
+
+    Two instances share a database like this (``alice`` owns it, ``bob`` is on the other
+    instance)::
+
+        addr = alice_inst.sync.listen()                  # "127.0.0.1:40123"
+        db.grant(bob.list_keys()[0].pubkey, "write")     # bob's key, given to alice
+        bob_inst.sync.sync_db(bob, addr, db.id)          # one round: pull, then push
+        copy = bob.load_db(db.id)
     """
 
     def __init__(self, ptr: int) -> None:
@@ -24,6 +62,86 @@ class Sync:
             lib.mnemo_sync_free,
             lambda: InvalidArgument("invalid argument: the Sync is closed"),
         )
+
+    def listen(self, addr: str = "127.0.0.1:0") -> str:
+        """Serves other instances over HTTP/1.1 on ``addr`` (port 0: any free port), from
+        background threads, until the sync engine is gone. Several listeners may run at
+        once. Anyone can connect; a database is served only to requests signed by a key
+        with at least read permission on it.
+
+        Returns the address bound, ``"host:port"`` (e.g. ``"127.0.0.1:40123"``): give it to
+        the peers. Raises InvalidArgument for a malformed address, NetworkError if it cannot
+        be bound.
+        """
+        a = _encode_addr(addr, "addr", port_zero=True)
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_sync_listen, ptr, a)
+
+    def connect(self, addr: str) -> str:
+        """Connects to the peer listening at ``addr`` (``"host:port"``) and proves device
+        identities both ways.
+
+        Returns the peer's verified device id, ``"ed25519:<base64url>"`` (its
+        :attr:`mnemo.Instance.device_id`). Raises InvalidArgument for a malformed address,
+        NetworkError if the peer is unreachable, times out, breaks the protocol or fails
+        the proof.
+        """
+        a = _encode_addr(addr, "addr", port_zero=False)
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_sync_connect, ptr, a)
+
+    def sync_db(self, user: User, addr: str, db_id: str) -> None:
+        """One blocking, bidirectional round for database ``db_id`` with the peer at
+        ``addr``, as ``user``: pulls the entries this instance lacks, then pushes those the
+        peer lacks. Every entry received is verified before it becomes visible.
+
+        Requests are signed with the user's key on the database, or its default key if the
+        database is not here yet (the owner grants that key: see
+        :meth:`mnemo.User.list_keys`). Afterwards :meth:`mnemo.User.load_db` opens a
+        database pulled for the first time.
+
+        Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
+        PermissionDenied (the key has no permission on the peer's copy, or the peer refused
+        some of our entries), Corrupt (the peer sent entries that failed verification; the
+        valid ones were applied), NetworkError, LoggedOut, StorageError; TypeError if
+        ``user`` is not a :class:`mnemo.User`.
+        """
+        self._with_user(lib.mnemo_sync_db, user, addr, db_id)
+
+    def track(self, user: User, addr: str, db_id: str) -> None:
+        """Keeps database ``db_id`` in sync with the peer at ``addr``, as ``user``, in the
+        background: first one round like :meth:`sync_db` (so the database is here and
+        :meth:`mnemo.User.load_db` opens it), then a push soon after every local commit, a
+        pull every second, and retries with backoff while the peer is unreachable.
+        Subscriptions on the database then see remote changes (``remote`` True).
+
+        Lasts until the sync engine is gone (every reference and the instance closed) or
+        the user logs out. Tracking the same database and peer again changes nothing.
+        Raises as :meth:`sync_db` (from the first round).
+        """
+        self._with_user(lib.mnemo_sync_track, user, addr, db_id)
+
+    def flush(self, timeout_ms: int = 10000) -> None:
+        """Waits until every local commit made before this call on a tracked database has
+        been pushed to its peer, or ``timeout_ms`` milliseconds pass.
+
+        Raises NetworkError on timeout (the message says why the pushes are behind),
+        InvalidArgument for a timeout outside 0..2**32-1, TypeError if it is not an int.
+        """
+        if not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool):
+            raise TypeError(f"timeout_ms must be an int, not {type(timeout_ms).__name__}")
+        if not 0 <= timeout_ms <= _UINT32_MAX:
+            raise InvalidArgument(f"invalid argument: timeout_ms {timeout_ms} is not a uint32_t")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_sync_flush(ptr, timeout_ms))
+
+    def _with_user(self, fn: Callable[..., int], user: User, addr: str, db_id: str) -> None:
+        if not isinstance(user, User):
+            raise TypeError(f"user must be a mnemo.User, not {type(user).__name__}")
+        a = _encode_addr(addr, "addr", port_zero=False)
+        i = _native.encode(db_id, "db_id")
+        with self._handle.use() as ptr, _user_ptr(user) as uptr:
+            _native.check(fn(ptr, uptr, a, i))
 
     @property
     def closed(self) -> bool:
@@ -52,3 +170,11 @@ class Sync:
 
     def __repr__(self) -> str:
         return f"<mnemo.Sync {'closed' if self.closed else 'open'}>"
+
+
+@contextmanager
+def _user_ptr(user: User) -> Iterator[int]:
+    """Lends the session's pointer for one call (LoggedOut once it has logged out), so that
+    a logout from another thread waits for the call to end."""
+    with user._handle.use() as ptr:
+        yield ptr

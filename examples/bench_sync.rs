@@ -1,0 +1,123 @@
+//! Sync benchmark: bringing an empty peer up to date over loopback, compared with this
+//! machine's single-core Ed25519 verification rate measured in the same run; the latency
+//! from a commit on one instance to the change callback on a tracking peer; peak memory.
+//!
+//! Run: `cargo run --release --example bench_sync [ENTRIES]` (default 100000).
+
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mnemo::backend::MemoryBackend;
+use mnemo::crypto::PrivateKey;
+use mnemo::database::Permission;
+use mnemo::Instance;
+
+fn instance(name: &str) -> (Instance, mnemo::User) {
+    let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+    inst.create_user(name, None).unwrap();
+    let user = inst.login(name, None).unwrap();
+    (inst, user)
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let entries: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+
+    // Floor: single-core Ed25519 verification of entry-sized messages.
+    let key = PrivateKey::generate().unwrap();
+    let message = vec![7u8; 220];
+    let signature = key.sign(&message);
+    let n = 20_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        key.public_key().verify(&message, &signature).unwrap();
+    }
+    let verify_rate = n as f64 / start.elapsed().as_secs_f64();
+
+    // A source database of `entries` entries.
+    let (a, alice) = instance("alice");
+    let db = alice.create_db("big").unwrap();
+    for i in 0..entries {
+        db.set("s", &format!("k{}", i % 10_000), &i.to_string())
+            .unwrap();
+    }
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let (b, bob) = instance("bob");
+    db.grant(&bob.default_key().unwrap(), Permission::Read)
+        .unwrap();
+    let rss_before = peak_rss_mib();
+    let sync_b = b.enable_sync().unwrap();
+    let start = Instant::now();
+    let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    let elapsed = start.elapsed().as_secs_f64();
+    let rate = report.pulled as f64 / elapsed;
+    println!(
+        "initial sync: {} entries in {elapsed:.2} s = {rate:.0} entries/s",
+        report.pulled
+    );
+    println!(
+        "floor: Ed25519 verify (one core) = {verify_rate:.0}/s; sync rate = {:.2}x the floor",
+        rate / verify_rate
+    );
+    println!(
+        "peak RSS: {:.0} MiB before the sync, {:.0} MiB after",
+        rss_before,
+        peak_rss_mib()
+    );
+
+    // Latency: A tracks B (pushes on commit); B's subscriber hears each change.
+    let (c, carol) = instance("carol");
+    let shared = carol.create_db("latency").unwrap();
+    let (d, dave) = instance("dave");
+    shared
+        .grant(&dave.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let addr_d = d.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    // D needs the database first: C pushes it while tracking.
+    c.enable_sync()
+        .unwrap()
+        .track(&carol, &addr_d, &shared.id())
+        .unwrap();
+    let copy = dave.load_db(&shared.id()).unwrap();
+    let (tx, rx) = channel();
+    let _sub = copy
+        .subscribe(Box::new(move |change| tx.send(change.entry).unwrap()))
+        .unwrap();
+    let mut latencies = Vec::new();
+    for i in 0..200 {
+        let start = Instant::now();
+        let id = shared.set("s", "k", &i.to_string()).unwrap();
+        loop {
+            let heard = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the change reached the peer");
+            if heard == id {
+                break;
+            }
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "commit on A to callback on B (track, push on commit): median {:.2} ms, p99 {:.2} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+}

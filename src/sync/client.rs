@@ -1,0 +1,380 @@
+//! Asking a peer: the handshake, and one sync round (pull then push) for a database.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Op};
+use super::Sync;
+use crate::crypto::{random, PublicKey};
+use crate::database::now_ms;
+use crate::entry::{Entry, EntryId};
+use crate::error::{Error, Result};
+use crate::instance::Shared;
+use crate::user::Session;
+
+const PEERS_STORE: &str = "peers";
+const CURSORS_STORE: &str = "cursors";
+
+/// What one round moved.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Entries received from the peer and taken (applied or waiting for parents).
+    pub pulled: usize,
+    /// Entries the peer took from us.
+    pub pushed: usize,
+    /// Entries received that failed verification (dropped), with the reason.
+    pub rejected: Vec<String>,
+    /// How many of our entries the peer refused.
+    pub refused_by_peer: usize,
+}
+
+impl SyncReport {
+    /// The report, or an error naming what was rejected (everything valid was applied).
+    pub fn into_result(self) -> Result<SyncReport> {
+        if let Some(first) = self.rejected.first() {
+            return Err(Error::Corrupt(format!(
+                "the peer sent {} entries that failed verification and were dropped (first: {first})",
+                self.rejected.len()
+            )));
+        }
+        if self.refused_by_peer > 0 {
+            return Err(Error::PermissionDenied(format!(
+                "the peer refused {} of our entries (their authors lack permission there?)",
+                self.refused_by_peer
+            )));
+        }
+        Ok(self)
+    }
+}
+
+fn url(addr: &str, endpoint: &str) -> String {
+    format!("http://{addr}/mnemo/sync/v1/{endpoint}")
+}
+
+impl Sync {
+    fn post(&self, addr: &str, endpoint: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let mut response = self
+            .agent
+            .post(&url(addr, endpoint))
+            .header("content-type", "application/octet-stream")
+            .send(body)
+            .map_err(|e| Error::Network(format!("{addr}: {e}")))?;
+        let status = response.status().as_u16();
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(wire::MAX_MESSAGE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Network(format!("{addr}: reading the reply: {e}")))?;
+        if bytes.len() > wire::MAX_MESSAGE {
+            return Err(Error::Network(format!("{addr}: reply too large")));
+        }
+        if status == 200 {
+            return Ok(bytes);
+        }
+        match ErrorReply::decode(&bytes) {
+            Ok(reply) => Err(Error::from_peer(reply.status, reply.message)),
+            Err(_) => Err(Error::Network(format!("{addr}: HTTP status {status}"))),
+        }
+    }
+
+    /// Mutual proof of device keys with the peer at `addr`; remembers and returns its id.
+    pub(super) fn handshake(&self, addr: &str) -> Result<PublicKey> {
+        let instance = self.instance()?;
+        let nonce = random::bytes::<32>()?;
+        let reply = HelloReply::decode(
+            &self.post(
+                addr,
+                "hello",
+                &Hello {
+                    client: self.device,
+                    nonce,
+                }
+                .encode(),
+            )?,
+        )?;
+        reply
+            .server
+            .verify(
+                &wire::hello_proof(&nonce, &self.device, &reply.server),
+                &reply.signature,
+            )
+            .map_err(|_| {
+                Error::Network(format!("{addr}: the peer's device proof does not verify"))
+            })?;
+        let proof = wire::confirm_proof(&reply.nonce, &reply.server, &self.device);
+        let signature = instance.system.device.sign_message(&self.device, &proof)?;
+        self.post(
+            addr,
+            "confirm",
+            &Confirm {
+                client: self.device,
+                nonce: reply.nonce,
+                signature,
+            }
+            .encode(),
+        )?;
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), reply.server);
+        self.remember_peer_seen(&reply.server)?;
+        Ok(reply.server)
+    }
+
+    /// Records a peer that proved its device key.
+    pub(super) fn remember_peer_seen(&self, peer: &PublicKey) -> Result<()> {
+        let record = serde_json::json!({"last_seen": now_ms()}).to_string();
+        self.state_db
+            .set(PEERS_STORE, &peer.to_text(), &record)
+            .map(drop)
+    }
+
+    fn peer_device(&self, addr: &str) -> Result<PublicKey> {
+        if let Some(known) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+        {
+            return Ok(*known);
+        }
+        self.handshake(addr)
+    }
+
+    fn cursor(&self, peer: &PublicKey, db: &EntryId, direction: &str) -> Result<u64> {
+        match self
+            .state_db
+            .get(CURSORS_STORE, &format!("{peer}/{db}/{direction}"))
+        {
+            Ok(json) => serde_json::from_str::<Value>(&json)
+                .ok()
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::Corrupt("a stored sync cursor is malformed".into())),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save_cursor(
+        &self,
+        peer: &PublicKey,
+        db: &EntryId,
+        direction: &str,
+        value: u64,
+    ) -> Result<()> {
+        self.state_db
+            .set(
+                CURSORS_STORE,
+                &format!("{peer}/{db}/{direction}"),
+                &value.to_string(),
+            )
+            .map(drop)
+    }
+
+    /// One request on database `db`, signed by `key` through `session`.
+    fn ask(
+        &self,
+        session: &Session,
+        key: &PublicKey,
+        addr: &str,
+        peer: &PublicKey,
+        db: &EntryId,
+        op: Op,
+    ) -> Result<Vec<u8>> {
+        let mut env = Envelope {
+            db: *db,
+            key: *key,
+            server: *peer,
+            timestamp_ms: now_ms(),
+            nonce: random::bytes()?,
+            op,
+            signature: [0; 64],
+        };
+        env.signature = session.sign_message(key, &env.signed_part())?;
+        self.post(addr, "db", &env.encode())
+    }
+
+    /// Pulls then pushes database `db` with the peer at `addr`, signing as `key`.
+    pub(super) fn round(
+        &self,
+        session: &Arc<Session>,
+        key: &PublicKey,
+        addr: &str,
+        db: &EntryId,
+    ) -> Result<SyncReport> {
+        let instance = self.instance()?;
+        let peer = self.peer_device(addr)?;
+        let mut report = SyncReport::default();
+        let core = instance.registry.core(*db);
+        let theirs = wire::decode_ids(&self.ask(session, key, addr, &peer, db, Op::Tips)?)?;
+        let ours: Vec<EntryId> = core
+            .backend()
+            .tips(db)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if theirs == ours {
+            return Ok(report);
+        }
+        // A peer without the database has nothing to pull (and may take it by push).
+        if !theirs.is_empty() {
+            self.pull(&instance, session, key, addr, &peer, db, &mut report)?;
+        }
+        if core.exists()? {
+            self.push(&instance, session, key, addr, &peer, db, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pull(
+        &self,
+        instance: &Shared,
+        session: &Session,
+        key: &PublicKey,
+        addr: &str,
+        peer: &PublicKey,
+        db: &EntryId,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let core = instance.registry.core(*db);
+        let mut cursor = self.cursor(peer, db, "pull")?;
+        loop {
+            let op = Op::Ids {
+                after: cursor,
+                limit: wire::MAX_IDS as u32,
+            };
+            let page = IdsPage::decode(&self.ask(session, key, addr, peer, db, op)?)?;
+            let mut missing: Vec<EntryId> = Vec::new();
+            for id in &page.ids {
+                if !core.knows(id)? {
+                    missing.push(*id);
+                }
+            }
+            while !missing.is_empty() {
+                let got = wire::decode_entries(&self.ask(
+                    session,
+                    key,
+                    addr,
+                    peer,
+                    db,
+                    Op::Get(missing.clone()),
+                )?)?;
+                if got.is_empty() {
+                    return Err(Error::Network(format!(
+                        "{addr}: the peer did not send entries it listed"
+                    )));
+                }
+                for bytes in &got {
+                    let id = EntryId::of_bytes(bytes);
+                    missing.retain(|m| *m != id);
+                    match Entry::decode(bytes).and_then(|e| {
+                        if e.database_id() != *db {
+                            return Err(Error::Corrupt("an entry of another database".into()));
+                        }
+                        instance.receive_entry(e)
+                    }) {
+                        Ok(received) => {
+                            report.pulled += 1;
+                            report.rejected.extend(
+                                received.rejected.iter().map(|(id, e)| format!("{id}: {e}")),
+                            );
+                        }
+                        Err(e) => report.rejected.push(format!("{id}: {e}")),
+                    }
+                }
+            }
+            if page.next > cursor {
+                cursor = page.next;
+                self.save_cursor(peer, db, "pull", cursor)?;
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        instance: &Shared,
+        session: &Session,
+        key: &PublicKey,
+        addr: &str,
+        peer: &PublicKey,
+        db: &EntryId,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let backend = instance.registry.backend();
+        let mut cursor = self.cursor(peer, db, "push")?;
+        loop {
+            let page = backend.entries_after(db, cursor, wire::MAX_IDS)?;
+            let Some((last, _)) = page.last().copied() else {
+                return Ok(());
+            };
+            let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
+            let held = wire::decode_flags(&self.ask(
+                session,
+                key,
+                addr,
+                peer,
+                db,
+                Op::Have(ids.clone()),
+            )?)?;
+            if held.len() != ids.len() {
+                return Err(Error::Network(format!("{addr}: malformed reply to 'have'")));
+            }
+            let wanted: Vec<EntryId> = ids
+                .iter()
+                .zip(held)
+                .filter(|(_, h)| !h)
+                .map(|(id, _)| *id)
+                .collect();
+            for chunk in batches(backend, &wanted)? {
+                let taken = wire::decode_flags(&self.ask(
+                    session,
+                    key,
+                    addr,
+                    peer,
+                    db,
+                    Op::Push(chunk.clone()),
+                )?)?;
+                report.pushed += taken.iter().filter(|t| **t).count();
+                report.refused_by_peer += taken.iter().filter(|t| !**t).count();
+            }
+            cursor = last;
+            self.save_cursor(peer, db, "push", cursor)?;
+            if page.len() < wire::MAX_IDS {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The entries `ids` in push-sized batches (bounded in count and bytes).
+fn batches(
+    backend: &Arc<dyn crate::backend::Backend>,
+    ids: &[EntryId],
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut size = 0;
+    for id in ids {
+        let bytes = backend
+            .get_entry(id)?
+            .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= wire::MAX_ENTRIES || size >= wire::BATCH_BYTES);
+        if full {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += bytes.len();
+        out.last_mut().expect("pushed above").push(bytes);
+    }
+    Ok(out)
+}

@@ -1,0 +1,45 @@
+//! Freshness of signed requests: a time window and a memory of recent nonces.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// How far a request's timestamp may be from the server's clock.
+pub const WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Most nonces remembered at once; past it, requests are refused until old ones expire.
+const CAPACITY: usize = 1 << 20;
+
+/// Nonces seen within the window; a second use of one is a replay.
+#[derive(Default)]
+pub struct ReplayGuard {
+    seen: Mutex<HashMap<Vec<u8>, u64>>,
+}
+
+impl ReplayGuard {
+    /// Accepts a request made at `timestamp_ms` with `nonce` once; refuses stale, future or
+    /// replayed ones with [`Error::PermissionDenied`].
+    pub fn check(&self, timestamp_ms: u64, nonce: &[u8], now_ms: u64) -> Result<()> {
+        if timestamp_ms.abs_diff(now_ms) > WINDOW_MS {
+            return Err(Error::PermissionDenied(
+                "request timestamp is outside the accepted window".into(),
+            ));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= CAPACITY {
+            seen.retain(|_, expiry| *expiry > now_ms);
+            if seen.len() >= CAPACITY {
+                return Err(Error::Network(
+                    "server busy: too many recent requests".into(),
+                ));
+            }
+        }
+        if seen
+            .insert(nonce.to_vec(), timestamp_ms + WINDOW_MS)
+            .is_some()
+        {
+            return Err(Error::PermissionDenied("replayed request".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! Serving other instances: the HTTP listener and the handlers of each request.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Op};
+use super::Sync;
+use crate::database::{now_ms, Permission};
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+
+/// Worker threads per listener.
+const WORKERS: usize = 4;
+/// How long an unanswered handshake challenge stays valid.
+const CHALLENGE_MS: u64 = 60_000;
+
+/// A bound HTTP server and its worker threads.
+pub(super) struct Listener {
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Listener {
+    pub(super) fn start(addr: &str, sync: Weak<Sync>) -> Result<Listener> {
+        let socket = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        no_delay(&socket);
+        let server = tiny_http::Server::from_listener(socket, None)
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        let server = Arc::new(server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..WORKERS)
+            .map(|i| {
+                let (server, stop, sync) = (server.clone(), stop.clone(), sync.clone());
+                thread::Builder::new()
+                    .name(format!("mnemo-sync-server-{i}"))
+                    .spawn(move || serve(&server, &stop, &sync))
+                    .map_err(|e| Error::Internal(format!("cannot start a sync server thread: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Listener {
+            server,
+            stop,
+            workers,
+        })
+    }
+
+    pub(super) fn addr(&self) -> String {
+        self.server
+            .server_addr()
+            .to_ip()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Stops the workers (they finish the request in hand) and closes the socket.
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        let me = thread::current().id();
+        for w in self.workers {
+            if w.thread().id() != me {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+/// Sets TCP_NODELAY on the listening socket; Linux passes it to every accepted connection.
+/// Without it, a reply written in two parts waits for the client's delayed ACK (~40 ms).
+fn no_delay(socket: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn serve(server: &tiny_http::Server, stop: &AtomicBool, sync: &Weak<Sync>) {
+    while !stop.load(Ordering::Acquire) {
+        let request = match server.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        let Some(sync) = sync.upgrade() else { break };
+        respond(&sync, request);
+    }
+}
+
+fn respond(sync: &Sync, mut request: tiny_http::Request) {
+    let reply = read_body(&mut request).and_then(|body| {
+        if *request.method() != tiny_http::Method::Post {
+            return Err(Error::invalid("sync requests are POSTs"));
+        }
+        match request.url() {
+            "/mnemo/sync/v1/hello" => hello(sync, &body),
+            "/mnemo/sync/v1/confirm" => confirm(sync, &body),
+            "/mnemo/sync/v1/db" => database(sync, &body),
+            other => Err(Error::NotFound(format!("no sync endpoint {other}"))),
+        }
+    });
+    let (code, body) = match reply {
+        Ok(body) => (200, body),
+        Err(e) => {
+            let http = match &e {
+                Error::InvalidArgument(_) | Error::Network(_) | Error::Corrupt(_) => 400,
+                Error::PermissionDenied(_) | Error::AuthFailed => 403,
+                Error::NotFound(_) => 404,
+                _ => 500,
+            };
+            (
+                http,
+                ErrorReply {
+                    status: e.code(),
+                    message: e.to_string(),
+                }
+                .encode(),
+            )
+        }
+    };
+    let _ = request.respond(tiny_http::Response::from_data(body).with_status_code(code));
+}
+
+fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>> {
+    if request.body_length().is_some_and(|n| n > wire::MAX_MESSAGE) {
+        return Err(Error::invalid("sync message too large"));
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(wire::MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::Network(format!("reading the request: {e}")))?;
+    if body.len() > wire::MAX_MESSAGE {
+        return Err(Error::invalid("sync message too large"));
+    }
+    Ok(body)
+}
+
+fn hello(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+    let hello = Hello::decode(body)?;
+    let instance = sync.instance()?;
+    let proof = wire::hello_proof(&hello.nonce, &hello.client, &sync.device);
+    let signature = instance.system.device.sign_message(&sync.device, &proof)?;
+    let nonce = crate::crypto::random::bytes::<32>()?;
+    let now = now_ms();
+    let mut challenges = sync.challenges.lock().unwrap_or_else(|p| p.into_inner());
+    challenges.retain(|_, issued| now.saturating_sub(*issued) < CHALLENGE_MS);
+    if challenges.len() > 100_000 {
+        return Err(Error::Network(
+            "server busy: too many open handshakes".into(),
+        ));
+    }
+    challenges.insert(nonce, now);
+    Ok(HelloReply {
+        server: sync.device,
+        signature,
+        nonce,
+    }
+    .encode())
+}
+
+fn confirm(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+    let confirm = Confirm::decode(body)?;
+    let issued = sync
+        .challenges
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&confirm.nonce);
+    if issued.is_none_or(|t| now_ms().saturating_sub(t) >= CHALLENGE_MS) {
+        return Err(Error::PermissionDenied(
+            "unknown or expired handshake challenge".into(),
+        ));
+    }
+    let proof = wire::confirm_proof(&confirm.nonce, &sync.device, &confirm.client);
+    confirm
+        .client
+        .verify(&proof, &confirm.signature)
+        .map_err(|_| Error::PermissionDenied("the peer's device proof does not verify".into()))?;
+    sync.remember_peer_seen(&confirm.client)?;
+    Ok(wire::encode_flags(&[]))
+}
+
+fn no_access() -> Error {
+    Error::PermissionDenied("this key has no permission on that database".into())
+}
+
+fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+    let env = Envelope::decode(body)?;
+    if env.server != sync.device {
+        return Err(Error::PermissionDenied(
+            "the request is addressed to another server".into(),
+        ));
+    }
+    env.key
+        .verify(&env.signed_part(), &env.signature)
+        .map_err(|_| Error::PermissionDenied("the request signature does not verify".into()))?;
+    sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+    let instance = sync.instance()?;
+    let core = instance.registry.core(env.db);
+    if !core.exists()? {
+        // A database new to this server: it holds nothing of it, so saying so (no tips,
+        // no entries held) reveals no entry. It may arrive by push, root first, from a key
+        // its root grants: that is how a device shares a database with a server.
+        return match &env.op {
+            Op::Tips => Ok(wire::encode_ids(&[])),
+            Op::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
+            Op::Push(entries) if admits_new_database(&env, entries) => {
+                push(&instance, &env, entries)
+            }
+            _ => Err(no_access()),
+        };
+    }
+    if core
+        .current_settings()?
+        .permission_of(&env.key)
+        .is_none_or(|p| p < Permission::Read)
+    {
+        return Err(no_access());
+    }
+    let backend = core.backend();
+    match &env.op {
+        Op::Tips => Ok(wire::encode_ids(
+            &backend
+                .tips(&env.db)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+        )),
+        Op::Ids { after, limit } => {
+            let limit = (*limit as usize).clamp(1, wire::MAX_IDS);
+            let page = backend.entries_after(&env.db, *after, limit)?;
+            let next = page.last().map_or(*after, |(seq, _)| *seq);
+            let more = page.len() == limit;
+            Ok(IdsPage {
+                ids: page.into_iter().map(|(_, id)| id).collect(),
+                next,
+                more,
+            }
+            .encode())
+        }
+        Op::Get(ids) => {
+            let mut entries = Vec::new();
+            let mut size = 0;
+            for id in ids {
+                if size >= wire::BATCH_BYTES || entries.len() >= wire::MAX_ENTRIES {
+                    break;
+                }
+                // Only entries of this database: a grant on one never reveals another.
+                if backend.entry_meta(id)?.is_some_and(|m| m.db == env.db) {
+                    let bytes = backend
+                        .get_entry(id)?
+                        .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
+                    size += bytes.len();
+                    entries.push(bytes);
+                }
+            }
+            Ok(wire::encode_entries(&entries))
+        }
+        Op::Have(ids) => {
+            let flags = ids
+                .iter()
+                .map(|id| core.knows(id))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(wire::encode_flags(&flags))
+        }
+        Op::Push(entries) => push(&instance, &env, entries),
+    }
+}
+
+fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
+    let Some(root) = entries.first().and_then(|b| Entry::decode(b).ok()) else {
+        return false;
+    };
+    let settings = root.content().ops.get(crate::database::SETTINGS_STORE);
+    let grant = settings.and_then(|s| {
+        s.get(&format!(
+            "{}{}",
+            crate::database::settings::AUTH_PREFIX,
+            env.key
+        ))
+    });
+    root.id() == env.db && root.content().db.is_none() && grant.is_some()
+}
+
+/// Takes pushed entries one by one: each is verified (signature, then permission) before it
+/// becomes visible; invalid ones are dropped. Replies one flag per entry: taken or refused.
+fn push(
+    instance: &crate::instance::Shared,
+    env: &Envelope,
+    entries: &[Vec<u8>],
+) -> Result<Vec<u8>> {
+    let flags: Vec<bool> = entries
+        .iter()
+        .map(|bytes| {
+            Entry::decode(bytes)
+                .and_then(|e| {
+                    if e.database_id() != env.db {
+                        return Err(Error::Corrupt("entry of another database".into()));
+                    }
+                    instance.receive_entry(e)
+                })
+                .is_ok_and(|r| r.rejected.is_empty())
+        })
+        .collect();
+    Ok(wire::encode_flags(&flags))
+}

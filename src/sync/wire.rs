@@ -1,0 +1,483 @@
+//! The sync protocol's messages and their binary encoding (version 1).
+//!
+//! Every message starts with the protocol version byte. Requests on a database travel in a
+//! signed [`Envelope`]; replies are the op's reply body, or an [`ErrorReply`] with a
+//! non-200 HTTP status. Decoding is strict and bounded: anything malformed, truncated,
+//! oversized or followed by trailing bytes is refused.
+
+use crate::crypto::{PublicKey, Signature};
+use crate::entry::codec::{Reader, Writer};
+use crate::entry::{EntryId, MAX_ENTRY_BYTES};
+use crate::error::{Error, Result};
+
+/// The protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest message accepted, in bytes.
+pub const MAX_MESSAGE: usize = 32 << 20;
+/// Most ids in one page or request.
+pub const MAX_IDS: usize = 1024;
+/// Most entries in one `get` reply or `push` request.
+pub const MAX_ENTRIES: usize = 256;
+/// Target size of one batch of entries (a batch may exceed it by one entry).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+const HELLO_DOMAIN: &[u8] = b"mnemo/sync/hello/v1\0";
+const CONFIRM_DOMAIN: &[u8] = b"mnemo/sync/confirm/v1\0";
+const REQUEST_DOMAIN: &[u8] = b"mnemo/sync/request/v1\0";
+
+fn bad(what: &str) -> Error {
+    Error::Network(format!("malformed sync message: {what}"))
+}
+
+fn start(w: &mut Writer) {
+    w.u8(VERSION);
+}
+
+fn open(bytes: &[u8]) -> Result<Reader<'_>> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(bad("too large"));
+    }
+    let mut r = Reader::new(bytes);
+    let version = r.u8().map_err(|_| bad("empty"))?;
+    if version != VERSION {
+        return Err(Error::Network(format!(
+            "peer speaks sync protocol version {version}; this build speaks {VERSION}"
+        )));
+    }
+    Ok(r)
+}
+
+fn finish(r: Reader<'_>) -> Result<()> {
+    if !r.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(())
+}
+
+fn ids(w: &mut Writer, ids: &[EntryId]) {
+    w.u32(ids.len() as u32);
+    for id in ids {
+        w.raw(id.as_bytes());
+    }
+}
+
+fn read_ids(r: &mut Reader<'_>) -> Result<Vec<EntryId>> {
+    let n = r.count(MAX_IDS, "ids").map_err(|_| bad("too many ids"))?;
+    (0..n)
+        .map(|_| {
+            Ok(EntryId::from_bytes(
+                r.array().map_err(|_| bad("truncated id"))?,
+            ))
+        })
+        .collect()
+}
+
+fn blobs(w: &mut Writer, items: &[Vec<u8>]) {
+    w.u32(items.len() as u32);
+    for item in items {
+        w.u32(item.len() as u32);
+        w.raw(item);
+    }
+}
+
+fn read_blobs(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>> {
+    let n = r
+        .count(MAX_ENTRIES, "entries")
+        .map_err(|_| bad("too many entries"))?;
+    (0..n)
+        .map(|_| {
+            let len = r
+                .count(MAX_ENTRY_BYTES, "entry bytes")
+                .map_err(|_| bad("entry too large"))?;
+            Ok(r.take(len).map_err(|_| bad("truncated entry"))?.to_vec())
+        })
+        .collect()
+}
+
+fn key(r: &mut Reader<'_>) -> Result<PublicKey> {
+    Ok(PublicKey::from_bytes(
+        r.array().map_err(|_| bad("truncated key"))?,
+    ))
+}
+
+/// The bytes a peer signs to prove its device key in the handshake.
+pub fn hello_proof(nonce: &[u8; 32], client: &PublicKey, server: &PublicKey) -> Vec<u8> {
+    [HELLO_DOMAIN, nonce, client.as_bytes(), server.as_bytes()].concat()
+}
+
+/// The bytes a client signs to confirm its device key.
+pub fn confirm_proof(nonce: &[u8; 32], server: &PublicKey, client: &PublicKey) -> Vec<u8> {
+    [CONFIRM_DOMAIN, nonce, server.as_bytes(), client.as_bytes()].concat()
+}
+
+/// Handshake, step 1: the client names itself and challenges the server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub client: PublicKey,
+    pub nonce: [u8; 32],
+}
+
+/// The server's answer: its identity, the proof, and its own challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HelloReply {
+    pub server: PublicKey,
+    pub signature: Signature,
+    pub nonce: [u8; 32],
+}
+
+/// Handshake, step 2: the client's proof.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Confirm {
+    pub client: PublicKey,
+    pub nonce: [u8; 32],
+    pub signature: Signature,
+}
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        start(&mut w);
+        w.raw(self.client.as_bytes());
+        w.raw(&self.nonce);
+        w.0
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Hello> {
+        let mut r = open(bytes)?;
+        let m = Hello {
+            client: key(&mut r)?,
+            nonce: r.array().map_err(|_| bad("truncated"))?,
+        };
+        finish(r)?;
+        Ok(m)
+    }
+}
+
+impl HelloReply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        start(&mut w);
+        w.raw(self.server.as_bytes());
+        w.raw(&self.signature);
+        w.raw(&self.nonce);
+        w.0
+    }
+    pub fn decode(bytes: &[u8]) -> Result<HelloReply> {
+        let mut r = open(bytes)?;
+        let m = HelloReply {
+            server: key(&mut r)?,
+            signature: r.array().map_err(|_| bad("truncated"))?,
+            nonce: r.array().map_err(|_| bad("truncated"))?,
+        };
+        finish(r)?;
+        Ok(m)
+    }
+}
+
+impl Confirm {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        start(&mut w);
+        w.raw(self.client.as_bytes());
+        w.raw(&self.nonce);
+        w.raw(&self.signature);
+        w.0
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Confirm> {
+        let mut r = open(bytes)?;
+        let m = Confirm {
+            client: key(&mut r)?,
+            nonce: r.array().map_err(|_| bad("truncated"))?,
+            signature: r.array().map_err(|_| bad("truncated"))?,
+        };
+        finish(r)?;
+        Ok(m)
+    }
+}
+
+/// What a request on a database asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The database's tips.
+    Tips,
+    /// A page of entry ids in the server's storage order, after position `after`.
+    Ids { after: u64, limit: u32 },
+    /// These entries' bytes.
+    Get(Vec<EntryId>),
+    /// Which of these entries the server holds.
+    Have(Vec<EntryId>),
+    /// Entries for the server to verify and take.
+    Push(Vec<Vec<u8>>),
+}
+
+impl Op {
+    fn tag(&self) -> u8 {
+        match self {
+            Op::Tips => 1,
+            Op::Ids { .. } => 2,
+            Op::Get(_) => 3,
+            Op::Have(_) => 4,
+            Op::Push(_) => 5,
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.tag());
+        match self {
+            Op::Tips => {}
+            Op::Ids { after, limit } => {
+                w.u64(*after);
+                w.u32(*limit);
+            }
+            Op::Get(list) | Op::Have(list) => ids(w, list),
+            Op::Push(entries) => blobs(w, entries),
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Op> {
+        Ok(match r.u8().map_err(|_| bad("truncated op"))? {
+            1 => Op::Tips,
+            2 => Op::Ids {
+                after: r.u64().map_err(|_| bad("truncated"))?,
+                limit: r.u32().map_err(|_| bad("truncated"))?,
+            },
+            3 => Op::Get(read_ids(r)?),
+            4 => Op::Have(read_ids(r)?),
+            5 => Op::Push(read_blobs(r)?),
+            other => return Err(bad(&format!("unknown op {other}"))),
+        })
+    }
+}
+
+/// A request on one database, signed by a key that must hold at least read on it.
+/// Bound to the server's device id, fresh (timestamp) and unique (nonce), so it cannot be
+/// replayed or redirected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub db: EntryId,
+    pub key: PublicKey,
+    pub server: PublicKey,
+    pub timestamp_ms: u64,
+    pub nonce: [u8; 16],
+    pub op: Op,
+    pub signature: Signature,
+}
+
+impl Envelope {
+    /// The bytes the signature covers.
+    pub fn signed_part(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.raw(REQUEST_DOMAIN);
+        self.body(&mut w);
+        w.0
+    }
+
+    fn body(&self, w: &mut Writer) {
+        start(w);
+        w.raw(self.db.as_bytes());
+        w.raw(self.key.as_bytes());
+        w.raw(self.server.as_bytes());
+        w.u64(self.timestamp_ms);
+        w.raw(&self.nonce);
+        self.op.encode(w);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.body(&mut w);
+        w.raw(&self.signature);
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope> {
+        let mut r = open(bytes)?;
+        let truncated = |_| bad("truncated envelope");
+        let db = EntryId::from_bytes(r.array().map_err(truncated)?);
+        let key = key(&mut r)?;
+        let server = self::key(&mut r)?;
+        let timestamp_ms = r.u64().map_err(truncated)?;
+        let nonce = r.array().map_err(truncated)?;
+        let op = Op::decode(&mut r)?;
+        let signature = r.array().map_err(truncated)?;
+        finish(r)?;
+        Ok(Envelope {
+            db,
+            key,
+            server,
+            timestamp_ms,
+            nonce,
+            op,
+            signature,
+        })
+    }
+}
+
+/// The reply to [`Op::Ids`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct IdsPage {
+    pub ids: Vec<EntryId>,
+    /// The position to ask after next time.
+    pub next: u64,
+    pub more: bool,
+}
+
+impl IdsPage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        start(&mut w);
+        ids(&mut w, &self.ids);
+        w.u64(self.next);
+        w.u8(u8::from(self.more));
+        w.0
+    }
+    pub fn decode(bytes: &[u8]) -> Result<IdsPage> {
+        let mut r = open(bytes)?;
+        let ids = read_ids(&mut r)?;
+        let next = r.u64().map_err(|_| bad("truncated"))?;
+        let more = match r.u8().map_err(|_| bad("truncated"))? {
+            0 => false,
+            1 => true,
+            _ => return Err(bad("bad flag")),
+        };
+        finish(r)?;
+        Ok(IdsPage { ids, next, more })
+    }
+}
+
+/// A reply that is a list of ids (tips).
+pub fn encode_ids(list: &[EntryId]) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    ids(&mut w, list);
+    w.0
+}
+
+/// Decodes [`encode_ids`].
+pub fn decode_ids(bytes: &[u8]) -> Result<Vec<EntryId>> {
+    let mut r = open(bytes)?;
+    let list = read_ids(&mut r)?;
+    finish(r)?;
+    Ok(list)
+}
+
+/// A reply that is a list of entries.
+pub fn encode_entries(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    blobs(&mut w, entries);
+    w.0
+}
+
+/// Decodes [`encode_entries`].
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut r = open(bytes)?;
+    let list = read_blobs(&mut r)?;
+    finish(r)?;
+    Ok(list)
+}
+
+/// A reply of one flag byte per item (have: 1 if held; push: 1 if taken).
+pub fn encode_flags(flags: &[bool]) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    w.u32(flags.len() as u32);
+    for f in flags {
+        w.u8(u8::from(*f));
+    }
+    w.0
+}
+
+/// Decodes [`encode_flags`].
+pub fn decode_flags(bytes: &[u8]) -> Result<Vec<bool>> {
+    let mut r = open(bytes)?;
+    let n = r
+        .count(MAX_IDS, "flags")
+        .map_err(|_| bad("too many flags"))?;
+    let flags = (0..n)
+        .map(|_| match r.u8() {
+            Ok(0) => Ok(false),
+            Ok(1) => Ok(true),
+            _ => Err(bad("bad flag")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    finish(r)?;
+    Ok(flags)
+}
+
+/// A failure: the mnemo status code and a message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub status: i32,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        start(&mut w);
+        w.u32(self.status as u32);
+        w.str(&self.message);
+        w.0
+    }
+    pub fn decode(bytes: &[u8]) -> Result<ErrorReply> {
+        let mut r = open(bytes)?;
+        let status = r.u32().map_err(|_| bad("truncated"))? as i32;
+        let message = r
+            .str(4096, "message")
+            .map_err(|_| bad("bad message"))?
+            .to_string();
+        finish(r)?;
+        Ok(ErrorReply { status, message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PrivateKey;
+
+    #[test]
+    fn envelopes_round_trip_and_reject_damage() {
+        let key = PrivateKey::generate().unwrap().public_key();
+        let env = Envelope {
+            db: EntryId::of_bytes(b"db"),
+            key,
+            server: key,
+            timestamp_ms: 42,
+            nonce: [3; 16],
+            op: Op::Push(vec![vec![1, 2, 3], vec![]]),
+            signature: [9; 64],
+        };
+        let bytes = env.encode();
+        assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        for cut in 0..bytes.len() {
+            assert!(Envelope::decode(&bytes[..cut]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Envelope::decode(&longer).is_err());
+        let mut other_version = bytes;
+        other_version[0] = 2;
+        let err = Envelope::decode(&other_version).unwrap_err().to_string();
+        assert!(err.contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn pages_flags_and_errors_round_trip() {
+        let page = IdsPage {
+            ids: vec![EntryId::of_bytes(b"a")],
+            next: 7,
+            more: true,
+        };
+        assert_eq!(IdsPage::decode(&page.encode()).unwrap(), page);
+        assert_eq!(
+            decode_flags(&encode_flags(&[true, false])).unwrap(),
+            vec![true, false]
+        );
+        let e = ErrorReply {
+            status: 5,
+            message: "no".into(),
+        };
+        assert_eq!(ErrorReply::decode(&e.encode()).unwrap(), e);
+        assert!(decode_ids(&[VERSION, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+/* Tests of sync through the C ABI: two instances in one process talking over loopback. */
+#include <stdlib.h>
+
+#include "check.h"
+
+static const char BAD_UTF8[] = "\xff\xfe";
+
+typedef struct side {
+    mnemo_instance *instance;
+    mnemo_user *user;
+    mnemo_sync *sync;
+} side;
+
+static side open_side(const char *name) {
+    side s = {NULL, NULL, NULL};
+    mnemo_backend *backend = NULL;
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &s.instance));
+    EXPECT_OK(mnemo_instance_create_user(s.instance, name, NULL));
+    EXPECT_OK(mnemo_instance_login(s.instance, name, NULL, &s.user));
+    EXPECT_OK(mnemo_instance_enable_sync(s.instance));
+    EXPECT_OK(mnemo_instance_sync(s.instance, &s.sync));
+    return s;
+}
+
+static void close_side(side *s) {
+    mnemo_sync_free(s->sync);
+    EXPECT_OK(mnemo_user_logout(s->user));
+    mnemo_instance_free(s->instance);
+}
+
+/* The user's default key (the first "pubkey" of mnemo_user_list_keys: it has one). */
+static char *default_key(mnemo_user *user) {
+    char *json = NULL;
+    EXPECT_OK(mnemo_user_list_keys(user, &json));
+    const char *at = json ? strstr(json, "\"pubkey\":\"") : NULL;
+    char *key = NULL;
+    if (at) {
+        at += strlen("\"pubkey\":\"");
+        size_t len = (size_t)(strchr(at, '"') - at);
+        key = (char *)malloc(len + 1);
+        memcpy(key, at, len);
+        key[len] = '\0';
+    }
+    mnemo_string_free(json);
+    return key;
+}
+
+static void test_sync_round_trip(void) {
+    side a = open_side("alice"), b = open_side("bob");
+    char *addr = NULL, *peer = NULL, *device = NULL, *db_id = NULL, *text = NULL, *tips_a = NULL, *tips_b = NULL;
+    mnemo_database *db = NULL, *copy = NULL;
+
+    EXPECT_OK(mnemo_sync_listen(a.sync, "127.0.0.1:0", &addr));
+    CHECK(addr && strncmp(addr, "127.0.0.1:", 10) == 0);
+    EXPECT_OK(mnemo_sync_connect(b.sync, addr, &peer));
+    EXPECT_OK(mnemo_instance_device_id(a.instance, &device));
+    CHECK(peer && device && strcmp(peer, device) == 0);
+
+    EXPECT_OK(mnemo_user_create_db(a.user, "shared", &db));
+    EXPECT_OK(mnemo_db_id(db, &db_id));
+    EXPECT_OK(mnemo_db_set(db, "notes", "first", "\"from alice\""));
+
+    /* Without a grant: refused, and nothing of the database reaches Bob. */
+    EXPECT(mnemo_sync_db(b.sync, b.user, addr, db_id), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT(mnemo_user_load_db(b.user, db_id, &copy), MNEMO_STATUS_NOT_FOUND);
+
+    char *bob_key = default_key(b.user);
+    EXPECT_OK(mnemo_db_grant(db, bob_key, "write"));
+    EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
+    EXPECT_OK(mnemo_user_load_db(b.user, db_id, &copy));
+    EXPECT_OK(mnemo_db_get(copy, "notes", "first", &text));
+    EXPECT_STR(text, "\"from alice\"");
+
+    /* Edits on both sides, one round: identical state and tips. */
+    EXPECT_OK(mnemo_db_set(db, "notes", "a", "1"));
+    EXPECT_OK(mnemo_db_set(copy, "notes", "b", "2"));
+    EXPECT_OK(mnemo_db_set(db, "notes", "same", "\"alice\""));
+    EXPECT_OK(mnemo_db_set(copy, "notes", "same", "\"bob\""));
+    EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
+    char *all_a = NULL, *all_b = NULL;
+    EXPECT_OK(mnemo_db_get_all(db, "notes", &all_a));
+    EXPECT_OK(mnemo_db_get_all(copy, "notes", &all_b));
+    CHECK(all_a && all_b && strcmp(all_a, all_b) == 0);
+    EXPECT_OK(mnemo_db_tips(db, &tips_a));
+    EXPECT_OK(mnemo_db_tips(copy, &tips_b));
+    CHECK(tips_a && tips_b && strcmp(tips_a, tips_b) == 0);
+    mnemo_string_free(all_a);
+    mnemo_string_free(all_b);
+    mnemo_string_free(tips_a);
+    mnemo_string_free(tips_b);
+
+    /* Tracking: a local commit is pushed in the background; flush waits for it. */
+    EXPECT_OK(mnemo_sync_track(b.sync, b.user, addr, db_id));
+    EXPECT_OK(mnemo_sync_track(b.sync, b.user, addr, db_id)); /* again: nothing changes */
+    EXPECT_OK(mnemo_db_set(copy, "notes", "tracked", "true"));
+    EXPECT_OK(mnemo_sync_flush(b.sync, 10000));
+    EXPECT_OK(mnemo_db_get(db, "notes", "tracked", &text));
+    EXPECT_STR(text, "true");
+
+    /* Bad input. */
+    EXPECT(mnemo_sync_listen(NULL, "127.0.0.1:0", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, NULL, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, "127.0.0.1:0", NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, BAD_UTF8, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, "not an address", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, "127.0.0.1:99999", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, "127.0.0.1", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, "127.0.0.1:0", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, "", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_listen(a.sync, "192.0.2.1:0", &text), MNEMO_STATUS_NETWORK); /* not ours */
+    EXPECT(mnemo_sync_connect(NULL, addr, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, NULL, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, addr, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_connect(b.sync, "127.0.0.1:1", &text), MNEMO_STATUS_NETWORK);
+    EXPECT(mnemo_sync_db(NULL, b.user, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_db(b.sync, NULL, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_db(b.sync, b.user, NULL, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_db(b.sync, b.user, addr, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_db(b.sync, b.user, addr, "sha256:nope"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_db(b.sync, b.user, "127.0.0.1:1", db_id), MNEMO_STATUS_NETWORK);
+    EXPECT(mnemo_sync_track(NULL, b.user, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_track(b.sync, NULL, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_track(b.sync, b.user, NULL, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_track(b.sync, b.user, addr, BAD_UTF8), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_flush(NULL, 10), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(text == NULL);
+
+    free(bob_key);
+    mnemo_string_free(addr);
+    mnemo_string_free(peer);
+    mnemo_string_free(device);
+    mnemo_string_free(db_id);
+    mnemo_db_free(copy);
+    mnemo_db_free(db);
+    close_side(&b);
+    close_side(&a);
+}
+
+int main(void) {
+    test_sync_round_trip();
+    return report("c sync");
+}

@@ -1,0 +1,308 @@
+//! Sync between instances over loopback HTTP.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use mnemo::crypto::PrivateKey;
+use mnemo::database::Permission;
+use mnemo::entry::{EntryContent, EntryId, Op as EntryOp, Ops};
+use mnemo::sync::wire::{self, Envelope, Op};
+use mnemo::{Error, Instance};
+
+use crate::support::{logged_in, state};
+
+/// Posts raw bytes to a sync endpoint; returns the HTTP status and body.
+fn post_raw(addr: &str, endpoint: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(&format!("http://{addr}/mnemo/sync/v1/{endpoint}"))
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_vec().unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A signed request on `db` from `key` to the server `server`.
+fn envelope(key: &PrivateKey, server: &Instance, db: EntryId, op: Op) -> Envelope {
+    let mut env = Envelope {
+        db,
+        key: key.public_key(),
+        server: server.device_id(),
+        timestamp_ms: now_ms(),
+        nonce: mnemo::crypto::random::bytes().unwrap(),
+        op,
+        signature: [0; 64],
+    };
+    env.signature = key.sign(&env.signed_part());
+    env
+}
+
+#[test]
+fn two_instances_converge_and_a_granted_user_gets_access() {
+    let (a, alice) = logged_in("alice");
+    let (b, bob) = logged_in("bob");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    assert_eq!(sync_b.connect(&addr).unwrap(), a.device_id());
+
+    let db = alice.create_db("shared").unwrap();
+    db.set("notes", "1", "\"from alice\"").unwrap();
+    // Bob has no grant yet: refused, and nothing of the database reaches him.
+    assert!(matches!(
+        sync_b.sync_db(&bob, &addr, &db.id()),
+        Err(Error::PermissionDenied(_))
+    ));
+    assert!(bob.load_db(&db.id()).unwrap_err().is_not_found());
+
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    assert_eq!(report.pulled, 3);
+    let copy = bob.load_db(&db.id()).unwrap();
+    assert_eq!(copy.get("notes", "1").unwrap(), "\"from alice\"");
+
+    // Concurrent edits on both sides, then one round: identical state and tips.
+    for i in 0..20 {
+        db.set("notes", &format!("a{i}"), &i.to_string()).unwrap();
+        copy.set("notes", &format!("b{i}"), &i.to_string()).unwrap();
+    }
+    db.set("notes", "both", "\"alice\"").unwrap();
+    copy.set("notes", "both", "\"bob\"").unwrap();
+    let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    assert_eq!((report.pulled, report.pushed), (21, 21));
+    assert_eq!(state(&db, "notes"), state(&copy, "notes"));
+    assert_eq!(db.tips().unwrap(), copy.tips().unwrap());
+    // Nothing left to move.
+    let again = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    assert_eq!((again.pulled, again.pushed), (0, 0));
+}
+
+#[test]
+fn requests_are_authenticated_fresh_and_bounded() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("private").unwrap();
+    db.set("s", "secret", "\"x\"").unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let stranger = PrivateKey::generate().unwrap();
+
+    // A stranger learns nothing, whatever it asks.
+    for op in [
+        Op::Tips,
+        Op::Ids {
+            after: 0,
+            limit: 10,
+        },
+        Op::Get(vec![db.id()]),
+        Op::Have(vec![db.id()]),
+    ] {
+        let (status, body) = post_raw(&addr, "db", &envelope(&stranger, &a, db.id(), op).encode());
+        assert_eq!(status, 403);
+        assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 5);
+    }
+    // A reader's request works once; replayed, it is refused.
+    let request = envelope(&reader, &a, db.id(), Op::Tips).encode();
+    assert_eq!(post_raw(&addr, "db", &request).0, 200);
+    assert_eq!(post_raw(&addr, "db", &request).0, 403);
+    // Stale, redirected, and tampered requests are refused.
+    let mut stale = envelope(&reader, &a, db.id(), Op::Tips);
+    stale.timestamp_ms -= 10 * 60 * 1000;
+    stale.signature = reader.sign(&stale.signed_part());
+    assert_eq!(post_raw(&addr, "db", &stale.encode()).0, 403);
+    let mut redirected = envelope(&reader, &a, db.id(), Op::Tips);
+    redirected.server = reader.public_key();
+    redirected.signature = reader.sign(&redirected.signed_part());
+    assert_eq!(post_raw(&addr, "db", &redirected.encode()).0, 403);
+    let mut tampered = envelope(
+        &reader,
+        &a,
+        db.id(),
+        Op::Ids {
+            after: 0,
+            limit: 10,
+        },
+    )
+    .encode();
+    let at = tampered.len() - 70;
+    tampered[at] ^= 1;
+    assert_eq!(post_raw(&addr, "db", &tampered).0, 403);
+    // Garbage, truncation, an unknown version, an oversized body: errors, and the server
+    // goes on serving.
+    assert_eq!(post_raw(&addr, "db", b"garbage").0, 400);
+    assert_eq!(post_raw(&addr, "db", &request[..request.len() / 2]).0, 400);
+    let mut future = request.clone();
+    future[0] = 9;
+    let (status, body) = post_raw(&addr, "db", &future);
+    assert_eq!(status, 400);
+    assert!(wire::ErrorReply::decode(&body)
+        .unwrap()
+        .message
+        .contains("version 9"));
+    assert_eq!(
+        post_raw(&addr, "db", &vec![wire::VERSION; wire::MAX_MESSAGE + 1]).0,
+        400
+    );
+    assert_eq!(post_raw(&addr, "nowhere", b"").0, 404);
+    let fresh = envelope(&reader, &a, db.id(), Op::Tips).encode();
+    assert_eq!(post_raw(&addr, "db", &fresh).0, 200);
+}
+
+#[test]
+fn pushed_entries_are_verified_before_they_are_visible() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("d").unwrap();
+    let first = db.set("s", "k", "1").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    db.grant(&writer.public_key(), Permission::Write).unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let tips = db.tips().unwrap();
+
+    let entry = |author: &PrivateKey, value: &str| {
+        let mut ops = Ops::new();
+        ops.entry("s".into())
+            .or_default()
+            .insert("k".into(), EntryOp::Set(value.into()));
+        EntryContent {
+            db: Some(db.id()),
+            parents: tips.clone(),
+            height: 4,
+            ops,
+            author: author.public_key(),
+        }
+        .sign(author)
+        .unwrap()
+    };
+    let unauthorised = entry(&reader, "\"reader\"").bytes().to_vec();
+    let mut forged = entry(&writer, "\"forged\"").bytes().to_vec();
+    *forged.last_mut().unwrap() ^= 1;
+    let mut tampered = entry(&writer, "\"tampered\"").bytes().to_vec();
+    let at = tampered.len() - 100;
+    tampered[at] ^= 1;
+    let good = entry(&writer, "\"good\"").bytes().to_vec();
+    let push = Op::Push(vec![unauthorised, forged, tampered, good]);
+    let (status, body) = post_raw(&addr, "db", &envelope(&reader, &a, db.id(), push).encode());
+    assert_eq!(status, 200);
+    assert_eq!(
+        wire::decode_flags(&body).unwrap(),
+        vec![false, false, false, true]
+    );
+    assert_eq!(db.get("s", "k").unwrap(), "\"good\"");
+    assert_ne!(db.tips().unwrap(), vec![first]);
+}
+
+#[test]
+fn enabling_sync_from_eight_threads_makes_one_engine() {
+    let (inst, _user) = logged_in("u");
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (inst, barrier) = (inst.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                inst.enable_sync().unwrap()
+            })
+        })
+        .collect();
+    let engines: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(engines.iter().all(|e| Arc::ptr_eq(e, &engines[0])));
+    assert!(Arc::ptr_eq(&inst.sync().unwrap(), &engines[0]));
+}
+
+#[test]
+fn tracking_pushes_on_commit_and_pulls_remote_changes() {
+    use std::sync::mpsc::channel;
+    let (a, alice) = logged_in("alice");
+    let (b, bob) = logged_in("bob");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    let db = alice.create_db("tracked").unwrap();
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    sync_b.track(&bob, &addr, &db.id()).unwrap();
+    let copy = bob.load_db(&db.id()).unwrap();
+
+    // Local commits on B are pushed in the background; flush waits for them.
+    for i in 0..10 {
+        copy.set("s", &format!("b{i}"), &i.to_string()).unwrap();
+    }
+    sync_b.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(db.get("s", "b9").unwrap(), "9");
+
+    // A's commits reach B by the periodic pull, and B's subscribers hear them as remote.
+    let (tx, rx) = channel();
+    let _sub = copy
+        .subscribe(Box::new(move |c| tx.send(*c).unwrap()))
+        .unwrap();
+    let id = db.set("s", "from_a", "true").unwrap();
+    let heard = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(heard.remote && heard.entry == id);
+    assert_eq!(copy.get("s", "from_a").unwrap(), "true");
+}
+
+#[test]
+fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
+    use std::io::{BufRead, BufReader};
+
+    use crate::durability::{open_user, spawn_child};
+    use crate::support::TempDir;
+
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("big").unwrap();
+    for i in 0..3000 {
+        db.set("s", &format!("k{i}"), &i.to_string()).unwrap();
+    }
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.0.join("peer.db").display());
+    let (_inst, writer, _) = open_user(&url);
+    db.grant(&writer.default_key().unwrap(), Permission::Read)
+        .unwrap();
+    drop((_inst, writer));
+
+    // Kill the pulling peer a little after it starts, twice; then let it finish.
+    for delay_ms in [150u64, 400] {
+        let mut child = spawn_child(&format!("pull|{url}|{addr}|{}", db.id()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line == "pulling" {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let mut child = spawn_child(&format!("pull|{url}|{addr}|{}", db.id()));
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l == "done"),
+        "the restarted peer did not finish: {lines:?}"
+    );
+    assert!(child.wait().unwrap().success());
+
+    let backend = mnemo::backend::open(&url).unwrap();
+    let (_inst, writer, _) = open_user(&url);
+    let copy = writer.load_db(&db.id()).unwrap();
+    assert_eq!(state(&copy, "s"), state(&db, "s"));
+    assert_eq!(copy.tips().unwrap(), db.tips().unwrap());
+    // Every entry stored exactly once: root, grant, 3,000 writes.
+    let stored = backend.entries_after(&db.id(), 0, 10_000).unwrap();
+    let distinct: std::collections::BTreeSet<_> = stored.iter().map(|(_, id)| *id).collect();
+    assert_eq!((stored.len(), distinct.len()), (3002, 3002));
+}
