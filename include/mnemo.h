@@ -498,7 +498,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (the key has no permission on
- * the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_CORRUPT (the peer sent
+ * the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_NOT_FOUND (neither
+ * side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
  * entries that failed verification; the valid ones were applied), MNEMO_STATUS_NETWORK,
  * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */

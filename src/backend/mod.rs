@@ -12,7 +12,7 @@ use crate::error::Result;
 pub use memory::MemoryBackend;
 pub use postgres::PostgresBackend;
 pub use sqlite::SqliteBackend;
-pub use url::open;
+pub use url::{open, parse as parse_url, BackendUrl};
 
 /// The current value of one key of one store, with the `(height, entry)` order that won it.
 #[derive(Clone, Debug, PartialEq, Eq)]

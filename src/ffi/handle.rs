@@ -65,3 +65,13 @@ pub(crate) unsafe fn out_param<'a, T>(out: *mut *mut T, name: &str) -> Result<&'
     *slot = std::ptr::null_mut();
     Ok(slot)
 }
+
+/// Sets an out-parameter to NULL if it is not NULL itself.
+///
+/// # Safety
+/// `out` is NULL or valid for writes.
+pub(crate) unsafe fn clear<T>(out: *mut *mut T) {
+    if let Some(slot) = out.as_mut() {
+        *slot = std::ptr::null_mut();
+    }
+}

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 
 use super::backend::mnemo_backend;
 use super::guard::{guard, guard_void};
-use super::handle::{out_param, Handle};
+use super::handle::{clear, out_param, Handle};
 use super::status::mnemo_status;
 use super::strings;
 use super::sync::mnemo_sync;
@@ -39,6 +39,8 @@ pub unsafe extern "C" fn mnemo_instance_open(
     out: *mut *mut mnemo_instance,
 ) -> mnemo_status {
     guard(|| {
+        // `out` is cleared first; the backend is consumed even when `out` is NULL.
+        clear(out);
         let backend = mnemo_backend::take(backend)?;
         let out = out_param(out, "out")?;
         *out = mnemo_instance {
@@ -69,6 +71,8 @@ pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
     out: *mut *mut mnemo_instance,
 ) -> mnemo_status {
     guard(|| {
+        // `out` is cleared first; the backend is consumed even when `out` is NULL.
+        clear(out);
         let backend = mnemo_backend::take(backend)?;
         let out = out_param(out, "out")?;
         let options = InstanceOptions {

@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 
 use super::guard::{guard, guard_void};
-use super::handle::Handle;
+use super::handle::{clear, Handle};
 use super::status::mnemo_status;
 use super::strings;
 use crate::database::Transaction;
@@ -81,9 +81,7 @@ pub unsafe extern "C" fn mnemo_txn_commit(
     out_entry_id: *mut *mut c_char,
 ) -> mnemo_status {
     guard(|| {
-        if let Some(slot) = out_entry_id.as_mut() {
-            *slot = std::ptr::null_mut();
-        }
+        clear(out_entry_id);
         let id = mnemo_txn::take(txn)?.inner.commit()?;
         strings::to_optional_out(out_entry_id, id.to_text())
     })

@@ -217,6 +217,11 @@ impl Sync {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        if theirs.is_empty() && ours.is_empty() {
+            return Err(Error::NotFound(format!(
+                "neither this instance nor the peer holds database {db}"
+            )));
+        }
         if theirs == ours {
             return Ok(report);
         }

@@ -99,7 +99,7 @@ static void test_sqlite_backend(void) {
 }
 
 static void test_instance_open(void) {
-    mnemo_instance *instance = NULL;
+    mnemo_instance *instance = (mnemo_instance *)&instance; /* garbage: must be cleared */
     mnemo_backend *backend = NULL;
     EXPECT(mnemo_instance_open(NULL, &instance), MNEMO_STATUS_INVALID_ARGUMENT);
     CHECK(instance == NULL);

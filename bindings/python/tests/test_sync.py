@@ -365,9 +365,17 @@ def test_malformed_db_ids_raise_invalid_argument(pair: Pair, db_id: str) -> None
         pair.sync_b.track(pair.bob, pair.addr, db_id)
 
 
-def test_unknown_db_id_is_denied(pair: Pair) -> None:
-    with pytest.raises(mnemo.PermissionDenied):
+def test_a_database_neither_side_holds_is_not_found(pair: Pair) -> None:
+    with pytest.raises(mnemo.NotFound):
         pair.sync_b.sync_db(pair.bob, pair.addr, "sha256:" + "0" * 64)
+
+
+def test_a_database_the_peer_lacks_is_shared_by_push(pair: Pair) -> None:
+    mine = pair.bob.create_db("bobs own")
+    mine.set("s", "k", "v")
+    pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
+    # The peer took it: a second round finds nothing to move and no error.
+    pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
 
 
 def test_wrong_argument_types(pair: Pair) -> None:
