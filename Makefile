@@ -2,10 +2,64 @@
 #   make demo   build the library and run the C quickstart on the embedded default
 #               (a SQLite file, target/quickstart.db)
 #   make test   run every test (Rust, C, C++, valgrind, Python); ends "tests: N passed, N failed"
+# And the benchmark (see BENCHMARKS.md):
+#   make bench  release build; floors (bench_floors), the C ABI workload (benches/abi_bench.c)
+#               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
+#               printed as one table (saved in target/bench/table.txt). About a minute.
+#               MNEMO_BENCH_QUICK=1 make bench: a short smoke run (a few seconds once built).
+#               BENCH_RUNS=3: three full runs, then one table of the per-row median run.
+#               BENCH_ARGS="--sqlite-commits 20000 ..." passes flags to abi_bench;
+#               BENCH_DIR=/some/dir puts the SQLite and fsync files there (default $$TMPDIR or /tmp).
 
-.PHONY: demo test
+.PHONY: demo test bench
 demo:
 	$(MAKE) -s -C bindings/c run ARGS=sqlite:$(CURDIR)/target/quickstart.db
 
 test:
 	scripts/test-all
+
+BENCH_OUT  ?= $(CURDIR)/target/bench
+BENCH_DIR  ?= $(or $(TMPDIR),/tmp)
+BENCH_ARGS ?=
+BENCH_RUNS ?= 1
+PYTHON     ?= python3
+MNEMO_ABI  := $(shell sed -n 's/^\#define MNEMO_ABI_VERSION //p' $(CURDIR)/include/mnemo.h)
+RELEASE    := $(CURDIR)/target/release
+
+# bash for pipefail: a failing benchmark fails `make bench` even though its output is tee'd.
+bench: SHELL := /bin/bash
+bench:
+	cargo build --release --lib --example bench_floors
+	@# Programs linked with -lmnemo ask for the SONAME; give the build tree that name too.
+	ln -sf libmnemo.so $(RELEASE)/libmnemo.so.$(MNEMO_ABI)
+	@mkdir -p $(BENCH_OUT)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -I$(CURDIR)/include \
+	    benches/abi_bench.c -o $(BENCH_OUT)/abi_bench \
+	    -L$(RELEASE) -Wl,-rpath,$(RELEASE) -lmnemo
+	@echo "== machine: $$(nproc) cores, $$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)," \
+	    "$$(awk '/MemTotal/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo) RAM"
+	@echo "== tree: $$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+	    "+ $$(git status --porcelain 2>/dev/null | wc -l) changed/new paths;" \
+	    "libmnemo.so sha256 $$(sha256sum $(RELEASE)/libmnemo.so | cut -c1-12)"
+	@set -eo pipefail; for i in $$(seq 1 $(BENCH_RUNS)); do \
+	    suffix=$$( [ $(BENCH_RUNS) -gt 1 ] && echo "-$$i" || true ); \
+	    echo "== run $$i of $(BENCH_RUNS); load average $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	    $(RELEASE)/examples/bench_floors $(BENCH_DIR) > $(BENCH_OUT)/floors$$suffix.txt; \
+	    $(BENCH_OUT)/abi_bench --floors $(BENCH_OUT)/floors$$suffix.txt --dir $(BENCH_DIR) \
+	        --results $(BENCH_OUT)/abi_results$$suffix.txt $(BENCH_ARGS) \
+	        | tee $(BENCH_OUT)/table$$suffix.txt; \
+	    MNEMO_LIB=$(RELEASE)/libmnemo.so $(PYTHON) bindings/python/benchmarks/ctypes_overhead.py \
+	        --c-results $(BENCH_OUT)/abi_results$$suffix.txt | tee -a $(BENCH_OUT)/table$$suffix.txt; \
+	    echo "== end of run $$i; load average $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	done; \
+	if [ $(BENCH_RUNS) -gt 1 ]; then \
+	    echo; $(PYTHON) benches/median_of_runs.py $$(seq -f '$(BENCH_OUT)/table-%g.txt' 1 $(BENCH_RUNS)) \
+	        | tee $(BENCH_OUT)/table.txt; \
+	fi
+
+# make install PREFIX=/usr/local [DESTDIR=/staging]: the release library, header,
+# pkg-config and CMake files (see scripts/install).
+PREFIX ?= /usr/local
+.PHONY: install
+install:
+	DESTDIR="$(DESTDIR)" scripts/install "$(PREFIX)"

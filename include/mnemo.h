@@ -160,19 +160,23 @@ extern "C" {
  * Opens the storage backend named by `url`.
  *
  * - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
- *   process).
+ *   process), "sqlite:PATH" (one file, created with mode 0600 if absent) and
+ *   "postgres://user@host:port/dbname" (also "postgresql://…"; connects at once).
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *
- * Returns MNEMO_STATUS_OK, or MNEMO_STATUS_INVALID_ARGUMENT for a NULL argument, invalid
- * UTF-8, or an unknown or malformed URL. Thread-safe.
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (a NULL argument, invalid
+ * UTF-8, an unknown or malformed URL), MNEMO_STATUS_STORAGE (the file cannot be opened or
+ * created, is from a newer mnemo or not a mnemo file; the server is unreachable),
+ * MNEMO_STATUS_CORRUPT (the file is damaged or not a database). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_backend_open(const char *url, struct mnemo_backend **out);
 
 /**
  * Frees a backend that was not passed to `mnemo_instance_open`. NULL is a no-op.
  *
- * `backend` is NULL or a live backend handle that is not used again.
+ * `backend` is NULL or a live backend handle that is not used again. Thread-safe, as long
+ * as no other thread is using `backend`.
  */
 void mnemo_backend_free(struct mnemo_backend *backend);
 
@@ -308,7 +312,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_
 /**
  * Frees a database handle. NULL is a no-op. The database itself stays stored.
  *
- * `db` is NULL or a live database handle that is not used again.
+ * `db` is NULL or a live database handle that is not used again. Thread-safe, as long as
+ * no other thread is using `db`.
  */
 void mnemo_db_free(struct mnemo_database *db);
 
@@ -344,7 +349,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend
  * Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
  * valid until they are freed themselves.
  *
- * `instance` is NULL or a live instance handle that is not used again.
+ * `instance` is NULL or a live instance handle that is not used again. Thread-safe, as
+ * long as no other thread is using `instance`.
  */
 void mnemo_instance_free(struct mnemo_instance *instance);
 
@@ -458,6 +464,7 @@ void mnemo_string_free(char *s);
  * Ends a subscription: after it returns, the callback is not running and will not be called
  * again, and `destroy(user_data)` has been called. From inside the subscription's own
  * callback, the end (and `destroy`) happen when the callback returns. NULL is a no-op.
+ * Thread-safe: may be called from any thread, including the callback's own.
  */
 void mnemo_subscription_free(struct mnemo_subscription *subscription);
 
@@ -514,7 +521,10 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * peer again changes nothing. A database already here is tracked even while the peer is
  * unreachable; one not here yet must first be pulled successfully.
  *
- * Returns the statuses of `mnemo_sync_db` (from the first round). Thread-safe.
+ * Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
+ * MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
+ * MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
 
@@ -530,6 +540,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
 /**
  * Drops this reference to the sync engine. NULL is a no-op. Other references and the
  * instance keep the engine alive; when the last goes, listeners and tracking stop.
+ * Thread-safe, as long as no other thread is using this handle.
  */
 void mnemo_sync_free(struct mnemo_sync *sync);
 
@@ -539,7 +550,7 @@ void mnemo_sync_free(struct mnemo_sync *sync);
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
  * reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
- * usable).
+ * usable). Not thread-safe: use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *store, const char *key, const char *json);
 
@@ -548,7 +559,8 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
  * MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
- * transaction), MNEMO_STATUS_STORAGE.
+ * transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
+ * at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_delete(struct mnemo_txn *txn, const char *store, const char *key);
 
@@ -561,11 +573,13 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_delete(struct mnemo_txn *txn, const char *
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
  * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+ * Not thread-safe: no other thread may use `txn` during or after the call.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_commit(struct mnemo_txn *txn, char **out_entry_id);
 
 /**
- * Discards the transaction and frees it. NULL is a no-op.
+ * Discards the transaction and frees it. NULL is a no-op. Not thread-safe: no other
+ * thread may use `txn` during or after the call.
  */
 void mnemo_txn_abort(struct mnemo_txn *txn);
 
@@ -693,13 +707,21 @@ MNEMO_MUST_USE mnemo_status mnemo_user_admin_list_users(struct mnemo_user *user,
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_disable(struct mnemo_user *user, const char *username);
 
 /**
- * Re-enables a disabled account (admin only). Statuses as for `mnemo_user_admin_disable`.
+ * Re-enables a disabled account (admin only). Enabling an active account changes nothing.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed username), MNEMO_STATUS_NOT_FOUND (no such user),
+ * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_enable(struct mnemo_user *user, const char *username);
 
 /**
  * Deletes another user's account (admin only): it can no longer log in and its name can be
- * reused. Its databases stay. Statuses as for `mnemo_user_admin_disable`.
+ * reused. Its databases stay.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
+ * admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
+ * (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_delete(struct mnemo_user *user, const char *username);
 

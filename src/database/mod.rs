@@ -158,6 +158,12 @@ impl Database {
             .collect())
     }
 
+    /// The height of the newest entry (0 for a database holding only its root).
+    pub fn height(&self) -> Result<u64> {
+        let tips = self.core.backend().tips(&self.core.id())?;
+        Ok(tips.into_iter().map(|(_, h)| h).max().unwrap_or(0))
+    }
+
     /// The current tips, sorted.
     pub fn tips(&self) -> Result<Vec<EntryId>> {
         Ok(self

@@ -22,12 +22,15 @@ impl Handle for mnemo_backend {
 /// Opens the storage backend named by `url`.
 ///
 /// - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
-///   process).
+///   process), "sqlite:PATH" (one file, created with mode 0600 if absent) and
+///   "postgres://user@host:port/dbname" (also "postgresql://…"; connects at once).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///
-/// Returns MNEMO_STATUS_OK, or MNEMO_STATUS_INVALID_ARGUMENT for a NULL argument, invalid
-/// UTF-8, or an unknown or malformed URL. Thread-safe.
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (a NULL argument, invalid
+/// UTF-8, an unknown or malformed URL), MNEMO_STATUS_STORAGE (the file cannot be opened or
+/// created, is from a newer mnemo or not a mnemo file; the server is unreachable),
+/// MNEMO_STATUS_CORRUPT (the file is damaged or not a database). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_backend_open(
@@ -44,7 +47,8 @@ pub unsafe extern "C" fn mnemo_backend_open(
 
 /// Frees a backend that was not passed to `mnemo_instance_open`. NULL is a no-op.
 ///
-/// `backend` is NULL or a live backend handle that is not used again.
+/// `backend` is NULL or a live backend handle that is not used again. Thread-safe, as long
+/// as no other thread is using `backend`.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_backend_free(backend: *mut mnemo_backend) {
     guard_void(|| mnemo_backend::free(backend))

@@ -285,7 +285,8 @@ pub unsafe extern "C" fn mnemo_db_subscribe(
 
 /// Frees a database handle. NULL is a no-op. The database itself stays stored.
 ///
-/// `db` is NULL or a live database handle that is not used again.
+/// `db` is NULL or a live database handle that is not used again. Thread-safe, as long as
+/// no other thread is using `db`.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_db_free(db: *mut mnemo_database) {
     guard_void(|| mnemo_database::free(db))

@@ -89,7 +89,8 @@ pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
 /// Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
 /// valid until they are freed themselves.
 ///
-/// `instance` is NULL or a live instance handle that is not used again.
+/// `instance` is NULL or a live instance handle that is not used again. Thread-safe, as
+/// long as no other thread is using `instance`.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_instance_free(instance: *mut mnemo_instance) {
     guard_void(|| mnemo_instance::free(instance))

@@ -84,6 +84,7 @@ pub(crate) fn callback_from_c(
 /// Ends a subscription: after it returns, the callback is not running and will not be called
 /// again, and `destroy(user_data)` has been called. From inside the subscription's own
 /// callback, the end (and `destroy`) happen when the callback returns. NULL is a no-op.
+/// Thread-safe: may be called from any thread, including the callback's own.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_subscription_free(subscription: *mut mnemo_subscription) {
     guard_void(|| mnemo_subscription::free(subscription))

@@ -118,7 +118,10 @@ pub unsafe extern "C" fn mnemo_sync_db(
 /// peer again changes nothing. A database already here is tracked even while the peer is
 /// unreachable; one not here yet must first be pulled successfully.
 ///
-/// Returns the statuses of `mnemo_sync_db` (from the first round). Thread-safe.
+/// Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
+/// MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
+/// MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_track(
@@ -153,6 +156,7 @@ pub unsafe extern "C" fn mnemo_sync_flush(sync: *mut mnemo_sync, timeout_ms: u32
 
 /// Drops this reference to the sync engine. NULL is a no-op. Other references and the
 /// instance keep the engine alive; when the last goes, listeners and tracking stop.
+/// Thread-safe, as long as no other thread is using this handle.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_sync_free(sync: *mut mnemo_sync) {
     guard_void(|| mnemo_sync::free(sync))

@@ -28,7 +28,7 @@ impl Handle for mnemo_txn {
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
 /// reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
-/// usable).
+/// usable). Not thread-safe: use a transaction from one thread at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_set(
@@ -50,7 +50,8 @@ pub unsafe extern "C" fn mnemo_txn_set(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
 /// MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
-/// transaction), MNEMO_STATUS_STORAGE.
+/// transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
+/// at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_delete(
@@ -74,6 +75,7 @@ pub unsafe extern "C" fn mnemo_txn_delete(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
 /// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
+/// Not thread-safe: no other thread may use `txn` during or after the call.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_commit(
@@ -87,7 +89,8 @@ pub unsafe extern "C" fn mnemo_txn_commit(
     })
 }
 
-/// Discards the transaction and frees it. NULL is a no-op.
+/// Discards the transaction and frees it. NULL is a no-op. Not thread-safe: no other
+/// thread may use `txn` during or after the call.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_txn_abort(txn: *mut mnemo_txn) {
     guard_void(|| mnemo_txn::free(txn))

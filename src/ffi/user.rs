@@ -278,7 +278,11 @@ pub unsafe extern "C" fn mnemo_user_admin_disable(
     })
 }
 
-/// Re-enables a disabled account (admin only). Statuses as for `mnemo_user_admin_disable`.
+/// Re-enables a disabled account (admin only). Enabling an active account changes nothing.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed username), MNEMO_STATUS_NOT_FOUND (no such user),
+/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_enable(
@@ -293,7 +297,11 @@ pub unsafe extern "C" fn mnemo_user_admin_enable(
 }
 
 /// Deletes another user's account (admin only): it can no longer log in and its name can be
-/// reused. Its databases stay. Statuses as for `mnemo_user_admin_disable`.
+/// reused. Its databases stay.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
+/// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
+/// (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_delete(

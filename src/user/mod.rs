@@ -192,7 +192,8 @@ impl User {
 
     fn track(&self, id: EntryId, name: &str) -> Result<()> {
         self.own_record()?;
-        let seq = self.user_db.get_all(DATABASES_STORE)?.len();
+        // The user database's height orders its commits: a cheap, growing sequence number.
+        let seq = self.user_db.height()? + 1;
         let record = json!({"name": name, "added": now_ms(), "seq": seq}).to_string();
         self.user_db
             .set(DATABASES_STORE, &id.to_text(), &record)

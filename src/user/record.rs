@@ -5,8 +5,8 @@
 //! The user database (signed by the device key): store `account` holds `kdf` (the Argon2id
 //! settings, or null for a passwordless user) and `default_key`; store `keys` maps each
 //! public key to `{"name", "secret" (sealed, or plain for passwordless), "created"}`; store
-//! `databases` maps each tracked database id to `{"name", "added", "seq"}` (`seq`: how many
-//! were tracked before it).
+//! `databases` maps each tracked database id to `{"name", "added", "seq"}` (`seq`: the
+//! height of the tracking commit, so later tracking has a larger one).
 
 use serde_json::{json, Value};
 

@@ -1,0 +1,399 @@
+// mnemo.hpp: header-only C++17 RAII wrappers over the mnemo C API (include/mnemo.h).
+//
+// - Each class owns one handle and frees it in its destructor. Classes are move-only; a
+//   moved-from object holds no handle, and calling it throws mnemo::error
+//   (MNEMO_STATUS_INVALID_ARGUMENT), never crashes.
+// - Every failed call throws mnemo::error, carrying the status (error::status()) and the
+//   library's message (what()).
+// - Strings go in as std::string (NUL-terminated by construction) and come out as
+//   std::string; lists and records stay JSON text, as in the C API.
+// - Thread safety is the C API's: instance, user, database and sync objects may be used
+//   from several threads at once; a transaction from one thread at a time.
+//
+// Link with -lmnemo (pkg-config mnemo, or CMake's mnemo::mnemo).
+#ifndef MNEMO_HPP
+#define MNEMO_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "mnemo.h"
+
+namespace mnemo {
+
+/// A failed mnemo call: the status and the library's message.
+class error : public std::runtime_error {
+public:
+    error(mnemo_status status, const std::string &message)
+        : std::runtime_error(message), status_(status) {}
+    /// The MNEMO_STATUS_* code.
+    mnemo_status status() const noexcept { return status_; }
+    /// The status's name, e.g. "MNEMO_STATUS_NOT_FOUND".
+    const char *status_name() const noexcept { return mnemo_status_str(status_); }
+
+private:
+    mnemo_status status_;
+};
+
+/// The loaded library's version, e.g. "0.1.0".
+inline std::string version() { return mnemo_version(); }
+/// The loaded library's version as MAJOR*1000000 + MINOR*1000 + PATCH.
+inline std::uint32_t version_number() { return mnemo_version_number(); }
+
+namespace detail {
+
+/// Throws mnemo::error unless `status` is MNEMO_STATUS_OK.
+inline void check(mnemo_status status, const char *what) {
+    if (status == MNEMO_STATUS_OK) return;
+    const char *detail = mnemo_last_error_message();
+    std::string message = std::string(what) + ": " + mnemo_status_str(status);
+    if (detail) message += std::string(" (") + detail + ")";
+    throw error(status, message);
+}
+
+struct string_free {
+    void operator()(char *s) const noexcept { mnemo_string_free(s); }
+};
+
+/// Takes ownership of a string mnemo returned and copies it into a std::string.
+inline std::string take(char *s) {
+    std::unique_ptr<char, string_free> owned(s);
+    return s ? std::string(s) : std::string();
+}
+
+/// A NUL-terminated optional string argument: NULL when absent.
+inline const char *c_str(const std::optional<std::string> &s) { return s ? s->c_str() : nullptr; }
+
+template <class T, void (*Free)(T *)>
+struct handle_free {
+    void operator()(T *p) const noexcept { Free(p); }
+};
+
+template <class T, void (*Free)(T *)>
+using owned = std::unique_ptr<T, handle_free<T, Free>>;
+
+/// Ends a user session; the destructor cannot throw, so the status is dropped.
+inline void logout_quietly(mnemo_user *u) noexcept {
+    mnemo_status ignored = mnemo_user_logout(u);
+    static_cast<void>(ignored);
+}
+
+}  // namespace detail
+
+class database;
+class user;
+class sync;
+
+/// A storage backend, before an instance takes it ("memory:", "sqlite:PATH",
+/// "postgres://…").
+class backend {
+public:
+    static backend open(const std::string &url) {
+        mnemo_backend *b = nullptr;
+        detail::check(mnemo_backend_open(url.c_str(), &b), "mnemo_backend_open");
+        return backend(b);
+    }
+    mnemo_backend *native_handle() const noexcept { return h_.get(); }
+    /// Gives up ownership (mnemo_instance_open consumes the backend).
+    mnemo_backend *release() noexcept { return h_.release(); }
+
+private:
+    explicit backend(mnemo_backend *b) : h_(b) {}
+    detail::owned<mnemo_backend, mnemo_backend_free> h_;
+};
+
+/// A change notification: the database id, the entry id, whether it came from sync.
+using change_callback = std::function<void(const std::string &db_id, const std::string &entry_id, bool remote)>;
+
+/// A live subscription; the callback stops when it is destroyed.
+class subscription {
+public:
+    /// Ends the subscription now: afterwards the callback is not running and not called again.
+    void cancel() noexcept { h_.reset(); }
+    mnemo_subscription *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class database;
+    explicit subscription(mnemo_subscription *s) : h_(s) {}
+    detail::owned<mnemo_subscription, mnemo_subscription_free> h_;
+};
+
+/// Operations that commit together as one signed entry. Aborted if destroyed uncommitted.
+/// Use from one thread at a time.
+class transaction {
+public:
+    void set(const std::string &store, const std::string &key, const std::string &json) {
+        detail::check(mnemo_txn_set(h_.get(), store.c_str(), key.c_str(), json.c_str()), "mnemo_txn_set");
+    }
+    void remove(const std::string &store, const std::string &key) {
+        detail::check(mnemo_txn_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_txn_delete");
+    }
+    /// Commits everything, or nothing; returns the new entry's id. The transaction is over
+    /// afterwards, whether it succeeded or not.
+    std::string commit() {
+        char *id = nullptr;
+        detail::check(mnemo_txn_commit(h_.release(), &id), "mnemo_txn_commit");
+        return detail::take(id);
+    }
+    /// Discards the operations (also what the destructor does).
+    void abort() noexcept { h_.reset(); }
+    mnemo_txn *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class database;
+    explicit transaction(mnemo_txn *t) : h_(t) {}
+    detail::owned<mnemo_txn, mnemo_txn_abort> h_;
+};
+
+/// A database: stores of JSON values, merged across devices.
+class database {
+public:
+    std::string id() const {
+        char *out = nullptr;
+        detail::check(mnemo_db_id(h_.get(), &out), "mnemo_db_id");
+        return detail::take(out);
+    }
+    void set(const std::string &store, const std::string &key, const std::string &json) {
+        detail::check(mnemo_db_set(h_.get(), store.c_str(), key.c_str(), json.c_str()), "mnemo_db_set");
+    }
+    /// The value's canonical JSON text; throws mnemo::error (MNEMO_STATUS_NOT_FOUND) if unset.
+    std::string get(const std::string &store, const std::string &key) const {
+        char *out = nullptr;
+        detail::check(mnemo_db_get(h_.get(), store.c_str(), key.c_str(), &out), "mnemo_db_get");
+        return detail::take(out);
+    }
+    /// The value's JSON text, or std::nullopt if the key has no value.
+    std::optional<std::string> find(const std::string &store, const std::string &key) const {
+        char *out = nullptr;
+        mnemo_status s = mnemo_db_get(h_.get(), store.c_str(), key.c_str(), &out);
+        if (s == MNEMO_STATUS_NOT_FOUND) return std::nullopt;
+        detail::check(s, "mnemo_db_get");
+        return detail::take(out);
+    }
+    void remove(const std::string &store, const std::string &key) {
+        detail::check(mnemo_db_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_db_delete");
+    }
+    /// Every key of `store` with its value, as a JSON object.
+    std::string get_all(const std::string &store) const {
+        char *out = nullptr;
+        detail::check(mnemo_db_get_all(h_.get(), store.c_str(), &out), "mnemo_db_get_all");
+        return detail::take(out);
+    }
+    /// Gives `pubkey` "admin", "write" or "read" permission (needs admin).
+    void grant(const std::string &pubkey, const std::string &permission) {
+        detail::check(mnemo_db_grant(h_.get(), pubkey.c_str(), permission.c_str()), "mnemo_db_grant");
+    }
+    void revoke(const std::string &pubkey) {
+        detail::check(mnemo_db_revoke(h_.get(), pubkey.c_str()), "mnemo_db_revoke");
+    }
+    /// The current tips, as a JSON array of entry ids.
+    std::string tips() const {
+        char *out = nullptr;
+        detail::check(mnemo_db_tips(h_.get(), &out), "mnemo_db_tips");
+        return detail::take(out);
+    }
+    transaction begin() {
+        mnemo_txn *t = nullptr;
+        detail::check(mnemo_db_begin(h_.get(), &t), "mnemo_db_begin");
+        return transaction(t);
+    }
+    /// Calls `callback` after every change, on a library thread. An exception escaping the
+    /// callback is swallowed (it must not unwind through mnemo's thread).
+    subscription subscribe(change_callback callback) {
+        auto *data = new change_callback(std::move(callback));
+        mnemo_subscription *s = nullptr;
+        mnemo_status status = mnemo_db_subscribe(h_.get(), &database::on_change, data, &database::on_destroy, &s);
+        // On MNEMO_STATUS_INTERNAL mnemo has already called on_destroy; on any other
+        // failure it never took `data`.
+        if (status != MNEMO_STATUS_OK && status != MNEMO_STATUS_INTERNAL) delete data;
+        detail::check(status, "mnemo_db_subscribe");
+        return subscription(s);
+    }
+    mnemo_database *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class user;
+    explicit database(mnemo_database *d) : h_(d) {}
+    static void on_change(void *data, const char *db_id, const char *entry_id, bool remote) {
+        try {
+            (*static_cast<change_callback *>(data))(db_id, entry_id, remote);
+        } catch (...) {
+        }
+    }
+    static void on_destroy(void *data) { delete static_cast<change_callback *>(data); }
+    detail::owned<mnemo_database, mnemo_db_free> h_;
+};
+
+/// A logged-in user's session. Destroying it logs out (wiping the session's keys).
+class user {
+public:
+    database create_db(const std::string &name) {
+        mnemo_database *d = nullptr;
+        detail::check(mnemo_user_create_db(h_.get(), name.c_str(), &d), "mnemo_user_create_db");
+        return database(d);
+    }
+    database load_db(const std::string &db_id) {
+        mnemo_database *d = nullptr;
+        detail::check(mnemo_user_load_db(h_.get(), db_id.c_str(), &d), "mnemo_user_load_db");
+        return database(d);
+    }
+    /// The tracked database named `name`, or std::nullopt.
+    std::optional<database> find_db(const std::string &name) {
+        mnemo_database *d = nullptr;
+        mnemo_status s = mnemo_user_find_db(h_.get(), name.c_str(), &d);
+        if (s == MNEMO_STATUS_NOT_FOUND) return std::nullopt;
+        detail::check(s, "mnemo_user_find_db");
+        return database(d);
+    }
+    /// JSON: [{"id":"sha256:…","name":"notes"}, …]
+    std::string list_dbs() {
+        char *out = nullptr;
+        detail::check(mnemo_user_list_dbs(h_.get(), &out), "mnemo_user_list_dbs");
+        return detail::take(out);
+    }
+    /// A new key; returns its public key.
+    std::string add_private_key(const std::optional<std::string> &display_name = std::nullopt) {
+        char *out = nullptr;
+        detail::check(mnemo_user_add_private_key(h_.get(), detail::c_str(display_name), &out),
+                      "mnemo_user_add_private_key");
+        return detail::take(out);
+    }
+    /// JSON: [{"pubkey":"ed25519:…","name":"default","default":true}, …]
+    std::string list_keys() {
+        char *out = nullptr;
+        detail::check(mnemo_user_list_keys(h_.get(), &out), "mnemo_user_list_keys");
+        return detail::take(out);
+    }
+    std::string signing_key(const std::string &db_id) {
+        char *out = nullptr;
+        detail::check(mnemo_user_get_signing_key(h_.get(), db_id.c_str(), &out), "mnemo_user_get_signing_key");
+        return detail::take(out);
+    }
+    void change_password(const std::optional<std::string> &old_pw, const std::optional<std::string> &new_pw) {
+        detail::check(mnemo_user_change_password(h_.get(), detail::c_str(old_pw), detail::c_str(new_pw)),
+                      "mnemo_user_change_password");
+    }
+    /// Admin only. JSON: [{"username":"alice","status":"active","admin":true}, …]
+    std::string admin_list_users() {
+        char *out = nullptr;
+        detail::check(mnemo_user_admin_list_users(h_.get(), &out), "mnemo_user_admin_list_users");
+        return detail::take(out);
+    }
+    void admin_disable(const std::string &username) {
+        detail::check(mnemo_user_admin_disable(h_.get(), username.c_str()), "mnemo_user_admin_disable");
+    }
+    void admin_enable(const std::string &username) {
+        detail::check(mnemo_user_admin_enable(h_.get(), username.c_str()), "mnemo_user_admin_enable");
+    }
+    void admin_delete(const std::string &username) {
+        detail::check(mnemo_user_admin_delete(h_.get(), username.c_str()), "mnemo_user_admin_delete");
+    }
+    /// Logs out now, reporting failure; the object is empty afterwards either way.
+    void logout() { detail::check(mnemo_user_logout(h_.release()), "mnemo_user_logout"); }
+    mnemo_user *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class instance;
+    explicit user(mnemo_user *u) : h_(u) {}
+    detail::owned<mnemo_user, detail::logout_quietly> h_;
+};
+
+/// One reference to an instance's sync engine.
+class sync {
+public:
+    /// Serves other instances on `addr` ("127.0.0.1:0": any free port); returns the address.
+    std::string listen(const std::string &addr) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_listen(h_.get(), addr.c_str(), &out), "mnemo_sync_listen");
+        return detail::take(out);
+    }
+    /// Proves identities with the peer; returns its device id.
+    std::string connect(const std::string &peer_addr) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_connect(h_.get(), peer_addr.c_str(), &out), "mnemo_sync_connect");
+        return detail::take(out);
+    }
+    /// One pull-then-push round for `db_id`, as `u`.
+    void sync_db(user &u, const std::string &peer_addr, const std::string &db_id) {
+        detail::check(mnemo_sync_db(h_.get(), u.native_handle(), peer_addr.c_str(), db_id.c_str()), "mnemo_sync_db");
+    }
+    /// Keeps `db_id` in sync with the peer in the background, as `u`.
+    void track(user &u, const std::string &peer_addr, const std::string &db_id) {
+        detail::check(mnemo_sync_track(h_.get(), u.native_handle(), peer_addr.c_str(), db_id.c_str()),
+                      "mnemo_sync_track");
+    }
+    /// Waits until earlier local commits on tracked databases are pushed.
+    void flush(std::chrono::milliseconds timeout) {
+        detail::check(mnemo_sync_flush(h_.get(), static_cast<std::uint32_t>(timeout.count())), "mnemo_sync_flush");
+    }
+    mnemo_sync *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class instance;
+    explicit sync(mnemo_sync *s) : h_(s) {}
+    detail::owned<mnemo_sync, mnemo_sync_free> h_;
+};
+
+/// An open instance: the device identity and its users.
+class instance {
+public:
+    /// Opens the backend at `url` and an instance on it.
+    static instance open(const std::string &url) { return open(backend::open(url)); }
+    /// Opens an instance on `b`, which it consumes.
+    static instance open(backend &&b) {
+        mnemo_instance *i = nullptr;
+        detail::check(mnemo_instance_open(b.release(), &i), "mnemo_instance_open");
+        return instance(i);
+    }
+    /// Like open(), choosing the Argon2id cost of passwords (memory KiB, passes, lanes).
+    static instance open_with_argon2(backend &&b, std::uint32_t m_kib, std::uint32_t t, std::uint32_t p) {
+        mnemo_instance *i = nullptr;
+        detail::check(mnemo_instance_open_with_argon2(b.release(), m_kib, t, p, &i),
+                      "mnemo_instance_open_with_argon2");
+        return instance(i);
+    }
+    std::string device_id() const {
+        char *out = nullptr;
+        detail::check(mnemo_instance_device_id(h_.get(), &out), "mnemo_instance_device_id");
+        return detail::take(out);
+    }
+    /// Creates a user; no password (std::nullopt) makes a passwordless user.
+    void create_user(const std::string &username, const std::optional<std::string> &password = std::nullopt) {
+        detail::check(mnemo_instance_create_user(h_.get(), username.c_str(), detail::c_str(password)),
+                      "mnemo_instance_create_user");
+    }
+    user login(const std::string &username, const std::optional<std::string> &password = std::nullopt) {
+        mnemo_user *u = nullptr;
+        detail::check(mnemo_instance_login(h_.get(), username.c_str(), detail::c_str(password), &u),
+                      "mnemo_instance_login");
+        return user(u);
+    }
+    /// JSON: ["alice","bob"]
+    std::string list_users() const {
+        char *out = nullptr;
+        detail::check(mnemo_instance_list_users(h_.get(), &out), "mnemo_instance_list_users");
+        return detail::take(out);
+    }
+    void enable_sync() { detail::check(mnemo_instance_enable_sync(h_.get()), "mnemo_instance_enable_sync"); }
+    /// A new reference to the sync engine (enable_sync() first).
+    mnemo::sync sync() {
+        mnemo_sync *s = nullptr;
+        detail::check(mnemo_instance_sync(h_.get(), &s), "mnemo_instance_sync");
+        return mnemo::sync(s);
+    }
+    mnemo_instance *native_handle() const noexcept { return h_.get(); }
+
+private:
+    explicit instance(mnemo_instance *i) : h_(i) {}
+    detail::owned<mnemo_instance, mnemo_instance_free> h_;
+};
+
+}  // namespace mnemo
+
+#endif  // MNEMO_HPP
