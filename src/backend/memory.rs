@@ -1,7 +1,10 @@
 //! The in-process backend: nothing survives the process. For tests and ephemeral use.
+//!
+//! Kept compact, since everything lives in RAM: entry bytes and values in exact-size boxes,
+//! the settings tips an entry saw shared between entries (most see the same few sets).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use super::{Backend, Cell, EntryMeta, EntryWrite};
 use crate::entry::EntryId;
@@ -13,14 +16,46 @@ pub struct MemoryBackend {
     inner: RwLock<Inner>,
 }
 
+/// One stored entry.
+struct Stored {
+    bytes: Box<[u8]>,
+    db: EntryId,
+    height: u64,
+    settings_visible: Arc<[EntryId]>,
+    changes_settings: bool,
+}
+
+/// One key's winning write.
+struct StoredCell {
+    height: u64,
+    entry: EntryId,
+    value: Option<Box<str>>,
+}
+
+impl StoredCell {
+    fn to_cell(&self) -> Cell {
+        Cell {
+            height: self.height,
+            entry: self.entry,
+            value: self.value.as_deref().map(str::to_string),
+        }
+    }
+}
+
+/// One store's cells, by key.
+type Store = BTreeMap<Box<str>, StoredCell>;
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<EntryId, (Vec<u8>, EntryMeta)>,
+    entries: HashMap<EntryId, Stored>,
     tips: HashMap<EntryId, BTreeMap<EntryId, u64>>,
     /// Per database, its entries in the order they were stored (position = index + 1).
     log: HashMap<EntryId, Vec<EntryId>>,
-    stores: HashMap<(EntryId, String), BTreeMap<String, Cell>>,
+    /// Per database, per store, per key: the winning write.
+    stores: HashMap<EntryId, HashMap<Box<str>, Store>>,
     meta: BTreeMap<String, Vec<u8>>,
+    /// Distinct settings-tip sets, shared by the entries that saw them.
+    visible_sets: HashMap<Vec<EntryId>, Arc<[EntryId]>>,
 }
 
 impl MemoryBackend {
@@ -40,25 +75,19 @@ impl MemoryBackend {
             .write()
             .map_err(|_| Error::Internal("memory backend lock poisoned".into()))
     }
-}
 
-impl MemoryBackend {
     /// Every byte string stored (entries, cells, metadata), for tests that check what
     /// reaches storage, e.g. that no password or private key is stored in plain text.
     pub fn raw_contents(&self) -> Result<Vec<Vec<u8>>> {
         let inner = self.read()?;
-        let mut all: Vec<Vec<u8>> = inner
-            .entries
-            .values()
-            .map(|(bytes, _)| bytes.clone())
-            .collect();
+        let mut all: Vec<Vec<u8>> = inner.entries.values().map(|s| s.bytes.to_vec()).collect();
         all.extend(
             inner
                 .meta
                 .iter()
                 .flat_map(|(k, v)| [k.as_bytes().to_vec(), v.clone()]),
         );
-        for cells in inner.stores.values() {
+        for cells in inner.stores.values().flat_map(HashMap::values) {
             all.extend(cells.iter().map(|(k, c)| {
                 [k.as_bytes(), c.value.as_deref().unwrap_or("").as_bytes()].concat()
             }));
@@ -69,14 +98,27 @@ impl MemoryBackend {
 
 impl Backend for MemoryBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
-        let mut inner = self.write()?;
+        let mut guard = self.write()?;
+        let inner = &mut *guard;
         if inner.entries.contains_key(&w.id) {
             return Ok(());
         }
         let db = w.meta.db;
-        inner
-            .entries
-            .insert(w.id, (w.bytes.to_vec(), w.meta.clone()));
+        let settings_visible = inner
+            .visible_sets
+            .entry(w.meta.settings_visible.clone())
+            .or_insert_with(|| w.meta.settings_visible.as_slice().into())
+            .clone();
+        inner.entries.insert(
+            w.id,
+            Stored {
+                bytes: w.bytes.into(),
+                db,
+                height: w.meta.height,
+                settings_visible,
+                changes_settings: w.meta.changes_settings,
+            },
+        );
         inner.log.entry(db).or_default().push(w.id);
         let tips = inner.tips.entry(db).or_default();
         for parent in w.parents {
@@ -84,12 +126,23 @@ impl Backend for MemoryBackend {
         }
         tips.insert(w.id, w.meta.height);
         for (store, key, cell) in &w.cells {
-            let cells = inner.stores.entry((db, store.to_string())).or_default();
+            let stores = inner.stores.entry(db).or_default();
+            if !stores.contains_key(*store) {
+                stores.insert((*store).into(), BTreeMap::new());
+            }
+            let cells = stores.get_mut(*store).expect("inserted above");
             match cells.get_mut(*key) {
-                Some(current) if !cell.wins_over(current) => {}
-                Some(current) => *current = cell.clone(),
-                None => {
-                    cells.insert(key.to_string(), cell.clone());
+                Some(current) if !cell.wins_over(&current.to_cell()) => {}
+                _ => {
+                    let value = cell.value.as_deref().map(Box::from);
+                    cells.insert(
+                        (*key).into(),
+                        StoredCell {
+                            height: cell.height,
+                            entry: cell.entry,
+                            value,
+                        },
+                    );
                 }
             }
         }
@@ -97,11 +150,16 @@ impl Backend for MemoryBackend {
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
-        Ok(self.read()?.entries.get(id).map(|(bytes, _)| bytes.clone()))
+        Ok(self.read()?.entries.get(id).map(|s| s.bytes.to_vec()))
     }
 
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
-        Ok(self.read()?.entries.get(id).map(|(_, meta)| meta.clone()))
+        Ok(self.read()?.entries.get(id).map(|s| EntryMeta {
+            db: s.db,
+            height: s.height,
+            settings_visible: s.settings_visible.to_vec(),
+            changes_settings: s.changes_settings,
+        }))
     }
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
@@ -117,17 +175,23 @@ impl Backend for MemoryBackend {
         let inner = self.read()?;
         Ok(inner
             .stores
-            .get(&(*db, store.to_string()))
+            .get(db)
+            .and_then(|s| s.get(store))
             .and_then(|s| s.get(key))
-            .cloned())
+            .map(StoredCell::to_cell))
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
         let inner = self.read()?;
         Ok(inner
             .stores
-            .get(&(*db, store.to_string()))
-            .map(|s| s.iter().map(|(k, c)| (k.clone(), c.clone())).collect())
+            .get(db)
+            .and_then(|s| s.get(store))
+            .map(|s| {
+                s.iter()
+                    .map(|(k, c)| (k.to_string(), c.to_cell()))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 

@@ -1,7 +1,9 @@
 //! Argon2id key derivation from a password.
 
-use argon2::{Algorithm, Argon2, Params, Version};
-use zeroize::Zeroizing;
+use std::sync::Mutex;
+
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 
@@ -61,12 +63,33 @@ impl Default for KdfParams {
     }
 }
 
+/// Argon2id work buffers kept for reuse: allocating 19 MiB afresh per login costs thousands
+/// of page faults (milliseconds). Buffers are wiped after each use.
+static BUFFERS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+/// How many idle buffers are kept (each is the Argon2id memory size, 19 MiB by default).
+const KEPT_BUFFERS: usize = 1;
+
 /// Derives a 32-byte key from `password` and `salt` with Argon2id.
 pub fn derive_key(password: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
-    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.to_argon2()?);
+    let argon_params = params.to_argon2()?;
+    let blocks = argon_params.block_count();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
+    let reused = {
+        let mut idle = BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+        idle.iter()
+            .position(|b| b.len() == blocks)
+            .map(|i| idle.swap_remove(i))
+    };
+    let mut memory = reused.unwrap_or_else(|| vec![Block::default(); blocks]);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(password, salt, out.as_mut())
-        .map_err(|e| Error::Internal(format!("Argon2id failed: {e}")))?;
+    let hashed =
+        argon.hash_password_into_with_memory(password, salt, out.as_mut(), &mut memory[..]);
+    memory.iter_mut().for_each(Zeroize::zeroize);
+    let mut idle = BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < KEPT_BUFFERS {
+        idle.push(memory);
+    }
+    drop(idle);
+    hashed.map_err(|e| Error::Internal(format!("Argon2id failed: {e}")))?;
     Ok(out)
 }
