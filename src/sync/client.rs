@@ -175,29 +175,6 @@ impl Sync {
             .map(drop)
     }
 
-    /// One request on database `db`, signed by `key` through `session`.
-    fn ask(
-        &self,
-        session: &Session,
-        key: &PublicKey,
-        addr: &str,
-        peer: &PublicKey,
-        db: &EntryId,
-        op: Op,
-    ) -> Result<Vec<u8>> {
-        let mut env = Envelope {
-            db: *db,
-            key: *key,
-            server: *peer,
-            timestamp_ms: now_ms(),
-            nonce: random::bytes()?,
-            op,
-            signature: [0; 64],
-        };
-        env.signature = session.sign_message(key, &env.signed_part())?;
-        self.post(addr, "db", &env.encode())
-    }
-
     /// Pulls then pushes database `db` with the peer at `addr`, signing as `key`.
     pub(super) fn round(
         &self,
@@ -206,11 +183,19 @@ impl Sync {
         addr: &str,
         db: &EntryId,
     ) -> Result<SyncReport> {
-        let instance = self.instance()?;
         let peer = self.peer_device(addr)?;
+        let talk = Exchange {
+            sync: self,
+            instance: self.instance()?,
+            session,
+            key: *key,
+            addr,
+            peer,
+            db: *db,
+        };
         let mut report = SyncReport::default();
-        let core = instance.registry.core(*db);
-        let theirs = wire::decode_ids(&self.ask(session, key, addr, &peer, db, Op::Tips)?)?;
+        let core = talk.instance.registry.core(*db);
+        let theirs = wire::decode_ids(&talk.ask(Op::Tips)?)?;
         let ours: Vec<EntryId> = core
             .backend()
             .tips(db)?
@@ -227,33 +212,52 @@ impl Sync {
         }
         // A peer without the database has nothing to pull (and may take it by push).
         if !theirs.is_empty() {
-            self.pull(&instance, session, key, addr, &peer, db, &mut report)?;
+            talk.pull(&mut report)?;
         }
         if core.exists()? {
-            self.push(&instance, session, key, addr, &peer, db, &mut report)?;
+            talk.push(&mut report)?;
         }
         Ok(report)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn pull(
-        &self,
-        instance: &Shared,
-        session: &Session,
-        key: &PublicKey,
-        addr: &str,
-        peer: &PublicKey,
-        db: &EntryId,
-        report: &mut SyncReport,
-    ) -> Result<()> {
-        let core = instance.registry.core(*db);
-        let mut cursor = self.cursor(peer, db, "pull")?;
+/// One sync round's conversation with a peer about one database, as one key.
+struct Exchange<'a> {
+    sync: &'a Sync,
+    instance: Arc<Shared>,
+    session: &'a Session,
+    key: PublicKey,
+    addr: &'a str,
+    peer: PublicKey,
+    db: EntryId,
+}
+
+impl Exchange<'_> {
+    /// One request on the database, signed by the key through the session.
+    fn ask(&self, op: Op) -> Result<Vec<u8>> {
+        let mut env = Envelope {
+            db: self.db,
+            key: self.key,
+            server: self.peer,
+            timestamp_ms: now_ms(),
+            nonce: random::bytes()?,
+            op,
+            signature: [0; 64],
+        };
+        env.signature = self.session.sign_message(&self.key, &env.signed_part())?;
+        self.sync.post(self.addr, "db", &env.encode())
+    }
+
+    /// Takes every entry the peer lists after the pull cursor that this instance lacks.
+    fn pull(&self, report: &mut SyncReport) -> Result<()> {
+        let (sync, db) = (self.sync, &self.db);
+        let core = self.instance.registry.core(*db);
+        let mut cursor = sync.cursor(&self.peer, db, "pull")?;
         loop {
-            let op = Op::Ids {
+            let page = IdsPage::decode(&self.ask(Op::Ids {
                 after: cursor,
                 limit: wire::MAX_IDS as u32,
-            };
-            let page = IdsPage::decode(&self.ask(session, key, addr, peer, db, op)?)?;
+            })?)?;
             let mut missing: Vec<EntryId> = Vec::new();
             for id in &page.ids {
                 if !core.knows(id)? {
@@ -261,28 +265,23 @@ impl Sync {
                 }
             }
             while !missing.is_empty() {
-                let got = wire::decode_entries(&self.ask(
-                    session,
-                    key,
-                    addr,
-                    peer,
-                    db,
-                    Op::Get(missing.clone()),
-                )?)?;
+                let got = wire::decode_entries(&self.ask(Op::Get(missing.clone()))?)?;
                 if got.is_empty() {
                     return Err(Error::Network(format!(
-                        "{addr}: the peer did not send entries it listed"
+                        "{}: the peer did not send entries it listed",
+                        self.addr
                     )));
                 }
                 for bytes in &got {
                     let id = EntryId::of_bytes(bytes);
                     missing.retain(|m| *m != id);
-                    match Entry::decode(bytes).and_then(|e| {
+                    let taken = Entry::decode(bytes).and_then(|e| {
                         if e.database_id() != *db {
                             return Err(Error::Corrupt("an entry of another database".into()));
                         }
-                        instance.receive_entry(e)
-                    }) {
+                        self.instance.receive_entry(e)
+                    });
+                    match taken {
                         Ok(received) => {
                             report.pulled += 1;
                             report.rejected.extend(
@@ -295,7 +294,7 @@ impl Sync {
             }
             if page.next > cursor {
                 cursor = page.next;
-                self.save_cursor(peer, db, "pull", cursor)?;
+                sync.save_cursor(&self.peer, db, "pull", cursor)?;
             }
             if !page.more {
                 return Ok(());
@@ -303,35 +302,23 @@ impl Sync {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &self,
-        instance: &Shared,
-        session: &Session,
-        key: &PublicKey,
-        addr: &str,
-        peer: &PublicKey,
-        db: &EntryId,
-        report: &mut SyncReport,
-    ) -> Result<()> {
-        let backend = instance.registry.backend();
-        let mut cursor = self.cursor(peer, db, "push")?;
+    /// Sends every entry stored here after the push cursor that the peer lacks.
+    fn push(&self, report: &mut SyncReport) -> Result<()> {
+        let (sync, db) = (self.sync, &self.db);
+        let backend = self.instance.registry.backend();
+        let mut cursor = sync.cursor(&self.peer, db, "push")?;
         loop {
             let page = backend.entries_after(db, cursor, wire::MAX_IDS)?;
             let Some((last, _)) = page.last().copied() else {
                 return Ok(());
             };
             let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
-            let held = wire::decode_flags(&self.ask(
-                session,
-                key,
-                addr,
-                peer,
-                db,
-                Op::Have(ids.clone()),
-            )?)?;
+            let held = wire::decode_flags(&self.ask(Op::Have(ids.clone()))?)?;
             if held.len() != ids.len() {
-                return Err(Error::Network(format!("{addr}: malformed reply to 'have'")));
+                return Err(Error::Network(format!(
+                    "{}: malformed reply to 'have'",
+                    self.addr
+                )));
             }
             let wanted: Vec<EntryId> = ids
                 .iter()
@@ -340,19 +327,12 @@ impl Sync {
                 .map(|(id, _)| *id)
                 .collect();
             for chunk in batches(backend, &wanted)? {
-                let taken = wire::decode_flags(&self.ask(
-                    session,
-                    key,
-                    addr,
-                    peer,
-                    db,
-                    Op::Push(chunk.clone()),
-                )?)?;
+                let taken = wire::decode_flags(&self.ask(Op::Push(chunk))?)?;
                 report.pushed += taken.iter().filter(|t| **t).count();
                 report.refused_by_peer += taken.iter().filter(|t| !**t).count();
             }
             cursor = last;
-            self.save_cursor(peer, db, "push", cursor)?;
+            sync.save_cursor(&self.peer, db, "push", cursor)?;
             if page.len() < wire::MAX_IDS {
                 return Ok(());
             }

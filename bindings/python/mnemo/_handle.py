@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from types import TracebackType
+from typing import Callable, Iterator, TypeVar
 
 from .errors import Error
 
@@ -63,3 +64,39 @@ class Handle:
             while self._users:
                 self._cond.wait()
         self._release(ptr)
+
+
+_Owner = TypeVar("_Owner", bound="HandleOwner")
+
+
+class HandleOwner:
+    """Base of the classes that own one C handle: ``close()`` (idempotent), ``closed``, use
+    as a context manager (closes on exit), and release when garbage-collected. Subclasses
+    set ``self._handle`` and may extend :meth:`close`'s meaning in their docstring."""
+
+    _handle: Handle
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Releases this object's C handle (what it refers to stays stored). Idempotent."""
+        self._handle.close()
+
+    def __enter__(self: _Owner) -> _Owner:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any, Literal
 
 from . import _native, subscription
-from ._handle import Handle
+from ._handle import Handle, HandleOwner
 from ._native import lib
 from ._values import from_json, to_json
 from .errors import InvalidArgument
@@ -20,7 +19,7 @@ from .transaction import Transaction
 Permission = Literal["admin", "write", "read"]
 
 
-class Database:
+class Database(HandleOwner):
     """A handle on one database, obtained from :meth:`mnemo.User.create_db`.
 
     Values are any JSON-serialisable Python value; they are stored in canonical JSON form
@@ -171,30 +170,9 @@ class Database:
         with self._handle.use() as ptr:
             return subscription.subscribe(ptr, callback)
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
     def close(self) -> None:
         """Frees the handle (the database stays stored). Idempotent."""
-        self._handle.close()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
+        super().close()
 
     def __repr__(self) -> str:
         return f"<mnemo.Database {'closed' if self.closed else 'open'}>"

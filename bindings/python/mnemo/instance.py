@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import NamedTuple
 
 from . import _native
-from ._handle import Handle
+from ._handle import Handle, HandleOwner
 from ._native import lib
 from ._values import from_json
 from .errors import InvalidArgument
@@ -49,7 +48,7 @@ def _argon2_params(value: Argon2Params | tuple[int, int, int]) -> Argon2Params:
     return params
 
 
-class Instance:
+class Instance(HandleOwner):
     """An open mnemo instance. Create one with :meth:`Instance.open`.
 
     Use it as a context manager, or call :meth:`close`. Users, databases and sync
@@ -146,30 +145,9 @@ class Instance:
         with self._handle.use() as ptr:
             return Sync(_native.call_handle(lib.mnemo_instance_sync, ptr))
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
     def close(self) -> None:
         """Closes the instance handle. Idempotent."""
-        self._handle.close()
-
-    def __enter__(self) -> Instance:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
+        super().close()
 
     def __repr__(self) -> str:
         return f"<mnemo.Instance {'closed' if self.closed else 'open'}>"

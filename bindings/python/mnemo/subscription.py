@@ -19,10 +19,9 @@ import itertools
 import logging
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 
 from . import _native
-from ._handle import Handle
+from ._handle import Handle, HandleOwner
 from ._native import lib
 from .errors import InvalidArgument
 
@@ -93,7 +92,7 @@ def subscribe(db_ptr: int, callback: ChangeCallback) -> Subscription:
     return Subscription(ptr, key)
 
 
-class Subscription:
+class Subscription(HandleOwner):
     """A live change subscription, from :meth:`mnemo.Database.subscribe`.
 
     The callback runs on a library thread, once per change, in commit order. The
@@ -113,30 +112,9 @@ class Subscription:
         )
         _open.add(self)
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
     def close(self) -> None:
         """Ends the subscription. Idempotent."""
-        self._handle.close()
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
+        super().close()
 
     def __repr__(self) -> str:
         return f"<mnemo.Subscription {'closed' if self.closed else 'active'}>"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Callable, Iterator
 
 from . import _native
-from ._handle import Handle
+from ._handle import Handle, HandleOwner
 from ._native import lib
 from .errors import InvalidArgument
 from .user import User
@@ -37,7 +36,7 @@ def _encode_addr(addr: str, what: str, *, port_zero: bool) -> bytes:
     return encoded
 
 
-class Sync:
+class Sync(HandleOwner):
     """A reference to an instance's sync engine, from :attr:`mnemo.Instance.sync`.
 
     Each object holds one reference; the engine lives while any reference or the
@@ -143,30 +142,9 @@ class Sync:
         with self._handle.use() as ptr, _user_ptr(user) as uptr:
             _native.check(fn(ptr, uptr, a, i))
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
     def close(self) -> None:
         """Drops this reference to the engine. Idempotent."""
-        self._handle.close()
-
-    def __enter__(self) -> Sync:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
+        super().close()
 
     def __repr__(self) -> str:
         return f"<mnemo.Sync {'closed' if self.closed else 'open'}>"
