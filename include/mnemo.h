@@ -169,6 +169,8 @@ extern "C" {
  * UTF-8, an unknown or malformed URL), MNEMO_STATUS_STORAGE (the file cannot be opened or
  * created, is from a newer mnemo or not a mnemo file; the server is unreachable),
  * MNEMO_STATUS_CORRUPT (the file is damaged or not a database). Thread-safe.
+ * (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
+ * returns MNEMO_STATUS_INTERNAL.)
  */
 MNEMO_MUST_USE mnemo_status mnemo_backend_open(const char *url, struct mnemo_backend **out);
 

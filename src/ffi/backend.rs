@@ -31,6 +31,8 @@ impl Handle for mnemo_backend {
 /// UTF-8, an unknown or malformed URL), MNEMO_STATUS_STORAGE (the file cannot be opened or
 /// created, is from a newer mnemo or not a mnemo file; the server is unreachable),
 /// MNEMO_STATUS_CORRUPT (the file is damaged or not a database). Thread-safe.
+/// (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
+/// returns MNEMO_STATUS_INTERNAL.)
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_backend_open(
@@ -39,10 +41,21 @@ pub unsafe extern "C" fn mnemo_backend_open(
 ) -> mnemo_status {
     guard(|| {
         let out = out_param(out, "out")?;
-        let inner = backend::open(strings::arg(url, "url")?)?;
+        let url = strings::arg(url, "url")?;
+        forced_panic_for_tests(url);
+        let inner = backend::open(url)?;
         *out = mnemo_backend { inner }.into_raw();
         Ok(())
     })
+}
+
+/// Debug builds only (the test suite's): the URL "mnemo-test:panic" panics inside this
+/// exported function, so the tests can prove that a panic becomes MNEMO_STATUS_INTERNAL
+/// with its message and that the library keeps working. Release builds have no such URL.
+fn forced_panic_for_tests(url: &str) {
+    if cfg!(debug_assertions) && url == "mnemo-test:panic" {
+        panic!("forced panic for the tests (debug builds only)");
+    }
 }
 
 /// Frees a backend that was not passed to `mnemo_instance_open`. NULL is a no-op.

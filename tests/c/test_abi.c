@@ -53,6 +53,21 @@ static void test_backend(void) {
 }
 
 /* The SQLite backend: a file that survives the instance, refused paths, bad URLs. */
+/* Debug builds (the ones the tests use) panic inside mnemo_backend_open for this URL: the
+ * panic must come back as MNEMO_STATUS_INTERNAL with its message, and the library must go
+ * on working. */
+static void test_panic_inside_an_exported_function(void) {
+    mnemo_backend *backend = (mnemo_backend *)&backend;
+    EXPECT(mnemo_backend_open("mnemo-test:panic", &backend), MNEMO_STATUS_INTERNAL);
+    CHECK(backend == NULL);
+    CHECK(mnemo_last_error_message() && strstr(mnemo_last_error_message(), "forced panic") != NULL);
+    mnemo_instance *instance = NULL;
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &instance));
+    EXPECT_OK(mnemo_instance_create_user(instance, "after-panic", NULL));
+    mnemo_instance_free(instance);
+}
+
 static void test_sqlite_backend(void) {
     char path[128], url[160];
     snprintf(path, sizeof path, "/tmp/mnemo-c-test-%ld.db", (long)clock());
@@ -299,6 +314,7 @@ static void test_sync_handles(void) {
 int main(void) {
     test_library();
     test_backend();
+    test_panic_inside_an_exported_function();
     test_sqlite_backend();
     test_instance_open();
     test_users();

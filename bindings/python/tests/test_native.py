@@ -141,3 +141,13 @@ def test_txn_commit_without_out_param() -> None:
         assert _native.call_string(lib.mnemo_db_get, db, b"s", b"k") == "1"
     finally:
         _free_raw(inst, user, db)
+
+
+def test_a_panic_inside_an_exported_function_is_an_internal_error() -> None:
+    """Debug builds (the tests') panic in mnemo_backend_open for "mnemo-test:panic"."""
+    with pytest.raises(mnemo.InternalError) as info:
+        mnemo.Instance.open("mnemo-test:panic")
+    assert info.value.status == mnemo.Status.INTERNAL
+    assert "forced panic" in info.value.message
+    with mnemo.Instance.open("memory:") as inst:  # the library goes on working
+        inst.create_user("after")
