@@ -102,10 +102,7 @@ pub unsafe extern "C" fn mnemo_sync_db(
     db_id: *const c_char,
 ) -> mnemo_status {
     guard(|| {
-        let sync = mnemo_sync::borrow(sync)?;
-        let user = mnemo_user::borrow(user)?;
-        let addr = strings::arg(peer_addr, "peer_addr")?;
-        let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        let (sync, user, addr, db) = database_args(sync, user, peer_addr, db_id)?;
         sync.inner.sync_db(user.inner(), addr, &db).map(drop)
     })
 }
@@ -131,12 +128,23 @@ pub unsafe extern "C" fn mnemo_sync_track(
     db_id: *const c_char,
 ) -> mnemo_status {
     guard(|| {
-        let sync = mnemo_sync::borrow(sync)?;
-        let user = mnemo_user::borrow(user)?;
-        let addr = strings::arg(peer_addr, "peer_addr")?;
-        let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        let (sync, user, addr, db) = database_args(sync, user, peer_addr, db_id)?;
         sync.inner.track(user.inner(), addr, &db)
     })
+}
+
+/// The arguments `mnemo_sync_db` and `mnemo_sync_track` share, checked.
+unsafe fn database_args<'a>(
+    sync: *mut mnemo_sync,
+    user: *mut mnemo_user,
+    peer_addr: *const c_char,
+    db_id: *const c_char,
+) -> crate::Result<(&'a mnemo_sync, &'a mnemo_user, &'a str, EntryId)> {
+    let sync = mnemo_sync::borrow(sync)?;
+    let user = mnemo_user::borrow(user)?;
+    let addr = strings::arg(peer_addr, "peer_addr")?;
+    let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+    Ok((sync, user, addr, db))
 }
 
 /// Waits until every local commit made before this call on a tracked database has been

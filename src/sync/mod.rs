@@ -119,16 +119,21 @@ impl Sync {
     /// Keeps database `db` in sync with the peer at `addr` in the background, as `user`:
     /// pushes soon after every local commit, pulls every second, retries with backoff while
     /// the peer is down. Lasts until the engine is dropped or the session logs out. Tracking
-    /// the same database and peer again changes nothing.
+    /// the same database and peer again changes nothing. A database not here yet is first
+    /// pulled (that round must succeed); one already here is tracked even while the peer
+    /// is down.
     pub fn track(&self, user: &User, addr: &str, db: &EntryId) -> Result<()> {
+        check_addr(addr, false)?;
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
         if tracks.iter().any(|t| t.is_for(addr, db)) {
             return Ok(());
         }
         let key = self.key_for(user, db)?;
-        // Bring the database here first, so it can be opened and watched.
-        self.round(&user.session_handle(), &key, addr, db)?
-            .into_result()?;
+        if !self.instance()?.has_database(*db)? {
+            // Bring the database here first, so it can be opened and watched.
+            self.round(&user.session_handle(), &key, addr, db)?
+                .into_result()?;
+        }
         let handle = user.load_db(db)?;
         tracks.push(track::Track::start(
             self.me.clone(),
@@ -212,8 +217,10 @@ fn check_addr(addr: &str, listening: bool) -> Result<()> {
     let bad = || Error::invalid(format!("'{addr}' is not a host:port address"));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
     if host.is_empty()
         || host.chars().any(|c| c.is_whitespace() || c == '/')
+        || (host.contains(':') && !bracketed)
         || (port == 0 && !listening)
     {
         return Err(bad());

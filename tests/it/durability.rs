@@ -29,6 +29,19 @@ pub(crate) fn spawn_child(role: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Reads a child's output to its end and checks it printed "done" and exited well.
+pub(crate) fn wait_until_done(mut child: std::process::Child) {
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l == "done"),
+        "the child did not finish: {lines:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
 pub(crate) fn open_user(url: &str) -> (Instance, User, Database) {
     let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
     match inst.create_user("writer", None) {
@@ -259,16 +272,8 @@ fn two_processes_writing_one_postgres_database_converge() {
         .iter()
         .map(|p| spawn_child(&format!("write|{url}|{}|{p}|40", db.id())))
         .collect();
-    for mut child in children {
-        let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .map_while(|l| l.ok())
-            .collect();
-        assert!(
-            lines.iter().any(|l| l == "done"),
-            "a writer failed: {lines:?}"
-        );
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        wait_until_done(child);
     }
     let (_inst2, _user2, fresh) = open_user(&url);
     assert_eq!(fresh.id(), db.id());

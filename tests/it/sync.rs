@@ -256,7 +256,7 @@ fn tracking_pushes_on_commit_and_pulls_remote_changes() {
 fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
     use std::io::{BufRead, BufReader};
 
-    use crate::durability::{open_user, spawn_child};
+    use crate::durability::{open_user, spawn_child, wait_until_done};
     use crate::support::TempDir;
 
     let (a, alice) = logged_in("alice");
@@ -285,16 +285,7 @@ fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    let mut child = spawn_child(&format!("pull|{url}|{addr}|{}", db.id()));
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(|l| l.ok())
-        .collect();
-    assert!(
-        lines.iter().any(|l| l == "done"),
-        "the restarted peer did not finish: {lines:?}"
-    );
-    assert!(child.wait().unwrap().success());
+    wait_until_done(spawn_child(&format!("pull|{url}|{addr}|{}", db.id())));
 
     let backend = mnemo::backend::open(&url).unwrap();
     let (_inst, writer, _) = open_user(&url);
@@ -305,4 +296,36 @@ fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
     let stored = backend.entries_after(&db.id(), 0, 10_000).unwrap();
     let distinct: std::collections::BTreeSet<_> = stored.iter().map(|(_, id)| *id).collect();
     assert_eq!((stored.len(), distinct.len()), (3002, 3002));
+}
+
+#[test]
+fn a_database_here_is_tracked_while_the_peer_is_down_and_pushed_when_it_comes_up() {
+    let (a, alice) = logged_in("alice");
+    let db = alice.create_db("mine").unwrap();
+    // A free port, with nobody listening on it yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let sync_a = a.enable_sync().unwrap();
+    sync_a.track(&alice, &addr, &db.id()).unwrap();
+    let kept = db.set("s", "k", "\"kept\"").unwrap();
+    assert!(matches!(
+        sync_a.flush(Duration::from_millis(300)),
+        Err(Error::Network(_))
+    ));
+
+    // The peer comes up on that address: the queued commit arrives, nothing lost.
+    let (b, _bob) = logged_in("bob");
+    b.enable_sync().unwrap().listen(&addr).unwrap();
+    sync_a.flush(Duration::from_secs(20)).unwrap();
+    // B already holds both the root and the commit (they arrived by push).
+    for id in [db.id(), kept] {
+        assert!(
+            b.receive_entry(&db.entry_bytes(&id).unwrap())
+                .unwrap()
+                .duplicate
+        );
+    }
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -13,28 +12,6 @@ from .errors import InvalidArgument
 from .user import User
 
 _UINT32_MAX = 2**32 - 1
-
-#: ``host:port``: a host name or IPv4 address, or an IPv6 address in brackets, then a
-#: decimal port.
-_ADDR = re.compile(r"^(?:\[[0-9A-Fa-f:.%]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
-
-
-def _encode_addr(addr: str, what: str, *, port_zero: bool) -> bytes:
-    """``addr`` as an argument, checked to be ``"host:port"``.
-
-    The library reports a malformed address as a network failure (the lookup or the
-    connection fails); the wrapper raises InvalidArgument for it instead, before any
-    network call. Port 0 ("any free port") only makes sense to :meth:`Sync.listen`.
-    """
-    encoded = _native.encode(addr, what)
-    m = _ADDR.match(addr)
-    if m is None or not (0 if port_zero else 1) <= int(m.group("port")) <= 65535:
-        raise InvalidArgument(
-            f"invalid argument: {what} {addr!r} is not host:port "
-            f'(e.g. "127.0.0.1:{0 if port_zero else 40123}")'
-        )
-    return encoded
-
 
 class Sync(HandleOwner):
     """A reference to an instance's sync engine, from :attr:`mnemo.Instance.sync`.
@@ -72,7 +49,7 @@ class Sync(HandleOwner):
         the peers. Raises InvalidArgument for a malformed address, NetworkError if it cannot
         be bound.
         """
-        a = _encode_addr(addr, "addr", port_zero=True)
+        a = _native.encode(addr, "addr")
         with self._handle.use() as ptr:
             return _native.call_string(lib.mnemo_sync_listen, ptr, a)
 
@@ -85,7 +62,7 @@ class Sync(HandleOwner):
         NetworkError if the peer is unreachable, times out, breaks the protocol or fails
         the proof.
         """
-        a = _encode_addr(addr, "addr", port_zero=False)
+        a = _native.encode(addr, "addr")
         with self._handle.use() as ptr:
             return _native.call_string(lib.mnemo_sync_connect, ptr, a)
 
@@ -137,7 +114,7 @@ class Sync(HandleOwner):
     def _with_user(self, fn: Callable[..., int], user: User, addr: str, db_id: str) -> None:
         if not isinstance(user, User):
             raise TypeError(f"user must be a mnemo.User, not {type(user).__name__}")
-        a = _encode_addr(addr, "addr", port_zero=False)
+        a = _native.encode(addr, "addr")
         i = _native.encode(db_id, "db_id")
         with self._handle.use() as ptr, _user_ptr(user) as uptr:
             _native.check(fn(ptr, uptr, a, i))
