@@ -28,7 +28,7 @@ impl Listener {
     pub(super) fn start(addr: &str, sync: Weak<Sync>) -> Result<Listener> {
         let socket = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
-        no_delay(&socket);
+        no_delay(&socket)?;
         let server = tiny_http::Server::from_listener(socket, None)
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
         let server = Arc::new(server);
@@ -74,19 +74,10 @@ impl Listener {
 
 /// Sets TCP_NODELAY on the listening socket; Linux passes it to every accepted connection.
 /// Without it, a reply written in two parts waits for the client's delayed ACK (~40 ms).
-fn no_delay(socket: &std::net::TcpListener) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket descriptor and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+fn no_delay(socket: &std::net::TcpListener) -> Result<()> {
+    socket2::SockRef::from(socket)
+        .set_tcp_nodelay(true)
+        .map_err(|e| Error::Network(format!("cannot set TCP_NODELAY on the listener: {e}")))
 }
 
 fn serve(server: &tiny_http::Server, stop: &AtomicBool, sync: &Weak<Sync>) {
@@ -125,7 +116,7 @@ fn respond(sync: &Sync, mut request: tiny_http::Request) {
             (
                 http,
                 ErrorReply {
-                    status: e.code(),
+                    status: e.status().code(),
                     message: e.to_string(),
                 }
                 .encode(),

@@ -15,24 +15,40 @@ import mnemo
 from mnemo import _native
 
 ERRORS = {
-    1: mnemo.InvalidArgument,
-    2: mnemo.NotFound,
-    3: mnemo.AlreadyExists,
-    4: mnemo.AuthFailed,
-    5: mnemo.PermissionDenied,
-    6: mnemo.LoggedOut,
-    7: mnemo.SyncDisabled,
-    8: mnemo.NetworkError,
-    9: mnemo.StorageError,
-    10: mnemo.Corrupt,
-    11: mnemo.InternalError,
+    mnemo.Status.INVALID_ARGUMENT: mnemo.InvalidArgument,
+    mnemo.Status.NOT_FOUND: mnemo.NotFound,
+    mnemo.Status.ALREADY_EXISTS: mnemo.AlreadyExists,
+    mnemo.Status.AUTH_FAILED: mnemo.AuthFailed,
+    mnemo.Status.PERMISSION_DENIED: mnemo.PermissionDenied,
+    mnemo.Status.LOGGED_OUT: mnemo.LoggedOut,
+    mnemo.Status.SYNC_DISABLED: mnemo.SyncDisabled,
+    mnemo.Status.NETWORK: mnemo.NetworkError,
+    mnemo.Status.STORAGE: mnemo.StorageError,
+    mnemo.Status.CORRUPT: mnemo.Corrupt,
+    mnemo.Status.INTERNAL: mnemo.InternalError,
 }
+
+
+def header_statuses() -> dict[str, int]:
+    """Every MNEMO_STATUS_* constant of include/mnemo.h, by name without the prefix."""
+    header = (REPO_DIR / "include" / "mnemo.h").read_text(encoding="utf-8")
+    return {
+        name: int(value)
+        for name, value in re.findall(r"^#define MNEMO_STATUS_(\w+) (-?\d+)$", header, re.MULTILINE)
+    }
 
 
 def test_version() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", mnemo.version())
     major, minor, patch = (int(p) for p in mnemo.version().split("."))
     assert mnemo.version_number() == major * 1_000_000 + minor * 1_000 + patch
+
+
+def test_the_status_table_is_the_headers() -> None:
+    # The header's constants come from the library's one status list; this package's table
+    # must be exactly that list, and every error status has its exception class.
+    assert {s.name: s.value for s in mnemo.Status} == header_statuses()
+    assert set(ERRORS) == set(mnemo.Status) - {mnemo.Status.OK}
 
 
 def test_status_names() -> None:

@@ -1,0 +1,134 @@
+//! The crate's one error type, and the stable status codes each kind of error maps to.
+
+/// Defines [`Status`] from the list in `statuses.rs` (build.rs reads the same list).
+macro_rules! status_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal, $c_name:ident; )*) => {
+        /// The stable status of a mnemo call: the value of its C status (`MNEMO_STATUS_*`)
+        /// and what the sync protocol sends, so a peer's refusal arrives with its kind.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(i32)]
+        pub enum Status {
+            $( $(#[doc = $doc])* $variant = $code, )*
+        }
+
+        impl Status {
+            /// Every status, in code order.
+            pub const ALL: &'static [Status] = &[$(Status::$variant),*];
+
+            /// The status with this code; `None` for a code this build does not know.
+            pub fn from_code(code: i32) -> Option<Status> {
+                match code {
+                    $( $code => Some(Status::$variant), )*
+                    _ => None,
+                }
+            }
+
+            /// The status's C name with a terminating NUL, e.g. `b"MNEMO_STATUS_NOT_FOUND\0"`.
+            pub fn c_name(self) -> &'static [u8] {
+                match self {
+                    $( Status::$variant => concat!("MNEMO_STATUS_", stringify!($c_name), "\0").as_bytes(), )*
+                }
+            }
+        }
+    };
+}
+
+include!("statuses.rs");
+
+impl Status {
+    /// The status's code (the value of its `MNEMO_STATUS_*` constant).
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The status's C name, e.g. `"MNEMO_STATUS_NOT_FOUND"`.
+    pub fn name(self) -> &'static str {
+        let with_nul = self.c_name();
+        std::str::from_utf8(&with_nul[..with_nul.len() - 1]).expect("names are ASCII")
+    }
+}
+
+/// Everything that can go wrong in mnemo, by kind. The message never contains secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller passed something malformed: an empty name, bad JSON, a bad key or id.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No such user, database, key or stored value.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The name or record is taken.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// Wrong password or unknown user; deliberately says no more.
+    #[error("authentication failed: unknown user or wrong password")]
+    AuthFailed,
+    /// The key or user lacks the permission for this operation.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The session behind this handle has logged out.
+    #[error("the user session behind this handle has logged out")]
+    LoggedOut,
+    /// Sync has not been enabled on this instance.
+    #[error("sync is not enabled on this instance")]
+    SyncDisabled,
+    /// A peer could not be reached or broke the protocol.
+    #[error("network: {0}")]
+    Network(String),
+    /// The storage backend failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Stored or received data failed validation.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A broken invariant inside mnemo.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// The error's stable status: the value of its C status (`MNEMO_STATUS_*`), also what
+    /// the sync protocol sends, so a peer's refusal arrives with its kind.
+    pub fn status(&self) -> Status {
+        match self {
+            Error::InvalidArgument(_) => Status::InvalidArgument,
+            Error::NotFound(_) => Status::NotFound,
+            Error::AlreadyExists(_) => Status::AlreadyExists,
+            Error::AuthFailed => Status::AuthFailed,
+            Error::PermissionDenied(_) => Status::PermissionDenied,
+            Error::LoggedOut => Status::LoggedOut,
+            Error::SyncDisabled => Status::SyncDisabled,
+            Error::Network(_) => Status::Network,
+            Error::Storage(_) => Status::Storage,
+            Error::Corrupt(_) => Status::Corrupt,
+            Error::Internal(_) => Status::Internal,
+        }
+    }
+
+    /// The error a peer reported with status `code` and `message`. Refusals keep their kind
+    /// (bad argument, not found, permission, corrupt data); anything else, including a code
+    /// this build does not know, is a network error.
+    pub fn from_peer(code: i32, message: String) -> Error {
+        let message = format!("peer: {message}");
+        match Status::from_code(code) {
+            Some(Status::InvalidArgument) => Error::InvalidArgument(message),
+            Some(Status::NotFound) => Error::NotFound(message),
+            Some(Status::PermissionDenied) => Error::PermissionDenied(message),
+            Some(Status::Corrupt) => Error::Corrupt(message),
+            _ => Error::Network(message),
+        }
+    }
+
+    /// True when the error means "no such thing".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+}
