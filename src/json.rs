@@ -1,4 +1,5 @@
-//! JSON values as stores keep them: one canonical text per value.
+//! JSON values as stores keep them (one canonical text per value), and the JSON form of
+//! the types records hold.
 
 use crate::error::{Error, Result};
 
@@ -9,6 +10,31 @@ pub fn canonical(text: &str) -> Result<String> {
         .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
     Ok(value.to_string())
 }
+
+/// Gives a type with `to_text()` and `parse(&str) -> Result<Self>` the serde form of its text,
+/// so records that hold ids and keys store them as they are shown everywhere else.
+macro_rules! serde_as_text {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_text())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                <$type>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use serde_as_text;
 
 #[cfg(test)]
 mod tests {

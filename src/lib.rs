@@ -17,5 +17,5 @@ pub mod user;
 pub use database::Database;
 pub use error::{Error, Result};
 pub use instance::Instance;
-pub use sync::Sync;
+pub use sync::SyncEngine;
 pub use user::User;

@@ -336,7 +336,7 @@ impl Backend for PostgresBackend {
             .iter()
             .map(|row| {
                 Ok((
-                    rows::height_of(row.get(0))?,
+                    rows::position_of(row.get(0))?,
                     rows::id_of(row.get::<_, &[u8]>(1))?,
                 ))
             })
@@ -350,7 +350,7 @@ impl Backend for PostgresBackend {
             .client
             .query_one(&c.last_log, &[&&db.as_bytes()[..]])
             .map_err(pg_error)?;
-        rows::height_of(row.get::<_, Option<i64>>(0).unwrap_or(0))
+        rows::position_of(row.get::<_, Option<i64>>(0).unwrap_or(0))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -94,5 +94,14 @@ pub fn meta_check(key: &str, value: &[u8]) -> Vec<u8> {
 
 /// A stored height (SQL integers are signed).
 pub fn height_of(stored: i64) -> Result<u64> {
-    u64::try_from(stored).map_err(|_| Error::Corrupt("a stored height is negative".into()))
+    unsigned(stored, "height")
+}
+
+/// A stored log position (a sequence number; SQL integers are signed).
+pub fn position_of(stored: i64) -> Result<u64> {
+    unsigned(stored, "log position")
+}
+
+fn unsigned(stored: i64, what: &str) -> Result<u64> {
+    u64::try_from(stored).map_err(|_| Error::Corrupt(format!("a stored {what} is negative")))
 }

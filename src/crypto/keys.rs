@@ -59,6 +59,8 @@ impl PublicKey {
     }
 }
 
+crate::json::serde_as_text!(PublicKey);
+
 impl std::fmt::Display for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_text())

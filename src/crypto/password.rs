@@ -8,7 +8,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{Error, Result};
 
 /// Argon2id cost parameters, recorded with every derived key so they can change later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KdfParams {
     /// Memory in KiB.
     pub m_kib: u32,

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::settings::{self, Permission, Settings};
-use super::subscribe::{Change, Notifier, Subscribers};
-use super::{Signer, SETTINGS_STORE};
+use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
+use super::SETTINGS_STORE;
 use crate::backend::{Backend, Cell, EntryMeta, EntryWrite};
-use crate::crypto::PublicKey;
+use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
@@ -30,6 +30,20 @@ pub struct Received {
     pub rejected: Vec<(EntryId, Error)>,
 }
 
+/// A condition on a commit: the cell of `key` in `store` is still the one written by entry
+/// `seen` (`None`: the key was never written). It lets a change be computed outside any lock
+/// (an account's password change derives keys for tens of milliseconds) and applied only if
+/// nothing changed meanwhile.
+#[derive(Clone, Debug)]
+pub struct Unchanged {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: String,
+    /// The entry that wrote the cell when it was read.
+    pub seen: Option<EntryId>,
+}
+
 /// State shared by every handle on one database within an instance.
 pub struct DatabaseCore {
     id: EntryId,
@@ -38,8 +52,8 @@ pub struct DatabaseCore {
     /// cell update reads the winner it replaces.
     write_lock: Mutex<Pending>,
     settings_cache: Mutex<HashMap<Vec<EntryId>, Arc<Settings>>>,
-    pub(crate) subscribers: Arc<Subscribers>,
-    pub(crate) notifier: Arc<Notifier>,
+    subscribers: Arc<Subscribers>,
+    notifier: Arc<Notifier>,
 }
 
 /// Foreign entries waiting for parents, by the parents they wait for.
@@ -97,20 +111,32 @@ impl DatabaseCore {
         self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
     }
 
+    /// The settings at settings tips `tips`, from the cache or evaluated. Evaluation reads
+    /// storage, so it runs outside the cache's lock; two threads may evaluate the same tips
+    /// at once, and both get the same result.
     fn settings_at(&self, tips: &[EntryId]) -> Result<Arc<Settings>> {
-        let mut cache = self
-            .settings_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(tips) {
+        if let Some(found) = self.settings_cache().get(tips) {
             return Ok(found.clone());
         }
         let settings = Arc::new(Settings::evaluate(&*self.backend, tips)?);
+        let mut cache = self.settings_cache();
         if cache.len() >= SETTINGS_CACHE_SIZE {
             cache.clear();
         }
         cache.insert(tips.to_vec(), settings.clone());
         Ok(settings)
+    }
+
+    fn settings_cache(&self) -> MutexGuard<'_, HashMap<Vec<EntryId>, Arc<Settings>>> {
+        self.settings_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `callback` on the instance's notification thread after every change of this
+    /// database, local or remote, until the returned [`Subscription`] is dropped.
+    pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
+        Subscription::start(self.subscribers.clone(), self.notifier.clone(), callback)
     }
 
     fn parent_metas(&self, parents: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta)>> {
@@ -186,7 +212,7 @@ impl DatabaseCore {
         settings::check_ops(settings_ops)?;
         check_stores(&content.ops)?;
         let admin = settings::auth_value(Permission::Admin, true);
-        let author_key = format!("{}{}", settings::AUTH_PREFIX, content.author.to_text());
+        let author_key = settings::auth_key(&content.author);
         if settings_ops.get(&author_key) != Some(&Op::Set(admin))
             || !settings_ops.contains_key("name")
         {
@@ -204,14 +230,46 @@ impl DatabaseCore {
         self.apply(root, meta)
     }
 
-    /// Signs and stores a local commit of `ops` on top of the current tips.
-    pub fn commit(&self, ops: Ops, author: PublicKey, signer: &dyn Signer) -> Result<EntryId> {
-        signer.ready()?;
+    /// Signs (as `author`, through `keys`) and stores a local commit of `ops` on top of the
+    /// current tips.
+    pub fn commit(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<EntryId> {
+        self.commit_checked(ops, author, keys, None)
+            .map(|id| id.expect("an unconditional commit always commits"))
+    }
+
+    /// Like [`DatabaseCore::commit`], but only if `unchanged` still holds; `Ok(None)` if not.
+    pub fn commit_if_unchanged(
+        &self,
+        ops: Ops,
+        author: PublicKey,
+        keys: &dyn KeyRing,
+        unchanged: &Unchanged,
+    ) -> Result<Option<EntryId>> {
+        self.commit_checked(ops, author, keys, Some(unchanged))
+    }
+
+    fn commit_checked(
+        &self,
+        ops: Ops,
+        author: PublicKey,
+        keys: &dyn KeyRing,
+        unchanged: Option<&Unchanged>,
+    ) -> Result<Option<EntryId>> {
+        keys.ensure_usable()?;
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
         let id = {
             let _guard = self.lock()?;
+            if let Some(condition) = unchanged {
+                let current = self
+                    .backend
+                    .cell(&self.id, &condition.store, &condition.key)?
+                    .map(|c| c.entry);
+                if current != condition.seen {
+                    return Ok(None);
+                }
+            }
             let parents: Vec<EntryId> = self
                 .backend
                 .tips(&self.id)?
@@ -226,7 +284,7 @@ impl DatabaseCore {
                 ops,
                 author,
             };
-            let entry = signer.sign(content)?;
+            let entry = content.sign(keys)?;
             self.apply(&entry, meta)?;
             entry.id()
         };
@@ -238,7 +296,7 @@ impl DatabaseCore {
                 remote: false,
             },
         );
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// Takes an entry from elsewhere (already decoded, so its signature verified). It is

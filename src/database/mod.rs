@@ -4,35 +4,36 @@ mod core;
 mod names;
 mod registry;
 pub mod settings;
-mod signer;
 mod subscribe;
+mod table;
 mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::crypto::{random, PublicKey};
+use crate::backend::Cell;
+use crate::crypto::{random, KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
-pub use self::core::{DatabaseCore, Received, MAX_PENDING};
+pub use self::core::{DatabaseCore, Received, Unchanged, MAX_PENDING};
 pub use names::{check_key, check_store, check_user_store};
 pub use registry::Registry;
 pub use settings::Permission;
-pub use signer::Signer;
 use subscribe::Notifier;
 pub use subscribe::{Callback, Change, Subscription};
+pub use table::Table;
 pub use transaction::Transaction;
 
 /// The store every database keeps its name and auth keys in.
 pub const SETTINGS_STORE: &str = "_settings";
 
-/// A handle on one database, acting for one signer (a user session). Clones share the
-/// database.
+/// A handle on one database, signing as one key of a key ring (a user's session, or the
+/// device). Clones share the database.
 #[derive(Clone)]
 pub struct Database {
     core: Arc<DatabaseCore>,
-    signer: Arc<dyn Signer>,
+    keys: Arc<dyn KeyRing>,
     author: PublicKey,
 }
 
@@ -63,8 +64,9 @@ fn keeps_an_admin(settings: &settings::Settings, key: &PublicKey) -> Result<()> 
     Ok(())
 }
 
-/// Builds and signs the root entry of a new database named `name`, with `author` as admin.
-pub fn create_root(name: &str, signer: &dyn Signer, author: PublicKey) -> Result<Entry> {
+/// Builds and signs the root entry of a new database named `name`, with `author` (held by
+/// `keys`) as admin.
+pub fn create_root(name: &str, keys: &dyn KeyRing, author: PublicKey) -> Result<Entry> {
     if name.is_empty() {
         return Err(Error::invalid("a database name is not empty"));
     }
@@ -79,28 +81,25 @@ pub fn create_root(name: &str, signer: &dyn Signer, author: PublicKey) -> Result
         Op::Set(serde_json::Value::from(nonce).to_string()),
     );
     settings.insert(
-        format!("{}{}", settings::AUTH_PREFIX, author.to_text()),
+        settings::auth_key(&author),
         Op::Set(settings::auth_value(Permission::Admin, true)),
     );
     let mut ops = Ops::new();
     ops.insert(SETTINGS_STORE.to_string(), settings);
-    signer.sign(EntryContent {
+    EntryContent {
         db: None,
         parents: Vec::new(),
         height: 0,
         ops,
         author,
-    })
+    }
+    .sign(keys)
 }
 
 impl Database {
-    /// A handle on `core` that signs its commits as `author` through `signer`.
-    pub fn new(core: Arc<DatabaseCore>, signer: Arc<dyn Signer>, author: PublicKey) -> Self {
-        Database {
-            core,
-            signer,
-            author,
-        }
+    /// A handle on `core` that signs its commits as `author`, a key `keys` holds.
+    pub fn new(core: Arc<DatabaseCore>, keys: Arc<dyn KeyRing>, author: PublicKey) -> Self {
+        Database { core, keys, author }
     }
 
     /// The database's id (its root entry's id).
@@ -137,13 +136,17 @@ impl Database {
     /// The JSON text of `key` in `store`; [`Error::NotFound`] if unset or deleted.
     /// Reserved stores such as `_settings` may be read.
     pub fn get(&self, store: &str, key: &str) -> Result<String> {
-        check_store(store)?;
-        check_key(key)?;
-        self.core
-            .backend()
-            .cell(&self.core.id(), store, key)?
+        self.cell(store, key)?
             .and_then(|c| c.value)
             .ok_or_else(|| Error::NotFound(format!("no value for key '{key}' in store '{store}'")))
+    }
+
+    /// The current cell of `key` in `store` (its value or tombstone, and the entry that
+    /// wrote it), if it was ever written.
+    pub(crate) fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
+        check_store(store)?;
+        check_key(key)?;
+        self.core.backend().cell(&self.core.id(), store, key)
     }
 
     /// Every live key of `store` with its JSON text, sorted by key.
@@ -203,10 +206,7 @@ impl Database {
 
     fn write_auth(&self, key: &PublicKey, value: String) -> Result<EntryId> {
         let mut settings = BTreeMap::new();
-        settings.insert(
-            format!("{}{}", settings::AUTH_PREFIX, key.to_text()),
-            Op::Set(value),
-        );
+        settings.insert(settings::auth_key(key), Op::Set(value));
         let mut ops = Ops::new();
         ops.insert(SETTINGS_STORE.to_string(), settings);
         self.commit(ops)
@@ -221,11 +221,7 @@ impl Database {
     /// remote, until the returned [`Subscription`] is dropped. A panic in the callback is
     /// caught and ignored.
     pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
-        Subscription::start(
-            self.core.subscribers.clone(),
-            self.core.notifier.clone(),
-            callback,
-        )
+        self.core.subscribe(callback)
     }
 
     /// The canonical bytes of one entry of this database.
@@ -248,6 +244,13 @@ impl Database {
     }
 
     fn commit(&self, ops: Ops) -> Result<EntryId> {
-        self.core.commit(ops, self.author, &*self.signer)
+        self.core.commit(ops, self.author, &*self.keys)
+    }
+
+    /// Commits `ops` only if the cell of `unchanged.key` in `unchanged.store` is still the
+    /// one written by `unchanged.seen` (`None`: never written); `Ok(None)` if it changed.
+    fn commit_if_unchanged(&self, ops: Ops, unchanged: &Unchanged) -> Result<Option<EntryId>> {
+        self.core
+            .commit_if_unchanged(ops, self.author, &*self.keys, unchanged)
     }
 }

@@ -1,11 +1,15 @@
-//! One [`DatabaseCore`] per database in an instance, shared by all its handles.
+//! The databases of one instance: one [`DatabaseCore`] per database, shared by all its
+//! handles, and the operations every room above needs (open, create, does it exist, take a
+//! foreign entry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{DatabaseCore, Notifier};
+use super::{create_root, Database, DatabaseCore, Notifier, Received};
 use crate::backend::Backend;
-use crate::entry::EntryId;
+use crate::crypto::{KeyRing, PublicKey};
+use crate::entry::{Entry, EntryId};
+use crate::error::Result;
 
 /// The cores of the databases an instance has used since it opened. A core holds the
 /// database's write lock, subscribers and foreign entries waiting for parents, so it lives
@@ -43,5 +47,36 @@ impl Registry {
                 ))
             })
             .clone()
+    }
+
+    /// Whether database `id` is stored here (its root entry is). Asks storage only: no core
+    /// is made for an id that is not here.
+    pub fn exists(&self, id: &EntryId) -> Result<bool> {
+        Ok(self.backend.entry_meta(id)?.is_some_and(|m| m.db == *id))
+    }
+
+    /// A handle on database `id` that signs as `author`, a key `keys` holds.
+    pub fn open(&self, id: EntryId, keys: Arc<dyn KeyRing>, author: PublicKey) -> Database {
+        Database::new(self.core(id), keys, author)
+    }
+
+    /// Creates a database named `name` with `author` (a key `keys` holds) as its admin, and
+    /// returns a handle signing as `author`.
+    pub fn create(
+        &self,
+        name: &str,
+        keys: Arc<dyn KeyRing>,
+        author: PublicKey,
+    ) -> Result<Database> {
+        let root = create_root(name, &*keys, author)?;
+        let core = self.core(root.id());
+        core.store_root(&root)?;
+        Ok(Database::new(core, keys, author))
+    }
+
+    /// Takes a verified entry from elsewhere (sync) into whichever database it belongs to;
+    /// see [`Received`].
+    pub fn receive(&self, entry: Entry) -> Result<Received> {
+        self.core(entry.database_id()).receive(entry)
     }
 }

@@ -16,7 +16,12 @@ use crate::entry::{Entry, EntryId, Op};
 use crate::error::{Error, Result};
 
 /// Prefix of the settings keys that hold auth entries: `auth/<public key>`.
-pub const AUTH_PREFIX: &str = "auth/";
+const AUTH_PREFIX: &str = "auth/";
+
+/// The settings key of `key`'s auth entry: `auth/<public key>`.
+pub fn auth_key(key: &PublicKey) -> String {
+    format!("{AUTH_PREFIX}{}", key.to_text())
+}
 
 /// What a key may do in a database. Ordered: `Read < Write < Admin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -123,7 +128,7 @@ pub struct Settings {
 impl Settings {
     /// The auth entry of `key`, if any (active or revoked).
     pub fn grant_of(&self, key: &PublicKey) -> Option<Grant> {
-        let (_, _, json) = self.cells.get(&format!("{AUTH_PREFIX}{}", key.to_text()))?;
+        let (_, _, json) = self.cells.get(&auth_key(key))?;
         parse_auth_value(json).ok()
     }
 
@@ -132,6 +137,21 @@ impl Settings {
         self.grant_of(key)
             .filter(|g| g.active)
             .map(|g| g.permission)
+    }
+
+    /// Of `keys`, the one with the highest active permission and that permission; among
+    /// equals, the earliest in `keys` (a key ring lists its default key first). `None` if no
+    /// key has any.
+    pub fn best_key(&self, keys: &[PublicKey]) -> Option<(PublicKey, Permission)> {
+        let mut best: Option<(PublicKey, Permission)> = None;
+        for key in keys {
+            if let Some(p) = self.permission_of(key) {
+                if best.is_none_or(|(_, b)| p > b) {
+                    best = Some((*key, p));
+                }
+            }
+        }
+        best
     }
 
     /// How many keys hold an active admin grant.

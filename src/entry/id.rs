@@ -51,6 +51,8 @@ impl EntryId {
     }
 }
 
+crate::json::serde_as_text!(EntryId);
+
 fn hex_digit(c: u8) -> Result<u8> {
     match c {
         b'0'..=b'9' => Ok(c - b'0'),

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 pub use id::EntryId;
 
-use crate::crypto::{PrivateKey, PublicKey, Signature};
+use crate::crypto::{KeyRing, PublicKey, Signature};
 use crate::error::{Error, Result};
 use codec::{Reader, Writer};
 
@@ -68,16 +68,12 @@ pub struct Entry {
 }
 
 impl EntryContent {
-    /// Signs this content with `key`, which must be the author's.
-    pub fn sign(self, key: &PrivateKey) -> Result<Entry> {
-        if key.public_key() != self.author {
-            return Err(Error::Internal(
-                "entry signed by a key other than its author".into(),
-            ));
-        }
+    /// Signs this content with the author's key, which `keys` must hold
+    /// ([`Error::PermissionDenied`] otherwise; [`Error::LoggedOut`] from an ended session).
+    pub fn sign(self, keys: &dyn KeyRing) -> Result<Entry> {
         let mut w = Writer(Vec::with_capacity(256));
         self.encode_unsigned(&mut w)?;
-        let signature = key.sign(&signing_input(&w.0));
+        let signature = keys.sign(&self.author, &signing_input(&w.0))?;
         w.raw(&signature);
         let id = EntryId::of_bytes(&w.0);
         Ok(Entry {
@@ -287,6 +283,7 @@ fn decode_unsigned(bytes: &[u8]) -> Result<EntryContent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::PrivateKey;
 
     fn sample(key: &PrivateKey) -> EntryContent {
         let mut ops = Ops::new();

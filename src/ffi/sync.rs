@@ -10,15 +10,15 @@ use super::status::mnemo_status;
 use super::strings;
 use super::user::mnemo_user;
 use crate::entry::EntryId;
-use crate::Sync;
+use crate::SyncEngine;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
 pub struct mnemo_sync {
-    inner: Arc<Sync>,
+    inner: Arc<SyncEngine>,
 }
 
 impl mnemo_sync {
-    pub(crate) fn new(inner: Arc<Sync>) -> Self {
+    pub(crate) fn new(inner: Arc<SyncEngine>) -> Self {
         mnemo_sync { inner }
     }
 }

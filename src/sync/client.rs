@@ -3,19 +3,14 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Op};
-use super::Sync;
-use crate::crypto::{random, PublicKey};
-use crate::database::now_ms;
+use super::state::Direction;
+use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Request};
+use super::SyncEngine;
+use crate::backend::Backend;
+use crate::crypto::{random, KeyRing, PublicKey};
+use crate::database::{now_ms, Registry};
 use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
-use crate::instance::Shared;
-use crate::user::Session;
-
-const PEERS_STORE: &str = "peers";
-const CURSORS_STORE: &str = "cursors";
 
 /// What one round moved.
 #[derive(Debug, Default)]
@@ -53,7 +48,7 @@ fn url(addr: &str, endpoint: &str) -> String {
     format!("http://{addr}/mnemo/sync/v1/{endpoint}")
 }
 
-impl Sync {
+impl SyncEngine {
     fn post(&self, addr: &str, endpoint: &str, body: &[u8]) -> Result<Vec<u8>> {
         let mut response = self
             .agent
@@ -83,14 +78,13 @@ impl Sync {
 
     /// Mutual proof of device keys with the peer at `addr`; remembers and returns its id.
     pub(super) fn handshake(&self, addr: &str) -> Result<PublicKey> {
-        let instance = self.instance()?;
         let nonce = random::bytes::<32>()?;
         let reply = HelloReply::decode(
             &self.post(
                 addr,
                 "hello",
                 &Hello {
-                    client: self.device,
+                    client: self.device_key,
                     nonce,
                 }
                 .encode(),
@@ -99,19 +93,19 @@ impl Sync {
         reply
             .server
             .verify(
-                &wire::hello_proof(&nonce, &self.device, &reply.server),
+                &wire::hello_proof(&nonce, &self.device_key, &reply.server),
                 &reply.signature,
             )
             .map_err(|_| {
                 Error::Network(format!("{addr}: the peer's device proof does not verify"))
             })?;
-        let proof = wire::confirm_proof(&reply.nonce, &reply.server, &self.device);
-        let signature = instance.system.device.sign_message(&self.device, &proof)?;
+        let proof = wire::confirm_proof(&reply.nonce, &reply.server, &self.device_key);
+        let signature = self.device.sign(&self.device_key, &proof)?;
         self.post(
             addr,
             "confirm",
             &Confirm {
-                client: self.device,
+                client: self.device_key,
                 nonce: reply.nonce,
                 signature,
             }
@@ -121,16 +115,8 @@ impl Sync {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(addr.to_string(), reply.server);
-        self.remember_peer_seen(&reply.server)?;
+        self.state.peer_seen(&reply.server)?;
         Ok(reply.server)
-    }
-
-    /// Records a peer that proved its device key.
-    pub(super) fn remember_peer_seen(&self, peer: &PublicKey) -> Result<()> {
-        let record = serde_json::json!({"last_seen": now_ms()}).to_string();
-        self.state_db
-            .set(PEERS_STORE, &peer.to_text(), &record)
-            .map(drop)
     }
 
     fn peer_device(&self, addr: &str) -> Result<PublicKey> {
@@ -145,40 +131,10 @@ impl Sync {
         self.handshake(addr)
     }
 
-    fn cursor(&self, peer: &PublicKey, db: &EntryId, direction: &str) -> Result<u64> {
-        match self
-            .state_db
-            .get(CURSORS_STORE, &format!("{peer}/{db}/{direction}"))
-        {
-            Ok(json) => serde_json::from_str::<Value>(&json)
-                .ok()
-                .and_then(|v| v.as_u64())
-                .ok_or_else(|| Error::Corrupt("a stored sync cursor is malformed".into())),
-            Err(e) if e.is_not_found() => Ok(0),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn save_cursor(
-        &self,
-        peer: &PublicKey,
-        db: &EntryId,
-        direction: &str,
-        value: u64,
-    ) -> Result<()> {
-        self.state_db
-            .set(
-                CURSORS_STORE,
-                &format!("{peer}/{db}/{direction}"),
-                &value.to_string(),
-            )
-            .map(drop)
-    }
-
     /// Pulls then pushes database `db` with the peer at `addr`, signing as `key`.
     pub(super) fn round(
         &self,
-        session: &Arc<Session>,
+        keys: &dyn KeyRing,
         key: &PublicKey,
         addr: &str,
         db: &EntryId,
@@ -186,17 +142,17 @@ impl Sync {
         let peer = self.peer_device(addr)?;
         let talk = Exchange {
             sync: self,
-            instance: self.instance()?,
-            session,
+            registry: self.registry()?,
+            keys,
             key: *key,
             addr,
             peer,
             db: *db,
         };
         let mut report = SyncReport::default();
-        let core = talk.instance.registry.core(*db);
-        let theirs = wire::decode_ids(&talk.ask(Op::Tips)?)?;
-        let ours: Vec<EntryId> = core
+        let theirs = wire::decode_ids(&talk.ask(Request::Tips)?)?;
+        let ours: Vec<EntryId> = talk
+            .registry
             .backend()
             .tips(db)?
             .into_iter()
@@ -214,7 +170,7 @@ impl Sync {
         if !theirs.is_empty() {
             talk.pull(&mut report)?;
         }
-        if core.exists()? {
+        if talk.registry.exists(db)? {
             talk.push(&mut report)?;
         }
         Ok(report)
@@ -223,9 +179,9 @@ impl Sync {
 
 /// One sync round's conversation with a peer about one database, as one key.
 struct Exchange<'a> {
-    sync: &'a Sync,
-    instance: Arc<Shared>,
-    session: &'a Session,
+    sync: &'a SyncEngine,
+    registry: Arc<Registry>,
+    keys: &'a dyn KeyRing,
     key: PublicKey,
     addr: &'a str,
     peer: PublicKey,
@@ -233,28 +189,28 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// One request on the database, signed by the key through the session.
-    fn ask(&self, op: Op) -> Result<Vec<u8>> {
+    /// One request on the database, signed by the key through the key ring.
+    fn ask(&self, request: Request) -> Result<Vec<u8>> {
         let mut env = Envelope {
             db: self.db,
             key: self.key,
             server: self.peer,
             timestamp_ms: now_ms(),
             nonce: random::bytes()?,
-            op,
+            request,
             signature: [0; 64],
         };
-        env.signature = self.session.sign_message(&self.key, &env.signed_part())?;
+        env.signature = self.keys.sign(&self.key, &env.signed_part())?;
         self.sync.post(self.addr, "db", &env.encode())
     }
 
     /// Takes every entry the peer lists after the pull cursor that this instance lacks.
     fn pull(&self, report: &mut SyncReport) -> Result<()> {
-        let (sync, db) = (self.sync, &self.db);
-        let core = self.instance.registry.core(*db);
-        let mut cursor = sync.cursor(&self.peer, db, "pull")?;
+        let (state, db) = (&self.sync.state, &self.db);
+        let core = self.registry.core(*db);
+        let mut cursor = state.cursor(&self.peer, db, Direction::Pull)?;
         loop {
-            let page = IdsPage::decode(&self.ask(Op::Ids {
+            let page = IdsPage::decode(&self.ask(Request::Ids {
                 after: cursor,
                 limit: wire::MAX_IDS as u32,
             })?)?;
@@ -265,7 +221,7 @@ impl Exchange<'_> {
                 }
             }
             while !missing.is_empty() {
-                let got = wire::decode_entries(&self.ask(Op::Get(missing.clone()))?)?;
+                let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
                 if got.is_empty() {
                     return Err(Error::Network(format!(
                         "{}: the peer did not send entries it listed",
@@ -279,7 +235,7 @@ impl Exchange<'_> {
                         if e.database_id() != *db {
                             return Err(Error::Corrupt("an entry of another database".into()));
                         }
-                        self.instance.receive_entry(e)
+                        self.registry.receive(e)
                     });
                     match taken {
                         Ok(received) => {
@@ -294,7 +250,7 @@ impl Exchange<'_> {
             }
             if page.next > cursor {
                 cursor = page.next;
-                sync.save_cursor(&self.peer, db, "pull", cursor)?;
+                state.save_cursor(&self.peer, db, Direction::Pull, cursor)?;
             }
             if !page.more {
                 return Ok(());
@@ -304,16 +260,16 @@ impl Exchange<'_> {
 
     /// Sends every entry stored here after the push cursor that the peer lacks.
     fn push(&self, report: &mut SyncReport) -> Result<()> {
-        let (sync, db) = (self.sync, &self.db);
-        let backend = self.instance.registry.backend();
-        let mut cursor = sync.cursor(&self.peer, db, "push")?;
+        let (state, db) = (&self.sync.state, &self.db);
+        let backend = self.registry.backend();
+        let mut cursor = state.cursor(&self.peer, db, Direction::Push)?;
         loop {
             let page = backend.entries_after(db, cursor, wire::MAX_IDS)?;
             let Some((last, _)) = page.last().copied() else {
                 return Ok(());
             };
             let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
-            let held = wire::decode_flags(&self.ask(Op::Have(ids.clone()))?)?;
+            let held = wire::decode_flags(&self.ask(Request::Have(ids.clone()))?)?;
             if held.len() != ids.len() {
                 return Err(Error::Network(format!(
                     "{}: malformed reply to 'have'",
@@ -327,12 +283,12 @@ impl Exchange<'_> {
                 .map(|(id, _)| *id)
                 .collect();
             for chunk in batches(backend, &wanted)? {
-                let taken = wire::decode_flags(&self.ask(Op::Push(chunk))?)?;
+                let taken = wire::decode_flags(&self.ask(Request::Push(chunk))?)?;
                 report.pushed += taken.iter().filter(|t| **t).count();
                 report.refused_by_peer += taken.iter().filter(|t| !**t).count();
             }
             cursor = last;
-            sync.save_cursor(&self.peer, db, "push", cursor)?;
+            state.save_cursor(&self.peer, db, Direction::Push, cursor)?;
             if page.len() < wire::MAX_IDS {
                 return Ok(());
             }
@@ -341,10 +297,7 @@ impl Exchange<'_> {
 }
 
 /// The entries `ids` in push-sized batches (bounded in count and bytes).
-fn batches(
-    backend: &Arc<dyn crate::backend::Backend>,
-    ids: &[EntryId],
-) -> Result<Vec<Vec<Vec<u8>>>> {
+fn batches(backend: &Arc<dyn Backend>, ids: &[EntryId]) -> Result<Vec<Vec<Vec<u8>>>> {
     let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut size = 0;
     for id in ids {

@@ -1,15 +1,21 @@
 //! Sync between instances over HTTP/1.1.
 //!
-//! Enabling sync gives the instance one [`Sync`], shared by reference count. It can listen
-//! (serve other instances), prove device identities to peers ([`Sync::connect`]), bring one
-//! database up to date both ways ([`Sync::sync_db`]), and keep databases in sync in the
-//! background ([`Sync::track`]). Every entry received is verified (signature, then
-//! permission) before it becomes visible; a database's entries are served only to requests
-//! signed, freshly, by a key with at least read on it.
+//! Enabling sync gives the instance one [`SyncEngine`], shared by reference count. It can
+//! listen (serve other instances), prove device identities to peers
+//! ([`SyncEngine::connect`]), bring one database up to date both ways
+//! ([`SyncEngine::sync_db`]), and keep databases in sync in the background
+//! ([`SyncEngine::track`]). Every entry received is verified (signature, then permission)
+//! before it becomes visible; a database's entries are served only to requests signed,
+//! freshly, by a key with at least read on it.
+//!
+//! This room never imports `instance` or `user`: it works on the instance's databases
+//! ([`Registry`]), signs as the device through its key ring, and acts for whoever asks
+//! through a [`Requester`].
 
 mod client;
 mod replay;
 mod server;
+mod state;
 mod track;
 pub mod wire;
 
@@ -17,52 +23,72 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
-use crate::crypto::PublicKey;
-use crate::database::Database;
+use crate::crypto::{KeyRing, PublicKey};
+use crate::database::{Database, Registry};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
-use crate::instance::Shared;
-use crate::user::User;
 
 pub use client::SyncReport;
 
+/// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
+pub trait Requester {
+    /// The keys requests are signed with. Sync keeps it for background tracking; it stops
+    /// signing (and tracking ends) when the session logs out.
+    fn key_ring(&self) -> Arc<dyn KeyRing>;
+
+    /// Records that database `db`, now stored here, is kept in sync for this requester (a
+    /// user adds it to the databases it tracks).
+    fn keep(&self, db: &EntryId) -> Result<()>;
+}
+
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
-pub struct Sync {
-    instance: Weak<Shared>,
-    device: PublicKey,
+pub struct SyncEngine {
+    registry: Weak<Registry>,
+    /// The device's key ring and key: handshakes prove this identity.
+    device: Arc<dyn KeyRing>,
+    device_key: PublicKey,
     /// `_sync`: cursors per peer and database, and the peers seen.
-    state_db: Database,
+    state: state::SyncState,
     agent: ureq::Agent,
     replay: replay::ReplayGuard,
     challenges: Mutex<HashMap<[u8; 32], u64>>,
     peers: Mutex<HashMap<String, PublicKey>>,
     servers: Mutex<Vec<server::Listener>>,
     tracks: Mutex<Vec<Arc<track::Track>>>,
-    /// Signalled whenever a background round ends, for [`Sync::flush`].
+    /// Signalled whenever a background round ends, for [`SyncEngine::flush`].
     progress: (Mutex<()>, Condvar),
-    me: Weak<Sync>,
+    me: Weak<SyncEngine>,
 }
 
-impl std::fmt::Debug for Sync {
+impl std::fmt::Debug for SyncEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sync")
-            .field("device", &self.device)
+        f.debug_struct("SyncEngine")
+            .field("device", &self.device_key)
             .finish_non_exhaustive()
     }
 }
 
-impl Sync {
-    pub(crate) fn new(instance: &Arc<Shared>, state_db: Database) -> Arc<Sync> {
+impl SyncEngine {
+    /// The sync engine of the instance whose databases `registry` holds, speaking for the
+    /// device (`device_key`, held by `device`) and keeping its state in `state_db` (`_sync`).
+    /// It holds the registry weakly: once the instance is gone, requests fail.
+    pub(crate) fn new(
+        registry: &Arc<Registry>,
+        device: Arc<dyn KeyRing>,
+        device_key: PublicKey,
+        state_db: Database,
+    ) -> Arc<SyncEngine> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .timeout_connect(Some(Duration::from_secs(5)))
             .build()
             .into();
-        Arc::new_cyclic(|me| Sync {
-            instance: Arc::downgrade(instance),
-            device: instance.system.device_key,
-            state_db,
+        Arc::new_cyclic(|me| SyncEngine {
+            registry: Arc::downgrade(registry),
+            device,
+            device_key,
+            state: state::SyncState::new(state_db),
             agent,
             replay: replay::ReplayGuard::default(),
             challenges: Mutex::new(HashMap::new()),
@@ -76,11 +102,11 @@ impl Sync {
 
     /// The device identity this sync engine speaks for.
     pub fn device_id(&self) -> PublicKey {
-        self.device
+        self.device_key
     }
 
-    fn instance(&self) -> Result<Arc<Shared>> {
-        self.instance
+    fn registry(&self) -> Result<Arc<Registry>> {
+        self.registry
             .upgrade()
             .ok_or_else(|| Error::invalid("the instance behind this sync engine is closed"))
     }
@@ -105,42 +131,48 @@ impl Sync {
         self.handshake(addr)
     }
 
-    /// One round with the peer at `addr` for database `db`, as `user`: pull what the peer
-    /// has and this instance lacks, then push the reverse. Entries arrive verified; the
+    /// One round with the peer at `addr` for database `db`, as `requester`: pull what the
+    /// peer has and this instance lacks, then push the reverse. Entries arrive verified; the
     /// peer's rejections and entries that fail verification are reported as errors after
     /// everything valid was applied.
-    pub fn sync_db(&self, user: &User, addr: &str, db: &EntryId) -> Result<SyncReport> {
+    pub fn sync_db(
+        &self,
+        requester: &dyn Requester,
+        addr: &str,
+        db: &EntryId,
+    ) -> Result<SyncReport> {
         check_addr(addr, false)?;
-        let key = self.key_for(user, db)?;
-        self.round(&user.session_handle(), &key, addr, db)?
-            .into_result()
+        let keys = requester.key_ring();
+        let key = self.request_key(&*keys, db)?;
+        self.round(&*keys, &key, addr, db)?.into_result()
     }
 
-    /// Keeps database `db` in sync with the peer at `addr` in the background, as `user`:
-    /// pushes soon after every local commit, pulls every second, retries with backoff while
-    /// the peer is down. Lasts until the engine is dropped or the session logs out. Tracking
-    /// the same database and peer again changes nothing. A database not here yet is first
-    /// pulled (that round must succeed); one already here is tracked even while the peer
-    /// is down.
-    pub fn track(&self, user: &User, addr: &str, db: &EntryId) -> Result<()> {
+    /// Keeps database `db` in sync with the peer at `addr` in the background, as
+    /// `requester`: pushes soon after every local commit, pulls every second, retries with
+    /// backoff while the peer is down. Lasts until the engine is dropped or the requester's
+    /// key ring stops signing (logout). Tracking the same database and peer again changes
+    /// nothing. A database not here yet is first pulled (that round must succeed); one
+    /// already here is tracked even while the peer is down.
+    pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
         check_addr(addr, false)?;
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
         if tracks.iter().any(|t| t.is_for(addr, db)) {
             return Ok(());
         }
-        let key = self.key_for(user, db)?;
-        if !self.instance()?.has_database(*db)? {
-            // Bring the database here first, so it can be opened and watched.
-            self.round(&user.session_handle(), &key, addr, db)?
-                .into_result()?;
+        let keys = requester.key_ring();
+        let key = self.request_key(&*keys, db)?;
+        let registry = self.registry()?;
+        if !registry.exists(db)? {
+            // Bring the database here first, so it can be kept and watched.
+            self.round(&*keys, &key, addr, db)?.into_result()?;
         }
-        let handle = user.load_db(db)?;
+        requester.keep(db)?;
         tracks.push(track::Track::start(
             self.me.clone(),
-            user.session_handle(),
+            keys,
             key,
             addr,
-            &handle,
+            &registry.core(*db),
         )?);
         Ok(())
     }
@@ -191,7 +223,7 @@ impl Sync {
 
     /// How far this instance's storage of `db` goes (the newest local position).
     fn local_position(&self, db: &EntryId) -> Result<u64> {
-        self.instance()?.registry.backend().last_position(db)
+        self.registry()?.backend().last_position(db)
     }
 
     fn notify_progress(&self) {
@@ -200,14 +232,20 @@ impl Sync {
         signal.notify_all();
     }
 
-    /// The key `user` signs requests on `db` with: the best one it holds on the local copy,
-    /// or its default key for a database not here yet (the owner grants that one).
-    fn key_for(&self, user: &User, db: &EntryId) -> Result<PublicKey> {
-        match user.signing_key(db) {
-            Ok(key) => Ok(key),
-            Err(e) if e.is_not_found() => user.default_key(),
-            Err(e) => Err(e),
+    /// The key requests on `db` are signed with, of those `keys` holds: the one with the
+    /// highest permission on the local copy, or the default key for a database not here yet
+    /// (or on which none has any: the owner grants that one).
+    fn request_key(&self, keys: &dyn KeyRing, db: &EntryId) -> Result<PublicKey> {
+        let held = keys.public_keys()?;
+        let default = *held
+            .first()
+            .ok_or_else(|| Error::Internal("a key ring holds no key".into()))?;
+        let registry = self.registry()?;
+        if !registry.exists(db)? {
+            return Ok(default);
         }
+        let settings = registry.core(*db).current_settings()?;
+        Ok(settings.best_key(&held).map_or(default, |(key, _)| key))
     }
 }
 
@@ -228,7 +266,7 @@ fn check_addr(addr: &str, listening: bool) -> Result<()> {
     Ok(())
 }
 
-impl Drop for Sync {
+impl Drop for SyncEngine {
     fn drop(&mut self) {
         let tracks = std::mem::take(&mut *self.tracks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tracks {

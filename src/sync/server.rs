@@ -6,9 +6,10 @@ use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Op};
-use super::Sync;
-use crate::database::{now_ms, Permission};
+use super::wire::{self, Confirm, Envelope, ErrorReply, Hello, HelloReply, IdsPage, Request};
+use super::SyncEngine;
+use crate::database::settings::auth_key;
+use crate::database::{now_ms, Permission, Registry, SETTINGS_STORE};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
@@ -25,7 +26,7 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    pub(super) fn start(addr: &str, sync: Weak<Sync>) -> Result<Listener> {
+    pub(super) fn start(addr: &str, sync: Weak<SyncEngine>) -> Result<Listener> {
         let socket = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
         no_delay(&socket)?;
@@ -80,7 +81,7 @@ fn no_delay(socket: &std::net::TcpListener) -> Result<()> {
         .map_err(|e| Error::Network(format!("cannot set TCP_NODELAY on the listener: {e}")))
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool, sync: &Weak<Sync>) {
+fn serve(server: &tiny_http::Server, stop: &AtomicBool, sync: &Weak<SyncEngine>) {
     while !stop.load(Ordering::Acquire) {
         let request = match server.recv_timeout(Duration::from_millis(200)) {
             Ok(Some(r)) => r,
@@ -92,7 +93,7 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, sync: &Weak<Sync>) {
     }
 }
 
-fn respond(sync: &Sync, mut request: tiny_http::Request) {
+fn respond(sync: &SyncEngine, mut request: tiny_http::Request) {
     let reply = read_body(&mut request).and_then(|body| {
         if *request.method() != tiny_http::Method::Post {
             return Err(Error::invalid("sync requests are POSTs"));
@@ -142,11 +143,10 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn hello(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+fn hello(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
     let hello = Hello::decode(body)?;
-    let instance = sync.instance()?;
-    let proof = wire::hello_proof(&hello.nonce, &hello.client, &sync.device);
-    let signature = instance.system.device.sign_message(&sync.device, &proof)?;
+    let proof = wire::hello_proof(&hello.nonce, &hello.client, &sync.device_key);
+    let signature = sync.device.sign(&sync.device_key, &proof)?;
     let nonce = crate::crypto::random::bytes::<32>()?;
     let now = now_ms();
     let mut challenges = sync.challenges.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,14 +158,14 @@ fn hello(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
     }
     challenges.insert(nonce, now);
     Ok(HelloReply {
-        server: sync.device,
+        server: sync.device_key,
         signature,
         nonce,
     }
     .encode())
 }
 
-fn confirm(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+fn confirm(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
     let confirm = Confirm::decode(body)?;
     let issued = sync
         .challenges
@@ -177,12 +177,12 @@ fn confirm(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
             "unknown or expired handshake challenge".into(),
         ));
     }
-    let proof = wire::confirm_proof(&confirm.nonce, &sync.device, &confirm.client);
+    let proof = wire::confirm_proof(&confirm.nonce, &sync.device_key, &confirm.client);
     confirm
         .client
         .verify(&proof, &confirm.signature)
         .map_err(|_| Error::PermissionDenied("the peer's device proof does not verify".into()))?;
-    sync.remember_peer_seen(&confirm.client)?;
+    sync.state.peer_seen(&confirm.client)?;
     Ok(wire::encode_flags(&[]))
 }
 
@@ -190,9 +190,9 @@ fn no_access() -> Error {
     Error::PermissionDenied("this key has no permission on that database".into())
 }
 
-fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
+fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
     let env = Envelope::decode(body)?;
-    if env.server != sync.device {
+    if env.server != sync.device_key {
         return Err(Error::PermissionDenied(
             "the request is addressed to another server".into(),
         ));
@@ -201,21 +201,21 @@ fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
         .verify(&env.signed_part(), &env.signature)
         .map_err(|_| Error::PermissionDenied("the request signature does not verify".into()))?;
     sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
-    let instance = sync.instance()?;
-    let core = instance.registry.core(env.db);
-    if !core.exists()? {
+    let registry = sync.registry()?;
+    if !registry.exists(&env.db)? {
         // A database new to this server: it holds nothing of it, so saying so (no tips,
         // no entries held) reveals no entry. It may arrive by push, root first, from a key
         // its root grants: that is how a device shares a database with a server.
-        return match &env.op {
-            Op::Tips => Ok(wire::encode_ids(&[])),
-            Op::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
-            Op::Push(entries) if admits_new_database(&env, entries) => {
-                push(&instance, &env, entries)
+        return match &env.request {
+            Request::Tips => Ok(wire::encode_ids(&[])),
+            Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
+            Request::Push(entries) if admits_new_database(&env, entries) => {
+                push(&registry, &env, entries)
             }
             _ => Err(no_access()),
         };
     }
+    let core = registry.core(env.db);
     if core
         .current_settings()?
         .permission_of(&env.key)
@@ -224,15 +224,15 @@ fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
         return Err(no_access());
     }
     let backend = core.backend();
-    match &env.op {
-        Op::Tips => Ok(wire::encode_ids(
+    match &env.request {
+        Request::Tips => Ok(wire::encode_ids(
             &backend
                 .tips(&env.db)?
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect::<Vec<_>>(),
         )),
-        Op::Ids { after, limit } => {
+        Request::Ids { after, limit } => {
             let limit = (*limit as usize).clamp(1, wire::MAX_IDS);
             let page = backend.entries_after(&env.db, *after, limit)?;
             let next = page.last().map_or(*after, |(seq, _)| *seq);
@@ -244,7 +244,7 @@ fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
             }
             .encode())
         }
-        Op::Get(ids) => {
+        Request::Get(ids) => {
             let mut entries = Vec::new();
             let mut size = 0;
             for id in ids {
@@ -262,14 +262,14 @@ fn database(sync: &Sync, body: &[u8]) -> Result<Vec<u8>> {
             }
             Ok(wire::encode_entries(&entries))
         }
-        Op::Have(ids) => {
+        Request::Have(ids) => {
             let flags = ids
                 .iter()
                 .map(|id| core.knows(id))
                 .collect::<Result<Vec<_>>>()?;
             Ok(wire::encode_flags(&flags))
         }
-        Op::Push(entries) => push(&instance, &env, entries),
+        Request::Push(entries) => push(&registry, &env, entries),
     }
 }
 
@@ -277,24 +277,14 @@ fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
     let Some(root) = entries.first().and_then(|b| Entry::decode(b).ok()) else {
         return false;
     };
-    let settings = root.content().ops.get(crate::database::SETTINGS_STORE);
-    let grant = settings.and_then(|s| {
-        s.get(&format!(
-            "{}{}",
-            crate::database::settings::AUTH_PREFIX,
-            env.key
-        ))
-    });
+    let settings = root.content().ops.get(SETTINGS_STORE);
+    let grant = settings.and_then(|s| s.get(&auth_key(&env.key)));
     root.id() == env.db && root.content().db.is_none() && grant.is_some()
 }
 
 /// Takes pushed entries one by one: each is verified (signature, then permission) before it
 /// becomes visible; invalid ones are dropped. Replies one flag per entry: taken or refused.
-fn push(
-    instance: &crate::instance::Shared,
-    env: &Envelope,
-    entries: &[Vec<u8>],
-) -> Result<Vec<u8>> {
+fn push(registry: &Registry, env: &Envelope, entries: &[Vec<u8>]) -> Result<Vec<u8>> {
     let flags: Vec<bool> = entries
         .iter()
         .map(|bytes| {
@@ -303,7 +293,7 @@ fn push(
                     if e.database_id() != env.db {
                         return Err(Error::Corrupt("entry of another database".into()));
                     }
-                    instance.receive_entry(e)
+                    registry.receive(e)
                 })
                 .is_ok_and(|r| r.rejected.is_empty())
         })

@@ -6,12 +6,11 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::Sync;
-use crate::crypto::PublicKey;
-use crate::database::{Change, Database, Subscription};
+use super::SyncEngine;
+use crate::crypto::{KeyRing, PublicKey};
+use crate::database::{Change, DatabaseCore, Subscription};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
-use crate::user::Session;
 
 /// How often a tracked database is pulled when nothing happens locally.
 const PULL_EVERY: Duration = Duration::from_secs(1);
@@ -34,12 +33,13 @@ pub(super) struct Track {
 }
 
 impl Track {
+    /// Starts tracking database `db` with the peer at `addr`, signing as `key` from `keys`.
     pub(super) fn start(
-        sync: Weak<Sync>,
-        session: Arc<Session>,
+        sync: Weak<SyncEngine>,
+        keys: Arc<dyn KeyRing>,
         key: PublicKey,
         addr: &str,
-        db: &Database,
+        db: &DatabaseCore,
     ) -> Result<Arc<Track>> {
         let track = Arc::new(Track {
             addr: addr.to_string(),
@@ -63,7 +63,7 @@ impl Track {
         let worker = track.clone();
         let handle = thread::Builder::new()
             .name("mnemo-sync-track".into())
-            .spawn(move || worker.run(&sync, &session, &key))
+            .spawn(move || worker.run(&sync, &*keys, &key))
             .map_err(|e| Error::Internal(format!("cannot start a sync thread: {e}")))?;
         *track.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(track)
@@ -113,7 +113,7 @@ impl Track {
         }
     }
 
-    fn run(&self, sync: &Weak<Sync>, session: &Arc<Session>, key: &PublicKey) {
+    fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing, key: &PublicKey) {
         let mut wait = Duration::ZERO;
         while !self.stop.load(Ordering::Acquire) {
             {
@@ -132,8 +132,7 @@ impl Track {
             }
             let Some(sync) = sync.upgrade() else { break };
             let round = sync.local_position(&self.db).and_then(|target| {
-                sync.round(session, key, &self.addr, &self.db)?
-                    .into_result()?;
+                sync.round(keys, key, &self.addr, &self.db)?.into_result()?;
                 Ok(target)
             });
             match round {

@@ -1,7 +1,7 @@
 //! The sync protocol's messages and their binary encoding (version 1).
 //!
 //! Every message starts with the protocol version byte. Requests on a database travel in a
-//! signed [`Envelope`]; replies are the op's reply body, or an [`ErrorReply`] with a
+//! signed [`Envelope`]; replies are the request's reply body, or an [`ErrorReply`] with a
 //! non-200 HTTP status. Decoding is strict and bounded: anything malformed, truncated,
 //! oversized or followed by trailing bytes is refused.
 
@@ -196,7 +196,7 @@ impl Confirm {
 
 /// What a request on a database asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
+pub enum Request {
     /// The database's tips.
     Tips,
     /// A page of entry ids in the server's storage order, after position `after`.
@@ -209,41 +209,41 @@ pub enum Op {
     Push(Vec<Vec<u8>>),
 }
 
-impl Op {
+impl Request {
     fn tag(&self) -> u8 {
         match self {
-            Op::Tips => 1,
-            Op::Ids { .. } => 2,
-            Op::Get(_) => 3,
-            Op::Have(_) => 4,
-            Op::Push(_) => 5,
+            Request::Tips => 1,
+            Request::Ids { .. } => 2,
+            Request::Get(_) => 3,
+            Request::Have(_) => 4,
+            Request::Push(_) => 5,
         }
     }
 
     fn encode(&self, w: &mut Writer) {
         w.u8(self.tag());
         match self {
-            Op::Tips => {}
-            Op::Ids { after, limit } => {
+            Request::Tips => {}
+            Request::Ids { after, limit } => {
                 w.u64(*after);
                 w.u32(*limit);
             }
-            Op::Get(list) | Op::Have(list) => ids(w, list),
-            Op::Push(entries) => blobs(w, entries),
+            Request::Get(list) | Request::Have(list) => ids(w, list),
+            Request::Push(entries) => blobs(w, entries),
         }
     }
 
-    fn decode(r: &mut Reader<'_>) -> Result<Op> {
-        Ok(match r.u8().map_err(|_| bad("truncated op"))? {
-            1 => Op::Tips,
-            2 => Op::Ids {
+    fn decode(r: &mut Reader<'_>) -> Result<Request> {
+        Ok(match r.u8().map_err(|_| bad("truncated request"))? {
+            1 => Request::Tips,
+            2 => Request::Ids {
                 after: r.u64().map_err(|_| bad("truncated"))?,
                 limit: r.u32().map_err(|_| bad("truncated"))?,
             },
-            3 => Op::Get(read_ids(r)?),
-            4 => Op::Have(read_ids(r)?),
-            5 => Op::Push(read_blobs(r)?),
-            other => return Err(bad(&format!("unknown op {other}"))),
+            3 => Request::Get(read_ids(r)?),
+            4 => Request::Have(read_ids(r)?),
+            5 => Request::Push(read_blobs(r)?),
+            other => return Err(bad(&format!("unknown request {other}"))),
         })
     }
 }
@@ -258,7 +258,7 @@ pub struct Envelope {
     pub server: PublicKey,
     pub timestamp_ms: u64,
     pub nonce: [u8; 16],
-    pub op: Op,
+    pub request: Request,
     pub signature: Signature,
 }
 
@@ -278,7 +278,7 @@ impl Envelope {
         w.raw(self.server.as_bytes());
         w.u64(self.timestamp_ms);
         w.raw(&self.nonce);
-        self.op.encode(w);
+        self.request.encode(w);
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -296,7 +296,7 @@ impl Envelope {
         let server = self::key(&mut r)?;
         let timestamp_ms = r.u64().map_err(truncated)?;
         let nonce = r.array().map_err(truncated)?;
-        let op = Op::decode(&mut r)?;
+        let request = Request::decode(&mut r)?;
         let signature = r.array().map_err(truncated)?;
         finish(r)?;
         Ok(Envelope {
@@ -305,13 +305,13 @@ impl Envelope {
             server,
             timestamp_ms,
             nonce,
-            op,
+            request,
             signature,
         })
     }
 }
 
-/// The reply to [`Op::Ids`].
+/// The reply to [`Request::Ids`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct IdsPage {
     pub ids: Vec<EntryId>,
@@ -444,7 +444,7 @@ mod tests {
             server: key,
             timestamp_ms: 42,
             nonce: [3; 16],
-            op: Op::Push(vec![vec![1, 2, 3], vec![]]),
+            request: Request::Push(vec![vec![1, 2, 3], vec![]]),
             signature: [9; 64],
         };
         let bytes = env.encode();

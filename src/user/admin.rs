@@ -1,7 +1,7 @@
 //! Instance administration: what the admin user (the first user created) may do.
 
-use super::record::{UserRecord, USERS_STORE};
-use super::User;
+use super::records::{AccountStatus, UserRecord};
+use super::{check_username, User};
 use crate::error::{Error, Result};
 
 /// A user as an admin sees it.
@@ -18,7 +18,7 @@ pub struct UserInfo {
 impl User {
     fn require_admin(&self) -> Result<()> {
         let me = self.own_record()?;
-        if !(me.admin && me.active) {
+        if !(me.admin && me.is_active()) {
             return Err(Error::PermissionDenied(format!(
                 "user '{}' is not the instance admin",
                 self.username
@@ -28,23 +28,22 @@ impl User {
     }
 
     fn user(&self, username: &str) -> Result<UserRecord> {
-        super::account::check_username(username)?;
-        self.instance.user_record(username).map_err(|e| match e {
-            Error::NotFound(_) => Error::NotFound(format!("no user '{username}'")),
-            other => other,
-        })
+        check_username(username)?;
+        self.accounts
+            .record(username)?
+            .ok_or_else(|| Error::NotFound(format!("no user '{username}'")))
     }
 
     /// Every user with status and role, sorted by name (admin only).
     pub fn admin_list_users(&self) -> Result<Vec<UserInfo>> {
         self.require_admin()?;
         Ok(self
-            .instance
-            .user_records()?
+            .accounts
+            .records()?
             .into_iter()
             .map(|(username, r)| UserInfo {
                 username,
-                active: r.active,
+                active: r.is_active(),
                 admin: r.admin,
             })
             .collect())
@@ -68,12 +67,12 @@ impl User {
         if !active {
             self.not_self(username)?;
         }
-        record.active = active;
-        self.instance
-            .system
-            .users
-            .set(USERS_STORE, username, &record.to_json())
-            .map(drop)
+        record.status = if active {
+            AccountStatus::Active
+        } else {
+            AccountStatus::Disabled
+        };
+        self.accounts.put_record(username, &record)
     }
 
     /// Deletes another user's account (admin only): the name can be reused; the user's
@@ -82,7 +81,6 @@ impl User {
         self.require_admin()?;
         self.user(username)?;
         self.not_self(username)?;
-        self.instance.system.users.delete(USERS_STORE, username)?;
-        self.instance.release_username(username)
+        self.accounts.remove(username)
     }
 }

@@ -1,23 +1,28 @@
-//! User sessions: what a logged-in user can do.
+//! Users: accounts (creating, logging in, sealing keys) and what a logged-in user can do.
+//!
+//! This room never imports `instance` or `sync`. The instance gives it an [`Accounts`]
+//! (the directory and what sessions need: the databases, the device's key ring for user
+//! databases); a [`User`] acts through its session's [`KeyRing`], which is also what sync
+//! signs requests with.
 
-pub mod account;
+mod account;
 mod admin;
-pub mod record;
+mod directory;
+mod records;
 mod session;
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-
-use crate::crypto::{PrivateKey, PublicKey};
-use crate::database::{self, now_ms, Database, Permission};
+use crate::crypto::{KeyRing, PublicKey};
+use crate::database::{now_ms, Database, Permission};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
-use crate::instance::Shared;
-use record::{ACCOUNT_STORE, DATABASES_STORE, KEYS_STORE};
+use records::{TrackedRecord, UserRecord, KEYS, TRACKED};
+use session::Session;
 
+pub use account::{check_password, check_username, MAX_PASSWORD, MAX_USERNAME};
 pub use admin::UserInfo;
-pub use session::{Secrets, Session};
+pub use directory::Accounts;
 
 /// One of a user's keys, as listed (the private half never leaves the session).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,10 +46,10 @@ pub struct DbInfo {
 
 /// A logged-in user. Holds the user's decrypted keys until [`User::logout`] or drop.
 pub struct User {
-    instance: Arc<Shared>,
+    accounts: Arc<Accounts>,
     username: String,
     id: String,
-    /// The user's private database (device-signed): keys, account settings, tracked databases.
+    /// The user's private database (device-signed): account, keys, tracked databases.
     user_db: Database,
     session: Arc<Session>,
 }
@@ -58,15 +63,15 @@ impl std::fmt::Debug for User {
 }
 
 impl User {
-    pub(crate) fn new(
-        instance: Arc<Shared>,
+    fn new(
+        accounts: Arc<Accounts>,
         username: String,
         id: String,
         user_db: Database,
         session: Session,
     ) -> Self {
         User {
-            instance,
+            accounts,
             username,
             id,
             user_db,
@@ -79,26 +84,28 @@ impl User {
         &self.username
     }
 
-    /// This session's account record; [`Error::PermissionDenied`] once an admin deleted it
-    /// (the name may since belong to someone else).
-    pub(crate) fn own_record(&self) -> Result<record::UserRecord> {
-        self.session.read()?;
-        match self.instance.user_record(&self.username) {
-            Ok(r) if r.id == self.id => Ok(r),
-            Ok(_) => Err(deleted(&self.username)),
-            Err(e) if e.is_not_found() => Err(deleted(&self.username)),
-            Err(e) => Err(e),
-        }
+    /// The session's key ring: what databases and sync sign with on this user's behalf.
+    /// It stops signing when the session logs out.
+    pub fn key_ring(&self) -> Arc<dyn KeyRing> {
+        self.session.clone()
     }
 
-    /// The session behind this user (for sync, which signs requests with its keys).
-    pub(crate) fn session_handle(&self) -> Arc<Session> {
-        self.session.clone()
+    /// This session's account record; [`Error::PermissionDenied`] once an admin deleted it
+    /// (the name may since belong to someone else).
+    fn own_record(&self) -> Result<UserRecord> {
+        self.session.ensure_usable()?;
+        match self.accounts.record(&self.username)? {
+            Some(r) if r.id == self.id => Ok(r),
+            _ => Err(Error::PermissionDenied(format!(
+                "the account '{}' was deleted",
+                self.username
+            ))),
+        }
     }
 
     /// The public half of the user's default key, which signs the databases it creates.
     pub fn default_key(&self) -> Result<PublicKey> {
-        Ok(self.session.read()?.default)
+        self.session.default_key()
     }
 
     /// Creates a database named `name`, with this user's default key as its admin, and
@@ -106,38 +113,30 @@ impl User {
     pub fn create_db(&self, name: &str) -> Result<Database> {
         self.own_record()?;
         let author = self.default_key()?;
-        let root = database::create_root(name, &*self.session, author)?;
-        let core = self.instance.registry.core(root.id());
-        core.store_root(&root)?;
-        self.track(root.id(), name)?;
-        let mut registry = self.instance.system.databases.begin();
-        registry.set(
-            DATABASES_STORE,
-            &root.id().to_text(),
-            &json!({"name": name, "created": now_ms()}).to_string(),
-        )?;
-        registry.set("owners", &format!("{}/{}", root.id(), self.id), "true")?;
-        registry.commit()?;
-        Ok(Database::new(core, self.session.clone(), author))
+        let db = self
+            .accounts
+            .registry()
+            .create(name, self.session.clone(), author)?;
+        self.track(db.id(), name)?;
+        self.accounts.catalog_created(&db.id(), name, &self.id)?;
+        Ok(db)
     }
 
     /// Opens database `id` stored on this instance and tracks it. The handle signs with the
     /// user's key of highest permission on it (the default key if none has any: then it can
     /// only read). [`Error::NotFound`] if this instance holds no such database.
     pub fn load_db(&self, id: &EntryId) -> Result<Database> {
-        self.session.read()?;
-        if !self.instance.has_database(*id)? {
-            return Err(Error::NotFound(format!(
-                "no database {id} on this instance"
-            )));
-        }
-        let core = self.instance.registry.core(*id);
+        self.session.ensure_usable()?;
+        self.require_here(id)?;
         let author = match self.best_key(id)? {
             Some((key, _)) => key,
             None => self.default_key()?,
         };
-        let db = Database::new(core, self.session.clone(), author);
-        if self.user_db.get(DATABASES_STORE, &id.to_text()).is_err() {
+        let db = self
+            .accounts
+            .registry()
+            .open(*id, self.session.clone(), author);
+        if TRACKED.get(&self.user_db, &id.to_text())?.is_none() {
             self.track(*id, &db.name()?)?;
         }
         Ok(db)
@@ -150,54 +149,53 @@ impl User {
         if name.is_empty() {
             return Err(Error::invalid("a database name is not empty"));
         }
-        let mut best: Option<(u64, EntryId)> = None;
-        for (id, json) in self.user_db.get_all(DATABASES_STORE)? {
-            let v = record::parse(&json)?;
-            if v.get("name").and_then(Value::as_str) == Some(name) {
-                let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(u64::MAX);
-                let id = EntryId::parse(&id)?;
-                if best.is_none_or(|b| (seq, id) < b) {
-                    best = Some((seq, id));
-                }
-            }
-        }
+        let first = self
+            .tracked()?
+            .into_iter()
+            .filter(|(_, record)| record.name == name)
+            .map(|(id, record)| (record.seq, id))
+            .min();
         let (_, id) =
-            best.ok_or_else(|| Error::NotFound(format!("no tracked database named '{name}'")))?;
+            first.ok_or_else(|| Error::NotFound(format!("no tracked database named '{name}'")))?;
         self.load_db(&id)
     }
 
     /// Every database the user tracks, sorted by name, then id.
     pub fn list_dbs(&self) -> Result<Vec<DbInfo>> {
-        self.session.read()?;
-        let mut out = self
-            .user_db
-            .get_all(DATABASES_STORE)?
+        self.session.ensure_usable()?;
+        let mut out: Vec<DbInfo> = self
+            .tracked()?
             .into_iter()
-            .map(|(id, json)| {
-                let v = record::parse(&json)?;
-                let name = v
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(DbInfo {
-                    id: EntryId::parse(&id)?,
-                    name,
-                })
+            .map(|(id, record)| DbInfo {
+                id,
+                name: record.name,
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         out.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
         Ok(out)
+    }
+
+    fn tracked(&self) -> Result<Vec<(EntryId, TrackedRecord)>> {
+        TRACKED
+            .all(&self.user_db)?
+            .into_iter()
+            .map(|(id, record)| {
+                let id = EntryId::parse(&id)
+                    .map_err(|_| Error::Corrupt("a tracked database id is malformed".into()))?;
+                Ok((id, record))
+            })
+            .collect()
     }
 
     fn track(&self, id: EntryId, name: &str) -> Result<()> {
         self.own_record()?;
         // The user database's height orders its commits: a cheap, growing sequence number.
-        let seq = self.user_db.height()? + 1;
-        let record = json!({"name": name, "added": now_ms(), "seq": seq}).to_string();
-        self.user_db
-            .set(DATABASES_STORE, &id.to_text(), &record)
-            .map(drop)
+        let record = TrackedRecord {
+            name: name.to_string(),
+            added: now_ms(),
+            seq: self.user_db.height()? + 1,
+        };
+        TRACKED.put(&self.user_db, &id.to_text(), &record).map(drop)
     }
 
     /// Generates a new key for this user, stored sealed like the others. Returns its public
@@ -207,30 +205,24 @@ impl User {
             return Err(Error::invalid("a key name is at most 255 bytes"));
         }
         self.own_record()?;
-        self.session.update(|secrets| {
-            let key = PrivateKey::generate()?;
-            let public = key.public_key();
-            let stored = json!({"name": name, "secret": account::seal_key(secrets.kek.as_ref(), &self.id, &key)?,
-                                "created": now_ms()});
-            self.user_db.set(KEYS_STORE, &public.to_text(), &stored.to_string())?;
-            secrets.keys.insert(public, key);
-            Ok(public)
-        })
+        let account_key = self.session.account_key()?;
+        let key = account::add_key(&self.user_db, &self.id, &account_key, name)?;
+        let public = key.public_key();
+        self.session.add_key(key)?;
+        Ok(public)
     }
 
     /// The user's keys, sorted by public key.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let default = self.default_key()?;
-        self.user_db
-            .get_all(KEYS_STORE)?
+        KEYS.all(&self.user_db)?
             .into_iter()
-            .map(|(pubkey, json)| {
-                let public = PublicKey::parse(&pubkey)?;
-                let v = record::parse(&json)?;
-                let name = v.get("name").and_then(Value::as_str).map(str::to_string);
+            .map(|(text, record)| {
+                let public = PublicKey::parse(&text)
+                    .map_err(|_| Error::Corrupt("a stored key id is malformed".into()))?;
                 Ok(KeyInfo {
                     public,
-                    name,
+                    name: record.name,
                     default: public == default,
                 })
             })
@@ -241,88 +233,35 @@ impl User {
     /// (the default key first among equals). [`Error::NotFound`] if none of the user's keys
     /// has any permission, or the database is not on this instance.
     pub fn signing_key(&self, id: &EntryId) -> Result<PublicKey> {
-        if !self.instance.has_database(*id)? {
-            return Err(Error::NotFound(format!(
-                "no database {id} on this instance"
-            )));
-        }
+        self.require_here(id)?;
         self.best_key(id)?.map(|(key, _)| key).ok_or_else(|| {
             Error::NotFound(format!("none of this user's keys has a permission on {id}"))
         })
     }
 
-    fn best_key(&self, id: &EntryId) -> Result<Option<(PublicKey, Permission)>> {
-        let settings = self.instance.registry.core(*id).current_settings()?;
-        let secrets = self.session.read()?;
-        let mut best: Option<(PublicKey, Permission)> = None;
-        for key in std::iter::once(&secrets.default).chain(secrets.keys.keys()) {
-            if let Some(p) = settings.permission_of(key) {
-                if best.is_none_or(|(_, b)| p > b) {
-                    best = Some((*key, p));
-                }
-            }
+    fn require_here(&self, id: &EntryId) -> Result<()> {
+        if !self.accounts.registry().exists(id)? {
+            return Err(Error::NotFound(format!(
+                "no database {id} on this instance"
+            )));
         }
-        Ok(best)
+        Ok(())
+    }
+
+    fn best_key(&self, id: &EntryId) -> Result<Option<(PublicKey, Permission)>> {
+        let settings = self.accounts.registry().core(*id).current_settings()?;
+        Ok(settings.best_key(&self.session.public_keys()?))
     }
 
     /// Changes the password (`None` on either side: passwordless). `old` must be the
-    /// current one ([`Error::AuthFailed`] otherwise). Every key is re-sealed in one commit;
-    /// the old password stops working at once.
+    /// current one ([`Error::AuthFailed`] otherwise). The old password stops working at
+    /// once; the session's keys stay as they are.
     pub fn change_password(&self, old: Option<&str>, new: Option<&str>) -> Result<()> {
         if let Some(pw) = new {
-            account::check_password(pw)?;
+            check_password(pw)?;
         }
         self.own_record()?;
-        self.session.update(|secrets| {
-            let kdf_json = record::parse(&self.user_db.get(ACCOUNT_STORE, "kdf")?)?;
-            let current = if kdf_json.is_null() {
-                None
-            } else {
-                Some(account::Kdf::from_json(&kdf_json)?)
-            };
-            match (&current, old) {
-                (Some(kdf), Some(old)) => {
-                    let kek = kdf.derive(old)?;
-                    let default_json =
-                        record::parse(&self.user_db.get(KEYS_STORE, &secrets.default.to_text())?)?;
-                    let secret = record::field(&default_json, "secret")?
-                        .as_str()
-                        .unwrap_or("");
-                    account::unseal_key(Some(&kek), &self.id, &secrets.default, secret)?;
-                }
-                (None, None) => {}
-                _ => return Err(Error::AuthFailed),
-            }
-            let kdf = new
-                .map(|_| account::Kdf::new(self.instance.system.kdf))
-                .transpose()?;
-            let kek = match (&kdf, new) {
-                (Some(kdf), Some(pw)) => Some(kdf.derive(pw)?),
-                _ => None,
-            };
-            let stored = self.user_db.get_all(KEYS_STORE)?;
-            let mut txn = self.user_db.begin();
-            txn.set(
-                ACCOUNT_STORE,
-                "kdf",
-                &kdf.as_ref()
-                    .map_or(Value::Null, account::Kdf::to_json)
-                    .to_string(),
-            )?;
-            for (pubkey, json) in stored {
-                let public = PublicKey::parse(&pubkey)?;
-                let key = secrets
-                    .keys
-                    .get(&public)
-                    .ok_or_else(|| Error::Corrupt("a stored key is not in the session".into()))?;
-                let mut v = record::parse(&json)?;
-                v["secret"] = Value::from(account::seal_key(kek.as_ref(), &self.id, key)?);
-                txn.set(KEYS_STORE, &pubkey, &v.to_string())?;
-            }
-            txn.commit()?;
-            secrets.kek = kek;
-            Ok(())
-        })
+        account::change_password(&self.user_db, &self.id, old, new, self.accounts.kdf())
     }
 
     /// Ends the session: wipes the decrypted keys. Databases opened through it then refuse
@@ -335,10 +274,6 @@ impl User {
     pub fn is_logged_out(&self) -> bool {
         self.session.is_wiped()
     }
-}
-
-fn deleted(username: &str) -> Error {
-    Error::PermissionDenied(format!("the account '{username}' was deleted"))
 }
 
 impl Drop for User {
@@ -354,8 +289,31 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
 
-    use crate::backend::MemoryBackend;
-    use crate::Instance;
+    use super::Accounts;
+    use crate::backend::{Backend, MemoryBackend};
+    use crate::crypto::{KdfParams, KeyRing, PrivateKey};
+    use crate::database::Registry;
+
+    /// The accounts of a bare instance on `backend`: what the instance room builds.
+    fn accounts(backend: Arc<dyn Backend>) -> Arc<Accounts> {
+        let registry = Arc::new(Registry::new(backend));
+        let device = Arc::new(PrivateKey::generate().unwrap());
+        let device_key = device.public_key();
+        let directory = registry
+            .create("_users", device.clone(), device_key)
+            .unwrap();
+        let catalog = registry
+            .create("_databases", device.clone(), device_key)
+            .unwrap();
+        Arc::new(Accounts::new(
+            registry,
+            device,
+            device_key,
+            directory,
+            catalog,
+            KdfParams::MINIMUM,
+        ))
+    }
 
     fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
         haystack
@@ -366,7 +324,7 @@ mod tests {
     #[test]
     fn storage_never_holds_a_password_or_a_sealed_private_key_in_clear() {
         let backend = Arc::new(MemoryBackend::new());
-        let inst = Instance::open(backend.clone()).unwrap();
+        let inst = accounts(backend.clone());
         let password = "a very particular password";
         inst.create_user("pw", Some(password)).unwrap();
         inst.create_user("nopw", None).unwrap();
@@ -383,10 +341,19 @@ mod tests {
             assert!(!contains(&raw, seed.as_ref()));
             assert!(!contains(&raw, B64.encode(seed.as_ref()).as_bytes()));
         }
-        // The search does find a key stored in clear: a passwordless user's, as documented.
+        let sealed_account_key = secrets.account_key.clone();
+        assert!(!contains(&raw, sealed_account_key.as_ref()));
+        assert!(!contains(
+            &raw,
+            B64.encode(sealed_account_key.as_ref()).as_bytes()
+        ));
+        // The search does find a secret stored in clear: a passwordless user's account key,
+        // as documented (it unseals that user's private keys).
         let plain = nopw_user.session.read().unwrap();
-        let seed = plain.keys.values().next().unwrap().to_seed();
-        assert!(contains(&raw, B64.encode(seed.as_ref()).as_bytes()));
+        assert!(contains(
+            &raw,
+            B64.encode(plain.account_key.as_ref()).as_bytes()
+        ));
     }
 
     #[test]
@@ -394,14 +361,14 @@ mod tests {
         // The secrets' types wipe their memory when dropped; logout drops them.
         fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
         zeroizes_on_drop::<ed25519_dalek::SigningKey>();
-        zeroizes_on_drop::<super::account::Kek>();
+        zeroizes_on_drop::<super::account::AccountKey>();
 
-        let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+        let inst = accounts(Arc::new(MemoryBackend::new()));
         inst.create_user("u", Some("pw")).unwrap();
         let user = inst.login("u", Some("pw")).unwrap();
         let db = user.create_db("d").unwrap();
         let session = user.session.clone();
-        assert!(session.read().unwrap().kek.is_some());
+        assert_eq!(session.read().unwrap().keys.len(), 1);
         user.logout();
         assert!(session.is_wiped());
         assert!(matches!(session.read(), Err(crate::Error::LoggedOut)));
@@ -413,7 +380,7 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_errors_or_debug_output() {
-        let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+        let inst = accounts(Arc::new(MemoryBackend::new()));
         let password = "hunter2-very-secret";
         inst.create_user("pw", Some(password)).unwrap();
         let wrong = inst.login("pw", Some("hunter3-very-secret")).unwrap_err();
@@ -433,7 +400,7 @@ mod tests {
             .map(|k| B64.encode(k.to_seed().as_ref()))
             .collect();
         let shown = format!(
-            "{user:?} {inst:?} {:?} {:?}",
+            "{user:?} {:?} {:?}",
             user.create_db("d").unwrap(),
             user.session.read().unwrap().keys
         );
@@ -441,5 +408,37 @@ mod tests {
             assert!(!shown.contains(seed.as_str()));
         }
         assert!(!shown.contains(password));
+    }
+
+    #[test]
+    fn keys_added_before_and_after_a_password_change_all_open_with_the_new_one() {
+        let inst = accounts(Arc::new(MemoryBackend::new()));
+        inst.create_user("u", Some("old")).unwrap();
+        let user = inst.login("u", Some("old")).unwrap();
+        let before = user.add_private_key(Some("before")).unwrap();
+        user.change_password(Some("old"), Some("new")).unwrap();
+        let after = user.add_private_key(Some("after")).unwrap();
+        assert!(matches!(
+            user.change_password(Some("old"), None),
+            Err(crate::Error::AuthFailed)
+        ));
+        assert!(matches!(
+            inst.login("u", Some("old")),
+            Err(crate::Error::AuthFailed)
+        ));
+        let again = inst.login("u", Some("new")).unwrap();
+        let keys = again.session.public_keys().unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(keys.contains(&before) && keys.contains(&after));
+        // To passwordless and back: the same keys each time.
+        again.change_password(Some("new"), None).unwrap();
+        assert_eq!(
+            inst.login("u", None)
+                .unwrap()
+                .session
+                .public_keys()
+                .unwrap(),
+            keys
+        );
     }
 }

@@ -3,28 +3,27 @@
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard};
 
-use crate::crypto::{PrivateKey, PublicKey};
-use crate::database::Signer;
-use crate::entry::{Entry, EntryContent};
+use super::account::AccountKey;
+use crate::crypto::keyring::not_held;
+use crate::crypto::{KeyRing, PrivateKey, PublicKey, Signature};
 use crate::error::{Error, Result};
 
-use super::account::Kek;
-
-/// The private keys (and, for password users, the key-encryption key) of one logged-in
-/// user. [`Session::wipe`] drops them: [`PrivateKey`] and [`Kek`] zeroize themselves on drop.
-/// Afterwards every use fails with [`Error::LoggedOut`].
-pub struct Session {
+/// The private keys and the account key of one logged-in user. [`Session::wipe`] drops them
+/// ([`PrivateKey`] and [`AccountKey`] zeroize themselves on drop); afterwards every use
+/// fails with [`Error::LoggedOut`]. Locks are held only to read or swap these values, never
+/// across storage or key derivation.
+pub(crate) struct Session {
     secrets: RwLock<Option<Secrets>>,
 }
 
 /// What a session holds while logged in.
-pub struct Secrets {
+pub(crate) struct Secrets {
     /// The default key: it signs the databases the user creates.
     pub default: PublicKey,
     /// Every private key of the user.
     pub keys: BTreeMap<PublicKey, PrivateKey>,
-    /// The key-encryption key, for sealing new keys; `None` for passwordless users.
-    pub kek: Option<Kek>,
+    /// The key that seals the user's private keys, for sealing new ones.
+    pub account_key: AccountKey,
 }
 
 impl Session {
@@ -33,16 +32,6 @@ impl Session {
         Session {
             secrets: RwLock::new(Some(secrets)),
         }
-    }
-
-    /// A session signing with one key only (the device's, for system databases).
-    pub fn with_key(key: PrivateKey) -> Self {
-        let default = key.public_key();
-        Session::new(Secrets {
-            default,
-            keys: BTreeMap::from([(default, key)]),
-            kek: None,
-        })
     }
 
     /// Read access to the secrets; [`Error::LoggedOut`] after [`Session::wipe`].
@@ -57,27 +46,25 @@ impl Session {
         Ok(SecretsGuard(guard))
     }
 
-    /// Changes the secrets in place (adding a key, re-sealing under a new password).
-    pub fn update<T>(&self, change: impl FnOnce(&mut Secrets) -> Result<T>) -> Result<T> {
+    /// The default key's public half.
+    pub fn default_key(&self) -> Result<PublicKey> {
+        Ok(self.read()?.default)
+    }
+
+    /// A copy of the account key (wiped when dropped), to seal a new key outside the lock.
+    pub fn account_key(&self) -> Result<AccountKey> {
+        Ok(self.read()?.account_key.clone())
+    }
+
+    /// Adds a private key the account now holds.
+    pub fn add_key(&self, key: PrivateKey) -> Result<()> {
         let mut guard = self
             .secrets
             .write()
             .map_err(|_| Error::Internal("session lock poisoned".into()))?;
-        change(guard.as_mut().ok_or(Error::LoggedOut)?)
-    }
-
-    /// Signs `message` (not an entry: a sync request or handshake proof) with `key`, which
-    /// the session must hold.
-    pub fn sign_message(
-        &self,
-        key: &PublicKey,
-        message: &[u8],
-    ) -> Result<crate::crypto::Signature> {
-        let secrets = self.read()?;
-        let private = secrets.keys.get(key).ok_or_else(|| {
-            Error::PermissionDenied(format!("this session holds no private key {key}"))
-        })?;
-        Ok(private.sign(message))
+        let secrets = guard.as_mut().ok_or(Error::LoggedOut)?;
+        secrets.keys.insert(key.public_key(), key);
+        Ok(())
     }
 
     /// Drops every decrypted secret. Idempotent.
@@ -96,7 +83,7 @@ impl Session {
 }
 
 /// Borrowed secrets of a live session.
-pub struct SecretsGuard<'a>(RwLockReadGuard<'a, Option<Secrets>>);
+pub(crate) struct SecretsGuard<'a>(RwLockReadGuard<'a, Option<Secrets>>);
 
 impl std::ops::Deref for SecretsGuard<'_> {
     type Target = Secrets;
@@ -105,19 +92,22 @@ impl std::ops::Deref for SecretsGuard<'_> {
     }
 }
 
-impl Signer for Session {
-    fn sign(&self, content: EntryContent) -> Result<Entry> {
+impl KeyRing for Session {
+    fn sign(&self, key: &PublicKey, message: &[u8]) -> Result<Signature> {
         let secrets = self.read()?;
-        let key = secrets.keys.get(&content.author).ok_or_else(|| {
-            Error::PermissionDenied(format!(
-                "this session holds no private key {}",
-                content.author
-            ))
-        })?;
-        content.sign(key)
+        let private = secrets.keys.get(key).ok_or_else(|| not_held(key))?;
+        Ok(private.sign(message))
     }
 
-    fn ready(&self) -> Result<()> {
+    fn public_keys(&self) -> Result<Vec<PublicKey>> {
+        let secrets = self.read()?;
+        let others = secrets.keys.keys().filter(|k| **k != secrets.default);
+        Ok(std::iter::once(secrets.default)
+            .chain(others.copied())
+            .collect())
+    }
+
+    fn ensure_usable(&self) -> Result<()> {
         self.read().map(drop)
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
-use mnemo::entry::{EntryContent, EntryId, Op as EntryOp, Ops};
-use mnemo::sync::wire::{self, Envelope, Op};
+use mnemo::entry::{EntryContent, EntryId, Op, Ops};
+use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::{Error, Instance};
 
 use crate::support::{logged_in, state};
@@ -33,14 +33,14 @@ fn now_ms() -> u64 {
 }
 
 /// A signed request on `db` from `key` to the server `server`.
-fn envelope(key: &PrivateKey, server: &Instance, db: EntryId, op: Op) -> Envelope {
+fn envelope(key: &PrivateKey, server: &Instance, db: EntryId, request: Request) -> Envelope {
     let mut env = Envelope {
         db,
         key: key.public_key(),
         server: server.device_id(),
         timestamp_ms: now_ms(),
         nonce: mnemo::crypto::random::bytes().unwrap(),
-        op,
+        request,
         signature: [0; 64],
     };
     env.signature = key.sign(&env.signed_part());
@@ -98,29 +98,33 @@ fn requests_are_authenticated_fresh_and_bounded() {
     let stranger = PrivateKey::generate().unwrap();
 
     // A stranger learns nothing, whatever it asks.
-    for op in [
-        Op::Tips,
-        Op::Ids {
+    for request in [
+        Request::Tips,
+        Request::Ids {
             after: 0,
             limit: 10,
         },
-        Op::Get(vec![db.id()]),
-        Op::Have(vec![db.id()]),
+        Request::Get(vec![db.id()]),
+        Request::Have(vec![db.id()]),
     ] {
-        let (status, body) = post_raw(&addr, "db", &envelope(&stranger, &a, db.id(), op).encode());
+        let (status, body) = post_raw(
+            &addr,
+            "db",
+            &envelope(&stranger, &a, db.id(), request).encode(),
+        );
         assert_eq!(status, 403);
         assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 5);
     }
     // A reader's request works once; replayed, it is refused.
-    let request = envelope(&reader, &a, db.id(), Op::Tips).encode();
+    let request = envelope(&reader, &a, db.id(), Request::Tips).encode();
     assert_eq!(post_raw(&addr, "db", &request).0, 200);
     assert_eq!(post_raw(&addr, "db", &request).0, 403);
     // Stale, redirected, and tampered requests are refused.
-    let mut stale = envelope(&reader, &a, db.id(), Op::Tips);
+    let mut stale = envelope(&reader, &a, db.id(), Request::Tips);
     stale.timestamp_ms -= 10 * 60 * 1000;
     stale.signature = reader.sign(&stale.signed_part());
     assert_eq!(post_raw(&addr, "db", &stale.encode()).0, 403);
-    let mut redirected = envelope(&reader, &a, db.id(), Op::Tips);
+    let mut redirected = envelope(&reader, &a, db.id(), Request::Tips);
     redirected.server = reader.public_key();
     redirected.signature = reader.sign(&redirected.signed_part());
     assert_eq!(post_raw(&addr, "db", &redirected.encode()).0, 403);
@@ -128,7 +132,7 @@ fn requests_are_authenticated_fresh_and_bounded() {
         &reader,
         &a,
         db.id(),
-        Op::Ids {
+        Request::Ids {
             after: 0,
             limit: 10,
         },
@@ -154,7 +158,7 @@ fn requests_are_authenticated_fresh_and_bounded() {
         400
     );
     assert_eq!(post_raw(&addr, "nowhere", b"").0, 404);
-    let fresh = envelope(&reader, &a, db.id(), Op::Tips).encode();
+    let fresh = envelope(&reader, &a, db.id(), Request::Tips).encode();
     assert_eq!(post_raw(&addr, "db", &fresh).0, 200);
 }
 
@@ -174,7 +178,7 @@ fn pushed_entries_are_verified_before_they_are_visible() {
         let mut ops = Ops::new();
         ops.entry("s".into())
             .or_default()
-            .insert("k".into(), EntryOp::Set(value.into()));
+            .insert("k".into(), Op::Set(value.into()));
         EntryContent {
             db: Some(db.id()),
             parents: tips.clone(),
@@ -192,7 +196,7 @@ fn pushed_entries_are_verified_before_they_are_visible() {
     let at = tampered.len() - 100;
     tampered[at] ^= 1;
     let good = entry(&writer, "\"good\"").bytes().to_vec();
-    let push = Op::Push(vec![unauthorised, forged, tampered, good]);
+    let push = Request::Push(vec![unauthorised, forged, tampered, good]);
     let (status, body) = post_raw(&addr, "db", &envelope(&reader, &a, db.id(), push).encode());
     assert_eq!(status, 200);
     assert_eq!(

@@ -1,16 +1,19 @@
 //! `sqlite:PATH`: the embedded default. One file (plus SQLite's WAL), bundled SQLite.
 //!
 //! Durability: WAL with `synchronous=FULL`, one SQL transaction per stored entry, so an
-//! acknowledged commit survives a killed process and a power loss. The schema version is
+//! acknowledged commit survives a killed process and a power loss. One connection writes;
+//! reads go through a small pool of read-only connections ([`readers`]), so they never wait
+//! behind a commit's fsync. The schema version is
 //! recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and checked at
 //! open; a file from a newer mnemo is refused, never rewritten. Opening reads a few header
 //! values only: its cost does not grow with the file.
+
+mod readers;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -18,6 +21,7 @@ use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
+use readers::{Reader, Readers, BUSY_TIMEOUT};
 
 /// `PRAGMA application_id` of mnemo files: "mnem".
 const APPLICATION_ID: i64 = 0x6d6e_656d;
@@ -42,7 +46,9 @@ CREATE TABLE cells (
 
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
-    conn: Mutex<Connection>,
+    /// The one connection that writes.
+    writer: Mutex<Connection>,
+    readers: Readers,
 }
 
 /// Maps SQLite's errors: damaged files are [`Error::Corrupt`], the rest [`Error::Storage`].
@@ -56,6 +62,9 @@ fn sql_error(e: rusqlite::Error) -> Error {
 }
 
 impl SqliteBackend {
+    /// Most read-only connections a backend keeps open; more concurrent reads wait.
+    pub const MAX_READERS: usize = readers::MAX_READERS;
+
     /// Opens (creating with mode 0600 if absent) the mnemo file at `path`.
     pub fn open(path: &Path) -> Result<SqliteBackend> {
         if path.is_dir() {
@@ -70,8 +79,7 @@ impl SqliteBackend {
                 .map_err(|e| Error::Storage(format!("cannot create {}: {e}", path.display())))?;
         }
         let conn = Connection::open(path).map_err(sql_error)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(sql_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(sql_error)?;
@@ -84,14 +92,19 @@ impl SqliteBackend {
             .map_err(sql_error)?;
         check_or_create_schema(&conn, path)?;
         Ok(SqliteBackend {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            readers: Readers::new(path.to_path_buf()),
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.writer
             .lock()
             .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
+    }
+
+    fn reader(&self) -> Result<Reader<'_>> {
+        self.readers.get()
     }
 }
 
@@ -145,7 +158,7 @@ fn i64_of(n: u64) -> Result<i64> {
 
 impl Backend for SqliteBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
-        let mut conn = self.lock()?;
+        let mut conn = self.writer()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_error)?;
@@ -228,7 +241,7 @@ impl Backend for SqliteBackend {
     }
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached("SELECT id, height, chk FROM tips WHERE db = ?1 ORDER BY id")
             .map_err(sql_error)?;
@@ -256,7 +269,7 @@ impl Backend for SqliteBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let row = conn
             .prepare_cached("SELECT height, entry, value, chk FROM cells WHERE db = ?1 AND store = ?2 AND key = ?3")
             .and_then(|mut s| s.query_row(params![db.as_bytes(), store, key], cell_row).optional())
@@ -265,7 +278,7 @@ impl Backend for SqliteBackend {
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
             .map_err(sql_error)?;
@@ -284,7 +297,7 @@ impl Backend for SqliteBackend {
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT seq, id FROM log WHERE db = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -298,22 +311,22 @@ impl Backend for SqliteBackend {
         let mut out = Vec::new();
         for row in rows {
             let (seq, id) = row.map_err(sql_error)?;
-            out.push((rows::height_of(seq)?, rows::id_of(&id)?));
+            out.push((rows::position_of(seq)?, rows::id_of(&id)?));
         }
         Ok(out)
     }
 
     fn last_position(&self, db: &EntryId) -> Result<u64> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let last: Option<i64> = conn
             .prepare_cached("SELECT max(seq) FROM log WHERE db = ?1")
             .and_then(|mut s| s.query_row(params![db.as_bytes()], |r| r.get(0)))
             .map_err(sql_error)?;
-        rows::height_of(last.unwrap_or(0))
+        rows::position_of(last.unwrap_or(0))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let row = conn
             .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
             .and_then(|mut s| {
@@ -333,7 +346,7 @@ impl Backend for SqliteBackend {
     }
 
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool> {
-        let conn = self.lock()?;
+        let conn = self.writer()?;
         let n = conn
             .prepare_cached("INSERT OR IGNORE INTO meta (key, value, chk) VALUES (?1, ?2, ?3)")
             .and_then(|mut s| s.execute(params![key, value, rows::meta_check(key, value)]))
@@ -342,7 +355,7 @@ impl Backend for SqliteBackend {
     }
 
     fn meta_delete(&self, key: &str) -> Result<bool> {
-        let conn = self.lock()?;
+        let conn = self.writer()?;
         let n = conn
             .prepare_cached("DELETE FROM meta WHERE key = ?1")
             .and_then(|mut s| s.execute(params![key]))
@@ -378,7 +391,7 @@ fn checked_cell(
 
 impl SqliteBackend {
     fn entry_row(&self, id: &EntryId) -> Result<Option<(EntryMeta, Vec<u8>)>> {
-        let conn = self.lock()?;
+        let conn = self.reader()?;
         let row = conn
             .prepare_cached("SELECT db, height, visible, changes_settings, bytes, chk FROM entries WHERE id = ?1")
             .and_then(|mut s| {
@@ -410,5 +423,61 @@ impl SqliteBackend {
             )));
         }
         Ok(Some((meta, bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn temp_file() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "mnemo-sqlite-unit-{}.db",
+            crate::crypto::random::hex_token::<8>().unwrap()
+        ))
+    }
+
+    fn remove(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[test]
+    fn reads_go_on_while_the_writer_is_busy_and_the_pool_is_bounded() {
+        let path = temp_file();
+        let backend = Arc::new(SqliteBackend::open(&path).unwrap());
+        assert!(backend.meta_insert_new("k", b"v").unwrap());
+
+        // While a commit holds the writer (as during its fsync), reads still complete.
+        let writing = backend.writer().unwrap();
+        let (done, finished) = mpsc::channel();
+        let reader = backend.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(reader.meta_get("k").map(|v| v.unwrap()));
+        });
+        let read = finished.recv_timeout(Duration::from_secs(10));
+        drop(writing);
+        assert_eq!(read.expect("the read waited for the writer").unwrap(), b"v");
+
+        // With every read connection taken, one more read waits for a free one.
+        let held: Vec<Reader<'_>> = (0..SqliteBackend::MAX_READERS)
+            .map(|_| backend.reader().unwrap())
+            .collect();
+        let (done, finished) = mpsc::channel();
+        let reader = backend.clone();
+        let waiter = std::thread::spawn(move || {
+            let _ = done.send(reader.meta_get("k").is_ok());
+        });
+        assert!(finished.recv_timeout(Duration::from_millis(200)).is_err());
+        drop(held);
+        assert!(finished.recv_timeout(Duration::from_secs(10)).unwrap());
+        waiter.join().unwrap();
+        drop(backend);
+        remove(&path);
     }
 }

@@ -1,0 +1,165 @@
+//! The stored forms of accounts, each a typed record with one table.
+//!
+//! In `_users` (device-signed), store `users`: username → [`UserRecord`].
+//! In `_databases`, store `databases`: database id → [`CatalogRecord`]; store `owners`:
+//! [`owner_key`] → `true`.
+//! In each user's private database (device-signed): store `account`, key `account` →
+//! [`AccountRecord`] (password settings, the sealed account key, the default key); store
+//! `keys`: public key → [`KeyRecord`]; store `databases`: database id → [`TrackedRecord`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{KdfParams, PublicKey};
+use crate::database::Table;
+use crate::entry::EntryId;
+
+/// The user directory, in `_users`.
+pub(super) const USERS: Table<UserRecord> = Table::new("users", "user record");
+/// Databases created on the instance, in `_databases`.
+pub(super) const CATALOG: Table<CatalogRecord> = Table::new("databases", "catalog record");
+/// Who created each database, in `_databases`.
+pub(super) const OWNERS: Table<bool> = Table::new("owners", "owner record");
+/// A user's account record, in the user database, under [`ACCOUNT_KEY`].
+pub(super) const ACCOUNT: Table<AccountRecord> = Table::new("account", "account record");
+/// The key of the one record in [`ACCOUNT`].
+pub(super) const ACCOUNT_KEY: &str = "account";
+/// A user's private keys, sealed, in the user database.
+pub(super) const KEYS: Table<KeyRecord> = Table::new("keys", "key record");
+/// The databases a user tracks, in the user database.
+pub(super) const TRACKED: Table<TrackedRecord> = Table::new("databases", "tracked database");
+
+/// The key of an owner record: `<database id>/<user id>`.
+pub(super) fn owner_key(db: &EntryId, user_id: &str) -> String {
+    format!("{db}/{user_id}")
+}
+
+/// A user's entry in the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct UserRecord {
+    /// Random, stable id (names can be reused after a deletion).
+    pub id: String,
+    /// The user's private database.
+    pub db: EntryId,
+    /// Whether the user may log in.
+    pub status: AccountStatus,
+    /// Whether the user administers the instance.
+    pub admin: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// Whether an account may log in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AccountStatus {
+    /// It may.
+    Active,
+    /// An admin disabled it.
+    Disabled,
+}
+
+impl UserRecord {
+    /// True unless an admin disabled the account.
+    pub fn is_active(&self) -> bool {
+        self.status == AccountStatus::Active
+    }
+}
+
+/// A database as the instance's catalog records it at creation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CatalogRecord {
+    /// Its name when created.
+    pub name: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// What unlocks an account: its password settings and its account key (which seals every
+/// private key of the account), and which key is the default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct AccountRecord {
+    /// How the password derives the key that seals the account key; `None` for a
+    /// passwordless account, whose account key is stored unsealed.
+    pub kdf: Option<KdfRecord>,
+    /// The account key: sealed under the password-derived key, or plain without a password.
+    #[serde(with = "base64_bytes")]
+    pub account_key: Vec<u8>,
+    /// The default key: it signs the databases the user creates.
+    pub default_key: PublicKey,
+}
+
+/// The password-derivation settings of one account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct KdfRecord {
+    /// The algorithm; only Argon2id exists.
+    pub alg: KdfAlgorithm,
+    /// Memory, KiB (see [`KdfParams`]; no `serde(flatten)`: it cannot carry exact numbers).
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+    /// The account's own salt.
+    #[serde(with = "base64_bytes")]
+    pub salt: Vec<u8>,
+}
+
+impl KdfRecord {
+    /// The Argon2id cost recorded.
+    pub fn params(&self) -> KdfParams {
+        KdfParams {
+            m_kib: self.m_kib,
+            t: self.t,
+            p: self.p,
+        }
+    }
+}
+
+/// A password-derivation algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum KdfAlgorithm {
+    /// Argon2id (RFC 9106).
+    Argon2id,
+}
+
+/// One private key of a user, sealed under the account key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct KeyRecord {
+    /// Its display name, if any.
+    pub name: Option<String>,
+    /// The sealed 32-byte seed.
+    #[serde(with = "base64_bytes")]
+    pub secret: Vec<u8>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// A database the user tracks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct TrackedRecord {
+    /// Its name when the user started tracking it.
+    pub name: String,
+    /// When, milliseconds since the Unix epoch.
+    pub added: u64,
+    /// The height of the tracking commit in the user database: later tracking has a larger
+    /// one, so it orders a user's databases by when they were tracked.
+    pub seq: u64,
+}
+
+/// Bytes stored as base64url without padding.
+mod base64_bytes {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        B64.decode(text.as_bytes())
+            .map_err(|_| serde::de::Error::custom("not base64url"))
+    }
+}
