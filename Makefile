@@ -11,7 +11,10 @@
 #               BENCH_ARGS="--sqlite-commits 20000 ..." passes flags to abi_bench;
 #               BENCH_DIR=/some/dir puts the SQLite and fsync files there (default $$TMPDIR or /tmp).
 
-.PHONY: demo test bench
+#   make bench-ab BASE=<git rev>   the release library of BASE against the working tree's,
+#               both loaded in one process, batches alternating (benches/ab_bench.c).
+
+.PHONY: demo test bench bench-ab
 demo:
 	$(MAKE) -s -C bindings/c run ARGS=sqlite:$(CURDIR)/target/quickstart.db
 
@@ -56,6 +59,11 @@ bench:
 	    echo; $(PYTHON) benches/median_of_runs.py $$(seq -f '$(BENCH_OUT)/table-%g.txt' 1 $(BENCH_RUNS)) \
 	        | tee $(BENCH_OUT)/table.txt; \
 	fi
+
+BASE ?= HEAD
+AB_ARGS ?=
+bench-ab:
+	scripts/bench-ab $(BASE) $(AB_ARGS)
 
 # make install PREFIX=/usr/local [DESTDIR=/staging]: the release library, header,
 # pkg-config and CMake files (see scripts/install).

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, EntryMeta};
 use crate::crypto::PublicKey;
@@ -24,7 +24,8 @@ pub fn auth_key(key: &PublicKey) -> String {
 }
 
 /// What a key may do in a database. Ordered: `Read < Write < Admin`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Permission {
     /// Read the database (and sync it).
     Read,
@@ -57,15 +58,6 @@ impl Permission {
     }
 }
 
-/// The canonical JSON of one auth entry.
-pub fn auth_value(permission: Permission, active: bool) -> String {
-    let status = if active { "active" } else { "revoked" };
-    format!(
-        r#"{{"permission":"{}","status":"{status}"}}"#,
-        permission.as_str()
-    )
-}
-
 /// One key's auth entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -75,22 +67,39 @@ pub struct Grant {
     pub active: bool,
 }
 
-fn parse_auth_value(json: &str) -> Result<Grant> {
-    let bad = || Error::Corrupt(format!("malformed auth entry {json}"));
-    let value: Value = serde_json::from_str(json).map_err(|_| bad())?;
-    let object = value.as_object().filter(|o| o.len() == 2).ok_or_else(bad)?;
-    let permission = object
-        .get("permission")
-        .and_then(Value::as_str)
-        .ok_or_else(bad)?;
-    let active = match object.get("status").and_then(Value::as_str) {
-        Some("active") => true,
-        Some("revoked") => false,
-        _ => return Err(bad()),
+/// The stored form of a [`Grant`]: `{"permission":"write","status":"active"}`. Its fields are
+/// in key order, so serde writes it in canonical form.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRecord {
+    permission: Permission,
+    status: GrantStatus,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum GrantStatus {
+    Active,
+    Revoked,
+}
+
+/// The canonical JSON of one auth entry.
+pub fn auth_value(permission: Permission, active: bool) -> String {
+    let status = if active {
+        GrantStatus::Active
+    } else {
+        GrantStatus::Revoked
     };
+    serde_json::to_string(&AuthRecord { permission, status })
+        .expect("an auth record always encodes")
+}
+
+fn parse_auth_value(json: &str) -> Result<Grant> {
+    let record: AuthRecord = serde_json::from_str(json)
+        .map_err(|_| Error::Corrupt(format!("malformed auth entry {json}")))?;
     Ok(Grant {
-        permission: Permission::parse(permission).map_err(|_| bad())?,
-        active,
+        permission: record.permission,
+        active: record.status == GrantStatus::Active,
     })
 }
 

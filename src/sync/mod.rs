@@ -155,8 +155,7 @@ impl SyncEngine {
     /// already here is tracked even while the peer is down.
     pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
         check_addr(addr, false)?;
-        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        if tracks.iter().any(|t| t.is_for(addr, db)) {
+        if self.tracked(addr, db) {
             return Ok(());
         }
         let keys = requester.key_ring();
@@ -167,14 +166,24 @@ impl SyncEngine {
             self.round(&*keys, &key, addr, db)?.into_result()?;
         }
         requester.keep(db)?;
-        tracks.push(track::Track::start(
-            self.me.clone(),
-            keys,
-            key,
-            addr,
-            &registry.core(*db),
-        )?);
+        let track = track::Track::start(self.me.clone(), keys, key, addr, &registry.core(*db))?;
+        // The round above ran without the lock; a concurrent call may have won meanwhile.
+        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        if tracks.iter().any(|t| t.is_for(addr, db)) {
+            drop(tracks);
+            track.stop();
+            return Ok(());
+        }
+        tracks.push(track);
         Ok(())
+    }
+
+    fn tracked(&self, addr: &str, db: &EntryId) -> bool {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|t| t.is_for(addr, db))
     }
 
     /// Waits until every local commit made before this call has been pushed by the

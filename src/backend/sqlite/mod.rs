@@ -1,9 +1,10 @@
 //! `sqlite:PATH`: the embedded default. One file (plus SQLite's WAL), bundled SQLite.
 //!
 //! Durability: WAL with `synchronous=FULL`, one SQL transaction per stored entry, so an
-//! acknowledged commit survives a killed process and a power loss. One connection writes;
-//! reads go through a small pool of read-only connections ([`readers`]), so they never wait
-//! behind a commit's fsync. The schema version is
+//! acknowledged commit survives a killed process and a power loss. One connection writes,
+//! and reads use it too while it is idle (its page cache stays warm); a read that finds it
+//! busy (a commit waiting for fsync) uses one of a small pool of read-only connections
+//! ([`readers`]) instead of waiting. The schema version is
 //! recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and checked at
 //! open; a file from a newer mnemo is refused, never rewritten. Opening reads a few header
 //! values only: its cost does not grow with the file.
@@ -103,8 +104,35 @@ impl SqliteBackend {
             .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
     }
 
-    fn reader(&self) -> Result<Reader<'_>> {
-        self.readers.get()
+    /// A connection to read with: the writer if it is idle, else a pooled reader.
+    fn reader(&self) -> Result<ReadConnection<'_>> {
+        match self.writer.try_lock() {
+            Ok(idle) => Ok(ReadConnection::Writer(idle)),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.readers.get().map(ReadConnection::Pooled)
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                Err(Error::Internal("sqlite connection lock poisoned".into()))
+            }
+        }
+    }
+}
+
+/// A connection borrowed for reading.
+enum ReadConnection<'a> {
+    /// The writer, idle when borrowed.
+    Writer(MutexGuard<'a, Connection>),
+    /// A read-only connection from the pool.
+    Pooled(Reader<'a>),
+}
+
+impl std::ops::Deref for ReadConnection<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConnection::Writer(conn) => conn,
+            ReadConnection::Pooled(conn) => conn,
+        }
     }
 }
 
@@ -464,9 +492,10 @@ mod tests {
         drop(writing);
         assert_eq!(read.expect("the read waited for the writer").unwrap(), b"v");
 
-        // With every read connection taken, one more read waits for a free one.
+        // With the writer busy and every read connection taken, one more read waits.
+        let writing = backend.writer().unwrap();
         let held: Vec<Reader<'_>> = (0..SqliteBackend::MAX_READERS)
-            .map(|_| backend.reader().unwrap())
+            .map(|_| backend.readers.get().unwrap())
             .collect();
         let (done, finished) = mpsc::channel();
         let reader = backend.clone();
@@ -475,6 +504,7 @@ mod tests {
         });
         assert!(finished.recv_timeout(Duration::from_millis(200)).is_err());
         drop(held);
+        drop(writing);
         assert!(finished.recv_timeout(Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
         drop(backend);
