@@ -152,6 +152,12 @@ typedef void (*mnemo_destroy_cb)(void *user_data);
  */
 #define MNEMO_STATUS_INTERNAL 11
 
+/**
+ * A documented limit was reached (a peer's connections, request rate or queue, entries
+ * waiting for their parents): nothing was changed; retry later.
+ */
+#define MNEMO_STATUS_BUSY 12
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -1,21 +1,19 @@
 //! The shared core of one database: validation, application of entries, foreign entries
 //! waiting for their parents, settings cache and subscribers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use super::settings::{self, Permission, Settings};
+use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
+use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
 use crate::backend::{Backend, Cell, EntryMeta, EntryWrite};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
-
-/// Most foreign entries that may wait for missing parents in one database.
-pub const MAX_PENDING: usize = 100_000;
-/// Most tip sets whose settings are cached.
-const SETTINGS_CACHE_SIZE: usize = 256;
 
 /// What became of a foreign entry.
 #[derive(Debug, Default)]
@@ -50,27 +48,28 @@ pub struct DatabaseCore {
     backend: Arc<dyn Backend>,
     /// Serialises changes so each local commit's parents are the tips it saw and each
     /// cell update reads the winner it replaces.
-    write_lock: Mutex<Pending>,
-    settings_cache: Mutex<HashMap<Vec<EntryId>, Arc<Settings>>>,
+    write_lock: Mutex<()>,
+    /// Foreign entries waiting for their parents (taken after `write_lock`, never before).
+    waiting: Arc<Mutex<Waiting>>,
+    settings: SettingsCache,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
 }
 
-/// Foreign entries waiting for parents, by the parents they wait for.
-#[derive(Default)]
-struct Pending {
-    entries: HashMap<EntryId, Entry>,
-    waiting_on: HashMap<EntryId, Vec<EntryId>>,
-}
-
 impl DatabaseCore {
     /// The core of database `id` on `backend`, notifying through `notifier`.
-    pub(crate) fn new(id: EntryId, backend: Arc<dyn Backend>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(
+        id: EntryId,
+        backend: Arc<dyn Backend>,
+        notifier: Arc<Notifier>,
+        budget: Arc<WaitingBudget>,
+    ) -> Self {
         DatabaseCore {
             id,
             backend,
-            write_lock: Mutex::new(Pending::default()),
-            settings_cache: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
+            waiting: Waiting::new(budget),
+            settings: SettingsCache::default(),
             subscribers: Arc::default(),
             notifier,
         }
@@ -85,10 +84,19 @@ impl DatabaseCore {
         &*self.backend
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Pending>> {
+    fn lock(&self) -> Result<MutexGuard<'_, ()>> {
         self.write_lock
             .lock()
             .map_err(|_| Error::Internal("database lock poisoned".into()))
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Entries waiting for their parents in this database now.
+    pub fn waiting_entries(&self) -> usize {
+        self.waiting().len()
     }
 
     /// True if the entry is stored here or waiting for its parents.
@@ -96,7 +104,7 @@ impl DatabaseCore {
         if self.backend.entry_meta(id)?.is_some() {
             return Ok(true);
         }
-        Ok(self.lock()?.entries.contains_key(id))
+        Ok(self.waiting().contains(id))
     }
 
     /// True once the root entry is stored.
@@ -111,26 +119,28 @@ impl DatabaseCore {
         self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
     }
 
-    /// The settings at settings tips `tips`, from the cache or evaluated. Evaluation reads
-    /// storage, so it runs outside the cache's lock; two threads may evaluate the same tips
-    /// at once, and both get the same result.
+    /// The settings at settings tips `tips`: cached, joined from each tip's cached state, or
+    /// (cold cache) evaluated from storage. Evaluation reads storage, so it runs outside the
+    /// cache's lock; two threads may evaluate the same tips at once and get the same result.
     fn settings_at(&self, tips: &[EntryId]) -> Result<Arc<Settings>> {
-        if let Some(found) = self.settings_cache().get(tips) {
-            return Ok(found.clone());
+        if tips.is_empty() {
+            return Ok(Arc::default());
         }
-        let settings = Arc::new(Settings::evaluate(&*self.backend, tips)?);
-        let mut cache = self.settings_cache();
-        if cache.len() >= SETTINGS_CACHE_SIZE {
-            cache.clear();
+        if let Some(found) = self.settings.get(tips) {
+            return Ok(found);
         }
-        cache.insert(tips.to_vec(), settings.clone());
-        Ok(settings)
-    }
-
-    fn settings_cache(&self) -> MutexGuard<'_, HashMap<Vec<EntryId>, Arc<Settings>>> {
-        self.settings_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let state = if tips.len() == 1 {
+            Settings::evaluate(&*self.backend, tips)?
+        } else {
+            let parts = tips
+                .iter()
+                .map(|tip| self.settings_at(std::slice::from_ref(tip)))
+                .collect::<Result<Vec<_>>>()?;
+            Settings::join(parts.iter().map(|p| &**p))
+        };
+        let state = Arc::new(state);
+        self.settings.insert(tips.to_vec(), state.clone());
+        Ok(state)
     }
 
     /// Calls `callback` on the instance's notification thread after every change of this
@@ -326,19 +336,23 @@ impl DatabaseCore {
         }
         let mut received = Received::default();
         {
-            let mut pending = self.lock()?;
+            let guard = self.lock()?;
             let id = entry.id();
-            if self.backend.entry_meta(&id)?.is_some() || pending.entries.contains_key(&id) {
-                let stored = !pending.entries.contains_key(&id);
+            if self.backend.entry_meta(&id)?.is_some() {
                 return Ok(Received {
-                    duplicate: stored,
-                    pending: !stored,
+                    duplicate: true,
                     ..Received::default()
                 });
             }
-            let missing = self.missing_parents(&entry)?;
+            if self.waiting().contains(&id) {
+                return Ok(Received {
+                    pending: true,
+                    ..Received::default()
+                });
+            }
+            let missing = self.missing_parents(&entry.content().parents)?;
             if !missing.is_empty() {
-                pending.wait(entry, missing)?;
+                self.waiting().add(entry, missing, Instant::now())?;
                 return Ok(Received {
                     pending: true,
                     ..Received::default()
@@ -346,7 +360,7 @@ impl DatabaseCore {
             }
             self.validate_and_apply(&entry)?;
             received.applied.push(id);
-            drop(pending);
+            drop(guard);
             self.release_waiting(id, &mut received)?;
         }
         self.notify_remote(&received);
@@ -366,9 +380,9 @@ impl DatabaseCore {
         }
     }
 
-    fn missing_parents(&self, entry: &Entry) -> Result<Vec<EntryId>> {
+    fn missing_parents(&self, parents: &[EntryId]) -> Result<Vec<EntryId>> {
         let mut missing = Vec::new();
-        for p in &entry.content().parents {
+        for p in parents {
             if self.backend.entry_meta(p)?.is_none() {
                 missing.push(*p);
             }
@@ -392,17 +406,24 @@ impl DatabaseCore {
 
     /// Applies the waiting entries that `arrived` completes, transitively.
     fn release_waiting(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
-        let mut pending = self.lock()?;
+        let _guard = self.lock()?;
         let mut ready = vec![arrived];
         while let Some(parent) = ready.pop() {
-            for child_id in pending.waiting_on.remove(&parent).unwrap_or_default() {
-                let Some(child) = pending.entries.get(&child_id) else {
+            let children = self.waiting().children_of(&parent);
+            for child_id in children {
+                let parents = self
+                    .waiting()
+                    .get(&child_id)
+                    .map(|child| child.content().parents.clone());
+                let Some(parents) = parents else {
                     continue;
                 };
-                if !self.missing_parents(child)?.is_empty() {
+                if !self.missing_parents(&parents)?.is_empty() {
                     continue;
                 }
-                let child = pending.entries.remove(&child_id).expect("checked above");
+                let Some(child) = self.waiting().remove(&child_id) else {
+                    continue;
+                };
                 match self.validate_and_apply(&child) {
                     Ok(()) => {
                         received.applied.push(child_id);
@@ -439,27 +460,25 @@ impl DatabaseCore {
                 )
             })
             .collect();
+        let settings_base = meta.settings_visible.clone();
+        let (height, changes_settings) = (meta.height, meta.changes_settings);
         self.backend.put_entry(&EntryWrite {
             id: entry.id(),
             meta,
             bytes: entry.bytes(),
             parents: &content.parents,
             cells,
-        })
-    }
-}
-
-impl Pending {
-    fn wait(&mut self, entry: Entry, missing: Vec<EntryId>) -> Result<()> {
-        if self.entries.len() >= MAX_PENDING {
-            return Err(Error::invalid(format!(
-                "more than {MAX_PENDING} entries are waiting for their parents; send parents first"
-            )));
+        })?;
+        if changes_settings {
+            // Its children will be checked against this state: derive it now from the
+            // state it was checked against (cached a moment ago), instead of walking later.
+            if let Some(ops) = content.ops.get(SETTINGS_STORE) {
+                let state = self
+                    .settings_at(&settings_base)?
+                    .with_entry(height, entry.id(), ops);
+                self.settings.insert(vec![entry.id()], Arc::new(state));
+            }
         }
-        for parent in missing {
-            self.waiting_on.entry(parent).or_default().push(entry.id());
-        }
-        self.entries.insert(entry.id(), entry);
         Ok(())
     }
 }

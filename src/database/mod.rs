@@ -4,9 +4,11 @@ mod core;
 mod names;
 mod registry;
 pub mod settings;
+mod settings_cache;
 mod subscribe;
 mod table;
 mod transaction;
+mod waiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::crypto::{random, KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
-pub use self::core::{DatabaseCore, Received, Unchanged, MAX_PENDING};
+pub use self::core::{DatabaseCore, Received, Unchanged};
 pub use names::{check_key, check_store, check_user_store};
 pub use registry::Registry;
 pub use settings::Permission;
@@ -24,6 +26,9 @@ use subscribe::Notifier;
 pub use subscribe::{Callback, Change, Subscription};
 pub use table::Table;
 pub use transaction::Transaction;
+pub use waiting::{
+    MAX_WAITING_BYTES, MAX_WAITING_BYTES_PER_DATABASE, MAX_WAITING_ENTRIES, WAITING_TTL,
+};
 
 /// The store every database keeps its name and auth keys in.
 pub const SETTINGS_STORE: &str = "_settings";

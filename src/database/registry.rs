@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::waiting::WaitingBudget;
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
 use crate::backend::Backend;
 use crate::crypto::{KeyRing, PublicKey};
@@ -17,6 +18,8 @@ use crate::error::Result;
 pub struct Registry {
     backend: Arc<dyn Backend>,
     notifier: Arc<Notifier>,
+    /// Bytes of foreign entries waiting for parents, across every database here.
+    waiting: Arc<WaitingBudget>,
     open: Mutex<HashMap<EntryId, Arc<DatabaseCore>>>,
 }
 
@@ -26,6 +29,7 @@ impl Registry {
         Registry {
             backend,
             notifier: Arc::default(),
+            waiting: Arc::default(),
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -44,6 +48,7 @@ impl Registry {
                     id,
                     self.backend.clone(),
                     self.notifier.clone(),
+                    self.waiting.clone(),
                 ))
             })
             .clone()
@@ -72,6 +77,12 @@ impl Registry {
         let core = self.core(root.id());
         core.store_root(&root)?;
         Ok(Database::new(core, keys, author))
+    }
+
+    /// Bytes of foreign entries waiting for their parents across this instance now (at most
+    /// [`super::MAX_WAITING_BYTES`]).
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting.used()
     }
 
     /// Takes a verified entry from elsewhere (sync) into whichever database it belongs to;

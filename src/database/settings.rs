@@ -7,6 +7,7 @@
 //! so validation cost does not grow with the database's history.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,15 +131,23 @@ pub fn check_ops(ops: &BTreeMap<String, Op>) -> Result<()> {
 /// The merged settings at some set of settings tips.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
-    /// key → (height, entry, canonical JSON) of the winning write.
-    cells: HashMap<String, (u64, EntryId, String)>,
+    /// key → the winning write. Keys and values are shared, so deriving the settings of a
+    /// new settings entry from its parents' copies pointers, not text.
+    cells: HashMap<Arc<str>, SettingsCell>,
+}
+
+#[derive(Clone, Debug)]
+struct SettingsCell {
+    height: u64,
+    entry: EntryId,
+    json: Arc<str>,
 }
 
 impl Settings {
     /// The auth entry of `key`, if any (active or revoked).
     pub fn grant_of(&self, key: &PublicKey) -> Option<Grant> {
-        let (_, _, json) = self.cells.get(&auth_key(key))?;
-        parse_auth_value(json).ok()
+        let cell = self.cells.get(auth_key(key).as_str())?;
+        parse_auth_value(&cell.json).ok()
     }
 
     /// The permission of `key` if it is active.
@@ -167,12 +176,47 @@ impl Settings {
     pub fn active_admins(&self) -> usize {
         self.cells
             .iter()
-            .filter(|(key, (_, _, json))| {
+            .filter(|(key, cell)| {
                 key.starts_with(AUTH_PREFIX)
-                    && parse_auth_value(json)
+                    && parse_auth_value(&cell.json)
                         .is_ok_and(|g| g.active && g.permission == Permission::Admin)
             })
             .count()
+    }
+
+    /// How many settings keys are set (the size of this state).
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// True when nothing is set (the state before a root entry).
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// These settings with the `_settings` operations of entry `entry` (at `height`) merged:
+    /// the settings a settings-changing entry passes on to its children.
+    pub fn with_entry(&self, height: u64, entry: EntryId, ops: &BTreeMap<String, Op>) -> Settings {
+        let mut next = self.clone();
+        next.merge(height, entry, ops);
+        next
+    }
+
+    /// The join of several states (last writer wins per key; order does not matter).
+    pub fn join<'a>(states: impl IntoIterator<Item = &'a Settings>) -> Settings {
+        let mut joined = Settings::default();
+        for state in states {
+            for (key, cell) in &state.cells {
+                let newer = joined
+                    .cells
+                    .get(key)
+                    .is_none_or(|c| (cell.height, cell.entry) > (c.height, c.entry));
+                if newer {
+                    joined.cells.insert(key.clone(), cell.clone());
+                }
+            }
+        }
+        joined
     }
 
     fn merge(&mut self, height: u64, entry: EntryId, ops: &BTreeMap<String, Op>) {
@@ -180,17 +224,26 @@ impl Settings {
             if let Op::Set(json) = op {
                 let newer = self
                     .cells
-                    .get(key)
-                    .is_none_or(|(h, e, _)| (height, entry) > (*h, *e));
+                    .get(key.as_str())
+                    .is_none_or(|c| (height, entry) > (c.height, c.entry));
                 if newer {
-                    self.cells
-                        .insert(key.clone(), (height, entry, json.clone()));
+                    self.cells.insert(
+                        Arc::from(key.as_str()),
+                        SettingsCell {
+                            height,
+                            entry,
+                            json: Arc::from(json.as_str()),
+                        },
+                    );
                 }
             }
         }
     }
 
-    /// Merges every settings entry reachable from `tips` (the tips included).
+    /// Merges every settings entry reachable from `tips` (the tips included), reading them
+    /// back from storage (they were verified when stored, so they are not verified again).
+    /// Costs one pass over the settings history: for cold caches; new entries extend a
+    /// cached state instead ([`Settings::with_entry`]).
     pub fn evaluate(backend: &dyn Backend, tips: &[EntryId]) -> Result<Settings> {
         let mut settings = Settings::default();
         let mut seen: BTreeSet<EntryId> = tips.iter().copied().collect();
@@ -198,7 +251,7 @@ impl Settings {
         while let Some(id) = queue.pop() {
             let meta = stored_meta(backend, &id)?;
             let bytes = backend.get_entry(&id)?.ok_or_else(|| missing(&id))?;
-            let entry = Entry::decode(&bytes)?;
+            let entry = Entry::decode_stored(&bytes)?;
             if let Some(ops) = entry.content().ops.get(super::SETTINGS_STORE) {
                 settings.merge(meta.height, id, ops);
             }
@@ -223,31 +276,47 @@ fn stored_meta(backend: &dyn Backend, id: &EntryId) -> Result<EntryMeta> {
 /// The settings tips that a child of entries with these metadata sees, sorted: the union of
 /// what each parent passes on (itself if it changed settings, else what it saw), without
 /// any tip that is an ancestor of another.
+///
+/// A parent's own set is already minimal, so only a union larger than every parent's share
+/// is reduced; then each walk back from a candidate stops below the lowest candidate (an
+/// ancestor is always lower than its descendants).
 pub fn visible_from(
     backend: &dyn Backend,
     parents: &[(EntryId, EntryMeta)],
 ) -> Result<Vec<EntryId>> {
-    let mut set = BTreeSet::new();
-    for (id, meta) in parents {
-        if meta.changes_settings {
-            set.insert(*id);
-        } else {
-            set.extend(meta.settings_visible.iter().copied());
-        }
+    let shares: Vec<Vec<EntryId>> = parents
+        .iter()
+        .map(|(id, meta)| {
+            if meta.changes_settings {
+                vec![*id]
+            } else {
+                meta.settings_visible.clone()
+            }
+        })
+        .collect();
+    let mut set: BTreeSet<EntryId> = shares.iter().flatten().copied().collect();
+    if set.len() <= 1 || shares.iter().any(|share| share.len() == set.len()) {
+        return Ok(set.into_iter().collect());
     }
-    if set.len() > 1 {
-        let candidates: Vec<EntryId> = set.iter().copied().collect();
-        for tip in &candidates {
-            if !set.contains(tip) {
+    let candidates: Vec<(EntryId, EntryMeta)> = set
+        .iter()
+        .map(|id| Ok((*id, stored_meta(backend, id)?)))
+        .collect::<Result<_>>()?;
+    let floor = candidates.iter().map(|(_, m)| m.height).min().unwrap_or(0);
+    for (tip, meta) in &candidates {
+        if !set.contains(tip) {
+            continue;
+        }
+        let mut queue = meta.settings_visible.clone();
+        let mut seen = BTreeSet::new();
+        while let Some(ancestor) = queue.pop() {
+            if !seen.insert(ancestor) {
                 continue;
             }
-            let mut queue = stored_meta(backend, tip)?.settings_visible;
-            let mut seen = BTreeSet::new();
-            while let Some(ancestor) = queue.pop() {
-                if seen.insert(ancestor) {
-                    set.remove(&ancestor);
-                    queue.extend(stored_meta(backend, &ancestor)?.settings_visible);
-                }
+            set.remove(&ancestor);
+            let above = stored_meta(backend, &ancestor)?;
+            if above.height > floor {
+                queue.extend(above.settings_visible);
             }
         }
     }

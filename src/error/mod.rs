@@ -84,6 +84,9 @@ pub enum Error {
     /// A broken invariant inside mnemo.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A documented limit was reached; retrying later may succeed.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// The crate's result type.
@@ -110,12 +113,13 @@ impl Error {
             Error::Storage(_) => Status::Storage,
             Error::Corrupt(_) => Status::Corrupt,
             Error::Internal(_) => Status::Internal,
+            Error::Busy(_) => Status::Busy,
         }
     }
 
     /// The error a peer reported with status `code` and `message`. Refusals keep their kind
-    /// (bad argument, not found, permission, corrupt data); anything else, including a code
-    /// this build does not know, is a network error.
+    /// (bad argument, not found, permission, corrupt data, busy); anything else, including a
+    /// code this build does not know, is a network error.
     pub fn from_peer(code: i32, message: String) -> Error {
         let message = format!("peer: {message}");
         match Status::from_code(code) {
@@ -123,6 +127,7 @@ impl Error {
             Some(Status::NotFound) => Error::NotFound(message),
             Some(Status::PermissionDenied) => Error::PermissionDenied(message),
             Some(Status::Corrupt) => Error::Corrupt(message),
+            Some(Status::Busy) => Error::Busy(message),
             _ => Error::Network(message),
         }
     }

@@ -27,4 +27,7 @@ status_codes! {
     Corrupt = 10, CORRUPT;
     /// A caught panic or a broken invariant inside mnemo.
     Internal = 11, INTERNAL;
+    /// A documented limit was reached (a peer's connections, request rate or queue, entries
+    /// waiting for their parents): nothing was changed; retry later.
+    Busy = 12, BUSY;
 }

@@ -45,6 +45,7 @@ mod tests {
             (Error::Storage(String::new()), MNEMO_STATUS_STORAGE),
             (Error::Corrupt(String::new()), MNEMO_STATUS_CORRUPT),
             (Error::Internal(String::new()), MNEMO_STATUS_INTERNAL),
+            (Error::Busy(String::new()), MNEMO_STATUS_BUSY),
         ];
         for (error, status) in cases {
             assert_eq!(status_of(&error), status, "{error:?}");
@@ -73,6 +74,7 @@ mod tests {
             (MNEMO_STATUS_STORAGE, "MNEMO_STATUS_STORAGE"),
             (MNEMO_STATUS_CORRUPT, "MNEMO_STATUS_CORRUPT"),
             (MNEMO_STATUS_INTERNAL, "MNEMO_STATUS_INTERNAL"),
+            (MNEMO_STATUS_BUSY, "MNEMO_STATUS_BUSY"),
         ];
         assert_eq!(constants.len(), Status::ALL.len());
         for ((code, name), status) in constants.iter().zip(Status::ALL) {

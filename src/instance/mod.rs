@@ -119,17 +119,14 @@ impl Instance {
         }
         let inner = &*self.inner;
         let state = inner.system.database(&inner.registry, "_sync")?;
-        Ok(inner
-            .sync
-            .get_or_init(|| {
-                SyncEngine::new(
-                    &inner.registry,
-                    inner.system.device(),
-                    inner.system.device_key(),
-                    state,
-                )
-            })
-            .clone())
+        // Threads racing here each make an engine; one is kept, the others dropped unused.
+        let engine = SyncEngine::new(
+            &inner.registry,
+            inner.system.device(),
+            inner.system.device_key(),
+            state,
+        )?;
+        Ok(inner.sync.get_or_init(|| engine).clone())
     }
 
     /// The instance's [`SyncEngine`]; [`Error::SyncDisabled`] before

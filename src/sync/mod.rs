@@ -12,15 +12,18 @@
 //! ([`Registry`]), signs as the device through its key ring, and acts for whoever asks
 //! through a [`Requester`].
 
-mod client;
+pub mod handlers;
+mod handshake;
+mod limits;
+mod net;
 mod replay;
-mod server;
+mod round;
 mod state;
 mod track;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::crypto::{KeyRing, PublicKey};
@@ -28,7 +31,8 @@ use crate::database::{Database, Registry};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
-pub use client::SyncReport;
+pub use limits::Limits;
+pub use round::SyncReport;
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {
@@ -41,6 +45,9 @@ pub trait Requester {
     fn keep(&self, db: &EntryId) -> Result<()>;
 }
 
+/// How long dropping an engine waits for its handlers in progress to finish.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
 pub struct SyncEngine {
     registry: Weak<Registry>,
@@ -49,11 +56,14 @@ pub struct SyncEngine {
     device_key: PublicKey,
     /// `_sync`: cursors per peer and database, and the peers seen.
     state: state::SyncState,
-    agent: ureq::Agent,
+    /// Runs listeners and client requests; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    limits: RwLock<Limits>,
     replay: replay::ReplayGuard,
-    challenges: Mutex<HashMap<[u8; 32], u64>>,
+    challenges: handshake::Challenges,
+    /// Device ids of the peers this engine connected to, by address.
     peers: Mutex<HashMap<String, PublicKey>>,
-    servers: Mutex<Vec<server::Listener>>,
+    listeners: Mutex<Vec<net::listener::Listener>>,
     tracks: Mutex<Vec<Arc<track::Track>>>,
     /// Signalled whenever a background round ends, for [`SyncEngine::flush`].
     progress: (Mutex<()>, Condvar),
@@ -77,27 +87,25 @@ impl SyncEngine {
         device: Arc<dyn KeyRing>,
         device_key: PublicKey,
         state_db: Database,
-    ) -> Arc<SyncEngine> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        Arc::new_cyclic(|me| SyncEngine {
+    ) -> Result<Arc<SyncEngine>> {
+        let limits = Limits::default();
+        let runtime = net::runtime(limits.max_requests_in_flight)?;
+        let challenges = handshake::Challenges::new()?;
+        Ok(Arc::new_cyclic(|me| SyncEngine {
             registry: Arc::downgrade(registry),
             device,
             device_key,
             state: state::SyncState::new(state_db),
-            agent,
+            runtime: Some(runtime),
+            limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
-            challenges: Mutex::new(HashMap::new()),
+            challenges,
             peers: Mutex::new(HashMap::new()),
-            servers: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
             tracks: Mutex::new(Vec::new()),
             progress: (Mutex::new(()), Condvar::new()),
             me: me.clone(),
-        })
+        }))
     }
 
     /// The device identity this sync engine speaks for.
@@ -111,17 +119,51 @@ impl SyncEngine {
             .ok_or_else(|| Error::invalid("the instance behind this sync engine is closed"))
     }
 
-    /// Serves other instances on `addr` (e.g. "127.0.0.1:0") from background threads until
-    /// the engine is dropped; returns the address bound.
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until the engine is dropped")
+    }
+
+    /// The limits in force (see [`Limits`] for the defaults).
+    pub fn limits(&self) -> Limits {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the limits: listeners started afterwards and every later round use them.
+    /// [`Error::InvalidArgument`] unless [`Limits::validate`] accepts them.
+    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+        limits.validate()?;
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        Ok(())
+    }
+
+    /// Serves other instances on `addr` (e.g. "127.0.0.1:0") until the engine is dropped;
+    /// returns the address bound. Every resource a connection can hold is bounded by the
+    /// engine's [`Limits`].
     pub fn listen(&self, addr: &str) -> Result<String> {
         check_addr(addr, true)?;
-        let listener = server::Listener::start(addr, self.me.clone())?;
+        let listener =
+            net::listener::Listener::start(self.runtime(), addr, self.me.clone(), self.limits())?;
         let bound = listener.addr();
-        self.servers
+        self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(listener);
         Ok(bound)
+    }
+
+    /// Connections open now on this engine's listeners (a diagnostic).
+    pub fn open_connections(&self) -> usize {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(net::listener::Listener::open_connections)
+            .sum()
     }
 
     /// Proves identities with the peer at `addr` (each side signs the other's challenge with
@@ -281,9 +323,19 @@ impl Drop for SyncEngine {
         for t in tracks {
             t.stop();
         }
-        let servers = std::mem::take(&mut *self.servers.lock().unwrap_or_else(|p| p.into_inner()));
-        for s in servers {
-            s.stop();
+        let listeners =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in &listeners {
+            l.stop();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // On one of a runtime's own threads (a handler held the last reference):
+                // waiting for the runtime's threads here would wait for this one.
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 use crate::crypto::{PublicKey, Signature};
 use crate::entry::codec::{Reader, Writer};
 use crate::entry::{EntryId, MAX_ENTRY_BYTES};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Status};
 
 /// The protocol version this build speaks.
 pub const VERSION: u8 = 1;
@@ -401,6 +401,30 @@ pub fn decode_flags(bytes: &[u8]) -> Result<Vec<bool>> {
         .collect::<Result<Vec<_>>>()?;
     finish(r)?;
     Ok(flags)
+}
+
+/// The reply to a push: one status per entry, in order (`MNEMO_STATUS_OK` when taken).
+pub fn encode_statuses(statuses: &[Status]) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    w.u32(statuses.len() as u32);
+    for s in statuses {
+        w.u8(s.code() as u8);
+    }
+    w.0
+}
+
+/// Decodes [`encode_statuses`]: the status codes (a code this build does not know is kept).
+pub fn decode_statuses(bytes: &[u8]) -> Result<Vec<i32>> {
+    let mut r = open(bytes)?;
+    let n = r
+        .count(MAX_ENTRIES, "statuses")
+        .map_err(|_| bad("too many statuses"))?;
+    let statuses = (0..n)
+        .map(|_| r.u8().map(i32::from).map_err(|_| bad("truncated")))
+        .collect::<Result<Vec<_>>>()?;
+    finish(r)?;
+    Ok(statuses)
 }
 
 /// A failure: the mnemo status code and a message.

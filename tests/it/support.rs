@@ -153,3 +153,40 @@ pub fn storages() -> Vec<Storage> {
     }
     all
 }
+
+/// Sends one raw HTTP/1.1 POST of `body` to `path` at `addr` and returns the status code and
+/// the response body (`Connection: close`, so the body ends with the stream).
+pub fn http_post(addr: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut request = post_head(addr, path, body.len() as u64).into_bytes();
+    request.extend_from_slice(body);
+    http_exchange(addr, &request).expect("an HTTP response")
+}
+
+/// The head of a POST announcing a body of `length` bytes.
+pub fn post_head(addr: &str, path: &str, length: u64) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+    )
+}
+
+/// Writes `request` (as far as the server reads it) and returns the response it gets, if
+/// any, within 30 s.
+pub fn http_exchange(addr: &str, request: &[u8]) -> Option<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    parse_response(&response)
+}
+
+/// Splits a complete HTTP/1.1 response into its status code and body.
+pub fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&response[..end]).ok()?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, response[end + 4..].to_vec()))
+}

@@ -9,20 +9,11 @@ use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::{Error, Instance};
 
-use crate::support::{logged_in, state};
+use crate::support::{http_exchange, http_post, logged_in, post_head, state};
 
 /// Posts raw bytes to a sync endpoint; returns the HTTP status and body.
 fn post_raw(addr: &str, endpoint: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .post(&format!("http://{addr}/mnemo/sync/v1/{endpoint}"))
-        .send(body)
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_vec().unwrap())
+    http_post(addr, &format!("/mnemo/sync/v1/{endpoint}"), body)
 }
 
 fn now_ms() -> u64 {
@@ -153,10 +144,9 @@ fn requests_are_authenticated_fresh_and_bounded() {
         .unwrap()
         .message
         .contains("version 9"));
-    assert_eq!(
-        post_raw(&addr, "db", &vec![wire::VERSION; wire::MAX_MESSAGE + 1]).0,
-        400
-    );
+    // A body announced larger than the largest message is refused before it is read.
+    let oversized = post_head(&addr, "/mnemo/sync/v1/db", wire::MAX_MESSAGE as u64 + 1);
+    assert_eq!(http_exchange(&addr, oversized.as_bytes()).unwrap().0, 400);
     assert_eq!(post_raw(&addr, "nowhere", b"").0, 404);
     let fresh = envelope(&reader, &a, db.id(), Request::Tips).encode();
     assert_eq!(post_raw(&addr, "db", &fresh).0, 200);
@@ -199,10 +189,8 @@ fn pushed_entries_are_verified_before_they_are_visible() {
     let push = Request::Push(vec![unauthorised, forged, tampered, good]);
     let (status, body) = post_raw(&addr, "db", &envelope(&reader, &a, db.id(), push).encode());
     assert_eq!(status, 200);
-    assert_eq!(
-        wire::decode_flags(&body).unwrap(),
-        vec![false, false, false, true]
-    );
+    // One status per entry: no permission, forged, tampered, taken.
+    assert_eq!(wire::decode_statuses(&body).unwrap(), vec![5, 10, 10, 0]);
     assert_eq!(db.get("s", "k").unwrap(), "\"good\"");
     assert_ne!(db.tips().unwrap(), vec![first]);
 }

@@ -43,6 +43,7 @@ from .database import Database, Permission
 from .errors import (
     AlreadyExists,
     AuthFailed,
+    Busy,
     Corrupt,
     Error,
     InternalError,
@@ -92,6 +93,7 @@ __all__ = [
     "StorageError",
     "Corrupt",
     "InternalError",
+    "Busy",
 ]
 
 

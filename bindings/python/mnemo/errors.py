@@ -27,6 +27,7 @@ __all__ = [
     "StorageError",
     "Corrupt",
     "InternalError",
+    "Busy",
     "error_for_status",
 ]
 
@@ -46,6 +47,7 @@ class Status(enum.IntEnum):
     STORAGE = 9
     CORRUPT = 10
     INTERNAL = 11
+    BUSY = 12
 
 
 class Error(Exception):
@@ -139,6 +141,13 @@ class InternalError(Error):
     default_status = Status.INTERNAL
 
 
+class Busy(Error):
+    """A documented limit was reached (a peer's connections, request rate or queue, entries
+    waiting for their parents); nothing was changed: retry later."""
+
+    default_status = Status.BUSY
+
+
 _BY_STATUS: dict[int, type[Error]] = {
     cls.default_status: cls
     for cls in (
@@ -153,6 +162,7 @@ _BY_STATUS: dict[int, type[Error]] = {
         StorageError,
         Corrupt,
         InternalError,
+        Busy,
     )
 }
 

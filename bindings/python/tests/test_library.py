@@ -26,6 +26,7 @@ ERRORS = {
     mnemo.Status.STORAGE: mnemo.StorageError,
     mnemo.Status.CORRUPT: mnemo.Corrupt,
     mnemo.Status.INTERNAL: mnemo.InternalError,
+    mnemo.Status.BUSY: mnemo.Busy,
 }
 
 

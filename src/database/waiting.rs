@@ -1,0 +1,190 @@
+//! Foreign entries waiting, invisible, for their parents: bounded per database (count and
+//! bytes) and across the instance (bytes), and forgotten after a while. A peer that sends
+//! entries whose parents never come can hold only this much, only this long; past it, its
+//! entries are refused with [`Error::Busy`], which the peer sees.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::entry::{Entry, EntryId};
+use crate::error::{Error, Result};
+
+/// Most entries waiting in one database.
+pub const MAX_WAITING_ENTRIES: usize = 100_000;
+/// Most bytes waiting in one database.
+pub const MAX_WAITING_BYTES_PER_DATABASE: usize = 16 << 20;
+/// Most bytes waiting across an instance's databases.
+pub const MAX_WAITING_BYTES: usize = 64 << 20;
+/// How long an entry may wait for its parents before it is dropped.
+pub const WAITING_TTL: Duration = Duration::from_secs(600);
+/// Bytes counted for an entry beyond its encoding (its place in the maps).
+const OVERHEAD: usize = 128;
+
+/// The instance-wide count of waiting bytes, and the databases that hold some (to sweep
+/// their expired entries when the budget runs out).
+#[derive(Default)]
+pub(crate) struct WaitingBudget {
+    used: AtomicUsize,
+    members: Mutex<Vec<Weak<Mutex<Waiting>>>>,
+}
+
+impl WaitingBudget {
+    /// Bytes waiting across the instance now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn try_reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= MAX_WAITING_BYTES).then_some(used + bytes)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    fn register(&self, waiting: &Arc<Mutex<Waiting>>) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(waiting));
+    }
+
+    /// Drops the expired entries of every database not busy right now (one being changed
+    /// is skipped: it expires its own on its next use).
+    fn sweep(&self, now: Instant) {
+        let members: Vec<_> = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for member in members {
+            if let Ok(mut waiting) = member.try_lock() {
+                waiting.expire(now);
+            }
+        }
+    }
+}
+
+/// The entries of one database waiting for parents.
+pub(crate) struct Waiting {
+    budget: Arc<WaitingBudget>,
+    entries: HashMap<EntryId, (Entry, usize)>,
+    /// Parent id → the waiting children that need it.
+    waiting_on: HashMap<EntryId, Vec<EntryId>>,
+    /// Arrival order, for expiry.
+    arrivals: VecDeque<(Instant, EntryId)>,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// An empty waiting area drawing on the instance's `budget`.
+    pub(crate) fn new(budget: Arc<WaitingBudget>) -> Arc<Mutex<Waiting>> {
+        let waiting = Arc::new(Mutex::new(Waiting {
+            budget: budget.clone(),
+            entries: HashMap::new(),
+            waiting_on: HashMap::new(),
+            arrivals: VecDeque::new(),
+            bytes: 0,
+        }));
+        budget.register(&waiting);
+        waiting
+    }
+
+    /// True if `id` is waiting here.
+    pub(crate) fn contains(&self, id: &EntryId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Entries waiting here.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Makes `entry` wait for `missing` parents. [`Error::Busy`] when this database or the
+    /// instance cannot hold more now (send parents first, or retry later).
+    pub(crate) fn add(&mut self, entry: Entry, missing: Vec<EntryId>, now: Instant) -> Result<()> {
+        self.expire(now);
+        let size = entry.bytes().len() + OVERHEAD + 32 * missing.len();
+        if self.entries.len() >= MAX_WAITING_ENTRIES
+            || self.bytes + size > MAX_WAITING_BYTES_PER_DATABASE
+        {
+            return Err(Error::Busy(format!(
+                "this database already holds {} entries waiting for their parents; send parents first",
+                self.entries.len()
+            )));
+        }
+        if !self.budget.try_reserve(size) {
+            self.budget.sweep(now);
+            if !self.budget.try_reserve(size) {
+                return Err(Error::Busy(
+                    "too many entries are waiting for their parents on this instance; retry later"
+                        .into(),
+                ));
+            }
+        }
+        let id = entry.id();
+        for parent in missing {
+            self.waiting_on.entry(parent).or_default().push(id);
+        }
+        self.arrivals.push_back((now, id));
+        self.entries.insert(id, (entry, size));
+        self.bytes += size;
+        Ok(())
+    }
+
+    /// The waiting children that need `parent` (forgetting that they need it).
+    pub(crate) fn children_of(&mut self, parent: &EntryId) -> Vec<EntryId> {
+        self.waiting_on.remove(parent).unwrap_or_default()
+    }
+
+    /// The waiting entry `id`, if any (it stays waiting).
+    pub(crate) fn get(&self, id: &EntryId) -> Option<&Entry> {
+        self.entries.get(id).map(|(entry, _)| entry)
+    }
+
+    /// Takes `id` out of the waiting area.
+    pub(crate) fn remove(&mut self, id: &EntryId) -> Option<Entry> {
+        let (entry, size) = self.entries.remove(id)?;
+        self.bytes -= size;
+        self.budget.release(size);
+        Some(entry)
+    }
+
+    /// Drops entries that waited longer than [`WAITING_TTL`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some((arrived, id)) = self.arrivals.front().copied() {
+            if now.duration_since(arrived) < WAITING_TTL {
+                break;
+            }
+            self.arrivals.pop_front();
+            if let Some(entry) = self.remove(&id) {
+                for parent in &entry.content().parents {
+                    if let Some(children) = self.waiting_on.get_mut(parent) {
+                        children.retain(|c| *c != id);
+                        if children.is_empty() {
+                            self.waiting_on.remove(parent);
+                        }
+                    }
+                }
+            }
+        }
+        // Entries applied or dropped earlier leave their arrival behind: trim those too.
+        if self.arrivals.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.arrivals.retain(|(_, id)| entries.contains_key(id));
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}

@@ -1,0 +1,200 @@
+//! What a listener does with each request: bytes of a well-formed, bounded body in, bytes
+//! of the reply out (or an error, which the listener sends as an [`super::wire::ErrorReply`]).
+//! Synchronous: they read and write storage; the listener runs them on its bounded pool.
+
+use super::wire::{self, Confirm, Envelope, Hello, HelloReply, IdsPage, Request};
+use super::SyncEngine;
+use crate::database::settings::auth_key;
+use crate::database::{now_ms, Permission, Registry, SETTINGS_STORE};
+use crate::entry::Entry;
+use crate::error::{Error, Result, Status};
+
+/// The endpoints of the sync protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Handshake, step 1: the server proves its device key and issues a challenge.
+    Hello,
+    /// Handshake, step 2: the client proves its device key.
+    Confirm,
+    /// A signed request on one database.
+    Db,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 3] = [Endpoint::Hello, Endpoint::Confirm, Endpoint::Db];
+
+    /// The endpoint's name in its path (`/mnemo/sync/v1/<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Hello => "hello",
+            Endpoint::Confirm => "confirm",
+            Endpoint::Db => "db",
+        }
+    }
+
+    /// The endpoint at HTTP path `path`, if any.
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        let name = path.strip_prefix("/mnemo/sync/v1/")?;
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// Handles one request body for `endpoint`.
+pub fn dispatch(sync: &SyncEngine, endpoint: Endpoint, body: &[u8]) -> Result<Vec<u8>> {
+    match endpoint {
+        Endpoint::Hello => hello(sync, body),
+        Endpoint::Confirm => confirm(sync, body),
+        Endpoint::Db => database(sync, body),
+    }
+}
+
+fn hello(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+    let hello = Hello::decode(body)?;
+    let proof = wire::hello_proof(&hello.nonce, &hello.client, &sync.device_key);
+    let signature = sync.device.sign(&sync.device_key, &proof)?;
+    Ok(HelloReply {
+        server: sync.device_key,
+        signature,
+        nonce: sync.challenges.issue(&hello.client, now_ms())?,
+    }
+    .encode())
+}
+
+fn confirm(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+    let confirm = Confirm::decode(body)?;
+    let lifetime = sync.limits().challenge_lifetime.as_millis() as u64;
+    sync.challenges
+        .check(&confirm.client, &confirm.nonce, now_ms(), lifetime)?;
+    let proof = wire::confirm_proof(&confirm.nonce, &sync.device_key, &confirm.client);
+    confirm
+        .client
+        .verify(&proof, &confirm.signature)
+        .map_err(|_| Error::PermissionDenied("the peer's device proof does not verify".into()))?;
+    Ok(wire::encode_flags(&[]))
+}
+
+fn no_access() -> Error {
+    Error::PermissionDenied("this key has no permission on that database".into())
+}
+
+/// A signed request on a database: addressed to this server, signed by its key, and from a
+/// key with at least read (or a first push that makes the key's own database here) before
+/// its nonce is remembered, so strangers cannot fill the replay memory.
+fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+    let env = Envelope::decode(body)?;
+    if env.server != sync.device_key {
+        return Err(Error::PermissionDenied(
+            "the request is addressed to another server".into(),
+        ));
+    }
+    env.key
+        .verify(&env.signed_part(), &env.signature)
+        .map_err(|_| Error::PermissionDenied("the request signature does not verify".into()))?;
+    let registry = sync.registry()?;
+    if !registry.exists(&env.db)? {
+        // A database new to this server: it holds nothing of it, so saying so (no tips,
+        // no entries held) reveals no entry. It may arrive by push, root first, from a key
+        // its root grants: that is how a device shares a database with a server.
+        return match &env.request {
+            Request::Tips => Ok(wire::encode_ids(&[])),
+            Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
+            Request::Push(entries) if admits_new_database(&env, entries) => {
+                sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+                Ok(push(&registry, &env, entries))
+            }
+            _ => Err(no_access()),
+        };
+    }
+    let core = registry.core(env.db);
+    if core
+        .current_settings()?
+        .permission_of(&env.key)
+        .is_none_or(|p| p < Permission::Read)
+    {
+        return Err(no_access());
+    }
+    sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+    let backend = core.backend();
+    match &env.request {
+        Request::Tips => Ok(wire::encode_ids(
+            &backend
+                .tips(&env.db)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect::<Vec<_>>(),
+        )),
+        Request::Ids { after, limit } => {
+            let limit = (*limit as usize).clamp(1, wire::MAX_IDS);
+            let page = backend.entries_after(&env.db, *after, limit)?;
+            let next = page.last().map_or(*after, |(seq, _)| *seq);
+            let more = page.len() == limit;
+            Ok(IdsPage {
+                ids: page.into_iter().map(|(_, id)| id).collect(),
+                next,
+                more,
+            }
+            .encode())
+        }
+        Request::Get(ids) => {
+            let mut entries = Vec::new();
+            let mut size = 0;
+            for id in ids {
+                if size >= wire::BATCH_BYTES || entries.len() >= wire::MAX_ENTRIES {
+                    break;
+                }
+                // Only entries of this database: a grant on one never reveals another.
+                if backend.entry_meta(id)?.is_some_and(|m| m.db == env.db) {
+                    let bytes = backend
+                        .get_entry(id)?
+                        .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
+                    size += bytes.len();
+                    entries.push(bytes);
+                }
+            }
+            Ok(wire::encode_entries(&entries))
+        }
+        Request::Have(ids) => {
+            let flags = ids
+                .iter()
+                .map(|id| core.knows(id))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(wire::encode_flags(&flags))
+        }
+        Request::Push(entries) => Ok(push(&registry, &env, entries)),
+    }
+}
+
+fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
+    let Some(root) = entries.first().and_then(|b| Entry::decode(b).ok()) else {
+        return false;
+    };
+    let settings = root.content().ops.get(SETTINGS_STORE);
+    let grant = settings.and_then(|s| s.get(&auth_key(&env.key)));
+    root.id() == env.db && root.content().db.is_none() && grant.is_some()
+}
+
+/// Takes pushed entries one by one: each is verified (signature, then permission) before it
+/// becomes visible; invalid ones are dropped. Replies one status per entry: OK when taken
+/// (applied or waiting for its parents), else why not.
+fn push(registry: &Registry, env: &Envelope, entries: &[Vec<u8>]) -> Vec<u8> {
+    let statuses: Vec<Status> = entries
+        .iter()
+        .map(|bytes| {
+            let taken = Entry::decode(bytes).and_then(|e| {
+                if e.database_id() != env.db {
+                    return Err(Error::Corrupt("entry of another database".into()));
+                }
+                registry.receive(e)
+            });
+            match taken {
+                Ok(received) => received
+                    .rejected
+                    .first()
+                    .map_or(Status::Ok, |(_, e)| e.status()),
+                Err(e) => e.status(),
+            }
+        })
+        .collect();
+    wire::encode_statuses(&statuses)
+}

@@ -1,0 +1,146 @@
+//! Asking a peer over HTTP/1.1: one connection per exchange (a handshake or a round), reused
+//! for its requests. Nothing a peer does can hang the caller: connecting, each request
+//! (response body included) and the whole exchange have deadlines, and a response is
+//! refused if it announces or sends more than the largest message.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio::time::timeout;
+
+use super::path;
+use crate::error::{Error, Result};
+use crate::sync::wire::ErrorReply;
+use crate::sync::Limits;
+
+/// A connection to the peer at one address, for one exchange that ends by `deadline`.
+pub(in crate::sync) struct PeerConnection<'a> {
+    runtime: &'a Runtime,
+    addr: &'a str,
+    limits: &'a Limits,
+    deadline: Instant,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl<'a> PeerConnection<'a> {
+    /// A connection (opened at the first request) to `addr` for an exchange that must end
+    /// within `limits.round_deadline`.
+    pub(in crate::sync) fn new(runtime: &'a Runtime, addr: &'a str, limits: &'a Limits) -> Self {
+        PeerConnection {
+            runtime,
+            addr,
+            limits,
+            deadline: Instant::now() + limits.round_deadline,
+            sender: None,
+        }
+    }
+
+    /// POSTs `body` to `endpoint` and returns the reply's body. A refusal by the peer comes
+    /// back as the error it reported ([`Error::from_peer`]); a timeout, a broken connection or
+    /// an oversized reply as [`Error::Network`]. After an error the connection is dropped.
+    pub(in crate::sync) fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Network(format!(
+                "{}: the round took longer than {} s",
+                self.addr,
+                self.limits.round_deadline.as_secs()
+            )));
+        }
+        let limit = left.min(self.limits.request_timeout);
+        let runtime = self.runtime;
+        let outcome = runtime.block_on(async {
+            match timeout(limit, self.exchange(endpoint, body)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Network(format!(
+                    "{}: no complete reply within {} ms",
+                    self.addr,
+                    limit.as_millis()
+                ))),
+            }
+        });
+        if outcome.is_err() {
+            self.sender = None;
+        }
+        outcome.and_then(|(status, bytes)| self.reply(status, bytes))
+    }
+
+    async fn exchange(&mut self, endpoint: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>)> {
+        let addr = self.addr;
+        let max = self.limits.max_message_bytes;
+        let network =
+            |what: &str, e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {what}: {e}"));
+        let sender = self.connected().await?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| network("the connection closed", &e))?;
+        let request = Request::post(path(endpoint))
+            .header(HOST, addr)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::Internal(format!("building a sync request: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| network("sending the request", &e))?;
+        let status = response.status();
+        let announced = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > max as u64) {
+            return Err(Error::Network(format!("{addr}: reply too large")));
+        }
+        let bytes = Limited::new(response.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| network("reading the reply", &e))?
+            .to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// The open connection, connecting first if there is none.
+    async fn connected(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
+            return Ok(self.sender.as_mut().expect("checked above"));
+        }
+        let addr = self.addr;
+        let stream = timeout(self.limits.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Network(format!("{addr}: connecting timed out")))?
+            .map_err(|e| Error::Network(format!("{addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(self.limits.max_header_bytes.max(8192))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Network(format!("{addr}: {e}")))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(self.sender.insert(sender))
+    }
+
+    fn reply(&self, status: StatusCode, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        if status == StatusCode::OK {
+            return Ok(bytes);
+        }
+        match ErrorReply::decode(&bytes) {
+            Ok(reply) => Err(Error::from_peer(reply.status, reply.message)),
+            Err(_) => Err(Error::Network(format!(
+                "{}: HTTP status {}",
+                self.addr,
+                status.as_u16()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! The sync listener: HTTP/1.1 on tokio and hyper, with every resource a stranger could
+//! make it hold bounded ([`Limits`]).
+//!
+//! - Connections: counted per address and in all; over either cap, a connection is answered
+//!   `503` and closed at once. No thread per connection: each is a task.
+//! - Request heads: at most `max_header_bytes`, within `idle_timeout` of the connection
+//!   opening or of the previous response (slow or idle clients are closed).
+//! - Bodies: a `Content-Length` is required and checked against `max_message_bytes` before
+//!   anything is read (so no allocation follows an announced size); the bytes are reserved
+//!   from the listener-wide `max_buffered_bytes`, read within `body_timeout`, and the count
+//!   must match.
+//! - Rate and concurrency: each address has a token bucket and an in-flight share; handlers
+//!   run on the runtime's bounded blocking pool, at most `max_requests_in_flight` at once.
+//! - Writes: a client that stops reading its response is cut off after `body_timeout`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{sleep, timeout, Sleep};
+
+use super::addresses::{Address, Addresses, Refusal};
+use crate::error::{Error, Result, Status};
+use crate::sync::handlers::{self, Endpoint};
+use crate::sync::wire::ErrorReply;
+use crate::sync::{Limits, SyncEngine};
+
+/// Buffered body bytes are reserved in units of this many bytes.
+const BUDGET_UNIT: usize = 1024;
+
+/// A bound listener, serving until [`Listener::stop`] or until its engine is gone.
+pub(in crate::sync) struct Listener {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    addresses: Arc<Addresses>,
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    engine: Weak<SyncEngine>,
+    limits: Limits,
+    addresses: Arc<Addresses>,
+    in_flight: Semaphore,
+    buffered: Semaphore,
+}
+
+impl Listener {
+    /// Binds `addr` and starts accepting on `runtime`.
+    pub(in crate::sync) fn start(
+        runtime: &tokio::runtime::Runtime,
+        addr: &str,
+        engine: Weak<SyncEngine>,
+        limits: Limits,
+    ) -> Result<Listener> {
+        let socket = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        let bound = socket
+            .local_addr()
+            .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(socket)
+                .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?
+        };
+        let addresses = Addresses::new(limits.clone());
+        let shared = Arc::new(Shared {
+            engine,
+            in_flight: Semaphore::new(limits.max_requests_in_flight),
+            buffered: Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT),
+            addresses: addresses.clone(),
+            limits,
+        });
+        let (stop, stopped) = watch::channel(false);
+        runtime.spawn(accept_loop(listener, shared, stopped));
+        Ok(Listener {
+            addr: bound,
+            stop,
+            addresses,
+        })
+    }
+
+    /// The address bound.
+    pub(in crate::sync) fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Connections open now.
+    pub(in crate::sync) fn open_connections(&self) -> usize {
+        self.addresses.open_connections()
+    }
+
+    /// Stops accepting and closes the listening socket; connections in progress end as
+    /// their requests do.
+    pub(in crate::sync) fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                // Out of descriptors or a connection reset before accept: pause, go on.
+                sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.engine.strong_count() == 0 {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        match shared.addresses.admit(Address::of(peer.ip())) {
+            Some(guard) => {
+                tokio::spawn(serve_connection(stream, shared.clone(), guard));
+            }
+            None => refuse_connection(stream),
+        }
+    }
+}
+
+/// Answers a connection over the caps with a `503` carrying `MNEMO_STATUS_BUSY`, without
+/// waiting for anything, and closes it.
+fn refuse_connection(stream: TcpStream) {
+    let body = ErrorReply {
+        status: Status::Busy.code(),
+        message: "server busy: too many connections".into(),
+    }
+    .encode();
+    let mut response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let _ = stream.try_write(&response);
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    guard: super::addresses::ConnectionGuard,
+) {
+    let address = guard.address();
+    let io = TokioIo::new(WriteDeadline::new(stream, shared.limits.body_timeout));
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |request| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(respond(&shared, address, request).await) }
+        })
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.idle_timeout)
+        .max_buf_size(shared.limits.max_header_bytes.max(8192))
+        .max_header_size(shared.limits.max_header_bytes)
+        .keep_alive(true);
+    let _ = http.serve_connection(io, service).await;
+    drop(guard);
+}
+
+/// Handles one request; every refusal is an [`ErrorReply`] with its status.
+async fn respond(
+    shared: &Shared,
+    address: Address,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match handle(shared, address, request).await {
+        Ok(body) => response(StatusCode::OK, body, false),
+        Err(e) => {
+            let code = http_status(&e);
+            let body = ErrorReply {
+                status: e.status().code(),
+                message: e.to_string(),
+            }
+            .encode();
+            // After a refused body, the connection is not reused: unread bytes may follow.
+            response(
+                code,
+                body,
+                code != StatusCode::NOT_FOUND && code != StatusCode::FORBIDDEN,
+            )
+        }
+    }
+}
+
+fn response(code: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder()
+        .status(code)
+        .header(CONTENT_TYPE, "application/octet-stream");
+    if close {
+        builder = builder.header(CONNECTION, "close");
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("a static response is well formed")
+}
+
+/// The HTTP status that carries an error (the body says the mnemo status).
+fn http_status(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidArgument(_) | Error::Network(_) | Error::Corrupt(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        Error::PermissionDenied(_) | Error::AuthFailed => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn handle(shared: &Shared, address: Address, request: Request<Incoming>) -> Result<Vec<u8>> {
+    let _request_guard = shared.addresses.begin_request(address).map_err(|refusal| {
+        Error::Busy(match refusal {
+            Refusal::Rate => "server busy: too many requests from this address".into(),
+            Refusal::InFlight => {
+                "server busy: too many requests in flight from this address".into()
+            }
+        })
+    })?;
+    if request.method() != Method::POST {
+        return Err(Error::invalid("sync requests are POSTs"));
+    }
+    let endpoint = Endpoint::from_path(request.uri().path())
+        .ok_or_else(|| Error::NotFound(format!("no sync endpoint {}", request.uri().path())))?;
+    let length = announced_length(&request, shared.limits.max_message_bytes)?;
+    let _reserved = reserve(&shared.buffered, length, shared.limits.queue_timeout).await?;
+    let body = read_body(request.into_body(), length, shared.limits.body_timeout).await?;
+    let _slot = timeout(shared.limits.queue_timeout, shared.in_flight.acquire())
+        .await
+        .map_err(|_| Error::Busy("server busy: every request slot stayed taken".into()))?
+        .map_err(|_| Error::Internal("the request slots were closed".into()))?;
+    let engine = shared
+        .engine
+        .upgrade()
+        .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
+    tokio::task::spawn_blocking(move || handlers::dispatch(&engine, endpoint, &body))
+        .await
+        .map_err(|e| Error::Internal(format!("a sync handler failed: {e}")))?
+}
+
+/// The body length the request announces: required, at most `max` bytes.
+fn announced_length(request: &Request<Incoming>, max: usize) -> Result<usize> {
+    let length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .ok_or_else(|| Error::invalid("a sync request has a Content-Length"))?
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| Error::invalid("malformed Content-Length"))?;
+    if length > max as u64 {
+        return Err(Error::invalid(format!(
+            "sync message too large: {length} bytes announced, at most {max}"
+        )));
+    }
+    Ok(length as usize)
+}
+
+/// Reserves `bytes` of the listener's body budget, waiting at most `wait`.
+async fn reserve<'a>(
+    budget: &'a Semaphore,
+    bytes: usize,
+    wait: std::time::Duration,
+) -> Result<tokio::sync::SemaphorePermit<'a>> {
+    let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1))
+        .map_err(|_| Error::invalid("sync message too large"))?;
+    timeout(wait, budget.acquire_many(units))
+        .await
+        .map_err(|_| Error::Busy("server busy: too many request bodies in memory".into()))?
+        .map_err(|_| Error::Internal("the body budget was closed".into()))
+}
+
+/// Reads exactly `length` bytes of body within `limit` time.
+async fn read_body(body: Incoming, length: usize, limit: std::time::Duration) -> Result<Vec<u8>> {
+    let collected = timeout(limit, Limited::new(body, length).collect())
+        .await
+        .map_err(|_| Error::Network("the request body did not arrive in time".into()))?
+        .map_err(|e| Error::invalid(format!("reading the request body: {e}")))?
+        .to_bytes();
+    if collected.len() != length {
+        return Err(Error::invalid(
+            "the request body does not match its Content-Length",
+        ));
+    }
+    Ok(collected.to_vec())
+}
+
+/// A stream whose writes fail once one has made no progress for a while: a client that
+/// stops reading its responses cannot hold a connection (and its buffers) forever.
+struct WriteDeadline {
+    stream: TcpStream,
+    limit: std::time::Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: TcpStream, limit: std::time::Duration) -> Self {
+        WriteDeadline {
+            stream,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Called when a write could not proceed: starts the clock, or fails if it ran out.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let limit = self.limit;
+        let clock = self.stalled.get_or_insert_with(|| Box::pin(sleep(limit)));
+        match clock.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.stream).poll_write(cx, data) {
+            Poll::Pending => self.check_stall(cx).map(|r| r.map(|()| 0)),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Pending => self.check_stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

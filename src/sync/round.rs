@@ -1,0 +1,325 @@
+//! Asking a peer: the handshake, and one sync round (pull then push) for a database. A
+//! round has a deadline, and each page a peer sends must make progress, so no peer can keep
+//! a round going forever.
+
+use std::sync::Arc;
+
+use super::net::client::PeerConnection;
+use super::state::Direction;
+use super::wire::{self, Confirm, Envelope, Hello, HelloReply, IdsPage, Request};
+use super::SyncEngine;
+use crate::crypto::{random, KeyRing, PublicKey};
+use crate::database::{now_ms, Registry};
+use crate::entry::{Entry, EntryId};
+use crate::error::{Error, Result, Status};
+
+/// What one round moved.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Entries received from the peer and taken (applied or waiting for parents).
+    pub pulled: usize,
+    /// Entries the peer took from us.
+    pub pushed: usize,
+    /// Entries received that failed verification (dropped), with the reason.
+    pub rejected: Vec<String>,
+    /// How many of our entries the peer refused.
+    pub refused_by_peer: usize,
+    /// The status of the first refusal (e.g. `MNEMO_STATUS_PERMISSION_DENIED`: the author
+    /// lacks permission there; `MNEMO_STATUS_BUSY`: the peer cannot hold more waiting
+    /// entries now).
+    pub first_refusal: Option<i32>,
+}
+
+impl SyncReport {
+    /// The report, or an error naming what was rejected (everything valid was applied).
+    pub fn into_result(self) -> Result<SyncReport> {
+        if let Some(first) = self.rejected.first() {
+            return Err(Error::Corrupt(format!(
+                "the peer sent {} entries that failed verification and were dropped (first: {first})",
+                self.rejected.len()
+            )));
+        }
+        if self.refused_by_peer > 0 {
+            let count = self.refused_by_peer;
+            return Err(match self.first_refusal.and_then(Status::from_code) {
+                Some(Status::Busy) => Error::Busy(format!(
+                    "the peer could not take {count} of our entries now; retry later"
+                )),
+                _ => Error::PermissionDenied(format!(
+                    "the peer refused {count} of our entries (their authors lack permission there?)"
+                )),
+            });
+        }
+        Ok(self)
+    }
+}
+
+impl SyncEngine {
+    /// Mutual proof of device keys with the peer at `addr`; remembers and returns its id.
+    pub(super) fn handshake(&self, addr: &str) -> Result<PublicKey> {
+        let limits = self.limits();
+        let mut connection = PeerConnection::new(self.runtime(), addr, &limits);
+        self.handshake_on(&mut connection, addr)
+    }
+
+    fn handshake_on(&self, connection: &mut PeerConnection<'_>, addr: &str) -> Result<PublicKey> {
+        let nonce = random::bytes::<32>()?;
+        let hello = Hello {
+            client: self.device_key,
+            nonce,
+        };
+        let reply = HelloReply::decode(&connection.post("hello", hello.encode())?)?;
+        reply
+            .server
+            .verify(
+                &wire::hello_proof(&nonce, &self.device_key, &reply.server),
+                &reply.signature,
+            )
+            .map_err(|_| {
+                Error::Network(format!("{addr}: the peer's device proof does not verify"))
+            })?;
+        let proof = wire::confirm_proof(&reply.nonce, &reply.server, &self.device_key);
+        let confirm = Confirm {
+            client: self.device_key,
+            nonce: reply.nonce,
+            signature: self.device.sign(&self.device_key, &proof)?,
+        };
+        connection.post("confirm", confirm.encode())?;
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), reply.server);
+        self.state.peer_seen(&reply.server)?;
+        Ok(reply.server)
+    }
+
+    fn peer_device(&self, connection: &mut PeerConnection<'_>, addr: &str) -> Result<PublicKey> {
+        let known = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .copied();
+        match known {
+            Some(peer) => Ok(peer),
+            None => self.handshake_on(connection, addr),
+        }
+    }
+
+    /// Pulls then pushes database `db` with the peer at `addr`, signing as `key`.
+    pub(super) fn round(
+        &self,
+        keys: &dyn KeyRing,
+        key: &PublicKey,
+        addr: &str,
+        db: &EntryId,
+    ) -> Result<SyncReport> {
+        let limits = self.limits();
+        let mut connection = PeerConnection::new(self.runtime(), addr, &limits);
+        let peer = self.peer_device(&mut connection, addr)?;
+        let mut talk = Exchange {
+            sync: self,
+            registry: self.registry()?,
+            keys,
+            key: *key,
+            addr,
+            peer,
+            db: *db,
+            connection,
+        };
+        let mut report = SyncReport::default();
+        let theirs = wire::decode_ids(&talk.ask(Request::Tips)?)?;
+        let ours: Vec<EntryId> = talk
+            .registry
+            .backend()
+            .tips(db)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if theirs.is_empty() && ours.is_empty() {
+            return Err(Error::NotFound(format!(
+                "neither this instance nor the peer holds database {db}"
+            )));
+        }
+        if theirs == ours {
+            return Ok(report);
+        }
+        // A peer without the database has nothing to pull (and may take it by push).
+        if !theirs.is_empty() {
+            talk.pull(&mut report)?;
+        }
+        if talk.registry.exists(db)? {
+            talk.push(&mut report)?;
+        }
+        Ok(report)
+    }
+}
+
+/// One sync round's conversation with a peer about one database, as one key.
+struct Exchange<'a> {
+    sync: &'a SyncEngine,
+    registry: Arc<Registry>,
+    keys: &'a dyn KeyRing,
+    key: PublicKey,
+    addr: &'a str,
+    peer: PublicKey,
+    db: EntryId,
+    connection: PeerConnection<'a>,
+}
+
+impl Exchange<'_> {
+    /// One request on the database, signed by the key through the key ring.
+    fn ask(&mut self, request: Request) -> Result<Vec<u8>> {
+        let mut env = Envelope {
+            db: self.db,
+            key: self.key,
+            server: self.peer,
+            timestamp_ms: now_ms(),
+            nonce: random::bytes()?,
+            request,
+            signature: [0; 64],
+        };
+        env.signature = self.keys.sign(&self.key, &env.signed_part())?;
+        self.connection.post("db", env.encode())
+    }
+
+    /// Takes every entry the peer lists after the pull cursor that this instance lacks.
+    /// Every page must advance the cursor, and every reply to `get` must bring some of the
+    /// entries asked for: a peer that claims more without giving it ends the round.
+    fn pull(&mut self, report: &mut SyncReport) -> Result<()> {
+        let db = self.db;
+        let core = self.registry.core(db);
+        let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
+        loop {
+            let page = IdsPage::decode(&self.ask(Request::Ids {
+                after: cursor,
+                limit: wire::MAX_IDS as u32,
+            })?)?;
+            if page.next < cursor || (page.more && (page.ids.is_empty() || page.next == cursor)) {
+                return Err(Error::Corrupt(format!(
+                    "{}: the peer's page of ids does not advance (at {cursor}, next {})",
+                    self.addr, page.next
+                )));
+            }
+            let mut missing: Vec<EntryId> = Vec::new();
+            for id in &page.ids {
+                if !core.knows(id)? {
+                    missing.push(*id);
+                }
+            }
+            while !missing.is_empty() {
+                let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
+                let before = missing.len();
+                for bytes in &got {
+                    let id = EntryId::of_bytes(bytes);
+                    let Some(at) = missing.iter().position(|m| *m == id) else {
+                        continue; // not asked for: ignored
+                    };
+                    missing.swap_remove(at);
+                    self.take(bytes, report);
+                }
+                if missing.len() == before {
+                    return Err(Error::Network(format!(
+                        "{}: the peer did not send entries it listed",
+                        self.addr
+                    )));
+                }
+            }
+            if page.next > cursor {
+                cursor = page.next;
+                self.sync
+                    .state
+                    .save_cursor(&self.peer, &db, Direction::Pull, cursor)?;
+            }
+            if !page.more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Verifies and takes one entry the peer sent, noting the outcome in `report`.
+    fn take(&self, bytes: &[u8], report: &mut SyncReport) {
+        let id = EntryId::of_bytes(bytes);
+        let taken = Entry::decode(bytes).and_then(|e| {
+            if e.database_id() != self.db {
+                return Err(Error::Corrupt("an entry of another database".into()));
+            }
+            self.registry.receive(e)
+        });
+        match taken {
+            Ok(received) => {
+                report.pulled += 1;
+                report
+                    .rejected
+                    .extend(received.rejected.iter().map(|(id, e)| format!("{id}: {e}")));
+            }
+            Err(e) => report.rejected.push(format!("{id}: {e}")),
+        }
+    }
+
+    /// Sends every entry stored here after the push cursor that the peer lacks, in batches
+    /// bounded in count and bytes (read from storage one batch at a time).
+    fn push(&mut self, report: &mut SyncReport) -> Result<()> {
+        let db = self.db;
+        let backend = self.registry.backend().clone();
+        let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Push)?;
+        loop {
+            let page = backend.entries_after(&db, cursor, wire::MAX_IDS)?;
+            let Some((last, _)) = page.last().copied() else {
+                return Ok(());
+            };
+            let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
+            let held = wire::decode_flags(&self.ask(Request::Have(ids.clone()))?)?;
+            if held.len() != ids.len() {
+                return Err(Error::Network(format!(
+                    "{}: malformed reply to 'have'",
+                    self.addr
+                )));
+            }
+            let mut batch: Vec<Vec<u8>> = Vec::new();
+            let mut size = 0;
+            for (id, _) in ids.iter().zip(held).filter(|(_, held)| !held) {
+                let bytes = backend
+                    .get_entry(id)?
+                    .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
+                size += bytes.len();
+                batch.push(bytes);
+                if batch.len() >= wire::MAX_ENTRIES || size >= wire::BATCH_BYTES {
+                    self.send(std::mem::take(&mut batch), report)?;
+                    size = 0;
+                }
+            }
+            if !batch.is_empty() {
+                self.send(batch, report)?;
+            }
+            cursor = last;
+            self.sync
+                .state
+                .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
+            if page.len() < wire::MAX_IDS {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushes one batch and counts what the peer took and refused.
+    fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<()> {
+        let count = batch.len();
+        let statuses = wire::decode_statuses(&self.ask(Request::Push(batch))?)?;
+        if statuses.len() != count {
+            return Err(Error::Network(format!(
+                "{}: malformed reply to 'push'",
+                self.addr
+            )));
+        }
+        for status in statuses {
+            if status == Status::Ok.code() {
+                report.pushed += 1;
+            } else {
+                report.refused_by_peer += 1;
+                report.first_refusal.get_or_insert(status);
+            }
+        }
+        Ok(())
+    }
+}
