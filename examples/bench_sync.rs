@@ -1,6 +1,7 @@
 //! Sync benchmark: bringing an empty peer up to date over loopback, compared with this
-//! machine's single-core Ed25519 verification rate measured in the same run; the latency
-//! from a commit on one instance to the change callback on a tracking peer; peak memory.
+//! machine's single-core Ed25519 verification rate measured in the same run; pulling 600
+//! settings entries (grants) against pulling 600 data entries; the latency from a commit on
+//! one instance to the change callback on a tracking peer; peak memory.
 //!
 //! Run: `cargo run --release --example bench_sync [ENTRIES]` (default 100000).
 
@@ -82,6 +83,38 @@ fn main() {
         peak_rss_mib()
     );
 
+    // Settings entries against data entries: each settings entry is checked against the
+    // settings its parents see; that must not cost more than a data entry's check.
+    let pull = |settings: bool| -> f64 {
+        let (src, owner) = instance("owner");
+        let db = owner.create_db("kinds").unwrap();
+        for i in 0..600 {
+            if settings {
+                let key = PrivateKey::generate().unwrap();
+                db.grant(&key.public_key(), Permission::Read).unwrap();
+            } else {
+                db.set("s", &format!("k{i}"), "1").unwrap();
+            }
+        }
+        let addr = src.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+        let (dst, reader) = instance("reader");
+        db.grant(&reader.default_key().unwrap(), Permission::Read)
+            .unwrap();
+        let start = Instant::now();
+        dst.enable_sync()
+            .unwrap()
+            .sync_db(&reader, &addr, &db.id())
+            .unwrap();
+        start.elapsed().as_secs_f64()
+    };
+    let (data, settings) = (pull(false), pull(true));
+    println!(
+        "pull 600 data entries: {:.0} ms; 600 settings entries: {:.0} ms ({:.2}x)",
+        data * 1e3,
+        settings * 1e3,
+        settings / data
+    );
+
     // Latency: A tracks B (pushes on commit); B's subscriber hears each change.
     let (c, carol) = instance("carol");
     let shared = carol.create_db("latency").unwrap();
@@ -91,10 +124,9 @@ fn main() {
         .unwrap();
     let addr_d = d.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
     // D needs the database first: C pushes it while tracking.
-    c.enable_sync()
-        .unwrap()
-        .track(&carol, &addr_d, &shared.id())
-        .unwrap();
+    let sync_c = c.enable_sync().unwrap();
+    sync_c.track(&carol, &addr_d, &shared.id()).unwrap();
+    sync_c.flush(Duration::from_secs(30)).unwrap();
     let copy = dave.load_db(&shared.id()).unwrap();
     let (tx, rx) = channel();
     let _sub = copy

@@ -478,9 +478,12 @@ void mnemo_subscription_free(struct mnemo_subscription *subscription);
 
 /**
  * Serves other instances over HTTP/1.1 on `addr` (e.g. "127.0.0.1:0" for any free port),
- * from background threads, until the sync engine is gone (the instance and every sync
+ * from the engine's own threads, until the sync engine is gone (the instance and every sync
  * handle freed). Several listeners may run at once. Anyone can connect; a database is
- * served only to requests signed by a key with at least read permission on it.
+ * served only to requests signed by a key with at least read permission on it. Everything
+ * a connection can hold is bounded (connections in all and per address, request size and
+ * rate, time to send a request, memory for bodies; see SECURITY.md for each default):
+ * over a bound, a peer gets MNEMO_STATUS_BUSY and the listener keeps serving others.
  *
  * - `out_bound_addr`: receives the address bound, e.g. "127.0.0.1:40123"; owned, free it
  *   with `mnemo_string_free`.
@@ -499,7 +502,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_listen(struct mnemo_sync *sync, const cha
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
  * "host:port" address with a port from 1 to 65535), MNEMO_STATUS_NETWORK (unreachable,
- * timeout, protocol error, a proof that does not verify). Thread-safe.
+ * timeout, protocol error, a proof that does not verify), MNEMO_STATUS_BUSY (the peer is
+ * at one of its limits; retry later). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const char *peer_addr, char **out_peer_device_id);
 
@@ -515,8 +519,11 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (the key has no permission on
  * the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_NOT_FOUND (neither
  * side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
- * entries that failed verification; the valid ones were applied), MNEMO_STATUS_NETWORK,
- * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ * entries that failed verification, or pages that do not advance; the valid entries were
+ * applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
+ * MNEMO_STATUS_BUSY (the peer, or this instance's room for entries waiting for their
+ * parents, is at a limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
 
@@ -531,7 +538,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  *
  * Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
  * MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
- * MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);

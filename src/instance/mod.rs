@@ -111,6 +111,12 @@ impl Instance {
         self.inner.registry.receive(Entry::decode(bytes)?)
     }
 
+    /// Bytes of entries received from elsewhere that wait, invisible, for their parents,
+    /// across this instance's databases: at most [`crate::database::MAX_WAITING_BYTES`].
+    pub fn waiting_bytes(&self) -> usize {
+        self.inner.registry.waiting_bytes()
+    }
+
     /// Enables sync (idempotent: also from several threads at once) and returns the
     /// instance's one [`SyncEngine`]. Creates the `_sync` system database on first use.
     pub fn enable_sync(&self) -> Result<Arc<SyncEngine>> {

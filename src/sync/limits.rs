@@ -17,9 +17,10 @@ pub struct Limits {
     /// Requests from one address handled or waiting at once; more get
     /// `MNEMO_STATUS_BUSY` at once. Default 4.
     pub max_requests_in_flight_per_address: usize,
-    /// Requests one address may make per second, on average. Default 100.
+    /// Requests one address may make per second, on average. Default 1,000 (a tracking
+    /// peer syncing a busy database makes a few hundred).
     pub requests_per_second_per_address: u32,
-    /// Requests one address may make in a burst above that rate. Default 200.
+    /// Requests one address may make in a burst above that rate. Default 2,000.
     pub request_burst_per_address: u32,
     /// Largest request or response body, in bytes; checked against the announced length
     /// before anything is read. Default 32 MiB (the protocol's largest message).
@@ -59,8 +60,8 @@ impl Default for Limits {
             max_connections_per_address: 32,
             max_requests_in_flight: 16,
             max_requests_in_flight_per_address: 4,
-            requests_per_second_per_address: 100,
-            request_burst_per_address: 200,
+            requests_per_second_per_address: 1000,
+            request_burst_per_address: 2000,
             max_message_bytes: super::wire::MAX_MESSAGE,
             max_buffered_bytes: 64 << 20,
             max_header_bytes: 16 << 10,
@@ -110,5 +111,35 @@ impl Limits {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_is_refused() {
+        Limits::default().validate().unwrap();
+        for broken in [
+            Limits {
+                max_connections: 0,
+                ..Limits::default()
+            },
+            Limits {
+                idle_timeout: Duration::ZERO,
+                ..Limits::default()
+            },
+            Limits {
+                max_header_bytes: 100,
+                ..Limits::default()
+            },
+            Limits {
+                max_buffered_bytes: 1,
+                ..Limits::default()
+            },
+        ] {
+            assert!(broken.validate().is_err(), "{broken:?}");
+        }
     }
 }

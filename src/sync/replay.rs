@@ -3,10 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::wire::WINDOW_MS;
 use crate::error::{Error, Result};
-
-/// How far a request's timestamp may be from the server's clock.
-pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 /// Most nonces remembered at once (about 12 MiB); past it, expired ones are dropped, and if
 /// none has expired requests are refused with `MNEMO_STATUS_BUSY`. Only requests from keys
 /// that may read the database are remembered, so strangers cannot fill it.

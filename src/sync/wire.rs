@@ -20,6 +20,8 @@ pub const MAX_IDS: usize = 1024;
 pub const MAX_ENTRIES: usize = 256;
 /// Target size of one batch of entries (a batch may exceed it by one entry).
 pub const BATCH_BYTES: usize = 4 << 20;
+/// How far a signed request's timestamp may be from the server's clock (either way).
+pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 
 const HELLO_DOMAIN: &[u8] = b"mnemo/sync/hello/v1\0";
 const CONFIRM_DOMAIN: &[u8] = b"mnemo/sync/confirm/v1\0";
@@ -245,6 +247,22 @@ impl Request {
             5 => Request::Push(read_blobs(r)?),
             other => return Err(bad(&format!("unknown request {other}"))),
         })
+    }
+
+    /// Decodes a request from its own encoding (the part of an [`Envelope`] between the
+    /// nonce and the signature), strictly: nothing may follow it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Request> {
+        let mut r = Reader::new(bytes);
+        let request = Request::decode(&mut r)?;
+        finish(r)?;
+        Ok(request)
+    }
+
+    /// The request's own encoding (see [`Request::from_bytes`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        self.encode(&mut w);
+        w.0
     }
 }
 
@@ -483,6 +501,26 @@ mod tests {
         other_version[0] = 2;
         let err = Envelope::decode(&other_version).unwrap_err().to_string();
         assert!(err.contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn requests_and_push_statuses_round_trip_alone() {
+        for request in [
+            Request::Tips,
+            Request::Ids { after: 9, limit: 3 },
+            Request::Get(vec![EntryId::of_bytes(b"x")]),
+            Request::Have(vec![]),
+            Request::Push(vec![vec![1, 2]]),
+        ] {
+            let bytes = request.to_bytes();
+            assert_eq!(Request::from_bytes(&bytes).unwrap(), request);
+            assert!(Request::from_bytes(&[bytes.as_slice(), &[0]].concat()).is_err());
+        }
+        let statuses = [Status::Ok, Status::Busy, Status::PermissionDenied];
+        assert_eq!(
+            decode_statuses(&encode_statuses(&statuses)).unwrap(),
+            vec![0, 12, 5]
+        );
     }
 
     #[test]

@@ -24,11 +24,12 @@ static void test_library(void) {
     CHECK(strcmp(mnemo_status_str(MNEMO_STATUS_OK), "MNEMO_STATUS_OK") == 0);
     CHECK(strcmp(mnemo_status_str(MNEMO_STATUS_INVALID_ARGUMENT), "MNEMO_STATUS_INVALID_ARGUMENT") == 0);
     CHECK(strcmp(mnemo_status_str(MNEMO_STATUS_INTERNAL), "MNEMO_STATUS_INTERNAL") == 0);
+    CHECK(strcmp(mnemo_status_str(MNEMO_STATUS_BUSY), "MNEMO_STATUS_BUSY") == 0);
     CHECK(strcmp(mnemo_status_str(-1), "MNEMO_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(mnemo_status_str(12345), "MNEMO_STATUS_UNKNOWN") == 0);
     /* Stable values, from API.md. */
     CHECK(MNEMO_STATUS_NOT_FOUND == 2 && MNEMO_STATUS_AUTH_FAILED == 4 && MNEMO_STATUS_LOGGED_OUT == 6 &&
-          MNEMO_STATUS_STORAGE == 9 && MNEMO_STATUS_INTERNAL == 11);
+          MNEMO_STATUS_STORAGE == 9 && MNEMO_STATUS_INTERNAL == 11 && MNEMO_STATUS_BUSY == 12);
     mnemo_string_free(NULL);
     mnemo_backend_free(NULL);
     mnemo_instance_free(NULL);

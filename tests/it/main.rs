@@ -4,7 +4,9 @@
 mod conformance;
 mod durability;
 mod engine;
+mod faults;
 mod foreign;
+mod hostile;
 mod stress;
 mod support;
 mod sync;

@@ -24,7 +24,7 @@ fn now_ms() -> u64 {
 }
 
 /// A signed request on `db` from `key` to the server `server`.
-fn envelope(key: &PrivateKey, server: &Instance, db: EntryId, request: Request) -> Envelope {
+pub fn envelope(key: &PrivateKey, server: &Instance, db: EntryId, request: Request) -> Envelope {
     let mut env = Envelope {
         db,
         key: key.public_key(),

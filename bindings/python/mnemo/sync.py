@@ -41,9 +41,10 @@ class Sync(HandleOwner):
 
     def listen(self, addr: str = "127.0.0.1:0") -> str:
         """Serves other instances over HTTP/1.1 on ``addr`` (port 0: any free port), from
-        background threads, until the sync engine is gone. Several listeners may run at
-        once. Anyone can connect; a database is served only to requests signed by a key
-        with at least read permission on it.
+        the engine's own threads, until the sync engine is gone. Several listeners may run
+        at once. Anyone can connect; a database is served only to requests signed by a key
+        with at least read permission on it. Everything a connection can hold is bounded
+        (see SECURITY.md): a peer over a bound is answered Busy, and others are served.
 
         Returns the address bound, ``"host:port"`` (e.g. ``"127.0.0.1:40123"``): give it to
         the peers. Raises InvalidArgument for a malformed address, NetworkError if it cannot
@@ -60,7 +61,7 @@ class Sync(HandleOwner):
         Returns the peer's verified device id, ``"ed25519:<base64url>"`` (its
         :attr:`mnemo.Instance.device_id`). Raises InvalidArgument for a malformed address,
         NetworkError if the peer is unreachable, times out, breaks the protocol or fails
-        the proof.
+        the proof, Busy if the peer is at one of its limits (retry later).
         """
         a = _native.encode(addr, "addr")
         with self._handle.use() as ptr:
@@ -78,9 +79,11 @@ class Sync(HandleOwner):
 
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
         PermissionDenied (the key has no permission on the peer's copy, or the peer refused
-        some of our entries), Corrupt (the peer sent entries that failed verification; the
-        valid ones were applied), NetworkError, LoggedOut, StorageError; TypeError if
-        ``user`` is not a :class:`mnemo.User`.
+        some of our entries), Corrupt (the peer sent entries that failed verification, or
+        pages that do not advance; the valid entries were applied), NetworkError
+        (unreachable, a request over 30 s, a round over 10 minutes), Busy (the peer, or this
+        instance's room for entries waiting for their parents, is at a limit: retry later),
+        LoggedOut, StorageError; TypeError if ``user`` is not a :class:`mnemo.User`.
         """
         self._with_user(lib.mnemo_sync_db, user, addr, db_id)
 

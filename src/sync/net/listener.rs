@@ -179,6 +179,8 @@ async fn serve_connection(
         .header_read_timeout(shared.limits.idle_timeout)
         .max_buf_size(shared.limits.max_header_bytes.max(8192))
         .max_header_size(shared.limits.max_header_bytes)
+        // A client that closes its sending side after a request still gets the reply.
+        .half_close(true)
         .keep_alive(true);
     let _ = http.serve_connection(io, service).await;
     drop(guard);
