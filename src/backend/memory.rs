@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::{Backend, Cell, EntryMeta, EntryWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -54,6 +54,9 @@ struct Inner {
     /// Per database, per store, per key: the winning write.
     stores: HashMap<EntryId, HashMap<Box<str>, Store>>,
     meta: BTreeMap<String, Vec<u8>>,
+    secrets: BTreeMap<String, Vec<u8>>,
+    /// Per database, its entries stored but discarded.
+    discarded: HashMap<EntryId, std::collections::BTreeSet<EntryId>>,
     /// Distinct settings-tip sets, shared by the entries that saw them.
     visible_sets: HashMap<Vec<EntryId>, Arc<[EntryId]>>,
 }
@@ -85,6 +88,7 @@ impl MemoryBackend {
             inner
                 .meta
                 .iter()
+                .chain(&inner.secrets)
                 .flat_map(|(k, v)| [k.as_bytes().to_vec(), v.clone()]),
         );
         for cells in inner.stores.values().flat_map(HashMap::values) {
@@ -125,6 +129,9 @@ impl Backend for MemoryBackend {
             tips.remove(parent);
         }
         tips.insert(w.id, w.meta.height);
+        if w.discarded {
+            inner.discarded.entry(db).or_default().insert(w.id);
+        }
         for (store, key, cell) in &w.cells {
             let stores = inner.stores.entry(db).or_default();
             if !stores.contains_key(*store) {
@@ -195,6 +202,46 @@ impl Backend for MemoryBackend {
             .unwrap_or_default())
     }
 
+    fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
+        let inner = self.read()?;
+        let mut names: Vec<String> = inner
+            .stores
+            .get(db)
+            .map(|s| s.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+
+    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>> {
+        let inner = self.read()?;
+        Ok(inner
+            .discarded
+            .get(db)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default())
+    }
+
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+        let mut inner = self.write()?;
+        let mut stores: HashMap<Box<str>, Store> = HashMap::new();
+        for (store, key, cell) in &state.cells {
+            stores.entry((*store).into()).or_default().insert(
+                (*key).into(),
+                StoredCell {
+                    height: cell.height,
+                    entry: cell.entry,
+                    value: cell.value.as_deref().map(Box::from),
+                },
+            );
+        }
+        inner.stores.insert(*db, stores);
+        inner
+            .discarded
+            .insert(*db, state.discarded.iter().copied().collect());
+        Ok(())
+    }
+
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
         let inner = self.read()?;
         let Some(log) = inner.log.get(db) else {
@@ -228,5 +275,33 @@ impl Backend for MemoryBackend {
 
     fn meta_delete(&self, key: &str) -> Result<bool> {
         Ok(self.write()?.meta.remove(key).is_some())
+    }
+
+    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.read()?.secrets.get(key).cloned())
+    }
+
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
+        let mut inner = self.write()?;
+        if replacing.is_some_and(|old| inner.secrets.get(key).map(Vec::as_slice) != Some(old)) {
+            return Ok(false);
+        }
+        let replaced = inner.secrets.insert(key.to_string(), value.to_vec());
+        wipe(replaced);
+        Ok(true)
+    }
+
+    fn secret_delete(&self, key: &str) -> Result<bool> {
+        let removed = self.write()?.secrets.remove(key);
+        let was = removed.is_some();
+        wipe(removed);
+        Ok(was)
+    }
+}
+
+/// Overwrites a replaced secret's bytes before freeing them.
+fn wipe(secret: Option<Vec<u8>>) {
+    if let Some(mut bytes) = secret {
+        zeroize::Zeroize::zeroize(&mut bytes);
     }
 }

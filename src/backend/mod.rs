@@ -59,6 +59,17 @@ pub struct EntryWrite<'a> {
     /// One cell per key it writes: `(store, key, cell)`. The backend keeps each only if it
     /// wins over the stored cell ([`Cell::wins_over`]), inside the same atomic write.
     pub cells: Vec<(&'a str, &'a str, Cell)>,
+    /// True for an entry stored but discarded on arrival (it has no effect on state: see
+    /// docs/security-model.md); `cells` is then empty.
+    pub discarded: bool,
+}
+
+/// The whole materialised state of one database, as [`Backend::replace_state`] writes it.
+pub struct StateWrite<'a> {
+    /// Every cell: `(store, key, cell)`.
+    pub cells: Vec<(&'a str, &'a str, Cell)>,
+    /// Every entry stored but discarded.
+    pub discarded: &'a [EntryId],
 }
 
 /// What the core needs from storage. Implementations are safe to share between threads;
@@ -75,8 +86,16 @@ pub trait Backend: Send + Sync {
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>>;
     /// The current cell of one key.
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
-    /// Every cell of one store, sorted by key (tombstones included).
+    /// Every cell of one store, sorted by key (tombstones included). [`crate::Error::Corrupt`]
+    /// if rows are missing: each store's row count is kept with its cells.
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;
+    /// The names of the stores of `db` that hold cells (tombstones included), sorted.
+    fn stores(&self, db: &EntryId) -> Result<Vec<String>>;
+    /// The entries of `db` stored but discarded, sorted.
+    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>>;
+    /// Replaces every cell of `db` and its set of discarded entries, all or nothing (after
+    /// a revocation changed which entries count).
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()>;
     /// Entries of `db` in the order this backend stored them (parents always before their
     /// children), after position `after` (0: from the start), at most `limit` of them, with
     /// their positions. Positions only grow; sync pages through them with a cursor.
@@ -90,4 +109,14 @@ pub trait Backend: Send + Sync {
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool>;
     /// Removes `key`; returns whether it was there.
     fn meta_delete(&self, key: &str) -> Result<bool>;
+    /// Reads a secret (sealed key material).
+    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes a secret: unconditionally when `replacing` is `None`, else only if the stored
+    /// value is exactly `replacing` (so changes computed outside any lock cannot overwrite a
+    /// concurrent one). Returns whether it wrote. The value replaced does not stay readable
+    /// in this backend's files (SQLite: `secure_delete` and a WAL checkpoint; PostgreSQL
+    /// keeps old row versions until they are vacuumed: see SECURITY.md).
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool>;
+    /// Removes a secret the same way; returns whether it was there.
+    fn secret_delete(&self, key: &str) -> Result<bool>;
 }

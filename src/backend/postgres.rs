@@ -6,6 +6,7 @@
 //! processes creating the same username: one wins). The schema version is recorded and
 //! checked at connect; the schema is created under an advisory lock.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls, Statement};
 
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
-/// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema this build reads and writes (version 1 was a development schema, refused).
+pub const SCHEMA_VERSION: i32 = 2;
 /// Advisory lock key serialising schema creation: "mnem".
 const SCHEMA_LOCK: i64 = 0x6d6e_656d;
 
@@ -37,6 +38,11 @@ CREATE TABLE mnemo_cells (
     db BYTEA NOT NULL, store TEXT COLLATE "C" NOT NULL, key TEXT COLLATE "C" NOT NULL,
     height BIGINT NOT NULL, entry BYTEA NOT NULL, value TEXT, chk BYTEA NOT NULL,
     PRIMARY KEY (db, store, key));
+CREATE TABLE mnemo_stores (
+    db BYTEA NOT NULL, store TEXT COLLATE "C" NOT NULL, rows BIGINT NOT NULL, chk BYTEA NOT NULL,
+    PRIMARY KEY (db, store));
+CREATE TABLE mnemo_discarded (db BYTEA NOT NULL, id BYTEA NOT NULL, chk BYTEA NOT NULL, PRIMARY KEY (db, id));
+CREATE TABLE mnemo_secrets (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, chk BYTEA NOT NULL);
 "#;
 
 /// A connection to PostgreSQL with its prepared statements.
@@ -51,9 +57,13 @@ struct Connection {
     drop_tip: Statement,
     add_tip: Statement,
     get_tips: Statement,
-    upsert_cell: Statement,
     get_cell: Statement,
     get_cells: Statement,
+    insert_cell: Statement,
+    replace_cell: Statement,
+    get_rows: Statement,
+    set_rows: Statement,
+    mark_discarded: Statement,
     get_meta: Statement,
     lock_db: Statement,
     append_log: Statement,
@@ -150,16 +160,25 @@ impl Connection {
         let drop_tip = p("DELETE FROM mnemo_tips WHERE db = $1 AND id = $2")?;
         let add_tip = p("INSERT INTO mnemo_tips (db, id, height, chk) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")?;
         let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id")?;
-        let upsert_cell = p(
-            "INSERT INTO mnemo_cells AS c (db, store, key, height, entry, value, chk) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (db, store, key) DO UPDATE SET height = excluded.height, \
-             entry = excluded.entry, value = excluded.value, chk = excluded.chk \
-             WHERE (excluded.height, excluded.entry) > (c.height, c.entry)",
-        )?;
         let get_cell = p("SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND key = $3")?;
         let get_cells =
             p("SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 ORDER BY key")?;
+        let insert_cell = p(
+            "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )?;
+        let replace_cell = p(
+            "UPDATE mnemo_cells SET height = $4, entry = $5, value = $6, chk = $7 \
+             WHERE db = $1 AND store = $2 AND key = $3 AND ($4, $5) > (height, entry)",
+        )?;
+        let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2")?;
+        let set_rows = p(
+            "INSERT INTO mnemo_stores (db, store, rows, chk) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (db, store) DO UPDATE SET rows = excluded.rows, chk = excluded.chk",
+        )?;
+        let mark_discarded = p(
+            "INSERT INTO mnemo_discarded (db, id, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )?;
         let get_meta = p("SELECT value, chk FROM mnemo_meta WHERE key = $1")?;
         let insert_meta = p(
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -179,9 +198,13 @@ impl Connection {
             drop_tip,
             add_tip,
             get_tips,
-            upsert_cell,
             get_cell,
             get_cells,
+            insert_cell,
+            replace_cell,
+            get_rows,
+            set_rows,
+            mark_discarded,
             get_meta,
             lock_db,
             append_log,
@@ -191,6 +214,88 @@ impl Connection {
             delete_meta,
         })
     }
+}
+
+/// Makes the space of replaced secrets reusable at once (old row versions otherwise stay
+/// until autovacuum). Best effort: PostgreSQL does not zero the space, and a failure here
+/// (another transaction in the way) leaves the old version to autovacuum.
+fn vacuum_secrets(client: &mut Client) {
+    let _ = client.batch_execute("VACUUM mnemo_secrets");
+}
+
+/// Adds `added` new rows to each store's recorded row count.
+fn count_rows(
+    tx: &mut postgres::Transaction<'_>,
+    (get_rows, set_rows): (&Statement, &Statement),
+    db: &EntryId,
+    added: &BTreeMap<&str, u64>,
+) -> Result<()> {
+    for (store, n) in added {
+        let recorded = {
+            let row = tx
+                .query_opt(get_rows, &[&&db.as_bytes()[..], store])
+                .map_err(pg_error)?;
+            checked_rows(db, store, row)?.unwrap_or(0)
+        };
+        let rows = recorded + n;
+        tx.execute(
+            set_rows,
+            &[
+                &&db.as_bytes()[..],
+                store,
+                &i64_of(rows)?,
+                &rows::store_check(db, store, rows),
+            ],
+        )
+        .map_err(pg_error)?;
+    }
+    Ok(())
+}
+
+/// The row count recorded for `store`, checked; `None` if the store has no rows.
+fn recorded_rows(
+    client: &mut Client,
+    get_rows: &Statement,
+    db: &EntryId,
+    store: &str,
+) -> Result<Option<u64>> {
+    let row = client
+        .query_opt(get_rows, &[&&db.as_bytes()[..], &store])
+        .map_err(pg_error)?;
+    checked_rows(db, store, row)
+}
+
+fn checked_rows(db: &EntryId, store: &str, row: Option<postgres::Row>) -> Result<Option<u64>> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let rows = rows::height_of(row.get(0))?;
+    if rows::store_check(db, store, rows) != row.get::<_, &[u8]>(1) {
+        return Err(Error::Corrupt(format!(
+            "the row count of store '{store}' fails its integrity check"
+        )));
+    }
+    Ok(Some(rows))
+}
+
+fn mark_discarded(
+    tx: &mut postgres::Transaction<'_>,
+    mark: &Statement,
+    db: &EntryId,
+    ids: &[EntryId],
+) -> Result<()> {
+    for id in ids {
+        tx.execute(
+            mark,
+            &[
+                &&db.as_bytes()[..],
+                &&id.as_bytes()[..],
+                &rows::discarded_check(db, id),
+            ],
+        )
+        .map_err(pg_error)?;
+    }
+    Ok(())
 }
 
 fn i64_of(n: u64) -> Result<i64> {
@@ -247,21 +352,27 @@ impl Backend for PostgresBackend {
         let tip_chk = rows::tip_check(&w.meta.db, &w.id, w.meta.height);
         tx.execute(&c.add_tip, &[&db, &&w.id.as_bytes()[..], &height, &tip_chk])
             .map_err(pg_error)?;
+        let mut added: BTreeMap<&str, u64> = BTreeMap::new();
         for (store, key, cell) in &w.cells {
             let cell_chk = rows::cell_check(&w.meta.db, store, key, cell);
-            tx.execute(
-                &c.upsert_cell,
-                &[
-                    &db,
-                    store,
-                    key,
-                    &i64_of(cell.height)?,
-                    &&cell.entry.as_bytes()[..],
-                    &cell.value,
-                    &cell_chk,
-                ],
-            )
-            .map_err(pg_error)?;
+            let row: [&(dyn postgres::types::ToSql + Sync); 7] = [
+                &db,
+                store,
+                key,
+                &i64_of(cell.height)?,
+                &&cell.entry.as_bytes()[..],
+                &cell.value,
+                &cell_chk,
+            ];
+            if tx.execute(&c.insert_cell, &row).map_err(pg_error)? == 1 {
+                *added.entry(store).or_default() += 1;
+            } else {
+                tx.execute(&c.replace_cell, &row).map_err(pg_error)?;
+            }
+        }
+        count_rows(&mut tx, (&c.get_rows, &c.set_rows), &w.meta.db, &added)?;
+        if w.discarded {
+            mark_discarded(&mut tx, &c.mark_discarded, &w.meta.db, &[w.id])?;
         }
         tx.commit().map_err(pg_error)
     }
@@ -312,14 +423,85 @@ impl Backend for PostgresBackend {
             .client
             .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
             .map_err(pg_error)?;
-        found
+        let cells = found
             .iter()
             .map(|row| {
                 let key: String = row.get(4);
                 let cell = checked_cell(db, store, &key, row)?;
                 Ok((key, cell))
             })
+            .collect::<Result<Vec<_>>>()?;
+        let recorded = recorded_rows(&mut c.client, &c.get_rows, db, store)?.unwrap_or(0);
+        rows::verify_row_count(store, recorded, cells.len())?;
+        Ok(cells)
+    }
+
+    fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
+        let mut c = self.lock()?;
+        let found = c
+            .client
+            .query(
+                "SELECT store FROM mnemo_stores WHERE db = $1 ORDER BY store",
+                &[&&db.as_bytes()[..]],
+            )
+            .map_err(pg_error)?;
+        Ok(found.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>> {
+        let mut c = self.lock()?;
+        let found = c
+            .client
+            .query(
+                "SELECT id, chk FROM mnemo_discarded WHERE db = $1 ORDER BY id",
+                &[&&db.as_bytes()[..]],
+            )
+            .map_err(pg_error)?;
+        found
+            .iter()
+            .map(|row| {
+                let id = rows::id_of(row.get::<_, &[u8]>(0))?;
+                if rows::discarded_check(db, &id) != row.get::<_, &[u8]>(1) {
+                    return Err(Error::Corrupt(
+                        "a discarded-entry mark fails its integrity check".into(),
+                    ));
+                }
+                Ok(id)
+            })
             .collect()
+    }
+
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+        let mut guard = self.lock()?;
+        let c = &mut *guard;
+        let mut tx = c.client.transaction().map_err(pg_error)?;
+        let id: &[u8] = db.as_bytes();
+        tx.execute(&c.lock_db, &[&id]).map_err(pg_error)?;
+        for table in ["mnemo_cells", "mnemo_stores", "mnemo_discarded"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE db = $1"), &[&id])
+                .map_err(pg_error)?;
+        }
+        let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+        for (store, key, cell) in &state.cells {
+            let cell_chk = rows::cell_check(db, store, key, cell);
+            tx.execute(
+                &c.insert_cell,
+                &[
+                    &id,
+                    store,
+                    key,
+                    &i64_of(cell.height)?,
+                    &&cell.entry.as_bytes()[..],
+                    &cell.value,
+                    &cell_chk,
+                ],
+            )
+            .map_err(pg_error)?;
+            *added.entry(store).or_default() += 1;
+        }
+        count_rows(&mut tx, (&c.get_rows, &c.set_rows), db, &added)?;
+        mark_discarded(&mut tx, &c.mark_discarded, db, state.discarded)?;
+        tx.commit().map_err(pg_error)
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
@@ -382,6 +564,54 @@ impl Backend for PostgresBackend {
             .execute(&c.delete_meta, &[&key])
             .map_err(pg_error)?
             == 1)
+    }
+
+    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut c = self.lock()?;
+        let row = c
+            .client
+            .query_opt(
+                "SELECT value, chk FROM mnemo_secrets WHERE key = $1",
+                &[&key],
+            )
+            .map_err(pg_error)?;
+        match row {
+            Some(row) => {
+                let value: Vec<u8> = row.get(0);
+                rows::verify(row.get(1), &[key.as_bytes(), &value], "secret")?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
+        let mut c = self.lock()?;
+        let chk = rows::meta_check(key, value);
+        let written = match replacing {
+            None => c.client.execute(
+                "INSERT INTO mnemo_secrets (key, value, chk) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+                &[&key, &value, &chk],
+            ),
+            Some(old) => c.client.execute(
+                "UPDATE mnemo_secrets SET value = $2, chk = $3 WHERE key = $1 AND value = $4",
+                &[&key, &value, &chk, &old],
+            ),
+        }
+        .map_err(pg_error)?;
+        vacuum_secrets(&mut c.client);
+        Ok(written == 1)
+    }
+
+    fn secret_delete(&self, key: &str) -> Result<bool> {
+        let mut c = self.lock()?;
+        let n = c
+            .client
+            .execute("DELETE FROM mnemo_secrets WHERE key = $1", &[&key])
+            .map_err(pg_error)?;
+        vacuum_secrets(&mut c.client);
+        Ok(n == 1)
     }
 }
 

@@ -87,7 +87,28 @@ pub fn tip_check(db: &EntryId, id: &EntryId, height: u64) -> Vec<u8> {
     check(&[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()])
 }
 
-/// The check of a metadata row.
+/// The check of a store's row count.
+pub fn store_check(db: &EntryId, store: &str, rows: u64) -> Vec<u8> {
+    check(&[db.as_bytes(), store.as_bytes(), &rows.to_be_bytes()])
+}
+
+/// The check of a discarded-entry row.
+pub fn discarded_check(db: &EntryId, id: &EntryId) -> Vec<u8> {
+    check(&[b"discarded", db.as_bytes(), id.as_bytes()])
+}
+
+/// Fails with [`Error::Corrupt`] unless `found` rows were read of a store that records
+/// `recorded` (rows lost to damage would otherwise go unseen).
+pub fn verify_row_count(store: &str, recorded: u64, found: usize) -> Result<()> {
+    if recorded != found as u64 {
+        return Err(Error::Corrupt(format!(
+            "store '{store}' records {recorded} rows but {found} were found: rows are missing or damaged"
+        )));
+    }
+    Ok(())
+}
+
+/// The check of a metadata or secret row.
 pub fn meta_check(key: &str, value: &[u8]) -> Vec<u8> {
     check(&[key.as_bytes(), value])
 }

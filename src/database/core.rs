@@ -28,20 +28,6 @@ pub struct Received {
     pub rejected: Vec<(EntryId, Error)>,
 }
 
-/// A condition on a commit: the cell of `key` in `store` is still the one written by entry
-/// `seen` (`None`: the key was never written). It lets a change be computed outside any lock
-/// (an account's password change derives keys for tens of milliseconds) and applied only if
-/// nothing changed meanwhile.
-#[derive(Clone, Debug)]
-pub struct Unchanged {
-    /// The store.
-    pub store: String,
-    /// The key.
-    pub key: String,
-    /// The entry that wrote the cell when it was read.
-    pub seen: Option<EntryId>,
-}
-
 /// State shared by every handle on one database within an instance.
 pub struct DatabaseCore {
     id: EntryId,
@@ -243,43 +229,12 @@ impl DatabaseCore {
     /// Signs (as `author`, through `keys`) and stores a local commit of `ops` on top of the
     /// current tips.
     pub fn commit(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<EntryId> {
-        self.commit_checked(ops, author, keys, None)
-            .map(|id| id.expect("an unconditional commit always commits"))
-    }
-
-    /// Like [`DatabaseCore::commit`], but only if `unchanged` still holds; `Ok(None)` if not.
-    pub fn commit_if_unchanged(
-        &self,
-        ops: Ops,
-        author: PublicKey,
-        keys: &dyn KeyRing,
-        unchanged: &Unchanged,
-    ) -> Result<Option<EntryId>> {
-        self.commit_checked(ops, author, keys, Some(unchanged))
-    }
-
-    fn commit_checked(
-        &self,
-        ops: Ops,
-        author: PublicKey,
-        keys: &dyn KeyRing,
-        unchanged: Option<&Unchanged>,
-    ) -> Result<Option<EntryId>> {
         keys.ensure_usable()?;
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
         let id = {
             let _guard = self.lock()?;
-            if let Some(condition) = unchanged {
-                let current = self
-                    .backend
-                    .cell(&self.id, &condition.store, &condition.key)?
-                    .map(|c| c.entry);
-                if current != condition.seen {
-                    return Ok(None);
-                }
-            }
             let parents: Vec<EntryId> = self
                 .backend
                 .tips(&self.id)?
@@ -306,7 +261,7 @@ impl DatabaseCore {
                 remote: false,
             },
         );
-        Ok(Some(id))
+        Ok(id)
     }
 
     /// Takes an entry from elsewhere (already decoded, so its signature verified). It is
@@ -468,6 +423,7 @@ impl DatabaseCore {
             bytes: entry.bytes(),
             parents: &content.parents,
             cells,
+            discarded: false,
         })?;
         if changes_settings {
             // Its children will be checked against this state: derive it now from the

@@ -18,7 +18,7 @@ use crate::crypto::{random, KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
-pub use self::core::{DatabaseCore, Received, Unchanged};
+pub use self::core::{DatabaseCore, Received};
 pub use names::{check_key, check_store, check_user_store};
 pub use registry::Registry;
 pub use settings::Permission;
@@ -250,12 +250,5 @@ impl Database {
 
     fn commit(&self, ops: Ops) -> Result<EntryId> {
         self.core.commit(ops, self.author, &*self.keys)
-    }
-
-    /// Commits `ops` only if the cell of `unchanged.key` in `unchanged.store` is still the
-    /// one written by `unchanged.seen` (`None`: never written); `Ok(None)` if it changed.
-    fn commit_if_unchanged(&self, ops: Ops, unchanged: &Unchanged) -> Result<Option<EntryId>> {
-        self.core
-            .commit_if_unchanged(ops, self.author, &*self.keys, unchanged)
     }
 }

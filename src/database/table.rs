@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Database, Transaction, Unchanged};
+use super::{Database, Transaction};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -30,17 +30,9 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// The record under `key`, if any. [`Error::Corrupt`] if it does not parse.
     pub fn get(&self, db: &Database, key: &str) -> Result<Option<T>> {
-        Ok(self.get_versioned(db, key)?.map(|(record, _)| record))
-    }
-
-    /// The record under `key` with the entry that wrote it, for a later
-    /// [`Table::put_if_unchanged`].
-    pub fn get_versioned(&self, db: &Database, key: &str) -> Result<Option<(T, EntryId)>> {
-        let Some(cell) = db.cell(self.store, key)? else {
-            return Ok(None);
-        };
-        cell.value
-            .map(|json| Ok((self.decode(&json)?, cell.entry)))
+        db.cell(self.store, key)?
+            .and_then(|cell| cell.value)
+            .map(|json| self.decode(&json))
             .transpose()
     }
 
@@ -60,22 +52,6 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Writes `record` under `key` as one commit.
     pub fn put(&self, db: &Database, key: &str, record: &T) -> Result<EntryId> {
         db.set(self.store, key, &self.encode(record)?)
-    }
-
-    /// Commits `txn`, which writes `key`, only if the record under `key` is still the one
-    /// `seen` wrote (from [`Table::get_versioned`]; `None`: there was none). `Ok(None)` if
-    /// it changed meanwhile: nothing was written.
-    pub fn commit_if_unchanged(
-        &self,
-        txn: Transaction,
-        key: &str,
-        seen: Option<EntryId>,
-    ) -> Result<Option<EntryId>> {
-        txn.commit_if_unchanged(&Unchanged {
-            store: self.store.to_string(),
-            key: key.to_string(),
-            seen,
-        })
     }
 
     /// Deletes the record under `key` as one commit; [`Error::NotFound`] if there is none.
@@ -106,37 +82,25 @@ mod tests {
     const NOTES: Table<Vec<u32>> = Table::new("notes", "note");
 
     #[test]
-    fn records_round_trip_and_a_conditional_commit_sees_changes() {
+    fn records_round_trip_and_a_malformed_one_is_corrupt() {
         let registry = Registry::new(Arc::new(MemoryBackend::new()));
         let key = Arc::new(PrivateKey::generate().unwrap());
         let db = registry.create("d", key.clone(), key.public_key()).unwrap();
         assert_eq!(NOTES.get(&db, "a").unwrap(), None);
         NOTES.put(&db, "a", &vec![1, 2]).unwrap();
-        let (record, seen) = NOTES.get_versioned(&db, "a").unwrap().unwrap();
-        assert_eq!(record, vec![1, 2]);
-
-        // Someone else writes "a" after we read it: our conditional commit writes nothing.
-        NOTES.put(&db, "a", &vec![3]).unwrap();
         let mut txn = db.begin();
-        NOTES.set(&mut txn, "a", &vec![4]).unwrap();
+        NOTES.set(&mut txn, "b", &vec![3]).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(NOTES.get(&db, "a").unwrap(), Some(vec![1, 2]));
         assert_eq!(
-            NOTES.commit_if_unchanged(txn, "a", Some(seen)).unwrap(),
-            None
+            NOTES.all(&db).unwrap(),
+            vec![("a".to_string(), vec![1, 2]), ("b".to_string(), vec![3])]
         );
-        assert_eq!(NOTES.get(&db, "a").unwrap(), Some(vec![3]));
-
-        // Read again, commit: it lands.
-        let (_, seen) = NOTES.get_versioned(&db, "a").unwrap().unwrap();
-        let mut txn = db.begin();
-        NOTES.set(&mut txn, "a", &vec![5]).unwrap();
-        assert!(NOTES
-            .commit_if_unchanged(txn, "a", Some(seen))
-            .unwrap()
-            .is_some());
-        assert_eq!(NOTES.all(&db).unwrap(), vec![("a".to_string(), vec![5])]);
+        NOTES.delete(&db, "b").unwrap();
+        assert_eq!(NOTES.get(&db, "b").unwrap(), None);
 
         // A stored value of another shape is corrupt, not a wrong value.
-        db.set("notes", "b", "\"text\"").unwrap();
-        assert!(matches!(NOTES.get(&db, "b"), Err(crate::Error::Corrupt(_))));
+        db.set("notes", "c", "\"text\"").unwrap();
+        assert!(matches!(NOTES.get(&db, "c"), Err(crate::Error::Corrupt(_))));
     }
 }

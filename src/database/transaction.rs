@@ -1,6 +1,6 @@
 //! Transactions: several operations, across stores, committed as one entry.
 
-use super::{check_key, check_user_store, Database, Unchanged};
+use super::{check_key, check_user_store, Database};
 use crate::entry::{EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
@@ -59,14 +59,5 @@ impl Transaction {
             return Err(Error::invalid("the transaction has no operations"));
         }
         self.db.commit(self.ops)
-    }
-
-    /// Commits like [`Transaction::commit`], only if `unchanged` still holds; `Ok(None)` if
-    /// it does not (nothing is written).
-    pub(crate) fn commit_if_unchanged(self, unchanged: &Unchanged) -> Result<Option<EntryId>> {
-        if self.ops.is_empty() {
-            return Err(Error::invalid("the transaction has no operations"));
-        }
-        self.db.commit_if_unchanged(self.ops, unchanged)
     }
 }

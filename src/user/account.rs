@@ -7,15 +7,21 @@
 //! unsealed, so its private keys are as good as unsealed (documented). No password hash is
 //! stored: a password is right exactly when it unseals the account key. A password change
 //! re-seals the account key only, so it never races with adding a key.
+//!
+//! Sealed material lives in the backend's secrets table ([`Vault`]), which replaces values
+//! in place, never in the signed history of the user database: after a password change (or
+//! a first password), the file holds no copy that the old password (or nothing) opens.
 
 use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
 use super::records::{
-    AccountRecord, KdfAlgorithm, KdfRecord, KeyRecord, ACCOUNT, ACCOUNT_KEY, KEYS,
+    account_secret, key_secret, AccountSecret, KdfAlgorithm, KdfRecord, KeyRecord, ProfileRecord,
+    KEYS, PROFILE, PROFILE_KEY,
 };
 use super::session::Secrets;
+use crate::backend::Backend;
 use crate::crypto::{password, random, seal, KdfParams, PrivateKey, PublicKey};
 use crate::database::{now_ms, Database};
 use crate::error::{Error, Result};
@@ -51,24 +57,87 @@ pub fn check_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes the secrets of a new account into its empty user database: a fresh account key
-/// locked by `password` (Argon2id at `params`), and a fresh default key sealed under it.
+/// An account's sealed secrets in the backend's secrets table.
+pub(super) struct Vault<'a> {
+    backend: &'a dyn Backend,
+    user_id: &'a str,
+}
+
+impl<'a> Vault<'a> {
+    pub(super) fn new(backend: &'a dyn Backend, user_id: &'a str) -> Self {
+        Vault { backend, user_id }
+    }
+
+    /// The account secret with its stored bytes (for a conditional replacement).
+    fn account(&self) -> Result<(AccountSecret, Vec<u8>)> {
+        let bytes = self
+            .backend
+            .secret_get(&account_secret(self.user_id))?
+            .ok_or_else(|| Error::Corrupt("the account's secret is missing".into()))?;
+        let secret = serde_json::from_slice(&bytes)
+            .map_err(|_| Error::Corrupt("the account's secret is malformed".into()))?;
+        Ok((secret, bytes))
+    }
+
+    /// Stores `secret`, only in place of `replacing` if given; returns whether it did.
+    fn put_account(&self, secret: &AccountSecret, replacing: Option<&[u8]>) -> Result<bool> {
+        let bytes = serde_json::to_vec(secret)
+            .map_err(|e| Error::Internal(format!("cannot encode an account secret: {e}")))?;
+        self.backend
+            .secret_put(&account_secret(self.user_id), &bytes, replacing)
+    }
+
+    fn key(&self, key: &PublicKey) -> Result<Vec<u8>> {
+        self.backend
+            .secret_get(&key_secret(self.user_id, key))?
+            .ok_or_else(|| Error::Corrupt(format!("the sealed private key {key} is missing")))
+    }
+
+    fn put_key(&self, key: &PublicKey, sealed: &[u8]) -> Result<()> {
+        self.backend
+            .secret_put(&key_secret(self.user_id, key), sealed, None)
+            .map(drop)
+    }
+
+    /// Removes every secret of the account whose keys are `keys` (a deleted account).
+    pub(super) fn delete_all(&self, keys: &[PublicKey]) -> Result<()> {
+        for key in keys {
+            self.backend.secret_delete(&key_secret(self.user_id, key))?;
+        }
+        self.backend
+            .secret_delete(&account_secret(self.user_id))
+            .map(drop)
+    }
+}
+
+/// Writes the secrets of a new account: a fresh account key locked by `password`
+/// (Argon2id at `params`) and a fresh default key sealed under it into the vault, and the
+/// default key's public record into the (empty) user database.
 pub(super) fn create(
     user_db: &Database,
-    user_id: &str,
+    vault: &Vault<'_>,
     password: Option<&str>,
     params: KdfParams,
 ) -> Result<()> {
     let account_key = AccountKey::new(random::bytes()?);
-    let (kdf, locked) = lock(&account_key, user_id, password, params)?;
+    let (kdf, locked) = lock(&account_key, vault.user_id, password, params)?;
     let key = PrivateKey::generate()?;
-    let mut txn = user_db.begin();
-    ACCOUNT.set(
-        &mut txn,
-        ACCOUNT_KEY,
-        &AccountRecord {
+    vault.put_key(
+        &key.public_key(),
+        &seal_key(&account_key, vault.user_id, &key)?,
+    )?;
+    vault.put_account(
+        &AccountSecret {
             kdf,
             account_key: locked,
+        },
+        None,
+    )?;
+    let mut txn = user_db.begin();
+    PROFILE.set(
+        &mut txn,
+        PROFILE_KEY,
+        &ProfileRecord {
             default_key: key.public_key(),
         },
     )?;
@@ -77,7 +146,6 @@ pub(super) fn create(
         &key.public_key().to_text(),
         &KeyRecord {
             name: Some("default".into()),
-            secret: seal_key(&account_key, user_id, &key)?,
             created: now_ms(),
         },
     )?;
@@ -85,52 +153,60 @@ pub(super) fn create(
 }
 
 /// Unlocks an account with `password` and unseals every private key: what a session holds.
-/// A wrong password, or a password for a passwordless account and the reverse, gives
-/// [`Error::AuthFailed`].
-pub(super) fn open(user_db: &Database, user_id: &str, password: Option<&str>) -> Result<Secrets> {
-    let record = account_record(user_db)?;
-    let account_key = unlock(&record, user_id, password)?;
+/// Every failure (a wrong password, a password for a passwordless account and the reverse)
+/// gives [`Error::AuthFailed`] after the same Argon2id work (`params` for an account that
+/// has none of its own).
+pub(super) fn open(
+    user_db: &Database,
+    vault: &Vault<'_>,
+    password: Option<&str>,
+    params: KdfParams,
+) -> Result<Secrets> {
+    let (secret, _) = vault.account()?;
+    let account_key = unlock(&secret, vault.user_id, password, params)?;
+    let profile = PROFILE
+        .get(user_db, PROFILE_KEY)?
+        .ok_or_else(|| Error::Corrupt("the account's profile is missing".into()))?;
     let mut keys = BTreeMap::new();
-    for (text, stored) in KEYS.all(user_db)? {
+    for (text, _) in KEYS.all(user_db)? {
         let public = PublicKey::parse(&text)
             .map_err(|_| Error::Corrupt("a stored key id is malformed".into()))?;
-        let key = unseal_key(&account_key, user_id, &public, &stored.secret)?;
+        let key = unseal_key(&account_key, vault.user_id, &public, &vault.key(&public)?)?;
         keys.insert(public, key);
     }
-    if !keys.contains_key(&record.default_key) {
+    if !keys.contains_key(&profile.default_key) {
         return Err(Error::Corrupt("the default key is missing".into()));
     }
     Ok(Secrets {
-        default: record.default_key,
+        default: profile.default_key,
         keys,
         account_key,
     })
 }
 
 /// Changes the password that locks the account key (`None` on either side: passwordless).
-/// `old` must unlock the current record ([`Error::AuthFailed`] otherwise). Derivation runs
-/// outside every lock; the new record is written only if no other change of the account
-/// landed meanwhile, else the change is recomputed against the newer record (where `old`
-/// may no longer be right).
+/// `old` must unlock the current secret ([`Error::AuthFailed`] otherwise). Derivation runs
+/// outside every lock; the new secret replaces the old only if no other change landed
+/// meanwhile, else the change is recomputed against the newer secret (where `old` may no
+/// longer be right). The old secret is overwritten in place.
 pub(super) fn change_password(
-    user_db: &Database,
-    user_id: &str,
+    vault: &Vault<'_>,
     old: Option<&str>,
     new: Option<&str>,
     params: KdfParams,
 ) -> Result<()> {
     for _ in 0..CHANGE_ATTEMPTS {
-        let (mut record, seen) = ACCOUNT
-            .get_versioned(user_db, ACCOUNT_KEY)?
-            .ok_or_else(missing_account)?;
-        let account_key = unlock(&record, user_id, old)?;
-        (record.kdf, record.account_key) = lock(&account_key, user_id, new, params)?;
-        let mut txn = user_db.begin();
-        ACCOUNT.set(&mut txn, ACCOUNT_KEY, &record)?;
-        if ACCOUNT
-            .commit_if_unchanged(txn, ACCOUNT_KEY, Some(seen))?
-            .is_some()
-        {
+        let (secret, stored) = vault.account()?;
+        let account_key = unlock(&secret, vault.user_id, old, params)?;
+        let (kdf, locked) = lock(&account_key, vault.user_id, new, params)?;
+        let replaced = vault.put_account(
+            &AccountSecret {
+                kdf,
+                account_key: locked,
+            },
+            Some(&stored),
+        )?;
+        if replaced {
             return Ok(());
         }
     }
@@ -139,18 +215,21 @@ pub(super) fn change_password(
     ))
 }
 
-/// Generates a private key for the account, stores it sealed under `account_key` and
-/// returns it.
+/// Generates a private key for the account, stores it sealed under `account_key` and its
+/// public record in the user database, and returns it.
 pub(super) fn add_key(
     user_db: &Database,
-    user_id: &str,
+    vault: &Vault<'_>,
     account_key: &AccountKey,
     name: Option<&str>,
 ) -> Result<PrivateKey> {
     let key = PrivateKey::generate()?;
+    vault.put_key(
+        &key.public_key(),
+        &seal_key(account_key, vault.user_id, &key)?,
+    )?;
     let record = KeyRecord {
         name: name.map(str::to_string),
-        secret: seal_key(account_key, user_id, &key)?,
         created: now_ms(),
     };
     KEYS.put(user_db, &key.public_key().to_text(), &record)?;
@@ -161,16 +240,6 @@ pub(super) fn add_key(
 /// unknown user and a wrong password take indistinguishable time.
 pub(super) fn burn_login_time(password: Option<&str>, params: KdfParams) {
     let _ = password::derive_key(password.unwrap_or("").as_bytes(), &[0u8; 16], params);
-}
-
-fn account_record(user_db: &Database) -> Result<AccountRecord> {
-    ACCOUNT
-        .get(user_db, ACCOUNT_KEY)?
-        .ok_or_else(missing_account)
-}
-
-fn missing_account() -> Error {
-    Error::Corrupt("the account record is missing".into())
 }
 
 /// Locks `account_key` under `password` with a fresh salt (one Argon2id run), or leaves it
@@ -196,19 +265,29 @@ fn lock(
     Ok((Some(kdf), sealed))
 }
 
-/// Opens the account key of `record` with `password`: the inverse of [`lock`].
-fn unlock(record: &AccountRecord, user_id: &str, password: Option<&str>) -> Result<AccountKey> {
-    let opened = match (&record.kdf, password) {
+/// Opens the account key of `secret` with `password`: the inverse of [`lock`]. Every
+/// refusal costs one Argon2id run (at `params` when the account records none), so that no
+/// failure answers faster than another.
+fn unlock(
+    secret: &AccountSecret,
+    user_id: &str,
+    password: Option<&str>,
+    params: KdfParams,
+) -> Result<AccountKey> {
+    let opened = match (&secret.kdf, password) {
         (Some(kdf), Some(password)) => {
             let kek = derive_kek(kdf, password)?;
-            seal::open(&kek, &record.account_key, &account_key_aad(user_id))?
+            seal::open(&kek, &secret.account_key, &account_key_aad(user_id))?
         }
         (Some(kdf), None) => {
             burn_login_time(None, kdf.params());
             return Err(Error::AuthFailed);
         }
-        (None, Some(_)) => return Err(Error::AuthFailed),
-        (None, None) => Zeroizing::new(record.account_key.clone()),
+        (None, Some(password)) => {
+            burn_login_time(Some(password), params);
+            return Err(Error::AuthFailed);
+        }
+        (None, None) => Zeroizing::new(secret.account_key.clone()),
     };
     let bytes: [u8; 32] = opened
         .as_slice()
@@ -236,7 +315,7 @@ fn key_aad(user_id: &str, key: &PublicKey) -> Vec<u8> {
     format!("mnemo/user-key/v1\0{user_id}\0{}", key.to_text()).into_bytes()
 }
 
-/// The stored form of `key`: its seed sealed under the account key.
+/// The sealed form of `key`: its seed sealed under the account key.
 fn seal_key(account_key: &AccountKey, user_id: &str, key: &PrivateKey) -> Result<Vec<u8>> {
     seal::seal(
         account_key,

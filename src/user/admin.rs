@@ -79,8 +79,8 @@ impl User {
     /// databases stay. Sessions of the deleted user can no longer change its account.
     pub fn admin_delete_user(&self, username: &str) -> Result<()> {
         self.require_admin()?;
-        self.user(username)?;
+        let record = self.user(username)?;
         self.not_self(username)?;
-        self.accounts.remove(username)
+        self.accounts.remove(username, &record)
     }
 }

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use super::account::{self, check_password, check_username};
-use super::records::{owner_key, AccountStatus, CatalogRecord, UserRecord, CATALOG, OWNERS, USERS};
+use super::account::{self, check_password, check_username, Vault};
+use super::records::{
+    owner_key, AccountStatus, CatalogRecord, UserRecord, CATALOG, KEYS, OWNERS, USERS,
+};
 use super::session::Session;
 use super::User;
 use crate::crypto::{random, KdfParams, KeyRing, PublicKey};
@@ -81,7 +83,7 @@ impl Accounts {
         let user_db =
             self.registry
                 .create(&format!("user:{id}"), self.device.clone(), self.device_key)?;
-        account::create(&user_db, id, password, self.kdf)?;
+        account::create(&user_db, &self.vault(id), password, self.kdf)?;
         let admin = self
             .registry
             .backend()
@@ -108,7 +110,7 @@ impl Accounts {
         let user_db = self
             .registry
             .open(record.db, self.device.clone(), self.device_key);
-        let secrets = account::open(&user_db, &record.id, password)?;
+        let secrets = account::open(&user_db, &self.vault(&record.id), password, self.kdf)?;
         if !record.is_active() {
             return Err(Error::PermissionDenied(format!(
                 "user '{username}' is disabled"
@@ -133,6 +135,11 @@ impl Accounts {
         &self.registry
     }
 
+    /// The sealed secrets of user `user_id`.
+    pub(super) fn vault<'a>(&'a self, user_id: &'a str) -> Vault<'a> {
+        Vault::new(&**self.registry.backend(), user_id)
+    }
+
     /// The Argon2id cost of new passwords.
     pub(super) fn kdf(&self) -> KdfParams {
         self.kdf
@@ -153,9 +160,19 @@ impl Accounts {
         USERS.put(&self.directory, username, record).map(drop)
     }
 
-    /// Removes `username` from the directory and frees the name for reuse.
-    pub(super) fn remove(&self, username: &str) -> Result<()> {
+    /// Removes `username` (whose record is `record`) from the directory, erases its
+    /// secrets, and frees the name for reuse.
+    pub(super) fn remove(&self, username: &str, record: &UserRecord) -> Result<()> {
+        let user_db = self
+            .registry
+            .open(record.db, self.device.clone(), self.device_key);
+        let keys = KEYS
+            .all(&user_db)?
+            .into_iter()
+            .filter_map(|(text, _)| PublicKey::parse(&text).ok())
+            .collect::<Vec<_>>();
         USERS.delete(&self.directory, username)?;
+        self.vault(&record.id).delete_all(&keys)?;
         self.registry
             .backend()
             .meta_delete(&username_claim(username))

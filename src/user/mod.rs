@@ -206,7 +206,8 @@ impl User {
         }
         self.own_record()?;
         let account_key = self.session.account_key()?;
-        let key = account::add_key(&self.user_db, &self.id, &account_key, name)?;
+        let vault = self.accounts.vault(&self.id);
+        let key = account::add_key(&self.user_db, &vault, &account_key, name)?;
         let public = key.public_key();
         self.session.add_key(key)?;
         Ok(public)
@@ -261,7 +262,8 @@ impl User {
             check_password(pw)?;
         }
         self.own_record()?;
-        account::change_password(&self.user_db, &self.id, old, new, self.accounts.kdf())
+        let vault = self.accounts.vault(&self.id);
+        account::change_password(&vault, old, new, self.accounts.kdf())
     }
 
     /// Ends the session: wipes the decrypted keys. Databases opened through it then refuse

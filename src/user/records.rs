@@ -3,9 +3,12 @@
 //! In `_users` (device-signed), store `users`: username → [`UserRecord`].
 //! In `_databases`, store `databases`: database id → [`CatalogRecord`]; store `owners`:
 //! [`owner_key`] → `true`.
-//! In each user's private database (device-signed): store `account`, key `account` →
-//! [`AccountRecord`] (password settings, the sealed account key, the default key); store
-//! `keys`: public key → [`KeyRecord`]; store `databases`: database id → [`TrackedRecord`].
+//! In each user's private database (device-signed): store `account`, key `profile` →
+//! [`ProfileRecord`] (the default key); store `keys`: public key → [`KeyRecord`] (its name);
+//! store `databases`: database id → [`TrackedRecord`].
+//! In the backend's secrets table (replaced in place, never in signed history):
+//! [`account_secret`] → [`AccountSecret`] (password settings, the sealed account key);
+//! [`key_secret`] → a private key's seed sealed under the account key.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,11 +22,11 @@ pub(super) const USERS: Table<UserRecord> = Table::new("users", "user record");
 pub(super) const CATALOG: Table<CatalogRecord> = Table::new("databases", "catalog record");
 /// Who created each database, in `_databases`.
 pub(super) const OWNERS: Table<bool> = Table::new("owners", "owner record");
-/// A user's account record, in the user database, under [`ACCOUNT_KEY`].
-pub(super) const ACCOUNT: Table<AccountRecord> = Table::new("account", "account record");
-/// The key of the one record in [`ACCOUNT`].
-pub(super) const ACCOUNT_KEY: &str = "account";
-/// A user's private keys, sealed, in the user database.
+/// A user's profile, in the user database, under [`PROFILE_KEY`].
+pub(super) const PROFILE: Table<ProfileRecord> = Table::new("account", "profile record");
+/// The key of the one record in [`PROFILE`].
+pub(super) const PROFILE_KEY: &str = "profile";
+/// A user's keys (public information), in the user database.
 pub(super) const KEYS: Table<KeyRecord> = Table::new("keys", "key record");
 /// The databases a user tracks, in the user database.
 pub(super) const TRACKED: Table<TrackedRecord> = Table::new("databases", "tracked database");
@@ -31,6 +34,16 @@ pub(super) const TRACKED: Table<TrackedRecord> = Table::new("databases", "tracke
 /// The key of an owner record: `<database id>/<user id>`.
 pub(super) fn owner_key(db: &EntryId, user_id: &str) -> String {
     format!("{db}/{user_id}")
+}
+
+/// The secrets-table key of an account's [`AccountSecret`].
+pub(super) fn account_secret(user_id: &str) -> String {
+    format!("account/{user_id}")
+}
+
+/// The secrets-table key of one private key's sealed seed.
+pub(super) fn key_secret(user_id: &str, key: &PublicKey) -> String {
+    format!("key/{user_id}/{key}")
 }
 
 /// A user's entry in the directory.
@@ -75,15 +88,20 @@ pub(super) struct CatalogRecord {
 }
 
 /// What unlocks an account: its password settings and its account key (which seals every
-/// private key of the account), and which key is the default.
+/// private key of the account). Kept in the secrets table, so a new password replaces it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct AccountRecord {
+pub(super) struct AccountSecret {
     /// How the password derives the key that seals the account key; `None` for a
     /// passwordless account, whose account key is stored unsealed.
     pub kdf: Option<KdfRecord>,
     /// The account key: sealed under the password-derived key, or plain without a password.
     #[serde(with = "base64_bytes")]
     pub account_key: Vec<u8>,
+}
+
+/// Which key is the user's default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct ProfileRecord {
     /// The default key: it signs the databases the user creates.
     pub default_key: PublicKey,
 }
@@ -123,14 +141,11 @@ pub(super) enum KdfAlgorithm {
     Argon2id,
 }
 
-/// One private key of a user, sealed under the account key.
+/// One key of a user (its sealed seed is in the secrets table, under [`key_secret`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct KeyRecord {
     /// Its display name, if any.
     pub name: Option<String>,
-    /// The sealed 32-byte seed.
-    #[serde(with = "base64_bytes")]
-    pub secret: Vec<u8>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created: u64,
 }

@@ -180,3 +180,76 @@ fn storage_order_lists_parents_before_children_and_only_grows() {
         assert_eq!(backend.last_position(&db.id()).unwrap(), after, "{name}");
     }
 }
+
+#[test]
+fn secrets_replace_in_place_and_conditionally() {
+    for storage in storages() {
+        let name = storage.name();
+        let backend = storage.open();
+        assert_eq!(backend.secret_get("s").unwrap(), None, "{name}");
+        assert!(backend.secret_put("s", b"one", None).unwrap(), "{name}");
+        assert!(
+            !backend.secret_put("s", b"two", Some(b"zero")).unwrap(),
+            "{name}"
+        );
+        assert!(
+            backend.secret_put("s", b"two", Some(b"one")).unwrap(),
+            "{name}"
+        );
+        assert_eq!(backend.secret_get("s").unwrap().unwrap(), b"two", "{name}");
+        assert!(
+            !backend.secret_put("absent", b"x", Some(b"y")).unwrap(),
+            "{name}"
+        );
+        assert!(backend.secret_delete("s").unwrap(), "{name}");
+        assert!(!backend.secret_delete("s").unwrap(), "{name}");
+        assert_eq!(backend.secret_get("s").unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn stores_are_listed_and_state_is_replaced_whole() {
+    use mnemo::backend::{Cell, StateWrite};
+    for storage in storages() {
+        let name = storage.name();
+        let inst = Instance::open(storage.open()).unwrap();
+        inst.create_user("u", None).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let db = user.create_db("d").unwrap();
+        let written = db.set("b", "k", "1").unwrap();
+        db.set("a", "k", "2").unwrap();
+        let backend = storage.open();
+        assert_eq!(
+            backend.stores(&db.id()).unwrap(),
+            vec!["_settings", "a", "b"],
+            "{name}"
+        );
+        assert_eq!(backend.discarded(&db.id()).unwrap(), vec![], "{name}");
+        let cell = Cell {
+            height: 9,
+            entry: written,
+            value: Some("\"only\"".into()),
+        };
+        backend
+            .replace_state(
+                &db.id(),
+                &StateWrite {
+                    cells: vec![("c", "k", cell.clone())],
+                    discarded: &[written],
+                },
+            )
+            .unwrap();
+        assert_eq!(backend.stores(&db.id()).unwrap(), vec!["c"], "{name}");
+        assert_eq!(
+            backend.cells(&db.id(), "c").unwrap(),
+            vec![("k".into(), cell)],
+            "{name}"
+        );
+        assert_eq!(backend.cells(&db.id(), "a").unwrap(), vec![], "{name}");
+        assert_eq!(
+            backend.discarded(&db.id()).unwrap(),
+            vec![written],
+            "{name}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend};
+use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateWrite};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
@@ -66,6 +66,24 @@ impl Backend for CountingBackend {
     }
     fn meta_delete(&self, key: &str) -> mnemo::Result<bool> {
         self.inner.meta_delete(key)
+    }
+    fn stores(&self, db: &EntryId) -> mnemo::Result<Vec<String>> {
+        self.inner.stores(db)
+    }
+    fn discarded(&self, db: &EntryId) -> mnemo::Result<Vec<EntryId>> {
+        self.inner.discarded(db)
+    }
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> mnemo::Result<()> {
+        self.inner.replace_state(db, state)
+    }
+    fn secret_get(&self, key: &str) -> mnemo::Result<Option<Vec<u8>>> {
+        self.inner.secret_get(key)
+    }
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> mnemo::Result<bool> {
+        self.inner.secret_put(key, value, replacing)
+    }
+    fn secret_delete(&self, key: &str) -> mnemo::Result<bool> {
+        self.inner.secret_delete(key)
     }
 }
 

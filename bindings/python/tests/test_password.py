@@ -92,3 +92,54 @@ def test_password_with_nul(user: mnemo.User, side: str) -> None:
 def test_password_must_be_str(user: mnemo.User) -> None:
     with pytest.raises(TypeError):
         user.change_password(None, b"secret")  # type: ignore[arg-type]
+
+
+def _secrets(path) -> dict[str, bytes]:
+    """The secrets table of a mnemo SQLite file, read with Python's own sqlite3."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {key: bytes(value) for key, value in conn.execute("SELECT key, value FROM secrets")}
+    finally:
+        conn.close()
+
+
+def _raw(path) -> bytes:
+    """Every byte of the file and its WAL, as an attacker with the disk would read them."""
+    out = b""
+    for suffix in ("", "-wal"):
+        try:
+            with open(f"{path}{suffix}", "rb") as f:
+                out += f.read()
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def test_a_new_password_leaves_no_older_secret_in_the_file(tmp_path) -> None:
+    path = tmp_path / "secrets.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("changer", PASSWORD)
+        inst.create_user("first")
+        before = {k: v for k, v in _secrets(path).items() if k.startswith("account/")}
+        assert len(before) == 2
+        # The search finds secrets that are there (so it could find a left-over one).
+        for value in before.values():
+            assert value in _raw(path)
+        with inst.login("changer", PASSWORD) as u:
+            u.change_password(PASSWORD, NEW_PASSWORD)
+        with inst.login("first") as u:
+            u.change_password(None, NEW_PASSWORD)
+        raw = _raw(path)
+        after = _secrets(path)
+        for key, old in before.items():
+            assert after[key] != old and after[key] in raw
+            # Neither the secret the old password opened nor the unsealed account key of
+            # the once passwordless user is anywhere in the file.
+            assert old not in raw, key
+        with pytest.raises(mnemo.AuthFailed):
+            inst.login("changer", PASSWORD)
+        with pytest.raises(mnemo.AuthFailed):
+            inst.login("first")
+        inst.login("first", NEW_PASSWORD).logout()

@@ -11,6 +11,7 @@
 
 mod readers;
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -19,15 +20,16 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 use readers::{Reader, Readers, BUSY_TIMEOUT};
 
 /// `PRAGMA application_id` of mnemo files: "mnem".
 const APPLICATION_ID: i64 = 0x6d6e_656d;
-/// The schema this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this build reads and writes. Version 1 was a development schema (no row
+/// counts, discarded entries or secrets table); files of it are refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
@@ -43,6 +45,12 @@ CREATE TABLE cells (
     db BLOB NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
     entry BLOB NOT NULL, value TEXT, chk BLOB NOT NULL,
     PRIMARY KEY (db, store, key)) WITHOUT ROWID;
+CREATE TABLE stores (
+    db BLOB NOT NULL, store TEXT NOT NULL, rows INTEGER NOT NULL, chk BLOB NOT NULL,
+    PRIMARY KEY (db, store)) WITHOUT ROWID;
+CREATE TABLE discarded (
+    db BLOB NOT NULL, id BLOB NOT NULL, chk BLOB NOT NULL, PRIMARY KEY (db, id)) WITHOUT ROWID;
+CREATE TABLE secrets (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
 ";
 
 /// A mnemo instance's storage in one SQLite file.
@@ -104,6 +112,33 @@ impl SqliteBackend {
             .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
     }
 
+    /// Runs `change` (on the secrets table) so that what it replaces or deletes does not stay
+    /// in the file: with `secure_delete` (SQLite zeroes freed content), then a checkpoint
+    /// that copies the new pages into the database file and truncates the WAL, which held
+    /// the old ones. A checkpoint blocked by a reader is retried for up to a second.
+    fn scrubbed<T>(&self, change: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.writer()?;
+        conn.execute_batch("PRAGMA secure_delete=ON")
+            .map_err(sql_error)?;
+        let changed = change(&conn);
+        conn.execute_batch("PRAGMA secure_delete=OFF")
+            .map_err(sql_error)?;
+        let changed = changed?;
+        for _ in 0..100 {
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .map_err(sql_error)?;
+            if busy == 0 {
+                return Ok(changed);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(Error::Storage(
+            "sqlite: the WAL could not be checkpointed after a secret changed (busy readers)"
+                .into(),
+        ))
+    }
+
     /// A connection to read with: the writer if it is idle, else a pooled reader.
     fn reader(&self) -> Result<ReadConnection<'_>> {
         match self.writer.try_lock() {
@@ -136,7 +171,22 @@ impl std::ops::Deref for ReadConnection<'_> {
     }
 }
 
+/// Creates the schema in a new file, or checks an existing one. Runs in one write
+/// transaction, so two processes opening one new file at once: one creates, the other then
+/// finds it made.
 fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+    let checked = schema_in_transaction(conn, path);
+    let end = if checked.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    conn.execute_batch(end).map_err(sql_error)?;
+    checked
+}
+
+fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
     let pragma = |name: &str| -> Result<i64> {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
             .map_err(sql_error)
@@ -154,8 +204,7 @@ fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
         }
         return conn
             .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; \
-                 PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                "{SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
             ))
             .map_err(sql_error);
     }
@@ -173,7 +222,7 @@ fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
     }
     if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
-            "{} has unknown schema version {version}",
+            "{} has schema version {version}, from a development build before this one; it cannot be read",
             path.display()
         )));
     }
@@ -234,27 +283,38 @@ impl Backend for SqliteBackend {
                     ])
                 })
                 .map_err(sql_error)?;
-            let mut upsert = tx
+            let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO cells (db, store, key, height, entry, value, chk) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                     ON CONFLICT (db, store, key) DO UPDATE SET height = excluded.height, \
-                     entry = excluded.entry, value = excluded.value, chk = excluded.chk \
-                     WHERE (excluded.height, excluded.entry) > (cells.height, cells.entry)",
+                    "INSERT OR IGNORE INTO cells (db, store, key, height, entry, value, chk) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql_error)?;
+            let mut replace = tx
+                .prepare_cached(
+                    "UPDATE cells SET height = ?4, entry = ?5, value = ?6, chk = ?7 \
+                     WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?4, ?5) > (height, entry)",
                 )
                 .map_err(sql_error)?;
             for (store, key, cell) in &w.cells {
-                upsert
-                    .execute(params![
-                        db,
-                        store,
-                        key,
-                        i64_of(cell.height)?,
-                        cell.entry.as_bytes(),
-                        cell.value,
-                        rows::cell_check(&w.meta.db, store, key, cell),
-                    ])
-                    .map_err(sql_error)?;
+                let row = params![
+                    db,
+                    store,
+                    key,
+                    i64_of(cell.height)?,
+                    cell.entry.as_bytes(),
+                    cell.value,
+                    rows::cell_check(&w.meta.db, store, key, cell),
+                ];
+                if insert.execute(row).map_err(sql_error)? == 1 {
+                    *added.entry(store).or_default() += 1;
+                } else {
+                    replace.execute(row).map_err(sql_error)?;
+                }
+            }
+            count_rows(&tx, &w.meta.db, &added)?;
+            if w.discarded {
+                mark_discarded(&tx, &w.meta.db, &[w.id])?;
             }
         }
         tx.commit().map_err(sql_error)
@@ -321,7 +381,86 @@ impl Backend for SqliteBackend {
             let cell = checked_cell(db, store, &key, raw)?;
             out.push((key, cell));
         }
+        let recorded = recorded_rows(&conn, db, store)?.unwrap_or(0);
+        rows::verify_row_count(store, recorded, out.len())?;
         Ok(out)
+    }
+
+    fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT store FROM stores WHERE db = ?1 ORDER BY store")
+            .map_err(sql_error)?;
+        let names = stmt
+            .query_map(params![db.as_bytes()], |r| r.get::<_, String>(0))
+            .map_err(sql_error)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql_error)?;
+        Ok(names)
+    }
+
+    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id, chk FROM discarded WHERE db = ?1 ORDER BY id")
+            .map_err(sql_error)?;
+        let rows = stmt
+            .query_map(params![db.as_bytes()], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(sql_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, chk) = row.map_err(sql_error)?;
+            let id = rows::id_of(&id)?;
+            if rows::discarded_check(db, &id) != chk {
+                return Err(Error::Corrupt(
+                    "a discarded-entry mark fails its integrity check".into(),
+                ));
+            }
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+        let mut conn = self.writer()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_error)?;
+        for table in ["cells", "stores", "discarded"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE db = ?1"),
+                params![db.as_bytes()],
+            )
+            .map_err(sql_error)?;
+        }
+        let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO cells (db, store, key, height, entry, value, chk) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql_error)?;
+            for (store, key, cell) in &state.cells {
+                insert
+                    .execute(params![
+                        db.as_bytes(),
+                        store,
+                        key,
+                        i64_of(cell.height)?,
+                        cell.entry.as_bytes(),
+                        cell.value,
+                        rows::cell_check(db, store, key, cell),
+                    ])
+                    .map_err(sql_error)?;
+                *added.entry(store).or_default() += 1;
+            }
+        }
+        count_rows(&tx, db, &added)?;
+        mark_discarded(&tx, db, state.discarded)?;
+        tx.commit().map_err(sql_error)
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
@@ -390,6 +529,110 @@ impl Backend for SqliteBackend {
             .map_err(sql_error)?;
         Ok(n == 1)
     }
+
+    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.reader()?;
+        let row = conn
+            .prepare_cached("SELECT value, chk FROM secrets WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![key], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(sql_error)?;
+        match row {
+            Some((value, chk)) => {
+                rows::verify(&chk, &[key.as_bytes(), &value], "secret")?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
+        let chk = rows::meta_check(key, value);
+        self.scrubbed(|conn| {
+            let written = match replacing {
+                None => conn
+                    .prepare_cached(
+                        "INSERT INTO secrets (key, value, chk) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+                    )
+                    .and_then(|mut s| s.execute(params![key, value, chk])),
+                Some(old) => conn
+                    .prepare_cached(
+                        "UPDATE secrets SET value = ?2, chk = ?3 WHERE key = ?1 AND value = ?4",
+                    )
+                    .and_then(|mut s| s.execute(params![key, value, chk, old])),
+            };
+            written.map(|n| n == 1).map_err(sql_error)
+        })
+    }
+
+    fn secret_delete(&self, key: &str) -> Result<bool> {
+        self.scrubbed(|conn| {
+            conn.prepare_cached("DELETE FROM secrets WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key]))
+                .map_err(sql_error)
+        })
+        .map(|n| n == 1)
+    }
+}
+
+/// Adds `added` new rows to each store's recorded row count.
+fn count_rows(tx: &Connection, db: &EntryId, added: &BTreeMap<&str, u64>) -> Result<()> {
+    for (store, n) in added {
+        let recorded = recorded_rows(tx, db, store)?.unwrap_or(0);
+        let rows = recorded + n;
+        let (stored, chk) = (i64_of(rows)?, rows::store_check(db, store, rows));
+        tx.prepare_cached(
+            "INSERT INTO stores (db, store, rows, chk) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (db, store) DO UPDATE SET rows = excluded.rows, chk = excluded.chk",
+        )
+        .and_then(|mut s| s.execute(params![db.as_bytes(), store, stored, chk]))
+        .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// The row count recorded for `store`, checked; `None` if the store has no rows.
+fn recorded_rows(conn: &Connection, db: &EntryId, store: &str) -> Result<Option<u64>> {
+    let row = conn
+        .prepare_cached("SELECT rows, chk FROM stores WHERE db = ?1 AND store = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![db.as_bytes(), store], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((rows, chk)) = row else {
+        return Ok(None);
+    };
+    let rows = rows::height_of(rows)?;
+    if rows::store_check(db, store, rows) != chk {
+        return Err(Error::Corrupt(format!(
+            "the row count of store '{store}' fails its integrity check"
+        )));
+    }
+    Ok(Some(rows))
+}
+
+fn mark_discarded(tx: &Connection, db: &EntryId, ids: &[EntryId]) -> Result<()> {
+    let mut insert = tx
+        .prepare_cached("INSERT OR IGNORE INTO discarded (db, id, chk) VALUES (?1, ?2, ?3)")
+        .map_err(sql_error)?;
+    for id in ids {
+        insert
+            .execute(params![
+                db.as_bytes(),
+                id.as_bytes(),
+                rows::discarded_check(db, id)
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
 }
 
 type RawCell = (i64, Vec<u8>, Option<String>, Vec<u8>);
