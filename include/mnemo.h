@@ -223,8 +223,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_set(struct mnemo_database *db, const char *
  * "auth/<public key>" grants.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted), MNEMO_STATUS_STORAGE.
- * Reading works after the session logged out. Thread-safe.
+ * store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted),
+ * MNEMO_STATUS_PERMISSION_DENIED (none of the session's keys may read the database any
+ * more: read was revoked), MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE. Reading works after
+ * the session logged out. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_get(const struct mnemo_database *db, const char *store, const char *key, char **out_json);
 
@@ -245,7 +247,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_delete(struct mnemo_database *db, const cha
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name), MNEMO_STATUS_STORAGE. Thread-safe.
+ * store name), MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT
+ * (stored rows of the store are missing or damaged), MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_get_all(const struct mnemo_database *db, const char *store, char **out_json);
 
@@ -282,7 +285,7 @@ MNEMO_MUST_USE mnemo_status mnemo_db_revoke(struct mnemo_database *db, const cha
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
- * MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_tips(const struct mnemo_database *db, char **out_json);
 
@@ -313,7 +316,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   `mnemo_subscription_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
- * MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the
+ * notification thread could not start). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_change_cb cb, void *user_data, mnemo_destroy_cb destroy, struct mnemo_subscription **out);
 
@@ -611,21 +615,24 @@ MNEMO_MUST_USE mnemo_status mnemo_user_create_db(struct mnemo_user *user, const 
 
 /**
  * Opens a database stored on this instance by its id, and tracks it in the user's list.
- * The handle signs with the user's key of highest permission on the database (the default
- * key if none has any: then the handle can read but writes give
- * MNEMO_STATUS_PERMISSION_DENIED).
+ * The handle signs with the user's key of highest permission on the database. Only a
+ * database one of the user's keys may at least read opens: system databases and other
+ * users' private databases never do.
  *
  * - `db_id`: "sha256:<64 hex digits>", e.g. from `mnemo_db_id` on another device.
  * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
- * malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance; sync it first),
+ * malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance, or none of the user's keys
+ * may read it: the same answer, so the user learns nothing of databases it may not open;
+ * sync it first, or ask its owner for a grant), MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_load_db(struct mnemo_user *user, const char *db_id, struct mnemo_database **out);
 
 /**
- * Opens the database named `name` among those the user tracks (created or loaded). When
+ * Opens the database named `name` among those the user tracks (created or loaded) and may
+ * still read. When
  * several tracked databases share the name, the one tracked first is opened (ties: the
  * smallest id); use `mnemo_user_list_dbs` and `mnemo_user_load_db` to choose another.
  *
@@ -638,8 +645,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_load_db(struct mnemo_user *user, const ch
 MNEMO_MUST_USE mnemo_status mnemo_user_find_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
 
 /**
- * The databases the user tracks, as a JSON array sorted by name then id:
- * [{"id":"sha256:…","name":"notes"}, …].
+ * The databases the user tracks and may still read (those `mnemo_user_load_db` opens), as
+ * a JSON array sorted by name then id: [{"id":"sha256:…","name":"notes"}, …].
  *
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *

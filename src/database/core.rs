@@ -2,6 +2,7 @@
 //! waiting for their parents, settings cache and subscribers.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -38,6 +39,8 @@ pub struct DatabaseCore {
     /// Foreign entries waiting for their parents (taken after `write_lock`, never before).
     waiting: Arc<Mutex<Waiting>>,
     settings: SettingsCache,
+    /// Grows whenever the settings of this database change (read permissions may differ).
+    settings_generation: AtomicU64,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
 }
@@ -56,6 +59,7 @@ impl DatabaseCore {
             write_lock: Mutex::new(()),
             waiting: Waiting::new(budget),
             settings: SettingsCache::default(),
+            settings_generation: AtomicU64::new(1),
             subscribers: Arc::default(),
             notifier,
         }
@@ -78,6 +82,11 @@ impl DatabaseCore {
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A number that grows whenever this database's settings change.
+    pub fn settings_generation(&self) -> u64 {
+        self.settings_generation.load(Ordering::Acquire)
     }
 
     /// Entries waiting for their parents in this database now.
@@ -434,6 +443,7 @@ impl DatabaseCore {
                     .with_entry(height, entry.id(), ops);
                 self.settings.insert(vec![entry.id()], Arc::new(state));
             }
+            self.settings_generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ mod transaction;
 mod waiting;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Cell;
@@ -34,12 +35,17 @@ pub use waiting::{
 pub const SETTINGS_STORE: &str = "_settings";
 
 /// A handle on one database, signing as one key of a key ring (a user's session, or the
-/// device). Clones share the database.
+/// device). Clones share the database. It reads only while one of the ring's keys may read
+/// the database: once that is revoked, reads fail with [`Error::PermissionDenied`].
 #[derive(Clone)]
 pub struct Database {
     core: Arc<DatabaseCore>,
     keys: Arc<dyn KeyRing>,
     author: PublicKey,
+    /// The ring's public keys when the handle was made (they may read after a logout).
+    readers: Arc<[PublicKey]>,
+    /// The settings generation at which reading was last found allowed (0: never).
+    read_allowed_at: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Database {
@@ -104,7 +110,36 @@ pub fn create_root(name: &str, keys: &dyn KeyRing, author: PublicKey) -> Result<
 impl Database {
     /// A handle on `core` that signs its commits as `author`, a key `keys` holds.
     pub fn new(core: Arc<DatabaseCore>, keys: Arc<dyn KeyRing>, author: PublicKey) -> Self {
-        Database { core, keys, author }
+        let readers = keys.public_keys().unwrap_or_else(|_| vec![author]).into();
+        Database {
+            core,
+            keys,
+            author,
+            readers,
+            read_allowed_at: Arc::default(),
+        }
+    }
+
+    /// Fails with [`Error::PermissionDenied`] unless one of the handle's keys may read the
+    /// database now. Checked again only when the database's settings change, so a read pays
+    /// one atomic comparison.
+    fn check_read(&self) -> Result<()> {
+        let generation = self.core.settings_generation();
+        if self.read_allowed_at.load(Ordering::Acquire) == generation {
+            return Ok(());
+        }
+        if self
+            .core
+            .current_settings()?
+            .best_key(&self.readers)
+            .is_none()
+        {
+            return Err(Error::PermissionDenied(
+                "none of this session's keys may read this database".into(),
+            ));
+        }
+        self.read_allowed_at.store(generation, Ordering::Release);
+        Ok(())
     }
 
     /// The database's id (its root entry's id).
@@ -151,12 +186,14 @@ impl Database {
     pub(crate) fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
         check_store(store)?;
         check_key(key)?;
+        self.check_read()?;
         self.core.backend().cell(&self.core.id(), store, key)
     }
 
     /// Every live key of `store` with its JSON text, sorted by key.
     pub fn get_all(&self, store: &str) -> Result<Vec<(String, String)>> {
         check_store(store)?;
+        self.check_read()?;
         Ok(self
             .core
             .backend()
@@ -168,12 +205,14 @@ impl Database {
 
     /// The height of the newest entry (0 for a database holding only its root).
     pub fn height(&self) -> Result<u64> {
+        self.check_read()?;
         let tips = self.core.backend().tips(&self.core.id())?;
         Ok(tips.into_iter().map(|(_, h)| h).max().unwrap_or(0))
     }
 
     /// The current tips, sorted.
     pub fn tips(&self) -> Result<Vec<EntryId>> {
+        self.check_read()?;
         Ok(self
             .core
             .backend()
@@ -226,11 +265,13 @@ impl Database {
     /// remote, until the returned [`Subscription`] is dropped. A panic in the callback is
     /// caught and ignored.
     pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
+        self.check_read()?;
         self.core.subscribe(callback)
     }
 
     /// The canonical bytes of one entry of this database.
     pub fn entry_bytes(&self, id: &EntryId) -> Result<Vec<u8>> {
+        self.check_read()?;
         let meta = self.core.backend().entry_meta(id)?;
         if meta.is_none_or(|m| m.db != self.core.id()) {
             return Err(Error::NotFound(format!(

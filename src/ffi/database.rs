@@ -83,8 +83,10 @@ pub unsafe extern "C" fn mnemo_db_set(
 /// "auth/<public key>" grants.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
-/// store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted), MNEMO_STATUS_STORAGE.
-/// Reading works after the session logged out. Thread-safe.
+/// store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted),
+/// MNEMO_STATUS_PERMISSION_DENIED (none of the session's keys may read the database any
+/// more: read was revoked), MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE. Reading works after
+/// the session logged out. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_get(
@@ -130,7 +132,8 @@ pub unsafe extern "C" fn mnemo_db_delete(
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
-/// store name), MNEMO_STATUS_STORAGE. Thread-safe.
+/// store name), MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT
+/// (stored rows of the store are missing or damaged), MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_get_all(
@@ -209,7 +212,7 @@ pub unsafe extern "C" fn mnemo_db_revoke(
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_tips(
@@ -264,7 +267,8 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   `mnemo_subscription_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
-/// MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the
+/// notification thread could not start). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_subscribe(

@@ -54,15 +54,17 @@ pub unsafe extern "C" fn mnemo_user_create_db(
 }
 
 /// Opens a database stored on this instance by its id, and tracks it in the user's list.
-/// The handle signs with the user's key of highest permission on the database (the default
-/// key if none has any: then the handle can read but writes give
-/// MNEMO_STATUS_PERMISSION_DENIED).
+/// The handle signs with the user's key of highest permission on the database. Only a
+/// database one of the user's keys may at least read opens: system databases and other
+/// users' private databases never do.
 ///
 /// - `db_id`: "sha256:<64 hex digits>", e.g. from `mnemo_db_id` on another device.
 /// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
-/// malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance; sync it first),
+/// malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance, or none of the user's keys
+/// may read it: the same answer, so the user learns nothing of databases it may not open;
+/// sync it first, or ask its owner for a grant), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
@@ -80,7 +82,8 @@ pub unsafe extern "C" fn mnemo_user_load_db(
     })
 }
 
-/// Opens the database named `name` among those the user tracks (created or loaded). When
+/// Opens the database named `name` among those the user tracks (created or loaded) and may
+/// still read. When
 /// several tracked databases share the name, the one tracked first is opened (ties: the
 /// smallest id); use `mnemo_user_list_dbs` and `mnemo_user_load_db` to choose another.
 ///
@@ -105,8 +108,8 @@ pub unsafe extern "C" fn mnemo_user_find_db(
     })
 }
 
-/// The databases the user tracks, as a JSON array sorted by name then id:
-/// [{"id":"sha256:…","name":"notes"}, …].
+/// The databases the user tracks and may still read (those `mnemo_user_load_db` opens), as
+/// a JSON array sorted by name then id: [{"id":"sha256:…","name":"notes"}, …].
 ///
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///

@@ -123,14 +123,14 @@ impl User {
     }
 
     /// Opens database `id` stored on this instance and tracks it. The handle signs with the
-    /// user's key of highest permission on it (the default key if none has any: then it can
-    /// only read). [`Error::NotFound`] if this instance holds no such database.
+    /// user's key of highest permission on it. [`Error::NotFound`] unless this instance holds
+    /// the database and one of the user's keys may at least read it (the same answer either
+    /// way, so a user learns nothing of databases it may not open; system databases and
+    /// other users' private databases are never opened this way).
     pub fn load_db(&self, id: &EntryId) -> Result<Database> {
         self.session.ensure_usable()?;
-        self.require_here(id)?;
-        let author = match self.best_key(id)? {
-            Some((key, _)) => key,
-            None => self.default_key()?,
+        let Some(author) = self.openable(id)? else {
+            return Err(not_openable(id));
         };
         let db = self
             .accounts
@@ -140,6 +140,15 @@ impl User {
             self.track(*id, &db.name()?)?;
         }
         Ok(db)
+    }
+
+    /// The key to open database `id` with, if this instance holds it and one of the user's
+    /// keys may read it.
+    fn openable(&self, id: &EntryId) -> Result<Option<PublicKey>> {
+        if !self.accounts.registry().exists(id)? {
+            return Ok(None);
+        }
+        Ok(self.best_key(id)?.map(|(key, _)| key))
     }
 
     /// Opens the tracked database named `name`. When several tracked databases share the
@@ -155,6 +164,7 @@ impl User {
             .filter(|(_, record)| record.name == name)
             .map(|(id, record)| (record.seq, id))
             .min();
+        // (`tracked` lists only databases the user may open.)
         let (_, id) =
             first.ok_or_else(|| Error::NotFound(format!("no tracked database named '{name}'")))?;
         self.load_db(&id)
@@ -175,16 +185,17 @@ impl User {
         Ok(out)
     }
 
+    /// The databases the user tracks and may still open.
     fn tracked(&self) -> Result<Vec<(EntryId, TrackedRecord)>> {
-        TRACKED
-            .all(&self.user_db)?
-            .into_iter()
-            .map(|(id, record)| {
-                let id = EntryId::parse(&id)
-                    .map_err(|_| Error::Corrupt("a tracked database id is malformed".into()))?;
-                Ok((id, record))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (id, record) in TRACKED.all(&self.user_db)? {
+            let id = EntryId::parse(&id)
+                .map_err(|_| Error::Corrupt("a tracked database id is malformed".into()))?;
+            if self.openable(&id)?.is_some() {
+                out.push((id, record));
+            }
+        }
+        Ok(out)
     }
 
     fn track(&self, id: EntryId, name: &str) -> Result<()> {
@@ -232,21 +243,9 @@ impl User {
 
     /// The key this user signs database `id` with: the one with the highest permission on it
     /// (the default key first among equals). [`Error::NotFound`] if none of the user's keys
-    /// has any permission, or the database is not on this instance.
+    /// has any permission, or the database is not on this instance (the same answer).
     pub fn signing_key(&self, id: &EntryId) -> Result<PublicKey> {
-        self.require_here(id)?;
-        self.best_key(id)?.map(|(key, _)| key).ok_or_else(|| {
-            Error::NotFound(format!("none of this user's keys has a permission on {id}"))
-        })
-    }
-
-    fn require_here(&self, id: &EntryId) -> Result<()> {
-        if !self.accounts.registry().exists(id)? {
-            return Err(Error::NotFound(format!(
-                "no database {id} on this instance"
-            )));
-        }
-        Ok(())
+        self.openable(id)?.ok_or_else(|| not_openable(id))
     }
 
     fn best_key(&self, id: &EntryId) -> Result<Option<(PublicKey, Permission)>> {
@@ -276,6 +275,12 @@ impl User {
     pub fn is_logged_out(&self) -> bool {
         self.session.is_wiped()
     }
+}
+
+fn not_openable(id: &EntryId) -> Error {
+    Error::NotFound(format!(
+        "no database {id} on this instance that this user may open"
+    ))
 }
 
 impl Drop for User {

@@ -8,7 +8,11 @@ use mnemo::database::Permission;
 use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use mnemo::{Database, Error, Instance};
 
-use crate::support::{instance, logged_in, state};
+use std::sync::Arc;
+
+use mnemo::backend::MemoryBackend;
+
+use crate::support::{logged_in, state, stored};
 
 fn ops(store: &str, key: &str, json: &str) -> Ops {
     let mut store_ops = BTreeMap::new();
@@ -43,27 +47,23 @@ fn on_tips(db: &Database, key: &PrivateKey, ops: Ops) -> Entry {
     .unwrap()
 }
 
-/// A replica of `db` on a fresh instance that holds all of `db`'s entries listed.
-fn replica(db: &Database, entries: &[EntryId]) -> Instance {
-    let inst = instance();
+/// A replica of `db` (no user of it may open the database: it only relays) holding all
+/// of `db`'s entries listed, and its storage.
+fn replica(db: &Database, entries: &[EntryId]) -> (Instance, Arc<MemoryBackend>) {
+    let backend = Arc::new(MemoryBackend::new());
+    let inst = Instance::open(backend.clone()).unwrap();
     for id in entries {
         inst.receive_entry(&db.entry_bytes(id).unwrap()).unwrap();
     }
-    inst
+    (inst, backend)
 }
 
 fn assert_unchanged(
-    inst: &Instance,
+    backend: &MemoryBackend,
     before: &(Vec<EntryId>, Vec<(String, String)>),
     db_id: EntryId,
 ) {
-    inst.create_user("checker", None).ok();
-    let db = inst
-        .login("checker", None)
-        .unwrap()
-        .load_db(&db_id)
-        .unwrap();
-    assert_eq!(&(db.tips().unwrap(), state(&db, "s")), before);
+    assert_eq!(&stored(backend, &db_id, "s"), before);
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn invalid_entries_are_rejected_and_change_nothing() {
     let (_inst, owner) = logged_in("owner");
     let db = owner.create_db("d").unwrap();
     let first = db.set("s", "k", "1").unwrap();
-    let peer = replica(&db, &[db.id(), first]);
+    let (peer, backend) = replica(&db, &[db.id(), first]);
 
     // A key with no permission.
     let stranger = PrivateKey::generate().unwrap();
@@ -150,7 +150,7 @@ fn invalid_entries_are_rejected_and_change_nothing() {
         Err(Error::Corrupt(_))
     ));
 
-    assert_unchanged(&peer, &before, db.id());
+    assert_unchanged(&backend, &before, db.id());
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
     let db = owner.create_db("d").unwrap();
     let writer = PrivateKey::generate().unwrap();
     let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
-    let peer = replica(&db, &[db.id(), grant]);
+    let (peer, _) = replica(&db, &[db.id(), grant]);
 
     // Before revocation: accepted.
     let ok = on_tips(&db, &writer, ops("s", "w", "1"));
@@ -198,7 +198,7 @@ fn entries_wait_for_missing_parents_then_apply() {
     let ids: Vec<EntryId> = (0..5)
         .map(|i| db.set("s", &format!("k{i}"), &i.to_string()).unwrap())
         .collect();
-    let peer = instance();
+    let (peer, backend) = replica(&db, &[]);
     // Children first, root last.
     for id in ids.iter().rev() {
         let got = peer.receive_entry(&db.entry_bytes(id).unwrap()).unwrap();
@@ -212,14 +212,10 @@ fn entries_wait_for_missing_parents_then_apply() {
         6,
         "root and its five waiting descendants"
     );
-    peer.create_user("reader", None).unwrap();
-    let copy = peer
-        .login("reader", None)
-        .unwrap()
-        .load_db(&db.id())
-        .unwrap();
-    assert_eq!(state(&copy, "s"), state(&db, "s"));
-    assert_eq!(copy.tips().unwrap(), db.tips().unwrap());
+    assert_eq!(
+        stored(&*backend, &db.id(), "s"),
+        (db.tips().unwrap(), state(&db, "s"))
+    );
     // A duplicate changes nothing.
     assert!(
         peer.receive_entry(&db.entry_bytes(&ids[2]).unwrap())
@@ -243,7 +239,7 @@ fn a_waiting_child_that_turns_out_invalid_is_dropped() {
     }
     .sign(&stranger)
     .unwrap();
-    let peer = replica(&db, &[db.id()]);
+    let (peer, _) = replica(&db, &[db.id()]);
     let got = peer.receive_entry(bad_child.bytes());
     assert!(got.as_ref().is_ok_and(|g| g.pending), "{got:?}");
     let got = peer
@@ -262,8 +258,12 @@ fn subscribers_hear_local_commits_and_applied_foreign_entries() {
     let (_inst, owner) = logged_in("owner");
     let db = owner.create_db("d").unwrap();
     let (peer, reader) = logged_in("reader");
-    peer.receive_entry(&db.entry_bytes(&db.id()).unwrap())
+    let grant = db
+        .grant(&reader.default_key().unwrap(), Permission::Read)
         .unwrap();
+    for id in [db.id(), grant] {
+        peer.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+    }
     let copy = reader.load_db(&db.id()).unwrap();
 
     let (tx, rx) = channel();

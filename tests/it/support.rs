@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mnemo::backend::{Backend, MemoryBackend};
+use mnemo::entry::EntryId;
 use mnemo::{Database, Instance, User};
 
 /// xorshift64*: small, seeded, reproducible.
@@ -45,6 +46,28 @@ pub fn logged_in(name: &str) -> (Instance, User) {
 /// Every live key of `store`, as (key, json) pairs.
 pub fn state(db: &Database, store: &str) -> Vec<(String, String)> {
     db.get_all(store).unwrap()
+}
+
+/// What `backend` holds of database `db`: its tips and the live keys of `store`. For
+/// replicas where no user may open the database (they only relay it).
+pub fn stored(
+    backend: &dyn Backend,
+    db: &EntryId,
+    store: &str,
+) -> (Vec<EntryId>, Vec<(String, String)>) {
+    let tips = backend
+        .tips(db)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let cells = backend
+        .cells(db, store)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, c)| c.value.map(|v| (k, v)))
+        .collect();
+    (tips, cells)
 }
 
 /// Where a conformance test keeps its data: each `open` is a fresh connection to the same

@@ -89,8 +89,9 @@ def test_delete(inst: mnemo.Instance, user: mnemo.User) -> None:
         inst.login("bob")
     with pytest.raises(mnemo.NotFound):
         user.delete_user("bob")  # already gone
-    # The databases stay.
-    assert user.load_db(db_id).get("s", "k") == "kept"
+    # The databases stay, open only to keys granted on them (bob's keys went with him).
+    with pytest.raises(mnemo.NotFound):
+        user.load_db(db_id)
     # The name can be taken again, by a new account.
     inst.create_user("bob")
     with inst.login("bob") as bob:

@@ -143,3 +143,42 @@ def test_a_new_password_leaves_no_older_secret_in_the_file(tmp_path) -> None:
         with pytest.raises(mnemo.AuthFailed):
             inst.login("first")
         inst.login("first", NEW_PASSWORD).logout()
+
+
+def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) -> None:
+    """No failure answers measurably faster than a successful password login: each costs one
+    Argon2id run. Cases are interleaved and compared by median, so machine noise hits all."""
+    import statistics
+    import time
+
+    inst.create_user("admin")  # first user: the instance admin
+    inst.create_user("pw", PASSWORD)
+    inst.create_user("nopw")
+    inst.create_user("off", PASSWORD)
+    with inst.login("admin") as admin:
+        admin.disable_user("off")
+
+    def right() -> None:
+        inst.login("pw", PASSWORD).logout()
+
+    failures = {
+        "unknown user": lambda: inst.login("nobody", PASSWORD),
+        "wrong password": lambda: inst.login("pw", "not the password"),
+        "no password for a password user": lambda: inst.login("pw"),
+        "a password for a passwordless user": lambda: inst.login("nopw", PASSWORD),
+        "a disabled user": lambda: inst.login("off", PASSWORD),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ["right", *failures]}
+    for _ in range(9):
+        started = time.perf_counter()
+        right()
+        times["right"].append(time.perf_counter() - started)
+        for name, attempt in failures.items():
+            started = time.perf_counter()
+            with pytest.raises((mnemo.AuthFailed, mnemo.PermissionDenied)):
+                attempt()
+            times[name].append(time.perf_counter() - started)
+    reference = statistics.median(times["right"])
+    for name in failures:
+        ratio = statistics.median(times[name]) / reference
+        assert 0.8 <= ratio <= 1.25, f"{name}: {ratio:.2f}x a right login"
