@@ -123,10 +123,14 @@ fn main() {
         .grant(&dave.default_key().unwrap(), Permission::Write)
         .unwrap();
     let addr_d = d.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
-    // D needs the database first: C pushes it while tracking.
+    // D pulls the database first (a listener stores only what its users asked for).
     let sync_c = c.enable_sync().unwrap();
+    let addr_c = sync_c.listen("127.0.0.1:0").unwrap();
+    d.sync()
+        .unwrap()
+        .sync_db(&dave, &addr_c, &shared.id())
+        .unwrap();
     sync_c.track(&carol, &addr_d, &shared.id()).unwrap();
-    sync_c.flush(Duration::from_secs(30)).unwrap();
     let copy = dave.load_db(&shared.id()).unwrap();
     let (tx, rx) = channel();
     let _sub = copy

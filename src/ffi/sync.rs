@@ -86,14 +86,19 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 
 /// One blocking, bidirectional round for database `db_id` with the peer at `peer_addr`,
 /// as `user`: exchanges tips, pulls the entries this instance lacks (in bounded pages),
-/// then pushes the entries the peer lacks. Requests are signed with the user's key on the
-/// database (its default key if the database is not here yet: the owner grants that key).
-/// Every entry received is verified before it becomes visible; invalid ones are dropped.
-/// Afterwards `mnemo_user_load_db` opens a database pulled for the first time.
+/// then pushes the entries the peer lacks. Requests are signed with the user's key of
+/// highest permission on the local copy; for a database not here yet, with each of the
+/// user's keys in turn (default first) until the peer accepts one, so the peer learns the
+/// public keys tried. Every entry received is verified before it becomes visible; invalid
+/// ones are dropped. Afterwards `mnemo_user_load_db` opens a database pulled for the first
+/// time. Calling this also records that a user here asked for the database: from then on
+/// this instance's listener takes it when a peer pushes it (a listener stores no database
+/// nobody here asked for), even if this round failed.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
-/// malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (the key has no permission on
-/// the peer's copy, or the peer refused some of our entries), MNEMO_STATUS_NOT_FOUND (neither
+/// malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (no key of the user has
+/// permission on the peer's copy, the peer refused some of our entries, or the peer does not
+/// hold the database and nobody there asked for it), MNEMO_STATUS_NOT_FOUND (neither
 /// side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
 /// entries that failed verification, or pages that do not advance; the valid entries were
 /// applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),

@@ -95,11 +95,17 @@ fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
     if !registry.exists(&env.db)? {
         // A database new to this server: it holds nothing of it, so saying so (no tips,
         // no entries held) reveals no entry. It may arrive by push, root first, from a key
-        // its root grants: that is how a device shares a database with a server.
+        // its root grants, but only if a local user asked for it: nobody else can make this
+        // instance store a database.
         return match &env.request {
             Request::Tips => Ok(wire::encode_ids(&[])),
             Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
-            Request::Push(entries) if admits_new_database(&env, entries) => {
+            Request::Push(entries) => {
+                if !sync.state.wants(&env.db)? || !admits_new_database(&env, entries) {
+                    return Err(Error::PermissionDenied(
+                        "this instance takes a database it does not hold only when a local user asked for it".into(),
+                    ));
+                }
                 sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
                 Ok(push(&registry, &env, entries))
             }

@@ -184,9 +184,10 @@ impl SyncEngine {
         db: &EntryId,
     ) -> Result<SyncReport> {
         check_addr(addr, false)?;
+        self.state.want(db)?;
         let keys = requester.key_ring();
-        let key = self.request_key(&*keys, db)?;
-        self.round(&*keys, &key, addr, db)?.into_result()
+        let candidates = self.request_keys(&*keys, db)?;
+        self.round(&*keys, &candidates, addr, db)?.into_result()
     }
 
     /// Keeps database `db` in sync with the peer at `addr` in the background, as
@@ -200,13 +201,15 @@ impl SyncEngine {
         if self.tracked(addr, db) {
             return Ok(());
         }
+        self.state.want(db)?;
         let keys = requester.key_ring();
-        let key = self.request_key(&*keys, db)?;
         let registry = self.registry()?;
         if !registry.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
-            self.round(&*keys, &key, addr, db)?.into_result()?;
+            let candidates = self.request_keys(&*keys, db)?;
+            self.round(&*keys, &candidates, addr, db)?.into_result()?;
         }
+        let key = self.request_keys(&*keys, db)?[0];
         requester.keep(db)?;
         let track = track::Track::start(self.me.clone(), keys, key, addr, &registry.core(*db))?;
         // The round above ran without the lock; a concurrent call may have won meanwhile.
@@ -283,20 +286,24 @@ impl SyncEngine {
         signal.notify_all();
     }
 
-    /// The key requests on `db` are signed with, of those `keys` holds: the one with the
-    /// highest permission on the local copy, or the default key for a database not here yet
-    /// (or on which none has any: the owner grants that one).
-    fn request_key(&self, keys: &dyn KeyRing, db: &EntryId) -> Result<PublicKey> {
+    /// The keys to sign requests on `db` with, of those `keys` holds, in the order to try
+    /// them. For a database here: the one with the highest permission on the local copy (or
+    /// the default key if none has any). For a database not here yet: every key, default
+    /// first, since this side cannot know which one its owner granted; a round tries them
+    /// in turn until the peer accepts one, so the peer sees the public keys tried.
+    fn request_keys(&self, keys: &dyn KeyRing, db: &EntryId) -> Result<Vec<PublicKey>> {
         let held = keys.public_keys()?;
         let default = *held
             .first()
             .ok_or_else(|| Error::Internal("a key ring holds no key".into()))?;
         let registry = self.registry()?;
         if !registry.exists(db)? {
-            return Ok(default);
+            return Ok(held);
         }
         let settings = registry.core(*db).current_settings()?;
-        Ok(settings.best_key(&held).map_or(default, |(key, _)| key))
+        Ok(vec![settings
+            .best_key(&held)
+            .map_or(default, |(key, _)| key)])
     }
 }
 

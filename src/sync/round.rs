@@ -106,14 +106,18 @@ impl SyncEngine {
         }
     }
 
-    /// Pulls then pushes database `db` with the peer at `addr`, signing as `key`.
+    /// Pulls then pushes database `db` with the peer at `addr`, signing with the first of
+    /// `candidates` (keys `keys` holds) that the peer accepts.
     pub(super) fn round(
         &self,
         keys: &dyn KeyRing,
-        key: &PublicKey,
+        candidates: &[PublicKey],
         addr: &str,
         db: &EntryId,
     ) -> Result<SyncReport> {
+        let (first, rest) = candidates
+            .split_first()
+            .ok_or_else(|| Error::Internal("a round needs a key to sign with".into()))?;
         let limits = self.limits();
         let mut connection = PeerConnection::new(self.runtime(), addr, &limits);
         let peer = self.peer_device(&mut connection, addr)?;
@@ -121,14 +125,14 @@ impl SyncEngine {
             sync: self,
             registry: self.registry()?,
             keys,
-            key: *key,
+            key: *first,
             addr,
             peer,
             db: *db,
             connection,
         };
         let mut report = SyncReport::default();
-        let theirs = wire::decode_ids(&talk.ask(Request::Tips)?)?;
+        let theirs = wire::decode_ids(&talk.tips_with_any(rest)?)?;
         let ours: Vec<EntryId> = talk
             .registry
             .backend()
@@ -168,6 +172,21 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
+    /// Asks for the tips signed by the exchange's key, and then by each of `others` in turn
+    /// while the peer refuses the key; the exchange goes on with the key accepted.
+    fn tips_with_any(&mut self, others: &[PublicKey]) -> Result<Vec<u8>> {
+        let mut others = others.iter();
+        loop {
+            match self.ask(Request::Tips) {
+                Err(Error::PermissionDenied(why)) => match others.next() {
+                    Some(next) => self.key = *next,
+                    None => return Err(Error::PermissionDenied(why)),
+                },
+                answered => return answered,
+            }
+        }
+    }
+
     /// One request on the database, signed by the key through the key ring.
     fn ask(&mut self, request: Request) -> Result<Vec<u8>> {
         let mut env = Envelope {

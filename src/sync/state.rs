@@ -1,5 +1,6 @@
 //! What sync remembers in the `_sync` system database: the peers that proved their device
-//! key, and how far each round got per peer, database and direction.
+//! key, how far each round got per peer, database and direction, and the databases local
+//! users asked for.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,16 @@ use crate::error::Result;
 const PEERS: Table<PeerRecord> = Table::new("peers", "peer record");
 /// Cursors (storage positions), by [`cursor_key`].
 const CURSORS: Table<u64> = Table::new("cursors", "sync cursor");
+/// Databases a local user asked for (synced or tracked by id), by id: only these may
+/// arrive here by push from a peer before this instance holds them.
+const WANTED: Table<WantedRecord> = Table::new("wanted", "wanted database");
+
+/// A database a local user asked for.
+#[derive(Debug, Serialize, Deserialize)]
+struct WantedRecord {
+    /// When it was first asked for, milliseconds since the Unix epoch.
+    since: u64,
+}
 
 /// A peer that proved its device key.
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +66,19 @@ impl SyncState {
             last_seen: now_ms(),
         };
         PEERS.put(&self.db, &peer.to_text(), &record).map(drop)
+    }
+
+    /// Records that a local user asked for database `db` (once).
+    pub(super) fn want(&self, db: &EntryId) -> Result<()> {
+        if WANTED.get(&self.db, &db.to_text())?.is_none() {
+            WANTED.put(&self.db, &db.to_text(), &WantedRecord { since: now_ms() })?;
+        }
+        Ok(())
+    }
+
+    /// Whether a local user asked for database `db`.
+    pub(super) fn wants(&self, db: &EntryId) -> Result<bool> {
+        Ok(WANTED.get(&self.db, &db.to_text())?.is_some())
     }
 
     /// The cursor of `peer`, `db`, `direction` (0 before the first round).

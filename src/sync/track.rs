@@ -132,7 +132,8 @@ impl Track {
             }
             let Some(sync) = sync.upgrade() else { break };
             let round = sync.local_position(&self.db).and_then(|target| {
-                sync.round(keys, key, &self.addr, &self.db)?.into_result()?;
+                sync.round(keys, std::slice::from_ref(key), &self.addr, &self.db)?
+                    .into_result()?;
                 Ok(target)
             });
             match round {

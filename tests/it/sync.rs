@@ -308,9 +308,13 @@ fn a_database_here_is_tracked_while_the_peer_is_down_and_pushed_when_it_comes_up
         Err(Error::Network(_))
     ));
 
-    // The peer comes up on that address: the queued commit arrives, nothing lost.
-    let (b, _bob) = logged_in("bob");
-    b.enable_sync().unwrap().listen(&addr).unwrap();
+    // The peer comes up on that address: the queued commit arrives, nothing lost. B's user
+    // asked for the database first (its own pull failed: A does not listen), else B would
+    // refuse to store it.
+    let (b, bob) = logged_in("bob");
+    let sync_b = b.enable_sync().unwrap();
+    assert!(sync_b.sync_db(&bob, "127.0.0.1:1", &db.id()).is_err());
+    sync_b.listen(&addr).unwrap();
     sync_a.flush(Duration::from_secs(20)).unwrap();
     // B already holds both the root and the commit (they arrived by push).
     for id in [db.id(), kept] {
@@ -320,4 +324,44 @@ fn a_database_here_is_tracked_while_the_peer_is_down_and_pushed_when_it_comes_up
                 .duplicate
         );
     }
+}
+
+#[test]
+fn a_stranger_cannot_make_a_listener_store_a_database() {
+    use crate::support::TempDir;
+    let dir = TempDir::new();
+    let path = dir.0.join("listener.db");
+    let backend = Arc::new(mnemo::backend::SqliteBackend::open(&path).unwrap());
+    let a = Instance::open(backend).unwrap();
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let size = || {
+        ["", "-wal"]
+            .iter()
+            .map(|s| std::fs::metadata(format!("{}{s}", path.display())).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    // A stranger makes its own database (its root grants the stranger's key) with 200 KB
+    // in it and pushes it: refused, and the listener's file does not take it.
+    let (s, stranger) = logged_in("stranger");
+    let theirs = stranger.create_db("uninvited").unwrap();
+    for i in 0..20 {
+        theirs
+            .set(
+                "s",
+                &format!("k{i}"),
+                &format!("\"{}\"", "7".repeat(10_000)),
+            )
+            .unwrap();
+    }
+    let before = size();
+    let err = s
+        .enable_sync()
+        .unwrap()
+        .sync_db(&stranger, &addr, &theirs.id())
+        .unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied(_)), "{err}");
+    assert!(
+        size() < before + 50_000,
+        "the file grew by the pushed database"
+    );
 }

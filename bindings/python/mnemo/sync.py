@@ -72,14 +72,17 @@ class Sync(HandleOwner):
         ``addr``, as ``user``: pulls the entries this instance lacks, then pushes those the
         peer lacks. Every entry received is verified before it becomes visible.
 
-        Requests are signed with the user's key on the database, or its default key if the
-        database is not here yet (the owner grants that key: see
-        :meth:`mnemo.User.list_keys`). Afterwards :meth:`mnemo.User.load_db` opens a
-        database pulled for the first time.
+        Requests are signed with the user's key of highest permission on the local copy;
+        for a database not here yet, with each of the user's keys in turn until the peer
+        accepts one (so the peer learns the public keys tried). Afterwards
+        :meth:`mnemo.User.load_db` opens a database pulled for the first time. The call also
+        records that a user here asked for the database: this instance's listener then takes
+        it when a peer pushes it (it stores no database nobody here asked for).
 
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
-        PermissionDenied (the key has no permission on the peer's copy, or the peer refused
-        some of our entries), Corrupt (the peer sent entries that failed verification, or
+        PermissionDenied (no key of the user has permission on the peer's copy, the peer
+        refused some of our entries, or the peer does not hold the database and nobody there
+        asked for it), Corrupt (the peer sent entries that failed verification, or
         pages that do not advance; the valid entries were applied), NetworkError
         (unreachable, a request over 30 s, a round over 10 minutes), Busy (the peer, or this
         instance's room for entries waiting for their parents, is at a limit: retry later),

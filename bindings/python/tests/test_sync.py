@@ -370,12 +370,34 @@ def test_a_database_neither_side_holds_is_not_found(pair: Pair) -> None:
         pair.sync_b.sync_db(pair.bob, pair.addr, "sha256:" + "0" * 64)
 
 
-def test_a_database_the_peer_lacks_is_shared_by_push(pair: Pair) -> None:
+def test_a_listener_refuses_a_database_no_local_user_asked_for(pair: Pair) -> None:
     mine = pair.bob.create_db("bobs own")
     mine.set("s", "k", "v")
+    with pytest.raises(mnemo.PermissionDenied):
+        pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
+
+
+def test_a_database_the_peer_asked_for_is_shared_by_push(pair: Pair) -> None:
+    mine = pair.bob.create_db("bobs own")
+    mine.set("s", "k", "v")
+    mine.grant(default_key(pair.alice), "read")
+    # Alice asks for it (her pull finds B is not listening), then B pushes it to her.
+    with pytest.raises(mnemo.NetworkError):
+        pair.sync_a.sync_db(pair.alice, closed_port_addr(), mine.id)
     pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
     # The peer took it: a second round finds nothing to move and no error.
     pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
+    with pair.alice.load_db(mine.id) as theirs:
+        assert theirs.get("s", "k") == "v"
+
+
+def test_any_granted_key_pulls_a_database_not_here_yet(pair: Pair) -> None:
+    laptop = pair.bob.add_private_key("laptop")
+    pair.db.grant(laptop, "read")  # not the default key
+    pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
+    with pair.bob.load_db(pair.db.id) as copy:
+        assert copy.get(STORE, "first") == {"by": "alice"}
+    assert pair.bob.signing_key(pair.db.id) == laptop
 
 
 def test_wrong_argument_types(pair: Pair) -> None:
