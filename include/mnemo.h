@@ -254,27 +254,33 @@ MNEMO_MUST_USE mnemo_status mnemo_db_get_all(const struct mnemo_database *db, co
 
 /**
  * Gives `pubkey` a permission on this database, as a signed change to its settings.
- * Needs admin permission. Granting again replaces the permission (and re-activates a
- * revoked key). The last active admin key cannot be demoted (grant admin to another first).
+ * Needs an admin more senior than `pubkey`: admins are ordered by priority (the creator is
+ * 0, the most senior), an admin grant is one step junior to the admin making it, and no
+ * admin changes its own grant (so the creator is never demoted, and a database always keeps
+ * an admin). Granting again replaces the permission (and re-activates a revoked key). A
+ * demotion discards the key's entries this change had not seen (docs/security-model.md).
  *
  * - `pubkey`: "ed25519:<base64url>", e.g. from `mnemo_user_get_signing_key`.
  * - `permission`: "admin", "write" or "read".
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
- * malformed key or permission, demoting the last admin key), MNEMO_STATUS_PERMISSION_DENIED
- * (this handle's key is not admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
- * Thread-safe.
+ * malformed key or permission), MNEMO_STATUS_PERMISSION_DENIED (this handle's key is not an
+ * admin, or not one senior to `pubkey`, or `pubkey` is its own key), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_grant(struct mnemo_database *db, const char *pubkey, const char *permission);
 
 /**
- * Revokes `pubkey`: entries it signs on top of this change are rejected everywhere.
- * Needs admin permission. The last active admin key cannot be revoked.
+ * Revokes `pubkey`: entries it signs on top of this change are rejected everywhere, and
+ * its entries this change had not seen (written concurrently, e.g. offline) are discarded
+ * wherever this change arrives: they stay stored, with no effect (docs/security-model.md).
+ * Needs an admin more senior than `pubkey` (see `mnemo_db_grant`; the creator cannot be
+ * revoked).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
- * malformed key, the last admin key), MNEMO_STATUS_NOT_FOUND (the key holds no active grant),
- * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
- * Thread-safe.
+ * malformed key), MNEMO_STATUS_PERMISSION_DENIED (this handle's key is not an admin senior
+ * to `pubkey`; checked first), MNEMO_STATUS_NOT_FOUND (the key holds no active grant),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_revoke(struct mnemo_database *db, const char *pubkey);
 

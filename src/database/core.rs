@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use super::authority::{self, Level};
+use super::discards::{self, DiscardIndex};
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
@@ -27,6 +29,40 @@ pub struct Received {
     pub duplicate: bool,
     /// Waiting children that turned out invalid once their parents arrived: dropped.
     pub rejected: Vec<(EntryId, Error)>,
+    /// Entries stored with no effect: a revocation or demotion of their author they had not
+    /// seen discards them (docs/security-model.md).
+    pub discarded: Vec<EntryId>,
+}
+
+/// The discard index of a database, held under its lock.
+struct DiscardGuard<'a>(MutexGuard<'a, Option<DiscardIndex>>);
+
+impl std::ops::Deref for DiscardGuard<'_> {
+    type Target = DiscardIndex;
+    fn deref(&self) -> &DiscardIndex {
+        self.0.as_ref().expect("loaded when the guard was made")
+    }
+}
+
+impl std::ops::DerefMut for DiscardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut DiscardIndex {
+        self.0.as_mut().expect("loaded when the guard was made")
+    }
+}
+
+/// What a new entry will be, worked out before it is stored.
+struct Plan {
+    meta: EntryMeta,
+    /// The keys it lowers, with their new level (settings changes only).
+    lowers: Vec<(PublicKey, Level)>,
+}
+
+/// What became of a valid entry from elsewhere.
+enum Outcome {
+    /// Stored and in effect.
+    Applied,
+    /// Stored, with no effect (see [`super::discards`]).
+    Discarded,
 }
 
 /// State shared by every handle on one database within an instance.
@@ -41,6 +77,8 @@ pub struct DatabaseCore {
     settings: SettingsCache,
     /// Grows whenever the settings of this database change (read permissions may differ).
     settings_generation: AtomicU64,
+    /// Which entries the settings discard (loaded at first use; taken after `write_lock`).
+    discards: Mutex<Option<DiscardIndex>>,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
 }
@@ -60,6 +98,7 @@ impl DatabaseCore {
             waiting: Waiting::new(budget),
             settings: SettingsCache::default(),
             settings_generation: AtomicU64::new(1),
+            discards: Mutex::new(None),
             subscribers: Arc::default(),
             notifier,
         }
@@ -162,9 +201,10 @@ impl DatabaseCore {
             .collect()
     }
 
-    /// Checks that `author` may make `ops` on top of `parents` and returns the metadata the
-    /// new entry will have.
-    fn plan(&self, parents: &[EntryId], author: &PublicKey, ops: &Ops) -> Result<EntryMeta> {
+    /// Checks that `author` may make `ops` on top of `parents` (in the settings those
+    /// parents see) and returns the metadata the new entry will have, with the keys the
+    /// change lowers (demotes or revokes), if it changes settings.
+    fn plan(&self, parents: &[EntryId], author: &PublicKey, ops: &Ops) -> Result<Plan> {
         let parent_metas = self.parent_metas(parents)?;
         let height = parent_metas
             .iter()
@@ -196,11 +236,19 @@ impl DatabaseCore {
                 )))
             }
         }
-        Ok(EntryMeta {
-            db: self.id,
-            height,
-            settings_visible: visible,
-            changes_settings,
+        let mut lowers = Vec::new();
+        if let Some(settings_ops) = ops.get(SETTINGS_STORE) {
+            authority::check_change(author, settings_ops, |k| settings.grant_of(k))?;
+            lowers = authority::lowered(settings_ops, |k| settings.grant_of(k));
+        }
+        Ok(Plan {
+            meta: EntryMeta {
+                db: self.id,
+                height,
+                settings_visible: visible,
+                changes_settings,
+            },
+            lowers,
         })
     }
 
@@ -216,7 +264,7 @@ impl DatabaseCore {
             .ok_or_else(|| Error::Corrupt("a root entry carries settings".into()))?;
         settings::check_ops(settings_ops)?;
         check_stores(&content.ops)?;
-        let admin = settings::auth_value(Permission::Admin, true);
+        let admin = settings::auth_value(settings::Grant::active(Permission::Admin, Some(0)));
         let author_key = settings::auth_key(&content.author);
         if settings_ops.get(&author_key) != Some(&Op::Set(admin))
             || !settings_ops.contains_key("name")
@@ -232,7 +280,7 @@ impl DatabaseCore {
             changes_settings: true,
         };
         let _guard = self.lock()?;
-        self.apply(root, meta)
+        self.apply(root, meta, false)
     }
 
     /// Signs (as `author`, through `keys`) and stores a local commit of `ops` on top of the
@@ -250,16 +298,23 @@ impl DatabaseCore {
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            let meta = self.plan(&parents, &author, &ops)?;
+            let plan = self.plan(&parents, &author, &ops)?;
             let content = EntryContent {
                 db: Some(self.id),
                 parents,
-                height: meta.height,
+                height: plan.meta.height,
                 ops,
                 author,
             };
             let entry = content.sign(keys)?;
-            self.apply(&entry, meta)?;
+            // On top of every stored entry: nothing it lowers can be concurrent with it.
+            self.apply(&entry, plan.meta, false)?;
+            if !plan.lowers.is_empty() {
+                let mut discards = self.discard_index()?;
+                for (key, level) in plan.lowers {
+                    discards.add_lowering(key, entry.id(), entry.content().height, level);
+                }
+            }
             entry.id()
         };
         self.subscribers.notify(
@@ -322,8 +377,10 @@ impl DatabaseCore {
                     ..Received::default()
                 });
             }
-            self.validate_and_apply(&entry)?;
-            received.applied.push(id);
+            match self.validate_and_apply(&entry)? {
+                Outcome::Applied => received.applied.push(id),
+                Outcome::Discarded => received.discarded.push(id),
+            }
             drop(guard);
             self.release_waiting(id, &mut received)?;
         }
@@ -354,18 +411,67 @@ impl DatabaseCore {
         Ok(missing)
     }
 
-    fn validate_and_apply(&self, entry: &Entry) -> Result<()> {
+    /// Checks a foreign entry whose parents are stored, and stores it: in effect, or
+    /// discarded. When it lowers a key and other stored entries had not seen it, what takes
+    /// effect is worked out again for the whole database. Callers hold the write lock.
+    fn validate_and_apply(&self, entry: &Entry) -> Result<Outcome> {
         let content = entry.content();
-        let meta = self.plan(&content.parents, &content.author, &content.ops)?;
-        if meta.height != content.height {
+        let plan = self.plan(&content.parents, &content.author, &content.ops)?;
+        if plan.meta.height != content.height {
             return Err(Error::Corrupt(format!(
                 "entry {} claims height {} but its parents give {}",
                 entry.id(),
                 content.height,
-                meta.height
+                plan.meta.height
             )));
         }
-        self.apply(entry, meta)
+        let need = authority::needed(plan.meta.changes_settings);
+        let discarded = self.discard_index()?.discards_arriving(
+            &*self.backend,
+            &content.author,
+            need,
+            &plan.meta.settings_visible,
+        )?;
+        if discarded {
+            let changes_settings = plan.meta.changes_settings;
+            self.apply(entry, plan.meta, true)?;
+            if changes_settings {
+                self.discard_index()?.add_discarded_settings(entry.id());
+            }
+            return Ok(Outcome::Discarded);
+        }
+        let tips: Vec<EntryId> = self
+            .backend
+            .tips(&self.id)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let sees_everything = tips.iter().all(|t| content.parents.contains(t));
+        self.apply(entry, plan.meta, false)?;
+        if plan.lowers.is_empty() {
+            return Ok(Outcome::Applied);
+        }
+        if sees_everything {
+            let mut discards = self.discard_index()?;
+            for (key, level) in plan.lowers {
+                discards.add_lowering(key, entry.id(), content.height, level);
+            }
+        } else {
+            let index = discards::recompute(&*self.backend, &self.id)?;
+            *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+            self.settings.clear();
+            self.settings_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// The discard index, loaded from storage at first use.
+    fn discard_index(&self) -> Result<DiscardGuard<'_>> {
+        let mut guard = self.discards.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(DiscardIndex::load(&*self.backend, &self.id)?);
+        }
+        Ok(DiscardGuard(guard))
     }
 
     /// Applies the waiting entries that `arrived` completes, transitively.
@@ -389,8 +495,12 @@ impl DatabaseCore {
                     continue;
                 };
                 match self.validate_and_apply(&child) {
-                    Ok(()) => {
+                    Ok(Outcome::Applied) => {
                         received.applied.push(child_id);
+                        ready.push(child_id);
+                    }
+                    Ok(Outcome::Discarded) => {
+                        received.discarded.push(child_id);
                         ready.push(child_id);
                     }
                     Err(e) => received.rejected.push((child_id, e)),
@@ -400,13 +510,14 @@ impl DatabaseCore {
         Ok(())
     }
 
-    /// Stores `entry` with `meta` and its cells (the backend keeps those that win). Callers
-    /// hold the write lock.
-    fn apply(&self, entry: &Entry, meta: EntryMeta) -> Result<()> {
+    /// Stores `entry` with `meta`, and its cells (the backend keeps those that win) unless
+    /// it is `discarded`. Callers hold the write lock.
+    fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<()> {
         let content = entry.content();
         let cells = content
             .ops
             .iter()
+            .filter(|_| !discarded)
             .flat_map(|(store, ops)| ops.iter().map(move |(key, op)| (store, key, op)))
             .map(|(store, key, op)| {
                 let value = match op {
@@ -432,7 +543,7 @@ impl DatabaseCore {
             bytes: entry.bytes(),
             parents: &content.parents,
             cells,
-            discarded: false,
+            discarded,
         })?;
         if changes_settings {
             // Its children will be checked against this state: derive it now from the

@@ -1,6 +1,8 @@
 //! Databases: a DAG of signed entries with document stores materialised by last writer wins.
 
+mod authority;
 mod core;
+mod discards;
 mod names;
 mod registry;
 pub mod settings;
@@ -22,7 +24,7 @@ use crate::error::{Error, Result};
 pub use self::core::{DatabaseCore, Received};
 pub use names::{check_key, check_store, check_user_store};
 pub use registry::Registry;
-pub use settings::Permission;
+pub use settings::{Grant, Permission};
 use subscribe::Notifier;
 pub use subscribe::{Callback, Change, Subscription};
 pub use table::Table;
@@ -64,17 +66,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Fails if taking admin away from `key` would leave no active admin key: a database
-/// without one can never change its settings again.
-fn keeps_an_admin(settings: &settings::Settings, key: &PublicKey) -> Result<()> {
-    if settings.permission_of(key) == Some(Permission::Admin) && settings.active_admins() <= 1 {
-        return Err(Error::invalid(format!(
-            "{key} is the database's last admin key; grant admin to another key first"
-        )));
-    }
-    Ok(())
-}
-
 /// Builds and signs the root entry of a new database named `name`, with `author` (held by
 /// `keys`) as admin.
 pub fn create_root(name: &str, keys: &dyn KeyRing, author: PublicKey) -> Result<Entry> {
@@ -93,7 +84,10 @@ pub fn create_root(name: &str, keys: &dyn KeyRing, author: PublicKey) -> Result<
     );
     settings.insert(
         settings::auth_key(&author),
-        Op::Set(settings::auth_value(Permission::Admin, true)),
+        Op::Set(settings::auth_value(settings::Grant::active(
+            Permission::Admin,
+            Some(0),
+        ))),
     );
     let mut ops = Ops::new();
     ops.insert(SETTINGS_STORE.to_string(), settings);
@@ -227,25 +221,55 @@ impl Database {
         Transaction::new(self.clone())
     }
 
-    /// Gives `key` a permission on this database (admin only). Refused with
-    /// [`Error::InvalidArgument`] if it would demote the last active admin key.
+    /// Gives `key` a permission on this database (admin only). An admin grant is junior to
+    /// this handle's key (its priority is one more). [`Error::PermissionDenied`] unless this
+    /// handle's key is an admin more senior than `key` (the creator is senior to everyone;
+    /// no admin changes its own grant).
     pub fn grant(&self, key: &PublicKey, permission: Permission) -> Result<EntryId> {
-        if permission != Permission::Admin {
-            keeps_an_admin(&*self.core.current_settings()?, key)?;
-        }
-        self.write_auth(key, settings::auth_value(permission, true))
+        let mine = self.my_admin_grant()?;
+        let priority = match permission {
+            Permission::Admin => Some(
+                mine.priority
+                    .unwrap_or(0)
+                    .checked_add(1)
+                    .ok_or_else(|| Error::invalid("no admin priority is left below this one"))?,
+            ),
+            _ => None,
+        };
+        self.write_auth(
+            key,
+            settings::auth_value(Grant::active(permission, priority)),
+        )
     }
 
-    /// Revokes `key` (admin only): it can no longer author entries on top of this change.
-    /// [`Error::NotFound`] if the key holds no active grant; [`Error::InvalidArgument`] if it
-    /// is the last active admin key.
+    /// Revokes `key` (admin only): entries it signs on top of this change are refused, and
+    /// its entries this change had not seen are discarded wherever it arrives
+    /// (docs/security-model.md). [`Error::PermissionDenied`] unless this handle's key is an
+    /// admin more senior than `key`; [`Error::NotFound`] if the key holds no active grant.
     pub fn revoke(&self, key: &PublicKey) -> Result<EntryId> {
-        let settings = self.core.current_settings()?;
-        let grant = settings.grant_of(key).filter(|g| g.active).ok_or_else(|| {
-            Error::NotFound(format!("key {key} has no active grant on this database"))
-        })?;
-        keeps_an_admin(&settings, key)?;
-        self.write_auth(key, settings::auth_value(grant.permission, false))
+        self.my_admin_grant()?;
+        let grant = self
+            .core
+            .current_settings()?
+            .grant_of(key)
+            .filter(|g| g.active)
+            .ok_or_else(|| {
+                Error::NotFound(format!("key {key} has no active grant on this database"))
+            })?;
+        self.write_auth(key, settings::auth_value(grant.revoked()))
+    }
+
+    /// This handle's key's admin grant; [`Error::PermissionDenied`] if it is not an admin
+    /// (checked first, so a caller without the permission learns nothing else).
+    fn my_admin_grant(&self) -> Result<Grant> {
+        self.keys.ensure_usable()?;
+        self.core
+            .current_settings()?
+            .grant_of(&self.author)
+            .filter(|g| g.level() == Some(Permission::Admin))
+            .ok_or_else(|| {
+                Error::PermissionDenied(format!("key {} is not an admin here", self.author))
+            })
     }
 
     fn write_auth(&self, key: &PublicKey, value: String) -> Result<EntryId> {

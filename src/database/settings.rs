@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::authority::{self, SettingsEntry};
 use crate::backend::{Backend, EntryMeta};
 use crate::crypto::PublicKey;
 use crate::entry::{Entry, EntryId, Op};
 use crate::error::{Error, Result};
 
 /// Prefix of the settings keys that hold auth entries: `auth/<public key>`.
-const AUTH_PREFIX: &str = "auth/";
+pub(crate) const AUTH_PREFIX: &str = "auth/";
 
 /// The settings key of `key`'s auth entry: `auth/<public key>`.
 pub fn auth_key(key: &PublicKey) -> String {
@@ -66,14 +67,43 @@ pub struct Grant {
     pub permission: Permission,
     /// False once revoked.
     pub active: bool,
+    /// For an admin grant, its seniority: 0 for the database's creator, and an admin may
+    /// change only keys whose priority is greater (junior) than its own. `None` otherwise.
+    pub priority: Option<u32>,
 }
 
-/// The stored form of a [`Grant`]: `{"permission":"write","status":"active"}`. Its fields are
-/// in key order, so serde writes it in canonical form.
+impl Grant {
+    /// An active grant of `permission` (with `priority` for admin grants).
+    pub fn active(permission: Permission, priority: Option<u32>) -> Grant {
+        Grant {
+            permission,
+            active: true,
+            priority,
+        }
+    }
+
+    /// What the grant lets its key do now: its permission if active.
+    pub fn level(&self) -> Option<Permission> {
+        self.active.then_some(self.permission)
+    }
+
+    /// The same grant, revoked.
+    pub fn revoked(self) -> Grant {
+        Grant {
+            active: false,
+            ..self
+        }
+    }
+}
+
+/// The stored form of a [`Grant`]: `{"permission":"admin","priority":1,"status":"active"}`.
+/// Its fields are in key order, so serde writes it in canonical form.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthRecord {
     permission: Permission,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority: Option<u32>,
     status: GrantStatus,
 }
 
@@ -85,22 +115,31 @@ enum GrantStatus {
 }
 
 /// The canonical JSON of one auth entry.
-pub fn auth_value(permission: Permission, active: bool) -> String {
-    let status = if active {
+pub fn auth_value(grant: Grant) -> String {
+    let status = if grant.active {
         GrantStatus::Active
     } else {
         GrantStatus::Revoked
     };
-    serde_json::to_string(&AuthRecord { permission, status })
-        .expect("an auth record always encodes")
+    serde_json::to_string(&AuthRecord {
+        permission: grant.permission,
+        priority: grant.priority,
+        status,
+    })
+    .expect("an auth record always encodes")
 }
 
-fn parse_auth_value(json: &str) -> Result<Grant> {
-    let record: AuthRecord = serde_json::from_str(json)
-        .map_err(|_| Error::Corrupt(format!("malformed auth entry {json}")))?;
+/// Parses an auth entry; an admin grant carries a priority and no other grant does.
+pub(crate) fn parse_auth_value(json: &str) -> Result<Grant> {
+    let bad = || Error::Corrupt(format!("malformed auth entry {json}"));
+    let record: AuthRecord = serde_json::from_str(json).map_err(|_| bad())?;
+    if (record.permission == Permission::Admin) != record.priority.is_some() {
+        return Err(bad());
+    }
     Ok(Grant {
         permission: record.permission,
         active: record.status == GrantStatus::Active,
+        priority: record.priority,
     })
 }
 
@@ -152,9 +191,7 @@ impl Settings {
 
     /// The permission of `key` if it is active.
     pub fn permission_of(&self, key: &PublicKey) -> Option<Permission> {
-        self.grant_of(key)
-            .filter(|g| g.active)
-            .map(|g| g.permission)
+        self.grant_of(key).and_then(|g| g.level())
     }
 
     /// Of `keys`, the one with the highest active permission and that permission; among
@@ -170,18 +207,6 @@ impl Settings {
             }
         }
         best
-    }
-
-    /// How many keys hold an active admin grant.
-    pub fn active_admins(&self) -> usize {
-        self.cells
-            .iter()
-            .filter(|(key, cell)| {
-                key.starts_with(AUTH_PREFIX)
-                    && parse_auth_value(&cell.json)
-                        .is_ok_and(|g| g.active && g.permission == Permission::Admin)
-            })
-            .count()
     }
 
     /// How many settings keys are set (the size of this state).
@@ -240,29 +265,62 @@ impl Settings {
         }
     }
 
-    /// Merges every settings entry reachable from `tips` (the tips included), reading them
-    /// back from storage (they were verified when stored, so they are not verified again).
-    /// Costs one pass over the settings history: for cold caches; new entries extend a
-    /// cached state instead ([`Settings::with_entry`]).
+    /// The settings at settings tips `tips`: every settings entry reachable from them (the
+    /// tips included) is read back from storage (verified when stored, so not verified
+    /// again), [`authority::resolve`] decides which take effect, and those are merged. For
+    /// cold caches and for joins of concurrent branches; a new entry on top of a cached
+    /// state extends it instead ([`Settings::with_entry`]).
     pub fn evaluate(backend: &dyn Backend, tips: &[EntryId]) -> Result<Settings> {
+        let entries = load_closure(backend, tips)?;
+        let resolution = authority::resolve(&authority::Closure::new(&entries));
         let mut settings = Settings::default();
-        let mut seen: BTreeSet<EntryId> = tips.iter().copied().collect();
-        let mut queue: Vec<EntryId> = tips.to_vec();
-        while let Some(id) = queue.pop() {
-            let meta = stored_meta(backend, &id)?;
-            let bytes = backend.get_entry(&id)?.ok_or_else(|| missing(&id))?;
-            let entry = Entry::decode_stored(&bytes)?;
-            if let Some(ops) = entry.content().ops.get(super::SETTINGS_STORE) {
-                settings.merge(meta.height, id, ops);
-            }
-            for parent in meta.settings_visible {
-                if seen.insert(parent) {
-                    queue.push(parent);
-                }
+        for (entry, effective) in entries.iter().zip(&resolution.effective) {
+            if *effective {
+                settings.merge(entry.height, entry.id, &entry.ops);
             }
         }
         Ok(settings)
     }
+}
+
+/// Every settings entry reachable from `tips` (the tips included), in topological order
+/// (height, then id), each with its parents in the settings sub-DAG as indices.
+pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Vec<SettingsEntry>> {
+    let mut found: Vec<(u64, EntryId, EntryMeta, Entry)> = Vec::new();
+    let mut seen: BTreeSet<EntryId> = tips.iter().copied().collect();
+    let mut queue: Vec<EntryId> = tips.to_vec();
+    while let Some(id) = queue.pop() {
+        let meta = stored_meta(backend, &id)?;
+        let bytes = backend.get_entry(&id)?.ok_or_else(|| missing(&id))?;
+        let entry = Entry::decode_stored(&bytes)?;
+        for parent in &meta.settings_visible {
+            if seen.insert(*parent) {
+                queue.push(*parent);
+            }
+        }
+        found.push((meta.height, id, meta, entry));
+    }
+    found.sort_by_key(|(height, id, _, _)| (*height, *id));
+    let index: HashMap<EntryId, usize> = found
+        .iter()
+        .enumerate()
+        .map(|(i, (_, id, _, _))| (*id, i))
+        .collect();
+    Ok(found
+        .into_iter()
+        .map(|(height, id, meta, entry)| SettingsEntry {
+            id,
+            height,
+            author: entry.content().author,
+            parents: meta.settings_visible.iter().map(|p| index[p]).collect(),
+            ops: entry
+                .content()
+                .ops
+                .get(super::SETTINGS_STORE)
+                .cloned()
+                .unwrap_or_default(),
+        })
+        .collect())
 }
 
 fn missing(id: &EntryId) -> Error {

@@ -38,6 +38,11 @@ impl SettingsCache {
         self.lock().states.get(tips).cloned()
     }
 
+    /// Forgets every state (after the database's discards changed).
+    pub(crate) fn clear(&self) {
+        *self.lock() = Cache::default();
+    }
+
     /// Keeps `state` as the state at `tips`, dropping the oldest states beyond the bounds.
     pub(crate) fn insert(&self, tips: Vec<EntryId>, state: Arc<Settings>) {
         let mut cache = self.lock();

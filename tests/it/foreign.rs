@@ -135,7 +135,7 @@ fn invalid_entries_are_rejected_and_change_nothing() {
     let mut grant_self = BTreeMap::new();
     grant_self.insert(
         format!("auth/{}", writer.public_key()),
-        Op::Set(r#"{"permission":"admin","status":"active"}"#.into()),
+        Op::Set(r#"{"permission":"admin","priority":1,"status":"active"}"#.into()),
     );
     let mut settings_ops = Ops::new();
     settings_ops.insert("_settings".to_string(), grant_self);
@@ -165,18 +165,17 @@ fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
     let ok = on_tips(&db, &writer, ops("s", "w", "1"));
     db.receive(ok.bytes()).unwrap();
     peer.receive_entry(ok.bytes()).unwrap();
-    // Written concurrently with the revocation (on the pre-revocation tips): accepted,
-    // since its author was allowed in the settings it saw.
+    // Written concurrently with the revocation (on the pre-revocation tips): valid where it
+    // was written, so stored, but discarded wherever the revocation is known.
     let concurrent = on_tips(&db, &writer, ops("s", "c", "1"));
     let revoke = db.revoke(&writer.public_key()).unwrap();
     peer.receive_entry(&db.entry_bytes(&revoke).unwrap())
         .unwrap();
-    assert!(!peer
-        .receive_entry(concurrent.bytes())
-        .unwrap()
-        .applied
-        .is_empty());
-    db.receive(concurrent.bytes()).unwrap();
+    let got = peer.receive_entry(concurrent.bytes()).unwrap();
+    assert!(got.applied.is_empty() && got.discarded == vec![concurrent.id()]);
+    let got = db.receive(concurrent.bytes()).unwrap();
+    assert_eq!(got.discarded, vec![concurrent.id()]);
+    assert!(db.get("s", "c").unwrap_err().is_not_found());
     // On top of the revocation: rejected, whatever it claims.
     let after = on_tips(&db, &writer, ops("s", "w", "2"));
     assert!(matches!(

@@ -1,6 +1,7 @@
 //! Rust integration tests, by area, through the public API only (one binary: linking one
 //! per file costs minutes on two cores).
 
+mod authority;
 mod conformance;
 mod durability;
 mod engine;

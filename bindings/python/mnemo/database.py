@@ -129,10 +129,12 @@ class Database(HandleOwner):
     def grant(self, pubkey: str, permission: Permission) -> None:
         """Gives the public key ``pubkey`` (``"ed25519:<base64url>"``) a ``permission``:
         ``"admin"``, ``"write"`` or ``"read"``. Granting again replaces the permission (and
-        re-activates a revoked key). Needs admin permission.
+        re-activates a revoked key). Needs an admin more senior than ``pubkey``: the creator
+        is the most senior, an admin grant is one step junior to the admin making it, and no
+        admin changes its own grant (so the creator always stays admin).
 
-        Raises InvalidArgument for a malformed key or permission, PermissionDenied,
-        LoggedOut, StorageError.
+        Raises InvalidArgument for a malformed key or permission, PermissionDenied (not an
+        admin senior to ``pubkey``, or its own key), LoggedOut, StorageError.
         """
         k = _native.encode(pubkey, "pubkey")
         p = _native.encode(permission, "permission")
@@ -141,10 +143,12 @@ class Database(HandleOwner):
 
     def revoke(self, pubkey: str) -> None:
         """Revokes ``pubkey``: entries it signs on top of this change are rejected
-        everywhere. Needs admin permission.
+        everywhere, and those it signed without having seen this change (concurrently, e.g.
+        offline) are discarded wherever the change arrives. Needs an admin senior to
+        ``pubkey`` (the creator cannot be revoked).
 
-        Raises NotFound if the key holds no active grant, InvalidArgument for a malformed
-        key, PermissionDenied, LoggedOut, StorageError.
+        Raises PermissionDenied (checked first), NotFound if the key holds no active grant,
+        InvalidArgument for a malformed key, LoggedOut, StorageError.
         """
         k = _native.encode(pubkey, "pubkey")
         with self._handle.use() as ptr:

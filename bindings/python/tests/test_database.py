@@ -276,7 +276,8 @@ def test_get_all_reads_reserved_stores(db: mnemo.Database) -> None:
     settings = db.get_all("_settings")
     assert settings["name"] == "notes"
     grants = {k: v for k, v in settings.items() if k.startswith("auth/")}
-    assert list(grants.values()) == [{"permission": "admin", "status": "active"}]
+    # The creator: admin of priority 0, the most senior.
+    assert list(grants.values()) == [{"permission": "admin", "priority": 0, "status": "active"}]
 
 
 @pytest.mark.parametrize("store", ["", "s" * 256, "s\0"])
@@ -376,8 +377,12 @@ def test_grant_and_revoke(db: mnemo.Database) -> None:
     assert db.get("_settings", f"auth/{key}") == {"permission": "read", "status": "revoked"}
     with pytest.raises(mnemo.NotFound):
         db.revoke(key)  # no active grant any more
-    db.grant(key, "admin")  # re-activates
-    assert db.get("_settings", f"auth/{key}") == {"permission": "admin", "status": "active"}
+    db.grant(key, "admin")  # re-activates, junior to the granting admin (priority 0)
+    assert db.get("_settings", f"auth/{key}") == {
+        "permission": "admin",
+        "priority": 1,
+        "status": "active",
+    }
 
 
 @pytest.mark.parametrize(
@@ -415,24 +420,20 @@ def test_revoke_malformed_key(db: mnemo.Database) -> None:
         db.revoke("ed25519:short")
 
 
-def test_admin_who_demotes_itself_loses_write(db: mnemo.Database) -> None:
+def test_no_admin_changes_its_own_grant_so_the_creator_stays(db: mnemo.Database) -> None:
     with mnemo.Instance.open("memory:") as other:
         other_key = other.device_id  # any valid Ed25519 public key
     (me,) = [k.removeprefix("auth/") for k in db.keys("_settings") if k.startswith("auth/")]
     db.set("s", "k", 1)
-    # The last admin key cannot be demoted or revoked: the database would be locked.
-    with pytest.raises(mnemo.InvalidArgument):
-        db.grant(me, "read")
-    with pytest.raises(mnemo.InvalidArgument):
-        db.revoke(me)
     db.grant(other_key, "admin")
-    db.grant(me, "read")
-    with pytest.raises(mnemo.PermissionDenied) as info:
-        db.set("s", "k", 2)
-    assert info.value.status == mnemo.Status.PERMISSION_DENIED
-    with pytest.raises(mnemo.PermissionDenied):
-        db.grant(me, "admin")
-    assert db.get("s", "k") == 1
+    # Not even with another admin present: the creator (priority 0) is never demoted or
+    # revoked, so the database always keeps an admin.
+    for change in (lambda: db.grant(me, "read"), lambda: db.revoke(me)):
+        with pytest.raises(mnemo.PermissionDenied) as info:
+            change()
+        assert info.value.status == mnemo.Status.PERMISSION_DENIED
+    db.set("s", "k", 2)
+    assert db.get("s", "k") == 2
 
 
 def test_new_methods_after_close(user: mnemo.User) -> None:

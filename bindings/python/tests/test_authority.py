@@ -1,0 +1,134 @@
+"""Authorization across instances, through the Python package: three instances in this
+process (alice owns the database on A; bob writes on B; carol, a reader on C, relays between
+the two sides), syncing over loopback. docs/security-model.md states the rules."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Iterator
+
+import pytest
+
+import mnemo
+
+
+def default_key(user: mnemo.User) -> str:
+    return next(k.pubkey for k in user.list_keys() if k.is_default)
+
+
+class Side:
+    """An instance with one user and a listening sync engine."""
+
+    def __init__(self, stack: ExitStack, name: str) -> None:
+        self.inst = stack.enter_context(mnemo.Instance.open("memory:"))
+        self.inst.create_user(name)
+        self.user = stack.enter_context(self.inst.login(name))
+        self.inst.enable_sync()
+        self.sync = stack.enter_context(self.inst.sync)
+        self.addr = self.sync.listen()
+        self.key = default_key(self.user)
+
+    def pull(self, other: "Side", db_id: str) -> None:
+        """One round with `other`: pull what it has, push what it lacks."""
+        self.sync.sync_db(self.user, other.addr, db_id)
+
+
+@pytest.fixture
+def sides() -> Iterator[tuple[Side, Side, Side]]:
+    with ExitStack() as stack:
+        yield Side(stack, "alice"), Side(stack, "bob"), Side(stack, "carol")
+
+
+def test_a_revoked_writers_offline_writes_change_nothing_and_all_sides_agree(
+    sides: tuple[Side, Side, Side],
+) -> None:
+    a, b, c = sides
+    db = a.user.create_db("shared")
+    db.grant(b.key, "write")
+    db.grant(c.key, "read")
+    db.set("s", "x", "alice's first")
+    db.set("s", "y", "alice's y")
+    b.pull(a, db.id)
+    c.pull(a, db.id)
+    # Bob, offline, overwrites x many times (a chain tall enough to win) and deletes y.
+    with b.user.load_db(db.id) as bobs:
+        for i in range(6):
+            bobs.set("s", "x", f"bob {i}")
+        bobs.delete("s", "y")
+    # Meanwhile alice writes x again and revokes bob.
+    db.set("s", "x", "alice's newer")
+    db.revoke(b.key)
+    # Carol relays: bob's side first, then alice's (carol pushes bob's writes to A too),
+    # then back to bob.
+    c.pull(b, db.id)
+    with c.user.load_db(db.id) as seen:
+        assert seen.get("s", "x") == "bob 5"  # before the revocation arrives
+    c.pull(a, db.id)
+    c.pull(b, db.id)  # bob's side hears of the revocation, and undoes his writes
+    views = []
+    for side in (a, c):
+        with side.user.find_db("shared") as copy:
+            assert copy.get("s", "x") == "alice's newer"
+            assert copy.get("s", "y") == "alice's y"
+            views.append((copy.tips(), copy.get_all("s")))
+    assert views[0] == views[1]
+    # Bob's keys may no longer even read: his own copy no longer opens for him.
+    with pytest.raises(mnemo.NotFound):
+        b.user.load_db(db.id)
+    # A reader granted later on bob's side sees what everyone else sees.
+    b.inst.create_user("dave")
+    with b.inst.login("dave") as dave:
+        db.grant(default_key(dave), "read")
+        c.pull(a, db.id)
+        c.pull(b, db.id)
+        with dave.load_db(db.id) as copy, a.user.find_db("shared") as alices:
+            assert (copy.tips(), copy.get_all("s")) == (alices.tips(), alices.get_all("s"))
+
+
+def test_a_junior_admin_cannot_revoke_or_demote_the_creator(sides: tuple[Side, Side, Side]) -> None:
+    a, b, _ = sides
+    db = a.user.create_db("shared")
+    db.grant(b.key, "admin")
+    b.pull(a, db.id)
+    with b.user.load_db(db.id) as bobs:
+        for change in (lambda: bobs.revoke(a.key), lambda: bobs.grant(a.key, "read")):
+            with pytest.raises(mnemo.PermissionDenied) as info:
+                change()
+            assert info.value.status == mnemo.Status.PERMISSION_DENIED
+        # A junior admin still changes keys junior to it.
+        bobs.grant(default_key(sides[2].user), "write")
+
+
+def test_admins_revoking_each_other_apart_leave_the_senior_one_on_every_side(
+    sides: tuple[Side, Side, Side],
+) -> None:
+    a, b, c = sides
+    db = a.user.create_db("shared")
+    db.grant(b.key, "admin")  # priority 1
+    b.pull(a, db.id)
+    with b.user.load_db(db.id) as bobs:
+        bobs.grant(c.key, "admin")  # priority 2: junior to bob
+    c.pull(b, db.id)
+    # Apart: bob revokes carol; carol tries to revoke bob and is refused (junior).
+    with c.user.load_db(db.id) as carols:
+        with pytest.raises(mnemo.PermissionDenied):
+            carols.revoke(b.key)
+        carols.set("s", "by carol", 1)  # written before she hears of her revocation
+    with b.user.load_db(db.id) as bobs:
+        bobs.revoke(c.key)
+    b.pull(c, db.id)  # carol, revoked, can no longer ask bob; bob pushes to her
+    b.pull(a, db.id)
+    with pytest.raises(mnemo.NotFound):
+        c.user.load_db(db.id)  # carol's keys may no longer read
+    for side in (a, b):
+        with side.user.find_db("shared") as copy:
+            settings = copy.get_all("_settings")
+            assert settings[f"auth/{a.key}"]["permission"] == "admin"
+            assert settings[f"auth/{b.key}"] == {
+                "permission": "admin",
+                "priority": 1,
+                "status": "active",
+            }
+            assert settings[f"auth/{c.key}"]["status"] == "revoked"
+            with pytest.raises(mnemo.NotFound):
+                copy.get("s", "by carol")  # discarded by the revocation it had not seen

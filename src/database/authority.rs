@@ -1,0 +1,267 @@
+//! Who may change a database's settings, and how concurrent changes resolve. The rules,
+//! with examples, are in docs/security-model.md:
+//!
+//! - Admins are ordered by priority: the creator is 0; an admin may grant admin only with a
+//!   greater (junior) priority than its own, and may change only keys that are not admins
+//!   senior to or as senior as itself. No admin changes its own grant. So the creator can
+//!   never be demoted or revoked, and every replica always keeps an admin.
+//! - A change that lowers a key (demotes or revokes it) discards, wherever it is known, the
+//!   effect of every entry by that key that needed more than the new level and that the
+//!   change had not seen (concurrent with it). Discards cascade by seniority: a senior's
+//!   revocation of a junior admin discards that admin's concurrent changes, including its
+//!   own revocations, before those are considered.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::settings::{auth_key, parse_auth_value, Grant, Permission, AUTH_PREFIX};
+use crate::crypto::PublicKey;
+use crate::entry::{EntryId, Op};
+use crate::error::{Error, Result};
+
+/// What a key may do, as an order: no permission < read < write < admin.
+pub type Level = Option<Permission>;
+
+/// The level an entry's author needs: admin for a change of settings, else write.
+pub fn needed(changes_settings: bool) -> Level {
+    Some(if changes_settings {
+        Permission::Admin
+    } else {
+        Permission::Write
+    })
+}
+
+/// The auth changes in a settings entry's operations: `(key, new grant)`.
+pub fn auth_changes(ops: &BTreeMap<String, Op>) -> Vec<(PublicKey, Grant)> {
+    ops.iter()
+        .filter_map(|(name, op)| {
+            let key = PublicKey::parse(name.strip_prefix(AUTH_PREFIX)?).ok()?;
+            let Op::Set(json) = op else { return None };
+            Some((key, parse_auth_value(json).ok()?))
+        })
+        .collect()
+}
+
+/// Fails with [`Error::PermissionDenied`] unless `author` may make the settings change
+/// `ops` where the grants are those `grant_of` reports (the settings its parents see).
+pub fn check_change(
+    author: &PublicKey,
+    ops: &BTreeMap<String, Op>,
+    grant_of: impl Fn(&PublicKey) -> Option<Grant>,
+) -> Result<()> {
+    let mine = grant_of(author)
+        .filter(|g| g.level() == Some(Permission::Admin))
+        .ok_or_else(|| Error::PermissionDenied(format!("key {author} is not an admin here")))?;
+    let my_priority = mine.priority.unwrap_or(u32::MAX);
+    for (key, new) in auth_changes(ops) {
+        if key == *author {
+            return Err(Error::PermissionDenied(
+                "an admin cannot change its own grant".into(),
+            ));
+        }
+        if let Some(theirs) = grant_of(&key).filter(|g| g.level() == Some(Permission::Admin)) {
+            if theirs.priority.unwrap_or(u32::MAX) <= my_priority {
+                return Err(Error::PermissionDenied(format!(
+                    "key {key} is an admin as senior as or more senior than {author}"
+                )));
+            }
+        }
+        if new.permission == Permission::Admin && new.priority.unwrap_or(0) <= my_priority {
+            return Err(Error::PermissionDenied(format!(
+                "an admin of priority {my_priority} grants admin only with a greater priority"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The keys a settings change lowers, with their new level: those whose level after the
+/// change is below their level in the settings it was made on (`grant_of`).
+pub fn lowered(
+    ops: &BTreeMap<String, Op>,
+    grant_of: impl Fn(&PublicKey) -> Option<Grant>,
+) -> Vec<(PublicKey, Level)> {
+    auth_changes(ops)
+        .into_iter()
+        .filter_map(|(key, new)| {
+            let before = grant_of(&key).and_then(|g| g.level());
+            (new.level() < before).then_some((key, new.level()))
+        })
+        .collect()
+}
+
+/// One settings entry, as [`resolve`] needs it.
+pub struct SettingsEntry {
+    /// Its id.
+    pub id: EntryId,
+    /// Its height.
+    pub height: u64,
+    /// Its author.
+    pub author: PublicKey,
+    /// The settings entries its parents see (indices into the list given to [`resolve`]).
+    pub parents: Vec<usize>,
+    /// Its `_settings` operations.
+    pub ops: BTreeMap<String, Op>,
+}
+
+/// The outcome of [`resolve`].
+pub struct Resolution {
+    /// For each entry: whether it takes effect.
+    pub effective: Vec<bool>,
+    /// The keys lowered by effective entries: `(entry index, key, new level)`.
+    pub lowerings: Vec<(usize, PublicKey, Level)>,
+}
+
+/// A set of entries as bits, for ancestry.
+#[derive(Clone)]
+pub struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Self {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    /// Whether entry `i` is in the set.
+    pub fn has(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn union(&mut self, other: &Bits) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+}
+
+/// A closed set of settings entries (every ancestor of each is in it), with the ancestry
+/// and the writers of each settings key worked out once.
+pub struct Closure<'a> {
+    entries: &'a [SettingsEntry],
+    /// For each entry, its ancestors in the set.
+    ancestors: Vec<Bits>,
+    /// For each settings key, the entries that set it, in (height, id) order.
+    writers: HashMap<&'a str, Vec<usize>>,
+    index: HashMap<EntryId, usize>,
+}
+
+impl<'a> Closure<'a> {
+    /// The closure of `entries`, which must be in topological order (parents first: by
+    /// height, then id).
+    pub fn new(entries: &'a [SettingsEntry]) -> Self {
+        let n = entries.len();
+        let mut ancestors: Vec<Bits> = Vec::with_capacity(n);
+        let mut writers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let mut bits = Bits::new(n);
+            for &p in &entry.parents {
+                bits.union(&ancestors[p]);
+                bits.set(p);
+            }
+            ancestors.push(bits);
+            for name in entry.ops.keys() {
+                writers.entry(name.as_str()).or_default().push(i);
+            }
+        }
+        let index = entries.iter().enumerate().map(|(i, e)| (e.id, i)).collect();
+        Closure {
+            entries,
+            ancestors,
+            writers,
+            index,
+        }
+    }
+
+    /// The entries seen from settings tips `tips`: the tips and all their ancestors.
+    pub fn seen_from(&self, tips: &[EntryId]) -> Bits {
+        let mut bits = Bits::new(self.entries.len());
+        for tip in tips {
+            if let Some(&i) = self.index.get(tip) {
+                bits.union(&self.ancestors[i]);
+                bits.set(i);
+            }
+        }
+        bits
+    }
+
+    /// The index of entry `id`, if it is in the set.
+    pub fn index_of(&self, id: &EntryId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// Whether entry `a` is an ancestor of entry `b`.
+    fn is_ancestor(&self, a: usize, b: usize) -> bool {
+        self.ancestors[b].has(a)
+    }
+
+    /// The winning grant of `key` among the entries of `among` that `counts`.
+    pub fn grant_among(
+        &self,
+        key: &PublicKey,
+        among: &Bits,
+        counts: &dyn Fn(usize) -> bool,
+    ) -> Option<Grant> {
+        let name = auth_key(key);
+        let list = self.writers.get(name.as_str())?;
+        list.iter()
+            .rev()
+            .find(|&&j| among.has(j) && counts(j))
+            .and_then(|&j| match self.entries[j].ops.get(&name) {
+                Some(Op::Set(json)) => parse_auth_value(json).ok(),
+                _ => None,
+            })
+    }
+}
+
+/// Decides which of a closed set of settings entries (every ancestor of each is in the
+/// set) take effect, and which keys the effective ones lower. `closure` must be built over
+/// entries in topological order.
+///
+/// Entries are considered in order of their author's seniority (as their own parents saw
+/// it), then height and id. Each is effective when its author may make it in the effective
+/// part of its ancestry, and no effective entry concurrent with it (neither ancestor nor
+/// descendant) lowered its author below admin. Since a key can be lowered only by a more
+/// senior one, whose entries come first, one pass decides everything.
+pub fn resolve(closure: &Closure<'_>) -> Resolution {
+    let entries = closure.entries;
+    let n = entries.len();
+    let seniority = |i: usize| -> u32 {
+        if entries[i].parents.is_empty() {
+            return 0; // the root, which makes its author the first admin
+        }
+        closure
+            .grant_among(&entries[i].author, &closure.ancestors[i], &|_| true)
+            .and_then(|g| g.priority)
+            .unwrap_or(u32::MAX)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (seniority(i), entries[i].height, entries[i].id));
+
+    let mut effective = vec![false; n];
+    let mut lowerings: Vec<(usize, PublicKey, Level)> = Vec::new();
+    for i in order {
+        let entry = &entries[i];
+        let seen = &closure.ancestors[i];
+        let valid = entry.parents.is_empty() // a root is checked when it is stored
+            || check_change(&entry.author, &entry.ops, |k| {
+                closure.grant_among(k, seen, &|j| effective[j])
+            })
+            .is_ok();
+        let lowered_concurrently = lowerings.iter().any(|(r, key, level)| {
+            *key == entry.author
+                && *level < Some(Permission::Admin)
+                && !closure.is_ancestor(*r, i)
+                && !closure.is_ancestor(i, *r)
+        });
+        if valid && !lowered_concurrently {
+            let lowers = lowered(&entry.ops, |k| {
+                closure.grant_among(k, seen, &|j| effective[j])
+            });
+            effective[i] = true;
+            lowerings.extend(lowers.into_iter().map(|(key, level)| (i, key, level)));
+        }
+    }
+    Resolution {
+        effective,
+        lowerings,
+    }
+}

@@ -1,0 +1,270 @@
+//! Which entries take effect. An entry that is valid (its author had the permission in the
+//! settings its parents saw) is stored, but it has no effect on state (it is discarded,
+//! and marked so in storage) when, in everything this replica holds:
+//!
+//! - its author was lowered below what it needed by an effective settings change that had
+//!   not seen it and that it had not seen (a concurrent revocation or demotion), or
+//! - its author's permission came from a settings change that is itself discarded.
+//!
+//! The [`DiscardIndex`] answers this for an arriving entry in O(the changes involved).
+//! When a lowering change arrives that other stored entries had not seen, what takes
+//! effect is worked out again from all of the database's entries ([`recompute`]), and the
+//! state is replaced: the effect of the entries it discards is undone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::authority::{self, Closure, Level, SettingsEntry};
+use super::settings::{load_closure, visible_from};
+use crate::backend::{Backend, Cell, EntryMeta, StateWrite};
+use crate::crypto::PublicKey;
+use crate::entry::{Entry, EntryId, Op};
+use crate::error::{Error, Result};
+
+/// What the settings of one database decide across all of its history.
+#[derive(Default)]
+pub(crate) struct DiscardIndex {
+    /// Settings entries that do not take effect.
+    discarded_settings: HashSet<EntryId>,
+    /// Effective lowerings, by the key lowered: (the change, its height, the new level).
+    lowerings: HashMap<PublicKey, Vec<(EntryId, u64, Level)>>,
+}
+
+impl DiscardIndex {
+    /// The index of database `db` as stored.
+    pub(crate) fn load(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIndex> {
+        let entries = load_closure(backend, &settings_tips(backend, db)?)?;
+        let closure = Closure::new(&entries);
+        Ok(Self::from_resolution(
+            &entries,
+            &authority::resolve(&closure),
+        ))
+    }
+
+    fn from_resolution(entries: &[SettingsEntry], resolution: &authority::Resolution) -> Self {
+        let mut index = DiscardIndex::default();
+        for (entry, effective) in entries.iter().zip(&resolution.effective) {
+            if !effective {
+                index.discarded_settings.insert(entry.id);
+            }
+        }
+        for (i, key, level) in &resolution.lowerings {
+            index.lowerings.entry(*key).or_default().push((
+                entries[*i].id,
+                entries[*i].height,
+                *level,
+            ));
+        }
+        index
+    }
+
+    /// Records that the effective change `entry` (at `height`) lowered `key` to `level`.
+    pub(crate) fn add_lowering(
+        &mut self,
+        key: PublicKey,
+        entry: EntryId,
+        height: u64,
+        level: Level,
+    ) {
+        self.lowerings
+            .entry(key)
+            .or_default()
+            .push((entry, height, level));
+    }
+
+    /// Records that settings entry `entry` was discarded on arrival.
+    pub(crate) fn add_discarded_settings(&mut self, entry: EntryId) {
+        self.discarded_settings.insert(entry);
+    }
+
+    /// Whether an entry not stored yet, by `author`, needing `need`, whose parents see the
+    /// settings tips `visible`, is discarded by what is stored (see the module's rules).
+    pub(crate) fn discards_arriving(
+        &self,
+        backend: &dyn Backend,
+        author: &PublicKey,
+        need: Level,
+        visible: &[EntryId],
+    ) -> Result<bool> {
+        // Lowered by a stored change it has not seen (the change cannot have seen it: it is
+        // not stored yet).
+        for (change, height, level) in self.lowerings.get(author).into_iter().flatten() {
+            if *level < need && !sees(backend, visible, change, *height)? {
+                return Ok(true);
+            }
+        }
+        // Permission from a discarded settings change it sees.
+        if self.discarded_settings.is_empty() {
+            return Ok(false);
+        }
+        let entries = load_closure(backend, visible)?;
+        if !entries
+            .iter()
+            .any(|e| self.discarded_settings.contains(&e.id))
+        {
+            return Ok(false);
+        }
+        let closure = Closure::new(&entries);
+        let seen = closure.seen_from(visible);
+        let counts = |j: usize| !self.discarded_settings.contains(&entries[j].id);
+        let level = closure
+            .grant_among(author, &seen, &counts)
+            .and_then(|g| g.level());
+        Ok(level < need)
+    }
+}
+
+/// Whether settings entry `target` (at `height`) is one of the settings tips `visible` or
+/// an ancestor of them. Walks the settings links down to `height` only.
+fn sees(backend: &dyn Backend, visible: &[EntryId], target: &EntryId, height: u64) -> Result<bool> {
+    let mut stack: Vec<EntryId> = visible.to_vec();
+    let mut seen: HashSet<EntryId> = HashSet::new();
+    while let Some(id) = stack.pop() {
+        if id == *target {
+            return Ok(true);
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        let meta = stored_meta(backend, &id)?;
+        if meta.height > height {
+            stack.extend(meta.settings_visible);
+        }
+    }
+    Ok(false)
+}
+
+fn stored_meta(backend: &dyn Backend, id: &EntryId) -> Result<EntryMeta> {
+    backend
+        .entry_meta(id)?
+        .ok_or_else(|| Error::Corrupt(format!("entry {id} is referenced but not stored")))
+}
+
+/// The settings tips of database `db`: the newest settings entries its tips see.
+fn settings_tips(backend: &dyn Backend, db: &EntryId) -> Result<Vec<EntryId>> {
+    let tips = backend
+        .tips(db)?
+        .into_iter()
+        .map(|(id, _)| Ok((id, stored_meta(backend, &id)?)))
+        .collect::<Result<Vec<_>>>()?;
+    visible_from(backend, &tips)
+}
+
+/// Works out again, from every entry of database `db`, which entries take effect, and
+/// replaces the stored state (cells and discarded marks) with the result. Costs a pass over
+/// all of the database's entries (time and memory in proportion); run only when a lowering
+/// change arrives that other stored entries had not seen. Returns the new index.
+pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIndex> {
+    let settings = load_closure(backend, &settings_tips(backend, db)?)?;
+    let closure = Closure::new(&settings);
+    let resolution = authority::resolve(&closure);
+    let index = DiscardIndex::from_resolution(&settings, &resolution);
+
+    // Every entry, parents first, with what the checks need.
+    let mut parents: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
+    let mut all: Vec<(EntryId, EntryMeta, Entry)> = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = backend.entries_after(db, after, 4096)?;
+        let Some((last, _)) = page.last().copied() else {
+            break;
+        };
+        for (_, id) in page {
+            let meta = stored_meta(backend, &id)?;
+            let bytes = backend
+                .get_entry(&id)?
+                .ok_or_else(|| Error::Corrupt(format!("entry {id} vanished")))?;
+            let entry = Entry::decode_stored(&bytes)?;
+            parents.insert(id, entry.content().parents.clone());
+            all.push((id, meta, entry));
+        }
+        after = last;
+    }
+
+    // The full ancestry of each lowering change, worked out when first needed.
+    let mut ancestry: HashMap<EntryId, HashSet<EntryId>> = HashMap::new();
+    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    let mut discarded: Vec<EntryId> = Vec::new();
+    for (id, meta, entry) in &all {
+        let content = entry.content();
+        let effective = if content.db.is_none() {
+            true
+        } else if meta.changes_settings {
+            !index.discarded_settings.contains(id)
+        } else {
+            let need = authority::needed(false);
+            let seen = closure.seen_from(&meta.settings_visible);
+            let counts = |j: usize| resolution.effective[j];
+            let permitted = closure
+                .grant_among(&content.author, &seen, &counts)
+                .and_then(|g| g.level())
+                >= need;
+            let lowered = index
+                .lowerings
+                .get(&content.author)
+                .into_iter()
+                .flatten()
+                .filter(|(_, _, level)| *level < need)
+                .any(|(change, _, _)| {
+                    let change_seen = closure.index_of(change).is_some_and(|i| seen.has(i));
+                    let sees_it = ancestry
+                        .entry(*change)
+                        .or_insert_with(|| ancestors_of(&parents, change))
+                        .contains(id);
+                    !change_seen && !sees_it
+                });
+            permitted && !lowered
+        };
+        if !effective {
+            discarded.push(*id);
+            continue;
+        }
+        for (store, ops) in &content.ops {
+            for (key, op) in ops {
+                let cell = Cell {
+                    height: meta.height,
+                    entry: *id,
+                    value: match op {
+                        Op::Set(json) => Some(json.clone()),
+                        Op::Delete => None,
+                    },
+                };
+                let slot = cells.entry((store.clone(), key.clone()));
+                match slot {
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        if cell.wins_over(o.get()) {
+                            o.insert(cell);
+                        }
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(cell);
+                    }
+                }
+            }
+        }
+    }
+    discarded.sort();
+    let cells: Vec<(&str, &str, Cell)> = cells
+        .iter()
+        .map(|((store, key), cell)| (store.as_str(), key.as_str(), cell.clone()))
+        .collect();
+    backend.replace_state(
+        db,
+        &StateWrite {
+            cells,
+            discarded: &discarded,
+        },
+    )?;
+    Ok(index)
+}
+
+/// Every entry reachable from `from` through parents (not `from` itself).
+fn ancestors_of(parents: &HashMap<EntryId, Vec<EntryId>>, from: &EntryId) -> HashSet<EntryId> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<EntryId> = parents.get(from).cloned().unwrap_or_default();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(parents.get(&id).into_iter().flatten().copied());
+        }
+    }
+    seen
+}
