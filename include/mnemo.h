@@ -285,6 +285,22 @@ MNEMO_MUST_USE mnemo_status mnemo_db_grant(struct mnemo_database *db, const char
 MNEMO_MUST_USE mnemo_status mnemo_db_revoke(struct mnemo_database *db, const char *pubkey);
 
 /**
+ * Checks everything stored of the database against its entries: every entry's bytes hash
+ * to its id and its signature verifies, what is stored beside each entry agrees with it,
+ * and the whole state (every store's values, the tips, the entries discarded by
+ * revocations) is exactly what the entries make of it. Damage that removed, altered or
+ * added rows is reported, never passed over. Reads every entry of the database: its cost
+ * grows with the history (ordinary reads check each row, and full-store reads the row
+ * count, as they go).
+ *
+ * Returns MNEMO_STATUS_OK (all agrees), MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
+ * MNEMO_STATUS_CORRUPT (something differs; the message says what), MNEMO_STATUS_PERMISSION_DENIED
+ * (read was revoked), MNEMO_STATUS_BUSY (commits kept changing the database during the
+ * check; retry), MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_verify(const struct mnemo_database *db);
+
+/**
  * The database's current tips (entries without children), as a sorted JSON array of ids:
  * ["sha256:…", …].
  *

@@ -465,6 +465,73 @@ impl DatabaseCore {
         Ok(Outcome::Applied)
     }
 
+    /// Checks everything stored of this database against its entries: every entry's bytes
+    /// hash to its id and its signature verifies; what is stored beside it agrees with it;
+    /// and the state (every store's cells, the tips, the discarded entries) is exactly what
+    /// the entries make of it. [`Error::Corrupt`] names the first difference. Costs a pass
+    /// over all of the database's entries; commits may go on meanwhile (a check that raced
+    /// one is made again).
+    pub fn verify(&self) -> Result<()> {
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let before = self.backend.last_position(&self.id)?;
+            let checked = self.verify_once();
+            if self.backend.last_position(&self.id)? == before {
+                return checked;
+            }
+        }
+        Err(Error::Busy(
+            "the database kept changing while it was verified; retry".into(),
+        ))
+    }
+
+    fn verify_once(&self) -> Result<()> {
+        let derived = discards::derive(&*self.backend, &self.id, true)?;
+        let differ = |what: &str| {
+            Err(Error::Corrupt(format!(
+                "stored {what} differ from what the entries make"
+            )))
+        };
+        let tips: Vec<EntryId> = self
+            .backend
+            .tips(&self.id)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if tips != derived.tips {
+            return differ("tips");
+        }
+        if self.backend.discarded(&self.id)? != derived.discarded {
+            return differ("discarded-entry marks");
+        }
+        let mut derived_stores: BTreeMap<&str, Vec<(&str, &Cell)>> = BTreeMap::new();
+        for ((store, key), cell) in &derived.cells {
+            derived_stores
+                .entry(store.as_str())
+                .or_default()
+                .push((key.as_str(), cell));
+        }
+        let mut names: Vec<String> = self.backend.stores(&self.id)?;
+        names.extend(derived_stores.keys().map(|s| s.to_string()));
+        names.sort();
+        names.dedup();
+        for store in names {
+            let stored = self.backend.cells(&self.id, &store)?;
+            let expected = derived_stores
+                .get(store.as_str())
+                .map_or(&[][..], |v| &v[..]);
+            let same = stored.len() == expected.len()
+                && stored
+                    .iter()
+                    .zip(expected)
+                    .all(|((k, c), (ek, ec))| k == ek && c == *ec);
+            if !same {
+                return differ(&format!("cells of store '{store}'"));
+            }
+        }
+        Ok(())
+    }
+
     /// The discard index, loaded from storage at first use.
     fn discard_index(&self) -> Result<DiscardGuard<'_>> {
         let mut guard = self.discards.lock().unwrap_or_else(|p| p.into_inner());

@@ -149,11 +149,24 @@ fn settings_tips(backend: &dyn Backend, db: &EntryId) -> Result<Vec<EntryId>> {
     visible_from(backend, &tips)
 }
 
-/// Works out again, from every entry of database `db`, which entries take effect, and
-/// replaces the stored state (cells and discarded marks) with the result. Costs a pass over
-/// all of the database's entries (time and memory in proportion); run only when a lowering
-/// change arrives that other stored entries had not seen. Returns the new index.
-pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIndex> {
+/// What a database's entries make of it, worked out from all of them.
+pub(crate) struct Derived {
+    /// The discard index.
+    pub index: DiscardIndex,
+    /// Every cell: (store, key) → the winning write of the entries in effect.
+    pub cells: BTreeMap<(String, String), Cell>,
+    /// The entries stored with no effect, sorted.
+    pub discarded: Vec<EntryId>,
+    /// The entries no other entry names as a parent, sorted.
+    pub tips: Vec<EntryId>,
+}
+
+/// Works out, from every entry of database `db`, which entries take effect and what state
+/// they make. With `verify`, also checks every entry as if it came from elsewhere: its id
+/// is the hash of its bytes, its signature verifies, and what is stored beside it (its
+/// database, height, settings flag) agrees with it ([`crate::Error::Corrupt`] otherwise).
+/// Costs a pass over all of the database's entries, time and memory in proportion.
+pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Result<Derived> {
     let settings = load_closure(backend, &settings_tips(backend, db)?)?;
     let closure = Closure::new(&settings);
     let resolution = authority::resolve(&closure);
@@ -161,6 +174,7 @@ pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIn
 
     // Every entry, parents first, with what the checks need.
     let mut parents: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
+    let mut heights: HashMap<EntryId, u64> = HashMap::new();
     let mut all: Vec<(EntryId, EntryMeta, Entry)> = Vec::new();
     let mut after = 0;
     loop {
@@ -172,9 +186,16 @@ pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIn
             let meta = stored_meta(backend, &id)?;
             let bytes = backend
                 .get_entry(&id)?
-                .ok_or_else(|| Error::Corrupt(format!("entry {id} vanished")))?;
-            let entry = Entry::decode_stored(&bytes)?;
+                .ok_or_else(|| Error::Corrupt(format!("entry {id} is listed but not stored")))?;
+            let entry = if verify {
+                let entry = Entry::decode(&bytes)?;
+                check_stored(&id, &meta, &entry, db, &heights)?;
+                entry
+            } else {
+                Entry::decode_stored(&bytes)?
+            };
             parents.insert(id, entry.content().parents.clone());
+            heights.insert(id, meta.height);
             all.push((id, meta, entry));
         }
         after = last;
@@ -228,8 +249,7 @@ pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIn
                         Op::Delete => None,
                     },
                 };
-                let slot = cells.entry((store.clone(), key.clone()));
-                match slot {
+                match cells.entry((store.clone(), key.clone())) {
                     std::collections::btree_map::Entry::Occupied(mut o) => {
                         if cell.wins_over(o.get()) {
                             o.insert(cell);
@@ -243,7 +263,64 @@ pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIn
         }
     }
     discarded.sort();
-    let cells: Vec<(&str, &str, Cell)> = cells
+    let named: HashSet<&EntryId> = parents.values().flatten().collect();
+    let mut tips: Vec<EntryId> = all
+        .iter()
+        .map(|(id, _, _)| *id)
+        .filter(|id| !named.contains(id))
+        .collect();
+    tips.sort();
+    Ok(Derived {
+        index,
+        cells,
+        discarded,
+        tips,
+    })
+}
+
+/// Fails with [`crate::Error::Corrupt`] unless what is stored beside entry `id` agrees with
+/// the entry: its id, database, height (one more than its highest parent, each stored
+/// before it, with the heights in `heights`), settings flag.
+fn check_stored(
+    id: &EntryId,
+    meta: &EntryMeta,
+    entry: &Entry,
+    db: &EntryId,
+    heights: &HashMap<EntryId, u64>,
+) -> Result<()> {
+    let content = entry.content();
+    let corrupt = |what: &str| Err(Error::Corrupt(format!("stored entry {id}: {what}")));
+    if entry.id() != *id {
+        return corrupt("its bytes do not hash to its id");
+    }
+    if entry.database_id() != *db || meta.db != *db {
+        return corrupt("it belongs to another database");
+    }
+    let expected = content
+        .parents
+        .iter()
+        .map(|p| heights.get(p).map(|h| h + 1))
+        .try_fold(0, |max, h| h.map(|h| max.max(h)));
+    match expected {
+        None => return corrupt("a parent is missing or stored after it"),
+        Some(h) if h != content.height || meta.height != h => {
+            return corrupt("its height is not one more than its highest parent's")
+        }
+        Some(_) => {}
+    }
+    if meta.changes_settings != content.ops.contains_key(super::SETTINGS_STORE) {
+        return corrupt("its recorded settings flag differs from the entry's");
+    }
+    Ok(())
+}
+
+/// Works out again, from every entry of database `db`, which entries take effect, and
+/// replaces the stored state (cells and discarded marks) with the result. Run only when a
+/// lowering change arrives that other stored entries had not seen. Returns the new index.
+pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIndex> {
+    let derived = derive(backend, db, false)?;
+    let cells: Vec<(&str, &str, Cell)> = derived
+        .cells
         .iter()
         .map(|((store, key), cell)| (store.as_str(), key.as_str(), cell.clone()))
         .collect();
@@ -251,10 +328,10 @@ pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIn
         db,
         &StateWrite {
             cells,
-            discarded: &discarded,
+            discarded: &derived.discarded,
         },
     )?;
-    Ok(index)
+    Ok(derived.index)
 }
 
 /// Every entry reachable from `from` through parents (not `from` itself).

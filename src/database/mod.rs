@@ -293,6 +293,15 @@ impl Database {
         self.core.subscribe(callback)
     }
 
+    /// Checks everything stored of this database against its entries (signatures, ids,
+    /// recorded heights, and the whole state: every store, the tips, the discarded
+    /// entries). [`Error::Corrupt`] names the first difference: rows missing, altered or
+    /// added. Reads every entry: its cost grows with the history.
+    pub fn verify(&self) -> Result<()> {
+        self.check_read()?;
+        self.core.verify()
+    }
+
     /// The canonical bytes of one entry of this database.
     pub fn entry_bytes(&self, id: &EntryId) -> Result<Vec<u8>> {
         self.check_read()?;

@@ -125,6 +125,19 @@ static void test_tips(void) {
     close_fixture(&f);
 }
 
+/* A database whose storage agrees with its signed entries verifies; a damaged one gives
+ * MNEMO_STATUS_CORRUPT (tested from Python, which can edit a file with sqlite3). */
+static void test_verify(void) {
+    fixture f = open_fixture();
+    EXPECT_OK(mnemo_db_verify(f.db));
+    EXPECT_OK(mnemo_db_set(f.db, "todo", "a", "1"));
+    EXPECT_OK(mnemo_db_set(f.db, "todo", "b", "[2]"));
+    EXPECT_OK(mnemo_db_delete(f.db, "todo", "a"));
+    EXPECT_OK(mnemo_db_verify(f.db));
+    EXPECT(mnemo_db_verify(NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    close_fixture(&f);
+}
+
 static void test_transactions(void) {
     fixture f = open_fixture();
     char *text = NULL, *tips_before = NULL, *tips_after = NULL;
@@ -339,6 +352,7 @@ static void test_subscriptions(void) {
 int main(void) {
     test_delete_and_get_all();
     test_tips();
+    test_verify();
     test_transactions();
     test_grant_and_revoke();
     test_subscriptions();

@@ -104,6 +104,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_db_grant": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_revoke": (status_t, [handle_t, str_t]),
+    "mnemo_db_verify": (status_t, [handle_t]),
     "mnemo_db_tips": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_db_begin": (status_t, [handle_t, handle_out_t]),
     "mnemo_db_subscribe": (

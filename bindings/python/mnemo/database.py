@@ -154,6 +154,18 @@ class Database(HandleOwner):
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_db_revoke(ptr, k))
 
+    def verify(self) -> None:
+        """Checks everything stored of the database against its entries: ids, signatures,
+        and the whole state (every store, the tips, the entries discarded by revocations).
+        Reads every entry, so its cost grows with the history.
+
+        Raises Corrupt if anything differs (rows missing, altered or added; the message
+        says what), PermissionDenied if read was revoked, Busy if commits kept changing the
+        database meanwhile, StorageError.
+        """
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_verify(ptr))
+
     def tips(self) -> list[str]:
         """The ids of the current tips (entries without children), sorted. A database
         written only here has exactly one: its last commit."""

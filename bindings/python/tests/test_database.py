@@ -453,3 +453,26 @@ def test_new_methods_after_close(user: mnemo.User) -> None:
     for call in calls:
         with pytest.raises(mnemo.InvalidArgument, match="closed"):
             call()
+
+
+def test_verify_finds_rows_removed_behind_the_librarys_back(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "verify.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            for i in range(5):
+                db.set("todo", f"k{i}", i)
+            db.verify()
+    conn = sqlite3.connect(path)
+    with conn:
+        assert conn.execute("DELETE FROM cells WHERE store = 'todo' AND key = 'k3'").rowcount == 1
+    conn.close()
+    with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+        with user.find_db("notes") as db:
+            assert db.get("todo", "k1") == 1  # what is still stored answers
+            with pytest.raises(mnemo.Corrupt):
+                db.get_all("todo")  # a whole-store read never silently misses a row
+            with pytest.raises(mnemo.Corrupt, match="todo"):
+                db.verify()

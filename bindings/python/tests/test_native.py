@@ -63,6 +63,7 @@ def test_instance_open_null_backend() -> None:
         lambda: lib.mnemo_db_get_all(None, b"s", ctypes.byref(_native.owned_str_t())),
         lambda: lib.mnemo_db_grant(None, b"ed25519:x", b"read"),
         lambda: lib.mnemo_db_revoke(None, b"ed25519:x"),
+        lambda: lib.mnemo_db_verify(None),
         lambda: lib.mnemo_db_tips(None, ctypes.byref(_native.owned_str_t())),
         lambda: lib.mnemo_db_begin(None, ctypes.byref(ctypes.c_void_p())),
         lambda: lib.mnemo_txn_set(None, b"s", b"k", b"1"),
