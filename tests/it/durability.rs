@@ -60,7 +60,8 @@ pub(crate) fn open_user(url: &str) -> (Instance, User, Database) {
 /// Not a test on its own: the body of the child processes the tests below start.
 /// `crash|URL|START` commits keys from START on and prints "ack N" after each;
 /// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB;
-/// `pull|URL|PEER|DB` syncs database DB from the peer at PEER as user "writer".
+/// `pull|URL|PEER|DB` syncs database DB from the peer at PEER as user "writer";
+/// `open|URL|GO` waits for file GO to exist, opens an instance and prints its device id.
 #[test]
 #[ignore]
 fn child_process() {
@@ -99,8 +100,51 @@ fn child_process() {
                 .unwrap();
             writeln!(out, "done").unwrap();
         }
+        ["open", url, go] => {
+            while !std::path::Path::new(go).exists() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
+            writeln!(out, "device {}", inst.device_id()).unwrap();
+            writeln!(out, "done").unwrap();
+        }
         _ => panic!("unknown child role {role}"),
     }
+}
+
+/// Two processes opening one file that does not exist yet, at the same moment: one
+/// creates it (schema, device key, system databases), the other opens what it created.
+#[test]
+fn two_processes_creating_one_new_file_share_one_instance() {
+    let dir = TempDir::new();
+    for round in 0..8 {
+        let file = dir.0.join(format!("new{round}.db"));
+        let go = dir.0.join(format!("go{round}"));
+        let role = format!("open|sqlite:{}|{}", file.display(), go.display());
+        let children = [spawn_child(&role), spawn_child(&role)];
+        std::thread::sleep(Duration::from_millis(150));
+        std::fs::write(&go, b"").unwrap();
+        let devices: Vec<String> = children.into_iter().map(device_reported).collect();
+        assert_eq!(
+            devices[0], devices[1],
+            "round {round}: two instances in one file"
+        );
+        let inst = Instance::open(Arc::new(SqliteBackend::open(&file).unwrap())).unwrap();
+        assert_eq!(inst.device_id().to_string(), devices[0]);
+    }
+}
+
+/// The device id a child of role `open` printed; checks it finished well.
+fn device_reported(mut child: std::process::Child) -> String {
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .collect();
+    assert!(child.wait().unwrap().success(), "a child failed: {lines:?}");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("device ").map(str::to_string))
+        .unwrap_or_else(|| panic!("no device id in {lines:?}"))
 }
 
 #[test]

@@ -305,3 +305,43 @@ def test_unreachable_storage_is_a_storage_error(url: str, tmp_path: Path) -> Non
 def test_directory_is_not_a_database(tmp_path: Path) -> None:
     with pytest.raises(mnemo.StorageError):
         mnemo.Instance.open(f"sqlite:{tmp_path}")
+
+
+_OPEN_WHEN_TOLD = """
+import os, sys, time
+import mnemo
+path, go = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.0002)
+with mnemo.Instance.open("sqlite:" + path) as inst:
+    print(inst.device_id)
+"""
+
+
+def test_two_processes_creating_one_new_file_share_one_instance(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for round_ in range(4):
+        path, go = tmp_path / f"new{round_}.db", tmp_path / f"go{round_}"
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_WHEN_TOLD, str(path), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        time.sleep(0.3)  # both waiting before either starts
+        go.touch()
+        answers = [c.communicate(timeout=60) for c in children]
+        assert all(c.returncode == 0 for c in children), answers
+        devices = {out.strip() for out, _ in answers}
+        assert len(devices) == 1, f"two instances in one file: {devices}"
+        with mnemo.Instance.open(f"sqlite:{path}") as inst:
+            assert inst.device_id in devices

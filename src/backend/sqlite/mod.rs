@@ -80,18 +80,27 @@ impl SqliteBackend {
             return Err(Error::Storage(format!("{} is a directory", path.display())));
         }
         if !path.exists() {
-            OpenOptions::new()
+            // Created owner-only. Another process creating it at the same moment is fine:
+            // the schema is written once, in one transaction, whoever gets there first.
+            let created = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
-                .map_err(|e| Error::Storage(format!("cannot create {}: {e}", path.display())))?;
+                .open(path);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::Storage(format!(
+                        "cannot create {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
         }
         let conn = Connection::open(path).map_err(sql_error)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(sql_error)?;
+        let mode = enter_wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Storage(format!(
                 "sqlite: cannot use WAL mode (got {mode})"
@@ -174,6 +183,25 @@ impl std::ops::Deref for ReadConnection<'_> {
 /// Creates the schema in a new file, or checks an existing one. Runs in one write
 /// transaction, so two processes opening one new file at once: one creates, the other then
 /// finds it made.
+/// Switches the file to WAL mode (a no-op once it is). The first switch takes an
+/// exclusive lock without waiting on the busy handler, so a process creating the file at
+/// the same moment makes it fail with "database is locked": retried for up to
+/// [`BUSY_TIMEOUT`].
+fn enter_wal_mode(conn: &Connection) -> Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            answer => return answer.map_err(sql_error),
+        }
+    }
+}
+
 fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
     let checked = schema_in_transaction(conn, path);
