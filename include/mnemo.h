@@ -720,12 +720,14 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_keys(struct mnemo_user *user, char *
 MNEMO_MUST_USE mnemo_status mnemo_user_get_signing_key(struct mnemo_user *user, const char *db_id, char **out_pubkey);
 
 /**
- * Changes the user's password. Every key is re-sealed under the new password in one
- * commit; the old password stops working at once.
+ * Changes the user's password; the old password stops working at once. The sealed
+ * secret it locked is overwritten in place (not kept in any history), so the file holds
+ * no copy that the old password, or no password, opens (on PostgreSQL old row versions
+ * stay until vacuumed: see docs/security-model.md).
  *
  * - `old_pw`: the current password; NULL for a passwordless user.
- * - `new_pw`: the new password (1 to 1024 bytes); NULL makes the user passwordless (keys
- *   then stored unsealed).
+ * - `new_pw`: the new password (1 to 1024 bytes); NULL makes the user passwordless (its
+ *   keys are then as good as unsealed to anyone holding the file).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
  * password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong), MNEMO_STATUS_STORAGE.

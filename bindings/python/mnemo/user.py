@@ -156,11 +156,13 @@ class User:
             return _native.call_string(lib.mnemo_user_get_signing_key, ptr, i)
 
     def change_password(self, old: str | None, new: str | None) -> None:
-        """Changes the user's password: every key is re-sealed under ``new`` in one commit,
-        and ``old`` stops working at once.
+        """Changes the user's password; ``old`` stops working at once. The sealed secret it
+        locked is overwritten in place, so the file keeps no copy that ``old`` (or no
+        password) opens; on PostgreSQL old row versions stay until vacuumed.
 
         ``old`` is None for a passwordless user; ``new`` None makes the user passwordless
-        (keys then stored unsealed), else 1 to 1024 bytes. Raises AuthFailed if ``old`` is
+        (its keys then as good as unsealed to anyone holding the file), else 1 to 1024
+        bytes. Raises AuthFailed if ``old`` is
         wrong, InvalidArgument for a ``new`` out of bounds, LoggedOut, StorageError.
         """
         o = _native.encode_optional(old, "old password")

@@ -155,6 +155,9 @@ def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) 
     inst.create_user("pw", PASSWORD)
     inst.create_user("nopw")
     inst.create_user("off", PASSWORD)
+    inst.create_user("later")  # passwordless at first, then given a password
+    with inst.login("later") as later:
+        later.change_password(None, PASSWORD)
     with inst.login("admin") as admin:
         admin.disable_user("off")
 
@@ -167,6 +170,8 @@ def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) 
         "no password for a password user": lambda: inst.login("pw"),
         "a password for a passwordless user": lambda: inst.login("nopw", PASSWORD),
         "a disabled user": lambda: inst.login("off", PASSWORD),
+        "a wrong password for a user given one later": lambda: inst.login("later", "wrong"),
+        "no password for a user given one later": lambda: inst.login("later"),
     }
     times: dict[str, list[float]] = {name: [] for name in ["right", *failures]}
     for _ in range(9):
