@@ -132,3 +132,38 @@ def test_admins_revoking_each_other_apart_leave_the_senior_one_on_every_side(
             assert settings[f"auth/{c.key}"]["status"] == "revoked"
             with pytest.raises(mnemo.NotFound):
                 copy.get("s", "by carol")  # discarded by the revocation it had not seen
+
+
+def test_a_revoked_admins_offline_grant_write_and_attack_on_the_creator_have_no_effect(
+    sides: tuple[Side, Side, Side],
+) -> None:
+    a, b, c = sides
+    db = a.user.create_db("shared")
+    db.grant(b.key, "admin")  # priority 1
+    db.grant(c.key, "read")
+    db.set("s", "name", "alice's")
+    b.pull(a, db.id)
+    c.pull(a, db.id)
+    # Bob, offline: grants a key of his own write, overwrites data, and tries to revoke the
+    # creator (refused at once: he is junior to her).
+    accomplice = b.user.add_private_key("accomplice")
+    with b.user.load_db(db.id) as bobs:
+        bobs.grant(accomplice, "write")
+        for i in range(4):
+            bobs.set("s", "name", f"bob's {i}")
+        with pytest.raises(mnemo.PermissionDenied):
+            bobs.revoke(a.key)
+    # Meanwhile alice revokes him. Carol relays both ways.
+    db.revoke(b.key)
+    c.pull(b, db.id)
+    c.pull(a, db.id)
+    views = []
+    for side in (a, c):
+        with side.user.load_db(db.id) as copy:
+            assert copy.get("s", "name") == "alice's"
+            settings = copy.get_all("_settings")
+            assert f"auth/{accomplice}" not in settings  # his grant took no effect
+            assert settings[f"auth/{a.key}"]["status"] == "active"
+            assert settings[f"auth/{b.key}"]["status"] == "revoked"
+            views.append((copy.tips(), copy.get_all("s"), settings))
+    assert views[0] == views[1]
