@@ -2,7 +2,10 @@
 //! of a commit (one Ed25519 signature plus one SHA-256 of the entry), in the same run.
 //!
 //! Run: `cargo bench --bench engine`. Compare `commit/after_N` with each other (flatness)
-//! and with `floor/sign_plus_hash` (the ratio the issue asks for).
+//! and with `floor/sign_plus_hash` (the ratio the issue asks for). `arrival/*` is the cost
+//! of a revocation arriving after N entries of its target that it had not seen (the state
+//! is worked out again from every entry), against a data entry arriving at the same point;
+//! `verify/after_N` is `Database::verify` over N entries.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,7 +13,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mnemo::backend::MemoryBackend;
 use mnemo::crypto::PrivateKey;
-use mnemo::entry::EntryId;
+use mnemo::database::settings::{auth_key, auth_value};
+use mnemo::database::{Grant, Permission};
+use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use mnemo::{Database, Instance, User};
 
 /// A database with `entries` single-key commits already in it (over 1,000 distinct keys).
@@ -77,9 +82,114 @@ fn transactions(c: &mut Criterion) {
     });
 }
 
+/// Operations setting `key` of `store` to `json`.
+fn set(store: &str, key: &str, json: &str) -> Ops {
+    let mut ops = Ops::new();
+    ops.entry(store.into())
+        .or_default()
+        .insert(key.into(), Op::Set(json.into()));
+    ops
+}
+
+/// An entry of `ops` signed by `author` on `parents`.
+fn signed(author: &PrivateKey, db: Option<EntryId>, parents: &[&Entry], ops: Ops) -> Entry {
+    EntryContent {
+        db,
+        parents: parents.iter().map(|p| p.id()).collect(),
+        height: parents
+            .iter()
+            .map(|p| p.content().height + 1)
+            .max()
+            .unwrap_or(0),
+        ops,
+        author: author.public_key(),
+    }
+    .sign(author)
+    .unwrap()
+}
+
+/// A database (root, a write grant, then `unseen` commits by the writer) and two entries
+/// on the grant, both concurrent with the writer's commits: the writer's revocation, and
+/// a data entry by the creator.
+fn history(unseen: usize) -> (Vec<Entry>, Entry, Entry) {
+    let (creator, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let grant_of = |key: &PrivateKey, grant: Grant| {
+        set(
+            "_settings",
+            &auth_key(&key.public_key()),
+            &auth_value(grant),
+        )
+    };
+    let mut root_ops = grant_of(&creator, Grant::active(Permission::Admin, Some(0)));
+    root_ops
+        .get_mut("_settings")
+        .unwrap()
+        .insert("name".into(), Op::Set("\"bench\"".into()));
+    let root = signed(&creator, None, &[], root_ops);
+    let db = Some(root.id());
+    let write = Grant::active(Permission::Write, None);
+    let grant = signed(&creator, db, &[&root], grant_of(&writer, write));
+    let mut entries = vec![root, grant.clone()];
+    for i in 0..unseen {
+        let last = entries.last().unwrap().clone();
+        entries.push(signed(
+            &writer,
+            db,
+            &[&last],
+            set("s", &format!("k{}", i % 1000), "1"),
+        ));
+    }
+    let revocation = signed(&creator, db, &[&grant], grant_of(&writer, write.revoked()));
+    let data = signed(&creator, db, &[&grant], set("s", "other", "2"));
+    (entries, revocation, data)
+}
+
+fn arrivals(c: &mut Criterion) {
+    for unseen in [1_000usize, 10_000] {
+        let (entries, revocation, data) = history(unseen);
+        let replica = || {
+            let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+            for e in &entries {
+                inst.receive_entry(e.bytes()).unwrap();
+            }
+            inst
+        };
+        for (name, arriving) in [("revocation", &revocation), ("data", &data)] {
+            c.bench_function(&format!("arrival/{name}_after_{unseen}_unseen"), |b| {
+                b.iter_batched(
+                    replica,
+                    // The instance is returned so that dropping it is not timed.
+                    |inst| {
+                        inst.receive_entry(arriving.bytes()).unwrap();
+                        inst
+                    },
+                    BatchSize::PerIteration,
+                )
+            });
+        }
+    }
+}
+
+fn verify(c: &mut Criterion) {
+    for entries in [1_000usize, 10_000] {
+        let (_inst, _user, db) = database_with(entries);
+        c.bench_function(&format!("verify/after_{entries}"), |b| {
+            b.iter(|| db.verify().unwrap())
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
     targets = floor, commits, reads, transactions
 }
-criterion_main!(benches);
+criterion_group! {
+    name = whole_history;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(5));
+    targets = arrivals, verify
+}
+criterion_main!(benches, whole_history);
