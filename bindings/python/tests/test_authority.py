@@ -99,6 +99,18 @@ def test_a_junior_admin_cannot_revoke_or_demote_the_creator(sides: tuple[Side, S
         bobs.grant(default_key(sides[2].user), "write")
 
 
+def test_a_writer_revoking_the_sole_admin_is_told_it_lacks_the_permission(
+    sides: tuple[Side, Side, Side],
+) -> None:
+    a, b, _ = sides
+    db = a.user.create_db("shared")
+    db.grant(b.key, "write")
+    b.pull(a, db.id)
+    with b.user.load_db(db.id) as bobs:
+        with pytest.raises(mnemo.PermissionDenied, match="admin"):
+            bobs.revoke(a.key)
+
+
 def test_admins_revoking_each_other_apart_leave_the_senior_one_on_every_side(
     sides: tuple[Side, Side, Side],
 ) -> None:
