@@ -148,8 +148,7 @@ impl DatabaseCore {
 
     /// The settings visible to a child of the current tips.
     pub fn current_settings(&self) -> Result<Arc<Settings>> {
-        let tips = self.backend.tips(&self.id)?;
-        let parents = self.parent_metas(&tips.into_iter().map(|(id, _)| id).collect::<Vec<_>>())?;
+        let parents = self.parent_metas(&self.tip_ids()?)?;
         self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
     }
 
@@ -292,12 +291,7 @@ impl DatabaseCore {
         }
         let id = {
             let _guard = self.lock()?;
-            let parents: Vec<EntryId> = self
-                .backend
-                .tips(&self.id)?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
+            let parents = self.tip_ids()?;
             let plan = self.plan(&parents, &author, &ops)?;
             let content = EntryContent {
                 db: Some(self.id),
@@ -440,12 +434,7 @@ impl DatabaseCore {
             }
             return Ok(Outcome::Discarded);
         }
-        let tips: Vec<EntryId> = self
-            .backend
-            .tips(&self.id)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let tips = self.tip_ids()?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
         self.apply(entry, plan.meta, false)?;
         if plan.lowers.is_empty() {
@@ -463,6 +452,16 @@ impl DatabaseCore {
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(Outcome::Applied)
+    }
+
+    /// The ids of the current tips, sorted.
+    fn tip_ids(&self) -> Result<Vec<EntryId>> {
+        Ok(self
+            .backend
+            .tips(&self.id)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Checks everything stored of this database against its entries: every entry's bytes
@@ -492,12 +491,7 @@ impl DatabaseCore {
                 "stored {what} differ from what the entries make"
             )))
         };
-        let tips: Vec<EntryId> = self
-            .backend
-            .tips(&self.id)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let tips = self.tip_ids()?;
         if tips != derived.tips {
             return differ("tips");
         }

@@ -115,6 +115,28 @@ impl SqliteBackend {
         })
     }
 
+    /// The value of `key` that `query` (selecting `value, chk` by key) finds, its row check
+    /// verified ([`Error::Corrupt`] naming `what` otherwise).
+    fn keyed_value(&self, query: &str, key: &str, what: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.reader()?;
+        let row = conn
+            .prepare_cached(query)
+            .and_then(|mut s| {
+                s.query_row(params![key], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(sql_error)?;
+        match row {
+            Some((value, chk)) => {
+                rows::verify(&chk, &[key.as_bytes(), &value], what)?;
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn writer(&self) -> Result<MutexGuard<'_, Connection>> {
         self.writer
             .lock()
@@ -521,23 +543,11 @@ impl Backend for SqliteBackend {
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let conn = self.reader()?;
-        let row = conn
-            .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
-            .and_then(|mut s| {
-                s.query_row(params![key], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .optional()
-            })
-            .map_err(sql_error)?;
-        match row {
-            Some((value, chk)) => {
-                rows::verify(&chk, &[key.as_bytes(), &value], "metadata")?;
-                Ok(Some(value))
-            }
-            None => Ok(None),
-        }
+        self.keyed_value(
+            "SELECT value, chk FROM meta WHERE key = ?1",
+            key,
+            "metadata",
+        )
     }
 
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool> {
@@ -559,23 +569,11 @@ impl Backend for SqliteBackend {
     }
 
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let conn = self.reader()?;
-        let row = conn
-            .prepare_cached("SELECT value, chk FROM secrets WHERE key = ?1")
-            .and_then(|mut s| {
-                s.query_row(params![key], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .optional()
-            })
-            .map_err(sql_error)?;
-        match row {
-            Some((value, chk)) => {
-                rows::verify(&chk, &[key.as_bytes(), &value], "secret")?;
-                Ok(Some(value))
-            }
-            None => Ok(None),
-        }
+        self.keyed_value(
+            "SELECT value, chk FROM secrets WHERE key = ?1",
+            key,
+            "secret",
+        )
     }
 
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
