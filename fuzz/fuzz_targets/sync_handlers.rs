@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use mnemo::backend::MemoryBackend;
-use mnemo::crypto::PrivateKey;
+use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::Permission;
 use mnemo::entry::EntryId;
 use mnemo::sync::handlers::{dispatch, Endpoint};
@@ -23,6 +23,8 @@ struct World {
     engine: Arc<SyncEngine>,
     db: EntryId,
     reader: PrivateKey,
+    /// The device key the client proved in TLS.
+    peer: PublicKey,
 }
 
 static WORLD: LazyLock<World> = LazyLock::new(|| {
@@ -41,6 +43,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         _instance: instance,
         engine,
         reader,
+        peer: PrivateKey::generate().unwrap().public_key(),
     }
 });
 
@@ -61,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     let endpoint = Endpoint::ALL[usize::from(pick) % Endpoint::ALL.len()];
     let signed = endpoint == Endpoint::Db && rest.first().is_some_and(|b| b & 1 == 1);
     if !signed {
-        let _ = dispatch(&world.engine, endpoint, rest);
+        let _ = dispatch(&world.engine, &world.peer, endpoint, rest);
         return;
     }
     let Ok(request) = Request::from_bytes(&rest[1..]) else {
@@ -81,5 +84,5 @@ fuzz_target!(|data: &[u8]| {
         signature: [0; 64],
     };
     env.signature = world.reader.sign(&env.signed_part());
-    let _ = dispatch(&world.engine, endpoint, &env.encode());
+    let _ = dispatch(&world.engine, &world.peer, endpoint, &env.encode());
 });

@@ -27,13 +27,16 @@ impl Handle for mnemo_sync {
     const NAME: &'static str = "mnemo_sync";
 }
 
-/// Serves other instances over HTTP/1.1 on `addr` (e.g. "127.0.0.1:0" for any free port),
+/// Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
 /// from the engine's own threads, until the sync engine is gone (the instance and every sync
-/// handle freed). Several listeners may run at once. Anyone can connect; a database is
-/// served only to requests signed by a key with at least read permission on it. Everything
-/// a connection can hold is bounded (connections in all and per address, request size and
-/// rate, time to send a request, memory for bodies; see SECURITY.md for each default):
-/// over a bound, a peer gets MNEMO_STATUS_BUSY and the listener keeps serving others.
+/// handle freed). Several listeners may run at once. Every connection proves this device's
+/// id (its Ed25519 key) to the client, and the client must prove its own; there is no
+/// plaintext mode. Anyone can connect; a database is served only to requests signed by a
+/// key with at least read permission on it. Everything a connection can hold is bounded
+/// (connections in all and per address, TLS handshakes, request size and rate, time to send
+/// a request, memory for bodies; see SECURITY.md for each default): over a bound, a peer
+/// gets MNEMO_STATUS_BUSY or its connection is closed, and the listener keeps serving
+/// others.
 ///
 /// - `out_bound_addr`: receives the address bound, e.g. "127.0.0.1:40123"; owned, free it
 ///   with `mnemo_string_free`.
@@ -55,16 +58,20 @@ pub unsafe extern "C" fn mnemo_sync_listen(
     })
 }
 
-/// Connects to the peer listening at `peer_addr` ("host:port") and proves device identities
-/// both ways (each side signs a fresh challenge of the other with its device key).
+/// Connects to the peer listening at `peer_addr` in TLS 1.3, in which each side proves its
+/// device id (the handshake is signed with the device's Ed25519 key), and returns the
+/// peer's. `peer_addr` is "host:port", or "ed25519:<key>@host:port" to accept only the
+/// device with that id (a pinned address; tickets pin theirs): any other device at that
+/// address is refused. Every other function taking a peer address accepts the same forms.
 ///
 /// - `out_peer_device_id`: receives the peer's verified device id, "ed25519:…"; owned, free
 ///   it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
-/// "host:port" address with a port from 1 to 65535), MNEMO_STATUS_NETWORK (unreachable,
-/// timeout, protocol error, a proof that does not verify), MNEMO_STATUS_BUSY (the peer is
-/// at one of its limits; retry later). Thread-safe.
+/// "host:port" address with a port from 1 to 65535, a malformed pinned id),
+/// MNEMO_STATUS_NETWORK (unreachable, timeout, a TLS handshake that fails, a peer that does
+/// not prove the pinned id, or that the listener closed because it is at its connection
+/// limits). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_connect(

@@ -2,8 +2,9 @@
 //! of the reply out (or an error, which the listener sends as an [`super::wire::ErrorReply`]).
 //! Synchronous: they read and write storage; the listener runs them on its bounded pool.
 
-use super::wire::{self, Confirm, Envelope, Hello, HelloReply, IdsPage, Request};
+use super::wire::{self, Envelope, IdsPage, Request};
 use super::SyncEngine;
+use crate::crypto::PublicKey;
 use crate::database::settings::auth_key;
 use crate::database::{now_ms, Permission, Registry, SETTINGS_STORE};
 use crate::entry::Entry;
@@ -12,23 +13,17 @@ use crate::error::{Error, Result, Status};
 /// The endpoints of the sync protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// Handshake, step 1: the server proves its device key and issues a challenge.
-    Hello,
-    /// Handshake, step 2: the client proves its device key.
-    Confirm,
     /// A signed request on one database.
     Db,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 3] = [Endpoint::Hello, Endpoint::Confirm, Endpoint::Db];
+    pub const ALL: [Endpoint; 1] = [Endpoint::Db];
 
     /// The endpoint's name in its path (`/mnemo/sync/v1/<name>`).
     pub fn name(self) -> &'static str {
         match self {
-            Endpoint::Hello => "hello",
-            Endpoint::Confirm => "confirm",
             Endpoint::Db => "db",
         }
     }
@@ -40,38 +35,17 @@ impl Endpoint {
     }
 }
 
-/// Handles one request body for `endpoint`.
-pub fn dispatch(sync: &SyncEngine, endpoint: Endpoint, body: &[u8]) -> Result<Vec<u8>> {
+/// Handles one request body for `endpoint`, from the client that proved device key
+/// `_peer` in the TLS handshake.
+pub fn dispatch(
+    sync: &SyncEngine,
+    _peer: &PublicKey,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Vec<u8>> {
     match endpoint {
-        Endpoint::Hello => hello(sync, body),
-        Endpoint::Confirm => confirm(sync, body),
         Endpoint::Db => database(sync, body),
     }
-}
-
-fn hello(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
-    let hello = Hello::decode(body)?;
-    let proof = wire::hello_proof(&hello.nonce, &hello.client, &sync.device_key);
-    let signature = sync.device.sign(&sync.device_key, &proof)?;
-    Ok(HelloReply {
-        server: sync.device_key,
-        signature,
-        nonce: sync.challenges.issue(&hello.client, now_ms())?,
-    }
-    .encode())
-}
-
-fn confirm(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
-    let confirm = Confirm::decode(body)?;
-    let lifetime = sync.limits().challenge_lifetime.as_millis() as u64;
-    sync.challenges
-        .check(&confirm.client, &confirm.nonce, now_ms(), lifetime)?;
-    let proof = wire::confirm_proof(&confirm.nonce, &sync.device_key, &confirm.client);
-    confirm
-        .client
-        .verify(&proof, &confirm.signature)
-        .map_err(|_| Error::PermissionDenied("the peer's device proof does not verify".into()))?;
-    Ok(wire::encode_flags(&[]))
 }
 
 fn no_access() -> Error {

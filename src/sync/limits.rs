@@ -41,8 +41,6 @@ pub struct Limits {
     /// Addresses whose counters a listener remembers; idle ones are forgotten first.
     /// Default 4,096.
     pub max_tracked_addresses: usize,
-    /// How long a handshake challenge stays valid. Default 60 s.
-    pub challenge_lifetime: Duration,
     /// Client: how long connecting to a peer may take. Default 5 s.
     pub connect_timeout: Duration,
     /// Client: how long one request may take, response body included (a trickling peer
@@ -69,7 +67,6 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(10),
             max_tracked_addresses: 4096,
-            challenge_lifetime: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             round_deadline: Duration::from_secs(600),
@@ -94,7 +91,6 @@ impl Limits {
             self.idle_timeout,
             self.body_timeout,
             self.queue_timeout,
-            self.challenge_lifetime,
             self.connect_timeout,
             self.request_timeout,
             self.round_deadline,

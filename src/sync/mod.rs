@@ -1,8 +1,8 @@
-//! Sync between instances over HTTP/1.1.
+//! Sync between instances over HTTP/1.1 in TLS 1.3.
 //!
 //! Enabling sync gives the instance one [`SyncEngine`], shared by reference count. It can
-//! listen (serve other instances), prove device identities to peers
-//! ([`SyncEngine::connect`]), bring one database up to date both ways
+//! listen (serve other instances), prove device identities to peers (every connection's
+//! TLS handshake; [`SyncEngine::connect`]), bring one database up to date both ways
 //! ([`SyncEngine::sync_db`]), and keep databases in sync in the background
 //! ([`SyncEngine::track`]). Every entry received is verified (signature, then permission)
 //! before it becomes visible; a database's entries are served only to requests signed,
@@ -12,8 +12,8 @@
 //! ([`Registry`]), signs as the device through its key ring, and acts for whoever asks
 //! through a [`Requester`].
 
+mod address;
 pub mod handlers;
-mod handshake;
 mod limits;
 mod net;
 mod replay;
@@ -22,7 +22,7 @@ mod state;
 mod track;
 pub mod wire;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -31,7 +31,9 @@ use crate::database::{Database, Registry};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
+pub use address::PeerAddr;
 pub use limits::Limits;
+pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use round::SyncReport;
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
@@ -51,18 +53,17 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
 pub struct SyncEngine {
     registry: Weak<Registry>,
-    /// The device's key ring and key: handshakes prove this identity.
-    device: Arc<dyn KeyRing>,
+    /// The device's key: TLS handshakes prove it, as a listener and as a client.
     device_key: PublicKey,
+    identity: net::tls::TlsIdentity,
     /// `_sync`: cursors per peer and database, and the peers seen.
     state: state::SyncState,
     /// Runs listeners and client requests; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     limits: RwLock<Limits>,
     replay: replay::ReplayGuard,
-    challenges: handshake::Challenges,
-    /// Device ids of the peers this engine connected to, by address.
-    peers: Mutex<HashMap<String, PublicKey>>,
+    /// Peers already recorded in `_sync` since this engine started.
+    recorded_peers: Mutex<HashSet<PublicKey>>,
     listeners: Mutex<Vec<net::listener::Listener>>,
     tracks: Mutex<Vec<Arc<track::Track>>>,
     /// Signalled whenever a background round ends, for [`SyncEngine::flush`].
@@ -90,17 +91,16 @@ impl SyncEngine {
     ) -> Result<Arc<SyncEngine>> {
         let limits = Limits::default();
         let runtime = net::runtime(limits.max_requests_in_flight)?;
-        let challenges = handshake::Challenges::new()?;
+        let identity = net::tls::TlsIdentity::new(device, device_key)?;
         Ok(Arc::new_cyclic(|me| SyncEngine {
             registry: Arc::downgrade(registry),
-            device,
             device_key,
+            identity,
             state: state::SyncState::new(state_db),
             runtime: Some(runtime),
             limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
-            challenges,
-            peers: Mutex::new(HashMap::new()),
+            recorded_peers: Mutex::new(HashSet::new()),
             listeners: Mutex::new(Vec::new()),
             tracks: Mutex::new(Vec::new()),
             progress: (Mutex::new(()), Condvar::new()),
@@ -145,9 +145,14 @@ impl SyncEngine {
     /// returns the address bound. Every resource a connection can hold is bounded by the
     /// engine's [`Limits`].
     pub fn listen(&self, addr: &str) -> Result<String> {
-        check_addr(addr, true)?;
-        let listener =
-            net::listener::Listener::start(self.runtime(), addr, self.me.clone(), self.limits())?;
+        address::check_host_port(addr, true)?;
+        let listener = net::listener::Listener::start(
+            self.runtime(),
+            addr,
+            &self.identity,
+            self.me.clone(),
+            self.limits(),
+        )?;
         let bound = listener.addr();
         self.listeners
             .lock()
@@ -166,11 +171,29 @@ impl SyncEngine {
             .sum()
     }
 
-    /// Proves identities with the peer at `addr` (each side signs the other's challenge with
-    /// its device key) and returns the peer's device id.
+    /// Opens a TLS connection to the peer at `addr` (`host:port`, or
+    /// `ed25519:<key>@host:port` to accept only that device), in which each side proves
+    /// its device key, and returns the peer's device id.
     pub fn connect(&self, addr: &str) -> Result<PublicKey> {
-        check_addr(addr, false)?;
-        self.handshake(addr)
+        let addr = PeerAddr::parse(addr)?;
+        let limits = self.limits();
+        let peer = net::client::PeerConnection::new(self.runtime(), &addr, &self.identity, &limits)
+            .peer()?;
+        self.record_peer(&peer)?;
+        Ok(peer)
+    }
+
+    /// Records in `_sync` that `peer` proved its device key (once per engine).
+    fn record_peer(&self, peer: &PublicKey) -> Result<()> {
+        let first = self
+            .recorded_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*peer);
+        if first {
+            self.state.peer_seen(peer)?;
+        }
+        Ok(())
     }
 
     /// One round with the peer at `addr` for database `db`, as `requester`: pull what the
@@ -183,11 +206,11 @@ impl SyncEngine {
         addr: &str,
         db: &EntryId,
     ) -> Result<SyncReport> {
-        check_addr(addr, false)?;
+        let addr = PeerAddr::parse(addr)?;
         self.state.want(db)?;
         let keys = requester.key_ring();
         let candidates = self.request_keys(&*keys, db)?;
-        self.round(&*keys, &candidates, addr, db)?.into_result()
+        self.round(&*keys, &candidates, &addr, db)?.into_result()
     }
 
     /// Keeps database `db` in sync with the peer at `addr` in the background, as
@@ -197,8 +220,8 @@ impl SyncEngine {
     /// nothing. A database not here yet is first pulled (that round must succeed); one
     /// already here is tracked even while the peer is down.
     pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
-        check_addr(addr, false)?;
-        if self.tracked(addr, db) {
+        let addr = PeerAddr::parse(addr)?;
+        if self.tracked(&addr, db) {
             return Ok(());
         }
         self.state.want(db)?;
@@ -207,14 +230,14 @@ impl SyncEngine {
         if !registry.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
             let candidates = self.request_keys(&*keys, db)?;
-            self.round(&*keys, &candidates, addr, db)?.into_result()?;
+            self.round(&*keys, &candidates, &addr, db)?.into_result()?;
         }
         let key = self.request_keys(&*keys, db)?[0];
         requester.keep(db)?;
-        let track = track::Track::start(self.me.clone(), keys, key, addr, &registry.core(*db))?;
+        let track = track::Track::start(self.me.clone(), keys, key, &addr, &registry.core(*db))?;
         // The round above ran without the lock; a concurrent call may have won meanwhile.
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        if tracks.iter().any(|t| t.is_for(addr, db)) {
+        if tracks.iter().any(|t| t.is_for(&addr, db)) {
             drop(tracks);
             track.stop();
             return Ok(());
@@ -223,7 +246,7 @@ impl SyncEngine {
         Ok(())
     }
 
-    fn tracked(&self, addr: &str, db: &EntryId) -> bool {
+    fn tracked(&self, addr: &PeerAddr, db: &EntryId) -> bool {
         self.tracks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -305,23 +328,6 @@ impl SyncEngine {
             .best_key(&held)
             .map_or(default, |(key, _)| key)])
     }
-}
-
-/// Fails with [`Error::InvalidArgument`] unless `addr` is `host:port` (port 0 only to
-/// listen on any free port).
-fn check_addr(addr: &str, listening: bool) -> Result<()> {
-    let bad = || Error::invalid(format!("'{addr}' is not a host:port address"));
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    if host.is_empty()
-        || host.chars().any(|c| c.is_whitespace() || c == '/')
-        || (host.contains(':') && !bracketed)
-        || (port == 0 && !listening)
-    {
-        return Err(bad());
-    }
-    Ok(())
 }
 
 impl Drop for SyncEngine {

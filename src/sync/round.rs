@@ -1,4 +1,4 @@
-//! Asking a peer: the handshake, and one sync round (pull then push) for a database. A
+//! Asking a peer: one sync round (pull then push) for a database. A
 //! round has a deadline, and each page a peer sends must make progress, so no peer can keep
 //! a round going forever.
 
@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::net::client::PeerConnection;
 use super::state::Direction;
-use super::wire::{self, Confirm, Envelope, Hello, HelloReply, IdsPage, Request};
-use super::SyncEngine;
+use super::wire::{self, Envelope, IdsPage, Request};
+use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, Registry};
 use crate::entry::{Entry, EntryId};
@@ -55,72 +55,22 @@ impl SyncReport {
 }
 
 impl SyncEngine {
-    /// Mutual proof of device keys with the peer at `addr`; remembers and returns its id.
-    pub(super) fn handshake(&self, addr: &str) -> Result<PublicKey> {
-        let limits = self.limits();
-        let mut connection = PeerConnection::new(self.runtime(), addr, &limits);
-        self.handshake_on(&mut connection, addr)
-    }
-
-    fn handshake_on(&self, connection: &mut PeerConnection<'_>, addr: &str) -> Result<PublicKey> {
-        let nonce = random::bytes::<32>()?;
-        let hello = Hello {
-            client: self.device_key,
-            nonce,
-        };
-        let reply = HelloReply::decode(&connection.post("hello", hello.encode())?)?;
-        reply
-            .server
-            .verify(
-                &wire::hello_proof(&nonce, &self.device_key, &reply.server),
-                &reply.signature,
-            )
-            .map_err(|_| {
-                Error::Network(format!("{addr}: the peer's device proof does not verify"))
-            })?;
-        let proof = wire::confirm_proof(&reply.nonce, &reply.server, &self.device_key);
-        let confirm = Confirm {
-            client: self.device_key,
-            nonce: reply.nonce,
-            signature: self.device.sign(&self.device_key, &proof)?,
-        };
-        connection.post("confirm", confirm.encode())?;
-        self.peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr.to_string(), reply.server);
-        self.state.peer_seen(&reply.server)?;
-        Ok(reply.server)
-    }
-
-    fn peer_device(&self, connection: &mut PeerConnection<'_>, addr: &str) -> Result<PublicKey> {
-        let known = self
-            .peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .copied();
-        match known {
-            Some(peer) => Ok(peer),
-            None => self.handshake_on(connection, addr),
-        }
-    }
-
     /// Pulls then pushes database `db` with the peer at `addr`, signing with the first of
     /// `candidates` (keys `keys` holds) that the peer accepts.
     pub(super) fn round(
         &self,
         keys: &dyn KeyRing,
         candidates: &[PublicKey],
-        addr: &str,
+        addr: &PeerAddr,
         db: &EntryId,
     ) -> Result<SyncReport> {
         let (first, rest) = candidates
             .split_first()
             .ok_or_else(|| Error::Internal("a round needs a key to sign with".into()))?;
         let limits = self.limits();
-        let mut connection = PeerConnection::new(self.runtime(), addr, &limits);
-        let peer = self.peer_device(&mut connection, addr)?;
+        let mut connection = PeerConnection::new(self.runtime(), addr, &self.identity, &limits);
+        let peer = connection.peer()?;
+        self.record_peer(&peer)?;
         let mut talk = Exchange {
             sync: self,
             registry: self.registry()?,
@@ -165,7 +115,7 @@ struct Exchange<'a> {
     registry: Arc<Registry>,
     keys: &'a dyn KeyRing,
     key: PublicKey,
-    addr: &'a str,
+    addr: &'a PeerAddr,
     peer: PublicKey,
     db: EntryId,
     connection: PeerConnection<'a>,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::SyncEngine;
+use super::{PeerAddr, SyncEngine};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::database::{Change, DatabaseCore, Subscription};
 use crate::entry::EntryId;
@@ -20,7 +20,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One tracked database.
 pub(super) struct Track {
-    addr: String,
+    addr: PeerAddr,
     db: EntryId,
     /// The local storage position (see `Backend::last_position`) that the last successful
     /// round had pushed up to.
@@ -38,11 +38,11 @@ impl Track {
         sync: Weak<SyncEngine>,
         keys: Arc<dyn KeyRing>,
         key: PublicKey,
-        addr: &str,
+        addr: &PeerAddr,
         db: &DatabaseCore,
     ) -> Result<Arc<Track>> {
         let track = Arc::new(Track {
-            addr: addr.to_string(),
+            addr: addr.clone(),
             db: db.id(),
             pushed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -69,8 +69,10 @@ impl Track {
         Ok(track)
     }
 
-    pub(super) fn is_for(&self, addr: &str, db: &EntryId) -> bool {
-        self.addr == addr && self.db == *db
+    /// Whether this tracks `db` with the peer at `addr`'s host and port (whatever device
+    /// either pins).
+    pub(super) fn is_for(&self, addr: &PeerAddr, db: &EntryId) -> bool {
+        self.addr.host_port == addr.host_port && self.db == *db
     }
 
     pub(super) fn db(&self) -> &EntryId {

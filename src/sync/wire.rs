@@ -23,8 +23,6 @@ pub const BATCH_BYTES: usize = 4 << 20;
 /// How far a signed request's timestamp may be from the server's clock (either way).
 pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 
-const HELLO_DOMAIN: &[u8] = b"mnemo/sync/hello/v1\0";
-const CONFIRM_DOMAIN: &[u8] = b"mnemo/sync/confirm/v1\0";
 const REQUEST_DOMAIN: &[u8] = b"mnemo/sync/request/v1\0";
 
 fn bad(what: &str) -> Error {
@@ -100,100 +98,6 @@ fn key(r: &mut Reader<'_>) -> Result<PublicKey> {
     Ok(PublicKey::from_bytes(
         r.array().map_err(|_| bad("truncated key"))?,
     ))
-}
-
-/// The bytes a peer signs to prove its device key in the handshake.
-pub fn hello_proof(nonce: &[u8; 32], client: &PublicKey, server: &PublicKey) -> Vec<u8> {
-    [HELLO_DOMAIN, nonce, client.as_bytes(), server.as_bytes()].concat()
-}
-
-/// The bytes a client signs to confirm its device key.
-pub fn confirm_proof(nonce: &[u8; 32], server: &PublicKey, client: &PublicKey) -> Vec<u8> {
-    [CONFIRM_DOMAIN, nonce, server.as_bytes(), client.as_bytes()].concat()
-}
-
-/// Handshake, step 1: the client names itself and challenges the server.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Hello {
-    pub client: PublicKey,
-    pub nonce: [u8; 32],
-}
-
-/// The server's answer: its identity, the proof, and its own challenge.
-#[derive(Debug, PartialEq, Eq)]
-pub struct HelloReply {
-    pub server: PublicKey,
-    pub signature: Signature,
-    pub nonce: [u8; 32],
-}
-
-/// Handshake, step 2: the client's proof.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Confirm {
-    pub client: PublicKey,
-    pub nonce: [u8; 32],
-    pub signature: Signature,
-}
-
-impl Hello {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        start(&mut w);
-        w.raw(self.client.as_bytes());
-        w.raw(&self.nonce);
-        w.0
-    }
-    pub fn decode(bytes: &[u8]) -> Result<Hello> {
-        let mut r = open(bytes)?;
-        let m = Hello {
-            client: key(&mut r)?,
-            nonce: r.array().map_err(|_| bad("truncated"))?,
-        };
-        finish(r)?;
-        Ok(m)
-    }
-}
-
-impl HelloReply {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        start(&mut w);
-        w.raw(self.server.as_bytes());
-        w.raw(&self.signature);
-        w.raw(&self.nonce);
-        w.0
-    }
-    pub fn decode(bytes: &[u8]) -> Result<HelloReply> {
-        let mut r = open(bytes)?;
-        let m = HelloReply {
-            server: key(&mut r)?,
-            signature: r.array().map_err(|_| bad("truncated"))?,
-            nonce: r.array().map_err(|_| bad("truncated"))?,
-        };
-        finish(r)?;
-        Ok(m)
-    }
-}
-
-impl Confirm {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        start(&mut w);
-        w.raw(self.client.as_bytes());
-        w.raw(&self.nonce);
-        w.raw(&self.signature);
-        w.0
-    }
-    pub fn decode(bytes: &[u8]) -> Result<Confirm> {
-        let mut r = open(bytes)?;
-        let m = Confirm {
-            client: key(&mut r)?,
-            nonce: r.array().map_err(|_| bad("truncated"))?,
-            signature: r.array().map_err(|_| bad("truncated"))?,
-        };
-        finish(r)?;
-        Ok(m)
-    }
 }
 
 /// What a request on a database asks for.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -15,8 +15,8 @@ use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateW
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
-use mnemo::sync::wire::{self, HelloReply, IdsPage, Request};
-use mnemo::sync::Limits;
+use mnemo::sync::wire::{self, IdsPage, Request};
+use mnemo::sync::{Limits, TlsIdentity};
 use mnemo::{Error, Instance};
 
 use crate::support::{http_post, logged_in};
@@ -201,33 +201,24 @@ fn entries_waiting_for_parents_are_bounded_and_the_overflow_is_refused_as_busy()
     );
 }
 
-/// A fake peer: answers the handshake as a real device, then each database request with
+/// A fake peer: a real device in TLS, that answers each database request with
 /// `answer(request)`: the reply body, or `None` to trickle a reply forever.
 fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let device = PrivateKey::generate().unwrap();
+    let device = Arc::new(PrivateKey::generate().unwrap());
+    let key = device.public_key();
+    let config = TlsIdentity::new(device, key)
+        .unwrap()
+        .server_config()
+        .unwrap();
     thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            while let Some((path, body)) = read_request(&mut stream) {
-                let reply = match path.as_str() {
-                    "/mnemo/sync/v1/hello" => {
-                        let hello = wire::Hello::decode(&body).unwrap();
-                        let proof =
-                            wire::hello_proof(&hello.nonce, &hello.client, &device.public_key());
-                        Some(
-                            HelloReply {
-                                server: device.public_key(),
-                                signature: device.sign(&proof),
-                                nonce: [7; 32],
-                            }
-                            .encode(),
-                        )
-                    }
-                    "/mnemo/sync/v1/confirm" => Some(wire::encode_flags(&[])),
-                    _ => answer(&wire::Envelope::decode(&body).unwrap().request),
-                };
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(tls, tcp);
+            while let Some((_path, body)) = read_request(&mut stream) {
+                let reply = answer(&wire::Envelope::decode(&body).unwrap().request);
                 let ok = match reply {
                     Some(body) => write_reply(&mut stream, &body),
                     None => trickle(&mut stream),
@@ -241,7 +232,7 @@ fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static) -> S
     addr
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+fn read_request(stream: &mut impl Read) -> Option<(String, Vec<u8>)> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -266,16 +257,22 @@ fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     Some((path, body))
 }
 
-fn write_reply(stream: &mut TcpStream, body: &[u8]) -> bool {
+fn write_reply(stream: &mut impl Write, body: &[u8]) -> bool {
     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body).is_ok()
+    stream.write_all(head.as_bytes()).is_ok()
+        && stream.write_all(body).is_ok()
+        && stream.flush().is_ok()
 }
 
 /// Announces a large reply and sends it one byte a second.
-fn trickle(stream: &mut TcpStream) -> bool {
+fn trickle(stream: &mut impl Write) -> bool {
     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n");
     for _ in 0..100_000 {
-        if stream.write_all(&[1]).is_err() {
+        if stream
+            .write_all(&[1])
+            .and_then(|()| stream.flush())
+            .is_err()
+        {
             return false;
         }
         thread::sleep(Duration::from_secs(1));

@@ -192,18 +192,36 @@ pub fn post_head(addr: &str, path: &str, length: u64) -> String {
     )
 }
 
-/// Writes `request` (as far as the server reads it) and returns the response it gets, if
-/// any, within 30 s.
+/// Writes `request` (as far as the server reads it) in a TLS connection made as a fresh
+/// device, and returns the response it gets, if any, within 30 s.
 pub fn http_exchange(addr: &str, request: &[u8]) -> Option<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    let mut stream = tls_connect(addr)?;
     let _ = stream.write_all(request);
+    let _ = stream.flush();
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     parse_response(&response)
+}
+
+/// A TLS connection to the listener at `addr`, as a fresh device (`None` if the listener
+/// refuses it).
+pub fn tls_connect(
+    addr: &str,
+) -> Option<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    let device = std::sync::Arc::new(mnemo::crypto::PrivateKey::generate().unwrap());
+    let key = device.public_key();
+    let identity = mnemo::sync::TlsIdentity::new(device, key).unwrap();
+    let config = identity.client_config(None).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut connection = rustls::ClientConnection::new(config, mnemo::sync::server_name()).unwrap();
+    let mut tcp = tcp;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).ok()?;
+    }
+    Some(rustls::StreamOwned::new(connection, tcp))
 }
 
 /// Splits a complete HTTP/1.1 response into its status code and body.

@@ -40,11 +40,13 @@ class Sync(HandleOwner):
         )
 
     def listen(self, addr: str = "127.0.0.1:0") -> str:
-        """Serves other instances over HTTP/1.1 on ``addr`` (port 0: any free port), from
+        """Serves other instances over TLS 1.3 on ``addr`` (port 0: any free port), from
         the engine's own threads, until the sync engine is gone. Several listeners may run
-        at once. Anyone can connect; a database is served only to requests signed by a key
-        with at least read permission on it. Everything a connection can hold is bounded
-        (see SECURITY.md): a peer over a bound is answered Busy, and others are served.
+        at once. Each connection proves this device's id to the client and the client's to
+        this one; there is no plaintext mode. Anyone can connect; a database is served only
+        to requests signed by a key with at least read permission on it. Everything a
+        connection can hold is bounded (see SECURITY.md): a peer over a bound is answered
+        Busy or its connection closed, and others are served.
 
         Returns the address bound, ``"host:port"`` (e.g. ``"127.0.0.1:40123"``): give it to
         the peers. Raises InvalidArgument for a malformed address, NetworkError if it cannot
@@ -55,13 +57,15 @@ class Sync(HandleOwner):
             return _native.call_string(lib.mnemo_sync_listen, ptr, a)
 
     def connect(self, addr: str) -> str:
-        """Connects to the peer listening at ``addr`` (``"host:port"``) and proves device
-        identities both ways.
+        """Connects to the peer listening at ``addr`` in TLS 1.3, in which each side
+        proves its device id. ``addr`` is ``"host:port"``, or ``"ed25519:<key>@host:port"``
+        to accept only the device with that id (every method taking a peer address accepts
+        both forms).
 
         Returns the peer's verified device id, ``"ed25519:<base64url>"`` (its
         :attr:`mnemo.Instance.device_id`). Raises InvalidArgument for a malformed address,
-        NetworkError if the peer is unreachable, times out, breaks the protocol or fails
-        the proof, Busy if the peer is at one of its limits (retry later).
+        NetworkError if the peer is unreachable, times out, fails the TLS handshake, does
+        not prove the pinned id, or closed the connection at its limits.
         """
         a = _native.encode(addr, "addr")
         with self._handle.use() as ptr:

@@ -1,7 +1,9 @@
-//! Asking a peer over HTTP/1.1: one connection per exchange (a handshake or a round), reused
-//! for its requests. Nothing a peer does can hang the caller: connecting, each request
-//! (response body included) and the whole exchange have deadlines, and a response is
-//! refused if it announces or sends more than the largest message.
+//! Asking a peer over HTTP/1.1 in TLS 1.3: one connection per exchange (a round, a watch),
+//! reused for its requests. The TLS handshake proves the peer's device key (the one pinned
+//! in the address, if any) and ours. Nothing a peer does can hang the caller: connecting
+//! (TLS handshake included), each request (response body included) and the whole exchange
+//! have deadlines, and a response is refused if it announces or sends more than the
+//! largest message.
 
 use std::time::Instant;
 
@@ -14,32 +16,62 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 
 use super::path;
+use super::tls::{self, TlsIdentity};
+use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
+use crate::sync::address::PeerAddr;
 use crate::sync::wire::ErrorReply;
 use crate::sync::Limits;
 
 /// A connection to the peer at one address, for one exchange that ends by `deadline`.
 pub(in crate::sync) struct PeerConnection<'a> {
     runtime: &'a Runtime,
-    addr: &'a str,
+    addr: &'a PeerAddr,
+    identity: &'a TlsIdentity,
     limits: &'a Limits,
     deadline: Instant,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// The device key the peer proved on the last connection.
+    peer: Option<PublicKey>,
 }
 
 impl<'a> PeerConnection<'a> {
-    /// A connection (opened at the first request) to `addr` for an exchange that must end
-    /// within `limits.round_deadline`.
-    pub(in crate::sync) fn new(runtime: &'a Runtime, addr: &'a str, limits: &'a Limits) -> Self {
+    /// A connection (opened at the first request) to `addr`, as `identity`, for an
+    /// exchange that must end within `limits.round_deadline`.
+    pub(in crate::sync) fn new(
+        runtime: &'a Runtime,
+        addr: &'a PeerAddr,
+        identity: &'a TlsIdentity,
+        limits: &'a Limits,
+    ) -> Self {
         PeerConnection {
             runtime,
             addr,
+            identity,
             limits,
             deadline: Instant::now() + limits.round_deadline,
             sender: None,
+            peer: None,
         }
+    }
+
+    /// The peer's device id, proven in the TLS handshake (connecting first if needed).
+    pub(in crate::sync) fn peer(&mut self) -> Result<PublicKey> {
+        if let Some(peer) = self.peer {
+            return Ok(peer);
+        }
+        let (limit, runtime, addr) = (self.limits.connect_timeout, self.runtime, self.addr);
+        runtime.block_on(async {
+            match timeout(limit, self.connected()).await {
+                Ok(connected) => connected.map(drop),
+                Err(_) => Err(Error::Network(format!("{addr}: connecting timed out"))),
+            }
+        })?;
+        self.peer
+            .ok_or_else(|| Error::Internal("connected without a peer identity".into()))
     }
 
     /// POSTs `body` to `endpoint` and returns the reply's body. A refusal by the peer comes
@@ -73,7 +105,7 @@ impl<'a> PeerConnection<'a> {
     }
 
     async fn exchange(&mut self, endpoint: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>)> {
-        let addr = self.addr;
+        let addr = &self.addr.host_port;
         let max = self.limits.max_message_bytes;
         let network =
             |what: &str, e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {what}: {e}"));
@@ -108,22 +140,44 @@ impl<'a> PeerConnection<'a> {
         Ok((status, bytes.to_vec()))
     }
 
-    /// The open connection, connecting first if there is none.
+    /// The open connection, connecting first if there is none: TCP, then a TLS handshake
+    /// in which the peer proves its device key (the pinned one, if the address has one).
     async fn connected(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             return Ok(self.sender.as_mut().expect("checked above"));
         }
-        let addr = self.addr;
+        let addr = &self.addr.host_port;
+        let network = |e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {e}"));
         let stream = timeout(self.limits.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Network(format!("{addr}: connecting timed out")))?
-            .map_err(|e| Error::Network(format!("{addr}: {e}")))?;
+            .map_err(|e| network(&e))?;
         let _ = stream.set_nodelay(true);
+        let connector = TlsConnector::from(self.identity.client_config(self.addr.device)?);
+        let stream = timeout(
+            self.limits.connect_timeout,
+            connector.connect(tls::server_name(), stream),
+        )
+        .await
+        .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
+        .map_err(|e| match self.addr.device {
+            Some(expected) => Error::Network(format!(
+                "{addr}: the peer did not prove device id {expected} ({e})"
+            )),
+            None => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
+        })?;
+        let peer = tls::peer_device(stream.get_ref().1)?;
+        if self.addr.device.is_some_and(|expected| expected != peer) {
+            return Err(Error::Network(format!(
+                "{addr}: the peer proved device id {peer}, not the one expected"
+            )));
+        }
+        self.peer = Some(peer);
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(self.limits.max_header_bytes.max(8192))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Network(format!("{addr}: {e}")))?;
+            .map_err(|e| network(&e))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -138,7 +192,7 @@ impl<'a> PeerConnection<'a> {
             Ok(reply) => Err(Error::from_peer(reply.status, reply.message)),
             Err(_) => Err(Error::Network(format!(
                 "{}: HTTP status {}",
-                self.addr,
+                self.addr.host_port,
                 status.as_u16()
             ))),
         }

@@ -1,8 +1,10 @@
-//! The sync listener: HTTP/1.1 on tokio and hyper, with every resource a stranger could
-//! make it hold bounded ([`Limits`]).
+//! The sync listener: HTTP/1.1 in TLS 1.3 on tokio, rustls and hyper, with every resource a
+//! stranger could make it hold bounded ([`Limits`]).
 //!
-//! - Connections: counted per address and in all; over either cap, a connection is answered
-//!   `503` and closed at once. No thread per connection: each is a task.
+//! - Connections: counted per address and in all; over either cap, a connection is closed
+//!   at once, before any TLS work. No thread per connection: each is a task.
+//! - TLS handshakes: each counts as a request of its address (rate and in-flight share) and
+//!   must end within `idle_timeout`; the client must prove a device key.
 //! - Request heads: at most `max_header_bytes`, within `idle_timeout` of the connection
 //!   opening or of the previous response (slow or idle clients are closed).
 //! - Bodies: a `Content-Length` is required and checked against `max_message_bytes` before
@@ -31,9 +33,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, timeout, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 use super::addresses::{Address, Addresses, Refusal};
-use crate::error::{Error, Result, Status};
+use super::tls::{self, TlsIdentity};
+use crate::crypto::PublicKey;
+use crate::error::{Error, Result};
 use crate::sync::handlers::{self, Endpoint};
 use crate::sync::wire::ErrorReply;
 use crate::sync::{Limits, SyncEngine};
@@ -51,6 +56,7 @@ pub(in crate::sync) struct Listener {
 /// What every connection of one listener shares.
 struct Shared {
     engine: Weak<SyncEngine>,
+    tls: TlsAcceptor,
     limits: Limits,
     addresses: Arc<Addresses>,
     in_flight: Semaphore,
@@ -58,13 +64,15 @@ struct Shared {
 }
 
 impl Listener {
-    /// Binds `addr` and starts accepting on `runtime`.
+    /// Binds `addr` and starts accepting on `runtime`, proving `identity` to clients.
     pub(in crate::sync) fn start(
         runtime: &tokio::runtime::Runtime,
         addr: &str,
+        identity: &TlsIdentity,
         engine: Weak<SyncEngine>,
         limits: Limits,
     ) -> Result<Listener> {
+        let tls = TlsAcceptor::from(identity.server_config()?);
         let socket = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?;
         socket
@@ -81,6 +89,7 @@ impl Listener {
         let addresses = Addresses::new(limits.clone());
         let shared = Arc::new(Shared {
             engine,
+            tls,
             in_flight: Semaphore::new(limits.max_requests_in_flight),
             buffered: Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT),
             addresses: addresses.clone(),
@@ -134,30 +143,11 @@ async fn accept_loop(
             return;
         }
         let _ = stream.set_nodelay(true);
-        match shared.addresses.admit(Address::of(peer.ip())) {
-            Some(guard) => {
-                tokio::spawn(serve_connection(stream, shared.clone(), guard));
-            }
-            None => refuse_connection(stream),
+        // A connection over the caps is closed before any TLS work.
+        if let Some(guard) = shared.addresses.admit(Address::of(peer.ip())) {
+            tokio::spawn(serve_connection(stream, shared.clone(), guard));
         }
     }
-}
-
-/// Answers a connection over the caps with a `503` carrying `MNEMO_STATUS_BUSY`, without
-/// waiting for anything, and closes it.
-fn refuse_connection(stream: TcpStream) {
-    let body = ErrorReply {
-        status: Status::Busy.code(),
-        message: "server busy: too many connections".into(),
-    }
-    .encode();
-    let mut response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
-    let _ = stream.try_write(&response);
 }
 
 async fn serve_connection(
@@ -166,12 +156,17 @@ async fn serve_connection(
     guard: super::addresses::ConnectionGuard,
 ) {
     let address = guard.address();
-    let io = TokioIo::new(WriteDeadline::new(stream, shared.limits.body_timeout));
+    let Some((stream, peer)) = handshake(&shared, address, stream).await else {
+        return;
+    };
+    let io = TokioIo::new(stream);
     let service = {
         let shared = shared.clone();
         service_fn(move |request| {
             let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(respond(&shared, address, request).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(respond(&shared, address, peer, request).await)
+            }
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -186,13 +181,32 @@ async fn serve_connection(
     drop(guard);
 }
 
+/// The TLS handshake of a new connection, as one request of its address: the stream and
+/// the device key the client proved, or `None` (the connection is dropped) if the address
+/// is over its share, the handshake fails or it takes longer than `idle_timeout`.
+async fn handshake(
+    shared: &Shared,
+    address: Address,
+    stream: TcpStream,
+) -> Option<(tokio_rustls::server::TlsStream<WriteDeadline>, PublicKey)> {
+    let _slot = shared.addresses.begin_request(address).ok()?;
+    let stream = WriteDeadline::new(stream, shared.limits.body_timeout);
+    let stream = timeout(shared.limits.idle_timeout, shared.tls.accept(stream))
+        .await
+        .ok()?
+        .ok()?;
+    let peer = tls::peer_device(stream.get_ref().1).ok()?;
+    Some((stream, peer))
+}
+
 /// Handles one request; every refusal is an [`ErrorReply`] with its status.
 async fn respond(
     shared: &Shared,
     address: Address,
+    peer: PublicKey,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    match handle(shared, address, request).await {
+    match handle(shared, address, peer, request).await {
         Ok(body) => response(StatusCode::OK, body, false),
         Err(e) => {
             let code = http_status(&e);
@@ -236,7 +250,12 @@ fn http_status(e: &Error) -> StatusCode {
     }
 }
 
-async fn handle(shared: &Shared, address: Address, request: Request<Incoming>) -> Result<Vec<u8>> {
+async fn handle(
+    shared: &Shared,
+    address: Address,
+    peer: PublicKey,
+    request: Request<Incoming>,
+) -> Result<Vec<u8>> {
     let _request_guard = shared.addresses.begin_request(address).map_err(|refusal| {
         Error::Busy(match refusal {
             Refusal::Rate => "server busy: too many requests from this address".into(),
@@ -261,7 +280,7 @@ async fn handle(shared: &Shared, address: Address, request: Request<Incoming>) -
         .engine
         .upgrade()
         .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
-    tokio::task::spawn_blocking(move || handlers::dispatch(&engine, endpoint, &body))
+    tokio::task::spawn_blocking(move || handlers::dispatch(&engine, &peer, endpoint, &body))
         .await
         .map_err(|e| Error::Internal(format!("a sync handler failed: {e}")))?
 }

@@ -3,8 +3,10 @@
 //! hang. Handlers and rounds above it are synchronous and see bytes in, bytes out.
 
 mod addresses;
+mod certificate;
 pub(super) mod client;
 pub(super) mod listener;
+pub mod tls;
 
 use std::time::Duration;
 
