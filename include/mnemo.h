@@ -567,12 +567,17 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
 
 /**
  * Keeps database `db_id` in sync with the peer at `peer_addr`, as `user`, in the
- * background: first one round like `mnemo_sync_db` (so the database is here), then a push
- * soon after every local commit, a pull every second, and retries with backoff while the
- * peer is unreachable. Subscriptions on the database see remote changes (remote = true).
- * Lasts until the sync engine is gone or the user logs out. Tracking the same database and
- * peer again changes nothing. A database already here is tracked even while the peer is
- * unreachable; one not here yet must first be pulled successfully.
+ * background: first one round like `mnemo_sync_db` if the database is not here yet, then a
+ * push soon after every local commit, a pull soon after every commit of the peer's (a pull
+ * every second as a fallback), and retries with backoff while the peer is unreachable.
+ * Subscriptions on the database see remote changes (remote = true). Tracking is recorded
+ * in the instance: after a restart, it resumes by itself when the user logs in with sync
+ * enabled (or when sync is enabled while the user is logged in), accepting only the device
+ * that answered the first round (or the one `peer_addr` pins). It lasts until
+ * `mnemo_sync_untrack`; it pauses while the sync engine is gone or the user is logged out.
+ * Tracking the same database and peer again changes nothing. A database already here is
+ * tracked even while the peer is unreachable; one not here yet must first be pulled
+ * successfully.
  *
  * Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
  * MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
@@ -580,6 +585,16 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
+
+/**
+ * Stops keeping database `db_id` in sync with the peer at `peer_addr` (its host and port;
+ * a pinned id is ignored) for `user`, and forgets it: it no longer resumes at login.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed id or address), MNEMO_STATUS_NOT_FOUND (the user does not track that database
+ * with that peer), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_untrack(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
 
 /**
  * Waits until every local commit made before this call on a tracked database has been

@@ -37,6 +37,7 @@ struct Inner {
     system: System,
     accounts: Arc<Accounts>,
     sync: OnceLock<Arc<SyncEngine>>,
+    sessions: requester::Sessions,
 }
 
 impl std::fmt::Debug for Instance {
@@ -72,6 +73,7 @@ impl Instance {
                 system,
                 accounts,
                 sync: OnceLock::new(),
+                sessions: requester::Sessions::default(),
             }),
         })
     }
@@ -95,9 +97,15 @@ impl Instance {
 
     /// Logs a user in. Unknown users and wrong passwords both give [`Error::AuthFailed`] after
     /// the same key-derivation work; a disabled user with the right password gets
-    /// [`Error::PermissionDenied`].
+    /// [`Error::PermissionDenied`]. With sync enabled, what the user tracks resumes in the
+    /// background ([`SyncEngine::resume`]).
     pub fn login(&self, username: &str, password: Option<&str>) -> Result<User> {
-        self.inner.accounts.login(username, password)
+        let user = self.inner.accounts.login(username, password)?;
+        if let Some(sync) = self.inner.sync.get() {
+            sync.resume(&user)?;
+        }
+        self.inner.sessions.remember(&user);
+        Ok(user)
     }
 
     /// Every username, sorted.
@@ -118,7 +126,8 @@ impl Instance {
     }
 
     /// Enables sync (idempotent: also from several threads at once) and returns the
-    /// instance's one [`SyncEngine`]. Creates the `_sync` system database on first use.
+    /// instance's one [`SyncEngine`]. Creates the `_sync` system database on first use. What
+    /// the users logged in now track resumes in the background.
     pub fn enable_sync(&self) -> Result<Arc<SyncEngine>> {
         if let Some(sync) = self.inner.sync.get() {
             return Ok(sync.clone());
@@ -132,7 +141,18 @@ impl Instance {
             inner.system.device_key(),
             state,
         )?;
-        Ok(inner.sync.get_or_init(|| engine).clone())
+        let mut made = false;
+        let sync = inner
+            .sync
+            .get_or_init(|| {
+                made = true;
+                engine
+            })
+            .clone();
+        if made {
+            inner.sessions.resume_all(&sync)?;
+        }
+        Ok(sync)
     }
 
     /// The instance's [`SyncEngine`]; [`Error::SyncDisabled`] before

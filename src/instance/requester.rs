@@ -1,7 +1,8 @@
 //! How a logged-in user asks peers: the glue that lets sync act for a [`User`] without
-//! either room importing the other.
+//! either room importing the other, and the sessions sync resumes tracking for when it is
+//! enabled after they logged in.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::crypto::KeyRing;
 use crate::entry::EntryId;
@@ -17,5 +18,66 @@ impl Requester for User {
     /// A database kept in sync for a user is in the user's list, as if loaded.
     fn keep(&self, db: &EntryId) -> Result<()> {
         self.load_db(db).map(drop)
+    }
+
+    fn requester_id(&self) -> String {
+        self.id().to_string()
+    }
+}
+
+/// A session known only by its user id and key ring: what resuming needs (the databases
+/// it tracks are already in the user's list).
+struct Session {
+    id: String,
+    keys: Arc<dyn KeyRing>,
+}
+
+impl Requester for Session {
+    fn key_ring(&self) -> Arc<dyn KeyRing> {
+        self.keys.clone()
+    }
+
+    fn keep(&self, _db: &EntryId) -> Result<()> {
+        Ok(())
+    }
+
+    fn requester_id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// The sessions logged in on an instance, held weakly: when sync is enabled after a user
+/// logged in, what that user tracks resumes too.
+#[derive(Default)]
+pub(super) struct Sessions(Mutex<Vec<(String, Weak<dyn KeyRing>)>>);
+
+impl Sessions {
+    /// Remembers `user`'s session (forgetting sessions gone meanwhile).
+    pub(super) fn remember(&self, user: &User) {
+        let mut sessions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.retain(|(_, keys)| keys.strong_count() > 0);
+        sessions.push((user.id().to_string(), Arc::downgrade(&user.key_ring())));
+    }
+
+    /// Resumes tracking on `sync` for every session still logged in.
+    pub(super) fn resume_all(&self, sync: &crate::sync::SyncEngine) -> Result<()> {
+        let live: Vec<Session> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, keys)| {
+                let keys = keys.upgrade()?;
+                keys.ensure_usable().ok()?;
+                Some(Session {
+                    id: id.clone(),
+                    keys,
+                })
+            })
+            .collect();
+        for session in live {
+            sync.resume(&session)?;
+        }
+        Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod replay;
 mod round;
 mod state;
 mod track;
+mod tracking;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -45,6 +46,10 @@ pub trait Requester {
     /// Records that database `db`, now stored here, is kept in sync for this requester (a
     /// user adds it to the databases it tracks).
     fn keep(&self, db: &EntryId) -> Result<()>;
+
+    /// A stable id of the requester (a user's account id): what it tracks is recorded
+    /// under it and resumed for it.
+    fn requester_id(&self) -> String;
 }
 
 /// How long dropping an engine waits for its handlers in progress to finish.
@@ -211,91 +216,6 @@ impl SyncEngine {
         let keys = requester.key_ring();
         let candidates = self.request_keys(&*keys, db)?;
         self.round(&*keys, &candidates, &addr, db)?.into_result()
-    }
-
-    /// Keeps database `db` in sync with the peer at `addr` in the background, as
-    /// `requester`: pushes soon after every local commit, pulls every second, retries with
-    /// backoff while the peer is down. Lasts until the engine is dropped or the requester's
-    /// key ring stops signing (logout). Tracking the same database and peer again changes
-    /// nothing. A database not here yet is first pulled (that round must succeed); one
-    /// already here is tracked even while the peer is down.
-    pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
-        let addr = PeerAddr::parse(addr)?;
-        if self.tracked(&addr, db) {
-            return Ok(());
-        }
-        self.state.want(db)?;
-        let keys = requester.key_ring();
-        let registry = self.registry()?;
-        if !registry.exists(db)? {
-            // Bring the database here first, so it can be kept and watched.
-            let candidates = self.request_keys(&*keys, db)?;
-            self.round(&*keys, &candidates, &addr, db)?.into_result()?;
-        }
-        let key = self.request_keys(&*keys, db)?[0];
-        requester.keep(db)?;
-        let track = track::Track::start(self.me.clone(), keys, key, &addr, &registry.core(*db))?;
-        // The round above ran without the lock; a concurrent call may have won meanwhile.
-        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        if tracks.iter().any(|t| t.is_for(&addr, db)) {
-            drop(tracks);
-            track.stop();
-            return Ok(());
-        }
-        tracks.push(track);
-        Ok(())
-    }
-
-    fn tracked(&self, addr: &PeerAddr, db: &EntryId) -> bool {
-        self.tracks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|t| t.is_for(addr, db))
-    }
-
-    /// Waits until every local commit made before this call has been pushed by the
-    /// background tracking, or `timeout` passes ([`Error::Network`]).
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        let deadline = std::time::Instant::now() + timeout;
-        let tracks: Vec<Arc<track::Track>> = self
-            .tracks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut targets = Vec::with_capacity(tracks.len());
-        for t in tracks {
-            let target = self.local_position(t.db())?;
-            t.poke();
-            targets.push((t, target));
-        }
-        let (lock, signal) = &self.progress;
-        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let behind: Vec<&Arc<track::Track>> = targets
-                .iter()
-                .filter(|(t, target)| t.pushed() < *target)
-                .map(|(t, _)| t)
-                .collect();
-            if behind.is_empty() {
-                return Ok(());
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                let reason = behind
-                    .iter()
-                    .find_map(|t| t.last_error())
-                    .unwrap_or_else(|| "still pushing".into());
-                return Err(Error::Network(format!(
-                    "{} tracked database(s) not pushed within the timeout ({reason})",
-                    behind.len()
-                )));
-            }
-            guard = signal
-                .wait_timeout(guard, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

@@ -16,6 +16,8 @@ use crate::error::{Error, Result, Status};
 /// What one round moved.
 #[derive(Debug, Default)]
 pub struct SyncReport {
+    /// The device id the peer proved.
+    pub peer: Option<PublicKey>,
     /// Entries received from the peer and taken (applied or waiting for parents).
     pub pulled: usize,
     /// Entries the peer took from us.
@@ -81,7 +83,10 @@ impl SyncEngine {
             db: *db,
             connection,
         };
-        let mut report = SyncReport::default();
+        let mut report = SyncReport {
+            peer: Some(peer),
+            ..SyncReport::default()
+        };
         let theirs = wire::decode_ids(&talk.tips_with_any(rest)?)?;
         let ours: Vec<EntryId> = talk
             .registry

@@ -1,9 +1,10 @@
 //! What sync remembers in the `_sync` system database: the peers that proved their device
-//! key, how far each round got per peer, database and direction, and the databases local
-//! users asked for.
+//! key, how far each round got per peer, database and direction, the databases local
+//! users asked for, and what each local user tracks (resumed when the user logs in).
 
 use serde::{Deserialize, Serialize};
 
+use super::PeerAddr;
 use crate::crypto::PublicKey;
 use crate::database::{now_ms, Database, Table};
 use crate::entry::EntryId;
@@ -16,6 +17,29 @@ const CURSORS: Table<u64> = Table::new("cursors", "sync cursor");
 /// Databases a local user asked for (synced or tracked by id), by id: only these may
 /// arrive here by push from a peer before this instance holds them.
 const WANTED: Table<WantedRecord> = Table::new("wanted", "wanted database");
+
+/// What local users track, by [`track_key`].
+const TRACKS: Table<TrackRecord> = Table::new("tracks", "tracked database");
+
+/// A database a local user keeps in sync with a peer.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrackRecord {
+    /// The user's id.
+    requester: String,
+    db: EntryId,
+    /// The peer's `host:port`.
+    host_port: String,
+    /// The device id the peer proved (or was pinned to) when tracking began, if known:
+    /// resumed tracking accepts only that device.
+    device: Option<PublicKey>,
+    /// When tracking began, milliseconds since the Unix epoch.
+    since: u64,
+}
+
+/// The key of a track: `<requester>/<database>/<host:port>`.
+fn track_key(requester: &str, db: &EntryId, host_port: &str) -> String {
+    format!("{requester}/{db}/{host_port}")
+}
 
 /// A database a local user asked for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +103,61 @@ impl SyncState {
     /// Whether a local user asked for database `db`.
     pub(super) fn wants(&self, db: &EntryId) -> Result<bool> {
         Ok(WANTED.get(&self.db, &db.to_text())?.is_some())
+    }
+
+    /// Records that user `requester` tracks `db` with the peer at `addr` (pinned to the
+    /// device it names, if any).
+    pub(super) fn record_track(
+        &self,
+        requester: &str,
+        db: &EntryId,
+        addr: &PeerAddr,
+    ) -> Result<()> {
+        let record = TrackRecord {
+            requester: requester.to_string(),
+            db: *db,
+            host_port: addr.host_port.clone(),
+            device: addr.device,
+            since: now_ms(),
+        };
+        TRACKS
+            .put(
+                &self.db,
+                &track_key(requester, db, &addr.host_port),
+                &record,
+            )
+            .map(drop)
+    }
+
+    /// Forgets that `requester` tracks `db` at `host_port`; whether it did.
+    pub(super) fn forget_track(
+        &self,
+        requester: &str,
+        db: &EntryId,
+        host_port: &str,
+    ) -> Result<bool> {
+        match TRACKS.delete(&self.db, &track_key(requester, db, host_port)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What `requester` tracks: each database with its peer's address (pinned when the
+    /// device was known).
+    pub(super) fn tracks_of(&self, requester: &str) -> Result<Vec<(EntryId, PeerAddr)>> {
+        Ok(TRACKS
+            .all(&self.db)?
+            .into_iter()
+            .filter(|(_, r)| r.requester == requester)
+            .map(|(_, r)| {
+                let addr = PeerAddr {
+                    device: r.device,
+                    host_port: r.host_port,
+                };
+                (r.db, addr)
+            })
+            .collect())
     }
 
     /// The cursor of `peer`, `db`, `direction` (0 before the first round).

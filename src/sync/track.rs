@@ -20,12 +20,16 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// One tracked database.
 pub(super) struct Track {
+    /// The id of the user it runs for.
+    who: String,
     addr: PeerAddr,
     db: EntryId,
     /// The local storage position (see `Backend::last_position`) that the last successful
     /// round had pushed up to.
     pushed: AtomicU64,
     stop: AtomicBool,
+    /// Set when the thread has ended (stopped, or its user logged out).
+    finished: AtomicBool,
     wake: (Mutex<bool>, Condvar),
     last_error: Mutex<Option<String>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -33,19 +37,23 @@ pub(super) struct Track {
 }
 
 impl Track {
-    /// Starts tracking database `db` with the peer at `addr`, signing as `key` from `keys`.
+    /// Starts tracking database `db` with the peer at `addr` for user `who`, signing as
+    /// `key` from `keys`.
     pub(super) fn start(
         sync: Weak<SyncEngine>,
+        who: &str,
         keys: Arc<dyn KeyRing>,
         key: PublicKey,
         addr: &PeerAddr,
         db: &DatabaseCore,
     ) -> Result<Arc<Track>> {
         let track = Arc::new(Track {
+            who: who.to_string(),
             addr: addr.clone(),
             db: db.id(),
             pushed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             last_error: Mutex::new(None),
             thread: Mutex::new(None),
@@ -63,16 +71,24 @@ impl Track {
         let worker = track.clone();
         let handle = thread::Builder::new()
             .name("mnemo-sync-track".into())
-            .spawn(move || worker.run(&sync, &*keys, &key))
+            .spawn(move || {
+                worker.run(&sync, &*keys, &key);
+                worker.finished.store(true, Ordering::Release);
+            })
             .map_err(|e| Error::Internal(format!("cannot start a sync thread: {e}")))?;
         *track.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(track)
     }
 
-    /// Whether this tracks `db` with the peer at `addr`'s host and port (whatever device
-    /// either pins).
-    pub(super) fn is_for(&self, addr: &PeerAddr, db: &EntryId) -> bool {
-        self.addr.host_port == addr.host_port && self.db == *db
+    /// Whether this tracks `db` for user `who` with the peer at `addr`'s host and port
+    /// (whatever device either pins).
+    pub(super) fn is_for(&self, who: &str, addr: &PeerAddr, db: &EntryId) -> bool {
+        self.who == who && self.addr.host_port == addr.host_port && self.db == *db
+    }
+
+    /// Whether its thread still runs (not stopped, its user not logged out).
+    pub(super) fn is_running(&self) -> bool {
+        !self.finished.load(Ordering::Acquire)
     }
 
     pub(super) fn db(&self) -> &EntryId {

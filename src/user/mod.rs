@@ -84,6 +84,12 @@ impl User {
         &self.username
     }
 
+    /// The account's id: random, fixed at creation, never reused (a name can be, after the
+    /// account is deleted).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The session's key ring: what databases and sync sign with on this user's behalf.
     /// It stops signing when the session logs out.
     pub fn key_ring(&self) -> Arc<dyn KeyRing> {

@@ -97,6 +97,11 @@ static void test_sync_round_trip(void) {
     EXPECT_OK(mnemo_sync_flush(b.sync, 10000));
     EXPECT_OK(mnemo_db_get(db, "notes", "tracked", &text));
     EXPECT_STR(text, "true");
+    /* Untracking stops it and forgets it; a second time there is nothing to untrack. */
+    EXPECT_OK(mnemo_sync_untrack(b.sync, b.user, addr, db_id));
+    EXPECT(mnemo_sync_untrack(b.sync, b.user, addr, db_id), MNEMO_STATUS_NOT_FOUND);
+    EXPECT(mnemo_sync_untrack(b.sync, b.user, "nonsense", db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_untrack(NULL, b.user, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
 
     /* Bad input. */
     EXPECT(mnemo_sync_listen(NULL, "127.0.0.1:0", &text), MNEMO_STATUS_INVALID_ARGUMENT);

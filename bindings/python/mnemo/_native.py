@@ -124,6 +124,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_sync_connect": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_sync_db": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_track": (status_t, [handle_t, handle_t, str_t, str_t]),
+    "mnemo_sync_untrack": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_flush": (status_t, [handle_t, c_uint32]),
     "mnemo_sync_free": (None, [handle_t]),
 }

@@ -96,16 +96,29 @@ class Sync(HandleOwner):
 
     def track(self, user: User, addr: str, db_id: str) -> None:
         """Keeps database ``db_id`` in sync with the peer at ``addr``, as ``user``, in the
-        background: first one round like :meth:`sync_db` (so the database is here and
-        :meth:`mnemo.User.load_db` opens it), then a push soon after every local commit, a
-        pull every second, and retries with backoff while the peer is unreachable.
-        Subscriptions on the database then see remote changes (``remote`` True).
+        background: first one round like :meth:`sync_db` if the database is not here yet
+        (then :meth:`mnemo.User.load_db` opens it), then a push soon after every local
+        commit, a pull soon after every commit of the peer's (every second as a fallback),
+        and retries with backoff while the peer is unreachable. Subscriptions on the
+        database then see remote changes (``remote`` True).
 
-        Lasts until the sync engine is gone (every reference and the instance closed) or
-        the user logs out. Tracking the same database and peer again changes nothing.
-        Raises as :meth:`sync_db` (from the first round).
+        Tracking is recorded: after a restart it resumes by itself when the user logs in
+        with sync enabled (or sync is enabled while the user is logged in), accepting only
+        the device that answered now (or the one ``addr`` pins). It lasts until
+        :meth:`untrack`, pausing while the engine is gone or the user is logged out.
+        Tracking the same database and peer again changes nothing. Raises as
+        :meth:`sync_db` (from the first round).
         """
         self._with_user(lib.mnemo_sync_track, user, addr, db_id)
+
+    def untrack(self, user: User, addr: str, db_id: str) -> None:
+        """Stops keeping ``db_id`` in sync with the peer at ``addr`` (its host and port)
+        for ``user``, and forgets it: it no longer resumes at login.
+
+        Raises NotFound if the user does not track it, InvalidArgument for a malformed
+        address or id, LoggedOut, StorageError.
+        """
+        self._with_user(lib.mnemo_sync_untrack, user, addr, db_id)
 
     def flush(self, timeout_ms: int = 10000) -> None:
         """Waits until every local commit made before this call on a tracked database has

@@ -4,70 +4,17 @@ the device that must answer."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from contextlib import ExitStack
 from typing import Iterator
 
 import pytest
+from proxy import Proxy
 
 import mnemo
 
 SECRET_NAME = "diary-of-a-very-private-person"
 SECRET_STORE = "confidential-store"
 SECRET_VALUE = "the-launch-code-is-0000"
-
-
-class Proxy:
-    """Forwards connections on a loopback port to `upstream`, keeping every byte that
-    passes. With `flip_at`, the byte at that offset of the first connection's server-to-
-    client stream is changed once."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.addr = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.seen = bytearray()
-        self.lock = threading.Lock()
-        self.flip_at: int | None = None
-        self.flipped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            flip = self.flip_at if not self.flipped else None
-            self.flipped = self.flipped or flip is not None
-            threading.Thread(target=self._pump, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, flip), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, flip_at: int | None) -> None:
-        passed = 0
-        try:
-            while chunk := source.recv(65536):
-                data = bytearray(chunk)
-                if flip_at is not None and passed <= flip_at < passed + len(data):
-                    data[flip_at - passed] ^= 0x40
-                passed += len(data)
-                with self.lock:
-                    self.seen += data
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 class Sides:

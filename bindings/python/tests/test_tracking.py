@@ -1,0 +1,169 @@
+"""Tracking that survives restarts, and changes pushed both ways: bob's instance (a SQLite
+file, closed and reopened) tracks alice's database on a listening instance."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from proxy import Proxy
+
+import mnemo
+
+TIMEOUT = 15
+
+
+class Alice:
+    """A listening instance whose user alice owns database "tracked", and grants bob."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.inst = stack.enter_context(mnemo.Instance.open("memory:"))
+        self.inst.create_user("alice")
+        self.inst.enable_sync()
+        self.user = stack.enter_context(self.inst.login("alice"))
+        self.sync = stack.enter_context(self.inst.sync)
+        self.addr = self.sync.listen()
+        self.db = stack.enter_context(self.user.create_db("tracked"))
+        self.db.set("s", "first", 1)
+
+
+@pytest.fixture
+def alice() -> Iterator[Alice]:
+    with ExitStack() as stack:
+        yield Alice(stack)
+
+
+class Arrivals:
+    """Counts the remote changes a subscription sees, and waits for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def __call__(self, db_id: str, entry_id: str, remote: bool) -> None:
+        if remote:
+            with self.changed:
+                self.count += 1
+                self.changed.notify_all()
+
+    def wait_for(self, count: int) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.count >= count, timeout=TIMEOUT)
+
+
+def bob_instance(path: Path) -> mnemo.Instance:
+    inst = mnemo.Instance.open(f"sqlite:{path}")
+    if "bob" not in inst.list_users():
+        inst.create_user("bob")
+    return inst
+
+
+def bob_key(bob: mnemo.User) -> str:
+    return next(k.pubkey for k in bob.list_keys() if k.is_default)
+
+
+def start_tracking(alice: Alice, path: Path, addr: str | None = None) -> None:
+    """Bob's first session: granted write, tracks alice's database at `addr`."""
+    with bob_instance(path) as inst, inst.login("bob") as bob:
+        alice.db.grant(bob_key(bob), "write")
+        inst.enable_sync()
+        with inst.sync as sync:
+            sync.track(bob, addr or alice.addr, alice.db.id)
+
+
+@pytest.mark.parametrize("sync_first", [True, False], ids=["sync-then-login", "login-then-sync"])
+def test_tracking_resumes_after_a_restart_without_calling_track(
+    alice: Alice, tmp_path: Path, sync_first: bool
+) -> None:
+    path = tmp_path / "bob.db"
+    start_tracking(alice, path)
+    alice.db.set("s", "while bob was away", 2)
+    with bob_instance(path) as inst, ExitStack() as stack:
+        if sync_first:
+            inst.enable_sync()
+            bob = stack.enter_context(inst.login("bob"))
+        else:
+            bob = stack.enter_context(inst.login("bob"))
+            inst.enable_sync()
+        sync = stack.enter_context(inst.sync)
+        copy = stack.enter_context(bob.load_db(alice.db.id))
+        arrivals = Arrivals()
+        stack.enter_context(copy.subscribe(arrivals))
+        for i in range(3):
+            alice.db.set("s", f"after restart {i}", i)
+        assert arrivals.wait_for(1)
+        deadline_ok = False
+        for _ in range(100):
+            if copy.get_all("s").get("after restart 2") == 2:
+                deadline_ok = True
+                break
+            threading.Event().wait(0.1)
+        assert deadline_ok, copy.get_all("s")
+        assert copy.get("s", "while bob was away") == 2
+        # Bob's own commits go back by themselves too.
+        copy.set("s", "from bob", True)
+        sync.flush(timeout_ms=TIMEOUT * 1000)
+        assert alice.db.get("s", "from bob") is True
+
+
+def test_untrack_stops_and_forgets(alice: Alice, tmp_path: Path) -> None:
+    path = tmp_path / "bob.db"
+    start_tracking(alice, path)
+    with bob_instance(path) as inst:
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            sync.untrack(bob, alice.addr, alice.db.id)
+            with pytest.raises(mnemo.NotFound):
+                sync.untrack(bob, alice.addr, alice.db.id)
+            with bob.load_db(alice.db.id) as copy:
+                copy.set("s", "not pushed", 1)
+            sync.flush(timeout_ms=1000)  # nothing is tracked: nothing to wait for
+    with bob_instance(path) as inst:
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            with pytest.raises(mnemo.NotFound):
+                sync.untrack(bob, alice.addr, alice.db.id)
+            sync.flush(timeout_ms=1000)
+    with pytest.raises(mnemo.NotFound):
+        alice.db.get("s", "not pushed")
+
+
+def test_resumed_tracking_accepts_only_the_device_that_answered_first(
+    alice: Alice, tmp_path: Path
+) -> None:
+    path = tmp_path / "bob.db"
+    proxy = Proxy(alice.addr)
+    try:
+        start_tracking(alice, path, proxy.addr)
+        # Another instance now answers at the address bob tracks.
+        with mnemo.Instance.open("memory:") as impostor:
+            impostor.enable_sync()
+            with impostor.sync as fake:
+                proxy.retarget(fake.listen())
+                with bob_instance(path) as inst:
+                    inst.enable_sync()
+                    with inst.login("bob") as bob, inst.sync as sync:
+                        with bob.load_db(alice.db.id) as copy:
+                            copy.set("s", "for alice only", 1)
+                        with pytest.raises(mnemo.NetworkError, match="did not prove"):
+                            sync.flush(timeout_ms=3000)
+    finally:
+        proxy.close()
+
+
+def test_untrack_rejects_bad_arguments(alice: Alice) -> None:
+    with mnemo.Instance.open("memory:") as inst:
+        inst.create_user("bob")
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            with pytest.raises(mnemo.InvalidArgument):
+                sync.untrack(bob, "nonsense", alice.db.id)
+            with pytest.raises(mnemo.InvalidArgument):
+                sync.untrack(bob, alice.addr, "sha256:nope")
+            with pytest.raises(mnemo.NotFound):
+                sync.untrack(bob, alice.addr, alice.db.id)
+            with pytest.raises(TypeError):
+                sync.untrack("bob", alice.addr, alice.db.id)  # type: ignore[arg-type]

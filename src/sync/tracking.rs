@@ -1,0 +1,160 @@
+//! Background tracking, as the engine manages it: starting and stopping [`Track`]s, recording
+//! them in `_sync` so they resume when their user logs in again, and waiting for pushes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::track::Track;
+use super::{PeerAddr, Requester, SyncEngine};
+use crate::crypto::KeyRing;
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+impl SyncEngine {
+    /// Keeps database `db` in sync with the peer at `addr` in the background, as
+    /// `requester`: pushes soon after every local commit, learns of the peer's commits as
+    /// they happen (a pull every second as a fallback), retries with backoff while the peer
+    /// is down. A database not here yet is first pulled (that round must succeed); one
+    /// already here is tracked even while the peer is down. Tracking is recorded: when the
+    /// same user logs in again with sync enabled (after a restart too), it resumes, accepting
+    /// only the device that answered now (or the one `addr` pins). It lasts until
+    /// [`SyncEngine::untrack`], the engine is dropped or the user logs out. Tracking the same
+    /// database and peer again changes nothing.
+    pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
+        let mut addr = PeerAddr::parse(addr)?;
+        let keys = requester.key_ring();
+        keys.ensure_usable()?;
+        let who = requester.requester_id();
+        if self.running(&who, &addr, db) {
+            return Ok(());
+        }
+        self.state.want(db)?;
+        if !self.registry()?.exists(db)? {
+            // Bring the database here first, so it can be kept and watched.
+            let candidates = self.request_keys(&*keys, db)?;
+            let report = self.round(&*keys, &candidates, &addr, db)?.into_result()?;
+            if let Some(peer) = report.peer {
+                addr = addr.pinned(peer);
+            }
+        }
+        requester.keep(db)?;
+        self.state.record_track(&who, db, &addr)?;
+        self.start_track(&who, keys, &addr, db)
+    }
+
+    /// Stops tracking `db` with the peer at `addr` for `requester`, and forgets it (it no
+    /// longer resumes). [`Error::NotFound`] if the user did not track it.
+    pub fn untrack(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
+        let addr = PeerAddr::parse(addr)?;
+        requester.key_ring().ensure_usable()?;
+        let who = requester.requester_id();
+        let forgotten = self.state.forget_track(&who, db, &addr.host_port)?;
+        let stopped: Vec<Arc<Track>> = {
+            let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            let (stop, keep) = std::mem::take(&mut *tracks)
+                .into_iter()
+                .partition(|t| t.is_for(&who, &addr, db));
+            *tracks = keep;
+            stop
+        };
+        let running = stopped.iter().any(|t| t.is_running());
+        for t in stopped {
+            t.stop();
+        }
+        if !forgotten && !running {
+            return Err(Error::NotFound(format!(
+                "this user does not track {db} with {}",
+                addr.host_port
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts again, in the background, what `requester` tracks (as recorded by
+    /// [`SyncEngine::track`]): called when a user logs in with sync enabled, and for users
+    /// logged in when sync is enabled. Databases no longer here are skipped.
+    pub fn resume(&self, requester: &dyn Requester) -> Result<()> {
+        let keys = requester.key_ring();
+        keys.ensure_usable()?;
+        let who = requester.requester_id();
+        let registry = self.registry()?;
+        for (db, addr) in self.state.tracks_of(&who)? {
+            if registry.exists(&db)? {
+                self.start_track(&who, keys.clone(), &addr, &db)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a [`Track`] unless one runs already for the same user, peer and database.
+    fn start_track(
+        &self,
+        who: &str,
+        keys: Arc<dyn KeyRing>,
+        addr: &PeerAddr,
+        db: &EntryId,
+    ) -> Result<()> {
+        let key = self.request_keys(&*keys, db)?[0];
+        let core = self.registry()?.core(*db);
+        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        tracks.retain(|t| t.is_running());
+        if tracks.iter().any(|t| t.is_for(who, addr, db)) {
+            return Ok(());
+        }
+        tracks.push(Track::start(self.me.clone(), who, keys, key, addr, &core)?);
+        Ok(())
+    }
+
+    /// Whether a track runs for `who`, `addr` and `db`.
+    fn running(&self, who: &str, addr: &PeerAddr, db: &EntryId) -> bool {
+        self.tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|t| t.is_for(who, addr, db) && t.is_running())
+    }
+
+    /// Waits until every local commit made before this call has been pushed by the
+    /// background tracking, or `timeout` passes ([`Error::Network`]).
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let tracks: Vec<Arc<Track>> = self
+            .tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut targets = Vec::with_capacity(tracks.len());
+        for t in tracks {
+            let target = self.local_position(t.db())?;
+            t.poke();
+            targets.push((t, target));
+        }
+        let (lock, signal) = &self.progress;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let behind: Vec<&Arc<Track>> = targets
+                .iter()
+                .filter(|(t, target)| t.pushed() < *target)
+                .map(|(t, _)| t)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let reason = behind
+                    .iter()
+                    .find_map(|t| t.last_error())
+                    .unwrap_or_else(|| "still pushing".into());
+                return Err(Error::Network(format!(
+                    "{} tracked database(s) not pushed within the timeout ({reason})",
+                    behind.len()
+                )));
+            }
+            guard = signal
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
