@@ -2,12 +2,14 @@
 //! of the reply out (or an error, which the listener sends as an [`super::wire::ErrorReply`]).
 //! Synchronous: they read and write storage; the listener runs them on its bounded pool.
 
+use std::sync::Arc;
+
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::SyncEngine;
 use crate::crypto::PublicKey;
 use crate::database::settings::auth_key;
-use crate::database::{now_ms, Permission, Registry, SETTINGS_STORE};
-use crate::entry::Entry;
+use crate::database::{now_ms, DatabaseCore, Permission, Registry, SETTINGS_STORE};
+use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// The endpoints of the sync protocol.
@@ -15,16 +17,20 @@ use crate::error::{Error, Result, Status};
 pub enum Endpoint {
     /// A signed request on one database.
     Db,
+    /// A signed long poll for one database's next change ([`Request::Watch`]); the
+    /// listener holds it without a handler thread (see [`admit_watch`]).
+    Watch,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 1] = [Endpoint::Db];
+    pub const ALL: [Endpoint; 2] = [Endpoint::Db, Endpoint::Watch];
 
     /// The endpoint's name in its path (`/mnemo/sync/v1/<name>`).
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Db => "db",
+            Endpoint::Watch => "watch",
         }
     }
 
@@ -36,7 +42,8 @@ impl Endpoint {
 }
 
 /// Handles one request body for `endpoint`, from the client that proved device key
-/// `_peer` in the TLS handshake.
+/// `_peer` in the TLS handshake. A watch is answered at once with the current position
+/// here (the listener waits for changes itself, through [`admit_watch`]).
 pub fn dispatch(
     sync: &SyncEngine,
     _peer: &PublicKey,
@@ -45,17 +52,53 @@ pub fn dispatch(
 ) -> Result<Vec<u8>> {
     match endpoint {
         Endpoint::Db => database(sync, body),
+        Endpoint::Watch => {
+            let watch = admit_watch(sync, body)?;
+            let position = *watch.position.borrow();
+            sync.end_watch(watch);
+            Ok(wire::encode_position(position))
+        }
     }
+}
+
+/// A watch admitted: the database, the position the client has, and the server's
+/// position as it changes.
+pub struct Watch {
+    /// The database watched.
+    pub db: EntryId,
+    /// The position the client asked to go past.
+    pub after: u64,
+    /// The server's storage position of the database, updated after every change.
+    pub position: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Checks a watch request (signed, fresh, by a key that may read the database) and starts
+/// following the database's position. The caller waits on [`Watch::position`].
+pub fn admit_watch(sync: &SyncEngine, body: &[u8]) -> Result<Watch> {
+    let env = authenticated(sync, body)?;
+    let Request::Watch { after } = env.request else {
+        return Err(Error::invalid(
+            "the watch endpoint takes watch requests only",
+        ));
+    };
+    let registry = sync.registry()?;
+    if !registry.exists(&env.db)? {
+        return Err(no_access());
+    }
+    let core = readable(sync, &registry, &env)?;
+    Ok(Watch {
+        db: env.db,
+        after,
+        position: sync.watchers.follow(&core, registry.backend().clone())?,
+    })
 }
 
 fn no_access() -> Error {
     Error::PermissionDenied("this key has no permission on that database".into())
 }
 
-/// A signed request on a database: addressed to this server, signed by its key, and from a
-/// key with at least read (or a first push that makes the key's own database here) before
-/// its nonce is remembered, so strangers cannot fill the replay memory.
-fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+/// A request envelope addressed to this server and signed by the key it names.
+fn authenticated(sync: &SyncEngine, body: &[u8]) -> Result<Envelope> {
     let env = Envelope::decode(body)?;
     if env.server != sync.device_key {
         return Err(Error::PermissionDenied(
@@ -65,6 +108,28 @@ fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
     env.key
         .verify(&env.signed_part(), &env.signature)
         .map_err(|_| Error::PermissionDenied("the request signature does not verify".into()))?;
+    Ok(env)
+}
+
+/// The database of `env` (held here), if its key may at least read it; the request's nonce
+/// is remembered only then, so strangers cannot fill the replay memory.
+fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Arc<DatabaseCore>> {
+    let core = registry.core(env.db);
+    if core
+        .current_settings()?
+        .permission_of(&env.key)
+        .is_none_or(|p| p < Permission::Read)
+    {
+        return Err(no_access());
+    }
+    sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+    Ok(core)
+}
+
+/// A signed request on a database: addressed to this server, signed by its key, and from a
+/// key with at least read (or a first push that makes the key's own database here).
+fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+    let env = authenticated(sync, body)?;
     let registry = sync.registry()?;
     if !registry.exists(&env.db)? {
         // A database new to this server: it holds nothing of it, so saying so (no tips,
@@ -86,15 +151,7 @@ fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
             _ => Err(no_access()),
         };
     }
-    let core = registry.core(env.db);
-    if core
-        .current_settings()?
-        .permission_of(&env.key)
-        .is_none_or(|p| p < Permission::Read)
-    {
-        return Err(no_access());
-    }
-    sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+    let core = readable(sync, &registry, &env)?;
     let backend = core.backend();
     match &env.request {
         Request::Tips => Ok(wire::encode_ids(
@@ -142,6 +199,7 @@ fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
             Ok(wire::encode_flags(&flags))
         }
         Request::Push(entries) => Ok(push(&registry, &env, entries)),
+        Request::Watch { .. } => Err(Error::invalid("watch requests go to the watch endpoint")),
     }
 }
 

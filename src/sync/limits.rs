@@ -41,6 +41,14 @@ pub struct Limits {
     /// Addresses whose counters a listener remembers; idle ones are forgotten first.
     /// Default 4,096.
     pub max_tracked_addresses: usize,
+    /// Watches (long polls for a database's next change) a listener holds at once; more are
+    /// answered `MNEMO_STATUS_BUSY` at once (their client falls back to polling). Default 128.
+    pub max_watches: usize,
+    /// Watches from one address at once. Default 16.
+    pub max_watches_per_address: usize,
+    /// How long a listener holds a watch before answering that nothing changed; less than
+    /// [`Limits::request_timeout`]. Default 25 s.
+    pub watch_timeout: Duration,
     /// Client: how long connecting to a peer may take. Default 5 s.
     pub connect_timeout: Duration,
     /// Client: how long one request may take, response body included (a trickling peer
@@ -67,6 +75,9 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(10),
             max_tracked_addresses: 4096,
+            max_watches: 128,
+            max_watches_per_address: 16,
+            watch_timeout: Duration::from_secs(25),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             round_deadline: Duration::from_secs(600),
@@ -86,11 +97,14 @@ impl Limits {
             self.max_message_bytes,
             self.max_buffered_bytes,
             self.max_tracked_addresses,
+            self.max_watches,
+            self.max_watches_per_address,
         ];
         let times = [
             self.idle_timeout,
             self.body_timeout,
             self.queue_timeout,
+            self.watch_timeout,
             self.connect_timeout,
             self.request_timeout,
             self.round_deadline,
@@ -101,9 +115,10 @@ impl Limits {
             || self.request_burst_per_address == 0
             || self.max_header_bytes < 8192
             || self.max_message_bytes > self.max_buffered_bytes
+            || self.watch_timeout >= self.request_timeout
         {
             return Err(crate::Error::invalid(
-                "sync limits must be positive, headers at least 8 KiB, and the buffer at least one message",
+                "sync limits must be positive, headers at least 8 KiB, the buffer at least one message, and watches shorter than a request",
             ));
         }
         Ok(())

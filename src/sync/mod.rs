@@ -21,6 +21,7 @@ mod round;
 mod state;
 mod track;
 mod tracking;
+mod watchers;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -67,6 +68,8 @@ pub struct SyncEngine {
     runtime: Option<tokio::runtime::Runtime>,
     limits: RwLock<Limits>,
     replay: replay::ReplayGuard,
+    /// The databases a listener's watches wait on.
+    watchers: watchers::Watchers,
     /// Peers already recorded in `_sync` since this engine started.
     recorded_peers: Mutex<HashSet<PublicKey>>,
     listeners: Mutex<Vec<net::listener::Listener>>,
@@ -105,6 +108,7 @@ impl SyncEngine {
             runtime: Some(runtime),
             limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
+            watchers: watchers::Watchers::default(),
             recorded_peers: Mutex::new(HashSet::new()),
             listeners: Mutex::new(Vec::new()),
             tracks: Mutex::new(Vec::new()),
@@ -164,6 +168,14 @@ impl SyncEngine {
             .unwrap_or_else(|p| p.into_inner())
             .push(listener);
         Ok(bound)
+    }
+
+    /// Ends a watch admitted by [`handlers::admit_watch`]: its database stops being followed
+    /// if nothing else waits on it.
+    pub fn end_watch(&self, watch: handlers::Watch) {
+        let db = watch.db;
+        drop(watch);
+        self.watchers.release(&db);
     }
 
     /// Connections open now on this engine's listeners (a diagnostic).

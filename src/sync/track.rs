@@ -1,19 +1,29 @@
-//! Background tracking: one thread per (peer, database) that pushes soon after each local
-//! commit, pulls periodically, and retries with backoff while the peer is down.
+//! Background tracking: one thread per (user, peer, database) that pushes soon after each
+//! local commit and pulls soon after each of the peer's, and retries with backoff while the
+//! peer is down. The peer's commits are learnt by a watch (a long poll the peer answers
+//! when its copy changes) kept by a task on the engine's runtime; a periodic pull is the
+//! fallback while no watch is held.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use super::net::client::Link;
+use super::wire::{self, Envelope, Request};
 use super::{PeerAddr, SyncEngine};
-use crate::crypto::{KeyRing, PublicKey};
-use crate::database::{Change, DatabaseCore, Subscription};
+use crate::crypto::{random, KeyRing, PublicKey};
+use crate::database::{now_ms, Change, DatabaseCore, Subscription};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
-/// How often a tracked database is pulled when nothing happens locally.
+/// How often a tracked database is pulled when no watch tells of the peer's commits.
 const PULL_EVERY: Duration = Duration::from_secs(1);
+/// How often it is pulled anyway while a watch is held (in case one was missed).
+const PULL_WHILE_WATCHED: Duration = Duration::from_secs(30);
+/// Backoff bounds of the watch while the peer refuses or fails it.
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Backoff bounds while the peer fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -30,6 +40,9 @@ pub(super) struct Track {
     stop: AtomicBool,
     /// Set when the thread has ended (stopped, or its user logged out).
     finished: AtomicBool,
+    /// Whether the last watch the peer answered went well (the periodic pull then slows).
+    watching: AtomicBool,
+    watch_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     wake: (Mutex<bool>, Condvar),
     last_error: Mutex<Option<String>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -54,6 +67,8 @@ impl Track {
             pushed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
+            watch_task: Mutex::new(None),
             wake: (Mutex::new(false), Condvar::new()),
             last_error: Mutex::new(None),
             thread: Mutex::new(None),
@@ -68,6 +83,17 @@ impl Track {
             }
         }))?;
         *track.subscription.lock().unwrap_or_else(|p| p.into_inner()) = Some(subscription);
+        if let Some(engine) = sync.upgrade() {
+            let link = Link::new(addr.clone(), engine.identity.clone(), engine.limits());
+            let task = engine.runtime().spawn(watch_loop(
+                Arc::downgrade(&track),
+                link,
+                keys.clone(),
+                key,
+                db.id(),
+            ));
+            *track.watch_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         let worker = track.clone();
         let handle = thread::Builder::new()
             .name("mnemo-sync-track".into())
@@ -116,6 +142,14 @@ impl Track {
     /// Ends the tracking and waits for its thread.
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(task) = self
+            .watch_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.poke();
         drop(
             self.subscription
@@ -158,7 +192,11 @@ impl Track {
                 Ok(target) => {
                     self.pushed.fetch_max(target, Ordering::AcqRel);
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                    wait = PULL_EVERY;
+                    wait = if self.watching.load(Ordering::Acquire) {
+                        PULL_WHILE_WATCHED
+                    } else {
+                        PULL_EVERY
+                    };
                 }
                 Err(Error::LoggedOut) => {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -169,7 +207,7 @@ impl Track {
                 Err(e) => {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
-                    wait = if wait < BACKOFF_MIN || wait == PULL_EVERY {
+                    wait = if wait < BACKOFF_MIN || wait >= PULL_EVERY {
                         BACKOFF_MIN
                     } else {
                         (wait * 2).min(BACKOFF_MAX)
@@ -179,4 +217,66 @@ impl Track {
             sync.notify_progress();
         }
     }
+}
+
+/// Keeps a watch on the peer's copy of `db` for as long as `track` runs: each answer past
+/// the position known so far asks the track for a round. Failures back off; logging out
+/// ends it.
+async fn watch_loop(
+    track: std::sync::Weak<Track>,
+    mut link: Link,
+    keys: Arc<dyn KeyRing>,
+    key: PublicKey,
+    db: EntryId,
+) {
+    let mut known = 0;
+    let mut backoff = WATCH_BACKOFF_MIN;
+    loop {
+        link.renew();
+        let answered = watch_once(&mut link, &*keys, &key, &db, known).await;
+        let Some(track) = track.upgrade() else { return };
+        if track.stop.load(Ordering::Acquire) {
+            return;
+        }
+        match answered {
+            Ok(position) => {
+                track.watching.store(true, Ordering::Release);
+                if position > known {
+                    known = position;
+                    track.poke();
+                }
+                backoff = WATCH_BACKOFF_MIN;
+            }
+            Err(Error::LoggedOut) => return,
+            Err(_) => {
+                track.watching.store(false, Ordering::Release);
+                drop(track);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(WATCH_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// One watch: the peer's position of `db` once it goes past `after` (or when the peer stops
+/// waiting).
+async fn watch_once(
+    link: &mut Link,
+    keys: &dyn KeyRing,
+    key: &PublicKey,
+    db: &EntryId,
+    after: u64,
+) -> Result<u64> {
+    let server = link.peer().await?;
+    let mut env = Envelope {
+        db: *db,
+        key: *key,
+        server,
+        timestamp_ms: now_ms(),
+        nonce: random::bytes()?,
+        request: Request::Watch { after },
+        signature: [0; 64],
+    };
+    env.signature = keys.sign(key, &env.signed_part())?;
+    wire::decode_position(&link.post("watch", env.encode()).await?)
 }

@@ -113,6 +113,10 @@ pub enum Request {
     Have(Vec<EntryId>),
     /// Entries for the server to verify and take.
     Push(Vec<Vec<u8>>),
+    /// Answer once the server's storage of the database goes past position `after`, or
+    /// after a while (a long poll; only at the `watch` endpoint). The reply is the
+    /// position ([`encode_position`]).
+    Watch { after: u64 },
 }
 
 impl Request {
@@ -123,6 +127,7 @@ impl Request {
             Request::Get(_) => 3,
             Request::Have(_) => 4,
             Request::Push(_) => 5,
+            Request::Watch { .. } => 6,
         }
     }
 
@@ -136,6 +141,7 @@ impl Request {
             }
             Request::Get(list) | Request::Have(list) => ids(w, list),
             Request::Push(entries) => blobs(w, entries),
+            Request::Watch { after } => w.u64(*after),
         }
     }
 
@@ -149,6 +155,9 @@ impl Request {
             3 => Request::Get(read_ids(r)?),
             4 => Request::Have(read_ids(r)?),
             5 => Request::Push(read_blobs(r)?),
+            6 => Request::Watch {
+                after: r.u64().map_err(|_| bad("truncated"))?,
+            },
             other => return Err(bad(&format!("unknown request {other}"))),
         })
     }
@@ -263,6 +272,22 @@ impl IdsPage {
         finish(r)?;
         Ok(IdsPage { ids, next, more })
     }
+}
+
+/// The reply to [`Request::Watch`]: the server's storage position of the database.
+pub fn encode_position(position: u64) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    w.u64(position);
+    w.0
+}
+
+/// Decodes [`encode_position`].
+pub fn decode_position(bytes: &[u8]) -> Result<u64> {
+    let mut r = open(bytes)?;
+    let position = r.u64().map_err(|_| bad("truncated position"))?;
+    finish(r)?;
+    Ok(position)
 }
 
 /// A reply that is a list of ids (tips).

@@ -338,6 +338,7 @@ fn a_trickling_server_hits_the_request_timeout() {
     let sync = b.enable_sync().unwrap();
     sync.set_limits(Limits {
         request_timeout: Duration::from_secs(2),
+        watch_timeout: Duration::from_secs(1),
         ..Limits::default()
     })
     .unwrap();

@@ -1,12 +1,13 @@
-//! Sync between instances over loopback HTTP.
+//! Sync between instances over loopback (HTTP in TLS).
 
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, Envelope, Request};
+use mnemo::sync::Limits;
 use mnemo::{Error, Instance};
 
 use crate::support::{http_exchange, http_post, logged_in, post_head, state};
@@ -364,4 +365,108 @@ fn a_stranger_cannot_make_a_listener_store_a_database() {
         size() < before + 50_000,
         "the file grew by the pushed database"
     );
+}
+
+/// A watch answers at once when the listener is past the client's position, when its copy
+/// changes, or after `watch_timeout` with the same position; strangers are refused, and an
+/// address holding its share of watches gets BUSY for more.
+#[test]
+fn watches_answer_changes_and_are_bounded() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    sync.set_limits(Limits {
+        max_watches_per_address: 2,
+        watch_timeout: Duration::from_millis(1500),
+        ..Limits::default()
+    })
+    .unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("watched").unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let watch = |key: &PrivateKey, after: u64| {
+        let env = envelope(key, &a, db.id(), Request::Watch { after });
+        post_raw(&addr, "watch", &env.encode())
+    };
+    let position = |(status, body): (u16, Vec<u8>)| {
+        assert_eq!(status, 200, "{body:?}");
+        wire::decode_position(&body).unwrap()
+    };
+
+    // Behind: answered at once with the listener's position.
+    let now = position(watch(&reader, 0));
+    assert!(now > 0);
+    // Up to date: answered when the database changes.
+    let waiting = {
+        let (env, addr) = (
+            envelope(&reader, &a, db.id(), Request::Watch { after: now }),
+            addr.clone(),
+        );
+        std::thread::spawn(move || post_raw(&addr, "watch", &env.encode()))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    db.set("s", "k", "1").unwrap();
+    assert!(position(waiting.join().unwrap()) > now);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Nothing changes: answered after the watch timeout, same position.
+    let now = position(watch(&reader, now + 1));
+    let started = Instant::now();
+    assert_eq!(position(watch(&reader, now)), now);
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+
+    // A key that may not read is refused, and at the db endpoint a watch is malformed.
+    let stranger = PrivateKey::generate().unwrap();
+    assert_eq!(watch(&stranger, 0).0, 403);
+    let env = envelope(&reader, &a, db.id(), Request::Watch { after: 0 });
+    assert_eq!(post_raw(&addr, "db", &env.encode()).0, 400);
+
+    // Two watches held from this address: a third is BUSY at once.
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (env, addr) = (
+                envelope(&reader, &a, db.id(), Request::Watch { after: u64::MAX }),
+                addr.clone(),
+            );
+            std::thread::spawn(move || post_raw(&addr, "watch", &env.encode()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = watch(&reader, u64::MAX);
+    assert_eq!(status, 503);
+    assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 12);
+    for h in held {
+        assert_eq!(h.join().unwrap().0, 200);
+    }
+}
+
+/// A tracking peer hears of each of the listener's commits without polling for it.
+#[test]
+fn a_tracking_peer_hears_each_commit_of_the_listener() {
+    let (a, alice) = logged_in("alice");
+    let (b, bob) = logged_in("bob");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("pushed both ways").unwrap();
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    sync_b.track(&bob, &addr, &db.id()).unwrap();
+    let copy = bob.load_db(&db.id()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _sub = copy
+        .subscribe(Box::new(move |change| {
+            let _ = tx.send(change.entry);
+        }))
+        .unwrap();
+    for i in 0..15 {
+        let id = db.set("s", "k", &i.to_string()).unwrap();
+        loop {
+            let heard = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("each commit reaches the tracking peer");
+            if heard == id {
+                break;
+            }
+        }
+    }
 }

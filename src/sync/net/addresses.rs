@@ -1,5 +1,5 @@
-//! What a listener counts per remote address: open connections, requests in flight, and a
-//! token bucket for the request rate. An attacker can fill only its own address's share.
+//! What a listener counts per remote address: open connections, requests in flight,
+//! watches held, and a token bucket for the request rate. An attacker can fill only its own address's share.
 //! The table is bounded: addresses with nothing open are forgotten first.
 
 use std::collections::HashMap;
@@ -37,6 +37,7 @@ impl Address {
 struct Counters {
     connections: usize,
     in_flight: usize,
+    watches: usize,
     tokens: f64,
     refilled: Instant,
 }
@@ -44,6 +45,15 @@ struct Counters {
 struct Table {
     by_address: HashMap<Address, Counters>,
     connections: usize,
+    watches: usize,
+}
+
+/// What a guard counts.
+#[derive(Clone, Copy)]
+enum Held {
+    Connection,
+    Request,
+    Watch,
 }
 
 /// The counters of every address a listener serves.
@@ -67,6 +77,7 @@ impl Addresses {
             table: Mutex::new(Table {
                 by_address: HashMap::new(),
                 connections: 0,
+                watches: 0,
             }),
         })
     }
@@ -89,8 +100,33 @@ impl Addresses {
         counters.connections += 1;
         table.connections += 1;
         Some(ConnectionGuard {
-            addresses: self.clone(),
-            address,
+            held: Guard {
+                addresses: self.clone(),
+                address,
+                held: Held::Connection,
+            },
+        })
+    }
+
+    /// Counts a watch from `address`, or `None` if the listener or the address holds as
+    /// many as it may. The watch is counted until the guard is dropped.
+    pub(super) fn begin_watch(self: &Arc<Self>, address: Address) -> Option<WatchGuard> {
+        let mut table = self.lock();
+        if table.watches >= self.limits.max_watches {
+            return None;
+        }
+        let counters = self.counters(&mut table, address);
+        if counters.watches >= self.limits.max_watches_per_address {
+            return None;
+        }
+        counters.watches += 1;
+        table.watches += 1;
+        Some(WatchGuard {
+            _held: Guard {
+                addresses: self.clone(),
+                address,
+                held: Held::Watch,
+            },
         })
     }
 
@@ -120,8 +156,11 @@ impl Addresses {
         counters.tokens -= 1.0;
         counters.in_flight += 1;
         Ok(RequestGuard {
-            addresses: self.clone(),
-            address,
+            _held: Guard {
+                addresses: self.clone(),
+                address,
+                held: Held::Request,
+            },
         })
     }
 
@@ -134,27 +173,31 @@ impl Addresses {
         {
             table
                 .by_address
-                .retain(|_, c| c.connections > 0 || c.in_flight > 0);
+                .retain(|_, c| c.connections > 0 || c.in_flight > 0 || c.watches > 0);
         }
         table.by_address.entry(address).or_insert(Counters {
             connections: 0,
             in_flight: 0,
+            watches: 0,
             tokens: f64::from(self.limits.request_burst_per_address),
             refilled: Instant::now(),
         })
     }
 
-    fn release(&self, address: Address, connection: bool) {
+    fn release(&self, address: Address, held: Held) {
         let mut table = self.lock();
-        if connection {
-            table.connections = table.connections.saturating_sub(1);
+        match held {
+            Held::Connection => table.connections = table.connections.saturating_sub(1),
+            Held::Watch => table.watches = table.watches.saturating_sub(1),
+            Held::Request => {}
         }
         if let Some(c) = table.by_address.get_mut(&address) {
-            if connection {
-                c.connections = c.connections.saturating_sub(1);
-            } else {
-                c.in_flight = c.in_flight.saturating_sub(1);
-            }
+            let count = match held {
+                Held::Connection => &mut c.connections,
+                Held::Request => &mut c.in_flight,
+                Held::Watch => &mut c.watches,
+            };
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -164,35 +207,39 @@ impl Addresses {
     }
 }
 
-/// One counted connection.
-pub(super) struct ConnectionGuard {
+/// Something counted for an address until dropped.
+struct Guard {
     addresses: Arc<Addresses>,
     address: Address,
+    held: Held,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.addresses.release(self.address, self.held);
+    }
+}
+
+/// One counted connection.
+pub(super) struct ConnectionGuard {
+    held: Guard,
 }
 
 impl ConnectionGuard {
     /// The address the connection came from.
     pub(super) fn address(&self) -> Address {
-        self.address
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.addresses.release(self.address, true);
+        self.held.address
     }
 }
 
 /// One counted request.
 pub(super) struct RequestGuard {
-    addresses: Arc<Addresses>,
-    address: Address,
+    _held: Guard,
 }
 
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.addresses.release(self.address, false);
-    }
+/// One counted watch.
+pub(super) struct WatchGuard {
+    _held: Guard,
 }
 
 #[cfg(test)]
@@ -231,6 +278,23 @@ mod tests {
         drop(table.begin_request(a).ok().unwrap());
         assert!(matches!(table.begin_request(a), Err(Refusal::Rate)));
         assert!(table.begin_request(b).is_ok());
+
+        // Watches: two in all, one per address.
+        let small = Addresses::new(Limits {
+            max_watches: 2,
+            max_watches_per_address: 1,
+            ..limits()
+        });
+        let c = Address::of("127.0.0.3".parse().unwrap());
+        let wa = small.begin_watch(a).unwrap();
+        assert!(small.begin_watch(a).is_none(), "a's watch share is full");
+        let _wb = small.begin_watch(b).unwrap();
+        assert!(
+            small.begin_watch(c).is_none(),
+            "the listener's watches are full"
+        );
+        drop(wa);
+        assert!(small.begin_watch(c).is_some());
     }
 
     #[test]

@@ -26,16 +26,11 @@ use crate::sync::address::PeerAddr;
 use crate::sync::wire::ErrorReply;
 use crate::sync::Limits;
 
-/// A connection to the peer at one address, for one exchange that ends by `deadline`.
+/// A connection to the peer at one address, for one exchange that ends by a deadline;
+/// blocking calls on the engine's runtime (rounds run on their caller's thread).
 pub(in crate::sync) struct PeerConnection<'a> {
     runtime: &'a Runtime,
-    addr: &'a PeerAddr,
-    identity: &'a TlsIdentity,
-    limits: &'a Limits,
-    deadline: Instant,
-    sender: Option<SendRequest<Full<Bytes>>>,
-    /// The device key the peer proved on the last connection.
-    peer: Option<PublicKey>,
+    link: Link,
 }
 
 impl<'a> PeerConnection<'a> {
@@ -43,33 +38,70 @@ impl<'a> PeerConnection<'a> {
     /// exchange that must end within `limits.round_deadline`.
     pub(in crate::sync) fn new(
         runtime: &'a Runtime,
-        addr: &'a PeerAddr,
-        identity: &'a TlsIdentity,
-        limits: &'a Limits,
+        addr: &PeerAddr,
+        identity: &TlsIdentity,
+        limits: &Limits,
     ) -> Self {
         PeerConnection {
             runtime,
-            addr,
-            identity,
-            limits,
-            deadline: Instant::now() + limits.round_deadline,
-            sender: None,
-            peer: None,
+            link: Link::new(addr.clone(), identity.clone(), limits.clone()),
         }
     }
 
     /// The peer's device id, proven in the TLS handshake (connecting first if needed).
     pub(in crate::sync) fn peer(&mut self) -> Result<PublicKey> {
+        self.runtime.block_on(self.link.peer())
+    }
+
+    /// POSTs `body` to `endpoint` and returns the reply's body (see [`Link::post`]).
+    pub(in crate::sync) fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        self.runtime.block_on(self.link.post(endpoint, body))
+    }
+}
+
+/// The asynchronous side of a connection to a peer, owning everything it needs: a task on
+/// the engine's runtime can keep one (background watches do) without borrowing the engine.
+pub(in crate::sync) struct Link {
+    addr: PeerAddr,
+    identity: TlsIdentity,
+    limits: Limits,
+    deadline: Instant,
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// The device key the peer proved on the last connection.
+    peer: Option<PublicKey>,
+}
+
+impl Link {
+    /// A link (connected at the first request) to `addr`, as `identity`, for an exchange
+    /// that must end within `limits.round_deadline`.
+    pub(in crate::sync) fn new(addr: PeerAddr, identity: TlsIdentity, limits: Limits) -> Link {
+        let deadline = Instant::now() + limits.round_deadline;
+        Link {
+            addr,
+            identity,
+            limits,
+            deadline,
+            sender: None,
+            peer: None,
+        }
+    }
+
+    /// Starts a new exchange on the same connection: its deadline counts from now.
+    pub(in crate::sync) fn renew(&mut self) {
+        self.deadline = Instant::now() + self.limits.round_deadline;
+    }
+
+    /// The peer's device id, proven in the TLS handshake (connecting first if needed).
+    pub(in crate::sync) async fn peer(&mut self) -> Result<PublicKey> {
         if let Some(peer) = self.peer {
             return Ok(peer);
         }
-        let (limit, runtime, addr) = (self.limits.connect_timeout, self.runtime, self.addr);
-        runtime.block_on(async {
-            match timeout(limit, self.connected()).await {
-                Ok(connected) => connected.map(drop),
-                Err(_) => Err(Error::Network(format!("{addr}: connecting timed out"))),
-            }
-        })?;
+        let limit = self.limits.connect_timeout;
+        let addr = self.addr.clone();
+        match timeout(limit, self.connected()).await {
+            Ok(connected) => connected.map(drop)?,
+            Err(_) => return Err(Error::Network(format!("{addr}: connecting timed out"))),
+        }
         self.peer
             .ok_or_else(|| Error::Internal("connected without a peer identity".into()))
     }
@@ -77,7 +109,7 @@ impl<'a> PeerConnection<'a> {
     /// POSTs `body` to `endpoint` and returns the reply's body. A refusal by the peer comes
     /// back as the error it reported ([`Error::from_peer`]); a timeout, a broken connection or
     /// an oversized reply as [`Error::Network`]. After an error the connection is dropped.
-    pub(in crate::sync) fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+    pub(in crate::sync) async fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Network(format!(
@@ -87,17 +119,14 @@ impl<'a> PeerConnection<'a> {
             )));
         }
         let limit = left.min(self.limits.request_timeout);
-        let runtime = self.runtime;
-        let outcome = runtime.block_on(async {
-            match timeout(limit, self.exchange(endpoint, body)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::Network(format!(
-                    "{}: no complete reply within {} ms",
-                    self.addr,
-                    limit.as_millis()
-                ))),
-            }
-        });
+        let outcome = match timeout(limit, self.exchange(endpoint, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Network(format!(
+                "{}: no complete reply within {} ms",
+                self.addr,
+                limit.as_millis()
+            ))),
+        };
         if outcome.is_err() {
             self.sender = None;
         }
@@ -105,7 +134,8 @@ impl<'a> PeerConnection<'a> {
     }
 
     async fn exchange(&mut self, endpoint: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>)> {
-        let addr = &self.addr.host_port;
+        let addr = self.addr.host_port.clone();
+        let addr = &addr;
         let max = self.limits.max_message_bytes;
         let network =
             |what: &str, e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {what}: {e}"));
@@ -146,7 +176,8 @@ impl<'a> PeerConnection<'a> {
         if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             return Ok(self.sender.as_mut().expect("checked above"));
         }
-        let addr = &self.addr.host_port;
+        let addr = self.addr.host_port.clone();
+        let addr = &addr;
         let network = |e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {e}"));
         let stream = timeout(self.limits.connect_timeout, TcpStream::connect(addr))
             .await

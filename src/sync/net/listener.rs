@@ -40,7 +40,7 @@ use super::tls::{self, TlsIdentity};
 use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
 use crate::sync::handlers::{self, Endpoint};
-use crate::sync::wire::ErrorReply;
+use crate::sync::wire::{self, ErrorReply};
 use crate::sync::{Limits, SyncEngine};
 
 /// Buffered body bytes are reserved in units of this many bytes.
@@ -256,33 +256,74 @@ async fn handle(
     peer: PublicKey,
     request: Request<Incoming>,
 ) -> Result<Vec<u8>> {
-    let _request_guard = shared.addresses.begin_request(address).map_err(|refusal| {
-        Error::Busy(match refusal {
-            Refusal::Rate => "server busy: too many requests from this address".into(),
-            Refusal::InFlight => {
-                "server busy: too many requests in flight from this address".into()
-            }
-        })
-    })?;
-    if request.method() != Method::POST {
-        return Err(Error::invalid("sync requests are POSTs"));
-    }
-    let endpoint = Endpoint::from_path(request.uri().path())
-        .ok_or_else(|| Error::NotFound(format!("no sync endpoint {}", request.uri().path())))?;
-    let length = announced_length(&request, shared.limits.max_message_bytes)?;
-    let _reserved = reserve(&shared.buffered, length, shared.limits.queue_timeout).await?;
-    let body = read_body(request.into_body(), length, shared.limits.body_timeout).await?;
-    let _slot = timeout(shared.limits.queue_timeout, shared.in_flight.acquire())
-        .await
-        .map_err(|_| Error::Busy("server busy: every request slot stayed taken".into()))?
-        .map_err(|_| Error::Internal("the request slots were closed".into()))?;
-    let engine = shared
-        .engine
-        .upgrade()
-        .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
-    tokio::task::spawn_blocking(move || handlers::dispatch(&engine, &peer, endpoint, &body))
+    let (held, watch, engine) = {
+        let _request_guard = shared.addresses.begin_request(address).map_err(|refusal| {
+            Error::Busy(match refusal {
+                Refusal::Rate => "server busy: too many requests from this address".into(),
+                Refusal::InFlight => {
+                    "server busy: too many requests in flight from this address".into()
+                }
+            })
+        })?;
+        if request.method() != Method::POST {
+            return Err(Error::invalid("sync requests are POSTs"));
+        }
+        let endpoint = Endpoint::from_path(request.uri().path())
+            .ok_or_else(|| Error::NotFound(format!("no sync endpoint {}", request.uri().path())))?;
+        let length = announced_length(&request, shared.limits.max_message_bytes)?;
+        let _reserved = reserve(&shared.buffered, length, shared.limits.queue_timeout).await?;
+        let body = read_body(request.into_body(), length, shared.limits.body_timeout).await?;
+        let _slot = timeout(shared.limits.queue_timeout, shared.in_flight.acquire())
+            .await
+            .map_err(|_| Error::Busy("server busy: every request slot stayed taken".into()))?
+            .map_err(|_| Error::Internal("the request slots were closed".into()))?;
+        let engine = shared
+            .engine
+            .upgrade()
+            .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
+        if endpoint != Endpoint::Watch {
+            return on_pool(move || handlers::dispatch(&engine, &peer, endpoint, &body)).await;
+        }
+        let held = shared
+            .addresses
+            .begin_watch(address)
+            .ok_or_else(|| Error::Busy("server busy: too many watches; poll instead".into()))?;
+        let admitting = engine.clone();
+        let watch = on_pool(move || handlers::admit_watch(&admitting, &body)).await?;
+        // The engine is not held while waiting: dropping it ends the listener.
+        (held, watch, Arc::downgrade(&engine))
+    };
+    Ok(wait(shared, held, watch, engine).await)
+}
+
+/// Runs a handler on the runtime's bounded blocking pool.
+async fn on_pool<T: Send + 'static>(
+    handler: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(handler)
         .await
         .map_err(|e| Error::Internal(format!("a sync handler failed: {e}")))?
+}
+
+/// Holds an admitted watch, outside every request slot and thread, until the database goes
+/// past the client's position or `watch_timeout` passes; answers the position then.
+async fn wait(
+    shared: &Shared,
+    _held: super::addresses::WatchGuard,
+    mut watch: handlers::Watch,
+    engine: Weak<SyncEngine>,
+) -> Vec<u8> {
+    let after = watch.after;
+    let _ = timeout(
+        shared.limits.watch_timeout,
+        watch.position.wait_for(|position| *position > after),
+    )
+    .await;
+    let position = *watch.position.borrow();
+    if let Some(engine) = engine.upgrade() {
+        engine.end_watch(watch);
+    }
+    wire::encode_position(position)
 }
 
 /// The body length the request announces: required, at most `max` bytes.
