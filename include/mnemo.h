@@ -613,6 +613,116 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
 void mnemo_sync_free(struct mnemo_sync *sync);
 
 /**
+ * Makes a share ticket for database `db_id`, which this instance holds: a text
+ * ("mnemo:…") naming the database, where this engine listens, and this device's id,
+ * signed by the device. Hand it to whoever should ask for access; it grants nothing by
+ * itself, and a ticket altered in any way is refused. The addresses are those given to
+ * `mnemo_sync_advertise`, else those the engine's listeners are bound to (except
+ * wildcard ones such as 0.0.0.0).
+ *
+ * - `out_ticket`: receives the ticket; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed id, no address to name: not listening, or only on a wildcard address with
+ * nothing advertised), MNEMO_STATUS_NOT_FOUND (the database is not here),
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_share(struct mnemo_sync *sync, const char *db_id, char **out_ticket);
+
+/**
+ * Adds `addr` ("host:port": a public name or a forwarded port, as peers reach this
+ * device) to the addresses tickets name, in place of the listeners' own. At most 8.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * "host:port" address with a port from 1 to 65535, more than 8 addresses). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_advertise(struct mnemo_sync *sync, const char *addr);
+
+/**
+ * Asks the device a ticket names for `permission` on its database, as `user`: the request
+ * is signed by the user's default key, which the admins there see (with this device's id)
+ * and, if they approve, grant. Connects only to the device the ticket names, trying its
+ * addresses in turn. Asking again while the request waits changes nothing (or its
+ * permission); after a rejection, asking again is refused.
+ *
+ * - `ticket`: from `mnemo_sync_share` on the other device.
+ * - `permission`: "read", "write" or "admin".
+ * - `out_request_id`: receives the request's id ("req-…"); owned, free it with
+ *   `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK (also when the key holds the permission already),
+ * MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a malformed or altered ticket,
+ * a malformed permission), MNEMO_STATUS_PERMISSION_DENIED (an admin rejected this key's
+ * request; the device no longer holds the database), MNEMO_STATUS_BUSY (too many requests
+ * wait there), MNEMO_STATUS_NETWORK (no address of the ticket answered as its device),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_request_access(struct mnemo_sync *sync, struct mnemo_user *user, const char *ticket, const char *permission, char **out_request_id);
+
+/**
+ * Lists the access requests waiting on this instance for databases where one of
+ * `admin_user`'s keys is admin, as a JSON array of objects
+ * `{"id", "db", "key", "permission", "device", "requested_at"}` (`requested_at` in
+ * milliseconds since the Unix epoch). Requests are kept 7 days, at most 64 per database
+ * and 1024 in all, and survive restarts.
+ *
+ * - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_list_requests(struct mnemo_sync *sync, struct mnemo_user *admin_user, char **out_json);
+
+/**
+ * Approves access request `request_id`: grants its key the permission asked, signed by
+ * `admin_user`'s admin key (a junior admin, for "admin"). The asker can then
+ * `mnemo_sync_join`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+ * MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
+ * MNEMO_STATUS_PERMISSION_DENIED (this user's admin key may not grant that key, see
+ * `mnemo_db_grant`), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_approve(struct mnemo_sync *sync, struct mnemo_user *admin_user, const char *request_id);
+
+/**
+ * Rejects access request `request_id`: the asker's key gets MNEMO_STATUS_PERMISSION_DENIED
+ * when it joins or asks again, until the rejection expires (7 days).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+ * MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_reject(struct mnemo_sync *sync, struct mnemo_user *admin_user, const char *request_id);
+
+/**
+ * Sets the auto-approve policy of database `db_id`: access requests for at most
+ * `permission` are granted as they arrive, signed by `admin_user`'s admin key, while a
+ * session of that user is logged in here with sync enabled; requests arriving otherwise
+ * wait, and are granted when that user next logs in with sync enabled. Requests already
+ * waiting that the policy covers are granted now. The policy is kept across restarts.
+ *
+ * - `permission`: "read", "write" or "admin"; NULL means no policy (it removes one).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL sync, user or id, bad
+ * UTF-8, a malformed id or permission), MNEMO_STATUS_PERMISSION_DENIED (no key of this
+ * user is admin of the database, or it is not here), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_auto_approve(struct mnemo_sync *sync, struct mnemo_user *admin_user, const char *db_id, const char *permission);
+
+/**
+ * Pulls the database a ticket names from the device it names, as `user`, once an admin
+ * there approved the user's access request; afterwards `mnemo_user_load_db` (or
+ * `mnemo_user_find_db`) opens it, and `mnemo_sync_track` keeps it in sync.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+ * malformed or altered ticket), MNEMO_STATUS_PERMISSION_DENIED (not approved yet, or
+ * rejected), and the other statuses of `mnemo_sync_db`. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_join(struct mnemo_sync *sync, struct mnemo_user *user, const char *ticket);
+
+/**
  * Adds "set `key` in `store` to `json`" to the transaction; nothing is visible before
  * `mnemo_txn_commit`. A later operation on the same key replaces this one.
  *

@@ -423,8 +423,14 @@ def str_value(fn, p):
         return "need_db_id()", True, "<db id>"
     if n in ("pubkey", "public_key"):
         return "need_pubkey()", True, "<device id>"  # granted "read" on the fixture database
+    if n == "addr" and "advertise" in f:
+        return '"127.0.0.1:7000"', False, '"127.0.0.1:7000"'  # advertised: a real port
     if n in ("addr", "listen_addr", "bind_addr"):
         return '"127.0.0.1:0"', False, '"127.0.0.1:0"'
+    if n == "ticket":
+        return "need_ticket()", True, "<ticket>"  # for the fixture database
+    if n == "request_id":
+        return '"req-0000000000000000"', False, '"req-0000000000000000"'  # none such
     if n in ("peer_addr", "peer") or n.startswith("peer_"):
         return '"127.0.0.1:1"', False, '"127.0.0.1:1"'  # a closed local port
     return None, "no valid value known for `const char *%s`" % n, None
@@ -498,6 +504,7 @@ static struct {
     int alice, bob, granted, sync_enabled;
     char *db_id;
     char *device_id;
+    char *ticket;
 } W;
 
 static int fixture(mnemo_status status, const char *call) {
@@ -613,10 +620,19 @@ SWEEP_UNUSED static mnemo_instance *need_sync_instance(void) {
     return W.sync_enabled ? W.instance : NULL;
 }
 
+/* A sync handle whose tickets name 127.0.0.1:1 (a closed port: no listener needed). */
 static mnemo_sync *need_sync(void) {
-    if (!W.sync && need_sync_instance())
-        fixture(mnemo_instance_sync(W.instance, &W.sync), "mnemo_instance_sync");
+    if (!W.sync && need_sync_instance()
+        && fixture(mnemo_instance_sync(W.instance, &W.sync), "mnemo_instance_sync"))
+        fixture(mnemo_sync_advertise(W.sync, "127.0.0.1:1"), "mnemo_sync_advertise(\"127.0.0.1:1\")");
     return W.sync;
+}
+
+/* A ticket for the fixture database. */
+SWEEP_UNUSED static const char *need_ticket(void) {
+    if (!W.ticket && need_sync() && need_db_id())
+        fixture(mnemo_sync_share(W.sync, W.db_id, &W.ticket), "mnemo_sync_share");
+    return W.ticket;
 }
 
 /* A string mnemo returned, to give back (e.g. to mnemo_string_free). */
@@ -907,6 +923,7 @@ class Gen:
             else:
                 o.append('    if (W.%s) fail("no destructor found in the header for %s");' % (slot, slot_type))
         o.append("    mnemo_string_free(W.db_id);")
+        o.append("    mnemo_string_free(W.ticket);")
         o.append("    mnemo_string_free(W.device_id);")
         o.append("    memset(&W, 0, sizeof W);")
         o.append("}\n")

@@ -16,6 +16,8 @@ mod library;
 mod status;
 mod subscription;
 mod sync;
+// After sync: sharing is done through a sync handle.
+mod sharing;
 mod transaction;
 mod user;
 
@@ -27,6 +29,7 @@ pub use backend::*;
 pub use database::*;
 pub use instance::*;
 pub use library::*;
+pub use sharing::*;
 pub use status::*;
 pub use subscription::*;
 pub use sync::*;

@@ -21,6 +21,11 @@ impl mnemo_sync {
     pub(crate) fn new(inner: Arc<SyncEngine>) -> Self {
         mnemo_sync { inner }
     }
+
+    /// The engine this handle refers to.
+    pub(super) fn engine(&self) -> &SyncEngine {
+        &self.inner
+    }
 }
 
 impl Handle for mnemo_sync {

@@ -42,16 +42,16 @@ impl Endpoint {
 }
 
 /// Handles one request body for `endpoint`, from the client that proved device key
-/// `_peer` in the TLS handshake. A watch is answered at once with the current position
+/// `peer` in the TLS handshake. A watch is answered at once with the current position
 /// here (the listener waits for changes itself, through [`admit_watch`]).
 pub fn dispatch(
     sync: &SyncEngine,
-    _peer: &PublicKey,
+    peer: &PublicKey,
     endpoint: Endpoint,
     body: &[u8],
 ) -> Result<Vec<u8>> {
     match endpoint {
-        Endpoint::Db => database(sync, body),
+        Endpoint::Db => database(sync, peer, body),
         Endpoint::Watch => {
             let watch = admit_watch(sync, body)?;
             let position = *watch.position.borrow();
@@ -127,9 +127,15 @@ fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Ar
 }
 
 /// A signed request on a database: addressed to this server, signed by its key, and from a
-/// key with at least read (or a first push that makes the key's own database here).
-fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
+/// key with at least read (or a first push that makes the key's own database here, or an
+/// access request, which needs no permission).
+fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>> {
     let env = authenticated(sync, body)?;
+    if let Request::Ask { permission } = env.request {
+        return Ok(wire::encode_text(
+            &sync.take_request(peer, &env, permission)?,
+        ));
+    }
     let registry = sync.registry()?;
     if !registry.exists(&env.db)? {
         // A database new to this server: it holds nothing of it, so saying so (no tips,
@@ -199,7 +205,10 @@ fn database(sync: &SyncEngine, body: &[u8]) -> Result<Vec<u8>> {
             Ok(wire::encode_flags(&flags))
         }
         Request::Push(entries) => Ok(push(&registry, &env, entries)),
-        Request::Watch { .. } => Err(Error::invalid("watch requests go to the watch endpoint")),
+        // Access requests were taken above; watches have an endpoint of their own.
+        Request::Watch { .. } | Request::Ask { .. } => {
+            Err(Error::invalid("watch requests go to the watch endpoint"))
+        }
     }
 }
 

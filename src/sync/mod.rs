@@ -17,8 +17,11 @@ pub mod handlers;
 mod limits;
 mod net;
 mod replay;
+mod requests;
 mod round;
+mod sharing;
 mod state;
+mod ticket;
 mod track;
 mod tracking;
 mod watchers;
@@ -36,7 +39,9 @@ use crate::error::{Error, Result};
 pub use address::PeerAddr;
 pub use limits::Limits;
 pub use net::tls::{peer_device, server_name, TlsIdentity};
+pub use requests::{RequestRecord, RequestState};
 pub use round::SyncReport;
+pub use ticket::Ticket;
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {
@@ -59,11 +64,19 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
 pub struct SyncEngine {
     registry: Weak<Registry>,
-    /// The device's key: TLS handshakes prove it, as a listener and as a client.
+    /// The device's key: TLS handshakes prove it, as a listener and as a client; it signs
+    /// tickets.
+    device: Arc<dyn KeyRing>,
     device_key: PublicKey,
     identity: net::tls::TlsIdentity,
-    /// `_sync`: cursors per peer and database, and the peers seen.
+    /// `_sync`: cursors per peer and database, the peers seen, what users track.
     state: state::SyncState,
+    /// `_sync` too: access requests and auto-approve policies.
+    requests: requests::Requests,
+    /// Sessions that can sign auto-approved grants.
+    approvers: Mutex<sharing::Approvers>,
+    /// The addresses tickets name, if set ([`SyncEngine::advertise`]).
+    advertised: Mutex<Vec<String>>,
     /// Runs listeners and client requests; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     limits: RwLock<Limits>,
@@ -99,12 +112,16 @@ impl SyncEngine {
     ) -> Result<Arc<SyncEngine>> {
         let limits = Limits::default();
         let runtime = net::runtime(limits.max_requests_in_flight)?;
-        let identity = net::tls::TlsIdentity::new(device, device_key)?;
+        let identity = net::tls::TlsIdentity::new(device.clone(), device_key)?;
         Ok(Arc::new_cyclic(|me| SyncEngine {
             registry: Arc::downgrade(registry),
+            device,
             device_key,
             identity,
+            requests: requests::Requests::new(state_db.clone()),
             state: state::SyncState::new(state_db),
+            approvers: Mutex::new(Vec::new()),
+            advertised: Mutex::new(Vec::new()),
             runtime: Some(runtime),
             limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
@@ -223,11 +240,20 @@ impl SyncEngine {
         addr: &str,
         db: &EntryId,
     ) -> Result<SyncReport> {
-        let addr = PeerAddr::parse(addr)?;
+        self.sync_db_at(requester, &PeerAddr::parse(addr)?, db)
+    }
+
+    /// [`SyncEngine::sync_db`] with an address already parsed.
+    fn sync_db_at(
+        &self,
+        requester: &dyn Requester,
+        addr: &PeerAddr,
+        db: &EntryId,
+    ) -> Result<SyncReport> {
         self.state.want(db)?;
         let keys = requester.key_ring();
         let candidates = self.request_keys(&*keys, db)?;
-        self.round(&*keys, &candidates, &addr, db)?.into_result()
+        self.round(&*keys, &candidates, addr, db)?.into_result()
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

@@ -71,7 +71,8 @@ impl SyncEngine {
     }
 
     /// Starts again, in the background, what `requester` tracks (as recorded by
-    /// [`SyncEngine::track`]): called when a user logs in with sync enabled, and for users
+    /// [`SyncEngine::track`]), and grants the access requests waiting for an auto-approve
+    /// policy this user set: called when a user logs in with sync enabled, and for users
     /// logged in when sync is enabled. Databases no longer here are skipped.
     pub fn resume(&self, requester: &dyn Requester) -> Result<()> {
         let keys = requester.key_ring();
@@ -83,7 +84,9 @@ impl SyncEngine {
                 self.start_track(&who, keys.clone(), &addr, &db)?;
             }
         }
-        Ok(())
+        // The user's session can sign what auto-approve policies grant.
+        self.register_approver(&keys)?;
+        self.approve_waiting()
     }
 
     /// Starts a [`Track`] unless one runs already for the same user, peer and database.

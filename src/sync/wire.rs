@@ -6,6 +6,7 @@
 //! oversized or followed by trailing bytes is refused.
 
 use crate::crypto::{PublicKey, Signature};
+use crate::database::Permission;
 use crate::entry::codec::{Reader, Writer};
 use crate::entry::{EntryId, MAX_ENTRY_BYTES};
 use crate::error::{Error, Result, Status};
@@ -117,6 +118,10 @@ pub enum Request {
     /// after a while (a long poll; only at the `watch` endpoint). The reply is the
     /// position ([`encode_position`]).
     Watch { after: u64 },
+    /// Ask for `permission` on the database for the signing key (an access request, made
+    /// with a ticket; the key need not hold anything yet). The reply is the request's id
+    /// ([`encode_text`]).
+    Ask { permission: Permission },
 }
 
 impl Request {
@@ -128,6 +133,7 @@ impl Request {
             Request::Have(_) => 4,
             Request::Push(_) => 5,
             Request::Watch { .. } => 6,
+            Request::Ask { .. } => 7,
         }
     }
 
@@ -142,6 +148,11 @@ impl Request {
             Request::Get(list) | Request::Have(list) => ids(w, list),
             Request::Push(entries) => blobs(w, entries),
             Request::Watch { after } => w.u64(*after),
+            Request::Ask { permission } => w.u8(match permission {
+                Permission::Read => 1,
+                Permission::Write => 2,
+                Permission::Admin => 3,
+            }),
         }
     }
 
@@ -157,6 +168,14 @@ impl Request {
             5 => Request::Push(read_blobs(r)?),
             6 => Request::Watch {
                 after: r.u64().map_err(|_| bad("truncated"))?,
+            },
+            7 => Request::Ask {
+                permission: match r.u8().map_err(|_| bad("truncated"))? {
+                    1 => Permission::Read,
+                    2 => Permission::Write,
+                    3 => Permission::Admin,
+                    other => return Err(bad(&format!("unknown permission {other}"))),
+                },
             },
             other => return Err(bad(&format!("unknown request {other}"))),
         })
@@ -272,6 +291,31 @@ impl IdsPage {
         finish(r)?;
         Ok(IdsPage { ids, next, more })
     }
+}
+
+/// Longest text reply ([`encode_text`]), in bytes.
+pub const MAX_TEXT: usize = 256;
+
+/// A reply that is a short text (a request id).
+pub fn encode_text(text: &str) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    w.u32(text.len() as u32);
+    w.raw(text.as_bytes());
+    w.0
+}
+
+/// Decodes [`encode_text`] (at most [`MAX_TEXT`] bytes of UTF-8).
+pub fn decode_text(bytes: &[u8]) -> Result<String> {
+    let mut r = open(bytes)?;
+    let len = r
+        .count(MAX_TEXT, "text")
+        .map_err(|_| bad("text too long"))?;
+    let text = r.take(len).map_err(|_| bad("truncated text"))?;
+    let text = std::str::from_utf8(text).map_err(|_| bad("text is not UTF-8"))?;
+    let text = text.to_string();
+    finish(r)?;
+    Ok(text)
 }
 
 /// The reply to [`Request::Watch`]: the server's storage position of the database.

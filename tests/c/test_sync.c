@@ -142,7 +142,105 @@ static void test_sync_round_trip(void) {
     close_side(&a);
 }
 
+/* The id in a one-request JSON list: the value of its "id". */
+static char *first_request_id(const char *json) {
+    const char *at = json ? strstr(json, "\"id\":\"") : NULL;
+    if (!at) return NULL;
+    at += strlen("\"id\":\"");
+    size_t len = (size_t)(strchr(at, '"') - at);
+    char *id = (char *)malloc(len + 1);
+    memcpy(id, at, len);
+    id[len] = '\0';
+    return id;
+}
+
+/* Sharing by ticket: share, ask, list, approve, join, write back; a rejection stays;
+ * a tampered ticket is refused; bad arguments. */
+static void test_ticket_flow(void) {
+    side a = open_side("alice"), b = open_side("bob"), c = open_side("carol");
+    char *addr = NULL, *ticket = NULL, *request = NULL, *json = NULL, *db_id = NULL, *text = NULL;
+    mnemo_database *db = NULL, *copy = NULL;
+    EXPECT_OK(mnemo_sync_listen(a.sync, "127.0.0.1:0", &addr));
+    EXPECT_OK(mnemo_user_create_db(a.user, "shared", &db));
+    EXPECT_OK(mnemo_db_id(db, &db_id));
+    EXPECT_OK(mnemo_db_set(db, "notes", "hello", "\"from alice\""));
+    EXPECT_OK(mnemo_sync_share(a.sync, db_id, &ticket));
+    CHECK(ticket && strncmp(ticket, "mnemo:", 6) == 0);
+
+    EXPECT(mnemo_sync_join(b.sync, b.user, ticket), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT_OK(mnemo_sync_request_access(b.sync, b.user, ticket, "write", &request));
+    CHECK(request && strncmp(request, "req-", 4) == 0);
+    EXPECT_OK(mnemo_sync_list_requests(a.sync, a.user, &json));
+    char *listed = first_request_id(json);
+    CHECK(listed && request && strcmp(listed, request) == 0);
+    CHECK(json && strstr(json, "\"permission\":\"write\"") != NULL);
+    free(listed);
+    mnemo_string_free(json);
+    EXPECT_OK(mnemo_sync_list_requests(b.sync, b.user, &json));
+    EXPECT_STR(json, "[]");
+
+    EXPECT_OK(mnemo_sync_approve(a.sync, a.user, request));
+    EXPECT(mnemo_sync_approve(a.sync, a.user, request), MNEMO_STATUS_NOT_FOUND);
+    EXPECT_OK(mnemo_sync_join(b.sync, b.user, ticket));
+    EXPECT_OK(mnemo_user_load_db(b.user, db_id, &copy));
+    EXPECT_OK(mnemo_db_get(copy, "notes", "hello", &text));
+    EXPECT_STR(text, "\"from alice\"");
+    EXPECT_OK(mnemo_db_set(copy, "notes", "reply", "\"from bob\""));
+    EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
+    EXPECT_OK(mnemo_db_get(db, "notes", "reply", &text));
+    EXPECT_STR(text, "\"from bob\"");
+
+    /* Carol is rejected, and stays refused. */
+    char *carol_request = NULL;
+    EXPECT_OK(mnemo_sync_request_access(c.sync, c.user, ticket, "read", &carol_request));
+    EXPECT_OK(mnemo_sync_reject(a.sync, a.user, carol_request));
+    EXPECT(mnemo_sync_join(c.sync, c.user, ticket), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT(mnemo_sync_request_access(c.sync, c.user, ticket, "read", &text), MNEMO_STATUS_PERMISSION_DENIED);
+    CHECK(text == NULL);
+    EXPECT(mnemo_sync_reject(a.sync, a.user, carol_request), MNEMO_STATUS_NOT_FOUND);
+
+    /* A ticket with one character changed is refused before any connection. */
+    char *tampered = (char *)malloc(strlen(ticket) + 1);
+    strcpy(tampered, ticket);
+    tampered[20] = tampered[20] == 'A' ? 'B' : 'A';
+    EXPECT(mnemo_sync_request_access(c.sync, c.user, tampered, "read", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_join(c.sync, c.user, tampered), MNEMO_STATUS_INVALID_ARGUMENT);
+    free(tampered);
+
+    /* Auto-approval: on, then off. */
+    EXPECT_OK(mnemo_sync_auto_approve(a.sync, a.user, db_id, "read"));
+    EXPECT_OK(mnemo_sync_auto_approve(a.sync, a.user, db_id, NULL));
+    EXPECT(mnemo_sync_auto_approve(b.sync, b.user, db_id, "read"), MNEMO_STATUS_PERMISSION_DENIED);
+    EXPECT(mnemo_sync_auto_approve(a.sync, a.user, db_id, "owner"), MNEMO_STATUS_INVALID_ARGUMENT);
+
+    /* Bad arguments. */
+    EXPECT(mnemo_sync_share(a.sync, "sha256:nope", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_share(b.sync, db_id, &text), MNEMO_STATUS_INVALID_ARGUMENT); /* not listening */
+    EXPECT(mnemo_sync_share(NULL, db_id, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_advertise(a.sync, "nonsense"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_request_access(b.sync, b.user, ticket, "owner", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_request_access(b.sync, b.user, "mnemo:", "read", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_request_access(b.sync, NULL, ticket, "read", &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_list_requests(a.sync, a.user, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_approve(a.sync, a.user, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_join(b.sync, b.user, BAD_UTF8), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(text == NULL);
+
+    mnemo_string_free(addr);
+    mnemo_string_free(ticket);
+    mnemo_string_free(request);
+    mnemo_string_free(carol_request);
+    mnemo_string_free(json);
+    mnemo_string_free(db_id);
+    mnemo_db_free(copy);
+    mnemo_db_free(db);
+    close_side(&c);
+    close_side(&b);
+    close_side(&a);
+}
+
 int main(void) {
     test_sync_round_trip();
+    test_ticket_flow();
     return report("c sync");
 }

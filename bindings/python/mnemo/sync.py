@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from . import _native
 from ._handle import Handle, HandleOwner
 from ._native import lib
+from .database import Database, Permission
 from .errors import InvalidArgument
 from .user import User
 
@@ -25,9 +27,11 @@ class Sync(HandleOwner):
     Two instances share a database like this (``alice`` owns it, ``bob`` is on the other
     instance)::
 
-        addr = alice_inst.sync.listen()                  # "127.0.0.1:40123"
-        db.grant(bob.list_keys()[0].pubkey, "write")     # bob's key, given to alice
-        bob_inst.sync.sync_db(bob, addr, db.id)          # one round: pull, then push
+        alice_sync.listen()                              # "127.0.0.1:40123"
+        ticket = alice_sync.share(db)                    # "mnemo:…", sent to bob
+        request = bob_sync.request_access(bob, ticket, "write")
+        alice_sync.approve(alice, request)               # grants bob's key
+        bob_sync.join(bob, ticket)                       # pulls the database
         copy = bob.load_db(db.id)
     """
 
@@ -135,12 +139,89 @@ class Sync(HandleOwner):
             _native.check(lib.mnemo_sync_flush(ptr, timeout_ms))
 
     def _with_user(self, fn: Callable[..., int], user: User, addr: str, db_id: str) -> None:
-        if not isinstance(user, User):
-            raise TypeError(f"user must be a mnemo.User, not {type(user).__name__}")
+        _checked(user)
         a = _native.encode(addr, "addr")
         i = _native.encode(db_id, "db_id")
         with self._handle.use() as ptr, _user_ptr(user) as uptr:
             _native.check(fn(ptr, uptr, a, i))
+
+    # --- Sharing by ticket -------------------------------------------------------------
+
+    def share(self, db: Database | str) -> str:
+        """A share ticket for ``db`` (a :class:`mnemo.Database` or an id), which this
+        instance holds: ``"mnemo:…"``, naming the database, where this engine listens and
+        this device's id, signed by the device. It grants nothing by itself; an altered
+        ticket is refused.
+
+        Raises InvalidArgument if there is no address to name (not listening, or only on
+        a wildcard address and nothing :meth:`advertise`-d), NotFound if the database is
+        not here.
+        """
+        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_sync_share, ptr, i)
+
+    def advertise(self, addr: str) -> None:
+        """Adds ``addr`` (``"host:port"`` as peers reach this device) to the addresses
+        tickets name, in place of the listeners' own. At most 8. Raises InvalidArgument."""
+        a = _native.encode(addr, "addr")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_sync_advertise(ptr, a))
+
+    def request_access(self, user: User, ticket: str, permission: Permission) -> str:
+        """Asks the device ``ticket`` names for ``permission`` on its database, as ``user``
+        (signed by the user's default key, which the admins there see and grant). Returns
+        the request's id.
+
+        Raises InvalidArgument (a malformed or altered ticket, a bad permission),
+        PermissionDenied (rejected before), Busy (too many requests wait there),
+        NetworkError (no address answered as the ticket's device), LoggedOut.
+        """
+        t = _native.encode(ticket, "ticket")
+        p = _native.encode(permission, "permission")
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            return _native.call_string(lib.mnemo_sync_request_access, ptr, uptr, t, p)
+
+    def requests(self, user: User) -> list[dict[str, Any]]:
+        """The access requests waiting here for databases ``user`` administers: dicts with
+        ``id``, ``db``, ``key``, ``permission``, ``device`` and ``requested_at`` (ms since
+        the Unix epoch). Requests are kept 7 days and survive restarts."""
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            return json.loads(_native.call_string(lib.mnemo_sync_list_requests, ptr, uptr))
+
+    def approve(self, user: User, request_id: str) -> None:
+        """Approves a request: grants its key the permission asked, signed by ``user``'s
+        admin key. Raises NotFound (no such pending request on a database ``user``
+        administers), PermissionDenied (``user``'s key may not grant that key)."""
+        self._decide(lib.mnemo_sync_approve, user, request_id)
+
+    def reject(self, user: User, request_id: str) -> None:
+        """Rejects a request: its key is refused when it joins or asks again (for 7
+        days). Raises NotFound as :meth:`approve`."""
+        self._decide(lib.mnemo_sync_reject, user, request_id)
+
+    def auto_approve(self, user: User, db: Database | str, permission: Permission | None) -> None:
+        """Sets ``db``'s auto-approve policy: requests for at most ``permission`` are
+        granted as they arrive, signed by ``user``'s admin key, while that user is logged
+        in here with sync enabled (others wait until then). ``None`` removes it. Raises
+        PermissionDenied unless ``user`` administers the database."""
+        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        p = _native.encode_optional(permission, "permission")
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            _native.check(lib.mnemo_sync_auto_approve(ptr, uptr, i, p))
+
+    def join(self, user: User, ticket: str) -> None:
+        """Pulls the database ``ticket`` names from its device, as ``user``, once an admin
+        there approved the user's request (before: PermissionDenied); then
+        :meth:`mnemo.User.load_db` opens it. Raises as :meth:`sync_db` too."""
+        t = _native.encode(ticket, "ticket")
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            _native.check(lib.mnemo_sync_join(ptr, uptr, t))
+
+    def _decide(self, fn: Callable[..., int], user: User, request_id: str) -> None:
+        r = _native.encode(request_id, "request_id")
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            _native.check(fn(ptr, uptr, r))
 
     def close(self) -> None:
         """Drops this reference to the engine. Idempotent."""
@@ -148,6 +229,12 @@ class Sync(HandleOwner):
 
     def __repr__(self) -> str:
         return f"<mnemo.Sync {'closed' if self.closed else 'open'}>"
+
+
+def _checked(user: User) -> User:
+    if not isinstance(user, User):
+        raise TypeError(f"user must be a mnemo.User, not {type(user).__name__}")
+    return user
 
 
 @contextmanager

@@ -109,6 +109,11 @@ impl Listener {
         self.addr.to_string()
     }
 
+    /// Whether it listens on every interface (0.0.0.0 or [::]): an address no peer can use.
+    pub(in crate::sync) fn is_wildcard(&self) -> bool {
+        self.addr.ip().is_unspecified()
+    }
+
     /// Connections open now.
     pub(in crate::sync) fn open_connections(&self) -> usize {
         self.addresses.open_connections()

@@ -1,0 +1,216 @@
+"""Sharing by ticket, through the Python package: alice's instance listens and hands out
+a ticket; bob's instance asks for access with it; alice approves or rejects; bob joins
+and writes back. Auto-approval, tampered tickets, bounds and persistence too."""
+
+from __future__ import annotations
+
+import base64
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from proxy import Proxy
+
+import mnemo
+
+
+class Side:
+    """An instance with one user, sync enabled and listening."""
+
+    def __init__(self, stack: ExitStack, name: str, url: str = "memory:") -> None:
+        self.inst = stack.enter_context(mnemo.Instance.open(url))
+        if name not in self.inst.list_users():
+            self.inst.create_user(name)
+        self.inst.enable_sync()
+        self.user = stack.enter_context(self.inst.login(name))
+        self.sync = stack.enter_context(self.inst.sync)
+        self.addr = self.sync.listen()
+        self.key = next(k.pubkey for k in self.user.list_keys() if k.is_default)
+
+
+@pytest.fixture
+def sides() -> Iterator[tuple[Side, Side]]:
+    with ExitStack() as stack:
+        alice, bob = Side(stack, "alice"), Side(stack, "bob")
+        yield alice, bob
+
+
+def test_the_whole_ticket_flow(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("shared notes")
+    db.set("notes", "hello", "from alice")
+    ticket = alice.sync.share(db)
+    assert ticket.startswith("mnemo:")
+    assert alice.sync.share(db.id) == ticket  # by id too: the same ticket
+
+    with pytest.raises(mnemo.PermissionDenied):
+        bob.sync.join(bob.user, ticket)  # not approved yet
+    request = bob.sync.request_access(bob.user, ticket, "write")
+    assert request.startswith("req-")
+    assert bob.sync.request_access(bob.user, ticket, "write") == request  # asking again: same
+
+    [pending] = alice.sync.requests(alice.user)
+    assert pending["id"] == request
+    assert pending["db"] == db.id
+    assert pending["key"] == bob.key
+    assert pending["permission"] == "write"
+    assert pending["device"] == bob.inst.device_id
+    assert pending["requested_at"] > 0
+    assert bob.sync.requests(bob.user) == []  # bob administers nothing here
+
+    alice.sync.approve(alice.user, request)
+    assert alice.sync.requests(alice.user) == []
+    with pytest.raises(mnemo.NotFound):
+        alice.sync.approve(alice.user, request)  # approved already
+    bob.sync.join(bob.user, ticket)
+    with bob.user.load_db(db.id) as copy:
+        assert copy.get("notes", "hello") == "from alice"
+        copy.set("notes", "reply", "from bob")  # write back
+    bob.sync.sync_db(bob.user, f"{alice.inst.device_id}@{alice.addr}", db.id)
+    assert db.get("notes", "reply") == "from bob"
+    assert db.get_all("_settings")[f"auth/{bob.key}"]["permission"] == "write"
+
+
+def test_a_rejected_request_stays_refused(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("private")
+    ticket = alice.sync.share(db)
+    request = bob.sync.request_access(bob.user, ticket, "read")
+    alice.sync.reject(alice.user, request)
+    assert alice.sync.requests(alice.user) == []
+    with pytest.raises(mnemo.PermissionDenied):
+        bob.sync.join(bob.user, ticket)
+    with pytest.raises(mnemo.PermissionDenied, match="rejected"):
+        bob.sync.request_access(bob.user, ticket, "read")
+    with pytest.raises(mnemo.NotFound):
+        alice.sync.approve(alice.user, request)
+    with pytest.raises(mnemo.NotFound):
+        bob.user.load_db(db.id)
+
+
+def tamper(ticket: str, at: int) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(ticket[len("mnemo:") :] + "=" * (-len(ticket) % 4)))
+    raw[at] ^= 0x01
+    return "mnemo:" + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("at", [0, 5, 40, 70, 80, -1])
+def test_a_tampered_ticket_is_refused(sides: tuple[Side, Side], at: int) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("shared")
+    ticket = alice.sync.share(db)
+    bad = tamper(ticket, at)
+    with pytest.raises(mnemo.InvalidArgument, match="ticket"):
+        bob.sync.request_access(bob.user, bad, "read")
+    with pytest.raises(mnemo.InvalidArgument, match="ticket"):
+        bob.sync.join(bob.user, bad)
+    assert alice.sync.requests(alice.user) == []
+
+
+@pytest.mark.parametrize("ticket", ["", "mnemo:", "mnemo:@@@", "http://example.com", "mnemo:" + "A" * 5000])
+def test_garbage_tickets_are_invalid_arguments(sides: tuple[Side, Side], ticket: str) -> None:
+    _, bob = sides
+    with pytest.raises(mnemo.InvalidArgument):
+        bob.sync.request_access(bob.user, ticket, "read")
+
+
+def test_bad_permissions_and_request_ids(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("shared")
+    ticket = alice.sync.share(db)
+    with pytest.raises(mnemo.InvalidArgument):
+        bob.sync.request_access(bob.user, ticket, "owner")  # type: ignore[arg-type]
+    for call in (alice.sync.approve, alice.sync.reject):
+        with pytest.raises(mnemo.NotFound):
+            call(alice.user, "req-0000000000000000")
+    with pytest.raises(TypeError):
+        alice.sync.requests("alice")  # type: ignore[arg-type]
+
+
+def test_share_needs_a_database_here_and_an_address(sides: tuple[Side, Side]) -> None:
+    alice, _ = sides
+    with pytest.raises(mnemo.NotFound):
+        alice.sync.share("sha256:" + "0" * 64)
+    with mnemo.Instance.open("memory:") as quiet:
+        quiet.create_user("carol")
+        quiet.enable_sync()
+        with quiet.login("carol") as carol, quiet.sync as sync:
+            db = carol.create_db("not listening")
+            with pytest.raises(mnemo.InvalidArgument, match="listen"):
+                sync.share(db)
+            sync.listen("0.0.0.0:0")
+            with pytest.raises(mnemo.InvalidArgument, match="advertise"):
+                sync.share(db)  # a wildcard address is no use to a peer
+            sync.advertise("notes.example.org:7000")
+            assert sync.share(db).startswith("mnemo:")
+            with pytest.raises(mnemo.InvalidArgument):
+                sync.advertise("not an address")
+
+
+def test_the_ticket_pins_the_device_that_made_it(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("shared")
+    with ExitStack() as stack:
+        mallory = Side(stack, "mallory")
+        # Alice's ticket names an address where mallory answers (a proxy to her listener):
+        # bob talks only to the device the ticket names, and never reaches mallory's side.
+        proxy = Proxy(mallory.addr)
+        try:
+            alice.sync.advertise(proxy.addr)
+            ticket = alice.sync.share(db)
+            with pytest.raises(mnemo.NetworkError, match="did not prove"):
+                bob.sync.request_access(bob.user, ticket, "read")
+            with pytest.raises(mnemo.NetworkError):
+                bob.sync.join(bob.user, ticket)
+        finally:
+            proxy.close()
+        assert mallory.sync.requests(mallory.user) == []
+
+
+def test_auto_approve_grants_as_requests_arrive(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("open house")
+    alice.sync.auto_approve(alice.user, db, "read")
+    ticket = alice.sync.share(db)
+    bob.sync.request_access(bob.user, ticket, "read")
+    assert alice.sync.requests(alice.user) == []  # granted on arrival
+    bob.sync.join(bob.user, ticket)
+    # More than the policy allows waits for an admin.
+    with mnemo.Instance.open("memory:") as other:
+        other.create_user("carol")
+        other.enable_sync()
+        with other.login("carol") as carol, other.sync as sync:
+            sync.request_access(carol, ticket, "write")
+            [pending] = alice.sync.requests(alice.user)
+            assert pending["permission"] == "write"
+    with pytest.raises(mnemo.PermissionDenied):
+        bob.sync.auto_approve(bob.user, db, "read")  # bob is no admin
+    alice.sync.auto_approve(alice.user, db, None)  # removed
+
+
+def test_requests_and_policies_survive_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'alice.db'}"
+    with ExitStack() as stack:
+        bob = Side(stack, "bob")
+        carol = Side(stack, "carol")
+        with ExitStack() as first:
+            alice = Side(first, "alice", url)
+            db_id = alice.user.create_db("kept").id
+            alice.sync.advertise(alice.addr)
+            ticket = alice.sync.share(db_id)
+            request = bob.sync.request_access(bob.user, ticket, "write")
+            alice.sync.auto_approve(alice.user, db_id, "read")  # does not cover "write"
+        with ExitStack() as second:
+            alice = Side(second, "alice", url)
+            ticket = alice.sync.share(db_id)  # the listener's new port
+            [pending] = alice.sync.requests(alice.user)  # the request survived
+            assert pending["id"] == request
+            # The policy survived too: carol's "read" is granted on arrival.
+            carol.sync.request_access(carol.user, ticket, "read")
+            carol.sync.join(carol.user, ticket)
+            assert [r["id"] for r in alice.sync.requests(alice.user)] == [request]
+            alice.sync.approve(alice.user, request)
+            bob.sync.join(bob.user, ticket)
+            with bob.user.load_db(db_id) as copy:
+                assert copy.get("_settings", "name") == "kept"

@@ -1,0 +1,151 @@
+//! Access requests as a listener keeps them, in `_sync` (so they survive restarts): pending
+//! until an admin approves or rejects them, rejected ones kept so that the same key cannot
+//! ask again at once, both forgotten after [`REQUEST_LIFETIME_MS`]. Bounded per database
+//! and in all. Also the auto-approve policies admins set per database.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::PublicKey;
+use crate::database::{now_ms, Database, Permission, Table};
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// How long a request (pending or rejected) is kept: 7 days.
+pub const REQUEST_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most requests kept for one database.
+pub const MAX_REQUESTS_PER_DATABASE: usize = 64;
+/// Most requests kept in all.
+pub const MAX_REQUESTS: usize = 1024;
+
+/// Requests, by id.
+const REQUESTS: Table<RequestRecord> = Table::new("requests", "access request");
+/// Auto-approve policies, by database id.
+const POLICIES: Table<PolicyRecord> = Table::new("policies", "auto-approve policy");
+
+/// Where a request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestState {
+    /// Waiting for an admin.
+    Pending,
+    /// Refused by an admin: the key gets PERMISSION_DENIED if it asks again.
+    Rejected,
+}
+
+/// One access request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// The request's id (the same for every request of one key on one database).
+    pub id: String,
+    /// The database asked for.
+    pub db: EntryId,
+    /// The key that asked, and would be granted.
+    pub key: PublicKey,
+    /// The permission asked for.
+    pub permission: Permission,
+    /// The device the request came from (proven in TLS).
+    pub device: PublicKey,
+    /// When it was made (or last renewed), milliseconds since the Unix epoch.
+    pub requested_at: u64,
+    /// Pending or rejected.
+    pub state: RequestState,
+}
+
+/// An auto-approve policy: requests for at most `permission` on a database are granted,
+/// signed by `admin`, as soon as that key's session is at hand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// The highest permission granted without asking.
+    pub permission: Permission,
+    /// The admin key that set it and signs the grants.
+    pub admin: PublicKey,
+}
+
+/// The id of `key`'s request on `db`: `req-` and 16 hex digits of a hash of both.
+pub fn request_id(db: &EntryId, key: &PublicKey) -> String {
+    let hash =
+        EntryId::of_bytes(&[&b"mnemo/request/v1\0"[..], db.as_bytes(), key.as_bytes()].concat());
+    let hex: String = hash.as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("req-{hex}")
+}
+
+/// The requests and policies of one instance, in its `_sync` database.
+pub(super) struct Requests {
+    db: Database,
+}
+
+impl Requests {
+    pub(super) fn new(db: Database) -> Self {
+        Requests { db }
+    }
+
+    /// Every request still within its lifetime (expired ones are deleted on the way).
+    pub(super) fn all(&self) -> Result<Vec<RequestRecord>> {
+        let now = now_ms();
+        let mut live = Vec::new();
+        for (id, record) in REQUESTS.all(&self.db)? {
+            if now.saturating_sub(record.requested_at) > REQUEST_LIFETIME_MS {
+                REQUESTS.delete(&self.db, &id)?;
+            } else {
+                live.push(record);
+            }
+        }
+        Ok(live)
+    }
+
+    /// The request `id`, if kept and within its lifetime.
+    pub(super) fn get(&self, id: &str) -> Result<Option<RequestRecord>> {
+        Ok(REQUESTS
+            .get(&self.db, id)?
+            .filter(|r| now_ms().saturating_sub(r.requested_at) <= REQUEST_LIFETIME_MS))
+    }
+
+    /// Records `record` (replacing the same key's request on the same database), within
+    /// the bounds: [`Error::Busy`] when its database or the instance holds as many as it
+    /// may.
+    pub(super) fn put(&self, record: &RequestRecord) -> Result<()> {
+        let all = self.all()?;
+        if !all.iter().any(|r| r.id == record.id) {
+            let here = all.iter().filter(|r| r.db == record.db).count();
+            if here >= MAX_REQUESTS_PER_DATABASE || all.len() >= MAX_REQUESTS {
+                return Err(Error::Busy(
+                    "too many access requests wait here; try again later".into(),
+                ));
+            }
+        }
+        REQUESTS.put(&self.db, &record.id, record).map(drop)
+    }
+
+    /// Forgets request `id`.
+    pub(super) fn delete(&self, id: &str) -> Result<()> {
+        REQUESTS.delete(&self.db, id).map(drop)
+    }
+
+    /// The auto-approve policy of `db`, if any.
+    pub(super) fn policy(&self, db: &EntryId) -> Result<Option<PolicyRecord>> {
+        POLICIES.get(&self.db, &db.to_text())
+    }
+
+    /// Every auto-approve policy, by database.
+    pub(super) fn policies(&self) -> Result<Vec<(EntryId, PolicyRecord)>> {
+        POLICIES
+            .all(&self.db)?
+            .into_iter()
+            .map(|(db, p)| Ok((EntryId::parse(&db)?, p)))
+            .collect()
+    }
+
+    /// Sets (or with `None`, removes) the auto-approve policy of `db`.
+    pub(super) fn set_policy(&self, db: &EntryId, policy: Option<&PolicyRecord>) -> Result<()> {
+        match policy {
+            Some(p) => POLICIES.put(&self.db, &db.to_text(), p).map(drop),
+            None => match POLICIES.delete(&self.db, &db.to_text()) {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+}
