@@ -470,3 +470,85 @@ fn a_tracking_peer_hears_each_commit_of_the_listener() {
         }
     }
 }
+
+/// Access requests from strangers: bounded per database (BUSY past it, nothing more kept),
+/// idempotent when repeated, refused when stale or for a database not held, and listed
+/// only to the database's admins.
+#[test]
+fn access_requests_are_bounded_and_checked() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("asked for").unwrap();
+    let ask = |key: &PrivateKey, db: EntryId| {
+        let env = envelope(
+            key,
+            &a,
+            db,
+            Request::Ask {
+                permission: Permission::Read,
+            },
+        );
+        post_raw(&addr, "db", &env.encode())
+    };
+    let strangers: Vec<PrivateKey> = (0..70).map(|_| PrivateKey::generate().unwrap()).collect();
+    let (mut taken, mut busy) = (0, 0);
+    for key in &strangers {
+        match ask(key, db.id()) {
+            (200, body) => {
+                assert!(wire::decode_text(&body).unwrap().starts_with("req-"));
+                taken += 1;
+            }
+            (503, body) => {
+                assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 12);
+                busy += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((taken, busy), (64, 6));
+    assert_eq!(sync.access_requests(&alice).unwrap().len(), 64);
+    // Asking again: the same id, nothing new kept.
+    let (_, first) = ask(&strangers[0], db.id());
+    let (_, again) = ask(&strangers[0], db.id());
+    assert_eq!(first, again);
+    assert_eq!(sync.access_requests(&alice).unwrap().len(), 64);
+    // A database not held, a stale request, a malformed permission.
+    assert_eq!(ask(&strangers[0], EntryId::of_bytes(b"elsewhere")).0, 403);
+    let mut stale = envelope(
+        &strangers[0],
+        &a,
+        db.id(),
+        Request::Ask {
+            permission: Permission::Read,
+        },
+    );
+    stale.timestamp_ms -= 10 * 60 * 1000;
+    stale.signature = strangers[0].sign(&stale.signed_part());
+    assert_eq!(post_raw(&addr, "db", &stale.encode()).0, 403);
+    let mut malformed = envelope(
+        &strangers[0],
+        &a,
+        db.id(),
+        Request::Ask {
+            permission: Permission::Read,
+        },
+    )
+    .encode();
+    let at = malformed.len() - 65; // the permission byte, just before the signature
+    malformed[at] = 9;
+    assert_eq!(post_raw(&addr, "db", &malformed).0, 400);
+    // Only the database's admins see the requests.
+    let (_, bob) = (
+        a.create_user("bob", None).unwrap(),
+        a.login("bob", None).unwrap(),
+    );
+    assert!(sync.access_requests(&bob).unwrap().is_empty());
+    let id = mnemo::sync::wire::decode_text(&first).unwrap();
+    assert!(matches!(sync.approve(&bob, &id), Err(Error::NotFound(_))));
+    sync.approve(&alice, &id).unwrap();
+    assert_eq!(
+        db.permission_of(&strangers[0].public_key()).unwrap(),
+        Some(Permission::Read)
+    );
+}
