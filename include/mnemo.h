@@ -167,14 +167,28 @@ extern "C" {
  *
  * - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
  *   process), "sqlite:PATH" (one file, created with mode 0600 if absent) and
- *   "postgres://user@host:port/dbname" (also "postgresql://…"; connects at once).
+ *   "postgres://user:password@host:port/dbname?options" (also "postgresql://…"; connects
+ *   at once; percent-encode reserved characters in values).
+ * - TLS to PostgreSQL, as libpq's options say: "sslmode=disable" (plain), "prefer" (the
+ *   default: TLS if the server offers it, else plain), "require" (TLS or fail),
+ *   "verify-ca" (TLS, and the server's certificate must chain to one of the PEM file
+ *   "sslrootcert=PATH", or be one of them), "verify-full" (that, and the URL's host name
+ *   or IP address must be in the certificate's subjectAltName). "prefer" and "require"
+ *   check nothing of the certificate unless "sslrootcert" is given (then as "verify-ca").
+ *   "verify-ca" and "verify-full" need "sslrootcert" (~/.postgresql is not read; "system"
+ *   is not supported); "allow" and client certificates are not supported. Other options
+ *   (application_name, connect_timeout, channel_binding, hostaddr, …) go to the driver.
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (a NULL argument, invalid
- * UTF-8, an unknown or malformed URL), MNEMO_STATUS_STORAGE (the file cannot be opened or
- * created, is from a newer mnemo or not a mnemo file; the server is unreachable),
- * MNEMO_STATUS_CORRUPT (the file is damaged or not a database). Thread-safe.
+ * UTF-8, an unknown or malformed URL, an unknown option or sslmode, "verify-ca" or
+ * "verify-full" without "sslrootcert", an sslrootcert file that cannot be read or holds
+ * no certificate), MNEMO_STATUS_STORAGE (the file cannot be opened or created, is from a
+ * newer mnemo or not a mnemo file; the server is unreachable, refuses the login, refuses
+ * TLS that the sslmode requires, or presents a certificate the sslmode refuses),
+ * MNEMO_STATUS_CORRUPT (the file is damaged or not a database). No message repeats a
+ * PostgreSQL URL or its password. Thread-safe.
  * (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
  * returns MNEMO_STATUS_INTERNAL.)
  */

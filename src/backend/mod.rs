@@ -10,7 +10,7 @@ use crate::entry::EntryId;
 use crate::error::Result;
 
 pub use memory::MemoryBackend;
-pub use postgres::PostgresBackend;
+pub use postgres::{PostgresBackend, PostgresUrl, SslMode};
 pub use sqlite::SqliteBackend;
 pub use url::{open, parse as parse_url, BackendUrl};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Backend, MemoryBackend, PostgresBackend, SqliteBackend};
+use super::{Backend, MemoryBackend, PostgresBackend, PostgresUrl, SqliteBackend};
 use crate::error::{Error, Result};
 
 /// A parsed backend URL.
@@ -13,12 +13,14 @@ pub enum BackendUrl {
     Memory,
     /// `sqlite:PATH`
     Sqlite(PathBuf),
-    /// `postgres://…` or `postgresql://…`, checked by the PostgreSQL driver's parser.
-    Postgres(String),
+    /// `postgres://…` or `postgresql://…`: its TLS options checked by mnemo, the rest by the
+    /// PostgreSQL driver's parser.
+    Postgres(PostgresUrl),
 }
 
 /// Parses a backend URL without opening anything: `memory:`, `sqlite:PATH` or
-/// `postgres://…` (also `postgresql://…`). [`Error::InvalidArgument`] otherwise.
+/// `postgres://…` (also `postgresql://…`; see [`PostgresUrl::parse`]).
+/// [`Error::InvalidArgument`] otherwise.
 pub fn parse(url: &str) -> Result<BackendUrl> {
     let (scheme, rest) = url.split_once(':').ok_or_else(|| {
         Error::invalid(format!(
@@ -34,11 +36,7 @@ pub fn parse(url: &str) -> Result<BackendUrl> {
             Err(Error::invalid("a sqlite URL names a file: sqlite:PATH"))
         }
         "sqlite" => Ok(BackendUrl::Sqlite(PathBuf::from(rest))),
-        "postgres" | "postgresql" => {
-            url.parse::<postgres::Config>()
-                .map_err(|e| Error::invalid(format!("malformed postgres URL: {e}")))?;
-            Ok(BackendUrl::Postgres(url.to_string()))
-        }
+        "postgres" | "postgresql" => Ok(BackendUrl::Postgres(PostgresUrl::parse(url)?)),
         _ => Err(Error::invalid(format!(
             "unknown backend scheme '{scheme}' (supported: memory:, sqlite:PATH, postgres://…)"
         ))),
@@ -50,7 +48,7 @@ pub fn open(url: &str) -> Result<Arc<dyn Backend>> {
     Ok(match parse(url)? {
         BackendUrl::Memory => Arc::new(MemoryBackend::new()),
         BackendUrl::Sqlite(path) => Arc::new(SqliteBackend::open(&path)?),
-        BackendUrl::Postgres(url) => Arc::new(PostgresBackend::connect(&url)?),
+        BackendUrl::Postgres(url) => Arc::new(PostgresBackend::connect_to(&url)?),
     })
 }
 
@@ -76,6 +74,9 @@ mod tests {
             "sqlite:",
             "nosuch:x",
             "postgres://u@h:notaport/d",
+            "postgres:u@h/d",
+            "postgres://u@h/d?sslmode=bogus",
+            "postgres://u@h/d?sslmode=verify-full",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -72,7 +72,10 @@ class Instance(HandleOwner):
         """Opens the backend named by ``url`` and an instance on it, creating the device
         identity on first open.
 
-        Supported URL: ``"memory:"`` (nothing survives the process).
+        Supported URLs: ``"memory:"`` (nothing survives the process), ``"sqlite:PATH"``
+        and ``"postgres://user:password@host:port/db?options"``; PostgreSQL connections use
+        TLS as libpq's ``sslmode`` and ``sslrootcert`` say (e.g.
+        ``"?sslmode=verify-full&sslrootcert=/etc/ca.pem"``; see the README).
 
         ``argon2``: the Argon2id cost of passwords, as :class:`Argon2Params` or a
         ``(memory_kib, time_cost, parallelism)`` tuple; None for the default, which is the
@@ -82,9 +85,11 @@ class Instance(HandleOwner):
         maximum: every password operation (create_user, login, change_password) then uses
         that much memory and time, so keep the values modest.
 
-        Raises InvalidArgument for an unknown or malformed URL, or Argon2id parameters below
-        the minimum, rejected by Argon2, or different from the recorded ones; TypeError if
-        ``argon2`` is not three integers; StorageError or Corrupt if the backend fails.
+        Raises InvalidArgument for an unknown or malformed URL (an unknown ``sslmode``;
+        ``verify-ca`` or ``verify-full`` without a readable ``sslrootcert``), or Argon2id
+        parameters below the minimum, rejected by Argon2, or different from the recorded
+        ones; TypeError if ``argon2`` is not three integers; StorageError or Corrupt if the
+        backend fails (for PostgreSQL: unreachable, TLS refused, or a certificate refused).
         """
         u = _native.encode(url, "url")
         params = None if argon2 is None else _argon2_params(argon2)

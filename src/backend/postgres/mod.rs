@@ -5,13 +5,22 @@
 //! upserts that keep the winning cell, and inserts that fail on an existing key (so two
 //! processes creating the same username: one wins). The schema version is recorded and
 //! checked at connect; the schema is created under an advisory lock.
+//!
+//! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
+//! (`options.rs` reads them, `tls.rs` is the connector).
+
+mod cert;
+mod options;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, NoTls, Statement};
+
+pub use options::{PostgresUrl, SslMode};
 
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
@@ -90,12 +99,24 @@ fn pg_error(e: postgres::Error) -> Error {
 
 impl PostgresBackend {
     /// Connects to the server a `postgres://` URL names and checks (or creates) the schema.
+    /// See [`PostgresBackend::connect_to`].
     pub fn connect(url: &str) -> Result<PostgresBackend> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| Error::invalid(format!("malformed postgres URL: {e}")))?;
+        PostgresBackend::connect_to(&PostgresUrl::parse(url)?)
+    }
+
+    /// Connects to the server of a checked URL, with TLS as its `sslmode` says (see
+    /// [`SslMode`]), and checks (or creates) the schema. [`Error::InvalidArgument`] if the
+    /// `sslrootcert` file cannot be read or holds no certificate; [`Error::Storage`] if the
+    /// server cannot be reached, refuses TLS that the mode requires, presents a certificate
+    /// the mode refuses, or refuses the login, and for a schema of another mnemo version.
+    pub fn connect_to(url: &PostgresUrl) -> Result<PostgresBackend> {
+        let mut config = url.driver_config()?;
         config.connect_timeout(Duration::from_secs(10));
-        let mut client = config.connect(NoTls).map_err(|e| {
+        let connected = match url.ssl_mode() {
+            SslMode::Disable => config.connect(NoTls),
+            mode => config.connect(tls::MakeRustlsConnect::new(mode, url.root_cert())?),
+        };
+        let mut client = connected.map_err(|e| {
             Error::Storage(format!("cannot connect to PostgreSQL: {}", with_cause(&e)))
         })?;
         check_or_create_schema(&mut client)?;

@@ -1,0 +1,99 @@
+"""PostgreSQL over TLS through the Python package.
+
+The server tests need the test server of ``scripts/test-all`` (``MNEMO_TEST_POSTGRES_URL``,
+``MNEMO_TEST_POSTGRES_TLS_ROOT``: the CA of its certificate, ``MNEMO_TEST_POSTGRES_TLS_WRONG_ROOT``:
+another CA) and ``psql`` to make a fresh database; they skip otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from typing import Iterator
+
+import pytest
+
+import mnemo
+
+URL = os.environ.get("MNEMO_TEST_POSTGRES_URL")
+ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_ROOT")
+WRONG_ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_WRONG_ROOT")
+PSQL = shutil.which("psql")
+
+#: Must never appear in an error message.
+SECRET = "Sup3r-Secret-Pw"
+
+needs_server = pytest.mark.skipif(
+    not (URL and ROOT and WRONG_ROOT and PSQL),
+    reason="needs the TLS test server (MNEMO_TEST_POSTGRES_URL, MNEMO_TEST_POSTGRES_TLS_*) "
+    "and psql",
+)
+
+
+def psql(sql: str) -> str:
+    """Runs one statement as the test server's superuser; returns its unaligned output."""
+    assert URL is not None and PSQL is not None
+    done = subprocess.run(
+        [PSQL, URL, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh database on the test server (its URL, without a query), dropped afterwards."""
+    assert URL is not None
+    name = "mnemo_py_" + secrets.token_hex(6)
+    psql(f"CREATE DATABASE {name}")
+    yield URL.rsplit("/", 1)[0] + "/" + name
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@needs_server
+def test_verify_full_with_the_servers_ca_opens_an_encrypted_session(database_url: str) -> None:
+    app = "mnemo_py_" + secrets.token_hex(4)
+    url = f"{database_url}?sslmode=verify-full&sslrootcert={ROOT}&application_name={app}"
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("alice")
+        with inst.login("alice") as alice:
+            with alice.create_db("notes") as db:
+                db.set("todo", "milk", {"over": "tls"})
+                assert db.get("todo", "milk") == {"over": "tls"}
+        encrypted = psql(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+            f"WHERE a.application_name = '{app}'"
+        )
+        assert encrypted == "t"
+
+
+@needs_server
+def test_a_wrong_root_is_a_storage_error(database_url: str) -> None:
+    url = database_url.replace("//postgres@", f"//postgres:{SECRET}@", 1)
+    assert SECRET in url, "the test server's user is postgres"
+    with pytest.raises(mnemo.StorageError) as refused:
+        mnemo.Instance.open(f"{url}?sslmode=verify-full&sslrootcert={WRONG_ROOT}")
+    assert refused.value.status == mnemo.Status.STORAGE
+    assert "certificate is refused" in refused.value.message
+    assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "option"),
+    [
+        ("sslmode=bogus", "sslmode"),
+        ("sslmode=verify-full", "sslrootcert"),
+        ("sslmode=verify-ca&sslrootcert=/nonexistent/root.pem", "/nonexistent/root.pem"),
+    ],
+)
+def test_bad_tls_options_are_invalid_arguments(query: str, option: str) -> None:
+    # Port 1: nothing listens there, but these are refused before connecting.
+    with pytest.raises(mnemo.InvalidArgument) as refused:
+        mnemo.Instance.open(f"postgres://u:{SECRET}@127.0.0.1:1/db?{query}")
+    assert isinstance(refused.value, ValueError)
+    assert option in refused.value.message
+    assert SECRET not in str(refused.value)

@@ -1,0 +1,358 @@
+//! A `postgres://` URL: the TLS options mnemo reads itself (`sslmode`, `sslrootcert`, with
+//! libpq's meaning) and the rest, which goes to the driver's parser.
+//!
+//! The driver (tokio-postgres) knows only `sslmode=disable|prefer|require`, so both options
+//! are taken out of the query string here and the remaining URL is handed on unchanged.
+//! Messages never repeat the URL: it may hold a password.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How a connection to PostgreSQL uses TLS: the URL's `sslmode`, as libpq reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// `disable`: plain TCP, never TLS.
+    Disable,
+    /// `prefer` (the default): TLS if the server offers it, else plain. The certificate is
+    /// not checked, unless `sslrootcert` is given (then as for `verify-ca`).
+    Prefer,
+    /// `require`: TLS or no connection. The certificate is not checked, unless
+    /// `sslrootcert` is given (then as for `verify-ca`, as libpq does).
+    Require,
+    /// `verify-ca`: TLS, and the server's certificate must lead to one in `sslrootcert`.
+    VerifyCa,
+    /// `verify-full`: as `verify-ca`, and the URL's host name or IP address must be one the
+    /// certificate names (its subjectAltName entries).
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Reads an `sslmode` value. [`Error::InvalidArgument`] for anything else than the five
+    /// modes (`allow` included: mnemo does not support it).
+    pub fn parse(value: &str) -> Result<SslMode> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err(Error::invalid(
+                    "sslmode=allow is not supported by mnemo (use disable, prefer or require)",
+                ))
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "invalid value '{}' for option sslmode (expected disable, prefer, require, \
+                     verify-ca or verify-full)",
+                    other.escape_debug()
+                )))
+            }
+        })
+    }
+
+    /// The mode's name as written in a URL, e.g. `"verify-full"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// True for the modes that refuse a connection without TLS.
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A checked `postgres://` (or `postgresql://`) URL, not yet connected. Its `Debug` shows
+/// the TLS options only, never the URL (which may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    /// The URL without `sslmode` and `sslrootcert`, for the driver's parser.
+    driver_url: String,
+    ssl_mode: SslMode,
+    root_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresUrl")
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_cert", &self.root_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresUrl {
+    /// Checks a URL without connecting or reading any file: its scheme, `sslmode`,
+    /// `sslrootcert` (required by `verify-ca` and `verify-full`; `system` is not supported),
+    /// and everything else with the driver's parser. [`Error::InvalidArgument`], naming the
+    /// option at fault, otherwise.
+    pub fn parse(url: &str) -> Result<PostgresUrl> {
+        let rest = ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|prefix| url.strip_prefix(prefix))
+            .ok_or_else(|| {
+                Error::invalid("a PostgreSQL URL starts with postgres:// or postgresql://")
+            })?;
+        // The driver's parser ends the credentials at the first '@' (a password may hold a
+        // '?'), then the host at '/' or '?', the path at '?': find the query the same way.
+        let after_credentials = rest.find('@').map_or(0, |at| at + 1);
+        let (base, query) = match rest[after_credentials..].find('?') {
+            Some(i) => url.split_at(url.len() - rest.len() + after_credentials + i),
+            None => (url, ""),
+        };
+        let query = query.strip_prefix('?').unwrap_or(query);
+
+        let mut kept = Vec::new();
+        let mut mode = None;
+        let mut root = None;
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            let Some((key, value)) = param.split_once('=') else {
+                return Err(Error::invalid(
+                    "malformed postgres URL: a query parameter has no '='",
+                ));
+            };
+            match percent_decode(key).as_deref() {
+                Some("sslmode") => mode = Some(decoded(value, "sslmode")?),
+                Some("sslrootcert") => root = Some(decoded(value, "sslrootcert")?),
+                _ => kept.push(param),
+            }
+        }
+        let driver_url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        driver_url.parse::<postgres::Config>().map_err(malformed)?;
+
+        let ssl_mode = match mode {
+            Some(mode) => SslMode::parse(&mode)?,
+            None => SslMode::Prefer,
+        };
+        let root_cert =
+            match root {
+                None => None,
+                Some(path) if path.is_empty() => {
+                    return Err(Error::invalid(
+                        "option sslrootcert is empty: name a PEM file",
+                    ))
+                }
+                Some(path) if path == "system" => return Err(Error::invalid(
+                    "sslrootcert=system (the operating system's certificates) is not supported \
+                     by mnemo: name a PEM file",
+                )),
+                Some(path) => Some(PathBuf::from(path)),
+            };
+        if matches!(ssl_mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
+            return Err(Error::invalid(format!(
+                "sslmode={ssl_mode} needs sslrootcert=PATH, a PEM file of the certificate \
+                 authority (mnemo does not read ~/.postgresql/root.crt)"
+            )));
+        }
+        Ok(PostgresUrl {
+            driver_url,
+            ssl_mode,
+            root_cert,
+        })
+    }
+
+    /// The `sslmode` (`prefer` when the URL has none).
+    pub fn ssl_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The `sslrootcert` file, if given (ignored with `sslmode=disable`).
+    pub fn root_cert(&self) -> Option<&Path> {
+        self.root_cert.as_deref()
+    }
+
+    /// The driver's configuration: everything but the TLS options, with its `sslmode` set to
+    /// what the driver knows (`verify-*` are `require` with a verifying connector).
+    pub(super) fn driver_config(&self) -> Result<postgres::Config> {
+        let mut config: postgres::Config = self.driver_url.parse().map_err(malformed)?;
+        config.ssl_mode(match self.ssl_mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
+        });
+        Ok(config)
+    }
+}
+
+/// The driver's refusal of a URL, with its cause (which names the option, never a value).
+fn malformed(e: postgres::Error) -> Error {
+    match std::error::Error::source(&e) {
+        Some(cause) => Error::invalid(format!("malformed postgres URL: {e}: {cause}")),
+        None => Error::invalid(format!("malformed postgres URL: {e}")),
+    }
+}
+
+/// The percent-decoded UTF-8 text of an option's value.
+fn decoded(value: &str, option: &str) -> Result<String> {
+    percent_decode(value).ok_or_else(|| {
+        Error::invalid(format!(
+            "option {option}: bad percent-encoding or not UTF-8"
+        ))
+    })
+}
+
+/// Decodes `%XX` escapes (as the driver does for every part of the URL); `None` for a
+/// malformed escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> PostgresUrl {
+        PostgresUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    fn refused(url: &str) -> String {
+        match PostgresUrl::parse(url) {
+            Err(Error::InvalidArgument(m)) => m,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn modes_and_root_are_read_and_taken_out() {
+        let u = parsed("postgres://u@h/d");
+        assert_eq!((u.ssl_mode(), u.root_cert()), (SslMode::Prefer, None));
+        assert_eq!(u.driver_url, "postgres://u@h/d");
+
+        let u = parsed(
+            "postgresql://u@h:5433/d?application_name=x&sslmode=verify-full&sslrootcert=%2Ftmp%2Fca%20x.pem&connect_timeout=3",
+        );
+        assert_eq!(u.ssl_mode(), SslMode::VerifyFull);
+        assert_eq!(u.root_cert(), Some(Path::new("/tmp/ca x.pem")));
+        assert_eq!(
+            u.driver_url,
+            "postgresql://u@h:5433/d?application_name=x&connect_timeout=3"
+        );
+        for (value, mode) in [
+            ("disable", SslMode::Disable),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+        ] {
+            let u = parsed(&format!("postgres://h/d?sslrootcert=r.pem&sslmode={value}"));
+            assert_eq!(u.ssl_mode(), mode);
+            assert_eq!(u.driver_url, "postgres://h/d");
+        }
+        // The last value wins, as in libpq; an encoded key is still the option.
+        assert_eq!(
+            parsed("postgres://h/d?sslmode=disable&ssl%6dode=require").ssl_mode(),
+            SslMode::Require
+        );
+    }
+
+    #[test]
+    fn the_driver_gets_its_sslmode() {
+        use postgres::config::SslMode as Driver;
+        for (url, driver) in [
+            ("postgres://h/d?sslmode=disable", Driver::Disable),
+            ("postgres://h/d", Driver::Prefer),
+            ("postgres://h/d?sslmode=require", Driver::Require),
+            (
+                "postgres://h/d?sslmode=verify-ca&sslrootcert=r",
+                Driver::Require,
+            ),
+            (
+                "postgres://h/d?sslmode=verify-full&sslrootcert=r",
+                Driver::Require,
+            ),
+        ] {
+            assert_eq!(
+                parsed(url).driver_config().unwrap().get_ssl_mode(),
+                driver,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_question_mark_in_the_password_is_not_the_query() {
+        let u = parsed("postgres://u:pa?sslmode=disable@h/d?sslmode=require");
+        assert_eq!(u.ssl_mode(), SslMode::Require);
+        assert_eq!(u.driver_url, "postgres://u:pa?sslmode=disable@h/d");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_option() {
+        for (url, option) in [
+            ("postgres://h/d?sslmode=bogus", "sslmode"),
+            ("postgres://h/d?sslmode=", "sslmode"),
+            ("postgres://h/d?sslmode=VERIFY-FULL", "sslmode"),
+            ("postgres://h/d?sslmode=allow", "sslmode"),
+            ("postgres://h/d?sslmode=%ff", "sslmode"),
+            ("postgres://h/d?sslmode=verify-ca", "sslrootcert"),
+            ("postgres://h/d?sslmode=verify-full", "sslrootcert"),
+            ("postgres://h/d?sslmode=require&sslrootcert=", "sslrootcert"),
+            ("postgres://h/d?sslrootcert=system", "sslrootcert"),
+            ("postgres://h/d?sslrootcert=%zz", "sslrootcert"),
+            ("postgres://h/d?sslcert=c.pem", "sslcert"),
+            ("postgres://h:nope/d", "port"),
+        ] {
+            let message = refused(url);
+            assert!(message.contains(option), "{url}: {message}");
+        }
+        assert!(refused("postgres://h/d?sslmode").contains("no '='"));
+        assert!(refused("postgres:h").contains("postgres://"));
+    }
+
+    #[test]
+    fn messages_and_debug_never_show_the_password() {
+        for url in [
+            "postgres://u:Hunter2pw@h/d?sslmode=bogus",
+            "postgres://u:Hunter2pw@h/d?sslmode=verify-full",
+            "postgres://u:Hunter2pw@h/d?sslrootcert=system",
+            "postgres://u:Hunter2pw@h/d?nosuch=1",
+            "postgres://u:Hunter2pw@h:nope/d",
+            "postgres://u:Hunter2pw@h/d?password",
+            "postgres://h/d?password=Hunter2pw&sslmode=bogus",
+            "postgres://h/d?password=Hunter2pw&port=x",
+        ] {
+            let message = refused(url);
+            assert!(!message.contains("Hunter2pw"), "{url}: {message}");
+        }
+        let u = parsed("postgres://u:Hunter2pw@h/d?sslmode=require&password=Hunter2pw");
+        assert!(!format!("{u:?}").contains("Hunter2pw"));
+    }
+}
