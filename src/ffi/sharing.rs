@@ -154,9 +154,7 @@ pub unsafe extern "C" fn mnemo_sync_approve(
     request_id: *const c_char,
 ) -> mnemo_status {
     guard(|| {
-        let sync = mnemo_sync::borrow(sync)?;
-        let admin = mnemo_user::borrow(admin_user)?;
-        let id = strings::arg(request_id, "request_id")?;
+        let (sync, admin, id) = decision_args(sync, admin_user, request_id)?;
         sync.engine().approve(admin.inner(), id)
     })
 }
@@ -175,11 +173,22 @@ pub unsafe extern "C" fn mnemo_sync_reject(
     request_id: *const c_char,
 ) -> mnemo_status {
     guard(|| {
-        let sync = mnemo_sync::borrow(sync)?;
-        let admin = mnemo_user::borrow(admin_user)?;
-        let id = strings::arg(request_id, "request_id")?;
+        let (sync, admin, id) = decision_args(sync, admin_user, request_id)?;
         sync.engine().reject(admin.inner(), id)
     })
+}
+
+/// The arguments `mnemo_sync_approve` and `mnemo_sync_reject` share, checked.
+unsafe fn decision_args<'a>(
+    sync: *mut mnemo_sync,
+    admin_user: *mut mnemo_user,
+    request_id: *const c_char,
+) -> crate::Result<(&'a mnemo_sync, &'a mnemo_user, &'a str)> {
+    Ok((
+        mnemo_sync::borrow(sync)?,
+        mnemo_user::borrow(admin_user)?,
+        strings::arg(request_id, "request_id")?,
+    ))
 }
 
 /// Sets the auto-approve policy of database `db_id`: access requests for at most
