@@ -167,3 +167,21 @@ def test_untrack_rejects_bad_arguments(alice: Alice) -> None:
                 sync.untrack(bob, alice.addr, alice.db.id)
             with pytest.raises(TypeError):
                 sync.untrack("bob", alice.addr, alice.db.id)  # type: ignore[arg-type]
+
+
+def test_each_commit_of_the_listener_reaches_the_tracking_peer(alice: Alice) -> None:
+    """Fifteen commits on the listening side, each heard by the tracking side's
+    subscription (the time it takes is a benchmark's, in BENCHMARKS.md: about 1 ms)."""
+    with mnemo.Instance.open("memory:") as inst:
+        inst.create_user("bob")
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            alice.db.grant(bob_key(bob), "read")
+            sync.track(bob, alice.addr, alice.db.id)
+            with bob.load_db(alice.db.id) as copy:
+                arrivals = Arrivals()
+                with copy.subscribe(arrivals):
+                    for i in range(15):
+                        alice.db.set("s", "counter", i)
+                        assert arrivals.wait_for(i + 1), f"commit {i} did not arrive"
+                assert copy.get("s", "counter") == 14
