@@ -366,6 +366,56 @@ MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_
 void mnemo_db_free(struct mnemo_database *db);
 
 /**
+ * Sets the part of `key`'s JSON value at `pointer` to `json`, as one signed commit.
+ * Concurrent writes of different paths of one value (on other devices) both survive the
+ * merge; writes of the same path: the last writer wins, by (height, entry id). A whole-value
+ * `mnemo_db_set` replaces every path write older than it and none newer.
+ *
+ * - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
+ *   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).
+ * - `json`: the JSON value to put there. Missing objects on the way are created; a value on
+ *   the way that is not an object (or an array the token does not index) is replaced by an
+ *   object. Array elements are addressed by index; the array's length or "-" appends.
+ *   The pointer's tokens plus the value's nesting are at most 100 levels.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+ * store name or key, malformed pointer or JSON, nested too deep), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_set_path(struct mnemo_database *db, const char *store, const char *key, const char *pointer, const char *json);
+
+/**
+ * Reads the part of `key`'s JSON value at `pointer` (RFC 6901; "" is the whole value).
+ *
+ * - `out_json`: receives that part in canonical JSON text, owned; free it with
+ *   `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
+ * store name, key or pointer), MNEMO_STATUS_NOT_FOUND (the key has no value, or nothing is
+ * at `pointer`), MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_get_path(const struct mnemo_database *db, const char *store, const char *key, const char *pointer, char **out_json);
+
+/**
+ * Every change of `key` in `store`, newest first (by height, then entry id), as a JSON
+ * array of objects: {"entry": id, "key": signing public key, "height": n} with
+ * "value": the whole value set, or "deleted": true, or "patch": {pointer: value, ...} for
+ * path writes. Changes that lost a merge are listed too; entries discarded by a
+ * revocation made no change and are not. A key never written gives [].
+ *
+ * - `limit`: at most this many changes, the newest; 0 for all.
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Costs one read per change of the key. Returns MNEMO_STATUS_OK,
+ * MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad store name or key),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_history(const struct mnemo_database *db, const char *store, const char *key, size_t limit, char **out_json);
+
+/**
  * Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
  * open.
  *
@@ -745,6 +795,18 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_join(struct mnemo_sync *sync, struct mnem
  * usable). Not thread-safe: use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *store, const char *key, const char *json);
+
+/**
+ * Adds "set the part of `key`'s value at `pointer` to `json`" to the transaction, as
+ * `mnemo_db_set_path` describes. It builds on earlier operations on the same key in this
+ * transaction: on a value set here it edits that value; it replaces earlier writes of the
+ * same path and of paths under it.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`, or a bad
+ * pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
+ * thread-safe: use a transaction from one thread at a time.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char *store, const char *key, const char *pointer, const char *json);
 
 /**
  * Adds "delete `key` from `store`" to the transaction.

@@ -341,6 +341,7 @@ INT_VALUES = {
     "t": "2",
     "p": "1",
     "timeout_ms": "1000",
+    "limit": "0",
 }
 
 INTEGER_TYPES = {"uint8_t", "uint16_t", "uint32_t", "uint64_t", "int8_t", "int16_t", "int32_t",
@@ -402,6 +403,7 @@ def str_value(fn, p):
         "store": "s",  # the fixture database holds s/k = 1
         "key": "k",
         "json": "1",
+        "pointer": "/a",
         "permission": "read",
         "display_name": "laptop",
     }

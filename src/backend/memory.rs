@@ -132,18 +132,19 @@ impl Backend for MemoryBackend {
         if w.discarded {
             inner.discarded.entry(db).or_default().insert(w.id);
         }
-        for (store, key, cell) in &w.cells {
+        for write in &w.cells {
+            let (store, key, cell) = (&write.store, &write.key, &write.cell);
             let stores = inner.stores.entry(db).or_default();
-            if !stores.contains_key(*store) {
-                stores.insert((*store).into(), BTreeMap::new());
+            if !stores.contains_key(store.as_str()) {
+                stores.insert(store.as_str().into(), BTreeMap::new());
             }
-            let cells = stores.get_mut(*store).expect("inserted above");
-            match cells.get_mut(*key) {
-                Some(current) if !cell.wins_over(&current.to_cell()) => {}
+            let cells = stores.get_mut(store.as_str()).expect("inserted above");
+            match cells.get_mut(key.as_str()) {
+                Some(current) if !write.keeps_over(&current.to_cell()) => {}
                 _ => {
                     let value = cell.value.as_deref().map(Box::from);
                     cells.insert(
-                        (*key).into(),
+                        key.as_str().into(),
                         StoredCell {
                             height: cell.height,
                             entry: cell.entry,

@@ -32,6 +32,28 @@ impl Cell {
     }
 }
 
+/// One cell an entry writes: kept if it wins over the stored cell of its key
+/// ([`Cell::wins_over`]) or, with `replace`, in any case (a merged value that changed
+/// without a newer write).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellWrite {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: String,
+    /// The cell.
+    pub cell: Cell,
+    /// Whether it replaces the stored cell even if that one is as new.
+    pub replace: bool,
+}
+
+impl CellWrite {
+    /// True when this write is kept over `stored`.
+    pub fn keeps_over(&self, stored: &Cell) -> bool {
+        self.replace || self.cell.wins_over(stored)
+    }
+}
+
 /// What validation needs to know of a stored entry, kept beside its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryMeta {
@@ -56,9 +78,9 @@ pub struct EntryWrite<'a> {
     pub bytes: &'a [u8],
     /// Tips it replaces (its parents that were tips).
     pub parents: &'a [EntryId],
-    /// One cell per key it writes: `(store, key, cell)`. The backend keeps each only if it
-    /// wins over the stored cell ([`Cell::wins_over`]), inside the same atomic write.
-    pub cells: Vec<(&'a str, &'a str, Cell)>,
+    /// The cells it writes, each kept as [`CellWrite::keeps_over`] says, inside the same
+    /// atomic write.
+    pub cells: Vec<CellWrite>,
     /// True for an entry stored but discarded on arrival (it has no effect on state: see
     /// docs/security-model.md); `cells` is then empty.
     pub discarded: bool,
@@ -76,7 +98,7 @@ pub struct StateWrite<'a> {
 /// each method is atomic on its own.
 pub trait Backend: Send + Sync {
     /// Stores an entry, replaces its parents in the tip set by it, and writes the cells that
-    /// win, all or nothing. Storing an entry that is already present changes nothing.
+    /// are kept ([`CellWrite::keeps_over`]), all or nothing. Storing an entry that is already present changes nothing.
     fn put_entry(&self, write: &EntryWrite<'_>) -> Result<()>;
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::authority::{self, Level};
 use super::discards::{self, DiscardIndex};
+use super::documents;
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
@@ -575,27 +576,15 @@ impl DatabaseCore {
     /// it is `discarded`. Callers hold the write lock.
     fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<()> {
         let content = entry.content();
-        let cells = content
-            .ops
-            .iter()
-            .filter(|_| !discarded)
-            .flat_map(|(store, ops)| ops.iter().map(move |(key, op)| (store, key, op)))
-            .map(|(store, key, op)| {
-                let value = match op {
-                    Op::Set(json) => Some(json.clone()),
-                    Op::Delete => None,
-                };
-                (
-                    store.as_str(),
-                    key.as_str(),
-                    Cell {
-                        height: meta.height,
-                        entry: entry.id(),
-                        value,
-                    },
-                )
-            })
-            .collect();
+        let cells = if discarded {
+            Vec::new()
+        } else {
+            let stored = documents::StoredCells {
+                backend: &*self.backend,
+                db: self.id,
+            };
+            documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
+        };
         let settings_base = meta.settings_visible.clone();
         let (height, changes_settings) = (meta.height, meta.changes_settings);
         self.backend.put_entry(&EntryWrite {

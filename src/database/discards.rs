@@ -14,10 +14,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::authority::{self, Closure, Level, SettingsEntry};
+use super::documents::{self, DerivedCells};
 use super::settings::{load_closure, visible_from};
 use crate::backend::{Backend, Cell, EntryMeta, StateWrite};
 use crate::crypto::PublicKey;
-use crate::entry::{Entry, EntryId, Op};
+use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
 
 /// What the settings of one database decide across all of its history.
@@ -203,7 +204,7 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
 
     // The full ancestry of each lowering change, worked out when first needed.
     let mut ancestry: HashMap<EntryId, HashSet<EntryId>> = HashMap::new();
-    let mut cells: BTreeMap<(String, String), Cell> = BTreeMap::new();
+    let mut cells = DerivedCells::new();
     let mut discarded: Vec<EntryId> = Vec::new();
     for (id, meta, entry) in &all {
         let content = entry.content();
@@ -239,28 +240,8 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
             discarded.push(*id);
             continue;
         }
-        for (store, ops) in &content.ops {
-            for (key, op) in ops {
-                let cell = Cell {
-                    height: meta.height,
-                    entry: *id,
-                    value: match op {
-                        Op::Set(json) => Some(json.clone()),
-                        Op::Delete => None,
-                    },
-                };
-                match cells.entry((store.clone(), key.clone())) {
-                    std::collections::btree_map::Entry::Occupied(mut o) => {
-                        if cell.wins_over(o.get()) {
-                            o.insert(cell);
-                        }
-                    }
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(cell);
-                    }
-                }
-            }
-        }
+        let writes = documents::writes_of(&cells, *id, meta.height, &content.ops)?;
+        documents::apply_to(&mut cells, writes);
     }
     discarded.sort();
     let named: HashSet<&EntryId> = parents.values().flatten().collect();

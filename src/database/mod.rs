@@ -3,6 +3,8 @@
 mod authority;
 mod core;
 mod discards;
+mod documents;
+mod history;
 mod names;
 mod registry;
 pub mod settings;
@@ -22,6 +24,7 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
 pub use self::core::{DatabaseCore, Received};
+pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_store, check_user_store};
 pub use registry::Registry;
 pub use settings::{Grant, Permission};
@@ -158,6 +161,41 @@ impl Database {
         let mut txn = self.begin();
         txn.set(store, key, json)?;
         txn.commit()
+    }
+
+    /// Sets the part of `key`'s value at JSON Pointer `pointer` to the JSON text `json`, as
+    /// one commit (see [`Transaction::set_path`]).
+    pub fn set_path(&self, store: &str, key: &str, pointer: &str, json: &str) -> Result<EntryId> {
+        let mut txn = self.begin();
+        txn.set_path(store, key, pointer, json)?;
+        txn.commit()
+    }
+
+    /// The JSON text of the part of `key`'s value at JSON Pointer `pointer` (RFC 6901; `""`
+    /// is the whole value). [`Error::NotFound`] if the key has no value or the value has
+    /// nothing at `pointer`; [`Error::InvalidArgument`] for a bad pointer.
+    pub fn get_path(&self, store: &str, key: &str, pointer: &str) -> Result<String> {
+        let tokens = crate::json::pointer::parse(pointer)?;
+        let json = self.get(store, key)?;
+        let value: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|_| Error::Corrupt(format!("the value of key '{key}' does not parse")))?;
+        crate::json::pointer::get(&value, &tokens)
+            .map(|part| part.to_string())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "the value of key '{key}' in store '{store}' has nothing at '{pointer}'"
+                ))
+            })
+    }
+
+    /// Every change of `key` in `store`, newest first (by height, then entry id), at most
+    /// `limit` of them (0: all), including changes that lost a merge; entries discarded by
+    /// a revocation made no change. Costs O(changes of the key).
+    pub fn history(&self, store: &str, key: &str, limit: usize) -> Result<Vec<KeyChange>> {
+        check_store(store)?;
+        check_key(key)?;
+        self.check_read()?;
+        history::of_key(self.core.backend(), &self.core.id(), store, key, limit)
     }
 
     /// Deletes `key` from `store`, as one commit; [`Error::NotFound`] if it has no value.

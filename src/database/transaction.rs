@@ -3,6 +3,7 @@
 use super::{check_key, check_user_store, Database};
 use crate::entry::{EntryId, Op, Ops};
 use crate::error::{Error, Result};
+use crate::json::pointer;
 
 /// Operations collected for one commit. Nothing is visible until [`Transaction::commit`];
 /// dropping the transaction discards them.
@@ -30,6 +31,47 @@ impl Transaction {
             .entry(store.to_string())
             .or_default()
             .insert(key.to_string(), Op::Set(value));
+        Ok(())
+    }
+
+    /// Sets the part of `key`'s JSON value at `pointer` (RFC 6901; `""` is the whole value,
+    /// as [`Transaction::set`]) to the JSON text `json`, making the objects the path needs.
+    /// Merged per path with concurrent changes (see `database::documents`). A write of a
+    /// path replaces earlier writes of it and of paths under it in this transaction.
+    /// [`Error::InvalidArgument`] for a bad pointer, bad JSON or a write nested deeper than
+    /// [`crate::json::pointer::MAX_WRITE_DEPTH`] levels.
+    pub fn set_path(&mut self, store: &str, key: &str, pointer: &str, json: &str) -> Result<()> {
+        check_user_store(store)?;
+        check_key(key)?;
+        let value = crate::json::canonical(json)?;
+        if pointer.is_empty() {
+            return self.set(store, key, &value);
+        }
+        let (tokens, parsed) = crate::entry::check_path(pointer, &value)?;
+        let store_ops = self.ops.entry(store.to_string()).or_default();
+        match store_ops.get_mut(key) {
+            Some(Op::Set(whole)) => {
+                let mut doc: serde_json::Value = serde_json::from_str(whole)
+                    .map_err(|_| Error::Internal("a pending value does not parse".into()))?;
+                pointer::place(&mut doc, &tokens, parsed);
+                *whole = doc.to_string();
+            }
+            Some(op @ Op::Delete) => {
+                let mut doc = serde_json::Value::Null;
+                pointer::place(&mut doc, &tokens, parsed);
+                *op = Op::Set(doc.to_string());
+            }
+            Some(Op::Patch(paths)) => {
+                paths.retain(|p, _| {
+                    pointer::parse(p).map_or(true, |under| !under.starts_with(&tokens))
+                });
+                paths.insert(pointer.to_string(), value);
+            }
+            None => {
+                let paths = [(pointer.to_string(), value)].into_iter().collect();
+                store_ops.insert(key.to_string(), Op::Patch(paths));
+            }
+        }
         Ok(())
     }
 

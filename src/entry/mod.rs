@@ -3,8 +3,10 @@
 //! Encoding (format version 1, all integers big-endian, strings u32-length-prefixed UTF-8):
 //! `version u8 | db tag u8 (0 root, 1 child) [db id 32] | parent count u32, ids 32 each,
 //! strictly ascending | height u64 | store count u32, per store (names strictly ascending):
-//! name, op count u32, per op (keys strictly ascending): key, kind u8 (0 delete, 1 set)
-//! [canonical JSON value] | author 32 | signature 64`.
+//! name, op count u32, per op (keys strictly ascending): key, kind u8 (0 delete, 1 set,
+//! 2 patch) [set: canonical JSON value] [patch: path count u32 (at least 1), per path
+//! (pointers strictly ascending): a non-empty JSON Pointer, canonical JSON value]
+//! | author 32 | signature 64`.
 //! The signature covers [`SIGNING_DOMAIN`] followed by everything before it; the id is the
 //! SHA-256 of all of it. Decoding accepts only this canonical form.
 
@@ -39,6 +41,24 @@ pub enum Op {
     Set(String),
     /// Delete the key (a tombstone).
     Delete,
+    /// Set parts of the key's JSON value: JSON Pointer (RFC 6901, never `""`) → canonical
+    /// JSON text. Merged with concurrent changes per path (see `database::documents`).
+    Patch(BTreeMap<String, String>),
+}
+
+/// Checks one path of a [`Op::Patch`]: a non-empty valid JSON Pointer, and a value whose
+/// write stays within [`crate::json::pointer::MAX_WRITE_DEPTH`]. Returns the pointer's
+/// tokens and the parsed value; [`Error::InvalidArgument`] otherwise.
+pub fn check_path(pointer: &str, json: &str) -> Result<(Vec<String>, serde_json::Value)> {
+    use crate::json::pointer;
+    let tokens = pointer::parse(pointer)?;
+    if tokens.is_empty() {
+        return Err(Error::invalid("a patch path is not the empty pointer"));
+    }
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
+    pointer::check_write_depth(&tokens, &value)?;
+    Ok((tokens, value))
 }
 
 /// Operations grouped by store name, then by key.
@@ -109,6 +129,14 @@ impl EntryContent {
                     Op::Set(json) => {
                         w.u8(1);
                         w.str(json);
+                    }
+                    Op::Patch(paths) => {
+                        w.u8(2);
+                        w.u32(paths.len() as u32);
+                        for (pointer, json) in paths {
+                            w.str(pointer);
+                            w.str(json);
+                        }
                     }
                 }
             }
@@ -274,6 +302,7 @@ fn decode_unsigned(bytes: &[u8]) -> Result<EntryContent> {
                     }
                     Op::Set(json.to_string())
                 }
+                2 => Op::Patch(decode_patch(&mut r, bytes.len())?),
                 _ => return Err(corrupt("bad operation kind")),
             };
             store_ops.insert(key.to_string(), op);
@@ -293,6 +322,31 @@ fn decode_unsigned(bytes: &[u8]) -> Result<EntryContent> {
     })
 }
 
+fn decode_patch(r: &mut Reader<'_>, limit: usize) -> Result<BTreeMap<String, String>> {
+    let corrupt = |m: &str| Error::Corrupt(m.to_string());
+    let count = r.count(limit, "patch paths")?;
+    if count == 0 {
+        return Err(corrupt("a patch carries at least one path"));
+    }
+    let mut paths = BTreeMap::new();
+    for _ in 0..count {
+        let pointer = r.str(crate::json::pointer::MAX_POINTER, "pointer")?;
+        if paths
+            .last_key_value()
+            .is_some_and(|(last, _): (&String, _)| last.as_str() >= pointer)
+        {
+            return Err(corrupt("patch pointers are strictly ascending"));
+        }
+        let json = r.str(MAX_ENTRY_BYTES, "value")?;
+        if crate::json::canonical(json).ok().as_deref() != Some(json) {
+            return Err(corrupt("a value is not canonical JSON"));
+        }
+        check_path(pointer, json).map_err(|e| Error::Corrupt(format!("a patch path: {e}")))?;
+        paths.insert(pointer.to_string(), json.to_string());
+    }
+    Ok(paths)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +360,13 @@ mod tests {
         ops.entry("todo".into())
             .or_default()
             .insert("eggs".into(), Op::Delete);
+        let paths = [
+            ("/a~1b".to_string(), "1".to_string()),
+            ("/c/0".into(), "[true]".into()),
+        ];
+        ops.entry("todo".into())
+            .or_default()
+            .insert("jam".into(), Op::Patch(paths.into_iter().collect()));
         EntryContent {
             db: Some(EntryId::of_bytes(b"db")),
             parents: vec![EntryId::of_bytes(b"p")],

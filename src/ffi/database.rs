@@ -21,6 +21,11 @@ impl mnemo_database {
     pub(crate) fn new(inner: Database) -> Self {
         mnemo_database { inner }
     }
+
+    /// The database this handle acts on.
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner
+    }
 }
 
 impl Handle for mnemo_database {

@@ -11,6 +11,8 @@
 // Declaration order is the header's order.
 mod backend;
 mod database;
+// After database: nested documents and history are functions of a database handle.
+mod documents;
 mod instance;
 mod library;
 mod status;
@@ -27,6 +29,7 @@ mod strings;
 
 pub use backend::*;
 pub use database::*;
+pub use documents::*;
 pub use instance::*;
 pub use library::*;
 pub use sharing::*;

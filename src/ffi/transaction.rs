@@ -46,6 +46,33 @@ pub unsafe extern "C" fn mnemo_txn_set(
     })
 }
 
+/// Adds "set the part of `key`'s value at `pointer` to `json`" to the transaction, as
+/// `mnemo_db_set_path` describes. It builds on earlier operations on the same key in this
+/// transaction: on a value set here it edits that value; it replaces earlier writes of the
+/// same path and of paths under it.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`, or a bad
+/// pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
+/// thread-safe: use a transaction from one thread at a time.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_txn_set_path(
+    txn: *mut mnemo_txn,
+    store: *const c_char,
+    key: *const c_char,
+    pointer: *const c_char,
+    json: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let txn = mnemo_txn::borrow_mut(txn)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        let pointer = strings::arg(pointer, "pointer")?;
+        let json = strings::arg(json, "json")?;
+        txn.inner.set_path(store, key, pointer, json)
+    })
+}
+
 /// Adds "delete `key` from `store`" to the transaction.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),

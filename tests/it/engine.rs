@@ -1,15 +1,19 @@
-//! Convergence: replicas that see the same entries, in any order, reach the same state.
+//! Convergence: replicas that see the same entries, in any order, reach the same state,
+//! with whole-value sets, deletes and nested path writes mixed.
 
 use std::collections::BTreeMap;
 
 use mnemo::database::Permission;
-use mnemo::entry::{Entry, Op};
+use mnemo::entry::{Entry, EntryId, Op};
+use mnemo::json::pointer;
 use mnemo::{Database, Instance, User};
+use serde_json::Value;
 
 use crate::support::{logged_in, state, Rng};
 
 const STORES: [&str; 2] = ["a", "b"];
 const KEYS: [&str; 4] = ["k1", "k2", "k3", "k4"];
+const POINTERS: [&str; 5] = ["/a", "/b", "/a/x", "/c/0", "/c/-"];
 
 struct Replica {
     instance: Instance,
@@ -56,11 +60,14 @@ fn replicas(n: usize) -> (Vec<Replica>, Vec<Vec<u8>>) {
     (out, pool)
 }
 
-/// The state every replica must reach: per key, the operation of the highest
-/// `(height, entry id)` among all entries, computed from scratch.
+type Order = (u64, EntryId);
+
+/// The state every replica must reach, computed from scratch: per key, the whole-value set
+/// or delete of the highest `(height, entry id)` (the base), then, in `(height, entry id,
+/// pointer)` order, the newest write of each path that is newer than the base.
 fn recompute(pool: &[Vec<u8>], store: &str) -> Vec<(String, String)> {
-    let mut winners: BTreeMap<String, ((u64, mnemo::entry::EntryId), Option<String>)> =
-        BTreeMap::new();
+    let mut bases: BTreeMap<String, (Order, Option<String>)> = BTreeMap::new();
+    let mut paths: BTreeMap<String, BTreeMap<String, (Order, String)>> = BTreeMap::new();
     for bytes in pool {
         let entry = Entry::decode(bytes).unwrap();
         let order = (entry.content().height, entry.id());
@@ -68,15 +75,49 @@ fn recompute(pool: &[Vec<u8>], store: &str) -> Vec<(String, String)> {
             let value = match op {
                 Op::Set(json) => Some(json.clone()),
                 Op::Delete => None,
+                Op::Patch(writes) => {
+                    let of_key = paths.entry(key.clone()).or_default();
+                    for (pointer, json) in writes {
+                        if of_key.get(pointer).is_none_or(|(o, _)| order > *o) {
+                            of_key.insert(pointer.clone(), (order, json.clone()));
+                        }
+                    }
+                    continue;
+                }
             };
-            if winners.get(key).is_none_or(|(o, _)| order > *o) {
-                winners.insert(key.clone(), (order, value));
+            if bases.get(key).is_none_or(|(o, _)| order > *o) {
+                bases.insert(key.clone(), (order, value));
             }
         }
     }
-    winners
-        .into_iter()
-        .filter_map(|(k, (_, v))| v.map(|v| (k, v)))
+    let keys: std::collections::BTreeSet<&String> = bases.keys().chain(paths.keys()).collect();
+    let none = ((0, EntryId::from_bytes([0; 32])), None);
+    keys.into_iter()
+        .filter_map(|key| {
+            let (base_order, base) = bases.get(key).unwrap_or(&none);
+            let mut newer: Vec<(&Order, &String, &String)> = paths
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter(|(_, (o, _))| o > base_order)
+                .map(|(p, (o, v))| (o, p, v))
+                .collect();
+            newer.sort();
+            if newer.is_empty() {
+                return base.clone().map(|v| (key.clone(), v));
+            }
+            let mut value: Value = base
+                .as_deref()
+                .map_or(Value::Null, |b| serde_json::from_str(b).unwrap());
+            for (_, p, v) in newer {
+                pointer::place(
+                    &mut value,
+                    &pointer::parse(p).unwrap(),
+                    serde_json::from_str(v).unwrap(),
+                );
+            }
+            Some((key.clone(), value.to_string()))
+        })
         .collect()
 }
 
@@ -85,7 +126,18 @@ fn run(seed: u64) {
     let (replicas, mut pool) = replicas(3);
     for _ in 0..40 {
         let r = &replicas[rng.below(replicas.len())];
-        match rng.below(4) {
+        match rng.below(5) {
+            3 => {
+                let (store, key) = (STORES[rng.below(2)], KEYS[rng.below(4)]);
+                let pointer = POINTERS[rng.below(POINTERS.len())];
+                let value = match rng.below(3) {
+                    0 => format!("{{\"x\":{}}}", rng.below(100)),
+                    1 => "[1]".to_string(),
+                    _ => rng.below(100).to_string(),
+                };
+                let id = r.db.set_path(store, key, pointer, &value).unwrap();
+                pool.push(r.db.entry_bytes(&id).unwrap());
+            }
             0 | 1 => {
                 let (store, key) = (STORES[rng.below(2)], KEYS[rng.below(4)]);
                 let id = r.db.set(store, key, &rng.below(100).to_string()).unwrap();
@@ -119,6 +171,7 @@ fn run(seed: u64) {
     }
     let tips = replicas[0].db.tips().unwrap();
     for r in &replicas {
+        r.db.verify().unwrap();
         assert_eq!(r.db.tips().unwrap(), tips, "seed {seed}: tips differ");
         for store in STORES {
             assert_eq!(

@@ -3,6 +3,7 @@
 
 mod authority;
 mod conformance;
+mod documents;
 mod durability;
 mod engine;
 mod faults;

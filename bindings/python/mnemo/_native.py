@@ -24,6 +24,7 @@ from ctypes import (
     c_char,
     c_char_p,
     c_int32,
+    c_size_t,
     c_uint32,
     c_void_p,
 )
@@ -102,6 +103,9 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_get": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_delete": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
+    "mnemo_db_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
+    "mnemo_db_get_path": (status_t, [handle_t, str_t, str_t, str_t, owned_str_out_t]),
+    "mnemo_db_history": (status_t, [handle_t, str_t, str_t, c_size_t, owned_str_out_t]),
     "mnemo_db_grant": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_revoke": (status_t, [handle_t, str_t]),
     "mnemo_db_verify": (status_t, [handle_t]),
@@ -114,6 +118,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_free": (None, [handle_t]),
     # transaction
     "mnemo_txn_set": (status_t, [handle_t, str_t, str_t, str_t]),
+    "mnemo_txn_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
     "mnemo_txn_delete": (status_t, [handle_t, str_t, str_t]),
     "mnemo_txn_commit": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_txn_abort": (None, [handle_t]),
@@ -275,6 +280,7 @@ def ctypes_for(c_type: str) -> Any:
         "mnemo_change_cb": change_cb_t,
         "mnemo_destroy_cb": destroy_cb_t,
         "uint32_t": c_uint32,
+        "size_t": c_size_t,
         "const char *": str_t,
         "char *": owned_str_t,
         "char * *": owned_str_out_t,

@@ -77,6 +77,54 @@ class Database(HandleOwner):
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_db_set(ptr, s, k, v))
 
+    def set_path(self, store: str, key: str, pointer: str, value: Any) -> None:
+        """Sets the part of ``key``'s value at the JSON Pointer ``pointer`` (RFC 6901, e.g.
+        ``"/address/city"``; ``""`` is the whole value) to ``value``, as one signed commit.
+        Missing objects on the way are created. Concurrent writes of different paths of one
+        value (on other devices) both survive the merge; of one path, the last writer wins;
+        a whole-value :meth:`set` replaces every path write older than it.
+
+        Raises InvalidArgument for a bad store name, key or pointer, a value JSON cannot
+        represent, or a write nested more than 100 levels; LoggedOut; PermissionDenied;
+        StorageError.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        p = _native.encode(pointer, "pointer")
+        v = _native.encode(to_json(value), "value")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_set_path(ptr, s, k, p, v))
+
+    def get_path(self, store: str, key: str, pointer: str) -> Any:
+        """The part of ``key``'s value at the JSON Pointer ``pointer``, decoded.
+
+        Raises NotFound if the key has no value or nothing is at ``pointer``,
+        InvalidArgument for a bad store name, key or pointer, StorageError.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        p = _native.encode(pointer, "pointer")
+        with self._handle.use() as ptr:
+            return from_json(_native.call_string(lib.mnemo_db_get_path, ptr, s, k, p))
+
+    def history(self, store: str, key: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every change of ``key`` in ``store``, newest first (at most ``limit``, the
+        newest): dicts with ``"entry"``, ``"key"`` (the signing public key), ``"height"``
+        and ``"value"`` (a whole value set), ``"deleted": True``, or ``"patch"`` (path →
+        value). Changes that lost a merge are listed too. ``[]`` for a key never written.
+
+        Raises InvalidArgument for a bad store name or key or a negative ``limit``,
+        PermissionDenied if read was revoked, StorageError.
+        """
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise InvalidArgument("invalid argument: limit is a non-negative int or None")
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        with self._handle.use() as ptr:
+            text = _native.call_string(lib.mnemo_db_history, ptr, s, k, limit or 0)
+            changes: list[dict[str, Any]] = from_json(text)
+            return changes
+
     def delete(self, store: str, key: str) -> None:
         """Deletes ``key`` from ``store``, as one signed commit.
 

@@ -65,6 +65,22 @@ class Transaction:
             _native.check(lib.mnemo_txn_set(self._require_open(), s, k, v))
             self._operations += 1
 
+    def set_path(self, store: str, key: str, pointer: str, value: Any) -> None:
+        """Adds "set the part of ``key``'s value at JSON Pointer ``pointer`` to ``value``"
+        (see :meth:`mnemo.Database.set_path`). On a value set earlier in this transaction
+        it edits that value; it replaces earlier writes of the same path and paths under it.
+
+        Raises InvalidArgument as :meth:`set`, or for a bad pointer or a write nested too
+        deep; the transaction is then unchanged and stays usable.
+        """
+        s = _native.encode(store, "store")
+        k = _native.encode(key, "key")
+        p = _native.encode(pointer, "pointer")
+        v = _native.encode(to_json(value), "value")
+        with self._lock:
+            _native.check(lib.mnemo_txn_set_path(self._require_open(), s, k, p, v))
+            self._operations += 1
+
     def delete(self, store: str, key: str) -> None:
         """Adds "delete ``key`` from ``store``".
 

@@ -190,7 +190,7 @@ impl Connection {
         )?;
         let replace_cell = p(
             "UPDATE mnemo_cells SET height = $4, entry = $5, value = $6, chk = $7 \
-             WHERE db = $1 AND store = $2 AND key = $3 AND ($4, $5) > (height, entry)",
+             WHERE db = $1 AND store = $2 AND key = $3 AND ($8 OR ($4, $5) > (height, entry))",
         )?;
         let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2")?;
         let set_rows = p(
@@ -374,19 +374,22 @@ impl Backend for PostgresBackend {
         tx.execute(&c.add_tip, &[&db, &&w.id.as_bytes()[..], &height, &tip_chk])
             .map_err(pg_error)?;
         let mut added: BTreeMap<&str, u64> = BTreeMap::new();
-        for (store, key, cell) in &w.cells {
+        for write in &w.cells {
+            let (store, key, cell) = (&write.store, &write.key, &write.cell);
             let cell_chk = rows::cell_check(&w.meta.db, store, key, cell);
-            let row: [&(dyn postgres::types::ToSql + Sync); 7] = [
+            let height = i64_of(cell.height)?;
+            let row: [&(dyn postgres::types::ToSql + Sync); 8] = [
                 &db,
                 store,
                 key,
-                &i64_of(cell.height)?,
+                &height,
                 &&cell.entry.as_bytes()[..],
                 &cell.value,
                 &cell_chk,
+                &write.replace,
             ];
-            if tx.execute(&c.insert_cell, &row).map_err(pg_error)? == 1 {
-                *added.entry(store).or_default() += 1;
+            if tx.execute(&c.insert_cell, &row[..7]).map_err(pg_error)? == 1 {
+                *added.entry(store.as_str()).or_default() += 1;
             } else {
                 tx.execute(&c.replace_cell, &row).map_err(pg_error)?;
             }

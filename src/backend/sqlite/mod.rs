@@ -343,10 +343,12 @@ impl Backend for SqliteBackend {
             let mut replace = tx
                 .prepare_cached(
                     "UPDATE cells SET height = ?4, entry = ?5, value = ?6, chk = ?7 \
-                     WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?4, ?5) > (height, entry)",
+                     WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?8 OR (?4, ?5) > (height, entry))",
                 )
                 .map_err(sql_error)?;
-            for (store, key, cell) in &w.cells {
+            for write in &w.cells {
+                let (store, key, cell) = (&write.store, &write.key, &write.cell);
+                let check = rows::cell_check(&w.meta.db, store, key, cell);
                 let row = params![
                     db,
                     store,
@@ -354,11 +356,21 @@ impl Backend for SqliteBackend {
                     i64_of(cell.height)?,
                     cell.entry.as_bytes(),
                     cell.value,
-                    rows::cell_check(&w.meta.db, store, key, cell),
+                    check,
                 ];
                 if insert.execute(row).map_err(sql_error)? == 1 {
-                    *added.entry(store).or_default() += 1;
+                    *added.entry(store.as_str()).or_default() += 1;
                 } else {
+                    let row = params![
+                        db,
+                        store,
+                        key,
+                        i64_of(cell.height)?,
+                        cell.entry.as_bytes(),
+                        cell.value,
+                        check,
+                        write.replace,
+                    ];
                     replace.execute(row).map_err(sql_error)?;
                 }
             }

@@ -1,6 +1,8 @@
 //! JSON values as stores keep them (one canonical text per value), and the JSON form of
 //! the types records hold.
 
+pub mod pointer;
+
 use crate::error::{Error, Result};
 
 /// Parses `text` and returns its canonical form (no insignificant white space, object keys

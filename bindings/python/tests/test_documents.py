@@ -1,0 +1,145 @@
+"""Nested documents (set_path / get_path), their merge across devices, and history."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Iterator
+
+import pytest
+
+import mnemo
+
+
+def default_key(user: mnemo.User) -> str:
+    return next(k.pubkey for k in user.list_keys() if k.is_default)
+
+
+def test_set_path_builds_and_get_path_reads(db: mnemo.Database) -> None:
+    db.set_path("people", "p1", "/address/city", "Oslo")
+    db.set_path("people", "p1", "/tags", ["a"])
+    db.set_path("people", "p1", "/tags/-", "b")
+    assert db.get("people", "p1") == {"address": {"city": "Oslo"}, "tags": ["a", "b"]}
+    assert db.get_path("people", "p1", "/tags/1") == "b"
+    assert db.get_path("people", "p1", "") == db.get("people", "p1")
+    assert db.get_path("people", "p1", "/address") == {"city": "Oslo"}
+    db.set_path("people", "p1", "/a~1b", 1)  # "~1" is "/"
+    assert db.get("people", "p1")["a/b"] == 1
+    db.verify()
+
+
+def test_bad_pointers_and_absent_paths(db: mnemo.Database) -> None:
+    db.set("people", "p1", {"name": "Ann"})
+    for bad in ["name", "/~2", "/x~"]:
+        with pytest.raises(mnemo.InvalidArgument):
+            db.set_path("people", "p1", bad, 1)
+        with pytest.raises(mnemo.InvalidArgument):
+            db.get_path("people", "p1", bad)
+    with pytest.raises(mnemo.NotFound):
+        db.get_path("people", "p1", "/address/city")
+    with pytest.raises(mnemo.NotFound):
+        db.get_path("people", "nobody", "/name")
+    with pytest.raises(mnemo.InvalidArgument):
+        db.set_path("people", "p1", "/a" * 33, 1)
+    deep: object = 1
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(mnemo.InvalidArgument):
+        db.set_path("people", "p1", "/a", deep)
+    assert db.get("people", "p1") == {"name": "Ann"}
+
+
+def test_transaction_path_writes_build_on_its_own_set(db: mnemo.Database) -> None:
+    with db.transaction() as txn:
+        txn.set("people", "p2", {"name": "Ola"})
+        txn.set_path("people", "p2", "/age", 40)
+        txn.set_path("people", "p3", "/a/x", 1)
+        txn.set_path("people", "p3", "/a", {"y": 2})
+    assert db.get("people", "p2") == {"age": 40, "name": "Ola"}
+    assert db.get("people", "p3") == {"a": {"y": 2}}
+
+
+class Pair:
+    """Two instances with sync; Bob has write on Alice's database and a copy of it."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.a = stack.enter_context(mnemo.Instance.open("memory:"))
+        self.b = stack.enter_context(mnemo.Instance.open("memory:"))
+        self.a.create_user("alice")
+        self.b.create_user("bob")
+        self.alice = stack.enter_context(self.a.login("alice"))
+        self.bob = stack.enter_context(self.b.login("bob"))
+        self.a.enable_sync()
+        self.b.enable_sync()
+        self.sync_a = stack.enter_context(self.a.sync)
+        self.sync_b = stack.enter_context(self.b.sync)
+        self.addr = self.sync_a.listen()
+        self.db = stack.enter_context(self.alice.create_db("shared"))
+        self.db.grant(default_key(self.bob), "write")
+        self.db.set("people", "p1", {"name": "Ann", "address": {"city": "Bergen"}})
+        self.round()
+        self.copy = stack.enter_context(self.bob.load_db(self.db.id))
+
+    def round(self) -> None:
+        self.sync_b.sync_db(self.bob, self.addr, self.db.id)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    with ExitStack() as stack:
+        yield Pair(stack)
+
+
+def test_concurrent_edits_of_different_fields_both_survive(pair: Pair) -> None:
+    pair.db.set_path("people", "p1", "/address/city", "Oslo")
+    pair.copy.set_path("people", "p1", "/name", "Anne")
+    pair.round()
+    merged = {"address": {"city": "Oslo"}, "name": "Anne"}
+    assert pair.db.get("people", "p1") == merged
+    assert pair.copy.get("people", "p1") == merged
+    pair.db.verify()
+    pair.copy.verify()
+
+
+def test_concurrent_edits_of_one_field_converge(pair: Pair) -> None:
+    pair.db.set_path("people", "p1", "/name", "from alice")
+    pair.copy.set_path("people", "p1", "/name", "from bob")
+    pair.round()
+    value = pair.db.get("people", "p1")
+    assert value == pair.copy.get("people", "p1")
+    assert value["name"] in ("from alice", "from bob")
+    assert value["address"] == {"city": "Bergen"}
+
+
+def test_history_lists_four_changes_newest_first(db: mnemo.Database, user: mnemo.User) -> None:
+    db.set("s", "k", 1)
+    db.set_path("s", "k", "/x", 2)
+    db.delete("s", "k")
+    db.set("s", "k", "back")
+    db.set("s", "other", 0)
+    history = db.history("s", "k")
+    assert [set(c) - {"entry", "key", "height"} for c in history] == [
+        {"value"},
+        {"deleted"},
+        {"patch"},
+        {"value"},
+    ]
+    assert history[0]["value"] == "back"
+    assert history[1]["deleted"] is True
+    assert history[2]["patch"] == {"/x": 2}
+    assert history[3]["value"] == 1
+    assert [c["height"] for c in history] == sorted((c["height"] for c in history), reverse=True)
+    assert {c["key"] for c in history} == {default_key(user)}
+    assert len({c["entry"] for c in history}) == 4
+    assert db.history("s", "k", limit=2) == history[:2]
+    assert db.history("s", "never") == []
+    with pytest.raises(mnemo.InvalidArgument):
+        db.history("s", "k", limit=-1)
+
+
+def test_history_keeps_the_change_that_lost(pair: Pair) -> None:
+    pair.db.set("people", "p1", "alice's")
+    pair.copy.set("people", "p1", "bob's")
+    pair.round()
+    values = [c.get("value") for c in pair.copy.history("people", "p1")]
+    assert "alice's" in values and "bob's" in values
+    assert pair.db.history("people", "p1") == pair.copy.history("people", "p1")

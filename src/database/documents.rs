@@ -1,0 +1,303 @@
+//! What one entry's operations do to the stored cells: last writer wins per key, nested
+//! documents merged per path, and the change log that history reads.
+//!
+//! A key's cell holds its current (merged) value. A key that was ever written by path keeps
+//! beside it, in the hidden store [`doc_store`]: its *base* (the newest whole-value set or
+//! delete, under pointer `""`) and the newest write of each path. Its value is the base with
+//! every path write newer than the base applied in `(height, entry, pointer)` order
+//! ([`crate::json::pointer::place`]), so a whole-value set replaces every path older than it,
+//! and concurrent writes of different paths both survive. Every rule is a function of the
+//! set of entries, not of their arrival order, so replicas converge; the common case (a
+//! write newer than everything of the key) costs a few point reads, not a replay.
+//!
+//! Every operation also leaves a row in the hidden store [`log_store`], keyed by key, height
+//! and entry, so a key's history is a range read.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::backend::{Backend, Cell, CellWrite};
+use crate::entry::{EntryId, Op, Ops};
+use crate::error::{Error, Result};
+use crate::json::pointer;
+
+/// Where the rules read the current state: the backend, or a state being derived.
+pub(crate) trait CellSource {
+    /// The cell of `key` in `store`.
+    fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>>;
+    /// The cells of `store` whose keys start with `prefix`, sorted by key.
+    fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>>;
+}
+
+/// The stored state of one database.
+pub(crate) struct StoredCells<'a> {
+    pub backend: &'a dyn Backend,
+    pub db: EntryId,
+}
+
+impl CellSource for StoredCells<'_> {
+    fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
+        self.backend.cell(&self.db, store, key)
+    }
+
+    fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
+        Ok(self
+            .backend
+            .cells(&self.db, store)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
+}
+
+/// A state being worked out in memory: (store, key) → cell.
+pub(crate) type DerivedCells = BTreeMap<(String, String), Cell>;
+
+impl CellSource for DerivedCells {
+    fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
+        Ok(self.get(&(store.to_string(), key.to_string())).cloned())
+    }
+
+    fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
+        Ok(self
+            .range((store.to_string(), prefix.to_string())..)
+            .take_while(|((s, k), _)| s == store && k.starts_with(prefix))
+            .map(|((_, k), c)| (k.clone(), c.clone()))
+            .collect())
+    }
+}
+
+/// Applies `writes` to a state being worked out, as a backend would store them.
+pub(crate) fn apply_to(cells: &mut DerivedCells, writes: Vec<CellWrite>) {
+    for write in writes {
+        let slot = (write.store.clone(), write.key.clone());
+        if cells
+            .get(&slot)
+            .is_none_or(|stored| write.keeps_over(stored))
+        {
+            cells.insert(slot, write.cell);
+        }
+    }
+}
+
+/// The hidden store of the bases and path writes of `store`'s nested documents.
+pub(crate) fn doc_store(store: &str) -> String {
+    format!("_doc:{store}")
+}
+
+/// The hidden store of `store`'s change log.
+pub(crate) fn log_store(store: &str) -> String {
+    format!("_log:{store}")
+}
+
+/// The prefix every hidden row of `key` starts with: its length, then the key (keys have no
+/// fixed end, so the length keeps `a` from matching `ab`).
+pub(crate) fn key_prefix(key: &str) -> String {
+    format!("{:04x}{key}", key.len())
+}
+
+fn log_key(key: &str, height: u64, entry: &EntryId) -> String {
+    format!("{}{height:016x}{}", key_prefix(key), entry.to_text())
+}
+
+/// The height and entry a log row of `key` names (see [`log_key`]).
+pub(crate) fn log_row_entry(key: &str, row_key: &str) -> Result<(u64, EntryId)> {
+    let rest = row_key
+        .strip_prefix(&key_prefix(key))
+        .filter(|r| r.len() > 16 && r.is_char_boundary(16))
+        .ok_or_else(|| Error::Corrupt("a change-log row is malformed".into()))?;
+    let height = u64::from_str_radix(&rest[..16], 16)
+        .map_err(|_| Error::Corrupt("a change-log row is malformed".into()))?;
+    Ok((height, EntryId::parse(&rest[16..])?))
+}
+
+/// The cells entry `entry` (at `height`) writes with `ops`, given the state in `source`.
+/// The ops of one entry touch distinct keys, so they are worked out against the same state.
+pub(crate) fn writes_of(
+    source: &dyn CellSource,
+    entry: EntryId,
+    height: u64,
+    ops: &Ops,
+) -> Result<Vec<CellWrite>> {
+    let mut writes = Vec::new();
+    for (store, store_ops) in ops {
+        for (key, op) in store_ops {
+            writes.push(CellWrite {
+                store: log_store(store),
+                key: log_key(key, height, &entry),
+                cell: Cell {
+                    height,
+                    entry,
+                    value: None,
+                },
+                replace: false,
+            });
+            let doc = Document { source, store, key };
+            match op {
+                Op::Set(json) => doc.whole(cell(height, entry, Some(json)), &mut writes)?,
+                Op::Delete => doc.whole(cell(height, entry, None), &mut writes)?,
+                Op::Patch(paths) => doc.patch(height, entry, paths, &mut writes)?,
+            }
+        }
+    }
+    Ok(writes)
+}
+
+fn cell(height: u64, entry: EntryId, value: Option<&String>) -> Cell {
+    Cell {
+        height,
+        entry,
+        value: value.cloned(),
+    }
+}
+
+/// One key's cells, as the rules see them.
+struct Document<'a> {
+    source: &'a dyn CellSource,
+    store: &'a str,
+    key: &'a str,
+}
+
+impl Document<'_> {
+    fn write(&self, writes: &mut Vec<CellWrite>, store: String, key: String, cell: Cell) {
+        writes.push(CellWrite {
+            store,
+            key,
+            cell,
+            replace: false,
+        });
+    }
+
+    fn replace_value(&self, writes: &mut Vec<CellWrite>, cell: Cell) {
+        writes.push(CellWrite {
+            store: self.store.to_string(),
+            key: self.key.to_string(),
+            cell,
+            replace: true,
+        });
+    }
+
+    /// A whole-value set or delete.
+    fn whole(&self, new: Cell, writes: &mut Vec<CellWrite>) -> Result<()> {
+        let doc = doc_store(self.store);
+        let base_key = key_prefix(self.key);
+        let Some(base) = self.source.cell(&doc, &base_key)? else {
+            // Never written by path: plain last writer wins.
+            self.write(writes, self.store.to_string(), self.key.to_string(), new);
+            return Ok(());
+        };
+        if !new.wins_over(&base) {
+            return Ok(());
+        }
+        self.write(writes, doc, base_key, new.clone());
+        let current = self.source.cell(self.store, self.key)?;
+        if current.as_ref().is_none_or(|c| new.wins_over(c)) {
+            self.write(writes, self.store.to_string(), self.key.to_string(), new);
+            return Ok(());
+        }
+        let paths = self.paths()?;
+        self.replace_value(writes, merge(&new, &paths)?);
+        Ok(())
+    }
+
+    /// Writes of paths, all at `(height, entry)`.
+    fn patch(
+        &self,
+        height: u64,
+        entry: EntryId,
+        paths: &std::collections::BTreeMap<String, String>,
+        writes: &mut Vec<CellWrite>,
+    ) -> Result<()> {
+        let doc = doc_store(self.store);
+        let base_key = key_prefix(self.key);
+        let current = self.source.cell(self.store, self.key)?;
+        let base = match self.source.cell(&doc, &base_key)? {
+            Some(base) => base,
+            None => {
+                // First path write: what the key holds now becomes its base.
+                let base = current.clone().unwrap_or(Cell {
+                    height: 0,
+                    entry: EntryId::from_bytes([0; 32]),
+                    value: None,
+                });
+                self.write(writes, doc.clone(), base_key.clone(), base.clone());
+                base
+            }
+        };
+        let mut won = Vec::new();
+        for (pointer, json) in paths {
+            let path_cell = cell(height, entry, Some(json));
+            let path_key = format!("{base_key}{pointer}");
+            let stored = self.source.cell(&doc, &path_key)?;
+            if stored.is_none_or(|s| path_cell.wins_over(&s)) {
+                self.write(writes, doc.clone(), path_key, path_cell.clone());
+                won.push((pointer.clone(), path_cell));
+            }
+        }
+        let newest = cell(height, entry, None);
+        if won.is_empty() || !newest.wins_over(&base) {
+            return Ok(()); // superseded by a newer write of the same paths or of the whole
+        }
+        if current.as_ref().is_none_or(|c| newest.wins_over(c)) {
+            // Newer than everything of the key: apply on top of its value.
+            let mut value = parse(current.and_then(|c| c.value).as_deref())?;
+            for (pointer, path_cell) in &won {
+                apply(&mut value, pointer, path_cell)?;
+            }
+            let merged = cell(height, entry, Some(&value.to_string()));
+            self.write(writes, self.store.to_string(), self.key.to_string(), merged);
+            return Ok(());
+        }
+        let mut all = self.paths()?;
+        all.retain(|(p, _)| !won.iter().any(|(w, _)| w == p));
+        all.extend(won);
+        self.replace_value(writes, merge(&base, &all)?);
+        Ok(())
+    }
+
+    /// The stored path writes of the key (not its base), as `(pointer, cell)`.
+    fn paths(&self) -> Result<Vec<(String, Cell)>> {
+        let prefix = key_prefix(self.key);
+        Ok(self
+            .source
+            .cells_with_prefix(&doc_store(self.store), &prefix)?
+            .into_iter()
+            .filter_map(|(k, c)| {
+                let pointer = k[prefix.len()..].to_string();
+                (!pointer.is_empty()).then_some((pointer, c))
+            })
+            .collect())
+    }
+}
+
+/// The value `base` makes with the path writes newer than it applied in order.
+fn merge(base: &Cell, paths: &[(String, Cell)]) -> Result<Cell> {
+    let mut newer: Vec<&(String, Cell)> = paths.iter().filter(|(_, c)| c.wins_over(base)).collect();
+    newer.sort_by(|(pa, a), (pb, b)| (a.height, a.entry, pa).cmp(&(b.height, b.entry, pb)));
+    let Some((_, top)) = newer.last() else {
+        return Ok(base.clone());
+    };
+    let mut value = parse(base.value.as_deref())?;
+    for (pointer, path_cell) in &newer {
+        apply(&mut value, pointer, path_cell)?;
+    }
+    Ok(cell(top.height, top.entry, Some(&value.to_string())))
+}
+
+fn apply(value: &mut Value, pointer: &str, path_cell: &Cell) -> Result<()> {
+    let tokens = pointer::parse(pointer).map_err(|_| stored_bad("pointer"))?;
+    let written = parse(path_cell.value.as_deref())?;
+    pointer::place(value, &tokens, written);
+    Ok(())
+}
+
+fn parse(json: Option<&str>) -> Result<Value> {
+    json.map_or(Ok(Value::Null), |text| {
+        serde_json::from_str(text).map_err(|_| stored_bad("value"))
+    })
+}
+
+fn stored_bad(what: &str) -> Error {
+    Error::Corrupt(format!("a stored document {what} does not parse"))
+}

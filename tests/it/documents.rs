@@ -1,0 +1,183 @@
+//! Nested documents, path reads and a key's history.
+
+use mnemo::database::{ChangeKind, Permission};
+use mnemo::Database;
+
+use crate::support::logged_in;
+
+/// Two databases on two instances: `b` has write on `a`'s database and both start from the
+/// same entries. Returns the handles and a function that sends every entry of one to the
+/// other.
+fn pair() -> (Vec<(mnemo::Instance, mnemo::User)>, Database, Database) {
+    let (inst_a, user_a) = logged_in("a");
+    let (inst_b, user_b) = logged_in("b");
+    let a = user_a.create_db("doc").unwrap();
+    a.grant(&user_b.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    exchange(&a, &inst_b);
+    let b = user_b.load_db(&a.id()).unwrap();
+    (vec![(inst_a, user_a), (inst_b, user_b)], a, b)
+}
+
+/// Sends every entry `from` holds to `to`, parents first.
+fn exchange(from: &Database, to: &mnemo::Instance) {
+    let mut frontier = from.tips().unwrap();
+    let mut all = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = frontier.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let bytes = from.entry_bytes(&id).unwrap();
+        let entry = mnemo::entry::Entry::decode(&bytes).unwrap();
+        frontier.extend(entry.content().parents.iter().copied());
+        all.push((entry.content().height, bytes));
+    }
+    all.sort();
+    for (_, bytes) in all {
+        to.receive_entry(&bytes).unwrap();
+    }
+}
+
+fn sync_both(people: &[(mnemo::Instance, mnemo::User)], a: &Database, b: &Database) {
+    exchange(a, &people[1].0);
+    exchange(b, &people[0].0);
+}
+
+#[test]
+fn concurrent_edits_of_different_fields_both_survive() {
+    let (people, a, b) = pair();
+    a.set(
+        "people",
+        "p1",
+        r#"{"name":"Ann","address":{"city":"Bergen","zip":"5003"}}"#,
+    )
+    .unwrap();
+    sync_both(&people, &a, &b);
+    a.set_path("people", "p1", "/address/city", r#""Oslo""#)
+        .unwrap();
+    b.set_path("people", "p1", "/name", r#""Anne""#).unwrap();
+    sync_both(&people, &a, &b);
+    let expected = r#"{"address":{"city":"Oslo","zip":"5003"},"name":"Anne"}"#;
+    assert_eq!(a.get("people", "p1").unwrap(), expected);
+    assert_eq!(b.get("people", "p1").unwrap(), expected);
+    a.verify().unwrap();
+    b.verify().unwrap();
+}
+
+#[test]
+fn concurrent_edits_of_one_field_converge_to_one_value() {
+    let (people, a, b) = pair();
+    let ea = a.set_path("people", "p1", "/name", r#""from a""#).unwrap();
+    let eb = b.set_path("people", "p1", "/name", r#""from b""#).unwrap();
+    sync_both(&people, &a, &b);
+    let winner = if ea > eb { "from a" } else { "from b" };
+    for db in [&a, &b] {
+        assert_eq!(
+            db.get("people", "p1").unwrap(),
+            format!(r#"{{"name":"{winner}"}}"#)
+        );
+    }
+}
+
+#[test]
+fn a_whole_value_set_replaces_older_paths_and_keeps_newer_ones() {
+    let (people, a, b) = pair();
+    a.set("people", "p1", r#"{"n":1}"#).unwrap();
+    sync_both(&people, &a, &b);
+    // Concurrent: a writes a path at height 2, b replaces the whole value at height 2.
+    a.set_path("people", "p1", "/x", "1").unwrap();
+    b.set("people", "p1", r#"{"n":2}"#).unwrap();
+    // Then a writes another path at height 3, on top of both.
+    sync_both(&people, &a, &b);
+    a.set_path("people", "p1", "/y", "2").unwrap();
+    sync_both(&people, &a, &b);
+    let value_a = a.get("people", "p1").unwrap();
+    assert_eq!(value_a, b.get("people", "p1").unwrap());
+    assert!(value_a.contains(r#""n":2"#), "{value_a}");
+    assert!(value_a.contains(r#""y":2"#), "{value_a}");
+    a.verify().unwrap();
+    b.verify().unwrap();
+}
+
+#[test]
+fn paths_read_write_and_refuse_bad_pointers() {
+    let (_inst, user) = logged_in("p");
+    let db = user.create_db("p").unwrap();
+    db.set_path("s", "k", "/a/b~1c/0", "[1,2]").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), r#"{"a":{"b/c":{"0":[1,2]}}}"#);
+    assert_eq!(db.get_path("s", "k", "/a/b~1c/0/1").unwrap(), "2");
+    assert_eq!(
+        db.get_path("s", "k", "").unwrap(),
+        db.get("s", "k").unwrap()
+    );
+    assert!(db.get_path("s", "k", "/nope").unwrap_err().is_not_found());
+    assert!(db.get_path("s", "absent", "/a").unwrap_err().is_not_found());
+    for bad in ["a", "/~2", "/x~"] {
+        let e = db.set_path("s", "k", bad, "1").unwrap_err();
+        assert!(matches!(e, mnemo::Error::InvalidArgument(_)), "{bad}: {e}");
+        let e = db.get_path("s", "k", bad).unwrap_err();
+        assert!(matches!(e, mnemo::Error::InvalidArgument(_)), "{bad}: {e}");
+    }
+    let deep = format!("{}1{}", "[".repeat(99), "]".repeat(99));
+    db.set_path("s", "k", "/a", &deep).unwrap();
+    assert!(db.set_path("s", "k", "/a/b", &deep).is_err());
+    // "" is the whole value.
+    db.set_path("s", "k", "", "7").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), "7");
+    // A path into a scalar makes an object of it.
+    db.set_path("s", "k", "/z", "true").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), r#"{"z":true}"#);
+    db.verify().unwrap();
+}
+
+#[test]
+fn a_transaction_builds_paths_on_its_own_operations() {
+    let (_inst, user) = logged_in("t");
+    let db = user.create_db("t").unwrap();
+    let mut txn = db.begin();
+    txn.set_path("s", "k", "/a/x", "1").unwrap();
+    txn.set_path("s", "k", "/a", r#"{"y":2}"#).unwrap();
+    txn.set_path("s", "k", "/a/z", "3").unwrap();
+    txn.set("s", "w", r#"{"keep":true}"#).unwrap();
+    txn.set_path("s", "w", "/more", "1").unwrap();
+    txn.commit().unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), r#"{"a":{"y":2,"z":3}}"#);
+    assert_eq!(db.get("s", "w").unwrap(), r#"{"keep":true,"more":1}"#);
+}
+
+#[test]
+fn history_lists_every_change_newest_first() {
+    let (people, a, b) = pair();
+    let e1 = a.set("s", "k", "1").unwrap();
+    let e2 = a.set_path("s", "k", "/x", "2").unwrap();
+    let e3 = a.delete("s", "k").unwrap();
+    let e4 = a.set("s", "k", r#""back""#).unwrap();
+    a.set("s", "other", "0").unwrap();
+    let history = a.history("s", "k", 0).unwrap();
+    let ids: Vec<_> = history.iter().map(|c| c.entry).collect();
+    assert_eq!(ids, vec![e4, e3, e2, e1]);
+    assert_eq!(history[0].kind, ChangeKind::Set(r#""back""#.into()));
+    assert_eq!(history[1].kind, ChangeKind::Delete);
+    assert!(matches!(&history[2].kind, ChangeKind::Patch(p) if p["/x"] == "2"));
+    assert_eq!(history[3].height + 3, history[0].height);
+    assert_eq!(a.history("s", "k", 2).unwrap().len(), 2);
+    assert!(a.history("s", "never", 0).unwrap().is_empty());
+
+    // A change that lost a merge is still listed.
+    sync_both(&people, &a, &b);
+    let la = a.set("s", "k", r#""a""#).unwrap();
+    let lb = b.set("s", "k", r#""b""#).unwrap();
+    sync_both(&people, &a, &b);
+    let listed: Vec<_> = b
+        .history("s", "k", 0)
+        .unwrap()
+        .iter()
+        .map(|c| c.entry)
+        .collect();
+    assert!(listed.contains(&la) && listed.contains(&lb));
+    assert_eq!(listed.len(), 6);
+    let author = b.history("s", "k", 1).unwrap()[0].author;
+    let expected = if la > lb { a.author() } else { b.author() };
+    assert_eq!(author, expected);
+}
