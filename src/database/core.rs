@@ -1,7 +1,7 @@
 //! The shared core of one database: validation, application of entries, foreign entries
 //! waiting for their parents, settings cache and subscribers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -82,6 +82,9 @@ pub struct DatabaseCore {
     discards: Mutex<Option<DiscardIndex>>,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
+    /// The stores with nested documents (loaded at first use; only grows, so it may list a
+    /// store whose documents a recompute undid: that costs a read, never a wrong value).
+    document_stores: Mutex<Option<HashSet<String>>>,
 }
 
 impl DatabaseCore {
@@ -102,6 +105,7 @@ impl DatabaseCore {
             discards: Mutex::new(None),
             subscribers: Arc::default(),
             notifier,
+            document_stores: Mutex::new(None),
         }
     }
 
@@ -579,9 +583,23 @@ impl DatabaseCore {
         let cells = if discarded {
             Vec::new()
         } else {
+            let mut known = self
+                .document_stores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if known.is_none() {
+                *known = Some(documents::document_stores(&*self.backend, &self.id)?);
+            }
+            let known = known.as_mut().expect("loaded above");
+            for (store, ops) in &content.ops {
+                if ops.values().any(|op| matches!(op, Op::Patch(_))) {
+                    known.insert(store.clone());
+                }
+            }
             let stored = documents::StoredCells {
                 backend: &*self.backend,
                 db: self.id,
+                document_stores: Some(known),
             };
             documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
         };

@@ -13,7 +13,7 @@
 //! Every operation also leaves a row in the hidden store [`log_store`], keyed by key, height
 //! and entry, so a key's history is a range read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
@@ -26,6 +26,9 @@ use crate::json::pointer;
 pub(crate) trait CellSource {
     /// The cell of `key` in `store`.
     fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>>;
+    /// False only if no key of `store` was ever written by path (so a whole-value write
+    /// needs no look at documents).
+    fn may_have_documents(&self, store: &str) -> bool;
     /// The cells of `store` whose keys start with `prefix`, sorted by key.
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>>;
 }
@@ -34,11 +37,26 @@ pub(crate) trait CellSource {
 pub(crate) struct StoredCells<'a> {
     pub backend: &'a dyn Backend,
     pub db: EntryId,
+    /// The stores that may hold documents (`None`: assume every store may).
+    pub document_stores: Option<&'a HashSet<String>>,
+}
+
+/// The user stores of database `db` with a hidden documents store beside them.
+pub(crate) fn document_stores(backend: &dyn Backend, db: &EntryId) -> Result<HashSet<String>> {
+    Ok(backend
+        .stores(db)?
+        .into_iter()
+        .filter_map(|s| s.strip_prefix(DOC_PREFIX).map(str::to_string))
+        .collect())
 }
 
 impl CellSource for StoredCells<'_> {
     fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
         self.backend.cell(&self.db, store, key)
+    }
+
+    fn may_have_documents(&self, store: &str) -> bool {
+        self.document_stores.is_none_or(|s| s.contains(store))
     }
 
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
@@ -57,6 +75,10 @@ pub(crate) type DerivedCells = BTreeMap<(String, String), Cell>;
 impl CellSource for DerivedCells {
     fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
         Ok(self.get(&(store.to_string(), key.to_string())).cloned())
+    }
+
+    fn may_have_documents(&self, _store: &str) -> bool {
+        true
     }
 
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
@@ -81,9 +103,11 @@ pub(crate) fn apply_to(cells: &mut DerivedCells, writes: Vec<CellWrite>) {
     }
 }
 
+const DOC_PREFIX: &str = "_doc:";
+
 /// The hidden store of the bases and path writes of `store`'s nested documents.
 pub(crate) fn doc_store(store: &str) -> String {
-    format!("_doc:{store}")
+    format!("{DOC_PREFIX}{store}")
 }
 
 /// The hidden store of `store`'s change log.
@@ -180,6 +204,10 @@ impl Document<'_> {
 
     /// A whole-value set or delete.
     fn whole(&self, new: Cell, writes: &mut Vec<CellWrite>) -> Result<()> {
+        if !self.source.may_have_documents(self.store) {
+            self.write(writes, self.store.to_string(), self.key.to_string(), new);
+            return Ok(());
+        }
         let doc = doc_store(self.store);
         let base_key = key_prefix(self.key);
         let Some(base) = self.source.cell(&doc, &base_key)? else {

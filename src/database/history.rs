@@ -41,7 +41,11 @@ pub(crate) fn of_key(
     key: &str,
     limit: usize,
 ) -> Result<Vec<KeyChange>> {
-    let source = StoredCells { backend, db: *db };
+    let source = StoredCells {
+        backend,
+        db: *db,
+        document_stores: None,
+    };
     let rows =
         source.cells_with_prefix(&documents::log_store(store), &documents::key_prefix(key))?;
     let mut named = rows
