@@ -60,12 +60,8 @@ impl CellSource for StoredCells<'_> {
     }
 
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
-        Ok(self
-            .backend
-            .cells(&self.db, store)?
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .collect())
+        self.backend
+            .cells_range(&self.db, store, prefix, None, 0, false)
     }
 }
 
