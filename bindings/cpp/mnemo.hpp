@@ -270,6 +270,18 @@ public:
         detail::check(mnemo_user_list_keys(h_.get(), &out), "mnemo_user_list_keys");
         return detail::take(out);
     }
+    /// Removes a key other than the default; its sealed private key is erased.
+    void remove_key(const std::string &pubkey) {
+        detail::check(mnemo_user_remove_key(h_.get(), pubkey.c_str()), "mnemo_user_remove_key");
+    }
+    /// Makes one of the user's keys the default (stored: it holds at the next login).
+    void set_default_key(const std::string &pubkey) {
+        detail::check(mnemo_user_set_default_key(h_.get(), pubkey.c_str()), "mnemo_user_set_default_key");
+    }
+    /// Removes a database from the user's list; its storage goes when no user keeps it.
+    void forget_db(const std::string &db_id) {
+        detail::check(mnemo_user_forget_db(h_.get(), db_id.c_str()), "mnemo_user_forget_db");
+    }
     std::string signing_key(const std::string &db_id) {
         char *out = nullptr;
         detail::check(mnemo_user_get_signing_key(h_.get(), db_id.c_str(), &out), "mnemo_user_get_signing_key");

@@ -333,6 +333,22 @@ impl Backend for MemoryBackend {
         wipe(removed);
         Ok(was)
     }
+
+    fn forget_database(&self, db: &EntryId) -> Result<()> {
+        let mut guard = self.write()?;
+        let inner = &mut *guard;
+        for id in inner.log.remove(db).unwrap_or_default() {
+            inner.entries.remove(&id);
+        }
+        inner.tips.remove(db);
+        inner.stores.remove(db);
+        inner.discarded.remove(db);
+        // Settings-tip sets no entry shares any more.
+        inner
+            .visible_sets
+            .retain(|_, shared| Arc::strong_count(shared) > 1);
+        Ok(())
+    }
 }
 
 /// Overwrites a replaced secret's bytes before freeing them.

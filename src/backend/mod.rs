@@ -155,4 +155,12 @@ pub trait Backend: Send + Sync {
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool>;
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
+    /// Removes every row of database `db` (its entries, tips, storage order, cells, row
+    /// counts and discarded marks), all or nothing; nothing happens if it is not stored.
+    /// Afterwards the database is as if it had never been here: storing its root again
+    /// starts it afresh (its storage positions may start over, so cursors kept on them must
+    /// be forgotten with it). The removed rows do not stay readable in this backend's files as
+    /// far as it can see to it (as [`Backend::secret_delete`]: SQLite zeroes them and
+    /// checkpoints; PostgreSQL keeps old row versions until they are vacuumed).
+    fn forget_database(&self, db: &EntryId) -> Result<()>;
 }

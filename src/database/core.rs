@@ -2,7 +2,7 @@
 //! waiting for their parents, settings cache and subscribers.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -85,6 +85,9 @@ pub struct DatabaseCore {
     /// The stores with nested documents (loaded at first use; only grows, so it may list a
     /// store whose documents a recompute undid: that costs a read, never a wrong value).
     document_stores: Mutex<Option<HashSet<String>>>,
+    /// Set (under `write_lock`) once the database was forgotten on this instance: this core
+    /// then refuses everything with [`Error::NotFound`].
+    forgotten: AtomicBool,
 }
 
 impl DatabaseCore {
@@ -106,6 +109,7 @@ impl DatabaseCore {
             subscribers: Arc::default(),
             notifier,
             document_stores: Mutex::new(None),
+            forgotten: AtomicBool::new(false),
         }
     }
 
@@ -126,6 +130,27 @@ impl DatabaseCore {
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Error::NotFound`] once [`DatabaseCore::forget`] ran: the handles still holding
+    /// this core outlived their database.
+    pub fn ensure_kept(&self) -> Result<()> {
+        if self.forgotten.load(Ordering::Acquire) {
+            return Err(Error::NotFound(format!(
+                "database {} was forgotten on this instance",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes every stored row of this database (see [`Backend::forget_database`]) and
+    /// retires this core: afterwards its handles fail with [`Error::NotFound`]. Holds the
+    /// write lock meanwhile, so no commit lands half-way.
+    pub(crate) fn forget(&self) -> Result<()> {
+        let _guard = self.lock()?;
+        self.forgotten.store(true, Ordering::Release);
+        self.backend.forget_database(&self.id)
     }
 
     /// A number that grows whenever this database's settings change.
@@ -284,6 +309,7 @@ impl DatabaseCore {
             changes_settings: true,
         };
         let _guard = self.lock()?;
+        self.ensure_kept()?;
         self.apply(root, meta, false)
     }
 
@@ -296,6 +322,7 @@ impl DatabaseCore {
         }
         let id = {
             let _guard = self.lock()?;
+            self.ensure_kept()?;
             let parents = self.tip_ids()?;
             let plan = self.plan(&parents, &author, &ops)?;
             let content = EntryContent {
@@ -355,6 +382,7 @@ impl DatabaseCore {
         let mut received = Received::default();
         {
             let guard = self.lock()?;
+            self.ensure_kept()?;
             let id = entry.id();
             if self.backend.entry_meta(&id)?.is_some() {
                 return Ok(Received {

@@ -118,9 +118,10 @@ impl Database {
     }
 
     /// Fails with [`Error::PermissionDenied`] unless one of the handle's keys may read the
-    /// database now. Checked again only when the database's settings change, so a read pays
-    /// one atomic comparison.
+    /// database now ([`Error::NotFound`] once it was forgotten on this instance). Checked
+    /// again only when the database's settings change, so a read pays two atomic loads.
     fn check_read(&self) -> Result<()> {
+        self.core.ensure_kept()?;
         let generation = self.core.settings_generation();
         if self.read_allowed_at.load(Ordering::Acquire) == generation {
             return Ok(());

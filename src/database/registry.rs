@@ -79,6 +79,21 @@ impl Registry {
         Ok(Database::new(core, keys, author))
     }
 
+    /// Removes database `id` from this instance: every stored row of it, and its core, so
+    /// that a later open (after it is synced here again) starts afresh. Handles still open
+    /// on it fail with [`crate::Error::NotFound`] from then on.
+    pub fn forget(&self, id: &EntryId) -> Result<()> {
+        let core = self.core(*id);
+        core.forget()?;
+        // Dropped only now, so that no new handle meanwhile got a fresh core on rows being
+        // removed (one that got this core fails like the others).
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(id).is_some_and(|c| Arc::ptr_eq(c, &core)) {
+            open.remove(id);
+        }
+        Ok(())
+    }
+
     /// Bytes of foreign entries waiting for their parents across this instance now (at most
     /// [`super::MAX_WAITING_BYTES`]).
     pub fn waiting_bytes(&self) -> usize {

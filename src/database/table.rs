@@ -54,6 +54,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         db.set(self.store, key, &self.encode(record)?)
     }
 
+    /// Adds deleting the record under `key` to `txn`; [`Error::NotFound`] if there is none.
+    pub fn remove(&self, txn: &mut Transaction, key: &str) -> Result<()> {
+        txn.delete(self.store, key)
+    }
+
     /// Deletes the record under `key` as one commit; [`Error::NotFound`] if there is none.
     pub fn delete(&self, db: &Database, key: &str) -> Result<EntryId> {
         db.delete(self.store, key)

@@ -7,6 +7,7 @@ use super::guard::guard;
 use super::handle::{out_param, Handle};
 use super::status::mnemo_status;
 use super::strings;
+use crate::crypto::PublicKey;
 use crate::entry::EntryId;
 use crate::User;
 
@@ -133,6 +134,35 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
     })
 }
 
+/// Removes a database from the user's list: it no longer shows in `mnemo_user_list_dbs` or
+/// opens through `mnemo_user_find_db`, and what this user tracks of it with sync stops (and
+/// no longer resumes at login). When no user of the instance keeps it any more, its storage
+/// is reclaimed: every row of it is deleted (SQLite zeroes them in the file; PostgreSQL
+/// keeps old row versions until vacuumed), and database handles still open on it fail with
+/// MNEMO_STATUS_NOT_FOUND. Forgetting is local: grants in the database's settings stay as
+/// they are, also on other replicas; while another user of the instance keeps it,
+/// `mnemo_user_load_db` adds it to the list again, and once reclaimed, syncing it from a
+/// peer brings it back.
+///
+/// - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed id), MNEMO_STATUS_NOT_FOUND (not in the user's list),
+/// MNEMO_STATUS_PERMISSION_DENIED (a system database of the instance, or the account was
+/// deleted), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_forget_db(
+    user: *mut mnemo_user,
+    db_id: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        let id = EntryId::parse(strings::arg(db_id, "db_id")?)?;
+        user.inner.forget_db(&id)
+    })
+}
+
 /// Generates a new Ed25519 key for the user, stored like the others (sealed under the
 /// password, or unsealed for a passwordless user). The private key never leaves mnemo.
 ///
@@ -180,6 +210,54 @@ pub unsafe extern "C" fn mnemo_user_list_keys(
             .collect();
         *out = strings::json_to_c(&list.into())?;
         Ok(())
+    })
+}
+
+/// Removes one of the user's keys: its record goes, and its sealed private key is erased
+/// from storage (as `mnemo_user_change_password` erases a replaced secret). This session
+/// stops signing with it at once; other sessions of the same user hold it until they log
+/// out. Database handles that sign with it then fail to write. Grants the key holds in
+/// databases' settings stay (revoke them with `mnemo_db_revoke` first if they matter).
+///
+/// - `pubkey`: "ed25519:<base64url>", one of the user's keys other than the default.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed key, the default key: make another the default first), MNEMO_STATUS_NOT_FOUND
+/// (the user has no such key), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted),
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_remove_key(
+    user: *mut mnemo_user,
+    pubkey: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        let key = PublicKey::parse(strings::arg(pubkey, "pubkey")?)?;
+        user.inner.remove_key(&key)
+    })
+}
+
+/// Makes one of the user's keys the default: it signs the databases the user creates from
+/// now on and comes first among equals when a signing key is chosen. Stored: it holds at
+/// the next login.
+///
+/// - `pubkey`: "ed25519:<base64url>", one of the user's keys.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
+/// malformed key), MNEMO_STATUS_NOT_FOUND (the user has no such key, or another session
+/// added it since this one logged in: log in again), MNEMO_STATUS_PERMISSION_DENIED (the
+/// account was deleted), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_user_set_default_key(
+    user: *mut mnemo_user,
+    pubkey: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let user = mnemo_user::borrow(user)?;
+        let key = PublicKey::parse(strings::arg(pubkey, "pubkey")?)?;
+        user.inner.set_default_key(&key)
     })
 }
 

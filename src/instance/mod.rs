@@ -4,6 +4,7 @@
 //! databases and the device key, and composes the rooms below: [`Accounts`] (users) and
 //! [`SyncEngine`] (sync), which never import this room or each other.
 
+mod lifecycle;
 mod requester;
 mod system;
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::sync::SyncEngine;
 use crate::user::{Accounts, User};
 
+use lifecycle::InstanceLifecycle;
 use system::System;
 
 /// How to create an instance. Only applies the first time a backend is opened.
@@ -36,6 +38,8 @@ struct Inner {
     registry: Arc<Registry>,
     system: System,
     accounts: Arc<Accounts>,
+    /// What forgetting a database does beyond the user room (it reaches sync through it).
+    lifecycle: Arc<InstanceLifecycle>,
     sync: OnceLock<Arc<SyncEngine>>,
     sessions: requester::Sessions,
 }
@@ -59,6 +63,11 @@ impl Instance {
     pub fn open_with(backend: Arc<dyn Backend>, options: InstanceOptions) -> Result<Instance> {
         let registry = Arc::new(Registry::new(backend));
         let system = System::open(&registry, options.kdf)?;
+        let lifecycle = Arc::new(InstanceLifecycle::new(
+            registry.clone(),
+            system.device(),
+            system.device_key(),
+        ));
         let accounts = Arc::new(Accounts::new(
             registry.clone(),
             system.device(),
@@ -66,12 +75,14 @@ impl Instance {
             system.database(&registry, "_users")?,
             system.database(&registry, "_databases")?,
             system.kdf(),
+            lifecycle.clone(),
         ));
         Ok(Instance {
             inner: Arc::new(Inner {
                 registry,
                 system,
                 accounts,
+                lifecycle,
                 sync: OnceLock::new(),
                 sessions: requester::Sessions::default(),
             }),
@@ -150,6 +161,7 @@ impl Instance {
             })
             .clone();
         if made {
+            inner.lifecycle.sync_enabled(&sync);
             inner.sessions.resume_all(&sync)?;
         }
         Ok(sync)

@@ -19,9 +19,25 @@ const DEVICE_KEY: &str = "device_key";
 const CONFIG: Table<InstanceConfig> = Table::new("config", "instance configuration");
 const CONFIG_KEY: &str = "instance";
 
+/// The system databases, by name.
+pub(super) const SYSTEM_DATABASES: [&str; 4] = ["_instance", "_users", "_databases", "_sync"];
+
 /// Metadata key of the recorded id of system database `name`.
 fn system_db_key(name: &str) -> String {
     format!("system/{name}")
+}
+
+/// The id recorded for system database `name`, if it was ever created.
+pub(super) fn recorded_id(backend: &dyn Backend, name: &str) -> Result<Option<EntryId>> {
+    backend
+        .meta_get(&system_db_key(name))?
+        .map(|bytes| parse_recorded(name, &bytes))
+        .transpose()
+}
+
+fn parse_recorded(name: &str, bytes: &[u8]) -> Result<EntryId> {
+    EntryId::parse(std::str::from_utf8(bytes).unwrap_or(""))
+        .map_err(|_| Error::Corrupt(format!("the recorded id of {name} is malformed")))
 }
 
 /// What an instance records about itself when it is created.
@@ -99,8 +115,7 @@ fn load_or_create_system_db(
     let backend = registry.backend();
     let meta_key = system_db_key(name);
     let recorded = |bytes: Vec<u8>| -> Result<EntryId> {
-        let id = EntryId::parse(std::str::from_utf8(&bytes).unwrap_or(""))
-            .map_err(|_| Error::Corrupt(format!("the recorded id of {name} is malformed")))?;
+        let id = parse_recorded(name, &bytes)?;
         if !registry.exists(&id)? {
             return Err(Error::Corrupt(format!("system database {name} is missing")));
         }

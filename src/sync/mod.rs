@@ -42,6 +42,7 @@ pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use requests::{RequestRecord, RequestState};
 pub use round::SyncReport;
 pub use ticket::Ticket;
+pub use tracking::forget_recorded;
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {

@@ -143,6 +143,42 @@ impl SyncState {
         }
     }
 
+    /// Forgets, as one commit, the tracks of `db` recorded for `requester`; with
+    /// `everyone`, the tracks of every requester and all else kept about `db` (the
+    /// cursors, whether a local user asked for it), for a database that leaves storage.
+    pub(super) fn forget_db(&self, requester: &str, db: &EntryId, everyone: bool) -> Result<()> {
+        let mut txn = self.db.begin();
+        let mut changed = false;
+        for (key, record) in TRACKS.all(&self.db)? {
+            if record.db == *db && (everyone || record.requester == requester) {
+                TRACKS.remove(&mut txn, &key)?;
+                changed = true;
+            }
+        }
+        if everyone {
+            for (peer, _) in PEERS.all(&self.db)? {
+                let Ok(peer) = PublicKey::parse(&peer) else {
+                    continue;
+                };
+                for direction in [Direction::Pull, Direction::Push] {
+                    let key = cursor_key(&peer, db, direction);
+                    if CURSORS.get(&self.db, &key)?.is_some() {
+                        CURSORS.remove(&mut txn, &key)?;
+                        changed = true;
+                    }
+                }
+            }
+            if WANTED.get(&self.db, &db.to_text())?.is_some() {
+                WANTED.remove(&mut txn, &db.to_text())?;
+                changed = true;
+            }
+        }
+        if changed {
+            txn.commit()?;
+        }
+        Ok(())
+    }
+
     /// What `requester` tracks: each database with its peer's address (pinned when the
     /// device was known).
     pub(super) fn tracks_of(&self, requester: &str) -> Result<Vec<(EntryId, PeerAddr)>> {

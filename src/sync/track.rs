@@ -112,6 +112,11 @@ impl Track {
         self.who == who && self.addr.host_port == addr.host_port && self.db == *db
     }
 
+    /// Whether this tracks `db` for user `who` (with any peer).
+    pub(super) fn is_of(&self, who: &str, db: &EntryId) -> bool {
+        self.who == who && self.db == *db
+    }
+
     /// Whether its thread still runs (not stopped, its user not logged out).
     pub(super) fn is_running(&self) -> bool {
         !self.finished.load(Ordering::Acquire)

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::state::SyncState;
 use super::track::Track;
 use super::{PeerAddr, Requester, SyncEngine};
 use crate::crypto::KeyRing;
+use crate::database::Database;
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -68,6 +70,26 @@ impl SyncEngine {
             )));
         }
         Ok(())
+    }
+
+    /// Stops and forgets every track of `db` for user `who` (with any peer): the user forgot
+    /// the database. With `everyone`, the database leaves this instance's storage: every
+    /// track of it stops and is forgotten, whoever it ran for, and so is all else sync
+    /// remembers of it (cursors, that a local user asked for it), so that a later sync of
+    /// it starts afresh. Tracks are stopped (their threads joined) before records go.
+    pub fn forget_db(&self, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
+        let stopped: Vec<Arc<Track>> = {
+            let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            let (stop, keep) = std::mem::take(&mut *tracks)
+                .into_iter()
+                .partition(|t| t.db() == db && (everyone || t.is_of(who, db)));
+            *tracks = keep;
+            stop
+        };
+        for t in stopped {
+            t.stop();
+        }
+        self.state.forget_db(who, db, everyone)
     }
 
     /// Starts again, in the background, what `requester` tracks (as recorded by
@@ -160,4 +182,11 @@ impl SyncEngine {
                 .0;
         }
     }
+}
+
+/// What [`SyncEngine::forget_db`] does to the records, for an instance whose sync engine is
+/// not running in this process: `state_db` is its `_sync` database (nothing runs, so nothing
+/// is stopped).
+pub fn forget_recorded(state_db: Database, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
+    SyncState::new(state_db).forget_db(who, db, everyone)
 }

@@ -99,6 +99,11 @@ impl<'a> Vault<'a> {
             .map(drop)
     }
 
+    /// Removes the sealed secret of `key` (scrubbed from storage); whether it was there.
+    fn delete_key(&self, key: &PublicKey) -> Result<bool> {
+        self.backend.secret_delete(&key_secret(self.user_id, key))
+    }
+
     /// Removes every secret of the account whose keys are `keys` (a deleted account).
     pub(super) fn delete_all(&self, keys: &[PublicKey]) -> Result<()> {
         for key in keys {
@@ -164,9 +169,7 @@ pub(super) fn open(
 ) -> Result<Secrets> {
     let (secret, _) = vault.account()?;
     let account_key = unlock(&secret, vault.user_id, password, params)?;
-    let profile = PROFILE
-        .get(user_db, PROFILE_KEY)?
-        .ok_or_else(|| Error::Corrupt("the account's profile is missing".into()))?;
+    let default = default_key(user_db)?;
     let mut keys = BTreeMap::new();
     for (text, _) in KEYS.all(user_db)? {
         let public = PublicKey::parse(&text)
@@ -174,11 +177,11 @@ pub(super) fn open(
         let key = unseal_key(&account_key, vault.user_id, &public, &vault.key(&public)?)?;
         keys.insert(public, key);
     }
-    if !keys.contains_key(&profile.default_key) {
+    if !keys.contains_key(&default) {
         return Err(Error::Corrupt("the default key is missing".into()));
     }
     Ok(Secrets {
-        default: profile.default_key,
+        default,
         keys,
         account_key,
     })
@@ -234,6 +237,69 @@ pub(super) fn add_key(
     };
     KEYS.put(user_db, &key.public_key().to_text(), &record)?;
     Ok(key)
+}
+
+/// Removes `key` from the account: its public record, then its sealed seed (scrubbed from
+/// storage; see [`Backend::secret_delete`]). [`Error::InvalidArgument`] for the default key,
+/// [`Error::NotFound`] for a key the account does not have. The record goes first, so a
+/// failure in between leaves an unused secret, never a listed key without its secret. A
+/// default change to `key` racing with this is caught: each side writes, then reads what
+/// the other writes, and the removal undoes itself if it sees `key` became the default.
+pub(super) fn remove_key(user_db: &Database, vault: &Vault<'_>, key: &PublicKey) -> Result<()> {
+    let text = key.to_text();
+    let record = KEYS
+        .get(user_db, &text)?
+        .ok_or_else(|| Error::NotFound(format!("this user has no key {key}")))?;
+    if default_key(user_db)? == *key {
+        return Err(not_removable(key));
+    }
+    KEYS.delete(user_db, &text)?;
+    if default_key(user_db)? == *key {
+        KEYS.put(user_db, &text, &record)?;
+        return Err(not_removable(key));
+    }
+    vault.delete_key(key).map(drop)
+}
+
+fn not_removable(key: &PublicKey) -> Error {
+    Error::invalid(format!(
+        "key {key} is the user's default key: make another key the default first"
+    ))
+}
+
+/// Makes `key`, one of the account's keys, its default ([`Error::NotFound`] otherwise). The
+/// counterpart of [`remove_key`]'s race check: after writing, it reads the key's record
+/// again and puts the previous default back if the key was removed meanwhile.
+pub(super) fn set_default_key(user_db: &Database, key: &PublicKey) -> Result<()> {
+    let text = key.to_text();
+    let missing = || Error::NotFound(format!("this user has no key {key}"));
+    if KEYS.get(user_db, &text)?.is_none() {
+        return Err(missing());
+    }
+    let previous = default_key(user_db)?;
+    if previous == *key {
+        return Ok(());
+    }
+    PROFILE.put(user_db, PROFILE_KEY, &ProfileRecord { default_key: *key })?;
+    if KEYS.get(user_db, &text)?.is_none() {
+        PROFILE.put(
+            user_db,
+            PROFILE_KEY,
+            &ProfileRecord {
+                default_key: previous,
+            },
+        )?;
+        return Err(missing());
+    }
+    Ok(())
+}
+
+/// The account's default key, as stored.
+fn default_key(user_db: &Database) -> Result<PublicKey> {
+    Ok(PROFILE
+        .get(user_db, PROFILE_KEY)?
+        .ok_or_else(|| Error::Corrupt("the account's profile is missing".into()))?
+        .default_key)
 }
 
 /// Does the same Argon2id work as a real login, for a user that does not exist, so that an

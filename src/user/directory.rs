@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::account::{self, check_password, check_username, Vault};
+use super::lifecycle::Lifecycle;
 use super::records::{
-    owner_key, AccountStatus, CatalogRecord, UserRecord, CATALOG, KEYS, OWNERS, USERS,
+    owner_key, AccountStatus, CatalogRecord, UserRecord, CATALOG, KEYS, OWNERS, TRACKED, USERS,
 };
 use super::session::Session;
 use super::User;
@@ -33,12 +34,14 @@ pub struct Accounts {
     catalog: Database,
     /// The Argon2id cost of new passwords.
     kdf: KdfParams,
+    /// What the instance does when a database is forgotten.
+    lifecycle: Arc<dyn Lifecycle>,
 }
 
 impl Accounts {
     /// The accounts kept in `directory` (`_users`), recording created databases in `catalog`
-    /// (`_databases`); new user databases are signed with `device_key` from `device`, and
-    /// new passwords cost `kdf`.
+    /// (`_databases`); new user databases are signed with `device_key` from `device`, new
+    /// passwords cost `kdf`, and `lifecycle` learns of forgotten databases.
     pub fn new(
         registry: Arc<Registry>,
         device: Arc<dyn KeyRing>,
@@ -46,6 +49,7 @@ impl Accounts {
         directory: Database,
         catalog: Database,
         kdf: KdfParams,
+        lifecycle: Arc<dyn Lifecycle>,
     ) -> Self {
         Accounts {
             registry,
@@ -54,6 +58,7 @@ impl Accounts {
             directory,
             catalog,
             kdf,
+            lifecycle,
         }
     }
 
@@ -145,6 +150,26 @@ impl Accounts {
         self.kdf
     }
 
+    /// What the instance does when a database is forgotten.
+    pub(super) fn lifecycle(&self) -> &dyn Lifecycle {
+        &*self.lifecycle
+    }
+
+    /// Whether some user of the instance keeps database `db` in their list (one read per
+    /// user: forgetting is rare). Deleted accounts keep nothing.
+    pub(super) fn kept(&self, db: &EntryId) -> Result<bool> {
+        let key = db.to_text();
+        for (_, record) in self.records()? {
+            let user_db = self
+                .registry
+                .open(record.db, self.device.clone(), self.device_key);
+            if TRACKED.get(&user_db, &key)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The record of `username`, if there is such a user.
     pub(super) fn record(&self, username: &str) -> Result<Option<UserRecord>> {
         USERS.get(&self.directory, username)
@@ -192,5 +217,25 @@ impl Accounts {
         )?;
         OWNERS.set(&mut txn, &owner_key(db, owner), &true)?;
         txn.commit().map(drop)
+    }
+
+    /// Records in the catalog that user `owner` forgot database `db` (its owner record goes);
+    /// with `unkept`, that it leaves the instance (its catalog record goes too).
+    pub(super) fn catalog_forgotten(&self, db: &EntryId, owner: &str, unkept: bool) -> Result<()> {
+        let mut txn = self.catalog.begin();
+        let mut changed = false;
+        let owner = owner_key(db, owner);
+        if OWNERS.get(&self.catalog, &owner)?.is_some() {
+            OWNERS.remove(&mut txn, &owner)?;
+            changed = true;
+        }
+        if unkept && CATALOG.get(&self.catalog, &db.to_text())?.is_some() {
+            CATALOG.remove(&mut txn, &db.to_text())?;
+            changed = true;
+        }
+        if changed {
+            txn.commit()?;
+        }
+        Ok(())
     }
 }

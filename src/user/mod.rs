@@ -8,6 +8,7 @@
 mod account;
 mod admin;
 mod directory;
+mod lifecycle;
 mod records;
 mod session;
 
@@ -23,6 +24,7 @@ use session::Session;
 pub use account::{check_password, check_username, MAX_PASSWORD, MAX_USERNAME};
 pub use admin::UserInfo;
 pub use directory::Accounts;
+pub use lifecycle::Lifecycle;
 
 /// One of a user's keys, as listed (the private half never leaves the session).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,7 +327,21 @@ mod tests {
             directory,
             catalog,
             KdfParams::MINIMUM,
+            Arc::new(Bare),
         ))
+    }
+
+    /// The lifecycle of a bare instance: no system databases beyond these, nothing running.
+    struct Bare;
+
+    impl super::Lifecycle for Bare {
+        fn is_system(&self, _db: &crate::entry::EntryId) -> crate::Result<bool> {
+            Ok(false)
+        }
+
+        fn forgotten(&self, _: &str, _: &crate::entry::EntryId, _: bool) -> crate::Result<()> {
+            Ok(())
+        }
     }
 
     fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {

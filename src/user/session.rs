@@ -67,6 +67,33 @@ impl Session {
         Ok(())
     }
 
+    /// Drops private key `key` (wiped as it drops): the session no longer signs with it.
+    pub fn remove_key(&self, key: &PublicKey) -> Result<()> {
+        let mut guard = self
+            .secrets
+            .write()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        let secrets = guard.as_mut().ok_or(Error::LoggedOut)?;
+        let removed = secrets.keys.remove(key);
+        drop(guard);
+        drop(removed);
+        Ok(())
+    }
+
+    /// Makes `key`, which the session holds, its default key.
+    pub fn set_default(&self, key: &PublicKey) -> Result<()> {
+        let mut guard = self
+            .secrets
+            .write()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?;
+        let secrets = guard.as_mut().ok_or(Error::LoggedOut)?;
+        if !secrets.keys.contains_key(key) {
+            return Err(not_held(key));
+        }
+        secrets.default = *key;
+        Ok(())
+    }
+
     /// Drops every decrypted secret. Idempotent.
     pub fn wipe(&self) {
         let taken = match self.secrets.write() {

@@ -434,3 +434,59 @@ fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
             .is_empty());
     }
 }
+
+#[test]
+fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
+    for storage in storages() {
+        let name = storage.name();
+        let inst = Instance::open(storage.open()).unwrap();
+        inst.create_user("u", None).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let gone = user.create_db("gone").unwrap();
+        let kept = user.create_db("kept").unwrap();
+        let written = gone.set("s", "k", "\"v\"").unwrap();
+        kept.set("s", "k", "\"w\"").unwrap();
+        let root_bytes = gone.entry_bytes(&gone.id()).unwrap();
+        let written_bytes = gone.entry_bytes(&written).unwrap();
+
+        let backend = storage.open();
+        backend.forget_database(&gone.id()).unwrap();
+        let id = gone.id();
+        assert_eq!(backend.entry_meta(&id).unwrap(), None, "{name}");
+        assert_eq!(backend.get_entry(&written).unwrap(), None, "{name}");
+        assert_eq!(backend.tips(&id).unwrap(), vec![], "{name}");
+        assert_eq!(backend.stores(&id).unwrap(), Vec::<String>::new(), "{name}");
+        assert_eq!(backend.cells(&id, "s").unwrap(), vec![], "{name}");
+        assert_eq!(backend.cell(&id, "s", "k").unwrap(), None, "{name}");
+        assert_eq!(backend.discarded(&id).unwrap(), vec![], "{name}");
+        assert_eq!(backend.last_position(&id).unwrap(), 0, "{name}");
+        assert_eq!(backend.entries_after(&id, 0, 10).unwrap(), vec![], "{name}");
+        // The other database is untouched; forgetting what is not here changes nothing.
+        assert_eq!(backend.tips(&kept.id()).unwrap().len(), 1, "{name}");
+        assert_eq!(
+            backend.cell(&kept.id(), "s", "k").unwrap().unwrap().value,
+            Some("\"w\"".into()),
+            "{name}"
+        );
+        backend.forget_database(&id).unwrap();
+
+        // Stored again from its entries (as a sync would), it starts afresh.
+        let again = Instance::open(storage.open()).unwrap();
+        assert!(
+            !again.receive_entry(&root_bytes).unwrap().duplicate,
+            "{name}"
+        );
+        assert_eq!(
+            again.receive_entry(&written_bytes).unwrap().applied,
+            vec![written],
+            "{name}"
+        );
+        assert_eq!(backend.tips(&id).unwrap(), vec![(written, 1)], "{name}");
+        assert_eq!(
+            backend.stores(&id).unwrap(),
+            vec!["_log:_settings", "_log:s", "_settings", "s"],
+            "{name}"
+        );
+        assert!(backend.last_position(&id).unwrap() >= 2, "{name}");
+    }
+}

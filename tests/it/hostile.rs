@@ -97,6 +97,9 @@ impl Backend for CountingBackend {
     fn secret_delete(&self, key: &str) -> mnemo::Result<bool> {
         self.inner.secret_delete(key)
     }
+    fn forget_database(&self, db: &EntryId) -> mnemo::Result<()> {
+        self.inner.forget_database(db)
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod engine;
 mod faults;
 mod foreign;
 mod hostile;
+mod lifecycle;
 mod postgres_tls;
 mod stress;
 mod support;

@@ -119,6 +119,23 @@ class User:
             )
         return [DatabaseInfo(id=r["id"], name=r["name"]) for r in rows]
 
+    def forget_db(self, db: Database | str) -> None:
+        """Removes a database (a :class:`mnemo.Database` or its id) from the user's list: it
+        no longer shows in :meth:`list_dbs` or opens through :meth:`find_db`, and what this
+        user tracks of it with sync stops for good.
+
+        When no user of the instance keeps it any more, its storage is reclaimed: every row
+        of it is deleted (SQLite zeroes them in the file), and database handles still open
+        on it raise NotFound. Forgetting is local: grants in the database's settings stay,
+        also on other replicas; while another user of the instance keeps it,
+        :meth:`load_db` adds it to the list again. Raises NotFound (not in the user's list),
+        PermissionDenied (a system database of the instance), InvalidArgument (a malformed
+        id), LoggedOut, StorageError.
+        """
+        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_user_forget_db(ptr, i))
+
     def add_private_key(self, display_name: str | None = None) -> str:
         """Generates a new Ed25519 key for the user and returns its public key,
         ``"ed25519:<base64url>"``.
@@ -141,6 +158,33 @@ class User:
                 _native.call_string(lib.mnemo_user_list_keys, ptr)
             )
         return [KeyInfo(r["pubkey"], r["name"], r["default"]) for r in rows]
+
+    def remove_key(self, pubkey: str) -> None:
+        """Removes one of the user's keys, ``"ed25519:<base64url>"``: its record goes and
+        its sealed private key is erased from storage. This session stops signing with it at
+        once (other sessions of the user hold it until they log out); grants it holds in
+        databases stay.
+
+        Raises InvalidArgument for the default key (make another the default first with
+        :meth:`set_default_key`) or a malformed key, NotFound if the user has no such key,
+        LoggedOut, StorageError.
+        """
+        k = _native.encode(pubkey, "pubkey")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_user_remove_key(ptr, k))
+
+    def set_default_key(self, pubkey: str) -> None:
+        """Makes one of the user's keys the default: it signs the databases
+        :meth:`create_db` makes from now on and comes first among equals in
+        :meth:`signing_key`. Stored: it holds at the next login.
+
+        Raises NotFound if the user has no such key (or another session added it since this
+        one logged in: log in again), InvalidArgument for a malformed key, LoggedOut,
+        StorageError.
+        """
+        k = _native.encode(pubkey, "pubkey")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_user_set_default_key(ptr, k))
 
     def signing_key(self, db_id: str) -> str:
         """The public key this user signs database ``db_id`` with: the key with the highest

@@ -705,6 +705,32 @@ impl Backend for PostgresBackend {
         vacuum_secrets(&mut c.client);
         Ok(n == 1)
     }
+
+    fn forget_database(&self, db: &EntryId) -> Result<()> {
+        let mut guard = self.lock()?;
+        let c = &mut *guard;
+        let mut tx = c.client.transaction().map_err(pg_error)?;
+        let id: &[u8] = db.as_bytes();
+        tx.execute(&c.lock_db, &[&id]).map_err(pg_error)?;
+        // `mnemo_entries` is keyed by entry id alone: its rows of `db` are found through
+        // `mnemo_log`.
+        tx.execute(
+            "DELETE FROM mnemo_entries WHERE id IN (SELECT id FROM mnemo_log WHERE db = $1)",
+            &[&id],
+        )
+        .map_err(pg_error)?;
+        for table in [
+            "mnemo_log",
+            "mnemo_tips",
+            "mnemo_cells",
+            "mnemo_stores",
+            "mnemo_discarded",
+        ] {
+            tx.execute(&format!("DELETE FROM {table} WHERE db = $1"), &[&id])
+                .map_err(pg_error)?;
+        }
+        tx.commit().map_err(pg_error)
+    }
 }
 
 impl PostgresBackend {

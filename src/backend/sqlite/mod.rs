@@ -8,6 +8,11 @@
 //! recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and checked at
 //! open; a file from a newer mnemo is refused, never rewritten. Opening reads a few header
 //! values only: its cost does not grow with the file.
+//!
+//! The writer runs with `secure_delete` on: SQLite zeroes space as it frees it, including
+//! the old places of rows it moves while rebalancing pages, so content deleted (a replaced
+//! secret, a forgotten database) leaves no stale copy in free space. It costs some CPU and,
+//! for pages freed whole, a write.
 
 mod readers;
 
@@ -107,7 +112,7 @@ impl SqliteBackend {
                 "sqlite: cannot use WAL mode (got {mode})"
             )));
         }
-        conn.execute_batch("PRAGMA synchronous=FULL")
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON")
             .map_err(sql_error)?;
         check_or_create_schema(&conn, path)?;
         Ok(SqliteBackend {
@@ -144,18 +149,14 @@ impl SqliteBackend {
             .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
     }
 
-    /// Runs `change` (on the secrets table) so that what it replaces or deletes does not stay
-    /// in the file: with `secure_delete` (SQLite zeroes freed content), then a checkpoint
-    /// that copies the new pages into the database file and truncates the WAL, which held
-    /// the old ones. A checkpoint blocked by a reader is retried for up to a second.
-    fn scrubbed<T>(&self, change: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.writer()?;
-        conn.execute_batch("PRAGMA secure_delete=ON")
-            .map_err(sql_error)?;
-        let changed = change(&conn);
-        conn.execute_batch("PRAGMA secure_delete=OFF")
-            .map_err(sql_error)?;
-        let changed = changed?;
+    /// Runs `change` (on the secrets table, or a forgotten database's rows) so that what it
+    /// replaces or deletes does not stay in the file: the writer zeroes freed content
+    /// (`secure_delete`, always on), then a checkpoint copies the new pages into the
+    /// database file and truncates the WAL, which held the old ones. A checkpoint blocked by
+    /// a reader is retried for up to a second.
+    fn scrubbed<T>(&self, change: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer()?;
+        let changed = change(&mut conn)?;
         for _ in 0..100 {
             let busy: i64 = conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
@@ -166,7 +167,7 @@ impl SqliteBackend {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Err(Error::Storage(
-            "sqlite: the WAL could not be checkpointed after a secret changed (busy readers)"
+            "sqlite: the WAL could not be checkpointed after a scrubbed change (busy readers)"
                 .into(),
         ))
     }
@@ -669,6 +670,26 @@ impl Backend for SqliteBackend {
                 .map_err(sql_error)
         })
         .map(|n| n == 1)
+    }
+
+    fn forget_database(&self, db: &EntryId) -> Result<()> {
+        let id = db.as_bytes();
+        self.scrubbed(|conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
+            tx.execute(
+                "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
+                params![id],
+            )
+            .map_err(sql_error)?;
+            for table in ["log", "tips", "cells", "stores", "discarded"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
+                    .map_err(sql_error)?;
+            }
+            tx.commit().map_err(sql_error)
+        })
     }
 }
 

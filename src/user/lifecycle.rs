@@ -1,0 +1,87 @@
+//! How a user lets go of what it has: forgetting a database (and the instance reclaiming its
+//! storage when no user keeps it any more), removing a key, choosing the default key.
+
+use super::account;
+use super::records::TRACKED;
+use super::User;
+use crate::crypto::{KeyRing, PublicKey};
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// What the instance does when a user forgets a database, beyond the user room (which
+/// never imports `sync` or `instance`): the instance implements it and hands it to
+/// [`super::Accounts::new`].
+pub trait Lifecycle: Send + Sync {
+    /// Whether `db` is one of the instance's system databases, which no user forgets.
+    fn is_system(&self, db: &EntryId) -> Result<bool>;
+
+    /// User `user_id` no longer keeps `db`; with `unkept`, no user of the instance does and
+    /// its storage is about to be reclaimed. Stops what runs for it (sync tracking) and
+    /// forgets what is recorded about it elsewhere; called before the storage goes.
+    fn forgotten(&self, user_id: &str, db: &EntryId, unkept: bool) -> Result<()>;
+}
+
+impl User {
+    /// Removes database `id` from this user's list: it no longer shows in
+    /// [`User::list_dbs`] or opens through [`User::find_db`], and what this user tracks of
+    /// it with sync stops (and does not resume). When no user of the instance keeps it any
+    /// more, its storage is reclaimed: every row of it is deleted, and handles still open
+    /// on it fail with [`Error::NotFound`]. Forgetting is local: grants in the database's
+    /// settings stay as they are (on other replicas too), so while another user of this
+    /// instance keeps it, [`User::load_db`] adds it to the list again, and after it was
+    /// reclaimed, syncing it from a peer brings it back.
+    ///
+    /// [`Error::NotFound`] if the database is not in the user's list;
+    /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
+    /// plainly) or a deleted account.
+    pub fn forget_db(&self, id: &EntryId) -> Result<()> {
+        self.own_record()?;
+        let lifecycle = self.accounts.lifecycle();
+        if lifecycle.is_system(id)? {
+            return Err(Error::PermissionDenied(format!(
+                "{id} is a system database of this instance: it is never forgotten"
+            )));
+        }
+        let key = id.to_text();
+        if TRACKED.get(&self.user_db, &key)?.is_none() {
+            return Err(Error::NotFound(format!(
+                "database {id} is not in this user's list"
+            )));
+        }
+        TRACKED.delete(&self.user_db, &key)?;
+        let unkept = !self.accounts.kept(id)?;
+        self.accounts.catalog_forgotten(id, &self.id, unkept)?;
+        lifecycle.forgotten(&self.id, id, unkept)?;
+        if unkept {
+            self.accounts.registry().forget(id)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one of the user's keys: its record, and its sealed private key, which is
+    /// erased from storage; this session stops signing with it at once (other sessions of
+    /// the user hold it until they log out). Handles that sign with it then fail to write.
+    /// [`Error::InvalidArgument`] for the default key (choose another default first),
+    /// [`Error::NotFound`] for a key the user does not have.
+    pub fn remove_key(&self, key: &PublicKey) -> Result<()> {
+        self.own_record()?;
+        let vault = self.accounts.vault(&self.id);
+        account::remove_key(&self.user_db, &vault, key)?;
+        self.session.remove_key(key)
+    }
+
+    /// Makes `key`, one of the user's keys, the default: it signs the databases the user
+    /// creates from now on, and comes first among equals when choosing a signing key. It is
+    /// stored, so it holds at the next login. [`Error::NotFound`] for a key the user does not
+    /// have (or one added by another session since this one logged in: log in again).
+    pub fn set_default_key(&self, key: &PublicKey) -> Result<()> {
+        self.own_record()?;
+        if !self.session.public_keys()?.contains(key) {
+            return Err(Error::NotFound(format!(
+                "this session holds no key {key} (one added by another session shows after a new login)"
+            )));
+        }
+        account::set_default_key(&self.user_db, key)?;
+        self.session.set_default(key)
+    }
+}
