@@ -2,6 +2,8 @@
 #   make demo   build the library and run the C quickstart on the embedded default
 #               (a SQLite file, target/quickstart.db)
 #   make test   run every test (Rust, C, C++, valgrind, Python); ends "tests: N passed, N failed"
+#   make test-full   the same, then fuzzing (6 targets, a minute each) and the sync soak test
+#               (a minute): what CI runs (.ci/run).
 # And the benchmark (see BENCHMARKS.md):
 #   make bench  release build; floors (bench_floors), the C ABI workload (benches/abi_bench.c)
 #               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
@@ -14,12 +16,15 @@
 #   make bench-ab BASE=<git rev>   the release library of BASE against the working tree's,
 #               both loaded in one process, batches alternating (benches/ab_bench.c).
 
-.PHONY: demo test bench bench-ab
+.PHONY: demo test test-full bench bench-ab
 demo:
 	$(MAKE) -s -C bindings/c run ARGS=sqlite:$(CURDIR)/target/quickstart.db
 
 test:
 	scripts/test-all
+
+test-full:
+	scripts/test-all --full
 
 BENCH_OUT  ?= $(CURDIR)/target/bench
 BENCH_DIR  ?= $(or $(TMPDIR),/tmp)
