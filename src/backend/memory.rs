@@ -4,8 +4,10 @@
 //! the settings tips an entry saw shared between entries (most see the same few sets).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
+use super::range::KeyRange;
 use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
@@ -200,6 +202,39 @@ impl Backend for MemoryBackend {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Result<Vec<(String, Cell)>> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Ok(Vec::new());
+        };
+        let inner = self.read()?;
+        let Some(cells) = inner.stores.get(db).and_then(|s| s.get(store)) else {
+            return Ok(Vec::new());
+        };
+        let lower = match range.inclusive {
+            true => Bound::Included(range.lower.as_str()),
+            false => Bound::Excluded(range.lower.as_str()),
+        };
+        let upper = match &range.upper {
+            Some(upper) => Bound::Excluded(upper.as_str()),
+            None => Bound::Unbounded,
+        };
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        Ok(cells
+            .range::<str, _>((lower, upper))
+            .filter(|(_, c)| !live_only || c.value.is_some())
+            .take(limit)
+            .map(|(k, c)| (k.to_string(), c.to_cell()))
+            .collect())
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {

@@ -2,6 +2,7 @@
 
 mod memory;
 mod postgres;
+mod range;
 mod rows;
 mod sqlite;
 mod url;
@@ -89,6 +90,19 @@ pub trait Backend: Send + Sync {
     /// Every cell of one store, sorted by key (tombstones included). [`crate::Error::Corrupt`]
     /// if rows are missing: each store's row count is kept with its cells.
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;
+    /// Cells of one store whose keys start with `prefix` and sort after `after` (bytewise, i.e. by
+    /// UTF-8 bytes; `None`: from the first), in bytewise key order, at most `limit` of them
+    /// (0: no limit). With `live_only`, tombstones are skipped (and do not count towards
+    /// `limit`). Costs O(cells returned) through the store's key index.
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Result<Vec<(String, Cell)>>;
     /// The names of the stores of `db` that hold cells (tombstones included), sorted.
     fn stores(&self, db: &EntryId) -> Result<Vec<String>>;
     /// The entries of `db` stored but discarded, sorted.

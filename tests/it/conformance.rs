@@ -253,3 +253,183 @@ fn stores_are_listed_and_state_is_replaced_whole() {
         );
     }
 }
+
+#[test]
+fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
+    let keys = [
+        "a",
+        "a\u{7f}",
+        "aé",
+        "a\u{10FFFF}",
+        "a\u{10FFFF}z",
+        "b",
+        "user",
+        "user/1",
+        "user/2",
+        "user/é",
+        "user0",
+        "users",
+        "Z",
+        "日本",
+        "\u{10FFFF}",
+        "\u{10FFFF}\u{10FFFF}",
+    ];
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
+    for storage in storages() {
+        let name = storage.name();
+        let inst = Instance::open(storage.open()).unwrap();
+        inst.create_user("u", None).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let db = user.create_db("d").unwrap();
+        let mut txn = db.begin();
+        for (i, key) in keys.iter().enumerate() {
+            txn.set("s", key, &i.to_string()).unwrap();
+            txn.set("other", key, "0").unwrap();
+        }
+        txn.commit().unwrap();
+        db.delete("s", "user/1").unwrap();
+        db.delete("s", "b").unwrap();
+        let backend = storage.open();
+        let range = |prefix: &str, after: Option<&str>, limit: usize, live_only: bool| {
+            backend
+                .cells_range(&db.id(), "s", prefix, after, limit, live_only)
+                .unwrap()
+                .into_iter()
+                .map(|(k, c)| (k, c.value.is_some()))
+                .collect::<Vec<_>>()
+        };
+        let keys_of = |cells: Vec<(String, bool)>| -> Vec<String> {
+            cells.into_iter().map(|(k, _)| k).collect()
+        };
+        let expect = |filter: &dyn Fn(&str) -> bool| -> Vec<String> {
+            sorted
+                .iter()
+                .filter(|k| filter(k))
+                .map(|k| k.to_string())
+                .collect()
+        };
+
+        // Everything, tombstones included, in bytewise order; the cells are the stored ones.
+        assert_eq!(
+            keys_of(range("", None, 0, false)),
+            expect(&|_| true),
+            "{name}"
+        );
+        assert_eq!(
+            backend
+                .cells_range(&db.id(), "s", "", None, 0, false)
+                .unwrap(),
+            backend.cells(&db.id(), "s").unwrap(),
+            "{name}"
+        );
+        let dead = |k: &str| k == "user/1" || k == "b";
+        assert_eq!(
+            range("", None, 0, false)
+                .into_iter()
+                .filter(|(_, live)| !live)
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>(),
+            expect(&dead),
+            "{name}"
+        );
+        // Live only.
+        assert_eq!(
+            keys_of(range("", None, 0, true)),
+            expect(&|k| !dead(k)),
+            "{name}"
+        );
+        // Prefixes: "user/" holds neither "user0" nor "users" nor "user".
+        assert_eq!(
+            keys_of(range("user/", None, 0, false)),
+            vec!["user/1", "user/2", "user/é"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("user/", None, 0, true)),
+            vec!["user/2", "user/é"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("a", None, 0, false)),
+            vec!["a", "a\u{7f}", "aé", "a\u{10FFFF}", "a\u{10FFFF}z"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("a\u{10FFFF}", None, 0, false)),
+            vec!["a\u{10FFFF}", "a\u{10FFFF}z"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("\u{10FFFF}", None, 0, false)),
+            vec!["\u{10FFFF}", "\u{10FFFF}\u{10FFFF}"],
+            "{name}"
+        );
+        assert_eq!(keys_of(range("日", None, 0, false)), vec!["日本"], "{name}");
+        assert_eq!(
+            keys_of(range("nothing", None, 0, false)),
+            Vec::<String>::new()
+        );
+        // After, within and outside the prefix.
+        assert_eq!(
+            keys_of(range("a", Some("a\u{7f}"), 0, false)),
+            vec!["aé", "a\u{10FFFF}", "a\u{10FFFF}z"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("user", Some("user/2"), 0, false)),
+            vec!["user/é", "user0", "users"],
+            "{name}"
+        );
+        assert_eq!(
+            keys_of(range("user/", Some("a"), 0, false)),
+            vec!["user/1", "user/2", "user/é"],
+            "{name}"
+        );
+        assert!(range("user/", Some("user0"), 0, false).is_empty(), "{name}");
+        assert!(
+            range("", Some("\u{10FFFF}\u{10FFFF}"), 0, false).is_empty(),
+            "{name}"
+        );
+        assert!(
+            range("a", Some("a\u{10FFFF}z"), 0, false).is_empty(),
+            "{name}"
+        );
+        // Limits page through everything, tombstones not counting when skipped.
+        for live_only in [false, true] {
+            for limit in [1, 3, 5, 100] {
+                let mut after: Option<String> = None;
+                let mut seen = Vec::new();
+                loop {
+                    let page = keys_of(range("", after.as_deref(), limit, live_only));
+                    assert!(page.len() <= limit, "{name}");
+                    let Some(last) = page.last().cloned() else {
+                        break;
+                    };
+                    seen.extend(page);
+                    after = Some(last);
+                }
+                let all = keys_of(range("", None, 0, live_only));
+                assert_eq!(seen, all, "{name} limit {limit} live_only {live_only}");
+            }
+        }
+        assert_eq!(
+            keys_of(range("user/", None, 1, true)),
+            vec!["user/2"],
+            "{name}"
+        );
+        // Another store and an unknown one.
+        assert_eq!(
+            backend
+                .cells_range(&db.id(), "other", "user/", None, 0, true)
+                .unwrap()
+                .len(),
+            3,
+            "{name}"
+        );
+        assert!(backend
+            .cells_range(&db.id(), "none", "", None, 0, false)
+            .unwrap()
+            .is_empty());
+    }
+}

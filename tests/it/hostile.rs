@@ -47,6 +47,18 @@ impl Backend for CountingBackend {
     fn cells(&self, db: &EntryId, store: &str) -> mnemo::Result<Vec<(String, Cell)>> {
         self.inner.cells(db, store)
     }
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> mnemo::Result<Vec<(String, Cell)>> {
+        self.inner
+            .cells_range(db, store, prefix, after, limit, live_only)
+    }
     fn entries_after(
         &self,
         db: &EntryId,

@@ -22,6 +22,7 @@ use postgres::{Client, NoTls, Statement};
 
 pub use options::{PostgresUrl, SslMode};
 
+use super::range::KeyRange;
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
@@ -68,6 +69,8 @@ struct Connection {
     get_tips: Statement,
     get_cell: Statement,
     get_cells: Statement,
+    /// The four forms of `range_sql`, at [`range_form`].
+    get_range: [Statement; 4],
     insert_cell: Statement,
     replace_cell: Statement,
     get_rows: Statement,
@@ -184,6 +187,13 @@ impl Connection {
         let get_cell = p("SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND key = $3")?;
         let get_cells =
             p("SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 ORDER BY key")?;
+        // In the order of `range_form`.
+        let get_range = [
+            p(&range_sql(false, false))?,
+            p(&range_sql(false, true))?,
+            p(&range_sql(true, false))?,
+            p(&range_sql(true, true))?,
+        ];
         let insert_cell = p(
             "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -221,6 +231,7 @@ impl Connection {
             get_tips,
             get_cell,
             get_cells,
+            get_range,
             insert_cell,
             replace_cell,
             get_rows,
@@ -235,6 +246,30 @@ impl Connection {
             delete_meta,
         })
     }
+}
+
+/// The query of [`Backend::cells_range`]: `$1` db, `$2` store, `$3` the lower bound (`>=` when
+/// `inclusive`, else `>`), `$4` live only, `$5` the limit (NULL: none) and, when `bounded`,
+/// `$6` the upper bound. Comparisons and order are `COLLATE "C"` (bytewise, as the columns
+/// are declared), so the primary key (db, store, key) serves the range and the order.
+fn range_sql(inclusive: bool, bounded: bool) -> String {
+    format!(
+        "SELECT height, entry, value, chk, key FROM mnemo_cells \
+         WHERE db = $1 AND store = $2 AND key {} $3 COLLATE \"C\"{} \
+         AND (value IS NOT NULL OR NOT $4::boolean) \
+         ORDER BY key COLLATE \"C\" LIMIT $5",
+        if inclusive { ">=" } else { ">" },
+        if bounded {
+            " AND key < $6 COLLATE \"C\""
+        } else {
+            ""
+        },
+    )
+}
+
+/// Where [`Connection::get_range`] keeps the prepared form of `range_sql(inclusive, bounded)`.
+fn range_form(inclusive: bool, bounded: bool) -> usize {
+    usize::from(inclusive) * 2 + usize::from(bounded)
 }
 
 /// Makes the space of replaced secrets reusable at once (old row versions otherwise stay
@@ -455,6 +490,39 @@ impl Backend for PostgresBackend {
         let recorded = recorded_rows(&mut c.client, &c.get_rows, db, store)?.unwrap_or(0);
         rows::verify_row_count(store, recorded, cells.len())?;
         Ok(cells)
+    }
+
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Result<Vec<(String, Cell)>> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Ok(Vec::new());
+        };
+        let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
+        let db_bytes: &[u8] = db.as_bytes();
+        let mut bound: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+        if let Some(upper) = &range.upper {
+            bound.push(upper);
+        }
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let statement = &c.get_range[range_form(range.inclusive, range.upper.is_some())];
+        let found = c.client.query(statement, &bound).map_err(pg_error)?;
+        found
+            .iter()
+            .map(|row| {
+                let key: String = row.get(4);
+                let cell = checked_cell(db, store, &key, row)?;
+                Ok((key, cell))
+            })
+            .collect()
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {

@@ -19,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
+use super::range::KeyRange;
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
@@ -433,6 +434,59 @@ impl Backend for SqliteBackend {
         }
         let recorded = recorded_rows(&conn, db, store)?.unwrap_or(0);
         rows::verify_row_count(store, recorded, out.len())?;
+        Ok(out)
+    }
+
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Result<Vec<(String, Cell)>> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Ok(Vec::new());
+        };
+        // Bounds on `key` after equalities on `db` and `store`: SQLite seeks the primary key
+        // (BINARY collation, i.e. bytewise) and reads only the rows it returns, plus the
+        // tombstones it skips. LIMIT -1 is no limit.
+        let sql = format!(
+            "SELECT height, entry, value, chk, key FROM cells \
+             WHERE db = ?1 AND store = ?2 AND key {} ?3{} AND (?4 = 0 OR value IS NOT NULL) \
+             ORDER BY key LIMIT ?5",
+            if range.inclusive { ">=" } else { ">" },
+            if range.upper.is_some() {
+                " AND key < ?6"
+            } else {
+                ""
+            },
+        );
+        let limit = if limit == 0 {
+            -1
+        } else {
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        };
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_error)?;
+        let db_bytes: &[u8] = db.as_bytes();
+        let mut bound: Vec<&dyn rusqlite::ToSql> =
+            vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+        if let Some(upper) = &range.upper {
+            bound.push(upper);
+        }
+        let rows = stmt
+            .query_map(bound.as_slice(), |r| {
+                Ok((cell_row(r)?, r.get::<_, String>(4)?))
+            })
+            .map_err(sql_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (raw, key) = row.map_err(sql_error)?;
+            let cell = checked_cell(db, store, &key, raw)?;
+            out.push((key, cell));
+        }
         Ok(out)
     }
 
