@@ -3,8 +3,10 @@
 mod authority;
 mod core;
 mod discards;
+mod generated_keys;
 mod names;
 mod registry;
+mod scan;
 pub mod settings;
 mod settings_cache;
 mod subscribe;
@@ -22,8 +24,9 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
 pub use self::core::{DatabaseCore, Received};
-pub use names::{check_key, check_store, check_user_store};
+pub use names::{check_key, check_prefix, check_store, check_user_store};
 pub use registry::Registry;
+pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;
 pub use subscribe::{Callback, Change, Subscription};

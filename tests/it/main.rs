@@ -9,6 +9,7 @@ mod faults;
 mod foreign;
 mod hostile;
 mod postgres_tls;
+mod scans;
 mod stress;
 mod support;
 mod sync;
