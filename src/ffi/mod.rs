@@ -11,6 +11,8 @@
 // Declaration order is the header's order.
 mod backend;
 mod database;
+// After database: a cursor is made by `mnemo_db_cursor`.
+mod cursor;
 mod instance;
 mod library;
 mod status;
@@ -26,6 +28,7 @@ mod handle;
 mod strings;
 
 pub use backend::*;
+pub use cursor::*;
 pub use database::*;
 pub use instance::*;
 pub use library::*;
