@@ -23,6 +23,10 @@
  *   --open-entries N     entries in the SQLite file whose open time is measured (default 100000)
  *   --open-fill commits|txns   fill it with single-key durable commits (default) or with
  *                        100-operation transactions (N/100 entries holding N keys; faster)
+ *   --scan-keys N        keys of the store paged by mnemo_db_scan and read by a cursor
+ *                        (default 100000, written in transactions of 1000 sets)
+ *   --inserts N          mnemo_db_insert calls on the memory backend, each followed by a
+ *                        mnemo_db_set (default 10000; SQLite makes a tenth of them, durable)
  *   --only memory|sqlite run one backend
  *   --quick              the smoke-run sizes
  *
@@ -271,6 +275,7 @@ typedef struct {
     bool quick;
     const char *dir;
     size_t mem_commits, sql_commits, chunks, txns, open_entries, samples_slow, samples_fast;
+    size_t scan_keys, inserts;
     bool open_fill_txns;
     bool run_memory, run_sqlite;
 } config_t;
@@ -301,6 +306,8 @@ static void parse_args(int argc, char **argv, const char **floors_path, const ch
     cfg.open_fill_txns = cfg.quick;
     cfg.samples_slow = cfg.quick ? 3 : 9;  /* Argon2-bound and fsync-bound one-off phases */
     cfg.samples_fast = cfg.quick ? 5 : 21; /* cheap one-off phases */
+    cfg.scan_keys = cfg.quick ? 10000 : 100000;
+    cfg.inserts = cfg.quick ? 1000 : 10000;
     cfg.run_memory = cfg.run_sqlite = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -316,6 +323,8 @@ static void parse_args(int argc, char **argv, const char **floors_path, const ch
         else if (strcmp(a, "--chunks") == 0) { NEED_VALUE(); cfg.chunks = parse_count(a, v); }
         else if (strcmp(a, "--txns") == 0) { NEED_VALUE(); cfg.txns = parse_count(a, v); }
         else if (strcmp(a, "--open-entries") == 0) { NEED_VALUE(); cfg.open_entries = parse_count(a, v); }
+        else if (strcmp(a, "--scan-keys") == 0) { NEED_VALUE(); cfg.scan_keys = parse_count(a, v); }
+        else if (strcmp(a, "--inserts") == 0) { NEED_VALUE(); cfg.inserts = parse_count(a, v); }
         else if (strcmp(a, "--open-fill") == 0) {
             NEED_VALUE();
             if (strcmp(v, "commits") == 0) cfg.open_fill_txns = false;
@@ -537,6 +546,128 @@ static void transactions_and_get_all(const char *backend, mnemo_database *db) {
     samples_free(&g);
 }
 
+/* The ordered reads and generated keys, each next to a plain get or set timed alternately
+ * with it (same state, same moment): cfg.scan_keys keys in store "scan" (s0000000..,
+ * written in transactions of 1000 sets), paged through by mnemo_db_scan 100 at a time, each
+ * page followed by a mnemo_db_get of one key of the store, and read by a cursor; then
+ * mnemo_db_insert into store "ins", each followed by a mnemo_db_set of a new key. */
+static void scans_and_inserts(const char *backend, mnemo_database *db, bool sqlite) {
+    const size_t page = 100, per_txn = 1000;
+    size_t keys = cfg.scan_keys;
+    char key[32], value[96], phase[96], note[160];
+    for (size_t done = 0; done < keys;) {
+        mnemo_txn *txn = NULL;
+        CHECK(mnemo_db_begin(db, &txn));
+        for (size_t o = 0; o < per_txn && done < keys; o++, done++) {
+            snprintf(key, sizeof key, "s%07zu", done);
+            commit_value(value, sizeof value, done);
+            CHECK(mnemo_txn_set(txn, "scan", key, value));
+        }
+        CHECK(mnemo_txn_commit(txn, NULL));
+    }
+
+    /* Every page of the store, each timed; the pages' keys are checked to follow on. */
+    samples pages = samples_new(keys / page + 2), gets = samples_new(keys / page + 2);
+    char after[32] = "";
+    size_t seen = 0;
+    for (;;) {
+        char *out = NULL;
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_db_scan(db, "scan", NULL, after[0] ? after : NULL, page, &out));
+        uint64_t dt = now_ns() - t0;
+        size_t found = 0;
+        const char *last = NULL;
+        for (const char *p = out; (p = strstr(p, "[\"s")) != NULL; p += 3, found++) last = p + 2;
+        if (found == 0) {
+            mnemo_string_free(out);
+            break;
+        }
+        samples_push(&pages, dt);
+        snprintf(key, sizeof key, "s%07zu", seen);
+        if (strncmp(out + 3, key, 8) != 0) die("scan page starts at %.8s, want %s", out + 3, key);
+        memcpy(after, last, 8);
+        after[8] = '\0';
+        seen += found;
+        mnemo_string_free(out);
+        snprintf(key, sizeof key, "s%07zu", (seen * 7919) % keys);
+        t0 = now_ns();
+        CHECK(mnemo_db_get(db, "scan", key, &out));
+        samples_push(&gets, now_ns() - t0);
+        mnemo_string_free(out);
+    }
+    if (seen != keys) die("the scan pages held %zu keys, want %zu", seen, keys);
+    double get_ns = quantile(&gets, 0.5);
+    snprintf(phase, sizeof phase, "get, alternating with the scan pages");
+    row_samples(backend, phase, "scan_get", &gets, 1, NULL);
+    double med = quantile(&pages, 0.5);
+    snprintf(phase, sizeof phase, "scan page of %zu, %zu-key store (per page)", page, keys);
+    snprintf(note, sizeof note, "%.0f ns/key; page %.1fx get, per key %.2fx get", med / (double)page,
+             med / get_ns, med / (double)page / get_ns);
+    row_samples(backend, phase, "scan_page100", &pages, 1, note);
+    result(backend, "scan_per_key_ns", med / (double)page);
+    samples_free(&pages);
+    samples_free(&gets);
+
+    /* A cursor over the whole store, each mnemo_cursor_next timed (every 256th reads a page). */
+    samples steps = samples_new(keys + 1);
+    mnemo_cursor *cursor = NULL;
+    CHECK(mnemo_db_cursor(db, "scan", NULL, NULL, &cursor));
+    seen = 0;
+    for (;;) {
+        char *k = NULL, *v = NULL;
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_cursor_next(cursor, &k, &v));
+        uint64_t dt = now_ns() - t0;
+        if (!k) break;
+        samples_push(&steps, dt);
+        if (seen % 9973 == 0) {
+            snprintf(key, sizeof key, "s%07zu", seen);
+            if (strcmp(k, key) != 0) die("cursor gave %s, want %s", k, key);
+        }
+        seen++;
+        mnemo_string_free(k);
+        mnemo_string_free(v);
+    }
+    mnemo_cursor_free(cursor);
+    if (seen != keys) die("the cursor gave %zu keys, want %zu", seen, keys);
+    double mean = 0;
+    for (size_t i = 0; i < steps.n; i++) mean += (double)steps.v[i];
+    mean /= (double)steps.n;
+    med = quantile(&steps, 0.5);
+    snprintf(phase, sizeof phase, "cursor over the %zu-key store (per key)", keys);
+    snprintf(note, sizeof note, "mean %.0f ns incl. page reads; %.2fx get", mean, mean / get_ns);
+    row_samples(backend, phase, "cursor_next", &steps, 1, note);
+    samples_free(&steps);
+
+    /* Inserts: each one signed commit, like a set. */
+    size_t inserts = sqlite ? cfg.inserts / 10 : cfg.inserts;
+    if (inserts == 0) inserts = 1;
+    samples ins = samples_new(inserts), sets = samples_new(inserts);
+    char previous[40] = "";
+    for (size_t i = 0; i < inserts; i++) {
+        char *out = NULL;
+        commit_value(value, sizeof value, i);
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_db_insert(db, "ins", value, &out));
+        samples_push(&ins, now_ns() - t0);
+        if (strcmp(out, previous) <= 0) die("insert key %s does not follow %s", out, previous);
+        snprintf(previous, sizeof previous, "%s", out);
+        mnemo_string_free(out);
+        snprintf(key, sizeof key, "p%07zu", i);
+        t0 = now_ns();
+        CHECK(mnemo_db_set(db, "ins", key, value));
+        samples_push(&sets, now_ns() - t0);
+    }
+    double set_ns = quantile(&sets, 0.5);
+    row_samples(backend, "single-key set, alternating with the inserts", "insert_set", &sets, 1, NULL);
+    med = quantile(&ins, 0.5);
+    snprintf(phase, sizeof phase, "insert (generated key), per op");
+    snprintf(note, sizeof note, "%.2fx single-key set", med / set_ns);
+    row_samples(backend, phase, "insert", &ins, 1, note);
+    samples_free(&ins);
+    samples_free(&sets);
+}
+
 /* ------------------------------------------------------------------------ phases ---- */
 
 static void bench_backend(const char *backend, bool sqlite) {
@@ -670,6 +801,7 @@ static void bench_backend(const char *backend, bool sqlite) {
 
     read_back(backend, db, commits, "read every key back", "get");
     transactions_and_get_all(backend, db);
+    scans_and_inserts(backend, db, sqlite);
 
     mnemo_db_free(db);
     CHECK(mnemo_user_logout(user));
@@ -678,8 +810,8 @@ static void bench_backend(const char *backend, bool sqlite) {
         char text[64];
         long long bytes = file_bytes("main.db");
         snprintf(text, sizeof text, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
-        snprintf(note, sizeof note, "%zu commits + %zu keys in txns, users, dbs", commits,
-                 cfg.txns * 100);
+        snprintf(note, sizeof note, "%zu commits + %zu keys in txns + %zu scanned, users, dbs",
+                 commits, cfg.txns * 100, cfg.scan_keys);
         row_text(backend, "file size after this workload", text, note);
         result(backend, "main_file_bytes", (double)bytes);
         remove_db_files("main.db");

@@ -44,6 +44,13 @@
 typedef struct mnemo_backend mnemo_backend;
 
 /**
+ * A cursor over the live keys of one store, made by `mnemo_db_cursor`. It holds its own
+ * reference to the database (it stays usable after `mnemo_db_free` of the handle it came
+ * from) and at most one page of cells. NOT safe to use from several threads at once.
+ */
+typedef struct mnemo_cursor mnemo_cursor;
+
+/**
  * A database handle. Safe to use from several threads at once.
  */
 typedef struct mnemo_database mnemo_database;
@@ -228,6 +235,23 @@ MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **
 MNEMO_MUST_USE mnemo_status mnemo_db_set(struct mnemo_database *db, const char *store, const char *key, const char *json);
 
 /**
+ * Sets a new generated key of `store` to a JSON value, as one signed commit, and returns
+ * the key: 32 lower-case hex digits, the first 12 the time in milliseconds, the rest random
+ * (UUIDv7-like). Keys are unique, and those one process makes sort (bytewise, as
+ * `mnemo_db_scan` orders keys) in the order it made them, even when the clock goes back.
+ *
+ * - `store`: 1 to 255 bytes; names starting with '_' are reserved.
+ * - `json`: any JSON value, as for `mnemo_db_set`.
+ * - `out_key`: receives the new key, owned; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+ * reserved store name, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
+ * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_insert(struct mnemo_database *db, const char *store, const char *json, char **out_key);
+
+/**
  * Reads the JSON value of `key` in `store`.
  *
  * - `out_json`: receives the value in canonical JSON text, owned; free it with
@@ -265,6 +289,48 @@ MNEMO_MUST_USE mnemo_status mnemo_db_delete(struct mnemo_database *db, const cha
  * (stored rows of the store are missing or damaged), MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_get_all(const struct mnemo_database *db, const char *store, char **out_json);
+
+/**
+ * A page of the live keys of `store` in bytewise key order (by UTF-8 bytes, whatever the
+ * backend), as a JSON array of [key, value] pairs: [["a", 1], ["b", {"x": true}], ...]
+ * ([] when none). Pass the last key of a page as `after` to get the next page. Reads through
+ * the store's key index: a page costs O(page size), not O(store).
+ *
+ * - `store`: 1 to 255 bytes. Reserved stores may be read.
+ * - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""
+ *   means every key.
+ * - `after`: optional; only keys that sort after this key (which need not exist). NULL
+ *   means from the first key.
+ * - `limit`: at most this many pairs; 0 means no limit (the whole store, or the rest of it:
+ *   page with a limit for large stores, or use `mnemo_db_cursor`).
+ * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store or out_json, bad
+ * UTF-8, bad store name, a prefix over 4096 bytes, a bad `after` key),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT (a stored row is
+ * damaged), MNEMO_STATUS_STORAGE. Reading works after the session logged out. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_scan(const struct mnemo_database *db, const char *store, const char *prefix, const char *after, size_t limit, char **out_json);
+
+/**
+ * Opens a cursor over the live keys of `store` in bytewise key order, for
+ * `mnemo_cursor_next`, which yields each key and value as plain strings. The cursor reads
+ * 256 cells at a time, so it never holds the whole store, and holds its own reference to
+ * the database: it stays usable after `db` is freed.
+ *
+ * - `store`: 1 to 255 bytes. Reserved stores may be read.
+ * - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""
+ *   means every key.
+ * - `after`: optional; only keys that sort after this key. NULL means from the first key.
+ * - `out`: receives a new cursor handle, owned by the caller; free it with
+ *   `mnemo_cursor_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store or out, bad UTF-8,
+ * bad store name, a prefix over 4096 bytes, a bad `after` key),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked). Thread-safe; the cursor itself is not
+ * (use it from one thread at a time).
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_cursor(const struct mnemo_database *db, const char *store, const char *prefix, const char *after, struct mnemo_cursor **out);
 
 /**
  * Gives `pubkey` a permission on this database, as a signed change to its settings.
@@ -414,6 +480,34 @@ MNEMO_MUST_USE mnemo_status mnemo_db_get_path(const struct mnemo_database *db, c
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_history(const struct mnemo_database *db, const char *store, const char *key, size_t limit, char **out_json);
+
+/**
+ * The next key of the scan and its value, in bytewise key order. After the last key it
+ * returns MNEMO_STATUS_OK with both out-parameters NULL (and keeps doing so).
+ *
+ * - `out_key`: receives the key, an owned string without JSON quoting; free it with
+ *   `mnemo_string_free`. NULL after the last key.
+ * - `out_value`: receives the value as canonical JSON text, owned; free it with
+ *   `mnemo_string_free`. NULL after the last key.
+ *
+ * Every 256 keys the cursor reads the next page from storage (after the last key it
+ * returned, so keys committed meanwhile further on are seen); a read that fails leaves the
+ * cursor where it was, and the call may be repeated.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked since the cursor was made),
+ * MNEMO_STATUS_CORRUPT (a stored row is damaged), MNEMO_STATUS_STORAGE. Not thread-safe:
+ * use a cursor from one thread at a time.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_cursor_next(struct mnemo_cursor *cursor, char **out_key, char **out_value);
+
+/**
+ * Frees a cursor. NULL is a no-op. The database stays open through its other handles.
+ *
+ * `cursor` is NULL or a live cursor that is not used again. Thread-safe, as long as no
+ * other thread is using `cursor`.
+ */
+void mnemo_cursor_free(struct mnemo_cursor *cursor);
 
 /**
  * Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first

@@ -333,6 +333,7 @@ HANDLE_SLOTS = {
     "mnemo_txn": "txn",
     "mnemo_subscription": "subscription",
     "mnemo_sync": "sync",
+    "mnemo_cursor": "cursor",
 }
 
 # Valid integer values, by parameter name (integers are never swept, only supplied).
@@ -341,7 +342,7 @@ INT_VALUES = {
     "t": "2",
     "p": "1",
     "timeout_ms": "1000",
-    "limit": "0",
+    "limit": "10",  # a page of scanned keys
 }
 
 INTEGER_TYPES = {"uint8_t", "uint16_t", "uint32_t", "uint64_t", "int8_t", "int16_t", "int32_t",
@@ -406,6 +407,8 @@ def str_value(fn, p):
         "pointer": "/a",
         "permission": "read",
         "display_name": "laptop",
+        "prefix": "k",  # keys the fixture store holds start with it
+        "after": "a",  # a key sorting before the fixture store's keys
     }
     if n in literals:
         return c_string(literals[n]), False, c_string(literals[n])
@@ -503,6 +506,7 @@ static struct {
     mnemo_txn *txn;
     mnemo_subscription *subscription;
     mnemo_sync *sync;
+    mnemo_cursor *cursor;
     int alice, bob, granted, sync_enabled;
     char *db_id;
     char *device_id;
@@ -607,6 +611,13 @@ SWEEP_UNUSED static mnemo_txn *need_txn(void) {
             fixture(mnemo_txn_set(W.txn, "s", "k2", "2"), "mnemo_txn_set(\"s\", \"k2\", \"2\")");
     }
     return W.txn;
+}
+
+/* A cursor over the fixture database's store "s" (it holds s/k = 1). */
+SWEEP_UNUSED static mnemo_cursor *need_cursor(void) {
+    if (!W.cursor && need_db())
+        fixture(mnemo_db_cursor(W.db, "s", NULL, NULL, &W.cursor), "mnemo_db_cursor(\"s\")");
+    return W.cursor;
 }
 
 SWEEP_UNUSED static mnemo_subscription *need_subscription(void) {
@@ -917,7 +928,7 @@ class Gen:
             o.append("}\n")
         o.append("static void world_free(void) {")
         # Leaves first: what depends on a handle goes before it.
-        for slot_type in ("mnemo_subscription", "mnemo_txn", "mnemo_sync", "mnemo_database",
+        for slot_type in ("mnemo_subscription", "mnemo_cursor", "mnemo_txn", "mnemo_sync", "mnemo_database",
                           "mnemo_user", "mnemo_instance", "mnemo_backend"):
             slot = HANDLE_SLOTS[slot_type]
             if slot_type in self.destructors:

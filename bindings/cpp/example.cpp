@@ -52,6 +52,10 @@ int main(int argc, char **argv) {
             std::cout << "committed " << txn.commit() << "\n";
         }
         std::cout << "todo: " << notes.get_all("todo") << "\n";
+        std::cout << "first two: " << notes.scan("todo", "", std::nullopt, 2) << "\n";
+        auto todo = notes.cursor("todo");
+        while (auto item = todo.next()) std::cout << "  " << item->first << " = " << item->second << "\n";
+        std::cout << "logged as " << notes.insert("log", R"("example ran")") << "\n";
         if (!notes.find("todo", "jam")) std::cout << "no jam yet\n";
         try {
             notes.get("todo", "jam");

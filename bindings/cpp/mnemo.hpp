@@ -8,13 +8,14 @@
 // - Strings go in as std::string (NUL-terminated by construction) and come out as
 //   std::string; lists and records stay JSON text, as in the C API.
 // - Thread safety is the C API's: instance, user, database and sync objects may be used
-//   from several threads at once; a transaction from one thread at a time.
+//   from several threads at once; a transaction or a cursor from one thread at a time.
 //
 // Link with -lmnemo (pkg-config mnemo, or CMake's mnemo::mnemo).
 #ifndef MNEMO_HPP
 #define MNEMO_HPP
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -151,6 +152,27 @@ private:
     detail::owned<mnemo_txn, mnemo_txn_abort> h_;
 };
 
+/// The keys of a store in bytewise order, read a page at a time (database::cursor). It holds
+/// its own reference to the database. Use from one thread at a time.
+class cursor {
+public:
+    /// The next key and its value's JSON text, or std::nullopt after the last key.
+    std::optional<std::pair<std::string, std::string>> next() {
+        char *key = nullptr;
+        char *value = nullptr;
+        detail::check(mnemo_cursor_next(h_.get(), &key, &value), "mnemo_cursor_next");
+        if (!key) return std::nullopt;
+        std::string k = detail::take(key);
+        return std::make_pair(std::move(k), detail::take(value));
+    }
+    mnemo_cursor *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class database;
+    explicit cursor(mnemo_cursor *c) : h_(c) {}
+    detail::owned<mnemo_cursor, mnemo_cursor_free> h_;
+};
+
 /// A database: stores of JSON values, merged across devices.
 class database {
 public:
@@ -183,6 +205,30 @@ public:
     std::string get_all(const std::string &store) const {
         char *out = nullptr;
         detail::check(mnemo_db_get_all(h_.get(), store.c_str(), &out), "mnemo_db_get_all");
+        return detail::take(out);
+    }
+    /// A page of the live keys of `store` in bytewise order, as a JSON array of [key, value]
+    /// pairs: those starting with `prefix`, after `after`, at most `limit` (0: no limit).
+    std::string scan(const std::string &store, const std::string &prefix = "",
+                     const std::optional<std::string> &after = std::nullopt, std::size_t limit = 0) const {
+        char *out = nullptr;
+        detail::check(mnemo_db_scan(h_.get(), store.c_str(), prefix.c_str(), detail::c_str(after), limit, &out),
+                      "mnemo_db_scan");
+        return detail::take(out);
+    }
+    /// A cursor over the live keys of `store` starting with `prefix`, after `after`.
+    mnemo::cursor cursor(const std::string &store, const std::string &prefix = "",
+                         const std::optional<std::string> &after = std::nullopt) const {
+        mnemo_cursor *c = nullptr;
+        detail::check(mnemo_db_cursor(h_.get(), store.c_str(), prefix.c_str(), detail::c_str(after), &c),
+                      "mnemo_db_cursor");
+        return mnemo::cursor(c);
+    }
+    /// Stores `json` under a new generated key (unique, increasing for this process) and
+    /// returns the key.
+    std::string insert(const std::string &store, const std::string &json) {
+        char *out = nullptr;
+        detail::check(mnemo_db_insert(h_.get(), store.c_str(), json.c_str(), &out), "mnemo_db_insert");
         return detail::take(out);
     }
     /// Gives `pubkey` "admin", "write" or "read" permission (needs admin).

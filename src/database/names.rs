@@ -31,3 +31,14 @@ pub fn check_key(key: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A key prefix for a scan: at most 4096 bytes (a key's maximum; a longer prefix could match
+/// no key), no NUL; empty matches every key.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_KEY || prefix.contains('\0') {
+        return Err(Error::invalid(format!(
+            "a key prefix is 0 to {MAX_KEY} bytes without NUL"
+        )));
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 use std::ffi::c_char;
 
+use super::cursor::mnemo_cursor;
 use super::guard::{guard, guard_void};
 use super::handle::{out_param, Handle};
 use super::status::mnemo_status;
@@ -76,6 +77,38 @@ pub unsafe extern "C" fn mnemo_db_set(
         let key = strings::arg(key, "key")?;
         let json = strings::arg(json, "json")?;
         db.inner.set(store, key, json).map(drop)
+    })
+}
+
+/// Sets a new generated key of `store` to a JSON value, as one signed commit, and returns
+/// the key: 32 lower-case hex digits, the first 12 the time in milliseconds, the rest random
+/// (UUIDv7-like). Keys are unique, and those one process makes sort (bytewise, as
+/// `mnemo_db_scan` orders keys) in the order it made them, even when the clock goes back.
+///
+/// - `store`: 1 to 255 bytes; names starting with '_' are reserved.
+/// - `json`: any JSON value, as for `mnemo_db_set`.
+/// - `out_key`: receives the new key, owned; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
+/// reserved store name, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
+/// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+/// Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_insert(
+    db: *mut mnemo_database,
+    store: *const c_char,
+    json: *const c_char,
+    out_key: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_key, "out_key")?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let json = strings::arg(json, "json")?;
+        let (key, _) = db.inner.insert(store, json)?;
+        *out = strings::to_c(key)?;
+        Ok(())
     })
 }
 
@@ -161,6 +194,98 @@ pub unsafe extern "C" fn mnemo_db_get_all(
         }
         json.push('}');
         *out = strings::to_c(json)?;
+        Ok(())
+    })
+}
+
+/// A page of the live keys of `store` in bytewise key order (by UTF-8 bytes, whatever the
+/// backend), as a JSON array of [key, value] pairs: [["a", 1], ["b", {"x": true}], ...]
+/// ([] when none). Pass the last key of a page as `after` to get the next page. Reads through
+/// the store's key index: a page costs O(page size), not O(store).
+///
+/// - `store`: 1 to 255 bytes. Reserved stores may be read.
+/// - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""
+///   means every key.
+/// - `after`: optional; only keys that sort after this key (which need not exist). NULL
+///   means from the first key.
+/// - `limit`: at most this many pairs; 0 means no limit (the whole store, or the rest of it:
+///   page with a limit for large stores, or use `mnemo_db_cursor`).
+/// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store or out_json, bad
+/// UTF-8, bad store name, a prefix over 4096 bytes, a bad `after` key),
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_CORRUPT (a stored row is
+/// damaged), MNEMO_STATUS_STORAGE. Reading works after the session logged out. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_scan(
+    db: *const mnemo_database,
+    store: *const c_char,
+    prefix: *const c_char,
+    after: *const c_char,
+    limit: usize,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let prefix = strings::optional_arg(prefix, "prefix")?.unwrap_or("");
+        let after = strings::optional_arg(after, "after")?;
+        let mut json = String::from("[");
+        for (i, (key, value)) in db
+            .inner
+            .scan(store, prefix, after, limit)?
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push('[');
+            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
+            json.push(',');
+            json.push_str(value);
+            json.push(']');
+        }
+        json.push(']');
+        *out = strings::to_c(json)?;
+        Ok(())
+    })
+}
+
+/// Opens a cursor over the live keys of `store` in bytewise key order, for
+/// `mnemo_cursor_next`, which yields each key and value as plain strings. The cursor reads
+/// 256 cells at a time, so it never holds the whole store, and holds its own reference to
+/// the database: it stays usable after `db` is freed.
+///
+/// - `store`: 1 to 255 bytes. Reserved stores may be read.
+/// - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""
+///   means every key.
+/// - `after`: optional; only keys that sort after this key. NULL means from the first key.
+/// - `out`: receives a new cursor handle, owned by the caller; free it with
+///   `mnemo_cursor_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store or out, bad UTF-8,
+/// bad store name, a prefix over 4096 bytes, a bad `after` key),
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked). Thread-safe; the cursor itself is not
+/// (use it from one thread at a time).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_cursor(
+    db: *const mnemo_database,
+    store: *const c_char,
+    prefix: *const c_char,
+    after: *const c_char,
+    out: *mut *mut mnemo_cursor,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out, "out")?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let prefix = strings::optional_arg(prefix, "prefix")?.unwrap_or("");
+        let after = strings::optional_arg(after, "after")?;
+        *out = mnemo_cursor::new(db.inner.cursor(store, prefix, after)?).into_raw();
         Ok(())
     })
 }

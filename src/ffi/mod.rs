@@ -13,6 +13,8 @@ mod backend;
 mod database;
 // After database: nested documents and history are functions of a database handle.
 mod documents;
+// After database: a cursor is made by `mnemo_db_cursor`.
+mod cursor;
 mod instance;
 mod library;
 mod status;
@@ -28,6 +30,7 @@ mod handle;
 mod strings;
 
 pub use backend::*;
+pub use cursor::*;
 pub use database::*;
 pub use documents::*;
 pub use instance::*;

@@ -11,6 +11,7 @@ mod foreign;
 mod hostile;
 mod lifecycle;
 mod postgres_tls;
+mod scans;
 mod stress;
 mod support;
 mod sync;

@@ -103,12 +103,15 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     # database
     "mnemo_db_id": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_db_set": (status_t, [handle_t, str_t, str_t, str_t]),
+    "mnemo_db_insert": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_get": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_delete": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_db_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
     "mnemo_db_get_path": (status_t, [handle_t, str_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_history": (status_t, [handle_t, str_t, str_t, c_size_t, owned_str_out_t]),
+    "mnemo_db_scan": (status_t, [handle_t, str_t, str_t, str_t, c_size_t, owned_str_out_t]),
+    "mnemo_db_cursor": (status_t, [handle_t, str_t, str_t, str_t, handle_out_t]),
     "mnemo_db_grant": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_revoke": (status_t, [handle_t, str_t]),
     "mnemo_db_verify": (status_t, [handle_t]),
@@ -119,6 +122,9 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [handle_t, change_cb_t, user_data_t, destroy_cb_t, handle_out_t],
     ),
     "mnemo_db_free": (None, [handle_t]),
+    # cursor
+    "mnemo_cursor_next": (status_t, [handle_t, owned_str_out_t, owned_str_out_t]),
+    "mnemo_cursor_free": (None, [handle_t]),
     # transaction
     "mnemo_txn_set": (status_t, [handle_t, str_t, str_t, str_t]),
     "mnemo_txn_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from ctypes import c_size_t
 from typing import Any, Literal
 
 from . import _native, subscription
@@ -17,6 +18,9 @@ from .transaction import Transaction
 #: A permission on a database: ``"admin"`` (write and change who may do what),
 #: ``"write"`` (read and write its stores) or ``"read"``.
 Permission = Literal["admin", "write", "read"]
+
+#: The largest ``limit`` the C call takes; larger limits mean the same (no more keys exist).
+_MAX_LIMIT = c_size_t(-1).value
 
 
 class Database(HandleOwner):
@@ -125,6 +129,20 @@ class Database(HandleOwner):
             changes: list[dict[str, Any]] = from_json(text)
             return changes
 
+    def insert(self, store: str, value: Any) -> str:
+        """Sets a new generated key of ``store`` to ``value``, as one signed commit, and
+        returns the key: 32 lower-case hex digits, the first 12 the time in milliseconds,
+        the rest random (UUIDv7-like). Keys are unique, and those made by one process sort
+        in the order they were made (so :meth:`scan` returns inserts oldest first).
+
+        Raises InvalidArgument for a bad or reserved store name or a value JSON cannot
+        represent, LoggedOut, PermissionDenied, StorageError.
+        """
+        s = _native.encode(store, "store")
+        v = _native.encode(to_json(value), "value")
+        with self._handle.use() as ptr:
+            return _native.call_string(lib.mnemo_db_insert, ptr, s, v)
+
     def delete(self, store: str, key: str) -> None:
         """Deletes ``key`` from ``store``, as one signed commit.
 
@@ -146,6 +164,56 @@ class Database(HandleOwner):
         with self._handle.use() as ptr:
             values: dict[str, Any] = from_json(_native.call_string(lib.mnemo_db_get_all, ptr, s))
             return values
+
+    def scan(
+        self, store: str, prefix: str = "", after: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Any]]:
+        """One page of the live ``(key, value)`` pairs of ``store``, in bytewise key order
+        (by UTF-8 bytes, which is code point order): the keys starting with ``prefix`` (all
+        when ``""``) that sort after ``after`` (from the first when None), at most ``limit``
+        of them (all when None). Pass the last key of a page as ``after`` to get the next;
+        :meth:`iter_scan` does that for you. A page costs what it returns, not the store's
+        size. Reserved stores may be read.
+
+        Raises TypeError for a ``limit`` that is not an int, InvalidArgument for a bad store
+        name, a prefix over 4096 bytes, a bad ``after`` key or a ``limit`` below 1,
+        PermissionDenied if read was revoked, Corrupt, StorageError.
+        """
+        s = _native.encode(store, "store")
+        p = _native.encode(prefix, "prefix")
+        a = _native.encode_optional(after, "after")
+        n = 0 if limit is None else min(_check_count(limit, "limit"), _MAX_LIMIT)
+        with self._handle.use() as ptr:
+            pairs = from_json(_native.call_string(lib.mnemo_db_scan, ptr, s, p, a, n))
+        return [(key, value) for key, value in pairs]
+
+    def iter_scan(
+        self, store: str, prefix: str = "", after: str | None = None, page: int = 256
+    ) -> Iterator[tuple[str, Any]]:
+        """The live ``(key, value)`` pairs of ``store`` as :meth:`scan` orders and filters
+        them, read ``page`` pairs at a time: each page is fetched when the previous one is
+        used up, after the last key returned, so the iterator never holds more than one page
+        and sees keys committed meanwhile further on.
+
+        The arguments are checked here (TypeError, InvalidArgument for a ``page`` below 1 and
+        as :meth:`scan`); each page read may raise as :meth:`scan` does, including
+        InvalidArgument once the Database is closed.
+        """
+        _native.encode(store, "store")
+        _native.encode(prefix, "prefix")
+        _native.encode_optional(after, "after")
+        size = _check_count(page, "page")
+        return self._pages(store, prefix, after, size)
+
+    def _pages(
+        self, store: str, prefix: str, after: str | None, size: int
+    ) -> Iterator[tuple[str, Any]]:
+        while True:
+            pairs = self.scan(store, prefix, after, size)
+            yield from pairs
+            if len(pairs) < size:
+                return
+            after = pairs[-1][0]
 
     def items(self, store: str) -> Iterator[tuple[str, Any]]:
         """The ``(key, value)`` pairs of ``store``, sorted by key, read at once (a snapshot:
@@ -240,3 +308,12 @@ class Database(HandleOwner):
 
     def __repr__(self) -> str:
         return f"<mnemo.Database {'closed' if self.closed else 'open'}>"
+
+
+def _check_count(value: int, what: str) -> int:
+    """A count of at least 1: TypeError if not an int, InvalidArgument if below 1."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise InvalidArgument(f"invalid argument: {what} must be at least 1 (got {value})")
+    return value
