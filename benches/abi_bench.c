@@ -26,7 +26,9 @@
  *   --scan-keys N        keys of the store paged by mnemo_db_scan and read by a cursor
  *                        (default 100000, written in transactions of 1000 sets)
  *   --inserts N          mnemo_db_insert calls on the memory backend, each followed by a
- *                        mnemo_db_set (default 10000; SQLite makes a tenth of them, durable)
+ *                        mnemo_db_set (default 10000; SQLite makes a tenth of them, durable);
+ *                        as many mnemo_db_set_path calls, each followed by a mnemo_db_set
+ *   --history-changes N  changes of the key whose mnemo_db_history is timed (default 1000)
  *   --only memory|sqlite run one backend
  *   --quick              the smoke-run sizes
  *
@@ -275,7 +277,7 @@ typedef struct {
     bool quick;
     const char *dir;
     size_t mem_commits, sql_commits, chunks, txns, open_entries, samples_slow, samples_fast;
-    size_t scan_keys, inserts;
+    size_t scan_keys, inserts, history_changes;
     bool open_fill_txns;
     bool run_memory, run_sqlite;
 } config_t;
@@ -308,6 +310,7 @@ static void parse_args(int argc, char **argv, const char **floors_path, const ch
     cfg.samples_fast = cfg.quick ? 5 : 21; /* cheap one-off phases */
     cfg.scan_keys = cfg.quick ? 10000 : 100000;
     cfg.inserts = cfg.quick ? 1000 : 10000;
+    cfg.history_changes = cfg.quick ? 100 : 1000;
     cfg.run_memory = cfg.run_sqlite = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -325,6 +328,7 @@ static void parse_args(int argc, char **argv, const char **floors_path, const ch
         else if (strcmp(a, "--open-entries") == 0) { NEED_VALUE(); cfg.open_entries = parse_count(a, v); }
         else if (strcmp(a, "--scan-keys") == 0) { NEED_VALUE(); cfg.scan_keys = parse_count(a, v); }
         else if (strcmp(a, "--inserts") == 0) { NEED_VALUE(); cfg.inserts = parse_count(a, v); }
+        else if (strcmp(a, "--history-changes") == 0) { NEED_VALUE(); cfg.history_changes = parse_count(a, v); }
         else if (strcmp(a, "--open-fill") == 0) {
             NEED_VALUE();
             if (strcmp(v, "commits") == 0) cfg.open_fill_txns = false;
@@ -668,6 +672,96 @@ static void scans_and_inserts(const char *backend, mnemo_database *db, bool sqli
     samples_free(&sets);
 }
 
+/* Nested documents and history, each next to the plain operation timed alternately with it:
+ * mnemo_db_set_path on fields of one document (50 fields, in store "doc") against a
+ * mnemo_db_set of a new key; mnemo_db_get_path of one field against a mnemo_db_get of the
+ * whole document; and mnemo_db_history of a key changed cfg.history_changes times, whole and
+ * newest 10, against a get. */
+static void paths_and_history(const char *backend, mnemo_database *db, bool sqlite) {
+    char key[32], pointer[32], value[96], phase[96], note[160];
+    size_t writes = sqlite ? cfg.inserts / 10 : cfg.inserts;
+    if (writes == 0) writes = 1;
+    samples paths = samples_new(writes), sets = samples_new(writes);
+    for (size_t i = 0; i < writes; i++) {
+        commit_value(value, sizeof value, i);
+        snprintf(pointer, sizeof pointer, "/f%zu", i % 50);
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_db_set_path(db, "doc", "d1", pointer, value));
+        samples_push(&paths, now_ns() - t0);
+        snprintf(key, sizeof key, "q%07zu", i);
+        t0 = now_ns();
+        CHECK(mnemo_db_set(db, "doc", key, value));
+        samples_push(&sets, now_ns() - t0);
+    }
+    double set_ns = quantile(&sets, 0.5);
+    row_samples(backend, "single-key set, alternating with set_path", "path_set", &sets, 1, NULL);
+    double med = quantile(&paths, 0.5);
+    snprintf(note, sizeof note, "%.2fx single-key set", med / set_ns);
+    row_samples(backend, "set_path, one field of a 50-field document", "set_path", &paths, 1, note);
+    samples_free(&paths);
+    samples_free(&sets);
+
+    size_t reads = cfg.samples_fast * 10;
+    samples parts = samples_new(reads), wholes = samples_new(reads);
+    for (size_t i = 0; i < reads; i++) {
+        char *out = NULL;
+        snprintf(pointer, sizeof pointer, "/f%zu", i % 50);
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_db_get_path(db, "doc", "d1", pointer, &out));
+        samples_push(&parts, now_ns() - t0);
+        mnemo_string_free(out);
+        t0 = now_ns();
+        CHECK(mnemo_db_get(db, "doc", "d1", &out));
+        samples_push(&wholes, now_ns() - t0);
+        mnemo_string_free(out);
+    }
+    double get_ns = quantile(&wholes, 0.5);
+    row_samples(backend, "get of the 50-field document, alternating", "doc_get", &wholes, 1, NULL);
+    med = quantile(&parts, 0.5);
+    snprintf(note, sizeof note, "%.2fx get of the whole document", med / get_ns);
+    row_samples(backend, "get_path, one field of it", "get_path", &parts, 1, note);
+    samples_free(&parts);
+    samples_free(&wholes);
+
+    size_t changes = cfg.history_changes;
+    for (size_t i = 0; i < changes; i++) {
+        commit_value(value, sizeof value, i);
+        CHECK(mnemo_db_set(db, "hist", "h", value));
+    }
+    size_t rounds = cfg.samples_slow;
+    samples all = samples_new(rounds), newest = samples_new(rounds), gets = samples_new(rounds);
+    for (size_t i = 0; i < rounds; i++) {
+        char *out = NULL;
+        uint64_t t0 = now_ns();
+        CHECK(mnemo_db_history(db, "hist", "h", 0, &out));
+        samples_push(&all, now_ns() - t0);
+        size_t listed = 0;
+        for (const char *p = out; (p = strstr(p, "\"entry\"")) != NULL; p++) listed++;
+        if (listed != changes) die("history listed %zu changes, want %zu", listed, changes);
+        mnemo_string_free(out);
+        t0 = now_ns();
+        CHECK(mnemo_db_history(db, "hist", "h", 10, &out));
+        samples_push(&newest, now_ns() - t0);
+        mnemo_string_free(out);
+        t0 = now_ns();
+        CHECK(mnemo_db_get(db, "hist", "h", &out));
+        samples_push(&gets, now_ns() - t0);
+        mnemo_string_free(out);
+    }
+    get_ns = quantile(&gets, 0.5);
+    row_samples(backend, "get, alternating with history", "history_get", &gets, 1, NULL);
+    med = quantile(&all, 0.5);
+    snprintf(phase, sizeof phase, "history of a key with %zu changes, all", changes);
+    snprintf(note, sizeof note, "%.0f ns per change; %.0fx get", med / (double)changes, med / get_ns);
+    row_samples(backend, phase, "history_all", &all, 1, note);
+    med = quantile(&newest, 0.5);
+    snprintf(note, sizeof note, "%.0fx get", med / get_ns);
+    row_samples(backend, "history, newest 10 of them", "history_10", &newest, 1, note);
+    samples_free(&all);
+    samples_free(&newest);
+    samples_free(&gets);
+}
+
 /* ------------------------------------------------------------------------ phases ---- */
 
 static void bench_backend(const char *backend, bool sqlite) {
@@ -802,6 +896,7 @@ static void bench_backend(const char *backend, bool sqlite) {
     read_back(backend, db, commits, "read every key back", "get");
     transactions_and_get_all(backend, db);
     scans_and_inserts(backend, db, sqlite);
+    paths_and_history(backend, db, sqlite);
 
     mnemo_db_free(db);
     CHECK(mnemo_user_logout(user));
