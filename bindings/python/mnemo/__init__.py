@@ -27,7 +27,7 @@ instance, once its user's key is granted, pulls and pushes with ``sync_db(user, 
 pushes). ``examples/sync_peer.py`` shows the flow between two processes.
 
 Errors are raised as subclasses of :class:`mnemo.Error`, one per status code of the C
-library, each with ``.status`` and ``.message``. Strings containing a NUL character raise
+library, each with ``.status`` (a :class:`mnemo.Status`) and ``.message``. Strings containing a NUL character raise
 :class:`mnemo.InvalidArgument`; so does using an Instance, Database or Sync after
 ``close()`` (InvalidArgument is also a ``ValueError``). A User after ``logout()`` raises
 :class:`mnemo.LoggedOut`.

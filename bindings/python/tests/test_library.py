@@ -66,6 +66,7 @@ def test_error_classes(status: int, cls: type) -> None:
     err = mnemo.errors.error_for_status(status, "detail")
     assert type(err) is cls
     assert err.status == status == int(mnemo.Status(status))
+    assert type(err.status) is mnemo.Status
     assert err.message == str(err) == "detail"
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is cls and again.status == status and again.message == "detail"
@@ -74,6 +75,19 @@ def test_error_classes(status: int, cls: type) -> None:
 def test_unknown_status_gives_base_error() -> None:
     err = mnemo.errors.error_for_status(42, "future")
     assert type(err) is mnemo.Error and err.status == 42
+    assert type(err.status) is int and repr(err) == "Error('future', status=42)"
+
+
+def test_status_is_the_enum(inst: mnemo.Instance) -> None:
+    # .status is a mnemo.Status member: named, and still equal to the number.
+    with pytest.raises(mnemo.AuthFailed) as caught:
+        inst.login("nobody")
+    status = caught.value.status
+    assert type(status) is mnemo.Status and status is mnemo.Status.AUTH_FAILED
+    assert status == 4 and status.name == "AUTH_FAILED"
+    assert "status=Status.AUTH_FAILED" in repr(caught.value)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again.status) is mnemo.Status and again.status is mnemo.Status.AUTH_FAILED
 
 
 def test_python_flavoured_bases() -> None:
