@@ -128,7 +128,7 @@ class Instance(HandleOwner):
         n = _native.encode(name, "username")
         p = _native.encode_optional(password, "password")
         with self._handle.use() as ptr:
-            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p))
+            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p), username=name)
 
     def list_users(self) -> list[str]:
         """Every username, sorted."""
@@ -155,4 +155,12 @@ class Instance(HandleOwner):
         super().close()
 
     def __repr__(self) -> str:
-        return f"<mnemo.Instance {'closed' if self.closed else 'open'}>"
+        # The device id, read once while the handle is open and kept; repr never raises.
+        device = getattr(self, "_repr_id", None)
+        if device is None and not self.closed:
+            try:
+                device = self._repr_id = self.device_id
+            except Exception:
+                pass
+        state = "closed" if self.closed else "open"
+        return f"<mnemo.Instance {device} {state}>" if device else f"<mnemo.Instance {state}>"
