@@ -20,7 +20,7 @@ Users share a database by key: its admin grants the other user's public key (fro
 created is the instance admin (``User.admin_list_users()``, ``disable_user``,
 ``enable_user``, ``delete_user``).
 
-Instances on different devices sync over HTTP: ``Instance.enable_sync()``, then
+Instances on different devices sync over TLS 1.3: ``Instance.enable_sync()``, then
 ``Instance.sync`` gives a :class:`mnemo.Sync`: the owner's side ``listen()``s; another
 instance, once its user's key is granted, pulls and pushes with ``sync_db(user, addr, db_id)``
 (one round) or ``track(user, addr, db_id)`` (in the background; ``flush()`` waits for the
