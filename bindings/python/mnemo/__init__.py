@@ -33,7 +33,7 @@ library, each with ``.status`` (a :class:`mnemo.Status`) and ``.message``. Strin
 :class:`mnemo.LoggedOut`.
 
 The shared library is found through ``MNEMO_LIB``, then next to this package, then in the
-build tree (``target/release``, then ``target/debug``).
+build tree (the more recently built of ``target/debug`` and ``target/release``).
 """
 
 from __future__ import annotations

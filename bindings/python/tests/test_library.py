@@ -133,8 +133,36 @@ def test_bad_mnemo_lib_fails_clearly() -> None:
 
 def test_build_tree_is_searched() -> None:
     paths = _native.candidate_paths()
-    assert paths[-2] == REPO_DIR / "target" / "release" / "libmnemo.so"
-    assert paths[-1] == REPO_DIR / "target" / "debug" / "libmnemo.so"
+    assert set(paths[-2:]) == {
+        REPO_DIR / "target" / "release" / "libmnemo.so",
+        REPO_DIR / "target" / "debug" / "libmnemo.so",
+    }
+
+
+@pytest.mark.parametrize("newer", ["debug", "release"])
+def test_the_freshest_build_is_chosen(newer: str, tmp_path, monkeypatch) -> None:
+    # A release build from last week must not shadow this morning's `cargo build`, nor
+    # the other way round: the more recently written library comes first.
+    older = "release" if newer == "debug" else "debug"
+    for profile, mtime in ((older, 1_000_000), (newer, 2_000_000)):
+        lib = tmp_path / "target" / profile / "libmnemo.so"
+        lib.parent.mkdir(parents=True)
+        lib.write_bytes(b"")
+        os.utime(lib, (mtime, mtime))
+    monkeypatch.setattr(_native, "_REPO_DIR", tmp_path)
+    paths = _native.candidate_paths()
+    assert paths[-2:] == [
+        tmp_path / "target" / newer / "libmnemo.so",
+        tmp_path / "target" / older / "libmnemo.so",
+    ]
+
+
+def test_a_missing_build_comes_last(tmp_path, monkeypatch) -> None:
+    lib = tmp_path / "target" / "release" / "libmnemo.so"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    monkeypatch.setattr(_native, "_REPO_DIR", tmp_path)
+    assert _native.candidate_paths()[-2:] == [lib, tmp_path / "target" / "debug" / "libmnemo.so"]
 
 
 def test_objects_left_open_at_exit_are_freed_quietly() -> None:
