@@ -7,6 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import PYTHON_DIR, REPO_DIR
@@ -140,7 +141,9 @@ def test_build_tree_is_searched() -> None:
 
 
 @pytest.mark.parametrize("newer", ["debug", "release"])
-def test_the_freshest_build_is_chosen(newer: str, tmp_path, monkeypatch) -> None:
+def test_the_freshest_build_is_chosen(
+    newer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A release build from last week must not shadow this morning's `cargo build`, nor
     # the other way round: the more recently written library comes first.
     older = "release" if newer == "debug" else "debug"
@@ -157,7 +160,7 @@ def test_the_freshest_build_is_chosen(newer: str, tmp_path, monkeypatch) -> None
     ]
 
 
-def test_a_missing_build_comes_last(tmp_path, monkeypatch) -> None:
+def test_a_missing_build_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lib = tmp_path / "target" / "release" / "libmnemo.so"
     lib.parent.mkdir(parents=True)
     lib.write_bytes(b"")
