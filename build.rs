@@ -1,6 +1,7 @@
-//! Generates `include/mnemo.h` with cbindgen, sets the shared library's SONAME, keeps the
-//! header's version macros in step with Cargo.toml, and writes the `MNEMO_STATUS_*`
-//! constants from the one status list (`src/error/statuses.rs`).
+//! Generates `include/mnemo.h` with cbindgen, sets the shared library's SONAME (and gives
+//! the build directory a file of that name), keeps the header's version macros in step with
+//! Cargo.toml, and writes the `MNEMO_STATUS_*` constants from the one status list
+//! (`src/error/statuses.rs`).
 
 use std::env;
 use std::fs;
@@ -17,6 +18,7 @@ fn main() {
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmnemo.so.{ABI_VERSION}");
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));
+    soname_link(&out_dir);
     // src/ffi/status.rs includes this file; cbindgen reads it for the header.
     let status_codes = out_dir.join("status_codes.rs");
     fs::write(&status_codes, status_constants()).expect("OUT_DIR is writable");
@@ -35,6 +37,38 @@ fn main() {
     // Keep the committed copy current; the test suite fails if it differs from git's.
     header.write_to_file(crate_dir.join("include").join("mnemo.h"));
     fs::metadata(crate_dir.join("include/mnemo.h")).expect("header written");
+}
+
+/// Programs linked with `-lmnemo` ask for the SONAME, `libmnemo.so.N`, but cargo writes only
+/// `libmnemo.so`. So that a program built against `target/debug` (or `target/release`) runs,
+/// this makes `libmnemo.so.N -> libmnemo.so` in that directory. A build script runs before
+/// the library is linked, so the link may dangle until the first link ends; it names the file,
+/// so it follows every later build. Best effort: a failure is a warning, never a failed build.
+fn soname_link(out_dir: &std::path::Path) {
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if env::var("CARGO_CFG_TARGET_FAMILY").as_deref() != Ok("unix")
+        || matches!(target_os.as_str(), "macos" | "ios")
+    {
+        return; // no ELF SONAME there
+    }
+    // OUT_DIR is <profile dir>/build/mnemo-<hash>/out.
+    let Some(profile_dir) = out_dir.ancestors().nth(3) else {
+        return;
+    };
+    if out_dir.ancestors().nth(2).and_then(|p| p.file_name()) != Some("build".as_ref()) {
+        return; // not the layout cargo documents: leave it alone
+    }
+    let link = profile_dir.join(format!("libmnemo.so.{ABI_VERSION}"));
+    if fs::read_link(&link).is_ok_and(|to| to == std::path::Path::new("libmnemo.so")) {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        let _ = fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink("libmnemo.so", &link) {
+            println!("cargo:warning=cannot make {}: {e}", link.display());
+        }
+    }
 }
 
 fn version_macros() -> String {

@@ -2,7 +2,11 @@
 // process), a shared notes database, a transaction, a subscription, errors as exceptions,
 // and sync. Every handle is owned by an object and freed when it goes out of scope.
 //
-// Build: g++ -std=c++17 -Iinclude -Ibindings/cpp bindings/cpp/example.cpp -lmnemo
+// Build, from the repository root after `cargo build` (one line):
+//   g++ -std=c++17 -Iinclude -Ibindings/cpp bindings/cpp/example.cpp -o example
+//       -Ltarget/debug -Wl,-rpath,"$PWD/target/debug" -lmnemo
+// or against an installed copy (scripts/install):
+//   g++ -std=c++17 example.cpp -o example $(pkg-config --cflags --libs mnemo)
 // Usage: example [BACKEND_URL]   (alice's device; default "memory:")
 #include <atomic>
 #include <chrono>

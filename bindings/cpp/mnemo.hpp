@@ -10,7 +10,8 @@
 // - Thread safety is the C API's: instance, user, database and sync objects may be used
 //   from several threads at once; a transaction or a cursor from one thread at a time.
 //
-// Link with -lmnemo (pkg-config mnemo, or CMake's mnemo::mnemo).
+// Link with -lmnemo (pkg-config mnemo, or CMake's mnemo::mnemo). scripts/install puts this
+// file beside mnemo.h, in PREFIX/include.
 #ifndef MNEMO_HPP
 #define MNEMO_HPP
 

@@ -2,7 +2,9 @@
 # Installs mnemo into a temp prefix with scripts/install, then builds
 # bindings/c/examples/quickstart.c against the installed copy four ways (pkg-config dynamic
 # and static, CMake find_package with mnemo::mnemo and mnemo::mnemo_static), runs each on a
-# fresh SQLite file, and checks the SONAME and the links. Prints "N passed, N failed".
+# fresh SQLite file, and checks the SONAME and the links; builds bindings/cpp/example.cpp
+# against the installed mnemo.hpp (pkg-config and CMake); and installs once more with a
+# relative PREFIX from another directory. Prints "N passed, N failed".
 #
 # MNEMO_INSTALL_PREFIX=DIR reuses an install made by the caller (nothing is built then).
 set -uo pipefail
@@ -36,7 +38,7 @@ export PKG_CONFIG_PATH=$LIB/pkgconfig
 
 # --- the installed files --------------------------------------------------------------
 check "files installed" test -f "$LIB/libmnemo.so.$VERSION" -a -f "$LIB/libmnemo.a" \
-    -a -f "$PREFIX/include/mnemo.h" -a -f "$LIB/pkgconfig/mnemo.pc" \
+    -a -f "$PREFIX/include/mnemo.h" -a -f "$PREFIX/include/mnemo.hpp" -a -f "$LIB/pkgconfig/mnemo.pc" \
     -a -f "$LIB/cmake/mnemo/mnemoConfig.cmake" -a -f "$LIB/cmake/mnemo/mnemoConfigVersion.cmake"
 check "libmnemo.so.$ABI -> libmnemo.so.$VERSION" \
     test "$(readlink "$LIB/libmnemo.so.$ABI")" = "libmnemo.so.$VERSION"
@@ -44,6 +46,7 @@ check "libmnemo.so -> libmnemo.so.$ABI" test "$(readlink "$LIB/libmnemo.so")" = 
 check "SONAME is libmnemo.so.$ABI" \
     bash -c "readelf -d '$LIB/libmnemo.so.$VERSION' | grep -q 'SONAME.*\[libmnemo\.so\.$ABI\]'"
 check "installed header is the tree's" cmp include/mnemo.h "$PREFIX/include/mnemo.h"
+check "installed C++ wrapper is the tree's" cmp bindings/cpp/mnemo.hpp "$PREFIX/include/mnemo.hpp"
 check "pkg-config --modversion is $VERSION" test "$(pkg-config --modversion mnemo)" = "$VERSION"
 check "pkg-config Libs.private lists the static link's needs" \
     bash -c "pkg-config --static --libs mnemo | grep -q -- '-lpthread'"
@@ -73,24 +76,36 @@ check "pkg-config static: builds" \
     $(pkg-config --static --libs mnemo | sed 's/-lmnemo\b/-l:libmnemo.a/')
 check "pkg-config static: no libmnemo at run time" no_libmnemo "$WORK/qs-pc-static"
 check "pkg-config static: runs" runs "$WORK/qs-pc-static"
+# C++: the installed wrapper, found through the same flags.
+CXX_SRC=bindings/cpp/example.cpp
+# shellcheck disable=SC2046,SC2086
+check "pkg-config C++ (mnemo.hpp): builds" \
+    g++ -std=c++17 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags mnemo) "$CXX_SRC" \
+    -o "$WORK/cpp-pc" $(pkg-config --libs mnemo) -Wl,-rpath,"$(pkg-config --variable=libdir mnemo)"
+check "pkg-config C++ (mnemo.hpp): runs" "$WORK/cpp-pc"
 
 # --- CMake ------------------------------------------------------------------------------
 if command -v cmake >/dev/null 2>&1; then
     mkdir -p "$WORK/cmake-src"
     cp "$SRC" "$WORK/cmake-src/quickstart.c"
+    cp "$CXX_SRC" "$WORK/cmake-src/example.cpp"
     cat >"$WORK/cmake-src/CMakeLists.txt" <<CMAKE
 cmake_minimum_required(VERSION 3.10)
-project(mnemo_quickstart C)
+project(mnemo_quickstart C CXX)
 find_package(mnemo $VERSION REQUIRED CONFIG)
 add_executable(qs_dynamic quickstart.c)
 target_link_libraries(qs_dynamic PRIVATE mnemo::mnemo)
 add_executable(qs_static quickstart.c)
 target_link_libraries(qs_static PRIVATE mnemo::mnemo_static)
+add_executable(cpp_example example.cpp)
+target_compile_features(cpp_example PRIVATE cxx_std_17)
+target_link_libraries(cpp_example PRIVATE mnemo::mnemo)
 CMAKE
     check "cmake find_package(mnemo $VERSION): configures" \
         cmake -S "$WORK/cmake-src" -B "$WORK/cmake-build" -DCMAKE_PREFIX_PATH="$PREFIX" \
         -DCMAKE_BUILD_TYPE=Release
-    check "cmake: builds both targets" cmake --build "$WORK/cmake-build"
+    check "cmake: builds the C targets and the C++ one" cmake --build "$WORK/cmake-build"
+    check "cmake mnemo::mnemo from C++ (mnemo.hpp): runs" "$WORK/cmake-build/cpp_example"
     check "cmake mnemo::mnemo: NEEDED libmnemo.so.$ABI" needs_libmnemo "$WORK/cmake-build/qs_dynamic"
     check "cmake mnemo::mnemo: runs" runs "$WORK/cmake-build/qs_dynamic"
     check "cmake mnemo::mnemo_static: no libmnemo at run time" no_libmnemo "$WORK/cmake-build/qs_static"
@@ -105,6 +120,19 @@ CMAKE
         cmake -S "$WORK/cmake-99" -B "$WORK/cmake-99/build" -DCMAKE_PREFIX_PATH="$PREFIX"
 else
     bad "cmake is not installed"
+fi
+
+# --- a relative PREFIX is the caller's ----------------------------------------------------
+# The release build above is reused (MNEMO_SKIP_BUILD): only the path handling is tested.
+if [ -z "${MNEMO_INSTALL_PREFIX:-}" ]; then
+    mkdir -p "$WORK/caller"
+    CALLER=$(cd "$WORK/caller" && pwd -P)
+    check "scripts/install rel-prefix, run from another directory" \
+        bash -c "cd '$WORK/caller' && MNEMO_SKIP_BUILD=1 '$ROOT/scripts/install' rel-prefix"
+    check "the relative PREFIX is under the caller's directory" \
+        test -f "$WORK/caller/rel-prefix/lib/libmnemo.so.$VERSION" -a ! -e "$ROOT/rel-prefix"
+    check "its pkg-config prefix is absolute" \
+        grep -qx "prefix=$CALLER/rel-prefix" "$WORK/caller/rel-prefix/lib/pkgconfig/mnemo.pc"
 fi
 
 echo "$passed passed, $failed failed"

@@ -20,20 +20,20 @@ Users share a database by key: its admin grants the other user's public key (fro
 created is the instance admin (``User.admin_list_users()``, ``disable_user``,
 ``enable_user``, ``delete_user``).
 
-Instances on different devices sync over HTTP: ``Instance.enable_sync()``, then
+Instances on different devices sync over TLS 1.3: ``Instance.enable_sync()``, then
 ``Instance.sync`` gives a :class:`mnemo.Sync`: the owner's side ``listen()``s; another
 instance, once its user's key is granted, pulls and pushes with ``sync_db(user, addr, db_id)``
 (one round) or ``track(user, addr, db_id)`` (in the background; ``flush()`` waits for the
 pushes). ``examples/sync_peer.py`` shows the flow between two processes.
 
 Errors are raised as subclasses of :class:`mnemo.Error`, one per status code of the C
-library, each with ``.status`` and ``.message``. Strings containing a NUL character raise
+library, each with ``.status`` (a :class:`mnemo.Status`) and ``.message``. Strings containing a NUL character raise
 :class:`mnemo.InvalidArgument`; so does using an Instance, Database or Sync after
 ``close()`` (InvalidArgument is also a ``ValueError``). A User after ``logout()`` raises
 :class:`mnemo.LoggedOut`.
 
 The shared library is found through ``MNEMO_LIB``, then next to this package, then in the
-build tree (``target/release``, then ``target/debug``).
+build tree (the more recently built of ``target/debug`` and ``target/release``).
 """
 
 from __future__ import annotations

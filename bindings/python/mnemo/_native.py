@@ -8,7 +8,8 @@ The library is searched, in order, at:
 
 1. the path in the ``MNEMO_LIB`` environment variable (an error if it cannot be loaded);
 2. a ``libmnemo.so*`` file next to this package's files;
-3. the build tree: ``<repo>/target/release/libmnemo.so``, then ``<repo>/target/debug/libmnemo.so``.
+3. the build tree: ``<repo>/target/debug/libmnemo.so`` and ``<repo>/target/release/libmnemo.so``,
+   the more recently built first (so a fresh ``cargo build`` wins over an old release build).
 """
 
 from __future__ import annotations
@@ -168,8 +169,16 @@ else:
 def candidate_paths() -> list[Path]:
     """The places searched for the library when ``MNEMO_LIB`` is not set, in order."""
     beside = sorted(_PACKAGE_DIR.glob(_LIB_NAME + "*"), key=lambda p: (p.name != _LIB_NAME, p.name))
-    build = [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("release", "debug")]
-    return beside + build
+    build = [_REPO_DIR / "target" / profile / _LIB_NAME for profile in ("debug", "release")]
+    return beside + sorted(build, key=_built_at, reverse=True)
+
+
+def _built_at(path: Path) -> float:
+    """When ``path`` was last written (its mtime), or -inf if it cannot be read."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("-inf")
 
 
 def _load() -> tuple[ctypes.CDLL, str]:

@@ -307,7 +307,16 @@ class Database(HandleOwner):
         super().close()
 
     def __repr__(self) -> str:
-        return f"<mnemo.Database {'closed' if self.closed else 'open'}>"
+        # The id, read once while the handle is open and kept (it never changes), so a
+        # closed database still shows it; repr never raises.
+        db_id = getattr(self, "_repr_id", None)
+        if db_id is None and not self.closed:
+            try:
+                db_id = self._repr_id = self.id
+            except Exception:
+                pass
+        state = "closed" if self.closed else "open"
+        return f"<mnemo.Database {db_id} {state}>" if db_id else f"<mnemo.Database {state}>"
 
 
 def _check_count(value: int, what: str) -> int:

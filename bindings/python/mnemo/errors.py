@@ -1,7 +1,7 @@
 """Exceptions raised by mnemo, one class per status code of the C library.
 
 Every failing call raises a subclass of :class:`Error`. The exception carries the
-numeric status (``.status``) and the library's explanation (``.message``, read from
+status (``.status``, a :class:`Status` member, which compares equal to its number) and the library's explanation (``.message``, read from
 ``mnemo_last_error_message()`` right after the failing call, on the same thread).
 
 Some errors are raised by the Python wrapper itself before the library is called
@@ -33,7 +33,7 @@ __all__ = [
 
 
 class Status(enum.IntEnum):
-    """The stable status codes of the C ABI (``MNEMO_STATUS_*``)."""
+    """The stable status codes of the C ABI (``MNEMO_STATUS_*``); :attr:`Error.status`."""
 
     OK = 0
     INVALID_ARGUMENT = 1
@@ -50,11 +50,17 @@ class Status(enum.IntEnum):
     BUSY = 12
 
 
+_KNOWN_CODES = frozenset(int(s) for s in Status)
+
+
 class Error(Exception):
     """Base class of every mnemo error.
 
     Attributes:
-        status: the numeric status code (see :class:`Status`).
+        status: the status, a :class:`Status` member: an ``IntEnum``, so
+            ``e.status == Status.NOT_FOUND`` and ``e.status == 2`` both hold, and
+            ``e.status.name`` is ``"NOT_FOUND"``. A plain ``int`` only for a code this
+            version of the package does not know.
         message: the library's explanation of the failure (never empty).
     """
 
@@ -63,7 +69,8 @@ class Error(Exception):
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.status: int = self.default_status if status is None else int(status)
+        code = self.default_status if status is None else int(status)
+        self.status: Status | int = Status(code) if code in _KNOWN_CODES else code
         self.message: str = message
 
     def __reduce__(self) -> tuple[type, tuple[str, int]]:
@@ -71,7 +78,8 @@ class Error(Exception):
         return (type(self), (self.message, self.status))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, status={self.status})"
+        status = f"Status.{self.status.name}" if isinstance(self.status, Status) else self.status
+        return f"{type(self).__name__}({self.message!r}, status={status})"
 
 
 class InvalidArgument(Error, ValueError):

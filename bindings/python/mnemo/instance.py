@@ -20,7 +20,8 @@ class Argon2Params(NamedTuple):
 
     A named tuple, so a plain ``(memory_kib, time_cost, parallelism)`` tuple works too.
     Each value must be at least the library's minimum, which is also the default cost:
-    ``(19456, 2, 1)`` (OWASP's recommendation: 19 MiB, 2 passes, 1 lane).
+    ``(19456, 2, 1)`` (OWASP's recommendation: 19 MiB, 2 passes, 1 lane), and at most its
+    maximum: ``(1048576, 64, 16)`` (1 GiB, 64 passes, 16 lanes).
     """
 
     #: Memory per password operation, in KiB (``m_kib`` in C).
@@ -72,23 +73,28 @@ class Instance(HandleOwner):
         """Opens the backend named by ``url`` and an instance on it, creating the device
         identity on first open.
 
-        Supported URLs: ``"memory:"`` (nothing survives the process), ``"sqlite:PATH"``
-        and ``"postgres://user:password@host:port/db?options"``; PostgreSQL connections use
-        TLS as libpq's ``sslmode`` and ``sslrootcert`` say (e.g.
-        ``"?sslmode=verify-full&sslrootcert=/etc/ca.pem"``; see the README).
+        Supported URLs, the three backends:
+
+        - ``"sqlite:PATH"``: the embedded default, one file (created with mode 0600);
+        - ``"postgres://user:password@host:port/db?options"`` (or ``postgresql://``): a
+          PostgreSQL server shared by many processes, with TLS as libpq's ``sslmode`` and
+          ``sslrootcert`` say (e.g. ``"?sslmode=verify-full&sslrootcert=/etc/ca.pem"``; see
+          the README);
+        - ``"memory:"`` (exactly that): in this process only, nothing survives it; for tests.
 
         ``argon2``: the Argon2id cost of passwords, as :class:`Argon2Params` or a
         ``(memory_kib, time_cost, parallelism)`` tuple; None for the default, which is the
-        minimum: ``(19456, 2, 1)``. Each value must be at least the minimum, so passwords are
-        never weaker by accident. The cost is recorded when the instance is created; opening
-        an existing instance with a different one fails rather than change it. There is no
-        maximum: every password operation (create_user, login, change_password) then uses
-        that much memory and time, so keep the values modest.
+        minimum: ``(19456, 2, 1)``. Each value must be from the minimum, so passwords are
+        never weaker by accident, to the maximum ``(1048576, 64, 16)`` (1 GiB, 64 passes,
+        16 lanes). Every password operation (create_user, login, change_password) uses that
+        much memory and time, so keep the values modest. The cost is recorded when the
+        instance is created; opening an existing instance with a different one fails rather
+        than change it.
 
         Raises InvalidArgument for an unknown or malformed URL (an unknown ``sslmode``;
         ``verify-ca`` or ``verify-full`` without a readable ``sslrootcert``), or Argon2id
-        parameters below the minimum, rejected by Argon2, or different from the recorded
-        ones; TypeError if ``argon2`` is not three integers; StorageError or Corrupt if the
+        parameters below the minimum, above the maximum, rejected by Argon2, or different
+        from the recorded ones; TypeError if ``argon2`` is not three integers; StorageError or Corrupt if the
         backend fails (for PostgreSQL: unreachable, TLS refused, or a certificate refused).
         """
         u = _native.encode(url, "url")
@@ -128,7 +134,7 @@ class Instance(HandleOwner):
         n = _native.encode(name, "username")
         p = _native.encode_optional(password, "password")
         with self._handle.use() as ptr:
-            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p))
+            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p), username=name)
 
     def list_users(self) -> list[str]:
         """Every username, sorted."""
@@ -155,4 +161,12 @@ class Instance(HandleOwner):
         super().close()
 
     def __repr__(self) -> str:
-        return f"<mnemo.Instance {'closed' if self.closed else 'open'}>"
+        # The device id, read once while the handle is open and kept; repr never raises.
+        device = getattr(self, "_repr_id", None)
+        if device is None and not self.closed:
+            try:
+                device = self._repr_id = self.device_id
+            except Exception:
+                pass
+        state = "closed" if self.closed else "open"
+        return f"<mnemo.Instance {device} {state}>" if device else f"<mnemo.Instance {state}>"

@@ -67,8 +67,9 @@ class User:
     session stay readable after logout, but their writes raise LoggedOut.
     """
 
-    def __init__(self, ptr: int) -> None:
+    def __init__(self, ptr: int, *, username: str | None = None) -> None:
         """Internal: wraps a ``mnemo_user *``. Use :meth:`mnemo.Instance.login`."""
+        self._username = username  # the name logged in with, for repr
         self._handle = Handle(
             ptr, _logout, lambda: LoggedOut("the user session behind this handle has logged out")
         )
@@ -286,4 +287,6 @@ class User:
                 pass  # nothing useful to do about a failed logout during collection
 
     def __repr__(self) -> str:
-        return f"<mnemo.User {'logged out' if self.logged_out else 'logged in'}>"
+        state = "logged out" if self.logged_out else "logged in"
+        name = getattr(self, "_username", None)
+        return f"<mnemo.User {name!r} {state}>" if name is not None else f"<mnemo.User {state}>"

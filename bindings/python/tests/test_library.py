@@ -7,6 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import PYTHON_DIR, REPO_DIR
@@ -66,6 +67,7 @@ def test_error_classes(status: int, cls: type) -> None:
     err = mnemo.errors.error_for_status(status, "detail")
     assert type(err) is cls
     assert err.status == status == int(mnemo.Status(status))
+    assert type(err.status) is mnemo.Status
     assert err.message == str(err) == "detail"
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is cls and again.status == status and again.message == "detail"
@@ -74,6 +76,19 @@ def test_error_classes(status: int, cls: type) -> None:
 def test_unknown_status_gives_base_error() -> None:
     err = mnemo.errors.error_for_status(42, "future")
     assert type(err) is mnemo.Error and err.status == 42
+    assert type(err.status) is int and repr(err) == "Error('future', status=42)"
+
+
+def test_status_is_the_enum(inst: mnemo.Instance) -> None:
+    # .status is a mnemo.Status member: named, and still equal to the number.
+    with pytest.raises(mnemo.AuthFailed) as caught:
+        inst.login("nobody")
+    status = caught.value.status
+    assert type(status) is mnemo.Status and status is mnemo.Status.AUTH_FAILED
+    assert status == 4 and status.name == "AUTH_FAILED"
+    assert "status=Status.AUTH_FAILED" in repr(caught.value)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again.status) is mnemo.Status and again.status is mnemo.Status.AUTH_FAILED
 
 
 def test_python_flavoured_bases() -> None:
@@ -119,8 +134,38 @@ def test_bad_mnemo_lib_fails_clearly() -> None:
 
 def test_build_tree_is_searched() -> None:
     paths = _native.candidate_paths()
-    assert paths[-2] == REPO_DIR / "target" / "release" / "libmnemo.so"
-    assert paths[-1] == REPO_DIR / "target" / "debug" / "libmnemo.so"
+    assert set(paths[-2:]) == {
+        REPO_DIR / "target" / "release" / "libmnemo.so",
+        REPO_DIR / "target" / "debug" / "libmnemo.so",
+    }
+
+
+@pytest.mark.parametrize("newer", ["debug", "release"])
+def test_the_freshest_build_is_chosen(
+    newer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A release build from last week must not shadow this morning's `cargo build`, nor
+    # the other way round: the more recently written library comes first.
+    older = "release" if newer == "debug" else "debug"
+    for profile, mtime in ((older, 1_000_000), (newer, 2_000_000)):
+        lib = tmp_path / "target" / profile / "libmnemo.so"
+        lib.parent.mkdir(parents=True)
+        lib.write_bytes(b"")
+        os.utime(lib, (mtime, mtime))
+    monkeypatch.setattr(_native, "_REPO_DIR", tmp_path)
+    paths = _native.candidate_paths()
+    assert paths[-2:] == [
+        tmp_path / "target" / newer / "libmnemo.so",
+        tmp_path / "target" / older / "libmnemo.so",
+    ]
+
+
+def test_a_missing_build_comes_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = tmp_path / "target" / "release" / "libmnemo.so"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    monkeypatch.setattr(_native, "_REPO_DIR", tmp_path)
+    assert _native.candidate_paths()[-2:] == [lib, tmp_path / "target" / "debug" / "libmnemo.so"]
 
 
 def test_objects_left_open_at_exit_are_freed_quietly() -> None:
