@@ -912,8 +912,8 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  * same path and of paths under it.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
- * argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
- * thread-safe: use a transaction from one thread at a time.
+ * argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
+ * unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char *store, const char *key, const char *pointer, const char *json);
 

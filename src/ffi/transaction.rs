@@ -52,8 +52,8 @@ pub unsafe extern "C" fn mnemo_txn_set(
 /// same path and of paths under it.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
-/// argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
-/// thread-safe: use a transaction from one thread at a time.
+/// argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
+/// unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_set_path(
