@@ -4,11 +4,22 @@
  * Generated from src/ffi/ by build.rs with cbindgen. Do not edit.
  *
  * Conventions (they hold for every function below):
- * - Every fallible function returns mnemo_status (0 = MNEMO_STATUS_OK) and its result
- *   must be checked. mnemo_last_error_message() then gives the detail on this thread.
+ * - Every fallible function returns mnemo_status (int32_t, 0 = MNEMO_STATUS_OK) and its
+ *   result must be checked. The MNEMO_STATUS_* constants are int literals, and int is
+ *   int32_t on every platform mnemo builds for, so their type is mnemo_status; binding
+ *   generators that type a macro by its sign need telling (bindgen:
+ *   --default-macro-constant-type signed). include/mnemo_ffi.h declares the same API
+ *   without any macro, for cffi, LuaJIT and other FFIs that read declarations.
+ * - The error message is per thread. Every function that returns mnemo_status clears the
+ *   calling thread's message when it starts and sets it when it fails; functions that
+ *   return anything else (the _free functions, mnemo_txn_abort, mnemo_status_str,
+ *   mnemo_version, mnemo_last_error_message, ...) never change it. So read
+ *   mnemo_last_error_message() on the thread that made the failing call, before that
+ *   thread's next status-returning call (docs/other-languages.md: FFIs that hop threads).
  * - Out-parameters are set to NULL on entry and written only on success.
- * - Strings in are NUL-terminated UTF-8, borrowed for the call. Strings out are owned by the
- *   caller and freed with mnemo_string_free(). Lists and records are JSON text.
+ * - Strings in are NUL-terminated UTF-8 whatever the process's locale (mnemo never reads
+ *   it), borrowed for the call: a binding encodes them itself. Strings out are UTF-8, owned
+ *   by the caller and freed with mnemo_string_free(). Lists and records are JSON text.
  * - Each handle has a mnemo_<type>_free() that accepts NULL. Handles may be used from
  *   several threads at once unless a function says otherwise.
  * - A panic inside mnemo never crosses into C: it becomes MNEMO_STATUS_INTERNAL.
@@ -633,8 +644,11 @@ uint32_t mnemo_version_number(void);
 
 /**
  * The message of the last failed mnemo call on this thread, or NULL if the last call
- * succeeded. Borrowed: valid until the next mnemo call on this thread; do not free.
- * Never contains passwords or private keys. Thread-safe (the message is per thread).
+ * succeeded. Every function returning mnemo_status clears it when it starts and sets it
+ * when it fails; no other function changes it (so strings may be freed first). Borrowed:
+ * valid until this thread's next call of a function returning mnemo_status; do not free.
+ * UTF-8. Never contains passwords or private keys. Thread-safe (the message is per thread:
+ * read it on the thread that made the failing call).
  */
 const char *mnemo_last_error_message(void);
 
@@ -738,9 +752,10 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * successfully.
  *
  * Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
- * MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
- * MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT,
- * MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, …),
+ * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND, MNEMO_STATUS_CORRUPT,
+ * MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
 
@@ -896,16 +911,17 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  * transaction: on a value set here it edits that value; it replaces earlier writes of the
  * same path and of paths under it.
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`, or a bad
- * pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
- * thread-safe: use a transaction from one thread at a time.
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
+ * argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
+ * unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char *store, const char *key, const char *pointer, const char *json);
 
 /**
  * Adds "delete `key` from `store`" to the transaction.
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
+ * argument, bad UTF-8, bad or reserved store name, bad key),
  * MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
  * transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
  * at a time.

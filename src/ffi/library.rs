@@ -36,8 +36,11 @@ pub extern "C" fn mnemo_version_number() -> u32 {
 }
 
 /// The message of the last failed mnemo call on this thread, or NULL if the last call
-/// succeeded. Borrowed: valid until the next mnemo call on this thread; do not free.
-/// Never contains passwords or private keys. Thread-safe (the message is per thread).
+/// succeeded. Every function returning mnemo_status clears it when it starts and sets it
+/// when it fails; no other function changes it (so strings may be freed first). Borrowed:
+/// valid until this thread's next call of a function returning mnemo_status; do not free.
+/// UTF-8. Never contains passwords or private keys. Thread-safe (the message is per thread:
+/// read it on the thread that made the failing call).
 #[no_mangle]
 pub extern "C" fn mnemo_last_error_message() -> *const c_char {
     last_error_ptr()

@@ -145,9 +145,10 @@ pub unsafe extern "C" fn mnemo_sync_db(
 /// successfully.
 ///
 /// Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
-/// MNEMO_STATUS_INVALID_ARGUMENT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND,
-/// MNEMO_STATUS_CORRUPT, MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT,
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, …),
+/// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND, MNEMO_STATUS_CORRUPT,
+/// MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+/// Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_track(

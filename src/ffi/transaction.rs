@@ -51,9 +51,9 @@ pub unsafe extern "C" fn mnemo_txn_set(
 /// transaction: on a value set here it edits that value; it replaces earlier writes of the
 /// same path and of paths under it.
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`, or a bad
-/// pointer, or a write nested too deep; the transaction is unchanged and stays usable). Not
-/// thread-safe: use a transaction from one thread at a time.
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
+/// argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
+/// unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_set_path(
@@ -75,7 +75,8 @@ pub unsafe extern "C" fn mnemo_txn_set_path(
 
 /// Adds "delete `key` from `store`" to the transaction.
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`),
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
+/// argument, bad UTF-8, bad or reserved store name, bad key),
 /// MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
 /// transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
 /// at a time.

@@ -3,7 +3,8 @@
 
 Every function must have a doc comment (the /** ... */ block right above it) that
 - says something about thread safety (a sentence containing "thread"), and,
-- for a function returning mnemo_status, names the statuses it returns (MNEMO_STATUS_...).
+- for a function returning mnemo_status, names the statuses it returns (MNEMO_STATUS_...);
+- for a function taking a string (`const char *`), says "UTF-8" (what the bytes must be).
 
 Usage: check_header_docs.py [HEADER]   (default: include/mnemo.h next to this repository)
 Prints one line per problem and "N passed, N failed" (one check per function).
@@ -24,8 +25,8 @@ DECL = re.compile(
 )
 
 
-def functions(text: str) -> list[tuple[str, str, str]]:
-    """(name, return type, doc comment or "") for every function in the header."""
+def functions(text: str) -> list[tuple[str, str, str, str]]:
+    """(name, return type, parameters, doc comment or "") for every function in the header."""
     out = []
     # Split into top-level items: doc comments and the statements that follow them.
     pos = 0
@@ -50,17 +51,19 @@ def functions(text: str) -> list[tuple[str, str, str]]:
             continue  # plain comments neither document nor separate
         d = DECL.match(chunk)
         if d and not chunk.startswith("typedef"):
-            out.append((d.group("name"), " ".join(d.group("ret").split()), doc))
+            out.append((d.group("name"), " ".join(d.group("ret").split()), d.group("args"), doc))
         doc = ""
     return out
 
 
-def problems(name: str, ret: str, doc: str) -> list[str]:
+def problems(name: str, ret: str, args: str, doc: str) -> list[str]:
     if not doc:
         return [f"{name}: no doc comment"]
     found = []
     if ret == "mnemo_status" and "MNEMO_STATUS_" not in doc:
         found.append(f"{name}: returns mnemo_status but its doc lists no MNEMO_STATUS_* value")
+    if re.search(r"\bconst\s+char\s*\*", args) and "UTF-8" not in doc:
+        found.append(f"{name}: takes a string but its doc does not say UTF-8")
     if not re.search(r"thread", doc, re.I):
         found.append(f"{name}: its doc says nothing of thread safety (no sentence with 'thread')")
     return found
@@ -73,8 +76,8 @@ def main() -> int:
         print(f"no functions found in {header}")
         return 1
     bad = 0
-    for name, ret, doc in fns:
-        found = problems(name, ret, doc)
+    for name, ret, args, doc in fns:
+        found = problems(name, ret, args, doc)
         if found:
             bad += 1
             for p in found:

@@ -38,7 +38,8 @@ export PKG_CONFIG_PATH=$LIB/pkgconfig
 
 # --- the installed files --------------------------------------------------------------
 check "files installed" test -f "$LIB/libmnemo.so.$VERSION" -a -f "$LIB/libmnemo.a" \
-    -a -f "$PREFIX/include/mnemo.h" -a -f "$PREFIX/include/mnemo.hpp" -a -f "$LIB/pkgconfig/mnemo.pc" \
+    -a -f "$PREFIX/include/mnemo.h" -a -f "$PREFIX/include/mnemo.hpp" \
+    -a -f "$PREFIX/include/mnemo_ffi.h" -a -f "$LIB/pkgconfig/mnemo.pc" \
     -a -f "$LIB/cmake/mnemo/mnemoConfig.cmake" -a -f "$LIB/cmake/mnemo/mnemoConfigVersion.cmake"
 check "libmnemo.so.$ABI -> libmnemo.so.$VERSION" \
     test "$(readlink "$LIB/libmnemo.so.$ABI")" = "libmnemo.so.$VERSION"
