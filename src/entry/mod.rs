@@ -10,11 +10,13 @@
 //! The signature covers [`SIGNING_DOMAIN`] followed by everything before it; the id is the
 //! SHA-256 of all of it. Decoding accepts only this canonical form.
 
+mod batch;
 pub(crate) mod codec;
 mod id;
 
 use std::collections::BTreeMap;
 
+pub use batch::{decode_all, MAX_DECODE_THREADS};
 pub use id::EntryId;
 
 use crate::crypto::{KeyRing, PublicKey, Signature};

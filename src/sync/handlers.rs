@@ -9,7 +9,7 @@ use super::SyncEngine;
 use crate::crypto::PublicKey;
 use crate::database::settings::auth_key;
 use crate::database::{now_ms, DatabaseCore, Permission, Registry, SETTINGS_STORE};
-use crate::entry::{Entry, EntryId};
+use crate::entry::{decode_all, Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// The endpoints of the sync protocol.
@@ -225,10 +225,10 @@ fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
 /// becomes visible; invalid ones are dropped. Replies one status per entry: OK when taken
 /// (applied or waiting for its parents), else why not.
 fn push(registry: &Registry, env: &Envelope, entries: &[Vec<u8>]) -> Vec<u8> {
-    let statuses: Vec<Status> = entries
-        .iter()
-        .map(|bytes| {
-            let taken = Entry::decode(bytes).and_then(|e| {
+    let statuses: Vec<Status> = decode_all(entries)
+        .into_iter()
+        .map(|decoded| {
+            let taken = decoded.and_then(|e| {
                 if e.database_id() != env.db {
                     return Err(Error::Corrupt("entry of another database".into()));
                 }

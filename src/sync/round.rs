@@ -10,7 +10,7 @@ use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, Registry};
-use crate::entry::{Entry, EntryId};
+use crate::entry::{decode_all, Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// What one round moved.
@@ -184,13 +184,21 @@ impl Exchange<'_> {
             while !missing.is_empty() {
                 let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
                 let before = missing.len();
-                for bytes in &got {
-                    let id = EntryId::of_bytes(bytes);
-                    let Some(at) = missing.iter().position(|m| *m == id) else {
-                        continue; // not asked for: ignored
-                    };
-                    missing.swap_remove(at);
-                    self.take(bytes, report);
+                // Only what was asked for is decoded (signatures checked on several cores),
+                // then taken in the order sent, so parents sent first are stored first.
+                let asked: Vec<Vec<u8>> = got
+                    .into_iter()
+                    .filter(|bytes| {
+                        let id = EntryId::of_bytes(bytes);
+                        let Some(at) = missing.iter().position(|m| *m == id) else {
+                            return false; // not asked for: ignored
+                        };
+                        missing.swap_remove(at);
+                        true
+                    })
+                    .collect();
+                for (bytes, decoded) in asked.iter().zip(decode_all(&asked)) {
+                    self.take(bytes, decoded, report);
                 }
                 if missing.len() == before {
                     return Err(Error::Network(format!(
@@ -211,10 +219,11 @@ impl Exchange<'_> {
         }
     }
 
-    /// Verifies and takes one entry the peer sent, noting the outcome in `report`.
-    fn take(&self, bytes: &[u8], report: &mut SyncReport) {
+    /// Takes one entry the peer sent, decoded and verified (`decoded`), noting the outcome
+    /// in `report`.
+    fn take(&self, bytes: &[u8], decoded: Result<Entry>, report: &mut SyncReport) {
         let id = EntryId::of_bytes(bytes);
-        let taken = Entry::decode(bytes).and_then(|e| {
+        let taken = decoded.and_then(|e| {
             if e.database_id() != self.db {
                 return Err(Error::Corrupt("an entry of another database".into()));
             }
