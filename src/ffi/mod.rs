@@ -13,6 +13,8 @@ mod backend;
 mod database;
 // After database: nested documents and history are functions of a database handle.
 mod documents;
+// After database: a watcher is made from a database handle.
+mod events;
 mod instance;
 mod library;
 mod status;
@@ -30,6 +32,7 @@ mod strings;
 pub use backend::*;
 pub use database::*;
 pub use documents::*;
+pub use events::*;
 pub use instance::*;
 pub use library::*;
 pub use sharing::*;
