@@ -150,6 +150,8 @@ pub struct Events {
 }
 
 impl Events {
+    /// Registers a new queue with a database's subscribers; [`Error::Internal`] if the
+    /// system cannot make the descriptor.
     pub(crate) fn start(subscribers: Arc<Subscribers>) -> Result<Self> {
         let queue = Arc::new(EventQueue::new()?);
         subscribers.add_watcher(queue.clone());

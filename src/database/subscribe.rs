@@ -296,6 +296,8 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Registers `callback` with a database's subscribers, starting the notification thread
+    /// if needed ([`Error::Internal`] if it cannot start).
     pub(crate) fn start(
         subscribers: Arc<Subscribers>,
         notifier: &Notifier,
