@@ -67,12 +67,20 @@ typedef struct mnemo_cursor mnemo_cursor;
 typedef struct mnemo_database mnemo_database;
 
 /**
+ * A watcher's queue of changes (see `mnemo_db_watch`). Thread-safe: several threads may
+ * call `mnemo_events_next` on it at once (each event goes to exactly one of them); no call
+ * may still be running on it when it is freed.
+ */
+typedef struct mnemo_events mnemo_events;
+
+/**
  * An open instance. Safe to use from several threads at once.
  */
 typedef struct mnemo_instance mnemo_instance;
 
 /**
- * A live subscription. Safe to free from any thread, including from its own callback.
+ * A live subscription. Safe to free from any thread, including from its own callback;
+ * freeing never waits for a callback.
  */
 typedef struct mnemo_subscription mnemo_subscription;
 
@@ -99,11 +107,13 @@ typedef int32_t mnemo_status;
 
 /**
  * A change callback: `user_data` first, then the database id and the entry id (both
- * "sha256:…", valid only during the call), then whether the change came from sync.
+ * "sha256:…", valid only during the call), then `remote`: 1 when the change came from
+ * sync, 0 for a local commit (an `int32_t`, not a C `bool`, so that every FFI maps it the
+ * same way).
  * It must return normally: ending the thread from inside it (`pthread_exit`, `longjmp` out
  * of it, a C++ exception) aborts the process, since the thread is mnemo's.
  */
-typedef void (*mnemo_change_cb)(void *user_data, const char *db_id, const char *entry_id, bool remote);
+typedef void (*mnemo_change_cb)(void *user_data, const char *db_id, const char *entry_id, int32_t remote);
 
 /**
  * Releases `user_data` when a subscription ends.
@@ -422,7 +432,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   valid only during the call.
  * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
  * - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
- *   when the subscription ends (`mnemo_subscription_free`), after the last call of `cb`; or
+ *   when the subscription ends (`mnemo_subscription_free`, which says on which thread),
+ *   after the last call of `cb`; or
  *   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
  *   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
  * - `out`: receives a new subscription handle, owned by the caller, freed with
@@ -519,6 +530,60 @@ MNEMO_MUST_USE mnemo_status mnemo_cursor_next(struct mnemo_cursor *cursor, char 
  * other thread is using `cursor`.
  */
 void mnemo_cursor_free(struct mnemo_cursor *cursor);
+
+/**
+ * Starts watching a database without a callback: every change from now on, each local
+ * commit and each entry applied from sync, is queued in the returned handle, for the
+ * caller to take with `mnemo_events_next` on a thread of its own choosing, or to wait for
+ * through the descriptor of `mnemo_events_fd`.
+ *
+ * The queue holds at most 1024 changes. When it is full, later changes are not queued but
+ * counted, and `mnemo_events_next` reports the count, in order, as `{"overflow":n}`: a
+ * lost change is always reported, never silently dropped.
+ *
+ * - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the system
+ * could not make the descriptor). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_watch(struct mnemo_database *db, struct mnemo_events **out);
+
+/**
+ * Takes the oldest pending event, waiting up to `timeout_ms` milliseconds for one
+ * (0: do not wait).
+ *
+ * - `out_json`: receives an owned string (free it with `mnemo_string_free`), or NULL when
+ *   no event came within `timeout_ms`. An event is either a change,
+ *   `{"db":"sha256:…","entry":"sha256:…","remote":false}` (`remote` true when it came from
+ *   sync), or `{"overflow":n}`: n changes were dropped here because the queue was full.
+ *
+ * Returns MNEMO_STATUS_OK (with an event, or NULL on timeout), MNEMO_STATUS_INVALID_ARGUMENT
+ * (NULL events or out_json). Thread-safe: see `mnemo_events`.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_events_next(struct mnemo_events *events, uint32_t timeout_ms, char **out_json);
+
+/**
+ * A file descriptor that is readable exactly while events are pending, for poll, select,
+ * epoll, asyncio or libuv to wait on (then call `mnemo_events_next`). It is a socket, not
+ * an eventfd: only wait for it to be readable; never read from, write to or close it.
+ * It stays valid until `mnemo_events_free`.
+ *
+ * - `out_fd`: receives the descriptor; set to -1 on failure.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL events or out_fd).
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_events_fd(const struct mnemo_events *events, int *out_fd);
+
+/**
+ * Stops the watch and frees the handle, with any events still pending; its descriptor is
+ * closed. NULL is a no-op. Never waits for anything.
+ *
+ * `events` is NULL or a live handle that is not used again. Thread-safe, as long as no
+ * other thread is using `events`.
+ */
+void mnemo_events_free(struct mnemo_events *events);
 
 /**
  * Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
@@ -667,12 +732,38 @@ const char *mnemo_status_str(mnemo_status status);
 void mnemo_string_free(char *s);
 
 /**
- * Ends a subscription: after it returns, the callback is not running and will not be called
- * again, and `destroy(user_data)` has been called. From inside the subscription's own
- * callback, the end (and `destroy`) happen when the callback returns. NULL is a no-op.
- * Thread-safe: may be called from any thread, including the callback's own.
+ * Ends a subscription, without waiting: it never blocks on a callback that is queued or
+ * running on the library thread, so it may be called from any thread, including one that a
+ * callback is waiting for, and from the subscription's own callback.
+ *
+ * - Changes committed after this call are not delivered to the subscription.
+ * - Notifications already queued when it is called (changes committed before it) are still
+ *   delivered, on the library thread, after it returns: none is silently dropped.
+ *   `mnemo_db_flush_notifications` waits for them.
+ * - `destroy(user_data)` runs exactly once, after the last call of `cb`: before this
+ *   function returns, on the calling thread, when no notification for the subscription is
+ *   queued or running; otherwise on the library thread, right after the last one returns
+ *   (so when freed from inside its own callback: on the library thread, once that callback
+ *   and any still queued have returned).
+ *
+ * NULL is a no-op. Thread-safe: may be called from any thread.
  */
 void mnemo_subscription_free(struct mnemo_subscription *subscription);
+
+/**
+ * Waits until every subscription callback for the changes committed before this call has
+ * run: those of every database of `db`'s instance, including notifications still queued
+ * for subscriptions freed meanwhile (and their `destroy`, when it runs on the library
+ * thread). Events queues (`mnemo_db_watch`) are not callbacks and are not waited for.
+ *
+ * - `timeout_ms`: the longest wait, in milliseconds; 0 only checks.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db), MNEMO_STATUS_BUSY
+ * (`timeout_ms` passed first, the message says how many notifications are left; or called
+ * from inside a callback, on the library thread, where it would wait for itself).
+ * Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_flush_notifications(struct mnemo_database *db, uint32_t timeout_ms);
 
 /**
  * Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),

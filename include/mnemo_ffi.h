@@ -50,6 +50,8 @@ typedef struct mnemo_cursor mnemo_cursor;
 
 typedef struct mnemo_database mnemo_database;
 
+typedef struct mnemo_events mnemo_events;
+
 typedef struct mnemo_instance mnemo_instance;
 
 typedef struct mnemo_subscription mnemo_subscription;
@@ -62,7 +64,7 @@ typedef struct mnemo_user mnemo_user;
 
 typedef int32_t mnemo_status;
 
-typedef void (*mnemo_change_cb)(void *user_data, const char *db_id, const char *entry_id, bool remote);
+typedef void (*mnemo_change_cb)(void *user_data, const char *db_id, const char *entry_id, int32_t remote);
 
 typedef void (*mnemo_destroy_cb)(void *user_data);
 
@@ -110,6 +112,14 @@ mnemo_status mnemo_cursor_next(mnemo_cursor *cursor, char **out_key, char **out_
 
 void mnemo_cursor_free(mnemo_cursor *cursor);
 
+mnemo_status mnemo_db_watch(mnemo_database *db, mnemo_events **out);
+
+mnemo_status mnemo_events_next(mnemo_events *events, uint32_t timeout_ms, char **out_json);
+
+mnemo_status mnemo_events_fd(const mnemo_events *events, int *out_fd);
+
+void mnemo_events_free(mnemo_events *events);
+
 mnemo_status mnemo_instance_open(mnemo_backend *backend, mnemo_instance **out);
 
 mnemo_status mnemo_instance_open_with_argon2(mnemo_backend *backend, uint32_t m_kib, uint32_t t, uint32_t p, mnemo_instance **out);
@@ -139,6 +149,8 @@ const char *mnemo_status_str(mnemo_status status);
 void mnemo_string_free(char *s);
 
 void mnemo_subscription_free(mnemo_subscription *subscription);
+
+mnemo_status mnemo_db_flush_notifications(mnemo_database *db, uint32_t timeout_ms);
 
 mnemo_status mnemo_sync_listen(mnemo_sync *sync, const char *addr, char **out_bound_addr);
 

@@ -18,7 +18,9 @@ and checks the header's and /work/shared/API.md's conventions:
     crash, must not panic (MNEMO_STATUS_INTERNAL) and must leave its outputs consistent;
   - a void function taking a pointer must document NULL as a no-op, and is called with it;
   - every out-parameter set to a non-NULL sentinel before a failed call is NULL after it,
-    and set to a fresh value after a successful one (which the sweep then frees);
+    and set to a fresh value after a successful one (which the sweep then frees); an
+    `int *` out-parameter (a file descriptor) is -1 after a failed call and >= 0 after a
+    successful one;
   - OK comes with no message, a failure with a non-empty one;
   - a destroy callback runs once for a subscription that succeeded, never for a call
     refused with MNEMO_STATUS_INVALID_ARGUMENT.
@@ -332,6 +334,7 @@ HANDLE_SLOTS = {
     "mnemo_database": "db",
     "mnemo_txn": "txn",
     "mnemo_subscription": "subscription",
+    "mnemo_events": "events",
     "mnemo_sync": "sync",
     "mnemo_cursor": "cursor",
 }
@@ -366,6 +369,8 @@ def classify_param(header, p):
         p.kind = "str_out"
     elif p.base == "char" and p.depth == 1:
         p.kind = "str_owned"  # a string mnemo returned, given back (mnemo_string_free)
+    elif p.base == "int" and p.depth == 1 and not p.const:
+        p.kind = "int_out"  # a file descriptor: -1 on failure
     elif p.base == "void" and p.depth == 1:
         p.kind = "user_data"
     elif p.depth == 0 and (p.base in INTEGER_TYPES or p.base in header.scalars):
@@ -380,7 +385,7 @@ def classify_param(header, p):
 
 def is_pointer(p):
     return p.kind in ("handle_in", "handle_out", "str_in", "str_out", "str_owned", "callback",
-                      "user_data")
+                      "user_data", "int_out")
 
 
 def callback_sig(header, p):
@@ -505,6 +510,7 @@ static struct {
     mnemo_database *db;
     mnemo_txn *txn;
     mnemo_subscription *subscription;
+    mnemo_events *events;
     mnemo_sync *sync;
     mnemo_cursor *cursor;
     int alice, bob, granted, sync_enabled;
@@ -520,7 +526,7 @@ static int fixture(mnemo_status status, const char *call) {
     return 0;
 }
 
-SWEEP_UNUSED static void noop_change(void *user_data, const char *db_id, const char *entry_id, bool remote) {
+SWEEP_UNUSED static void noop_change(void *user_data, const char *db_id, const char *entry_id, int32_t remote) {
     (void)user_data;
     (void)db_id;
     (void)entry_id;
@@ -624,6 +630,15 @@ SWEEP_UNUSED static mnemo_subscription *need_subscription(void) {
     if (!W.subscription && need_db())
         fixture(mnemo_db_subscribe(W.db, noop_change, NULL, NULL, &W.subscription), "mnemo_db_subscribe");
     return W.subscription;
+}
+
+/* A watcher on the fixture database with one event pending (so that next returns one). */
+SWEEP_UNUSED static mnemo_events *need_events(void) {
+    if (!W.events && need_db()) {
+        if (fixture(mnemo_db_watch(W.db, &W.events), "mnemo_db_watch"))
+            fixture(mnemo_db_set(W.db, "s", "k", "3"), "mnemo_db_set(\"s\", \"k\", \"3\")");
+    }
+    return W.events;
 }
 
 SWEEP_UNUSED /* The instance, with sync enabled (for functions documented to need it). */
@@ -928,7 +943,7 @@ class Gen:
             o.append("}\n")
         o.append("static void world_free(void) {")
         # Leaves first: what depends on a handle goes before it.
-        for slot_type in ("mnemo_subscription", "mnemo_cursor", "mnemo_txn", "mnemo_sync", "mnemo_database",
+        for slot_type in ("mnemo_events", "mnemo_subscription", "mnemo_cursor", "mnemo_txn", "mnemo_sync", "mnemo_database",
                           "mnemo_user", "mnemo_instance", "mnemo_backend"):
             slot = HANDLE_SLOTS[slot_type]
             if slot_type in self.destructors:
@@ -1031,6 +1046,7 @@ class Gen:
         status_fn = fn.ret == "mnemo_status"
         handle_params = [p for p in fn.params if p.kind == "handle_in"]
         args, shown, outs, consumed, destroy_passed = [], [], [], [], False
+        int_outs = []
         after = None
         o.append("static void %s(void) {" % cid)
         for p in fn.params:
@@ -1107,6 +1123,15 @@ class Gen:
                     shown.append(fname)
                     destroy_passed = destroy_passed or destroy
                 args.append(v)
+            elif p.kind == "int_out":
+                if under_test:
+                    args.append("NULL")
+                    shown.append("NULL")
+                else:
+                    o.append("    %s %s = 42; /* a sentinel */" % (p.base, v))
+                    args.append("&" + v)
+                    shown.append("&%s" % p.name)
+                    int_outs.append(p)
             elif p.kind == "user_data":
                 o.append("    %s %s = %s;" % (p.ctype, v, "NULL" if under_test else "&destroy_marker"))
                 shown.append("NULL" if under_test else "&user_data")
@@ -1171,6 +1196,12 @@ class Gen:
                 else:
                     o.append("        destroy_%s(%s);" % (p.base, v))
                 o.append("    }")
+            for p in int_outs:
+                v = "a%d" % p.index
+                o.append("    if (st != MNEMO_STATUS_OK && %s != -1)" % v)
+                o.append('        fail("returned %%s but left out-parameter `%s` at %%d (expected -1)", mnemo_status_str(st), %s);' % (p.name, v))
+                o.append("    if (st == MNEMO_STATUS_OK && %s < 0)" % v)
+                o.append('        fail("returned MNEMO_STATUS_OK but wrote %%d to out-parameter `%s`", %s);' % (p.name, v))
             if destroy_passed:
                 after = "after_" + cid
                 o.append("    last_status_%s = st;" % cid)

@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
 
         std::atomic<int> changes{0};
         auto watching = notes.subscribe([&changes](const std::string &, const std::string &, bool) { ++changes; });
+        auto feed = notes.watch();  // the same changes, pulled instead of called back
 
         notes.set("todo", "milk", R"({"done": false})");
         {
@@ -55,6 +56,9 @@ int main(int argc, char **argv) {
             txn.set("todo", "eggs", R"({"done": true})");
             std::cout << "committed " << txn.commit() << "\n";
         }
+        notes.flush_notifications(std::chrono::seconds(10));
+        std::cout << "callbacks: " << changes << "\n";
+        while (auto event = feed.next()) std::cout << "event: " << *event << "\n";
         std::cout << "todo: " << notes.get_all("todo") << "\n";
         std::cout << "first two: " << notes.scan("todo", "", std::nullopt, 2) << "\n";
         auto todo = notes.cursor("todo");

@@ -113,10 +113,12 @@ private:
 /// A change notification: the database id, the entry id, whether it came from sync.
 using change_callback = std::function<void(const std::string &db_id, const std::string &entry_id, bool remote)>;
 
-/// A live subscription; the callback stops when it is destroyed.
+/// A live subscription; it ends when destroyed. Ending never waits for the callback:
+/// changes committed before it that are still queued are delivered afterwards, on the
+/// library thread (database::flush_notifications waits for them), later ones never.
 class subscription {
 public:
-    /// Ends the subscription now: afterwards the callback is not running and not called again.
+    /// Ends the subscription now, without waiting (see the class).
     void cancel() noexcept { h_.reset(); }
     mnemo_subscription *native_handle() const noexcept { return h_.get(); }
 
@@ -124,6 +126,35 @@ private:
     friend class database;
     explicit subscription(mnemo_subscription *s) : h_(s) {}
     detail::owned<mnemo_subscription, mnemo_subscription_free> h_;
+};
+
+/// A database's changes, queued for reading without a callback (database::watch): at most
+/// 1024 changes; beyond, `{"overflow":n}` reports how many were dropped. Safe to read from
+/// several threads at once.
+class events {
+public:
+    /// The oldest pending event as JSON (`{"db":…,"entry":…,"remote":false}` or
+    /// `{"overflow":n}`), waiting up to `timeout`; std::nullopt when none came in time.
+    std::optional<std::string> next(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+        char *out = nullptr;
+        detail::check(mnemo_events_next(h_.get(), static_cast<std::uint32_t>(timeout.count()), &out),
+                      "mnemo_events_next");
+        if (!out) return std::nullopt;
+        return detail::take(out);
+    }
+    /// A descriptor readable exactly while events are pending (for poll/epoll); do not read
+    /// from or close it. Valid as long as this object.
+    int fd() const {
+        int fd = -1;
+        detail::check(mnemo_events_fd(h_.get(), &fd), "mnemo_events_fd");
+        return fd;
+    }
+    mnemo_events *native_handle() const noexcept { return h_.get(); }
+
+private:
+    friend class database;
+    explicit events(mnemo_events *e) : h_(e) {}
+    detail::owned<mnemo_events, mnemo_events_free> h_;
 };
 
 /// Operations that commit together as one signed entry. Aborted if destroyed uncommitted.
@@ -262,14 +293,26 @@ public:
         detail::check(status, "mnemo_db_subscribe");
         return subscription(s);
     }
+    /// Queues every change from now on for reading without a callback.
+    events watch() {
+        mnemo_events *e = nullptr;
+        detail::check(mnemo_db_watch(h_.get(), &e), "mnemo_db_watch");
+        return events(e);
+    }
+    /// Waits until every callback for the changes committed so far has run; throws
+    /// MNEMO_STATUS_BUSY when `timeout` passes first (or from inside a callback).
+    void flush_notifications(std::chrono::milliseconds timeout) {
+        detail::check(mnemo_db_flush_notifications(h_.get(), static_cast<std::uint32_t>(timeout.count())),
+                      "mnemo_db_flush_notifications");
+    }
     mnemo_database *native_handle() const noexcept { return h_.get(); }
 
 private:
     friend class user;
     explicit database(mnemo_database *d) : h_(d) {}
-    static void on_change(void *data, const char *db_id, const char *entry_id, bool remote) {
+    static void on_change(void *data, const char *db_id, const char *entry_id, std::int32_t remote) {
         try {
-            (*static_cast<change_callback *>(data))(db_id, entry_id, remote);
+            (*static_cast<change_callback *>(data))(db_id, entry_id, remote != 0);
         } catch (...) {
         }
     }

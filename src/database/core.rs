@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::authority::{self, Level};
 use super::discards::{self, DiscardIndex};
 use super::documents;
+use super::events::Events;
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
@@ -209,7 +210,20 @@ impl DatabaseCore {
     /// Calls `callback` on the instance's notification thread after every change of this
     /// database, local or remote, until the returned [`Subscription`] is dropped.
     pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
-        Subscription::start(self.subscribers.clone(), self.notifier.clone(), callback)
+        Subscription::start(self.subscribers.clone(), &self.notifier, callback)
+    }
+
+    /// Queues every change of this database from now on, local or remote, for the returned
+    /// [`Events`] to read; fails only if the system cannot make a socket pair.
+    pub fn watch(&self) -> Result<Events> {
+        Events::start(self.subscribers.clone())
+    }
+
+    /// Waits until every subscription callback queued before this call, for any database
+    /// of this instance, has run; [`Error::Busy`] when `timeout` passes first, or at once
+    /// when called from inside a callback (it would wait for itself).
+    pub fn flush_notifications(&self, timeout: std::time::Duration) -> Result<()> {
+        self.notifier.flush(timeout)
     }
 
     fn parent_metas(&self, parents: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta)>> {

@@ -4,6 +4,7 @@ mod authority;
 mod core;
 mod discards;
 mod documents;
+mod events;
 mod generated_keys;
 mod history;
 mod names;
@@ -26,6 +27,7 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
 pub use self::core::{DatabaseCore, Received};
+pub use events::{Event, Events, EVENTS_CAPACITY};
 pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
 pub use registry::Registry;
@@ -328,11 +330,24 @@ impl Database {
     }
 
     /// Calls `callback` on the instance's notification thread after every change, local or
-    /// remote, until the returned [`Subscription`] is dropped. A panic in the callback is
-    /// caught and ignored.
+    /// remote, until the returned [`Subscription`] is dropped (see there for what is still
+    /// delivered after). A panic in the callback is caught and ignored.
     pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
         self.check_read()?;
         self.core.subscribe(callback)
+    }
+
+    /// Starts a watcher: every change from now on, local or remote, queued for the caller to
+    /// read ([`Events`]). Fails with [`Error::PermissionDenied`] once read was revoked.
+    pub fn watch(&self) -> Result<Events> {
+        self.check_read()?;
+        self.core.watch()
+    }
+
+    /// Waits until every subscription callback for the changes made so far has run (see
+    /// [`DatabaseCore::flush_notifications`]).
+    pub fn flush_notifications(&self, timeout: std::time::Duration) -> Result<()> {
+        self.core.flush_notifications(timeout)
     }
 
     /// Checks everything stored of this database against its entries (signatures, ids,

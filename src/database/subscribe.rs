@@ -1,12 +1,21 @@
 //! Change notifications: callbacks run on one library thread per instance, in commit order,
-//! never while mnemo holds a lock the callback could need.
+//! never while mnemo holds a lock the callback could need; watchers ([`super::events`])
+//! get the same changes in their own bounded queues.
+//!
+//! Ending a subscription never waits for the notification thread. A notification is queued
+//! for a subscription when its change is committed; every notification queued before the
+//! subscription ends is still delivered, and the callback is dropped (so its C `destroy`
+//! runs) right after the last one: by the thread that ends the subscription if nothing is
+//! queued or running for it then, otherwise by the notification thread.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
+use super::events::EventQueue;
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -24,17 +33,68 @@ pub struct Change {
 /// A subscriber's callback.
 pub type Callback = Box<dyn Fn(&Change) + Send>;
 
-struct Slot {
-    active: AtomicBool,
-    /// Held by the notifier thread while it runs the callback; taken (and so dropped) when
-    /// the subscription ends.
-    callback: Mutex<Option<Callback>>,
+thread_local! {
+    /// On a notification thread: the address of its notifier's [`Progress`] (0 elsewhere).
+    /// Compared instead of thread ids: `thread::current()` would allocate a handle for a C
+    /// caller's thread that is never freed.
+    static NOTIFYING_FOR: Cell<usize> = const { Cell::new(0) };
 }
 
-/// The subscribers of one database.
+/// One subscription as the notifier sees it.
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    /// The callback; `None` while the notification thread runs it, and once dropped.
+    callback: Option<Callback>,
+    /// Notifications queued for this subscription and not yet delivered (the one running
+    /// included).
+    queued: usize,
+    /// Set when the subscription ends: nothing more is queued for it.
+    ended: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one more queued notification; false once the subscription has ended.
+    fn enqueue(&self) -> bool {
+        let mut state = self.lock();
+        if state.ended {
+            return false;
+        }
+        state.queued += 1;
+        true
+    }
+
+    /// Counts one queued notification as done (after `callback`, which it had taken, ran).
+    /// Drops the callback, in this thread, if the subscription has ended and this was its
+    /// last notification.
+    fn done(&self, callback: Option<Callback>) {
+        let finished = {
+            let mut state = self.lock();
+            state.queued = state.queued.saturating_sub(1);
+            if state.ended && state.queued == 0 {
+                callback
+            } else {
+                if callback.is_some() {
+                    state.callback = callback;
+                }
+                None
+            }
+        };
+        drop(finished); // outside the lock: a C destroy may call mnemo
+    }
+}
+
+/// The subscribers and watchers of one database.
 #[derive(Default)]
 pub(crate) struct Subscribers {
     slots: RwLock<Vec<Arc<Slot>>>,
+    watchers: RwLock<Vec<Arc<EventQueue>>>,
 }
 
 struct Event {
@@ -47,37 +107,54 @@ struct Event {
 #[derive(Default)]
 pub(crate) struct Notifier {
     started: OnceLock<Started>,
+    progress: Arc<Progress>,
+}
+
+/// How many events the notification thread has finished (every callback of each run).
+#[derive(Default)]
+struct Progress {
+    delivered: Mutex<u64>,
+    advanced: Condvar,
 }
 
 struct Started {
-    sender: Mutex<Sender<Event>>,
+    queue: Mutex<Queue>,
     thread: JoinHandle<()>,
 }
 
-impl Notifier {
-    fn sender(&self) -> Result<&Mutex<Sender<Event>>> {
-        self.start().map(|s| &s.sender)
-    }
+/// The sending side of the notification thread's channel, with a count of what was sent.
+struct Queue {
+    sender: Sender<Event>,
+    sent: u64,
+}
 
+impl Notifier {
     fn start(&self) -> Result<&Started> {
         if let Some(started) = self.started.get() {
             return Ok(started);
         }
         let (tx, rx) = channel::<Event>();
+        let progress = self.progress.clone();
         let handle = thread::Builder::new()
             .name("mnemo-notify".into())
             .spawn(move || {
+                NOTIFYING_FOR.with(|n| n.set(Arc::as_ptr(&progress) as usize));
                 for event in rx {
                     for slot in &event.slots {
                         deliver(slot, &event.change);
                     }
+                    *progress.delivered.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    progress.advanced.notify_all();
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the notification thread: {e}")))?;
         // A racing caller may have started one first; then ours sees its sender dropped
         // and ends at once.
         let _ = self.started.set(Started {
-            sender: Mutex::new(tx),
+            queue: Mutex::new(Queue {
+                sender: tx,
+                sent: 0,
+            }),
             thread: handle,
         });
         Ok(self
@@ -86,82 +163,160 @@ impl Notifier {
             .expect("set just now or by a racing caller"))
     }
 
-    fn is_notifier_thread(&self) -> bool {
-        self.started
-            .get()
-            .is_some_and(|s| s.thread.thread().id() == thread::current().id())
+    /// Whether the calling thread is this notifier's own.
+    fn is_own_thread(&self) -> bool {
+        NOTIFYING_FOR.with(|n| n.get()) == Arc::as_ptr(&self.progress) as usize
+    }
+
+    /// Queues `change` for `slots` (each already counted by [`Slot::enqueue`]).
+    fn send(&self, started: &Started, slots: Vec<Arc<Slot>>, change: Change) {
+        let mut queue = started.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match queue.sender.send(Event { slots, change }) {
+            Ok(()) => queue.sent += 1,
+            // The thread is gone (only if it panicked outside a callback): the notifications
+            // will never run, so they are no longer queued.
+            Err(unsent) => {
+                drop(queue);
+                for slot in &unsent.0.slots {
+                    slot.done(None);
+                }
+            }
+        }
+    }
+
+    /// Waits until every callback queued before this call has run, or `timeout` passes
+    /// ([`Error::Busy`]). Fails at once with [`Error::Busy`] on the notification thread
+    /// itself (from inside a callback), where it would wait for itself.
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<()> {
+        let Some(started) = self.started.get() else {
+            return Ok(()); // no callback was ever queued
+        };
+        if self.is_own_thread() {
+            return Err(Error::Busy(
+                "cannot wait for change callbacks from inside one (it would wait for itself)"
+                    .into(),
+            ));
+        }
+        let target = started.queue.lock().unwrap_or_else(|p| p.into_inner()).sent;
+        let deadline = Instant::now() + timeout;
+        let mut delivered = self
+            .progress
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while *delivered < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Busy(format!(
+                    "{} change notifications still queued or running after {} ms",
+                    target - *delivered,
+                    timeout.as_millis()
+                )));
+            }
+            delivered = self
+                .progress
+                .advanced
+                .wait_timeout(delivered, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Notifier {
     fn drop(&mut self) {
-        if let Some(Started { sender, thread }) = self.started.take() {
-            drop(sender); // ends the thread's loop once queued events are delivered
-            if thread.thread().id() != thread::current().id() {
+        if let Some(Started { queue, thread }) = self.started.take() {
+            drop(queue); // ends the thread's loop once queued events are delivered
+            if !self.is_own_thread() {
                 let _ = thread.join();
             }
         }
     }
 }
 
+/// Runs one queued notification of `slot`, unless its callback was already dropped.
 fn deliver(slot: &Slot, change: &Change) {
-    let mut callback = slot.callback.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.active.load(Ordering::Acquire) {
-        if let Some(cb) = callback.as_ref() {
-            let _ = catch_unwind(AssertUnwindSafe(|| cb(change)));
-        }
+    let callback = slot.lock().callback.take();
+    if let Some(cb) = callback.as_ref() {
+        let _ = catch_unwind(AssertUnwindSafe(|| cb(change)));
     }
-    // The callback may have ended its own subscription; finish ending it now.
-    if !slot.active.load(Ordering::Acquire) {
-        drop(callback.take());
-    }
+    slot.done(callback);
 }
 
 impl Subscribers {
-    /// Queues `change` for every current subscriber. Costs nothing without subscribers.
+    /// Queues `change` for every current watcher and subscriber. Costs nothing without
+    /// either.
     pub(crate) fn notify(&self, notifier: &Notifier, change: Change) {
+        for queue in self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            queue.push(change);
+        }
         let slots = self.slots.read().unwrap_or_else(|p| p.into_inner()).clone();
         if slots.is_empty() {
             return;
         }
-        if let Ok(sender) = notifier.sender() {
-            let _ = sender
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(Event { slots, change });
+        let Ok(started) = notifier.start() else {
+            return; // every live subscription started it: it cannot fail now
+        };
+        let slots: Vec<Arc<Slot>> = slots.into_iter().filter(|s| s.enqueue()).collect();
+        if !slots.is_empty() {
+            notifier.send(started, slots, change);
         }
+    }
+
+    /// Adds a watcher's queue.
+    pub(crate) fn add_watcher(&self, queue: Arc<EventQueue>) {
+        self.watchers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(queue);
+    }
+
+    /// Removes a watcher's queue: it receives nothing more.
+    pub(crate) fn remove_watcher(&self, queue: &Arc<EventQueue>) {
+        self.watchers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|q| !Arc::ptr_eq(q, queue));
     }
 }
 
-/// A live subscription. Dropping it (or [`Subscription::cancel`]) ends it: afterwards the
-/// callback is never called again and has been dropped.
+/// A live subscription. Dropping it (or [`Subscription::cancel`]) ends it at once, without
+/// waiting: changes committed afterwards are not delivered to it; notifications queued
+/// before are still delivered, on the notification thread, and the callback is dropped
+/// right after the last one (by the dropping thread when none is queued or running).
 pub struct Subscription {
     slot: Arc<Slot>,
     subscribers: Arc<Subscribers>,
-    notifier: Arc<Notifier>,
 }
 
 impl Subscription {
+    /// Registers `callback` with a database's subscribers, starting the notification thread
+    /// if needed ([`Error::Internal`] if it cannot start).
     pub(crate) fn start(
         subscribers: Arc<Subscribers>,
-        notifier: Arc<Notifier>,
+        notifier: &Notifier,
         callback: Callback,
     ) -> Result<Self> {
-        notifier.sender()?;
+        notifier.start()?;
         let slot = Arc::new(Slot {
-            active: AtomicBool::new(true),
-            callback: Mutex::new(Some(callback)),
+            state: Mutex::new(SlotState {
+                callback: Some(callback),
+                queued: 0,
+                ended: false,
+            }),
         });
         subscribers
             .slots
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .push(slot.clone());
-        Ok(Subscription {
-            slot,
-            subscribers,
-            notifier,
-        })
+        Ok(Subscription { slot, subscribers })
     }
 
     /// Ends the subscription (the same as dropping it).
@@ -170,28 +325,20 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.slot.active.store(false, Ordering::Release);
         self.subscribers
             .slots
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|s| !Arc::ptr_eq(s, &self.slot));
-        let taken = if self.notifier.is_notifier_thread() {
-            // Inside a callback: if it is this subscription's own, the notifier drops it
-            // when the callback returns.
-            match self.slot.callback.try_lock() {
-                Ok(mut cb) => cb.take(),
-                Err(TryLockError::Poisoned(p)) => p.into_inner().take(),
-                Err(TryLockError::WouldBlock) => None,
+        let finished = {
+            let mut state = self.slot.lock();
+            state.ended = true;
+            if state.queued == 0 {
+                state.callback.take()
+            } else {
+                None // the notification thread drops it after the last one
             }
-        } else {
-            // Waits for a call in progress on the notifier thread to finish.
-            self.slot
-                .callback
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
         };
-        drop(taken);
+        drop(finished);
     }
 }

@@ -39,9 +39,10 @@ pub fn decode_all(batch: &[Vec<u8>]) -> Vec<Result<Entry>> {
             match thread {
                 Ok(handle) => match handle.join() {
                     Ok(decoded) => out.extend(decoded),
-                    Err(_) => out.extend(part.iter().map(|_| {
-                        Err(Error::Internal("a signature check panicked".into()))
-                    })),
+                    Err(_) => out.extend(
+                        part.iter()
+                            .map(|_| Err(Error::Internal("a signature check panicked".into()))),
+                    ),
                 },
                 Err(_) => out.extend(decode_part(part)),
             }

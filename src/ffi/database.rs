@@ -414,7 +414,8 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   valid only during the call.
 /// - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
 /// - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
-///   when the subscription ends (`mnemo_subscription_free`), after the last call of `cb`; or
+///   when the subscription ends (`mnemo_subscription_free`, which says on which thread),
+///   after the last call of `cb`; or
 ///   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
 ///   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
 /// - `out`: receives a new subscription handle, owned by the caller, freed with

@@ -15,6 +15,8 @@ mod database;
 mod documents;
 // After database: a cursor is made by `mnemo_db_cursor`.
 mod cursor;
+// After database: a watcher is made from a database handle.
+mod events;
 mod instance;
 mod library;
 mod status;
@@ -33,6 +35,7 @@ pub use backend::*;
 pub use cursor::*;
 pub use database::*;
 pub use documents::*;
+pub use events::*;
 pub use instance::*;
 pub use library::*;
 pub use sharing::*;

@@ -6,6 +6,7 @@ mod conformance;
 mod documents;
 mod durability;
 mod engine;
+mod events;
 mod faults;
 mod foreign;
 mod hostile;

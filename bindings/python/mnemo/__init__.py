@@ -56,6 +56,7 @@ from .errors import (
     StorageError,
     SyncDisabled,
 )
+from .events import Events
 from .instance import Argon2Params, Instance
 from .store import Store
 from .subscription import Subscription
@@ -77,6 +78,7 @@ __all__ = [
     "Database",
     "Permission",
     "Store",
+    "Events",
     "Transaction",
     "Subscription",
     "Sync",

@@ -21,9 +21,9 @@ from ctypes import (
     CFUNCTYPE,
     POINTER,
     byref,
-    c_bool,
     c_char,
     c_char_p,
+    c_int,
     c_int32,
     c_size_t,
     c_uint32,
@@ -53,9 +53,9 @@ str_t = c_char_p
 #: integer key, never a real pointer).
 user_data_t = c_void_p
 #: ``mnemo_change_cb``: ``void (*)(void *user_data, const char *db_id, const char *entry_id,
-#: bool remote)``. The strings arrive as ``bytes`` (copied: they are valid only during the
-#: call) and ``user_data`` as an ``int`` (or None for NULL).
-change_cb_t = CFUNCTYPE(None, user_data_t, c_char_p, c_char_p, c_bool)
+#: int32_t remote)``. The strings arrive as ``bytes`` (copied: they are valid only during the
+#: call), ``user_data`` as an ``int`` (or None for NULL), ``remote`` as 0 or 1.
+change_cb_t = CFUNCTYPE(None, user_data_t, c_char_p, c_char_p, c_int32)
 #: ``mnemo_destroy_cb``: ``void (*)(void *user_data)``.
 destroy_cb_t = CFUNCTYPE(None, user_data_t)
 
@@ -126,6 +126,11 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     # cursor
     "mnemo_cursor_next": (status_t, [handle_t, owned_str_out_t, owned_str_out_t]),
     "mnemo_cursor_free": (None, [handle_t]),
+    # events
+    "mnemo_db_watch": (status_t, [handle_t, handle_out_t]),
+    "mnemo_events_next": (status_t, [handle_t, c_uint32, owned_str_out_t]),
+    "mnemo_events_fd": (status_t, [handle_t, POINTER(c_int)]),
+    "mnemo_events_free": (None, [handle_t]),
     # transaction
     "mnemo_txn_set": (status_t, [handle_t, str_t, str_t, str_t]),
     "mnemo_txn_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
@@ -134,6 +139,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_txn_abort": (None, [handle_t]),
     # subscription
     "mnemo_subscription_free": (None, [handle_t]),
+    "mnemo_db_flush_notifications": (status_t, [handle_t, c_uint32]),
     # sync
     "mnemo_sync_listen": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_sync_connect": (status_t, [handle_t, str_t, owned_str_out_t]),
@@ -293,11 +299,12 @@ def ctypes_for(c_type: str) -> Any:
     table = {
         "void": None,
         "void *": user_data_t,
-        "bool": c_bool,
+        "int32_t": c_int32,
         "mnemo_status": status_t,
         "mnemo_change_cb": change_cb_t,
         "mnemo_destroy_cb": destroy_cb_t,
         "uint32_t": c_uint32,
+        "int *": POINTER(c_int),
         "size_t": c_size_t,
         "const char *": str_t,
         "char *": owned_str_t,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from ctypes import c_size_t
 from typing import Any, Literal
 
 from . import _native, subscription
+from .events import Events
 from ._handle import Handle, HandleOwner
 from ._native import lib
 from ._values import from_json, to_json
@@ -296,11 +298,30 @@ class Database(HandleOwner):
         The callback runs on a library thread, in commit order, and may call mnemo. An
         exception it raises is logged to the ``mnemo`` logger and otherwise ignored. The
         subscription lasts until closed (or garbage-collected): use it as a context manager
-        or keep a reference. Raises TypeError if ``callback`` is not callable,
+        or keep a reference. To read changes on a thread of your own instead, see
+        :meth:`watch`. Raises TypeError if ``callback`` is not callable,
         InternalError if the notification thread cannot start.
         """
         with self._handle.use() as ptr:
             return subscription.subscribe(ptr, callback)
+
+    def watch(self) -> Events:
+        """Starts queuing every change to this database from now on, local and remote, for
+        reading without a callback: ``next(timeout)``, iteration, or waiting on ``fileno()``
+        (see :class:`mnemo.Events`). Raises PermissionDenied once read was revoked."""
+        with self._handle.use() as ptr:
+            return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
+
+    def flush_notifications(self, timeout: float = 10.0) -> None:
+        """Waits until every subscription callback for the changes committed so far (to any
+        database of this instance) has run, including those still queued for subscriptions
+        closed meanwhile. Raises Busy if ``timeout`` seconds pass first, or when called from
+        inside a callback (it would wait for itself); ValueError for a negative timeout."""
+        if math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        timeout_ms = min(math.ceil(timeout * 1000), 0xFFFF_FFFF)
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_db_flush_notifications(ptr, timeout_ms))
 
     def close(self) -> None:
         """Frees the handle (the database stays stored). Idempotent."""

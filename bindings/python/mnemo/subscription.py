@@ -7,9 +7,12 @@ destroy callback removes it, exactly once, after the last call of the change cal
 (A ctypes callback object made per subscription would have to be released from inside its
 own destroy call, which could free the code C is still running.)
 
-Subscriptions still open when the interpreter exits are closed by an :mod:`atexit` handler:
-a library thread that calls into a finalizing interpreter is terminated by CPython
-(``pthread_exit``), which aborts the whole process when it unwinds through mnemo.
+Subscriptions still open when the interpreter exits are closed by an :mod:`atexit` handler,
+which then waits (at most :data:`EXIT_WAIT` seconds) for the library to destroy them: a
+library thread that calls into a finalizing interpreter is terminated by CPython
+(``pthread_exit``), which aborts the whole process when it unwinds through mnemo. Closing
+does not wait for callbacks (the library delivers the ones already queued afterwards), so
+the handler waits for the destroy calls instead.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -35,11 +39,15 @@ _log = logging.getLogger("mnemo")
 #: atomic under the GIL).
 _callbacks: dict[int, ChangeCallback] = {}
 _keys = itertools.count(1)  # 0 would reach the callbacks as None (a NULL pointer)
+#: Notified whenever :func:`_destroy` removes a callback.
+_released = threading.Condition()
+#: How long the exit handler waits for the library to destroy the closed subscriptions.
+EXIT_WAIT = 5.0
 #: The open Subscription objects, closed at interpreter exit.
 _open: weakref.WeakSet[Subscription] = weakref.WeakSet()
 
 
-def _change(user_data: int | None, db_id: bytes, entry_id: bytes, remote: bool) -> None:
+def _change(user_data: int | None, db_id: bytes, entry_id: bytes, remote: int) -> None:
     """Runs on the library's notification thread. Nothing may propagate into C: an
     exception from the callback is logged to the ``mnemo`` logger, and the next change is
     delivered as usual."""
@@ -53,8 +61,11 @@ def _change(user_data: int | None, db_id: bytes, entry_id: bytes, remote: bool) 
 
 
 def _destroy(user_data: int | None) -> None:
-    """Called exactly once per subscription, after the last call of its callback."""
-    _callbacks.pop(user_data or 0, None)
+    """Called exactly once per subscription, after the last call of its callback: on the
+    thread that closes it, or on the library thread after the queued calls."""
+    with _released:
+        _callbacks.pop(user_data or 0, None)
+        _released.notify_all()
 
 
 #: The C entry points, alive as long as this module.
@@ -64,10 +75,13 @@ _on_destroy = _native.destroy_cb_t(_destroy)
 
 @atexit.register
 def _close_all() -> None:
-    """Ends every open subscription before the interpreter finalizes, so that the library
-    never calls into it afterwards (see the module's documentation)."""
+    """Ends every open subscription before the interpreter finalizes, and waits until the
+    library has destroyed them, so that it never calls into the interpreter afterwards (see
+    the module's documentation)."""
     for sub in list(_open):
         sub.close()
+    with _released:
+        _released.wait_for(lambda: not _callbacks, EXIT_WAIT)
 
 
 def live_callbacks() -> int:
@@ -97,9 +111,11 @@ class Subscription(HandleOwner):
 
     The callback runs on a library thread, once per change, in commit order. The
     subscription lasts until :meth:`close` (or the end of a ``with`` block, or garbage
-    collection of this object: keep a reference). After ``close`` returns the callback is
-    not running and will not be called again; closing from inside the callback itself ends
-    the subscription when the callback returns. Safe to close from any thread.
+    collection of this object: keep a reference). ``close`` never waits for the callback:
+    changes committed after it are not delivered, but those committed before and still
+    queued are, on the library thread, after ``close`` returns (none is silently dropped);
+    :meth:`mnemo.Database.flush_notifications` waits for them. Safe to close from any
+    thread, including from inside the callback itself.
     """
 
     def __init__(self, ptr: int, key: int) -> None:
@@ -113,7 +129,7 @@ class Subscription(HandleOwner):
         _open.add(self)
 
     def close(self) -> None:
-        """Ends the subscription. Idempotent."""
+        """Ends the subscription without waiting (see the class). Idempotent."""
         super().close()
 
     def __repr__(self) -> str:

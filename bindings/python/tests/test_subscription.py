@@ -84,9 +84,10 @@ def test_stops_after_close_and_destroy_runs(db: mnemo.Database) -> None:
     with db.subscribe(witness):
         commit(db, "a")
         first.wait_for(1)
+        db.flush_notifications()  # the call has returned: nothing queued or running
         sub.close()
         sub.close()  # idempotent
-        assert key not in subscription._callbacks  # destroyed before close returned
+        assert key not in subscription._callbacks  # so destroyed before close returned
         later = commit(db, "b")
         witness.wait_for_entry(later)
     assert len(first.calls) == 1

@@ -1,0 +1,481 @@
+/* Hearing about changes through the C ABI: watchers (mnemo_db_watch, a bounded queue with a
+ * pollable descriptor), subscriptions freed without waiting for their callbacks, and
+ * mnemo_db_flush_notifications. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, poll, pthreads under -std=c11 */
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "check.h"
+
+#define CAPACITY 1024 /* the documented queue capacity of mnemo_db_watch */
+
+typedef struct fixture {
+    mnemo_instance *instance;
+    mnemo_user *user;
+    mnemo_database *db;
+    char *db_id;
+} fixture;
+
+static fixture open_fixture(void) {
+    fixture f = {NULL, NULL, NULL, NULL};
+    mnemo_backend *backend = NULL;
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &f.instance));
+    EXPECT_OK(mnemo_instance_create_user(f.instance, "erin", NULL));
+    EXPECT_OK(mnemo_instance_login(f.instance, "erin", NULL, &f.user));
+    EXPECT_OK(mnemo_user_create_db(f.user, "events", &f.db));
+    EXPECT_OK(mnemo_db_id(f.db, &f.db_id));
+    return f;
+}
+
+static void close_fixture(fixture *f) {
+    mnemo_string_free(f->db_id);
+    mnemo_db_free(f->db);
+    EXPECT_OK(mnemo_user_logout(f->user));
+    mnemo_instance_free(f->instance);
+}
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1000.0 + (double)t.tv_nsec / 1e6;
+}
+
+/* One commit; returns its entry id (owned). */
+static char *commit(mnemo_database *db, const char *value) {
+    mnemo_txn *txn = NULL;
+    char *entry = NULL;
+    EXPECT_OK(mnemo_db_begin(db, &txn));
+    EXPECT_OK(mnemo_txn_set(txn, "s", "k", value));
+    EXPECT_OK(mnemo_txn_commit(txn, &entry));
+    return entry;
+}
+
+/* Takes the next event (waiting up to timeout_ms) and checks it is the change `entry`. */
+static void expect_change(mnemo_events *events, uint32_t timeout_ms, const char *db_id,
+                          const char *entry, const char *remote) {
+    char want[256];
+    char *json = NULL;
+    snprintf(want, sizeof want, "{\"db\":\"%s\",\"entry\":\"%s\",\"remote\":%s}", db_id, entry, remote);
+    EXPECT_OK(mnemo_events_next(events, timeout_ms, &json));
+    EXPECT_STR(json, want);
+}
+
+/* Whether the descriptor is readable within timeout_ms. */
+static int readable(int fd, int timeout_ms) {
+    struct pollfd p;
+    p.fd = fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    int n = poll(&p, 1, timeout_ms);
+    return n == 1 && (p.revents & POLLIN) != 0;
+}
+
+static void test_watch_next_and_timeout(void) {
+    fixture f = open_fixture();
+    mnemo_events *events = NULL;
+    char *json = (char *)"sentinel";
+    char *before = commit(f.db, "0"); /* before the watch: never seen */
+    EXPECT_OK(mnemo_db_watch(f.db, &events));
+    CHECK(events != NULL);
+
+    /* Nothing pending: timeout 0 polls, a timeout waits about that long; OK with NULL. */
+    EXPECT_OK(mnemo_events_next(events, 0, &json));
+    CHECK(json == NULL);
+    double start = now_ms();
+    json = (char *)"sentinel";
+    EXPECT_OK(mnemo_events_next(events, 100, &json));
+    double waited = now_ms() - start;
+    CHECK(json == NULL);
+    CHECK(waited >= 95.0 && waited < 5000.0);
+
+    char *a = commit(f.db, "1");
+    char *b = commit(f.db, "2");
+    CHECK(strcmp(a, before) != 0);
+    expect_change(events, 0, f.db_id, a, "false");
+    expect_change(events, 0, f.db_id, b, "false");
+    EXPECT_OK(mnemo_events_next(events, 0, &json));
+    CHECK(json == NULL);
+
+    mnemo_string_free(before);
+    mnemo_string_free(a);
+    mnemo_string_free(b);
+    mnemo_events_free(events);
+    mnemo_events_free(NULL);
+    close_fixture(&f);
+}
+
+typedef struct delayed_commit {
+    mnemo_database *db;
+    char *entry;
+} delayed_commit;
+
+static void *commit_later(void *arg) {
+    delayed_commit *d = (delayed_commit *)arg;
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    d->entry = commit(d->db, "\"later\"");
+    return NULL;
+}
+
+static void test_descriptor(void) {
+    fixture f = open_fixture();
+    mnemo_events *events = NULL;
+    int fd = -1;
+    EXPECT_OK(mnemo_db_watch(f.db, &events));
+    EXPECT_OK(mnemo_events_fd(events, &fd));
+    CHECK(fd >= 0);
+    int again = -1;
+    EXPECT_OK(mnemo_events_fd(events, &again));
+    CHECK(again == fd); /* one descriptor per watcher, valid until mnemo_events_free */
+
+    /* Not readable before a commit; readable after; not again once the queue is empty. */
+    CHECK(!readable(fd, 0));
+    char *a = commit(f.db, "1");
+    CHECK(readable(fd, 0));
+    char *b = commit(f.db, "2");
+    expect_change(events, 0, f.db_id, a, "false");
+    CHECK(readable(fd, 0)); /* one still pending */
+    expect_change(events, 0, f.db_id, b, "false");
+    CHECK(!readable(fd, 0));
+
+    /* poll wakes when a commit arrives from another thread. */
+    delayed_commit d = {f.db, NULL};
+    pthread_t writer;
+    CHECK(pthread_create(&writer, NULL, commit_later, &d) == 0);
+    CHECK(readable(fd, 10000));
+    pthread_join(writer, NULL);
+    expect_change(events, 0, f.db_id, d.entry, "false");
+    CHECK(!readable(fd, 0));
+
+    /* A blocking next wakes the same way. */
+    mnemo_string_free(d.entry);
+    d.entry = NULL;
+    CHECK(pthread_create(&writer, NULL, commit_later, &d) == 0);
+    char *json = NULL;
+    EXPECT_OK(mnemo_events_next(events, 10000, &json));
+    pthread_join(writer, NULL);
+    CHECK(json != NULL && d.entry != NULL && strstr(json, d.entry) != NULL);
+    mnemo_string_free(json);
+
+    mnemo_string_free(a);
+    mnemo_string_free(b);
+    mnemo_string_free(d.entry);
+    mnemo_events_free(events);
+    close_fixture(&f);
+}
+
+static void test_overflow_is_reported(void) {
+    fixture f = open_fixture();
+    mnemo_events *events = NULL;
+    EXPECT_OK(mnemo_db_watch(f.db, &events));
+    char **ids = (char **)calloc(CAPACITY + 3, sizeof(char *));
+    for (int i = 0; i < CAPACITY + 3; i++) ids[i] = commit(f.db, "1");
+    for (int i = 0; i < CAPACITY; i++) expect_change(events, 0, f.db_id, ids[i], "false");
+    char *json = NULL;
+    EXPECT_OK(mnemo_events_next(events, 0, &json));
+    EXPECT_STR(json, "{\"overflow\":3}");
+    EXPECT_OK(mnemo_events_next(events, 0, &json));
+    CHECK(json == NULL);
+    /* The watch goes on. */
+    char *later = commit(f.db, "2");
+    expect_change(events, 0, f.db_id, later, "false");
+    for (int i = 0; i < CAPACITY + 3; i++) mnemo_string_free(ids[i]);
+    free(ids);
+    mnemo_string_free(later);
+    mnemo_events_free(events);
+    close_fixture(&f);
+}
+
+static void test_free_with_pending_events_and_after_the_database(void) {
+    fixture f = open_fixture();
+    mnemo_events *first = NULL, *second = NULL;
+    EXPECT_OK(mnemo_db_watch(f.db, &first));
+    EXPECT_OK(mnemo_db_watch(f.db, &second));
+    for (int i = 0; i < 5; i++) mnemo_string_free(commit(f.db, "1"));
+    mnemo_events_free(first); /* pending events go with it (valgrind checks) */
+    /* A watcher outlives its database handle; the other watcher still has its events. */
+    mnemo_db_free(f.db);
+    f.db = NULL;
+    char *json = NULL;
+    EXPECT_OK(mnemo_events_next(second, 0, &json));
+    CHECK(json != NULL && strstr(json, "\"remote\":false") != NULL);
+    mnemo_string_free(json);
+    mnemo_events_free(second);
+    close_fixture(&f);
+}
+
+static void test_bad_arguments(void) {
+    fixture f = open_fixture();
+    mnemo_events *events = (mnemo_events *)&f; /* a sentinel: must come back NULL */
+    EXPECT(mnemo_db_watch(NULL, &events), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(events == NULL);
+    EXPECT(mnemo_db_watch(f.db, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_db_watch(f.db, &events));
+    char *json = (char *)"sentinel";
+    EXPECT(mnemo_events_next(NULL, 0, &json), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(json == NULL);
+    EXPECT(mnemo_events_next(events, 0, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    int fd = 42;
+    EXPECT(mnemo_events_fd(NULL, &fd), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(fd == -1);
+    EXPECT(mnemo_events_fd(events, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_db_flush_notifications(NULL, 0), MNEMO_STATUS_INVALID_ARGUMENT);
+    mnemo_events_free(events);
+    close_fixture(&f);
+}
+
+/* --- remote changes, from a second instance through sync --------------------------- */
+
+typedef struct side {
+    mnemo_instance *instance;
+    mnemo_user *user;
+    mnemo_sync *sync;
+} side;
+
+static side open_side(const char *name) {
+    side s = {NULL, NULL, NULL};
+    mnemo_backend *backend = NULL;
+    EXPECT_OK(mnemo_backend_open("memory:", &backend));
+    EXPECT_OK(mnemo_instance_open(backend, &s.instance));
+    EXPECT_OK(mnemo_instance_create_user(s.instance, name, NULL));
+    EXPECT_OK(mnemo_instance_login(s.instance, name, NULL, &s.user));
+    EXPECT_OK(mnemo_instance_enable_sync(s.instance));
+    EXPECT_OK(mnemo_instance_sync(s.instance, &s.sync));
+    return s;
+}
+
+static void close_side(side *s) {
+    mnemo_sync_free(s->sync);
+    EXPECT_OK(mnemo_user_logout(s->user));
+    mnemo_instance_free(s->instance);
+}
+
+/* The user's default key (the first "pubkey" of mnemo_user_list_keys: it has one). */
+static char *default_key(mnemo_user *user) {
+    char *json = NULL;
+    EXPECT_OK(mnemo_user_list_keys(user, &json));
+    const char *at = json ? strstr(json, "\"pubkey\":\"") : NULL;
+    char *key = NULL;
+    if (at) {
+        at += strlen("\"pubkey\":\"");
+        size_t len = (size_t)(strchr(at, '"') - at);
+        key = (char *)malloc(len + 1);
+        memcpy(key, at, len);
+        key[len] = '\0';
+    }
+    mnemo_string_free(json);
+    return key;
+}
+
+static void test_remote_changes(void) {
+    side a = open_side("alice"), b = open_side("bob");
+    char *addr = NULL, *db_id = NULL;
+    mnemo_database *db = NULL, *copy = NULL;
+    mnemo_events *events = NULL;
+    EXPECT_OK(mnemo_sync_listen(a.sync, "127.0.0.1:0", &addr));
+    EXPECT_OK(mnemo_user_create_db(a.user, "shared", &db));
+    EXPECT_OK(mnemo_db_id(db, &db_id));
+    char *bob_key = default_key(b.user);
+    EXPECT_OK(mnemo_db_grant(db, bob_key, "read"));
+    EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
+    EXPECT_OK(mnemo_user_load_db(b.user, db_id, &copy));
+    EXPECT_OK(mnemo_db_watch(copy, &events));
+
+    char *entry = commit(db, "\"from alice\"");
+    EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
+    expect_change(events, 0, db_id, entry, "true");
+    char *json = NULL;
+    EXPECT_OK(mnemo_events_next(events, 0, &json));
+    CHECK(json == NULL);
+
+    mnemo_events_free(events);
+    mnemo_string_free(entry);
+    mnemo_db_free(copy);
+    mnemo_db_free(db);
+    free(bob_key);
+    mnemo_string_free(db_id);
+    mnemo_string_free(addr);
+    close_side(&b);
+    close_side(&a);
+}
+
+/* --- subscriptions: free never blocks; flush waits for callbacks ------------------ */
+
+/* A callback that records each call and, while `blocking`, waits until released. */
+typedef struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int blocking;
+    int calls;
+    int remote_calls;
+    int destroyed;
+    int freed;
+    pthread_t callback_thread;
+    pthread_t destroy_thread;
+    mnemo_database *db;
+    mnemo_status flush_inside; /* what mnemo_db_flush_notifications gave inside a call */
+} gate;
+
+static void gate_init(gate *g, mnemo_database *db) {
+    memset(g, 0, sizeof *g);
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->changed, NULL);
+    g->db = db;
+    g->flush_inside = MNEMO_STATUS_OK;
+}
+
+static void gate_destroy(gate *g) {
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->changed);
+}
+
+static void on_change(void *user_data, const char *db_id, const char *entry_id, int32_t remote) {
+    gate *g = (gate *)user_data;
+    (void)db_id;
+    (void)entry_id;
+    pthread_mutex_lock(&g->lock);
+    g->calls++;
+    if (remote) g->remote_calls++;
+    g->callback_thread = pthread_self();
+    pthread_cond_broadcast(&g->changed);
+    while (g->blocking) pthread_cond_wait(&g->changed, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static void on_change_flushing(void *user_data, const char *db_id, const char *entry_id, int32_t remote) {
+    gate *g = (gate *)user_data;
+    mnemo_status s = mnemo_db_flush_notifications(g->db, 10000);
+    pthread_mutex_lock(&g->lock);
+    g->flush_inside = s;
+    pthread_mutex_unlock(&g->lock);
+    on_change(user_data, db_id, entry_id, remote);
+}
+
+static void on_destroy(void *user_data) {
+    gate *g = (gate *)user_data;
+    pthread_mutex_lock(&g->lock);
+    g->destroyed++;
+    g->destroy_thread = pthread_self();
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* Waits until *field reaches want (or 10 s pass); returns the value seen. */
+static int wait_until(gate *g, const int *field, int want) {
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&g->lock);
+    while (*field < want && pthread_cond_timedwait(&g->changed, &g->lock, &deadline) == 0) {
+    }
+    int seen = *field;
+    pthread_mutex_unlock(&g->lock);
+    return seen;
+}
+
+static void release(gate *g) {
+    pthread_mutex_lock(&g->lock);
+    g->blocking = 0;
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+}
+
+typedef struct freeing {
+    mnemo_subscription *sub;
+    gate *g;
+} freeing;
+
+static void *free_subscription(void *arg) {
+    freeing *fr = (freeing *)arg;
+    mnemo_subscription_free(fr->sub);
+    pthread_mutex_lock(&fr->g->lock);
+    fr->g->freed = 1;
+    pthread_cond_broadcast(&fr->g->changed);
+    pthread_mutex_unlock(&fr->g->lock);
+    return NULL;
+}
+
+static void test_free_never_blocks_and_queued_calls_are_delivered(void) {
+    fixture f = open_fixture();
+    gate g;
+    gate_init(&g, f.db);
+    g.blocking = 1;
+    mnemo_subscription *sub = NULL;
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &g, on_destroy, &sub));
+    mnemo_string_free(commit(f.db, "1"));
+    mnemo_string_free(commit(f.db, "2")); /* queued behind the blocked call */
+    CHECK(wait_until(&g, &g.calls, 1) == 1);
+
+    /* Free from another thread while the callback blocks: it returns anyway. */
+    freeing fr = {sub, &g};
+    pthread_t freer;
+    CHECK(pthread_create(&freer, NULL, free_subscription, &fr) == 0);
+    CHECK(wait_until(&g, &g.freed, 1) == 1);
+    pthread_join(freer, NULL);
+    pthread_mutex_lock(&g.lock);
+    CHECK(g.destroyed == 0 && g.calls == 1);
+    pthread_mutex_unlock(&g.lock);
+
+    /* While the callback blocks, a flush times out with BUSY. */
+    EXPECT(mnemo_db_flush_notifications(f.db, 50), MNEMO_STATUS_BUSY);
+    mnemo_string_free(commit(f.db, "3")); /* after the free: never delivered */
+    release(&g);
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 10000));
+    pthread_mutex_lock(&g.lock);
+    CHECK(g.calls == 2);       /* the queued one was delivered, the later one not */
+    CHECK(g.destroyed == 1);   /* once, after the last call */
+    CHECK(g.remote_calls == 0);
+    CHECK(pthread_equal(g.destroy_thread, g.callback_thread)); /* on the library thread */
+    CHECK(!pthread_equal(g.destroy_thread, pthread_self()));
+    pthread_mutex_unlock(&g.lock);
+    gate_destroy(&g);
+    close_fixture(&f);
+}
+
+static void test_free_with_nothing_queued_destroys_on_the_calling_thread(void) {
+    fixture f = open_fixture();
+    gate g;
+    gate_init(&g, f.db);
+    mnemo_subscription *sub = NULL;
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &g, on_destroy, &sub));
+    mnemo_string_free(commit(f.db, "1"));
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 10000));
+    CHECK(g.calls == 1); /* flush returned: the callback ran */
+    mnemo_subscription_free(sub);
+    CHECK(g.destroyed == 1 && pthread_equal(g.destroy_thread, pthread_self()));
+    gate_destroy(&g);
+    close_fixture(&f);
+}
+
+static void test_flush_from_inside_a_callback_is_refused(void) {
+    fixture f = open_fixture();
+    gate g;
+    gate_init(&g, f.db);
+    mnemo_subscription *sub = NULL;
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change_flushing, &g, on_destroy, &sub));
+    mnemo_string_free(commit(f.db, "1"));
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 10000));
+    CHECK(g.calls == 1 && g.flush_inside == MNEMO_STATUS_BUSY);
+    mnemo_subscription_free(sub);
+    CHECK(g.destroyed == 1);
+    /* Once everything ran, a flush that does not wait succeeds. */
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 0));
+    gate_destroy(&g);
+    close_fixture(&f);
+}
+
+int main(void) {
+    test_watch_next_and_timeout();
+    test_descriptor();
+    test_overflow_is_reported();
+    test_free_with_pending_events_and_after_the_database();
+    test_bad_arguments();
+    test_remote_changes();
+    test_free_never_blocks_and_queued_calls_are_delivered();
+    test_free_with_nothing_queued_destroys_on_the_calling_thread();
+    test_flush_from_inside_a_callback_is_refused();
+    return report("c events");
+}
