@@ -193,10 +193,20 @@ def test_an_announced_huge_body_is_refused_before_any_allocation(served: Served)
 
 def test_partial_bodies_and_idle_connections_do_not_stop_sync(served: Served) -> None:
     held = []
+    refused = 0
     for i in range(40):
-        sock = served.tls_from(ATTACKERS[i % 4])
-        sock.sendall(head("/mnemo/sync/v1/db", 1 << 20) + b"0123456789")
+        # Beyond an address's share of requests in flight (the partial bodies it holds),
+        # the listener refuses its next TLS handshake: that is the defence, not a failure.
+        # Whether a body already holds its share when the next handshake arrives depends on
+        # timing, so some handshakes may be refused.
+        try:
+            sock = served.tls_from(ATTACKERS[i % 4])
+            sock.sendall(head("/mnemo/sync/v1/db", 1 << 20) + b"0123456789")
+        except (ssl.SSLError, OSError):
+            refused += 1
+            continue
         held.append(sock)
+    assert len(held) >= 16, f"only {len(held)} partial bodies held ({refused} refused)"
     for i in range(20):
         held.append(served.connect_from(ATTACKERS[4 + i % 2]))  # idle: not even a TLS hello
     try:
