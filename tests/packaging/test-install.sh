@@ -124,7 +124,7 @@ else
 fi
 
 # --- a relative PREFIX is the caller's ----------------------------------------------------
-# The release build above is reused (MNEMO_SKIP_BUILD): only the path handling is tested.
+# The build above is reused (MNEMO_SKIP_BUILD): only the path handling is tested.
 if [ -z "${MNEMO_INSTALL_PREFIX:-}" ]; then
     mkdir -p "$WORK/caller"
     CALLER=$(cd "$WORK/caller" && pwd -P)

@@ -23,7 +23,11 @@ VERSION=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml |
 rm -rf "$VENV"
 check "fresh venv" python3 -m venv "$VENV"
 unset MNEMO_LIB PYTHONPATH
-check "pip install ./bindings/python" "$VENV/bin/pip" install -q --disable-pip-version-check ./bindings/python
+# MNEMO_PACKAGE_LIB=path bundles that library (setup.py's MNEMO_LIB) instead of a release
+# build: `make test` passes its debug build, `make test-full` builds the release one.
+bundle=(env)
+[ -n "${MNEMO_PACKAGE_LIB:-}" ] && bundle=(env MNEMO_LIB="$MNEMO_PACKAGE_LIB")
+check "pip install ./bindings/python" "${bundle[@]}" "$VENV/bin/pip" install -q --disable-pip-version-check ./bindings/python
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 check "libmnemo.so bundled in the package" test -f "$SITE/mnemo/libmnemo.so"
 check "py.typed installed" test -f "$SITE/mnemo/py.typed"
