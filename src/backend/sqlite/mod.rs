@@ -431,7 +431,11 @@ impl Backend for SqliteBackend {
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
         let conn = self.reader()?;
-        let mut stmt = conn
+        // One read transaction, so the rows and their recorded count come from the same
+        // snapshot: a commit landing between two autocommit reads would look like a
+        // missing row.
+        let snapshot = conn.unchecked_transaction().map_err(sql_error)?;
+        let mut stmt = snapshot
             .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
             .map_err(sql_error)?;
         let rows = stmt
@@ -445,7 +449,9 @@ impl Backend for SqliteBackend {
             let cell = checked_cell(db, store, &key, raw)?;
             out.push((key, cell));
         }
-        let recorded = recorded_rows(&conn, db, store)?.unwrap_or(0);
+        drop(stmt);
+        let recorded = recorded_rows(&snapshot, db, store)?.unwrap_or(0);
+        snapshot.finish().map_err(sql_error)?;
         rows::verify_row_count(store, recorded, out.len())?;
         Ok(out)
     }
