@@ -5,7 +5,9 @@
 //! and with `floor/sign_plus_hash` (the ratio the issue asks for). `arrival/*` is the cost
 //! of a revocation arriving after N entries of its target that it had not seen (the state
 //! is worked out again from every entry), against a data entry arriving at the same point;
-//! `verify/after_N` is `Database::verify` over N entries.
+//! `verify/after_N` is `Database::verify` over N entries. `decode/256_*` decodes and verifies
+//! a batch of 256 entries from elsewhere one by one and with `entry::decode_all` (on up to
+//! `MAX_DECODE_THREADS` cores), as sync does with each page it receives.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -182,10 +184,33 @@ fn verify(c: &mut Criterion) {
     }
 }
 
+fn decoding(c: &mut Criterion) {
+    let author = PrivateKey::generate().unwrap();
+    let root = signed(&author, None, &[], set("s", "k", "0"));
+    let batch: Vec<Vec<u8>> = (0..256)
+        .map(|i| {
+            let ops = set("s", &format!("k{i}"), &i.to_string());
+            signed(&author, Some(root.id()), &[&root], ops)
+                .bytes()
+                .to_vec()
+        })
+        .collect();
+    c.bench_function("decode/256_one_by_one", |b| {
+        b.iter(|| {
+            for bytes in &batch {
+                black_box(Entry::decode(bytes).unwrap());
+            }
+        })
+    });
+    c.bench_function("decode/256_decode_all", |b| {
+        b.iter(|| black_box(mnemo::entry::decode_all(&batch)))
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = floor, commits, reads, transactions
+    targets = floor, commits, reads, transactions, decoding
 }
 criterion_group! {
     name = whole_history;
