@@ -45,20 +45,29 @@ class Handle:
     def acquire(self) -> int:
         """Lends the live pointer until :meth:`release`; raises the closed error if the
         handle is closed (and then must not be released)."""
-        with self._lock:
+        # acquire()/release() calls rather than `with`: measurably cheaper per call.
+        lock = self._lock
+        lock.acquire()
+        try:
             ptr = self._ptr
             if ptr is None:
                 raise self._closed_error()
             self._users += 1
             return ptr
+        finally:
+            lock.release()
 
     def release(self) -> None:
         """Ends one loan made by :meth:`acquire`."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             self._users -= 1
             # _ptr is None only once close() has started: it waits for the last user.
             if self._users == 0 and self._ptr is None:
                 self._idle.notify_all()
+        finally:
+            lock.release()
 
     @contextmanager
     def use(self) -> Iterator[int]:
