@@ -16,6 +16,10 @@ Rows (same columns as abi_bench):
   (get includes copying the string out and ``mnemo_string_free``).
 - ``package Database.set/get``: the public API (argument checks, handle lending, JSON
   encoding and decoding, error mapping).
+- ``ratio Database.set/get / ctypes floor``: the package call's median over the median of
+  the ctypes floor timed in batches alternating with the package calls' (every
+  ``FLOOR_BATCH`` calls, as many floor calls), so load on the machine falls on both alike.
+  Issue 18's target: ``Database.get`` at most 12x the floor.
 
 Each note compares with the C median from the results file: the overhead in microseconds
 per call and as a ratio. ``MNEMO_BENCH_QUICK=1`` takes fewer samples. The Python timings
@@ -36,6 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mnemo  # noqa: E402
 from mnemo import _native  # noqa: E402
+
+#: Package calls per batch, alternating with as many floor calls (the ratio rows).
+FLOOR_BATCH = 500
 
 
 def quantile(sorted_ns: list[int], q: float) -> float:
@@ -79,6 +86,26 @@ def row(phase: str, samples: list[int], c_ns: float | None = None, note: str = "
         flush=True,
     )
     return med
+
+
+def time_floor(lib: ctypes.CDLL, count: int, samples: list[int]) -> None:
+    """Appends the times of ``count`` back-to-back ``mnemo_version_number()`` calls."""
+    clock = time.perf_counter_ns
+    for _ in range(count):
+        t0 = clock()
+        lib.mnemo_version_number()
+        samples.append(clock() - t0)
+
+
+def ratio_row(phase: str, samples: list[int], floor: list[int], note: str) -> None:
+    """Prints a row whose value is the median of ``samples`` over the median of ``floor``
+    (in the median column, as abi_bench's ratio rows)."""
+    samples.sort()
+    floor.sort()
+    floor_med = quantile(floor, 0.5)
+    value = f"{quantile(samples, 0.5) / floor_med:.2f}"
+    print(f"{'python':<7} {phase:<44} {'':>8} {value:>10} {'':>10} {'':>10}  "
+          f"{note}; floor {fmt_time(floor_med)} in alternating batches", flush=True)
 
 
 def read_c_results(path: str | None) -> dict[str, float]:
@@ -156,27 +183,37 @@ def main() -> int:
                     samples.append(clock() - t0)
                 raw_get = row("raw ctypes mnemo_db_get (+copy, free)", samples, c_get)
 
-            samples = []
+            # Every FLOOR_BATCH package calls, as many floor calls (the ratio rows' floor).
+            samples, set_floor = [], []
             for i in range(n):
                 key, value = f"p{i:07d}", {"n": i, "text": "the quick brown fox"}
                 t0 = clock()
                 db.set("bench", key, value)
                 samples.append(clock() - t0)
+                if i % FLOOR_BATCH == FLOOR_BATCH - 1:
+                    time_floor(lib, FLOOR_BATCH, set_floor)
             samples.sort()
             row("package Database.set (single-key commit)", samples, c_commit,
                 f"{(quantile(samples, 0.5) - raw_set) / 1e3:+.1f} us over raw ctypes")
+            set_samples = samples
 
-            samples = []
+            samples, get_floor = [], []
             for i in range(n):
                 key = f"p{i:07d}"
                 t0 = clock()
                 got = db.get("bench", key)
                 samples.append(clock() - t0)
+                if i % FLOOR_BATCH == FLOOR_BATCH - 1:
+                    time_floor(lib, FLOOR_BATCH, get_floor)
                 if i % 997 == 0 and got != {"n": i, "text": "the quick brown fox"}:
                     raise SystemExit(f"ctypes_overhead: read {key}: got {got!r}")
             samples.sort()
             row("package Database.get", samples, c_get,
                 f"{(quantile(samples, 0.5) - raw_get) / 1e3:+.1f} us over raw ctypes")
+            ratio_row("ratio Database.set / ctypes floor", set_samples, set_floor,
+                      "no target (the commit's signature dominates)")
+            ratio_row("ratio Database.get / ctypes floor", samples, get_floor,
+                      "target <= 12 (issue 18)")
             db.close()
 
     return 0

@@ -13,12 +13,14 @@ from .errors import Error
 class Handle:
     """Owns one C handle and the function that releases it.
 
-    :meth:`use` lends the pointer for the duration of one C call; :meth:`close` waits
-    until no call is using it, then releases it exactly once. After ``close``, :meth:`use`
-    raises the error made by ``closed_error``; ``close`` again does nothing.
+    :meth:`acquire` lends the pointer for the duration of one C call, until the matching
+    :meth:`release` (the fast path of the most frequent calls, in ``try``/``finally``);
+    :meth:`use` does both around a ``with`` block. :meth:`close` waits until no call is
+    using the pointer, then releases it exactly once. After ``close``, :meth:`acquire` and
+    :meth:`use` raise the error made by ``closed_error``; ``close`` again does nothing.
     """
 
-    __slots__ = ("_ptr", "_release", "_closed_error", "_cond", "_users")
+    __slots__ = ("_ptr", "_free", "_closed_error", "_lock", "_idle", "_users")
 
     def __init__(
         self,
@@ -27,9 +29,12 @@ class Handle:
         closed_error: Callable[[], Error],
     ) -> None:
         self._ptr: int | None = ptr
-        self._release = release
+        self._free = release
         self._closed_error = closed_error
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock guards _ptr and _users; _idle (on the same lock) wakes a close()
+        # waiting for the last user.
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._users = 0
 
     @property
@@ -37,33 +42,54 @@ class Handle:
         """True once :meth:`close` has started."""
         return self._ptr is None
 
-    @contextmanager
-    def use(self) -> Iterator[int]:
-        """Lends the live pointer; raises the closed error if the handle is closed."""
-        with self._cond:
+    def acquire(self) -> int:
+        """Lends the live pointer until :meth:`release`; raises the closed error if the
+        handle is closed (and then must not be released)."""
+        # acquire()/release() calls rather than `with`: measurably cheaper per call.
+        lock = self._lock
+        lock.acquire()
+        try:
             ptr = self._ptr
             if ptr is None:
                 raise self._closed_error()
             self._users += 1
+            return ptr
+        finally:
+            lock.release()
+
+    def release(self) -> None:
+        """Ends one loan made by :meth:`acquire`."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._users -= 1
+            # _ptr is None only once close() has started: it waits for the last user.
+            if self._users == 0 and self._ptr is None:
+                self._idle.notify_all()
+        finally:
+            lock.release()
+
+    @contextmanager
+    def use(self) -> Iterator[int]:
+        """Lends the live pointer for the ``with`` block; raises the closed error if the
+        handle is closed."""
+        ptr = self.acquire()
         try:
             yield ptr
         finally:
-            with self._cond:
-                self._users -= 1
-                if self._users == 0:
-                    self._cond.notify_all()
+            self.release()
 
     def close(self) -> None:
         """Releases the handle once (idempotent). Exceptions from the release function
         propagate, but the handle counts as released either way."""
-        with self._cond:
+        with self._lock:
             ptr = self._ptr
             if ptr is None:
                 return
             self._ptr = None
             while self._users:
-                self._cond.wait()
-        self._release(ptr)
+                self._idle.wait()
+        self._free(ptr)
 
 
 _Owner = TypeVar("_Owner", bound="HandleOwner")

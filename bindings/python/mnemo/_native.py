@@ -268,19 +268,46 @@ def encode_optional(value: str | None, what: str) -> bytes | None:
     return None if value is None else encode(value, what)
 
 
+class _StringOut:
+    """A reusable ``char **`` out-parameter: the owned pointer, a ``c_char_p`` view of the
+    same memory (``.value`` copies the string out, cheaper than ``string_at``) and a
+    ready-made ``byref``. Holds NULL between calls."""
+
+    __slots__ = ("ptr", "view", "ref")
+
+    def __init__(self) -> None:
+        self.ptr = owned_str_t()
+        self.view = c_char_p.from_buffer(self.ptr)
+        self.ref = byref(self.ptr)
+
+
+#: Idle out-parameters for :func:`call_string`. A call pops one (or makes one) and pushes
+#: it back when done, so concurrent and re-entrant calls (a signal handler, a finaliser)
+#: never share one; list pop and append are atomic.
+_string_outs: list[_StringOut] = []
+
+
 def call_string(fn: Callable[..., int], *args: Any) -> str:
     """Calls ``fn(*args, char **out)``, checks the status and returns the owned string,
     freed with ``mnemo_string_free`` once copied."""
-    out = owned_str_t()
     try:
-        check(fn(*args, byref(out)))
-        if not out:
+        out = _string_outs.pop()
+    except IndexError:
+        out = _StringOut()
+    try:
+        status = fn(*args, out.ref)
+        if status:
+            check(status)
+        raw = out.view.value
+        if raw is None:
             raise InternalError("internal error: mnemo returned OK and a NULL string")
-        return ctypes.string_at(out).decode("utf-8")
+        return raw.decode("utf-8")
     finally:
-        # Out-params are written only on success, so `out` is NULL on failure; freeing
-        # NULL is a no-op.
-        lib.mnemo_string_free(out)
+        # Out-params are written only on success, so the pointer is NULL on failure;
+        # freeing NULL is a no-op. Cleared again before reuse.
+        lib.mnemo_string_free(out.ptr)
+        out.view.value = None
+        _string_outs.append(out)
 
 
 def call_handle(fn: Callable[..., int], *args: Any) -> int:

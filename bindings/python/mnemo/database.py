@@ -66,8 +66,13 @@ class Database(HandleOwner):
         """
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")
-        with self._handle.use() as ptr:
-            return from_json(_native.call_string(lib.mnemo_db_get, ptr, s, k))
+        handle = self._handle
+        ptr = handle.acquire()
+        try:
+            text = _native.call_string(lib.mnemo_db_get, ptr, s, k)
+        finally:
+            handle.release()
+        return from_json(text)
 
     def set(self, store: str, key: str, value: Any) -> None:
         """Sets ``key`` in ``store`` to ``value`` (any JSON-serialisable value), as one
@@ -80,8 +85,14 @@ class Database(HandleOwner):
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")
         v = _native.encode(to_json(value), "value")
-        with self._handle.use() as ptr:
-            _native.check(lib.mnemo_db_set(ptr, s, k, v))
+        handle = self._handle
+        ptr = handle.acquire()
+        try:
+            status = lib.mnemo_db_set(ptr, s, k, v)
+            if status:
+                _native.check(status)
+        finally:
+            handle.release()
 
     def set_path(self, store: str, key: str, pointer: str, value: Any) -> None:
         """Sets the part of ``key``'s value at the JSON Pointer ``pointer`` (RFC 6901, e.g.
