@@ -183,16 +183,8 @@ pub unsafe extern "C" fn mnemo_db_get_all(
         let out = out_param(out_json, "out_json")?;
         let db = mnemo_database::borrow(db)?;
         let store = strings::arg(store, "store")?;
-        let mut json = String::from("{");
-        for (i, (key, value)) in db.inner.get_all(store)?.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
-            json.push(':');
-            json.push_str(value);
-        }
-        json.push('}');
+        let values = db.inner.get_all(store)?;
+        let json = strings::json_object(values.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         *out = strings::to_c(json)?;
         Ok(())
     })
@@ -232,23 +224,12 @@ pub unsafe extern "C" fn mnemo_db_scan(
         let store = strings::arg(store, "store")?;
         let prefix = strings::optional_arg(prefix, "prefix")?.unwrap_or("");
         let after = strings::optional_arg(after, "after")?;
-        let mut json = String::from("[");
-        for (i, (key, value)) in db
-            .inner
-            .scan(store, prefix, after, limit)?
-            .iter()
-            .enumerate()
-        {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push('[');
-            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
-            json.push(',');
-            json.push_str(value);
-            json.push(']');
-        }
-        json.push(']');
+        let pairs = db.inner.scan(store, prefix, after, limit)?;
+        let json = strings::json_list(
+            pairs
+                .iter()
+                .map(|(key, value)| format!("[{},{value}]", strings::json_string(key))),
+        );
         *out = strings::to_c(json)?;
         Ok(())
     })

@@ -2,8 +2,6 @@
 
 use std::ffi::c_char;
 
-use serde_json::Value;
-
 use super::database::mnemo_database;
 use super::guard::guard;
 use super::handle::{out_param, Handle};
@@ -103,30 +101,28 @@ pub unsafe extern "C" fn mnemo_db_history(
         let store = strings::arg(store, "store")?;
         let key = strings::arg(key, "key")?;
         let changes = db.database().history(store, key, limit)?;
-        let listed: Vec<String> = changes.iter().map(change_json).collect();
-        *out = strings::to_c(format!("[{}]", listed.join(",")))?;
+        *out = strings::to_c(strings::json_list(changes.iter().map(change_json)))?;
         Ok(())
     })
 }
 
 /// One change as a JSON object, stored values embedded as they are (canonical JSON text).
 fn change_json(change: &KeyChange) -> String {
-    let text = |s: String| Value::from(s).to_string();
-    let what = match &change.kind {
-        ChangeKind::Set(value) => format!("\"value\":{value}"),
-        ChangeKind::Delete => "\"deleted\":true".to_string(),
-        ChangeKind::Patch(paths) => {
-            let parts: Vec<String> = paths
-                .iter()
-                .map(|(pointer, value)| format!("{}:{value}", text(pointer.clone())))
-                .collect();
-            format!("\"patch\":{{{}}}", parts.join(","))
-        }
+    let entry = strings::json_string(&change.entry.to_text());
+    let author = strings::json_string(&change.author.to_text());
+    let height = change.height.to_string();
+    let (name, what) = match &change.kind {
+        ChangeKind::Set(value) => ("value", value.clone()),
+        ChangeKind::Delete => ("deleted", "true".to_string()),
+        ChangeKind::Patch(paths) => (
+            "patch",
+            strings::json_object(paths.iter().map(|(p, v)| (p.as_str(), v.as_str()))),
+        ),
     };
-    format!(
-        "{{\"entry\":{},\"key\":{},\"height\":{},{what}}}",
-        text(change.entry.to_text()),
-        text(change.author.to_text()),
-        change.height
-    )
+    strings::json_object([
+        ("entry", entry.as_str()),
+        ("key", author.as_str()),
+        ("height", height.as_str()),
+        (name, what.as_str()),
+    ])
 }

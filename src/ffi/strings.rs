@@ -33,6 +33,27 @@ pub(crate) fn to_c(s: String) -> Result<*mut c_char> {
         .map_err(|_| Error::Internal("result string contains NUL".into()))
 }
 
+/// `text` as a JSON string literal (quoted and escaped).
+pub(crate) fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// A JSON array of items that are JSON text already (stored values are canonical JSON,
+/// embedded as they are rather than parsed and printed again).
+pub(crate) fn json_list(items: impl IntoIterator<Item = String>) -> String {
+    let items: Vec<String> = items.into_iter().collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A JSON object of `(name, value)` members whose values are JSON text already.
+pub(crate) fn json_object<'a>(members: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let members: Vec<String> = members
+        .into_iter()
+        .map(|(name, value)| format!("{}:{value}", json_string(name)))
+        .collect();
+    format!("{{{}}}", members.join(","))
+}
+
 /// Serialises `value` as JSON text for C.
 pub(crate) fn json_to_c(value: &serde_json::Value) -> Result<*mut c_char> {
     to_c(value.to_string())
