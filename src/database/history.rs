@@ -48,17 +48,13 @@ pub(crate) fn of_key(
     };
     let rows =
         source.cells_with_prefix(&documents::log_store(store), &documents::key_prefix(key))?;
-    let mut named = rows
-        .iter()
-        .map(|(row_key, _)| documents::log_row_entry(key, row_key))
-        .collect::<Result<Vec<_>>>()?;
-    named.sort_by(|a, b| b.cmp(a));
-    if limit > 0 {
-        named.truncate(limit);
-    }
-    named
-        .into_iter()
-        .map(|(height, id)| {
+    // Log rows sort by (height, entry id): their keys spell both in fixed-width hex.
+    let wanted = if limit == 0 { rows.len() } else { limit };
+    rows.iter()
+        .rev()
+        .take(wanted)
+        .map(|(row_key, _)| {
+            let (height, id) = documents::log_row_entry(key, row_key)?;
             let bytes = backend.get_entry(&id)?.ok_or_else(|| {
                 Error::Corrupt(format!("the change log names a missing entry {id}"))
             })?;
