@@ -43,11 +43,12 @@ impl Transaction {
     pub fn set_path(&mut self, store: &str, key: &str, pointer: &str, json: &str) -> Result<()> {
         check_user_store(store)?;
         check_key(key)?;
-        let value = crate::json::canonical(json)?;
         if pointer.is_empty() {
-            return self.set(store, key, &value);
+            return self.set(store, key, json);
         }
-        let (tokens, parsed) = crate::entry::check_path(pointer, &value)?;
+        let parsed: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
+        let tokens = crate::entry::check_path(pointer, &parsed)?;
         let store_ops = self.ops.entry(store.to_string()).or_default();
         match store_ops.get_mut(key) {
             Some(Op::Set(whole)) => {
@@ -65,10 +66,12 @@ impl Transaction {
                 paths.retain(|p, _| {
                     pointer::parse(p).map_or(true, |under| !under.starts_with(&tokens))
                 });
-                paths.insert(pointer.to_string(), value);
+                paths.insert(pointer.to_string(), parsed.to_string());
             }
             None => {
-                let paths = [(pointer.to_string(), value)].into_iter().collect();
+                let paths = [(pointer.to_string(), parsed.to_string())]
+                    .into_iter()
+                    .collect();
                 store_ops.insert(key.to_string(), Op::Patch(paths));
             }
         }

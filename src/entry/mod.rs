@@ -48,19 +48,17 @@ pub enum Op {
     Patch(BTreeMap<String, String>),
 }
 
-/// Checks one path of a [`Op::Patch`]: a non-empty valid JSON Pointer, and a value whose
-/// write stays within [`crate::json::pointer::MAX_WRITE_DEPTH`]. Returns the pointer's
-/// tokens and the parsed value; [`Error::InvalidArgument`] otherwise.
-pub fn check_path(pointer: &str, json: &str) -> Result<(Vec<String>, serde_json::Value)> {
+/// Checks one path of a [`Op::Patch`]: a non-empty valid JSON Pointer, and a value (parsed)
+/// whose write stays within [`crate::json::pointer::MAX_WRITE_DEPTH`]. Returns the pointer's
+/// tokens; [`Error::InvalidArgument`] otherwise.
+pub fn check_path(pointer: &str, value: &serde_json::Value) -> Result<Vec<String>> {
     use crate::json::pointer;
     let tokens = pointer::parse(pointer)?;
     if tokens.is_empty() {
         return Err(Error::invalid("a patch path is not the empty pointer"));
     }
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
-    pointer::check_write_depth(&tokens, &value)?;
-    Ok((tokens, value))
+    pointer::check_write_depth(&tokens, value)?;
+    Ok(tokens)
 }
 
 /// Operations grouped by store name, then by key.
@@ -340,10 +338,13 @@ fn decode_patch(r: &mut Reader<'_>, limit: usize) -> Result<BTreeMap<String, Str
             return Err(corrupt("patch pointers are strictly ascending"));
         }
         let json = r.str(MAX_ENTRY_BYTES, "value")?;
-        if crate::json::canonical(json).ok().as_deref() != Some(json) {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|_| corrupt("a value is not canonical JSON"))?;
+        let canonical = value.to_string();
+        if canonical != json {
             return Err(corrupt("a value is not canonical JSON"));
         }
-        check_path(pointer, json).map_err(|e| Error::Corrupt(format!("a patch path: {e}")))?;
+        check_path(pointer, &value).map_err(|e| Error::Corrupt(format!("a patch path: {e}")))?;
         paths.insert(pointer.to_string(), json.to_string());
     }
     Ok(paths)
