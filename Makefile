@@ -43,7 +43,7 @@ bench:
 	@mkdir -p $(BENCH_OUT)
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -I$(CURDIR)/include \
 	    benches/abi_bench.c -o $(BENCH_OUT)/abi_bench \
-	    -L$(RELEASE) -Wl,-rpath,$(RELEASE) -lmnemo
+	    -L$(RELEASE) -Wl,-rpath,$(RELEASE) -lmnemo -lpthread
 	@echo "== machine: $$(nproc) cores, $$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)," \
 	    "$$(awk '/MemTotal/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo) RAM"
 	@echo "== tree: $$(git rev-parse --short HEAD 2>/dev/null || echo '?')" \

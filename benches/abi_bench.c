@@ -7,7 +7,7 @@
  *   cargo build --release && cargo build --release --example bench_floors
  *   ln -sf libmnemo.so target/release/libmnemo.so.0
  *   cc -std=c11 -Wall -Wextra -Werror -pedantic -O2 -Iinclude benches/abi_bench.c \
- *      -o target/bench/abi_bench -Ltarget/release -Wl,-rpath,$PWD/target/release -lmnemo
+ *      -o target/bench/abi_bench -Ltarget/release -Wl,-rpath,$PWD/target/release -lmnemo -lpthread
  *   target/release/examples/bench_floors /tmp > floors.txt
  *   target/bench/abi_bench --floors floors.txt
  *
@@ -39,6 +39,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,6 +54,9 @@
 #include <unistd.h>
 
 #include "mnemo.h"
+
+/* Threads of the concurrent-commit phase. */
+#define CONCURRENT_THREADS 8
 
 /* ---------------------------------------------------------------- failure handling -- */
 
@@ -216,6 +220,7 @@ static void row_samples(const char *backend, const char *phase, const char *key,
 
 typedef struct {
     double sign, verify, sign_hash, sha256, argon2, argon2_first, write_fsync, overwrite_fsync;
+    double sqlite_txn;
 } floors_t;
 
 static floors_t floors;
@@ -236,6 +241,7 @@ static void read_floors(const char *path) {
         else if (strcmp(name, "argon2_first_call_ns") == 0) floors.argon2_first = v;
         else if (strcmp(name, "write_fsync_ns") == 0) floors.write_fsync = v;
         else if (strcmp(name, "overwrite_fsync_ns") == 0) floors.overwrite_fsync = v;
+        else if (strcmp(name, "sqlite_txn_ns") == 0) floors.sqlite_txn = v;
     }
     if (f != stdin) fclose(f);
     if (floors.sign_hash <= 0 || floors.argon2 <= 0 || floors.write_fsync <= 0)
@@ -262,6 +268,8 @@ static void print_floors(void) {
                   ? "over 2 ms: machine busy? SQLite ratios of this run unreliable"
                   : NULL);
     floor_row("4 KiB overwrite + fsync (file not growing)", floors.overwrite_fsync, NULL);
+    floor_row("plain SQLite one-row txn (WAL, synchronous=FULL)", floors.sqlite_txn,
+              "not a floor: the baseline of a durable commit");
 }
 
 /* "1.83x <what>" if the floor is known, else "". */
@@ -466,6 +474,76 @@ static samples commit_run(const char *backend, const char *label, mnemo_database
     }
     samples_free(&chunk);
     return all;
+}
+
+/* ------------------------------------------------------------ concurrent commits --- */
+
+/* One committing thread: `count` durable single-key commits into `db`, keys from `first`. */
+typedef struct {
+    mnemo_database *db;
+    size_t first, count;
+} committer;
+
+static void *committer_main(void *arg) {
+    committer *c = arg;
+    char key[32], value[96];
+    for (size_t i = c->first; i < c->first + c->count; i++) {
+        commit_key(key, sizeof key, i);
+        commit_value(value, sizeof value, i);
+        CHECK(mnemo_db_set(c->db, "concurrent", key, value));
+    }
+    return NULL;
+}
+
+/* Runs `threads` threads at once, thread t committing `per_thread` keys into dbs[t % ndbs]
+ * (keys from *next_key on, so no run repeats a key); returns the wall-clock nanoseconds. */
+static uint64_t concurrent_run(mnemo_database **dbs, size_t ndbs, size_t threads,
+                               size_t per_thread, size_t *next_key) {
+    pthread_t ids[CONCURRENT_THREADS];
+    committer jobs[CONCURRENT_THREADS];
+    if (threads > CONCURRENT_THREADS) die("at most %d threads", CONCURRENT_THREADS);
+    uint64_t t0 = now_ns();
+    for (size_t t = 0; t < threads; t++) {
+        jobs[t] = (committer){dbs[t % ndbs], *next_key, per_thread};
+        *next_key += per_thread;
+        int err = pthread_create(&ids[t], NULL, committer_main, &jobs[t]);
+        if (err) die("pthread_create: %s", strerror(err));
+    }
+    for (size_t t = 0; t < threads; t++) pthread_join(ids[t], NULL);
+    return now_ns() - t0;
+}
+
+/* Durable commits from CONCURRENT_THREADS threads at once against one thread making as many
+ * commits alone, in alternating rounds so noise falls on both: once with a database per
+ * thread, once with every thread on one database (whose commits take turns: each one's
+ * parents are the commit before it). The aggregate rate is what group commit raises. */
+static void concurrent_commits(const char *backend, mnemo_user *user) {
+    enum { ROUNDS = 3 };
+    size_t per_thread = cfg.quick ? 25 : 250, total = per_thread * CONCURRENT_THREADS;
+    mnemo_database *dbs[CONCURRENT_THREADS];
+    char name[64], phase[96], note[128];
+    for (size_t t = 0; t < CONCURRENT_THREADS; t++) {
+        snprintf(name, sizeof name, "concurrent%zu", t);
+        CHECK(mnemo_user_create_db(user, name, &dbs[t]));
+    }
+    size_t next_key = 0;
+    for (size_t ndbs = CONCURRENT_THREADS; ndbs >= 1; ndbs = ndbs == 1 ? 0 : 1) {
+        uint64_t alone = 0, together = 0;
+        for (size_t r = 0; r < ROUNDS; r++) {
+            alone += concurrent_run(dbs, 1, 1, total, &next_key);
+            together += concurrent_run(dbs, ndbs, CONCURRENT_THREADS, per_thread, &next_key);
+        }
+        double commits = (double)(total * ROUNDS);
+        double rate = commits / ((double)together / 1e9), one = commits / ((double)alone / 1e9);
+        snprintf(phase, sizeof phase, "%d threads, %s: durable commits", CONCURRENT_THREADS,
+                 ndbs == 1 ? "one database" : "a database each");
+        snprintf(note, sizeof note, "aggregate rate %.2fx one thread's (%.0f/s), alternating",
+                 rate / one, one);
+        row(backend, phase, total * ROUNDS, (double)together / commits, 0, rate, note);
+        result(backend, ndbs == 1 ? "concurrent_one_db_vs_one" : "concurrent_dbs_vs_one",
+               rate / one);
+    }
+    for (size_t t = 0; t < CONCURRENT_THREADS; t++) mnemo_db_free(dbs[t]);
 }
 
 /* Reads every key k0..k(count-1) back; checks a few values. */
@@ -880,12 +958,13 @@ static void bench_backend(const char *backend, bool sqlite) {
     samples all = commit_run(backend, "commit", db, commits, cfg.chunks, true);
     double med = quantile(&all, 0.5);
     if (sqlite) {
-        double rate = 1e9 / med, fsync_rate = floors.write_fsync > 0 ? 1e9 / floors.write_fsync : 0;
-        if (fsync_rate > 0)
-            snprintf(note, sizeof note, "rate %.2fx write+fsync rate (%.2fx its time)",
-                     rate / fsync_rate, med / floors.write_fsync);
-        else
+        if (floors.sqlite_txn > 0) {
+            snprintf(note, sizeof note, "rate %.2fx plain SQLite txn rate; %.2fx write+fsync rate",
+                     floors.sqlite_txn / med, floors.write_fsync / med);
+            result(backend, "commit_vs_plain_sqlite", floors.sqlite_txn / med);
+        } else {
             note[0] = '\0';
+        }
     } else {
         ratio(note, sizeof note, med, floors.sign_hash, "sign+hash");
     }
@@ -897,6 +976,7 @@ static void bench_backend(const char *backend, bool sqlite) {
     transactions_and_get_all(backend, db);
     scans_and_inserts(backend, db, sqlite);
     paths_and_history(backend, db, sqlite);
+    if (sqlite) concurrent_commits(backend, user);
 
     mnemo_db_free(db);
     CHECK(mnemo_user_logout(user));

@@ -87,6 +87,42 @@ pub fn tip_check(db: &EntryId, id: &EntryId, height: u64) -> Vec<u8> {
     check(&[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()])
 }
 
+/// A database's tips packed: each id followed by its height (8 bytes, big-endian).
+pub fn pack_tips(tips: &[(EntryId, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tips.len() * 40);
+    for (id, height) in tips {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&height.to_be_bytes());
+    }
+    out
+}
+
+/// The inverse of [`pack_tips`].
+pub fn unpack_tips(blob: &[u8]) -> Result<Vec<(EntryId, u64)>> {
+    if blob.len() % 40 != 0 {
+        return Err(Error::Corrupt("a stored tip list is malformed".into()));
+    }
+    blob.chunks(40)
+        .map(|tip| {
+            let height: [u8; 8] = tip[32..].try_into().expect("40-byte chunk");
+            Ok((id_of(&tip[..32])?, u64::from_be_bytes(height)))
+        })
+        .collect()
+}
+
+/// The check of a log row: the entry stored at position `seq` of `db`, and the tips of
+/// `db` after it (packed by [`pack_tips`]; `None` on rows that do not record them).
+pub fn log_check(db: &EntryId, seq: u64, id: &EntryId, tips: Option<&[u8]>) -> Vec<u8> {
+    check(&[
+        b"log",
+        db.as_bytes(),
+        &seq.to_be_bytes(),
+        id.as_bytes(),
+        &[u8::from(tips.is_some())],
+        tips.unwrap_or_default(),
+    ])
+}
+
 /// The check of a store's row count.
 pub fn store_check(db: &EntryId, store: &str, rows: u64) -> Vec<u8> {
     check(&[db.as_bytes(), store.as_bytes(), &rows.to_be_bytes()])

@@ -34,19 +34,31 @@ use readers::{Reader, Readers, BUSY_TIMEOUT};
 /// `PRAGMA application_id` of mnemo files: "mnem".
 const APPLICATION_ID: i64 = 0x6d6e_656d;
 /// The schema this build reads and writes. Version 1 was a development schema (no row
-/// counts, discarded entries or secrets table); files of it are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+/// counts, discarded entries or secrets table); files of it are refused. Version 2 kept the
+/// storage order in a rowid table with an index and the tips in a table of their own (three
+/// more B-trees written by every commit); its files are upgraded in place when opened
+/// ([`upgrade_from_v2`]).
+pub const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
+/// The storage order of each database's entries, with its tips after each (see below); a
+/// macro so that [`SCHEMA`] and [`upgrade_from_v2`] create the same table.
+macro_rules! log_table {
+    () => {
+        "CREATE TABLE log (
+    db BLOB NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL, tips BLOB, chk BLOB NOT NULL,
+    PRIMARY KEY (db, seq)) WITHOUT ROWID;"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE entries (
     id BLOB PRIMARY KEY, db BLOB NOT NULL, height INTEGER NOT NULL, visible BLOB NOT NULL,
     changes_settings INTEGER NOT NULL, bytes BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE tips (
-    db BLOB NOT NULL, id BLOB NOT NULL, height INTEGER NOT NULL, chk BLOB NOT NULL,
-    PRIMARY KEY (db, id)) WITHOUT ROWID;
-CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, db BLOB NOT NULL, id BLOB NOT NULL);
-CREATE INDEX log_by_db ON log (db, seq);
+",
+    log_table!(),
+    "
 CREATE TABLE cells (
     db BLOB NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL, height INTEGER NOT NULL,
     entry BLOB NOT NULL, value TEXT, chk BLOB NOT NULL,
@@ -57,7 +69,15 @@ CREATE TABLE stores (
 CREATE TABLE discarded (
     db BLOB NOT NULL, id BLOB NOT NULL, chk BLOB NOT NULL, PRIMARY KEY (db, id)) WITHOUT ROWID;
 CREATE TABLE secrets (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NULL) WITHOUT ROWID;
-";
+"
+);
+// What a commit writes, and why it is few B-tree pages: its entry row (`entries`, keyed by
+// id, which every lookup uses), one row appended to the database's end of `log` that holds
+// both its storage position and the database's tips after it (so `tips` is one read of the
+// newest log row, and there is no tip table to change), its cells (`cells`, keyed the way
+// scans read them) and the row counts of the stores it added rows to (`stores`). Log rows
+// older than a database's newest keep the tips of their day (the upgrade from version 2
+// recorded none for them); only the newest row's are read.
 
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
@@ -272,6 +292,9 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
             path.display()
         )));
     }
+    if version == 2 {
+        return upgrade_from_v2(conn);
+    }
     if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "{} has schema version {version}, from a development build before this one; it cannot be read",
@@ -279,6 +302,91 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Upgrades a version-2 file to version 3 inside the open schema transaction: the storage
+/// order moves into the new `log` with the positions it had (sync cursors held on them stay
+/// valid; later positions continue after each database's last), each database's newest
+/// row records the tips from the old `tips` table (checked), and the old tables go.
+fn upgrade_from_v2(conn: &Connection) -> Result<()> {
+    conn.execute_batch(concat!("ALTER TABLE log RENAME TO log_v2;", log_table!()))
+        .map_err(sql_error)?;
+    {
+        let mut read = conn
+            .prepare("SELECT db, seq, id FROM log_v2 ORDER BY db, seq")
+            .map_err(sql_error)?;
+        let mut rows_v2 = read.query([]).map_err(sql_error)?;
+        let mut write = conn
+            .prepare("INSERT INTO log (db, seq, id, tips, chk) VALUES (?1, ?2, ?3, NULL, ?4)")
+            .map_err(sql_error)?;
+        while let Some(row) = rows_v2.next().map_err(sql_error)? {
+            let (db, seq, id): (Vec<u8>, i64, Vec<u8>) = (
+                row.get(0).map_err(sql_error)?,
+                row.get(1).map_err(sql_error)?,
+                row.get(2).map_err(sql_error)?,
+            );
+            let (db, position, id) = (
+                rows::id_of(&db)?,
+                rows::position_of(seq)?,
+                rows::id_of(&id)?,
+            );
+            write
+                .execute(params![
+                    db.as_bytes(),
+                    seq,
+                    id.as_bytes(),
+                    rows::log_check(&db, position, &id, None)
+                ])
+                .map_err(sql_error)?;
+        }
+    }
+    // With max(), SQLite takes the bare column `id` from the row holding the maximum.
+    let newest: Vec<(Vec<u8>, i64, Vec<u8>)> = conn
+        .prepare("SELECT db, max(seq), id FROM log GROUP BY db")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(sql_error)?;
+    for (db, seq, id) in newest {
+        let db = rows::id_of(&db)?;
+        let mut tips = Vec::new();
+        let mut read = conn
+            .prepare("SELECT id, height, chk FROM tips WHERE db = ?1 ORDER BY id")
+            .map_err(sql_error)?;
+        let mut found = read.query(params![db.as_bytes()]).map_err(sql_error)?;
+        while let Some(row) = found.next().map_err(sql_error)? {
+            let (id, height, chk): (Vec<u8>, i64, Vec<u8>) = (
+                row.get(0).map_err(sql_error)?,
+                row.get(1).map_err(sql_error)?,
+                row.get(2).map_err(sql_error)?,
+            );
+            let (id, height) = (rows::id_of(&id)?, rows::height_of(height)?);
+            if rows::tip_check(&db, &id, height) != chk {
+                return Err(Error::Corrupt(
+                    "a stored tip fails its integrity check".into(),
+                ));
+            }
+            tips.push((id, height));
+        }
+        if tips.is_empty() {
+            return Err(Error::Corrupt(
+                "a database with stored entries has no tips".into(),
+            ));
+        }
+        let position = rows::position_of(seq)?;
+        let packed = rows::pack_tips(&tips);
+        let chk = rows::log_check(&db, position, &rows::id_of(&id)?, Some(&packed));
+        conn.execute(
+            "UPDATE log SET tips = ?3, chk = ?4 WHERE db = ?1 AND seq = ?2",
+            params![db.as_bytes(), seq, packed, chk],
+        )
+        .map_err(sql_error)?;
+    }
+    conn.execute_batch(&format!(
+        "DROP TABLE log_v2; DROP TABLE tips; PRAGMA user_version={SCHEMA_VERSION};"
+    ))
+    .map_err(sql_error)
 }
 
 fn i64_of(n: u64) -> Result<i64> {
@@ -314,27 +422,7 @@ impl Backend for SqliteBackend {
             return Ok(()); // already stored; the transaction rolls back
         }
         {
-            tx.prepare_cached("INSERT INTO log (db, id) VALUES (?1, ?2)")
-                .and_then(|mut s| s.execute(params![db, w.id.as_bytes()]))
-                .map_err(sql_error)?;
-            let mut drop_tip = tx
-                .prepare_cached("DELETE FROM tips WHERE db = ?1 AND id = ?2")
-                .map_err(sql_error)?;
-            for parent in w.parents {
-                drop_tip
-                    .execute(params![db, parent.as_bytes()])
-                    .map_err(sql_error)?;
-            }
-            tx.prepare_cached("INSERT INTO tips (db, id, height, chk) VALUES (?1, ?2, ?3, ?4)")
-                .and_then(|mut s| {
-                    s.execute(params![
-                        db,
-                        w.id.as_bytes(),
-                        height,
-                        rows::tip_check(&w.meta.db, &w.id, w.meta.height)
-                    ])
-                })
-                .map_err(sql_error)?;
+            append_to_log(&tx, &w.meta.db, &w.id, w.meta.height, w.parents)?;
             let mut added: BTreeMap<&str, u64> = BTreeMap::new();
             let mut insert = tx
                 .prepare_cached(
@@ -394,30 +482,9 @@ impl Backend for SqliteBackend {
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
         let conn = self.reader()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT id, height, chk FROM tips WHERE db = ?1 ORDER BY id")
-            .map_err(sql_error)?;
-        let rows = stmt
-            .query_map(params![db.as_bytes()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(sql_error)?;
-        let mut tips = Vec::new();
-        for row in rows {
-            let (id, height, chk) = row.map_err(sql_error)?;
-            let (id, height) = (rows::id_of(&id)?, rows::height_of(height)?);
-            rows::verify(
-                &chk,
-                &[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()],
-                "tip",
-            )?;
-            tips.push((id, height));
-        }
-        Ok(tips)
+        Ok(newest_log_row(&conn, db)?
+            .map(|(_, tips)| tips)
+            .unwrap_or_default())
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
@@ -590,18 +657,19 @@ impl Backend for SqliteBackend {
         let conn = self.reader()?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT seq, id FROM log WHERE db = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, id, tips, chk FROM log WHERE db = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             )
             .map_err(sql_error)?;
         let rows = stmt
-            .query_map(params![db.as_bytes(), i64_of(after)?, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
+            .query_map(
+                params![db.as_bytes(), i64_of(after)?, limit as i64],
+                log_row,
+            )
             .map_err(sql_error)?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, id) = row.map_err(sql_error)?;
-            out.push((rows::position_of(seq)?, rows::id_of(&id)?));
+            let (seq, id, _) = checked_log_row(db, row.map_err(sql_error)?)?;
+            out.push((seq, id));
         }
         Ok(out)
     }
@@ -690,13 +758,90 @@ impl Backend for SqliteBackend {
                 params![id],
             )
             .map_err(sql_error)?;
-            for table in ["log", "tips", "cells", "stores", "discarded"] {
+            for table in ["log", "cells", "stores", "discarded"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
                     .map_err(sql_error)?;
             }
             tx.commit().map_err(sql_error)
         })
     }
+}
+
+/// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, recording the tips of
+/// `db` after it: the newest row's tips less `parents`, plus `id`.
+fn append_to_log(
+    tx: &Connection,
+    db: &EntryId,
+    id: &EntryId,
+    height: u64,
+    parents: &[EntryId],
+) -> Result<()> {
+    let (seq, mut tips) = match newest_log_row(tx, db)? {
+        Some((seq, tips)) => (seq + 1, tips),
+        None => (1, Vec::new()),
+    };
+    tips.retain(|(tip, _)| !parents.contains(tip));
+    tips.push((*id, height));
+    tips.sort_unstable();
+    let packed = rows::pack_tips(&tips);
+    let (stored_seq, chk) = (i64_of(seq)?, rows::log_check(db, seq, id, Some(&packed)));
+    tx.prepare_cached("INSERT INTO log (db, seq, id, tips, chk) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| {
+            s.execute(params![
+                db.as_bytes(),
+                stored_seq,
+                id.as_bytes(),
+                packed,
+                chk
+            ])
+        })
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+/// The newest log row of `db` (`None` if it has none): its position and the tips of `db`,
+/// checked.
+fn newest_log_row(conn: &Connection, db: &EntryId) -> Result<Option<(u64, Tips)>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT seq, id, tips, chk FROM log WHERE db = ?1 ORDER BY seq DESC LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row(params![db.as_bytes()], log_row).optional())
+        .map_err(sql_error)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    match checked_log_row(db, row)? {
+        (seq, _, Some(tips)) => Ok(Some((seq, tips))),
+        (_, _, None) => Err(Error::Corrupt(
+            "the newest log row of a database records no tips".into(),
+        )),
+    }
+}
+
+/// A database's tips with their heights, sorted by id.
+type Tips = Vec<(EntryId, u64)>;
+
+/// A log row as read: position, entry id, packed tips, check.
+type RawLogRow = (i64, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+fn log_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawLogRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+/// A log row of `db` with its check verified: position, entry id and tips (if recorded).
+fn checked_log_row(
+    db: &EntryId,
+    (seq, id, tips, chk): RawLogRow,
+) -> Result<(u64, EntryId, Option<Tips>)> {
+    let (seq, id) = (rows::position_of(seq)?, rows::id_of(&id)?);
+    if rows::log_check(db, seq, &id, tips.as_deref()) != chk {
+        return Err(Error::Corrupt(
+            "a stored log row fails its integrity check".into(),
+        ));
+    }
+    let tips = tips.as_deref().map(rows::unpack_tips).transpose()?;
+    Ok((seq, id, tips))
 }
 
 /// Adds `added` new rows to each store's recorded row count.
@@ -835,6 +980,144 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    fn put(
+        backend: &SqliteBackend,
+        db: EntryId,
+        n: u8,
+        height: u64,
+        parents: &[EntryId],
+    ) -> EntryId {
+        // Entry n of `db` (n = 0: its root, whose id is the database's).
+        let id = if n == 0 {
+            db
+        } else {
+            EntryId::from_bytes([n; 32])
+        };
+        let meta = EntryMeta {
+            db,
+            height,
+            settings_visible: Vec::new(),
+            changes_settings: false,
+        };
+        backend
+            .put_entry(&EntryWrite {
+                id,
+                meta,
+                bytes: &[n],
+                parents,
+                cells: Vec::new(),
+                discarded: false,
+            })
+            .unwrap();
+        id
+    }
+
+    /// Rewrites a version-3 file's log and tips the way version 2 kept them.
+    fn downgrade_to_v2(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE tips (
+                 db BLOB NOT NULL, id BLOB NOT NULL, height INTEGER NOT NULL, chk BLOB NOT NULL,
+                 PRIMARY KEY (db, id)) WITHOUT ROWID;
+             CREATE TABLE log_v2 (seq INTEGER PRIMARY KEY AUTOINCREMENT, db BLOB NOT NULL, id BLOB NOT NULL);
+             INSERT INTO log_v2 (db, id) SELECT db, id FROM log ORDER BY seq, db;",
+        )
+        .unwrap();
+        let newest: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT db, tips FROM log AS l WHERE seq = (SELECT max(seq) FROM log WHERE db = l.db)")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (db, tips) in newest {
+            let db = rows::id_of(&db).unwrap();
+            for (id, height) in rows::unpack_tips(&tips).unwrap() {
+                conn.execute(
+                    "INSERT INTO tips (db, id, height, chk) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        db.as_bytes(),
+                        id.as_bytes(),
+                        height as i64,
+                        rows::tip_check(&db, &id, height)
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        conn.execute_batch(
+            "DROP TABLE log; ALTER TABLE log_v2 RENAME TO log;
+             CREATE INDEX log_by_db ON log (db, seq); PRAGMA user_version=2; COMMIT;",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_2_file_is_upgraded_keeping_positions_and_tips() {
+        let path = temp_file();
+        let (a, b) = (
+            EntryId::from_bytes([0xa0; 32]),
+            EntryId::from_bytes([0xb0; 32]),
+        );
+        {
+            let backend = SqliteBackend::open(&path).unwrap();
+            put(&backend, a, 0, 0, &[]);
+            put(&backend, b, 0, 0, &[]);
+            let a1 = put(&backend, a, 1, 1, &[a]);
+            put(&backend, a, 2, 1, &[a]); // a second tip beside a1
+            put(&backend, b, 3, 1, &[b]);
+            assert_eq!(backend.tips(&a).unwrap().len(), 2);
+            assert_eq!(backend.tips(&a).unwrap()[0], (a1, 1));
+        }
+        // Version 2 numbered entries across databases: a's positions become 1, 3, 5.
+        downgrade_to_v2(&path);
+        let conn = Connection::open(&path).unwrap();
+        let before: Vec<(i64, Vec<u8>)> = conn
+            .prepare("SELECT seq, id FROM log WHERE db = ?1 ORDER BY seq")
+            .unwrap()
+            .query_map([a.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        drop(conn);
+
+        let backend = SqliteBackend::open(&path).unwrap();
+        let after = backend.entries_after(&a, 0, 100).unwrap();
+        let expected: Vec<(u64, EntryId)> = before
+            .iter()
+            .map(|(seq, id)| (*seq as u64, rows::id_of(id).unwrap()))
+            .collect();
+        assert_eq!(after, expected);
+        assert_eq!(expected.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 3, 5]);
+        let tips = backend.tips(&a).unwrap();
+        assert_eq!(tips.len(), 2);
+        let last = backend.last_position(&a).unwrap();
+        assert_eq!(last, expected.last().unwrap().0);
+        // The next entry continues after the database's last position and merges its tips.
+        let parents: Vec<EntryId> = tips.iter().map(|(id, _)| *id).collect();
+        let merged = put(&backend, a, 4, 2, &parents);
+        assert_eq!(backend.tips(&a).unwrap(), vec![(merged, 2)]);
+        assert_eq!(backend.last_position(&a).unwrap(), last + 1);
+        assert_eq!(backend.tips(&b).unwrap().len(), 1);
+        let conn = backend.writer().unwrap();
+        let leftovers: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('tips', 'log_v2', 'log_by_db')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(leftovers, 0);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(conn);
+        drop(backend);
+        remove(&path);
     }
 
     #[test]
