@@ -14,13 +14,13 @@
 //! secret, a forgotten database) leaves no stale copy in free space. It costs some CPU and,
 //! for pages freed whole, a write.
 
+mod group;
 mod readers;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
@@ -29,6 +29,7 @@ use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
+use group::{Exclusive, GroupWriter};
 use readers::{Reader, Readers, BUSY_TIMEOUT};
 
 /// `PRAGMA application_id` of mnemo files: "mnem".
@@ -79,10 +80,14 @@ CREATE TABLE secrets (key TEXT PRIMARY KEY, value BLOB NOT NULL, chk BLOB NOT NU
 // older than a database's newest keep the tips of their day (the upgrade from version 2
 // recorded none for them); only the newest row's are read.
 
+/// Prepared statements each connection keeps (rusqlite's default is 16): more than the
+/// backend has, so none is parsed again after its first use.
+const STATEMENT_CACHE: usize = 64;
+
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
-    /// The one connection that writes.
-    writer: Mutex<Connection>,
+    /// The one connection that writes, shared by concurrent commits ([`group`]).
+    writer: GroupWriter,
     readers: Readers,
 }
 
@@ -134,9 +139,10 @@ impl SqliteBackend {
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA secure_delete=ON")
             .map_err(sql_error)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         check_or_create_schema(&conn, path)?;
         Ok(SqliteBackend {
-            writer: Mutex::new(conn),
+            writer: GroupWriter::new(conn),
             readers: Readers::new(path.to_path_buf()),
         })
     }
@@ -163,10 +169,9 @@ impl SqliteBackend {
         }
     }
 
-    fn writer(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.writer
-            .lock()
-            .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
+    /// The writer connection for a change of its own (no group transaction open on it).
+    fn writer(&self) -> Result<Exclusive<'_>> {
+        self.writer.exclusive()
     }
 
     /// Runs `change` (on the secrets table, or a forgotten database's rows) so that what it
@@ -194,14 +199,9 @@ impl SqliteBackend {
 
     /// A connection to read with: the writer if it is idle, else a pooled reader.
     fn reader(&self) -> Result<ReadConnection<'_>> {
-        match self.writer.try_lock() {
-            Ok(idle) => Ok(ReadConnection::Writer(idle)),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                self.readers.get().map(ReadConnection::Pooled)
-            }
-            Err(std::sync::TryLockError::Poisoned(_)) => {
-                Err(Error::Internal("sqlite connection lock poisoned".into()))
-            }
+        match self.writer.try_idle()? {
+            Some(idle) => Ok(ReadConnection::Writer(idle)),
+            None => self.readers.get().map(ReadConnection::Pooled),
         }
     }
 }
@@ -209,7 +209,7 @@ impl SqliteBackend {
 /// A connection borrowed for reading.
 enum ReadConnection<'a> {
     /// The writer, idle when borrowed.
-    Writer(MutexGuard<'a, Connection>),
+    Writer(Exclusive<'a>),
     /// A read-only connection from the pool.
     Pooled(Reader<'a>),
 }
@@ -395,81 +395,7 @@ fn i64_of(n: u64) -> Result<i64> {
 
 impl Backend for SqliteBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
-        let mut conn = self.writer()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_error)?;
-        let db = w.meta.db.as_bytes();
-        let height = i64_of(w.meta.height)?;
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO entries (id, db, height, visible, changes_settings, bytes, chk) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    w.id.as_bytes(),
-                    db,
-                    height,
-                    rows::pack_ids(&w.meta.settings_visible),
-                    w.meta.changes_settings,
-                    w.bytes,
-                    rows::entry_check(&w.id, &w.meta, w.bytes),
-                ])
-            })
-            .map_err(sql_error)?;
-        if inserted == 0 {
-            return Ok(()); // already stored; the transaction rolls back
-        }
-        {
-            append_to_log(&tx, &w.meta.db, &w.id, w.meta.height, w.parents)?;
-            let mut added: BTreeMap<&str, u64> = BTreeMap::new();
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO cells (db, store, key, height, entry, value, chk) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(sql_error)?;
-            let mut replace = tx
-                .prepare_cached(
-                    "UPDATE cells SET height = ?4, entry = ?5, value = ?6, chk = ?7 \
-                     WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?8 OR (?4, ?5) > (height, entry))",
-                )
-                .map_err(sql_error)?;
-            for write in &w.cells {
-                let (store, key, cell) = (&write.store, &write.key, &write.cell);
-                let check = rows::cell_check(&w.meta.db, store, key, cell);
-                let row = params![
-                    db,
-                    store,
-                    key,
-                    i64_of(cell.height)?,
-                    cell.entry.as_bytes(),
-                    cell.value,
-                    check,
-                ];
-                if insert.execute(row).map_err(sql_error)? == 1 {
-                    *added.entry(store.as_str()).or_default() += 1;
-                } else {
-                    let row = params![
-                        db,
-                        store,
-                        key,
-                        i64_of(cell.height)?,
-                        cell.entry.as_bytes(),
-                        cell.value,
-                        check,
-                        write.replace,
-                    ];
-                    replace.execute(row).map_err(sql_error)?;
-                }
-            }
-            count_rows(&tx, &w.meta.db, &added)?;
-            if w.discarded {
-                mark_discarded(&tx, &w.meta.db, &[w.id])?;
-            }
-        }
-        tx.commit().map_err(sql_error)
+        self.writer.write_in_group(|conn| write_entry(conn, w))
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
@@ -767,6 +693,79 @@ impl Backend for SqliteBackend {
     }
 }
 
+/// Writes the rows of `w` (nothing if its entry is already stored) in the open transaction.
+fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<()> {
+    let db = w.meta.db.as_bytes();
+    let height = i64_of(w.meta.height)?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO entries (id, db, height, visible, changes_settings, bytes, chk) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                w.id.as_bytes(),
+                db,
+                height,
+                rows::pack_ids(&w.meta.settings_visible),
+                w.meta.changes_settings,
+                w.bytes,
+                rows::entry_check(&w.id, &w.meta, w.bytes),
+            ])
+        })
+        .map_err(sql_error)?;
+    if inserted == 0 {
+        return Ok(()); // already stored
+    }
+    append_to_log(tx, &w.meta.db, &w.id, w.meta.height, w.parents)?;
+    let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO cells (db, store, key, height, entry, value, chk) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(sql_error)?;
+    let mut replace = tx
+        .prepare_cached(
+            "UPDATE cells SET height = ?4, entry = ?5, value = ?6, chk = ?7 \
+             WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?8 OR (?4, ?5) > (height, entry))",
+        )
+        .map_err(sql_error)?;
+    for write in &w.cells {
+        let (store, key, cell) = (&write.store, &write.key, &write.cell);
+        let check = rows::cell_check(&w.meta.db, store, key, cell);
+        let row = params![
+            db,
+            store,
+            key,
+            i64_of(cell.height)?,
+            cell.entry.as_bytes(),
+            cell.value,
+            check,
+        ];
+        if insert.execute(row).map_err(sql_error)? == 1 {
+            *added.entry(store.as_str()).or_default() += 1;
+        } else {
+            let row = params![
+                db,
+                store,
+                key,
+                i64_of(cell.height)?,
+                cell.entry.as_bytes(),
+                cell.value,
+                check,
+                write.replace,
+            ];
+            replace.execute(row).map_err(sql_error)?;
+        }
+    }
+    count_rows(tx, &w.meta.db, &added)?;
+    if w.discarded {
+        mark_discarded(tx, &w.meta.db, &[w.id])?;
+    }
+    Ok(())
+}
+
 /// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, recording the tips of
 /// `db` after it: the newest row's tips less `parents`, plus `id`.
 fn append_to_log(
@@ -964,6 +963,8 @@ impl SqliteBackend {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
+
+    use crate::backend::CellWrite;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -1116,6 +1117,134 @@ mod tests {
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         drop(conn);
+        drop(backend);
+        remove(&path);
+    }
+
+    /// Commits in the WAL (frames that end a transaction), counted since it was last reset.
+    fn wal_commits(path: &Path) -> usize {
+        let wal = std::fs::read(format!("{}-wal", path.display())).unwrap_or_default();
+        if wal.len() < 32 {
+            return 0;
+        }
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        let salt = &wal[16..24];
+        let (mut commits, mut at) = (0, 32);
+        // Frames carry the header's salt; older ones left from before a reset do not.
+        while at + 24 + page <= wal.len() && &wal[at + 8..at + 16] == salt {
+            if wal[at + 4..at + 8] != [0; 4] {
+                commits += 1;
+            }
+            at += 24 + page;
+        }
+        commits
+    }
+
+    /// Starts one thread per write, each storing its entry, once they are all queued for
+    /// the writer (held here until then); returns each one's result.
+    fn queued_writes(
+        backend: &Arc<SqliteBackend>,
+        writes: Vec<(EntryId, u64, u64)>,
+    ) -> Vec<Result<()>> {
+        let held = backend.writer().unwrap();
+        let n = writes.len();
+        let threads: Vec<_> = writes
+            .into_iter()
+            .map(|(db, entry_height, cell_height)| {
+                let backend = backend.clone();
+                std::thread::spawn(move || {
+                    let meta = EntryMeta {
+                        db,
+                        height: entry_height,
+                        settings_visible: Vec::new(),
+                        changes_settings: false,
+                    };
+                    let cell = CellWrite {
+                        store: "s".into(),
+                        key: "k".into(),
+                        cell: Cell {
+                            height: cell_height,
+                            entry: db,
+                            value: Some("1".into()),
+                        },
+                        replace: false,
+                    };
+                    backend.put_entry(&EntryWrite {
+                        id: db,
+                        meta,
+                        bytes: b"root",
+                        parents: &[],
+                        cells: vec![cell],
+                        discarded: false,
+                    })
+                })
+            })
+            .collect();
+        while backend.writer.queued() < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(held);
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn concurrent_commits_share_one_transaction() {
+        let path = temp_file();
+        let backend = Arc::new(SqliteBackend::open(&path).unwrap());
+        let dbs: Vec<EntryId> = (1..=8).map(|n| EntryId::from_bytes([n; 32])).collect();
+        let before = wal_commits(&path);
+        let results = queued_writes(&backend, dbs.iter().map(|db| (*db, 0, 0)).collect());
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        assert_eq!(wal_commits(&path), before + 1, "eight writes, one commit");
+        for db in &dbs {
+            assert_eq!(backend.tips(db).unwrap(), vec![(*db, 0)]);
+            assert!(backend.cell(db, "s", "k").unwrap().is_some());
+        }
+        // A lone write commits at once: another connection sees it when it returns.
+        let lone = EntryId::from_bytes([9; 32]);
+        queued_writes(&backend, vec![(lone, 0, 0)])
+            .remove(0)
+            .unwrap();
+        assert_eq!(
+            backend
+                .readers
+                .get()
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM entries WHERE id = ?1",
+                    [lone.as_bytes()],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap(),
+            1
+        );
+        drop(backend);
+        remove(&path);
+    }
+
+    #[test]
+    fn a_failing_write_in_a_group_undoes_only_its_own_rows() {
+        let path = temp_file();
+        let backend = Arc::new(SqliteBackend::open(&path).unwrap());
+        // Whichever thread gets the writer first, the failing one begins the group, joins
+        // it or ends it: each round has fresh databases.
+        for round in 0..5u8 {
+            let id = |n: u8| EntryId::from_bytes([round * 3 + n; 32]);
+            let (a, bad, c) = (id(1), id(2), id(3));
+            // `bad`'s entry and log rows are written before its cell fails (a height
+            // beyond 2^63).
+            let results = queued_writes(&backend, vec![(a, 0, 0), (bad, 0, u64::MAX), (c, 0, 0)]);
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            assert!(
+                matches!(results[1], Err(Error::InvalidArgument(_))),
+                "{results:?}"
+            );
+            assert_eq!(backend.get_entry(&bad).unwrap(), None);
+            assert_eq!(backend.tips(&bad).unwrap(), vec![]);
+            for good in [a, c] {
+                assert_eq!(backend.tips(&good).unwrap(), vec![(good, 0)]);
+            }
+        }
         drop(backend);
         remove(&path);
     }
