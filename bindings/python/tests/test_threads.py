@@ -74,3 +74,55 @@ def test_error_messages_are_per_thread(inst: mnemo.Instance) -> None:
             "a username is 1 to 64 bytes without control characters",
         }
     )
+
+
+def test_concurrent_durable_commits_to_a_sqlite_file_all_survive(tmp_path) -> None:
+    """Eight threads committing at once to their own databases of one SQLite instance
+    (their commits share transactions), while another thread creates users (which needs
+    the file's writer to itself): after a reopen every acknowledged value is there."""
+    url = f"sqlite:{tmp_path / 'group.db'}"
+    per_thread = 30
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("writer")
+        user = inst.login("writer")
+        dbs = [user.create_db(f"db{n}") for n in range(8)]
+        errors: list[BaseException] = []
+        start = threading.Barrier(len(dbs) + 1)
+
+        def commit(n: int) -> None:
+            try:
+                start.wait()
+                for i in range(per_thread):
+                    dbs[n].set("s", f"k{i}", [n, i])
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        def create_users() -> None:
+            try:
+                start.wait()
+                for i in range(5):
+                    inst.create_user(f"other{i}")
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=commit, args=(n,)) for n in range(len(dbs))]
+        threads.append(threading.Thread(target=create_users))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        ids = [db.id for db in dbs]
+        for db in dbs:
+            db.close()
+        user.logout()
+    with mnemo.Instance.open(url) as inst:
+        user = inst.login("writer")
+        assert sorted(inst.list_users()) == ["other0", "other1", "other2", "other3", "other4", "writer"]
+        for n, db_id in enumerate(ids):
+            db = user.load_db(db_id)
+            assert [db.get("s", f"k{i}") for i in range(per_thread)] == [
+                [n, i] for i in range(per_thread)
+            ]
+            db.close()
+        user.logout()
