@@ -89,7 +89,7 @@ impl Readers {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         conn.execute_batch("PRAGMA query_only=ON")
             .map_err(sql_error)?;
-        conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
+        super::tune(&conn)?;
         Ok(conn)
     }
 
