@@ -5,7 +5,8 @@
 #   make test-full   the same, then fuzzing (6 targets, a minute each) and the sync soak test
 #               (a minute): what CI runs (.ci/run).
 # And the benchmark (see BENCHMARKS.md):
-#   make bench  release build; floors (bench_floors), the C ABI workload (benches/abi_bench.c)
+#   make bench  release build; floors (bench_floors), the C ABI workload (benches/abi_bench.c),
+#               durable commits against plain SQLite alternating (examples/bench_durable.rs)
 #               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
 #               printed as one table (saved in target/bench/table.txt). About a minute.
 #               MNEMO_BENCH_QUICK=1 make bench: a short smoke run (a few seconds once built).
@@ -37,7 +38,7 @@ RELEASE    := $(CURDIR)/target/release
 # bash for pipefail: a failing benchmark fails `make bench` even though its output is tee'd.
 bench: SHELL := /bin/bash
 bench:
-	cargo build --release --lib --example bench_floors
+	cargo build --release --lib --example bench_floors --example bench_durable
 	@# Programs linked with -lmnemo ask for the SONAME; give the build tree that name too.
 	ln -sf libmnemo.so $(RELEASE)/libmnemo.so.$(MNEMO_ABI)
 	@mkdir -p $(BENCH_OUT)
@@ -56,6 +57,7 @@ bench:
 	    $(BENCH_OUT)/abi_bench --floors $(BENCH_OUT)/floors$$suffix.txt --dir $(BENCH_DIR) \
 	        --results $(BENCH_OUT)/abi_results$$suffix.txt $(BENCH_ARGS) \
 	        | tee $(BENCH_OUT)/table$$suffix.txt; \
+	    $(RELEASE)/examples/bench_durable $(BENCH_DIR) | tee -a $(BENCH_OUT)/table$$suffix.txt; \
 	    MNEMO_LIB=$(RELEASE)/libmnemo.so $(PYTHON) bindings/python/benchmarks/ctypes_overhead.py \
 	        --c-results $(BENCH_OUT)/abi_results$$suffix.txt | tee -a $(BENCH_OUT)/table$$suffix.txt; \
 	    echo "== end of run $$i; load average $$(cut -d' ' -f1-3 /proc/loadavg)"; \
