@@ -47,6 +47,11 @@ handle_out_t = POINTER(c_void_p)
 owned_str_t = POINTER(c_char)
 #: An out-parameter receiving an owned string (``char **``).
 owned_str_out_t = POINTER(owned_str_t)
+#: A buffer the caller provides (``char *buf`` with its ``size_t cap``): the same ctypes type
+#: as :data:`owned_str_t`; a ``ctypes.create_string_buffer`` is passed as it is.
+buffer_t = POINTER(c_char)
+#: An out-parameter receiving a length (``size_t *``).
+size_out_t = POINTER(c_size_t)
 #: A borrowed string in (``const char *``), or a static string out (never freed).
 str_t = c_char_p
 #: ``void *user_data``: passed back to callbacks unchanged (the wrapper passes a small
@@ -106,6 +111,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_set": (status_t, [handle_t, str_t, str_t, str_t]),
     "mnemo_db_insert": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_get": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
+    "mnemo_db_get_into": (status_t, [handle_t, str_t, str_t, buffer_t, c_size_t, size_out_t]),
     "mnemo_db_delete": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_db_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
@@ -333,6 +339,7 @@ def ctypes_for(c_type: str) -> Any:
         "uint32_t": c_uint32,
         "int *": POINTER(c_int),
         "size_t": c_size_t,
+        "size_t *": size_out_t,
         "const char *": str_t,
         "char *": owned_str_t,
         "char * *": owned_str_out_t,
