@@ -89,7 +89,10 @@ class Database(HandleOwner):
         or a value JSON cannot represent (see :class:`Database`); LoggedOut once the session
         that opened the database has ended; PermissionDenied; StorageError.
         """
-        s = _native.encode(store, "store")
+        try:
+            s = _store_names[store]
+        except (KeyError, TypeError):
+            s = _native.encode_store(store)
         k = _native.encode(key, "key")
         v = _native.encode(to_json(value), "value")
         handle = self._handle
