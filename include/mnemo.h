@@ -16,7 +16,10 @@
  *   mnemo_version, mnemo_last_error_message, ...) never change it. So read
  *   mnemo_last_error_message() on the thread that made the failing call, before that
  *   thread's next status-returning call (docs/other-languages.md: FFIs that hop threads).
- * - Out-parameters are set to NULL on entry and written only on success.
+ * - Out-parameters are set to NULL (a length to 0) on entry and written only on success,
+ *   except that mnemo_db_get_into reports the size it needs with
+ *   MNEMO_STATUS_BUFFER_TOO_SMALL. A buffer the caller provides with its capacity is
+ *   never written past that capacity.
  * - Strings in are NUL-terminated UTF-8 whatever the process's locale (mnemo never reads
  *   it), borrowed for the call: a binding encodes them itself. Strings out are UTF-8, owned
  *   by the caller and freed with mnemo_string_free(). Lists and records are JSON text.
@@ -186,6 +189,12 @@ typedef void (*mnemo_destroy_cb)(void *user_data);
  */
 #define MNEMO_STATUS_BUSY 12
 
+/**
+ * A buffer the caller provided cannot hold the result and its NUL (`mnemo_db_get_into`):
+ * nothing usable was written, the result's length was reported; retry with a larger one.
+ */
+#define MNEMO_STATUS_BUFFER_TOO_SMALL 13
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -288,6 +297,34 @@ MNEMO_MUST_USE mnemo_status mnemo_db_insert(struct mnemo_database *db, const cha
  * the session logged out. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_get(const struct mnemo_database *db, const char *store, const char *key, char **out_json);
+
+/**
+ * Reads the JSON value of `key` in `store` into a buffer the caller provides: the form of
+ * `mnemo_db_get` that allocates nothing for the caller to free, like snprintf. On success
+ * `buf` holds the value in canonical JSON text and a terminating NUL, and `*out_len` its
+ * length without the NUL. When the value does not fit (it needs `*out_len + 1` bytes),
+ * the call returns MNEMO_STATUS_BUFFER_TOO_SMALL with `*out_len` set to the value's
+ * length and `buf` holding only "" (never a partial value): call again with a buffer of at
+ * least `*out_len + 1` bytes (a value is at most 16 MiB). `buf` NULL with `cap` 0 asks for
+ * the length only (MNEMO_STATUS_BUFFER_TOO_SMALL then, as a value is never empty).
+ *
+ * - `store`: NUL-terminated UTF-8, 1 to 255 bytes.
+ * - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
+ * - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
+ *   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
+ *   "" after any failure.
+ * - `cap`: the size of `buf` in bytes, the NUL's byte included.
+ * - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
+ *   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_BUFFER_TOO_SMALL (the value is `cap` bytes or
+ * longer), MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store, key or out_len, NULL buf with a
+ * `cap` other than 0, bad UTF-8, bad store name or key), MNEMO_STATUS_NOT_FOUND (never
+ * set, or deleted), MNEMO_STATUS_PERMISSION_DENIED (read was revoked),
+ * MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE. Reading works after the session logged out.
+ * Thread-safe (each thread with its own buffer).
+ */
+MNEMO_MUST_USE mnemo_status mnemo_db_get_into(const struct mnemo_database *db, const char *store, const char *key, char *buf, size_t cap, size_t *out_len);
 
 /**
  * Deletes `key` from `store`, as one signed commit (a tombstone that merges like a write).

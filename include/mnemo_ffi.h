@@ -33,6 +33,7 @@ enum {
   MNEMO_STATUS_CORRUPT = 10,
   MNEMO_STATUS_INTERNAL = 11,
   MNEMO_STATUS_BUSY = 12,
+  MNEMO_STATUS_BUFFER_TOO_SMALL = 13,
 };
 
 enum {
@@ -79,6 +80,8 @@ mnemo_status mnemo_db_set(mnemo_database *db, const char *store, const char *key
 mnemo_status mnemo_db_insert(mnemo_database *db, const char *store, const char *json, char **out_key);
 
 mnemo_status mnemo_db_get(const mnemo_database *db, const char *store, const char *key, char **out_json);
+
+mnemo_status mnemo_db_get_into(const mnemo_database *db, const char *store, const char *key, char *buf, size_t cap, size_t *out_len);
 
 mnemo_status mnemo_db_delete(mnemo_database *db, const char *store, const char *key);
 

@@ -21,6 +21,10 @@ and checks the header's and /work/shared/API.md's conventions:
     and set to a fresh value after a successful one (which the sweep then frees); an
     `int *` out-parameter (a file descriptor) is -1 after a failed call and >= 0 after a
     successful one;
+  - a caller's buffer (`char *` followed by its `size_t cap`, filled with 'x' before the
+    call) holds "" after a failure and, after a success, a string whose length the
+    `size_t *` out-parameter reports; no byte after the string's NUL changes; that length
+    is 0 after a failure (other than MNEMO_STATUS_BUFFER_TOO_SMALL);
   - OK comes with no message, a failure with a non-empty one;
   - a destroy callback runs once for a subscription that succeeded, never for a call
     refused with MNEMO_STATUS_INVALID_ARGUMENT.
@@ -346,6 +350,7 @@ INT_VALUES = {
     "p": "1",
     "timeout_ms": "1000",
     "limit": "10",  # a page of scanned keys
+    "cap": "64",  # a caller's buffer: the size of the one the sweep passes (BUF_SIZE)
 }
 
 INTEGER_TYPES = {"uint8_t", "uint16_t", "uint32_t", "uint64_t", "int8_t", "int16_t", "int32_t",
@@ -371,6 +376,8 @@ def classify_param(header, p):
         p.kind = "str_owned"  # a string mnemo returned, given back (mnemo_string_free)
     elif p.base == "int" and p.depth == 1 and not p.const:
         p.kind = "int_out"  # a file descriptor: -1 on failure
+    elif p.base == "size_t" and p.depth == 1 and not p.const:
+        p.kind = "len_out"  # a length: 0 on failure
     elif p.base == "void" and p.depth == 1:
         p.kind = "user_data"
     elif p.depth == 0 and (p.base in INTEGER_TYPES or p.base in header.scalars):
@@ -383,9 +390,17 @@ def classify_param(header, p):
                      "(HANDLE_SLOTS and need_*() in the C prelude)" % (p.name, p.base))
 
 
+def classify_buffers(fn):
+    """A `char *` followed by a `size_t cap` is a buffer the caller provides, not a string
+    mnemo returned."""
+    for p, nxt in zip(fn.params, fn.params[1:]):
+        if p.kind == "str_owned" and nxt.kind == "int" and nxt.base == "size_t" and nxt.name == "cap":
+            p.kind = "buf_out"
+
+
 def is_pointer(p):
     return p.kind in ("handle_in", "handle_out", "str_in", "str_out", "str_owned", "callback",
-                      "user_data", "int_out")
+                      "user_data", "int_out", "len_out", "buf_out")
 
 
 def callback_sig(header, p):
@@ -748,6 +763,26 @@ static int check_out(mnemo_status st, const void *out, const char *param) {
     return 1;
 }
 
+/* The size of the buffers the sweep passes to functions that take one (INT_VALUES["cap"]). */
+#define BUF_SIZE 64
+
+/* A caller's buffer after the call (it was filled with 'x'): "" after a failure; after a
+ * success, a string of the reported length within BUF_SIZE; nothing changed after its NUL. */
+SWEEP_UNUSED static void check_buffer(mnemo_status st, const char *buf, const char *param, size_t len) {
+    const char *nul = (const char *)memchr(buf, '\0', BUF_SIZE);
+    size_t end = nul ? (size_t)(nul - buf) : BUF_SIZE;
+    if (st != MNEMO_STATUS_OK && end != 0)
+        fail("returned %s but buffer `%s` does not hold \"\" (expected it cleared)", mnemo_status_str(st), param);
+    if (st == MNEMO_STATUS_OK && (nul == NULL || end != len))
+        fail("returned MNEMO_STATUS_OK but buffer `%s` holds %zu bytes before a NUL and the length says %zu",
+             param, end, len);
+    for (size_t i = end + 1; i < BUF_SIZE; i++)
+        if (buf[i] != 'x') {
+            fail("wrote byte %zu of buffer `%s`, after the string's NUL", i, param);
+            break;
+        }
+}
+
 SWEEP_UNUSED static void check_owned_string(const char *call, const char *s, const char *param) {
     size_t n = strlen(s); /* valgrind checks the bytes are there */
     if (n == 0 && verbose) fprintf(stderr, "note %s: `%s` is empty\n", call, param);
@@ -1046,7 +1081,7 @@ class Gen:
         status_fn = fn.ret == "mnemo_status"
         handle_params = [p for p in fn.params if p.kind == "handle_in"]
         args, shown, outs, consumed, destroy_passed = [], [], [], [], False
-        int_outs = []
+        int_outs, len_outs, bufs = [], [], []
         after = None
         o.append("static void %s(void) {" % cid)
         for p in fn.params:
@@ -1132,6 +1167,25 @@ class Gen:
                     args.append("&" + v)
                     shown.append("&%s" % p.name)
                     int_outs.append(p)
+            elif p.kind == "len_out":
+                if under_test:
+                    args.append("NULL")
+                    shown.append("NULL")
+                else:
+                    o.append("    %s %s = 42; /* a sentinel */" % (p.base, v))
+                    args.append("&" + v)
+                    shown.append("&%s" % p.name)
+                    len_outs.append(p)
+            elif p.kind == "buf_out":
+                if under_test:
+                    args.append("NULL")
+                    shown.append("NULL")
+                else:
+                    o.append("    char %s[BUF_SIZE];" % v)
+                    o.append("    memset(%s, 'x', sizeof %s);" % (v, v))
+                    args.append(v)
+                    shown.append("%s[BUF_SIZE]" % p.name)
+                    bufs.append(p)
             elif p.kind == "user_data":
                 o.append("    %s %s = %s;" % (p.ctype, v, "NULL" if under_test else "&destroy_marker"))
                 shown.append("NULL" if under_test else "&user_data")
@@ -1166,6 +1220,8 @@ class Gen:
         else:
             if mode == BASELINE:
                 want = "EXPECT_BASELINE"
+            elif mode == NULL and bad.kind == "buf_out":
+                want = "EXPECT_INVALID"  # NULL with a capacity other than 0
             elif mode == NULL:
                 want = "EXPECT_ANY" if nullable(fn, bad) else "EXPECT_INVALID"
             elif mode == BAD_UTF8:
@@ -1202,6 +1258,14 @@ class Gen:
                 o.append('        fail("returned %%s but left out-parameter `%s` at %%d (expected -1)", mnemo_status_str(st), %s);' % (p.name, v))
                 o.append("    if (st == MNEMO_STATUS_OK && %s < 0)" % v)
                 o.append('        fail("returned MNEMO_STATUS_OK but wrote %%d to out-parameter `%s`", %s);' % (p.name, v))
+            for p in len_outs:
+                v = "a%d" % p.index
+                o.append("    if (st != MNEMO_STATUS_OK && st != MNEMO_STATUS_BUFFER_TOO_SMALL && %s != 0)" % v)
+                o.append('        fail("returned %%s but left out-parameter `%s` at %%zu (expected 0)", mnemo_status_str(st), %s);' % (p.name, v))
+            for b in bufs:
+                # The length out-parameter, when the case passes one (else the call failed).
+                length = "a%d" % len_outs[0].index if len_outs else "0"
+                o.append("    check_buffer(st, %s, %s, %s);" % ("a%d" % b.index, c_string(b.name), length))
             if destroy_passed:
                 after = "after_" + cid
                 o.append("    last_status_%s = st;" % cid)
@@ -1218,6 +1282,7 @@ class Gen:
         for fn in self.h.functions:
             for p in fn.params:
                 classify_param(self.h, p)
+            classify_buffers(fn)
         self.find_destructors()
         self.out.append(PRELUDE)
         self.emit_callbacks()

@@ -218,17 +218,17 @@ public:
     }
     /// The value's canonical JSON text; throws mnemo::error (MNEMO_STATUS_NOT_FOUND) if unset.
     std::string get(const std::string &store, const std::string &key) const {
-        char *out = nullptr;
-        detail::check(mnemo_db_get(h_.get(), store.c_str(), key.c_str(), &out), "mnemo_db_get");
-        return detail::take(out);
+        std::string out;
+        detail::check(read(store, key, out), "mnemo_db_get_into");
+        return out;
     }
     /// The value's JSON text, or std::nullopt if the key has no value.
     std::optional<std::string> find(const std::string &store, const std::string &key) const {
-        char *out = nullptr;
-        mnemo_status s = mnemo_db_get(h_.get(), store.c_str(), key.c_str(), &out);
+        std::string out;
+        mnemo_status s = read(store, key, out);
         if (s == MNEMO_STATUS_NOT_FOUND) return std::nullopt;
-        detail::check(s, "mnemo_db_get");
-        return detail::take(out);
+        detail::check(s, "mnemo_db_get_into");
+        return out;
     }
     void remove(const std::string &store, const std::string &key) {
         detail::check(mnemo_db_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_db_delete");
@@ -308,6 +308,25 @@ public:
     mnemo_database *native_handle() const noexcept { return h_.get(); }
 
 private:
+    /// Reads a value with mnemo_db_get_into, one call for a value that fits a per-thread
+    /// 1 KiB buffer; a longer one is read again straight into `out`, sized to the length the
+    /// first call reported (again while the value keeps growing). `out` is set on OK only.
+    mnemo_status read(const std::string &store, const std::string &key, std::string &out) const {
+        thread_local char small[1024];
+        std::size_t len = 0;
+        mnemo_status s = mnemo_db_get_into(h_.get(), store.c_str(), key.c_str(), small, sizeof small, &len);
+        if (s == MNEMO_STATUS_OK) out.assign(small, len);
+        std::string big;
+        while (s == MNEMO_STATUS_BUFFER_TOO_SMALL) {
+            big.resize(len);  // len + 1 bytes with the terminator, which receives the NUL
+            s = mnemo_db_get_into(h_.get(), store.c_str(), key.c_str(), &big[0], len + 1, &len);
+            if (s == MNEMO_STATUS_OK) {
+                big.resize(len);
+                out = std::move(big);
+            }
+        }
+        return s;
+    }
     friend class user;
     explicit database(mnemo_database *d) : h_(d) {}
     static void on_change(void *data, const char *db_id, const char *entry_id, std::int32_t remote) {

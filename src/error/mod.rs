@@ -87,6 +87,9 @@ pub enum Error {
     /// A documented limit was reached; retrying later may succeed.
     #[error("busy: {0}")]
     Busy(String),
+    /// A caller-provided buffer is too small for the result; nothing usable was written.
+    #[error("buffer too small: {0}")]
+    BufferTooSmall(String),
 }
 
 /// The crate's result type.
@@ -114,6 +117,7 @@ impl Error {
             Error::Corrupt(_) => Status::Corrupt,
             Error::Internal(_) => Status::Internal,
             Error::Busy(_) => Status::Busy,
+            Error::BufferTooSmall(_) => Status::BufferTooSmall,
         }
     }
 

@@ -30,4 +30,7 @@ status_codes! {
     /// A documented limit was reached (a peer's connections, request rate or queue, entries
     /// waiting for their parents): nothing was changed; retry later.
     Busy = 12, BUSY;
+    /// A buffer the caller provided cannot hold the result and its NUL (`mnemo_db_get_into`):
+    /// nothing usable was written, the result's length was reported; retry with a larger one.
+    BufferTooSmall = 13, BUFFER_TOO_SMALL;
 }

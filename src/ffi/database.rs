@@ -11,6 +11,7 @@ use super::subscription::{callback_from_c, mnemo_change_cb, mnemo_destroy_cb, mn
 use super::transaction::mnemo_txn;
 use crate::crypto::PublicKey;
 use crate::database::Permission;
+use crate::error::Error;
 use crate::Database;
 
 /// A database handle. Safe to use from several threads at once.
@@ -140,6 +141,57 @@ pub unsafe extern "C" fn mnemo_db_get(
         let key = strings::arg(key, "key")?;
         *out = strings::to_c(db.inner.get(store, key)?)?;
         Ok(())
+    })
+}
+
+/// Reads the JSON value of `key` in `store` into a buffer the caller provides: the form of
+/// `mnemo_db_get` that allocates nothing for the caller to free, like snprintf. On success
+/// `buf` holds the value in canonical JSON text and a terminating NUL, and `*out_len` its
+/// length without the NUL. When the value does not fit (it needs `*out_len + 1` bytes),
+/// the call returns MNEMO_STATUS_BUFFER_TOO_SMALL with `*out_len` set to the value's
+/// length and `buf` holding only "" (never a partial value): call again with a buffer of at
+/// least `*out_len + 1` bytes (a value is at most 16 MiB). `buf` NULL with `cap` 0 asks for
+/// the length only (MNEMO_STATUS_BUFFER_TOO_SMALL then, as a value is never empty).
+///
+/// - `store`: NUL-terminated UTF-8, 1 to 255 bytes.
+/// - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
+/// - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
+///   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
+///   "" after any failure.
+/// - `cap`: the size of `buf` in bytes, the NUL's byte included.
+/// - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
+///   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_BUFFER_TOO_SMALL (the value is `cap` bytes or
+/// longer), MNEMO_STATUS_INVALID_ARGUMENT (NULL db, store, key or out_len, NULL buf with a
+/// `cap` other than 0, bad UTF-8, bad store name or key), MNEMO_STATUS_NOT_FOUND (never
+/// set, or deleted), MNEMO_STATUS_PERMISSION_DENIED (read was revoked),
+/// MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE. Reading works after the session logged out.
+/// Thread-safe (each thread with its own buffer).
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_db_get_into(
+    db: *const mnemo_database,
+    store: *const c_char,
+    key: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: *mut usize,
+) -> mnemo_status {
+    guard(|| {
+        // Both outputs are cleared before either is checked.
+        let len = out_len.as_mut().map(|len| {
+            *len = 0;
+            len
+        });
+        let mut buf = strings::OutBuffer::new(buf, cap, "buf")?;
+        let len = len.ok_or_else(|| Error::invalid("out-parameter 'out_len' is NULL"))?;
+        let db = mnemo_database::borrow(db)?;
+        let store = strings::arg(store, "store")?;
+        let key = strings::arg(key, "key")?;
+        let value = db.inner.get(store, key)?;
+        *len = value.len();
+        buf.write(&value)
     })
 }
 

@@ -46,6 +46,10 @@ mod tests {
             (Error::Corrupt(String::new()), MNEMO_STATUS_CORRUPT),
             (Error::Internal(String::new()), MNEMO_STATUS_INTERNAL),
             (Error::Busy(String::new()), MNEMO_STATUS_BUSY),
+            (
+                Error::BufferTooSmall(String::new()),
+                MNEMO_STATUS_BUFFER_TOO_SMALL,
+            ),
         ];
         for (error, status) in cases {
             assert_eq!(status_of(&error), status, "{error:?}");
@@ -75,6 +79,10 @@ mod tests {
             (MNEMO_STATUS_CORRUPT, "MNEMO_STATUS_CORRUPT"),
             (MNEMO_STATUS_INTERNAL, "MNEMO_STATUS_INTERNAL"),
             (MNEMO_STATUS_BUSY, "MNEMO_STATUS_BUSY"),
+            (
+                MNEMO_STATUS_BUFFER_TOO_SMALL,
+                "MNEMO_STATUS_BUFFER_TOO_SMALL",
+            ),
         ];
         assert_eq!(constants.len(), Status::ALL.len());
         for ((code, name), status) in constants.iter().zip(Status::ALL) {

@@ -70,6 +70,53 @@ pub(crate) unsafe fn to_optional_out(out: *mut *mut c_char, value: String) -> Re
     Ok(())
 }
 
+/// A caller-provided output buffer: `cap` bytes at `ptr`, written as C strings are (text,
+/// then a NUL), never past `cap`.
+pub(crate) struct OutBuffer {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+impl OutBuffer {
+    /// Takes the buffer `buf` of `cap` bytes and clears it (its first byte becomes NUL) when
+    /// it has a byte. NULL is allowed only with `cap` 0 (the caller asks for a length).
+    ///
+    /// # Safety
+    /// `buf` is NULL or valid for writes of `cap` bytes until the buffer is dropped.
+    pub(crate) unsafe fn new(buf: *mut c_char, cap: usize, name: &str) -> Result<OutBuffer> {
+        if buf.is_null() && cap != 0 {
+            return Err(Error::invalid(format!(
+                "argument '{name}' is NULL but its capacity is {cap} bytes (NULL goes with 0)"
+            )));
+        }
+        let ptr = buf.cast::<u8>();
+        if cap != 0 {
+            *ptr = 0;
+        }
+        Ok(OutBuffer { ptr, cap })
+    }
+
+    /// Copies `text` and a terminating NUL into the buffer if both fit (`text.len() < cap`);
+    /// otherwise writes nothing more and returns [`Error::BufferTooSmall`].
+    pub(crate) fn write(&mut self, text: &str) -> Result<()> {
+        let len = text.len();
+        if len >= self.cap {
+            return Err(Error::BufferTooSmall(format!(
+                "the result is {len} bytes and needs a buffer of {} bytes with its NUL; \
+                 this one has {}",
+                len + 1,
+                self.cap
+            )));
+        }
+        // SAFETY: `new`'s caller made `ptr` valid for `cap` bytes, and len + 1 <= cap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), self.ptr, len);
+            *self.ptr.add(len) = 0;
+        }
+        Ok(())
+    }
+}
+
 /// Frees a string made by [`to_c`].
 ///
 /// `ptr` is NULL or came from [`to_c`] and is not used again.

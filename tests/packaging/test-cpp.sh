@@ -2,7 +2,8 @@
 # Builds bindings/cpp/example.cpp (the header-only wrapper bindings/cpp/mnemo.hpp) with
 # g++ -std=c++17 -Wall -Wextra -Werror -pedantic against the debug build, and runs it plainly,
 # on a SQLite file (twice: the second run finds alice and her database), and under
-# AddressSanitizer/UBSan (no leak, no misuse of a handle). Prints "N passed, N failed".
+# AddressSanitizer/UBSan (no leak, no misuse of a handle); then bindings/cpp/test_get.cpp
+# (get and find through mnemo_db_get_into) under ASan/UBSan. Prints "N passed, N failed".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -32,6 +33,10 @@ check "example runs again on the same file" "$OUT/example" "sqlite:$ROOT/$OUT/ex
 # shellcheck disable=SC2086
 check "example compiles with ASan/UBSan" g++ $FLAGS $SAN bindings/cpp/example.cpp -o "$OUT/example-san" $LINK
 check "example runs clean under ASan/UBSan" env ASAN_OPTIONS=detect_leaks=1 "$OUT/example-san"
+# shellcheck disable=SC2086
+check "test_get.cpp compiles with ASan/UBSan" \
+    g++ $FLAGS $SAN bindings/cpp/test_get.cpp -o "$OUT/test_get-san" $LINK -lpthread
+check "test_get runs clean under ASan/UBSan" env ASAN_OPTIONS=detect_leaks=1 "$OUT/test_get-san"
 rm -f "$OUT"/example.db*
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

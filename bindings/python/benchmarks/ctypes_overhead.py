@@ -13,7 +13,9 @@ Rows (same columns as abi_bench):
 - ``ctypes call floor``: ``mnemo_version_number()`` through ctypes, the least a ctypes call
   costs.
 - ``raw ctypes set/get``: ``lib.mnemo_db_set`` / ``lib.mnemo_db_get`` with pre-encoded bytes
-  (get includes copying the string out and ``mnemo_string_free``).
+  (get includes copying the string out and ``mnemo_string_free``); ``mnemo_db_get_into``
+  into one 1 KiB buffer, as plain ctypes code would call it (the package's ``get`` uses it
+  through a twin without argtypes).
 - ``package Database.set/get``: the public API (argument checks, handle lending, JSON
   encoding and decoding, error mapping).
 - ``ratio Database.set/get / ctypes floor``: the package call's median over the median of
@@ -182,6 +184,19 @@ def main() -> int:
                     lib.mnemo_string_free(out)
                     samples.append(clock() - t0)
                 raw_get = row("raw ctypes mnemo_db_get (+copy, free)", samples, c_get)
+
+                buf = ctypes.create_string_buffer(1024)
+                length = ctypes.c_size_t()
+                samples = []
+                for i in range(n):
+                    t0 = clock()
+                    status = lib.mnemo_db_get_into(ptr, b"bench", keys[i], buf, 1024,
+                                                   ctypes.byref(length))
+                    if status:
+                        _native.check(status)
+                    buf.value
+                    samples.append(clock() - t0)
+                row("raw ctypes mnemo_db_get_into (+copy)", samples, c_get)
 
             # Every FLOOR_BATCH package calls, as many floor calls (the ratio rows' floor).
             samples, set_floor = [], []

@@ -43,6 +43,7 @@ from .database import Database, Permission
 from .errors import (
     AlreadyExists,
     AuthFailed,
+    BufferTooSmall,
     Busy,
     Corrupt,
     Error,
@@ -96,6 +97,7 @@ __all__ = [
     "Corrupt",
     "InternalError",
     "Busy",
+    "BufferTooSmall",
 ]
 
 

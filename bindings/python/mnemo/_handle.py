@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from ctypes import c_void_p
 from types import TracebackType
 from typing import Callable, Iterator, TypeVar
 
@@ -20,7 +21,7 @@ class Handle:
     :meth:`use` raise the error made by ``closed_error``; ``close`` again does nothing.
     """
 
-    __slots__ = ("_ptr", "_free", "_closed_error", "_lock", "_idle", "_users")
+    __slots__ = ("_ptr", "arg", "_free", "_closed_error", "_lock", "_idle", "_users")
 
     def __init__(
         self,
@@ -29,6 +30,10 @@ class Handle:
         closed_error: Callable[[], Error],
     ) -> None:
         self._ptr: int | None = ptr
+        #: The pointer as a ``c_void_p``, for the hot paths that call functions without
+        #: ``argtypes`` (see :func:`mnemo._native.get_value`); valid only while lent by
+        #: :meth:`acquire`.
+        self.arg = c_void_p(ptr)
         self._free = release
         self._closed_error = closed_error
         # A plain lock guards _ptr and _users; _idle (on the same lock) wakes a close()

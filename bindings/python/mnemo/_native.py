@@ -47,6 +47,11 @@ handle_out_t = POINTER(c_void_p)
 owned_str_t = POINTER(c_char)
 #: An out-parameter receiving an owned string (``char **``).
 owned_str_out_t = POINTER(owned_str_t)
+#: A buffer the caller provides (``char *buf`` with its ``size_t cap``): the same ctypes type
+#: as :data:`owned_str_t`; a ``ctypes.create_string_buffer`` is passed as it is.
+buffer_t = POINTER(c_char)
+#: An out-parameter receiving a length (``size_t *``).
+size_out_t = POINTER(c_size_t)
 #: A borrowed string in (``const char *``), or a static string out (never freed).
 str_t = c_char_p
 #: ``void *user_data``: passed back to callbacks unchanged (the wrapper passes a small
@@ -106,6 +111,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_set": (status_t, [handle_t, str_t, str_t, str_t]),
     "mnemo_db_insert": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
     "mnemo_db_get": (status_t, [handle_t, str_t, str_t, owned_str_out_t]),
+    "mnemo_db_get_into": (status_t, [handle_t, str_t, str_t, buffer_t, c_size_t, size_out_t]),
     "mnemo_db_delete": (status_t, [handle_t, str_t, str_t]),
     "mnemo_db_get_all": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_db_set_path": (status_t, [handle_t, str_t, str_t, str_t, str_t]),
@@ -219,6 +225,13 @@ def _declare(library: ctypes.CDLL, path: str) -> None:
 
 lib, LIBRARY_PATH = _load()
 _declare(lib, LIBRARY_PATH)
+# A twin of mnemo_db_get_into without argtypes, for get_value only: ctypes then converts no
+# argument (checking six arguments against argtypes costs about twice the C call itself),
+# so every argument must have its C type already: a c_void_p, bytes, a ctypes buffer, a
+# c_size_t and a byref (a bare int would be passed as a C int). lib[name] makes a new
+# function object, so lib.mnemo_db_get_into keeps its argtypes.
+_get_into_unchecked = lib["mnemo_db_get_into"]
+_get_into_unchecked.restype = status_t
 
 # --- Helpers shared by the wrapper classes ---------------------------------------------
 
@@ -253,6 +266,11 @@ def encode(value: str, what: str) -> bytes:
     Raises TypeError if ``value`` is not a ``str``, and InvalidArgument if it contains a
     NUL character (C would silently cut it there) or cannot be encoded (lone surrogates).
     """
+    if type(value) is str and "\0" not in value:
+        try:
+            return value.encode("utf-8")  # the common case, checked in two steps
+        except UnicodeEncodeError:
+            pass
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if "\0" in value:
@@ -261,6 +279,26 @@ def encode(value: str, what: str) -> bytes:
         return value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise InvalidArgument(f"invalid argument: {what} is not encodable as UTF-8: {e}") from None
+
+
+#: Encoded store names, by name: a program uses few stores, so the hot paths
+#: (:meth:`mnemo.Database.get` and :meth:`~mnemo.Database.set`) look each up instead of
+#: encoding it again. Holds at most :data:`_STORE_NAMES_KEPT` names (the first ones seen),
+#: only ``str`` names that encode (the library still checks each name on every call).
+store_names: dict[str, bytes] = {}
+_STORE_NAMES_KEPT = 256
+
+
+def encode_store(name: str) -> bytes:
+    """As :func:`encode` for a store name, remembered in :data:`store_names`."""
+    try:
+        return store_names[name]
+    except (KeyError, TypeError):
+        pass
+    encoded = encode(name, "store")
+    if type(name) is str and len(store_names) < _STORE_NAMES_KEPT:
+        store_names[name] = encoded
+    return encoded
 
 
 def encode_optional(value: str | None, what: str) -> bytes | None:
@@ -310,6 +348,60 @@ def call_string(fn: Callable[..., int], *args: Any) -> str:
         _string_outs.append(out)
 
 
+class _ValueBuffer:
+    """A reusable buffer for ``mnemo_db_get_into``: the bytes, their size (an ``int`` and a
+    ``c_size_t``), and a ``size_t`` out-parameter for the value's length with a ready-made
+    ``byref``."""
+
+    __slots__ = ("buf", "cap", "cap_arg", "length", "length_ref")
+
+    def __init__(self, cap: int) -> None:
+        self.buf = ctypes.create_string_buffer(cap)
+        self.cap = cap
+        self.cap_arg = c_size_t(cap)
+        self.length = c_size_t()
+        self.length_ref = byref(self.length)
+
+
+#: The size of a new value buffer: most values are shorter.
+_FIRST_CAPACITY = 1024
+#: The largest value buffer kept for reuse. A longer value (a value is at most 16 MiB) is
+#: read with ``mnemo_db_get`` instead, so idle buffers never hold more than this each.
+_KEPT_CAPACITY = 64 * 1024
+#: Idle value buffers for :func:`get_value`, used as :data:`_string_outs` is: a call pops
+#: one (or makes one) and pushes it back when done, so no two calls in flight (threads,
+#: or a signal handler or finaliser interrupting a call) ever share one.
+_value_buffers: list[_ValueBuffer] = []
+_TOO_SMALL = int(Status.BUFFER_TOO_SMALL)
+
+
+def get_value(db: c_void_p, store: bytes, key: bytes) -> str:
+    """The JSON text of ``key`` in ``store`` of the ``mnemo_database *`` ``db`` (a
+    ``c_void_p``, as :attr:`Handle.arg <mnemo._handle.Handle.arg>` gives it): one
+    ``mnemo_db_get_into`` call into a pooled buffer in the common case. A value that does
+    not fit is read again into a buffer grown to its length (up to
+    :data:`_KEPT_CAPACITY`; beyond, with ``mnemo_db_get``). Raises the error of the
+    status."""
+    try:
+        out = _value_buffers.pop()
+    except IndexError:
+        out = _ValueBuffer(_FIRST_CAPACITY)
+    try:
+        status = _get_into_unchecked(db, store, key, out.buf, out.cap_arg, out.length_ref)
+        # The value may change between two calls: grow until it fits.
+        while status == _TOO_SMALL:
+            needed = out.length.value + 1
+            if needed > _KEPT_CAPACITY:
+                return call_string(lib.mnemo_db_get, db, store, key)
+            out = _ValueBuffer(min(max(needed, 2 * out.cap), _KEPT_CAPACITY))
+            status = _get_into_unchecked(db, store, key, out.buf, out.cap_arg, out.length_ref)
+        if status:
+            check(status)
+        return out.buf.value.decode("utf-8")
+    finally:
+        _value_buffers.append(out)
+
+
 def call_handle(fn: Callable[..., int], *args: Any) -> int:
     """Calls ``fn(*args, mnemo_x **out)``, checks the status and returns the new handle."""
     out = c_void_p()
@@ -333,6 +425,7 @@ def ctypes_for(c_type: str) -> Any:
         "uint32_t": c_uint32,
         "int *": POINTER(c_int),
         "size_t": c_size_t,
+        "size_t *": size_out_t,
         "const char *": str_t,
         "char *": owned_str_t,
         "char * *": owned_str_out_t,

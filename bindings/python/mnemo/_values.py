@@ -8,6 +8,7 @@ and the library stores that text unchanged.
 from __future__ import annotations
 
 import json
+from json import encoder as _json_encoder
 from typing import Any
 
 from .errors import InvalidArgument
@@ -16,6 +17,26 @@ from .errors import InvalidArgument
 #: One encoder for every call (``json.dumps`` with these options builds a new one each
 #: time); ``encode`` keeps no state between calls, so threads may share it.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: The json module's C encoder with the same options, made once: ``JSONEncoder.encode``
+#: builds a new one on every call, which costs more than encoding a small value. Without
+#: circular-reference markers, as they would be shared by every call (a failed encoding
+#: leaves its containers marked, so encoding them again would be refused as circular): a
+#: cyclic value ends in RecursionError instead, which :func:`to_json` reports like any
+#: other value JSON cannot represent. None where that C encoder cannot be made.
+try:
+    _C_ENCODE = _json_encoder.c_make_encoder(
+        None,
+        _ENCODER.default,
+        _json_encoder.encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
+except TypeError:  # c_make_encoder is None, or a Python whose C encoder takes other arguments
+    _C_ENCODE = None
 #: ``json.loads``'s own parser, called directly: the library's JSON text has no
 #: surrounding whitespace, so the common case skips ``loads``'s whitespace matching.
 _scan = json.JSONDecoder().scan_once
@@ -29,7 +50,9 @@ def to_json(value: Any) -> str:
     values nested too deeply for Python, and integers too long to convert to text.
     """
     try:
-        return _ENCODER.encode(value)
+        if _C_ENCODE is None:
+            return _ENCODER.encode(value)
+        return "".join(_C_ENCODE(value, 0))
     except (TypeError, ValueError, RecursionError) as e:
         raise InvalidArgument(f"invalid argument: value is not JSON-serialisable: {e}") from None
 

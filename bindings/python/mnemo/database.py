@@ -21,6 +21,10 @@ from .transaction import Transaction
 #: ``"write"`` (read and write its stores) or ``"read"``.
 Permission = Literal["admin", "write", "read"]
 
+# The hot path's helpers, looked up once.
+_store_names = _native.store_names
+_get_value = _native.get_value
+
 #: The largest ``limit`` the C call takes; larger limits mean the same (no more keys exist).
 _MAX_LIMIT = c_size_t(-1).value
 
@@ -64,12 +68,15 @@ class Database(HandleOwner):
         Raises NotFound if the key was never set or was deleted, InvalidArgument for a bad
         store name or key (empty, too long, containing NUL), StorageError.
         """
-        s = _native.encode(store, "store")
+        try:
+            s = _store_names[store]
+        except (KeyError, TypeError):
+            s = _native.encode_store(store)
         k = _native.encode(key, "key")
         handle = self._handle
-        ptr = handle.acquire()
+        handle.acquire()
         try:
-            text = _native.call_string(lib.mnemo_db_get, ptr, s, k)
+            text = _get_value(handle.arg, s, k)
         finally:
             handle.release()
         return from_json(text)
@@ -82,7 +89,10 @@ class Database(HandleOwner):
         or a value JSON cannot represent (see :class:`Database`); LoggedOut once the session
         that opened the database has ended; PermissionDenied; StorageError.
         """
-        s = _native.encode(store, "store")
+        try:
+            s = _store_names[store]
+        except (KeyError, TypeError):
+            s = _native.encode_store(store)
         k = _native.encode(key, "key")
         v = _native.encode(to_json(value), "value")
         handle = self._handle

@@ -28,6 +28,7 @@ __all__ = [
     "Corrupt",
     "InternalError",
     "Busy",
+    "BufferTooSmall",
     "error_for_status",
 ]
 
@@ -48,6 +49,7 @@ class Status(enum.IntEnum):
     CORRUPT = 10
     INTERNAL = 11
     BUSY = 12
+    BUFFER_TOO_SMALL = 13
 
 
 _KNOWN_CODES = frozenset(int(s) for s in Status)
@@ -156,6 +158,14 @@ class Busy(Error):
     default_status = Status.BUSY
 
 
+class BufferTooSmall(Error):
+    """A buffer given to the C library was too small for the result (the C function
+    ``mnemo_db_get_into``). The wrapper sizes its buffers itself, so Python code does not
+    see this error; it exists because every status has its class."""
+
+    default_status = Status.BUFFER_TOO_SMALL
+
+
 _BY_STATUS: dict[int, type[Error]] = {
     cls.default_status: cls
     for cls in (
@@ -171,6 +181,7 @@ _BY_STATUS: dict[int, type[Error]] = {
         Corrupt,
         InternalError,
         Busy,
+        BufferTooSmall,
     )
 }
 

@@ -476,3 +476,27 @@ def test_verify_finds_rows_removed_behind_the_librarys_back(tmp_path) -> None:
                 db.get_all("todo")  # a whole-store read never silently misses a row
             with pytest.raises(mnemo.Corrupt, match="todo"):
                 db.verify()
+
+
+def test_cyclic_values_are_refused(db: mnemo.Database) -> None:
+    cyclic_list: list[Any] = []
+    cyclic_list.append(cyclic_list)
+    cyclic_dict: dict[str, Any] = {}
+    cyclic_dict["self"] = cyclic_dict
+    for value in (cyclic_list, cyclic_dict):
+        with pytest.raises(mnemo.InvalidArgument, match="not JSON-serialisable"):
+            db.set("s", "k", value)
+    db.set("s", "k", [1])  # the encoder is still fine
+    assert db.get("s", "k") == [1]
+
+
+def test_a_value_refused_once_can_be_set_when_fixed(db: mnemo.Database) -> None:
+    # The shared JSON encoder keeps no circular-reference markers between calls (a failed
+    # encoding would leave its containers marked, and a later encoding of them would be
+    # refused as circular; threads would also see each other's marks).
+    value: list[Any] = [{"n": 1}, float("nan")]
+    with pytest.raises(mnemo.InvalidArgument, match="not JSON-serialisable"):
+        db.set("s", "k", value)
+    value[1] = 2
+    db.set("s", "k", value)
+    assert db.get("s", "k") == [{"n": 1}, 2]

@@ -28,6 +28,7 @@ ERRORS = {
     mnemo.Status.CORRUPT: mnemo.Corrupt,
     mnemo.Status.INTERNAL: mnemo.InternalError,
     mnemo.Status.BUSY: mnemo.Busy,
+    mnemo.Status.BUFFER_TOO_SMALL: mnemo.BufferTooSmall,
 }
 
 
