@@ -9,6 +9,7 @@
 #               durable commits against plain SQLite alternating (examples/bench_durable.rs)
 #               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
 #               printed as one table (saved in target/bench/table.txt). About a minute.
+#               Then one row for sync catch-up (examples/bench_sync; target/bench/sync.txt).
 #               MNEMO_BENCH_QUICK=1 make bench: a short smoke run (a few seconds once built).
 #               BENCH_RUNS=3: three full runs, then one table of the per-row median run.
 #               BENCH_ARGS="--sqlite-commits 20000 ..." passes flags to abi_bench;
@@ -66,6 +67,11 @@ bench:
 	    echo; $(PYTHON) benches/median_of_runs.py $$(seq -f '$(BENCH_OUT)/table-%g.txt' 1 $(BENCH_RUNS)) \
 	        | tee $(BENCH_OUT)/table.txt; \
 	fi
+	@# Sync: an empty peer caught up over loopback (5,000 entries, median of three) against
+	@# the single-core Ed25519 verify rate of the same run; one row, saved in sync.txt.
+	cargo build --release --example bench_sync
+	@set -eo pipefail; MNEMO_BENCH_QUICK=1 $(RELEASE)/examples/bench_sync 5000 \
+	    | tee $(BENCH_OUT)/sync.txt
 
 BASE ?= HEAD
 AB_ARGS ?=

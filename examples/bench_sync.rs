@@ -4,7 +4,9 @@
 //! one instance to the change callback on the other, both ways between a tracking peer and
 //! the listener it tracks; peak memory.
 //!
-//! Run: `cargo run --release --example bench_sync [ENTRIES]` (default 100000).
+//! Run: `cargo run --release --example bench_sync [ENTRIES]` (default 100000). With
+//! `MNEMO_BENCH_QUICK=1` only the catch-up, three times (default 5000 entries), printed as
+//! one row of `make bench`'s table.
 
 use std::sync::mpsc::channel;
 use std::sync::Arc;
@@ -36,13 +38,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn main() {
-    let entries: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
-
-    // Floor: single-core Ed25519 verification of entry-sized messages.
+/// Single-core Ed25519 verifications per second of entry-sized messages: the floor. Each
+/// check decompresses the key, as one entry checked alone does (sync keeps the keys of a
+/// batch decompressed, which saves about a tenth of a check).
+fn verify_rate() -> f64 {
     let key = PrivateKey::generate().unwrap();
     let message = vec![7u8; 220];
     let signature = key.sign(&message);
@@ -51,9 +50,12 @@ fn main() {
     for _ in 0..n {
         key.public_key().verify(&message, &signature).unwrap();
     }
-    let verify_rate = n as f64 / start.elapsed().as_secs_f64();
+    n as f64 / start.elapsed().as_secs_f64()
+}
 
-    // A source database of `entries` entries.
+/// Brings an empty peer up to date with a database of `entries` entries over loopback:
+/// entries pulled, seconds taken, and the peak RSS in MiB before it started.
+fn catch_up(entries: usize) -> (usize, f64, f64) {
     let (a, alice) = instance("alice");
     let db = alice.create_db("big").unwrap();
     for i in 0..entries {
@@ -68,12 +70,48 @@ fn main() {
     let sync_b = b.enable_sync().unwrap();
     let start = Instant::now();
     let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
-    let elapsed = start.elapsed().as_secs_f64();
-    let rate = report.pulled as f64 / elapsed;
+    (report.pulled, start.elapsed().as_secs_f64(), rss_before)
+}
+
+/// `MNEMO_BENCH_QUICK=1` (for `make bench`): three catch-ups of `entries` (default 5,000)
+/// and the floor, as one row of the benchmark table: per entry, the median and slowest.
+fn quick(entries: usize) {
+    let floor = verify_rate();
+    let mut per_entry: Vec<f64> = (0..3)
+        .map(|_| {
+            let (pulled, secs, _) = catch_up(entries);
+            secs / pulled as f64
+        })
+        .collect();
+    per_entry.sort_by(f64::total_cmp);
+    let (median, slowest) = (per_entry[1], per_entry[2]);
     println!(
-        "initial sync: {} entries in {elapsed:.2} s = {rate:.0} entries/s",
-        report.pulled
+        "{:<7} {:<44} {:>8} {:>10} {:>10} {:>10}  {:.2}x single-core verify ({:.1}k/s, same run)",
+        "memory",
+        "sync catch-up, empty peer over loopback",
+        entries,
+        format!("{:.1} us", median * 1e6),
+        format!("{:.1} us", slowest * 1e6),
+        format!("{:.1}k/s", 1e-3 / median),
+        1.0 / median / floor,
+        floor / 1e3
     );
+}
+
+fn main() {
+    let quick_mode = std::env::var_os("MNEMO_BENCH_QUICK").is_some_and(|v| v == "1");
+    let entries: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if quick_mode { 5_000 } else { 100_000 });
+    if quick_mode {
+        return quick(entries);
+    }
+
+    let verify_rate = verify_rate();
+    let (pulled, elapsed, rss_before) = catch_up(entries);
+    let rate = pulled as f64 / elapsed;
+    println!("initial sync: {pulled} entries in {elapsed:.2} s = {rate:.0} entries/s");
     println!(
         "floor: Ed25519 verify (one core) = {verify_rate:.0}/s; sync rate = {:.2}x the floor",
         rate / verify_rate

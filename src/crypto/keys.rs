@@ -51,11 +51,65 @@ impl PublicKey {
 
     /// Checks `signature` over `message` (strict verification: no malleable signatures).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        let key = VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| Error::Corrupt("author key is not a valid Ed25519 point".into()))?;
-        let sig = ed25519_dalek::Signature::from_bytes(signature);
-        key.verify_strict(message, &sig)
-            .map_err(|_| Error::Corrupt("signature does not verify".into()))
+        verify_strict(&self.verifying_key()?, message, signature)
+    }
+
+    /// The key as a point on the curve (decompressed: about a tenth of a verification).
+    fn verifying_key(&self) -> Result<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| Error::Corrupt("author key is not a valid Ed25519 point".into()))
+    }
+}
+
+/// The one signature check: `verify_strict` (rejects small-order keys and `R`, a
+/// non-canonical `s`, and any `R` but the exact encoding of `[s]B - [k]A`).
+fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Result<()> {
+    let sig = ed25519_dalek::Signature::from_bytes(signature);
+    key.verify_strict(message, &sig)
+        .map_err(|_| Error::Corrupt("signature does not verify".into()))
+}
+
+/// Most keys a [`KeyCache`] holds.
+pub const KEY_CACHE_SIZE: usize = 8;
+
+/// Public keys already decompressed, for checking many signatures by few authors (the
+/// entries of a sync batch): each key's point is computed once, not once per signature.
+/// Holds at most [`KEY_CACHE_SIZE`] keys, replacing the oldest past that; keys that are not
+/// valid points are not kept. Its results are exactly those of [`PublicKey::verify`].
+#[derive(Default)]
+pub struct KeyCache {
+    keys: Vec<VerifyingKey>,
+    oldest: usize,
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks `signature` over `message` by `key`, as [`PublicKey::verify`] does.
+    pub fn verify(&mut self, key: &PublicKey, message: &[u8], signature: &Signature) -> Result<()> {
+        let at = match self
+            .keys
+            .iter()
+            .position(|k| k.as_bytes() == key.as_bytes())
+        {
+            Some(at) => at,
+            None => {
+                let point = key.verifying_key()?;
+                if self.keys.len() < KEY_CACHE_SIZE {
+                    self.keys.push(point);
+                    self.keys.len() - 1
+                } else {
+                    let at = self.oldest;
+                    self.keys[at] = point;
+                    self.oldest = (at + 1) % KEY_CACHE_SIZE;
+                    at
+                }
+            }
+        };
+        verify_strict(&self.keys[at], message, signature)
     }
 }
 
@@ -133,6 +187,181 @@ mod tests {
         let sig = key.sign(b"hello");
         key.public_key().verify(b"hello", &sig).unwrap();
         assert!(key.public_key().verify(b"hellO", &sig).is_err());
+    }
+
+    mod crafted {
+        //! Signatures built on the curve to hit each rule of strict verification: a batch
+        //! or cofactored check would accept some of these, and peers that checked
+        //! differently would disagree about which entries exist.
+        use super::super::*;
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::scalar::Scalar;
+        use curve25519_dalek::traits::Identity;
+        use sha2::{Digest, Sha512};
+
+        /// The group order l, little-endian.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+
+        fn scalar(seed: u8) -> Scalar {
+            Scalar::from_bytes_mod_order_wide(&Sha512::digest([seed]).into())
+        }
+
+        /// Ed25519's challenge k = SHA-512(R || A || M) mod l.
+        fn challenge(r: &EdwardsPoint, a: &EdwardsPoint, message: &[u8]) -> Scalar {
+            let mut h = Sha512::new();
+            h.update(r.compress().as_bytes());
+            h.update(a.compress().as_bytes());
+            h.update(message);
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        }
+
+        fn signature(r: &EdwardsPoint, s: &[u8; 32]) -> Signature {
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(r.compress().as_bytes());
+            sig[32..].copy_from_slice(s);
+            sig
+        }
+
+        /// Whether the cofactorless equation [s]B = R + [k]A holds.
+        fn equation_holds(a: &EdwardsPoint, r: &EdwardsPoint, s: &Scalar, m: &[u8]) -> bool {
+            s * ED25519_BASEPOINT_POINT == r + challenge(r, a, m) * a
+        }
+
+        /// The outcome by a fresh key, by a cold cache and by the same cache warm: they
+        /// must agree, and are returned.
+        fn verdict(a: &EdwardsPoint, message: &[u8], sig: &Signature) -> bool {
+            let key = PublicKey::from_bytes(a.compress().to_bytes());
+            let fresh = key.verify(message, sig).is_ok();
+            let mut cache = KeyCache::new();
+            let cold = cache.verify(&key, message, sig).is_ok();
+            let warm = cache.verify(&key, message, sig).is_ok();
+            assert_eq!(
+                (fresh, fresh),
+                (cold, warm),
+                "a cached key changed the outcome"
+            );
+            fresh
+        }
+
+        /// A message whose challenge is (or is not) a multiple of 8 for `r` and `a`.
+        fn message_where(r: &EdwardsPoint, a: &EdwardsPoint, multiple_of_8: bool) -> Vec<u8> {
+            (0u32..)
+                .map(|i| i.to_be_bytes().to_vec())
+                .find(|m| (challenge(r, a, m).as_bytes()[0] % 8 == 0) == multiple_of_8)
+                .unwrap()
+        }
+
+        #[test]
+        fn an_honest_signature_built_here_verifies() {
+            let (a_secret, r_secret) = (scalar(1), scalar(2));
+            let a = a_secret * ED25519_BASEPOINT_POINT;
+            let r = r_secret * ED25519_BASEPOINT_POINT;
+            let s = r_secret + challenge(&r, &a, b"m") * a_secret;
+            assert!(verdict(&a, b"m", &signature(&r, s.as_bytes())));
+        }
+
+        #[test]
+        fn a_non_canonical_s_is_refused() {
+            let (a_secret, r_secret) = (scalar(1), scalar(2));
+            let a = a_secret * ED25519_BASEPOINT_POINT;
+            let r = r_secret * ED25519_BASEPOINT_POINT;
+            let s = r_secret + challenge(&r, &a, b"m") * a_secret;
+            // s + l: the same residue, a different encoding.
+            let mut plus_l = [0u8; 32];
+            let mut carry = 0u16;
+            for i in 0..32 {
+                let sum = s.as_bytes()[i] as u16 + L[i] as u16 + carry;
+                plus_l[i] = sum as u8;
+                carry = sum >> 8;
+            }
+            assert_eq!(carry, 0);
+            assert!(!verdict(&a, b"m", &signature(&r, &plus_l)));
+        }
+
+        #[test]
+        fn small_order_keys_are_refused_even_when_the_equation_holds() {
+            let s = scalar(3);
+            let r = s * ED25519_BASEPOINT_POINT;
+            let identity = EdwardsPoint::identity();
+            assert!(equation_holds(&identity, &r, &s, b"m"));
+            assert!(!verdict(&identity, b"m", &signature(&r, s.as_bytes())));
+            let torsion = EIGHT_TORSION[1];
+            let m = message_where(&r, &torsion, true);
+            assert!(equation_holds(&torsion, &r, &s, &m));
+            assert!(!verdict(&torsion, &m, &signature(&r, s.as_bytes())));
+        }
+
+        #[test]
+        fn a_small_order_r_is_refused_even_when_the_equation_holds() {
+            let a_secret = scalar(4);
+            let a = a_secret * ED25519_BASEPOINT_POINT;
+            let r = EdwardsPoint::identity();
+            let s = challenge(&r, &a, b"m") * a_secret;
+            assert!(equation_holds(&a, &r, &s, b"m"));
+            assert!(!verdict(&a, b"m", &signature(&r, s.as_bytes())));
+        }
+
+        #[test]
+        fn an_r_with_a_torsion_part_is_refused() {
+            // What a cofactored (or randomised batch) check may accept: [8]([s]B - R - [k]A) = 0.
+            let (a_secret, r_secret) = (scalar(5), scalar(6));
+            let a = a_secret * ED25519_BASEPOINT_POINT;
+            for torsion in &EIGHT_TORSION[1..] {
+                let r = r_secret * ED25519_BASEPOINT_POINT + torsion;
+                let s = r_secret + challenge(&r, &a, b"m") * a_secret;
+                assert!(!equation_holds(&a, &r, &s, b"m"));
+                let off = s * ED25519_BASEPOINT_POINT - r - challenge(&r, &a, b"m") * a;
+                assert!(off.is_small_order());
+                assert!(!verdict(&a, b"m", &signature(&r, s.as_bytes())));
+            }
+        }
+
+        #[test]
+        fn a_key_with_a_torsion_part_verifies_exactly_when_the_equation_holds() {
+            let (a_secret, r_secret) = (scalar(7), scalar(8));
+            let a = a_secret * ED25519_BASEPOINT_POINT + EIGHT_TORSION[1];
+            let r = r_secret * ED25519_BASEPOINT_POINT;
+            for multiple_of_8 in [true, false] {
+                let m = message_where(&r, &a, multiple_of_8);
+                let s = r_secret + challenge(&r, &a, &m) * a_secret;
+                assert_eq!(equation_holds(&a, &r, &s, &m), multiple_of_8);
+                assert_eq!(verdict(&a, &m, &signature(&r, s.as_bytes())), multiple_of_8);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_cache_holds_few_keys_and_never_changes_an_outcome() {
+        let keys: Vec<PrivateKey> = (0..KEY_CACHE_SIZE + 3)
+            .map(|_| PrivateKey::generate().unwrap())
+            .collect();
+        // Not a point on the curve (y = 2 has no x): refused, and not kept.
+        let not_a_point = PublicKey::from_bytes({
+            let mut b = [0u8; 32];
+            b[0] = 2;
+            b
+        });
+        assert!(VerifyingKey::from_bytes(not_a_point.as_bytes()).is_err());
+        let mut cache = KeyCache::new();
+        for round in 0..3 {
+            for key in &keys {
+                let sig = key.sign(b"m");
+                assert!(cache.verify(&key.public_key(), b"m", &sig).is_ok());
+                assert!(cache.verify(&key.public_key(), b"n", &sig).is_err());
+                assert!(
+                    cache.verify(&not_a_point, b"m", &sig).is_err(),
+                    "round {round}"
+                );
+                assert!(cache.keys.len() <= KEY_CACHE_SIZE);
+            }
+        }
+        // A key's signature never verifies under another key, cached or not.
+        let sig = keys[0].sign(b"m");
+        assert!(cache.verify(&keys[1].public_key(), b"m", &sig).is_err());
     }
 
     #[test]

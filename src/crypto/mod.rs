@@ -7,5 +7,5 @@ pub mod random;
 pub mod seal;
 
 pub use keyring::KeyRing;
-pub use keys::{PrivateKey, PublicKey, Signature};
+pub use keys::{KeyCache, PrivateKey, PublicKey, Signature};
 pub use password::KdfParams;

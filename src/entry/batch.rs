@@ -1,6 +1,11 @@
 //! Decoding many entries from elsewhere at once, their signatures checked on several cores.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{Builder, Scope, ScopedJoinHandle};
+
 use super::Entry;
+use crate::crypto::KeyCache;
 use crate::error::{Error, Result};
 
 /// Most threads one batch is decoded on, the calling thread included (fewer on a machine
@@ -9,46 +14,137 @@ pub const MAX_DECODE_THREADS: usize = 4;
 /// Batches shorter than this are decoded on the calling thread: starting a thread costs
 /// about what a few signature checks do.
 const PARALLEL_FROM: usize = 16;
+/// Entries a thread takes at a time: threads that get less of a core (a busy machine)
+/// simply take fewer chunks.
+const CHUNK: usize = 8;
+
+/// How many threads a batch is decoded on: the cores (asked once), at most
+/// [`MAX_DECODE_THREADS`].
+fn decode_threads() -> usize {
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_DECODE_THREADS)
+    })
+}
 
 /// Decodes and verifies every entry of `batch` as [`Entry::decode`] does, results in the
-/// batch's order. The work is split into contiguous parts over up to
-/// [`MAX_DECODE_THREADS`] scoped threads, all joined before it returns; if a thread cannot
-/// be started, its part is decoded on the calling thread.
+/// batch's order. Up to [`MAX_DECODE_THREADS`] scoped threads, the calling thread
+/// included, take chunks of the batch in turn until none is left; all are joined before
+/// it returns. A thread that cannot be started leaves its share to the others. Each
+/// thread keeps the keys it decompressed (a [`KeyCache`]) while it runs.
 pub fn decode_all(batch: &[Vec<u8>]) -> Vec<Result<Entry>> {
-    let decode_part = |part: &[Vec<u8>]| part.iter().map(|b| Entry::decode(b)).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_DECODE_THREADS);
+    let threads = decode_threads();
     if threads < 2 || batch.len() < PARALLEL_FROM {
-        return decode_part(batch);
+        let mut keys = KeyCache::new();
+        return batch
+            .iter()
+            .map(|b| Entry::decode_with(b, &mut keys))
+            .collect();
     }
-    let size = batch.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut parts = batch.chunks(size);
-        let mine = parts.next().unwrap_or_default();
-        let started: Vec<_> = parts
-            .map(|part| {
-                let thread = std::thread::Builder::new()
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut keys = KeyCache::new();
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(CHUNK, Ordering::Relaxed);
+            let Some(chunk) = batch.get(at..batch.len().min(at + CHUNK)) else {
+                return done;
+            };
+            if chunk.is_empty() {
+                return done;
+            }
+            let decoded: Vec<Result<Entry>> = chunk
+                .iter()
+                .map(|b| Entry::decode_with(b, &mut keys))
+                .collect();
+            done.push((at, decoded));
+        }
+    };
+    let mut chunks = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                Builder::new()
                     .name("mnemo-verify".into())
-                    .spawn_scoped(scope, move || decode_part(part));
-                (part, thread)
+                    .spawn_scoped(scope, work)
+                    .ok()
             })
             .collect();
-        let mut out: Vec<Result<Entry>> = decode_part(mine);
-        for (part, thread) in started {
-            match thread {
-                Ok(handle) => match handle.join() {
-                    Ok(decoded) => out.extend(decoded),
-                    Err(_) => out.extend(
-                        part.iter()
-                            .map(|_| Err(Error::Internal("a signature check panicked".into()))),
-                    ),
-                },
-                Err(_) => out.extend(decode_part(part)),
-            }
+        let mut chunks = work();
+        for helper in helpers {
+            // A helper that panicked loses its chunks: they are refused below.
+            chunks.extend(helper.join().unwrap_or_default());
         }
-        out
-    })
+        chunks
+    });
+    chunks.sort_unstable_by_key(|(at, _)| *at);
+    let mut out: Vec<Result<Entry>> = Vec::with_capacity(batch.len());
+    for (at, decoded) in chunks {
+        while out.len() < at {
+            out.push(Err(Error::Internal("a signature check panicked".into())));
+        }
+        out.extend(decoded);
+    }
+    while out.len() < batch.len() {
+        out.push(Err(Error::Internal("a signature check panicked".into())));
+    }
+    out
+}
+
+/// A batch being decoded and verified ([`decode_all`]) on a thread of a scope while the
+/// caller does something else, typically taking the previous batch's entries: checking
+/// overlaps with storing instead of alternating with it. The batch is held until
+/// [`Checking::finish`] returns it.
+pub struct Checking<'scope> {
+    batch: Arc<Vec<Vec<u8>>>,
+    work: Work<'scope>,
+}
+
+enum Work<'scope> {
+    Started(ScopedJoinHandle<'scope, Vec<Result<Entry>>>),
+    /// Decoded on the calling thread (a short batch, or no thread could be started).
+    Done(Vec<Result<Entry>>),
+}
+
+impl<'scope> Checking<'scope> {
+    /// Starts decoding `batch` on a thread named `mnemo-verify` in `scope` (which joins it
+    /// at the latest when it ends), or decodes it now if it is short or no thread can be
+    /// started.
+    pub fn start<'env>(scope: &'scope Scope<'scope, 'env>, batch: Vec<Vec<u8>>) -> Self {
+        let batch = Arc::new(batch);
+        if batch.len() < PARALLEL_FROM {
+            let decoded = decode_all(&batch);
+            return Checking {
+                batch,
+                work: Work::Done(decoded),
+            };
+        }
+        let shared = batch.clone();
+        let work = match Builder::new()
+            .name("mnemo-verify".into())
+            .spawn_scoped(scope, move || decode_all(&shared))
+        {
+            Ok(handle) => Work::Started(handle),
+            Err(_) => Work::Done(decode_all(&batch)),
+        };
+        Checking { batch, work }
+    }
+
+    /// Waits for the batch: each entry's bytes with its outcome, in the batch's order.
+    pub fn finish(self) -> Vec<(Vec<u8>, Result<Entry>)> {
+        let decoded = match self.work {
+            Work::Done(decoded) => decoded,
+            Work::Started(handle) => handle.join().unwrap_or_else(|_| {
+                (0..self.batch.len())
+                    .map(|_| Err(Error::Internal("a signature check panicked".into())))
+                    .collect()
+            }),
+        };
+        // The thread has ended, so the batch is no longer shared (cloned otherwise).
+        let batch = Arc::try_unwrap(self.batch).unwrap_or_else(|shared| (*shared).clone());
+        batch.into_iter().zip(decoded).collect()
+    }
 }
 
 #[cfg(test)]
@@ -57,11 +153,14 @@ mod tests {
     use crate::crypto::PrivateKey;
     use crate::entry::{EntryContent, EntryId, Op, Ops};
 
-    #[test]
-    fn a_batch_decodes_in_order_and_each_bad_entry_fails_alone() {
-        let key = PrivateKey::generate().unwrap();
-        let mut batch: Vec<Vec<u8>> = (0..40u64)
+    fn signed_batch(len: u64) -> Vec<Vec<u8>> {
+        let keys = [
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        ];
+        (0..len)
             .map(|i| {
+                let key = &keys[(i % 3 == 0) as usize];
                 let mut ops = Ops::new();
                 ops.entry("s".into())
                     .or_default()
@@ -73,20 +172,50 @@ mod tests {
                     ops,
                     author: key.public_key(),
                 };
-                content.sign(&key).unwrap().bytes().to_vec()
+                content.sign(key).unwrap().bytes().to_vec()
             })
-            .collect();
-        let last = batch.len() - 1;
-        batch[7][20] ^= 1;
-        batch[last].truncate(10);
-        let decoded = decode_all(&batch);
-        assert_eq!(decoded.len(), batch.len());
-        for (i, (bytes, result)) in batch.iter().zip(&decoded).enumerate() {
-            match result {
-                Ok(entry) => assert_eq!(entry.bytes(), &bytes[..], "entry {i} out of order"),
-                Err(_) => assert!(i == 7 || i == last, "entry {i} refused"),
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_decodes_in_order_and_each_bad_entry_fails_alone() {
+        for len in [5, 40, 203] {
+            let mut batch = signed_batch(len);
+            let last = batch.len() - 1;
+            batch[3][20] ^= 1;
+            batch[last].truncate(10);
+            let decoded = decode_all(&batch);
+            assert_eq!(decoded.len(), batch.len());
+            for (i, (bytes, result)) in batch.iter().zip(&decoded).enumerate() {
+                match result {
+                    Ok(entry) => assert_eq!(entry.bytes(), &bytes[..], "entry {i} out of order"),
+                    Err(_) => assert!(i == 3 || i == last, "entry {i} refused"),
+                }
             }
+            assert!(decoded[3].is_err() && decoded[last].is_err());
         }
-        assert!(decoded[7].is_err() && decoded[last].is_err());
+    }
+
+    #[test]
+    fn batches_checked_meanwhile_come_back_whole_and_in_order() {
+        let mut batches = [signed_batch(3), signed_batch(70), signed_batch(33)];
+        batches[1][69][5] ^= 1; // a bad signature or form in the middle of a good batch
+        std::thread::scope(|scope| {
+            let checking: Vec<_> = batches
+                .iter()
+                .map(|b| Checking::start(scope, b.clone()))
+                .collect();
+            for (batch, checking) in batches.iter().zip(checking) {
+                let done = checking.finish();
+                assert_eq!(done.len(), batch.len());
+                for (i, ((bytes, result), sent)) in done.iter().zip(batch).enumerate() {
+                    assert_eq!(bytes, sent);
+                    match result {
+                        Ok(entry) => assert_eq!(entry.bytes(), &sent[..]),
+                        Err(_) => assert_eq!((batch.len(), i), (70, 69)),
+                    }
+                }
+            }
+        });
     }
 }

@@ -16,10 +16,10 @@ mod id;
 
 use std::collections::BTreeMap;
 
-pub use batch::{decode_all, MAX_DECODE_THREADS};
+pub use batch::{decode_all, Checking, MAX_DECODE_THREADS};
 pub use id::EntryId;
 
-use crate::crypto::{KeyRing, PublicKey, Signature};
+use crate::crypto::{KeyCache, KeyRing, PublicKey, Signature};
 use crate::error::{Error, Result};
 use codec::{Reader, Writer};
 
@@ -186,17 +186,24 @@ impl Entry {
     /// Decodes and verifies an entry from its canonical bytes: the form must be canonical and
     /// the signature must verify. Fails with [`Error::Corrupt`] otherwise.
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
-        Self::decode_checked(bytes, true)
+        Self::decode_checked(bytes, Some(&mut KeyCache::new()))
+    }
+
+    /// [`Entry::decode`], the author's key taken from (or added to) `keys`: for decoding many
+    /// entries by few authors.
+    fn decode_with(bytes: &[u8], keys: &mut KeyCache) -> Result<Entry> {
+        Self::decode_checked(bytes, Some(keys))
     }
 
     /// Decodes an entry read back from this instance's own storage, which verified it before
     /// storing it (stored rows carry a checksum against damage): the form is checked, the
     /// signature is not verified again. Never use it for bytes from elsewhere.
     pub fn decode_stored(bytes: &[u8]) -> Result<Entry> {
-        Self::decode_checked(bytes, false)
+        Self::decode_checked(bytes, None)
     }
 
-    fn decode_checked(bytes: &[u8], verify: bool) -> Result<Entry> {
+    /// Decodes `bytes`, verifying the signature through `keys` unless `keys` is `None`.
+    fn decode_checked(bytes: &[u8], keys: Option<&mut KeyCache>) -> Result<Entry> {
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(Error::Corrupt(format!(
                 "entry is larger than {MAX_ENTRY_BYTES} bytes"
@@ -207,11 +214,9 @@ impl Entry {
         }
         let (unsigned, signature) = bytes.split_at(bytes.len() - 64);
         let content = decode_unsigned(unsigned)?;
-        if verify {
+        if let Some(keys) = keys {
             let signature: Signature = signature.try_into().expect("split at 64");
-            content
-                .author
-                .verify(&signing_input(unsigned), &signature)?;
+            keys.verify(&content.author, &signing_input(unsigned), &signature)?;
         }
         Ok(Entry {
             content,

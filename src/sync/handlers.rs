@@ -9,7 +9,7 @@ use super::SyncEngine;
 use crate::crypto::PublicKey;
 use crate::database::settings::auth_key;
 use crate::database::{now_ms, DatabaseCore, Permission, Registry, SETTINGS_STORE};
-use crate::entry::{decode_all, Entry, EntryId};
+use crate::entry::{Checking, Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// The endpoints of the sync protocol.
@@ -221,27 +221,39 @@ fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
     root.id() == env.db && root.content().db.is_none() && grant.is_some()
 }
 
+/// Pushed entries are checked in parts of this many, each part's signatures on other
+/// threads while the previous part's entries are stored.
+const PUSH_PART: usize = 64;
+
 /// Takes pushed entries one by one: each is verified (signature, then permission) before it
 /// becomes visible; invalid ones are dropped. Replies one status per entry: OK when taken
-/// (applied or waiting for its parents), else why not.
+/// (applied or waiting for its parents), else why not. Entries are taken in the order sent;
+/// at most two parts ([`PUSH_PART`]) are being checked at a time.
 fn push(registry: &Registry, env: &Envelope, entries: &[Vec<u8>]) -> Vec<u8> {
-    let statuses: Vec<Status> = decode_all(entries)
-        .into_iter()
-        .map(|decoded| {
-            let taken = decoded.and_then(|e| {
-                if e.database_id() != env.db {
-                    return Err(Error::Corrupt("entry of another database".into()));
+    let mut statuses: Vec<Status> = Vec::with_capacity(entries.len());
+    std::thread::scope(|scope| {
+        let mut parts = entries
+            .chunks(PUSH_PART)
+            .map(|part| Checking::start(scope, part.to_vec()));
+        let mut next = parts.next();
+        while let Some(checking) = next {
+            next = parts.next(); // started before this part is taken
+            statuses.extend(checking.finish().into_iter().map(|(_, decoded)| {
+                let taken = decoded.and_then(|e| {
+                    if e.database_id() != env.db {
+                        return Err(Error::Corrupt("entry of another database".into()));
+                    }
+                    registry.receive(e)
+                });
+                match taken {
+                    Ok(received) => received
+                        .rejected
+                        .first()
+                        .map_or(Status::Ok, |(_, e)| e.status()),
+                    Err(e) => e.status(),
                 }
-                registry.receive(e)
-            });
-            match taken {
-                Ok(received) => received
-                    .rejected
-                    .first()
-                    .map_or(Status::Ok, |(_, e)| e.status()),
-                Err(e) => e.status(),
-            }
-        })
-        .collect();
+            }));
+        }
+    });
     wire::encode_statuses(&statuses)
 }

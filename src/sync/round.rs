@@ -2,7 +2,9 @@
 //! round has a deadline, and each page a peer sends must make progress, so no peer can keep
 //! a round going forever.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::thread::Scope;
 
 use super::net::client::PeerConnection;
 use super::state::Direction;
@@ -10,7 +12,7 @@ use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, Registry};
-use crate::entry::{decode_all, Entry, EntryId};
+use crate::entry::{Checking, Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// What one round moved.
@@ -126,6 +128,13 @@ struct Exchange<'a> {
     connection: PeerConnection<'a>,
 }
 
+/// A reply's entries being checked on other threads, and the pull cursor to save once they
+/// are taken (the last reply of a page completes it).
+struct Reply<'scope> {
+    entries: Checking<'scope>,
+    cursor: Option<u64>,
+}
+
 impl Exchange<'_> {
     /// Asks for the tips signed by the exchange's key, and then by each of `others` in turn
     /// while the peer refuses the key; the exchange goes on with the key accepted.
@@ -159,8 +168,28 @@ impl Exchange<'_> {
 
     /// Takes every entry the peer lists after the pull cursor that this instance lacks.
     /// Every page must advance the cursor, and every reply to `get` must bring some of the
-    /// entries asked for: a peer that claims more without giving it ends the round.
+    /// entries asked for: a peer that claims more without giving it ends the round. Each
+    /// reply's entries are checked on other threads while the previous reply's are stored
+    /// here ([`Checking`]): besides the reply being received, at most two are held (one
+    /// being checked, one being stored). What was received before an error is taken all
+    /// the same.
     fn pull(&mut self, report: &mut SyncReport) -> Result<()> {
+        std::thread::scope(|scope| {
+            let mut in_flight = None;
+            let pulled = self.pull_pages(scope, &mut in_flight, report);
+            let last = in_flight.map_or(Ok(()), |reply| self.take_reply(reply, report));
+            pulled.and(last)
+        })
+    }
+
+    /// The work of [`Exchange::pull`]; the reply being checked when it returns is left in
+    /// `in_flight`.
+    fn pull_pages<'scope>(
+        &mut self,
+        scope: &'scope Scope<'scope, '_>,
+        in_flight: &mut Option<Reply<'scope>>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
         let db = self.db;
         let core = self.registry.core(db);
         let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
@@ -183,35 +212,46 @@ impl Exchange<'_> {
             }
             while !missing.is_empty() {
                 let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
-                let before = missing.len();
                 // Only what was asked for is decoded (signatures checked on several cores),
                 // then taken in the order sent, so parents sent first are stored first.
+                let wanted: HashSet<EntryId> = missing.iter().copied().collect();
+                let mut sent = HashSet::with_capacity(got.len());
                 let asked: Vec<Vec<u8>> = got
                     .into_iter()
                     .filter(|bytes| {
+                        // Not asked for, or sent twice: ignored.
                         let id = EntryId::of_bytes(bytes);
-                        let Some(at) = missing.iter().position(|m| *m == id) else {
-                            return false; // not asked for: ignored
-                        };
-                        missing.swap_remove(at);
-                        true
+                        wanted.contains(&id) && sent.insert(id)
                     })
                     .collect();
-                for (bytes, decoded) in asked.iter().zip(decode_all(&asked)) {
-                    self.take(bytes, decoded, report);
-                }
-                if missing.len() == before {
+                if asked.is_empty() {
                     return Err(Error::Network(format!(
                         "{}: the peer did not send entries it listed",
                         self.addr
                     )));
                 }
+                // What is still missing keeps the page's order (parents first), so the next
+                // reply comes in that order too and its entries need not wait for parents.
+                missing.retain(|id| !sent.contains(id));
+                let checking = Reply {
+                    entries: Checking::start(scope, asked),
+                    cursor: None,
+                };
+                if let Some(previous) = in_flight.replace(checking) {
+                    self.take_reply(previous, report)?;
+                }
             }
             if page.next > cursor {
                 cursor = page.next;
-                self.sync
-                    .state
-                    .save_cursor(&self.peer, &db, Direction::Pull, cursor)?;
+                // Saved once the page's entries are taken.
+                match in_flight {
+                    Some(reply) => reply.cursor = Some(cursor),
+                    None => {
+                        self.sync
+                            .state
+                            .save_cursor(&self.peer, &db, Direction::Pull, cursor)?
+                    }
+                }
             }
             if !page.more {
                 return Ok(());
@@ -219,10 +259,25 @@ impl Exchange<'_> {
         }
     }
 
+    /// Takes a reply's entries once they are checked, in the order sent, then saves the
+    /// pull cursor it completes, if any.
+    fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
+        for (bytes, decoded) in reply.entries.finish() {
+            self.take(&bytes, decoded, report);
+        }
+        match reply.cursor {
+            Some(cursor) => {
+                self.sync
+                    .state
+                    .save_cursor(&self.peer, &self.db, Direction::Pull, cursor)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Takes one entry the peer sent, decoded and verified (`decoded`), noting the outcome
     /// in `report`.
     fn take(&self, bytes: &[u8], decoded: Result<Entry>, report: &mut SyncReport) {
-        let id = EntryId::of_bytes(bytes);
         let taken = decoded.and_then(|e| {
             if e.database_id() != self.db {
                 return Err(Error::Corrupt("an entry of another database".into()));
@@ -236,7 +291,9 @@ impl Exchange<'_> {
                     .rejected
                     .extend(received.rejected.iter().map(|(id, e)| format!("{id}: {e}")));
             }
-            Err(e) => report.rejected.push(format!("{id}: {e}")),
+            Err(e) => report
+                .rejected
+                .push(format!("{}: {e}", EntryId::of_bytes(bytes))),
         }
     }
 

@@ -368,3 +368,190 @@ fn a_trickling_server_hits_the_request_timeout() {
         "{took:?}"
     );
 }
+
+/// A database built here, signed by `owner`: its root (the owner admin, `writer` allowed to
+/// write), `len` data entries in a chain on it, then the writer's revocation.
+fn chain_of(owner: &PrivateKey, writer: &PrivateKey, len: usize) -> Vec<mnemo::entry::Entry> {
+    use mnemo::database::settings::{auth_key, auth_value};
+    use mnemo::database::Grant;
+    let mut settings = BTreeMap::new();
+    settings.insert("name".to_string(), Op::Set("\"d\"".into()));
+    for (key, grant) in [
+        (owner, Grant::active(Permission::Admin, Some(0))),
+        (writer, Grant::active(Permission::Write, None)),
+    ] {
+        settings.insert(auth_key(&key.public_key()), Op::Set(auth_value(grant)));
+    }
+    let root = EntryContent {
+        db: None,
+        parents: vec![],
+        height: 0,
+        ops: [("_settings".to_string(), settings)].into_iter().collect(),
+        author: owner.public_key(),
+    }
+    .sign(owner)
+    .unwrap();
+    let mut entries = vec![root];
+    for i in 0..=len {
+        let ops = if i < len {
+            let data = [(format!("k{}", i % 50), Op::Set(i.to_string()))];
+            [("s".to_string(), data.into_iter().collect())]
+        } else {
+            let revoked = Grant::active(Permission::Write, None).revoked();
+            let revoke = [(auth_key(&writer.public_key()), Op::Set(auth_value(revoked)))];
+            [("_settings".to_string(), revoke.into_iter().collect())]
+        };
+        entries.push(on_top(&entries, owner, ops.into_iter().collect()));
+    }
+    entries
+}
+
+/// An entry by `author` whose only parent is the last of `entries`.
+fn on_top(entries: &[mnemo::entry::Entry], author: &PrivateKey, ops: Ops) -> mnemo::entry::Entry {
+    let last = entries.last().unwrap();
+    EntryContent {
+        db: Some(entries[0].id()),
+        parents: vec![last.id()],
+        height: last.content().height + 1,
+        ops,
+        author: author.public_key(),
+    }
+    .sign(author)
+    .unwrap()
+}
+
+#[test]
+fn a_pull_takes_every_good_entry_and_refuses_each_bad_one_alone_in_any_order() {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let good = chain_of(&owner, &writer, 300);
+    let db = good[0].id();
+    let data = |key: &str| -> Ops {
+        let cell = [(key.to_string(), Op::Set("1".into()))]
+            .into_iter()
+            .collect();
+        [("s".to_string(), cell)].into_iter().collect()
+    };
+    // Bad ones, each listed by the id of its bytes: a writer's entry after its revocation,
+    // an entry with one bit of its signature flipped, one of another database, garbage.
+    let revoked = on_top(&good, &writer, data("late"));
+    let mut flipped = on_top(&good[..2], &owner, data("flipped")).bytes().to_vec();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 1;
+    let elsewhere = on_top(&chain_of(&writer, &owner, 0), &writer, data("elsewhere"));
+    let bad: Vec<Vec<u8>> = vec![
+        revoked.bytes().to_vec(),
+        flipped,
+        elsewhere.bytes().to_vec(),
+        vec![0xa5; 300],
+    ];
+    // Bad ones mixed in the middle of the good ones; the listing is in reverse (children
+    // before parents), in pages of 100; each reply holds at most 40 of the entries asked
+    // for, in the order asked, plus replays of the first one.
+    let mut sent: Vec<Vec<u8>> = good.iter().map(|e| e.bytes().to_vec()).collect();
+    for (i, b) in bad.iter().enumerate() {
+        sent.insert(50 + 60 * i, b.clone());
+    }
+    sent.reverse();
+    let ids: Vec<EntryId> = sent.iter().map(|b| EntryId::of_bytes(b)).collect();
+    let by_id: BTreeMap<EntryId, Vec<u8>> = ids.iter().copied().zip(sent.clone()).collect();
+    let tip = good.last().unwrap().id();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        Request::Ids { after, .. } => {
+            let from = (*after as usize).min(ids.len());
+            let to = (from + 100).min(ids.len());
+            Some(
+                IdsPage {
+                    ids: ids[from..to].to_vec(),
+                    next: to as u64,
+                    more: to < ids.len(),
+                }
+                .encode(),
+            )
+        }
+        Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
+        Request::Get(asked) => {
+            let mut reply: Vec<Vec<u8>> =
+                asked.iter().take(40).map(|id| by_id[id].clone()).collect();
+            let first = reply[0].clone();
+            reply.insert(1, first.clone());
+            reply.push(first);
+            Some(wire::encode_entries(&reply))
+        }
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let backend = Arc::new(MemoryBackend::new());
+    let b = Instance::open(backend.clone()).unwrap();
+    b.create_user("bob", None).unwrap();
+    let bob = b.login("bob", None).unwrap();
+    let err = b
+        .enable_sync()
+        .unwrap()
+        .sync_db(&bob, &addr, &db)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt(m) if m.contains("sent 4 entries that failed")),
+        "{err}"
+    );
+    let value = |key: &str| backend.cell(&db, "s", key).unwrap().and_then(|c| c.value);
+    assert_eq!(backend.tips(&db).unwrap(), vec![(tip, 301)]);
+    for i in 250..300 {
+        assert_eq!(value(&format!("k{}", i % 50)), Some(i.to_string()));
+    }
+    for key in ["late", "flipped", "elsewhere"] {
+        assert_eq!(value(key), None, "{key} taken");
+    }
+    // Synced again: the same tips, nothing to take.
+    b.sync().unwrap().sync_db(&bob, &addr, &db).unwrap();
+    assert_eq!(backend.tips(&db).unwrap(), vec![(tip, 301)]);
+}
+
+#[test]
+fn a_reply_over_the_limits_ends_the_pull_after_taking_what_came_before() {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let good = chain_of(&owner, &writer, 200);
+    let db = good[0].id();
+    // In order, replies of 40 entries; the third reply holds one entry over the largest.
+    let mut sent: Vec<Vec<u8>> = good.iter().map(|e| e.bytes().to_vec()).collect();
+    sent.insert(95, vec![1; mnemo::entry::MAX_ENTRY_BYTES + 1]);
+    let ids: Vec<EntryId> = sent.iter().map(|b| EntryId::of_bytes(b)).collect();
+    let by_id: BTreeMap<EntryId, Vec<u8>> = ids.iter().copied().zip(sent).collect();
+    let tip = good.last().unwrap().id();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        Request::Ids { .. } => Some(
+            IdsPage {
+                ids: ids.clone(),
+                next: ids.len() as u64,
+                more: false,
+            }
+            .encode(),
+        ),
+        Request::Get(asked) => Some(wire::encode_entries(
+            &asked
+                .iter()
+                .take(40)
+                .map(|id| by_id[id].clone())
+                .collect::<Vec<_>>(),
+        )),
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let backend = Arc::new(MemoryBackend::new());
+    let c = Instance::open(backend.clone()).unwrap();
+    c.create_user("carol", None).unwrap();
+    let carol = c.login("carol", None).unwrap();
+    let err = c
+        .enable_sync()
+        .unwrap()
+        .sync_db(&carol, &addr, &db)
+        .unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err}");
+    // The two replies before it were taken, the second while the third was asked for.
+    assert_eq!(backend.tips(&db).unwrap(), vec![(good[79].id(), 79)]);
+}

@@ -197,6 +197,57 @@ fn pushed_entries_are_verified_before_they_are_visible() {
 }
 
 #[test]
+fn a_large_push_is_taken_in_order_sent_and_each_bad_entry_refused_alone() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("d").unwrap();
+    db.set("s", "k", "1").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    db.grant(&writer.public_key(), Permission::Write).unwrap();
+    // A chain of 150 entries by the writer, pushed children first (each waits for its
+    // parent), with garbage, a flipped signature bit and replays among them: the pushed
+    // batch is checked in parts, and every part holds some of each.
+    let mut parents = db.tips().unwrap();
+    let mut chain: Vec<Vec<u8>> = Vec::new();
+    for i in 0..150u64 {
+        let mut ops = Ops::new();
+        ops.entry("s".into())
+            .or_default()
+            .insert("k".into(), Op::Set(i.to_string()));
+        let entry = EntryContent {
+            db: Some(db.id()),
+            parents: parents.clone(),
+            height: 3 + i,
+            ops,
+            author: writer.public_key(),
+        }
+        .sign(&writer)
+        .unwrap();
+        parents = vec![entry.id()];
+        chain.push(entry.bytes().to_vec());
+    }
+    let mut flipped = chain[10].clone();
+    *flipped.last_mut().unwrap() ^= 1;
+    let mut pushed: Vec<Vec<u8>> = chain.iter().rev().cloned().collect();
+    let mut expected = vec![0; pushed.len()];
+    for (at, bad, status) in [
+        (20, vec![0xa5; 200], 10),
+        (70, flipped, 10),
+        (75, chain[3].clone(), 0),
+        (130, chain[149].clone(), 0),
+    ] {
+        pushed.insert(at, bad);
+        expected.insert(at, status);
+    }
+    let push = Request::Push(pushed);
+    let (status, body) = post_raw(&addr, "db", &envelope(&writer, &a, db.id(), push).encode());
+    assert_eq!(status, 200);
+    assert_eq!(wire::decode_statuses(&body).unwrap(), expected);
+    assert_eq!(db.get("s", "k").unwrap(), "149");
+    assert_eq!(db.tips().unwrap(), parents);
+}
+
+#[test]
 fn enabling_sync_from_eight_threads_makes_one_engine() {
     let (inst, _user) = logged_in("u");
     let barrier = Arc::new(Barrier::new(8));
