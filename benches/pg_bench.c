@@ -301,15 +301,15 @@ typedef struct {
     size_t next;
 } session;
 
-/* An instance on the URL, a new passwordless user (named after the process, so runs and
- * processes never meet) and a new database of theirs. */
+/* An instance on the URL, a new passwordless user (named after the process and the clock,
+ * so runs and processes never meet) and a new database of theirs. */
 static session open_session(void) {
     session s = {NULL, NULL, NULL, 0};
     mnemo_backend *backend = NULL;
     CHECK(mnemo_backend_open(cfg.url, &backend));
     CHECK(mnemo_instance_open(backend, &s.inst)); /* consumes backend */
     char name[64];
-    snprintf(name, sizeof name, "pg_bench-%ld", (long)getpid());
+    snprintf(name, sizeof name, "pg_bench-%ld-%" PRIu64, (long)getpid(), now_ns());
     CHECK(mnemo_instance_create_user(s.inst, name, NULL));
     CHECK(mnemo_instance_login(s.inst, name, NULL, &s.user));
     CHECK(mnemo_user_create_db(s.user, "bench", &s.db));
