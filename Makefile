@@ -84,3 +84,23 @@ PREFIX ?= /usr/local
 .PHONY: install
 install:
 	DESTDIR="$(DESTDIR)" scripts/install "$(PREFIX)"
+
+# The PostgreSQL rows of `make bench` (BENCHMARKS.md, "PostgreSQL"): benches/pg_bench.c,
+# durable commits against plain one-row INSERTs and 1 against 4 processes, on a private
+# cluster with fsync on (scripts/bench-postgres; one "skipped: no PostgreSQL" line without
+# the server binaries; MNEMO_BENCH_POSTGRES_URL=postgres://... uses that server instead).
+# Runs before the rows above, once whatever BENCH_RUNS; also kept in target/bench/pg_table.txt.
+# PG_BENCH_ARGS="--commits 5000 ..." passes flags to pg_bench. `make bench-postgres`: only these.
+PG_BENCH_ARGS ?=
+.PHONY: bench-postgres
+bench: bench-postgres
+bench-postgres: SHELL := /bin/bash
+bench-postgres:
+	cargo build --release --lib --example pg_baseline
+	ln -sf libmnemo.so $(RELEASE)/libmnemo.so.$(MNEMO_ABI)
+	@mkdir -p $(BENCH_OUT)
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -O2 -I$(CURDIR)/include \
+	    benches/pg_bench.c -o $(BENCH_OUT)/pg_bench \
+	    -L$(RELEASE) -Wl,-rpath,$(RELEASE) -lmnemo
+	@set -o pipefail; MNEMO_PG_TMPDIR=$(BENCH_DIR) scripts/bench-postgres $(BENCH_OUT)/pg_bench \
+	    $(RELEASE)/examples/pg_baseline $(PG_BENCH_ARGS) | tee $(BENCH_OUT)/pg_table.txt

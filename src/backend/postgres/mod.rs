@@ -1,10 +1,10 @@
 //! `postgres://…`: an instance stored in PostgreSQL, shared by processes on many hosts.
 //!
 //! The same tables as the SQLite backend (prefixed `mnemo_`). Consistency between processes
-//! comes from the server: one transaction per stored entry, primary keys, `ON CONFLICT`
-//! upserts that keep the winning cell, and inserts that fail on an existing key (so two
-//! processes creating the same username: one wins). The schema version is recorded and
-//! checked at connect; the schema is created under an advisory lock.
+//! comes from the server: one statement per stored entry (`PUT_ENTRY`), primary keys,
+//! `ON CONFLICT` upserts that keep the winning cell, and inserts that fail on an existing key
+//! (so two processes creating the same username: one wins). The schema version is recorded
+//! and checked at connect; the schema is created under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector).
@@ -62,23 +62,20 @@ pub struct PostgresBackend {
 
 struct Connection {
     client: Client,
-    insert_entry: Statement,
+    /// [`PUT_ENTRY`].
+    put_entry: Statement,
     get_entry: Statement,
-    drop_tip: Statement,
-    add_tip: Statement,
     get_tips: Statement,
     get_cell: Statement,
     get_cells: Statement,
     /// The four forms of `range_sql`, at [`range_form`].
     get_range: [Statement; 4],
     insert_cell: Statement,
-    replace_cell: Statement,
     get_rows: Statement,
     set_rows: Statement,
     mark_discarded: Statement,
     get_meta: Statement,
     lock_db: Statement,
-    append_log: Statement,
     get_log: Statement,
     last_log: Statement,
     insert_meta: Statement,
@@ -175,14 +172,9 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
 impl Connection {
     fn prepare(mut client: Client) -> std::result::Result<Connection, postgres::Error> {
         let mut p = |sql: &str| client.prepare(sql);
-        let insert_entry = p(
-            "INSERT INTO mnemo_entries (id, db, height, visible, changes_settings, bytes, chk) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-        )?;
+        let put_entry = p(PUT_ENTRY)?;
         let get_entry =
             p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1")?;
-        let drop_tip = p("DELETE FROM mnemo_tips WHERE db = $1 AND id = $2")?;
-        let add_tip = p("INSERT INTO mnemo_tips (db, id, height, chk) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")?;
         let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id")?;
         let get_cell = p("SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND key = $3")?;
         let get_cells =
@@ -197,10 +189,6 @@ impl Connection {
         let insert_cell = p(
             "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )?;
-        let replace_cell = p(
-            "UPDATE mnemo_cells SET height = $4, entry = $5, value = $6, chk = $7 \
-             WHERE db = $1 AND store = $2 AND key = $3 AND ($8 OR ($4, $5) > (height, entry))",
         )?;
         let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2")?;
         let set_rows = p(
@@ -218,28 +206,23 @@ impl Connection {
         // Serialises stores per database across processes, so log positions are handed out
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
-        let append_log = p("INSERT INTO mnemo_log (db, id) VALUES ($1, $2)")?;
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
         let get_log =
             p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
         Ok(Connection {
             client,
-            insert_entry,
+            put_entry,
             get_entry,
-            drop_tip,
-            add_tip,
             get_tips,
             get_cell,
             get_cells,
             get_range,
             insert_cell,
-            replace_cell,
             get_rows,
             set_rows,
             mark_discarded,
             get_meta,
             lock_db,
-            append_log,
             get_log,
             last_log,
             insert_meta,
@@ -270,6 +253,86 @@ fn range_sql(inclusive: bool, bounded: bool) -> String {
 /// Where [`Connection::get_range`] keeps the prepared form of `range_sql(inclusive, bounded)`.
 fn range_form(inclusive: bool, bounded: bool) -> usize {
     usize::from(inclusive) * 2 + usize::from(bounded)
+}
+
+/// Stores one entry and all it changes in one statement: one round trip, atomic and
+/// durable as the single statement's own transaction. `$1` id, `$2` db, `$3` height, `$4`
+/// the packed visible settings tips, `$5` changes settings, `$6` bytes, `$7` the entry's
+/// check, `$8` its parents, `$9` its tip's check, `$10`..`$16` the cells it writes by column
+/// (store, key, height, entry, value, check, replace), `$17` its discarded mark's check
+/// (NULL: not discarded).
+///
+/// - The database's advisory lock comes first (everything else reads `entry`, which reads
+///   `locked`), so log positions follow commit order across processes, as `lock_db` does.
+/// - Nothing changes if the entry is already stored: every write reads `entry`, empty then.
+/// - The statement's snapshot may predate the lock (another process's commit to the same
+///   database may land in between), so nothing here decides by reading the snapshot:
+///   cells and row counts are upserts, which see and lock the newest row. A cell is kept
+///   over the stored one as [`super::CellWrite::keeps_over`] says; `xmax = 0` marks the
+///   rows it inserted (an updated row carries the updater's lock), which the row counts
+///   add. Tips dropped are the entry's parents, which the caller read before.
+/// - A row count's check ([`rows::store_check`]) is computed here with `sha256`, over the
+///   same length-prefixed parts. A count whose recorded check fails becomes NULL, so the
+///   statement fails on the column's NOT NULL (`put_entry` reports it as corrupt).
+const PUT_ENTRY: &str = r#"
+WITH locked AS (
+    SELECT pg_advisory_xact_lock(hashtextextended(encode($2::bytea, 'hex'), 0))
+), entry AS (
+    INSERT INTO mnemo_entries (id, db, height, visible, changes_settings, bytes, chk)
+    SELECT $1::bytea, $2, $3::int8, $4::bytea, $5::boolean, $6::bytea, $7::bytea FROM locked
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), logged AS (
+    INSERT INTO mnemo_log (db, id) SELECT $2, id FROM entry
+), untipped AS (
+    DELETE FROM mnemo_tips WHERE db = $2 AND id = ANY ($8::bytea[]) AND EXISTS (SELECT FROM entry)
+), tipped AS (
+    INSERT INTO mnemo_tips (db, id, height, chk) SELECT $2, id, $3, $9::bytea FROM entry
+    ON CONFLICT DO NOTHING
+), writes AS (
+    SELECT store COLLATE "C" AS store, key COLLATE "C" AS key, height, entry, value, chk, replace
+    FROM unnest($10::text[], $11::text[], $12::int8[], $13::bytea[], $14::text[], $15::bytea[],
+                $16::boolean[]) AS w (store, key, height, entry, value, chk, replace)
+), cells AS (
+    INSERT INTO mnemo_cells AS c (db, store, key, height, entry, value, chk)
+    SELECT $2, store, key, height, entry, value, chk FROM writes WHERE EXISTS (SELECT FROM entry)
+    ON CONFLICT (db, store, key) DO UPDATE
+        SET height = excluded.height, entry = excluded.entry, value = excluded.value,
+            chk = excluded.chk
+        WHERE (excluded.height, excluded.entry) > (c.height, c.entry)
+            OR (excluded.store, excluded.key) IN (SELECT store, key FROM writes WHERE replace)
+    RETURNING c.store, c.xmax = 0 AS inserted
+), added AS (
+    SELECT store, count(*) AS n,
+        int8send(octet_length($2)) || $2 || int8send(octet_length(convert_to(store, 'UTF8')))
+            || convert_to(store, 'UTF8') || int8send(8) AS prefix
+    FROM cells WHERE inserted GROUP BY store
+), counted AS (
+    INSERT INTO mnemo_stores AS s (db, store, rows, chk)
+    SELECT $2, store, n, substr(sha256(prefix || int8send(n)), 1, 8) FROM added
+    ON CONFLICT (db, store) DO UPDATE
+        SET rows = (SELECT s.rows + a.n FROM added a WHERE a.store = s.store
+                    AND s.chk = substr(sha256(a.prefix || int8send(s.rows)), 1, 8)),
+            chk = (SELECT substr(sha256(a.prefix || int8send(s.rows + a.n)), 1, 8)
+                   FROM added a WHERE a.store = s.store)
+), discarded AS (
+    INSERT INTO mnemo_discarded (db, id, chk) SELECT $2, id, $17::bytea FROM entry
+    WHERE $17 IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM entry
+"#;
+
+/// The cells of an [`EntryWrite`] by column: [`PUT_ENTRY`]'s array parameters.
+#[derive(Default)]
+struct CellColumns<'a> {
+    store: Vec<&'a str>,
+    key: Vec<&'a str>,
+    height: Vec<i64>,
+    entry: Vec<&'a [u8]>,
+    value: Vec<Option<&'a str>>,
+    chk: Vec<Vec<u8>>,
+    replace: Vec<bool>,
 }
 
 /// Makes the space of replaced secrets reusable at once (old row versions otherwise stay
@@ -374,66 +437,57 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &postgres::Row) -> Re
 
 impl Backend for PostgresBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
+        let db: &[u8] = w.meta.db.as_bytes();
+        let parents: Vec<&[u8]> = w.parents.iter().map(|p| &p.as_bytes()[..]).collect();
+        let mut cells = CellColumns::default();
+        for write in &w.cells {
+            let cell = &write.cell;
+            cells.store.push(&write.store);
+            cells.key.push(&write.key);
+            cells.height.push(i64_of(cell.height)?);
+            cells.entry.push(&cell.entry.as_bytes()[..]);
+            cells.value.push(cell.value.as_deref());
+            cells.chk.push(rows::cell_check(&w.meta.db, &write.store, &write.key, cell));
+            cells.replace.push(write.replace);
+        }
+        let discarded = w.discarded.then(|| rows::discarded_check(&w.meta.db, &w.id));
+        let params: [&(dyn postgres::types::ToSql + Sync); 17] = [
+            &&w.id.as_bytes()[..],
+            &db,
+            &i64_of(w.meta.height)?,
+            &rows::pack_ids(&w.meta.settings_visible),
+            &w.meta.changes_settings,
+            &w.bytes,
+            &rows::entry_check(&w.id, &w.meta, w.bytes),
+            &parents,
+            &rows::tip_check(&w.meta.db, &w.id, w.meta.height),
+            &cells.store,
+            &cells.key,
+            &cells.height,
+            &cells.entry,
+            &cells.value,
+            &cells.chk,
+            &cells.replace,
+            &discarded,
+        ];
         let mut guard = self.lock()?;
         let c = &mut *guard;
-        let mut tx = c.client.transaction().map_err(pg_error)?;
-        let db: &[u8] = w.meta.db.as_bytes();
-        let height = i64_of(w.meta.height)?;
-        let visible = rows::pack_ids(&w.meta.settings_visible);
-        let chk = rows::entry_check(&w.id, &w.meta, w.bytes);
-        tx.execute(&c.lock_db, &[&db]).map_err(pg_error)?;
-        let inserted = tx
-            .execute(
-                &c.insert_entry,
-                &[
-                    &&w.id.as_bytes()[..],
-                    &db,
-                    &height,
-                    &visible,
-                    &w.meta.changes_settings,
-                    &w.bytes,
-                    &chk,
-                ],
-            )
-            .map_err(pg_error)?;
-        if inserted == 0 {
-            return Ok(()); // already stored; the transaction rolls back
-        }
-        tx.execute(&c.append_log, &[&db, &&w.id.as_bytes()[..]])
-            .map_err(pg_error)?;
-        for parent in w.parents {
-            tx.execute(&c.drop_tip, &[&db, &&parent.as_bytes()[..]])
-                .map_err(pg_error)?;
-        }
-        let tip_chk = rows::tip_check(&w.meta.db, &w.id, w.meta.height);
-        tx.execute(&c.add_tip, &[&db, &&w.id.as_bytes()[..], &height, &tip_chk])
-            .map_err(pg_error)?;
-        let mut added: BTreeMap<&str, u64> = BTreeMap::new();
-        for write in &w.cells {
-            let (store, key, cell) = (&write.store, &write.key, &write.cell);
-            let cell_chk = rows::cell_check(&w.meta.db, store, key, cell);
-            let height = i64_of(cell.height)?;
-            let row: [&(dyn postgres::types::ToSql + Sync); 8] = [
-                &db,
-                store,
-                key,
-                &height,
-                &&cell.entry.as_bytes()[..],
-                &cell.value,
-                &cell_chk,
-                &write.replace,
-            ];
-            if tx.execute(&c.insert_cell, &row[..7]).map_err(pg_error)? == 1 {
-                *added.entry(store.as_str()).or_default() += 1;
-            } else {
-                tx.execute(&c.replace_cell, &row).map_err(pg_error)?;
+        let statement = &c.put_entry;
+        c.client.execute(statement, &params).map_err(|e| {
+            let count_failed = e.as_db_error().is_some_and(|d| {
+                d.code() == &SqlState::NOT_NULL_VIOLATION
+                    && d.table() == Some("mnemo_stores")
+                    && d.column() == Some("rows")
+            });
+            if count_failed {
+                // PUT_ENTRY makes a count NULL when the recorded one fails its check.
+                return Error::Corrupt(
+                    "the row count of a store fails its integrity check".into(),
+                );
             }
-        }
-        count_rows(&mut tx, (&c.get_rows, &c.set_rows), &w.meta.db, &added)?;
-        if w.discarded {
-            mark_discarded(&mut tx, &c.mark_discarded, &w.meta.db, &[w.id])?;
-        }
-        tx.commit().map_err(pg_error)
+            pg_error(e)
+        })?;
+        Ok(())
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
