@@ -13,11 +13,6 @@
 //!   has no `HAVE_FDATASYNC`, so it calls `fsync`). The file grows by 4 KiB each time.
 //! - `overwrite_fsync_ns`: the same, overwriting blocks already in the file (it does not
 //!   grow), as SQLite's WAL does after a checkpoint wraps it around.
-//! - `sqlite_txn_ns`: plain SQLite (the same bundled build mnemo uses) committing one row
-//!   per transaction into a key/value table in DIR, with mnemo's durability (WAL,
-//!   `synchronous=FULL`): what an application using SQLite directly pays for a durable
-//!   write; the baseline of mnemo's durable single-key commit. The row is the key and value
-//!   the C benchmark commits (`k0000001`, `{"n":1,"text":"the quick brown fox"}`).
 //!
 //! Run: `cargo run --release --example bench_floors -- [DIR]` (DIR: where the fsync file
 //! goes, default the system temp dir; use the directory the SQLite bench writes to).
@@ -32,8 +27,6 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-use rusqlite::{params, Connection, TransactionBehavior};
 
 use mnemo::crypto::password::derive_key;
 use mnemo::crypto::{KdfParams, PrivateKey};
@@ -173,49 +166,4 @@ fn main() {
     std::fs::remove_file(&path).expect("remove the fsync file");
     report("overwrite_fsync_ns", &overwrites);
     println!("# write_fsync_dir: {}", dir.display());
-
-    report("sqlite_txn_ns", &plain_sqlite_commits(&dir, fsync_n));
-}
-
-/// Times `count` one-row transactions of plain SQLite in a fresh file in `dir` (WAL,
-/// `synchronous=FULL`, like mnemo's SQLite backend), after a warm-up of 100.
-fn plain_sqlite_commits(dir: &std::path::Path, count: usize) -> Vec<u64> {
-    let path = dir.join(format!("mnemo-bench-plain-{}.db", std::process::id()));
-    let mut conn = Connection::open(&path).expect("open the plain SQLite file");
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .expect("WAL mode");
-    assert!(mode.eq_ignore_ascii_case("wal"), "journal mode {mode}");
-    conn.execute_batch(
-        "PRAGMA synchronous=FULL; \
-         CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
-    )
-    .expect("plain SQLite schema");
-    let mut next = 0usize;
-    let mut commit_one = || {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .expect("begin");
-        tx.prepare_cached("INSERT INTO kv (key, value) VALUES (?1, ?2)")
-            .and_then(|mut s| {
-                s.execute(params![
-                    format!("k{next:07}"),
-                    format!("{{\"n\":{next},\"text\":\"the quick brown fox\"}}")
-                ])
-            })
-            .expect("insert one row");
-        tx.commit().expect("commit");
-        next += 1;
-    };
-    for _ in 0..100 {
-        commit_one();
-    }
-    let commits = sample(count, count, Duration::ZERO, commit_one);
-    drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.clone().into_os_string();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
-    }
-    commits
 }

@@ -447,10 +447,14 @@ impl Backend for PostgresBackend {
             cells.height.push(i64_of(cell.height)?);
             cells.entry.push(&cell.entry.as_bytes()[..]);
             cells.value.push(cell.value.as_deref());
-            cells.chk.push(rows::cell_check(&w.meta.db, &write.store, &write.key, cell));
+            cells
+                .chk
+                .push(rows::cell_check(&w.meta.db, &write.store, &write.key, cell));
             cells.replace.push(write.replace);
         }
-        let discarded = w.discarded.then(|| rows::discarded_check(&w.meta.db, &w.id));
+        let discarded = w
+            .discarded
+            .then(|| rows::discarded_check(&w.meta.db, &w.id));
         let params: [&(dyn postgres::types::ToSql + Sync); 17] = [
             &&w.id.as_bytes()[..],
             &db,
@@ -481,9 +485,7 @@ impl Backend for PostgresBackend {
             });
             if count_failed {
                 // PUT_ENTRY makes a count NULL when the recorded one fails its check.
-                return Error::Corrupt(
-                    "the row count of a store fails its integrity check".into(),
-                );
+                return Error::Corrupt("the row count of a store fails its integrity check".into());
             }
             pg_error(e)
         })?;
