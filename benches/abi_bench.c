@@ -53,154 +53,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROGRAM "abi_bench"
+#include "bench_util.h"
 #include "mnemo.h"
 
 /* Threads of the concurrent-commit phase. */
 #define CONCURRENT_THREADS 8
-
-/* ---------------------------------------------------------------- failure handling -- */
-
-static void fail_status(const char *call, mnemo_status s, const char *file, int line) {
-    const char *msg = mnemo_last_error_message();
-    fprintf(stderr, "abi_bench: %s:%d: %s returned %s: %s\n", file, line, call,
-            mnemo_status_str(s), msg ? msg : "(no message)");
-    exit(1);
-}
-
-/* Aborts unless `call` returns `want`. */
-#define EXPECT(call, want)                                                   \
-    do {                                                                     \
-        mnemo_status s_ = (call);                                            \
-        if (s_ != (want)) fail_status(#call, s_, __FILE__, __LINE__);        \
-    } while (0)
-#define CHECK(call) EXPECT(call, MNEMO_STATUS_OK)
-
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "abi_bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) die("out of memory (%zu bytes)", n);
-    return p;
-}
-
-/* ------------------------------------------------------------------------ timing ---- */
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die("clock_gettime: %s", strerror(errno));
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-typedef struct {
-    uint64_t *v;
-    size_t n, cap;
-    bool sorted;
-} samples;
-
-static samples samples_new(size_t cap) {
-    samples s = {xmalloc(cap * sizeof(uint64_t)), 0, cap ? cap : 1, false};
-    return s;
-}
-
-static void samples_push(samples *s, uint64_t ns) {
-    if (s->n == s->cap) {
-        s->cap *= 2;
-        uint64_t *v = realloc(s->v, s->cap * sizeof(uint64_t));
-        if (!v) die("out of memory");
-        s->v = v;
-    }
-    s->v[s->n++] = ns;
-    s->sorted = false;
-}
-
-static void samples_clear(samples *s) {
-    s->n = 0;
-    s->sorted = false;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank quantile (q = 0.5: median; 0.99: p99, which is the maximum below 100 samples). */
-static double quantile(samples *s, double q) {
-    if (s->n == 0) return 0.0;
-    if (!s->sorted) {
-        qsort(s->v, s->n, sizeof(uint64_t), cmp_u64);
-        s->sorted = true;
-    }
-    size_t rank = (size_t)(q * (double)s->n + 0.999999);
-    if (rank < 1) rank = 1;
-    if (rank > s->n) rank = s->n;
-    return (double)s->v[rank - 1];
-}
-
-static void samples_free(samples *s) {
-    free(s->v);
-    s->v = NULL;
-    s->n = s->cap = 0;
-}
-
-/* ------------------------------------------------------------------------ output ---- */
-
-static FILE *results; /* optional machine-readable copy */
-
-static void fmt_time(char *buf, size_t size, double ns) {
-    if (ns <= 0) snprintf(buf, size, "-");
-    else if (ns < 1e3) snprintf(buf, size, "%.0f ns", ns);
-    else if (ns < 1e6) snprintf(buf, size, "%.1f us", ns / 1e3);
-    else if (ns < 1e9) snprintf(buf, size, "%.2f ms", ns / 1e6);
-    else snprintf(buf, size, "%.2f s", ns / 1e9);
-}
-
-static void fmt_rate(char *buf, size_t size, double per_s) {
-    if (per_s <= 0) snprintf(buf, size, "-");
-    else if (per_s >= 1e6) snprintf(buf, size, "%.2fM/s", per_s / 1e6);
-    else if (per_s >= 1e4) snprintf(buf, size, "%.1fk/s", per_s / 1e3);
-    else snprintf(buf, size, "%.0f/s", per_s);
-}
-
-static void header(void) {
-    printf("%-7s %-44s %8s %10s %10s %10s  %s\n", "backend", "phase", "n", "median", "p99",
-           "rate", "vs floor");
-    printf("%-7s %-44s %8s %10s %10s %10s  %s\n", "-------", "-----", "-", "------", "---",
-           "----", "--------");
-}
-
-/* One table row. `rate` <= 0 prints "-"; `note` may be NULL. */
-static void row(const char *backend, const char *phase, size_t n, double median_ns, double p99_ns,
-                double rate, const char *note) {
-    char med[32], p99[32], r[32];
-    fmt_time(med, sizeof med, median_ns);
-    fmt_time(p99, sizeof p99, p99_ns);
-    fmt_rate(r, sizeof r, rate);
-    printf("%-7s %-44s %8zu %10s %10s %10s  %s\n", backend, phase, n, med, p99, r,
-           note ? note : "");
-    fflush(stdout);
-}
-
-/* A row that is a plain value (size, ratio): printed in the median column's place. */
-static void row_text(const char *backend, const char *phase, const char *text, const char *note) {
-    printf("%-7s %-44s %8s %10s %10s %10s  %s\n", backend, phase, "", text, "", "",
-           note ? note : "");
-    fflush(stdout);
-}
-
-static void result(const char *backend, const char *name, double value) {
-    if (results) {
-        fprintf(results, "result %s %s %.0f\n", backend, name, value);
-        fflush(results);
-    }
-}
 
 /* Prints a row for a timed phase from its samples, and records its median and p99. */
 static void row_samples(const char *backend, const char *phase, const char *key, samples *s,
@@ -288,14 +146,6 @@ typedef struct {
 
 static config_t cfg;
 static char workdir[4096];
-
-static size_t parse_count(const char *flag, const char *v) {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno || !end || *end || n == 0) die("%s needs a positive integer, got '%s'", flag, v);
-    return (size_t)n;
-}
 
 static void parse_args(int argc, char **argv, const char **floors_path, const char **results_path) {
     const char *q = getenv("MNEMO_BENCH_QUICK");

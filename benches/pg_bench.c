@@ -48,110 +48,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROGRAM "pg_bench"
+#include "bench_util.h"
 #include "mnemo.h"
 
 #define BACKEND "pg"
-
-/* ---------------------------------------------------------------- failure handling -- */
-
-static void fail_status(const char *call, mnemo_status s, const char *file, int line) {
-    const char *msg = mnemo_last_error_message();
-    fprintf(stderr, "pg_bench: %s:%d: %s returned %s: %s\n", file, line, call,
-            mnemo_status_str(s), msg ? msg : "(no message)");
-    exit(1);
-}
-
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        mnemo_status s_ = (call);                                              \
-        if (s_ != MNEMO_STATUS_OK) fail_status(#call, s_, __FILE__, __LINE__); \
-    } while (0)
-
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "pg_bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* ------------------------------------------------------------------------ timing ---- */
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die("clock_gettime: %s", strerror(errno));
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-typedef struct {
-    double *v;
-    size_t n, cap;
-} samples;
-
-static void samples_push(samples *s, double x) {
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 64;
-        double *v = realloc(s->v, s->cap * sizeof(double));
-        if (!v) die("out of memory");
-        s->v = v;
-    }
-    s->v[s->n++] = x;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank quantile, as abi_bench's (q = 0.5: median; 0.99: p99). Sorts the samples. */
-static double quantile(samples *s, double q) {
-    if (s->n == 0) return 0.0;
-    qsort(s->v, s->n, sizeof(double), cmp_double);
-    size_t rank = (size_t)(q * (double)s->n + 0.999999);
-    if (rank < 1) rank = 1;
-    if (rank > s->n) rank = s->n;
-    return s->v[rank - 1];
-}
-
-/* ------------------------------------------------------------------------ output ---- */
-
-static FILE *results;
-
-static void fmt_time(char *buf, size_t size, double ns) {
-    if (ns <= 0) snprintf(buf, size, "-");
-    else if (ns < 1e3) snprintf(buf, size, "%.0f ns", ns);
-    else if (ns < 1e6) snprintf(buf, size, "%.1f us", ns / 1e3);
-    else if (ns < 1e9) snprintf(buf, size, "%.2f ms", ns / 1e6);
-    else snprintf(buf, size, "%.2f s", ns / 1e9);
-}
-
-static void fmt_rate(char *buf, size_t size, double per_s) {
-    if (per_s <= 0) snprintf(buf, size, "-");
-    else if (per_s >= 1e6) snprintf(buf, size, "%.2fM/s", per_s / 1e6);
-    else if (per_s >= 1e4) snprintf(buf, size, "%.1fk/s", per_s / 1e3);
-    else snprintf(buf, size, "%.0f/s", per_s);
-}
-
-/* One table row, in abi_bench's format. `rate` <= 0 prints "-". */
-static void row(const char *phase, size_t n, double median_ns, double p99_ns, double rate,
-                const char *note) {
-    char med[32], p99[32], r[32];
-    fmt_time(med, sizeof med, median_ns);
-    fmt_time(p99, sizeof p99, p99_ns);
-    fmt_rate(r, sizeof r, rate);
-    printf("%-7s %-44s %8zu %10s %10s %10s  %s\n", BACKEND, phase, n, med, p99, r,
-           note ? note : "");
-    fflush(stdout);
-}
-
-static void result(const char *name, double value) {
-    if (results) {
-        fprintf(results, "result %s %s %.0f\n", BACKEND, name, value);
-        fflush(results);
-    }
-}
 
 /* ------------------------------------------------------------------------ config ---- */
 
@@ -160,14 +61,6 @@ static struct {
     size_t commits, batch, procs, window_ms, rounds;
     bool quick;
 } cfg;
-
-static size_t parse_count(const char *flag, const char *v) {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (errno || !end || *end || n == 0) die("%s needs a positive integer, got '%s'", flag, v);
-    return (size_t)n;
-}
 
 static void parse_args(int argc, char **argv, const char **results_path) {
     const char *q = getenv("MNEMO_BENCH_QUICK");
@@ -401,16 +294,16 @@ static int commits_against_inserts(void) {
     char note[160];
     double plain_med = quantile(&plain, 0.5), mnemo_med = quantile(&mnemo, 0.5);
     snprintf(note, sizeof note, "baseline; batches of %zu alternating with mnemo's", cfg.batch);
-    row("plain INSERT, one-row transaction", plain.n, plain_med, quantile(&plain, 0.99),
+    row(BACKEND, "plain INSERT, one-row transaction", plain.n, plain_med, quantile(&plain, 0.99),
         1e9 / plain_med, note);
     double ratio = plain_med / mnemo_med;
     snprintf(note, sizeof note, "%.2fx plain INSERT rate (target >= 0.7); overall %.2fx", ratio,
              (double)plain_total / (double)mnemo_total);
-    row("durable single-key commit (mnemo_db_set)", mnemo.n, mnemo_med, quantile(&mnemo, 0.99),
+    row(BACKEND, "durable single-key commit (mnemo_db_set)", mnemo.n, mnemo_med, quantile(&mnemo, 0.99),
         1e9 / mnemo_med, note);
-    result("insert_median_ns", plain_med);
-    result("commit_median_ns", mnemo_med);
-    result("commit_vs_insert_rate_x1000", ratio * 1000);
+    result(BACKEND, "insert_median_ns", plain_med);
+    result(BACKEND, "commit_median_ns", mnemo_med);
+    result(BACKEND, "commit_vs_insert_rate_x1000", ratio * 1000);
     free(plain.v);
     free(mnemo.v);
     return 0;
@@ -455,15 +348,15 @@ static void processes(worker *ws, const char *what, const char *detail, const ch
     snprintf(phase, sizeof phase, "%s, 1 process", what);
     snprintf(note, sizeof note, "%s; %zu rounds of %zu ms, alternating with %zu processes",
              detail, cfg.rounds, cfg.window_ms, cfg.procs);
-    row(phase, single_n, quantile(&single_op, 0.5), 0, one, note);
+    row(BACKEND, phase, single_n, quantile(&single_op, 0.5), 0, one, note);
     snprintf(phase, sizeof phase, "%s, %zu processes, aggregate", what, cfg.procs);
     snprintf(note, sizeof note, "%.2fx 1 process%s", ratio, target);
-    row(phase, many_n, quantile(&many_op, 0.5), 0, all, note);
+    row(BACKEND, phase, many_n, quantile(&many_op, 0.5), 0, all, note);
     char name[64];
     snprintf(name, sizeof name, "%s_1proc_rate", key);
-    result(name, one);
+    result(BACKEND, name, one);
     snprintf(name, sizeof name, "%s_%zuproc_rate", key, cfg.procs);
-    result(name, all);
+    result(BACKEND, name, all);
     free(single.v);
     free(many.v);
     free(single_op.v);
