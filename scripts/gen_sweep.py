@@ -1158,7 +1158,7 @@ class Gen:
                     shown.append(fname)
                     destroy_passed = destroy_passed or destroy
                 args.append(v)
-            elif p.kind == "int_out":
+            elif p.kind in ("int_out", "len_out"):
                 if under_test:
                     args.append("NULL")
                     shown.append("NULL")
@@ -1166,16 +1166,7 @@ class Gen:
                     o.append("    %s %s = 42; /* a sentinel */" % (p.base, v))
                     args.append("&" + v)
                     shown.append("&%s" % p.name)
-                    int_outs.append(p)
-            elif p.kind == "len_out":
-                if under_test:
-                    args.append("NULL")
-                    shown.append("NULL")
-                else:
-                    o.append("    %s %s = 42; /* a sentinel */" % (p.base, v))
-                    args.append("&" + v)
-                    shown.append("&%s" % p.name)
-                    len_outs.append(p)
+                    (int_outs if p.kind == "int_out" else len_outs).append(p)
             elif p.kind == "buf_out":
                 if under_test:
                     args.append("NULL")
