@@ -751,30 +751,25 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<()> {
         .map_err(sql_error)?;
     for write in &w.cells {
         let (store, key, cell) = (&write.store, &write.key, &write.cell);
-        let check = rows::cell_check(&w.meta.db, store, key, cell);
-        let row = params![
-            db,
+        let (check, height) = (
+            rows::cell_check(&w.meta.db, store, key, cell),
+            i64_of(cell.height)?,
+        );
+        // The insert binds the first seven; the replace also whether to replace regardless.
+        let row: [&dyn rusqlite::ToSql; 8] = [
+            &db,
             store,
             key,
-            i64_of(cell.height)?,
+            &height,
             cell.entry.as_bytes(),
-            cell.value,
-            check,
+            &cell.value,
+            &check,
+            &write.replace,
         ];
-        if insert.execute(row).map_err(sql_error)? == 1 {
+        if insert.execute(&row[..7]).map_err(sql_error)? == 1 {
             *added.entry(store.as_str()).or_default() += 1;
         } else {
-            let row = params![
-                db,
-                store,
-                key,
-                i64_of(cell.height)?,
-                cell.entry.as_bytes(),
-                cell.value,
-                check,
-                write.replace,
-            ];
-            replace.execute(row).map_err(sql_error)?;
+            replace.execute(&row[..]).map_err(sql_error)?;
         }
     }
     count_rows(tx, &w.meta.db, &added)?;
