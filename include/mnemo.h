@@ -681,6 +681,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
  * UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
  * taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
+ * Crash-safe: if the process dies part-way (or the call fails), the name is either free
+ * again or belongs to the complete account, which then logs in.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *instance, const char *username, const char *password);
 

@@ -127,6 +127,8 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
 /// UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
 /// taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
+/// Crash-safe: if the process dies part-way (or the call fails), the name is either free
+/// again or belongs to the complete account, which then logs in.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_create_user(

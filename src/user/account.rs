@@ -127,17 +127,7 @@ pub(super) fn create(
     let account_key = AccountKey::new(random::bytes()?);
     let (kdf, locked) = lock(&account_key, vault.user_id, password, params)?;
     let key = PrivateKey::generate()?;
-    vault.put_key(
-        &key.public_key(),
-        &seal_key(&account_key, vault.user_id, &key)?,
-    )?;
-    vault.put_account(
-        &AccountSecret {
-            kdf,
-            account_key: locked,
-        },
-        None,
-    )?;
+    // The public record first: whoever discards a failed creation finds the key it lists.
     let mut txn = user_db.begin();
     PROFILE.set(
         &mut txn,
@@ -154,7 +144,20 @@ pub(super) fn create(
             created: now_ms(),
         },
     )?;
-    txn.commit().map(drop)
+    txn.commit()?;
+    vault.put_key(
+        &key.public_key(),
+        &seal_key(&account_key, vault.user_id, &key)?,
+    )?;
+    vault
+        .put_account(
+            &AccountSecret {
+                kdf,
+                account_key: locked,
+            },
+            None,
+        )
+        .map(drop)
 }
 
 /// Unlocks an account with `password` and unseals every private key: what a session holds.

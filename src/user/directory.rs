@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::account::{self, check_password, check_username, Vault};
 use super::lifecycle::Lifecycle;
 use super::records::{
@@ -21,6 +23,28 @@ fn username_claim(username: &str) -> String {
 }
 /// Metadata key of the claim on being the instance's admin (the first user created).
 const ADMIN_CLAIM: &str = "admin";
+
+/// The value of a username claim: the complete account the name belongs to, and all the
+/// directory record needs besides (so whoever finds the record missing can write it).
+#[derive(Serialize, Deserialize)]
+struct NameClaim {
+    id: String,
+    db: EntryId,
+    created: u64,
+}
+
+fn name_taken(username: &str) -> Error {
+    Error::AlreadyExists(format!("username '{username}' is taken"))
+}
+
+/// The public keys an account's database lists (whose sealed seeds the vault holds).
+fn account_keys(user_db: &Database) -> Result<Vec<PublicKey>> {
+    Ok(KEYS
+        .all(user_db)?
+        .into_iter()
+        .filter_map(|(text, _)| PublicKey::parse(&text).ok())
+        .collect())
+}
 
 /// The user directory and account operations of one instance. Sessions share it.
 pub struct Accounts {
@@ -65,42 +89,115 @@ impl Accounts {
     /// Creates a user with a fresh default key: sealed under `password` if given, stored
     /// unsealed otherwise. The first user created is the instance's admin.
     /// [`Error::AlreadyExists`] if the name is taken.
+    ///
+    /// Crash-safe: the account (its database and sealed keys, under a fresh random id) is
+    /// written first and reachable by nobody; claiming the name ([`NameClaim`], the backend's
+    /// atomic insert) is the moment the user exists; the directory record follows, and is
+    /// written by the next lookup of the name ([`Accounts::record`]) if a crash came first.
     pub fn create_user(&self, username: &str, password: Option<&str>) -> Result<()> {
         check_username(username)?;
         if let Some(pw) = password {
             check_password(pw)?;
         }
-        let backend = self.registry.backend();
-        let id = random::hex_token::<16>()?;
-        let claim = username_claim(username);
-        if !backend.meta_insert_new(&claim, id.as_bytes())? {
-            return Err(Error::AlreadyExists(format!(
-                "username '{username}' is taken"
-            )));
+        if self.record(username)?.is_some() {
+            return Err(name_taken(username));
         }
-        self.write_account(username, &id, password)
-            .inspect_err(|_| {
-                let _ = backend.meta_delete(&claim);
-            })
-    }
-
-    fn write_account(&self, username: &str, id: &str, password: Option<&str>) -> Result<()> {
+        let id = random::hex_token::<16>()?;
         let user_db =
             self.registry
                 .create(&format!("user:{id}"), self.device.clone(), self.device_key)?;
-        account::create(&user_db, &self.vault(id), password, self.kdf)?;
-        let admin = self
-            .registry
-            .backend()
-            .meta_insert_new(ADMIN_CLAIM, id.as_bytes())?;
-        let record = UserRecord {
-            id: id.to_string(),
+        let claim = NameClaim {
+            id,
             db: user_db.id(),
-            status: AccountStatus::Active,
-            admin,
             created: now_ms(),
         };
-        USERS.put(&self.directory, username, &record).map(drop)
+        account::create(&user_db, &self.vault(&claim.id), password, self.kdf)
+            .inspect_err(|_| self.discard_unclaimed(&claim))?;
+        match self.claim_name(username, &claim) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another thread or process took the name meanwhile.
+                self.discard_unclaimed(&claim);
+                return Err(name_taken(username));
+            }
+            Err(e) => {
+                // The claim may have landed all the same (a connection lost on commit):
+                // the account is discarded only once the stored claim shows it did not.
+                if self
+                    .claim_of(username)
+                    .is_ok_and(|c| c.is_none_or(|c| c.id != claim.id))
+                {
+                    self.discard_unclaimed(&claim);
+                }
+                return Err(e);
+            }
+        }
+        self.finish_creation(username, &claim).map(drop)
+    }
+
+    /// Claims `username` for the complete account `claim` names; false if it is taken.
+    fn claim_name(&self, username: &str, claim: &NameClaim) -> Result<bool> {
+        let value = serde_json::to_vec(claim)
+            .map_err(|e| Error::Internal(format!("cannot encode a username claim: {e}")))?;
+        self.registry
+            .backend()
+            .meta_insert_new(&username_claim(username), &value)
+    }
+
+    /// The claim on `username` whose directory record may not be written yet. Claims written
+    /// by earlier versions (the id alone) came before their account, so they name nothing
+    /// that could be finished: `None`.
+    fn claim_of(&self, username: &str) -> Result<Option<NameClaim>> {
+        let claim = self
+            .registry
+            .backend()
+            .meta_get(&username_claim(username))?;
+        Ok(claim.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+    }
+
+    /// Writes the directory record of the user `claim` made `username` (by the creator, or by
+    /// whoever looks the name up after the creator stopped short). Every writer computes the
+    /// same record, so two at once agree. A record of an earlier holder of the name (whose
+    /// deletion freed the name and then stopped) is replaced, its secrets erased first.
+    fn finish_creation(&self, username: &str, claim: &NameClaim) -> Result<UserRecord> {
+        if let Some(earlier) = USERS.get(&self.directory, username)? {
+            if earlier.id == claim.id {
+                return Ok(earlier);
+            }
+            self.erase_secrets(&earlier)?;
+        }
+        let backend = self.registry.backend();
+        let admin = backend.meta_insert_new(ADMIN_CLAIM, claim.id.as_bytes())?
+            || backend.meta_get(ADMIN_CLAIM)?.as_deref() == Some(claim.id.as_bytes());
+        let record = UserRecord {
+            id: claim.id.clone(),
+            db: claim.db,
+            status: AccountStatus::Active,
+            admin,
+            created: claim.created,
+        };
+        USERS.put(&self.directory, username, &record)?;
+        Ok(record)
+    }
+
+    /// Removes an account that never got its name (a failed or lost creation): its secrets
+    /// and its database. Best effort: what stays is reachable by nobody.
+    fn discard_unclaimed(&self, claim: &NameClaim) {
+        let user_db = self
+            .registry
+            .open(claim.db, self.device.clone(), self.device_key);
+        if let Ok(keys) = account_keys(&user_db) {
+            let _ = self.vault(&claim.id).delete_all(&keys);
+        }
+        let _ = self.registry.forget(&claim.db);
+    }
+
+    /// Erases the sealed secrets of the account `record` names.
+    fn erase_secrets(&self, record: &UserRecord) -> Result<()> {
+        let user_db = self
+            .registry
+            .open(record.db, self.device.clone(), self.device_key);
+        self.vault(&record.id).delete_all(&account_keys(&user_db)?)
     }
 
     /// Logs a user in. Unknown users and wrong passwords both give [`Error::AuthFailed`]
@@ -170,9 +267,16 @@ impl Accounts {
         Ok(false)
     }
 
-    /// The record of `username`, if there is such a user.
+    /// The record of `username`, if there is such a user; written first if the user's
+    /// creation claimed the name and stopped before it (a crash).
     pub(super) fn record(&self, username: &str) -> Result<Option<UserRecord>> {
-        USERS.get(&self.directory, username)
+        if let Some(record) = USERS.get(&self.directory, username)? {
+            return Ok(Some(record));
+        }
+        match self.claim_of(username)? {
+            Some(claim) => self.finish_creation(username, &claim).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Every user's record, sorted by username.
@@ -185,23 +289,16 @@ impl Accounts {
         USERS.put(&self.directory, username, record).map(drop)
     }
 
-    /// Removes `username` (whose record is `record`) from the directory, erases its
-    /// secrets, and frees the name for reuse.
+    /// Removes `username` (whose record is `record`): frees the name, erases the account's
+    /// secrets, then drops its directory record. In that order a crash part-way leaves no
+    /// claim that would bring the account back ([`Accounts::record`]) and no secrets that
+    /// nothing refers to: at worst the record, which repeating the deletion removes.
     pub(super) fn remove(&self, username: &str, record: &UserRecord) -> Result<()> {
-        let user_db = self
-            .registry
-            .open(record.db, self.device.clone(), self.device_key);
-        let keys = KEYS
-            .all(&user_db)?
-            .into_iter()
-            .filter_map(|(text, _)| PublicKey::parse(&text).ok())
-            .collect::<Vec<_>>();
-        USERS.delete(&self.directory, username)?;
-        self.vault(&record.id).delete_all(&keys)?;
         self.registry
             .backend()
-            .meta_delete(&username_claim(username))
-            .map(drop)
+            .meta_delete(&username_claim(username))?;
+        self.erase_secrets(record)?;
+        USERS.delete(&self.directory, username).map(drop)
     }
 
     /// Records in the catalog that user `owner` created database `db` named `name`.

@@ -59,6 +59,7 @@ pub(crate) fn open_user(url: &str) -> (Instance, User, Database) {
 
 /// Not a test on its own: the body of the child processes the tests below start.
 /// `crash|URL|START` commits keys from START on and prints "ack N" after each;
+/// `users|URL|START` creates users uN (no password) from START on, "ack N" after each;
 /// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB;
 /// `pull|URL|PEER|DB` syncs database DB from the peer at PEER as user "writer";
 /// `open|URL|GO` waits for file GO to exist, opens an instance and prints its device id.
@@ -76,6 +77,14 @@ fn child_process() {
             let (_inst, _user, db) = open_user(url);
             for i in start.parse::<u64>().unwrap().. {
                 db.set("log", &format!("k{i}"), &i.to_string()).unwrap();
+                writeln!(out, "ack {i}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+        ["users", url, start] => {
+            let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
+            for i in start.parse::<u64>().unwrap().. {
+                inst.create_user(&format!("u{i}"), None).unwrap();
                 writeln!(out, "ack {i}").unwrap();
                 out.flush().unwrap();
             }
@@ -153,9 +162,8 @@ fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
     let url = format!("sqlite:{}", dir.0.join("crash.db").display());
     let mut rng = Rng::new(7);
     let mut next = 0u64;
-    // The user and database exist before the first child starts: a child killed while
-    // creating them would leave the name claimed with no account (creating a user is not
-    // atomic across a crash; that is not what this test is about).
+    // The user and database exist before the first child starts, so that every child
+    // spends its time committing (creating users is tested apart, below).
     drop(open_user(&url));
     for round in 0..30 {
         let mut child = spawn_child(&format!("crash|{url}|{next}"));
@@ -195,6 +203,51 @@ fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
         next > 30,
         "the children committed too little to test anything ({next})"
     );
+}
+
+/// Processes killed while creating users: every acknowledged user logs in, and the one
+/// being created when the kill came either logs in or can be created again (its name is
+/// never left taken by an account nobody can use).
+#[test]
+fn users_created_through_sigkill_log_in_or_can_be_created_again() {
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.0.join("users.db").display());
+    let mut rng = Rng::new(11);
+    let mut next = 0u64;
+    for round in 0..12 {
+        let mut child = spawn_child(&format!("users|{url}|{next}"));
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        let acks = std::thread::spawn(move || {
+            reader
+                .lines()
+                .map_while(|l| l.ok())
+                .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
+                .last()
+        });
+        std::thread::sleep(Duration::from_millis(100 + rng.below(400) as u64));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acked = acks.join().unwrap().map_or(next, |last| last + 1);
+
+        let inst = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
+        for i in next..acked {
+            inst.login(&format!("u{i}"), None)
+                .unwrap_or_else(|e| panic!("round {round}: acknowledged u{i}: {e}"));
+        }
+        // The user being created when the kill came.
+        let name = format!("u{acked}");
+        match inst.login(&name, None) {
+            Ok(_) => {}
+            Err(Error::AuthFailed) => {
+                inst.create_user(&name, None)
+                    .unwrap_or_else(|e| panic!("round {round}: {name} stays taken: {e}"));
+                inst.login(&name, None).unwrap();
+            }
+            Err(e) => panic!("round {round}: {name}: {e}"),
+        }
+        next = acked + 1;
+    }
+    assert!(next > 100, "the children created too few users ({next})");
 }
 
 #[test]

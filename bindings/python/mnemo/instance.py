@@ -117,7 +117,9 @@ class Instance(HandleOwner):
 
         ``name``: 1 to 64 bytes of UTF-8 without control characters. ``password``: None for
         a passwordless user (keys stored unsealed), else 1 to 1024 bytes.
-        Raises InvalidArgument, AlreadyExists (the name is taken), StorageError.
+        Raises InvalidArgument, AlreadyExists (the name is taken), StorageError. If the
+        process dies part-way (or the call fails), the name is either free again or belongs
+        to the complete account, which then logs in.
         """
         n = _native.encode(name, "username")
         p = _native.encode_optional(password, "password")

@@ -345,3 +345,52 @@ def test_two_processes_creating_one_new_file_share_one_instance(tmp_path: Path) 
         assert len(devices) == 1, f"two instances in one file: {devices}"
         with mnemo.Instance.open(f"sqlite:{path}") as inst:
             assert inst.device_id in devices
+
+
+_CREATE_USERS_UNTIL_KILLED = """
+import sys
+import mnemo
+path, start = sys.argv[1], int(sys.argv[2])
+with mnemo.Instance.open("sqlite:" + path) as inst:
+    i = start
+    while True:
+        inst.create_user(f"u{i}")
+        print(f"ack {i}", flush=True)
+        i += 1
+"""
+
+
+def test_users_created_through_sigkill_log_in_or_can_be_created_again(tmp_path: Path) -> None:
+    """A process killed while creating users: every acknowledged user logs in, and the one
+    being created at the kill either logs in or can be created again."""
+    import os
+    import random
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    path, rng, start = tmp_path / "users.db", random.Random(5), 0
+    for round_ in range(6):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CREATE_USERS_UNTIL_KILLED, str(path), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        time.sleep(0.3 + rng.random() * 0.4)
+        child.kill()  # SIGKILL
+        out, _ = child.communicate(timeout=60)
+        acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("ack ")]
+        end = acked[-1] + 1 if acked else start
+        with mnemo.Instance.open(f"sqlite:{path}") as inst:
+            for i in range(start, end):
+                inst.login(f"u{i}").logout()
+            try:
+                inst.login(f"u{end}").logout()
+            except mnemo.AuthFailed:
+                inst.create_user(f"u{end}")  # AlreadyExists here was the bug
+                inst.login(f"u{end}").logout()
+        start = end + 1
+    assert start > 20, f"the children created too few users ({start})"
