@@ -5,6 +5,7 @@ use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
+use super::strict::Verifier;
 use crate::crypto::random;
 use crate::error::{Error, Result};
 
@@ -49,24 +50,11 @@ impl PublicKey {
         format!("{TEXT_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.0))
     }
 
-    /// Checks `signature` over `message` (strict verification: no malleable signatures).
+    /// Checks `signature` over `message` (strict verification: no malleable signatures;
+    /// see [`super::strict`]).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
-        verify_strict(&self.verifying_key()?, message, signature)
+        Verifier::new(self)?.verify(message, signature)
     }
-
-    /// The key as a point on the curve (decompressed: about a tenth of a verification).
-    fn verifying_key(&self) -> Result<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0)
-            .map_err(|_| Error::Corrupt("author key is not a valid Ed25519 point".into()))
-    }
-}
-
-/// The one signature check: `verify_strict` (rejects small-order keys and `R`, a
-/// non-canonical `s`, and any `R` but the exact encoding of `[s]B - [k]A`).
-fn verify_strict(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Result<()> {
-    let sig = ed25519_dalek::Signature::from_bytes(signature);
-    key.verify_strict(message, &sig)
-        .map_err(|_| Error::Corrupt("signature does not verify".into()))
 }
 
 /// Most keys a [`KeyCache`] holds.
@@ -78,7 +66,7 @@ pub const KEY_CACHE_SIZE: usize = 8;
 /// valid points are not kept. Its results are exactly those of [`PublicKey::verify`].
 #[derive(Default)]
 pub struct KeyCache {
-    keys: Vec<VerifyingKey>,
+    keys: Vec<Verifier>,
     oldest: usize,
 }
 
@@ -90,14 +78,10 @@ impl KeyCache {
 
     /// Checks `signature` over `message` by `key`, as [`PublicKey::verify`] does.
     pub fn verify(&mut self, key: &PublicKey, message: &[u8], signature: &Signature) -> Result<()> {
-        let at = match self
-            .keys
-            .iter()
-            .position(|k| k.as_bytes() == key.as_bytes())
-        {
+        let at = match self.keys.iter().position(|k| k.key() == key.as_bytes()) {
             Some(at) => at,
             None => {
-                let point = key.verifying_key()?;
+                let point = Verifier::new(key)?;
                 if self.keys.len() < KEY_CACHE_SIZE {
                     self.keys.push(point);
                     self.keys.len() - 1
@@ -109,7 +93,7 @@ impl KeyCache {
                 }
             }
         };
-        verify_strict(&self.keys[at], message, signature)
+        self.keys[at].verify(message, signature)
     }
 }
 
@@ -194,6 +178,7 @@ mod tests {
         //! or cofactored check would accept some of these, and peers that checked
         //! differently would disagree about which entries exist.
         use super::super::*;
+        use crate::crypto::strict::tests::dalek_accepts;
         use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
         use curve25519_dalek::edwards::EdwardsPoint;
         use curve25519_dalek::scalar::Scalar;
@@ -232,10 +217,16 @@ mod tests {
         }
 
         /// The outcome by a fresh key, by a cold cache and by the same cache warm: they
-        /// must agree, and are returned.
+        /// must agree with each other and with ed25519-dalek's `verify_strict`, and are
+        /// returned.
         fn verdict(a: &EdwardsPoint, message: &[u8], sig: &Signature) -> bool {
             let key = PublicKey::from_bytes(a.compress().to_bytes());
             let fresh = key.verify(message, sig).is_ok();
+            assert_eq!(
+                fresh,
+                dalek_accepts(&key, message, sig),
+                "ed25519-dalek differs"
+            );
             let mut cache = KeyCache::new();
             let cold = cache.verify(&key, message, sig).is_ok();
             let warm = cache.verify(&key, message, sig).is_ok();

@@ -5,6 +5,7 @@ pub mod keys;
 pub mod password;
 pub mod random;
 pub mod seal;
+pub mod strict;
 
 pub use keyring::KeyRing;
 pub use keys::{KeyCache, PrivateKey, PublicKey, Signature};
