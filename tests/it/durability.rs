@@ -156,6 +156,24 @@ fn device_reported(mut child: std::process::Child) -> String {
         .unwrap_or_else(|| panic!("no device id in {lines:?}"))
 }
 
+/// Starts a child doing `role`, SIGKILLs it after `delay`, and returns the last N it
+/// printed as "ack N", if any.
+fn kill_after(role: &str, delay: Duration) -> Option<u64> {
+    let mut child = spawn_child(role);
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let acks = std::thread::spawn(move || {
+        reader
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
+            .last()
+    });
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    acks.join().unwrap()
+}
+
 #[test]
 fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
     let dir = TempDir::new();
@@ -166,19 +184,10 @@ fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
     // spends its time committing (creating users is tested apart, below).
     drop(open_user(&url));
     for round in 0..30 {
-        let mut child = spawn_child(&format!("crash|{url}|{next}"));
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        let acks = std::thread::spawn(move || {
-            reader
-                .lines()
-                .map_while(|l| l.ok())
-                .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
-                .last()
-        });
-        std::thread::sleep(Duration::from_millis(30 + rng.below(120) as u64));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let last_acked = acks.join().unwrap();
+        let last_acked = kill_after(
+            &format!("crash|{url}|{next}"),
+            Duration::from_millis(30 + rng.below(120) as u64),
+        );
 
         let (_inst, _user, db) = open_user(&url);
         if let Some(last) = last_acked {
@@ -215,19 +224,11 @@ fn users_created_through_sigkill_log_in_or_can_be_created_again() {
     let mut rng = Rng::new(11);
     let mut next = 0u64;
     for round in 0..12 {
-        let mut child = spawn_child(&format!("users|{url}|{next}"));
-        let reader = BufReader::new(child.stdout.take().unwrap());
-        let acks = std::thread::spawn(move || {
-            reader
-                .lines()
-                .map_while(|l| l.ok())
-                .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
-                .last()
-        });
-        std::thread::sleep(Duration::from_millis(100 + rng.below(400) as u64));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let acked = acks.join().unwrap().map_or(next, |last| last + 1);
+        let acked = kill_after(
+            &format!("users|{url}|{next}"),
+            Duration::from_millis(100 + rng.below(400) as u64),
+        )
+        .map_or(next, |last| last + 1);
 
         let inst = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
         for i in next..acked {

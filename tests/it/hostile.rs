@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateWrite};
+use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
@@ -19,88 +19,7 @@ use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, TlsIdentity};
 use mnemo::{Error, Instance};
 
-use crate::support::{http_post, logged_in};
-
-/// A backend that counts how often entries are read back.
-struct CountingBackend {
-    inner: MemoryBackend,
-    entry_reads: AtomicUsize,
-}
-
-impl Backend for CountingBackend {
-    fn put_entry(&self, write: &EntryWrite<'_>) -> mnemo::Result<()> {
-        self.inner.put_entry(write)
-    }
-    fn get_entry(&self, id: &EntryId) -> mnemo::Result<Option<Vec<u8>>> {
-        self.entry_reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.get_entry(id)
-    }
-    fn entry_meta(&self, id: &EntryId) -> mnemo::Result<Option<EntryMeta>> {
-        self.inner.entry_meta(id)
-    }
-    fn tips(&self, db: &EntryId) -> mnemo::Result<Vec<(EntryId, u64)>> {
-        self.inner.tips(db)
-    }
-    fn cell(&self, db: &EntryId, store: &str, key: &str) -> mnemo::Result<Option<Cell>> {
-        self.inner.cell(db, store, key)
-    }
-    fn cells(&self, db: &EntryId, store: &str) -> mnemo::Result<Vec<(String, Cell)>> {
-        self.inner.cells(db, store)
-    }
-    fn cells_range(
-        &self,
-        db: &EntryId,
-        store: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-        live_only: bool,
-    ) -> mnemo::Result<Vec<(String, Cell)>> {
-        self.inner
-            .cells_range(db, store, prefix, after, limit, live_only)
-    }
-    fn entries_after(
-        &self,
-        db: &EntryId,
-        after: u64,
-        limit: usize,
-    ) -> mnemo::Result<Vec<(u64, EntryId)>> {
-        self.inner.entries_after(db, after, limit)
-    }
-    fn last_position(&self, db: &EntryId) -> mnemo::Result<u64> {
-        self.inner.last_position(db)
-    }
-    fn meta_get(&self, key: &str) -> mnemo::Result<Option<Vec<u8>>> {
-        self.inner.meta_get(key)
-    }
-    fn meta_insert_new(&self, key: &str, value: &[u8]) -> mnemo::Result<bool> {
-        self.inner.meta_insert_new(key, value)
-    }
-    fn meta_delete(&self, key: &str) -> mnemo::Result<bool> {
-        self.inner.meta_delete(key)
-    }
-    fn stores(&self, db: &EntryId) -> mnemo::Result<Vec<String>> {
-        self.inner.stores(db)
-    }
-    fn discarded(&self, db: &EntryId) -> mnemo::Result<Vec<EntryId>> {
-        self.inner.discarded(db)
-    }
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> mnemo::Result<()> {
-        self.inner.replace_state(db, state)
-    }
-    fn secret_get(&self, key: &str) -> mnemo::Result<Option<Vec<u8>>> {
-        self.inner.secret_get(key)
-    }
-    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> mnemo::Result<bool> {
-        self.inner.secret_put(key, value, replacing)
-    }
-    fn secret_delete(&self, key: &str) -> mnemo::Result<bool> {
-        self.inner.secret_delete(key)
-    }
-    fn forget_database(&self, db: &EntryId) -> mnemo::Result<()> {
-        self.inner.forget_database(db)
-    }
-}
+use crate::support::{http_post, logged_in, Instrumented};
 
 #[test]
 fn receiving_settings_entries_reads_each_once_not_every_earlier_one() {
@@ -111,10 +30,7 @@ fn receiving_settings_entries_reads_each_once_not_every_earlier_one() {
         let key = PrivateKey::generate().unwrap();
         db.grant(&key.public_key(), Permission::Read).unwrap();
     }
-    let backend = Arc::new(CountingBackend {
-        inner: MemoryBackend::new(),
-        entry_reads: AtomicUsize::new(0),
-    });
+    let backend = Instrumented::new(Arc::new(MemoryBackend::new()));
     let b = Instance::open(backend.clone()).unwrap();
     let ids = db.tips().unwrap();
     let all = collect_ancestry(&db, &ids);

@@ -1,11 +1,13 @@
-//! Shared helpers: a seeded random generator and quick fixtures.
+//! Shared helpers: a seeded random generator, quick fixtures, an instrumented backend.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use mnemo::backend::{Backend, MemoryBackend};
+use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateWrite};
 use mnemo::entry::EntryId;
-use mnemo::{Database, Instance, User};
+use mnemo::{Database, Error, Instance, User};
 
 /// xorshift64*: small, seeded, reproducible.
 pub struct Rng(u64);
@@ -230,4 +232,135 @@ pub fn parse_response(response: &[u8]) -> Option<(u16, Vec<u8>)> {
     let head = std::str::from_utf8(&response[..end]).ok()?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, response[end + 4..].to_vec()))
+}
+
+/// A backend around another that counts the entries read back, tracks the secrets it
+/// holds, and can stop writing at a chosen write: from write number `fail_at` on, every
+/// write fails (a crash: nothing after it lands), or only that one (an error the caller
+/// sees and cleans up after).
+pub struct Instrumented {
+    inner: Arc<dyn Backend>,
+    /// Calls of `get_entry`.
+    pub entry_reads: AtomicUsize,
+    writes: AtomicUsize,
+    fail_at: usize,
+    crash: bool,
+    pub secrets: Mutex<BTreeSet<String>>,
+}
+
+impl Instrumented {
+    /// Passes everything through.
+    pub fn new(inner: Arc<dyn Backend>) -> Arc<Instrumented> {
+        Instrumented::stopping(inner, usize::MAX, false)
+    }
+
+    /// Stops writing at write `fail_at` (counted from 0), for good if `crash`.
+    pub fn stopping(inner: Arc<dyn Backend>, fail_at: usize, crash: bool) -> Arc<Instrumented> {
+        Arc::new(Instrumented {
+            inner,
+            entry_reads: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            fail_at,
+            crash,
+            secrets: Mutex::default(),
+        })
+    }
+
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        if n == self.fail_at || (self.crash && n > self.fail_at) {
+            return Err(Error::Storage("stopped here by the test".into()));
+        }
+        write()
+    }
+
+    /// The user ids whose secrets are stored (`account/<id>`, `key/<id>/<key>`).
+    pub fn secret_owners(&self) -> BTreeSet<String> {
+        let secrets = self.secrets.lock().unwrap();
+        secrets
+            .iter()
+            .filter_map(|k| k.split('/').nth(1).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Backend for Instrumented {
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<(), Error> {
+        self.write(|| self.inner.put_entry(write))
+    }
+    fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>, Error> {
+        self.entry_reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.get_entry(id)
+    }
+    fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
+        self.inner.entry_meta(id)
+    }
+    fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {
+        self.inner.tips(db)
+    }
+    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {
+        self.inner.cell(db, store, key)
+    }
+    fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>, Error> {
+        self.inner.cells(db, store)
+    }
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Result<Vec<(String, Cell)>, Error> {
+        self.inner
+            .cells_range(db, store, prefix, after, limit, live_only)
+    }
+    fn stores(&self, db: &EntryId) -> Result<Vec<String>, Error> {
+        self.inner.stores(db)
+    }
+    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>, Error> {
+        self.inner.discarded(db)
+    }
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<(), Error> {
+        self.write(|| self.inner.replace_state(db, state))
+    }
+    fn entries_after(
+        &self,
+        db: &EntryId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EntryId)>, Error> {
+        self.inner.entries_after(db, after, limit)
+    }
+    fn last_position(&self, db: &EntryId) -> Result<u64, Error> {
+        self.inner.last_position(db)
+    }
+    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.meta_get(key)
+    }
+    fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        self.write(|| self.inner.meta_insert_new(key, value))
+    }
+    fn meta_delete(&self, key: &str) -> Result<bool, Error> {
+        self.write(|| self.inner.meta_delete(key))
+    }
+    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.secret_get(key)
+    }
+    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool, Error> {
+        let put = self.write(|| self.inner.secret_put(key, value, replacing))?;
+        if put {
+            self.secrets.lock().unwrap().insert(key.to_string());
+        }
+        Ok(put)
+    }
+    fn secret_delete(&self, key: &str) -> Result<bool, Error> {
+        let deleted = self.write(|| self.inner.secret_delete(key))?;
+        self.secrets.lock().unwrap().remove(key);
+        Ok(deleted)
+    }
+    fn forget_database(&self, db: &EntryId) -> Result<(), Error> {
+        self.write(|| self.inner.forget_database(db))
+    }
 }

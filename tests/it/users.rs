@@ -1,16 +1,15 @@
 //! Instances and accounts: reopening, concurrent creation, options, creations and
 //! deletions stopped part-way (a crash or an error at each write in turn).
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread;
 
-use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateWrite};
+use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::KdfParams;
-use mnemo::entry::EntryId;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Error, Instance};
+
+use crate::support::Instrumented;
 
 #[test]
 fn reopening_keeps_identity_accounts_and_databases() {
@@ -136,126 +135,6 @@ fn the_first_user_is_the_admin() {
     ));
 }
 
-/// A backend that stops writing at a chosen write: every write from number `fail_at` on
-/// fails (a crash: nothing after it lands), or only that one write fails (an error the
-/// caller sees and cleans up after). Tracks the secrets it holds.
-struct Stopping {
-    inner: Arc<dyn Backend>,
-    writes: AtomicUsize,
-    fail_at: usize,
-    crash: bool,
-    secrets: Mutex<BTreeSet<String>>,
-}
-
-impl Stopping {
-    fn new(inner: Arc<dyn Backend>, fail_at: usize, crash: bool) -> Arc<Stopping> {
-        Arc::new(Stopping {
-            inner,
-            writes: AtomicUsize::new(0),
-            fail_at,
-            crash,
-            secrets: Mutex::default(),
-        })
-    }
-
-    fn write<T>(&self, write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-        let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n == self.fail_at || (self.crash && n > self.fail_at) {
-            return Err(Error::Storage("stopped here by the test".into()));
-        }
-        write()
-    }
-
-    /// The user ids whose secrets are stored (`account/<id>`, `key/<id>/<key>`).
-    fn secret_owners(&self) -> BTreeSet<String> {
-        let secrets = self.secrets.lock().unwrap();
-        secrets
-            .iter()
-            .filter_map(|k| k.split('/').nth(1).map(str::to_string))
-            .collect()
-    }
-}
-
-impl Backend for Stopping {
-    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<(), Error> {
-        self.write(|| self.inner.put_entry(write))
-    }
-    fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.get_entry(id)
-    }
-    fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
-        self.inner.entry_meta(id)
-    }
-    fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {
-        self.inner.tips(db)
-    }
-    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {
-        self.inner.cell(db, store, key)
-    }
-    fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>, Error> {
-        self.inner.cells(db, store)
-    }
-    fn cells_range(
-        &self,
-        db: &EntryId,
-        store: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-        live_only: bool,
-    ) -> Result<Vec<(String, Cell)>, Error> {
-        self.inner
-            .cells_range(db, store, prefix, after, limit, live_only)
-    }
-    fn stores(&self, db: &EntryId) -> Result<Vec<String>, Error> {
-        self.inner.stores(db)
-    }
-    fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>, Error> {
-        self.inner.discarded(db)
-    }
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<(), Error> {
-        self.write(|| self.inner.replace_state(db, state))
-    }
-    fn entries_after(
-        &self,
-        db: &EntryId,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, EntryId)>, Error> {
-        self.inner.entries_after(db, after, limit)
-    }
-    fn last_position(&self, db: &EntryId) -> Result<u64, Error> {
-        self.inner.last_position(db)
-    }
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.meta_get(key)
-    }
-    fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
-        self.write(|| self.inner.meta_insert_new(key, value))
-    }
-    fn meta_delete(&self, key: &str) -> Result<bool, Error> {
-        self.write(|| self.inner.meta_delete(key))
-    }
-    fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.secret_get(key)
-    }
-    fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool, Error> {
-        let put = self.write(|| self.inner.secret_put(key, value, replacing))?;
-        if put {
-            self.secrets.lock().unwrap().insert(key.to_string());
-        }
-        Ok(put)
-    }
-    fn secret_delete(&self, key: &str) -> Result<bool, Error> {
-        let deleted = self.write(|| self.inner.secret_delete(key))?;
-        self.secrets.lock().unwrap().remove(key);
-        Ok(deleted)
-    }
-    fn forget_database(&self, db: &EntryId) -> Result<(), Error> {
-        self.write(|| self.inner.forget_database(db))
-    }
-}
-
 /// Runs `step` on an instance whose backend stops at write `fail_at` (after `setup` ran on
 /// the same storage, writing normally); returns the storage, to be opened again as after a
 /// restart, the stopping backend (for its secrets), and whether `step` got through.
@@ -264,12 +143,12 @@ fn stop_during(
     step: impl Fn(&Instance) -> Result<(), Error>,
     fail_at: usize,
     crash: bool,
-) -> (Arc<MemoryBackend>, Arc<Stopping>, bool) {
+) -> (Arc<MemoryBackend>, Arc<Instrumented>, bool) {
     let storage = Arc::new(MemoryBackend::new());
-    let stopping = Stopping::new(storage.clone(), usize::MAX, false);
+    let stopping = Instrumented::stopping(storage.clone(), usize::MAX, false);
     setup(&Instance::open(stopping.clone()).unwrap());
     let secrets = stopping.secrets.lock().unwrap().clone();
-    let stopping = Stopping::new(storage.clone(), fail_at, crash);
+    let stopping = Instrumented::stopping(storage.clone(), fail_at, crash);
     *stopping.secrets.lock().unwrap() = secrets;
     // Opening writes nothing more once set up; the step's writes are counted from 0.
     let inst = Instance::open(stopping.clone()).unwrap();
