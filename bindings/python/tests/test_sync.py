@@ -10,6 +10,7 @@ timeout, and callbacks are awaited with an Event.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import shutil
@@ -560,9 +561,16 @@ def c_peer_binary() -> Path:
     """Builds target/c-examples/sync_peer with bindings/c/Makefile, or skips."""
     if shutil.which("make") is None:
         pytest.skip("cannot build the C sync peer: `make` is not installed")
+    command = ["make", "-s", "-C", str(REPO_DIR / "bindings" / "c"), "sync-peer"]
+    debug_lib = REPO_DIR / "target" / "debug" / "libmnemo.so"
+    loaded = Path(os.environ.get("MNEMO_LIB", "")).resolve()
+    if debug_lib.is_file() and loaded == debug_lib.resolve():
+        # The library these tests load is the one the peer links: no second cargo build
+        # (after `cargo build --all-targets` it would compile the crate again).
+        command.append("LIBRARY_BUILT=1")
     try:
         proc = subprocess.run(
-            ["make", "-s", "-C", str(REPO_DIR / "bindings" / "c"), "sync-peer"],
+            command,
             check=False,
             capture_output=True,
             text=True,
