@@ -117,15 +117,24 @@ enum Rewrite {
     File,
 }
 
-/// Copies the secrets table into new pages and drops the old ones, in one transaction.
+/// Copies the secrets table into new pages and drops the old ones (inside a transaction).
 const REBUILD_SECRETS: &str = concat!(
-    "BEGIN IMMEDIATE; CREATE TABLE secrets_new ",
+    "CREATE TABLE secrets_new ",
     secrets_columns!(),
     "INSERT INTO secrets_new (key, value, chk) SELECT key, value, chk FROM secrets;
 DROP TABLE secrets;
-ALTER TABLE secrets_new RENAME TO secrets;
-COMMIT;"
+ALTER TABLE secrets_new RENAME TO secrets;"
 );
+
+/// Runs `work` in a write transaction on `conn`: committed if it succeeds, rolled back if not.
+fn in_transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+    let done = work(conn).and_then(|t| conn.execute_batch("COMMIT").map_err(sql_error).map(|()| t));
+    if done.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    done
+}
 
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
@@ -230,20 +239,22 @@ impl SqliteBackend {
     fn scrubbed<T>(
         &self,
         rewrite: Rewrite,
-        change: impl FnOnce(&mut Connection) -> Result<T>,
+        change: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
-        let mut conn = self.writer()?;
-        let changed = change(&mut conn)?;
-        let rewritten = match rewrite {
-            Rewrite::Secrets => conn.execute_batch(REBUILD_SECRETS),
-            Rewrite::File => conn.execute_batch("VACUUM"),
-        };
-        if let Err(e) = rewritten {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+        let conn = self.writer()?;
+        let changed = match rewrite {
+            // The change and the rebuild commit together: a failed rebuild undoes the change.
+            Rewrite::Secrets => in_transaction(&conn, |conn| {
+                let changed = change(conn)?;
+                conn.execute_batch(REBUILD_SECRETS).map_err(sql_error)?;
+                Ok(changed)
+            })?,
+            Rewrite::File => {
+                let changed = change(&conn)?;
+                conn.execute_batch("VACUUM").map_err(sql_error)?;
+                changed
             }
-            return Err(sql_error(e));
-        }
+        };
         for _ in 0..100 {
             let busy: i64 = conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
@@ -737,20 +748,19 @@ impl Backend for SqliteBackend {
     fn forget_database(&self, db: &EntryId) -> Result<()> {
         let id = db.as_bytes();
         self.scrubbed(Rewrite::File, |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+            in_transaction(conn, |tx| {
+                // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
+                tx.execute(
+                    "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
+                    params![id],
+                )
                 .map_err(sql_error)?;
-            // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
-            tx.execute(
-                "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
-                params![id],
-            )
-            .map_err(sql_error)?;
-            for table in ["log", "cells", "stores", "discarded"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
-                    .map_err(sql_error)?;
-            }
-            tx.commit().map_err(sql_error)
+                for table in ["log", "cells", "stores", "discarded"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
+                        .map_err(sql_error)?;
+                }
+                Ok(())
+            })
         })
     }
 }
