@@ -358,3 +358,51 @@ fn replaced_and_deleted_secrets_leave_no_copy_in_the_file() {
         );
     }
 }
+
+/// Only a change that replaced or deleted a secret rebuilds the secrets table (seen as a
+/// change of the file's schema): a new secret, or a delete of one not there, leaves nothing
+/// old to scrub.
+#[test]
+fn only_a_change_that_removes_a_secret_rebuilds_the_secrets_table() {
+    let dir = TempDir::new();
+    let path = dir.0.join("rebuilds.db");
+    let backend = mnemo::backend::SqliteBackend::open(&path).unwrap();
+    let schema_version = || -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let first = schema_version();
+    assert!(backend.secret_put("a", b"one", None).unwrap());
+    assert!(backend.secret_put("b", b"two", None).unwrap());
+    assert!(!backend.secret_delete("missing").unwrap());
+    assert!(!backend.secret_put("a", b"x", Some(b"not-one")).unwrap());
+    assert_eq!(
+        schema_version(),
+        first,
+        "a change that removed nothing rebuilt the table"
+    );
+    let changes: [(&str, &dyn Fn() -> bool); 3] = [
+        ("replace", &|| {
+            backend.secret_put("a", b"uno", None).unwrap()
+        }),
+        ("compare and swap", &|| {
+            backend.secret_put("a", b"eins", Some(b"uno")).unwrap()
+        }),
+        ("delete", &|| backend.secret_delete("b").unwrap()),
+    ];
+    for (change, run) in changes {
+        let before = schema_version();
+        assert!(run(), "{change}");
+        assert_ne!(
+            schema_version(),
+            before,
+            "{change} did not rebuild the table"
+        );
+    }
+    assert_eq!(
+        backend.secret_get("a").unwrap().as_deref(),
+        Some(&b"eins"[..])
+    );
+}

@@ -117,6 +117,14 @@ enum Rewrite {
     File,
 }
 
+/// What a change given to [`SqliteBackend::scrubbed`] did.
+struct Changed<T> {
+    /// What the change returns to its caller.
+    result: T,
+    /// Whether it replaced or deleted a row: only then are there old bytes to scrub.
+    removed: bool,
+}
+
 /// Copies the secrets table into new pages and drops the old ones (inside a transaction).
 const REBUILD_SECRETS: &str = concat!(
     "CREATE TABLE secrets_new ",
@@ -236,31 +244,43 @@ impl SqliteBackend {
     /// the file's size; forgetting is rare). Then a checkpoint copies the new pages into the
     /// database file and truncates the WAL, which held the old ones; a checkpoint blocked by
     /// a reader is retried for up to a second.
+    ///
+    /// A change that removed nothing (a new secret, a delete of one not there) skips both:
+    /// the copies its own page moves may leave are of rows still live, all in the secrets
+    /// table's pages, and the rebuild that follows their own replacement or delete frees
+    /// those pages (`secure_delete` zeroes freed pages) and truncates the WAL.
     fn scrubbed<T>(
         &self,
         rewrite: Rewrite,
-        change: impl FnOnce(&Connection) -> Result<T>,
+        change: impl FnOnce(&Connection) -> Result<Changed<T>>,
     ) -> Result<T> {
         let conn = self.writer()?;
         let changed = match rewrite {
             // The change and the rebuild commit together: a failed rebuild undoes the change.
             Rewrite::Secrets => in_transaction(&conn, |conn| {
                 let changed = change(conn)?;
-                conn.execute_batch(REBUILD_SECRETS).map_err(sql_error)?;
+                if changed.removed {
+                    conn.execute_batch(REBUILD_SECRETS).map_err(sql_error)?;
+                }
                 Ok(changed)
             })?,
             Rewrite::File => {
                 let changed = change(&conn)?;
-                conn.execute_batch("VACUUM").map_err(sql_error)?;
+                if changed.removed {
+                    conn.execute_batch("VACUUM").map_err(sql_error)?;
+                }
                 changed
             }
         };
+        if !changed.removed {
+            return Ok(changed.result);
+        }
         for _ in 0..100 {
             let busy: i64 = conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
                 .map_err(sql_error)?;
             if busy == 0 {
-                return Ok(changed);
+                return Ok(changed.result);
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -720,29 +740,44 @@ impl Backend for SqliteBackend {
         let chk = rows::meta_check(key, value);
         self.scrubbed(Rewrite::Secrets, |conn| {
             let written = match replacing {
-                None => conn
-                    .prepare_cached(
+                None => {
+                    let existed = conn
+                        .prepare_cached("SELECT 1 FROM secrets WHERE key = ?1")
+                        .and_then(|mut s| s.exists(params![key]))
+                        .map_err(sql_error)?;
+                    conn.prepare_cached(
                         "INSERT INTO secrets (key, value, chk) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
                     )
-                    .and_then(|mut s| s.execute(params![key, value, chk])),
+                    .and_then(|mut s| s.execute(params![key, value, chk]))
+                    .map(|n| (n, existed))
+                }
                 Some(old) => conn
                     .prepare_cached(
                         "UPDATE secrets SET value = ?2, chk = ?3 WHERE key = ?1 AND value = ?4",
                     )
-                    .and_then(|mut s| s.execute(params![key, value, chk, old])),
+                    .and_then(|mut s| s.execute(params![key, value, chk, old]))
+                    .map(|n| (n, n == 1)),
             };
-            written.map(|n| n == 1).map_err(sql_error)
+            let (n, removed) = written.map_err(sql_error)?;
+            Ok(Changed {
+                result: n == 1,
+                removed,
+            })
         })
     }
 
     fn secret_delete(&self, key: &str) -> Result<bool> {
         self.scrubbed(Rewrite::Secrets, |conn| {
-            conn.prepare_cached("DELETE FROM secrets WHERE key = ?1")
+            let n = conn
+                .prepare_cached("DELETE FROM secrets WHERE key = ?1")
                 .and_then(|mut s| s.execute(params![key]))
-                .map_err(sql_error)
+                .map_err(sql_error)?;
+            Ok(Changed {
+                result: n == 1,
+                removed: n == 1,
+            })
         })
-        .map(|n| n == 1)
     }
 
     fn forget_database(&self, db: &EntryId) -> Result<()> {
@@ -750,16 +785,21 @@ impl Backend for SqliteBackend {
         self.scrubbed(Rewrite::File, |conn| {
             in_transaction(conn, |tx| {
                 // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
-                tx.execute(
-                    "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
-                    params![id],
-                )
-                .map_err(sql_error)?;
+                let mut deleted = tx
+                    .execute(
+                        "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
+                        params![id],
+                    )
+                    .map_err(sql_error)?;
                 for table in ["log", "cells", "stores", "discarded"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
+                    deleted += tx
+                        .execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
                         .map_err(sql_error)?;
                 }
-                Ok(())
+                Ok(Changed {
+                    result: (),
+                    removed: deleted > 0,
+                })
             })
         })
     }
