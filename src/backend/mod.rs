@@ -107,6 +107,18 @@ pub trait Backend: Send + Sync {
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>>;
     /// A database's current tips with their heights, sorted by id.
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>>;
+    /// A database's current tips with their metadata, sorted by id: what a commit builds on.
+    /// [`crate::Error::Corrupt`] if a tip's entry is not stored. A backend whose every read
+    /// is a round trip to a server answers in one.
+    fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>> {
+        self.tips(db)?
+            .into_iter()
+            .map(|(id, _)| match self.entry_meta(&id)? {
+                Some(meta) => Ok((id, meta)),
+                None => Err(crate::Error::Corrupt(format!("tip {id} is not stored"))),
+            })
+            .collect()
+    }
     /// The current cell of one key.
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
     /// Every cell of one store, sorted by key (tombstones included). [`crate::Error::Corrupt`]

@@ -179,7 +179,7 @@ impl DatabaseCore {
 
     /// The settings visible to a child of the current tips.
     pub fn current_settings(&self) -> Result<Arc<Settings>> {
-        let parents = self.parent_metas(&self.tip_ids()?)?;
+        let parents = self.tip_metas()?;
         self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
     }
 
@@ -234,28 +234,46 @@ impl DatabaseCore {
                     .backend
                     .entry_meta(p)?
                     .ok_or_else(|| Error::Corrupt(format!("parent {p} is not stored")))?;
-                if meta.db != self.id {
-                    return Err(Error::Corrupt(format!(
-                        "parent {p} belongs to another database"
-                    )));
-                }
-                Ok((*p, meta))
+                self.own_parent(*p, meta)
             })
             .collect()
     }
 
-    /// Checks that `author` may make `ops` on top of `parents` (in the settings those
+    /// The current tips with their metadata (one read of storage): the parents of a commit.
+    fn tip_metas(&self) -> Result<Vec<(EntryId, EntryMeta)>> {
+        self.backend
+            .tip_metas(&self.id)?
+            .into_iter()
+            .map(|(id, meta)| self.own_parent(id, meta))
+            .collect()
+    }
+
+    /// `parent` with its metadata, if it is an entry of this database.
+    fn own_parent(&self, parent: EntryId, meta: EntryMeta) -> Result<(EntryId, EntryMeta)> {
+        if meta.db != self.id {
+            return Err(Error::Corrupt(format!(
+                "parent {parent} belongs to another database"
+            )));
+        }
+        Ok((parent, meta))
+    }
+
+    /// Checks that `author` may make `ops` on top of `parent_metas` (in the settings those
     /// parents see) and returns the metadata the new entry will have, with the keys the
     /// change lowers (demotes or revokes), if it changes settings.
-    fn plan(&self, parents: &[EntryId], author: &PublicKey, ops: &Ops) -> Result<Plan> {
-        let parent_metas = self.parent_metas(parents)?;
+    fn plan(
+        &self,
+        parent_metas: &[(EntryId, EntryMeta)],
+        author: &PublicKey,
+        ops: &Ops,
+    ) -> Result<Plan> {
         let height = parent_metas
             .iter()
             .map(|(_, m)| m.height)
             .max()
             .ok_or_else(|| Error::Corrupt("a non-root entry has parents".into()))?
             + 1;
-        let visible = settings::visible_from(&*self.backend, &parent_metas)?;
+        let visible = settings::visible_from(&*self.backend, parent_metas)?;
         let settings = self.settings_at(&visible)?;
         let changes_settings = ops.contains_key(SETTINGS_STORE);
         check_stores(ops)?;
@@ -337,8 +355,9 @@ impl DatabaseCore {
         let id = {
             let _guard = self.lock()?;
             self.ensure_kept()?;
-            let parents = self.tip_ids()?;
-            let plan = self.plan(&parents, &author, &ops)?;
+            let tips = self.tip_metas()?;
+            let plan = self.plan(&tips, &author, &ops)?;
+            let parents = tips.into_iter().map(|(id, _)| id).collect();
             let content = EntryContent {
                 db: Some(self.id),
                 parents,
@@ -457,7 +476,8 @@ impl DatabaseCore {
     /// effect is worked out again for the whole database. Callers hold the write lock.
     fn validate_and_apply(&self, entry: &Entry) -> Result<Outcome> {
         let content = entry.content();
-        let plan = self.plan(&content.parents, &content.author, &content.ops)?;
+        let parents = self.parent_metas(&content.parents)?;
+        let plan = self.plan(&parents, &content.author, &content.ops)?;
         if plan.meta.height != content.height {
             return Err(Error::Corrupt(format!(
                 "entry {} claims height {} but its parents give {}",

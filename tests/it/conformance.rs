@@ -118,6 +118,105 @@ fn grants_and_foreign_entries_work_across_storages() {
     }
 }
 
+/// `tip_metas` (what a commit builds on, one read) agrees with `tips` and `entry_meta`, on a
+/// database with two tips; the next commit builds on both.
+#[test]
+fn tip_metas_agree_with_tips_and_entry_meta() {
+    for storage in storages() {
+        let name = storage.name();
+        let backend = storage.open();
+        let (a, b) = (
+            Instance::open(backend.clone()).unwrap(),
+            Instance::open(Arc::new(mnemo::backend::MemoryBackend::new())).unwrap(),
+        );
+        a.create_user("owner", None).unwrap();
+        b.create_user("guest", None).unwrap();
+        let owner = a.login("owner", None).unwrap();
+        let guest = b.login("guest", None).unwrap();
+        let db = owner.create_db("forked").unwrap();
+        let grant = db
+            .grant(&guest.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        for id in [db.id(), grant] {
+            b.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+        }
+        let copy = guest.load_db(&db.id()).unwrap();
+        db.set("s", "here", "1").unwrap();
+        let there = copy.set("s", "there", "2").unwrap();
+        a.receive_entry(&copy.entry_bytes(&there).unwrap()).unwrap();
+
+        let tips = backend.tips(&db.id()).unwrap();
+        assert_eq!(tips.len(), 2, "{name}");
+        let expected: Vec<_> = tips
+            .iter()
+            .map(|(id, _)| (*id, backend.entry_meta(id).unwrap().unwrap()))
+            .collect();
+        assert_eq!(backend.tip_metas(&db.id()).unwrap(), expected, "{name}");
+        let merge = db.set("s", "both", "3").unwrap();
+        assert_eq!(db.tips().unwrap(), vec![merge], "{name}");
+        let meta = backend.entry_meta(&merge).unwrap().unwrap();
+        assert_eq!(
+            meta.height,
+            tips.iter().map(|t| t.1).max().unwrap() + 1,
+            "{name}"
+        );
+        assert_eq!(
+            backend.tip_metas(&db.id()).unwrap(),
+            vec![(merge, meta)],
+            "{name}"
+        );
+        assert_eq!(
+            backend
+                .tip_metas(&mnemo::entry::EntryId::from_bytes([7; 32]))
+                .unwrap(),
+            vec![],
+            "{name}"
+        );
+    }
+}
+
+/// Storage changed behind the library's back: a tip whose entry row is gone, or whose entry
+/// row fails its check, stops the next commit with `Corrupt` (SQLite and PostgreSQL).
+#[test]
+fn a_tip_whose_entry_is_missing_or_damaged_stops_a_commit() {
+    use crate::support::Storage;
+    for damage in ["missing", "damaged"] {
+        for storage in storages() {
+            let name = storage.name();
+            let inst = Instance::open(storage.open()).unwrap();
+            inst.create_user("u", None).unwrap();
+            let user = inst.login("u", None).unwrap();
+            let db = user.create_db("d").unwrap();
+            let tip = db.set("s", "k", "1").unwrap();
+            let statement = match damage {
+                "missing" => "DELETE FROM {entries} WHERE id = $1",
+                _ => "UPDATE {entries} SET visible = $1 WHERE id = $1",
+            };
+            let tip_bytes = tip.as_bytes().to_vec();
+            match &storage {
+                Storage::Memory(_) => continue,
+                Storage::Sqlite(dir) => {
+                    let conn = rusqlite::Connection::open(dir.0.join("mnemo.db")).unwrap();
+                    let sql = statement.replace("{entries}", "entries").replace('$', "?");
+                    assert_eq!(conn.execute(&sql, [&tip_bytes]).unwrap(), 1, "{name}");
+                }
+                Storage::Postgres { url, .. } => {
+                    let mut conn = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                    let sql = statement.replace("{entries}", "mnemo_entries");
+                    assert_eq!(conn.execute(&sql, &[&tip_bytes]).unwrap(), 1, "{name}");
+                }
+            }
+            match db.set("s", "k", "2") {
+                Err(Error::Corrupt(message)) => assert!(
+                    message.contains(&tip.to_string()),
+                    "{name}, {damage}: {message}"
+                ),
+                other => panic!("{name}, {damage}: a commit on a {damage} tip: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn two_instances_on_one_storage_create_a_username_once() {
     for storage in storages() {

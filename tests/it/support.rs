@@ -298,6 +298,9 @@ impl Backend for Instrumented {
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {
         self.inner.tips(db)
     }
+    fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>, Error> {
+        self.inner.tip_metas(db)
+    }
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {
         self.inner.cell(db, store, key)
     }

@@ -66,6 +66,7 @@ struct Connection {
     put_entry: Statement,
     get_entry: Statement,
     get_tips: Statement,
+    get_tip_metas: Statement,
     get_cell: Statement,
     get_cells: Statement,
     /// The four forms of `range_sql`, at [`range_form`].
@@ -176,6 +177,12 @@ impl Connection {
         let get_entry =
             p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1")?;
         let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id")?;
+        // A tip without its entry reads as NULLs on the right, reported as damage.
+        let get_tip_metas = p(
+            "SELECT t.id, t.height, t.chk, e.db, e.height, e.visible, e.changes_settings, \
+             e.bytes, e.chk FROM mnemo_tips t LEFT JOIN mnemo_entries e ON e.id = t.id \
+             WHERE t.db = $1 ORDER BY t.id",
+        )?;
         let get_cell = p("SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND key = $3")?;
         let get_cells =
             p("SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 ORDER BY key")?;
@@ -214,6 +221,7 @@ impl Connection {
             put_entry,
             get_entry,
             get_tips,
+            get_tip_metas,
             get_cell,
             get_cells,
             get_range,
@@ -435,6 +443,35 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &postgres::Row) -> Re
     Ok(cell)
 }
 
+/// The tip of `db` in `row` (id, height, check), its check verified.
+fn checked_tip(db: &EntryId, row: &postgres::Row) -> Result<(EntryId, u64)> {
+    let (id, height) = (rows::id_of(row.get(0))?, rows::height_of(row.get(1))?);
+    rows::verify(
+        row.get(2),
+        &[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()],
+        "tip",
+    )?;
+    Ok((id, height))
+}
+
+/// The entry `id` in `row` from column `at` on (db, height, visible, changes_settings,
+/// bytes, check): its metadata and bytes, its check verified.
+fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryMeta, Vec<u8>)> {
+    let meta = EntryMeta {
+        db: rows::id_of(row.get(at))?,
+        height: rows::height_of(row.get(at + 1))?,
+        settings_visible: rows::unpack_ids(row.get(at + 2))?,
+        changes_settings: row.get(at + 3),
+    };
+    let bytes: Vec<u8> = row.get(at + 4);
+    if rows::entry_check(id, &meta, &bytes) != row.get::<_, &[u8]>(at + 5) {
+        return Err(Error::Corrupt(format!(
+            "stored entry {id} fails its integrity check"
+        )));
+    }
+    Ok((meta, bytes))
+}
+
 impl Backend for PostgresBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
         let db: &[u8] = w.meta.db.as_bytes();
@@ -507,16 +544,24 @@ impl Backend for PostgresBackend {
             .client
             .query(&c.get_tips, &[&&db.as_bytes()[..]])
             .map_err(pg_error)?;
+        found.iter().map(|row| checked_tip(db, row)).collect()
+    }
+
+    fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>> {
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let found = c
+            .client
+            .query(&c.get_tip_metas, &[&&db.as_bytes()[..]])
+            .map_err(pg_error)?;
         found
             .iter()
             .map(|row| {
-                let (id, height) = (rows::id_of(row.get(0))?, rows::height_of(row.get(1))?);
-                rows::verify(
-                    row.get(2),
-                    &[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()],
-                    "tip",
-                )?;
-                Ok((id, height))
+                let (id, _) = checked_tip(db, row)?;
+                if row.get::<_, Option<&[u8]>>(3).is_none() {
+                    return Err(Error::Corrupt(format!("tip {id} is not stored")));
+                }
+                Ok((id, checked_entry(&id, row, 3)?.0))
             })
             .collect()
     }
@@ -800,18 +845,6 @@ impl PostgresBackend {
         else {
             return Ok(None);
         };
-        let meta = EntryMeta {
-            db: rows::id_of(row.get(0))?,
-            height: rows::height_of(row.get(1))?,
-            settings_visible: rows::unpack_ids(row.get(2))?,
-            changes_settings: row.get(3),
-        };
-        let bytes: Vec<u8> = row.get(4);
-        if rows::entry_check(id, &meta, &bytes) != row.get::<_, &[u8]>(5) {
-            return Err(Error::Corrupt(format!(
-                "stored entry {id} fails its integrity check"
-            )));
-        }
-        Ok(Some((meta, bytes)))
+        checked_entry(id, &row, 0).map(Some)
     }
 }
