@@ -14,6 +14,15 @@ const TEXT_PREFIX: &str = "ed25519:";
 /// An Ed25519 signature (64 bytes).
 pub type Signature = [u8; 64];
 
+/// The 32 bytes of a key's base64url (no padding) form; the point is not checked.
+fn decode_key_bytes(b64: &str) -> Result<[u8; 32]> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| Error::invalid("a public key is base64url without padding"))?;
+    raw.try_into()
+        .map_err(|_| Error::invalid("a public key is 32 bytes"))
+}
+
 /// An Ed25519 public key: identifies devices, users' keys and entry authors.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; 32]);
@@ -34,15 +43,18 @@ impl PublicKey {
         let b64 = text
             .strip_prefix(TEXT_PREFIX)
             .ok_or_else(|| Error::invalid(format!("a public key starts with '{TEXT_PREFIX}'")))?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|_| Error::invalid("a public key is base64url without padding"))?;
-        let bytes: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| Error::invalid("a public key is 32 bytes"))?;
+        let bytes = decode_key_bytes(b64)?;
         VerifyingKey::from_bytes(&bytes)
             .map_err(|_| Error::invalid("not a valid Ed25519 public key"))?;
         Ok(PublicKey(bytes))
+    }
+
+    /// The key whose text form is exactly `text`, without checking the point again: for
+    /// text that [`PublicKey::parse`] accepted before it was stored (settings keys, checked
+    /// before their entry was). `None` for anything else than a canonical text form.
+    pub(crate) fn from_checked_text(text: &str) -> Option<Self> {
+        let key = PublicKey(decode_key_bytes(text.strip_prefix(TEXT_PREFIX)?).ok()?);
+        (key.to_text() == text).then_some(key)
     }
 
     /// The text form `ed25519:<base64url-no-pad>`.
@@ -163,6 +175,24 @@ mod tests {
         assert_eq!(PublicKey::parse(&text).unwrap(), key.public_key());
         assert!(PublicKey::parse("ed25519:abc").is_err());
         assert!(PublicKey::parse(&text[1..]).is_err());
+    }
+
+    #[test]
+    fn checked_text_takes_only_the_canonical_form() {
+        let key = PrivateKey::generate().unwrap().public_key();
+        let text = key.to_text();
+        assert_eq!(PublicKey::from_checked_text(&text), Some(key));
+        let b64 = text.strip_prefix(TEXT_PREFIX).unwrap();
+        for other in [
+            b64.to_string(),
+            format!("ED25519:{b64}"),
+            format!("{text}="),
+            format!("{text}A"),
+            text[..text.len() - 1].to_string(),
+            String::new(),
+        ] {
+            assert_eq!(PublicKey::from_checked_text(&other), None, "{other}");
+        }
     }
 
     #[test]
