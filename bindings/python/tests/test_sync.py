@@ -562,12 +562,6 @@ def c_peer_binary() -> Path:
     if shutil.which("make") is None:
         pytest.skip("cannot build the C sync peer: `make` is not installed")
     command = ["make", "-s", "-C", str(REPO_DIR / "bindings" / "c"), "sync-peer"]
-    debug_lib = REPO_DIR / "target" / "debug" / "libmnemo.so"
-    loaded = Path(os.environ.get("MNEMO_LIB", "")).resolve()
-    if debug_lib.is_file() and loaded == debug_lib.resolve():
-        # The library these tests load is the one the peer links: no second cargo build
-        # (after `cargo build --all-targets` it would compile the crate again).
-        command.append("LIBRARY_BUILT=1")
     try:
         proc = subprocess.run(
             command,
