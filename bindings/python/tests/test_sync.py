@@ -10,7 +10,6 @@ timeout, and callbacks are awaited with an Event.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shutil
