@@ -3,8 +3,9 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use mnemo::database::Permission;
-use mnemo::{Error, Instance};
+use mnemo::backend::{Backend, MemoryBackend};
+use mnemo::database::{Database, Permission};
+use mnemo::{Error, Instance, User};
 
 use crate::support::{state, storages};
 
@@ -13,10 +14,7 @@ fn engine_behaves_the_same_and_survives_reopening() {
     for storage in storages() {
         let name = storage.name();
         let (db_id, tips) = {
-            let inst = Instance::open(storage.open()).unwrap();
-            inst.create_user("u", None).unwrap();
-            let user = inst.login("u", None).unwrap();
-            let db = user.create_db("notes").unwrap();
+            let (_inst, _user, db) = user_with_db(storage.open(), "notes");
             db.set("todo", "milk", r#"{"done":false}"#).unwrap();
             db.set("todo", "eggs", "2").unwrap();
             db.delete("todo", "eggs").unwrap();
@@ -83,27 +81,63 @@ fn accounts_and_keys_survive_reopening() {
     }
 }
 
+/// A new user "u" on an instance of `backend`, with a new database `name`. Bind all three:
+/// the database's handle works while its session and instance live.
+fn user_with_db(backend: Arc<dyn Backend>, name: &str) -> (Instance, User, Database) {
+    let inst = Instance::open(backend).unwrap();
+    inst.create_user("u", None).unwrap();
+    let user = inst.login("u", None).unwrap();
+    let db = user.create_db(name).unwrap();
+    (inst, user, db)
+}
+
+/// An owner's database on one instance, shared with a guest (write) of another, who holds
+/// a copy of its root and grant. Bind `sessions` (not `..`): a dropped session logs out and
+/// its database handles stop working.
+struct Shared {
+    a: Instance,
+    b: Instance,
+    sessions: [User; 2],
+    db: Database,
+    copy: Database,
+}
+
+fn share_with_a_guest(a: Arc<dyn Backend>, b: Arc<dyn Backend>) -> Shared {
+    let (a, b) = (Instance::open(a).unwrap(), Instance::open(b).unwrap());
+    a.create_user("owner", None).unwrap();
+    b.create_user("guest", None).unwrap();
+    let owner = a.login("owner", None).unwrap();
+    let guest = b.login("guest", None).unwrap();
+    let db = owner.create_db("shared").unwrap();
+    let grant = db
+        .grant(&guest.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    for id in [db.id(), grant] {
+        b.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+    }
+    let copy = guest.load_db(&db.id()).unwrap();
+    Shared {
+        a,
+        b,
+        sessions: [owner, guest],
+        db,
+        copy,
+    }
+}
+
 #[test]
 fn grants_and_foreign_entries_work_across_storages() {
     let all = storages();
     for pair in all.windows(2) {
-        let (a, b) = (
-            Instance::open(pair[0].open()).unwrap(),
-            Instance::open(pair[1].open()).unwrap(),
-        );
-        a.create_user("owner", None).unwrap();
-        b.create_user("guest", None).unwrap();
-        let owner = a.login("owner", None).unwrap();
-        let guest = b.login("guest", None).unwrap();
-        let db = owner.create_db("shared").unwrap();
-        let grant = db
-            .grant(&guest.default_key().unwrap(), Permission::Write)
-            .unwrap();
+        let Shared {
+            a,
+            b,
+            sessions: _sessions,
+            db,
+            copy,
+        } = share_with_a_guest(pair[0].open(), pair[1].open());
         let write = db.set("s", "k", "1").unwrap();
-        for id in [write, grant, db.id()] {
-            b.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
-        }
-        let copy = guest.load_db(&db.id()).unwrap();
+        b.receive_entry(&db.entry_bytes(&write).unwrap()).unwrap();
         assert_eq!(
             copy.get("s", "k").unwrap(),
             "1",
@@ -125,22 +159,13 @@ fn tip_metas_agree_with_tips_and_entry_meta() {
     for storage in storages() {
         let name = storage.name();
         let backend = storage.open();
-        let (a, b) = (
-            Instance::open(backend.clone()).unwrap(),
-            Instance::open(Arc::new(mnemo::backend::MemoryBackend::new())).unwrap(),
-        );
-        a.create_user("owner", None).unwrap();
-        b.create_user("guest", None).unwrap();
-        let owner = a.login("owner", None).unwrap();
-        let guest = b.login("guest", None).unwrap();
-        let db = owner.create_db("forked").unwrap();
-        let grant = db
-            .grant(&guest.default_key().unwrap(), Permission::Write)
-            .unwrap();
-        for id in [db.id(), grant] {
-            b.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
-        }
-        let copy = guest.load_db(&db.id()).unwrap();
+        let Shared {
+            a,
+            sessions: _sessions,
+            db,
+            copy,
+            ..
+        } = share_with_a_guest(backend.clone(), Arc::new(MemoryBackend::new()));
         db.set("s", "here", "1").unwrap();
         let there = copy.set("s", "there", "2").unwrap();
         a.receive_entry(&copy.entry_bytes(&there).unwrap()).unwrap();
@@ -183,10 +208,7 @@ fn a_tip_whose_entry_is_missing_or_damaged_stops_a_commit() {
     for damage in ["missing", "damaged"] {
         for storage in storages() {
             let name = storage.name();
-            let inst = Instance::open(storage.open()).unwrap();
-            inst.create_user("u", None).unwrap();
-            let user = inst.login("u", None).unwrap();
-            let db = user.create_db("d").unwrap();
+            let (_inst, _user, db) = user_with_db(storage.open(), "d");
             let tip = db.set("s", "k", "1").unwrap();
             let statement = match damage {
                 "missing" => "DELETE FROM {entries} WHERE id = $1",
@@ -254,10 +276,7 @@ fn two_instances_on_one_storage_create_a_username_once() {
 fn storage_order_lists_parents_before_children_and_only_grows() {
     for storage in storages() {
         let name = storage.name();
-        let inst = Instance::open(storage.open()).unwrap();
-        inst.create_user("u", None).unwrap();
-        let user = inst.login("u", None).unwrap();
-        let db = user.create_db("log").unwrap();
+        let (inst, _user, db) = user_with_db(storage.open(), "log");
         let ids: Vec<_> = std::iter::once(db.id())
             .chain((0..25).map(|i| db.set("s", "k", &i.to_string()).unwrap()))
             .collect();
@@ -311,10 +330,7 @@ fn stores_are_listed_and_state_is_replaced_whole() {
     use mnemo::backend::{Cell, StateWrite};
     for storage in storages() {
         let name = storage.name();
-        let inst = Instance::open(storage.open()).unwrap();
-        inst.create_user("u", None).unwrap();
-        let user = inst.login("u", None).unwrap();
-        let db = user.create_db("d").unwrap();
+        let (_inst, _user, db) = user_with_db(storage.open(), "d");
         let written = db.set("b", "k", "1").unwrap();
         db.set("a", "k", "2").unwrap();
         let backend = storage.open();
@@ -378,10 +394,7 @@ fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
     sorted.sort_by(|x, y| x.as_bytes().cmp(y.as_bytes()));
     for storage in storages() {
         let name = storage.name();
-        let inst = Instance::open(storage.open()).unwrap();
-        inst.create_user("u", None).unwrap();
-        let user = inst.login("u", None).unwrap();
-        let db = user.create_db("d").unwrap();
+        let (_inst, _user, db) = user_with_db(storage.open(), "d");
         let mut txn = db.begin();
         for (i, key) in keys.iter().enumerate() {
             txn.set("s", key, &i.to_string()).unwrap();
