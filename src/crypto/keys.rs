@@ -49,12 +49,14 @@ impl PublicKey {
         Ok(PublicKey(bytes))
     }
 
-    /// The key whose text form is exactly `text`, without checking the point again: for
-    /// text that [`PublicKey::parse`] accepted before it was stored (settings keys, checked
-    /// before their entry was). `None` for anything else than a canonical text form.
+    /// The key whose text form is `text`, without checking the point again: for text that
+    /// [`PublicKey::parse`] accepted before it was stored (settings keys, checked before
+    /// their entry was). `None` for anything else than a text form; the decoding takes only
+    /// the canonical one (no padding, no stray trailing bits), so a key has one text.
     pub(crate) fn from_checked_text(text: &str) -> Option<Self> {
-        let key = PublicKey(decode_key_bytes(text.strip_prefix(TEXT_PREFIX)?).ok()?);
-        (key.to_text() == text).then_some(key)
+        decode_key_bytes(text.strip_prefix(TEXT_PREFIX)?)
+            .ok()
+            .map(PublicKey)
     }
 
     /// The text form `ed25519:<base64url-no-pad>`.
@@ -183,7 +185,15 @@ mod tests {
         let text = key.to_text();
         assert_eq!(PublicKey::from_checked_text(&text), Some(key));
         let b64 = text.strip_prefix(TEXT_PREFIX).unwrap();
+        // 32 bytes take 43 characters: the last carries 4 bits of the key and 2 zero bits.
+        // With one of those 2 set, a lax decoder would give the same key.
+        const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = ALPHABET.find(b64.chars().last().unwrap()).unwrap();
+        assert_eq!(last & 0b11, 0);
+        let stray = ALPHABET.as_bytes()[last | 1] as char;
+        let non_canonical = format!("{TEXT_PREFIX}{}{stray}", &b64[..b64.len() - 1]);
         for other in [
+            non_canonical,
             b64.to_string(),
             format!("ED25519:{b64}"),
             format!("{text}="),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::settings::{auth_key, parse_auth_value, Grant, Permission, AUTH_PREFIX};
+use super::settings::{auth_holder, auth_key, parse_auth_value, Grant, Permission};
 use crate::crypto::PublicKey;
 use crate::entry::{EntryId, Op};
 use crate::error::{Error, Result};
@@ -30,11 +30,12 @@ pub fn needed(changes_settings: bool) -> Level {
     })
 }
 
-/// The auth changes in a settings entry's operations: `(key, new grant)`.
+/// The auth changes in a settings entry's operations (checked by `settings::check_ops`):
+/// `(key, new grant)`.
 pub fn auth_changes(ops: &BTreeMap<String, Op>) -> Vec<(PublicKey, Grant)> {
     ops.iter()
         .filter_map(|(name, op)| {
-            let key = PublicKey::parse(name.strip_prefix(AUTH_PREFIX)?).ok()?;
+            let key = auth_holder(name)?;
             let Op::Set(json) = op else { return None };
             Some((key, parse_auth_value(json).ok()?))
         })

@@ -18,11 +18,18 @@ use crate::entry::{Entry, EntryId, Op};
 use crate::error::{Error, Result};
 
 /// Prefix of the settings keys that hold auth entries: `auth/<public key>`.
-pub(crate) const AUTH_PREFIX: &str = "auth/";
+const AUTH_PREFIX: &str = "auth/";
 
 /// The settings key of `key`'s auth entry: `auth/<public key>`.
 pub fn auth_key(key: &PublicKey) -> String {
     format!("{AUTH_PREFIX}{}", key.to_text())
+}
+
+/// The key an auth entry's settings key (`auth/<public key>`) names; `None` for other
+/// settings keys. The key's text was checked ([`check_ops`]) before its entry was applied,
+/// so it is decoded here, not checked again.
+pub(crate) fn auth_holder(name: &str) -> Option<PublicKey> {
+    PublicKey::from_checked_text(name.strip_prefix(AUTH_PREFIX)?)
 }
 
 /// What a key may do in a database. Ordered: `Read < Write < Admin`.
@@ -270,10 +277,7 @@ impl Settings {
     /// Sets `key` to `cell`, and the grant it holds if it is an auth key (a value that does
     /// not parse as a grant leaves the key none, as reading it would).
     fn put(&mut self, key: Arc<str>, cell: SettingsCell) {
-        let holder = key
-            .strip_prefix(AUTH_PREFIX)
-            .and_then(PublicKey::from_checked_text);
-        if let Some(holder) = holder {
+        if let Some(holder) = auth_holder(&key) {
             match parse_auth_value(&cell.json) {
                 Ok(grant) => self.grants.insert(holder, grant),
                 Err(_) => self.grants.remove(&holder),
