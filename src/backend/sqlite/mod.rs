@@ -739,30 +739,28 @@ impl Backend for SqliteBackend {
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
         let chk = rows::meta_check(key, value);
         self.scrubbed(Rewrite::Secrets, |conn| {
-            let written = match replacing {
-                None => {
-                    let existed = conn
-                        .prepare_cached("SELECT 1 FROM secrets WHERE key = ?1")
-                        .and_then(|mut s| s.exists(params![key]))
-                        .map_err(sql_error)?;
-                    conn.prepare_cached(
+            // What a write replaces is what there is to scrub: an insert replaces nothing.
+            let inserted = replacing.is_none()
+                && conn
+                    .prepare_cached(
                         "INSERT INTO secrets (key, value, chk) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+                         ON CONFLICT (key) DO NOTHING",
                     )
                     .and_then(|mut s| s.execute(params![key, value, chk]))
-                    .map(|n| (n, existed))
-                }
-                Some(old) => conn
+                    .map_err(sql_error)?
+                    == 1;
+            let replaced = !inserted
+                && conn
                     .prepare_cached(
-                        "UPDATE secrets SET value = ?2, chk = ?3 WHERE key = ?1 AND value = ?4",
+                        "UPDATE secrets SET value = ?2, chk = ?3 WHERE key = ?1 \
+                         AND (?4 IS NULL OR value = ?4)",
                     )
-                    .and_then(|mut s| s.execute(params![key, value, chk, old]))
-                    .map(|n| (n, n == 1)),
-            };
-            let (n, removed) = written.map_err(sql_error)?;
+                    .and_then(|mut s| s.execute(params![key, value, chk, replacing]))
+                    .map_err(sql_error)?
+                    == 1;
             Ok(Changed {
-                result: n == 1,
-                removed,
+                result: inserted || replaced,
+                removed: replaced,
             })
         })
     }
