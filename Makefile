@@ -10,7 +10,9 @@
 #               durable commits against plain SQLite alternating (examples/bench_durable.rs)
 #               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
 #               printed as one table (saved in target/bench/table.txt). About a minute.
-#               Then one row for sync catch-up (examples/bench_sync; target/bench/sync.txt).
+#               Then one row for sync catch-up (examples/bench_sync; target/bench/sync.txt)
+#               and one for the WAL frames (pages) of a durable commit, by table
+#               (scripts/wal-frames; target/bench/frames.txt).
 #               MNEMO_BENCH_QUICK=1 make bench: a short smoke run (a few seconds once built).
 #               BENCH_RUNS=3: three full runs, then one table of the per-row median run.
 #               BENCH_ARGS="--sqlite-commits 20000 ..." passes flags to abi_bench;
@@ -73,6 +75,10 @@ bench:
 	cargo build --release --example bench_sync
 	@set -eo pipefail; MNEMO_BENCH_QUICK=1 $(RELEASE)/examples/bench_sync 5000 \
 	    | tee $(BENCH_OUT)/sync.txt
+	@# Pages: WAL frames a durable single-key commit writes, by table (scripts/wal-frames,
+	@# under strace; a "skipped" row without it); saved in frames.txt.
+	@set -eo pipefail; MNEMO_LIB=$(RELEASE)/libmnemo.so $(PYTHON) scripts/wal-frames --row \
+	    | tee $(BENCH_OUT)/frames.txt
 
 BASE ?= HEAD
 AB_ARGS ?=
