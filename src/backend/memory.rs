@@ -106,25 +106,26 @@ impl Backend for MemoryBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
         let mut guard = self.write()?;
         let inner = &mut *guard;
-        if inner.entries.contains_key(&w.id) {
+        let std::collections::hash_map::Entry::Vacant(slot) = inner.entries.entry(w.id) else {
             return Ok(());
-        }
+        };
         let db = w.meta.db;
-        let settings_visible = inner
-            .visible_sets
-            .entry(w.meta.settings_visible.clone())
-            .or_insert_with(|| w.meta.settings_visible.as_slice().into())
-            .clone();
-        inner.entries.insert(
-            w.id,
-            Stored {
-                bytes: w.bytes.into(),
-                db,
-                height: w.meta.height,
-                settings_visible,
-                changes_settings: w.meta.changes_settings,
-            },
-        );
+        let visible = &w.meta.settings_visible;
+        let settings_visible = match inner.visible_sets.get(visible) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<[EntryId]> = visible.as_slice().into();
+                inner.visible_sets.insert(visible.clone(), shared.clone());
+                shared
+            }
+        };
+        slot.insert(Stored {
+            bytes: w.bytes.into(),
+            db,
+            height: w.meta.height,
+            settings_visible,
+            changes_settings: w.meta.changes_settings,
+        });
         inner.log.entry(db).or_default().push(w.id);
         let tips = inner.tips.entry(db).or_default();
         for parent in w.parents {
@@ -134,9 +135,12 @@ impl Backend for MemoryBackend {
         if w.discarded {
             inner.discarded.entry(db).or_default().insert(w.id);
         }
+        if w.cells.is_empty() {
+            return Ok(());
+        }
+        let stores = inner.stores.entry(db).or_default();
         for write in &w.cells {
             let (store, key, cell) = (&write.store, &write.key, &write.cell);
-            let stores = inner.stores.entry(db).or_default();
             if !stores.contains_key(store.as_str()) {
                 stores.insert(store.as_str().into(), BTreeMap::new());
             }
