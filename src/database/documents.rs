@@ -269,7 +269,7 @@ impl Document<'_> {
             for (pointer, path_cell) in &won {
                 apply(&mut value, pointer, path_cell)?;
             }
-            let merged = cell(height, entry, Some(&value.to_string()));
+            let merged = cell(height, entry, Some(&crate::json::encode(&value)));
             self.write(writes, self.store.to_string(), self.key.to_string(), merged);
             return Ok(());
         }
@@ -306,7 +306,7 @@ fn merge(base: &Cell, paths: &[(String, Cell)]) -> Result<Cell> {
     for (pointer, path_cell) in &newer {
         apply(&mut value, pointer, path_cell)?;
     }
-    Ok(cell(top.height, top.entry, Some(&value.to_string())))
+    Ok(cell(top.height, top.entry, Some(&crate::json::encode(&value))))
 }
 
 fn apply(value: &mut Value, pointer: &str, path_cell: &Cell) -> Result<()> {

@@ -55,21 +55,21 @@ impl Transaction {
                 let mut doc: serde_json::Value = serde_json::from_str(whole)
                     .map_err(|_| Error::Internal("a pending value does not parse".into()))?;
                 pointer::place(&mut doc, &tokens, parsed);
-                *whole = doc.to_string();
+                *whole = crate::json::encode(&doc);
             }
             Some(op @ Op::Delete) => {
                 let mut doc = serde_json::Value::Null;
                 pointer::place(&mut doc, &tokens, parsed);
-                *op = Op::Set(doc.to_string());
+                *op = Op::Set(crate::json::encode(&doc));
             }
             Some(Op::Patch(paths)) => {
                 paths.retain(|p, _| {
                     pointer::parse(p).map_or(true, |under| !under.starts_with(&tokens))
                 });
-                paths.insert(pointer.to_string(), parsed.to_string());
+                paths.insert(pointer.to_string(), crate::json::encode(&parsed));
             }
             None => {
-                let paths = [(pointer.to_string(), parsed.to_string())]
+                let paths = [(pointer.to_string(), crate::json::encode(&parsed))]
                     .into_iter()
                     .collect();
                 store_ops.insert(key.to_string(), Op::Patch(paths));

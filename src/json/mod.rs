@@ -10,7 +10,14 @@ use crate::error::{Error, Result};
 pub fn canonical(text: &str) -> Result<String> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
-    Ok(value.to_string())
+    Ok(encode(&value))
+}
+
+/// The compact text of `value` (object keys in order: serde_json's maps here are sorted).
+/// Written into a byte buffer: `Display` (`value.to_string()`) writes the same through a
+/// formatter, at more cost per call.
+pub fn encode(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).expect("a JSON value always encodes")
 }
 
 /// Gives a type with `to_text()` and `parse(&str) -> Result<Self>` the serde form of its text,
