@@ -103,22 +103,49 @@ const DOC_PREFIX: &str = "_doc:";
 
 /// The hidden store of the bases and path writes of `store`'s nested documents.
 pub(crate) fn doc_store(store: &str) -> String {
-    format!("{DOC_PREFIX}{store}")
+    [DOC_PREFIX, store].concat()
 }
 
 /// The hidden store of `store`'s change log.
 pub(crate) fn log_store(store: &str) -> String {
-    format!("_log:{store}")
+    ["_log:", store].concat()
 }
 
-/// The prefix every hidden row of `key` starts with: its length, then the key (keys have no
-/// fixed end, so the length keeps `a` from matching `ab`).
+// The hidden row keys below are built by hand rather than with `format!`: they are made for
+// every key a commit writes, and the formatting machinery was a visible part of a commit's
+// cost.
+
+/// The prefix every hidden row of `key` starts with: its length (at least 4 hex digits),
+/// then the key (keys have no fixed end, so the length keeps `a` from matching `ab`).
 pub(crate) fn key_prefix(key: &str) -> String {
-    format!("{:04x}{key}", key.len())
+    let mut prefix = String::with_capacity(4 + key.len());
+    push_key_prefix(&mut prefix, key);
+    prefix
 }
 
+fn push_key_prefix(out: &mut String, key: &str) {
+    push_hex(out, key.len() as u64, 4);
+    out.push_str(key);
+}
+
+/// A change-log row's key: the key's prefix, the height in 16 hex digits, the entry's id.
 fn log_key(key: &str, height: u64, entry: &EntryId) -> String {
-    format!("{}{height:016x}{}", key_prefix(key), entry.to_text())
+    let mut row = String::with_capacity(4 + key.len() + 16 + EntryId::TEXT_LEN);
+    push_key_prefix(&mut row, key);
+    push_hex(&mut row, height, 16);
+    entry.push_text(&mut row);
+    row
+}
+
+/// Appends `value` in lower-case hex digits, at least `width` of them (`{:0width$x}`).
+fn push_hex(out: &mut String, value: u64, width: usize) {
+    let digits = (16 - value.leading_zeros() as usize / 4).max(width);
+    debug_assert!(digits <= 16, "a u64 has at most 16 hex digits");
+    for i in (0..digits).rev() {
+        out.push(char::from(
+            b"0123456789abcdef"[((value >> (4 * i)) & 15) as usize],
+        ));
+    }
 }
 
 /// The height and entry a log row of `key` names (see [`log_key`]).
@@ -306,7 +333,11 @@ fn merge(base: &Cell, paths: &[(String, Cell)]) -> Result<Cell> {
     for (pointer, path_cell) in &newer {
         apply(&mut value, pointer, path_cell)?;
     }
-    Ok(cell(top.height, top.entry, Some(&crate::json::encode(&value))))
+    Ok(cell(
+        top.height,
+        top.entry,
+        Some(&crate::json::encode(&value)),
+    ))
 }
 
 fn apply(value: &mut Value, pointer: &str, path_cell: &Cell) -> Result<()> {
@@ -324,4 +355,27 @@ fn parse(json: Option<&str>) -> Result<Value> {
 
 fn stored_bad(what: &str) -> Error {
     Error::Corrupt(format!("a stored document {what} does not parse"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_row_keys_have_the_formatted_layout() {
+        let entry = EntryId::of_bytes(b"an entry");
+        for key in ["k", "k0000001", &"x".repeat(4096), &"y".repeat(0x1_0000)] {
+            assert_eq!(key_prefix(key), format!("{:04x}{key}", key.len()));
+            for height in [0, 1, 0xf, 0x10, 0xffff_ffff, u64::MAX] {
+                let row = log_key(key, height, &entry);
+                assert_eq!(
+                    row,
+                    format!("{:04x}{key}{height:016x}{}", key.len(), entry.to_text())
+                );
+                assert_eq!(log_row_entry(key, &row).unwrap(), (height, entry));
+            }
+        }
+        assert_eq!(log_store("s"), "_log:s");
+        assert_eq!(doc_store("s"), "_doc:s");
+    }
 }

@@ -39,15 +39,23 @@ impl EntryId {
         Ok(EntryId(out))
     }
 
+    /// Bytes in the text form.
+    pub const TEXT_LEN: usize = TEXT_PREFIX.len() + 64;
+
     /// The text form `sha256:<64 lower-case hex digits>`.
     pub fn to_text(&self) -> String {
-        let mut s = String::with_capacity(TEXT_PREFIX.len() + 64);
-        s.push_str(TEXT_PREFIX);
-        for b in self.0 {
-            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        }
+        let mut s = String::with_capacity(Self::TEXT_LEN);
+        self.push_text(&mut s);
         s
+    }
+
+    /// Appends the text form to `out`.
+    pub fn push_text(&self, out: &mut String) {
+        out.push_str(TEXT_PREFIX);
+        for b in self.0 {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
     }
 }
 
