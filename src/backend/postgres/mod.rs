@@ -18,7 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Statement};
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 
 pub use options::{PostgresUrl, SslMode};
 
@@ -131,6 +132,28 @@ impl PostgresBackend {
         self.conn
             .lock()
             .map_err(|_| Error::Internal("postgres connection lock poisoned".into()))
+    }
+
+    /// The rows of the prepared statement `pick` names, run with `params`.
+    fn query(
+        &self,
+        pick: fn(&Connection) -> &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let mut c = self.lock()?;
+        let statement = pick(&c).clone(); // a shared handle: the client needs `c` mutably
+        c.client.query(&statement, params).map_err(pg_error)
+    }
+
+    /// The row, if any, of the prepared statement `pick` names, run with `params`.
+    fn query_opt(
+        &self,
+        pick: fn(&Connection) -> &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let mut c = self.lock()?;
+        let statement = pick(&c).clone();
+        c.client.query_opt(&statement, params).map_err(pg_error)
     }
 }
 
@@ -538,22 +561,12 @@ impl Backend for PostgresBackend {
     }
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let found = c
-            .client
-            .query(&c.get_tips, &[&&db.as_bytes()[..]])
-            .map_err(pg_error)?;
+        let found = self.query(|c| &c.get_tips, &[&&db.as_bytes()[..]])?;
         found.iter().map(|row| checked_tip(db, row)).collect()
     }
 
     fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let found = c
-            .client
-            .query(&c.get_tip_metas, &[&&db.as_bytes()[..]])
-            .map_err(pg_error)?;
+        let found = self.query(|c| &c.get_tip_metas, &[&&db.as_bytes()[..]])?;
         found
             .iter()
             .map(|row| {
@@ -567,12 +580,7 @@ impl Backend for PostgresBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let row = c
-            .client
-            .query_opt(&c.get_cell, &[&&db.as_bytes()[..], &store, &key])
-            .map_err(pg_error)?;
+        let row = self.query_opt(|c| &c.get_cell, &[&&db.as_bytes()[..], &store, &key])?;
         row.map(|r| checked_cell(db, store, key, &r)).transpose()
     }
 
@@ -698,15 +706,10 @@ impl Backend for PostgresBackend {
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let found = c
-            .client
-            .query(
-                &c.get_log,
-                &[&&db.as_bytes()[..], &i64_of(after)?, &(limit as i64)],
-            )
-            .map_err(pg_error)?;
+        let found = self.query(
+            |c| &c.get_log,
+            &[&&db.as_bytes()[..], &i64_of(after)?, &(limit as i64)],
+        )?;
         found
             .iter()
             .map(|row| {
@@ -729,9 +732,7 @@ impl Backend for PostgresBackend {
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let Some(row) = c.client.query_opt(&c.get_meta, &[&key]).map_err(pg_error)? else {
+        let Some(row) = self.query_opt(|c| &c.get_meta, &[&key])? else {
             return Ok(None);
         };
         let value: Vec<u8> = row.get(0);
@@ -836,13 +837,7 @@ impl Backend for PostgresBackend {
 
 impl PostgresBackend {
     fn entry_row(&self, id: &EntryId) -> Result<Option<(EntryMeta, Vec<u8>)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let Some(row) = c
-            .client
-            .query_opt(&c.get_entry, &[&&id.as_bytes()[..]])
-            .map_err(pg_error)?
-        else {
+        let Some(row) = self.query_opt(|c| &c.get_entry, &[&&id.as_bytes()[..]])? else {
             return Ok(None);
         };
         checked_entry(id, &row, 0).map(Some)
