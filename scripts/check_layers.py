@@ -5,7 +5,7 @@ Reads the table of rooms and what each may import from docs/architecture.md, the
 - every `crate::<room>` path in a room's files (and every `crate::<Name>` root re-export,
   resolved through src/lib.rs) names a room that table allows;
 - the graph of rooms actually imported has no cycle;
-- no `unsafe` appears outside src/ffi/.
+- no `unsafe` appears outside src/ffi/ and the SQLite VFS shim (src/backend/sqlite/vfs.rs).
 Comments are ignored. Prints the graph and exits 1 on any violation.
 """
 
@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 DOC = ROOT / "docs" / "architecture.md"
+# The one file outside src/ffi/ that may use `unsafe`: functions SQLite calls through C pointers.
+UNSAFE_VFS = SRC / "backend" / "sqlite" / "vfs.rs"
 
 
 def allowed_imports() -> dict[str, set[str]]:
@@ -88,8 +90,8 @@ def main() -> int:
                     graph[room].add(target)
                     if target not in rules.get(room, set()):
                         problems.append(f"{where}: room '{room}' may not import '{target}'")
-                if re.search(r"\bunsafe\b", line) and room != "ffi":
-                    problems.append(f"{where}: unsafe outside src/ffi/")
+                if re.search(r"\bunsafe\b", line) and room != "ffi" and path != UNSAFE_VFS:
+                    problems.append(f"{where}: unsafe outside src/ffi/ and {UNSAFE_VFS.relative_to(ROOT)}")
     cycle = find_cycle(graph)
     if cycle:
         problems.append("the rooms form a cycle: " + " -> ".join(cycle))

@@ -18,13 +18,14 @@
 
 mod group;
 mod readers;
+mod vfs;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::range::KeyRange;
 use super::rows;
@@ -92,6 +93,11 @@ CREATE TABLE secrets ",
 /// Prepared statements each connection keeps (rusqlite's default is 16): more than the
 /// backend has, so none is parsed again after its first use.
 const STATEMENT_CACHE: usize = 64;
+
+/// Opens a connection to the file at `path` through the [`vfs`] shim (WAL writes gathered).
+fn connect(path: &Path) -> Result<Connection> {
+    Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::name()?).map_err(sql_error)
+}
 
 /// Settings of every connection (the writer and the readers) that keep statements prepared:
 /// the statement cache above, and SQLite's query planner stability guarantee. Without it,
@@ -189,7 +195,7 @@ impl SqliteBackend {
                 }
             }
         }
-        let conn = Connection::open(path).map_err(sql_error)?;
+        let conn = connect(path)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         let mode = enter_wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -1077,14 +1083,14 @@ mod tests {
 
     use super::*;
 
-    fn temp_file() -> std::path::PathBuf {
+    pub(super) fn temp_file() -> std::path::PathBuf {
         std::env::temp_dir().join(format!(
             "mnemo-sqlite-unit-{}.db",
             crate::crypto::random::hex_token::<8>().unwrap()
         ))
     }
 
-    fn remove(path: &Path) {
+    pub(super) fn remove(path: &Path) {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }

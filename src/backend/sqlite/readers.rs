@@ -85,7 +85,7 @@ impl Readers {
     }
 
     fn open_one(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path).map_err(sql_error)?;
+        let conn = super::connect(&self.path)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
         conn.execute_batch("PRAGMA query_only=ON")
             .map_err(sql_error)?;
