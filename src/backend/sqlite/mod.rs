@@ -7,10 +7,11 @@
 //! commit's WAL frames to the file in one write instead of two per frame. One connection
 //! writes, and reads use it too while it is idle (its page cache stays warm); a read that
 //! finds it busy (a commit waiting for fsync, or a group transaction open) uses one of a
-//! small pool of read-only connections ([`readers`]) instead of waiting. The schema version is recorded in the file (`PRAGMA user_version`,
-//! with mnemo's `application_id`) and checked at open; a file from a newer mnemo is
-//! refused, never rewritten, one of schema 2 upgraded in place. Opening reads a few header
-//! values only: its cost does not grow with the file.
+//! small pool of read-only connections ([`readers`]) instead of waiting. The schema version
+//! is recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and
+//! checked at open; a file from a newer mnemo is refused, never rewritten, one of schema 2
+//! upgraded in place. Opening reads a few header values only: its cost does not grow with
+//! the file.
 //!
 //! The writer runs with `secure_delete` on: SQLite zeroes space as it frees it, including
 //! the old places of rows it moves while rebalancing pages, so content deleted (a replaced

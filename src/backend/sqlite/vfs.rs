@@ -79,11 +79,14 @@ const _: () = assert!(size_of::<WalFile>() % 8 == 0);
 struct Gathered {
     /// File offset of `bytes[0]`.
     start: i64,
+    /// The bytes, in file order; at most [`MAX_GATHERED`].
     bytes: Vec<u8>,
     /// The last write was a commit frame's header: pass on once its page is gathered.
     commit_page_next: bool,
 }
 
+/// Registers the shim with SQLite: a copy of the `unix` VFS with its own `xOpen` and room
+/// for a [`WalFile`] before the base file.
 fn register() -> std::result::Result<(), String> {
     // SAFETY: sqlite3_vfs_find takes a NUL-terminated name and initialises SQLite if needed;
     // a VFS it returns stays valid (the `unix` VFS is never unregistered by mnemo).
@@ -199,6 +202,18 @@ macro_rules! base_call {
     }};
 }
 
+/// Passes on what is gathered for `$file`, then calls the base file's `$method` as
+/// [`base_call!`] does; a failed pass-on is returned instead.
+macro_rules! pass_on_then {
+    ($file:expr, $method:ident $(, $arg:expr)*) => {
+        // SAFETY: SQLite calls methods of one file one at a time.
+        match unsafe { pass_on_all($file) } {
+            ffi::SQLITE_OK => base_call!($file, $method $(, $arg)*),
+            failed => failed,
+        }
+    };
+}
+
 /// The writes gathered for the WAL at `file`.
 ///
 /// # Safety
@@ -288,35 +303,19 @@ unsafe extern "C" fn read(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    // SAFETY: SQLite calls methods of one file one at a time.
-    match unsafe { pass_on_all(file) } {
-        ffi::SQLITE_OK => base_call!(file, xRead, data, amount, offset),
-        failed => failed,
-    }
+    pass_on_then!(file, xRead, data, amount, offset)
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    // SAFETY: SQLite calls methods of one file one at a time.
-    match unsafe { pass_on_all(file) } {
-        ffi::SQLITE_OK => base_call!(file, xTruncate, size),
-        failed => failed,
-    }
+    pass_on_then!(file, xTruncate, size)
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    // SAFETY: SQLite calls methods of one file one at a time.
-    match unsafe { pass_on_all(file) } {
-        ffi::SQLITE_OK => base_call!(file, xSync, flags),
-        failed => failed,
-    }
+    pass_on_then!(file, xSync, flags)
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    // SAFETY: SQLite calls methods of one file one at a time.
-    match unsafe { pass_on_all(file) } {
-        ffi::SQLITE_OK => base_call!(file, xFileSize, size),
-        failed => failed,
-    }
+    pass_on_then!(file, xFileSize, size)
 }
 
 unsafe extern "C" fn file_control(
@@ -324,11 +323,7 @@ unsafe extern "C" fn file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    // SAFETY: SQLite calls methods of one file one at a time.
-    match unsafe { pass_on_all(file) } {
-        ffi::SQLITE_OK => base_call!(file, xFileControl, op, arg),
-        failed => failed,
-    }
+    pass_on_then!(file, xFileControl, op, arg)
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -360,7 +355,8 @@ mod tests {
     use super::super::tests::{remove, temp_file};
     use super::*;
 
-    /// A connection to `path` on `vfs`, in WAL mode with the given `synchronous`.
+    /// A connection to `path` on `vfs`, in WAL mode with the given `synchronous`, with the
+    /// table `t (k, v)` the tests write (created by the first connection).
     fn open_on(path: &Path, vfs: &CStr, synchronous: &str) -> Connection {
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs).unwrap();
         let mode: String = conn
@@ -368,6 +364,8 @@ mod tests {
             .unwrap();
         assert_eq!(mode, "wal");
         conn.pragma_update(None, "synchronous", synchronous)
+            .unwrap();
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB)")
             .unwrap();
         conn
     }
@@ -384,12 +382,10 @@ mod tests {
     }
 
     /// Write system calls of one durable commit of a 40 KiB value on `vfs` (the table's
-    /// creation before it also wrote the WAL's header).
+    /// creation in `open_on` wrote the WAL's header before it).
     fn writes_of_one_commit(vfs: &CStr) -> u64 {
         let path = temp_file();
         let conn = open_on(&path, vfs, "FULL");
-        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
         let before = writes_so_far();
         conn.execute("INSERT INTO t (v) VALUES (zeroblob(40960))", [])
             .unwrap();
@@ -431,8 +427,6 @@ mod tests {
     fn reads_sizes_and_truncations_see_the_gathered_writes() {
         let path = temp_file();
         let conn = open_on(&path, name().unwrap(), "FULL");
-        conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")
-            .unwrap();
         let wal = wal_of(&conn);
         // SAFETY: the WAL stays open while `conn` is, and only this thread uses `conn`.
         unsafe {
@@ -514,9 +508,7 @@ mod tests {
     fn a_transaction_larger_than_the_cache_and_the_buffer_reads_back_intact() {
         let path = temp_file();
         let writer = open_on(&path, name().unwrap(), "FULL");
-        writer
-            .execute_batch("PRAGMA cache_size=16; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
+        writer.execute_batch("PRAGMA cache_size=16").unwrap();
         let mut expected: Vec<Vec<u8>> = (0..400).map(|k| value(k, 0)).collect();
         writer.execute_batch("BEGIN").unwrap();
         for (k, v) in expected.iter().enumerate() {
@@ -548,9 +540,6 @@ mod tests {
     fn a_commit_without_a_sync_is_in_the_file_before_other_connections_see_it() {
         let path = temp_file();
         let writer = open_on(&path, name().unwrap(), "OFF");
-        writer
-            .execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
-            .unwrap();
         let reader = open_on(&path, BASE, "FULL");
         let mut expected = Vec::new();
         for k in 0..60 {
