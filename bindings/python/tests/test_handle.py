@@ -1,0 +1,176 @@
+"""The handle's loans: close() frees the pointer once, never while a call holds it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Callable
+
+import pytest
+
+from mnemo import _handle
+from mnemo._handle import Handle
+from mnemo.errors import InvalidArgument
+
+POINTER = 0x1000
+
+
+class FakeLibrary:
+    """A stand-in for a C handle: records each free with how many calls were using the
+    pointer at that moment, and counts calls that got the pointer after it was freed."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_use = 0
+        self.freed: list[tuple[int, int]] = []
+        self.used_after_free = 0
+
+    def free(self, ptr: int) -> None:
+        with self.lock:
+            self.freed.append((ptr, self.in_use))
+
+    def call(self, handle: Handle) -> bool:
+        """One call through the handle, as the package makes them; False once closed."""
+        try:
+            ptr = handle.acquire()
+        except InvalidArgument:
+            return False
+        try:
+            assert ptr == POINTER
+            with self.lock:
+                self.in_use += 1
+                self.used_after_free += bool(self.freed)
+            with self.lock:
+                self.in_use -= 1
+        finally:
+            handle.release()
+        return True
+
+
+class HookedLoans(list):  # type: ignore[type-arg]
+    """The handle's loan list, running ``hook`` once at one step of a loan: ``"announce"``
+    or ``"announced"`` (before or after acquire() adds it), ``"end"`` or ``"ended"`` (before
+    or after release() removes it)."""
+
+    def __init__(self, step: str, hook: Callable[[], None]) -> None:
+        super().__init__()
+        self.step, self.hook = step, hook
+
+    def _at(self, step: str) -> None:
+        if step == self.step:
+            self.step = ""
+            self.hook()
+
+    def append(self, item: None) -> None:
+        self._at("announce")
+        super().append(item)
+        self._at("announced")
+
+    def pop(self, index: int = -1) -> None:
+        self._at("end")
+        super().pop(index)
+        self._at("ended")
+
+
+def closed_error() -> InvalidArgument:
+    return InvalidArgument("invalid argument: closed")
+
+
+class LockedHandle(Handle):
+    """The handle as a Python without the GIL gets it (``LOCKED_LOANS``)."""
+
+    acquire = _handle._under_lock(Handle.acquire)
+    release = _handle._under_lock(Handle.release)
+
+
+@pytest.fixture(params=[Handle, LockedHandle], ids=["lock-free", "locked"])
+def make_handle(request: pytest.FixtureRequest) -> Callable[[FakeLibrary], Handle]:
+    """Makes a handle on the fake pointer, freed through ``lib``: both kinds in turn."""
+    kind = request.param
+    return lambda lib: kind(POINTER, lib.free, closed_error)
+
+
+def test_close_waits_for_a_loan_and_frees_once(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+    lib = FakeLibrary()
+    handle = make_handle(lib)
+    assert handle.acquire() == POINTER
+    closer = threading.Thread(target=handle.close, daemon=True)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive() and lib.freed == []  # still lent: close() waits
+    assert handle.closed
+    with pytest.raises(InvalidArgument):
+        handle.acquire()  # a new loan is refused while close() waits
+    handle.release()
+    closer.join(10)
+    assert not closer.is_alive(), "close() still waits after the loan ended"
+    assert lib.freed == [(POINTER, 0)]
+    handle.close()
+    assert lib.freed == [(POINTER, 0)]
+
+
+def test_loans_after_close_are_refused(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+    lib = FakeLibrary()
+    handle = make_handle(lib)
+    handle.close()
+    for _ in range(3):
+        with pytest.raises(InvalidArgument):
+            handle.acquire()
+    with pytest.raises(InvalidArgument), handle.use():
+        pass
+    assert lib.freed == [(POINTER, 0)]
+
+
+@pytest.mark.parametrize(
+    "step, call_gets_pointer, close_waits",
+    [("announce", False, False), ("announced", False, True), ("end", True, True),
+     ("ended", True, False)],
+)
+def test_close_landing_at_each_step_of_a_lock_free_loan(
+    step: str, call_gets_pointer: bool, close_waits: bool
+) -> None:
+    # (With LOCKED_LOANS each step runs under the lock, so close() cannot land inside.)
+    lib = FakeLibrary()
+    handle = Handle(POINTER, lib.free, closed_error)
+    closer = threading.Thread(target=handle.close, daemon=True)
+
+    def close_from_another_thread() -> None:
+        closer.start()
+        closer.join(0.2 if close_waits else 10)
+        assert closer.is_alive() == close_waits
+
+    handle._loans = HookedLoans(step, close_from_another_thread)
+    assert lib.call(handle) == call_gets_pointer
+    closer.join(10)
+    assert not closer.is_alive(), "close() still waits after the loan ended"
+    assert lib.freed == [(POINTER, 0)] and lib.used_after_free == 0
+
+
+def test_close_racing_many_threads_frees_only_when_no_call_holds_the_pointer(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+    # Thread switches every microsecond, so close() lands among the calls' steps.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(20):
+            lib = FakeLibrary()
+            handle = make_handle(lib)
+            start = threading.Barrier(9)
+            calls = [0] * 8
+
+            def caller(n: int) -> None:
+                start.wait()
+                while lib.call(handle):
+                    calls[n] += 1
+
+            threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+            for t in threads:
+                t.start()
+            start.wait()
+            while sum(calls) < 200:
+                pass
+            handle.close()
+            for t in threads:
+                t.join()
+            assert lib.freed == [(POINTER, 0)] and lib.used_after_free == 0
+    finally:
+        sys.setswitchinterval(interval)
