@@ -13,9 +13,11 @@
 //! when SQLite's sync returns, as before), a read, a truncation, a size query, a file
 //! control, a close, and a write that does not follow the gathered ones. They are also
 //! passed on as soon as a commit frame is complete (its header carries the database size),
-//! before SQLite publishes the commit to other connections through the shared memory, so
-//! a connection without syncs (`synchronous` below `FULL`) never publishes frames that are
-//! not in the file. A failed write is reported by the call that passes it on; SQLite then
+//! even when its page does not fit the buffer, and a commit frame's header written alone
+//! (SQLite rewriting checksums in place) at once: both before SQLite publishes the commit to
+//! other connections through the shared memory, so a connection without syncs
+//! (`synchronous` below `FULL`) never publishes frames that are not in the file. mnemo's
+//! connections commit with `FULL`, whose sync passes everything on in any case. A failed write is reported by the call that passes it on; SQLite then
 //! fails the commit, as it would have had the write itself failed.
 //!
 //! Bounds: one buffer per open WAL (one per connection that writes), passed on before it
@@ -81,8 +83,9 @@ struct Gathered {
     start: i64,
     /// The bytes, in file order; at most [`MAX_GATHERED`].
     bytes: Vec<u8>,
-    /// The last write was a commit frame's header: pass on once its page is gathered.
-    commit_page_next: bool,
+    /// Where the page of the commit frame whose header came last goes: the write there
+    /// completes the commit, and is passed on with what is gathered.
+    commit_page_at: Option<i64>,
 }
 
 /// Registers the shim with SQLite: a copy of the `unix` VFS with its own `xOpen` and room
@@ -150,7 +153,7 @@ unsafe extern "C" fn open(
     let gathered = Box::new(Gathered {
         start: 0,
         bytes: Vec::new(),
-        commit_page_next: false,
+        commit_page_at: None,
     });
     // SAFETY: `wal` is SQLite's allocation for this file, ours to fill in.
     unsafe {
@@ -227,7 +230,6 @@ unsafe fn gathered<'a>(file: *mut ffi::sqlite3_file) -> &'a mut Gathered {
 /// Writes what is gathered for `file` to the base file, in one call; the buffer is empty
 /// afterwards whatever the outcome.
 fn pass_on(file: *mut ffi::sqlite3_file, gathered: &mut Gathered) -> c_int {
-    gathered.commit_page_next = false;
     if gathered.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
@@ -261,6 +263,8 @@ unsafe extern "C" fn write(
     };
     // SAFETY: SQLite calls methods of one file one at a time.
     let gathered = unsafe { gathered(file) };
+    // Decided before anything is passed on below (a full buffer passes on without it).
+    let completes_commit = gathered.commit_page_at.take() == Some(offset);
     let end = gathered.start + gathered.bytes.len() as i64;
     let full = gathered.bytes.len() + len > MAX_GATHERED;
     if !gathered.bytes.is_empty() && (end != offset || full) {
@@ -275,10 +279,18 @@ unsafe extern "C" fn write(
         gathered.start = offset;
     }
     gathered.bytes.extend_from_slice(data);
-    if gathered.commit_page_next {
+    if completes_commit {
         return pass_on(file, gathered);
     }
-    gathered.commit_page_next = is_commit_frame_header(data, offset);
+    if is_commit_frame_header(data, offset) {
+        gathered.commit_page_at = Some(offset + FRAME_HEADER as i64);
+        // Alone in the buffer, it may be a header rewritten in place (after overwriting
+        // frames, SQLite rewrites the checksums of its transaction's frames, each read
+        // first), whose page never follows before the commit is published: passed on now.
+        if gathered.bytes.len() == FRAME_HEADER {
+            return pass_on(file, gathered);
+        }
+    }
     ffi::SQLITE_OK
 }
 
@@ -475,6 +487,59 @@ mod tests {
         remove(&path);
     }
 
+    /// A frame header as SQLite writes it: page number, then the database size in pages,
+    /// which only a commit frame sets; the rest (salts, checksums) does not matter here.
+    fn frame_header(commit: bool) -> [u8; FRAME_HEADER] {
+        let mut header = [0u8; FRAME_HEADER];
+        header[3] = 2;
+        header[7] = u8::from(commit) * 9;
+        header
+    }
+
+    /// A commit frame is in the file as soon as its page is written, even when that page
+    /// does not fit the buffer (which is passed on first), and a commit frame's header
+    /// written alone (a header rewritten in place) is in the file at once: no sync follows
+    /// either under `synchronous` below `FULL`. The shim's methods called directly on a
+    /// live WAL, past its last frame.
+    #[test]
+    fn commit_frames_are_in_the_file_without_a_sync() {
+        let path = temp_file();
+        let conn = open_on(&path, name().unwrap(), "OFF");
+        let wal = wal_of(&conn);
+        let on_disk = || std::fs::read(format!("{}-wal", path.display())).unwrap();
+        let page = vec![0x5a; 4096];
+        // SAFETY: the WAL stays open while `conn` is, and only this thread uses `conn`.
+        unsafe {
+            let write_at = |bytes: &[u8], offset: i64| {
+                let rc = write(wal, bytes.as_ptr().cast(), bytes.len() as c_int, offset);
+                assert_eq!(rc, ffi::SQLITE_OK);
+            };
+            let mut end = 0;
+            assert_eq!(file_size(wal, &mut end), ffi::SQLITE_OK);
+            // Frames filling the buffer but for the commit frame's header.
+            let filler = vec![0x11; MAX_GATHERED - FRAME_HEADER - 100];
+            write_at(&filler, end);
+            let header_at = end + filler.len() as i64;
+            write_at(&frame_header(true), header_at);
+            write_at(&page, header_at + FRAME_HEADER as i64);
+            let file = on_disk();
+            assert_eq!(
+                file.len() as i64,
+                header_at + (FRAME_HEADER + page.len()) as i64
+            );
+            assert_eq!(&file[file.len() - page.len()..], &page[..]);
+            // A commit frame's header alone, over the one above.
+            let mut rewritten = frame_header(true);
+            rewritten[20] = 0xcc;
+            write_at(&rewritten, header_at);
+            let at = header_at as usize;
+            assert_eq!(&on_disk()[at..at + FRAME_HEADER], &rewritten[..]);
+            assert_eq!(truncate(wal, end), ffi::SQLITE_OK);
+        }
+        drop(conn);
+        remove(&path);
+    }
+
     /// Row `k`'s value in `round`: 3,000 bytes that differ between rows and rounds.
     fn value(k: usize, round: usize) -> Vec<u8> {
         (0..3000)
@@ -535,21 +600,28 @@ mod tests {
 
     /// Without syncs (`synchronous=OFF`) nothing passes the buffer on at commit but the
     /// commit frame itself: each commit must be in the file before SQLite publishes it, or
-    /// the reader below would read pages that are not there.
+    /// the reader below would read pages that are not there. Transactions of 1 to 45 rows
+    /// (about as many frames) put the commit frame at every place in the buffer, including
+    /// where its page no longer fits.
     #[test]
     fn a_commit_without_a_sync_is_in_the_file_before_other_connections_see_it() {
         let path = temp_file();
         let writer = open_on(&path, name().unwrap(), "OFF");
         let reader = open_on(&path, BASE, "FULL");
         let mut expected = Vec::new();
-        for k in 0..60 {
-            expected.push(value(k, 0));
-            writer
-                .execute(
-                    "INSERT INTO t (k, v) VALUES (?1, ?2)",
-                    params![k as i64, expected[k]],
-                )
-                .unwrap();
+        for rows in 1..=45 {
+            writer.execute_batch("BEGIN").unwrap();
+            for _ in 0..rows {
+                let k = expected.len();
+                expected.push(value(k, 0));
+                writer
+                    .execute(
+                        "INSERT INTO t (k, v) VALUES (?1, ?2)",
+                        params![k as i64, expected[k]],
+                    )
+                    .unwrap();
+            }
+            writer.execute_batch("COMMIT").unwrap();
             check_rows(&reader, &expected);
         }
         drop((reader, writer));
