@@ -14,11 +14,12 @@
 //! control, a close, and a write that does not follow the gathered ones. They are also
 //! passed on as soon as a commit frame is complete (its header carries the database size),
 //! even when its page does not fit the buffer, and a commit frame's header written alone
-//! (SQLite rewriting checksums in place) at once: both before SQLite publishes the commit to
-//! other connections through the shared memory, so a connection without syncs
-//! (`synchronous` below `FULL`) never publishes frames that are not in the file. mnemo's
-//! connections commit with `FULL`, whose sync passes everything on in any case. A failed write is reported by the call that passes it on; SQLite then
-//! fails the commit, as it would have had the write itself failed.
+//! (SQLite rewriting checksums in place) at once: both before SQLite publishes the commit
+//! to other connections through the shared memory, so a connection without syncs
+//! (`synchronous` below `FULL`) never publishes frames that are not in the file. (mnemo's
+//! connections commit with `FULL`, whose sync passes everything on in any case.) A failed
+//! write is reported by the call that passes it on; SQLite then fails the commit, as it
+//! would have had the write itself failed.
 //!
 //! Bounds: one buffer per open WAL (one per connection that writes), passed on before it
 //! would hold more than [`MAX_GATHERED`] bytes; its capacity is kept for the next commit.
