@@ -83,14 +83,18 @@ class LockedHandle(Handle):
     release = _handle._under_lock(Handle.release)
 
 
+#: Makes a handle on the fake pointer, freed through the given FakeLibrary.
+MakeHandle = Callable[[FakeLibrary], Handle]
+
+
 @pytest.fixture(params=[Handle, LockedHandle], ids=["lock-free", "locked"])
-def make_handle(request: pytest.FixtureRequest) -> Callable[[FakeLibrary], Handle]:
+def make_handle(request: pytest.FixtureRequest) -> MakeHandle:
     """Makes a handle on the fake pointer, freed through ``lib``: both kinds in turn."""
     kind = request.param
     return lambda lib: kind(POINTER, lib.free, closed_error)
 
 
-def test_close_waits_for_a_loan_and_frees_once(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+def test_close_waits_for_a_loan_and_frees_once(make_handle: MakeHandle) -> None:
     lib = FakeLibrary()
     handle = make_handle(lib)
     assert handle.acquire() == POINTER
@@ -109,7 +113,7 @@ def test_close_waits_for_a_loan_and_frees_once(make_handle: Callable[[FakeLibrar
     assert lib.freed == [(POINTER, 0)]
 
 
-def test_loans_after_close_are_refused(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+def test_loans_after_close_are_refused(make_handle: MakeHandle) -> None:
     lib = FakeLibrary()
     handle = make_handle(lib)
     handle.close()
@@ -146,7 +150,9 @@ def test_close_landing_at_each_step_of_a_lock_free_loan(
     assert lib.freed == [(POINTER, 0)] and lib.used_after_free == 0
 
 
-def test_close_racing_many_threads_frees_only_when_no_call_holds_the_pointer(make_handle: Callable[[FakeLibrary], Handle]) -> None:
+def test_close_racing_many_threads_frees_only_when_no_call_holds_the_pointer(
+    make_handle: MakeHandle,
+) -> None:
     # Thread switches every microsecond, so close() lands among the calls' steps.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
