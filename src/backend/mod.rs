@@ -7,6 +7,8 @@ mod rows;
 mod sqlite;
 mod url;
 
+use std::sync::Arc;
+
 use crate::entry::EntryId;
 use crate::error::Result;
 
@@ -95,12 +97,43 @@ pub struct StateWrite<'a> {
     pub discarded: &'a [EntryId],
 }
 
+/// Entries stored in a [`Backend::write_turn`] that were not yet durable when it returned.
+pub trait Staged: Send + Sync {
+    /// Waits until they are durable, or returns the error that undid them.
+    fn wait(&self) -> Result<()>;
+    /// How their commit ended, or `None` while it has not.
+    fn settled(&self) -> Option<Result<()>>;
+    /// Makes them durable now (without waiting for company) and returns how that ended.
+    fn settle_now(&self) -> Result<()>;
+}
+
 /// What the core needs from storage. Implementations are safe to share between threads;
 /// each method is atomic on its own.
 pub trait Backend: Send + Sync {
     /// Stores an entry, replaces its parents in the tip set by it, and writes the cells that
     /// are kept ([`CellWrite::keeps_over`]), all or nothing. Storing an entry that is already present changes nothing.
     fn put_entry(&self, write: &EntryWrite<'_>) -> Result<()>;
+    /// Runs `work` as one turn of this storage's writer, for a commit: the entries `work`
+    /// stores with [`Backend::put_entry`] may be left staged (written, not yet durable, seen
+    /// by nobody else) to share their commit with others', and what `work` reads on this
+    /// thread includes what is staged. Returns the staged entries to wait for, or `None` when
+    /// everything `work` stored is durable. `announced`: this thread called
+    /// [`Backend::announce_write`] for this turn. The default (a backend without shared
+    /// commits) runs `work`, whose stores are durable when they return.
+    fn write_turn(
+        &self,
+        announced: bool,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Arc<dyn Staged>>> {
+        let _ = announced;
+        work().map(|()| None)
+    }
+    /// Tells the writer that this thread is on its way to a [`Backend::write_turn`] (it
+    /// waits for a database's lock), so that turns ending meanwhile leave their commit open
+    /// for it. Each call is ended by `write_turn(true, ..)` or [`Backend::withdraw_write`].
+    fn announce_write(&self) {}
+    /// Ends an [`Backend::announce_write`] that will not take its turn.
+    fn withdraw_write(&self) {}
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;
     /// The metadata of an entry, if present.

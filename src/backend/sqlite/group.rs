@@ -1,7 +1,7 @@
 //! Group commit: entries stored by several threads at about the same time share one SQLite
 //! transaction, so one WAL sync makes all of them durable.
 //!
-//! Threads take the writer connection in turn. A thread that finds no transaction open
+//! Threads take the writer connection one at a time. A thread that finds no transaction open
 //! begins one; a thread that finds one open (left by threads that wrote their rows and are
 //! waiting) joins it, writing inside a savepoint so that a failure of its own undoes only its
 //! rows. Having written, a thread commits at once when no other thread is queued for the
@@ -10,31 +10,69 @@
 //! group's commit. Every caller returns only once its own rows are durable, or with the error
 //! that stopped them. Any other use of the connection ([`GroupWriter::exclusive`]) commits an
 //! open group first, so it never runs inside someone else's transaction.
+//!
+//! A commit can also take a **turn** ([`GroupWriter::turn`]): the writer is its thread's
+//! alone, without its mutex being held, while the commit writes its rows and, if it must,
+//! reads what it builds on; its reads ([`GroupWriter::in_turn`]) run on the writer, inside
+//! the open group, so they see rows staged by earlier turns that are not durable yet. A turn that
+//! ends with others queued leaves its rows staged ([`Staged`]) and its caller waits for them
+//! after letting go of its database, so the next commit to the same database can join the
+//! group. Threads on their way to a turn (waiting for a database's lock) count as company
+//! for turns ([`GroupWriter::announce`]), but not for other writes: those wait for their
+//! commit while their caller may hold the very lock such a thread waits for.
+//!
+//! Whoever waits for a group's commit waits at most [`SETTLE_AFTER`] for company, then
+//! commits the group itself, so a thread that never comes delays others, never stops them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 use super::sql_error;
+use crate::backend::Staged as StagedEntries;
 use crate::error::{Error, Result};
 
 /// Most writes that share one transaction: a bound on how long the first member of a busy
 /// group waits for its commit.
 pub const MAX_GROUP: usize = 64;
 
+/// How long a staged commit waits for company before committing its group itself: a bound
+/// for when the thread the group was left open for never takes its turn (its commit failed
+/// on the way, or it waits on a long operation of its database). A group normally commits
+/// within a few milliseconds.
+pub const SETTLE_AFTER: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// The address of the [`GroupWriter`] whose turn this thread holds (0: none). Only
+    /// compared, never dereferenced.
+    static TURN_OF: Cell<usize> = const { Cell::new(0) };
+}
+
 /// The writer connection, with the group transaction open on it, if any.
 pub struct GroupWriter {
     writer: Mutex<Writer>,
+    /// Signalled when a turn ends.
+    turn_ended: Condvar,
     /// Threads waiting for the writer to store an entry: while there are any, a member
     /// leaves the transaction open for them rather than committing.
     queued: AtomicUsize,
+    /// Threads on their way to a turn ([`GroupWriter::announce`]): company for turns only.
+    announced: AtomicUsize,
+    /// [`SETTLE_AFTER`], in milliseconds (tests that need a staged commit to stay staged
+    /// make it longer).
+    settle_after_ms: AtomicU64,
 }
 
 struct Writer {
     conn: Connection,
     open: Option<Group>,
+    /// A thread holds a turn: nobody else may use the connection.
+    turn: bool,
+    /// The turn stored an entry in the open group.
+    staged_in_turn: bool,
 }
 
 /// The transaction open on the writer and the threads waiting for its commit.
@@ -76,26 +114,57 @@ impl Outcome {
         self.done.notify_all();
     }
 
-    /// Waits for the group's commit. The committing thread holds the writer while it runs;
-    /// were it to panic there (leaving the lock poisoned), nobody would publish: `abandoned`
-    /// is checked every second for that.
-    fn wait(&self, abandoned: impl Fn() -> bool) -> Result<()> {
+    /// How the group's commit ended, if it has.
+    fn ended(&self) -> Option<Result<()>> {
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.clone().map(|e| e.map_err(Error::from))
+    }
+
+    /// Waits for the group's commit, for at most `limit` (`None`: the commit has not ended).
+    /// The committing thread holds the writer while it runs; were it to panic there (leaving
+    /// the lock poisoned), nobody would publish: `abandoned` is checked at least every second.
+    fn wait_for(&self, limit: Duration, abandoned: impl Fn() -> bool) -> Option<Result<()>> {
+        let deadline = Instant::now() + limit;
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(ended) = ended.as_ref() {
-                return ended.clone().map_err(Error::from);
+                return Some(ended.clone().map_err(Error::from));
             }
             if abandoned() {
-                return Err(Error::Internal(
+                return Some(Err(Error::Internal(
                     "sqlite: the shared commit was abandoned (a panic while committing)".into(),
-                ));
+                )));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
             }
             ended = self
                 .done
-                .wait_timeout(ended, Duration::from_secs(1))
+                .wait_timeout(ended, left.min(Duration::from_secs(1)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+/// Rows a turn left in an open group: see [`GroupWriter::turn`].
+pub struct Staged {
+    writer: Arc<GroupWriter>,
+    outcome: Arc<Outcome>,
+}
+
+impl StagedEntries for Staged {
+    fn wait(&self) -> Result<()> {
+        self.writer.wait_for_commit(&self.outcome)
+    }
+
+    fn settled(&self) -> Option<Result<()>> {
+        self.outcome.ended()
+    }
+
+    fn settle_now(&self) -> Result<()> {
+        self.writer.settle(&self.outcome)
     }
 }
 
@@ -119,15 +188,105 @@ impl GroupWriter {
     /// Wraps the connection that writes.
     pub fn new(conn: Connection) -> GroupWriter {
         GroupWriter {
-            writer: Mutex::new(Writer { conn, open: None }),
+            writer: Mutex::new(Writer {
+                conn,
+                open: None,
+                turn: false,
+                staged_in_turn: false,
+            }),
+            turn_ended: Condvar::new(),
             queued: AtomicUsize::new(0),
+            announced: AtomicUsize::new(0),
+            settle_after_ms: AtomicU64::new(SETTLE_AFTER.as_millis() as u64),
         }
     }
 
+    /// The writer, once no other thread's turn holds it.
     fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
-        self.writer
-            .lock()
-            .map_err(|_| Error::Internal("sqlite connection lock poisoned".into()))
+        let poisoned = |_| Error::Internal("sqlite connection lock poisoned".into());
+        let mut writer = self.writer.lock().map_err(poisoned)?;
+        while writer.turn && !self.in_turn() {
+            writer = self.turn_ended.wait(writer).map_err(poisoned)?;
+        }
+        Ok(writer)
+    }
+
+    /// True while this thread holds a turn of this writer.
+    pub fn in_turn(&self) -> bool {
+        TURN_OF.with(Cell::get) == self as *const GroupWriter as usize
+    }
+
+    /// Counts this thread as on its way to a turn it will take (`turn(true, ..)`) or
+    /// withdraw ([`GroupWriter::withdraw`]).
+    pub fn announce(&self) {
+        self.announced.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends an announcement without a turn. Were this the last thread a group was left open
+    /// for, the group is committed now.
+    pub fn withdraw(&self) {
+        self.announced.fetch_sub(1, Ordering::AcqRel);
+        if self.company_for_turns() == 0 {
+            if let Ok(mut writer) = self.lock() {
+                if writer.open.is_some() && self.company_for_turns() == 0 {
+                    let _ = writer.commit_group(); // its members get the outcome
+                }
+            }
+        }
+    }
+
+    /// Threads a turn's rows may wait for: those queued for the writer and those on their
+    /// way to a turn.
+    fn company_for_turns(&self) -> usize {
+        self.queued.load(Ordering::Acquire) + self.announced.load(Ordering::Acquire)
+    }
+
+    /// Runs `work` as a turn: see the module's documentation. Entries `work` stores with
+    /// [`GroupWriter::write_in_group`] are written into the group and left there when
+    /// others are queued (returned as [`Staged`]); otherwise the group is committed before
+    /// this returns. `announced`: this thread called [`GroupWriter::announce`] for it.
+    pub fn turn(
+        self: &Arc<Self>,
+        announced: bool,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Arc<dyn StagedEntries>>> {
+        let waiting = if announced {
+            &self.announced
+        } else {
+            &self.queued
+        };
+        if !announced {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+        }
+        let locked = self.lock();
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        let mut writer = locked?;
+        writer.turn = true;
+        writer.staged_in_turn = false;
+        drop(writer);
+        let holder = TurnHolder::take(self);
+        let worked = work();
+        let mut writer = holder.end();
+        let staged = std::mem::take(&mut writer.staged_in_turn);
+        let queued = self.company_for_turns();
+        let Some(group) = writer.open.as_ref() else {
+            return worked.map(|()| None); // nothing open: what was stored is committed
+        };
+        let full = group.members >= MAX_GROUP;
+        if staged && worked.is_ok() && queued > 0 && !full {
+            return Ok(Some(Arc::new(Staged {
+                writer: self.clone(),
+                outcome: group.outcome.clone(),
+            })));
+        }
+        // Rows of a turn that failed after storing them are committed now, so that they
+        // are never left staged with nobody knowing of them. A group of others' rows only
+        // is left to the queued threads.
+        if staged || queued == 0 || full {
+            let committed = writer.commit_group();
+            return worked.and(committed).map(|()| None);
+        }
+        worked.map(|()| None)
     }
 
     /// The writer for a change of its own (or a read that must see the newest state): an
@@ -148,10 +307,14 @@ impl GroupWriter {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// The writer if it is idle right now (not locked, no group open), to read on.
+    /// The writer if it is idle right now (not locked, no group open, no turn), to read on;
+    /// or, in this thread's turn, the writer with the open group (whose rows the reads see).
     pub fn try_idle(&self) -> Result<Option<Exclusive<'_>>> {
+        if self.in_turn() {
+            return self.lock().map(|writer| Some(Exclusive(writer)));
+        }
         match self.writer.try_lock() {
-            Ok(writer) if writer.open.is_none() => Ok(Some(Exclusive(writer))),
+            Ok(writer) if writer.open.is_none() && !writer.turn => Ok(Some(Exclusive(writer))),
             Ok(_) | Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Poisoned(_)) => {
                 Err(Error::Internal("sqlite connection lock poisoned".into()))
@@ -161,7 +324,11 @@ impl GroupWriter {
 
     /// Runs `write` (one entry's rows) in the group transaction and returns once they are
     /// durable, or with the error that undid them.
+    /// In a turn, the rows are only written into the group (see [`GroupWriter::turn`]).
     pub fn write_in_group(&self, write: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
+        if self.in_turn() {
+            return self.lock()?.stage(write);
+        }
         self.queued.fetch_add(1, Ordering::AcqRel);
         let locked = self.lock();
         self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -190,11 +357,104 @@ impl GroupWriter {
         }
         let outcome = group.outcome.clone();
         drop(writer);
-        outcome.wait(|| self.writer.is_poisoned())
+        self.wait_for_commit(&outcome)
+    }
+
+    /// Waits for the commit of `outcome`'s group: at most [`SETTLE_AFTER`] for company,
+    /// then it is committed now.
+    fn wait_for_commit(&self, outcome: &Arc<Outcome>) -> Result<()> {
+        let limit = Duration::from_millis(self.settle_after_ms.load(Ordering::Relaxed));
+        match outcome.wait_for(limit, || self.writer.is_poisoned()) {
+            Some(ended) => ended,
+            None => self.settle(outcome),
+        }
+    }
+
+    /// Commits `outcome`'s group now unless it has ended; returns how it ended.
+    fn settle(&self, outcome: &Arc<Outcome>) -> Result<()> {
+        if let Some(ended) = outcome.ended() {
+            return ended;
+        }
+        let mut writer = self.lock()?;
+        let still_open = writer
+            .open
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(&g.outcome, outcome));
+        if still_open {
+            let _ = writer.commit_group(); // published to every member, this one too
+        }
+        // A group leaves the writer only through `commit_group` or a rollback, both of
+        // which publish how it ended while holding the writer.
+        outcome.ended().unwrap_or_else(|| {
+            Err(Error::Internal(
+                "sqlite: a shared commit ended unreported".into(),
+            ))
+        })
+    }
+}
+
+/// This thread's hold on a turn; ends it when dropped (also if the turn's work panics: the
+/// open group is then rolled back, so that no half-written rows are committed).
+struct TurnHolder<'a> {
+    writer: &'a GroupWriter,
+    before: usize,
+}
+
+impl<'a> TurnHolder<'a> {
+    fn take(writer: &'a GroupWriter) -> TurnHolder<'a> {
+        let before = TURN_OF.with(|t| t.replace(writer as *const GroupWriter as usize));
+        TurnHolder { writer, before }
+    }
+
+    /// Ends the turn and returns the writer, still locked.
+    fn end(self) -> MutexGuard<'a, Writer> {
+        let writer = self.release();
+        std::mem::forget(self);
+        writer
+    }
+
+    fn release(&self) -> MutexGuard<'a, Writer> {
+        TURN_OF.with(|t| t.set(self.before));
+        let mut writer = self.writer.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.turn = false;
+        self.writer.turn_ended.notify_all();
+        writer
+    }
+}
+
+impl Drop for TurnHolder<'_> {
+    fn drop(&mut self) {
+        let mut writer = self.release();
+        if writer.open.is_some() {
+            let group = writer.open.take().expect("checked");
+            if !writer.conn.is_autocommit() {
+                let _ = writer.run("ROLLBACK");
+            }
+            group.outcome.publish(&Err(Error::Internal(
+                "sqlite: a commit sharing this transaction panicked; it was rolled back".into(),
+            )));
+        }
     }
 }
 
 impl Writer {
+    /// Writes `write`'s rows into the group (beginning it if none is open) for a turn.
+    fn stage(&mut self, write: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
+        if self.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
+            let _ = self.commit_group(); // its members get the outcome
+        }
+        if self.open.is_some() {
+            self.write_as_member(write)?;
+        } else {
+            self.begin_with(write)?;
+        }
+        if let Some(group) = self.open.as_mut() {
+            group.members += 1;
+            self.staged_in_turn = true;
+        }
+        Ok(())
+    }
+
     fn run(&self, sql: &str) -> Result<()> {
         self.conn
             .prepare_cached(sql)

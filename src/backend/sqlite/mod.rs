@@ -20,18 +20,21 @@
 
 mod group;
 mod readers;
+#[cfg(test)]
+mod turn_tests;
 mod vfs;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Staged, StateWrite};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 use group::{Exclusive, GroupWriter};
@@ -155,7 +158,7 @@ fn in_transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
     /// The one connection that writes, shared by concurrent commits ([`group`]).
-    writer: GroupWriter,
+    writer: Arc<GroupWriter>,
     readers: Readers,
 }
 
@@ -210,7 +213,7 @@ impl SqliteBackend {
         tune(&conn)?;
         check_or_create_schema(&conn, path)?;
         Ok(SqliteBackend {
-            writer: GroupWriter::new(conn),
+            writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
         })
     }
@@ -499,6 +502,22 @@ impl Backend for SqliteBackend {
         self.writer.write_in_group(|conn| write_entry(conn, w))
     }
 
+    fn write_turn(
+        &self,
+        announced: bool,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Arc<dyn Staged>>> {
+        self.writer.turn(announced, work)
+    }
+
+    fn announce_write(&self) {
+        self.writer.announce();
+    }
+
+    fn withdraw_write(&self) {
+        self.writer.withdraw();
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
         Ok(self.entry_row(id)?.map(|(_, bytes)| bytes))
     }
@@ -527,9 +546,12 @@ impl Backend for SqliteBackend {
         let conn = self.reader()?;
         // One read transaction, so the rows and their recorded count come from the same
         // snapshot: a commit landing between two autocommit reads would look like a
-        // missing row.
-        let snapshot = conn.unchecked_transaction().map_err(sql_error)?;
-        let mut stmt = snapshot
+        // missing row. (In a commit's turn, the writer may be in the open group already.)
+        let snapshot = match conn.is_autocommit() {
+            true => Some(conn.unchecked_transaction().map_err(sql_error)?),
+            false => None,
+        };
+        let mut stmt = conn
             .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
             .map_err(sql_error)?;
         let rows = stmt
@@ -544,8 +566,10 @@ impl Backend for SqliteBackend {
             out.push((key, cell));
         }
         drop(stmt);
-        let recorded = recorded_rows(&snapshot, db, store)?.unwrap_or(0);
-        snapshot.finish().map_err(sql_error)?;
+        let recorded = recorded_rows(&conn, db, store)?.unwrap_or(0);
+        if let Some(snapshot) = snapshot {
+            snapshot.finish().map_err(sql_error)?;
+        }
         rows::verify_row_count(store, recorded, out.len())?;
         Ok(out)
     }
@@ -1098,7 +1122,7 @@ mod tests {
         }
     }
 
-    fn put(
+    pub(super) fn put(
         backend: &SqliteBackend,
         db: EntryId,
         n: u8,
@@ -1237,7 +1261,7 @@ mod tests {
     }
 
     /// Commits in the WAL (frames that end a transaction), counted since it was last reset.
-    fn wal_commits(path: &Path) -> usize {
+    pub(super) fn wal_commits(path: &Path) -> usize {
         let wal = std::fs::read(format!("{}-wal", path.display())).unwrap_or_default();
         if wal.len() < 32 {
             return 0;

@@ -1,0 +1,154 @@
+//! Write turns ([`super::group`]): rows a turn leaves staged are read by later turns and by
+//! nobody else, and every way a staged commit ends.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::group::SETTLE_AFTER;
+use super::tests::{put, remove, temp_file, wal_commits};
+use super::SqliteBackend;
+use crate::backend::Backend;
+use crate::entry::EntryId;
+use crate::error::Error;
+
+/// A new file holding the root of [`db`], committed.
+fn open() -> (PathBuf, SqliteBackend) {
+    let path = temp_file();
+    let backend = SqliteBackend::open(&path).unwrap();
+    put(&backend, db(), 0, 0, &[]);
+    (path, backend)
+}
+
+/// The database the tests store in; its entry `n` is [`entry`] `n`.
+fn db() -> EntryId {
+    EntryId::from_bytes([9; 32])
+}
+
+fn entry(n: u8) -> EntryId {
+    EntryId::from_bytes([n; 32])
+}
+
+/// Stores entry `n` of [`db`] on top of entry `n - 1` in a turn of its own, with another
+/// thread announced (left so: its turn never comes) so that the rows stay staged.
+fn staged_turn(backend: &SqliteBackend, n: u8) -> std::sync::Arc<dyn crate::backend::Staged> {
+    let parent = if n == 1 { db() } else { entry(n - 1) };
+    backend.announce_write();
+    backend
+        .write_turn(false, &mut || {
+            put(backend, db(), n, u64::from(n), &[parent]);
+            Ok(())
+        })
+        .unwrap()
+        .expect("another thread is announced: the rows stay staged")
+}
+
+#[test]
+fn a_turn_reads_what_earlier_turns_staged_and_nobody_else_does() {
+    let (path, backend) = open();
+    let commits = wal_commits(&path);
+    let first = staged_turn(&backend, 1);
+    assert!(first.settled().is_none());
+    // Outside a turn (here, or on any other thread) only committed rows are read.
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(db(), 0)]);
+    assert_eq!(wal_commits(&path), commits);
+
+    // The announced thread's turn: reads on the writer, inside the open group.
+    let second = backend
+        .write_turn(true, &mut || {
+            assert_eq!(backend.tips(&db())?, vec![(entry(1), 1)]);
+            assert_eq!(backend.get_entry(&entry(1))?, Some(vec![1]));
+            assert!(backend.cells(&db(), "s")?.is_empty()); // no transaction begun in it
+            put(&backend, db(), 2, 2, &[entry(1)]);
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        second.is_none(),
+        "nobody else on the way: committed as the turn ended"
+    );
+    assert!(matches!(first.settled(), Some(Ok(()))));
+    assert_eq!(
+        wal_commits(&path),
+        commits + 1,
+        "both turns' entries in one commit"
+    );
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(2), 2)]);
+    drop(backend);
+    remove(&path);
+}
+
+#[test]
+fn a_withdrawn_announcement_commits_the_group_left_open_for_it() {
+    let (path, backend) = open();
+    let staged = staged_turn(&backend, 1);
+    backend.withdraw_write();
+    assert!(matches!(staged.settled(), Some(Ok(()))));
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    drop(backend);
+    remove(&path);
+}
+
+#[test]
+fn a_staged_commit_nobody_joins_commits_itself_after_a_while() {
+    let (path, backend) = open();
+    let staged = staged_turn(&backend, 1);
+    let waited = Instant::now();
+    staged.wait().unwrap(); // the announced thread never comes
+    assert!(waited.elapsed() >= SETTLE_AFTER);
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    backend.withdraw_write(); // nothing open: nothing to do
+    drop(backend);
+    remove(&path);
+}
+
+#[test]
+fn settling_a_staged_commit_commits_its_group_at_once() {
+    let (path, backend) = open();
+    let staged = staged_turn(&backend, 1);
+    staged.settle_now().unwrap();
+    assert!(matches!(staged.settled(), Some(Ok(()))));
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    backend.withdraw_write();
+    drop(backend);
+    remove(&path);
+}
+
+#[test]
+fn a_turn_failing_after_it_stored_commits_what_it_stored() {
+    let (path, backend) = open();
+    backend.announce_write();
+    let failed = backend.write_turn(false, &mut || {
+        put(&backend, db(), 1, 1, &[db()]);
+        Err(Error::invalid("a later step failed"))
+    });
+    assert!(matches!(failed, Err(Error::InvalidArgument(_))));
+    // Never left staged with nobody to wait for it.
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    backend.withdraw_write();
+    drop(backend);
+    remove(&path);
+}
+
+#[test]
+fn a_panic_in_a_turn_rolls_its_group_back_and_frees_the_writer() {
+    let (path, backend) = open();
+    let first = staged_turn(&backend, 1);
+    backend.announce_write();
+    let panicked = catch_unwind(AssertUnwindSafe(|| {
+        backend.write_turn(true, &mut || {
+            put(&backend, db(), 2, 2, &[entry(1)]);
+            panic!("a bug in the turn's work");
+        })
+    }));
+    assert!(panicked.is_err());
+    assert!(matches!(first.settled(), Some(Err(Error::Storage(_)))));
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(db(), 0)]);
+    assert_eq!(backend.get_entry(&entry(1)).unwrap(), None);
+    // The writer is free and no turn is left behind: a plain store commits at once.
+    backend.withdraw_write();
+    put(&backend, db(), 1, 1, &[db()]);
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    drop(backend);
+    remove(&path);
+}
