@@ -361,8 +361,9 @@ static uint64_t concurrent_run(mnemo_database **dbs, size_t ndbs, size_t threads
 
 /* Durable commits from CONCURRENT_THREADS threads at once against one thread making as many
  * commits alone, in alternating rounds so noise falls on both: once with a database per
- * thread, once with every thread on one database (whose commits take turns: each one's
- * parents are the commit before it). The aggregate rate is what group commit raises. */
+ * thread, once with every thread on one database (each commit's parent is the commit
+ * before it, which may still be waiting in the shared transaction). The aggregate rate is
+ * what group commit raises. */
 static void concurrent_commits(const char *backend, mnemo_user *user) {
     enum { ROUNDS = 3 };
     size_t per_thread = cfg.quick ? 25 : 250, total = per_thread * CONCURRENT_THREADS;

@@ -10,12 +10,13 @@ use super::authority::{self, Level};
 use super::discards::{self, DiscardIndex};
 use super::documents;
 use super::events::Events;
+use super::notice_order::NoticeOrder;
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
 use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
-use crate::backend::{Backend, Cell, EntryMeta, EntryWrite};
+use crate::backend::{Backend, Cell, EntryMeta, EntryWrite, Staged};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
@@ -89,6 +90,45 @@ pub struct DatabaseCore {
     /// Set (under `write_lock`) once the database was forgotten on this instance: this core
     /// then refuses everything with [`Error::NotFound`].
     forgotten: AtomicBool,
+    /// The newest local commit, if its write turn left it staged (stored, not yet durable;
+    /// see [`Backend::write_turn`]): the next commit builds on it within the writer's turn,
+    /// anything else makes it durable first. Taken after `write_lock`.
+    staged: Mutex<Option<Arc<dyn Staged>>>,
+    /// Announces changes to `subscribers` in the order they were made.
+    notices: NoticeOrder,
+}
+
+/// This thread on its way to a write turn (see [`Backend::announce_write`]); withdrawn
+/// unless the turn is taken.
+struct WriteIntent<'a> {
+    backend: &'a dyn Backend,
+    taken: bool,
+}
+
+impl<'a> WriteIntent<'a> {
+    fn announce(backend: &'a dyn Backend) -> Self {
+        backend.announce_write();
+        WriteIntent {
+            backend,
+            taken: false,
+        }
+    }
+
+    fn take_turn(
+        mut self,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Arc<dyn Staged>>> {
+        self.taken = true;
+        self.backend.write_turn(true, work)
+    }
+}
+
+impl Drop for WriteIntent<'_> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.backend.withdraw_write();
+        }
+    }
 }
 
 impl DatabaseCore {
@@ -111,6 +151,8 @@ impl DatabaseCore {
             notifier,
             document_stores: Mutex::new(None),
             forgotten: AtomicBool::new(false),
+            staged: Mutex::new(None),
+            notices: NoticeOrder::default(),
         }
     }
 
@@ -123,10 +165,40 @@ impl DatabaseCore {
         &*self.backend
     }
 
+    /// The write lock, with a staged commit made durable first: for changes and checks
+    /// that read through the backend's ordinary reads.
     fn lock(&self) -> Result<MutexGuard<'_, ()>> {
+        let guard = self.commit_lock()?;
+        let staged = self.staged_commit().take();
+        if let Some(staged) = staged {
+            if staged.settle_now().is_err() {
+                self.forget_derived_state();
+            }
+        }
+        Ok(guard)
+    }
+
+    /// The write lock alone, a staged commit left as it is (see [`DatabaseCore::commit`]).
+    fn commit_lock(&self) -> Result<MutexGuard<'_, ()>> {
         self.write_lock
             .lock()
             .map_err(|_| Error::Internal("database lock poisoned".into()))
+    }
+
+    fn staged_commit(&self) -> MutexGuard<'_, Option<Arc<dyn Staged>>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops what is kept in memory of the stored state (loaded again from storage at next
+    /// use): after a staged commit failed, it may include that commit's effects.
+    fn forget_derived_state(&self) {
+        *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .document_stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.settings.clear();
+        self.settings_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
@@ -346,45 +418,101 @@ impl DatabaseCore {
     }
 
     /// Signs (as `author`, through `keys`) and stores a local commit of `ops` on top of the
-    /// current tips.
+    /// current tips; returns once it is durable.
+    ///
+    /// The commit runs in a write turn of the backend (see [`Backend::write_turn`]) and
+    /// lets go of the database before waiting for durability, so that concurrent commits
+    /// to one database can share a storage commit. When the previous commit of this
+    /// database is still staged, this one reads, plans and signs inside its turn (where
+    /// that commit's rows are seen); otherwise it does so before, and the turn only stores.
     pub fn commit(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<EntryId> {
         keys.ensure_usable()?;
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
-        let id = {
-            let _guard = self.lock()?;
-            self.ensure_kept()?;
-            let tips = self.tip_metas()?;
-            let plan = self.plan(&tips, &author, &ops)?;
-            let parents = tips.into_iter().map(|(id, _)| id).collect();
-            let content = EntryContent {
-                db: Some(self.id),
-                parents,
-                height: plan.meta.height,
-                ops,
-                author,
-            };
-            let entry = content.sign(keys)?;
-            // On top of every stored entry: nothing it lowers can be concurrent with it.
-            self.apply(&entry, plan.meta, false)?;
-            if !plan.lowers.is_empty() {
-                let mut discards = self.discard_index()?;
-                for (key, level) in plan.lowers {
-                    discards.add_lowering(key, entry.id(), entry.content().height, level);
-                }
+        let intent = WriteIntent::announce(&*self.backend);
+        let guard = self.commit_lock()?;
+        let ticket = self.notices.ticket();
+        self.ensure_kept()?;
+        let earlier = self.staged_commit().clone();
+        let earlier_failed = || {
+            if earlier
+                .as_ref()
+                .is_some_and(|e| matches!(e.settled(), Some(Err(_))))
+            {
+                self.forget_derived_state();
             }
-            entry.id()
         };
-        self.subscribers.notify(
-            &self.notifier,
-            Change {
+        // When the previous commit is staged, this one must read it: it is made in its turn.
+        let builds_on_staged = earlier.as_ref().is_some_and(|e| e.settled().is_none());
+        let mut ops = Some(ops);
+        let mut made_before = None;
+        if !builds_on_staged {
+            earlier_failed();
+            let ops = ops.take().expect("taken once");
+            made_before = Some(self.make_entry(ops, author, keys)?);
+        }
+        let mut made = None;
+        let staged = intent.take_turn(&mut || {
+            let (entry, plan) = match made_before.take() {
+                Some(made_before) => made_before,
+                None => {
+                    earlier_failed();
+                    let ops = ops.take().expect("taken once");
+                    self.make_entry(ops, author, keys)?
+                }
+            };
+            made = Some((entry.id(), plan.meta.changes_settings));
+            self.store_local(&entry, plan)
+        })?;
+        *self.staged_commit() = staged.clone();
+        drop(guard);
+        if let Some(staged) = staged {
+            staged.wait()?;
+        }
+        let (id, changes_settings) = made.expect("made by the turn that succeeded");
+        if changes_settings {
+            // Read permissions cached against the previous generation are checked again
+            // now that the change is durable (and so seen by the reads that check them).
+            self.settings_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        ticket.announce(|| {
+            let change = Change {
                 db: self.id,
                 entry: id,
                 remote: false,
-            },
-        );
+            };
+            self.subscribers.notify(&self.notifier, change);
+        });
         Ok(id)
+    }
+
+    /// A local commit of `ops` on top of the current tips, signed, with its plan.
+    fn make_entry(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<(Entry, Plan)> {
+        let tips = self.tip_metas()?;
+        let plan = self.plan(&tips, &author, &ops)?;
+        let parents = tips.into_iter().map(|(id, _)| id).collect();
+        let content = EntryContent {
+            db: Some(self.id),
+            parents,
+            height: plan.meta.height,
+            ops,
+            author,
+        };
+        Ok((content.sign(keys)?, plan))
+    }
+
+    /// Stores a local commit made by [`DatabaseCore::make_entry`].
+    fn store_local(&self, entry: &Entry, plan: Plan) -> Result<()> {
+        // On top of every stored entry: nothing it lowers can be concurrent with it.
+        self.apply(entry, plan.meta, false)?;
+        if !plan.lowers.is_empty() {
+            let mut discards = self.discard_index()?;
+            for (key, level) in plan.lowers {
+                discards.add_lowering(key, entry.id(), entry.content().height, level);
+            }
+        }
+        Ok(())
     }
 
     /// Takes an entry from elsewhere (already decoded, so its signature verified). It is
@@ -404,12 +532,12 @@ impl DatabaseCore {
                 });
             }
             self.store_root(&entry)?;
+            self.announce_remote(&[entry.id()]);
             let mut received = Received {
                 applied: vec![entry.id()],
                 ..Received::default()
             };
             self.release_waiting(entry.id(), &mut received)?;
-            self.notify_remote(&received);
             return Ok(received);
         }
         let mut received = Received::default();
@@ -441,24 +569,26 @@ impl DatabaseCore {
                 Outcome::Applied => received.applied.push(id),
                 Outcome::Discarded => received.discarded.push(id),
             }
+            self.announce_remote(&received.applied);
             drop(guard);
             self.release_waiting(id, &mut received)?;
         }
-        self.notify_remote(&received);
         Ok(received)
     }
 
-    fn notify_remote(&self, received: &Received) {
-        for id in &received.applied {
-            self.subscribers.notify(
-                &self.notifier,
-                Change {
+    /// Announces entries received from elsewhere, after every change made before them.
+    /// Callers hold the write lock (or have just stored a root).
+    fn announce_remote(&self, applied: &[EntryId]) {
+        self.notices.ticket().announce(|| {
+            for id in applied {
+                let change = Change {
                     db: self.id,
                     entry: *id,
                     remote: true,
-                },
-            );
-        }
+                };
+                self.subscribers.notify(&self.notifier, change);
+            }
+        });
     }
 
     fn missing_parents(&self, parents: &[EntryId]) -> Result<Vec<EntryId>> {
@@ -605,6 +735,14 @@ impl DatabaseCore {
     /// Applies the waiting entries that `arrived` completes, transitively.
     fn release_waiting(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
         let _guard = self.lock()?;
+        let announced = received.applied.len();
+        let released = self.apply_released(arrived, received);
+        self.announce_remote(&received.applied[announced..]);
+        released
+    }
+
+    /// [`DatabaseCore::release_waiting`]'s work, under the write lock.
+    fn apply_released(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
         let mut ready = vec![arrived];
         while let Some(parent) = ready.pop() {
             let children = self.waiting().children_of(&parent);

@@ -8,10 +8,13 @@ mod events;
 mod generated_keys;
 mod history;
 mod names;
+mod notice_order;
 mod registry;
 mod scan;
 pub mod settings;
 mod settings_cache;
+#[cfg(test)]
+mod staged_tests;
 mod subscribe;
 mod table;
 mod transaction;

@@ -126,3 +126,78 @@ def test_concurrent_durable_commits_to_a_sqlite_file_all_survive(tmp_path) -> No
             ]
             db.close()
         user.logout()
+
+
+def test_concurrent_durable_commits_to_one_sqlite_database_build_one_history(tmp_path) -> None:
+    """Eight threads committing at once to one database of a SQLite instance, while another
+    reads it. Their commits share transactions, so each builds on the one before it while
+    that one may not be durable yet: every commit still has the previous one as its parent
+    (one tip, every height once), every write is there, and after a reopen too."""
+    url = f"sqlite:{tmp_path / 'one.db'}"
+    writers, per_thread = 8, 20
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("writer")
+        user = inst.login("writer")
+        db = user.create_db("shared")
+        db.set("docs", "shared", {})
+        db_id = db.id
+        events = db.watch()
+        errors: list[BaseException] = []
+        start = threading.Barrier(writers + 2)
+        writing = threading.Event()
+        writing.set()
+
+        def commit(n: int) -> None:
+            try:
+                start.wait()
+                for i in range(per_thread):
+                    db.set("s", f"k{n}-{i}", [n, i])
+                    db.set_path("docs", "shared", f"/t{n}", i)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        def read() -> None:
+            try:
+                start.wait()
+                while writing.is_set():
+                    assert len(db.tips()) == 1
+                    assert isinstance(db.get("docs", "shared"), dict)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=commit, args=(n,)) for n in range(writers)]
+        reader = threading.Thread(target=read)
+        for t in [*threads, reader]:
+            t.start()
+        start.wait()
+        for t in threads:
+            t.join()
+        writing.clear()
+        reader.join()
+        assert not errors
+        changes = db.history("docs", "shared")
+        assert len(changes) == 1 + writers * per_thread
+        assert len({c["height"] for c in changes}) == len(changes)
+        assert len(db.tips()) == 1
+        # Every change was announced once, in the order of the history.
+        heights = {c["entry"]: c["height"] for c in changes}
+        for n in range(writers):
+            for i in range(per_thread):
+                heights.update((c["entry"], c["height"]) for c in db.history("s", f"k{n}-{i}"))
+        announced = [heights[e["entry"]] for e in iter(lambda: events.next(0), None)]
+        assert announced == sorted(heights.values())[1:]
+        events.close()
+        db.verify()
+        db.close()
+        user.logout()
+    with mnemo.Instance.open(url) as inst:
+        user = inst.login("writer")
+        db = user.load_db(db_id)
+        assert db.get("docs", "shared") == {f"t{n}": per_thread - 1 for n in range(writers)}
+        assert all(
+            db.get("s", f"k{n}-{i}") == [n, i] for n in range(writers) for i in range(per_thread)
+        )
+        assert len(db.tips()) == 1
+        db.verify()
+        db.close()
+        user.logout()

@@ -301,6 +301,13 @@ impl GroupWriter {
         Ok(Exclusive(writer))
     }
 
+    /// Sets how long a staged commit waits for company (for tests that keep one staged).
+    #[cfg(test)]
+    pub fn set_settle_after(&self, limit: Duration) {
+        self.settle_after_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Threads queued for the writer to store an entry (for tests that line them up).
     #[cfg(test)]
     pub fn queued(&self) -> usize {

@@ -240,6 +240,13 @@ impl SqliteBackend {
         }
     }
 
+    /// Sets how long a staged commit waits for company before committing its group itself
+    /// (for tests that keep a commit staged).
+    #[cfg(test)]
+    pub(crate) fn set_settle_after(&self, limit: std::time::Duration) {
+        self.writer.set_settle_after(limit);
+    }
+
     /// The writer connection for a change of its own (no group transaction open on it).
     fn writer(&self) -> Result<Exclusive<'_>> {
         self.writer.exclusive()
