@@ -27,6 +27,8 @@ struct Line {
     done_below: u64,
     /// Tickets done out of turn (at or above `done_below`).
     done_early: BTreeSet<u64>,
+    /// Tickets waiting for their turn (the lone commit's case, none, needs no wake-up).
+    waiting: usize,
 }
 
 impl Line {
@@ -59,6 +61,14 @@ impl NoticeOrder {
     fn line(&self) -> MutexGuard<'_, Line> {
         self.line.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Marks ticket `number` done and wakes the tickets waiting, if any.
+    fn done(&self, mut line: MutexGuard<'_, Line>, number: u64) {
+        line.done(number);
+        if line.waiting > 0 {
+            self.moved.notify_all();
+        }
+    }
 }
 
 /// A place in line. Dropped unused (its change was not made), it gives its place up at once.
@@ -80,25 +90,25 @@ impl Ticket<'_> {
             if left.is_zero() {
                 break;
             }
+            line.waiting += 1;
             line = self
                 .order
                 .moved
                 .wait_timeout(line, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            line.waiting -= 1;
         }
         // Announced under the line's lock: the next ticket cannot slip in between.
         announce();
-        line.done(self.number);
-        self.order.moved.notify_all();
+        self.order.done(line, self.number);
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.used {
-            self.order.line().done(self.number);
-            self.order.moved.notify_all();
+            self.order.done(self.order.line(), self.number);
         }
     }
 }
