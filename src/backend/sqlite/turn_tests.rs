@@ -12,12 +12,21 @@ use crate::backend::Backend;
 use crate::entry::EntryId;
 use crate::error::Error;
 
+/// A SQLite file, removed with its companions when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        remove(&self.0);
+    }
+}
+
 /// A new file holding the root of [`db`], committed.
-fn open() -> (PathBuf, SqliteBackend) {
-    let path = temp_file();
-    let backend = SqliteBackend::open(&path).unwrap();
+fn open() -> (TempFile, SqliteBackend) {
+    let file = TempFile(temp_file());
+    let backend = SqliteBackend::open(&file.0).unwrap();
     put(&backend, db(), 0, 0, &[]);
-    (path, backend)
+    (file, backend)
 }
 
 /// The database the tests store in; its entry `n` is [`entry`] `n`.
@@ -45,13 +54,13 @@ fn staged_turn(backend: &SqliteBackend, n: u8) -> std::sync::Arc<dyn crate::back
 
 #[test]
 fn a_turn_reads_what_earlier_turns_staged_and_nobody_else_does() {
-    let (path, backend) = open();
-    let commits = wal_commits(&path);
+    let (file, backend) = open();
+    let commits = wal_commits(&file.0);
     let first = staged_turn(&backend, 1);
     assert!(first.settled().is_none());
     // Outside a turn (here, or on any other thread) only committed rows are read.
     assert_eq!(backend.tips(&db()).unwrap(), vec![(db(), 0)]);
-    assert_eq!(wal_commits(&path), commits);
+    assert_eq!(wal_commits(&file.0), commits);
 
     // The announced thread's turn: reads on the writer, inside the open group.
     let second = backend
@@ -69,54 +78,46 @@ fn a_turn_reads_what_earlier_turns_staged_and_nobody_else_does() {
     );
     assert!(matches!(first.settled(), Some(Ok(()))));
     assert_eq!(
-        wal_commits(&path),
+        wal_commits(&file.0),
         commits + 1,
         "both turns' entries in one commit"
     );
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(2), 2)]);
-    drop(backend);
-    remove(&path);
 }
 
 #[test]
 fn a_withdrawn_announcement_commits_the_group_left_open_for_it() {
-    let (path, backend) = open();
+    let (_file, backend) = open();
     let staged = staged_turn(&backend, 1);
     backend.withdraw_write();
     assert!(matches!(staged.settled(), Some(Ok(()))));
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
-    drop(backend);
-    remove(&path);
 }
 
 #[test]
 fn a_staged_commit_nobody_joins_commits_itself_after_a_while() {
-    let (path, backend) = open();
+    let (_file, backend) = open();
     let staged = staged_turn(&backend, 1);
     let waited = Instant::now();
     staged.wait().unwrap(); // the announced thread never comes
     assert!(waited.elapsed() >= SETTLE_AFTER);
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
     backend.withdraw_write(); // nothing open: nothing to do
-    drop(backend);
-    remove(&path);
 }
 
 #[test]
 fn settling_a_staged_commit_commits_its_group_at_once() {
-    let (path, backend) = open();
+    let (_file, backend) = open();
     let staged = staged_turn(&backend, 1);
     staged.settle_now().unwrap();
     assert!(matches!(staged.settled(), Some(Ok(()))));
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
     backend.withdraw_write();
-    drop(backend);
-    remove(&path);
 }
 
 #[test]
 fn a_turn_failing_after_it_stored_commits_what_it_stored() {
-    let (path, backend) = open();
+    let (_file, backend) = open();
     backend.announce_write();
     let failed = backend.write_turn(false, &mut || {
         put(&backend, db(), 1, 1, &[db()]);
@@ -126,13 +127,11 @@ fn a_turn_failing_after_it_stored_commits_what_it_stored() {
     // Never left staged with nobody to wait for it.
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
     backend.withdraw_write();
-    drop(backend);
-    remove(&path);
 }
 
 #[test]
 fn a_panic_in_a_turn_rolls_its_group_back_and_frees_the_writer() {
-    let (path, backend) = open();
+    let (_file, backend) = open();
     let first = staged_turn(&backend, 1);
     backend.announce_write();
     let panicked = catch_unwind(AssertUnwindSafe(|| {
@@ -149,6 +148,4 @@ fn a_panic_in_a_turn_rolls_its_group_back_and_frees_the_writer() {
     backend.withdraw_write();
     put(&backend, db(), 1, 1, &[db()]);
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
-    drop(backend);
-    remove(&path);
 }
