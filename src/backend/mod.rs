@@ -122,10 +122,9 @@ pub trait Backend: Send + Sync {
     /// commits) runs `work`, whose stores are durable when they return.
     fn write_turn(
         &self,
-        announced: bool,
+        _announced: bool,
         work: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<Arc<dyn Staged>>> {
-        let _ = announced;
         work().map(|()| None)
     }
     /// Tells the writer that this thread is on its way to a [`Backend::write_turn`] (it

@@ -14,12 +14,12 @@
 //! A commit can also take a **turn** ([`GroupWriter::turn`]): the writer is its thread's
 //! alone, without its mutex being held, while the commit writes its rows and, if it must,
 //! reads what it builds on; its reads ([`GroupWriter::in_turn`]) run on the writer, inside
-//! the open group, so they see rows staged by earlier turns that are not durable yet. A turn that
-//! ends with others queued leaves its rows staged ([`Staged`]) and its caller waits for them
-//! after letting go of its database, so the next commit to the same database can join the
-//! group. Threads on their way to a turn (waiting for a database's lock) count as company
-//! for turns ([`GroupWriter::announce`]), but not for other writes: those wait for their
-//! commit while their caller may hold the very lock such a thread waits for.
+//! the open group, so they see rows staged by earlier turns that are not durable yet. A
+//! turn that ends with others queued leaves its rows staged ([`Staged`]) and its caller
+//! waits for them after letting go of its database, so the next commit to the same database
+//! can join the group. Threads on their way to a turn (waiting for a database's lock) count
+//! as company for turns ([`GroupWriter::announce`]), but not for other writes: those wait
+//! for their commit while their caller may hold the very lock such a thread waits for.
 //!
 //! Whoever waits for a group's commit waits at most [`SETTLE_AFTER`] for company, then
 //! commits the group itself, so a thread that never comes delays others, never stops them.

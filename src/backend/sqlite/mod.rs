@@ -308,7 +308,8 @@ impl SqliteBackend {
         ))
     }
 
-    /// A connection to read with: the writer if it is idle, else a pooled reader.
+    /// A connection to read with: the writer if it is idle (or in this thread's write turn,
+    /// where reads see what is staged), else a pooled reader.
     fn reader(&self) -> Result<ReadConnection<'_>> {
         match self.writer.try_idle()? {
             Some(idle) => Ok(ReadConnection::Writer(idle)),
@@ -554,9 +555,10 @@ impl Backend for SqliteBackend {
         // One read transaction, so the rows and their recorded count come from the same
         // snapshot: a commit landing between two autocommit reads would look like a
         // missing row. (In a commit's turn, the writer may be in the open group already.)
-        let snapshot = match conn.is_autocommit() {
-            true => Some(conn.unchecked_transaction().map_err(sql_error)?),
-            false => None,
+        let snapshot = if conn.is_autocommit() {
+            Some(conn.unchecked_transaction().map_err(sql_error)?)
+        } else {
+            None
         };
         let mut stmt = conn
             .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
