@@ -98,11 +98,11 @@ pub struct DatabaseCore {
     notices: NoticeOrder,
 }
 
-/// This thread on its way to a write turn (see [`Backend::announce_write`]); withdrawn
-/// unless the turn is taken.
+/// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
+/// until it takes the turn or withdraws; withdrawn if dropped meanwhile.
 struct WriteIntent<'a> {
     backend: &'a dyn Backend,
-    taken: bool,
+    announced: bool,
 }
 
 impl<'a> WriteIntent<'a> {
@@ -110,7 +110,14 @@ impl<'a> WriteIntent<'a> {
         backend.announce_write();
         WriteIntent {
             backend,
-            taken: false,
+            announced: true,
+        }
+    }
+
+    /// No longer company for others' turns (the turn is still taken, later).
+    fn withdraw(&mut self) {
+        if std::mem::take(&mut self.announced) {
+            self.backend.withdraw_write();
         }
     }
 
@@ -118,16 +125,14 @@ impl<'a> WriteIntent<'a> {
         mut self,
         work: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<Arc<dyn Staged>>> {
-        self.taken = true;
-        self.backend.write_turn(true, work)
+        let announced = std::mem::take(&mut self.announced);
+        self.backend.write_turn(announced, work)
     }
 }
 
 impl Drop for WriteIntent<'_> {
     fn drop(&mut self) {
-        if !self.taken {
-            self.backend.withdraw_write();
-        }
+        self.withdraw();
     }
 }
 
@@ -430,7 +435,7 @@ impl DatabaseCore {
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
-        let intent = WriteIntent::announce(&*self.backend);
+        let mut intent = WriteIntent::announce(&*self.backend);
         let guard = self.commit_lock()?;
         let ticket = self.notices.ticket();
         self.ensure_kept()?;
@@ -448,6 +453,9 @@ impl DatabaseCore {
         let mut ops = Some(ops);
         let mut made_before = None;
         if !builds_on_staged {
+            // Not company for other commits while it plans and signs (which may take a
+            // while): it queues for the writer once its rows are ready.
+            intent.withdraw();
             earlier_failed();
             let ops = ops.take().expect("taken once");
             made_before = Some(self.make_entry(ops, author, keys)?);
