@@ -253,11 +253,9 @@ impl GroupWriter {
         let waiting = if announced {
             &self.announced
         } else {
+            self.queued.fetch_add(1, Ordering::AcqRel);
             &self.queued
         };
-        if !announced {
-            self.queued.fetch_add(1, Ordering::AcqRel);
-        }
         let locked = self.lock();
         waiting.fetch_sub(1, Ordering::AcqRel);
         let mut writer = locked?;
@@ -334,21 +332,17 @@ impl GroupWriter {
     /// In a turn, the rows are only written into the group (see [`GroupWriter::turn`]).
     pub fn write_in_group(&self, write: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
         if self.in_turn() {
-            return self.lock()?.stage(write);
+            let mut writer = self.lock()?;
+            writer.stage(write)?;
+            writer.staged_in_turn = true;
+            return Ok(());
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
         let locked = self.lock();
         self.queued.fetch_sub(1, Ordering::AcqRel);
         let mut writer = locked?;
-        if writer.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
-            let _ = writer.commit_group(); // its members get the outcome
-        }
-        let written = if writer.open.is_some() {
-            writer.write_as_member(write)
-        } else {
-            writer.begin_with(write)
-        };
-        let Some(group) = writer.open.as_mut() else {
+        let written = writer.stage(write);
+        let Some(group) = writer.open.as_ref() else {
             return written; // an error: nothing of this caller's is left open
         };
         if let Err(e) = written {
@@ -358,7 +352,6 @@ impl GroupWriter {
             }
             return Err(e);
         }
-        group.members += 1;
         if self.queued.load(Ordering::Acquire) == 0 || group.members >= MAX_GROUP {
             return writer.commit_group();
         }
@@ -432,8 +425,7 @@ impl<'a> TurnHolder<'a> {
 impl Drop for TurnHolder<'_> {
     fn drop(&mut self) {
         let mut writer = self.release();
-        if writer.open.is_some() {
-            let group = writer.open.take().expect("checked");
+        if let Some(group) = writer.open.take() {
             if !writer.conn.is_autocommit() {
                 let _ = writer.run("ROLLBACK");
             }
@@ -445,7 +437,9 @@ impl Drop for TurnHolder<'_> {
 }
 
 impl Writer {
-    /// Writes `write`'s rows into the group (beginning it if none is open) for a turn.
+    /// Writes `write`'s rows into the open group as a new member, beginning a group if none
+    /// is open (or the open one is full: it is committed first). On success the group is
+    /// open and holds them; on failure they are undone.
     fn stage(&mut self, write: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
         if self.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
             let _ = self.commit_group(); // its members get the outcome
@@ -457,7 +451,6 @@ impl Writer {
         }
         if let Some(group) = self.open.as_mut() {
             group.members += 1;
-            self.staged_in_turn = true;
         }
         Ok(())
     }
