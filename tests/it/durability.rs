@@ -49,16 +49,25 @@ pub(crate) fn open_user(url: &str) -> (Instance, User, Database) {
         Err(e) => panic!("{e}"),
     }
     let user = inst.login("writer", None).unwrap();
-    let db = match user.find_db("log") {
-        Ok(db) => db,
-        Err(e) if e.is_not_found() => user.create_db("log").unwrap(),
-        Err(e) => panic!("{e}"),
-    };
+    let db = find_or_create_db(&user, "log");
     (inst, user, db)
 }
 
+fn find_or_create_db(user: &User, name: &str) -> Database {
+    match user.find_db(name) {
+        Ok(db) => db,
+        Err(e) if e.is_not_found() => user.create_db(name).unwrap(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Threads of a `threads` child (see [`child_process`]).
+const CRASH_THREADS: usize = 6;
+
 /// Not a test on its own: the body of the child processes the tests below start.
 /// `crash|URL|START` commits keys from START on and prints "ack N" after each;
+/// `threads|URL|ROUND` commits from [`CRASH_THREADS`] threads at once, half of them into
+/// database "log" and half into "side", and prints "ack T N" after thread T's Nth commit;
 /// `users|URL|START` creates users uN (no password) from START on, "ack N" after each;
 /// `write|URL|DB|PREFIX|COUNT` commits COUNT keys into database DB;
 /// `pull|URL|PEER|DB` syncs database DB from the peer at PEER as user "writer";
@@ -80,6 +89,25 @@ fn child_process() {
                 writeln!(out, "ack {i}").unwrap();
                 out.flush().unwrap();
             }
+        }
+        ["threads", url, round] => {
+            let (_inst, user, log) = open_user(url);
+            let side = find_or_create_db(&user, "side");
+            let out = std::sync::Mutex::new(out);
+            std::thread::scope(|scope| {
+                for t in 0..CRASH_THREADS {
+                    let (db, out) = (if t % 2 == 0 { &log } else { &side }, &out);
+                    scope.spawn(move || {
+                        for i in 0.. {
+                            db.set("t", &format!("t{t}-r{round}-{i}"), &i.to_string())
+                                .unwrap();
+                            let mut out = out.lock().unwrap();
+                            writeln!(out, "ack {t} {i}").unwrap();
+                            out.flush().unwrap();
+                        }
+                    });
+                }
+            });
         }
         ["users", url, start] => {
             let inst = Instance::open(mnemo::backend::open(url).unwrap()).unwrap();
@@ -159,14 +187,23 @@ fn device_reported(mut child: std::process::Child) -> String {
 /// Starts a child doing `role`, SIGKILLs it after `delay`, and returns the last N it
 /// printed as "ack N", if any.
 fn kill_after(role: &str, delay: Duration) -> Option<u64> {
+    acks_until_killed(role, delay)
+        .iter()
+        .filter_map(|ack| ack.parse::<u64>().ok())
+        .next_back()
+}
+
+/// Starts a child doing `role`, SIGKILLs it after `delay`, and returns what followed "ack "
+/// on each line it printed.
+fn acks_until_killed(role: &str, delay: Duration) -> Vec<String> {
     let mut child = spawn_child(role);
     let reader = BufReader::new(child.stdout.take().unwrap());
     let acks = std::thread::spawn(move || {
         reader
             .lines()
             .map_while(|l| l.ok())
-            .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
-            .last()
+            .filter_map(|l| l.strip_prefix("ack ").map(str::to_string))
+            .collect::<Vec<_>>()
     });
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL
@@ -211,6 +248,57 @@ fn sqlite_keeps_every_acknowledged_commit_through_sigkill() {
     assert!(
         next > 30,
         "the children committed too little to test anything ({next})"
+    );
+}
+
+/// Several threads committing at once share transactions (group commit), and commits to one
+/// database build on one another before the previous one is durable: a process killed among
+/// them keeps every commit it acknowledged, in both databases, and their histories verify.
+#[test]
+fn concurrent_commits_acknowledged_survive_sigkill() {
+    let dir = TempDir::new();
+    let url = format!("sqlite:{}", dir.0.join("threads.db").display());
+    let mut rng = Rng::new(13);
+    {
+        let (_inst, user, _log) = open_user(&url);
+        find_or_create_db(&user, "side");
+    }
+    let mut acknowledged = 0usize;
+    for round in 0..12 {
+        let delay = Duration::from_millis(80 + rng.below(200) as u64);
+        let mut last = [None::<u64>; CRASH_THREADS];
+        for ack in acks_until_killed(&format!("threads|{url}|{round}"), delay) {
+            let (t, i) = ack.split_once(' ').expect("ack T N");
+            let (t, i) = (t.parse::<usize>().unwrap(), i.parse::<u64>().unwrap());
+            assert_eq!(
+                last[t].map_or(0, |l| l + 1),
+                i,
+                "thread {t} acknowledged out of order"
+            );
+            last[t] = Some(i);
+            acknowledged += 1;
+        }
+
+        let (_inst, user, log) = open_user(&url);
+        let side = find_or_create_db(&user, "side");
+        for (t, last) in last.iter().enumerate() {
+            let db = if t % 2 == 0 { &log } else { &side };
+            for i in last.map_or(0..0, |last| 0..last + 1) {
+                assert_eq!(
+                    db.get("t", &format!("t{t}-r{round}-{i}")).ok(),
+                    Some(i.to_string()),
+                    "round {round}: thread {t} lost commit {i}"
+                );
+            }
+        }
+        for db in [&log, &side] {
+            db.verify().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            db.set("t", "reopened", &round.to_string()).unwrap();
+        }
+    }
+    assert!(
+        acknowledged > 100,
+        "the children committed too little to test anything ({acknowledged})"
     );
 }
 
