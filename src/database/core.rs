@@ -21,6 +21,16 @@ use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
+/// The most operations a commit plans and signs inside its write turn, holding the
+/// backend's writer (and so every other database's commits) meanwhile: a larger commit
+/// makes the staged commit it builds on durable first, and plans and signs outside.
+pub(crate) const MAX_OPS_MADE_IN_TURN: usize = 64;
+
+/// The number of operations in `ops`, over all stores.
+fn op_count(ops: &Ops) -> usize {
+    ops.values().map(BTreeMap::len).sum()
+}
+
 /// What became of a foreign entry.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -430,6 +440,8 @@ impl DatabaseCore {
     /// to one database can share a storage commit. When the previous commit of this
     /// database is still staged, this one reads, plans and signs inside its turn (where
     /// that commit's rows are seen); otherwise it does so before, and the turn only stores.
+    /// A commit of more than [`MAX_OPS_MADE_IN_TURN`] operations first makes a staged
+    /// previous commit durable, so that it never holds the writer while it plans and signs.
     pub fn commit(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<EntryId> {
         keys.ensure_usable()?;
         if ops.is_empty() {
@@ -448,8 +460,16 @@ impl DatabaseCore {
                 self.forget_derived_state();
             }
         };
-        // When the previous commit is staged, this one must read it: it is made in its turn.
-        let builds_on_staged = earlier.as_ref().is_some_and(|e| e.settled().is_none());
+        // When the previous commit is staged, this one must read it: it is made in its turn
+        // (a large one makes it durable first; a failure is seen by `earlier_failed`).
+        let builds_on_staged = match earlier.as_ref().filter(|e| e.settled().is_none()) {
+            Some(staged) if op_count(&ops) > MAX_OPS_MADE_IN_TURN => {
+                let _ = staged.settle_now();
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
         let mut ops = Some(ops);
         let mut made_before = None;
         if !builds_on_staged {

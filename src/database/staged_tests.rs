@@ -13,7 +13,7 @@ use super::registry::Registry;
 use super::Database;
 use crate::backend::{Backend, SqliteBackend};
 use crate::crypto::PrivateKey;
-use crate::entry::{EntryContent, EntryId, Op};
+use crate::entry::{Entry, EntryContent, EntryId, Op};
 use crate::error::{Error, Result};
 
 /// Removes a SQLite file and its companions when dropped.
@@ -127,5 +127,37 @@ fn a_staged_commit_that_fails_leaves_nothing_behind() {
     assert!(matches!(db.get("s", "lost"), Err(Error::NotFound(_))));
     assert_eq!(db.get("s", "kept").unwrap(), "2");
     assert_eq!(db.core.backend().tips(&db.id()).unwrap().len(), 1);
+    db.core.verify().unwrap();
+}
+
+#[test]
+fn a_large_commit_makes_the_staged_one_durable_before_planning() {
+    let (_file, backend, db) = open();
+    let (committed, committer) = staged_set(&backend, &db, "small");
+    let large = db.clone();
+    let large_committer = std::thread::spawn(move || {
+        let mut tx = large.begin();
+        for i in 0..=super::core::MAX_OPS_MADE_IN_TURN {
+            tx.set("s", &format!("large{i}"), "2")?;
+        }
+        tx.commit()
+    });
+    // The small commit is durable without waiting for company; the large one, made after
+    // it, stays staged (the two announced threads keep its group open).
+    let small = committed.recv_timeout(Duration::from_secs(10));
+    let Ok(Ok(small)) = small else {
+        panic!("the small commit waits: {small:?}")
+    };
+    committer.join().unwrap();
+    backend.withdraw_write();
+    backend.withdraw_write();
+    let large = large_committer.join().unwrap().unwrap();
+    assert_eq!(backend.tips(&db.id()).unwrap(), vec![(large, 2)]);
+    let bytes = backend.get_entry(&large).unwrap().unwrap();
+    assert_eq!(
+        Entry::decode(&bytes).unwrap().content().parents,
+        vec![small]
+    );
+    assert_eq!(db.get("s", "small").unwrap(), "1");
     db.core.verify().unwrap();
 }
