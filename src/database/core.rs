@@ -24,7 +24,10 @@ use crate::error::{Error, Result};
 /// The most operations a commit plans and signs inside its write turn, holding the
 /// backend's writer (and so every other database's commits) meanwhile: a larger commit
 /// makes the staged commit it builds on durable first, and plans and signs outside.
-pub(crate) const MAX_OPS_MADE_IN_TURN: usize = 64;
+/// Planning and signing take about 1.8 us an operation, a lone durable `sqlite:` commit
+/// about 240 us (BENCHMARKS.md): past this many operations, making the staged commit
+/// durable on its own holds the writer for less time than planning inside the turn.
+pub(crate) const MAX_OPS_MADE_IN_TURN: usize = 256;
 
 /// The number of operations in `ops`, over all stores.
 fn op_count(ops: &Ops) -> usize {
