@@ -26,7 +26,8 @@ impl Handle for mnemo_events {
 /// Starts watching a database without a callback: every change from now on, each local
 /// commit and each entry applied from sync, is queued in the returned handle, for the
 /// caller to take with `mnemo_events_next` on a thread of its own choosing, or to wait for
-/// through the descriptor of `mnemo_events_fd`.
+/// through the descriptor of `mnemo_events_fd`. Changes are queued in the order they were
+/// made to the database, also when several threads commit at once.
 ///
 /// The queue holds at most 1024 changes. When it is full, later changes are not queued but
 /// counted, and `mnemo_events_next` reports the count, in order, as `{"overflow":n}`: a

@@ -329,7 +329,8 @@ class Database(HandleOwner):
     def watch(self) -> Events:
         """Starts queuing every change to this database from now on, local and remote, for
         reading without a callback: ``next(timeout)``, iteration, or waiting on ``fileno()``
-        (see :class:`mnemo.Events`). Raises PermissionDenied once read was revoked."""
+        (see :class:`mnemo.Events`), in the order they were made, also when several threads
+        commit at once. Raises PermissionDenied once read was revoked."""
         with self._handle.use() as ptr:
             return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
 
