@@ -443,7 +443,7 @@ impl DatabaseCore {
     /// to one database can share a storage commit. When the previous commit of this
     /// database is still staged, this one reads, plans and signs inside its turn (where
     /// that commit's rows are seen); otherwise it does so before, and the turn only stores.
-    /// A commit of more than [`MAX_OPS_MADE_IN_TURN`] operations first makes a staged
+    /// A commit of more than `MAX_OPS_MADE_IN_TURN` operations first makes a staged
     /// previous commit durable, so that it never holds the writer while it plans and signs.
     pub fn commit(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<EntryId> {
         keys.ensure_usable()?;
