@@ -468,11 +468,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
  *   valid only during the call.
  * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
- * - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
- *   when the subscription ends (`mnemo_subscription_free`, which says on which thread),
- *   after the last call of `cb`; or
- *   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
- *   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
+ * - `destroy`: optional; called exactly once with `user_data` when the subscription ends
+ *   (`mnemo_subscription_free`, which says on which thread), after the last call of `cb`.
+ *   If this function fails, whatever the status, mnemo has not kept `user_data` and never
+ *   calls `destroy` or `cb`: `user_data` is still the caller's to release.
  * - `out`: receives a new subscription handle, owned by the caller, freed with
  *   `mnemo_subscription_free`.
  *

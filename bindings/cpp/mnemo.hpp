@@ -287,9 +287,8 @@ public:
         auto *data = new change_callback(std::move(callback));
         mnemo_subscription *s = nullptr;
         mnemo_status status = mnemo_db_subscribe(h_.get(), &database::on_change, data, &database::on_destroy, &s);
-        // On MNEMO_STATUS_INTERNAL mnemo has already called on_destroy; on any other
-        // failure it never took `data`.
-        if (status != MNEMO_STATUS_OK && status != MNEMO_STATUS_INTERNAL) delete data;
+        // On any failure mnemo never took `data` (and never calls on_destroy).
+        if (status != MNEMO_STATUS_OK) delete data;
         detail::check(status, "mnemo_db_subscribe");
         return subscription(s);
     }

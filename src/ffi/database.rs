@@ -7,7 +7,9 @@ use super::guard::{guard, guard_void};
 use super::handle::{out_param, Handle};
 use super::status::mnemo_status;
 use super::strings;
-use super::subscription::{callback_from_c, mnemo_change_cb, mnemo_destroy_cb, mnemo_subscription};
+use super::subscription::{
+    mnemo_change_cb, mnemo_destroy_cb, mnemo_subscription, register_c_callback,
+};
 use super::transaction::mnemo_txn;
 use crate::crypto::PublicKey;
 use crate::database::Permission;
@@ -446,11 +448,10 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
 ///   valid only during the call.
 /// - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
-/// - `destroy`: optional; called exactly once with `user_data` when mnemo is done with it:
-///   when the subscription ends (`mnemo_subscription_free`, which says on which thread),
-///   after the last call of `cb`; or
-///   before this function returns if it fails with MNEMO_STATUS_INTERNAL. A NULL `db`, `cb`
-///   or `out` fails before mnemo takes `user_data`, and `destroy` is not called.
+/// - `destroy`: optional; called exactly once with `user_data` when the subscription ends
+///   (`mnemo_subscription_free`, which says on which thread), after the last call of `cb`.
+///   If this function fails, whatever the status, mnemo has not kept `user_data` and never
+///   calls `destroy` or `cb`: `user_data` is still the caller's to release.
 /// - `out`: receives a new subscription handle, owned by the caller, freed with
 ///   `mnemo_subscription_free`.
 ///
@@ -469,8 +470,10 @@ pub unsafe extern "C" fn mnemo_db_subscribe(
     guard(|| {
         let out = out_param(out, "out")?;
         let db = mnemo_database::borrow(db)?;
-        let callback = callback_from_c(cb, user_data, destroy)?;
-        *out = mnemo_subscription::new(db.inner.subscribe(callback)?).into_raw();
+        let subscription = register_c_callback(cb, user_data, destroy, |callback| {
+            db.inner.subscribe(callback)
+        })?;
+        *out = mnemo_subscription::new(subscription).into_raw();
         Ok(())
     })
 }

@@ -1,6 +1,8 @@
 //! `mnemo_subscription`: a change callback registered on a database.
 
 use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::database::mnemo_database;
@@ -44,11 +46,13 @@ impl Handle for mnemo_subscription {
     const NAME: &'static str = "mnemo_subscription";
 }
 
-/// The C callback with its user data; dropping it calls `destroy`.
+/// The C callback with its user data; dropping it calls `destroy` once mnemo has kept
+/// `user_data` (the subscription started), never before.
 struct CCallback {
     cb: unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, i32),
     user_data: *mut c_void,
     destroy: mnemo_destroy_cb,
+    kept: Arc<AtomicBool>,
 }
 
 // The caller hands `user_data` to a library thread by subscribing: the header says so.
@@ -66,6 +70,10 @@ impl CCallback {
 
 impl Drop for CCallback {
     fn drop(&mut self) {
+        // A subscription that failed to start leaves `user_data` with the caller.
+        if !self.kept.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(destroy) = self.destroy {
             // SAFETY: as above; called exactly once, after the last call of `cb`.
             unsafe { destroy(self.user_data) }
@@ -73,19 +81,27 @@ impl Drop for CCallback {
     }
 }
 
-/// Wraps a C callback as a core [`Callback`].
-pub(crate) fn callback_from_c(
+/// Registers a C callback through `register`. On success the callback's `destroy` runs
+/// when the core drops it; on any failure (including a panic in `register`) it never runs,
+/// so `user_data` stays the caller's.
+pub(crate) fn register_c_callback<T>(
     cb: mnemo_change_cb,
     user_data: *mut c_void,
     destroy: mnemo_destroy_cb,
-) -> Result<Callback> {
+    register: impl FnOnce(Callback) -> Result<T>,
+) -> Result<T> {
     let cb = cb.ok_or_else(|| Error::invalid("argument 'cb' is NULL"))?;
+    let kept = Arc::new(AtomicBool::new(false));
     let c = CCallback {
         cb,
         user_data,
         destroy,
+        kept: kept.clone(),
     };
-    Ok(Box::new(move |change: &Change| c.call(change)))
+    let registered = register(Box::new(move |change: &Change| c.call(change)))?;
+    // Nobody can drop the callback before this: the caller has not got the handle yet.
+    kept.store(true, Ordering::Release);
+    Ok(registered)
 }
 
 /// Ends a subscription, without waiting: it never blocks on a callback that is queued or

@@ -343,6 +343,13 @@ static void test_subscriptions(void) {
     mnemo_subscription_free(sub);
     CHECK(c.calls == 2 && c.destroyed == 1 && d.destroyed == 0);
 
+    /* A subscription that fails after the NULL checks (here: the database was forgotten)
+     * leaves user_data with the caller: destroy never runs, so freeing it is safe. */
+    EXPECT_OK(mnemo_user_forget_db(f.user, db_id));
+    sub = NULL;
+    EXPECT(mnemo_db_subscribe(f.db, on_change, &d, on_destroy, &sub), MNEMO_STATUS_NOT_FOUND);
+    CHECK(sub == NULL && d.destroyed == 0 && d.calls == 1);
+
     mnemo_string_free(entry);
     mnemo_string_free(db_id);
     close_fixture(&f);

@@ -99,8 +99,7 @@ def subscribe(db_ptr: int, callback: ChangeCallback) -> Subscription:
     try:
         ptr = _native.call_handle(lib.mnemo_db_subscribe, db_ptr, _on_change, key, _on_destroy)
     except BaseException:
-        # On MNEMO_STATUS_INTERNAL the library has already called destroy; on any other
-        # failure it never took user_data. Either way the entry must go.
+        # On any failure the library never took user_data (and never calls destroy).
         _callbacks.pop(key, None)
         raise
     return Subscription(ptr, key)

@@ -136,6 +136,21 @@ def test_subscribe_null_arguments_do_not_take_user_data() -> None:
         _free_raw(inst, user, db)
 
 
+def test_subscribe_that_fails_never_destroys_user_data() -> None:
+    destroyed: list[int | None] = []
+    destroy = _native.destroy_cb_t(destroyed.append)
+    change = _native.change_cb_t(lambda *args: None)
+    inst, user, db = _raw_db()
+    try:
+        db_id = _native.call_string(lib.mnemo_db_id, db)
+        _native.check(lib.mnemo_user_forget_db(user, db_id.encode()))
+        out = ctypes.c_void_p()
+        assert lib.mnemo_db_subscribe(db, change, 7, destroy, ctypes.byref(out)) == 2  # NOT_FOUND
+        assert out.value is None and destroyed == []
+    finally:
+        _free_raw(inst, user, db)
+
+
 def test_txn_commit_without_out_param() -> None:
     inst, user, db = _raw_db()
     try:
