@@ -41,19 +41,24 @@ pub(crate) fn guard_void(body: impl FnOnce()) {
     let _ = catch_unwind(AssertUnwindSafe(body));
 }
 
+/// Records `message` as this thread's last error. Late in a thread's exit (a `pthread_key`
+/// destructor calling mnemo after Rust's thread-locals are gone) there is no slot: the
+/// message is dropped rather than panicking outside the guard.
 fn set_last_error(message: Option<String>) {
     let message =
         message.map(|m| CString::new(m.replace('\0', "\\0")).expect("NULs were replaced"));
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = message);
+    let _ = LAST_ERROR.try_with(|slot| *slot.borrow_mut() = message);
 }
 
-/// The last error message on this thread, or NULL.
+/// The last error message on this thread, or NULL (also once the thread's slot is gone).
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|slot| {
-        slot.borrow()
-            .as_ref()
-            .map_or(std::ptr::null(), |m| m.as_ptr())
-    })
+    LAST_ERROR
+        .try_with(|slot| {
+            slot.borrow()
+                .as_ref()
+                .map_or(std::ptr::null(), |m| m.as_ptr())
+        })
+        .unwrap_or(std::ptr::null())
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 /* Tests of what a user lets go of, through the C ABI: forgetting a database (its storage
  * reclaimed when no user keeps it), removing a key, choosing the default key. */
+#define _POSIX_C_SOURCE 200809L /* pthreads under -std=c11 */
+#include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -203,8 +205,56 @@ static void test_keys(void) {
     remove_files(path);
 }
 
+/* What the pthread key's destructor saw, for the main thread to check after the join. */
+typedef struct exit_calls {
+    mnemo_instance *instance;
+    mnemo_status logout;
+    mnemo_status wrong_login;
+    int message_was_null;
+} exit_calls;
+
+static pthread_key_t session_key;
+static exit_calls at_exit;
+
+/* Runs as the thread exits, after Rust's own thread-locals were destroyed (glibc runs
+ * thread_local destructors before pthread key destructors): mnemo must still answer with
+ * statuses, not abort the process. */
+static void end_session_at_thread_exit(void *user) {
+    mnemo_user *session = NULL;
+    at_exit.logout = mnemo_user_logout((mnemo_user *)user);
+    at_exit.wrong_login = mnemo_instance_login(at_exit.instance, "nobody", NULL, &session);
+    at_exit.message_was_null = mnemo_last_error_message() == NULL;
+}
+
+static void *log_in_and_exit(void *unused) {
+    (void)unused;
+    mnemo_user *user = NULL;
+    mnemo_user *none = NULL;
+    /* A failure first, so this thread's last-error slot exists and is destroyed at exit. */
+    EXPECT(mnemo_instance_login(at_exit.instance, "nobody", NULL, &none), MNEMO_STATUS_AUTH_FAILED);
+    EXPECT_OK(mnemo_instance_login(at_exit.instance, "kim", NULL, &user));
+    CHECK(pthread_setspecific(session_key, user) == 0);
+    return NULL;
+}
+
+static void test_a_session_ended_by_a_thread_exit_destructor(void) {
+    pthread_t thread;
+    at_exit.instance = open_url("memory:");
+    at_exit.logout = at_exit.wrong_login = -1;
+    EXPECT_OK(mnemo_instance_create_user(at_exit.instance, "kim", NULL));
+    CHECK(pthread_key_create(&session_key, end_session_at_thread_exit) == 0);
+    CHECK(pthread_create(&thread, NULL, log_in_and_exit, NULL) == 0);
+    CHECK(pthread_join(thread, NULL) == 0);
+    CHECK(at_exit.logout == MNEMO_STATUS_OK);
+    CHECK(at_exit.wrong_login == MNEMO_STATUS_AUTH_FAILED);
+    CHECK(at_exit.message_was_null); /* the slot is gone: no message, and no abort */
+    pthread_key_delete(session_key);
+    mnemo_instance_free(at_exit.instance);
+}
+
 int main(void) {
     test_forget_db();
+    test_a_session_ended_by_a_thread_exit_destructor();
     test_a_database_another_user_keeps_stays();
     test_keys();
     return report("c lifecycle");
