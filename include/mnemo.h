@@ -861,8 +861,11 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
  * entries that failed verification, or pages that do not advance; the valid entries were
  * applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
- * MNEMO_STATUS_BUSY (the peer, or this instance's room for entries waiting for their
- * parents, is at a limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
+ * storage failed; or this instance's room for entries waiting for their parents is at a
+ * limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
+ * STORAGE nothing is skipped: the next round asks for and offers again every entry that
+ * was not stored.
  * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);

@@ -114,8 +114,11 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
 /// entries that failed verification, or pages that do not advance; the valid entries were
 /// applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
-/// MNEMO_STATUS_BUSY (the peer, or this instance's room for entries waiting for their
-/// parents, is at a limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+/// MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
+/// storage failed; or this instance's room for entries waiting for their parents is at a
+/// limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
+/// STORAGE nothing is skipped: the next round asks for and offers again every entry that
+/// was not stored.
 /// Thread-safe.
 #[no_mangle]
 #[must_use]

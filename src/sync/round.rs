@@ -2,6 +2,7 @@
 //! round has a deadline, and each page a peer sends must make progress, so no peer can keep
 //! a round going forever.
 
+use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::thread::Scope;
@@ -45,13 +46,15 @@ impl SyncReport {
         }
         if self.refused_by_peer > 0 {
             let count = self.refused_by_peer;
-            return Err(match self.first_refusal.and_then(Status::from_code) {
-                Some(Status::Busy) => Error::Busy(format!(
-                    "the peer could not take {count} of our entries now; retry later"
-                )),
-                _ => Error::PermissionDenied(format!(
+            let first = self.first_refusal.unwrap_or_default();
+            return Err(if refusal_lasts(first) {
+                Error::PermissionDenied(format!(
                     "the peer refused {count} of our entries (their authors lack permission there?)"
-                )),
+                ))
+            } else {
+                Error::Busy(format!(
+                    "the peer could not take {count} of our entries now; retry later"
+                ))
             });
         }
         Ok(self)
@@ -84,6 +87,7 @@ impl SyncEngine {
             peer,
             db: *db,
             connection,
+            held_back: RefCell::default(),
         };
         let mut report = SyncReport {
             peer: Some(peer),
@@ -131,6 +135,27 @@ struct Exchange<'a> {
     peer: PublicKey,
     db: EntryId,
     connection: PeerConnection<'a>,
+    /// The first failure of this round that a later round may not meet (storage, a full
+    /// waiting area): from then on no cursor is saved, so the next round asks again.
+    held_back: RefCell<Option<Error>>,
+}
+
+/// Whether sending the same entry again would meet `error` again: it is malformed, forged
+/// or not allowed (an entry's bytes and parents decide these). Anything else (storage,
+/// `Busy`, a thread that failed) may pass next time.
+fn lasts(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Corrupt(_) | Error::PermissionDenied(_) | Error::InvalidArgument(_)
+    )
+}
+
+/// [`lasts`] for a peer's refusal of a pushed entry, by its status code.
+fn refusal_lasts(status: i32) -> bool {
+    matches!(
+        Status::from_code(status),
+        Some(Status::Corrupt | Status::PermissionDenied | Status::InvalidArgument)
+    )
 }
 
 /// A reply's entries being checked on other threads, and the pull cursor to save once they
@@ -186,8 +211,14 @@ impl Exchange<'_> {
             for reply in in_flight {
                 last = last.and(self.take_reply(reply, report));
             }
-            pulled.and(last)
+            pulled.and(last)?;
+            self.held_back.take().map_or(Ok(()), Err)
         })
+    }
+
+    /// Whether a failure this round held back the cursors (see [`Exchange::held_back`]).
+    fn holding_back(&self) -> bool {
+        self.held_back.borrow().is_some()
     }
 
     /// The work of [`Exchange::pull`]; the replies being checked when it returns are left
@@ -202,6 +233,9 @@ impl Exchange<'_> {
         let core = self.registry.core(db);
         let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
         loop {
+            if self.holding_back() {
+                return Ok(()); // the next round starts again from the saved cursor
+            }
             let page = IdsPage::decode(&self.ask(Request::Ids {
                 after: cursor,
                 limit: wire::MAX_IDS as u32,
@@ -256,6 +290,7 @@ impl Exchange<'_> {
                 // Saved once the page's entries are taken.
                 match in_flight.back_mut() {
                     Some(reply) => reply.cursor = Some(cursor),
+                    None if self.holding_back() => {}
                     None => {
                         self.sync
                             .state
@@ -270,23 +305,23 @@ impl Exchange<'_> {
     }
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
-    /// pull cursor it completes, if any.
+    /// pull cursor it completes, if any, unless a failure this round holds cursors back.
     fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
         for (bytes, decoded) in reply.entries.finish() {
             self.take(&bytes, decoded, report);
         }
         match reply.cursor {
-            Some(cursor) => {
+            Some(cursor) if !self.holding_back() => {
                 self.sync
                     .state
                     .save_cursor(&self.peer, &self.db, Direction::Pull, cursor)
             }
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 
     /// Takes one entry the peer sent, decoded and verified (`decoded`), noting the outcome
-    /// in `report`.
+    /// in `report`: dropped for good if it [`lasts`], else held back for the next round.
     fn take(&self, bytes: &[u8], decoded: Result<Entry>, report: &mut SyncReport) {
         let taken = decoded.and_then(|e| {
             if e.database_id() != self.db {
@@ -301,9 +336,12 @@ impl Exchange<'_> {
                     .rejected
                     .extend(received.rejected.iter().map(|(id, e)| format!("{id}: {e}")));
             }
-            Err(e) => report
+            Err(e) if lasts(&e) => report
                 .rejected
                 .push(format!("{}: {e}", EntryId::of_bytes(bytes))),
+            Err(e) => {
+                self.held_back.borrow_mut().get_or_insert(e);
+            }
         }
     }
 
@@ -328,6 +366,7 @@ impl Exchange<'_> {
             }
             let mut batch: Vec<Vec<u8>> = Vec::new();
             let mut size = 0;
+            let mut retry = false;
             for (id, _) in ids.iter().zip(held).filter(|(_, held)| !held) {
                 let bytes = backend
                     .get_entry(id)?
@@ -335,12 +374,16 @@ impl Exchange<'_> {
                 size += bytes.len();
                 batch.push(bytes);
                 if batch.len() >= wire::MAX_ENTRIES || size >= wire::BATCH_BYTES {
-                    self.send(std::mem::take(&mut batch), report)?;
+                    retry |= self.send(std::mem::take(&mut batch), report)?;
                     size = 0;
                 }
             }
             if !batch.is_empty() {
-                self.send(batch, report)?;
+                retry |= self.send(batch, report)?;
+            }
+            if retry {
+                // The peer could not take some now: the next round offers them again.
+                return Ok(());
             }
             cursor = last;
             self.sync
@@ -352,8 +395,9 @@ impl Exchange<'_> {
         }
     }
 
-    /// Pushes one batch and counts what the peer took and refused.
-    fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<()> {
+    /// Pushes one batch and counts what the peer took and refused; true if a refusal may
+    /// pass next time (`Busy`, the peer's storage), so the push cursor must stay.
+    fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<bool> {
         let count = batch.len();
         let statuses = wire::decode_statuses(&self.ask(Request::Push(batch))?)?;
         if statuses.len() != count {
@@ -362,14 +406,16 @@ impl Exchange<'_> {
                 self.addr
             )));
         }
+        let mut retry = false;
         for status in statuses {
             if status == Status::Ok.code() {
                 report.pushed += 1;
             } else {
                 report.refused_by_peer += 1;
                 report.first_refusal.get_or_insert(status);
+                retry |= !refusal_lasts(status);
             }
         }
-        Ok(())
+        Ok(retry)
     }
 }

@@ -243,7 +243,7 @@ pub struct Instrumented {
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
     writes: AtomicUsize,
-    fail_at: usize,
+    fail_at: AtomicUsize,
     crash: bool,
     pub secrets: Mutex<BTreeSet<String>>,
 }
@@ -260,7 +260,7 @@ impl Instrumented {
             inner,
             entry_reads: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
-            fail_at,
+            fail_at: AtomicUsize::new(fail_at),
             crash,
             secrets: Mutex::default(),
         })
@@ -268,10 +268,23 @@ impl Instrumented {
 
     fn write<T>(&self, write: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        if n == self.fail_at || (self.crash && n > self.fail_at) {
+        let fail_at = self.fail_at.load(Ordering::SeqCst);
+        if n == fail_at || (self.crash && n > fail_at) {
             return Err(Error::Storage("stopped here by the test".into()));
         }
         write()
+    }
+
+    /// How many writes were attempted so far (the failed one included).
+    pub fn writes_tried(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Makes the `k`-th write from now (counted from 0) fail, and only that one.
+    pub fn fail_write_in(&self, k: usize) -> usize {
+        let at = self.writes_tried() + k;
+        self.fail_at.store(at, Ordering::SeqCst);
+        at
     }
 
     /// The user ids whose secrets are stored (`account/<id>`, `key/<id>/<key>`).

@@ -10,7 +10,9 @@ use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::sync::Limits;
 use mnemo::{Error, Instance};
 
-use crate::support::{http_exchange, http_post, logged_in, post_head, state};
+use mnemo::backend::MemoryBackend;
+
+use crate::support::{http_exchange, http_post, logged_in, post_head, state, Instrumented};
 
 /// Posts raw bytes to a sync endpoint; returns the HTTP status and body.
 fn post_raw(addr: &str, endpoint: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -77,6 +79,90 @@ fn two_instances_converge_and_a_granted_user_gets_access() {
     // Nothing left to move.
     let again = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
     assert_eq!((again.pulled, again.pushed), (0, 0));
+}
+
+/// Whichever single write fails while a database is pulled (an entry, a cursor, a record
+/// of `_sync`), the round says so and the next round completes the copy: no cursor moves
+/// past an entry that was not stored.
+#[test]
+fn a_pull_stopped_by_a_failed_write_is_completed_by_the_next_round() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("shared").unwrap();
+    for i in 0..6 {
+        db.set("notes", &i.to_string(), &i.to_string()).unwrap();
+    }
+    let storage = Arc::new(MemoryBackend::new());
+    let setup = Instance::open(storage.clone()).unwrap();
+    setup.create_user("bob", None).unwrap();
+    setup.enable_sync().unwrap();
+    let bob_key = setup.login("bob", None).unwrap().default_key().unwrap();
+    db.grant(&bob_key, Permission::Read).unwrap();
+    drop(setup);
+    // Each attempt starts from nothing: the copy of the attempt before is forgotten, and
+    // with it the sync cursors.
+    for fail_at in 0.. {
+        let stopping = Instrumented::stopping(storage.clone(), fail_at, false);
+        let b = Instance::open(stopping.clone()).unwrap();
+        let bob = b.login("bob", None).unwrap();
+        let copy_of = || -> Result<_, Error> {
+            b.enable_sync()?.sync_db(&bob, &addr, &db.id())?;
+            bob.load_db(&db.id())
+        };
+        let first = copy_of();
+        let copy = first.or_else(|_| copy_of()).or_else(|_| copy_of());
+        let what = format!("write {fail_at} failed");
+        let copy = copy.unwrap_or_else(|e| panic!("{what}: three rounds did not copy: {e}"));
+        assert_eq!(copy.tips().unwrap(), db.tips().unwrap(), "{what}");
+        assert_eq!(state(&copy, "notes"), state(&db, "notes"), "{what}");
+        if stopping.writes_tried() <= fail_at {
+            break; // the copy needed fewer writes: every one of them has failed once
+        }
+        bob.forget_db(&db.id()).unwrap();
+    }
+}
+
+/// Whichever single write fails at the listener while entries are pushed to it, the round
+/// says to retry and the next round pushes what was refused: the push cursor stays.
+#[test]
+fn a_push_refused_by_a_failed_write_is_sent_again_next_round() {
+    let (b, bob) = logged_in("bob");
+    let sync_b = b.enable_sync().unwrap();
+    let storage = Arc::new(MemoryBackend::new());
+    let setup = Instance::open(storage.clone()).unwrap();
+    setup.create_user("alice", None).unwrap();
+    let alice = setup.login("alice", None).unwrap();
+    let alice_db = alice.create_db("shared").unwrap();
+    alice_db
+        .grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let addr = setup.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db_id = alice_db.id();
+    sync_b.sync_db(&bob, &addr, &db_id).unwrap();
+    drop((alice_db, alice, setup));
+
+    let stopping = Instrumented::new(storage);
+    let a = Instance::open(stopping.clone()).unwrap();
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let copy = bob.load_db(&db_id).unwrap();
+    let alice = a.login("alice", None).unwrap();
+    let db = alice.load_db(&db_id).unwrap();
+    for k in 0.. {
+        for i in 0..3 {
+            copy.set("notes", &format!("{k}-{i}"), "1").unwrap();
+        }
+        let fail_at = stopping.fail_write_in(k);
+        let what = format!("the listener's write {k} of the push failed");
+        if let Err(e) = sync_b.sync_db(&bob, &addr, &db_id) {
+            assert!(matches!(e, Error::Busy(_)), "{what}: {e}");
+            sync_b.sync_db(&bob, &addr, &db_id).unwrap();
+        }
+        assert_eq!(db.tips().unwrap(), copy.tips().unwrap(), "{what}");
+        assert_eq!(state(&db, "notes"), state(&copy, "notes"), "{what}");
+        if stopping.writes_tried() <= fail_at {
+            break; // the push needed fewer writes: every one of them has failed once
+        }
+    }
 }
 
 #[test]
