@@ -349,7 +349,8 @@ fn unlock(
             seal::open(&kek, &secret.account_key, &account_key_aad(user_id))?
         }
         (Some(kdf), None) => {
-            burn_login_time(None, kdf.params());
+            // As long as a login with a password: the record's settings, checked first.
+            derive_kek(kdf, "")?;
             return Err(Error::AuthFailed);
         }
         (None, Some(password)) => {

@@ -439,6 +439,29 @@ mod tests {
         assert!(!shown.contains(password));
     }
 
+    /// A forged account record (password settings that would take terabytes or hours) is
+    /// refused before any derivation, with or without a password given.
+    #[test]
+    fn a_login_refuses_forged_password_settings_before_any_work() {
+        let backend = Arc::new(MemoryBackend::new());
+        let inst = accounts(backend.clone());
+        inst.create_user("pw", Some("secret")).unwrap();
+        let id = inst.login("pw", Some("secret")).unwrap().id().to_string();
+        let key = super::records::account_secret(&id);
+        let stored = backend.secret_get(&key).unwrap().unwrap();
+        let mut record: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+        record["kdf"]["m_kib"] = 4_000_000_000u32.into();
+        record["kdf"]["t"] = u32::MAX.into();
+        let forged = serde_json::to_vec(&record).unwrap();
+        assert!(backend.secret_put(&key, &forged, Some(&stored)).unwrap());
+        for password in [None, Some("secret"), Some("wrong")] {
+            match inst.login("pw", password) {
+                Err(crate::Error::Corrupt(why)) => assert!(why.contains("out of range")),
+                other => panic!("{password:?}: {:?}", other.map(|u| u.id().to_string())),
+            }
+        }
+    }
+
     #[test]
     fn keys_added_before_and_after_a_password_change_all_open_with_the_new_one() {
         let inst = accounts(Arc::new(MemoryBackend::new()));
