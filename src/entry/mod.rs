@@ -48,7 +48,8 @@ pub enum Op {
     Patch(BTreeMap<String, String>),
 }
 
-/// Checks one path of a [`Op::Patch`]: a non-empty valid JSON Pointer, and a value (parsed)
+/// Checks one path of a [`Op::Patch`]: a non-empty valid JSON Pointer without NUL, and a
+/// value (parsed)
 /// whose write stays within [`crate::json::pointer::MAX_WRITE_DEPTH`]. Returns the pointer's
 /// tokens; [`Error::InvalidArgument`] otherwise.
 pub fn check_path(pointer: &str, value: &serde_json::Value) -> Result<Vec<String>> {
@@ -56,6 +57,10 @@ pub fn check_path(pointer: &str, value: &serde_json::Value) -> Result<Vec<String
     let tokens = pointer::parse(pointer)?;
     if tokens.is_empty() {
         return Err(Error::invalid("a patch path is not the empty pointer"));
+    }
+    if pointer.contains('\0') {
+        // Paths are stored as text keys, which PostgreSQL cannot hold with a NUL.
+        return Err(Error::invalid("a patch path has no NUL"));
     }
     pointer::check_write_depth(&tokens, value)?;
     Ok(tokens)
@@ -277,11 +282,14 @@ fn decode_unsigned(bytes: &[u8]) -> Result<EntryContent> {
     for _ in 0..store_count {
         let store = r.str(MAX_STORE_NAME, "store name")?;
         if store.is_empty()
+            || store.contains('\0')
             || ops
                 .last_key_value()
                 .is_some_and(|(last, _)| last.as_str() >= store)
         {
-            return Err(corrupt("store names are non-empty and strictly ascending"));
+            return Err(corrupt(
+                "store names are non-empty, without NUL and strictly ascending",
+            ));
         }
         let op_count = r.count(bytes.len(), "operations")?;
         if op_count == 0 {
@@ -292,6 +300,10 @@ fn decode_unsigned(bytes: &[u8]) -> Result<EntryContent> {
         let mut store_ops = BTreeMap::new();
         for _ in 0..op_count {
             let key = r.str(MAX_KEY, "key")?;
+            if key.is_empty() || key.contains('\0') {
+                // What a local write's key check refuses (storage keys are NUL-free text).
+                return Err(corrupt("a key is not empty and has no NUL"));
+            }
             if store_ops
                 .last_key_value()
                 .is_some_and(|(last, _): (&String, _)| last.as_str() >= key)

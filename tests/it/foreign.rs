@@ -150,6 +150,27 @@ fn invalid_entries_are_rejected_and_change_nothing() {
         Err(Error::Corrupt(_))
     ));
 
+    // Names a local write refuses: an empty key, a NUL in a key, a store or a patch path
+    // (storage keys are text without NUL; a cursor could not return such a key).
+    let mut nul_path = Ops::new();
+    let patch = BTreeMap::from([("/a\0b".to_string(), "1".to_string())]);
+    nul_path.insert(
+        "s".to_string(),
+        BTreeMap::from([("k".to_string(), Op::Patch(patch))]),
+    );
+    for bad in [
+        ops("s", "", "1"),
+        ops("s", "a\0b", "1"),
+        ops("s\0t", "k", "1"),
+        nul_path,
+    ] {
+        let entry = on_tips(&db, &writer, bad.clone());
+        match peer.receive_entry(entry.bytes()) {
+            Err(Error::Corrupt(_)) => {}
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+
     assert_unchanged(&backend, &before, db.id());
 }
 
