@@ -404,7 +404,7 @@ fn count_rows(
 
 /// The row count recorded for `store`, checked; `None` if the store has no rows.
 fn recorded_rows(
-    client: &mut Client,
+    client: &mut impl postgres::GenericClient,
     get_rows: &Statement,
     db: &EntryId,
     store: &str,
@@ -587,8 +587,16 @@ impl Backend for PostgresBackend {
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
         let mut c = self.lock()?;
         let c = &mut *c;
-        let found = c
+        // The rows and their count from one snapshot: another process's commit between two
+        // autocommit reads would make the count disagree with the rows.
+        let mut snapshot = c
             .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg_error)?;
+        let found = snapshot
             .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
             .map_err(pg_error)?;
         let cells = found
@@ -599,7 +607,8 @@ impl Backend for PostgresBackend {
                 Ok((key, cell))
             })
             .collect::<Result<Vec<_>>>()?;
-        let recorded = recorded_rows(&mut c.client, &c.get_rows, db, store)?.unwrap_or(0);
+        let recorded = recorded_rows(&mut snapshot, &c.get_rows, db, store)?.unwrap_or(0);
+        snapshot.commit().map_err(pg_error)?;
         rows::verify_row_count(store, recorded, cells.len())?;
         Ok(cells)
     }
