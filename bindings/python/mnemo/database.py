@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from ctypes import c_size_t
 from typing import Any, Literal
 
 from . import _native, subscription
-from .events import Events
+from .events import Events, _check_timeout, _timeout_ms
 from ._handle import Handle, HandleOwner
 from ._native import lib
 from ._values import from_json, to_json
@@ -136,19 +135,25 @@ class Database(HandleOwner):
 
     def history(self, store: str, key: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Every change of ``key`` in ``store``, newest first (at most ``limit``, the
-        newest): dicts with ``"entry"``, ``"key"`` (the signing public key), ``"height"``
-        and ``"value"`` (a whole value set), ``"deleted": True``, or ``"patch"`` (path →
-        value). Changes that lost a merge are listed too. ``[]`` for a key never written.
+        newest; all when ``limit`` is None or 0): dicts with ``"entry"``, ``"key"`` (the
+        signing public key), ``"height"`` and ``"value"`` (a whole value set),
+        ``"deleted": True``, or ``"patch"`` (path → value). Changes that lost a merge are
+        listed too. ``[]`` for a key never written. A ``limit`` larger than the C call takes
+        (a ``size_t``) means the same as its largest: all (no key has more changes).
 
-        Raises InvalidArgument for a bad store name or key or a negative ``limit``,
-        PermissionDenied if read was revoked, StorageError.
+        Raises InvalidArgument for a bad store name or key or a ``limit`` that is not an
+        int or is negative, PermissionDenied if read was revoked, StorageError.
         """
         if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise InvalidArgument("invalid argument: limit is a non-negative int or None")
+            raise InvalidArgument(
+                f"invalid argument: limit must be a non-negative int or None, not {limit!r}"
+            )
+        # Clamped as scan's: ctypes would keep only the low bits (2**64 + 1 would read as 1).
+        n = min(limit or 0, _MAX_LIMIT)
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")
         with self._handle.use() as ptr:
-            text = _native.call_string(lib.mnemo_db_history, ptr, s, k, limit or 0)
+            text = _native.call_string(lib.mnemo_db_history, ptr, s, k, n)
             changes: list[dict[str, Any]] = from_json(text)
             return changes
 
@@ -338,10 +343,14 @@ class Database(HandleOwner):
         """Waits until every subscription callback for the changes committed so far (to any
         database of this instance) has run, including those still queued for subscriptions
         closed meanwhile. Raises Busy if ``timeout`` seconds pass first, or when called from
-        inside a callback (it would wait for itself); ValueError for a negative timeout."""
-        if math.isnan(timeout) or timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout!r}")
-        timeout_ms = min(math.ceil(timeout * 1000), 0xFFFF_FFFF)
+        inside a callback (it would wait for itself); ValueError for a negative or NaN
+        timeout.
+
+        ``timeout`` is rounded up to whole milliseconds (0 only checks). The library waits
+        at most 2**32 - 1 ms (about 49.7 days), never without limit: a longer timeout,
+        ``math.inf`` included, waits that long."""
+        _check_timeout(timeout, "a number of seconds >= 0")
+        timeout_ms = _timeout_ms(timeout)
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_db_flush_notifications(ptr, timeout_ms))
 

@@ -31,6 +31,28 @@ CAPACITY = 1024
 #: such slices, so that Ctrl-C and :meth:`Events.close` from another thread are noticed.
 _SLICE_MS = 500
 
+#: The longest wait the C calls take, in milliseconds (a ``uint32_t``: about 49.7 days).
+_MAX_TIMEOUT_MS = 0xFFFF_FFFF
+
+
+def _check_timeout(timeout: float, what: str) -> None:
+    """ValueError if ``timeout`` is NaN or below 0, naming what it may be (``what``)."""
+    try:
+        nan = math.isnan(timeout)
+    except OverflowError:
+        nan = False  # an int beyond a float's range: compared exactly below
+    if nan or timeout < 0:
+        raise ValueError(f"timeout must be {what}, not {timeout!r}")
+
+
+def _timeout_ms(timeout: float) -> int:
+    """A checked ``timeout`` in seconds as whole milliseconds for the C calls: rounded up,
+    so a wait is never cut short, and at most :data:`_MAX_TIMEOUT_MS` (longer timeouts,
+    ``math.inf`` included, wait that long). Compared before rounding: ``math.ceil`` of an
+    infinite product raises OverflowError."""
+    ms = timeout * 1000
+    return _MAX_TIMEOUT_MS if ms >= _MAX_TIMEOUT_MS else math.ceil(ms)
+
 
 class Events(HandleOwner):
     """The changes of one database from :meth:`mnemo.Database.watch` on, local and remote,
@@ -55,20 +77,27 @@ class Events(HandleOwner):
         )
 
     def next(self, timeout: float | None = None) -> Event | None:
-        """The oldest pending event, waiting up to ``timeout`` seconds for one (None: as long
-        as it takes; 0: do not wait). Returns None when none came in time.
+        """The oldest pending event, waiting up to ``timeout`` seconds for one (None or
+        ``math.inf``: without limit, as long as it takes; 0: do not wait). Returns None when
+        none came in time.
 
-        Raises ValueError for a negative timeout, InvalidArgument once closed.
+        Raises ValueError for a negative or NaN timeout, InvalidArgument once closed.
         """
-        if timeout is not None and (math.isnan(timeout) or timeout < 0):
-            raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None
+        if timeout is not None:
+            _check_timeout(timeout, "None or a number of seconds >= 0")
+            # An infinite deadline is never reached: the wait is made of slices, as for None.
+            try:
+                deadline = time.monotonic() + timeout
+            except OverflowError:
+                deadline = math.inf  # an int beyond a float's range
         while True:
             if deadline is None:
                 wait_ms = _SLICE_MS
             else:
-                left = deadline - time.monotonic()
-                wait_ms = min(_SLICE_MS, max(0, math.ceil(left * 1000)))
+                # Compared before rounding: math.ceil of an infinite product raises.
+                left_ms = (deadline - time.monotonic()) * 1000
+                wait_ms = _SLICE_MS if left_ms >= _SLICE_MS else max(0, math.ceil(left_ms))
             event = self._take(wait_ms)
             if event is not None:
                 return event

@@ -136,6 +136,20 @@ def test_history_lists_four_changes_newest_first(db: mnemo.Database, user: mnemo
         db.history("s", "k", limit=-1)
 
 
+def test_history_limits_beyond_size_t_mean_all_not_a_truncated_count(db: mnemo.Database) -> None:
+    for value in range(3):
+        db.set("s", "k", value)
+    history = db.history("s", "k")
+    assert len(history) == 3
+    # Once ctypes kept only the low 64 bits: 2**64 + 1 read as a limit of 1.
+    for limit in (2**64 - 1, 2**64, 2**64 + 1, 2**64 + 2, 2**70, 10**100):
+        assert db.history("s", "k", limit=limit) == history, limit
+    assert db.history("s", "k", limit=1) == history[:1]
+    for limit in (-1, -(2**64), -(2**64) + 1):
+        with pytest.raises(ValueError, match="limit"):
+            db.history("s", "k", limit=limit)
+
+
 def test_history_keeps_the_change_that_lost(pair: Pair) -> None:
     pair.db.set("people", "p1", "alice's")
     pair.copy.set("people", "p1", "bob's")

@@ -7,6 +7,7 @@ Every wait is bounded (TIMEOUT); nothing sleeps and hopes.
 from __future__ import annotations
 
 import asyncio
+import math
 import selectors
 import threading
 import time
@@ -63,6 +64,70 @@ def test_negative_timeouts_are_refused(db: mnemo.Database) -> None:
             ev.next(timeout=-1)
     with pytest.raises(ValueError):
         db.flush_notifications(timeout=-1)
+
+
+@pytest.mark.parametrize(
+    "timeout", [math.nan, -math.inf, -1e-9, -(2**2000)], ids=["nan", "-inf", "-1e-9", "-2**2000"]
+)
+def test_nan_and_negative_timeouts_raise_value_error(db: mnemo.Database, timeout: float) -> None:
+    with db.watch() as ev:
+        with pytest.raises(ValueError, match="timeout must be"):
+            ev.next(timeout=timeout)
+    with pytest.raises(ValueError, match="timeout must be"):
+        db.flush_notifications(timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e308, 2**2000], ids=["inf", "1e308", "2**2000"])
+def test_next_with_an_infinite_or_huge_timeout_waits_without_limit(
+    db: mnemo.Database, timeout: float
+) -> None:
+    with db.watch() as ev:
+        pending = commit(db, 1)
+        assert ev.next(timeout=timeout) == change(db, pending)
+        # Nothing pending: waits until a change comes, here from another thread.
+        later: list[str] = []
+        timer = threading.Timer(0.1, lambda: later.append(commit(db, 2)))
+        timer.start()
+        try:
+            event = ev.next(timeout=timeout)
+        finally:
+            timer.join(TIMEOUT)
+        assert event == change(db, later[0])
+        # close() from another thread ends the wait, as for timeout=None.
+        closer = threading.Timer(0.1, ev.close)
+        closer.start()
+        with pytest.raises(mnemo.InvalidArgument):
+            ev.next(timeout=timeout)
+        closer.join(TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    "timeout,expected_ms",
+    [
+        (0, 0),
+        (0.0001, 1),  # rounded up: a wait is never cut short
+        (1.5, 1500),
+        (0xFFFF_FFFF / 1000, 0xFFFF_FFFF),
+        (0xFFFF_FFFF / 1000 + 0.001, 0xFFFF_FFFF),
+        (1e308, 0xFFFF_FFFF),
+        pytest.param(2**2000, 0xFFFF_FFFF, id="2**2000"),
+        (math.inf, 0xFFFF_FFFF),
+    ],
+)
+def test_flush_notifications_clamps_long_timeouts_to_the_longest_c_wait(
+    db: mnemo.Database, monkeypatch: pytest.MonkeyPatch, timeout: float, expected_ms: int
+) -> None:
+    db.flush_notifications(timeout=timeout)  # nothing pending: returns at once
+    passed: list[int] = []
+    real = mnemo.database.lib.mnemo_db_flush_notifications
+
+    def spy(ptr: object, timeout_ms: int) -> object:
+        passed.append(timeout_ms)
+        return real(ptr, timeout_ms)
+
+    monkeypatch.setattr(mnemo.database.lib, "mnemo_db_flush_notifications", spy)
+    db.flush_notifications(timeout=timeout)
+    assert passed == [expected_ms]
 
 
 def test_fileno_is_readable_exactly_while_events_are_pending(db: mnemo.Database) -> None:
