@@ -89,6 +89,8 @@ typedef struct mnemo_subscription mnemo_subscription;
 
 /**
  * One reference to an instance's sync engine. Safe to use from several threads at once.
+ * A call that takes a user acts only for a session of this engine's own instance: a
+ * session of another instance fails with MNEMO_STATUS_INVALID_ARGUMENT.
  */
 typedef struct mnemo_sync mnemo_sync;
 

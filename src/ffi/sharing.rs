@@ -87,7 +87,7 @@ pub unsafe extern "C" fn mnemo_sync_request_access(
     guard(|| {
         let out = out_param(out_request_id, "out_request_id")?;
         let sync = mnemo_sync::borrow(sync)?;
-        let user = mnemo_user::borrow(user)?;
+        let user = sync.session(user)?;
         let ticket = strings::arg(ticket, "ticket")?;
         let permission = Permission::parse(strings::arg(permission, "permission")?)?;
         let id = sync
@@ -118,7 +118,7 @@ pub unsafe extern "C" fn mnemo_sync_list_requests(
     guard(|| {
         let out = out_param(out_json, "out_json")?;
         let sync = mnemo_sync::borrow(sync)?;
-        let admin = mnemo_user::borrow(admin_user)?;
+        let admin = sync.session(admin_user)?;
         let requests = sync.engine().access_requests(admin.inner())?;
         let list: Vec<serde_json::Value> = requests
             .iter()
@@ -184,9 +184,10 @@ unsafe fn decision_args<'a>(
     admin_user: *mut mnemo_user,
     request_id: *const c_char,
 ) -> crate::Result<(&'a mnemo_sync, &'a mnemo_user, &'a str)> {
+    let sync = mnemo_sync::borrow(sync)?;
     Ok((
-        mnemo_sync::borrow(sync)?,
-        mnemo_user::borrow(admin_user)?,
+        sync,
+        sync.session(admin_user)?,
         strings::arg(request_id, "request_id")?,
     ))
 }
@@ -213,7 +214,7 @@ pub unsafe extern "C" fn mnemo_sync_auto_approve(
 ) -> mnemo_status {
     guard(|| {
         let sync = mnemo_sync::borrow(sync)?;
-        let admin = mnemo_user::borrow(admin_user)?;
+        let admin = sync.session(admin_user)?;
         let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
         let permission = strings::optional_arg(permission, "permission")?
             .map(Permission::parse)
@@ -238,7 +239,7 @@ pub unsafe extern "C" fn mnemo_sync_join(
 ) -> mnemo_status {
     guard(|| {
         let sync = mnemo_sync::borrow(sync)?;
-        let user = mnemo_user::borrow(user)?;
+        let user = sync.session(user)?;
         sync.engine()
             .join(user.inner(), strings::arg(ticket, "ticket")?)
     })

@@ -13,6 +13,8 @@ use crate::entry::EntryId;
 use crate::SyncEngine;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
+/// A call that takes a user acts only for a session of this engine's own instance: a
+/// session of another instance fails with MNEMO_STATUS_INVALID_ARGUMENT.
 pub struct mnemo_sync {
     inner: Arc<SyncEngine>,
 }
@@ -25,6 +27,21 @@ impl mnemo_sync {
     /// The engine this handle refers to.
     pub(super) fn engine(&self) -> &SyncEngine {
         &self.inner
+    }
+
+    /// Borrows `user` for a call on this engine: [`crate::Error::InvalidArgument`] for a session
+    /// of another instance (its databases and keys are not this engine's).
+    pub(super) unsafe fn session<'a>(
+        &self,
+        user: *mut mnemo_user,
+    ) -> crate::Result<&'a mnemo_user> {
+        let user = mnemo_user::borrow(user)?;
+        if user.inner().device_id() != self.inner.device_id() {
+            return Err(crate::Error::invalid(
+                "the user is logged in on another instance than this sync engine's",
+            ));
+        }
+        Ok(user)
     }
 }
 
@@ -195,7 +212,7 @@ unsafe fn database_args<'a>(
     db_id: *const c_char,
 ) -> crate::Result<(&'a mnemo_sync, &'a mnemo_user, &'a str, EntryId)> {
     let sync = mnemo_sync::borrow(sync)?;
-    let user = mnemo_user::borrow(user)?;
+    let user = sync.session(user)?;
     let addr = strings::arg(peer_addr, "peer_addr")?;
     let db = EntryId::parse(strings::arg(db_id, "db_id")?)?;
     Ok((sync, user, addr, db))

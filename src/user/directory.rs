@@ -233,6 +233,11 @@ impl Accounts {
     }
 
     /// The databases of the instance.
+    /// The device key of the instance these accounts belong to.
+    pub(super) fn device_key(&self) -> PublicKey {
+        self.device_key
+    }
+
     pub(super) fn registry(&self) -> &Registry {
         &self.registry
     }

@@ -86,6 +86,11 @@ impl User {
         &self.username
     }
 
+    /// The device id of the instance this session belongs to.
+    pub fn device_id(&self) -> PublicKey {
+        self.accounts.device_key()
+    }
+
     /// The account's id: random, fixed at creation, never reused (a name can be, after the
     /// account is deleted).
     pub fn id(&self) -> &str {

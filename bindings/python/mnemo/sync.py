@@ -21,7 +21,8 @@ class Sync(HandleOwner):
     Each object holds one reference; the engine lives while any reference or the
     instance does. When the last goes, its listeners and tracking stop. Use it as a
     context manager or call :meth:`close`; after closing, methods raise
-    :class:`mnemo.InvalidArgument`. Safe to use from several threads at once; the blocking
+    :class:`mnemo.InvalidArgument`, as do methods given a user logged in on another
+    instance than this engine's. Safe to use from several threads at once; the blocking
     calls (:meth:`connect`, :meth:`sync_db`, :meth:`track`, :meth:`flush`) release the GIL.
 
     Two instances share a database like this (``alice`` owns it, ``bob`` is on the other

@@ -191,6 +191,31 @@ def test_sync_db_without_grant_is_denied_and_nothing_is_pulled(pair: Pair) -> No
         pair.bob.load_db(pair.db.id)
 
 
+def test_a_session_of_another_instance_is_refused_by_every_user_call(pair: Pair) -> None:
+    """A sync engine acts only for users of its own instance: bob's session belongs to b."""
+    pair.grant_bob("read")
+    ticket = pair.sync_a.share(pair.db)
+    calls = [
+        lambda: pair.sync_a.sync_db(pair.bob, pair.addr, pair.db.id),
+        lambda: pair.sync_a.track(pair.bob, pair.addr, pair.db.id),
+        lambda: pair.sync_a.untrack(pair.bob, pair.addr, pair.db.id),
+        lambda: pair.sync_a.request_access(pair.bob, ticket, "read"),
+        lambda: pair.sync_a.requests(pair.bob),
+        lambda: pair.sync_a.approve(pair.bob, "r"),
+        lambda: pair.sync_a.reject(pair.bob, "r"),
+        lambda: pair.sync_a.auto_approve(pair.bob, pair.db, "read"),
+        lambda: pair.sync_a.join(pair.bob, ticket),
+        lambda: pair.sync_b.requests(pair.alice),
+    ]
+    for call in calls:
+        with pytest.raises(mnemo.InvalidArgument, match="another instance"):
+            call()
+    # Nothing reached b's storage through a's engine; b's own engine still works for bob.
+    with pytest.raises(mnemo.NotFound):
+        pair.bob.load_db(pair.db.id)
+    pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
+
+
 def test_sync_db_after_grant_then_load_db(pair: Pair) -> None:
     pair.grant_bob("read")
     pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
