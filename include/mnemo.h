@@ -880,7 +880,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * Subscriptions on the database see remote changes (remote = true). Tracking is recorded
  * in the instance: after a restart, it resumes by itself when the user logs in with sync
  * enabled (or when sync is enabled while the user is logged in), accepting only the device
- * that answered the first round (or the one `peer_addr` pins). It lasts until
+ * that answered the first round that succeeded (or the one `peer_addr` pins); from that
+ * round on it accepts only that device in this session too. It lasts until
  * `mnemo_sync_untrack`; it pauses while the sync engine is gone or the user is logged out.
  * Tracking the same database and peer again changes nothing. A database already here is
  * tracked even while the peer is unreachable; one not here yet must first be pulled

@@ -5,7 +5,7 @@
 //! fallback while no watch is held.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -33,6 +33,11 @@ pub(super) struct Track {
     /// The id of the user it runs for.
     who: String,
     addr: PeerAddr,
+    /// The device that answered the first successful round, when `addr` pinned none: later
+    /// rounds accept only it, and it is recorded so that tracking resumes pinned.
+    answered: OnceLock<PublicKey>,
+    /// Whether `answered` is recorded.
+    answered_recorded: AtomicBool,
     db: EntryId,
     /// The local storage position (see `Backend::last_position`) that the last successful
     /// round had pushed up to.
@@ -63,6 +68,8 @@ impl Track {
         let track = Arc::new(Track {
             who: who.to_string(),
             addr: addr.clone(),
+            answered: OnceLock::new(),
+            answered_recorded: AtomicBool::new(false),
             db: db.id(),
             pushed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -170,6 +177,20 @@ impl Track {
         }
     }
 
+    /// Accepts only `peer` from now on (the first device that answered), and records it for
+    /// resuming. The pin holds in memory even if recording fails; the round then fails, and
+    /// the next successful one records it.
+    fn pin(&self, sync: &SyncEngine, peer: PublicKey) -> Result<()> {
+        let device = *self.answered.get_or_init(|| peer);
+        if self.answered_recorded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let pinned = self.addr.pinned(device);
+        sync.state.record_track(&self.who, &self.db, &pinned)?;
+        self.answered_recorded.store(true, Ordering::Release);
+        Ok(())
+    }
+
     fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing, key: &PublicKey) {
         let mut wait = Duration::ZERO;
         while !self.stop.load(Ordering::Acquire) {
@@ -188,9 +209,17 @@ impl Track {
                 break;
             }
             let Some(sync) = sync.upgrade() else { break };
+            let addr = match self.answered.get() {
+                Some(device) => self.addr.pinned(*device),
+                None => self.addr.clone(),
+            };
             let round = sync.local_position(&self.db).and_then(|target| {
-                sync.round(keys, std::slice::from_ref(key), &self.addr, &self.db)?
+                let report = sync
+                    .round(keys, std::slice::from_ref(key), &addr, &self.db)?
                     .into_result()?;
+                if let (None, Some(peer)) = (self.addr.device, report.peer) {
+                    self.pin(&sync, peer)?;
+                }
                 Ok(target)
             });
             match round {

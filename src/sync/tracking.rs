@@ -19,7 +19,9 @@ impl SyncEngine {
     /// is down. A database not here yet is first pulled (that round must succeed); one
     /// already here is tracked even while the peer is down. Tracking is recorded: when the
     /// same user logs in again with sync enabled (after a restart too), it resumes, accepting
-    /// only the device that answered now (or the one `addr` pins). It lasts until
+    /// only the device that answered now (or the one `addr` pins; for a database already
+    /// here, the device that answers the first round that succeeds, which is then pinned for
+    /// this session as well). It lasts until
     /// [`SyncEngine::untrack`], the engine is dropped or the user logs out. Tracking the same
     /// database and peer again changes nothing.
     pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
@@ -50,7 +52,8 @@ impl SyncEngine {
         let addr = PeerAddr::parse(addr)?;
         requester.key_ring().ensure_usable()?;
         let who = requester.requester_id();
-        let forgotten = self.state.forget_track(&who, db, &addr.host_port)?;
+        // Stopped (threads joined) before the record goes: a round ending meanwhile may
+        // record the device it pinned.
         let stopped: Vec<Arc<Track>> = {
             let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
             let (stop, keep) = std::mem::take(&mut *tracks)
@@ -63,6 +66,7 @@ impl SyncEngine {
         for t in stopped {
             t.stop();
         }
+        let forgotten = self.state.forget_track(&who, db, &addr.host_port)?;
         if !forgotten && !running {
             return Err(Error::NotFound(format!(
                 "this user does not track {db} with {}",

@@ -154,6 +154,38 @@ def test_resumed_tracking_accepts_only_the_device_that_answered_first(
         proxy.close()
 
 
+def test_resumed_tracking_of_a_database_already_here_accepts_only_the_first_device(
+    alice: Alice, tmp_path: Path
+) -> None:
+    """Tracking a database that is already here makes no round at once; the first round
+    that succeeds pins the device that answered, for this session and after a restart."""
+    path = tmp_path / "bob.db"
+    proxy = Proxy(alice.addr)
+    try:
+        with bob_instance(path) as inst, inst.login("bob") as bob:
+            alice.db.grant(bob_key(bob), "write")
+            inst.enable_sync()
+            with inst.sync as sync:
+                sync.sync_db(bob, proxy.addr, alice.db.id)  # here before tracking
+                sync.track(bob, proxy.addr, alice.db.id)
+                with bob.load_db(alice.db.id) as copy:
+                    copy.set("s", "pushed by the track", 1)
+                sync.flush(timeout_ms=10000)  # a round of the track succeeded
+        with mnemo.Instance.open("memory:") as impostor:
+            impostor.enable_sync()
+            with impostor.sync as fake:
+                proxy.retarget(fake.listen())
+                with bob_instance(path) as inst:
+                    inst.enable_sync()
+                    with inst.login("bob") as bob, inst.sync as sync:
+                        with bob.load_db(alice.db.id) as copy:
+                            copy.set("s", "for alice only", 1)
+                        with pytest.raises(mnemo.NetworkError, match="did not prove"):
+                            sync.flush(timeout_ms=3000)
+    finally:
+        proxy.close()
+
+
 def test_untrack_rejects_bad_arguments(alice: Alice) -> None:
     with mnemo.Instance.open("memory:") as inst:
         inst.create_user("bob")
