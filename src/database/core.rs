@@ -495,6 +495,12 @@ impl DatabaseCore {
             };
             made = Some((entry.id(), plan.meta.changes_settings));
             self.store_local(&entry, plan)
+        });
+        let staged = staged.inspect_err(|_| {
+            if made.is_some() {
+                // What memory learnt from the entry (a lowering) is not in storage.
+                self.forget_derived_state();
+            }
         })?;
         *self.staged_commit() = staged.clone();
         drop(guard);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mnemo::backend::MemoryBackend;
 
-use crate::support::{logged_in, state, stored};
+use crate::support::{logged_in, state, stored, Instrumented};
 
 fn ops(store: &str, key: &str, json: &str) -> Ops {
     let mut store_ops = BTreeMap::new();
@@ -172,6 +172,31 @@ fn invalid_entries_are_rejected_and_change_nothing() {
     }
 
     assert_unchanged(&backend, &before, db.id());
+}
+
+/// A demotion whose storage commit failed never happened: the demoted key's entries that
+/// arrive afterwards are applied, not discarded by a lowering that memory kept.
+#[test]
+fn a_demotion_whose_commit_failed_discards_nothing() {
+    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
+    let inst = Instance::open(storage.clone()).unwrap();
+    inst.create_user("owner", None).unwrap();
+    let owner = inst.login("owner", None).unwrap();
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    db.grant(&writer.public_key(), Permission::Write).unwrap();
+    let by_writer = on_tips(&db, &writer, ops("s", "k", "\"writer\""));
+
+    storage.roll_back_next_turn();
+    assert!(matches!(
+        db.grant(&writer.public_key(), Permission::Read),
+        Err(Error::Storage(_))
+    ));
+    let received = inst.receive_entry(by_writer.bytes()).unwrap();
+    assert_eq!(received.applied, vec![by_writer.id()]);
+    assert!(received.discarded.is_empty());
+    assert_eq!(db.get("s", "k").unwrap(), "\"writer\"");
+    db.verify().unwrap();
 }
 
 #[test]

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, StateWrite};
+use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Staged, StateWrite};
 use mnemo::entry::EntryId;
 use mnemo::{Database, Error, Instance, User};
 
@@ -245,6 +245,10 @@ pub struct Instrumented {
     writes: AtomicUsize,
     fail_at: AtomicUsize,
     crash: bool,
+    /// The next write turn fails as a storage commit that rolled back (see
+    /// [`Instrumented::roll_back_next_turn`]); `in_rolled_back_turn` while it runs.
+    roll_back_turn: AtomicBool,
+    in_rolled_back_turn: AtomicBool,
     pub secrets: Mutex<BTreeSet<String>>,
 }
 
@@ -262,6 +266,8 @@ impl Instrumented {
             writes: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             crash,
+            roll_back_turn: AtomicBool::new(false),
+            in_rolled_back_turn: AtomicBool::new(false),
             secrets: Mutex::default(),
         })
     }
@@ -287,6 +293,12 @@ impl Instrumented {
         at
     }
 
+    /// Makes the next write turn (a local commit) end as if its storage commit failed and
+    /// rolled back: the entries it stores are not kept, and the turn fails.
+    pub fn roll_back_next_turn(&self) {
+        self.roll_back_turn.store(true, Ordering::SeqCst);
+    }
+
     /// The user ids whose secrets are stored (`account/<id>`, `key/<id>/<key>`).
     pub fn secret_owners(&self) -> BTreeSet<String> {
         let secrets = self.secrets.lock().unwrap();
@@ -299,7 +311,25 @@ impl Instrumented {
 
 impl Backend for Instrumented {
     fn put_entry(&self, write: &EntryWrite<'_>) -> Result<(), Error> {
+        if self.in_rolled_back_turn.load(Ordering::SeqCst) {
+            return Ok(()); // written into a transaction that will roll back
+        }
         self.write(|| self.inner.put_entry(write))
+    }
+    fn write_turn(
+        &self,
+        announced: bool,
+        work: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Option<Arc<dyn Staged>>, Error> {
+        if !self.roll_back_turn.swap(false, Ordering::SeqCst) {
+            return self.inner.write_turn(announced, work);
+        }
+        self.in_rolled_back_turn.store(true, Ordering::SeqCst);
+        let worked = work();
+        self.in_rolled_back_turn.store(false, Ordering::SeqCst);
+        worked.and(Err(Error::Storage(
+            "the turn's commit failed (test)".into(),
+        )))
     }
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>, Error> {
         self.entry_reads.fetch_add(1, Ordering::Relaxed);
