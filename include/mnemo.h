@@ -478,8 +478,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   `mnemo_subscription_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
- * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the
- * notification thread could not start). Thread-safe.
+ * MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
+ * MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_change_cb cb, void *user_data, mnemo_destroy_cb destroy, struct mnemo_subscription **out);
 

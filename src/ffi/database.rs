@@ -456,8 +456,9 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   `mnemo_subscription_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
-/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the
-/// notification thread could not start). Thread-safe.
+/// MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
+/// MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_subscribe(
