@@ -273,6 +273,24 @@ impl DatabaseCore {
         self.settings_at(&settings::visible_from(&*self.backend, &parents)?)
     }
 
+    /// The permission `key` has now, counting only settings changes that took effect: what
+    /// the current settings give it, capped by its grant in the database's state. A grant
+    /// made by a discarded change (rule 4 of docs/security-model.md) is in the former, as
+    /// the branch it was made on saw it, but never in the latter.
+    pub fn effective_permission_of(&self, key: &PublicKey) -> Result<Option<Permission>> {
+        let Some(visible) = self.current_settings()?.permission_of(key) else {
+            return Ok(None);
+        };
+        let cell = self
+            .backend
+            .cell(&self.id, SETTINGS_STORE, &settings::auth_key(key))?;
+        let stored = match cell.and_then(|c| c.value) {
+            Some(json) => settings::parse_auth_value(&json)?.level(),
+            None => None,
+        };
+        Ok(stored.map(|level| level.min(visible)))
+    }
+
     /// The settings at settings tips `tips`: cached, joined from each tip's cached state, or
     /// (cold cache) evaluated from storage. Evaluation reads storage, so it runs outside the
     /// cache's lock; two threads may evaluate the same tips at once and get the same result.

@@ -134,12 +134,14 @@ impl Database {
         if self.read_allowed_at.load(Ordering::Acquire) == generation {
             return Ok(());
         }
-        if self
-            .core
-            .current_settings()?
-            .best_key(&self.readers)
-            .is_none()
-        {
+        let mut readable = false;
+        for key in self.readers.iter() {
+            if self.core.effective_permission_of(key)?.is_some() {
+                readable = true;
+                break;
+            }
+        }
+        if !readable {
             return Err(Error::PermissionDenied(
                 "none of this session's keys may read this database".into(),
             ));
@@ -327,9 +329,10 @@ impl Database {
         self.commit(ops)
     }
 
-    /// The permission `key` has now, if any.
+    /// The permission `key` has now, if any (only settings changes that took effect count:
+    /// a grant made by a discarded change gives nothing).
     pub fn permission_of(&self, key: &PublicKey) -> Result<Option<Permission>> {
-        Ok(self.core.current_settings()?.permission_of(key))
+        self.core.effective_permission_of(key)
     }
 
     /// Calls `callback` on the instance's notification thread after every change, local or

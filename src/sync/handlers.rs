@@ -116,8 +116,7 @@ fn authenticated(sync: &SyncEngine, body: &[u8]) -> Result<Envelope> {
 fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Arc<DatabaseCore>> {
     let core = registry.core(env.db);
     if core
-        .current_settings()?
-        .permission_of(&env.key)
+        .effective_permission_of(&env.key)?
         .is_none_or(|p| p < Permission::Read)
     {
         return Err(no_access());

@@ -12,7 +12,9 @@ use mnemo::database::{Grant, Permission};
 use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use mnemo::{Error, Instance};
 
-use crate::support::Rng;
+use mnemo::sync::wire::Request;
+
+use crate::support::{http_post, Rng};
 
 /// What decides a replica's state: tips, every store's live cells, discarded entries.
 type View = (
@@ -262,6 +264,18 @@ fn a_revoked_admins_offline_grant_write_and_attack_on_the_creator_have_no_effect
     }
     assert_eq!(c.view(&db), early.view(&db));
     assert_eq!(c.view(&db), late.view(&db));
+
+    // The friend holds nothing (its grant was discarded): no replica serves it by sync,
+    // while the creator is served.
+    for r in [&c, &early, &late] {
+        let addr = r.inst.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+        let asks = |key: &PrivateKey| {
+            let tips = crate::sync::envelope(key, &r.inst, db, Request::Tips);
+            http_post(&addr, "/mnemo/sync/v1/db", &tips.encode()).0
+        };
+        assert_eq!(asks(&friend), 403);
+        assert_eq!(asks(&creator), 200);
+    }
 }
 
 #[test]
