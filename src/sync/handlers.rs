@@ -121,7 +121,8 @@ fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Ar
     {
         return Err(no_access());
     }
-    sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+    sync.replay
+        .check(&env.key, env.timestamp_ms, &env.nonce, now_ms())?;
     Ok(core)
 }
 
@@ -150,7 +151,8 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
                         "this instance takes a database it does not hold only when a local user asked for it".into(),
                     ));
                 }
-                sync.replay.check(env.timestamp_ms, &env.nonce, now_ms())?;
+                sync.replay
+                    .check(&env.key, env.timestamp_ms, &env.nonce, now_ms())?;
                 Ok(push(&registry, &env, entries))
             }
             _ => Err(no_access()),
