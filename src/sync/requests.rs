@@ -16,6 +16,9 @@ pub const REQUEST_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const MAX_REQUESTS_PER_DATABASE: usize = 64;
 /// Most requests kept in all.
 pub const MAX_REQUESTS: usize = 1024;
+/// Least time between two changes of one key's pending request (another permission asked):
+/// each is a commit of `_sync`, whose history is kept.
+pub const REQUEST_CHANGE_EVERY_MS: u64 = 60 * 1000;
 
 /// Requests, by id.
 const REQUESTS: Table<RequestRecord> = Table::new("requests", "access request");
@@ -104,16 +107,29 @@ impl Requests {
     }
 
     /// Records `record` (replacing the same key's request on the same database), within
-    /// the bounds: [`Error::Busy`] when its database or the instance holds as many as it
-    /// may.
+    /// the bounds: when its database or the instance holds as many as it may, the oldest
+    /// rejected request there is forgotten to make room (so rejecting requests frees their
+    /// places); [`Error::Busy`] when all are pending.
     pub(super) fn put(&self, record: &RequestRecord) -> Result<()> {
         let all = self.all()?;
         if !all.iter().any(|r| r.id == record.id) {
             let here = all.iter().filter(|r| r.db == record.db).count();
-            if here >= MAX_REQUESTS_PER_DATABASE || all.len() >= MAX_REQUESTS {
-                return Err(Error::Busy(
-                    "too many access requests wait here; try again later".into(),
-                ));
+            let crowd: Vec<&RequestRecord> = if here >= MAX_REQUESTS_PER_DATABASE {
+                all.iter().filter(|r| r.db == record.db).collect()
+            } else if all.len() >= MAX_REQUESTS {
+                all.iter().collect()
+            } else {
+                Vec::new()
+            };
+            if !crowd.is_empty() {
+                let oldest_rejected = crowd
+                    .into_iter()
+                    .filter(|r| r.state == RequestState::Rejected)
+                    .min_by_key(|r| r.requested_at)
+                    .ok_or_else(|| {
+                        Error::Busy("too many access requests wait here; try again later".into())
+                    })?;
+                REQUESTS.delete(&self.db, &oldest_rejected.id)?;
             }
         }
         REQUESTS.put(&self.db, &record.id, record).map(drop)

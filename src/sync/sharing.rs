@@ -6,7 +6,9 @@
 use std::sync::{Arc, Weak};
 
 use super::net::client::PeerConnection;
-use super::requests::{request_id, PolicyRecord, RequestRecord, RequestState};
+use super::requests::{
+    request_id, PolicyRecord, RequestRecord, RequestState, REQUEST_CHANGE_EVERY_MS,
+};
 use super::ticket::Ticket;
 use super::wire::{self, Envelope, Request, WINDOW_MS};
 use super::{address, PeerAddr, Requester, SyncEngine};
@@ -268,6 +270,11 @@ impl SyncEngine {
             }
             if kept.permission == permission {
                 return Ok(id); // already waiting: nothing to write again
+            }
+            if now_ms().saturating_sub(kept.requested_at) < REQUEST_CHANGE_EVERY_MS {
+                return Err(Error::Busy(
+                    "this key's request changed less than a minute ago; retry later".into(),
+                ));
             }
         }
         let request = RequestRecord {

@@ -688,4 +688,37 @@ fn access_requests_are_bounded_and_checked() {
         db.permission_of(&strangers[0].public_key()).unwrap(),
         Some(Permission::Read)
     );
+
+    // Rejected requests give their places up, oldest first, to new ones; the rejected key
+    // whose record went may ask again, the others are still refused.
+    let pending = sync.access_requests(&alice).unwrap();
+    assert_eq!(pending.len(), 63);
+    for request in &pending {
+        sync.reject(&alice, &request.id).unwrap();
+    }
+    // The first takes the place the approved request left, the second a rejected one's.
+    let newcomers: Vec<PrivateKey> = (0..2).map(|_| PrivateKey::generate().unwrap()).collect();
+    for newcomer in &newcomers {
+        assert_eq!(ask(newcomer, db.id()).0, 200);
+    }
+    let newcomer = &newcomers[1];
+    assert_eq!(sync.access_requests(&alice).unwrap().len(), 2); // pending ones only
+    let still_rejected = strangers[1..64]
+        .iter()
+        .filter(|k| ask(k, db.id()).0 == 403)
+        .count();
+    assert_eq!(still_rejected, 62);
+    // A pending request changes its permission at most once a minute (each change is a
+    // commit kept in `_sync`'s history).
+    let ask_write = envelope(
+        newcomer,
+        &a,
+        db.id(),
+        Request::Ask {
+            permission: Permission::Write,
+        },
+    );
+    let (status, body) = post_raw(&addr, "db", &ask_write.encode());
+    assert_eq!(status, 503);
+    assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 12);
 }
