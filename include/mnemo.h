@@ -731,6 +731,10 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_enable_sync(struct mnemo_instance *in
  *
  * - `out`: receives a new sync handle, owned by the caller, freed with `mnemo_sync_free`
  *   (each handle is one reference; the engine lives while any handle or the instance does).
+ *   A handle stays safe to use and to free after `mnemo_instance_free`, but once the
+ *   instance's storage is closed (the instance and all its users and databases freed),
+ *   its calls that need the storage fail with MNEMO_STATUS_INVALID_ARGUMENT ("the instance
+ *   behind this sync engine is closed") and its listeners answer requests with an error.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
  * MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.
@@ -810,7 +814,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_flush_notifications(struct mnemo_database *
 /**
  * Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
  * from the engine's own threads, until the sync engine is gone (the instance and every sync
- * handle freed). Several listeners may run at once. Every connection proves this device's
+ * handle freed); once the instance's storage is closed (see `mnemo_instance_sync`) it still
+ * accepts connections but answers every request with an error. Several listeners may run at once. Every connection proves this device's
  * id (its Ed25519 key) to the client, and the client must prove its own; there is no
  * plaintext mode. Anyone can connect; a database is served only to requests signed by a
  * key with at least read permission on it. Everything a connection can hold is bounded

@@ -53,8 +53,10 @@ class Instance(HandleOwner):
     """An open mnemo instance. Create one with :meth:`Instance.open`.
 
     Use it as a context manager, or call :meth:`close`. Users, databases and sync
-    references obtained through it stay valid after it is closed. After closing, its own
-    methods raise :class:`mnemo.InvalidArgument` (a ``ValueError``).
+    references obtained through it stay valid after it is closed (they keep its storage
+    open, except sync references: once the instance and all its users and databases are
+    closed, sync methods that need the storage raise :class:`mnemo.InvalidArgument`).
+    After closing, its own methods raise :class:`mnemo.InvalidArgument` (a ``ValueError``).
     Safe to use from several threads at once.
     """
 

@@ -66,6 +66,22 @@ def test_sync_outlives_instance_and_other_references() -> None:
         r.close()
 
 
+def test_sync_reference_after_the_storage_closed_says_so() -> None:
+    """A sync reference keeps the engine, not the storage: with the instance and all its
+    users and databases closed, what needs the storage raises InvalidArgument."""
+    inst = mnemo.Instance.open("memory:")
+    inst.enable_sync()
+    inst.create_user("u")
+    with inst.login("u") as user, user.create_db("d") as db:
+        db_id = db.id
+    with inst.sync as sync:
+        sync.listen()
+        sync.share(db_id)  # works while the instance is open
+        inst.close()
+        with pytest.raises(mnemo.InvalidArgument, match="closed"):
+            sync.share(db_id)
+
+
 def test_sync_after_close_of_instance_raises(inst: mnemo.Instance) -> None:
     inst.close()
     with pytest.raises(mnemo.InvalidArgument):
