@@ -256,7 +256,13 @@ impl DatabaseCore {
 
     /// True if the entry is stored here or waiting for its parents.
     pub fn knows(&self, id: &EntryId) -> Result<bool> {
-        if self.backend.entry_meta(id)?.is_some() {
+        // Only entries of this database: asked by a reader of this one over sync, another
+        // database's entries are none of its business.
+        if self
+            .backend
+            .entry_meta(id)?
+            .is_some_and(|m| m.db == self.id)
+        {
             return Ok(true);
         }
         Ok(self.waiting().contains(id))
