@@ -131,6 +131,22 @@ def test_untrack_stops_and_forgets(alice: Alice, tmp_path: Path) -> None:
         alice.db.get("s", "not pushed")
 
 
+def resume_with_an_impostor_answering(alice: Alice, path: Path, proxy: Proxy) -> None:
+    """Bob's next session, with another instance now answering at the tracked address: the
+    resumed tracking must not push to it."""
+    with mnemo.Instance.open("memory:") as impostor:
+        impostor.enable_sync()
+        with impostor.sync as fake:
+            proxy.retarget(fake.listen())
+            with bob_instance(path) as inst:
+                inst.enable_sync()
+                with inst.login("bob") as bob, inst.sync as sync:
+                    with bob.load_db(alice.db.id) as copy:
+                        copy.set("s", "for alice only", 1)
+                    with pytest.raises(mnemo.NetworkError, match="did not prove"):
+                        sync.flush(timeout_ms=3000)
+
+
 def test_resumed_tracking_accepts_only_the_device_that_answered_first(
     alice: Alice, tmp_path: Path
 ) -> None:
@@ -138,18 +154,7 @@ def test_resumed_tracking_accepts_only_the_device_that_answered_first(
     proxy = Proxy(alice.addr)
     try:
         start_tracking(alice, path, proxy.addr)
-        # Another instance now answers at the address bob tracks.
-        with mnemo.Instance.open("memory:") as impostor:
-            impostor.enable_sync()
-            with impostor.sync as fake:
-                proxy.retarget(fake.listen())
-                with bob_instance(path) as inst:
-                    inst.enable_sync()
-                    with inst.login("bob") as bob, inst.sync as sync:
-                        with bob.load_db(alice.db.id) as copy:
-                            copy.set("s", "for alice only", 1)
-                        with pytest.raises(mnemo.NetworkError, match="did not prove"):
-                            sync.flush(timeout_ms=3000)
+        resume_with_an_impostor_answering(alice, path, proxy)
     finally:
         proxy.close()
 
@@ -171,17 +176,7 @@ def test_resumed_tracking_of_a_database_already_here_accepts_only_the_first_devi
                 with bob.load_db(alice.db.id) as copy:
                     copy.set("s", "pushed by the track", 1)
                 sync.flush(timeout_ms=10000)  # a round of the track succeeded
-        with mnemo.Instance.open("memory:") as impostor:
-            impostor.enable_sync()
-            with impostor.sync as fake:
-                proxy.retarget(fake.listen())
-                with bob_instance(path) as inst:
-                    inst.enable_sync()
-                    with inst.login("bob") as bob, inst.sync as sync:
-                        with bob.load_db(alice.db.id) as copy:
-                            copy.set("s", "for alice only", 1)
-                        with pytest.raises(mnemo.NetworkError, match="did not prove"):
-                            sync.flush(timeout_ms=3000)
+        resume_with_an_impostor_answering(alice, path, proxy)
     finally:
         proxy.close()
 
