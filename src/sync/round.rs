@@ -46,8 +46,8 @@ impl SyncReport {
         }
         if self.refused_by_peer > 0 {
             let count = self.refused_by_peer;
-            let first = self.first_refusal.unwrap_or_default();
-            return Err(if refusal_lasts(first) {
+            let first = self.first_refusal.and_then(Status::from_code);
+            return Err(if lasts(first) {
                 Error::PermissionDenied(format!(
                     "the peer refused {count} of our entries (their authors lack permission there?)"
                 ))
@@ -140,20 +140,12 @@ struct Exchange<'a> {
     held_back: RefCell<Option<Error>>,
 }
 
-/// Whether sending the same entry again would meet `error` again: it is malformed, forged
-/// or not allowed (an entry's bytes and parents decide these). Anything else (storage,
-/// `Busy`, a thread that failed) may pass next time.
-fn lasts(error: &Error) -> bool {
+/// Whether taking the same entry again would fail the same way (`status`, here or as a
+/// peer's refusal): it is malformed, forged or not allowed, which its bytes and parents
+/// decide. Anything else (storage, `Busy`, a thread that failed) may pass next time.
+fn lasts(status: Option<Status>) -> bool {
     matches!(
-        error,
-        Error::Corrupt(_) | Error::PermissionDenied(_) | Error::InvalidArgument(_)
-    )
-}
-
-/// [`lasts`] for a peer's refusal of a pushed entry, by its status code.
-fn refusal_lasts(status: i32) -> bool {
-    matches!(
-        Status::from_code(status),
+        status,
         Some(Status::Corrupt | Status::PermissionDenied | Status::InvalidArgument)
     )
 }
@@ -336,7 +328,7 @@ impl Exchange<'_> {
                     .rejected
                     .extend(received.rejected.iter().map(|(id, e)| format!("{id}: {e}")));
             }
-            Err(e) if lasts(&e) => report
+            Err(e) if lasts(Some(e.status())) => report
                 .rejected
                 .push(format!("{}: {e}", EntryId::of_bytes(bytes))),
             Err(e) => {
@@ -413,7 +405,7 @@ impl Exchange<'_> {
             } else {
                 report.refused_by_peer += 1;
                 report.first_refusal.get_or_insert(status);
-                retry |= !refusal_lasts(status);
+                retry |= !lasts(Status::from_code(status));
             }
         }
         Ok(retry)
