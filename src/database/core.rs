@@ -2,7 +2,7 @@
 //! waiting for their parents, settings cache and subscribers.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -66,6 +66,21 @@ impl std::ops::DerefMut for DiscardGuard<'_> {
     }
 }
 
+/// Whether the stored state may lack the undoing of a revocation (see
+/// [`DatabaseCore::undo_pending`]): not yet checked in this process.
+const UNDO_UNCHECKED: u8 = 0;
+/// The stored state is what the stored entries make of it, as far as this process knows.
+const UNDO_NONE: u8 = 1;
+/// A revocation may be stored without its undoing: work the state out again.
+const UNDO_PENDING: u8 = 2;
+
+/// The instance metadata record that says database `db`'s state must be worked out again
+/// (a revocation may be stored without the undoing of what it discards). Written before
+/// the revocation is stored, removed once the state is replaced.
+fn undo_pending_record(db: &EntryId) -> String {
+    format!("undo-pending/{db}")
+}
+
 /// What a new entry will be, worked out before it is stored.
 struct Plan {
     meta: EntryMeta,
@@ -109,6 +124,8 @@ pub struct DatabaseCore {
     staged: Mutex<Option<Arc<dyn Staged>>>,
     /// Announces changes to `subscribers` in the order they were made.
     notices: NoticeOrder,
+    /// `UNDO_UNCHECKED`, `UNDO_NONE` or `UNDO_PENDING`: see [`DatabaseCore::undo_pending`].
+    undo: AtomicU8,
 }
 
 /// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
@@ -171,6 +188,7 @@ impl DatabaseCore {
             forgotten: AtomicBool::new(false),
             staged: Mutex::new(None),
             notices: NoticeOrder::default(),
+            undo: AtomicU8::new(UNDO_UNCHECKED),
         }
     }
 
@@ -183,9 +201,27 @@ impl DatabaseCore {
         &*self.backend
     }
 
-    /// The write lock, with a staged commit made durable first: for changes and checks
-    /// that read through the backend's ordinary reads.
+    /// The write lock, with a staged commit made durable first and the stored state brought
+    /// up to date ([`DatabaseCore::undo_pending`]): for changes and checks that read
+    /// through the backend's ordinary reads.
     fn lock(&self) -> Result<MutexGuard<'_, ()>> {
+        let guard = self.settled_lock()?;
+        self.undo_pending()?;
+        Ok(guard)
+    }
+
+    /// Fails unless the stored state is what the stored entries make of it, as far as this
+    /// process knows: once per process, and after a revocation's undoing failed, this
+    /// brings it up to date ([`DatabaseCore::undo_pending`]). Otherwise one atomic load.
+    pub(crate) fn ensure_current(&self) -> Result<()> {
+        if self.undo.load(Ordering::Acquire) == UNDO_NONE {
+            return Ok(());
+        }
+        self.lock().map(drop)
+    }
+
+    /// The write lock with a staged commit made durable first (see [`DatabaseCore::lock`]).
+    fn settled_lock(&self) -> Result<MutexGuard<'_, ()>> {
         let guard = self.commit_lock()?;
         let staged = self.staged_commit().take();
         if let Some(staged) = staged {
@@ -205,6 +241,49 @@ impl DatabaseCore {
 
     fn staged_commit(&self) -> MutexGuard<'_, Option<Arc<dyn Staged>>> {
         self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Storing a revocation that arrives after what it discards, and undoing their effect
+    /// (replacing the state), are two writes; a record written before the first and removed
+    /// after the second says when the second may be missing (it failed, or the process
+    /// stopped in between). The record is looked for once per process, at this database's
+    /// first use; when it is there, or the undoing failed in this process, the state is
+    /// worked out again here. Callers hold the write lock, with nothing staged.
+    fn undo_pending(&self) -> Result<()> {
+        let undo = self.undo.load(Ordering::Acquire);
+        if undo == UNDO_NONE {
+            return Ok(());
+        }
+        if undo == UNDO_UNCHECKED
+            && self
+                .backend
+                .meta_get(&undo_pending_record(&self.id))?
+                .is_none()
+        {
+            self.undo.store(UNDO_NONE, Ordering::Release);
+            return Ok(());
+        }
+        self.undo_discarded()?;
+        self.undo.store(UNDO_NONE, Ordering::Release);
+        Ok(())
+    }
+
+    /// Works out which entries take effect from all of them and replaces the stored state
+    /// with the result ([`discards::recompute`]), then removes the record that asked for it.
+    /// On failure, memory forgets what it derived (it may reflect the state being replaced)
+    /// and the undoing stays pending. Callers hold the write lock.
+    fn undo_discarded(&self) -> Result<()> {
+        let undone = discards::recompute(&*self.backend, &self.id).and_then(|index| {
+            *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+            self.settings.clear();
+            self.settings_generation.fetch_add(1, Ordering::AcqRel);
+            self.backend.meta_delete(&undo_pending_record(&self.id))
+        });
+        if undone.is_err() {
+            self.undo.store(UNDO_PENDING, Ordering::Release);
+            self.forget_derived_state();
+        }
+        undone.map(drop)
     }
 
     /// Drops what is kept in memory of the stored state (loaded again from storage at next
@@ -239,9 +318,11 @@ impl DatabaseCore {
     /// retires this core: afterwards its handles fail with [`Error::NotFound`]. Holds the
     /// write lock meanwhile, so no commit lands half-way.
     pub(crate) fn forget(&self) -> Result<()> {
-        let _guard = self.lock()?;
+        let _guard = self.settled_lock()?;
         self.forgotten.store(true, Ordering::Release);
-        self.backend.forget_database(&self.id)
+        self.backend.forget_database(&self.id)?;
+        self.backend.meta_delete(&undo_pending_record(&self.id))?;
+        Ok(())
     }
 
     /// A number that grows whenever this database's settings change.
@@ -474,6 +555,7 @@ impl DatabaseCore {
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
+        self.ensure_current()?;
         let mut intent = WriteIntent::announce(&*self.backend);
         let guard = self.commit_lock()?;
         let ticket = self.notices.ticket();
@@ -694,21 +776,24 @@ impl DatabaseCore {
         }
         let tips = self.tip_ids()?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
-        self.apply(entry, plan.meta, false)?;
-        if plan.lowers.is_empty() {
+        if plan.lowers.is_empty() || sees_everything {
+            self.apply(entry, plan.meta, false)?;
+            if !plan.lowers.is_empty() {
+                let mut discards = self.discard_index()?;
+                for (key, level) in plan.lowers {
+                    discards.add_lowering(key, entry.id(), content.height, level);
+                }
+            }
             return Ok(Outcome::Applied);
         }
-        if sees_everything {
-            let mut discards = self.discard_index()?;
-            for (key, level) in plan.lowers {
-                discards.add_lowering(key, entry.id(), content.height, level);
-            }
-        } else {
-            let index = discards::recompute(&*self.backend, &self.id)?;
-            *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
-            self.settings.clear();
-            self.settings_generation.fetch_add(1, Ordering::AcqRel);
-        }
+        // It may discard stored entries: their effect is undone once it is stored, and a
+        // record says so meanwhile (see `undo_pending`).
+        self.backend
+            .meta_insert_new(&undo_pending_record(&self.id), b"")?;
+        self.undo.store(UNDO_PENDING, Ordering::Release);
+        self.apply(entry, plan.meta, false)?;
+        self.undo_discarded()?;
+        self.undo.store(UNDO_NONE, Ordering::Release);
         Ok(Outcome::Applied)
     }
 

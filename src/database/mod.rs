@@ -126,10 +126,13 @@ impl Database {
     }
 
     /// Fails with [`Error::PermissionDenied`] unless one of the handle's keys may read the
-    /// database now ([`Error::NotFound`] once it was forgotten on this instance). Checked
-    /// again only when the database's settings change, so a read pays two atomic loads.
+    /// database now ([`Error::NotFound`] once it was forgotten on this instance), and
+    /// brings the stored state up to date first if it may lack a revocation's undoing
+    /// ([`DatabaseCore::ensure_current`]). Checked again only when the database's settings
+    /// change, so a read pays three atomic loads.
     fn check_read(&self) -> Result<()> {
         self.core.ensure_kept()?;
+        self.core.ensure_current()?;
         let generation = self.core.settings_generation();
         if self.read_allowed_at.load(Ordering::Acquire) == generation {
             return Ok(());

@@ -14,7 +14,7 @@ use mnemo::{Error, Instance};
 
 use mnemo::sync::wire::Request;
 
-use crate::support::{http_post, Rng};
+use crate::support::{http_post, Instrumented, Rng};
 
 /// What decides a replica's state: tips, every store's live cells, discarded entries.
 type View = (
@@ -32,8 +32,18 @@ struct Replica {
 impl Replica {
     fn new() -> Replica {
         let backend = Arc::new(MemoryBackend::new());
+        Replica::through(backend.clone(), backend)
+    }
+
+    /// A replica restarted on what another left in `backend`.
+    fn new_on(backend: Arc<MemoryBackend>) -> Replica {
+        Replica::through(backend.clone(), backend)
+    }
+
+    /// A replica whose instance stores through `storage`, which ends in `backend`.
+    fn through(backend: Arc<MemoryBackend>, storage: Arc<dyn Backend>) -> Replica {
         Replica {
-            inst: Instance::open(backend.clone()).unwrap(),
+            inst: Instance::open(storage).unwrap(),
             backend,
         }
     }
@@ -202,6 +212,54 @@ fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
     }
     assert_eq!(o.view(&db), first.view(&db));
     assert_eq!(o.view(&db), late.view(&db));
+}
+
+/// A revocation that arrives after what it discards is stored, and the state is then
+/// worked out again: two writes. Whichever write fails (once, or for good as in a crash
+/// followed by a restart), taking the revocation again ends with the revoked chain undone.
+#[test]
+fn a_revocation_stored_without_its_undoing_is_undone_later() {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let o = Replica::new();
+    let root = commit(&o, root(&owner));
+    let db = root.id();
+    let grant = commit(&o, on(&o, &db, &owner, auth(&writer, write())));
+    let w = Replica::new();
+    w.take(&[&root, &grant]);
+    let offline = commit(&w, on(&w, &db, &writer, data("x", "\"writer's\"")));
+    let revoke = commit(&o, on(&o, &db, &owner, auth(&writer, write().revoked())));
+    o.take(&[&offline]);
+    assert_eq!(o.get(&db, "s", "x"), None);
+
+    let mut failed_after_storing = 0;
+    for crash in [false, true] {
+        for k in 0..4 {
+            let memory = Arc::new(MemoryBackend::new());
+            let storage = Instrumented::stopping(memory.clone(), usize::MAX, crash);
+            let late = Replica::through(memory.clone(), storage.clone());
+            late.take(&[&root, &grant, &offline]);
+            assert_eq!(late.get(&db, "s", "x").unwrap(), "\"writer's\"");
+            storage.fail_write_in(k);
+            let first = late.take(&[&revoke]).remove(0);
+            if first.is_err() && memory.entry_meta(&revoke.id()).unwrap().is_some() {
+                failed_after_storing += 1;
+            }
+            let late = if crash {
+                drop(late);
+                Replica::new_on(memory)
+            } else {
+                late
+            };
+            let again = late.take(&[&revoke]).remove(0);
+            assert!(again.is_ok(), "crash {crash}, write {k}: {again:?}");
+            assert_eq!(late.view(&db), o.view(&db), "crash {crash}, write {k}");
+        }
+    }
+    // Some runs stopped between storing the revocation and undoing what it discards.
+    assert!(failed_after_storing >= 2, "{failed_after_storing}");
 }
 
 #[test]
