@@ -48,7 +48,7 @@ impl Transaction {
         }
         let parsed: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
-        let tokens = crate::entry::check_path(pointer, &parsed)?;
+        let tokens = crate::entry::check_path(pointer, crate::json::pointer::depth(&parsed))?;
         let store_ops = self.ops.entry(store.to_string()).or_default();
         match store_ops.get_mut(key) {
             Some(Op::Set(whole)) => {

@@ -1,7 +1,10 @@
 //! JSON values as stores keep them (one canonical text per value), and the JSON form of
 //! the types records hold.
 
+mod check;
 pub mod pointer;
+
+pub use check::canonical_depth;
 
 use crate::error::{Error, Result};
 
