@@ -406,3 +406,33 @@ fn only_a_change_that_removes_a_secret_rebuilds_the_secrets_table() {
         Some(&b"eins"[..])
     );
 }
+
+/// A secret change is committed before its WAL checkpoint: when a reader keeps the
+/// checkpoint from finishing, the change still succeeds (it happened), and the scrub is
+/// finished by the next change to the secrets.
+#[test]
+fn a_secret_change_a_reader_keeps_from_scrubbing_succeeds_and_is_scrubbed_next_time() {
+    let dir = TempDir::new();
+    let path = dir.0.join("busy.db");
+    let backend = mnemo::backend::SqliteBackend::open(&path).unwrap();
+    let old = b"old-secret-7f3a9c-never-elsewhere";
+    assert!(backend.secret_put("a", old, None).unwrap());
+    // Another connection in a read transaction: no checkpoint can finish meanwhile.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM secrets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert!(backend.secret_put("a", b"new", Some(old)).unwrap());
+    assert_eq!(
+        backend.secret_get("a").unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    assert!(contains(&file_bytes(&path), old), "scrubbed already");
+    // A change that removes nothing scrubs nothing of its own, but finishes the last one.
+    assert!(backend.secret_put("b", b"other", None).unwrap());
+    assert!(!contains(&file_bytes(&path), old), "still in the file");
+}

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -160,7 +161,14 @@ pub struct SqliteBackend {
     /// The one connection that writes, shared by concurrent commits ([`group`]).
     writer: Arc<GroupWriter>,
     readers: Readers,
+    /// Set when the checkpoint after a scrubbed change could not finish (a reader was in
+    /// the way): the next scrubbed change makes it, whatever it removed.
+    unscrubbed: AtomicBool,
 }
+
+/// How long the checkpoint after a scrubbed change waits for readers (the writer is held
+/// meanwhile) before it is left to the next scrubbed change.
+const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maps SQLite's errors: damaged files are [`Error::Corrupt`], the rest [`Error::Storage`].
 fn sql_error(e: rusqlite::Error) -> Error {
@@ -215,6 +223,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
+            unscrubbed: AtomicBool::new(false),
         })
     }
 
@@ -260,8 +269,10 @@ impl SqliteBackend {
     /// random). So the pages that held such rows are written afresh: the secrets table is
     /// rebuilt (it is small), after a forget the whole file (`VACUUM`: time in proportion to
     /// the file's size; forgetting is rare). Then a checkpoint copies the new pages into the
-    /// database file and truncates the WAL, which held the old ones; a checkpoint blocked by
-    /// a reader is retried for up to a second.
+    /// database file and truncates the WAL, which held the old ones. The change is committed
+    /// first and succeeds either way: a checkpoint that a reader of older pages keeps from
+    /// finishing within [`SCRUB_WAIT`] is made by the next scrubbed change (or when the
+    /// file's last connection closes, as SQLite does), and the old bytes stay meanwhile.
     ///
     /// A change that removed nothing (a new secret, a delete of one not there) skips both:
     /// the copies its own page moves may leave are of rows still live, all in the secrets
@@ -290,22 +301,13 @@ impl SqliteBackend {
                 changed
             }
         };
-        if !changed.removed {
-            return Ok(changed.result);
+        if changed.removed || self.unscrubbed.load(Ordering::Acquire) {
+            // The change is committed whatever comes of this: its caller is told it
+            // succeeded, and a checkpoint a reader keeps from finishing is left to the next.
+            let done = checkpoint_truncate(&conn).unwrap_or(false);
+            self.unscrubbed.store(!done, Ordering::Release);
         }
-        for _ in 0..100 {
-            let busy: i64 = conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-                .map_err(sql_error)?;
-            if busy == 0 {
-                return Ok(changed.result);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Err(Error::Storage(
-            "sqlite: the WAL could not be checkpointed after a scrubbed change (busy readers)"
-                .into(),
-        ))
+        Ok(changed.result)
     }
 
     /// A connection to read with: the writer if it is idle (or in this thread's write turn,
@@ -334,6 +336,17 @@ impl std::ops::Deref for ReadConnection<'_> {
             ReadConnection::Pooled(conn) => conn,
         }
     }
+}
+
+/// Copies the WAL into the file and truncates it, waiting up to [`SCRUB_WAIT`] for
+/// readers of older pages; whether it finished.
+fn checkpoint_truncate(conn: &Connection) -> Result<bool> {
+    conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    Ok(busy.map_err(sql_error)? == 0)
 }
 
 /// Creates the schema in a new file, or checks an existing one. Runs in one write
