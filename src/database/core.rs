@@ -645,12 +645,17 @@ impl DatabaseCore {
         Ok((content.sign(keys)?, plan))
     }
 
-    /// Stores a local commit made by [`DatabaseCore::make_entry`].
+    /// Stores a local commit made by [`DatabaseCore::make_entry`]. What may fail is done
+    /// before the entry is stored: once it is, the commit has happened.
     fn store_local(&self, entry: &Entry, plan: Plan) -> Result<()> {
         // On top of every stored entry: nothing it lowers can be concurrent with it.
+        let mut discards = if plan.lowers.is_empty() {
+            None
+        } else {
+            Some(self.discard_index()?)
+        };
         self.apply(entry, plan.meta, false)?;
-        if !plan.lowers.is_empty() {
-            let mut discards = self.discard_index()?;
+        if let Some(discards) = discards.as_mut() {
             for (key, level) in plan.lowers {
                 discards.add_lowering(key, entry.id(), entry.content().height, level);
             }
@@ -949,8 +954,18 @@ impl DatabaseCore {
             };
             documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
         };
-        let settings_base = meta.settings_visible.clone();
-        let (height, changes_settings) = (meta.height, meta.changes_settings);
+        // Its children will be checked against its settings: derived now from the state it
+        // was checked against (cached a moment ago), instead of walking later, and before it
+        // is stored, so that nothing can fail once it is.
+        let settings = match content.ops.get(SETTINGS_STORE) {
+            Some(ops) => Some(self.settings_at(&meta.settings_visible)?.with_entry(
+                meta.height,
+                entry.id(),
+                ops,
+            )),
+            None => None,
+        };
+        let changes_settings = meta.changes_settings;
         self.backend.put_entry(&EntryWrite {
             id: entry.id(),
             meta,
@@ -959,15 +974,10 @@ impl DatabaseCore {
             cells,
             discarded,
         })?;
+        if let Some(state) = settings {
+            self.settings.insert(vec![entry.id()], Arc::new(state));
+        }
         if changes_settings {
-            // Its children will be checked against this state: derive it now from the
-            // state it was checked against (cached a moment ago), instead of walking later.
-            if let Some(ops) = content.ops.get(SETTINGS_STORE) {
-                let state = self
-                    .settings_at(&settings_base)?
-                    .with_entry(height, entry.id(), ops);
-                self.settings.insert(vec![entry.id()], Arc::new(state));
-            }
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
         }
         Ok(())

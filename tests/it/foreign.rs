@@ -199,6 +199,28 @@ fn a_demotion_whose_commit_failed_discards_nothing() {
     db.verify().unwrap();
 }
 
+/// Once a commit's entry is stored, nothing left to do can fail it: a storage that stops
+/// answering reads right after the entry landed does not turn a stored revocation into an
+/// error for its caller.
+#[test]
+fn a_stored_commit_succeeds_even_if_storage_reads_fail_right_after() {
+    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
+    let inst = Instance::open(storage.clone()).unwrap();
+    inst.create_user("owner", None).unwrap();
+    let owner = inst.login("owner", None).unwrap();
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap().public_key();
+    db.grant(&writer, Permission::Write).unwrap();
+    db.set("s", "k", "1").unwrap();
+
+    storage.fail_reads_after_next_put();
+    let revoked = db.revoke(&writer);
+    storage.resume_reads();
+    assert!(revoked.is_ok(), "{revoked:?}");
+    assert_eq!(db.permission_of(&writer).unwrap(), None);
+    db.verify().unwrap();
+}
+
 #[test]
 fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
     let (_inst, owner) = logged_in("owner");

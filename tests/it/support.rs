@@ -249,6 +249,10 @@ pub struct Instrumented {
     /// [`Instrumented::roll_back_next_turn`]); `in_rolled_back_turn` while it runs.
     roll_back_turn: AtomicBool,
     in_rolled_back_turn: AtomicBool,
+    /// Every read fails while set; set by the first entry stored after
+    /// [`Instrumented::fail_reads_after_next_put`].
+    reads_fail: AtomicBool,
+    fail_reads_after_put: AtomicBool,
     pub secrets: Mutex<BTreeSet<String>>,
 }
 
@@ -268,6 +272,8 @@ impl Instrumented {
             crash,
             roll_back_turn: AtomicBool::new(false),
             in_rolled_back_turn: AtomicBool::new(false),
+            reads_fail: AtomicBool::new(false),
+            fail_reads_after_put: AtomicBool::new(false),
             secrets: Mutex::default(),
         })
     }
@@ -279,6 +285,25 @@ impl Instrumented {
             return Err(Error::Storage("stopped here by the test".into()));
         }
         write()
+    }
+
+    fn read<T>(&self, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        if self.reads_fail.load(Ordering::SeqCst) {
+            return Err(Error::Storage("reads stopped by the test".into()));
+        }
+        read()
+    }
+
+    /// Makes every read fail from the moment the next entry is stored, until
+    /// [`Instrumented::resume_reads`].
+    pub fn fail_reads_after_next_put(&self) {
+        self.fail_reads_after_put.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends [`Instrumented::fail_reads_after_next_put`].
+    pub fn resume_reads(&self) {
+        self.fail_reads_after_put.store(false, Ordering::SeqCst);
+        self.reads_fail.store(false, Ordering::SeqCst);
     }
 
     /// How many writes were attempted so far (the failed one included).
@@ -314,7 +339,11 @@ impl Backend for Instrumented {
         if self.in_rolled_back_turn.load(Ordering::SeqCst) {
             return Ok(()); // written into a transaction that will roll back
         }
-        self.write(|| self.inner.put_entry(write))
+        self.write(|| self.inner.put_entry(write))?;
+        if self.fail_reads_after_put.swap(false, Ordering::SeqCst) {
+            self.reads_fail.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
     fn write_turn(
         &self,
@@ -333,22 +362,22 @@ impl Backend for Instrumented {
     }
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>, Error> {
         self.entry_reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.get_entry(id)
+        self.read(|| self.inner.get_entry(id))
     }
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
-        self.inner.entry_meta(id)
+        self.read(|| self.inner.entry_meta(id))
     }
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {
-        self.inner.tips(db)
+        self.read(|| self.inner.tips(db))
     }
     fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>, Error> {
-        self.inner.tip_metas(db)
+        self.read(|| self.inner.tip_metas(db))
     }
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {
-        self.inner.cell(db, store, key)
+        self.read(|| self.inner.cell(db, store, key))
     }
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>, Error> {
-        self.inner.cells(db, store)
+        self.read(|| self.inner.cells(db, store))
     }
     fn cells_range(
         &self,
@@ -359,14 +388,16 @@ impl Backend for Instrumented {
         limit: usize,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>, Error> {
-        self.inner
-            .cells_range(db, store, prefix, after, limit, live_only)
+        self.read(|| {
+            self.inner
+                .cells_range(db, store, prefix, after, limit, live_only)
+        })
     }
     fn stores(&self, db: &EntryId) -> Result<Vec<String>, Error> {
-        self.inner.stores(db)
+        self.read(|| self.inner.stores(db))
     }
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>, Error> {
-        self.inner.discarded(db)
+        self.read(|| self.inner.discarded(db))
     }
     fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<(), Error> {
         self.write(|| self.inner.replace_state(db, state))
@@ -377,13 +408,13 @@ impl Backend for Instrumented {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, EntryId)>, Error> {
-        self.inner.entries_after(db, after, limit)
+        self.read(|| self.inner.entries_after(db, after, limit))
     }
     fn last_position(&self, db: &EntryId) -> Result<u64, Error> {
-        self.inner.last_position(db)
+        self.read(|| self.inner.last_position(db))
     }
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.meta_get(key)
+        self.read(|| self.inner.meta_get(key))
     }
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
         self.write(|| self.inner.meta_insert_new(key, value))
@@ -392,7 +423,7 @@ impl Backend for Instrumented {
         self.write(|| self.inner.meta_delete(key))
     }
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.secret_get(key)
+        self.read(|| self.inner.secret_get(key))
     }
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool, Error> {
         let put = self.write(|| self.inner.secret_put(key, value, replacing))?;
