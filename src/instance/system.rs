@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::backend::Backend;
 use crate::crypto::{KdfParams, KeyRing, PrivateKey, PublicKey};
@@ -93,7 +94,8 @@ impl System {
 }
 
 fn load_or_create_device_key(backend: &dyn Backend) -> Result<PrivateKey> {
-    if let Some(seed) = backend.meta_get(DEVICE_KEY)? {
+    // The seed's bytes as read are zeroed once the key is made from them.
+    if let Some(seed) = backend.meta_get(DEVICE_KEY)?.map(Zeroizing::new) {
         return PrivateKey::from_seed(&seed);
     }
     let key = PrivateKey::generate()?;
@@ -103,6 +105,7 @@ fn load_or_create_device_key(backend: &dyn Backend) -> Result<PrivateKey> {
     // Another opener won the race: use its key.
     let seed = backend
         .meta_get(DEVICE_KEY)?
+        .map(Zeroizing::new)
         .ok_or_else(|| Error::Storage("device key vanished".into()))?;
     PrivateKey::from_seed(&seed)
 }

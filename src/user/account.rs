@@ -68,11 +68,13 @@ impl<'a> Vault<'a> {
         Vault { backend, user_id }
     }
 
-    /// The account secret with its stored bytes (for a conditional replacement).
-    fn account(&self) -> Result<(AccountSecret, Vec<u8>)> {
+    /// The account secret with its stored bytes (for a conditional replacement), which hold
+    /// the account key in the clear for a passwordless account: zeroed once dropped.
+    fn account(&self) -> Result<(AccountSecret, Zeroizing<Vec<u8>>)> {
         let bytes = self
             .backend
             .secret_get(&account_secret(self.user_id))?
+            .map(Zeroizing::new)
             .ok_or_else(|| Error::Corrupt("the account's secret is missing".into()))?;
         let secret = serde_json::from_slice(&bytes)
             .map_err(|_| Error::Corrupt("the account's secret is malformed".into()))?;
@@ -82,6 +84,7 @@ impl<'a> Vault<'a> {
     /// Stores `secret`, only in place of `replacing` if given; returns whether it did.
     fn put_account(&self, secret: &AccountSecret, replacing: Option<&[u8]>) -> Result<bool> {
         let bytes = serde_json::to_vec(secret)
+            .map(Zeroizing::new)
             .map_err(|e| Error::Internal(format!("cannot encode an account secret: {e}")))?;
         self.backend
             .secret_put(&account_secret(self.user_id), &bytes, replacing)

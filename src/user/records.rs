@@ -11,6 +11,7 @@
 //! [`key_secret`] → a private key's seed sealed under the account key.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::crypto::{KdfParams, PublicKey};
 use crate::database::Table;
@@ -89,7 +90,8 @@ pub(super) struct CatalogRecord {
 
 /// What unlocks an account: its password settings and its account key (which seals every
 /// private key of the account). Kept in the secrets table, so a new password replaces it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The account key's bytes are zeroed when it is dropped, and never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct AccountSecret {
     /// How the password derives the key that seals the account key; `None` for a
     /// passwordless account, whose account key is stored unsealed.
@@ -97,6 +99,21 @@ pub(super) struct AccountSecret {
     /// The account key: sealed under the password-derived key, or plain without a password.
     #[serde(with = "base64_bytes")]
     pub account_key: Vec<u8>,
+}
+
+impl Drop for AccountSecret {
+    fn drop(&mut self) {
+        self.account_key.zeroize();
+    }
+}
+
+impl std::fmt::Debug for AccountSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSecret")
+            .field("kdf", &self.kdf)
+            .field("account_key", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Which key is the user's default.
