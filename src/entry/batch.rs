@@ -18,6 +18,52 @@ const PARALLEL_FROM: usize = 16;
 /// simply take fewer chunks.
 const CHUNK: usize = 8;
 
+/// Most signature-check threads running at once in the whole process, over all batches
+/// (a batch's calling thread not counted): past it, batches are checked on fewer threads,
+/// on their calling threads at the least. Eight is two pushes' worth at full speed.
+pub const MAX_VERIFY_THREADS: usize = 2 * MAX_DECODE_THREADS;
+
+/// Signature-check threads running now (see [`MAX_VERIFY_THREADS`]).
+static VERIFY_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_VERIFY_THREADS`] places for a signature-check thread, given back when
+/// dropped (by the thread when it ends, or with a thread that could not be started).
+struct VerifySlot;
+
+impl VerifySlot {
+    /// A free place, if there is one.
+    fn take() -> Option<VerifySlot> {
+        VERIFY_THREADS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_VERIFY_THREADS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| VerifySlot)
+    }
+}
+
+impl Drop for VerifySlot {
+    fn drop(&mut self) {
+        VERIFY_THREADS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts `work` on a thread named `mnemo-verify` in `scope` if a [`VerifySlot`] is free and
+/// the thread can be started; `None` otherwise.
+fn spawn_verifier<'scope, T: Send + 'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    work: impl FnOnce() -> T + Send + 'scope,
+) -> Option<ScopedJoinHandle<'scope, T>> {
+    let slot = VerifySlot::take()?;
+    Builder::new()
+        .name("mnemo-verify".into())
+        .spawn_scoped(scope, move || {
+            let _slot = slot;
+            work()
+        })
+        .ok()
+}
+
 /// How many threads a batch is decoded on: the cores (asked once), at most
 /// [`MAX_DECODE_THREADS`].
 fn decode_threads() -> usize {
@@ -32,7 +78,8 @@ fn decode_threads() -> usize {
 /// Decodes and verifies every entry of `batch` as [`Entry::decode`] does, results in the
 /// batch's order. Up to [`MAX_DECODE_THREADS`] scoped threads, the calling thread
 /// included, take chunks of the batch in turn until none is left; all are joined before
-/// it returns. A thread that cannot be started leaves its share to the others. Each
+/// it returns. A thread that cannot be started (or finds the process's
+/// [`MAX_VERIFY_THREADS`] running) leaves its share to the others. Each
 /// thread keeps the keys it decompressed (a [`KeyCache`]) while it runs.
 pub fn decode_all(batch: &[Vec<u8>]) -> Vec<Result<Entry>> {
     let threads = decode_threads();
@@ -62,14 +109,10 @@ pub fn decode_all(batch: &[Vec<u8>]) -> Vec<Result<Entry>> {
             done.push((at, decoded));
         }
     };
+    let work = &work;
     let mut chunks = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| {
-                Builder::new()
-                    .name("mnemo-verify".into())
-                    .spawn_scoped(scope, work)
-                    .ok()
-            })
+            .filter_map(|_| spawn_verifier(scope, work))
             .collect();
         let mut chunks = work();
         for helper in helpers {
@@ -110,7 +153,7 @@ enum Work<'scope> {
 impl<'scope> Checking<'scope> {
     /// Starts decoding `batch` on a thread named `mnemo-verify` in `scope` (which joins it
     /// at the latest when it ends), or decodes it now if it is short or no thread can be
-    /// started.
+    /// started (none free of [`MAX_VERIFY_THREADS`], or the system refuses one).
     pub fn start<'env>(scope: &'scope Scope<'scope, 'env>, batch: Vec<Vec<u8>>) -> Self {
         let batch = Arc::new(batch);
         if batch.len() < PARALLEL_FROM {
@@ -121,12 +164,9 @@ impl<'scope> Checking<'scope> {
             };
         }
         let shared = batch.clone();
-        let work = match Builder::new()
-            .name("mnemo-verify".into())
-            .spawn_scoped(scope, move || decode_all(&shared))
-        {
-            Ok(handle) => Work::Started(handle),
-            Err(_) => Work::Done(decode_all(&batch)),
+        let work = match spawn_verifier(scope, move || decode_all(&shared)) {
+            Some(handle) => Work::Started(handle),
+            None => Work::Done(decode_all(&batch)),
         };
         Checking { batch, work }
     }
@@ -194,6 +234,41 @@ mod tests {
             }
             assert!(decoded[3].is_err() && decoded[last].is_err());
         }
+    }
+
+    /// However many batches are checked at once, at most [`MAX_VERIFY_THREADS`] threads
+    /// check signatures, and every batch still comes back whole.
+    #[test]
+    fn signature_check_threads_are_bounded_across_batches() {
+        let batch = signed_batch(96);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let most = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                let mut most = 0;
+                while !done.load(Ordering::Acquire) {
+                    most = most.max(VERIFY_THREADS.load(Ordering::Acquire));
+                    std::thread::yield_now();
+                }
+                most
+            });
+            let checkers: Vec<_> = (0..16)
+                .map(|_| {
+                    scope.spawn(|| {
+                        std::thread::scope(|inner| {
+                            let parts = [Checking::start(inner, batch.clone())];
+                            parts.map(|p| p.finish().iter().all(|(_, e)| e.is_ok()))
+                        })
+                    })
+                })
+                .collect();
+            for checker in checkers {
+                assert_eq!(checker.join().unwrap(), [true]);
+            }
+            done.store(true, Ordering::Release);
+            watcher.join().unwrap()
+        });
+        assert!(most <= MAX_VERIFY_THREADS, "{most} threads");
+        assert!(most > 0);
     }
 
     #[test]
