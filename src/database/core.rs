@@ -365,7 +365,29 @@ impl DatabaseCore {
     /// made by a discarded change (rule 4 of docs/security-model.md) is in the former, as
     /// the branch it was made on saw it, but never in the latter.
     pub fn effective_permission_of(&self, key: &PublicKey) -> Result<Option<Permission>> {
-        let Some(visible) = self.current_settings()?.permission_of(key) else {
+        self.effective_in(&*self.current_settings()?, key)
+    }
+
+    /// Of `keys`, the one with the highest permission now (counting only settings changes
+    /// that took effect, as [`DatabaseCore::effective_permission_of`]) and that permission;
+    /// among equals, the earliest in `keys`. `None` if no key has any.
+    pub fn best_key(&self, keys: &[PublicKey]) -> Result<Option<(PublicKey, Permission)>> {
+        let settings = self.current_settings()?;
+        let mut best: Option<(PublicKey, Permission)> = None;
+        for key in keys {
+            if let Some(p) = self.effective_in(&settings, key)? {
+                if best.is_none_or(|(_, b)| p > b) {
+                    best = Some((*key, p));
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// `key`'s permission in `settings` (the current ones), capped by its grant in the
+    /// state.
+    fn effective_in(&self, settings: &Settings, key: &PublicKey) -> Result<Option<Permission>> {
+        let Some(visible) = settings.permission_of(key) else {
             return Ok(None);
         };
         let cell = self
@@ -631,9 +653,23 @@ impl DatabaseCore {
     }
 
     /// A local commit of `ops` on top of the current tips, signed, with its plan.
+    /// [`Error::PermissionDenied`] when its author's permission comes from a settings change
+    /// that was discarded (it would be discarded here and everywhere: rule 4 of
+    /// docs/security-model.md).
     fn make_entry(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<(Entry, Plan)> {
         let tips = self.tip_metas()?;
         let plan = self.plan(&tips, &author, &ops)?;
+        let need = authority::needed(plan.meta.changes_settings);
+        if self.discard_index()?.discards_arriving(
+            &*self.backend,
+            &author,
+            need,
+            &plan.meta.settings_visible,
+        )? {
+            return Err(Error::PermissionDenied(format!(
+                "key {author} has its permission from a settings change that was discarded"
+            )));
+        }
         let parents = tips.into_iter().map(|(id, _)| id).collect();
         let content = EntryContent {
             db: Some(self.id),

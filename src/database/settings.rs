@@ -203,21 +203,6 @@ impl Settings {
         self.grant_of(key).and_then(|g| g.level())
     }
 
-    /// Of `keys`, the one with the highest active permission and that permission; among
-    /// equals, the earliest in `keys` (a key ring lists its default key first). `None` if no
-    /// key has any.
-    pub fn best_key(&self, keys: &[PublicKey]) -> Option<(PublicKey, Permission)> {
-        let mut best: Option<(PublicKey, Permission)> = None;
-        for key in keys {
-            if let Some(p) = self.permission_of(key) {
-                if best.is_none_or(|(_, b)| p > b) {
-                    best = Some((*key, p));
-                }
-            }
-        }
-        best
-    }
-
     /// How many settings keys are set (the size of this state).
     pub fn len(&self) -> usize {
         self.cells.len()

@@ -282,10 +282,8 @@ impl SyncEngine {
         if !registry.exists(db)? {
             return Ok(held);
         }
-        let settings = registry.core(*db).current_settings()?;
-        Ok(vec![settings
-            .best_key(&held)
-            .map_or(default, |(key, _)| key)])
+        let best = registry.core(*db).best_key(&held)?;
+        Ok(vec![best.map_or(default, |(key, _)| key)])
     }
 }
 

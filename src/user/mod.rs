@@ -262,8 +262,8 @@ impl User {
     }
 
     fn best_key(&self, id: &EntryId) -> Result<Option<(PublicKey, Permission)>> {
-        let settings = self.accounts.registry().core(*id).current_settings()?;
-        Ok(settings.best_key(&self.session.public_keys()?))
+        let core = self.accounts.registry().core(*id);
+        core.best_key(&self.session.public_keys()?)
     }
 
     /// Changes the password (`None` on either side: passwordless). `old` must be the

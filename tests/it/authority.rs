@@ -336,6 +336,71 @@ fn a_revoked_admins_offline_grant_write_and_attack_on_the_creator_have_no_effect
     }
 }
 
+/// A key whose only grant was made by a revoked admin's discarded change holds nothing
+/// here either: its user cannot open the database, and a handle opened earlier cannot
+/// commit (an entry of it would be discarded on every replica, this one included).
+#[test]
+fn a_key_granted_by_a_discarded_change_cannot_open_or_commit_locally() {
+    let creator = PrivateKey::generate().unwrap();
+    let admin_key = PrivateKey::generate().unwrap();
+    let c = Replica::new();
+    let root = commit(&c, root(&creator));
+    let db = root.id();
+    let made_admin = commit(&c, on(&c, &db, &creator, auth(&admin_key, admin(1))));
+    let here = Replica::new();
+    here.inst.create_user("friend", None).unwrap();
+    let friend = here.inst.login("friend", None).unwrap();
+    let friend_key = friend.default_key().unwrap();
+    // The admin, offline, grants the friend write; the creator revokes the admin meanwhile.
+    let a = Replica::new();
+    a.take(&[&root, &made_admin]);
+    let (parents, height) = a.frontier(&db);
+    let mut grant = Ops::new();
+    grant
+        .entry("_settings".into())
+        .or_default()
+        .insert(auth_key(&friend_key), Op::Set(auth_value(write())));
+    let grant_friend = EntryContent {
+        db: Some(db),
+        parents,
+        height,
+        ops: grant,
+        author: admin_key.public_key(),
+    }
+    .sign(&admin_key)
+    .unwrap();
+    let revoke = commit(
+        &c,
+        on(&c, &db, &creator, auth(&admin_key, admin(1).revoked())),
+    );
+    // The friend's device opens the database while it holds the grant alone...
+    here.take(&[&root, &made_admin, &grant_friend]);
+    let early = friend.load_db(&db).unwrap();
+    early.set("s", "k", "\"before\"").unwrap();
+    // ...then learns of the revocation, which discards the grant and that write.
+    let taken = here.take(&[&revoke]);
+    assert!(taken.iter().all(Result::is_ok), "{taken:?}");
+    assert_eq!(here.get(&db, "s", "k"), None);
+
+    assert!(matches!(friend.load_db(&db), Err(Error::NotFound(_))));
+    assert!(matches!(
+        early.set("s", "k", "\"after\""),
+        Err(Error::PermissionDenied(_))
+    ));
+    assert_eq!(here.get(&db, "s", "k"), None);
+    // Here is what the same entries make anywhere.
+    let made_here: Vec<Entry> = here
+        .backend
+        .entries_after(&db, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|(_, id)| Entry::decode(&here.backend.get_entry(id).unwrap().unwrap()).unwrap())
+        .collect();
+    let elsewhere = Replica::new();
+    elsewhere.take(&made_here.iter().collect::<Vec<_>>());
+    assert_eq!(here.view(&db), elsewhere.view(&db));
+}
+
 #[test]
 fn admins_who_revoke_each_other_apart_leave_the_senior_one_everywhere() {
     let creator = PrivateKey::generate().unwrap();
