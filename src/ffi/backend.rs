@@ -34,6 +34,9 @@ impl Handle for mnemo_backend {
 ///   "verify-ca" and "verify-full" need "sslrootcert" (~/.postgresql is not read; "system"
 ///   is not supported); "allow" and client certificates are not supported. Other options
 ///   (application_name, connect_timeout, channel_binding, hostaddr, …) go to the driver.
+/// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
+///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
+///   connection the server ends fails the call using it; the next call connects again.
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

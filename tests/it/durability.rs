@@ -480,6 +480,62 @@ fn two_processes_writing_one_postgres_database_converge() {
     assert_eq!(db.tips().unwrap(), vec![merge]);
 }
 
+/// The server ending mnemo's connection (a restart, a failover, an administrator) fails
+/// the call that was using it, and the next call connects again.
+#[test]
+fn a_lost_postgres_connection_is_made_again_at_the_next_call() {
+    let Some(storage) = postgres_storage() else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "before", "1").unwrap();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1);
+    // The first call may find the connection gone; from then on, calls work again.
+    let _ = db.get("s", "before");
+    db.set("s", "after", "2").unwrap();
+    assert_eq!(db.get("s", "before").unwrap(), "1");
+    assert_eq!(db.get("s", "after").unwrap(), "2");
+}
+
+/// A process that holds a database's lock and stalls makes another process's commit fail
+/// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
+/// wait for ever.
+#[test]
+fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
+    let Some(storage) = postgres_storage() else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let url = format!("{}?lock_timeout=300", storage.url().unwrap());
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    let mut stalled = postgres::Client::connect(&storage.url().unwrap(), postgres::NoTls).unwrap();
+    let id = db.id();
+    let mut lock = stalled.transaction().unwrap();
+    lock.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))",
+        &[&&id.as_bytes()[..]],
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(db.set("s", "k", "2"), Err(Error::Busy(_))));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    lock.rollback().unwrap();
+    db.set("s", "k", "3").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), "3");
+}
+
 /// A full-store read on PostgreSQL takes the rows and their recorded count from one
 /// snapshot: another instance adding keys meanwhile never makes it report rows missing.
 #[test]

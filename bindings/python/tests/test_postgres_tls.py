@@ -97,3 +97,22 @@ def test_bad_tls_options_are_invalid_arguments(query: str, option: str) -> None:
     assert isinstance(refused.value, ValueError)
     assert option in refused.value.message
     assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5", "3600001", ""])
+def test_a_bad_lock_timeout_is_an_invalid_argument(value: str) -> None:
+    # Refused before connecting, like the TLS options.
+    with pytest.raises(mnemo.InvalidArgument) as refused:
+        mnemo.Instance.open(f"postgres://u:{SECRET}@127.0.0.1:1/db?lock_timeout={value}")
+    assert "lock_timeout" in refused.value.message
+    assert SECRET not in str(refused.value)
+
+
+def test_a_lock_timeout_is_taken(database_url: str) -> None:
+    sep = "&" if "?" in database_url else "?"
+    with mnemo.Instance.open(f"{database_url}{sep}lock_timeout=1500") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user:
+            db = user.create_db("d")
+            db.set("s", "k", 1)
+            assert db.get("s", "k") == 1

@@ -7,7 +7,9 @@
 //! and checked at connect; the schema is created under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
-//! (`options.rs` reads them, `tls.rs` is the connector).
+//! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
+//! URL's `lock_timeout` (a write waiting longer for a database's lock fails as busy), and
+//! is made again at the next call once the server ended it.
 
 mod cert;
 mod options;
@@ -56,10 +58,20 @@ CREATE TABLE mnemo_discarded (db BYTEA NOT NULL, id BYTEA NOT NULL, chk BYTEA NO
 CREATE TABLE mnemo_secrets (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, chk BYTEA NOT NULL);
 "#;
 
-/// A connection to PostgreSQL with its prepared statements.
+/// A connection to PostgreSQL with its prepared statements, made again at the next call
+/// when the server ended it.
 pub struct PostgresBackend {
     conn: Mutex<Connection>,
+    url: PostgresUrl,
 }
+
+/// TCP keepalive on the connection: probes start after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// ...are sent this often...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and this many unanswered ones end the connection (a dead server is noticed within
+/// about two minutes, instead of the system's default of hours).
+const KEEPALIVE_RETRIES: u32 = 6;
 
 struct Connection {
     client: Client,
@@ -96,6 +108,10 @@ fn pg_error(e: postgres::Error) -> Error {
     if e.code() == Some(&SqlState::DATA_CORRUPTED) || e.code() == Some(&SqlState::INDEX_CORRUPTED) {
         return Error::Corrupt(format!("postgres: {e}"));
     }
+    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        // `lock_timeout` ran out: another process holds the lock (see `open_client`).
+        return Error::Busy(format!("postgres: {e}"));
+    }
     Error::Storage(format!("postgres: {}", with_cause(&e)))
 }
 
@@ -112,26 +128,26 @@ impl PostgresBackend {
     /// server cannot be reached, refuses TLS that the mode requires, presents a certificate
     /// the mode refuses, or refuses the login, and for a schema of another mnemo version.
     pub fn connect_to(url: &PostgresUrl) -> Result<PostgresBackend> {
-        let mut config = url.driver_config()?;
-        config.connect_timeout(Duration::from_secs(10));
-        let connected = match url.ssl_mode() {
-            SslMode::Disable => config.connect(NoTls),
-            mode => config.connect(tls::MakeRustlsConnect::new(mode, url.root_cert())?),
-        };
-        let mut client = connected.map_err(|e| {
-            Error::Storage(format!("cannot connect to PostgreSQL: {}", with_cause(&e)))
-        })?;
+        let mut client = open_client(url)?;
         check_or_create_schema(&mut client)?;
         let conn = Connection::prepare(client).map_err(pg_error)?;
         Ok(PostgresBackend {
             conn: Mutex::new(conn),
+            url: url.clone(),
         })
     }
 
+    /// The connection, made again first if the server ended it (the call that found it
+    /// ended failed; this one goes on with a new connection, or fails if none can be made).
     fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        self.conn
+        let mut conn = self
+            .conn
             .lock()
-            .map_err(|_| Error::Internal("postgres connection lock poisoned".into()))
+            .map_err(|_| Error::Internal("postgres connection lock poisoned".into()))?;
+        if conn.client.is_closed() {
+            *conn = Connection::prepare(open_client(&self.url)?).map_err(pg_error)?;
+        }
+        Ok(conn)
     }
 
     /// The rows of the prepared statement `pick` names, run with `params`.
@@ -155,6 +171,27 @@ impl PostgresBackend {
         let statement = pick(&c).clone();
         c.client.query_opt(&statement, params).map_err(pg_error)
     }
+}
+
+/// A new connection to the server of `url`, with TLS as its `sslmode` says, TCP keepalive,
+/// and the URL's lock timeout.
+fn open_client(url: &PostgresUrl) -> Result<Client> {
+    let mut config = url.driver_config()?;
+    config
+        .connect_timeout(Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    let connected = match url.ssl_mode() {
+        SslMode::Disable => config.connect(NoTls),
+        mode => config.connect(tls::MakeRustlsConnect::new(mode, url.root_cert())?),
+    };
+    let mut client = connected
+        .map_err(|e| Error::Storage(format!("cannot connect to PostgreSQL: {}", with_cause(&e))))?;
+    let lock_timeout = format!("SET lock_timeout = {}", url.lock_timeout().as_millis());
+    client.batch_execute(&lock_timeout).map_err(pg_error)?;
+    Ok(client)
 }
 
 fn check_or_create_schema(client: &mut Client) -> Result<()> {

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -87,13 +88,21 @@ pub struct PostgresUrl {
     driver_url: String,
     ssl_mode: SslMode,
     root_cert: Option<PathBuf>,
+    lock_timeout: Duration,
 }
+
+/// How long a statement waits for a lock (a database's, held by another process's write)
+/// before it fails with [`Error::Busy`]: the URL's `lock_timeout`, in milliseconds.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `lock_timeout` a URL may ask for (one hour).
+const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
 
 impl fmt::Debug for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresUrl")
             .field("ssl_mode", &self.ssl_mode)
             .field("root_cert", &self.root_cert)
+            .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +131,7 @@ impl PostgresUrl {
         let mut kept = Vec::new();
         let mut mode = None;
         let mut root = None;
+        let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let Some((key, value)) = param.split_once('=') else {
                 return Err(Error::invalid(
@@ -131,6 +141,7 @@ impl PostgresUrl {
             match percent_decode(key).as_deref() {
                 Some("sslmode") => mode = Some(decoded(value, "sslmode")?),
                 Some("sslrootcert") => root = Some(decoded(value, "sslrootcert")?),
+                Some("lock_timeout") => lock_timeout = lock_timeout_of(value)?,
                 _ => kept.push(param),
             }
         }
@@ -169,7 +180,14 @@ impl PostgresUrl {
             driver_url,
             ssl_mode,
             root_cert,
+            lock_timeout,
         })
+    }
+
+    /// How long a statement waits for a lock before it fails (the URL's `lock_timeout` in
+    /// milliseconds, 1 to 3,600,000; [`DEFAULT_LOCK_TIMEOUT`] when absent).
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// The `sslmode` (`prefer` when the URL has none).
@@ -195,6 +213,20 @@ impl PostgresUrl {
         });
         Ok(config)
     }
+}
+
+/// A `lock_timeout` value: whole milliseconds, 1 to [`MAX_LOCK_TIMEOUT_MS`].
+fn lock_timeout_of(value: &str) -> Result<Duration> {
+    decoded(value, "lock_timeout")?
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=MAX_LOCK_TIMEOUT_MS).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "option lock_timeout is a number of milliseconds from 1 to {MAX_LOCK_TIMEOUT_MS}"
+            ))
+        })
 }
 
 /// The driver's refusal of a URL, with its cause (which names the option, never a value).
@@ -304,6 +336,27 @@ mod tests {
                 driver,
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn lock_timeout_is_whole_milliseconds_within_an_hour() {
+        assert_eq!(
+            parsed("postgres://h/d").lock_timeout(),
+            DEFAULT_LOCK_TIMEOUT
+        );
+        let u = parsed("postgres://h/d?lock_timeout=250&sslmode=disable");
+        assert_eq!(u.lock_timeout(), Duration::from_millis(250));
+        assert!(!u.driver_url.contains("lock_timeout"));
+        assert_eq!(
+            parsed("postgres://h/d?lock_timeout=3600000").lock_timeout(),
+            Duration::from_secs(3600)
+        );
+        for bad in ["0", "3600001", "-1", "1e3", "", "%zz"] {
+            let url = format!("postgres://h/d?lock_timeout={bad}");
+            let e = PostgresUrl::parse(&url).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
+            assert!(e.to_string().contains("lock_timeout"), "{bad}: {e}");
         }
     }
 
