@@ -164,8 +164,17 @@ fn write() -> Grant {
     Grant::active(Permission::Write, None)
 }
 
-#[test]
-fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
+/// A database its owner made on replica `o`, with a writer granted write.
+struct Granted {
+    owner: PrivateKey,
+    writer: PrivateKey,
+    o: Replica,
+    root: Entry,
+    db: EntryId,
+    grant: Entry,
+}
+
+fn granted_writer() -> Granted {
     let (owner, writer) = (
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
@@ -174,6 +183,26 @@ fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
     let root = commit(&o, root(&owner));
     let db = root.id();
     let grant = commit(&o, on(&o, &db, &owner, auth(&writer, write())));
+    Granted {
+        owner,
+        writer,
+        o,
+        root,
+        db,
+        grant,
+    }
+}
+
+#[test]
+fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
+    let Granted {
+        owner,
+        writer,
+        o,
+        root,
+        db,
+        grant,
+    } = granted_writer();
     let shared = commit(&o, on(&o, &db, &owner, data("x", "\"owner's first\"")));
     // The writer, offline from here on, holds a copy and writes a tall chain: on its own
     // it would win every key it touches.
@@ -219,14 +248,14 @@ fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
 /// followed by a restart), taking the revocation again ends with the revoked chain undone.
 #[test]
 fn a_revocation_stored_without_its_undoing_is_undone_later() {
-    let (owner, writer) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let o = Replica::new();
-    let root = commit(&o, root(&owner));
-    let db = root.id();
-    let grant = commit(&o, on(&o, &db, &owner, auth(&writer, write())));
+    let Granted {
+        owner,
+        writer,
+        o,
+        root,
+        db,
+        grant,
+    } = granted_writer();
     let w = Replica::new();
     w.take(&[&root, &grant]);
     let offline = commit(&w, on(&w, &db, &writer, data("x", "\"writer's\"")));
