@@ -164,17 +164,9 @@ fn write() -> Grant {
     Grant::active(Permission::Write, None)
 }
 
-/// A database its owner made on replica `o`, with a writer granted write.
-struct Granted {
-    owner: PrivateKey,
-    writer: PrivateKey,
-    o: Replica,
-    root: Entry,
-    db: EntryId,
-    grant: Entry,
-}
-
-fn granted_writer() -> Granted {
+/// A database its owner made on a replica, with a writer granted write: `(owner, writer,
+/// the replica, the root entry, the database id, the grant)`.
+fn granted_writer() -> (PrivateKey, PrivateKey, Replica, Entry, EntryId, Entry) {
     let (owner, writer) = (
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
@@ -183,26 +175,12 @@ fn granted_writer() -> Granted {
     let root = commit(&o, root(&owner));
     let db = root.id();
     let grant = commit(&o, on(&o, &db, &owner, auth(&writer, write())));
-    Granted {
-        owner,
-        writer,
-        o,
-        root,
-        db,
-        grant,
-    }
+    (owner, writer, o, root, db, grant)
 }
 
 #[test]
 fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
-    let Granted {
-        owner,
-        writer,
-        o,
-        root,
-        db,
-        grant,
-    } = granted_writer();
+    let (owner, writer, o, root, db, grant) = granted_writer();
     let shared = commit(&o, on(&o, &db, &owner, data("x", "\"owner's first\"")));
     // The writer, offline from here on, holds a copy and writes a tall chain: on its own
     // it would win every key it touches.
@@ -248,14 +226,7 @@ fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
 /// followed by a restart), taking the revocation again ends with the revoked chain undone.
 #[test]
 fn a_revocation_stored_without_its_undoing_is_undone_later() {
-    let Granted {
-        owner,
-        writer,
-        o,
-        root,
-        db,
-        grant,
-    } = granted_writer();
+    let (owner, writer, o, root, db, grant) = granted_writer();
     let w = Replica::new();
     w.take(&[&root, &grant]);
     let offline = commit(&w, on(&w, &db, &writer, data("x", "\"writer's\"")));
