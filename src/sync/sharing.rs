@@ -255,10 +255,8 @@ impl SyncEngine {
             ));
         }
         let id = request_id(&env.db, &env.key);
-        let held = registry
-            .core(env.db)
-            .current_settings()?
-            .permission_of(&env.key);
+        // Only a grant that took effect counts: one made by a discarded change holds nothing.
+        let held = registry.core(env.db).effective_permission_of(&env.key)?;
         if held.is_some_and(|p| p >= permission) {
             return Ok(id);
         }
@@ -334,11 +332,10 @@ impl SyncEngine {
         if !registry.exists(db)? {
             return Ok(None);
         }
-        let settings = registry.core(*db).current_settings()?;
-        Ok(keys
-            .public_keys()?
-            .into_iter()
-            .find(|k| settings.permission_of(k) == Some(Permission::Admin)))
+        let best = registry.core(*db).best_key(&keys.public_keys()?)?;
+        Ok(best
+            .filter(|(_, p)| *p == Permission::Admin)
+            .map(|(key, _)| key))
     }
 
     /// The live session holding `admin`, registered by [`SyncEngine::register_approver`].

@@ -634,6 +634,54 @@ fn a_tracking_peer_hears_each_commit_of_the_listener() {
 /// Access requests from strangers: bounded per database (BUSY past it, nothing more kept),
 /// idempotent when repeated, refused when stale or for a database not held, and listed
 /// only to the database's admins.
+/// A key granted only by a discarded change (its granter's concurrent revocation discards
+/// it) holds nothing: its access request is kept for an admin, not answered "already held".
+#[test]
+fn a_key_granted_by_a_discarded_change_can_still_ask_for_access() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("asked for").unwrap();
+    let (junior, stranger) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    db.grant(&junior.public_key(), Permission::Admin).unwrap();
+    // The junior admin, offline, grants the stranger write; alice revokes it meanwhile.
+    let mut grant = Ops::new();
+    grant.entry("_settings".into()).or_default().insert(
+        mnemo::database::settings::auth_key(&stranger.public_key()),
+        Op::Set(mnemo::database::settings::auth_value(
+            mnemo::database::Grant::active(Permission::Write, None),
+        )),
+    );
+    let granted = EntryContent {
+        db: Some(db.id()),
+        parents: db.tips().unwrap(),
+        height: db.height().unwrap() + 1,
+        ops: grant,
+        author: junior.public_key(),
+    }
+    .sign(&junior)
+    .unwrap();
+    db.revoke(&junior.public_key()).unwrap();
+    let received = a.receive_entry(granted.bytes()).unwrap();
+    assert_eq!(received.discarded, vec![granted.id()]);
+
+    let env = envelope(
+        &stranger,
+        &a,
+        db.id(),
+        Request::Ask {
+            permission: Permission::Read,
+        },
+    );
+    let (status, body) = post_raw(&addr, "db", &env.encode());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let asked = sync.access_requests(&alice).unwrap();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+}
+
 #[test]
 fn access_requests_are_bounded_and_checked() {
     let (a, alice) = logged_in("alice");
