@@ -501,7 +501,22 @@ fn a_lost_postgres_connection_is_made_again_at_the_next_call() {
         .unwrap()
         .get(0);
     assert_eq!(ended, 1);
-    // The first call may find the connection gone; from then on, calls work again.
+    // Termination is a signal: wait until the server process is gone.
+    let others = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while others(&mut admin) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first call finds the connection gone; from then on, calls work again.
     let _ = db.get("s", "before");
     db.set("s", "after", "2").unwrap();
     assert_eq!(db.get("s", "before").unwrap(), "1");
