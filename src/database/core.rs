@@ -263,15 +263,13 @@ impl DatabaseCore {
             self.undo.store(UNDO_NONE, Ordering::Release);
             return Ok(());
         }
-        self.undo_discarded()?;
-        self.undo.store(UNDO_NONE, Ordering::Release);
-        Ok(())
+        self.undo_discarded()
     }
 
     /// Works out which entries take effect from all of them and replaces the stored state
-    /// with the result ([`discards::recompute`]), then removes the record that asked for it.
-    /// On failure, memory forgets what it derived (it may reflect the state being replaced)
-    /// and the undoing stays pending. Callers hold the write lock.
+    /// with the result ([`discards::recompute`]), then removes the record that asked for it:
+    /// nothing is pending then. On failure, memory forgets what it derived (it may reflect
+    /// the state being replaced) and the undoing stays pending. Callers hold the write lock.
     fn undo_discarded(&self) -> Result<()> {
         let undone = discards::recompute(&*self.backend, &self.id).and_then(|index| {
             *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
@@ -279,7 +277,9 @@ impl DatabaseCore {
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
             self.backend.meta_delete(&undo_pending_record(&self.id))
         });
-        if undone.is_err() {
+        if undone.is_ok() {
+            self.undo.store(UNDO_NONE, Ordering::Release);
+        } else {
             self.undo.store(UNDO_PENDING, Ordering::Release);
             self.forget_derived_state();
         }
@@ -834,7 +834,6 @@ impl DatabaseCore {
         self.undo.store(UNDO_PENDING, Ordering::Release);
         self.apply(entry, plan.meta, false)?;
         self.undo_discarded()?;
-        self.undo.store(UNDO_NONE, Ordering::Release);
         Ok(Outcome::Applied)
     }
 

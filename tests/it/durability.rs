@@ -492,28 +492,18 @@ fn a_lost_postgres_connection_is_made_again_at_the_next_call() {
     let (_inst, _user, db) = open_user(&url);
     db.set("s", "before", "1").unwrap();
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let ended: i64 = admin
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(ended, 1);
-    // Termination is a signal: wait until the server process is gone.
-    let others = |admin: &mut postgres::Client| -> i64 {
-        admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0)
+    // `what` of the other connections to this database.
+    let mut others = |what: &str| -> i64 {
+        let query = format!(
+            "SELECT {what} FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        );
+        admin.query_one(&query, &[]).unwrap().get(0)
     };
+    assert_eq!(others("count(pg_terminate_backend(pid))"), 1);
+    // Termination is a signal: wait until the server process is gone.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while others(&mut admin) > 0 && std::time::Instant::now() < deadline {
+    while others("count(*)") > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The first call finds the connection gone; from then on, calls work again.
