@@ -187,7 +187,8 @@ typedef void (*mnemo_destroy_cb)(void *user_data);
 
 /**
  * A documented limit was reached (a peer's connections, request rate or queue, entries
- * waiting for their parents): nothing was changed; retry later.
+ * waiting for their parents, other processes changing a shared database 16 times while
+ * one change was worked out): nothing was changed; retry later.
  */
 #define MNEMO_STATUS_BUSY 12
 
@@ -220,6 +221,10 @@ extern "C" {
  * - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
  *   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
  *   connection the server ends fails the call using it; the next call connects again.
+ * - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
+ *   mnemo database: a change is stored only if no other process wrote that database
+ *   since the change read what it builds on; otherwise it is worked out again (up to 16
+ *   times, then MNEMO_STATUS_BUSY).
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *

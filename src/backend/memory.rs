@@ -8,7 +8,7 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use super::range::KeyRange;
-use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -61,6 +61,24 @@ struct Inner {
     discarded: HashMap<EntryId, std::collections::BTreeSet<EntryId>>,
     /// Distinct settings-tip sets, shared by the entries that saw them.
     visible_sets: HashMap<Vec<EntryId>, Arc<[EntryId]>>,
+    /// Writes of any database so far: each write's stamp.
+    writes: u64,
+    /// Per database, the stamp of its last write: its [`Version`] (absent: 0, as before
+    /// its first write or once forgotten; stamps are never handed out twice).
+    versions: HashMap<EntryId, u64>,
+}
+
+impl Inner {
+    fn version(&self, db: &EntryId) -> Version {
+        Version::new(0, self.versions.get(db).copied().unwrap_or(0))
+    }
+
+    /// Moves `db`'s version on and returns it.
+    fn advance(&mut self, db: &EntryId) -> Version {
+        self.writes += 1;
+        self.versions.insert(*db, self.writes);
+        Version::new(0, self.writes)
+    }
 }
 
 impl MemoryBackend {
@@ -103,13 +121,22 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
+    fn version(&self, db: &EntryId) -> Result<Version> {
+        Ok(self.read()?.version(db))
+    }
+
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
         let mut guard = self.write()?;
         let inner = &mut *guard;
-        let std::collections::hash_map::Entry::Vacant(slot) = inner.entries.entry(w.id) else {
-            return Ok(());
-        };
         let db = w.meta.db;
+        let now = inner.version(&db);
+        if now != w.expected {
+            return Ok(None);
+        }
+        if inner.entries.contains_key(&w.id) {
+            return Ok(Some(now));
+        }
+        let after = inner.advance(&db);
         let visible = &w.meta.settings_visible;
         let settings_visible = match inner.visible_sets.get(visible) {
             Some(shared) => shared.clone(),
@@ -119,13 +146,16 @@ impl Backend for MemoryBackend {
                 shared
             }
         };
-        slot.insert(Stored {
-            bytes: w.bytes.into(),
-            db,
-            height: w.meta.height,
-            settings_visible,
-            changes_settings: w.meta.changes_settings,
-        });
+        inner.entries.insert(
+            w.id,
+            Stored {
+                bytes: w.bytes.into(),
+                db,
+                height: w.meta.height,
+                settings_visible,
+                changes_settings: w.meta.changes_settings,
+            },
+        );
         inner.log.entry(db).or_default().push(w.id);
         let tips = inner.tips.entry(db).or_default();
         for parent in w.parents {
@@ -136,7 +166,7 @@ impl Backend for MemoryBackend {
             inner.discarded.entry(db).or_default().insert(w.id);
         }
         if w.cells.is_empty() {
-            return Ok(());
+            return Ok(Some(after));
         }
         let stores = inner.stores.entry(db).or_default();
         for write in &w.cells {
@@ -160,7 +190,7 @@ impl Backend for MemoryBackend {
                 }
             }
         }
-        Ok(())
+        Ok(Some(after))
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
@@ -262,8 +292,11 @@ impl Backend for MemoryBackend {
             .unwrap_or_default())
     }
 
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>> {
         let mut inner = self.write()?;
+        if inner.version(db) != state.expected {
+            return Ok(None);
+        }
         let mut stores: HashMap<Box<str>, Store> = HashMap::new();
         for (store, key, cell) in &state.cells {
             stores.entry((*store).into()).or_default().insert(
@@ -279,7 +312,7 @@ impl Backend for MemoryBackend {
         inner
             .discarded
             .insert(*db, state.discarded.iter().copied().collect());
-        Ok(())
+        Ok(Some(inner.advance(db)))
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
@@ -347,6 +380,7 @@ impl Backend for MemoryBackend {
         inner.tips.remove(db);
         inner.stores.remove(db);
         inner.discarded.remove(db);
+        inner.versions.remove(db);
         // Settings-tip sets no entry shares any more.
         inner
             .visible_sets

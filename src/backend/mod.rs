@@ -71,6 +71,26 @@ pub struct EntryMeta {
     pub changes_settings: bool,
 }
 
+/// How far one database's stored rows have come: every write of them ([`Backend::put_entry`],
+/// [`Backend::replace_state`], [`Backend::forget_database`]) leaves a different version,
+/// whichever process made it. A writer states the version that what it worked out reflects
+/// (what it keeps in memory and what it read), and the backend writes only if that is still
+/// the current one: another process's change in between is never overwritten or missed.
+/// Only compared for equality.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Version {
+    epoch: u64,
+    count: u64,
+}
+
+impl Version {
+    /// A version made of two counters that, together, change at every write of a
+    /// database's rows (a backend may count entries in one and other writes in the other).
+    pub fn new(epoch: u64, count: u64) -> Self {
+        Version { epoch, count }
+    }
+}
+
 /// One new entry with everything it changes, stored atomically by [`Backend::put_entry`].
 pub struct EntryWrite<'a> {
     /// Its id.
@@ -87,6 +107,9 @@ pub struct EntryWrite<'a> {
     /// True for an entry stored but discarded on arrival (it has no effect on state: see
     /// docs/security-model.md); `cells` is then empty.
     pub discarded: bool,
+    /// The database's version that the writer's decisions reflect: nothing is written
+    /// unless it is still current.
+    pub expected: Version,
 }
 
 /// The whole materialised state of one database, as [`Backend::replace_state`] writes it.
@@ -95,6 +118,9 @@ pub struct StateWrite<'a> {
     pub cells: Vec<(&'a str, &'a str, Cell)>,
     /// Every entry stored but discarded.
     pub discarded: &'a [EntryId],
+    /// The database's version the state was worked out from: nothing is written unless it
+    /// is still current.
+    pub expected: Version,
 }
 
 /// Entries stored in a [`Backend::write_turn`] that were not yet durable when it returned.
@@ -110,9 +136,14 @@ pub trait Staged: Send + Sync {
 /// What the core needs from storage. Implementations are safe to share between threads;
 /// each method is atomic on its own.
 pub trait Backend: Send + Sync {
-    /// Stores an entry, replaces its parents in the tip set by it, and writes the cells that
-    /// are kept ([`CellWrite::keeps_over`]), all or nothing. Storing an entry that is already present changes nothing.
-    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<()>;
+    /// The current version of database `db`'s rows (see [`Version`]).
+    fn version(&self, db: &EntryId) -> Result<Version>;
+    /// If the database's version is still [`EntryWrite::expected`], stores an entry, replaces
+    /// its parents in the tip set by it, and writes the cells that are kept
+    /// ([`CellWrite::keeps_over`]), all or nothing, and returns the version after. Storing an
+    /// entry that is already present changes no row. `None`: the version moved on (another
+    /// process wrote), and nothing was written.
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>>;
     /// Runs `work` as one turn of this storage's writer, for a commit: the entries `work`
     /// stores with [`Backend::put_entry`] may be left staged (written, not yet durable, seen
     /// by nobody else) to share their commit with others', and what `work` reads on this
@@ -173,9 +204,10 @@ pub trait Backend: Send + Sync {
     fn stores(&self, db: &EntryId) -> Result<Vec<String>>;
     /// The entries of `db` stored but discarded, sorted.
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>>;
-    /// Replaces every cell of `db` and its set of discarded entries, all or nothing (after
-    /// a revocation changed which entries count).
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()>;
+    /// If `db`'s version is still [`StateWrite::expected`], replaces every cell of `db` and
+    /// its set of discarded entries, all or nothing (after a revocation changed which entries
+    /// count), and returns the version after; `None` (nothing written) if it moved on.
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>>;
     /// Entries of `db` in the order this backend stored them (parents always before their
     /// children), after position `after` (0: from the start), at most `limit` of them, with
     /// their positions. Positions only grow; sync pages through them with a cursor.
@@ -200,7 +232,8 @@ pub trait Backend: Send + Sync {
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
     /// Removes every row of database `db` (its entries, tips, storage order, cells, row
-    /// counts and discarded marks), all or nothing; nothing happens if it is not stored.
+    /// counts and discarded marks), all or nothing, and moves its [`Version`] on; no row
+    /// is removed if it is not stored.
     /// Afterwards the database is as if it had never been here: storing its root again
     /// starts it afresh (its storage positions may start over, so cursors kept on them must
     /// be forgotten with it). The removed rows do not stay readable in this backend's files as

@@ -16,7 +16,7 @@ use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
 use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
-use crate::backend::{Backend, Cell, EntryMeta, EntryWrite, Staged};
+use crate::backend::{Backend, Cell, EntryMeta, EntryWrite, Staged, Version};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
@@ -81,6 +81,15 @@ fn undo_pending_record(db: &EntryId) -> String {
     format!("undo-pending/{db}")
 }
 
+/// How many times a change is worked out again because another process wrote the database
+/// between its reads and its write (see [`DatabaseCore::known_version`]) before it gives
+/// up with [`Error::Busy`].
+const STALE_TRIES: usize = 16;
+
+fn kept_changing() -> Error {
+    Error::Busy("other processes kept changing the database; retry".into())
+}
+
 /// What a new entry will be, worked out before it is stored.
 struct Plan {
     meta: EntryMeta,
@@ -126,6 +135,9 @@ pub struct DatabaseCore {
     notices: NoticeOrder,
     /// `UNDO_UNCHECKED`, `UNDO_NONE` or `UNDO_PENDING`: see [`DatabaseCore::undo_pending`].
     undo: AtomicU8,
+    /// The database's version that what memory holds of it reflects (see
+    /// [`DatabaseCore::known_version`]); `None` once forgotten with it.
+    version: Mutex<Option<Version>>,
 }
 
 /// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
@@ -189,6 +201,7 @@ impl DatabaseCore {
             staged: Mutex::new(None),
             notices: NoticeOrder::default(),
             undo: AtomicU8::new(UNDO_UNCHECKED),
+            version: Mutex::new(None),
         }
     }
 
@@ -271,8 +284,7 @@ impl DatabaseCore {
     /// nothing is pending then. On failure, memory forgets what it derived (it may reflect
     /// the state being replaced) and the undoing stays pending. Callers hold the write lock.
     fn undo_discarded(&self) -> Result<()> {
-        let undone = discards::recompute(&*self.backend, &self.id).and_then(|index| {
-            *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+        let undone = self.recompute().and_then(|()| {
             self.settings.clear();
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
             self.backend.meta_delete(&undo_pending_record(&self.id))
@@ -286,9 +298,50 @@ impl DatabaseCore {
         undone.map(drop)
     }
 
+    /// [`discards::recompute`], worked out again while other processes write meanwhile; the
+    /// discard index it returns replaces memory's.
+    fn recompute(&self) -> Result<()> {
+        for _ in 0..STALE_TRIES {
+            let expected = self.known_version()?;
+            match discards::recompute(&*self.backend, &self.id, expected)? {
+                Some((index, version)) => {
+                    *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+                    self.settle_version(version);
+                    return Ok(());
+                }
+                None => self.forget_derived_state(),
+            }
+        }
+        Err(kept_changing())
+    }
+
+    /// The version of this database's rows that what memory holds of it reflects: the
+    /// discard index and the document stores, and what a change read to work itself out.
+    /// Read from storage before any of them is loaded; then, after each write of this
+    /// process, the version that write returned. A write states it, and storage refuses the
+    /// write when another process's change moved the version on meanwhile: memory then
+    /// forgets what it holds ([`DatabaseCore::forget_derived_state`]) and the change is
+    /// worked out again (at most [`STALE_TRIES`] times).
+    fn known_version(&self) -> Result<Version> {
+        let mut known = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(version) = *known {
+            return Ok(version);
+        }
+        let version = self.backend.version(&self.id)?;
+        *known = Some(version);
+        Ok(version)
+    }
+
+    /// Records the version this process's own write returned.
+    fn settle_version(&self, version: Version) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+    }
+
     /// Drops what is kept in memory of the stored state (loaded again from storage at next
-    /// use): after a staged commit failed, it may include that commit's effects.
+    /// use, after the version is read again): after a staged commit failed, it may include
+    /// that commit's effects; after another process wrote, it may lack theirs.
     fn forget_derived_state(&self) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self
             .document_stores
@@ -559,7 +612,13 @@ impl DatabaseCore {
         };
         let _guard = self.lock()?;
         self.ensure_kept()?;
-        self.apply(root, meta, false)
+        for _ in 0..STALE_TRIES {
+            if self.apply(root, meta.clone(), false)? {
+                return Ok(());
+            }
+            self.forget_derived_state();
+        }
+        Err(kept_changing())
     }
 
     /// Signs (as `author`, through `keys`) and stores a local commit of `ops` on top of the
@@ -613,7 +672,7 @@ impl DatabaseCore {
         }
         let mut made = None;
         let staged = intent.take_turn(&mut || {
-            let (entry, plan) = match made_before.take() {
+            let (mut entry, mut plan) = match made_before.take() {
                 Some(made_before) => made_before,
                 None => {
                     earlier_failed();
@@ -621,8 +680,21 @@ impl DatabaseCore {
                     self.make_entry(ops, author, keys)?
                 }
             };
-            made = Some((entry.id(), plan.meta.changes_settings));
-            self.store_local(&entry, plan)
+            for tries in 1.. {
+                made = Some((entry.id(), plan.meta.changes_settings));
+                if self.store_local(&entry, plan)? {
+                    return Ok(());
+                }
+                // Another process wrote since the entry was planned: planned again on top
+                // of what there is now.
+                self.forget_derived_state();
+                if tries == STALE_TRIES {
+                    break;
+                }
+                let ops = entry.content().ops.clone();
+                (entry, plan) = self.make_entry(ops, author, keys)?;
+            }
+            Err(kept_changing())
         });
         let staged = staged.inspect_err(|_| {
             if made.is_some() {
@@ -657,6 +729,7 @@ impl DatabaseCore {
     /// that was discarded (it would be discarded here and everywhere: rule 4 of
     /// docs/security-model.md).
     fn make_entry(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<(Entry, Plan)> {
+        self.known_version()?;
         let tips = self.tip_metas()?;
         let plan = self.plan(&tips, &author, &ops)?;
         let need = authority::needed(plan.meta.changes_settings);
@@ -682,21 +755,25 @@ impl DatabaseCore {
     }
 
     /// Stores a local commit made by [`DatabaseCore::make_entry`]. What may fail is done
-    /// before the entry is stored: once it is, the commit has happened.
-    fn store_local(&self, entry: &Entry, plan: Plan) -> Result<()> {
+    /// before the entry is stored: once it is, the commit has happened. False when another
+    /// process wrote since it was made (nothing is stored: see
+    /// [`DatabaseCore::known_version`]).
+    fn store_local(&self, entry: &Entry, plan: Plan) -> Result<bool> {
         // On top of every stored entry: nothing it lowers can be concurrent with it.
         let mut discards = if plan.lowers.is_empty() {
             None
         } else {
             Some(self.discard_index()?)
         };
-        self.apply(entry, plan.meta, false)?;
+        if !self.apply(entry, plan.meta, false)? {
+            return Ok(false);
+        }
         if let Some(discards) = discards.as_mut() {
             for (key, level) in plan.lowers {
                 discards.add_lowering(key, entry.id(), entry.content().height, level);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Takes an entry from elsewhere (already decoded, so its signature verified). It is
@@ -789,6 +866,19 @@ impl DatabaseCore {
     /// discarded. When it lowers a key and other stored entries had not seen it, what takes
     /// effect is worked out again for the whole database. Callers hold the write lock.
     fn validate_and_apply(&self, entry: &Entry) -> Result<Outcome> {
+        for _ in 0..STALE_TRIES {
+            if let Some(outcome) = self.try_validate_and_apply(entry)? {
+                return Ok(outcome);
+            }
+            self.forget_derived_state();
+        }
+        Err(kept_changing())
+    }
+
+    /// [`DatabaseCore::validate_and_apply`] once; `None` when another process wrote while
+    /// it was worked out (nothing is stored).
+    fn try_validate_and_apply(&self, entry: &Entry) -> Result<Option<Outcome>> {
+        self.known_version()?;
         let content = entry.content();
         let parents = self.parent_metas(&content.parents)?;
         let plan = self.plan(&parents, &content.author, &content.ops)?;
@@ -809,32 +899,38 @@ impl DatabaseCore {
         )?;
         if discarded {
             let changes_settings = plan.meta.changes_settings;
-            self.apply(entry, plan.meta, true)?;
+            if !self.apply(entry, plan.meta, true)? {
+                return Ok(None);
+            }
             if changes_settings {
                 self.discard_index()?.add_discarded_settings(entry.id());
             }
-            return Ok(Outcome::Discarded);
+            return Ok(Some(Outcome::Discarded));
         }
         let tips = self.tip_ids()?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
         if plan.lowers.is_empty() || sees_everything {
-            self.apply(entry, plan.meta, false)?;
+            if !self.apply(entry, plan.meta, false)? {
+                return Ok(None);
+            }
             if !plan.lowers.is_empty() {
                 let mut discards = self.discard_index()?;
                 for (key, level) in plan.lowers {
                     discards.add_lowering(key, entry.id(), content.height, level);
                 }
             }
-            return Ok(Outcome::Applied);
+            return Ok(Some(Outcome::Applied));
         }
         // It may discard stored entries: their effect is undone once it is stored, and a
         // record says so meanwhile (see `undo_pending`).
         self.backend
             .meta_insert_new(&undo_pending_record(&self.id), b"")?;
         self.undo.store(UNDO_PENDING, Ordering::Release);
-        self.apply(entry, plan.meta, false)?;
+        if !self.apply(entry, plan.meta, false)? {
+            return Ok(None); // the record stays: the next change works the state out again
+        }
         self.undo_discarded()?;
-        Ok(Outcome::Applied)
+        Ok(Some(Outcome::Applied))
     }
 
     /// The ids of the current tips, sorted.
@@ -913,6 +1009,7 @@ impl DatabaseCore {
     fn discard_index(&self) -> Result<DiscardGuard<'_>> {
         let mut guard = self.discards.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
+            self.known_version()?;
             *guard = Some(DiscardIndex::load(&*self.backend, &self.id)?);
         }
         Ok(DiscardGuard(guard))
@@ -963,8 +1060,11 @@ impl DatabaseCore {
     }
 
     /// Stores `entry` with `meta`, and its cells (the backend keeps those that win) unless
-    /// it is `discarded`. Callers hold the write lock.
-    fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<()> {
+    /// it is `discarded`. False when another process wrote since what memory holds, or
+    /// what this change read, was read (nothing is stored: see
+    /// [`DatabaseCore::known_version`]). Callers hold the write lock.
+    fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<bool> {
+        let expected = self.known_version()?;
         let content = entry.content();
         let cells = if discarded {
             Vec::new()
@@ -1001,21 +1101,26 @@ impl DatabaseCore {
             None => None,
         };
         let changes_settings = meta.changes_settings;
-        self.backend.put_entry(&EntryWrite {
+        let stored = self.backend.put_entry(&EntryWrite {
             id: entry.id(),
             meta,
             bytes: entry.bytes(),
             parents: &content.parents,
             cells,
             discarded,
+            expected,
         })?;
+        let Some(version) = stored else {
+            return Ok(false);
+        };
+        self.settle_version(version);
         if let Some(state) = settings {
             self.settings.insert(vec![entry.id()], Arc::new(state));
         }
         if changes_settings {
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::authority::{self, Closure, Level, SettingsEntry};
 use super::documents::{self, DerivedCells};
 use super::settings::{load_closure, visible_from};
-use crate::backend::{Backend, Cell, EntryMeta, StateWrite};
+use crate::backend::{Backend, Cell, EntryMeta, StateWrite, Version};
 use crate::crypto::PublicKey;
 use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
@@ -296,23 +296,30 @@ fn check_stored(
 }
 
 /// Works out again, from every entry of database `db`, which entries take effect, and
-/// replaces the stored state (cells and discarded marks) with the result. Run only when a
-/// lowering change arrives that other stored entries had not seen. Returns the new index.
-pub(crate) fn recompute(backend: &dyn Backend, db: &EntryId) -> Result<DiscardIndex> {
+/// replaces the stored state (cells and discarded marks) with the result, if the database's
+/// version is still `expected` (read before anything else). Run only when a lowering change
+/// arrives that other stored entries had not seen. Returns the new index and version, or
+/// `None` when another process wrote meanwhile (nothing was replaced).
+pub(crate) fn recompute(
+    backend: &dyn Backend,
+    db: &EntryId,
+    expected: Version,
+) -> Result<Option<(DiscardIndex, Version)>> {
     let derived = derive(backend, db, false)?;
     let cells: Vec<(&str, &str, Cell)> = derived
         .cells
         .iter()
         .map(|((store, key), cell)| (store.as_str(), key.as_str(), cell.clone()))
         .collect();
-    backend.replace_state(
+    let replaced = backend.replace_state(
         db,
         &StateWrite {
             cells,
             discarded: &derived.discarded,
+            expected,
         },
     )?;
-    Ok(derived.index)
+    Ok(replaced.map(|version| (derived.index, version)))
 }
 
 /// Every entry reachable from `from` through parents (not `from` itself).

@@ -28,7 +28,8 @@ status_codes! {
     /// A caught panic or a broken invariant inside mnemo.
     Internal = 11, INTERNAL;
     /// A documented limit was reached (a peer's connections, request rate or queue, entries
-    /// waiting for their parents): nothing was changed; retry later.
+    /// waiting for their parents, other processes changing a shared database 16 times while
+    /// one change was worked out): nothing was changed; retry later.
     Busy = 12, BUSY;
     /// A buffer the caller provided cannot hold the result and its NUL (`mnemo_db_get_into`):
     /// nothing usable was written, the result's length was reported; retry with a larger one.

@@ -37,6 +37,10 @@ impl Handle for mnemo_backend {
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
 ///   connection the server ends fails the call using it; the next call connects again.
+/// - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
+///   mnemo database: a change is stored only if no other process wrote that database
+///   since the change read what it builds on; otherwise it is worked out again (up to 16
+///   times, then MNEMO_STATUS_BUSY).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

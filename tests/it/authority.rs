@@ -99,7 +99,7 @@ impl Replica {
     }
 }
 
-fn data(key: &str, json: &str) -> Ops {
+pub(crate) fn data(key: &str, json: &str) -> Ops {
     let mut ops = Ops::new();
     ops.entry("s".into())
         .or_default()
@@ -107,7 +107,7 @@ fn data(key: &str, json: &str) -> Ops {
     ops
 }
 
-fn auth(key: &PrivateKey, grant: Grant) -> Ops {
+pub(crate) fn auth(key: &PrivateKey, grant: Grant) -> Ops {
     let mut ops = Ops::new();
     ops.entry("_settings".into())
         .or_default()
@@ -116,7 +116,7 @@ fn auth(key: &PrivateKey, grant: Grant) -> Ops {
 }
 
 /// A database made by `creator`, as its root entry.
-fn root(creator: &PrivateKey) -> Entry {
+pub(crate) fn root(creator: &PrivateKey) -> Entry {
     let mut settings = BTreeMap::new();
     settings.insert("name".into(), Op::Set("\"d\"".into()));
     settings.insert(
@@ -160,7 +160,7 @@ fn admin(priority: u32) -> Grant {
     Grant::active(Permission::Admin, Some(priority))
 }
 
-fn write() -> Grant {
+pub(crate) fn write() -> Grant {
     Grant::active(Permission::Write, None)
 }
 

@@ -326,8 +326,8 @@ fn secrets_replace_in_place_and_conditionally() {
 }
 
 #[test]
-fn stores_are_listed_and_state_is_replaced_whole() {
-    use mnemo::backend::{Cell, StateWrite};
+fn stores_are_listed_and_state_is_replaced_whole_if_current() {
+    use mnemo::backend::{Cell, StateWrite, Version};
     for storage in storages() {
         let name = storage.name();
         let (_inst, _user, db) = user_with_db(storage.open(), "d");
@@ -346,15 +346,25 @@ fn stores_are_listed_and_state_is_replaced_whole() {
             entry: written,
             value: Some("\"only\"".into()),
         };
-        backend
-            .replace_state(
-                &db.id(),
-                &StateWrite {
-                    cells: vec![("c", "k", cell.clone())],
-                    discarded: &[written],
-                },
-            )
-            .unwrap();
+        // A replacement worked out from a version that is no longer current writes nothing.
+        let before = backend.version(&db.id()).unwrap();
+        let replace = |expected| {
+            backend
+                .replace_state(
+                    &db.id(),
+                    &StateWrite {
+                        cells: vec![("c", "k", cell.clone())],
+                        discarded: &[written],
+                        expected,
+                    },
+                )
+                .unwrap()
+        };
+        assert_eq!(replace(Version::new(7, 7)), None, "{name}");
+        assert_eq!(backend.discarded(&db.id()).unwrap(), vec![], "{name}");
+        let after = replace(before).expect("the current version");
+        assert_ne!(after, before, "{name}");
+        assert_eq!(backend.version(&db.id()).unwrap(), after, "{name}");
         assert_eq!(backend.stores(&db.id()).unwrap(), vec!["c"], "{name}");
         assert_eq!(
             backend.cells(&db.id(), "c").unwrap(),

@@ -480,6 +480,39 @@ fn two_processes_writing_one_postgres_database_converge() {
     assert_eq!(db.tips().unwrap(), vec![merge]);
 }
 
+/// A PostgreSQL database that an earlier mnemo left at schema version 2 (without the
+/// databases' versions) is brought to version 3 at connect, its data kept.
+#[test]
+fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
+    let Some(storage) = postgres_storage() else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let url = storage.url().unwrap();
+    {
+        let (_inst, _user, db) = open_user(&url);
+        db.set("s", "k", "1").unwrap();
+    }
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("DROP TABLE mnemo_heads; UPDATE mnemo_schema SET version = 2;")
+        .unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    assert_eq!(db.get("s", "k").unwrap(), "1");
+    db.set("s", "k", "2").unwrap();
+    db.verify().unwrap();
+    let version: i32 = admin
+        .query_one("SELECT max(version) FROM mnemo_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 3);
+    let heads: i64 = admin
+        .query_one("SELECT count(*) FROM mnemo_heads", &[])
+        .unwrap()
+        .get(0);
+    assert!(heads >= 1);
+}
+
 /// The server ending mnemo's connection (a restart, a failover, an administrator) fails
 /// the call that was using it, and the next call connects again.
 #[test]
@@ -671,8 +704,9 @@ fn verify_finds_state_that_no_entry_made() {
         let state = StateWrite {
             cells,
             discarded: &discarded,
+            expected: backend.version(&db.id()).unwrap(),
         };
-        backend.replace_state(&db.id(), &state).unwrap();
+        backend.replace_state(&db.id(), &state).unwrap().unwrap();
     };
     let mut forged = stored.clone();
     let balance = forged

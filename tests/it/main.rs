@@ -12,6 +12,7 @@ mod foreign;
 mod hostile;
 mod lifecycle;
 mod postgres_tls;
+mod processes;
 mod scans;
 mod stress;
 mod support;

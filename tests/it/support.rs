@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mnemo::backend::{Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Staged, StateWrite};
+use mnemo::backend::{
+    Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Staged, StateWrite, Version,
+};
 use mnemo::entry::EntryId;
 use mnemo::{Database, Error, Instance, User};
 
@@ -253,8 +255,14 @@ pub struct Instrumented {
     /// [`Instrumented::fail_reads_after_next_put`].
     reads_fail: AtomicBool,
     fail_reads_after_put: AtomicBool,
+    /// Run before each of the next entries stored, with how many more (see
+    /// [`Instrumented::before_writes`]).
+    before_write: Mutex<(usize, Option<Hook>)>,
     pub secrets: Mutex<BTreeSet<String>>,
 }
+
+/// Work a test runs inside a backend call.
+type Hook = Box<dyn FnMut() + Send>;
 
 impl Instrumented {
     /// Passes everything through.
@@ -274,6 +282,7 @@ impl Instrumented {
             in_rolled_back_turn: AtomicBool::new(false),
             reads_fail: AtomicBool::new(false),
             fail_reads_after_put: AtomicBool::new(false),
+            before_write: Mutex::default(),
             secrets: Mutex::default(),
         })
     }
@@ -306,6 +315,27 @@ impl Instrumented {
         self.reads_fail.store(false, Ordering::SeqCst);
     }
 
+    /// Runs `work` just before each of the next `times` entries is stored (after what its
+    /// writer read to work out its rows): another process's change landing in between.
+    pub fn before_writes(&self, times: usize, work: impl FnMut() + Send + 'static) {
+        *self.before_write.lock().unwrap() = (times, Some(Box::new(work)));
+    }
+
+    fn run_before_write(&self) {
+        let mut hook = self.before_write.lock().unwrap();
+        if hook.0 == 0 {
+            return;
+        }
+        hook.0 -= 1;
+        let mut work = hook.1.take().expect("set with a count");
+        drop(hook);
+        work();
+        let mut hook = self.before_write.lock().unwrap();
+        if hook.0 > 0 {
+            hook.1 = Some(work);
+        }
+    }
+
     /// How many writes were attempted so far (the failed one included).
     pub fn writes_tried(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
@@ -335,15 +365,20 @@ impl Instrumented {
 }
 
 impl Backend for Instrumented {
-    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<(), Error> {
+    fn version(&self, db: &EntryId) -> Result<Version, Error> {
+        self.read(|| self.inner.version(db))
+    }
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>, Error> {
         if self.in_rolled_back_turn.load(Ordering::SeqCst) {
-            return Ok(()); // written into a transaction that will roll back
+            // Written into a transaction that will roll back.
+            return Ok(Some(write.expected));
         }
-        self.write(|| self.inner.put_entry(write))?;
+        self.run_before_write();
+        let stored = self.write(|| self.inner.put_entry(write))?;
         if self.fail_reads_after_put.swap(false, Ordering::SeqCst) {
             self.reads_fail.store(true, Ordering::SeqCst);
         }
-        Ok(())
+        Ok(stored)
     }
     fn write_turn(
         &self,
@@ -399,7 +434,11 @@ impl Backend for Instrumented {
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>, Error> {
         self.read(|| self.inner.discarded(db))
     }
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<(), Error> {
+    fn replace_state(
+        &self,
+        db: &EntryId,
+        state: &StateWrite<'_>,
+    ) -> Result<Option<Version>, Error> {
         self.write(|| self.inner.replace_state(db, state))
     }
     fn entries_after(

@@ -153,7 +153,8 @@ class InternalError(Error):
 
 class Busy(Error):
     """A documented limit was reached (a peer's connections, request rate or queue, entries
-    waiting for their parents); nothing was changed: retry later."""
+    waiting for their parents, other processes changing a shared database 16 times while
+    one change was worked out); nothing was changed: retry later."""
 
     default_status = Status.BUSY
 

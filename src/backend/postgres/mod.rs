@@ -3,8 +3,10 @@
 //! The same tables as the SQLite backend (prefixed `mnemo_`). Consistency between processes
 //! comes from the server: one statement per stored entry (`PUT_ENTRY`), primary keys,
 //! `ON CONFLICT` upserts that keep the winning cell, and inserts that fail on an existing key
-//! (so two processes creating the same username: one wins). The schema version is recorded
-//! and checked at connect; the schema is created under an advisory lock.
+//! (so two processes creating the same username: one wins). Each database's [`Version`] is a
+//! row of `mnemo_heads` that every write moves on, so a process writes only on top of what
+//! it read. The schema version is recorded and checked at connect; the schema is created
+//! (or upgraded from version 2) under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
@@ -27,12 +29,13 @@ pub use options::{PostgresUrl, SslMode};
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
-/// The schema this build reads and writes (version 1 was a development schema, refused).
-pub const SCHEMA_VERSION: i32 = 2;
+/// The schema this build reads and writes. Version 1 was a development schema, refused;
+/// version 2 had no `mnemo_heads` ([`UPGRADE_FROM_V2`] adds it).
+pub const SCHEMA_VERSION: i32 = 3;
 /// Advisory lock key serialising schema creation: "mnem".
 const SCHEMA_LOCK: i64 = 0x6d6e_656d;
 
@@ -57,6 +60,20 @@ CREATE TABLE mnemo_stores (
 CREATE TABLE mnemo_discarded (db BYTEA NOT NULL, id BYTEA NOT NULL, chk BYTEA NOT NULL, PRIMARY KEY (db, id));
 CREATE TABLE mnemo_secrets (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, chk BYTEA NOT NULL);
 "#;
+
+/// Each database's [`Version`]: a count that every write of its rows moves on (no row: 0).
+/// A forgotten database's row is kept, so that no version comes back.
+const HEADS: &str = "CREATE TABLE mnemo_heads (db BYTEA PRIMARY KEY, version BIGINT NOT NULL);";
+
+/// Brings a version 2 schema to this one (run under the schema lock).
+const UPGRADE_FROM_V2: &str = "UPDATE mnemo_schema SET version = 3;";
+
+/// Moves database `$1`'s version on if it is still `$2`, returning the new one (no row when
+/// it is not: another process wrote). An upsert works on the newest row, whatever the
+/// statement's snapshot: see [`PUT_ENTRY`].
+const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, version) VALUES ($1, $2::int8 + 1) \
+     ON CONFLICT (db) DO UPDATE SET version = h.version + 1 WHERE h.version = $2 \
+     RETURNING version";
 
 /// A connection to PostgreSQL with its prepared statements, made again at the next call
 /// when the server ended it.
@@ -90,6 +107,9 @@ struct Connection {
     mark_discarded: Statement,
     get_meta: Statement,
     lock_db: Statement,
+    /// [`ADVANCE_HEAD`].
+    advance_head: Statement,
+    get_head: Statement,
     get_log: Statement,
     last_log: Statement,
     insert_meta: Statement,
@@ -204,6 +224,7 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
         .get(0);
     if !exists {
         tx.batch_execute(SCHEMA).map_err(pg_error)?;
+        tx.batch_execute(HEADS).map_err(pg_error)?;
         tx.execute(
             "INSERT INTO mnemo_schema (version) VALUES ($1)",
             &[&SCHEMA_VERSION],
@@ -222,7 +243,10 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
              this one reads version {SCHEMA_VERSION}"
         )));
     }
-    if version != SCHEMA_VERSION {
+    if version == 2 {
+        tx.batch_execute(HEADS).map_err(pg_error)?;
+        tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
+    } else if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "unknown mnemo schema version {version}"
         )));
@@ -274,6 +298,8 @@ impl Connection {
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
+        let advance_head = p(ADVANCE_HEAD)?;
+        let get_head = p("SELECT version FROM mnemo_heads WHERE db = $1")?;
         let get_log =
             p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
         Ok(Connection {
@@ -291,6 +317,8 @@ impl Connection {
             mark_discarded,
             get_meta,
             lock_db,
+            advance_head,
+            get_head,
             get_log,
             last_log,
             insert_meta,
@@ -328,10 +356,15 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 /// the packed visible settings tips, `$5` changes settings, `$6` bytes, `$7` the entry's
 /// check, `$8` its parents, `$9` its tip's check, `$10`..`$16` the cells it writes by column
 /// (store, key, height, entry, value, check, replace), `$17` its discarded mark's check
-/// (NULL: not discarded).
+/// (NULL: not discarded), `$18` the database's version the writer expects. Returns whether
+/// the entry was stored now, and the database's version after (NULL: it was not `$18`, and
+/// nothing was written).
 ///
 /// - The database's advisory lock comes first (everything else reads `entry`, which reads
-///   `locked`), so log positions follow commit order across processes, as `lock_db` does.
+///   `head`, which reads `locked`), so log positions follow commit order across processes,
+///   as `lock_db` does.
+/// - `head` moves the database's version on only if it is `$18` ([`ADVANCE_HEAD`]); every
+///   write reads `entry`, which is empty otherwise.
 /// - Nothing changes if the entry is already stored: every write reads `entry`, empty then.
 /// - The statement's snapshot may predate the lock (another process's commit to the same
 ///   database may land in between), so nothing here decides by reading the snapshot:
@@ -345,9 +378,13 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 const PUT_ENTRY: &str = r#"
 WITH locked AS (
     SELECT pg_advisory_xact_lock(hashtextextended(encode($2::bytea, 'hex'), 0))
+), head AS (
+    INSERT INTO mnemo_heads AS h (db, version) SELECT $2, $18::int8 + 1 FROM locked
+    ON CONFLICT (db) DO UPDATE SET version = h.version + 1 WHERE h.version = $18
+    RETURNING version
 ), entry AS (
     INSERT INTO mnemo_entries (id, db, height, visible, changes_settings, bytes, chk)
-    SELECT $1::bytea, $2, $3::int8, $4::bytea, $5::boolean, $6::bytea, $7::bytea FROM locked
+    SELECT $1::bytea, $2, $3::int8, $4::bytea, $5::boolean, $6::bytea, $7::bytea FROM head
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), logged AS (
@@ -388,7 +425,7 @@ WITH locked AS (
     WHERE $17 IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT count(*) FROM entry
+SELECT (SELECT version FROM head)
 "#;
 
 /// The cells of an [`EntryWrite`] by column: [`PUT_ENTRY`]'s array parameters.
@@ -533,7 +570,15 @@ fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryM
 }
 
 impl Backend for PostgresBackend {
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
+    fn version(&self, db: &EntryId) -> Result<Version> {
+        let head = self.query_opt(|c| &c.get_head, &[&&db.as_bytes()[..]])?;
+        Ok(Version::new(
+            0,
+            head.map_or(Ok(0), |row| count_of(row.get(0)))?,
+        ))
+    }
+
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
         let db: &[u8] = w.meta.db.as_bytes();
         let parents: Vec<&[u8]> = w.parents.iter().map(|p| &p.as_bytes()[..]).collect();
         let mut cells = CellColumns::default();
@@ -552,7 +597,10 @@ impl Backend for PostgresBackend {
         let discarded = w
             .discarded
             .then(|| rows::discarded_check(&w.meta.db, &w.id));
-        let params: [&(dyn postgres::types::ToSql + Sync); 17] = [
+        let Some(expected) = expected_count(w.expected) else {
+            return Ok(None);
+        };
+        let params: [&(dyn postgres::types::ToSql + Sync); 18] = [
             &&w.id.as_bytes()[..],
             &db,
             &i64_of(w.meta.height)?,
@@ -570,11 +618,12 @@ impl Backend for PostgresBackend {
             &cells.chk,
             &cells.replace,
             &discarded,
+            &expected,
         ];
         let mut guard = self.lock()?;
         let c = &mut *guard;
         let statement = &c.put_entry;
-        c.client.execute(statement, &params).map_err(|e| {
+        let row = c.client.query_one(statement, &params).map_err(|e| {
             let count_failed = e.as_db_error().is_some_and(|d| {
                 d.code() == &SqlState::NOT_NULL_VIOLATION
                     && d.table() == Some("mnemo_stores")
@@ -586,7 +635,9 @@ impl Backend for PostgresBackend {
             }
             pg_error(e)
         })?;
-        Ok(())
+        row.get::<_, Option<i64>>(0)
+            .map(|v| Ok(Version::new(0, count_of(v)?)))
+            .transpose()
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
@@ -718,12 +769,22 @@ impl Backend for PostgresBackend {
             .collect()
     }
 
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>> {
+        let Some(expected) = expected_count(state.expected) else {
+            return Ok(None);
+        };
         let mut guard = self.lock()?;
         let c = &mut *guard;
         let mut tx = c.client.transaction().map_err(pg_error)?;
         let id: &[u8] = db.as_bytes();
         tx.execute(&c.lock_db, &[&id]).map_err(pg_error)?;
+        let Some(head) = tx
+            .query_opt(&c.advance_head, &[&id, &expected])
+            .map_err(pg_error)?
+        else {
+            return Ok(None); // rolled back as `tx` drops: nothing was written
+        };
+        let after = Version::new(0, count_of(head.get(0))?);
         for table in ["mnemo_cells", "mnemo_stores", "mnemo_discarded"] {
             tx.execute(&format!("DELETE FROM {table} WHERE db = $1"), &[&id])
                 .map_err(pg_error)?;
@@ -748,7 +809,8 @@ impl Backend for PostgresBackend {
         }
         count_rows(&mut tx, (&c.get_rows, &c.set_rows), db, &added)?;
         mark_discarded(&mut tx, &c.mark_discarded, db, state.discarded)?;
-        tx.commit().map_err(pg_error)
+        tx.commit().map_err(pg_error)?;
+        Ok(Some(after))
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
@@ -877,8 +939,27 @@ impl Backend for PostgresBackend {
             tx.execute(&format!("DELETE FROM {table} WHERE db = $1"), &[&id])
                 .map_err(pg_error)?;
         }
+        tx.execute(
+            "INSERT INTO mnemo_heads AS h (db, version) VALUES ($1, 1) \
+             ON CONFLICT (db) DO UPDATE SET version = h.version + 1",
+            &[&id],
+        )
+        .map_err(pg_error)?;
         tx.commit().map_err(pg_error)
     }
+}
+
+/// The count of a [`Version`] as stored; `None` for one that is no version of this storage
+/// (PostgreSQL's have epoch 0), so not the current one.
+fn expected_count(version: Version) -> Option<i64> {
+    (version.epoch == 0)
+        .then(|| i64::try_from(version.count).ok())
+        .flatten()
+}
+
+/// A stored version count.
+fn count_of(stored: i64) -> Result<u64> {
+    u64::try_from(stored).map_err(|_| Error::Corrupt("a database version is negative".into()))
 }
 
 impl PostgresBackend {

@@ -35,7 +35,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, Staged, StateWrite};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Staged, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 use group::{Exclusive, GroupWriter};
@@ -519,8 +519,29 @@ fn i64_of(n: u64) -> Result<i64> {
 }
 
 impl Backend for SqliteBackend {
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<()> {
-        self.writer.write_in_group(|conn| write_entry(conn, w))
+    fn version(&self, db: &EntryId) -> Result<Version> {
+        let conn = self.reader()?;
+        // Both counters from one snapshot (in a commit's turn, the writer may be in the
+        // open group already).
+        let snapshot = if conn.is_autocommit() {
+            Some(conn.unchecked_transaction().map_err(sql_error)?)
+        } else {
+            None
+        };
+        let version = version_in(&conn, db)?;
+        if let Some(snapshot) = snapshot {
+            snapshot.finish().map_err(sql_error)?;
+        }
+        Ok(version)
+    }
+
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+        let mut after = None;
+        self.writer.write_in_group(|conn| {
+            after = write_entry(conn, w)?;
+            Ok(())
+        })?;
+        Ok(after)
     }
 
     fn write_turn(
@@ -686,11 +707,14 @@ impl Backend for SqliteBackend {
         Ok(out)
     }
 
-    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<()> {
+    fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>> {
         let mut conn = self.writer()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql_error)?;
+        if version_in(&tx, db)? != state.expected {
+            return Ok(None); // rolled back as `tx` drops: nothing was written
+        }
         for table in ["cells", "stores", "discarded"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE db = ?1"),
@@ -723,7 +747,9 @@ impl Backend for SqliteBackend {
         }
         count_rows(&tx, db, &added)?;
         mark_discarded(&tx, db, state.discarded)?;
-        tx.commit().map_err(sql_error)
+        let after = advance_epoch(&tx, db)?;
+        tx.commit().map_err(sql_error)?;
+        Ok(Some(after))
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {
@@ -848,6 +874,7 @@ impl Backend for SqliteBackend {
                         .execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
                         .map_err(sql_error)?;
                 }
+                advance_epoch(tx, db)?;
                 Ok(Changed {
                     result: (),
                     removed: deleted > 0,
@@ -857,8 +884,64 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// Writes the rows of `w` (nothing if its entry is already stored) in the open transaction.
-fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<()> {
+/// The metadata record counting the writes of database `db` that add no log row (state
+/// replaced, database forgotten): the epoch of its [`Version`], whose count is its newest
+/// log position. Kept when the database is forgotten, so no version comes back.
+fn epoch_key(db: &EntryId) -> String {
+    format!("version/{db}")
+}
+
+/// The epoch of `db` (0 before any): see [`epoch_key`].
+fn epoch_in(conn: &Connection, db: &EntryId) -> Result<u64> {
+    let key = epoch_key(db);
+    let row = conn
+        .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    let Some((value, chk)) = row else {
+        return Ok(0);
+    };
+    rows::verify(&chk, &[key.as_bytes(), &value], "metadata")?;
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("{key} is not a counter")))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The [`Version`] of `db` as `conn` sees it.
+fn version_in(conn: &Connection, db: &EntryId) -> Result<Version> {
+    let count = newest_log_row(conn, db)?.map_or(0, |(seq, _)| seq);
+    Ok(Version::new(epoch_in(conn, db)?, count))
+}
+
+/// Moves `db`'s epoch on, in the open transaction, and returns its version after.
+fn advance_epoch(tx: &Connection, db: &EntryId) -> Result<Version> {
+    let (key, epoch) = (epoch_key(db), epoch_in(tx, db)? + 1);
+    let value = epoch.to_be_bytes();
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value, chk) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+    )
+    .and_then(|mut s| s.execute(params![key, value, rows::meta_check(&key, &value)]))
+    .map_err(sql_error)?;
+    version_in(tx, db)
+}
+
+/// Writes the rows of `w` in the open transaction if `db`'s version is still the one `w`
+/// expects, and returns the version after (unchanged if its entry is already stored);
+/// `None` when it moved on, and nothing is written.
+fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+    let newest = newest_log_row(tx, &w.meta.db)?;
+    let epoch = epoch_in(tx, &w.meta.db)?;
+    let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
+    if Version::new(epoch, count) != w.expected {
+        return Ok(None);
+    }
     let db = w.meta.db.as_bytes();
     let height = i64_of(w.meta.height)?;
     let inserted = tx
@@ -879,9 +962,9 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<()> {
         })
         .map_err(sql_error)?;
     if inserted == 0 {
-        return Ok(()); // already stored
+        return Ok(Some(w.expected)); // already stored
     }
-    append_to_log(tx, &w.meta.db, &w.id, w.meta.height, w.parents)?;
+    append_to_log(tx, &w.meta.db, newest, &w.id, w.meta.height, w.parents)?;
     let mut added: BTreeMap<&str, u64> = BTreeMap::new();
     let mut insert = tx
         .prepare_cached(
@@ -922,19 +1005,20 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<()> {
     if w.discarded {
         mark_discarded(tx, &w.meta.db, &[w.id])?;
     }
-    Ok(())
+    Ok(Some(Version::new(epoch, count + 1)))
 }
 
-/// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, recording the tips of
-/// `db` after it: the newest row's tips less `parents`, plus `id`.
+/// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, after its `newest`
+/// row, recording the tips of `db` after it: the newest row's tips less `parents`, plus `id`.
 fn append_to_log(
     tx: &Connection,
     db: &EntryId,
+    newest: Option<(u64, Tips)>,
     id: &EntryId,
     height: u64,
     parents: &[EntryId],
 ) -> Result<()> {
-    let (seq, mut tips) = match newest_log_row(tx, db)? {
+    let (seq, mut tips) = match newest {
         Some((seq, tips)) => (seq + 1, tips),
         None => (1, Vec::new()),
     };
@@ -1171,8 +1255,10 @@ mod tests {
                 parents,
                 cells: Vec::new(),
                 discarded: false,
+                expected: backend.version(&db).unwrap(),
             })
-            .unwrap();
+            .unwrap()
+            .expect("nothing else writes");
         id
     }
 
@@ -1330,14 +1416,17 @@ mod tests {
                         },
                         replace: false,
                     };
-                    backend.put_entry(&EntryWrite {
-                        id: db,
-                        meta,
-                        bytes: b"root",
-                        parents: &[],
-                        cells: vec![cell],
-                        discarded: false,
-                    })
+                    backend
+                        .put_entry(&EntryWrite {
+                            id: db,
+                            meta,
+                            bytes: b"root",
+                            parents: &[],
+                            cells: vec![cell],
+                            discarded: false,
+                            expected: Version::default(),
+                        })
+                        .map(drop)
                 })
             })
             .collect();

@@ -1,0 +1,115 @@
+//! Several processes on one storage: each keeps what it worked out of a database in memory
+//! (which entries the settings discard, which stores hold documents), and decides from
+//! reads taken before it writes. Another process's change landing in between must not be
+//! missed. Two instances opened on one storage through separate connections stand for the
+//! processes; a test hook lands one's change between the other's reads and its write.
+
+use std::sync::Arc;
+
+use mnemo::backend::MemoryBackend;
+use mnemo::crypto::PrivateKey;
+use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
+use mnemo::{Error, Instance};
+
+use crate::authority::{auth, data, root, write};
+use crate::support::{storages, Instrumented};
+
+/// An entry by `author` in `db` on top of `parents`, at `height`.
+fn entry(author: &PrivateKey, db: EntryId, parents: &[&Entry], height: u64, ops: Ops) -> Entry {
+    EntryContent {
+        db: Some(db),
+        parents: parents.iter().map(|p| p.id()).collect(),
+        height,
+        ops,
+        author: author.public_key(),
+    }
+    .sign(author)
+    .unwrap()
+}
+
+#[test]
+fn a_revocation_stored_by_one_process_discards_what_another_receives_later() {
+    for storage in storages() {
+        let (one, other) = (
+            Instance::open(storage.open()).unwrap(),
+            Instance::open(storage.open()).unwrap(),
+        );
+        let (owner, writer) = (
+            PrivateKey::generate().unwrap(),
+            PrivateKey::generate().unwrap(),
+        );
+        let root = root(&owner);
+        let db = root.id();
+        let grant = entry(&owner, db, &[&root], 1, auth(&writer, write()));
+        for e in [&root, &grant] {
+            one.receive_entry(e.bytes()).unwrap();
+        }
+        // The other process takes one of the writer's entries (and learns the database's
+        // settings as they are then).
+        let first = entry(&writer, db, &[&grant], 2, data("x", "1"));
+        other.receive_entry(first.bytes()).unwrap();
+        // The first process stores the writer's revocation...
+        let revoke = entry(&owner, db, &[&first], 3, auth(&writer, write().revoked()));
+        one.receive_entry(revoke.bytes()).unwrap();
+        // ...and the other then receives a write the writer made without seeing it.
+        let late = entry(&writer, db, &[&first], 3, data("y", "2"));
+        let received = other.receive_entry(late.bytes()).unwrap();
+        let name = storage.name();
+        assert_eq!(received.discarded, vec![late.id()], "{name}");
+        let backend = storage.open();
+        assert_eq!(backend.cell(&db, "s", "y").unwrap(), None, "{name}");
+        assert_eq!(backend.discarded(&db).unwrap(), vec![late.id()], "{name}");
+    }
+}
+
+#[test]
+fn concurrent_path_writes_from_two_processes_both_survive() {
+    for storage in storages() {
+        let watched = Instrumented::new(storage.open());
+        let one = Instance::open(watched.clone()).unwrap();
+        one.create_user("u", None).unwrap();
+        let user = one.login("u", None).unwrap();
+        let mine = user.create_db("d").unwrap();
+        mine.set("s", "k", r#"{"a":1,"b":1}"#).unwrap();
+        let other = Instance::open(storage.open()).unwrap();
+        let their_user = other.login("u", None).unwrap();
+        let theirs = Arc::new(their_user.load_db(&mine.id()).unwrap());
+        let in_between = theirs.clone();
+        watched.before_writes(1, move || {
+            in_between.set_path("s", "k", "/b", "2").unwrap();
+        });
+        mine.set_path("s", "k", "/a", "2").unwrap();
+        let name = storage.name();
+        assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":2,"b":2}"#, "{name}");
+        assert_eq!(theirs.get("s", "k").unwrap(), r#"{"a":2,"b":2}"#, "{name}");
+        mine.verify().unwrap();
+        drop((their_user, other));
+    }
+}
+
+#[test]
+fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
+    let storage = Arc::new(MemoryBackend::new());
+    let watched = Instrumented::new(storage.clone());
+    let one = Instance::open(watched.clone()).unwrap();
+    one.create_user("u", None).unwrap();
+    let user = one.login("u", None).unwrap();
+    let mine = user.create_db("d").unwrap();
+    let other = Instance::open(storage).unwrap();
+    let their_user = other.login("u", None).unwrap();
+    let theirs = their_user.load_db(&mine.id()).unwrap();
+    let mut n = 0;
+    // Each time this process is about to store its commit, the other has just written.
+    watched.before_writes(16, move || {
+        n += 1;
+        theirs.set("s", "other", &n.to_string()).unwrap();
+    });
+    assert!(matches!(mine.set("s", "k", "1"), Err(Error::Busy(_))));
+    assert!(matches!(mine.get("s", "k"), Err(Error::NotFound(_))));
+    assert_eq!(mine.get("s", "other").unwrap(), "16");
+    // Once the other process pauses, the next commit goes through.
+    mine.set("s", "k", "2").unwrap();
+    assert_eq!(mine.get("s", "k").unwrap(), "2");
+    mine.verify().unwrap();
+    drop((their_user, other));
+}
