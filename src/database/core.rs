@@ -67,7 +67,8 @@ impl std::ops::DerefMut for DiscardGuard<'_> {
 }
 
 /// Whether the stored state may lack the undoing of a revocation (see
-/// [`DatabaseCore::undo_pending`]): not yet checked in this process.
+/// [`DatabaseCore::undo_pending`]): not checked in this process yet, or since another
+/// process wrote (it may have stopped half-way through one).
 const UNDO_UNCHECKED: u8 = 0;
 /// The stored state is what the stored entries make of it, as far as this process knows.
 const UNDO_NONE: u8 = 1;
@@ -342,6 +343,13 @@ impl DatabaseCore {
     /// that commit's effects; after another process wrote, it may lack theirs.
     fn forget_derived_state(&self) {
         *self.version.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // Look for the record again at the next change or read.
+        let _ = self.undo.compare_exchange(
+            UNDO_NONE,
+            UNDO_UNCHECKED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *self
             .document_stores

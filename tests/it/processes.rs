@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use mnemo::backend::MemoryBackend;
+use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Error, Instance};
@@ -112,4 +112,58 @@ fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
     assert_eq!(mine.get("s", "k").unwrap(), "2");
     mine.verify().unwrap();
     drop((their_user, other));
+}
+
+/// A process that stored a revocation and stopped before undoing what it discards leaves a
+/// record saying so. Another process, once it finds the database changed under it, looks
+/// for the record again and does the undoing.
+#[test]
+fn a_revocation_another_process_left_half_done_is_undone_here() {
+    let memory = Arc::new(MemoryBackend::new());
+    let stopping = Instrumented::new(memory.clone());
+    let one = Instance::open(stopping.clone()).unwrap();
+    let other = Instance::open(memory.clone()).unwrap();
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let root = root(&owner);
+    let db = root.id();
+    let grant = entry(&owner, db, &[&root], 1, auth(&writer, write()));
+    for e in [&root, &grant] {
+        one.receive_entry(e.bytes()).unwrap();
+    }
+    let first = entry(&owner, db, &[&grant], 2, data("a", "1"));
+    other.receive_entry(first.bytes()).unwrap();
+    let offline = entry(&writer, db, &[&first], 3, data("x", "2"));
+    one.receive_entry(offline.bytes()).unwrap();
+    // The revocation did not see the writer's entry. Its writes: the record, the entry, the
+    // state replaced (this one fails), the record removed. Then the process stops.
+    let revoke = entry(&owner, db, &[&first], 3, auth(&writer, write().revoked()));
+    stopping.fail_write_in(2);
+    assert!(one.receive_entry(revoke.bytes()).is_err());
+    assert!(memory.cell(&db, "s", "x").unwrap().is_some());
+    drop(one);
+    for (height, key) in [(4, "b"), (5, "c")] {
+        let next = EntryContent {
+            db: Some(db),
+            parents: memory
+                .tips(&db)
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+            height,
+            ops: data(key, "3"),
+            author: owner.public_key(),
+        }
+        .sign(&owner)
+        .unwrap();
+        other.receive_entry(next.bytes()).unwrap();
+    }
+    assert_eq!(
+        memory.cell(&db, "s", "x").unwrap().and_then(|c| c.value),
+        None
+    );
+    assert_eq!(memory.discarded(&db).unwrap(), vec![offline.id()]);
 }
