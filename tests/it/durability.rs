@@ -481,7 +481,8 @@ fn two_processes_writing_one_postgres_database_converge() {
 }
 
 /// A PostgreSQL database that an earlier mnemo left at schema version 2 (without the
-/// databases' versions) is brought to version 3 at connect, its data kept.
+/// databases' versions, its cells keyed by their whole key) is brought to version 3 at
+/// connect, its data kept.
 #[test]
 fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
     let Some(storage) = postgres_storage() else {
@@ -494,8 +495,13 @@ fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
         db.set("s", "k", "1").unwrap();
     }
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // Back to version 2's shape: no versions, cells keyed by the whole key.
     admin
-        .batch_execute("DROP TABLE mnemo_heads; UPDATE mnemo_schema SET version = 2;")
+        .batch_execute(
+            "DROP TABLE mnemo_heads; DROP INDEX mnemo_cells_by_key; \
+             ALTER TABLE mnemo_cells DROP COLUMN key_hash, ADD PRIMARY KEY (db, store, key); \
+             UPDATE mnemo_schema SET version = 2;",
+        )
         .unwrap();
     let (_inst, _user, db) = open_user(&url);
     assert_eq!(db.get("s", "k").unwrap(), "1");
@@ -511,6 +517,10 @@ fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
         .unwrap()
         .get(0);
     assert!(heads >= 1);
+    let long = "k".repeat(4096);
+    db.set("s", &long, "3").unwrap();
+    assert_eq!(db.get("s", &long).unwrap(), "3");
+    assert_eq!(db.scan("s", "", None, 0).unwrap().len(), 2);
 }
 
 /// The server ending mnemo's connection (a restart, a failover, an administrator) fails

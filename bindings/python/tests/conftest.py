@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +50,31 @@ def pw_inst() -> Iterator[mnemo.Instance]:
     with mnemo.Instance.open("memory:") as instance:
         instance.create_user("carol", password=PASSWORD)
         yield instance
+
+
+#: The test PostgreSQL server of ``scripts/test-all`` (tests that need it skip without it).
+POSTGRES_URL = os.environ.get("MNEMO_TEST_POSTGRES_URL")
+PSQL = shutil.which("psql")
+
+
+def psql(sql: str) -> str:
+    """Runs one statement as the test server's superuser; returns its unaligned output."""
+    assert POSTGRES_URL is not None and PSQL is not None
+    done = subprocess.run(
+        [PSQL, POSTGRES_URL, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A fresh database on the test server (its URL, without a query), dropped afterwards."""
+    if not (POSTGRES_URL and PSQL):
+        pytest.skip("needs the test server (MNEMO_TEST_POSTGRES_URL) and psql")
+    name = "mnemo_py_" + secrets.token_hex(6)
+    psql(f"CREATE DATABASE {name}")
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

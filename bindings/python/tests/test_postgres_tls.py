@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
-from typing import Iterator
 
 import pytest
 
 import mnemo
+from conftest import PSQL, POSTGRES_URL as URL, psql
 
-URL = os.environ.get("MNEMO_TEST_POSTGRES_URL")
 ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_ROOT")
 WRONG_ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_WRONG_ROOT")
-PSQL = shutil.which("psql")
 
 #: Must never appear in an error message.
 SECRET = "Sup3r-Secret-Pw"
@@ -30,28 +26,6 @@ needs_server = pytest.mark.skipif(
     reason="needs the TLS test server (MNEMO_TEST_POSTGRES_URL, MNEMO_TEST_POSTGRES_TLS_*) "
     "and psql",
 )
-
-
-def psql(sql: str) -> str:
-    """Runs one statement as the test server's superuser; returns its unaligned output."""
-    assert URL is not None and PSQL is not None
-    done = subprocess.run(
-        [PSQL, URL, "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    """A fresh database on the test server (its URL, without a query), dropped afterwards."""
-    assert URL is not None
-    name = "mnemo_py_" + secrets.token_hex(6)
-    psql(f"CREATE DATABASE {name}")
-    yield URL.rsplit("/", 1)[0] + "/" + name
-    psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @needs_server

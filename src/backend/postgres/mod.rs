@@ -34,12 +34,14 @@ use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 /// The schema this build reads and writes. Version 1 was a development schema, refused;
-/// version 2 had no `mnemo_heads` ([`UPGRADE_FROM_V2`] adds it).
+/// version 2 ([`SCHEMA_V2`]) is upgraded at connect ([`UPGRADE_FROM_V2`]).
 pub const SCHEMA_VERSION: i32 = 3;
 /// Advisory lock key serialising schema creation: "mnem".
 const SCHEMA_LOCK: i64 = 0x6d6e_656d;
 
-const SCHEMA: &str = r#"
+/// Schema version 2. A new database is made with it and upgraded at once, so that every
+/// database of this build has the same shape whatever its age.
+const SCHEMA_V2: &str = r#"
 CREATE TABLE mnemo_schema (version INTEGER NOT NULL);
 CREATE TABLE mnemo_meta (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, chk BYTEA NOT NULL);
 CREATE TABLE mnemo_entries (
@@ -61,12 +63,34 @@ CREATE TABLE mnemo_discarded (db BYTEA NOT NULL, id BYTEA NOT NULL, chk BYTEA NO
 CREATE TABLE mnemo_secrets (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NULL, chk BYTEA NOT NULL);
 "#;
 
-/// Each database's [`Version`]: a count that every write of its rows moves on (no row: 0).
-/// A forgotten database's row is kept, so that no version comes back.
-const HEADS: &str = "CREATE TABLE mnemo_heads (db BYTEA PRIMARY KEY, version BIGINT NOT NULL);";
+/// The part of a key that `mnemo_cells` is indexed and ordered by: its first 512
+/// characters (at most 2,048 bytes), so that an index entry (with the database id, a store
+/// name of at most 255 bytes and the key's hash) stays under PostgreSQL's limit of 2,704
+/// bytes, where a key (up to 4,096 bytes, and hidden rows' keys longer) would not. Ordering
+/// by it and then by the key is ordering by the key (bytewise): a character prefix of UTF-8
+/// text is a byte prefix.
+macro_rules! key_head {
+    () => {
+        "left(key, 512)"
+    };
+}
 
-/// Brings a version 2 schema to this one (run under the schema lock).
-const UPGRADE_FROM_V2: &str = "UPDATE mnemo_schema SET version = 3;";
+/// Brings a version 2 schema to this one (run under the schema lock; its time grows with
+/// the cells stored):
+/// - `mnemo_heads` holds each database's [`Version`]: a count that every write of its rows
+///   moves on (no row: 0). A forgotten database's row is kept, so no version comes back.
+/// - `mnemo_cells` is keyed by its key's head ([`key_head`]) and SHA-256 instead of the
+///   whole key, which PostgreSQL cannot index past about 2.7 KB.
+const UPGRADE_FROM_V2: &str = concat!(
+    "CREATE TABLE mnemo_heads (db BYTEA PRIMARY KEY, version BIGINT NOT NULL);
+ALTER TABLE mnemo_cells ADD COLUMN key_hash BYTEA;
+UPDATE mnemo_cells SET key_hash = sha256(convert_to(key, 'UTF8'));
+ALTER TABLE mnemo_cells ALTER COLUMN key_hash SET NOT NULL, DROP CONSTRAINT mnemo_cells_pkey;
+CREATE UNIQUE INDEX mnemo_cells_by_key ON mnemo_cells (db, store, ",
+    key_head!(),
+    ", key_hash);
+UPDATE mnemo_schema SET version = 3;"
+);
 
 /// Moves database `$1`'s version on if it is still `$2`, returning the new one (no row when
 /// it is not: another process wrote). An upsert works on the newest row, whatever the
@@ -223,13 +247,10 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
         .map_err(pg_error)?
         .get(0);
     if !exists {
-        tx.batch_execute(SCHEMA).map_err(pg_error)?;
-        tx.batch_execute(HEADS).map_err(pg_error)?;
-        tx.execute(
-            "INSERT INTO mnemo_schema (version) VALUES ($1)",
-            &[&SCHEMA_VERSION],
-        )
-        .map_err(pg_error)?;
+        tx.batch_execute(SCHEMA_V2).map_err(pg_error)?;
+        tx.batch_execute("INSERT INTO mnemo_schema (version) VALUES (2);")
+            .map_err(pg_error)?;
+        tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
         return tx.commit().map_err(pg_error);
     }
     let version: i32 = tx
@@ -244,7 +265,6 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
         )));
     }
     if version == 2 {
-        tx.batch_execute(HEADS).map_err(pg_error)?;
         tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
     } else if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
@@ -267,9 +287,17 @@ impl Connection {
              e.bytes, e.chk FROM mnemo_tips t LEFT JOIN mnemo_entries e ON e.id = t.id \
              WHERE t.db = $1 ORDER BY t.id",
         )?;
-        let get_cell = p("SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND key = $3")?;
-        let get_cells =
-            p("SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 ORDER BY key")?;
+        let get_cell = p(concat!(
+            "SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND ",
+            key_head!(),
+            " = left($3, 512) COLLATE \"C\" AND key = $3 COLLATE \"C\""
+        ))?;
+        let get_cells = p(concat!(
+            "SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 \
+             ORDER BY ",
+            key_head!(),
+            ", key"
+        ))?;
         // In the order of `range_form`.
         let get_range = [
             p(&range_sql(false, false))?,
@@ -278,8 +306,9 @@ impl Connection {
             p(&range_sql(true, true))?,
         ];
         let insert_cell = p(
-            "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk, key_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, sha256(convert_to($3, 'UTF8'))) \
+             ON CONFLICT DO NOTHING",
         )?;
         let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2")?;
         let set_rows = p(
@@ -330,18 +359,23 @@ impl Connection {
 /// The query of [`Backend::cells_range`]: `$1` db, `$2` store, `$3` the lower bound (`>=` when
 /// `inclusive`, else `>`), `$4` live only, `$5` the limit (NULL: none) and, when `bounded`,
 /// `$6` the upper bound. Comparisons and order are `COLLATE "C"` (bytewise, as the columns
-/// are declared), so the primary key (db, store, key) serves the range and the order.
+/// are declared). The bounds on the keys' heads ([`key_head`]) follow from those on the
+/// keys, and let the index (db, store, head) serve the range and the order; keys that share
+/// a head (rare: 512 equal characters) are sorted among themselves (PostgreSQL 13 and later
+/// sort only those; earlier ones sort the whole range before the limit).
 fn range_sql(inclusive: bool, bounded: bool) -> String {
+    let head = key_head!();
     format!(
         "SELECT height, entry, value, chk, key FROM mnemo_cells \
-         WHERE db = $1 AND store = $2 AND key {} $3 COLLATE \"C\"{} \
+         WHERE db = $1 AND store = $2 AND {head} >= left($3, 512) COLLATE \"C\" \
+         AND key {} $3 COLLATE \"C\"{} \
          AND (value IS NOT NULL OR NOT $4::boolean) \
-         ORDER BY key COLLATE \"C\" LIMIT $5",
+         ORDER BY {head} COLLATE \"C\", key COLLATE \"C\" LIMIT $5",
         if inclusive { ">=" } else { ">" },
         if bounded {
-            " AND key < $6 COLLATE \"C\""
+            format!(" AND {head} <= left($6, 512) COLLATE \"C\" AND key < $6 COLLATE \"C\"")
         } else {
-            ""
+            String::new()
         },
     )
 }
@@ -372,6 +406,8 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 ///   over the stored one as [`super::CellWrite::keeps_over`] says; `xmax = 0` marks the
 ///   rows it inserted (an updated row carries the updater's lock), which the row counts
 ///   add. Tips dropped are the entry's parents, which the caller read before.
+/// - Cells are found by their key's head (`left(key, 512)`, [`key_head`]) and SHA-256, as
+///   `mnemo_cells_by_key` indexes them.
 /// - A row count's check ([`rows::store_check`]) is computed here with `sha256`, over the
 ///   same length-prefixed parts. A count whose recorded check fails becomes NULL, so the
 ///   statement fails on the column's NOT NULL (`put_entry` reports it as corrupt).
@@ -399,9 +435,10 @@ WITH locked AS (
     FROM unnest($10::text[], $11::text[], $12::int8[], $13::bytea[], $14::text[], $15::bytea[],
                 $16::boolean[]) AS w (store, key, height, entry, value, chk, replace)
 ), cells AS (
-    INSERT INTO mnemo_cells AS c (db, store, key, height, entry, value, chk)
-    SELECT $2, store, key, height, entry, value, chk FROM writes WHERE EXISTS (SELECT FROM entry)
-    ON CONFLICT (db, store, key) DO UPDATE
+    INSERT INTO mnemo_cells AS c (db, store, key, height, entry, value, chk, key_hash)
+    SELECT $2, store, key, height, entry, value, chk, sha256(convert_to(key, 'UTF8'))
+    FROM writes WHERE EXISTS (SELECT FROM entry)
+    ON CONFLICT (db, store, left(key, 512), key_hash) DO UPDATE
         SET height = excluded.height, entry = excluded.entry, value = excluded.value,
             chk = excluded.chk
         WHERE (excluded.height, excluded.entry) > (c.height, c.entry)
