@@ -222,9 +222,10 @@ extern "C" {
  *   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
  *   connection the server ends fails the call using it; the next call connects again.
  * - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
- *   mnemo database: a change is stored only if no other process wrote that database
- *   since the change read what it builds on; otherwise it is worked out again (up to 16
- *   times, then MNEMO_STATUS_BUSY).
+ *   mnemo database: a change is stored only if no other process changed what it builds
+ *   on since it read it (settings, which stores hold documents, and for a settings change
+ *   or a document write, anything of that database); otherwise it is worked out again (up
+ *   to 16 times, then MNEMO_STATUS_BUSY).
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *

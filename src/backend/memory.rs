@@ -63,21 +63,28 @@ struct Inner {
     visible_sets: HashMap<Vec<EntryId>, Arc<[EntryId]>>,
     /// Writes of any database so far: each write's stamp.
     writes: u64,
-    /// Per database, the stamp of its last write: its [`Version`] (absent: 0, as before
-    /// its first write or once forgotten; stamps are never handed out twice).
-    versions: HashMap<EntryId, u64>,
+    /// Per database, its [`Version`]: the stamps of its last write that moved the shape on,
+    /// and of its last write (absent: 0 and 0, as before its first write or once forgotten;
+    /// stamps are never handed out twice).
+    versions: HashMap<EntryId, Version>,
 }
 
 impl Inner {
     fn version(&self, db: &EntryId) -> Version {
-        Version::new(0, self.versions.get(db).copied().unwrap_or(0))
+        self.versions.get(db).copied().unwrap_or_default()
     }
 
-    /// Moves `db`'s version on and returns it.
-    fn advance(&mut self, db: &EntryId) -> Version {
+    /// Moves `db`'s version on (its shape too if `reshapes`) and returns it.
+    fn advance(&mut self, db: &EntryId, reshapes: bool) -> Version {
         self.writes += 1;
-        self.versions.insert(*db, self.writes);
-        Version::new(0, self.writes)
+        let shape = if reshapes {
+            self.writes
+        } else {
+            self.version(db).shape
+        };
+        let version = Version::new(shape, self.writes);
+        self.versions.insert(*db, version);
+        version
     }
 }
 
@@ -130,13 +137,13 @@ impl Backend for MemoryBackend {
         let inner = &mut *guard;
         let db = w.meta.db;
         let now = inner.version(&db);
-        if now != w.expected {
+        if !now.same_shape(&w.expected) || (w.exact && now != w.expected) {
             return Ok(None);
         }
         if inner.entries.contains_key(&w.id) {
             return Ok(Some(now));
         }
-        let after = inner.advance(&db);
+        let after = inner.advance(&db, w.reshapes);
         let visible = &w.meta.settings_visible;
         let settings_visible = match inner.visible_sets.get(visible) {
             Some(shared) => shared.clone(),
@@ -312,7 +319,7 @@ impl Backend for MemoryBackend {
         inner
             .discarded
             .insert(*db, state.discarded.iter().copied().collect());
-        Ok(Some(inner.advance(db)))
+        Ok(Some(inner.advance(db, true)))
     }
 
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>> {

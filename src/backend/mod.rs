@@ -71,23 +71,30 @@ pub struct EntryMeta {
     pub changes_settings: bool,
 }
 
-/// How far one database's stored rows have come: every write of them ([`Backend::put_entry`],
-/// [`Backend::replace_state`], [`Backend::forget_database`]) leaves a different version,
-/// whichever process made it. A writer states the version that what it worked out reflects
-/// (what it keeps in memory and what it read), and the backend writes only if that is still
-/// the current one: another process's change in between is never overwritten or missed.
-/// Only compared for equality.
+/// How far one database's stored rows have come, whichever process wrote them, in two
+/// parts. Its *shape* moves on with every write that changes what a writer keeps in memory
+/// of the database: a settings change, a new store of documents
+/// ([`EntryWrite::reshapes`]), a state replaced, the database forgotten. Its *count* moves
+/// on with every write. A writer states the version that what it worked out reflects (what
+/// it keeps in memory and what it read), and the backend writes only if that still holds:
+/// another process's change in between is never overwritten or missed. Each part is only
+/// compared for equality.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Version {
-    epoch: u64,
+    shape: u64,
     count: u64,
 }
 
 impl Version {
-    /// A version made of two counters that, together, change at every write of a
-    /// database's rows (a backend may count entries in one and other writes in the other).
-    pub fn new(epoch: u64, count: u64) -> Self {
-        Version { epoch, count }
+    /// The version of two counters: the shape and the count (see [`Version`]).
+    pub fn new(shape: u64, count: u64) -> Self {
+        Version { shape, count }
+    }
+
+    /// True when `other` has the same shape (what memory holds of the database still
+    /// holds), whatever the count.
+    pub fn same_shape(&self, other: &Version) -> bool {
+        self.shape == other.shape
     }
 }
 
@@ -108,8 +115,15 @@ pub struct EntryWrite<'a> {
     /// docs/security-model.md); `cells` is then empty.
     pub discarded: bool,
     /// The database's version that the writer's decisions reflect: nothing is written
-    /// unless it is still current.
+    /// unless its shape is still current, and with `exact` its count too.
     pub expected: Version,
+    /// Whether the writer read rows that other writes change (tips, a document's rows) to
+    /// work this one out, so that any write since makes it stale; otherwise it builds only
+    /// on what the shape covers and commutes with other writes.
+    pub exact: bool,
+    /// Whether it moves the shape on: it changes settings, or writes a store of documents
+    /// the writer did not know of.
+    pub reshapes: bool,
 }
 
 /// The whole materialised state of one database, as [`Backend::replace_state`] writes it.
@@ -138,11 +152,12 @@ pub trait Staged: Send + Sync {
 pub trait Backend: Send + Sync {
     /// The current version of database `db`'s rows (see [`Version`]).
     fn version(&self, db: &EntryId) -> Result<Version>;
-    /// If the database's version is still [`EntryWrite::expected`], stores an entry, replaces
-    /// its parents in the tip set by it, and writes the cells that are kept
-    /// ([`CellWrite::keeps_over`]), all or nothing, and returns the version after. Storing an
-    /// entry that is already present changes no row. `None`: the version moved on (another
-    /// process wrote), and nothing was written.
+    /// If the database's version still matches [`EntryWrite::expected`] (its shape; with
+    /// [`EntryWrite::exact`], its count too), stores an entry, replaces its parents in the tip
+    /// set by it, and writes the cells that are kept ([`CellWrite::keeps_over`]), all or
+    /// nothing, and returns the version after (its shape moved on if
+    /// [`EntryWrite::reshapes`]). Storing an entry that is already present changes no row.
+    /// `None`: the version moved on (another process wrote), and nothing was written.
     fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>>;
     /// Runs `work` as one turn of this storage's writer, for a commit: the entries `work`
     /// stores with [`Backend::put_entry`] may be left staged (written, not yet durable, seen
@@ -204,9 +219,10 @@ pub trait Backend: Send + Sync {
     fn stores(&self, db: &EntryId) -> Result<Vec<String>>;
     /// The entries of `db` stored but discarded, sorted.
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>>;
-    /// If `db`'s version is still [`StateWrite::expected`], replaces every cell of `db` and
-    /// its set of discarded entries, all or nothing (after a revocation changed which entries
-    /// count), and returns the version after; `None` (nothing written) if it moved on.
+    /// If `db`'s version is still [`StateWrite::expected`] (shape and count), replaces every
+    /// cell of `db` and its set of discarded entries, all or nothing (after a revocation
+    /// changed which entries count), and returns the version after (a new shape); `None`
+    /// (nothing written) if it moved on.
     fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>>;
     /// Entries of `db` in the order this backend stored them (parents always before their
     /// children), after position `after` (0: from the start), at most `limit` of them, with
@@ -232,7 +248,7 @@ pub trait Backend: Send + Sync {
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
     /// Removes every row of database `db` (its entries, tips, storage order, cells, row
-    /// counts and discarded marks), all or nothing, and moves its [`Version`] on; no row
+    /// counts and discarded marks), all or nothing, and moves its [`Version`]'s shape on; no row
     /// is removed if it is not stored.
     /// Afterwards the database is as if it had never been here: storing its root again
     /// starts it afresh (its storage positions may start over, so cursors kept on them must

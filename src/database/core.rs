@@ -310,19 +310,19 @@ impl DatabaseCore {
                     self.settle_version(version);
                     return Ok(());
                 }
-                None => self.forget_derived_state(),
+                None => self.catch_up()?,
             }
         }
         Err(kept_changing())
     }
 
-    /// The version of this database's rows that what memory holds of it reflects: the
-    /// discard index and the document stores, and what a change read to work itself out.
-    /// Read from storage before any of them is loaded; then, after each write of this
-    /// process, the version that write returned. A write states it, and storage refuses the
-    /// write when another process's change moved the version on meanwhile: memory then
-    /// forgets what it holds ([`DatabaseCore::forget_derived_state`]) and the change is
-    /// worked out again (at most [`STALE_TRIES`] times).
+    /// The version of this database's rows that what memory holds of it reflects (the
+    /// discard index and the document stores: the version's shape), and what a change read
+    /// to work itself out. Read from storage before any of them is loaded; then, after each
+    /// write of this process, the version that write returned. A write states it, and
+    /// storage refuses the write when another process's change moved it on meanwhile (the
+    /// shape; for a write that read tips or document rows, the count too): the change is
+    /// worked out again ([`DatabaseCore::catch_up`]), at most [`STALE_TRIES`] times.
     fn known_version(&self) -> Result<Version> {
         let mut known = self.version.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(version) = *known {
@@ -331,6 +331,21 @@ impl DatabaseCore {
         let version = self.backend.version(&self.id)?;
         *known = Some(version);
         Ok(version)
+    }
+
+    /// After storage refused a write as stale: reads the version again, and forgets what
+    /// memory holds of the database only if its shape moved on (another process changed
+    /// settings or stores of documents). A change worked out again then reads the rest anew.
+    fn catch_up(&self) -> Result<()> {
+        let now = self.backend.version(&self.id)?;
+        let mut known = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_some_and(|k| k.same_shape(&now)) {
+            *known = Some(now);
+            return Ok(());
+        }
+        drop(known);
+        self.forget_derived_state();
+        Ok(())
     }
 
     /// Records the version this process's own write returned.
@@ -624,7 +639,7 @@ impl DatabaseCore {
             if self.apply(root, meta.clone(), false)? {
                 return Ok(());
             }
-            self.forget_derived_state();
+            self.catch_up()?;
         }
         Err(kept_changing())
     }
@@ -695,7 +710,7 @@ impl DatabaseCore {
                 }
                 // Another process wrote since the entry was planned: planned again on top
                 // of what there is now.
-                self.forget_derived_state();
+                self.catch_up()?;
                 if tries == STALE_TRIES {
                     break;
                 }
@@ -878,7 +893,7 @@ impl DatabaseCore {
             if let Some(outcome) = self.try_validate_and_apply(entry)? {
                 return Ok(outcome);
             }
-            self.forget_derived_state();
+            self.catch_up()?;
         }
         Err(kept_changing())
     }
@@ -1074,6 +1089,10 @@ impl DatabaseCore {
     fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<bool> {
         let expected = self.known_version()?;
         let content = entry.content();
+        // The stores of documents it adds (forgotten again unless it is stored), and whether
+        // it reads document rows to work out its cells.
+        let mut new_document_stores = Vec::new();
+        let mut reads_documents = false;
         let cells = if discarded {
             Vec::new()
         } else {
@@ -1086,16 +1105,22 @@ impl DatabaseCore {
             }
             let known = known.as_mut().expect("loaded above");
             for (store, ops) in &content.ops {
-                if ops.values().any(|op| matches!(op, Op::Patch(_))) {
-                    known.insert(store.clone());
+                if ops.values().any(|op| matches!(op, Op::Patch(_))) && known.insert(store.clone())
+                {
+                    new_document_stores.push(store.clone());
                 }
             }
+            reads_documents = content.ops.keys().any(|store| known.contains(store));
             let stored = documents::StoredCells {
                 backend: &*self.backend,
                 db: self.id,
                 document_stores: Some(known),
             };
-            documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
+            let writes = documents::writes_of(&stored, entry.id(), meta.height, &content.ops);
+            if writes.is_err() {
+                known.retain(|store| !new_document_stores.contains(store));
+            }
+            writes?
         };
         // Its children will be checked against its settings: derived now from the state it
         // was checked against (cached a moment ago), instead of walking later, and before it
@@ -1117,8 +1142,22 @@ impl DatabaseCore {
             cells,
             discarded,
             expected,
-        })?;
-        let Some(version) = stored else {
+            // A settings change reads the tips (which entries it lowers concurrently).
+            exact: changes_settings || reads_documents,
+            reshapes: changes_settings || !new_document_stores.is_empty(),
+        });
+        if !matches!(stored, Ok(Some(_))) && !new_document_stores.is_empty() {
+            // Not stored: other processes must still learn of these stores when they are.
+            if let Some(known) = self
+                .document_stores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                known.retain(|store| !new_document_stores.contains(store));
+            }
+        }
+        let Some(version) = stored? else {
             return Ok(false);
         };
         self.settle_version(version);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
+use mnemo::database::Permission;
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Error, Instance};
 
@@ -87,6 +88,8 @@ fn concurrent_path_writes_from_two_processes_both_survive() {
     }
 }
 
+/// Writes that read what others change (here, paths of one document) are worked out again
+/// when another process wrote first, up to 16 times; then the caller gets Busy.
 #[test]
 fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
     let storage = Arc::new(MemoryBackend::new());
@@ -95,6 +98,7 @@ fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
     one.create_user("u", None).unwrap();
     let user = one.login("u", None).unwrap();
     let mine = user.create_db("d").unwrap();
+    mine.set_path("s", "k", "/a", "0").unwrap();
     let other = Instance::open(storage).unwrap();
     let their_user = other.login("u", None).unwrap();
     let theirs = their_user.load_db(&mine.id()).unwrap();
@@ -102,21 +106,48 @@ fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
     // Each time this process is about to store its commit, the other has just written.
     watched.before_writes(16, move || {
         n += 1;
-        theirs.set("s", "other", &n.to_string()).unwrap();
+        theirs.set_path("s", "k", "/b", &n.to_string()).unwrap();
     });
-    assert!(matches!(mine.set("s", "k", "1"), Err(Error::Busy(_))));
-    assert!(matches!(mine.get("s", "k"), Err(Error::NotFound(_))));
-    assert_eq!(mine.get("s", "other").unwrap(), "16");
+    assert!(matches!(
+        mine.set_path("s", "k", "/a", "1"),
+        Err(Error::Busy(_))
+    ));
+    assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":0,"b":16}"#);
     // Once the other process pauses, the next commit goes through.
-    mine.set("s", "k", "2").unwrap();
-    assert_eq!(mine.get("s", "k").unwrap(), "2");
+    mine.set_path("s", "k", "/a", "2").unwrap();
+    assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":2,"b":16}"#);
     mine.verify().unwrap();
     drop((their_user, other));
 }
 
-/// A process that stored a revocation and stopped before undoing what it discards leaves a
-/// record saying so. Another process, once it finds the database changed under it, looks
-/// for the record again and does the undoing.
+/// Writes that build only on what memory holds (settings, which stores have documents)
+/// commute with other processes' writes: a plain set is stored at once, beside theirs.
+#[test]
+fn plain_writes_from_several_processes_are_stored_at_once() {
+    let storage = Arc::new(MemoryBackend::new());
+    let watched = Instrumented::new(storage.clone());
+    let one = Instance::open(watched.clone()).unwrap();
+    one.create_user("u", None).unwrap();
+    let user = one.login("u", None).unwrap();
+    let mine = user.create_db("d").unwrap();
+    let other = Instance::open(storage.clone()).unwrap();
+    let their_user = other.login("u", None).unwrap();
+    let theirs = their_user.load_db(&mine.id()).unwrap();
+    watched.before_writes(1, move || {
+        theirs.set("s", "theirs", "1").unwrap();
+    });
+    let tried = watched.writes_tried();
+    mine.set("s", "mine", "2").unwrap();
+    assert_eq!(watched.writes_tried(), tried + 1, "stored at the first try");
+    assert_eq!(mine.get("s", "theirs").unwrap(), "1");
+    // Both are tips; the next commit joins them.
+    assert_eq!(mine.tips().unwrap().len(), 2);
+    let joined = mine.set("s", "next", "3").unwrap();
+    assert_eq!(mine.tips().unwrap(), vec![joined]);
+    mine.verify().unwrap();
+    drop((their_user, other));
+}
+
 #[test]
 fn a_revocation_another_process_left_half_done_is_undone_here() {
     let memory = Arc::new(MemoryBackend::new());
@@ -166,4 +197,38 @@ fn a_revocation_another_process_left_half_done_is_undone_here() {
         None
     );
     assert_eq!(memory.discarded(&db).unwrap(), vec![offline.id()]);
+}
+
+/// A local commit planned before another process stored its author's revocation is
+/// refused, not stored with an effect that every other replica would discard.
+#[test]
+fn a_commit_planned_before_another_process_revoked_its_author_is_refused() {
+    for storage in storages() {
+        let owners = Instance::open(storage.open()).unwrap();
+        owners.create_user("o", None).unwrap();
+        owners.create_user("w", None).unwrap();
+        let owner = owners.login("o", None).unwrap();
+        let db = owner.create_db("d").unwrap();
+        let watched = Instrumented::new(storage.open());
+        let writers = Instance::open(watched.clone()).unwrap();
+        let writer = writers.login("w", None).unwrap();
+        let key = writer.default_key().unwrap();
+        db.grant(&key, Permission::Write).unwrap();
+        let mine = writer.load_db(&db.id()).unwrap();
+        mine.set("s", "before", "1").unwrap();
+        let revoking = Arc::new(db);
+        let revoke = revoking.clone();
+        watched.before_writes(1, move || {
+            revoke.revoke(&key).unwrap();
+        });
+        let name = storage.name();
+        let refused = mine.set("s", "after", "2");
+        assert!(
+            matches!(refused, Err(Error::PermissionDenied(_))),
+            "{name}: {refused:?}"
+        );
+        assert!(revoking.get("s", "after").is_err(), "{name}");
+        revoking.verify().unwrap();
+        drop((writer, writers, owner, owners));
+    }
 }

@@ -77,12 +77,13 @@ macro_rules! key_head {
 
 /// Brings a version 2 schema to this one (run under the schema lock; its time grows with
 /// the cells stored):
-/// - `mnemo_heads` holds each database's [`Version`]: a count that every write of its rows
-///   moves on (no row: 0). A forgotten database's row is kept, so no version comes back.
+/// - `mnemo_heads` holds each database's [`Version`]: its shape and its count (no row: 0
+///   and 0). A forgotten database's row is kept, so no version comes back.
 /// - `mnemo_cells` is keyed by its key's head ([`key_head`]) and SHA-256 instead of the
 ///   whole key, which PostgreSQL cannot index past about 2.7 KB.
 const UPGRADE_FROM_V2: &str = concat!(
-    "CREATE TABLE mnemo_heads (db BYTEA PRIMARY KEY, version BIGINT NOT NULL);
+    "CREATE TABLE mnemo_heads (
+    db BYTEA PRIMARY KEY, shape BIGINT NOT NULL, version BIGINT NOT NULL);
 ALTER TABLE mnemo_cells ADD COLUMN key_hash BYTEA;
 UPDATE mnemo_cells SET key_hash = sha256(convert_to(key, 'UTF8'));
 ALTER TABLE mnemo_cells ALTER COLUMN key_hash SET NOT NULL, DROP CONSTRAINT mnemo_cells_pkey;
@@ -92,12 +93,14 @@ CREATE UNIQUE INDEX mnemo_cells_by_key ON mnemo_cells (db, store, ",
 UPDATE mnemo_schema SET version = 3;"
 );
 
-/// Moves database `$1`'s version on if it is still `$2`, returning the new one (no row when
-/// it is not: another process wrote). An upsert works on the newest row, whatever the
-/// statement's snapshot: see [`PUT_ENTRY`].
-const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, version) VALUES ($1, $2::int8 + 1) \
-     ON CONFLICT (db) DO UPDATE SET version = h.version + 1 WHERE h.version = $2 \
-     RETURNING version";
+/// Moves database `$1`'s version on, shape and count, if it is still shape `$2` and count
+/// `$3`, returning the new one (no row when it is not: another process wrote). An upsert
+/// works on the newest row, whatever the statement's snapshot: see [`PUT_ENTRY`].
+const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, shape, version) \
+     VALUES ($1, $2::int8 + 1, $3::int8 + 1) \
+     ON CONFLICT (db) DO UPDATE SET shape = h.shape + 1, version = h.version + 1 \
+     WHERE h.shape = $2 AND h.version = $3 \
+     RETURNING shape, version";
 
 /// A connection to PostgreSQL with its prepared statements, made again at the next call
 /// when the server ended it.
@@ -328,7 +331,7 @@ impl Connection {
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
         let advance_head = p(ADVANCE_HEAD)?;
-        let get_head = p("SELECT version FROM mnemo_heads WHERE db = $1")?;
+        let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1")?;
         let get_log =
             p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
         Ok(Connection {
@@ -390,14 +393,15 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 /// the packed visible settings tips, `$5` changes settings, `$6` bytes, `$7` the entry's
 /// check, `$8` its parents, `$9` its tip's check, `$10`..`$16` the cells it writes by column
 /// (store, key, height, entry, value, check, replace), `$17` its discarded mark's check
-/// (NULL: not discarded), `$18` the database's version the writer expects. Returns whether
-/// the entry was stored now, and the database's version after (NULL: it was not `$18`, and
+/// (NULL: not discarded), `$18` and `$19` the shape and count of the database's version the
+/// writer expects, `$20` whether the count must match too, `$21` 1 if the entry moves the
+/// shape on (else 0). Returns the database's version after (no row: it did not match, and
 /// nothing was written).
 ///
 /// - The database's advisory lock comes first (everything else reads `entry`, which reads
 ///   `head`, which reads `locked`), so log positions follow commit order across processes,
 ///   as `lock_db` does.
-/// - `head` moves the database's version on only if it is `$18` ([`ADVANCE_HEAD`]); every
+/// - `head` moves the database's version on only if it matches (as [`ADVANCE_HEAD`]); every
 ///   write reads `entry`, which is empty otherwise.
 /// - Nothing changes if the entry is already stored: every write reads `entry`, empty then.
 /// - The statement's snapshot may predate the lock (another process's commit to the same
@@ -415,9 +419,11 @@ const PUT_ENTRY: &str = r#"
 WITH locked AS (
     SELECT pg_advisory_xact_lock(hashtextextended(encode($2::bytea, 'hex'), 0))
 ), head AS (
-    INSERT INTO mnemo_heads AS h (db, version) SELECT $2, $18::int8 + 1 FROM locked
-    ON CONFLICT (db) DO UPDATE SET version = h.version + 1 WHERE h.version = $18
-    RETURNING version
+    INSERT INTO mnemo_heads AS h (db, shape, version)
+    SELECT $2, $18::int8 + $21::int8, $19::int8 + 1 FROM locked
+    ON CONFLICT (db) DO UPDATE SET shape = h.shape + $21::int8, version = h.version + 1
+    WHERE h.shape = $18 AND (NOT $20::boolean OR h.version = $19)
+    RETURNING shape, version
 ), entry AS (
     INSERT INTO mnemo_entries (id, db, height, visible, changes_settings, bytes, chk)
     SELECT $1::bytea, $2, $3::int8, $4::bytea, $5::boolean, $6::bytea, $7::bytea FROM head
@@ -462,7 +468,7 @@ WITH locked AS (
     WHERE $17 IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT (SELECT version FROM head)
+SELECT shape, version FROM head
 "#;
 
 /// The cells of an [`EntryWrite`] by column: [`PUT_ENTRY`]'s array parameters.
@@ -609,10 +615,7 @@ fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryM
 impl Backend for PostgresBackend {
     fn version(&self, db: &EntryId) -> Result<Version> {
         let head = self.query_opt(|c| &c.get_head, &[&&db.as_bytes()[..]])?;
-        Ok(Version::new(
-            0,
-            head.map_or(Ok(0), |row| count_of(row.get(0)))?,
-        ))
+        head.map_or(Ok(Version::default()), |row| version_of(&row))
     }
 
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
@@ -634,10 +637,11 @@ impl Backend for PostgresBackend {
         let discarded = w
             .discarded
             .then(|| rows::discarded_check(&w.meta.db, &w.id));
-        let Some(expected) = expected_count(w.expected) else {
+        let Some((shape, count)) = stored_version(w.expected) else {
             return Ok(None);
         };
-        let params: [&(dyn postgres::types::ToSql + Sync); 18] = [
+        let reshapes = i64::from(w.reshapes);
+        let params: [&(dyn postgres::types::ToSql + Sync); 21] = [
             &&w.id.as_bytes()[..],
             &db,
             &i64_of(w.meta.height)?,
@@ -655,12 +659,15 @@ impl Backend for PostgresBackend {
             &cells.chk,
             &cells.replace,
             &discarded,
-            &expected,
+            &shape,
+            &count,
+            &w.exact,
+            &reshapes,
         ];
         let mut guard = self.lock()?;
         let c = &mut *guard;
         let statement = &c.put_entry;
-        let row = c.client.query_one(statement, &params).map_err(|e| {
+        let row = c.client.query_opt(statement, &params).map_err(|e| {
             let count_failed = e.as_db_error().is_some_and(|d| {
                 d.code() == &SqlState::NOT_NULL_VIOLATION
                     && d.table() == Some("mnemo_stores")
@@ -672,9 +679,7 @@ impl Backend for PostgresBackend {
             }
             pg_error(e)
         })?;
-        row.get::<_, Option<i64>>(0)
-            .map(|v| Ok(Version::new(0, count_of(v)?)))
-            .transpose()
+        row.map(|row| version_of(&row)).transpose()
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
@@ -807,7 +812,7 @@ impl Backend for PostgresBackend {
     }
 
     fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>> {
-        let Some(expected) = expected_count(state.expected) else {
+        let Some((shape, count)) = stored_version(state.expected) else {
             return Ok(None);
         };
         let mut guard = self.lock()?;
@@ -816,12 +821,12 @@ impl Backend for PostgresBackend {
         let id: &[u8] = db.as_bytes();
         tx.execute(&c.lock_db, &[&id]).map_err(pg_error)?;
         let Some(head) = tx
-            .query_opt(&c.advance_head, &[&id, &expected])
+            .query_opt(&c.advance_head, &[&id, &shape, &count])
             .map_err(pg_error)?
         else {
             return Ok(None); // rolled back as `tx` drops: nothing was written
         };
-        let after = Version::new(0, count_of(head.get(0))?);
+        let after = version_of(&head)?;
         for table in ["mnemo_cells", "mnemo_stores", "mnemo_discarded"] {
             tx.execute(&format!("DELETE FROM {table} WHERE db = $1"), &[&id])
                 .map_err(pg_error)?;
@@ -977,8 +982,8 @@ impl Backend for PostgresBackend {
                 .map_err(pg_error)?;
         }
         tx.execute(
-            "INSERT INTO mnemo_heads AS h (db, version) VALUES ($1, 1) \
-             ON CONFLICT (db) DO UPDATE SET version = h.version + 1",
+            "INSERT INTO mnemo_heads AS h (db, shape, version) VALUES ($1, 1, 1) \
+             ON CONFLICT (db) DO UPDATE SET shape = h.shape + 1, version = h.version + 1",
             &[&id],
         )
         .map_err(pg_error)?;
@@ -986,17 +991,22 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// The count of a [`Version`] as stored; `None` for one that is no version of this storage
-/// (PostgreSQL's have epoch 0), so not the current one.
-fn expected_count(version: Version) -> Option<i64> {
-    (version.epoch == 0)
-        .then(|| i64::try_from(version.count).ok())
-        .flatten()
+/// A [`Version`]'s shape and count as stored; `None` for one that no row can hold, so not
+/// the current one.
+fn stored_version(version: Version) -> Option<(i64, i64)> {
+    Some((
+        i64::try_from(version.shape).ok()?,
+        i64::try_from(version.count).ok()?,
+    ))
 }
 
-/// A stored version count.
-fn count_of(stored: i64) -> Result<u64> {
-    u64::try_from(stored).map_err(|_| Error::Corrupt("a database version is negative".into()))
+/// The [`Version`] in a row's first two columns (shape, count).
+fn version_of(row: &Row) -> Result<Version> {
+    let part = |i| {
+        u64::try_from(row.get::<_, i64>(i))
+            .map_err(|_| Error::Corrupt("a database version is negative".into()))
+    };
+    Ok(Version::new(part(0)?, part(1)?))
 }
 
 impl PostgresBackend {

@@ -884,9 +884,9 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// The metadata record counting the writes of database `db` that add no log row (state
-/// replaced, database forgotten): the epoch of its [`Version`], whose count is its newest
-/// log position. Kept when the database is forgotten, so no version comes back.
+/// The metadata record counting the writes of database `db` that move its [`Version`]'s
+/// shape on: its epoch, the version's shape (the version's count is its newest log
+/// position). Kept when the database is forgotten, so no version comes back.
 fn epoch_key(db: &EntryId) -> String {
     format!("version/{db}")
 }
@@ -932,14 +932,15 @@ fn advance_epoch(tx: &Connection, db: &EntryId) -> Result<Version> {
     version_in(tx, db)
 }
 
-/// Writes the rows of `w` in the open transaction if `db`'s version is still the one `w`
-/// expects, and returns the version after (unchanged if its entry is already stored);
-/// `None` when it moved on, and nothing is written.
+/// Writes the rows of `w` in the open transaction if `db`'s version still matches the one
+/// `w` expects ([`Backend::put_entry`]), and returns the version after (unchanged if its
+/// entry is already stored); `None` when it moved on, and nothing is written.
 fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     let newest = newest_log_row(tx, &w.meta.db)?;
     let epoch = epoch_in(tx, &w.meta.db)?;
     let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
-    if Version::new(epoch, count) != w.expected {
+    let now = Version::new(epoch, count);
+    if !now.same_shape(&w.expected) || (w.exact && now != w.expected) {
         return Ok(None);
     }
     let db = w.meta.db.as_bytes();
@@ -962,7 +963,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
         })
         .map_err(sql_error)?;
     if inserted == 0 {
-        return Ok(Some(w.expected)); // already stored
+        return Ok(Some(now)); // already stored
     }
     append_to_log(tx, &w.meta.db, newest, &w.id, w.meta.height, w.parents)?;
     let mut added: BTreeMap<&str, u64> = BTreeMap::new();
@@ -1004,6 +1005,9 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     count_rows(tx, &w.meta.db, &added)?;
     if w.discarded {
         mark_discarded(tx, &w.meta.db, &[w.id])?;
+    }
+    if w.reshapes {
+        return advance_epoch(tx, &w.meta.db).map(Some);
     }
     Ok(Some(Version::new(epoch, count + 1)))
 }
@@ -1256,6 +1260,8 @@ mod tests {
                 cells: Vec::new(),
                 discarded: false,
                 expected: backend.version(&db).unwrap(),
+                exact: false,
+                reshapes: false,
             })
             .unwrap()
             .expect("nothing else writes");
@@ -1425,6 +1431,8 @@ mod tests {
                             cells: vec![cell],
                             discarded: false,
                             expected: Version::default(),
+                            exact: false,
+                            reshapes: false,
                         })
                         .map(drop)
                 })
