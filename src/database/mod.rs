@@ -312,16 +312,19 @@ impl Database {
     }
 
     /// This handle's key's admin grant; [`Error::PermissionDenied`] if it is not an admin
-    /// (checked first, so a caller without the permission learns nothing else).
+    /// now (counting only settings changes that took effect), checked first, so a caller
+    /// without the permission learns nothing else.
     fn my_admin_grant(&self) -> Result<Grant> {
         self.keys.ensure_usable()?;
+        let not_admin =
+            || Error::PermissionDenied(format!("key {} is not an admin here", self.author));
+        if self.core.effective_permission_of(&self.author)? != Some(Permission::Admin) {
+            return Err(not_admin());
+        }
         self.core
             .current_settings()?
             .grant_of(&self.author)
-            .filter(|g| g.level() == Some(Permission::Admin))
-            .ok_or_else(|| {
-                Error::PermissionDenied(format!("key {} is not an admin here", self.author))
-            })
+            .ok_or_else(not_admin)
     }
 
     fn write_auth(&self, key: &PublicKey, value: String) -> Result<EntryId> {

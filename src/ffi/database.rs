@@ -442,7 +442,8 @@ pub unsafe extern "C" fn mnemo_db_begin(
 }
 
 /// Calls `cb` after every change to this database: each local commit (remote = false) and
-/// each entry applied from sync (remote = true).
+/// each entry applied from sync (remote = true). Only changes made through this instance
+/// are announced: not those another process writes to a shared storage.
 ///
 /// - `cb`: required. It runs on a library thread (one per instance, in commit order), never
 ///   while mnemo holds a lock, so it may call mnemo functions; its string arguments are

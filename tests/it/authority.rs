@@ -351,7 +351,7 @@ fn a_key_granted_by_a_discarded_change_cannot_open_or_commit_locally() {
     here.inst.create_user("friend", None).unwrap();
     let friend = here.inst.login("friend", None).unwrap();
     let friend_key = friend.default_key().unwrap();
-    // The admin, offline, grants the friend write; the creator revokes the admin meanwhile.
+    // The admin, offline, makes the friend an admin; the creator revokes the admin meanwhile.
     let a = Replica::new();
     a.take(&[&root, &made_admin]);
     let (parents, height) = a.frontier(&db);
@@ -359,7 +359,7 @@ fn a_key_granted_by_a_discarded_change_cannot_open_or_commit_locally() {
     grant
         .entry("_settings".into())
         .or_default()
-        .insert(auth_key(&friend_key), Op::Set(auth_value(write())));
+        .insert(auth_key(&friend_key), Op::Set(auth_value(admin(2))));
     let grant_friend = EntryContent {
         db: Some(db),
         parents,
@@ -388,6 +388,12 @@ fn a_key_granted_by_a_discarded_change_cannot_open_or_commit_locally() {
         Err(Error::PermissionDenied(_))
     ));
     assert_eq!(here.get(&db, "s", "k"), None);
+    // Nor is it an admin any more: it is told so before anything is planned.
+    let someone = PrivateKey::generate().unwrap().public_key();
+    match early.grant(&someone, Permission::Read) {
+        Err(Error::PermissionDenied(m)) => assert!(m.contains("is not an admin here"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     // Here is what the same entries make anywhere.
     let made_here: Vec<Entry> = here
         .backend

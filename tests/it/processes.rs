@@ -232,3 +232,28 @@ fn a_commit_planned_before_another_process_revoked_its_author_is_refused() {
         drop((writer, writers, owner, owners));
     }
 }
+
+/// Subscriptions announce the changes made through their own instance: another process's
+/// writes to the shared storage are not announced (they are read all the same).
+#[test]
+fn another_processes_writes_are_read_but_not_announced() {
+    let storage = Arc::new(MemoryBackend::new());
+    let one = Instance::open(storage.clone()).unwrap();
+    one.create_user("u", None).unwrap();
+    let user = one.login("u", None).unwrap();
+    let mine = user.create_db("d").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _subscription = mine
+        .subscribe(Box::new(move |change| tx.send(change.entry).unwrap()))
+        .unwrap();
+    let other = Instance::open(storage).unwrap();
+    let their_user = other.login("u", None).unwrap();
+    let theirs = their_user.load_db(&mine.id()).unwrap();
+    theirs.set("s", "theirs", "1").unwrap();
+    let own = mine.set("s", "mine", "2").unwrap();
+    mine.flush_notifications(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![own]);
+    assert_eq!(mine.get("s", "theirs").unwrap(), "1");
+    drop((their_user, other));
+}

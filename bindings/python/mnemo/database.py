@@ -319,7 +319,9 @@ class Database(HandleOwner):
 
     def subscribe(self, callback: ChangeCallback) -> Subscription:
         """Calls ``callback(db_id, entry_id, remote)`` after every change to this database:
-        each local commit (``remote`` False) and each entry applied from sync (True).
+        each local commit (``remote`` False) and each entry applied from sync (True). Only
+        changes made through this instance are announced: not those another process writes
+        to a shared storage.
 
         The callback runs on a library thread, in commit order, and may call mnemo. An
         exception it raises is logged to the ``mnemo`` logger and otherwise ignored. The
