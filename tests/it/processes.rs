@@ -10,7 +10,7 @@ use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
-use mnemo::{Error, Instance};
+use mnemo::{Database, Error, Instance, User};
 
 use crate::authority::{auth, data, root, write};
 use crate::support::{storages, Instrumented};
@@ -88,64 +88,84 @@ fn concurrent_path_writes_from_two_processes_both_survive() {
     }
 }
 
+/// One user's database open in two processes on one in-memory storage: `mine` through
+/// `watched` (so a test can land the other's writes in between), `theirs` in the other.
+/// Fields drop in order: the databases before their sessions, those before the instances.
+struct TwoProcesses {
+    watched: Arc<Instrumented>,
+    mine: Database,
+    theirs: Database,
+    _sessions: (User, User),
+    _instances: (Instance, Instance),
+}
+
+impl TwoProcesses {
+    fn new() -> TwoProcesses {
+        let storage = Arc::new(MemoryBackend::new());
+        let watched = Instrumented::new(storage.clone());
+        let one = Instance::open(watched.clone()).unwrap();
+        one.create_user("u", None).unwrap();
+        let user = one.login("u", None).unwrap();
+        let mine = user.create_db("d").unwrap();
+        let other = Instance::open(storage).unwrap();
+        let their_user = other.login("u", None).unwrap();
+        let theirs = their_user.load_db(&mine.id()).unwrap();
+        TwoProcesses {
+            watched,
+            mine,
+            theirs,
+            _sessions: (user, their_user),
+            _instances: (one, other),
+        }
+    }
+}
+
 /// Writes that read what others change (here, paths of one document) are worked out again
 /// when another process wrote first, up to 16 times; then the caller gets Busy.
 #[test]
 fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
-    let storage = Arc::new(MemoryBackend::new());
-    let watched = Instrumented::new(storage.clone());
-    let one = Instance::open(watched.clone()).unwrap();
-    one.create_user("u", None).unwrap();
-    let user = one.login("u", None).unwrap();
-    let mine = user.create_db("d").unwrap();
-    mine.set_path("s", "k", "/a", "0").unwrap();
-    let other = Instance::open(storage).unwrap();
-    let their_user = other.login("u", None).unwrap();
-    let theirs = their_user.load_db(&mine.id()).unwrap();
+    let p = TwoProcesses::new();
+    p.mine.set_path("s", "k", "/a", "0").unwrap();
+    let theirs = p.theirs.clone();
     let mut n = 0;
     // Each time this process is about to store its commit, the other has just written.
-    watched.before_writes(16, move || {
+    p.watched.before_writes(16, move || {
         n += 1;
         theirs.set_path("s", "k", "/b", &n.to_string()).unwrap();
     });
     assert!(matches!(
-        mine.set_path("s", "k", "/a", "1"),
+        p.mine.set_path("s", "k", "/a", "1"),
         Err(Error::Busy(_))
     ));
-    assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":0,"b":16}"#);
+    assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"a":0,"b":16}"#);
     // Once the other process pauses, the next commit goes through.
-    mine.set_path("s", "k", "/a", "2").unwrap();
-    assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":2,"b":16}"#);
-    mine.verify().unwrap();
-    drop((their_user, other));
+    p.mine.set_path("s", "k", "/a", "2").unwrap();
+    assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"a":2,"b":16}"#);
+    p.mine.verify().unwrap();
 }
 
 /// Writes that build only on what memory holds (settings, which stores have documents)
 /// commute with other processes' writes: a plain set is stored at once, beside theirs.
 #[test]
 fn plain_writes_from_several_processes_are_stored_at_once() {
-    let storage = Arc::new(MemoryBackend::new());
-    let watched = Instrumented::new(storage.clone());
-    let one = Instance::open(watched.clone()).unwrap();
-    one.create_user("u", None).unwrap();
-    let user = one.login("u", None).unwrap();
-    let mine = user.create_db("d").unwrap();
-    let other = Instance::open(storage.clone()).unwrap();
-    let their_user = other.login("u", None).unwrap();
-    let theirs = their_user.load_db(&mine.id()).unwrap();
-    watched.before_writes(1, move || {
+    let p = TwoProcesses::new();
+    let theirs = p.theirs.clone();
+    p.watched.before_writes(1, move || {
         theirs.set("s", "theirs", "1").unwrap();
     });
-    let tried = watched.writes_tried();
-    mine.set("s", "mine", "2").unwrap();
-    assert_eq!(watched.writes_tried(), tried + 1, "stored at the first try");
-    assert_eq!(mine.get("s", "theirs").unwrap(), "1");
+    let tried = p.watched.writes_tried();
+    p.mine.set("s", "mine", "2").unwrap();
+    assert_eq!(
+        p.watched.writes_tried(),
+        tried + 1,
+        "stored at the first try"
+    );
+    assert_eq!(p.mine.get("s", "theirs").unwrap(), "1");
     // Both are tips; the next commit joins them.
-    assert_eq!(mine.tips().unwrap().len(), 2);
-    let joined = mine.set("s", "next", "3").unwrap();
-    assert_eq!(mine.tips().unwrap(), vec![joined]);
-    mine.verify().unwrap();
-    drop((their_user, other));
+    assert_eq!(p.mine.tips().unwrap().len(), 2);
+    let joined = p.mine.set("s", "next", "3").unwrap();
+    assert_eq!(p.mine.tips().unwrap(), vec![joined]);
+    p.mine.verify().unwrap();
 }
 
 #[test]
@@ -237,23 +257,17 @@ fn a_commit_planned_before_another_process_revoked_its_author_is_refused() {
 /// writes to the shared storage are not announced (they are read all the same).
 #[test]
 fn another_processes_writes_are_read_but_not_announced() {
-    let storage = Arc::new(MemoryBackend::new());
-    let one = Instance::open(storage.clone()).unwrap();
-    one.create_user("u", None).unwrap();
-    let user = one.login("u", None).unwrap();
-    let mine = user.create_db("d").unwrap();
+    let p = TwoProcesses::new();
     let (tx, rx) = std::sync::mpsc::channel();
-    let _subscription = mine
+    let _subscription = p
+        .mine
         .subscribe(Box::new(move |change| tx.send(change.entry).unwrap()))
         .unwrap();
-    let other = Instance::open(storage).unwrap();
-    let their_user = other.login("u", None).unwrap();
-    let theirs = their_user.load_db(&mine.id()).unwrap();
-    theirs.set("s", "theirs", "1").unwrap();
-    let own = mine.set("s", "mine", "2").unwrap();
-    mine.flush_notifications(std::time::Duration::from_secs(10))
+    p.theirs.set("s", "theirs", "1").unwrap();
+    let own = p.mine.set("s", "mine", "2").unwrap();
+    p.mine
+        .flush_notifications(std::time::Duration::from_secs(10))
         .unwrap();
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![own]);
-    assert_eq!(mine.get("s", "theirs").unwrap(), "1");
-    drop((their_user, other));
+    assert_eq!(p.mine.get("s", "theirs").unwrap(), "1");
 }
