@@ -28,6 +28,22 @@ fn entry(author: &PrivateKey, db: EntryId, parents: &[&Entry], height: u64, ops:
     .unwrap()
 }
 
+/// A database an owner made, with a writer granted write, taken by `process`: the owner,
+/// the writer, the database and the grant.
+fn granted_writer(process: &Instance) -> (PrivateKey, PrivateKey, EntryId, Entry) {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let root = root(&owner);
+    let db = root.id();
+    let grant = entry(&owner, db, &[&root], 1, auth(&writer, write()));
+    for e in [&root, &grant] {
+        process.receive_entry(e.bytes()).unwrap();
+    }
+    (owner, writer, db, grant)
+}
+
 #[test]
 fn a_revocation_stored_by_one_process_discards_what_another_receives_later() {
     for storage in storages() {
@@ -35,16 +51,7 @@ fn a_revocation_stored_by_one_process_discards_what_another_receives_later() {
             Instance::open(storage.open()).unwrap(),
             Instance::open(storage.open()).unwrap(),
         );
-        let (owner, writer) = (
-            PrivateKey::generate().unwrap(),
-            PrivateKey::generate().unwrap(),
-        );
-        let root = root(&owner);
-        let db = root.id();
-        let grant = entry(&owner, db, &[&root], 1, auth(&writer, write()));
-        for e in [&root, &grant] {
-            one.receive_entry(e.bytes()).unwrap();
-        }
+        let (owner, writer, db, grant) = granted_writer(&one);
         // The other process takes one of the writer's entries (and learns the database's
         // settings as they are then).
         let first = entry(&writer, db, &[&grant], 2, data("x", "1"));
@@ -174,16 +181,7 @@ fn a_revocation_another_process_left_half_done_is_undone_here() {
     let stopping = Instrumented::new(memory.clone());
     let one = Instance::open(stopping.clone()).unwrap();
     let other = Instance::open(memory.clone()).unwrap();
-    let (owner, writer) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let root = root(&owner);
-    let db = root.id();
-    let grant = entry(&owner, db, &[&root], 1, auth(&writer, write()));
-    for e in [&root, &grant] {
-        one.receive_entry(e.bytes()).unwrap();
-    }
+    let (owner, writer, db, grant) = granted_writer(&one);
     let first = entry(&owner, db, &[&grant], 2, data("a", "1"));
     other.receive_entry(first.bytes()).unwrap();
     let offline = entry(&writer, db, &[&first], 3, data("x", "2"));
