@@ -122,8 +122,9 @@ pub struct DatabaseCore {
     discards: Mutex<Option<DiscardIndex>>,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
-    /// The stores with nested documents (loaded at first use; only grows, so it may list a
-    /// store whose documents a recompute undid: that costs a read, never a wrong value).
+    /// The stores with nested documents (loaded at first use, and again after a recompute
+    /// or when another process changed the version's shape; grows with this process's
+    /// writes once they are stored).
     document_stores: Mutex<Option<HashSet<String>>>,
     /// Set (under `write_lock`) once the database was forgotten on this instance: this core
     /// then refuses everything with [`Error::NotFound`].
@@ -307,6 +308,11 @@ impl DatabaseCore {
             match discards::recompute(&*self.backend, &self.id, expected)? {
                 Some((index, version)) => {
                     *self.discards.lock().unwrap_or_else(|p| p.into_inner()) = Some(index);
+                    // It may have undone every document of a store.
+                    *self
+                        .document_stores
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
                     self.settle_version(version);
                     return Ok(());
                 }
@@ -1089,8 +1095,8 @@ impl DatabaseCore {
     fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<bool> {
         let expected = self.known_version()?;
         let content = entry.content();
-        // The stores of documents it adds (forgotten again unless it is stored), and whether
-        // it reads document rows to work out its cells.
+        // The stores of documents it adds (remembered once it is stored, so that the write
+        // that stores them tells other processes), and whether it reads document rows.
         let mut new_document_stores = Vec::new();
         let mut reads_documents = false;
         let cells = if discarded {
@@ -1103,24 +1109,29 @@ impl DatabaseCore {
             if known.is_none() {
                 *known = Some(documents::document_stores(&*self.backend, &self.id)?);
             }
-            let known = known.as_mut().expect("loaded above");
-            for (store, ops) in &content.ops {
-                if ops.values().any(|op| matches!(op, Op::Patch(_))) && known.insert(store.clone())
-                {
-                    new_document_stores.push(store.clone());
-                }
-            }
-            reads_documents = content.ops.keys().any(|store| known.contains(store));
+            let known = known.as_ref().expect("loaded above");
+            new_document_stores = content
+                .ops
+                .iter()
+                .filter(|(store, ops)| {
+                    !known.contains(*store) && ops.values().any(|op| matches!(op, Op::Patch(_)))
+                })
+                .map(|(store, _)| store.clone())
+                .collect();
+            let with_new: HashSet<String>;
+            let document_stores = if new_document_stores.is_empty() {
+                known
+            } else {
+                with_new = known.iter().chain(&new_document_stores).cloned().collect();
+                &with_new
+            };
+            reads_documents = content.ops.keys().any(|s| document_stores.contains(s));
             let stored = documents::StoredCells {
                 backend: &*self.backend,
                 db: self.id,
-                document_stores: Some(known),
+                document_stores: Some(document_stores),
             };
-            let writes = documents::writes_of(&stored, entry.id(), meta.height, &content.ops);
-            if writes.is_err() {
-                known.retain(|store| !new_document_stores.contains(store));
-            }
-            writes?
+            documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
         };
         // Its children will be checked against its settings: derived now from the state it
         // was checked against (cached a moment ago), instead of walking later, and before it
@@ -1145,22 +1156,19 @@ impl DatabaseCore {
             // A settings change reads the tips (which entries it lowers concurrently).
             exact: changes_settings || reads_documents,
             reshapes: changes_settings || !new_document_stores.is_empty(),
-        });
-        if !matches!(stored, Ok(Some(_))) && !new_document_stores.is_empty() {
-            // Not stored: other processes must still learn of these stores when they are.
-            if let Some(known) = self
-                .document_stores
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
-                known.retain(|store| !new_document_stores.contains(store));
-            }
-        }
-        let Some(version) = stored? else {
+        })?;
+        let Some(version) = stored else {
             return Ok(false);
         };
         self.settle_version(version);
+        if let Some(known) = self
+            .document_stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            known.extend(new_document_stores);
+        }
         if let Some(state) = settings {
             self.settings.insert(vec![entry.id()], Arc::new(state));
         }

@@ -269,3 +269,28 @@ fn another_processes_writes_are_read_but_not_announced() {
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![own]);
     assert_eq!(p.mine.get("s", "theirs").unwrap(), "1");
 }
+
+/// The first path write to a store, refused once because another process wrote first, still
+/// tells other processes that the store now holds documents when it is stored.
+#[test]
+fn a_store_of_documents_made_by_a_retried_write_is_known_to_other_processes() {
+    let p = TwoProcesses::new();
+    p.mine.set("s", "k", "{}").unwrap();
+    p.theirs.set("s", "other", "1").unwrap();
+    let theirs = p.theirs.clone();
+    p.watched.before_writes(1, move || {
+        theirs.set("s", "another", "2").unwrap();
+    });
+    let tried = p.watched.writes_tried();
+    p.mine.set_path("s", "k", "/a", "1").unwrap();
+    assert_eq!(
+        p.watched.writes_tried(),
+        tried + 2,
+        "refused once, then stored"
+    );
+    // A whole value set by the other process replaces the path write.
+    p.theirs.set("s", "k", r#"{"z":1}"#).unwrap();
+    p.mine.set_path("s", "k", "/b", "2").unwrap();
+    assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"b":2,"z":1}"#);
+    p.mine.verify().unwrap();
+}
