@@ -444,6 +444,27 @@ fn sqlite_refuses_files_of_a_newer_schema_or_another_program() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// A file of schema 3 (the same tables, written by builds that keep no versions of the
+/// databases) is marked 4 when opened, so that those builds refuse it from then on.
+#[test]
+fn sqlite_files_of_schema_3_are_marked_4_when_opened() {
+    let dir = TempDir::new();
+    let path = dir.0.join("v3.db");
+    {
+        let (_inst, _user, db) = open_user(&format!("sqlite:{}", path.display()));
+        db.set("s", "k", "1").unwrap();
+    }
+    set_schema_version_in_header(&path, 3).unwrap();
+    {
+        let (_inst, _user, db) = open_user(&format!("sqlite:{}", path.display()));
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        db.set("s", "k", "2").unwrap();
+        db.verify().unwrap();
+    }
+    let header = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_be_bytes(header[60..64].try_into().unwrap()), 4);
+}
+
 /// Sets SQLite's `user_version` (mnemo's schema version) by editing the file header: it is
 /// the big-endian integer at byte offset 60.
 fn set_schema_version_in_header(path: &std::path::Path, version: u32) -> std::io::Result<()> {

@@ -47,8 +47,10 @@ const APPLICATION_ID: i64 = 0x6d6e_656d;
 /// counts, discarded entries or secrets table); files of it are refused. Version 2 kept the
 /// storage order in a rowid table with an index and the tips in a table of their own (three
 /// more B-trees written by every commit); its files are upgraded in place when opened
-/// ([`upgrade_from_v2`]).
-pub const SCHEMA_VERSION: i64 = 3;
+/// ([`upgrade_from_v2`]). Version 3 had the same tables as this one, but the builds that
+/// wrote it do not keep the databases' versions ([`epoch_key`]): its files are marked 4 at
+/// open, so that such a build refuses a file that processes of this one share.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The storage order of each database's entries, with its tips after each (see below); a
 /// macro so that [`SCHEMA`] and [`upgrade_from_v2`] create the same table.
@@ -420,6 +422,11 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
     if version == 2 {
         return upgrade_from_v2(conn);
     }
+    if version == 3 {
+        return conn
+            .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))
+            .map_err(sql_error);
+    }
     if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "{} has schema version {version}, from a development build before this one; it cannot be read",
@@ -429,7 +436,7 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Upgrades a version-2 file to version 3 inside the open schema transaction: the storage
+/// Upgrades a version-2 file to this version inside the open schema transaction: the storage
 /// order moves into the new `log` with the positions it had (sync cursors held on them stay
 /// valid; later positions continue after each database's last), each database's newest
 /// row records the tips from the old `tips` table (checked), and the old tables go.
