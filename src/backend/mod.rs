@@ -248,7 +248,9 @@ pub trait Backend: Send + Sync {
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
     /// Removes every row of database `db` (its entries, tips, storage order, cells, row
-    /// counts and discarded marks), all or nothing, and moves its [`Version`]'s shape on; no row
+    /// counts and discarded marks), all or nothing, and moves its [`Version`]'s shape on (a
+    /// backend may keep a row of its version for that, holding the database's id: PostgreSQL
+    /// does, as it keeps old row versions until vacuumed anyway); no row
     /// is removed if it is not stored.
     /// Afterwards the database is as if it had never been here: storing its root again
     /// starts it afresh (its storage positions may start over, so cursors kept on them must

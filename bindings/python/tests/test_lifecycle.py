@@ -32,6 +32,16 @@ def rows_with(path: Path, needle: str) -> int:
         con.close()
 
 
+def meta_keys_naming(path: Path, db_id: str) -> int:
+    """Metadata records of the SQLite file at `path` whose key names database `db_id`."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (n,) = con.execute("SELECT count(*) FROM meta WHERE instr(key, ?) > 0", (db_id,)).fetchone()
+        return int(n)
+    finally:
+        con.close()
+
+
 def file_holds(path: Path, needle: str) -> bool:
     data = path.read_bytes()
     wal = path.with_name(path.name + "-wal")
@@ -51,6 +61,7 @@ def test_a_forgotten_database_leaves_the_list_and_the_file(tmp_path: Path) -> No
             kept.set("s", "k", "stays")
             gone_id = gone.id
             assert rows_with(path, MARKER) >= 2
+            assert meta_keys_naming(path, gone_id) >= 1  # its version's shape
 
             alice.forget_db(gone)
             assert [d.name for d in alice.list_dbs()] == ["kept"]
@@ -63,6 +74,7 @@ def test_a_forgotten_database_leaves_the_list_and_the_file(tmp_path: Path) -> No
             # Nobody else kept it: its rows are gone, and its data is not in the file.
             assert rows_with(path, MARKER) == 0
             assert not file_holds(path, MARKER)
+            assert meta_keys_naming(path, gone_id) == 0
             # The handle still open on it fails cleanly.
             with pytest.raises(mnemo.NotFound):
                 gone.get("s", "k")

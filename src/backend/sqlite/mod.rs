@@ -48,7 +48,7 @@ const APPLICATION_ID: i64 = 0x6d6e_656d;
 /// storage order in a rowid table with an index and the tips in a table of their own (three
 /// more B-trees written by every commit); its files are upgraded in place when opened
 /// ([`upgrade_from_v2`]). Version 3 had the same tables as this one, but the builds that
-/// wrote it do not keep the databases' versions ([`epoch_key`]): its files are marked 4 at
+/// wrote it do not keep the databases' versions ([`shape_key`]): its files are marked 4 at
 /// open, so that such a build refuses a file that processes of this one share.
 pub const SCHEMA_VERSION: i64 = 4;
 
@@ -754,7 +754,7 @@ impl Backend for SqliteBackend {
         }
         count_rows(&tx, db, &added)?;
         mark_discarded(&tx, db, state.discarded)?;
-        let after = advance_epoch(&tx, db)?;
+        let after = advance_shape(&tx, db)?;
         tx.commit().map_err(sql_error)?;
         Ok(Some(after))
     }
@@ -881,7 +881,9 @@ impl Backend for SqliteBackend {
                         .execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
                         .map_err(sql_error)?;
                 }
-                advance_epoch(tx, db)?;
+                deleted += tx
+                    .execute("DELETE FROM meta WHERE key = ?1", params![shape_key(db)])
+                    .map_err(sql_error)?;
                 Ok(Changed {
                     result: (),
                     removed: deleted > 0,
@@ -891,16 +893,19 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// The metadata record counting the writes of database `db` that move its [`Version`]'s
-/// shape on: its epoch, the version's shape (the version's count is its newest log
-/// position). Kept when the database is forgotten, so no version comes back.
-fn epoch_key(db: &EntryId) -> String {
-    format!("version/{db}")
+/// The metadata record of database `db`'s [`Version`] shape: the value [`SHAPES_KEY`] had
+/// when a write last moved it on (absent: 0). The version's count is its newest log
+/// position. Removed when the database is forgotten; shapes are never handed out twice,
+/// so no version comes back.
+fn shape_key(db: &EntryId) -> String {
+    format!("shape/{db}")
 }
 
-/// The epoch of `db` (0 before any): see [`epoch_key`].
-fn epoch_in(conn: &Connection, db: &EntryId) -> Result<u64> {
-    let key = epoch_key(db);
+/// The metadata record counting every move of any database's shape: where shapes come from.
+const SHAPES_KEY: &str = "shapes";
+
+/// The counter in metadata record `key` (0 if absent).
+fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
     let row = conn
         .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
         .and_then(|mut s| {
@@ -920,22 +925,29 @@ fn epoch_in(conn: &Connection, db: &EntryId) -> Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// The [`Version`] of `db` as `conn` sees it.
-fn version_in(conn: &Connection, db: &EntryId) -> Result<Version> {
-    let count = newest_log_row(conn, db)?.map_or(0, |(seq, _)| seq);
-    Ok(Version::new(epoch_in(conn, db)?, count))
-}
-
-/// Moves `db`'s epoch on, in the open transaction, and returns its version after.
-fn advance_epoch(tx: &Connection, db: &EntryId) -> Result<Version> {
-    let (key, epoch) = (epoch_key(db), epoch_in(tx, db)? + 1);
-    let value = epoch.to_be_bytes();
+/// Sets the counter in metadata record `key`, in the open transaction.
+fn set_counter(tx: &Connection, key: &str, value: u64) -> Result<()> {
+    let value = value.to_be_bytes();
     tx.prepare_cached(
         "INSERT INTO meta (key, value, chk) VALUES (?1, ?2, ?3) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
     )
-    .and_then(|mut s| s.execute(params![key, value, rows::meta_check(&key, &value)]))
+    .and_then(|mut s| s.execute(params![key, value, rows::meta_check(key, &value)]))
     .map_err(sql_error)?;
+    Ok(())
+}
+
+/// The [`Version`] of `db` as `conn` sees it.
+fn version_in(conn: &Connection, db: &EntryId) -> Result<Version> {
+    let count = newest_log_row(conn, db)?.map_or(0, |(seq, _)| seq);
+    Ok(Version::new(counter_in(conn, &shape_key(db))?, count))
+}
+
+/// Moves `db`'s shape on, in the open transaction, and returns its version after.
+fn advance_shape(tx: &Connection, db: &EntryId) -> Result<Version> {
+    let shape = counter_in(tx, SHAPES_KEY)? + 1;
+    set_counter(tx, SHAPES_KEY, shape)?;
+    set_counter(tx, &shape_key(db), shape)?;
     version_in(tx, db)
 }
 
@@ -944,9 +956,9 @@ fn advance_epoch(tx: &Connection, db: &EntryId) -> Result<Version> {
 /// entry is already stored); `None` when it moved on, and nothing is written.
 fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     let newest = newest_log_row(tx, &w.meta.db)?;
-    let epoch = epoch_in(tx, &w.meta.db)?;
+    let shape = counter_in(tx, &shape_key(&w.meta.db))?;
     let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
-    let now = Version::new(epoch, count);
+    let now = Version::new(shape, count);
     if !now.same_shape(&w.expected) || (w.exact && now != w.expected) {
         return Ok(None);
     }
@@ -1014,9 +1026,9 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
         mark_discarded(tx, &w.meta.db, &[w.id])?;
     }
     if w.reshapes {
-        return advance_epoch(tx, &w.meta.db).map(Some);
+        return advance_shape(tx, &w.meta.db).map(Some);
     }
-    Ok(Some(Version::new(epoch, count + 1)))
+    Ok(Some(Version::new(shape, count + 1)))
 }
 
 /// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, after its `newest`
