@@ -127,7 +127,8 @@ class User:
 
         When no user of the instance keeps it any more, its storage is reclaimed: every row
         of it is deleted (SQLite zeroes them and rewrites the file, so no copy stays: time in
-        proportion to the file's size), and database handles still open on it raise
+        proportion to the file's size; PostgreSQL keeps old row versions until vacuumed, and
+        a row of the database's id and version), and database handles still open on it raise
         NotFound. Forgetting is local: grants in the database's settings stay,
         also on other replicas; while another user of the instance keeps it,
         :meth:`load_db` adds it to the list again. Raises NotFound (not in the user's list),
