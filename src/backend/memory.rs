@@ -137,7 +137,7 @@ impl Backend for MemoryBackend {
         let inner = &mut *guard;
         let db = w.meta.db;
         let now = inner.version(&db);
-        if !now.same_shape(&w.expected) || (w.exact && now != w.expected) {
+        if !w.fits(now) {
             return Ok(None);
         }
         if inner.entries.contains_key(&w.id) {

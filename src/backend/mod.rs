@@ -126,6 +126,14 @@ pub struct EntryWrite<'a> {
     pub reshapes: bool,
 }
 
+impl EntryWrite<'_> {
+    /// True when the database's version `now` still matches what this write expects: the
+    /// shape, and with [`EntryWrite::exact`] the count too ([`Backend::put_entry`]).
+    pub fn fits(&self, now: Version) -> bool {
+        now.same_shape(&self.expected) && (!self.exact || now == self.expected)
+    }
+}
+
 /// The whole materialised state of one database, as [`Backend::replace_state`] writes it.
 pub struct StateWrite<'a> {
     /// Every cell: `(store, key, cell)`.
@@ -250,8 +258,8 @@ pub trait Backend: Send + Sync {
     /// Removes every row of database `db` (its entries, tips, storage order, cells, row
     /// counts and discarded marks), all or nothing, and moves its [`Version`]'s shape on (a
     /// backend may keep a row of its version for that, holding the database's id: PostgreSQL
-    /// does, as it keeps old row versions until vacuumed anyway); no row
-    /// is removed if it is not stored.
+    /// does, as it keeps old row versions until vacuumed anyway); no row is removed if it is
+    /// not stored.
     /// Afterwards the database is as if it had never been here: storing its root again
     /// starts it afresh (its storage positions may start over, so cursors kept on them must
     /// be forgotten with it). The removed rows do not stay readable in this backend's files as

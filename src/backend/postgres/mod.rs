@@ -70,8 +70,8 @@ CREATE TABLE mnemo_secrets (key TEXT COLLATE "C" PRIMARY KEY, value BYTEA NOT NU
 /// by it and then by the key is ordering by the key (bytewise): a character prefix of UTF-8
 /// text is a byte prefix.
 macro_rules! key_head {
-    () => {
-        "left(key, 512)"
+    ($text:literal) => {
+        concat!("left(", $text, ", 512)")
     };
 }
 
@@ -88,7 +88,7 @@ ALTER TABLE mnemo_cells ADD COLUMN key_hash BYTEA;
 UPDATE mnemo_cells SET key_hash = sha256(convert_to(key, 'UTF8'));
 ALTER TABLE mnemo_cells ALTER COLUMN key_hash SET NOT NULL, DROP CONSTRAINT mnemo_cells_pkey;
 CREATE UNIQUE INDEX mnemo_cells_by_key ON mnemo_cells (db, store, ",
-    key_head!(),
+    key_head!("key"),
     ", key_hash);
 UPDATE mnemo_schema SET version = 3;"
 );
@@ -292,13 +292,15 @@ impl Connection {
         )?;
         let get_cell = p(concat!(
             "SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND ",
-            key_head!(),
-            " = left($3, 512) COLLATE \"C\" AND key = $3 COLLATE \"C\""
+            key_head!("key"),
+            " = ",
+            key_head!("$3"),
+            " COLLATE \"C\" AND key = $3 COLLATE \"C\""
         ))?;
         let get_cells = p(concat!(
             "SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 \
              ORDER BY ",
-            key_head!(),
+            key_head!("key"),
             ", key"
         ))?;
         // In the order of `range_form`.
@@ -367,16 +369,16 @@ impl Connection {
 /// a head (rare: 512 equal characters) are sorted among themselves (PostgreSQL 13 and later
 /// sort only those; earlier ones sort the whole range before the limit).
 fn range_sql(inclusive: bool, bounded: bool) -> String {
-    let head = key_head!();
+    let (head, lower, upper) = (key_head!("key"), key_head!("$3"), key_head!("$6"));
     format!(
         "SELECT height, entry, value, chk, key FROM mnemo_cells \
-         WHERE db = $1 AND store = $2 AND {head} >= left($3, 512) COLLATE \"C\" \
+         WHERE db = $1 AND store = $2 AND {head} >= {lower} COLLATE \"C\" \
          AND key {} $3 COLLATE \"C\"{} \
          AND (value IS NOT NULL OR NOT $4::boolean) \
          ORDER BY {head} COLLATE \"C\", key COLLATE \"C\" LIMIT $5",
         if inclusive { ">=" } else { ">" },
         if bounded {
-            format!(" AND {head} <= left($6, 512) COLLATE \"C\" AND key < $6 COLLATE \"C\"")
+            format!(" AND {head} <= {upper} COLLATE \"C\" AND key < $6 COLLATE \"C\"")
         } else {
             String::new()
         },

@@ -158,6 +158,63 @@ fn in_transaction<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result
     done
 }
 
+/// The value of `key` that `query` (selecting `value, chk` by key) finds on `conn`, its row
+/// check verified ([`Error::Corrupt`] naming `what` otherwise).
+fn checked_value(conn: &Connection, query: &str, key: &str, what: &str) -> Result<Option<Vec<u8>>> {
+    let row = conn
+        .prepare_cached(query)
+        .and_then(|mut s| {
+            s.query_row(params![key], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()
+        })
+        .map_err(sql_error)?;
+    match row {
+        Some((value, chk)) => {
+            rows::verify(&chk, &[key.as_bytes(), &value], what)?;
+            Ok(Some(value))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Runs `read` on `conn` in one read transaction, so that its reads come from one snapshot
+/// (unless `conn` is already in a transaction: in a commit's turn, the writer may be in the
+/// open group).
+fn in_snapshot<T>(conn: &Connection, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    let snapshot = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction().map_err(sql_error)?)
+    } else {
+        None
+    };
+    let done = read()?;
+    if let Some(snapshot) = snapshot {
+        snapshot.finish().map_err(sql_error)?;
+    }
+    Ok(done)
+}
+
+/// The cells of `store` of `db` that `stmt` (selecting `height, entry, value, chk, key`)
+/// finds with `bound`, each row's check verified.
+fn keyed_cells(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    bound: impl rusqlite::Params,
+    db: &EntryId,
+    store: &str,
+) -> Result<Vec<(String, Cell)>> {
+    let rows = stmt
+        .query_map(bound, |r| Ok((cell_row(r)?, r.get::<_, String>(4)?)))
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (raw, key) = row.map_err(sql_error)?;
+        let cell = checked_cell(db, store, &key, raw)?;
+        out.push((key, cell));
+    }
+    Ok(out)
+}
+
 /// A mnemo instance's storage in one SQLite file.
 pub struct SqliteBackend {
     /// The one connection that writes, shared by concurrent commits ([`group`]).
@@ -232,23 +289,7 @@ impl SqliteBackend {
     /// The value of `key` that `query` (selecting `value, chk` by key) finds, its row check
     /// verified ([`Error::Corrupt`] naming `what` otherwise).
     fn keyed_value(&self, query: &str, key: &str, what: &str) -> Result<Option<Vec<u8>>> {
-        let conn = self.reader()?;
-        let row = conn
-            .prepare_cached(query)
-            .and_then(|mut s| {
-                s.query_row(params![key], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .optional()
-            })
-            .map_err(sql_error)?;
-        match row {
-            Some((value, chk)) => {
-                rows::verify(&chk, &[key.as_bytes(), &value], what)?;
-                Ok(Some(value))
-            }
-            None => Ok(None),
-        }
+        checked_value(&*self.reader()?, query, key, what)
     }
 
     /// Sets how long a staged commit waits for company before committing its group itself
@@ -528,18 +569,8 @@ fn i64_of(n: u64) -> Result<i64> {
 impl Backend for SqliteBackend {
     fn version(&self, db: &EntryId) -> Result<Version> {
         let conn = self.reader()?;
-        // Both counters from one snapshot (in a commit's turn, the writer may be in the
-        // open group already).
-        let snapshot = if conn.is_autocommit() {
-            Some(conn.unchecked_transaction().map_err(sql_error)?)
-        } else {
-            None
-        };
-        let version = version_in(&conn, db)?;
-        if let Some(snapshot) = snapshot {
-            snapshot.finish().map_err(sql_error)?;
-        }
-        Ok(version)
+        // Both counters from one snapshot.
+        in_snapshot(&conn, || version_in(&conn, db))
     }
 
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
@@ -593,33 +624,15 @@ impl Backend for SqliteBackend {
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
         let conn = self.reader()?;
-        // One read transaction, so the rows and their recorded count come from the same
-        // snapshot: a commit landing between two autocommit reads would look like a
-        // missing row. (In a commit's turn, the writer may be in the open group already.)
-        let snapshot = if conn.is_autocommit() {
-            Some(conn.unchecked_transaction().map_err(sql_error)?)
-        } else {
-            None
-        };
-        let mut stmt = conn
-            .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
-            .map_err(sql_error)?;
-        let rows = stmt
-            .query_map(params![db.as_bytes(), store], |r| {
-                Ok((cell_row(r)?, r.get::<_, String>(4)?))
-            })
-            .map_err(sql_error)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (raw, key) = row.map_err(sql_error)?;
-            let cell = checked_cell(db, store, &key, raw)?;
-            out.push((key, cell));
-        }
-        drop(stmt);
-        let recorded = recorded_rows(&conn, db, store)?.unwrap_or(0);
-        if let Some(snapshot) = snapshot {
-            snapshot.finish().map_err(sql_error)?;
-        }
+        // The rows and their recorded count from the same snapshot: a commit landing
+        // between two autocommit reads would look like a missing row.
+        let (out, recorded) = in_snapshot(&conn, || {
+            let mut stmt = conn
+                .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
+                .map_err(sql_error)?;
+            let out = keyed_cells(&mut stmt, params![db.as_bytes(), store], db, store)?;
+            Ok((out, recorded_rows(&conn, db, store)?.unwrap_or(0)))
+        })?;
         rows::verify_row_count(store, recorded, out.len())?;
         Ok(out)
     }
@@ -663,18 +676,7 @@ impl Backend for SqliteBackend {
         if let Some(upper) = &range.upper {
             bound.push(upper);
         }
-        let rows = stmt
-            .query_map(bound.as_slice(), |r| {
-                Ok((cell_row(r)?, r.get::<_, String>(4)?))
-            })
-            .map_err(sql_error)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (raw, key) = row.map_err(sql_error)?;
-            let cell = checked_cell(db, store, &key, raw)?;
-            out.push((key, cell));
-        }
-        Ok(out)
+        keyed_cells(&mut stmt, bound.as_slice(), db, store)
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
@@ -906,19 +908,10 @@ const SHAPES_KEY: &str = "shapes";
 
 /// The counter in metadata record `key` (0 if absent).
 fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
-    let row = conn
-        .prepare_cached("SELECT value, chk FROM meta WHERE key = ?1")
-        .and_then(|mut s| {
-            s.query_row(params![key], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .optional()
-        })
-        .map_err(sql_error)?;
-    let Some((value, chk)) = row else {
+    let query = "SELECT value, chk FROM meta WHERE key = ?1";
+    let Some(value) = checked_value(conn, query, key, "metadata")? else {
         return Ok(0);
     };
-    rows::verify(&chk, &[key.as_bytes(), &value], "metadata")?;
     let bytes: [u8; 8] = value
         .try_into()
         .map_err(|_| Error::Corrupt(format!("{key} is not a counter")))?;
@@ -959,7 +952,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     let shape = counter_in(tx, &shape_key(&w.meta.db))?;
     let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
     let now = Version::new(shape, count);
-    if !now.same_shape(&w.expected) || (w.exact && now != w.expected) {
+    if !w.fits(now) {
         return Ok(None);
     }
     let db = w.meta.db.as_bytes();
