@@ -147,8 +147,9 @@ def test_a_new_password_leaves_no_older_secret_in_the_file(tmp_path) -> None:
 
 def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) -> None:
     """No failure answers measurably faster than a successful password login: each costs one
-    Argon2id run. Cases are interleaved and compared by median, so machine noise hits all."""
-    import statistics
+    Argon2id run. Cases are interleaved and each is judged by its fastest try, since load on
+    a shared machine only ever adds time. A path that skipped the key derivation would take
+    under a tenth of a right login; the bounds leave room for noise, not for that."""
     import time
 
     inst.create_user("admin")  # first user: the instance admin
@@ -183,7 +184,7 @@ def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) 
             with pytest.raises((mnemo.AuthFailed, mnemo.PermissionDenied)):
                 attempt()
             times[name].append(time.perf_counter() - started)
-    reference = statistics.median(times["right"])
+    reference = min(times["right"])
     for name in failures:
-        ratio = statistics.median(times[name]) / reference
-        assert 0.8 <= ratio <= 1.25, f"{name}: {ratio:.2f}x a right login"
+        ratio = min(times[name]) / reference
+        assert 0.6 <= ratio <= 1.6, f"{name}: {ratio:.2f}x a right login"
