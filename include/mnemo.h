@@ -225,7 +225,9 @@ extern "C" {
  *   mnemo database: a change is stored only if no other process changed what it builds
  *   on since it read it (settings, which stores hold documents, and for a settings change
  *   or a document write, anything of that database); otherwise it is worked out again (up
- *   to 16 times, then MNEMO_STATUS_BUSY).
+ *   to 16 times, then MNEMO_STATUS_BUSY). A database handle open in one process finds out
+ *   within one second that another process revoked its keys: reads then fail with
+ *   MNEMO_STATUS_PERMISSION_DENIED.
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *

@@ -9,6 +9,7 @@ mod generated_keys;
 mod history;
 mod names;
 mod notice_order;
+mod read_check;
 mod registry;
 mod scan;
 pub mod settings;
@@ -21,7 +22,6 @@ mod transaction;
 mod waiting;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::Cell;
@@ -33,6 +33,8 @@ pub use self::core::{DatabaseCore, Received};
 pub use events::{Event, Events, EVENTS_CAPACITY};
 pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
+use read_check::ReadCheck;
+pub use read_check::READ_RECHECK_AFTER;
 pub use registry::Registry;
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
@@ -49,7 +51,8 @@ pub const SETTINGS_STORE: &str = "_settings";
 
 /// A handle on one database, signing as one key of a key ring (a user's session, or the
 /// device). Clones share the database. It reads only while one of the ring's keys may read
-/// the database: once that is revoked, reads fail with [`Error::PermissionDenied`].
+/// the database: once that is revoked, reads fail with [`Error::PermissionDenied`] (within
+/// [`READ_RECHECK_AFTER`] when another process stored the revocation).
 #[derive(Clone)]
 pub struct Database {
     core: Arc<DatabaseCore>,
@@ -57,8 +60,8 @@ pub struct Database {
     author: PublicKey,
     /// The ring's public keys when the handle was made (they may read after a logout).
     readers: Arc<[PublicKey]>,
-    /// The settings generation at which reading was last found allowed (0: never).
-    read_allowed_at: Arc<AtomicU64>,
+    /// When reading was last found allowed.
+    read_check: Arc<ReadCheck>,
 }
 
 impl std::fmt::Debug for Database {
@@ -121,20 +124,21 @@ impl Database {
             keys,
             author,
             readers,
-            read_allowed_at: Arc::default(),
+            read_check: Arc::default(),
         }
     }
 
     /// Fails with [`Error::PermissionDenied`] unless one of the handle's keys may read the
     /// database now ([`Error::NotFound`] once it was forgotten on this instance), and
     /// brings the stored state up to date first if it may lack a revocation's undoing
-    /// ([`DatabaseCore::ensure_current`]). Checked again only when the database's settings
-    /// change, so a read pays three atomic loads.
+    /// ([`DatabaseCore::ensure_current`]). Checked again when this process sees the
+    /// database's settings change, and at least every [`READ_RECHECK_AFTER`] (for changes
+    /// other processes store), so most reads pay a few atomic loads and a clock read.
     fn check_read(&self) -> Result<()> {
         self.core.ensure_kept()?;
         self.core.ensure_current()?;
         let generation = self.core.settings_generation();
-        if self.read_allowed_at.load(Ordering::Acquire) == generation {
+        if self.read_check.still_holds(generation) {
             return Ok(());
         }
         let mut readable = false;
@@ -149,7 +153,7 @@ impl Database {
                 "none of this session's keys may read this database".into(),
             ));
         }
-        self.read_allowed_at.store(generation, Ordering::Release);
+        self.read_check.passed(generation);
         Ok(())
     }
 

@@ -5,10 +5,11 @@
 //! processes; a test hook lands one's change between the other's reads and its write.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
-use mnemo::database::Permission;
+use mnemo::database::{Permission, READ_RECHECK_AFTER};
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Database, Error, Instance, User};
 
@@ -293,4 +294,39 @@ fn a_store_of_documents_made_by_a_retried_write_is_known_to_other_processes() {
     p.mine.set_path("s", "k", "/b", "2").unwrap();
     assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"b":2,"z":1}"#);
     p.mine.verify().unwrap();
+}
+
+/// A reader's handle in one process stops reading soon after another process stores the
+/// revocation of its key, though this process saw no settings change: handles look at the
+/// settings again at least every `READ_RECHECK_AFTER`.
+#[test]
+fn a_revocation_stored_by_another_process_stops_an_open_handles_reads() {
+    for storage in storages() {
+        let owners = Instance::open(storage.open()).unwrap();
+        owners.create_user("o", None).unwrap();
+        owners.create_user("r", None).unwrap();
+        let owner = owners.login("o", None).unwrap();
+        let db = owner.create_db("d").unwrap();
+        db.set("s", "k", "1").unwrap();
+        let readers = Instance::open(storage.open()).unwrap();
+        let reader = readers.login("r", None).unwrap();
+        let key = reader.default_key().unwrap();
+        db.grant(&key, Permission::Read).unwrap();
+        let theirs = reader.load_db(&db.id()).unwrap();
+        assert_eq!(theirs.get("s", "k").unwrap(), "1");
+        db.revoke(&key).unwrap();
+        let name = storage.name();
+        let deadline = Instant::now() + READ_RECHECK_AFTER * 10;
+        let refused = loop {
+            match theirs.get("s", "k") {
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(READ_RECHECK_AFTER / 10),
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(refused, Err(Error::PermissionDenied(_))),
+            "{name}: {refused:?}"
+        );
+        drop((theirs, reader, readers, db, owner, owners));
+    }
 }

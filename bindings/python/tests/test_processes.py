@@ -7,6 +7,7 @@ import random
 import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,12 +28,26 @@ with mnemo.Instance.open(url) as inst, inst.login("alice") as alice:
 """
 
 
-def write_path_elsewhere(url: str, db_id: str, pointer: str, value: int) -> None:
+#: Run in another process: alice revokes a key in the database given.
+REVOKE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import mnemo
+url, db_id, key = sys.argv[2:]
+with mnemo.Instance.open(url) as inst, inst.login("alice") as alice:
+    with alice.load_db(db_id) as db:
+        db.revoke(key)
+"""
+
+
+def run_elsewhere(script: str, *args: str) -> None:
     subprocess.run(
-        [sys.executable, "-c", WRITE_PATH, str(PYTHON_DIR), url, db_id, pointer, str(value)],
-        check=True,
-        timeout=60,
+        [sys.executable, "-c", script, str(PYTHON_DIR), *args], check=True, timeout=60
     )
+
+
+def write_path_elsewhere(url: str, db_id: str, pointer: str, value: int) -> None:
+    run_elsewhere(WRITE_PATH, url, db_id, pointer, str(value))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -80,3 +95,25 @@ def test_the_longest_keys_are_kept_and_scanned_in_order(url: str) -> None:
                 paged.append(after)
             assert paged == keys
             db.verify()
+
+
+def test_a_revocation_by_another_process_stops_an_open_handles_reads(url: str) -> None:
+    """A handle looks at the settings again at least once a second, so another process's
+    revocation of its key stops its reads soon, though this process changed nothing."""
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("alice")
+        inst.create_user("bob")
+        with inst.login("alice") as alice, inst.login("bob") as bob:
+            bob_key = next(k.pubkey for k in bob.list_keys() if k.is_default)
+            with alice.create_db("d") as db:
+                db.set("s", "k", 1)
+                db.grant(bob_key, "read")
+                db_id = db.id
+            with bob.load_db(db_id) as bobs:
+                assert bobs.get("s", "k") == 1
+                run_elsewhere(REVOKE, url, db_id, bob_key)
+                deadline = time.monotonic() + 10
+                with pytest.raises(mnemo.PermissionDenied):
+                    while time.monotonic() < deadline:
+                        bobs.get("s", "k")
+                        time.sleep(0.1)
