@@ -1163,10 +1163,10 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * copy stays in it: this takes time in proportion to the file's size; PostgreSQL keeps old
  * row versions until vacuumed, and a row of the database's id and version, so that other
  * processes still holding it see it changed), and database handles still open on it fail
- * with MNEMO_STATUS_NOT_FOUND. Forgetting is local: grants in the database's settings stay as
- * they are, also on other replicas; while another user of the instance keeps it,
- * `mnemo_user_load_db` adds it to the list again, and once reclaimed, syncing it from a
- * peer brings it back.
+ * with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
+ * local: grants in the database's settings stay as they are, also on other replicas; while
+ * another user of the instance keeps it, `mnemo_user_load_db` adds it to the list again,
+ * and once reclaimed, syncing it from a peer brings it back.
  *
  * - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
  *

@@ -539,10 +539,17 @@ impl DatabaseCore {
     }
 
     /// The current tips with their metadata (one read of storage): the parents of a commit.
+    /// [`Error::NotFound`] when there are none: the database is not stored (any more;
+    /// another process sharing the storage may have forgotten it).
     fn tip_metas(&self) -> Result<Vec<(EntryId, EntryMeta)>> {
-        self.backend
-            .tip_metas(&self.id)?
-            .into_iter()
+        let tips = self.backend.tip_metas(&self.id)?;
+        if tips.is_empty() {
+            return Err(Error::NotFound(format!(
+                "database {} is not stored here: it was forgotten (perhaps by another process)",
+                self.id
+            )));
+        }
+        tips.into_iter()
             .map(|(id, meta)| self.own_parent(id, meta))
             .collect()
     }

@@ -330,3 +330,36 @@ fn a_revocation_stored_by_another_process_stops_an_open_handles_reads() {
         drop((theirs, reader, readers, db, owner, owners));
     }
 }
+
+/// A database another process forgot answers NotFound here, as it does in that process:
+/// reads, writes and received entries, and loading it again.
+#[test]
+fn a_database_another_process_forgot_is_not_found_here() {
+    for storage in storages() {
+        let one = Instance::open(storage.open()).unwrap();
+        one.create_user("u", None).unwrap();
+        let user = one.login("u", None).unwrap();
+        let db = user.create_db("d").unwrap();
+        db.set("s", "k", "1").unwrap();
+        let other = Instance::open(storage.open()).unwrap();
+        let their_user = other.login("u", None).unwrap();
+        let theirs = their_user.load_db(&db.id()).unwrap();
+        assert_eq!(theirs.get("s", "k").unwrap(), "1");
+        user.forget_db(&db.id()).unwrap();
+        let name = storage.name();
+        std::thread::sleep(READ_RECHECK_AFTER);
+        for result in [
+            theirs.get("s", "k").map(drop),
+            theirs.set("s", "k", "2").map(drop),
+            theirs.set_path("s", "k", "/a", "2").map(drop),
+            theirs.verify().map(drop),
+            their_user.load_db(&db.id()).map(drop),
+        ] {
+            assert!(
+                matches!(result, Err(Error::NotFound(_))),
+                "{name}: {result:?}"
+            );
+        }
+        drop((theirs, their_user, other, db, user, one));
+    }
+}

@@ -39,6 +39,16 @@ with mnemo.Instance.open(url) as inst, inst.login("alice") as alice:
         db.revoke(key)
 """
 
+#: Run in another process: alice forgets the database given (nobody else keeps it).
+FORGET = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import mnemo
+url, db_id = sys.argv[2:]
+with mnemo.Instance.open(url) as inst, inst.login("alice") as alice:
+    alice.forget_db(db_id)
+"""
+
 
 def run_elsewhere(script: str, *args: str) -> None:
     subprocess.run(
@@ -117,3 +127,17 @@ def test_a_revocation_by_another_process_stops_an_open_handles_reads(url: str) -
                     while time.monotonic() < deadline:
                         bobs.get("s", "k")
                         time.sleep(0.1)
+
+
+def test_a_database_another_process_forgot_is_not_found_here(url: str) -> None:
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("alice")
+        with inst.login("alice") as alice, alice.create_db("d") as db:
+            db.set("s", "k", 1)
+            run_elsewhere(FORGET, url, db.id)
+            with pytest.raises(mnemo.NotFound, match="forgotten"):
+                db.set("s", "k", 2)
+            with pytest.raises(mnemo.NotFound, match="forgotten"):
+                db.set_path("s", "k", "/a", 2)
+            with pytest.raises(mnemo.NotFound):
+                alice.load_db(db.id)
