@@ -70,6 +70,48 @@ struct Inner {
 }
 
 impl Inner {
+    /// [`Backend::cell`].
+    fn cell(&self, db: &EntryId, store: &str, key: &str) -> Option<Cell> {
+        self.stores
+            .get(db)
+            .and_then(|s| s.get(store))
+            .and_then(|s| s.get(key))
+            .map(StoredCell::to_cell)
+    }
+
+    /// [`Backend::cells_range`].
+    fn cells_range(
+        &self,
+        db: &EntryId,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        live_only: bool,
+    ) -> Vec<(String, Cell)> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Vec::new();
+        };
+        let Some(cells) = self.stores.get(db).and_then(|s| s.get(store)) else {
+            return Vec::new();
+        };
+        let lower = match range.inclusive {
+            true => Bound::Included(range.lower.as_str()),
+            false => Bound::Excluded(range.lower.as_str()),
+        };
+        let upper = match &range.upper {
+            Some(upper) => Bound::Excluded(upper.as_str()),
+            None => Bound::Unbounded,
+        };
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        cells
+            .range::<str, _>((lower, upper))
+            .filter(|(_, c)| !live_only || c.value.is_some())
+            .take(limit)
+            .map(|(k, c)| (k.to_string(), c.to_cell()))
+            .collect()
+    }
+
     fn version(&self, db: &EntryId) -> Version {
         self.versions.get(db).copied().unwrap_or_default()
     }
@@ -137,7 +179,12 @@ impl Backend for MemoryBackend {
         let inner = &mut *guard;
         let db = w.meta.db;
         let now = inner.version(&db);
-        if !w.fits(now) {
+        if !w.fits(now)
+            || !w.reads.still_hold(
+                |store, key| Ok(inner.cell(&db, store, key)),
+                |store, prefix| Ok(inner.cells_range(&db, store, prefix, None, 0, false)),
+            )?
+        {
             return Ok(None);
         }
         if inner.entries.contains_key(&w.id) {
@@ -223,13 +270,7 @@ impl Backend for MemoryBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let inner = self.read()?;
-        Ok(inner
-            .stores
-            .get(db)
-            .and_then(|s| s.get(store))
-            .and_then(|s| s.get(key))
-            .map(StoredCell::to_cell))
+        Ok(self.read()?.cell(db, store, key))
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
@@ -255,28 +296,9 @@ impl Backend for MemoryBackend {
         limit: usize,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
-        let Some(range) = KeyRange::new(prefix, after) else {
-            return Ok(Vec::new());
-        };
-        let inner = self.read()?;
-        let Some(cells) = inner.stores.get(db).and_then(|s| s.get(store)) else {
-            return Ok(Vec::new());
-        };
-        let lower = match range.inclusive {
-            true => Bound::Included(range.lower.as_str()),
-            false => Bound::Excluded(range.lower.as_str()),
-        };
-        let upper = match &range.upper {
-            Some(upper) => Bound::Excluded(upper.as_str()),
-            None => Bound::Unbounded,
-        };
-        let limit = if limit == 0 { usize::MAX } else { limit };
-        Ok(cells
-            .range::<str, _>((lower, upper))
-            .filter(|(_, c)| !live_only || c.value.is_some())
-            .take(limit)
-            .map(|(k, c)| (k.to_string(), c.to_cell()))
-            .collect())
+        Ok(self
+            .read()?
+            .cells_range(db, store, prefix, after, limit, live_only))
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {

@@ -117,10 +117,13 @@ pub struct EntryWrite<'a> {
     /// The database's version that the writer's decisions reflect: nothing is written
     /// unless its shape is still current, and with `exact` its count too.
     pub expected: Version,
-    /// Whether the writer read rows that other writes change (tips, a document's rows) to
-    /// work this one out, so that any write since makes it stale; otherwise it builds only
-    /// on what the shape covers and commutes with other writes.
+    /// Whether the writer read rows that any other write may change (the tips, for a
+    /// settings change) to work this one out, so that any write since makes it stale.
     pub exact: bool,
+    /// The cells the writer read to work this one out (a document's rows), with what it
+    /// found: nothing is written unless they still hold that. A backend that does not
+    /// compare them requires the count unchanged instead ([`EntryWrite::counts_exactly`]).
+    pub reads: CellReads,
     /// Whether it moves the shape on: it changes settings, or writes a store of documents
     /// the writer did not know of.
     pub reshapes: bool,
@@ -128,9 +131,56 @@ pub struct EntryWrite<'a> {
 
 impl EntryWrite<'_> {
     /// True when the database's version `now` still matches what this write expects: the
-    /// shape, and with [`EntryWrite::exact`] the count too ([`Backend::put_entry`]).
+    /// shape, and with [`EntryWrite::exact`] the count too ([`Backend::put_entry`]). The
+    /// caller then checks [`EntryWrite::reads`].
     pub fn fits(&self, now: Version) -> bool {
         now.same_shape(&self.expected) && (!self.exact || now == self.expected)
+    }
+
+    /// Whether a backend that does not compare [`EntryWrite::reads`] must find the count
+    /// unchanged: the write is `exact`, or it read cells.
+    pub fn counts_exactly(&self) -> bool {
+        self.exact || !self.reads.is_empty()
+    }
+}
+
+/// Cells with their keys, sorted by key.
+pub type KeyedCells = Vec<(String, Cell)>;
+
+/// Cells a writer read to work an entry out, with what it found ([`EntryWrite::reads`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CellReads {
+    /// Single cells: the store, the key, and the cell found (`None`: there was none).
+    pub cells: Vec<(String, String, Option<Cell>)>,
+    /// Ranges: the store, a key prefix, and every cell of the store whose key starts with
+    /// it.
+    pub prefixes: Vec<(String, String, KeyedCells)>,
+}
+
+impl CellReads {
+    /// True when nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty() && self.prefixes.is_empty()
+    }
+
+    /// True when reading again, with `cell` (one cell of a store) and `with_prefix` (the
+    /// cells of a store under a prefix, sorted by key), finds what was read.
+    pub fn still_hold(
+        &self,
+        mut cell: impl FnMut(&str, &str) -> Result<Option<Cell>>,
+        mut with_prefix: impl FnMut(&str, &str) -> Result<KeyedCells>,
+    ) -> Result<bool> {
+        for (store, key, found) in &self.cells {
+            if cell(store, key)? != *found {
+                return Ok(false);
+            }
+        }
+        for (store, prefix, found) in &self.prefixes {
+            if with_prefix(store, prefix)? != *found {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -161,11 +211,13 @@ pub trait Backend: Send + Sync {
     /// The current version of database `db`'s rows (see [`Version`]).
     fn version(&self, db: &EntryId) -> Result<Version>;
     /// If the database's version still matches [`EntryWrite::expected`] (its shape; with
-    /// [`EntryWrite::exact`], its count too), stores an entry, replaces its parents in the tip
-    /// set by it, and writes the cells that are kept ([`CellWrite::keeps_over`]), all or
-    /// nothing, and returns the version after (its shape moved on if
-    /// [`EntryWrite::reshapes`]). Storing an entry that is already present changes no row.
-    /// `None`: the version moved on (another process wrote), and nothing was written.
+    /// [`EntryWrite::exact`], its count too) and the cells it read still hold what it found
+    /// ([`EntryWrite::reads`]; or the count is unchanged), stores an entry, replaces its
+    /// parents in the tip set by it, and writes the cells that are kept
+    /// ([`CellWrite::keeps_over`]), all or nothing, and returns the version after (its
+    /// shape moved on if [`EntryWrite::reshapes`]). Storing an entry that is already present
+    /// changes no row. `None`: the version moved on or a cell read changed (another process
+    /// wrote), and nothing was written.
     fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>>;
     /// Runs `work` as one turn of this storage's writer, for a commit: the entries `work`
     /// stores with [`Backend::put_entry`] may be left staged (written, not yet durable, seen

@@ -16,7 +16,7 @@ use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
 use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
-use crate::backend::{Backend, Cell, EntryMeta, EntryWrite, Staged, Version};
+use crate::backend::{Backend, Cell, CellReads, EntryMeta, EntryWrite, Staged, Version};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
@@ -1103,9 +1103,9 @@ impl DatabaseCore {
         let expected = self.known_version()?;
         let content = entry.content();
         // The stores of documents it adds (remembered once it is stored, so that the write
-        // that stores them tells other processes), and whether it reads document rows.
+        // that stores them tells other processes), and the document rows it read.
         let mut new_document_stores = Vec::new();
-        let mut reads_documents = false;
+        let mut reads = CellReads::default();
         let cells = if discarded {
             Vec::new()
         } else {
@@ -1132,13 +1132,14 @@ impl DatabaseCore {
                 with_new = known.iter().chain(&new_document_stores).cloned().collect();
                 &with_new
             };
-            reads_documents = content.ops.keys().any(|s| document_stores.contains(s));
-            let stored = documents::StoredCells {
+            let stored = documents::NotedCells::new(documents::StoredCells {
                 backend: &*self.backend,
                 db: self.id,
                 document_stores: Some(document_stores),
-            };
-            documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?
+            });
+            let writes = documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?;
+            reads = stored.into_reads();
+            writes
         };
         // Its children will be checked against its settings: derived now from the state it
         // was checked against (cached a moment ago), instead of walking later, and before it
@@ -1161,7 +1162,8 @@ impl DatabaseCore {
             discarded,
             expected,
             // A settings change reads the tips (which entries it lowers concurrently).
-            exact: changes_settings || reads_documents,
+            exact: changes_settings,
+            reads,
             reshapes: changes_settings || !new_document_stores.is_empty(),
         })?;
         let Some(version) = stored else {

@@ -13,11 +13,12 @@
 //! Every operation also leaves a row in the hidden store [`log_store`], keyed by key, height
 //! and entry, so a key's history is a range read.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
-use crate::backend::{Backend, Cell, CellWrite};
+use crate::backend::{Backend, Cell, CellReads, CellWrite};
 use crate::entry::{EntryId, Op, Ops};
 use crate::error::{Error, Result};
 use crate::json::pointer;
@@ -62,6 +63,53 @@ impl CellSource for StoredCells<'_> {
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
         self.backend
             .cells_range(&self.db, store, prefix, None, 0, false)
+    }
+}
+
+/// [`StoredCells`] that also notes what it read, for the write that follows
+/// ([`crate::backend::EntryWrite::reads`]): storage refuses it if another process changed
+/// any of those cells meanwhile.
+pub(crate) struct NotedCells<'a> {
+    stored: StoredCells<'a>,
+    reads: RefCell<CellReads>,
+}
+
+impl<'a> NotedCells<'a> {
+    pub(crate) fn new(stored: StoredCells<'a>) -> Self {
+        NotedCells {
+            stored,
+            reads: RefCell::default(),
+        }
+    }
+
+    /// What was read, and found.
+    pub(crate) fn into_reads(self) -> CellReads {
+        self.reads.into_inner()
+    }
+}
+
+impl CellSource for NotedCells<'_> {
+    fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
+        let found = self.stored.cell(store, key)?;
+        self.reads
+            .borrow_mut()
+            .cells
+            .push((store.to_string(), key.to_string(), found.clone()));
+        Ok(found)
+    }
+
+    fn may_have_documents(&self, store: &str) -> bool {
+        self.stored.may_have_documents(store)
+    }
+
+    fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
+        let found = self.stored.cells_with_prefix(store, prefix)?;
+        self.reads.borrow_mut().prefixes.push((
+            store.to_string(),
+            prefix.to_string(),
+            found.clone(),
+        ));
+        Ok(found)
     }
 }
 

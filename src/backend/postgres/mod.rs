@@ -663,7 +663,8 @@ impl Backend for PostgresBackend {
             &discarded,
             &shape,
             &count,
-            &w.exact,
+            // The cells a write read are not compared here: any write since makes it stale.
+            &w.counts_exactly(),
             &reshapes,
         ];
         let mut guard = self.lock()?;

@@ -614,12 +614,7 @@ impl Backend for SqliteBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let conn = self.reader()?;
-        let row = conn
-            .prepare_cached("SELECT height, entry, value, chk FROM cells WHERE db = ?1 AND store = ?2 AND key = ?3")
-            .and_then(|mut s| s.query_row(params![db.as_bytes(), store, key], cell_row).optional())
-            .map_err(sql_error)?;
-        row.map(|r| checked_cell(db, store, key, r)).transpose()
+        cell_in(&*self.reader()?, db, store, key)
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
@@ -646,37 +641,7 @@ impl Backend for SqliteBackend {
         limit: usize,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
-        let Some(range) = KeyRange::new(prefix, after) else {
-            return Ok(Vec::new());
-        };
-        // Bounds on `key` after equalities on `db` and `store`: SQLite seeks the primary key
-        // (BINARY collation, i.e. bytewise) and reads only the rows it returns, plus the
-        // tombstones it skips. LIMIT -1 is no limit.
-        let sql = format!(
-            "SELECT height, entry, value, chk, key FROM cells \
-             WHERE db = ?1 AND store = ?2 AND key {} ?3{} AND (?4 = 0 OR value IS NOT NULL) \
-             ORDER BY key LIMIT ?5",
-            if range.inclusive { ">=" } else { ">" },
-            if range.upper.is_some() {
-                " AND key < ?6"
-            } else {
-                ""
-            },
-        );
-        let limit = if limit == 0 {
-            -1
-        } else {
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        };
-        let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(&sql).map_err(sql_error)?;
-        let db_bytes: &[u8] = db.as_bytes();
-        let mut bound: Vec<&dyn rusqlite::ToSql> =
-            vec![&db_bytes, &store, &range.lower, &live_only, &limit];
-        if let Some(upper) = &range.upper {
-            bound.push(upper);
-        }
-        keyed_cells(&mut stmt, bound.as_slice(), db, store)
+        cells_range_in(&*self.reader()?, db, store, prefix, after, limit, live_only)
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
@@ -952,7 +917,13 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     let shape = counter_in(tx, &shape_key(&w.meta.db))?;
     let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
     let now = Version::new(shape, count);
-    if !w.fits(now) {
+    let db_id = &w.meta.db;
+    if !w.fits(now)
+        || !w.reads.still_hold(
+            |store, key| cell_in(tx, db_id, store, key),
+            |store, prefix| cells_range_in(tx, db_id, store, prefix, None, 0, false),
+        )?
+    {
         return Ok(None);
     }
     let db = w.meta.db.as_bytes();
@@ -1159,6 +1130,62 @@ fn mark_discarded(tx: &Connection, db: &EntryId, ids: &[EntryId]) -> Result<()> 
     Ok(())
 }
 
+/// The cell of `key` in `store` of `db`, as `conn` sees it ([`Backend::cell`]).
+fn cell_in(conn: &Connection, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT height, entry, value, chk FROM cells WHERE db = ?1 AND store = ?2 AND key = ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![db.as_bytes(), store, key], cell_row)
+                .optional()
+        })
+        .map_err(sql_error)?;
+    row.map(|r| checked_cell(db, store, key, r)).transpose()
+}
+
+/// [`Backend::cells_range`] as `conn` sees it.
+fn cells_range_in(
+    conn: &Connection,
+    db: &EntryId,
+    store: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    live_only: bool,
+) -> Result<Vec<(String, Cell)>> {
+    let Some(range) = KeyRange::new(prefix, after) else {
+        return Ok(Vec::new());
+    };
+    // Bounds on `key` after equalities on `db` and `store`: SQLite seeks the primary key
+    // (BINARY collation, i.e. bytewise) and reads only the rows it returns, plus the
+    // tombstones it skips. LIMIT -1 is no limit.
+    let sql = format!(
+        "SELECT height, entry, value, chk, key FROM cells \
+         WHERE db = ?1 AND store = ?2 AND key {} ?3{} AND (?4 = 0 OR value IS NOT NULL) \
+         ORDER BY key LIMIT ?5",
+        if range.inclusive { ">=" } else { ">" },
+        if range.upper.is_some() {
+            " AND key < ?6"
+        } else {
+            ""
+        },
+    );
+    let limit = if limit == 0 {
+        -1
+    } else {
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    };
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_error)?;
+    let db_bytes: &[u8] = db.as_bytes();
+    let mut bound: Vec<&dyn rusqlite::ToSql> =
+        vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+    if let Some(upper) = &range.upper {
+        bound.push(upper);
+    }
+    keyed_cells(&mut stmt, bound.as_slice(), db, store)
+}
+
 type RawCell = (i64, Vec<u8>, Option<String>, Vec<u8>);
 
 fn cell_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCell> {
@@ -1225,7 +1252,7 @@ impl SqliteBackend {
 mod tests {
     use std::sync::mpsc;
 
-    use crate::backend::CellWrite;
+    use crate::backend::{CellReads, CellWrite};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -1273,6 +1300,7 @@ mod tests {
                 discarded: false,
                 expected: backend.version(&db).unwrap(),
                 exact: false,
+                reads: CellReads::default(),
                 reshapes: false,
             })
             .unwrap()
@@ -1444,6 +1472,7 @@ mod tests {
                             discarded: false,
                             expected: Version::default(),
                             exact: false,
+                            reads: CellReads::default(),
                             reshapes: false,
                         })
                         .map(drop)
