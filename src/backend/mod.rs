@@ -121,8 +121,8 @@ pub struct EntryWrite<'a> {
     /// settings change) to work this one out, so that any write since makes it stale.
     pub exact: bool,
     /// The cells the writer read to work this one out (a document's rows), with what it
-    /// found: nothing is written unless they still hold that. A backend that does not
-    /// compare them requires the count unchanged instead ([`EntryWrite::counts_exactly`]).
+    /// found: nothing is written unless they still hold that (or, where a backend stores it
+    /// without comparing them, unless the count is unchanged: [`EntryWrite::counts_exactly`]).
     pub reads: CellReads,
     /// Whether it moves the shape on: it changes settings, or writes a store of documents
     /// the writer did not know of.
@@ -137,8 +137,8 @@ impl EntryWrite<'_> {
         now.same_shape(&self.expected) && (!self.exact || now == self.expected)
     }
 
-    /// Whether a backend that does not compare [`EntryWrite::reads`] must find the count
-    /// unchanged: the write is `exact`, or it read cells.
+    /// Whether the count must be unchanged for a backend to store this write without
+    /// comparing [`EntryWrite::reads`]: the write is `exact`, or it read cells.
     pub fn counts_exactly(&self) -> bool {
         self.exact || !self.reads.is_empty()
     }

@@ -40,9 +40,8 @@ impl Handle for mnemo_backend {
 /// - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
 ///   mnemo database: a change is stored only if no other process changed what it builds
 ///   on since it read it (settings and which stores hold documents; for a settings change,
-///   anything of that database; for a document write, the documents it writes, or on
-///   PostgreSQL anything of that database); otherwise it is worked out again (up to 16
-///   times, then MNEMO_STATUS_BUSY). A database handle open in one process finds out
+///   anything of that database; for a document write, the documents it writes); otherwise
+///   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle open in one process finds out
 ///   within one second that another process revoked its keys: reads then fail with
 ///   MNEMO_STATUS_PERMISSION_DENIED.
 /// - `out`: receives a new backend handle, owned by the caller: pass it to

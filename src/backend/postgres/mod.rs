@@ -17,19 +17,20 @@ mod cert;
 mod options;
 mod tls;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 pub use options::{PostgresUrl, SslMode};
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite, Version};
+use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -567,6 +568,67 @@ fn mark_discarded(
     Ok(())
 }
 
+/// [`Backend::put_entry`]'s error for `e`: a row count [`PUT_ENTRY`] found failing its check
+/// is damage.
+fn put_entry_error(e: postgres::Error) -> Error {
+    let count_failed = e.as_db_error().is_some_and(|d| {
+        d.code() == &SqlState::NOT_NULL_VIOLATION
+            && d.table() == Some("mnemo_stores")
+            && d.column() == Some("rows")
+    });
+    if count_failed {
+        // PUT_ENTRY makes a count NULL when the recorded one fails its check.
+        return Error::Corrupt("the row count of a store fails its integrity check".into());
+    }
+    pg_error(e)
+}
+
+/// [`Backend::cell`] as `client` sees it, `get_cell` its statement.
+fn cell_in(
+    client: &mut impl GenericClient,
+    get_cell: &Statement,
+    db: &EntryId,
+    store: &str,
+    key: &str,
+) -> Result<Option<Cell>> {
+    let row = client
+        .query_opt(get_cell, &[&&db.as_bytes()[..], &store, &key])
+        .map_err(pg_error)?;
+    row.map(|r| checked_cell(db, store, key, &r)).transpose()
+}
+
+/// [`Backend::cells_range`] of `(store, prefix, after)` as `client` sees it, `get_range`
+/// its statements.
+fn range_in(
+    client: &mut impl GenericClient,
+    get_range: &[Statement; 4],
+    db: &EntryId,
+    (store, prefix, after): (&str, &str, Option<&str>),
+    limit: usize,
+    live_only: bool,
+) -> Result<KeyedCells> {
+    let Some(range) = KeyRange::new(prefix, after) else {
+        return Ok(Vec::new());
+    };
+    let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
+    let db_bytes: &[u8] = db.as_bytes();
+    let mut bound: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+    if let Some(upper) = &range.upper {
+        bound.push(upper);
+    }
+    let statement = &get_range[range_form(range.inclusive, range.upper.is_some())];
+    let found = client.query(statement, &bound).map_err(pg_error)?;
+    found
+        .iter()
+        .map(|row| {
+            let key: String = row.get(4);
+            let cell = checked_cell(db, store, &key, row)?;
+            Ok((key, cell))
+        })
+        .collect()
+}
+
 fn i64_of(n: u64) -> Result<i64> {
     i64::try_from(n).map_err(|_| Error::invalid("a height beyond 2^63 cannot be stored"))
 }
@@ -643,7 +705,7 @@ impl Backend for PostgresBackend {
             return Ok(None);
         };
         let reshapes = i64::from(w.reshapes);
-        let params: [&(dyn postgres::types::ToSql + Sync); 21] = [
+        let mut params: [&(dyn postgres::types::ToSql + Sync); 21] = [
             &&w.id.as_bytes()[..],
             &db,
             &i64_of(w.meta.height)?,
@@ -663,25 +725,55 @@ impl Backend for PostgresBackend {
             &discarded,
             &shape,
             &count,
-            // The cells a write read are not compared here: any write since makes it stale.
+            // The statement cannot compare the cells a write read (its snapshot may predate
+            // the lock): first it is tried with the count instead (one round trip)...
             &w.counts_exactly(),
             &reshapes,
         ];
         let mut guard = self.lock()?;
         let c = &mut *guard;
-        let statement = &c.put_entry;
-        let row = c.client.query_opt(statement, &params).map_err(|e| {
-            let count_failed = e.as_db_error().is_some_and(|d| {
-                d.code() == &SqlState::NOT_NULL_VIOLATION
-                    && d.table() == Some("mnemo_stores")
-                    && d.column() == Some("rows")
-            });
-            if count_failed {
-                // PUT_ENTRY makes a count NULL when the recorded one fails its check.
-                return Error::Corrupt("the row count of a store fails its integrity check".into());
-            }
-            pg_error(e)
-        })?;
+        let row = c
+            .client
+            .query_opt(&c.put_entry, &params)
+            .map_err(put_entry_error)?;
+        if row.is_some() || w.exact || w.reads.is_empty() {
+            return row.map(|row| version_of(&row)).transpose();
+        }
+        // ...and when another write moved the count on, again in a transaction that takes the
+        // lock first, so that what it reads next is current: stored if the shape and the
+        // cells read still hold.
+        let tx = RefCell::new(c.client.transaction().map_err(pg_error)?);
+        tx.borrow_mut()
+            .execute(&c.lock_db, &[&db])
+            .map_err(pg_error)?;
+        let head = tx
+            .borrow_mut()
+            .query_opt(&c.get_head, &[&db])
+            .map_err(pg_error)?;
+        let now = head.map_or(Ok(Version::default()), |row| version_of(&row))?;
+        let holds = now.same_shape(&w.expected)
+            && w.reads.still_hold(
+                |store, key| cell_in(&mut *tx.borrow_mut(), &c.get_cell, &w.meta.db, store, key),
+                |store, prefix| {
+                    range_in(
+                        &mut *tx.borrow_mut(),
+                        &c.get_range,
+                        &w.meta.db,
+                        (store, prefix, None),
+                        0,
+                        false,
+                    )
+                },
+            )?;
+        if !holds {
+            return Ok(None); // rolled back as `tx` drops
+        }
+        let mut tx = tx.into_inner();
+        params[19] = &false;
+        let row = tx
+            .query_opt(&c.put_entry, &params)
+            .map_err(put_entry_error)?;
+        tx.commit().map_err(pg_error)?;
         row.map(|row| version_of(&row)).transpose()
     }
 
@@ -713,8 +805,9 @@ impl Backend for PostgresBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let row = self.query_opt(|c| &c.get_cell, &[&&db.as_bytes()[..], &store, &key])?;
-        row.map(|r| checked_cell(db, store, key, &r)).transpose()
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        cell_in(&mut c.client, &c.get_cell, db, store, key)
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
@@ -755,28 +848,10 @@ impl Backend for PostgresBackend {
         limit: usize,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
-        let Some(range) = KeyRange::new(prefix, after) else {
-            return Ok(Vec::new());
-        };
-        let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
-        let db_bytes: &[u8] = db.as_bytes();
-        let mut bound: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            vec![&db_bytes, &store, &range.lower, &live_only, &limit];
-        if let Some(upper) = &range.upper {
-            bound.push(upper);
-        }
         let mut c = self.lock()?;
         let c = &mut *c;
-        let statement = &c.get_range[range_form(range.inclusive, range.upper.is_some())];
-        let found = c.client.query(statement, &bound).map_err(pg_error)?;
-        found
-            .iter()
-            .map(|row| {
-                let key: String = row.get(4);
-                let cell = checked_cell(db, store, &key, row)?;
-                Ok((key, cell))
-            })
-            .collect()
+        let wanted = (store, prefix, after);
+        range_in(&mut c.client, &c.get_range, db, wanted, limit, live_only)
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
