@@ -19,6 +19,10 @@ pub const MAX_REQUESTS: usize = 1024;
 /// Least time between two changes of one key's pending request (another permission asked):
 /// each is a commit of `_sync`, whose history is kept.
 pub const REQUEST_CHANGE_EVERY_MS: u64 = 60 * 1000;
+/// Most changes of one pending request's permission: a request is written at most this many
+/// times more before an admin answers it or it expires, so the requests a database may hold
+/// bound what strangers add to `_sync`'s history.
+pub const MAX_REQUEST_CHANGES: u32 = 3;
 
 /// Requests, by id.
 const REQUESTS: Table<RequestRecord> = Table::new("requests", "access request");
@@ -50,8 +54,42 @@ pub struct RequestRecord {
     pub device: PublicKey,
     /// When it was made (or last renewed), milliseconds since the Unix epoch.
     pub requested_at: u64,
+    /// How many times its key asked for another permission while it waited (at most
+    /// [`MAX_REQUEST_CHANGES`]).
+    #[serde(default)]
+    pub changes: u32,
     /// Pending or rejected.
     pub state: RequestState,
+}
+
+impl RequestRecord {
+    /// Whether this request's key may ask for `permission` instead, at `now_ms`: `None` if it
+    /// asks for what it waits for already (nothing to write), else how many changes the
+    /// request then counts. [`Error::PermissionDenied`] once an admin rejected it;
+    /// [`Error::Busy`] less than [`REQUEST_CHANGE_EVERY_MS`] after its last change, or after
+    /// [`MAX_REQUEST_CHANGES`] of them.
+    pub(super) fn change_to(&self, permission: Permission, now_ms: u64) -> Result<Option<u32>> {
+        if self.state == RequestState::Rejected {
+            return Err(Error::PermissionDenied(
+                "an admin rejected this key's request for this database".into(),
+            ));
+        }
+        if self.permission == permission {
+            return Ok(None);
+        }
+        if now_ms.saturating_sub(self.requested_at) < REQUEST_CHANGE_EVERY_MS {
+            return Err(Error::Busy(
+                "this key's request changed less than a minute ago; retry later".into(),
+            ));
+        }
+        if self.changes >= MAX_REQUEST_CHANGES {
+            return Err(Error::Busy(format!(
+                "this key's request changed its permission {MAX_REQUEST_CHANGES} times; it waits \
+                 as it is until an admin answers it or it expires"
+            )));
+        }
+        Ok(Some(self.changes + 1))
+    }
 }
 
 /// An auto-approve policy: requests for at most `permission` on a database are granted,
@@ -163,5 +201,70 @@ impl Requests {
                 _ => Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::PrivateKey;
+
+    fn pending(permission: Permission, requested_at: u64, changes: u32) -> RequestRecord {
+        let key = PrivateKey::generate().unwrap().public_key();
+        RequestRecord {
+            id: "req-test".into(),
+            db: EntryId::of_bytes(b"a database"),
+            key,
+            permission,
+            device: key,
+            requested_at,
+            state: RequestState::Pending,
+            changes,
+        }
+    }
+
+    #[test]
+    fn a_pending_request_changes_its_permission_a_bounded_number_of_times() {
+        let start = 1_000_000_000;
+        let mut request = pending(Permission::Read, start, 0);
+        let mut now = start;
+        for made in 1..=MAX_REQUEST_CHANGES {
+            let same = request.permission;
+            assert_eq!(request.change_to(same, now).unwrap(), None);
+            let other = match same {
+                Permission::Read => Permission::Write,
+                _ => Permission::Read,
+            };
+            let too_soon = request.change_to(other, now + REQUEST_CHANGE_EVERY_MS - 1);
+            assert!(matches!(too_soon, Err(Error::Busy(_))), "{too_soon:?}");
+            now += REQUEST_CHANGE_EVERY_MS;
+            assert_eq!(request.change_to(other, now).unwrap(), Some(made));
+            request = pending(other, now, made);
+        }
+        let refused = request.change_to(Permission::Admin, now + REQUEST_LIFETIME_MS);
+        assert!(
+            matches!(&refused, Err(Error::Busy(m)) if m.contains("3 times")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_rejected_request_is_never_changed() {
+        let mut request = pending(Permission::Read, 0, 0);
+        request.state = RequestState::Rejected;
+        let far = 10 * REQUEST_CHANGE_EVERY_MS;
+        for permission in [Permission::Read, Permission::Write] {
+            let refused = request.change_to(permission, far);
+            assert!(matches!(refused, Err(Error::PermissionDenied(_))));
+        }
+    }
+
+    #[test]
+    fn records_kept_before_changes_were_counted_read_as_none_made() {
+        let record = pending(Permission::Read, 7, 2);
+        let mut json = serde_json::to_value(&record).unwrap();
+        json.as_object_mut().unwrap().remove("changes");
+        let read: RequestRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(read.changes, 0);
     }
 }

@@ -6,9 +6,7 @@
 use std::sync::{Arc, Weak};
 
 use super::net::client::PeerConnection;
-use super::requests::{
-    request_id, PolicyRecord, RequestRecord, RequestState, REQUEST_CHANGE_EVERY_MS,
-};
+use super::requests::{request_id, PolicyRecord, RequestRecord, RequestState};
 use super::ticket::Ticket;
 use super::wire::{self, Envelope, Request, WINDOW_MS};
 use super::{address, PeerAddr, Requester, SyncEngine};
@@ -260,21 +258,13 @@ impl SyncEngine {
         if held.is_some_and(|p| p >= permission) {
             return Ok(id);
         }
-        if let Some(kept) = self.requests.get(&id)? {
-            if kept.state == RequestState::Rejected {
-                return Err(Error::PermissionDenied(
-                    "an admin rejected this key's request for this database".into(),
-                ));
-            }
-            if kept.permission == permission {
-                return Ok(id); // already waiting: nothing to write again
-            }
-            if now_ms().saturating_sub(kept.requested_at) < REQUEST_CHANGE_EVERY_MS {
-                return Err(Error::Busy(
-                    "this key's request changed less than a minute ago; retry later".into(),
-                ));
-            }
-        }
+        let changes = match self.requests.get(&id)? {
+            Some(kept) => match kept.change_to(permission, now_ms())? {
+                Some(changes) => changes,
+                None => return Ok(id), // already waiting: nothing to write again
+            },
+            None => 0,
+        };
         let request = RequestRecord {
             id: id.clone(),
             db: env.db,
@@ -283,6 +273,7 @@ impl SyncEngine {
             device: *peer,
             requested_at: now_ms(),
             state: RequestState::Pending,
+            changes,
         };
         if let Some(policy) = self.requests.policy(&env.db)? {
             if permission <= policy.permission {
