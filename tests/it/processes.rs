@@ -14,7 +14,7 @@ use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Database, Error, Instance, User};
 
 use crate::authority::{auth, data, root, write};
-use crate::support::{storages, Instrumented};
+use crate::support::{storages, Instrumented, Storage};
 
 /// An entry by `author` in `db` on top of `parents`, at `height`.
 fn entry(author: &PrivateKey, db: EntryId, parents: &[&Entry], height: u64, ops: Ops) -> Entry {
@@ -74,55 +74,56 @@ fn a_revocation_stored_by_one_process_discards_what_another_receives_later() {
 #[test]
 fn concurrent_path_writes_from_two_processes_both_survive() {
     for storage in storages() {
+        let p = TwoProcesses::on(&storage);
+        p.mine.set("s", "k", r#"{"a":1,"b":1}"#).unwrap();
+        let in_between = p.theirs.clone();
+        p.watched.before_writes(1, move || {
+            in_between.set_path("s", "k", "/b", "2").unwrap();
+        });
+        p.mine.set_path("s", "k", "/a", "2").unwrap();
+        let name = storage.name();
+        assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"a":2,"b":2}"#, "{name}");
+        assert_eq!(
+            p.theirs.get("s", "k").unwrap(),
+            r#"{"a":2,"b":2}"#,
+            "{name}"
+        );
+        p.mine.verify().unwrap();
+    }
+}
+
+/// One user's database open in two processes on one storage: `mine` through `watched` (so a
+/// test can land the other's writes in between), `theirs` in the other, each with its
+/// user's session. Fields drop in order: the databases before their sessions, those before
+/// the instances.
+struct TwoProcesses {
+    watched: Arc<Instrumented>,
+    mine: Database,
+    theirs: Database,
+    sessions: (User, User),
+    _instances: (Instance, Instance),
+}
+
+impl TwoProcesses {
+    /// On a fresh in-memory storage.
+    fn new() -> TwoProcesses {
+        TwoProcesses::on(&Storage::Memory(Arc::new(MemoryBackend::new())))
+    }
+
+    fn on(storage: &Storage) -> TwoProcesses {
         let watched = Instrumented::new(storage.open());
         let one = Instance::open(watched.clone()).unwrap();
         one.create_user("u", None).unwrap();
         let user = one.login("u", None).unwrap();
         let mine = user.create_db("d").unwrap();
-        mine.set("s", "k", r#"{"a":1,"b":1}"#).unwrap();
         let other = Instance::open(storage.open()).unwrap();
-        let their_user = other.login("u", None).unwrap();
-        let theirs = Arc::new(their_user.load_db(&mine.id()).unwrap());
-        let in_between = theirs.clone();
-        watched.before_writes(1, move || {
-            in_between.set_path("s", "k", "/b", "2").unwrap();
-        });
-        mine.set_path("s", "k", "/a", "2").unwrap();
-        let name = storage.name();
-        assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":2,"b":2}"#, "{name}");
-        assert_eq!(theirs.get("s", "k").unwrap(), r#"{"a":2,"b":2}"#, "{name}");
-        mine.verify().unwrap();
-        drop((their_user, other));
-    }
-}
-
-/// One user's database open in two processes on one in-memory storage: `mine` through
-/// `watched` (so a test can land the other's writes in between), `theirs` in the other.
-/// Fields drop in order: the databases before their sessions, those before the instances.
-struct TwoProcesses {
-    watched: Arc<Instrumented>,
-    mine: Database,
-    theirs: Database,
-    _sessions: (User, User),
-    _instances: (Instance, Instance),
-}
-
-impl TwoProcesses {
-    fn new() -> TwoProcesses {
-        let storage = Arc::new(MemoryBackend::new());
-        let watched = Instrumented::new(storage.clone());
-        let one = Instance::open(watched.clone()).unwrap();
-        one.create_user("u", None).unwrap();
-        let user = one.login("u", None).unwrap();
-        let mine = user.create_db("d").unwrap();
-        let other = Instance::open(storage).unwrap();
         let their_user = other.login("u", None).unwrap();
         let theirs = their_user.load_db(&mine.id()).unwrap();
         TwoProcesses {
             watched,
             mine,
             theirs,
-            _sessions: (user, their_user),
+            sessions: (user, their_user),
             _instances: (one, other),
         }
     }
@@ -337,31 +338,24 @@ fn a_revocation_stored_by_another_process_stops_an_open_handles_reads() {
 #[test]
 fn a_database_another_process_forgot_is_not_found_here() {
     for storage in storages() {
-        let one = Instance::open(storage.open()).unwrap();
-        one.create_user("u", None).unwrap();
-        let user = one.login("u", None).unwrap();
-        let db = user.create_db("d").unwrap();
-        db.set("s", "k", "1").unwrap();
-        let other = Instance::open(storage.open()).unwrap();
-        let their_user = other.login("u", None).unwrap();
-        let theirs = their_user.load_db(&db.id()).unwrap();
-        assert_eq!(theirs.get("s", "k").unwrap(), "1");
-        user.forget_db(&db.id()).unwrap();
+        let p = TwoProcesses::on(&storage);
+        p.mine.set("s", "k", "1").unwrap();
+        assert_eq!(p.theirs.get("s", "k").unwrap(), "1");
+        p.sessions.0.forget_db(&p.mine.id()).unwrap();
         let name = storage.name();
         std::thread::sleep(READ_RECHECK_AFTER);
         for result in [
-            theirs.get("s", "k").map(drop),
-            theirs.set("s", "k", "2").map(drop),
-            theirs.set_path("s", "k", "/a", "2").map(drop),
-            theirs.verify().map(drop),
-            their_user.load_db(&db.id()).map(drop),
+            p.theirs.get("s", "k").map(drop),
+            p.theirs.set("s", "k", "2").map(drop),
+            p.theirs.set_path("s", "k", "/a", "2").map(drop),
+            p.theirs.verify().map(drop),
+            p.sessions.1.load_db(&p.mine.id()).map(drop),
         ] {
             assert!(
                 matches!(result, Err(Error::NotFound(_))),
                 "{name}: {result:?}"
             );
         }
-        drop((theirs, their_user, other, db, user, one));
     }
 }
 
@@ -370,33 +364,25 @@ fn a_database_another_process_forgot_is_not_found_here() {
 #[test]
 fn path_writes_to_other_documents_in_between_do_not_refuse_a_path_write() {
     for storage in storages() {
-        let watched = Instrumented::new(storage.open());
-        let one = Instance::open(watched.clone()).unwrap();
-        one.create_user("u", None).unwrap();
-        let user = one.login("u", None).unwrap();
-        let mine = user.create_db("d").unwrap();
-        mine.set_path("s", "k", "/a", "1").unwrap();
-        let other = Instance::open(storage.open()).unwrap();
-        let their_user = other.login("u", None).unwrap();
-        let theirs = Arc::new(their_user.load_db(&mine.id()).unwrap());
-        theirs.set_path("s", "other", "/a", "1").unwrap();
-        let in_between = theirs.clone();
-        watched.before_writes(1, move || {
+        let p = TwoProcesses::on(&storage);
+        p.mine.set_path("s", "k", "/a", "1").unwrap();
+        p.theirs.set_path("s", "other", "/a", "1").unwrap();
+        let in_between = p.theirs.clone();
+        p.watched.before_writes(1, move || {
             in_between.set_path("s", "other", "/b", "2").unwrap();
             in_between.set("s", "plain", "3").unwrap();
         });
-        let tried = watched.writes_tried();
-        mine.set_path("s", "k", "/b", "2").unwrap();
+        let tried = p.watched.writes_tried();
+        p.mine.set_path("s", "k", "/b", "2").unwrap();
         let name = storage.name();
-        assert_eq!(watched.writes_tried(), tried + 1, "{name}");
-        assert_eq!(mine.get("s", "k").unwrap(), r#"{"a":1,"b":2}"#, "{name}");
+        assert_eq!(p.watched.writes_tried(), tried + 1, "{name}");
+        assert_eq!(p.mine.get("s", "k").unwrap(), r#"{"a":1,"b":2}"#, "{name}");
         assert_eq!(
-            mine.get("s", "other").unwrap(),
+            p.mine.get("s", "other").unwrap(),
             r#"{"a":1,"b":2}"#,
             "{name}"
         );
-        mine.verify().unwrap();
-        drop((theirs, their_user, other));
+        p.mine.verify().unwrap();
     }
 }
 
@@ -407,14 +393,8 @@ fn path_writes_to_other_documents_in_between_do_not_refuse_a_path_write() {
 #[test]
 fn interleaved_document_writes_from_two_processes_keep_the_state_right() {
     for storage in storages() {
-        let watched = Instrumented::new(storage.open());
-        let one = Instance::open(watched.clone()).unwrap();
-        one.create_user("u", None).unwrap();
-        let user = one.login("u", None).unwrap();
-        let mine = user.create_db("d").unwrap();
-        let other = Instance::open(storage.open()).unwrap();
-        let their_user = other.login("u", None).unwrap();
-        let theirs = Arc::new(their_user.load_db(&mine.id()).unwrap());
+        let p = TwoProcesses::on(&storage);
+        let (watched, mine, theirs) = (&p.watched, &p.mine, &p.theirs);
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move |below: u64| {
             seed ^= seed << 13;
@@ -442,9 +422,9 @@ fn interleaved_document_writes_from_two_processes_keep_the_state_right() {
                 let in_between = theirs.clone();
                 watched.before_writes(1, move || write(&in_between, their_choice, round));
             }
-            write(&mine, mine_choice, round);
+            write(mine, mine_choice, round);
             if !interleave {
-                write(&theirs, their_choice, round);
+                write(theirs, their_choice, round);
             }
             mine.verify()
                 .unwrap_or_else(|e| panic!("{name}, round {round}: {e}"));
@@ -453,6 +433,5 @@ fn interleaved_document_writes_from_two_processes_keep_the_state_right() {
             let (a, b) = (mine.get("s", key).ok(), theirs.get("s", key).ok());
             assert_eq!(a, b, "{name}: {key}");
         }
-        drop((theirs, their_user, other));
     }
 }
