@@ -1,15 +1,17 @@
 //! Freshness of signed requests: a time window and a memory of recent nonces.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use super::wire::WINDOW_MS;
 use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
 
-/// Most nonces remembered at once (about 12 MiB); past it, expired ones are dropped, and if
-/// none has expired requests are refused with `MNEMO_STATUS_BUSY`. Only requests from keys
-/// that may read the database are remembered, so strangers cannot fill it.
+/// Most nonces remembered at once (about 12 MiB). Past it, expired ones are dropped; if
+/// none has expired, a key holding less than its fair share (this over the keys holding
+/// nonces) takes the place of the oldest nonce of the key holding the most, and other
+/// requests are refused with `MNEMO_STATUS_BUSY`. Only requests from keys that may read the
+/// database are remembered, so strangers cannot fill it.
 pub const CAPACITY: usize = 1 << 18;
 
 /// Most nonces remembered for one signing key: a sixteenth of [`CAPACITY`], so that one
@@ -31,10 +33,12 @@ pub struct ReplayGuard {
 
 #[derive(Default)]
 struct Memory {
-    /// Each nonce with when it may be forgotten and the key that used it.
-    seen: HashMap<[u8; 16], (u64, PublicKey)>,
-    /// How many of `seen` each key holds.
-    per_key: HashMap<PublicKey, usize>,
+    /// Each nonce with when it may be forgotten.
+    seen: HashMap<[u8; 16], u64>,
+    /// Each key's nonces in `seen`, oldest first.
+    by_key: HashMap<PublicKey, VecDeque<[u8; 16]>>,
+    /// `(how many, key)` for every key in `by_key`: the largest holder is the last.
+    holdings: BTreeSet<(usize, PublicKey)>,
     last_sweep_ms: u64,
 }
 
@@ -45,28 +49,56 @@ impl Memory {
             return;
         }
         self.last_sweep_ms = now_ms;
-        let per_key = &mut self.per_key;
-        self.seen.retain(|_, (expiry, key)| {
-            let keep = *expiry > now_ms;
-            if !keep {
-                if let Some(n) = per_key.get_mut(key) {
-                    *n -= 1;
-                }
-            }
-            keep
+        self.seen.retain(|_, expiry| *expiry > now_ms);
+        let seen = &self.seen;
+        self.by_key.retain(|_, nonces| {
+            nonces.retain(|n| seen.contains_key(n));
+            !nonces.is_empty()
         });
-        per_key.retain(|_, n| *n > 0);
+        self.holdings = self.by_key.iter().map(|(k, n)| (n.len(), *k)).collect();
     }
 
     fn held_by(&self, key: &PublicKey) -> usize {
-        self.per_key.get(key).copied().unwrap_or(0)
+        self.by_key.get(key).map_or(0, VecDeque::len)
+    }
+
+    /// Remembers `nonce` of `key` until `expiry`.
+    fn insert(&mut self, key: &PublicKey, nonce: [u8; 16], expiry: u64) {
+        let held = self.held_by(key);
+        self.holdings.remove(&(held, *key));
+        self.holdings.insert((held + 1, *key));
+        self.by_key.entry(*key).or_default().push_back(nonce);
+        self.seen.insert(nonce, expiry);
+    }
+
+    /// Makes room for `key` when the memory is full: forgets the oldest nonce of the key
+    /// holding the most, if that key holds more than its fair share and more than `key`
+    /// would after its request. False when `key` is itself among the largest holders.
+    fn make_room_for(&mut self, key: &PublicKey) -> bool {
+        let Some(&(most, largest)) = self.holdings.last() else {
+            return false;
+        };
+        let keys = self.by_key.len() + usize::from(!self.by_key.contains_key(key));
+        if most <= CAPACITY / keys || most <= self.held_by(key) + 1 {
+            return false;
+        }
+        self.holdings.remove(&(most, largest));
+        let nonces = self.by_key.get_mut(&largest).expect("a holder has nonces");
+        let oldest = nonces.pop_front().expect("a holder has nonces");
+        self.seen.remove(&oldest);
+        if nonces.is_empty() {
+            self.by_key.remove(&largest);
+        } else {
+            self.holdings.insert((most - 1, largest));
+        }
+        true
     }
 }
 
 impl ReplayGuard {
     /// Accepts a request signed by `key`, made at `timestamp_ms` with `nonce`, once; refuses
     /// stale, future or replayed ones with [`Error::PermissionDenied`], and with
-    /// [`Error::Busy`] when the memory, or `key`'s share of it, is full of live nonces.
+    /// [`Error::Busy`] when `key`'s share of the memory is full of live nonces.
     pub fn check(
         &self,
         key: &PublicKey,
@@ -86,16 +118,15 @@ impl ReplayGuard {
         if memory.seen.len() >= CAPACITY || memory.held_by(key) >= PER_KEY {
             memory.sweep(now_ms);
         }
-        if memory.seen.len() >= CAPACITY {
-            return Err(Error::Busy("server busy: too many recent requests".into()));
-        }
         if memory.held_by(key) >= PER_KEY {
             return Err(Error::Busy(
                 "server busy: too many recent requests signed by this key".into(),
             ));
         }
-        memory.seen.insert(*nonce, (timestamp_ms + WINDOW_MS, *key));
-        *memory.per_key.entry(*key).or_default() += 1;
+        if memory.seen.len() >= CAPACITY && !memory.make_room_for(key) {
+            return Err(Error::Busy("server busy: too many recent requests".into()));
+        }
+        memory.insert(key, *nonce, timestamp_ms + WINDOW_MS);
         Ok(())
     }
 }
@@ -137,6 +168,69 @@ mod tests {
         // Once its nonces expire (and a sweep may run), the key is served again.
         let later = now + 2 * WINDOW_MS + 1;
         guard.check(&greedy, later, &next, later).unwrap();
+    }
+
+    #[test]
+    fn keys_that_fill_the_memory_together_make_room_for_another() {
+        let guard = ReplayGuard::default();
+        let now = 10 * WINDOW_MS;
+        let greedy: Vec<PublicKey> = (0..CAPACITY / PER_KEY)
+            .map(|_| PrivateKey::generate().unwrap().public_key())
+            .collect();
+        let mut n = 0;
+        for key in &greedy {
+            for _ in 0..PER_KEY {
+                guard.check(key, now + WINDOW_MS, &nonce(n), now).unwrap();
+                n += 1;
+            }
+        }
+        // The memory is full of live nonces, and the greedy keys are at their share.
+        assert!(matches!(
+            guard.check(&greedy[0], now, &nonce(n), now),
+            Err(Error::Busy(_))
+        ));
+        // Another key is served, in place of the oldest nonces of the largest holders...
+        let other = PrivateKey::generate().unwrap().public_key();
+        for i in 0..100 {
+            guard.check(&other, now, &nonce(n + 1 + i), now).unwrap();
+        }
+        let memory = guard.memory.lock().unwrap();
+        assert_eq!(memory.seen.len(), CAPACITY);
+        assert_eq!(memory.held_by(&other), 100);
+        assert!(greedy.iter().all(|k| memory.held_by(k) >= PER_KEY - 100));
+        drop(memory);
+        // ...while the nonces kept are still refused as replays.
+        assert!(matches!(
+            guard.check(&other, now, &nonce(n - 1), now),
+            Err(Error::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_memory_refuses_the_keys_holding_the_most() {
+        let guard = ReplayGuard::default();
+        let now = 10 * WINDOW_MS;
+        let keys: Vec<PublicKey> = (0..CAPACITY / PER_KEY)
+            .map(|_| PrivateKey::generate().unwrap().public_key())
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            for j in 0..PER_KEY - 1 {
+                guard.check(key, now, &nonce(i * PER_KEY + j), now).unwrap();
+            }
+        }
+        let last = CAPACITY - 1;
+        let latecomer = PrivateKey::generate().unwrap().public_key();
+        for i in 0..CAPACITY / PER_KEY {
+            guard
+                .check(&latecomer, now, &nonce(last + 1 + i), now)
+                .unwrap();
+        }
+        // The memory is full again, and this key is among those holding the most: it is
+        // not made room for.
+        assert!(matches!(
+            guard.check(&keys[0], now, &nonce(2 * CAPACITY), now),
+            Err(Error::Busy(_))
+        ));
     }
 
     #[test]
