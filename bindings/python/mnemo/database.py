@@ -35,7 +35,9 @@ class Database(HandleOwner):
     (so dict key order is not kept, tuples come back as lists and dict keys as strings).
     Numbers are kept exactly: integers of any size and floats at full precision round-trip.
     Reads keep working after the user who opened the database logged out; writes then
-    raise :class:`mnemo.LoggedOut`.
+    raise :class:`mnemo.LoggedOut`. Once the session's keys lose read access, reads raise
+    :class:`mnemo.PermissionDenied` (within a second when another process sharing the
+    storage revoked them).
 
     Each of :meth:`set`, :meth:`delete`, :meth:`grant` and :meth:`revoke` is one signed
     commit; :meth:`transaction` groups several writes into one. :meth:`store` gives a
