@@ -8,6 +8,8 @@
 //! `verify/after_N` is `Database::verify` over N entries. `decode/256_*` decodes and verifies
 //! a batch of 256 entries from elsewhere one by one and with `entry::decode_all` (on up to
 //! `MAX_DECODE_THREADS` cores), as sync does with each page it receives.
+//! `commit/300_grants_one_discarded` against `commit/300_grants` is what a settings change
+//! discarded somewhere in a database's history costs each commit.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -50,6 +52,51 @@ fn commits(c: &mut Criterion) {
         let (_inst, _user, db) = database_with(entries);
         let mut n = 0u64;
         c.bench_function(&format!("commit/after_{entries}"), |b| {
+            b.iter(|| {
+                n += 1;
+                db.set("s", "hot", &n.to_string()).unwrap()
+            })
+        });
+    }
+}
+
+/// A commit in a database holding `grants` read grants, and (if `discarded`) a settings
+/// change discarded on arrival: an admin's grant made offline while the owner revoked the
+/// admin. A commit there checks that its author's permission does not come from it.
+fn commits_beside_a_discarded_change(c: &mut Criterion) {
+    for (grants, discarded) in [(300, false), (300, true)] {
+        let (inst, _user, db) = database_with(0);
+        let admin = PrivateKey::generate().unwrap();
+        db.grant(&admin.public_key(), Permission::Admin).unwrap();
+        let mut ops = Ops::new();
+        ops.entry("_settings".into()).or_default().insert(
+            auth_key(&PrivateKey::generate().unwrap().public_key()),
+            Op::Set(auth_value(Grant::active(Permission::Write, None))),
+        );
+        let offline = EntryContent {
+            db: Some(db.id()),
+            parents: db.tips().unwrap(),
+            height: db.height().unwrap() + 1,
+            ops,
+            author: admin.public_key(),
+        }
+        .sign(&admin)
+        .unwrap();
+        if discarded {
+            db.revoke(&admin.public_key()).unwrap();
+            let received = inst.receive_entry(offline.bytes()).unwrap();
+            assert_eq!(received.discarded, vec![offline.id()]);
+        }
+        for _ in 0..grants {
+            let reader = PrivateKey::generate().unwrap().public_key();
+            db.grant(&reader, Permission::Read).unwrap();
+        }
+        let mut n = 0u64;
+        let name = match discarded {
+            true => format!("commit/{grants}_grants_one_discarded"),
+            false => format!("commit/{grants}_grants"),
+        };
+        c.bench_function(&name, |b| {
             b.iter(|| {
                 n += 1;
                 db.set("s", "hot", &n.to_string()).unwrap()
@@ -210,7 +257,7 @@ fn decoding(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
-    targets = floor, commits, reads, transactions, decoding
+    targets = floor, commits, commits_beside_a_discarded_change, reads, transactions, decoding
 }
 criterion_group! {
     name = whole_history;

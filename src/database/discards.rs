@@ -28,7 +28,22 @@ pub(crate) struct DiscardIndex {
     discarded_settings: HashSet<EntryId>,
     /// Effective lowerings, by the key lowered: (the change, its height, the new level).
     lowerings: HashMap<PublicKey, Vec<(EntryId, u64, Level)>>,
+    /// What [`DiscardIndex::discards_arriving`] worked out for the settings tips it was last
+    /// asked about, so that commits on unchanged settings load their closure once.
+    arriving: Option<ArrivingMemo>,
 }
+
+/// The settings closure some settings tips see, as [`DiscardIndex::discards_arriving`]
+/// needs it.
+struct ArrivingMemo {
+    visible: Vec<EntryId>,
+    /// `None` when the closure holds no discarded settings change (no grant in it is
+    /// discounted); else its entries, and each author's level in it found so far.
+    discounted: Option<(Vec<SettingsEntry>, HashMap<PublicKey, Level>)>,
+}
+
+/// Most authors' levels an [`ArrivingMemo`] keeps (past it, it starts again).
+const MEMO_AUTHORS: usize = 1024;
 
 impl DiscardIndex {
     /// The index of database `db` as stored.
@@ -70,17 +85,21 @@ impl DiscardIndex {
             .entry(key)
             .or_default()
             .push((entry, height, level));
+        self.arriving = None;
     }
 
     /// Records that settings entry `entry` was discarded on arrival.
     pub(crate) fn add_discarded_settings(&mut self, entry: EntryId) {
         self.discarded_settings.insert(entry);
+        self.arriving = None;
     }
 
     /// Whether an entry not stored yet, by `author`, needing `need`, whose parents see the
     /// settings tips `visible`, is discarded by what is stored (see the module's rules).
+    /// The settings closure is loaded once per settings tips asked about (see
+    /// [`ArrivingMemo`]).
     pub(crate) fn discards_arriving(
-        &self,
+        &mut self,
         backend: &dyn Backend,
         author: &PublicKey,
         need: Level,
@@ -97,19 +116,35 @@ impl DiscardIndex {
         if self.discarded_settings.is_empty() {
             return Ok(false);
         }
-        let entries = load_closure(backend, visible)?;
-        if !entries
-            .iter()
-            .any(|e| self.discarded_settings.contains(&e.id))
-        {
-            return Ok(false);
+        let discarded = &self.discarded_settings;
+        if self.arriving.as_ref().is_none_or(|m| m.visible != visible) {
+            let entries = load_closure(backend, visible)?;
+            let sees_discarded = entries.iter().any(|e| discarded.contains(&e.id));
+            self.arriving = Some(ArrivingMemo {
+                visible: visible.to_vec(),
+                discounted: sees_discarded.then(|| (entries, HashMap::new())),
+            });
         }
-        let closure = Closure::new(&entries);
-        let seen = closure.seen_from(visible);
-        let counts = |j: usize| !self.discarded_settings.contains(&entries[j].id);
-        let level = closure
-            .grant_among(author, &seen, &counts)
-            .and_then(|g| g.level());
+        let memo = self.arriving.as_mut().expect("set above");
+        let Some((entries, levels)) = &mut memo.discounted else {
+            return Ok(false);
+        };
+        let level = match levels.get(author) {
+            Some(level) => *level,
+            None => {
+                let closure = Closure::new(entries);
+                let seen = closure.seen_from(visible);
+                let counts = |j: usize| !discarded.contains(&entries[j].id);
+                let level = closure
+                    .grant_among(author, &seen, &counts)
+                    .and_then(|g| g.level());
+                if levels.len() >= MEMO_AUTHORS {
+                    levels.clear();
+                }
+                levels.insert(*author, level);
+                level
+            }
+        };
         Ok(level < need)
     }
 }

@@ -394,6 +394,30 @@ fn a_key_granted_by_a_discarded_change_cannot_open_or_commit_locally() {
         Err(Error::PermissionDenied(m)) => assert!(m.contains("is not an admin here"), "{m}"),
         other => panic!("{other:?}"),
     }
+    // On the same settings, a key the creator granted writes, and the friend still cannot:
+    // what is worked out of those settings once is kept per key.
+    here.inst.create_user("mate", None).unwrap();
+    let mate = here.inst.login("mate", None).unwrap();
+    let mate_key = mate.default_key().unwrap();
+    let mut grant = Ops::new();
+    grant
+        .entry("_settings".into())
+        .or_default()
+        .insert(auth_key(&mate_key), Op::Set(auth_value(write())));
+    let grant_mate = commit(&c, on(&c, &db, &creator, grant));
+    assert!(here.take(&[&grant_mate])[0].is_ok());
+    let mates = mate.load_db(&db).unwrap();
+    for round in 0..2 {
+        assert!(
+            matches!(
+                early.set("s", "k", "\"after\""),
+                Err(Error::PermissionDenied(_))
+            ),
+            "round {round}"
+        );
+        mates.set("s", "m", &round.to_string()).unwrap();
+    }
+    assert_eq!(here.get(&db, "s", "k"), None);
     // Here is what the same entries make anywhere.
     let made_here: Vec<Entry> = here
         .backend
