@@ -583,6 +583,56 @@ fn put_entry_error(e: postgres::Error) -> Error {
     pg_error(e)
 }
 
+/// The index of [`PUT_ENTRY`]'s parameter `$20`, whether the count must match too.
+const COUNT_MUST_MATCH: usize = 19;
+
+/// Stores the entry of `w` with [`PUT_ENTRY`] (`params`, the count not compared) in a
+/// transaction that takes the database's lock first, so that what it reads next is current:
+/// only if the database's shape and the cells `w` read still hold
+/// ([`super::EntryWrite::reads`]). `None`, and nothing written, otherwise.
+fn put_entry_checking_reads(
+    c: &mut Connection,
+    w: &EntryWrite<'_>,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Version>> {
+    let db = &w.meta.db;
+    let tx = RefCell::new(c.client.transaction().map_err(pg_error)?);
+    tx.borrow_mut()
+        .execute(&c.lock_db, &[&&db.as_bytes()[..]])
+        .map_err(pg_error)?;
+    let now = version_in(&mut *tx.borrow_mut(), &c.get_head, db)?;
+    let holds = now.same_shape(&w.expected)
+        && w.reads.still_hold(
+            |store, key| cell_in(&mut *tx.borrow_mut(), &c.get_cell, db, store, key),
+            |store, prefix| {
+                let wanted = (store, prefix, None);
+                range_in(&mut *tx.borrow_mut(), &c.get_range, db, wanted, 0, false)
+            },
+        )?;
+    if !holds {
+        return Ok(None); // rolled back as `tx` drops
+    }
+    let mut tx = tx.into_inner();
+    let row = tx
+        .query_opt(&c.put_entry, params)
+        .map_err(put_entry_error)?;
+    tx.commit().map_err(pg_error)?;
+    row.map(|row| version_of(&row)).transpose()
+}
+
+/// Database `db`'s [`Version`] as `client` sees it, `get_head` its statement (no row: the
+/// first version).
+fn version_in(
+    client: &mut impl GenericClient,
+    get_head: &Statement,
+    db: &EntryId,
+) -> Result<Version> {
+    let head = client
+        .query_opt(get_head, &[&&db.as_bytes()[..]])
+        .map_err(pg_error)?;
+    head.map_or(Ok(Version::default()), |row| version_of(&row))
+}
+
 /// [`Backend::cell`] as `client` sees it, `get_cell` its statement.
 fn cell_in(
     client: &mut impl GenericClient,
@@ -678,8 +728,9 @@ fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryM
 
 impl Backend for PostgresBackend {
     fn version(&self, db: &EntryId) -> Result<Version> {
-        let head = self.query_opt(|c| &c.get_head, &[&&db.as_bytes()[..]])?;
-        head.map_or(Ok(Version::default()), |row| version_of(&row))
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        version_in(&mut c.client, &c.get_head, db)
     }
 
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
@@ -725,8 +776,9 @@ impl Backend for PostgresBackend {
             &discarded,
             &shape,
             &count,
-            // The statement cannot compare the cells a write read (its snapshot may predate
-            // the lock): first it is tried with the count instead (one round trip)...
+            // At COUNT_MUST_MATCH. The statement cannot compare the cells a write read (its
+            // snapshot may predate the lock): first it is tried with the count instead (one
+            // round trip)...
             &w.counts_exactly(),
             &reshapes,
         ];
@@ -739,42 +791,9 @@ impl Backend for PostgresBackend {
         if row.is_some() || w.exact || w.reads.is_empty() {
             return row.map(|row| version_of(&row)).transpose();
         }
-        // ...and when another write moved the count on, again in a transaction that takes the
-        // lock first, so that what it reads next is current: stored if the shape and the
-        // cells read still hold.
-        let tx = RefCell::new(c.client.transaction().map_err(pg_error)?);
-        tx.borrow_mut()
-            .execute(&c.lock_db, &[&db])
-            .map_err(pg_error)?;
-        let head = tx
-            .borrow_mut()
-            .query_opt(&c.get_head, &[&db])
-            .map_err(pg_error)?;
-        let now = head.map_or(Ok(Version::default()), |row| version_of(&row))?;
-        let holds = now.same_shape(&w.expected)
-            && w.reads.still_hold(
-                |store, key| cell_in(&mut *tx.borrow_mut(), &c.get_cell, &w.meta.db, store, key),
-                |store, prefix| {
-                    range_in(
-                        &mut *tx.borrow_mut(),
-                        &c.get_range,
-                        &w.meta.db,
-                        (store, prefix, None),
-                        0,
-                        false,
-                    )
-                },
-            )?;
-        if !holds {
-            return Ok(None); // rolled back as `tx` drops
-        }
-        let mut tx = tx.into_inner();
-        params[19] = &false;
-        let row = tx
-            .query_opt(&c.put_entry, &params)
-            .map_err(put_entry_error)?;
-        tx.commit().map_err(pg_error)?;
-        row.map(|row| version_of(&row)).transpose()
+        // ...and when another write moved the count on, again with the cells compared.
+        params[COUNT_MUST_MATCH] = &false;
+        put_entry_checking_reads(c, w, &params)
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
