@@ -501,49 +501,6 @@ fn two_processes_writing_one_postgres_database_converge() {
     assert_eq!(db.tips().unwrap(), vec![merge]);
 }
 
-/// A PostgreSQL database that an earlier mnemo left at schema version 2 (without the
-/// databases' versions, its cells keyed by their whole key) is brought to version 3 at
-/// connect, its data kept.
-#[test]
-fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
-    let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
-        return;
-    };
-    let url = storage.url().unwrap();
-    {
-        let (_inst, _user, db) = open_user(&url);
-        db.set("s", "k", "1").unwrap();
-    }
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    // Back to version 2's shape: no versions, cells keyed by the whole key.
-    admin
-        .batch_execute(
-            "DROP TABLE mnemo_heads; DROP INDEX mnemo_cells_by_key; \
-             ALTER TABLE mnemo_cells DROP COLUMN key_hash, ADD PRIMARY KEY (db, store, key); \
-             UPDATE mnemo_schema SET version = 2;",
-        )
-        .unwrap();
-    let (_inst, _user, db) = open_user(&url);
-    assert_eq!(db.get("s", "k").unwrap(), "1");
-    db.set("s", "k", "2").unwrap();
-    db.verify().unwrap();
-    let version: i32 = admin
-        .query_one("SELECT max(version) FROM mnemo_schema", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(version, 3);
-    let heads: i64 = admin
-        .query_one("SELECT count(*) FROM mnemo_heads", &[])
-        .unwrap()
-        .get(0);
-    assert!(heads >= 1);
-    let long = "k".repeat(4096);
-    db.set("s", &long, "3").unwrap();
-    assert_eq!(db.get("s", &long).unwrap(), "3");
-    assert_eq!(db.scan("s", "", None, 0).unwrap().len(), 2);
-}
-
 /// The server ending mnemo's connection (a restart, a failover, an administrator) fails
 /// the call that was using it, and the next call connects again.
 #[test]

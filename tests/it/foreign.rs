@@ -14,7 +14,7 @@ use mnemo::backend::MemoryBackend;
 
 use crate::support::{logged_in, state, stored, Instrumented};
 
-fn ops(store: &str, key: &str, json: &str) -> Ops {
+pub(crate) fn ops(store: &str, key: &str, json: &str) -> Ops {
     let mut store_ops = BTreeMap::new();
     store_ops.insert(key.to_string(), Op::Set(json.to_string()));
     let mut ops = Ops::new();
@@ -23,7 +23,7 @@ fn ops(store: &str, key: &str, json: &str) -> Ops {
 }
 
 /// An entry on top of `db`'s current tips, signed by `key`.
-fn on_tips(db: &Database, key: &PrivateKey, ops: Ops) -> Entry {
+pub(crate) fn on_tips(db: &Database, key: &PrivateKey, ops: Ops) -> Entry {
     let tips = db.tips().unwrap();
     let height = tips
         .iter()

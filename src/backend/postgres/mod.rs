@@ -35,8 +35,9 @@ use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 /// The schema this build reads and writes. Version 1 was a development schema, refused;
-/// version 2 ([`SCHEMA_V2`]) is upgraded at connect ([`UPGRADE_FROM_V2`]).
-pub const SCHEMA_VERSION: i32 = 3;
+/// versions 2 ([`SCHEMA_V2`]) and 3 are upgraded at connect ([`UPGRADE_FROM_V2`], then
+/// [`UPGRADE_FROM_V3`]).
+pub const SCHEMA_VERSION: i32 = 4;
 /// Advisory lock key serialising schema creation: "mnem".
 const SCHEMA_LOCK: i64 = 0x6d6e_656d;
 
@@ -93,6 +94,20 @@ CREATE UNIQUE INDEX mnemo_cells_by_key ON mnemo_cells (db, store, ",
     ", key_hash);
 UPDATE mnemo_schema SET version = 3;"
 );
+
+/// Brings a version 3 schema to this one: `mnemo_tips` is keyed by a slot per tip instead
+/// of the tip's id, so that a commit replaces its parent's row in place ([`PUT_ENTRY`]).
+/// Deleting the parent's row and inserting the entry's left a dead index entry per commit
+/// until autovacuum, and every commit reads the tips through that index. A slot is the log
+/// position of the entry that first held it; the tips kept take negative ones, which no log
+/// position is.
+const UPGRADE_FROM_V3: &str = "ALTER TABLE mnemo_tips ADD COLUMN slot BIGINT;
+UPDATE mnemo_tips t SET slot = -n.n FROM (
+    SELECT db, id, row_number() OVER (PARTITION BY db ORDER BY id) AS n FROM mnemo_tips
+) n WHERE n.db = t.db AND n.id = t.id;
+ALTER TABLE mnemo_tips ALTER COLUMN slot SET NOT NULL, DROP CONSTRAINT mnemo_tips_pkey,
+    ADD PRIMARY KEY (db, slot);
+UPDATE mnemo_schema SET version = 4;";
 
 /// Moves database `$1`'s version on, shape and count, if it is still shape `$2` and count
 /// `$3`, returning the new one (no row when it is not: another process wrote). An upsert
@@ -255,6 +270,7 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
         tx.batch_execute("INSERT INTO mnemo_schema (version) VALUES (2);")
             .map_err(pg_error)?;
         tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
+        tx.batch_execute(UPGRADE_FROM_V3).map_err(pg_error)?;
         return tx.commit().map_err(pg_error);
     }
     let version: i32 = tx
@@ -270,6 +286,9 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
     }
     if version == 2 {
         tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
+    }
+    if version == 2 || version == 3 {
+        tx.batch_execute(UPGRADE_FROM_V3).map_err(pg_error)?;
     } else if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "unknown mnemo schema version {version}"
@@ -285,11 +304,14 @@ impl Connection {
         let get_entry =
             p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1")?;
         let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id")?;
-        // A tip without its entry reads as NULLs on the right, reported as damage.
+        // A tip without its entry reads as NULLs on the right, reported as damage. Each
+        // tip's entry is looked up by its key (LATERAL ... LIMIT 1): as a plain join, the
+        // plan PostgreSQL keeps for the statement, made while `mnemo_entries` is small,
+        // scanned the whole table at every commit until the next ANALYZE.
         let get_tip_metas = p(
             "SELECT t.id, t.height, t.chk, e.db, e.height, e.visible, e.changes_settings, \
-             e.bytes, e.chk FROM mnemo_tips t LEFT JOIN mnemo_entries e ON e.id = t.id \
-             WHERE t.db = $1 ORDER BY t.id",
+             e.bytes, e.chk FROM mnemo_tips t LEFT JOIN LATERAL (SELECT * FROM mnemo_entries \
+             WHERE id = t.id LIMIT 1) e ON true WHERE t.db = $1 ORDER BY t.id",
         )?;
         let get_cell = p(concat!(
             "SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND ",
@@ -412,7 +434,11 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 ///   cells and row counts are upserts, which see and lock the newest row. A cell is kept
 ///   over the stored one as [`super::CellWrite::keeps_over`] says; `xmax = 0` marks the
 ///   rows it inserted (an updated row carries the updater's lock), which the row counts
-///   add. Tips dropped are the entry's parents, which the caller read before.
+///   add. The entry takes the slot of its parent tip with the lowest one (`retipped`: an
+///   update in place, no new index entry), or a new slot, its log position, when no parent
+///   is a tip any more; its other parents' tips go. An update or delete that finds its row
+///   changed since the snapshot checks it again as it is now (PostgreSQL's rule for READ
+///   COMMITTED), so a tip another process put in a parent's slot meanwhile is kept.
 /// - Cells are found by their key's head (`left(key, 512)`, [`key_head`]) and SHA-256, as
 ///   `mnemo_cells_by_key` indexes them.
 /// - A row count's check ([`rows::store_check`]) is computed here with `sha256`, over the
@@ -433,12 +459,18 @@ WITH locked AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), logged AS (
-    INSERT INTO mnemo_log (db, id) SELECT $2, id FROM entry
+    INSERT INTO mnemo_log (db, id) SELECT $2, id FROM entry RETURNING seq
+), retipped AS (
+    UPDATE mnemo_tips t SET id = e.id, height = $3, chk = $9::bytea FROM entry e
+    WHERE t.db = $2 AND t.id = ANY ($8::bytea[])
+        AND t.slot = (SELECT min(slot) FROM mnemo_tips WHERE db = $2 AND id = ANY ($8::bytea[]))
+    RETURNING t.slot
 ), untipped AS (
     DELETE FROM mnemo_tips WHERE db = $2 AND id = ANY ($8::bytea[]) AND EXISTS (SELECT FROM entry)
+        AND slot NOT IN (SELECT slot FROM retipped)
 ), tipped AS (
-    INSERT INTO mnemo_tips (db, id, height, chk) SELECT $2, id, $3, $9::bytea FROM entry
-    ON CONFLICT DO NOTHING
+    INSERT INTO mnemo_tips (db, slot, id, height, chk)
+    SELECT $2, seq, id, $3, $9::bytea FROM entry, logged WHERE NOT EXISTS (SELECT FROM retipped)
 ), writes AS (
     SELECT store COLLATE "C" AS store, key COLLATE "C" AS key, height, entry, value, chk, replace
     FROM unnest($10::text[], $11::text[], $12::int8[], $13::bytea[], $14::text[], $15::bytea[],
