@@ -8,7 +8,7 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use super::range::KeyRange;
-use super::{Backend, Cell, EntryMeta, EntryWrite, StateWrite, Version};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Put, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -174,7 +174,7 @@ impl Backend for MemoryBackend {
         Ok(self.read()?.version(db))
     }
 
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         let mut guard = self.write()?;
         let inner = &mut *guard;
         let db = w.meta.db;
@@ -188,9 +188,15 @@ impl Backend for MemoryBackend {
             return Ok(None);
         }
         if inner.entries.contains_key(&w.id) {
-            return Ok(Some(now));
+            return Ok(Some(Put {
+                version: now,
+                directly_after: false,
+            }));
         }
-        let after = inner.advance(&db, w.reshapes);
+        let after = Put {
+            version: inner.advance(&db, w.reshapes),
+            directly_after: now == w.expected,
+        };
         let visible = &w.meta.settings_visible;
         let settings_visible = match inner.visible_sets.get(visible) {
             Some(shared) => shared.clone(),

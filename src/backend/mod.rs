@@ -118,7 +118,8 @@ pub struct EntryWrite<'a> {
     /// unless its shape is still current, and with `exact` its count too.
     pub expected: Version,
     /// Whether the writer read rows that any other write may change (the tips, for a
-    /// settings change) to work this one out, so that any write since makes it stale.
+    /// settings change, or the tip it remembered from its last write) to work this one out,
+    /// so that any write since makes it stale.
     pub exact: bool,
     /// The cells the writer read to work this one out (a document's rows), with what it
     /// found: nothing is written unless they still hold that (or, where a backend stores it
@@ -142,6 +143,17 @@ impl EntryWrite<'_> {
     pub fn counts_exactly(&self) -> bool {
         self.exact || !self.reads.is_empty()
     }
+}
+
+/// What [`Backend::put_entry`] did when it stored (or found) the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Put {
+    /// The database's version after.
+    pub version: Version,
+    /// True when the entry was new and the version before it was exactly
+    /// [`EntryWrite::expected`], count too: nothing was written since what the writer read,
+    /// so an entry made on top of every tip it read is now the only tip.
+    pub directly_after: bool,
 }
 
 /// Cells with their keys, sorted by key.
@@ -215,10 +227,11 @@ pub trait Backend: Send + Sync {
     /// ([`EntryWrite::reads`]; or the count is unchanged), stores an entry, replaces its
     /// parents in the tip set by it, and writes the cells that are kept
     /// ([`CellWrite::keeps_over`]), all or nothing, and returns the version after (its
-    /// shape moved on if [`EntryWrite::reshapes`]). Storing an entry that is already present
-    /// changes no row. `None`: the version moved on or a cell read changed (another process
-    /// wrote), and nothing was written.
-    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>>;
+    /// shape moved on if [`EntryWrite::reshapes`]) with whether nothing came between
+    /// ([`Put::directly_after`]). Storing an entry that is already present changes no row.
+    /// `None`: the version moved on or a cell read changed (another process wrote), and
+    /// nothing was written.
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Put>>;
     /// Runs `work` as one turn of this storage's writer, for a commit: the entries `work`
     /// stores with [`Backend::put_entry`] may be left staged (written, not yet durable, seen
     /// by nobody else) to share their commit with others', and what `work` reads on this

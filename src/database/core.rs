@@ -96,6 +96,31 @@ struct Plan {
     meta: EntryMeta,
     /// The keys it lowers, with their new level (settings changes only).
     lowers: Vec<(PublicKey, Level)>,
+    /// A local commit's parent is the tip memory remembered ([`Known::sole_tip`]).
+    on_remembered_tip: bool,
+}
+
+/// How an entry comes to be stored ([`DatabaseCore::apply`]).
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// Made here on top of every tip: those read from storage, or the one memory
+    /// `remembered` ([`Known::sole_tip`]), which holds only while nothing else is written.
+    Local { remembered: bool },
+    /// From elsewhere: in effect, or `discarded` on arrival.
+    Received { discarded: bool },
+}
+
+/// What this process knows of the database's rows.
+struct Known {
+    /// The version that what memory holds reflects (see [`DatabaseCore::known_version`]).
+    version: Version,
+    /// True when `version` is what this process's own write returned (not read from
+    /// storage, as at first use or after another process's write was found).
+    written_here: bool,
+    /// The only tip at `version`, with its metadata, when this process's own commit made
+    /// that version directly on top of every tip ([`crate::backend::Put::directly_after`]):
+    /// the next commit builds on it without reading the tips.
+    sole_tip: Option<(EntryId, EntryMeta)>,
 }
 
 /// What became of a valid entry from elsewhere.
@@ -137,9 +162,9 @@ pub struct DatabaseCore {
     notices: NoticeOrder,
     /// `UNDO_UNCHECKED`, `UNDO_NONE` or `UNDO_PENDING`: see [`DatabaseCore::undo_pending`].
     undo: AtomicU8,
-    /// The database's version that what memory holds of it reflects (see
-    /// [`DatabaseCore::known_version`]); `None` once forgotten with it.
-    version: Mutex<Option<Version>>,
+    /// What this process knows of the database's rows; `None` once forgotten with what
+    /// memory derived.
+    known: Mutex<Option<Known>>,
 }
 
 /// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
@@ -203,7 +228,7 @@ impl DatabaseCore {
             staged: Mutex::new(None),
             notices: NoticeOrder::default(),
             undo: AtomicU8::new(UNDO_UNCHECKED),
-            version: Mutex::new(None),
+            known: Mutex::new(None),
         }
     }
 
@@ -313,7 +338,7 @@ impl DatabaseCore {
                         .document_stores
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()) = None;
-                    self.settle_version(version);
+                    self.settle_version(version, None);
                     return Ok(());
                 }
                 None => self.catch_up()?,
@@ -330,13 +355,27 @@ impl DatabaseCore {
     /// shape; for a write that read tips or document rows, the count too): the change is
     /// worked out again ([`DatabaseCore::catch_up`]), at most [`STALE_TRIES`] times.
     fn known_version(&self) -> Result<Version> {
-        let mut known = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(version) = *known {
-            return Ok(version);
+        let mut known = self.known();
+        if let Some(known) = &*known {
+            return Ok(known.version);
         }
         let version = self.backend.version(&self.id)?;
-        *known = Some(version);
+        *known = Some(Known {
+            version,
+            written_here: false,
+            sole_tip: None,
+        });
         Ok(version)
+    }
+
+    fn known(&self) -> MutexGuard<'_, Option<Known>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The only tip, if this process's last write left it so and nothing since changed what
+    /// memory knows ([`Known::sole_tip`]). A write built on it must find the count unchanged.
+    fn remembered_tip(&self) -> Option<(EntryId, EntryMeta)> {
+        self.known().as_ref().and_then(|k| k.sole_tip.clone())
     }
 
     /// After storage refused a write as stale: reads the version again, and forgets what
@@ -344,9 +383,13 @@ impl DatabaseCore {
     /// settings or stores of documents). A change worked out again then reads the rest anew.
     fn catch_up(&self) -> Result<()> {
         let now = self.backend.version(&self.id)?;
-        let mut known = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        if known.is_some_and(|k| k.same_shape(&now)) {
-            *known = Some(now);
+        let mut known = self.known();
+        if known.as_ref().is_some_and(|k| k.version.same_shape(&now)) {
+            *known = Some(Known {
+                version: now,
+                written_here: false,
+                sole_tip: None,
+            });
             return Ok(());
         }
         drop(known);
@@ -354,16 +397,21 @@ impl DatabaseCore {
         Ok(())
     }
 
-    /// Records the version this process's own write returned.
-    fn settle_version(&self, version: Version) {
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = Some(version);
+    /// Records the version this process's own write returned, and the tip it left if it is
+    /// the only one.
+    fn settle_version(&self, version: Version, sole_tip: Option<(EntryId, EntryMeta)>) {
+        *self.known() = Some(Known {
+            version,
+            written_here: true,
+            sole_tip,
+        });
     }
 
     /// Drops what is kept in memory of the stored state (loaded again from storage at next
     /// use, after the version is read again): after a staged commit failed, it may include
     /// that commit's effects; after another process wrote, it may lack theirs.
     fn forget_derived_state(&self) {
-        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.known() = None;
         // Look for the record again at the next change or read.
         let _ = self.undo.compare_exchange(
             UNDO_NONE,
@@ -616,6 +664,7 @@ impl DatabaseCore {
                 changes_settings,
             },
             lowers,
+            on_remembered_tip: false,
         })
     }
 
@@ -649,7 +698,9 @@ impl DatabaseCore {
         let _guard = self.lock()?;
         self.ensure_kept()?;
         for _ in 0..STALE_TRIES {
-            if self.apply(root, meta.clone(), false)? {
+            // A new root is the first entry of its database: on top of every tip (none).
+            let arrival = Arrival::Local { remembered: false };
+            if self.apply(root, meta.clone(), arrival)? {
                 return Ok(());
             }
             self.catch_up()?;
@@ -766,8 +817,14 @@ impl DatabaseCore {
     /// docs/security-model.md).
     fn make_entry(&self, ops: Ops, author: PublicKey, keys: &dyn KeyRing) -> Result<(Entry, Plan)> {
         self.known_version()?;
-        let tips = self.tip_metas()?;
-        let plan = self.plan(&tips, &author, &ops)?;
+        let remembered = self.remembered_tip();
+        let on_remembered_tip = remembered.is_some();
+        let tips = match remembered {
+            Some(tip) => vec![tip],
+            None => self.tip_metas()?,
+        };
+        let mut plan = self.plan(&tips, &author, &ops)?;
+        plan.on_remembered_tip = on_remembered_tip;
         let need = authority::needed(plan.meta.changes_settings);
         if self.discard_index()?.discards_arriving(
             &*self.backend,
@@ -801,7 +858,10 @@ impl DatabaseCore {
         } else {
             Some(self.discard_index()?)
         };
-        if !self.apply(entry, plan.meta, false)? {
+        let arrival = Arrival::Local {
+            remembered: plan.on_remembered_tip,
+        };
+        if !self.apply(entry, plan.meta, arrival)? {
             return Ok(false);
         }
         if let Some(discards) = discards.as_mut() {
@@ -935,7 +995,7 @@ impl DatabaseCore {
         )?;
         if discarded {
             let changes_settings = plan.meta.changes_settings;
-            if !self.apply(entry, plan.meta, true)? {
+            if !self.apply(entry, plan.meta, Arrival::Received { discarded: true })? {
                 return Ok(None);
             }
             if changes_settings {
@@ -946,7 +1006,7 @@ impl DatabaseCore {
         let tips = self.tip_ids()?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
         if plan.lowers.is_empty() || sees_everything {
-            if !self.apply(entry, plan.meta, false)? {
+            if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {
                 return Ok(None);
             }
             if !plan.lowers.is_empty() {
@@ -962,7 +1022,7 @@ impl DatabaseCore {
         self.backend
             .meta_insert_new(&undo_pending_record(&self.id), b"")?;
         self.undo.store(UNDO_PENDING, Ordering::Release);
-        if !self.apply(entry, plan.meta, false)? {
+        if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {
             return Ok(None); // the record stays: the next change works the state out again
         }
         self.undo_discarded()?;
@@ -1096,11 +1156,19 @@ impl DatabaseCore {
     }
 
     /// Stores `entry` with `meta`, and its cells (the backend keeps those that win) unless
-    /// it is `discarded`. False when another process wrote since what memory holds, or
-    /// what this change read, was read (nothing is stored: see
+    /// it was discarded on arrival. False when another process wrote since what memory
+    /// holds, or what this change read, was read (nothing is stored: see
     /// [`DatabaseCore::known_version`]). Callers hold the write lock.
-    fn apply(&self, entry: &Entry, meta: EntryMeta, discarded: bool) -> Result<bool> {
+    fn apply(&self, entry: &Entry, meta: EntryMeta, arrival: Arrival) -> Result<bool> {
         let expected = self.known_version()?;
+        let discarded = matches!(arrival, Arrival::Received { discarded: true });
+        let remembered = matches!(arrival, Arrival::Local { remembered: true });
+        // The only tip it leaves if nothing else is written meanwhile, remembered when this
+        // process wrote last (a local commit after another process's write reads the tips
+        // again, so that processes taking turns never build on a tip one of them left).
+        let follows_own_write = self.known().as_ref().is_some_and(|k| k.written_here);
+        let sole_tip = (matches!(arrival, Arrival::Local { .. }) && follows_own_write)
+            .then(|| (entry.id(), meta.clone()));
         let content = entry.content();
         // The stores of documents it adds (remembered once it is stored, so that the write
         // that stores them tells other processes), and the document rows it read.
@@ -1161,15 +1229,16 @@ impl DatabaseCore {
             cells,
             discarded,
             expected,
-            // A settings change reads the tips (which entries it lowers concurrently).
-            exact: changes_settings,
+            // A settings change reads the tips (which entries it lowers concurrently); a
+            // commit on the remembered tip holds only if nothing was written since.
+            exact: changes_settings || remembered,
             reads,
             reshapes: changes_settings || !new_document_stores.is_empty(),
         })?;
-        let Some(version) = stored else {
+        let Some(put) = stored else {
             return Ok(false);
         };
-        self.settle_version(version);
+        self.settle_version(put.version, sole_tip.filter(|_| put.directly_after));
         if let Some(known) = self
             .document_stores
             .lock()

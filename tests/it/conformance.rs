@@ -201,7 +201,10 @@ fn tip_metas_agree_with_tips_and_entry_meta() {
 }
 
 /// Storage changed behind the library's back: a tip whose entry row is gone, or whose entry
-/// row fails its check, stops the next commit with `Corrupt` (SQLite and PostgreSQL).
+/// row fails its check, stops with `Corrupt` a commit that reads the tips (SQLite and
+/// PostgreSQL). Here another instance loads the database (which reads them already) and
+/// commits, as another process would. A process's commit right after its own builds on the
+/// tip it remembers without reading it; damage to that tip is found by reads and `verify`.
 #[test]
 fn a_tip_whose_entry_is_missing_or_damaged_stops_a_commit() {
     use crate::support::Storage;
@@ -228,7 +231,10 @@ fn a_tip_whose_entry_is_missing_or_damaged_stops_a_commit() {
                     assert_eq!(conn.execute(&sql, &[&tip_bytes]).unwrap(), 1, "{name}");
                 }
             }
-            match db.set("s", "k", "2") {
+            let other = Instance::open(storage.open()).unwrap();
+            let other_user = other.login("u", None).unwrap();
+            let loaded = other_user.load_db(&db.id());
+            match loaded.and_then(|other_db| other_db.set("s", "k", "2")) {
                 Err(Error::Corrupt(message)) => assert!(
                     message.contains(&tip.to_string()),
                     "{name}, {damage}: {message}"

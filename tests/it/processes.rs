@@ -365,8 +365,9 @@ fn a_database_another_process_forgot_is_not_found_here() {
 fn path_writes_to_other_documents_in_between_do_not_refuse_a_path_write() {
     for storage in storages() {
         let p = TwoProcesses::on(&storage);
-        p.mine.set_path("s", "k", "/a", "1").unwrap();
+        // The processes take turns (so this one remembers no tip of its own to build on).
         p.theirs.set_path("s", "other", "/a", "1").unwrap();
+        p.mine.set_path("s", "k", "/a", "1").unwrap();
         let in_between = p.theirs.clone();
         p.watched.before_writes(1, move || {
             in_between.set_path("s", "other", "/b", "2").unwrap();
@@ -433,5 +434,67 @@ fn interleaved_document_writes_from_two_processes_keep_the_state_right() {
             let (a, b) = (mine.get("s", key).ok(), theirs.get("s", key).ok());
             assert_eq!(a, b, "{name}: {key}");
         }
+    }
+}
+
+/// A commit right after this process's own, with nothing written in between, builds on the
+/// tip that commit left without reading the tips. When another process wrote meanwhile,
+/// storage refuses it and it is made again on top of what there is now; the commit after
+/// that reads the tips, as every commit does while processes take turns.
+#[test]
+fn a_commit_builds_on_the_tip_its_process_left_until_another_writes() {
+    for storage in storages() {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        p.mine.set("s", "a", "1").unwrap();
+        let reads = p.watched.tip_reads();
+        p.mine.set("s", "b", "2").unwrap();
+        assert_eq!(p.watched.tip_reads(), reads, "{name}: the tips were read");
+        let theirs = p.theirs.clone();
+        p.watched.before_writes(1, move || {
+            theirs.set("s", "theirs", "3").unwrap();
+        });
+        let tried = p.watched.writes_tried();
+        let third = p.mine.set("s", "c", "4").unwrap();
+        assert_eq!(p.watched.writes_tried(), tried + 2, "{name}: refused once");
+        assert_eq!(
+            p.mine.tips().unwrap(),
+            vec![third],
+            "{name}: on top of theirs"
+        );
+        let reads = p.watched.tip_reads();
+        let fourth = p.mine.set("s", "d", "5").unwrap();
+        assert!(
+            p.watched.tip_reads() > reads,
+            "{name}: the tips were not read"
+        );
+        assert_eq!(p.theirs.tips().unwrap(), vec![fourth], "{name}");
+        assert_eq!(p.theirs.get("s", "c").unwrap(), "4", "{name}");
+        assert_eq!(p.mine.get("s", "theirs").unwrap(), "3", "{name}");
+        p.mine.verify().unwrap();
+    }
+}
+
+/// A commit whose storage commit failed leaves no tip remembered: the next commit builds on
+/// the tip before it.
+#[test]
+fn a_commit_after_a_failed_one_builds_on_the_tip_before_it() {
+    for storage in storages() {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        p.mine.set("s", "a", "1").unwrap();
+        let before = p.mine.set("s", "b", "2").unwrap();
+        p.watched.roll_back_next_turn();
+        assert!(p.mine.set("s", "c", "3").is_err(), "{name}");
+        let next = p.mine.set("s", "d", "4").unwrap();
+        let parents = Entry::decode(&p.mine.entry_bytes(&next).unwrap())
+            .unwrap()
+            .content()
+            .parents
+            .clone();
+        assert_eq!(parents, vec![before], "{name}");
+        assert_eq!(p.mine.tips().unwrap(), vec![next], "{name}");
+        assert!(p.mine.get("s", "c").unwrap_err().is_not_found(), "{name}");
+        p.mine.verify().unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mnemo::backend::{
-    Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Staged, StateWrite, Version,
+    Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Put, Staged, StateWrite, Version,
 };
 use mnemo::entry::EntryId;
 use mnemo::{Database, Error, Instance, User};
@@ -244,6 +244,8 @@ pub struct Instrumented {
     inner: Arc<dyn Backend>,
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
+    /// Calls of `tips` and `tip_metas`.
+    tip_reads: AtomicUsize,
     writes: AtomicUsize,
     fail_at: AtomicUsize,
     crash: bool,
@@ -275,6 +277,7 @@ impl Instrumented {
         Arc::new(Instrumented {
             inner,
             entry_reads: AtomicUsize::new(0),
+            tip_reads: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             crash,
@@ -336,6 +339,11 @@ impl Instrumented {
         }
     }
 
+    /// How many times the tips were read so far.
+    pub fn tip_reads(&self) -> usize {
+        self.tip_reads.load(Ordering::SeqCst)
+    }
+
     /// How many writes were attempted so far (the failed one included).
     pub fn writes_tried(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
@@ -368,10 +376,14 @@ impl Backend for Instrumented {
     fn version(&self, db: &EntryId) -> Result<Version, Error> {
         self.read(|| self.inner.version(db))
     }
-    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Version>, Error> {
+    fn put_entry(&self, write: &EntryWrite<'_>) -> Result<Option<Put>, Error> {
         if self.in_rolled_back_turn.load(Ordering::SeqCst) {
-            // Written into a transaction that will roll back.
-            return Ok(Some(write.expected));
+            // Written into a transaction that will roll back (directly after what the writer
+            // read, as a real write would be: the writer must forget it when the turn fails).
+            return Ok(Some(Put {
+                version: write.expected,
+                directly_after: true,
+            }));
         }
         self.run_before_write();
         let stored = self.write(|| self.inner.put_entry(write))?;
@@ -403,9 +415,11 @@ impl Backend for Instrumented {
         self.read(|| self.inner.entry_meta(id))
     }
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {
+        self.tip_reads.fetch_add(1, Ordering::SeqCst);
         self.read(|| self.inner.tips(db))
     }
     fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>, Error> {
+        self.tip_reads.fetch_add(1, Ordering::SeqCst);
         self.read(|| self.inner.tip_metas(db))
     }
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {

@@ -30,7 +30,7 @@ pub use options::{PostgresUrl, SslMode};
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, StateWrite, Version};
+use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -420,8 +420,10 @@ fn range_form(inclusive: bool, bounded: bool) -> usize {
 /// (store, key, height, entry, value, check, replace), `$17` its discarded mark's check
 /// (NULL: not discarded), `$18` and `$19` the shape and count of the database's version the
 /// writer expects, `$20` whether the count must match too, `$21` 1 if the entry moves the
-/// shape on (else 0). Returns the database's version after (no row: it did not match, and
-/// nothing was written).
+/// shape on (else 0). Returns the database's version after, and whether the entry was new
+/// and the version before was the one expected, count too ([`Put::directly_after`]; a
+/// database without a version row is at the first version). No row: the version did not
+/// match, and nothing was written.
 ///
 /// - The database's advisory lock comes first (everything else reads `entry`, which reads
 ///   `head`, which reads `locked`), so log positions follow commit order across processes,
@@ -452,7 +454,7 @@ WITH locked AS (
     SELECT $2, $18::int8 + $21::int8, $19::int8 + 1 FROM locked
     ON CONFLICT (db) DO UPDATE SET shape = h.shape + $21::int8, version = h.version + 1
     WHERE h.shape = $18 AND (NOT $20::boolean OR h.version = $19)
-    RETURNING shape, version
+    RETURNING shape, version, xmax = 0 AS inserted
 ), entry AS (
     INSERT INTO mnemo_entries (id, db, height, visible, changes_settings, bytes, chk)
     SELECT $1::bytea, $2, $3::int8, $4::bytea, $5::boolean, $6::bytea, $7::bytea FROM head
@@ -503,7 +505,9 @@ WITH locked AS (
     WHERE $17 IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT shape, version FROM head
+SELECT shape, version, EXISTS (SELECT FROM entry)
+    AND CASE WHEN inserted THEN $18 = 0 AND $19 = 0 ELSE version = $19 + 1 END
+FROM head
 "#;
 
 /// The cells of an [`EntryWrite`] by column: [`PUT_ENTRY`]'s array parameters.
@@ -626,7 +630,7 @@ fn put_entry_checking_reads(
     c: &mut Connection,
     w: &EntryWrite<'_>,
     params: &[&(dyn ToSql + Sync)],
-) -> Result<Option<Version>> {
+) -> Result<Option<Put>> {
     let db = &w.meta.db;
     let tx = RefCell::new(c.client.transaction().map_err(pg_error)?);
     tx.borrow_mut()
@@ -649,7 +653,7 @@ fn put_entry_checking_reads(
         .query_opt(&c.put_entry, params)
         .map_err(put_entry_error)?;
     tx.commit().map_err(pg_error)?;
-    row.map(|row| version_of(&row)).transpose()
+    row.map(|row| put_of(&row)).transpose()
 }
 
 /// Database `db`'s [`Version`] as `client` sees it, `get_head` its statement (no row: the
@@ -765,7 +769,7 @@ impl Backend for PostgresBackend {
         version_in(&mut c.client, &c.get_head, db)
     }
 
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         let db: &[u8] = w.meta.db.as_bytes();
         let parents: Vec<&[u8]> = w.parents.iter().map(|p| &p.as_bytes()[..]).collect();
         let mut cells = CellColumns::default();
@@ -821,7 +825,7 @@ impl Backend for PostgresBackend {
             .query_opt(&c.put_entry, &params)
             .map_err(put_entry_error)?;
         if row.is_some() || w.exact || w.reads.is_empty() {
-            return row.map(|row| version_of(&row)).transpose();
+            return row.map(|row| put_of(&row)).transpose();
         }
         // ...and when another write moved the count on, again with the cells compared.
         params[COUNT_MUST_MATCH] = &false;
@@ -1136,6 +1140,14 @@ fn version_of(row: &Row) -> Result<Version> {
             .map_err(|_| Error::Corrupt("a database version is negative".into()))
     };
     Ok(Version::new(part(0)?, part(1)?))
+}
+
+/// What [`PUT_ENTRY`] returned: the version after, and whether nothing came between.
+fn put_of(row: &Row) -> Result<Put> {
+    Ok(Put {
+        version: version_of(row)?,
+        directly_after: row.get(2),
+    })
 }
 
 impl PostgresBackend {

@@ -35,7 +35,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, Staged, StateWrite, Version};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Put, Staged, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 use group::{Exclusive, GroupWriter};
@@ -573,7 +573,7 @@ impl Backend for SqliteBackend {
         in_snapshot(&conn, || version_in(&conn, db))
     }
 
-    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+    fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         let mut after = None;
         self.writer.write_in_group(|conn| {
             after = write_entry(conn, w)?;
@@ -912,7 +912,7 @@ fn advance_shape(tx: &Connection, db: &EntryId) -> Result<Version> {
 /// Writes the rows of `w` in the open transaction if `db`'s version still matches the one
 /// `w` expects ([`Backend::put_entry`]), and returns the version after (unchanged if its
 /// entry is already stored); `None` when it moved on, and nothing is written.
-fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
+fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
     let newest = newest_log_row(tx, &w.meta.db)?;
     let shape = counter_in(tx, &shape_key(&w.meta.db))?;
     let count = newest.as_ref().map_or(0, |(seq, _)| *seq);
@@ -946,7 +946,11 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
         })
         .map_err(sql_error)?;
     if inserted == 0 {
-        return Ok(Some(now)); // already stored
+        // Already stored.
+        return Ok(Some(Put {
+            version: now,
+            directly_after: false,
+        }));
     }
     append_to_log(tx, &w.meta.db, newest, &w.id, w.meta.height, w.parents)?;
     let mut added: BTreeMap<&str, u64> = BTreeMap::new();
@@ -989,10 +993,15 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Version>> {
     if w.discarded {
         mark_discarded(tx, &w.meta.db, &[w.id])?;
     }
-    if w.reshapes {
-        return advance_shape(tx, &w.meta.db).map(Some);
-    }
-    Ok(Some(Version::new(shape, count + 1)))
+    let version = if w.reshapes {
+        advance_shape(tx, &w.meta.db)?
+    } else {
+        Version::new(shape, count + 1)
+    };
+    Ok(Some(Put {
+        version,
+        directly_after: now == w.expected,
+    }))
 }
 
 /// Appends `id` (at `height`, with `parents`) to the end of `db`'s log, after its `newest`
