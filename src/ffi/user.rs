@@ -144,7 +144,10 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
 /// local: grants in the database's settings stay as they are, also on other replicas; while
 /// another user of the instance keeps it, `mnemo_user_load_db` adds it to the list again,
-/// and once reclaimed, syncing it from a peer brings it back.
+/// and once reclaimed, syncing it from a peer brings it back. Another user of this instance
+/// loading it at the same moment either keeps it (it is not reclaimed) or waits and gets
+/// MNEMO_STATUS_NOT_FOUND; a load in another process sharing the storage is not ordered
+/// with the reclaiming.
 ///
 /// - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
 ///

@@ -1,7 +1,7 @@
 //! The accounts of one instance: the user directory (`_users`), creating users, logging
 //! in, and what every session needs from the instance.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,10 @@ pub struct Accounts {
     kdf: KdfParams,
     /// What the instance does when a database is forgotten.
     lifecycle: Arc<dyn Lifecycle>,
+    /// Held shared while a user starts keeping a database ([`User::load_db`]), exclusive
+    /// while [`User::forget_db`] finds that no user keeps one and reclaims its storage: a
+    /// database is never reclaimed under a user who has just loaded it.
+    keeping: RwLock<()>,
 }
 
 impl Accounts {
@@ -83,6 +87,7 @@ impl Accounts {
             catalog,
             kdf,
             lifecycle,
+            keeping: RwLock::new(()),
         }
     }
 
@@ -255,6 +260,17 @@ impl Accounts {
     /// What the instance does when a database is forgotten.
     pub(super) fn lifecycle(&self) -> &dyn Lifecycle {
         &*self.lifecycle
+    }
+
+    /// Held while a user starts keeping a database (see [`Accounts::keeping`]).
+    pub(super) fn starting_to_keep(&self) -> RwLockReadGuard<'_, ()> {
+        self.keeping.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held from finding that no user keeps a database until its storage is reclaimed
+    /// (see [`Accounts::keeping`]).
+    pub(super) fn deciding_to_reclaim(&self) -> RwLockWriteGuard<'_, ()> {
+        self.keeping.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether some user of the instance keeps database `db` in their list (one read per

@@ -29,7 +29,9 @@ impl User {
     /// on it fail with [`Error::NotFound`]. Forgetting is local: grants in the database's
     /// settings stay as they are (on other replicas too), so while another user of this
     /// instance keeps it, [`User::load_db`] adds it to the list again, and after it was
-    /// reclaimed, syncing it from a peer brings it back.
+    /// reclaimed, syncing it from a peer brings it back. Another user of this instance
+    /// loading it meanwhile either keeps it or waits and finds it gone; a load in another
+    /// process sharing the storage is not ordered with the reclaiming.
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;
     /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
@@ -49,6 +51,8 @@ impl User {
             )));
         }
         TRACKED.delete(&self.user_db, &key)?;
+        // No user of this instance starts keeping it between the check and the reclaiming.
+        let _deciding = self.accounts.deciding_to_reclaim();
         let unkept = !self.accounts.kept(id)?;
         self.accounts.catalog_forgotten(id, &self.id, unkept)?;
         lifecycle.forgotten(&self.id, id, unkept)?;

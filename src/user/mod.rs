@@ -142,6 +142,8 @@ impl User {
     /// other users' private databases are never opened this way).
     pub fn load_db(&self, id: &EntryId) -> Result<Database> {
         self.session.ensure_usable()?;
+        // Not reclaimed by another user's forget_db until this user keeps it.
+        let _keeping = self.accounts.starting_to_keep();
         let Some(author) = self.openable(id)? else {
             return Err(not_openable(id));
         };
@@ -304,7 +306,8 @@ impl Drop for User {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine;
@@ -312,10 +315,18 @@ mod tests {
     use super::Accounts;
     use crate::backend::{Backend, MemoryBackend};
     use crate::crypto::{KdfParams, KeyRing, PrivateKey};
-    use crate::database::Registry;
+    use crate::database::{Permission, Registry};
 
     /// The accounts of a bare instance on `backend`: what the instance room builds.
     fn accounts(backend: Arc<dyn Backend>) -> Arc<Accounts> {
+        accounts_with(backend, Arc::new(Bare))
+    }
+
+    /// [`accounts`] with `lifecycle` told of forgotten databases.
+    fn accounts_with(
+        backend: Arc<dyn Backend>,
+        lifecycle: Arc<dyn super::Lifecycle>,
+    ) -> Arc<Accounts> {
         let registry = Arc::new(Registry::new(backend));
         let device = Arc::new(PrivateKey::generate().unwrap());
         let device_key = device.public_key();
@@ -332,7 +343,7 @@ mod tests {
             directory,
             catalog,
             KdfParams::MINIMUM,
-            Arc::new(Bare),
+            lifecycle,
         ))
     }
 
@@ -497,5 +508,69 @@ mod tests {
                 .unwrap(),
             keys
         );
+    }
+
+    /// A lifecycle that runs `work` once, when the instance is about to reclaim a database.
+    struct Reclaiming {
+        work: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl super::Lifecycle for Reclaiming {
+        fn is_system(&self, _db: &crate::entry::EntryId) -> crate::Result<bool> {
+            Ok(false)
+        }
+
+        fn forgotten(&self, _: &str, _: &crate::entry::EntryId, unkept: bool) -> crate::Result<()> {
+            let work = self.work.lock().unwrap().take();
+            if let (true, Some(work)) = (unkept, work) {
+                work();
+            }
+            Ok(())
+        }
+    }
+
+    /// A user loading a database (and writing to it) while another user forgets it, just
+    /// as the instance found that no user keeps it: either the load waits until the storage
+    /// is reclaimed and finds nothing, or the database stays for the user who loaded it.
+    /// (Before, the load and the write landed in between, and the write was deleted with
+    /// the rest.)
+    #[test]
+    fn a_database_is_never_reclaimed_under_a_user_who_just_loaded_it() {
+        let lifecycle = Arc::new(Reclaiming {
+            work: Mutex::new(None),
+        });
+        let inst = accounts_with(Arc::new(MemoryBackend::new()), lifecycle.clone());
+        inst.create_user("a", None).unwrap();
+        inst.create_user("b", None).unwrap();
+        let a = inst.login("a", None).unwrap();
+        let b = inst.login("b", None).unwrap();
+        let db = a.create_db("shared").unwrap();
+        db.grant(&b.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        let id = db.id();
+        type Loading = std::thread::JoinHandle<(crate::Result<()>, super::User)>;
+        let loading: Arc<Mutex<Option<Loading>>> = Arc::default();
+        let stash = loading.clone();
+        *lifecycle.work.lock().unwrap() = Some(Box::new(move || {
+            let handle = std::thread::spawn(move || {
+                let wrote = b
+                    .load_db(&id)
+                    .and_then(|db| db.set("s", "k", "1").map(drop));
+                (wrote, b)
+            });
+            // Without a lock between them, the load and the write finish meanwhile.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            *stash.lock().unwrap() = Some(handle);
+        }));
+        a.forget_db(&id).unwrap();
+        let handle = loading.lock().unwrap().take();
+        let (wrote, b) = handle.expect("reclaimed").join().unwrap();
+        match wrote {
+            Ok(()) => assert_eq!(b.load_db(&id).unwrap().get("s", "k").unwrap(), "1"),
+            Err(e) => assert!(e.is_not_found(), "{e}"),
+        }
     }
 }
