@@ -476,7 +476,6 @@ fn set_schema_version_in_header(path: &std::path::Path, version: u32) -> std::io
 #[test]
 fn two_processes_writing_one_postgres_database_converge() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();
@@ -506,7 +505,6 @@ fn two_processes_writing_one_postgres_database_converge() {
 #[test]
 fn a_lost_postgres_connection_is_made_again_at_the_next_call() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();
@@ -540,7 +538,6 @@ fn a_lost_postgres_connection_is_made_again_at_the_next_call() {
 #[test]
 fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = format!("{}?lock_timeout=300", storage.url().unwrap());
@@ -567,7 +564,6 @@ fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
 #[test]
 fn full_store_reads_on_postgres_never_see_a_count_ahead_of_the_rows() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();

@@ -37,7 +37,6 @@ fn back_to_version_3(admin: &mut postgres::Client) {
 #[test]
 fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();
@@ -76,7 +75,6 @@ fn a_postgres_schema_of_version_2_is_upgraded_at_connect() {
 #[test]
 fn a_postgres_schema_of_version_3_is_upgraded_at_connect() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();
@@ -119,7 +117,6 @@ fn a_postgres_schema_of_version_3_is_upgraded_at_connect() {
 #[test]
 fn postgres_commits_cost_what_the_first_did() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();
@@ -167,7 +164,6 @@ fn postgres_commits_cost_what_the_first_did() {
 #[test]
 fn a_postgres_commit_keeps_the_tip_another_put_in_its_parents_place() {
     let Some(storage) = postgres_storage() else {
-        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
         return;
     };
     let url = storage.url().unwrap();

@@ -147,9 +147,12 @@ impl Drop for TempDir {
 }
 
 /// A fresh, empty PostgreSQL database on the test server, if `MNEMO_TEST_POSTGRES_URL`
-/// names one (the test command starts a server and sets it).
+/// names one (the test command starts a server and sets it); otherwise the skip is printed.
 pub fn postgres_storage() -> Option<Storage> {
-    let admin_url = std::env::var("MNEMO_TEST_POSTGRES_URL").ok()?;
+    let Ok(admin_url) = std::env::var("MNEMO_TEST_POSTGRES_URL") else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return None;
+    };
     let name = format!(
         "mnemo_test_{}",
         mnemo::crypto::random::hex_token::<8>().unwrap()
@@ -174,10 +177,7 @@ pub fn storages() -> Vec<Storage> {
         Storage::Memory(Arc::new(MemoryBackend::new())),
         Storage::Sqlite(TempDir::new()),
     ];
-    match postgres_storage() {
-        Some(pg) => all.push(pg),
-        None => eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)"),
-    }
+    all.extend(postgres_storage());
     all
 }
 
