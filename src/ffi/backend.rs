@@ -37,6 +37,9 @@ impl Handle for mnemo_backend {
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
 ///   connection the server ends fails the call using it; the next call connects again.
+/// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
+///   keeps, shared by its threads (made as calls need them). A call that finds them all in
+///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.
 /// - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
 ///   mnemo database: a change is stored only if no other process changed what it builds
 ///   on since it read it (settings and which stores hold documents; for a settings change,

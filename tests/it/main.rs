@@ -11,7 +11,7 @@ mod faults;
 mod foreign;
 mod hostile;
 mod lifecycle;
-mod postgres_rows;
+mod postgres;
 mod postgres_tls;
 mod processes;
 mod scans;

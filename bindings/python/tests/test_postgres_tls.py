@@ -1,4 +1,4 @@
-"""PostgreSQL over TLS through the Python package.
+"""PostgreSQL over TLS, and the URL's other options, through the Python package.
 
 The server tests need the test server of ``scripts/test-all`` (``MNEMO_TEST_POSTGRES_URL``,
 ``MNEMO_TEST_POSTGRES_TLS_ROOT``: the CA of its certificate, ``MNEMO_TEST_POSTGRES_TLS_WRONG_ROOT``:
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 
 import pytest
 
@@ -80,6 +81,33 @@ def test_a_bad_lock_timeout_is_an_invalid_argument(value: str) -> None:
         mnemo.Instance.open(f"postgres://u:{SECRET}@127.0.0.1:1/db?lock_timeout={value}")
     assert "lock_timeout" in refused.value.message
     assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "65", "-1", "two", "1.5", ""])
+def test_a_bad_max_connections_is_an_invalid_argument(value: str) -> None:
+    with pytest.raises(mnemo.InvalidArgument) as refused:
+        mnemo.Instance.open(f"postgres://u:{SECRET}@127.0.0.1:1/db?max_connections={value}")
+    assert "max_connections" in refused.value.message
+    assert SECRET not in str(refused.value)
+
+
+def test_one_connection_serves_every_thread(database_url: str) -> None:
+    sep = "&" if "?" in database_url else "?"
+    with mnemo.Instance.open(f"{database_url}{sep}max_connections=1") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user:
+            dbs = [user.create_db(f"d{i}") for i in range(4)]
+
+            def commit(db: mnemo.Database) -> None:
+                for i in range(20):
+                    db.set("s", f"k{i}", i)
+
+            threads = [threading.Thread(target=commit, args=(db,)) for db in dbs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert all(db.get("s", "k19") == 19 for db in dbs)
 
 
 def test_a_lock_timeout_is_taken(database_url: str) -> None:

@@ -15,11 +15,11 @@
 
 mod cert;
 mod options;
+mod pool;
 mod tls;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -27,6 +27,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 pub use options::{PostgresUrl, SslMode};
+use pool::{Lent, Pool};
 
 use super::range::KeyRange;
 use super::rows;
@@ -118,10 +119,11 @@ const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, shape, version) \
      WHERE h.shape = $2 AND h.version = $3 \
      RETURNING shape, version";
 
-/// A connection to PostgreSQL with its prepared statements, made again at the next call
-/// when the server ended it.
+/// Connections to PostgreSQL with their prepared statements, shared by the instance's
+/// threads (at most the URL's `max_connections`; `pool.rs`); one the server ended is made
+/// again at a next call.
 pub struct PostgresBackend {
-    conn: Mutex<Connection>,
+    pool: Pool<Connection>,
     url: PostgresUrl,
 }
 
@@ -195,22 +197,18 @@ impl PostgresBackend {
         check_or_create_schema(&mut client)?;
         let conn = Connection::prepare(client).map_err(pg_error)?;
         Ok(PostgresBackend {
-            conn: Mutex::new(conn),
+            pool: Pool::new(conn, url.max_connections()),
             url: url.clone(),
         })
     }
 
-    /// The connection, made again first if the server ended it (the call that found it
-    /// ended failed; this one goes on with a new connection, or fails if none can be made).
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| Error::Internal("postgres connection lock poisoned".into()))?;
-        if conn.client.is_closed() {
-            *conn = Connection::prepare(open_client(&self.url)?).map_err(pg_error)?;
-        }
-        Ok(conn)
+    /// A connection of the pool, for one call: an idle one the server has not ended (the
+    /// call that found one ended failed), or a new one, or one another thread gives back
+    /// within the URL's `lock_timeout` (then [`Error::Busy`]).
+    fn lock(&self) -> Result<Lent<'_, Connection>> {
+        let make = || Connection::prepare(open_client(&self.url)?).map_err(pg_error);
+        let usable = |c: &Connection| !c.client.is_closed();
+        self.pool.take(usable, make, self.url.lock_timeout())
     }
 
     /// The rows of the prepared statement `pick` names, run with `params`.

@@ -89,6 +89,7 @@ pub struct PostgresUrl {
     ssl_mode: SslMode,
     root_cert: Option<PathBuf>,
     lock_timeout: Duration,
+    max_connections: usize,
 }
 
 /// How long a statement waits for a lock (a database's, held by another process's write)
@@ -96,6 +97,11 @@ pub struct PostgresUrl {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `lock_timeout` a URL may ask for (one hour).
 const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
+/// How many connections an instance keeps to the server at most: the URL's
+/// `max_connections`, 1 to [`MAX_CONNECTIONS`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+/// The most `max_connections` a URL may ask for.
+const MAX_CONNECTIONS: usize = 64;
 
 impl fmt::Debug for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,6 +109,7 @@ impl fmt::Debug for PostgresUrl {
             .field("ssl_mode", &self.ssl_mode)
             .field("root_cert", &self.root_cert)
             .field("lock_timeout", &self.lock_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +139,7 @@ impl PostgresUrl {
         let mut mode = None;
         let mut root = None;
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
+        let mut max_connections = DEFAULT_MAX_CONNECTIONS;
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let Some((key, value)) = param.split_once('=') else {
                 return Err(Error::invalid(
@@ -142,6 +150,7 @@ impl PostgresUrl {
                 Some("sslmode") => mode = Some(decoded(value, "sslmode")?),
                 Some("sslrootcert") => root = Some(decoded(value, "sslrootcert")?),
                 Some("lock_timeout") => lock_timeout = lock_timeout_of(value)?,
+                Some("max_connections") => max_connections = max_connections_of(value)?,
                 _ => kept.push(param),
             }
         }
@@ -181,6 +190,7 @@ impl PostgresUrl {
             ssl_mode,
             root_cert,
             lock_timeout,
+            max_connections,
         })
     }
 
@@ -188,6 +198,12 @@ impl PostgresUrl {
     /// milliseconds, 1 to 3,600,000; [`DEFAULT_LOCK_TIMEOUT`] when absent).
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout
+    }
+
+    /// How many connections an instance keeps to the server at most, shared by its threads
+    /// (the URL's `max_connections`, 1 to 64; [`DEFAULT_MAX_CONNECTIONS`] when absent).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// The `sslmode` (`prefer` when the URL has none).
@@ -225,6 +241,19 @@ fn lock_timeout_of(value: &str) -> Result<Duration> {
         .ok_or_else(|| {
             Error::invalid(format!(
                 "option lock_timeout is a number of milliseconds from 1 to {MAX_LOCK_TIMEOUT_MS}"
+            ))
+        })
+}
+
+/// A `max_connections` value: 1 to [`MAX_CONNECTIONS`].
+fn max_connections_of(value: &str) -> Result<usize> {
+    decoded(value, "max_connections")?
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "option max_connections is a number from 1 to {MAX_CONNECTIONS}"
             ))
         })
 }
@@ -357,6 +386,27 @@ mod tests {
             let e = PostgresUrl::parse(&url).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
             assert!(e.to_string().contains("lock_timeout"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_connections_is_a_number_from_1_to_64() {
+        assert_eq!(
+            parsed("postgres://h/d").max_connections(),
+            DEFAULT_MAX_CONNECTIONS
+        );
+        let u = parsed("postgres://h/d?max_connections=1&sslmode=disable");
+        assert_eq!(u.max_connections(), 1);
+        assert!(!u.driver_url.contains("max_connections"));
+        assert_eq!(
+            parsed("postgres://h/d?max_connections=64").max_connections(),
+            64
+        );
+        for bad in ["0", "65", "-1", "2.5", "", "%zz", "99999999999999999999999"] {
+            let url = format!("postgres://h/d?max_connections={bad}");
+            let e = PostgresUrl::parse(&url).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
+            assert!(e.to_string().contains("max_connections"), "{bad}: {e}");
         }
     }
 

@@ -1,10 +1,12 @@
-//! PostgreSQL's rows: schemas of earlier versions upgraded at connect, and the table of
-//! tips, which every commit reads and changes.
+//! PostgreSQL: schemas of earlier versions upgraded at connect, the table of tips (which
+//! every commit reads and changes), and the connections an instance's threads share.
 
 use std::time::{Duration, Instant};
 
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
+
+use mnemo::Database;
 
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
@@ -13,6 +15,30 @@ use crate::support::postgres_storage;
 /// A connection to the test database of `url`, beside mnemo's.
 fn admin(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
+}
+
+/// Waits until `n` statements wait for an advisory lock (a database's, held by a test).
+fn wait_for_lock_waiters(watcher: &mut postgres::Client, n: i64) {
+    let query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watcher.query_one(query, &[]).unwrap().get::<_, i64>(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} statements never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Takes database `db`'s lock, as a commit of another process would, until rolled back.
+fn hold_lock<'a>(holder: &'a mut postgres::Client, db: &Database) -> postgres::Transaction<'a> {
+    let mut held = holder.transaction().unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))",
+        &[&&db.id().as_bytes()[..]],
+    )
+    .unwrap();
+    held
 }
 
 /// The schema version recorded.
@@ -172,34 +198,15 @@ fn a_postgres_commit_keeps_the_tip_another_put_in_its_parents_place() {
     let (_inst2, _user2, second) = open_user(&url);
     assert_eq!(second.get("s", "k").unwrap(), "0");
     let mut watcher = admin(&url);
-    let mut waiting = || -> i64 {
-        let query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
-        watcher.query_one(query, &[]).unwrap().get(0)
-    };
-    let mut wait_for = |n: i64| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while waiting() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} commits never waited for the lock"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
     // Hold the database's lock: both commits read the tips, start their statement, and
     // wait; the lock goes to them in the order they asked.
     let mut holder = admin(&url);
-    let mut held = holder.transaction().unwrap();
-    held.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))",
-        &[&&first.id().as_bytes()[..]],
-    )
-    .unwrap();
+    let held = hold_lock(&mut holder, &first);
     let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(|| first.set("s", "a", "1").unwrap());
-        wait_for(1);
+        wait_for_lock_waiters(&mut watcher, 1);
         let b = scope.spawn(|| second.set("s", "b", "1").unwrap());
-        wait_for(2);
+        wait_for_lock_waiters(&mut watcher, 2);
         held.rollback().unwrap();
         (a.join().unwrap(), b.join().unwrap())
     });
@@ -212,4 +219,34 @@ fn a_postgres_commit_keeps_the_tip_another_put_in_its_parents_place() {
     let merge = second.set("s", "merged", "1").unwrap();
     assert_eq!(first.tips().unwrap(), vec![merge]);
     first.verify().unwrap();
+}
+
+/// A read on one thread does not wait for another thread's commit to the same database,
+/// which waits for the database's lock (held here as another process's commit would): the
+/// instance's threads share several connections (`max_connections`, 4 by default).
+#[test]
+fn a_read_does_not_wait_behind_a_commit_waiting_for_a_lock() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&format!("{url}?lock_timeout=20000"));
+    db.set("s", "k", "1").unwrap();
+    let mut watcher = admin(&url);
+    let mut holder = admin(&url);
+    let held = hold_lock(&mut holder, &db);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| db.set("s", "k", "2"));
+        wait_for_lock_waiters(&mut watcher, 1);
+        let started = Instant::now();
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the read waited"
+        );
+        assert!(!commit.is_finished());
+        held.rollback().unwrap();
+        commit.join().unwrap().unwrap();
+    });
+    assert_eq!(db.get("s", "k").unwrap(), "2");
 }

@@ -1,0 +1,212 @@
+//! The connections one instance keeps to PostgreSQL, shared by its threads: a call takes an
+//! idle one, or makes one while there are fewer than the pool's size, or waits for one to
+//! come back. So a read does not wait behind another thread's commit (which may itself wait
+//! for a database's lock, up to `lock_timeout`), and commits to different databases go to
+//! the server side by side.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Connections of one pool: those idle, and how many are lent or being made.
+struct Connections<C> {
+    idle: Vec<C>,
+    out: usize,
+}
+
+/// At most `size` connections of type `C`.
+pub(super) struct Pool<C> {
+    connections: Mutex<Connections<C>>,
+    returned: Condvar,
+    size: usize,
+}
+
+/// A connection taken from a [`Pool`], back in it when dropped.
+pub(super) struct Lent<'a, C> {
+    pool: &'a Pool<C>,
+    conn: Option<C>,
+}
+
+impl<C> Pool<C> {
+    /// A pool of at most `size` connections (at least 1), holding `first`.
+    pub(super) fn new(first: C, size: usize) -> Pool<C> {
+        Pool {
+            connections: Mutex::new(Connections {
+                idle: vec![first],
+                out: 0,
+            }),
+            returned: Condvar::new(),
+            size: size.max(1),
+        }
+    }
+
+    fn connections(&self) -> MutexGuard<'_, Connections<C>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection that is still `usable` (others are dropped), or a new one from
+    /// `make` while there are fewer than the pool's size; otherwise waits for one to come
+    /// back, at most `wait`, then [`Error::Busy`]. A failure of `make` frees its place.
+    pub(super) fn take(
+        &self,
+        usable: impl Fn(&C) -> bool,
+        make: impl FnOnce() -> Result<C>,
+        wait: Duration,
+    ) -> Result<Lent<'_, C>> {
+        let deadline = Instant::now() + wait;
+        let mut connections = self.connections();
+        loop {
+            while let Some(conn) = connections.idle.pop() {
+                if usable(&conn) {
+                    connections.out += 1;
+                    return Ok(self.lend(conn));
+                }
+            }
+            if connections.out < self.size {
+                connections.out += 1;
+                drop(connections);
+                return match make() {
+                    Ok(conn) => Ok(self.lend(conn)),
+                    Err(e) => {
+                        self.connections().out -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Busy(format!(
+                    "no connection to PostgreSQL came free within {} ms (max_connections={})",
+                    wait.as_millis(),
+                    self.size
+                )));
+            }
+            connections = self
+                .returned
+                .wait_timeout(connections, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn lend(&self, conn: C) -> Lent<'_, C> {
+        Lent {
+            pool: self,
+            conn: Some(conn),
+        }
+    }
+}
+
+impl<C> Deref for Lent<'_, C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.conn.as_ref().expect("lent until dropped")
+    }
+}
+
+impl<C> DerefMut for Lent<'_, C> {
+    fn deref_mut(&mut self) -> &mut C {
+        self.conn.as_mut().expect("lent until dropped")
+    }
+}
+
+impl<C> Drop for Lent<'_, C> {
+    fn drop(&mut self) {
+        let mut connections = self.pool.connections();
+        connections.out -= 1;
+        if let Some(conn) = self.conn.take() {
+            connections.idle.push(conn);
+        }
+        drop(connections);
+        self.pool.returned.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A connection numbered in the order it was made; `usable` unless `closed`.
+    struct Fake {
+        number: usize,
+        closed: bool,
+    }
+
+    fn make(made: &AtomicUsize) -> impl FnOnce() -> Result<Fake> + '_ {
+        || {
+            let number = made.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Fake {
+                number,
+                closed: false,
+            })
+        }
+    }
+
+    fn usable(conn: &Fake) -> bool {
+        !conn.closed
+    }
+
+    const WAIT: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn an_idle_connection_is_lent_again_before_another_is_made() {
+        let made = AtomicUsize::new(0);
+        let pool = Pool::new(make(&made)().unwrap(), 3);
+        let first = pool.take(usable, make(&made), WAIT).unwrap().number;
+        let again = pool.take(usable, make(&made), WAIT).unwrap().number;
+        assert_eq!((first, again, made.load(Ordering::SeqCst)), (1, 1, 1));
+    }
+
+    #[test]
+    fn connections_are_made_up_to_the_size_then_a_taker_waits_and_gives_up_busy() {
+        let made = AtomicUsize::new(0);
+        let pool = Pool::new(make(&made)().unwrap(), 2);
+        let a = pool.take(usable, make(&made), WAIT).unwrap();
+        let b = pool.take(usable, make(&made), WAIT).unwrap();
+        assert_eq!((a.number, b.number), (1, 2));
+        let started = Instant::now();
+        let third = pool.take(usable, make(&made), WAIT);
+        assert!(matches!(third, Err(Error::Busy(_))), "{:?}", third.err());
+        assert!(started.elapsed() >= WAIT);
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+        drop(a);
+        assert_eq!(pool.take(usable, make(&made), WAIT).unwrap().number, 1);
+    }
+
+    #[test]
+    fn a_waiting_taker_gets_the_connection_given_back() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let pool = Arc::new(Pool::new(make(&made)().unwrap(), 1));
+        let held = pool.take(usable, make(&made), WAIT).unwrap();
+        let waiter = {
+            let (pool, made) = (pool.clone(), made.clone());
+            std::thread::spawn(move || {
+                let lent = pool.take(usable, make(&made), Duration::from_secs(20));
+                lent.map(|c| c.number)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+        assert_eq!(waiter.join().unwrap().unwrap(), 1);
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_is_dropped_and_a_failed_one_frees_its_place() {
+        let made = AtomicUsize::new(0);
+        let pool = Pool::new(make(&made)().unwrap(), 1);
+        pool.take(usable, make(&made), WAIT).unwrap().closed = true;
+        assert_eq!(pool.take(usable, make(&made), WAIT).unwrap().number, 2);
+        pool.take(usable, make(&made), WAIT).unwrap().closed = true;
+        let refused = pool.take(usable, || Err(Error::Storage("down".into())), WAIT);
+        assert!(matches!(refused, Err(Error::Storage(_))));
+        assert_eq!(pool.take(usable, make(&made), WAIT).unwrap().number, 3);
+    }
+}
