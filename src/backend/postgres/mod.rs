@@ -6,12 +6,13 @@
 //! (so two processes creating the same username: one wins). Each database's [`Version`] is a
 //! row of `mnemo_heads` that every write moves on, so a process writes only on top of what
 //! it read. The schema version is recorded and checked at connect; the schema is created
-//! (or upgraded from version 2) under an advisory lock.
+//! (or upgraded from version 2 or 3) under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
-//! URL's `lock_timeout` (a write waiting longer for a database's lock fails as busy), and
-//! is made again at the next call once the server ended it.
+//! URL's `lock_timeout` (a write waiting longer for a database's lock fails as busy). The
+//! instance's threads share up to the URL's `max_connections` of them (`pool.rs`); one the
+//! server ended is made again at a next call.
 
 mod cert;
 mod options;
