@@ -155,26 +155,31 @@ fn a_commit_gives_up_as_busy_when_other_processes_keep_writing_first() {
 
 /// Writes that build only on what memory holds (settings, which stores have documents)
 /// commute with other processes' writes: a plain set is stored at once, beside theirs.
+/// (The commit after them must see both tips: storage says the first was not stored
+/// directly after what this process knew, so it remembers no tip of its own.)
 #[test]
 fn plain_writes_from_several_processes_are_stored_at_once() {
-    let p = TwoProcesses::new();
-    let theirs = p.theirs.clone();
-    p.watched.before_writes(1, move || {
-        theirs.set("s", "theirs", "1").unwrap();
-    });
-    let tried = p.watched.writes_tried();
-    p.mine.set("s", "mine", "2").unwrap();
-    assert_eq!(
-        p.watched.writes_tried(),
-        tried + 1,
-        "stored at the first try"
-    );
-    assert_eq!(p.mine.get("s", "theirs").unwrap(), "1");
-    // Both are tips; the next commit joins them.
-    assert_eq!(p.mine.tips().unwrap().len(), 2);
-    let joined = p.mine.set("s", "next", "3").unwrap();
-    assert_eq!(p.mine.tips().unwrap(), vec![joined]);
-    p.mine.verify().unwrap();
+    for storage in storages() {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        let theirs = p.theirs.clone();
+        p.watched.before_writes(1, move || {
+            theirs.set("s", "theirs", "1").unwrap();
+        });
+        let tried = p.watched.writes_tried();
+        p.mine.set("s", "mine", "2").unwrap();
+        assert_eq!(
+            p.watched.writes_tried(),
+            tried + 1,
+            "{name}: stored at the first try"
+        );
+        assert_eq!(p.mine.get("s", "theirs").unwrap(), "1", "{name}");
+        // Both are tips; the next commit joins them.
+        assert_eq!(p.mine.tips().unwrap().len(), 2, "{name}");
+        let joined = p.mine.set("s", "next", "3").unwrap();
+        assert_eq!(p.mine.tips().unwrap(), vec![joined], "{name}");
+        p.mine.verify().unwrap();
+    }
 }
 
 #[test]
