@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 
-use mnemo::Database;
+use mnemo::{Database, Error};
 
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
@@ -249,4 +249,25 @@ fn a_read_does_not_wait_behind_a_commit_waiting_for_a_lock() {
         commit.join().unwrap().unwrap();
     });
     assert_eq!(db.get("s", "k").unwrap(), "2");
+}
+
+/// A process that holds a database's lock and stalls makes another process's commit fail
+/// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
+/// wait for ever.
+#[test]
+fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = format!("{}?lock_timeout=300", storage.url().unwrap());
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    let mut stalled = admin(&storage.url().unwrap());
+    let lock = hold_lock(&mut stalled, &db);
+    let started = Instant::now();
+    assert!(matches!(db.set("s", "k", "2"), Err(Error::Busy(_))));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    lock.rollback().unwrap();
+    db.set("s", "k", "3").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), "3");
 }
