@@ -223,7 +223,8 @@ extern "C" {
  *   connection the server ends fails the call using it; the next call connects again.
  * - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
  *   keeps, shared by its threads (made as calls need them). A call that finds them all in
- *   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.
+ *   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY. Those
+ *   beyond one that then stay idle for 60 s are closed at the next call.
  * - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
  *   mnemo database: a change is stored only if no other process changed what it builds
  *   on since it read it (settings and which stores hold documents; for a settings change,

@@ -2,7 +2,9 @@
 //! idle one, or makes one while there are fewer than the pool's size, or waits for one to
 //! come back. So a read does not wait behind another thread's commit (which may itself wait
 //! for a database's lock, up to `lock_timeout`), and commits to different databases go to
-//! the server side by side.
+//! the server side by side. After a burst of calls, the connections beyond one that then
+//! stay idle for [`IDLE_LIMIT`] are closed at the pool's next use, so that an instance that
+//! has gone quiet holds one connection to the server, not `max_connections`.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -10,10 +12,30 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// Connections of one pool: those idle, and how many are lent or being made.
+/// How long a connection beyond the first may stay idle before the pool closes it.
+pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Connections of one pool: those idle, each with when it came back (the most recent
+/// last: that one is lent first, so the ones at the front are those idle longest), and how
+/// many are lent or being made.
 struct Connections<C> {
-    idle: Vec<C>,
+    idle: Vec<(C, Instant)>,
     out: usize,
+}
+
+impl<C> Connections<C> {
+    /// Takes out the idle connections that have waited `limit` or longer, except the one
+    /// the pool keeps when none is lent, to be closed by the caller outside the lock.
+    fn take_stale(&mut self, limit: Duration) -> Vec<C> {
+        let keep = usize::from(self.out == 0);
+        let stale = self
+            .idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= limit)
+            .count()
+            .min(self.idle.len().saturating_sub(keep));
+        self.idle.drain(..stale).map(|(conn, _)| conn).collect()
+    }
 }
 
 /// At most `size` connections of type `C`.
@@ -21,6 +43,7 @@ pub(super) struct Pool<C> {
     connections: Mutex<Connections<C>>,
     returned: Condvar,
     size: usize,
+    idle_limit: Duration,
 }
 
 /// A connection taken from a [`Pool`], back in it when dropped.
@@ -30,15 +53,22 @@ pub(super) struct Lent<'a, C> {
 }
 
 impl<C> Pool<C> {
-    /// A pool of at most `size` connections (at least 1), holding `first`.
+    /// A pool of at most `size` connections (at least 1), holding `first`, closing idle
+    /// ones after [`IDLE_LIMIT`].
     pub(super) fn new(first: C, size: usize) -> Pool<C> {
+        Pool::with_idle_limit(first, size, IDLE_LIMIT)
+    }
+
+    /// [`Pool::new`] with another idle limit.
+    fn with_idle_limit(first: C, size: usize, idle_limit: Duration) -> Pool<C> {
         Pool {
             connections: Mutex::new(Connections {
-                idle: vec![first],
+                idle: vec![(first, Instant::now())],
                 out: 0,
             }),
             returned: Condvar::new(),
             size: size.max(1),
+            idle_limit,
         }
     }
 
@@ -57,8 +87,14 @@ impl<C> Pool<C> {
     ) -> Result<Lent<'_, C>> {
         let deadline = Instant::now() + wait;
         let mut connections = self.connections();
+        let stale = connections.take_stale(self.idle_limit);
+        if !stale.is_empty() {
+            drop(connections);
+            drop(stale); // closing may wait on the network: not while holding the lock
+            connections = self.connections();
+        }
         loop {
-            while let Some(conn) = connections.idle.pop() {
+            while let Some((conn, _)) = connections.idle.pop() {
                 if usable(&conn) {
                     connections.out += 1;
                     return Ok(self.lend(conn));
@@ -119,7 +155,7 @@ impl<C> Drop for Lent<'_, C> {
         let mut connections = self.pool.connections();
         connections.out -= 1;
         if let Some(conn) = self.conn.take() {
-            connections.idle.push(conn);
+            connections.idle.push((conn, Instant::now()));
         }
         drop(connections);
         self.pool.returned.notify_one();
@@ -196,6 +232,34 @@ mod tests {
         drop(held);
         assert_eq!(waiter.join().unwrap().unwrap(), 1);
         assert_eq!(made.load(Ordering::SeqCst), 1);
+    }
+
+    /// How many connections `pool` holds idle.
+    fn idle(pool: &Pool<Fake>) -> usize {
+        pool.connections().idle.len()
+    }
+
+    #[test]
+    fn connections_idle_past_the_limit_are_closed_at_the_next_take_but_one_is_kept() {
+        let made = AtomicUsize::new(0);
+        let limit = Duration::from_millis(40);
+        let pool = Pool::with_idle_limit(make(&made)().unwrap(), 3, limit);
+        let burst: Vec<_> = (0..3)
+            .map(|_| pool.take(usable, make(&made), WAIT).unwrap())
+            .collect();
+        drop(burst);
+        assert_eq!(idle(&pool), 3);
+        // Taken again at once: nothing has waited long enough.
+        drop(pool.take(usable, make(&made), WAIT).unwrap());
+        assert_eq!(idle(&pool), 3);
+        std::thread::sleep(limit * 2);
+        let lent = pool.take(usable, make(&made), WAIT).unwrap();
+        assert_eq!((idle(&pool), made.load(Ordering::SeqCst)), (0, 3));
+        drop(lent);
+        std::thread::sleep(limit * 2);
+        // The one kept when none is lent.
+        drop(pool.take(usable, make(&made), WAIT).unwrap());
+        assert_eq!((idle(&pool), made.load(Ordering::SeqCst)), (1, 3));
     }
 
     #[test]
