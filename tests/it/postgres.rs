@@ -19,7 +19,9 @@ fn admin(url: &str) -> postgres::Client {
 
 /// Waits until `n` statements wait for an advisory lock (a database's, held by a test).
 fn wait_for_lock_waiters(watcher: &mut postgres::Client, n: i64) {
-    let query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    // Only this database's: tests running meanwhile wait for locks in their own.
+    let query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let deadline = Instant::now() + Duration::from_secs(20);
     while watcher.query_one(query, &[]).unwrap().get::<_, i64>(0) < n {
         assert!(
