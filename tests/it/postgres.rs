@@ -10,6 +10,7 @@ use mnemo::{Database, Error};
 
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
+use crate::processes::TwoProcesses;
 use crate::support::postgres_storage;
 
 /// A connection to the test database of `url`, beside mnemo's.
@@ -184,6 +185,58 @@ fn postgres_commits_cost_what_the_first_did() {
         scanned < 400,
         "{scanned} rows of mnemo_entries read by scanning it whole"
     );
+}
+
+/// A document write that another process's write to another document overtook reads its
+/// cells again by key, whatever the number of documents: the rows it fetches do not grow
+/// with the database.
+#[test]
+fn a_document_write_overtaken_by_another_reads_its_cells_again_by_key() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let p = TwoProcesses::on(&storage);
+    let documents = 300;
+    for i in 0..documents {
+        p.theirs.set_path("s", &format!("d{i}"), "/a", "1").unwrap();
+    }
+    let overtaken = 60;
+    for i in 0..overtaken {
+        let in_between = p.theirs.clone();
+        p.watched.before_writes(1, move || {
+            in_between
+                .set_path("s", &format!("d{i}"), "/b", "2")
+                .unwrap();
+        });
+        p.mine.set_path("s", "k", "/a", &i.to_string()).unwrap();
+    }
+    p.mine.verify().unwrap();
+    drop(p);
+    let mut admin = admin(&url);
+    let fetched = cell_rows_fetched_by_index(&mut admin);
+    // About 5 a write; reading every cell of the database at each overtaken write, 155,000.
+    let writes = documents + 2 * overtaken;
+    assert!(
+        fetched < 40 * writes,
+        "{fetched} rows of mnemo_cells fetched for {writes} writes"
+    );
+}
+
+/// The rows of `mnemo_cells` fetched through its index so far, once every other connection
+/// to the test database ended (a server process counts them into the statistics as it
+/// ends).
+fn cell_rows_fetched_by_index(admin: &mut postgres::Client) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let others = "SELECT count(*) FROM pg_stat_activity \
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    while admin.query_one(others, &[]).unwrap().get::<_, i64>(0) > 0 {
+        assert!(Instant::now() < deadline, "mnemo's connections did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let fetched = "SELECT coalesce(sum(idx_tup_fetch), 0)::int8 FROM pg_stat_user_tables \
+                   WHERE relname = 'mnemo_cells'";
+    admin.query_one(fetched, &[]).unwrap().get(0)
 }
 
 /// A commit whose statement began before another process's commit to the same database

@@ -96,10 +96,10 @@ fn concurrent_path_writes_from_two_processes_both_survive() {
 /// test can land the other's writes in between), `theirs` in the other, each with its
 /// user's session. Fields drop in order: the databases before their sessions, those before
 /// the instances.
-struct TwoProcesses {
-    watched: Arc<Instrumented>,
-    mine: Database,
-    theirs: Database,
+pub(crate) struct TwoProcesses {
+    pub(crate) watched: Arc<Instrumented>,
+    pub(crate) mine: Database,
+    pub(crate) theirs: Database,
     sessions: (User, User),
     _instances: (Instance, Instance),
 }
@@ -110,7 +110,7 @@ impl TwoProcesses {
         TwoProcesses::on(&Storage::Memory(Arc::new(MemoryBackend::new())))
     }
 
-    fn on(storage: &Storage) -> TwoProcesses {
+    pub(crate) fn on(storage: &Storage) -> TwoProcesses {
         let watched = Instrumented::new(storage.open());
         let one = Instance::open(watched.clone()).unwrap();
         one.create_user("u", None).unwrap();

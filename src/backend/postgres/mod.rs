@@ -156,6 +156,8 @@ struct Connection {
     /// [`ADVANCE_HEAD`].
     advance_head: Statement,
     get_head: Statement,
+    /// [`GET_HEAD_AND_CELLS`].
+    get_head_and_cells: Statement,
     get_log: Statement,
     last_log: Statement,
     insert_meta: Statement,
@@ -356,6 +358,7 @@ impl Connection {
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
         let advance_head = p(ADVANCE_HEAD)?;
         let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1")?;
+        let get_head_and_cells = p(GET_HEAD_AND_CELLS)?;
         let get_log =
             p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
         Ok(Connection {
@@ -375,6 +378,7 @@ impl Connection {
             lock_db,
             advance_head,
             get_head,
+            get_head_and_cells,
             get_log,
             last_log,
             insert_meta,
@@ -618,6 +622,25 @@ fn put_entry_error(e: postgres::Error) -> Error {
     pg_error(e)
 }
 
+/// What a document write read, read again in one round trip ([`put_entry_checking_reads`]):
+/// the cells of database `$1` at the stores `$2` and keys `$3` that are stored, each with
+/// its place in those arrays (from 1), and a row numbered 0 with the database's version
+/// (NULLs: the first version). Cell columns first, as [`checked_cell`] reads them. Each
+/// cell is looked up by its key (`LATERAL ... LIMIT 1`): as a join, the plan kept for the
+/// statement hashed the keys and read every cell of the database.
+const GET_HEAD_AND_CELLS: &str = concat!(
+    "SELECT c.height, c.entry, c.value, c.chk, w.n, NULL::int8, NULL::int8 \
+     FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w (store, key, n) \
+     CROSS JOIN LATERAL (SELECT height, entry, value, chk FROM mnemo_cells \
+         WHERE db = $1 AND store = w.store COLLATE \"C\" AND ",
+    key_head!("key"),
+    " = ",
+    key_head!("w.key"),
+    " COLLATE \"C\" AND key = w.key COLLATE \"C\" LIMIT 1) c \
+     UNION ALL SELECT NULL, NULL, NULL, NULL, 0, h.shape, h.version \
+     FROM (SELECT) one LEFT JOIN mnemo_heads h ON h.db = $1"
+);
+
 /// The index of [`PUT_ENTRY`]'s parameter `$20`, whether the count must match too.
 const COUNT_MUST_MATCH: usize = 19;
 
@@ -635,10 +658,15 @@ fn put_entry_checking_reads(
     tx.borrow_mut()
         .execute(&c.lock_db, &[&&db.as_bytes()[..]])
         .map_err(pg_error)?;
-    let now = version_in(&mut *tx.borrow_mut(), &c.get_head, db)?;
+    let (now, cells) = head_and_cells_in(
+        &mut *tx.borrow_mut(),
+        &c.get_head_and_cells,
+        db,
+        &w.reads.cells,
+    )?;
     let holds = now.same_shape(&w.expected)
         && w.reads.still_hold(
-            |store, key| cell_in(&mut *tx.borrow_mut(), &c.get_cell, db, store, key),
+            |store, key| Ok(cells.get(&(store, key)).cloned().flatten()),
             |store, prefix| {
                 let wanted = (store, prefix, None);
                 range_in(&mut *tx.borrow_mut(), &c.get_range, db, wanted, 0, false)
@@ -653,6 +681,43 @@ fn put_entry_checking_reads(
         .map_err(put_entry_error)?;
     tx.commit().map_err(pg_error)?;
     row.map(|row| put_of(&row)).transpose()
+}
+
+/// Cells found by store and key (`None`: not stored).
+type FoundCells<'r> = BTreeMap<(&'r str, &'r str), Option<Cell>>;
+
+/// Database `db`'s [`Version`] and the cells of `reads` that are stored, by store and key,
+/// as `client` sees them, with `statement` ([`GET_HEAD_AND_CELLS`]).
+fn head_and_cells_in<'r>(
+    client: &mut impl GenericClient,
+    statement: &Statement,
+    db: &EntryId,
+    reads: &'r [(String, String, Option<Cell>)],
+) -> Result<(Version, FoundCells<'r>)> {
+    let stores: Vec<&str> = reads.iter().map(|(store, _, _)| store.as_str()).collect();
+    let keys: Vec<&str> = reads.iter().map(|(_, key, _)| key.as_str()).collect();
+    let found = client
+        .query(statement, &[&&db.as_bytes()[..], &stores, &keys])
+        .map_err(pg_error)?;
+    let mut version = Version::default();
+    let mut cells: FoundCells = reads
+        .iter()
+        .map(|(store, key, _)| ((store.as_str(), key.as_str()), None))
+        .collect();
+    for row in &found {
+        let place = usize::try_from(row.get::<_, i64>(4) - 1).ok();
+        match place.and_then(|i| reads.get(i)) {
+            Some((store, key, _)) => {
+                let cell = checked_cell(db, store, key, row)?;
+                cells.insert((store.as_str(), key.as_str()), Some(cell));
+            }
+            None if row.get::<_, Option<i64>>(5).is_some() => {
+                version = Version::new(stored_part(row, 5)?, stored_part(row, 6)?);
+            }
+            None => {} // no version row: the first version
+        }
+    }
+    Ok((version, cells))
 }
 
 /// Database `db`'s [`Version`] as `client` sees it, `get_head` its statement (no row: the
@@ -1134,11 +1199,13 @@ fn stored_version(version: Version) -> Option<(i64, i64)> {
 
 /// The [`Version`] in a row's first two columns (shape, count).
 fn version_of(row: &Row) -> Result<Version> {
-    let part = |i| {
-        u64::try_from(row.get::<_, i64>(i))
-            .map_err(|_| Error::Corrupt("a database version is negative".into()))
-    };
-    Ok(Version::new(part(0)?, part(1)?))
+    Ok(Version::new(stored_part(row, 0)?, stored_part(row, 1)?))
+}
+
+/// Column `i` of `row`, a shape or count of a stored [`Version`].
+fn stored_part(row: &Row, i: usize) -> Result<u64> {
+    u64::try_from(row.get::<_, i64>(i))
+        .map_err(|_| Error::Corrupt("a database version is negative".into()))
 }
 
 /// What [`PUT_ENTRY`] returned: the version after, and whether nothing came between.
