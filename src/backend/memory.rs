@@ -406,9 +406,12 @@ impl Backend for MemoryBackend {
         Ok(was)
     }
 
-    fn forget_database(&self, db: &EntryId) -> Result<()> {
+    fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let mut guard = self.write()?;
         let inner = &mut *guard;
+        if inner.version(db) != decided_at {
+            return Ok(false);
+        }
         for id in inner.log.remove(db).unwrap_or_default() {
             inner.entries.remove(&id);
         }
@@ -420,7 +423,7 @@ impl Backend for MemoryBackend {
         inner
             .visible_sets
             .retain(|_, shared| Arc::strong_count(shared) > 1);
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -320,8 +320,12 @@ pub trait Backend: Send + Sync {
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool>;
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
-    /// Removes every row of database `db` (its entries, tips, storage order, cells, row
-    /// counts and discarded marks), all or nothing, and moves its [`Version`]'s shape on (a
+    /// If database `db`'s version is still `decided_at` (the one its caller read before
+    /// deciding that nobody keeps it), removes every row of it (its entries, tips, storage
+    /// order, cells, row counts and discarded marks), all or nothing, and returns true. False,
+    /// and nothing removed, when it moved on: another process wrote since (one that started
+    /// keeping the database after the caller looked, or a stale handle), and that write is
+    /// kept. Removing moves the version's shape on (a
     /// backend may keep a row of its version for that, holding the database's id: PostgreSQL
     /// does, as it keeps old row versions until vacuumed anyway); no row is removed if it is
     /// not stored.
@@ -330,5 +334,5 @@ pub trait Backend: Send + Sync {
     /// be forgotten with it). The removed rows do not stay readable in this backend's files as
     /// far as it can see to it (as [`Backend::secret_delete`]: SQLite zeroes them and
     /// checkpoints; PostgreSQL keeps old row versions until they are vacuumed).
-    fn forget_database(&self, db: &EntryId) -> Result<()>;
+    fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool>;
 }

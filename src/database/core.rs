@@ -444,15 +444,20 @@ impl DatabaseCore {
         Ok(())
     }
 
-    /// Removes every stored row of this database (see [`Backend::forget_database`]) and
-    /// retires this core: afterwards its handles fail with [`Error::NotFound`]. Holds the
-    /// write lock meanwhile, so no commit lands half-way.
-    pub(crate) fn forget(&self) -> Result<()> {
+    /// Removes every stored row of this database if its version is still `decided_at` (see
+    /// [`Backend::forget_database`]) and retires this core: afterwards its handles fail with
+    /// [`Error::NotFound`]. Holds the write lock meanwhile, so no commit lands half-way.
+    /// False, and the core kept, when another process wrote since `decided_at`.
+    pub(crate) fn forget(&self, decided_at: Version) -> Result<bool> {
         let _guard = self.settled_lock()?;
         self.forgotten.store(true, Ordering::Release);
-        self.backend.forget_database(&self.id)?;
+        let removed = self.backend.forget_database(&self.id, decided_at);
+        if !matches!(removed, Ok(true)) {
+            self.forgotten.store(false, Ordering::Release);
+            return removed;
+        }
         self.backend.meta_delete(&undo_pending_record(&self.id))?;
-        Ok(())
+        Ok(true)
     }
 
     /// A number that grows whenever this database's settings change.

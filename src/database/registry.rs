@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::waiting::WaitingBudget;
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
-use crate::backend::Backend;
+use crate::backend::{Backend, Version};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryId};
 use crate::error::Result;
@@ -82,16 +82,26 @@ impl Registry {
     /// Removes database `id` from this instance: every stored row of it, and its core, so
     /// that a later open (after it is synced here again) starts afresh. Handles still open
     /// on it fail with [`crate::Error::NotFound`] from then on.
-    pub fn forget(&self, id: &EntryId) -> Result<()> {
+    /// Removes nothing, and returns false, if its stored version moved on from `decided_at`
+    /// (the one read before deciding: see [`Registry::version`]).
+    pub fn forget(&self, id: &EntryId, decided_at: Version) -> Result<bool> {
         let core = self.core(*id);
-        core.forget()?;
+        if !core.forget(decided_at)? {
+            return Ok(false);
+        }
         // Dropped only now, so that no new handle meanwhile got a fresh core on rows being
         // removed (one that got this core fails like the others).
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.get(id).is_some_and(|c| Arc::ptr_eq(c, &core)) {
             open.remove(id);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Database `id`'s stored version now, whoever wrote it: read before deciding to
+    /// [`Registry::forget`] it.
+    pub fn version(&self, id: &EntryId) -> Result<Version> {
+        self.backend.version(id)
     }
 
     /// Bytes of foreign entries waiting for their parents across this instance now (at most

@@ -146,8 +146,9 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// another user of the instance keeps it, `mnemo_user_load_db` adds it to the list again,
 /// and once reclaimed, syncing it from a peer brings it back. Another user of this instance
 /// loading it at the same moment either keeps it (it is not reclaimed) or waits and gets
-/// MNEMO_STATUS_NOT_FOUND; a load in another process sharing the storage is not ordered
-/// with the reclaiming.
+/// MNEMO_STATUS_NOT_FOUND. A process sharing the storage that writes to the database after
+/// this one found that nobody keeps it (a user there loaded it just then) keeps it stored:
+/// the reclaiming then deletes nothing, and no write it acknowledged is lost.
 ///
 /// - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
 ///

@@ -194,7 +194,9 @@ impl Accounts {
         if let Ok(keys) = account_keys(&user_db) {
             let _ = self.vault(&claim.id).delete_all(&keys);
         }
-        let _ = self.registry.forget(&claim.db);
+        if let Ok(version) = self.registry.version(&claim.db) {
+            let _ = self.registry.forget(&claim.db, version);
+        }
     }
 
     /// Erases the sealed secrets of the account `record` names.

@@ -30,8 +30,9 @@ impl User {
     /// settings stay as they are (on other replicas too), so while another user of this
     /// instance keeps it, [`User::load_db`] adds it to the list again, and after it was
     /// reclaimed, syncing it from a peer brings it back. Another user of this instance
-    /// loading it meanwhile either keeps it or waits and finds it gone; a load in another
-    /// process sharing the storage is not ordered with the reclaiming.
+    /// loading it meanwhile either keeps it or waits and finds it gone. A process sharing
+    /// the storage that writes to it after this one found that nobody keeps it (a user there
+    /// loaded it just then) keeps it stored: the reclaiming deletes nothing.
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;
     /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
@@ -53,12 +54,13 @@ impl User {
         TRACKED.delete(&self.user_db, &key)?;
         // No user of this instance starts keeping it between the check and the reclaiming.
         let _deciding = self.accounts.deciding_to_reclaim();
+        // Read before the check: a process that starts keeping it after the check writes
+        // after this too, and the reclaiming then removes nothing.
+        let decided_at = self.accounts.registry().version(id)?;
         let unkept = !self.accounts.kept(id)?;
-        self.accounts.catalog_forgotten(id, &self.id, unkept)?;
         lifecycle.forgotten(&self.id, id, unkept)?;
-        if unkept {
-            self.accounts.registry().forget(id)?;
-        }
+        let reclaimed = unkept && self.accounts.registry().forget(id, decided_at)?;
+        self.accounts.catalog_forgotten(id, &self.id, reclaimed)?;
         Ok(())
     }
 

@@ -578,8 +578,15 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         let written_bytes = gone.entry_bytes(&written).unwrap();
 
         let backend = storage.open();
-        backend.forget_database(&gone.id()).unwrap();
         let id = gone.id();
+        // Decided before a write that then landed: nothing is removed.
+        let decided_at = backend.version(&id).unwrap();
+        let late = gone.set("s", "late", "\"x\"").unwrap();
+        assert!(!backend.forget_database(&id, decided_at).unwrap(), "{name}");
+        assert_eq!(backend.tips(&id).unwrap(), vec![(late, 2)], "{name}");
+        assert_eq!(gone.get("s", "late").unwrap(), "\"x\"", "{name}");
+        let decided_at = backend.version(&id).unwrap();
+        assert!(backend.forget_database(&id, decided_at).unwrap(), "{name}");
         assert_eq!(backend.entry_meta(&id).unwrap(), None, "{name}");
         assert_eq!(backend.get_entry(&written).unwrap(), None, "{name}");
         assert_eq!(backend.tips(&id).unwrap(), vec![], "{name}");
@@ -596,7 +603,8 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
             Some("\"w\"".into()),
             "{name}"
         );
-        backend.forget_database(&id).unwrap();
+        let version = backend.version(&id).unwrap();
+        assert!(backend.forget_database(&id, version).unwrap(), "{name}");
 
         // Stored again from its entries (as a sync would), it starts afresh.
         let again = Instance::open(storage.open()).unwrap();

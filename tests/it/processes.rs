@@ -338,6 +338,42 @@ fn a_revocation_stored_by_another_process_stops_an_open_handles_reads() {
     }
 }
 
+/// A database one process found nobody keeps stays stored when another process started
+/// keeping it and wrote to it before its rows were removed: that write is not lost, and the
+/// database is not reclaimed under it.
+#[test]
+fn a_database_another_process_started_keeping_is_not_reclaimed_under_its_write() {
+    for storage in storages() {
+        let name = storage.name();
+        let watched = Instrumented::new(storage.open());
+        let one = Instance::open(watched.clone()).unwrap();
+        one.create_user("owner", None).unwrap();
+        one.create_user("writer", None).unwrap();
+        let owner = one.login("owner", None).unwrap();
+        let mine = owner.create_db("d").unwrap();
+        let other = Instance::open(storage.open()).unwrap();
+        let writer = Arc::new(other.login("writer", None).unwrap());
+        mine.grant(&writer.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        let (id, in_between) = (mine.id(), writer.clone());
+        let (sent, landed) = std::sync::mpsc::channel();
+        watched.before_forget(move || {
+            let theirs = in_between.load_db(&id).unwrap();
+            theirs.set("s", "k", "\"kept\"").unwrap();
+            sent.send(theirs).unwrap();
+        });
+        owner.forget_db(&id).unwrap();
+        let theirs = landed.recv().unwrap();
+        assert!(owner.list_dbs().unwrap().is_empty(), "{name}");
+        assert_eq!(theirs.get("s", "k").unwrap(), "\"kept\"", "{name}");
+        theirs.verify().unwrap();
+        let listed: Vec<EntryId> = writer.list_dbs().unwrap().iter().map(|d| d.id).collect();
+        assert_eq!(listed, vec![id], "{name}");
+        // Still here for this process too, for a user who may open it.
+        assert!(mine.get("s", "k").is_ok(), "{name}");
+    }
+}
+
 /// A database another process forgot answers NotFound here, as it does in that process:
 /// reads, writes and received entries, and loading it again.
 #[test]

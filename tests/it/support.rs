@@ -260,6 +260,8 @@ pub struct Instrumented {
     /// Run before each of the next entries stored, with how many more (see
     /// [`Instrumented::before_writes`]).
     before_write: Mutex<(usize, Option<Hook>)>,
+    /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
+    before_forget: Mutex<Option<Hook>>,
     pub secrets: Mutex<BTreeSet<String>>,
 }
 
@@ -286,6 +288,7 @@ impl Instrumented {
             reads_fail: AtomicBool::new(false),
             fail_reads_after_put: AtomicBool::new(false),
             before_write: Mutex::default(),
+            before_forget: Mutex::default(),
             secrets: Mutex::default(),
         })
     }
@@ -336,6 +339,19 @@ impl Instrumented {
         let mut hook = self.before_write.lock().unwrap();
         if hook.0 > 0 {
             hook.1 = Some(work);
+        }
+    }
+
+    /// Runs `work` once, just before the next database's rows are removed (after the
+    /// instance decided that nobody keeps it): another process's change landing in between.
+    pub fn before_forget(&self, work: impl FnMut() + Send + 'static) {
+        *self.before_forget.lock().unwrap() = Some(Box::new(work));
+    }
+
+    fn run_before_forget(&self) {
+        let hook = self.before_forget.lock().unwrap().take();
+        if let Some(mut work) = hook {
+            work();
         }
     }
 
@@ -490,7 +506,8 @@ impl Backend for Instrumented {
         self.secrets.lock().unwrap().remove(key);
         Ok(deleted)
     }
-    fn forget_database(&self, db: &EntryId) -> Result<(), Error> {
-        self.write(|| self.inner.forget_database(db))
+    fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool, Error> {
+        self.run_before_forget();
+        self.write(|| self.inner.forget_database(db, decided_at))
     }
 }

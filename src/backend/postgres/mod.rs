@@ -1155,12 +1155,16 @@ impl Backend for PostgresBackend {
         Ok(n == 1)
     }
 
-    fn forget_database(&self, db: &EntryId) -> Result<()> {
+    fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let mut guard = self.lock()?;
         let c = &mut *guard;
         let mut tx = c.client.transaction().map_err(pg_error)?;
         let id: &[u8] = db.as_bytes();
         tx.execute(&c.lock_db, &[&id]).map_err(pg_error)?;
+        // Read after the lock, so current: a write that got the lock first is seen.
+        if version_in(&mut tx, &c.get_head, db)? != decided_at {
+            return Ok(false); // rolled back as `tx` drops
+        }
         // `mnemo_entries` is keyed by entry id alone: its rows of `db` are found through
         // `mnemo_log`.
         tx.execute(
@@ -1184,7 +1188,8 @@ impl Backend for PostgresBackend {
             &[&id],
         )
         .map_err(pg_error)?;
-        tx.commit().map_err(pg_error)
+        tx.commit().map_err(pg_error)?;
+        Ok(true)
     }
 }
 

@@ -832,10 +832,16 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn forget_database(&self, db: &EntryId) -> Result<()> {
+    fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let id = db.as_bytes();
         self.scrubbed(Rewrite::File, |conn| {
             in_transaction(conn, |tx| {
+                if version_in(tx, db)? != decided_at {
+                    return Ok(Changed {
+                        result: false,
+                        removed: false,
+                    });
+                }
                 // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
                 let mut deleted = tx
                     .execute(
@@ -852,7 +858,7 @@ impl Backend for SqliteBackend {
                     .execute("DELETE FROM meta WHERE key = ?1", params![shape_key(db)])
                     .map_err(sql_error)?;
                 Ok(Changed {
-                    result: (),
+                    result: true,
                     removed: deleted > 0,
                 })
             })
