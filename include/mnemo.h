@@ -1175,7 +1175,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * loading it at the same moment either keeps it (it is not reclaimed) or waits and gets
  * MNEMO_STATUS_NOT_FOUND. A process sharing the storage that writes to the database after
  * this one found that nobody keeps it (a user there loaded it just then) keeps it stored:
- * the reclaiming then deletes nothing, and no write it acknowledged is lost.
+ * the reclaiming then deletes nothing, and no write it acknowledged is lost (a handle
+ * loaded there that has not written yet gets MNEMO_STATUS_NOT_FOUND).
  *
  * - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
  *
