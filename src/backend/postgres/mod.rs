@@ -16,6 +16,7 @@
 
 mod cert;
 mod options;
+mod overtaken;
 mod pool;
 mod tls;
 
@@ -28,6 +29,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
 pub use options::{PostgresUrl, SslMode};
+use overtaken::Overtaken;
 use pool::{Lent, Pool};
 
 use super::range::KeyRange;
@@ -126,6 +128,8 @@ const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, shape, version) \
 pub struct PostgresBackend {
     pool: Pool<Connection>,
     url: PostgresUrl,
+    /// Databases whose document writes other processes' writes overtake.
+    overtaken: Overtaken,
 }
 
 /// TCP keepalive on the connection: probes start after this long without traffic...
@@ -202,6 +206,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             pool: Pool::new(conn, url.max_connections()),
             url: url.clone(),
+            overtaken: Overtaken::default(),
         })
     }
 
@@ -647,12 +652,13 @@ const COUNT_MUST_MATCH: usize = 19;
 /// Stores the entry of `w` with [`PUT_ENTRY`] (`params`, the count not compared) in a
 /// transaction that takes the database's lock first, so that what it reads next is current:
 /// only if the database's shape and the cells `w` read still hold
-/// ([`super::EntryWrite::reads`]). `None`, and nothing written, otherwise.
+/// ([`super::EntryWrite::reads`]). `None`, and nothing written, otherwise. With it, whether
+/// another write overtook this one (the count moved on since `w`'s version).
 fn put_entry_checking_reads(
     c: &mut Connection,
     w: &EntryWrite<'_>,
     params: &[&(dyn ToSql + Sync)],
-) -> Result<Option<Put>> {
+) -> Result<(Option<Put>, bool)> {
     let db = &w.meta.db;
     let tx = RefCell::new(c.client.transaction().map_err(pg_error)?);
     tx.borrow_mut()
@@ -672,15 +678,16 @@ fn put_entry_checking_reads(
                 range_in(&mut *tx.borrow_mut(), &c.get_range, db, wanted, 0, false)
             },
         )?;
+    let overtaken = now != w.expected;
     if !holds {
-        return Ok(None); // rolled back as `tx` drops
+        return Ok((None, overtaken)); // rolled back as `tx` drops
     }
     let mut tx = tx.into_inner();
     let row = tx
         .query_opt(&c.put_entry, params)
         .map_err(put_entry_error)?;
     tx.commit().map_err(pg_error)?;
-    row.map(|row| put_of(&row)).transpose()
+    Ok((row.map(|row| put_of(&row)).transpose()?, overtaken))
 }
 
 /// Cells found by store and key (`None`: not stored).
@@ -884,16 +891,22 @@ impl Backend for PostgresBackend {
         ];
         let mut guard = self.lock()?;
         let c = &mut *guard;
-        let row = c
-            .client
-            .query_opt(&c.put_entry, &params)
-            .map_err(put_entry_error)?;
-        if row.is_some() || w.exact || w.reads.is_empty() {
-            return row.map(|row| put_of(&row)).transpose();
+        let compares_reads = !w.exact && !w.reads.is_empty();
+        if !compares_reads || !self.overtaken.was(&w.meta.db) {
+            let row = c
+                .client
+                .query_opt(&c.put_entry, &params)
+                .map_err(put_entry_error)?;
+            if row.is_some() || !compares_reads {
+                return row.map(|row| put_of(&row)).transpose();
+            }
         }
-        // ...and when another write moved the count on, again with the cells compared.
+        // ...and when another write moved the count on (or overtook the last document write
+        // to this database: the try would most likely fail), again with the cells compared.
         params[COUNT_MUST_MATCH] = &false;
-        put_entry_checking_reads(c, w, &params)
+        let (put, overtaken) = put_entry_checking_reads(c, w, &params)?;
+        self.overtaken.record(&w.meta.db, overtaken);
+        Ok(put)
     }
 
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
