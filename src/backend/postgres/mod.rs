@@ -5,7 +5,9 @@
 //! `ON CONFLICT` upserts that keep the winning cell, and inserts that fail on an existing key
 //! (so two processes creating the same username: one wins). Each database's [`Version`] is a
 //! row of `mnemo_heads` that every write moves on, so a process writes only on top of what
-//! it read. The schema version is recorded and checked at connect; the schema is created
+//! it read; a document write that another process's write overtook is stored by a
+//! transaction comparing the rows it read (`put_entry_checking_reads`; `overtaken.rs`
+//! remembers where that happens, to go there first). The schema version is recorded and checked at connect; the schema is created
 //! (or upgraded from version 2 or 3) under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
