@@ -272,6 +272,13 @@ pub trait Backend: Send + Sync {
     }
     /// The current cell of one key.
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
+    /// [`Backend::cell`] of each `(store, key)` of `keys`, in their order: in one read where
+    /// the backend can (PostgreSQL: one round trip; the default asks for each in turn).
+    fn cells_at(&self, db: &EntryId, keys: &[(&str, &str)]) -> Result<Vec<Option<Cell>>> {
+        keys.iter()
+            .map(|(store, key)| self.cell(db, store, key))
+            .collect()
+    }
     /// Every cell of one store, sorted by key (tombstones included). [`crate::Error::Corrupt`]
     /// if rows are missing: each store's row count is kept with its cells.
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;

@@ -1205,11 +1205,14 @@ impl DatabaseCore {
                 with_new = known.iter().chain(&new_document_stores).cloned().collect();
                 &with_new
             };
-            let stored = documents::NotedCells::new(documents::StoredCells {
-                backend: &*self.backend,
-                db: self.id,
-                document_stores: Some(document_stores),
-            });
+            let stored = documents::NotedCells::reading_ahead(
+                documents::StoredCells {
+                    backend: &*self.backend,
+                    db: self.id,
+                    document_stores: Some(document_stores),
+                },
+                &content.ops,
+            )?;
             let writes = documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?;
             reads = stored.into_reads();
             writes

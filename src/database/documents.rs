@@ -71,15 +71,56 @@ impl CellSource for StoredCells<'_> {
 /// any of those cells meanwhile.
 pub(crate) struct NotedCells<'a> {
     stored: StoredCells<'a>,
+    /// Rows read ahead, by store and key.
+    ahead: BTreeMap<(String, String), Option<Cell>>,
     reads: RefCell<CellReads>,
 }
 
+/// The rows working out `ops` reads by key ([`Document::whole`] and [`Document::patch`]),
+/// as far as they are known before reading: for a path write, the key, its base and each
+/// path's row; for a whole-value write to a store that may hold documents, the base and the
+/// key.
+fn rows_read_by(stored: &StoredCells<'_>, ops: &Ops) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for (store, store_ops) in ops {
+        for (key, op) in store_ops {
+            let patch = match op {
+                Op::Patch(paths) => Some(paths),
+                _ if stored.may_have_documents(store) => None,
+                _ => continue,
+            };
+            let (doc, base_key) = (doc_store(store), key_prefix(key));
+            rows.push((store.clone(), key.clone()));
+            for pointer in patch.into_iter().flat_map(|paths| paths.keys()) {
+                rows.push((doc.clone(), format!("{base_key}{pointer}")));
+            }
+            rows.push((doc, base_key));
+        }
+    }
+    rows
+}
+
 impl<'a> NotedCells<'a> {
-    pub(crate) fn new(stored: StoredCells<'a>) -> Self {
-        NotedCells {
+    /// Reads through `stored`, with the rows that working out `ops` reads by key read ahead
+    /// in one read of storage where the backend can ([`Backend::cells_at`]): a path write
+    /// reads its key, its base and each path's row, one after another. A row read ahead is
+    /// noted only when the rules read it, as any other.
+    pub(crate) fn reading_ahead(stored: StoredCells<'a>, ops: &Ops) -> Result<Self> {
+        let wanted = rows_read_by(&stored, ops);
+        let keys: Vec<(&str, &str)> = wanted
+            .iter()
+            .map(|(s, k)| (s.as_str(), k.as_str()))
+            .collect();
+        let found = if keys.is_empty() {
+            Vec::new()
+        } else {
+            stored.backend.cells_at(&stored.db, &keys)?
+        };
+        Ok(NotedCells {
+            ahead: wanted.into_iter().zip(found).collect(),
             stored,
             reads: RefCell::default(),
-        }
+        })
     }
 
     /// What was read, and found.
@@ -90,7 +131,10 @@ impl<'a> NotedCells<'a> {
 
 impl CellSource for NotedCells<'_> {
     fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
-        let found = self.stored.cell(store, key)?;
+        let found = match self.ahead.get(&(store.to_string(), key.to_string())) {
+            Some(found) => found.clone(),
+            None => self.stored.cell(store, key)?,
+        };
         self.reads
             .borrow_mut()
             .cells

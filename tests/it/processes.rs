@@ -400,6 +400,31 @@ fn a_database_another_process_forgot_is_not_found_here() {
     }
 }
 
+/// A write to a document reads the rows it works itself out from in one read of storage (one
+/// round trip on PostgreSQL), not one after another: a path write its key, its base and its
+/// paths' rows; a whole-value write to a store of documents the base and the key.
+#[test]
+fn a_document_write_reads_its_rows_in_one_read() {
+    for storage in storages() {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        p.mine.set_path("s", "k", "/a", "1").unwrap();
+        for write in [
+            |db: &Database| db.set_path("s", "k", "/b", "2"),
+            |db: &Database| db.set_path("s", "k", "/a/c", "3"),
+            |db: &Database| db.set("s", "k", r#"{"d":4}"#),
+            |db: &Database| db.set("s", "other", "5"),
+        ] {
+            let (cells, batches) = p.watched.cell_reads();
+            write(&p.mine).unwrap();
+            let read = p.watched.cell_reads();
+            assert_eq!(read, (cells, batches + 1), "{name}");
+        }
+        p.mine.verify().unwrap();
+        assert_eq!(p.theirs.get("s", "k").unwrap(), r#"{"d":4}"#, "{name}");
+    }
+}
+
 /// A write to a document checks only that document's rows: another process writing other
 /// keys of the store meanwhile does not make it work itself out again.
 #[test]

@@ -246,6 +246,9 @@ pub struct Instrumented {
     pub entry_reads: AtomicUsize,
     /// Calls of `tips` and `tip_metas`.
     tip_reads: AtomicUsize,
+    /// Calls of `cell`, and of `cells_at` (see [`Instrumented::cell_reads`]).
+    cell_reads: AtomicUsize,
+    cells_at_reads: AtomicUsize,
     writes: AtomicUsize,
     fail_at: AtomicUsize,
     crash: bool,
@@ -280,6 +283,8 @@ impl Instrumented {
             inner,
             entry_reads: AtomicUsize::new(0),
             tip_reads: AtomicUsize::new(0),
+            cell_reads: AtomicUsize::new(0),
+            cells_at_reads: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             crash,
@@ -353,6 +358,14 @@ impl Instrumented {
         if let Some(mut work) = hook {
             work();
         }
+    }
+
+    /// How many single cells (`cell`) and batches of cells (`cells_at`) were read so far.
+    pub fn cell_reads(&self) -> (usize, usize) {
+        (
+            self.cell_reads.load(Ordering::SeqCst),
+            self.cells_at_reads.load(Ordering::SeqCst),
+        )
     }
 
     /// How many times the tips were read so far.
@@ -439,7 +452,12 @@ impl Backend for Instrumented {
         self.read(|| self.inner.tip_metas(db))
     }
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>, Error> {
+        self.cell_reads.fetch_add(1, Ordering::SeqCst);
         self.read(|| self.inner.cell(db, store, key))
+    }
+    fn cells_at(&self, db: &EntryId, keys: &[(&str, &str)]) -> Result<Vec<Option<Cell>>, Error> {
+        self.cells_at_reads.fetch_add(1, Ordering::SeqCst);
+        self.read(|| self.inner.cells_at(db, keys))
     }
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>, Error> {
         self.read(|| self.inner.cells(db, store))

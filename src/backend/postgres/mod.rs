@@ -629,8 +629,8 @@ fn put_entry_error(e: postgres::Error) -> Error {
     pg_error(e)
 }
 
-/// What a document write read, read again in one round trip ([`put_entry_checking_reads`]):
-/// the cells of database `$1` at the stores `$2` and keys `$3` that are stored, each with
+/// What a document write reads, in one round trip (read ahead: [`Backend::cells_at`]; and
+/// again when it was overtaken: [`put_entry_checking_reads`]): the cells of database `$1` at the stores `$2` and keys `$3` that are stored, each with
 /// its place in those arrays (from 1), and a row numbered 0 with the database's version
 /// (NULLs: the first version). Cell columns first, as [`checked_cell`] reads them. Each
 /// cell is looked up by its key (`LATERAL ... LIMIT 1`): as a join, the plan kept for the
@@ -666,12 +666,10 @@ fn put_entry_checking_reads(
     tx.borrow_mut()
         .execute(&c.lock_db, &[&&db.as_bytes()[..]])
         .map_err(pg_error)?;
-    let (now, cells) = head_and_cells_in(
-        &mut *tx.borrow_mut(),
-        &c.get_head_and_cells,
-        db,
-        &w.reads.cells,
-    )?;
+    let keys: Vec<(&str, &str)> = (w.reads.cells.iter())
+        .map(|(store, key, _)| (store.as_str(), key.as_str()))
+        .collect();
+    let (now, cells) = head_and_cells_in(&mut *tx.borrow_mut(), &c.get_head_and_cells, db, &keys)?;
     let holds = now.same_shape(&w.expected)
         && w.reads.still_hold(
             |store, key| Ok(cells.get(&(store, key)).cloned().flatten()),
@@ -695,30 +693,26 @@ fn put_entry_checking_reads(
 /// Cells found by store and key (`None`: not stored).
 type FoundCells<'r> = BTreeMap<(&'r str, &'r str), Option<Cell>>;
 
-/// Database `db`'s [`Version`] and the cells of `reads` that are stored, by store and key,
-/// as `client` sees them, with `statement` ([`GET_HEAD_AND_CELLS`]).
+/// Database `db`'s [`Version`] and the cells at `keys` (store, key) that are stored, as
+/// `client` sees them, with `statement` ([`GET_HEAD_AND_CELLS`]).
 fn head_and_cells_in<'r>(
     client: &mut impl GenericClient,
     statement: &Statement,
     db: &EntryId,
-    reads: &'r [(String, String, Option<Cell>)],
+    keys: &[(&'r str, &'r str)],
 ) -> Result<(Version, FoundCells<'r>)> {
-    let stores: Vec<&str> = reads.iter().map(|(store, _, _)| store.as_str()).collect();
-    let keys: Vec<&str> = reads.iter().map(|(_, key, _)| key.as_str()).collect();
+    let (stores, names): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
     let found = client
-        .query(statement, &[&&db.as_bytes()[..], &stores, &keys])
+        .query(statement, &[&&db.as_bytes()[..], &stores, &names])
         .map_err(pg_error)?;
     let mut version = Version::default();
-    let mut cells: FoundCells = reads
-        .iter()
-        .map(|(store, key, _)| ((store.as_str(), key.as_str()), None))
-        .collect();
+    let mut cells: FoundCells = keys.iter().map(|&at| (at, None)).collect();
     for row in &found {
         let place = usize::try_from(row.get::<_, i64>(4) - 1).ok();
-        match place.and_then(|i| reads.get(i)) {
-            Some((store, key, _)) => {
+        match place.and_then(|i| keys.get(i)) {
+            Some(&(store, key)) => {
                 let cell = checked_cell(db, store, key, row)?;
-                cells.insert((store.as_str(), key.as_str()), Some(cell));
+                cells.insert((store, key), Some(cell));
             }
             None if row.get::<_, Option<i64>>(5).is_some() => {
                 version = Version::new(stored_part(row, 5)?, stored_part(row, 6)?);
@@ -942,6 +936,16 @@ impl Backend for PostgresBackend {
         let mut c = self.lock()?;
         let c = &mut *c;
         cell_in(&mut c.client, &c.get_cell, db, store, key)
+    }
+
+    fn cells_at(&self, db: &EntryId, keys: &[(&str, &str)]) -> Result<Vec<Option<Cell>>> {
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let (_, found) = head_and_cells_in(&mut c.client, &c.get_head_and_cells, db, keys)?;
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k).cloned().flatten())
+            .collect())
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
