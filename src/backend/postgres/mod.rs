@@ -7,8 +7,9 @@
 //! row of `mnemo_heads` that every write moves on, so a process writes only on top of what
 //! it read; a document write that another process's write overtook is stored by a
 //! transaction comparing the rows it read (`put_entry_checking_reads`; `overtaken.rs`
-//! remembers where that happens, to go there first). The schema version is recorded and checked at connect; the schema is created
-//! (or upgraded from version 2 or 3) under an advisory lock.
+//! remembers where that happens, to go there first). The schema version is recorded and
+//! checked at connect; the schema is created (or upgraded from version 2 or 3) under an
+//! advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
@@ -630,11 +631,12 @@ fn put_entry_error(e: postgres::Error) -> Error {
 }
 
 /// What a document write reads, in one round trip (read ahead: [`Backend::cells_at`]; and
-/// again when it was overtaken: [`put_entry_checking_reads`]): the cells of database `$1` at the stores `$2` and keys `$3` that are stored, each with
-/// its place in those arrays (from 1), and a row numbered 0 with the database's version
-/// (NULLs: the first version). Cell columns first, as [`checked_cell`] reads them. Each
-/// cell is looked up by its key (`LATERAL ... LIMIT 1`): as a join, the plan kept for the
-/// statement hashed the keys and read every cell of the database.
+/// again when it was overtaken: [`put_entry_checking_reads`]): the cells of database `$1`
+/// at the stores `$2` and keys `$3` that are stored, each with its place in those arrays
+/// (from 1), and a row numbered 0 with the database's version (NULLs: the first version).
+/// Cell columns first, as [`checked_cell`] reads them. Each cell is looked up by its key
+/// (`LATERAL ... LIMIT 1`): as a join, the plan kept for the statement hashed the keys and
+/// read every cell of the database.
 const GET_HEAD_AND_CELLS: &str = concat!(
     "SELECT c.height, c.entry, c.value, c.chk, w.n, NULL::int8, NULL::int8 \
      FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w (store, key, n) \
