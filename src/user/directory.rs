@@ -340,8 +340,13 @@ impl Accounts {
     }
 
     /// Records in the catalog that user `owner` forgot database `db` (its owner record goes);
-    /// with `unkept`, that it leaves the instance (its catalog record goes too).
-    pub(super) fn catalog_forgotten(&self, db: &EntryId, owner: &str, unkept: bool) -> Result<()> {
+    /// with `reclaimed`, that it left the instance (its catalog record goes too).
+    pub(super) fn catalog_forgotten(
+        &self,
+        db: &EntryId,
+        owner: &str,
+        reclaimed: bool,
+    ) -> Result<()> {
         let mut txn = self.catalog.begin();
         let mut changed = false;
         let owner = owner_key(db, owner);
@@ -349,7 +354,7 @@ impl Accounts {
             OWNERS.remove(&mut txn, &owner)?;
             changed = true;
         }
-        if unkept && CATALOG.get(&self.catalog, &db.to_text())?.is_some() {
+        if reclaimed && CATALOG.get(&self.catalog, &db.to_text())?.is_some() {
             CATALOG.remove(&mut txn, &db.to_text())?;
             changed = true;
         }
