@@ -76,37 +76,23 @@ pub(crate) struct NotedCells<'a> {
     reads: RefCell<CellReads>,
 }
 
-/// The rows working out `ops` reads by key ([`Document::whole`] and [`Document::patch`]),
-/// as far as they are known before reading: for a path write, the key, its base and each
-/// path's row; for a whole-value write to a store that may hold documents, the base and the
-/// key.
-fn rows_read_by(stored: &StoredCells<'_>, ops: &Ops) -> Vec<(String, String)> {
-    let mut rows = Vec::new();
-    for (store, store_ops) in ops {
-        for (key, op) in store_ops {
-            let patch = match op {
-                Op::Patch(paths) => Some(paths),
-                _ if stored.may_have_documents(store) => None,
-                _ => continue,
-            };
-            let (doc, base_key) = (doc_store(store), key_prefix(key));
-            rows.push((store.clone(), key.clone()));
-            for pointer in patch.into_iter().flat_map(|paths| paths.keys()) {
-                rows.push((doc.clone(), format!("{base_key}{pointer}")));
-            }
-            rows.push((doc, base_key));
-        }
-    }
-    rows
-}
-
 impl<'a> NotedCells<'a> {
     /// Reads through `stored`, with the rows that working out `ops` reads by key read ahead
     /// in one read of storage where the backend can ([`Backend::cells_at`]): a path write
     /// reads its key, its base and each path's row, one after another. A row read ahead is
     /// noted only when the rules read it, as any other.
     pub(crate) fn reading_ahead(stored: StoredCells<'a>, ops: &Ops) -> Result<Self> {
-        let wanted = rows_read_by(&stored, ops);
+        let mut wanted = Vec::new();
+        for (store, store_ops) in ops {
+            for (key, op) in store_ops {
+                let doc = Document {
+                    source: &stored,
+                    store,
+                    key,
+                };
+                doc.rows_read(op, &mut wanted);
+            }
+        }
         let keys: Vec<(&str, &str)> = wanted
             .iter()
             .map(|(s, k)| (s.as_str(), k.as_str()))
@@ -317,6 +303,24 @@ impl Document<'_> {
         });
     }
 
+    /// The rows [`Document::whole`] or [`Document::patch`] may read by key for `op`, as far
+    /// as they are known before reading: for a path write, the key, its base and each
+    /// path's row; for a whole-value write to a store that may hold documents, the base and
+    /// the key.
+    fn rows_read(&self, op: &Op, rows: &mut Vec<(String, String)>) {
+        let paths = match op {
+            Op::Patch(paths) => Some(paths),
+            _ if self.source.may_have_documents(self.store) => None,
+            _ => return,
+        };
+        let (doc, base_key) = (doc_store(self.store), key_prefix(self.key));
+        rows.push((self.store.to_string(), self.key.to_string()));
+        for pointer in paths.into_iter().flat_map(|p| p.keys()) {
+            rows.push((doc.clone(), path_row_key(&base_key, pointer)));
+        }
+        rows.push((doc, base_key));
+    }
+
     /// A whole-value set or delete.
     fn whole(&self, new: Cell, writes: &mut Vec<CellWrite>) -> Result<()> {
         if !self.source.may_have_documents(self.store) {
@@ -371,7 +375,7 @@ impl Document<'_> {
         let mut won = Vec::new();
         for (pointer, json) in paths {
             let path_cell = cell(height, entry, Some(json));
-            let path_key = format!("{base_key}{pointer}");
+            let path_key = path_row_key(&base_key, pointer);
             let stored = self.source.cell(&doc, &path_key)?;
             if stored.is_none_or(|s| path_cell.wins_over(&s)) {
                 self.write(writes, doc.clone(), path_key, path_cell.clone());
@@ -412,6 +416,11 @@ impl Document<'_> {
             })
             .collect())
     }
+}
+
+/// The key of a path write's row in the documents store: the key's prefix, then the pointer.
+fn path_row_key(base_key: &str, pointer: &str) -> String {
+    [base_key, pointer].concat()
 }
 
 /// The value `base` makes with the path writes newer than it applied in order.

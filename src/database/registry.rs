@@ -83,7 +83,7 @@ impl Registry {
     /// that a later open (after it is synced here again) starts afresh. Handles still open
     /// on it fail with [`crate::Error::NotFound`] from then on.
     /// Removes nothing, and returns false, if its stored version moved on from `decided_at`
-    /// (the one read before deciding: see [`Registry::version`]).
+    /// (the one read from storage before deciding: [`Backend::version`]).
     pub fn forget(&self, id: &EntryId, decided_at: Version) -> Result<bool> {
         let core = self.core(*id);
         if !core.forget(decided_at)? {
@@ -96,12 +96,6 @@ impl Registry {
             open.remove(id);
         }
         Ok(true)
-    }
-
-    /// Database `id`'s stored version now, whoever wrote it: read before deciding to
-    /// [`Registry::forget`] it.
-    pub fn version(&self, id: &EntryId) -> Result<Version> {
-        self.backend.version(id)
     }
 
     /// Bytes of foreign entries waiting for their parents across this instance now (at most

@@ -194,7 +194,7 @@ impl Accounts {
         if let Ok(keys) = account_keys(&user_db) {
             let _ = self.vault(&claim.id).delete_all(&keys);
         }
-        if let Ok(version) = self.registry.version(&claim.db) {
+        if let Ok(version) = self.registry.backend().version(&claim.db) {
             let _ = self.registry.forget(&claim.db, version);
         }
     }

@@ -56,7 +56,7 @@ impl User {
         let _deciding = self.accounts.deciding_to_reclaim();
         // Read before the check: a process that starts keeping it after the check writes
         // after this too, and the reclaiming then removes nothing.
-        let decided_at = self.accounts.registry().version(id)?;
+        let decided_at = self.accounts.registry().backend().version(id)?;
         let unkept = !self.accounts.kept(id)?;
         lifecycle.forgotten(&self.id, id, unkept)?;
         let reclaimed = unkept && self.accounts.registry().forget(id, decided_at)?;

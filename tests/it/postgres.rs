@@ -169,18 +169,7 @@ fn postgres_commits_cost_what_the_first_did() {
         after <= before,
         "the index of tips grew from {before} to {after} pages"
     );
-    // A server process counts the rows it read into the statistics as it ends.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let others = "SELECT count(*) FROM pg_stat_activity \
-                  WHERE datname = current_database() AND pid <> pg_backend_pid()";
-    while query_i64(others) > 0 {
-        assert!(Instant::now() < deadline, "mnemo's connection did not end");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let scanned = query_i64(
-        "SELECT coalesce(sum(seq_tup_read), 0)::int8 FROM pg_stat_user_tables \
-         WHERE relname = 'mnemo_entries'",
-    );
+    let scanned = table_statistic(&mut admin, "seq_tup_read", "mnemo_entries");
     assert!(
         scanned < 400,
         "{scanned} rows of mnemo_entries read by scanning it whole"
@@ -214,7 +203,7 @@ fn a_document_write_overtaken_by_another_reads_its_cells_again_by_key() {
     p.mine.verify().unwrap();
     drop(p);
     let mut admin = admin(&url);
-    let fetched = cell_rows_fetched_by_index(&mut admin);
+    let fetched = table_statistic(&mut admin, "idx_tup_fetch", "mnemo_cells");
     // About 5 a write; reading every cell of the database at each overtaken write, 155,000.
     let writes = documents + 2 * overtaken;
     assert!(
@@ -223,10 +212,10 @@ fn a_document_write_overtaken_by_another_reads_its_cells_again_by_key() {
     );
 }
 
-/// The rows of `mnemo_cells` fetched through its index so far, once every other connection
-/// to the test database ended (a server process counts them into the statistics as it
-/// ends).
-fn cell_rows_fetched_by_index(admin: &mut postgres::Client) -> i64 {
+/// Column `column` of `pg_stat_user_tables` (rows read so far) for `table`, once every
+/// other connection to the test database ended: a server process counts what it read into
+/// the statistics as it ends.
+fn table_statistic(admin: &mut postgres::Client, column: &str, table: &str) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     let others = "SELECT count(*) FROM pg_stat_activity \
                   WHERE datname = current_database() AND pid <> pg_backend_pid()";
@@ -234,9 +223,11 @@ fn cell_rows_fetched_by_index(admin: &mut postgres::Client) -> i64 {
         assert!(Instant::now() < deadline, "mnemo's connections did not end");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let fetched = "SELECT coalesce(sum(idx_tup_fetch), 0)::int8 FROM pg_stat_user_tables \
-                   WHERE relname = 'mnemo_cells'";
-    admin.query_one(fetched, &[]).unwrap().get(0)
+    let query = format!(
+        "SELECT coalesce(sum({column}), 0)::int8 FROM pg_stat_user_tables \
+         WHERE relname = '{table}'"
+    );
+    admin.query_one(&query, &[]).unwrap().get(0)
 }
 
 /// A commit whose statement began before another process's commit to the same database
