@@ -149,7 +149,9 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// MNEMO_STATUS_NOT_FOUND. A process sharing the storage that writes to the database after
 /// this one found that nobody keeps it (a user there loaded it just then) keeps it stored:
 /// the reclaiming then deletes nothing, and no write it acknowledged is lost (a handle
-/// loaded there that has not written yet gets MNEMO_STATUS_NOT_FOUND).
+/// loaded there that has not written yet gets MNEMO_STATUS_NOT_FOUND). A write from a handle
+/// whose user no longer keeps it (or a peer's push) landing at that moment makes it look
+/// again, up to 4 times, whether anybody keeps it; then it stays stored.
 ///
 /// - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
 ///

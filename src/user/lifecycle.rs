@@ -8,6 +8,10 @@ use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
+/// How many times forgetting a database looks again whether anybody keeps it, when writes
+/// keep landing between the check and the reclaiming (see [`User::forget_db`]).
+const RECLAIM_TRIES: usize = 4;
+
 /// What the instance does when a user forgets a database, beyond the user room (which
 /// never imports `sync` or `instance`): the instance implements it and hands it to
 /// [`super::Accounts::new`].
@@ -32,15 +36,15 @@ impl User {
     /// reclaimed, syncing it from a peer brings it back. Another user of this instance
     /// loading it meanwhile either keeps it or waits and finds it gone. A process sharing
     /// the storage that writes to it after this one found that nobody keeps it (a user there
-    /// loaded it just then) keeps it stored: the reclaiming deletes nothing.
+    /// loaded it just then) keeps it stored: the reclaiming deletes nothing. A write from a
+    /// handle nobody keeps makes it look again, up to [`RECLAIM_TRIES`] times.
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;
     /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
     /// plainly) or a deleted account.
     pub fn forget_db(&self, id: &EntryId) -> Result<()> {
         self.own_record()?;
-        let lifecycle = self.accounts.lifecycle();
-        if lifecycle.is_system(id)? {
+        if self.accounts.lifecycle().is_system(id)? {
             return Err(Error::PermissionDenied(format!(
                 "{id} is a system database of this instance: it is never forgotten"
             )));
@@ -54,14 +58,39 @@ impl User {
         TRACKED.delete(&self.user_db, &key)?;
         // No user of this instance starts keeping it between the check and the reclaiming.
         let _deciding = self.accounts.deciding_to_reclaim();
-        // Read before the check: a process that starts keeping it after the check writes
-        // after this too, and the reclaiming then removes nothing.
-        let decided_at = self.accounts.registry().backend().version(id)?;
-        let unkept = !self.accounts.kept(id)?;
-        lifecycle.forgotten(&self.id, id, unkept)?;
-        let reclaimed = unkept && self.accounts.registry().forget(id, decided_at)?;
+        let reclaimed = self.reclaim_unkept(id)?;
         self.accounts.catalog_forgotten(id, &self.id, reclaimed)?;
         Ok(())
+    }
+
+    /// Reclaims the storage of `id`, which this user just stopped keeping, if no user keeps
+    /// it; tells the instance first ([`Lifecycle::forgotten`]). Whether it was reclaimed.
+    ///
+    /// The version is read before each check: a process that starts keeping it after the
+    /// check writes after that read too, and the reclaiming then removes nothing. A write
+    /// from a handle nobody keeps (a stale one, a peer's push) refuses it the same way, so
+    /// it looks again, up to [`RECLAIM_TRIES`] times; after that the database stays stored.
+    fn reclaim_unkept(&self, id: &EntryId) -> Result<bool> {
+        let registry = self.accounts.registry();
+        let lifecycle = self.accounts.lifecycle();
+        let mut told = false;
+        for _ in 0..RECLAIM_TRIES {
+            let decided_at = registry.backend().version(id)?;
+            if self.accounts.kept(id)? {
+                break;
+            }
+            if !told {
+                lifecycle.forgotten(&self.id, id, true)?;
+                told = true;
+            }
+            if registry.forget(id, decided_at)? {
+                return Ok(true);
+            }
+        }
+        if !told {
+            lifecycle.forgotten(&self.id, id, false)?;
+        }
+        Ok(false)
     }
 
     /// Removes one of the user's keys: its record, and its sealed private key, which is

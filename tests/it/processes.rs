@@ -374,6 +374,36 @@ fn a_database_another_process_started_keeping_is_not_reclaimed_under_its_write()
     }
 }
 
+/// A database nobody keeps is reclaimed even when a write lands between the check and the
+/// removal from a handle whose user no longer keeps it (here the same user, in another
+/// process): the reclaiming looks again, finds that nobody keeps it still, and removes it
+/// with that write, instead of leaving it stored with nobody to forget it.
+#[test]
+fn a_database_written_by_a_handle_nobody_keeps_is_reclaimed_all_the_same() {
+    for storage in storages() {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        let (id, theirs) = (p.mine.id(), p.theirs.clone());
+        let (sent, landed) = std::sync::mpsc::channel();
+        p.watched.before_forget(move || {
+            sent.send(theirs.set("s", "k", "\"late\"")).unwrap();
+        });
+        p.sessions.0.forget_db(&id).unwrap();
+        landed.recv().unwrap().unwrap();
+        let backend = storage.open();
+        assert_eq!(
+            backend.entry_meta(&id).unwrap(),
+            None,
+            "{name}: the root stayed"
+        );
+        assert!(backend.tips(&id).unwrap().is_empty(), "{name}");
+        assert!(
+            matches!(p.theirs.get("s", "k"), Err(Error::NotFound(_))),
+            "{name}"
+        );
+    }
+}
+
 /// A database another process forgot answers NotFound here, as it does in that process:
 /// reads, writes and received entries, and loading it again.
 #[test]
