@@ -275,11 +275,15 @@ impl Accounts {
         self.keeping.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether some user of the instance keeps database `db` in their list (one read per
-    /// user: forgetting is rare). Deleted accounts keep nothing.
-    pub(super) fn kept(&self, db: &EntryId) -> Result<bool> {
+    /// Whether a user of the instance other than the one whose private database is `except`
+    /// keeps database `db` in their list (one read per user: forgetting is rare). Deleted
+    /// accounts keep nothing.
+    pub(super) fn kept_by_others(&self, db: &EntryId, except: &EntryId) -> Result<bool> {
         let key = db.to_text();
         for (_, record) in self.records()? {
+            if record.db == *except {
+                continue;
+            }
             let user_db = self
                 .registry
                 .open(record.db, self.device.clone(), self.device_key);

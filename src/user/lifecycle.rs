@@ -37,7 +37,8 @@ impl User {
     /// loading it meanwhile either keeps it or waits and finds it gone. A process sharing
     /// the storage that writes to it after this one found that nobody keeps it (a user there
     /// loaded it just then) keeps it stored: the reclaiming deletes nothing. A write from a
-    /// handle nobody keeps makes it look again, up to [`RECLAIM_TRIES`] times.
+    /// handle nobody keeps makes it look again, up to [`RECLAIM_TRIES`] times. It leaves the
+    /// list last: a forgetting that fails part-way leaves it listed, to be forgotten again.
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;
     /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
@@ -55,15 +56,20 @@ impl User {
                 "database {id} is not in this user's list"
             )));
         }
-        TRACKED.delete(&self.user_db, &key)?;
-        // No user of this instance starts keeping it between the check and the reclaiming.
-        let _deciding = self.accounts.deciding_to_reclaim();
-        let reclaimed = self.reclaim_unkept(id)?;
+        // Out of the list last: a forgetting stopped part-way (a crash, a storage error)
+        // leaves it listed, and forgetting it again finishes the job, instead of leaving its
+        // rows stored with nobody keeping it.
+        let reclaimed = {
+            // No user of this instance starts keeping it between the check and the
+            // reclaiming.
+            let _deciding = self.accounts.deciding_to_reclaim();
+            self.reclaim_unkept(id)?
+        };
         self.accounts.catalog_forgotten(id, &self.id, reclaimed)?;
-        Ok(())
+        TRACKED.delete(&self.user_db, &key).map(drop)
     }
 
-    /// Reclaims the storage of `id`, which this user just stopped keeping, if no user keeps
+    /// Reclaims the storage of `id`, which this user is forgetting, if no other user keeps
     /// it; tells the instance first ([`Lifecycle::forgotten`]). Whether it was reclaimed.
     ///
     /// The version is read before each check: a process that starts keeping it after the
@@ -76,7 +82,7 @@ impl User {
         let mut told = false;
         for _ in 0..RECLAIM_TRIES {
             let decided_at = registry.backend().version(id)?;
-            if self.accounts.kept(id)? {
+            if self.accounts.kept_by_others(id, &self.user_db.id())? {
                 break;
             }
             if !told {

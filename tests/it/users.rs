@@ -241,6 +241,55 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
     }
 }
 
+/// Forgetting a database stopped at any write (a crash or an error) leaves it either in the
+/// user's list, where forgetting it again finishes the job, or gone with its storage
+/// reclaimed: never out of every list with its rows still stored.
+#[test]
+fn forgetting_a_database_stopped_at_any_write_can_be_repeated() {
+    for crash in [true, false] {
+        let mut fail_at = 0;
+        loop {
+            let created = std::sync::Mutex::new(None);
+            let (storage, _, done) = stop_during(
+                |inst| {
+                    inst.create_user("u", None).unwrap();
+                    let user = inst.login("u", None).unwrap();
+                    let db = user.create_db("d").unwrap();
+                    db.set("s", "k", "1").unwrap();
+                    *created.lock().unwrap() = Some(db.id());
+                },
+                |inst| {
+                    let id = created.lock().unwrap().expect("created by the set-up");
+                    inst.login("u", None)?.forget_db(&id)
+                },
+                fail_at,
+                crash,
+            );
+            let id = created.into_inner().unwrap().unwrap();
+            let what = format!("stopped at write {fail_at} (crash: {crash})");
+            let inst = Instance::open(storage.clone()).unwrap();
+            let user = inst.login("u", None).unwrap();
+            if !user.list_dbs().unwrap().is_empty() {
+                assert!(!done, "{what}: forgotten, yet listed");
+                user.forget_db(&id)
+                    .unwrap_or_else(|e| panic!("{what}: forgetting again: {e}"));
+            }
+            assert!(user.list_dbs().unwrap().is_empty(), "{what}");
+            assert_eq!(
+                storage.entry_meta(&id).unwrap(),
+                None,
+                "{what}: out of the list, its rows still stored"
+            );
+            assert!(storage.tips(&id).unwrap().is_empty(), "{what}");
+            if done {
+                break;
+            }
+            fail_at += 1;
+        }
+        assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
+    }
+}
+
 /// A creation that claimed the name and stopped before the directory record: the next
 /// lookup of the name writes the record (the account was complete before the claim).
 #[test]
