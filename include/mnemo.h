@@ -1108,7 +1108,9 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_commit(struct mnemo_txn *txn, char **out_e
 void mnemo_txn_abort(struct mnemo_txn *txn);
 
 /**
- * Creates a database with this user's default key as its admin.
+ * Creates a database with this user's default key as its admin, and adds it to the user's
+ * list. A creation that fails part-way (an error, a crash) leaves nothing stored outside
+ * every list: the database is either listed or not stored.
  *
  * - `name`: required, non-empty UTF-8; names need not be unique.
  * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.

@@ -74,8 +74,19 @@ impl Registry {
         author: PublicKey,
     ) -> Result<Database> {
         let root = create_root(name, &*keys, author)?;
+        self.create_from_root(&root, keys, author)
+    }
+
+    /// Creates the database whose root entry is `root` (made by [`create_root`], so that
+    /// its id could be recorded before it is stored) and opens it, signing as `author`.
+    pub fn create_from_root(
+        &self,
+        root: &Entry,
+        keys: Arc<dyn KeyRing>,
+        author: PublicKey,
+    ) -> Result<Database> {
         let core = self.core(root.id());
-        core.store_root(&root)?;
+        core.store_root(root)?;
         Ok(Database::new(core, keys, author))
     }
 

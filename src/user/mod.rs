@@ -15,7 +15,7 @@ mod session;
 use std::sync::Arc;
 
 use crate::crypto::{KeyRing, PublicKey};
-use crate::database::{now_ms, Database, Permission};
+use crate::database::{create_root, now_ms, Database, Permission};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 use records::{TrackedRecord, UserRecord, KEYS, TRACKED};
@@ -122,15 +122,23 @@ impl User {
     }
 
     /// Creates a database named `name`, with this user's default key as its admin, and
-    /// tracks it.
+    /// tracks it. Stopped part-way, it leaves the database listed or not stored.
     pub fn create_db(&self, name: &str) -> Result<Database> {
         self.own_record()?;
         let author = self.default_key()?;
-        let db = self
-            .accounts
-            .registry()
-            .create(name, self.session.clone(), author)?;
-        self.track(db.id(), name)?;
+        let root = create_root(name, &*self.session, author)?;
+        // Listed before it is stored: a creation stopped part-way leaves at most a record of
+        // a database never stored, which lists skip (they show what this instance holds),
+        // rather than a stored database in nobody's list, whose id nobody knows.
+        self.track(root.id(), name)?;
+        let created =
+            self.accounts
+                .registry()
+                .create_from_root(&root, self.session.clone(), author);
+        let db = created.inspect_err(|_| {
+            // Best effort: the record would only be skipped.
+            let _ = TRACKED.delete(&self.user_db, &root.id().to_text());
+        })?;
         self.accounts.catalog_created(&db.id(), name, &self.id)?;
         Ok(db)
     }

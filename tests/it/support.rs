@@ -265,6 +265,8 @@ pub struct Instrumented {
     before_write: Mutex<(usize, Option<Hook>)>,
     /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
     before_forget: Mutex<Option<Hook>>,
+    /// The root entries stored (the databases created) through this backend.
+    roots: Mutex<Vec<EntryId>>,
     pub secrets: Mutex<BTreeSet<String>>,
 }
 
@@ -294,6 +296,7 @@ impl Instrumented {
             fail_reads_after_put: AtomicBool::new(false),
             before_write: Mutex::default(),
             before_forget: Mutex::default(),
+            roots: Mutex::default(),
             secrets: Mutex::default(),
         })
     }
@@ -360,6 +363,11 @@ impl Instrumented {
         }
     }
 
+    /// The databases whose root entry was stored through this backend (created here).
+    pub fn roots_stored(&self) -> Vec<EntryId> {
+        self.roots.lock().unwrap().clone()
+    }
+
     /// How many single cells (`cell`) and batches of cells (`cells_at`) were read so far.
     pub fn cell_reads(&self) -> (usize, usize) {
         (
@@ -416,6 +424,9 @@ impl Backend for Instrumented {
         }
         self.run_before_write();
         let stored = self.write(|| self.inner.put_entry(write))?;
+        if stored.is_some() && write.id == write.meta.db {
+            self.roots.lock().unwrap().push(write.id);
+        }
         if self.fail_reads_after_put.swap(false, Ordering::SeqCst) {
             self.reads_fail.store(true, Ordering::SeqCst);
         }

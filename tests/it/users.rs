@@ -241,6 +241,46 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
     }
 }
 
+/// Creating a database stopped at any write (a crash or an error) leaves it either in the
+/// user's list or not stored at all: never stored with nobody keeping it (nobody could even
+/// find its id to forget it).
+#[test]
+fn creating_a_database_stopped_at_any_write_leaves_nothing_unkept() {
+    for crash in [true, false] {
+        let mut fail_at = 0;
+        loop {
+            let (storage, stopping, done) = stop_during(
+                |inst| inst.create_user("u", None).unwrap(),
+                |inst| inst.login("u", None)?.create_db("d").map(drop),
+                fail_at,
+                crash,
+            );
+            let what = format!("stopped at write {fail_at} (crash: {crash})");
+            let inst = Instance::open(storage.clone()).unwrap();
+            let user = inst.login("u", None).unwrap();
+            let listed: Vec<_> = user.list_dbs().unwrap().iter().map(|d| d.id).collect();
+            assert!(
+                done <= (listed.len() == 1),
+                "{what}: created, yet not listed"
+            );
+            for root in stopping.roots_stored() {
+                if !listed.contains(&root) {
+                    assert_eq!(
+                        storage.entry_meta(&root).unwrap(),
+                        None,
+                        "{what}: stored, yet in nobody's list"
+                    );
+                }
+            }
+            if done {
+                break;
+            }
+            fail_at += 1;
+        }
+        assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
+    }
+}
+
 /// Forgetting a database stopped at any write (a crash or an error) leaves it either in the
 /// user's list, where forgetting it again finishes the job, or gone with its storage
 /// reclaimed: never out of every list with its rows still stored.
