@@ -1222,7 +1222,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_keys(struct mnemo_user *user, char *
  * from storage (as `mnemo_user_change_password` erases a replaced secret). This session
  * stops signing with it at once; other sessions of the same user hold it until they log
  * out. Database handles that sign with it then fail to write. Grants the key holds in
- * databases' settings stay (revoke them with `mnemo_db_revoke` first if they matter).
+ * databases' settings stay (revoke them with `mnemo_db_revoke` first if they matter). If
+ * it fails after the record went (MNEMO_STATUS_STORAGE), calling it again erases the
+ * sealed key that was left.
  *
  * - `pubkey`: "ed25519:<base64url>", one of the user's keys other than the default.
  *

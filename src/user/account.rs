@@ -233,32 +233,39 @@ pub(super) fn add_key(
     name: Option<&str>,
 ) -> Result<PrivateKey> {
     let key = PrivateKey::generate()?;
-    vault.put_key(
-        &key.public_key(),
-        &seal_key(account_key, vault.user_id, &key)?,
-    )?;
+    let public = key.public_key();
+    vault.put_key(&public, &seal_key(account_key, vault.user_id, &key)?)?;
     let record = KeyRecord {
         name: name.map(str::to_string),
         created: now_ms(),
     };
-    KEYS.put(user_db, &key.public_key().to_text(), &record)?;
+    // A failure here leaves a secret nothing lists, sealed under the account key: not taken
+    // back, since the record may have been stored all the same (an error while committing),
+    // and a listed key without its secret would fail every login.
+    KEYS.put(user_db, &public.to_text(), &record)?;
     Ok(key)
 }
 
 /// Removes `key` from the account: its public record, then its sealed seed (scrubbed from
 /// storage; see [`Backend::secret_delete`]). [`Error::InvalidArgument`] for the default key,
 /// [`Error::NotFound`] for a key the account does not have. The record goes first, so a
-/// failure in between leaves an unused secret, never a listed key without its secret. A
-/// default change to `key` racing with this is caught: each side writes, then reads what
-/// the other writes, and the removal undoes itself if it sees `key` became the default.
+/// failure in between leaves an unused secret, never a listed key without its secret; the
+/// same removal again erases that secret. A default change to `key` racing with this is
+/// caught: each side writes, then reads what the other writes, and the removal undoes
+/// itself if it sees `key` became the default.
 pub(super) fn remove_key(user_db: &Database, vault: &Vault<'_>, key: &PublicKey) -> Result<()> {
     let text = key.to_text();
-    let record = KEYS
-        .get(user_db, &text)?
-        .ok_or_else(|| Error::NotFound(format!("this user has no key {key}")))?;
+    let record = KEYS.get(user_db, &text)?;
     if default_key(user_db)? == *key {
         return Err(not_removable(key));
     }
+    let Some(record) = record else {
+        // A removal stopped after the record went left the secret: erased now.
+        return match vault.delete_key(key)? {
+            true => Ok(()),
+            false => Err(Error::NotFound(format!("this user has no key {key}"))),
+        };
+    };
     KEYS.delete(user_db, &text)?;
     if default_key(user_db)? == *key {
         KEYS.put(user_db, &text, &record)?;

@@ -103,7 +103,8 @@ impl User {
     /// erased from storage; this session stops signing with it at once (other sessions of
     /// the user hold it until they log out). Handles that sign with it then fail to write.
     /// [`Error::InvalidArgument`] for the default key (choose another default first),
-    /// [`Error::NotFound`] for a key the user does not have.
+    /// [`Error::NotFound`] for a key the user does not have. Called again after it failed
+    /// part-way, it erases the sealed key the first call left.
     pub fn remove_key(&self, key: &PublicKey) -> Result<()> {
         self.own_record()?;
         let vault = self.accounts.vault(&self.id);

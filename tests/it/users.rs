@@ -1,6 +1,7 @@
 //! Instances and accounts: reopening, concurrent creation, options, creations and
 //! deletions stopped part-way (a crash or an error at each write in turn).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -328,6 +329,65 @@ fn forgetting_a_database_stopped_at_any_write_can_be_repeated() {
         }
         assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
     }
+}
+
+/// The public keys (as text) whose sealed private key is in `storage`, among the secrets
+/// `stopping` saw written (`key/<user id>/<key>`).
+fn sealed_keys(stopping: &Instrumented, storage: &MemoryBackend) -> BTreeSet<String> {
+    let secrets = stopping.secrets.lock().unwrap().clone();
+    secrets
+        .iter()
+        .filter(|name| storage.secret_get(name).unwrap().is_some())
+        .filter_map(|name| name.strip_prefix("key/")?.split_once('/'))
+        .map(|(_, key)| key.to_string())
+        .collect()
+}
+
+/// Removing a key stopped at any write by an error leaves no sealed private key in storage
+/// but those of the keys the user lists once the removal is repeated: the first attempt may
+/// leave the secret of a key no longer listed, and removing the key again erases it.
+#[test]
+fn removing_a_key_stopped_at_any_write_can_be_repeated() {
+    let mut fail_at = 0;
+    loop {
+        let (storage, stopping, done) = stop_during(
+            |inst| {
+                inst.create_user("u", Some("pw")).unwrap();
+                let user = inst.login("u", Some("pw")).unwrap();
+                user.add_private_key(Some("extra")).unwrap();
+            },
+            |inst| {
+                let user = inst.login("u", Some("pw"))?;
+                let extra = user.list_keys()?.into_iter().find(|k| !k.default).unwrap();
+                user.remove_key(&extra.public)
+            },
+            fail_at,
+            false,
+        );
+        let what = format!("stopped at write {fail_at}");
+        let inst = Instance::open(storage.clone()).unwrap();
+        let user = inst.login("u", Some("pw")).unwrap();
+        let listed = || -> BTreeSet<String> {
+            let keys = user.list_keys().unwrap();
+            keys.iter().map(|k| k.public.to_text()).collect()
+        };
+        for key in sealed_keys(&stopping, &storage).difference(&listed()) {
+            assert!(!done, "{what}: removed, yet its secret stayed");
+            let key = mnemo::crypto::PublicKey::parse(key).unwrap();
+            user.remove_key(&key)
+                .unwrap_or_else(|e| panic!("{what}: removing {key} again: {e}"));
+            assert!(
+                matches!(user.remove_key(&key), Err(Error::NotFound(_))),
+                "{what}: removed twice"
+            );
+        }
+        assert_eq!(sealed_keys(&stopping, &storage), listed(), "{what}");
+        if done {
+            break;
+        }
+        fail_at += 1;
+    }
+    assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
 }
 
 /// A creation that claimed the name and stopped before the directory record: the next
