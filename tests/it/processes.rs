@@ -4,6 +4,7 @@
 //! missed. Two instances opened on one storage through separate connections stand for the
 //! processes; a test hook lands one's change between the other's reads and its write.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -401,6 +402,45 @@ fn a_database_written_by_a_handle_nobody_keeps_is_reclaimed_all_the_same() {
             matches!(p.theirs.get("s", "k"), Err(Error::NotFound(_))),
             "{name}"
         );
+    }
+}
+
+/// Processes opening a fresh storage at the same moment agree on one device and one set of
+/// system databases; the system databases made by the openers that lost the race are not
+/// left stored.
+#[test]
+fn processes_opening_a_fresh_storage_at_once_leave_one_set_of_system_databases() {
+    for storage in storages() {
+        let name = storage.name();
+        let openers = 4;
+        let barrier = Arc::new(std::sync::Barrier::new(openers));
+        let opened: Vec<(String, Vec<EntryId>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..openers)
+                .map(|_| {
+                    let (watched, barrier) = (Instrumented::new(storage.open()), barrier.clone());
+                    s.spawn(move || {
+                        barrier.wait();
+                        let inst = Instance::open(watched.clone()).unwrap();
+                        (inst.device_id().to_text(), watched.roots_stored())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let devices: BTreeSet<&String> = opened.iter().map(|(device, _)| device).collect();
+        assert_eq!(devices.len(), 1, "{name}");
+        let backend = storage.open();
+        let kept = (opened.iter().flat_map(|(_, roots)| roots))
+            .filter(|root| backend.entry_meta(root).unwrap().is_some())
+            .count();
+        assert_eq!(
+            kept, 3,
+            "{name}: _instance, _users and _databases, once each"
+        );
+        Instance::open(storage.open())
+            .unwrap()
+            .create_user("u", None)
+            .unwrap();
     }
 }
 
