@@ -129,16 +129,13 @@ impl User {
         let root = create_root(name, &*self.session, author)?;
         // Listed before it is stored: a creation stopped part-way leaves at most a record of
         // a database never stored, which lists skip (they show what this instance holds),
-        // rather than a stored database in nobody's list, whose id nobody knows.
+        // rather than a stored database in nobody's list, whose id nobody knows. The record
+        // stays after an error: the root may have been stored all the same.
         self.track(root.id(), name)?;
-        let created =
-            self.accounts
-                .registry()
-                .create_from_root(&root, self.session.clone(), author);
-        let db = created.inspect_err(|_| {
-            // Best effort: the record would only be skipped.
-            let _ = TRACKED.delete(&self.user_db, &root.id().to_text());
-        })?;
+        let db = self
+            .accounts
+            .registry()
+            .create_from_root(&root, self.session.clone(), author)?;
         self.accounts.catalog_created(&db.id(), name, &self.id)?;
         Ok(db)
     }
