@@ -157,14 +157,23 @@ fn stop_during(
     (storage, stopping, done)
 }
 
+/// Runs `attempt` with the write to stop at: 0, 1, 2 and on, until an attempt gets through
+/// (returns true). Returns how many attempts were stopped.
+fn at_each_write(mut attempt: impl FnMut(usize) -> bool) -> usize {
+    let mut fail_at = 0;
+    while !attempt(fail_at) {
+        fail_at += 1;
+    }
+    fail_at
+}
+
 /// A creation stopped at any write, by a crash or by an error, never leaves the name
 /// taken by nobody: after a restart the user either logs in or can be created, with its
 /// password; after an error (no crash) no secrets of the failed attempt remain.
 #[test]
 fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
     for crash in [true, false] {
-        let mut fail_at = 0;
-        loop {
+        let stopped = at_each_write(|fail_at| {
             let (storage, stopping, done) = stop_during(
                 |inst| inst.create_user("first", None).unwrap(),
                 |inst| inst.create_user("carol", Some("pw")),
@@ -192,12 +201,9 @@ fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
                 let owners = if existed { 2 } else { 1 };
                 assert_eq!(stopping.secret_owners().len(), owners, "{what}");
             }
-            if done {
-                break;
-            }
-            fail_at += 1;
-        }
-        assert!(fail_at >= 4, "too few writes to stop at ({fail_at})");
+            done
+        });
+        assert!(stopped >= 4, "too few writes to stop at ({stopped})");
     }
 }
 
@@ -209,8 +215,7 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
         inst.create_user("admin", None).unwrap();
         inst.create_user("dave", Some("pw")).unwrap();
     };
-    let mut fail_at = 0;
-    loop {
+    let stopped = at_each_write(|fail_at| {
         let (storage, stopping, done) = stop_during(
             setup,
             |inst| inst.login("admin", None)?.admin_delete_user("dave"),
@@ -235,11 +240,9 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
         }
         inst.create_user("dave", Some("new")).unwrap();
         inst.login("dave", Some("new")).unwrap();
-        if done {
-            break;
-        }
-        fail_at += 1;
-    }
+        done
+    });
+    assert!(stopped >= 2, "too few writes to stop at ({stopped})");
 }
 
 /// Creating a database stopped at any write (a crash or an error) leaves it either in the
@@ -248,8 +251,7 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
 #[test]
 fn creating_a_database_stopped_at_any_write_leaves_nothing_unkept() {
     for crash in [true, false] {
-        let mut fail_at = 0;
-        loop {
+        let stopped = at_each_write(|fail_at| {
             let (storage, stopping, done) = stop_during(
                 |inst| inst.create_user("u", None).unwrap(),
                 |inst| inst.login("u", None)?.create_db("d").map(drop),
@@ -273,12 +275,9 @@ fn creating_a_database_stopped_at_any_write_leaves_nothing_unkept() {
                     );
                 }
             }
-            if done {
-                break;
-            }
-            fail_at += 1;
-        }
-        assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
+            done
+        });
+        assert!(stopped >= 2, "too few writes to stop at ({stopped})");
     }
 }
 
@@ -288,8 +287,7 @@ fn creating_a_database_stopped_at_any_write_leaves_nothing_unkept() {
 #[test]
 fn forgetting_a_database_stopped_at_any_write_can_be_repeated() {
     for crash in [true, false] {
-        let mut fail_at = 0;
-        loop {
+        let stopped = at_each_write(|fail_at| {
             let created = std::sync::Mutex::new(None);
             let (storage, _, done) = stop_during(
                 |inst| {
@@ -322,12 +320,9 @@ fn forgetting_a_database_stopped_at_any_write_can_be_repeated() {
                 "{what}: out of the list, its rows still stored"
             );
             assert!(storage.tips(&id).unwrap().is_empty(), "{what}");
-            if done {
-                break;
-            }
-            fail_at += 1;
-        }
-        assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
+            done
+        });
+        assert!(stopped >= 2, "too few writes to stop at ({stopped})");
     }
 }
 
@@ -348,8 +343,7 @@ fn sealed_keys(stopping: &Instrumented, storage: &MemoryBackend) -> BTreeSet<Str
 /// leave the secret of a key no longer listed, and removing the key again erases it.
 #[test]
 fn removing_a_key_stopped_at_any_write_can_be_repeated() {
-    let mut fail_at = 0;
-    loop {
+    let stopped = at_each_write(|fail_at| {
         let (storage, stopping, done) = stop_during(
             |inst| {
                 inst.create_user("u", Some("pw")).unwrap();
@@ -382,12 +376,9 @@ fn removing_a_key_stopped_at_any_write_can_be_repeated() {
             );
         }
         assert_eq!(sealed_keys(&stopping, &storage), listed(), "{what}");
-        if done {
-            break;
-        }
-        fail_at += 1;
-    }
-    assert!(fail_at >= 2, "too few writes to stop at ({fail_at})");
+        done
+    });
+    assert!(stopped >= 2, "too few writes to stop at ({stopped})");
 }
 
 /// A creation that claimed the name and stopped before the directory record: the next
