@@ -109,6 +109,15 @@ impl Registry {
         Ok(true)
     }
 
+    /// Removes database `id`, which this instance made and nobody else knows of (a creation
+    /// abandoned part-way, or lost to a racing one), at whatever version it has. Best effort:
+    /// what a failure leaves is reachable by nobody.
+    pub fn discard(&self, id: &EntryId) {
+        if let Ok(version) = self.backend.version(id) {
+            let _ = self.forget(id, version);
+        }
+    }
+
     /// Bytes of foreign entries waiting for their parents across this instance now (at most
     /// [`super::MAX_WAITING_BYTES`]).
     pub fn waiting_bytes(&self) -> usize {

@@ -131,12 +131,8 @@ fn load_or_create_system_db(
     if backend.meta_insert_new(&meta_key, created.id().to_text().as_bytes())? {
         return Ok(created.id());
     }
-    // Another opener created it first. Nobody else knows ours: its rows go (best effort; an
-    // unused root is all they hold).
-    let ours = created.id();
-    let _ = backend
-        .version(&ours)
-        .and_then(|version| registry.forget(&ours, version));
+    // Another opener created it first; nobody else knows ours.
+    registry.discard(&created.id());
     recorded(
         backend
             .meta_get(&meta_key)?

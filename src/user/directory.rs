@@ -194,9 +194,7 @@ impl Accounts {
         if let Ok(keys) = account_keys(&user_db) {
             let _ = self.vault(&claim.id).delete_all(&keys);
         }
-        if let Ok(version) = self.registry.backend().version(&claim.db) {
-            let _ = self.registry.forget(&claim.db, version);
-        }
+        self.registry.discard(&claim.db);
     }
 
     /// Erases the sealed secrets of the account `record` names.

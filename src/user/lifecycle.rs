@@ -4,6 +4,7 @@
 use super::account;
 use super::records::TRACKED;
 use super::User;
+use crate::backend::Version;
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
@@ -77,26 +78,31 @@ impl User {
     /// from a handle nobody keeps (a stale one, a peer's push) refuses it the same way, so
     /// it looks again, up to [`RECLAIM_TRIES`] times; after that the database stays stored.
     fn reclaim_unkept(&self, id: &EntryId) -> Result<bool> {
-        let registry = self.accounts.registry();
         let lifecycle = self.accounts.lifecycle();
-        let mut told = false;
-        for _ in 0..RECLAIM_TRIES {
-            let decided_at = registry.backend().version(id)?;
-            if self.accounts.kept_by_others(id, &self.user_db.id())? {
-                break;
-            }
-            if !told {
-                lifecycle.forgotten(&self.id, id, true)?;
-                told = true;
-            }
+        let Some(mut decided_at) = self.unkept_at(id)? else {
+            lifecycle.forgotten(&self.id, id, false)?;
+            return Ok(false);
+        };
+        lifecycle.forgotten(&self.id, id, true)?;
+        let registry = self.accounts.registry();
+        for _ in 1..RECLAIM_TRIES {
             if registry.forget(id, decided_at)? {
                 return Ok(true);
             }
+            match self.unkept_at(id)? {
+                Some(now) => decided_at = now,
+                None => return Ok(false),
+            }
         }
-        if !told {
-            lifecycle.forgotten(&self.id, id, false)?;
-        }
-        Ok(false)
+        registry.forget(id, decided_at)
+    }
+
+    /// The version of `id` read just before finding that no user but this one keeps it;
+    /// `None` if another user does.
+    fn unkept_at(&self, id: &EntryId) -> Result<Option<Version>> {
+        let version = self.accounts.registry().backend().version(id)?;
+        let kept = self.accounts.kept_by_others(id, &self.user_db.id())?;
+        Ok((!kept).then_some(version))
     }
 
     /// Removes one of the user's keys: its record, and its sealed private key, which is
