@@ -643,7 +643,8 @@ void mnemo_events_free(struct mnemo_events *events);
 
 /**
  * Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
- * open.
+ * open. Discards what user creations that stopped before claiming their name (a crash) at
+ * least an hour ago left stored (see `mnemo_instance_create_user`).
  *
  * - `backend`: required; consumed on success and on failure (do not use or free it after).
  * - `out`: receives a new instance handle, owned by the caller, freed with
@@ -699,9 +700,14 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
  * UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
- * taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
- * Crash-safe: if the process dies part-way (or the call fails), the name is either free
- * again or belongs to the complete account, which then logs in.
+ * taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
+ * process suspended part-way, and an open of the storage meanwhile discarded it as
+ * abandoned: nothing of it is left; create the user again). Thread-safe; concurrent
+ * creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
+ * fails), the name is either free again or belongs to the complete account, which then
+ * logs in. What a creation that died before its name was claimed had stored is discarded
+ * by the first open of the storage an hour or more later (a failed call discards its own
+ * at once).
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *instance, const char *username, const char *password);
 

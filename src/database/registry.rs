@@ -109,13 +109,12 @@ impl Registry {
         Ok(true)
     }
 
-    /// Removes database `id`, which this instance made and nobody else knows of (a creation
-    /// abandoned part-way, or lost to a racing one), at whatever version it has. Best effort:
-    /// what a failure leaves is reachable by nobody.
-    pub fn discard(&self, id: &EntryId) {
-        if let Ok(version) = self.backend.version(id) {
-            let _ = self.forget(id, version);
-        }
+    /// Removes database `id`, which nobody else knows of (a creation abandoned part-way, or
+    /// lost to a racing one), at whatever version it has; false if it was written meanwhile
+    /// (then nothing is removed). A database never stored is removed at once.
+    pub fn discard(&self, id: &EntryId) -> Result<bool> {
+        let version = self.backend.version(id)?;
+        self.forget(id, version)
     }
 
     /// Bytes of foreign entries waiting for their parents across this instance now (at most

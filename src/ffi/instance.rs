@@ -23,7 +23,8 @@ impl Handle for mnemo_instance {
 }
 
 /// Opens an instance on `backend`, creating the device identity (an Ed25519 key) on first
-/// open.
+/// open. Discards what user creations that stopped before claiming their name (a crash) at
+/// least an hour ago left stored (see `mnemo_instance_create_user`).
 ///
 /// - `backend`: required; consumed on success and on failure (do not use or free it after).
 /// - `out`: receives a new instance handle, owned by the caller, freed with
@@ -77,6 +78,7 @@ pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
         let out = out_param(out, "out")?;
         let options = InstanceOptions {
             kdf: Some(KdfParams { m_kib, t, p }),
+            ..InstanceOptions::default()
         };
         *out = mnemo_instance {
             inner: Instance::open_with(backend.inner, options)?,
@@ -126,9 +128,14 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle or username, bad
 /// UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
-/// taken), MNEMO_STATUS_STORAGE. Thread-safe; concurrent creations of one name: one wins.
-/// Crash-safe: if the process dies part-way (or the call fails), the name is either free
-/// again or belongs to the complete account, which then logs in.
+/// taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
+/// process suspended part-way, and an open of the storage meanwhile discarded it as
+/// abandoned: nothing of it is left; create the user again). Thread-safe; concurrent
+/// creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
+/// fails), the name is either free again or belongs to the complete account, which then
+/// logs in. What a creation that died before its name was claimed had stored is discarded
+/// by the first open of the storage an hour or more later (a failed call discards its own
+/// at once).
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_create_user(

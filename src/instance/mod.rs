@@ -9,6 +9,7 @@ mod requester;
 mod system;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::crypto::{KdfParams, PublicKey};
@@ -16,16 +17,21 @@ use crate::database::{Received, Registry};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::sync::SyncEngine;
-use crate::user::{Accounts, User};
+use crate::user::{Accounts, User, ABANDONED_CREATION_AGE};
 
 use lifecycle::InstanceLifecycle;
 use system::System;
 
-/// How to create an instance. Only applies the first time a backend is opened.
+/// How to open an instance.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InstanceOptions {
     /// Argon2id parameters for passwords; at least [`KdfParams::MINIMUM`]. `None`: the minimum.
+    /// Only applies the first time a backend is opened.
     pub kdf: Option<KdfParams>,
+    /// How long ago a user creation that never claimed its name must have started for this
+    /// open to discard it, as abandoned by a creator that stopped (a crash). `None`:
+    /// [`ABANDONED_CREATION_AGE`] (an hour).
+    pub abandoned_after: Option<Duration>,
 }
 
 /// An open instance. Cheap to share: clones refer to the same instance.
@@ -77,6 +83,9 @@ impl Instance {
             system.kdf(),
             lifecycle.clone(),
         ));
+        // Best effort: what a failure leaves is found again by the next open.
+        let _ =
+            accounts.discard_abandoned(options.abandoned_after.unwrap_or(ABANDONED_CREATION_AGE));
         Ok(Instance {
             inner: Arc::new(Inner {
                 registry,

@@ -131,8 +131,9 @@ fn load_or_create_system_db(
     if backend.meta_insert_new(&meta_key, created.id().to_text().as_bytes())? {
         return Ok(created.id());
     }
-    // Another opener created it first; nobody else knows ours.
-    registry.discard(&created.id());
+    // Another opener created it first; nobody else knows ours. Best effort: what a failure
+    // leaves is reachable by nobody.
+    let _ = registry.discard(&created.id());
     recorded(
         backend
             .meta_get(&meta_key)?

@@ -120,13 +120,13 @@ impl<'a> Vault<'a> {
 
 /// Writes the secrets of a new account: a fresh account key locked by `password`
 /// (Argon2id at `params`) and a fresh default key sealed under it into the vault, and the
-/// default key's public record into the (empty) user database.
+/// default key's public record into the (empty) user database. Returns the default key.
 pub(super) fn create(
     user_db: &Database,
     vault: &Vault<'_>,
     password: Option<&str>,
     params: KdfParams,
-) -> Result<()> {
+) -> Result<PublicKey> {
     let account_key = AccountKey::new(random::bytes()?);
     let (kdf, locked) = lock(&account_key, vault.user_id, password, params)?;
     let key = PrivateKey::generate()?;
@@ -160,7 +160,7 @@ pub(super) fn create(
             },
             None,
         )
-        .map(drop)
+        .map(|_| key.public_key())
 }
 
 /// Unlocks an account with `password` and unseals every private key: what a session holds.

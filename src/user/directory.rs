@@ -2,19 +2,21 @@
 //! in, and what every session needs from the instance.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::account::{self, check_password, check_username, Vault};
 use super::lifecycle::Lifecycle;
 use super::records::{
-    owner_key, AccountStatus, CatalogRecord, UserRecord, CATALOG, KEYS, OWNERS, TRACKED, USERS,
+    owner_key, AccountStatus, CatalogRecord, CreationRecord, UserRecord, CATALOG, CREATING, KEYS,
+    OWNERS, TRACKED, USERS,
 };
 use super::session::Session;
 use super::User;
 use crate::crypto::{random, KdfParams, KeyRing, PublicKey};
-use crate::database::{now_ms, Database, Registry};
-use crate::entry::EntryId;
+use crate::database::{create_root, now_ms, Database, Registry};
+use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
 
 /// Metadata key of the claim on a username (the backend's atomic insert decides races).
@@ -23,6 +25,11 @@ fn username_claim(username: &str) -> String {
 }
 /// Metadata key of the claim on being the instance's admin (the first user created).
 const ADMIN_CLAIM: &str = "admin";
+
+/// How long after it started an unclaimed user creation is taken to be abandoned by its
+/// creator, by default ([`Accounts::discard_abandoned`]): far longer than any creation
+/// takes (one key derivation and a few writes).
+pub const ABANDONED_CREATION_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// The value of a username claim: the complete account the name belongs to, and all the
 /// directory record needs besides (so whoever finds the record missing can write it).
@@ -95,10 +102,12 @@ impl Accounts {
     /// unsealed otherwise. The first user created is the instance's admin.
     /// [`Error::AlreadyExists`] if the name is taken.
     ///
-    /// Crash-safe: the account (its database and sealed keys, under a fresh random id) is
-    /// written first and reachable by nobody; claiming the name ([`NameClaim`], the backend's
-    /// atomic insert) is the moment the user exists; the directory record follows, and is
-    /// written by the next lookup of the name ([`Accounts::record`]) if a crash came first.
+    /// Crash-safe: a [`CreationRecord`] is written first; then the account (its database and
+    /// sealed keys, under a fresh random id), reachable by nobody; claiming the name
+    /// ([`NameClaim`], the backend's atomic insert) is the moment the user exists; the
+    /// directory record follows (written by the next lookup of the name,
+    /// [`Accounts::record`], if a crash came first) and the creation record goes. A creation
+    /// that stopped before its claim is discarded by [`Accounts::discard_abandoned`].
     pub fn create_user(&self, username: &str, password: Option<&str>) -> Result<()> {
         check_username(username)?;
         if let Some(pw) = password {
@@ -108,21 +117,24 @@ impl Accounts {
             return Err(name_taken(username));
         }
         let id = random::hex_token::<16>()?;
-        let user_db =
-            self.registry
-                .create(&format!("user:{id}"), self.device.clone(), self.device_key)?;
+        let root = create_root(&format!("user:{id}"), &*self.device, self.device_key)?;
         let claim = NameClaim {
             id,
-            db: user_db.id(),
+            db: root.id(),
             created: now_ms(),
         };
-        account::create(&user_db, &self.vault(&claim.id), password, self.kdf)
-            .inspect_err(|_| self.discard_unclaimed(&claim))?;
+        let creation = CreationRecord {
+            username: username.to_string(),
+            db: claim.db,
+            started: claim.created,
+        };
+        CREATING.put(&self.directory, &claim.id, &creation)?;
+        self.store_account(username, &root, &claim, password)?;
         match self.claim_name(username, &claim) {
             Ok(true) => {}
             Ok(false) => {
                 // Another thread or process took the name meanwhile.
-                self.discard_unclaimed(&claim);
+                let _ = self.discard_unclaimed(&claim);
                 return Err(name_taken(username));
             }
             Err(e) => {
@@ -132,12 +144,81 @@ impl Accounts {
                     .claim_of(username)
                     .is_ok_and(|c| c.is_none_or(|c| c.id != claim.id))
                 {
-                    self.discard_unclaimed(&claim);
+                    let _ = self.discard_unclaimed(&claim);
                 }
                 return Err(e);
             }
         }
-        self.finish_creation(username, &claim).map(drop)
+        self.finish_creation(username, &claim)?;
+        // The user exists whatever this does: a record left behind names a claimed account,
+        // which the next sweep recognises and only drops.
+        let _ = CREATING.delete(&self.directory, &claim.id);
+        Ok(())
+    }
+
+    /// Stores the account `claim` names (its database from `root`, its keys and secrets), for
+    /// `username`, ready to be claimed. On an error the attempt is discarded; what that
+    /// leaves (and what a crash leaves) stays under its creation record for a later open.
+    /// [`Error::Busy`] if an open took the creation for abandoned meanwhile (it took longer
+    /// than the age allowed, as a process suspended part-way would): it was discarded.
+    fn store_account(
+        &self,
+        username: &str,
+        root: &Entry,
+        claim: &NameClaim,
+        password: Option<&str>,
+    ) -> Result<()> {
+        let stored = self
+            .registry
+            .create_from_root(root, self.device.clone(), self.device_key)
+            .and_then(|db| account::create(&db, &self.vault(&claim.id), password, self.kdf));
+        let abandoned = CREATING
+            .get(&self.directory, &claim.id)
+            .map(|c| c.is_none());
+        match (stored, abandoned) {
+            (Ok(_), Ok(false)) => Ok(()),
+            (stored, Ok(true)) => {
+                // Discarded already, except what this wrote since (its key list went with
+                // its database, so the key's secret is found by the key returned).
+                let keys: Vec<_> = stored.into_iter().collect();
+                let _ = self.vault(&claim.id).delete_all(&keys);
+                let _ = self.registry.discard(&claim.db);
+                Err(Error::Busy(format!(
+                    "creating user '{username}' took so long that an open of the storage \
+                     discarded it as abandoned; create the user again"
+                )))
+            }
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                let _ = self.discard_unclaimed(claim);
+                Err(e)
+            }
+        }
+    }
+
+    /// Finishes what user creations left in their [`CreationRecord`]s when they stopped
+    /// part-way (a crash, or an error whose clean-up failed too): a creation whose name was
+    /// claimed only loses its record; one that never got its name and started at least
+    /// `older_than` ago is discarded with its database and secrets (its creator is taken to
+    /// have stopped; one still under way finds its record gone before it claims the name,
+    /// and fails busy). Younger ones are left alone.
+    pub fn discard_abandoned(&self, older_than: Duration) -> Result<()> {
+        let now = now_ms();
+        let age_limit = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+        for (id, creation) in CREATING.all(&self.directory)? {
+            let claimed = self
+                .claim_of(&creation.username)?
+                .is_some_and(|claim| claim.id == id);
+            if claimed {
+                CREATING.delete(&self.directory, &id)?;
+            } else if now.saturating_sub(creation.started) >= age_limit {
+                self.discard_unclaimed(&NameClaim {
+                    id,
+                    db: creation.db,
+                    created: creation.started,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Claims `username` for the complete account `claim` names; false if it is taken.
@@ -185,16 +266,31 @@ impl Accounts {
         Ok(record)
     }
 
-    /// Removes an account that never got its name (a failed or lost creation): its secrets
-    /// and its database. Best effort: what stays is reachable by nobody.
-    fn discard_unclaimed(&self, claim: &NameClaim) {
-        let user_db = self
-            .registry
-            .open(claim.db, self.device.clone(), self.device_key);
-        if let Ok(keys) = account_keys(&user_db) {
-            let _ = self.vault(&claim.id).delete_all(&keys);
+    /// Removes an account that never got its name (a failed or abandoned creation): its
+    /// secrets, its database, then its creation record. Repeatable: what an error leaves
+    /// stays under the record, reachable by nobody else.
+    fn discard_unclaimed(&self, claim: &NameClaim) -> Result<()> {
+        // Without its root stored the account has no key list, and so no secrets yet (the
+        // list is written before them): only the account secret's key could be left.
+        let keys = if self.registry.exists(&claim.db)? {
+            let user_db = self
+                .registry
+                .open(claim.db, self.device.clone(), self.device_key);
+            account_keys(&user_db)?
+        } else {
+            Vec::new()
+        };
+        self.vault(&claim.id).delete_all(&keys)?;
+        if !self.registry.discard(&claim.db)? {
+            return Err(Error::Busy(format!(
+                "the account {} was written while it was discarded",
+                claim.id
+            )));
         }
-        self.registry.discard(&claim.db);
+        if CREATING.get(&self.directory, &claim.id)?.is_some() {
+            CREATING.delete(&self.directory, &claim.id)?;
+        }
+        Ok(())
     }
 
     /// Erases the sealed secrets of the account `record` names.
@@ -237,7 +333,6 @@ impl Accounts {
         Ok(self.records()?.into_iter().map(|(name, _)| name).collect())
     }
 
-    /// The databases of the instance.
     /// The device key of the instance these accounts belong to.
     pub(super) fn device_key(&self) -> PublicKey {
         self.device_key

@@ -23,7 +23,7 @@ use session::Session;
 
 pub use account::{check_password, check_username, MAX_PASSWORD, MAX_USERNAME};
 pub use admin::UserInfo;
-pub use directory::Accounts;
+pub use directory::{Accounts, ABANDONED_CREATION_AGE};
 pub use lifecycle::Lifecycle;
 
 /// One of a user's keys, as listed (the private half never leaves the session).

@@ -1,6 +1,7 @@
 //! The stored forms of accounts, each a typed record with one table.
 //!
-//! In `_users` (device-signed), store `users`: username → [`UserRecord`].
+//! In `_users` (device-signed), store `users`: username → [`UserRecord`]; store `creating`:
+//! account id → [`CreationRecord`].
 //! In `_databases`, store `databases`: database id → [`CatalogRecord`]; store `owners`:
 //! [`owner_key`] → `true`.
 //! In each user's private database (device-signed): store `account`, key `profile` →
@@ -19,6 +20,8 @@ use crate::entry::EntryId;
 
 /// The user directory, in `_users`.
 pub(super) const USERS: Table<UserRecord> = Table::new("users", "user record");
+/// User creations under way (or abandoned part-way), in `_users`.
+pub(super) const CREATING: Table<CreationRecord> = Table::new("creating", "creation record");
 /// Databases created on the instance, in `_databases`.
 pub(super) const CATALOG: Table<CatalogRecord> = Table::new("databases", "catalog record");
 /// Who created each database, in `_databases`.
@@ -60,6 +63,19 @@ pub(super) struct UserRecord {
     pub admin: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created: u64,
+}
+
+/// A user creation under way, kept from before any of the account is stored until its name
+/// is claimed (or the attempt is discarded), so that a creator that stopped part-way leaves
+/// nothing stored that no later open can find.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CreationRecord {
+    /// The name the account is for.
+    pub username: String,
+    /// The account's private database (its root may not be stored yet).
+    pub db: EntryId,
+    /// When the creation started, milliseconds since the Unix epoch.
+    pub started: u64,
 }
 
 /// Whether an account may log in.

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, READ_RECHECK_AFTER};
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
+use mnemo::instance::InstanceOptions;
 use mnemo::{Database, Error, Instance, User};
 
 use crate::authority::{auth, data, root, write};
@@ -441,6 +442,56 @@ fn processes_opening_a_fresh_storage_at_once_leave_one_set_of_system_databases()
             .unwrap()
             .create_user("u", None)
             .unwrap();
+    }
+}
+
+/// A user creation that another process's open takes for abandoned (as one suspended for
+/// longer than the age allowed would be) fails busy, and leaves the name free and nothing of
+/// it stored, rather than claiming the name for an account whose database was discarded.
+#[test]
+fn a_user_creation_discarded_meanwhile_as_abandoned_fails_and_leaves_nothing() {
+    // The creation's writes: its record, its database's root, its key list (after the slow
+    // key derivation), its key's secret, its account secret; then the claim.
+    for storage in storages() {
+        for discarded_before in [3, 5] {
+            let what = format!(
+                "{}, discarded before write {discarded_before}",
+                storage.name()
+            );
+            let name = format!("carol{discarded_before}");
+            let watched = Instrumented::new(storage.open());
+            let creator = Instance::open(watched.clone()).unwrap();
+            let (other, mut writes) = (storage.open(), 0);
+            watched.before_writes(discarded_before, move || {
+                writes += 1;
+                if writes == discarded_before {
+                    let options = InstanceOptions {
+                        abandoned_after: Some(Duration::ZERO),
+                        ..InstanceOptions::default()
+                    };
+                    Instance::open_with(other.clone(), options).unwrap();
+                }
+            });
+            let (owners_before, roots_before) = (watched.secret_owners(), watched.roots_stored());
+            let created = creator.create_user(&name, Some("pw"));
+            assert!(
+                matches!(created, Err(Error::Busy(_))),
+                "{what}: {created:?}"
+            );
+            let login = creator.login(&name, Some("pw"));
+            assert!(matches!(login, Err(Error::AuthFailed)), "{what}");
+            let backend = storage.open();
+            let left = watched.roots_stored().into_iter().skip(roots_before.len());
+            let left = left.filter(|root| backend.entry_meta(root).unwrap().is_some());
+            assert_eq!(left.count(), 0, "{what}: its database stayed");
+            assert_eq!(
+                watched.secret_owners(),
+                owners_before,
+                "{what}: its secrets stayed"
+            );
+            creator.create_user(&name, Some("pw")).unwrap();
+            creator.login(&name, Some("pw")).unwrap();
+        }
     }
 }
 

@@ -260,7 +260,7 @@ pub struct Instrumented {
     /// [`Instrumented::fail_reads_after_next_put`].
     reads_fail: AtomicBool,
     fail_reads_after_put: AtomicBool,
-    /// Run before each of the next entries stored, with how many more (see
+    /// Run before each of the next entries or secrets stored, with how many more (see
     /// [`Instrumented::before_writes`]).
     before_write: Mutex<(usize, Option<Hook>)>,
     /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
@@ -329,8 +329,9 @@ impl Instrumented {
         self.reads_fail.store(false, Ordering::SeqCst);
     }
 
-    /// Runs `work` just before each of the next `times` entries is stored (after what its
-    /// writer read to work out its rows): another process's change landing in between.
+    /// Runs `work` just before each of the next `times` entries or secrets is stored (after
+    /// what its writer read to work out its rows): another process's change landing in
+    /// between.
     pub fn before_writes(&self, times: usize, work: impl FnMut() + Send + 'static) {
         *self.before_write.lock().unwrap() = (times, Some(Box::new(work)));
     }
@@ -399,11 +400,13 @@ impl Instrumented {
         self.roll_back_turn.store(true, Ordering::SeqCst);
     }
 
-    /// The user ids whose secrets are stored (`account/<id>`, `key/<id>/<key>`).
+    /// The user ids whose secrets (`account/<id>`, `key/<id>/<key>`), among those written
+    /// through this backend or set in `secrets`, are still stored (whoever deleted the rest).
     pub fn secret_owners(&self) -> BTreeSet<String> {
-        let secrets = self.secrets.lock().unwrap();
+        let secrets = self.secrets.lock().unwrap().clone();
         secrets
             .iter()
+            .filter(|k| self.inner.secret_get(k).unwrap().is_some())
             .filter_map(|k| k.split('/').nth(1).map(str::to_string))
             .collect()
     }
@@ -524,6 +527,7 @@ impl Backend for Instrumented {
         self.read(|| self.inner.secret_get(key))
     }
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool, Error> {
+        self.run_before_write();
         let put = self.write(|| self.inner.secret_put(key, value, replacing))?;
         if put {
             self.secrets.lock().unwrap().insert(key.to_string());

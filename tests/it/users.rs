@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use std::time::Duration;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::KdfParams;
@@ -53,6 +54,7 @@ fn argon2_options_are_fixed_at_creation() {
         backend.clone(),
         InstanceOptions {
             kdf: Some(stronger),
+            ..InstanceOptions::default()
         },
     )
     .unwrap();
@@ -66,6 +68,7 @@ fn argon2_options_are_fixed_at_creation() {
     // With other options: refused, not silently changed.
     let weaker = InstanceOptions {
         kdf: Some(KdfParams::MINIMUM),
+        ..InstanceOptions::default()
     };
     assert!(matches!(
         Instance::open_with(backend, weaker),
@@ -77,6 +80,7 @@ fn argon2_options_are_fixed_at_creation() {
             t: 1,
             p: 1,
         }),
+        ..InstanceOptions::default()
     };
     assert!(Instance::open_with(Arc::new(MemoryBackend::new()), too_weak).is_err());
 }
@@ -167,9 +171,20 @@ fn at_each_write(mut attempt: impl FnMut(usize) -> bool) -> usize {
     fail_at
 }
 
+/// Opens `storage` as after a restart, discarding every user creation left unclaimed, however
+/// recent (the default spares those under an hour old: their creator may still be at work).
+fn reopen_discarding_abandoned(storage: Arc<MemoryBackend>) -> Instance {
+    let options = InstanceOptions {
+        abandoned_after: Some(Duration::ZERO),
+        ..InstanceOptions::default()
+    };
+    Instance::open_with(storage, options).unwrap()
+}
+
 /// A creation stopped at any write, by a crash or by an error, never leaves the name
 /// taken by nobody: after a restart the user either logs in or can be created, with its
-/// password; after an error (no crash) no secrets of the failed attempt remain.
+/// password. Nor does it leave a database or secrets nobody can reach: an error discards
+/// what the attempt stored before its name was claimed, and a later open what a crash left.
 #[test]
 fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
     for crash in [true, false] {
@@ -181,30 +196,67 @@ fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
                 crash,
             );
             let what = format!("stopped at write {fail_at} (crash: {crash})");
-            let inst = Instance::open(storage).unwrap();
+            let inst = reopen_discarding_abandoned(storage.clone());
+            // Whether the attempt made the user: what it stored stays if so, and only then.
             let existed = match inst.login("carol", Some("pw")) {
                 Ok(_) => true,
                 Err(Error::AuthFailed) => {
                     assert!(!done, "{what}: created, yet no login");
-                    inst.create_user("carol", Some("pw"))
-                        .unwrap_or_else(|e| panic!("{what}: the name stays taken: {e}"));
-                    inst.login("carol", Some("pw")).unwrap();
                     false
                 }
                 Err(e) => panic!("{what}: {e}"),
             };
-            assert_eq!(inst.list_users().unwrap(), ["carol", "first"], "{what}");
-            if !crash {
-                // An attempt that failed before claiming the name left no secrets: only
-                // "first"'s remain, and carol's if the attempt got as far as the claim (the
-                // retry above ran on the plain storage, unseen here).
-                let owners = if existed { 2 } else { 1 };
-                assert_eq!(stopping.secret_owners().len(), owners, "{what}");
+            let roots = stopping.roots_stored();
+            let roots_left = roots
+                .iter()
+                .filter(|r| storage.entry_meta(r).unwrap().is_some());
+            assert_eq!(
+                roots_left.count(),
+                usize::from(existed),
+                "{what}: databases"
+            );
+            let owners = stopping.secret_owners();
+            // "first"'s, and carol's if the attempt made the user.
+            assert_eq!(owners.len(), 1 + usize::from(existed), "{what}: secrets");
+            if !existed {
+                inst.create_user("carol", Some("pw"))
+                    .unwrap_or_else(|e| panic!("{what}: the name stays taken: {e}"));
+                inst.login("carol", Some("pw")).unwrap();
             }
+            assert_eq!(inst.list_users().unwrap(), ["carol", "first"], "{what}");
             done
         });
         assert!(stopped >= 4, "too few writes to stop at ({stopped})");
     }
+}
+
+/// A user creation that stopped before claiming its name less than an hour ago may be one
+/// still under way in another process: opening the storage leaves it alone by default.
+#[test]
+fn a_recent_unfinished_user_creation_is_left_to_its_creator() {
+    // Stop at the name's claim: its secrets and database are stored by then.
+    let mut fail_at = 0;
+    let (storage, stopping) = loop {
+        let (storage, stopping, done) = stop_during(
+            |_| {},
+            |inst| inst.create_user("erin", Some("pw")),
+            fail_at,
+            true,
+        );
+        assert!(!done, "the creation finished before its claim was stopped");
+        if !stopping.secret_owners().is_empty()
+            && storage.meta_get("username/erin").unwrap().is_none()
+        {
+            break (storage, stopping);
+        }
+        fail_at += 1;
+    };
+    let inst = Instance::open(storage.clone()).unwrap();
+    assert!(inst.list_users().unwrap().is_empty());
+    assert_eq!(stopping.secret_owners().len(), 1, "discarded young");
+    drop(inst);
+    reopen_discarding_abandoned(storage.clone());
+    assert!(stopping.secret_owners().is_empty(), "never discarded");
 }
 
 /// A deletion stopped at any write leaves the user either gone (the name free again) or
