@@ -395,11 +395,14 @@ pub unsafe extern "C" fn mnemo_user_admin_enable(
 }
 
 /// Deletes another user's account (admin only): it can no longer log in and its name can be
-/// reused. Its databases stay.
+/// reused. Its sealed keys and private records (its key and database lists) are erased; the
+/// databases it created or kept stay.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
 /// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
-/// (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+/// (not the admin), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a session of that user changed
+/// its account meanwhile: delete it again). Thread-safe. Repeatable after a failure or a
+/// crash part-way.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_delete(

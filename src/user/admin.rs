@@ -75,8 +75,10 @@ impl User {
         self.accounts.put_record(username, &record)
     }
 
-    /// Deletes another user's account (admin only): the name can be reused; the user's
-    /// databases stay. Sessions of the deleted user can no longer change its account.
+    /// Deletes another user's account (admin only): the name can be reused; the account's
+    /// sealed keys and private records (its key and database lists) are erased, while the
+    /// databases it created or kept stay. Sessions of the deleted user can no longer change
+    /// its account. [`Error::Busy`] if one changed it during the deletion: delete it again.
     pub fn admin_delete_user(&self, username: &str) -> Result<()> {
         self.require_admin()?;
         let record = self.user(username)?;

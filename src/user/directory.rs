@@ -244,13 +244,13 @@ impl Accounts {
     /// Writes the directory record of the user `claim` made `username` (by the creator, or by
     /// whoever looks the name up after the creator stopped short). Every writer computes the
     /// same record, so two at once agree. A record of an earlier holder of the name (whose
-    /// deletion freed the name and then stopped) is replaced, its secrets erased first.
+    /// deletion freed the name and then stopped) is replaced, its account erased first.
     fn finish_creation(&self, username: &str, claim: &NameClaim) -> Result<UserRecord> {
         if let Some(earlier) = USERS.get(&self.directory, username)? {
             if earlier.id == claim.id {
                 return Ok(earlier);
             }
-            self.erase_secrets(&earlier)?;
+            self.erase_account(&earlier.id, &earlier.db)?;
         }
         let backend = self.registry.backend();
         let admin = backend.meta_insert_new(ADMIN_CLAIM, claim.id.as_bytes())?
@@ -266,39 +266,39 @@ impl Accounts {
         Ok(record)
     }
 
-    /// Removes an account that never got its name (a failed or abandoned creation): its
-    /// secrets, its database, then its creation record. Repeatable: what an error leaves
-    /// stays under the record, reachable by nobody else.
+    /// Removes an account that never got its name (a failed or abandoned creation)
+    /// ([`Accounts::erase_account`]), then its creation record. Repeatable: what an error
+    /// leaves stays under the record, reachable by nobody else.
     fn discard_unclaimed(&self, claim: &NameClaim) -> Result<()> {
-        // Without its root stored the account has no key list, and so no secrets yet (the
-        // list is written before them): only the account secret's key could be left.
-        let keys = if self.registry.exists(&claim.db)? {
-            let user_db = self
-                .registry
-                .open(claim.db, self.device.clone(), self.device_key);
-            account_keys(&user_db)?
-        } else {
-            Vec::new()
-        };
-        self.vault(&claim.id).delete_all(&keys)?;
-        if !self.registry.discard(&claim.db)? {
-            return Err(Error::Busy(format!(
-                "the account {} was written while it was discarded",
-                claim.id
-            )));
-        }
+        self.erase_account(&claim.id, &claim.db)?;
         if CREATING.get(&self.directory, &claim.id)?.is_some() {
             CREATING.delete(&self.directory, &claim.id)?;
         }
         Ok(())
     }
 
-    /// Erases the sealed secrets of the account `record` names.
-    fn erase_secrets(&self, record: &UserRecord) -> Result<()> {
-        let user_db = self
-            .registry
-            .open(record.db, self.device.clone(), self.device_key);
-        self.vault(&record.id).delete_all(&account_keys(&user_db)?)
+    /// Erases account `id` and its private database `db`: the sealed secrets of the keys the
+    /// database lists and the account secret, then the database. Repeatable: without the
+    /// database (erased by an earlier attempt, or never stored), its keys' secrets are gone
+    /// already (they are written after the list and erased before the database).
+    /// [`Error::Busy`] if the database was written meanwhile (it then stays).
+    fn erase_account(&self, id: &str, db: &EntryId) -> Result<()> {
+        let keys = if self.registry.exists(db)? {
+            account_keys(
+                &self
+                    .registry
+                    .open(*db, self.device.clone(), self.device_key),
+            )?
+        } else {
+            Vec::new()
+        };
+        self.vault(id).delete_all(&keys)?;
+        if !self.registry.discard(db)? {
+            return Err(Error::Busy(format!(
+                "the account {id} was written while it was erased; try again"
+            )));
+        }
+        Ok(())
     }
 
     /// Logs a user in. Unknown users and wrong passwords both give [`Error::AuthFailed`]
@@ -409,15 +409,16 @@ impl Accounts {
         USERS.put(&self.directory, username, record).map(drop)
     }
 
-    /// Removes `username` (whose record is `record`): frees the name, erases the account's
-    /// secrets, then drops its directory record. In that order a crash part-way leaves no
-    /// claim that would bring the account back ([`Accounts::record`]) and no secrets that
-    /// nothing refers to: at worst the record, which repeating the deletion removes.
+    /// Removes `username` (whose record is `record`): frees the name, erases the account
+    /// (its secrets and private database), then drops its directory record. In that order a
+    /// crash part-way leaves no claim that would bring the account back
+    /// ([`Accounts::record`]) and nothing stored that nothing refers to: at worst the record,
+    /// which repeating the deletion removes.
     pub(super) fn remove(&self, username: &str, record: &UserRecord) -> Result<()> {
         self.registry
             .backend()
             .meta_delete(&username_claim(username))?;
-        self.erase_secrets(record)?;
+        self.erase_account(&record.id, &record.db)?;
         USERS.delete(&self.directory, username).map(drop)
     }
 

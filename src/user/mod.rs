@@ -116,6 +116,16 @@ impl User {
         }
     }
 
+    /// `read` of this user's private database; once an admin deleted the account (its
+    /// private database with it), [`Error::PermissionDenied`] as from changes, rather than
+    /// the database's [`Error::NotFound`].
+    fn read_account<T>(&self, read: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        read(&self.user_db).map_err(|e| match e {
+            Error::NotFound(_) => self.own_record().err().unwrap_or(e),
+            e => e,
+        })
+    }
+
     /// The public half of the user's default key, which signs the databases it creates.
     pub fn default_key(&self) -> Result<PublicKey> {
         self.session.default_key()
@@ -156,7 +166,8 @@ impl User {
             .accounts
             .registry()
             .open(*id, self.session.clone(), author);
-        if TRACKED.get(&self.user_db, &id.to_text())?.is_none() {
+        let listed = self.read_account(|db| TRACKED.get(db, &id.to_text()))?;
+        if listed.is_none() {
             self.track(*id, &db.name()?)?;
         }
         Ok(db)
@@ -208,7 +219,7 @@ impl User {
     /// The databases the user tracks and may still open.
     fn tracked(&self) -> Result<Vec<(EntryId, TrackedRecord)>> {
         let mut out = Vec::new();
-        for (id, record) in TRACKED.all(&self.user_db)? {
+        for (id, record) in self.read_account(|db| TRACKED.all(db))? {
             let id = EntryId::parse(&id)
                 .map_err(|_| Error::Corrupt("a tracked database id is malformed".into()))?;
             if self.openable(&id)?.is_some() {
@@ -247,7 +258,7 @@ impl User {
     /// The user's keys, sorted by public key.
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let default = self.default_key()?;
-        KEYS.all(&self.user_db)?
+        self.read_account(|db| KEYS.all(db))?
             .into_iter()
             .map(|(text, record)| {
                 let public = PublicKey::parse(&text)

@@ -260,12 +260,16 @@ fn a_recent_unfinished_user_creation_is_left_to_its_creator() {
 }
 
 /// A deletion stopped at any write leaves the user either gone (the name free again) or
-/// still listed, and repeating the deletion then frees the name.
+/// still listed, and repeating the deletion then frees the name. A complete deletion leaves
+/// nothing stored that names the account's key: its secrets and private records are erased.
 #[test]
 fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
+    let daves_key = std::sync::Mutex::new(String::new());
     let setup = |inst: &Instance| {
         inst.create_user("admin", None).unwrap();
         inst.create_user("dave", Some("pw")).unwrap();
+        let dave = inst.login("dave", Some("pw")).unwrap();
+        *daves_key.lock().unwrap() = dave.default_key().unwrap().to_text();
     };
     let stopped = at_each_write(|fail_at| {
         let (storage, stopping, done) = stop_during(
@@ -275,7 +279,7 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
             true,
         );
         let what = format!("stopped at write {fail_at}");
-        let inst = Instance::open(storage).unwrap();
+        let inst = Instance::open(storage.clone()).unwrap();
         if inst.list_users().unwrap().contains(&"dave".to_string()) {
             assert!(!done, "{what}: deleted, yet listed");
             let admin = inst.login("admin", None).unwrap();
@@ -290,6 +294,16 @@ fn deleting_a_user_stopped_at_any_write_can_be_repeated() {
             // A complete deletion erased every secret of the account.
             assert_eq!(stopping.secret_owners().len(), 1, "{what}");
         }
+        let key = daves_key.lock().unwrap().clone().into_bytes();
+        let stored = storage.raw_contents().unwrap();
+        let naming = stored
+            .iter()
+            .filter(|bytes| bytes.windows(key.len()).any(|w| w == key));
+        assert_eq!(
+            naming.count(),
+            0,
+            "{what}: stored bytes still name dave's key"
+        );
         inst.create_user("dave", Some("new")).unwrap();
         inst.login("dave", Some("new")).unwrap();
         done

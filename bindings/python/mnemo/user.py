@@ -250,8 +250,10 @@ class User:
 
     def delete_user(self, username: str) -> None:
         """Admin only: deletes another account. It can no longer log in (AuthFailed, as for
-        any unknown user) and its name can be created again, as a new account; its
-        databases stay. Raises as :meth:`disable_user`.
+        any unknown user) and its name can be created again, as a new account; its sealed
+        keys and private records are erased, while its databases stay. Raises as
+        :meth:`disable_user`, or Busy if a session of that user changed its account
+        meanwhile (delete it again).
         """
         self._admin(lib.mnemo_user_admin_delete, username)
 

@@ -100,6 +100,26 @@ def test_delete(inst: mnemo.Instance, user: mnemo.User) -> None:
     assert user.admin_list_users()[1] == ("bob", "active", False)
 
 
+def test_a_session_of_a_deleted_user_is_told_so(inst: mnemo.Instance, user: mnemo.User) -> None:
+    inst.create_user("bob")
+    bob = inst.login("bob")
+    with bob.create_db("bob's") as db:
+        db_id = db.id
+    user.delete_user("bob")
+    # Reads of the account's lists (erased with it) and changes to it say why they fail.
+    for action in [
+        bob.list_dbs,
+        bob.list_keys,
+        lambda: bob.load_db(db_id),
+        lambda: bob.find_db("bob's"),
+        lambda: bob.create_db("more"),
+        lambda: bob.add_private_key("more"),
+    ]:
+        with pytest.raises(mnemo.PermissionDenied, match="the account 'bob' was deleted"):
+            action()
+    bob.logout()
+
+
 def test_delete_disabled_user(inst: mnemo.Instance, user: mnemo.User) -> None:
     inst.create_user("bob")
     user.disable_user("bob")
