@@ -119,9 +119,12 @@ class Instance(HandleOwner):
 
         ``name``: 1 to 64 bytes of UTF-8 without control characters. ``password``: None for
         a passwordless user (keys stored unsealed), else 1 to 1024 bytes.
-        Raises InvalidArgument, AlreadyExists (the name is taken), StorageError. If the
-        process dies part-way (or the call fails), the name is either free again or belongs
-        to the complete account, which then logs in.
+        Raises InvalidArgument, AlreadyExists (the name is taken), StorageError, Busy (the
+        call took over an hour, as in a process suspended part-way, and an open of the
+        storage meanwhile discarded it: create the user again). If the process dies
+        part-way (or the call fails), the name is either free again or belongs to the
+        complete account, which then logs in; what a creation that died before claiming the
+        name stored is discarded by the first open an hour or more later.
         """
         n = _native.encode(name, "username")
         p = _native.encode_optional(password, "password")
