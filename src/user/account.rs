@@ -239,10 +239,19 @@ pub(super) fn add_key(
         name: name.map(str::to_string),
         created: now_ms(),
     };
-    // A failure here leaves a secret nothing lists, sealed under the account key: not taken
-    // back, since the record may have been stored all the same (an error while committing),
-    // and a listed key without its secret would fail every login.
-    KEYS.put(user_db, &public.to_text(), &record)?;
+    if let Err(e) = KEYS.put(user_db, &public.to_text(), &record) {
+        // The record may have been stored all the same (an error while committing), and a
+        // listed key without its secret would fail every login: the secret is taken back
+        // only once a read shows the record is not there. (A crash here leaves it, sealed
+        // under the account key, listed nowhere.)
+        if KEYS
+            .get(user_db, &public.to_text())
+            .is_ok_and(|r| r.is_none())
+        {
+            let _ = vault.delete_key(&public);
+        }
+        return Err(e);
+    }
     Ok(key)
 }
 

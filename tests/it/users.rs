@@ -447,6 +447,35 @@ fn removing_a_key_stopped_at_any_write_can_be_repeated() {
     assert!(stopped >= 2, "too few writes to stop at ({stopped})");
 }
 
+/// Adding a key stopped at any write by an error leaves no sealed private key in storage
+/// but those of the keys the user lists: a secret stored before its record failed is taken
+/// back.
+#[test]
+fn adding_a_key_stopped_at_any_write_leaves_no_secret_unlisted() {
+    let stopped = at_each_write(|fail_at| {
+        let (storage, stopping, done) = stop_during(
+            |inst| inst.create_user("u", Some("pw")).unwrap(),
+            |inst| {
+                inst.login("u", Some("pw"))?
+                    .add_private_key(Some("extra"))
+                    .map(drop)
+            },
+            fail_at,
+            false,
+        );
+        let what = format!("stopped at write {fail_at}");
+        let inst = Instance::open(storage.clone()).unwrap();
+        let user = inst.login("u", Some("pw")).unwrap();
+        let listed: BTreeSet<String> = (user.list_keys().unwrap().iter())
+            .map(|k| k.public.to_text())
+            .collect();
+        assert_eq!(listed.len(), 1 + usize::from(done), "{what}");
+        assert_eq!(sealed_keys(&stopping, &storage), listed, "{what}");
+        done
+    });
+    assert!(stopped >= 2, "too few writes to stop at ({stopped})");
+}
+
 /// A creation that claimed the name and stopped before the directory record: the next
 /// lookup of the name writes the record (the account was complete before the claim).
 #[test]
