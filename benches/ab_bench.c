@@ -9,7 +9,8 @@
  *
  * Workloads: memory single-key commit, memory get, memory 100-set transaction, memory
  * passwordless login, SQLite durable single-key commit, SQLite get, SQLite reopen
- * (backend + instance open and free). Every status is checked. */
+ * (backend + instance open and free), and reopen followed by a passwordless login. Every
+ * status is checked. */
 #define _POSIX_C_SOURCE 200809L
 #define _XOPEN_SOURCE 700
 
@@ -187,6 +188,22 @@ static double w_reopen(env_t *e, long n) {
     return (now_ns() - t0) / (double)n;
 }
 
+/* A restarted process's first steps: open the backend and instance, log in. */
+static double w_reopen_login(env_t *e, long n) {
+    double t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        mnemo_backend *b = NULL;
+        mnemo_instance *inst = NULL;
+        mnemo_user *u = NULL;
+        check(e->lib, e->lib->backend_open(e->url, &b), "backend_open (reopen)");
+        check(e->lib, e->lib->instance_open(b, &inst), "instance_open (reopen)");
+        check(e->lib, e->lib->login(inst, "bench", NULL, &u), "login (reopen)");
+        check(e->lib, e->lib->logout(u), "logout (reopen)");
+        e->lib->instance_free(inst);
+    }
+    return (now_ns() - t0) / (double)n;
+}
+
 typedef struct {
     const char *name;
     int sqlite; /* 0: memory backend, 1: a SQLite file */
@@ -236,6 +253,7 @@ int main(int argc, char **argv) {
         {"sqlite durable single-key commit", 1, w_commit, quick ? 20 : 200},
         {"sqlite get", 1, w_get, quick ? 2000 : 20000},
         {"sqlite reopen instance", 1, w_reopen, quick ? 5 : 50},
+        {"sqlite reopen + login, passwordless", 1, w_reopen_login, quick ? 5 : 50},
     };
     const int nw = (int)(sizeof workloads / sizeof workloads[0]);
 
