@@ -6,17 +6,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, READ_RECHECK_AFTER};
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
-use mnemo::instance::InstanceOptions;
 use mnemo::{Database, Error, Instance, User};
 
 use crate::authority::{auth, data, root, write};
-use crate::support::{storages, Instrumented, Storage};
+use crate::support::{open_discarding_abandoned, storages, Instrumented, Storage};
 
 /// An entry by `author` in `db` on top of `parents`, at `height`.
 fn entry(author: &PrivateKey, db: EntryId, parents: &[&Entry], height: u64, ops: Ops) -> Entry {
@@ -465,11 +464,7 @@ fn a_user_creation_discarded_meanwhile_as_abandoned_fails_and_leaves_nothing() {
             watched.before_writes(discarded_before, move || {
                 writes += 1;
                 if writes == discarded_before {
-                    let options = InstanceOptions {
-                        abandoned_after: Some(Duration::ZERO),
-                        ..InstanceOptions::default()
-                    };
-                    Instance::open_with(other.clone(), options).unwrap();
+                    open_discarding_abandoned(other.clone());
                 }
             });
             let (owners_before, roots_before) = (watched.secret_owners(), watched.roots_stored());

@@ -4,11 +4,13 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mnemo::backend::{
     Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Put, Staged, StateWrite, Version,
 };
 use mnemo::entry::EntryId;
+use mnemo::instance::InstanceOptions;
 use mnemo::{Database, Error, Instance, User};
 
 /// xorshift64*: small, seeded, reproducible.
@@ -171,6 +173,16 @@ pub fn postgres_storage() -> Option<Storage> {
 }
 
 /// One fresh storage of every kind. PostgreSQL is included when the test server is
+/// Opens an instance on `backend` that discards every user creation left unclaimed, however
+/// recent (the default spares those under an hour old: their creator may still be at work).
+pub fn open_discarding_abandoned(backend: Arc<dyn Backend>) -> Instance {
+    let options = InstanceOptions {
+        abandoned_after: Some(Duration::ZERO),
+        ..InstanceOptions::default()
+    };
+    Instance::open_with(backend, options).unwrap()
+}
+
 /// configured; otherwise the skip is printed (the test command never skips it).
 pub fn storages() -> Vec<Storage> {
     let mut all = vec![

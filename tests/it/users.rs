@@ -4,14 +4,13 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::KdfParams;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Error, Instance};
 
-use crate::support::Instrumented;
+use crate::support::{open_discarding_abandoned, Instrumented};
 
 #[test]
 fn reopening_keeps_identity_accounts_and_databases() {
@@ -171,16 +170,6 @@ fn at_each_write(mut attempt: impl FnMut(usize) -> bool) -> usize {
     fail_at
 }
 
-/// Opens `storage` as after a restart, discarding every user creation left unclaimed, however
-/// recent (the default spares those under an hour old: their creator may still be at work).
-fn reopen_discarding_abandoned(storage: Arc<MemoryBackend>) -> Instance {
-    let options = InstanceOptions {
-        abandoned_after: Some(Duration::ZERO),
-        ..InstanceOptions::default()
-    };
-    Instance::open_with(storage, options).unwrap()
-}
-
 /// A creation stopped at any write, by a crash or by an error, never leaves the name
 /// taken by nobody: after a restart the user either logs in or can be created, with its
 /// password. Nor does it leave a database or secrets nobody can reach: an error discards
@@ -196,7 +185,7 @@ fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
                 crash,
             );
             let what = format!("stopped at write {fail_at} (crash: {crash})");
-            let inst = reopen_discarding_abandoned(storage.clone());
+            let inst = open_discarding_abandoned(storage.clone());
             // Whether the attempt made the user: what it stored stays if so, and only then.
             let existed = match inst.login("carol", Some("pw")) {
                 Ok(_) => true,
@@ -255,7 +244,7 @@ fn a_recent_unfinished_user_creation_is_left_to_its_creator() {
     assert!(inst.list_users().unwrap().is_empty());
     assert_eq!(stopping.secret_owners().len(), 1, "discarded young");
     drop(inst);
-    reopen_discarding_abandoned(storage.clone());
+    open_discarding_abandoned(storage.clone());
     assert!(stopping.secret_owners().is_empty(), "never discarded");
 }
 
