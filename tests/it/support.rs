@@ -172,7 +172,6 @@ pub fn postgres_storage() -> Option<Storage> {
     })
 }
 
-/// One fresh storage of every kind. PostgreSQL is included when the test server is
 /// Opens an instance on `backend` that discards every user creation left unclaimed, however
 /// recent (the default spares those under an hour old: their creator may still be at work).
 pub fn open_discarding_abandoned(backend: Arc<dyn Backend>) -> Instance {
@@ -183,6 +182,7 @@ pub fn open_discarding_abandoned(backend: Arc<dyn Backend>) -> Instance {
     Instance::open_with(backend, options).unwrap()
 }
 
+/// One fresh storage of every kind. PostgreSQL is included when the test server is
 /// configured; otherwise the skip is printed (the test command never skips it).
 pub fn storages() -> Vec<Storage> {
     let mut all = vec![
