@@ -491,7 +491,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   If this function fails, whatever the status, mnemo has not kept `user_data` and never
  *   calls `destroy` or `cb`: `user_data` is still the caller's to release.
  * - `out`: receives a new subscription handle, owned by the caller, freed with
- *   `mnemo_subscription_free`.
+ *   `mnemo_subscription_free`. It lasts until then, also once `db` is freed: changes
+ *   made through any handle on the database are announced.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
  * MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),

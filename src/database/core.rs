@@ -465,6 +465,28 @@ impl DatabaseCore {
         self.settings_generation.load(Ordering::Acquire)
     }
 
+    /// True when nothing held here would be lost with this core: no subscription or event
+    /// queue, no foreign entry waiting for parents (expired ones are dropped first), no
+    /// commit still staged, no undoing of a revocation pending. A fresh core reads the
+    /// rest from storage again. Only meaningful while nothing else refers to this core (the
+    /// registry checks), so that none of this can change meanwhile.
+    pub(crate) fn is_idle(&self) -> bool {
+        if Arc::strong_count(&self.subscribers) > 1
+            || self.undo.load(Ordering::Acquire) == UNDO_PENDING
+            || self
+                .staged_commit()
+                .as_ref()
+                .is_some_and(|s| s.settled().is_none())
+        {
+            return false;
+        }
+        // The instance's sweep of expired entries may hold it for a moment: busy, then.
+        self.waiting.try_lock().is_ok_and(|mut waiting| {
+            waiting.expire(Instant::now());
+            waiting.len() == 0
+        })
+    }
+
     /// Entries waiting for their parents in this database now.
     pub fn waiting_entries(&self) -> usize {
         self.waiting().len()

@@ -35,7 +35,7 @@ pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
 use read_check::ReadCheck;
 pub use read_check::READ_RECHECK_AFTER;
-pub use registry::Registry;
+pub use registry::{Registry, IDLE_DATABASES_KEPT};
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;

@@ -1,9 +1,9 @@
 //! The databases of one instance: one [`DatabaseCore`] per database, shared by all its
 //! handles, and the operations every room above needs (open, create, does it exist, take a
-//! foreign entry).
+//! foreign entry). Idle cores are dropped past a bound, least recently used first.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::waiting::WaitingBudget;
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
@@ -12,26 +12,105 @@ use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryId};
 use crate::error::Result;
 
-/// The cores of the databases an instance has used since it opened. A core holds the
-/// database's write lock, subscribers and foreign entries waiting for parents, so it lives
-/// as long as the instance, not just as long as some handle.
+/// How many idle databases an instance keeps in memory by default: their cores, with what
+/// each caches (settings, discards, its tips). A database is idle when nothing but the
+/// instance refers to it: no handle, subscription or event queue, no foreign entry waiting
+/// for parents, no commit or undoing of a revocation unfinished. Past the bound, the least
+/// recently used idle ones are dropped, and read from storage again at their next use;
+/// databases in use are always kept.
+pub const IDLE_DATABASES_KEPT: usize = 256;
+
+/// The cores of the databases an instance uses. A core holds the database's write lock,
+/// subscribers and foreign entries waiting for parents, so it lives as long as any of them
+/// does, not just as long as some handle; once idle, it is kept for reuse up to a bound
+/// ([`IDLE_DATABASES_KEPT`]).
 pub struct Registry {
     backend: Arc<dyn Backend>,
     notifier: Arc<Notifier>,
     /// Bytes of foreign entries waiting for parents, across every database here.
     waiting: Arc<WaitingBudget>,
-    open: Mutex<HashMap<EntryId, Arc<DatabaseCore>>>,
+    open: Mutex<Cores>,
+}
+
+/// The cores held, with when each was last asked for.
+struct Cores {
+    held: HashMap<EntryId, Held>,
+    /// Cores asked for so far: the clock of `Held::last_use`.
+    uses: u64,
+    /// The number of cores held at which a new one first drops idle ones.
+    sweep_at: usize,
+    /// Idle cores kept at most (see [`IDLE_DATABASES_KEPT`]).
+    idle_kept: usize,
+}
+
+struct Held {
+    core: Arc<DatabaseCore>,
+    last_use: u64,
+}
+
+impl Cores {
+    /// Drops the least recently used idle cores, keeping three quarters of `idle_kept`, and
+    /// sets when to look again: after a quarter of it more, so that a sweep (which looks at
+    /// every core) runs once every so many new cores, whatever number are in use. Returns
+    /// the cores dropped, for the caller to let go of outside the lock.
+    fn drop_idle(&mut self) -> Vec<Arc<DatabaseCore>> {
+        let mut idle: Vec<(u64, EntryId)> = self
+            .held
+            .iter()
+            .filter(|(_, held)| Self::only_here(&held.core) && held.core.is_idle())
+            .map(|(id, held)| (held.last_use, *id))
+            .collect();
+        let slack = self.idle_kept / 4;
+        let keep = self.idle_kept - slack;
+        let mut dropped = Vec::new();
+        if idle.len() > keep {
+            idle.sort_unstable();
+            for (_, id) in &idle[..idle.len() - keep] {
+                dropped.extend(self.held.remove(id).map(|held| held.core));
+            }
+        }
+        self.sweep_at = self.held.len() + slack.max(1);
+        dropped
+    }
+
+    /// True when the registry holds the only reference to `core`: no handle, and no call
+    /// under way in it (every call holds a reference), and none can start but through
+    /// [`Registry::core`], which waits for the lock held here.
+    fn only_here(core: &Arc<DatabaseCore>) -> bool {
+        Arc::strong_count(core) == 1 && Arc::weak_count(core) == 0
+    }
 }
 
 impl Registry {
-    /// An empty registry over `backend`.
+    /// An empty registry over `backend`, keeping [`IDLE_DATABASES_KEPT`] idle databases.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self::keeping_idle(backend, IDLE_DATABASES_KEPT)
+    }
+
+    /// An empty registry over `backend`, keeping at most `idle_kept` idle databases in
+    /// memory (see [`IDLE_DATABASES_KEPT`]).
+    pub fn keeping_idle(backend: Arc<dyn Backend>, idle_kept: usize) -> Self {
         Registry {
             backend,
             notifier: Arc::default(),
             waiting: Arc::default(),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Cores {
+                held: HashMap::new(),
+                uses: 0,
+                sweep_at: idle_kept.max(1),
+                idle_kept,
+            }),
         }
+    }
+
+    fn cores(&self) -> MutexGuard<'_, Cores> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Databases whose core this instance holds in memory now: those in use, and at most
+    /// about [`IDLE_DATABASES_KEPT`] idle ones.
+    pub fn cores_held(&self) -> usize {
+        self.cores().held.len()
     }
 
     /// The storage backend.
@@ -41,17 +120,32 @@ impl Registry {
 
     /// The core of database `id` (whether or not it is stored yet).
     pub fn core(&self, id: EntryId) -> Arc<DatabaseCore> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.entry(id)
-            .or_insert_with(|| {
-                Arc::new(DatabaseCore::new(
-                    id,
-                    self.backend.clone(),
-                    self.notifier.clone(),
-                    self.waiting.clone(),
-                ))
-            })
-            .clone()
+        let mut cores = self.cores();
+        cores.uses += 1;
+        let last_use = cores.uses;
+        if let Some(held) = cores.held.get_mut(&id) {
+            held.last_use = last_use;
+            return held.core.clone();
+        }
+        let dropped = if cores.held.len() >= cores.sweep_at {
+            cores.drop_idle()
+        } else {
+            Vec::new()
+        };
+        let core = Arc::new(DatabaseCore::new(
+            id,
+            self.backend.clone(),
+            self.notifier.clone(),
+            self.waiting.clone(),
+        ));
+        let held = Held {
+            core: core.clone(),
+            last_use,
+        };
+        cores.held.insert(id, held);
+        drop(cores);
+        drop(dropped);
+        core
     }
 
     /// Whether database `id` is stored here (its root entry is). Asks storage only: no core
@@ -102,9 +196,13 @@ impl Registry {
         }
         // Dropped only now, so that no new handle meanwhile got a fresh core on rows being
         // removed (one that got this core fails like the others).
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if open.get(id).is_some_and(|c| Arc::ptr_eq(c, &core)) {
-            open.remove(id);
+        let mut cores = self.cores();
+        if cores
+            .held
+            .get(id)
+            .is_some_and(|h| Arc::ptr_eq(&h.core, &core))
+        {
+            cores.held.remove(id);
         }
         Ok(true)
     }

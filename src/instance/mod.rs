@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::crypto::{KdfParams, PublicKey};
-use crate::database::{Received, Registry};
+use crate::database::{Received, Registry, IDLE_DATABASES_KEPT};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::sync::SyncEngine;
@@ -32,6 +32,9 @@ pub struct InstanceOptions {
     /// open to discard it, as abandoned by a creator that stopped (a crash). `None`:
     /// [`ABANDONED_CREATION_AGE`] (an hour).
     pub abandoned_after: Option<Duration>,
+    /// How many idle databases to keep in memory for reuse. `None`:
+    /// [`IDLE_DATABASES_KEPT`] (256).
+    pub idle_databases_kept: Option<usize>,
 }
 
 /// An open instance. Cheap to share: clones refer to the same instance.
@@ -67,7 +70,8 @@ impl Instance {
 
     /// Opens an instance with `options` (see [`InstanceOptions`]).
     pub fn open_with(backend: Arc<dyn Backend>, options: InstanceOptions) -> Result<Instance> {
-        let registry = Arc::new(Registry::new(backend));
+        let idle_kept = options.idle_databases_kept.unwrap_or(IDLE_DATABASES_KEPT);
+        let registry = Arc::new(Registry::keeping_idle(backend, idle_kept));
         let system = System::open(&registry, options.kdf)?;
         let lifecycle = Arc::new(InstanceLifecycle::new(
             registry.clone(),
@@ -143,6 +147,12 @@ impl Instance {
     /// across this instance's databases: at most [`crate::database::MAX_WAITING_BYTES`].
     pub fn waiting_bytes(&self) -> usize {
         self.inner.registry.waiting_bytes()
+    }
+
+    /// Databases whose state this instance holds in memory now: the system databases, those
+    /// in use, and at most about [`IDLE_DATABASES_KEPT`] idle ones (see there).
+    pub fn databases_in_memory(&self) -> usize {
+        self.inner.registry.cores_held()
     }
 
     /// Enables sync (idempotent: also from several threads at once) and returns the

@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod foreign;
 mod hostile;
+mod idle;
 mod lifecycle;
 mod postgres;
 mod postgres_tls;

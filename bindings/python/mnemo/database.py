@@ -327,8 +327,8 @@ class Database(HandleOwner):
 
         The callback runs on a library thread, in commit order, and may call mnemo. An
         exception it raises is logged to the ``mnemo`` logger and otherwise ignored. The
-        subscription lasts until closed (or garbage-collected): use it as a context manager
-        or keep a reference. To read changes on a thread of your own instead, see
+        subscription lasts until closed (or garbage-collected), also once this handle is
+        closed: use it as a context manager or keep a reference. To read changes on a thread of your own instead, see
         :meth:`watch`. Raises TypeError if ``callback`` is not callable,
         InternalError if the notification thread cannot start.
         """

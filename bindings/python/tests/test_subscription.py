@@ -198,3 +198,27 @@ def test_callback_must_be_callable(db: mnemo.Database) -> None:
     with pytest.raises(TypeError):
         db.subscribe("not callable")  # type: ignore[arg-type]
     assert subscription.live_callbacks() == live
+
+
+def test_a_subscription_outlives_its_handle_past_the_idle_bound(user: mnemo.User) -> None:
+    """An instance keeps only so many idle databases in memory (256 by default), reading
+    the others from storage again when they are next used; a database with a subscription
+    is never one it lets go of, even once its handle is closed."""
+    db = user.create_db("watched")
+    rec = Recorder()
+    with db.subscribe(rec):
+        db_id = db.id
+        db.close()
+        others = []
+        for i in range(300):
+            other = user.create_db(f"other{i}")
+            other.set("s", "k", i)
+            others.append(other.id)
+            other.close()
+        again = user.load_db(db_id)
+        rec.wait_for_entry(commit(again, "k"))
+        again.close()
+    for i, other_id in enumerate(others):
+        other = user.load_db(other_id)
+        assert other.get("s", "k") == i
+        other.close()

@@ -1,0 +1,137 @@
+//! Idle databases: an instance keeps only so many in memory, and never drops one that
+//! something still needs (a handle, a subscription, an entry waiting for its parents).
+
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mnemo::backend::MemoryBackend;
+use mnemo::database::Change;
+use mnemo::instance::InstanceOptions;
+use mnemo::{Database, Instance, User};
+
+const IDLE_KEPT: usize = 4;
+const LONG: Duration = Duration::from_secs(10);
+
+/// An in-memory instance keeping `IDLE_KEPT` idle databases, with a user logged in.
+fn keeping_few() -> (Instance, User) {
+    let inst = keeping_few_instance();
+    inst.create_user("ann", None).unwrap();
+    let user = inst.login("ann", None).unwrap();
+    (inst, user)
+}
+
+fn keeping_few_instance() -> Instance {
+    let options = InstanceOptions {
+        idle_databases_kept: Some(IDLE_KEPT),
+        ..InstanceOptions::default()
+    };
+    Instance::open_with(Arc::new(MemoryBackend::new()), options).unwrap()
+}
+
+/// Creates `count` databases through `user`, each with one value, dropping every handle.
+fn create_many(user: &User, count: usize) -> Vec<mnemo::entry::EntryId> {
+    (0..count)
+        .map(|i| {
+            let db = user.create_db(&format!("other{i}")).unwrap();
+            db.set("s", "k", &i.to_string()).unwrap();
+            db.id()
+        })
+        .collect()
+}
+
+#[test]
+fn an_instance_keeps_few_idle_databases_and_reads_the_dropped_ones_again() {
+    let (inst, user) = keeping_few();
+    let before = inst.databases_in_memory();
+    let ids = create_many(&user, 40);
+    let held = inst.databases_in_memory();
+    assert!(
+        held <= before + IDLE_KEPT + 1,
+        "{before} before, {held} after"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let db = user.load_db(id).unwrap();
+        assert_eq!(db.get("s", "k").unwrap(), i.to_string());
+        db.set("s", "k", "\"again\"").unwrap();
+    }
+    assert_eq!(user.list_dbs().unwrap().len(), 40);
+    assert!(inst.databases_in_memory() <= before + IDLE_KEPT + 1);
+}
+
+/// A subscription through one handle hears a commit through another: true only if both
+/// handles share the database's core.
+fn hears_each_other(first: &Database, second: &Database, value: &str) {
+    let (heard_tx, heard) = channel();
+    let heard_tx = Mutex::new(heard_tx);
+    let _sub = second
+        .subscribe(Box::new(move |c: &Change| {
+            let _ = heard_tx.lock().unwrap().send(c.entry);
+        }))
+        .unwrap();
+    let id = first.set("s", "k", value).unwrap();
+    assert_eq!(heard.recv_timeout(LONG), Ok(id));
+}
+
+#[test]
+fn a_database_with_a_handle_is_kept() {
+    let (_inst, user) = keeping_few();
+    let kept = user.create_db("kept").unwrap();
+    create_many(&user, 20);
+    let again = user.load_db(&kept.id()).unwrap();
+    hears_each_other(&kept, &again, "1");
+}
+
+#[test]
+fn a_database_with_a_subscription_is_kept() {
+    let (_inst, user) = keeping_few();
+    let db = user.create_db("watched").unwrap();
+    let id = db.id();
+    let (heard_tx, heard) = channel();
+    let heard_tx = Mutex::new(heard_tx);
+    let _sub = db
+        .subscribe(Box::new(move |c: &Change| {
+            let _ = heard_tx.lock().unwrap().send(c.entry);
+        }))
+        .unwrap();
+    drop(db);
+    create_many(&user, 20);
+    let written = user.load_db(&id).unwrap().set("s", "k", "1").unwrap();
+    assert_eq!(heard.recv_timeout(LONG), Ok(written));
+}
+
+#[test]
+fn an_entry_waiting_for_its_parent_is_kept() {
+    let (_owner_inst, owner) = keeping_few();
+    let db = owner.create_db("shared").unwrap();
+    let parent = db.set("s", "k", "1").unwrap();
+    let child = db.set("s", "k", "2").unwrap();
+    let others: Vec<_> = (0..20)
+        .map(|i| owner.create_db(&format!("other{i}")).unwrap())
+        .collect();
+
+    let relay = keeping_few_instance();
+    let before = relay.databases_in_memory();
+    relay
+        .receive_entry(&db.entry_bytes(&db.id()).unwrap())
+        .unwrap();
+    let got = relay
+        .receive_entry(&db.entry_bytes(&child).unwrap())
+        .unwrap();
+    assert!(got.pending, "{got:?}");
+    // Databases the relay has not seen, arriving root first: a core each.
+    for other in &others {
+        relay
+            .receive_entry(&other.entry_bytes(&other.id()).unwrap())
+            .unwrap();
+    }
+    let got = relay
+        .receive_entry(&db.entry_bytes(&parent).unwrap())
+        .unwrap();
+    assert_eq!(got.applied, vec![parent, child]);
+    let held = relay.databases_in_memory();
+    assert!(
+        held <= before + IDLE_KEPT + 1,
+        "{before} before, {held} after"
+    );
+}
