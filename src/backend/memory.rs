@@ -381,6 +381,11 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.write()?.meta.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
     fn meta_delete(&self, key: &str) -> Result<bool> {
         Ok(self.write()?.meta.remove(key).is_some())
     }

@@ -315,6 +315,9 @@ pub trait Backend: Send + Sync {
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes `value` under `key` only if `key` is absent; returns whether it wrote.
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool>;
+    /// Writes `value` under `key`, replacing what was there (on its own: not part of a
+    /// write turn).
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()>;
     /// Removes `key`; returns whether it was there.
     fn meta_delete(&self, key: &str) -> Result<bool>;
     /// Reads a secret (sealed key material).

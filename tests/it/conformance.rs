@@ -332,6 +332,33 @@ fn secrets_replace_in_place_and_conditionally() {
 }
 
 #[test]
+fn metadata_records_are_inserted_once_replaced_and_kept_across_reopening() {
+    for storage in storages() {
+        let name = storage.name();
+        {
+            let backend = storage.open();
+            assert_eq!(backend.meta_get("m").unwrap(), None, "{name}");
+            assert!(backend.meta_insert_new("m", b"one").unwrap(), "{name}");
+            assert!(!backend.meta_insert_new("m", b"two").unwrap(), "{name}");
+            assert_eq!(backend.meta_get("m").unwrap().unwrap(), b"one", "{name}");
+            backend.meta_put("m", b"three").unwrap();
+            backend.meta_put("fresh", b"four").unwrap();
+            assert_eq!(backend.meta_get("m").unwrap().unwrap(), b"three", "{name}");
+        }
+        let backend = storage.open();
+        assert_eq!(backend.meta_get("m").unwrap().unwrap(), b"three", "{name}");
+        assert_eq!(
+            backend.meta_get("fresh").unwrap().unwrap(),
+            b"four",
+            "{name}"
+        );
+        assert!(backend.meta_delete("m").unwrap(), "{name}");
+        assert!(!backend.meta_delete("m").unwrap(), "{name}");
+        assert_eq!(backend.meta_get("m").unwrap(), None, "{name}");
+    }
+}
+
+#[test]
 fn stores_are_listed_and_state_is_replaced_whole_if_current() {
     use mnemo::backend::{Cell, StateWrite, Version};
     for storage in storages() {

@@ -532,6 +532,9 @@ impl Backend for Instrumented {
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
         self.write(|| self.inner.meta_insert_new(key, value))
     }
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        self.write(|| self.inner.meta_put(key, value))
+    }
     fn meta_delete(&self, key: &str) -> Result<bool, Error> {
         self.write(|| self.inner.meta_delete(key))
     }

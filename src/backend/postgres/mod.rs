@@ -168,6 +168,7 @@ struct Connection {
     get_log: Statement,
     last_log: Statement,
     insert_meta: Statement,
+    put_meta: Statement,
     delete_meta: Statement,
 }
 
@@ -359,6 +360,10 @@ impl Connection {
         let insert_meta = p(
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )?;
+        let put_meta = p(
+            "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
+        )?;
         let delete_meta = p("DELETE FROM mnemo_meta WHERE key = $1")?;
         // Serialises stores per database across processes, so log positions are handed out
         // in commit order and a reader paging by position never skips a late commit.
@@ -390,6 +395,7 @@ impl Connection {
             get_log,
             last_log,
             insert_meta,
+            put_meta,
             delete_meta,
         })
     }
@@ -1117,6 +1123,16 @@ impl Backend for PostgresBackend {
             .execute(&c.insert_meta, &[&key, &value, &chk])
             .map_err(pg_error)?;
         Ok(n == 1)
+    }
+
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut c = self.lock()?;
+        let c = &mut *c;
+        let chk = rows::meta_check(key, value);
+        c.client
+            .execute(&c.put_meta, &[&key, &value, &chk])
+            .map_err(pg_error)?;
+        Ok(())
     }
 
     fn meta_delete(&self, key: &str) -> Result<bool> {

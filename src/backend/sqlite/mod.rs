@@ -773,6 +773,10 @@ impl Backend for SqliteBackend {
         Ok(n == 1)
     }
 
+    fn meta_put(&self, key: &str, value: &[u8]) -> Result<()> {
+        set_meta(&*self.writer()?, key, value)
+    }
+
     fn meta_delete(&self, key: &str) -> Result<bool> {
         let conn = self.writer()?;
         let n = conn
@@ -891,12 +895,16 @@ fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
 
 /// Sets the counter in metadata record `key`, in the open transaction.
 fn set_counter(tx: &Connection, key: &str, value: u64) -> Result<()> {
-    let value = value.to_be_bytes();
-    tx.prepare_cached(
+    set_meta(tx, key, &value.to_be_bytes())
+}
+
+/// Writes metadata record `key` through `conn`, replacing what was there.
+fn set_meta(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
+    conn.prepare_cached(
         "INSERT INTO meta (key, value, chk) VALUES (?1, ?2, ?3) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
     )
-    .and_then(|mut s| s.execute(params![key, value, rows::meta_check(key, &value)]))
+    .and_then(|mut s| s.execute(params![key, value, rows::meta_check(key, value)]))
     .map_err(sql_error)?;
     Ok(())
 }
