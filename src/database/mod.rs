@@ -24,7 +24,7 @@ mod waiting;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::Cell;
+use crate::backend::{Backend, Cell};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
@@ -160,6 +160,11 @@ impl Database {
     /// The database's id (its root entry's id).
     pub fn id(&self) -> EntryId {
         self.core.id()
+    }
+
+    /// The storage this database is kept in (for records beside it: sync's cursors).
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        self.core.backend()
     }
 
     /// The key this handle signs with.

@@ -1,6 +1,7 @@
 //! What sync remembers in the `_sync` system database: the peers that proved their device
-//! key, how far each round got per peer, database and direction, the databases local
-//! users asked for, and what each local user tracks (resumed when the user logs in).
+//! key, the databases local users asked for, and what each local user tracks (resumed when
+//! the user logs in); and, in instance metadata, how far each round got per peer, database
+//! and direction.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,12 +9,10 @@ use super::PeerAddr;
 use crate::crypto::PublicKey;
 use crate::database::{now_ms, Database, Table};
 use crate::entry::EntryId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Peers seen, by device id.
 const PEERS: Table<PeerRecord> = Table::new("peers", "peer record");
-/// Cursors (storage positions), by [`cursor_key`].
-const CURSORS: Table<u64> = Table::new("cursors", "sync cursor");
 /// Databases a local user asked for (synced or tracked by id), by id: only these may
 /// arrive here by push from a peer before this instance holds them.
 const WANTED: Table<WantedRecord> = Table::new("wanted", "wanted database");
@@ -64,13 +63,16 @@ pub(super) enum Direction {
     Push,
 }
 
-/// The key of a cursor: `<peer>/<database>/<pull|push>`.
-fn cursor_key(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
+/// The instance metadata record of a cursor (a storage position, 8 bytes big-endian):
+/// `sync-cursor/<peer>/<database>/<pull|push>`. Cursors are this device's own bookkeeping,
+/// replaced in place: as `_sync` records, every round that moved one added a signed entry
+/// to `_sync`, which grew with each round for good.
+fn cursor_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
     let way = match direction {
         Direction::Pull => "pull",
         Direction::Push => "push",
     };
-    format!("{peer}/{db}/{way}")
+    format!("sync-cursor/{peer}/{db}/{way}")
 }
 
 /// The `_sync` database (device-signed).
@@ -144,8 +146,10 @@ impl SyncState {
     }
 
     /// Forgets, as one commit, the tracks of `db` recorded for `requester`; with
-    /// `everyone`, the tracks of every requester and all else kept about `db` (the
-    /// cursors, whether a local user asked for it), for a database that leaves storage.
+    /// `everyone`, the tracks of every requester and all else kept about `db` (whether a
+    /// local user asked for it, and first its cursors, each its own write: one stopped
+    /// part-way only makes the next round with that peer start from the beginning), for a
+    /// database that leaves storage.
     pub(super) fn forget_db(&self, requester: &str, db: &EntryId, everyone: bool) -> Result<()> {
         let mut txn = self.db.begin();
         let mut changed = false;
@@ -161,11 +165,9 @@ impl SyncState {
                     continue;
                 };
                 for direction in [Direction::Pull, Direction::Push] {
-                    let key = cursor_key(&peer, db, direction);
-                    if CURSORS.get(&self.db, &key)?.is_some() {
-                        CURSORS.remove(&mut txn, &key)?;
-                        changed = true;
-                    }
+                    self.db
+                        .backend()
+                        .meta_delete(&cursor_record(&peer, db, direction))?;
                 }
             }
             if WANTED.get(&self.db, &db.to_text())?.is_some() {
@@ -203,9 +205,17 @@ impl SyncState {
         db: &EntryId,
         direction: Direction,
     ) -> Result<u64> {
-        Ok(CURSORS
-            .get(&self.db, &cursor_key(peer, db, direction))?
-            .unwrap_or(0))
+        let Some(bytes) = self
+            .db
+            .backend()
+            .meta_get(&cursor_record(peer, db, direction))?
+        else {
+            return Ok(0);
+        };
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| Error::Corrupt("a sync cursor is not 8 bytes".into()))?;
+        Ok(u64::from_be_bytes(bytes))
     }
 
     /// Moves the cursor of `peer`, `db`, `direction` to `position`.
@@ -216,8 +226,8 @@ impl SyncState {
         direction: Direction,
         position: u64,
     ) -> Result<()> {
-        CURSORS
-            .put(&self.db, &cursor_key(peer, db, direction), &position)
-            .map(drop)
+        self.db
+            .backend()
+            .meta_put(&cursor_record(peer, db, direction), &position.to_be_bytes())
     }
 }

@@ -10,7 +10,7 @@ use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::sync::Limits;
 use mnemo::{Error, Instance};
 
-use mnemo::backend::MemoryBackend;
+use mnemo::backend::{Backend, MemoryBackend};
 
 use crate::support::{http_exchange, http_post, logged_in, post_head, state, Instrumented};
 
@@ -79,6 +79,35 @@ fn two_instances_converge_and_a_granted_user_gets_access() {
     // Nothing left to move.
     let again = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
     assert_eq!((again.pulled, again.pushed), (0, 0));
+}
+
+/// Rounds that only move entries write no entry of `_sync`: the cursors live in instance
+/// metadata, replaced in place, so `_sync` does not grow with each round.
+#[test]
+fn rounds_do_not_grow_the_sync_state() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("shared").unwrap();
+    let storage = Arc::new(MemoryBackend::new());
+    let b = Instance::open(storage.clone()).unwrap();
+    b.create_user("bob", None).unwrap();
+    let bob = b.login("bob", None).unwrap();
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    let copy = bob.load_db(&db.id()).unwrap();
+    let sync_state = storage.meta_get("system/_sync").unwrap().unwrap();
+    let sync_state = EntryId::parse(std::str::from_utf8(&sync_state).unwrap()).unwrap();
+    let before = storage.last_position(&sync_state).unwrap();
+    for i in 0..5 {
+        db.set("notes", &format!("a{i}"), "1").unwrap();
+        copy.set("notes", &format!("b{i}"), "2").unwrap();
+        let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+        assert_eq!((report.pulled, report.pushed), (1, 1), "round {i}");
+    }
+    assert_eq!(storage.last_position(&sync_state).unwrap(), before);
+    assert_eq!(state(&db, "notes"), state(&copy, "notes"));
 }
 
 /// Whichever single write fails while a database is pulled (an entry, a cursor, a record
