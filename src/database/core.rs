@@ -750,6 +750,7 @@ impl DatabaseCore {
         if ops.is_empty() {
             return Err(Error::invalid("nothing to commit"));
         }
+        self.wait_for_callbacks();
         self.ensure_current()?;
         let mut intent = WriteIntent::announce(&*self.backend);
         let guard = self.commit_lock()?;
@@ -908,6 +909,7 @@ impl DatabaseCore {
                 entry.id()
             )));
         }
+        self.wait_for_callbacks();
         if entry.content().db.is_none() {
             if self.exists()? {
                 return Ok(Received {
@@ -962,6 +964,15 @@ impl DatabaseCore {
 
     /// Announces entries received from elsewhere, after every change made before them.
     /// Callers hold the write lock (or have just stored a root).
+    /// Before a change, with no lock held: when this database has callbacks and the
+    /// instance's callbacks are far behind, waits for them to catch up (for a while; see
+    /// [`Notifier::wait_for_room`]).
+    fn wait_for_callbacks(&self) {
+        if self.subscribers.has_callbacks() {
+            self.notifier.wait_for_room();
+        }
+    }
+
     fn announce_remote(&self, applied: &[EntryId]) {
         self.notices.ticket().announce(|| {
             for id in applied {

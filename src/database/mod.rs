@@ -35,11 +35,13 @@ pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
 use read_check::ReadCheck;
 pub use read_check::READ_RECHECK_AFTER;
-pub use registry::{Registry, IDLE_DATABASES_KEPT};
+pub use registry::{Registry, RegistryLimits, IDLE_DATABASES_KEPT};
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;
-pub use subscribe::{Callback, Change, Subscription};
+pub use subscribe::{
+    Callback, Change, Subscription, MAX_QUEUED_NOTIFICATIONS, NOTIFICATION_ROOM_WAIT,
+};
 pub use table::Table;
 pub use transaction::Transaction;
 pub use waiting::{

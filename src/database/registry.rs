@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::subscribe::MAX_QUEUED_NOTIFICATIONS;
 use super::waiting::WaitingBudget;
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
 use crate::backend::{Backend, Version};
@@ -19,6 +20,25 @@ use crate::error::Result;
 /// recently used idle ones are dropped, and read from storage again at their next use;
 /// databases in use are always kept.
 pub const IDLE_DATABASES_KEPT: usize = 256;
+
+/// Bounds on what an instance holds in memory for its databases.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryLimits {
+    /// Idle databases kept at most ([`IDLE_DATABASES_KEPT`]).
+    pub idle_databases: usize,
+    /// Change notifications queued for callbacks before changes wait for room
+    /// ([`MAX_QUEUED_NOTIFICATIONS`]).
+    pub queued_notifications: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            idle_databases: IDLE_DATABASES_KEPT,
+            queued_notifications: MAX_QUEUED_NOTIFICATIONS,
+        }
+    }
+}
 
 /// The cores of the databases an instance uses. A core holds the database's write lock,
 /// subscribers and foreign entries waiting for parents, so it lives as long as any of them
@@ -82,17 +102,17 @@ impl Cores {
 }
 
 impl Registry {
-    /// An empty registry over `backend`, keeping [`IDLE_DATABASES_KEPT`] idle databases.
+    /// An empty registry over `backend`, with the default limits.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        Self::keeping_idle(backend, IDLE_DATABASES_KEPT)
+        Self::with_limits(backend, RegistryLimits::default())
     }
 
-    /// An empty registry over `backend`, keeping at most `idle_kept` idle databases in
-    /// memory (see [`IDLE_DATABASES_KEPT`]).
-    pub fn keeping_idle(backend: Arc<dyn Backend>, idle_kept: usize) -> Self {
+    /// An empty registry over `backend`, holding at most what `limits` allow.
+    pub fn with_limits(backend: Arc<dyn Backend>, limits: RegistryLimits) -> Self {
+        let idle_kept = limits.idle_databases;
         Registry {
             backend,
-            notifier: Arc::default(),
+            notifier: Arc::new(Notifier::bounded(limits.queued_notifications)),
             waiting: Arc::default(),
             open: Mutex::new(Cores {
                 held: HashMap::new(),

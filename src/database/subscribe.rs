@@ -33,6 +33,17 @@ pub struct Change {
 /// A subscriber's callback.
 pub type Callback = Box<dyn Fn(&Change) + Send>;
 
+/// How many changes may wait for an instance's callbacks by default: while its callbacks
+/// are this many behind, a change to a database with subscribers waits for them first
+/// ([`Notifier::wait_for_room`]), so that a slow callback slows the changes it is told of
+/// instead of its queue growing without bound (about 100 bytes a change).
+pub const MAX_QUEUED_NOTIFICATIONS: usize = 65_536;
+
+/// The longest a change waits for room among the queued notifications; past it, it goes on
+/// and is queued all the same (a callback stuck for good slows changes to one per this
+/// long and thread, and never stops them).
+pub const NOTIFICATION_ROOM_WAIT: Duration = Duration::from_secs(10);
+
 thread_local! {
     /// On a notification thread: the address of its notifier's [`Progress`] (0 elsewhere).
     /// Compared instead of thread ids: `thread::current()` would allocate a handle for a C
@@ -104,10 +115,11 @@ struct Event {
 
 /// The thread that runs one instance's callbacks, started on first use and joined when the
 /// last handle that could notify is gone.
-#[derive(Default)]
 pub(crate) struct Notifier {
     started: OnceLock<Started>,
     progress: Arc<Progress>,
+    /// Notifications queued (sent, not yet delivered) past which changes wait for room.
+    max_queued: u64,
 }
 
 /// How many events the notification thread has finished (every callback of each run).
@@ -129,6 +141,49 @@ struct Queue {
 }
 
 impl Notifier {
+    /// A notifier whose changes wait for room once `max_queued` notifications are queued
+    /// (see [`MAX_QUEUED_NOTIFICATIONS`]).
+    pub(crate) fn bounded(max_queued: usize) -> Self {
+        Notifier {
+            started: OnceLock::new(),
+            progress: Arc::default(),
+            max_queued: max_queued.max(1) as u64,
+        }
+    }
+
+    /// Waits while the callbacks are `max_queued` notifications behind or more, for at most
+    /// [`NOTIFICATION_ROOM_WAIT`]. Callers hold no lock (a callback may need it to finish).
+    /// Never waits on the notification thread itself: a callback's own changes would wait
+    /// for it to return.
+    pub(crate) fn wait_for_room(&self) {
+        let Some(started) = self.started.get() else {
+            return; // nothing was ever queued
+        };
+        if self.is_own_thread() {
+            return;
+        }
+        let deadline = Instant::now() + NOTIFICATION_ROOM_WAIT;
+        loop {
+            let sent = started.queue.lock().unwrap_or_else(|p| p.into_inner()).sent;
+            let delivered = self
+                .progress
+                .delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if sent.saturating_sub(*delivered) < self.max_queued || left.is_zero() {
+                return;
+            }
+            // Woken after each notification delivered; `sent` is read again then.
+            drop(
+                self.progress
+                    .advanced
+                    .wait_timeout(delivered, left)
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+        }
+    }
+
     fn start(&self) -> Result<&Started> {
         if let Some(started) = self.started.get() {
             return Ok(started);
@@ -245,6 +300,15 @@ fn deliver(slot: &Slot, change: &Change) {
 }
 
 impl Subscribers {
+    /// True when some callback is subscribed (its changes are queued for the notifier).
+    pub(crate) fn has_callbacks(&self) -> bool {
+        !self
+            .slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Queues `change` for every current watcher and subscriber. Costs nothing without
     /// either.
     pub(crate) fn notify(&self, notifier: &Notifier, change: Change) {

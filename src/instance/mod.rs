@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::crypto::{KdfParams, PublicKey};
-use crate::database::{Received, Registry, IDLE_DATABASES_KEPT};
+use crate::database::{
+    Received, Registry, RegistryLimits, IDLE_DATABASES_KEPT, MAX_QUEUED_NOTIFICATIONS,
+};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::sync::SyncEngine;
@@ -35,6 +37,9 @@ pub struct InstanceOptions {
     /// How many idle databases to keep in memory for reuse. `None`:
     /// [`IDLE_DATABASES_KEPT`] (256).
     pub idle_databases_kept: Option<usize>,
+    /// How many change notifications may wait for callbacks before changes to databases
+    /// with callbacks wait for them. `None`: [`MAX_QUEUED_NOTIFICATIONS`] (65,536).
+    pub queued_notifications: Option<usize>,
 }
 
 /// An open instance. Cheap to share: clones refer to the same instance.
@@ -70,8 +75,13 @@ impl Instance {
 
     /// Opens an instance with `options` (see [`InstanceOptions`]).
     pub fn open_with(backend: Arc<dyn Backend>, options: InstanceOptions) -> Result<Instance> {
-        let idle_kept = options.idle_databases_kept.unwrap_or(IDLE_DATABASES_KEPT);
-        let registry = Arc::new(Registry::keeping_idle(backend, idle_kept));
+        let limits = RegistryLimits {
+            idle_databases: options.idle_databases_kept.unwrap_or(IDLE_DATABASES_KEPT),
+            queued_notifications: options
+                .queued_notifications
+                .unwrap_or(MAX_QUEUED_NOTIFICATIONS),
+        };
+        let registry = Arc::new(Registry::with_limits(backend, limits));
         let system = System::open(&registry, options.kdf)?;
         let lifecycle = Arc::new(InstanceLifecycle::new(
             registry.clone(),

@@ -2,6 +2,7 @@
 //! per file costs minutes on two cores).
 
 mod authority;
+mod backlog;
 mod conformance;
 mod documents;
 mod durability;

@@ -325,10 +325,12 @@ class Database(HandleOwner):
         changes made through this instance are announced: not those another process writes
         to a shared storage.
 
-        The callback runs on a library thread, in commit order, and may call mnemo. An
-        exception it raises is logged to the ``mnemo`` logger and otherwise ignored. The
-        subscription lasts until closed (or garbage-collected), also once this handle is
-        closed: use it as a context manager or keep a reference. To read changes on a thread of your own instead, see
+        The callback runs on a library thread, in commit order, and may call mnemo. While
+        65,536 notifications wait for callbacks, changes to databases with callbacks wait
+        for them first, up to 10 s each. An exception the callback raises is logged to the
+        ``mnemo`` logger and otherwise ignored. The subscription lasts until closed (or
+        garbage-collected), also once this handle is closed: use it as a context manager or
+        keep a reference. To read changes on a thread of your own instead, see
         :meth:`watch`. Raises TypeError if ``callback`` is not callable,
         InternalError if the notification thread cannot start.
         """
