@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -222,3 +223,41 @@ def test_a_subscription_outlives_its_handle_past_the_idle_bound(user: mnemo.User
         other = user.load_db(other_id)
         assert other.get("s", "k") == i
         other.close()
+
+
+def test_commits_wait_for_a_callback_that_falls_behind(db: mnemo.Database) -> None:
+    """At most 65,536 notifications wait for an instance's callbacks (mnemo.h,
+    mnemo_db_subscribe): past that, a commit to a database with callbacks waits for them
+    (up to 10 s) instead of queuing more."""
+    bound = 65_536
+    gate = threading.Event()
+    heard: list[str] = []
+
+    def held(db_id: str, entry_id: str, remote: bool) -> None:
+        gate.wait(60)
+        heard.append(entry_id)
+
+    made = 0
+
+    def writer() -> None:
+        nonlocal made
+        for i in range(bound + 2):
+            db.set("s", "k", i)
+            made += 1
+
+    with db.subscribe(held):
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            # The first change is held at the gate, `bound` more queue behind it, and the
+            # commit after those waits.
+            deadline = time.monotonic() + 120
+            while made < bound and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert made == bound
+        finally:
+            gate.set()
+            thread.join(120)
+        db.flush_notifications(60)
+    assert made == bound + 2 and len(heard) == bound + 2
