@@ -81,6 +81,23 @@ fn reaches(count: &AtomicUsize, at_least: usize) {
     }
 }
 
+/// Waits until `count` reaches `at`, then checks that it stays there a moment: the change
+/// after it waits for room.
+fn stops_at(count: &AtomicUsize, at: usize) {
+    reaches(count, at);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(count.load(Ordering::Acquire), at);
+}
+
+/// Takes a notification for each of `ids`, and checks they came in that order.
+fn heard_in_order(heard: &Receiver<EntryId>, ids: &[EntryId]) {
+    let got: Vec<_> = ids
+        .iter()
+        .map(|_| heard.recv_timeout(LONG).unwrap())
+        .collect();
+    assert_eq!(got, ids);
+}
+
 #[test]
 fn commits_wait_for_callbacks_that_fall_behind_and_go_on_after_a_while() {
     let (_inst, user) = queueing(4, "ann");
@@ -103,20 +120,13 @@ fn commits_wait_for_callbacks_that_fall_behind_and_go_on_after_a_while() {
     };
     // The callback holds the first change at the gate; three more queue behind it, and
     // the fifth commit waits for room.
-    reaches(&made, 4);
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(made.load(Ordering::Acquire), 4);
+    stops_at(&made, 4);
     // A callback stuck for good slows commits down; it does not stop them.
     let waiting = Instant::now();
     reaches(&made, 5);
     assert!(waiting.elapsed() >= NOTIFICATION_ROOM_WAIT / 2);
     gate.open();
-    let ids = writer.join().unwrap();
-    let heard: Vec<_> = ids
-        .iter()
-        .map(|_| heard.recv_timeout(LONG).unwrap())
-        .collect();
-    assert_eq!(heard, ids);
+    heard_in_order(&heard, &writer.join().unwrap());
 }
 
 #[test]
@@ -147,16 +157,10 @@ fn entries_from_elsewhere_wait_for_callbacks_that_fall_behind() {
             }
         })
     };
-    reaches(&taken, 2);
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(taken.load(Ordering::Acquire), 2);
+    stops_at(&taken, 2);
     gate.open();
     receiver.join().unwrap();
-    let heard: Vec<_> = ids
-        .iter()
-        .map(|_| heard.recv_timeout(LONG).unwrap())
-        .collect();
-    assert_eq!(heard, ids);
+    heard_in_order(&heard, &ids);
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Idle databases: an instance keeps only so many in memory, and never drops one that
 //! something still needs (a handle, a subscription, an entry waiting for its parents).
 
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mnemo::backend::MemoryBackend;
-use mnemo::database::Change;
+use mnemo::database::{Change, Subscription};
+use mnemo::entry::EntryId;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Database, Instance, User};
 
@@ -30,7 +31,7 @@ fn keeping_few_instance() -> Instance {
 }
 
 /// Creates `count` databases through `user`, each with one value, dropping every handle.
-fn create_many(user: &User, count: usize) -> Vec<mnemo::entry::EntryId> {
+fn create_many(user: &User, count: usize) -> Vec<EntryId> {
     (0..count)
         .map(|i| {
             let db = user.create_db(&format!("other{i}")).unwrap();
@@ -59,16 +60,22 @@ fn an_instance_keeps_few_idle_databases_and_reads_the_dropped_ones_again() {
     assert!(inst.databases_in_memory() <= before + IDLE_KEPT + 1);
 }
 
-/// A subscription through one handle hears a commit through another: true only if both
-/// handles share the database's core.
-fn hears_each_other(first: &Database, second: &Database, value: &str) {
+/// Subscribes to `db` with a callback that reports each change's entry.
+fn listening(db: &Database) -> (Subscription, Receiver<EntryId>) {
     let (heard_tx, heard) = channel();
     let heard_tx = Mutex::new(heard_tx);
-    let _sub = second
+    let sub = db
         .subscribe(Box::new(move |c: &Change| {
             let _ = heard_tx.lock().unwrap().send(c.entry);
         }))
         .unwrap();
+    (sub, heard)
+}
+
+/// A subscription through one handle hears a commit through another: true only if both
+/// handles share the database's core.
+fn hears_each_other(first: &Database, second: &Database, value: &str) {
+    let (_sub, heard) = listening(second);
     let id = first.set("s", "k", value).unwrap();
     assert_eq!(heard.recv_timeout(LONG), Ok(id));
 }
@@ -87,13 +94,7 @@ fn a_database_with_a_subscription_is_kept() {
     let (_inst, user) = keeping_few();
     let db = user.create_db("watched").unwrap();
     let id = db.id();
-    let (heard_tx, heard) = channel();
-    let heard_tx = Mutex::new(heard_tx);
-    let _sub = db
-        .subscribe(Box::new(move |c: &Change| {
-            let _ = heard_tx.lock().unwrap().send(c.entry);
-        }))
-        .unwrap();
+    let (_sub, heard) = listening(&db);
     drop(db);
     create_many(&user, 20);
     let written = user.load_db(&id).unwrap().set("s", "k", "1").unwrap();
