@@ -1,8 +1,9 @@
 //! Idle databases: an instance keeps only so many in memory, and never drops one that
 //! something still needs (a handle, a subscription, an entry waiting for its parents).
 
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 use mnemo::backend::MemoryBackend;
@@ -10,6 +11,8 @@ use mnemo::database::{Change, Subscription};
 use mnemo::entry::EntryId;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Database, Instance, User};
+
+use crate::support::Rng;
 
 const IDLE_KEPT: usize = 4;
 const LONG: Duration = Duration::from_secs(10);
@@ -135,4 +138,44 @@ fn an_entry_waiting_for_its_parent_is_kept() {
         held <= before + IDLE_KEPT + 1,
         "{before} before, {held} after"
     );
+}
+
+#[test]
+fn threads_opening_and_dropping_many_databases_lose_nothing() {
+    let (inst, user) = keeping_few();
+    let ids = create_many(&user, 12);
+    let (_sub, heard) = listening(&user.load_db(&ids[0]).unwrap());
+    let before = inst.databases_in_memory();
+    let user = Arc::new(user);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (user, ids) = (user.clone(), ids.clone());
+            thread::spawn(move || {
+                let mut rng = Rng::new(t);
+                (0..150)
+                    .map(|n| {
+                        let id = ids[rng.below(ids.len())];
+                        let key = format!("t{t}-{n}");
+                        user.load_db(&id).unwrap().set("w", &key, "1").unwrap();
+                        (id, key)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let written: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    for (id, key) in &written {
+        assert_eq!(user.load_db(id).unwrap().get("w", key).unwrap(), "1");
+    }
+    // Every commit to the watched database was announced, through whichever handle.
+    for _ in written.iter().filter(|(id, _)| *id == ids[0]) {
+        heard.recv_timeout(LONG).unwrap();
+    }
+    let watched = user.load_db(&ids[0]).unwrap();
+    watched.flush_notifications(LONG).unwrap();
+    assert_eq!(heard.try_recv(), Err(TryRecvError::Empty));
+    assert!(inst.databases_in_memory() <= before + IDLE_KEPT);
 }
