@@ -946,6 +946,43 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_untrack(struct mnemo_sync *sync, struct m
 MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t timeout_ms);
 
 /**
+ * Writes the sync engine's limits as a JSON object of numbers: each bound on what peers may
+ * hold of a listener and on how long a round may take, by name. Counts and sizes in bytes
+ * are as they are; times are in milliseconds and their names end in "_ms". The defaults:
+ * {"max_connections":256, "max_connections_per_address":32, "max_requests_in_flight":16,
+ * "max_requests_in_flight_per_address":4, "requests_per_second_per_address":1000,
+ * "request_burst_per_address":2000, "max_message_bytes":33554432,
+ * "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
+ * "body_timeout_ms":30000, "queue_timeout_ms":10000, "max_tracked_addresses":4096,
+ * "max_watches":128, "max_watches_per_address":16, "watch_timeout_ms":25000,
+ * "connect_timeout_ms":5000, "request_timeout_ms":30000, "round_deadline_ms":600000}
+ * (SECURITY.md says what each stops).
+ *
+ * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_limits(const struct mnemo_sync *sync, char **out_json);
+
+/**
+ * Changes some of the sync engine's limits: `limits_json` is a JSON object naming each
+ * limit to change (the names `mnemo_sync_limits` lists) with its new value, a whole number;
+ * the others keep theirs. The change is all or nothing. Listeners started afterwards and
+ * every round started afterwards use the new limits; listeners already running keep
+ * theirs. Counts (connections, requests in flight, watches, addresses remembered) must be
+ * from 1 to 1048576, requests per second and bursts from 1 to 4294967295, times from 1 ms
+ * to a day (86400000), "max_message_bytes" from 65536 to 33554432 (the protocol's
+ * largest message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
+ * "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
+ * "request_timeout_ms".
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
+ * changed). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_set_limits(struct mnemo_sync *sync, const char *limits_json);
+
+/**
  * Drops this reference to the sync engine. NULL is a no-op. Other references and the
  * instance keep the engine alive; when the last goes, listeners and tracking stop.
  * Thread-safe, as long as no other thread is using this handle.

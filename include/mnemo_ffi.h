@@ -167,6 +167,10 @@ mnemo_status mnemo_sync_untrack(mnemo_sync *sync, mnemo_user *user, const char *
 
 mnemo_status mnemo_sync_flush(mnemo_sync *sync, uint32_t timeout_ms);
 
+mnemo_status mnemo_sync_limits(const mnemo_sync *sync, char **out_json);
+
+mnemo_status mnemo_sync_set_limits(mnemo_sync *sync, const char *limits_json);
+
 void mnemo_sync_free(mnemo_sync *sync);
 
 mnemo_status mnemo_sync_share(mnemo_sync *sync, const char *db_id, char **out_ticket);

@@ -10,6 +10,7 @@ use super::status::mnemo_status;
 use super::strings;
 use super::user::mnemo_user;
 use crate::entry::EntryId;
+use crate::sync::Limits;
 use crate::SyncEngine;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
@@ -233,6 +234,84 @@ pub unsafe extern "C" fn mnemo_sync_flush(sync: *mut mnemo_sync, timeout_ms: u32
             .inner
             .flush(Duration::from_millis(timeout_ms.into()))
     })
+}
+
+/// Writes the sync engine's limits as a JSON object of numbers: each bound on what peers may
+/// hold of a listener and on how long a round may take, by name. Counts and sizes in bytes
+/// are as they are; times are in milliseconds and their names end in "_ms". The defaults:
+/// {"max_connections":256, "max_connections_per_address":32, "max_requests_in_flight":16,
+/// "max_requests_in_flight_per_address":4, "requests_per_second_per_address":1000,
+/// "request_burst_per_address":2000, "max_message_bytes":33554432,
+/// "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
+/// "body_timeout_ms":30000, "queue_timeout_ms":10000, "max_tracked_addresses":4096,
+/// "max_watches":128, "max_watches_per_address":16, "watch_timeout_ms":25000,
+/// "connect_timeout_ms":5000, "request_timeout_ms":30000, "round_deadline_ms":600000}
+/// (SECURITY.md says what each stops).
+///
+/// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_limits(
+    sync: *const mnemo_sync,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let limits = mnemo_sync::borrow(sync)?.inner.limits();
+        *out = strings::to_c(limits_json(&limits))?;
+        Ok(())
+    })
+}
+
+/// Changes some of the sync engine's limits: `limits_json` is a JSON object naming each
+/// limit to change (the names `mnemo_sync_limits` lists) with its new value, a whole number;
+/// the others keep theirs. The change is all or nothing. Listeners started afterwards and
+/// every round started afterwards use the new limits; listeners already running keep
+/// theirs. Counts (connections, requests in flight, watches, addresses remembered) must be
+/// from 1 to 1048576, requests per second and bursts from 1 to 4294967295, times from 1 ms
+/// to a day (86400000), "max_message_bytes" from 65536 to 33554432 (the protocol's
+/// largest message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
+/// "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
+/// "request_timeout_ms".
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
+/// changed). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_set_limits(
+    sync: *mut mnemo_sync,
+    limits_json: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let sync = mnemo_sync::borrow(sync)?;
+        let text = strings::arg(limits_json, "limits_json")?;
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| crate::Error::invalid(format!("limits_json is not a JSON object: {e}")))?;
+        let mut changes = Vec::with_capacity(object.len());
+        for (name, value) in &object {
+            let value = value.as_u64().ok_or_else(|| {
+                crate::Error::invalid(format!(
+                    "sync limit {name}: {value} is not a whole number from 0 to {}",
+                    u64::MAX
+                ))
+            })?;
+            changes.push((name.as_str(), value));
+        }
+        sync.inner.set_limits_by_name(&changes).map(drop)
+    })
+}
+
+/// `limits` as the JSON object `mnemo_sync_limits` writes.
+fn limits_json(limits: &Limits) -> String {
+    let values: Vec<(&str, String)> = limits
+        .by_name()
+        .into_iter()
+        .map(|(name, value)| (name, value.to_string()))
+        .collect();
+    strings::json_object(values.iter().map(|(name, value)| (*name, value.as_str())))
 }
 
 /// Drops this reference to the sync engine. NULL is a no-op. Other references and the

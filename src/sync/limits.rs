@@ -85,17 +85,115 @@ impl Default for Limits {
     }
 }
 
+/// Most connections, requests, watches or addresses any count limit may allow.
+pub const MAX_COUNT_LIMIT: usize = 1 << 20;
+/// Least a message limit may allow: 64 KiB (less would refuse ordinary requests).
+pub const MIN_MESSAGE_LIMIT: usize = 64 << 10;
+/// Most the body budget may allow: 1 TiB.
+pub const MAX_BUFFERED_LIMIT: usize = 1 << 40;
+/// Least and most a request head may be: 8 KiB (the least the HTTP parser accepts), 1 MiB.
+pub const HEADER_LIMITS: (usize, usize) = (8 << 10, 1 << 20);
+/// Longest any time limit may be: a day.
+pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A limit's value as a number: counts as they are, times in milliseconds.
+trait LimitValue: Sized {
+    fn to_number(&self) -> u64;
+    /// `None` if `n` does not fit.
+    fn from_number(n: u64) -> Option<Self>;
+}
+
+impl LimitValue for usize {
+    fn to_number(&self) -> u64 {
+        *self as u64
+    }
+    fn from_number(n: u64) -> Option<Self> {
+        usize::try_from(n).ok()
+    }
+}
+
+impl LimitValue for u32 {
+    fn to_number(&self) -> u64 {
+        u64::from(*self)
+    }
+    fn from_number(n: u64) -> Option<Self> {
+        u32::try_from(n).ok()
+    }
+}
+
+impl LimitValue for Duration {
+    fn to_number(&self) -> u64 {
+        u64::try_from(self.as_millis()).unwrap_or(u64::MAX)
+    }
+    fn from_number(n: u64) -> Option<Self> {
+        Some(Duration::from_millis(n))
+    }
+}
+
+/// Names each limit once, for [`Limits::by_name`] and [`Limits::set_by_name`]: the field's
+/// name, with `_ms` for times.
+macro_rules! named_limits {
+    ($($name:literal => $field:ident),* $(,)?) => {
+        impl Limits {
+            /// Each limit with its name, in declaration order: counts and bytes as they
+            /// are, times in milliseconds (their names end in `_ms`).
+            pub fn by_name(&self) -> Vec<(&'static str, u64)> {
+                // Naming every field: one added to `Limits` without a name does not build.
+                let Limits { $($field),* } = self;
+                vec![$(($name, $field.to_number())),*]
+            }
+
+            /// Sets the limit called `name` (as [`Limits::by_name`] names it) to `value`.
+            /// [`crate::Error::InvalidArgument`] for an unknown name or a value its field
+            /// cannot hold; [`Limits::validate`] checks the rest.
+            pub fn set_by_name(&mut self, name: &str, value: u64) -> crate::Result<()> {
+                match name {
+                    $($name => {
+                        self.$field = LimitValue::from_number(value).ok_or_else(|| {
+                            crate::Error::invalid(format!("sync limit {name}: {value} is too large"))
+                        })?;
+                    })*
+                    _ => return Err(crate::Error::invalid(format!("no sync limit is called {name:?}"))),
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+named_limits! {
+    "max_connections" => max_connections,
+    "max_connections_per_address" => max_connections_per_address,
+    "max_requests_in_flight" => max_requests_in_flight,
+    "max_requests_in_flight_per_address" => max_requests_in_flight_per_address,
+    "requests_per_second_per_address" => requests_per_second_per_address,
+    "request_burst_per_address" => request_burst_per_address,
+    "max_message_bytes" => max_message_bytes,
+    "max_buffered_bytes" => max_buffered_bytes,
+    "max_header_bytes" => max_header_bytes,
+    "idle_timeout_ms" => idle_timeout,
+    "body_timeout_ms" => body_timeout,
+    "queue_timeout_ms" => queue_timeout,
+    "max_tracked_addresses" => max_tracked_addresses,
+    "max_watches" => max_watches,
+    "max_watches_per_address" => max_watches_per_address,
+    "watch_timeout_ms" => watch_timeout,
+    "connect_timeout_ms" => connect_timeout,
+    "request_timeout_ms" => request_timeout,
+    "round_deadline_ms" => round_deadline,
+}
+
 impl Limits {
-    /// Fails unless every limit is usable (positive, and the header limit at least 8 KiB,
-    /// the least the HTTP parser accepts).
+    /// Fails unless every limit is usable: counts from 1 to [`MAX_COUNT_LIMIT`], times from
+    /// 1 ms to [`MAX_TIME_LIMIT`], messages from [`MIN_MESSAGE_LIMIT`] to the protocol's
+    /// largest, a body budget of at least one message and at most [`MAX_BUFFERED_LIMIT`],
+    /// request heads within [`HEADER_LIMITS`], and watches shorter than a request.
     pub fn validate(&self) -> crate::Result<()> {
         let counts = [
             self.max_connections,
             self.max_connections_per_address,
             self.max_requests_in_flight,
             self.max_requests_in_flight_per_address,
-            self.max_message_bytes,
-            self.max_buffered_bytes,
             self.max_tracked_addresses,
             self.max_watches,
             self.max_watches_per_address,
@@ -109,17 +207,38 @@ impl Limits {
             self.request_timeout,
             self.round_deadline,
         ];
-        if counts.contains(&0)
-            || times.contains(&Duration::ZERO)
+        let refuse = |what: String| Err(crate::Error::invalid(format!("sync limits: {what}")));
+        if counts.iter().any(|&n| n == 0 || n > MAX_COUNT_LIMIT)
             || self.requests_per_second_per_address == 0
             || self.request_burst_per_address == 0
-            || self.max_header_bytes < 8192
-            || self.max_message_bytes > self.max_buffered_bytes
-            || self.watch_timeout >= self.request_timeout
         {
-            return Err(crate::Error::invalid(
-                "sync limits must be positive, headers at least 8 KiB, the buffer at least one message, and watches shorter than a request",
+            return refuse(format!("counts must be from 1 to {MAX_COUNT_LIMIT}"));
+        }
+        if times.iter().any(|&t| t.is_zero() || t > MAX_TIME_LIMIT) {
+            return refuse(format!(
+                "times must be from 1 ms to a day ({} ms)",
+                MAX_TIME_LIMIT.as_millis()
             ));
+        }
+        if !(MIN_MESSAGE_LIMIT..=super::wire::MAX_MESSAGE).contains(&self.max_message_bytes) {
+            return refuse(format!(
+                "messages must be allowed from {MIN_MESSAGE_LIMIT} to {} bytes",
+                super::wire::MAX_MESSAGE
+            ));
+        }
+        if !(self.max_message_bytes..=MAX_BUFFERED_LIMIT).contains(&self.max_buffered_bytes) {
+            return refuse(format!(
+                "the body budget must hold one message and be at most {MAX_BUFFERED_LIMIT} bytes"
+            ));
+        }
+        if !(HEADER_LIMITS.0..=HEADER_LIMITS.1).contains(&self.max_header_bytes) {
+            return refuse(format!(
+                "request heads must be allowed from {} to {} bytes",
+                HEADER_LIMITS.0, HEADER_LIMITS.1
+            ));
+        }
+        if self.watch_timeout >= self.request_timeout {
+            return refuse("watches must be shorter than a request".to_string());
         }
         Ok(())
     }
@@ -149,8 +268,53 @@ mod tests {
                 max_buffered_bytes: 1,
                 ..Limits::default()
             },
+            Limits {
+                max_connections: usize::MAX,
+                ..Limits::default()
+            },
+            Limits {
+                round_deadline: Duration::MAX,
+                ..Limits::default()
+            },
+            Limits {
+                max_message_bytes: super::super::wire::MAX_MESSAGE + 1,
+                max_buffered_bytes: 1 << 30,
+                ..Limits::default()
+            },
+            Limits {
+                max_message_bytes: 1024,
+                max_buffered_bytes: 1024,
+                ..Limits::default()
+            },
+            Limits {
+                max_header_bytes: 1 << 30,
+                ..Limits::default()
+            },
         ] {
             assert!(broken.validate().is_err(), "{broken:?}");
         }
+    }
+
+    #[test]
+    fn every_limit_has_a_name_that_sets_it() {
+        let defaults = Limits::default();
+        let named = defaults.by_name();
+        let mut changed = defaults.clone();
+        for (name, value) in &named {
+            changed.set_by_name(name, value + 1).unwrap();
+        }
+        let after: Vec<_> = changed.by_name();
+        for ((name, before), (same, now)) in named.iter().zip(&after) {
+            assert_eq!((name, before + 1), (same, *now));
+        }
+        assert_eq!(
+            changed.idle_timeout,
+            defaults.idle_timeout + Duration::from_millis(1)
+        );
+        assert!(changed.set_by_name("max_conections", 1).is_err());
+        assert!(changed.set_by_name("idle_timeout", 1).is_err());
+        assert!(changed
+            .set_by_name("requests_per_second_per_address", u64::from(u32::MAX) + 1)
+            .is_err());
     }
 }

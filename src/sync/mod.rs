@@ -168,6 +168,20 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Sets the limits named in `changes` (as [`Limits::by_name`] names them), keeping the
+    /// others, as one change: none is set unless all are valid together. Returns the limits
+    /// now in force.
+    pub fn set_limits_by_name(&self, changes: &[(&str, u64)]) -> Result<Limits> {
+        let mut limits = self.limits.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = limits.clone();
+        for (name, value) in changes {
+            changed.set_by_name(name, *value)?;
+        }
+        changed.validate()?;
+        *limits = changed.clone();
+        Ok(changed)
+    }
+
     /// Serves other instances on `addr` (e.g. "127.0.0.1:0") until the engine is dropped;
     /// returns the address bound. Every resource a connection can hold is bounded by the
     /// engine's [`Limits`].

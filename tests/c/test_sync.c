@@ -199,8 +199,45 @@ static void test_ticket_flow(void) {
     close_side(&a);
 }
 
+static void test_limits(void) {
+    side a = open_side("alice");
+    char *json = NULL;
+
+    EXPECT_OK(mnemo_sync_limits(a.sync, &json));
+    CHECK(json && strstr(json, "\"max_connections\":256,") != NULL);
+    CHECK(json && strstr(json, "\"round_deadline_ms\":600000}") != NULL);
+    mnemo_string_free(json);
+    json = NULL;
+
+    EXPECT_OK(mnemo_sync_set_limits(a.sync, "{\"max_connections\": 8, \"idle_timeout_ms\": 5000}"));
+    EXPECT_OK(mnemo_sync_limits(a.sync, &json));
+    CHECK(json && strstr(json, "\"max_connections\":8,") != NULL);
+    CHECK(json && strstr(json, "\"idle_timeout_ms\":5000,") != NULL);
+    mnemo_string_free(json);
+    json = NULL;
+
+    /* Refused, changing nothing: out of bounds (with a valid one), unknown, not numbers. */
+    EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_connections\": 9, \"idle_timeout_ms\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_conections\": 9}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_connections\": -9}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, "[9]"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, BAD_UTF8), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(NULL, "{}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_limits(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(json == NULL);
+    EXPECT(mnemo_sync_limits(a.sync, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_sync_limits(a.sync, &json));
+    CHECK(json && strstr(json, "\"max_connections\":8,") != NULL);
+    CHECK(json && strstr(json, "\"idle_timeout_ms\":5000,") != NULL);
+    mnemo_string_free(json);
+
+    close_side(&a);
+}
+
 int main(void) {
     test_sync_round_trip();
     test_ticket_flow();
+    test_limits();
     return report("c sync");
 }

@@ -161,6 +161,8 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_sync_auto_approve": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_join": (status_t, [handle_t, handle_t, str_t]),
     "mnemo_sync_flush": (status_t, [handle_t, c_uint32]),
+    "mnemo_sync_limits": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_sync_set_limits": (status_t, [handle_t, str_t]),
     "mnemo_sync_free": (None, [handle_t]),
 }
 

@@ -139,6 +139,35 @@ class Sync(HandleOwner):
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_sync_flush(ptr, timeout_ms))
 
+    def limits(self) -> dict[str, int]:
+        """The engine's limits by name: each bound on what peers may hold of a listener and
+        on how long a round may take (SECURITY.md says what each stops). Counts and sizes
+        in bytes are as they are; times are in milliseconds and their names end in
+        ``_ms``. For example ``{"max_connections": 256, ..., "round_deadline_ms":
+        600000}``."""
+        with self._handle.use() as ptr:
+            limits: dict[str, int] = json.loads(_native.call_string(lib.mnemo_sync_limits, ptr))
+            return limits
+
+    def set_limits(self, **limits: int) -> None:
+        """Changes the limits named (as :meth:`limits` names them), keeping the others, all
+        or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.
+        Listeners started afterwards and rounds started afterwards use them; listeners
+        already running keep theirs.
+
+        Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
+        1048576, times 1 ms to a day, ``max_message_bytes`` 65536 to 33554432,
+        ``max_buffered_bytes`` at least that and at most 1 TiB, ``max_header_bytes`` 8192 to
+        1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed then.
+        TypeError if a value is not an int.
+        """
+        for name, value in limits.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        text = _native.encode(json.dumps(limits), "limits")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_sync_set_limits(ptr, text))
+
     def _with_user(self, fn: Callable[..., int], user: User, addr: str, db_id: str) -> None:
         _checked(user)
         a = _native.encode(addr, "addr")
