@@ -485,7 +485,7 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  * - `cb`: required. It runs on a library thread (one per instance, in commit order), never
  *   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
  *   valid only during the call. Changes wait for callbacks that fall behind: while 65,536
- *   notifications are queued, a commit or received entry of a database with callbacks
+ *   notifications are queued (`mnemo_instance_set_limits` changes that number), a commit or received entry of a database with callbacks
  *   first waits for them, up to 10 s (changes made from inside a callback never wait).
  * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
  * - `destroy`: optional; called exactly once with `user_data` when the subscription ends
@@ -690,6 +690,36 @@ void mnemo_instance_free(struct mnemo_instance *instance);
  * Returns MNEMO_STATUS_OK or MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance *instance, char **out_pubkey);
+
+/**
+ * Writes the limits on what this instance holds in memory for its databases, as a JSON
+ * object of numbers: {"idle_databases_kept":256, "queued_notifications":65536} by default.
+ * "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
+ * sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
+ * it, the least recently used are dropped and read from storage again when next used.
+ * "queued_notifications": change notifications waiting for `mnemo_db_subscribe` callbacks
+ * past which a commit or received entry of a database with callbacks waits for them (up
+ * to 10 s each time, and never from inside a callback).
+ *
+ * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_limits(const struct mnemo_instance *instance, char **out_json);
+
+/**
+ * Changes some of the limits `mnemo_instance_limits` lists: `limits_json` is a JSON object
+ * naming each limit to change with its new value, a whole number; the others keep theirs.
+ * The change is all or nothing, and applies from now on: idle databases past a lowered
+ * bound are dropped when the next database is opened. "idle_databases_kept" must be from
+ * 0 to 1048576, "queued_notifications" from 1 to 16777216 (each takes about 100 bytes
+ * while it waits).
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
+ * changed). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *instance, const char *limits_json);
 
 /**
  * Creates a user account with a fresh Ed25519 key and a private user database (holding its

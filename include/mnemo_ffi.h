@@ -131,6 +131,10 @@ void mnemo_instance_free(mnemo_instance *instance);
 
 mnemo_status mnemo_instance_device_id(const mnemo_instance *instance, char **out_pubkey);
 
+mnemo_status mnemo_instance_limits(const mnemo_instance *instance, char **out_json);
+
+mnemo_status mnemo_instance_set_limits(mnemo_instance *instance, const char *limits_json);
+
 mnemo_status mnemo_instance_create_user(mnemo_instance *instance, const char *username, const char *password);
 
 mnemo_status mnemo_instance_login(mnemo_instance *instance, const char *username, const char *password, mnemo_user **out);

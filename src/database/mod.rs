@@ -35,7 +35,10 @@ pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
 use read_check::ReadCheck;
 pub use read_check::READ_RECHECK_AFTER;
-pub use registry::{Registry, RegistryLimits, IDLE_DATABASES_KEPT};
+pub use registry::{
+    Registry, RegistryLimits, IDLE_DATABASES_KEPT, MAX_IDLE_DATABASES_LIMIT,
+    MAX_QUEUED_NOTIFICATIONS_LIMIT,
+};
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;

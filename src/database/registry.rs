@@ -40,6 +40,61 @@ impl Default for RegistryLimits {
     }
 }
 
+/// Most idle databases an instance may be set to keep.
+pub const MAX_IDLE_DATABASES_LIMIT: usize = 1 << 20;
+/// Most change notifications an instance may be set to queue (about 100 bytes each).
+pub const MAX_QUEUED_NOTIFICATIONS_LIMIT: usize = 1 << 24;
+
+impl RegistryLimits {
+    /// Each limit with its name: `idle_databases_kept`, `queued_notifications`.
+    pub fn by_name(&self) -> Vec<(&'static str, u64)> {
+        let RegistryLimits {
+            idle_databases,
+            queued_notifications,
+        } = *self;
+        vec![
+            ("idle_databases_kept", idle_databases as u64),
+            ("queued_notifications", queued_notifications as u64),
+        ]
+    }
+
+    /// Sets the limit called `name` (as [`RegistryLimits::by_name`] names it) to `value`;
+    /// [`crate::Error::InvalidArgument`] for an unknown name or a value out of its bounds.
+    pub fn set_by_name(&mut self, name: &str, value: u64) -> Result<()> {
+        let (field, max, min) = match name {
+            "idle_databases_kept" => (&mut self.idle_databases, MAX_IDLE_DATABASES_LIMIT, 0),
+            "queued_notifications" => (
+                &mut self.queued_notifications,
+                MAX_QUEUED_NOTIFICATIONS_LIMIT,
+                1,
+            ),
+            _ => {
+                return Err(crate::Error::invalid(format!(
+                    "no instance limit is called {name:?}"
+                )))
+            }
+        };
+        match usize::try_from(value) {
+            Ok(value) if (min..=max).contains(&value) => {
+                *field = value;
+                Ok(())
+            }
+            _ => Err(crate::Error::invalid(format!(
+                "instance limit {name}: {value} is not from {min} to {max}"
+            ))),
+        }
+    }
+
+    /// Fails unless each limit is within its bounds (see [`RegistryLimits::set_by_name`]).
+    pub fn validate(&self) -> Result<()> {
+        let mut checked = RegistryLimits::default();
+        for (name, value) in self.by_name() {
+            checked.set_by_name(name, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// The cores of the databases an instance uses. A core holds the database's write lock,
 /// subscribers and foreign entries waiting for parents, so it lives as long as any of them
 /// does, not just as long as some handle; once idle, it is kept for reuse up to a bound
@@ -125,6 +180,37 @@ impl Registry {
 
     fn cores(&self) -> MutexGuard<'_, Cores> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> RegistryLimits {
+        RegistryLimits {
+            idle_databases: self.cores().idle_kept,
+            queued_notifications: self.notifier.max_queued(),
+        }
+    }
+
+    /// Changes the limits with `change`, all or nothing: [`crate::Error::InvalidArgument`]
+    /// (and nothing changed) if `change` fails or leaves a limit out of its bounds. Idle
+    /// databases past a lowered bound are dropped at the next new one opened. Returns the
+    /// limits now in force.
+    pub fn change_limits(
+        &self,
+        change: impl FnOnce(&mut RegistryLimits) -> Result<()>,
+    ) -> Result<RegistryLimits> {
+        // Under the cores' lock: concurrent changes apply one after the other.
+        let mut cores = self.cores();
+        let mut limits = RegistryLimits {
+            idle_databases: cores.idle_kept,
+            queued_notifications: self.notifier.max_queued(),
+        };
+        change(&mut limits)?;
+        limits.validate()?;
+        cores.idle_kept = limits.idle_databases;
+        // The next database opened sweeps with the new bound.
+        cores.sweep_at = cores.held.len().max(1);
+        self.notifier.set_max_queued(limits.queued_notifications);
+        Ok(limits)
     }
 
     /// Databases whose core this instance holds in memory now: those in use, and at most

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::{self, JoinHandle};
@@ -119,7 +120,7 @@ pub(crate) struct Notifier {
     started: OnceLock<Started>,
     progress: Arc<Progress>,
     /// Notifications queued (sent, not yet delivered) past which changes wait for room.
-    max_queued: u64,
+    max_queued: AtomicU64,
 }
 
 /// How many events the notification thread has finished (every callback of each run).
@@ -147,8 +148,26 @@ impl Notifier {
         Notifier {
             started: OnceLock::new(),
             progress: Arc::default(),
-            max_queued: max_queued.max(1) as u64,
+            max_queued: AtomicU64::new(max_queued.max(1) as u64),
         }
+    }
+
+    /// How many notifications may be queued before changes wait for room.
+    pub(crate) fn max_queued(&self) -> usize {
+        usize::try_from(self.max_queued.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
+    /// Changes that bound (at least 1); changes waiting now see it when they next look.
+    pub(crate) fn set_max_queued(&self, max_queued: usize) {
+        let max = u64::try_from(max_queued.max(1)).unwrap_or(u64::MAX);
+        // Stored under the lock waiters check it under, so none misses the wake-up.
+        let _delivered = self
+            .progress
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.max_queued.store(max, Ordering::Relaxed);
+        self.progress.advanced.notify_all();
     }
 
     /// Waits while the callbacks are `max_queued` notifications behind or more, for at most
@@ -171,7 +190,8 @@ impl Notifier {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             let left = deadline.saturating_duration_since(Instant::now());
-            if sent.saturating_sub(*delivered) < self.max_queued || left.is_zero() {
+            let max_queued = self.max_queued.load(Ordering::Relaxed);
+            if sent.saturating_sub(*delivered) < max_queued || left.is_zero() {
                 return;
             }
             // Woken after each notification delivered; `sent` is read again then.

@@ -117,6 +117,55 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
     })
 }
 
+/// Writes the limits on what this instance holds in memory for its databases, as a JSON
+/// object of numbers: {"idle_databases_kept":256, "queued_notifications":65536} by default.
+/// "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
+/// sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
+/// it, the least recently used are dropped and read from storage again when next used.
+/// "queued_notifications": change notifications waiting for `mnemo_db_subscribe` callbacks
+/// past which a commit or received entry of a database with callbacks waits for them (up
+/// to 10 s each time, and never from inside a callback).
+///
+/// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_limits(
+    instance: *const mnemo_instance,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let limits = mnemo_instance::borrow(instance)?.inner.limits();
+        *out = strings::to_c(strings::limits_to_json(&limits.by_name()))?;
+        Ok(())
+    })
+}
+
+/// Changes some of the limits `mnemo_instance_limits` lists: `limits_json` is a JSON object
+/// naming each limit to change with its new value, a whole number; the others keep theirs.
+/// The change is all or nothing, and applies from now on: idle databases past a lowered
+/// bound are dropped when the next database is opened. "idle_databases_kept" must be from
+/// 0 to 1048576, "queued_notifications" from 1 to 16777216 (each takes about 100 bytes
+/// while it waits).
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
+/// changed). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_set_limits(
+    instance: *mut mnemo_instance,
+    limits_json: *const c_char,
+) -> mnemo_status {
+    guard(|| {
+        let instance = mnemo_instance::borrow(instance)?;
+        let changes = strings::limits_arg(limits_json, "limits_json")?;
+        instance.inner.set_limits_by_name(&changes).map(drop)
+    })
+}
+
 /// Creates a user account with a fresh Ed25519 key and a private user database (holding its
 /// sealed keys and the databases it tracks). The first user created is the instance admin.
 ///

@@ -54,6 +54,35 @@ pub(crate) fn json_object<'a>(members: impl IntoIterator<Item = (&'a str, &'a st
     format!("{{{}}}", members.join(","))
 }
 
+/// Named limits as a JSON object of numbers, in the order given.
+pub(crate) fn limits_to_json(limits: &[(&str, u64)]) -> String {
+    let values: Vec<(&str, String)> = limits
+        .iter()
+        .map(|(name, value)| (*name, value.to_string()))
+        .collect();
+    json_object(values.iter().map(|(name, value)| (*name, value.as_str())))
+}
+
+/// The `(name, value)` pairs of argument `name`, a JSON object of whole numbers:
+/// [`Error::InvalidArgument`] for anything else (NULL, bad UTF-8 included).
+///
+/// # Safety
+/// `text` is NULL or a NUL-terminated string valid for the call.
+pub(crate) unsafe fn limits_arg(text: *const c_char, name: &str) -> Result<Vec<(String, u64)>> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(arg(text, name)?)
+        .map_err(|e| Error::invalid(format!("{name} is not a JSON object: {e}")))?;
+    object
+        .into_iter()
+        .map(|(name, value)| match value.as_u64() {
+            Some(number) => Ok((name, number)),
+            None => Err(Error::invalid(format!(
+                "limit {name}: {value} is not a whole number from 0 to {}",
+                u64::MAX
+            ))),
+        })
+        .collect()
+}
+
 /// Serialises `value` as JSON text for C.
 pub(crate) fn json_to_c(value: &serde_json::Value) -> Result<*mut c_char> {
     to_c(value.to_string())

@@ -10,7 +10,6 @@ use super::status::mnemo_status;
 use super::strings;
 use super::user::mnemo_user;
 use crate::entry::EntryId;
-use crate::sync::Limits;
 use crate::SyncEngine;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
@@ -260,7 +259,7 @@ pub unsafe extern "C" fn mnemo_sync_limits(
     guard(|| {
         let out = out_param(out_json, "out_json")?;
         let limits = mnemo_sync::borrow(sync)?.inner.limits();
-        *out = strings::to_c(limits_json(&limits))?;
+        *out = strings::to_c(strings::limits_to_json(&limits.by_name()))?;
         Ok(())
     })
 }
@@ -287,31 +286,9 @@ pub unsafe extern "C" fn mnemo_sync_set_limits(
 ) -> mnemo_status {
     guard(|| {
         let sync = mnemo_sync::borrow(sync)?;
-        let text = strings::arg(limits_json, "limits_json")?;
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
-            .map_err(|e| crate::Error::invalid(format!("limits_json is not a JSON object: {e}")))?;
-        let mut changes = Vec::with_capacity(object.len());
-        for (name, value) in &object {
-            let value = value.as_u64().ok_or_else(|| {
-                crate::Error::invalid(format!(
-                    "sync limit {name}: {value} is not a whole number from 0 to {}",
-                    u64::MAX
-                ))
-            })?;
-            changes.push((name.as_str(), value));
-        }
+        let changes = strings::limits_arg(limits_json, "limits_json")?;
         sync.inner.set_limits_by_name(&changes).map(drop)
     })
-}
-
-/// `limits` as the JSON object `mnemo_sync_limits` writes.
-fn limits_json(limits: &Limits) -> String {
-    let values: Vec<(&str, String)> = limits
-        .by_name()
-        .into_iter()
-        .map(|(name, value)| (name, value.to_string()))
-        .collect();
-    strings::json_object(values.iter().map(|(name, value)| (*name, value.as_str())))
 }
 
 /// Drops this reference to the sync engine. NULL is a no-op. Other references and the

@@ -34,11 +34,13 @@ pub struct InstanceOptions {
     /// open to discard it, as abandoned by a creator that stopped (a crash). `None`:
     /// [`ABANDONED_CREATION_AGE`] (an hour).
     pub abandoned_after: Option<Duration>,
-    /// How many idle databases to keep in memory for reuse. `None`:
-    /// [`IDLE_DATABASES_KEPT`] (256).
+    /// How many idle databases to keep in memory for reuse, at most
+    /// [`crate::database::MAX_IDLE_DATABASES_LIMIT`]. `None`: [`IDLE_DATABASES_KEPT`] (256).
     pub idle_databases_kept: Option<usize>,
     /// How many change notifications may wait for callbacks before changes to databases
-    /// with callbacks wait for them. `None`: [`MAX_QUEUED_NOTIFICATIONS`] (65,536).
+    /// with callbacks wait for them, from 1 to
+    /// [`crate::database::MAX_QUEUED_NOTIFICATIONS_LIMIT`]. `None`:
+    /// [`MAX_QUEUED_NOTIFICATIONS`] (65,536).
     pub queued_notifications: Option<usize>,
 }
 
@@ -81,6 +83,7 @@ impl Instance {
                 .queued_notifications
                 .unwrap_or(MAX_QUEUED_NOTIFICATIONS),
         };
+        limits.validate()?;
         let registry = Arc::new(Registry::with_limits(backend, limits));
         let system = System::open(&registry, options.kdf)?;
         let lifecycle = Arc::new(InstanceLifecycle::new(
@@ -163,6 +166,25 @@ impl Instance {
     /// in use, and at most about [`IDLE_DATABASES_KEPT`] idle ones (see there).
     pub fn databases_in_memory(&self) -> usize {
         self.inner.registry.cores_held()
+    }
+
+    /// The limits on what this instance holds in memory for its databases.
+    pub fn limits(&self) -> RegistryLimits {
+        self.inner.registry.limits()
+    }
+
+    /// Sets the limits named in `changes` (as [`RegistryLimits::by_name`] names them),
+    /// keeping the others, all or nothing. Returns the limits now in force.
+    pub fn set_limits_by_name<S: AsRef<str>>(
+        &self,
+        changes: &[(S, u64)],
+    ) -> Result<RegistryLimits> {
+        self.inner.registry.change_limits(|limits| {
+            for (name, value) in changes {
+                limits.set_by_name(name.as_ref(), *value)?;
+            }
+            Ok(())
+        })
     }
 
     /// Enables sync (idempotent: also from several threads at once) and returns the

@@ -171,11 +171,11 @@ impl SyncEngine {
     /// Sets the limits named in `changes` (as [`Limits::by_name`] names them), keeping the
     /// others, as one change: none is set unless all are valid together. Returns the limits
     /// now in force.
-    pub fn set_limits_by_name(&self, changes: &[(&str, u64)]) -> Result<Limits> {
+    pub fn set_limits_by_name<S: AsRef<str>>(&self, changes: &[(S, u64)]) -> Result<Limits> {
         let mut limits = self.limits.write().unwrap_or_else(|p| p.into_inner());
         let mut changed = limits.clone();
         for (name, value) in changes {
-            changed.set_by_name(name, *value)?;
+            changed.set_by_name(name.as_ref(), *value)?;
         }
         changed.validate()?;
         *limits = changed.clone();

@@ -199,6 +199,7 @@ static void test_ticket_flow(void) {
     close_side(&a);
 }
 
+/* The sync engine's and the instance's limits: read, changed, and refused all or nothing. */
 static void test_limits(void) {
     side a = open_side("alice");
     char *json = NULL;
@@ -231,6 +232,19 @@ static void test_limits(void) {
     CHECK(json && strstr(json, "\"max_connections\":8,") != NULL);
     CHECK(json && strstr(json, "\"idle_timeout_ms\":5000,") != NULL);
     mnemo_string_free(json);
+    json = NULL;
+
+    /* The instance's own limits, read and changed the same way. */
+    EXPECT_OK(mnemo_instance_limits(a.instance, &json));
+    EXPECT_STR(json, "{\"idle_databases_kept\":256,\"queued_notifications\":65536}");
+    EXPECT_OK(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 0}"));
+    EXPECT(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 1, \"queued_notifications\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_instance_set_limits(a.instance, "{\"max_connections\": 1}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_instance_set_limits(a.instance, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_instance_limits(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(json == NULL);
+    EXPECT_OK(mnemo_instance_limits(a.instance, &json));
+    EXPECT_STR(json, "{\"idle_databases_kept\":0,\"queued_notifications\":65536}");
 
     close_side(&a);
 }

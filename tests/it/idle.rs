@@ -179,3 +179,52 @@ fn threads_opening_and_dropping_many_databases_lose_nothing() {
     assert_eq!(heard.try_recv(), Err(TryRecvError::Empty));
     assert!(inst.databases_in_memory() <= before + IDLE_KEPT);
 }
+
+/// Lowering the bound on an instance already holding many idle databases drops them down to
+/// it at the next database opened; an unknown name or a value out of bounds changes nothing.
+#[test]
+fn a_lowered_bound_applies_from_the_next_database_opened() {
+    let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+    inst.create_user("ann", None).unwrap();
+    let user = inst.login("ann", None).unwrap();
+    let before = inst.databases_in_memory();
+    create_many(&user, 40);
+    assert_eq!(inst.databases_in_memory(), before + 40);
+
+    let refused = inst.set_limits_by_name(&[("idle_databases_kept", 4), ("nope", 1)]);
+    assert!(refused.is_err());
+    assert!(inst
+        .set_limits_by_name(&[("queued_notifications", 0)])
+        .is_err());
+    assert_eq!(inst.limits().idle_databases, 256);
+
+    let limits = inst
+        .set_limits_by_name(&[("idle_databases_kept", IDLE_KEPT as u64)])
+        .unwrap();
+    assert_eq!(limits.idle_databases, IDLE_KEPT);
+    assert_eq!(inst.limits().idle_databases, IDLE_KEPT);
+    create_many(&user, 1);
+    let held = inst.databases_in_memory();
+    assert!(
+        held <= before + IDLE_KEPT + 1,
+        "{before} before, {held} after"
+    );
+}
+
+/// Options out of bounds are refused at open.
+#[test]
+fn limits_out_of_bounds_are_refused_at_open() {
+    for options in [
+        InstanceOptions {
+            queued_notifications: Some(0),
+            ..InstanceOptions::default()
+        },
+        InstanceOptions {
+            idle_databases_kept: Some(usize::MAX),
+            ..InstanceOptions::default()
+        },
+    ] {
+        let opened = Instance::open_with(Arc::new(MemoryBackend::new()), options);
+        assert!(opened.is_err());
+    }
+}

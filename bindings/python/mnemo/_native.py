@@ -15,6 +15,7 @@ The library is searched, in order, at:
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import sys
 from ctypes import (
@@ -83,6 +84,8 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [handle_t, c_uint32, c_uint32, c_uint32, handle_out_t],
     ),
     "mnemo_instance_free": (None, [handle_t]),
+    "mnemo_instance_limits": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_instance_set_limits": (status_t, [handle_t, str_t]),
     "mnemo_instance_device_id": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_instance_create_user": (status_t, [handle_t, str_t, str_t]),
     "mnemo_instance_login": (status_t, [handle_t, str_t, str_t, handle_out_t]),
@@ -289,6 +292,17 @@ def encode(value: str, what: str) -> bytes:
 #: only ``str`` names that encode (the library still checks each name on every call).
 store_names: dict[str, bytes] = {}
 _STORE_NAMES_KEPT = 256
+
+
+def encode_limits(limits: dict[str, int]) -> bytes:
+    """Named limits as the JSON object ``mnemo_*_set_limits`` takes.
+
+    Raises TypeError if a value is not an ``int`` (``bool`` included).
+    """
+    for name, value in limits.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return json.dumps(limits).encode("utf-8")
 
 
 def encode_store(name: str) -> bytes:

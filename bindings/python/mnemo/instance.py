@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 from . import _native
@@ -113,6 +114,35 @@ class Instance(HandleOwner):
         instance's life."""
         with self._handle.use() as ptr:
             return _native.call_string(lib.mnemo_instance_device_id, ptr)
+
+    def limits(self) -> dict[str, int]:
+        """The limits on what this instance holds in memory for its databases:
+        ``{"idle_databases_kept": 256, "queued_notifications": 65536}`` by default.
+
+        ``idle_databases_kept``: databases nothing refers to (no :class:`mnemo.Database`,
+        subscription, event queue, sync track or watch) kept in memory for reuse; past it,
+        the least recently used are dropped and read from storage again when next used.
+        ``queued_notifications``: change notifications waiting for subscription callbacks
+        past which a commit or received entry of a database with callbacks waits for them
+        (up to 10 s each time, never from inside a callback)."""
+        with self._handle.use() as ptr:
+            limits: dict[str, int] = json.loads(
+                _native.call_string(lib.mnemo_instance_limits, ptr)
+            )
+            return limits
+
+    def set_limits(self, **limits: int) -> None:
+        """Changes the limits named (as :meth:`limits` names them), keeping the others, all
+        or nothing, from now on: ``inst.set_limits(idle_databases_kept=4096)``. Idle
+        databases past a lowered bound are dropped when the next database is opened.
+
+        Raises InvalidArgument for an unknown name or a value out of its bounds
+        (``idle_databases_kept`` 0 to 1048576, ``queued_notifications`` 1 to 16777216);
+        nothing is changed then. TypeError if a value is not an int.
+        """
+        text = _native.encode_limits(limits)
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_instance_set_limits(ptr, text))
 
     def create_user(self, name: str, password: str | None = None) -> None:
         """Creates a user account.

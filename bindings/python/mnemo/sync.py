@@ -161,10 +161,7 @@ class Sync(HandleOwner):
         1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed then.
         TypeError if a value is not an int.
         """
-        for name, value in limits.items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        text = _native.encode(json.dumps(limits), "limits")
+        text = _native.encode_limits(limits)
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_sync_set_limits(ptr, text))
 

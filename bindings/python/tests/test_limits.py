@@ -1,0 +1,265 @@
+"""Limits read and changed through the ABI: the sync engine's (Sync.limits, set_limits:
+mnemo_sync_limits, mnemo_sync_set_limits) and the instance's (Instance.limits, set_limits:
+mnemo_instance_limits, mnemo_instance_set_limits)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import socket
+import threading
+import time
+from typing import Iterator
+
+import pytest
+from conftest import REPO_DIR
+
+import mnemo
+from mnemo._native import lib
+
+#: How long a raw socket waits for the listener, in seconds.
+TIMEOUT = 15
+
+
+@pytest.fixture
+def sync() -> Iterator[mnemo.Sync]:
+    with mnemo.Instance.open("memory:") as inst:
+        inst.enable_sync()
+        with inst.sync as engine:
+            yield engine
+
+
+def documented_defaults(function: str) -> dict[str, int]:
+    """The defaults the header's doc comment of `function` lists: its first JSON object."""
+    header = (REPO_DIR / "include" / "mnemo.h").read_text()
+    doc = header[: header.index(f"{function}(")]
+    doc = doc[doc.rindex("/**") :]
+    text = " ".join(line.lstrip(" *") for line in doc.splitlines())
+    match = re.search(r"(\{\".*?\})", text)
+    assert match, f"the header no longer lists the defaults of {function}"
+    defaults: dict[str, int] = json.loads(match.group(1))
+    return defaults
+
+
+def test_the_defaults_are_the_documented_ones(sync: mnemo.Sync, inst: mnemo.Instance) -> None:
+    limits = sync.limits()
+    assert limits == documented_defaults("mnemo_sync_limits")
+    assert limits["max_connections"] == 256
+    assert limits["round_deadline_ms"] == 600_000
+    assert inst.limits() == documented_defaults("mnemo_instance_limits")
+    assert inst.limits() == {"idle_databases_kept": 256, "queued_notifications": 65_536}
+
+
+def test_set_limits_changes_the_named_and_keeps_the_rest(sync: mnemo.Sync) -> None:
+    before = sync.limits()
+    sync.set_limits(max_connections=1024, idle_timeout_ms=5000)
+    after = sync.limits()
+    assert after == {**before, "max_connections": 1024, "idle_timeout_ms": 5000}
+    sync.set_limits()
+    assert sync.limits() == after
+
+
+# A limit, a value just inside its bounds and one just outside.
+BOUNDS = [
+    ("max_connections", 1, 0),
+    ("max_connections", 1 << 20, (1 << 20) + 1),
+    ("max_watches_per_address", 1 << 20, 2**64 - 1),
+    ("requests_per_second_per_address", 2**32 - 1, 2**32),
+    ("request_burst_per_address", 1, 0),
+    ("idle_timeout_ms", 1, 0),
+    ("round_deadline_ms", 86_400_000, 86_400_001),
+    ("max_message_bytes", 65_536, 65_535),
+    ("max_message_bytes", 32 << 20, (32 << 20) + 1),
+    ("max_buffered_bytes", 32 << 20, (32 << 20) - 1),
+    ("max_buffered_bytes", 1 << 40, (1 << 40) + 1),
+    ("max_header_bytes", 8192, 8191),
+    ("max_header_bytes", 1 << 20, (1 << 20) + 1),
+    ("watch_timeout_ms", 29_999, 30_000),
+]
+
+
+@pytest.mark.parametrize("name,inside,outside", BOUNDS)
+def test_each_bound_is_enforced_and_a_refusal_changes_nothing(
+    sync: mnemo.Sync, name: str, inside: int, outside: int
+) -> None:
+    before = sync.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="sync limit"):
+        sync.set_limits(**{name: outside})
+    assert sync.limits() == before
+    sync.set_limits(**{name: inside})
+    assert sync.limits() == {**before, name: inside}
+
+
+def test_a_change_is_all_or_nothing(sync: mnemo.Sync) -> None:
+    before = sync.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="times must be from 1 ms"):
+        sync.set_limits(max_connections=10, idle_timeout_ms=0)
+    with pytest.raises(mnemo.InvalidArgument, match="no sync limit is called"):
+        sync.set_limits(max_connections=10, max_conections=10)
+    assert sync.limits() == before
+
+
+# Each owner of limits: a fixture, its functions, and one of its limits.
+OWNERS = [
+    ("sync", "mnemo_sync_limits", "mnemo_sync_set_limits", "max_connections"),
+    ("inst", "mnemo_instance_limits", "mnemo_instance_set_limits", "idle_databases_kept"),
+]
+
+
+@pytest.fixture(params=OWNERS, ids=[owner[0] for owner in OWNERS])
+def owner(request: pytest.FixtureRequest) -> tuple[mnemo.Sync | mnemo.Instance, str, str, str]:
+    """A sync engine or an instance, with its limit functions' names and a limit's name."""
+    fixture, get, set_, name = request.param
+    return request.getfixturevalue(fixture), get, set_, name
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        "garbage",
+        "{",
+        '{"NAME": -1}',
+        '{"NAME": 1.5}',
+        '{"NAME": 1e30}',
+        '{"NAME": 18446744073709551616}',
+        '{"NAME": "10"}',
+        '{"NAME": null}',
+        '{"NAME": [1]}',
+        '{"NAMEs": 1}',
+        '{"NAME": 10} trailing',
+    ],
+)
+def test_what_is_not_an_object_of_known_whole_numbers_is_refused(
+    owner: tuple[mnemo.Sync | mnemo.Instance, str, str, str], text: str
+) -> None:
+    handle_owner, _, set_limits, name = owner
+    before = handle_owner.limits()
+    with handle_owner._handle.use() as ptr:
+        status = getattr(lib, set_limits)(ptr, text.replace("NAME", name).encode())
+    assert status == mnemo.Status.INVALID_ARGUMENT
+    assert handle_owner.limits() == before
+
+
+def test_null_arguments_are_refused(
+    owner: tuple[mnemo.Sync | mnemo.Instance, str, str, str]
+) -> None:
+    handle_owner, get_limits, set_limits, _ = owner
+    with handle_owner._handle.use() as ptr:
+        assert getattr(lib, set_limits)(ptr, None) == mnemo.Status.INVALID_ARGUMENT
+        assert getattr(lib, set_limits)(None, b"{}") == mnemo.Status.INVALID_ARGUMENT
+        out = ctypes.POINTER(ctypes.c_char)()
+        assert getattr(lib, get_limits)(None, ctypes.byref(out)) == mnemo.Status.INVALID_ARGUMENT
+        assert not out
+        assert getattr(lib, get_limits)(ptr, None) == mnemo.Status.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("value", ["10", 1.0, True, None])
+def test_values_that_are_not_ints_raise_type_error(
+    owner: tuple[mnemo.Sync | mnemo.Instance, str, str, str], value: object
+) -> None:
+    handle_owner, _, _, name = owner
+    with pytest.raises(TypeError, match=f"{name} must be an int"):
+        handle_owner.set_limits(**{name: value})
+
+
+def test_a_closed_owner_raises_invalid_argument(
+    owner: tuple[mnemo.Sync | mnemo.Instance, str, str, str]
+) -> None:
+    handle_owner, _, _, name = owner
+    handle_owner.close()
+    with pytest.raises(mnemo.InvalidArgument, match="closed"):
+        handle_owner.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="closed"):
+        handle_owner.set_limits(**{name: 1})
+
+
+@pytest.mark.parametrize(
+    "name,inside,outside",
+    [
+        ("idle_databases_kept", 0, -1),
+        ("idle_databases_kept", 1 << 20, (1 << 20) + 1),
+        ("queued_notifications", 1, 0),
+        ("queued_notifications", 1 << 24, (1 << 24) + 1),
+    ],
+)
+def test_each_instance_bound_is_enforced_and_a_refusal_changes_nothing(
+    inst: mnemo.Instance, name: str, inside: int, outside: int
+) -> None:
+    before = inst.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="limit"):
+        inst.set_limits(**{name: outside})
+    with pytest.raises(mnemo.InvalidArgument, match="no instance limit is called"):
+        inst.set_limits(**{name: inside, "idle_database_kept": 1})
+    assert inst.limits() == before
+    inst.set_limits(**{name: inside})
+    assert inst.limits() == {**before, name: inside}
+
+
+def test_commits_wait_for_callbacks_at_the_queue_bound_set_and_go_on_when_it_is_raised(
+    inst: mnemo.Instance, db: mnemo.Database
+) -> None:
+    """With 3 notifications allowed to wait, a commit past them waits for a held callback;
+    raising the bound lets it, and the ones after it up to the new bound, go on at once."""
+    inst.set_limits(queued_notifications=3)
+    gate = threading.Event()
+    made = 0
+
+    def held(db_id: str, entry_id: str, remote: bool) -> None:
+        gate.wait(60)
+
+    def writer() -> None:
+        nonlocal made
+        for i in range(12):
+            db.set("s", "k", i)
+            made += 1
+
+    def settles_at(count: int) -> None:
+        # Less than the 10 s a commit waits at most: only the raised bound lets it go.
+        deadline = time.monotonic() + 5
+        while made < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert made == count
+
+    with db.subscribe(held):
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            # Three changes are queued, the first held at the gate; the fourth waits.
+            settles_at(3)
+            inst.set_limits(queued_notifications=10)
+            settles_at(10)
+        finally:
+            gate.set()
+            thread.join(60)
+        db.flush_notifications(60)
+    assert made == 12
+
+
+def test_listeners_started_afterwards_enforce_the_new_limits(sync: mnemo.Sync) -> None:
+    """With one connection allowed, a connection held open (a raw socket, accepted before
+    any TLS) makes the listener close the next; a listener started before the change keeps
+    the default of 256."""
+    before = sync.listen()
+    sync.set_limits(max_connections=1)
+    after = sync.listen()
+    with mnemo.Instance.open("memory:") as other:
+        other.enable_sync()
+        with other.sync as client:
+            held = [hold_a_connection(before), hold_a_connection(after)]
+            try:
+                client.connect(before)
+                with pytest.raises(mnemo.NetworkError):
+                    client.connect(after)
+            finally:
+                for s in held:
+                    s.close()
+
+
+def hold_a_connection(addr: str) -> socket.socket:
+    """A TCP connection to `addr` that sends nothing (the listener counts it at accept)."""
+    host, port = addr.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=TIMEOUT)
