@@ -153,7 +153,9 @@ class Sync(HandleOwner):
         """Changes the limits named (as :meth:`limits` names them), keeping the others, all
         or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.
         Listeners started afterwards and rounds started afterwards use them; listeners
-        already running keep theirs.
+        already running keep theirs. The engine's handler threads (18) are fixed when it
+        starts: a ``max_requests_in_flight`` above 16 admits more requests, which wait for
+        a thread.
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
         1048576, times 1 ms to a day, ``max_message_bytes`` 65536 to 33554432,
