@@ -232,15 +232,17 @@ impl SyncEngine {
         Ok(peer)
     }
 
-    /// Records in `_sync` that `peer` proved its device key (once per engine).
+    /// Records in `_sync` that `peer` proved its device key, if it is not recorded yet
+    /// (looked up once per engine).
     fn record_peer(&self, peer: &PublicKey) -> Result<()> {
-        let first = self
-            .recorded_peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*peer);
-        if first {
+        let recorded = || {
+            self.recorded_peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if !recorded().contains(peer) {
             self.state.peer_seen(peer)?;
+            recorded().insert(*peer);
         }
         Ok(())
     }

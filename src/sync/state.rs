@@ -50,8 +50,11 @@ struct WantedRecord {
 /// A peer that proved its device key.
 #[derive(Debug, Serialize, Deserialize)]
 struct PeerRecord {
-    /// When it last did, milliseconds since the Unix epoch.
-    last_seen: u64,
+    /// When it first did, milliseconds since the Unix epoch. (Named for what earlier builds
+    /// kept here, the last time, rewritten each time an engine first met the peer: a
+    /// signed entry added to `_sync` at every restart.)
+    #[serde(rename = "last_seen")]
+    first_seen: u64,
 }
 
 /// Which way a cursor tracks.
@@ -86,12 +89,15 @@ impl SyncState {
         SyncState { db }
     }
 
-    /// Records that `peer` proved its device key now.
+    /// Records that `peer` proved its device key, the first time it does.
     pub(super) fn peer_seen(&self, peer: &PublicKey) -> Result<()> {
-        let record = PeerRecord {
-            last_seen: now_ms(),
-        };
-        PEERS.put(&self.db, &peer.to_text(), &record).map(drop)
+        if PEERS.get(&self.db, &peer.to_text())?.is_none() {
+            let record = PeerRecord {
+                first_seen: now_ms(),
+            };
+            PEERS.put(&self.db, &peer.to_text(), &record)?;
+        }
+        Ok(())
     }
 
     /// Records that a local user asked for database `db` (once).

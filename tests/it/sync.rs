@@ -110,6 +110,34 @@ fn rounds_do_not_grow_the_sync_state() {
     assert_eq!(state(&db, "notes"), state(&copy, "notes"));
 }
 
+/// Nor do restarts: a peer proved again by a new engine is recorded in `_sync` only the
+/// first time it is seen.
+#[test]
+fn restarts_do_not_grow_the_sync_state() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("shared").unwrap();
+    let storage = Arc::new(MemoryBackend::new());
+    let mut positions = Vec::new();
+    for restart in 0..4 {
+        let b = Instance::open(storage.clone()).unwrap();
+        if restart == 0 {
+            b.create_user("bob", None).unwrap();
+        }
+        let bob = b.login("bob", None).unwrap();
+        db.grant(&bob.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        b.enable_sync()
+            .unwrap()
+            .sync_db(&bob, &addr, &db.id())
+            .unwrap();
+        let sync_state = storage.meta_get("system/_sync").unwrap().unwrap();
+        let sync_state = EntryId::parse(std::str::from_utf8(&sync_state).unwrap()).unwrap();
+        positions.push(storage.last_position(&sync_state).unwrap());
+    }
+    assert!(positions.windows(2).all(|w| w[0] == w[1]), "{positions:?}");
+}
+
 /// Whichever single write fails while a database is pulled (an entry, a cursor, a record
 /// of `_sync`), the round says so and the next round completes the copy: no cursor moves
 /// past an entry that was not stored.
