@@ -97,16 +97,14 @@ fn rounds_do_not_grow_the_sync_state() {
     let sync_b = b.enable_sync().unwrap();
     sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
     let copy = bob.load_db(&db.id()).unwrap();
-    let sync_state = storage.meta_get("system/_sync").unwrap().unwrap();
-    let sync_state = EntryId::parse(std::str::from_utf8(&sync_state).unwrap()).unwrap();
-    let before = storage.last_position(&sync_state).unwrap();
+    let before = sync_state_position(&storage);
     for i in 0..5 {
         db.set("notes", &format!("a{i}"), "1").unwrap();
         copy.set("notes", &format!("b{i}"), "2").unwrap();
         let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
         assert_eq!((report.pulled, report.pushed), (1, 1), "round {i}");
     }
-    assert_eq!(storage.last_position(&sync_state).unwrap(), before);
+    assert_eq!(sync_state_position(&storage), before);
     assert_eq!(state(&db, "notes"), state(&copy, "notes"));
 }
 
@@ -131,11 +129,16 @@ fn restarts_do_not_grow_the_sync_state() {
             .unwrap()
             .sync_db(&bob, &addr, &db.id())
             .unwrap();
-        let sync_state = storage.meta_get("system/_sync").unwrap().unwrap();
-        let sync_state = EntryId::parse(std::str::from_utf8(&sync_state).unwrap()).unwrap();
-        positions.push(storage.last_position(&sync_state).unwrap());
+        positions.push(sync_state_position(&storage));
     }
     assert!(positions.windows(2).all(|w| w[0] == w[1]), "{positions:?}");
+}
+
+/// How many entries the `_sync` database of the instance on `storage` has stored.
+fn sync_state_position(storage: &MemoryBackend) -> u64 {
+    let sync_state = storage.meta_get("system/_sync").unwrap().unwrap();
+    let sync_state = EntryId::parse(std::str::from_utf8(&sync_state).unwrap()).unwrap();
+    storage.last_position(&sync_state).unwrap()
 }
 
 /// Whichever single write fails while a database is pulled (an entry, a cursor, a record

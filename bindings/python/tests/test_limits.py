@@ -60,44 +60,55 @@ def test_set_limits_changes_the_named_and_keeps_the_rest(sync: mnemo.Sync) -> No
     assert sync.limits() == after
 
 
-# A limit, a value just inside its bounds and one just outside.
+# The fixture owning a limit, the limit, a value just inside its bounds and one just outside.
 BOUNDS = [
-    ("max_connections", 1, 0),
-    ("max_connections", 1 << 20, (1 << 20) + 1),
-    ("max_watches_per_address", 1 << 20, 2**64 - 1),
-    ("requests_per_second_per_address", 2**32 - 1, 2**32),
-    ("request_burst_per_address", 1, 0),
-    ("idle_timeout_ms", 1, 0),
-    ("round_deadline_ms", 86_400_000, 86_400_001),
-    ("max_message_bytes", 65_536, 65_535),
-    ("max_message_bytes", 32 << 20, (32 << 20) + 1),
-    ("max_buffered_bytes", 32 << 20, (32 << 20) - 1),
-    ("max_buffered_bytes", 1 << 40, (1 << 40) + 1),
-    ("max_header_bytes", 8192, 8191),
-    ("max_header_bytes", 1 << 20, (1 << 20) + 1),
-    ("watch_timeout_ms", 29_999, 30_000),
+    ("sync", "max_connections", 1, 0),
+    ("sync", "max_connections", 1 << 20, (1 << 20) + 1),
+    ("sync", "max_watches_per_address", 1 << 20, 2**64 - 1),
+    ("sync", "requests_per_second_per_address", 2**32 - 1, 2**32),
+    ("sync", "request_burst_per_address", 1, 0),
+    ("sync", "idle_timeout_ms", 1, 0),
+    ("sync", "round_deadline_ms", 86_400_000, 86_400_001),
+    ("sync", "max_message_bytes", 65_536, 65_535),
+    ("sync", "max_message_bytes", 32 << 20, (32 << 20) + 1),
+    ("sync", "max_buffered_bytes", 32 << 20, (32 << 20) - 1),
+    ("sync", "max_buffered_bytes", 1 << 40, (1 << 40) + 1),
+    ("sync", "max_header_bytes", 8192, 8191),
+    ("sync", "max_header_bytes", 1 << 20, (1 << 20) + 1),
+    ("sync", "watch_timeout_ms", 29_999, 30_000),
+    ("inst", "idle_databases_kept", 0, -1),
+    ("inst", "idle_databases_kept", 1 << 20, (1 << 20) + 1),
+    ("inst", "queued_notifications", 1, 0),
+    ("inst", "queued_notifications", 1 << 24, (1 << 24) + 1),
 ]
 
 
-@pytest.mark.parametrize("name,inside,outside", BOUNDS)
+@pytest.mark.parametrize("fixture,name,inside,outside", BOUNDS)
 def test_each_bound_is_enforced_and_a_refusal_changes_nothing(
-    sync: mnemo.Sync, name: str, inside: int, outside: int
+    request: pytest.FixtureRequest, fixture: str, name: str, inside: int, outside: int
 ) -> None:
-    before = sync.limits()
-    with pytest.raises(mnemo.InvalidArgument, match="sync limit"):
-        sync.set_limits(**{name: outside})
-    assert sync.limits() == before
-    sync.set_limits(**{name: inside})
-    assert sync.limits() == {**before, name: inside}
+    owner: mnemo.Sync | mnemo.Instance = request.getfixturevalue(fixture)
+    before = owner.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="limit"):
+        owner.set_limits(**{name: outside})
+    assert owner.limits() == before
+    owner.set_limits(**{name: inside})
+    assert owner.limits() == {**before, name: inside}
 
 
-def test_a_change_is_all_or_nothing(sync: mnemo.Sync) -> None:
+def test_a_change_is_all_or_nothing(sync: mnemo.Sync, inst: mnemo.Instance) -> None:
     before = sync.limits()
     with pytest.raises(mnemo.InvalidArgument, match="times must be from 1 ms"):
         sync.set_limits(max_connections=10, idle_timeout_ms=0)
     with pytest.raises(mnemo.InvalidArgument, match="no sync limit is called"):
         sync.set_limits(max_connections=10, max_conections=10)
     assert sync.limits() == before
+    before = inst.limits()
+    with pytest.raises(mnemo.InvalidArgument, match="no instance limit is called"):
+        inst.set_limits(idle_databases_kept=10, idle_database_kept=10)
+    with pytest.raises(mnemo.InvalidArgument, match="queued_notifications: 0 is not from 1"):
+        inst.set_limits(idle_databases_kept=10, queued_notifications=0)
+    assert inst.limits() == before
 
 
 # Each owner of limits: a fixture, its functions, and one of its limits.
@@ -174,28 +185,6 @@ def test_a_closed_owner_raises_invalid_argument(
         handle_owner.limits()
     with pytest.raises(mnemo.InvalidArgument, match="closed"):
         handle_owner.set_limits(**{name: 1})
-
-
-@pytest.mark.parametrize(
-    "name,inside,outside",
-    [
-        ("idle_databases_kept", 0, -1),
-        ("idle_databases_kept", 1 << 20, (1 << 20) + 1),
-        ("queued_notifications", 1, 0),
-        ("queued_notifications", 1 << 24, (1 << 24) + 1),
-    ],
-)
-def test_each_instance_bound_is_enforced_and_a_refusal_changes_nothing(
-    inst: mnemo.Instance, name: str, inside: int, outside: int
-) -> None:
-    before = inst.limits()
-    with pytest.raises(mnemo.InvalidArgument, match="limit"):
-        inst.set_limits(**{name: outside})
-    with pytest.raises(mnemo.InvalidArgument, match="no instance limit is called"):
-        inst.set_limits(**{name: inside, "idle_database_kept": 1})
-    assert inst.limits() == before
-    inst.set_limits(**{name: inside})
-    assert inst.limits() == {**before, name: inside}
 
 
 def test_commits_wait_for_callbacks_at_the_queue_bound_set_and_go_on_when_it_is_raised(
