@@ -152,10 +152,14 @@ macro_rules! named_limits {
                 match name {
                     $($name => {
                         self.$field = LimitValue::from_number(value).ok_or_else(|| {
-                            crate::Error::invalid(format!("sync limit {name}: {value} is too large"))
+                            let why = format!("sync limit {name}: {value} is too large");
+                            crate::Error::invalid(why)
                         })?;
                     })*
-                    _ => return Err(crate::Error::invalid(format!("no sync limit is called {name:?}"))),
+                    _ => {
+                        let why = format!("no sync limit is called {name:?}");
+                        return Err(crate::Error::invalid(why));
+                    }
                 }
                 Ok(())
             }
