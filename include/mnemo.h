@@ -1002,8 +1002,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_limits(const struct mnemo_sync *sync, cha
  * every round started afterwards use the new limits; listeners already running keep
  * theirs. Counts (connections, requests in flight, watches, addresses remembered) must be
  * from 1 to 1048576, requests per second and bursts from 1 to 4294967295, times from 1 ms
- * to a day (86400000), "max_message_bytes" from 65536 to 33554432 (the protocol's
- * largest message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
+ * to a day (86400000), "max_message_bytes" from 22020096 (a batch holding the largest
+ * entry) to 33554432 (the protocol's largest message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
  * "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
  * "request_timeout_ms". The engine's threads are fixed when it starts (18 for handlers,
  * shared by its listeners): a "max_requests_in_flight" above 16 admits more requests at

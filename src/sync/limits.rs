@@ -89,8 +89,13 @@ impl Default for Limits {
 
 /// Most connections, requests, watches or addresses any count limit may allow.
 pub const MAX_COUNT_LIMIT: usize = 1 << 20;
-/// Least a message limit may allow: 64 KiB (less would refuse ordinary requests).
-pub const MIN_MESSAGE_LIMIT: usize = 64 << 10;
+/// Least a message limit may allow: the largest batch of entries the protocol sends (its
+/// last entry may take it from just under [`super::wire::BATCH_BYTES`] to that plus the
+/// largest entry), with 1 MiB for framing. Less would refuse some batches for good: every
+/// round would ask for the same one again.
+pub const MIN_MESSAGE_LIMIT: usize =
+    super::wire::BATCH_BYTES + crate::entry::MAX_ENTRY_BYTES + (1 << 20);
+const _: () = assert!(MIN_MESSAGE_LIMIT <= super::wire::MAX_MESSAGE);
 /// Most the body budget may allow: 1 TiB.
 pub const MAX_BUFFERED_LIMIT: usize = 1 << 40;
 /// Least and most a request head may be: 8 KiB (the least the HTTP parser accepts), 1 MiB.

@@ -69,7 +69,7 @@ BOUNDS = [
     ("sync", "request_burst_per_address", 1, 0),
     ("sync", "idle_timeout_ms", 1, 0),
     ("sync", "round_deadline_ms", 86_400_000, 86_400_001),
-    ("sync", "max_message_bytes", 65_536, 65_535),
+    ("sync", "max_message_bytes", 21 << 20, (21 << 20) - 1),
     ("sync", "max_message_bytes", 32 << 20, (32 << 20) + 1),
     ("sync", "max_buffered_bytes", 32 << 20, (32 << 20) - 1),
     ("sync", "max_buffered_bytes", 1 << 40, (1 << 40) + 1),
