@@ -164,6 +164,14 @@ public:
     void set(const std::string &store, const std::string &key, const std::string &json) {
         detail::check(mnemo_txn_set(h_.get(), store.c_str(), key.c_str(), json.c_str()), "mnemo_txn_set");
     }
+    /// Adds "set the part of `key`'s value at `pointer` (RFC 6901) to `json`"; it builds on
+    /// earlier operations on the key in this transaction (see database::set_path).
+    void set_path(const std::string &store, const std::string &key, const std::string &pointer,
+                  const std::string &json) {
+        detail::check(mnemo_txn_set_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
+                                         json.c_str()),
+                      "mnemo_txn_set_path");
+    }
     void remove(const std::string &store, const std::string &key) {
         detail::check(mnemo_txn_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_txn_delete");
     }
@@ -230,6 +238,34 @@ public:
         detail::check(s, "mnemo_db_get_into");
         return out;
     }
+    /// Sets the part of `key`'s value at `pointer` (RFC 6901, e.g. "/address/city"; "" is
+    /// the whole value) to `json`, as one commit; missing objects on the way are created.
+    void set_path(const std::string &store, const std::string &key, const std::string &pointer,
+                  const std::string &json) {
+        detail::check(mnemo_db_set_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
+                                        json.c_str()),
+                      "mnemo_db_set_path");
+    }
+    /// The part of `key`'s value at `pointer` as JSON text; throws mnemo::error
+    /// (MNEMO_STATUS_NOT_FOUND) if the key has no value or nothing is at `pointer`.
+    std::string get_path(const std::string &store, const std::string &key,
+                         const std::string &pointer) const {
+        char *out = nullptr;
+        detail::check(mnemo_db_get_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
+                                        &out),
+                      "mnemo_db_get_path");
+        return detail::take(out);
+    }
+    /// Every change of `key`, newest first, at most `limit` (0: all), as a JSON array:
+    /// [{"entry":…,"key":…,"height":n,"value":…}, …] ("deleted":true or "patch":{…} in
+    /// place of "value"); [] for a key never written.
+    std::string history(const std::string &store, const std::string &key,
+                        std::size_t limit = 0) const {
+        char *out = nullptr;
+        detail::check(mnemo_db_history(h_.get(), store.c_str(), key.c_str(), limit, &out),
+                      "mnemo_db_history");
+        return detail::take(out);
+    }
     void remove(const std::string &store, const std::string &key) {
         detail::check(mnemo_db_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_db_delete");
     }
@@ -276,6 +312,9 @@ public:
         detail::check(mnemo_db_tips(h_.get(), &out), "mnemo_db_tips");
         return detail::take(out);
     }
+    /// Checks everything stored of the database against its signed entries; throws
+    /// mnemo::error (MNEMO_STATUS_CORRUPT, the message says what differs) on damage.
+    void verify() const { detail::check(mnemo_db_verify(h_.get()), "mnemo_db_verify"); }
     transaction begin() {
         mnemo_txn *t = nullptr;
         detail::check(mnemo_db_begin(h_.get(), &t), "mnemo_db_begin");
@@ -448,6 +487,79 @@ public:
         detail::check(mnemo_sync_track(h_.get(), u.native_handle(), peer_addr.c_str(), db_id.c_str()),
                       "mnemo_sync_track");
     }
+    /// Stops keeping `db_id` in sync with the peer for `u`, and forgets it (no resuming at
+    /// login); throws MNEMO_STATUS_NOT_FOUND if `u` does not track it with that peer.
+    void untrack(user &u, const std::string &peer_addr, const std::string &db_id) {
+        detail::check(mnemo_sync_untrack(h_.get(), u.native_handle(), peer_addr.c_str(),
+                                         db_id.c_str()),
+                      "mnemo_sync_untrack");
+    }
+    /// A signed share ticket ("mnemo:…") for `db_id`, held here, naming this device and
+    /// where it listens (or the advertised addresses). It grants nothing by itself.
+    std::string share(const std::string &db_id) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_share(h_.get(), db_id.c_str(), &out), "mnemo_sync_share");
+        return detail::take(out);
+    }
+    /// Adds `addr` ("host:port", as peers reach this device) to the addresses tickets name,
+    /// in place of the listeners' own. At most 8.
+    void advertise(const std::string &addr) {
+        detail::check(mnemo_sync_advertise(h_.get(), addr.c_str()), "mnemo_sync_advertise");
+    }
+    /// Asks the device `ticket` names for `permission` ("read", "write" or "admin") on its
+    /// database, as `u` (signed by its default key); returns the request's id ("req-…").
+    std::string request_access(user &u, const std::string &ticket, const std::string &permission) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_request_access(h_.get(), u.native_handle(), ticket.c_str(),
+                                                permission.c_str(), &out),
+                      "mnemo_sync_request_access");
+        return detail::take(out);
+    }
+    /// The access requests waiting here for databases `admin` administers, as JSON:
+    /// [{"id":"req-…","db":…,"key":…,"permission":…,"device":…,"requested_at":ms}, …]
+    std::string list_requests(user &admin) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_list_requests(h_.get(), admin.native_handle(), &out),
+                      "mnemo_sync_list_requests");
+        return detail::take(out);
+    }
+    /// Grants request `request_id` the permission it asked, signed by `admin`'s admin key.
+    void approve(user &admin, const std::string &request_id) {
+        detail::check(mnemo_sync_approve(h_.get(), admin.native_handle(), request_id.c_str()),
+                      "mnemo_sync_approve");
+    }
+    /// Rejects request `request_id`: its key is refused for 7 days.
+    void reject(user &admin, const std::string &request_id) {
+        detail::check(mnemo_sync_reject(h_.get(), admin.native_handle(), request_id.c_str()),
+                      "mnemo_sync_reject");
+    }
+    /// Grants requests for `db_id` of at most `permission` ("read", "write" or "admin") as
+    /// they arrive, signed by `admin`'s key; std::nullopt removes the policy.
+    void auto_approve(user &admin, const std::string &db_id,
+                      const std::optional<std::string> &permission) {
+        detail::check(mnemo_sync_auto_approve(h_.get(), admin.native_handle(), db_id.c_str(),
+                                              detail::c_str(permission)),
+                      "mnemo_sync_auto_approve");
+    }
+    /// Pulls the database `ticket` names, as `u`, once its request was approved (then
+    /// user::load_db opens it); throws MNEMO_STATUS_PERMISSION_DENIED before that.
+    void join(user &u, const std::string &ticket) {
+        detail::check(mnemo_sync_join(h_.get(), u.native_handle(), ticket.c_str()),
+                      "mnemo_sync_join");
+    }
+    /// The engine's limits as a JSON object of numbers by name, e.g.
+    /// {"max_connections":256, …, "round_deadline_ms":600000}.
+    std::string limits() const {
+        char *out = nullptr;
+        detail::check(mnemo_sync_limits(h_.get(), &out), "mnemo_sync_limits");
+        return detail::take(out);
+    }
+    /// Changes the limits a JSON object names (e.g. {"max_connections":8}), all or nothing;
+    /// for listeners and rounds started afterwards.
+    void set_limits(const std::string &limits_json) {
+        detail::check(mnemo_sync_set_limits(h_.get(), limits_json.c_str()),
+                      "mnemo_sync_set_limits");
+    }
     /// Waits until earlier local commits on tracked databases are pushed.
     void flush(std::chrono::milliseconds timeout) {
         detail::check(mnemo_sync_flush(h_.get(), static_cast<std::uint32_t>(timeout.count())), "mnemo_sync_flush");
@@ -499,6 +611,19 @@ public:
         char *out = nullptr;
         detail::check(mnemo_instance_list_users(h_.get(), &out), "mnemo_instance_list_users");
         return detail::take(out);
+    }
+    /// The instance's memory limits as a JSON object of numbers:
+    /// {"idle_databases_kept":256,"queued_notifications":65536} by default.
+    std::string limits() const {
+        char *out = nullptr;
+        detail::check(mnemo_instance_limits(h_.get(), &out), "mnemo_instance_limits");
+        return detail::take(out);
+    }
+    /// Changes the limits a JSON object names (e.g. {"idle_databases_kept":0}), all or
+    /// nothing.
+    void set_limits(const std::string &limits_json) {
+        detail::check(mnemo_instance_set_limits(h_.get(), limits_json.c_str()),
+                      "mnemo_instance_set_limits");
     }
     void enable_sync() { detail::check(mnemo_instance_enable_sync(h_.get()), "mnemo_instance_enable_sync"); }
     /// A new reference to the sync engine (enable_sync() first).

@@ -3,7 +3,8 @@
 # g++ -std=c++17 -Wall -Wextra -Werror -pedantic against the debug build, and runs it plainly,
 # on a SQLite file (twice: the second run finds alice and her database), and under
 # AddressSanitizer/UBSan (no leak, no misuse of a handle); then bindings/cpp/test_get.cpp
-# (get and find through mnemo_db_get_into) under ASan/UBSan. Prints "N passed, N failed".
+# (get and find through mnemo_db_get_into) and bindings/cpp/test_api.cpp (paths, history,
+# verify, limits, tickets: the rest of the API) under ASan/UBSan. Prints "N passed, N failed".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -37,6 +38,10 @@ check "example runs clean under ASan/UBSan" env ASAN_OPTIONS=detect_leaks=1 "$OU
 check "test_get.cpp compiles with ASan/UBSan" \
     g++ $FLAGS $SAN bindings/cpp/test_get.cpp -o "$OUT/test_get-san" $LINK -lpthread
 check "test_get runs clean under ASan/UBSan" env ASAN_OPTIONS=detect_leaks=1 "$OUT/test_get-san"
+# shellcheck disable=SC2086
+check "test_api.cpp compiles with ASan/UBSan" \
+    g++ $FLAGS $SAN bindings/cpp/test_api.cpp -o "$OUT/test_api-san" $LINK -lpthread
+check "test_api runs clean under ASan/UBSan" env ASAN_OPTIONS=detect_leaks=1 "$OUT/test_api-san"
 rm -f "$OUT"/example.db*
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
