@@ -869,8 +869,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_flush_notifications(struct mnemo_database *
 
 /**
  * Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
- * from the engine's own threads, until the sync engine is gone (the instance and every sync
- * handle freed); once the instance's storage is closed (see `mnemo_instance_sync`) it still
+ * from the engine's own threads, until `mnemo_sync_unlisten` or until the sync engine is
+ * gone (the instance and every sync handle freed); once the instance's storage is closed (see `mnemo_instance_sync`) it still
  * accepts connections but answers every request with an error. Several listeners may run at once. Every connection proves this device's
  * id (its Ed25519 key) to the client, and the client must prove its own; there is no
  * plaintext mode. Anyone can connect; a database is served only to requests signed by a
@@ -887,6 +887,20 @@ MNEMO_MUST_USE mnemo_status mnemo_db_flush_notifications(struct mnemo_database *
  * "host:port" address), MNEMO_STATUS_NETWORK (cannot bind). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_listen(struct mnemo_sync *sync, const char *addr, char **out_bound_addr);
+
+/**
+ * Stops the listener this engine started at `bound_addr` (the address `mnemo_sync_listen`
+ * returned): its socket is closed before this returns, so new connections are refused and
+ * the port may be bound again; TLS handshakes under way are dropped, and each open
+ * connection finishes the request it is handling, if any, then closes. Other listeners,
+ * tracking and rounds this instance starts go on. Tickets naming that address stop
+ * working until something listens there again.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not an
+ * "ip:port" address), MNEMO_STATUS_NOT_FOUND (no listener of this engine is bound
+ * there, e.g. already stopped). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_unlisten(struct mnemo_sync *sync, const char *bound_addr);
 
 /**
  * Connects to the peer listening at `peer_addr` in TLS 1.3, in which each side proves its

@@ -161,6 +161,8 @@ mnemo_status mnemo_db_flush_notifications(mnemo_database *db, uint32_t timeout_m
 
 mnemo_status mnemo_sync_listen(mnemo_sync *sync, const char *addr, char **out_bound_addr);
 
+mnemo_status mnemo_sync_unlisten(mnemo_sync *sync, const char *bound_addr);
+
 mnemo_status mnemo_sync_connect(mnemo_sync *sync, const char *peer_addr, char **out_peer_device_id);
 
 mnemo_status mnemo_sync_db(mnemo_sync *sync, mnemo_user *user, const char *peer_addr, const char *db_id);

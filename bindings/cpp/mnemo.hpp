@@ -472,6 +472,11 @@ public:
         detail::check(mnemo_sync_listen(h_.get(), addr.c_str(), &out), "mnemo_sync_listen");
         return detail::take(out);
     }
+    /// Stops the listener started at `bound_addr` (what listen returned); its port is free
+    /// again on return. Throws MNEMO_STATUS_NOT_FOUND if no listener of this engine is there.
+    void unlisten(const std::string &bound_addr) {
+        detail::check(mnemo_sync_unlisten(h_.get(), bound_addr.c_str()), "mnemo_sync_unlisten");
+    }
     /// Proves identities with the peer; returns its device id.
     std::string connect(const std::string &peer_addr) {
         char *out = nullptr;

@@ -183,6 +183,15 @@ void test_limits() {
 void test_sharing() {
     side a = open_side("alice"), b = open_side("bob");
     const std::string addr = a.engine.listen("127.0.0.1:0");
+
+    // A second listener, stopped: its port is refused, and another stop finds nothing.
+    const std::string second = a.engine.listen("127.0.0.1:0");
+    expect_ok("unlisten a second listener", [&] { a.engine.unlisten(second); });
+    expect_status(MNEMO_STATUS_NETWORK, "connect to a stopped listener",
+                  [&] { b.engine.connect(second); });
+    expect_status(MNEMO_STATUS_NOT_FOUND, "unlisten twice", [&] { a.engine.unlisten(second); });
+    check(b.engine.connect(addr) == a.inst.device_id(), "the first listener still serves");
+
     auto db = a.u.create_db("shared");
     const std::string db_id = db.id();
     db.set("notes", "hello", "\"from alice\"");

@@ -202,6 +202,29 @@ impl SyncEngine {
         Ok(bound)
     }
 
+    /// Stops the listener bound at `bound` (as [`SyncEngine::listen`] returned it): its
+    /// socket is closed before this returns (its port may be bound again), handshakes under
+    /// way are dropped, and each open connection
+    /// finishes the request it is handling, if any, then closes. [`Error::NotFound`] if no
+    /// listener of this engine is bound there; [`Error::InvalidArgument`] if `bound` is not
+    /// an IP address and port.
+    pub fn unlisten(&self, bound: &str) -> Result<()> {
+        let wanted: std::net::SocketAddr = bound
+            .parse()
+            .map_err(|_| Error::invalid(format!("{bound:?} is not a bound address (ip:port)")))?;
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let at = listeners
+            .iter()
+            .position(|l| l.socket_addr() == wanted)
+            .ok_or_else(|| {
+                Error::NotFound(format!("no listener of this engine is bound at {bound}"))
+            })?;
+        let listener = listeners.remove(at);
+        drop(listeners);
+        listener.stop_and_wait();
+        Ok(())
+    }
+
     /// Ends a watch admitted by [`handlers::admit_watch`]: its database stops being followed
     /// if nothing else waits on it.
     pub fn end_watch(&self, watch: handlers::Watch) {

@@ -17,6 +17,22 @@ static void test_sync_round_trip(void) {
     EXPECT_OK(mnemo_instance_device_id(a.instance, &device));
     CHECK(peer && device && strcmp(peer, device) == 0);
 
+    /* A second listener, stopped: its port is refused, then taken again. */
+    char *second = NULL, *again = NULL, *refused = NULL;
+    EXPECT_OK(mnemo_sync_listen(a.sync, "127.0.0.1:0", &second));
+    EXPECT_OK(mnemo_sync_unlisten(a.sync, second));
+    EXPECT(mnemo_sync_connect(b.sync, second, &refused), MNEMO_STATUS_NETWORK);
+    CHECK(refused == NULL);
+    EXPECT(mnemo_sync_unlisten(a.sync, second), MNEMO_STATUS_NOT_FOUND);
+    EXPECT(mnemo_sync_unlisten(a.sync, "nowhere"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_unlisten(a.sync, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_unlisten(NULL, second), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_sync_listen(a.sync, second, &again));
+    CHECK(again && strcmp(again, second) == 0);
+    EXPECT_OK(mnemo_sync_unlisten(a.sync, again));
+    mnemo_string_free(second);
+    mnemo_string_free(again);
+
     EXPECT_OK(mnemo_user_create_db(a.user, "shared", &db));
     EXPECT_OK(mnemo_db_id(db, &db_id));
     EXPECT_OK(mnemo_db_set(db, "notes", "first", "\"from alice\""));

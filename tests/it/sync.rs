@@ -852,3 +852,67 @@ fn access_requests_are_bounded_and_checked() {
     assert_eq!(status, 503);
     assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 12);
 }
+
+/// Whether `stream` was closed by its peer within 5 s (a read ends or fails, but does not
+/// time out).
+fn closed_within_5s(stream: &mut impl std::io::Read, socket: &std::net::TcpStream) -> bool {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// Unlistening closes the port before it returns (it can be bound again at once) and the
+/// listener's connections, whether still in their handshake or idle between requests; the
+/// engine's other listeners go on.
+#[test]
+fn unlisten_closes_the_port_and_the_connections_and_spares_other_listeners() {
+    let (a, _alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let other = sync.listen("127.0.0.1:0").unwrap();
+    let mut in_handshake = std::net::TcpStream::connect(&addr).unwrap();
+    let mut idle = crate::support::tls_connect(&addr).unwrap();
+    let mut elsewhere = crate::support::tls_connect(&other).unwrap();
+
+    sync.unlisten(&addr).unwrap();
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+    let socket = in_handshake.try_clone().unwrap();
+    assert!(closed_within_5s(&mut in_handshake, &socket));
+    let socket = idle.sock.try_clone().unwrap();
+    assert!(closed_within_5s(&mut idle, &socket));
+    elsewhere
+        .sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let kept = std::io::Read::read(&mut elsewhere, &mut buf).unwrap_err();
+    assert!(matches!(
+        kept.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+
+    let (b, _bob) = logged_in("bob");
+    let client = b.enable_sync().unwrap();
+    assert!(client.connect(&addr).is_err());
+    assert_eq!(client.connect(&other).unwrap(), a.device_id());
+    assert!(matches!(sync.unlisten(&addr), Err(Error::NotFound(_))));
+    assert!(matches!(
+        sync.unlisten("localhost"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(sync.listen(&addr).unwrap(), addr);
+    assert_eq!(client.connect(&addr).unwrap(), a.device_id());
+}

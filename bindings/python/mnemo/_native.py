@@ -151,6 +151,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_db_flush_notifications": (status_t, [handle_t, c_uint32]),
     # sync
     "mnemo_sync_listen": (status_t, [handle_t, str_t, owned_str_out_t]),
+    "mnemo_sync_unlisten": (status_t, [handle_t, str_t]),
     "mnemo_sync_connect": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_sync_db": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_track": (status_t, [handle_t, handle_t, str_t, str_t]),

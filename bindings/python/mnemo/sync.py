@@ -46,8 +46,8 @@ class Sync(HandleOwner):
 
     def listen(self, addr: str = "127.0.0.1:0") -> str:
         """Serves other instances over TLS 1.3 on ``addr`` (port 0: any free port), from
-        the engine's own threads, until the sync engine is gone. Several listeners may run
-        at once. Each connection proves this device's id to the client and the client's to
+        the engine's own threads, until :meth:`unlisten` or until the sync engine is gone.
+        Several listeners may run at once. Each connection proves this device's id to the client and the client's to
         this one; there is no plaintext mode. Anyone can connect; a database is served only
         to requests signed by a key with at least read permission on it. Everything a
         connection can hold is bounded (see SECURITY.md): a peer over a bound is answered
@@ -60,6 +60,19 @@ class Sync(HandleOwner):
         a = _native.encode(addr, "addr")
         with self._handle.use() as ptr:
             return _native.call_string(lib.mnemo_sync_listen, ptr, a)
+
+    def unlisten(self, addr: str) -> None:
+        """Stops the listener :meth:`listen` started at ``addr`` (the address it returned):
+        its socket is closed before this returns, so new connections are refused and the
+        port may be bound again; handshakes under way are dropped, and each open connection
+        finishes the request it is handling, if any, then closes. Other listeners go on.
+
+        Raises NotFound if no listener of this engine is bound there (e.g. already
+        stopped), InvalidArgument if ``addr`` is not an ``"ip:port"`` address.
+        """
+        a = _native.encode(addr, "addr")
+        with self._handle.use() as ptr:
+            _native.check(lib.mnemo_sync_unlisten(ptr, a))
 
     def connect(self, addr: str) -> str:
         """Connects to the peer listening at ``addr`` in TLS 1.3, in which each side

@@ -193,6 +193,24 @@ def test_listen_returns_loopback_host_and_port(pair: Pair) -> None:
     assert pair.sync_b.connect(second) == pair.a.device_id
 
 
+def test_unlisten_stops_one_listener_and_frees_its_port(pair: Pair) -> None:
+    first = pair.sync_b.listen()
+    second = pair.sync_b.listen()
+    pair.sync_b.unlisten(first)
+    with pytest.raises(mnemo.NetworkError):
+        pair.sync_a.connect(first)
+    assert pair.sync_a.connect(second) == pair.b.device_id
+    with pytest.raises(mnemo.NotFound):
+        pair.sync_b.unlisten(first)
+    with pytest.raises(mnemo.NotFound):
+        pair.sync_b.unlisten(pair.addr)  # another engine's listener
+    for bad in ["localhost:1", "127.0.0.1", ""]:
+        with pytest.raises(mnemo.InvalidArgument):
+            pair.sync_b.unlisten(bad)
+    assert pair.sync_b.listen(first) == first  # the port is free again at once
+    assert pair.sync_a.connect(first) == pair.b.device_id
+
+
 def test_connect_returns_the_peers_device_id(pair: Pair) -> None:
     assert pair.sync_b.connect(pair.addr) == pair.a.device_id
     addr_b = pair.sync_b.listen()

@@ -50,8 +50,13 @@ const BUDGET_UNIT: usize = 1024;
 pub(in crate::sync) struct Listener {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Disconnected once the accept loop has ended and closed the listening socket.
+    closed: std::sync::mpsc::Receiver<()>,
     addresses: Arc<Addresses>,
 }
+
+/// How long [`Listener::stop_and_wait`] waits for the listening socket to close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every connection of one listener shares.
 struct Shared {
@@ -96,10 +101,16 @@ impl Listener {
             limits,
         });
         let (stop, stopped) = watch::channel(false);
-        runtime.spawn(accept_loop(listener, shared, stopped));
+        let (closing, closed) = std::sync::mpsc::channel::<()>();
+        runtime.spawn(async move {
+            // The socket is closed when the loop returns (it owns the listener).
+            accept_loop(listener, shared, stopped).await;
+            drop(closing);
+        });
         Ok(Listener {
             addr: bound,
             stop,
+            closed,
             addresses,
         })
     }
@@ -107,6 +118,11 @@ impl Listener {
     /// The address bound.
     pub(in crate::sync) fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The address bound, as a socket address.
+    pub(in crate::sync) fn socket_addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Whether it listens on every interface (0.0.0.0 or [::]): an address no peer can use.
@@ -123,6 +139,13 @@ impl Listener {
     /// their requests do.
     pub(in crate::sync) fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// [`Listener::stop`], then waits (at most [`CLOSE_WAIT`]) until the listening socket
+    /// is closed, so that its port may be bound again at once.
+    pub(in crate::sync) fn stop_and_wait(self) {
+        self.stop();
+        let _ = self.closed.recv_timeout(CLOSE_WAIT);
     }
 }
 
@@ -150,18 +173,27 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         // A connection over the caps is closed before any TLS work.
         if let Some(guard) = shared.addresses.admit(Address::of(peer.ip())) {
-            tokio::spawn(serve_connection(stream, shared.clone(), guard));
+            let stopped = stopped.clone();
+            tokio::spawn(serve_connection(stream, shared.clone(), guard, stopped));
         }
     }
 }
 
+/// Serves one connection until it closes or the listener stops: then a handshake under
+/// way is dropped, and a connection finishes the request it is handling, if any, and
+/// closes.
 async fn serve_connection(
     stream: TcpStream,
     shared: Arc<Shared>,
     guard: super::addresses::ConnectionGuard,
+    mut stopped: watch::Receiver<bool>,
 ) {
     let address = guard.address();
-    let Some((stream, peer)) = handshake(&shared, address, stream).await else {
+    let handshaken = tokio::select! {
+        handshaken = handshake(&shared, address, stream) => handshaken,
+        () = until_stopped(&mut stopped) => None,
+    };
+    let Some((stream, peer)) = handshaken else {
         return;
     };
     let io = TokioIo::new(stream);
@@ -182,8 +214,22 @@ async fn serve_connection(
         // A client that closes its sending side after a request still gets the reply.
         .half_close(true)
         .keep_alive(true);
-    let _ = http.serve_connection(io, service).await;
+    let connection = http.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        // Also when the listener is dropped without a stop (the sender gone).
+        () = until_stopped(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
     drop(guard);
+}
+
+/// Returns once the listener is stopped, or dropped.
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await.map(drop);
 }
 
 /// The TLS handshake of a new connection, as one request of its address: the stream and
