@@ -429,6 +429,8 @@ def str_value(fn, p):
         "display_name": "laptop",
         "prefix": "k",  # keys the fixture store holds start with it
         "after": "a",  # a key sorting before the fixture store's keys
+        "limits_json": "{}",  # changes no limit
+        "bound_addr": "127.0.0.1:1",  # no listener there: NOT_FOUND
     }
     if n in literals:
         return c_string(literals[n]), False, c_string(literals[n])
