@@ -916,3 +916,30 @@ fn unlisten_closes_the_port_and_the_connections_and_spares_other_listeners() {
     assert_eq!(sync.listen(&addr).unwrap(), addr);
     assert_eq!(client.connect(&addr).unwrap(), a.device_id());
 }
+
+/// A request under way when its listener stops still gets its answer: a watch held then is
+/// answered by the next change.
+#[test]
+fn unlisten_lets_a_request_under_way_finish() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("watched").unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let now = {
+        let env = envelope(&reader, &a, db.id(), Request::Watch { after: 0 });
+        wire::decode_position(&post_raw(&addr, "watch", &env.encode()).1).unwrap()
+    };
+    let waiting = {
+        let env = envelope(&reader, &a, db.id(), Request::Watch { after: now });
+        let addr = addr.clone();
+        std::thread::spawn(move || post_raw(&addr, "watch", &env.encode()))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    sync.unlisten(&addr).unwrap();
+    db.set("s", "k", "1").unwrap();
+    let (status, body) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{body:?}");
+    assert!(wire::decode_position(&body).unwrap() > now);
+}
