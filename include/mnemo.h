@@ -723,6 +723,22 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_limits(const struct mnemo_instance *i
 MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *instance, const char *limits_json);
 
 /**
+ * Writes what this instance holds now, against its limits, as a JSON object of numbers:
+ * {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n}.
+ * "databases_in_memory": databases whose state is held in memory (the system databases,
+ * those in use and the idle ones kept; see `mnemo_instance_limits`).
+ * "notifications_queued": change notifications not yet delivered to every
+ * `mnemo_db_subscribe` callback. "waiting_entry_bytes": entries received from peers that
+ * wait, invisible, for their parents (at most 64 MiB). Counts may change as soon as they
+ * are read: for monitoring, not for decisions.
+ *
+ * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_instance_stats(const struct mnemo_instance *instance, char **out_json);
+
+/**
  * Creates a user account with a fresh Ed25519 key and a private user database (holding its
  * sealed keys and the databases it tracks). The first user created is the instance admin.
  *
@@ -1008,6 +1024,20 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_limits(const struct mnemo_sync *sync, char **out_json);
+
+/**
+ * Writes what the sync engine runs now as a JSON object of numbers:
+ * {"listeners":n, "open_connections":n, "tracks":n}: listeners started and not stopped,
+ * connections open on them (see "max_connections" in `mnemo_sync_limits`), and databases
+ * kept in sync in the background (one per user, database and peer; see
+ * `mnemo_sync_track`). Counts may change as soon as they are read: for monitoring, not for
+ * decisions.
+ *
+ * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_stats(const struct mnemo_sync *sync, char **out_json);
 
 /**
  * Changes some of the sync engine's limits: `limits_json` is a JSON object naming each

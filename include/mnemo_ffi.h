@@ -135,6 +135,8 @@ mnemo_status mnemo_instance_limits(const mnemo_instance *instance, char **out_js
 
 mnemo_status mnemo_instance_set_limits(mnemo_instance *instance, const char *limits_json);
 
+mnemo_status mnemo_instance_stats(const mnemo_instance *instance, char **out_json);
+
 mnemo_status mnemo_instance_create_user(mnemo_instance *instance, const char *username, const char *password);
 
 mnemo_status mnemo_instance_login(mnemo_instance *instance, const char *username, const char *password, mnemo_user **out);
@@ -174,6 +176,8 @@ mnemo_status mnemo_sync_untrack(mnemo_sync *sync, mnemo_user *user, const char *
 mnemo_status mnemo_sync_flush(mnemo_sync *sync, uint32_t timeout_ms);
 
 mnemo_status mnemo_sync_limits(const mnemo_sync *sync, char **out_json);
+
+mnemo_status mnemo_sync_stats(const mnemo_sync *sync, char **out_json);
 
 mnemo_status mnemo_sync_set_limits(mnemo_sync *sync, const char *limits_json);
 

@@ -559,6 +559,13 @@ public:
         detail::check(mnemo_sync_limits(h_.get(), &out), "mnemo_sync_limits");
         return detail::take(out);
     }
+    /// What the engine runs now, as a JSON object of numbers: {"listeners":n,
+    /// "open_connections":n, "tracks":n}.
+    std::string stats() const {
+        char *out = nullptr;
+        detail::check(mnemo_sync_stats(h_.get(), &out), "mnemo_sync_stats");
+        return detail::take(out);
+    }
     /// Changes the limits a JSON object names (e.g. {"max_connections":8}), all or nothing;
     /// for listeners and rounds started afterwards.
     void set_limits(const std::string &limits_json) {
@@ -622,6 +629,13 @@ public:
     std::string limits() const {
         char *out = nullptr;
         detail::check(mnemo_instance_limits(h_.get(), &out), "mnemo_instance_limits");
+        return detail::take(out);
+    }
+    /// What the instance holds now, as a JSON object of numbers: {"databases_in_memory":n,
+    /// "notifications_queued":n, "waiting_entry_bytes":n}.
+    std::string stats() const {
+        char *out = nullptr;
+        detail::check(mnemo_instance_stats(h_.get(), &out), "mnemo_instance_stats");
         return detail::take(out);
     }
     /// Changes the limits a JSON object names (e.g. {"idle_databases_kept":0}), all or

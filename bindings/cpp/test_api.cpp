@@ -147,6 +147,11 @@ void test_paths_history_verify() {
 
 void test_limits() {
     auto inst = mnemo::instance::open("memory:");
+    check(contains(inst.stats(), "\"notifications_queued\":0,\"waiting_entry_bytes\":0}"),
+          "instance stats: " + inst.stats());
+    inst.enable_sync();
+    check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}",
+          "sync stats: " + inst.sync().stats());
     check(inst.limits() == "{\"idle_databases_kept\":256,\"queued_notifications\":65536}",
           "instance limits are the defaults: " + inst.limits());
     inst.set_limits("{\"idle_databases_kept\": 3}");

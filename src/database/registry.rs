@@ -321,6 +321,11 @@ impl Registry {
         self.forget(id, version)
     }
 
+    /// Change notifications waiting for callbacks now (see [`RegistryLimits`]).
+    pub fn notifications_queued(&self) -> u64 {
+        self.notifier.queued()
+    }
+
     /// Bytes of foreign entries waiting for their parents across this instance now (at most
     /// [`super::MAX_WAITING_BYTES`]).
     pub fn waiting_bytes(&self) -> usize {

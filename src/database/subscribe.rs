@@ -152,6 +152,21 @@ impl Notifier {
         }
     }
 
+    /// Notifications queued now: sent to the notification thread and not yet delivered to
+    /// every callback (the one being delivered included).
+    pub(crate) fn queued(&self) -> u64 {
+        let Some(started) = self.started.get() else {
+            return 0;
+        };
+        let sent = started.queue.lock().unwrap_or_else(|p| p.into_inner()).sent;
+        let delivered = *self
+            .progress
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        sent.saturating_sub(delivered)
+    }
+
     /// How many notifications may be queued before changes wait for room.
     pub(crate) fn max_queued(&self) -> usize {
         usize::try_from(self.max_queued.load(Ordering::Relaxed)).unwrap_or(usize::MAX)

@@ -138,7 +138,7 @@ pub unsafe extern "C" fn mnemo_instance_limits(
     guard(|| {
         let out = out_param(out_json, "out_json")?;
         let limits = mnemo_instance::borrow(instance)?.inner.limits();
-        *out = strings::to_c(strings::limits_to_json(&limits.by_name()))?;
+        *out = strings::to_c(strings::named_numbers_json(&limits.by_name()))?;
         Ok(())
     })
 }
@@ -163,6 +163,32 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
         let instance = mnemo_instance::borrow(instance)?;
         let changes = strings::limits_arg(limits_json, "limits_json")?;
         instance.inner.set_limits_by_name(&changes).map(drop)
+    })
+}
+
+/// Writes what this instance holds now, against its limits, as a JSON object of numbers:
+/// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n}.
+/// "databases_in_memory": databases whose state is held in memory (the system databases,
+/// those in use and the idle ones kept; see `mnemo_instance_limits`).
+/// "notifications_queued": change notifications not yet delivered to every
+/// `mnemo_db_subscribe` callback. "waiting_entry_bytes": entries received from peers that
+/// wait, invisible, for their parents (at most 64 MiB). Counts may change as soon as they
+/// are read: for monitoring, not for decisions.
+///
+/// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_instance_stats(
+    instance: *const mnemo_instance,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let stats = mnemo_instance::borrow(instance)?.inner.stats();
+        *out = strings::to_c(strings::named_numbers_json(&stats))?;
+        Ok(())
     })
 }
 

@@ -54,8 +54,8 @@ pub(crate) fn json_object<'a>(members: impl IntoIterator<Item = (&'a str, &'a st
     format!("{{{}}}", members.join(","))
 }
 
-/// Named limits as a JSON object of numbers, in the order given.
-pub(crate) fn limits_to_json(limits: &[(&str, u64)]) -> String {
+/// Named numbers (limits, counts) as a JSON object, in the order given.
+pub(crate) fn named_numbers_json(limits: &[(&str, u64)]) -> String {
     let values: Vec<(&str, String)> = limits
         .iter()
         .map(|(name, value)| (*name, value.to_string()))

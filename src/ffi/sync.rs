@@ -281,7 +281,31 @@ pub unsafe extern "C" fn mnemo_sync_limits(
     guard(|| {
         let out = out_param(out_json, "out_json")?;
         let limits = mnemo_sync::borrow(sync)?.inner.limits();
-        *out = strings::to_c(strings::limits_to_json(&limits.by_name()))?;
+        *out = strings::to_c(strings::named_numbers_json(&limits.by_name()))?;
+        Ok(())
+    })
+}
+
+/// Writes what the sync engine runs now as a JSON object of numbers:
+/// {"listeners":n, "open_connections":n, "tracks":n}: listeners started and not stopped,
+/// connections open on them (see "max_connections" in `mnemo_sync_limits`), and databases
+/// kept in sync in the background (one per user, database and peer; see
+/// `mnemo_sync_track`). Counts may change as soon as they are read: for monitoring, not for
+/// decisions.
+///
+/// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_stats(
+    sync: *const mnemo_sync,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let stats = mnemo_sync::borrow(sync)?.inner.stats();
+        *out = strings::to_c(strings::named_numbers_json(&stats))?;
         Ok(())
     })
 }

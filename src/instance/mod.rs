@@ -168,6 +168,21 @@ impl Instance {
         self.inner.registry.cores_held()
     }
 
+    /// Change notifications waiting for this instance's callbacks now.
+    pub fn notifications_queued(&self) -> u64 {
+        self.inner.registry.notifications_queued()
+    }
+
+    /// What this instance holds now, by name, against its [`RegistryLimits`]:
+    /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("databases_in_memory", self.databases_in_memory() as u64),
+            ("notifications_queued", self.notifications_queued()),
+            ("waiting_entry_bytes", self.waiting_bytes() as u64),
+        ]
+    }
+
     /// The limits on what this instance holds in memory for its databases.
     pub fn limits(&self) -> RegistryLimits {
         self.inner.registry.limits()

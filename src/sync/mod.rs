@@ -233,6 +233,28 @@ impl SyncEngine {
         self.watchers.release(&db);
     }
 
+    /// What this engine runs now, by name: `listeners`, `open_connections` (on them all),
+    /// `tracks` (databases kept in sync in the background, per user and peer).
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let tracks = self
+            .tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|t| t.is_running())
+            .count();
+        vec![
+            ("listeners", listeners as u64),
+            ("open_connections", self.open_connections() as u64),
+            ("tracks", tracks as u64),
+        ]
+    }
+
     /// Connections open now on this engine's listeners (a diagnostic).
     pub fn open_connections(&self) -> usize {
         self.listeners

@@ -262,6 +262,17 @@ static void test_limits(void) {
     EXPECT_OK(mnemo_instance_limits(a.instance, &json));
     EXPECT_STR(json, "{\"idle_databases_kept\":0,\"queued_notifications\":65536}");
 
+    /* What each holds now. */
+    EXPECT_OK(mnemo_sync_stats(a.sync, &json));
+    EXPECT_STR(json, "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}");
+    EXPECT_OK(mnemo_instance_stats(a.instance, &json));
+    CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0}") != NULL);
+    mnemo_string_free(json);
+    json = NULL;
+    EXPECT(mnemo_sync_stats(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_instance_stats(a.instance, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(json == NULL);
+
     close_side(&a);
 }
 

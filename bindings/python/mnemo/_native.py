@@ -85,6 +85,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     ),
     "mnemo_instance_free": (None, [handle_t]),
     "mnemo_instance_limits": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_instance_stats": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_instance_set_limits": (status_t, [handle_t, str_t]),
     "mnemo_instance_device_id": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_instance_create_user": (status_t, [handle_t, str_t, str_t]),
@@ -166,6 +167,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_sync_join": (status_t, [handle_t, handle_t, str_t]),
     "mnemo_sync_flush": (status_t, [handle_t, c_uint32]),
     "mnemo_sync_limits": (status_t, [handle_t, owned_str_out_t]),
+    "mnemo_sync_stats": (status_t, [handle_t, owned_str_out_t]),
     "mnemo_sync_set_limits": (status_t, [handle_t, str_t]),
     "mnemo_sync_free": (None, [handle_t]),
 }

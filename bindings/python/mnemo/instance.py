@@ -131,6 +131,16 @@ class Instance(HandleOwner):
             )
             return limits
 
+    def stats(self) -> dict[str, int]:
+        """What this instance holds now, against its :meth:`limits`:
+        ``databases_in_memory`` (the system databases, those in use and the idle ones
+        kept), ``notifications_queued`` (not yet delivered to every subscription callback)
+        and ``waiting_entry_bytes`` (entries from peers waiting, invisible, for their
+        parents). For monitoring: the counts may change as soon as they are read."""
+        with self._handle.use() as ptr:
+            stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
+            return stats
+
     def set_limits(self, **limits: int) -> None:
         """Changes the limits named (as :meth:`limits` names them), keeping the others, all
         or nothing, from now on: ``inst.set_limits(idle_databases_kept=4096)``. Idle

@@ -162,6 +162,15 @@ class Sync(HandleOwner):
             limits: dict[str, int] = json.loads(_native.call_string(lib.mnemo_sync_limits, ptr))
             return limits
 
+    def stats(self) -> dict[str, int]:
+        """What the engine runs now: ``listeners`` (started and not stopped),
+        ``open_connections`` (on them all) and ``tracks`` (databases kept in sync in the
+        background, one per user, database and peer). For monitoring: the counts may change
+        as soon as they are read."""
+        with self._handle.use() as ptr:
+            stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_sync_stats, ptr))
+            return stats
+
     def set_limits(self, **limits: int) -> None:
         """Changes the limits named (as :meth:`limits` names them), keeping the others, all
         or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.

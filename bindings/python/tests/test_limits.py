@@ -219,13 +219,54 @@ def test_commits_wait_for_callbacks_at_the_queue_bound_set_and_go_on_when_it_is_
         try:
             # Three changes are queued, the first held at the gate; the fourth waits.
             settles_at(3)
+            assert inst.stats()["notifications_queued"] == 3
             inst.set_limits(queued_notifications=10)
             settles_at(10)
+            assert inst.stats()["notifications_queued"] == 10
         finally:
             gate.set()
             thread.join(60)
         db.flush_notifications(60)
     assert made == 12
+    assert inst.stats()["notifications_queued"] == 0
+
+
+def test_idle_databases_past_the_bound_set_leave_memory(
+    inst: mnemo.Instance, user: mnemo.User
+) -> None:
+    def create_closed(prefix: str, count: int) -> None:
+        for i in range(count):
+            with user.create_db(f"{prefix}{i}") as db:
+                db.set("s", "k", i)
+
+    inst.set_limits(idle_databases_kept=2)
+    before = inst.stats()["databases_in_memory"]
+    create_closed("few", 10)
+    assert inst.stats()["databases_in_memory"] <= before + 3
+    inst.set_limits(idle_databases_kept=256)
+    before = inst.stats()["databases_in_memory"]
+    create_closed("many", 10)
+    assert inst.stats()["databases_in_memory"] == before + 10
+
+
+def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) -> None:
+    assert inst.stats() == {
+        "databases_in_memory": inst.stats()["databases_in_memory"],
+        "notifications_queued": 0,
+        "waiting_entry_bytes": 0,
+    }
+    assert sync.stats() == {"listeners": 0, "open_connections": 0, "tracks": 0}
+    addr = sync.listen()
+    held = hold_a_connection(addr)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while sync.stats()["open_connections"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sync.stats() == {"listeners": 1, "open_connections": 1, "tracks": 0}
+    finally:
+        held.close()
+    sync.unlisten(addr)
+    assert sync.stats()["listeners"] == 0
 
 
 def test_listeners_started_afterwards_enforce_the_new_limits(sync: mnemo.Sync) -> None:

@@ -196,7 +196,9 @@ def test_listen_returns_loopback_host_and_port(pair: Pair) -> None:
 def test_unlisten_stops_one_listener_and_frees_its_port(pair: Pair) -> None:
     first = pair.sync_b.listen()
     second = pair.sync_b.listen()
+    assert pair.sync_b.stats()["listeners"] == 2
     pair.sync_b.unlisten(first)
+    assert pair.sync_b.stats()["listeners"] == 1
     with pytest.raises(mnemo.NetworkError):
         pair.sync_a.connect(first)
     assert pair.sync_a.connect(second) == pair.b.device_id
@@ -291,8 +293,10 @@ def test_edits_on_both_sides_converge(pair: Pair) -> None:
 
 def test_track_and_flush_push_commits(pair: Pair) -> None:
     pair.grant_bob()
+    assert pair.sync_b.stats()["tracks"] == 0
     pair.sync_b.track(pair.bob, pair.addr, pair.db.id)
     pair.sync_b.track(pair.bob, pair.addr, pair.db.id)  # again: changes nothing
+    assert pair.sync_b.stats()["tracks"] == 1
     with pair.bob.load_db(pair.db.id) as copy:  # the first round brought it here
         for i in range(10):
             copy.set(STORE, f"bob-{i}", {"n": i})
@@ -303,6 +307,8 @@ def test_track_and_flush_push_commits(pair: Pair) -> None:
         assert pair.db.get_all(STORE) == copy.get_all(STORE)
         assert pair.db.tips() == copy.tips() == [t.entry_id]
     pair.sync_b.flush()  # nothing pending: returns at once
+    pair.sync_b.untrack(pair.bob, pair.addr, pair.db.id)
+    assert pair.sync_b.stats()["tracks"] == 0
 
 
 def test_tracked_copy_hears_remote_changes(pair: Pair) -> None:
