@@ -182,9 +182,9 @@ impl SyncEngine {
         Ok(changed)
     }
 
-    /// Serves other instances on `addr` (e.g. "127.0.0.1:0") until the engine is dropped;
-    /// returns the address bound. Every resource a connection can hold is bounded by the
-    /// engine's [`Limits`].
+    /// Serves other instances on `addr` (e.g. "127.0.0.1:0") until [`SyncEngine::unlisten`]
+    /// or until the engine is dropped; returns the address bound. Every resource a
+    /// connection can hold is bounded by the engine's [`Limits`].
     pub fn listen(&self, addr: &str) -> Result<String> {
         address::check_host_port(addr, true)?;
         let listener = net::listener::Listener::start(
@@ -204,10 +204,9 @@ impl SyncEngine {
 
     /// Stops the listener bound at `bound` (as [`SyncEngine::listen`] returned it): its
     /// socket is closed before this returns (its port may be bound again), handshakes under
-    /// way are dropped, and each open connection
-    /// finishes the request it is handling, if any, then closes. [`Error::NotFound`] if no
-    /// listener of this engine is bound there; [`Error::InvalidArgument`] if `bound` is not
-    /// an IP address and port.
+    /// way are dropped, and each open connection finishes the request it is handling, if
+    /// any, then closes. [`Error::NotFound`] if no listener of this engine is bound there;
+    /// [`Error::InvalidArgument`] if `bound` is not an IP address and port.
     pub fn unlisten(&self, bound: &str) -> Result<()> {
         let wanted: std::net::SocketAddr = bound
             .parse()
