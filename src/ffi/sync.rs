@@ -51,9 +51,10 @@ impl Handle for mnemo_sync {
 
 /// Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
 /// from the engine's own threads, until `mnemo_sync_unlisten` or until the sync engine is
-/// gone (the instance and every sync handle freed); once the instance's storage is closed (see `mnemo_instance_sync`) it still
-/// accepts connections but answers every request with an error. Several listeners may run at once. Every connection proves this device's
-/// id (its Ed25519 key) to the client, and the client must prove its own; there is no
+/// gone (the instance and every sync handle freed); once the instance's storage is closed
+/// (see `mnemo_instance_sync`) it still accepts connections but answers every request with
+/// an error. Several listeners may run at once. Every connection proves this device's id
+/// (its Ed25519 key) to the client, and the client must prove its own; there is no
 /// plaintext mode. Anyone can connect; a database is served only to requests signed by a
 /// key with at least read permission on it. Everything a connection can hold is bounded
 /// (connections in all and per address, TLS handshakes, request size and rate, time to send
@@ -311,17 +312,18 @@ pub unsafe extern "C" fn mnemo_sync_stats(
 }
 
 /// Changes some of the sync engine's limits: `limits_json` is a JSON object naming each
-/// limit to change (the names `mnemo_sync_limits` lists) with its new value, a whole number;
-/// the others keep theirs. The change is all or nothing. Listeners started afterwards and
-/// every round started afterwards use the new limits; listeners already running keep
-/// theirs. Counts (connections, requests in flight, watches, addresses remembered) must be
-/// from 1 to 1048576, requests per second and bursts from 1 to 4294967295, times from 1 ms
-/// to a day (86400000), "max_message_bytes" from 22020096 (a batch holding the largest
-/// entry) to 33554432 (the protocol's largest message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
-/// "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
-/// "request_timeout_ms". The engine's threads are fixed when it starts (18 for handlers,
-/// shared by its listeners): a "max_requests_in_flight" above 16 admits more requests at
-/// once, which then wait for a thread.
+/// limit to change (the names `mnemo_sync_limits` lists) with its new value, a whole
+/// number; the others keep theirs. The change is all or nothing. Listeners started
+/// afterwards and every round started afterwards use the new limits; listeners already
+/// running keep theirs. Counts (connections, requests in flight, watches, addresses
+/// remembered) must be from 1 to 1048576, requests per second and bursts from 1 to
+/// 4294967295, times from 1 ms to a day (86400000), "max_message_bytes" from 22020096 (a
+/// batch holding the largest entry) to 33554432 (the protocol's largest message),
+/// "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB, "max_header_bytes"
+/// from 8192 to 1048576, and "watch_timeout_ms" less than "request_timeout_ms". The
+/// engine's threads are fixed when it starts (18 for handlers, shared by its listeners): a
+/// "max_requests_in_flight" above 16 admits more requests at once, which then wait for a
+/// thread.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

@@ -45,13 +45,13 @@ class Sync(HandleOwner):
         )
 
     def listen(self, addr: str = "127.0.0.1:0") -> str:
-        """Serves other instances over TLS 1.3 on ``addr`` (port 0: any free port), from
-        the engine's own threads, until :meth:`unlisten` or until the sync engine is gone.
-        Several listeners may run at once. Each connection proves this device's id to the client and the client's to
-        this one; there is no plaintext mode. Anyone can connect; a database is served only
-        to requests signed by a key with at least read permission on it. Everything a
-        connection can hold is bounded (see SECURITY.md): a peer over a bound is answered
-        Busy or its connection closed, and others are served.
+        """Serves other instances over TLS 1.3 on ``addr`` (port 0: any free port), from the
+        engine's own threads, until :meth:`unlisten` or until the sync engine is gone.
+        Several listeners may run at once. Each connection proves this device's id to the
+        client and the client's to this one; there is no plaintext mode. Anyone can connect;
+        a database is served only to requests signed by a key with at least read permission
+        on it. Everything a connection can hold is bounded (see SECURITY.md): a peer over a
+        bound is answered Busy or its connection closed, and others are served.
 
         Returns the address bound, ``"host:port"`` (e.g. ``"127.0.0.1:40123"``): give it to
         the peers. Raises InvalidArgument for a malformed address, NetworkError if it cannot
@@ -180,9 +180,10 @@ class Sync(HandleOwner):
         a thread.
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
-        1048576, times 1 ms to a day, ``max_message_bytes`` 22020096 to 33554432,
-        ``max_buffered_bytes`` at least that and at most 1 TiB, ``max_header_bytes`` 8192 to
-        1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed then.
+        1048576, requests per second and bursts 1 to 4294967295, times 1 ms to a day,
+        ``max_message_bytes`` 22020096 to 33554432, ``max_buffered_bytes`` at least that
+        and at most 1 TiB, ``max_header_bytes`` 8192 to 1048576, ``watch_timeout_ms`` below
+        ``request_timeout_ms``); nothing is changed then.
         TypeError if a value is not an int.
         """
         text = _native.encode_limits(limits)
