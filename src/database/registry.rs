@@ -184,8 +184,13 @@ impl Registry {
 
     /// The limits in force.
     pub fn limits(&self) -> RegistryLimits {
+        self.limits_with(&self.cores())
+    }
+
+    /// The limits in force, read with the cores' lock held as `cores`.
+    fn limits_with(&self, cores: &Cores) -> RegistryLimits {
         RegistryLimits {
-            idle_databases: self.cores().idle_kept,
+            idle_databases: cores.idle_kept,
             queued_notifications: self.notifier.max_queued(),
         }
     }
@@ -200,10 +205,7 @@ impl Registry {
     ) -> Result<RegistryLimits> {
         // Under the cores' lock: concurrent changes apply one after the other.
         let mut cores = self.cores();
-        let mut limits = RegistryLimits {
-            idle_databases: cores.idle_kept,
-            queued_notifications: self.notifier.max_queued(),
-        };
+        let mut limits = self.limits_with(&cores);
         change(&mut limits)?;
         limits.validate()?;
         cores.idle_kept = limits.idle_databases;
