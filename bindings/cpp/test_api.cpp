@@ -152,17 +152,23 @@ void test_limits() {
     inst.enable_sync();
     check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}",
           "sync stats: " + inst.sync().stats());
-    check(inst.limits() == "{\"idle_databases_kept\":256,\"queued_notifications\":65536}",
+    const std::string waiting_defaults =
+        ",\"waiting_entries_per_database\":100000,\"waiting_bytes_per_database\":16777216,"
+        "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000}";
+    check(inst.limits() == "{\"idle_databases_kept\":256,\"queued_notifications\":65536" +
+                               waiting_defaults,
           "instance limits are the defaults: " + inst.limits());
     inst.set_limits("{\"idle_databases_kept\": 3}");
-    check(inst.limits() == "{\"idle_databases_kept\":3,\"queued_notifications\":65536}",
+    check(inst.limits() ==
+              "{\"idle_databases_kept\":3,\"queued_notifications\":65536" + waiting_defaults,
           "instance set_limits changes one limit: " + inst.limits());
     expect_status(MNEMO_STATUS_INVALID_ARGUMENT, "instance set_limits out of bounds", [&] {
         inst.set_limits("{\"idle_databases_kept\": 1, \"queued_notifications\": 0}");
     });
     expect_status(MNEMO_STATUS_INVALID_ARGUMENT, "instance set_limits of an unknown name",
                   [&] { inst.set_limits("{\"max_connections\": 1}"); });
-    check(inst.limits() == "{\"idle_databases_kept\":3,\"queued_notifications\":65536}",
+    check(inst.limits() ==
+              "{\"idle_databases_kept\":3,\"queued_notifications\":65536" + waiting_defaults,
           "refused instance set_limits changed nothing: " + inst.limits());
 
     inst.enable_sync();

@@ -37,7 +37,8 @@ use read_check::ReadCheck;
 pub use read_check::READ_RECHECK_AFTER;
 pub use registry::{
     Registry, RegistryLimits, IDLE_DATABASES_KEPT, MAX_IDLE_DATABASES_LIMIT,
-    MAX_QUEUED_NOTIFICATIONS_LIMIT,
+    MAX_QUEUED_NOTIFICATIONS_LIMIT, MAX_WAITING_BYTES_LIMIT, MAX_WAITING_ENTRIES_LIMIT,
+    MAX_WAITING_TIME_MS_LIMIT,
 };
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
@@ -48,7 +49,8 @@ pub use subscribe::{
 pub use table::Table;
 pub use transaction::Transaction;
 pub use waiting::{
-    MAX_WAITING_BYTES, MAX_WAITING_BYTES_PER_DATABASE, MAX_WAITING_ENTRIES, WAITING_TTL,
+    WaitingLimits, MAX_WAITING_BYTES, MAX_WAITING_BYTES_PER_DATABASE, MAX_WAITING_ENTRIES,
+    WAITING_TTL,
 };
 
 /// The store every database keeps its name and auth keys in.

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::subscribe::MAX_QUEUED_NOTIFICATIONS;
-use super::waiting::WaitingBudget;
+use super::waiting::{WaitingBudget, WaitingLimits};
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
 use crate::backend::{Backend, Version};
 use crate::crypto::{KeyRing, PublicKey};
@@ -29,6 +30,8 @@ pub struct RegistryLimits {
     /// Change notifications queued for callbacks before changes wait for room
     /// ([`MAX_QUEUED_NOTIFICATIONS`]).
     pub queued_notifications: usize,
+    /// Foreign entries waiting for their parents.
+    pub waiting: WaitingLimits,
 }
 
 impl Default for RegistryLimits {
@@ -36,6 +39,7 @@ impl Default for RegistryLimits {
         RegistryLimits {
             idle_databases: IDLE_DATABASES_KEPT,
             queued_notifications: MAX_QUEUED_NOTIFICATIONS,
+            waiting: WaitingLimits::default(),
         }
     }
 }
@@ -44,45 +48,80 @@ impl Default for RegistryLimits {
 pub const MAX_IDLE_DATABASES_LIMIT: usize = 1 << 20;
 /// Most change notifications an instance may be set to queue (about 100 bytes each).
 pub const MAX_QUEUED_NOTIFICATIONS_LIMIT: usize = 1 << 24;
+/// Most entries an instance may be set to let wait in one database.
+pub const MAX_WAITING_ENTRIES_LIMIT: usize = 1 << 24;
+/// Most bytes an instance may be set to let wait, in one database or in all.
+pub const MAX_WAITING_BYTES_LIMIT: usize = 1 << 40;
+/// Longest an instance may be set to let an entry wait for its parents, in milliseconds
+/// (a day).
+pub const MAX_WAITING_TIME_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
 
 impl RegistryLimits {
-    /// Each limit with its name: `idle_databases_kept`, `queued_notifications`.
+    /// Each limit with its name: `idle_databases_kept`, `queued_notifications`,
+    /// `waiting_entries_per_database`, `waiting_bytes_per_database`, `waiting_bytes`,
+    /// `waiting_time_ms`.
     pub fn by_name(&self) -> Vec<(&'static str, u64)> {
         let RegistryLimits {
             idle_databases,
             queued_notifications,
+            waiting:
+                WaitingLimits {
+                    entries_per_database,
+                    bytes_per_database,
+                    bytes,
+                    time,
+                },
         } = *self;
         vec![
             ("idle_databases_kept", idle_databases as u64),
             ("queued_notifications", queued_notifications as u64),
+            ("waiting_entries_per_database", entries_per_database as u64),
+            ("waiting_bytes_per_database", bytes_per_database as u64),
+            ("waiting_bytes", bytes as u64),
+            (
+                "waiting_time_ms",
+                u64::try_from(time.as_millis()).unwrap_or(u64::MAX),
+            ),
         ]
     }
 
     /// Sets the limit called `name` (as [`RegistryLimits::by_name`] names it) to `value`;
     /// [`crate::Error::InvalidArgument`] for an unknown name or a value out of its bounds.
     pub fn set_by_name(&mut self, name: &str, value: u64) -> Result<()> {
-        let (field, max, min) = match name {
-            "idle_databases_kept" => (&mut self.idle_databases, MAX_IDLE_DATABASES_LIMIT, 0),
-            "queued_notifications" => (
-                &mut self.queued_notifications,
-                MAX_QUEUED_NOTIFICATIONS_LIMIT,
-                1,
-            ),
+        let within = |min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(value)
+            } else {
+                Err(crate::Error::invalid(format!(
+                    "instance limit {name}: {value} is not from {min} to {max}"
+                )))
+            }
+        };
+        // Every bound below fits a usize: the casts cannot truncate.
+        let count = |min: usize, max: usize| within(min as u64, max as u64).map(|v| v as usize);
+        let waiting = &mut self.waiting;
+        match name {
+            "idle_databases_kept" => self.idle_databases = count(0, MAX_IDLE_DATABASES_LIMIT)?,
+            "queued_notifications" => {
+                self.queued_notifications = count(1, MAX_QUEUED_NOTIFICATIONS_LIMIT)?
+            }
+            "waiting_entries_per_database" => {
+                waiting.entries_per_database = count(0, MAX_WAITING_ENTRIES_LIMIT)?
+            }
+            "waiting_bytes_per_database" => {
+                waiting.bytes_per_database = count(0, MAX_WAITING_BYTES_LIMIT)?
+            }
+            "waiting_bytes" => waiting.bytes = count(0, MAX_WAITING_BYTES_LIMIT)?,
+            "waiting_time_ms" => {
+                waiting.time = Duration::from_millis(within(1, MAX_WAITING_TIME_MS_LIMIT)?)
+            }
             _ => {
                 return Err(crate::Error::invalid(format!(
                     "no instance limit is called {name:?}"
                 )))
             }
-        };
-        match usize::try_from(value) {
-            Ok(value) if (min..=max).contains(&value) => {
-                *field = value;
-                Ok(())
-            }
-            _ => Err(crate::Error::invalid(format!(
-                "instance limit {name}: {value} is not from {min} to {max}"
-            ))),
         }
+        Ok(())
     }
 
     /// Fails unless each limit is within its bounds (see [`RegistryLimits::set_by_name`]).
@@ -168,7 +207,7 @@ impl Registry {
         Registry {
             backend,
             notifier: Arc::new(Notifier::bounded(limits.queued_notifications)),
-            waiting: Arc::default(),
+            waiting: Arc::new(WaitingBudget::new(limits.waiting)),
             open: Mutex::new(Cores {
                 held: HashMap::new(),
                 uses: 0,
@@ -192,6 +231,7 @@ impl Registry {
         RegistryLimits {
             idle_databases: cores.idle_kept,
             queued_notifications: self.notifier.max_queued(),
+            waiting: self.waiting.limits(),
         }
     }
 
@@ -212,6 +252,7 @@ impl Registry {
         // The next database opened sweeps with the new bound.
         cores.sweep_at = cores.held.len().max(1);
         self.notifier.set_max_queued(limits.queued_notifications);
+        self.waiting.set_limits(limits.waiting);
         Ok(limits)
     }
 
@@ -329,7 +370,7 @@ impl Registry {
     }
 
     /// Bytes of foreign entries waiting for their parents across this instance now (at most
-    /// [`super::MAX_WAITING_BYTES`]).
+    /// the `waiting_bytes` of [`RegistryLimits`], unless it was lowered since they came).
     pub fn waiting_bytes(&self) -> usize {
         self.waiting.used()
     }

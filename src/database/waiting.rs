@@ -1,45 +1,110 @@
 //! Foreign entries waiting, invisible, for their parents: bounded per database (count and
 //! bytes) and across the instance (bytes), and forgotten after a while. A peer that sends
 //! entries whose parents never come can hold only this much, only this long; past it, its
-//! entries are refused with [`Error::Busy`], which the peer sees.
+//! entries are refused with [`Error::Busy`], which the peer sees. The bounds are
+//! [`WaitingLimits`], which the instance may change at run time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
 
-/// Most entries waiting in one database.
+/// Most entries waiting in one database, by default.
 pub const MAX_WAITING_ENTRIES: usize = 100_000;
-/// Most bytes waiting in one database.
+/// Most bytes waiting in one database, by default.
 pub const MAX_WAITING_BYTES_PER_DATABASE: usize = 16 << 20;
-/// Most bytes waiting across an instance's databases.
+/// Most bytes waiting across an instance's databases, by default.
 pub const MAX_WAITING_BYTES: usize = 64 << 20;
-/// How long an entry may wait for its parents before it is dropped.
+/// How long an entry may wait for its parents before it is dropped, by default.
 pub const WAITING_TTL: Duration = Duration::from_secs(600);
 /// Bytes counted for an entry beyond its encoding (its place in the maps).
 const OVERHEAD: usize = 128;
 
-/// The instance-wide count of waiting bytes, and the databases that hold some (to sweep
-/// their expired entries when the budget runs out).
-#[derive(Default)]
+/// Bounds on the foreign entries waiting for their parents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitingLimits {
+    /// Entries waiting in one database at most ([`MAX_WAITING_ENTRIES`]).
+    pub entries_per_database: usize,
+    /// Bytes waiting in one database at most ([`MAX_WAITING_BYTES_PER_DATABASE`]).
+    pub bytes_per_database: usize,
+    /// Bytes waiting across the instance at most ([`MAX_WAITING_BYTES`]).
+    pub bytes: usize,
+    /// How long an entry waits before it is dropped ([`WAITING_TTL`]); whole milliseconds.
+    pub time: Duration,
+}
+
+impl Default for WaitingLimits {
+    fn default() -> Self {
+        WaitingLimits {
+            entries_per_database: MAX_WAITING_ENTRIES,
+            bytes_per_database: MAX_WAITING_BYTES_PER_DATABASE,
+            bytes: MAX_WAITING_BYTES,
+            time: WAITING_TTL,
+        }
+    }
+}
+
+/// The instance-wide count of waiting bytes, the bounds in force, and the databases that
+/// hold some (to sweep their expired entries when the budget runs out).
 pub(crate) struct WaitingBudget {
     used: AtomicUsize,
+    max_entries_per_database: AtomicUsize,
+    max_bytes_per_database: AtomicUsize,
+    max_bytes: AtomicUsize,
+    max_wait_ms: AtomicU64,
     members: Mutex<Vec<Weak<Mutex<Waiting>>>>,
 }
 
 impl WaitingBudget {
+    /// An empty budget bounded by `limits`.
+    pub(crate) fn new(limits: WaitingLimits) -> Self {
+        let budget = WaitingBudget {
+            used: AtomicUsize::new(0),
+            max_entries_per_database: AtomicUsize::new(0),
+            max_bytes_per_database: AtomicUsize::new(0),
+            max_bytes: AtomicUsize::new(0),
+            max_wait_ms: AtomicU64::new(0),
+            members: Mutex::default(),
+        };
+        budget.set_limits(limits);
+        budget
+    }
+
+    /// The bounds in force.
+    pub(crate) fn limits(&self) -> WaitingLimits {
+        WaitingLimits {
+            entries_per_database: self.max_entries_per_database.load(Ordering::Acquire),
+            bytes_per_database: self.max_bytes_per_database.load(Ordering::Acquire),
+            bytes: self.max_bytes.load(Ordering::Acquire),
+            time: Duration::from_millis(self.max_wait_ms.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Bounds what waits from now on by `limits`. Entries already waiting past a lowered
+    /// bound stay until their parents come or they expire; only new ones are refused.
+    pub(crate) fn set_limits(&self, limits: WaitingLimits) {
+        let wait_ms = u64::try_from(limits.time.as_millis()).unwrap_or(u64::MAX);
+        self.max_entries_per_database
+            .store(limits.entries_per_database, Ordering::Release);
+        self.max_bytes_per_database
+            .store(limits.bytes_per_database, Ordering::Release);
+        self.max_bytes.store(limits.bytes, Ordering::Release);
+        self.max_wait_ms.store(wait_ms, Ordering::Release);
+    }
+
     /// Bytes waiting across the instance now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 
     fn try_reserve(&self, bytes: usize) -> bool {
+        let max = self.max_bytes.load(Ordering::Acquire);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + bytes <= MAX_WAITING_BYTES).then_some(used + bytes)
+                (used + bytes <= max).then_some(used + bytes)
             })
             .is_ok()
     }
@@ -111,9 +176,10 @@ impl Waiting {
     /// instance cannot hold more now (send parents first, or retry later).
     pub(crate) fn add(&mut self, entry: Entry, missing: Vec<EntryId>, now: Instant) -> Result<()> {
         self.expire(now);
+        let limits = self.budget.limits();
         let size = entry.bytes().len() + OVERHEAD + 32 * missing.len();
-        if self.entries.len() >= MAX_WAITING_ENTRIES
-            || self.bytes + size > MAX_WAITING_BYTES_PER_DATABASE
+        if self.entries.len() >= limits.entries_per_database
+            || self.bytes + size > limits.bytes_per_database
         {
             return Err(Error::Busy(format!(
                 "this database already holds {} entries waiting for their parents; send parents first",
@@ -157,10 +223,12 @@ impl Waiting {
         Some(entry)
     }
 
-    /// Drops entries that waited longer than [`WAITING_TTL`].
+    /// Drops entries that waited as long as the budget's limits allow ([`WAITING_TTL`] by
+    /// default), oldest first.
     pub(crate) fn expire(&mut self, now: Instant) {
+        let max_wait = self.budget.limits().time;
         while let Some((arrived, id)) = self.arrivals.front().copied() {
-            if now.duration_since(arrived) < WAITING_TTL {
+            if now.duration_since(arrived) < max_wait {
                 break;
             }
             self.arrivals.pop_front();

@@ -118,13 +118,21 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 }
 
 /// Writes the limits on what this instance holds in memory for its databases, as a JSON
-/// object of numbers: {"idle_databases_kept":256, "queued_notifications":65536} by default.
+/// object of numbers. By default: {"idle_databases_kept":256,
+/// "queued_notifications":65536, "waiting_entries_per_database":100000,
+/// "waiting_bytes_per_database":16777216, "waiting_bytes":67108864,
+/// "waiting_time_ms":600000}.
 /// "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
 /// sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
 /// it, the least recently used are dropped and read from storage again when next used.
 /// "queued_notifications": change notifications waiting for `mnemo_db_subscribe` callbacks
 /// past which a commit or received entry of a database with callbacks waits for them (up
 /// to 10 s each time, and never from inside a callback).
+/// The "waiting_" limits bound the entries received from peers before their parents, which
+/// wait, invisible, in memory until the parents come: at most so many entries and bytes in
+/// one database, so many bytes across the instance (an entry counts its encoding plus 128
+/// bytes, plus 32 per missing parent), and so long each; past them, entries are refused
+/// with MNEMO_STATUS_BUSY, and a later sync round brings them again.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
@@ -146,9 +154,12 @@ pub unsafe extern "C" fn mnemo_instance_limits(
 /// Changes some of the limits `mnemo_instance_limits` lists: `limits_json` is a JSON object
 /// naming each limit to change with its new value, a whole number; the others keep theirs.
 /// The change is all or nothing, and applies from now on: idle databases past a lowered
-/// bound are dropped when the next database is opened. "idle_databases_kept" must be from
-/// 0 to 1048576, "queued_notifications" from 1 to 16777216 (each takes about 100 bytes
-/// while it waits).
+/// bound are dropped when the next database is opened, and entries already waiting past
+/// a lowered "waiting_" bound stay until their parents come or their (new) time is up.
+/// "idle_databases_kept" must be from 0 to 1048576, "queued_notifications" from 1 to
+/// 16777216 (each takes about 100 bytes while it waits), "waiting_entries_per_database"
+/// from 0 to 16777216, "waiting_bytes_per_database" and "waiting_bytes" from 0 to
+/// 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
@@ -172,8 +183,9 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// those in use and the idle ones kept; see `mnemo_instance_limits`).
 /// "notifications_queued": change notifications not yet delivered to every
 /// `mnemo_db_subscribe` callback. "waiting_entry_bytes": entries received from peers that
-/// wait, invisible, for their parents (at most 64 MiB). Counts may change as soon as they
-/// are read: for monitoring, not for decisions.
+/// wait, invisible, for their parents (at most "waiting_bytes" of `mnemo_instance_limits`,
+/// unless it was lowered since they came). Counts may change as soon as they are read: for
+/// monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///

@@ -82,6 +82,7 @@ impl Instance {
             queued_notifications: options
                 .queued_notifications
                 .unwrap_or(MAX_QUEUED_NOTIFICATIONS),
+            ..RegistryLimits::default()
         };
         limits.validate()?;
         let registry = Arc::new(Registry::with_limits(backend, limits));
@@ -157,7 +158,8 @@ impl Instance {
     }
 
     /// Bytes of entries received from elsewhere that wait, invisible, for their parents,
-    /// across this instance's databases: at most [`crate::database::MAX_WAITING_BYTES`].
+    /// across this instance's databases: at most the `waiting_bytes` of [`Self::limits`]
+    /// ([`crate::database::MAX_WAITING_BYTES`] by default).
     pub fn waiting_bytes(&self) -> usize {
         self.inner.registry.waiting_bytes()
     }

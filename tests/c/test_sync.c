@@ -252,15 +252,24 @@ static void test_limits(void) {
 
     /* The instance's own limits, read and changed the same way. */
     EXPECT_OK(mnemo_instance_limits(a.instance, &json));
-    EXPECT_STR(json, "{\"idle_databases_kept\":256,\"queued_notifications\":65536}");
-    EXPECT_OK(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 0}"));
+    EXPECT_STR(json, "{\"idle_databases_kept\":256,\"queued_notifications\":65536,"
+                     "\"waiting_entries_per_database\":100000,"
+                     "\"waiting_bytes_per_database\":16777216,"
+                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000}");
+    EXPECT_OK(mnemo_instance_set_limits(
+        a.instance, "{\"idle_databases_kept\": 0, \"waiting_time_ms\": 1000}"));
     EXPECT(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 1, \"queued_notifications\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_instance_set_limits(a.instance, "{\"max_connections\": 1}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_instance_set_limits(a.instance, "{\"waiting_time_ms\": 0}"),
+           MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_instance_set_limits(a.instance, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_instance_limits(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);
     CHECK(json == NULL);
     EXPECT_OK(mnemo_instance_limits(a.instance, &json));
-    EXPECT_STR(json, "{\"idle_databases_kept\":0,\"queued_notifications\":65536}");
+    EXPECT_STR(json, "{\"idle_databases_kept\":0,\"queued_notifications\":65536,"
+                     "\"waiting_entries_per_database\":100000,"
+                     "\"waiting_bytes_per_database\":16777216,"
+                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":1000}");
 
     /* What each holds now. */
     EXPECT_OK(mnemo_sync_stats(a.sync, &json));

@@ -292,6 +292,88 @@ fn entries_wait_for_missing_parents_then_apply() {
 }
 
 #[test]
+fn the_waiting_limits_set_at_run_time_bound_what_waits_from_then_on() {
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let ids: Vec<EntryId> = (0..4)
+        .map(|i| db.set("s", &format!("k{i}"), &i.to_string()).unwrap())
+        .collect();
+    let (peer, _) = replica(&db, &[]);
+    let receive = |id: &EntryId| peer.receive_entry(&db.entry_bytes(id).unwrap());
+    let busy = |got: mnemo::Result<_>| matches!(got, Err(Error::Busy(_)));
+
+    // Two entries may wait in a database: the third is refused, and nothing else changes.
+    peer.set_limits_by_name(&[("waiting_entries_per_database", 2)])
+        .unwrap();
+    assert!(receive(&ids[3]).unwrap().pending);
+    assert!(receive(&ids[2]).unwrap().pending);
+    assert!(busy(receive(&ids[1])));
+    assert_eq!(peer.limits().waiting.entries_per_database, 2);
+
+    // No byte may wait across the instance: nothing more waits, in any database.
+    peer.set_limits_by_name(&[("waiting_entries_per_database", 10), ("waiting_bytes", 0)])
+        .unwrap();
+    assert!(busy(receive(&ids[1])));
+    // Within the bytes of one entry, per database: the instance's room is no longer what
+    // refuses, this database's is.
+    let used = peer.waiting_bytes() as u64;
+    peer.set_limits_by_name(&[
+        ("waiting_bytes", 1 << 30),
+        ("waiting_bytes_per_database", used),
+    ])
+    .unwrap();
+    assert!(busy(receive(&ids[1])));
+
+    // Entries that waited longer than a lowered waiting time are dropped at the next
+    // arrival, which then finds room.
+    peer.set_limits_by_name(&[
+        ("waiting_bytes_per_database", 1 << 30),
+        ("waiting_time_ms", 1),
+    ])
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(receive(&ids[1]).unwrap().pending);
+    assert_eq!(peer.waiting_bytes() as u64, used / 2, "only ids[1] waits");
+    // The root and ids[0] then apply, with ids[1] that waited; the dropped two come again.
+    peer.set_limits_by_name(&[("waiting_time_ms", 600_000)])
+        .unwrap();
+    assert_eq!(receive(&db.id()).unwrap().applied, vec![db.id()]);
+    assert_eq!(receive(&ids[0]).unwrap().applied, vec![ids[0], ids[1]]);
+    assert_eq!(receive(&ids[2]).unwrap().applied, vec![ids[2]]);
+    assert_eq!(receive(&ids[3]).unwrap().applied, vec![ids[3]]);
+    assert_eq!(peer.waiting_bytes(), 0);
+}
+
+#[test]
+fn waiting_limits_out_of_their_bounds_are_refused_and_change_nothing() {
+    let (inst, _) = logged_in("owner");
+    let before = inst.limits().by_name();
+    for (name, value) in [
+        ("waiting_entries_per_database", (1u64 << 24) + 1),
+        ("waiting_bytes_per_database", (1 << 40) + 1),
+        ("waiting_bytes", u64::MAX),
+        ("waiting_time_ms", 0),
+        ("waiting_time_ms", 86_400_001),
+    ] {
+        let refused = inst.set_limits_by_name(&[("waiting_bytes", 5), (name, value)]);
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{name}={value}"
+        );
+        assert_eq!(inst.limits().by_name(), before);
+    }
+    for (name, value) in [
+        ("waiting_entries_per_database", 1 << 24),
+        ("waiting_bytes_per_database", 1 << 40),
+        ("waiting_bytes", 0),
+        ("waiting_time_ms", 86_400_000),
+    ] {
+        let set = inst.set_limits_by_name(&[(name, value)]).unwrap().by_name();
+        assert!(set.contains(&(name, value)), "{name}={value}");
+    }
+}
+
+#[test]
 fn a_waiting_child_that_turns_out_invalid_is_dropped() {
     let (_inst, owner) = logged_in("owner");
     let db = owner.create_db("d").unwrap();

@@ -117,14 +117,20 @@ class Instance(HandleOwner):
 
     def limits(self) -> dict[str, int]:
         """The limits on what this instance holds in memory for its databases:
-        ``{"idle_databases_kept": 256, "queued_notifications": 65536}`` by default.
+        ``{"idle_databases_kept": 256, "queued_notifications": 65536,
+        "waiting_entries_per_database": 100000, "waiting_bytes_per_database": 16777216,
+        "waiting_bytes": 67108864, "waiting_time_ms": 600000}`` by default.
 
         ``idle_databases_kept``: databases nothing refers to (no :class:`mnemo.Database`,
         subscription, event queue, sync track or watch) kept in memory for reuse; past it,
         the least recently used are dropped and read from storage again when next used.
         ``queued_notifications``: change notifications waiting for subscription callbacks
         past which a commit or received entry of a database with callbacks waits for them
-        (up to 10 s each time, never from inside a callback)."""
+        (up to 10 s each time, never from inside a callback).
+        The ``waiting_`` limits bound entries received from peers before their parents,
+        which wait, invisible, in memory: at most so many entries and bytes per database,
+        so many bytes in all, so long each; past them, entries are refused (Busy) and a
+        later sync round brings them again."""
         with self._handle.use() as ptr:
             limits: dict[str, int] = json.loads(
                 _native.call_string(lib.mnemo_instance_limits, ptr)
@@ -146,9 +152,14 @@ class Instance(HandleOwner):
         or nothing, from now on: ``inst.set_limits(idle_databases_kept=4096)``. Idle
         databases past a lowered bound are dropped when the next database is opened.
 
+        Entries already waiting past a lowered ``waiting_`` bound stay until their
+        parents come or their time is up.
+
         Raises InvalidArgument for an unknown name or a value out of its bounds
-        (``idle_databases_kept`` 0 to 1048576, ``queued_notifications`` 1 to 16777216);
-        nothing is changed then. TypeError if a value is not an int.
+        (``idle_databases_kept`` 0 to 1048576, ``queued_notifications`` 1 to 16777216,
+        ``waiting_entries_per_database`` 0 to 16777216, ``waiting_bytes_per_database`` and
+        ``waiting_bytes`` 0 to 2**40, ``waiting_time_ms`` 1 to 86400000); nothing is
+        changed then. TypeError if a value is not an int.
         """
         text = _native.encode_limits(limits)
         with self._handle.use() as ptr:

@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import ExitStack
 from typing import Iterator
 
 import pytest
@@ -48,7 +49,14 @@ def test_the_defaults_are_the_documented_ones(sync: mnemo.Sync, inst: mnemo.Inst
     assert limits["max_connections"] == 256
     assert limits["round_deadline_ms"] == 600_000
     assert inst.limits() == documented_defaults("mnemo_instance_limits")
-    assert inst.limits() == {"idle_databases_kept": 256, "queued_notifications": 65_536}
+    assert inst.limits() == {
+        "idle_databases_kept": 256,
+        "queued_notifications": 65_536,
+        "waiting_entries_per_database": 100_000,
+        "waiting_bytes_per_database": 16 << 20,
+        "waiting_bytes": 64 << 20,
+        "waiting_time_ms": 600_000,
+    }
 
 
 def test_set_limits_changes_the_named_and_keeps_the_rest(sync: mnemo.Sync) -> None:
@@ -80,6 +88,13 @@ BOUNDS = [
     ("inst", "idle_databases_kept", 1 << 20, (1 << 20) + 1),
     ("inst", "queued_notifications", 1, 0),
     ("inst", "queued_notifications", 1 << 24, (1 << 24) + 1),
+    ("inst", "waiting_entries_per_database", 0, -1),
+    ("inst", "waiting_entries_per_database", 1 << 24, (1 << 24) + 1),
+    ("inst", "waiting_bytes_per_database", 1 << 40, (1 << 40) + 1),
+    ("inst", "waiting_bytes", 0, -1),
+    ("inst", "waiting_bytes", 1 << 40, 2**64 - 1),
+    ("inst", "waiting_time_ms", 1, 0),
+    ("inst", "waiting_time_ms", 86_400_000, 86_400_001),
 ]
 
 
@@ -247,6 +262,35 @@ def test_idle_databases_past_the_bound_set_leave_memory(
     before = inst.stats()["databases_in_memory"]
     create_closed("many", 10)
     assert inst.stats()["databases_in_memory"] == before + 10
+
+
+def test_sync_in_both_directions_needs_no_room_for_entries_waiting() -> None:
+    """Peers send entries parents first, so two instances that let no entry wait for its
+    parents still pull and push a database with concurrent edits on both sides."""
+    with ExitStack() as stack:
+        insts = [stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2)]
+        for inst, name in zip(insts, ["alice", "bob"]):
+            inst.set_limits(waiting_entries_per_database=0, waiting_bytes=0)
+            inst.create_user(name)
+            inst.enable_sync()
+        syncs = [stack.enter_context(inst.sync) for inst in insts]
+        alice, bob = (stack.enter_context(i.login(n)) for i, n in zip(insts, ["alice", "bob"]))
+        addr = syncs[0].listen()
+        db = stack.enter_context(alice.create_db("shared"))
+        bob_key = next(k.pubkey for k in bob.list_keys() if k.is_default)
+        db.grant(bob_key, "write")
+        for i in range(50):
+            db.set("s", f"a{i}", i)
+        syncs[1].sync_db(bob, addr, db.id)
+        copy = stack.enter_context(bob.load_db(db.id))
+        for i in range(50):
+            db.set("s", f"a{i}", -i)
+            copy.set("s", f"b{i}", i)
+        syncs[1].sync_db(bob, addr, db.id)
+        assert copy.tips() == db.tips()
+        assert copy.get_all("s") == db.get_all("s")
+        assert len(db.get_all("s")) == 100
+        assert all(i.stats()["waiting_entry_bytes"] == 0 for i in insts)
 
 
 def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) -> None:
