@@ -305,7 +305,7 @@ MNEMO_MUST_USE mnemo_status mnemo_db_insert(struct mnemo_database *db, const cha
  *   `mnemo_string_free`.
  *
  * Reserved stores may be read: "_settings" holds the database's "name" and its
- * "auth/<public key>" grants.
+ * `"auth/<public key>"` grants.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
  * store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted),
@@ -415,7 +415,7 @@ MNEMO_MUST_USE mnemo_status mnemo_db_cursor(const struct mnemo_database *db, con
  * an admin). Granting again replaces the permission (and re-activates a revoked key). A
  * demotion discards the key's entries this change had not seen (docs/security-model.md).
  *
- * - `pubkey`: "ed25519:<base64url>", e.g. from `mnemo_user_get_signing_key`.
+ * - `pubkey`: `"ed25519:<base64url>"`, e.g. from `mnemo_user_get_signing_key`.
  * - `permission`: "admin", "write" or "read".
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
@@ -684,7 +684,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend
 void mnemo_instance_free(struct mnemo_instance *instance);
 
 /**
- * The device's public identity, "ed25519:<base64url>", stable for the instance's life.
+ * The device's public identity, `"ed25519:<base64url>"`, stable for the instance's life.
  *
  * - `out_pubkey`: receives an owned string; free it with `mnemo_string_free`.
  *
@@ -934,7 +934,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_unlisten(struct mnemo_sync *sync, const c
 /**
  * Connects to the peer listening at `peer_addr` in TLS 1.3, in which each side proves its
  * device id (the handshake is signed with the device's Ed25519 key), and returns the
- * peer's. `peer_addr` is "host:port", or "ed25519:<key>@host:port" to accept only the
+ * peer's. `peer_addr` is "host:port", or `"ed25519:<key>@host:port"` to accept only the
  * device with that id (a pinned address; tickets pin theirs): any other device at that
  * address is refused. Every other function taking a peer address accepts the same forms.
  *
@@ -1335,7 +1335,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_forget_db(struct mnemo_user *user, const 
  * password, or unsealed for a passwordless user). The private key never leaves mnemo.
  *
  * - `display_name`: optional (NULL: none), at most 255 bytes.
- * - `out_pubkey`: receives the new public key, "ed25519:<base64url>"; owned, free it with
+ * - `out_pubkey`: receives the new public key, `"ed25519:<base64url>"`; owned, free it with
  *   `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
@@ -1363,7 +1363,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_keys(struct mnemo_user *user, char *
  * it fails after the record went (MNEMO_STATUS_STORAGE), calling it again erases the
  * sealed key that was left.
  *
- * - `pubkey`: "ed25519:<base64url>", one of the user's keys other than the default.
+ * - `pubkey`: `"ed25519:<base64url>"`, one of the user's keys other than the default.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed key, the default key: make another the default first), MNEMO_STATUS_NOT_FOUND
@@ -1377,7 +1377,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_remove_key(struct mnemo_user *user, const
  * now on and comes first among equals when a signing key is chosen. Stored: it holds at
  * the next login.
  *
- * - `pubkey`: "ed25519:<base64url>", one of the user's keys.
+ * - `pubkey`: `"ed25519:<base64url>"`, one of the user's keys.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed key), MNEMO_STATUS_NOT_FOUND (the user has no such key, or another session
@@ -1391,7 +1391,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_set_default_key(struct mnemo_user *user, 
  * permission on it (the default key first among equals). Give it to a database's admin to
  * be granted access (`mnemo_db_grant`).
  *
- * - `out_pubkey`: receives "ed25519:<base64url>"; owned, free it with `mnemo_string_free`.
+ * - `out_pubkey`: receives `"ed25519:<base64url>"`; owned, free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of

@@ -432,7 +432,7 @@ impl DatabaseCore {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`Error::NotFound`] once [`DatabaseCore::forget`] ran: the handles still holding
+    /// [`Error::NotFound`] once `DatabaseCore::forget` ran: the handles still holding
     /// this core outlived their database.
     pub fn ensure_kept(&self) -> Result<()> {
         if self.forgotten.load(Ordering::Acquire) {

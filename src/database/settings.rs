@@ -273,7 +273,7 @@ impl Settings {
 
     /// The settings at settings tips `tips`: every settings entry reachable from them (the
     /// tips included) is read back from storage (verified when stored, so not verified
-    /// again), [`authority::resolve`] decides which take effect, and those are merged. For
+    /// again), `authority::resolve` decides which take effect, and those are merged. For
     /// cold caches and for joins of concurrent branches; a new entry on top of a cached
     /// state extends it instead ([`Settings::with_entry`]).
     pub fn evaluate(backend: &dyn Backend, tips: &[EntryId]) -> Result<Settings> {

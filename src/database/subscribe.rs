@@ -36,7 +36,7 @@ pub type Callback = Box<dyn Fn(&Change) + Send>;
 
 /// How many changes may wait for an instance's callbacks by default: while its callbacks
 /// are this many behind, a change to a database with subscribers waits for them first
-/// ([`Notifier::wait_for_room`]), so that a slow callback slows the changes it is told of
+/// (`Notifier::wait_for_room`), so that a slow callback slows the changes it is told of
 /// instead of its queue growing without bound (about 100 bytes a change).
 pub const MAX_QUEUED_NOTIFICATIONS: usize = 65_536;
 

@@ -16,7 +16,7 @@ mod id;
 
 use std::collections::BTreeMap;
 
-pub use batch::{decode_all, Checking, MAX_DECODE_THREADS};
+pub use batch::{decode_all, Checking, MAX_DECODE_THREADS, MAX_VERIFY_THREADS};
 pub use id::EntryId;
 
 use crate::crypto::{KeyCache, KeyRing, PublicKey, Signature};

@@ -121,7 +121,7 @@ pub unsafe extern "C" fn mnemo_db_insert(
 ///   `mnemo_string_free`.
 ///
 /// Reserved stores may be read: "_settings" holds the database's "name" and its
-/// "auth/<public key>" grants.
+/// `"auth/<public key>"` grants.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
 /// store name or key), MNEMO_STATUS_NOT_FOUND (never set, or deleted),
@@ -332,7 +332,7 @@ pub unsafe extern "C" fn mnemo_db_cursor(
 /// an admin). Granting again replaces the permission (and re-activates a revoked key). A
 /// demotion discards the key's entries this change had not seen (docs/security-model.md).
 ///
-/// - `pubkey`: "ed25519:<base64url>", e.g. from `mnemo_user_get_signing_key`.
+/// - `pubkey`: `"ed25519:<base64url>"`, e.g. from `mnemo_user_get_signing_key`.
 /// - `permission`: "admin", "write" or "read".
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a

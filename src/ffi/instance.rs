@@ -98,7 +98,7 @@ pub unsafe extern "C" fn mnemo_instance_free(instance: *mut mnemo_instance) {
     guard_void(|| mnemo_instance::free(instance))
 }
 
-/// The device's public identity, "ed25519:<base64url>", stable for the instance's life.
+/// The device's public identity, `"ed25519:<base64url>"`, stable for the instance's life.
 ///
 /// - `out_pubkey`: receives an owned string; free it with `mnemo_string_free`.
 ///

@@ -1,8 +1,8 @@
 //! The C ABI: the crate's only `unsafe` boundary.
 //!
-//! Every exported function runs its body through [`guard`], which catches panics, records
+//! Every exported function runs its body through `guard`, which catches panics, records
 //! the thread-local last error, and turns the core's `Result` into a [`mnemo_status`].
-//! Handles are opaque; [`handle::Handle`] declares how C owns each one. No business logic
+//! Handles are opaque; `handle::Handle` declares how C owns each one. No business logic
 //! lives here.
 // C names (`mnemo_instance`), and the safety contract of every function is stated once
 // in the header's conventions and in each function's own doc comment.

@@ -106,7 +106,7 @@ pub unsafe extern "C" fn mnemo_sync_unlisten(
 
 /// Connects to the peer listening at `peer_addr` in TLS 1.3, in which each side proves its
 /// device id (the handshake is signed with the device's Ed25519 key), and returns the
-/// peer's. `peer_addr` is "host:port", or "ed25519:<key>@host:port" to accept only the
+/// peer's. `peer_addr` is "host:port", or `"ed25519:<key>@host:port"` to accept only the
 /// device with that id (a pinned address; tickets pin theirs): any other device at that
 /// address is refused. Every other function taking a peer address accepts the same forms.
 ///

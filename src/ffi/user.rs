@@ -180,7 +180,7 @@ pub unsafe extern "C" fn mnemo_user_forget_db(
 /// password, or unsealed for a passwordless user). The private key never leaves mnemo.
 ///
 /// - `display_name`: optional (NULL: none), at most 255 bytes.
-/// - `out_pubkey`: receives the new public key, "ed25519:<base64url>"; owned, free it with
+/// - `out_pubkey`: receives the new public key, `"ed25519:<base64url>"`; owned, free it with
 ///   `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
@@ -234,7 +234,7 @@ pub unsafe extern "C" fn mnemo_user_list_keys(
 /// it fails after the record went (MNEMO_STATUS_STORAGE), calling it again erases the
 /// sealed key that was left.
 ///
-/// - `pubkey`: "ed25519:<base64url>", one of the user's keys other than the default.
+/// - `pubkey`: `"ed25519:<base64url>"`, one of the user's keys other than the default.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed key, the default key: make another the default first), MNEMO_STATUS_NOT_FOUND
@@ -257,7 +257,7 @@ pub unsafe extern "C" fn mnemo_user_remove_key(
 /// now on and comes first among equals when a signing key is chosen. Stored: it holds at
 /// the next login.
 ///
-/// - `pubkey`: "ed25519:<base64url>", one of the user's keys.
+/// - `pubkey`: `"ed25519:<base64url>"`, one of the user's keys.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed key), MNEMO_STATUS_NOT_FOUND (the user has no such key, or another session
@@ -280,7 +280,7 @@ pub unsafe extern "C" fn mnemo_user_set_default_key(
 /// permission on it (the default key first among equals). Give it to a database's admin to
 /// be granted access (`mnemo_db_grant`).
 ///
-/// - `out_pubkey`: receives "ed25519:<base64url>"; owned, free it with `mnemo_string_free`.
+/// - `out_pubkey`: receives `"ed25519:<base64url>"`; owned, free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of

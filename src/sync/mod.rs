@@ -37,11 +37,13 @@ use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 pub use address::PeerAddr;
-pub use limits::Limits;
+pub use limits::{
+    Limits, HEADER_LIMITS, MAX_BUFFERED_LIMIT, MAX_COUNT_LIMIT, MAX_TIME_LIMIT, MIN_MESSAGE_LIMIT,
+};
 pub use net::tls::{peer_device, server_name, TlsIdentity};
-pub use requests::{RequestRecord, RequestState};
+pub use requests::{RequestRecord, RequestState, MAX_REQUEST_CHANGES};
 pub use round::SyncReport;
-pub use ticket::Ticket;
+pub use ticket::{Ticket, MAX_ADDRESSES};
 pub use tracking::forget_recorded;
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.

@@ -102,11 +102,11 @@ impl Accounts {
     /// unsealed otherwise. The first user created is the instance's admin.
     /// [`Error::AlreadyExists`] if the name is taken.
     ///
-    /// Crash-safe: a [`CreationRecord`] is written first; then the account (its database and
+    /// Crash-safe: a `CreationRecord` is written first; then the account (its database and
     /// sealed keys, under a fresh random id), reachable by nobody; claiming the name
-    /// ([`NameClaim`], the backend's atomic insert) is the moment the user exists; the
+    /// (`NameClaim`, the backend's atomic insert) is the moment the user exists; the
     /// directory record follows (written by the next lookup of the name,
-    /// [`Accounts::record`], if a crash came first) and the creation record goes. A creation
+    /// `Accounts::record`, if a crash came first) and the creation record goes. A creation
     /// that stopped before its claim is discarded by [`Accounts::discard_abandoned`].
     pub fn create_user(&self, username: &str, password: Option<&str>) -> Result<()> {
         check_username(username)?;
@@ -195,7 +195,7 @@ impl Accounts {
         }
     }
 
-    /// Finishes what user creations left in their [`CreationRecord`]s when they stopped
+    /// Finishes what user creations left in their `CreationRecord`s when they stopped
     /// part-way (a crash, or an error whose clean-up failed too): a creation whose name was
     /// claimed only loses its record; one that never got its name and started at least
     /// `older_than` ago is discarded with its database and secrets (its creator is taken to

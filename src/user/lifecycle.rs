@@ -38,7 +38,7 @@ impl User {
     /// loading it meanwhile either keeps it or waits and finds it gone. A process sharing
     /// the storage that writes to it after this one found that nobody keeps it (a user there
     /// loaded it just then) keeps it stored: the reclaiming deletes nothing. A write from a
-    /// handle nobody keeps makes it look again, up to [`RECLAIM_TRIES`] times. It leaves the
+    /// handle nobody keeps makes it look again, up to `RECLAIM_TRIES` (4) times. It leaves the
     /// list last: a forgetting that fails part-way leaves it listed, to be forgotten again.
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;

@@ -195,13 +195,13 @@ impl PostgresUrl {
     }
 
     /// How long a statement waits for a lock before it fails (the URL's `lock_timeout` in
-    /// milliseconds, 1 to 3,600,000; [`DEFAULT_LOCK_TIMEOUT`] when absent).
+    /// milliseconds, 1 to 3,600,000; 30 s when absent).
     pub fn lock_timeout(&self) -> Duration {
         self.lock_timeout
     }
 
     /// How many connections an instance keeps to the server at most, shared by its threads
-    /// (the URL's `max_connections`, 1 to 64; [`DEFAULT_MAX_CONNECTIONS`] when absent).
+    /// (the URL's `max_connections`, 1 to 64; 4 when absent).
     pub fn max_connections(&self) -> usize {
         self.max_connections
     }
