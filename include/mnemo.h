@@ -1011,6 +1011,24 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mne
 MNEMO_MUST_USE mnemo_status mnemo_sync_untrack(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
 
 /**
+ * Lists what `user` tracks (`mnemo_sync_track`), with how each is doing, as a JSON array of
+ * objects ordered by database then peer: `{"db", "peer", "device", "running",
+ * "last_synced_ms", "last_error"}`. "peer" is the `host:port` `mnemo_sync_untrack` takes;
+ * "device" the peer's device id it accepts (pinned, or the one that answered its first
+ * round that succeeded; null before any did); "running" whether it runs in this process
+ * (a recorded track does not while its database is not here); "last_synced_ms" when its
+ * last round succeeded, in milliseconds since the Unix epoch (null when none did since it
+ * started in this process); "last_error" why its last round failed (null after a
+ * success). For showing sync status: it may change as soon as it is read.
+ *
+ * - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
+ *
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, a session of
+ * another instance), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ */
+MNEMO_MUST_USE mnemo_status mnemo_sync_tracks(struct mnemo_sync *sync, struct mnemo_user *user, char **out_json);
+
+/**
  * Waits until every local commit made before this call on a tracked database has been
  * pushed to its peer, or `timeout_ms` milliseconds pass.
  *

@@ -173,6 +173,8 @@ mnemo_status mnemo_sync_track(mnemo_sync *sync, mnemo_user *user, const char *pe
 
 mnemo_status mnemo_sync_untrack(mnemo_sync *sync, mnemo_user *user, const char *peer_addr, const char *db_id);
 
+mnemo_status mnemo_sync_tracks(mnemo_sync *sync, mnemo_user *user, char **out_json);
+
 mnemo_status mnemo_sync_flush(mnemo_sync *sync, uint32_t timeout_ms);
 
 mnemo_status mnemo_sync_limits(const mnemo_sync *sync, char **out_json);

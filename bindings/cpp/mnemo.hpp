@@ -499,6 +499,13 @@ public:
                                          db_id.c_str()),
                       "mnemo_sync_untrack");
     }
+    /// What `u` tracks, with how each is doing, as a JSON array of objects: {"db", "peer",
+    /// "device", "running", "last_synced_ms", "last_error"}.
+    std::string tracks(user &u) {
+        char *out = nullptr;
+        detail::check(mnemo_sync_tracks(h_.get(), u.native_handle(), &out), "mnemo_sync_tracks");
+        return detail::take(out);
+    }
     /// A signed share ticket ("mnemo:…") for `db_id`, held here, naming this device and
     /// where it listens (or the advertised addresses). It grants nothing by itself.
     std::string share(const std::string &db_id) {

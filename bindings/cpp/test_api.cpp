@@ -250,13 +250,19 @@ void test_sharing() {
     b.engine.advertise("127.0.0.1:9");
     check(starts_with(b.engine.share(db_id), "mnemo:"), "share after advertise gives a ticket");
 
-    // Tracking, then untracking; a second untrack finds nothing.
+    // Tracking, listed, then untracking; a second untrack finds nothing.
     b.engine.track(b.u, addr, db_id);
+    const std::string tracked = b.engine.tracks(b.u);
+    check(contains(tracked, "\"db\":\"" + db_id + "\"") &&
+              contains(tracked, "\"peer\":\"" + addr + "\"") &&
+              contains(tracked, "\"running\":true"),
+          "tracks lists the track: " + tracked);
     expect_ok("untrack of a tracked database", [&] { b.engine.untrack(b.u, addr, db_id); });
     expect_status(MNEMO_STATUS_NOT_FOUND, "untrack of a database no longer tracked",
                   [&] { b.engine.untrack(b.u, addr, db_id); });
     expect_status(MNEMO_STATUS_INVALID_ARGUMENT, "untrack with a malformed address",
                   [&] { b.engine.untrack(b.u, "nonsense", db_id); });
+    check(b.engine.tracks(b.u) == "[]", "tracks after untrack is []");
 
     // Auto-approval: Carol's read request is granted as it arrives, and she joins at once.
     a.engine.auto_approve(a.u, db_id, std::string("read"));

@@ -228,6 +228,51 @@ pub unsafe extern "C" fn mnemo_sync_untrack(
     })
 }
 
+/// Lists what `user` tracks (`mnemo_sync_track`), with how each is doing, as a JSON array of
+/// objects ordered by database then peer: `{"db", "peer", "device", "running",
+/// "last_synced_ms", "last_error"}`. "peer" is the `host:port` `mnemo_sync_untrack` takes;
+/// "device" the peer's device id it accepts (pinned, or the one that answered its first
+/// round that succeeded; null before any did); "running" whether it runs in this process
+/// (a recorded track does not while its database is not here); "last_synced_ms" when its
+/// last round succeeded, in milliseconds since the Unix epoch (null when none did since it
+/// started in this process); "last_error" why its last round failed (null after a
+/// success). For showing sync status: it may change as soon as it is read.
+///
+/// - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
+///
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, a session of
+/// another instance), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+#[no_mangle]
+#[must_use]
+pub unsafe extern "C" fn mnemo_sync_tracks(
+    sync: *mut mnemo_sync,
+    user: *mut mnemo_user,
+    out_json: *mut *mut c_char,
+) -> mnemo_status {
+    guard(|| {
+        let out = out_param(out_json, "out_json")?;
+        let sync = mnemo_sync::borrow(sync)?;
+        let user = sync.session(user)?;
+        let list: Vec<serde_json::Value> = sync
+            .inner
+            .tracks(user.inner())?
+            .into_iter()
+            .map(|t| {
+                serde_json::json!({
+                    "db": t.db.to_text(),
+                    "peer": t.peer,
+                    "device": t.device.map(|d| d.to_text()),
+                    "running": t.running,
+                    "last_synced_ms": t.last_synced_ms,
+                    "last_error": t.last_error,
+                })
+            })
+            .collect();
+        *out = strings::json_to_c(&serde_json::Value::Array(list))?;
+        Ok(())
+    })
+}
+
 /// The arguments `mnemo_sync_db`, `mnemo_sync_track` and `mnemo_sync_untrack` share,
 /// checked.
 unsafe fn database_args<'a>(

@@ -44,7 +44,7 @@ pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use requests::{RequestRecord, RequestState, MAX_REQUEST_CHANGES};
 pub use round::SyncReport;
 pub use ticket::{Ticket, MAX_ADDRESSES};
-pub use tracking::forget_recorded;
+pub use tracking::{forget_recorded, TrackStatus};
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {

@@ -42,6 +42,8 @@ pub(super) struct Track {
     /// The local storage position (see `Backend::last_position`) that the last successful
     /// round had pushed up to.
     pushed: AtomicU64,
+    /// When the last round succeeded, in milliseconds since the Unix epoch (0: none yet).
+    synced_at_ms: AtomicU64,
     stop: AtomicBool,
     /// Set when the thread has ended (stopped, or its user logged out).
     finished: AtomicBool,
@@ -72,6 +74,7 @@ impl Track {
             answered_recorded: AtomicBool::new(false),
             db: db.id(),
             pushed: AtomicU64::new(0),
+            synced_at_ms: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             watching: AtomicBool::new(false),
@@ -119,6 +122,11 @@ impl Track {
         self.who == who && self.addr.host_port == addr.host_port && self.db == *db
     }
 
+    /// The id of the user it runs for.
+    pub(super) fn who(&self) -> &str {
+        &self.who
+    }
+
     /// Whether this tracks `db` for user `who` (with any peer).
     pub(super) fn is_of(&self, who: &str, db: &EntryId) -> bool {
         self.who == who && self.db == *db
@@ -135,6 +143,22 @@ impl Track {
 
     pub(super) fn pushed(&self) -> u64 {
         self.pushed.load(Ordering::Acquire)
+    }
+
+    /// The peer's address as tracked (pinned or not).
+    pub(super) fn addr(&self) -> &PeerAddr {
+        &self.addr
+    }
+
+    /// The device accepted as the peer: the one the address pins, else the one that
+    /// answered the first round that succeeded, if any did.
+    pub(super) fn device(&self) -> Option<PublicKey> {
+        self.addr.device.or_else(|| self.answered.get().copied())
+    }
+
+    /// When the last round succeeded (milliseconds since the Unix epoch), if one did.
+    pub(super) fn synced_at_ms(&self) -> Option<u64> {
+        Some(self.synced_at_ms.load(Ordering::Acquire)).filter(|ms| *ms != 0)
     }
 
     pub(super) fn last_error(&self) -> Option<String> {
@@ -225,6 +249,7 @@ impl Track {
             match round {
                 Ok(target) => {
                     self.pushed.fetch_max(target, Ordering::AcqRel);
+                    self.synced_at_ms.store(now_ms().max(1), Ordering::Release);
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     wait = if self.watching.load(Ordering::Acquire) {
                         PULL_WHILE_WATCHED

@@ -7,12 +7,84 @@ use std::time::Duration;
 use super::state::SyncState;
 use super::track::Track;
 use super::{PeerAddr, Requester, SyncEngine};
-use crate::crypto::KeyRing;
+use crate::crypto::{KeyRing, PublicKey};
 use crate::database::Database;
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
+/// A database a user tracks, as [`SyncEngine::tracks`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackStatus {
+    /// The database.
+    pub db: EntryId,
+    /// The peer's `host:port` (what [`SyncEngine::untrack`] takes).
+    pub peer: String,
+    /// The device accepted as the peer: the one the tracked address pins, else the one
+    /// that answered the first round that succeeded; `None` before any did.
+    pub device: Option<PublicKey>,
+    /// Whether it runs in this process now. A recorded track does not when its database
+    /// was not here at login, or once its thread stopped.
+    pub running: bool,
+    /// When its last round succeeded, in milliseconds since the Unix epoch; `None` when
+    /// none did since it started in this process.
+    pub last_synced_ms: Option<u64>,
+    /// Why its last round failed; `None` when it succeeded or none ended yet.
+    pub last_error: Option<String>,
+}
+
+impl TrackStatus {
+    /// A track of `db` with the peer at `addr`, as recorded, with nothing running.
+    fn not_running(db: EntryId, addr: PeerAddr) -> Self {
+        TrackStatus {
+            db,
+            peer: addr.host_port,
+            device: addr.device,
+            running: false,
+            last_synced_ms: None,
+            last_error: None,
+        }
+    }
+}
+
 impl SyncEngine {
+    /// What `requester` tracks, recorded or running, with how each is doing: one entry per
+    /// database and peer, ordered by database then peer.
+    pub fn tracks(&self, requester: &dyn Requester) -> Result<Vec<TrackStatus>> {
+        requester.key_ring().ensure_usable()?;
+        let who = requester.requester_id();
+        let running: Vec<Arc<Track>> = self
+            .tracks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|t| t.is_running())
+            .cloned()
+            .collect();
+        let mut listed: Vec<TrackStatus> = self
+            .state
+            .tracks_of(&who)?
+            .into_iter()
+            .map(|(db, addr)| TrackStatus::not_running(db, addr))
+            .collect();
+        for track in running.iter().filter(|t| t.who() == who) {
+            let addr = track.addr();
+            let at = listed
+                .iter()
+                .position(|s| s.db == *track.db() && s.peer == addr.host_port)
+                .unwrap_or_else(|| {
+                    listed.push(TrackStatus::not_running(*track.db(), addr.clone()));
+                    listed.len() - 1
+                });
+            let status = &mut listed[at];
+            status.device = track.device().or(status.device);
+            status.running = true;
+            status.last_synced_ms = track.synced_at_ms();
+            status.last_error = track.last_error();
+        }
+        listed.sort_by(|a, b| (a.db, &a.peer).cmp(&(b.db, &b.peer)));
+        Ok(listed)
+    }
+
     /// Keeps database `db` in sync with the peer at `addr` in the background, as
     /// `requester`: pushes soon after every local commit, learns of the peer's commits as
     /// they happen (a pull every second as a fallback), retries with backoff while the peer

@@ -73,11 +73,23 @@ static void test_sync_round_trip(void) {
     EXPECT_OK(mnemo_sync_flush(b.sync, 10000));
     EXPECT_OK(mnemo_db_get(db, "notes", "tracked", &text));
     EXPECT_STR(text, "true");
+    /* The track is listed, with the peer it syncs with and no error since it pushed. */
+    EXPECT_OK(mnemo_sync_tracks(b.sync, b.user, &text));
+    CHECK(text && text[0] == '[' && strstr(text, db_id) != NULL && strstr(text, addr) != NULL);
+    CHECK(text && strstr(text, "\"running\":true") != NULL);
+    CHECK(text && strstr(text, "\"last_error\":null") != NULL);
+    mnemo_string_free(text);
+    text = NULL;
+    EXPECT(mnemo_sync_tracks(b.sync, b.user, NULL), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_tracks(b.sync, a.user, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(text == NULL);
     /* Untracking stops it and forgets it; a second time there is nothing to untrack. */
     EXPECT_OK(mnemo_sync_untrack(b.sync, b.user, addr, db_id));
     EXPECT(mnemo_sync_untrack(b.sync, b.user, addr, db_id), MNEMO_STATUS_NOT_FOUND);
     EXPECT(mnemo_sync_untrack(b.sync, b.user, "nonsense", db_id), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_sync_untrack(NULL, b.user, addr, db_id), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_sync_tracks(b.sync, b.user, &text));
+    EXPECT_STR(text, "[]");
 
     /* Bad input. */
     EXPECT(mnemo_sync_listen(NULL, "127.0.0.1:0", &text), MNEMO_STATUS_INVALID_ARGUMENT);

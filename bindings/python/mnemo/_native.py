@@ -157,6 +157,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_sync_db": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_track": (status_t, [handle_t, handle_t, str_t, str_t]),
     "mnemo_sync_untrack": (status_t, [handle_t, handle_t, str_t, str_t]),
+    "mnemo_sync_tracks": (status_t, [handle_t, handle_t, owned_str_out_t]),
     "mnemo_sync_share": (status_t, [handle_t, str_t, owned_str_out_t]),
     "mnemo_sync_advertise": (status_t, [handle_t, str_t]),
     "mnemo_sync_request_access": (status_t, [handle_t, handle_t, str_t, str_t, owned_str_out_t]),

@@ -138,6 +138,25 @@ class Sync(HandleOwner):
         """
         self._with_user(lib.mnemo_sync_untrack, user, addr, db_id)
 
+    def tracks(self, user: User) -> list[dict[str, Any]]:
+        """What ``user`` tracks, with how each is doing, ordered by database then peer:
+        dicts with ``db``, ``peer`` (the ``host:port`` :meth:`untrack` takes), ``device``
+        (the peer's device id it accepts: pinned, or the one that answered its first round
+        that succeeded; None before any did), ``running`` (whether it runs in this
+        process: a recorded track does not while its database is not here),
+        ``last_synced_ms`` (when its last round succeeded, ms since the Unix epoch; None
+        when none did since it started in this process) and ``last_error`` (why its last
+        round failed; None after a success). For showing sync status: it may change as
+        soon as it is read.
+
+        Raises LoggedOut, StorageError; InvalidArgument for a session of another instance.
+        """
+        with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
+            tracks: list[dict[str, Any]] = json.loads(
+                _native.call_string(lib.mnemo_sync_tracks, ptr, uptr)
+            )
+            return tracks
+
     def flush(self, timeout_ms: int = 10000) -> None:
         """Waits until every local commit made before this call on a tracked database has
         been pushed to its peer, or ``timeout_ms`` milliseconds pass.

@@ -4,9 +4,10 @@ file, closed and reopened) tracks alice's database on a listening instance."""
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from proxy import Proxy
@@ -212,3 +213,66 @@ def test_each_commit_of_the_listener_reaches_the_tracking_peer(alice: Alice) -> 
                         alice.db.set("s", "counter", i)
                         assert arrivals.wait_for(i + 1), f"commit {i} did not arrive"
                 assert copy.get("s", "counter") == 14
+
+
+def wait_until(condition: Callable[[], bool]) -> bool:
+    """Whether `condition` holds within TIMEOUT seconds (checked every 20 ms)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_tracks_say_what_a_user_tracks_and_how_each_is_doing(
+    alice: Alice, tmp_path: Path
+) -> None:
+    path = tmp_path / "bob.db"
+    with bob_instance(path) as inst:
+        inst.create_user("carol")
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.login("carol") as carol, inst.sync as sync:
+            assert sync.tracks(bob) == []
+            alice.db.grant(bob_key(bob), "write")
+            started_ms = time.time() * 1000
+            sync.track(bob, alice.addr, alice.db.id)
+            assert wait_until(lambda: sync.tracks(bob)[0]["last_synced_ms"] is not None)
+            [track] = sync.tracks(bob)
+            assert track == {
+                "db": alice.db.id,
+                "peer": alice.addr,
+                "device": alice.inst.device_id,
+                "running": True,
+                "last_synced_ms": track["last_synced_ms"],
+                "last_error": None,
+            }
+            assert started_ms - 1000 <= track["last_synced_ms"] <= time.time() * 1000 + 1000
+            assert sync.tracks(carol) == []  # each user sees only its own
+
+            # The peer stops listening: the next round fails, and says why.
+            alice.sync.unlisten(alice.addr)
+            with bob.load_db(alice.db.id) as copy:
+                copy.set("s", "while alice is away", 1)
+            assert wait_until(lambda: sync.tracks(bob)[0]["last_error"] is not None)
+            [failing] = sync.tracks(bob)
+            assert failing["running"] and failing["last_error"]
+            assert failing["last_synced_ms"] >= track["last_synced_ms"]
+            # It listens again on the same address: the track recovers by itself.
+            assert alice.sync.listen(alice.addr) == alice.addr
+            assert wait_until(lambda: sync.tracks(bob)[0]["last_error"] is None)
+            assert sync.tracks(bob)[0]["last_synced_ms"] > failing["last_synced_ms"]
+            assert alice.db.get("s", "while alice is away") == 1
+    # After a restart, the recorded track is listed, pinned to the device that answered.
+    with bob_instance(path) as inst:
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            [resumed] = sync.tracks(bob)
+            assert resumed["device"] == alice.inst.device_id and resumed["running"]
+            sync.untrack(bob, alice.addr, alice.db.id)
+            assert sync.tracks(bob) == []
+            bob.logout()
+            with pytest.raises(mnemo.LoggedOut):
+                sync.tracks(bob)
+            with pytest.raises(TypeError):
+                sync.tracks("bob")  # type: ignore[arg-type]
