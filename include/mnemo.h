@@ -229,9 +229,10 @@ extern "C" {
  *   mnemo database: a change is stored only if no other process changed what it builds
  *   on since it read it (settings and which stores hold documents; for a settings change,
  *   anything of that database; for a document write, the documents it writes); otherwise
- *   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle open in one process finds out
- *   within one second that another process revoked its keys: reads then fail with
- *   MNEMO_STATUS_PERMISSION_DENIED.
+ *   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle
+ *   open in one process finds out within one second that another process revoked its
+ *   keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches
+ *   hear the other processes' changes (`mnemo_db_subscribe`).
  * - `out`: receives a new backend handle, owned by the caller: pass it to
  *   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
  *
@@ -478,9 +479,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_tips(const struct mnemo_database *db, char 
 MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mnemo_txn **out);
 
 /**
- * Calls `cb` after every change to this database: each local commit (remote = false) and
- * each entry applied from sync (remote = true). Only changes made through this instance
- * are announced: not those another process writes to a shared storage.
+ * Calls `cb` after every change to this database: each local commit (remote = false), and
+ * each entry applied from sync or stored by another process in the same "sqlite:" file or
+ * PostgreSQL database (remote = true; those are heard within "other_processes_poll_ms" of
+ * `mnemo_instance_limits`, 200 ms by default, from when the subscription began).
  *
  * - `cb`: required. It runs on a library thread (one per instance, in commit order), never
  *   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
@@ -500,7 +502,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
  * MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),
  * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
- * MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+ * MNEMO_STATUS_INTERNAL (the notification thread, or the one that hears other processes,
+ * could not start). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_change_cb cb, void *user_data, mnemo_destroy_cb destroy, struct mnemo_subscription **out);
 
@@ -592,7 +595,8 @@ void mnemo_cursor_free(struct mnemo_cursor *cursor);
 
 /**
  * Starts watching a database without a callback: every change from now on, each local
- * commit and each entry applied from sync, is queued in the returned handle, for the
+ * commit and each entry applied from sync or stored by another process (as
+ * `mnemo_db_subscribe` hears them), is queued in the returned handle, for the
  * caller to take with `mnemo_events_next` on a thread of its own choosing, or to wait for
  * through the descriptor of `mnemo_events_fd`. Changes are queued in the order they were
  * made to the database, also when several threads commit at once.
@@ -604,8 +608,9 @@ void mnemo_cursor_free(struct mnemo_cursor *cursor);
  * - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
- * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the system
- * could not make the descriptor). Thread-safe.
+ * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
+ * MNEMO_STATUS_INTERNAL (the system could not make the descriptor, or the thread that
+ * hears other processes). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_watch(struct mnemo_database *db, struct mnemo_events **out);
 
@@ -697,7 +702,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  * object of numbers. By default: {"idle_databases_kept":256,
  * "queued_notifications":65536, "waiting_entries_per_database":100000,
  * "waiting_bytes_per_database":16777216, "waiting_bytes":67108864,
- * "waiting_time_ms":600000}.
+ * "waiting_time_ms":600000, "other_processes_poll_ms":200}.
  * "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
  * sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
  * it, the least recently used are dropped and read from storage again when next used.
@@ -709,6 +714,10 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  * one database, so many bytes across the instance (an entry counts its encoding plus 128
  * bytes, plus 32 per missing parent), and so long each; past them, entries are refused
  * with MNEMO_STATUS_BUSY, and a later sync round brings them again.
+ * "other_processes_poll_ms": how often each database with a subscription or watch
+ * (`mnemo_db_subscribe`, `mnemo_db_watch`) is checked for entries other processes stored
+ * in the same "sqlite:" file or PostgreSQL database, which its subscribers then hear: one
+ * read of the database's last position each time, and its new entries when it moved.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *
@@ -725,7 +734,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_limits(const struct mnemo_instance *i
  * "idle_databases_kept" must be from 0 to 1048576, "queued_notifications" from 1 to
  * 16777216 (each takes about 100 bytes while it waits), "waiting_entries_per_database"
  * from 0 to 16777216, "waiting_bytes_per_database" and "waiting_bytes" from 0 to
- * 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day).
+ * 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day),
+ * "other_processes_poll_ms" from 10 to 3600000 (an hour; applies from the next poll).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
  * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

@@ -634,7 +634,7 @@ public:
     /// The instance's memory limits as a JSON object of numbers: by default
     /// {"idle_databases_kept":256,"queued_notifications":65536,
     /// "waiting_entries_per_database":100000,"waiting_bytes_per_database":16777216,
-    /// "waiting_bytes":67108864,"waiting_time_ms":600000}.
+    /// "waiting_bytes":67108864,"waiting_time_ms":600000,"other_processes_poll_ms":200}.
     std::string limits() const {
         char *out = nullptr;
         detail::check(mnemo_instance_limits(h_.get(), &out), "mnemo_instance_limits");

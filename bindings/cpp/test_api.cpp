@@ -154,7 +154,8 @@ void test_limits() {
           "sync stats: " + inst.sync().stats());
     const std::string waiting_defaults =
         ",\"waiting_entries_per_database\":100000,\"waiting_bytes_per_database\":16777216,"
-        "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000}";
+        "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000,"
+        "\"other_processes_poll_ms\":200}";
     check(inst.limits() == "{\"idle_databases_kept\":256,\"queued_notifications\":65536" +
                                waiting_defaults,
           "instance limits are the defaults: " + inst.limits());

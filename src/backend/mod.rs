@@ -252,6 +252,11 @@ pub trait Backend: Send + Sync {
     fn announce_write(&self) {}
     /// Ends an [`Backend::announce_write`] that will not take its turn.
     fn withdraw_write(&self) {}
+    /// Whether other processes may write this storage too (a file, a server), so that
+    /// entries this instance did not store can appear in it. The default: no.
+    fn shared_with_other_processes(&self) -> bool {
+        false
+    }
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;
     /// The metadata of an entry, if present.

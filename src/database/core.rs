@@ -11,6 +11,7 @@ use super::discards::{self, DiscardIndex};
 use super::documents;
 use super::events::Events;
 use super::notice_order::NoticeOrder;
+use super::others::{Heard, OtherProcesses, ENTRIES_PER_POLL};
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
 use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
@@ -165,6 +166,11 @@ pub struct DatabaseCore {
     /// What this process knows of the database's rows; `None` once forgotten with what
     /// memory derived.
     known: Mutex<Option<Known>>,
+    /// While subscribers hear other processes' entries (see [`super::others`]): how far
+    /// they were read, and what this process stored since. Changed under `write_lock`.
+    heard: Mutex<Option<Heard>>,
+    /// The instance's poll of other processes' entries.
+    others: Arc<OtherProcesses>,
 }
 
 /// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
@@ -206,12 +212,15 @@ impl Drop for WriteIntent<'_> {
 }
 
 impl DatabaseCore {
-    /// The core of database `id` on `backend`, notifying through `notifier`.
+    /// The core of database `id` on `backend`, notifying through `notifier`, holding
+    /// entries that wait for parents within `budget`, hearing other processes through
+    /// `others`.
     pub(crate) fn new(
         id: EntryId,
         backend: Arc<dyn Backend>,
         notifier: Arc<Notifier>,
         budget: Arc<WaitingBudget>,
+        others: Arc<OtherProcesses>,
     ) -> Self {
         DatabaseCore {
             id,
@@ -229,6 +238,8 @@ impl DatabaseCore {
             notices: NoticeOrder::default(),
             undo: AtomicU8::new(UNDO_UNCHECKED),
             known: Mutex::new(None),
+            heard: Mutex::new(None),
+            others,
         }
     }
 
@@ -582,15 +593,100 @@ impl DatabaseCore {
     }
 
     /// Calls `callback` on the instance's notification thread after every change of this
-    /// database, local or remote, until the returned [`Subscription`] is dropped.
-    pub fn subscribe(&self, callback: Callback) -> Result<Subscription> {
-        Subscription::start(self.subscribers.clone(), &self.notifier, callback)
+    /// database, local or remote (from sync, or from another process writing the same
+    /// storage), until the returned [`Subscription`] is dropped.
+    pub fn subscribe(self: &Arc<Self>, callback: Callback) -> Result<Subscription> {
+        self.start_hearing(|| {
+            Subscription::start(self.subscribers.clone(), &self.notifier, callback)
+        })
     }
 
-    /// Queues every change of this database from now on, local or remote, for the returned
-    /// [`Events`] to read; fails only if the system cannot make a socket pair.
-    pub fn watch(&self) -> Result<Events> {
-        Events::start(self.subscribers.clone())
+    /// Queues every change of this database from now on, local or remote (as
+    /// [`DatabaseCore::subscribe`] hears them), for the returned [`Events`] to read; fails
+    /// if the system cannot make a socket pair or a thread, or storage cannot be read.
+    pub fn watch(self: &Arc<Self>) -> Result<Events> {
+        self.start_hearing(|| Events::start(self.subscribers.clone()))
+    }
+
+    /// Adds a subscriber with `start`, which then also hears the entries other processes
+    /// store from now on, when they may write this storage (see [`super::others`]). All
+    /// that may fail is done before `start`, so that a subscriber started is kept.
+    fn start_hearing<T>(self: &Arc<Self>, start: impl FnOnce() -> Result<T>) -> Result<T> {
+        if !self.backend.shared_with_other_processes() {
+            return start();
+        }
+        self.others.start()?;
+        let started = {
+            // Under the write lock, with this process's own entries durable: each entry is
+            // either stored by the position read here, or noted as this process's; and a
+            // poll cannot stop hearing in between, as nobody subscribes yet.
+            let _guard = self.settled_lock()?;
+            if !self.hears_other_processes() {
+                let position = self.backend.last_position(&self.id)?;
+                *self.heard() = Some(Heard::after(position));
+            }
+            start()?
+        };
+        self.others.poll(self);
+        Ok(started)
+    }
+
+    fn heard(&self) -> MutexGuard<'_, Option<Heard>> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the subscribers hear other processes' entries now.
+    pub(super) fn hears_other_processes(&self) -> bool {
+        self.heard().is_some()
+    }
+
+    /// One poll: announces, as remote changes, the entries other processes stored since
+    /// the last, in storage order; stops hearing them once nobody subscribes.
+    pub(super) fn hear_other_processes(&self) -> Result<()> {
+        let Some(read_to) = self.heard().as_ref().map(Heard::read_to) else {
+            return Ok(());
+        };
+        if !self.subscribers.any() {
+            let _guard = self.commit_lock()?;
+            if !self.subscribers.any() {
+                *self.heard() = None;
+            }
+            return Ok(());
+        }
+        if self.backend.last_position(&self.id)? <= read_to {
+            return Ok(());
+        }
+        self.wait_for_callbacks();
+        // Under the write lock: every entry this process stored since the subscription
+        // began is noted (one still staged is read at a later poll, once durable), and the
+        // announcement takes its place in line before any later change.
+        let guard = self.commit_lock()?;
+        let others = {
+            let mut heard = self.heard();
+            let Some(heard) = heard.as_mut() else {
+                return Ok(());
+            };
+            let page = self
+                .backend
+                .entries_after(&self.id, heard.read_to(), ENTRIES_PER_POLL)?;
+            heard.read(page)
+        };
+        if others.is_empty() {
+            return Ok(());
+        }
+        let ticket = self.notices.ticket();
+        drop(guard);
+        ticket.announce(|| {
+            for id in others {
+                let change = Change {
+                    db: self.id,
+                    entry: id,
+                    remote: true,
+                };
+                self.subscribers.notify(&self.notifier, change);
+            }
+        });
+        Ok(())
     }
 
     /// Waits until every subscription callback queued before this call, for any database
@@ -1279,6 +1375,9 @@ impl DatabaseCore {
         let Some(put) = stored else {
             return Ok(false);
         };
+        if let Some(heard) = self.heard().as_mut() {
+            heard.stored_here(entry.id(), Instant::now());
+        }
         self.settle_version(put.version, sole_tip.filter(|_| put.directly_after));
         if let Some(known) = self
             .document_stores

@@ -9,6 +9,7 @@ mod generated_keys;
 mod history;
 mod names;
 mod notice_order;
+mod others;
 mod read_check;
 mod registry;
 mod scan;
@@ -33,12 +34,13 @@ pub use self::core::{DatabaseCore, Received};
 pub use events::{Event, Events, EVENTS_CAPACITY};
 pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
+pub use others::OTHER_PROCESSES_POLL;
 use read_check::ReadCheck;
 pub use read_check::READ_RECHECK_AFTER;
 pub use registry::{
     Registry, RegistryLimits, IDLE_DATABASES_KEPT, MAX_IDLE_DATABASES_LIMIT,
     MAX_QUEUED_NOTIFICATIONS_LIMIT, MAX_WAITING_BYTES_LIMIT, MAX_WAITING_ENTRIES_LIMIT,
-    MAX_WAITING_TIME_MS_LIMIT,
+    MAX_WAITING_TIME_MS_LIMIT, OTHER_PROCESSES_POLL_MS_LIMITS,
 };
 pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};

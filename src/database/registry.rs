@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::others::{OtherProcesses, OTHER_PROCESSES_POLL};
 use super::subscribe::MAX_QUEUED_NOTIFICATIONS;
 use super::waiting::{WaitingBudget, WaitingLimits};
 use super::{create_root, Database, DatabaseCore, Notifier, Received};
@@ -32,6 +33,9 @@ pub struct RegistryLimits {
     pub queued_notifications: usize,
     /// Foreign entries waiting for their parents.
     pub waiting: WaitingLimits,
+    /// How often each database with subscribers is polled for entries other processes
+    /// stored in the same storage ([`OTHER_PROCESSES_POLL`]); whole milliseconds.
+    pub other_processes_poll: Duration,
 }
 
 impl Default for RegistryLimits {
@@ -40,6 +44,7 @@ impl Default for RegistryLimits {
             idle_databases: IDLE_DATABASES_KEPT,
             queued_notifications: MAX_QUEUED_NOTIFICATIONS,
             waiting: WaitingLimits::default(),
+            other_processes_poll: OTHER_PROCESSES_POLL,
         }
     }
 }
@@ -55,11 +60,14 @@ pub const MAX_WAITING_BYTES_LIMIT: usize = 1 << 40;
 /// Longest an instance may be set to let an entry wait for its parents, in milliseconds
 /// (a day).
 pub const MAX_WAITING_TIME_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
+/// Least and most time between two polls for other processes' entries, in milliseconds
+/// (10 ms, an hour).
+pub const OTHER_PROCESSES_POLL_MS_LIMITS: (u64, u64) = (10, 60 * 60 * 1000);
 
 impl RegistryLimits {
     /// Each limit with its name: `idle_databases_kept`, `queued_notifications`,
     /// `waiting_entries_per_database`, `waiting_bytes_per_database`, `waiting_bytes`,
-    /// `waiting_time_ms`.
+    /// `waiting_time_ms`, `other_processes_poll_ms`.
     pub fn by_name(&self) -> Vec<(&'static str, u64)> {
         let RegistryLimits {
             idle_databases,
@@ -71,17 +79,17 @@ impl RegistryLimits {
                     bytes,
                     time,
                 },
+            other_processes_poll,
         } = *self;
+        let ms = |time: Duration| u64::try_from(time.as_millis()).unwrap_or(u64::MAX);
         vec![
             ("idle_databases_kept", idle_databases as u64),
             ("queued_notifications", queued_notifications as u64),
             ("waiting_entries_per_database", entries_per_database as u64),
             ("waiting_bytes_per_database", bytes_per_database as u64),
             ("waiting_bytes", bytes as u64),
-            (
-                "waiting_time_ms",
-                u64::try_from(time.as_millis()).unwrap_or(u64::MAX),
-            ),
+            ("waiting_time_ms", ms(time)),
+            ("other_processes_poll_ms", ms(other_processes_poll)),
         ]
     }
 
@@ -115,6 +123,10 @@ impl RegistryLimits {
             "waiting_time_ms" => {
                 waiting.time = Duration::from_millis(within(1, MAX_WAITING_TIME_MS_LIMIT)?)
             }
+            "other_processes_poll_ms" => {
+                let (min, max) = OTHER_PROCESSES_POLL_MS_LIMITS;
+                self.other_processes_poll = Duration::from_millis(within(min, max)?)
+            }
             _ => {
                 return Err(crate::Error::invalid(format!(
                     "no instance limit is called {name:?}"
@@ -143,6 +155,8 @@ pub struct Registry {
     notifier: Arc<Notifier>,
     /// Bytes of foreign entries waiting for parents, across every database here.
     waiting: Arc<WaitingBudget>,
+    /// The poll that lets subscribers hear entries other processes store.
+    others: Arc<OtherProcesses>,
     open: Mutex<Cores>,
 }
 
@@ -208,6 +222,7 @@ impl Registry {
             backend,
             notifier: Arc::new(Notifier::bounded(limits.queued_notifications)),
             waiting: Arc::new(WaitingBudget::new(limits.waiting)),
+            others: OtherProcesses::new(limits.other_processes_poll),
             open: Mutex::new(Cores {
                 held: HashMap::new(),
                 uses: 0,
@@ -232,6 +247,7 @@ impl Registry {
             idle_databases: cores.idle_kept,
             queued_notifications: self.notifier.max_queued(),
             waiting: self.waiting.limits(),
+            other_processes_poll: self.others.interval(),
         }
     }
 
@@ -253,6 +269,7 @@ impl Registry {
         cores.sweep_at = cores.held.len().max(1);
         self.notifier.set_max_queued(limits.queued_notifications);
         self.waiting.set_limits(limits.waiting);
+        self.others.set_interval(limits.other_processes_poll);
         Ok(limits)
     }
 
@@ -286,6 +303,7 @@ impl Registry {
             self.backend.clone(),
             self.notifier.clone(),
             self.waiting.clone(),
+            self.others.clone(),
         ));
         let held = Held {
             core: core.clone(),
@@ -379,5 +397,11 @@ impl Registry {
     /// see [`Received`].
     pub fn receive(&self, entry: Entry) -> Result<Received> {
         self.core(entry.database_id()).receive(entry)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.others.stop();
     }
 }

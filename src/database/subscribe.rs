@@ -27,7 +27,8 @@ pub struct Change {
     pub db: EntryId,
     /// The entry that changed it.
     pub entry: EntryId,
-    /// True when the entry came from elsewhere (sync), false for a local commit.
+    /// True when the entry came from elsewhere (sync, or another process writing the same
+    /// storage), false for a commit through this instance.
     pub remote: bool,
 }
 
@@ -335,6 +336,16 @@ fn deliver(slot: &Slot, change: &Change) {
 }
 
 impl Subscribers {
+    /// True when some callback or watcher hears this database's changes.
+    pub(crate) fn any(&self) -> bool {
+        self.has_callbacks()
+            || !self
+                .watchers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
     /// True when some callback is subscribed (its changes are queued for the notifier).
     pub(crate) fn has_callbacks(&self) -> bool {
         !self

@@ -45,9 +45,10 @@ impl Handle for mnemo_backend {
 ///   mnemo database: a change is stored only if no other process changed what it builds
 ///   on since it read it (settings and which stores hold documents; for a settings change,
 ///   anything of that database; for a document write, the documents it writes); otherwise
-///   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle open in one process finds out
-///   within one second that another process revoked its keys: reads then fail with
-///   MNEMO_STATUS_PERMISSION_DENIED.
+///   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle
+///   open in one process finds out within one second that another process revoked its
+///   keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches
+///   hear the other processes' changes (`mnemo_db_subscribe`).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

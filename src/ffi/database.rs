@@ -441,9 +441,10 @@ pub unsafe extern "C" fn mnemo_db_begin(
     })
 }
 
-/// Calls `cb` after every change to this database: each local commit (remote = false) and
-/// each entry applied from sync (remote = true). Only changes made through this instance
-/// are announced: not those another process writes to a shared storage.
+/// Calls `cb` after every change to this database: each local commit (remote = false), and
+/// each entry applied from sync or stored by another process in the same "sqlite:" file or
+/// PostgreSQL database (remote = true; those are heard within "other_processes_poll_ms" of
+/// `mnemo_instance_limits`, 200 ms by default, from when the subscription began).
 ///
 /// - `cb`: required. It runs on a library thread (one per instance, in commit order), never
 ///   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
@@ -463,7 +464,8 @@ pub unsafe extern "C" fn mnemo_db_begin(
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
 /// MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),
 /// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
-/// MNEMO_STATUS_INTERNAL (the notification thread could not start). Thread-safe.
+/// MNEMO_STATUS_INTERNAL (the notification thread, or the one that hears other processes,
+/// could not start). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_subscribe(

@@ -24,7 +24,8 @@ impl Handle for mnemo_events {
 }
 
 /// Starts watching a database without a callback: every change from now on, each local
-/// commit and each entry applied from sync, is queued in the returned handle, for the
+/// commit and each entry applied from sync or stored by another process (as
+/// `mnemo_db_subscribe` hears them), is queued in the returned handle, for the
 /// caller to take with `mnemo_events_next` on a thread of its own choosing, or to wait for
 /// through the descriptor of `mnemo_events_fd`. Changes are queued in the order they were
 /// made to the database, also when several threads commit at once.
@@ -36,8 +37,9 @@ impl Handle for mnemo_events {
 /// - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
-/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_INTERNAL (the system
-/// could not make the descriptor). Thread-safe.
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
+/// MNEMO_STATUS_INTERNAL (the system could not make the descriptor, or the thread that
+/// hears other processes). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_watch(

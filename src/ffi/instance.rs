@@ -121,7 +121,7 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 /// object of numbers. By default: {"idle_databases_kept":256,
 /// "queued_notifications":65536, "waiting_entries_per_database":100000,
 /// "waiting_bytes_per_database":16777216, "waiting_bytes":67108864,
-/// "waiting_time_ms":600000}.
+/// "waiting_time_ms":600000, "other_processes_poll_ms":200}.
 /// "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
 /// sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
 /// it, the least recently used are dropped and read from storage again when next used.
@@ -133,6 +133,10 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 /// one database, so many bytes across the instance (an entry counts its encoding plus 128
 /// bytes, plus 32 per missing parent), and so long each; past them, entries are refused
 /// with MNEMO_STATUS_BUSY, and a later sync round brings them again.
+/// "other_processes_poll_ms": how often each database with a subscription or watch
+/// (`mnemo_db_subscribe`, `mnemo_db_watch`) is checked for entries other processes stored
+/// in the same "sqlite:" file or PostgreSQL database, which its subscribers then hear: one
+/// read of the database's last position each time, and its new entries when it moved.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
@@ -159,7 +163,8 @@ pub unsafe extern "C" fn mnemo_instance_limits(
 /// "idle_databases_kept" must be from 0 to 1048576, "queued_notifications" from 1 to
 /// 16777216 (each takes about 100 bytes while it waits), "waiting_entries_per_database"
 /// from 0 to 16777216, "waiting_bytes_per_database" and "waiting_bytes" from 0 to
-/// 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day).
+/// 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day),
+/// "other_processes_poll_ms" from 10 to 3600000 (an hour; applies from the next poll).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

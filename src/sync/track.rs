@@ -65,7 +65,7 @@ impl Track {
         keys: Arc<dyn KeyRing>,
         key: PublicKey,
         addr: &PeerAddr,
-        db: &DatabaseCore,
+        db: &Arc<DatabaseCore>,
     ) -> Result<Arc<Track>> {
         let track = Arc::new(Track {
             who: who.to_string(),

@@ -28,7 +28,7 @@ impl Watchers {
     /// position first.
     pub(super) fn follow(
         &self,
-        core: &DatabaseCore,
+        core: &Arc<DatabaseCore>,
         backend: Arc<dyn Backend>,
     ) -> Result<watch::Receiver<u64>> {
         let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());

@@ -267,7 +267,8 @@ static void test_limits(void) {
     EXPECT_STR(json, "{\"idle_databases_kept\":256,\"queued_notifications\":65536,"
                      "\"waiting_entries_per_database\":100000,"
                      "\"waiting_bytes_per_database\":16777216,"
-                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000}");
+                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000,"
+                     "\"other_processes_poll_ms\":200}");
     EXPECT_OK(mnemo_instance_set_limits(
         a.instance, "{\"idle_databases_kept\": 0, \"waiting_time_ms\": 1000}"));
     EXPECT(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 1, \"queued_notifications\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
@@ -281,7 +282,8 @@ static void test_limits(void) {
     EXPECT_STR(json, "{\"idle_databases_kept\":0,\"queued_notifications\":65536,"
                      "\"waiting_entries_per_database\":100000,"
                      "\"waiting_bytes_per_database\":16777216,"
-                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":1000}");
+                     "\"waiting_bytes\":67108864,\"waiting_time_ms\":1000,"
+                     "\"other_processes_poll_ms\":200}");
 
     /* What each holds now. */
     EXPECT_OK(mnemo_sync_stats(a.sync, &json));

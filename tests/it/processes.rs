@@ -5,12 +5,13 @@
 //! processes; a test hook lands one's change between the other's reads and its write.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
-use mnemo::database::{Permission, READ_RECHECK_AFTER};
+use mnemo::database::{Event, Permission, READ_RECHECK_AFTER};
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Database, Error, Instance, User};
 
@@ -678,5 +679,94 @@ fn a_commit_after_a_failed_one_builds_on_the_tip_before_it() {
         assert_eq!(p.mine.tips().unwrap(), vec![next], "{name}");
         assert!(p.mine.get("s", "c").unwrap_err().is_not_found(), "{name}");
         p.mine.verify().unwrap();
+    }
+}
+
+/// Subscribers of one process hear what another process commits to the same storage, as
+/// remote changes, each once and in the order it was stored, among their own process's
+/// commits (heard once, as local).
+#[test]
+fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
+    for storage in storages().into_iter().filter(|s| s.name() != "memory") {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        p._instances
+            .0
+            .set_limits_by_name(&[("other_processes_poll_ms", 10)])
+            .unwrap();
+        let (sender, heard) = std::sync::mpsc::channel();
+        let _subscription = p
+            .mine
+            .subscribe(Box::new(move |change: &mnemo::database::Change| {
+                let _ = sender.send((change.entry, change.remote));
+            }))
+            .unwrap();
+        let theirs = p.theirs.clone();
+        let writer = std::thread::spawn(move || {
+            (0..40)
+                .map(|i| theirs.set("s", &format!("theirs{i}"), "1").unwrap())
+                .collect::<Vec<_>>()
+        });
+        let mine: Vec<EntryId> = (0..40)
+            .map(|i| p.mine.set("s", &format!("mine{i}"), "1").unwrap())
+            .collect();
+        let theirs = writer.join().unwrap();
+        let mut got = Vec::new();
+        while got.len() < 80 {
+            match heard.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(change) => got.push(change),
+                Err(_) => panic!("{name}: heard {} of 80 changes", got.len()),
+            }
+        }
+        // Nothing more comes: each change was heard once.
+        assert!(
+            heard
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "{name}"
+        );
+        let heard_theirs: Vec<EntryId> = got.iter().filter(|c| c.1).map(|c| c.0).collect();
+        let heard_mine: Vec<EntryId> = got.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        assert_eq!(heard_theirs, theirs, "{name}: theirs, remote, in order");
+        assert_eq!(heard_mine, mine, "{name}: mine, local, in order");
+    }
+}
+
+/// A subscription hears only what is stored after it was made, and nothing once dropped;
+/// a process with no subscriber reads nothing for them.
+#[test]
+fn other_processes_are_heard_only_while_someone_subscribes() {
+    for storage in storages().into_iter().filter(|s| s.name() != "memory") {
+        let name = storage.name();
+        let p = TwoProcesses::on(&storage);
+        p._instances
+            .0
+            .set_limits_by_name(&[("other_processes_poll_ms", 10)])
+            .unwrap();
+        p.theirs.set("s", "before", "1").unwrap();
+        let (sender, heard) = std::sync::mpsc::channel();
+        let watch = p.mine.watch().unwrap();
+        let subscription = p
+            .mine
+            .subscribe(Box::new(move |change: &mnemo::database::Change| {
+                let _ = sender.send(change.entry);
+            }))
+            .unwrap();
+        let after = p.theirs.set("s", "after", "1").unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        assert_eq!(heard.recv_timeout(timeout).ok(), Some(after), "{name}");
+        let event = watch.next(timeout);
+        let heard_by_watch = |event: &Option<Event>| matches!(event, Some(Event::Change(c)) if c.entry == after && c.remote);
+        assert!(heard_by_watch(&event), "{name}: {event:?}");
+        drop(subscription);
+        drop(watch);
+        // The next poll stops hearing; the ones after read nothing.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let reads = p.watched.position_reads.load(Ordering::Relaxed);
+        p.theirs.set("s", "unheard", "1").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let polled = p.watched.position_reads.load(Ordering::Relaxed) - reads;
+        assert_eq!(polled, 0, "{name}: polled with nobody subscribed");
+        assert!(heard.try_recv().is_err(), "{name}");
     }
 }

@@ -256,6 +256,8 @@ pub struct Instrumented {
     inner: Arc<dyn Backend>,
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
+    /// Calls of `last_position`.
+    pub position_reads: AtomicUsize,
     /// Calls of `tips` and `tip_metas`.
     tip_reads: AtomicUsize,
     /// Calls of `cell`, and of `cells_at` (see [`Instrumented::cell_reads`]).
@@ -296,6 +298,7 @@ impl Instrumented {
         Arc::new(Instrumented {
             inner,
             entry_reads: AtomicUsize::new(0),
+            position_reads: AtomicUsize::new(0),
             tip_reads: AtomicUsize::new(0),
             cell_reads: AtomicUsize::new(0),
             cells_at_reads: AtomicUsize::new(0),
@@ -425,6 +428,10 @@ impl Instrumented {
 }
 
 impl Backend for Instrumented {
+    fn shared_with_other_processes(&self) -> bool {
+        self.inner.shared_with_other_processes()
+    }
+
     fn version(&self, db: &EntryId) -> Result<Version, Error> {
         self.read(|| self.inner.version(db))
     }
@@ -524,6 +531,7 @@ impl Backend for Instrumented {
         self.read(|| self.inner.entries_after(db, after, limit))
     }
     fn last_position(&self, db: &EntryId) -> Result<u64, Error> {
+        self.position_reads.fetch_add(1, Ordering::Relaxed);
         self.read(|| self.inner.last_position(db))
     }
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {

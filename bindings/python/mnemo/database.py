@@ -321,9 +321,10 @@ class Database(HandleOwner):
 
     def subscribe(self, callback: ChangeCallback) -> Subscription:
         """Calls ``callback(db_id, entry_id, remote)`` after every change to this database:
-        each local commit (``remote`` False) and each entry applied from sync (True). Only
-        changes made through this instance are announced: not those another process writes
-        to a shared storage.
+        each local commit (``remote`` False), and each entry applied from sync or stored by
+        another process in the same SQLite file or PostgreSQL database (True; those are
+        heard within ``other_processes_poll_ms`` of :meth:`mnemo.Instance.limits`, 200 ms
+        by default).
 
         The callback runs on a library thread, in commit order, and may call mnemo. While
         65,536 notifications wait for callbacks (:meth:`mnemo.Instance.set_limits` changes
@@ -339,10 +340,11 @@ class Database(HandleOwner):
             return subscription.subscribe(ptr, callback)
 
     def watch(self) -> Events:
-        """Starts queuing every change to this database from now on, local and remote, for
-        reading without a callback: ``next(timeout)``, iteration, or waiting on ``fileno()``
-        (see :class:`mnemo.Events`), in the order they were made, also when several threads
-        commit at once. Raises PermissionDenied once read was revoked."""
+        """Starts queuing every change to this database from now on, local and remote (as
+        :meth:`subscribe` hears them), for reading without a callback: ``next(timeout)``,
+        iteration, or waiting on ``fileno()`` (see :class:`mnemo.Events`), in the order they
+        were made, also when several threads commit at once. Raises PermissionDenied once
+        read was revoked, StorageError, InternalError (no thread or descriptor)."""
         with self._handle.use() as ptr:
             return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
 

@@ -119,7 +119,8 @@ class Instance(HandleOwner):
         """The limits on what this instance holds in memory for its databases:
         ``{"idle_databases_kept": 256, "queued_notifications": 65536,
         "waiting_entries_per_database": 100000, "waiting_bytes_per_database": 16777216,
-        "waiting_bytes": 67108864, "waiting_time_ms": 600000}`` by default.
+        "waiting_bytes": 67108864, "waiting_time_ms": 600000, "other_processes_poll_ms":
+        200}`` by default.
 
         ``idle_databases_kept``: databases nothing refers to (no :class:`mnemo.Database`,
         subscription, event queue, sync track or watch) kept in memory for reuse; past it,
@@ -130,7 +131,9 @@ class Instance(HandleOwner):
         The ``waiting_`` limits bound entries received from peers before their parents,
         which wait, invisible, in memory: at most so many entries and bytes per database,
         so many bytes in all, so long each; past them, entries are refused (Busy) and a
-        later sync round brings them again."""
+        later sync round brings them again. ``other_processes_poll_ms``: how often each
+        database with a subscription or watch is checked for entries other processes stored
+        in the same SQLite file or PostgreSQL database, which its subscribers then hear."""
         with self._handle.use() as ptr:
             limits: dict[str, int] = json.loads(
                 _native.call_string(lib.mnemo_instance_limits, ptr)
@@ -158,8 +161,9 @@ class Instance(HandleOwner):
         Raises InvalidArgument for an unknown name or a value out of its bounds
         (``idle_databases_kept`` 0 to 1048576, ``queued_notifications`` 1 to 16777216,
         ``waiting_entries_per_database`` 0 to 16777216, ``waiting_bytes_per_database`` and
-        ``waiting_bytes`` 0 to 2**40, ``waiting_time_ms`` 1 to 86400000); nothing is
-        changed then. TypeError if a value is not an int.
+        ``waiting_bytes`` 0 to 2**40, ``waiting_time_ms`` 1 to 86400000,
+        ``other_processes_poll_ms`` 10 to 3600000); nothing is changed then. TypeError if a
+        value is not an int.
         """
         text = _native.encode_limits(limits)
         with self._handle.use() as ptr:

@@ -56,6 +56,7 @@ def test_the_defaults_are_the_documented_ones(sync: mnemo.Sync, inst: mnemo.Inst
         "waiting_bytes_per_database": 16 << 20,
         "waiting_bytes": 64 << 20,
         "waiting_time_ms": 600_000,
+        "other_processes_poll_ms": 200,
     }
 
 
@@ -95,6 +96,8 @@ BOUNDS = [
     ("inst", "waiting_bytes", 1 << 40, 2**64 - 1),
     ("inst", "waiting_time_ms", 1, 0),
     ("inst", "waiting_time_ms", 86_400_000, 86_400_001),
+    ("inst", "other_processes_poll_ms", 10, 9),
+    ("inst", "other_processes_poll_ms", 3_600_000, 3_600_001),
 ]
 
 

@@ -7,6 +7,7 @@ import random
 import string
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -141,3 +142,32 @@ def test_a_database_another_process_forgot_is_not_found_here(url: str) -> None:
                 db.set_path("s", "k", "/a", 2)
             with pytest.raises(mnemo.NotFound):
                 alice.load_db(db.id)
+
+
+def test_subscribers_and_watchers_hear_what_another_process_commits(url: str) -> None:
+    with mnemo.Instance.open(url) as inst:
+        inst.set_limits(other_processes_poll_ms=20)
+        inst.create_user("alice")
+        with inst.login("alice") as alice, alice.create_db("d") as db:
+            heard: list[tuple[str, bool]] = []
+            changed = threading.Condition()
+
+            def on_change(db_id: str, entry_id: str, remote: bool) -> None:
+                with changed:
+                    heard.append((entry_id, remote))
+                    changed.notify_all()
+
+            with db.subscribe(on_change), db.watch() as events:
+                db.set("s", "k", {"a": 1})
+                write_path_elsewhere(url, db.id, "/b", 2)
+                write_path_elsewhere(url, db.id, "/c", 3)
+                with changed:
+                    assert changed.wait_for(lambda: len(heard) >= 3, timeout=15), heard
+                assert [remote for _, remote in heard] == [False, True, True]
+                assert heard[2][0] in db.tips()
+                watched = [events.next(timeout=15) for _ in heard]
+                assert [(e["entry"], e["remote"]) for e in watched if e] == heard
+                # Each change is heard once, as made here or there.
+                assert events.next(timeout=0.3) is None
+                assert len(heard) == 3
+            assert db.get("s", "k") == {"a": 1, "b": 2, "c": 3}

@@ -838,6 +838,10 @@ fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryM
 }
 
 impl Backend for PostgresBackend {
+    fn shared_with_other_processes(&self) -> bool {
+        true
+    }
+
     fn version(&self, db: &EntryId) -> Result<Version> {
         let mut c = self.lock()?;
         let c = &mut *c;

@@ -598,6 +598,10 @@ impl Backend for SqliteBackend {
         self.writer.withdraw();
     }
 
+    fn shared_with_other_processes(&self) -> bool {
+        true
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
         Ok(self.entry_row(id)?.map(|(_, bytes)| bytes))
     }
