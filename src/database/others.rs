@@ -28,7 +28,8 @@ const OWN_ENTRIES_TRIMMED_AT: usize = 1 << 16;
 const OWN_ENTRY_KEPT_FOR: Duration = Duration::from_secs(600);
 
 /// The thread of one instance that polls the databases whose subscribers hear other
-/// processes' entries, started with the first such database and stopped with the instance.
+/// processes' entries, started with the first such database and stopped with the instance;
+/// it sleeps, without waking, while there is none.
 pub(crate) struct OtherProcesses {
     interval_ms: AtomicU64,
     polled: Mutex<Vec<Weak<DatabaseCore>>>,
@@ -65,11 +66,16 @@ impl OtherProcesses {
     /// Polls `core` from now on, for as long as it hears other processes (see
     /// [`OtherProcesses::start`]).
     pub(super) fn poll(&self, core: &Arc<DatabaseCore>) {
-        let mut polled = lock(&self.polled);
-        let weak = Arc::downgrade(core);
-        if !polled.iter().any(|p| p.ptr_eq(&weak)) {
-            polled.push(weak);
+        {
+            let mut polled = lock(&self.polled);
+            let weak = Arc::downgrade(core);
+            if !polled.iter().any(|p| p.ptr_eq(&weak)) {
+                polled.push(weak);
+            }
         }
+        // Under the lock the thread checks for work under, so that it cannot miss this.
+        let _stopped = lock(&self.stopped);
+        self.wake.notify_all();
     }
 
     /// Starts the thread unless it runs (or stopped for good).
@@ -95,6 +101,10 @@ impl OtherProcesses {
         loop {
             {
                 let stopped = lock(&self.stopped);
+                let stopped = self
+                    .wake
+                    .wait_while(stopped, |stopped| !*stopped && lock(&self.polled).is_empty())
+                    .unwrap_or_else(|p| p.into_inner());
                 let (stopped, _) = self
                     .wake
                     .wait_timeout_while(stopped, self.interval(), |stopped| !*stopped)
