@@ -717,7 +717,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  * "other_processes_poll_ms": how often each database with a subscription or watch
  * (`mnemo_db_subscribe`, `mnemo_db_watch`) is checked for entries other processes stored
  * in the same "sqlite:" file or PostgreSQL database, which its subscribers then hear: one
- * read of the database's last position each time, and its new entries when it moved.
+ * read of all their positions each time (one round trip on PostgreSQL), and the new
+ * entries of those that moved.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *

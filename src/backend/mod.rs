@@ -316,6 +316,11 @@ pub trait Backend: Send + Sync {
     /// The position of the last entry of `db` stored (0 if none): see
     /// [`Backend::entries_after`].
     fn last_position(&self, db: &EntryId) -> Result<u64>;
+    /// [`Backend::last_position`] of each of `dbs`, in their order (a server answers them
+    /// in one round trip).
+    fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>> {
+        dbs.iter().map(|db| self.last_position(db)).collect()
+    }
     /// Reads an instance metadata record.
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes `value` under `key` only if `key` is absent; returns whether it wrote.

@@ -640,9 +640,10 @@ impl DatabaseCore {
         self.heard().is_some()
     }
 
-    /// One poll: announces, as remote changes, the entries other processes stored since
-    /// the last, in storage order; stops hearing them once nobody subscribes.
-    pub(super) fn hear_other_processes(&self) -> Result<()> {
+    /// One poll, storage's last position of this database being `position`: announces, as
+    /// remote changes, the entries other processes stored since the last poll, in storage
+    /// order; stops hearing them once nobody subscribes.
+    pub(super) fn hear_other_processes(&self, position: u64) -> Result<()> {
         let Some(read_to) = self.heard().as_ref().map(Heard::read_to) else {
             return Ok(());
         };
@@ -653,7 +654,7 @@ impl DatabaseCore {
             }
             return Ok(());
         }
-        if self.backend.last_position(&self.id)? <= read_to {
+        if position <= read_to {
             return Ok(());
         }
         self.wait_for_callbacks();

@@ -1,9 +1,9 @@
 //! Entries other processes store in the same storage (a SQLite file, a PostgreSQL
 //! database), heard by polling so that a database's subscribers and watchers learn of them
 //! too, as remote changes. Only databases with subscribers are polled, by one thread per
-//! instance: each poll reads a database's last storage position, and only when it moved,
-//! its new entries, under the database's write lock, skipping those this process stored
-//! (which it announced itself).
+//! instance: each poll reads their last storage positions (one round trip on a server), and
+//! for each that moved, its new entries, under the database's write lock, skipping those
+//! this process stored (which it announced itself).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,10 +113,24 @@ impl OtherProcesses {
                     return;
                 }
             }
-            for core in self.polled_now() {
-                // A poll that fails (storage unreachable) is tried again at the next.
-                let _ = core.hear_other_processes();
-            }
+            self.poll_once();
+        }
+    }
+
+    /// Reads the last position of every database polled (in one round trip on a server),
+    /// then the new entries of those that moved. What fails (storage unreachable) is tried
+    /// again at the next poll.
+    fn poll_once(&self) {
+        let polled = self.polled_now();
+        let Some(first) = polled.first() else {
+            return;
+        };
+        let ids: Vec<EntryId> = polled.iter().map(|core| core.id()).collect();
+        let Ok(positions) = first.backend().last_positions(&ids) else {
+            return;
+        };
+        for (core, position) in polled.iter().zip(positions) {
+            let _ = core.hear_other_processes(position);
         }
     }
 

@@ -5,6 +5,7 @@ use std::thread;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::database::{Database, Permission};
+use mnemo::entry::EntryId;
 use mnemo::{Error, Instance, User};
 
 use crate::support::{state, storages};
@@ -282,7 +283,7 @@ fn two_instances_on_one_storage_create_a_username_once() {
 fn storage_order_lists_parents_before_children_and_only_grows() {
     for storage in storages() {
         let name = storage.name();
-        let (inst, _user, db) = user_with_db(storage.open(), "log");
+        let (inst, user, db) = user_with_db(storage.open(), "log");
         let ids: Vec<_> = std::iter::once(db.id())
             .chain((0..25).map(|i| db.set("s", "k", &i.to_string()).unwrap()))
             .collect();
@@ -302,6 +303,17 @@ fn storage_order_lists_parents_before_children_and_only_grows() {
         inst.receive_entry(&db.entry_bytes(&ids[3]).unwrap())
             .unwrap();
         assert_eq!(backend.last_position(&db.id()).unwrap(), after, "{name}");
+        // Several at once, in the order asked, an unknown database at 0.
+        let other = user.create_db("other").unwrap().id();
+        let unknown = EntryId::of_bytes(b"no such database");
+        let asked = [other, unknown, db.id(), other];
+        let each: Vec<u64> = asked
+            .iter()
+            .map(|id| backend.last_position(id).unwrap())
+            .collect();
+        assert_eq!(backend.last_positions(&asked).unwrap(), each, "{name}");
+        assert!(each[0] > 0 && each[1] == 0 && each[2] == after, "{name}: {each:?}");
+        assert_eq!(backend.last_positions(&[]).unwrap(), Vec::<u64>::new(), "{name}");
     }
 }
 

@@ -256,7 +256,7 @@ pub struct Instrumented {
     inner: Arc<dyn Backend>,
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
-    /// Calls of `last_position`.
+    /// Calls of `last_position` and `last_positions`.
     pub position_reads: AtomicUsize,
     /// Calls of `tips` and `tip_metas`.
     tip_reads: AtomicUsize,
@@ -533,6 +533,10 @@ impl Backend for Instrumented {
     fn last_position(&self, db: &EntryId) -> Result<u64, Error> {
         self.position_reads.fetch_add(1, Ordering::Relaxed);
         self.read(|| self.inner.last_position(db))
+    }
+    fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>, Error> {
+        self.position_reads.fetch_add(1, Ordering::Relaxed);
+        self.read(|| self.inner.last_positions(dbs))
     }
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.read(|| self.inner.meta_get(key))

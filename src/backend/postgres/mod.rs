@@ -167,6 +167,8 @@ struct Connection {
     get_head_and_cells: Statement,
     get_log: Statement,
     last_log: Statement,
+    /// The last position of each database of an array, in its order.
+    last_logs: Statement,
     insert_meta: Statement,
     put_meta: Statement,
     delete_meta: Statement,
@@ -369,6 +371,10 @@ impl Connection {
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
+        let last_logs = p(
+            "SELECT (SELECT max(seq) FROM mnemo_log WHERE db = d) \
+             FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i",
+        )?;
         let advance_head = p(ADVANCE_HEAD)?;
         let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1")?;
         let get_head_and_cells = p(GET_HEAD_AND_CELLS)?;
@@ -394,6 +400,7 @@ impl Connection {
             get_head_and_cells,
             get_log,
             last_log,
+            last_logs,
             insert_meta,
             put_meta,
             delete_meta,
@@ -1107,6 +1114,14 @@ impl Backend for PostgresBackend {
             .query_one(&c.last_log, &[&&db.as_bytes()[..]])
             .map_err(pg_error)?;
         rows::position_of(row.get::<_, Option<i64>>(0).unwrap_or(0))
+    }
+
+    fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>> {
+        let ids: Vec<&[u8]> = dbs.iter().map(|db| &db.as_bytes()[..]).collect();
+        self.query(|c| &c.last_logs, &[&ids])?
+            .iter()
+            .map(|row| rows::position_of(row.get::<_, Option<i64>>(0).unwrap_or(0)))
+            .collect()
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
