@@ -103,7 +103,9 @@ impl OtherProcesses {
                 let stopped = lock(&self.stopped);
                 let stopped = self
                     .wake
-                    .wait_while(stopped, |stopped| !*stopped && lock(&self.polled).is_empty())
+                    .wait_while(stopped, |stopped| {
+                        !*stopped && lock(&self.polled).is_empty()
+                    })
                     .unwrap_or_else(|p| p.into_inner());
                 let (stopped, _) = self
                     .wake

@@ -312,8 +312,15 @@ fn storage_order_lists_parents_before_children_and_only_grows() {
             .map(|id| backend.last_position(id).unwrap())
             .collect();
         assert_eq!(backend.last_positions(&asked).unwrap(), each, "{name}");
-        assert!(each[0] > 0 && each[1] == 0 && each[2] == after, "{name}: {each:?}");
-        assert_eq!(backend.last_positions(&[]).unwrap(), Vec::<u64>::new(), "{name}");
+        assert!(
+            each[0] > 0 && each[1] == 0 && each[2] == after,
+            "{name}: {each:?}"
+        );
+        assert_eq!(
+            backend.last_positions(&[]).unwrap(),
+            Vec::<u64>::new(),
+            "{name}"
+        );
     }
 }
 

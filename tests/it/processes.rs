@@ -103,7 +103,7 @@ pub(crate) struct TwoProcesses {
     pub(crate) mine: Database,
     pub(crate) theirs: Database,
     sessions: (User, User),
-    _instances: (Instance, Instance),
+    instances: (Instance, Instance),
 }
 
 impl TwoProcesses {
@@ -126,8 +126,19 @@ impl TwoProcesses {
             mine,
             theirs,
             sessions: (user, their_user),
-            _instances: (one, other),
+            instances: (one, other),
         }
+    }
+
+    /// On `storage`, with the first process polling for the other's entries every 10 ms
+    /// (for its subscribers).
+    fn hearing_each_other(storage: &Storage) -> TwoProcesses {
+        let p = TwoProcesses::on(storage);
+        p.instances
+            .0
+            .set_limits_by_name(&[("other_processes_poll_ms", 10)])
+            .unwrap();
+        p
     }
 }
 
@@ -689,11 +700,7 @@ fn a_commit_after_a_failed_one_builds_on_the_tip_before_it() {
 fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
     for storage in storages().into_iter().filter(|s| s.name() != "memory") {
         let name = storage.name();
-        let p = TwoProcesses::on(&storage);
-        p._instances
-            .0
-            .set_limits_by_name(&[("other_processes_poll_ms", 10)])
-            .unwrap();
+        let p = TwoProcesses::hearing_each_other(&storage);
         let (sender, heard) = std::sync::mpsc::channel();
         let _subscription = p
             .mine
@@ -738,11 +745,7 @@ fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
 fn other_processes_are_heard_only_while_someone_subscribes() {
     for storage in storages().into_iter().filter(|s| s.name() != "memory") {
         let name = storage.name();
-        let p = TwoProcesses::on(&storage);
-        p._instances
-            .0
-            .set_limits_by_name(&[("other_processes_poll_ms", 10)])
-            .unwrap();
+        let p = TwoProcesses::hearing_each_other(&storage);
         p.theirs.set("s", "before", "1").unwrap();
         let (sender, heard) = std::sync::mpsc::channel();
         let watch = p.mine.watch().unwrap();

@@ -371,10 +371,8 @@ impl Connection {
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
-        let last_logs = p(
-            "SELECT (SELECT max(seq) FROM mnemo_log WHERE db = d) \
-             FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i",
-        )?;
+        let last_logs = p("SELECT (SELECT max(seq) FROM mnemo_log WHERE db = d) \
+             FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i")?;
         let advance_head = p(ADVANCE_HEAD)?;
         let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1")?;
         let get_head_and_cells = p(GET_HEAD_AND_CELLS)?;
