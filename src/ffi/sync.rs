@@ -311,9 +311,12 @@ pub unsafe extern "C" fn mnemo_sync_flush(sync: *mut mnemo_sync, timeout_ms: u32
 /// "request_burst_per_address":2000, "max_message_bytes":33554432,
 /// "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
 /// "body_timeout_ms":30000, "queue_timeout_ms":10000, "max_tracked_addresses":4096,
-/// "max_watches":128, "max_watches_per_address":16, "watch_timeout_ms":25000,
-/// "connect_timeout_ms":5000, "request_timeout_ms":30000, "round_deadline_ms":600000}
-/// (SECURITY.md says what each stops).
+/// "max_watches":128, "max_watches_per_address":16, "max_remembered_requests":262144,
+/// "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
+/// "round_deadline_ms":600000} (SECURITY.md says what each stops).
+/// "max_remembered_requests": signed requests whose nonces the engine's listeners
+/// remember, so that each is accepted once in its 5-minute window (about 48 bytes each; a
+/// sixteenth per signing key; past it, MNEMO_STATUS_BUSY).
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
@@ -360,15 +363,17 @@ pub unsafe extern "C" fn mnemo_sync_stats(
 /// limit to change (the names `mnemo_sync_limits` lists) with its new value, a whole
 /// number; the others keep theirs. The change is all or nothing. Listeners started
 /// afterwards and every round started afterwards use the new limits; listeners already
-/// running keep theirs. Counts (connections, requests in flight, watches, addresses
-/// remembered) must be from 1 to 1048576, requests per second and bursts from 1 to
-/// 4294967295, times from 1 ms to a day (86400000), "max_message_bytes" from 22020096 (a
-/// batch holding the largest entry) to 33554432 (the protocol's largest message),
-/// "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB, "max_header_bytes"
-/// from 8192 to 1048576, and "watch_timeout_ms" less than "request_timeout_ms". The
-/// engine's threads are fixed when it starts (18 for handlers, shared by its listeners): a
-/// "max_requests_in_flight" above 16 admits more requests at once, which then wait for a
-/// thread.
+/// running keep theirs, except "max_remembered_requests", one memory shared by every
+/// listener, which applies at once (lowered, what it holds beyond goes as it expires).
+/// Counts (connections, requests in flight, watches, addresses and requests remembered)
+/// must be from 1 to 1048576 ("max_remembered_requests" from 1024), requests per second and
+/// bursts from 1 to 4294967295, times from 1 ms to a day (86400000), "max_message_bytes"
+/// from 22020096 (a batch holding the largest entry) to 33554432 (the protocol's largest
+/// message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
+/// "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
+/// "request_timeout_ms". The engine's threads are fixed when it starts (18 for handlers,
+/// shared by its listeners): a "max_requests_in_flight" above 16 admits more requests at
+/// once, which then wait for a thread.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

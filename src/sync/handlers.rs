@@ -121,9 +121,19 @@ fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Ar
     {
         return Err(no_access());
     }
-    sync.replay
-        .check(&env.key, env.timestamp_ms, &env.nonce, now_ms())?;
+    sync.replay.check(
+        &env.key,
+        env.timestamp_ms,
+        &env.nonce,
+        now_ms(),
+        remembered(sync),
+    )?;
     Ok(core)
+}
+
+/// How many requests the replay memory holds now.
+fn remembered(sync: &SyncEngine) -> usize {
+    sync.limits().max_remembered_requests
 }
 
 /// A signed request on a database: addressed to this server, signed by its key, and from a
@@ -151,8 +161,13 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
                         "this instance takes a database it does not hold only when a local user asked for it".into(),
                     ));
                 }
-                sync.replay
-                    .check(&env.key, env.timestamp_ms, &env.nonce, now_ms())?;
+                sync.replay.check(
+                    &env.key,
+                    env.timestamp_ms,
+                    &env.nonce,
+                    now_ms(),
+                    remembered(sync),
+                )?;
                 Ok(push(&registry, &env, entries))
             }
             _ => Err(no_access()),

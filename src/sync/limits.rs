@@ -48,6 +48,11 @@ pub struct Limits {
     pub max_watches: usize,
     /// Watches from one address at once. Default 16.
     pub max_watches_per_address: usize,
+    /// Signed requests a listener remembers (their nonces, for the 5-minute window in which
+    /// each is accepted once), about 48 bytes each; a sixteenth of it per signing key. Past
+    /// it, requests get `MNEMO_STATUS_BUSY` (the keys holding the most first). Default
+    /// 262,144: about 870 requests a second, kept up. From 1,024.
+    pub max_remembered_requests: usize,
     /// How long a listener holds a watch before answering that nothing changed; less than
     /// [`Limits::request_timeout`]. Default 25 s.
     pub watch_timeout: Duration,
@@ -79,6 +84,7 @@ impl Default for Limits {
             max_tracked_addresses: 4096,
             max_watches: 128,
             max_watches_per_address: 16,
+            max_remembered_requests: super::replay::CAPACITY,
             watch_timeout: Duration::from_secs(25),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -100,6 +106,9 @@ const _: () = assert!(MIN_MESSAGE_LIMIT <= super::wire::MAX_MESSAGE);
 pub const MAX_BUFFERED_LIMIT: usize = 1 << 40;
 /// Least and most a request head may be: 8 KiB (the least the HTTP parser accepts), 1 MiB.
 pub const HEADER_LIMITS: (usize, usize) = (8 << 10, 1 << 20);
+/// Least the replay memory may hold: a sixteenth of it, the share of one signing key, is
+/// then 64 requests in 5 minutes.
+pub const MIN_REMEMBERED_REQUESTS: usize = 1024;
 /// Longest any time limit may be: a day.
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -188,6 +197,7 @@ named_limits! {
     "max_tracked_addresses" => max_tracked_addresses,
     "max_watches" => max_watches,
     "max_watches_per_address" => max_watches_per_address,
+    "max_remembered_requests" => max_remembered_requests,
     "watch_timeout_ms" => watch_timeout,
     "connect_timeout_ms" => connect_timeout,
     "request_timeout_ms" => request_timeout,
@@ -195,7 +205,8 @@ named_limits! {
 }
 
 impl Limits {
-    /// Fails unless every limit is usable: counts from 1 to [`MAX_COUNT_LIMIT`], times from
+    /// Fails unless every limit is usable: counts from 1 to [`MAX_COUNT_LIMIT`] (a replay
+    /// memory of at least [`MIN_REMEMBERED_REQUESTS`]), times from
     /// 1 ms to [`MAX_TIME_LIMIT`], messages from [`MIN_MESSAGE_LIMIT`] to the protocol's
     /// largest, a body budget of at least one message and at most [`MAX_BUFFERED_LIMIT`],
     /// request heads within [`HEADER_LIMITS`], and watches shorter than a request.
@@ -208,6 +219,7 @@ impl Limits {
             self.max_tracked_addresses,
             self.max_watches,
             self.max_watches_per_address,
+            self.max_remembered_requests,
         ];
         let times = [
             self.idle_timeout,
@@ -246,6 +258,11 @@ impl Limits {
             return refuse(format!(
                 "request heads must be allowed from {} to {} bytes",
                 HEADER_LIMITS.0, HEADER_LIMITS.1
+            ));
+        }
+        if self.max_remembered_requests < MIN_REMEMBERED_REQUESTS {
+            return refuse(format!(
+                "the replay memory must hold at least {MIN_REMEMBERED_REQUESTS} requests"
             ));
         }
         if self.watch_timeout >= self.request_timeout {
@@ -299,6 +316,10 @@ mod tests {
             },
             Limits {
                 max_header_bytes: 1 << 30,
+                ..Limits::default()
+            },
+            Limits {
+                max_remembered_requests: MIN_REMEMBERED_REQUESTS - 1,
                 ..Limits::default()
             },
         ] {

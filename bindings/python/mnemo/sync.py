@@ -194,12 +194,13 @@ class Sync(HandleOwner):
         """Changes the limits named (as :meth:`limits` names them), keeping the others, all
         or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.
         Listeners started afterwards and rounds started afterwards use them; listeners
-        already running keep theirs. The engine's handler threads (18) are fixed when it
-        starts: a ``max_requests_in_flight`` above 16 admits more requests, which wait for
-        a thread.
+        already running keep theirs, except ``max_remembered_requests`` (the replay memory,
+        one for every listener), which applies at once. The engine's handler threads (18)
+        are fixed when it starts: a ``max_requests_in_flight`` above 16 admits more
+        requests, which wait for a thread.
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
-        1048576, requests per second and bursts 1 to 4294967295, times 1 ms to a day,
+        1048576, ``max_remembered_requests`` from 1024, requests per second and bursts 1 to 4294967295, times 1 ms to a day,
         ``max_message_bytes`` 22020096 to 33554432, ``max_buffered_bytes`` at least that
         and at most 1 TiB, ``max_header_bytes`` 8192 to 1048576, ``watch_timeout_ms`` below
         ``request_timeout_ms``); nothing is changed then.

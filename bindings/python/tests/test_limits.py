@@ -85,6 +85,8 @@ BOUNDS = [
     ("sync", "max_header_bytes", 8192, 8191),
     ("sync", "max_header_bytes", 1 << 20, (1 << 20) + 1),
     ("sync", "watch_timeout_ms", 29_999, 30_000),
+    ("sync", "max_remembered_requests", 1024, 1023),
+    ("sync", "max_remembered_requests", 1 << 20, (1 << 20) + 1),
     ("inst", "idle_databases_kept", 0, -1),
     ("inst", "idle_databases_kept", 1 << 20, (1 << 20) + 1),
     ("inst", "queued_notifications", 1, 0),
@@ -340,3 +342,29 @@ def hold_a_connection(addr: str) -> socket.socket:
     """A TCP connection to `addr` that sends nothing (the listener counts it at accept)."""
     host, port = addr.rsplit(":", 1)
     return socket.create_connection((host, int(port)), timeout=TIMEOUT)
+
+
+def test_the_replay_memory_bounds_each_key_at_once_on_a_running_listener() -> None:
+    """With 1,024 requests remembered, one signing key may make 64 in 5 minutes: a client
+    syncing the same database again and again is soon refused (Busy); the default takes
+    it back at once, on the same listener."""
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2))
+        for inst, name in ((a, "alice"), (b, "bob")):
+            inst.create_user(name)
+            inst.enable_sync()
+        sync_a, sync_b = stack.enter_context(a.sync), stack.enter_context(b.sync)
+        alice, bob = stack.enter_context(a.login("alice")), stack.enter_context(b.login("bob"))
+        db = stack.enter_context(alice.create_db("d"))
+        db.grant(next(k.pubkey for k in bob.list_keys() if k.is_default), "read")
+        addr = sync_a.listen()
+        sync_a.set_limits(max_remembered_requests=1024)
+        rounds = 0
+        with pytest.raises(mnemo.Busy, match="too many recent requests"):
+            while rounds < 64:
+                sync_b.sync_db(bob, addr, db.id)
+                rounds += 1
+        assert 1 <= rounds < 64
+        sync_a.set_limits(max_remembered_requests=262_144)
+        for _ in range(rounds + 1):
+            sync_b.sync_db(bob, addr, db.id)
