@@ -736,7 +736,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_limits(const struct mnemo_instance *i
  * 16777216 (each takes about 100 bytes while it waits), "waiting_entries_per_database"
  * from 0 to 16777216, "waiting_bytes_per_database" and "waiting_bytes" from 0 to
  * 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day),
- * "other_processes_poll_ms" from 10 to 3600000 (an hour; applies from the next poll).
+ * "other_processes_poll_ms" from 10 to 3600000 (an hour; applies at once).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
  * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

@@ -57,10 +57,13 @@ impl OtherProcesses {
         Duration::from_millis(self.interval_ms.load(Ordering::Acquire))
     }
 
-    /// Polls every `interval` from the next poll on.
+    /// Polls every `interval` from now on: a poll waiting for the old interval takes the
+    /// new one, counted from the last poll.
     pub(crate) fn set_interval(&self, interval: Duration) {
         let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         self.interval_ms.store(ms, Ordering::Release);
+        let _stopped = lock(&self.stopped);
+        self.wake.notify_all();
     }
 
     /// Polls `core` from now on, for as long as it hears other processes (see
@@ -98,24 +101,37 @@ impl OtherProcesses {
     }
 
     fn run(&self) {
-        loop {
-            {
-                let stopped = lock(&self.stopped);
-                let stopped = self
-                    .wake
-                    .wait_while(stopped, |stopped| {
-                        !*stopped && lock(&self.polled).is_empty()
-                    })
-                    .unwrap_or_else(|p| p.into_inner());
-                let (stopped, _) = self
-                    .wake
-                    .wait_timeout_while(stopped, self.interval(), |stopped| !*stopped)
-                    .unwrap_or_else(|p| p.into_inner());
-                if *stopped {
-                    return;
-                }
-            }
+        while self.wait_for_the_next_poll() {
             self.poll_once();
+        }
+    }
+
+    /// Waits until some database is polled, then for the interval in force (read again
+    /// when it changes); false once stopped.
+    fn wait_for_the_next_poll(&self) -> bool {
+        let stopped = lock(&self.stopped);
+        let mut stopped = self
+            .wake
+            .wait_while(stopped, |stopped| {
+                !*stopped && lock(&self.polled).is_empty()
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        let since = Instant::now();
+        loop {
+            if *stopped {
+                return false;
+            }
+            let Some(left) = self.interval().checked_sub(since.elapsed()) else {
+                return true;
+            };
+            if left.is_zero() {
+                return true;
+            }
+            stopped = self
+                .wake
+                .wait_timeout(stopped, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 

@@ -773,3 +773,27 @@ fn other_processes_are_heard_only_while_someone_subscribes() {
         assert!(heard.try_recv().is_err(), "{name}");
     }
 }
+
+/// A poll interval lowered while the thread waits out a long one applies at once.
+#[test]
+fn a_lowered_poll_interval_applies_at_once() {
+    let storage = Storage::Sqlite(crate::support::TempDir::new());
+    let p = TwoProcesses::on(&storage);
+    let mine = &p.instances.0;
+    mine.set_limits_by_name(&[("other_processes_poll_ms", 3_600_000)])
+        .unwrap();
+    let (sender, heard) = std::sync::mpsc::channel();
+    let _subscription = p
+        .mine
+        .subscribe(Box::new(move |change: &mnemo::database::Change| {
+            let _ = sender.send(change.entry);
+        }))
+        .unwrap();
+    let theirs = p.theirs.set("s", "k", "1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(heard.try_recv().is_err(), "polled within the hour");
+    mine.set_limits_by_name(&[("other_processes_poll_ms", 10)])
+        .unwrap();
+    let got = heard.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(got.ok(), Some(theirs));
+}
