@@ -57,7 +57,7 @@ impl SyncEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|t| t.is_running())
+            .filter(|t| t.is_running() && t.who() == who)
             .cloned()
             .collect();
         let mut listed: Vec<TrackStatus> = self
@@ -66,7 +66,7 @@ impl SyncEngine {
             .into_iter()
             .map(|(db, addr)| TrackStatus::not_running(db, addr))
             .collect();
-        for track in running.iter().filter(|t| t.who() == who) {
+        for track in &running {
             let addr = track.addr();
             let at = listed
                 .iter()
