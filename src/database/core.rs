@@ -683,6 +683,7 @@ impl DatabaseCore {
                     db: self.id,
                     entry: id,
                     remote: true,
+                    by_other_process: true,
                 };
                 self.subscribers.notify(&self.notifier, change);
             }
@@ -930,6 +931,7 @@ impl DatabaseCore {
                 db: self.id,
                 entry: id,
                 remote: false,
+                by_other_process: false,
             };
             self.subscribers.notify(&self.notifier, change);
         });
@@ -1077,6 +1079,7 @@ impl DatabaseCore {
                     db: self.id,
                     entry: *id,
                     remote: true,
+                    by_other_process: false,
                 };
                 self.subscribers.notify(&self.notifier, change);
             }

@@ -30,6 +30,9 @@ pub struct Change {
     /// True when the entry came from elsewhere (sync, or another process writing the same
     /// storage), false for a commit through this instance.
     pub remote: bool,
+    /// True when another process stored it in the same storage (heard by polling it;
+    /// `remote` is true too), false when it came through this instance.
+    pub by_other_process: bool,
 }
 
 /// A subscriber's callback.

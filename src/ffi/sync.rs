@@ -177,8 +177,10 @@ pub unsafe extern "C" fn mnemo_sync_db(
 
 /// Keeps database `db_id` in sync with the peer at `peer_addr`, as `user`, in the
 /// background: first one round like `mnemo_sync_db` if the database is not here yet, then a
-/// push soon after every local commit, a pull soon after every commit of the peer's (a pull
-/// every second as a fallback), and retries with backoff while the peer is unreachable.
+/// push soon after every local commit (or one another process stores in the same storage,
+/// heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
+/// pull every second as a fallback), and retries with backoff while the peer is
+/// unreachable.
 /// Subscriptions on the database see remote changes (remote = true). Tracking is recorded
 /// in the instance: after a restart, it resumes by itself when the user logs in with sync
 /// enabled (or when sync is enabled while the user is logged in), accepting only the device

@@ -85,9 +85,11 @@ impl Track {
             subscription: Mutex::new(None),
         });
         let watcher = Arc::downgrade(&track);
+        // Pushes soon after each commit made here or by another process on this storage
+        // (not after entries sync brought: the peer has those).
         let subscription = db.subscribe(Box::new(move |change: &Change| {
             if let Some(track) = watcher.upgrade() {
-                if !change.remote {
+                if !change.remote || change.by_other_process {
                     track.poke();
                 }
             }

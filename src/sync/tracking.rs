@@ -85,17 +85,17 @@ impl SyncEngine {
         Ok(listed)
     }
 
-    /// Keeps database `db` in sync with the peer at `addr` in the background, as
-    /// `requester`: pushes soon after every local commit, learns of the peer's commits as
-    /// they happen (a pull every second as a fallback), retries with backoff while the peer
-    /// is down. A database not here yet is first pulled (that round must succeed); one
-    /// already here is tracked even while the peer is down. Tracking is recorded: when the
-    /// same user logs in again with sync enabled (after a restart too), it resumes, accepting
-    /// only the device that answered now (or the one `addr` pins; for a database already
-    /// here, the device that answers the first round that succeeds, which is then pinned for
-    /// this session as well). It lasts until
-    /// [`SyncEngine::untrack`], the engine is dropped or the user logs out. Tracking the same
-    /// database and peer again changes nothing.
+    /// Keeps database `db` in sync with the peer at `addr` in the background, as `requester`:
+    /// pushes soon after every local commit (or one another process stores in this storage),
+    /// learns of the peer's commits as they happen (a pull every second as a fallback), retries
+    /// with backoff while the peer is down. A database not here yet is first pulled (that round
+    /// must succeed); one already here is tracked even while the peer is down. Tracking is
+    /// recorded: when the same user logs in again with sync enabled (after a restart too), it
+    /// resumes, accepting only the device that answered now (or the one `addr` pins; for a
+    /// database already here, the device that answers the first round that succeeds, which is
+    /// then pinned for this session as well). It lasts until [`SyncEngine::untrack`], the
+    /// engine is dropped or the user logs out. Tracking the same database and peer again
+    /// changes nothing.
     pub fn track(&self, requester: &dyn Requester, addr: &str, db: &EntryId) -> Result<()> {
         let mut addr = PeerAddr::parse(addr)?;
         let keys = requester.key_ring();

@@ -33,6 +33,7 @@ fn change(db: &Database, entry: mnemo::entry::EntryId, remote: bool) -> Event {
         db: db.id(),
         entry,
         remote,
+        by_other_process: false,
     })
 }
 

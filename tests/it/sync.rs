@@ -943,3 +943,57 @@ fn unlisten_lets_a_request_under_way_finish() {
     assert_eq!(status, 200, "{body:?}");
     assert!(wire::decode_position(&body).unwrap() > now);
 }
+
+/// A process that tracks a database pushes at once what another process commits to it on
+/// the same storage (it hears it by polling), not only at its next periodic round.
+#[test]
+fn a_track_pushes_another_processs_commit_soon() {
+    use crate::support::TempDir;
+
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("tracked").unwrap();
+    let dir = TempDir::new();
+    let open = || {
+        let path = dir.0.join("b.db");
+        Instance::open(Arc::new(
+            mnemo::backend::SqliteBackend::open(&path).unwrap(),
+        ))
+        .unwrap()
+    };
+    let (tracking, other) = (open(), open());
+    tracking.create_user("bob", None).unwrap();
+    tracking
+        .set_limits_by_name(&[("other_processes_poll_ms", 10)])
+        .unwrap();
+    let bob = tracking.login("bob", None).unwrap();
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let sync = tracking.enable_sync().unwrap();
+    sync.track(&bob, &addr, &db.id()).unwrap();
+    // A change of the listener's answers the track's watch: from then on the track's
+    // periodic round comes every 30 s.
+    let first = db.set("s", "from_a", "1").unwrap();
+    let copy = bob.load_db(&db.id()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !copy.tips().unwrap().contains(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the listener's change never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let bob_elsewhere = other.login("bob", None).unwrap();
+    let theirs = bob_elsewhere.load_db(&db.id()).unwrap();
+    let id = theirs.set("s", "from_the_other_process", "2").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while db.get("s", "from_the_other_process").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "another process's commit {id} was not pushed within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -116,8 +116,9 @@ class Sync(HandleOwner):
         """Keeps database ``db_id`` in sync with the peer at ``addr``, as ``user``, in the
         background: first one round like :meth:`sync_db` if the database is not here yet
         (then :meth:`mnemo.User.load_db` opens it), then a push soon after every local
-        commit, a pull soon after every commit of the peer's (every second as a fallback),
-        and retries with backoff while the peer is unreachable. Subscriptions on the
+        commit (or one another process stores in the same storage), a pull soon after every
+        commit of the peer's (every second as a fallback), and retries with backoff while
+        the peer is unreachable. Subscriptions on the
         database then see remote changes (``remote`` True).
 
         Tracking is recorded: after a restart it resumes by itself when the user logs in
