@@ -152,6 +152,14 @@ impl OtherProcesses {
         }
     }
 
+    /// How many databases are polled now.
+    pub(crate) fn polled(&self) -> usize {
+        lock(&self.polled)
+            .iter()
+            .filter(|weak| weak.upgrade().is_some_and(|c| c.hears_other_processes()))
+            .count()
+    }
+
     /// The databases to poll now (those whose subscribers all went are let go).
     fn polled_now(&self) -> Vec<Arc<DatabaseCore>> {
         let mut polled = lock(&self.polled);

@@ -279,6 +279,12 @@ impl Registry {
         self.cores().held.len()
     }
 
+    /// Databases polled now for entries other processes store (those with subscribers, on
+    /// storage other processes may write).
+    pub fn databases_polled(&self) -> usize {
+        self.others.polled()
+    }
+
     /// The storage backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend

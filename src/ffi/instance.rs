@@ -184,14 +184,17 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 }
 
 /// Writes what this instance holds now, against its limits, as a JSON object of numbers:
-/// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n}.
+/// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
+/// "databases_polled":n}.
 /// "databases_in_memory": databases whose state is held in memory (the system databases,
 /// those in use and the idle ones kept; see `mnemo_instance_limits`).
 /// "notifications_queued": change notifications not yet delivered to every
 /// `mnemo_db_subscribe` callback. "waiting_entry_bytes": entries received from peers that
 /// wait, invisible, for their parents (at most "waiting_bytes" of `mnemo_instance_limits`,
-/// unless it was lowered since they came). Counts may change as soon as they are read: for
-/// monitoring, not for decisions.
+/// unless it was lowered since they came). "databases_polled": databases checked every
+/// "other_processes_poll_ms" for entries other processes stored (those with a subscription
+/// or watch, on a "sqlite:" file or PostgreSQL). Counts may change as soon as they are
+/// read: for monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///

@@ -176,12 +176,17 @@ impl Instance {
     }
 
     /// What this instance holds now, by name, against its [`RegistryLimits`]:
-    /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`.
+    /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`,
+    /// `databases_polled` (for entries other processes store).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("databases_in_memory", self.databases_in_memory() as u64),
             ("notifications_queued", self.notifications_queued()),
             ("waiting_entry_bytes", self.waiting_bytes() as u64),
+            (
+                "databases_polled",
+                self.inner.registry.databases_polled() as u64,
+            ),
         ]
     }
 

@@ -289,7 +289,8 @@ static void test_limits(void) {
     EXPECT_OK(mnemo_sync_stats(a.sync, &json));
     EXPECT_STR(json, "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}");
     EXPECT_OK(mnemo_instance_stats(a.instance, &json));
-    CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0}") != NULL);
+    CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0,"
+                               "\"databases_polled\":0}") != NULL);
     mnemo_string_free(json);
     json = NULL;
     EXPECT(mnemo_sync_stats(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);

@@ -143,9 +143,11 @@ class Instance(HandleOwner):
     def stats(self) -> dict[str, int]:
         """What this instance holds now, against its :meth:`limits`:
         ``databases_in_memory`` (the system databases, those in use and the idle ones
-        kept), ``notifications_queued`` (not yet delivered to every subscription callback)
-        and ``waiting_entry_bytes`` (entries from peers waiting, invisible, for their
-        parents). For monitoring: the counts may change as soon as they are read."""
+        kept), ``notifications_queued`` (not yet delivered to every subscription
+        callback), ``waiting_entry_bytes`` (entries from peers waiting, invisible, for
+        their parents) and ``databases_polled`` (checked for entries other processes store:
+        those with a subscription or watch, on a SQLite file or PostgreSQL). For
+        monitoring: the counts may change as soon as they are read."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats

@@ -303,6 +303,7 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "databases_in_memory": inst.stats()["databases_in_memory"],
         "notifications_queued": 0,
         "waiting_entry_bytes": 0,
+        "databases_polled": 0,
     }
     assert sync.stats() == {"listeners": 0, "open_connections": 0, "tracks": 0}
     addr = sync.listen()

@@ -157,7 +157,9 @@ def test_subscribers_and_watchers_hear_what_another_process_commits(url: str) ->
                     heard.append((entry_id, remote))
                     changed.notify_all()
 
+            assert inst.stats()["databases_polled"] == 0
             with db.subscribe(on_change), db.watch() as events:
+                assert inst.stats()["databases_polled"] == 1
                 db.set("s", "k", {"a": 1})
                 write_path_elsewhere(url, db.id, "/b", 2)
                 write_path_elsewhere(url, db.id, "/c", 3)
@@ -171,3 +173,8 @@ def test_subscribers_and_watchers_hear_what_another_process_commits(url: str) ->
                 assert events.next(timeout=0.3) is None
                 assert len(heard) == 3
             assert db.get("s", "k") == {"a": 1, "b": 2, "c": 3}
+            # Once nobody listens, the next poll stops polling the database.
+            deadline = time.monotonic() + 15
+            while inst.stats()["databases_polled"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert inst.stats()["databases_polled"] == 0
