@@ -9,12 +9,15 @@
 //! system to measure, default the system temp dir; COMMITS of each kind, default 3000,
 //! 300 with `MNEMO_BENCH_QUICK=1`). Prints one row in the table format of `make bench`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use mnemo::Instance;
+
+mod common;
+use common::remove_sqlite_files;
 
 /// Commits of each kind per batch: long enough to amortise switching, short enough that a
 /// burst of noise spans both kinds.
@@ -43,25 +46,8 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn remove_sqlite_files(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
-    }
-}
-
 fn main() {
-    let quick = std::env::var("MNEMO_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let mut args = std::env::args_os().skip(1);
-    let dir = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let commits: usize = args
-        .next()
-        .map(|n| n.to_string_lossy().parse().expect("COMMITS is a number"))
-        .unwrap_or(if quick { 300 } else { 3000 });
+    let (dir, commits) = common::dir_and_count(3000, 300);
 
     let tag = std::process::id();
     let (mnemo_path, plain_path) = (

@@ -12,7 +12,6 @@
 //! file system to use, default the system temp dir; COMMITS per kind, default 1000, 200
 //! with `MNEMO_BENCH_QUICK=1`).
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ use std::time::{Duration, Instant};
 use mnemo::backend::SqliteBackend;
 use mnemo::database::{Change, Subscription};
 use mnemo::{Database, Instance, User};
+
+mod common;
 
 /// Commits of each kind per batch in the cost comparison.
 const BATCH: usize = 50;
@@ -159,16 +160,7 @@ fn cost_of_polling(p: &Pair, commits: usize) {
 }
 
 fn main() {
-    let quick = std::env::var("MNEMO_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let mut args = std::env::args_os().skip(1);
-    let dir = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let commits: usize = args
-        .next()
-        .map(|n| n.to_string_lossy().parse().expect("COMMITS is a number"))
-        .unwrap_or(if quick { 200 } else { 1000 });
+    let (dir, commits) = common::dir_and_count(1000, 200);
     let path = dir.join(format!(
         "mnemo-bench-other-processes-{}.db",
         std::process::id()
@@ -179,9 +171,5 @@ fn main() {
     cost(&p, commits, 200);
     cost_of_polling(&p, commits);
     drop(p);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(name);
-    }
+    common::remove_sqlite_files(&path);
 }

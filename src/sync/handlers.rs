@@ -121,19 +121,16 @@ fn readable(sync: &SyncEngine, registry: &Registry, env: &Envelope) -> Result<Ar
     {
         return Err(no_access());
     }
-    sync.replay.check(
-        &env.key,
-        env.timestamp_ms,
-        &env.nonce,
-        now_ms(),
-        remembered(sync),
-    )?;
+    fresh(sync, env)?;
     Ok(core)
 }
 
-/// How many requests the replay memory holds now.
-fn remembered(sync: &SyncEngine) -> usize {
-    sync.limits().max_remembered_requests
+/// Accepts `env` once within its window (see [`super::replay`]), remembering its nonce in
+/// the replay memory of the size the limits set now.
+fn fresh(sync: &SyncEngine, env: &Envelope) -> Result<()> {
+    let capacity = sync.limits().max_remembered_requests;
+    sync.replay
+        .check(&env.key, env.timestamp_ms, &env.nonce, now_ms(), capacity)
 }
 
 /// A signed request on a database: addressed to this server, signed by its key, and from a
@@ -161,13 +158,7 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
                         "this instance takes a database it does not hold only when a local user asked for it".into(),
                     ));
                 }
-                sync.replay.check(
-                    &env.key,
-                    env.timestamp_ms,
-                    &env.nonce,
-                    now_ms(),
-                    remembered(sync),
-                )?;
+                fresh(sync, &env)?;
                 Ok(push(&registry, &env, entries))
             }
             _ => Err(no_access()),
