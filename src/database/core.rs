@@ -1379,8 +1379,11 @@ impl DatabaseCore {
         let Some(put) = stored else {
             return Ok(false);
         };
-        if let Some(heard) = self.heard().as_mut() {
-            heard.stored_here(entry.id(), Instant::now());
+        // The guard goes before `hurry`, which takes the poll's lock.
+        let hurry =
+            (self.heard().as_mut()).is_some_and(|h| h.stored_here(entry.id(), Instant::now()));
+        if hurry {
+            self.others.hurry();
         }
         self.settle_version(put.version, sole_tip.filter(|_| put.directly_after));
         if let Some(known) = self

@@ -6,7 +6,7 @@
 //! this process stored (which it announced itself).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -20,10 +20,11 @@ use crate::error::{Error, Result};
 pub const OTHER_PROCESSES_POLL: Duration = Duration::from_millis(200);
 /// Entries read for one database per poll, at most (the rest at the next poll).
 pub(super) const ENTRIES_PER_POLL: usize = 1024;
-/// Entries this process stored that a poll has not read back yet, past which those older
-/// than [`OWN_ENTRY_KEPT_FOR`] are forgotten (a commit undone after it was stored, or an
-/// entry another process stored first, is never read back as this process's).
-const OWN_ENTRIES_TRIMMED_AT: usize = 1 << 16;
+/// Entries this process stored that a poll has not read back yet, past which the next poll
+/// is made at once (each reads up to [`ENTRIES_PER_POLL`] back), and those older than
+/// [`OWN_ENTRY_KEPT_FOR`] are forgotten (a commit undone after it was stored, or an entry
+/// another process stored first, is never read back as this process's).
+const OWN_ENTRIES_HURRY_AT: usize = 1 << 14;
 /// How long an entry this process stored waits to be read back before it may be forgotten.
 const OWN_ENTRY_KEPT_FOR: Duration = Duration::from_secs(600);
 
@@ -35,6 +36,8 @@ pub(crate) struct OtherProcesses {
     polled: Mutex<Vec<Weak<DatabaseCore>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     stopped: Mutex<bool>,
+    /// Set when the next poll is due at once (see [`OtherProcesses::hurry`]).
+    due_now: AtomicBool,
     wake: Condvar,
 }
 
@@ -46,6 +49,7 @@ impl OtherProcesses {
             polled: Mutex::default(),
             worker: Mutex::default(),
             stopped: Mutex::new(false),
+            due_now: AtomicBool::new(false),
             wake: Condvar::new(),
         });
         others.set_interval(interval);
@@ -81,6 +85,14 @@ impl OtherProcesses {
         self.wake.notify_all();
     }
 
+    /// Makes the next poll now, whatever the interval: a database's entries stored here but
+    /// not read back yet are many.
+    pub(super) fn hurry(&self) {
+        self.due_now.store(true, Ordering::Release);
+        let _stopped = lock(&self.stopped);
+        self.wake.notify_all();
+    }
+
     /// Starts the thread unless it runs (or stopped for good).
     pub(super) fn start(self: &Arc<Self>) -> Result<()> {
         let mut worker = lock(&self.worker);
@@ -107,7 +119,7 @@ impl OtherProcesses {
     }
 
     /// Waits until some database is polled, then for the interval in force (read again
-    /// when it changes); false once stopped.
+    /// when it changes) or until hurried; false once stopped.
     fn wait_for_the_next_poll(&self) -> bool {
         let stopped = lock(&self.stopped);
         let mut stopped = self
@@ -120,6 +132,9 @@ impl OtherProcesses {
         loop {
             if *stopped {
                 return false;
+            }
+            if self.due_now.swap(false, Ordering::AcqRel) {
+                return true;
             }
             let Some(left) = self.interval().checked_sub(since.elapsed()) else {
                 return true;
@@ -212,13 +227,15 @@ impl Heard {
         self.read_to
     }
 
-    /// Notes that this process stored `id`, `now` (before any poll can read it).
-    pub(super) fn stored_here(&mut self, id: EntryId, now: Instant) {
-        if self.own.len() >= OWN_ENTRIES_TRIMMED_AT {
+    /// Notes that this process stored `id`, `now` (before any poll can read it). True when
+    /// so many wait to be read back that the next poll should come at once.
+    pub(super) fn stored_here(&mut self, id: EntryId, now: Instant) -> bool {
+        if self.own.len() >= OWN_ENTRIES_HURRY_AT {
             self.own
                 .retain(|_, stored| now.duration_since(*stored) < OWN_ENTRY_KEPT_FOR);
         }
         self.own.insert(id, now);
+        self.own.len() >= OWN_ENTRIES_HURRY_AT
     }
 
     /// Reads `page`, entries stored after [`Heard::read_to`] in storage order: returns
@@ -260,16 +277,40 @@ mod tests {
     fn own_entries_never_read_back_are_forgotten_once_old_and_many() {
         let mut heard = Heard::after(0);
         let start = Instant::now();
-        for n in 0..OWN_ENTRIES_TRIMMED_AT as u32 - 1 {
-            heard.stored_here(EntryId::of_bytes(&n.to_be_bytes()), start);
+        for n in 0..OWN_ENTRIES_HURRY_AT as u32 - 1 {
+            assert!(!heard.stored_here(EntryId::of_bytes(&n.to_be_bytes()), start));
         }
-        heard.stored_here(id(1), start + OWN_ENTRY_KEPT_FOR);
+        let later = start + OWN_ENTRY_KEPT_FOR;
+        assert!(
+            heard.stored_here(id(1), later),
+            "at the bound: the next poll is due at once"
+        );
         assert_eq!(
             heard.own.len(),
-            OWN_ENTRIES_TRIMMED_AT,
-            "not trimmed below the bound"
+            OWN_ENTRIES_HURRY_AT,
+            "nothing trimmed below it"
         );
-        heard.stored_here(id(2), start + OWN_ENTRY_KEPT_FOR);
+        assert!(!heard.stored_here(id(2), later));
         assert_eq!(heard.own.len(), 2, "the old ones go, the recent one stays");
+    }
+
+    #[test]
+    fn a_hurried_poll_comes_at_once_whatever_the_interval() {
+        let others = OtherProcesses::new(Duration::from_secs(3600));
+        // Something to poll (gone already: the wait only needs the list not empty).
+        lock(&others.polled).push(Weak::new());
+        let hurrying = {
+            let others = others.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(50));
+                others.hurry();
+            })
+        };
+        let started = Instant::now();
+        assert!(others.wait_for_the_next_poll());
+        assert!(started.elapsed() < Duration::from_secs(60));
+        hurrying.join().unwrap();
+        others.stop();
+        assert!(!others.wait_for_the_next_poll(), "stopped");
     }
 }
