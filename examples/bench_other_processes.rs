@@ -68,10 +68,7 @@ fn subscribe(db: &Database) -> (Subscription, mpsc::Receiver<(Change, Instant)>)
 }
 
 fn latency(p: &Pair, poll_ms: u64) {
-    p.instances
-        .0
-        .set_limits_by_name(&[("other_processes_poll_ms", poll_ms)])
-        .unwrap();
+    set_poll(p, poll_ms);
     let (_subscription, heard) = subscribe(&p.dbs.0);
     let mut samples = Vec::with_capacity(HEARD);
     for i in 0..HEARD {
@@ -86,76 +83,63 @@ fn latency(p: &Pair, poll_ms: u64) {
         }
     }
     println!(
-        "heard from the other process, poll {poll_ms} ms: median {:.1} ms, p90 {:.1} ms ({HEARD} commits)",
+        "heard from the other process, poll {poll_ms} ms: median {:.1} ms, p90 {:.1} ms \
+         ({HEARD} commits)",
         percentile(&mut samples, 50).as_secs_f64() * 1e3,
         percentile(&mut samples, 90).as_secs_f64() * 1e3,
     );
 }
 
-fn cost(p: &Pair, commits: usize, poll_ms: u64) {
-    p.instances
-        .0
-        .set_limits_by_name(&[("other_processes_poll_ms", poll_ms)])
-        .unwrap();
-    let db = &p.dbs.0;
-    let mut alone = Vec::with_capacity(commits);
-    let mut heard = Vec::with_capacity(commits);
+/// Median durable commit of `db` in each of two settings, `commits` of each in alternating
+/// batches: `set_up(true)` or `set_up(false)` runs before each batch, and what it returns
+/// is kept for the batch.
+fn alternating<T>(db: &Database, commits: usize, mut set_up: impl FnMut(bool) -> T) -> (f64, f64) {
+    let (mut first, mut second) = (Vec::with_capacity(commits), Vec::with_capacity(commits));
     for batch in 0..commits / BATCH {
-        for with_subscriber in [batch % 2 == 0, batch % 2 == 1] {
-            let subscription = with_subscriber.then(|| subscribe(db));
-            let samples = if with_subscriber {
-                &mut heard
-            } else {
-                &mut alone
-            };
+        for is_first in [batch % 2 == 0, batch % 2 == 1] {
+            let _kept = set_up(is_first);
+            let samples = if is_first { &mut first } else { &mut second };
             for i in 0..BATCH {
                 let started = Instant::now();
                 db.set("s", &format!("c{i}"), &batch.to_string()).unwrap();
                 samples.push(started.elapsed());
             }
-            drop(subscription);
         }
     }
-    let (alone, heard) = (percentile(&mut alone, 50), percentile(&mut heard, 50));
+    let us = |samples: &mut Vec<Duration>| percentile(samples, 50).as_secs_f64() * 1e6;
+    (us(&mut first), us(&mut second))
+}
+
+fn set_poll(p: &Pair, poll_ms: u64) {
+    p.instances
+        .0
+        .set_limits_by_name(&[("other_processes_poll_ms", poll_ms)])
+        .unwrap();
+}
+
+/// Commits with a subscriber (polled every 200 ms) and without, alternating.
+fn cost_of_a_subscriber(p: &Pair, commits: usize) {
+    set_poll(p, 200);
+    let db = &p.dbs.0;
+    let (heard, alone) = alternating(db, commits, |with| with.then(|| subscribe(db)));
     println!(
-        "durable commit, poll {poll_ms} ms: {:.1} us with a subscriber, {:.1} us without: {:.2}x",
-        heard.as_secs_f64() * 1e6,
-        alone.as_secs_f64() * 1e6,
-        heard.as_secs_f64() / alone.as_secs_f64(),
+        "durable commit, poll 200 ms: {heard:.1} us with a subscriber, {alone:.1} us \
+         without: {:.2}x",
+        heard / alone,
     );
 }
 
 /// Commits with a subscriber throughout, polled every 10 ms or once an hour, alternating.
 fn cost_of_polling(p: &Pair, commits: usize) {
     let db = &p.dbs.0;
-    let (_subscription, _heard) = subscribe(db);
-    let mut often = Vec::with_capacity(commits);
-    let mut hourly = Vec::with_capacity(commits);
-    for batch in 0..commits / BATCH {
-        for polled_often in [batch % 2 == 0, batch % 2 == 1] {
-            let poll_ms = if polled_often { 10 } else { 3_600_000 };
-            p.instances
-                .0
-                .set_limits_by_name(&[("other_processes_poll_ms", poll_ms)])
-                .unwrap();
-            let samples = if polled_often {
-                &mut often
-            } else {
-                &mut hourly
-            };
-            for i in 0..BATCH {
-                let started = Instant::now();
-                db.set("s", &format!("p{i}"), &batch.to_string()).unwrap();
-                samples.push(started.elapsed());
-            }
-        }
-    }
-    let (often, hourly) = (percentile(&mut often, 50), percentile(&mut hourly, 50));
+    let _subscribed = subscribe(db);
+    let (often, hourly) = alternating(db, commits, |often| {
+        set_poll(p, if often { 10 } else { 3_600_000 })
+    });
     println!(
-        "durable commit with a subscriber: {:.1} us polled every 10 ms, {:.1} us polled hourly: {:.2}x",
-        often.as_secs_f64() * 1e6,
-        hourly.as_secs_f64() * 1e6,
-        often.as_secs_f64() / hourly.as_secs_f64(),
+        "durable commit with a subscriber: {often:.1} us polled every 10 ms, {hourly:.1} us \
+         polled hourly: {:.2}x",
+        often / hourly,
     );
 }
 
@@ -168,7 +152,7 @@ fn main() {
     let p = pair(&path);
     latency(&p, 200);
     latency(&p, 10);
-    cost(&p, commits, 200);
+    cost_of_a_subscriber(&p, commits);
     cost_of_polling(&p, commits);
     drop(p);
     common::remove_sqlite_files(&path);

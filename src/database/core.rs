@@ -10,7 +10,7 @@ use super::authority::{self, Level};
 use super::discards::{self, DiscardIndex};
 use super::documents;
 use super::events::Events;
-use super::notice_order::NoticeOrder;
+use super::notice_order::{NoticeOrder, Ticket};
 use super::others::{Heard, OtherProcesses, ENTRIES_PER_POLL};
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
@@ -677,17 +677,7 @@ impl DatabaseCore {
         }
         let ticket = self.notices.ticket();
         drop(guard);
-        ticket.announce(|| {
-            for id in others {
-                let change = Change {
-                    db: self.id,
-                    entry: id,
-                    remote: true,
-                    by_other_process: true,
-                };
-                self.subscribers.notify(&self.notifier, change);
-            }
-        });
+        self.announce_from_elsewhere(ticket, &others, true);
         Ok(())
     }
 
@@ -1061,8 +1051,6 @@ impl DatabaseCore {
         Ok(received)
     }
 
-    /// Announces entries received from elsewhere, after every change made before them.
-    /// Callers hold the write lock (or have just stored a root).
     /// Before a change, with no lock held: when this database has callbacks and the
     /// instance's callbacks are far behind, waits for them to catch up (for a while; see
     /// [`Notifier::wait_for_room`]).
@@ -1072,14 +1060,27 @@ impl DatabaseCore {
         }
     }
 
+    /// Announces entries received from elsewhere, after every change made before them.
+    /// Callers hold the write lock (or have just stored a root).
     fn announce_remote(&self, applied: &[EntryId]) {
-        self.notices.ticket().announce(|| {
-            for id in applied {
+        self.announce_from_elsewhere(self.notices.ticket(), applied, false);
+    }
+
+    /// Announces `entries`, which came from elsewhere than a commit here (sync, or another
+    /// process on this storage when `by_other_process`), at `ticket`'s place in line.
+    fn announce_from_elsewhere(
+        &self,
+        ticket: Ticket<'_>,
+        entries: &[EntryId],
+        by_other_process: bool,
+    ) {
+        ticket.announce(|| {
+            for id in entries {
                 let change = Change {
                     db: self.id,
                     entry: *id,
                     remote: true,
-                    by_other_process: false,
+                    by_other_process,
                 };
                 self.subscribers.notify(&self.notifier, change);
             }

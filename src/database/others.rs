@@ -169,10 +169,7 @@ impl OtherProcesses {
 
     /// How many databases are polled now.
     pub(crate) fn polled(&self) -> usize {
-        lock(&self.polled)
-            .iter()
-            .filter(|weak| weak.upgrade().is_some_and(|c| c.hears_other_processes()))
-            .count()
+        self.polled_now().len()
     }
 
     /// The databases to poll now (those whose subscribers all went are let go).

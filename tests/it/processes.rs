@@ -6,12 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
-use mnemo::database::{Event, Permission, READ_RECHECK_AFTER};
+use mnemo::database::{Change, Event, Permission, Subscription, READ_RECHECK_AFTER};
 use mnemo::entry::{Entry, EntryContent, EntryId, Ops};
 use mnemo::{Database, Error, Instance, User};
 
@@ -128,6 +129,18 @@ impl TwoProcesses {
             sessions: (user, their_user),
             instances: (one, other),
         }
+    }
+
+    /// A subscription to `mine`, and the changes it hears.
+    fn hear_mine(&self) -> (Subscription, Receiver<Change>) {
+        let (sender, heard) = channel();
+        let subscription = self
+            .mine
+            .subscribe(Box::new(move |change: &Change| {
+                let _ = sender.send(*change);
+            }))
+            .unwrap();
+        (subscription, heard)
     }
 
     /// On `storage`, with the first process polling for the other's entries every 10 ms
@@ -701,13 +714,7 @@ fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
     for storage in storages().into_iter().filter(|s| s.name() != "memory") {
         let name = storage.name();
         let p = TwoProcesses::hearing_each_other(&storage);
-        let (sender, heard) = std::sync::mpsc::channel();
-        let _subscription = p
-            .mine
-            .subscribe(Box::new(move |change: &mnemo::database::Change| {
-                let _ = sender.send((change.entry, change.remote));
-            }))
-            .unwrap();
+        let (_subscription, heard) = p.hear_mine();
         let theirs = p.theirs.clone();
         let writer = std::thread::spawn(move || {
             (0..40)
@@ -732,8 +739,8 @@ fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
                 .is_err(),
             "{name}"
         );
-        let heard_theirs: Vec<EntryId> = got.iter().filter(|c| c.1).map(|c| c.0).collect();
-        let heard_mine: Vec<EntryId> = got.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        let heard_theirs: Vec<EntryId> = got.iter().filter(|c| c.remote).map(|c| c.entry).collect();
+        let heard_mine: Vec<EntryId> = got.iter().filter(|c| !c.remote).map(|c| c.entry).collect();
         assert_eq!(heard_theirs, theirs, "{name}: theirs, remote, in order");
         assert_eq!(heard_mine, mine, "{name}: mine, local, in order");
     }
@@ -747,19 +754,17 @@ fn other_processes_are_heard_only_while_someone_subscribes() {
         let name = storage.name();
         let p = TwoProcesses::hearing_each_other(&storage);
         p.theirs.set("s", "before", "1").unwrap();
-        let (sender, heard) = std::sync::mpsc::channel();
         let watch = p.mine.watch().unwrap();
-        let subscription = p
-            .mine
-            .subscribe(Box::new(move |change: &mnemo::database::Change| {
-                let _ = sender.send(change.entry);
-            }))
-            .unwrap();
+        let (subscription, heard) = p.hear_mine();
         let after = p.theirs.set("s", "after", "1").unwrap();
         let timeout = std::time::Duration::from_secs(10);
-        assert_eq!(heard.recv_timeout(timeout).ok(), Some(after), "{name}");
+        let first = heard.recv_timeout(timeout).ok().map(|c| c.entry);
+        assert_eq!(first, Some(after), "{name}");
         let event = watch.next(timeout);
-        let heard_by_watch = |event: &Option<Event>| matches!(event, Some(Event::Change(c)) if c.entry == after && c.remote);
+        let heard_by_watch = |event: &Option<Event>| match event {
+            Some(Event::Change(c)) => c.entry == after && c.remote,
+            _ => false,
+        };
         assert!(heard_by_watch(&event), "{name}: {event:?}");
         drop(subscription);
         drop(watch);
@@ -782,18 +787,12 @@ fn a_lowered_poll_interval_applies_at_once() {
     let mine = &p.instances.0;
     mine.set_limits_by_name(&[("other_processes_poll_ms", 3_600_000)])
         .unwrap();
-    let (sender, heard) = std::sync::mpsc::channel();
-    let _subscription = p
-        .mine
-        .subscribe(Box::new(move |change: &mnemo::database::Change| {
-            let _ = sender.send(change.entry);
-        }))
-        .unwrap();
+    let (_subscription, heard) = p.hear_mine();
     let theirs = p.theirs.set("s", "k", "1").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(heard.try_recv().is_err(), "polled within the hour");
     mine.set_limits_by_name(&[("other_processes_poll_ms", 10)])
         .unwrap();
     let got = heard.recv_timeout(std::time::Duration::from_secs(10));
-    assert_eq!(got.ok(), Some(theirs));
+    assert_eq!(got.ok().map(|c| c.entry), Some(theirs));
 }

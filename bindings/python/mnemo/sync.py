@@ -201,10 +201,11 @@ class Sync(HandleOwner):
         requests, which wait for a thread.
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
-        1048576, ``max_remembered_requests`` from 1024, requests per second and bursts 1 to 4294967295, times 1 ms to a day,
-        ``max_message_bytes`` 22020096 to 33554432, ``max_buffered_bytes`` at least that
-        and at most 1 TiB, ``max_header_bytes`` 8192 to 1048576, ``watch_timeout_ms`` below
-        ``request_timeout_ms``); nothing is changed then.
+        1048576, ``max_remembered_requests`` from 1024, requests per second and bursts 1 to
+        4294967295, times 1 ms to a day, ``max_message_bytes`` 22020096 to 33554432,
+        ``max_buffered_bytes`` at least that and at most 1 TiB, ``max_header_bytes`` 8192
+        to 1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed
+        then.
         TypeError if a value is not an int.
         """
         text = _native.encode_limits(limits)
