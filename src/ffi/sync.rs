@@ -373,9 +373,9 @@ pub unsafe extern "C" fn mnemo_sync_stats(
 /// from 22020096 (a batch holding the largest entry) to 33554432 (the protocol's largest
 /// message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
 /// "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
-/// "request_timeout_ms". The engine's threads are fixed when it starts (18 for handlers,
-/// shared by its listeners): a "max_requests_in_flight" above 16 admits more requests at
-/// once, which then wait for a thread.
+/// "request_timeout_ms". A listener runs up to its "max_requests_in_flight" handlers at
+/// once, on threads made as they are needed (at most 512 per engine, over all its
+/// listeners) and ended after 10 s without work.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing

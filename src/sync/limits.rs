@@ -12,9 +12,9 @@ pub struct Limits {
     /// Connections from one address (an IPv4 address, or an IPv6 /64) at once. Default 32.
     pub max_connections_per_address: usize,
     /// Requests being handled at once (verifying, reading or writing storage); more wait
-    /// up to [`Limits::queue_timeout`], then get `MNEMO_STATUS_BUSY`. Default 16. The
-    /// handler threads (this default plus 2) are made when the engine starts: a higher
-    /// value admits more requests, which wait for a thread.
+    /// up to [`Limits::queue_timeout`], then get `MNEMO_STATUS_BUSY`. Default 16. Handlers
+    /// run on threads made as they are needed, at most 512 per engine over all its
+    /// listeners.
     pub max_requests_in_flight: usize,
     /// Requests from one address handled or waiting at once; more get
     /// `MNEMO_STATUS_BUSY` at once. Default 4.

@@ -115,7 +115,7 @@ impl SyncEngine {
         state_db: Database,
     ) -> Result<Arc<SyncEngine>> {
         let limits = Limits::default();
-        let runtime = net::runtime(limits.max_requests_in_flight)?;
+        let runtime = net::runtime()?;
         let identity = net::tls::TlsIdentity::new(device.clone(), device_key)?;
         Ok(Arc::new_cyclic(|me| SyncEngine {
             registry: Arc::downgrade(registry),

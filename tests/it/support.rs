@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use mnemo::backend::{
     Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Put, Staged, StateWrite, Version,
@@ -279,6 +279,8 @@ pub struct Instrumented {
     before_write: Mutex<(usize, Option<Hook>)>,
     /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
     before_forget: Mutex<Option<Hook>>,
+    /// Holds sync handlers' entry lookups together (see [`Instrumented::gather_sync_lookups`]).
+    gathering: Gathering,
     /// The root entries stored (the databases created) through this backend.
     roots: Mutex<Vec<EntryId>>,
     pub secrets: Mutex<BTreeSet<String>>,
@@ -286,6 +288,53 @@ pub struct Instrumented {
 
 /// Work a test runs inside a backend call.
 type Hook = Box<dyn FnMut() + Send>;
+
+/// Lookups held until enough wait at once: shows how many requests a listener handles side
+/// by side.
+#[derive(Default)]
+struct Gathering {
+    state: Mutex<GatheringState>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct GatheringState {
+    /// How many lookups to gather; 0: none is held.
+    wanted: usize,
+    patience: Duration,
+    waiting: usize,
+    most: usize,
+    /// Set once `wanted` waited at once: from then on, nothing is held.
+    gathered: bool,
+}
+
+impl Gathering {
+    /// Holds a lookup made on a sync thread as [`Instrumented::gather_sync_lookups`] says.
+    fn arrive(&self) {
+        let on_sync_thread = std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("mnemo-sync"));
+        let mut state = self.state.lock().unwrap();
+        if !on_sync_thread || state.wanted == 0 || state.gathered {
+            return;
+        }
+        state.waiting += 1;
+        state.most = state.most.max(state.waiting);
+        if state.waiting >= state.wanted {
+            state.gathered = true;
+            self.arrived.notify_all();
+        }
+        let deadline = Instant::now() + state.patience;
+        while !state.gathered {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            state = self.arrived.wait_timeout(state, left).unwrap().0;
+        }
+        state.waiting -= 1;
+    }
+}
 
 impl Instrumented {
     /// Passes everything through.
@@ -311,6 +360,7 @@ impl Instrumented {
             fail_reads_after_put: AtomicBool::new(false),
             before_write: Mutex::default(),
             before_forget: Mutex::default(),
+            gathering: Gathering::default(),
             roots: Mutex::default(),
             secrets: Mutex::default(),
         })
@@ -377,6 +427,23 @@ impl Instrumented {
         if let Some(mut work) = hook {
             work();
         }
+    }
+
+    /// From now on, each entry lookup made on a sync engine's thread (a request handler) waits
+    /// until `wanted` of them wait at once, or `patience` passes; then they all go on.
+    pub fn gather_sync_lookups(&self, wanted: usize, patience: Duration) {
+        let mut state = self.gathering.state.lock().unwrap();
+        *state = GatheringState {
+            wanted,
+            patience,
+            ..GatheringState::default()
+        };
+    }
+
+    /// The most sync entry lookups that waited at once since
+    /// [`Instrumented::gather_sync_lookups`].
+    pub fn most_sync_lookups_at_once(&self) -> usize {
+        self.gathering.state.lock().unwrap().most
     }
 
     /// The databases whose root entry was stored through this backend (created here).
@@ -474,6 +541,7 @@ impl Backend for Instrumented {
         self.read(|| self.inner.get_entry(id))
     }
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
+        self.gathering.arrive();
         self.read(|| self.inner.entry_meta(id))
     }
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>, Error> {

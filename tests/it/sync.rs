@@ -997,3 +997,39 @@ fn a_track_pushes_another_processs_commit_soon() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A listener handles as many requests side by side as its `max_requests_in_flight`, also
+/// when that was raised above the default after the engine started.
+#[test]
+fn a_raised_in_flight_limit_handles_that_many_requests_at_once() {
+    const AT_ONCE: usize = 24;
+    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
+    let a = Instance::open(storage.clone()).unwrap();
+    a.create_user("alice", None).unwrap();
+    let alice = a.login("alice", None).unwrap();
+    let db = alice.create_db("busy").unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let sync = a.enable_sync().unwrap();
+    sync.set_limits(Limits {
+        max_requests_in_flight: AT_ONCE,
+        max_requests_in_flight_per_address: AT_ONCE,
+        ..sync.limits()
+    })
+    .unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+
+    storage.gather_sync_lookups(AT_ONCE, Duration::from_secs(5));
+    let requests: Vec<_> = (0..AT_ONCE as u8)
+        .map(|n| {
+            let unknown = EntryId::of_bytes(&[n]);
+            let have = envelope(&reader, &a, db.id(), Request::Have(vec![unknown]));
+            let addr = addr.clone();
+            std::thread::spawn(move || post_raw(&addr, "db", &have.encode()))
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.join().unwrap().0, 200);
+    }
+    assert_eq!(storage.most_sync_lookups_at_once(), AT_ONCE);
+}

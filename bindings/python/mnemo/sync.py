@@ -196,9 +196,9 @@ class Sync(HandleOwner):
         or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.
         Listeners started afterwards and rounds started afterwards use them; listeners
         already running keep theirs, except ``max_remembered_requests`` (the replay memory,
-        one for every listener), which applies at once. The engine's handler threads (18)
-        are fixed when it starts: a ``max_requests_in_flight`` above 16 admits more
-        requests, which wait for a thread.
+        one for every listener), which applies at once. A listener runs up to its
+        ``max_requests_in_flight`` handlers at once, on threads made as they are needed
+        (at most 512 per engine, over all its listeners).
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
         1048576, ``max_remembered_requests`` from 1024, requests per second and bursts 1 to
