@@ -39,8 +39,10 @@ impl Handle for mnemo_backend {
 ///   connection the server ends fails the call using it; the next call connects again.
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
-///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY. Those
-///   beyond one that then stay idle for 60 s are closed at the next call.
+///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.
+/// - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
+///   that stay idle that long are closed, by a thread of the backend's own (running only
+///   while it holds more than one connection), so a quiet instance holds one.
 /// - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
 ///   mnemo database: a change is stored only if no other process changed what it builds
 ///   on since it read it (settings and which stores hold documents; for a settings change,

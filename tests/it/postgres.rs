@@ -297,6 +297,44 @@ fn a_read_does_not_wait_behind_a_commit_waiting_for_a_lock() {
     assert_eq!(db.get("s", "k").unwrap(), "2");
 }
 
+/// The connections an instance made for a burst of calls are closed once they stayed idle
+/// for the URL's `idle_timeout`, without waiting for another call: a quiet instance holds
+/// one connection to the server.
+#[test]
+fn connections_beyond_one_are_closed_once_idle_without_another_call() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let app = "mnemo-idle-test";
+    let options = format!("lock_timeout=20000&idle_timeout=1000&application_name={app}");
+    let (_inst, _user, db) = open_user(&format!("{url}?{options}"));
+    db.set("s", "k", "1").unwrap();
+    let mut watcher = admin(&url);
+    let mut mnemos = || -> i64 {
+        let query = "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND application_name = $1";
+        watcher.query_one(query, &[&app]).unwrap().get(0)
+    };
+    // A read while a commit waits for the database's lock takes a second connection.
+    let mut holder = admin(&url);
+    let held = hold_lock(&mut holder, &db);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| db.set("s", "k", "2"));
+        wait_for_lock_waiters(&mut admin(&url), 1);
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        held.rollback().unwrap();
+        commit.join().unwrap().unwrap();
+    });
+    assert_eq!(mnemos(), 2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mnemos() > 1 {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(db.get("s", "k").unwrap(), "2");
+}
+
 /// A process that holds a database's lock and stalls makes another process's commit fail
 /// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
 /// wait for ever.

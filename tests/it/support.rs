@@ -311,9 +311,7 @@ struct GatheringState {
 impl Gathering {
     /// Holds a lookup made on a sync thread as [`Instrumented::gather_sync_lookups`] says.
     fn arrive(&self) {
-        let on_sync_thread = std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with("mnemo-sync"));
+        let on_sync_thread = std::thread::current().name() == Some("mnemo-sync");
         let mut state = self.state.lock().unwrap();
         if !on_sync_thread || state.wanted == 0 || state.gathered {
             return;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 
 import pytest
 
@@ -77,7 +78,8 @@ def test_bad_tls_options_are_invalid_arguments(query: str, option: str) -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [("lock_timeout", v) for v in ["0", "-5", "abc", "1.5", "3600001", ""]]
-    + [("max_connections", v) for v in ["0", "65", "-1", "two", "1.5", ""]],
+    + [("max_connections", v) for v in ["0", "65", "-1", "two", "1.5", ""]]
+    + [("idle_timeout", v) for v in ["0", "3600001", "-1", "1e3", ""]],
 )
 def test_a_bad_number_option_is_an_invalid_argument(option: str, value: str) -> None:
     # Refused before connecting, like the TLS options.
@@ -104,6 +106,37 @@ def test_one_connection_serves_every_thread(database_url: str) -> None:
             for thread in threads:
                 thread.join()
             assert all(db.get("s", "k19") == 19 for db in dbs)
+
+
+def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
+    app = "mnemo_py_idle_" + secrets.token_hex(4)
+    sep = "&" if "?" in database_url else "?"
+    options = f"max_connections=4&idle_timeout=2000&application_name={app}"
+
+    def connections() -> int:
+        return int(psql(f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"))
+
+    with mnemo.Instance.open(f"{database_url}{sep}{options}") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user:
+            dbs = [user.create_db(f"d{i}") for i in range(4)]
+
+            def commit(db: mnemo.Database) -> None:
+                for i in range(50):
+                    db.set("s", f"k{i}", i)
+
+            threads = [threading.Thread(target=commit, args=(db,)) for db in dbs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert connections() > 1, "four threads committing at once share more than one"
+            # Closed by the instance while nothing calls it.
+            deadline = time.monotonic() + 20
+            while connections() > 1:
+                assert time.monotonic() < deadline, "idle connections stayed open"
+                time.sleep(0.05)
+            assert all(db.get("s", "k49") == 49 for db in dbs)
 
 
 def test_a_lock_timeout_is_taken(database_url: str) -> None:

@@ -210,7 +210,7 @@ impl PostgresBackend {
         check_or_create_schema(&mut client)?;
         let conn = Connection::prepare(client).map_err(pg_error)?;
         Ok(PostgresBackend {
-            pool: Pool::new(conn, url.max_connections()),
+            pool: Pool::new(conn, url.max_connections(), url.idle_timeout()),
             url: url.clone(),
             overtaken: Overtaken::default(),
         })

@@ -90,18 +90,22 @@ pub struct PostgresUrl {
     root_cert: Option<PathBuf>,
     lock_timeout: Duration,
     max_connections: usize,
+    idle_timeout: Duration,
 }
 
 /// How long a statement waits for a lock (a database's, held by another process's write)
 /// before it fails with [`Error::Busy`]: the URL's `lock_timeout`, in milliseconds.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest `lock_timeout` a URL may ask for (one hour).
-const MAX_LOCK_TIMEOUT_MS: u64 = 3_600_000;
+/// The longest `lock_timeout` or `idle_timeout` a URL may ask for (one hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// How many connections an instance keeps to the server at most: the URL's
 /// `max_connections`, 1 to [`MAX_CONNECTIONS`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
 /// The most `max_connections` a URL may ask for.
 const MAX_CONNECTIONS: usize = 64;
+/// How long a connection beyond the first may stay idle before the instance closes it: the
+/// URL's `idle_timeout`, in milliseconds.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl fmt::Debug for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,6 +114,7 @@ impl fmt::Debug for PostgresUrl {
             .field("root_cert", &self.root_cert)
             .field("lock_timeout", &self.lock_timeout)
             .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +145,7 @@ impl PostgresUrl {
         let mut root = None;
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
         let mut max_connections = DEFAULT_MAX_CONNECTIONS;
+        let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let Some((key, value)) = param.split_once('=') else {
                 return Err(Error::invalid(
@@ -149,8 +155,9 @@ impl PostgresUrl {
             match percent_decode(key).as_deref() {
                 Some("sslmode") => mode = Some(decoded(value, "sslmode")?),
                 Some("sslrootcert") => root = Some(decoded(value, "sslrootcert")?),
-                Some("lock_timeout") => lock_timeout = lock_timeout_of(value)?,
+                Some("lock_timeout") => lock_timeout = milliseconds_of(value, "lock_timeout")?,
                 Some("max_connections") => max_connections = max_connections_of(value)?,
+                Some("idle_timeout") => idle_timeout = milliseconds_of(value, "idle_timeout")?,
                 _ => kept.push(param),
             }
         }
@@ -191,6 +198,7 @@ impl PostgresUrl {
             root_cert,
             lock_timeout,
             max_connections,
+            idle_timeout,
         })
     }
 
@@ -204,6 +212,12 @@ impl PostgresUrl {
     /// (the URL's `max_connections`, 1 to 64; 4 when absent).
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// How long a connection beyond the first may stay idle before the instance closes it
+    /// (the URL's `idle_timeout` in milliseconds, 1 to 3,600,000; 60 s when absent).
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// The `sslmode` (`prefer` when the URL has none).
@@ -231,16 +245,16 @@ impl PostgresUrl {
     }
 }
 
-/// A `lock_timeout` value: whole milliseconds, 1 to [`MAX_LOCK_TIMEOUT_MS`].
-fn lock_timeout_of(value: &str) -> Result<Duration> {
-    decoded(value, "lock_timeout")?
+/// The value of option `name`, a time: whole milliseconds, 1 to [`MAX_TIMEOUT_MS`].
+fn milliseconds_of(value: &str, name: &str) -> Result<Duration> {
+    decoded(value, name)?
         .parse::<u64>()
         .ok()
-        .filter(|ms| (1..=MAX_LOCK_TIMEOUT_MS).contains(ms))
+        .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
         .map(Duration::from_millis)
         .ok_or_else(|| {
             Error::invalid(format!(
-                "option lock_timeout is a number of milliseconds from 1 to {MAX_LOCK_TIMEOUT_MS}"
+                "option {name} is a number of milliseconds from 1 to {MAX_TIMEOUT_MS}"
             ))
         })
 }
@@ -369,23 +383,25 @@ mod tests {
     }
 
     #[test]
-    fn lock_timeout_is_whole_milliseconds_within_an_hour() {
-        assert_eq!(
-            parsed("postgres://h/d").lock_timeout(),
-            DEFAULT_LOCK_TIMEOUT
-        );
-        let u = parsed("postgres://h/d?lock_timeout=250&sslmode=disable");
+    fn lock_and_idle_timeouts_are_whole_milliseconds_within_an_hour() {
+        let absent = parsed("postgres://h/d");
+        assert_eq!(absent.lock_timeout(), DEFAULT_LOCK_TIMEOUT);
+        assert_eq!(absent.idle_timeout(), DEFAULT_IDLE_TIMEOUT);
+        let u = parsed("postgres://h/d?lock_timeout=250&sslmode=disable&idle_timeout=20");
         assert_eq!(u.lock_timeout(), Duration::from_millis(250));
+        assert_eq!(u.idle_timeout(), Duration::from_millis(20));
         assert!(!u.driver_url.contains("lock_timeout"));
-        assert_eq!(
-            parsed("postgres://h/d?lock_timeout=3600000").lock_timeout(),
-            Duration::from_secs(3600)
-        );
-        for bad in ["0", "3600001", "-1", "1e3", "", "%zz"] {
-            let url = format!("postgres://h/d?lock_timeout={bad}");
-            let e = PostgresUrl::parse(&url).unwrap_err();
-            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
-            assert!(e.to_string().contains("lock_timeout"), "{bad}: {e}");
+        assert!(!u.driver_url.contains("idle_timeout"));
+        let longest = parsed("postgres://h/d?lock_timeout=3600000&idle_timeout=3600000");
+        assert_eq!(longest.lock_timeout(), Duration::from_secs(3600));
+        assert_eq!(longest.idle_timeout(), Duration::from_secs(3600));
+        for name in ["lock_timeout", "idle_timeout"] {
+            for bad in ["0", "3600001", "-1", "1e3", "", "%zz"] {
+                let url = format!("postgres://h/d?{name}={bad}");
+                let e = PostgresUrl::parse(&url).unwrap_err();
+                assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e:?}");
+                assert!(e.to_string().contains(name), "{bad}: {e}");
+            }
         }
     }
 

@@ -3,17 +3,16 @@
 //! come back. So a read does not wait behind another thread's commit (which may itself wait
 //! for a database's lock, up to `lock_timeout`), and commits to different databases go to
 //! the server side by side. After a burst of calls, the connections beyond one that then
-//! stay idle for [`IDLE_LIMIT`] are closed at the pool's next use, so that an instance that
-//! has gone quiet holds one connection to the server, not `max_connections`.
+//! stay idle for the pool's idle limit (the URL's `idle_timeout`) are closed by a thread of
+//! the pool's own, which runs only while the pool holds more than one connection: an
+//! instance that has gone quiet holds one connection to the server, not `max_connections`.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-
-/// How long a connection beyond the first may stay idle before the pool closes it.
-pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Connections of one pool: those idle, each with when it came back (the most recent
 /// last: that one is lent first, so the ones at the front are those idle longest), and how
@@ -21,6 +20,10 @@ pub(super) const IDLE_LIMIT: Duration = Duration::from_secs(60);
 struct Connections<C> {
     idle: Vec<(C, Instant)>,
     out: usize,
+    /// A thread closes the connections idle too long ([`close_idle`]).
+    closer_running: bool,
+    /// The pool is being dropped: its closer ends.
+    stopping: bool,
 }
 
 impl<C> Connections<C> {
@@ -36,49 +39,83 @@ impl<C> Connections<C> {
             .min(self.idle.len().saturating_sub(keep));
         self.idle.drain(..stale).map(|(conn, _)| conn).collect()
     }
+
+    /// True while the pool holds more connections than the one it keeps.
+    fn beyond_one(&self) -> bool {
+        self.idle.len() + self.out > 1
+    }
+
+    /// How long until the connection idle longest has waited `limit` (`limit` when none is
+    /// idle: one given back later waits at least that).
+    fn until_next_stale(&self, limit: Duration) -> Duration {
+        self.idle
+            .first()
+            .map_or(limit, |(_, since)| limit.saturating_sub(since.elapsed()))
+    }
 }
 
-/// At most `size` connections of type `C`.
-pub(super) struct Pool<C> {
+/// What a pool shares with its closer thread.
+struct Shared<C> {
     connections: Mutex<Connections<C>>,
+    /// Told when a connection comes back or its place is freed.
     returned: Condvar,
+    /// Tells the closer that the pool is going.
+    stop: Condvar,
     size: usize,
     idle_limit: Duration,
 }
 
+impl<C> Shared<C> {
+    fn connections(&self) -> MutexGuard<'_, Connections<C>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// At most `size` connections of type `C`.
+pub(super) struct Pool<C: Send + 'static> {
+    shared: Arc<Shared<C>>,
+    /// The closer thread last started (it may have ended since), joined when the pool goes.
+    closer: Mutex<Option<JoinHandle<()>>>,
+    /// False in tests of the closing done by [`Pool::take`] alone.
+    closes_in_background: bool,
+}
+
 /// A connection taken from a [`Pool`], back in it when dropped.
-pub(super) struct Lent<'a, C> {
+pub(super) struct Lent<'a, C: Send + 'static> {
     pool: &'a Pool<C>,
     conn: Option<C>,
 }
 
-impl<C> Pool<C> {
-    /// A pool of at most `size` connections (at least 1), holding `first`, closing idle
-    /// ones after [`IDLE_LIMIT`].
-    pub(super) fn new(first: C, size: usize) -> Pool<C> {
-        Pool::with_idle_limit(first, size, IDLE_LIMIT)
-    }
-
-    /// [`Pool::new`] with another idle limit.
-    fn with_idle_limit(first: C, size: usize, idle_limit: Duration) -> Pool<C> {
+impl<C: Send + 'static> Pool<C> {
+    /// A pool of at most `size` connections (at least 1), holding `first`, closing those
+    /// beyond one after `idle_limit` idle.
+    pub(super) fn new(first: C, size: usize, idle_limit: Duration) -> Pool<C> {
         Pool {
-            connections: Mutex::new(Connections {
-                idle: vec![(first, Instant::now())],
-                out: 0,
+            shared: Arc::new(Shared {
+                connections: Mutex::new(Connections {
+                    idle: vec![(first, Instant::now())],
+                    out: 0,
+                    closer_running: false,
+                    stopping: false,
+                }),
+                returned: Condvar::new(),
+                stop: Condvar::new(),
+                size: size.max(1),
+                idle_limit,
             }),
-            returned: Condvar::new(),
-            size: size.max(1),
-            idle_limit,
+            closer: Mutex::new(None),
+            closes_in_background: true,
         }
     }
 
     fn connections(&self) -> MutexGuard<'_, Connections<C>> {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.connections()
     }
 
     /// An idle connection that is still `usable` (others are dropped), or a new one from
     /// `make` while there are fewer than the pool's size; otherwise waits for one to come
     /// back, at most `wait`, then [`Error::Busy`]. A failure of `make` frees its place.
+    /// Connections idle too long are closed first (if the closer thread could not start).
     pub(super) fn take(
         &self,
         usable: impl Fn(&C) -> bool,
@@ -87,7 +124,7 @@ impl<C> Pool<C> {
     ) -> Result<Lent<'_, C>> {
         let deadline = Instant::now() + wait;
         let mut connections = self.connections();
-        let stale = connections.take_stale(self.idle_limit);
+        let stale = connections.take_stale(self.shared.idle_limit);
         if !stale.is_empty() {
             drop(connections);
             drop(stale); // closing may wait on the network: not while holding the lock
@@ -100,14 +137,14 @@ impl<C> Pool<C> {
                     return Ok(self.lend(conn));
                 }
             }
-            if connections.out < self.size {
+            if connections.out < self.shared.size {
                 connections.out += 1;
                 drop(connections);
                 return match make() {
                     Ok(conn) => Ok(self.lend(conn)),
                     Err(e) => {
                         self.connections().out -= 1;
-                        self.returned.notify_one();
+                        self.shared.returned.notify_one();
                         Err(e)
                     }
                 };
@@ -117,10 +154,11 @@ impl<C> Pool<C> {
                 return Err(Error::Busy(format!(
                     "no connection to PostgreSQL came free within {} ms (max_connections={})",
                     wait.as_millis(),
-                    self.size
+                    self.shared.size
                 )));
             }
             connections = self
+                .shared
                 .returned
                 .wait_timeout(connections, left)
                 .unwrap_or_else(|p| p.into_inner())
@@ -134,9 +172,66 @@ impl<C> Pool<C> {
             conn: Some(conn),
         }
     }
+
+    /// Starts the closer thread unless it runs, while the pool holds more than one
+    /// connection. If it cannot start, [`Pool::take`] closes what waited too long.
+    fn start_closer(&self, connections: &mut Connections<C>) {
+        if !self.closes_in_background || connections.closer_running || !connections.beyond_one() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let started = std::thread::Builder::new()
+            .name("mnemo-pg-idle".into())
+            .spawn(move || close_idle(&shared));
+        if let Ok(handle) = started {
+            connections.closer_running = true;
+            // The one it replaces has ended or is ending (it found one connection or none).
+            *self.closer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        }
+    }
 }
 
-impl<C> Deref for Lent<'_, C> {
+/// The closer thread: closes the connections beyond one as they pass the idle limit, and
+/// ends once the pool holds one connection (or none) or is dropped.
+fn close_idle<C>(shared: &Shared<C>) {
+    let mut connections = shared.connections();
+    while !connections.stopping {
+        let stale = connections.take_stale(shared.idle_limit);
+        if !stale.is_empty() {
+            drop(connections);
+            drop(stale); // closing may wait on the network: not while holding the lock
+            connections = shared.connections();
+            continue;
+        }
+        if !connections.beyond_one() {
+            connections.closer_running = false;
+            return;
+        }
+        let wait = connections.until_next_stale(shared.idle_limit);
+        connections = shared
+            .stop
+            .wait_timeout(connections, wait)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+impl<C: Send + 'static> Drop for Pool<C> {
+    fn drop(&mut self) {
+        self.connections().stopping = true;
+        self.shared.stop.notify_all();
+        let closer = self
+            .closer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(closer) = closer {
+            let _ = closer.join();
+        }
+    }
+}
+
+impl<C: Send + 'static> Deref for Lent<'_, C> {
     type Target = C;
 
     fn deref(&self) -> &C {
@@ -144,21 +239,22 @@ impl<C> Deref for Lent<'_, C> {
     }
 }
 
-impl<C> DerefMut for Lent<'_, C> {
+impl<C: Send + 'static> DerefMut for Lent<'_, C> {
     fn deref_mut(&mut self) -> &mut C {
         self.conn.as_mut().expect("lent until dropped")
     }
 }
 
-impl<C> Drop for Lent<'_, C> {
+impl<C: Send + 'static> Drop for Lent<'_, C> {
     fn drop(&mut self) {
         let mut connections = self.pool.connections();
         connections.out -= 1;
         if let Some(conn) = self.conn.take() {
             connections.idle.push((conn, Instant::now()));
         }
+        self.pool.start_closer(&mut connections);
         drop(connections);
-        self.pool.returned.notify_one();
+        self.pool.shared.returned.notify_one();
     }
 }
 
@@ -190,11 +286,12 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_millis(50);
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn an_idle_connection_is_lent_again_before_another_is_made() {
         let made = AtomicUsize::new(0);
-        let pool = Pool::new(make(&made)().unwrap(), 3);
+        let pool = Pool::new(make(&made)().unwrap(), 3, HOUR);
         let first = pool.take(usable, make(&made), WAIT).unwrap().number;
         let again = pool.take(usable, make(&made), WAIT).unwrap().number;
         assert_eq!((first, again, made.load(Ordering::SeqCst)), (1, 1, 1));
@@ -203,7 +300,7 @@ mod tests {
     #[test]
     fn connections_are_made_up_to_the_size_then_a_taker_waits_and_gives_up_busy() {
         let made = AtomicUsize::new(0);
-        let pool = Pool::new(make(&made)().unwrap(), 2);
+        let pool = Pool::new(make(&made)().unwrap(), 2, HOUR);
         let a = pool.take(usable, make(&made), WAIT).unwrap();
         let b = pool.take(usable, make(&made), WAIT).unwrap();
         assert_eq!((a.number, b.number), (1, 2));
@@ -219,7 +316,7 @@ mod tests {
     #[test]
     fn a_waiting_taker_gets_the_connection_given_back() {
         let made = Arc::new(AtomicUsize::new(0));
-        let pool = Arc::new(Pool::new(make(&made)().unwrap(), 1));
+        let pool = Arc::new(Pool::new(make(&made)().unwrap(), 1, HOUR));
         let held = pool.take(usable, make(&made), WAIT).unwrap();
         let waiter = {
             let (pool, made) = (pool.clone(), made.clone());
@@ -243,7 +340,8 @@ mod tests {
     fn connections_idle_past_the_limit_are_closed_at_the_next_take_but_one_is_kept() {
         let made = AtomicUsize::new(0);
         let limit = Duration::from_millis(40);
-        let pool = Pool::with_idle_limit(make(&made)().unwrap(), 3, limit);
+        let mut pool = Pool::new(make(&made)().unwrap(), 3, limit);
+        pool.closes_in_background = false;
         let burst: Vec<_> = (0..3)
             .map(|_| pool.take(usable, make(&made), WAIT).unwrap())
             .collect();
@@ -262,10 +360,63 @@ mod tests {
         assert_eq!((idle(&pool), made.load(Ordering::SeqCst)), (1, 3));
     }
 
+    /// Waits up to 10 s for `done`.
+    fn within_10s(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn connections_idle_past_the_limit_are_closed_without_a_call_and_the_closer_ends() {
+        let made = AtomicUsize::new(0);
+        let pool = Pool::new(make(&made)().unwrap(), 3, Duration::from_millis(40));
+        assert!(
+            !pool.connections().closer_running,
+            "one connection: no closer"
+        );
+        let burst: Vec<_> = (0..3)
+            .map(|_| pool.take(usable, make(&made), WAIT).unwrap())
+            .collect();
+        drop(burst);
+        assert!(within_10s(|| idle(&pool) == 1), "{} idle", idle(&pool));
+        assert!(within_10s(|| !pool.connections().closer_running));
+        // Another burst starts another closer.
+        let burst: Vec<_> = (0..2)
+            .map(|_| pool.take(usable, make(&made), WAIT).unwrap())
+            .collect();
+        drop(burst);
+        assert!(within_10s(|| idle(&pool) == 1), "{} idle", idle(&pool));
+        assert_eq!(made.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn dropping_a_pool_ends_its_closer_at_once() {
+        let made = AtomicUsize::new(0);
+        let pool = Pool::new(make(&made)().unwrap(), 2, HOUR);
+        let burst: Vec<_> = (0..2)
+            .map(|_| pool.take(usable, make(&made), WAIT).unwrap())
+            .collect();
+        drop(burst);
+        assert!(pool.connections().closer_running);
+        let (dropped, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(pool);
+            dropped.send(()).unwrap();
+        });
+        done.recv_timeout(Duration::from_secs(10))
+            .expect("the pool's drop waited for its closer's hour");
+    }
+
     #[test]
     fn a_closed_connection_is_dropped_and_a_failed_one_frees_its_place() {
         let made = AtomicUsize::new(0);
-        let pool = Pool::new(make(&made)().unwrap(), 1);
+        let pool = Pool::new(make(&made)().unwrap(), 1, HOUR);
         pool.take(usable, make(&made), WAIT).unwrap().closed = true;
         assert_eq!(pool.take(usable, make(&made), WAIT).unwrap().number, 2);
         pool.take(usable, make(&made), WAIT).unwrap().closed = true;
