@@ -1,4 +1,5 @@
-//! Hearing other processes: two instances on one SQLite file stand for two processes.
+//! Hearing other processes: two instances on one SQLite file (or one PostgreSQL database)
+//! stand for two processes.
 //!
 //! 1. Latency: one instance commits, the other's subscription hears it (polled every
 //!    `other_processes_poll_ms`); the time from the commit's return to the callback.
@@ -8,17 +9,16 @@
 //!    against polled once an hour (the cost of the polling alone). Alternating batches in
 //!    this process.
 //!
-//! Run: `cargo run --release --example bench_other_processes -- [DIR] [COMMITS]` (DIR: the
-//! file system to use, default the system temp dir; COMMITS per kind, default 1000, 200
-//! with `MNEMO_BENCH_QUICK=1`).
+//! Run: `cargo run --release --example bench_other_processes -- [DIR|URL] [COMMITS]` (DIR:
+//! the file system to use, default the system temp dir; or a `postgres://` URL, whose
+//! database gets one more user and database; COMMITS per kind, default 1000, 200 with
+//! `MNEMO_BENCH_QUICK=1`).
 
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mnemo::backend::SqliteBackend;
 use mnemo::database::{Change, Subscription};
-use mnemo::{Database, Instance, User};
+use mnemo::{Database, Error, Instance, User};
 
 mod common;
 
@@ -32,18 +32,21 @@ fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples[(samples.len() - 1) * p / 100]
 }
 
-/// Both "processes" on the file at `path`: each instance, a session and its handle on one
-/// database.
+/// Both "processes" on the storage `url` names: each instance, a session and its handle
+/// on one database.
 struct Pair {
     instances: (Instance, Instance),
     _users: (User, User),
     dbs: (Database, Database),
 }
 
-fn pair(path: &std::path::Path) -> Pair {
-    let open = || Instance::open(Arc::new(SqliteBackend::open(path).expect("open"))).unwrap();
+fn pair(url: &str) -> Pair {
+    let open = || Instance::open(mnemo::backend::open(url).expect("open")).unwrap();
     let (one, other) = (open(), open());
-    one.create_user("u", None).unwrap();
+    match one.create_user("u", None) {
+        Ok(()) | Err(Error::AlreadyExists(_)) => {} // a server used before
+        Err(e) => panic!("{e}"),
+    }
     let (mine, theirs) = (
         one.login("u", None).unwrap(),
         other.login("u", None).unwrap(),
@@ -145,15 +148,22 @@ fn cost_of_polling(p: &Pair, commits: usize) {
 
 fn main() {
     let (dir, commits) = common::dir_and_count(1000, 200);
+    let server = dir
+        .to_str()
+        .filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"));
     let path = dir.join(format!(
         "mnemo-bench-other-processes-{}.db",
         std::process::id()
     ));
-    let p = pair(&path);
+    let url = server.map_or_else(|| format!("sqlite:{}", path.display()), str::to_string);
+    let p = pair(&url);
+    println!("storage: {}", if server.is_some() { "PostgreSQL" } else { "SQLite" });
     latency(&p, 200);
     latency(&p, 10);
     cost_of_a_subscriber(&p, commits);
     cost_of_polling(&p, commits);
     drop(p);
-    common::remove_sqlite_files(&path);
+    if server.is_none() {
+        common::remove_sqlite_files(&path);
+    }
 }
