@@ -157,7 +157,12 @@ fn main() {
     ));
     let url = server.map_or_else(|| format!("sqlite:{}", path.display()), str::to_string);
     let p = pair(&url);
-    println!("storage: {}", if server.is_some() { "PostgreSQL" } else { "SQLite" });
+    let kind = if server.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!("storage: {kind}");
     latency(&p, 200);
     latency(&p, 10);
     cost_of_a_subscriber(&p, commits);
