@@ -151,7 +151,9 @@ void test_limits() {
                    "\"notifications_queued\":0,\"waiting_entry_bytes\":0,\"databases_polled\":0}"),
           "instance stats: " + inst.stats());
     inst.enable_sync();
-    check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}",
+    check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,"
+                                 "\"requests_in_flight\":0,\"watches\":0,\"tracks\":0,"
+                                 "\"requests_refused_busy\":0,\"connections_refused\":0}",
           "sync stats: " + inst.sync().stats());
     const std::string waiting_defaults =
         ",\"waiting_entries_per_database\":100000,\"waiting_bytes_per_database\":16777216,"

@@ -337,12 +337,18 @@ pub unsafe extern "C" fn mnemo_sync_limits(
     })
 }
 
-/// Writes what the sync engine runs now as a JSON object of numbers:
-/// {"listeners":n, "open_connections":n, "tracks":n}: listeners started and not stopped,
-/// connections open on them (see "max_connections" in `mnemo_sync_limits`), and databases
-/// kept in sync in the background (one per user, database and peer; see
-/// `mnemo_sync_track`). Counts may change as soon as they are read: for monitoring, not for
-/// decisions.
+/// Writes what the sync engine runs now, and what its listeners refused, as a JSON object
+/// of numbers: {"listeners":n, "open_connections":n, "requests_in_flight":n, "watches":n,
+/// "tracks":n, "requests_refused_busy":n, "connections_refused":n}: listeners started and
+/// not stopped, connections open on them (see "max_connections" in `mnemo_sync_limits`),
+/// requests they are handling ("max_requests_in_flight") and watches they hold (a tracking
+/// peer's wait for the next change; "max_watches"), databases kept in sync in the
+/// background (one per user, database and peer; see `mnemo_sync_track`); then, counted
+/// since sync was enabled over every listener, stopped ones too: requests answered
+/// MNEMO_STATUS_BUSY (a limit reached: raise it with `mnemo_sync_set_limits` if these
+/// grow under legitimate load) and connections closed at once because the listener or
+/// their address was at its connection or request limit. Counts may change as soon as
+/// they are read: for monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///

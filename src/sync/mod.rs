@@ -90,6 +90,8 @@ pub struct SyncEngine {
     /// Peers already recorded in `_sync` since this engine started.
     recorded_peers: Mutex<HashSet<PublicKey>>,
     listeners: Mutex<Vec<net::listener::Listener>>,
+    /// What the listeners refused since the engine started.
+    refusals: Arc<net::listener::Refusals>,
     tracks: Mutex<Vec<Arc<track::Track>>>,
     /// Signalled whenever a background round ends, for [`SyncEngine::flush`].
     progress: (Mutex<()>, Condvar),
@@ -132,6 +134,7 @@ impl SyncEngine {
             watchers: watchers::Watchers::default(),
             recorded_peers: Mutex::new(HashSet::new()),
             listeners: Mutex::new(Vec::new()),
+            refusals: Arc::default(),
             tracks: Mutex::new(Vec::new()),
             progress: (Mutex::new(()), Condvar::new()),
             me: me.clone(),
@@ -196,6 +199,7 @@ impl SyncEngine {
             &self.identity,
             self.me.clone(),
             self.limits(),
+            self.refusals.clone(),
         )?;
         let bound = listener.addr();
         self.listeners
@@ -236,13 +240,23 @@ impl SyncEngine {
     }
 
     /// What this engine runs now, by name: `listeners`, `open_connections` (on them all),
-    /// `tracks` (databases kept in sync in the background, per user and peer).
+    /// `requests_in_flight` (being handled by them all), `watches` (held by them all),
+    /// `tracks` (databases kept in sync in the background, per user and peer); and what its
+    /// listeners refused since it started: `requests_refused_busy` (answered
+    /// `MNEMO_STATUS_BUSY`) and `connections_refused` (closed at a connection or handshake
+    /// limit).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        let listeners = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len();
+        use net::listener::Listener;
+        let (listening, connections, in_flight, watches) = {
+            let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            let sum = |count: fn(&Listener) -> usize| listeners.iter().map(count).sum::<usize>();
+            (
+                listeners.len(),
+                sum(Listener::open_connections),
+                sum(Listener::requests_in_flight),
+                sum(Listener::watches),
+            )
+        };
         let tracks = self
             .tracks
             .lock()
@@ -251,20 +265,14 @@ impl SyncEngine {
             .filter(|t| t.is_running())
             .count();
         vec![
-            ("listeners", listeners as u64),
-            ("open_connections", self.open_connections() as u64),
+            ("listeners", listening as u64),
+            ("open_connections", connections as u64),
+            ("requests_in_flight", in_flight as u64),
+            ("watches", watches as u64),
             ("tracks", tracks as u64),
+            ("requests_refused_busy", self.refusals.busy()),
+            ("connections_refused", self.refusals.connections()),
         ]
-    }
-
-    /// Connections open now on this engine's listeners (a diagnostic).
-    pub fn open_connections(&self) -> usize {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(net::listener::Listener::open_connections)
-            .sum()
     }
 
     /// Opens a TLS connection to the peer at `addr` (`host:port`, or

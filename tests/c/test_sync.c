@@ -287,7 +287,9 @@ static void test_limits(void) {
 
     /* What each holds now. */
     EXPECT_OK(mnemo_sync_stats(a.sync, &json));
-    EXPECT_STR(json, "{\"listeners\":0,\"open_connections\":0,\"tracks\":0}");
+    EXPECT_STR(json, "{\"listeners\":0,\"open_connections\":0,\"requests_in_flight\":0,"
+                     "\"watches\":0,\"tracks\":0,\"requests_refused_busy\":0,"
+                     "\"connections_refused\":0}");
     EXPECT_OK(mnemo_instance_stats(a.instance, &json));
     CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0,"
                                "\"databases_polled\":0}") != NULL);

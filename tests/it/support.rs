@@ -326,6 +326,9 @@ impl Gathering {
         while !state.gathered {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // Out of patience: the others go on too.
+                state.gathered = true;
+                self.arrived.notify_all();
                 break;
             }
             state = self.arrived.wait_timeout(state, left).unwrap().0;
@@ -428,7 +431,8 @@ impl Instrumented {
     }
 
     /// From now on, each entry lookup made on a sync engine's thread (a request handler) waits
-    /// until `wanted` of them wait at once, or `patience` passes; then they all go on.
+    /// until `wanted` of them wait at once, or one has waited `patience`; then they all go
+    /// on, and nothing more is held.
     pub fn gather_sync_lookups(&self, wanted: usize, patience: Duration) {
         let mut state = self.gathering.state.lock().unwrap();
         *state = GatheringState {

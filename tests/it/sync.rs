@@ -999,7 +999,7 @@ fn a_track_pushes_another_processs_commit_soon() {
 }
 
 /// A listener handles as many requests side by side as its `max_requests_in_flight`, also
-/// when that was raised above the default after the engine started.
+/// when that was raised above the default after the engine started; its stats count them.
 #[test]
 fn a_raised_in_flight_limit_handles_that_many_requests_at_once() {
     const AT_ONCE: usize = 24;
@@ -1018,8 +1018,17 @@ fn a_raised_in_flight_limit_handles_that_many_requests_at_once() {
     })
     .unwrap();
     let addr = sync.listen("127.0.0.1:0").unwrap();
+    let in_flight = || {
+        let stats = sync.stats();
+        stats
+            .iter()
+            .find(|(name, _)| *name == "requests_in_flight")
+            .unwrap()
+            .1
+    };
 
-    storage.gather_sync_lookups(AT_ONCE, Duration::from_secs(5));
+    // Each request's lookup waits for one more than can come, until the patience runs out.
+    storage.gather_sync_lookups(AT_ONCE + 1, Duration::from_secs(3));
     let requests: Vec<_> = (0..AT_ONCE as u8)
         .map(|n| {
             let unknown = EntryId::of_bytes(&[n]);
@@ -1028,8 +1037,14 @@ fn a_raised_in_flight_limit_handles_that_many_requests_at_once() {
             std::thread::spawn(move || post_raw(&addr, "db", &have.encode()))
         })
         .collect();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while in_flight() < AT_ONCE as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(in_flight(), AT_ONCE as u64);
     for request in requests {
         assert_eq!(request.join().unwrap().0, 200);
     }
     assert_eq!(storage.most_sync_lookups_at_once(), AT_ONCE);
+    assert_eq!(in_flight(), 0);
 }

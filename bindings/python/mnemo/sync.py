@@ -184,9 +184,12 @@ class Sync(HandleOwner):
 
     def stats(self) -> dict[str, int]:
         """What the engine runs now: ``listeners`` (started and not stopped),
-        ``open_connections`` (on them all) and ``tracks`` (databases kept in sync in the
-        background, one per user, database and peer). For monitoring: the counts may change
-        as soon as they are read."""
+        ``open_connections``, ``requests_in_flight`` and ``watches`` (on them all), and
+        ``tracks`` (databases kept in sync in the background, one per user, database and
+        peer); and what its listeners refused since sync was enabled:
+        ``requests_refused_busy`` (answered Busy: a limit was reached) and
+        ``connections_refused`` (closed at a connection or request limit). For monitoring:
+        the counts may change as soon as they are read."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_sync_stats, ptr))
             return stats

@@ -305,18 +305,68 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "waiting_entry_bytes": 0,
         "databases_polled": 0,
     }
-    assert sync.stats() == {"listeners": 0, "open_connections": 0, "tracks": 0}
+    idle = {
+        "listeners": 0,
+        "open_connections": 0,
+        "requests_in_flight": 0,
+        "watches": 0,
+        "tracks": 0,
+        "requests_refused_busy": 0,
+        "connections_refused": 0,
+    }
+    assert sync.stats() == idle
     addr = sync.listen()
     held = hold_a_connection(addr)
     try:
         deadline = time.monotonic() + TIMEOUT
         while sync.stats()["open_connections"] < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert sync.stats() == {"listeners": 1, "open_connections": 1, "tracks": 0}
+        assert sync.stats() == {**idle, "listeners": 1, "open_connections": 1}
     finally:
         held.close()
     sync.unlisten(addr)
     assert sync.stats()["listeners"] == 0
+
+
+def test_stats_count_watches_held_and_what_the_listeners_refused() -> None:
+    """A tracking peer holds a watch on the listener; a connection over the listener's
+    limit and a request over the replay memory are counted as refused, and the counts
+    outlive the listener that refused them."""
+    with ExitStack() as stack:
+        a, b = (stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2))
+        for inst, name in ((a, "alice"), (b, "bob")):
+            inst.create_user(name)
+            inst.enable_sync()
+        sync, client = stack.enter_context(a.sync), stack.enter_context(b.sync)
+        alice, bob = stack.enter_context(a.login("alice")), stack.enter_context(b.login("bob"))
+        db = stack.enter_context(alice.create_db("d"))
+        db.grant(next(k.pubkey for k in bob.list_keys() if k.is_default), "read")
+        addr = sync.listen()
+        client.track(bob, addr, db.id)  # it holds a watch for the listener's next change
+        deadline = time.monotonic() + TIMEOUT
+        while sync.stats()["watches"] < 1:
+            assert time.monotonic() < deadline, f"no watch held: {sync.stats()}"
+            time.sleep(0.01)
+        client.untrack(bob, addr, db.id)
+
+        sync.set_limits(max_connections=1, max_remembered_requests=1024)
+        tight = sync.listen()
+        held = hold_a_connection(tight)
+        try:
+            with pytest.raises(mnemo.NetworkError):
+                client.connect(tight)
+        finally:
+            held.close()
+        assert sync.stats()["connections_refused"] >= 1
+        assert sync.stats()["requests_refused_busy"] == 0
+        with pytest.raises(mnemo.Busy):
+            for _ in range(64):
+                client.sync_db(bob, addr, db.id)
+        sync.unlisten(tight)
+        sync.unlisten(addr)
+        stats = sync.stats()
+        assert stats["requests_refused_busy"] >= 1
+        assert (stats["listeners"], stats["requests_in_flight"], stats["watches"]) == (0, 0, 0)
 
 
 def test_listeners_started_afterwards_enforce_the_new_limits(sync: mnemo.Sync) -> None:

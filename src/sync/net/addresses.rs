@@ -205,6 +205,11 @@ impl Addresses {
     pub(super) fn open_connections(&self) -> usize {
         self.lock().connections
     }
+
+    /// Watches held now (for diagnostics).
+    pub(super) fn watches(&self) -> usize {
+        self.lock().watches
+    }
 }
 
 /// Something counted for an address until dropped.

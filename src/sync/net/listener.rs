@@ -19,6 +19,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -52,7 +53,35 @@ pub(in crate::sync) struct Listener {
     stop: watch::Sender<bool>,
     /// Disconnected once the accept loop has ended and closed the listening socket.
     closed: std::sync::mpsc::Receiver<()>,
-    addresses: Arc<Addresses>,
+    shared: Arc<Shared>,
+}
+
+/// What an engine's listeners refused since it started, over all of them (stopped ones
+/// too): for its stats.
+#[derive(Default)]
+pub(in crate::sync) struct Refusals {
+    /// Requests answered `MNEMO_STATUS_BUSY` (a limit of the listener, its address's share,
+    /// or of what the request asked for, was reached).
+    busy: AtomicU64,
+    /// Connections closed at accept or before their TLS handshake because the listener or
+    /// their address was at a limit.
+    connections: AtomicU64,
+}
+
+impl Refusals {
+    /// Requests answered busy so far.
+    pub(in crate::sync) fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused so far.
+    pub(in crate::sync) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How long [`Listener::stop_and_wait`] waits for the listening socket to close.
@@ -66,16 +95,19 @@ struct Shared {
     addresses: Arc<Addresses>,
     in_flight: Semaphore,
     buffered: Semaphore,
+    refusals: Arc<Refusals>,
 }
 
 impl Listener {
-    /// Binds `addr` and starts accepting on `runtime`, proving `identity` to clients.
+    /// Binds `addr` and starts accepting on `runtime`, proving `identity` to clients and
+    /// counting what it refuses in `refusals`.
     pub(in crate::sync) fn start(
         runtime: &tokio::runtime::Runtime,
         addr: &str,
         identity: &TlsIdentity,
         engine: Weak<SyncEngine>,
         limits: Limits,
+        refusals: Arc<Refusals>,
     ) -> Result<Listener> {
         let tls = TlsAcceptor::from(identity.server_config()?);
         let socket = std::net::TcpListener::bind(addr)
@@ -91,27 +123,28 @@ impl Listener {
             TcpListener::from_std(socket)
                 .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?
         };
-        let addresses = Addresses::new(limits.clone());
         let shared = Arc::new(Shared {
             engine,
             tls,
             in_flight: Semaphore::new(limits.max_requests_in_flight),
             buffered: Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT),
-            addresses: addresses.clone(),
+            addresses: Addresses::new(limits.clone()),
             limits,
+            refusals,
         });
         let (stop, stopped) = watch::channel(false);
         let (closing, closed) = std::sync::mpsc::channel::<()>();
+        let serving = shared.clone();
         runtime.spawn(async move {
             // The socket is closed when the loop returns (it owns the listener).
-            accept_loop(listener, shared, stopped).await;
+            accept_loop(listener, serving, stopped).await;
             drop(closing);
         });
         Ok(Listener {
             addr: bound,
             stop,
             closed,
-            addresses,
+            shared,
         })
     }
 
@@ -132,7 +165,17 @@ impl Listener {
 
     /// Connections open now.
     pub(in crate::sync) fn open_connections(&self) -> usize {
-        self.addresses.open_connections()
+        self.shared.addresses.open_connections()
+    }
+
+    /// Requests being handled now (each holds one of its `max_requests_in_flight` slots).
+    pub(in crate::sync) fn requests_in_flight(&self) -> usize {
+        self.shared.limits.max_requests_in_flight - self.shared.in_flight.available_permits()
+    }
+
+    /// Watches held now.
+    pub(in crate::sync) fn watches(&self) -> usize {
+        self.shared.addresses.watches()
     }
 
     /// Stops accepting and closes the listening socket; connections in progress end as
@@ -175,6 +218,8 @@ async fn accept_loop(
         if let Some(guard) = shared.addresses.admit(Address::of(peer.ip())) {
             let stopped = stopped.clone();
             tokio::spawn(serve_connection(stream, shared.clone(), guard, stopped));
+        } else {
+            Refusals::count(&shared.refusals.connections);
         }
     }
 }
@@ -240,7 +285,10 @@ async fn handshake(
     address: Address,
     stream: TcpStream,
 ) -> Option<(tokio_rustls::server::TlsStream<WriteDeadline>, PublicKey)> {
-    let _slot = shared.addresses.begin_request(address).ok()?;
+    let Ok(_slot) = shared.addresses.begin_request(address) else {
+        Refusals::count(&shared.refusals.connections);
+        return None;
+    };
     let stream = WriteDeadline::new(stream, shared.limits.body_timeout);
     let stream = timeout(shared.limits.idle_timeout, shared.tls.accept(stream))
         .await
@@ -260,6 +308,9 @@ async fn respond(
     match handle(shared, address, peer, request).await {
         Ok(body) => response(StatusCode::OK, body, false),
         Err(e) => {
+            if matches!(e, Error::Busy(_)) {
+                Refusals::count(&shared.refusals.busy);
+            }
             let code = http_status(&e);
             let body = ErrorReply {
                 status: e.status().code(),
