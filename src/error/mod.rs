@@ -123,9 +123,11 @@ impl Error {
 
     /// The error a peer reported with status `code` and `message`. Refusals keep their kind
     /// (bad argument, not found, permission, corrupt data, busy); anything else, including a
-    /// code this build does not know, is a network error.
-    pub fn from_peer(code: i32, message: String) -> Error {
-        let message = format!("peer: {message}");
+    /// code this build does not know, is a network error. The message is the peer's text,
+    /// with what could disguise it when shown or logged escaped (control characters and
+    /// the marks that reorder text on screen, as `\u{..}`).
+    pub fn from_peer(code: i32, message: &str) -> Error {
+        let message = format!("peer: {}", shown_safely(message));
         match Status::from_code(code) {
             Some(Status::InvalidArgument) => Error::InvalidArgument(message),
             Some(Status::NotFound) => Error::NotFound(message),
@@ -139,5 +141,44 @@ impl Error {
     /// True when the error means "no such thing".
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))
+    }
+}
+
+/// `text` from someone not trusted (a peer's error message), as text that cannot pass for
+/// something else where it is shown or logged: control characters (line breaks that forge
+/// log lines, terminal escape sequences) and the marks that reorder text on screen
+/// (bidirectional overrides and isolates) are written as `\u{..}` escapes.
+pub(crate) fn shown_safely(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        let reorders = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}')
+            || matches!(c, '\u{2066}'..='\u{2069}');
+        if c.is_control() || reorders {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_message_cannot_forge_a_line_move_the_terminal_or_reorder_text() {
+        let hostile = "busy\nERROR admin logged in\r\x1b[2J\u{202e}txt.exe\u{2066}\0";
+        let error = Error::from_peer(Status::Busy.code(), hostile);
+        assert!(matches!(error, Error::Busy(_)));
+        assert_eq!(
+            error.to_string(),
+            "busy: peer: busy\\u{a}ERROR admin logged in\\u{d}\\u{1b}[2J\\u{202e}txt.exe\
+             \\u{2066}\\u{0}"
+        );
+        let plain = "no such database: d\u{e9}j\u{e0} vu \u{1f600}";
+        assert!(Error::from_peer(Status::NotFound.code(), plain)
+            .to_string()
+            .ends_with(plain));
     }
 }

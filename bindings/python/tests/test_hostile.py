@@ -6,7 +6,7 @@ is this machine), so each has its own share of the listener; the legitimate peer
 from 127.0.0.1. Threads and memory are counted for this process, which holds the listener.
 Attacks above the TLS layer speak TLS 1.3 with a device certificate of their own (an
 Ed25519 key and self-signed certificate made with the openssl command); the others send
-raw bytes.
+raw bytes. The last test turns it round: a hostile listener answering this process's client.
 """
 
 from __future__ import annotations
@@ -339,3 +339,81 @@ def test_one_address_over_its_request_rate_gets_busy_and_others_do_not(served: S
             assert status == 404
     assert refused
     assert served.pull() < PULL_WITHIN
+
+
+class HostilePeer:
+    """A listener that speaks TLS 1.3 with a device certificate of its own and answers every
+    request with an error reply of its choosing: a peer this process syncs with, turned
+    against it."""
+
+    def __init__(self, status: int, message: bytes) -> None:
+        directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"mnemo-peer-{os.getpid()}"
+        directory.mkdir(exist_ok=True)
+        key, cert = make_certificate(directory, ["ed25519"])
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.context.set_alpn_protocols(["mnemo-sync/1"])
+        self.context.load_cert_chain(str(cert), str(key))
+        self.reply = b"\x01" + struct.pack(">II", status, len(message)) + message
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.addr = "127.0.0.1:%d" % self.socket.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.socket.accept()
+            except OSError:
+                return  # closed
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    conn.settimeout(10)
+                    self._answer(conn)
+            except (OSError, ssl.SSLError, ValueError):
+                continue
+
+    def _answer(self, conn: ssl.SSLSocket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        top, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.partition(b":")[2])
+            for line in top.split(b"\r\n")[1:]
+            if line.partition(b":")[0].strip().lower() == b"content-length"
+        )
+        while len(body) < length:
+            body += conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(self.reply)
+            + self.reply
+        )
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_peers_error_message_cannot_forge_lines_or_drive_the_terminal() -> None:
+    # Line breaks that would forge a log line, an escape that clears a terminal, a mark that
+    # reorders what follows on screen.
+    forged = "busy\nINFO sync finished: 0 entries refused\x1b[2J\u202egnp.exe"
+    peer = HostilePeer(mnemo.Status.BUSY, forged.encode())
+    try:
+        with mnemo.Instance.open("memory:") as inst:
+            inst.create_user("bob")
+            inst.enable_sync()
+            with inst.login("bob") as bob, inst.sync as sync:
+                db_id = "sha256:" + "ab" * 32
+                with pytest.raises(mnemo.Busy) as refused:
+                    sync.sync_db(bob, peer.addr, db_id)
+    finally:
+        peer.close()
+    message = refused.value.message
+    assert "INFO sync finished" in message  # the peer's words are kept...
+    for raw in ("\n", "\x1b", "\u202e"):
+        assert raw not in message  # ...but not what would disguise them
+    assert "\\u{a}INFO" in message and "\\u{1b}[2J" in message and "\\u{202e}" in message

@@ -220,7 +220,7 @@ impl Link {
             return Ok(bytes);
         }
         match ErrorReply::decode(&bytes) {
-            Ok(reply) => Err(Error::from_peer(reply.status, reply.message)),
+            Ok(reply) => Err(Error::from_peer(reply.status, &reply.message)),
             Err(_) => Err(Error::Network(format!(
                 "{}: HTTP status {}",
                 self.addr.host_port,
