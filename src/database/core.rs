@@ -20,7 +20,7 @@ use super::SETTINGS_STORE;
 use crate::backend::{Backend, Cell, CellReads, EntryMeta, EntryWrite, Staged, Version};
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// The most operations a commit plans and signs inside its write turn, holding the
 /// backend's writer (and so every other database's commits) meanwhile: a larger commit
@@ -1411,7 +1411,10 @@ fn check_stores(ops: &BTreeMap<String, BTreeMap<String, Op>>) -> Result<()> {
         if store == SETTINGS_STORE {
             settings::check_ops(store_ops)?;
         } else if store.starts_with('_') {
-            return Err(Error::Corrupt(format!("store '{store}' is reserved")));
+            return Err(Error::Corrupt(format!(
+                "store {} is reserved",
+                quoted(store)
+            )));
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ use super::authority::{self, SettingsEntry};
 use crate::backend::{Backend, EntryMeta};
 use crate::crypto::PublicKey;
 use crate::entry::{Entry, EntryId, Op};
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// Prefix of the settings keys that hold auth entries: `auth/<public key>`.
 const AUTH_PREFIX: &str = "auth/";
@@ -138,7 +138,7 @@ pub fn auth_value(grant: Grant) -> String {
 
 /// Parses an auth entry; an admin grant carries a priority and no other grant does.
 pub(crate) fn parse_auth_value(json: &str) -> Result<Grant> {
-    let bad = || Error::Corrupt(format!("malformed auth entry {json}"));
+    let bad = || Error::Corrupt(format!("malformed auth entry {}", quoted(json)));
     let record: AuthRecord = serde_json::from_str(json).map_err(|_| bad())?;
     if (record.permission == Permission::Admin) != record.priority.is_some() {
         return Err(bad());
@@ -156,19 +156,26 @@ pub fn check_ops(ops: &BTreeMap<String, Op>) -> Result<()> {
     for (key, op) in ops {
         let Op::Set(json) = op else {
             return Err(Error::Corrupt(format!(
-                "settings key '{key}' cannot be deleted"
+                "settings key {} cannot be deleted",
+                quoted(key)
             )));
         };
         if let Some(pubkey) = key.strip_prefix(AUTH_PREFIX) {
             PublicKey::parse(pubkey)
-                .map_err(|_| Error::Corrupt(format!("bad key in settings '{key}'")))?;
+                .map_err(|_| Error::Corrupt(format!("bad key in settings {}", quoted(key))))?;
             parse_auth_value(json)?;
         } else if key == "name" || key == "nonce" {
             if !json.starts_with('"') {
-                return Err(Error::Corrupt(format!("settings '{key}' is a string")));
+                return Err(Error::Corrupt(format!(
+                    "settings {} is a string",
+                    quoted(key)
+                )));
             }
         } else {
-            return Err(Error::Corrupt(format!("unknown settings key '{key}'")));
+            return Err(Error::Corrupt(format!(
+                "unknown settings key {}",
+                quoted(key)
+            )));
         }
     }
     Ok(())

@@ -144,6 +144,21 @@ impl Error {
     }
 }
 
+/// How many characters of a text from an entry or a peer an error message quotes.
+const QUOTED_CHARS: usize = 64;
+
+/// `text` from an entry or a peer (a key, a store name, a value), for an error message: its
+/// first [`QUOTED_CHARS`] characters (then `...`), escaped as [`shown_safely`] does, between
+/// single quotes. A hostile entry's 16 MiB value or terminal escapes never reach the message.
+pub(crate) fn quoted(text: &str) -> String {
+    let cut = text
+        .char_indices()
+        .nth(QUOTED_CHARS)
+        .map_or(text, |(at, _)| &text[..at]);
+    let more = if cut.len() < text.len() { "..." } else { "" };
+    format!("'{}{more}'", shown_safely(cut))
+}
+
 /// `text` from someone not trusted (a peer's error message), as text that cannot pass for
 /// something else where it is shown or logged: control characters (line breaks that forge
 /// log lines, terminal escape sequences) and the marks that reorder text on screen
@@ -165,6 +180,15 @@ pub(crate) fn shown_safely(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_text_is_cut_at_64_characters_and_escaped() {
+        assert_eq!(quoted("k"), "'k'");
+        let exactly = "\u{e9}".repeat(64);
+        assert_eq!(quoted(&exactly), format!("'{exactly}'"));
+        assert_eq!(quoted(&"x".repeat(65)), format!("'{}...'", "x".repeat(64)));
+        assert_eq!(quoted("a\tb\u{202e}"), "'a\\u{9}b\\u{202e}'");
+    }
 
     #[test]
     fn a_peers_message_cannot_forge_a_line_move_the_terminal_or_reorder_text() {

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// Most tokens a pointer may have.
 pub const MAX_TOKENS: usize = 32;
@@ -33,7 +33,8 @@ pub fn parse(pointer: &str) -> Result<Vec<String>> {
     }
     let Some(rest) = pointer.strip_prefix('/') else {
         return Err(Error::invalid(format!(
-            "a JSON Pointer is empty or starts with '/' (got '{pointer}')"
+            "a JSON Pointer is empty or starts with '/' (got {})",
+            quoted(pointer)
         )));
     };
     let tokens = rest

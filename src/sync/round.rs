@@ -25,8 +25,11 @@ pub struct SyncReport {
     pub pulled: usize,
     /// Entries the peer took from us.
     pub pushed: usize,
-    /// Entries received that failed verification (dropped), with the reason.
-    pub rejected: Vec<String>,
+    /// Entries received that failed verification (dropped).
+    pub rejected: usize,
+    /// The first of them, with the reason (only the first is kept: a hostile peer may send
+    /// any number).
+    pub first_rejected: Option<String>,
     /// How many of our entries the peer refused.
     pub refused_by_peer: usize,
     /// The status of the first refusal (e.g. `MNEMO_STATUS_PERMISSION_DENIED`: the author
@@ -36,12 +39,19 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// Counts entry `id`, received and dropped for `why`; keeps the first reason.
+    fn reject(&mut self, id: &EntryId, why: &Error) {
+        self.rejected += 1;
+        self.first_rejected
+            .get_or_insert_with(|| format!("{id}: {why}"));
+    }
+
     /// The report, or an error naming what was rejected (everything valid was applied).
     pub fn into_result(self) -> Result<SyncReport> {
-        if let Some(first) = self.rejected.first() {
+        if let Some(first) = &self.first_rejected {
             return Err(Error::Corrupt(format!(
                 "the peer sent {} entries that failed verification and were dropped (first: {first})",
-                self.rejected.len()
+                self.rejected
             )));
         }
         if self.refused_by_peer > 0 {
@@ -324,13 +334,11 @@ impl Exchange<'_> {
         match taken {
             Ok(received) => {
                 report.pulled += 1;
-                report
-                    .rejected
-                    .extend(received.rejected.iter().map(|(id, e)| format!("{id}: {e}")));
+                for (id, e) in &received.rejected {
+                    report.reject(id, e);
+                }
             }
-            Err(e) if lasts(Some(e.status())) => report
-                .rejected
-                .push(format!("{}: {e}", EntryId::of_bytes(bytes))),
+            Err(e) if lasts(Some(e.status())) => report.reject(&EntryId::of_bytes(bytes), &e),
             Err(e) => {
                 self.held_back.borrow_mut().get_or_insert(e);
             }

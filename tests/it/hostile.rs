@@ -471,3 +471,40 @@ fn a_reply_over_the_limits_ends_the_pull_after_taking_what_came_before() {
     // The two replies before it were taken, the second while the third was asked for.
     assert_eq!(backend.tips(&db).unwrap(), vec![(good[79].id(), 79)]);
 }
+
+/// The text of a hostile entry (a settings key, a value) reaches an error message only
+/// quoted: at most 64 characters, with control characters escaped, however large or
+/// strange what its author signed.
+#[test]
+fn an_entrys_text_reaches_an_error_message_short_and_escaped() {
+    let (a, alice) = logged_in("alice");
+    let db = alice.create_db("d").unwrap();
+    let admin = PrivateKey::generate().unwrap();
+    db.grant(&admin.public_key(), Permission::Admin).unwrap();
+    let someone = PrivateKey::generate().unwrap().public_key();
+    let huge_grant = (
+        format!("auth/{someone}"),
+        format!("\"{}\"", "x".repeat(1 << 20)),
+        format!("'\"{}...'", "x".repeat(63)),
+    );
+    let forged_key = (
+        "\u{1b}[2J\nINFO all good".to_string(),
+        "\"n\"".to_string(),
+        "'\\u{1b}[2J\\u{a}INFO all good'".to_string(),
+    );
+    for (key, json, shown) in [huge_grant, forged_key] {
+        let entry =
+            crate::foreign::on_tips(&db, &admin, crate::foreign::ops("_settings", &key, &json));
+        let refused = a.receive_entry(entry.bytes()).unwrap_err();
+        let message = refused.to_string();
+        assert!(matches!(refused, Error::Corrupt(_)), "{message}");
+        assert!(
+            message.len() < 200,
+            "{} bytes: {}",
+            message.len(),
+            &message[..200]
+        );
+        assert!(message.contains(&shown), "{message}");
+        assert!(!message.contains(['\n', '\u{1b}']), "{message}");
+    }
+}
