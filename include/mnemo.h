@@ -1065,11 +1065,15 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
  * "body_timeout_ms":30000, "queue_timeout_ms":10000, "max_tracked_addresses":4096,
  * "max_watches":128, "max_watches_per_address":16, "max_remembered_requests":262144,
+ * "max_access_requests_per_database":64, "max_access_requests":1024,
  * "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
  * "round_deadline_ms":600000} (SECURITY.md says what each stops).
  * "max_remembered_requests": signed requests whose nonces the engine's listeners
  * remember, so that each is accepted once in its 5-minute window (about 48 bytes each; a
- * sixteenth per signing key; past it, MNEMO_STATUS_BUSY).
+ * sixteenth per signing key; past it, MNEMO_STATUS_BUSY). "max_access_requests_per_database"
+ * and "max_access_requests": access requests (`mnemo_sync_request_access`) kept for one
+ * database and in all, pending or rejected, each for 7 days; when full, a new request
+ * takes the place of the oldest rejected one, or is refused with MNEMO_STATUS_BUSY.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *
@@ -1103,13 +1107,15 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_stats(const struct mnemo_sync *sync, char
  * number; the others keep theirs. The change is all or nothing. Listeners started
  * afterwards and every round started afterwards use the new limits; listeners already
  * running keep theirs, except "max_remembered_requests", one memory shared by every
- * listener, which applies at once (lowered, what it holds beyond goes as it expires).
- * Counts (connections, requests in flight, watches, addresses and requests remembered)
- * must be from 1 to 1048576 ("max_remembered_requests" from 1024), requests per second and
- * bursts from 1 to 4294967295, times from 1 ms to a day (86400000), "max_message_bytes"
- * from 22020096 (a batch holding the largest entry) to 33554432 (the protocol's largest
- * message), "max_buffered_bytes" at least "max_message_bytes" and at most 1 TiB,
- * "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
+ * listener, which applies at once (lowered, what it holds beyond goes as it expires), and
+ * the access-request limits, which apply to the next request (requests kept beyond a
+ * lowered bound stay until approved, replaced or expired). Counts (connections, requests
+ * in flight, watches, addresses and requests remembered) must be from 1 to 1048576
+ * ("max_remembered_requests" from 1024), access requests from 1 to 65536, requests per
+ * second and bursts from 1 to 4294967295, times from 1 ms to a day (86400000),
+ * "max_message_bytes" from 22020096 (a batch holding the largest entry) to 33554432 (the
+ * protocol's largest message), "max_buffered_bytes" at least "max_message_bytes" and at
+ * most 1 TiB, "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
  * "request_timeout_ms". A listener runs up to its "max_requests_in_flight" handlers at
  * once, on threads made as they are needed (at most 512 per engine, over all its
  * listeners) and ended after 10 s without work.
@@ -1181,7 +1187,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_request_access(struct mnemo_sync *sync, s
  * `admin_user`'s keys is admin, as a JSON array of objects
  * `{"id", "db", "key", "permission", "device", "requested_at"}` (`requested_at` in
  * milliseconds since the Unix epoch). Requests are kept 7 days, at most 64 per database
- * and 1024 in all, and survive restarts.
+ * and 1024 in all (the sync limits "max_access_requests_per_database" and
+ * "max_access_requests"), and survive restarts.
  *
  * - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
  *

@@ -104,7 +104,8 @@ pub unsafe extern "C" fn mnemo_sync_request_access(
 /// `admin_user`'s keys is admin, as a JSON array of objects
 /// `{"id", "db", "key", "permission", "device", "requested_at"}` (`requested_at` in
 /// milliseconds since the Unix epoch). Requests are kept 7 days, at most 64 per database
-/// and 1024 in all, and survive restarts.
+/// and 1024 in all (the sync limits "max_access_requests_per_database" and
+/// "max_access_requests"), and survive restarts.
 ///
 /// - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
 ///

@@ -53,6 +53,14 @@ pub struct Limits {
     /// it, requests get `MNEMO_STATUS_BUSY` (the keys holding the most first). Default
     /// 262,144: about 870 requests a second, kept up. From 1,024.
     pub max_remembered_requests: usize,
+    /// Access requests (by ticket) kept for one database, pending or rejected; when full, a
+    /// new request takes the place of the oldest rejected one, or gets `MNEMO_STATUS_BUSY`.
+    /// Default 64, at most 65,536. Applies at once (requests kept beyond a lowered bound
+    /// stay until approved, replaced or expired).
+    pub max_access_requests_per_database: usize,
+    /// Access requests kept in all, over every database, as above. Default 1,024, at most
+    /// 65,536.
+    pub max_access_requests: usize,
     /// How long a listener holds a watch before answering that nothing changed; less than
     /// [`Limits::request_timeout`]. Default 25 s.
     pub watch_timeout: Duration,
@@ -85,6 +93,8 @@ impl Default for Limits {
             max_watches: 128,
             max_watches_per_address: 16,
             max_remembered_requests: super::replay::CAPACITY,
+            max_access_requests_per_database: 64,
+            max_access_requests: 1024,
             watch_timeout: Duration::from_secs(25),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -109,6 +119,9 @@ pub const HEADER_LIMITS: (usize, usize) = (8 << 10, 1 << 20);
 /// Least the replay memory may hold: a sixteenth of it, the share of one signing key, is
 /// then 64 requests in 5 minutes.
 pub const MIN_REMEMBERED_REQUESTS: usize = 1024;
+/// Most access requests either access-request limit may allow (each new request reads
+/// them all).
+pub const MAX_ACCESS_REQUESTS_LIMIT: usize = 1 << 16;
 /// Longest any time limit may be: a day.
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -198,6 +211,8 @@ named_limits! {
     "max_watches" => max_watches,
     "max_watches_per_address" => max_watches_per_address,
     "max_remembered_requests" => max_remembered_requests,
+    "max_access_requests_per_database" => max_access_requests_per_database,
+    "max_access_requests" => max_access_requests,
     "watch_timeout_ms" => watch_timeout,
     "connect_timeout_ms" => connect_timeout,
     "request_timeout_ms" => request_timeout,
@@ -220,6 +235,8 @@ impl Limits {
             self.max_watches,
             self.max_watches_per_address,
             self.max_remembered_requests,
+            self.max_access_requests_per_database,
+            self.max_access_requests,
         ];
         let times = [
             self.idle_timeout,
@@ -236,6 +253,15 @@ impl Limits {
             || self.request_burst_per_address == 0
         {
             return refuse(format!("counts must be from 1 to {MAX_COUNT_LIMIT}"));
+        }
+        if self
+            .max_access_requests_per_database
+            .max(self.max_access_requests)
+            > MAX_ACCESS_REQUESTS_LIMIT
+        {
+            return refuse(format!(
+                "access requests may be kept up to {MAX_ACCESS_REQUESTS_LIMIT}"
+            ));
         }
         if times.iter().any(|&t| t.is_zero() || t > MAX_TIME_LIMIT) {
             return refuse(format!(

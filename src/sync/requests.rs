@@ -1,7 +1,8 @@
 //! Access requests as a listener keeps them, in `_sync` (so they survive restarts): pending
 //! until an admin approves or rejects them, rejected ones kept so that the same key cannot
 //! ask again at once, both forgotten after [`REQUEST_LIFETIME_MS`]. Bounded per database
-//! and in all. Also the auto-approve policies admins set per database.
+//! and in all ([`RequestBounds`], from the engine's limits). Also the auto-approve policies
+//! admins set per database.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,10 +13,12 @@ use crate::error::{Error, Result};
 
 /// How long a request (pending or rejected) is kept: 7 days.
 pub const REQUEST_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Most requests kept for one database.
-pub const MAX_REQUESTS_PER_DATABASE: usize = 64;
-/// Most requests kept in all.
-pub const MAX_REQUESTS: usize = 1024;
+/// How many requests may be kept: for one database, and in all.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RequestBounds {
+    pub per_database: usize,
+    pub in_all: usize,
+}
 /// Least time between two changes of one key's pending request (another permission asked):
 /// each is a commit of `_sync`, whose history is kept.
 pub const REQUEST_CHANGE_EVERY_MS: u64 = 60 * 1000;
@@ -145,16 +148,16 @@ impl Requests {
     }
 
     /// Records `record` (replacing the same key's request on the same database), within
-    /// the bounds: when its database or the instance holds as many as it may, the oldest
+    /// `bounds`: when its database or the instance holds as many as it may, the oldest
     /// rejected request there is forgotten to make room (so rejecting requests frees their
     /// places); [`Error::Busy`] when all are pending.
-    pub(super) fn put(&self, record: &RequestRecord) -> Result<()> {
+    pub(super) fn put(&self, record: &RequestRecord, bounds: RequestBounds) -> Result<()> {
         let all = self.all()?;
         if !all.iter().any(|r| r.id == record.id) {
             let here = all.iter().filter(|r| r.db == record.db).count();
-            let crowd: Vec<&RequestRecord> = if here >= MAX_REQUESTS_PER_DATABASE {
+            let crowd: Vec<&RequestRecord> = if here >= bounds.per_database {
                 all.iter().filter(|r| r.db == record.db).collect()
-            } else if all.len() >= MAX_REQUESTS {
+            } else if all.len() >= bounds.in_all {
                 all.iter().collect()
             } else {
                 Vec::new()

@@ -235,6 +235,8 @@ static void test_limits(void) {
     EXPECT_OK(mnemo_sync_limits(a.sync, &json));
     CHECK(json && strstr(json, "\"max_connections\":256,") != NULL);
     CHECK(json && strstr(json, "\"round_deadline_ms\":600000}") != NULL);
+    CHECK(json && strstr(json, "\"max_access_requests_per_database\":64,"
+                               "\"max_access_requests\":1024,") != NULL);
     mnemo_string_free(json);
     json = NULL;
 
@@ -248,6 +250,7 @@ static void test_limits(void) {
     /* Refused, changing nothing: out of bounds (with a valid one), unknown, not numbers. */
     EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_connections\": 9, \"idle_timeout_ms\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_conections\": 9}"), MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_access_requests\": 65537}"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_sync_set_limits(a.sync, "{\"max_connections\": -9}"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_sync_set_limits(a.sync, "[9]"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_sync_set_limits(a.sync, BAD_UTF8), MNEMO_STATUS_INVALID_ARGUMENT);

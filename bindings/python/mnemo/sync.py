@@ -199,12 +199,15 @@ class Sync(HandleOwner):
         or nothing: ``sync.set_limits(max_connections=1024, idle_timeout_ms=5000)``.
         Listeners started afterwards and rounds started afterwards use them; listeners
         already running keep theirs, except ``max_remembered_requests`` (the replay memory,
-        one for every listener), which applies at once. A listener runs up to its
+        one for every listener), which applies at once, and ``max_access_requests`` and
+        ``max_access_requests_per_database`` (access requests kept, pending or rejected),
+        which apply to the next request. A listener runs up to its
         ``max_requests_in_flight`` handlers at once, on threads made as they are needed
         (at most 512 per engine, over all its listeners).
 
         Raises InvalidArgument for an unknown name or a value out of its bounds (counts 1 to
-        1048576, ``max_remembered_requests`` from 1024, requests per second and bursts 1 to
+        1048576, ``max_remembered_requests`` from 1024, access requests 1 to 65536,
+        requests per second and bursts 1 to
         4294967295, times 1 ms to a day, ``max_message_bytes`` 22020096 to 33554432,
         ``max_buffered_bytes`` at least that and at most 1 TiB, ``max_header_bytes`` 8192
         to 1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed

@@ -189,6 +189,38 @@ def test_auto_approve_grants_as_requests_arrive(sides: tuple[Side, Side]) -> Non
     alice.sync.auto_approve(alice.user, db, None)  # removed
 
 
+def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    limits = alice.sync.limits()
+    assert (limits["max_access_requests_per_database"], limits["max_access_requests"]) == (64, 1024)
+    class_notes, other = alice.user.create_db("class notes"), alice.user.create_db("other")
+    tickets = alice.sync.share(class_notes), alice.sync.share(other)
+    alice.sync.set_limits(max_access_requests_per_database=2)
+    with ExitStack() as stack:
+        students = []
+        for i in range(3):
+            bob.inst.create_user(f"student{i}")
+            students.append(stack.enter_context(bob.inst.login(f"student{i}")))
+        for student in students[:2]:
+            bob.sync.request_access(student, tickets[0], "read")
+        with pytest.raises(mnemo.Busy, match="too many access requests"):
+            bob.sync.request_access(students[2], tickets[0], "read")
+        # Raised: room at once, on the same listener. Then the bound in all is reached.
+        alice.sync.set_limits(max_access_requests_per_database=3, max_access_requests=3)
+        bob.sync.request_access(students[2], tickets[0], "read")
+        with pytest.raises(mnemo.Busy, match="too many access requests"):
+            bob.sync.request_access(students[0], tickets[1], "read")
+        assert len(alice.sync.requests(alice.user)) == 3
+        alice.sync.set_limits(max_access_requests=4)
+        bob.sync.request_access(students[0], tickets[1], "read")
+        assert len(alice.sync.requests(alice.user)) == 4
+    for name in ("max_access_requests", "max_access_requests_per_database"):
+        for bad in (0, 65537):
+            with pytest.raises(mnemo.InvalidArgument):
+                alice.sync.set_limits(**{name: bad})
+    assert alice.sync.limits()["max_access_requests"] == 4  # refused changes change nothing
+
+
 def test_requests_and_policies_survive_a_restart(tmp_path: Path) -> None:
     url = f"sqlite:{tmp_path / 'alice.db'}"
     with ExitStack() as stack:
