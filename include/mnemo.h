@@ -622,8 +622,11 @@ MNEMO_MUST_USE mnemo_status mnemo_db_watch(struct mnemo_database *db, struct mne
  *
  * - `out_json`: receives an owned string (free it with `mnemo_string_free`), or NULL when
  *   no event came within `timeout_ms`. An event is either a change,
- *   `{"db":"sha256:…","entry":"sha256:…","remote":false}` (`remote` true when it came from
- *   sync), or `{"overflow":n}`: n changes were dropped here because the queue was full.
+ *   `{"db":"sha256:…","entry":"sha256:…","origin":"local","remote":false}` (`origin`:
+ *   "local" for a commit through this instance, "sync" for an entry sync brought,
+ *   "other_process" for one another process stored in the same SQLite file or PostgreSQL
+ *   database; `remote` is false for "local", true otherwise), or `{"overflow":n}`: n
+ *   changes were dropped here because the queue was full.
  *
  * Returns MNEMO_STATUS_OK (with an event, or NULL on timeout), MNEMO_STATUS_INVALID_ARGUMENT
  * (NULL events or out_json). Thread-safe: see `mnemo_events`.

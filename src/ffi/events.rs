@@ -9,7 +9,7 @@ use super::guard::{guard, guard_void};
 use super::handle::{out_param, Handle};
 use super::status::mnemo_status;
 use super::strings;
-use crate::database::{Event, Events};
+use crate::database::{Change, Event, Events};
 use crate::error::Error;
 
 /// A watcher's queue of changes (see `mnemo_db_watch`). Thread-safe: several threads may
@@ -59,8 +59,11 @@ pub unsafe extern "C" fn mnemo_db_watch(
 ///
 /// - `out_json`: receives an owned string (free it with `mnemo_string_free`), or NULL when
 ///   no event came within `timeout_ms`. An event is either a change,
-///   `{"db":"sha256:…","entry":"sha256:…","remote":false}` (`remote` true when it came from
-///   sync), or `{"overflow":n}`: n changes were dropped here because the queue was full.
+///   `{"db":"sha256:…","entry":"sha256:…","origin":"local","remote":false}` (`origin`:
+///   "local" for a commit through this instance, "sync" for an entry sync brought,
+///   "other_process" for one another process stored in the same SQLite file or PostgreSQL
+///   database; `remote` is false for "local", true otherwise), or `{"overflow":n}`: n
+///   changes were dropped here because the queue was full.
 ///
 /// Returns MNEMO_STATUS_OK (with an event, or NULL on timeout), MNEMO_STATUS_INVALID_ARGUMENT
 /// (NULL events or out_json). Thread-safe: see `mnemo_events`.
@@ -79,6 +82,7 @@ pub unsafe extern "C" fn mnemo_events_next(
             Some(Event::Change(change)) => serde_json::json!({
                 "db": change.db.to_text(),
                 "entry": change.entry.to_text(),
+                "origin": origin(&change),
                 "remote": change.remote,
             }),
             Some(Event::Overflow(n)) => serde_json::json!({ "overflow": n }),
@@ -121,4 +125,13 @@ pub unsafe extern "C" fn mnemo_events_fd(
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_events_free(events: *mut mnemo_events) {
     guard_void(|| mnemo_events::free(events))
+}
+
+/// Where `change` came from, as events name it.
+fn origin(change: &Change) -> &'static str {
+    match (change.remote, change.by_other_process) {
+        (false, _) => "local",
+        (true, false) => "sync",
+        (true, true) => "other_process",
+    }
 }

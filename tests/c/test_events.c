@@ -54,12 +54,15 @@ static char *commit(mnemo_database *db, const char *value) {
     return entry;
 }
 
-/* Takes the next event (waiting up to timeout_ms) and checks it is the change `entry`. */
+/* Takes the next event (waiting up to timeout_ms) and checks it is the change `entry`,
+ * from `origin` ("local" or "sync"). */
 static void expect_change(mnemo_events *events, uint32_t timeout_ms, const char *db_id,
-                          const char *entry, const char *remote) {
-    char want[256];
+                          const char *entry, const char *origin) {
+    char want[320];
     char *json = NULL;
-    snprintf(want, sizeof want, "{\"db\":\"%s\",\"entry\":\"%s\",\"remote\":%s}", db_id, entry, remote);
+    int local = strcmp(origin, "local") == 0;
+    snprintf(want, sizeof want, "{\"db\":\"%s\",\"entry\":\"%s\",\"origin\":\"%s\",\"remote\":%s}",
+             db_id, entry, origin, local ? "false" : "true");
     EXPECT_OK(mnemo_events_next(events, timeout_ms, &json));
     EXPECT_STR(json, want);
 }
@@ -95,8 +98,8 @@ static void test_watch_next_and_timeout(void) {
     char *a = commit(f.db, "1");
     char *b = commit(f.db, "2");
     CHECK(strcmp(a, before) != 0);
-    expect_change(events, 0, f.db_id, a, "false");
-    expect_change(events, 0, f.db_id, b, "false");
+    expect_change(events, 0, f.db_id, a, "local");
+    expect_change(events, 0, f.db_id, b, "local");
     EXPECT_OK(mnemo_events_next(events, 0, &json));
     CHECK(json == NULL);
 
@@ -137,9 +140,9 @@ static void test_descriptor(void) {
     char *a = commit(f.db, "1");
     CHECK(readable(fd, 0));
     char *b = commit(f.db, "2");
-    expect_change(events, 0, f.db_id, a, "false");
+    expect_change(events, 0, f.db_id, a, "local");
     CHECK(readable(fd, 0)); /* one still pending */
-    expect_change(events, 0, f.db_id, b, "false");
+    expect_change(events, 0, f.db_id, b, "local");
     CHECK(!readable(fd, 0));
 
     /* poll wakes when a commit arrives from another thread. */
@@ -148,7 +151,7 @@ static void test_descriptor(void) {
     CHECK(pthread_create(&writer, NULL, commit_later, &d) == 0);
     CHECK(readable(fd, 10000));
     pthread_join(writer, NULL);
-    expect_change(events, 0, f.db_id, d.entry, "false");
+    expect_change(events, 0, f.db_id, d.entry, "local");
     CHECK(!readable(fd, 0));
 
     /* A blocking next wakes the same way. */
@@ -174,7 +177,7 @@ static void test_overflow_is_reported(void) {
     EXPECT_OK(mnemo_db_watch(f.db, &events));
     char **ids = (char **)calloc(CAPACITY + 3, sizeof(char *));
     for (int i = 0; i < CAPACITY + 3; i++) ids[i] = commit(f.db, "1");
-    for (int i = 0; i < CAPACITY; i++) expect_change(events, 0, f.db_id, ids[i], "false");
+    for (int i = 0; i < CAPACITY; i++) expect_change(events, 0, f.db_id, ids[i], "local");
     char *json = NULL;
     EXPECT_OK(mnemo_events_next(events, 0, &json));
     EXPECT_STR(json, "{\"overflow\":3}");
@@ -182,7 +185,7 @@ static void test_overflow_is_reported(void) {
     CHECK(json == NULL);
     /* The watch goes on. */
     char *later = commit(f.db, "2");
-    expect_change(events, 0, f.db_id, later, "false");
+    expect_change(events, 0, f.db_id, later, "local");
     for (int i = 0; i < CAPACITY + 3; i++) mnemo_string_free(ids[i]);
     free(ids);
     mnemo_string_free(later);
@@ -246,7 +249,7 @@ static void test_remote_changes(void) {
 
     char *entry = commit(db, "\"from alice\"");
     EXPECT_OK(mnemo_sync_db(b.sync, b.user, addr, db_id));
-    expect_change(events, 0, db_id, entry, "true");
+    expect_change(events, 0, db_id, entry, "sync");
     char *json = NULL;
     EXPECT_OK(mnemo_events_next(events, 0, &json));
     CHECK(json == NULL);

@@ -20,8 +20,11 @@ from ._native import lib
 from ._values import from_json
 from .errors import InvalidArgument
 
-#: One event: ``{"db": str, "entry": str, "remote": bool}`` for a change, or
-#: ``{"overflow": int}`` when that many changes were dropped because the queue was full.
+#: One event: ``{"db": str, "entry": str, "remote": bool, "origin": str}`` for a change
+#: (``origin``: ``"local"`` for a commit through this instance, ``"sync"`` for an entry sync
+#: brought, ``"other_process"`` for one another process stored in the same storage;
+#: ``remote`` is False only for ``"local"``), or ``{"overflow": int}`` when that many
+#: changes were dropped because the queue was full.
 Event = dict[str, Union[str, bool, int]]
 
 #: How many changes the library queues before it counts the next ones as dropped.

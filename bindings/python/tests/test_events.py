@@ -29,8 +29,8 @@ def commit(db: mnemo.Database, value: object = 1) -> str:
     return t.entry_id
 
 
-def change(db: mnemo.Database, entry_id: str, remote: bool = False) -> dict[str, object]:
-    return {"db": db.id, "entry": entry_id, "remote": remote}
+def change(db: mnemo.Database, entry_id: str, origin: str = "local") -> dict[str, object]:
+    return {"db": db.id, "entry": entry_id, "remote": origin != "local", "origin": origin}
 
 
 def readable(ev: mnemo.Events, timeout: float = 0) -> bool:
@@ -215,7 +215,7 @@ def test_close_with_pending_events_and_after_the_database(user: mnemo.User) -> N
     entry = commit(db)
     first.close()  # its pending event goes with it
     db.close()  # the watcher outlives the database handle
-    assert second.next(timeout=0) == {"db": db_id, "entry": entry, "remote": False}
+    assert second.next(timeout=0) == {"db": db_id, "entry": entry, "remote": False, "origin": "local"}
     second.close()
 
 
@@ -237,7 +237,7 @@ def test_remote_changes_through_sync() -> None:
         ev = stack.enter_context(copy.watch())
         entry = commit(db, "from alice")
         sync_b.sync_db(bob, addr, db.id)
-        assert ev.next(timeout=TIMEOUT) == change(db, entry, remote=True)
+        assert ev.next(timeout=TIMEOUT) == change(db, entry, origin="sync")
         assert ev.next(timeout=0) is None
 
 

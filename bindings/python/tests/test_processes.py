@@ -169,6 +169,8 @@ def test_subscribers_and_watchers_hear_what_another_process_commits(url: str) ->
                 assert heard[2][0] in db.tips()
                 watched = [events.next(timeout=15) for _ in heard]
                 assert [(e["entry"], e["remote"]) for e in watched if e] == heard
+                origins = [e["origin"] for e in watched if e]
+                assert origins == ["local", "other_process", "other_process"]
                 # Each change is heard once, as made here or there.
                 assert events.next(timeout=0.3) is None
                 assert len(heard) == 3
