@@ -217,7 +217,8 @@ extern "C" {
  *   check nothing of the certificate unless "sslrootcert" is given (then as "verify-ca").
  *   "verify-ca" and "verify-full" need "sslrootcert" (~/.postgresql is not read; "system"
  *   is not supported); "allow" and client certificates are not supported. Other options
- *   (application_name, connect_timeout, channel_binding, hostaddr, …) go to the driver.
+ *   (application_name, connect_timeout, channel_binding, hostaddr, …) go to the driver;
+ *   without application_name, the connections are called "mnemo" on the server.
  * - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
  *   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
  *   connection the server ends fails the call using it; the next call connects again.

@@ -335,6 +335,30 @@ fn connections_beyond_one_are_closed_once_idle_without_another_call() {
     assert_eq!(db.get("s", "k").unwrap(), "2");
 }
 
+/// The server lists mnemo's connections as "mnemo" when the URL does not name them.
+#[test]
+fn connections_are_called_mnemo_on_the_server() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, _db) = open_user(&url);
+    let names: Vec<String> = admin(&url)
+        .query(
+            "SELECT application_name FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "mnemo"),
+        "{names:?}"
+    );
+}
+
 /// A process that holds a database's lock and stalls makes another process's commit fail
 /// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
 /// wait for ever.

@@ -139,6 +139,13 @@ def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
             assert all(db.get("s", "k49") == 49 for db in dbs)
 
 
+def test_connections_are_called_mnemo_unless_the_url_names_them(database_url: str) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    with mnemo.Instance.open(database_url):
+        names = psql(f"SELECT application_name FROM pg_stat_activity WHERE datname = '{database}'")
+        assert names.split() == ["mnemo"]
+
+
 def test_a_lock_timeout_is_taken(database_url: str) -> None:
     sep = "&" if "?" in database_url else "?"
     with mnemo.Instance.open(f"{database_url}{sep}lock_timeout=1500") as inst:

@@ -101,6 +101,9 @@ const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// How many connections an instance keeps to the server at most: the URL's
 /// `max_connections`, 1 to [`MAX_CONNECTIONS`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
+/// What mnemo's connections are called on the server (`pg_stat_activity`, the server's
+/// logs) when the URL does not say (`application_name`).
+pub const DEFAULT_APPLICATION_NAME: &str = "mnemo";
 /// The most `max_connections` a URL may ask for.
 const MAX_CONNECTIONS: usize = 64;
 /// How long a connection beyond the first may stay idle before the instance closes it: the
@@ -231,9 +234,13 @@ impl PostgresUrl {
     }
 
     /// The driver's configuration: everything but the TLS options, with its `sslmode` set to
-    /// what the driver knows (`verify-*` are `require` with a verifying connector).
+    /// what the driver knows (`verify-*` are `require` with a verifying connector), and
+    /// `application_name` [`DEFAULT_APPLICATION_NAME`] unless the URL names one.
     pub(super) fn driver_config(&self) -> Result<postgres::Config> {
         let mut config: postgres::Config = self.driver_url.parse().map_err(malformed)?;
+        if config.get_application_name().is_none() {
+            config.application_name(DEFAULT_APPLICATION_NAME);
+        }
         config.ssl_mode(match self.ssl_mode {
             SslMode::Disable => postgres::config::SslMode::Disable,
             SslMode::Prefer => postgres::config::SslMode::Prefer,
@@ -403,6 +410,22 @@ mod tests {
                 assert!(e.to_string().contains(name), "{bad}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn connections_are_called_mnemo_unless_the_url_names_them() {
+        let name = |url: &str| {
+            let config = parsed(url).driver_config().unwrap();
+            config.get_application_name().map(str::to_string)
+        };
+        assert_eq!(
+            name("postgres://h/d").as_deref(),
+            Some(DEFAULT_APPLICATION_NAME)
+        );
+        assert_eq!(
+            name("postgres://h/d?application_name=app").as_deref(),
+            Some("app")
+        );
     }
 
     #[test]
