@@ -221,7 +221,8 @@ named_limits! {
 
 impl Limits {
     /// Fails unless every limit is usable: counts from 1 to [`MAX_COUNT_LIMIT`] (a replay
-    /// memory of at least [`MIN_REMEMBERED_REQUESTS`]), times from
+    /// memory of at least [`MIN_REMEMBERED_REQUESTS`], access requests at most
+    /// [`MAX_ACCESS_REQUESTS_LIMIT`]), times from
     /// 1 ms to [`MAX_TIME_LIMIT`], messages from [`MIN_MESSAGE_LIMIT`] to the protocol's
     /// largest, a body budget of at least one message and at most [`MAX_BUFFERED_LIMIT`],
     /// request heads within [`HEADER_LIMITS`], and watches shorter than a request.

@@ -38,8 +38,8 @@ use crate::error::{Error, Result};
 
 pub use address::PeerAddr;
 pub use limits::{
-    Limits, HEADER_LIMITS, MAX_BUFFERED_LIMIT, MAX_COUNT_LIMIT, MAX_TIME_LIMIT, MIN_MESSAGE_LIMIT,
-    MIN_REMEMBERED_REQUESTS,
+    Limits, HEADER_LIMITS, MAX_ACCESS_REQUESTS_LIMIT, MAX_BUFFERED_LIMIT, MAX_COUNT_LIMIT,
+    MAX_TIME_LIMIT, MIN_MESSAGE_LIMIT, MIN_REMEMBERED_REQUESTS,
 };
 pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use requests::{RequestRecord, RequestState, MAX_REQUEST_CHANGES};
