@@ -37,7 +37,9 @@ impl Handle for mnemo_backend {
 ///   without application_name, the connections are called "mnemo" on the server.
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
-///   connection the server ends fails the call using it; the next call connects again.
+///   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
+///   more of idleness is replaced before a call uses it; otherwise the call using it fails
+///   with MNEMO_STATUS_STORAGE, and the next call connects again.
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.

@@ -146,6 +146,25 @@ def test_connections_are_called_mnemo_unless_the_url_names_them(database_url: st
         assert names.split() == ["mnemo"]
 
 
+def test_a_connection_the_server_ended_while_idle_is_replaced_before_the_next_call(
+    database_url: str,
+) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    with mnemo.Instance.open(database_url) as inst:
+        inst.create_user("u")
+        with inst.login("u") as user, user.create_db("d") as db:
+            db.set("s", "k", 1)
+            ended = psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = '{database}'"
+            )
+            assert ended == "1"
+            time.sleep(5.1)  # idle long enough to be checked before its next use
+            assert db.get("s", "k") == 1
+            db.set("s", "k", 2)
+            assert db.get("s", "k") == 2
+
+
 def test_a_lock_timeout_is_taken(database_url: str) -> None:
     sep = "&" if "?" in database_url else "?"
     with mnemo.Instance.open(f"{database_url}{sep}lock_timeout=1500") as inst:

@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, NoTls, Row, Statement};
 
@@ -135,6 +136,11 @@ pub struct PostgresBackend {
     overtaken: Overtaken,
 }
 
+/// A connection idle this long is checked before a call uses it ([`CHECK_WAIT`])...
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// ...by reading what the server sent, waiting at most this long when it sent nothing.
+const CHECK_WAIT: Duration = Duration::from_millis(1);
+
 /// TCP keepalive on the connection: probes start after this long without traffic...
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// ...are sent this often...
@@ -216,12 +222,21 @@ impl PostgresBackend {
         })
     }
 
-    /// A connection of the pool, for one call: an idle one the server has not ended (the
-    /// call that found one ended failed), or a new one, or one another thread gives back
-    /// within the URL's `lock_timeout` (then [`Error::Busy`]).
+    /// A connection of the pool, for one call: an idle one the server has not ended, or a
+    /// new one, or one another thread gives back within the URL's `lock_timeout` (then
+    /// [`Error::Busy`]).
     fn lock(&self) -> Result<Lent<'_, Connection>> {
         let make = || Connection::prepare(open_client(&self.url)?).map_err(pg_error);
-        let usable = |c: &Connection| !c.client.is_closed();
+        let usable = |c: &mut Connection, idle: Duration| {
+            // A connection idle a while is first given a moment to read what the server
+            // sent meanwhile: a server that ended it (a restart, `idle_session_timeout`, an
+            // administrator) has said so, and it is then seen closed and replaced, rather
+            // than failing this call. (One that vanished without a word fails the call.)
+            if idle >= CHECK_AFTER_IDLE {
+                let _ = c.client.notifications().timeout_iter(CHECK_WAIT).next();
+            }
+            !c.client.is_closed()
+        };
         self.pool.take(usable, make, self.url.lock_timeout())
     }
 

@@ -112,13 +112,14 @@ impl<C: Send + 'static> Pool<C> {
         self.shared.connections()
     }
 
-    /// An idle connection that is still `usable` (others are dropped), or a new one from
+    /// An idle connection that is still `usable` (told how long it was idle; others are
+    /// dropped), or a new one from
     /// `make` while there are fewer than the pool's size; otherwise waits for one to come
     /// back, at most `wait`, then [`Error::Busy`]. A failure of `make` frees its place.
     /// Connections idle too long are closed first (if the closer thread could not start).
     pub(super) fn take(
         &self,
-        usable: impl Fn(&C) -> bool,
+        usable: impl Fn(&mut C, Duration) -> bool,
         make: impl FnOnce() -> Result<C>,
         wait: Duration,
     ) -> Result<Lent<'_, C>> {
@@ -131,8 +132,8 @@ impl<C: Send + 'static> Pool<C> {
             connections = self.connections();
         }
         loop {
-            while let Some((conn, _)) = connections.idle.pop() {
-                if usable(&conn) {
+            while let Some((mut conn, since)) = connections.idle.pop() {
+                if usable(&mut conn, since.elapsed()) {
                     connections.out += 1;
                     return Ok(self.lend(conn));
                 }
@@ -281,7 +282,7 @@ mod tests {
         }
     }
 
-    fn usable(conn: &Fake) -> bool {
+    fn usable(conn: &mut Fake, _idle: Duration) -> bool {
         !conn.closed
     }
 
