@@ -112,11 +112,11 @@ impl<C: Send + 'static> Pool<C> {
         self.shared.connections()
     }
 
-    /// An idle connection that is still `usable` (told how long it was idle; others are
-    /// dropped), or a new one from
-    /// `make` while there are fewer than the pool's size; otherwise waits for one to come
-    /// back, at most `wait`, then [`Error::Busy`]. A failure of `make` frees its place.
-    /// Connections idle too long are closed first (if the closer thread could not start).
+    /// An idle connection that is still `usable` (told how long it was idle, it may look
+    /// briefly; others are dropped), or a new one from `make` while there are fewer than the
+    /// pool's size; otherwise waits for one to come back, at most `wait`, then
+    /// [`Error::Busy`]. A failure of `make` frees its place. Connections idle too long are
+    /// closed first (if the closer thread could not start).
     pub(super) fn take(
         &self,
         usable: impl Fn(&mut C, Duration) -> bool,
