@@ -359,6 +359,30 @@ fn connections_are_called_mnemo_on_the_server() {
     );
 }
 
+/// The server's words in an error are escaped, as a peer's are: a server (or whoever
+/// answers on its address) cannot forge log lines or drive a terminal through mnemo's error
+/// messages.
+#[test]
+fn a_servers_error_text_is_escaped() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    admin(&url)
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION E'no\\nINFO forged\\x1b[2J'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON mnemo_entries \
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .unwrap();
+    let refused = db.set("s", "k", "1").unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, Error::Storage(_)), "{message}");
+    assert!(message.contains("no\\u{a}INFO forged\\u{1b}[2J"), "{message}");
+}
+
 /// A process that holds a database's lock and stalls makes another process's commit fail
 /// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
 /// wait for ever.

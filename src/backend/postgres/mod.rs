@@ -40,7 +40,7 @@ use super::range::KeyRange;
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, StateWrite, Version};
 use crate::entry::EntryId;
-use crate::error::{Error, Result};
+use crate::error::{shown_safely, Error, Result};
 
 /// The schema this build reads and writes. Version 1 was a development schema, refused;
 /// versions 2 ([`SCHEMA_V2`]) and 3 are upgraded at connect ([`UPGRADE_FROM_V2`], then
@@ -180,23 +180,27 @@ struct Connection {
     delete_meta: Statement,
 }
 
-/// The error with its underlying cause (the driver's own message is often generic).
+/// The error with its underlying cause (the driver's own message is often generic), with
+/// the server's words escaped as a peer's are ([`shown_safely`]): whoever answers on the
+/// server's address chooses them.
 fn with_cause(e: &postgres::Error) -> String {
-    match std::error::Error::source(e) {
+    let text = match std::error::Error::source(e) {
         Some(cause) => format!("{e}: {cause}"),
         None => e.to_string(),
-    }
+    };
+    shown_safely(&text)
 }
 
 fn pg_error(e: postgres::Error) -> Error {
+    let text = format!("postgres: {}", with_cause(&e));
     if e.code() == Some(&SqlState::DATA_CORRUPTED) || e.code() == Some(&SqlState::INDEX_CORRUPTED) {
-        return Error::Corrupt(format!("postgres: {e}"));
+        return Error::Corrupt(text);
     }
     if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
         // `lock_timeout` ran out: another process holds the lock (see `open_client`).
-        return Error::Busy(format!("postgres: {e}"));
+        return Error::Busy(text);
     }
-    Error::Storage(format!("postgres: {}", with_cause(&e)))
+    Error::Storage(text)
 }
 
 impl PostgresBackend {
