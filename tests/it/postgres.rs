@@ -380,7 +380,10 @@ fn a_servers_error_text_is_escaped() {
     let refused = db.set("s", "k", "1").unwrap_err();
     let message = refused.to_string();
     assert!(matches!(refused, Error::Storage(_)), "{message}");
-    assert!(message.contains("no\\u{a}INFO forged\\u{1b}[2J"), "{message}");
+    assert!(
+        message.contains("no\\u{a}INFO forged\\u{1b}[2J"),
+        "{message}"
+    );
 }
 
 /// A process that holds a database's lock and stalls makes another process's commit fail
