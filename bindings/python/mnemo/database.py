@@ -343,8 +343,10 @@ class Database(HandleOwner):
         """Starts queuing every change to this database from now on, local and remote (as
         :meth:`subscribe` hears them), for reading without a callback: ``next(timeout)``,
         iteration, or waiting on ``fileno()`` (see :class:`mnemo.Events`), in the order they
-        were made, also when several threads commit at once. Raises PermissionDenied once
-        read was revoked, StorageError, InternalError (no thread or descriptor)."""
+        were made, also when several threads commit at once. Each change says where it came
+        from: ``"origin"`` is ``"local"``, ``"sync"`` or ``"other_process"``. Raises
+        PermissionDenied once read was revoked, StorageError, InternalError (no thread or
+        descriptor)."""
         with self._handle.use() as ptr:
             return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
 
