@@ -328,19 +328,28 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
     assert sync.stats()["listeners"] == 0
 
 
+def listener_and_reader(
+    stack: ExitStack,
+) -> tuple[mnemo.Sync, mnemo.Sync, mnemo.User, mnemo.Database]:
+    """Alice's sync engine and database "d", and bob's engine and session on another
+    instance, his key granted read on it."""
+    a, b = (stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2))
+    for inst, name in ((a, "alice"), (b, "bob")):
+        inst.create_user(name)
+        inst.enable_sync()
+    sync_a, sync_b = stack.enter_context(a.sync), stack.enter_context(b.sync)
+    alice, bob = stack.enter_context(a.login("alice")), stack.enter_context(b.login("bob"))
+    db = stack.enter_context(alice.create_db("d"))
+    db.grant(next(k.pubkey for k in bob.list_keys() if k.is_default), "read")
+    return sync_a, sync_b, bob, db
+
+
 def test_stats_count_watches_held_and_what_the_listeners_refused() -> None:
     """A tracking peer holds a watch on the listener; a connection over the listener's
     limit and a request over the replay memory are counted as refused, and the counts
     outlive the listener that refused them."""
     with ExitStack() as stack:
-        a, b = (stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2))
-        for inst, name in ((a, "alice"), (b, "bob")):
-            inst.create_user(name)
-            inst.enable_sync()
-        sync, client = stack.enter_context(a.sync), stack.enter_context(b.sync)
-        alice, bob = stack.enter_context(a.login("alice")), stack.enter_context(b.login("bob"))
-        db = stack.enter_context(alice.create_db("d"))
-        db.grant(next(k.pubkey for k in bob.list_keys() if k.is_default), "read")
+        sync, client, bob, db = listener_and_reader(stack)
         addr = sync.listen()
         client.track(bob, addr, db.id)  # it holds a watch for the listener's next change
         deadline = time.monotonic() + TIMEOUT
@@ -400,14 +409,7 @@ def test_the_replay_memory_bounds_each_key_at_once_on_a_running_listener() -> No
     syncing the same database again and again is soon refused (Busy); the default takes
     it back at once, on the same listener."""
     with ExitStack() as stack:
-        a, b = (stack.enter_context(mnemo.Instance.open("memory:")) for _ in range(2))
-        for inst, name in ((a, "alice"), (b, "bob")):
-            inst.create_user(name)
-            inst.enable_sync()
-        sync_a, sync_b = stack.enter_context(a.sync), stack.enter_context(b.sync)
-        alice, bob = stack.enter_context(a.login("alice")), stack.enter_context(b.login("bob"))
-        db = stack.enter_context(alice.create_db("d"))
-        db.grant(next(k.pubkey for k in bob.list_keys() if k.is_default), "read")
+        sync_a, sync_b, bob, db = listener_and_reader(stack)
         addr = sync_a.listen()
         sync_a.set_limits(max_remembered_requests=1024)
         rounds = 0

@@ -89,22 +89,29 @@ def test_a_bad_number_option_is_an_invalid_argument(option: str, value: str) -> 
     assert SECRET not in str(refused.value)
 
 
+def commit_from_four_threads(user: mnemo.User, commits: int) -> list[mnemo.Database]:
+    """Four databases of `user`, each given `commits` commits by a thread of its own, all
+    at once; returns them."""
+    dbs = [user.create_db(f"d{i}") for i in range(4)]
+
+    def commit(db: mnemo.Database) -> None:
+        for i in range(commits):
+            db.set("s", f"k{i}", i)
+
+    threads = [threading.Thread(target=commit, args=(db,)) for db in dbs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return dbs
+
+
 def test_one_connection_serves_every_thread(database_url: str) -> None:
     sep = "&" if "?" in database_url else "?"
     with mnemo.Instance.open(f"{database_url}{sep}max_connections=1") as inst:
         inst.create_user("u")
         with inst.login("u") as user:
-            dbs = [user.create_db(f"d{i}") for i in range(4)]
-
-            def commit(db: mnemo.Database) -> None:
-                for i in range(20):
-                    db.set("s", f"k{i}", i)
-
-            threads = [threading.Thread(target=commit, args=(db,)) for db in dbs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            dbs = commit_from_four_threads(user, 20)
             assert all(db.get("s", "k19") == 19 for db in dbs)
 
 
@@ -119,17 +126,7 @@ def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
     with mnemo.Instance.open(f"{database_url}{sep}{options}") as inst:
         inst.create_user("u")
         with inst.login("u") as user:
-            dbs = [user.create_db(f"d{i}") for i in range(4)]
-
-            def commit(db: mnemo.Database) -> None:
-                for i in range(50):
-                    db.set("s", f"k{i}", i)
-
-            threads = [threading.Thread(target=commit, args=(db,)) for db in dbs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            dbs = commit_from_four_threads(user, 50)
             assert connections() > 1, "four threads committing at once share more than one"
             # Closed by the instance while nothing calls it.
             deadline = time.monotonic() + 20
