@@ -755,7 +755,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
 /**
  * Writes what this instance holds now, against its limits, as a JSON object of numbers:
  * {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
- * "databases_polled":n}.
+ * "databases_polled":n, "storage_connections":n}.
  * "databases_in_memory": databases whose state is held in memory (the system databases,
  * those in use and the idle ones kept; see `mnemo_instance_limits`).
  * "notifications_queued": change notifications not yet delivered to every
@@ -763,8 +763,11 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
  * wait, invisible, for their parents (at most "waiting_bytes" of `mnemo_instance_limits`,
  * unless it was lowered since they came). "databases_polled": databases checked every
  * "other_processes_poll_ms" for entries other processes stored (those with a subscription
- * or watch, on a "sqlite:" file or PostgreSQL). Counts may change as soon as they are
- * read: for monitoring, not for decisions.
+ * or watch, on a "sqlite:" file or PostgreSQL). "storage_connections": connections open
+ * to the storage (on "sqlite:", the writer and up to 4 readers; on PostgreSQL, up to the
+ * URL's "max_connections", those beyond one closed after "idle_timeout"; 0 for
+ * "memory:"). Counts may change as soon as they are read: for monitoring, not for
+ * decisions.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *

@@ -252,6 +252,11 @@ pub trait Backend: Send + Sync {
     fn announce_write(&self) {}
     /// Ends an [`Backend::announce_write`] that will not take its turn.
     fn withdraw_write(&self) {}
+    /// Connections open now to the storage (a file's, a server's), for stats. The default:
+    /// none (storage in this process's memory).
+    fn connections_open(&self) -> usize {
+        0
+    }
     /// Whether other processes may write this storage too (a file, a server), so that
     /// entries this instance did not store can appear in it. The default: no.
     fn shared_with_other_processes(&self) -> bool {

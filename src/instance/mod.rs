@@ -177,7 +177,7 @@ impl Instance {
 
     /// What this instance holds now, by name, against its [`RegistryLimits`]:
     /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`,
-    /// `databases_polled` (for entries other processes store).
+    /// `databases_polled` (for entries other processes store), `storage_connections`.
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("databases_in_memory", self.databases_in_memory() as u64),
@@ -186,6 +186,10 @@ impl Instance {
             (
                 "databases_polled",
                 self.inner.registry.databases_polled() as u64,
+            ),
+            (
+                "storage_connections",
+                self.inner.registry.backend().connections_open() as u64,
             ),
         ]
     }

@@ -500,6 +500,9 @@ impl Backend for Instrumented {
     fn shared_with_other_processes(&self) -> bool {
         self.inner.shared_with_other_processes()
     }
+    fn connections_open(&self) -> usize {
+        self.inner.connections_open()
+    }
 
     fn version(&self, db: &EntryId) -> Result<Version, Error> {
         self.read(|| self.inner.version(db))

@@ -145,9 +145,10 @@ class Instance(HandleOwner):
         ``databases_in_memory`` (the system databases, those in use and the idle ones
         kept), ``notifications_queued`` (not yet delivered to every subscription
         callback), ``waiting_entry_bytes`` (entries from peers waiting, invisible, for
-        their parents) and ``databases_polled`` (checked for entries other processes store:
-        those with a subscription or watch, on a SQLite file or PostgreSQL). For
-        monitoring: the counts may change as soon as they are read."""
+        their parents), ``databases_polled`` (checked for entries other processes store:
+        those with a subscription or watch, on a SQLite file or PostgreSQL) and
+        ``storage_connections`` (open to the SQLite file or the PostgreSQL server; 0 for
+        ``memory:``). For monitoring: the counts may change as soon as they are read."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats

@@ -304,6 +304,7 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "notifications_queued": 0,
         "waiting_entry_bytes": 0,
         "databases_polled": 0,
+        "storage_connections": 0,
     }
     idle = {
         "listeners": 0,

@@ -128,11 +128,13 @@ def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
         with inst.login("u") as user:
             dbs = commit_from_four_threads(user, 50)
             assert connections() > 1, "four threads committing at once share more than one"
+            assert inst.stats()["storage_connections"] == connections()
             # Closed by the instance while nothing calls it.
             deadline = time.monotonic() + 20
             while connections() > 1:
                 assert time.monotonic() < deadline, "idle connections stayed open"
                 time.sleep(0.05)
+            assert inst.stats()["storage_connections"] == 1
             assert all(db.get("s", "k49") == 49 for db in dbs)
 
 

@@ -866,6 +866,11 @@ impl Backend for PostgresBackend {
         true
     }
 
+    /// The pool's connections, idle or lent.
+    fn connections_open(&self) -> usize {
+        self.pool.open()
+    }
+
     fn version(&self, db: &EntryId) -> Result<Version> {
         let mut c = self.lock()?;
         let c = &mut *c;

@@ -112,6 +112,12 @@ impl<C: Send + 'static> Pool<C> {
         self.shared.connections()
     }
 
+    /// Connections held now, idle or lent (or being made).
+    pub(super) fn open(&self) -> usize {
+        let connections = self.connections();
+        connections.idle.len() + connections.out
+    }
+
     /// An idle connection that is still `usable` (told how long it was idle, it may look
     /// briefly; others are dropped), or a new one from `make` while there are fewer than the
     /// pool's size; otherwise waits for one to come back, at most `wait`, then

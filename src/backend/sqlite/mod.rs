@@ -602,6 +602,11 @@ impl Backend for SqliteBackend {
         true
     }
 
+    /// The writer and the read connections open.
+    fn connections_open(&self) -> usize {
+        1 + self.readers.open()
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
         Ok(self.entry_row(id)?.map(|(_, bytes)| bytes))
     }

@@ -45,6 +45,11 @@ impl Readers {
         }
     }
 
+    /// Read connections open now, lent or idle.
+    pub(super) fn open(&self) -> usize {
+        self.lock().open
+    }
+
     /// A connection for reading, returned to the pool when dropped.
     pub(super) fn get(&self) -> Result<Reader<'_>> {
         let mut pool = self.lock();
