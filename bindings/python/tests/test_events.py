@@ -215,7 +215,8 @@ def test_close_with_pending_events_and_after_the_database(user: mnemo.User) -> N
     entry = commit(db)
     first.close()  # its pending event goes with it
     db.close()  # the watcher outlives the database handle
-    assert second.next(timeout=0) == {"db": db_id, "entry": entry, "remote": False, "origin": "local"}
+    local = {"db": db_id, "entry": entry, "remote": False, "origin": "local"}
+    assert second.next(timeout=0) == local
     second.close()
 
 
