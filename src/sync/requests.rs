@@ -13,12 +13,15 @@ use crate::error::{Error, Result};
 
 /// How long a request (pending or rejected) is kept: 7 days.
 pub const REQUEST_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
-/// How many requests may be kept: for one database, and in all.
+/// How many requests may be kept (the engine's access-request limits).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RequestBounds {
+    /// For one database.
     pub per_database: usize,
+    /// In all, over every database.
     pub in_all: usize,
 }
+
 /// Least time between two changes of one key's pending request (another permission asked):
 /// each is a commit of `_sync`, whose history is kept.
 pub const REQUEST_CHANGE_EVERY_MS: u64 = 60 * 1000;
