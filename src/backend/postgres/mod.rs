@@ -14,8 +14,10 @@
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
 //! URL's `lock_timeout` (a write waiting longer for a database's lock fails as busy). The
-//! instance's threads share up to the URL's `max_connections` of them (`pool.rs`); one the
-//! server ended is made again at a next call.
+//! instance's threads share up to the URL's `max_connections` of them (`pool.rs`; those
+//! beyond one closed after the URL's `idle_timeout`); one the server ended is made again:
+//! before the call that would use it when it sat idle for [`CHECK_AFTER_IDLE`] or more,
+//! else at the next call.
 
 mod cert;
 mod options;
@@ -128,7 +130,7 @@ const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, shape, version) \
 
 /// Connections to PostgreSQL with their prepared statements, shared by the instance's
 /// threads (at most the URL's `max_connections`; `pool.rs`); one the server ended is made
-/// again at a next call.
+/// again (see the module's documentation).
 pub struct PostgresBackend {
     pool: Pool<Connection>,
     url: PostgresUrl,
