@@ -411,6 +411,19 @@ impl Backend for MemoryBackend {
         Ok(was)
     }
 
+    fn secret_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let inner = self.read()?;
+        let from = (
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        );
+        let names = inner.secrets.range::<str, _>(from).map(|(name, _)| name);
+        Ok(names
+            .take_while(|name| name.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let mut guard = self.write()?;
         let inner = &mut *guard;

@@ -345,6 +345,8 @@ pub trait Backend: Send + Sync {
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool>;
     /// Removes a secret the same way; returns whether it was there.
     fn secret_delete(&self, key: &str) -> Result<bool>;
+    /// The names of the secrets whose name starts with `prefix`, sorted.
+    fn secret_names(&self, prefix: &str) -> Result<Vec<String>>;
     /// If database `db`'s version is still `decided_at` (the one its caller read before
     /// deciding that nobody keeps it), removes every row of it (its entries, tips, storage
     /// order, cells, row counts and discarded marks), all or nothing, and returns true. False,

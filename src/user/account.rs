@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use super::records::{
-    account_secret, key_secret, AccountSecret, KdfAlgorithm, KdfRecord, KeyRecord, ProfileRecord,
-    KEYS, PROFILE, PROFILE_KEY,
+    account_secret, key_secret, key_secrets, AccountSecret, KdfAlgorithm, KdfRecord, KeyRecord,
+    ProfileRecord, KEYS, PROFILE, PROFILE_KEY,
 };
 use super::session::Secrets;
 use crate::backend::Backend;
@@ -107,10 +107,12 @@ impl<'a> Vault<'a> {
         self.backend.secret_delete(&key_secret(self.user_id, key))
     }
 
-    /// Removes every secret of the account whose keys are `keys` (a deleted account).
-    pub(super) fn delete_all(&self, keys: &[PublicKey]) -> Result<()> {
-        for key in keys {
-            self.backend.secret_delete(&key_secret(self.user_id, key))?;
+    /// Removes every secret of the account (a deleted account): the sealed seeds stored,
+    /// whether or not its key list names them (a crash between a seed and its record leaves
+    /// one listed nowhere), then the account secret.
+    pub(super) fn delete_all(&self) -> Result<()> {
+        for name in self.backend.secret_names(&key_secrets(self.user_id))? {
+            self.backend.secret_delete(&name)?;
         }
         self.backend
             .secret_delete(&account_secret(self.user_id))

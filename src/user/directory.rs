@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::account::{self, check_password, check_username, Vault};
 use super::lifecycle::Lifecycle;
 use super::records::{
-    owner_key, AccountStatus, CatalogRecord, CreationRecord, UserRecord, CATALOG, CREATING, KEYS,
-    OWNERS, TRACKED, USERS,
+    owner_key, AccountStatus, CatalogRecord, CreationRecord, UserRecord, CATALOG, CREATING, OWNERS,
+    TRACKED, USERS,
 };
 use super::session::Session;
 use super::User;
@@ -42,15 +42,6 @@ struct NameClaim {
 
 fn name_taken(username: &str) -> Error {
     Error::AlreadyExists(format!("username '{username}' is taken"))
-}
-
-/// The public keys an account's database lists (whose sealed seeds the vault holds).
-fn account_keys(user_db: &Database) -> Result<Vec<PublicKey>> {
-    Ok(KEYS
-        .all(user_db)?
-        .into_iter()
-        .filter_map(|(text, _)| PublicKey::parse(&text).ok())
-        .collect())
 }
 
 /// The user directory and account operations of one instance. Sessions share it.
@@ -177,11 +168,10 @@ impl Accounts {
             .map(|c| c.is_none());
         match (stored, abandoned) {
             (Ok(_), Ok(false)) => Ok(()),
-            (stored, Ok(true)) => {
-                // Discarded already, except what this wrote since (its key list went with
-                // its database, so the key's secret is found by the key returned).
-                let keys: Vec<_> = stored.into_iter().collect();
-                let _ = self.vault(&claim.id).delete_all(&keys);
+            (_, Ok(true)) => {
+                // Discarded already, except what this wrote since (its secrets, found by
+                // their names).
+                let _ = self.vault(&claim.id).delete_all();
                 let _ = self.registry.discard(&claim.db);
                 Err(Error::Busy(format!(
                     "creating user '{username}' took so long that an open of the storage \
@@ -277,22 +267,11 @@ impl Accounts {
         Ok(())
     }
 
-    /// Erases account `id` and its private database `db`: the sealed secrets of the keys the
-    /// database lists and the account secret, then the database. Repeatable: without the
-    /// database (erased by an earlier attempt, or never stored), its keys' secrets are gone
-    /// already (they are written after the list and erased before the database).
-    /// [`Error::Busy`] if the database was written meanwhile (it then stays).
+    /// Erases account `id` and its private database `db`: every sealed secret of the account
+    /// (listed by the database or not) and the account secret, then the database.
+    /// Repeatable. [`Error::Busy`] if the database was written meanwhile (it then stays).
     fn erase_account(&self, id: &str, db: &EntryId) -> Result<()> {
-        let keys = if self.registry.exists(db)? {
-            account_keys(
-                &self
-                    .registry
-                    .open(*db, self.device.clone(), self.device_key),
-            )?
-        } else {
-            Vec::new()
-        };
-        self.vault(id).delete_all(&keys)?;
+        self.vault(id).delete_all()?;
         if !self.registry.discard(db)? {
             return Err(Error::Busy(format!(
                 "the account {id} was written while it was erased; try again"

@@ -47,7 +47,12 @@ pub(super) fn account_secret(user_id: &str) -> String {
 
 /// The secrets-table key of one private key's sealed seed.
 pub(super) fn key_secret(user_id: &str, key: &PublicKey) -> String {
-    format!("key/{user_id}/{key}")
+    format!("{}{key}", key_secrets(user_id))
+}
+
+/// What the secrets-table keys of an account's sealed seeds start with.
+pub(super) fn key_secrets(user_id: &str) -> String {
+    format!("key/{user_id}/")
 }
 
 /// A user's entry in the directory.

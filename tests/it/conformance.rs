@@ -351,6 +351,34 @@ fn secrets_replace_in_place_and_conditionally() {
 }
 
 #[test]
+fn secrets_are_listed_by_the_start_of_their_names_in_order() {
+    for storage in storages() {
+        let name = storage.name();
+        let backend = storage.open();
+        for key in [
+            "key/a/2",
+            "account/a",
+            "key/ab/1",
+            "key/a/1",
+            "key%/x",
+            "k\u{e9}y/a/1",
+        ] {
+            backend.secret_put(key, b"sealed", None).unwrap();
+        }
+        let names = |prefix: &str| backend.secret_names(prefix).unwrap();
+        assert_eq!(names("key/a/"), ["key/a/1", "key/a/2"], "{name}");
+        assert_eq!(names("key/a"), ["key/a/1", "key/a/2", "key/ab/1"], "{name}");
+        // Matched as text, not as a pattern: `%` and `_` are themselves.
+        assert_eq!(names("key%"), ["key%/x"], "{name}");
+        assert_eq!(names("key_"), Vec::<String>::new(), "{name}");
+        assert_eq!(names("k\u{e9}"), ["k\u{e9}y/a/1"], "{name}");
+        assert_eq!(names("").len(), 6, "{name}");
+        backend.secret_delete("key/a/1").unwrap();
+        assert_eq!(names("key/a/"), ["key/a/2"], "{name}");
+    }
+}
+
+#[test]
 fn metadata_records_are_inserted_once_replaced_and_kept_across_reopening() {
     for storage in storages() {
         let name = storage.name();

@@ -634,6 +634,9 @@ impl Backend for Instrumented {
         }
         Ok(put)
     }
+    fn secret_names(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.read(|| self.inner.secret_names(prefix))
+    }
     fn secret_delete(&self, key: &str) -> Result<bool, Error> {
         let deleted = self.write(|| self.inner.secret_delete(key))?;
         self.secrets.lock().unwrap().remove(key);

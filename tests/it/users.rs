@@ -498,3 +498,38 @@ fn a_claimed_name_without_its_record_is_finished_by_the_next_lookup() {
         assert!(erin.admin_list_users().unwrap()[0].admin, "{lookup}");
     }
 }
+
+/// Adding a key stopped by a crash between its sealed seed and its record leaves the seed
+/// listed nowhere; deleting the account erases it all the same: no secret of a deleted
+/// account stays in storage, whatever it lists.
+#[test]
+fn deleting_an_account_erases_even_the_seeds_it_never_listed() {
+    let stopped = at_each_write(|fail_at| {
+        let (storage, stopping, done) = stop_during(
+            |inst| {
+                inst.create_user("admin", None).unwrap();
+                inst.create_user("u", Some("pw")).unwrap();
+            },
+            |inst| {
+                inst.login("u", Some("pw"))?
+                    .add_private_key(Some("extra"))
+                    .map(drop)
+            },
+            fail_at,
+            true,
+        );
+        let what = format!("stopped at write {fail_at}");
+        let inst = Instance::open(storage.clone()).unwrap();
+        let admin = inst.login("admin", None).unwrap();
+        let owners = stopping.secret_owners();
+        assert_eq!(owners.len(), 2, "{what}: {owners:?}");
+        admin.admin_delete_user("u").unwrap();
+        assert_eq!(
+            stopping.secret_owners().len(),
+            1,
+            "{what}: a secret of u stayed"
+        );
+        done
+    });
+    assert!(stopped >= 1, "too few writes to stop at ({stopped})");
+}

@@ -1235,6 +1235,19 @@ impl Backend for PostgresBackend {
         Ok(n == 1)
     }
 
+    fn secret_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut c = self.lock()?;
+        let rows = c
+            .client
+            .query(
+                "SELECT key FROM mnemo_secrets WHERE left(key, char_length($1)) = $1 \
+                 ORDER BY key",
+                &[&prefix],
+            )
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let mut guard = self.lock()?;
         let c = &mut *guard;

@@ -845,6 +845,19 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn secret_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let conn = self.reader()?;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT key FROM secrets WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )
+            .map_err(sql_error)?;
+        let names = statement
+            .query_map(params![prefix], |row| row.get::<_, String>(0))
+            .map_err(sql_error)?;
+        names.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    }
+
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
         let id = db.as_bytes();
         self.scrubbed(Rewrite::File, |conn| {
