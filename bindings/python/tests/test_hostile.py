@@ -346,9 +346,7 @@ class HostilePeer:
     request with an error reply of its choosing: a peer this process syncs with, turned
     against it."""
 
-    def __init__(self, status: int, message: bytes) -> None:
-        directory = Path(os.environ.get("TMPDIR", "/tmp")) / f"mnemo-peer-{os.getpid()}"
-        directory.mkdir(exist_ok=True)
+    def __init__(self, directory: Path, status: int, message: bytes) -> None:
         key, cert = make_certificate(directory, ["ed25519"])
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -397,11 +395,11 @@ class HostilePeer:
         self.socket.close()
 
 
-def test_a_peers_error_message_cannot_forge_lines_or_drive_the_terminal() -> None:
+def test_a_peers_error_message_cannot_forge_lines_or_drive_the_terminal(tmp_path: Path) -> None:
     # Line breaks that would forge a log line, an escape that clears a terminal, a mark that
     # reorders what follows on screen.
     forged = "busy\nINFO sync finished: 0 entries refused\x1b[2J\u202egnp.exe"
-    peer = HostilePeer(mnemo.Status.BUSY, forged.encode())
+    peer = HostilePeer(tmp_path, mnemo.Status.BUSY, forged.encode())
     try:
         with mnemo.Instance.open("memory:") as inst:
             inst.create_user("bob")
