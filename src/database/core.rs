@@ -14,7 +14,7 @@ use super::notice_order::{NoticeOrder, Ticket};
 use super::others::{Heard, OtherProcesses, ENTRIES_PER_POLL};
 use super::settings::{self, Permission, Settings};
 use super::settings_cache::SettingsCache;
-use super::subscribe::{Callback, Change, Notifier, Subscribers, Subscription};
+use super::subscribe::{Callback, Change, Notifier, Origin, Subscribers, Subscription};
 use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
 use crate::backend::{Backend, Cell, CellReads, EntryMeta, EntryWrite, Staged, Version};
@@ -677,7 +677,7 @@ impl DatabaseCore {
         }
         let ticket = self.notices.ticket();
         drop(guard);
-        self.announce_from_elsewhere(ticket, &others, true);
+        self.announce_from_elsewhere(ticket, &others, Origin::OtherProcess);
         Ok(())
     }
 
@@ -920,8 +920,7 @@ impl DatabaseCore {
             let change = Change {
                 db: self.id,
                 entry: id,
-                remote: false,
-                by_other_process: false,
+                origin: Origin::Local,
             };
             self.subscribers.notify(&self.notifier, change);
         });
@@ -1063,24 +1062,18 @@ impl DatabaseCore {
     /// Announces entries received from elsewhere, after every change made before them.
     /// Callers hold the write lock (or have just stored a root).
     fn announce_remote(&self, applied: &[EntryId]) {
-        self.announce_from_elsewhere(self.notices.ticket(), applied, false);
+        self.announce_from_elsewhere(self.notices.ticket(), applied, Origin::Sync);
     }
 
-    /// Announces `entries`, which came from elsewhere than a commit here (sync, or another
-    /// process on this storage when `by_other_process`), at `ticket`'s place in line.
-    fn announce_from_elsewhere(
-        &self,
-        ticket: Ticket<'_>,
-        entries: &[EntryId],
-        by_other_process: bool,
-    ) {
+    /// Announces `entries`, which came from elsewhere than a commit here (`origin`: sync,
+    /// or another process on this storage), at `ticket`'s place in line.
+    fn announce_from_elsewhere(&self, ticket: Ticket<'_>, entries: &[EntryId], origin: Origin) {
         ticket.announce(|| {
             for id in entries {
                 let change = Change {
                     db: self.id,
                     entry: *id,
-                    remote: true,
-                    by_other_process,
+                    origin,
                 };
                 self.subscribers.notify(&self.notifier, change);
             }

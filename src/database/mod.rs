@@ -46,7 +46,7 @@ pub use scan::{Cursor, CURSOR_PAGE};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;
 pub use subscribe::{
-    Callback, Change, Subscription, MAX_QUEUED_NOTIFICATIONS, NOTIFICATION_ROOM_WAIT,
+    Callback, Change, Origin, Subscription, MAX_QUEUED_NOTIFICATIONS, NOTIFICATION_ROOM_WAIT,
 };
 pub use table::Table;
 pub use transaction::Transaction;

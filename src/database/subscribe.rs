@@ -27,12 +27,38 @@ pub struct Change {
     pub db: EntryId,
     /// The entry that changed it.
     pub entry: EntryId,
-    /// True when the entry came from elsewhere (sync, or another process writing the same
-    /// storage), false for a commit through this instance.
-    pub remote: bool,
-    /// True when another process stored it in the same storage (heard by polling it;
-    /// `remote` is true too), false when it came through this instance.
-    pub by_other_process: bool,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Where a change came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A commit through this instance.
+    Local,
+    /// An entry received from elsewhere (sync brought it).
+    Sync,
+    /// An entry another process stored in the same storage (heard by polling it).
+    OtherProcess,
+}
+
+impl Origin {
+    /// Its name in events: `"local"`, `"sync"` or `"other_process"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Sync => "sync",
+            Origin::OtherProcess => "other_process",
+        }
+    }
+}
+
+impl Change {
+    /// True when the entry came from elsewhere than a commit through this instance (sync, or
+    /// another process writing the same storage).
+    pub fn remote(&self) -> bool {
+        self.origin != Origin::Local
+    }
 }
 
 /// A subscriber's callback.

@@ -9,7 +9,7 @@ use super::guard::{guard, guard_void};
 use super::handle::{out_param, Handle};
 use super::status::mnemo_status;
 use super::strings;
-use crate::database::{Change, Event, Events};
+use crate::database::{Event, Events};
 use crate::error::Error;
 
 /// A watcher's queue of changes (see `mnemo_db_watch`). Thread-safe: several threads may
@@ -82,8 +82,8 @@ pub unsafe extern "C" fn mnemo_events_next(
             Some(Event::Change(change)) => serde_json::json!({
                 "db": change.db.to_text(),
                 "entry": change.entry.to_text(),
-                "origin": origin(&change),
-                "remote": change.remote,
+                "origin": change.origin.as_str(),
+                "remote": change.remote(),
             }),
             Some(Event::Overflow(n)) => serde_json::json!({ "overflow": n }),
         };
@@ -125,13 +125,4 @@ pub unsafe extern "C" fn mnemo_events_fd(
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_events_free(events: *mut mnemo_events) {
     guard_void(|| mnemo_events::free(events))
-}
-
-/// Where `change` came from, as events name it.
-fn origin(change: &Change) -> &'static str {
-    match (change.remote, change.by_other_process) {
-        (false, _) => "local",
-        (true, false) => "sync",
-        (true, true) => "other_process",
-    }
 }

@@ -62,7 +62,7 @@ impl CCallback {
     fn call(&self, change: &Change) {
         let db = CString::new(change.db.to_text()).expect("ids have no NUL");
         let entry = CString::new(change.entry.to_text()).expect("ids have no NUL");
-        let remote = i32::from(change.remote);
+        let remote = i32::from(change.remote());
         // SAFETY: the caller promised `cb` is callable with `user_data` until destroy.
         unsafe { (self.cb)(self.user_data, db.as_ptr(), entry.as_ptr(), remote) }
     }

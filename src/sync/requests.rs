@@ -1,11 +1,12 @@
 //! Access requests as a listener keeps them, in `_sync` (so they survive restarts): pending
 //! until an admin approves or rejects them, rejected ones kept so that the same key cannot
 //! ask again at once, both forgotten after [`REQUEST_LIFETIME_MS`]. Bounded per database
-//! and in all ([`RequestBounds`], from the engine's limits). Also the auto-approve policies
+//! and in all (the engine's access-request [`Limits`]). Also the auto-approve policies
 //! admins set per database.
 
 use serde::{Deserialize, Serialize};
 
+use super::Limits;
 use crate::crypto::PublicKey;
 use crate::database::{now_ms, Database, Permission, Table};
 use crate::entry::EntryId;
@@ -13,15 +14,6 @@ use crate::error::{Error, Result};
 
 /// How long a request (pending or rejected) is kept: 7 days.
 pub const REQUEST_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
-/// How many requests may be kept (the engine's access-request limits).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct RequestBounds {
-    /// For one database.
-    pub per_database: usize,
-    /// In all, over every database.
-    pub in_all: usize,
-}
-
 /// Least time between two changes of one key's pending request (another permission asked):
 /// each is a commit of `_sync`, whose history is kept.
 pub const REQUEST_CHANGE_EVERY_MS: u64 = 60 * 1000;
@@ -151,16 +143,17 @@ impl Requests {
     }
 
     /// Records `record` (replacing the same key's request on the same database), within
-    /// `bounds`: when its database or the instance holds as many as it may, the oldest
+    /// `limits`' access-request bounds: when its database or the instance holds as many
+    /// as it may, the oldest
     /// rejected request there is forgotten to make room (so rejecting requests frees their
     /// places); [`Error::Busy`] when all are pending.
-    pub(super) fn put(&self, record: &RequestRecord, bounds: RequestBounds) -> Result<()> {
+    pub(super) fn put(&self, record: &RequestRecord, limits: &Limits) -> Result<()> {
         let all = self.all()?;
         if !all.iter().any(|r| r.id == record.id) {
             let here = all.iter().filter(|r| r.db == record.db).count();
-            let crowd: Vec<&RequestRecord> = if here >= bounds.per_database {
+            let crowd: Vec<&RequestRecord> = if here >= limits.max_access_requests_per_database {
                 all.iter().filter(|r| r.db == record.db).collect()
-            } else if all.len() >= bounds.in_all {
+            } else if all.len() >= limits.max_access_requests {
                 all.iter().collect()
             } else {
                 Vec::new()

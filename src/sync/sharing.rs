@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 
 use super::net::client::PeerConnection;
-use super::requests::{request_id, PolicyRecord, RequestBounds, RequestRecord, RequestState};
+use super::requests::{request_id, PolicyRecord, RequestRecord, RequestState};
 use super::ticket::Ticket;
 use super::wire::{self, Envelope, Request, WINDOW_MS};
 use super::{address, PeerAddr, Requester, SyncEngine};
@@ -172,7 +172,7 @@ impl SyncEngine {
         let (mut request, _) = self.pending_for(&*admin.key_ring(), id)?;
         request.state = RequestState::Rejected;
         request.requested_at = now_ms();
-        self.requests.put(&request, self.request_bounds())
+        self.requests.put(&request, &self.limits())
     }
 
     /// Sets the auto-approve policy of `db`: requests for at most `permission` are granted
@@ -284,18 +284,8 @@ impl SyncEngine {
                 }
             }
         }
-        self.requests.put(&request, self.request_bounds())?;
+        self.requests.put(&request, &self.limits())?;
         Ok(id)
-    }
-
-    /// How many access requests may be kept now (the engine's limits: a change applies to
-    /// the next request).
-    fn request_bounds(&self) -> RequestBounds {
-        let limits = self.limits();
-        RequestBounds {
-            per_database: limits.max_access_requests_per_database,
-            in_all: limits.max_access_requests,
-        }
     }
 
     /// The pending request `id` and the key of `keys` that is admin of its database.

@@ -13,7 +13,7 @@ use super::net::client::Link;
 use super::wire::{self, Envelope, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
-use crate::database::{now_ms, Change, DatabaseCore, Subscription};
+use crate::database::{now_ms, Change, DatabaseCore, Origin, Subscription};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -89,7 +89,7 @@ impl Track {
         // (not after entries sync brought: the peer has those).
         let subscription = db.subscribe(Box::new(move |change: &Change| {
             if let Some(track) = watcher.upgrade() {
-                if !change.remote || change.by_other_process {
+                if change.origin != Origin::Sync {
                     track.poke();
                 }
             }

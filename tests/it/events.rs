@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use mnemo::database::{Change, Event, Events, EVENTS_CAPACITY};
+use mnemo::database::{Change, Event, Events, Origin, EVENTS_CAPACITY};
 use mnemo::{Database, Error};
 
 use crate::support::logged_in;
@@ -29,11 +29,11 @@ fn readable(events: &Events) -> bool {
 }
 
 fn change(db: &Database, entry: mnemo::entry::EntryId, remote: bool) -> Event {
+    let origin = if remote { Origin::Sync } else { Origin::Local };
     Event::Change(Change {
         db: db.id(),
         entry,
-        remote,
-        by_other_process: false,
+        origin,
     })
 }
 

@@ -430,7 +430,7 @@ fn subscribers_hear_local_commits_and_applied_foreign_entries() {
     let heard: Vec<_> = (0..2)
         .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
         .collect();
-    assert!(heard.iter().all(|c| c.remote && c.db == db.id()));
+    assert!(heard.iter().all(|c| c.remote() && c.db == db.id()));
     assert_eq!(
         heard.iter().map(|c| c.entry).collect::<Vec<_>>(),
         vec![first, second]

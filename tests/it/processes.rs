@@ -739,8 +739,13 @@ fn subscribers_hear_each_commit_of_another_process_once_in_storage_order() {
                 .is_err(),
             "{name}"
         );
-        let heard_theirs: Vec<EntryId> = got.iter().filter(|c| c.remote).map(|c| c.entry).collect();
-        let heard_mine: Vec<EntryId> = got.iter().filter(|c| !c.remote).map(|c| c.entry).collect();
+        let heard_theirs: Vec<EntryId> =
+            got.iter().filter(|c| c.remote()).map(|c| c.entry).collect();
+        let heard_mine: Vec<EntryId> = got
+            .iter()
+            .filter(|c| !c.remote())
+            .map(|c| c.entry)
+            .collect();
         assert_eq!(heard_theirs, theirs, "{name}: theirs, remote, in order");
         assert_eq!(heard_mine, mine, "{name}: mine, local, in order");
     }
@@ -762,7 +767,7 @@ fn other_processes_are_heard_only_while_someone_subscribes() {
         assert_eq!(first, Some(after), "{name}");
         let event = watch.next(timeout);
         let heard_by_watch = |event: &Option<Event>| match event {
-            Some(Event::Change(c)) => c.entry == after && c.remote,
+            Some(Event::Change(c)) => c.entry == after && c.remote(),
             _ => false,
         };
         assert!(heard_by_watch(&event), "{name}: {event:?}");

@@ -461,7 +461,7 @@ fn tracking_pushes_on_commit_and_pulls_remote_changes() {
         .unwrap();
     let id = db.set("s", "from_a", "true").unwrap();
     let heard = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(heard.remote && heard.entry == id);
+    assert!(heard.remote() && heard.entry == id);
     assert_eq!(copy.get("s", "from_a").unwrap(), "true");
 }
 

@@ -40,9 +40,14 @@ impl<C> Connections<C> {
         self.idle.drain(..stale).map(|(conn, _)| conn).collect()
     }
 
+    /// Connections held, idle or lent (or being made).
+    fn held(&self) -> usize {
+        self.idle.len() + self.out
+    }
+
     /// True while the pool holds more connections than the one it keeps.
     fn beyond_one(&self) -> bool {
-        self.idle.len() + self.out > 1
+        self.held() > 1
     }
 
     /// How long until the connection idle longest has waited `limit` (`limit` when none is
@@ -114,8 +119,7 @@ impl<C: Send + 'static> Pool<C> {
 
     /// Connections held now, idle or lent (or being made).
     pub(super) fn open(&self) -> usize {
-        let connections = self.connections();
-        connections.idle.len() + connections.out
+        self.connections().held()
     }
 
     /// An idle connection that is still `usable` (told how long it was idle, it may look
