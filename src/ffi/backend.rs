@@ -63,7 +63,9 @@ impl Handle for mnemo_backend {
 /// no certificate), MNEMO_STATUS_STORAGE (the file cannot be opened or created, is from a
 /// newer mnemo or not a mnemo file; the server is unreachable, refuses the login, refuses
 /// TLS that the sslmode requires, or presents a certificate the sslmode refuses),
-/// MNEMO_STATUS_CORRUPT (the file is damaged or not a database). No message repeats a
+/// MNEMO_STATUS_CORRUPT (the file is damaged or not a database, or its schema was changed
+/// outside mnemo: a trigger, view, index or table added, or a table made again with other
+/// columns, keys or collations; the message names it). No message repeats a
 /// PostgreSQL URL or its password. Thread-safe.
 /// (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
 /// returns MNEMO_STATUS_INTERNAL.)

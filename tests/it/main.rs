@@ -9,6 +9,7 @@ mod durability;
 mod engine;
 mod events;
 mod faults;
+mod files;
 mod foreign;
 mod hostile;
 mod idle;

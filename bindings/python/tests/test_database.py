@@ -478,6 +478,37 @@ def test_verify_finds_rows_removed_behind_the_librarys_back(tmp_path) -> None:
                 db.verify()
 
 
+def test_sql_added_to_a_file_never_decides_what_becomes_of_its_writes(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "handed-over.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            db.set("todo", "k0", 0)
+            # Added while the file is open: the trigger never runs.
+            conn = sqlite3.connect(path)
+            with conn:
+                conn.execute(
+                    "CREATE TRIGGER lose AFTER INSERT ON cells "
+                    "BEGIN DELETE FROM cells WHERE db = NEW.db AND key = NEW.key; END"
+                )
+            conn.close()
+            db.set("todo", "k1", 1)
+            assert db.get("todo", "k1") == 1
+    # Found at the next open: the file is refused, nothing in it changed.
+    with pytest.raises(mnemo.Corrupt, match="changed outside mnemo .*trigger 'lose'"):
+        mnemo.Instance.open(f"sqlite:{path}")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DROP TRIGGER lose")
+    conn.close()
+    with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+        with user.find_db("notes") as db:
+            assert (db.get("todo", "k0"), db.get("todo", "k1")) == (0, 1)
+            db.verify()
+
+
 def test_cyclic_values_are_refused(db: mnemo.Database) -> None:
     cyclic_list: list[Any] = []
     cyclic_list.append(cyclic_list)

@@ -10,8 +10,9 @@
 //! small pool of read-only connections ([`readers`]) instead of waiting. The schema version
 //! is recorded in the file (`PRAGMA user_version`, with mnemo's `application_id`) and
 //! checked at open; a file from a newer mnemo is refused, never rewritten, one of schema 2
-//! upgraded in place. Opening reads a few header values only: its cost does not grow with
-//! the file.
+//! upgraded in place. Opening reads a few header values and the schema only: its cost does
+//! not grow with the file. SQL someone else added to the file (a trigger, a view, a changed
+//! table) is refused at open or never runs ([`guard`]).
 //!
 //! The writer runs with `secure_delete` on: SQLite zeroes space as it frees it, including
 //! the old places of rows it moves while rebalancing pages, so content deleted (a replaced
@@ -19,6 +20,7 @@
 //! for pages freed whole, a write.
 
 mod group;
+mod guard;
 mod readers;
 #[cfg(test)]
 mod turn_tests;
@@ -107,13 +109,14 @@ fn connect(path: &Path) -> Result<Connection> {
     Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::name()?).map_err(sql_error)
 }
 
-/// Settings of every connection (the writer and the readers) that keep statements prepared:
-/// the statement cache above, and SQLite's query planner stability guarantee. Without it,
+/// Settings of every connection (the writer and the readers): a schema not trusted
+/// ([`guard::distrust_schema`]), and statements kept prepared: the statement cache above, and SQLite's query planner stability guarantee. Without it,
 /// a statement whose plan could depend on a bound value (an equality on a parameter
 /// together with ORDER BY or max(), as in "the newest log row of this database") is parsed
 /// and planned again on every run after a new binding: about 5 us per statement here.
 /// mnemo never runs ANALYZE, so no plan would have been better for a value.
 fn tune(conn: &Connection) -> Result<()> {
+    guard::distrust_schema(conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -460,21 +463,20 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    if version == 2 {
-        return upgrade_from_v2(conn);
-    }
-    if version == 3 {
-        return conn
+    match version {
+        2 => upgrade_from_v2(conn)?,
+        3 => conn
             .execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION};"))
-            .map_err(sql_error);
-    }
-    if version != SCHEMA_VERSION {
-        return Err(Error::Storage(format!(
+            .map_err(sql_error)?,
+        SCHEMA_VERSION => {}
+        _ => {
+            return Err(Error::Storage(format!(
             "{} has schema version {version}, from a development build before this one; it cannot be read",
             path.display()
-        )));
+        )))
+        }
     }
-    Ok(())
+    guard::check_schema(conn, path)
 }
 
 /// Upgrades a version-2 file to this version inside the open schema transaction: the storage
