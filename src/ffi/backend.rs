@@ -33,8 +33,13 @@ impl Handle for mnemo_backend {
 ///   check nothing of the certificate unless "sslrootcert" is given (then as "verify-ca").
 ///   "verify-ca" and "verify-full" need "sslrootcert" (~/.postgresql is not read; "system"
 ///   is not supported); "allow" and client certificates are not supported. Other options
-///   (application_name, connect_timeout, channel_binding, hostaddr, …) go to the driver;
-///   without application_name, the connections are called "mnemo" on the server.
+///   (application_name, connect_timeout, channel_binding, hostaddr, keepalives_idle,
+///   tcp_user_timeout, …) go to the driver, which reads times in seconds. Left out, they
+///   are application_name "mnemo", connect_timeout 10, keepalives_idle 60,
+///   keepalives_interval 10, keepalives_retries 6 and tcp_user_timeout 120: a dead server
+///   fails an idle connection's next call, or a waiting call, within about two minutes
+///   (connect_timeout bounds the TCP connection only: a server that accepts it and then
+///   never answers holds this call, or a later one, until it closes the connection).
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
 ///   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or

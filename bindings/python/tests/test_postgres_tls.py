@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import threading
 import time
 
@@ -136,6 +137,56 @@ def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
                 time.sleep(0.05)
             assert inst.stats()["storage_connections"] == 1
             assert all(db.get("s", "k49") == 49 for db in dbs)
+
+
+def tcp_settings_of_connections_to(port: int) -> list[dict[str, int]]:
+    """The keepalive and user-timeout settings of this process's TCP sockets to ``port``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        with sock:
+            if sock.type != socket.SOCK_STREAM or sock.family != socket.AF_INET:
+                continue
+            try:
+                peer_port = sock.getpeername()[1]
+            except OSError:
+                continue
+            if peer_port != port:
+                continue
+            tcp = socket.IPPROTO_TCP
+            found.append(
+                {
+                    "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                    "idle": sock.getsockopt(tcp, socket.TCP_KEEPIDLE),
+                    "interval": sock.getsockopt(tcp, socket.TCP_KEEPINTVL),
+                    "count": sock.getsockopt(tcp, socket.TCP_KEEPCNT),
+                    "user_timeout_ms": sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
+                }
+            )
+    return found
+
+
+def test_an_unanswering_server_is_noticed_within_bounds_the_url_may_change(
+    database_url: str,
+) -> None:
+    port = int(database_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    sep = "&" if "?" in database_url else "?"
+    with mnemo.Instance.open(database_url):
+        assert tcp_settings_of_connections_to(port) == [
+            {"keepalive": 1, "idle": 60, "interval": 10, "count": 6, "user_timeout_ms": 120_000}
+        ]
+    options = "keepalives_idle=20&keepalives_interval=5&keepalives_retries=2&tcp_user_timeout=30"
+    with mnemo.Instance.open(f"{database_url}{sep}{options}"):
+        assert tcp_settings_of_connections_to(port) == [
+            {"keepalive": 1, "idle": 20, "interval": 5, "count": 2, "user_timeout_ms": 30_000}
+        ]
+    with mnemo.Instance.open(f"{database_url}{sep}keepalives=0"):
+        assert [s["keepalive"] for s in tcp_settings_of_connections_to(port)] == [0]
 
 
 def test_connections_are_called_mnemo_unless_the_url_names_them(database_url: str) -> None:

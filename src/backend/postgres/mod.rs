@@ -143,14 +143,6 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
 /// ...by reading what the server sent, waiting at most this long when it sent nothing.
 const CHECK_WAIT: Duration = Duration::from_millis(1);
 
-/// TCP keepalive on the connection: probes start after this long without traffic...
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// ...are sent this often...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// ...and this many unanswered ones end the connection (a dead server is noticed within
-/// about two minutes, instead of the system's default of hours).
-const KEEPALIVE_RETRIES: u32 = 6;
-
 struct Connection {
     client: Client,
     /// [`PUT_ENTRY`].
@@ -269,16 +261,10 @@ impl PostgresBackend {
     }
 }
 
-/// A new connection to the server of `url`, with TLS as its `sslmode` says, TCP keepalive,
-/// and the URL's lock timeout.
+/// A new connection to the server of `url`, with the URL's settings and mnemo's bounds
+/// ([`PostgresUrl::driver_config`]), TLS as its `sslmode` says and the URL's lock timeout.
 fn open_client(url: &PostgresUrl) -> Result<Client> {
-    let mut config = url.driver_config()?;
-    config
-        .connect_timeout(Duration::from_secs(10))
-        .keepalives(true)
-        .keepalives_idle(KEEPALIVE_IDLE)
-        .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES);
+    let config = url.driver_config()?;
     let connected = match url.ssl_mode() {
         SslMode::Disable => config.connect(NoTls),
         mode => config.connect(tls::MakeRustlsConnect::new(mode, url.root_cert())?),

@@ -86,6 +86,9 @@ impl fmt::Display for SslMode {
 pub struct PostgresUrl {
     /// The URL without `sslmode` and `sslrootcert`, for the driver's parser.
     driver_url: String,
+    /// The names of the options in `driver_url` (which [`PostgresUrl::driver_config`] does
+    /// not set for it).
+    driver_options: Vec<String>,
     ssl_mode: SslMode,
     root_cert: Option<PathBuf>,
     lock_timeout: Duration,
@@ -109,6 +112,21 @@ const MAX_CONNECTIONS: usize = 64;
 /// How long a connection beyond the first may stay idle before the instance closes it: the
 /// URL's `idle_timeout`, in milliseconds.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting may take, unless the URL says (`connect_timeout`, in seconds).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive, unless the URL says (`keepalives`, `keepalives_idle`, ...): probes start
+/// after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// ...are sent this often...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and this many unanswered ones end the connection (a dead server is noticed within
+/// about two minutes, instead of the system's default of hours).
+const KEEPALIVE_RETRIES: u32 = 6;
+/// Keepalive probes only a connection with nothing in flight: data of a call that the
+/// server stops acknowledging (it died, or the network between went away, mid-call) ends
+/// the connection after this long, instead of retransmissions for about 15 minutes; unless
+/// the URL says (`tcp_user_timeout`, in seconds as the driver reads it).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl fmt::Debug for PostgresUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -144,6 +162,7 @@ impl PostgresUrl {
         let query = query.strip_prefix('?').unwrap_or(query);
 
         let mut kept = Vec::new();
+        let mut driver_options = Vec::new();
         let mut mode = None;
         let mut root = None;
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
@@ -161,7 +180,10 @@ impl PostgresUrl {
                 Some("lock_timeout") => lock_timeout = milliseconds_of(value, "lock_timeout")?,
                 Some("max_connections") => max_connections = max_connections_of(value)?,
                 Some("idle_timeout") => idle_timeout = milliseconds_of(value, "idle_timeout")?,
-                _ => kept.push(param),
+                other => {
+                    driver_options.push(other.unwrap_or(key).to_string());
+                    kept.push(param);
+                }
             }
         }
         let driver_url = if kept.is_empty() {
@@ -197,6 +219,7 @@ impl PostgresUrl {
         }
         Ok(PostgresUrl {
             driver_url,
+            driver_options,
             ssl_mode,
             root_cert,
             lock_timeout,
@@ -235,11 +258,33 @@ impl PostgresUrl {
 
     /// The driver's configuration: everything but the TLS options, with its `sslmode` set to
     /// what the driver knows (`verify-*` are `require` with a verifying connector), and
-    /// `application_name` [`DEFAULT_APPLICATION_NAME`] unless the URL names one.
+    /// what the URL does not set set to mnemo's defaults: `application_name`
+    /// ([`DEFAULT_APPLICATION_NAME`]), bounds on connecting ([`CONNECT_TIMEOUT`]) and on a
+    /// server that stops answering (keepalive, [`TCP_USER_TIMEOUT`]).
     pub(super) fn driver_config(&self) -> Result<postgres::Config> {
         let mut config: postgres::Config = self.driver_url.parse().map_err(malformed)?;
+        let given = |option: &str| self.driver_options.iter().any(|o| o == option);
         if config.get_application_name().is_none() {
             config.application_name(DEFAULT_APPLICATION_NAME);
+        }
+        // The driver ignores a time of 0 or less: bounded all the same.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if !given("keepalives") {
+            config.keepalives(true);
+        }
+        if !given("keepalives_idle") {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if !given("keepalives_interval") {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if !given("keepalives_retries") {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
         }
         config.ssl_mode(match self.ssl_mode {
             SslMode::Disable => postgres::config::SslMode::Disable,
@@ -410,6 +455,40 @@ mod tests {
                 assert!(e.to_string().contains(name), "{bad}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn connecting_and_unanswered_calls_are_bounded_unless_the_url_says_otherwise() {
+        let absent = parsed("postgres://h/d").driver_config().unwrap();
+        assert_eq!(absent.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(absent.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert!(absent.get_keepalives());
+        assert_eq!(absent.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(absent.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(absent.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        let given = parsed(
+            "postgres://h/d?connect_timeout=3&tcp_user_timeout=30&keepalives_idle=20\
+             &keepalives_interval=5&keepalives_retries=2",
+        )
+        .driver_config()
+        .unwrap();
+        assert_eq!(given.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(given.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(given.get_keepalives_idle(), Duration::from_secs(20));
+        assert_eq!(
+            given.get_keepalives_interval(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(given.get_keepalives_retries(), Some(2));
+        assert!(!parsed("postgres://h/d?keepalives=0")
+            .driver_config()
+            .unwrap()
+            .get_keepalives());
+        // No timeout (0) is not taken: connecting stays bounded.
+        let zero = parsed("postgres://h/d?connect_timeout=0&tcp_user_timeout=0");
+        let zero = zero.driver_config().unwrap();
+        assert_eq!(zero.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(zero.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
     }
 
     #[test]
