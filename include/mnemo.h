@@ -221,9 +221,10 @@ extern "C" {
  *   tcp_user_timeout, …) go to the driver, which reads times in seconds. Left out, they
  *   are application_name "mnemo", connect_timeout 10, keepalives_idle 60,
  *   keepalives_interval 10, keepalives_retries 6 and tcp_user_timeout 120: a dead server
- *   fails an idle connection's next call, or a waiting call, within about two minutes
- *   (connect_timeout bounds the TCP connection only: a server that accepts it and then
- *   never answers holds this call, or a later one, until it closes the connection).
+ *   fails an idle connection's next call, or a waiting call, within about two minutes.
+ *   connect_timeout bounds the whole of connecting (TCP, TLS and login): a server that
+ *   accepts the connection and never answers fails this call, or a later one that
+ *   connects, with MNEMO_STATUS_STORAGE.
  * - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
  *   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
  *   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
@@ -235,6 +236,11 @@ extern "C" {
  * - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
  *   that stay idle that long are closed, by a thread of the backend's own (running only
  *   while it holds more than one connection), so a quiet instance holds one.
+ * - PostgreSQL "call_timeout=MS" (1 to 3600000; default 60000): a call waits for the
+ *   server's answer at most lock_timeout and call_timeout together, then fails with
+ *   MNEMO_STATUS_STORAGE ("did not answer"), and its connection is closed (whether the
+ *   server carried out a write it was waiting for is unknown, as when a connection
+ *   breaks). A schema upgrade at open has an hour.
  * - Several processes may open one "sqlite:" file or PostgreSQL database, and write one
  *   mnemo database: a change is stored only if no other process changed what it builds
  *   on since it read it (settings and which stores hold documents; for a settings change,

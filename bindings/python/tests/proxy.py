@@ -1,5 +1,5 @@
-"""A forwarding TCP proxy for sync tests: it records what passes, can damage a byte, and
-can be pointed at another upstream."""
+"""A forwarding TCP proxy for sync and PostgreSQL tests: it records what passes, can damage
+a byte, can stop forwarding for a while, and can be pointed at another upstream."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ class Proxy:
         self.lock = threading.Lock()
         self.flip_at: int | None = None
         self.flipped = False
+        self.forwarding = threading.Event()
+        self.forwarding.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -44,6 +46,7 @@ class Proxy:
                 passed += len(data)
                 with self.lock:
                     self.seen += data
+                self.forwarding.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -53,6 +56,15 @@ class Proxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def freeze(self) -> None:
+        """Holds what arrives from now on, in both directions, keeping the connections open:
+        a peer that stops answering."""
+        self.forwarding.clear()
+
+    def thaw(self) -> None:
+        """Forwards again, what was held first."""
+        self.forwarding.set()
 
     def retarget(self, upstream: str) -> None:
         """Sends the next connections to `upstream` ("host:port")."""

@@ -17,6 +17,7 @@ import pytest
 
 import mnemo
 from conftest import PSQL, POSTGRES_URL as URL, psql
+from proxy import Proxy
 
 ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_ROOT")
 WRONG_ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_WRONG_ROOT")
@@ -80,7 +81,8 @@ def test_bad_tls_options_are_invalid_arguments(query: str, option: str) -> None:
     ("option", "value"),
     [("lock_timeout", v) for v in ["0", "-5", "abc", "1.5", "3600001", ""]]
     + [("max_connections", v) for v in ["0", "65", "-1", "two", "1.5", ""]]
-    + [("idle_timeout", v) for v in ["0", "3600001", "-1", "1e3", ""]],
+    + [("idle_timeout", v) for v in ["0", "3600001", "-1", "1e3", ""]]
+    + [("call_timeout", v) for v in ["0", "3600001", "-1", "1e3", ""]],
 )
 def test_a_bad_number_option_is_an_invalid_argument(option: str, value: str) -> None:
     # Refused before connecting, like the TLS options.
@@ -88,6 +90,45 @@ def test_a_bad_number_option_is_an_invalid_argument(option: str, value: str) -> 
         mnemo.Instance.open(f"postgres://u:{SECRET}@127.0.0.1:1/db?{option}={value}")
     assert option in refused.value.message
     assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "prefer", "require"])
+def test_a_server_that_accepts_and_never_answers_fails_the_open_in_connect_timeout(
+    sslmode: str,
+) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    port = silent.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(mnemo.StorageError, match="did not answer within 1000 ms"):
+        mnemo.Instance.open(f"postgres://u@127.0.0.1:{port}/d?sslmode={sslmode}&connect_timeout=1")
+    assert time.monotonic() - started < 10
+    assert len(held) == 1, "the open reached the silent server"
+    silent.close()
+
+
+def test_a_server_that_stops_answering_fails_the_call_and_the_next_connects_again(
+    database_url: str,
+) -> None:
+    server = database_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = Proxy(server)
+    url = database_url.replace(server, proxy.addr, 1)
+    sep = "&" if "?" in url else "?"
+    options = "lock_timeout=400&call_timeout=600&max_connections=1"
+    with mnemo.Instance.open(f"{url}{sep}{options}") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user, user.create_db("d") as db:
+            db.set("s", "k", 1)
+            proxy.freeze()
+            started = time.monotonic()
+            with pytest.raises(mnemo.StorageError, match="did not answer within 1000 ms"):
+                db.set("s", "k", 2)
+            assert time.monotonic() - started < 10
+            proxy.thaw()
+            db.set("s", "k", 3)  # on a new connection
+            assert db.get("s", "k") == 3
+    proxy.close()
 
 
 def commit_from_four_threads(user: mnemo.User, commits: int) -> list[mnemo.Database]:

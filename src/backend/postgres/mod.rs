@@ -12,14 +12,16 @@
 //! advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
-//! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive and the
-//! URL's `lock_timeout` (a write waiting longer for a database's lock fails as busy). The
+//! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive, the URL's
+//! `lock_timeout` (a write waiting longer for a database's lock fails as busy) and a limit
+//! on every wait for the server (`driver.rs`: connecting, and each call). The
 //! instance's threads share up to the URL's `max_connections` of them (`pool.rs`; those
 //! beyond one closed after the URL's `idle_timeout`); one the server ended is made again:
 //! before the call that would use it when it sat idle for [`CHECK_AFTER_IDLE`] or more,
 //! else at the next call.
 
 mod cert;
+mod driver;
 mod options;
 mod overtaken;
 mod pool;
@@ -29,11 +31,11 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-use postgres::{Client, GenericClient, NoTls, Row, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
+use driver::{Client, Failure, Statements, Transaction};
 pub use options::{PostgresUrl, SslMode};
 use overtaken::Overtaken;
 use pool::{Lent, Pool};
@@ -48,6 +50,8 @@ use crate::error::{shown_safely, Error, Result};
 /// versions 2 ([`SCHEMA_V2`]) and 3 are upgraded at connect ([`UPGRADE_FROM_V2`], then
 /// [`UPGRADE_FROM_V3`]).
 pub const SCHEMA_VERSION: i32 = 4;
+/// How long an upgrade of the schema may take (at connect, once per database).
+const UPGRADE_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// Advisory lock key serialising schema creation: "mnem".
 const SCHEMA_LOCK: i64 = 0x6d6e_656d;
 
@@ -177,20 +181,20 @@ struct Connection {
 /// The error with its underlying cause (the driver's own message is often generic), with
 /// the server's words escaped as a peer's are ([`shown_safely`]): whoever answers on the
 /// server's address chooses them.
-fn with_cause(e: &postgres::Error) -> String {
-    let text = match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    };
-    shown_safely(&text)
+fn with_cause(e: &Failure) -> String {
+    shown_safely(&e.to_string())
 }
 
-fn pg_error(e: postgres::Error) -> Error {
+fn pg_error(e: Failure) -> Error {
     let text = format!("postgres: {}", with_cause(&e));
-    if e.code() == Some(&SqlState::DATA_CORRUPTED) || e.code() == Some(&SqlState::INDEX_CORRUPTED) {
+    let code = match &e {
+        Failure::Driver(e) => e.code(),
+        Failure::NoAnswer(_) | Failure::Runtime(_) => None,
+    };
+    if code == Some(&SqlState::DATA_CORRUPTED) || code == Some(&SqlState::INDEX_CORRUPTED) {
         return Error::Corrupt(text);
     }
-    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+    if code == Some(&SqlState::LOCK_NOT_AVAILABLE) {
         // `lock_timeout` ran out: another process holds the lock (see `open_client`).
         return Error::Busy(text);
     }
@@ -231,9 +235,9 @@ impl PostgresBackend {
             // administrator) has said so, and it is then seen closed and replaced, rather
             // than failing this call. (One that vanished without a word fails the call.)
             if idle >= CHECK_AFTER_IDLE {
-                let _ = c.client.notifications().timeout_iter(CHECK_WAIT).next();
+                c.client.settle(CHECK_WAIT);
             }
-            !c.client.is_closed()
+            c.client.is_usable()
         };
         self.pool.take(usable, make, self.url.lock_timeout())
     }
@@ -262,12 +266,18 @@ impl PostgresBackend {
 }
 
 /// A new connection to the server of `url`, with the URL's settings and mnemo's bounds
-/// ([`PostgresUrl::driver_config`]), TLS as its `sslmode` says and the URL's lock timeout.
+/// ([`PostgresUrl::driver_config`]), TLS as its `sslmode` says and the URL's lock timeout,
+/// made within [`PostgresUrl::connect_limit`]; its calls wait at most
+/// [`PostgresUrl::call_limit`].
 fn open_client(url: &PostgresUrl) -> Result<Client> {
     let config = url.driver_config()?;
+    let (connect_limit, call_limit) = (url.connect_limit()?, url.call_limit());
     let connected = match url.ssl_mode() {
-        SslMode::Disable => config.connect(NoTls),
-        mode => config.connect(tls::MakeRustlsConnect::new(mode, url.root_cert())?),
+        SslMode::Disable => Client::connect(&config, NoTls, connect_limit, call_limit),
+        mode => {
+            let tls = tls::MakeRustlsConnect::new(mode, url.root_cert())?;
+            Client::connect(&config, tls, connect_limit, call_limit)
+        }
     };
     let mut client = connected
         .map_err(|e| Error::Storage(format!("cannot connect to PostgreSQL: {}", with_cause(&e))))?;
@@ -303,11 +313,14 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
              this one reads version {SCHEMA_VERSION}"
         )));
     }
+    // An upgrade's time grows with what is stored: it has longer than a call.
     if version == 2 {
-        tx.batch_execute(UPGRADE_FROM_V2).map_err(pg_error)?;
+        tx.batch_execute_within(UPGRADE_FROM_V2, UPGRADE_LIMIT)
+            .map_err(pg_error)?;
     }
     if version == 2 || version == 3 {
-        tx.batch_execute(UPGRADE_FROM_V3).map_err(pg_error)?;
+        tx.batch_execute_within(UPGRADE_FROM_V3, UPGRADE_LIMIT)
+            .map_err(pg_error)?;
     } else if version != SCHEMA_VERSION {
         return Err(Error::Storage(format!(
             "unknown mnemo schema version {version}"
@@ -317,7 +330,7 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
 }
 
 impl Connection {
-    fn prepare(mut client: Client) -> std::result::Result<Connection, postgres::Error> {
+    fn prepare(mut client: Client) -> std::result::Result<Connection, Failure> {
         let mut p = |sql: &str| client.prepare(sql);
         let put_entry = p(PUT_ENTRY)?;
         let get_entry =
@@ -560,7 +573,7 @@ fn vacuum_secrets(client: &mut Client) {
 
 /// Adds `added` new rows to each store's recorded row count.
 fn count_rows(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     (get_rows, set_rows): (&Statement, &Statement),
     db: &EntryId,
     added: &BTreeMap<&str, u64>,
@@ -589,7 +602,7 @@ fn count_rows(
 
 /// The row count recorded for `store`, checked; `None` if the store has no rows.
 fn recorded_rows(
-    client: &mut impl postgres::GenericClient,
+    client: &mut impl Statements,
     get_rows: &Statement,
     db: &EntryId,
     store: &str,
@@ -600,7 +613,7 @@ fn recorded_rows(
     checked_rows(db, store, row)
 }
 
-fn checked_rows(db: &EntryId, store: &str, row: Option<postgres::Row>) -> Result<Option<u64>> {
+fn checked_rows(db: &EntryId, store: &str, row: Option<Row>) -> Result<Option<u64>> {
     let Some(row) = row else {
         return Ok(None);
     };
@@ -614,7 +627,7 @@ fn checked_rows(db: &EntryId, store: &str, row: Option<postgres::Row>) -> Result
 }
 
 fn mark_discarded(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     mark: &Statement,
     db: &EntryId,
     ids: &[EntryId],
@@ -635,8 +648,12 @@ fn mark_discarded(
 
 /// [`Backend::put_entry`]'s error for `e`: a row count [`PUT_ENTRY`] found failing its check
 /// is damage.
-fn put_entry_error(e: postgres::Error) -> Error {
-    let count_failed = e.as_db_error().is_some_and(|d| {
+fn put_entry_error(e: Failure) -> Error {
+    let db_error = match &e {
+        Failure::Driver(e) => e.as_db_error(),
+        Failure::NoAnswer(_) | Failure::Runtime(_) => None,
+    };
+    let count_failed = db_error.is_some_and(|d| {
         d.code() == &SqlState::NOT_NULL_VIOLATION
             && d.table() == Some("mnemo_stores")
             && d.column() == Some("rows")
@@ -716,7 +733,7 @@ type FoundCells<'r> = BTreeMap<(&'r str, &'r str), Option<Cell>>;
 /// Database `db`'s [`Version`] and the cells at `keys` (store, key) that are stored, as
 /// `client` sees them, with `statement` ([`GET_HEAD_AND_CELLS`]).
 fn head_and_cells_in<'r>(
-    client: &mut impl GenericClient,
+    client: &mut impl Statements,
     statement: &Statement,
     db: &EntryId,
     keys: &[(&'r str, &'r str)],
@@ -745,11 +762,7 @@ fn head_and_cells_in<'r>(
 
 /// Database `db`'s [`Version`] as `client` sees it, `get_head` its statement (no row: the
 /// first version).
-fn version_in(
-    client: &mut impl GenericClient,
-    get_head: &Statement,
-    db: &EntryId,
-) -> Result<Version> {
+fn version_in(client: &mut impl Statements, get_head: &Statement, db: &EntryId) -> Result<Version> {
     let head = client
         .query_opt(get_head, &[&&db.as_bytes()[..]])
         .map_err(pg_error)?;
@@ -758,7 +771,7 @@ fn version_in(
 
 /// [`Backend::cell`] as `client` sees it, `get_cell` its statement.
 fn cell_in(
-    client: &mut impl GenericClient,
+    client: &mut impl Statements,
     get_cell: &Statement,
     db: &EntryId,
     store: &str,
@@ -773,7 +786,7 @@ fn cell_in(
 /// [`Backend::cells_range`] of `(store, prefix, after)` as `client` sees it, `get_range`
 /// its statements.
 fn range_in(
-    client: &mut impl GenericClient,
+    client: &mut impl Statements,
     get_range: &[Statement; 4],
     db: &EntryId,
     (store, prefix, after): (&str, &str, Option<&str>),
@@ -785,7 +798,7 @@ fn range_in(
     };
     let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
     let db_bytes: &[u8] = db.as_bytes();
-    let mut bound: Vec<&(dyn postgres::types::ToSql + Sync)> =
+    let mut bound: Vec<&(dyn ToSql + Sync)> =
         vec![&db_bytes, &store, &range.lower, &live_only, &limit];
     if let Some(upper) = &range.upper {
         bound.push(upper);
@@ -806,7 +819,7 @@ fn i64_of(n: u64) -> Result<i64> {
     i64::try_from(n).map_err(|_| Error::invalid("a height beyond 2^63 cannot be stored"))
 }
 
-fn checked_cell(db: &EntryId, store: &str, key: &str, row: &postgres::Row) -> Result<Cell> {
+fn checked_cell(db: &EntryId, store: &str, key: &str, row: &Row) -> Result<Cell> {
     let cell = Cell {
         height: rows::height_of(row.get(0))?,
         entry: rows::id_of(row.get::<_, &[u8]>(1))?,
@@ -821,7 +834,7 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &postgres::Row) -> Re
 }
 
 /// The tip of `db` in `row` (id, height, check), its check verified.
-fn checked_tip(db: &EntryId, row: &postgres::Row) -> Result<(EntryId, u64)> {
+fn checked_tip(db: &EntryId, row: &Row) -> Result<(EntryId, u64)> {
     let (id, height) = (rows::id_of(row.get(0))?, rows::height_of(row.get(1))?);
     rows::verify(
         row.get(2),
@@ -833,7 +846,7 @@ fn checked_tip(db: &EntryId, row: &postgres::Row) -> Result<(EntryId, u64)> {
 
 /// The entry `id` in `row` from column `at` on (db, height, visible, changes_settings,
 /// bytes, check): its metadata and bytes, its check verified.
-fn checked_entry(id: &EntryId, row: &postgres::Row, at: usize) -> Result<(EntryMeta, Vec<u8>)> {
+fn checked_entry(id: &EntryId, row: &Row, at: usize) -> Result<(EntryMeta, Vec<u8>)> {
     let meta = EntryMeta {
         db: rows::id_of(row.get(at))?,
         height: rows::height_of(row.get(at + 1))?,
@@ -888,7 +901,7 @@ impl Backend for PostgresBackend {
             return Ok(None);
         };
         let reshapes = i64::from(w.reshapes);
-        let mut params: [&(dyn postgres::types::ToSql + Sync); 21] = [
+        let mut params: [&(dyn ToSql + Sync); 21] = [
             &&w.id.as_bytes()[..],
             &db,
             &i64_of(w.meta.height)?,
@@ -982,13 +995,7 @@ impl Backend for PostgresBackend {
         let c = &mut *c;
         // The rows and their count from one snapshot: another process's commit between two
         // autocommit reads would make the count disagree with the rows.
-        let mut snapshot = c
-            .client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(pg_error)?;
+        let mut snapshot = c.client.snapshot().map_err(pg_error)?;
         let found = snapshot
             .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
             .map_err(pg_error)?;

@@ -94,12 +94,14 @@ pub struct PostgresUrl {
     lock_timeout: Duration,
     max_connections: usize,
     idle_timeout: Duration,
+    call_timeout: Duration,
 }
 
 /// How long a statement waits for a lock (a database's, held by another process's write)
 /// before it fails with [`Error::Busy`]: the URL's `lock_timeout`, in milliseconds.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest `lock_timeout` or `idle_timeout` a URL may ask for (one hour).
+/// The longest `lock_timeout`, `idle_timeout` or `call_timeout` a URL may ask for (one
+/// hour).
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// How many connections an instance keeps to the server at most: the URL's
 /// `max_connections`, 1 to [`MAX_CONNECTIONS`].
@@ -112,6 +114,10 @@ const MAX_CONNECTIONS: usize = 64;
 /// How long a connection beyond the first may stay idle before the instance closes it: the
 /// URL's `idle_timeout`, in milliseconds.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a call waits for the server's answer beyond `lock_timeout` (a call may wait
+/// that long for a lock first) before it fails and its connection is closed: the URL's
+/// `call_timeout`, in milliseconds.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting may take, unless the URL says (`connect_timeout`, in seconds).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive, unless the URL says (`keepalives`, `keepalives_idle`, ...): probes start
@@ -136,6 +142,7 @@ impl fmt::Debug for PostgresUrl {
             .field("lock_timeout", &self.lock_timeout)
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
+            .field("call_timeout", &self.call_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +175,7 @@ impl PostgresUrl {
         let mut lock_timeout = DEFAULT_LOCK_TIMEOUT;
         let mut max_connections = DEFAULT_MAX_CONNECTIONS;
         let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
+        let mut call_timeout = DEFAULT_CALL_TIMEOUT;
         for param in query.split('&').filter(|p| !p.is_empty()) {
             let Some((key, value)) = param.split_once('=') else {
                 return Err(Error::invalid(
@@ -180,6 +188,7 @@ impl PostgresUrl {
                 Some("lock_timeout") => lock_timeout = milliseconds_of(value, "lock_timeout")?,
                 Some("max_connections") => max_connections = max_connections_of(value)?,
                 Some("idle_timeout") => idle_timeout = milliseconds_of(value, "idle_timeout")?,
+                Some("call_timeout") => call_timeout = milliseconds_of(value, "call_timeout")?,
                 other => {
                     driver_options.push(other.unwrap_or(key).to_string());
                     kept.push(param);
@@ -191,7 +200,9 @@ impl PostgresUrl {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        driver_url.parse::<postgres::Config>().map_err(malformed)?;
+        driver_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(malformed)?;
 
         let ssl_mode = match mode {
             Some(mode) => SslMode::parse(&mode)?,
@@ -225,6 +236,7 @@ impl PostgresUrl {
             lock_timeout,
             max_connections,
             idle_timeout,
+            call_timeout,
         })
     }
 
@@ -246,6 +258,22 @@ impl PostgresUrl {
         self.idle_timeout
     }
 
+    /// How long a call waits for the server's answer: the URL's `lock_timeout` and
+    /// `call_timeout` (in milliseconds, 1 to 3,600,000; 60 s when absent) together.
+    pub fn call_limit(&self) -> Duration {
+        self.lock_timeout + self.call_timeout
+    }
+
+    /// How long connecting (TCP, TLS and login together) may take: the URL's
+    /// `connect_timeout` (in seconds, as the driver reads it), 10 s when absent.
+    pub fn connect_limit(&self) -> Result<Duration> {
+        Ok(self
+            .driver_config()?
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT))
+    }
+
     /// The `sslmode` (`prefer` when the URL has none).
     pub fn ssl_mode(&self) -> SslMode {
         self.ssl_mode
@@ -261,8 +289,8 @@ impl PostgresUrl {
     /// what the URL does not set set to mnemo's defaults: `application_name`
     /// ([`DEFAULT_APPLICATION_NAME`]), bounds on connecting ([`CONNECT_TIMEOUT`]) and on a
     /// server that stops answering (keepalive, [`TCP_USER_TIMEOUT`]).
-    pub(super) fn driver_config(&self) -> Result<postgres::Config> {
-        let mut config: postgres::Config = self.driver_url.parse().map_err(malformed)?;
+    pub(super) fn driver_config(&self) -> Result<tokio_postgres::Config> {
+        let mut config: tokio_postgres::Config = self.driver_url.parse().map_err(malformed)?;
         let given = |option: &str| self.driver_options.iter().any(|o| o == option);
         if config.get_application_name().is_none() {
             config.application_name(DEFAULT_APPLICATION_NAME);
@@ -287,10 +315,10 @@ impl PostgresUrl {
             config.keepalives_retries(KEEPALIVE_RETRIES);
         }
         config.ssl_mode(match self.ssl_mode {
-            SslMode::Disable => postgres::config::SslMode::Disable,
-            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                postgres::config::SslMode::Require
+                tokio_postgres::config::SslMode::Require
             }
         });
         Ok(config)
@@ -325,7 +353,7 @@ fn max_connections_of(value: &str) -> Result<usize> {
 }
 
 /// The driver's refusal of a URL, with its cause (which names the option, never a value).
-fn malformed(e: postgres::Error) -> Error {
+fn malformed(e: tokio_postgres::Error) -> Error {
     match std::error::Error::source(&e) {
         Some(cause) => Error::invalid(format!("malformed postgres URL: {e}: {cause}")),
         None => Error::invalid(format!("malformed postgres URL: {e}")),
@@ -412,7 +440,7 @@ mod tests {
 
     #[test]
     fn the_driver_gets_its_sslmode() {
-        use postgres::config::SslMode as Driver;
+        use tokio_postgres::config::SslMode as Driver;
         for (url, driver) in [
             ("postgres://h/d?sslmode=disable", Driver::Disable),
             ("postgres://h/d", Driver::Prefer),
@@ -435,19 +463,30 @@ mod tests {
     }
 
     #[test]
-    fn lock_and_idle_timeouts_are_whole_milliseconds_within_an_hour() {
+    fn lock_idle_and_call_timeouts_are_whole_milliseconds_within_an_hour() {
         let absent = parsed("postgres://h/d");
         assert_eq!(absent.lock_timeout(), DEFAULT_LOCK_TIMEOUT);
         assert_eq!(absent.idle_timeout(), DEFAULT_IDLE_TIMEOUT);
-        let u = parsed("postgres://h/d?lock_timeout=250&sslmode=disable&idle_timeout=20");
+        assert_eq!(
+            absent.call_limit(),
+            DEFAULT_LOCK_TIMEOUT + DEFAULT_CALL_TIMEOUT
+        );
+        assert_eq!(absent.connect_limit().unwrap(), CONNECT_TIMEOUT);
+        let u = parsed(
+            "postgres://h/d?lock_timeout=250&sslmode=disable&idle_timeout=20&call_timeout=7\
+             &connect_timeout=3",
+        );
         assert_eq!(u.lock_timeout(), Duration::from_millis(250));
         assert_eq!(u.idle_timeout(), Duration::from_millis(20));
-        assert!(!u.driver_url.contains("lock_timeout"));
-        assert!(!u.driver_url.contains("idle_timeout"));
+        assert_eq!(u.call_limit(), Duration::from_millis(257));
+        assert_eq!(u.connect_limit().unwrap(), Duration::from_secs(3));
+        for name in ["lock_timeout", "idle_timeout", "call_timeout"] {
+            assert!(!u.driver_url.contains(name));
+        }
         let longest = parsed("postgres://h/d?lock_timeout=3600000&idle_timeout=3600000");
         assert_eq!(longest.lock_timeout(), Duration::from_secs(3600));
         assert_eq!(longest.idle_timeout(), Duration::from_secs(3600));
-        for name in ["lock_timeout", "idle_timeout"] {
+        for name in ["lock_timeout", "idle_timeout", "call_timeout"] {
             for bad in ["0", "3600001", "-1", "1e3", "", "%zz"] {
                 let url = format!("postgres://h/d?{name}={bad}");
                 let e = PostgresUrl::parse(&url).unwrap_err();

@@ -1,6 +1,5 @@
 //! TLS for PostgreSQL connections: the driver's connector traits (`MakeTlsConnect`,
-//! `TlsConnect`, `TlsStream` of tokio-postgres, re-exported by `postgres::tls`) over
-//! tokio-rustls, and the check of the server's certificate that each `sslmode` asks for.
+//! `TlsConnect`, `TlsStream` of tokio-postgres) over tokio-rustls, and the check of the server's certificate that each `sslmode` asks for.
 //!
 //! - no `sslrootcert` (`prefer`, `require`): any certificate is accepted. The session is
 //!   encrypted, but the server is not authenticated.
@@ -21,7 +20,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
@@ -32,6 +30,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::TlsConnector;
 
 use super::cert;
