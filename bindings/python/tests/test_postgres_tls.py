@@ -131,6 +131,23 @@ def test_a_server_that_stops_answering_fails_the_call_and_the_next_connects_agai
     proxy.close()
 
 
+def test_connections_are_closed_as_the_protocol_asks(database_url: str) -> None:
+    database = database_url.rsplit("/", 1)[1]
+    sep = "&" if "?" in database_url else "?"
+    with mnemo.Instance.open(f"{database_url}{sep}max_connections=4&idle_timeout=100") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user:
+            commit_from_four_threads(user, 20)
+        time.sleep(0.5)  # the idle ones closed by the instance
+    # The server counts sessions that ended without a goodbye (it logs each as an error).
+    query = f"SELECT sessions, sessions_abandoned FROM pg_stat_database WHERE datname = '{database}'"
+    deadline = time.monotonic() + 10
+    while (counts := [int(n) for n in psql(query).split("|")])[0] < 2:
+        assert time.monotonic() < deadline, f"sessions not counted: {counts}"
+        time.sleep(0.1)
+    assert counts[1] == 0, f"{counts[1]} of {counts[0]} sessions abandoned"
+
+
 def commit_from_four_threads(user: mnemo.User, commits: int) -> list[mnemo.Database]:
     """Four databases of `user`, each given `commits` commits by a thread of its own, all
     at once; returns them."""

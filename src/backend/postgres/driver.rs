@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, GenericClient, IsolationLevel, Row, Socket, Statement, ToStatement};
@@ -70,10 +71,16 @@ fn within<T>(
     }
 }
 
+/// How long a connection being closed may take to say goodbye to the server.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
 /// One connection to the server.
 pub(super) struct Client {
     runtime: Runtime,
-    client: tokio_postgres::Client,
+    /// Taken when the connection closes.
+    client: Option<tokio_postgres::Client>,
+    /// The connection's task, which reads and writes its socket.
+    task: Option<JoinHandle<Result<(), tokio_postgres::Error>>>,
     /// How long a call may wait for the server's answer.
     call_limit: Duration,
     /// A call ran out of time: the connection is not used again.
@@ -101,12 +108,12 @@ impl Client {
         let mut broken = false;
         let (client, connection) =
             within(&runtime, &mut broken, connect_limit, config.connect(tls))?;
-        // Ends when the server closes the connection or the client goes (then its socket
-        // is closed as the runtime drops it).
-        runtime.spawn(connection);
+        // Ends when the server closes the connection or the client goes.
+        let task = runtime.spawn(connection);
         Ok(Client {
             runtime,
-            client,
+            client: Some(client),
+            task: Some(task),
             call_limit,
             broken,
         })
@@ -115,7 +122,12 @@ impl Client {
     /// Whether calls may use the connection: no call on it ran out of time, and neither
     /// side closed it.
     pub(super) fn is_usable(&self) -> bool {
-        !self.broken && !self.client.is_closed()
+        !self.broken && !self.driver().is_closed()
+    }
+
+    /// The driver's client, there until the connection is dropped.
+    fn driver(&self) -> &tokio_postgres::Client {
+        self.client.as_ref().expect("open until dropped")
     }
 
     /// Lets the connection read what the server sent while nothing called it (a server
@@ -127,13 +139,13 @@ impl Client {
 
     /// Prepares `sql`.
     pub(super) fn prepare(&mut self, sql: &str) -> Result<Statement, Failure> {
-        let Client {
-            runtime,
-            client,
-            call_limit,
-            broken,
-        } = self;
-        within(runtime, broken, *call_limit, client.prepare(sql))
+        let client = self.client.as_ref().expect("open until dropped");
+        within(
+            &self.runtime,
+            &mut self.broken,
+            self.call_limit,
+            client.prepare(sql),
+        )
     }
 
     /// Begins a transaction (committed by [`Transaction::commit`], rolled back if dropped).
@@ -152,8 +164,12 @@ impl Client {
             client,
             call_limit,
             broken,
+            ..
         } = self;
-        let mut builder = client.build_transaction();
+        let mut builder = client
+            .as_mut()
+            .expect("open until dropped")
+            .build_transaction();
         if snapshot {
             builder = builder
                 .isolation_level(IsolationLevel::RepeatableRead)
@@ -271,12 +287,24 @@ pub(super) trait Statements {
 
 impl Statements for Client {
     fn parts(&mut self) -> (&Runtime, &mut bool, Duration, &(impl GenericClient + Sync)) {
-        (
-            &self.runtime,
-            &mut self.broken,
-            self.call_limit,
-            &self.client,
-        )
+        let client = self.client.as_ref().expect("open until dropped");
+        (&self.runtime, &mut self.broken, self.call_limit, client)
+    }
+}
+
+impl Drop for Client {
+    /// Closes the connection as the protocol asks (the server otherwise logs each close as
+    /// an error): with the client gone, the connection's task tells the server and ends,
+    /// given at most [`CLOSE_LIMIT`]. One whose call ran out of time is just dropped.
+    fn drop(&mut self) {
+        drop(self.client.take());
+        if let Some(task) = self.task.take() {
+            if !self.broken {
+                let _ = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(CLOSE_LIMIT, task).await });
+            }
+        }
     }
 }
 
