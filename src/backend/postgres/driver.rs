@@ -13,6 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -137,15 +138,11 @@ impl Client {
             .block_on(async { tokio::time::sleep(wait).await });
     }
 
-    /// Prepares `sql`.
-    pub(super) fn prepare(&mut self, sql: &str) -> Result<Statement, Failure> {
+    /// Prepares each of `sqls`, all sent at once: one round trip to the server, not one each.
+    pub(super) fn prepare_all(&mut self, sqls: &[String]) -> Result<Vec<Statement>, Failure> {
         let client = self.client.as_ref().expect("open until dropped");
-        within(
-            &self.runtime,
-            &mut self.broken,
-            self.call_limit,
-            client.prepare(sql),
-        )
+        let all = try_join_all(sqls.iter().map(|sql| client.prepare(sql)));
+        within(&self.runtime, &mut self.broken, self.call_limit, all)
     }
 
     /// Begins a transaction (committed by [`Transaction::commit`], rolled back if dropped).

@@ -330,12 +330,19 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
 }
 
 impl Connection {
+    /// `client` with every statement the backend runs prepared, all sent at once (one round
+    /// trip to the server rather than one each).
     fn prepare(mut client: Client) -> std::result::Result<Connection, Failure> {
-        let mut p = |sql: &str| client.prepare(sql);
-        let put_entry = p(PUT_ENTRY)?;
+        // Each statement is listed first, by its place; all are prepared together below.
+        let mut listed: Vec<String> = Vec::new();
+        let mut p = |sql: &str| {
+            listed.push(sql.to_string());
+            listed.len() - 1
+        };
+        let put_entry = p(PUT_ENTRY);
         let get_entry =
-            p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1")?;
-        let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id")?;
+            p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1");
+        let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id");
         // A tip without its entry reads as NULLs on the right, reported as damage. Each
         // tip's entry is looked up by its key (LATERAL ... LIMIT 1): as a plain join, the
         // plan PostgreSQL keeps for the statement, made while `mnemo_entries` is small,
@@ -344,84 +351,86 @@ impl Connection {
             "SELECT t.id, t.height, t.chk, e.db, e.height, e.visible, e.changes_settings, \
              e.bytes, e.chk FROM mnemo_tips t LEFT JOIN LATERAL (SELECT * FROM mnemo_entries \
              WHERE id = t.id LIMIT 1) e ON true WHERE t.db = $1 ORDER BY t.id",
-        )?;
+        );
         let get_cell = p(concat!(
             "SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND ",
             key_head!("key"),
             " = ",
             key_head!("$3"),
             " COLLATE \"C\" AND key = $3 COLLATE \"C\""
-        ))?;
+        ));
         let get_cells = p(concat!(
             "SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 \
              ORDER BY ",
             key_head!("key"),
             ", key"
-        ))?;
+        ));
         // In the order of `range_form`.
         let get_range = [
-            p(&range_sql(false, false))?,
-            p(&range_sql(false, true))?,
-            p(&range_sql(true, false))?,
-            p(&range_sql(true, true))?,
+            p(&range_sql(false, false)),
+            p(&range_sql(false, true)),
+            p(&range_sql(true, false)),
+            p(&range_sql(true, true)),
         ];
         let insert_cell = p(
             "INSERT INTO mnemo_cells (db, store, key, height, entry, value, chk, key_hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, sha256(convert_to($3, 'UTF8'))) \
              ON CONFLICT DO NOTHING",
-        )?;
-        let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2")?;
+        );
+        let get_rows = p("SELECT rows, chk FROM mnemo_stores WHERE db = $1 AND store = $2");
         let set_rows = p(
             "INSERT INTO mnemo_stores (db, store, rows, chk) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (db, store) DO UPDATE SET rows = excluded.rows, chk = excluded.chk",
-        )?;
+        );
         let mark_discarded = p(
             "INSERT INTO mnemo_discarded (db, id, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )?;
-        let get_meta = p("SELECT value, chk FROM mnemo_meta WHERE key = $1")?;
+        );
+        let get_meta = p("SELECT value, chk FROM mnemo_meta WHERE key = $1");
         let insert_meta = p(
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )?;
+        );
         let put_meta = p(
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
-        )?;
-        let delete_meta = p("DELETE FROM mnemo_meta WHERE key = $1")?;
+        );
+        let delete_meta = p("DELETE FROM mnemo_meta WHERE key = $1");
         // Serialises stores per database across processes, so log positions are handed out
         // in commit order and a reader paging by position never skips a late commit.
-        let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))")?;
-        let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1")?;
+        let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))");
+        let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1");
         let last_logs = p("SELECT (SELECT max(seq) FROM mnemo_log WHERE db = d) \
-             FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i")?;
-        let advance_head = p(ADVANCE_HEAD)?;
-        let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1")?;
-        let get_head_and_cells = p(GET_HEAD_AND_CELLS)?;
+             FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i");
+        let advance_head = p(ADVANCE_HEAD);
+        let get_head = p("SELECT shape, version FROM mnemo_heads WHERE db = $1");
+        let get_head_and_cells = p(GET_HEAD_AND_CELLS);
         let get_log =
-            p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3")?;
+            p("SELECT seq, id FROM mnemo_log WHERE db = $1 AND seq > $2 ORDER BY seq LIMIT $3");
+        let prepared = client.prepare_all(&listed)?;
+        let statement = |place: usize| prepared[place].clone();
         Ok(Connection {
             client,
-            put_entry,
-            get_entry,
-            get_tips,
-            get_tip_metas,
-            get_cell,
-            get_cells,
-            get_range,
-            insert_cell,
-            get_rows,
-            set_rows,
-            mark_discarded,
-            get_meta,
-            lock_db,
-            advance_head,
-            get_head,
-            get_head_and_cells,
-            get_log,
-            last_log,
-            last_logs,
-            insert_meta,
-            put_meta,
-            delete_meta,
+            put_entry: statement(put_entry),
+            get_entry: statement(get_entry),
+            get_tips: statement(get_tips),
+            get_tip_metas: statement(get_tip_metas),
+            get_cell: statement(get_cell),
+            get_cells: statement(get_cells),
+            get_range: get_range.map(statement),
+            insert_cell: statement(insert_cell),
+            get_rows: statement(get_rows),
+            set_rows: statement(set_rows),
+            mark_discarded: statement(mark_discarded),
+            get_meta: statement(get_meta),
+            lock_db: statement(lock_db),
+            advance_head: statement(advance_head),
+            get_head: statement(get_head),
+            get_head_and_cells: statement(get_head_and_cells),
+            get_log: statement(get_log),
+            last_log: statement(last_log),
+            last_logs: statement(last_logs),
+            insert_meta: statement(insert_meta),
+            put_meta: statement(put_meta),
+            delete_meta: statement(delete_meta),
         })
     }
 }
