@@ -271,7 +271,7 @@ impl PostgresBackend {
 /// [`PostgresUrl::call_limit`].
 fn open_client(url: &PostgresUrl) -> Result<Client> {
     let config = url.driver_config()?;
-    let (connect_limit, call_limit) = (url.connect_limit()?, url.call_limit());
+    let (connect_limit, call_limit) = (url.connect_limit(), url.call_limit());
     let connected = match url.ssl_mode() {
         SslMode::Disable => Client::connect(&config, NoTls, connect_limit, call_limit),
         mode => {

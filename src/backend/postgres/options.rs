@@ -95,6 +95,8 @@ pub struct PostgresUrl {
     max_connections: usize,
     idle_timeout: Duration,
     call_timeout: Duration,
+    /// The URL's `connect_timeout`, or [`CONNECT_TIMEOUT`].
+    connect_limit: Duration,
 }
 
 /// How long a statement waits for a lock (a database's, held by another process's write)
@@ -143,6 +145,7 @@ impl fmt::Debug for PostgresUrl {
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("connect_limit", &self.connect_limit)
             .finish_non_exhaustive()
     }
 }
@@ -200,9 +203,14 @@ impl PostgresUrl {
         } else {
             format!("{base}?{}", kept.join("&"))
         };
-        driver_url
+        let parsed = driver_url
             .parse::<tokio_postgres::Config>()
             .map_err(malformed)?;
+        // The driver ignores a time of 0 or less: bounded all the same.
+        let connect_limit = parsed
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT);
 
         let ssl_mode = match mode {
             Some(mode) => SslMode::parse(&mode)?,
@@ -237,6 +245,7 @@ impl PostgresUrl {
             max_connections,
             idle_timeout,
             call_timeout,
+            connect_limit,
         })
     }
 
@@ -266,12 +275,8 @@ impl PostgresUrl {
 
     /// How long connecting (TCP, TLS and login together) may take: the URL's
     /// `connect_timeout` (in seconds, as the driver reads it), 10 s when absent.
-    pub fn connect_limit(&self) -> Result<Duration> {
-        Ok(self
-            .driver_config()?
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(CONNECT_TIMEOUT))
+    pub fn connect_limit(&self) -> Duration {
+        self.connect_limit
     }
 
     /// The `sslmode` (`prefer` when the URL has none).
@@ -295,10 +300,7 @@ impl PostgresUrl {
         if config.get_application_name().is_none() {
             config.application_name(DEFAULT_APPLICATION_NAME);
         }
-        // The driver ignores a time of 0 or less: bounded all the same.
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        config.connect_timeout(self.connect_limit);
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
@@ -471,7 +473,7 @@ mod tests {
             absent.call_limit(),
             DEFAULT_LOCK_TIMEOUT + DEFAULT_CALL_TIMEOUT
         );
-        assert_eq!(absent.connect_limit().unwrap(), CONNECT_TIMEOUT);
+        assert_eq!(absent.connect_limit(), CONNECT_TIMEOUT);
         let u = parsed(
             "postgres://h/d?lock_timeout=250&sslmode=disable&idle_timeout=20&call_timeout=7\
              &connect_timeout=3",
@@ -479,7 +481,7 @@ mod tests {
         assert_eq!(u.lock_timeout(), Duration::from_millis(250));
         assert_eq!(u.idle_timeout(), Duration::from_millis(20));
         assert_eq!(u.call_limit(), Duration::from_millis(257));
-        assert_eq!(u.connect_limit().unwrap(), Duration::from_secs(3));
+        assert_eq!(u.connect_limit(), Duration::from_secs(3));
         for name in ["lock_timeout", "idle_timeout", "call_timeout"] {
             assert!(!u.driver_url.contains(name));
         }
