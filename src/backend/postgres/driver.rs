@@ -155,6 +155,7 @@ impl Client {
         self.begin(true)
     }
 
+    /// Begins a transaction, a read-only repeatable-read one when `snapshot`.
     fn begin(&mut self, snapshot: bool) -> Result<Transaction<'_>, Failure> {
         let Client {
             runtime,
