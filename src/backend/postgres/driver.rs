@@ -31,9 +31,13 @@ pub(super) enum Failure {
     Runtime(std::io::Error),
 }
 
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Failure {
-        Failure::Driver(e)
+impl Failure {
+    /// What the driver or the server said, if the call got as far as an answer.
+    pub(super) fn driver_error(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Failure::Driver(e) => Some(e),
+            Failure::NoAnswer(_) | Failure::Runtime(_) => None,
+        }
     }
 }
 

@@ -187,10 +187,7 @@ fn with_cause(e: &Failure) -> String {
 
 fn pg_error(e: Failure) -> Error {
     let text = format!("postgres: {}", with_cause(&e));
-    let code = match &e {
-        Failure::Driver(e) => e.code(),
-        Failure::NoAnswer(_) | Failure::Runtime(_) => None,
-    };
+    let code = e.driver_error().and_then(|e| e.code());
     if code == Some(&SqlState::DATA_CORRUPTED) || code == Some(&SqlState::INDEX_CORRUPTED) {
         return Error::Corrupt(text);
     }
@@ -658,10 +655,7 @@ fn mark_discarded(
 /// [`Backend::put_entry`]'s error for `e`: a row count [`PUT_ENTRY`] found failing its check
 /// is damage.
 fn put_entry_error(e: Failure) -> Error {
-    let db_error = match &e {
-        Failure::Driver(e) => e.as_db_error(),
-        Failure::NoAnswer(_) | Failure::Runtime(_) => None,
-    };
+    let db_error = e.driver_error().and_then(|e| e.as_db_error());
     let count_failed = db_error.is_some_and(|d| {
         d.code() == &SqlState::NOT_NULL_VIOLATION
             && d.table() == Some("mnemo_stores")

@@ -1,5 +1,6 @@
 //! TLS for PostgreSQL connections: the driver's connector traits (`MakeTlsConnect`,
-//! `TlsConnect`, `TlsStream` of tokio-postgres) over tokio-rustls, and the check of the server's certificate that each `sslmode` asks for.
+//! `TlsConnect`, `TlsStream` of tokio-postgres) over tokio-rustls, and the check of the
+//! server's certificate that each `sslmode` asks for.
 //!
 //! - no `sslrootcert` (`prefer`, `require`): any certificate is accepted. The session is
 //!   encrypted, but the server is not authenticated.

@@ -110,11 +110,12 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 /// Settings of every connection (the writer and the readers): a schema not trusted
-/// ([`guard::distrust_schema`]), and statements kept prepared: the statement cache above, and SQLite's query planner stability guarantee. Without it,
-/// a statement whose plan could depend on a bound value (an equality on a parameter
-/// together with ORDER BY or max(), as in "the newest log row of this database") is parsed
-/// and planned again on every run after a new binding: about 5 us per statement here.
-/// mnemo never runs ANALYZE, so no plan would have been better for a value.
+/// ([`guard::distrust_schema`]), and statements kept prepared: the statement cache above,
+/// and SQLite's query planner stability guarantee. Without it, a statement whose plan
+/// could depend on a bound value (an equality on a parameter together with ORDER BY or
+/// max(), as in "the newest log row of this database") is parsed and planned again on
+/// every run after a new binding: about 5 us per statement here. mnemo never runs ANALYZE,
+/// so no plan would have been better for a value.
 fn tune(conn: &Connection) -> Result<()> {
     guard::distrust_schema(conn)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -470,10 +471,11 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
             .map_err(sql_error)?,
         SCHEMA_VERSION => {}
         _ => {
+            let path = path.display();
             return Err(Error::Storage(format!(
-            "{} has schema version {version}, from a development build before this one; it cannot be read",
-            path.display()
-        )))
+                "{path} has schema version {version}, from a development build before this \
+                 one; it cannot be read"
+            )));
         }
     }
     guard::check_schema(conn, path)
