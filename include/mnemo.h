@@ -291,11 +291,15 @@ MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **
  * - `key`: 1 to 4096 bytes.
  * - `json`: any JSON value (object, array, string, number, true, false, null) nested at
  *   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
- *   numbers with all their digits: no rounding, no 64-bit limit).
+ *   numbers with all their digits: no rounding, no 64-bit limit; only the integer -0 is
+ *   stored as 0). The object key "$serde_json::private::Number" is reserved: an object
+ *   with it as first key, as written or once sorted, is refused (after a key that sorts
+ *   before it, such as "!", it is an ordinary key).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name or key, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
- * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
+ * store name or key, malformed JSON, the reserved key first), MNEMO_STATUS_LOGGED_OUT (the
+ * session ended), MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored
+ * on failure.
  * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_set(struct mnemo_database *db, const char *store, const char *key, const char *json);
@@ -544,10 +548,12 @@ void mnemo_db_free(struct mnemo_database *db);
  * - `json`: the JSON value to put there. Missing objects on the way are created; a value on
  *   the way that is not an object (or an array the token does not index) is replaced by an
  *   object. Array elements are addressed by index; the array's length or "-" appends.
- *   The pointer's tokens plus the value's nesting are at most 100 levels.
+ *   The pointer's tokens plus the value's nesting are at most 100 levels. The key
+ *   reserved in `mnemo_db_set`'s values may not be a token of `pointer` either.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name or key, malformed pointer or JSON, nested too deep), MNEMO_STATUS_LOGGED_OUT,
+ * store name or key, malformed pointer or JSON, nested too deep, the reserved key),
+ * MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
  * Thread-safe.
  */

@@ -46,32 +46,33 @@ impl Transaction {
         if pointer.is_empty() {
             return self.set(store, key, json);
         }
-        let parsed: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
+        let parsed = crate::json::parse(json)?;
         let tokens = crate::entry::check_path(pointer, crate::json::pointer::depth(&parsed))?;
+        if tokens.iter().any(|t| t == crate::json::NUMBER_MARKER) {
+            return Err(crate::json::marker_refused());
+        }
+        let fragment = crate::json::canonical_of(&parsed)?;
         let store_ops = self.ops.entry(store.to_string()).or_default();
         match store_ops.get_mut(key) {
             Some(Op::Set(whole)) => {
                 let mut doc: serde_json::Value = serde_json::from_str(whole)
                     .map_err(|_| Error::Internal("a pending value does not parse".into()))?;
                 pointer::place(&mut doc, &tokens, parsed);
-                *whole = crate::json::encode(&doc);
+                *whole = crate::json::canonical_of(&doc)?;
             }
             Some(op @ Op::Delete) => {
                 let mut doc = serde_json::Value::Null;
                 pointer::place(&mut doc, &tokens, parsed);
-                *op = Op::Set(crate::json::encode(&doc));
+                *op = Op::Set(crate::json::canonical_of(&doc)?);
             }
             Some(Op::Patch(paths)) => {
                 paths.retain(|p, _| {
                     pointer::parse(p).map_or(true, |under| !under.starts_with(&tokens))
                 });
-                paths.insert(pointer.to_string(), crate::json::encode(&parsed));
+                paths.insert(pointer.to_string(), fragment);
             }
             None => {
-                let paths = [(pointer.to_string(), crate::json::encode(&parsed))]
-                    .into_iter()
-                    .collect();
+                let paths = [(pointer.to_string(), fragment)].into_iter().collect();
                 store_ops.insert(key.to_string(), Op::Patch(paths));
             }
         }

@@ -12,10 +12,6 @@
 /// container): a deeper text is not JSON to [`super::canonical`].
 const MAX_PARSE_DEPTH: usize = 127;
 
-/// An object whose first key is this parses, with `arbitrary_precision`, as the number in
-/// its value (serde_json's private marker), so it is never canonical as an object.
-const NUMBER_MARKER: &[u8] = b"$serde_json::private::Number";
-
 /// The nesting depth of `text` (0 for a scalar, one more than its deepest member for an
 /// array or object) if `text` is canonical JSON (`canonical(text) == text`), else `None`.
 /// Memory: the open containers and their last keys, at most the text's length.
@@ -113,7 +109,7 @@ impl Canonical<'_> {
             return None;
         }
         let last = self.open.last_mut()?.as_mut()?;
-        if (first && key == NUMBER_MARKER) || (!first && key <= *last) {
+        if (first && key == super::NUMBER_MARKER.as_bytes()) || (!first && key <= *last) {
             return None;
         }
         *last = key;

@@ -8,12 +8,88 @@ pub use check::canonical_depth;
 
 use crate::error::{Error, Result};
 
+/// An object key that serde_json (with `arbitrary_precision`, which keeps numbers' digits)
+/// reads, as an object's first key, as the number in its value: `{"<this>":"1"}` parses as
+/// `1`. A value with it there is refused, never silently changed.
+pub(crate) const NUMBER_MARKER: &str = "$serde_json::private::Number";
+
 /// Parses `text` and returns its canonical form (no insignificant white space, object keys
 /// sorted), so that equal values have equal bytes in every entry on every machine.
+/// [`Error::InvalidArgument`] for text that is not JSON, and for an object whose first key,
+/// as written or once sorted, is [`NUMBER_MARKER`].
 pub fn canonical(text: &str) -> Result<String> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
-    Ok(encode(&value))
+    canonical_of(&parse(text)?)
+}
+
+/// The canonical text of `value`; [`Error::InvalidArgument`] if an object's first key,
+/// once sorted, is [`NUMBER_MARKER`] (the text would read back as a number).
+pub fn canonical_of(value: &serde_json::Value) -> Result<String> {
+    let canonical = encode(value);
+    // Compact text has no white space and escapes every quote inside a string, so the
+    // second test is exactly an object whose first key is the marker.
+    if canonical.contains(NUMBER_MARKER) && canonical.contains(&format!("{{\"{NUMBER_MARKER}\":")) {
+        return Err(marker_refused());
+    }
+    Ok(canonical)
+}
+
+/// Parses a JSON value given by a caller. [`Error::InvalidArgument`] for text that is not
+/// JSON, and for an object whose first key as written is [`NUMBER_MARKER`] (which would
+/// parse as a number).
+pub fn parse(text: &str) -> Result<serde_json::Value> {
+    if starts_an_object_with_marker(text) {
+        return Err(marker_refused());
+    }
+    serde_json::from_str(text).map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))
+}
+
+/// The error for a value or path that would give an object [`NUMBER_MARKER`] as first key.
+pub(crate) fn marker_refused() -> Error {
+    Error::invalid(format!(
+        "the object key '{NUMBER_MARKER}' is reserved (JSON numbers are read with it); it \
+         can be an object's key only after another key that sorts before it"
+    ))
+}
+
+/// Whether some object in `text` has [`NUMBER_MARKER`] as its first key as written (a key
+/// may spell it with escapes). `text` need not be JSON: anything that is not reads false.
+fn starts_an_object_with_marker(text: &str) -> bool {
+    if !text.contains('\\') && !text.contains(NUMBER_MARKER) {
+        return false; // the common case: one pass, no allocation
+    }
+    let bytes = text.as_bytes();
+    let mut last_outside = None; // the last byte seen outside strings, white space aside
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        if byte != b'"' {
+            if !byte.is_ascii_whitespace() {
+                last_outside = Some(byte);
+            }
+            at += 1;
+            continue;
+        }
+        let start = at;
+        at += 1;
+        loop {
+            match bytes.get(at) {
+                None => return false,
+                Some(b'\\') => at += 2,
+                Some(b'"') => break,
+                Some(_) => at += 1,
+            }
+        }
+        at += 1;
+        if last_outside == Some(b'{') {
+            let key = text
+                .get(start..at)
+                .and_then(|t| serde_json::from_str::<String>(t).ok());
+            if key.as_deref() == Some(NUMBER_MARKER) {
+                return true;
+            }
+        }
+        last_outside = Some(b'"');
+    }
+    false
 }
 
 /// The compact text of `value` (object keys in order: serde_json's maps here are sorted).
@@ -58,5 +134,30 @@ mod tests {
         );
         assert!(super::canonical("{").is_err());
         assert!(super::canonical("").is_err());
+    }
+
+    #[test]
+    fn an_object_led_by_the_number_marker_is_refused_not_changed() {
+        let refused = |text: &str| {
+            let err = super::canonical(text).expect_err(text);
+            assert!(err.to_string().contains("is reserved"), "{text}: {err}");
+        };
+        // serde_json would read each as a number, or fail to read it.
+        refused(r#"{"$serde_json::private::Number":"1"}"#);
+        refused(r#"{ "a" : [ { "$serde_json::private::Number" : "42" } ] }"#);
+        refused(r#"{"\u0024serde_json::private::Number":"1"}"#);
+        refused(r#"{"$serde_json::private::Number":"1","x":2}"#);
+        // Written after another key, it would sort first.
+        refused(r#"{"x":2,"$serde_json::private::Number":"1"}"#);
+        // Elsewhere it is an ordinary string or key.
+        for kept in [
+            r#"["$serde_json::private::Number"]"#,
+            r#"{"a":"$serde_json::private::Number"}"#,
+            r#"{"!":1,"$serde_json::private::Number":"1"}"#,
+            r#"{"k":"{\"$serde_json::private::Number\":1}"}"#,
+        ] {
+            assert_eq!(super::canonical(kept).unwrap(), kept);
+            assert!(super::canonical_depth(kept).is_some(), "{kept}");
+        }
     }
 }

@@ -34,6 +34,8 @@ class Database(HandleOwner):
     Values are any JSON-serialisable Python value; they are stored in canonical JSON form
     (so dict key order is not kept, tuples come back as lists and dict keys as strings).
     Numbers are kept exactly: integers of any size and floats at full precision round-trip.
+    The key ``"$serde_json::private::Number"`` is reserved: a dict whose first key, sorted,
+    it would be raises :class:`mnemo.InvalidArgument`.
     Reads keep working after the user who opened the database logged out; writes then
     raise :class:`mnemo.LoggedOut`. Once the session's keys lose read access, reads raise
     :class:`mnemo.PermissionDenied` (within a second when another process sharing the

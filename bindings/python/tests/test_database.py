@@ -228,6 +228,40 @@ def test_numbers_are_kept_exactly_as_written(db: mnemo.Database) -> None:
     assert db.get("s", "k") == [-1500.0, 1.0, 0.1, 100.0, 12345678901234567890123456789, 2.5e-7]
 
 
+def test_an_object_led_by_the_number_marker_key_is_refused_never_changed(
+    db: mnemo.Database,
+) -> None:
+    # The JSON library reads an object with this first key as a number: {MARKER: "1"} came
+    # back as 1. Such values are refused; the key is an ordinary one anywhere else.
+    from mnemo import _native
+
+    marker = "$serde_json::private::Number"
+    refused_texts = [
+        b'{"$serde_json::private::Number":"1"}',
+        b'{"a":[{"$serde_json::private::Number":"42"}]}',
+        b'{"\\u0024serde_json::private::Number":"1"}',
+        b'{"x":2,"$serde_json::private::Number":"1"}',  # it would sort first
+        b'{"$serde_json::private::Number":"1","x":2}',
+    ]
+    with db._handle.use() as ptr:
+        for text in refused_texts:
+            with pytest.raises(mnemo.InvalidArgument, match="is reserved"):
+                _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+    with pytest.raises(mnemo.InvalidArgument, match="is reserved"):
+        db.set_path("s", "k", "/a", {marker: "7"})
+    with pytest.raises(mnemo.InvalidArgument, match="is reserved"):
+        db.set_path("s", "k", "/" + marker, 1)
+    with pytest.raises(mnemo.InvalidArgument, match="is reserved"):
+        with db.transaction() as t:
+            t.set("s", "k", {"a": {marker: "1"}})
+    with pytest.raises(mnemo.NotFound):
+        db.get("s", "k")
+    kept = {"!": 1, marker: "1", "list": [marker], "text": '{"%s":1}' % marker}
+    db.set("s", "k", kept)
+    assert db.get("s", "k") == kept
+    db.verify()
+
+
 # --- delete, get_all, iteration ----------------------------------------------------------
 
 
