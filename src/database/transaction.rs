@@ -79,14 +79,14 @@ impl Transaction {
         Ok(())
     }
 
-    /// Deletes `key` from `store`; [`Error::NotFound`] if it has no value (in the database
-    /// or set earlier in this transaction).
+    /// Deletes `key` from `store`; [`Error::NotFound`] if it has no value (in the database,
+    /// or given one earlier in this transaction by `set` or `set_path`).
     pub fn delete(&mut self, store: &str, key: &str) -> Result<()> {
         check_user_store(store)?;
         check_key(key)?;
         let set_here = matches!(
             self.ops.get(store).and_then(|s| s.get(key)),
-            Some(Op::Set(_))
+            Some(Op::Set(_) | Op::Patch(_))
         );
         if !set_here {
             self.db.get(store, key)?;

@@ -140,6 +140,8 @@ def test_later_operation_on_a_key_replaces_earlier(db: mnemo.Database) -> None:
         t.set("s", "old", "back")
         t.set("s", "tmp", 1)
         t.delete("s", "tmp")  # set earlier in this transaction: may be deleted
+        t.set_path("s", "part", "/x", 1)  # so is a key a path write made
+        t.delete("s", "part")
     assert db.get_all("s") == {"k": 2, "old": "back"}
 
 
