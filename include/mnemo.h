@@ -66,6 +66,11 @@ typedef struct mnemo_cursor mnemo_cursor;
 
 /**
  * A database handle. Safe to use from several threads at once.
+ *
+ * Once the database is reclaimed by `mnemo_user_forget_db` (nobody on the instance keeps
+ * it), every call that reads or writes it through a handle, cursor, transaction or watch
+ * still open on it fails with MNEMO_STATUS_NOT_FOUND ("... was forgotten on this
+ * instance"), whether or not that function lists the status; freeing them stays safe.
  */
 typedef struct mnemo_database mnemo_database;
 
@@ -860,9 +865,10 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_enable_sync(struct mnemo_instance *in
  * - `out`: receives a new sync handle, owned by the caller, freed with `mnemo_sync_free`
  *   (each handle is one reference; the engine lives while any handle or the instance does).
  *   A handle stays safe to use and to free after `mnemo_instance_free`, but once the
- *   instance's storage is closed (the instance and all its users and databases freed),
- *   its calls that need the storage fail with MNEMO_STATUS_INVALID_ARGUMENT ("the instance
- *   behind this sync engine is closed") and its listeners answer requests with an error.
+ *   instance is freed and each of its users logged out or freed (database handles still
+ *   open do not count), its calls that need the instance fail with
+ *   MNEMO_STATUS_INVALID_ARGUMENT ("the instance behind this sync engine is closed") and
+ *   its listeners answer requests with an error.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
  * MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.
@@ -942,9 +948,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_flush_notifications(struct mnemo_database *
 /**
  * Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
  * from the engine's own threads, until `mnemo_sync_unlisten` or until the sync engine is
- * gone (the instance and every sync handle freed); once the instance's storage is closed
- * (see `mnemo_instance_sync`) it still accepts connections but answers every request with
- * an error. Several listeners may run at once. Every connection proves this device's id
+ * gone (the instance and every sync handle freed); once the instance is closed (see
+ * `mnemo_instance_sync`) it still accepts connections but answers every request with an
+ * error. Several listeners may run at once. Every connection proves this device's id
  * (its Ed25519 key) to the client, and the client must prove its own; there is no
  * plaintext mode. Anyone can connect; a database is served only to requests signed by a
  * key with at least read permission on it. Everything a connection can hold is bounded
@@ -1335,7 +1341,8 @@ void mnemo_txn_abort(struct mnemo_txn *txn);
  * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
- * name), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ * name), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_create_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
 
@@ -1351,8 +1358,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_create_db(struct mnemo_user *user, const 
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance, or none of the user's keys
  * may read it: the same answer, so the user learns nothing of databases it may not open;
- * sync it first, or ask its owner for a grant), MNEMO_STATUS_LOGGED_OUT,
- * MNEMO_STATUS_STORAGE. Thread-safe.
+ * sync it first, or ask its owner for a grant), MNEMO_STATUS_PERMISSION_DENIED (the
+ * account was deleted), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_load_db(struct mnemo_user *user, const char *db_id, struct mnemo_database **out);
 
@@ -1365,8 +1372,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_load_db(struct mnemo_user *user, const ch
  * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
- * MNEMO_STATUS_NOT_FOUND (no tracked database has that name), MNEMO_STATUS_STORAGE.
- * Thread-safe.
+ * MNEMO_STATUS_NOT_FOUND (no tracked database has that name),
+ * MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_find_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
 
@@ -1377,6 +1385,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_find_db(struct mnemo_user *user, const ch
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **out_json);
@@ -1421,7 +1430,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_forget_db(struct mnemo_user *user, const 
  *   `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
- * name too long), MNEMO_STATUS_STORAGE. Thread-safe.
+ * name too long), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_add_private_key(struct mnemo_user *user, const char *display_name, char **out_pubkey);
 
@@ -1432,6 +1442,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_add_private_key(struct mnemo_user *user, 
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_list_keys(struct mnemo_user *user, char **out_json);
@@ -1477,7 +1488,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_set_default_key(struct mnemo_user *user, 
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of
- * the user's keys has a permission on it), MNEMO_STATUS_STORAGE. Thread-safe.
+ * the user's keys has a permission on it), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_get_signing_key(struct mnemo_user *user, const char *db_id, char **out_pubkey);
 
@@ -1492,8 +1504,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_get_signing_key(struct mnemo_user *user, 
  *   keys are then as good as unsealed to anyone holding the file).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
- * password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong), MNEMO_STATUS_STORAGE.
- * Thread-safe.
+ * password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong),
+ * MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_change_password(struct mnemo_user *user, const char *old_pw, const char *new_pw);
 
@@ -1505,7 +1518,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_change_password(struct mnemo_user *user, 
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
- * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_list_users(struct mnemo_user *user, char **out_json);
 
@@ -1515,7 +1529,7 @@ MNEMO_MUST_USE mnemo_status mnemo_user_admin_list_users(struct mnemo_user *user,
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
  * admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
- * (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+ * (not the admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_disable(struct mnemo_user *user, const char *username);
 
@@ -1524,7 +1538,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_admin_disable(struct mnemo_user *user, co
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed username), MNEMO_STATUS_NOT_FOUND (no such user),
- * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_enable(struct mnemo_user *user, const char *username);
 
@@ -1535,9 +1550,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_admin_enable(struct mnemo_user *user, con
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
  * admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
- * (not the admin), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a session of that user changed
- * its account meanwhile: delete it again). Thread-safe. Repeatable after a failure or a
- * crash part-way.
+ * (not the admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a
+ * session of that user changed its account meanwhile: delete it again). Thread-safe.
+ * Repeatable after a failure or a crash part-way.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_admin_delete(struct mnemo_user *user, const char *username);
 

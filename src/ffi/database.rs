@@ -17,6 +17,11 @@ use crate::error::Error;
 use crate::Database;
 
 /// A database handle. Safe to use from several threads at once.
+///
+/// Once the database is reclaimed by `mnemo_user_forget_db` (nobody on the instance keeps
+/// it), every call that reads or writes it through a handle, cursor, transaction or watch
+/// still open on it fails with MNEMO_STATUS_NOT_FOUND ("... was forgotten on this
+/// instance"), whether or not that function lists the status; freeing them stays safe.
 pub struct mnemo_database {
     inner: Database,
 }

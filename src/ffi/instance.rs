@@ -321,9 +321,10 @@ pub unsafe extern "C" fn mnemo_instance_enable_sync(instance: *mut mnemo_instanc
 /// - `out`: receives a new sync handle, owned by the caller, freed with `mnemo_sync_free`
 ///   (each handle is one reference; the engine lives while any handle or the instance does).
 ///   A handle stays safe to use and to free after `mnemo_instance_free`, but once the
-///   instance's storage is closed (the instance and all its users and databases freed),
-///   its calls that need the storage fail with MNEMO_STATUS_INVALID_ARGUMENT ("the instance
-///   behind this sync engine is closed") and its listeners answer requests with an error.
+///   instance is freed and each of its users logged out or freed (database handles still
+///   open do not count), its calls that need the instance fail with
+///   MNEMO_STATUS_INVALID_ARGUMENT ("the instance behind this sync engine is closed") and
+///   its listeners answer requests with an error.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
 /// MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.

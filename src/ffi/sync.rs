@@ -51,9 +51,9 @@ impl Handle for mnemo_sync {
 
 /// Serves other instances over TLS 1.3 on `addr` (e.g. "127.0.0.1:0" for any free port),
 /// from the engine's own threads, until `mnemo_sync_unlisten` or until the sync engine is
-/// gone (the instance and every sync handle freed); once the instance's storage is closed
-/// (see `mnemo_instance_sync`) it still accepts connections but answers every request with
-/// an error. Several listeners may run at once. Every connection proves this device's id
+/// gone (the instance and every sync handle freed); once the instance is closed (see
+/// `mnemo_instance_sync`) it still accepts connections but answers every request with an
+/// error. Several listeners may run at once. Every connection proves this device's id
 /// (its Ed25519 key) to the client, and the client must prove its own; there is no
 /// plaintext mode. Anyone can connect; a database is served only to requests signed by a
 /// key with at least read permission on it. Everything a connection can hold is bounded

@@ -39,7 +39,8 @@ impl Handle for mnemo_user {
 /// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
-/// name), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+/// name), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_create_db(
@@ -67,8 +68,8 @@ pub unsafe extern "C" fn mnemo_user_create_db(
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed id), MNEMO_STATUS_NOT_FOUND (not on this instance, or none of the user's keys
 /// may read it: the same answer, so the user learns nothing of databases it may not open;
-/// sync it first, or ask its owner for a grant), MNEMO_STATUS_LOGGED_OUT,
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// sync it first, or ask its owner for a grant), MNEMO_STATUS_PERMISSION_DENIED (the
+/// account was deleted), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_load_db(
@@ -93,8 +94,9 @@ pub unsafe extern "C" fn mnemo_user_load_db(
 /// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
-/// MNEMO_STATUS_NOT_FOUND (no tracked database has that name), MNEMO_STATUS_STORAGE.
-/// Thread-safe.
+/// MNEMO_STATUS_NOT_FOUND (no tracked database has that name),
+/// MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_find_db(
@@ -117,6 +119,7 @@ pub unsafe extern "C" fn mnemo_user_find_db(
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
@@ -184,7 +187,8 @@ pub unsafe extern "C" fn mnemo_user_forget_db(
 ///   `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user or out, bad UTF-8, a
-/// name too long), MNEMO_STATUS_STORAGE. Thread-safe.
+/// name too long), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted),
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_add_private_key(
@@ -207,6 +211,7 @@ pub unsafe extern "C" fn mnemo_user_add_private_key(
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
@@ -284,7 +289,8 @@ pub unsafe extern "C" fn mnemo_user_set_default_key(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed id), MNEMO_STATUS_NOT_FOUND (the database is not on this instance, or none of
-/// the user's keys has a permission on it), MNEMO_STATUS_STORAGE. Thread-safe.
+/// the user's keys has a permission on it), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+/// Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_get_signing_key(
@@ -311,8 +317,9 @@ pub unsafe extern "C" fn mnemo_user_get_signing_key(
 ///   keys are then as good as unsealed to anyone holding the file).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
-/// password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong), MNEMO_STATUS_STORAGE.
-/// Thread-safe.
+/// password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong),
+/// MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_change_password(
@@ -335,7 +342,8 @@ pub unsafe extern "C" fn mnemo_user_change_password(
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
-/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_list_users(
@@ -362,7 +370,7 @@ pub unsafe extern "C" fn mnemo_user_admin_list_users(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
 /// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
-/// (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+/// (not the admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_disable(
@@ -380,7 +388,8 @@ pub unsafe extern "C" fn mnemo_user_admin_disable(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed username), MNEMO_STATUS_NOT_FOUND (no such user),
-/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_PERMISSION_DENIED (not the admin), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_enable(
@@ -400,9 +409,9 @@ pub unsafe extern "C" fn mnemo_user_admin_enable(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
 /// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
-/// (not the admin), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a session of that user changed
-/// its account meanwhile: delete it again). Thread-safe. Repeatable after a failure or a
-/// crash part-way.
+/// (not the admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a
+/// session of that user changed its account meanwhile: delete it again). Thread-safe.
+/// Repeatable after a failure or a crash part-way.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_delete(

@@ -55,8 +55,9 @@ class Instance(HandleOwner):
 
     Use it as a context manager, or call :meth:`close`. Users, databases and sync
     references obtained through it stay valid after it is closed (they keep its storage
-    open, except sync references: once the instance and all its users and databases are
-    closed, sync methods that need the storage raise :class:`mnemo.InvalidArgument`).
+    open, except sync references: once the instance is closed and its users logged out or
+    closed, sync methods that need the instance raise :class:`mnemo.InvalidArgument`, even
+    while databases are still open).
     After closing, its own methods raise :class:`mnemo.InvalidArgument` (a ``ValueError``).
     Safe to use from several threads at once.
     """

@@ -66,20 +66,24 @@ def test_sync_outlives_instance_and_other_references() -> None:
         r.close()
 
 
-def test_sync_reference_after_the_storage_closed_says_so() -> None:
-    """A sync reference keeps the engine, not the storage: with the instance and all its
-    users and databases closed, what needs the storage raises InvalidArgument."""
+def test_sync_reference_after_the_instance_closed_says_so() -> None:
+    """A sync reference keeps the engine, not the instance: once the instance is closed and
+    its users logged out, what needs the instance raises InvalidArgument, though a
+    database handle is still open."""
     inst = mnemo.Instance.open("memory:")
     inst.enable_sync()
     inst.create_user("u")
-    with inst.login("u") as user, user.create_db("d") as db:
-        db_id = db.id
-    with inst.sync as sync:
+    user = inst.login("u")
+    db = user.create_db("d")
+    with inst.sync as sync, db:
         sync.listen()
-        sync.share(db_id)  # works while the instance is open
+        sync.share(db.id)  # works while the instance is open
         inst.close()
+        sync.share(db.id)  # and while a user session is
+        user.logout()
         with pytest.raises(mnemo.InvalidArgument, match="closed"):
-            sync.share(db_id)
+            sync.share(db.id)
+        assert db.get("_settings", "name") == "d"
 
 
 def test_sync_after_close_of_instance_raises(inst: mnemo.Instance) -> None:
