@@ -79,6 +79,10 @@ impl Cursor {
     /// The next key and its JSON text, or `None` after the last. A failed read (e.g. read
     /// revoked) leaves the cursor where it was, so the call may be repeated.
     pub fn next_cell(&mut self) -> Result<Option<(String, String)>> {
+        // Checked at every step, not only when a page is read: once read is revoked (or the
+        // database forgotten), the keys the cursor holds are no more handed out than `get`
+        // would give them.
+        self.db.check_read()?;
         if self.page.is_empty() && !self.done {
             let page = self.db.scan(
                 &self.store,

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "sides.h"
 
 static const char BAD_UTF8[] = "\xff\xfe";
 
@@ -238,6 +239,41 @@ static void test_cursor_over_an_empty_store(void) {
     close_fixture(&f);
 }
 
+/* A cursor made while its user could read stops handing out keys, even those of the page it
+ * holds, once that read is revoked (before: the rest of the page, and for a short store every
+ * key then the end, never the refusal). */
+static void test_cursor_stops_once_read_is_revoked(void) {
+    fixture f = open_fixture();
+    set_numbered(f.db, 5);
+    mnemo_user *reader = NULL;
+    mnemo_database *readers_view = NULL;
+    mnemo_cursor *cursor = NULL;
+    char *db_id = NULL, *key = NULL, *value = NULL;
+    EXPECT_OK(mnemo_instance_create_user(f.instance, "reader", NULL));
+    EXPECT_OK(mnemo_instance_login(f.instance, "reader", NULL, &reader));
+    char *reader_key = default_key(reader);
+    EXPECT_OK(mnemo_db_id(f.db, &db_id));
+    EXPECT_OK(mnemo_db_grant(f.db, reader_key, "read"));
+    EXPECT_OK(mnemo_user_load_db(reader, db_id, &readers_view));
+    EXPECT_OK(mnemo_db_cursor(readers_view, "s", NULL, NULL, &cursor));
+    EXPECT_OK(mnemo_cursor_next(cursor, &key, &value));
+    EXPECT_STR(key, "k000");
+    mnemo_string_free(key);
+    mnemo_string_free(value);
+    EXPECT_OK(mnemo_db_revoke(f.db, reader_key));
+    for (int again = 0; again < 2; again++) {
+        key = value = (char *)"sentinel";
+        EXPECT(mnemo_cursor_next(cursor, &key, &value), MNEMO_STATUS_PERMISSION_DENIED);
+        CHECK(key == NULL && value == NULL);
+    }
+    mnemo_cursor_free(cursor);
+    mnemo_db_free(readers_view);
+    EXPECT_OK(mnemo_user_logout(reader));
+    free(reader_key);
+    mnemo_string_free(db_id);
+    close_fixture(&f);
+}
+
 static void test_bad_arguments(void) {
     fixture f = open_fixture();
     EXPECT_OK(mnemo_db_set(f.db, "s", "k", "1"));
@@ -381,6 +417,7 @@ int main(void) {
     test_prefix_isolation();
     test_cursor_yields_every_key_once_in_order();
     test_cursor_over_an_empty_store();
+    test_cursor_stops_once_read_is_revoked();
     test_bad_arguments();
     test_hostile_arguments();
     test_inserts();
