@@ -94,8 +94,9 @@ typedef struct mnemo_subscription mnemo_subscription;
 
 /**
  * One reference to an instance's sync engine. Safe to use from several threads at once.
- * A call that takes a user acts only for a session of this engine's own instance: a
- * session of another instance fails with MNEMO_STATUS_INVALID_ARGUMENT.
+ * A call that takes a user acts only for a session of this engine's own instance (or of
+ * another instance opened on the same storage, which has the same device identity): a
+ * session of an instance with another identity fails with MNEMO_STATUS_INVALID_ARGUMENT.
  */
 typedef struct mnemo_sync mnemo_sync;
 

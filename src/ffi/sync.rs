@@ -13,8 +13,9 @@ use crate::entry::EntryId;
 use crate::SyncEngine;
 
 /// One reference to an instance's sync engine. Safe to use from several threads at once.
-/// A call that takes a user acts only for a session of this engine's own instance: a
-/// session of another instance fails with MNEMO_STATUS_INVALID_ARGUMENT.
+/// A call that takes a user acts only for a session of this engine's own instance (or of
+/// another instance opened on the same storage, which has the same device identity): a
+/// session of an instance with another identity fails with MNEMO_STATUS_INVALID_ARGUMENT.
 pub struct mnemo_sync {
     inner: Arc<SyncEngine>,
 }
@@ -30,7 +31,9 @@ impl mnemo_sync {
     }
 
     /// Borrows `user` for a call on this engine: [`crate::Error::InvalidArgument`] for a session
-    /// of another instance (its databases and keys are not this engine's).
+    /// of an instance with another device identity (another storage: its databases and keys
+    /// are not this engine's). Instances opened on the same storage share the identity and
+    /// are accepted, as processes sharing it are.
     pub(super) unsafe fn session<'a>(
         &self,
         user: *mut mnemo_user,

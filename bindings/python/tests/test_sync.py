@@ -256,6 +256,18 @@ def test_a_session_of_another_instance_is_refused_by_every_user_call(pair: Pair)
     pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
 
 
+def test_a_session_of_another_instance_on_the_same_storage_is_accepted(tmp_path: Path) -> None:
+    """Two instances opened on one file are one device (as two processes sharing it are):
+    either's sync engine acts for a session of the other."""
+    url = f"sqlite:{tmp_path / 'shared.db'}"
+    with mnemo.Instance.open(url) as first, mnemo.Instance.open(url) as second:
+        first.create_user("ann")
+        first.enable_sync()
+        with first.sync as sync, second.login("ann") as ann, ann.create_db("d") as db:
+            assert sync.requests(ann) == []
+            sync.auto_approve(ann, db, "read")
+
+
 def test_sync_db_after_grant_then_load_db(pair: Pair) -> None:
     pair.grant_bob("read")
     pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
