@@ -1203,7 +1203,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_advertise(struct mnemo_sync *sync, const 
  *
  * - `ticket`: from `mnemo_sync_share` on the other device.
  * - `permission`: "read", "write" or "admin".
- * - `out_request_id`: receives the request's id ("req-…"); owned, free it with
+ * - `out_request_id`: receives the request's id ("req-" and 16 hex digits, made from the
+ *   database's id and the key: the same on both devices); owned, free it with
  *   `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK (also when the key holds the permission already),
@@ -1212,8 +1213,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_advertise(struct mnemo_sync *sync, const 
  * request; the device no longer holds the database), MNEMO_STATUS_BUSY (too many requests
  * wait there, or this key's request there changed its permission less than a minute ago,
  * or 3 times already: it then waits as it is until answered or expired),
- * MNEMO_STATUS_NETWORK (no address of the ticket answered as its device),
- * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_NETWORK (no address of the ticket answered as its device, or the device
+ * answered with an id other than the request's), MNEMO_STATUS_LOGGED_OUT,
+ * MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_request_access(struct mnemo_sync *sync, struct mnemo_user *user, const char *ticket, const char *permission, char **out_request_id);
 

@@ -66,7 +66,8 @@ pub unsafe extern "C" fn mnemo_sync_advertise(
 ///
 /// - `ticket`: from `mnemo_sync_share` on the other device.
 /// - `permission`: "read", "write" or "admin".
-/// - `out_request_id`: receives the request's id ("req-…"); owned, free it with
+/// - `out_request_id`: receives the request's id ("req-" and 16 hex digits, made from the
+///   database's id and the key: the same on both devices); owned, free it with
 ///   `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK (also when the key holds the permission already),
@@ -75,8 +76,9 @@ pub unsafe extern "C" fn mnemo_sync_advertise(
 /// request; the device no longer holds the database), MNEMO_STATUS_BUSY (too many requests
 /// wait there, or this key's request there changed its permission less than a minute ago,
 /// or 3 times already: it then waits as it is until answered or expired),
-/// MNEMO_STATUS_NETWORK (no address of the ticket answered as its device),
-/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_NETWORK (no address of the ticket answered as its device, or the device
+/// answered with an id other than the request's), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_request_access(

@@ -42,7 +42,7 @@ pub use limits::{
     MAX_TIME_LIMIT, MIN_MESSAGE_LIMIT, MIN_REMEMBERED_REQUESTS,
 };
 pub use net::tls::{peer_device, server_name, TlsIdentity};
-pub use requests::{RequestRecord, RequestState, MAX_REQUEST_CHANGES};
+pub use requests::{request_id, RequestRecord, RequestState, MAX_REQUEST_CHANGES};
 pub use round::SyncReport;
 pub use ticket::{Ticket, MAX_ADDRESSES};
 pub use tracking::{forget_recorded, TrackStatus};

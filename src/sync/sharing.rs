@@ -13,7 +13,7 @@ use super::{address, PeerAddr, Requester, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, Permission};
 use crate::entry::EntryId;
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 impl SyncEngine {
     /// A ticket for database `db` (held here): its id, where this engine listens (the
@@ -106,7 +106,18 @@ impl SyncEngine {
                 signature: [0; 64],
             };
             env.signature = keys.sign(&key, &env.signed_part())?;
-            wire::decode_text(&connection.post("db", env.encode())?)
+            let answered = wire::decode_text(&connection.post("db", env.encode())?)?;
+            // The id is the request's, the same on both sides: whatever else a peer
+            // answers is refused, not handed to the application (which may show it).
+            let expected = request_id(&ticket.db, &key);
+            if answered != expected {
+                return Err(Error::Network(format!(
+                    "the peer answered the access request with an id that is not its own \
+                     ({}, expected {expected})",
+                    quoted(&answered)
+                )));
+            }
+            Ok(expected)
         })
     }
 

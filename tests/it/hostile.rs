@@ -16,7 +16,7 @@ use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, IdsPage, Request};
-use mnemo::sync::{Limits, TlsIdentity};
+use mnemo::sync::{Limits, Ticket, TlsIdentity};
 use mnemo::{Error, Instance};
 
 use crate::support::{http_post, logged_in, Instrumented};
@@ -135,9 +135,16 @@ fn entries_waiting_for_parents_are_bounded_and_the_overflow_is_refused_as_busy()
 /// A fake peer: a real device in TLS, that answers each database request with
 /// `answer(request)`: the reply body, or `None` to trickle a reply forever.
 fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static) -> String {
+    fake_peer_of(Arc::new(PrivateKey::generate().unwrap()), answer)
+}
+
+/// [`fake_peer`] with the device key `device` (to sign tickets that name it).
+fn fake_peer_of(
+    device: Arc<PrivateKey>,
+    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let device = Arc::new(PrivateKey::generate().unwrap());
     let key = device.public_key();
     let config = TlsIdentity::new(device, key)
         .unwrap()
@@ -257,6 +264,42 @@ fn a_server_that_claims_more_without_giving_it_cannot_hang_the_client() {
         .sync_db(&bob, &addr, &EntryId::of_bytes(b"db"))
         .unwrap_err();
     assert!(matches!(err, Error::Network(_)), "{err}");
+}
+
+/// A request's id is the same on both sides: a peer answering an access request with text
+/// of its own (line breaks, terminal escapes) is refused, and the text reaches the error
+/// only escaped. (Before, it was returned as the id, raw.)
+#[test]
+fn an_access_request_answered_with_another_id_is_refused() {
+    let (b, bob) = logged_in("bob");
+    let sync = b.enable_sync().unwrap();
+    let db = EntryId::of_bytes(b"db");
+    let ask = |answer: String| {
+        let device = Arc::new(PrivateKey::generate().unwrap());
+        let addresses = vec![fake_peer_of(device.clone(), move |request| {
+            matches!(request, Request::Ask { .. }).then(|| wire::encode_text(&answer))
+        })];
+        let ticket = Ticket {
+            db,
+            device: device.public_key(),
+            addresses,
+        };
+        sync.request_access(&bob, &ticket.to_text(&*device).unwrap(), Permission::Read)
+    };
+    let forged = ask("req-1\nINFO approved by admin\u{1b}[2J".to_string()).unwrap_err();
+    let message = forged.to_string();
+    assert!(matches!(forged, Error::Network(_)), "{message}");
+    assert!(message.contains("'req-1\\u{a}INFO"), "{message}");
+    assert!(!message.contains(['\n', '\u{1b}']), "{message}");
+    let key = bob
+        .list_keys()
+        .unwrap()
+        .into_iter()
+        .find(|k| k.default)
+        .unwrap()
+        .public;
+    let own = mnemo::sync::request_id(&db, &key);
+    assert_eq!(ask(own.clone()).unwrap(), own);
 }
 
 #[test]
