@@ -325,7 +325,8 @@ impl SyncEngine {
         self.state.want(db)?;
         let keys = requester.key_ring();
         let candidates = self.request_keys(&*keys, db)?;
-        self.round(&*keys, &candidates, addr, db)?.into_result()
+        self.round(&*keys, &candidates, addr, db, None)?
+            .into_result()
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

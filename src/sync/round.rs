@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Scope;
 
@@ -73,13 +74,15 @@ impl SyncReport {
 
 impl SyncEngine {
     /// Pulls then pushes database `db` with the peer at `addr`, signing with the first of
-    /// `candidates` (keys `keys` holds) that the peer accepts.
+    /// `candidates` (keys `keys` holds) that the peer accepts. Once `stop` is set (by whoever
+    /// ends a tracking), the round asks nothing more of the peer and fails.
     pub(super) fn round(
         &self,
         keys: &dyn KeyRing,
         candidates: &[PublicKey],
         addr: &PeerAddr,
         db: &EntryId,
+        stop: Option<&AtomicBool>,
     ) -> Result<SyncReport> {
         let (first, rest) = candidates
             .split_first()
@@ -98,6 +101,7 @@ impl SyncEngine {
             db: *db,
             connection,
             held_back: RefCell::default(),
+            stop,
         };
         let mut report = SyncReport {
             peer: Some(peer),
@@ -148,6 +152,8 @@ struct Exchange<'a> {
     /// The first failure of this round that a later round may not meet (storage, a full
     /// waiting area): from then on no cursor is saved, so the next round asks again.
     held_back: RefCell<Option<Error>>,
+    /// Set when the round's tracking ends: no request is sent after.
+    stop: Option<&'a AtomicBool>,
 }
 
 /// Whether taking the same entry again would fail the same way (`status`, here or as a
@@ -183,8 +189,14 @@ impl Exchange<'_> {
         }
     }
 
-    /// One request on the database, signed by the key through the key ring.
+    /// One request on the database, signed by the key through the key ring; refused once
+    /// the round was asked to stop.
     fn ask(&mut self, request: Request) -> Result<Vec<u8>> {
+        if self.stop.is_some_and(|stop| stop.load(Ordering::Acquire)) {
+            return Err(Error::Network(
+                "the round was stopped: its tracking ended".into(),
+            ));
+        }
         let mut env = Envelope {
             db: self.db,
             key: self.key,

@@ -241,7 +241,13 @@ impl Track {
             };
             let round = sync.local_position(&self.db).and_then(|target| {
                 let report = sync
-                    .round(keys, std::slice::from_ref(key), &addr, &self.db)?
+                    .round(
+                        keys,
+                        std::slice::from_ref(key),
+                        &addr,
+                        &self.db,
+                        Some(&self.stop),
+                    )?
                     .into_result()?;
                 if let (None, Some(peer)) = (self.addr.device, report.peer) {
                     self.pin(&sync, peer)?;

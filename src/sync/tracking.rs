@@ -108,7 +108,9 @@ impl SyncEngine {
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
             let candidates = self.request_keys(&*keys, db)?;
-            let report = self.round(&*keys, &candidates, &addr, db)?.into_result()?;
+            let report = self
+                .round(&*keys, &candidates, &addr, db, None)?
+                .into_result()?;
             if let Some(peer) = report.peer {
                 addr = addr.pinned(peer);
             }

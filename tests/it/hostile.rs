@@ -302,6 +302,51 @@ fn an_access_request_answered_with_another_id_is_refused() {
     assert_eq!(ask(own.clone()).unwrap(), own);
 }
 
+/// A tracked peer that keeps a round going (each page slow, a step further, listing only
+/// what the client holds) cannot hold `untrack` until the round's deadline: the round asks
+/// nothing more once its tracking ends. (Before, untrack waited for the round: 10 minutes.)
+#[test]
+fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
+    let (b, bob) = logged_in("bob");
+    let db = bob.create_db("mine").unwrap();
+    let held = db.id();
+    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = pages.clone();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+        Request::Ids { after, .. } => {
+            thread::sleep(Duration::from_millis(500));
+            served.fetch_add(1, Ordering::SeqCst);
+            Some(
+                IdsPage {
+                    ids: vec![held],
+                    next: after + 1,
+                    more: true,
+                }
+                .encode(),
+            )
+        }
+        _ => None, // the watch: never answered
+    });
+    let sync = b.enable_sync().unwrap();
+    sync.track(&bob, &addr, &db.id()).unwrap();
+    let started = Instant::now();
+    while pages.load(Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no round began"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let untracking = Instant::now();
+    sync.untrack(&bob, &addr, &db.id()).unwrap();
+    assert!(
+        untracking.elapsed() < Duration::from_secs(10),
+        "untrack took {:?}",
+        untracking.elapsed()
+    );
+}
+
 #[test]
 fn a_trickling_server_hits_the_request_timeout() {
     let addr = fake_peer(|request| match request {
