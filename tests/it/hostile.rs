@@ -134,14 +134,14 @@ fn entries_waiting_for_parents_are_bounded_and_the_overflow_is_refused_as_busy()
 
 /// A fake peer: a real device in TLS, that answers each database request with
 /// `answer(request)`: the reply body, or `None` to trickle a reply forever.
-fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static) -> String {
+fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static) -> String {
     fake_peer_of(Arc::new(PrivateKey::generate().unwrap()), answer)
 }
 
 /// [`fake_peer`] with the device key `device` (to sign tickets that name it).
 fn fake_peer_of(
     device: Arc<PrivateKey>,
-    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + 'static,
+    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
 ) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -150,21 +150,27 @@ fn fake_peer_of(
         .unwrap()
         .server_config()
         .unwrap();
+    let answer = Arc::new(answer);
     thread::spawn(move || {
+        // A thread per connection: a client's watch and its round's requests go on
+        // connections of their own, at the same time.
         for tcp in listener.incoming() {
             let Ok(tcp) = tcp else { return };
             let tls = rustls::ServerConnection::new(config.clone()).unwrap();
-            let mut stream = rustls::StreamOwned::new(tls, tcp);
-            while let Some((_path, body)) = read_request(&mut stream) {
-                let reply = answer(&wire::Envelope::decode(&body).unwrap().request);
-                let ok = match reply {
-                    Some(body) => write_reply(&mut stream, &body),
-                    None => trickle(&mut stream),
-                };
-                if !ok {
-                    break;
+            let answer = answer.clone();
+            thread::spawn(move || {
+                let mut stream = rustls::StreamOwned::new(tls, tcp);
+                while let Some((_path, body)) = read_request(&mut stream) {
+                    let reply = answer(&wire::Envelope::decode(&body).unwrap().request);
+                    let ok = match reply {
+                        Some(body) => write_reply(&mut stream, &body),
+                        None => trickle(&mut stream),
+                    };
+                    if !ok {
+                        break;
+                    }
                 }
-            }
+            });
         }
     });
     addr
