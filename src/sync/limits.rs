@@ -27,7 +27,8 @@ pub struct Limits {
     /// Largest request or response body, in bytes; checked against the announced length
     /// before anything is read. Default 32 MiB (the protocol's largest message).
     pub max_message_bytes: usize,
-    /// Request bodies held in memory at once, across all connections; a request that does
+    /// Request bodies and replies held in memory at once, across all connections (a reply
+    /// counts until it is written, or its connection is gone); a request or reply that does
     /// not fit waits up to [`Limits::queue_timeout`], then gets `MNEMO_STATUS_BUSY`.
     /// Default 64 MiB.
     pub max_buffered_bytes: usize,

@@ -19,7 +19,7 @@ use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, Ticket, TlsIdentity};
 use mnemo::{Error, Instance};
 
-use crate::support::{http_post, logged_in, Instrumented};
+use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
 #[test]
 fn receiving_settings_entries_reads_each_once_not_every_earlier_one() {
@@ -270,6 +270,59 @@ fn a_server_that_claims_more_without_giving_it_cannot_hang_the_client() {
         .sync_db(&bob, &addr, &EntryId::of_bytes(b"db"))
         .unwrap_err();
     assert!(matches!(err, Error::Network(_)), "{err}");
+}
+
+/// A reply the client does not read keeps its bytes counted against the listener's body
+/// budget until it is written: a reader sending requests for large replies it never reads
+/// cannot make the listener hold more reply memory than the budget. (Before, the budget was
+/// released as the reply was made, and every such reply was held besides.)
+#[test]
+fn unread_replies_hold_the_body_budget_until_written() {
+    use std::io::Write;
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    sync.set_limits(Limits {
+        max_message_bytes: mnemo::sync::MIN_MESSAGE_LIMIT,
+        max_buffered_bytes: mnemo::sync::MIN_MESSAGE_LIMIT,
+        queue_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("d").unwrap();
+    // One entry of 15 MiB: a reply for it is most of the 21 MiB budget, and more than the
+    // loopback's socket buffers take from it.
+    let big = db
+        .set("s", "big", &format!("\"{}\"", "x".repeat(15 << 20)))
+        .unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let get = || {
+        let body = crate::sync::envelope(&reader, &a, db.id(), Request::Get(vec![big])).encode();
+        [
+            post_head(&addr, "/mnemo/sync/v1/db", body.len() as u64).into_bytes(),
+            body,
+        ]
+        .concat()
+    };
+    let mut unread = tls_connect(&addr).unwrap();
+    unread.write_all(&get()).unwrap();
+    unread.flush().unwrap();
+    thread::sleep(Duration::from_millis(500)); // the reply is made and queued
+    let (status, body) = http_exchange(&addr, &get()).unwrap();
+    assert_eq!(
+        status, 503,
+        "a second large reply was made while the first sat unread"
+    );
+    let refusal = wire::ErrorReply::decode(&body).unwrap();
+    assert!(
+        refusal.message.contains("too many replies in memory"),
+        "{}",
+        refusal.message
+    );
+    drop(unread); // its reply is let go with the connection
+    let (status, _) = http_exchange(&addr, &get()).unwrap();
+    assert_eq!(status, 200);
 }
 
 /// A request's id is the same on both sides: a peer answering an access request with text

@@ -9,8 +9,9 @@
 //!   opening or of the previous response (slow or idle clients are closed).
 //! - Bodies: a `Content-Length` is required and checked against `max_message_bytes` before
 //!   anything is read (so no allocation follows an announced size); the bytes are reserved
-//!   from the listener-wide `max_buffered_bytes`, read within `body_timeout`, and the count
-//!   must match.
+//!   from the listener-wide `max_buffered_bytes`, read within `body_timeout` into one buffer,
+//!   and the count must match. A reply's bytes are reserved from the same budget once it is
+//!   made, and stay reserved until it is written or its connection is gone.
 //! - Rate and concurrency: each address has a token bucket and an in-flight share; handlers
 //!   run on the runtime's bounded blocking pool, at most `max_requests_in_flight` at once.
 //! - Writes: a client that stops reading its response is cut off after `body_timeout`.
@@ -32,7 +33,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Sleep};
 use tokio_rustls::TlsAcceptor;
 
@@ -94,7 +95,9 @@ struct Shared {
     limits: Limits,
     addresses: Arc<Addresses>,
     in_flight: Semaphore,
-    buffered: Semaphore,
+    /// The body budget, in [`BUDGET_UNIT`]s: request bodies while read and handled, replies
+    /// until written.
+    buffered: Arc<Semaphore>,
     refusals: Arc<Refusals>,
 }
 
@@ -127,7 +130,7 @@ impl Listener {
             engine,
             tls,
             in_flight: Semaphore::new(limits.max_requests_in_flight),
-            buffered: Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT),
+            buffered: Arc::new(Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT)),
             addresses: Addresses::new(limits.clone()),
             limits,
             refusals,
@@ -320,14 +323,14 @@ async fn respond(
             // After a refused body, the connection is not reused: unread bytes may follow.
             response(
                 code,
-                body,
+                Bytes::from(body),
                 code != StatusCode::NOT_FOUND && code != StatusCode::FORBIDDEN,
             )
         }
     }
 }
 
-fn response(code: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
+fn response(code: StatusCode, body: Bytes, close: bool) -> Response<Full<Bytes>> {
     let mut builder = Response::builder()
         .status(code)
         .header(CONTENT_TYPE, "application/octet-stream");
@@ -335,7 +338,7 @@ fn response(code: StatusCode, body: Vec<u8>, close: bool) -> Response<Full<Bytes
         builder = builder.header(CONNECTION, "close");
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .expect("a static response is well formed")
 }
 
@@ -352,12 +355,14 @@ fn http_status(e: &Error) -> StatusCode {
     }
 }
 
+/// The reply to one request: a handler's, counted against the body budget (see
+/// [`counted`]), or a watch's position.
 async fn handle(
     shared: &Shared,
     address: Address,
     peer: PublicKey,
     request: Request<Incoming>,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     let (held, watch, engine) = {
         let _request_guard = shared.addresses.begin_request(address).map_err(|refusal| {
             Error::Busy(match refusal {
@@ -384,7 +389,10 @@ async fn handle(
             .upgrade()
             .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
         if endpoint != Endpoint::Watch {
-            return on_pool(move || handlers::dispatch(&engine, &peer, endpoint, &body)).await;
+            let reply = on_pool(move || handlers::dispatch(&engine, &peer, endpoint, &body));
+            let reply = reply.await?;
+            drop((_reserved, _slot));
+            return counted(shared, reply).await;
         }
         let held = shared
             .addresses
@@ -395,7 +403,38 @@ async fn handle(
         // The engine is not held while waiting: dropping it ends the listener.
         (held, watch, Arc::downgrade(&engine))
     };
-    Ok(wait(shared, held, watch, engine).await)
+    Ok(Bytes::from(wait(shared, held, watch, engine).await))
+}
+
+/// A reply's bytes with their share of the body budget: the units are given back when the
+/// bytes are dropped, which hyper does once it has written them (or the connection is
+/// gone), so a client that does not read its replies holds budget, not unbounded memory.
+/// [`Error::Busy`] if the budget has no room within `queue_timeout`.
+async fn counted(shared: &Shared, reply: Vec<u8>) -> Result<Bytes> {
+    let whole_budget = shared.limits.max_buffered_bytes;
+    let units = reserve(
+        &shared.buffered,
+        reply.len().min(whole_budget),
+        shared.limits.queue_timeout,
+    )
+    .await
+    .map_err(|_| Error::Busy("server busy: too many replies in memory".into()))?;
+    Ok(Bytes::from_owner(CountedReply {
+        reply,
+        _units: units,
+    }))
+}
+
+/// See [`counted`].
+struct CountedReply {
+    reply: Vec<u8>,
+    _units: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for CountedReply {
+    fn as_ref(&self) -> &[u8] {
+        &self.reply
+    }
 }
 
 /// Runs a handler on the runtime's bounded blocking pool.
@@ -447,32 +486,43 @@ fn announced_length(request: &Request<Incoming>, max: usize) -> Result<usize> {
 }
 
 /// Reserves `bytes` of the listener's body budget, waiting at most `wait`.
-async fn reserve<'a>(
-    budget: &'a Semaphore,
+async fn reserve(
+    budget: &Arc<Semaphore>,
     bytes: usize,
     wait: std::time::Duration,
-) -> Result<tokio::sync::SemaphorePermit<'a>> {
+) -> Result<OwnedSemaphorePermit> {
     let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1))
         .map_err(|_| Error::invalid("sync message too large"))?;
-    timeout(wait, budget.acquire_many(units))
+    timeout(wait, budget.clone().acquire_many_owned(units))
         .await
         .map_err(|_| Error::Busy("server busy: too many request bodies in memory".into()))?
         .map_err(|_| Error::Internal("the body budget was closed".into()))
 }
 
-/// Reads exactly `length` bytes of body within `limit` time.
+/// Reads exactly `length` bytes of body within `limit` time, into one buffer (each chunk
+/// hyper read is copied there and let go: the body is held once, not as chunks and a copy).
 async fn read_body(body: Incoming, length: usize, limit: std::time::Duration) -> Result<Vec<u8>> {
-    let collected = timeout(limit, Limited::new(body, length).collect())
+    let mut body = Limited::new(body, length);
+    let mut read = Vec::with_capacity(length);
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| Error::invalid(format!("reading the request body: {e}")))?;
+            if let Ok(chunk) = frame.into_data() {
+                read.extend_from_slice(&chunk);
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    timeout(limit, reading)
         .await
-        .map_err(|_| Error::Network("the request body did not arrive in time".into()))?
-        .map_err(|e| Error::invalid(format!("reading the request body: {e}")))?
-        .to_bytes();
-    if collected.len() != length {
+        .map_err(|_| Error::Network("the request body did not arrive in time".into()))??;
+    if read.len() != length {
         return Err(Error::invalid(
             "the request body does not match its Content-Length",
         ));
     }
-    Ok(collected.to_vec())
+    Ok(read)
 }
 
 /// A stream whose writes fail once one has made no progress for a while: a client that
