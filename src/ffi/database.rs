@@ -66,15 +66,15 @@ pub unsafe extern "C" fn mnemo_db_id(
 /// - `json`: any JSON value (object, array, string, number, true, false, null) nested at
 ///   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
 ///   numbers with all their digits: no rounding, no 64-bit limit; only the integer -0 is
-///   stored as 0). The object key "$serde_json::private::Number" is reserved: an object
+///   stored as 0). An object with a key twice is refused (never stored with one of its
+///   values lost). The object key "$serde_json::private::Number" is reserved: an object
 ///   with it as first key, as written or once sorted, is refused (after a key that sorts
 ///   before it, such as "!", it is an ordinary key).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
-/// store name or key, malformed JSON, the reserved key first), MNEMO_STATUS_LOGGED_OUT (the
-/// session ended), MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored
-/// on failure.
-/// Thread-safe.
+/// store name or key, malformed JSON, a key twice in an object, the reserved key first),
+/// MNEMO_STATUS_LOGGED_OUT (the session ended), MNEMO_STATUS_PERMISSION_DENIED,
+/// MNEMO_STATUS_STORAGE. Nothing is stored on failure. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_set(

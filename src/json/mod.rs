@@ -2,9 +2,11 @@
 //! the types records hold.
 
 mod check;
+mod input;
 pub mod pointer;
 
 pub use check::canonical_depth;
+pub use input::parse;
 
 use crate::error::{Error, Result};
 
@@ -15,8 +17,8 @@ pub(crate) const NUMBER_MARKER: &str = "$serde_json::private::Number";
 
 /// Parses `text` and returns its canonical form (no insignificant white space, object keys
 /// sorted), so that equal values have equal bytes in every entry on every machine.
-/// [`Error::InvalidArgument`] for text that is not JSON, and for an object whose first key,
-/// as written or once sorted, is [`NUMBER_MARKER`].
+/// [`Error::InvalidArgument`] for text that is not JSON, for an object with a key twice,
+/// and for an object whose first key, as written or once sorted, is [`NUMBER_MARKER`].
 pub fn canonical(text: &str) -> Result<String> {
     canonical_of(&parse(text)?)
 }
@@ -33,63 +35,12 @@ pub fn canonical_of(value: &serde_json::Value) -> Result<String> {
     Ok(canonical)
 }
 
-/// Parses a JSON value given by a caller. [`Error::InvalidArgument`] for text that is not
-/// JSON, and for an object whose first key as written is [`NUMBER_MARKER`] (which would
-/// parse as a number).
-pub fn parse(text: &str) -> Result<serde_json::Value> {
-    if starts_an_object_with_marker(text) {
-        return Err(marker_refused());
-    }
-    serde_json::from_str(text).map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))
-}
-
 /// The error for a value or path that would give an object [`NUMBER_MARKER`] as first key.
 pub(crate) fn marker_refused() -> Error {
     Error::invalid(format!(
         "the object key '{NUMBER_MARKER}' is reserved (JSON numbers are read with it); it \
          can be an object's key only after another key that sorts before it"
     ))
-}
-
-/// Whether some object in `text` has [`NUMBER_MARKER`] as its first key as written (a key
-/// may spell it with escapes). `text` need not be JSON: anything that is not reads false.
-fn starts_an_object_with_marker(text: &str) -> bool {
-    if !text.contains('\\') && !text.contains(NUMBER_MARKER) {
-        return false; // the common case: one pass, no allocation
-    }
-    let bytes = text.as_bytes();
-    let mut last_outside = None; // the last byte seen outside strings, white space aside
-    let mut at = 0;
-    while let Some(&byte) = bytes.get(at) {
-        if byte != b'"' {
-            if !byte.is_ascii_whitespace() {
-                last_outside = Some(byte);
-            }
-            at += 1;
-            continue;
-        }
-        let start = at;
-        at += 1;
-        loop {
-            match bytes.get(at) {
-                None => return false,
-                Some(b'\\') => at += 2,
-                Some(b'"') => break,
-                Some(_) => at += 1,
-            }
-        }
-        at += 1;
-        if last_outside == Some(b'{') {
-            let key = text
-                .get(start..at)
-                .and_then(|t| serde_json::from_str::<String>(t).ok());
-            if key.as_deref() == Some(NUMBER_MARKER) {
-                return true;
-            }
-        }
-        last_outside = Some(b'"');
-    }
-    false
 }
 
 /// The compact text of `value` (object keys in order: serde_json's maps here are sorted).

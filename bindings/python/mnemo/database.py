@@ -32,7 +32,9 @@ class Database(HandleOwner):
     """A handle on one database, obtained from :meth:`mnemo.User.create_db`.
 
     Values are any JSON-serialisable Python value; they are stored in canonical JSON form
-    (so dict key order is not kept, tuples come back as lists and dict keys as strings).
+    (so dict key order is not kept, tuples come back as lists and dict keys as strings: a
+    dict whose keys collide as strings, such as ``1`` and ``"1"``, raises
+    :class:`mnemo.InvalidArgument`).
     Numbers are kept exactly: integers of any size and floats at full precision round-trip.
     The key ``"$serde_json::private::Number"`` is reserved: a dict whose first key, sorted,
     it would be raises :class:`mnemo.InvalidArgument`.

@@ -262,6 +262,28 @@ def test_an_object_led_by_the_number_marker_key_is_refused_never_changed(
     db.verify()
 
 
+def test_an_object_with_a_key_twice_is_refused_never_stored_with_a_value_lost(
+    db: mnemo.Database,
+) -> None:
+    from mnemo import _native
+
+    with db._handle.use() as ptr:
+        for text in (b'{"a":1,"a":2}', b'[{"k":{"x":1,"y":2,"x":3}}]', b'{"\\u0061":1,"a":2}'):
+            with pytest.raises(mnemo.InvalidArgument, match="more than once"):
+                _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+    # Python dict keys that are not strings become strings: colliding ones are refused.
+    colliding = ({1: "int one", "1": "str one"}, {"n": {True: 1, "true": 2}}, {None: 1, "null": 2})
+    for value in colliding:
+        with pytest.raises(mnemo.InvalidArgument, match="more than once"):
+            db.set("s", "k", value)
+        with pytest.raises(mnemo.InvalidArgument, match="more than once"):
+            db.set_path("s", "k", "/p", value)
+    with pytest.raises(mnemo.NotFound):
+        db.get("s", "k")
+    db.set("s", "k", {1: "one", 2: "two"})
+    assert db.get("s", "k") == {"1": "one", "2": "two"}
+
+
 # --- delete, get_all, iteration ----------------------------------------------------------
 
 
