@@ -58,7 +58,23 @@ def to_json(value: Any) -> str:
 
 
 def from_json(text: str) -> Any:
-    """Parses JSON text returned by the library."""
+    """Parses JSON text returned by the library.
+
+    Raises InvalidArgument (a ValueError) for an integer with more digits than this Python
+    converts (``sys.get_int_max_str_digits()``, 4300 by default; another program or device
+    may have stored it): ``sys.set_int_max_str_digits`` raises the bound.
+    """
+    try:
+        return _parsed(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # only int() raises it here: too many digits
+        raise InvalidArgument(
+            f"invalid argument: the value holds an integer too long for this Python to read ({e})"
+        ) from None
+
+
+def _parsed(text: str) -> Any:
     try:
         value, end = _scan(text, 0)
     except StopIteration:

@@ -35,7 +35,9 @@ class Database(HandleOwner):
     (so dict key order is not kept, tuples come back as lists and dict keys as strings: a
     dict whose keys collide as strings, such as ``1`` and ``"1"``, raises
     :class:`mnemo.InvalidArgument`).
-    Numbers are kept exactly: integers of any size and floats at full precision round-trip.
+    Numbers are kept exactly: integers of any size and floats at full precision round-trip
+    (integers longer than ``sys.get_int_max_str_digits()`` digits, 4300 by default, raise
+    :class:`mnemo.InvalidArgument` when written or read: Python's own bound).
     The key ``"$serde_json::private::Number"`` is reserved: a dict whose first key, sorted,
     it would be raises :class:`mnemo.InvalidArgument`.
     Reads keep working after the user who opened the database logged out; writes then

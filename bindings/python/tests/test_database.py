@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -215,6 +216,31 @@ def test_big_integers_round_trip_in_containers(db: mnemo.Database) -> None:
     db.set("s", "k", value)
     back = db.get("s", "k")
     assert back == value and all(type(n) is int for n in back["big"])
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "get_int_max_str_digits"), reason="a Python without the digits bound"
+)
+def test_integers_longer_than_python_reads_raise_invalid_argument(db: mnemo.Database) -> None:
+    """Another program (C, a peer) may store an integer longer than Python converts by
+    default: reading it raises InvalidArgument, a ValueError and a mnemo.Error (before, a
+    bare ValueError), until the process raises its bound."""
+    from mnemo import _native
+
+    digits = "7" * 5000
+    with db._handle.use() as ptr:
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"big", f"[{digits}]".encode()))
+    for read in (lambda: db.get("s", "big"), lambda: db.get_all("s"), lambda: db.scan("s")):
+        with pytest.raises(mnemo.InvalidArgument, match="integer too long"):
+            read()
+    with pytest.raises(mnemo.InvalidArgument):
+        db.set("s", "k", int(digits[:4000]) * 10**1000)  # Python's bound on writing it too
+    bound = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        assert db.get("s", "big") == [int(digits)]
+    finally:
+        sys.set_int_max_str_digits(bound)
 
 
 def test_numbers_are_kept_exactly_as_written(db: mnemo.Database) -> None:
