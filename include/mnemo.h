@@ -25,6 +25,9 @@
  *   by the caller and freed with mnemo_string_free(). Lists and records are JSON text.
  * - Each handle has a mnemo_<type>_free() that accepts NULL. Handles may be used from
  *   several threads at once unless a function says otherwise.
+ * - mnemo runs threads of its own and is not fork-safe: the child of a process that used
+ *   mnemo must not call it at all, not even to free handles made before the fork (fork
+ *   before using mnemo, or exec).
  * - A panic inside mnemo never crosses into C: it becomes MNEMO_STATUS_INTERNAL.
  */
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import weakref
 from contextlib import contextmanager
 from ctypes import c_void_p
 from types import TracebackType
 from typing import Any, Callable, Iterator, TypeVar
 
-from .errors import Error
+from .errors import Error, InvalidArgument
 
 
 class Handle:
@@ -22,7 +24,16 @@ class Handle:
     :meth:`use` raise the error made by ``closed_error``; ``close`` again does nothing.
     """
 
-    __slots__ = ("_ptr", "arg", "_free", "_closed_error", "_lock", "_idle", "_loans")
+    __slots__ = (
+        "_ptr",
+        "arg",
+        "_free",
+        "_closed_error",
+        "_lock",
+        "_idle",
+        "_loans",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -43,6 +54,16 @@ class Handle:
         self._loans: list[None] = []
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
+        global _used
+        _used = True
+        _made.add(self)
+
+    def _disown(self) -> None:
+        """In a forked child: never use nor free the pointer (the parent's threads that its
+        object relies on are gone); every use raises the fork error."""
+        self._ptr = None
+        self._closed_error = forked_error
+        self._loans.clear()
 
     @property
     def closed(self) -> bool:
@@ -94,6 +115,42 @@ class Handle:
             while self._loans:
                 self._idle.wait()
         self._free(ptr)
+
+
+#: Every handle made in this process and not yet collected: a forked child disowns them.
+_made: weakref.WeakSet[Handle] = weakref.WeakSet()
+#: Whether this process made a handle (mnemo's threads and locks may then exist).
+_used = False
+#: True in a child forked after its parent used mnemo: mnemo is then unusable there.
+_forked_child = False
+
+
+def forked_error() -> InvalidArgument:
+    """The error for any use of mnemo in a child forked after the parent used it."""
+    return InvalidArgument(
+        "invalid argument: this process was forked after mnemo was used in it: mnemo's "
+        "threads and locks do not survive a fork, so it cannot be used in the child (fork "
+        "before using mnemo, or start processes with multiprocessing's 'spawn' or "
+        "'forkserver' method)"
+    )
+
+
+def check_not_forked() -> None:
+    """Raises :func:`forked_error` in a child forked after the parent used mnemo."""
+    if _forked_child:
+        raise forked_error()
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    if _used:
+        _forked_child = True
+        for handle in list(_made):
+            handle._disown()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _under_lock(step: Callable[..., Any]) -> Callable[..., Any]:

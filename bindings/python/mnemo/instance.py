@@ -6,7 +6,7 @@ import json
 from typing import NamedTuple
 
 from . import _native
-from ._handle import Handle, HandleOwner
+from ._handle import Handle, HandleOwner, check_not_forked
 from ._native import lib
 from ._values import from_json
 from .errors import InvalidArgument
@@ -95,12 +95,16 @@ class Instance(HandleOwner):
         instance is created; opening an existing instance with a different one fails rather
         than change it.
 
-        Raises InvalidArgument for an unknown or malformed URL (an unknown ``sslmode``;
-        ``verify-ca`` or ``verify-full`` without a readable ``sslrootcert``), or Argon2id
-        parameters below the minimum, above the maximum, rejected by Argon2, or different
-        from the recorded ones; TypeError if ``argon2`` is not three integers; StorageError or Corrupt if the
-        backend fails (for PostgreSQL: unreachable, TLS refused, or a certificate refused).
+        Raises InvalidArgument in a child process forked after its parent used mnemo
+        (mnemo's threads and locks do not survive a fork: use multiprocessing's "spawn" or
+        "forkserver" method, or fork first; objects made before the fork raise it too), for
+        an unknown or malformed URL (an unknown ``sslmode``; ``verify-ca`` or
+        ``verify-full`` without a readable ``sslrootcert``), or Argon2id parameters below the
+        minimum, above the maximum, rejected by Argon2, or different from the recorded ones;
+        TypeError if ``argon2`` is not three integers; StorageError or Corrupt if the backend
+        fails (for PostgreSQL: unreachable, TLS refused, or a certificate refused).
         """
+        check_not_forked()
         u = _native.encode(url, "url")
         params = None if argon2 is None else _argon2_params(argon2)
         backend = _native.call_handle(lib.mnemo_backend_open, u)

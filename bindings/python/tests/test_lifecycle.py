@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import ExitStack
 from pathlib import Path
@@ -177,3 +178,29 @@ def test_removal_and_default_change_persist_across_reopening(tmp_path: Path) -> 
         assert [(k.pubkey, k.is_default) for k in keys] == [(second, True)]
         with pytest.raises(mnemo.NotFound):
             alice.remove_key(first)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_after_mnemo_was_used_is_told_it_cannot_use_it(db: mnemo.Database) -> None:
+    """mnemo's threads and locks do not survive a fork: in the child, objects made before
+    and new instances raise InvalidArgument saying why (before: a pre-fork object could
+    hang or stay silent), and closing them does nothing."""
+    db.set("s", "k", 1)
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what each call did, then leave at once
+        outcomes = []
+        for call in (lambda: db.get("s", "k"), lambda: mnemo.Instance.open("memory:"), db.close):
+            try:
+                call()
+                outcomes.append("ok")
+            except mnemo.InvalidArgument as e:
+                outcomes.append("forked" if "was forked after mnemo was used" in str(e) else str(e))
+        os.write(writing, ",".join(outcomes).encode())
+        os._exit(0)
+    os.close(writing)
+    _, status = os.waitpid(pid, 0)
+    told = os.read(reading, 4096).decode()
+    os.close(reading)
+    assert status == 0 and told == "forked,forked,ok", told
+    assert db.get("s", "k") == 1  # the parent is unaffected
