@@ -113,5 +113,5 @@ def version_number() -> int:
 
 def status_name(status: int) -> str:
     """The C name of a status code, e.g. ``"MNEMO_STATUS_NOT_FOUND"``
-    (``"MNEMO_STATUS_UNKNOWN"`` for an unknown code)."""
+    (``"MNEMO_STATUS_UNKNOWN"`` for an unknown code); TypeError for what is not an int."""
     return _native.status_name(status)

@@ -252,7 +252,13 @@ def last_error_message() -> str | None:
 
 
 def status_name(status: int) -> str:
-    """The static name of a status code, e.g. ``"MNEMO_STATUS_NOT_FOUND"``."""
+    """The static name of a status code, e.g. ``"MNEMO_STATUS_NOT_FOUND"``; TypeError for
+    what is not an int."""
+    if not isinstance(status, int):
+        raise TypeError(f"a status is an int, not {type(status).__name__}")
+    if not -(2**31) <= status < 2**31:
+        # Not an int32_t: ctypes would pass only its low bits (2**32 + 2 would name 2).
+        return "MNEMO_STATUS_UNKNOWN"
     name: bytes = lib.mnemo_status_str(status)
     return name.decode("ascii")
 

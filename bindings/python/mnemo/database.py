@@ -62,12 +62,16 @@ class Database(HandleOwner):
             lib.mnemo_db_free,
             lambda: InvalidArgument("invalid argument: the Database is closed"),
         )
+        #: The id, read once: it never changes, and calls that take a Database or an id
+        #: (``forget_db``, ``share``, ``auto_approve``) take a closed one too.
+        self._id: str = _native.call_string(lib.mnemo_db_id, ptr)
 
     @property
     def id(self) -> str:
-        """The database's id, ``"sha256:<64 hex digits>"``."""
-        with self._handle.use() as ptr:
-            return _native.call_string(lib.mnemo_db_id, ptr)
+        """The database's id, ``"sha256:<64 hex digits>"``. Raises InvalidArgument once
+        the Database is closed."""
+        with self._handle.use():
+            return self._id
 
     def get(self, store: str, key: str) -> Any:
         """The value of ``key`` in ``store``, decoded from JSON.
@@ -150,9 +154,12 @@ class Database(HandleOwner):
         (a ``size_t``) means the same as its largest: all (no key has more changes).
 
         Raises InvalidArgument for a bad store name or key or a ``limit`` that is not an
-        int or is negative, PermissionDenied if read was revoked, StorageError.
+        int (a bool is not one) or is negative, PermissionDenied if read was revoked,
+        StorageError.
         """
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
             raise InvalidArgument(
                 f"invalid argument: limit must be a non-negative int or None, not {limit!r}"
             )
@@ -386,6 +393,11 @@ class Database(HandleOwner):
                 pass
         state = "closed" if self.closed else "open"
         return f"<mnemo.Database {db_id} {state}>" if db_id else f"<mnemo.Database {state}>"
+
+
+def id_of(db: Database | str) -> str:
+    """The id of ``db``, a :class:`Database` (open or closed) or an id already."""
+    return db._id if isinstance(db, Database) else db
 
 
 def _check_count(value: int, what: str) -> int:

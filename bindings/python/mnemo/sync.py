@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 from . import _native
 from ._handle import Handle, HandleOwner
 from ._native import lib
-from .database import Database, Permission
+from .database import Database, Permission, id_of
 from .errors import InvalidArgument
 from .user import User
 
@@ -237,7 +237,7 @@ class Sync(HandleOwner):
         a wildcard address and nothing :meth:`advertise`-d), NotFound if the database is
         not here.
         """
-        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        i = _native.encode(id_of(db), "db_id")
         with self._handle.use() as ptr:
             return _native.call_string(lib.mnemo_sync_share, ptr, i)
 
@@ -286,7 +286,7 @@ class Sync(HandleOwner):
         granted as they arrive, signed by ``user``'s admin key, while that user is logged
         in here with sync enabled (others wait until then). ``None`` removes it. Raises
         PermissionDenied unless ``user`` administers the database."""
-        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        i = _native.encode(id_of(db), "db_id")
         p = _native.encode_optional(permission, "permission")
         with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
             _native.check(lib.mnemo_sync_auto_approve(ptr, uptr, i, p))

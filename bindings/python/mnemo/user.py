@@ -9,7 +9,7 @@ from . import _native
 from ._handle import Handle
 from ._native import lib
 from ._values import from_json
-from .database import Database
+from .database import Database, id_of
 from .errors import LoggedOut
 
 
@@ -135,7 +135,7 @@ class User:
         PermissionDenied (a system database of the instance), InvalidArgument (a malformed
         id), LoggedOut, StorageError.
         """
-        i = _native.encode(db.id if isinstance(db, Database) else db, "db_id")
+        i = _native.encode(id_of(db), "db_id")
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_user_forget_db(ptr, i))
 

@@ -181,6 +181,22 @@ def test_id_is_stable(db: mnemo.Database) -> None:
     assert db.id == first
 
 
+def test_a_closed_database_still_names_itself_to_forget_db_share_and_auto_approve(
+    inst: mnemo.Instance, user: mnemo.User
+) -> None:
+    """After the usual ``with user.create_db(...) as db:``, the closed Database still
+    stands for its id where one is asked for (before: "the Database is closed")."""
+    inst.enable_sync()
+    with user.create_db("d") as db:
+        pass
+    with inst.sync as sync:
+        sync.listen()
+        assert sync.share(db).startswith("mnemo:")
+        sync.auto_approve(user, db, "read")
+    user.forget_db(db)
+    assert user.list_dbs() == []
+
+
 def test_close_idempotent_and_use_after_close(user: mnemo.User) -> None:
     db = user.create_db("d")
     db.close()

@@ -145,9 +145,9 @@ def test_history_limits_beyond_size_t_mean_all_not_a_truncated_count(db: mnemo.D
     for limit in (2**64 - 1, 2**64, 2**64 + 1, 2**64 + 2, 2**70, 10**100):
         assert db.history("s", "k", limit=limit) == history, limit
     assert db.history("s", "k", limit=1) == history[:1]
-    for limit in (-1, -(2**64), -(2**64) + 1):
+    for limit in (-1, -(2**64), -(2**64) + 1, True, False, 1.0):
         with pytest.raises(ValueError, match="limit"):
-            db.history("s", "k", limit=limit)
+            db.history("s", "k", limit=limit)  # type: ignore[arg-type]
 
 
 def test_history_keeps_the_change_that_lost(pair: Pair) -> None:

@@ -60,6 +60,12 @@ def test_status_names() -> None:
         assert mnemo.status_name(status) == f"MNEMO_STATUS_{status.name}"
     assert mnemo.status_name(99) == "MNEMO_STATUS_UNKNOWN"
     assert mnemo.status_name(-1) == "MNEMO_STATUS_UNKNOWN"
+    # Codes past int32_t are unknown, not their low bits' names (2**32 + 2 once named 2).
+    for code in (2**31, -(2**31) - 1, 2**32 + 2, 2**64 + 1, -(2**64)):
+        assert mnemo.status_name(code) == "MNEMO_STATUS_UNKNOWN", code
+    for wrong in (2.0, "2", None):
+        with pytest.raises(TypeError):
+            mnemo.status_name(wrong)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("status,cls", sorted(ERRORS.items()))
