@@ -27,7 +27,7 @@ pub const MAX_VERIFY_THREADS: usize = 2 * MAX_DECODE_THREADS;
 static VERIFY_THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// One of the [`MAX_VERIFY_THREADS`] places for a signature-check thread, given back when
-/// dropped (by the thread when it ends, or with a thread that could not be started).
+/// dropped (once the thread is joined, or with a thread that could not be started).
 struct VerifySlot;
 
 impl VerifySlot {
@@ -48,20 +48,46 @@ impl Drop for VerifySlot {
     }
 }
 
+/// A signature-check thread and its [`VerifySlot`], which is given back only once the
+/// thread is joined: a thread that has done its work but not yet ended still counts, so
+/// threads ending and threads starting never add up past [`MAX_VERIFY_THREADS`]. Joined
+/// when dropped, if not before.
+struct Verifier<'scope, T> {
+    thread: Option<ScopedJoinHandle<'scope, T>>,
+    _slot: VerifySlot,
+}
+
+impl<T> Verifier<'_, T> {
+    /// Waits for the thread to end: its result, or the panic that ended it.
+    fn join(mut self) -> std::thread::Result<T> {
+        let thread = self.thread.take().expect("a verifier is joined once");
+        thread.join()
+    }
+}
+
+impl<T> Drop for Verifier<'_, T> {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Starts `work` on a thread named `mnemo-verify` in `scope` if a [`VerifySlot`] is free and
 /// the thread can be started; `None` otherwise.
 fn spawn_verifier<'scope, T: Send + 'scope>(
     scope: &'scope Scope<'scope, '_>,
     work: impl FnOnce() -> T + Send + 'scope,
-) -> Option<ScopedJoinHandle<'scope, T>> {
+) -> Option<Verifier<'scope, T>> {
     let slot = VerifySlot::take()?;
-    Builder::new()
+    let thread = Builder::new()
         .name("mnemo-verify".into())
-        .spawn_scoped(scope, move || {
-            let _slot = slot;
-            work()
-        })
-        .ok()
+        .spawn_scoped(scope, work)
+        .ok()?;
+    Some(Verifier {
+        thread: Some(thread),
+        _slot: slot,
+    })
 }
 
 /// How many threads a batch is decoded on: the cores (asked once), at most
@@ -145,7 +171,7 @@ pub struct Checking<'scope> {
 }
 
 enum Work<'scope> {
-    Started(ScopedJoinHandle<'scope, Vec<Result<Entry>>>),
+    Started(Verifier<'scope, Vec<Result<Entry>>>),
     /// Decoded on the calling thread (a short batch, or no thread could be started).
     Done(Vec<Result<Entry>>),
 }
@@ -236,8 +262,25 @@ mod tests {
         }
     }
 
+    /// The threads of this process named `mnemo-verify` now, ending ones included.
+    fn verify_threads_alive() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter(|task| {
+                        std::fs::read_to_string(task.path().join("comm"))
+                            .is_ok_and(|name| name.trim_end() == "mnemo-verify")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// However many batches are checked at once, at most [`MAX_VERIFY_THREADS`] threads
-    /// check signatures, and every batch still comes back whole.
+    /// check signatures (counted as the process's threads of that name, so threads still
+    /// ending count too: before, an ending thread gave its place back early, and 9 were
+    /// seen here), and every batch still comes back whole.
     #[test]
     fn signature_check_threads_are_bounded_across_batches() {
         let batch = signed_batch(96);
@@ -247,22 +290,25 @@ mod tests {
                 let mut most = 0;
                 while !done.load(Ordering::Acquire) {
                     most = most.max(VERIFY_THREADS.load(Ordering::Acquire));
-                    std::thread::yield_now();
+                    most = most.max(verify_threads_alive());
                 }
                 most
             });
-            let checkers: Vec<_> = (0..16)
+            // Many short checks at once, again and again: threads start while others end.
+            let checkers: Vec<_> = (0..24)
                 .map(|_| {
                     scope.spawn(|| {
-                        std::thread::scope(|inner| {
-                            let parts = [Checking::start(inner, batch.clone())];
-                            parts.map(|p| p.finish().iter().all(|(_, e)| e.is_ok()))
+                        (0..20).all(|_| {
+                            std::thread::scope(|inner| {
+                                let parts = [Checking::start(inner, batch.clone())];
+                                parts.map(|p| p.finish().iter().all(|(_, e)| e.is_ok()))
+                            }) == [true]
                         })
                     })
                 })
                 .collect();
             for checker in checkers {
-                assert_eq!(checker.join().unwrap(), [true]);
+                assert!(checker.join().unwrap());
             }
             done.store(true, Ordering::Release);
             watcher.join().unwrap()
