@@ -64,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     let endpoint = Endpoint::ALL[usize::from(pick) % Endpoint::ALL.len()];
     let signed = endpoint == Endpoint::Db && rest.first().is_some_and(|b| b & 1 == 1);
     if !signed {
-        let _ = dispatch(&world.engine, &world.peer, endpoint, rest);
+        let _ = dispatch(&world.engine, &world.peer, endpoint, rest.to_vec());
         return;
     }
     let Ok(request) = Request::from_bytes(&rest[1..]) else {
@@ -84,5 +84,5 @@ fuzz_target!(|data: &[u8]| {
         signature: [0; 64],
     };
     env.signature = world.reader.sign(&env.signed_part());
-    let _ = dispatch(&world.engine, &world.peer, endpoint, &env.encode());
+    let _ = dispatch(&world.engine, &world.peer, endpoint, env.encode());
 });

@@ -69,6 +69,13 @@ impl PublicKey {
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<()> {
         Verifier::new(self)?.verify(message, signature)
     }
+
+    /// Checks `signature` over the message that is `parts` one after the other, as
+    /// [`PublicKey::verify`] over their concatenation (which need not be made: a large
+    /// message is not copied to be checked).
+    pub fn verify_parts(&self, parts: &[&[u8]], signature: &Signature) -> Result<()> {
+        Verifier::new(self)?.verify_parts(parts, signature)
+    }
 }
 
 /// Most keys a [`KeyCache`] holds.

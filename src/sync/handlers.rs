@@ -43,17 +43,18 @@ impl Endpoint {
 
 /// Handles one request body for `endpoint`, from the client that proved device key
 /// `peer` in the TLS handshake. A watch is answered at once with the current position
-/// here (the listener waits for changes itself, through [`admit_watch`]).
+/// here (the listener waits for changes itself, through [`admit_watch`]). The body is let
+/// go once its request is decoded and its signature checked.
 pub fn dispatch(
     sync: &SyncEngine,
     peer: &PublicKey,
     endpoint: Endpoint,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Result<Vec<u8>> {
     match endpoint {
         Endpoint::Db => database(sync, peer, body),
         Endpoint::Watch => {
-            let watch = admit_watch(sync, body)?;
+            let watch = admit_watch(sync, &body)?;
             let position = *watch.position.borrow();
             sync.end_watch(watch);
             Ok(wire::encode_position(position))
@@ -106,7 +107,7 @@ fn authenticated(sync: &SyncEngine, body: &[u8]) -> Result<Envelope> {
         ));
     }
     env.key
-        .verify(&env.signed_part(), &env.signature)
+        .verify_parts(&Envelope::signed_parts(body), &env.signature)
         .map_err(|_| Error::PermissionDenied("the request signature does not verify".into()))?;
     Ok(env)
 }
@@ -136,9 +137,13 @@ fn fresh(sync: &SyncEngine, env: &Envelope) -> Result<()> {
 /// A signed request on a database: addressed to this server, signed by its key, and from a
 /// key with at least read (or a first push that makes the key's own database here, or an
 /// access request, which needs no permission).
-fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>> {
-    let env = authenticated(sync, body)?;
-    if let Request::Ask { permission } = env.request {
+fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8>> {
+    let mut env = authenticated(sync, &body)?;
+    drop(body); // a push's entries are in `env` now
+                // Taken out of the envelope (the rest of which is still needed), so that a push's
+                // entries move on to be checked rather than be copied.
+    let request = std::mem::replace(&mut env.request, Request::Tips);
+    if let Request::Ask { permission } = request {
         return Ok(wire::encode_text(
             &sync.take_request(peer, &env, permission)?,
         ));
@@ -149,24 +154,24 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
         // no entries held) reveals no entry. It may arrive by push, root first, from a key
         // its root grants, but only if a local user asked for it: nobody else can make this
         // instance store a database.
-        return match &env.request {
+        return match request {
             Request::Tips => Ok(wire::encode_ids(&[])),
             Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
             Request::Push(entries) => {
-                if !sync.state.wants(&env.db)? || !admits_new_database(&env, entries) {
+                if !sync.state.wants(&env.db)? || !admits_new_database(&env, &entries) {
                     return Err(Error::PermissionDenied(
                         "this instance takes a database it does not hold only when a local user asked for it".into(),
                     ));
                 }
                 fresh(sync, &env)?;
-                Ok(push(&registry, &env, entries))
+                Ok(push(&registry, env.db, entries))
             }
             _ => Err(no_access()),
         };
     }
     let core = readable(sync, &registry, &env)?;
     let backend = core.backend();
-    match &env.request {
+    match request {
         Request::Tips => Ok(wire::encode_ids(
             &backend
                 .tips(&env.db)?
@@ -175,9 +180,9 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
                 .collect::<Vec<_>>(),
         )),
         Request::Ids { after, limit } => {
-            let limit = (*limit as usize).clamp(1, wire::MAX_IDS);
-            let page = backend.entries_after(&env.db, *after, limit)?;
-            let next = page.last().map_or(*after, |(seq, _)| *seq);
+            let limit = (limit as usize).clamp(1, wire::MAX_IDS);
+            let page = backend.entries_after(&env.db, after, limit)?;
+            let next = page.last().map_or(after, |(seq, _)| *seq);
             let more = page.len() == limit;
             Ok(IdsPage {
                 ids: page.into_iter().map(|(_, id)| id).collect(),
@@ -189,7 +194,7 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
         Request::Get(ids) => {
             let mut entries = Vec::new();
             let mut size = 0;
-            for id in ids {
+            for id in &ids {
                 if size >= wire::BATCH_BYTES || entries.len() >= wire::MAX_ENTRIES {
                     break;
                 }
@@ -211,7 +216,7 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: &[u8]) -> Result<Vec<u8>>
                 .collect::<Result<Vec<_>>>()?;
             Ok(wire::encode_flags(&flags))
         }
-        Request::Push(entries) => Ok(push(&registry, &env, entries)),
+        Request::Push(entries) => Ok(push(&registry, env.db, entries)),
         // Access requests were taken above; watches have an endpoint of their own.
         Request::Watch { .. } | Request::Ask { .. } => {
             Err(Error::invalid("watch requests go to the watch endpoint"))
@@ -236,18 +241,22 @@ const PUSH_PART: usize = 64;
 /// becomes visible; invalid ones are dropped. Replies one status per entry: OK when taken
 /// (applied or waiting for its parents), else why not. Entries are taken in the order sent;
 /// at most two parts ([`PUSH_PART`]) are being checked at a time.
-fn push(registry: &Registry, env: &Envelope, entries: &[Vec<u8>]) -> Vec<u8> {
+fn push(registry: &Registry, db: EntryId, entries: Vec<Vec<u8>>) -> Vec<u8> {
     let mut statuses: Vec<Status> = Vec::with_capacity(entries.len());
+    let mut entries = entries.into_iter();
+    // Parts taken from the request's entries (moved, not copied).
+    let mut next_part = move || {
+        let part: Vec<Vec<u8>> = entries.by_ref().take(PUSH_PART).collect();
+        (!part.is_empty()).then_some(part)
+    };
     std::thread::scope(|scope| {
-        let mut parts = entries
-            .chunks(PUSH_PART)
-            .map(|part| Checking::start(scope, part.to_vec()));
+        let mut parts = std::iter::from_fn(&mut next_part).map(|part| Checking::start(scope, part));
         let mut next = parts.next();
         while let Some(checking) = next {
             next = parts.next(); // started before this part is taken
             statuses.extend(checking.finish().into_iter().map(|(_, decoded)| {
                 let taken = decoded.and_then(|e| {
-                    if e.database_id() != env.db {
+                    if e.database_id() != db {
                         return Err(Error::Corrupt("entry of another database".into()));
                     }
                     registry.receive(e)

@@ -25,6 +25,8 @@ pub const BATCH_BYTES: usize = 4 << 20;
 pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 
 const REQUEST_DOMAIN: &[u8] = b"mnemo/sync/request/v1\0";
+/// An envelope's signature, last in its bytes.
+const SIGNATURE_BYTES: usize = 64;
 
 fn bad(what: &str) -> Error {
     Error::Network(format!("malformed sync message: {what}"))
@@ -213,6 +215,14 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The bytes the signature of the envelope received as `bytes` covers, in two parts:
+    /// the same as [`Envelope::signed_part`] of its decoding (decoding takes only the
+    /// encoding [`Envelope::encode`] makes: the signature last), without copying them.
+    pub fn signed_parts(bytes: &[u8]) -> [&[u8]; 2] {
+        let signed = bytes.len().saturating_sub(SIGNATURE_BYTES);
+        [REQUEST_DOMAIN, &bytes[..signed]]
+    }
+
     /// The bytes the signature covers.
     pub fn signed_part(&self) -> Vec<u8> {
         let mut w = Writer::default();
@@ -464,6 +474,7 @@ mod tests {
         };
         let bytes = env.encode();
         assert_eq!(Envelope::decode(&bytes).unwrap(), env);
+        assert_eq!(Envelope::signed_parts(&bytes).concat(), env.signed_part());
         for cut in 0..bytes.len() {
             assert!(Envelope::decode(&bytes[..cut]).is_err());
         }

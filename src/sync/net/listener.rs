@@ -389,7 +389,7 @@ async fn handle(
             .upgrade()
             .ok_or_else(|| Error::Network("the sync engine is shutting down".into()))?;
         if endpoint != Endpoint::Watch {
-            let reply = on_pool(move || handlers::dispatch(&engine, &peer, endpoint, &body));
+            let reply = on_pool(move || handlers::dispatch(&engine, &peer, endpoint, body));
             let reply = reply.await?;
             drop((_reserved, _slot));
             return counted(shared, reply).await;
