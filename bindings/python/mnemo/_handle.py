@@ -106,16 +106,27 @@ class Handle:
 
     def close(self) -> None:
         """Releases the handle once (idempotent). Exceptions from the release function
-        propagate, but the handle counts as released either way."""
+        propagate, but the handle counts as released either way.
+
+        While the interpreter finalizes, a handle still lent is never released, and close()
+        does not wait: a daemon thread may be inside a call with it, or an exception (a
+        KeyboardInterrupt) may have left a loan behind, which nothing would end; the process
+        is ending, and its memory goes with it."""
         with self._lock:
             ptr = self._ptr
             if ptr is None:
                 return
             self._ptr = None
             while self._loans:
-                self._idle.wait()
+                if sys.is_finalizing():
+                    return
+                self._idle.wait(_FINALIZING_CHECK)
         self._free(ptr)
 
+
+#: How often, in seconds, close() waiting for loans looks whether the interpreter is
+#: finalizing (then it stops waiting; see Handle.close).
+_FINALIZING_CHECK = 0.1
 
 #: Every handle made in this process and not yet collected: a forked child disowns them.
 _made: weakref.WeakSet[Handle] = weakref.WeakSet()

@@ -379,18 +379,16 @@ class Database(HandleOwner):
             _native.check(lib.mnemo_db_flush_notifications(ptr, timeout_ms))
 
     def close(self) -> None:
-        """Frees the handle (the database stays stored). Idempotent."""
+        """Frees the handle (the database stays stored), once no call on it in another
+        thread is running: it waits for them. So a subscription callback should not close a
+        Database that another thread is flushing (:meth:`flush_notifications` waits for
+        that very callback): the close would wait until the flush times out. Idempotent."""
         super().close()
 
     def __repr__(self) -> str:
-        # The id, read once while the handle is open and kept (it never changes), so a
-        # closed database still shows it; repr never raises.
-        db_id = getattr(self, "_repr_id", None)
-        if db_id is None and not self.closed:
-            try:
-                db_id = self._repr_id = self.id
-            except Exception:
-                pass
+        # The id read when the Database was made, so a closed one still shows it; repr
+        # never raises.
+        db_id = getattr(self, "_id", None)
         state = "closed" if self.closed else "open"
         return f"<mnemo.Database {db_id} {state}>" if db_id else f"<mnemo.Database {state}>"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from typing import Callable
 
 import pytest
 
+from conftest import PYTHON_DIR
 from mnemo import _handle
 from mnemo._handle import Handle
 from mnemo.errors import InvalidArgument
@@ -180,3 +182,26 @@ def test_close_racing_many_threads_frees_only_when_no_call_holds_the_pointer(
             assert lib.freed == [(POINTER, 0)] and lib.used_after_free == 0
     finally:
         sys.setswitchinterval(interval)
+
+
+#: Run in another process: a database whose handle has a loan nothing will end (as an
+#: exception landing between a loan's start and its ``try`` leaves one), left to exit.
+_LOAN_LEFT_AT_EXIT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import mnemo
+inst = mnemo.Instance.open("memory:")
+inst.create_user("a")
+user = inst.login("a")
+db = user.create_db("d")
+db._handle._loans.append(None)
+"""
+
+
+def test_a_loan_left_behind_does_not_hold_the_interpreters_exit() -> None:
+    # Finalization collects the database: close() does not wait for the loan then (before,
+    # the process never ended: a KeyboardInterrupt in a call could leave such a loan).
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAN_LEFT_AT_EXIT, str(PYTHON_DIR)], timeout=60, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -17,11 +17,11 @@ def test_database_repr_has_its_id(user: mnemo.User) -> None:
     assert re.fullmatch(rf"<mnemo.Database {DB_ID} open>", repr(db))
     db_id = db.id
     db.close()
-    # Closed: the id it had, if it was ever shown; no error either way.
+    # Closed: the id it had (read when it was made), and no error.
     assert repr(db) == f"<mnemo.Database {db_id} closed>"
     never_shown = user.find_db("notes")
     never_shown.close()
-    assert repr(never_shown) == "<mnemo.Database closed>"
+    assert repr(never_shown) == f"<mnemo.Database {db_id} closed>"
 
 
 def test_instance_repr_has_its_device_id() -> None:
