@@ -5,9 +5,15 @@ use crate::error::{Error, Result};
 /// Returns `N` bytes from the operating system's random source.
 pub fn bytes<const N: usize>() -> Result<[u8; N]> {
     let mut out = [0u8; N];
-    getrandom::getrandom(&mut out)
-        .map_err(|e| Error::Internal(format!("operating-system randomness failed: {e}")))?;
+    fill(&mut out)?;
     Ok(out)
+}
+
+/// Fills `out` from the operating system's random source, where it is (for a secret that
+/// must not be copied on its way to where it lives).
+pub fn fill(out: &mut [u8]) -> Result<()> {
+    getrandom::getrandom(out)
+        .map_err(|e| Error::Internal(format!("operating-system randomness failed: {e}")))
 }
 
 /// `N` random bytes as lower-case hex: for ids that must not collide.

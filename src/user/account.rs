@@ -34,8 +34,17 @@ pub const MAX_PASSWORD: usize = 1024;
 /// while it derives keys, before it gives up.
 const CHANGE_ATTEMPTS: usize = 4;
 
-/// The key that seals an account's private keys, wiped from memory when dropped.
-pub(super) type AccountKey = Zeroizing<[u8; 32]>;
+/// The key that seals an account's private keys: on the heap, so that moving it (into a
+/// session, out of one at logout) moves a pointer and leaves no copy of the key behind;
+/// wiped from memory when dropped.
+pub(super) type AccountKey = Box<Zeroizing<[u8; 32]>>;
+
+/// A fresh account key, its random bytes written where it lives.
+pub(super) fn new_account_key() -> Result<AccountKey> {
+    let mut key = AccountKey::default();
+    random::fill(&mut key[..])?;
+    Ok(key)
+}
 
 /// Fails unless `name` is a valid username: 1 to 64 bytes, no control characters.
 pub fn check_username(name: &str) -> Result<()> {
@@ -129,7 +138,7 @@ pub(super) fn create(
     password: Option<&str>,
     params: KdfParams,
 ) -> Result<PublicKey> {
-    let account_key = AccountKey::new(random::bytes()?);
+    let account_key = new_account_key()?;
     let (kdf, locked) = lock(&account_key, vault.user_id, password, params)?;
     let key = PrivateKey::generate()?;
     // The public record first: whoever discards a failed creation finds the key it lists.
@@ -183,7 +192,7 @@ pub(super) fn open(
         let public = PublicKey::parse(&text)
             .map_err(|_| Error::Corrupt("a stored key id is malformed".into()))?;
         let key = unseal_key(&account_key, vault.user_id, &public, &vault.key(&public)?)?;
-        keys.insert(public, key);
+        keys.insert(public, Box::new(key));
     }
     if !keys.contains_key(&default) {
         return Err(Error::Corrupt("the default key is missing".into()));
@@ -227,14 +236,14 @@ pub(super) fn change_password(
 }
 
 /// Generates a private key for the account, stores it sealed under `account_key` and its
-/// public record in the user database, and returns it.
+/// public record in the user database, and returns it (boxed, where a session keeps it).
 pub(super) fn add_key(
     user_db: &Database,
     vault: &Vault<'_>,
     account_key: &AccountKey,
     name: Option<&str>,
-) -> Result<PrivateKey> {
-    let key = PrivateKey::generate()?;
+) -> Result<Box<PrivateKey>> {
+    let key = Box::new(PrivateKey::generate()?);
     let public = key.public_key();
     vault.put_key(&public, &seal_key(account_key, vault.user_id, &key)?)?;
     let record = KeyRecord {
@@ -351,7 +360,7 @@ fn lock(
         salt: random::bytes::<16>()?.to_vec(),
     };
     let kek = derive_kek(&kdf, password)?;
-    let sealed = seal::seal(&kek, account_key.as_ref(), &account_key_aad(user_id))?;
+    let sealed = seal::seal(&kek, &account_key[..], &account_key_aad(user_id))?;
     Ok((Some(kdf), sealed))
 }
 
@@ -380,11 +389,14 @@ fn unlock(
         }
         (None, None) => Zeroizing::new(secret.account_key.clone()),
     };
-    let bytes: [u8; 32] = opened
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Corrupt("a stored account key is not 32 bytes".into()))?;
-    Ok(AccountKey::new(bytes))
+    if opened.len() != 32 {
+        return Err(Error::Corrupt(
+            "a stored account key is not 32 bytes".into(),
+        ));
+    }
+    let mut key = AccountKey::default();
+    key.copy_from_slice(&opened);
+    Ok(key)
 }
 
 /// The key-encryption key `password` gives under `kdf`: the one derivation path. Settings
