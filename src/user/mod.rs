@@ -423,6 +423,7 @@ mod tests {
         fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
         zeroizes_on_drop::<ed25519_dalek::SigningKey>();
         zeroizes_on_drop::<zeroize::Zeroizing<[u8; 32]>>(); // what an AccountKey boxes
+        zeroizes_on_drop::<aes::Aes256>(); // the round keys of the cipher that seals keys
 
         let inst = accounts(Arc::new(MemoryBackend::new()));
         inst.create_user("u", Some("pw")).unwrap();
