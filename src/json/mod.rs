@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// An object key that serde_json (with `arbitrary_precision`, which keeps numbers' digits)
 /// reads, as an object's first key, as the number in its value: `{"<this>":"1"}` parses as
 /// `1`. A value with it there is refused, never silently changed.
-pub(crate) const NUMBER_MARKER: &str = "$serde_json::private::Number";
+pub const NUMBER_MARKER: &str = "$serde_json::private::Number";
 
 /// Parses `text` and returns its canonical form (no insignificant white space, object keys
 /// sorted), so that equal values have equal bytes in every entry on every machine.
