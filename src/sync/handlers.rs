@@ -139,9 +139,9 @@ fn fresh(sync: &SyncEngine, env: &Envelope) -> Result<()> {
 /// access request, which needs no permission).
 fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8>> {
     let mut env = authenticated(sync, &body)?;
-    drop(body); // a push's entries are in `env` now
-                // Taken out of the envelope (the rest of which is still needed), so that a push's
-                // entries move on to be checked rather than be copied.
+    // A push's entries are in `env` now. They are taken out of it (the rest is still
+    // needed) to move on to be checked, not be copied.
+    drop(body);
     let request = std::mem::replace(&mut env.request, Request::Tips);
     if let Request::Ask { permission } = request {
         return Ok(wire::encode_text(

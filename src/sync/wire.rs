@@ -26,7 +26,7 @@ pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 
 const REQUEST_DOMAIN: &[u8] = b"mnemo/sync/request/v1\0";
 /// An envelope's signature, last in its bytes.
-const SIGNATURE_BYTES: usize = 64;
+const SIGNATURE_BYTES: usize = std::mem::size_of::<Signature>();
 
 fn bad(what: &str) -> Error {
     Error::Network(format!("malformed sync message: {what}"))
