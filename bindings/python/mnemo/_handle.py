@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from ctypes import c_void_p
+from functools import partial
 from types import TracebackType
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -15,30 +17,33 @@ from .errors import Error, InvalidArgument
 
 
 class Handle:
-    """Owns one C handle and the function that releases it.
+    """Owns one C handle and the function that frees it.
 
     :meth:`acquire` lends the pointer for the duration of one C call, until the matching
     :meth:`release` (the fast path of the most frequent calls, in ``try``/``finally``);
-    :meth:`use` does both around a ``with`` block. :meth:`close` waits until no call is
-    using the pointer, then releases it exactly once. After ``close``, :meth:`acquire` and
+    :meth:`use` does both around a ``with`` block. :meth:`close` frees the pointer exactly
+    once, when no call is using it (see there). After ``close``, :meth:`acquire` and
     :meth:`use` raise the error made by ``closed_error``; ``close`` again does nothing.
     """
 
     __slots__ = (
         "_ptr",
         "arg",
+        "release",
         "_free",
         "_closed_error",
         "_lock",
-        "_idle",
         "_loans",
         "__weakref__",
     )
 
+    #: Whether loans take the handle's lock (see LOCKED_LOANS; the tests make both kinds).
+    _locked_loans = False
+
     def __init__(
         self,
         ptr: int,
-        release: Callable[[int], None],
+        free: Callable[[int], None],
         closed_error: Callable[[], Error],
     ) -> None:
         self._ptr: int | None = ptr
@@ -46,14 +51,20 @@ class Handle:
         #: ``argtypes`` (see :func:`mnemo._native.get_value`); valid only while lent by
         #: :meth:`acquire`.
         self.arg = c_void_p(ptr)
-        self._free = release
+        self._free = free
         self._closed_error = closed_error
-        # One item per call using the pointer (see acquire); _idle wakes a close() waiting
-        # for the last of them, and _lock makes close() run once. Reentrant, for the
-        # builds that take it in acquire() and release() too (see LOCKED_LOANS).
+        # One item per call using the pointer (see acquire); _lock makes close() start once,
+        # and guards the loans where LOCKED_LOANS (reentrant: the locked acquire() may
+        # release() inside it).
         self._loans: list[None] = []
         self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
+        #: Ends one loan made by :meth:`acquire`. Where the GIL orders the steps, this is
+        #: the loan list's own ``pop``, a C function: no Python code runs between the end
+        #: of a call's ``try`` and the end of its loan, so no exception (a signal handler's
+        #: KeyboardInterrupt) can land between them and leave the loan behind.
+        self.release: Callable[[], object] = (
+            partial(_release_locked, self) if self._locked_loans else self._loans.pop
+        )
         global _used
         _used = True
         _made.add(self)
@@ -79,20 +90,17 @@ class Handle:
         # then loans counted), so either close() sees this loan and waits for it, or this
         # call sees the pointer gone. That needs each step to be atomic and all of them
         # seen in one order by every thread: true under the GIL; without it, LOCKED_LOANS.
-        self._loans.append(None)
+        # The loan is made by ``+=`` rather than a call of ``append``: the interpreter runs
+        # signal handlers after calls, never after ``+=``, so none runs between the loan
+        # and the caller's ``try`` (with append(), 3% of Ctrl-Cs in a loop of gets left
+        # their loan behind).
+        loans = self._loans
+        loans += _ONE_LOAN
         ptr = self._ptr
         if ptr is None:
             self.release()
             raise self._closed_error()
         return ptr
-
-    def release(self) -> None:
-        """Ends one loan made by :meth:`acquire`."""
-        self._loans.pop()
-        # _ptr is None only once close() has started: it may be waiting for this loan.
-        if self._ptr is None:
-            with self._lock:
-                self._idle.notify_all()
 
     @contextmanager
     def use(self) -> Iterator[int]:
@@ -105,28 +113,69 @@ class Handle:
             self.release()
 
     def close(self) -> None:
-        """Releases the handle once (idempotent). Exceptions from the release function
-        propagate, but the handle counts as released either way.
+        """Frees the handle once (idempotent); new loans are refused from the start.
 
-        While the interpreter finalizes, a handle still lent is never released, and close()
-        does not wait: a daemon thread may be inside a call with it, or an exception (a
-        KeyboardInterrupt) may have left a loan behind, which nothing would end; the process
-        is ending, and its memory goes with it."""
+        Calls using the handle in other threads are waited for, up to :data:`CLOSE_WAIT`
+        seconds; if some still are then, close() returns and the handle is freed, on a
+        thread of its own, once they have ended. A loan nothing will end (an exception that
+        landed between a call's loan and its ``try``, in the ``with`` blocks that
+        :meth:`use` serves) then leaves the handle unfreed rather than close() waiting for
+        ever. Exceptions from the free function propagate (from that thread: printed), but
+        the handle counts as freed either way.
+
+        While the interpreter finalizes, a handle still lent is never freed, and close()
+        does not wait: a daemon thread may be inside a call with it; the process is ending,
+        and its memory goes with it."""
         with self._lock:
             ptr = self._ptr
             if ptr is None:
                 return
             self._ptr = None
-            while self._loans:
-                if sys.is_finalizing():
-                    return
-                self._idle.wait(_FINALIZING_CHECK)
+        # Waited for without the lock, which the loans take where LOCKED_LOANS.
+        if _ended_within(self._loans, CLOSE_WAIT):
+            self._free(ptr)
+        elif not sys.is_finalizing():
+            threading.Thread(
+                target=self._free_once_idle, args=(ptr,), name="mnemo-close", daemon=True
+            ).start()
+
+    def _free_once_idle(self, ptr: int) -> None:
+        """Frees ``ptr`` once the last loan has ended (never, if the interpreter finalizes
+        first)."""
+        while not _ended_within(self._loans, _LATE_CHECK):
+            if sys.is_finalizing():
+                return
         self._free(ptr)
 
 
-#: How often, in seconds, close() waiting for loans looks whether the interpreter is
-#: finalizing (then it stops waiting; see Handle.close).
-_FINALIZING_CHECK = 0.1
+def _release_locked(handle: Handle) -> None:
+    """:meth:`Handle.release` where LOCKED_LOANS."""
+    with handle._lock:
+        handle._loans.pop()
+
+
+def _ended_within(loans: list[None], seconds: float) -> bool:
+    """Whether ``loans`` is empty within ``seconds`` (looked at more rarely as time goes,
+    from every millisecond); False at once if the interpreter is finalizing."""
+    deadline = time.monotonic() + seconds
+    pause = 0.001
+    while loans:
+        left = deadline - time.monotonic()
+        if left <= 0 or sys.is_finalizing():
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, _LATE_CHECK)
+    return True
+
+
+#: A loan, as acquire() adds it.
+_ONE_LOAN = (None,)
+#: How long, in seconds, :meth:`Handle.close` waits for calls still using the handle before
+#: it leaves the freeing to a thread of its own.
+CLOSE_WAIT = 1.0
+#: How often, in seconds at most, a close() still waiting looks whether the last loan has
+#: ended (and whether the interpreter is finalizing).
+_LATE_CHECK = 0.1
 
 #: Every handle made in this process and not yet collected: a forked child disowns them.
 _made: weakref.WeakSet[Handle] = weakref.WeakSet()
@@ -180,7 +229,7 @@ def _under_lock(step: Callable[..., Any]) -> Callable[..., Any]:
 LOCKED_LOANS = not getattr(sys, "_is_gil_enabled", lambda: True)()
 if LOCKED_LOANS:  # tests/test_handle.py runs the handle both ways
     Handle.acquire = _under_lock(Handle.acquire)  # type: ignore[method-assign]
-    Handle.release = _under_lock(Handle.release)  # type: ignore[method-assign]
+    Handle._locked_loans = True
 
 
 _Owner = TypeVar("_Owner", bound="HandleOwner")

@@ -379,10 +379,11 @@ class Database(HandleOwner):
             _native.check(lib.mnemo_db_flush_notifications(ptr, timeout_ms))
 
     def close(self) -> None:
-        """Frees the handle (the database stays stored), once no call on it in another
-        thread is running: it waits for them. So a subscription callback should not close a
-        Database that another thread is flushing (:meth:`flush_notifications` waits for
-        that very callback): the close would wait until the flush times out. Idempotent."""
+        """Frees the handle (the database stays stored); new calls are refused at once.
+        Calls already running in other threads are waited for, up to a second; the handle
+        is then freed as soon as the last of them ends (so a subscription callback closing a
+        Database that another thread is flushing returns after that second, the flush
+        waiting for that very callback). Idempotent."""
         super().close()
 
     def __repr__(self) -> str:

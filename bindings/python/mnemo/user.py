@@ -268,7 +268,9 @@ class User:
         return self._handle.closed
 
     def logout(self) -> None:
-        """Ends the session: wipes the decrypted keys and frees the handle. Idempotent."""
+        """Ends the session: wipes the decrypted keys and frees the handle. New calls are
+        refused at once; calls already running in other threads are waited for, up to a
+        second, and the keys are then wiped as soon as the last of them ends. Idempotent."""
         self._handle.close()
 
     def __enter__(self) -> User:
