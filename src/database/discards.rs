@@ -210,7 +210,7 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
 
     // Every entry, parents first, with what the checks need.
     let mut parents: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
-    let mut heights: HashMap<EntryId, u64> = HashMap::new();
+    let mut metas: HashMap<EntryId, EntryMeta> = HashMap::new();
     let mut all: Vec<(EntryId, EntryMeta, Entry)> = Vec::new();
     let mut after = 0;
     loop {
@@ -225,13 +225,13 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
                 .ok_or_else(|| Error::Corrupt(format!("entry {id} is listed but not stored")))?;
             let entry = if verify {
                 let entry = Entry::decode(&bytes)?;
-                check_stored(&id, &meta, &entry, db, &heights)?;
+                check_stored(backend, &id, &meta, &entry, db, &metas)?;
                 entry
             } else {
                 Entry::decode_stored(&bytes)?
             };
             parents.insert(id, entry.content().parents.clone());
-            heights.insert(id, meta.height);
+            metas.insert(id, meta.clone());
             all.push((id, meta, entry));
         }
         after = last;
@@ -296,13 +296,15 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
 
 /// Fails with [`crate::Error::Corrupt`] unless what is stored beside entry `id` agrees with
 /// the entry: its id, database, height (one more than its highest parent, each stored
-/// before it, with the heights in `heights`), settings flag.
+/// before it, with the stored facts in `checked`, each checked so already), settings flag,
+/// and the settings entries it sees (those its parents make).
 fn check_stored(
+    backend: &dyn Backend,
     id: &EntryId,
     meta: &EntryMeta,
     entry: &Entry,
     db: &EntryId,
-    heights: &HashMap<EntryId, u64>,
+    checked: &HashMap<EntryId, EntryMeta>,
 ) -> Result<()> {
     let content = entry.content();
     let corrupt = |what: &str| Err(Error::Corrupt(format!("stored entry {id}: {what}")));
@@ -315,7 +317,7 @@ fn check_stored(
     let expected = content
         .parents
         .iter()
-        .map(|p| heights.get(p).map(|h| h + 1))
+        .map(|p| checked.get(p).map(|m| m.height + 1))
         .try_fold(0, |max, h| h.map(|h| max.max(h)));
     match expected {
         None => return corrupt("a parent is missing or stored after it"),
@@ -326,6 +328,16 @@ fn check_stored(
     }
     if meta.changes_settings != content.ops.contains_key(super::SETTINGS_STORE) {
         return corrupt("its recorded settings flag differs from the entry's");
+    }
+    let parents: Vec<(EntryId, EntryMeta)> = content
+        .parents
+        .iter()
+        .map(|p| (*p, checked[p].clone()))
+        .collect();
+    let mut recorded = meta.settings_visible.clone();
+    recorded.sort();
+    if recorded != visible_from(backend, &parents)? {
+        return corrupt("the settings entries it is recorded to see are not its parents'");
     }
     Ok(())
 }

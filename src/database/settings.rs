@@ -319,6 +319,19 @@ pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Ve
         .enumerate()
         .map(|(i, (_, id, _, _))| (*id, i))
         .collect();
+    // Settings entries an entry sees are its ancestors, so lower: stored links that say
+    // otherwise (a changed file) would make a cycle of the order the closure relies on.
+    for (height, id, meta, _) in &found {
+        if meta
+            .settings_visible
+            .iter()
+            .any(|p| found[index[p]].0 >= *height)
+        {
+            return Err(Error::Corrupt(format!(
+                "stored entry {id}: a settings entry it sees is not below it"
+            )));
+        }
+    }
     Ok(found
         .into_iter()
         .map(|(height, id, meta, entry)| SettingsEntry {

@@ -3,7 +3,10 @@
 //! of the writes made to it afterwards.
 
 use mnemo::backend::SqliteBackend;
-use mnemo::Error;
+use mnemo::crypto::PrivateKey;
+use mnemo::database::Permission;
+use mnemo::entry::EntryId;
+use mnemo::{Database, Error, Instance};
 
 use crate::durability::open_user;
 use crate::support::TempDir;
@@ -103,4 +106,129 @@ fn a_trigger_added_while_the_file_is_open_never_runs() {
         "2",
         "an acknowledged write was lost"
     );
+}
+
+// Rows changed by a program writing the file directly, with their row checks made again
+// (anyone can: they are plain hashes). Reads may believe such rows (SECURITY.md); nothing
+// may panic on them, and `verify` must find them.
+
+/// The row check of an `entries` row, as the SQLite backend computes it.
+fn entry_row_check(
+    id: &[u8],
+    db: &[u8],
+    height: i64,
+    visible: &[u8],
+    changes_settings: bool,
+    bytes: &[u8],
+) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let height = (height as u64).to_be_bytes();
+    let flag = [u8::from(changes_settings)];
+    let mut hash = Sha256::new();
+    for part in [id, db, &height[..], visible, &flag[..], bytes] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize()[..8].to_vec()
+}
+
+/// Stores `visible` (ids packed end to end) as the settings entries entry `id` sees, and
+/// makes its row check again.
+fn change_visible(path: &std::path::Path, id: &[u8], visible: &[u8]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let (db, height, changes_settings, bytes): (Vec<u8>, i64, bool, Vec<u8>) = conn
+        .query_row(
+            "SELECT db, height, changes_settings, bytes FROM entries WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    let chk = entry_row_check(id, &db, height, visible, changes_settings, &bytes);
+    conn.execute(
+        "UPDATE entries SET visible = ?2, chk = ?3 WHERE id = ?1",
+        rusqlite::params![id, visible, chk],
+    )
+    .unwrap();
+}
+
+/// The newest entry of database `db` in the file at `path` that changes settings or (with
+/// `settings` false) that does not, with the settings entries it sees (packed).
+fn newest_entry(path: &std::path::Path, db: &EntryId, settings: bool) -> (Vec<u8>, Vec<u8>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT id, visible FROM entries WHERE db = ?1 AND changes_settings = ?2 \
+         ORDER BY height DESC LIMIT 1",
+        rusqlite::params![db.as_bytes(), settings],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// A closed file whose database has a grant (a settings entry besides its root), then a
+/// value; with the database's id.
+fn a_file_with_a_grant(dir: &TempDir, name: &str) -> (std::path::PathBuf, EntryId) {
+    let path = dir.0.join(name);
+    let (_inst, _user, db) = open_user(&format!("sqlite:{}", path.display()));
+    let other = PrivateKey::generate().unwrap().public_key();
+    db.grant(&other, Permission::Write).unwrap();
+    db.set("s", "k", "1").unwrap();
+    (path, db.id())
+}
+
+/// Opens the file at `path` as the user of [`open_user`] and runs `read` on its database
+/// (found, or the error finding it).
+fn read_back<T>(path: &std::path::Path, read: impl FnOnce(Result<Database, Error>) -> T) -> T {
+    let url = format!("sqlite:{}", path.display());
+    let inst = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
+    let user = inst.login("writer", None).unwrap();
+    read(user.find_db("log"))
+}
+
+#[test]
+fn settings_links_changed_into_a_cycle_are_corrupt_not_a_panic() {
+    let dir = TempDir::new();
+    for (i, what) in ["itself", "a newer entry"].into_iter().enumerate() {
+        let (path, db) = a_file_with_a_grant(&dir, &format!("cycle{i}.db"));
+        let (grant, grant_sees) = newest_entry(&path, &db, true);
+        let (changed, visible) = match i {
+            0 => (grant.clone(), [grant_sees, grant].concat()),
+            // The root, which the grant sees, made to see the grant.
+            _ => (grant_sees, grant),
+        };
+        change_visible(&path, &changed, &visible);
+        // Before, each of these panicked (an index past the end, in the settings closure).
+        read_back(&path, |found| {
+            let outcome = found.and_then(|db| db.get("s", "k").and(db.verify()));
+            match outcome {
+                Err(Error::Corrupt(message)) => assert!(
+                    message.contains("is not below it"),
+                    "a settings entry seeing {what}: {message}"
+                ),
+                other => panic!("a settings entry seeing {what}: {other:?}"),
+            }
+        });
+    }
+}
+
+#[test]
+fn verify_finds_settings_links_that_are_not_an_entrys_parents() {
+    let dir = TempDir::new();
+    let (path, db) = a_file_with_a_grant(&dir, "links.db");
+    // The value's entry made to see the root only, not the grant its parent is: as a forged
+    // grant would be brought into effect.
+    let (_, grant_sees) = newest_entry(&path, &db, true);
+    let (value, value_sees) = newest_entry(&path, &db, false);
+    assert_ne!(value_sees, grant_sees);
+    change_visible(&path, &value, &grant_sees);
+    read_back(&path, |found| {
+        let db = found.unwrap();
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        // Before, verify answered Ok: nothing compared the links with the parents'.
+        match db.verify() {
+            Err(Error::Corrupt(message)) => {
+                assert!(message.contains("not its parents'"), "{message}")
+            }
+            other => panic!("verify answered {other:?}"),
+        }
+    });
 }
