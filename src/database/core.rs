@@ -284,10 +284,15 @@ impl DatabaseCore {
     }
 
     /// The write lock alone, a staged commit left as it is (see [`DatabaseCore::commit`]).
+    /// After a write that panicked while holding it (a bug, caught at the C boundary), what
+    /// is kept in memory of the stored state is dropped, as after a failed write, and the
+    /// database goes on: it is read again from storage.
     fn commit_lock(&self) -> Result<MutexGuard<'_, ()>> {
-        self.write_lock
-            .lock()
-            .map_err(|_| Error::Internal("database lock poisoned".into()))
+        self.write_lock.lock().or_else(|poisoned| {
+            self.write_lock.clear_poison();
+            self.forget_derived_state();
+            Ok(poisoned.into_inner())
+        })
     }
 
     fn staged_commit(&self) -> MutexGuard<'_, Option<Arc<dyn Staged>>> {
@@ -1411,4 +1416,33 @@ fn check_stores(ops: &BTreeMap<String, BTreeMap<String, Op>>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::backend::MemoryBackend;
+    use crate::crypto::PrivateKey;
+    use crate::database::registry::Registry;
+
+    #[test]
+    fn a_write_that_panicked_does_not_lock_the_database_for_good() {
+        let key = PrivateKey::generate().unwrap();
+        let author = key.public_key();
+        let db = Registry::new(Arc::new(MemoryBackend::new()))
+            .create("d", Arc::new(key), author)
+            .unwrap();
+        db.set("s", "k", "1").unwrap();
+        let core = db.core.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = core.write_lock.lock();
+            panic!("a write that panicked (as the test means)");
+        })
+        .join();
+        assert!(panicked.is_err());
+        // Before, every later write failed: "internal error: database lock poisoned".
+        db.set("s", "k", "2").unwrap();
+        assert_eq!(db.get("s", "k").unwrap(), "2");
+    }
 }

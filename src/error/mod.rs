@@ -151,12 +151,18 @@ const QUOTED_CHARS: usize = 64;
 /// first [`QUOTED_CHARS`] characters (then `...`), escaped as [`shown_safely`] does, between
 /// single quotes. A hostile entry's 16 MiB value or terminal escapes never reach the message.
 pub(crate) fn quoted(text: &str) -> String {
+    format!("'{}'", shown_cut(text, QUOTED_CHARS))
+}
+
+/// The first `chars` characters of `text` from someone not trusted (then `...` if there
+/// were more), escaped as [`shown_safely`] does.
+pub(crate) fn shown_cut(text: &str, chars: usize) -> String {
     let cut = text
         .char_indices()
-        .nth(QUOTED_CHARS)
+        .nth(chars)
         .map_or(text, |(at, _)| &text[..at]);
     let more = if cut.len() < text.len() { "..." } else { "" };
-    format!("'{}{more}'", shown_safely(cut))
+    format!("{}{more}", shown_safely(cut))
 }
 
 /// `text` from someone not trusted (a peer's error message), as text that cannot pass for

@@ -406,3 +406,62 @@ fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
     db.set("s", "k", "3").unwrap();
     assert_eq!(db.get("s", "k").unwrap(), "3");
 }
+
+/// Columns changed to hold what mnemo never writes (here NULL, where its schema has none)
+/// are corrupt data, found where they are read: before, reading them panicked, and a panic
+/// in a write left the database unable to write until the instance was opened again.
+#[test]
+fn a_column_holding_what_mnemo_never_writes_is_corrupt_not_a_panic() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    let mut admin = admin(&url);
+    admin
+        .batch_execute(
+            "ALTER TABLE mnemo_cells ALTER COLUMN chk DROP NOT NULL; \
+             UPDATE mnemo_cells SET chk = NULL;",
+        )
+        .unwrap();
+    match db.get("s", "k") {
+        Err(Error::Corrupt(message)) => assert!(message.contains("'chk'"), "{message}"),
+        other => panic!("a NULL check read back as {other:?}"),
+    }
+    admin
+        .batch_execute(
+            "ALTER TABLE mnemo_heads ALTER COLUMN version DROP NOT NULL; \
+             UPDATE mnemo_heads SET version = NULL;",
+        )
+        .unwrap();
+    match db.set("s", "k2", "2") {
+        Err(Error::Corrupt(message)) => assert!(message.contains("'version'"), "{message}"),
+        other => panic!("a write on a NULL version gave {other:?}"),
+    }
+}
+
+/// The server's words in an error are cut to 4,096 characters: a server (or whoever
+/// answers on its address) decides their size.
+#[test]
+fn a_servers_error_text_is_cut_short() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    admin(&url)
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION '%', repeat('x', 1000000); END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON mnemo_entries \
+             FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .unwrap();
+    let message = db.set("s", "k", "1").unwrap_err().to_string();
+    assert!(message.len() < 4096 + 200, "{} bytes", message.len());
+    assert!(
+        message.contains(&format!("{}...", "x".repeat(100))),
+        "{message}"
+    );
+}

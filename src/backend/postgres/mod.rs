@@ -21,6 +21,7 @@
 //! else at the next call.
 
 mod cert;
+mod columns;
 mod driver;
 mod options;
 mod overtaken;
@@ -35,6 +36,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
+use columns::Columns;
 use driver::{Client, Failure, Statements, Transaction};
 pub use options::{PostgresUrl, SslMode};
 use overtaken::Overtaken;
@@ -44,7 +46,7 @@ use super::range::KeyRange;
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, StateWrite, Version};
 use crate::entry::EntryId;
-use crate::error::{shown_safely, Error, Result};
+use crate::error::{shown_cut, Error, Result};
 
 /// The schema this build reads and writes. Version 1 was a development schema, refused;
 /// versions 2 ([`SCHEMA_V2`]) and 3 are upgraded at connect ([`UPGRADE_FROM_V2`], then
@@ -179,11 +181,15 @@ struct Connection {
 }
 
 /// The error with its underlying cause (the driver's own message is often generic), with
-/// the server's words escaped as a peer's are ([`shown_safely`]): whoever answers on the
-/// server's address chooses them.
+/// the server's words escaped as a peer's are, and at most [`SERVER_WORDS_CHARS`] of them
+/// ([`shown_cut`]): whoever answers on the server's address chooses them.
 fn with_cause(e: &Failure) -> String {
-    shown_safely(&e.to_string())
+    shown_cut(&e.to_string(), SERVER_WORDS_CHARS)
 }
+
+/// Most characters of an error's text an error message keeps (a hostile server sent one of
+/// 64 MiB; a peer's are at most 4 KiB).
+const SERVER_WORDS_CHARS: usize = 4096;
 
 fn pg_error(e: Failure) -> Error {
     let text = format!("postgres: {}", with_cause(&e));
@@ -302,7 +308,9 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
     let version: i32 = tx
         .query_opt("SELECT max(version) FROM mnemo_schema", &[])
         .map_err(pg_error)?
-        .and_then(|r| r.get::<_, Option<i32>>(0))
+        .map(|r| r.col::<Option<i32>>(0))
+        .transpose()?
+        .flatten()
         .ok_or_else(|| Error::Storage("postgres: mnemo_schema holds no version".into()))?;
     if version > SCHEMA_VERSION {
         return Err(Error::Storage(format!(
@@ -623,8 +631,8 @@ fn checked_rows(db: &EntryId, store: &str, row: Option<Row>) -> Result<Option<u6
     let Some(row) = row else {
         return Ok(None);
     };
-    let rows = rows::height_of(row.get(0))?;
-    if rows::store_check(db, store, rows) != row.get::<_, &[u8]>(1) {
+    let rows = rows::height_of(row.col(0)?)?;
+    if rows::store_check(db, store, rows) != row.col::<&[u8]>(1)? {
         return Err(Error::Corrupt(format!(
             "the row count of store '{store}' fails its integrity check"
         )));
@@ -748,13 +756,13 @@ fn head_and_cells_in<'r>(
     let mut version = Version::default();
     let mut cells: FoundCells = keys.iter().map(|&at| (at, None)).collect();
     for row in &found {
-        let place = usize::try_from(row.get::<_, i64>(4) - 1).ok();
+        let place = usize::try_from(row.col::<i64>(4)? - 1).ok();
         match place.and_then(|i| keys.get(i)) {
             Some(&(store, key)) => {
                 let cell = checked_cell(db, store, key, row)?;
                 cells.insert((store, key), Some(cell));
             }
-            None if row.get::<_, Option<i64>>(5).is_some() => {
+            None if row.col::<Option<i64>>(5)?.is_some() => {
                 version = Version::new(stored_part(row, 5)?, stored_part(row, 6)?);
             }
             None => {} // no version row: the first version
@@ -811,7 +819,7 @@ fn range_in(
     found
         .iter()
         .map(|row| {
-            let key: String = row.get(4);
+            let key: String = row.col(4)?;
             let cell = checked_cell(db, store, &key, row)?;
             Ok((key, cell))
         })
@@ -824,11 +832,11 @@ fn i64_of(n: u64) -> Result<i64> {
 
 fn checked_cell(db: &EntryId, store: &str, key: &str, row: &Row) -> Result<Cell> {
     let cell = Cell {
-        height: rows::height_of(row.get(0))?,
-        entry: rows::id_of(row.get::<_, &[u8]>(1))?,
-        value: row.get(2),
+        height: rows::height_of(row.col(0)?)?,
+        entry: rows::id_of(row.col::<&[u8]>(1)?)?,
+        value: row.col(2)?,
     };
-    if rows::cell_check(db, store, key, &cell) != row.get::<_, &[u8]>(3) {
+    if rows::cell_check(db, store, key, &cell) != row.col::<&[u8]>(3)? {
         return Err(Error::Corrupt(
             "a stored value fails its integrity check".into(),
         ));
@@ -838,9 +846,9 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &Row) -> Result<Cell>
 
 /// The tip of `db` in `row` (id, height, check), its check verified.
 fn checked_tip(db: &EntryId, row: &Row) -> Result<(EntryId, u64)> {
-    let (id, height) = (rows::id_of(row.get(0))?, rows::height_of(row.get(1))?);
+    let (id, height) = (rows::id_of(row.col(0)?)?, rows::height_of(row.col(1)?)?);
     rows::verify(
-        row.get(2),
+        row.col(2)?,
         &[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()],
         "tip",
     )?;
@@ -851,13 +859,13 @@ fn checked_tip(db: &EntryId, row: &Row) -> Result<(EntryId, u64)> {
 /// bytes, check): its metadata and bytes, its check verified.
 fn checked_entry(id: &EntryId, row: &Row, at: usize) -> Result<(EntryMeta, Vec<u8>)> {
     let meta = EntryMeta {
-        db: rows::id_of(row.get(at))?,
-        height: rows::height_of(row.get(at + 1))?,
-        settings_visible: rows::unpack_ids(row.get(at + 2))?,
-        changes_settings: row.get(at + 3),
+        db: rows::id_of(row.col(at)?)?,
+        height: rows::height_of(row.col(at + 1)?)?,
+        settings_visible: rows::unpack_ids(row.col(at + 2)?)?,
+        changes_settings: row.col(at + 3)?,
     };
-    let bytes: Vec<u8> = row.get(at + 4);
-    if rows::entry_check(id, &meta, &bytes) != row.get::<_, &[u8]>(at + 5) {
+    let bytes: Vec<u8> = row.col(at + 4)?;
+    if rows::entry_check(id, &meta, &bytes) != row.col::<&[u8]>(at + 5)? {
         return Err(Error::Corrupt(format!(
             "stored entry {id} fails its integrity check"
         )));
@@ -969,7 +977,7 @@ impl Backend for PostgresBackend {
             .iter()
             .map(|row| {
                 let (id, _) = checked_tip(db, row)?;
-                if row.get::<_, Option<&[u8]>>(3).is_none() {
+                if row.col::<Option<&[u8]>>(3)?.is_none() {
                     return Err(Error::Corrupt(format!("tip {id} is not stored")));
                 }
                 Ok((id, checked_entry(&id, row, 3)?.0))
@@ -1005,7 +1013,7 @@ impl Backend for PostgresBackend {
         let cells = found
             .iter()
             .map(|row| {
-                let key: String = row.get(4);
+                let key: String = row.col(4)?;
                 let cell = checked_cell(db, store, &key, row)?;
                 Ok((key, cell))
             })
@@ -1040,7 +1048,7 @@ impl Backend for PostgresBackend {
                 &[&&db.as_bytes()[..]],
             )
             .map_err(pg_error)?;
-        Ok(found.iter().map(|r| r.get(0)).collect())
+        found.iter().map(|r| r.col(0)).collect()
     }
 
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>> {
@@ -1055,8 +1063,8 @@ impl Backend for PostgresBackend {
         found
             .iter()
             .map(|row| {
-                let id = rows::id_of(row.get::<_, &[u8]>(0))?;
-                if rows::discarded_check(db, &id) != row.get::<_, &[u8]>(1) {
+                let id = rows::id_of(row.col::<&[u8]>(0)?)?;
+                if rows::discarded_check(db, &id) != row.col::<&[u8]>(1)? {
                     return Err(Error::Corrupt(
                         "a discarded-entry mark fails its integrity check".into(),
                     ));
@@ -1119,8 +1127,8 @@ impl Backend for PostgresBackend {
             .iter()
             .map(|row| {
                 Ok((
-                    rows::position_of(row.get(0))?,
-                    rows::id_of(row.get::<_, &[u8]>(1))?,
+                    rows::position_of(row.col(0)?)?,
+                    rows::id_of(row.col::<&[u8]>(1)?)?,
                 ))
             })
             .collect()
@@ -1133,14 +1141,14 @@ impl Backend for PostgresBackend {
             .client
             .query_one(&c.last_log, &[&&db.as_bytes()[..]])
             .map_err(pg_error)?;
-        rows::position_of(row.get::<_, Option<i64>>(0).unwrap_or(0))
+        rows::position_of(row.col::<Option<i64>>(0)?.unwrap_or(0))
     }
 
     fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>> {
         let ids: Vec<&[u8]> = dbs.iter().map(|db| &db.as_bytes()[..]).collect();
         self.query(|c| &c.last_logs, &[&ids])?
             .iter()
-            .map(|row| rows::position_of(row.get::<_, Option<i64>>(0).unwrap_or(0)))
+            .map(|row| rows::position_of(row.col::<Option<i64>>(0)?.unwrap_or(0)))
             .collect()
     }
 
@@ -1148,8 +1156,8 @@ impl Backend for PostgresBackend {
         let Some(row) = self.query_opt(|c| &c.get_meta, &[&key])? else {
             return Ok(None);
         };
-        let value: Vec<u8> = row.get(0);
-        rows::verify(row.get(1), &[key.as_bytes(), &value], "metadata")?;
+        let value: Vec<u8> = row.col(0)?;
+        rows::verify(row.col(1)?, &[key.as_bytes(), &value], "metadata")?;
         Ok(Some(value))
     }
 
@@ -1194,8 +1202,8 @@ impl Backend for PostgresBackend {
             .map_err(pg_error)?;
         match row {
             Some(row) => {
-                let value: Vec<u8> = row.get(0);
-                rows::verify(row.get(1), &[key.as_bytes(), &value], "secret")?;
+                let value: Vec<u8> = row.col(0)?;
+                rows::verify(row.col(1)?, &[key.as_bytes(), &value], "secret")?;
                 Ok(Some(value))
             }
             None => Ok(None),
@@ -1241,7 +1249,7 @@ impl Backend for PostgresBackend {
                 &[&prefix],
             )
             .map_err(pg_error)?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        rows.iter().map(|row| row.col(0)).collect()
     }
 
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
@@ -1298,7 +1306,7 @@ fn version_of(row: &Row) -> Result<Version> {
 
 /// Column `i` of `row`, a shape or count of a stored [`Version`].
 fn stored_part(row: &Row, i: usize) -> Result<u64> {
-    u64::try_from(row.get::<_, i64>(i))
+    u64::try_from(row.col::<i64>(i)?)
         .map_err(|_| Error::Corrupt("a database version is negative".into()))
 }
 
@@ -1306,7 +1314,7 @@ fn stored_part(row: &Row, i: usize) -> Result<u64> {
 fn put_of(row: &Row) -> Result<Put> {
     Ok(Put {
         version: version_of(row)?,
-        directly_after: row.get(2),
+        directly_after: row.col(2)?,
     })
 }
 
