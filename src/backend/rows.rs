@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Cell, EntryMeta};
-use crate::entry::EntryId;
+use crate::entry::{EntryId, MAX_ENTRY_BYTES};
 use crate::error::{Error, Result};
 
 /// The check of a row made of `parts` (each length-prefixed, so parts cannot run together).
@@ -82,6 +82,17 @@ pub fn cell_check(db: &EntryId, store: &str, key: &str, cell: &Cell) -> Vec<u8> 
     ])
 }
 
+/// Fails with [`Error::Corrupt`] if a stored value is larger than the entry that wrote it
+/// could be: no entry mnemo accepts holds it.
+pub fn check_value_size(value: Option<&str>) -> Result<()> {
+    if value.is_some_and(|v| v.len() > MAX_ENTRY_BYTES) {
+        return Err(Error::Corrupt(
+            "a stored value is larger than any entry".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The check of a tip row.
 pub fn tip_check(db: &EntryId, id: &EntryId, height: u64) -> Vec<u8> {
     check(&[db.as_bytes(), id.as_bytes(), &height.to_be_bytes()])
@@ -102,12 +113,33 @@ pub fn unpack_tips(blob: &[u8]) -> Result<Vec<(EntryId, u64)>> {
     if blob.len() % 40 != 0 {
         return Err(Error::Corrupt("a stored tip list is malformed".into()));
     }
-    blob.chunks(40)
+    let tips = blob
+        .chunks(40)
         .map(|tip| {
             let height: [u8; 8] = tip[32..].try_into().expect("40-byte chunk");
             Ok((id_of(&tip[..32])?, u64::from_be_bytes(height)))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    check_tips_distinct(tips.iter().map(|(id, _)| id))?;
+    Ok(tips)
+}
+
+/// Fails with [`Error::Corrupt`] unless `ids`, a database's tips as stored (in id order),
+/// name each entry once: a list made longer with copies (a changed file) would be taken as
+/// a commit's parents.
+pub fn check_tips_distinct<'a>(mut ids: impl Iterator<Item = &'a EntryId>) -> Result<()> {
+    let Some(mut last) = ids.next() else {
+        return Ok(());
+    };
+    for id in ids {
+        if id <= last {
+            return Err(Error::Corrupt(
+                "a database's stored tips name an entry twice or out of order".into(),
+            ));
+        }
+        last = id;
+    }
+    Ok(())
 }
 
 /// The check of a log row: the entry stored at position `seq` of `db`, and the tips of

@@ -232,3 +232,144 @@ fn verify_finds_settings_links_that_are_not_an_entrys_parents() {
         }
     });
 }
+
+/// The row check of a `cells` row, as the SQLite backend computes it.
+fn cell_row_check(
+    db: &[u8],
+    store: &str,
+    key: &str,
+    height: i64,
+    entry: &[u8],
+    value: &str,
+) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let height = (height as u64).to_be_bytes();
+    let mut hash = Sha256::new();
+    for part in [
+        db,
+        store.as_bytes(),
+        key.as_bytes(),
+        &height[..],
+        entry,
+        &[1u8][..],
+        value.as_bytes(),
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hash.finalize()[..8].to_vec()
+}
+
+/// Stores `value` as the value of `s`/`k` in the file at `path`, and makes its row check
+/// again.
+fn change_value(path: &std::path::Path, value: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let (db, height, entry): (Vec<u8>, i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT db, height, entry FROM cells WHERE store = 's' AND key = 'k'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let chk = cell_row_check(&db, "s", "k", height, &entry, value);
+    conn.execute(
+        "UPDATE cells SET value = ?1, chk = ?2 WHERE store = 's' AND key = 'k'",
+        rusqlite::params![value, chk],
+    )
+    .unwrap();
+}
+
+/// Runs `read` on the database of the file at `path` and expects [`Error::Corrupt`] saying
+/// `says`.
+fn corrupt_when_read<T: std::fmt::Debug>(
+    path: &std::path::Path,
+    says: &str,
+    read: impl FnOnce(&Database) -> Result<T, Error>,
+) {
+    read_back(path, |found| match found.and_then(|db| read(&db)) {
+        Err(Error::Corrupt(message)) => assert!(message.contains(says), "{message}"),
+        other => panic!("expected corrupt data ({says}), got {other:?}"),
+    });
+}
+
+#[test]
+fn stored_rows_larger_than_mnemo_writes_are_corrupt() {
+    let dir = TempDir::new();
+    // A row past 17 MiB fails as SQLite reads it (before, a 300 MB value was read whole,
+    // 1.26 GB of memory, and returned OK); a value past any entry's 16 MiB, once read.
+    let cases = [
+        ("huge.db", 20 << 20, "larger than mnemo writes"),
+        ("big.db", (16 << 20) + 1000, "larger than any entry"),
+    ];
+    for (name, size, says) in cases {
+        let path = a_file_with_one_value(&dir, name);
+        change_value(&path, &format!("\"{}\"", "x".repeat(size)));
+        corrupt_when_read(&path, says, |db| db.get("s", "k"));
+    }
+    let (path, db) = a_file_with_a_grant(&dir, "entry.db");
+    let (value, _) = newest_entry(&path, &db, false);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (height, visible): (i64, Vec<u8>) = conn
+        .query_row(
+            "SELECT height, visible FROM entries WHERE id = ?1",
+            [&value],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let bytes = vec![7u8; 20 << 20];
+    let chk = entry_row_check(&value, db.as_bytes(), height, &visible, false, &bytes);
+    conn.execute(
+        "UPDATE entries SET bytes = ?2, chk = ?3 WHERE id = ?1",
+        rusqlite::params![value, bytes, chk],
+    )
+    .unwrap();
+    corrupt_when_read(&path, "larger than mnemo writes", |db| db.verify());
+}
+
+#[test]
+fn stored_values_of_another_type_are_corrupt() {
+    let dir = TempDir::new();
+    let path = a_file_with_one_value(&dir, "typed.db");
+    change_with_sql(
+        &path,
+        "UPDATE cells SET height = 'ten' WHERE store = 's' AND key = 'k'",
+    );
+    // Before: STORAGE, an error an application may retry for ever.
+    corrupt_when_read(&path, "not of the type mnemo writes", |db| db.get("s", "k"));
+}
+
+#[test]
+fn stored_tips_naming_an_entry_twice_are_corrupt() {
+    use sha2::{Digest, Sha256};
+    let dir = TempDir::new();
+    let (path, db) = a_file_with_a_grant(&dir, "tips.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (seq, id, tips): (i64, Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT seq, id, tips FROM log WHERE db = ?1 ORDER BY seq DESC LIMIT 1",
+            [db.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let doubled = [&tips[..], &tips[..]].concat();
+    let seq_bytes = (seq as u64).to_be_bytes();
+    let mut hash = Sha256::new();
+    for part in [
+        &b"log"[..],
+        db.as_bytes(),
+        &seq_bytes,
+        &id,
+        &[1u8],
+        &doubled,
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let chk = hash.finalize()[..8].to_vec();
+    conn.execute(
+        "UPDATE log SET tips = ?3, chk = ?4 WHERE db = ?1 AND seq = ?2",
+        rusqlite::params![db.as_bytes(), seq, doubled, chk],
+    )
+    .unwrap();
+    corrupt_when_read(&path, "name an entry twice", |db| db.set("s", "k2", "2"));
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 
-use mnemo::{Database, Error};
+use mnemo::{Database, Error, Instance};
 
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
@@ -464,4 +464,30 @@ fn a_servers_error_text_is_cut_short() {
         message.contains(&format!("{}...", "x".repeat(100))),
         "{message}"
     );
+}
+
+/// Tip rows copied (with their checks, which anyone can make) are corrupt data: before,
+/// they were taken as a commit's parents (200,000 copies: INVALID_ARGUMENT, "at most 1024
+/// parents", for every write).
+#[test]
+fn stored_tips_naming_an_entry_twice_are_corrupt() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    admin(&url)
+        .execute(
+            "INSERT INTO mnemo_tips (db, id, height, chk, slot) \
+             SELECT db, id, height, chk, slot - 1000000 FROM mnemo_tips WHERE db = $1",
+            &[&&db.id().as_bytes()[..]],
+        )
+        .unwrap();
+    let inst = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
+    let user = inst.login("writer", None).unwrap();
+    match user.find_db("log").and_then(|db| db.set("s", "k2", "2")) {
+        Err(Error::Corrupt(message)) => assert!(message.contains("twice"), "{message}"),
+        other => panic!("copied tips gave {other:?}"),
+    }
 }

@@ -836,6 +836,7 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &Row) -> Result<Cell>
         entry: rows::id_of(row.col::<&[u8]>(1)?)?,
         value: row.col(2)?,
     };
+    rows::check_value_size(cell.value.as_deref())?;
     if rows::cell_check(db, store, key, &cell) != row.col::<&[u8]>(3)? {
         return Err(Error::Corrupt(
             "a stored value fails its integrity check".into(),
@@ -968,12 +969,17 @@ impl Backend for PostgresBackend {
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
         let found = self.query(|c| &c.get_tips, &[&&db.as_bytes()[..]])?;
-        found.iter().map(|row| checked_tip(db, row)).collect()
+        let tips = found
+            .iter()
+            .map(|row| checked_tip(db, row))
+            .collect::<Result<Vec<_>>>()?;
+        rows::check_tips_distinct(tips.iter().map(|(id, _)| id))?;
+        Ok(tips)
     }
 
     fn tip_metas(&self, db: &EntryId) -> Result<Vec<(EntryId, EntryMeta)>> {
         let found = self.query(|c| &c.get_tip_metas, &[&&db.as_bytes()[..]])?;
-        found
+        let tips = found
             .iter()
             .map(|row| {
                 let (id, _) = checked_tip(db, row)?;
@@ -982,7 +988,9 @@ impl Backend for PostgresBackend {
                 }
                 Ok((id, checked_entry(&id, row, 3)?.0))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        rows::check_tips_distinct(tips.iter().map(|(id, _)| id))?;
+        Ok(tips)
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {

@@ -33,12 +33,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use rusqlite::limits::Limit;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::range::KeyRange;
 use super::rows;
 use super::{Backend, Cell, EntryMeta, EntryWrite, Put, Staged, StateWrite, Version};
-use crate::entry::EntryId;
+use crate::entry::{EntryId, MAX_ENTRY_BYTES};
 use crate::error::{Error, Result};
 use group::{Exclusive, GroupWriter};
 use readers::{Reader, Readers, BUSY_TIMEOUT};
@@ -109,8 +110,14 @@ fn connect(path: &Path) -> Result<Connection> {
     Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::name()?).map_err(sql_error)
 }
 
+/// The largest row SQLite hands back: an entry's (at most [`MAX_ENTRY_BYTES`]) with room for
+/// what is stored beside it. A larger row is not mnemo's (a changed file): reading it fails
+/// [`Error::Corrupt`] before it is in memory, rather than taking its size.
+const MAX_ROW_BYTES: i32 = (MAX_ENTRY_BYTES + (1 << 20)) as i32;
+
 /// Settings of every connection (the writer and the readers): a schema not trusted
-/// ([`guard::distrust_schema`]), and statements kept prepared: the statement cache above,
+/// ([`guard::distrust_schema`]), rows no larger than [`MAX_ROW_BYTES`], and statements kept
+/// prepared: the statement cache above,
 /// and SQLite's query planner stability guarantee. Without it, a statement whose plan
 /// could depend on a bound value (an equality on a parameter together with ORDER BY or
 /// max(), as in "the newest log row of this database") is parsed and planned again on
@@ -118,6 +125,8 @@ fn connect(path: &Path) -> Result<Connection> {
 /// so no plan would have been better for a value.
 fn tune(conn: &Connection) -> Result<()> {
     guard::distrust_schema(conn)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_ROW_BYTES)
+        .map_err(sql_error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -233,12 +242,26 @@ pub struct SqliteBackend {
 /// meanwhile) before it is left to the next scrubbed change.
 const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Maps SQLite's errors: damaged files are [`Error::Corrupt`], the rest [`Error::Storage`].
+/// Maps SQLite's errors: damaged files, rows larger than mnemo writes and values of
+/// another type than it writes (tables changed outside mnemo) are [`Error::Corrupt`], the
+/// rest [`Error::Storage`].
 fn sql_error(e: rusqlite::Error) -> Error {
+    let not_written_by_mnemo = matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    );
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             Error::Corrupt(format!("sqlite: {e}"))
         }
+        Some(ErrorCode::TooBig) => Error::Corrupt(format!(
+            "sqlite: a stored row is larger than mnemo writes ({e})"
+        )),
+        _ if not_written_by_mnemo => Error::Corrupt(format!(
+            "sqlite: a stored value is not of the type mnemo writes ({e})"
+        )),
         _ => Error::Storage(format!("sqlite: {e}")),
     }
 }
@@ -1252,6 +1275,7 @@ fn checked_cell(
         entry: rows::id_of(&entry)?,
         value,
     };
+    rows::check_value_size(cell.value.as_deref())?;
     if rows::cell_check(db, store, key, &cell) != chk {
         return Err(Error::Corrupt(
             "a stored value fails its integrity check".into(),
