@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::crypto::KeyRing;
 use crate::entry::EntryId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sync::Requester;
 use crate::user::User;
 
@@ -59,7 +59,9 @@ impl Sessions {
         sessions.push((user.id().to_string(), Arc::downgrade(&user.key_ring())));
     }
 
-    /// Resumes tracking on `sync` for every session still logged in.
+    /// Resumes tracking on `sync` for every session still logged in. A session logging out
+    /// meanwhile is passed over; any other failure is returned once every other session
+    /// was resumed.
     pub(super) fn resume_all(&self, sync: &crate::sync::SyncEngine) -> Result<()> {
         let live: Vec<Session> = self
             .0
@@ -75,9 +77,13 @@ impl Sessions {
                 })
             })
             .collect();
+        let mut failed = Ok(());
         for session in live {
-            sync.resume(&session)?;
+            match sync.resume(&session) {
+                Ok(()) | Err(Error::LoggedOut) => {}
+                Err(e) => failed = failed.and(Err(e)),
+            }
         }
-        Ok(())
+        failed
     }
 }
