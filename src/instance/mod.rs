@@ -104,6 +104,7 @@ impl Instance {
         // Best effort: what a failure leaves is found again by the next open.
         let _ =
             accounts.discard_abandoned(options.abandoned_after.unwrap_or(ABANDONED_CREATION_AGE));
+        let _ = accounts.finish_deletions();
         Ok(Instance {
             inner: Arc::new(Inner {
                 registry,

@@ -112,7 +112,7 @@ impl<'a> Vault<'a> {
     }
 
     /// Removes the sealed secret of `key` (scrubbed from storage); whether it was there.
-    fn delete_key(&self, key: &PublicKey) -> Result<bool> {
+    pub(super) fn delete_key(&self, key: &PublicKey) -> Result<bool> {
         self.backend.secret_delete(&key_secret(self.user_id, key))
     }
 
@@ -235,17 +235,17 @@ pub(super) fn change_password(
     ))
 }
 
-/// Generates a private key for the account, stores it sealed under `account_key` and its
-/// public record in the user database, and returns it (boxed, where a session keeps it).
+/// Stores `key` (a new private key of the account) sealed under `account_key`, and its
+/// public record in the user database.
 pub(super) fn add_key(
     user_db: &Database,
     vault: &Vault<'_>,
     account_key: &AccountKey,
+    key: &PrivateKey,
     name: Option<&str>,
-) -> Result<Box<PrivateKey>> {
-    let key = Box::new(PrivateKey::generate()?);
+) -> Result<()> {
     let public = key.public_key();
-    vault.put_key(&public, &seal_key(account_key, vault.user_id, &key)?)?;
+    vault.put_key(&public, &seal_key(account_key, vault.user_id, key)?)?;
     let record = KeyRecord {
         name: name.map(str::to_string),
         created: now_ms(),
@@ -263,7 +263,7 @@ pub(super) fn add_key(
         }
         return Err(e);
     }
-    Ok(key)
+    Ok(())
 }
 
 /// Removes `key` from the account: its public record, then its sealed seed (scrubbed from

@@ -31,7 +31,7 @@ impl User {
         check_username(username)?;
         self.accounts
             .record(username)?
-            .ok_or_else(|| Error::NotFound(format!("no user '{username}'")))
+            .ok_or_else(|| no_user(username))
     }
 
     /// Every user with status and role, sorted by name (admin only).
@@ -81,8 +81,16 @@ impl User {
     /// its account. [`Error::Busy`] if one changed it during the deletion: delete it again.
     pub fn admin_delete_user(&self, username: &str) -> Result<()> {
         self.require_admin()?;
-        let record = self.user(username)?;
+        check_username(username)?;
+        let record = self
+            .accounts
+            .record_to_delete(username)?
+            .ok_or_else(|| no_user(username))?;
         self.not_self(username)?;
-        self.accounts.remove(username, &record)
+        self.accounts.remove(username, &record.id, &record.db)
     }
+}
+
+fn no_user(username: &str) -> Error {
+    Error::NotFound(format!("no user '{username}'"))
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::account::{self, check_password, check_username, Vault};
 use super::lifecycle::Lifecycle;
 use super::records::{
-    owner_key, AccountStatus, CatalogRecord, CreationRecord, UserRecord, CATALOG, CREATING, OWNERS,
-    TRACKED, USERS,
+    owner_key, AccountStatus, CatalogRecord, CreationRecord, DeletionRecord, UserRecord, CATALOG,
+    CREATING, DELETING, OWNERS, TRACKED, USERS,
 };
 use super::session::Session;
 use super::User;
@@ -23,6 +23,14 @@ use crate::error::{Error, Result};
 fn username_claim(username: &str) -> String {
     format!("username/{username}")
 }
+
+/// Whether `claim`, a username claim as stored, names account `id` (claims of earlier
+/// versions hold the id alone).
+fn claims(claim: &[u8], id: &str) -> bool {
+    claim == id.as_bytes()
+        || serde_json::from_slice::<NameClaim>(claim).is_ok_and(|claim| claim.id == id)
+}
+
 /// Metadata key of the claim on being the instance's admin (the first user created).
 const ADMIN_CLAIM: &str = "admin";
 
@@ -292,7 +300,19 @@ impl Accounts {
         let user_db = self
             .registry
             .open(record.db, self.device.clone(), self.device_key);
-        let secrets = account::open(&user_db, &self.vault(&record.id), password, self.kdf)?;
+        let secrets = match account::open(&user_db, &self.vault(&record.id), password, self.kdf) {
+            Ok(secrets) => secrets,
+            // Deleted while this login read it (the name freed, then the secrets erased):
+            // as a user that is not there.
+            Err(_)
+                if self
+                    .record(username)
+                    .is_ok_and(|r| r.is_none_or(|r| r.id != record.id)) =>
+            {
+                return Err(Error::AuthFailed)
+            }
+            Err(e) => return Err(e),
+        };
         if !record.is_active() {
             return Err(Error::PermissionDenied(format!(
                 "user '{username}' is disabled"
@@ -366,21 +386,60 @@ impl Accounts {
         Ok(false)
     }
 
-    /// The record of `username`, if there is such a user; written first if the user's
-    /// creation claimed the name and stopped before it (a crash).
+    /// The record of `username`, if there is such a user: one its name's claim names. Written
+    /// first if the user's creation claimed the name and stopped before it (a crash). A
+    /// record no claim names is what a deletion leaves until it ends (it frees the name
+    /// first; [`Accounts::finish_deletions`] ends one that stopped): that user is gone.
     pub(super) fn record(&self, username: &str) -> Result<Option<UserRecord>> {
+        let Some(claim) = self
+            .registry
+            .backend()
+            .meta_get(&username_claim(username))?
+        else {
+            return Ok(None);
+        };
         if let Some(record) = USERS.get(&self.directory, username)? {
-            return Ok(Some(record));
+            if claims(&claim, &record.id) {
+                return Ok(Some(record));
+            }
         }
-        match self.claim_of(username)? {
-            Some(claim) => self.finish_creation(username, &claim).map(Some),
-            None => Ok(None),
+        match serde_json::from_slice::<NameClaim>(&claim) {
+            Ok(claim) => self.finish_creation(username, &claim).map(Some),
+            // A claim of an earlier version (the id alone) names no account to finish.
+            Err(_) => Ok(None),
         }
     }
 
-    /// Every user's record, sorted by username.
+    /// For deleting `username`: its record, or one a deletion that stopped part-way left
+    /// (no claim names it), which the deletion removes again.
+    pub(super) fn record_to_delete(&self, username: &str) -> Result<Option<UserRecord>> {
+        if let Some(record) = self.record(username)? {
+            return Ok(Some(record));
+        }
+        USERS.get(&self.directory, username)
+    }
+
+    /// Every user's record, sorted by username (not those a deletion is removing: see
+    /// [`Accounts::record`]).
     pub(super) fn records(&self) -> Result<Vec<(String, UserRecord)>> {
-        USERS.all(&self.directory)
+        let backend = self.registry.backend();
+        let mut current = Vec::new();
+        for (username, record) in USERS.all(&self.directory)? {
+            let claim = backend.meta_get(&username_claim(&username))?;
+            if claim.is_some_and(|claim| claims(&claim, &record.id)) {
+                current.push((username, record));
+            }
+        }
+        Ok(current)
+    }
+
+    /// Finishes the deletions that stopped part-way (a crash, or an error), from their
+    /// [`DELETING`] records. One under way meanwhile is done twice, which does no harm.
+    pub fn finish_deletions(&self) -> Result<()> {
+        for (id, deletion) in DELETING.all(&self.directory)? {
+            self.remove(&deletion.username, &id, &deletion.db)?;
+        }
+        Ok(())
     }
 
     /// Replaces the record of `username`.
@@ -388,17 +447,33 @@ impl Accounts {
         USERS.put(&self.directory, username, record).map(drop)
     }
 
-    /// Removes `username` (whose record is `record`): frees the name, erases the account
-    /// (its secrets and private database), then drops its directory record. In that order a
-    /// crash part-way leaves no claim that would bring the account back
-    /// ([`Accounts::record`]) and nothing stored that nothing refers to: at worst the record,
-    /// which repeating the deletion removes.
-    pub(super) fn remove(&self, username: &str, record: &UserRecord) -> Result<()> {
-        self.registry
-            .backend()
-            .meta_delete(&username_claim(username))?;
-        self.erase_account(&record.id, &record.db)?;
-        USERS.delete(&self.directory, username).map(drop)
+    /// Removes `username`, whose account is `id` with private database `db`: records the
+    /// deletion ([`DELETING`]), frees the name (the user is gone from then on:
+    /// [`Accounts::record`]), erases the account (its secrets and private database), drops
+    /// its directory record, then the deletion record. Stopped part-way (a crash, or an
+    /// error), it is finished by the next open of the storage, or by repeating it.
+    pub(super) fn remove(&self, username: &str, id: &str, db: &EntryId) -> Result<()> {
+        let deletion = DeletionRecord {
+            username: username.to_string(),
+            db: *db,
+        };
+        DELETING.put(&self.directory, id, &deletion)?;
+        let backend = self.registry.backend();
+        // A claim naming another account is a new holder's, whose creation is under way.
+        if backend
+            .meta_get(&username_claim(username))?
+            .is_some_and(|claim| claims(&claim, id))
+        {
+            backend.meta_delete(&username_claim(username))?;
+        }
+        self.erase_account(id, db)?;
+        if USERS
+            .get(&self.directory, username)?
+            .is_some_and(|r| r.id == id)
+        {
+            USERS.delete(&self.directory, username)?;
+        }
+        DELETING.delete(&self.directory, id).map(drop)
     }
 
     /// Records in the catalog that user `owner` created database `db` named `name`.

@@ -14,7 +14,7 @@ mod session;
 
 use std::sync::Arc;
 
-use crate::crypto::{KeyRing, PublicKey};
+use crate::crypto::{KeyRing, PrivateKey, PublicKey};
 use crate::database::{create_root, now_ms, Database, Permission};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
@@ -249,8 +249,16 @@ impl User {
         self.own_record()?;
         let account_key = self.session.account_key()?;
         let vault = self.accounts.vault(&self.id);
-        let key = account::add_key(&self.user_db, &vault, &account_key, name)?;
+        let key = Box::new(PrivateKey::generate()?);
         let public = key.public_key();
+        let added = account::add_key(&self.user_db, &vault, &account_key, &key, name);
+        if let Err(deleted @ Error::PermissionDenied(_)) = self.own_record() {
+            // An admin deleted the account meanwhile, erasing its secrets, perhaps before
+            // this one was stored.
+            let _ = vault.delete_key(&public);
+            return Err(deleted);
+        }
+        added?;
         self.session.add_key(key)?;
         Ok(public)
     }

@@ -22,6 +22,8 @@ use crate::entry::EntryId;
 pub(super) const USERS: Table<UserRecord> = Table::new("users", "user record");
 /// User creations under way (or abandoned part-way), in `_users`.
 pub(super) const CREATING: Table<CreationRecord> = Table::new("creating", "creation record");
+/// User deletions under way (or stopped part-way), by account id, in `_users`.
+pub(super) const DELETING: Table<DeletionRecord> = Table::new("deleting", "deletion record");
 /// Databases created on the instance, in `_databases`.
 pub(super) const CATALOG: Table<CatalogRecord> = Table::new("databases", "catalog record");
 /// Who created each database, in `_databases`.
@@ -81,6 +83,16 @@ pub(super) struct CreationRecord {
     pub db: EntryId,
     /// When the creation started, milliseconds since the Unix epoch.
     pub started: u64,
+}
+
+/// A user deletion under way, kept from before the name is freed until the account is
+/// erased, so that one stopped part-way is finished by the next open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct DeletionRecord {
+    /// The name the account had.
+    pub username: String,
+    /// The account's private database.
+    pub db: EntryId,
 }
 
 /// Whether an account may log in.

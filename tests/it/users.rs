@@ -582,3 +582,72 @@ fn sync_enabled_while_users_log_out_resumes_the_others() {
         );
     }
 }
+
+/// A key added while an admin deletes its account leaves no secret behind. Before, the
+/// secret stored after the deletion erased the account's stayed (an audit found 11 to 50
+/// per deletion racing a loop of additions).
+#[test]
+fn a_key_added_while_its_account_is_deleted_leaves_no_secret() {
+    let storage = Arc::new(MemoryBackend::new());
+    let watched = Instrumented::new(storage);
+    let inst = Instance::open(watched.clone()).unwrap();
+    inst.create_user("admin", None).unwrap();
+    inst.create_user("dave", None).unwrap();
+    let admin = inst.login("admin", None).unwrap();
+    let dave = inst.login("dave", None).unwrap();
+    assert_eq!(watched.secret_owners().len(), 2);
+    // The deletion lands just before the new key's secret is stored.
+    watched.before_writes(1, move || admin.admin_delete_user("dave").unwrap());
+    let added = dave.add_private_key(None);
+    assert!(
+        matches!(added, Err(Error::PermissionDenied(_))),
+        "{added:?}"
+    );
+    assert_eq!(
+        watched.secret_owners().len(),
+        1,
+        "a secret of dave's is left"
+    );
+}
+
+/// A deletion stopped by an error at any write leaves, on the running instance, a user who
+/// is either there (listed, logs in, the name taken) or gone (none of those): never listed
+/// yet unable to log in. Before, a deletion that had erased the secrets but not the record
+/// left the user listed, with every login CORRUPT ("the account's secret is missing"),
+/// wrong passwords included.
+#[test]
+fn a_user_whose_deletion_stopped_is_there_or_gone() {
+    let setup = |inst: &Instance| {
+        inst.create_user("admin", None).unwrap();
+        inst.create_user("dave", Some("pw")).unwrap();
+    };
+    at_each_write(|fail_at| {
+        let storage = Arc::new(MemoryBackend::new());
+        setup(&Instance::open(storage.clone()).unwrap());
+        let stopping = Instrumented::stopping(storage.clone(), fail_at, false);
+        let inst = Instance::open(stopping).unwrap();
+        let admin = inst.login("admin", None).unwrap();
+        let done = admin.admin_delete_user("dave").is_ok();
+        let what = format!("stopped at write {fail_at}");
+        let listed = inst.list_users().unwrap().contains(&"dave".to_string());
+        match inst.login("dave", Some("pw")) {
+            Ok(_) => assert!(listed && !done, "{what}: logs in, yet not listed"),
+            Err(Error::AuthFailed) => assert!(!listed, "{what}: listed, yet unknown"),
+            Err(e) => panic!("{what}: login gave {e:?}"),
+        }
+        assert!(
+            matches!(inst.login("dave", Some("no")), Err(Error::AuthFailed)),
+            "{what}"
+        );
+        // Repeated, the deletion ends it, or finds nothing left to delete.
+        match admin.admin_delete_user("dave") {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => panic!("{what}: deleting again gave {e:?}"),
+        }
+        assert_eq!(inst.list_users().unwrap(), ["admin"], "{what}");
+        let inst = Instance::open(storage.clone()).unwrap();
+        inst.create_user("dave", Some("new")).unwrap();
+        inst.login("dave", Some("new")).unwrap();
+        done
+    });
+}
