@@ -116,7 +116,7 @@ const FFI_HEADER_COMMENT: &str = "\
  * Generated from src/ffi/ by build.rs with cbindgen, with mnemo.h. Do not edit.
  *
  * Load it verbatim: it has declarations and comments only (no preprocessor lines, no
- * macros, no extern \"C\") and uses the types bool, size_t, int32_t and uint32_t.
+ * macros, no extern \"C\") and uses the types size_t, int32_t and uint32_t.
  * It differs from mnemo.h in these points only:
  * - The MNEMO_STATUS_* macros are the anonymous enum below, with the same values;
  *   mnemo_status stays int32_t, as functions return it.

@@ -5,8 +5,12 @@
 //   (MNEMO_STATUS_INVALID_ARGUMENT), never crashes.
 // - Every failed call throws mnemo::error, carrying the status (error::status()) and the
 //   library's message (what()).
-// - Strings go in as std::string (NUL-terminated by construction) and come out as
-//   std::string; lists and records stay JSON text, as in the C API.
+// - Strings go in as std::string and come out as std::string; lists and records stay JSON
+//   text, as in the C API. C takes a string up to its first NUL byte, so a std::string
+//   argument that holds one would arrive cut short: the call throws mnemo::error
+//   (MNEMO_STATUS_INVALID_ARGUMENT, "password contains a NUL byte") and calls nothing.
+// - Timeouts are std::chrono::milliseconds; a negative one counts as 0, one longer than
+//   UINT32_MAX ms (about 49.7 days) as UINT32_MAX ms.
 // - Thread safety is the C API's: instance, user, database and sync objects may be used
 //   from several threads at once; a transaction or a cursor from one thread at a time.
 //
@@ -16,10 +20,13 @@
 #define MNEMO_HPP
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -50,13 +57,18 @@ inline std::uint32_t version_number() { return mnemo_version_number(); }
 
 namespace detail {
 
-/// Throws mnemo::error unless `status` is MNEMO_STATUS_OK.
-inline void check(mnemo_status status, const char *what) {
-    if (status == MNEMO_STATUS_OK) return;
+/// The mnemo::error of a failed call: `what`, the status's name and the thread's message.
+/// Make it before this thread makes another mnemo call, which replaces the message.
+inline error failure(mnemo_status status, const char *what) {
     const char *detail = mnemo_last_error_message();
     std::string message = std::string(what) + ": " + mnemo_status_str(status);
     if (detail) message += std::string(" (") + detail + ")";
-    throw error(status, message);
+    return error(status, message);
+}
+
+/// Throws mnemo::error unless `status` is MNEMO_STATUS_OK.
+inline void check(mnemo_status status, const char *what) {
+    if (status != MNEMO_STATUS_OK) throw failure(status, what);
 }
 
 struct string_free {
@@ -69,8 +81,28 @@ inline std::string take(char *s) {
     return s ? std::string(s) : std::string();
 }
 
-/// A NUL-terminated optional string argument: NULL when absent.
-inline const char *c_str(const std::optional<std::string> &s) { return s ? s->c_str() : nullptr; }
+/// A string argument as C takes it. Throws mnemo::error (MNEMO_STATUS_INVALID_ARGUMENT)
+/// naming the argument if `s` holds a NUL byte: C would read it only up to there.
+inline const char *arg(const std::string &s, const char *name) {
+    if (s.find('\0') != std::string::npos) {
+        throw error(MNEMO_STATUS_INVALID_ARGUMENT, std::string(name) + " contains a NUL byte");
+    }
+    return s.c_str();
+}
+
+/// An optional string argument as C takes it: NULL when absent, else as arg() above.
+inline const char *arg(const std::optional<std::string> &s, const char *name) {
+    return s ? arg(*s, name) : nullptr;
+}
+
+/// A timeout as the C API's uint32_t milliseconds: 0 for a negative one, UINT32_MAX for
+/// one longer (a plain cast would wrap: -1 ms would wait 49.7 days, 2^32 ms not at all).
+inline std::uint32_t timeout_ms(std::chrono::milliseconds timeout) {
+    constexpr auto most = std::numeric_limits<std::uint32_t>::max();
+    if (timeout.count() <= 0) return 0;
+    if (timeout.count() >= static_cast<std::chrono::milliseconds::rep>(most)) return most;
+    return static_cast<std::uint32_t>(timeout.count());
+}
 
 template <class T, void (*Free)(T *)>
 struct handle_free {
@@ -98,7 +130,7 @@ class backend {
 public:
     static backend open(const std::string &url) {
         mnemo_backend *b = nullptr;
-        detail::check(mnemo_backend_open(url.c_str(), &b), "mnemo_backend_open");
+        detail::check(mnemo_backend_open(detail::arg(url, "url"), &b), "mnemo_backend_open");
         return backend(b);
     }
     mnemo_backend *native_handle() const noexcept { return h_.get(); }
@@ -110,22 +142,96 @@ private:
     detail::owned<mnemo_backend, mnemo_backend_free> h_;
 };
 
-/// A change notification: the database id, the entry id, whether it came from sync.
-using change_callback = std::function<void(const std::string &db_id, const std::string &entry_id, bool remote)>;
+/// A change notification: the database id, the entry id, and whether the change came from
+/// elsewhere (sync, or another process writing the same storage) rather than a local commit.
+using change_callback =
+    std::function<void(const std::string &db_id, const std::string &entry_id, bool remote)>;
 
-/// A live subscription; it ends when destroyed. Ending never waits for the callback:
-/// changes committed before it that are still queued are delivered afterwards, on the
-/// library thread (database::flush_notifications waits for them), later ones never.
+namespace detail {
+
+/// What a subscription shares with mnemo's notification thread: the callback, and whether
+/// mnemo has let go of it (its destroy callback ran: the callback will not run again).
+struct subscription_state {
+    change_callback callback;
+    std::mutex mutex;
+    std::condition_variable released_changed;
+    bool released = false;
+};
+
+/// True on a thread once it has run a subscription callback, which only mnemo's
+/// notification threads do. Ending a subscription there must not wait for its callbacks:
+/// they run on that very thread, after the one running now.
+inline bool &on_notification_thread() noexcept {
+    thread_local bool flag = false;
+    return flag;
+}
+
+/// mnemo's `cb`: `data` is a heap std::shared_ptr<subscription_state>, mnemo's own reference.
+inline void call_subscriber(void *data, const char *db_id, const char *entry_id,
+                            std::int32_t remote) {
+    on_notification_thread() = true;
+    subscription_state &state = **static_cast<std::shared_ptr<subscription_state> *>(data);
+    try {
+        state.callback(db_id, entry_id, remote != 0);
+    } catch (...) {
+    }
+}
+
+/// mnemo's `destroy`, after the last call of `cb`: destroys the callback (with its
+/// captures), then wakes the subscription waiting for this, if any.
+inline void release_subscriber(void *data) noexcept {
+    auto *held = static_cast<std::shared_ptr<subscription_state> *>(data);
+    std::shared_ptr<subscription_state> state = std::move(*held);
+    delete held;
+    state->callback = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        state->released = true;
+    }
+    state->released_changed.notify_all();
+}
+
+}  // namespace detail
+
+/// A live subscription; it ends when destroyed, by cancel(), or when another is assigned
+/// to it. Changes committed after the end are not delivered; those committed before it and
+/// still queued are, on the library thread, and ending waits for them: once it returns, the
+/// callback is not running, will not run again and has been destroyed, so it may capture
+/// locals by reference. On mnemo's notification thread (in a callback, its own included, or
+/// in the destructor of something a callback captured) ending does not wait, since the
+/// calls it would wait for run on that thread, after the current one returns. Do not end a
+/// subscription while holding a lock its callback takes: each would wait for the other.
 class subscription {
 public:
-    /// Ends the subscription now, without waiting (see the class).
-    void cancel() noexcept { h_.reset(); }
-    mnemo_subscription *native_handle() const noexcept { return h_.get(); }
+    subscription(subscription &&other) noexcept
+        : h_(std::exchange(other.h_, nullptr)), state_(std::move(other.state_)) {}
+    subscription &operator=(subscription &&other) noexcept {
+        if (this != &other) {
+            cancel();
+            h_ = std::exchange(other.h_, nullptr);
+            state_ = std::move(other.state_);
+        }
+        return *this;
+    }
+    ~subscription() { cancel(); }
+
+    /// Ends the subscription now, waiting for the callbacks still queued (see the class).
+    void cancel() noexcept {
+        if (!h_) return;
+        mnemo_subscription_free(std::exchange(h_, nullptr));
+        std::shared_ptr<detail::subscription_state> state = std::move(state_);
+        if (detail::on_notification_thread()) return;
+        std::unique_lock<std::mutex> lock(state->mutex);
+        state->released_changed.wait(lock, [&] { return state->released; });
+    }
+    mnemo_subscription *native_handle() const noexcept { return h_; }
 
 private:
     friend class database;
-    explicit subscription(mnemo_subscription *s) : h_(s) {}
-    detail::owned<mnemo_subscription, mnemo_subscription_free> h_;
+    subscription(mnemo_subscription *s, std::shared_ptr<detail::subscription_state> state) noexcept
+        : h_(s), state_(std::move(state)) {}
+    mnemo_subscription *h_ = nullptr;
+    std::shared_ptr<detail::subscription_state> state_;
 };
 
 /// A database's changes, queued for reading without a callback (database::watch): at most
@@ -133,11 +239,14 @@ private:
 /// several threads at once.
 class events {
 public:
-    /// The oldest pending event as JSON (`{"db":…,"entry":…,"remote":false}` or
-    /// `{"overflow":n}`), waiting up to `timeout`; std::nullopt when none came in time.
-    std::optional<std::string> next(std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+    /// The oldest pending event as JSON, waiting up to `timeout` (0: not at all); std::nullopt
+    /// when none came in time. A change is `{"db":…,"entry":…,"origin":"local","remote":false}`
+    /// (origin "local", "sync" or "other_process"; remote false only for "local"), and
+    /// `{"overflow":n}` counts changes dropped because the queue was full.
+    std::optional<std::string> next(
+        std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
         char *out = nullptr;
-        detail::check(mnemo_events_next(h_.get(), static_cast<std::uint32_t>(timeout.count()), &out),
+        detail::check(mnemo_events_next(h_.get(), detail::timeout_ms(timeout), &out),
                       "mnemo_events_next");
         if (!out) return std::nullopt;
         return detail::take(out);
@@ -162,18 +271,23 @@ private:
 class transaction {
 public:
     void set(const std::string &store, const std::string &key, const std::string &json) {
-        detail::check(mnemo_txn_set(h_.get(), store.c_str(), key.c_str(), json.c_str()), "mnemo_txn_set");
+        detail::check(mnemo_txn_set(h_.get(), detail::arg(store, "store"), detail::arg(key, "key"),
+                                    detail::arg(json, "json")),
+                      "mnemo_txn_set");
     }
     /// Adds "set the part of `key`'s value at `pointer` (RFC 6901) to `json`"; it builds on
     /// earlier operations on the key in this transaction (see database::set_path).
     void set_path(const std::string &store, const std::string &key, const std::string &pointer,
                   const std::string &json) {
-        detail::check(mnemo_txn_set_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
-                                         json.c_str()),
+        detail::check(mnemo_txn_set_path(h_.get(), detail::arg(store, "store"),
+                                         detail::arg(key, "key"), detail::arg(pointer, "pointer"),
+                                         detail::arg(json, "json")),
                       "mnemo_txn_set_path");
     }
     void remove(const std::string &store, const std::string &key) {
-        detail::check(mnemo_txn_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_txn_delete");
+        detail::check(mnemo_txn_delete(h_.get(), detail::arg(store, "store"),
+                                       detail::arg(key, "key")),
+                      "mnemo_txn_delete");
     }
     /// Commits everything, or nothing; returns the new entry's id. The transaction is over
     /// afterwards, whether it succeeded or not.
@@ -201,9 +315,10 @@ public:
         char *key = nullptr;
         char *value = nullptr;
         detail::check(mnemo_cursor_next(h_.get(), &key, &value), "mnemo_cursor_next");
+        // Both owned before either is copied: a copy that throws (std::bad_alloc) frees both.
+        std::unique_ptr<char, detail::string_free> owned_key(key), owned_value(value);
         if (!key) return std::nullopt;
-        std::string k = detail::take(key);
-        return std::make_pair(std::move(k), detail::take(value));
+        return std::make_pair(std::string(key), std::string(value ? value : ""));
     }
     mnemo_cursor *native_handle() const noexcept { return h_.get(); }
 
@@ -222,7 +337,9 @@ public:
         return detail::take(out);
     }
     void set(const std::string &store, const std::string &key, const std::string &json) {
-        detail::check(mnemo_db_set(h_.get(), store.c_str(), key.c_str(), json.c_str()), "mnemo_db_set");
+        detail::check(mnemo_db_set(h_.get(), detail::arg(store, "store"), detail::arg(key, "key"),
+                                   detail::arg(json, "json")),
+                      "mnemo_db_set");
     }
     /// The value's canonical JSON text; throws mnemo::error (MNEMO_STATUS_NOT_FOUND) if unset.
     std::string get(const std::string &store, const std::string &key) const {
@@ -230,11 +347,23 @@ public:
         detail::check(read(store, key, out), "mnemo_db_get_into");
         return out;
     }
-    /// The value's JSON text, or std::nullopt if the key has no value.
+    /// The value's JSON text, or std::nullopt if the key has no value. Throws mnemo::error
+    /// (MNEMO_STATUS_NOT_FOUND) once the database was forgotten on this instance
+    /// (user::forget_db), as get() does.
     std::optional<std::string> find(const std::string &store, const std::string &key) const {
         std::string out;
         mnemo_status s = read(store, key, out);
-        if (s == MNEMO_STATUS_NOT_FOUND) return std::nullopt;
+        if (s == MNEMO_STATUS_NOT_FOUND) {
+            // A forgotten database gives the same status. Opening a cursor reads no key and
+            // fails with MNEMO_STATUS_NOT_FOUND only then (see mnemo_database in mnemo.h).
+            error missing = detail::failure(s, "mnemo_db_get_into");
+            mnemo_cursor *probe = nullptr;
+            mnemo_status still =
+                mnemo_db_cursor(h_.get(), detail::arg(store, "store"), "", nullptr, &probe);
+            mnemo_cursor_free(probe);
+            if (still == MNEMO_STATUS_NOT_FOUND) throw missing;
+            return std::nullopt;
+        }
         detail::check(s, "mnemo_db_get_into");
         return out;
     }
@@ -242,8 +371,9 @@ public:
     /// the whole value) to `json`, as one commit; missing objects on the way are created.
     void set_path(const std::string &store, const std::string &key, const std::string &pointer,
                   const std::string &json) {
-        detail::check(mnemo_db_set_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
-                                        json.c_str()),
+        detail::check(mnemo_db_set_path(h_.get(), detail::arg(store, "store"),
+                                        detail::arg(key, "key"), detail::arg(pointer, "pointer"),
+                                        detail::arg(json, "json")),
                       "mnemo_db_set_path");
     }
     /// The part of `key`'s value at `pointer` as JSON text; throws mnemo::error
@@ -251,7 +381,8 @@ public:
     std::string get_path(const std::string &store, const std::string &key,
                          const std::string &pointer) const {
         char *out = nullptr;
-        detail::check(mnemo_db_get_path(h_.get(), store.c_str(), key.c_str(), pointer.c_str(),
+        detail::check(mnemo_db_get_path(h_.get(), detail::arg(store, "store"),
+                                        detail::arg(key, "key"), detail::arg(pointer, "pointer"),
                                         &out),
                       "mnemo_db_get_path");
         return detail::take(out);
@@ -262,25 +393,32 @@ public:
     std::string history(const std::string &store, const std::string &key,
                         std::size_t limit = 0) const {
         char *out = nullptr;
-        detail::check(mnemo_db_history(h_.get(), store.c_str(), key.c_str(), limit, &out),
+        detail::check(mnemo_db_history(h_.get(), detail::arg(store, "store"),
+                                       detail::arg(key, "key"), limit, &out),
                       "mnemo_db_history");
         return detail::take(out);
     }
     void remove(const std::string &store, const std::string &key) {
-        detail::check(mnemo_db_delete(h_.get(), store.c_str(), key.c_str()), "mnemo_db_delete");
+        detail::check(mnemo_db_delete(h_.get(), detail::arg(store, "store"),
+                                      detail::arg(key, "key")),
+                      "mnemo_db_delete");
     }
     /// Every key of `store` with its value, as a JSON object.
     std::string get_all(const std::string &store) const {
         char *out = nullptr;
-        detail::check(mnemo_db_get_all(h_.get(), store.c_str(), &out), "mnemo_db_get_all");
+        detail::check(mnemo_db_get_all(h_.get(), detail::arg(store, "store"), &out),
+                      "mnemo_db_get_all");
         return detail::take(out);
     }
     /// A page of the live keys of `store` in bytewise order, as a JSON array of [key, value]
     /// pairs: those starting with `prefix`, after `after`, at most `limit` (0: no limit).
     std::string scan(const std::string &store, const std::string &prefix = "",
-                     const std::optional<std::string> &after = std::nullopt, std::size_t limit = 0) const {
+                     const std::optional<std::string> &after = std::nullopt,
+                     std::size_t limit = 0) const {
         char *out = nullptr;
-        detail::check(mnemo_db_scan(h_.get(), store.c_str(), prefix.c_str(), detail::c_str(after), limit, &out),
+        detail::check(mnemo_db_scan(h_.get(), detail::arg(store, "store"),
+                                    detail::arg(prefix, "prefix"), detail::arg(after, "after"),
+                                    limit, &out),
                       "mnemo_db_scan");
         return detail::take(out);
     }
@@ -288,7 +426,9 @@ public:
     mnemo::cursor cursor(const std::string &store, const std::string &prefix = "",
                          const std::optional<std::string> &after = std::nullopt) const {
         mnemo_cursor *c = nullptr;
-        detail::check(mnemo_db_cursor(h_.get(), store.c_str(), prefix.c_str(), detail::c_str(after), &c),
+        detail::check(mnemo_db_cursor(h_.get(), detail::arg(store, "store"),
+                                      detail::arg(prefix, "prefix"), detail::arg(after, "after"),
+                                      &c),
                       "mnemo_db_cursor");
         return mnemo::cursor(c);
     }
@@ -296,15 +436,19 @@ public:
     /// returns the key.
     std::string insert(const std::string &store, const std::string &json) {
         char *out = nullptr;
-        detail::check(mnemo_db_insert(h_.get(), store.c_str(), json.c_str(), &out), "mnemo_db_insert");
+        detail::check(mnemo_db_insert(h_.get(), detail::arg(store, "store"),
+                                      detail::arg(json, "json"), &out),
+                      "mnemo_db_insert");
         return detail::take(out);
     }
     /// Gives `pubkey` "admin", "write" or "read" permission (needs admin).
     void grant(const std::string &pubkey, const std::string &permission) {
-        detail::check(mnemo_db_grant(h_.get(), pubkey.c_str(), permission.c_str()), "mnemo_db_grant");
+        detail::check(mnemo_db_grant(h_.get(), detail::arg(pubkey, "pubkey"),
+                                     detail::arg(permission, "permission")),
+                      "mnemo_db_grant");
     }
     void revoke(const std::string &pubkey) {
-        detail::check(mnemo_db_revoke(h_.get(), pubkey.c_str()), "mnemo_db_revoke");
+        detail::check(mnemo_db_revoke(h_.get(), detail::arg(pubkey, "pubkey")), "mnemo_db_revoke");
     }
     /// The current tips, as a JSON array of entry ids.
     std::string tips() const {
@@ -320,16 +464,28 @@ public:
         detail::check(mnemo_db_begin(h_.get(), &t), "mnemo_db_begin");
         return transaction(t);
     }
-    /// Calls `callback` after every change, on a library thread. An exception escaping the
-    /// callback is swallowed (it must not unwind through mnemo's thread).
+    /// Calls `callback` after every change, on a library thread, until the subscription ends
+    /// (see mnemo::subscription). An exception escaping the callback is swallowed (it must
+    /// not unwind through mnemo's thread). An empty `callback` throws mnemo::error
+    /// (MNEMO_STATUS_INVALID_ARGUMENT), as a NULL one does in C.
     subscription subscribe(change_callback callback) {
-        auto *data = new change_callback(std::move(callback));
+        if (!callback) throw error(MNEMO_STATUS_INVALID_ARGUMENT, "callback is empty");
+        auto state = std::make_shared<detail::subscription_state>();
+        state->callback = std::move(callback);
+        // mnemo's own reference, released by detail::release_subscriber.
+        auto *held = new std::shared_ptr<detail::subscription_state>(state);
         mnemo_subscription *s = nullptr;
-        mnemo_status status = mnemo_db_subscribe(h_.get(), &database::on_change, data, &database::on_destroy, &s);
-        // On any failure mnemo never took `data` (and never calls on_destroy).
-        if (status != MNEMO_STATUS_OK) delete data;
-        detail::check(status, "mnemo_db_subscribe");
-        return subscription(s);
+        mnemo_status status = mnemo_db_subscribe(h_.get(), &detail::call_subscriber, held,
+                                                 &detail::release_subscriber, &s);
+        if (status != MNEMO_STATUS_OK) {
+            // mnemo never took `held`. Read the thread's message before the callback goes:
+            // its captures' destructors may call mnemo, which would replace the message.
+            error failed = detail::failure(status, "mnemo_db_subscribe");
+            delete held;
+            state.reset();
+            throw failed;
+        }
+        return subscription(s, std::move(state));
     }
     /// Queues every change from now on for reading without a callback.
     events watch() {
@@ -340,7 +496,7 @@ public:
     /// Waits until every callback for the changes committed so far has run; throws
     /// MNEMO_STATUS_BUSY when `timeout` passes first (or from inside a callback).
     void flush_notifications(std::chrono::milliseconds timeout) {
-        detail::check(mnemo_db_flush_notifications(h_.get(), static_cast<std::uint32_t>(timeout.count())),
+        detail::check(mnemo_db_flush_notifications(h_.get(), detail::timeout_ms(timeout)),
                       "mnemo_db_flush_notifications");
     }
     mnemo_database *native_handle() const noexcept { return h_.get(); }
@@ -351,13 +507,15 @@ private:
     /// first call reported (again while the value keeps growing). `out` is set on OK only.
     mnemo_status read(const std::string &store, const std::string &key, std::string &out) const {
         thread_local char small[1024];
+        const char *store_c = detail::arg(store, "store");
+        const char *key_c = detail::arg(key, "key");
         std::size_t len = 0;
-        mnemo_status s = mnemo_db_get_into(h_.get(), store.c_str(), key.c_str(), small, sizeof small, &len);
+        mnemo_status s = mnemo_db_get_into(h_.get(), store_c, key_c, small, sizeof small, &len);
         if (s == MNEMO_STATUS_OK) out.assign(small, len);
         std::string big;
         while (s == MNEMO_STATUS_BUFFER_TOO_SMALL) {
             big.resize(len);  // len + 1 bytes with the terminator, which receives the NUL
-            s = mnemo_db_get_into(h_.get(), store.c_str(), key.c_str(), &big[0], len + 1, &len);
+            s = mnemo_db_get_into(h_.get(), store_c, key_c, &big[0], len + 1, &len);
             if (s == MNEMO_STATUS_OK) {
                 big.resize(len);
                 out = std::move(big);
@@ -367,13 +525,6 @@ private:
     }
     friend class user;
     explicit database(mnemo_database *d) : h_(d) {}
-    static void on_change(void *data, const char *db_id, const char *entry_id, std::int32_t remote) {
-        try {
-            (*static_cast<change_callback *>(data))(db_id, entry_id, remote != 0);
-        } catch (...) {
-        }
-    }
-    static void on_destroy(void *data) { delete static_cast<change_callback *>(data); }
     detail::owned<mnemo_database, mnemo_db_free> h_;
 };
 
@@ -382,18 +533,20 @@ class user {
 public:
     database create_db(const std::string &name) {
         mnemo_database *d = nullptr;
-        detail::check(mnemo_user_create_db(h_.get(), name.c_str(), &d), "mnemo_user_create_db");
+        detail::check(mnemo_user_create_db(h_.get(), detail::arg(name, "name"), &d),
+                      "mnemo_user_create_db");
         return database(d);
     }
     database load_db(const std::string &db_id) {
         mnemo_database *d = nullptr;
-        detail::check(mnemo_user_load_db(h_.get(), db_id.c_str(), &d), "mnemo_user_load_db");
+        detail::check(mnemo_user_load_db(h_.get(), detail::arg(db_id, "db_id"), &d),
+                      "mnemo_user_load_db");
         return database(d);
     }
     /// The tracked database named `name`, or std::nullopt.
     std::optional<database> find_db(const std::string &name) {
         mnemo_database *d = nullptr;
-        mnemo_status s = mnemo_user_find_db(h_.get(), name.c_str(), &d);
+        mnemo_status s = mnemo_user_find_db(h_.get(), detail::arg(name, "name"), &d);
         if (s == MNEMO_STATUS_NOT_FOUND) return std::nullopt;
         detail::check(s, "mnemo_user_find_db");
         return database(d);
@@ -407,7 +560,8 @@ public:
     /// A new key; returns its public key.
     std::string add_private_key(const std::optional<std::string> &display_name = std::nullopt) {
         char *out = nullptr;
-        detail::check(mnemo_user_add_private_key(h_.get(), detail::c_str(display_name), &out),
+        detail::check(mnemo_user_add_private_key(h_.get(),
+                                                 detail::arg(display_name, "display_name"), &out),
                       "mnemo_user_add_private_key");
         return detail::take(out);
     }
@@ -419,23 +573,29 @@ public:
     }
     /// Removes a key other than the default; its sealed private key is erased.
     void remove_key(const std::string &pubkey) {
-        detail::check(mnemo_user_remove_key(h_.get(), pubkey.c_str()), "mnemo_user_remove_key");
+        detail::check(mnemo_user_remove_key(h_.get(), detail::arg(pubkey, "pubkey")),
+                      "mnemo_user_remove_key");
     }
     /// Makes one of the user's keys the default (stored: it holds at the next login).
     void set_default_key(const std::string &pubkey) {
-        detail::check(mnemo_user_set_default_key(h_.get(), pubkey.c_str()), "mnemo_user_set_default_key");
+        detail::check(mnemo_user_set_default_key(h_.get(), detail::arg(pubkey, "pubkey")),
+                      "mnemo_user_set_default_key");
     }
     /// Removes a database from the user's list; its storage goes when no user keeps it.
     void forget_db(const std::string &db_id) {
-        detail::check(mnemo_user_forget_db(h_.get(), db_id.c_str()), "mnemo_user_forget_db");
+        detail::check(mnemo_user_forget_db(h_.get(), detail::arg(db_id, "db_id")),
+                      "mnemo_user_forget_db");
     }
     std::string signing_key(const std::string &db_id) {
         char *out = nullptr;
-        detail::check(mnemo_user_get_signing_key(h_.get(), db_id.c_str(), &out), "mnemo_user_get_signing_key");
+        detail::check(mnemo_user_get_signing_key(h_.get(), detail::arg(db_id, "db_id"), &out),
+                      "mnemo_user_get_signing_key");
         return detail::take(out);
     }
-    void change_password(const std::optional<std::string> &old_pw, const std::optional<std::string> &new_pw) {
-        detail::check(mnemo_user_change_password(h_.get(), detail::c_str(old_pw), detail::c_str(new_pw)),
+    void change_password(const std::optional<std::string> &old_pw,
+                         const std::optional<std::string> &new_pw) {
+        detail::check(mnemo_user_change_password(h_.get(), detail::arg(old_pw, "old_pw"),
+                                                 detail::arg(new_pw, "new_pw")),
                       "mnemo_user_change_password");
     }
     /// Admin only. JSON: [{"username":"alice","status":"active","admin":true}, …]
@@ -445,13 +605,16 @@ public:
         return detail::take(out);
     }
     void admin_disable(const std::string &username) {
-        detail::check(mnemo_user_admin_disable(h_.get(), username.c_str()), "mnemo_user_admin_disable");
+        detail::check(mnemo_user_admin_disable(h_.get(), detail::arg(username, "username")),
+                      "mnemo_user_admin_disable");
     }
     void admin_enable(const std::string &username) {
-        detail::check(mnemo_user_admin_enable(h_.get(), username.c_str()), "mnemo_user_admin_enable");
+        detail::check(mnemo_user_admin_enable(h_.get(), detail::arg(username, "username")),
+                      "mnemo_user_admin_enable");
     }
     void admin_delete(const std::string &username) {
-        detail::check(mnemo_user_admin_delete(h_.get(), username.c_str()), "mnemo_user_admin_delete");
+        detail::check(mnemo_user_admin_delete(h_.get(), detail::arg(username, "username")),
+                      "mnemo_user_admin_delete");
     }
     /// Logs out now, reporting failure; the object is empty afterwards either way.
     void logout() { detail::check(mnemo_user_logout(h_.release()), "mnemo_user_logout"); }
@@ -469,34 +632,43 @@ public:
     /// Serves other instances on `addr` ("127.0.0.1:0": any free port); returns the address.
     std::string listen(const std::string &addr) {
         char *out = nullptr;
-        detail::check(mnemo_sync_listen(h_.get(), addr.c_str(), &out), "mnemo_sync_listen");
+        detail::check(mnemo_sync_listen(h_.get(), detail::arg(addr, "addr"), &out),
+                      "mnemo_sync_listen");
         return detail::take(out);
     }
     /// Stops the listener started at `bound_addr` (what listen returned); its port is free
     /// again on return. Throws MNEMO_STATUS_NOT_FOUND if no listener of this engine is there.
     void unlisten(const std::string &bound_addr) {
-        detail::check(mnemo_sync_unlisten(h_.get(), bound_addr.c_str()), "mnemo_sync_unlisten");
+        detail::check(mnemo_sync_unlisten(h_.get(), detail::arg(bound_addr, "bound_addr")),
+                      "mnemo_sync_unlisten");
     }
     /// Proves identities with the peer; returns its device id.
     std::string connect(const std::string &peer_addr) {
         char *out = nullptr;
-        detail::check(mnemo_sync_connect(h_.get(), peer_addr.c_str(), &out), "mnemo_sync_connect");
+        detail::check(mnemo_sync_connect(h_.get(), detail::arg(peer_addr, "peer_addr"), &out),
+                      "mnemo_sync_connect");
         return detail::take(out);
     }
     /// One pull-then-push round for `db_id`, as `u`.
     void sync_db(user &u, const std::string &peer_addr, const std::string &db_id) {
-        detail::check(mnemo_sync_db(h_.get(), u.native_handle(), peer_addr.c_str(), db_id.c_str()), "mnemo_sync_db");
+        detail::check(mnemo_sync_db(h_.get(), u.native_handle(),
+                                    detail::arg(peer_addr, "peer_addr"),
+                                    detail::arg(db_id, "db_id")),
+                      "mnemo_sync_db");
     }
     /// Keeps `db_id` in sync with the peer in the background, as `u`.
     void track(user &u, const std::string &peer_addr, const std::string &db_id) {
-        detail::check(mnemo_sync_track(h_.get(), u.native_handle(), peer_addr.c_str(), db_id.c_str()),
+        detail::check(mnemo_sync_track(h_.get(), u.native_handle(),
+                                       detail::arg(peer_addr, "peer_addr"),
+                                       detail::arg(db_id, "db_id")),
                       "mnemo_sync_track");
     }
     /// Stops keeping `db_id` in sync with the peer for `u`, and forgets it (no resuming at
     /// login); throws MNEMO_STATUS_NOT_FOUND if `u` does not track it with that peer.
     void untrack(user &u, const std::string &peer_addr, const std::string &db_id) {
-        detail::check(mnemo_sync_untrack(h_.get(), u.native_handle(), peer_addr.c_str(),
-                                         db_id.c_str()),
+        detail::check(mnemo_sync_untrack(h_.get(), u.native_handle(),
+                                         detail::arg(peer_addr, "peer_addr"),
+                                         detail::arg(db_id, "db_id")),
                       "mnemo_sync_untrack");
     }
     /// What `u` tracks, with how each is doing, as a JSON array of objects: {"db", "peer",
@@ -510,20 +682,23 @@ public:
     /// where it listens (or the advertised addresses). It grants nothing by itself.
     std::string share(const std::string &db_id) {
         char *out = nullptr;
-        detail::check(mnemo_sync_share(h_.get(), db_id.c_str(), &out), "mnemo_sync_share");
+        detail::check(mnemo_sync_share(h_.get(), detail::arg(db_id, "db_id"), &out),
+                      "mnemo_sync_share");
         return detail::take(out);
     }
     /// Adds `addr` ("host:port", as peers reach this device) to the addresses tickets name,
     /// in place of the listeners' own. At most 8.
     void advertise(const std::string &addr) {
-        detail::check(mnemo_sync_advertise(h_.get(), addr.c_str()), "mnemo_sync_advertise");
+        detail::check(mnemo_sync_advertise(h_.get(), detail::arg(addr, "addr")),
+                      "mnemo_sync_advertise");
     }
     /// Asks the device `ticket` names for `permission` ("read", "write" or "admin") on its
     /// database, as `u` (signed by its default key); returns the request's id ("req-…").
     std::string request_access(user &u, const std::string &ticket, const std::string &permission) {
         char *out = nullptr;
-        detail::check(mnemo_sync_request_access(h_.get(), u.native_handle(), ticket.c_str(),
-                                                permission.c_str(), &out),
+        detail::check(mnemo_sync_request_access(h_.get(), u.native_handle(),
+                                                detail::arg(ticket, "ticket"),
+                                                detail::arg(permission, "permission"), &out),
                       "mnemo_sync_request_access");
         return detail::take(out);
     }
@@ -537,26 +712,29 @@ public:
     }
     /// Grants request `request_id` the permission it asked, signed by `admin`'s admin key.
     void approve(user &admin, const std::string &request_id) {
-        detail::check(mnemo_sync_approve(h_.get(), admin.native_handle(), request_id.c_str()),
+        detail::check(mnemo_sync_approve(h_.get(), admin.native_handle(),
+                                         detail::arg(request_id, "request_id")),
                       "mnemo_sync_approve");
     }
     /// Rejects request `request_id`: its key is refused for 7 days.
     void reject(user &admin, const std::string &request_id) {
-        detail::check(mnemo_sync_reject(h_.get(), admin.native_handle(), request_id.c_str()),
+        detail::check(mnemo_sync_reject(h_.get(), admin.native_handle(),
+                                        detail::arg(request_id, "request_id")),
                       "mnemo_sync_reject");
     }
     /// Grants requests for `db_id` of at most `permission` ("read", "write" or "admin") as
     /// they arrive, signed by `admin`'s key; std::nullopt removes the policy.
     void auto_approve(user &admin, const std::string &db_id,
                       const std::optional<std::string> &permission) {
-        detail::check(mnemo_sync_auto_approve(h_.get(), admin.native_handle(), db_id.c_str(),
-                                              detail::c_str(permission)),
+        detail::check(mnemo_sync_auto_approve(h_.get(), admin.native_handle(),
+                                              detail::arg(db_id, "db_id"),
+                                              detail::arg(permission, "permission")),
                       "mnemo_sync_auto_approve");
     }
     /// Pulls the database `ticket` names, as `u`, once its request was approved (then
     /// user::load_db opens it); throws MNEMO_STATUS_PERMISSION_DENIED before that.
     void join(user &u, const std::string &ticket) {
-        detail::check(mnemo_sync_join(h_.get(), u.native_handle(), ticket.c_str()),
+        detail::check(mnemo_sync_join(h_.get(), u.native_handle(), detail::arg(ticket, "ticket")),
                       "mnemo_sync_join");
     }
     /// The engine's limits as a JSON object of numbers by name, e.g.
@@ -566,8 +744,10 @@ public:
         detail::check(mnemo_sync_limits(h_.get(), &out), "mnemo_sync_limits");
         return detail::take(out);
     }
-    /// What the engine runs now, as a JSON object of numbers: {"listeners":n,
-    /// "open_connections":n, "tracks":n}.
+    /// What the engine runs now, and what its listeners refused, as a JSON object of numbers:
+    /// {"listeners":n, "open_connections":n, "requests_in_flight":n, "watches":n,
+    /// "tracks":n, "requests_refused_busy":n, "connections_refused":n} (the last two counted
+    /// since sync was enabled; see mnemo_sync_stats).
     std::string stats() const {
         char *out = nullptr;
         detail::check(mnemo_sync_stats(h_.get(), &out), "mnemo_sync_stats");
@@ -576,12 +756,12 @@ public:
     /// Changes the limits a JSON object names (e.g. {"max_connections":8}), all or nothing;
     /// for listeners and rounds started afterwards.
     void set_limits(const std::string &limits_json) {
-        detail::check(mnemo_sync_set_limits(h_.get(), limits_json.c_str()),
+        detail::check(mnemo_sync_set_limits(h_.get(), detail::arg(limits_json, "limits_json")),
                       "mnemo_sync_set_limits");
     }
     /// Waits until earlier local commits on tracked databases are pushed.
     void flush(std::chrono::milliseconds timeout) {
-        detail::check(mnemo_sync_flush(h_.get(), static_cast<std::uint32_t>(timeout.count())), "mnemo_sync_flush");
+        detail::check(mnemo_sync_flush(h_.get(), detail::timeout_ms(timeout)), "mnemo_sync_flush");
     }
     mnemo_sync *native_handle() const noexcept { return h_.get(); }
 
@@ -603,7 +783,8 @@ public:
         return instance(i);
     }
     /// Like open(), choosing the Argon2id cost of passwords (memory KiB, passes, lanes).
-    static instance open_with_argon2(backend &&b, std::uint32_t m_kib, std::uint32_t t, std::uint32_t p) {
+    static instance open_with_argon2(backend &&b, std::uint32_t m_kib, std::uint32_t t,
+                                     std::uint32_t p) {
         mnemo_instance *i = nullptr;
         detail::check(mnemo_instance_open_with_argon2(b.release(), m_kib, t, p, &i),
                       "mnemo_instance_open_with_argon2");
@@ -615,13 +796,17 @@ public:
         return detail::take(out);
     }
     /// Creates a user; no password (std::nullopt) makes a passwordless user.
-    void create_user(const std::string &username, const std::optional<std::string> &password = std::nullopt) {
-        detail::check(mnemo_instance_create_user(h_.get(), username.c_str(), detail::c_str(password)),
+    void create_user(const std::string &username,
+                     const std::optional<std::string> &password = std::nullopt) {
+        detail::check(mnemo_instance_create_user(h_.get(), detail::arg(username, "username"),
+                                                 detail::arg(password, "password")),
                       "mnemo_instance_create_user");
     }
-    user login(const std::string &username, const std::optional<std::string> &password = std::nullopt) {
+    user login(const std::string &username,
+               const std::optional<std::string> &password = std::nullopt) {
         mnemo_user *u = nullptr;
-        detail::check(mnemo_instance_login(h_.get(), username.c_str(), detail::c_str(password), &u),
+        detail::check(mnemo_instance_login(h_.get(), detail::arg(username, "username"),
+                                           detail::arg(password, "password"), &u),
                       "mnemo_instance_login");
         return user(u);
     }
@@ -641,7 +826,8 @@ public:
         return detail::take(out);
     }
     /// What the instance holds now, as a JSON object of numbers: {"databases_in_memory":n,
-    /// "notifications_queued":n, "waiting_entry_bytes":n, "databases_polled":n}.
+    /// "notifications_queued":n, "waiting_entry_bytes":n, "databases_polled":n,
+    /// "storage_connections":n}.
     std::string stats() const {
         char *out = nullptr;
         detail::check(mnemo_instance_stats(h_.get(), &out), "mnemo_instance_stats");
@@ -650,10 +836,12 @@ public:
     /// Changes the limits a JSON object names (e.g. {"idle_databases_kept":0}), all or
     /// nothing.
     void set_limits(const std::string &limits_json) {
-        detail::check(mnemo_instance_set_limits(h_.get(), limits_json.c_str()),
+        detail::check(mnemo_instance_set_limits(h_.get(), detail::arg(limits_json, "limits_json")),
                       "mnemo_instance_set_limits");
     }
-    void enable_sync() { detail::check(mnemo_instance_enable_sync(h_.get()), "mnemo_instance_enable_sync"); }
+    void enable_sync() {
+        detail::check(mnemo_instance_enable_sync(h_.get()), "mnemo_instance_enable_sync");
+    }
     /// A new reference to the sync engine (enable_sync() first).
     mnemo::sync sync() {
         mnemo_sync *s = nullptr;

@@ -1,13 +1,39 @@
-// Tests of the wrapper's paths, history, verification, limits and ticket sharing: each
-// method through real calls on "memory:" instances (several in this process, syncing over
-// 127.0.0.1), values read back, and failing calls throwing mnemo::error with the status
-// include/mnemo.h gives. Built and run under ASan/UBSan by tests/packaging/test-cpp.sh.
+// Tests of the wrapper's paths, history, verification, limits and ticket sharing, and of
+// what it adds to the C API: string arguments holding a NUL, subscriptions that wait for
+// their callbacks when they end, timeouts, find() in a forgotten database, a cursor whose
+// copy fails. Each method through real calls on "memory:" instances (several in this
+// process, syncing over 127.0.0.1), values read back, and failing calls throwing
+// mnemo::error with the status include/mnemo.h gives. Built and run under ASan/UBSan by
+// tests/packaging/test-cpp.sh (LeakSanitizer finds what a throwing copy would leak).
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <iostream>
+#include <memory>
+#include <new>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "mnemo.hpp"
+
+using namespace std::chrono_literals;
+using namespace std::string_literals;
+
+// While set, the next operator new in this process throws std::bad_alloc (and clears it):
+// how test_cursor_bad_alloc makes cursor::next's copy fail. mnemo allocates without it.
+static std::atomic<bool> fail_next_new{false};
+
+// Not inlined: inlined, an optimizing GCC sees free() of what operator new returned and
+// warns (-Wmismatched-new-delete).
+[[gnu::noinline]] void *operator new(std::size_t size) {
+    if (fail_next_new.exchange(false)) throw std::bad_alloc();
+    if (void *p = std::malloc(size ? size : 1)) return p;
+    throw std::bad_alloc();
+}
+[[gnu::noinline]] void operator delete(void *p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void *p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -46,6 +72,19 @@ void expect_status(mnemo_status status, const std::string &what, F call) {
     } catch (const mnemo::error &e) {
         check(e.status() == status, what + " throws " + mnemo_status_str(status) + " (got " +
                                         e.status_name() + ": " + e.what() + ")");
+    }
+}
+
+// Runs `call`, which must throw mnemo::error with `status` and a message containing `part`.
+template <class F>
+void expect_error(mnemo_status status, const std::string &part, const std::string &what, F call) {
+    try {
+        call();
+        check(false, what + " throws " + mnemo_status_str(status) + " (it returned)");
+    } catch (const mnemo::error &e) {
+        check(e.status() == status && contains(e.what(), part),
+              what + " throws " + mnemo_status_str(status) + " saying \"" + part + "\" (got " +
+                  e.status_name() + ": " + e.what() + ")");
     }
 }
 
@@ -297,10 +336,202 @@ void test_sharing() {
                   [&] { a.engine.reject(a.u, dave_request); });
 }
 
+// A NUL inside a std::string would cut it short in C: every argument with one is refused
+// before any call, naming the argument.
+void test_nul_in_strings() {
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "url contains a NUL byte",
+                 "open with a NUL in the URL", [] { mnemo::instance::open("memory:\0junk"s); });
+    auto inst = mnemo::instance::open("memory:");
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "password contains a NUL byte",
+                 "create_user with a NUL in the password",
+                 [&] { inst.create_user("ann", "pw\0rest"s); });
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "username contains a NUL byte",
+                 "create_user with a NUL in the username",
+                 [&] { inst.create_user("ann\0bob"s); });
+    check(inst.list_users() == "[]", "no refused create_user made a user: " + inst.list_users());
+
+    inst.create_user("zed");
+    auto zed = inst.login("zed");
+    auto db = zed.create_db("d");
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "key contains a NUL byte",
+                 "set with a NUL in the key", [&] { db.set("s", "a\0b"s, "1"); });
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "json contains a NUL byte",
+                 "set with a NUL in the value", [&] { db.set("s", "k", "3\0not JSON"s); });
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "store contains a NUL byte",
+                 "set with a NUL in the store", [&] { db.set("s\0t"s, "k", "1"); });
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "pointer contains a NUL byte",
+                 "set_path with a NUL in the pointer",
+                 [&] { db.set_path("s", "k", "/a\0/b"s, "1"); });
+    check(db.get_all("s") == "{}", "no refused write reached the database: " + db.get_all("s"));
+    db.set("s", "a", "1");
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "key contains a NUL byte",
+                 "find with a NUL in the key", [&] { db.find("s", "a\0b"s); });
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "after contains a NUL byte",
+                 "scan with a NUL in after", [&] { db.scan("s", "", "a\0"s); });
+    auto txn = db.begin();
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "json contains a NUL byte",
+                 "txn set with a NUL in the value", [&] { txn.set("s", "t", "1\0"s); });
+}
+
+// Ending a subscription waits until its callback will not run again, except on the
+// notification thread, where it would wait for itself.
+void test_subscription_end() {
+    auto inst = mnemo::instance::open("memory:");
+    inst.create_user("ann");
+    auto ann = inst.login("ann");
+    auto db = ann.create_db("d");
+    const auto slow_count = [](std::atomic<int> &calls) {
+        return [&calls](const std::string &, const std::string &, bool) {
+            std::this_thread::sleep_for(20ms);
+            ++calls;
+        };
+    };
+
+    // A slow callback counting into a local: once the subscription is destroyed, no call
+    // touches the local again (the counter outlives it here only to be checked).
+    std::atomic<int> calls{0};
+    {
+        auto sub = db.subscribe(slow_count(calls));
+        for (int i = 0; i < 5; ++i) db.set("s", "k" + std::to_string(i), "1");
+    }
+    const int at_end = calls.load();
+    std::this_thread::sleep_for(200ms);
+    check(at_end == 5 && calls.load() == 5,
+          "destroying a subscription waits for its queued callbacks (" +
+              std::to_string(at_end) + " calls when it returned, " +
+              std::to_string(calls.load()) + " later)");
+
+    // The same when another subscription is assigned to it, and for cancel().
+    std::atomic<int> first{0}, second{0};
+    auto sub = db.subscribe(slow_count(first));
+    for (int i = 0; i < 3; ++i) db.set("s", "k" + std::to_string(i), "2");
+    sub = db.subscribe(slow_count(second));
+    const int first_at_end = first.load();
+    for (int i = 0; i < 3; ++i) db.set("s", "k" + std::to_string(i), "3");
+    sub.cancel();
+    const int second_at_end = second.load();
+    std::this_thread::sleep_for(200ms);
+    check(first_at_end == 3 && first.load() == 3,
+          "assigning a subscription waits for the callbacks of the one it replaces (" +
+              std::to_string(first_at_end) + ", then " + std::to_string(first.load()) + ")");
+    check(second_at_end == 3 && second.load() == 3,
+          "cancel waits for the queued callbacks (" + std::to_string(second_at_end) +
+              ", then " + std::to_string(second.load()) + ")");
+
+    // Destroyed from inside its own callback: that must not wait for itself.
+    std::optional<mnemo::subscription> self_ending;
+    std::atomic<int> self_calls{0};
+    self_ending = db.subscribe([&](const std::string &, const std::string &, bool) {
+        ++self_calls;
+        self_ending.reset();
+    });
+    db.set("s", "self", "1");
+    expect_ok("a subscription destroyed in its own callback does not deadlock",
+              [&] { db.flush_notifications(5s); });
+    check(self_calls == 1 && !self_ending, "the subscription ended in its callback");
+
+    expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "callback is empty",
+                 "subscribe with an empty function",
+                 [&] { db.subscribe(mnemo::change_callback()); });
+}
+
+// Timeouts outside 0 to UINT32_MAX ms are clamped, not wrapped.
+void test_timeouts() {
+    auto inst = mnemo::instance::open("memory:");
+    inst.create_user("ann");
+    auto ann = inst.login("ann");
+    auto db = ann.create_db("d");
+    auto feed = db.watch();
+    std::thread later([&db] {
+        std::this_thread::sleep_for(300ms);
+        db.set("s", "later", "1");
+    });
+    const auto start = std::chrono::steady_clock::now();
+    const auto none = feed.next(-1ms);
+    const auto waited = std::chrono::steady_clock::now() - start;
+    check(!none && waited < 250ms, "events::next(-1 ms) does not wait");
+    const auto event = feed.next(std::chrono::milliseconds((1LL << 32) + 1));
+    check(event && contains(*event, "\"origin\":\"local\""),
+          "events::next(2^32 + 1 ms) waits for the event: " + event.value_or("std::nullopt"));
+    later.join();
+
+    auto slow = db.subscribe([](const std::string &, const std::string &, bool) {
+        std::this_thread::sleep_for(200ms);
+    });
+    db.set("s", "slow", "1");
+    expect_status(MNEMO_STATUS_BUSY, "flush_notifications(-1 ms) only checks",
+                  [&] { db.flush_notifications(-1ms); });
+}
+
+// find() tells a missing key (std::nullopt) from a forgotten database (it throws), and a
+// failed subscribe keeps its message although the callback's end calls mnemo.
+void test_forgotten_database() {
+    auto inst = mnemo::instance::open("memory:");
+    inst.create_user("ann");
+    inst.create_user("bob");
+    auto ann = inst.login("ann");
+    auto db = ann.create_db("d");
+    db.set("s", "k", "1");
+    check(!db.find("s", "missing"), "find of a missing key is std::nullopt");
+    ann.forget_db(db.id());
+    expect_error(MNEMO_STATUS_NOT_FOUND, "was forgotten", "find in a forgotten database",
+                 [&] { db.find("s", "k"); });
+
+    // The callback holds the last reference to bob's session: destroying it logs out.
+    auto bob = std::make_shared<mnemo::user>(inst.login("bob"));
+    mnemo::change_callback holds_bob = [bob](const std::string &, const std::string &, bool) {};
+    bob.reset();
+    expect_error(MNEMO_STATUS_NOT_FOUND, "was forgotten", "subscribe to a forgotten database",
+                 [&] { db.subscribe(std::move(holds_bob)); });
+}
+
+// cursor::next frees both strings mnemo gave when copying one throws (LeakSanitizer
+// checks), and the cursor goes on after it.
+void test_cursor_bad_alloc() {
+    auto inst = mnemo::instance::open("memory:");
+    inst.create_user("ann");
+    auto ann = inst.login("ann");
+    auto db = ann.create_db("d");
+    const std::string first = "a key longer than a short string's buffer";
+    const std::string second = "b key longer than a short string's buffer";
+    db.set("s", first, "\"a value longer than a short string's buffer\"");
+    db.set("s", second, "2");
+    auto cursor = db.cursor("s");
+    // valgrind replaces operator new with its own, which the hook is not part of.
+    bool hooked = false;
+    fail_next_new = true;
+    try {
+        ::operator delete(::operator new(1));
+    } catch (const std::bad_alloc &) {
+        hooked = true;
+    }
+    fail_next_new = false;
+    if (!hooked) {
+        std::cout << "skipped: cursor::next under std::bad_alloc (operator new is not ours)\n";
+        return;
+    }
+    bool threw = false;
+    fail_next_new = true;
+    try {
+        cursor.next();
+    } catch (const std::bad_alloc &) {
+        threw = true;
+    }
+    fail_next_new = false;
+    check(threw, "cursor::next passes on std::bad_alloc from a copy");
+    const auto next = cursor.next();
+    check(next && next->first == second, "the cursor goes on after it");
+}
+
 }  // namespace
 
 int main() {
     try {
+        test_cursor_bad_alloc();  // first: no other thread may run the replaced operator new
+        test_nul_in_strings();
+        test_subscription_end();
+        test_timeouts();
+        test_forgotten_database();
         test_paths_history_verify();
         test_limits();
         test_sharing();

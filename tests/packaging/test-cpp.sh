@@ -4,7 +4,8 @@
 # on a SQLite file (twice: the second run finds alice and her database), and under
 # AddressSanitizer/UBSan (no leak, no misuse of a handle); then bindings/cpp/test_get.cpp
 # (get and find through mnemo_db_get_into) and bindings/cpp/test_api.cpp (paths, history,
-# verify, limits, tickets: the rest of the API) under ASan/UBSan. Prints "N passed, N failed".
+# verify, limits, tickets, strings with a NUL, timeouts, subscriptions ending: the rest of
+# the API) under ASan/UBSan. Prints "N passed, N failed".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
