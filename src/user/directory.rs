@@ -195,7 +195,8 @@ impl Accounts {
 
     /// Finishes what user creations left in their `CreationRecord`s when they stopped
     /// part-way (a crash, or an error whose clean-up failed too): a creation whose name was
-    /// claimed only loses its record; one that never got its name and started at least
+    /// claimed is finished (its directory record written) and loses its creation record; one
+    /// that never got its name and started at least
     /// `older_than` ago is discarded with its database and secrets (its creator is taken to
     /// have stopped; one still under way finds its record gone before it claims the name,
     /// and fails busy). Younger ones are left alone.
@@ -203,10 +204,12 @@ impl Accounts {
         let now = now_ms();
         let age_limit = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
         for (id, creation) in CREATING.all(&self.directory)? {
-            let claimed = self
+            let claim = self
                 .claim_of(&creation.username)?
-                .is_some_and(|claim| claim.id == id);
-            if claimed {
+                .filter(|claim| claim.id == id);
+            if let Some(claim) = claim {
+                // Its directory record too, so that the user is listed before any lookup.
+                self.finish_creation(&creation.username, &claim)?;
                 CREATING.delete(&self.directory, &id)?;
             } else if now.saturating_sub(creation.started) >= age_limit {
                 self.discard_unclaimed(&NameClaim {

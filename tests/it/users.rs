@@ -2,6 +2,7 @@
 //! deletions stopped part-way (a crash or an error at each write in turn).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -186,6 +187,7 @@ fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
             );
             let what = format!("stopped at write {fail_at} (crash: {crash})");
             let inst = open_discarding_abandoned(storage.clone());
+            let listed = inst.list_users().unwrap().contains(&"carol".to_string());
             // Whether the attempt made the user: what it stored stays if so, and only then.
             let existed = match inst.login("carol", Some("pw")) {
                 Ok(_) => true,
@@ -195,6 +197,9 @@ fn creating_a_user_stopped_at_any_write_leaves_a_usable_name() {
                 }
                 Err(e) => panic!("{what}: {e}"),
             };
+            // Before, a user whose creation stopped between its claim and its record logged
+            // in but was not listed until then.
+            assert_eq!(listed, existed, "{what}: listed before the first login");
             let roots = stopping.roots_stored();
             let roots_left = roots
                 .iter()
@@ -465,37 +470,45 @@ fn adding_a_key_stopped_at_any_write_leaves_no_secret_unlisted() {
     assert!(stopped >= 2, "too few writes to stop at ({stopped})");
 }
 
-/// A creation that claimed the name and stopped before the directory record: the next
-/// lookup of the name writes the record (the account was complete before the claim).
+/// A creation that claimed the name and has not written its directory record yet (under
+/// way in another process): a lookup of the name meanwhile writes the record (the account
+/// was complete before the claim). (One stopped there by a crash is finished by the next
+/// open: see `creating_a_user_stopped_at_any_write_leaves_a_usable_name`.)
 #[test]
 fn a_claimed_name_without_its_record_is_finished_by_the_next_lookup() {
-    for lookup in ["login", "create", "list after login"] {
-        // Stop at the record's write: the last write of a creation.
-        let mut fail_at = 0;
-        let storage = loop {
-            let (storage, _, done) =
-                stop_during(|_| {}, |inst| inst.create_user("erin", None), fail_at, true);
-            assert!(!done, "the creation finished before its record was stopped");
-            let inst = Instance::open(storage.clone()).unwrap();
-            if storage.meta_get("username/erin").unwrap().is_some()
-                && inst.list_users().unwrap().is_empty()
-            {
-                break storage;
+    for lookup in ["login", "create"] {
+        let storage = Arc::new(MemoryBackend::new());
+        let watched = Instrumented::new(storage.clone());
+        let creator = Instance::open(watched.clone()).unwrap();
+        let other = Arc::new(Instance::open(storage.clone()).unwrap());
+        let looked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (claimed, seen) = (storage.clone(), looked.clone());
+        let looking = other.clone();
+        // Before the creation's first write after its claim (its directory record).
+        watched.before_writes(64, move || {
+            if claimed.meta_get("username/erin").unwrap().is_none() || seen.swap(true, SeqCst) {
+                return;
             }
-            fail_at += 1;
-        };
-        let inst = Instance::open(storage).unwrap();
-        match lookup {
-            "create" => assert!(matches!(
-                inst.create_user("erin", None),
-                Err(Error::AlreadyExists(_))
-            )),
-            _ => drop(inst.login("erin", None).unwrap()),
+            assert_eq!(looking.list_users().unwrap(), Vec::<String>::new());
+            match lookup {
+                "create" => assert!(matches!(
+                    looking.create_user("erin", None),
+                    Err(Error::AlreadyExists(_))
+                )),
+                _ => drop(looking.login("erin", None).unwrap()),
+            }
+        });
+        creator.create_user("erin", None).unwrap();
+        assert!(
+            looked.load(SeqCst),
+            "{lookup}: never looked up between claim and record"
+        );
+        for inst in [&creator, &*other] {
+            assert_eq!(inst.list_users().unwrap(), ["erin"], "{lookup}");
+            // The first user created is the admin, finished by whoever finished it.
+            let erin = inst.login("erin", None).unwrap();
+            assert!(erin.admin_list_users().unwrap()[0].admin, "{lookup}");
         }
-        assert_eq!(inst.list_users().unwrap(), ["erin"], "{lookup}");
-        // The first user created is the admin, finished by whoever finished it.
-        let erin = inst.login("erin", None).unwrap();
-        assert!(erin.admin_list_users().unwrap()[0].admin, "{lookup}");
     }
 }
 
