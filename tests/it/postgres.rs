@@ -491,3 +491,122 @@ fn stored_tips_naming_an_entry_twice_are_corrupt() {
         other => panic!("copied tips gave {other:?}"),
     }
 }
+
+/// mnemo's tables changed outside mnemo in ways that would decide what becomes of its reads
+/// and writes are refused when the backend connects, as a SQLite file's are: before, a
+/// trigger copying the secrets table elsewhere ran on every commit, and a copy of a table
+/// put ahead in `search_path` received new accounts' secrets.
+#[test]
+fn tables_changed_outside_mnemo_are_refused_at_connect() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    drop(open_user(&url));
+    let changes = [
+        (
+            "CREATE FUNCTION copy() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RETURN NEW; END $$; \
+             CREATE TRIGGER copy BEFORE INSERT ON mnemo_secrets \
+             FOR EACH ROW EXECUTE FUNCTION copy();",
+            "DROP TRIGGER copy ON mnemo_secrets; DROP FUNCTION copy();",
+            "a trigger copy on mnemo_secrets",
+        ),
+        (
+            "CREATE RULE keep AS ON DELETE TO mnemo_cells DO INSTEAD NOTHING;",
+            "DROP RULE keep ON mnemo_cells;",
+            "a rule keep on mnemo_cells",
+        ),
+        (
+            "ALTER TABLE mnemo_entries ENABLE ROW LEVEL SECURITY;",
+            "ALTER TABLE mnemo_entries DISABLE ROW LEVEL SECURITY;",
+            "row-level security on mnemo_entries",
+        ),
+        (
+            "CREATE SCHEMA ahead; \
+             CREATE TABLE ahead.mnemo_secrets (LIKE public.mnemo_secrets INCLUDING ALL); \
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = ahead, public', \
+             current_database()); END $$;",
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET search_path', \
+             current_database()); END $$; DROP SCHEMA ahead CASCADE;",
+            "mnemo_secrets, in schema ahead apart from mnemo_schema",
+        ),
+    ];
+    let mut admin = admin(&url);
+    for (change, undo, named) in changes {
+        admin.batch_execute(change).unwrap();
+        match mnemo::backend::open(&url) {
+            Err(Error::Corrupt(message)) => assert!(
+                message.contains(named) && message.contains("outside mnemo"),
+                "{named}: {message}"
+            ),
+            Err(e) => panic!("{named}: refused with {e:?}, not as corrupt"),
+            Ok(_) => panic!("{named}: opened"),
+        }
+        admin.batch_execute(undo).unwrap();
+        mnemo::backend::open(&url).unwrap_or_else(|e| panic!("after undoing {named}: {e}"));
+    }
+}
+
+/// A connection made after the backend connected (one the server ended, replaced) finds
+/// changes made meanwhile, and looks for mnemo's tables only in the schema that held them
+/// at connect: a copy of one put ahead in `search_path` later is never written to.
+#[test]
+fn a_later_connection_finds_changes_and_keeps_to_mnemos_schema() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    let mut admin = admin(&url);
+    admin
+        .batch_execute(
+            "CREATE SCHEMA ahead; \
+             CREATE TABLE ahead.mnemo_secrets (LIKE public.mnemo_secrets INCLUDING ALL); \
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = ahead, public', \
+             current_database()); END $$; \
+             CREATE FUNCTION copy() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RETURN NEW; END $$; \
+             CREATE TRIGGER copy BEFORE INSERT ON mnemo_cells \
+             FOR EACH ROW EXECUTE FUNCTION copy();",
+        )
+        .unwrap();
+    let mut others = |what: &str| -> i64 {
+        let query = format!(
+            "SELECT {what} FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        );
+        admin.query_one(&query, &[]).unwrap().get(0)
+    };
+    others("count(pg_terminate_backend(pid))");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while others("count(*)") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The first call may meet the ended connection; the next ones make a new one.
+    let refused = (0..3).find_map(|_| match db.set("s", "k", "2") {
+        Err(Error::Corrupt(message)) => Some(message),
+        _ => None,
+    });
+    let refused = refused.expect("a new connection did not find the trigger");
+    assert!(
+        refused.contains("a trigger copy on mnemo_cells"),
+        "{refused}"
+    );
+    let mut admin = self::admin(&url);
+    admin
+        .batch_execute("DROP TRIGGER copy ON mnemo_cells; DROP FUNCTION copy();")
+        .unwrap();
+    db.set("s", "k", "2").unwrap();
+    inst.create_user("bob", Some("pw")).unwrap();
+    inst.login("bob", Some("pw")).unwrap();
+    let copied: i64 = admin
+        .query_one("SELECT count(*) FROM ahead.mnemo_secrets", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        copied, 0,
+        "secrets were written to the copy ahead in the path"
+    );
+}

@@ -140,6 +140,8 @@ const ADVANCE_HEAD: &str = "INSERT INTO mnemo_heads AS h (db, shape, version) \
 pub struct PostgresBackend {
     pool: Pool<Connection>,
     url: PostgresUrl,
+    /// The schema holding mnemo's tables, the only one each connection looks them up in.
+    schema: String,
     /// Databases whose document writes other processes' writes overtake.
     overtaken: Overtaken,
 }
@@ -219,10 +221,20 @@ impl PostgresBackend {
     pub fn connect_to(url: &PostgresUrl) -> Result<PostgresBackend> {
         let mut client = open_client(url)?;
         check_or_create_schema(&mut client)?;
+        let schema: String = client
+            .query_one(
+                "SELECT relnamespace::regnamespace::text FROM pg_class \
+                 WHERE oid = to_regclass('mnemo_schema')",
+                &[],
+            )
+            .map_err(pg_error)?
+            .col(0)?;
+        look_only_in(&mut client, &schema)?;
         let conn = Connection::prepare(client).map_err(pg_error)?;
         Ok(PostgresBackend {
             pool: Pool::new(conn, url.max_connections(), url.idle_timeout()),
             url: url.clone(),
+            schema,
             overtaken: Overtaken::default(),
         })
     }
@@ -231,7 +243,12 @@ impl PostgresBackend {
     /// new one, or one another thread gives back within the URL's `lock_timeout` (then
     /// [`Error::Busy`]).
     fn lock(&self) -> Result<Lent<'_, Connection>> {
-        let make = || Connection::prepare(open_client(&self.url)?).map_err(pg_error);
+        let make = || {
+            let mut client = open_client(&self.url)?;
+            look_only_in(&mut client, &self.schema)?;
+            check_unchanged(&mut client)?;
+            Connection::prepare(client).map_err(pg_error)
+        };
         let usable = |c: &mut Connection, idle: Duration| {
             // A connection idle a while is first given a moment to read what the server
             // sent meanwhile: a server that ended it (a restart, `idle_session_timeout`, an
@@ -296,7 +313,7 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
     let exists: bool = tx
         .query_one("SELECT to_regclass('mnemo_schema') IS NOT NULL", &[])
         .map_err(pg_error)?
-        .get(0);
+        .col(0)?;
     if !exists {
         tx.batch_execute(SCHEMA_V2).map_err(pg_error)?;
         tx.batch_execute("INSERT INTO mnemo_schema (version) VALUES (2);")
@@ -331,8 +348,71 @@ fn check_or_create_schema(client: &mut Client) -> Result<()> {
             "unknown mnemo schema version {version}"
         )));
     }
+    check_unchanged(&mut tx)?;
     tx.commit().map_err(pg_error)
 }
+
+/// Makes `client` look up tables in `schema` alone (`search_path`), the one that held
+/// mnemo's tables when the backend connected: a table of the same name put in a schema
+/// ahead of it later is not taken for mnemo's.
+fn look_only_in(client: &mut impl Statements, schema: &str) -> Result<()> {
+    client
+        .query_one(
+            "SELECT set_config('search_path', quote_ident($1), false)",
+            &[&schema],
+        )
+        .map(drop)
+        .map_err(pg_error)
+}
+
+/// [`Error::Corrupt`] naming the first change [`CHANGED_OUTSIDE_MNEMO`] finds.
+fn check_unchanged(client: &mut impl Statements) -> Result<()> {
+    let Some(change) = client
+        .query_opt(CHANGED_OUTSIDE_MNEMO, &[&&TABLES[..]])
+        .map_err(pg_error)?
+    else {
+        return Ok(());
+    };
+    let what: String = change.col(0)?;
+    Err(Error::Corrupt(format!(
+        "postgres: mnemo's tables were changed outside mnemo ({}); they are not used",
+        shown_cut(&what, 256)
+    )))
+}
+
+/// mnemo's tables.
+const TABLES: [&str; 10] = [
+    "mnemo_schema",
+    "mnemo_entries",
+    "mnemo_tips",
+    "mnemo_log",
+    "mnemo_cells",
+    "mnemo_stores",
+    "mnemo_discarded",
+    "mnemo_meta",
+    "mnemo_secrets",
+    "mnemo_heads",
+];
+
+/// The first change made outside mnemo to its tables (`$1`, as the connection's
+/// `search_path` finds them) that would decide what becomes of its reads and writes: a
+/// trigger or a rule on one (SQL of someone else's, run with mnemo's rights as it writes),
+/// row-level security (rows hidden from mnemo), one that is not a plain table (a view), or
+/// one found in another schema than `mnemo_schema` (a copy put ahead of it in the path).
+const CHANGED_OUTSIDE_MNEMO: &str = "\
+WITH mine AS (SELECT to_regclass(name) AS id FROM unnest($1::text[]) AS name), \
+tables AS (SELECT c.* FROM pg_class c JOIN mine ON c.oid = mine.id) \
+SELECT format('a trigger %I on %I', t.tgname, c.relname) FROM pg_trigger t \
+    JOIN tables c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
+UNION ALL SELECT format('a rule %I on %I', r.rulename, c.relname) FROM pg_rewrite r \
+    JOIN tables c ON c.oid = r.ev_class WHERE r.rulename <> '_RETURN' \
+UNION ALL SELECT format('row-level security on %I', relname) FROM tables WHERE relrowsecurity \
+UNION ALL SELECT format('%I, which is not a table', relname) FROM tables WHERE relkind <> 'r' \
+UNION ALL SELECT format('%I, in schema %I apart from mnemo_schema', c.relname, n.nspname) \
+    FROM tables c JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE c.relnamespace <> (SELECT relnamespace FROM pg_class \
+        WHERE oid = to_regclass('mnemo_schema')) \
+LIMIT 1";
 
 impl Connection {
     /// `client` with every statement the backend runs prepared, all sent at once (one round
