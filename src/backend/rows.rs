@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::backend::{Cell, EntryMeta};
-use crate::entry::{EntryId, MAX_ENTRY_BYTES};
+use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 /// The check of a row made of `parts` (each length-prefixed, so parts cannot run together).
@@ -80,17 +80,6 @@ pub fn cell_check(db: &EntryId, store: &str, key: &str, cell: &Cell) -> Vec<u8> 
         &[present],
         value,
     ])
-}
-
-/// Fails with [`Error::Corrupt`] if a stored value is larger than the entry that wrote it
-/// could be: no entry mnemo accepts holds it.
-pub fn check_value_size(value: Option<&str>) -> Result<()> {
-    if value.is_some_and(|v| v.len() > MAX_ENTRY_BYTES) {
-        return Err(Error::Corrupt(
-            "a stored value is larger than any entry".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// The check of a tip row.

@@ -916,7 +916,6 @@ fn checked_cell(db: &EntryId, store: &str, key: &str, row: &Row) -> Result<Cell>
         entry: rows::id_of(row.col::<&[u8]>(1)?)?,
         value: row.col(2)?,
     };
-    rows::check_value_size(cell.value.as_deref())?;
     if rows::cell_check(db, store, key, &cell) != row.col::<&[u8]>(3)? {
         return Err(Error::Corrupt(
             "a stored value fails its integrity check".into(),

@@ -33,7 +33,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rusqlite::limits::Limit;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::range::KeyRange;
@@ -110,14 +109,8 @@ fn connect(path: &Path) -> Result<Connection> {
     Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::name()?).map_err(sql_error)
 }
 
-/// The largest row SQLite hands back: an entry's (at most [`MAX_ENTRY_BYTES`]) with room for
-/// what is stored beside it. A larger row is not mnemo's (a changed file): reading it fails
-/// [`Error::Corrupt`] before it is in memory, rather than taking its size.
-const MAX_ROW_BYTES: i32 = (MAX_ENTRY_BYTES + (1 << 20)) as i32;
-
 /// Settings of every connection (the writer and the readers): a schema not trusted
-/// ([`guard::distrust_schema`]), rows no larger than [`MAX_ROW_BYTES`], and statements kept
-/// prepared: the statement cache above,
+/// ([`guard::distrust_schema`]), and statements kept prepared: the statement cache above,
 /// and SQLite's query planner stability guarantee. Without it, a statement whose plan
 /// could depend on a bound value (an equality on a parameter together with ORDER BY or
 /// max(), as in "the newest log row of this database") is parsed and planned again on
@@ -125,8 +118,6 @@ const MAX_ROW_BYTES: i32 = (MAX_ENTRY_BYTES + (1 << 20)) as i32;
 /// so no plan would have been better for a value.
 fn tune(conn: &Connection) -> Result<()> {
     guard::distrust_schema(conn)?;
-    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_ROW_BYTES)
-        .map_err(sql_error)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -242,9 +233,8 @@ pub struct SqliteBackend {
 /// meanwhile) before it is left to the next scrubbed change.
 const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Maps SQLite's errors: damaged files, rows larger than mnemo writes and values of
-/// another type than it writes (tables changed outside mnemo) are [`Error::Corrupt`], the
-/// rest [`Error::Storage`].
+/// Maps SQLite's errors: damaged files and values of another type than mnemo writes (tables
+/// changed outside mnemo) are [`Error::Corrupt`], the rest [`Error::Storage`].
 fn sql_error(e: rusqlite::Error) -> Error {
     let not_written_by_mnemo = matches!(
         e,
@@ -256,9 +246,6 @@ fn sql_error(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             Error::Corrupt(format!("sqlite: {e}"))
         }
-        Some(ErrorCode::TooBig) => Error::Corrupt(format!(
-            "sqlite: a stored row is larger than mnemo writes ({e})"
-        )),
         _ if not_written_by_mnemo => Error::Corrupt(format!(
             "sqlite: a stored value is not of the type mnemo writes ({e})"
         )),
@@ -1275,7 +1262,6 @@ fn checked_cell(
         entry: rows::id_of(&entry)?,
         value,
     };
-    rows::check_value_size(cell.value.as_deref())?;
     if rows::cell_check(db, store, key, &cell) != chk {
         return Err(Error::Corrupt(
             "a stored value fails its integrity check".into(),
@@ -1287,16 +1273,21 @@ fn checked_cell(
 impl SqliteBackend {
     fn entry_row(&self, id: &EntryId) -> Result<Option<(EntryMeta, Vec<u8>)>> {
         let conn = self.reader()?;
+        // The bytes are read only if no larger than an entry can be (their length is known
+        // without reading them): a larger blob is not mnemo's, and is not taken into memory.
         let row = conn
-            .prepare_cached("SELECT db, height, visible, changes_settings, bytes, chk FROM entries WHERE id = ?1")
+            .prepare_cached(
+                "SELECT db, height, visible, changes_settings, \
+                 CASE WHEN length(bytes) <= ?2 THEN bytes END, chk FROM entries WHERE id = ?1",
+            )
             .and_then(|mut s| {
-                s.query_row(params![id.as_bytes()], |r| {
+                s.query_row(params![id.as_bytes(), MAX_ENTRY_BYTES as i64], |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get::<_, i64>(1)?,
                         r.get::<_, Vec<u8>>(2)?,
                         r.get::<_, bool>(3)?,
-                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
                         r.get::<_, Vec<u8>>(5)?,
                     ))
                 })
@@ -1306,6 +1297,11 @@ impl SqliteBackend {
         let Some((db, height, visible, changes_settings, bytes, chk)) = row else {
             return Ok(None);
         };
+        let bytes = bytes.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "stored entry {id} is larger than {MAX_ENTRY_BYTES} bytes"
+            ))
+        })?;
         let meta = EntryMeta {
             db: rows::id_of(&db)?,
             height: rows::height_of(height)?,
