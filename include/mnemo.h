@@ -269,9 +269,9 @@ extern "C" {
  * TLS that the sslmode requires, or presents a certificate the sslmode refuses),
  * MNEMO_STATUS_CORRUPT (the file is damaged or not a database, or its schema was changed
  * outside mnemo: a trigger, view, index or table added, or a table made again with other
- * columns, keys or collations; in PostgreSQL, a trigger, rule or row-level security on
- * mnemo's tables, one of them replaced by a view or found in another schema than the
- * others; the message names it). No message repeats a
+ * columns, keys or collations; in PostgreSQL, a trigger or rule on mnemo's tables,
+ * row-level security that applies to its role, one of them replaced by a view or found in
+ * another schema than the others; the message names it). No message repeats a
  * PostgreSQL URL or its password. Thread-safe.
  * (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
  * returns MNEMO_STATUS_INTERNAL.)

@@ -223,8 +223,8 @@ impl PostgresBackend {
         check_or_create_schema(&mut client)?;
         let schema: String = client
             .query_one(
-                "SELECT relnamespace::regnamespace::text FROM pg_class \
-                 WHERE oid = to_regclass('mnemo_schema')",
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n \
+                 ON n.oid = c.relnamespace WHERE c.oid = to_regclass('mnemo_schema')",
                 &[],
             )
             .map_err(pg_error)?
@@ -397,7 +397,8 @@ const TABLES: [&str; 10] = [
 /// The first change made outside mnemo to its tables (`$1`, as the connection's
 /// `search_path` finds them) that would decide what becomes of its reads and writes: a
 /// trigger or a rule on one (SQL of someone else's, run with mnemo's rights as it writes),
-/// row-level security (rows hidden from mnemo), one that is not a plain table (a view), or
+/// row-level security that applies to mnemo's role (rows hidden from it; an owner is not
+/// subject to it unless forced), one that is not a plain table (a view), or
 /// one found in another schema than `mnemo_schema` (a copy put ahead of it in the path).
 const CHANGED_OUTSIDE_MNEMO: &str = "\
 WITH mine AS (SELECT to_regclass(name) AS id FROM unnest($1::text[]) AS name), \
@@ -406,7 +407,8 @@ SELECT format('a trigger %I on %I', t.tgname, c.relname) FROM pg_trigger t \
     JOIN tables c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal \
 UNION ALL SELECT format('a rule %I on %I', r.rulename, c.relname) FROM pg_rewrite r \
     JOIN tables c ON c.oid = r.ev_class WHERE r.rulename <> '_RETURN' \
-UNION ALL SELECT format('row-level security on %I', relname) FROM tables WHERE relrowsecurity \
+UNION ALL SELECT format('row-level security on %I', relname) FROM tables \
+    WHERE row_security_active(oid) \
 UNION ALL SELECT format('%I, which is not a table', relname) FROM tables WHERE relkind <> 'r' \
 UNION ALL SELECT format('%I, in schema %I apart from mnemo_schema', c.relname, n.nspname) \
     FROM tables c JOIN pg_namespace n ON n.oid = c.relnamespace \
