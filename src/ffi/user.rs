@@ -411,9 +411,9 @@ pub unsafe extern "C" fn mnemo_user_admin_enable(
 /// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED
 /// (not the admin), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (a
 /// session of that user changed its account meanwhile: delete it again). Thread-safe.
-/// The user is gone from the deletion's first step: a deletion stopped part-way (an error,
-/// a crash) leaves no user that is listed or logs in; repeating it, or the next
-/// `mnemo_instance_open` of the storage, erases what it left.
+/// A deletion stopped part-way (an error, a crash) leaves the user either there, as before,
+/// or gone (not listed, no login, the name free): never in between. Repeating it, or, for a
+/// user gone, the next `mnemo_instance_open` of the storage, erases what it left.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_admin_delete(

@@ -251,6 +251,16 @@ impl Accounts {
             if earlier.id == claim.id {
                 return Ok(earlier);
             }
+            // `claim` was read before: the earlier holder is erased only while the name is
+            // still this claim's (not a newer holder's, whose record `earlier` may be).
+            if self
+                .claim_of(username)?
+                .is_none_or(|now| now.id != claim.id)
+            {
+                return Err(Error::Busy(format!(
+                    "the name '{username}' changed hands meanwhile; try again"
+                )));
+            }
             self.erase_account(&earlier.id, &earlier.db)?;
         }
         let backend = self.registry.backend();
@@ -436,11 +446,17 @@ impl Accounts {
         Ok(current)
     }
 
-    /// Finishes the deletions that stopped part-way (a crash, or an error), from their
-    /// [`DELETING`] records. One under way meanwhile is done twice, which does no harm.
+    /// Finishes the deletions that stopped part-way (a crash, or an error) after freeing the
+    /// name, from their [`DELETING`] records: one under way meanwhile is done twice, which
+    /// does no harm. One that stopped before freeing the name left the user there, and is
+    /// not finished: deleting that user again does it.
     pub fn finish_deletions(&self) -> Result<()> {
+        let backend = self.registry.backend();
         for (id, deletion) in DELETING.all(&self.directory)? {
-            self.remove(&deletion.username, &id, &deletion.db)?;
+            let claim = backend.meta_get(&username_claim(&deletion.username))?;
+            if !claim.is_some_and(|claim| claims(&claim, &id)) {
+                self.remove(&deletion.username, &id, &deletion.db)?;
+            }
         }
         Ok(())
     }
@@ -454,7 +470,8 @@ impl Accounts {
     /// deletion ([`DELETING`]), frees the name (the user is gone from then on:
     /// [`Accounts::record`]), erases the account (its secrets and private database), drops
     /// its directory record, then the deletion record. Stopped part-way (a crash, or an
-    /// error), it is finished by the next open of the storage, or by repeating it.
+    /// error) before the name was freed, it left the user there; after, it is finished by
+    /// the next open of the storage, or by repeating it.
     pub(super) fn remove(&self, username: &str, id: &str, db: &EntryId) -> Result<()> {
         let deletion = DeletionRecord {
             username: username.to_string(),

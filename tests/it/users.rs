@@ -652,6 +652,14 @@ fn a_user_whose_deletion_stopped_is_there_or_gone() {
             matches!(inst.login("dave", Some("no")), Err(Error::AuthFailed)),
             "{what}"
         );
+        // The next open finishes a deletion that freed the name, and only such a one: a user
+        // still there stays (before, an open erased him after any stopped deletion).
+        let reopened = Instance::open(storage.clone()).unwrap();
+        let still = reopened.list_users().unwrap().contains(&"dave".to_string());
+        assert_eq!(
+            still, listed,
+            "{what}: the next open changed whether dave is there"
+        );
         // Repeated, the deletion ends it, or finds nothing left to delete.
         match admin.admin_delete_user("dave") {
             Ok(()) | Err(Error::NotFound(_)) => {}
