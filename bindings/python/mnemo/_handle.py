@@ -90,10 +90,12 @@ class Handle:
         # then loans counted), so either close() sees this loan and waits for it, or this
         # call sees the pointer gone. That needs each step to be atomic and all of them
         # seen in one order by every thread: true under the GIL; without it, LOCKED_LOANS.
-        # The loan is made by ``+=`` rather than a call of ``append``: the interpreter runs
-        # signal handlers after calls, never after ``+=``, so none runs between the loan
-        # and the caller's ``try`` (with append(), 3% of Ctrl-Cs in a loop of gets left
-        # their loan behind).
+        # The loan is made by ``+=`` rather than a call of ``append``: from Python 3.11 the
+        # interpreter runs signal handlers after calls (not after returning from one, nor
+        # after ``+=``), so none runs between the loan and the caller's ``try`` (with
+        # append(), 3% of Ctrl-Cs in a loop of gets left their loan behind). Python 3.9 and
+        # 3.10 look for them after more steps: there a loan can still be left, and close()
+        # does not wait for ever for it (see close).
         loans = self._loans
         loans += _ONE_LOAN
         ptr = self._ptr
