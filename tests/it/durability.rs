@@ -10,7 +10,7 @@ use mnemo::backend::{Backend, Cell, MemoryBackend, SqliteBackend, StateWrite};
 use mnemo::entry::{Entry, EntryId};
 use mnemo::{Database, Error, Instance, User};
 
-use crate::support::{postgres_storage, Rng, TempDir};
+use crate::support::{end_other_connections, postgres_storage, Rng, TempDir};
 
 /// Runs this test binary again as a child doing `role` (see [`child_process`]).
 pub(crate) fn spawn_child(role: &str) -> std::process::Child {
@@ -512,20 +512,7 @@ fn a_connection_the_server_ended_while_idle_is_made_again_for_the_next_call() {
     let (_inst, _user, db) = open_user(&url);
     db.set("s", "before", "1").unwrap();
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    // `what` of the other connections to this database.
-    let mut others = |what: &str| -> i64 {
-        let query = format!(
-            "SELECT {what} FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        );
-        admin.query_one(&query, &[]).unwrap().get(0)
-    };
-    assert_eq!(others("count(pg_terminate_backend(pid))"), 1);
-    // Termination is a signal: wait until the server process is gone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while others("count(*)") > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert_eq!(end_other_connections(&mut admin), 1);
     // Idle long enough to be checked before it is used.
     std::thread::sleep(Duration::from_millis(5100));
     assert_eq!(db.get("s", "before").unwrap(), "1");

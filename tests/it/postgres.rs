@@ -11,7 +11,7 @@ use mnemo::{Database, Error, Instance};
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
 use crate::processes::TwoProcesses;
-use crate::support::postgres_storage;
+use crate::support::{end_other_connections, postgres_storage};
 
 /// A connection to the test database of `url`, beside mnemo's.
 fn admin(url: &str) -> postgres::Client {
@@ -567,18 +567,7 @@ fn a_later_connection_finds_changes_and_keeps_to_mnemos_schema() {
              FOR EACH ROW EXECUTE FUNCTION copy();",
         )
         .unwrap();
-    let mut others = |what: &str| -> i64 {
-        let query = format!(
-            "SELECT {what} FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        );
-        admin.query_one(&query, &[]).unwrap().get(0)
-    };
-    others("count(pg_terminate_backend(pid))");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while others("count(*)") > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    end_other_connections(&mut admin);
     // The first call may meet the ended connection; the next ones make a new one.
     let refused = (0..3).find_map(|_| match db.set("s", "k", "2") {
         Err(Error::Corrupt(message)) => Some(message),

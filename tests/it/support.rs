@@ -647,3 +647,22 @@ impl Backend for Instrumented {
         self.write(|| self.inner.forget_database(db, decided_at))
     }
 }
+
+/// Ends every other connection to `admin`'s database (mnemo's, say), as a server restart or
+/// an administrator would, and waits until their server processes are gone (termination is
+/// a signal), at most 10 s. Returns how many there were.
+pub fn end_other_connections(admin: &mut postgres::Client) -> i64 {
+    let mut others = |what: &str| -> i64 {
+        let query = format!(
+            "SELECT {what} FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        );
+        admin.query_one(&query, &[]).unwrap().get(0)
+    };
+    let ended = others("count(pg_terminate_backend(pid))");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while others("count(*)") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ended
+}
