@@ -447,7 +447,7 @@ impl Accounts {
     }
 
     /// Finishes the deletions that stopped part-way (a crash, or an error) after freeing the
-    /// name, from their [`DELETING`] records: one under way meanwhile is done twice, which
+    /// name, from their deletion records: one under way meanwhile is done twice, which
     /// does no harm. One that stopped before freeing the name left the user there, and is
     /// not finished: deleting that user again does it.
     pub fn finish_deletions(&self) -> Result<()> {
