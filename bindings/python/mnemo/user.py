@@ -253,7 +253,8 @@ class User:
         any unknown user) and its name can be created again, as a new account; its sealed
         keys and private records are erased, while its databases stay. Raises as
         :meth:`disable_user`, or Busy if a session of that user changed its account
-        meanwhile (delete it again).
+        meanwhile (delete it again). A deletion stopped part-way (an error, a crash) leaves
+        the user either there or gone, never in between.
         """
         self._admin(lib.mnemo_user_admin_delete, username)
 
