@@ -435,15 +435,22 @@ impl Accounts {
     /// Every user's record, sorted by username (not those a deletion is removing: see
     /// [`Accounts::record`]).
     pub(super) fn records(&self) -> Result<Vec<(String, UserRecord)>> {
-        let backend = self.registry.backend();
         let mut current = Vec::new();
         for (username, record) in USERS.all(&self.directory)? {
-            let claim = backend.meta_get(&username_claim(&username))?;
-            if claim.is_some_and(|claim| claims(&claim, &record.id)) {
+            if self.claimed_by(&username, &record.id)? {
                 current.push((username, record));
             }
         }
         Ok(current)
+    }
+
+    /// Whether the stored claim on `username` names account `id` (the account is the user).
+    fn claimed_by(&self, username: &str, id: &str) -> Result<bool> {
+        let claim = self
+            .registry
+            .backend()
+            .meta_get(&username_claim(username))?;
+        Ok(claim.is_some_and(|claim| claims(&claim, id)))
     }
 
     /// Finishes the deletions that stopped part-way (a crash, or an error) after freeing the
@@ -451,10 +458,8 @@ impl Accounts {
     /// does no harm. One that stopped before freeing the name left the user there, and is
     /// not finished: deleting that user again does it.
     pub fn finish_deletions(&self) -> Result<()> {
-        let backend = self.registry.backend();
         for (id, deletion) in DELETING.all(&self.directory)? {
-            let claim = backend.meta_get(&username_claim(&deletion.username))?;
-            if !claim.is_some_and(|claim| claims(&claim, &id)) {
+            if !self.claimed_by(&deletion.username, &id)? {
                 self.remove(&deletion.username, &id, &deletion.db)?;
             }
         }
@@ -478,13 +483,11 @@ impl Accounts {
             db: *db,
         };
         DELETING.put(&self.directory, id, &deletion)?;
-        let backend = self.registry.backend();
         // A claim naming another account is a new holder's, whose creation is under way.
-        if backend
-            .meta_get(&username_claim(username))?
-            .is_some_and(|claim| claims(&claim, id))
-        {
-            backend.meta_delete(&username_claim(username))?;
+        if self.claimed_by(username, id)? {
+            self.registry
+                .backend()
+                .meta_delete(&username_claim(username))?;
         }
         self.erase_account(id, db)?;
         if USERS
