@@ -138,8 +138,14 @@ impl Client {
     /// Lets the connection read what the server sent while nothing called it (a server
     /// ending the session says so), waiting `wait`.
     pub(super) fn settle(&mut self, wait: Duration) {
-        self.runtime
-            .block_on(async { tokio::time::sleep(wait).await });
+        self.runtime.block_on(async {
+            tokio::time::sleep(wait).await;
+            // The wait's end and the socket's news may come in one wake-up, and the runtime
+            // resumes this future before the tasks it woke: yielding once lets the
+            // connection's task read the news first (on a loaded machine, it otherwise
+            // missed it).
+            tokio::task::yield_now().await;
+        });
     }
 
     /// Prepares each of `sqls`, all sent at once: one round trip to the server, not one each.
