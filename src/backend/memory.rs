@@ -386,8 +386,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    fn meta_delete(&self, key: &str) -> Result<bool> {
-        Ok(self.write()?.meta.remove(key).is_some())
+    fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool> {
+        let mut inner = self.write()?;
+        let held = inner.meta.get(key).map(Vec::as_slice);
+        if held.is_none() || only_if.is_some_and(|expected| held != Some(expected)) {
+            return Ok(false);
+        }
+        Ok(inner.meta.remove(key).is_some())
     }
 
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -333,8 +333,10 @@ pub trait Backend: Send + Sync {
     /// Writes `value` under `key`, replacing what was there (on its own: not part of a
     /// write turn).
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<()>;
-    /// Removes `key`; returns whether it was there.
-    fn meta_delete(&self, key: &str) -> Result<bool>;
+    /// Removes `key`: whatever it holds when `only_if` is `None`, else only if it holds
+    /// exactly `only_if` (so a decision made on a value read earlier cannot remove one
+    /// written since). Returns whether it removed it.
+    fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool>;
     /// Reads a secret (sealed key material).
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a secret: unconditionally when `replacing` is `None`, else only if the stored

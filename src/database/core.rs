@@ -330,7 +330,8 @@ impl DatabaseCore {
         let undone = self.recompute().and_then(|()| {
             self.settings.clear();
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
-            self.backend.meta_delete(&undo_pending_record(&self.id))
+            self.backend
+                .meta_delete(&undo_pending_record(&self.id), None)
         });
         if undone.is_ok() {
             self.undo.store(UNDO_NONE, Ordering::Release);
@@ -472,7 +473,8 @@ impl DatabaseCore {
             self.forgotten.store(false, Ordering::Release);
             return removed;
         }
-        self.backend.meta_delete(&undo_pending_record(&self.id))?;
+        self.backend
+            .meta_delete(&undo_pending_record(&self.id), None)?;
         Ok(true)
     }
 

@@ -64,6 +64,15 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         db.delete(self.store, key)
     }
 
+    /// Deletes the record under `key` as one commit, if there is one (another writer may
+    /// have deleted it since it was read).
+    pub fn delete_if_any(&self, db: &Database, key: &str) -> Result<()> {
+        match db.delete(self.store, key) {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     fn encode(&self, record: &T) -> Result<String> {
         serde_json::to_string(record)
             .map_err(|e| Error::Internal(format!("cannot encode a {}: {e}", self.what)))
@@ -103,6 +112,13 @@ mod tests {
         );
         NOTES.delete(&db, "b").unwrap();
         assert_eq!(NOTES.get(&db, "b").unwrap(), None);
+        assert!(matches!(
+            NOTES.delete(&db, "b"),
+            Err(crate::Error::NotFound(_))
+        ));
+        NOTES.delete_if_any(&db, "b").unwrap();
+        NOTES.delete_if_any(&db, "a").unwrap();
+        assert_eq!(NOTES.get(&db, "a").unwrap(), None);
 
         // A stored value of another shape is corrupt, not a wrong value.
         db.set("notes", "c", "\"text\"").unwrap();

@@ -173,7 +173,7 @@ impl SyncState {
                 for direction in [Direction::Pull, Direction::Push] {
                     self.db
                         .backend()
-                        .meta_delete(&cursor_record(&peer, db, direction))?;
+                        .meta_delete(&cursor_record(&peer, db, direction), None)?;
                 }
             }
             if WANTED.get(&self.db, &db.to_text())?.is_some() {

@@ -483,20 +483,22 @@ impl Accounts {
             db: *db,
         };
         DELETING.put(&self.directory, id, &deletion)?;
-        // A claim naming another account is a new holder's, whose creation is under way.
-        if self.claimed_by(username, id)? {
-            self.registry
-                .backend()
-                .meta_delete(&username_claim(username))?;
+        // A claim naming another account is a new holder's, whose creation is under way; so
+        // is one written since it was read here, which the backend does not delete.
+        let backend = self.registry.backend();
+        let key = username_claim(username);
+        if let Some(claim) = backend.meta_get(&key)?.filter(|claim| claims(claim, id)) {
+            backend.meta_delete(&key, Some(&claim))?;
         }
         self.erase_account(id, db)?;
+        // Another deletion of this account may have ended meanwhile.
         if USERS
             .get(&self.directory, username)?
             .is_some_and(|r| r.id == id)
         {
-            USERS.delete(&self.directory, username)?;
+            USERS.delete_if_any(&self.directory, username)?;
         }
-        DELETING.delete(&self.directory, id).map(drop)
+        DELETING.delete_if_any(&self.directory, id)
     }
 
     /// Records in the catalog that user `owner` created database `db` named `name`.

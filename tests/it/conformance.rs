@@ -399,9 +399,15 @@ fn metadata_records_are_inserted_once_replaced_and_kept_across_reopening() {
             b"four",
             "{name}"
         );
-        assert!(backend.meta_delete("m").unwrap(), "{name}");
-        assert!(!backend.meta_delete("m").unwrap(), "{name}");
+        // Deleted only if it holds what the deleter expects.
+        assert!(!backend.meta_delete("m", Some(b"one")).unwrap(), "{name}");
+        assert_eq!(backend.meta_get("m").unwrap().unwrap(), b"three", "{name}");
+        assert!(backend.meta_delete("m", Some(b"three")).unwrap(), "{name}");
+        assert!(!backend.meta_delete("m", Some(b"three")).unwrap(), "{name}");
         assert_eq!(backend.meta_get("m").unwrap(), None, "{name}");
+        assert!(backend.meta_delete("fresh", None).unwrap(), "{name}");
+        assert!(!backend.meta_delete("fresh", None).unwrap(), "{name}");
+        assert_eq!(backend.meta_get("fresh").unwrap(), None, "{name}");
     }
 }
 

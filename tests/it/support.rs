@@ -279,6 +279,9 @@ pub struct Instrumented {
     before_write: Mutex<(usize, Option<Hook>)>,
     /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
     before_forget: Mutex<Option<Hook>>,
+    /// Run once before the next metadata record is deleted
+    /// ([`Instrumented::before_meta_delete`]).
+    before_meta_delete: Mutex<Option<Hook>>,
     /// Holds sync handlers' entry lookups together (see [`Instrumented::gather_sync_lookups`]).
     gathering: Gathering,
     /// The root entries stored (the databases created) through this backend.
@@ -361,6 +364,7 @@ impl Instrumented {
             fail_reads_after_put: AtomicBool::new(false),
             before_write: Mutex::default(),
             before_forget: Mutex::default(),
+            before_meta_delete: Mutex::default(),
             gathering: Gathering::default(),
             roots: Mutex::default(),
             secrets: Mutex::default(),
@@ -424,10 +428,13 @@ impl Instrumented {
     }
 
     fn run_before_forget(&self) {
-        let hook = self.before_forget.lock().unwrap().take();
-        if let Some(mut work) = hook {
-            work();
-        }
+        run_once(&self.before_forget);
+    }
+
+    /// Runs `work` once, just before the next metadata record is deleted (after its deleter
+    /// read what made it decide to): another process's change landing in between.
+    pub fn before_meta_delete(&self, work: impl FnMut() + Send + 'static) {
+        *self.before_meta_delete.lock().unwrap() = Some(Box::new(work));
     }
 
     /// From now on, each entry lookup made on a sync engine's thread (a request handler) waits
@@ -493,6 +500,14 @@ impl Instrumented {
             .filter(|k| self.inner.secret_get(k).unwrap().is_some())
             .filter_map(|k| k.split('/').nth(1).map(str::to_string))
             .collect()
+    }
+}
+
+/// Takes the hook out of `slot` and runs it, if one was set.
+fn run_once(slot: &Mutex<Option<Hook>>) {
+    let hook = slot.lock().unwrap().take();
+    if let Some(mut work) = hook {
+        work();
     }
 }
 
@@ -620,8 +635,9 @@ impl Backend for Instrumented {
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
         self.write(|| self.inner.meta_put(key, value))
     }
-    fn meta_delete(&self, key: &str) -> Result<bool, Error> {
-        self.write(|| self.inner.meta_delete(key))
+    fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool, Error> {
+        run_once(&self.before_meta_delete);
+        self.write(|| self.inner.meta_delete(key, only_if))
     }
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.read(|| self.inner.secret_get(key))

@@ -11,7 +11,7 @@ use mnemo::crypto::KdfParams;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Error, Instance};
 
-use crate::support::{open_discarding_abandoned, Instrumented};
+use crate::support::{open_discarding_abandoned, storages, Instrumented};
 
 #[test]
 fn reopening_keeps_identity_accounts_and_databases() {
@@ -621,6 +621,39 @@ fn a_key_added_while_its_account_is_deleted_leaves_no_secret() {
         1,
         "a secret of dave's is left"
     );
+}
+
+/// A deletion frees the name only while it still names the deleted account: a name freed
+/// meanwhile by a deletion in another process and taken by a new user there keeps its new
+/// holder. Before, the name's claim was read and then deleted in two steps, and the new user
+/// lost it (no longer listed, every login AUTH_FAILED).
+#[test]
+fn a_deletion_never_frees_the_name_of_a_user_created_since() {
+    // Storages other processes can open.
+    for storage in storages().into_iter().filter(|s| s.url().is_some()) {
+        let name = storage.name();
+        let watched = Instrumented::new(storage.open());
+        let here = Instance::open(watched.clone()).unwrap();
+        here.create_user("admin", None).unwrap();
+        here.create_user("dave", Some("old")).unwrap();
+        let there = Arc::new(Instance::open(storage.open()).unwrap());
+        let elsewhere = there.clone();
+        // Just before this deletion frees the name, another process deletes dave too and
+        // creates a new dave.
+        watched.before_meta_delete(move || {
+            let admin = elsewhere.login("admin", None).unwrap();
+            admin.admin_delete_user("dave").unwrap();
+            elsewhere.create_user("dave", Some("new")).unwrap();
+        });
+        let admin = here.login("admin", None).unwrap();
+        admin.admin_delete_user("dave").unwrap();
+        for inst in [&here, &*there, &Instance::open(storage.open()).unwrap()] {
+            assert_eq!(inst.list_users().unwrap(), ["admin", "dave"], "{name}");
+            inst.login("dave", Some("new")).unwrap();
+            let old = inst.login("dave", Some("old"));
+            assert!(matches!(old, Err(Error::AuthFailed)), "{name}: {old:?}");
+        }
+    }
 }
 
 /// A deletion stopped by an error at any write leaves, on the running instance, a user who

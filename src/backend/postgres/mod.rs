@@ -480,7 +480,8 @@ impl Connection {
             "INSERT INTO mnemo_meta (key, value, chk) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, chk = excluded.chk",
         );
-        let delete_meta = p("DELETE FROM mnemo_meta WHERE key = $1");
+        let delete_meta =
+            p("DELETE FROM mnemo_meta WHERE key = $1 AND ($2::bytea IS NULL OR value = $2)");
         // Serialises stores per database across processes, so log positions are handed out
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))");
@@ -1271,11 +1272,11 @@ impl Backend for PostgresBackend {
         Ok(())
     }
 
-    fn meta_delete(&self, key: &str) -> Result<bool> {
+    fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool> {
         let mut c = self.lock()?;
         let c = &mut *c;
         Ok(c.client
-            .execute(&c.delete_meta, &[&key])
+            .execute(&c.delete_meta, &[&key, &only_if])
             .map_err(pg_error)?
             == 1)
     }

@@ -800,11 +800,11 @@ impl Backend for SqliteBackend {
         set_meta(&*self.writer()?, key, value)
     }
 
-    fn meta_delete(&self, key: &str) -> Result<bool> {
+    fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool> {
         let conn = self.writer()?;
         let n = conn
-            .prepare_cached("DELETE FROM meta WHERE key = ?1")
-            .and_then(|mut s| s.execute(params![key]))
+            .prepare_cached("DELETE FROM meta WHERE key = ?1 AND (?2 IS NULL OR value = ?2)")
+            .and_then(|mut s| s.execute(params![key, only_if]))
             .map_err(sql_error)?;
         Ok(n == 1)
     }
