@@ -19,7 +19,7 @@ use super::waiting::{Waiting, WaitingBudget};
 use super::SETTINGS_STORE;
 use crate::backend::{Backend, Cell, CellReads, EntryMeta, EntryWrite, Staged, Version};
 use crate::crypto::{KeyRing, PublicKey};
-use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
+use crate::entry::{Entry, EntryContent, EntryId, Op, Ops, MAX_PARENTS};
 use crate::error::{quoted, Error, Result};
 
 /// The most operations a commit plans and signs inside its write turn, holding the
@@ -1125,6 +1125,16 @@ impl DatabaseCore {
                 plan.meta.height
             )));
         }
+        let tips = self.tip_ids()?;
+        if tips.len() >= MAX_PARENTS && !tips.iter().any(|t| content.parents.contains(t)) {
+            // One more would leave more tips than the next commit may have parents.
+            return Err(Error::Busy(format!(
+                "database {} has {MAX_PARENTS} tips, the most it takes: entry {} would add one \
+                 (a commit here merges them)",
+                self.id,
+                entry.id()
+            )));
+        }
         let need = authority::needed(plan.meta.changes_settings);
         let discarded = self.discard_index()?.discards_arriving(
             &*self.backend,
@@ -1142,7 +1152,6 @@ impl DatabaseCore {
             }
             return Ok(Some(Outcome::Discarded));
         }
-        let tips = self.tip_ids()?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
         if plan.lowers.is_empty() || sees_everything {
             if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {

@@ -346,14 +346,23 @@ impl Exchange<'_> {
         match taken {
             Ok(received) => {
                 report.pulled += 1;
-                for (id, e) in &received.rejected {
-                    report.reject(id, e);
+                // Children it released that were refused: dropped for good, or (the
+                // database's tips at their bound, a storage failure) held back.
+                for (id, e) in received.rejected {
+                    self.note_refused(&id, e, report);
                 }
             }
-            Err(e) if lasts(Some(e.status())) => report.reject(&EntryId::of_bytes(bytes), &e),
-            Err(e) => {
-                self.held_back.borrow_mut().get_or_insert(e);
-            }
+            Err(e) => self.note_refused(&EntryId::of_bytes(bytes), e, report),
+        }
+    }
+
+    /// Notes entry `id` refused with `e`: dropped for good if the refusal [`lasts`], else
+    /// held back for the next round.
+    fn note_refused(&self, id: &EntryId, e: Error, report: &mut SyncReport) {
+        if lasts(Some(e.status())) {
+            report.reject(id, &e);
+        } else {
+            self.held_back.borrow_mut().get_or_insert(e);
         }
     }
 

@@ -440,3 +440,55 @@ fn subscribers_hear_local_commits_and_applied_foreign_entries() {
         .unwrap();
     assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
 }
+
+/// A writer's entries side by side (none on another's) make tips; a database takes at most
+/// `MAX_PARENTS` of them, so that the next commit, whose parents are every tip, can always
+/// be made. Before, a writer (or a relay of a revoked writer's entries) pushing 1,100 such
+/// entries left every later commit INVALID_ARGUMENT ("an entry has at most 1024 parents"),
+/// the revocation that would end it included, for good.
+#[test]
+fn a_database_takes_at_most_as_many_tips_as_an_entry_has_parents() {
+    use mnemo::entry::MAX_PARENTS;
+
+    let (inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    db.grant(&writer.public_key(), Permission::Write).unwrap();
+    let side_by_side: Vec<Entry> = (0..MAX_PARENTS + 20)
+        .map(|i| on_tips(&db, &writer, ops("s", &format!("k{i}"), "1")))
+        .collect();
+    for entry in &side_by_side[..MAX_PARENTS] {
+        assert_eq!(inst.receive_entry(entry.bytes()).unwrap().applied.len(), 1);
+    }
+    assert_eq!(db.tips().unwrap().len(), MAX_PARENTS);
+    let refused = inst.receive_entry(side_by_side[MAX_PARENTS].bytes());
+    assert!(matches!(refused, Err(Error::Busy(_))), "{refused:?}");
+    assert_eq!(db.tips().unwrap().len(), MAX_PARENTS);
+    // A commit merges them; the refused entry is taken when it comes again.
+    let merge = db.set("s", "owner", "1").unwrap();
+    assert_eq!(db.tips().unwrap(), vec![merge]);
+    for entry in &side_by_side[MAX_PARENTS..] {
+        inst.receive_entry(entry.bytes()).unwrap();
+    }
+    assert_eq!(db.tips().unwrap().len(), 21);
+    // Its revocation is made, and the revoked writer's entries it had not seen, discarded
+    // but stored, are held to the same bound.
+    let late: Vec<Entry> = (0..MAX_PARENTS)
+        .map(|i| on_tips(&db, &writer, ops("s", &format!("late{i}"), "1")))
+        .collect();
+    db.revoke(&writer.public_key()).unwrap();
+    let mut refused = 0;
+    for entry in &late {
+        match inst.receive_entry(entry.bytes()) {
+            Ok(r) => assert_eq!(r.discarded.len(), 1),
+            Err(Error::Busy(_)) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(refused, 1);
+    assert_eq!(db.tips().unwrap().len(), MAX_PARENTS);
+    db.set("s", "owner", "3").unwrap();
+    assert_eq!(db.get("s", "owner").unwrap(), "3");
+    assert!(matches!(db.get("s", "late0"), Err(Error::NotFound(_))));
+    db.verify().unwrap();
+}
