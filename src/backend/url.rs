@@ -22,11 +22,11 @@ pub enum BackendUrl {
 /// `postgres://…` (also `postgresql://…`; see [`PostgresUrl::parse`]).
 /// [`Error::InvalidArgument`] otherwise.
 pub fn parse(url: &str) -> Result<BackendUrl> {
-    let (scheme, rest) = url.split_once(':').ok_or_else(|| {
-        Error::invalid(format!(
-            "backend URL '{url}' has no scheme (memory:, sqlite:PATH, postgres://…)"
-        ))
-    })?;
+    // The URL is not repeated: a connection string of another form (libpq's
+    // `host=… password=…`) would put its password in the message.
+    let (scheme, rest) = url
+        .split_once(':')
+        .ok_or_else(|| Error::invalid(format!("a backend URL has a scheme: {FORMS}")))?;
     match scheme {
         "memory" if rest.is_empty() => Ok(BackendUrl::Memory),
         "memory" => Err(Error::invalid(
@@ -37,10 +37,26 @@ pub fn parse(url: &str) -> Result<BackendUrl> {
         }
         "sqlite" => Ok(BackendUrl::Sqlite(PathBuf::from(rest))),
         "postgres" | "postgresql" => Ok(BackendUrl::Postgres(PostgresUrl::parse(url)?)),
+        _ if looks_like_a_scheme(scheme) => Err(Error::invalid(format!(
+            "unknown backend scheme '{scheme}' (supported: {FORMS})"
+        ))),
         _ => Err(Error::invalid(format!(
-            "unknown backend scheme '{scheme}' (supported: memory:, sqlite:PATH, postgres://…)"
+            "a backend URL begins with its scheme: {FORMS}"
         ))),
     }
+}
+
+/// The backend URLs mnemo takes, for messages.
+const FORMS: &str = "memory:, sqlite:PATH, postgres://…";
+
+/// Whether `text` could be a URL scheme (a letter, then letters, digits, `+`, `-` or `.`,
+/// RFC 3986), short enough to name in a message: a mistyped one is worth showing, anything
+/// else before a colon (part of a password, say) is not.
+fn looks_like_a_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    text.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// Opens the backend a URL names (see [`parse`]).

@@ -49,6 +49,25 @@ def test_bad_backend_url(url: str) -> None:
     assert info.value.message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=db.example password=S3cretPw",
+        "host=db.example password=S3cretPw:5432",
+        "dbname=x password=S3cretPw sslmode=require",
+        "s" * 100_000 + ":rest",
+    ],
+)
+def test_a_bad_backend_url_is_not_repeated(url: str) -> None:
+    """A connection string of another form (libpq's key=value) has its password in it:
+    the message names the forms mnemo takes, not the string; nor what is before a colon
+    when no scheme could be that."""
+    with pytest.raises(mnemo.InvalidArgument) as info:
+        mnemo.Instance.open(url)
+    assert "S3cretPw" not in info.value.message
+    assert len(info.value.message) < 200
+
+
 def test_url_with_nul() -> None:
     with pytest.raises(mnemo.InvalidArgument, match="NUL"):
         mnemo.Instance.open("memory:\0")
