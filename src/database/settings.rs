@@ -52,7 +52,8 @@ impl Permission {
             "write" => Ok(Permission::Write),
             "read" => Ok(Permission::Read),
             _ => Err(Error::invalid(format!(
-                "a permission is admin, write or read, not '{text}'"
+                "a permission is admin, write or read, not {}",
+                quoted(text)
             ))),
         }
     }

@@ -2,7 +2,7 @@
 //! `ed25519:<key>@host:port` to refuse any peer that does not prove that device key.
 
 use crate::crypto::PublicKey;
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// A peer's address, with the device id it must prove if one was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +20,10 @@ impl PeerAddr {
         let (device, host_port) = match text.split_once('@') {
             Some((device, rest)) => (
                 Some(PublicKey::parse(device).map_err(|_| {
-                    Error::invalid(format!("'{text}': the device id before '@' is malformed"))
+                    Error::invalid(format!(
+                        "{}: the device id before '@' is malformed",
+                        quoted(text)
+                    ))
                 })?),
                 rest,
             ),
@@ -54,7 +57,7 @@ impl std::fmt::Display for PeerAddr {
 /// Fails with [`Error::InvalidArgument`] unless `addr` is `host:port` (port 0 only to
 /// listen on any free port).
 pub(super) fn check_host_port(addr: &str, listening: bool) -> Result<()> {
-    let bad = || Error::invalid(format!("'{addr}' is not a host:port address"));
+    let bad = || Error::invalid(format!("{} is not a host:port address", quoted(addr)));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let bracketed = host.starts_with('[') && host.ends_with(']');

@@ -16,7 +16,7 @@ use super::address::check_host_port;
 use super::PeerAddr;
 use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::EntryId;
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 const PREFIX: &str = "mnemo:";
 const VERSION: u8 = 1;
@@ -53,7 +53,7 @@ impl Ticket {
         for addr in &self.addresses {
             check_host_port(addr, false)?;
             let len = u8::try_from(addr.len()).map_err(|_| {
-                Error::invalid(format!("address '{addr}' is too long for a ticket"))
+                Error::invalid(format!("address {} is too long for a ticket", quoted(addr)))
             })?;
             bytes.push(len);
             bytes.extend_from_slice(addr.as_bytes());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::crypto::{KeyRing, PrivateKey, PublicKey};
 use crate::database::{create_root, now_ms, Database, Permission};
 use crate::entry::EntryId;
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 use records::{TrackedRecord, UserRecord, KEYS, TRACKED};
 use session::Session;
 
@@ -196,8 +196,9 @@ impl User {
             .map(|(id, record)| (record.seq, id))
             .min();
         // (`tracked` lists only databases the user may open.)
-        let (_, id) =
-            first.ok_or_else(|| Error::NotFound(format!("no tracked database named '{name}'")))?;
+        let (_, id) = first.ok_or_else(|| {
+            Error::NotFound(format!("no tracked database named {}", quoted(name)))
+        })?;
         self.load_db(&id)
     }
 

@@ -413,3 +413,26 @@ def test_users_created_through_sigkill_log_in_or_can_be_created_again(tmp_path: 
                 inst.login(f"u{end}").logout()
         start = end + 1
     assert start > 20, f"the children created too few users ({start})"
+
+
+def test_messages_quote_at_most_the_start_of_a_long_argument(inst: mnemo.Instance) -> None:
+    """A message names a bad argument by its first characters: a 1 MB address, permission
+    or name once came back whole, and stayed in the thread's last message."""
+    huge = "h" * 1_000_000
+    inst.create_user("alice", None)
+    with inst.login("alice") as alice:
+        db = alice.create_db("d")
+        inst.enable_sync()
+        sync = inst.sync
+        calls = [
+            lambda: db.grant(alice.signing_key(db.id), huge),
+            lambda: alice.find_db(huge),
+            lambda: sync.connect(huge),
+            lambda: sync.connect("ed25519:" + huge + "@h:1"),
+            lambda: sync.listen(huge),
+        ]
+        for call in calls:
+            with pytest.raises(mnemo.Error) as info:
+                call()
+            assert 0 < len(info.value.message) < 400, info.value.message[:100]
+        sync.close()

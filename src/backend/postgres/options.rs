@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// How a connection to PostgreSQL uses TLS: the URL's `sslmode`, as libpq reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +46,9 @@ impl SslMode {
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "invalid value '{}' for option sslmode (expected disable, prefer, require, \
+                    "invalid value {} for option sslmode (expected disable, prefer, require, \
                      verify-ca or verify-full)",
-                    other.escape_debug()
+                    quoted(other)
                 )))
             }
         })
