@@ -1268,7 +1268,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_reject(struct mnemo_sync *sync, struct mn
  * `permission` are granted as they arrive, signed by `admin_user`'s admin key, while a
  * session of that user is logged in here with sync enabled; requests arriving otherwise
  * wait, and are granted when that user next logs in with sync enabled. Requests already
- * waiting that the policy covers are granted now. The policy is kept across restarts.
+ * waiting that the policy covers are granted now. The policy is kept across restarts. A key
+ * the database revoked is never granted by a policy: its request waits for an admin.
  *
  * - `permission`: "read", "write" or "admin"; NULL means no policy (it removes one).
  *

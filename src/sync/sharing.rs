@@ -189,7 +189,8 @@ impl SyncEngine {
     /// Sets the auto-approve policy of `db`: requests for at most `permission` are granted
     /// as they arrive, signed by `admin`'s admin key, while a session of that user is
     /// logged in here with sync enabled (requests arriving otherwise wait, and are granted
-    /// when that user next logs in). `None` removes the policy. [`Error::PermissionDenied`]
+    /// when that user next logs in). A key `db` revoked is never granted by a policy: its
+    /// request waits for an admin. `None` removes the policy. [`Error::PermissionDenied`]
     /// unless one of `admin`'s keys is admin of `db`.
     pub fn auto_approve(
         &self,
@@ -232,7 +233,7 @@ impl SyncEngine {
             let Some((_, policy)) = policies.iter().find(|(db, _)| *db == request.db) else {
                 continue;
             };
-            if request.permission <= policy.permission {
+            if self.policy_covers(policy, &request)? {
                 if let Some(keys) = self.approver(&policy.admin) {
                     if self.grant(&request, keys, policy.admin).is_ok() {
                         self.requests.delete(&request.id)?;
@@ -241,6 +242,16 @@ impl SyncEngine {
             }
         }
         Ok(())
+    }
+
+    /// Whether `policy` grants `request` by itself: one for at most its permission, from a
+    /// key the database never revoked (an admin decides whether a revoked key comes back).
+    fn policy_covers(&self, policy: &PolicyRecord, request: &RequestRecord) -> Result<bool> {
+        if request.permission > policy.permission {
+            return Ok(false);
+        }
+        let settings = self.registry()?.core(request.db).current_settings()?;
+        Ok(settings.grant_of(&request.key).is_none_or(|g| g.active))
     }
 
     /// Takes an access request that arrived from device `peer` (the listener's side).
@@ -287,7 +298,7 @@ impl SyncEngine {
             changes,
         };
         if let Some(policy) = self.requests.policy(&env.db)? {
-            if permission <= policy.permission {
+            if self.policy_covers(&policy, &request)? {
                 if let Some(keys) = self.approver(&policy.admin) {
                     if self.grant(&request, keys, policy.admin).is_ok() {
                         return Ok(id);

@@ -284,8 +284,9 @@ class Sync(HandleOwner):
     def auto_approve(self, user: User, db: Database | str, permission: Permission | None) -> None:
         """Sets ``db``'s auto-approve policy: requests for at most ``permission`` are
         granted as they arrive, signed by ``user``'s admin key, while that user is logged
-        in here with sync enabled (others wait until then). ``None`` removes it. Raises
-        PermissionDenied unless ``user`` administers the database."""
+        in here with sync enabled (others wait until then). A key the database revoked is
+        never granted by a policy: its request waits for an admin. ``None`` removes it.
+        Raises PermissionDenied unless ``user`` administers the database."""
         i = _native.encode(id_of(db), "db_id")
         p = _native.encode_optional(permission, "permission")
         with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:

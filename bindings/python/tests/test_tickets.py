@@ -189,6 +189,29 @@ def test_auto_approve_grants_as_requests_arrive(sides: tuple[Side, Side]) -> Non
     alice.sync.auto_approve(alice.user, db, None)  # removed
 
 
+def test_a_policy_never_grants_a_revoked_key_again(sides: tuple[Side, Side]) -> None:
+    """A key the database revoked that asks again waits for an admin, policy or not.
+    Before, the policy granted it on arrival: revoking did nothing lasting."""
+    alice, bob = sides
+    db_id = alice.user.create_db("open house").id
+    alice.sync.auto_approve(alice.user, db_id, "read")
+    ticket = alice.sync.share(db_id)
+    bob.sync.request_access(bob.user, ticket, "read")
+    bob.sync.join(bob.user, ticket)
+    bobs_key = bob.user.signing_key(db_id)
+    with alice.user.load_db(db_id) as db:
+        db.revoke(bobs_key)
+    request = bob.sync.request_access(bob.user, ticket, "read")
+    [pending] = alice.sync.requests(alice.user)
+    assert (pending["id"], pending["key"]) == (request, bobs_key)
+    alice.sync.auto_approve(alice.user, db_id, "write")  # a policy set again: still waits
+    assert [r["id"] for r in alice.sync.requests(alice.user)] == [request]
+    alice.sync.approve(alice.user, request)  # an admin may let it back
+    assert alice.sync.requests(alice.user) == []
+    with alice.user.load_db(db_id) as db:
+        assert db.get("_settings", f"auth/{bobs_key}")["status"] == "active"
+
+
 def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
     alice, bob = sides
     limits = alice.sync.limits()
