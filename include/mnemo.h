@@ -491,7 +491,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_verify(const struct mnemo_database *db);
 
 /**
  * The database's current tips (entries without children), as a sorted JSON array of ids:
- * ["sha256:…", …].
+ * ["sha256:…", …]. At most 1,024, the most parents an entry has: an entry from elsewhere
+ * that would add one more is refused (MNEMO_STATUS_BUSY) until a commit merges them.
  *
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
@@ -1026,7 +1027,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
  * MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
  * storage failed; or this instance's room for entries waiting for their parents is at a
- * limit; retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
+ * limit, or the database here is at its 1,024 tips, which a commit here merges; retry
+ * later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
  * STORAGE nothing is skipped: the next round asks for and offers again every entry that
  * was not stored.
  * Thread-safe.
