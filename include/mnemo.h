@@ -522,8 +522,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   while mnemo holds a lock, so it may call mnemo functions; its string arguments are
  *   valid only during the call. Changes wait for callbacks that fall behind: while 65,536
  *   notifications are queued (`mnemo_instance_set_limits` changes that number), a commit
- *   or received entry of a database with callbacks first waits for them, up to 10 s
- *   (changes made from inside a callback never wait).
+ *   or received entry of a database with callbacks first waits for them, up to 10 s, and
+ *   then goes on, the queue past that number (changes made from inside a callback never
+ *   wait). The last handle of the instance to be freed (`mnemo_instance_free` says which)
+ *   waits for a callback that is running to return.
  * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
  * - `destroy`: optional; called exactly once with `user_data` when the subscription ends
  *   (`mnemo_subscription_free`, which says on which thread), after the last call of `cb`.
@@ -720,7 +722,10 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend
 
 /**
  * Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
- * valid until they are freed themselves.
+ * valid until they are freed themselves. The last of these handles to go (this one, or a
+ * database, cursor or transaction freed after it) waits for a change callback that is
+ * running (`mnemo_db_subscribe`) to return: never free it while holding a lock such a
+ * callback waits for.
  *
  * `instance` is NULL or a live instance handle that is not used again. Thread-safe, as
  * long as no other thread is using `instance`.

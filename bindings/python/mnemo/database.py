@@ -343,7 +343,10 @@ class Database(HandleOwner):
         The callback runs on a library thread, in commit order, and may call mnemo. While
         65,536 notifications wait for callbacks (:meth:`mnemo.Instance.set_limits` changes
         that number), changes to databases with callbacks wait for them first, up to 10 s
-        each. An exception the callback raises is logged to the
+        each, and then go on. Closing the last handle of the instance (the instance, or a
+        database, cursor or transaction closed after it) waits for a callback that is
+        running: never close it while holding a lock the callback waits for. An exception
+        the callback raises is logged to the
         ``mnemo`` logger and otherwise ignored. The subscription lasts until closed (or
         garbage-collected), also once this handle is closed: use it as a context manager or
         keep a reference. To read changes on a thread of your own instead, see
