@@ -309,7 +309,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **
  *   before it, such as "!", it is an ordinary key).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name or key, malformed JSON, a key twice in an object, the reserved key first),
+ * store name or key, malformed JSON, a key twice in an object, the reserved key first, an
+ * entry over 16 MiB: a value takes all but a few hundred bytes of it),
  * MNEMO_STATUS_LOGGED_OUT (the session ended), MNEMO_STATUS_PERMISSION_DENIED,
  * MNEMO_STATUS_STORAGE. Nothing is stored on failure. Thread-safe.
  */
@@ -326,9 +327,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_set(struct mnemo_database *db, const char *
  * - `out_key`: receives the new key, owned; free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
- * reserved store name, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
- * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
- * Thread-safe.
+ * reserved store name, malformed JSON, an entry over 16 MiB), MNEMO_STATUS_LOGGED_OUT (the
+ * session ended), MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored
+ * on failure. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_db_insert(struct mnemo_database *db, const char *store, const char *json, char **out_key);
 
@@ -1303,8 +1304,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_join(struct mnemo_sync *sync, struct mnem
  * `mnemo_txn_commit`. A later operation on the same key replaces this one.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
- * reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
- * usable). Not thread-safe: use a transaction from one thread at a time.
+ * reserved store name, bad key, malformed JSON, or the transaction would take more than an
+ * entry's 16 MiB with it; the transaction is unchanged and stays usable). Not thread-safe:
+ * use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *store, const char *key, const char *json);
 
@@ -1315,8 +1317,8 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  * same path and of paths under it.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
- * argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
- * unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
+ * argument, bad UTF-8, over 16 MiB, …; or a bad pointer, or a write nested too deep; the
+ * transaction is unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char *store, const char *key, const char *pointer, const char *json);
 
@@ -1338,7 +1340,8 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_delete(struct mnemo_txn *txn, const char *
  * - `out_entry_id`: optional; receives the new entry's id (owned, free with
  *   `mnemo_string_free`).
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, no operations, or an
+ * entry over 16 MiB with the parents it has: each tip of the database takes 32 bytes),
  * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
  * Not thread-safe: no other thread may use `txn` during or after the call.
  */

@@ -1,16 +1,22 @@
 //! Transactions: several operations, across stores, committed as one entry.
 
 use super::{check_key, check_user_store, Database};
-use crate::entry::{EntryId, Op, Ops};
+use crate::entry::{
+    encoded_op_len, encoded_path_len, encoded_store_len, EntryId, Op, Ops, ENTRY_BYTES_BESIDES_OPS,
+    MAX_ENTRY_BYTES,
+};
 use crate::error::{Error, Result};
 use crate::json::pointer;
 
 /// Operations collected for one commit. Nothing is visible until [`Transaction::commit`];
-/// dropping the transaction discards them.
+/// dropping the transaction discards them. They are one entry, so they take at most
+/// [`MAX_ENTRY_BYTES`]: an operation that would make them more is refused.
 #[derive(Debug)]
 pub struct Transaction {
     db: Database,
     ops: Ops,
+    /// The bytes `ops` take in the entry ([`encoded_op_len`], [`encoded_store_len`]).
+    bytes: usize,
 }
 
 impl Transaction {
@@ -18,6 +24,7 @@ impl Transaction {
         Transaction {
             db,
             ops: Ops::new(),
+            bytes: 0,
         }
     }
 
@@ -27,11 +34,7 @@ impl Transaction {
         check_user_store(store)?;
         check_key(key)?;
         let value = crate::json::canonical(json)?;
-        self.ops
-            .entry(store.to_string())
-            .or_default()
-            .insert(key.to_string(), Op::Set(value));
-        Ok(())
+        self.put(store, key, Op::Set(value))
     }
 
     /// Sets the part of `key`'s JSON value at `pointer` (RFC 6901; `""` is the whole value,
@@ -52,31 +55,67 @@ impl Transaction {
             return Err(crate::json::marker_refused());
         }
         let fragment = crate::json::canonical_of(&parsed)?;
-        let store_ops = self.ops.entry(store.to_string()).or_default();
-        match store_ops.get_mut(key) {
-            Some(Op::Set(whole)) => {
-                let mut doc: serde_json::Value = serde_json::from_str(whole)
-                    .map_err(|_| Error::Internal("a pending value does not parse".into()))?;
-                pointer::place(&mut doc, &tokens, parsed);
-                *whole = crate::json::canonical_of(&doc)?;
-            }
-            Some(op @ Op::Delete) => {
-                let mut doc = serde_json::Value::Null;
-                pointer::place(&mut doc, &tokens, parsed);
-                *op = Op::Set(crate::json::canonical_of(&doc)?);
-            }
-            Some(Op::Patch(paths)) => {
-                paths.retain(|p, _| {
-                    pointer::parse(p).map_or(true, |under| !under.starts_with(&tokens))
-                });
+        // A path written here replaces earlier writes of it and of paths under it.
+        let replaced = |p: &str| pointer::parse(p).is_ok_and(|under| under.starts_with(&tokens));
+        let whole = match self.ops.get(store).and_then(|s| s.get(key)) {
+            Some(Op::Set(whole)) => serde_json::from_str(whole)
+                .map_err(|_| Error::Internal("a pending value does not parse".into()))?,
+            Some(Op::Delete) => serde_json::Value::Null,
+            Some(op @ Op::Patch(paths)) => {
+                let removed: usize = (paths.iter())
+                    .filter(|(p, _)| replaced(p))
+                    .map(|(p, v)| encoded_path_len(p, v))
+                    .sum();
+                let op_len =
+                    encoded_op_len(key, op) - removed + encoded_path_len(pointer, &fragment);
+                let bytes = self.bytes_with(store, key, op_len)?;
+                let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key))
+                else {
+                    unreachable!("a patch was found above");
+                };
+                paths.retain(|p, _| !replaced(p));
                 paths.insert(pointer.to_string(), fragment);
+                self.bytes = bytes;
+                return Ok(());
             }
             None => {
                 let paths = [(pointer.to_string(), fragment)].into_iter().collect();
-                store_ops.insert(key.to_string(), Op::Patch(paths));
+                return self.put(store, key, Op::Patch(paths));
             }
-        }
+        };
+        let mut doc = whole;
+        pointer::place(&mut doc, &tokens, parsed);
+        self.put(store, key, Op::Set(crate::json::canonical_of(&doc)?))
+    }
+
+    /// Puts `op` for `key` of `store`, in place of an earlier one, unless the entry would
+    /// then be over [`MAX_ENTRY_BYTES`] ([`Error::InvalidArgument`]; nothing changes).
+    fn put(&mut self, store: &str, key: &str, op: Op) -> Result<()> {
+        let bytes = self.bytes_with(store, key, encoded_op_len(key, &op))?;
+        self.ops
+            .entry(store.to_string())
+            .or_default()
+            .insert(key.to_string(), op);
+        self.bytes = bytes;
         Ok(())
+    }
+
+    /// The bytes the operations would take with `key`'s in `store` taking `op_len`;
+    /// [`Error::InvalidArgument`] if the entry would then be over [`MAX_ENTRY_BYTES`].
+    fn bytes_with(&self, store: &str, key: &str, op_len: usize) -> Result<usize> {
+        let (store_len, earlier) = match self.ops.get(store) {
+            Some(ops) => (0, ops.get(key).map_or(0, |op| encoded_op_len(key, op))),
+            None => (encoded_store_len(store), 0),
+        };
+        let bytes = self.bytes - earlier + store_len + op_len;
+        if ENTRY_BYTES_BESIDES_OPS + bytes > MAX_ENTRY_BYTES {
+            return Err(Error::invalid(format!(
+                "a transaction is one entry, at most {MAX_ENTRY_BYTES} bytes: with this \
+                 operation it would take {} or more",
+                ENTRY_BYTES_BESIDES_OPS + bytes
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Deletes `key` from `store`; [`Error::NotFound`] if it has no value (in the database,
@@ -91,11 +130,7 @@ impl Transaction {
         if !set_here {
             self.db.get(store, key)?;
         }
-        self.ops
-            .entry(store.to_string())
-            .or_default()
-            .insert(key.to_string(), Op::Delete);
-        Ok(())
+        self.put(store, key, Op::Delete)
     }
 
     /// Commits every operation as one signed entry and returns its id. An empty transaction

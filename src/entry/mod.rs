@@ -36,6 +36,35 @@ pub const MAX_KEY: usize = 4096;
 /// Most parents an entry may have.
 pub const MAX_PARENTS: usize = 1024;
 
+/// Bytes an entry of a database with one parent takes besides its stores and operations:
+/// format, database id, parent count and parent, height, store count, author, signature.
+pub const ENTRY_BYTES_BESIDES_OPS: usize = 1 + 1 + 32 + 4 + 32 + 8 + 4 + 32 + 64;
+
+/// Bytes store `store` takes in an entry besides its keys' operations: its name and count.
+pub fn encoded_store_len(store: &str) -> usize {
+    4 + store.len() + 4
+}
+
+/// Bytes `op` on `key` takes in an entry.
+pub fn encoded_op_len(key: &str, op: &Op) -> usize {
+    let body = match op {
+        Op::Delete => 0,
+        Op::Set(json) => 4 + json.len(),
+        Op::Patch(paths) => {
+            4 + paths
+                .iter()
+                .map(|(p, v)| encoded_path_len(p, v))
+                .sum::<usize>()
+        }
+    };
+    4 + key.len() + 1 + body
+}
+
+/// Bytes one path of an [`Op::Patch`] takes in an entry: its pointer and value.
+pub fn encoded_path_len(pointer: &str, json: &str) -> usize {
+    4 + pointer.len() + 4 + json.len()
+}
+
 /// One change to one key of a store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -390,6 +419,25 @@ mod tests {
             ops,
             author: key.public_key(),
         }
+    }
+
+    #[test]
+    fn encoded_lengths_add_up_to_the_entry() {
+        let key = PrivateKey::generate().unwrap();
+        let content = sample(&key);
+        let ops: usize = content
+            .ops
+            .iter()
+            .map(|(store, ops)| {
+                encoded_store_len(store)
+                    + ops
+                        .iter()
+                        .map(|(k, op)| encoded_op_len(k, op))
+                        .sum::<usize>()
+            })
+            .sum();
+        let entry = content.sign(&key).unwrap();
+        assert_eq!(entry.bytes().len(), ENTRY_BYTES_BESIDES_OPS + ops);
     }
 
     #[test]

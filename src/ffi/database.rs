@@ -72,7 +72,8 @@ pub unsafe extern "C" fn mnemo_db_id(
 ///   before it, such as "!", it is an ordinary key).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
-/// store name or key, malformed JSON, a key twice in an object, the reserved key first),
+/// store name or key, malformed JSON, a key twice in an object, the reserved key first, an
+/// entry over 16 MiB: a value takes all but a few hundred bytes of it),
 /// MNEMO_STATUS_LOGGED_OUT (the session ended), MNEMO_STATUS_PERMISSION_DENIED,
 /// MNEMO_STATUS_STORAGE. Nothing is stored on failure. Thread-safe.
 #[no_mangle]
@@ -102,9 +103,9 @@ pub unsafe extern "C" fn mnemo_db_set(
 /// - `out_key`: receives the new key, owned; free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
-/// reserved store name, malformed JSON), MNEMO_STATUS_LOGGED_OUT (the session ended),
-/// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
-/// Thread-safe.
+/// reserved store name, malformed JSON, an entry over 16 MiB), MNEMO_STATUS_LOGGED_OUT (the
+/// session ended), MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored
+/// on failure. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_db_insert(

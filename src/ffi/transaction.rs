@@ -27,8 +27,9 @@ impl Handle for mnemo_txn {
 /// `mnemo_txn_commit`. A later operation on the same key replaces this one.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad or
-/// reserved store name, bad key, malformed JSON; the transaction is unchanged and stays
-/// usable). Not thread-safe: use a transaction from one thread at a time.
+/// reserved store name, bad key, malformed JSON, or the transaction would take more than an
+/// entry's 16 MiB with it; the transaction is unchanged and stays usable). Not thread-safe:
+/// use a transaction from one thread at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_set(
@@ -52,8 +53,8 @@ pub unsafe extern "C" fn mnemo_txn_set(
 /// same path and of paths under it.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
-/// argument, bad UTF-8, …; or a bad pointer, or a write nested too deep; the transaction is
-/// unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
+/// argument, bad UTF-8, over 16 MiB, …; or a bad pointer, or a write nested too deep; the
+/// transaction is unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_txn_set_path(
@@ -101,7 +102,8 @@ pub unsafe extern "C" fn mnemo_txn_delete(
 /// - `out_entry_id`: optional; receives the new entry's id (owned, free with
 ///   `mnemo_string_free`).
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, or no operations),
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL txn, no operations, or an
+/// entry over 16 MiB with the parents it has: each tip of the database takes 32 bytes),
 /// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE.
 /// Not thread-safe: no other thread may use `txn` during or after the call.
 #[no_mangle]

@@ -55,8 +55,9 @@ class Transaction:
         """Adds "set ``key`` in ``store`` to ``value``"; a later operation on the same key
         replaces this one.
 
-        Raises InvalidArgument for a bad or reserved store name, a bad key or a value JSON
-        cannot represent; the transaction is then unchanged and stays usable.
+        Raises InvalidArgument for a bad or reserved store name, a bad key, a value JSON
+        cannot represent, or when the transaction, one entry, would take more than 16 MiB
+        with it; the transaction is then unchanged and stays usable.
         """
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")

@@ -131,6 +131,30 @@ def test_bad_operations_leave_the_transaction_usable(db: mnemo.Database) -> None
     assert db.get("_settings", "name") == "notes"
 
 
+def test_an_operation_that_would_make_the_entry_too_big_is_refused(db: mnemo.Database) -> None:
+    """A transaction is one entry of at most 16 MiB: the operation that would make it more
+    is refused, and the transaction keeps the others. Before, every operation was taken
+    (a million sets held 264 MB) and only the commit failed."""
+    half = "x" * (8 << 20)
+    with db.transaction() as t:
+        t.set("s", "a", half)
+        with pytest.raises(mnemo.InvalidArgument, match="at most 16777216 bytes"):
+            t.set("s", "b", half)
+        with pytest.raises(mnemo.InvalidArgument, match="at most 16777216 bytes"):
+            t.set_path("s", "c", "/p", half)
+        t.set("s", "a", "y" * (8 << 20))  # in place of the earlier value: it fits
+        t.set_path("s", "c", "/p", "small")
+        for i in range(10):
+            t.set_path("s", "d", f"/{i}", "z" * (700 << 10))
+        with pytest.raises(mnemo.InvalidArgument, match="at most 16777216 bytes"):
+            for i in range(10, 20):
+                t.set_path("s", "d", f"/{i}", "z" * (700 << 10))
+        t.set_path("s", "d", "", 1)  # the whole value in place of its paths
+        t.set("s", "many", list(range(10)))
+    assert db.get("s", "a") == "y" * (8 << 20)
+    assert (db.get("s", "c"), db.get("s", "d")) == ({"p": "small"}, 1)
+
+
 def test_later_operation_on_a_key_replaces_earlier(db: mnemo.Database) -> None:
     db.set("s", "old", 1)
     with db.transaction() as t:
