@@ -1254,7 +1254,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_list_requests(struct mnemo_sync *sync, st
  * `admin_user`'s admin key (a junior admin, for "admin"). The asker can then
  * `mnemo_sync_join`.
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * request id: "req-" and 16 lower-case hex digits),
  * MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
  * MNEMO_STATUS_PERMISSION_DENIED (this user's admin key may not grant that key, see
  * `mnemo_db_grant`), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
@@ -1265,7 +1266,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_approve(struct mnemo_sync *sync, struct m
  * Rejects access request `request_id`: the asker's key gets MNEMO_STATUS_PERMISSION_DENIED
  * when it joins or asks again, until the rejection expires (7 days).
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+ * request id: "req-" and 16 lower-case hex digits),
  * MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
  * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */

@@ -147,7 +147,8 @@ pub unsafe extern "C" fn mnemo_sync_list_requests(
 /// `admin_user`'s admin key (a junior admin, for "admin"). The asker can then
 /// `mnemo_sync_join`.
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// request id: "req-" and 16 lower-case hex digits),
 /// MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
 /// MNEMO_STATUS_PERMISSION_DENIED (this user's admin key may not grant that key, see
 /// `mnemo_db_grant`), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
@@ -167,7 +168,8 @@ pub unsafe extern "C" fn mnemo_sync_approve(
 /// Rejects access request `request_id`: the asker's key gets MNEMO_STATUS_PERMISSION_DENIED
 /// when it joins or asks again, until the rejection expires (7 days).
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8),
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
+/// request id: "req-" and 16 lower-case hex digits),
 /// MNEMO_STATUS_NOT_FOUND (no such pending request on a database this user administers),
 /// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]

@@ -313,6 +313,12 @@ impl SyncEngine {
     /// The pending request `id` and the key of `keys` that is admin of its database.
     fn pending_for(&self, keys: &dyn KeyRing, id: &str) -> Result<(RequestRecord, PublicKey)> {
         keys.ensure_usable()?;
+        if !is_request_id(id) {
+            return Err(Error::invalid(format!(
+                "{} is not an access request id (\"req-\" and 16 hex digits)",
+                quoted(id)
+            )));
+        }
         let not_found = || Error::NotFound(format!("no pending access request {id} for this user"));
         let request = self
             .requests
@@ -364,3 +370,10 @@ impl SyncEngine {
 
 /// Sessions that can sign auto-approvals: each key with the session holding it.
 pub(super) type Approvers = Vec<(PublicKey, Weak<dyn KeyRing>)>;
+
+/// Whether `id` has the form of an access request id ([`request_id`]).
+fn is_request_id(id: &str) -> bool {
+    id.strip_prefix("req-").is_some_and(|hex| {
+        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}

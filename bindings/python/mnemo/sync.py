@@ -272,13 +272,14 @@ class Sync(HandleOwner):
 
     def approve(self, user: User, request_id: str) -> None:
         """Approves a request: grants its key the permission asked, signed by ``user``'s
-        admin key. Raises NotFound (no such pending request on a database ``user``
-        administers), PermissionDenied (``user``'s key may not grant that key)."""
+        admin key. Raises InvalidArgument (not a request id), NotFound (no such pending
+        request on a database ``user`` administers), PermissionDenied (``user``'s key may
+        not grant that key)."""
         self._decide(lib.mnemo_sync_approve, user, request_id)
 
     def reject(self, user: User, request_id: str) -> None:
         """Rejects a request: its key is refused when it joins or asks again (for 7
-        days). Raises NotFound as :meth:`approve`."""
+        days). Raises InvalidArgument and NotFound as :meth:`approve`."""
         self._decide(lib.mnemo_sync_reject, user, request_id)
 
     def auto_approve(self, user: User, db: Database | str, permission: Permission | None) -> None:

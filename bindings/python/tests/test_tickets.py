@@ -124,6 +124,11 @@ def test_bad_permissions_and_request_ids(sides: tuple[Side, Side]) -> None:
     for call in (alice.sync.approve, alice.sync.reject):
         with pytest.raises(mnemo.NotFound):
             call(alice.user, "req-0000000000000000")
+        # Refused as what they are not (before: "" as a bad key, a long one quoted whole).
+        for bad in ("", "req-", "req-0123456789ABCDEF", "x" * 1_000_000):
+            with pytest.raises(mnemo.InvalidArgument, match="not an access request id") as info:
+                call(alice.user, bad)
+            assert len(info.value.message) < 200
     with pytest.raises(TypeError):
         alice.sync.requests("alice")  # type: ignore[arg-type]
 
