@@ -35,6 +35,10 @@ pub fn parse(url: &str) -> Result<BackendUrl> {
         "sqlite" if rest.is_empty() || rest.contains('\0') => {
             Err(Error::invalid("a sqlite URL names a file: sqlite:PATH"))
         }
+        // SQLite's own name for a database in memory; mnemo's is `memory:`.
+        "sqlite" if rest == ":memory:" => Err(Error::invalid(
+            "sqlite::memory: is not a file: for storage in memory, use memory:",
+        )),
         "sqlite" => Ok(BackendUrl::Sqlite(PathBuf::from(rest))),
         "postgres" | "postgresql" => Ok(BackendUrl::Postgres(PostgresUrl::parse(url)?)),
         _ if looks_like_a_scheme(scheme) => Err(Error::invalid(format!(
@@ -88,6 +92,7 @@ mod tests {
             "memory",
             "memory:x",
             "sqlite:",
+            "sqlite::memory:",
             "nosuch:x",
             "postgres://u@h:notaport/d",
             "postgres:u@h/d",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
@@ -47,6 +46,17 @@ def test_bad_backend_url(url: str) -> None:
         mnemo.Instance.open(url)
     assert info.value.status == mnemo.Status.INVALID_ARGUMENT
     assert info.value.message
+
+
+def test_sqlites_name_for_memory_is_refused_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, "sqlite::memory:" failed (STORAGE) and left an empty file named ":memory:"
+    in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(mnemo.InvalidArgument, match="use memory:"):
+        mnemo.Instance.open("sqlite::memory:")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
