@@ -1061,7 +1061,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * Returns the statuses of `mnemo_sync_db` (from the first round): MNEMO_STATUS_OK,
  * MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, …),
  * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_NOT_FOUND, MNEMO_STATUS_CORRUPT,
- * MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY, MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
+ * MNEMO_STATUS_NETWORK, MNEMO_STATUS_BUSY (also: as many tracks run as the sync limit
+ * "max_tracks" allows, 256 by default), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE.
  * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mnemo_user *user, const char *peer_addr, const char *db_id);
@@ -1115,7 +1116,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
  * "body_timeout_ms":30000, "queue_timeout_ms":10000, "max_tracked_addresses":4096,
  * "max_watches":128, "max_watches_per_address":16, "max_remembered_requests":262144,
- * "max_access_requests_per_database":64, "max_access_requests":1024,
+ * "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
  * "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
  * "round_deadline_ms":600000} (SECURITY.md says what each stops).
  * "max_remembered_requests": signed requests whose nonces the engine's listeners
@@ -1124,6 +1125,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * and "max_access_requests": access requests (`mnemo_sync_request_access`) kept for one
  * database and in all, pending or rejected, each for 7 days; when full, a new request
  * takes the place of the oldest rejected one, or is refused with MNEMO_STATUS_BUSY.
+ * "max_tracks": tracks (`mnemo_sync_track`) running at once, each on a thread of its own;
+ * one more is refused with MNEMO_STATUS_BUSY, and a login resumes at most that many (the
+ * others stay recorded, listed by `mnemo_sync_tracks` as not running).
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *

@@ -62,6 +62,9 @@ pub struct Limits {
     /// Access requests kept in all, over every database, as above. Default 1,024, at most
     /// 65,536.
     pub max_access_requests: usize,
+    /// Tracks (`mnemo_sync_track`) running at once, each with a thread of its own; one more is
+    /// refused with `MNEMO_STATUS_BUSY`, and a login resumes at most this many. Default 256.
+    pub max_tracks: usize,
     /// How long a listener holds a watch before answering that nothing changed; less than
     /// [`Limits::request_timeout`]. Default 25 s.
     pub watch_timeout: Duration,
@@ -96,6 +99,7 @@ impl Default for Limits {
             max_remembered_requests: super::replay::CAPACITY,
             max_access_requests_per_database: 64,
             max_access_requests: 1024,
+            max_tracks: 256,
             watch_timeout: Duration::from_secs(25),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
@@ -214,6 +218,7 @@ named_limits! {
     "max_remembered_requests" => max_remembered_requests,
     "max_access_requests_per_database" => max_access_requests_per_database,
     "max_access_requests" => max_access_requests,
+    "max_tracks" => max_tracks,
     "watch_timeout_ms" => watch_timeout,
     "connect_timeout_ms" => connect_timeout,
     "request_timeout_ms" => request_timeout,
@@ -239,6 +244,7 @@ impl Limits {
             self.max_remembered_requests,
             self.max_access_requests_per_database,
             self.max_access_requests,
+            self.max_tracks,
         ];
         let times = [
             self.idle_timeout,

@@ -104,6 +104,7 @@ impl SyncEngine {
         if self.running(&who, &addr, db) {
             return Ok(());
         }
+        self.check_room_for_a_track()?;
         self.state.want(db)?;
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
@@ -181,7 +182,11 @@ impl SyncEngine {
         let registry = self.registry()?;
         for (db, addr) in self.state.tracks_of(&who)? {
             if registry.exists(&db)? {
-                self.start_track(&who, keys.clone(), &addr, &db)?;
+                match self.start_track(&who, keys.clone(), &addr, &db) {
+                    // Beyond the limit, a track stays recorded, listed as not running.
+                    Ok(()) | Err(Error::Busy(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         // The user's session can sign what auto-approve policies grant.
@@ -204,7 +209,20 @@ impl SyncEngine {
         if tracks.iter().any(|t| t.is_for(who, addr, db)) {
             return Ok(());
         }
+        if tracks.len() >= self.limits().max_tracks {
+            return Err(too_many_tracks(tracks.len()));
+        }
         tracks.push(Track::start(self.me.clone(), who, keys, key, addr, &core)?);
+        Ok(())
+    }
+
+    /// [`Error::Busy`] when as many tracks run as the `max_tracks` limit allows.
+    fn check_room_for_a_track(&self) -> Result<()> {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        tracks.retain(|t| t.is_running());
+        if tracks.len() >= self.limits().max_tracks {
+            return Err(too_many_tracks(tracks.len()));
+        }
         Ok(())
     }
 
@@ -267,4 +285,11 @@ impl SyncEngine {
 /// is stopped).
 pub fn forget_recorded(state_db: Database, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
     SyncState::new(state_db).forget_db(who, db, everyone)
+}
+
+fn too_many_tracks(running: usize) -> Error {
+    Error::Busy(format!(
+        "{running} tracks run, as many as the sync limit max_tracks allows (untrack one, or \
+         raise it)"
+    ))
 }

@@ -126,7 +126,8 @@ class Sync(HandleOwner):
         the device that answered now (or the one ``addr`` pins). It lasts until
         :meth:`untrack`, pausing while the engine is gone or the user is logged out.
         Tracking the same database and peer again changes nothing. Raises as
-        :meth:`sync_db` (from the first round).
+        :meth:`sync_db` (from the first round), and Busy when as many tracks run as the
+        limit ``max_tracks`` allows (256 by default; :meth:`set_limits`).
         """
         self._with_user(lib.mnemo_sync_track, user, addr, db_id)
 

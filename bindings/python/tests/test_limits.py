@@ -87,6 +87,7 @@ BOUNDS = [
     ("sync", "watch_timeout_ms", 29_999, 30_000),
     ("sync", "max_remembered_requests", 1024, 1023),
     ("sync", "max_remembered_requests", 1 << 20, (1 << 20) + 1),
+    ("sync", "max_tracks", 1, 0),
     ("inst", "idle_databases_kept", 0, -1),
     ("inst", "idle_databases_kept", 1 << 20, (1 << 20) + 1),
     ("inst", "queued_notifications", 1, 0),

@@ -276,3 +276,33 @@ def test_tracks_say_what_a_user_tracks_and_how_each_is_doing(
                 sync.tracks(bob)
             with pytest.raises(TypeError):
                 sync.tracks("bob")  # type: ignore[arg-type]
+
+
+def test_tracks_running_at_once_are_bounded_and_a_login_resumes_that_many(tmp_path: Path) -> None:
+    """Each track has a thread: before, 1,000 tracks made 1,000 threads, with no limit."""
+    url = f"sqlite:{tmp_path / 'alice.db'}"
+    peers = [f"127.0.0.1:{port}" for port in (1, 2, 3)]  # nobody answers: tracked all the same
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("alice")
+        inst.enable_sync()
+        with inst.login("alice") as user, inst.sync as sync, user.create_db("d") as db:
+            db_id = db.id
+            sync.set_limits(max_tracks=2)
+            for peer in peers[:2]:
+                sync.track(user, peer, db_id)
+            sync.track(user, peers[0], db_id)  # again: changes nothing
+            with pytest.raises(mnemo.Busy, match="max_tracks"):
+                sync.track(user, peers[2], db_id)
+            sync.untrack(user, peers[0], db_id)
+            sync.track(user, peers[2], db_id)
+            sync.set_limits(max_tracks=3)
+            sync.track(user, peers[0], db_id)
+            assert sum(t["running"] for t in sync.tracks(user)) == 3
+    with mnemo.Instance.open(url) as inst:
+        inst.enable_sync()
+        with inst.sync as sync:
+            sync.set_limits(max_tracks=1)
+            with inst.login("alice") as user:  # resumes one; the others wait, recorded
+                listed = sync.tracks(user)
+                assert sorted(t["peer"] for t in listed) == peers
+                assert sum(t["running"] for t in listed) == 1
