@@ -784,8 +784,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_limits(const struct mnemo_instance *i
  * "other_processes_poll_ms" from 10 to 3600000 (an hour; applies at once).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
- * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
- * changed). Thread-safe.
+ * JSON object of whole numbers, an unknown name or one named twice, a value out of its
+ * bounds; nothing changed). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *instance, const char *limits_json);
 
@@ -1175,8 +1175,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_stats(const struct mnemo_sync *sync, char
  * listeners) and ended after 10 s without work.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
- * JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
- * changed). Thread-safe.
+ * JSON object of whole numbers, an unknown name or one named twice, a value out of its
+ * bounds; nothing changed). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_sync_set_limits(struct mnemo_sync *sync, const char *limits_json);
 

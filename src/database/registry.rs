@@ -129,7 +129,8 @@ impl RegistryLimits {
             }
             _ => {
                 return Err(crate::Error::invalid(format!(
-                    "no instance limit is called {name:?}"
+                    "no instance limit is called {}",
+                    crate::error::quoted(name)
                 )))
             }
         }

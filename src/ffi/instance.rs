@@ -171,8 +171,8 @@ pub unsafe extern "C" fn mnemo_instance_limits(
 /// "other_processes_poll_ms" from 10 to 3600000 (an hour; applies at once).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
-/// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
-/// changed). Thread-safe.
+/// JSON object of whole numbers, an unknown name or one named twice, a value out of its
+/// bounds; nothing changed). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_set_limits(

@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 
-use crate::error::{Error, Result};
+use crate::error::{quoted, Error, Result};
 
 /// Borrows a required NUL-terminated UTF-8 argument.
 ///
@@ -69,14 +69,18 @@ pub(crate) fn named_numbers_json(limits: &[(&str, u64)]) -> String {
 /// # Safety
 /// `text` is NULL or a NUL-terminated string valid for the call.
 pub(crate) unsafe fn limits_arg(text: *const c_char, name: &str) -> Result<Vec<(String, u64)>> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(arg(text, name)?)
-        .map_err(|e| Error::invalid(format!("{name} is not a JSON object: {e}")))?;
+    // Parsed as values are: a limit named twice is refused, not one of its values dropped.
+    let serde_json::Value::Object(object) = crate::json::parse(arg(text, name)?)? else {
+        return Err(Error::invalid(format!("{name} is not a JSON object")));
+    };
     object
         .into_iter()
         .map(|(name, value)| match value.as_u64() {
             Some(number) => Ok((name, number)),
             None => Err(Error::invalid(format!(
-                "limit {name}: {value} is not a whole number from 0 to {}",
+                "limit {}: {} is not a whole number from 0 to {}",
+                quoted(&name),
+                quoted(&value.to_string()),
                 u64::MAX
             ))),
         })

@@ -400,8 +400,8 @@ pub unsafe extern "C" fn mnemo_sync_stats(
 /// listeners) and ended after 10 s without work.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
-/// JSON object of whole numbers, an unknown name, a value out of its bounds; nothing
-/// changed). Thread-safe.
+/// JSON object of whole numbers, an unknown name or one named twice, a value out of its
+/// bounds; nothing changed). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_set_limits(

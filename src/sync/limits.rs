@@ -189,7 +189,8 @@ macro_rules! named_limits {
                         })?;
                     })*
                     _ => {
-                        let why = format!("no sync limit is called {name:?}");
+                        let why =
+                            format!("no sync limit is called {}", crate::error::quoted(name));
                         return Err(crate::Error::invalid(why));
                     }
                 }

@@ -162,7 +162,12 @@ def owner(request: pytest.FixtureRequest) -> tuple[mnemo.Sync | mnemo.Instance, 
         '{"NAME": [1]}',
         '{"NAMEs": 1}',
         '{"NAME": 10} trailing',
+        '{"NAME": 10, "NAME": 10}',  # before: taken, one value kept
+        '{"NAME": 10, "NAME": 0}',
+        '{"' + "x" * 100_000 + '": 1}',
+        '{"NAME": "' + "x" * 100_000 + '"}',
     ],
+    ids=lambda text: text[:40],
 )
 def test_what_is_not_an_object_of_known_whole_numbers_is_refused(
     owner: tuple[mnemo.Sync | mnemo.Instance, str, str, str], text: str
@@ -171,7 +176,9 @@ def test_what_is_not_an_object_of_known_whole_numbers_is_refused(
     before = handle_owner.limits()
     with handle_owner._handle.use() as ptr:
         status = getattr(lib, set_limits)(ptr, text.replace("NAME", name).encode())
+        message = lib.mnemo_last_error_message()
     assert status == mnemo.Status.INVALID_ARGUMENT
+    assert 0 < len(message) < 300  # a long name or value is not repeated whole
     assert handle_owner.limits() == before
 
 
