@@ -1,7 +1,7 @@
 //! Background tracking, as the engine manages it: starting and stopping [`Track`]s, recording
 //! them in `_sync` so they resume when their user logs in again, and waiting for pushes.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use super::state::SyncState;
@@ -104,7 +104,7 @@ impl SyncEngine {
         if self.running(&who, &addr, db) {
             return Ok(());
         }
-        self.check_room_for_a_track()?;
+        self.check_room_for_a_track(&self.running_tracks())?;
         self.state.want(db)?;
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
@@ -204,35 +204,39 @@ impl SyncEngine {
     ) -> Result<()> {
         let key = self.request_keys(&*keys, db)?[0];
         let core = self.registry()?.core(*db);
-        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
-        tracks.retain(|t| t.is_running());
+        let mut tracks = self.running_tracks();
         if tracks.iter().any(|t| t.is_for(who, addr, db)) {
             return Ok(());
         }
-        if tracks.len() >= self.limits().max_tracks {
-            return Err(too_many_tracks(tracks.len()));
-        }
+        self.check_room_for_a_track(&tracks)?;
         tracks.push(Track::start(self.me.clone(), who, keys, key, addr, &core)?);
         Ok(())
     }
 
-    /// [`Error::Busy`] when as many tracks run as the `max_tracks` limit allows.
-    fn check_room_for_a_track(&self) -> Result<()> {
+    /// The tracks, locked, those that ended dropped.
+    fn running_tracks(&self) -> MutexGuard<'_, Vec<Arc<Track>>> {
         let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
         tracks.retain(|t| t.is_running());
-        if tracks.len() >= self.limits().max_tracks {
-            return Err(too_many_tracks(tracks.len()));
+        tracks
+    }
+
+    /// [`Error::Busy`] when `running` holds as many tracks as the `max_tracks` limit allows.
+    fn check_room_for_a_track(&self, running: &[Arc<Track>]) -> Result<()> {
+        if running.len() >= self.limits().max_tracks {
+            return Err(Error::Busy(format!(
+                "{} tracks run, as many as the sync limit max_tracks allows (untrack one, or \
+                 raise it)",
+                running.len()
+            )));
         }
         Ok(())
     }
 
     /// Whether a track runs for `who`, `addr` and `db`.
     fn running(&self, who: &str, addr: &PeerAddr, db: &EntryId) -> bool {
-        self.tracks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.running_tracks()
             .iter()
-            .any(|t| t.is_for(who, addr, db) && t.is_running())
+            .any(|t| t.is_for(who, addr, db))
     }
 
     /// Waits until every local commit made before this call has been pushed by the
@@ -285,11 +289,4 @@ impl SyncEngine {
 /// is stopped).
 pub fn forget_recorded(state_db: Database, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
     SyncState::new(state_db).forget_db(who, db, everyone)
-}
-
-fn too_many_tracks(running: usize) -> Error {
-    Error::Busy(format!(
-        "{running} tracks run, as many as the sync limit max_tracks allows (untrack one, or \
-         raise it)"
-    ))
 }
