@@ -184,8 +184,9 @@ fn device_reported(mut child: std::process::Child) -> String {
         .unwrap_or_else(|| panic!("no device id in {lines:?}"))
 }
 
-/// Starts a child doing `role`, SIGKILLs it after `delay`, and returns the last N it
-/// printed as "ack N", if any.
+/// Starts a child doing `role`, SIGKILLs it `delay` after its first `ACKS_BEFORE_KILL`
+/// acknowledgements (see [`acks_until_killed`]), and returns the last N it printed as
+/// "ack N", if any.
 fn kill_after(role: &str, delay: Duration) -> Option<u64> {
     acks_until_killed(role, delay)
         .iter()
@@ -193,18 +194,32 @@ fn kill_after(role: &str, delay: Duration) -> Option<u64> {
         .next_back()
 }
 
-/// Starts a child doing `role`, SIGKILLs it after `delay`, and returns what followed "ack "
-/// on each line it printed.
+/// Acknowledgements a child makes before its kill's `delay` starts: counted from the
+/// child's start, the delay was mostly spent starting the debug binary and opening the
+/// file on a loaded machine, and the children then did too little for the tests' checks
+/// (with four busy loops: "the children created too few users (76)").
+const ACKS_BEFORE_KILL: usize = 10;
+
+/// Starts a child doing `role`, SIGKILLs it `delay` after it printed its first
+/// `ACKS_BEFORE_KILL` acknowledgements (or after 60 s without them), and returns what
+/// followed "ack " on each line it printed.
 fn acks_until_killed(role: &str, delay: Duration) -> Vec<String> {
     let mut child = spawn_child(role);
     let reader = BufReader::new(child.stdout.take().unwrap());
+    let (counted, enough) = std::sync::mpsc::channel();
     let acks = std::thread::spawn(move || {
-        reader
-            .lines()
-            .map_while(|l| l.ok())
-            .filter_map(|l| l.strip_prefix("ack ").map(str::to_string))
-            .collect::<Vec<_>>()
+        let mut acks = Vec::new();
+        for line in reader.lines().map_while(|l| l.ok()) {
+            if let Some(ack) = line.strip_prefix("ack ") {
+                acks.push(ack.to_string());
+                if acks.len() == ACKS_BEFORE_KILL {
+                    let _ = counted.send(());
+                }
+            }
+        }
+        acks
     });
+    let _ = enough.recv_timeout(Duration::from_secs(60));
     std::thread::sleep(delay);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
