@@ -104,7 +104,9 @@ impl SyncEngine {
         if self.running(&who, &addr, db) {
             return Ok(());
         }
-        self.check_room_for_a_track(&self.running_tracks())?;
+        if !self.has_room_for_a_track(&self.running_tracks()) {
+            return Err(self.no_room_for_a_track());
+        }
         self.state.want(db)?;
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
@@ -117,8 +119,17 @@ impl SyncEngine {
             }
         }
         requester.keep(db)?;
+        let recorded_before = (self.state.tracks_of(&who)?.iter())
+            .any(|(d, a)| d == db && a.host_port == addr.host_port);
         self.state.record_track(&who, db, &addr)?;
-        self.start_track(&who, keys, &addr, db)
+        if !self.start_track(&who, keys, &addr, db)? {
+            // Other tracks started meanwhile: refused, so not resumed at the next login.
+            if !recorded_before {
+                self.state.forget_track(&who, db, &addr.host_port)?;
+            }
+            return Err(self.no_room_for_a_track());
+        }
+        Ok(())
     }
 
     /// Stops tracking `db` with the peer at `addr` for `requester`, and forgets it (it no
@@ -181,12 +192,9 @@ impl SyncEngine {
         let who = requester.requester_id();
         let registry = self.registry()?;
         for (db, addr) in self.state.tracks_of(&who)? {
-            if registry.exists(&db)? {
-                match self.start_track(&who, keys.clone(), &addr, &db) {
-                    // Beyond the limit, a track stays recorded, listed as not running.
-                    Ok(()) | Err(Error::Busy(_)) => {}
-                    Err(e) => return Err(e),
-                }
+            // Beyond the `max_tracks` limit, tracks stay recorded, listed as not running.
+            if registry.exists(&db)? && !self.start_track(&who, keys.clone(), &addr, &db)? {
+                break;
             }
         }
         // The user's session can sign what auto-approve policies grant.
@@ -194,23 +202,26 @@ impl SyncEngine {
         self.approve_waiting()
     }
 
-    /// Starts a [`Track`] unless one runs already for the same user, peer and database.
+    /// Starts a [`Track`] unless one runs already for the same user, peer and database;
+    /// false, starting nothing, when as many run as the `max_tracks` limit allows.
     fn start_track(
         &self,
         who: &str,
         keys: Arc<dyn KeyRing>,
         addr: &PeerAddr,
         db: &EntryId,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = self.request_keys(&*keys, db)?[0];
         let core = self.registry()?.core(*db);
         let mut tracks = self.running_tracks();
         if tracks.iter().any(|t| t.is_for(who, addr, db)) {
-            return Ok(());
+            return Ok(true);
         }
-        self.check_room_for_a_track(&tracks)?;
+        if !self.has_room_for_a_track(&tracks) {
+            return Ok(false);
+        }
         tracks.push(Track::start(self.me.clone(), who, keys, key, addr, &core)?);
-        Ok(())
+        Ok(true)
     }
 
     /// The tracks, locked, those that ended dropped.
@@ -220,16 +231,18 @@ impl SyncEngine {
         tracks
     }
 
-    /// [`Error::Busy`] when `running` holds as many tracks as the `max_tracks` limit allows.
-    fn check_room_for_a_track(&self, running: &[Arc<Track>]) -> Result<()> {
-        if running.len() >= self.limits().max_tracks {
-            return Err(Error::Busy(format!(
-                "{} tracks run, as many as the sync limit max_tracks allows (untrack one, or \
-                 raise it)",
-                running.len()
-            )));
-        }
-        Ok(())
+    /// Whether one more track may join `running` under the `max_tracks` limit.
+    fn has_room_for_a_track(&self, running: &[Arc<Track>]) -> bool {
+        running.len() < self.limits().max_tracks
+    }
+
+    /// [`Error::Busy`] for a track refused under the `max_tracks` limit.
+    fn no_room_for_a_track(&self) -> Error {
+        Error::Busy(format!(
+            "as many tracks run as the sync limit max_tracks ({}) allows: untrack one, or \
+             raise it",
+            self.limits().max_tracks
+        ))
     }
 
     /// Whether a track runs for `who`, `addr` and `db`.
