@@ -111,6 +111,13 @@ pub fn request_id(db: &EntryId, key: &PublicKey) -> String {
     format!("req-{hex}")
 }
 
+/// Whether `id` has the form [`request_id`] gives: "req-" and 16 lower-case hex digits.
+pub fn is_request_id(id: &str) -> bool {
+    id.strip_prefix("req-").is_some_and(|hex| {
+        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The requests and policies of one instance, in its `_sync` database.
 pub(super) struct Requests {
     db: Database,
@@ -207,6 +214,22 @@ impl Requests {
 mod tests {
     use super::*;
     use crate::crypto::PrivateKey;
+
+    #[test]
+    fn request_ids_have_the_form_checked() {
+        let key = PrivateKey::generate().unwrap().public_key();
+        let id = request_id(&EntryId::of_bytes(b"db"), &key);
+        assert!(is_request_id(&id), "{id}");
+        for bad in [
+            "",
+            "req-",
+            &id.to_uppercase(),
+            &id[..id.len() - 1],
+            &format!("{id}0"),
+        ] {
+            assert!(!is_request_id(bad), "{bad}");
+        }
+    }
 
     fn pending(permission: Permission, requested_at: u64, changes: u32) -> RequestRecord {
         let key = PrivateKey::generate().unwrap().public_key();

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Weak};
 
 use super::net::client::PeerConnection;
-use super::requests::{request_id, PolicyRecord, RequestRecord, RequestState};
+use super::requests::{is_request_id, request_id, PolicyRecord, RequestRecord, RequestState};
 use super::ticket::Ticket;
 use super::wire::{self, Envelope, Request, WINDOW_MS};
 use super::{address, PeerAddr, Requester, SyncEngine};
@@ -247,13 +247,18 @@ impl SyncEngine {
     }
 
     /// Whether `policy` grants `request` by itself: one for at most its permission, from a
-    /// key the database never revoked (an admin decides whether a revoked key comes back).
+    /// key the database never granted, or one whose grant is in effect (asking for more).
+    /// A key with a grant not in effect, revoked (or granted only by a change that was
+    /// discarded), waits for an admin.
     fn policy_covers(&self, policy: &PolicyRecord, request: &RequestRecord) -> Result<bool> {
         if request.permission > policy.permission {
             return Ok(false);
         }
-        let settings = self.registry()?.core(request.db).current_settings()?;
-        Ok(settings.grant_of(&request.key).is_none_or(|g| g.active))
+        let core = self.registry()?.core(request.db);
+        if core.current_settings()?.grant_of(&request.key).is_none() {
+            return Ok(true);
+        }
+        Ok(core.effective_permission_of(&request.key)?.is_some())
     }
 
     /// Takes an access request that arrived from device `peer` (the listener's side).
@@ -317,7 +322,7 @@ impl SyncEngine {
         keys.ensure_usable()?;
         if !is_request_id(id) {
             return Err(Error::invalid(format!(
-                "{} is not an access request id (\"req-\" and 16 hex digits)",
+                "{} is not an access request id (\"req-\" and 16 lower-case hex digits)",
                 quoted(id)
             )));
         }
@@ -372,10 +377,3 @@ impl SyncEngine {
 
 /// Sessions that can sign auto-approvals: each key with the session holding it.
 pub(super) type Approvers = Vec<(PublicKey, Weak<dyn KeyRing>)>;
-
-/// Whether `id` has the form of an access request id ([`request_id`]).
-fn is_request_id(id: &str) -> bool {
-    id.strip_prefix("req-").is_some_and(|hex| {
-        hex.len() == 16 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
-}
