@@ -54,14 +54,18 @@ impl std::fmt::Display for PeerAddr {
     }
 }
 
+/// The longest host of an address: a DNS name has at most 253 characters.
+const MAX_HOST: usize = 255;
+
 /// Fails with [`Error::InvalidArgument`] unless `addr` is `host:port` (port 0 only to
-/// listen on any free port).
+/// listen on any free port), its host at most [`MAX_HOST`] bytes.
 pub(super) fn check_host_port(addr: &str, listening: bool) -> Result<()> {
     let bad = || Error::invalid(format!("{} is not a host:port address", quoted(addr)));
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let bracketed = host.starts_with('[') && host.ends_with(']');
     if host.is_empty()
+        || host.len() > MAX_HOST
         || host
             .chars()
             .any(|c| c.is_whitespace() || c == '/' || c == '@')

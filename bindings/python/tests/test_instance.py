@@ -396,6 +396,7 @@ def test_users_created_through_sigkill_log_in_or_can_be_created_again(tmp_path: 
     import random
     import subprocess
     import sys
+    import threading
     import time
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -412,9 +413,12 @@ def test_users_created_through_sigkill_log_in_or_can_be_created_again(tmp_path: 
         # was mostly spent starting Python and loading the library on a loaded machine
         # (with four busy loops: "the children created too few users (14)").
         acked = []
+        watchdog = threading.Timer(60, child.kill)  # a child that hangs ends the reading
+        watchdog.start()
         while len(acked) < 4 and (line := child.stdout.readline()):
             if line.startswith("ack "):
                 acked.append(int(line.split()[1]))
+        watchdog.cancel()
         time.sleep(0.3 + rng.random() * 0.4)
         child.kill()  # SIGKILL
         out, _ = child.communicate(timeout=60)
@@ -445,6 +449,8 @@ def test_messages_quote_at_most_the_start_of_a_long_argument(inst: mnemo.Instanc
             lambda: db.grant(alice.signing_key(db.id), huge),
             lambda: alice.find_db(huge),
             lambda: sync.connect(huge),
+            lambda: sync.connect(huge + ":1"),  # well formed, but no host is that long
+            lambda: sync.listen(huge + ":1"),
             lambda: sync.connect("ed25519:" + huge + "@h:1"),
             lambda: sync.listen(huge),
         ]
