@@ -493,7 +493,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_verify(const struct mnemo_database *db);
 /**
  * The database's current tips (entries without children), as a sorted JSON array of ids:
  * ["sha256:…", …]. At most 1,024, the most parents an entry has: an entry from elsewhere
- * that would add one more is refused (MNEMO_STATUS_BUSY) until a commit merges them.
+ * that would add one more is refused (MNEMO_STATUS_BUSY; sync asks for it again later) until
+ * a writer's commit merges them.
  *
  * - `out_json`: receives an owned string; free it with `mnemo_string_free`.
  *
@@ -1033,7 +1034,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
  * MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
  * storage failed; or this instance's room for entries waiting for their parents is at a
- * limit, or the database here is at its 1,024 tips, which a commit here merges; retry
+ * limit, or the database here is at its 1,024 tips, which a writer's commit merges; retry
  * later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
  * STORAGE nothing is skipped: the next round asks for and offers again every entry that
  * was not stored.
@@ -1163,8 +1164,10 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_stats(const struct mnemo_sync *sync, char
  * running keep theirs, except "max_remembered_requests", one memory shared by every
  * listener, which applies at once (lowered, what it holds beyond goes as it expires), and
  * the access-request limits, which apply to the next request (requests kept beyond a
- * lowered bound stay until approved, replaced or expired). Counts (connections, requests
- * in flight, watches, addresses and requests remembered) must be from 1 to 1048576
+ * lowered bound stay until approved, replaced or expired), and "max_tracks", which applies
+ * to the next track and login (lowered, it stops no track running). Counts (connections,
+ * requests in flight, watches, addresses and requests remembered, tracks) must be from 1
+ * to 1048576
  * ("max_remembered_requests" from 1024), access requests from 1 to 65536, requests per
  * second and bursts from 1 to 4294967295, times from 1 ms to a day (86400000),
  * "max_message_bytes" from 22020096 (a batch holding the largest entry) to 33554432 (the
@@ -1332,7 +1335,7 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char
  * Adds "delete `key` from `store`" to the transaction.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
- * argument, bad UTF-8, bad or reserved store name, bad key),
+ * argument, bad UTF-8, bad or reserved store name, bad key, over 16 MiB),
  * MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
  * transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
  * at a time.

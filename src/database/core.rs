@@ -1130,7 +1130,7 @@ impl DatabaseCore {
             // One more would leave more tips than the next commit may have parents.
             return Err(Error::Busy(format!(
                 "database {} has {MAX_PARENTS} tips, the most it takes: entry {} would add one \
-                 (a commit here merges them)",
+                 (a writer's commit merges them)",
                 self.id,
                 entry.id()
             )));

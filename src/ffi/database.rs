@@ -407,7 +407,8 @@ pub unsafe extern "C" fn mnemo_db_verify(db: *const mnemo_database) -> mnemo_sta
 
 /// The database's current tips (entries without children), as a sorted JSON array of ids:
 /// ["sha256:…", …]. At most 1,024, the most parents an entry has: an entry from elsewhere
-/// that would add one more is refused (MNEMO_STATUS_BUSY) until a commit merges them.
+/// that would add one more is refused (MNEMO_STATUS_BUSY; sync asks for it again later) until
+/// a writer's commit merges them.
 ///
 /// - `out_json`: receives an owned string; free it with `mnemo_string_free`.
 ///

@@ -160,7 +160,7 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
 /// MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
 /// storage failed; or this instance's room for entries waiting for their parents is at a
-/// limit, or the database here is at its 1,024 tips, which a commit here merges; retry
+/// limit, or the database here is at its 1,024 tips, which a writer's commit merges; retry
 /// later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
 /// STORAGE nothing is skipped: the next round asks for and offers again every entry that
 /// was not stored.
@@ -388,8 +388,10 @@ pub unsafe extern "C" fn mnemo_sync_stats(
 /// running keep theirs, except "max_remembered_requests", one memory shared by every
 /// listener, which applies at once (lowered, what it holds beyond goes as it expires), and
 /// the access-request limits, which apply to the next request (requests kept beyond a
-/// lowered bound stay until approved, replaced or expired). Counts (connections, requests
-/// in flight, watches, addresses and requests remembered) must be from 1 to 1048576
+/// lowered bound stay until approved, replaced or expired), and "max_tracks", which applies
+/// to the next track and login (lowered, it stops no track running). Counts (connections,
+/// requests in flight, watches, addresses and requests remembered, tracks) must be from 1
+/// to 1048576
 /// ("max_remembered_requests" from 1024), access requests from 1 to 65536, requests per
 /// second and bursts from 1 to 4294967295, times from 1 ms to a day (86400000),
 /// "max_message_bytes" from 22020096 (a batch holding the largest entry) to 33554432 (the

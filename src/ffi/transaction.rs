@@ -77,7 +77,7 @@ pub unsafe extern "C" fn mnemo_txn_set_path(
 /// Adds "delete `key` from `store`" to the transaction.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
-/// argument, bad UTF-8, bad or reserved store name, bad key),
+/// argument, bad UTF-8, bad or reserved store name, bad key, over 16 MiB),
 /// MNEMO_STATUS_NOT_FOUND (the key has no value in the database or earlier in this
 /// transaction), MNEMO_STATUS_STORAGE. Not thread-safe: use a transaction from one thread
 /// at a time.

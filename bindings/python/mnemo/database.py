@@ -328,7 +328,7 @@ class Database(HandleOwner):
     def tips(self) -> list[str]:
         """The ids of the current tips (entries without children), sorted. A database
         written only here has exactly one: its last commit. At most 1,024: sync refuses
-        (Busy) an entry that would add one more until a commit here merges them."""
+        (Busy) an entry that would add one more until a writer's commit merges them."""
         with self._handle.use() as ptr:
             tips: list[str] = from_json(_native.call_string(lib.mnemo_db_tips, ptr))
             return tips

@@ -202,7 +202,8 @@ class Sync(HandleOwner):
         already running keep theirs, except ``max_remembered_requests`` (the replay memory,
         one for every listener), which applies at once, and ``max_access_requests`` and
         ``max_access_requests_per_database`` (access requests kept, pending or rejected),
-        which apply to the next request. A listener runs up to its
+        which apply to the next request, and ``max_tracks``, which applies to the next
+        track and login (lowered, it stops no track running). A listener runs up to its
         ``max_requests_in_flight`` handlers at once, on threads made as they are needed
         (at most 512 per engine, over all its listeners).
 

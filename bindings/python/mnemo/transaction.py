@@ -97,8 +97,9 @@ class Transaction:
     def commit(self) -> str:
         """Commits every operation as one signed entry and returns its id.
 
-        The transaction ends either way. Raises InvalidArgument if it has no operation,
-        LoggedOut, PermissionDenied, StorageError.
+        The transaction ends either way. Raises InvalidArgument if it has no operation or
+        its entry would be over 16 MiB with the parents it has (32 bytes for each tip of the
+        database), LoggedOut, PermissionDenied, StorageError.
         """
         with self._lock:
             ptr = self._require_open()

@@ -146,12 +146,13 @@ def test_a_new_password_leaves_no_older_secret_in_the_file(tmp_path) -> None:
 
 
 def test_every_failed_login_takes_the_time_of_a_right_one(inst: mnemo.Instance) -> None:
-    """No failure answers measurably faster than a successful password login: each costs one
-    Argon2id run. Each try is timed in CPU time of the calling thread (where the library does
-    the derivation): wall time on a loaded machine depends on when each try got the CPU, and
-    the fastest tries of two cases could differ five times over. Cases are interleaved and
-    each is judged by its fastest try. A path that skipped the key derivation would take
-    under a tenth of a right login; the bounds leave room for noise, not for that."""
+    """No failure costs measurably less CPU than a successful password login: each costs one
+    Argon2id run, what a path that answered early would skip. Each try is timed in CPU time
+    of the calling thread (where the library does the derivation): wall time on a loaded
+    machine depends on when each try got the CPU, and the fastest tries of two cases could
+    differ five times over. Cases are interleaved and each is judged by its fastest try. A
+    path that skipped the key derivation would take under a tenth of a right login; the
+    bounds leave room for noise, not for that. (Waits that cost no CPU are not compared.)"""
     import time
 
     inst.create_user("admin")  # first user: the instance admin
