@@ -65,10 +65,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// Deletes the record under `key` as one commit, if there is one (another writer may
-    /// have deleted it since it was read).
-    pub fn delete_if_any(&self, db: &Database, key: &str) -> Result<()> {
+    /// have deleted it since it was read); whether there was.
+    pub fn delete_if_any(&self, db: &Database, key: &str) -> Result<bool> {
         match db.delete(self.store, key) {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -116,8 +117,8 @@ mod tests {
             NOTES.delete(&db, "b"),
             Err(crate::Error::NotFound(_))
         ));
-        NOTES.delete_if_any(&db, "b").unwrap();
-        NOTES.delete_if_any(&db, "a").unwrap();
+        assert!(!NOTES.delete_if_any(&db, "b").unwrap());
+        assert!(NOTES.delete_if_any(&db, "a").unwrap());
         assert_eq!(NOTES.get(&db, "a").unwrap(), None);
 
         // A stored value of another shape is corrupt, not a wrong value.

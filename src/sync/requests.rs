@@ -202,10 +202,7 @@ impl Requests {
     pub(super) fn set_policy(&self, db: &EntryId, policy: Option<&PolicyRecord>) -> Result<()> {
         match policy {
             Some(p) => POLICIES.put(&self.db, &db.to_text(), p).map(drop),
-            None => match POLICIES.delete(&self.db, &db.to_text()) {
-                Err(e) if !e.is_not_found() => Err(e),
-                _ => Ok(()),
-            },
+            None => POLICIES.delete_if_any(&self.db, &db.to_text()).map(drop),
         }
     }
 }

@@ -144,11 +144,7 @@ impl SyncState {
         db: &EntryId,
         host_port: &str,
     ) -> Result<bool> {
-        match TRACKS.delete(&self.db, &track_key(requester, db, host_port)) {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        TRACKS.delete_if_any(&self.db, &track_key(requester, db, host_port))
     }
 
     /// Forgets, as one commit, the tracks of `db` recorded for `requester`; with

@@ -498,7 +498,7 @@ impl Accounts {
         {
             USERS.delete_if_any(&self.directory, username)?;
         }
-        DELETING.delete_if_any(&self.directory, id)
+        DELETING.delete_if_any(&self.directory, id).map(drop)
     }
 
     /// Records in the catalog that user `owner` created database `db` named `name`.
