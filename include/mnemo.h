@@ -425,8 +425,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_scan(const struct mnemo_database *db, const
 /**
  * Opens a cursor over the live keys of `store` in bytewise key order, for
  * `mnemo_cursor_next`, which yields each key and value as plain strings. The cursor reads
- * 256 cells at a time, so it never holds the whole store, and holds its own reference to
- * the database: it stays usable after `db` is freed.
+ * 256 cells at a time, or fewer once they hold 4 MiB of keys and values (at least one), so
+ * it never holds the whole store, and holds its own reference to the database: it stays
+ * usable after `db` is freed.
  *
  * - `store`: 1 to 255 bytes. Reserved stores may be read.
  * - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""
@@ -614,9 +615,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_history(const struct mnemo_database *db, co
  * - `out_value`: receives the value as canonical JSON text, owned; free it with
  *   `mnemo_string_free`. NULL after the last key.
  *
- * Every 256 keys the cursor reads the next page from storage (after the last key it
- * returned, so keys committed meanwhile further on are seen); a read that fails leaves the
- * cursor where it was, and the call may be repeated.
+ * Every 256 keys (sooner for values over 16 KiB: a page stops once it holds 4 MiB) the
+ * cursor reads the next page from storage (after the last key it returned, so keys
+ * committed meanwhile further on are seen); a read that fails leaves the cursor where it
+ * was, and the call may be repeated.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
  * MNEMO_STATUS_PERMISSION_DENIED (read was revoked since the cursor was made),

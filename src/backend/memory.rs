@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use super::range::KeyRange;
-use super::{Backend, Cell, EntryMeta, EntryWrite, Put, StateWrite, Version};
+use super::range::{cell_bytes, KeyRange};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Put, RangeLimit, StateWrite, Version};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -86,7 +86,7 @@ impl Inner {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Vec<(String, Cell)> {
         let Some(range) = KeyRange::new(prefix, after) else {
@@ -103,11 +103,21 @@ impl Inner {
             Some(upper) => Bound::Excluded(upper.as_str()),
             None => Bound::Unbounded,
         };
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        let most = if limit.cells == 0 {
+            usize::MAX
+        } else {
+            limit.cells
+        };
+        let mut spent = 0;
         cells
             .range::<str, _>((lower, upper))
             .filter(|(_, c)| !live_only || c.value.is_some())
-            .take(limit)
+            .take(most)
+            .take_while(|(k, c)| {
+                let room = limit.has_room_after(spent);
+                spent += cell_bytes(k, c.value.as_deref());
+                room
+            })
             .map(|(k, c)| (k.to_string(), c.to_cell()))
             .collect()
     }
@@ -182,7 +192,9 @@ impl Backend for MemoryBackend {
         if !w.fits(now)
             || !w.reads.still_hold(
                 |store, key| Ok(inner.cell(&db, store, key)),
-                |store, prefix| Ok(inner.cells_range(&db, store, prefix, None, 0, false)),
+                |store, prefix| {
+                    Ok(inner.cells_range(&db, store, prefix, None, RangeLimit::NONE, false))
+                },
             )?
         {
             return Ok(None);
@@ -299,7 +311,7 @@ impl Backend for MemoryBackend {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
         Ok(self

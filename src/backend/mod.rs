@@ -14,6 +14,8 @@ use crate::error::Result;
 
 pub use memory::MemoryBackend;
 pub use postgres::{PostgresBackend, PostgresUrl, SslMode};
+pub(crate) use range::cell_bytes;
+pub use range::RangeLimit;
 pub use sqlite::SqliteBackend;
 pub use url::{open, parse as parse_url, BackendUrl};
 
@@ -293,8 +295,8 @@ pub trait Backend: Send + Sync {
     /// if rows are missing: each store's row count is kept with its cells.
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>>;
     /// Cells of one store whose keys start with `prefix` and sort after `after` (bytewise, i.e. by
-    /// UTF-8 bytes; `None`: from the first), in bytewise key order, at most `limit` of them
-    /// (0: no limit). With `live_only`, tombstones are skipped (and do not count towards
+    /// UTF-8 bytes; `None`: from the first), in bytewise key order, no more than `limit`
+    /// allows. With `live_only`, tombstones are skipped (and count for nothing towards
     /// `limit`). Costs O(cells returned) through the store's key index.
     fn cells_range(
         &self,
@@ -302,7 +304,7 @@ pub trait Backend: Send + Sync {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>>;
     /// The names of the stores of `db` that hold cells (tombstones included), sorted.

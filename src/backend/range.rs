@@ -6,6 +6,37 @@
 //! scalar value, after dropping trailing U+10FFFF characters (which have no next one). A
 //! prefix made only of U+10FFFF characters, and the empty prefix, have no upper bound.
 
+/// How much of a range [`super::Backend::cells_range`] returns at most.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeLimit {
+    /// At most this many cells (0: no limit).
+    pub cells: usize,
+    /// Stop before a cell once the cells before it hold at least this many bytes of keys and
+    /// values together (0: no limit). The first cell in range is always returned, whatever
+    /// its size, so the cells returned hold less than this plus one cell.
+    pub bytes: usize,
+}
+
+impl RangeLimit {
+    /// The whole range.
+    pub const NONE: RangeLimit = RangeLimit { cells: 0, bytes: 0 };
+
+    /// At most `cells` cells (0: no limit), whatever their size.
+    pub fn cells(cells: usize) -> RangeLimit {
+        RangeLimit { cells, bytes: 0 }
+    }
+
+    /// Whether cells holding `spent` bytes of keys and values leave room for another.
+    pub fn has_room_after(&self, spent: usize) -> bool {
+        self.bytes == 0 || spent < self.bytes
+    }
+}
+
+/// The bytes a cell counts for in [`RangeLimit::bytes`]: its key's and its value's.
+pub(crate) fn cell_bytes(key: &str, value: Option<&str>) -> usize {
+    key.len() + value.map_or(0, str::len)
+}
+
 /// The keys `Backend::cells_range` asks for: after `lower` (or from it, when `inclusive`)
 /// and before `upper` (when there is one).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
-use crate::backend::{Backend, Cell, CellReads, CellWrite};
+use crate::backend::{Backend, Cell, CellReads, CellWrite, RangeLimit};
 use crate::entry::{EntryId, Op, Ops};
 use crate::error::{Error, Result};
 use crate::json::pointer;
@@ -62,7 +62,7 @@ impl CellSource for StoredCells<'_> {
 
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>> {
         self.backend
-            .cells_range(&self.db, store, prefix, None, 0, false)
+            .cells_range(&self.db, store, prefix, None, RangeLimit::NONE, false)
     }
 }
 

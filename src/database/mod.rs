@@ -42,7 +42,7 @@ pub use registry::{
     MAX_QUEUED_NOTIFICATIONS_LIMIT, MAX_WAITING_BYTES_LIMIT, MAX_WAITING_ENTRIES_LIMIT,
     MAX_WAITING_TIME_MS_LIMIT, OTHER_PROCESSES_POLL_MS_LIMITS,
 };
-pub use scan::{Cursor, CURSOR_PAGE};
+pub use scan::{Cursor, CURSOR_PAGE, CURSOR_PAGE_BYTES};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;
 pub use subscribe::{

@@ -4,10 +4,22 @@
 use std::collections::VecDeque;
 
 use super::{check_key, check_prefix, check_store, Database};
+use crate::backend::{cell_bytes, RangeLimit};
 use crate::error::Result;
 
-/// How many cells a [`Cursor`] reads from storage at a time.
+/// How many cells a [`Cursor`] reads from storage at a time, at most.
 pub const CURSOR_PAGE: usize = 256;
+
+/// How many bytes of keys and values a [`Cursor`] reads from storage at a time, at most,
+/// besides one cell: a page ends once its cells hold this much (4 MiB), so a cursor holds less
+/// than this plus one value (at most 16 MiB), not [`CURSOR_PAGE`] values of any size.
+pub const CURSOR_PAGE_BYTES: usize = 4 << 20;
+
+/// What one read of a [`Cursor`] takes.
+const CURSOR_READ: RangeLimit = RangeLimit {
+    cells: CURSOR_PAGE,
+    bytes: CURSOR_PAGE_BYTES,
+};
 
 impl Database {
     /// The live keys of `store` that start with `prefix` (empty: every key) and sort after
@@ -25,6 +37,17 @@ impl Database {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
+        self.scan_within(store, prefix, after, RangeLimit::cells(limit))
+    }
+
+    /// [`Database::scan`] of no more than `limit` allows.
+    fn scan_within(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: RangeLimit,
+    ) -> Result<Vec<(String, String)>> {
         check_scan(store, prefix, after)?;
         self.check_read()?;
         Ok(self
@@ -37,7 +60,7 @@ impl Database {
     }
 
     /// A cursor over what [`Database::scan`] with no limit would return, read
-    /// [`CURSOR_PAGE`] cells at a time. It sees commits made while it runs from where it has
+    /// [`CURSOR_PAGE`] cells (or [`CURSOR_PAGE_BYTES`]) at a time. It sees commits made while it runs from where it has
     /// got to (each page is read when needed, after the last key returned). Fails as `scan`
     /// does, for its arguments at once, for reads as the cursor goes.
     pub fn cursor(&self, store: &str, prefix: &str, after: Option<&str>) -> Result<Cursor> {
@@ -84,13 +107,14 @@ impl Cursor {
         // would give them.
         self.db.check_read()?;
         if self.page.is_empty() && !self.done {
-            let page = self.db.scan(
+            let page = self.db.scan_within(
                 &self.store,
                 &self.prefix,
                 self.after.as_deref(),
-                CURSOR_PAGE,
+                CURSOR_READ,
             )?;
-            self.done = page.len() < CURSOR_PAGE;
+            let bytes = page.iter().map(|(k, v)| cell_bytes(k, Some(v))).sum();
+            self.done = page.len() < CURSOR_PAGE && CURSOR_READ.has_room_after(bytes);
             if let Some((last, _)) = page.last() {
                 self.after = Some(last.clone());
             }

@@ -33,9 +33,10 @@ impl Handle for mnemo_cursor {
 /// - `out_value`: receives the value as canonical JSON text, owned; free it with
 ///   `mnemo_string_free`. NULL after the last key.
 ///
-/// Every 256 keys the cursor reads the next page from storage (after the last key it
-/// returned, so keys committed meanwhile further on are seen); a read that fails leaves the
-/// cursor where it was, and the call may be repeated.
+/// Every 256 keys (sooner for values over 16 KiB: a page stops once it holds 4 MiB) the
+/// cursor reads the next page from storage (after the last key it returned, so keys
+/// committed meanwhile further on are seen); a read that fails leaves the cursor where it
+/// was, and the call may be repeated.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
 /// MNEMO_STATUS_PERMISSION_DENIED (read was revoked since the cursor was made),

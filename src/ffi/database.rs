@@ -301,8 +301,9 @@ pub unsafe extern "C" fn mnemo_db_scan(
 
 /// Opens a cursor over the live keys of `store` in bytewise key order, for
 /// `mnemo_cursor_next`, which yields each key and value as plain strings. The cursor reads
-/// 256 cells at a time, so it never holds the whole store, and holds its own reference to
-/// the database: it stays usable after `db` is freed.
+/// 256 cells at a time, or fewer once they hold 4 MiB of keys and values (at least one), so
+/// it never holds the whole store, and holds its own reference to the database: it stays
+/// usable after `db` is freed.
 ///
 /// - `store`: 1 to 255 bytes. Reserved stores may be read.
 /// - `prefix`: optional; only keys starting with these bytes (0 to 4096 bytes). NULL or ""

@@ -412,10 +412,52 @@ static void test_inserts(void) {
     close_fixture(&f);
 }
 
+/* Twelve values of 1 MiB: the cursor reads them a few at a time (a page holds about 4 MiB,
+ * not 256 such values) and still yields every one, whole and in order. */
+static void test_cursor_yields_every_large_value(void) {
+    fixture f = open_fixture();
+    enum { COUNT = 12, SIZE = 1 << 20 };
+    char *value = (char *)malloc(SIZE + 3);
+    CHECK(value != NULL);
+    if (!value) return;
+    for (int i = 0; i < COUNT; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%02d", i);
+        value[0] = '"';
+        memset(value + 1, 'a' + i, SIZE);
+        value[SIZE + 1] = '"';
+        value[SIZE + 2] = '\0';
+        EXPECT_OK(mnemo_db_set(f.db, "big", key, value));
+    }
+    free(value);
+    mnemo_cursor *cursor = NULL;
+    EXPECT_OK(mnemo_db_cursor(f.db, "big", NULL, NULL, &cursor));
+    int seen = 0, exact = 1;
+    for (;;) {
+        char *key = NULL, *found = NULL;
+        mnemo_status st = mnemo_cursor_next(cursor, &key, &found);
+        CHECK(st == MNEMO_STATUS_OK);
+        if (st != MNEMO_STATUS_OK || !key) break;
+        char want_key[16];
+        snprintf(want_key, sizeof want_key, "k%02d", seen);
+        size_t length = strlen(found);
+        exact &= strcmp(key, want_key) == 0 && length == SIZE + 2 && found[1] == 'a' + seen &&
+                 found[SIZE] == 'a' + seen;
+        mnemo_string_free(key);
+        mnemo_string_free(found);
+        seen++;
+    }
+    CHECK(seen == COUNT);
+    CHECK(exact);
+    mnemo_cursor_free(cursor);
+    close_fixture(&f);
+}
+
 int main(void) {
     test_pages_with_after_and_limit();
     test_prefix_isolation();
     test_cursor_yields_every_key_once_in_order();
+    test_cursor_yields_every_large_value();
     test_cursor_over_an_empty_store();
     test_cursor_stops_once_read_is_revoked();
     test_bad_arguments();

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use mnemo::backend::{Backend, MemoryBackend};
+use mnemo::backend::{Backend, MemoryBackend, RangeLimit};
 use mnemo::database::{Database, Permission};
 use mnemo::entry::EntryId;
 use mnemo::{Error, Instance, User};
@@ -502,7 +502,14 @@ fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
         let backend = storage.open();
         let range = |prefix: &str, after: Option<&str>, limit: usize, live_only: bool| {
             backend
-                .cells_range(&db.id(), "s", prefix, after, limit, live_only)
+                .cells_range(
+                    &db.id(),
+                    "s",
+                    prefix,
+                    after,
+                    RangeLimit::cells(limit),
+                    live_only,
+                )
                 .unwrap()
                 .into_iter()
                 .map(|(k, c)| (k, c.value.is_some()))
@@ -527,7 +534,7 @@ fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
         );
         assert_eq!(
             backend
-                .cells_range(&db.id(), "s", "", None, 0, false)
+                .cells_range(&db.id(), "s", "", None, RangeLimit::NONE, false)
                 .unwrap(),
             backend.cells(&db.id(), "s").unwrap(),
             "{name}"
@@ -630,16 +637,65 @@ fn key_ranges_are_bytewise_prefixed_paged_and_skip_tombstones() {
         // Another store and an unknown one.
         assert_eq!(
             backend
-                .cells_range(&db.id(), "other", "user/", None, 0, true)
+                .cells_range(&db.id(), "other", "user/", None, RangeLimit::NONE, true)
                 .unwrap()
                 .len(),
             3,
             "{name}"
         );
         assert!(backend
-            .cells_range(&db.id(), "none", "", None, 0, false)
+            .cells_range(&db.id(), "none", "", None, RangeLimit::NONE, false)
             .unwrap()
             .is_empty());
+    }
+}
+
+#[test]
+fn a_range_stops_once_its_cells_hold_the_bytes_asked_for() {
+    for storage in storages() {
+        let name = storage.name();
+        let (_inst, _user, db) = user_with_db(storage.open(), "d");
+        // Ten cells of 100 bytes each (a 2-byte key, a 98-byte JSON string), the fifth
+        // deleted (a tombstone counts its key's 2 bytes), then one of 10,000 bytes.
+        let mut txn = db.begin();
+        for i in 0..10 {
+            txn.set("s", &format!("k{i}"), &format!("\"{}\"", "x".repeat(96)))
+                .unwrap();
+        }
+        txn.set("t", "big", &format!("\"{}\"", "y".repeat(9_995)))
+            .unwrap();
+        txn.set("t", "small", "1").unwrap();
+        txn.commit().unwrap();
+        db.delete("s", "k4").unwrap();
+        let backend = storage.open();
+        let count = |store: &str, limit: RangeLimit, live_only: bool| {
+            backend
+                .cells_range(&db.id(), store, "", None, limit, live_only)
+                .unwrap()
+                .len()
+        };
+        let bytes = |bytes: usize| RangeLimit { cells: 0, bytes };
+        // The cell that starts below the limit is taken, whatever its size.
+        assert_eq!(count("s", bytes(1), true), 1, "{name}");
+        assert_eq!(count("s", bytes(100), true), 1, "{name}");
+        assert_eq!(count("s", bytes(101), true), 2, "{name}");
+        assert_eq!(count("s", bytes(300), true), 3, "{name}");
+        assert_eq!(count("s", bytes(301), true), 4, "{name}");
+        // k0..k3 and the tombstone hold 402 bytes: k5 starts below 403.
+        assert_eq!(count("s", bytes(402), false), 5, "{name}");
+        assert_eq!(count("s", bytes(403), false), 6, "{name}");
+        // Skipped tombstones count for nothing.
+        assert_eq!(count("s", bytes(401), true), 5, "{name}");
+        assert_eq!(count("s", bytes(1 << 20), true), 9, "{name}");
+        // Whichever limit comes first.
+        let both = RangeLimit {
+            cells: 2,
+            bytes: 1 << 20,
+        };
+        assert_eq!(count("s", both, true), 2, "{name}");
+        assert_eq!(count("t", bytes(5), true), 1, "{name}");
+        assert_eq!(count("t", bytes(10_000), true), 1, "{name}");
+        assert_eq!(count("t", bytes(10_001), true), 2, "{name}");
     }
 }
 

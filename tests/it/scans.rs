@@ -1,9 +1,13 @@
 //! Ordered scans, cursors and generated keys through `Database` (issue 16).
 
-use mnemo::database::{Permission, CURSOR_PAGE};
-use mnemo::Error;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use crate::support::logged_in;
+use mnemo::backend::MemoryBackend;
+use mnemo::database::{Permission, CURSOR_PAGE, CURSOR_PAGE_BYTES};
+use mnemo::{Error, Instance};
+
+use crate::support::{logged_in, Instrumented};
 
 fn numbered(from: usize, to: usize) -> Vec<(String, String)> {
     (from..to)
@@ -135,6 +139,49 @@ fn the_cursor_pages_by_itself_and_sees_later_keys_ahead() {
         .collect();
     assert_eq!(tail.len(), n - 511 + 1);
     assert!(db.cursor("empty", "", None).unwrap().next().is_none());
+}
+
+#[test]
+fn the_cursor_reads_a_bounded_number_of_bytes_at_a_time_and_still_returns_every_key() {
+    let backend = Instrumented::new(Arc::new(MemoryBackend::new()));
+    let inst = Instance::open(backend.clone()).unwrap();
+    inst.create_user("u", None).unwrap();
+    let user = inst.login("u", None).unwrap();
+    let db = user.create_db("d").unwrap();
+    // Cells of exactly 512 KiB (a 3-byte key and its JSON string): 8 fill a page's bytes
+    // exactly, so the page after them is read and found empty; 9 run over by one.
+    let value = |i: usize| {
+        format!(
+            "\"{}\"",
+            char::from(b'a' + (i % 26) as u8)
+                .to_string()
+                .repeat((512 << 10) - 5)
+        )
+    };
+    for n in [8, 9, 40] {
+        let store = format!("s{n}");
+        for i in 0..n {
+            db.set(&store, &format!("k{i:02}"), &value(i)).unwrap();
+        }
+        backend
+            .most_range_bytes
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        let read: Vec<(String, String)> = db
+            .cursor(&store, "", None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(read.len(), n);
+        for (i, (key, found)) in read.iter().enumerate() {
+            assert_eq!(key, &format!("k{i:02}"));
+            assert!(found == &value(i), "the value of {key}");
+        }
+        let most = backend.most_range_bytes.load(Ordering::SeqCst);
+        assert!(
+            most <= CURSOR_PAGE_BYTES,
+            "one read of the cursor took {most} bytes ({n} cells of 512 KiB)"
+        );
+    }
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mnemo::backend::{
-    Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Put, Staged, StateWrite, Version,
+    Backend, Cell, EntryMeta, EntryWrite, MemoryBackend, Put, RangeLimit, Staged, StateWrite,
+    Version,
 };
 use mnemo::entry::EntryId;
 use mnemo::instance::InstanceOptions;
@@ -263,6 +264,8 @@ pub struct Instrumented {
     /// Calls of `cell`, and of `cells_at` (see [`Instrumented::cell_reads`]).
     cell_reads: AtomicUsize,
     cells_at_reads: AtomicUsize,
+    /// The most bytes of keys and values one `cells_range` returned.
+    pub most_range_bytes: AtomicUsize,
     writes: AtomicUsize,
     fail_at: AtomicUsize,
     crash: bool,
@@ -355,6 +358,7 @@ impl Instrumented {
             tip_reads: AtomicUsize::new(0),
             cell_reads: AtomicUsize::new(0),
             cells_at_reads: AtomicUsize::new(0),
+            most_range_bytes: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             crash,
@@ -589,13 +593,18 @@ impl Backend for Instrumented {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>, Error> {
-        self.read(|| {
+        let found = self.read(|| {
             self.inner
                 .cells_range(db, store, prefix, after, limit, live_only)
-        })
+        })?;
+        let bytes = (found.iter())
+            .map(|(k, c)| k.len() + c.value.as_ref().map_or(0, String::len))
+            .sum();
+        self.most_range_bytes.fetch_max(bytes, Ordering::SeqCst);
+        Ok(found)
     }
     fn stores(&self, db: &EntryId) -> Result<Vec<String>, Error> {
         self.read(|| self.inner.stores(db))

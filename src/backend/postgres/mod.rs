@@ -44,7 +44,9 @@ use pool::{Lent, Pool};
 
 use super::range::KeyRange;
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, StateWrite, Version};
+use super::{
+    Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, RangeLimit, StateWrite, Version,
+};
 use crate::entry::EntryId;
 use crate::error::{shown_cut, Error, Result};
 
@@ -524,23 +526,32 @@ impl Connection {
 }
 
 /// The query of [`Backend::cells_range`]: `$1` db, `$2` store, `$3` the lower bound (`>=` when
-/// `inclusive`, else `>`), `$4` live only, `$5` the limit (NULL: none) and, when `bounded`,
-/// `$6` the upper bound. Comparisons and order are `COLLATE "C"` (bytewise, as the columns
-/// are declared). The bounds on the keys' heads ([`key_head`]) follow from those on the
-/// keys, and let the index (db, store, head) serve the range and the order; keys that share
-/// a head (rare: 512 equal characters) are sorted among themselves (PostgreSQL 13 and later
-/// sort only those; earlier ones sort the whole range before the limit).
+/// `inclusive`, else `>`), `$4` live only, `$5` the limit in cells and `$6` in bytes (NULL:
+/// none) and, when `bounded`, `$7` the upper bound. Comparisons and order are `COLLATE "C"`
+/// (bytewise, as the columns are declared). The bounds on the keys' heads ([`key_head`])
+/// follow from those on the keys, and let the index (db, store, head) serve the range and the
+/// order; keys that share a head (rare: 512 equal characters) are sorted among themselves
+/// (PostgreSQL 13 and later sort only those; earlier ones sort the whole range before the
+/// limit). The bytes before each row are summed as the index is read (`octet_length` reads a
+/// stored value's length, not the value), and only rows that start within the byte limit are
+/// sent.
 fn range_sql(inclusive: bool, bounded: bool) -> String {
-    let (head, lower, upper) = (key_head!("key"), key_head!("$3"), key_head!("$6"));
+    let (head, lower, upper) = (key_head!("key"), key_head!("$3"), key_head!("$7"));
+    let order = format!("{head} COLLATE \"C\", key COLLATE \"C\"");
+    let size = "octet_length(key) + coalesce(octet_length(value), 0)";
     format!(
-        "SELECT height, entry, value, chk, key FROM mnemo_cells \
+        "SELECT height, entry, value, chk, key FROM (\
+         SELECT height, entry, value, chk, key, \
+         sum({size}) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) - ({size}) AS before \
+         FROM mnemo_cells \
          WHERE db = $1 AND store = $2 AND {head} >= {lower} COLLATE \"C\" \
          AND key {} $3 COLLATE \"C\"{} \
          AND (value IS NOT NULL OR NOT $4::boolean) \
-         ORDER BY {head} COLLATE \"C\", key COLLATE \"C\" LIMIT $5",
+         ORDER BY {order} LIMIT $5) page \
+         WHERE $6::bigint IS NULL OR before < $6 ORDER BY key COLLATE \"C\"",
         if inclusive { ">=" } else { ">" },
         if bounded {
-            format!(" AND {head} <= {upper} COLLATE \"C\" AND key < $6 COLLATE \"C\"")
+            format!(" AND {head} <= {upper} COLLATE \"C\" AND key < $7 COLLATE \"C\"")
         } else {
             String::new()
         },
@@ -806,7 +817,14 @@ fn put_entry_checking_reads(
             |store, key| Ok(cells.get(&(store, key)).cloned().flatten()),
             |store, prefix| {
                 let wanted = (store, prefix, None);
-                range_in(&mut *tx.borrow_mut(), &c.get_range, db, wanted, 0, false)
+                range_in(
+                    &mut *tx.borrow_mut(),
+                    &c.get_range,
+                    db,
+                    wanted,
+                    RangeLimit::NONE,
+                    false,
+                )
             },
         )?;
     let overtaken = now != w.expected;
@@ -884,16 +902,17 @@ fn range_in(
     get_range: &[Statement; 4],
     db: &EntryId,
     (store, prefix, after): (&str, &str, Option<&str>),
-    limit: usize,
+    limit: RangeLimit,
     live_only: bool,
 ) -> Result<KeyedCells> {
     let Some(range) = KeyRange::new(prefix, after) else {
         return Ok(Vec::new());
     };
-    let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
+    let at_most = |n: usize| (n != 0).then(|| i64::try_from(n).unwrap_or(i64::MAX));
+    let (cells, bytes) = (at_most(limit.cells), at_most(limit.bytes));
     let db_bytes: &[u8] = db.as_bytes();
     let mut bound: Vec<&(dyn ToSql + Sync)> =
-        vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+        vec![&db_bytes, &store, &range.lower, &live_only, &cells, &bytes];
     if let Some(upper) = &range.upper {
         bound.push(upper);
     }
@@ -1120,7 +1139,7 @@ impl Backend for PostgresBackend {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
         let mut c = self.lock()?;

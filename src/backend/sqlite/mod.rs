@@ -35,9 +35,9 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::range::KeyRange;
+use super::range::{cell_bytes, KeyRange};
 use super::rows;
-use super::{Backend, Cell, EntryMeta, EntryWrite, Put, Staged, StateWrite, Version};
+use super::{Backend, Cell, EntryMeta, EntryWrite, Put, RangeLimit, Staged, StateWrite, Version};
 use crate::entry::{EntryId, MAX_ENTRY_BYTES};
 use crate::error::{Error, Result};
 use group::{Exclusive, GroupWriter};
@@ -206,14 +206,19 @@ fn keyed_cells(
     bound: impl rusqlite::Params,
     db: &EntryId,
     store: &str,
+    limit: RangeLimit,
 ) -> Result<Vec<(String, Cell)>> {
-    let rows = stmt
+    let mut rows = stmt
         .query_map(bound, |r| Ok((cell_row(r)?, r.get::<_, String>(4)?)))
         .map_err(sql_error)?;
     let mut out = Vec::new();
-    for row in rows {
+    let mut spent = 0;
+    // The next row is stepped to (and its value read) only while there is room for it.
+    while limit.has_room_after(spent) {
+        let Some(row) = rows.next() else { break };
         let (raw, key) = row.map_err(sql_error)?;
         let cell = checked_cell(db, store, &key, raw)?;
+        spent += cell_bytes(&key, cell.value.as_deref());
         out.push((key, cell));
     }
     Ok(out)
@@ -648,7 +653,13 @@ impl Backend for SqliteBackend {
             let mut stmt = conn
                 .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
                 .map_err(sql_error)?;
-            let out = keyed_cells(&mut stmt, params![db.as_bytes(), store], db, store)?;
+            let out = keyed_cells(
+                &mut stmt,
+                params![db.as_bytes(), store],
+                db,
+                store,
+                RangeLimit::NONE,
+            )?;
             Ok((out, recorded_rows(&conn, db, store)?.unwrap_or(0)))
         })?;
         rows::verify_row_count(store, recorded, out.len())?;
@@ -661,7 +672,7 @@ impl Backend for SqliteBackend {
         store: &str,
         prefix: &str,
         after: Option<&str>,
-        limit: usize,
+        limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
         cells_range_in(&*self.reader()?, db, store, prefix, after, limit, live_only)
@@ -971,7 +982,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
     if !w.fits(now)
         || !w.reads.still_hold(
             |store, key| cell_in(tx, db_id, store, key),
-            |store, prefix| cells_range_in(tx, db_id, store, prefix, None, 0, false),
+            |store, prefix| cells_range_in(tx, db_id, store, prefix, None, RangeLimit::NONE, false),
         )?
     {
         return Ok(None);
@@ -1210,7 +1221,7 @@ fn cells_range_in(
     store: &str,
     prefix: &str,
     after: Option<&str>,
-    limit: usize,
+    limit: RangeLimit,
     live_only: bool,
 ) -> Result<Vec<(String, Cell)>> {
     let Some(range) = KeyRange::new(prefix, after) else {
@@ -1230,19 +1241,19 @@ fn cells_range_in(
             ""
         },
     );
-    let limit = if limit == 0 {
+    let most = if limit.cells == 0 {
         -1
     } else {
-        i64::try_from(limit).unwrap_or(i64::MAX)
+        i64::try_from(limit.cells).unwrap_or(i64::MAX)
     };
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_error)?;
     let db_bytes: &[u8] = db.as_bytes();
     let mut bound: Vec<&dyn rusqlite::ToSql> =
-        vec![&db_bytes, &store, &range.lower, &live_only, &limit];
+        vec![&db_bytes, &store, &range.lower, &live_only, &most];
     if let Some(upper) = &range.upper {
         bound.push(upper);
     }
-    keyed_cells(&mut stmt, bound.as_slice(), db, store)
+    keyed_cells(&mut stmt, bound.as_slice(), db, store, limit)
 }
 
 type RawCell = (i64, Vec<u8>, Option<String>, Vec<u8>);
