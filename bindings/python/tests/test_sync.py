@@ -389,6 +389,27 @@ def test_closed_port_raises_network_error(pair: Pair) -> None:
         pair.bob.load_db(pair.db.id)
 
 
+def test_a_peer_that_accepts_and_never_answers_fails_in_connect_timeout_naming_the_handshake(
+    pair: Pair,
+) -> None:
+    """TCP connects at once; the TLS handshake then hears nothing. The error says which step
+    ran out of time (it said "connecting timed out", the outer deadline of both steps)."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    addr = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        pair.sync_b.set_limits(connect_timeout_ms=300)
+        with pytest.raises(mnemo.NetworkError) as e:
+            pair.sync_b.connect(addr)
+        assert "TLS handshake timed out" in e.value.message, e.value.message
+        assert len(held) == 1, "the connection reached the silent server"
+    finally:
+        for conn in held:
+            conn.close()
+        silent.close()
+
+
 BAD_ADDRESSES = [
     "",
     "nonsense",

@@ -15,7 +15,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
 use super::path;
@@ -96,12 +96,7 @@ impl Link {
         if let Some(peer) = self.peer {
             return Ok(peer);
         }
-        let limit = self.limits.connect_timeout;
-        let addr = self.addr.clone();
-        match timeout(limit, self.connected()).await {
-            Ok(connected) => connected.map(drop)?,
-            Err(_) => return Err(Error::Network(format!("{addr}: connecting timed out"))),
-        }
+        self.connected().await?;
         self.peer
             .ok_or_else(|| Error::Internal("connected without a peer identity".into()))
     }
@@ -171,32 +166,31 @@ impl Link {
     }
 
     /// The open connection, connecting first if there is none: TCP, then a TLS handshake
-    /// in which the peer proves its device key (the pinned one, if the address has one).
+    /// in which the peer proves its device key (the pinned one, if the address has one),
+    /// both within `connect_timeout`; a timeout names the step that ran out of time.
     async fn connected(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             return Ok(self.sender.as_mut().expect("checked above"));
         }
+        let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
         let addr = self.addr.host_port.clone();
         let addr = &addr;
         let network = |e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {e}"));
-        let stream = timeout(self.limits.connect_timeout, TcpStream::connect(addr))
+        let stream = timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| Error::Network(format!("{addr}: connecting timed out")))?
             .map_err(|e| network(&e))?;
         let _ = stream.set_nodelay(true);
         let connector = TlsConnector::from(self.identity.client_config(self.addr.device)?);
-        let stream = timeout(
-            self.limits.connect_timeout,
-            connector.connect(tls::server_name(), stream),
-        )
-        .await
-        .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
-        .map_err(|e| match self.addr.device {
-            Some(expected) => Error::Network(format!(
-                "{addr}: the peer did not prove device id {expected} ({e})"
-            )),
-            None => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
-        })?;
+        let stream = timeout_at(deadline, connector.connect(tls::server_name(), stream))
+            .await
+            .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
+            .map_err(|e| match self.addr.device {
+                Some(expected) => Error::Network(format!(
+                    "{addr}: the peer did not prove device id {expected} ({e})"
+                )),
+                None => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
+            })?;
         let peer = tls::peer_device(stream.get_ref().1)?;
         if self.addr.device.is_some_and(|expected| expected != peer) {
             return Err(Error::Network(format!(
