@@ -22,6 +22,8 @@ use crate::crypto::{KeyRing, PublicKey};
 use crate::entry::{Entry, EntryContent, EntryId, Op, Ops, MAX_PARENTS};
 use crate::error::{quoted, Error, Result};
 
+mod held;
+
 /// The most operations a commit plans and signs inside its write turn, holding the
 /// backend's writer (and so every other database's commits) meanwhile: a larger commit
 /// makes the staged commit it builds on durable first, and plans and signs outside.
@@ -130,6 +132,35 @@ enum Outcome {
     Applied,
     /// Stored, with no effect (see [`super::discards`]).
     Discarded,
+    /// Not stored: it would add a tip past [`MAX_PARENTS`] ([`Room::Bounded`]).
+    NoRoom,
+}
+
+/// Whether an entry from elsewhere may add a tip when the database has [`MAX_PARENTS`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// No: one more tip than the next commit may have parents.
+    Bounded,
+    /// Yes: it comes with children that merge the tips back ([`held`]).
+    Unbounded,
+}
+
+/// The `most` highest of `tips` (by height, then id): all of them, unless a database took
+/// more tips than one entry may have parents (some held entries taken in together whose
+/// merging child then failed to store, or a database stored before the bound existed),
+/// which the next commits then merge `most` at a time.
+fn highest(mut tips: Vec<(EntryId, EntryMeta)>, most: usize) -> Vec<(EntryId, EntryMeta)> {
+    if tips.len() > most {
+        tips.sort_by(|(a, x), (b, y)| y.height.cmp(&x.height).then(a.cmp(b)));
+        tips.truncate(most);
+    }
+    tips
+}
+
+/// Whether an entry with `parents` would add a tip to `tips` past [`MAX_PARENTS`]: it
+/// builds on none of them.
+fn adds_tip_past_bound(tips: &[EntryId], parents: &[EntryId]) -> bool {
+    tips.len() >= MAX_PARENTS && !tips.iter().any(|t| parents.contains(t))
 }
 
 /// State shared by every handle on one database within an instance.
@@ -521,7 +552,9 @@ impl DatabaseCore {
         {
             return Ok(true);
         }
-        Ok(self.waiting().contains(id))
+        // A held entry was refused: a peer is to send it again.
+        let waiting = self.waiting();
+        Ok(waiting.contains(id) && !waiting.is_held(id))
     }
 
     /// True once the root entry is stored.
@@ -944,7 +977,7 @@ impl DatabaseCore {
         let on_remembered_tip = remembered.is_some();
         let tips = match remembered {
             Some(tip) => vec![tip],
-            None => self.tip_metas()?,
+            None => highest(self.tip_metas()?, MAX_PARENTS),
         };
         let mut plan = self.plan(&tips, &author, &ops)?;
         plan.on_remembered_tip = on_remembered_tip;
@@ -1018,7 +1051,7 @@ impl DatabaseCore {
                 applied: vec![entry.id()],
                 ..Received::default()
             };
-            self.release_waiting(entry.id(), &mut received)?;
+            self.release_waiting(vec![entry.id()], &mut received)?;
             return Ok(received);
         }
         let mut received = Received::default();
@@ -1033,28 +1066,59 @@ impl DatabaseCore {
                 });
             }
             if self.waiting().contains(&id) {
-                return Ok(Received {
-                    pending: true,
-                    ..Received::default()
-                });
+                if !self.waiting().is_held(&id) {
+                    return Ok(Received {
+                        pending: true,
+                        ..Received::default()
+                    });
+                }
+                // Held for want of room: tried again, the tips may have been merged since.
+                self.waiting().remove(&id);
             }
             let missing = self.missing_parents(&entry.content().parents)?;
+            let mut no_room = false;
             if !missing.is_empty() {
                 self.waiting().add(entry, missing, Instant::now())?;
-                return Ok(Received {
-                    pending: true,
-                    ..Received::default()
-                });
-            }
-            match self.validate_and_apply(&entry)? {
-                Outcome::Applied => received.applied.push(id),
-                Outcome::Discarded => received.discarded.push(id),
+                // A parent held for want of room may come in with it.
+                self.take_with_held(id, &mut received)?;
+            } else {
+                match self.validate_and_apply(&entry, Room::Bounded)? {
+                    Outcome::Applied => received.applied.push(id),
+                    Outcome::Discarded => received.discarded.push(id),
+                    Outcome::NoRoom => {
+                        no_room = true;
+                        // Refused, and held (if there is room for that): a child merging the
+                        // tips back may take it in.
+                        let _ = self.waiting().hold(entry, Instant::now());
+                        self.take_with_held(id, &mut received)?;
+                    }
+                }
             }
             self.announce_remote(&received.applied);
             drop(guard);
-            self.release_waiting(id, &mut received)?;
+            let taken: Vec<EntryId> = (received.applied.iter())
+                .chain(&received.discarded)
+                .copied()
+                .collect();
+            self.release_waiting(taken, &mut received)?;
+            let came_in = received.applied.contains(&id) || received.discarded.contains(&id);
+            if !came_in {
+                if no_room {
+                    return Err(self.no_room(&id));
+                }
+                received.pending = true;
+            }
         }
         Ok(received)
+    }
+
+    /// The refusal of entry `id`, which would add a tip past the bound.
+    fn no_room(&self, id: &EntryId) -> Error {
+        Error::Busy(format!(
+            "database {} has {MAX_PARENTS} tips, the most it takes: entry {id} would add one \
+             (a writer's commit merges them)",
+            self.id
+        ))
     }
 
     /// Before a change, with no lock held: when this database has callbacks and the
@@ -1100,9 +1164,9 @@ impl DatabaseCore {
     /// Checks a foreign entry whose parents are stored, and stores it: in effect, or
     /// discarded. When it lowers a key and other stored entries had not seen it, what takes
     /// effect is worked out again for the whole database. Callers hold the write lock.
-    fn validate_and_apply(&self, entry: &Entry) -> Result<Outcome> {
+    fn validate_and_apply(&self, entry: &Entry, room: Room) -> Result<Outcome> {
         for _ in 0..STALE_TRIES {
-            if let Some(outcome) = self.try_validate_and_apply(entry)? {
+            if let Some(outcome) = self.try_validate_and_apply(entry, room)? {
                 return Ok(outcome);
             }
             self.catch_up()?;
@@ -1112,7 +1176,7 @@ impl DatabaseCore {
 
     /// [`DatabaseCore::validate_and_apply`] once; `None` when another process wrote while
     /// it was worked out (nothing is stored).
-    fn try_validate_and_apply(&self, entry: &Entry) -> Result<Option<Outcome>> {
+    fn try_validate_and_apply(&self, entry: &Entry, room: Room) -> Result<Option<Outcome>> {
         self.known_version()?;
         let content = entry.content();
         let parents = self.parent_metas(&content.parents)?;
@@ -1126,14 +1190,8 @@ impl DatabaseCore {
             )));
         }
         let tips = self.tip_ids()?;
-        if tips.len() >= MAX_PARENTS && !tips.iter().any(|t| content.parents.contains(t)) {
-            // One more would leave more tips than the next commit may have parents.
-            return Err(Error::Busy(format!(
-                "database {} has {MAX_PARENTS} tips, the most it takes: entry {} would add one \
-                 (a writer's commit merges them)",
-                self.id,
-                entry.id()
-            )));
+        if room == Room::Bounded && adds_tip_past_bound(&tips, &content.parents) {
+            return Ok(Some(Outcome::NoRoom));
         }
         let need = authority::needed(plan.meta.changes_settings);
         let discarded = self.discard_index()?.discards_arriving(
@@ -1259,8 +1317,8 @@ impl DatabaseCore {
         Ok(DiscardGuard(guard))
     }
 
-    /// Applies the waiting entries that `arrived` completes, transitively.
-    fn release_waiting(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
+    /// Applies the waiting entries that the entries `arrived` complete, transitively.
+    fn release_waiting(&self, arrived: Vec<EntryId>, received: &mut Received) -> Result<()> {
         let _guard = self.lock()?;
         let announced = received.applied.len();
         let released = self.apply_released(arrived, received);
@@ -1269,8 +1327,8 @@ impl DatabaseCore {
     }
 
     /// [`DatabaseCore::release_waiting`]'s work, under the write lock.
-    fn apply_released(&self, arrived: EntryId, received: &mut Received) -> Result<()> {
-        let mut ready = vec![arrived];
+    fn apply_released(&self, arrived: Vec<EntryId>, received: &mut Received) -> Result<()> {
+        let mut ready = arrived;
         while let Some(parent) = ready.pop() {
             let children = self.waiting().children_of(&parent);
             for child_id in children {
@@ -1287,7 +1345,7 @@ impl DatabaseCore {
                 let Some(child) = self.waiting().remove(&child_id) else {
                     continue;
                 };
-                match self.validate_and_apply(&child) {
+                match self.validate_and_apply(&child, Room::Bounded) {
                     Ok(Outcome::Applied) => {
                         received.applied.push(child_id);
                         ready.push(child_id);
@@ -1295,6 +1353,15 @@ impl DatabaseCore {
                     Ok(Outcome::Discarded) => {
                         received.discarded.push(child_id);
                         ready.push(child_id);
+                    }
+                    Ok(Outcome::NoRoom) => {
+                        // Best effort: an entry that cannot be held is refused all the same.
+                        let _ = self.waiting().hold(child, Instant::now());
+                        let taken = self.take_with_held(child_id, received)?;
+                        if !taken.contains(&child_id) {
+                            received.rejected.push((child_id, self.no_room(&child_id)));
+                        }
+                        ready.extend(taken);
                     }
                     Err(e) => received.rejected.push((child_id, e)),
                 }
@@ -1433,9 +1500,29 @@ fn check_stores(ops: &BTreeMap<String, BTreeMap<String, Op>>) -> Result<()> {
 mod tests {
     use std::sync::Arc;
 
-    use crate::backend::MemoryBackend;
+    use crate::backend::{EntryMeta, MemoryBackend};
     use crate::crypto::PrivateKey;
     use crate::database::registry::Registry;
+    use crate::entry::EntryId;
+
+    #[test]
+    fn a_commit_takes_the_highest_tips_when_there_are_more_than_it_may_have_parents() {
+        let tip = |n: u8, height: u64| {
+            let meta = EntryMeta {
+                db: EntryId::from_bytes([0; 32]),
+                height,
+                settings_visible: Vec::new(),
+                changes_settings: false,
+            };
+            (EntryId::from_bytes([n; 32]), meta)
+        };
+        let tips = vec![tip(1, 5), tip(2, 9), tip(3, 5), tip(4, 7)];
+        let ids = |tips: Vec<(EntryId, EntryMeta)>| -> Vec<u8> {
+            tips.iter().map(|(id, _)| id.as_bytes()[0]).collect()
+        };
+        assert_eq!(ids(super::highest(tips.clone(), 3)), vec![2, 4, 1]);
+        assert_eq!(ids(super::highest(tips.clone(), 4)), vec![1, 2, 3, 4]);
+    }
 
     #[test]
     fn a_write_that_panicked_does_not_lock_the_database_for_good() {

@@ -3,6 +3,11 @@
 //! entries whose parents never come can hold only this much, only this long; past it, its
 //! entries are refused with [`Error::Busy`], which the peer sees. The bounds are
 //! [`WaitingLimits`], which the instance may change at run time.
+//!
+//! Entries whose parents are all stored but that the database had no room for (they would
+//! add a tip past its bound) are kept here too, held: refused all the same, but a child that
+//! arrives later and merges the tips back may take them in with it
+//! ([`super::core::DatabaseCore::receive`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +27,9 @@ pub const MAX_WAITING_BYTES: usize = 64 << 20;
 pub const WAITING_TTL: Duration = Duration::from_secs(600);
 /// Bytes counted for an entry beyond its encoding (its place in the maps).
 const OVERHEAD: usize = 128;
+/// Most entries held for want of room in one database: past it, the longest held is
+/// dropped (it is refused all the same, and sent again by its peer).
+pub const MAX_HELD: usize = 64;
 
 /// Bounds on the foreign entries waiting for their parents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +154,8 @@ pub(crate) struct Waiting {
     /// Arrival order, for expiry.
     arrivals: VecDeque<(Instant, EntryId)>,
     bytes: usize,
+    /// The entries here held for want of room, not for their parents, oldest first.
+    held: VecDeque<EntryId>,
 }
 
 impl Waiting {
@@ -157,14 +167,43 @@ impl Waiting {
             waiting_on: HashMap::new(),
             arrivals: VecDeque::new(),
             bytes: 0,
+            held: VecDeque::new(),
         }));
         budget.register(&waiting);
         waiting
     }
 
-    /// True if `id` is waiting here.
+    /// True if `id` is waiting here, for its parents or held.
     pub(crate) fn contains(&self, id: &EntryId) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// True if `id` is held here for want of room (see [`Waiting::hold`]).
+    pub(crate) fn is_held(&self, id: &EntryId) -> bool {
+        self.held.contains(id)
+    }
+
+    /// True if some entry is held here.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Keeps `entry`, whose parents are all stored, held for want of room (at most
+    /// [`MAX_HELD`]: the longest held makes way): counted and expired as the entries waiting
+    /// for parents are. [`Error::Busy`] as [`Waiting::add`].
+    pub(crate) fn hold(&mut self, entry: Entry, now: Instant) -> Result<()> {
+        let id = entry.id();
+        if self.contains(&id) {
+            return Ok(());
+        }
+        if self.held.len() >= MAX_HELD {
+            if let Some(longest) = self.held.front().copied() {
+                self.remove(&longest);
+            }
+        }
+        self.add(entry, Vec::new(), now)?;
+        self.held.push_back(id);
+        Ok(())
     }
 
     /// Entries waiting here.
@@ -210,6 +249,11 @@ impl Waiting {
         self.waiting_on.remove(parent).unwrap_or_default()
     }
 
+    /// The waiting children that need `parent`, which stay waiting.
+    pub(crate) fn children_waiting_on(&self, parent: &EntryId) -> &[EntryId] {
+        self.waiting_on.get(parent).map_or(&[], Vec::as_slice)
+    }
+
     /// The waiting entry `id`, if any (it stays waiting).
     pub(crate) fn get(&self, id: &EntryId) -> Option<&Entry> {
         self.entries.get(id).map(|(entry, _)| entry)
@@ -218,6 +262,7 @@ impl Waiting {
     /// Takes `id` out of the waiting area.
     pub(crate) fn remove(&mut self, id: &EntryId) -> Option<Entry> {
         let (entry, size) = self.entries.remove(id)?;
+        self.held.retain(|h| h != id);
         self.bytes -= size;
         self.budget.release(size);
         Some(entry)

@@ -172,11 +172,14 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
     let core = readable(sync, &registry, &env)?;
     let backend = core.backend();
     match request {
+        // At most a message's ids (a database has no more, unless one stored before its
+        // tips were bounded): the client then takes the reply for a difference and syncs.
         Request::Tips => Ok(wire::encode_ids(
             &backend
                 .tips(&env.db)?
                 .into_iter()
                 .map(|(id, _)| id)
+                .take(wire::MAX_IDS)
                 .collect::<Vec<_>>(),
         )),
         Request::Ids { after, limit } => {

@@ -120,7 +120,8 @@ impl SyncEngine {
                 "neither this instance nor the peer holds database {db}"
             )));
         }
-        if theirs == ours {
+        // A full reply may have been cut short (see the `Tips` handler): not a match.
+        if theirs == ours && theirs.len() < wire::MAX_IDS {
             return Ok(report);
         }
         // A peer without the database has nothing to pull (and may take it by push).

@@ -492,3 +492,132 @@ fn a_database_takes_at_most_as_many_tips_as_an_entry_has_parents() {
     assert!(matches!(db.get("s", "late0"), Err(Error::NotFound(_))));
     db.verify().unwrap();
 }
+
+/// An entry on `parents` (of heights up to `below`), signed by `key`.
+fn on_parents(
+    db: &Database,
+    mut parents: Vec<EntryId>,
+    below: u64,
+    key: &PrivateKey,
+    ops: Ops,
+) -> Entry {
+    parents.sort();
+    EntryContent {
+        db: Some(db.id()),
+        parents,
+        height: below + 1,
+        ops,
+        author: key.public_key(),
+    }
+    .sign(key)
+    .unwrap()
+}
+
+/// A relay (it cannot commit) whose tips a flooding writer keeps at the bound: an honest
+/// writer's entry made before it saw the flood adds a tip and is refused, but its next
+/// commit, which merges the tips, takes it in with it (in either order of arrival, through a
+/// chain of entries), as no commit at the relay could. Before, the relay refused the entry
+/// and waited for its child for ever. A merging child that is not allowed takes nothing in.
+#[test]
+fn a_relay_at_the_tip_bound_takes_a_writers_entry_in_with_the_commit_that_merges_the_tips() {
+    use mnemo::entry::MAX_PARENTS;
+
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let flooder = PrivateKey::generate().unwrap();
+    let honest = PrivateKey::generate().unwrap();
+    let stranger = PrivateKey::generate().unwrap();
+    let mut shared = vec![db.id()];
+    shared.push(db.grant(&flooder.public_key(), Permission::Write).unwrap());
+    shared.push(db.grant(&honest.public_key(), Permission::Write).unwrap());
+    let base = db.set("s", "base", "1").unwrap();
+    shared.push(base);
+    let h = Entry::decode(&db.entry_bytes(&base).unwrap())
+        .unwrap()
+        .content()
+        .height;
+    let flood: Vec<Entry> = (0..MAX_PARENTS)
+        .map(|i| {
+            on_parents(
+                &db,
+                vec![base],
+                h,
+                &flooder,
+                ops("s", &format!("f{i}"), "1"),
+            )
+        })
+        .collect();
+    let flood_ids: Vec<EntryId> = flood.iter().map(Entry::id).collect();
+    let tips_of = |backend: &MemoryBackend| {
+        use mnemo::backend::Backend;
+        backend.tips(&db.id()).unwrap().len()
+    };
+    let relay_at_bound = || {
+        let (relay, backend) = replica(&db, &shared);
+        for entry in &flood {
+            relay.receive_entry(entry.bytes()).unwrap();
+        }
+        assert_eq!(tips_of(&backend), MAX_PARENTS);
+        (relay, backend)
+    };
+    let merging = |last: &Entry, key: &PrivateKey| {
+        let mut parents = vec![last.id()];
+        parents.extend_from_slice(&flood_ids[1..]);
+        let height = last.content().height;
+        on_parents(&db, parents, height, key, ops("s", "merged", "1"))
+    };
+
+    // The entry, then its merging child.
+    let written = on_parents(&db, vec![base], h, &honest, ops("s", "honest", "1"));
+    let merge = merging(&written, &honest);
+    let (relay, backend) = relay_at_bound();
+    let refused = relay.receive_entry(written.bytes());
+    assert!(matches!(refused, Err(Error::Busy(_))), "{refused:?}");
+    let took = relay.receive_entry(merge.bytes()).unwrap();
+    assert_eq!(took.applied, vec![written.id(), merge.id()]);
+    assert_eq!(tips_of(&backend), 2); // the merge and the one flood entry it did not see
+                                      // Sent again, both are known.
+    assert!(relay.receive_entry(written.bytes()).unwrap().duplicate);
+
+    // The child first: it waits; the entry, refused for room, comes in with it.
+    let (relay, backend) = relay_at_bound();
+    assert!(relay.receive_entry(merge.bytes()).unwrap().pending);
+    let took = relay.receive_entry(written.bytes()).unwrap();
+    assert_eq!(took.applied, vec![written.id(), merge.id()]);
+    assert_eq!(tips_of(&backend), 2);
+
+    // A chain: two entries, each adding nothing the bound allows, then the merge.
+    let first = on_parents(&db, vec![base], h, &honest, ops("s", "a", "1"));
+    let second = on_parents(&db, vec![first.id()], h + 1, &honest, ops("s", "b", "1"));
+    let merge = merging(&second, &honest);
+    let (relay, backend) = relay_at_bound();
+    assert!(matches!(
+        relay.receive_entry(first.bytes()),
+        Err(Error::Busy(_))
+    ));
+    assert!(relay.receive_entry(second.bytes()).unwrap().pending);
+    let took = relay.receive_entry(merge.bytes()).unwrap();
+    assert_eq!(took.applied, vec![first.id(), second.id(), merge.id()]);
+    assert_eq!(tips_of(&backend), 2);
+
+    // A merging child signed by a key with no grant takes nothing in: the entry stays
+    // refused, the tips at the bound.
+    let forged = merging(&written, &stranger);
+    let (relay, backend) = relay_at_bound();
+    assert!(matches!(
+        relay.receive_entry(written.bytes()),
+        Err(Error::Busy(_))
+    ));
+    assert!(relay.receive_entry(forged.bytes()).unwrap().pending);
+    assert!(matches!(
+        relay.receive_entry(written.bytes()),
+        Err(Error::Busy(_))
+    ));
+    assert_eq!(tips_of(&backend), MAX_PARENTS);
+    // The honest merge still does.
+    let took = relay
+        .receive_entry(merging(&written, &honest).bytes())
+        .unwrap();
+    assert!(took.applied.contains(&written.id()));
+    assert_eq!(tips_of(&backend), 2);
+}
