@@ -558,7 +558,9 @@ void mnemo_db_free(struct mnemo_database *db);
  * Sets the part of `key`'s JSON value at `pointer` to `json`, as one signed commit.
  * Concurrent writes of different paths of one value (on other devices) both survive the
  * merge; writes of the same path: the last writer wins, by (height, entry id). A whole-value
- * `mnemo_db_set` replaces every path write older than it and none newer.
+ * `mnemo_db_set` replaces every path write older than it and none newer. Arrays merge
+ * whole: a path into an array (an index, or "-") is written as that whole array as it is
+ * here, so of two concurrent appends to one array, one wins.
  *
  * - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
  *   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).
@@ -1324,8 +1326,10 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
 /**
  * Adds "set the part of `key`'s value at `pointer` to `json`" to the transaction, as
  * `mnemo_db_set_path` describes. It builds on earlier operations on the same key in this
- * transaction: on a value set here it edits that value; it replaces earlier writes of the
- * same path and of paths under it.
+ * transaction, in the order they were added: on a value set here it edits that value; it
+ * replaces earlier writes of the same path and of paths under it; a path into an array
+ * writes that array as the database and this transaction's earlier writes leave it (the
+ * key's value is read from the database for that, at its first path write here).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
  * argument, bad UTF-8, over 16 MiB, …; or a bad pointer, or a write nested too deep; the

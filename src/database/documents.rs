@@ -8,7 +8,9 @@
 //! ([`crate::json::pointer::place`]), so a whole-value set replaces every path older than it,
 //! and concurrent writes of different paths both survive. Every rule is a function of the
 //! set of entries, not of their arrival order, so replicas converge; the common case (a
-//! write newer than everything of the key) costs a few point reads, not a replay.
+//! write newer than everything of the key) costs a few point reads, not a replay, unless it
+//! goes into an array (local writes never do: [`crate::database::Transaction::set_path`]
+//! writes the whole array instead).
 //!
 //! Every operation also leaves a row in the hidden store [`log_store`], keyed by key, height
 //! and entry, so a key's history is a range read.
@@ -387,14 +389,18 @@ impl Document<'_> {
             return Ok(()); // superseded by a newer write of the same paths or of the whole
         }
         if current.as_ref().is_none_or(|c| newest.wins_over(c)) {
-            // Newer than everything of the key: apply on top of its value.
+            // Newer than everything of the key: apply on top of its value, unless a write
+            // goes into an array there. What an older write of the same path added to an
+            // array stays in the value, where the replay below (the rule) drops it.
             let mut value = parse(current.and_then(|c| c.value).as_deref())?;
-            for (pointer, path_cell) in &won {
-                apply(&mut value, pointer, path_cell)?;
+            if !goes_into_an_array(&value, &won)? {
+                for (pointer, path_cell) in &won {
+                    apply(&mut value, pointer, path_cell)?;
+                }
+                let merged = cell(height, entry, Some(&crate::json::encode(&value)));
+                self.write(writes, self.store.to_string(), self.key.to_string(), merged);
+                return Ok(());
             }
-            let merged = cell(height, entry, Some(&crate::json::encode(&value)));
-            self.write(writes, self.store.to_string(), self.key.to_string(), merged);
-            return Ok(());
         }
         let mut all = self.paths()?;
         all.retain(|(p, _)| !won.iter().any(|(w, _)| w == p));
@@ -439,6 +445,18 @@ fn merge(base: &Cell, paths: &[(String, Cell)]) -> Result<Cell> {
         top.entry,
         Some(&crate::json::encode(&value)),
     ))
+}
+
+/// Whether a write of one of `paths` goes into an array in `value`
+/// ([`pointer::array_on_the_way`]).
+fn goes_into_an_array(value: &Value, paths: &[(String, Cell)]) -> Result<bool> {
+    for (pointer, _) in paths {
+        let tokens = pointer::parse(pointer).map_err(|_| stored_bad("pointer"))?;
+        if pointer::array_on_the_way(value, &tokens).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn apply(value: &mut Value, pointer: &str, path_cell: &Cell) -> Result<()> {

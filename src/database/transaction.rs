@@ -5,7 +5,11 @@ use crate::entry::{
     encoded_op_len, encoded_path_len, encoded_store_len, EntryId, Op, Ops, ENTRY_BYTES_BESIDES_OPS,
     MAX_ENTRY_BYTES,
 };
-use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::error::{quoted, Error, Result};
 use crate::json::pointer;
 
 /// Operations collected for one commit. Nothing is visible until [`Transaction::commit`];
@@ -17,6 +21,9 @@ pub struct Transaction {
     ops: Ops,
     /// The bytes `ops` take in the entry ([`encoded_op_len`], [`encoded_store_len`]).
     bytes: usize,
+    /// The value of each key with path writes here, as the database held it when the first
+    /// was made, with the writes since.
+    patched: HashMap<(String, String), Value>,
 }
 
 impl Transaction {
@@ -25,6 +32,7 @@ impl Transaction {
             db,
             ops: Ops::new(),
             bytes: 0,
+            patched: HashMap::new(),
         }
     }
 
@@ -40,7 +48,10 @@ impl Transaction {
     /// Sets the part of `key`'s JSON value at `pointer` (RFC 6901; `""` is the whole value,
     /// as [`Transaction::set`]) to the JSON text `json`, making the objects the path needs.
     /// Merged per path with concurrent changes (see `database::documents`). A write of a
-    /// path replaces earlier writes of it and of paths under it in this transaction.
+    /// path replaces earlier writes of it and of paths under it in this transaction. A path
+    /// that goes into an array (an index, or `-`) writes that whole array as this
+    /// transaction sees it (read from the database): where an element goes depends on what
+    /// came before, which a merge of paths cannot know, so arrays merge whole.
     /// [`Error::InvalidArgument`] for a bad pointer, bad JSON or a write nested deeper than
     /// [`crate::json::pointer::MAX_WRITE_DEPTH`] levels.
     pub fn set_path(&mut self, store: &str, key: &str, pointer: &str, json: &str) -> Result<()> {
@@ -54,43 +65,110 @@ impl Transaction {
         if tokens.iter().any(|t| t == crate::json::NUMBER_MARKER) {
             return Err(crate::json::marker_refused());
         }
-        let fragment = crate::json::canonical_of(&parsed)?;
-        // A path written here replaces earlier writes of it and of paths under it.
-        let replaced = |p: &str| pointer::parse(p).is_ok_and(|under| under.starts_with(&tokens));
         let whole = match self.ops.get(store).and_then(|s| s.get(key)) {
-            Some(Op::Set(whole)) => serde_json::from_str(whole)
-                .map_err(|_| Error::Internal("a pending value does not parse".into()))?,
-            Some(Op::Delete) => serde_json::Value::Null,
-            Some(op @ Op::Patch(paths)) => {
-                let removed: usize = (paths.iter())
-                    .filter(|(p, _)| replaced(p))
-                    .map(|(p, v)| encoded_path_len(p, v))
-                    .sum();
-                let op_len =
-                    encoded_op_len(key, op) - removed + encoded_path_len(pointer, &fragment);
-                let bytes = self.bytes_with(store, key, op_len)?;
-                let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key))
-                else {
-                    unreachable!("a patch was found above");
-                };
-                paths.retain(|p, _| !replaced(p));
-                paths.insert(pointer.to_string(), fragment);
-                self.bytes = bytes;
-                return Ok(());
-            }
-            None => {
-                let paths = [(pointer.to_string(), fragment)].into_iter().collect();
-                return self.put(store, key, Op::Patch(paths));
-            }
+            Some(Op::Set(whole)) => Some(
+                serde_json::from_str(whole)
+                    .map_err(|_| Error::Internal("a pending value does not parse".into()))?,
+            ),
+            Some(Op::Delete) => Some(Value::Null),
+            _ => None,
         };
-        let mut doc = whole;
-        pointer::place(&mut doc, &tokens, parsed);
-        self.put(store, key, Op::Set(crate::json::canonical_of(&doc)?))
+        if let Some(mut doc) = whole {
+            pointer::place(&mut doc, &tokens, parsed);
+            return self.put(store, key, Op::Set(crate::json::canonical_of(&doc)?));
+        }
+        let (tokens, parsed) = self.as_written(store, key, tokens, parsed)?;
+        if tokens.is_empty() {
+            // The value is an array: the write is of the whole value.
+            return self.put(store, key, Op::Set(crate::json::canonical_of(&parsed)?));
+        }
+        self.add_path(store, key, &tokens, crate::json::canonical_of(&parsed)?)?;
+        let slot = (store.to_string(), key.to_string());
+        if let Some(value) = self.patched.get_mut(&slot) {
+            pointer::place(value, &tokens, parsed);
+        }
+        Ok(())
+    }
+
+    /// The write of `value` at `tokens` in `key` of `store` as it is made: the same, or, for
+    /// a path that goes into an array, a write of that whole array (no tokens: the value is
+    /// the array) as this transaction sees it.
+    fn as_written(
+        &mut self,
+        store: &str,
+        key: &str,
+        tokens: Vec<String>,
+        value: Value,
+    ) -> Result<(Vec<String>, Value)> {
+        let patched = self.patched_value(store, key)?;
+        let Some(n) = pointer::array_on_the_way(patched, &tokens) else {
+            return Ok((tokens, value));
+        };
+        let mut array = pointer::get(patched, &tokens[..n])
+            .cloned()
+            .unwrap_or_default();
+        pointer::place(&mut array, &tokens[n..], value);
+        Ok((tokens[..n].to_vec(), array))
+    }
+
+    /// Adds the write of `fragment` (canonical JSON) at `tokens` to `key`'s path writes,
+    /// replacing earlier writes of it and of paths under it.
+    fn add_path(
+        &mut self,
+        store: &str,
+        key: &str,
+        tokens: &[String],
+        fragment: String,
+    ) -> Result<()> {
+        let pointer = pointer::pointer_of(tokens);
+        let replaced = |p: &str| pointer::parse(p).is_ok_and(|under| under.starts_with(tokens));
+        let Some(op @ Op::Patch(paths)) = self.ops.get(store).and_then(|s| s.get(key)) else {
+            let paths = [(pointer, fragment)].into_iter().collect();
+            return self.put_patch(store, key, Op::Patch(paths));
+        };
+        let removed: usize = (paths.iter())
+            .filter(|(p, _)| replaced(p))
+            .map(|(p, v)| encoded_path_len(p, v))
+            .sum();
+        let op_len = encoded_op_len(key, op) - removed + encoded_path_len(&pointer, &fragment);
+        let bytes = self.bytes_with(store, key, op_len)?;
+        let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key)) else {
+            unreachable!("a patch was found above");
+        };
+        paths.retain(|p, _| !replaced(p));
+        paths.insert(pointer, fragment);
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    /// The value `key` of `store` has with this transaction's path writes (read from the
+    /// database at the first; null if it has none).
+    fn patched_value(&mut self, store: &str, key: &str) -> Result<&mut Value> {
+        let slot = (store.to_string(), key.to_string());
+        if !self.patched.contains_key(&slot) {
+            let stored = match self.db.get(store, key) {
+                Ok(json) => serde_json::from_str(&json).map_err(|_| {
+                    Error::Corrupt(format!("the value of key {} does not parse", quoted(key)))
+                })?,
+                Err(Error::NotFound(_)) => Value::Null,
+                Err(e) => return Err(e),
+            };
+            self.patched.insert(slot.clone(), stored);
+        }
+        Ok(self.patched.get_mut(&slot).expect("inserted above"))
+    }
+
+    /// Puts `op`, a whole value or a deletion, for `key` of `store` as [`Transaction::put_patch`]
+    /// does; the key's value is then `op`'s, not a patched one.
+    fn put(&mut self, store: &str, key: &str, op: Op) -> Result<()> {
+        self.put_patch(store, key, op)?;
+        self.patched.remove(&(store.to_string(), key.to_string()));
+        Ok(())
     }
 
     /// Puts `op` for `key` of `store`, in place of an earlier one, unless the entry would
     /// then be over [`MAX_ENTRY_BYTES`] ([`Error::InvalidArgument`]; nothing changes).
-    fn put(&mut self, store: &str, key: &str, op: Op) -> Result<()> {
+    fn put_patch(&mut self, store: &str, key: &str, op: Op) -> Result<()> {
         let bytes = self.bytes_with(store, key, encoded_op_len(key, &op))?;
         self.ops
             .entry(store.to_string())

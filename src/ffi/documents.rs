@@ -12,7 +12,9 @@ use crate::database::{ChangeKind, KeyChange};
 /// Sets the part of `key`'s JSON value at `pointer` to `json`, as one signed commit.
 /// Concurrent writes of different paths of one value (on other devices) both survive the
 /// merge; writes of the same path: the last writer wins, by (height, entry id). A whole-value
-/// `mnemo_db_set` replaces every path write older than it and none newer.
+/// `mnemo_db_set` replaces every path write older than it and none newer. Arrays merge
+/// whole: a path into an array (an index, or "-") is written as that whole array as it is
+/// here, so of two concurrent appends to one array, one wins.
 ///
 /// - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
 ///   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).

@@ -49,8 +49,10 @@ pub unsafe extern "C" fn mnemo_txn_set(
 
 /// Adds "set the part of `key`'s value at `pointer` to `json`" to the transaction, as
 /// `mnemo_db_set_path` describes. It builds on earlier operations on the same key in this
-/// transaction: on a value set here it edits that value; it replaces earlier writes of the
-/// same path and of paths under it.
+/// transaction, in the order they were added: on a value set here it edits that value; it
+/// replaces earlier writes of the same path and of paths under it; a path into an array
+/// writes that array as the database and this transaction's earlier writes leave it (the
+/// key's value is read from the database for that, at its first path write here).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
 /// argument, bad UTF-8, over 16 MiB, …; or a bad pointer, or a write nested too deep; the

@@ -88,6 +88,30 @@ pub fn get<'a>(value: &'a Value, tokens: &[String]) -> Option<&'a Value> {
     })
 }
 
+/// How many of `tokens` lead, through objects, to an array that the next token goes into
+/// (so `tokens[..n]` points at it), or `None` when a write at `tokens` in `value` meets no
+/// array on the way (an array at `tokens` itself is replaced whole). Where a write goes into
+/// an array depends on what came before (an index, or `-`, appends), unlike an object member.
+pub fn array_on_the_way(value: &Value, tokens: &[String]) -> Option<usize> {
+    let mut node = value;
+    for (n, token) in tokens.iter().enumerate() {
+        match node {
+            Value::Array(_) => return Some(n),
+            Value::Object(map) => node = map.get(token)?,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The pointer of `tokens` (escaping `~` as `~0` and `/` as `~1`).
+pub fn pointer_of(tokens: &[String]) -> String {
+    tokens
+        .iter()
+        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
 /// Nesting depth of a value: 0 for a scalar, one more than its deepest member otherwise.
 pub fn depth(value: &Value) -> usize {
     match value {
@@ -155,6 +179,20 @@ mod tests {
         assert_eq!(get(&doc, &tokens("/foo/01")), None);
         assert_eq!(get(&doc, &tokens("/foo/2")), None);
         assert_eq!(get(&doc, &tokens("/nope/x")), None);
+    }
+
+    #[test]
+    fn finds_the_first_array_a_write_goes_into() {
+        let doc = json!({"a": {"l": [{"m": [1]}]}, "s": 5, "top": [1]});
+        assert_eq!(array_on_the_way(&doc, &tokens("/a/l/0/m/-")), Some(2));
+        assert_eq!(array_on_the_way(&doc, &tokens("/a/l/-")), Some(2));
+        assert_eq!(array_on_the_way(&doc, &tokens("/a/l")), None);
+        assert_eq!(array_on_the_way(&doc, &tokens("/a/x/y")), None);
+        assert_eq!(array_on_the_way(&doc, &tokens("/s/x")), None);
+        assert_eq!(array_on_the_way(&json!([1]), &tokens("/0")), Some(0));
+        for p in ["/a~1b/~0c", "/", "//x", "/a/-"] {
+            assert_eq!(pointer_of(&tokens(p)), p);
+        }
     }
 
     #[test]

@@ -206,3 +206,87 @@ fn documents_keep_merging_after_the_instance_reopens() {
         assert_eq!(db.history("s", "k", 0).unwrap().len(), 3, "{name}");
     }
 }
+
+/// Path writes into an array as a writer that does not write whole arrays makes them (an
+/// older mnemo, another implementation): two appends one on the other, and a write by index
+/// beside them. Each copy takes them in a different order, and all show the same value.
+/// Before, a copy that applied an append on top of its value kept what the older append of
+/// that path had added, where a copy that replayed the paths (the rule) dropped it (which
+/// copy did depends on the entries' ids: eight rounds with new keys).
+#[test]
+fn path_writes_into_arrays_from_elsewhere_converge_whatever_their_order() {
+    for _ in 0..8 {
+        arrays_from_elsewhere_converge_once();
+    }
+}
+
+fn arrays_from_elsewhere_converge_once() {
+    use std::collections::BTreeMap;
+
+    use mnemo::crypto::PrivateKey;
+    use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
+
+    let (_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    let mut shared = vec![db.id()];
+    shared.push(db.grant(&writer.public_key(), Permission::Write).unwrap());
+    let (readers, keys): (Vec<_>, Vec<_>) = (0..3)
+        .map(|i| {
+            let (inst, user) = logged_in(&format!("r{i}"));
+            let key = user.default_key().unwrap();
+            ((inst, user), key)
+        })
+        .unzip();
+    for key in &keys {
+        shared.push(db.grant(key, Permission::Read).unwrap());
+    }
+    shared.push(db.set("s", "k", r#"{"l":["a"]}"#).unwrap());
+    let start = *shared.last().unwrap();
+    let height_of = |id: &EntryId| {
+        Entry::decode(&db.entry_bytes(id).unwrap())
+            .unwrap()
+            .content()
+            .height
+    };
+    let patch = |parent: EntryId, height: u64, pointer: &str, json: &str| {
+        let mut ops = Ops::new();
+        let paths = BTreeMap::from([(pointer.to_string(), json.to_string())]);
+        ops.insert(
+            "s".to_string(),
+            BTreeMap::from([("k".to_string(), Op::Patch(paths))]),
+        );
+        EntryContent {
+            db: Some(db.id()),
+            parents: vec![parent],
+            height: height + 1,
+            ops,
+            author: writer.public_key(),
+        }
+        .sign(&writer)
+        .unwrap()
+    };
+    let h = height_of(&start);
+    let first = patch(start, h, "/l/-", "1");
+    let second = patch(first.id(), h + 1, "/l/-", "2");
+    let beside = patch(start, h, "/l/1", "3");
+    let orders = [
+        [&first, &second, &beside],
+        [&beside, &first, &second],
+        [&first, &beside, &second],
+    ];
+    let mut values = Vec::new();
+    for ((inst, user), order) in readers.iter().zip(orders) {
+        for id in &shared {
+            inst.receive_entry(&db.entry_bytes(id).unwrap()).unwrap();
+        }
+        for entry in order {
+            inst.receive_entry(entry.bytes()).unwrap();
+        }
+        let copy = user.load_db(&db.id()).unwrap();
+        copy.verify().unwrap();
+        values.push(copy.get("s", "k").unwrap());
+    }
+    assert_eq!(values[0], values[1], "{values:?}");
+    assert_eq!(values[0], values[2], "{values:?}");
+}

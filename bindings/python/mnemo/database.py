@@ -120,7 +120,9 @@ class Database(HandleOwner):
         ``"/address/city"``; ``""`` is the whole value) to ``value``, as one signed commit.
         Missing objects on the way are created. Concurrent writes of different paths of one
         value (on other devices) both survive the merge; of one path, the last writer wins;
-        a whole-value :meth:`set` replaces every path write older than it.
+        a whole-value :meth:`set` replaces every path write older than it. Arrays merge
+        whole: a path into an array (an index, or ``"-"``) writes that whole array as it is
+        here, so of two concurrent appends to one array, one wins.
 
         Raises InvalidArgument for a bad store name, key or pointer, a value JSON cannot
         represent, or a write nested more than 100 levels; LoggedOut; PermissionDenied;

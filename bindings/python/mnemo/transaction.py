@@ -68,8 +68,10 @@ class Transaction:
 
     def set_path(self, store: str, key: str, pointer: str, value: Any) -> None:
         """Adds "set the part of ``key``'s value at JSON Pointer ``pointer`` to ``value``"
-        (see :meth:`mnemo.Database.set_path`). On a value set earlier in this transaction
-        it edits that value; it replaces earlier writes of the same path and paths under it.
+        (see :meth:`mnemo.Database.set_path`), after the transaction's earlier operations:
+        on a value set earlier in this transaction it edits that value; it replaces earlier
+        writes of the same path and paths under it; a path into an array writes that array
+        as the database and this transaction leave it.
 
         Raises InvalidArgument as :meth:`set`, or for a bad pointer or a write nested too
         deep; the transaction is then unchanged and stays usable.

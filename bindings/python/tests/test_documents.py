@@ -58,6 +58,26 @@ def test_transaction_path_writes_build_on_its_own_set(db: mnemo.Database) -> Non
     assert db.get("people", "p3") == {"a": {"y": 2}}
 
 
+def test_a_transaction_applies_array_writes_in_the_order_made(db: mnemo.Database) -> None:
+    """Before, a transaction's paths were applied in pointer order: "/l/10" before "/l/9"
+    (an index past the end made the array an object), "-" before "0"."""
+    db.set("s", "nine", {"l": list(range(9))})
+    db.set("s", "empty", {"l": []})
+    with db.transaction() as txn:
+        txn.set_path("s", "nine", "/l/9", "p")
+        txn.set_path("s", "nine", "/l/10", "q")
+        txn.set_path("s", "empty", "/l/0", {"x": 1})
+        txn.set_path("s", "empty", "/l/-", 2)
+        txn.set_path("s", "new", "/l", [])
+        txn.set_path("s", "new", "/l/-", "a")
+        txn.set_path("s", "new", "/l/-", "b")
+        txn.set_path("s", "new", "/o/k", 1)
+    assert db.get("s", "nine") == {"l": [*range(9), "p", "q"]}
+    assert db.get("s", "empty") == {"l": [{"x": 1}, 2]}
+    assert db.get("s", "new") == {"l": ["a", "b"], "o": {"k": 1}}
+    db.verify()
+
+
 class Pair:
     """Two instances with sync; Bob has write on Alice's database and a copy of it."""
 
@@ -157,3 +177,33 @@ def test_history_keeps_the_change_that_lost(pair: Pair) -> None:
     values = [c.get("value") for c in pair.copy.history("people", "p1")]
     assert "alice's" in values and "bob's" in values
     assert pair.db.history("people", "p1") == pair.copy.history("people", "p1")
+
+
+def test_appends_to_an_array_made_one_after_another_survive_a_concurrent_write(
+    pair: Pair,
+) -> None:
+    """Before, each append was kept as a write of "/tags/-": a copy that merged them by
+    replaying the newest write of each path kept only the last, while the device that made
+    them showed both (the copies differed for good)."""
+    pair.db.set_path("people", "p1", "/tags", [])
+    pair.round()
+    pair.db.set_path("people", "p1", "/tags/-", "x")
+    pair.db.set_path("people", "p1", "/tags/-", "y")
+    pair.copy.set_path("people", "p1", "/name", "Anne")
+    pair.round()
+    merged = {"address": {"city": "Bergen"}, "name": "Anne", "tags": ["x", "y"]}
+    assert pair.db.get("people", "p1") == merged
+    assert pair.copy.get("people", "p1") == merged
+    pair.db.verify()
+    pair.copy.verify()
+
+
+def test_concurrent_appends_to_one_array_converge_to_one_of_them(pair: Pair) -> None:
+    pair.db.set_path("people", "p1", "/tags", ["old"])
+    pair.round()
+    pair.db.set_path("people", "p1", "/tags/-", "from alice")
+    pair.copy.set_path("people", "p1", "/tags/-", "from bob")
+    pair.round()
+    value = pair.db.get("people", "p1")
+    assert value == pair.copy.get("people", "p1")
+    assert value["tags"] in (["old", "from alice"], ["old", "from bob"])
