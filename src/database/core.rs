@@ -333,19 +333,18 @@ impl DatabaseCore {
     /// Storing a revocation that arrives after what it discards, and undoing their effect
     /// (replacing the state), are two writes; a record written before the first and removed
     /// after the second says when the second may be missing (it failed, or the process
-    /// stopped in between). The record is looked for once per process, at this database's
-    /// first use; when it is there, or the undoing failed in this process, the state is
-    /// worked out again here. Callers hold the write lock, with nothing staged.
+    /// stopped in between). The record is looked for at this database's first use in this
+    /// process, and again before each change while the undoing is pending here (another
+    /// process may have done it meanwhile: then nothing is left to do); while it is there,
+    /// the state is worked out again here. Callers hold the write lock, with nothing staged.
     fn undo_pending(&self) -> Result<()> {
-        let undo = self.undo.load(Ordering::Acquire);
-        if undo == UNDO_NONE {
+        if self.undo.load(Ordering::Acquire) == UNDO_NONE {
             return Ok(());
         }
-        if undo == UNDO_UNCHECKED
-            && self
-                .backend
-                .meta_get(&undo_pending_record(&self.id))?
-                .is_none()
+        if self
+            .backend
+            .meta_get(&undo_pending_record(&self.id))?
+            .is_none()
         {
             self.undo.store(UNDO_NONE, Ordering::Release);
             return Ok(());

@@ -191,7 +191,13 @@ pub(super) fn open(
     for (text, _) in KEYS.all(user_db)? {
         let public = PublicKey::parse(&text)
             .map_err(|_| Error::Corrupt("a stored key id is malformed".into()))?;
-        let key = unseal_key(&account_key, vault.user_id, &public, &vault.key(&public)?)?;
+        let sealed = match vault.key(&public) {
+            // Removed since the list was read (by another session of the account: its
+            // record goes first, then its secret): not one of the keys any more.
+            Err(Error::Corrupt(_)) if KEYS.get(user_db, &text)?.is_none() => continue,
+            sealed => sealed?,
+        };
+        let key = unseal_key(&account_key, vault.user_id, &public, &sealed)?;
         keys.insert(public, Box::new(key));
     }
     if !keys.contains_key(&default) {

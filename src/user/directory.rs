@@ -148,10 +148,13 @@ impl Accounts {
                 return Err(e);
             }
         }
-        self.finish_creation(username, &claim)?;
-        // The user exists whatever this does: a record left behind names a claimed account,
-        // which the next sweep recognises and only drops.
-        let _ = CREATING.delete(&self.directory, &claim.id);
+        // The user exists from the claim on, whatever this does. Its directory record, if
+        // this fails (erasing the name's earlier holder was busy, say), is written by the
+        // next lookup of the name or the next sweep of creation records; a creation record
+        // left behind names a claimed account, which the sweep finishes and drops.
+        if self.finish_creation(username, &claim).is_ok() {
+            let _ = CREATING.delete(&self.directory, &claim.id);
+        }
         Ok(())
     }
 
@@ -263,18 +266,24 @@ impl Accounts {
             }
             self.erase_account(&earlier.id, &earlier.db)?;
         }
+        let record = self.record_of(claim)?;
+        USERS.put(&self.directory, username, &record)?;
+        Ok(record)
+    }
+
+    /// The directory record of a new account, as `claim` names it (the instance's admin if
+    /// it is the first to claim that).
+    fn record_of(&self, claim: &NameClaim) -> Result<UserRecord> {
         let backend = self.registry.backend();
         let admin = backend.meta_insert_new(ADMIN_CLAIM, claim.id.as_bytes())?
             || backend.meta_get(ADMIN_CLAIM)?.as_deref() == Some(claim.id.as_bytes());
-        let record = UserRecord {
+        Ok(UserRecord {
             id: claim.id.clone(),
             db: claim.db,
             status: AccountStatus::Active,
             admin,
             created: claim.created,
-        };
-        USERS.put(&self.directory, username, &record)?;
-        Ok(record)
+        })
     }
 
     /// Removes an account that never got its name (a failed or abandoned creation)
@@ -417,7 +426,15 @@ impl Accounts {
             }
         }
         match serde_json::from_slice::<NameClaim>(&claim) {
-            Ok(claim) => self.finish_creation(username, &claim).map(Some),
+            Ok(claim) => match self.finish_creation(username, &claim) {
+                // Erasing the name's earlier holder is busy (being erased, or written): the
+                // new account is the user all the same, while the name is still its; its
+                // record is written next time.
+                Err(Error::Busy(_)) if self.claimed_by(username, &claim.id)? => {
+                    self.record_of(&claim).map(Some)
+                }
+                finished => finished.map(Some),
+            },
             // A claim of an earlier version (the id alone) names no account to finish.
             Err(_) => Ok(None),
         }

@@ -46,6 +46,11 @@ impl User {
     /// plainly) or a deleted account.
     pub fn forget_db(&self, id: &EntryId) -> Result<()> {
         self.own_record()?;
+        self.unless_deleted(self.forget_tracked(id))
+    }
+
+    /// [`User::forget_db`] once the account was found.
+    fn forget_tracked(&self, id: &EntryId) -> Result<()> {
         if self.accounts.lifecycle().is_system(id)? {
             return Err(Error::PermissionDenied(format!(
                 "{id} is a system database of this instance: it is never forgotten"
@@ -114,7 +119,7 @@ impl User {
     pub fn remove_key(&self, key: &PublicKey) -> Result<()> {
         self.own_record()?;
         let vault = self.accounts.vault(&self.id);
-        account::remove_key(&self.user_db, &vault, key)?;
+        self.unless_deleted(account::remove_key(&self.user_db, &vault, key))?;
         self.session.remove_key(key)
     }
 
@@ -129,7 +134,7 @@ impl User {
                 "this session holds no key {key} (one added by another session shows after a new login)"
             )));
         }
-        account::set_default_key(&self.user_db, key)?;
+        self.unless_deleted(account::set_default_key(&self.user_db, key))?;
         self.session.set_default(key)
     }
 }

@@ -120,8 +120,15 @@ impl User {
     /// private database with it), [`Error::PermissionDenied`] as from changes, rather than
     /// the database's [`Error::NotFound`].
     fn read_account<T>(&self, read: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
-        read(&self.user_db).map_err(|e| match e {
-            Error::NotFound(_) => self.own_record().err().unwrap_or(e),
+        self.unless_deleted(read(&self.user_db))
+    }
+
+    /// `result`, unless it failed on what an admin deleting the account meanwhile took
+    /// away (its private database, a secret: [`Error::NotFound`], [`Error::Corrupt`]):
+    /// then [`Error::PermissionDenied`], as for a call made after the deletion.
+    fn unless_deleted<T>(&self, result: Result<T>) -> Result<T> {
+        result.map_err(|e| match e {
+            Error::NotFound(_) | Error::Corrupt(_) => self.own_record().err().unwrap_or(e),
             e => e,
         })
     }
@@ -135,6 +142,11 @@ impl User {
     /// tracks it. Stopped part-way, it leaves the database listed or not stored.
     pub fn create_db(&self, name: &str) -> Result<Database> {
         self.own_record()?;
+        self.unless_deleted(self.create_db_here(name))
+    }
+
+    /// [`User::create_db`] once the account was found.
+    fn create_db_here(&self, name: &str) -> Result<Database> {
         let author = self.default_key()?;
         let root = create_root(name, &*self.session, author)?;
         // Listed before it is stored: a creation stopped part-way leaves at most a record of
@@ -302,7 +314,12 @@ impl User {
         }
         self.own_record()?;
         let vault = self.accounts.vault(&self.id);
-        account::change_password(&vault, old, new, self.accounts.kdf())
+        self.unless_deleted(account::change_password(
+            &vault,
+            old,
+            new,
+            self.accounts.kdf(),
+        ))
     }
 
     /// Ends the session: wipes the decrypted keys. Databases opened through it then refuse

@@ -285,6 +285,12 @@ pub struct Instrumented {
     /// Run once before the next metadata record is deleted
     /// ([`Instrumented::before_meta_delete`]).
     before_meta_delete: Mutex<Option<Hook>>,
+    /// Run once before a secret is read, after as many more reads as the count says
+    /// ([`Instrumented::before_secret_read`]).
+    before_secret_read: Mutex<(usize, Option<Hook>)>,
+    /// Run once after the next metadata record is inserted
+    /// ([`Instrumented::after_meta_insert`]).
+    after_meta_insert: Mutex<Option<Hook>>,
     /// Holds sync handlers' entry lookups together (see [`Instrumented::gather_sync_lookups`]).
     gathering: Gathering,
     /// The root entries stored (the databases created) through this backend.
@@ -369,6 +375,8 @@ impl Instrumented {
             before_write: Mutex::default(),
             before_forget: Mutex::default(),
             before_meta_delete: Mutex::default(),
+            before_secret_read: Mutex::default(),
+            after_meta_insert: Mutex::default(),
             gathering: Gathering::default(),
             roots: Mutex::default(),
             secrets: Mutex::default(),
@@ -508,6 +516,33 @@ impl Instrumented {
 }
 
 /// Takes the hook out of `slot` and runs it, if one was set.
+impl Instrumented {
+    /// Runs `work` once, just after the next metadata record is inserted (a name claimed,
+    /// say), before its writer goes on.
+    pub fn after_meta_insert(&self, work: impl FnMut() + Send + 'static) {
+        *self.after_meta_insert.lock().unwrap() = Some(Box::new(work));
+    }
+
+    /// Runs `work` once, just before a secret is read, after `after` more secret reads
+    /// (another session's change landing between a reader's reads).
+    pub fn before_secret_read(&self, after: usize, work: impl FnMut() + Send + 'static) {
+        *self.before_secret_read.lock().unwrap() = (after, Some(Box::new(work)));
+    }
+
+    fn run_before_secret_read(&self) {
+        let mut hook = self.before_secret_read.lock().unwrap();
+        if hook.0 > 0 {
+            hook.0 -= 1;
+            return;
+        }
+        let work = hook.1.take();
+        drop(hook);
+        if let Some(mut work) = work {
+            work();
+        }
+    }
+}
+
 fn run_once(slot: &Mutex<Option<Hook>>) {
     let hook = slot.lock().unwrap().take();
     if let Some(mut work) = hook {
@@ -639,7 +674,9 @@ impl Backend for Instrumented {
         self.read(|| self.inner.meta_get(key))
     }
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
-        self.write(|| self.inner.meta_insert_new(key, value))
+        let inserted = self.write(|| self.inner.meta_insert_new(key, value))?;
+        run_once(&self.after_meta_insert);
+        Ok(inserted)
     }
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), Error> {
         self.write(|| self.inner.meta_put(key, value))
@@ -649,6 +686,7 @@ impl Backend for Instrumented {
         self.write(|| self.inner.meta_delete(key, only_if))
     }
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.run_before_secret_read();
         self.read(|| self.inner.secret_get(key))
     }
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool, Error> {
