@@ -14,8 +14,13 @@ pub fn parse(text: &str) -> Result<serde_json::Value> {
     if starts_an_object_with_marker(text) {
         return Err(super::marker_refused());
     }
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::invalid(format!("value is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            Error::invalid("a JSON value nests at most 127 arrays or objects")
+        } else {
+            Error::invalid(format!("value is not valid JSON: {e}"))
+        }
+    })?;
     // Each member written has one colon outside strings; the parsed value holds fewer
     // members only if a key came again. (The slower search for the key runs only then.)
     let written = members_written(text);
