@@ -2,12 +2,17 @@
 
 mnemo keeps numbers exactly as written, so integers of any size and floats at full
 precision round-trip: Python writes the shortest text that reads back as the same float,
-and the library stores that text unchanged.
+and the library stores that text unchanged. A number another program stored beyond a
+float's range (``1e400``, or ``1e-400``, which a float reads as ``inf`` or ``0.0``) reads
+as a :class:`decimal.Decimal` of its exact text, and a finite Decimal is written as its
+text, so such values round-trip too.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from json import encoder as _json_encoder
 from typing import Any
 
@@ -42,6 +47,21 @@ except TypeError:  # c_make_encoder is None, or a Python whose C encoder takes o
 _scan = json.JSONDecoder().scan_once
 
 
+def _exact_float(text: str) -> float | Decimal:
+    """A JSON number with a fraction or exponent: a float, unless a float cannot hold its
+    magnitude (it would read as ``inf``, or as ``0.0`` for a number that is not zero)."""
+    value = float(text)
+    mantissa = text.lower().partition("e")[0]
+    if math.isinf(value) or (value == 0.0 and mantissa.strip("-0.") != ""):
+        return Decimal(text)
+    return value
+
+
+#: The parser for texts with an exponent, the only way past a float's range.
+_decoder_exact = json.JSONDecoder(parse_float=_exact_float)
+_scan_exact = _decoder_exact.scan_once
+
+
 def to_json(value: Any) -> str:
     """Serialises ``value`` as compact JSON text.
 
@@ -53,8 +73,34 @@ def to_json(value: Any) -> str:
         if _C_ENCODE is None:
             return _ENCODER.encode(value)
         return "".join(_C_ENCODE(value, 0))
-    except (TypeError, ValueError, RecursionError) as e:
+    except TypeError as e:
+        if "Decimal" in str(e):
+            try:
+                return _with_decimals(value)
+            except (TypeError, ValueError, RecursionError) as e2:
+                e = e2
         raise InvalidArgument(f"invalid argument: value is not JSON-serialisable: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise InvalidArgument(f"invalid argument: value is not JSON-serialisable: {e}") from None
+
+
+def _with_decimals(value: Any) -> str:
+    """:func:`to_json` of a value holding a :class:`decimal.Decimal`, written as its text
+    (slower than the json module's encoder, which cannot write one; rare)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return str(value)
+    if isinstance(value, dict):
+        parts = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, not {type(k).__name__}")
+            parts.append(_ENCODER.encode(k) + ":" + _with_decimals(v))
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_with_decimals(v) for v in value) + "]"
+    return _ENCODER.encode(value)
 
 
 def from_json(text: str) -> Any:
@@ -75,12 +121,15 @@ def from_json(text: str) -> Any:
 
 
 def _parsed(text: str) -> Any:
+    # Only a number with an exponent can pass a float's range ("e" in a string costs the
+    # slower parser, which calls back for each number with a fraction or exponent).
+    exact = "e" in text or "E" in text
     try:
-        value, end = _scan(text, 0)
+        value, end = (_scan_exact if exact else _scan)(text, 0)
     except StopIteration:
         end = -1
     if end == len(text):
         return value
     # Not one bare value (whitespace, nothing, or more after it): json.loads decides,
     # with its own errors.
-    return json.loads(text)
+    return json.loads(text, parse_float=_exact_float if exact else None)

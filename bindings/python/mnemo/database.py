@@ -74,7 +74,9 @@ class Database(HandleOwner):
             return self._id
 
     def get(self, store: str, key: str) -> Any:
-        """The value of ``key`` in ``store``, decoded from JSON.
+        """The value of ``key`` in ``store``, decoded from JSON (a number beyond a float's
+        range, stored by another program, as a :class:`decimal.Decimal` of its exact text;
+        :meth:`set` writes a finite Decimal back as its text).
 
         Raises NotFound if the key was never set or was deleted, InvalidArgument for a bad
         store name or key (empty, too long, containing NUL), StorageError.

@@ -273,6 +273,31 @@ def test_numbers_are_kept_exactly_as_written(db: mnemo.Database) -> None:
     assert db.get("s", "k") == [-1500.0, 1.0, 0.1, 100.0, 12345678901234567890123456789, 2.5e-7]
 
 
+def test_numbers_beyond_a_floats_range_read_as_exact_decimals_and_write_back(
+    db: mnemo.Database,
+) -> None:
+    """Another program may store 1e400 or 1e-400: before, Python read them as inf and 0.0
+    (and could not write the inf back)."""
+    from decimal import Decimal
+
+    from mnemo import _native
+
+    with db._handle.use() as ptr:
+        text = b'{"e":"e","n":[1e400,-1e400,1e-400,0e5,2.5e3]}'
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+    value = db.get("s", "k")
+    exact = [Decimal("1e400"), Decimal("-1e400"), Decimal("1e-400"), 0.0, 2500.0]
+    assert value == {"e": "e", "n": exact}
+    assert [type(n) for n in value["n"]] == [Decimal, Decimal, Decimal, float, float]
+    db.set("s", "copy", value)
+    assert db.get("s", "copy") == value
+    db.set("s", "one", Decimal("-2.5E-999"))
+    assert db.get("s", "one") == Decimal("-2.5E-999")
+    for not_a_number in (Decimal("NaN"), Decimal("Infinity"), [Decimal("-Infinity")]):
+        with pytest.raises(mnemo.InvalidArgument):
+            db.set("s", "bad", not_a_number)
+
+
 def test_an_object_led_by_the_number_marker_key_is_refused_never_changed(
     db: mnemo.Database,
 ) -> None:
