@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use mnemo::backend::MemoryBackend;
 
-use crate::support::{logged_in, state, stored, Instrumented};
+use crate::support::{logged_in, state, stored, watched_logged_in, Instrumented};
 
 pub(crate) fn ops(store: &str, key: &str, json: &str) -> Ops {
     let mut store_ops = BTreeMap::new();
@@ -178,10 +178,7 @@ fn invalid_entries_are_rejected_and_change_nothing() {
 /// arrive afterwards are applied, not discarded by a lowering that memory kept.
 #[test]
 fn a_demotion_whose_commit_failed_discards_nothing() {
-    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
-    let inst = Instance::open(storage.clone()).unwrap();
-    inst.create_user("owner", None).unwrap();
-    let owner = inst.login("owner", None).unwrap();
+    let (storage, inst, owner) = watched_logged_in("owner");
     let db = owner.create_db("d").unwrap();
     let writer = PrivateKey::generate().unwrap();
     db.grant(&writer.public_key(), Permission::Write).unwrap();
@@ -204,10 +201,7 @@ fn a_demotion_whose_commit_failed_discards_nothing() {
 /// error for its caller.
 #[test]
 fn a_stored_commit_succeeds_even_if_storage_reads_fail_right_after() {
-    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
-    let inst = Instance::open(storage.clone()).unwrap();
-    inst.create_user("owner", None).unwrap();
-    let owner = inst.login("owner", None).unwrap();
+    let (storage, _inst, owner) = watched_logged_in("owner");
     let db = owner.create_db("d").unwrap();
     let writer = PrivateKey::generate().unwrap().public_key();
     db.grant(&writer, Permission::Write).unwrap();

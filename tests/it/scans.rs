@@ -1,13 +1,11 @@
 //! Ordered scans, cursors and generated keys through `Database` (issue 16).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use mnemo::backend::MemoryBackend;
 use mnemo::database::{Permission, CURSOR_PAGE, CURSOR_PAGE_BYTES};
-use mnemo::{Error, Instance};
+use mnemo::Error;
 
-use crate::support::{logged_in, Instrumented};
+use crate::support::{logged_in, watched_logged_in};
 
 fn numbered(from: usize, to: usize) -> Vec<(String, String)> {
     (from..to)
@@ -143,10 +141,7 @@ fn the_cursor_pages_by_itself_and_sees_later_keys_ahead() {
 
 #[test]
 fn the_cursor_reads_a_bounded_number_of_bytes_at_a_time_and_still_returns_every_key() {
-    let backend = Instrumented::new(Arc::new(MemoryBackend::new()));
-    let inst = Instance::open(backend.clone()).unwrap();
-    inst.create_user("u", None).unwrap();
-    let user = inst.login("u", None).unwrap();
+    let (backend, _inst, user) = watched_logged_in("u");
     let db = user.create_db("d").unwrap();
     // Cells of exactly 512 KiB (a 3-byte key and its JSON string): 8 fill a page's bytes
     // exactly, so the page after them is read and found empty; 9 run over by one.

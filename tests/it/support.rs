@@ -50,6 +50,15 @@ pub fn logged_in(name: &str) -> (Instance, User) {
     (inst, user)
 }
 
+/// [`logged_in`] on an [`Instrumented`] memory backend, which is returned too.
+pub fn watched_logged_in(name: &str) -> (Arc<Instrumented>, Instance, User) {
+    let watched = Instrumented::new(Arc::new(MemoryBackend::new()));
+    let inst = Instance::open(watched.clone()).unwrap();
+    inst.create_user(name, None).unwrap();
+    let user = inst.login(name, None).unwrap();
+    (watched, inst, user)
+}
+
 /// Every live key of `store`, as (key, json) pairs.
 pub fn state(db: &Database, store: &str) -> Vec<(String, String)> {
     db.get_all(store).unwrap()

@@ -12,7 +12,9 @@ use mnemo::{Error, Instance};
 
 use mnemo::backend::{Backend, MemoryBackend};
 
-use crate::support::{http_exchange, http_post, logged_in, post_head, state, Instrumented};
+use crate::support::{
+    http_exchange, http_post, logged_in, post_head, state, watched_logged_in, Instrumented,
+};
 
 /// Posts raw bytes to a sync endpoint; returns the HTTP status and body.
 fn post_raw(addr: &str, endpoint: &str, body: &[u8]) -> (u16, Vec<u8>) {
@@ -1003,10 +1005,7 @@ fn a_track_pushes_another_processs_commit_soon() {
 #[test]
 fn a_raised_in_flight_limit_handles_that_many_requests_at_once() {
     const AT_ONCE: usize = 24;
-    let storage = Instrumented::new(Arc::new(MemoryBackend::new()));
-    let a = Instance::open(storage.clone()).unwrap();
-    a.create_user("alice", None).unwrap();
-    let alice = a.login("alice", None).unwrap();
+    let (storage, a, alice) = watched_logged_in("alice");
     let db = alice.create_db("busy").unwrap();
     let reader = PrivateKey::generate().unwrap();
     db.grant(&reader.public_key(), Permission::Read).unwrap();

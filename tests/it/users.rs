@@ -11,7 +11,7 @@ use mnemo::crypto::KdfParams;
 use mnemo::instance::InstanceOptions;
 use mnemo::{Error, Instance};
 
-use crate::support::{open_discarding_abandoned, storages, Instrumented};
+use crate::support::{open_discarding_abandoned, storages, watched_logged_in, Instrumented};
 
 #[test]
 fn reopening_keeps_identity_accounts_and_databases() {
@@ -651,10 +651,7 @@ fn a_creation_whose_record_fails_after_its_name_is_claimed_made_the_user() {
 /// saw 20 in 18,000 logins racing key removals).
 #[test]
 fn a_login_racing_the_removal_of_a_key_by_another_session_logs_in() {
-    let watched = Instrumented::new(Arc::new(MemoryBackend::new()));
-    let inst = Instance::open(watched.clone()).unwrap();
-    inst.create_user("erin", None).unwrap();
-    let session = inst.login("erin", None).unwrap();
+    let (watched, inst, session) = watched_logged_in("erin");
     let extra = session.add_private_key(Some("extra")).unwrap();
     // After the account's secret is read (and the key list with it), before the keys are.
     watched.before_secret_read(1, move || session.remove_key(&extra).unwrap());
