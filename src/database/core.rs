@@ -101,14 +101,20 @@ struct Plan {
     lowers: Vec<(PublicKey, Level)>,
     /// A local commit's parent is the tip memory remembered ([`Known::sole_tip`]).
     on_remembered_tip: bool,
+    /// A local commit's parents are every tip (false only past [`MAX_PARENTS`] tips).
+    on_every_tip: bool,
 }
 
 /// How an entry comes to be stored ([`DatabaseCore::apply`]).
 #[derive(Clone, Copy)]
 enum Arrival {
-    /// Made here on top of every tip: those read from storage, or the one memory
-    /// `remembered` ([`Known::sole_tip`]), which holds only while nothing else is written.
-    Local { remembered: bool },
+    /// Made here on top of the tips: those read from storage, or the one memory
+    /// `remembered` ([`Known::sole_tip`]), which holds only while nothing else is written;
+    /// `on_every_tip` unless there were more than [`MAX_PARENTS`].
+    Local {
+        remembered: bool,
+        on_every_tip: bool,
+    },
     /// From elsewhere: in effect, or `discarded` on arrival.
     Received { discarded: bool },
 }
@@ -145,16 +151,22 @@ enum Room {
     Unbounded,
 }
 
-/// The `most` highest of `tips` (by height, then id): all of them, unless a database took
-/// more tips than one entry may have parents (some held entries taken in together whose
-/// merging child then failed to store, or a database stored before the bound existed),
-/// which the next commits then merge `most` at a time.
-fn highest(mut tips: Vec<(EntryId, EntryMeta)>, most: usize) -> Vec<(EntryId, EntryMeta)> {
-    if tips.len() > most {
-        tips.sort_by(|(a, x), (b, y)| y.height.cmp(&x.height).then(a.cmp(b)));
-        tips.truncate(most);
+/// The parents of a commit among `tips` (sorted by id): all of them, and true; or, when a
+/// database holds more tips than one entry may have parents (held entries taken in together
+/// whose merging child then failed to store, or a database stored before the bound), the
+/// `most` highest (by height, then id), sorted by id again, and false: the next commits merge
+/// the rest, `most` at a time.
+fn parents_among(
+    mut tips: Vec<(EntryId, EntryMeta)>,
+    most: usize,
+) -> (Vec<(EntryId, EntryMeta)>, bool) {
+    if tips.len() <= most {
+        return (tips, true);
     }
-    tips
+    tips.sort_by(|(a, x), (b, y)| y.height.cmp(&x.height).then(a.cmp(b)));
+    tips.truncate(most);
+    tips.sort_by_key(|(a, _)| *a);
+    (tips, false)
 }
 
 /// Whether an entry with `parents` would add a tip to `tips` past [`MAX_PARENTS`]: it
@@ -819,6 +831,7 @@ impl DatabaseCore {
             },
             lowers,
             on_remembered_tip: false,
+            on_every_tip: true,
         })
     }
 
@@ -853,7 +866,10 @@ impl DatabaseCore {
         self.ensure_kept()?;
         for _ in 0..STALE_TRIES {
             // A new root is the first entry of its database: on top of every tip (none).
-            let arrival = Arrival::Local { remembered: false };
+            let arrival = Arrival::Local {
+                remembered: false,
+                on_every_tip: true,
+            };
             if self.apply(root, meta.clone(), arrival)? {
                 return Ok(());
             }
@@ -974,12 +990,21 @@ impl DatabaseCore {
         self.known_version()?;
         let remembered = self.remembered_tip();
         let on_remembered_tip = remembered.is_some();
-        let tips = match remembered {
-            Some(tip) => vec![tip],
-            None => highest(self.tip_metas()?, MAX_PARENTS),
+        let (tips, on_every_tip) = match remembered {
+            Some(tip) => (vec![tip], true),
+            None => parents_among(self.tip_metas()?, MAX_PARENTS),
         };
         let mut plan = self.plan(&tips, &author, &ops)?;
         plan.on_remembered_tip = on_remembered_tip;
+        plan.on_every_tip = on_every_tip;
+        if !on_every_tip && !plan.lowers.is_empty() {
+            // Its lowering would not see the tips left out, whose entries it may discard.
+            return Err(Error::Busy(format!(
+                "database {} has more than {MAX_PARENTS} tips: commit other changes first \
+                 (each merges {MAX_PARENTS} of them), then lower a key's permission",
+                self.id
+            )));
+        }
         let need = authority::needed(plan.meta.changes_settings);
         if self.discard_index()?.discards_arriving(
             &*self.backend,
@@ -1015,6 +1040,7 @@ impl DatabaseCore {
         };
         let arrival = Arrival::Local {
             remembered: plan.on_remembered_tip,
+            on_every_tip: plan.on_every_tip,
         };
         if !self.apply(entry, plan.meta, arrival)? {
             return Ok(false);
@@ -1356,11 +1382,16 @@ impl DatabaseCore {
                     Ok(Outcome::NoRoom) => {
                         // Best effort: an entry that cannot be held is refused all the same.
                         let _ = self.waiting().hold(child, Instant::now());
-                        let taken = self.take_with_held(child_id, received)?;
-                        if !taken.contains(&child_id) {
-                            received.rejected.push((child_id, self.no_room(&child_id)));
+                        // A failure here is the child's: the other children go on.
+                        match self.take_with_held(child_id, received) {
+                            Ok(taken) => {
+                                if !taken.contains(&child_id) {
+                                    received.rejected.push((child_id, self.no_room(&child_id)));
+                                }
+                                ready.extend(taken);
+                            }
+                            Err(e) => received.rejected.push((child_id, e)),
                         }
-                        ready.extend(taken);
                     }
                     Err(e) => received.rejected.push((child_id, e)),
                 }
@@ -1376,13 +1407,25 @@ impl DatabaseCore {
     fn apply(&self, entry: &Entry, meta: EntryMeta, arrival: Arrival) -> Result<bool> {
         let expected = self.known_version()?;
         let discarded = matches!(arrival, Arrival::Received { discarded: true });
-        let remembered = matches!(arrival, Arrival::Local { remembered: true });
+        let remembered = matches!(
+            arrival,
+            Arrival::Local {
+                remembered: true,
+                ..
+            }
+        );
         // The only tip it leaves if nothing else is written meanwhile, remembered when this
         // process wrote last (a local commit after another process's write reads the tips
         // again, so that processes taking turns never build on a tip one of them left).
         let follows_own_write = self.known().as_ref().is_some_and(|k| k.written_here);
-        let sole_tip = (matches!(arrival, Arrival::Local { .. }) && follows_own_write)
-            .then(|| (entry.id(), meta.clone()));
+        let on_every_tip = matches!(
+            arrival,
+            Arrival::Local {
+                on_every_tip: true,
+                ..
+            }
+        );
+        let sole_tip = (on_every_tip && follows_own_write).then(|| (entry.id(), meta.clone()));
         let content = entry.content();
         // The stores of documents it adds (remembered once it is stored, so that the write
         // that stores them tells other processes), and the document rows it read.
@@ -1519,8 +1562,10 @@ mod tests {
         let ids = |tips: Vec<(EntryId, EntryMeta)>| -> Vec<u8> {
             tips.iter().map(|(id, _)| id.as_bytes()[0]).collect()
         };
-        assert_eq!(ids(super::highest(tips.clone(), 3)), vec![2, 4, 1]);
-        assert_eq!(ids(super::highest(tips.clone(), 4)), vec![1, 2, 3, 4]);
+        let (kept, every) = super::parents_among(tips.clone(), 3);
+        assert_eq!((ids(kept), every), (vec![1, 2, 4], false));
+        let (kept, every) = super::parents_among(tips, 4);
+        assert_eq!((ids(kept), every), (vec![1, 2, 3, 4], true));
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub const MAX_WAITING_BYTES: usize = 64 << 20;
 pub const WAITING_TTL: Duration = Duration::from_secs(600);
 /// Bytes counted for an entry beyond its encoding (its place in the maps).
 const OVERHEAD: usize = 128;
-/// Most entries held for want of room in one database: past it, the longest held is
-/// dropped (it is refused all the same, and sent again by its peer).
+/// Most entries held for want of room in one database: past it, the longest held of the
+/// author holding the most is dropped (it is refused all the same, and sent again by its
+/// peer), so that a writer flooding entries cannot push out another's.
 pub const MAX_HELD: usize = 64;
 
 /// Bounds on the foreign entries waiting for their parents.
@@ -189,21 +190,38 @@ impl Waiting {
     }
 
     /// Keeps `entry`, whose parents are all stored, held for want of room (at most
-    /// [`MAX_HELD`]: the longest held makes way): counted and expired as the entries waiting
-    /// for parents are. [`Error::Busy`] as [`Waiting::add`].
+    /// [`MAX_HELD`]: past it, the longest held of the author holding the most makes way):
+    /// counted and expired as the entries waiting for parents are. [`Error::Busy`] as
+    /// [`Waiting::add`].
     pub(crate) fn hold(&mut self, entry: Entry, now: Instant) -> Result<()> {
         let id = entry.id();
         if self.contains(&id) {
             return Ok(());
         }
         if self.held.len() >= MAX_HELD {
-            if let Some(longest) = self.held.front().copied() {
+            if let Some(longest) = self.longest_held_of_the_most_holding() {
                 self.remove(&longest);
             }
         }
         self.add(entry, Vec::new(), now)?;
         self.held.push_back(id);
         Ok(())
+    }
+
+    /// The entry held longest of the author that has the most held.
+    fn longest_held_of_the_most_holding(&self) -> Option<EntryId> {
+        let author_of = |id: &EntryId| self.get(id).map(|e| e.content().author);
+        let mut counts: HashMap<_, usize> = HashMap::new();
+        for id in &self.held {
+            if let Some(author) = author_of(id) {
+                *counts.entry(author).or_default() += 1;
+            }
+        }
+        let most = counts.into_iter().max_by_key(|(_, n)| *n)?.0;
+        self.held
+            .iter()
+            .find(|id| author_of(id) == Some(most))
+            .copied()
     }
 
     /// Entries waiting here.

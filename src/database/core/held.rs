@@ -29,6 +29,32 @@ const MAX_GROUP: usize = 64;
 /// entries waiting on it, nearest first.
 const MAX_TRIES: usize = 16;
 
+/// Most stored entries looked up for one arrival (each once): a merge has up to
+/// [`MAX_PARENTS`] parents, so a few merges' worth; past it, nothing is taken in.
+const MAX_LOOKUPS: usize = 4 * MAX_PARENTS;
+
+/// The stored entries' metadata looked up while trying the groups of one arrival.
+#[derive(Default)]
+struct Lookups {
+    found: HashMap<EntryId, Option<EntryMeta>>,
+}
+
+impl Lookups {
+    /// `Some` of the metadata of `id` if it is stored (`Some(None)` if not); `None` once
+    /// [`MAX_LOOKUPS`] entries were looked up: nothing more is tried for this arrival.
+    fn meta(&mut self, core: &DatabaseCore, id: &EntryId) -> Result<Option<Option<EntryMeta>>> {
+        if let Some(found) = self.found.get(id) {
+            return Ok(Some(found.clone()));
+        }
+        if self.found.len() >= MAX_LOOKUPS {
+            return Ok(None);
+        }
+        let found = core.backend.entry_meta(id)?;
+        self.found.insert(*id, found.clone());
+        Ok(Some(found))
+    }
+}
+
 impl DatabaseCore {
     /// Takes in the entries held for want of room that `anchor` (just held, or just made to
     /// wait for its parents) comes with, when such a group leaves the tips within the bound,
@@ -43,12 +69,15 @@ impl DatabaseCore {
         if !self.waiting().holds_any() {
             return Ok(Vec::new());
         }
+        let mut lookups = Lookups::default();
         for candidate in self.waiting_from(anchor) {
-            let Some(group) = self.needed_by(candidate)? else {
+            let Some(group) = self.needed_by(candidate) else {
                 continue;
             };
-            if self.group_fits(&group)? {
-                return Ok(self.take_in(group, received));
+            match self.group_fits(&group, &mut lookups)? {
+                Some(true) => return Ok(self.take_in(group, received)),
+                Some(false) => {}
+                None => break, // looked up enough for one arrival
             }
         }
         Ok(Vec::new())
@@ -71,10 +100,11 @@ impl DatabaseCore {
         found
     }
 
-    /// `entry` (waiting) with the waiting entries it descends from, parents first, when every
-    /// one of them has its parents stored or among them and one of them is held; `None`
-    /// otherwise, or past [`MAX_GROUP`].
-    fn needed_by(&self, entry: EntryId) -> Result<Option<Vec<Entry>>> {
+    /// `entry` (waiting) with the waiting entries it descends from, parents first (by
+    /// claimed height: [`DatabaseCore::group_fits`] checks it), when one of them is held;
+    /// `None` otherwise, or past [`MAX_GROUP`]. Read from memory only: whether the parents
+    /// outside the group are stored is for `group_fits`.
+    fn needed_by(&self, entry: EntryId) -> Option<Vec<Entry>> {
         let waiting = self.waiting();
         let mut group: HashMap<EntryId, Entry> = HashMap::new();
         let mut stack = vec![entry];
@@ -82,59 +112,58 @@ impl DatabaseCore {
             if group.contains_key(&id) {
                 continue;
             }
-            let Some(entry) = waiting.get(&id) else {
-                return Ok(None);
-            };
             if group.len() == MAX_GROUP {
-                return Ok(None);
+                return None;
             }
-            for parent in &entry.content().parents {
-                if waiting.contains(parent) {
-                    stack.push(*parent);
-                } else if self.backend.entry_meta(parent)?.is_none() {
-                    return Ok(None); // not here yet
-                }
-            }
+            let entry = waiting.get(&id)?;
+            stack.extend(
+                (entry.content().parents.iter())
+                    .filter(|p| waiting.contains(p))
+                    .copied(),
+            );
             group.insert(id, entry.clone());
         }
         if !group.keys().any(|id| waiting.is_held(id)) {
-            return Ok(None);
+            return None;
         }
         let mut ordered: Vec<Entry> = group.into_values().collect();
         ordered.sort_by_key(|e| (e.content().height, e.id()));
-        Ok(Some(ordered))
+        Some(ordered)
     }
 
-    /// Whether `group` (parents first) may be taken in: each entry valid as if those before
-    /// it were stored (no settings change among them: those are taken one by one), and the
-    /// tips left no more than the bound.
-    fn group_fits(&self, group: &[Entry]) -> Result<bool> {
+    /// Whether `group` (parents first) may be taken in: every parent stored or before it in
+    /// the group, each entry valid as if those before it were stored (no settings change
+    /// among them: such a change waits for a writer's commit to merge the tips), and the tips
+    /// left no more than the bound. `None` once `lookups` passed [`MAX_LOOKUPS`].
+    fn group_fits(&self, group: &[Entry], lookups: &mut Lookups) -> Result<Option<bool>> {
         let mut planned: HashMap<EntryId, EntryMeta> = HashMap::new();
         let mut tips: HashSet<EntryId> = self.tip_ids()?.into_iter().collect();
         for entry in group {
             let content = entry.content();
             if content.ops.contains_key(SETTINGS_STORE) {
-                return Ok(false);
+                return Ok(Some(false));
             }
             let mut parents = Vec::with_capacity(content.parents.len());
             for p in &content.parents {
                 let meta = match planned.get(p) {
                     Some(meta) => meta.clone(),
-                    None => match self.backend.entry_meta(p)? {
-                        Some(meta) => meta,
-                        None => return Ok(false), // claimed heights out of order
+                    None => match lookups.meta(self, p)? {
+                        None => return Ok(None),
+                        Some(Some(meta)) => meta,
+                        // Not here yet, or claimed heights out of order.
+                        Some(None) => return Ok(Some(false)),
                     },
                 };
                 let Ok(parent) = self.own_parent(*p, meta) else {
-                    return Ok(false);
+                    return Ok(Some(false));
                 };
                 parents.push(parent);
             }
             let Ok(plan) = self.plan(&parents, &content.author, &content.ops) else {
-                return Ok(false);
+                return Ok(Some(false));
             };
             if plan.meta.height != content.height {
-                return Ok(false);
+                return Ok(Some(false));
             }
             planned.insert(entry.id(), plan.meta);
             for p in &content.parents {
@@ -142,7 +171,7 @@ impl DatabaseCore {
             }
             tips.insert(entry.id());
         }
-        Ok(tips.len() <= MAX_PARENTS)
+        Ok(Some(tips.len() <= MAX_PARENTS))
     }
 
     /// Stores `group`, parents first, each past the bound; stops at a failure (only storage
