@@ -617,8 +617,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_history(const struct mnemo_database *db, co
  * - `out_value`: receives the value as canonical JSON text, owned; free it with
  *   `mnemo_string_free`. NULL after the last key.
  *
- * Every 256 keys (sooner for values over 16 KiB: a page stops once it holds 4 MiB) the
- * cursor reads the next page from storage (after the last key it returned, so keys
+ * Every 256 keys (sooner when they average over 16 KiB: a page stops once it holds 4 MiB)
+ * the cursor reads the next page from storage (after the last key it returned, so keys
  * committed meanwhile further on are seen); a read that fails leaves the cursor where it
  * was, and the call may be repeated.
  *
@@ -1332,8 +1332,12 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  * key's value is read from the database for that, at its first path write here).
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
- * argument, bad UTF-8, over 16 MiB, …; or a bad pointer, or a write nested too deep; the
- * transaction is unchanged and stays usable). Not thread-safe: use a transaction from one thread at a time.
+ * argument, bad UTF-8, over 16 MiB, which a whole array written may reach; or a bad
+ * pointer, or a write nested too deep, a whole array included; the transaction is unchanged
+ * and stays usable), and, from reading the key's value at its first path write here, what
+ * `mnemo_db_get` returns besides NOT_FOUND (MNEMO_STATUS_PERMISSION_DENIED,
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE). Not thread-safe:
+ * use a transaction from one thread at a time.
  */
 MNEMO_MUST_USE mnemo_status mnemo_txn_set_path(struct mnemo_txn *txn, const char *store, const char *key, const char *pointer, const char *json);
 

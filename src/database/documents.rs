@@ -9,8 +9,9 @@
 //! and concurrent writes of different paths both survive. Every rule is a function of the
 //! set of entries, not of their arrival order, so replicas converge; the common case (a
 //! write newer than everything of the key) costs a few point reads, not a replay, unless it
-//! goes into an array (local writes never do: [`crate::database::Transaction::set_path`]
-//! writes the whole array instead).
+//! replaces a write older than the value's last, or goes into an array
+//! ([`crate::database::Transaction::set_path`] writes a whole array instead, so a local
+//! write does so only when the value changed between its `set_path` and its commit).
 //!
 //! Every operation also leaves a row in the hidden store [`log_store`], keyed by key, height
 //! and entry, so a key's history is a range read.
@@ -375,23 +376,33 @@ impl Document<'_> {
             }
         };
         let mut won = Vec::new();
+        // The older writes of the same paths that these replace.
+        let mut replaced = Vec::new();
         for (pointer, json) in paths {
             let path_cell = cell(height, entry, Some(json));
             let path_key = path_row_key(&base_key, pointer);
             let stored = self.source.cell(&doc, &path_key)?;
-            if stored.is_none_or(|s| path_cell.wins_over(&s)) {
+            if stored.as_ref().is_none_or(|s| path_cell.wins_over(s)) {
                 self.write(writes, doc.clone(), path_key, path_cell.clone());
                 won.push((pointer.clone(), path_cell));
+                replaced.extend(stored);
             }
         }
         let newest = cell(height, entry, None);
         if won.is_empty() || !newest.wins_over(&base) {
             return Ok(()); // superseded by a newer write of the same paths or of the whole
         }
-        if current.as_ref().is_none_or(|c| newest.wins_over(c)) {
-            // Newer than everything of the key: apply on top of its value, unless a write
-            // goes into an array there. What an older write of the same path added to an
-            // array stays in the value, where the replay below (the rule) drops it.
+        if current.as_ref().is_none_or(|c| {
+            newest.wins_over(c)
+                && replaced
+                    .iter()
+                    .all(|r| (r.height, r.entry) == (c.height, c.entry))
+        }) {
+            // Newer than everything of the key: apply on top of its value, which is the
+            // replay below (the rule) when what it replaces was applied last (else its
+            // effect may have shaped what came after: an array it made an object, say) and
+            // no write goes into an array (what an older write of the path appended there
+            // would stay, where the replay drops it).
             let mut value = parse(current.and_then(|c| c.value).as_deref())?;
             if !goes_into_an_array(&value, &won)? {
                 for (pointer, path_cell) in &won {

@@ -60,9 +60,10 @@ impl Database {
     }
 
     /// A cursor over what [`Database::scan`] with no limit would return, read
-    /// [`CURSOR_PAGE`] cells (or [`CURSOR_PAGE_BYTES`]) at a time. It sees commits made while it runs from where it has
-    /// got to (each page is read when needed, after the last key returned). Fails as `scan`
-    /// does, for its arguments at once, for reads as the cursor goes.
+    /// [`CURSOR_PAGE`] cells (or [`CURSOR_PAGE_BYTES`]) at a time. It sees commits made
+    /// while it runs from where it has got to (each page is read when needed, after the last
+    /// key returned). Fails as `scan` does, for its arguments at once, for reads as the
+    /// cursor goes.
     pub fn cursor(&self, store: &str, prefix: &str, after: Option<&str>) -> Result<Cursor> {
         check_scan(store, prefix, after)?;
         self.check_read()?;

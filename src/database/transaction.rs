@@ -108,6 +108,14 @@ impl Transaction {
             .cloned()
             .unwrap_or_default();
         pointer::place(&mut array, &tokens[n..], value);
+        // Written whole, the array must itself be a path write every copy accepts.
+        pointer::check_write_depth(&tokens[..n], pointer::depth(&array)).map_err(|_| {
+            Error::invalid(format!(
+                "this path goes into an array, which is written whole, and the array nests \
+                 deeper than a path write may ({} levels)",
+                pointer::MAX_WRITE_DEPTH
+            ))
+        })?;
         Ok((tokens[..n].to_vec(), array))
     }
 

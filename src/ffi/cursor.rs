@@ -33,8 +33,8 @@ impl Handle for mnemo_cursor {
 /// - `out_value`: receives the value as canonical JSON text, owned; free it with
 ///   `mnemo_string_free`. NULL after the last key.
 ///
-/// Every 256 keys (sooner for values over 16 KiB: a page stops once it holds 4 MiB) the
-/// cursor reads the next page from storage (after the last key it returned, so keys
+/// Every 256 keys (sooner when they average over 16 KiB: a page stops once it holds 4 MiB)
+/// the cursor reads the next page from storage (after the last key it returned, so keys
 /// committed meanwhile further on are seen); a read that fails leaves the cursor where it
 /// was, and the call may be repeated.
 ///

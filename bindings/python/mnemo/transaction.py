@@ -71,7 +71,9 @@ class Transaction:
         (see :meth:`mnemo.Database.set_path`), after the transaction's earlier operations:
         on a value set earlier in this transaction it edits that value; it replaces earlier
         writes of the same path and paths under it; a path into an array writes that array
-        as the database and this transaction leave it.
+        as the database and this transaction leave it (the key's value is read at its first
+        path write here, so this may also raise what :meth:`mnemo.Database.get` does, and a
+        commit made since by this device to that array is overwritten by this one).
 
         Raises InvalidArgument as :meth:`set`, or for a bad pointer or a write nested too
         deep; the transaction is then unchanged and stays usable.

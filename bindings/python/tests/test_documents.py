@@ -78,6 +78,22 @@ def test_a_transaction_applies_array_writes_in_the_order_made(db: mnemo.Database
     db.verify()
 
 
+def test_a_path_into_an_array_too_deep_to_write_whole_is_refused(db: mnemo.Database) -> None:
+    """The array is written whole: one nesting deeper than a path write may would make an
+    entry every other copy refuses as corrupt (a reviewer found it signed and stored)."""
+    deep: object = 1
+    for _ in range(100):
+        deep = [deep]
+    db.set("s", "k", {"l": [deep]})
+    with pytest.raises(mnemo.InvalidArgument, match="written whole"):
+        db.set_path("s", "k", "/l/-", 2)
+    assert db.get("s", "k") == {"l": [deep]}
+    db.set("s", "ok", {"l": [[1]]})
+    db.set_path("s", "ok", "/l/-", 2)
+    assert db.get("s", "ok") == {"l": [[1], 2]}
+    db.verify()
+
+
 class Pair:
     """Two instances with sync; Bob has write on Alice's database and a copy of it."""
 
