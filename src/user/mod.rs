@@ -125,10 +125,14 @@ impl User {
 
     /// `result`, unless it failed on what an admin deleting the account meanwhile took
     /// away (its private database, a secret: [`Error::NotFound`], [`Error::Corrupt`]):
-    /// then [`Error::PermissionDenied`], as for a call made after the deletion.
+    /// then [`Error::PermissionDenied`], as for a call made after the deletion. Any other
+    /// failure to look the account up leaves `result`'s error as it is.
     fn unless_deleted<T>(&self, result: Result<T>) -> Result<T> {
         result.map_err(|e| match e {
-            Error::NotFound(_) | Error::Corrupt(_) => self.own_record().err().unwrap_or(e),
+            Error::NotFound(_) | Error::Corrupt(_) => match self.own_record() {
+                Err(deleted @ Error::PermissionDenied(_)) => deleted,
+                _ => e,
+            },
             e => e,
         })
     }
