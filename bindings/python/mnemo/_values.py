@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from json import encoder as _json_encoder
 from typing import Any
@@ -57,9 +58,12 @@ def _exact_float(text: str) -> float | Decimal:
     return value
 
 
-#: The parser for texts with an exponent, the only way past a float's range.
+#: The parser for texts that may hold a number past a float's range.
 _decoder_exact = json.JSONDecoder(parse_float=_exact_float)
 _scan_exact = _decoder_exact.scan_once
+#: A run of digits as long as a number past a float's range without an exponent needs
+#: (a float's largest has 309 digits before its point; its least, 323 zeros after it).
+_LONG_DIGITS = re.compile(r"\d{300}")
 
 
 def to_json(value: Any) -> str:
@@ -94,9 +98,7 @@ def _with_decimals(value: Any) -> str:
     if isinstance(value, dict):
         parts = []
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"keys must be str, not {type(k).__name__}")
-            parts.append(_ENCODER.encode(k) + ":" + _with_decimals(v))
+            parts.append(_ENCODER.encode(_key_text(k)) + ":" + _with_decimals(v))
         return "{" + ",".join(parts) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_with_decimals(v) for v in value) + "]"
@@ -120,10 +122,20 @@ def from_json(text: str) -> Any:
         ) from None
 
 
+def _key_text(key: Any) -> str:
+    """An object key as the json module writes it (str, int, float, bool or None)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return _ENCODER.encode(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
 def _parsed(text: str) -> Any:
-    # Only a number with an exponent can pass a float's range ("e" in a string costs the
-    # slower parser, which calls back for each number with a fraction or exponent).
-    exact = "e" in text or "E" in text
+    # Only a number with an exponent or hundreds of digits can pass a float's range; other
+    # texts (most hold an "e" somewhere, in true, false or a string) take the same parser,
+    # which calls back only for numbers with a fraction or exponent.
+    exact = "e" in text or "E" in text or _LONG_DIGITS.search(text) is not None
     try:
         value, end = (_scan_exact if exact else _scan)(text, 0)
     except StopIteration:

@@ -293,6 +293,13 @@ def test_numbers_beyond_a_floats_range_read_as_exact_decimals_and_write_back(
     assert db.get("s", "copy") == value
     db.set("s", "one", Decimal("-2.5E-999"))
     assert db.get("s", "one") == Decimal("-2.5E-999")
+    # Past a float's range without an exponent (a reviewer found these read as inf, 0.0).
+    big, tiny = "1" + "0" * 400 + ".5", "0." + "0" * 400 + "1"
+    with db._handle.use() as ptr:
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"long", f"[{big},{tiny}]".encode()))
+    assert db.get("s", "long") == [Decimal(big), Decimal(tiny)]
+    db.set("s", "keyed", {1: Decimal("1e400"), None: 2})
+    assert db.get("s", "keyed") == {"1": Decimal("1e400"), "null": 2}
     for not_a_number in (Decimal("NaN"), Decimal("Infinity"), [Decimal("-Infinity")]):
         with pytest.raises(mnemo.InvalidArgument):
             db.set("s", "bad", not_a_number)
