@@ -307,9 +307,9 @@ impl Document<'_> {
     }
 
     /// The rows [`Document::whole`] or [`Document::patch`] may read by key for `op`, as far
-    /// as they are known before reading: for a path write, the key, its base and each
-    /// path's row; for a whole-value write to a store that may hold documents, the base and
-    /// the key.
+    /// as they are known before reading: for a path write, the key, its base, each path's
+    /// row and the rows of the paths above it; for a whole-value write to a store that may
+    /// hold documents, the base and the key.
     fn rows_read(&self, op: &Op, rows: &mut Vec<(String, String)>) {
         let paths = match op {
             Op::Patch(paths) => Some(paths),
@@ -319,6 +319,9 @@ impl Document<'_> {
         let (doc, base_key) = (doc_store(self.store), key_prefix(self.key));
         rows.push((self.store.to_string(), self.key.to_string()));
         for pointer in paths.into_iter().flat_map(|p| p.keys()) {
+            for above in paths_above(pointer) {
+                rows.push((doc.clone(), path_row_key(&base_key, above)));
+            }
             rows.push((doc.clone(), path_row_key(&base_key, pointer)));
         }
         rows.push((doc, base_key));
@@ -376,7 +379,7 @@ impl Document<'_> {
             }
         };
         let mut won = Vec::new();
-        // The older writes of the same paths that these replace.
+        // The paths whose older write these replace, and that write.
         let mut replaced = Vec::new();
         for (pointer, json) in paths {
             let path_cell = cell(height, entry, Some(json));
@@ -385,24 +388,22 @@ impl Document<'_> {
             if stored.as_ref().is_none_or(|s| path_cell.wins_over(s)) {
                 self.write(writes, doc.clone(), path_key, path_cell.clone());
                 won.push((pointer.clone(), path_cell));
-                replaced.extend(stored);
+                replaced.extend(stored.map(|s| (pointer.as_str(), s)));
             }
         }
         let newest = cell(height, entry, None);
         if won.is_empty() || !newest.wins_over(&base) {
             return Ok(()); // superseded by a newer write of the same paths or of the whole
         }
-        if current.as_ref().is_none_or(|c| {
-            newest.wins_over(c)
-                && replaced
-                    .iter()
-                    .all(|r| (r.height, r.entry) == (c.height, c.entry))
-        }) {
+        let on_top = match &current {
+            None => true,
+            Some(c) => newest.wins_over(c) && !self.shaped_later(&replaced, c, &base)?,
+        };
+        if on_top {
             // Newer than everything of the key: apply on top of its value, which is the
-            // replay below (the rule) when what it replaces was applied last (else its
-            // effect may have shaped what came after: an array it made an object, say) and
-            // no write goes into an array (what an older write of the path appended there
-            // would stay, where the replay drops it).
+            // replay below (the rule) unless an older write these replace shaped what came
+            // after it, or a write goes into an array (what an older write of the path
+            // appended there would stay, where the replay drops it).
             let mut value = parse(current.and_then(|c| c.value).as_deref())?;
             if !goes_into_an_array(&value, &won)? {
                 for (pointer, path_cell) in &won {
@@ -420,6 +421,34 @@ impl Document<'_> {
         Ok(())
     }
 
+    /// Whether one of the older writes `replaced` (by path), which a new write replaces, may
+    /// have shaped later writes in the value `current` holds: when it was not applied last,
+    /// and an array was on its way (in the base, or in the write of a path above it), which
+    /// it may have made an object that later writes went into (the replay, without it,
+    /// keeps the array). Objects on the way it could only have made as a later write would.
+    fn shaped_later(&self, replaced: &[(&str, Cell)], current: &Cell, base: &Cell) -> Result<bool> {
+        let (doc, base_key) = (doc_store(self.store), key_prefix(self.key));
+        for (pointer, older) in replaced {
+            if (older.height, older.entry) == (current.height, current.entry) {
+                continue;
+            }
+            let tokens = pointer::parse(pointer).map_err(|_| stored_bad("pointer"))?;
+            if pointer::array_on_the_way(&parse(base.value.as_deref())?, &tokens).is_some() {
+                return Ok(true);
+            }
+            for above in paths_above(pointer) {
+                let Some(row) = self.source.cell(&doc, &path_row_key(&base_key, above))? else {
+                    continue;
+                };
+                let rest = &tokens[pointer::parse(above).map_or(0, |t| t.len())..];
+                if pointer::array_on_the_way(&parse(row.value.as_deref())?, rest).is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The stored path writes of the key (not its base), as `(pointer, cell)`.
     fn paths(&self) -> Result<Vec<(String, Cell)>> {
         let prefix = key_prefix(self.key);
@@ -433,6 +462,15 @@ impl Document<'_> {
             })
             .collect())
     }
+}
+
+/// The pointers above `pointer` (its proper prefixes, the whole value `""` aside), shortest
+/// first: "/a" and "/a/b" for "/a/b/c".
+fn paths_above(pointer: &str) -> impl Iterator<Item = &str> {
+    pointer
+        .match_indices('/')
+        .map(|(at, _)| &pointer[..at])
+        .filter(|above| !above.is_empty())
 }
 
 /// The key of a path write's row in the documents store: the key's prefix, then the pointer.

@@ -325,13 +325,30 @@ fn path_writes_into_arrays_from_elsewhere_converge_whatever_their_order() {
 }
 
 /// A write that replaces an older write of its path applied before other writes is
-/// replayed, not applied on top: the older one may have shaped what came after. Here it
-/// made an array an object (an index past the end), into which the next write went, where
-/// the replay without it appends to the array (a reviewer's case: the copies differed).
+/// replayed, not applied on top, when an array was on that path: the older one may have
+/// shaped what came after. Here it made the array an object (an index past the end), into
+/// which the next write went, where the replay without it appends to the array (a
+/// reviewer's case: the copies differed). The array is in the value set whole, then in a
+/// path write above.
 #[test]
 fn a_path_write_replacing_one_that_shaped_later_ones_converges() {
     let hand = HandWritten::new(r#"{"l":[]}"#);
     let (start, h) = hand.start();
+    replacing_one_that_shaped_later_ones(&hand, start, h, Vec::new());
+    let hand = HandWritten::new(r#"{"x":1}"#);
+    let (start, h) = hand.start();
+    let array = hand.patch(start, h, "/l", "[]");
+    replacing_one_that_shaped_later_ones(&hand, array.id(), h + 1, vec![&array]);
+}
+
+/// [`a_path_write_replacing_one_that_shaped_later_ones_converges`] on `start` (at height
+/// `h`), after `before`.
+fn replacing_one_that_shaped_later_ones(
+    hand: &HandWritten,
+    start: mnemo::entry::EntryId,
+    h: u64,
+    before: Vec<&mnemo::entry::Entry>,
+) {
     let turned = hand.patch(start, h, "/l/3", r#""a""#);
     let into = hand.patch(turned.id(), h + 1, "/l/0", r#""q""#);
     let again = hand.patch(into.id(), h + 2, "/l/3", r#""w""#);
@@ -340,10 +357,15 @@ fn a_path_write_replacing_one_that_shaped_later_ones_converges() {
         .map(|i| hand.patch(into.id(), h + 2, "/z", &i.to_string()))
         .find(|e| e.id() > again.id())
         .unwrap();
-    let values = hand.values([
-        vec![&turned, &into, &again, &beside],
-        vec![&turned, &into, &beside, &again],
-        vec![&turned, &into, &again, &beside],
-    ]);
+    let mut orders = [before.clone(), before.clone(), before];
+    for (order, last) in
+        orders
+            .iter_mut()
+            .zip([[&again, &beside], [&beside, &again], [&again, &beside]])
+    {
+        order.extend([&turned, &into]);
+        order.extend(last);
+    }
+    let values = hand.values(orders);
     assert_eq!(values[0], values[1], "{values:?}");
 }
