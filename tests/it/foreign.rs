@@ -553,6 +553,47 @@ fn on_parents(
     .unwrap()
 }
 
+/// A flooding writer's `MAX_PARENTS` entries side by side on one entry of a database, and an
+/// honest writer, both granted write there.
+struct Flood {
+    flooder: PrivateKey,
+    honest: PrivateKey,
+    /// The grants and the base entry, in order.
+    made: Vec<EntryId>,
+    /// The entry the flood is on, and its height.
+    base: EntryId,
+    h: u64,
+    entries: Vec<Entry>,
+}
+
+impl Flood {
+    fn on(db: &Database) -> Flood {
+        let flooder = PrivateKey::generate().unwrap();
+        let honest = PrivateKey::generate().unwrap();
+        let mut made = vec![
+            db.grant(&flooder.public_key(), Permission::Write).unwrap(),
+            db.grant(&honest.public_key(), Permission::Write).unwrap(),
+        ];
+        let base = db.set("s", "base", "1").unwrap();
+        made.push(base);
+        let h = Entry::decode(&db.entry_bytes(&base).unwrap())
+            .unwrap()
+            .content()
+            .height;
+        let entries = (0..mnemo::entry::MAX_PARENTS)
+            .map(|i| on_parents(db, vec![base], h, &flooder, ops("s", &format!("f{i}"), "1")))
+            .collect();
+        Flood {
+            flooder,
+            honest,
+            made,
+            base,
+            h,
+            entries,
+        }
+    }
+}
+
 /// A relay (it cannot commit) whose tips a flooding writer keeps at the bound: an honest
 /// writer's entry made before it saw the flood adds a tip and is refused, but its next
 /// commit, which merges the tips, takes it in with it (in either order of arrival, through a
@@ -564,29 +605,17 @@ fn a_relay_at_the_tip_bound_takes_a_writers_entry_in_with_the_commit_that_merges
 
     let (_inst, owner) = logged_in("owner");
     let db = owner.create_db("d").unwrap();
-    let flooder = PrivateKey::generate().unwrap();
-    let honest = PrivateKey::generate().unwrap();
     let stranger = PrivateKey::generate().unwrap();
+    let Flood {
+        flooder,
+        honest,
+        made,
+        base,
+        h,
+        entries: flood,
+    } = Flood::on(&db);
     let mut shared = vec![db.id()];
-    shared.push(db.grant(&flooder.public_key(), Permission::Write).unwrap());
-    shared.push(db.grant(&honest.public_key(), Permission::Write).unwrap());
-    let base = db.set("s", "base", "1").unwrap();
-    shared.push(base);
-    let h = Entry::decode(&db.entry_bytes(&base).unwrap())
-        .unwrap()
-        .content()
-        .height;
-    let flood: Vec<Entry> = (0..MAX_PARENTS)
-        .map(|i| {
-            on_parents(
-                &db,
-                vec![base],
-                h,
-                &flooder,
-                ops("s", &format!("f{i}"), "1"),
-            )
-        })
-        .collect();
+    shared.extend(made);
     let flood_ids: Vec<EntryId> = flood.iter().map(Entry::id).collect();
     let tips_of = |backend: &MemoryBackend| {
         use mnemo::backend::Backend;
@@ -698,26 +727,14 @@ fn a_database_past_the_tip_bound_commits_merging_the_highest_tips() {
 
     let (storage, _inst, owner) = watched_logged_in("owner");
     let db = owner.create_db("d").unwrap();
-    let flooder = PrivateKey::generate().unwrap();
-    let honest = PrivateKey::generate().unwrap();
-    db.grant(&flooder.public_key(), Permission::Write).unwrap();
-    db.grant(&honest.public_key(), Permission::Write).unwrap();
-    let base = db.set("s", "base", "1").unwrap();
-    let h = Entry::decode(&db.entry_bytes(&base).unwrap())
-        .unwrap()
-        .content()
-        .height;
-    let flood: Vec<Entry> = (0..MAX_PARENTS)
-        .map(|i| {
-            on_parents(
-                &db,
-                vec![base],
-                h,
-                &flooder,
-                ops("s", &format!("f{i}"), "1"),
-            )
-        })
-        .collect();
+    let Flood {
+        flooder,
+        honest,
+        base,
+        h,
+        entries: flood,
+        ..
+    } = Flood::on(&db);
     for entry in &flood {
         db.receive(entry.bytes()).unwrap();
     }
