@@ -428,19 +428,25 @@ impl Document<'_> {
     /// keeps the array). Objects on the way it could only have made as a later write would.
     fn shaped_later(&self, replaced: &[(&str, Cell)], current: &Cell, base: &Cell) -> Result<bool> {
         let (doc, base_key) = (doc_store(self.store), key_prefix(self.key));
+        let mut base_value = None;
         for (pointer, older) in replaced {
             if (older.height, older.entry) == (current.height, current.entry) {
                 continue;
             }
             let tokens = pointer::parse(pointer).map_err(|_| stored_bad("pointer"))?;
-            if pointer::array_on_the_way(&parse(base.value.as_deref())?, &tokens).is_some() {
+            let base_value = match &mut base_value {
+                Some(value) => value,
+                None => base_value.insert(parse(base.value.as_deref())?),
+            };
+            if pointer::array_on_the_way(base_value, &tokens).is_some() {
                 return Ok(true);
             }
-            for above in paths_above(pointer) {
+            // The i-th path above has i + 1 tokens.
+            for (i, above) in paths_above(pointer).enumerate() {
                 let Some(row) = self.source.cell(&doc, &path_row_key(&base_key, above))? else {
                     continue;
                 };
-                let rest = &tokens[pointer::parse(above).map_or(0, |t| t.len())..];
+                let rest = &tokens[i + 1..];
                 if pointer::array_on_the_way(&parse(row.value.as_deref())?, rest).is_some() {
                     return Ok(true);
                 }

@@ -1,14 +1,14 @@
 //! Transactions: several operations, across stores, committed as one entry.
 
+use std::collections::HashMap;
+
+use serde_json::Value;
+
 use super::{check_key, check_user_store, Database};
 use crate::entry::{
     encoded_op_len, encoded_path_len, encoded_store_len, EntryId, Op, Ops, ENTRY_BYTES_BESIDES_OPS,
     MAX_ENTRY_BYTES,
 };
-use std::collections::HashMap;
-
-use serde_json::Value;
-
 use crate::error::{quoted, Error, Result};
 use crate::json::pointer;
 
