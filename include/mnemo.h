@@ -565,14 +565,16 @@ void mnemo_db_free(struct mnemo_database *db);
  * - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
  *   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).
  * - `json`: the JSON value to put there. Missing objects on the way are created; a value on
- *   the way that is not an object (or an array the token does not index) is replaced by an
- *   object. Array elements are addressed by index; the array's length or "-" appends.
+ *   the way that is neither an object nor an array is replaced by an object. Array
+ *   elements are addressed by index; the array's length or "-" appends; any other token
+ *   into an array (a name, an index past the length) is refused, as it would replace the
+ *   array.
  *   The pointer's tokens plus the value's nesting are at most 100 levels. The key
  *   reserved in `mnemo_db_set`'s values may not be a token of `pointer` either.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
- * store name or key, malformed pointer or JSON, nested too deep, the reserved key),
- * MNEMO_STATUS_LOGGED_OUT,
+ * store name or key, malformed pointer or JSON, a token into an array that neither indexes
+ * nor appends to it, nested too deep, the reserved key), MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
  * Thread-safe.
  */
@@ -1333,7 +1335,8 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_set(struct mnemo_txn *txn, const char *sto
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
  * argument, bad UTF-8, over 16 MiB, which a whole array written may reach; or a bad
- * pointer, or a write nested too deep, a whole array included; the transaction is unchanged
+ * pointer, a token into an array that neither indexes nor appends to it, or a write nested
+ * too deep, a whole array included; the transaction is unchanged
  * and stays usable), and, from reading the key's value at its first path write here, what
  * `mnemo_db_get` returns besides NOT_FOUND (MNEMO_STATUS_PERMISSION_DENIED,
  * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE). Not thread-safe:

@@ -52,7 +52,8 @@ impl Transaction {
     /// that goes into an array (an index, or `-`) writes that whole array as this
     /// transaction sees it (read from the database): where an element goes depends on what
     /// came before, which a merge of paths cannot know, so arrays merge whole.
-    /// [`Error::InvalidArgument`] for a bad pointer, bad JSON or a write nested deeper than
+    /// [`Error::InvalidArgument`] for a bad pointer, bad JSON, a token into an array that
+    /// neither indexes nor appends to it, or a write nested deeper than
     /// [`crate::json::pointer::MAX_WRITE_DEPTH`] levels.
     pub fn set_path(&mut self, store: &str, key: &str, pointer: &str, json: &str) -> Result<()> {
         check_user_store(store)?;
@@ -74,6 +75,7 @@ impl Transaction {
             _ => None,
         };
         if let Some(mut doc) = whole {
+            pointer::check_array_tokens(&doc, &tokens)?;
             pointer::place(&mut doc, &tokens, parsed);
             return self.put(store, key, Op::Set(crate::json::canonical_of(&doc)?));
         }
@@ -101,6 +103,7 @@ impl Transaction {
         value: Value,
     ) -> Result<(Vec<String>, Value)> {
         let patched = self.patched_value(store, key)?;
+        pointer::check_array_tokens(patched, &tokens)?;
         let Some(n) = pointer::array_on_the_way(patched, &tokens) else {
             return Ok((tokens, value));
         };

@@ -19,14 +19,16 @@ use crate::database::{ChangeKind, KeyChange};
 /// - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
 ///   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).
 /// - `json`: the JSON value to put there. Missing objects on the way are created; a value on
-///   the way that is not an object (or an array the token does not index) is replaced by an
-///   object. Array elements are addressed by index; the array's length or "-" appends.
+///   the way that is neither an object nor an array is replaced by an object. Array
+///   elements are addressed by index; the array's length or "-" appends; any other token
+///   into an array (a name, an index past the length) is refused, as it would replace the
+///   array.
 ///   The pointer's tokens plus the value's nesting are at most 100 levels. The key
 ///   reserved in `mnemo_db_set`'s values may not be a token of `pointer` either.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, bad
-/// store name or key, malformed pointer or JSON, nested too deep, the reserved key),
-/// MNEMO_STATUS_LOGGED_OUT,
+/// store name or key, malformed pointer or JSON, a token into an array that neither indexes
+/// nor appends to it, nested too deep, the reserved key), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_PERMISSION_DENIED, MNEMO_STATUS_STORAGE. Nothing is stored on failure.
 /// Thread-safe.
 #[no_mangle]

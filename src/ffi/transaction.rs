@@ -56,7 +56,8 @@ pub unsafe extern "C" fn mnemo_txn_set(
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (as for `mnemo_txn_set`: NULL
 /// argument, bad UTF-8, over 16 MiB, which a whole array written may reach; or a bad
-/// pointer, or a write nested too deep, a whole array included; the transaction is unchanged
+/// pointer, a token into an array that neither indexes nor appends to it, or a write nested
+/// too deep, a whole array included; the transaction is unchanged
 /// and stays usable), and, from reading the key's value at its first path write here, what
 /// `mnemo_db_get` returns besides NOT_FOUND (MNEMO_STATUS_PERMISSION_DENIED,
 /// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_STORAGE). Not thread-safe:

@@ -5,8 +5,10 @@
 //! containers a path needs: a member of an object is created when absent, an array element
 //! is addressed by an index below the array's length (the length or `-` appends), and
 //! any other value on the way (a scalar, or an array the token does not index) is replaced
-//! by an object. So every write succeeds, and the same writes in the same order give the
-//! same document on every machine.
+//! by an object. So every write succeeds in a merge, and the same writes in the same order
+//! give the same document on every machine. A caller's write that would replace an array
+//! this way is refused when it is made ([`check_array_tokens`]): another copy's write may
+//! still do it in a merge, where the array arrived after the write was made.
 
 use serde_json::{Map, Value};
 
@@ -102,6 +104,48 @@ pub fn array_on_the_way(value: &Value, tokens: &[String]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Fails with [`Error::InvalidArgument`] when a write at `tokens` in `value` would go into
+/// an array with a token that does not index it (an index below its length, or its length
+/// or `-` to append): [`place`] would replace that array with an object, dropping its
+/// elements. A merge must take such a write as it comes; a caller making one is refused.
+pub fn check_array_tokens(value: &Value, tokens: &[String]) -> Result<()> {
+    let mut node = value;
+    for (n, token) in tokens.iter().enumerate() {
+        match node {
+            Value::Object(map) => match map.get(token) {
+                Some(member) => node = member,
+                None => return Ok(()),
+            },
+            Value::Array(items) => {
+                if token == "-" || index_of(token) == Some(items.len()) {
+                    return Ok(());
+                }
+                let Some(item) = index_of(token).and_then(|i| items.get(i)) else {
+                    return Err(Error::invalid(format!(
+                        "{} is an array of {len} elements: a path into it takes an index \
+                         from 0 to {len} ({len} or '-' appends), not {}",
+                        describe(&tokens[..n]),
+                        quoted(token),
+                        len = items.len(),
+                    )));
+                };
+                node = item;
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// How an error names the part of a value at `tokens`.
+fn describe(tokens: &[String]) -> String {
+    if tokens.is_empty() {
+        "the value".to_string()
+    } else {
+        format!("the value at {}", quoted(&pointer_of(tokens)))
+    }
 }
 
 /// The pointer of `tokens` (escaping `~` as `~0` and `/` as `~1`).
@@ -221,6 +265,38 @@ mod tests {
         assert_eq!(doc["tags"], json!({"9": "e"}));
         place(&mut doc, &tokens(""), json!(3));
         assert_eq!(doc, json!(3));
+    }
+
+    #[test]
+    fn a_token_that_would_replace_an_array_is_refused() {
+        let doc = json!({"l": [1, {"m": [2]}], "s": "x"});
+        for fine in [
+            "/l/0",
+            "/l/2",
+            "/l/-",
+            "/l/1/m/1/x",
+            "/l/1/n",
+            "/s/x",
+            "/new/9",
+            "/l",
+        ] {
+            assert!(
+                check_array_tokens(&doc, &tokens(fine)).is_ok(),
+                "{fine} refused"
+            );
+        }
+        for (bad, said) in [
+            ("/l/3", "'/l'"),
+            ("/l/x", "'/l'"),
+            ("/l/01", "'/l'"),
+            ("/l/1/m/5", "'/l/1/m'"),
+        ] {
+            let message = check_array_tokens(&doc, &tokens(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(said), "{bad}: {message}");
+        }
+        assert!(check_array_tokens(&json!([]), &tokens("/1")).is_err());
     }
 
     #[test]

@@ -39,6 +39,10 @@ static void test_paths(void) {
     EXPECT(mnemo_db_set_path(db, "people", "p1", NULL, "1"), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_db_get_path(db, "people", "p1", "/a", NULL), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_db_get_path(db, "people", "p1", NULL, &text), MNEMO_STATUS_INVALID_ARGUMENT);
+    /* A token into an array that neither indexes nor appends to it would replace it. */
+    EXPECT(mnemo_db_set_path(db, "people", "p1", "/tags/9", "1"), MNEMO_STATUS_INVALID_ARGUMENT);
+    CHECK(strstr(mnemo_last_error_message(), "'/tags' is an array of 2 elements") != NULL);
+    EXPECT(mnemo_db_set_path(db, "people", "p1", "/tags/x", "1"), MNEMO_STATUS_INVALID_ARGUMENT);
     /* 33 tokens is one too many. */
     char deep[128] = "";
     for (int i = 0; i < 33; i++) strcat(deep, "/a");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mnemo::database::Permission;
 use mnemo::entry::{Entry, EntryId, Op};
 use mnemo::json::pointer;
-use mnemo::{Database, Instance, User};
+use mnemo::{Database, Error, Instance, User};
 use serde_json::Value;
 
 use crate::support::{logged_in, state, Rng};
@@ -135,7 +135,13 @@ fn run(seed: u64) {
                     1 => "[1]".to_string(),
                     _ => rng.below(100).to_string(),
                 };
-                let id = r.db.set_path(store, key, pointer, &value).unwrap();
+                let id = match r.db.set_path(store, key, pointer, &value) {
+                    Ok(id) => id,
+                    // "/a/x" into an array at "/a" here is refused; merges still meet it
+                    // when another replica's array arrives after the write.
+                    Err(Error::InvalidArgument(_)) if pointer == "/a/x" => continue,
+                    Err(e) => panic!("seed {seed}: set_path {pointer}: {e}"),
+                };
                 pool.push(r.db.entry_bytes(&id).unwrap());
             }
             0 | 1 => {

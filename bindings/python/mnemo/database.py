@@ -126,9 +126,12 @@ class Database(HandleOwner):
         whole: a path into an array (an index, or ``"-"``) writes that whole array as it is
         here, so of two concurrent appends to one array, one wins.
 
-        Raises InvalidArgument for a bad store name, key or pointer, a value JSON cannot
-        represent, or a write nested more than 100 levels; LoggedOut; PermissionDenied;
-        StorageError.
+        A scalar on the way is replaced by an object; array elements are addressed by index
+        (the length, or ``"-"``, appends) and any other token into an array is refused.
+
+        Raises InvalidArgument for a bad store name, key or pointer, a token into an array
+        that neither indexes nor appends to it, a value JSON cannot represent, or a write
+        nested more than 100 levels; LoggedOut; PermissionDenied; StorageError.
         """
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")

@@ -75,8 +75,9 @@ class Transaction:
         path write here, so this may also raise what :meth:`mnemo.Database.get` does, and a
         commit made since by this device to that array is overwritten by this one).
 
-        Raises InvalidArgument as :meth:`set`, or for a bad pointer or a write nested too
-        deep; the transaction is then unchanged and stays usable.
+        Raises InvalidArgument as :meth:`set`, or for a bad pointer, a token into an array that
+        neither indexes nor appends to it, or a write nested too deep; the transaction is then
+        unchanged and stays usable.
         """
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")

@@ -94,6 +94,31 @@ def test_a_path_into_an_array_too_deep_to_write_whole_is_refused(db: mnemo.Datab
     db.verify()
 
 
+def test_a_token_that_would_replace_an_array_is_refused(db: mnemo.Database) -> None:
+    """Before, "/l/5" on [1, 2, 3] stored {"5": 9} in place of the array, dropping its
+    elements; a scalar on the way still becomes an object."""
+    db.set("s", "k", {"l": [1, 2, 3], "s": "text"})
+    for pointer in ("/l/5", "/l/name", "/l/01"):
+        with pytest.raises(mnemo.InvalidArgument, match="'/l' is an array of 3 elements"):
+            db.set_path("s", "k", pointer, 9)
+    assert db.get("s", "k") == {"l": [1, 2, 3], "s": "text"}
+    db.set_path("s", "k", "/l/3", 4)
+    db.set_path("s", "k", "/l/-", 5)
+    db.set_path("s", "k", "/s/x", 1)
+    assert db.get("s", "k") == {"l": [1, 2, 3, 4, 5], "s": {"x": 1}}
+    with db.transaction() as txn:
+        txn.set("s", "t", [])
+        with pytest.raises(mnemo.InvalidArgument, match="the value is an array of 0"):
+            txn.set_path("s", "t", "/1", 1)
+        txn.set_path("s", "k", "/l/0", [0])
+        with pytest.raises(mnemo.InvalidArgument, match="'/l/0' is an array of 1"):
+            txn.set_path("s", "k", "/l/0/7", 1)
+        txn.set_path("s", "t", "/0", "kept")  # the transaction stays usable
+    assert db.get("s", "t") == ["kept"]
+    assert db.get("s", "k")["l"][0] == [0]
+    db.verify()
+
+
 class Pair:
     """Two instances with sync; Bob has write on Alice's database and a copy of it."""
 
