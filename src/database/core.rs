@@ -1256,8 +1256,13 @@ impl DatabaseCore {
         if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {
             return Ok(None); // the record stays: the next change works the state out again
         }
-        self.undo_discarded()?;
-        Ok(Some(Outcome::Applied))
+        match self.undo_discarded() {
+            // The entry is stored; other processes' writes kept overtaking the undoing,
+            // which stays pending: it is done before the next read or change here, or by
+            // the first of them to see the record.
+            Ok(()) | Err(Error::Busy(_)) => Ok(Some(Outcome::Applied)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The ids of the current tips, sorted.

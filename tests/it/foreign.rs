@@ -261,6 +261,56 @@ fn an_undoing_another_process_finished_is_not_done_again() {
     assert_eq!(reads, 0, "the undoing was done again here");
 }
 
+/// A revocation that arrives after what it discards is stored even when other processes'
+/// writes keep overtaking the undoing that follows (each working out of the state is stale
+/// before it is written): the entry is taken, the undoing stays pending, and the state is
+/// right at the next read. Before, the receipt failed BUSY though the entry was stored (an
+/// audit: every sync round bringing the revocation failed while two processes wrote).
+#[test]
+fn a_revocation_is_taken_while_other_processes_overtake_its_undoing() {
+    use mnemo::backend::Backend;
+
+    let shared: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let watched = Instrumented::new(shared.clone());
+    let here = Instance::open(watched.clone()).unwrap();
+    let other = Instance::open(shared).unwrap();
+    let (_owner_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
+    for id in [db.id(), grant] {
+        here.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+    }
+    let concurrent = on_tips(&db, &writer, ops("s", "c", "\"writer's\""));
+    here.receive_entry(concurrent.bytes()).unwrap();
+    let revoke = db.revoke(&writer.public_key()).unwrap();
+    // The owner's later writes reach the storage through the other process, one before
+    // each replacement of the state here.
+    let mut later: Vec<Vec<u8>> = (0..16)
+        .map(|i| {
+            let id = db.set("s", &format!("o{i}"), &i.to_string()).unwrap();
+            db.entry_bytes(&id).unwrap()
+        })
+        .collect();
+    later.reverse();
+    let last = later[0].clone();
+    watched.before_state_replacements(16, move || {
+        other.receive_entry(&later.pop().unwrap()).unwrap();
+    });
+
+    let taken = here.receive_entry(&db.entry_bytes(&revoke).unwrap());
+    let taken = taken.unwrap_or_else(|e| panic!("the revocation was refused: {e}"));
+    assert_eq!(taken.applied, vec![revoke]);
+    // The next change here finds the state worked out (by the other process, which found
+    // the record at its first use): the writer's concurrent write is undone.
+    assert!(here.receive_entry(&last).unwrap().duplicate);
+    let (tips, cells) = stored(&*watched, &db.id(), "s");
+    assert_eq!(cells, state(&db, "s"));
+    let mut expected = vec![concurrent.id(), db.tips().unwrap()[0]];
+    expected.sort();
+    assert_eq!(tips, expected);
+}
+
 #[test]
 fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
     let (_inst, owner) = logged_in("owner");

@@ -289,6 +289,9 @@ pub struct Instrumented {
     /// Run before each of the next entries or secrets stored, with how many more (see
     /// [`Instrumented::before_writes`]).
     before_write: Mutex<(usize, Option<Hook>)>,
+    /// Run before each of the next replacements of a database's state, with how many more
+    /// (see [`Instrumented::before_state_replacements`]).
+    before_replacement: Mutex<(usize, Option<Hook>)>,
     /// Run once before the next database is forgotten ([`Instrumented::before_forget`]).
     before_forget: Mutex<Option<Hook>>,
     /// Run once before the next metadata record is deleted
@@ -382,6 +385,7 @@ impl Instrumented {
             reads_fail: AtomicBool::new(false),
             fail_reads_after_put: AtomicBool::new(false),
             before_write: Mutex::default(),
+            before_replacement: Mutex::default(),
             before_forget: Mutex::default(),
             before_meta_delete: Mutex::default(),
             before_secret_read: Mutex::default(),
@@ -428,18 +432,14 @@ impl Instrumented {
     }
 
     fn run_before_write(&self) {
-        let mut hook = self.before_write.lock().unwrap();
-        if hook.0 == 0 {
-            return;
-        }
-        hook.0 -= 1;
-        let mut work = hook.1.take().expect("set with a count");
-        drop(hook);
-        work();
-        let mut hook = self.before_write.lock().unwrap();
-        if hook.0 > 0 {
-            hook.1 = Some(work);
-        }
+        run_counted(&self.before_write);
+    }
+
+    /// Runs `work` just before each of the next `times` replacements of a database's state
+    /// (after the state was worked out from every entry): another process's change landing
+    /// in between, which makes the replacement stale.
+    pub fn before_state_replacements(&self, times: usize, work: impl FnMut() + Send + 'static) {
+        *self.before_replacement.lock().unwrap() = (times, Some(Box::new(work)));
     }
 
     /// Runs `work` once, just before the next database's rows are removed (after the
@@ -552,6 +552,22 @@ impl Instrumented {
     }
 }
 
+/// Runs the hook in `slot` if it has runs left, and counts this one.
+fn run_counted(slot: &Mutex<(usize, Option<Hook>)>) {
+    let mut hook = slot.lock().unwrap();
+    if hook.0 == 0 {
+        return;
+    }
+    hook.0 -= 1;
+    let mut work = hook.1.take().expect("set with a count");
+    drop(hook);
+    work();
+    let mut hook = slot.lock().unwrap();
+    if hook.0 > 0 {
+        hook.1 = Some(work);
+    }
+}
+
 fn run_once(slot: &Mutex<Option<Hook>>) {
     let hook = slot.lock().unwrap().take();
     if let Some(mut work) = hook {
@@ -661,6 +677,7 @@ impl Backend for Instrumented {
         db: &EntryId,
         state: &StateWrite<'_>,
     ) -> Result<Option<Version>, Error> {
+        run_counted(&self.before_replacement);
         self.write(|| self.inner.replace_state(db, state))
     }
     fn entries_after(
