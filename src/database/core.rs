@@ -80,10 +80,15 @@ const UNDO_PENDING: u8 = 2;
 
 /// The instance metadata record that says database `db`'s state must be worked out again
 /// (a revocation may be stored without the undoing of what it discards). Written before
-/// the revocation is stored, removed once the state is replaced.
+/// the revocation is stored, with a fresh random token ([`UNDO_TOKEN_BYTES`]), and removed
+/// once the state is replaced, only if it still holds the token read before the state was
+/// worked out: a revocation stored meanwhile wrote a new one, and its undoing stays asked.
 fn undo_pending_record(db: &EntryId) -> String {
     format!("undo-pending/{db}")
 }
+
+/// Bytes of the random token an undo record holds (see [`undo_pending_record`]).
+const UNDO_TOKEN_BYTES: usize = 16;
 
 /// How many times a change is worked out again because another process wrote the database
 /// between its reads and its write (see [`DatabaseCore::known_version`]) before it gives
@@ -353,33 +358,34 @@ impl DatabaseCore {
         if self.undo.load(Ordering::Acquire) == UNDO_NONE {
             return Ok(());
         }
-        if self
-            .backend
-            .meta_get(&undo_pending_record(&self.id))?
-            .is_none()
-        {
+        let Some(token) = self.backend.meta_get(&undo_pending_record(&self.id))? else {
             self.undo.store(UNDO_NONE, Ordering::Release);
             return Ok(());
-        }
-        self.undo_discarded()
+        };
+        self.undo_discarded(&token)
     }
 
     /// Works out which entries take effect from all of them and replaces the stored state
-    /// with the result ([`discards::recompute`]), then removes the record that asked for it:
-    /// nothing is pending then. On failure, memory forgets what it derived (it may reflect
-    /// the state being replaced) and the undoing stays pending. Callers hold the write lock.
-    fn undo_discarded(&self) -> Result<()> {
+    /// with the result ([`discards::recompute`]), then removes the record that asked for it
+    /// if it still holds `token` (read before): nothing is pending then. A record that
+    /// holds another token asks for a revocation stored since, which this undoing may have
+    /// missed: it stays, and the undoing stays pending. On failure, memory forgets what it
+    /// derived (it may reflect the state being replaced) and the undoing stays pending.
+    /// Callers hold the write lock.
+    fn undo_discarded(&self, token: &[u8]) -> Result<()> {
         let undone = self.recompute().and_then(|()| {
             self.settings.clear();
             self.settings_generation.fetch_add(1, Ordering::AcqRel);
             self.backend
-                .meta_delete(&undo_pending_record(&self.id), None)
+                .meta_delete(&undo_pending_record(&self.id), Some(token))
         });
-        if undone.is_ok() {
-            self.undo.store(UNDO_NONE, Ordering::Release);
-        } else {
-            self.undo.store(UNDO_PENDING, Ordering::Release);
-            self.forget_derived_state();
+        match undone {
+            Ok(true) => self.undo.store(UNDO_NONE, Ordering::Release),
+            Ok(false) => self.undo.store(UNDO_PENDING, Ordering::Release),
+            Err(_) => {
+                self.undo.store(UNDO_PENDING, Ordering::Release);
+                self.forget_derived_state();
+            }
         }
         undone.map(drop)
     }
@@ -1250,13 +1256,14 @@ impl DatabaseCore {
         }
         // It may discard stored entries: their effect is undone once it is stored, and a
         // record says so meanwhile (see `undo_pending`).
+        let token = crate::crypto::random::bytes::<UNDO_TOKEN_BYTES>()?;
         self.backend
-            .meta_insert_new(&undo_pending_record(&self.id), b"")?;
+            .meta_put(&undo_pending_record(&self.id), &token)?;
         self.undo.store(UNDO_PENDING, Ordering::Release);
         if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {
             return Ok(None); // the record stays: the next change works the state out again
         }
-        match self.undo_discarded() {
+        match self.undo_discarded(&token) {
             // The entry is stored; other processes' writes kept overtaking the undoing,
             // which stays pending: it is done before the next read or change here, or by
             // the first of them to see the record.

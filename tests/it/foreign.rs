@@ -311,6 +311,66 @@ fn a_revocation_is_taken_while_other_processes_overtake_its_undoing() {
     assert_eq!(tips, expected);
 }
 
+/// An undoing removes its record only if no revocation was stored meanwhile. Here, this
+/// process works out the state for a first revocation; before it removes the record,
+/// another process stores a second revocation (finding the record there) and fails to
+/// undo what that one discards. Before, the record was then removed anyway, and the second
+/// writer's concurrent write stayed in effect for good on that storage.
+#[test]
+fn an_undoing_keeps_the_record_of_a_revocation_stored_meanwhile() {
+    use mnemo::backend::Backend;
+
+    let shared: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let (watched, watched_other) = (
+        Instrumented::new(shared.clone()),
+        Instrumented::new(shared.clone()),
+    );
+    let here = Instance::open(watched.clone()).unwrap();
+    let other = Instance::open(watched_other.clone()).unwrap();
+    let (_owner_inst, owner) = logged_in("owner");
+    let db = owner.create_db("d").unwrap();
+    let writers = [
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    ];
+    let mut known = vec![db.id()];
+    for w in &writers {
+        known.push(db.grant(&w.public_key(), Permission::Write).unwrap());
+    }
+    for id in known {
+        here.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+    }
+    for (i, w) in writers.iter().enumerate() {
+        let concurrent = on_tips(&db, w, ops("s", &format!("w{i}"), "1"));
+        here.receive_entry(concurrent.bytes()).unwrap();
+    }
+    let revokes: Vec<Vec<u8>> = writers
+        .iter()
+        .map(|w| {
+            db.entry_bytes(&db.revoke(&w.public_key()).unwrap())
+                .unwrap()
+        })
+        .collect();
+    // The first revocation is stored here and its undoing fails: it is pending.
+    watched.fail_reads_after_next_put();
+    assert!(here.receive_entry(&revokes[0]).is_err());
+    watched.resume_reads();
+
+    let second = revokes[1].clone();
+    watched.before_meta_delete(move || {
+        watched_other.fail_reads_after_next_put();
+        assert!(other.receive_entry(&second).is_err());
+        watched_other.resume_reads();
+    });
+    // Here, the pending undoing is done before the next change.
+    assert!(here.receive_entry(&revokes[0]).unwrap().duplicate);
+
+    // A process opening the storage now finds the second undoing asked for, and does it.
+    let fresh = Instance::open(shared.clone()).unwrap();
+    assert!(fresh.receive_entry(&revokes[1]).unwrap().duplicate);
+    assert_eq!(stored(&*shared, &db.id(), "s").1, state(&db, "s"));
+}
+
 #[test]
 fn a_revoked_key_cannot_write_on_top_of_its_revocation() {
     let (_inst, owner) = logged_in("owner");
