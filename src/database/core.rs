@@ -625,8 +625,12 @@ impl DatabaseCore {
         Ok(stored.map(|level| level.min(visible)))
     }
 
-    /// The settings at settings tips `tips`: cached, joined from each tip's cached state, or
-    /// (cold cache) evaluated from storage. Evaluation reads storage, so it runs outside the
+    /// The settings at settings tips `tips`: cached, or evaluated from storage. Several
+    /// tips are evaluated together, never joined from each tip's state: which changes take
+    /// effect depends on what the branches hold together (a lowering in one discards the
+    /// lowered key's concurrent changes in another), so a join of the branches' states
+    /// counted a change the whole discards, and replicas whose caches held different
+    /// states took different decisions. Evaluation reads storage, so it runs outside the
     /// cache's lock; two threads may evaluate the same tips at once and get the same result.
     fn settings_at(&self, tips: &[EntryId]) -> Result<Arc<Settings>> {
         if tips.is_empty() {
@@ -635,16 +639,7 @@ impl DatabaseCore {
         if let Some(found) = self.settings.get(tips) {
             return Ok(found);
         }
-        let state = if tips.len() == 1 {
-            Settings::evaluate(&*self.backend, tips)?
-        } else {
-            let parts = tips
-                .iter()
-                .map(|tip| self.settings_at(std::slice::from_ref(tip)))
-                .collect::<Result<Vec<_>>>()?;
-            Settings::join(parts.iter().map(|p| &**p))
-        };
-        let state = Arc::new(state);
+        let state = Arc::new(Settings::evaluate(&*self.backend, tips)?);
         self.settings.insert(tips.to_vec(), state.clone());
         Ok(state)
     }

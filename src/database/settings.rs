@@ -229,23 +229,6 @@ impl Settings {
         next
     }
 
-    /// The join of several states (last writer wins per key; order does not matter).
-    pub fn join<'a>(states: impl IntoIterator<Item = &'a Settings>) -> Settings {
-        let mut joined = Settings::default();
-        for state in states {
-            for (key, cell) in &state.cells {
-                let newer = joined
-                    .cells
-                    .get(key)
-                    .is_none_or(|c| (cell.height, cell.entry) > (c.height, c.entry));
-                if newer {
-                    joined.put(key.clone(), cell.clone());
-                }
-            }
-        }
-        joined
-    }
-
     fn merge(&mut self, height: u64, entry: EntryId, ops: &BTreeMap<String, Op>) {
         for (key, op) in ops {
             if let Op::Set(json) = op {
@@ -440,25 +423,13 @@ mod tests {
         assert_eq!(first.grant_of(&key), Some(write));
         assert_eq!(first.permission_of(&key), Some(Permission::Write));
 
-        // A newer write wins, an older one does not, in either order of a join.
+        // A newer write wins, an older one does not.
         let newer = first.with_entry(2, id(2), &ops(&[(&auth_key(&key), &auth_value(revoked))]));
-        let older = Settings::default().with_entry(
-            1,
-            id(0),
-            &ops(&[(
-                &auth_key(&key),
-                &auth_value(Grant::active(Permission::Read, None)),
-            )]),
-        );
         assert_eq!(newer.grant_of(&key), Some(revoked));
         assert_eq!(newer.permission_of(&key), None);
-        for joined in [
-            Settings::join([&newer, &older]),
-            Settings::join([&older, &newer]),
-        ] {
-            assert_eq!(joined.grant_of(&key), Some(revoked));
-        }
-        assert_eq!(Settings::join([&first, &older]).grant_of(&key), Some(write));
+        let read = auth_value(Grant::active(Permission::Read, None));
+        let older = newer.with_entry(1, id(0), &ops(&[(&auth_key(&key), &read)]));
+        assert_eq!(older.grant_of(&key), Some(revoked));
 
         // A winning value that is not a grant leaves the key without one.
         let garbled = newer.with_entry(3, id(3), &ops(&[(&auth_key(&key), "\"admin\"")]));

@@ -475,6 +475,44 @@ fn admins_who_revoke_each_other_apart_leave_the_senior_one_everywhere() {
     assert_eq!(c.view(&db), j.view(&db));
 }
 
+/// A revocation made by an admin who was demoted concurrently is discarded: the key it
+/// revoked keeps its grant, and may write on top of both changes. Before, the settings
+/// two concurrent branches see were joined key by key from each branch's own: the
+/// revocation, in effect on its branch, won the join, and the writer was refused
+/// everywhere (an audit found copies disagreeing for good from this).
+#[test]
+fn a_revocation_by_an_admin_demoted_apart_grants_nothing_and_lowers_no_one() {
+    let creator = PrivateKey::generate().unwrap();
+    let (dan, bob) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let c = Replica::new();
+    let root = commit(&c, root(&creator));
+    let db = root.id();
+    let setup = [
+        root.clone(),
+        commit(&c, on(&c, &db, &creator, auth(&dan, admin(1)))),
+        commit(&c, on(&c, &db, &creator, auth(&bob, write()))),
+    ];
+    let d = Replica::new();
+    d.take(&setup.iter().collect::<Vec<_>>());
+    let by_dan = commit(&d, on(&d, &db, &dan, auth(&bob, write().revoked())));
+    let demoted = commit(&c, on(&c, &db, &creator, auth(&dan, write())));
+    c.take(&[&by_dan]);
+    d.take(&[&demoted]);
+    for r in [&c, &d] {
+        assert!(r.view(&db).2.contains(&by_dan.id()));
+        let bobs = r.get(&db, "_settings", &auth_key(&bob.public_key()));
+        assert_eq!(bobs.unwrap(), auth_value(write()));
+        let written = r
+            .inst
+            .receive_entry(on(r, &db, &bob, data("b", "1")).bytes());
+        assert!(written.is_ok(), "{written:?}");
+    }
+    assert_eq!(c.view(&db), d.view(&db));
+}
+
 #[test]
 fn the_last_admin_cannot_be_revoked_even_by_a_crafted_entry() {
     let creator = PrivateKey::generate().unwrap();
