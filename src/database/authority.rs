@@ -220,9 +220,43 @@ impl<'a> Closure<'a> {
 /// Entries are considered in order of their author's seniority (as their own parents saw
 /// it), then height and id. Each is effective when its author may make it in the effective
 /// part of its ancestry, and no effective entry concurrent with it (neither ancestor nor
-/// descendant) lowered its author below admin. Since a key can be lowered only by a more
-/// senior one, whose entries come first, one pass decides everything.
+/// descendant) lowered its author below admin. A key is lowered by one its lowerer's
+/// parents saw as more junior, usually decided first; but a concurrent change may have
+/// made the key as senior as its lowerer in its own entries' eyes, which are then decided
+/// before the lowering. Such an entry is discarded all the same (rule 3), and everything
+/// is decided again without it, until no effective lowering is concurrent with an effective
+/// entry of the key it lowers. Each round discards one more entry at least, so at most as
+/// many rounds as entries; one round when seniorities agree.
 pub fn resolve(closure: &Closure<'_>) -> Resolution {
+    let n = closure.entries.len();
+    let mut discarded = vec![false; n];
+    loop {
+        let resolution = resolve_once(closure, &discarded);
+        let late: Vec<usize> = (0..n)
+            .filter(|&i| resolution.effective[i] && lowered_apart(closure, &resolution, i))
+            .collect();
+        if late.is_empty() {
+            return resolution;
+        }
+        for i in late {
+            discarded[i] = true;
+        }
+    }
+}
+
+/// Whether an effective lowering in `resolution`, concurrent with entry `i`, lowers its
+/// author below admin.
+fn lowered_apart(closure: &Closure<'_>, resolution: &Resolution, i: usize) -> bool {
+    resolution.lowerings.iter().any(|(r, key, level)| {
+        *key == closure.entries[i].author
+            && *level < Some(Permission::Admin)
+            && !closure.is_ancestor(*r, i)
+            && !closure.is_ancestor(i, *r)
+    })
+}
+
+/// One round of [`resolve`], the entries marked in `discarded` left out.
+fn resolve_once(closure: &Closure<'_>, discarded: &[bool]) -> Resolution {
     let entries = closure.entries;
     let n = entries.len();
     let seniority = |i: usize| -> u32 {
@@ -253,7 +287,7 @@ pub fn resolve(closure: &Closure<'_>) -> Resolution {
                 && !closure.is_ancestor(*r, i)
                 && !closure.is_ancestor(i, *r)
         });
-        if valid && !lowered_concurrently {
+        if valid && !lowered_concurrently && !discarded[i] {
             let lowers = lowered(&entry.ops, |k| {
                 closure.grant_among(k, seen, &|j| effective[j])
             });

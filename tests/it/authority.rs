@@ -513,6 +513,70 @@ fn a_revocation_by_an_admin_demoted_apart_grants_nothing_and_lowers_no_one() {
     assert_eq!(c.view(&db), d.view(&db));
 }
 
+/// A revocation of an admin discards that admin's concurrent settings changes even when,
+/// concurrently, the creator made it as senior as its revoker, so that its changes are
+/// decided first. An audit found copies disagreeing for good: one that took the revocation
+/// first discarded the change on arrival, one that worked its state out from all entries
+/// kept it in effect.
+#[test]
+fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker() {
+    let creator = PrivateKey::generate().unwrap();
+    let (bob, carol, dan) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let c = Replica::new();
+    let root = commit(&c, root(&creator));
+    let db = root.id();
+    let setup = [
+        root.clone(),
+        commit(&c, on(&c, &db, &creator, auth(&bob, admin(1)))),
+        commit(&c, on(&c, &db, &creator, auth(&carol, admin(2)))),
+        commit(&c, on(&c, &db, &creator, auth(&dan, write()))),
+    ];
+    let (b, k) = (Replica::new(), Replica::new());
+    for r in [&b, &k] {
+        r.take(&setup.iter().collect::<Vec<_>>());
+    }
+    // Apart: bob (priority 1) writes twice, then revokes carol (priority 2 as he saw it).
+    let mut bobs: Vec<Entry> = (0..2)
+        .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
+        .collect();
+    bobs.push(commit(
+        &b,
+        on(&b, &db, &bob, auth(&carol, admin(2).revoked())),
+    ));
+    // The creator makes carol priority 1; carol then demotes dan to read, at a lower
+    // height than bob's revocation, so it is decided first.
+    let raised = commit(&k, on(&k, &db, &creator, auth(&carol, admin(1))));
+    let demoted = Grant::active(Permission::Read, None);
+    let by_carol = commit(&k, on(&k, &db, &carol, auth(&dan, demoted)));
+    let carols = [raised, by_carol.clone()];
+
+    let (first, late) = (Replica::new(), Replica::new());
+    for r in [&first, &late] {
+        r.take(&setup.iter().collect::<Vec<_>>());
+    }
+    first.take(&bobs.iter().collect::<Vec<_>>());
+    first.take(&carols.iter().collect::<Vec<_>>());
+    late.take(&carols.iter().collect::<Vec<_>>());
+    late.take(&bobs.iter().collect::<Vec<_>>());
+    b.take(&carols.iter().collect::<Vec<_>>());
+    k.take(&bobs.iter().collect::<Vec<_>>());
+    for r in [&first, &late, &b, &k] {
+        assert!(
+            r.view(&db).2.contains(&by_carol.id()),
+            "carol's change in effect"
+        );
+        let dans = r.get(&db, "_settings", &auth_key(&dan.public_key()));
+        assert_eq!(dans.unwrap(), auth_value(write()));
+    }
+    assert_eq!(first.view(&db), late.view(&db));
+    assert_eq!(first.view(&db), b.view(&db));
+    assert_eq!(first.view(&db), k.view(&db));
+}
+
 #[test]
 fn the_last_admin_cannot_be_revoked_even_by_a_crafted_entry() {
     let creator = PrivateKey::generate().unwrap();
