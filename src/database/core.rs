@@ -1226,7 +1226,12 @@ impl DatabaseCore {
             need,
             &plan.meta.settings_visible,
         )?;
-        if discarded {
+        let sees_everything = tips.iter().all(|t| content.parents.contains(t));
+        let decided_here = plan.lowers.is_empty() || sees_everything;
+        // A lowering discarded on arrival may still take effect: it may lower the author
+        // of the change that discards it, and be decided first (see `authority::resolve`).
+        // Such an entry is stored, and everything is decided again, below.
+        if discarded && decided_here {
             let changes_settings = plan.meta.changes_settings;
             if !self.apply(entry, plan.meta, Arrival::Received { discarded: true })? {
                 return Ok(None);
@@ -1236,8 +1241,7 @@ impl DatabaseCore {
             }
             return Ok(Some(Outcome::Discarded));
         }
-        let sees_everything = tips.iter().all(|t| content.parents.contains(t));
-        if plan.lowers.is_empty() || sees_everything {
+        if decided_here {
             if !self.apply(entry, plan.meta, Arrival::Received { discarded: false })? {
                 return Ok(None);
             }
@@ -1259,6 +1263,9 @@ impl DatabaseCore {
             return Ok(None); // the record stays: the next change works the state out again
         }
         match self.undo_discarded(&token) {
+            Ok(()) if self.discard_index()?.discards_settings(&entry.id()) => {
+                Ok(Some(Outcome::Discarded))
+            }
             // The entry is stored; other processes' writes kept overtaking the undoing,
             // which stays pending: it is done before the next read or change here, or by
             // the first of them to see the record.

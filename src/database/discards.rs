@@ -88,6 +88,11 @@ impl DiscardIndex {
         self.arriving = None;
     }
 
+    /// Whether settings entry `entry` is discarded.
+    pub(crate) fn discards_settings(&self, entry: &EntryId) -> bool {
+        self.discarded_settings.contains(entry)
+    }
+
     /// Records that settings entry `entry` was discarded on arrival.
     pub(crate) fn add_discarded_settings(&mut self, entry: EntryId) {
         self.discarded_settings.insert(entry);

@@ -577,6 +577,62 @@ fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker()
     assert_eq!(first.view(&db), k.view(&db));
 }
 
+/// Two admins who each saw the other as junior revoke each other apart: the one decided
+/// first (both of priority 1 in their own eyes: the lower height) takes effect and
+/// discards the other, whichever arrives first. Before, a copy that held the later-decided
+/// revocation first discarded the other on arrival, and kept the wrong one.
+#[test]
+fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
+    let creator = PrivateKey::generate().unwrap();
+    let (bob, carol) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let c = Replica::new();
+    let root = commit(&c, root(&creator));
+    let db = root.id();
+    let setup = [
+        root.clone(),
+        commit(&c, on(&c, &db, &creator, auth(&bob, admin(1)))),
+        commit(&c, on(&c, &db, &creator, auth(&carol, admin(2)))),
+    ];
+    let (b, k) = (Replica::new(), Replica::new());
+    for r in [&b, &k] {
+        r.take(&setup.iter().collect::<Vec<_>>());
+    }
+    // Bob writes, then revokes carol (priority 2 as he saw her), higher than carol's.
+    let mut bobs: Vec<Entry> = (0..3)
+        .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
+        .collect();
+    bobs.push(commit(
+        &b,
+        on(&b, &db, &bob, auth(&carol, admin(2).revoked())),
+    ));
+    // Apart, the creator makes carol priority 1 and bob priority 3; carol revokes bob.
+    let mut carols = vec![
+        commit(&k, on(&k, &db, &creator, auth(&carol, admin(1)))),
+        commit(&k, on(&k, &db, &creator, auth(&bob, admin(3)))),
+    ];
+    carols.push(commit(
+        &k,
+        on(&k, &db, &carol, auth(&bob, admin(3).revoked())),
+    ));
+    let (first, late) = (Replica::new(), Replica::new());
+    for r in [&first, &late] {
+        r.take(&setup.iter().collect::<Vec<_>>());
+    }
+    first.take(&bobs.iter().collect::<Vec<_>>());
+    first.take(&carols.iter().collect::<Vec<_>>());
+    late.take(&carols.iter().collect::<Vec<_>>());
+    late.take(&bobs.iter().collect::<Vec<_>>());
+    for r in [&first, &late] {
+        let discarded = r.view(&db).2;
+        assert!(bobs.iter().all(|e| discarded.contains(&e.id())));
+        assert!(!discarded.contains(&carols[2].id()));
+    }
+    assert_eq!(first.view(&db), late.view(&db));
+}
+
 #[test]
 fn the_last_admin_cannot_be_revoked_even_by_a_crafted_entry() {
     let creator = PrivateKey::generate().unwrap();
