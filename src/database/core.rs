@@ -1315,8 +1315,21 @@ impl DatabaseCore {
         if tips != derived.tips {
             return differ("tips");
         }
-        if self.backend.discarded(&self.id)? != derived.discarded {
-            return differ("discarded-entry marks");
+        let marked = self.backend.discarded(&self.id)?;
+        if marked != derived.discarded {
+            let first = |id: &EntryId, how: &str| {
+                Err(Error::Corrupt(format!(
+                    "stored discarded-entry marks differ from what the entries make: entry \
+                     {id} {how}"
+                )))
+            };
+            return match marked.iter().find(|id| !derived.discarded.contains(id)) {
+                Some(id) => first(id, "is marked discarded but takes effect"),
+                None => match derived.discarded.iter().find(|id| !marked.contains(id)) {
+                    Some(id) => first(id, "takes effect in storage but is discarded"),
+                    None => differ("discarded-entry marks"),
+                },
+            };
         }
         let mut derived_stores: BTreeMap<&str, Vec<(&str, &Cell)>> = BTreeMap::new();
         for ((store, key), cell) in &derived.cells {

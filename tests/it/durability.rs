@@ -645,7 +645,7 @@ fn verify_finds_state_that_no_entry_made() {
     let user = inst.login("writer", None).unwrap();
     let db = user.create_db("log").unwrap();
     db.set("s", "balance", "10").unwrap();
-    db.set("s", "owner", "\"ann\"").unwrap();
+    let owner = db.set("s", "owner", "\"ann\"").unwrap();
     db.verify().unwrap();
 
     // Every cell as stored, with one value forged.
@@ -657,18 +657,19 @@ fn verify_finds_state_that_no_entry_made() {
         }
     }
     let discarded = backend.discarded(&db.id()).unwrap();
-    let write = |cells: &[(String, String, Cell)]| {
+    let write_marked = |cells: &[(String, String, Cell)], discarded: &[EntryId]| {
         let cells = cells
             .iter()
             .map(|(s, k, c)| (s.as_str(), k.as_str(), c.clone()))
             .collect();
         let state = StateWrite {
             cells,
-            discarded: &discarded,
+            discarded,
             expected: backend.version(&db.id()).unwrap(),
         };
         backend.replace_state(&db.id(), &state).unwrap().unwrap();
     };
+    let write = |cells: &[(String, String, Cell)]| write_marked(cells, &discarded);
     let mut forged = stored.clone();
     let balance = forged
         .iter_mut()
@@ -688,6 +689,18 @@ fn verify_finds_state_that_no_entry_made() {
     assert!(matches!(db.verify(), Err(Error::Corrupt(_))));
     write(&stored[1..]);
     assert!(matches!(db.verify(), Err(Error::Corrupt(_))));
+
+    // An entry in effect marked discarded: the message names it.
+    write_marked(&stored, &[owner]);
+    match db.verify() {
+        Err(Error::Corrupt(message)) => assert!(
+            message.contains(&format!(
+                "entry {owner} is marked discarded but takes effect"
+            )),
+            "{message}"
+        ),
+        other => panic!("a forged mark passed verification: {other:?}"),
+    }
     write(&stored);
     db.verify().unwrap();
 }
