@@ -11,7 +11,8 @@
 //!   revocation of a junior admin discards that admin's concurrent changes, including its
 //!   own revocations, before those are considered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use super::settings::{auth_holder, auth_key, parse_auth_value, Grant, Permission};
 use crate::crypto::PublicKey;
@@ -217,16 +218,17 @@ impl<'a> Closure<'a> {
 /// set) take effect, and which keys the effective ones lower. `closure` must be built over
 /// entries in topological order.
 ///
-/// Entries are considered in order of their author's seniority (as their own parents saw
-/// it), then height and id. Each is effective when its author may make it in the effective
-/// part of its ancestry, and no effective entry concurrent with it (neither ancestor nor
-/// descendant) lowered its author below admin. A key is lowered by one its lowerer's
-/// parents saw as more junior, usually decided first; but a concurrent change may have
-/// made the key as senior as its lowerer in its own entries' eyes, which are then decided
-/// before the lowering. Such an entry is discarded all the same (rule 3), and everything
-/// is decided again without it, until no effective lowering is concurrent with an effective
-/// entry of the key it lowers. Each round discards one more entry at least, so at most as
-/// many rounds as entries; one round when seniorities agree.
+/// Each entry is decided after its parents (its validity and what it lowers depend on which
+/// of them take effect); of those ready, in order of their author's seniority (as their own
+/// parents saw it), then height and id. Each is effective when its author may make it in
+/// the effective part of its ancestry, and no effective entry concurrent with it (neither
+/// ancestor nor descendant) lowered its author below admin. A lowering is usually decided
+/// before the lowered key's concurrent changes, its author being more senior; but it may
+/// wait on its parents, or a concurrent change may have made the key as senior as its
+/// lowerer in its own entries' eyes. Such a change is discarded all the same (rule 3), and
+/// everything is decided again without it, until no effective lowering is concurrent with
+/// an effective entry of the key it lowers. Each round discards one more entry at least,
+/// so at most as many rounds as entries; one round in the usual case.
 pub fn resolve(closure: &Closure<'_>) -> Resolution {
     let n = closure.entries.len();
     let mut discarded = vec![false; n];
@@ -268,12 +270,25 @@ fn resolve_once(closure: &Closure<'_>, discarded: &[bool]) -> Resolution {
             .and_then(|g| g.priority)
             .unwrap_or(u32::MAX)
     };
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (seniority(i), entries[i].height, entries[i].id));
+    let mut waiting_on: Vec<usize> = entries.iter().map(|e| e.parents.len()).collect();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, entry) in entries.iter().enumerate() {
+        for &p in &entry.parents {
+            children[p].push(i);
+        }
+    }
+    let rank = |i: usize| Reverse((seniority(i), entries[i].height, entries[i].id, i));
+    let mut ready: BinaryHeap<_> = (0..n).filter(|&i| waiting_on[i] == 0).map(rank).collect();
 
     let mut effective = vec![false; n];
     let mut lowerings: Vec<(usize, PublicKey, Level)> = Vec::new();
-    for i in order {
+    while let Some(Reverse((_, _, _, i))) = ready.pop() {
+        for &child in &children[i] {
+            waiting_on[child] -= 1;
+            if waiting_on[child] == 0 {
+                ready.push(rank(child));
+            }
+        }
         let entry = &entries[i];
         let seen = &closure.ancestors[i];
         let valid = entry.parents.is_empty() // a root is checked when it is stored

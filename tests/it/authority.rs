@@ -633,6 +633,39 @@ fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
     assert_eq!(first.view(&db), late.view(&db));
 }
 
+/// The creator revokes a key a junior admin granted write: the revocation lowers it, and
+/// discards its concurrent writes, also on a copy that works its discards out from
+/// storage (after a restart). Before, the creator's change was decided before the junior's
+/// grant it was made on, as if that grant had not taken effect: it lowered no one, and the
+/// restarted copy kept the writes another copy discarded (an audit: verify CORRUPT).
+#[test]
+fn a_revocation_on_top_of_a_junior_admins_grant_lowers_the_key() {
+    let creator = PrivateKey::generate().unwrap();
+    let (dan, carol) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let c = Replica::new();
+    let root = commit(&c, root(&creator));
+    let db = root.id();
+    let made_admin = commit(&c, on(&c, &db, &creator, auth(&dan, admin(1))));
+    let granted = commit(&c, on(&c, &db, &dan, auth(&carol, write())));
+    let k = Replica::new();
+    k.take(&[&root, &made_admin, &granted]);
+    let by_carol = commit(&k, on(&k, &db, &carol, data("c", "1")));
+    let revoked = commit(&c, on(&c, &db, &creator, auth(&carol, write().revoked())));
+
+    let backend = Arc::new(MemoryBackend::new());
+    let restarted = Replica::new_on(backend.clone());
+    restarted.take(&[&root, &made_admin, &granted, &revoked]);
+    let restarted = Replica::new_on(backend);
+    for r in [&c, &restarted] {
+        r.take(&[&by_carol]);
+        assert_eq!(r.get(&db, "s", "c"), None);
+    }
+    assert_eq!(c.view(&db), restarted.view(&db));
+}
+
 #[test]
 fn the_last_admin_cannot_be_revoked_even_by_a_crafted_entry() {
     let creator = PrivateKey::generate().unwrap();
