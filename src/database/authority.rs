@@ -234,27 +234,47 @@ pub fn resolve(closure: &Closure<'_>) -> Resolution {
     let mut discarded = vec![false; n];
     loop {
         let resolution = resolve_once(closure, &discarded);
-        let late: Vec<usize> = (0..n)
-            .filter(|&i| resolution.effective[i] && lowered_apart(closure, &resolution, i))
+        let late: Vec<(usize, Vec<usize>)> = (0..n)
+            .filter(|&i| resolution.effective[i])
+            .filter_map(|i| {
+                let by = lowered_apart(closure, &resolution, i);
+                (!by.is_empty()).then_some((i, by))
+            })
             .collect();
         if late.is_empty() {
             return resolution;
         }
-        for i in late {
+        // A change lowered by one that is itself lowered so is left for the next round:
+        // that lowering may not stand. Some change's lowering always does (each is decided
+        // after what it discards late), so each round discards at least one.
+        let is_late = |r: &usize| late.iter().any(|(i, _)| i == r);
+        let by_standing: Vec<usize> = (late.iter())
+            .filter(|(_, by)| by.iter().any(|r| !is_late(r)))
+            .map(|(i, _)| *i)
+            .collect();
+        if by_standing.is_empty() {
+            late.iter().for_each(|(i, _)| discarded[*i] = true);
+        }
+        for i in by_standing {
             discarded[i] = true;
         }
     }
 }
 
-/// Whether an effective lowering in `resolution`, concurrent with entry `i`, lowers its
-/// author below admin.
-fn lowered_apart(closure: &Closure<'_>, resolution: &Resolution, i: usize) -> bool {
-    resolution.lowerings.iter().any(|(r, key, level)| {
-        *key == closure.entries[i].author
-            && *level < Some(Permission::Admin)
-            && !closure.is_ancestor(*r, i)
-            && !closure.is_ancestor(i, *r)
-    })
+/// The effective entries in `resolution` that lower entry `i`'s author below admin and
+/// are concurrent with it (neither ancestor nor descendant).
+fn lowered_apart(closure: &Closure<'_>, resolution: &Resolution, i: usize) -> Vec<usize> {
+    resolution
+        .lowerings
+        .iter()
+        .filter(|(r, key, level)| {
+            *key == closure.entries[i].author
+                && *level < Some(Permission::Admin)
+                && !closure.is_ancestor(*r, i)
+                && !closure.is_ancestor(i, *r)
+        })
+        .map(|(r, _, _)| *r)
+        .collect()
 }
 
 /// One round of [`resolve`], the entries marked in `discarded` left out.
