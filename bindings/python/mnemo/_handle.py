@@ -197,6 +197,11 @@ def forked_error() -> InvalidArgument:
     )
 
 
+def forked_child() -> bool:
+    """Whether this is a child forked after its parent used mnemo."""
+    return _forked_child
+
+
 def check_not_forked() -> None:
     """Raises :func:`forked_error` in a child forked after the parent used mnemo."""
     if _forked_child:

@@ -12,7 +12,10 @@ which then waits (at most :data:`EXIT_WAIT` seconds) for the library to destroy 
 library thread that calls into a finalizing interpreter is terminated by CPython
 (``pthread_exit``), which aborts the whole process when it unwinds through mnemo. Closing
 does not wait for callbacks (the library delivers the ones already queued afterwards), so
-the handler waits for the destroy calls instead.
+the handler waits for the destroy calls instead; from then on, changes still queued reach
+the trampoline but no longer the Python callbacks, so that only a callback running at exit
+is waited for. In a child forked after mnemo was used, the library's threads are gone: nothing is waited
+for there.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import weakref
 from collections.abc import Callable
 
 from . import _native
+from . import _handle
 from ._handle import Handle, HandleOwner
 from ._native import lib
 from .errors import InvalidArgument
@@ -45,12 +49,16 @@ _released = threading.Condition()
 EXIT_WAIT = 5.0
 #: The open Subscription objects, closed at interpreter exit.
 _open: weakref.WeakSet[Subscription] = weakref.WeakSet()
+#: Set by the exit handler: changes still queued then are not given to the callbacks.
+_exiting = False
 
 
 def _change(user_data: int | None, db_id: bytes, entry_id: bytes, remote: int) -> None:
     """Runs on the library's notification thread. Nothing may propagate into C: an
     exception from the callback is logged to the ``mnemo`` logger, and the next change is
-    delivered as usual."""
+    delivered as usual. At interpreter exit, queued changes are dropped here."""
+    if _exiting:
+        return
     callback = _callbacks.get(user_data or 0)
     if callback is None:  # cannot happen while the library keeps its contract
         return
@@ -78,6 +86,10 @@ def _close_all() -> None:
     """Ends every open subscription before the interpreter finalizes, and waits until the
     library has destroyed them, so that it never calls into the interpreter afterwards (see
     the module's documentation)."""
+    global _exiting
+    if _handle.forked_child():
+        return
+    _exiting = True
     for sub in list(_open):
         sub.close()
     with _released:
@@ -114,7 +126,10 @@ class Subscription(HandleOwner):
     changes committed after it are not delivered, but those committed before and still
     queued are, on the library thread, after ``close`` returns (none is silently dropped);
     :meth:`mnemo.Database.flush_notifications` waits for them. Safe to close from any
-    thread, including from inside the callback itself.
+    thread, including from inside the callback itself. At interpreter exit, open
+    subscriptions are closed and changes still queued are not delivered (call
+    ``flush_notifications`` first to have them); a callback running then is waited for, up
+    to :data:`EXIT_WAIT` seconds.
     """
 
     def __init__(self, ptr: int, key: int) -> None:

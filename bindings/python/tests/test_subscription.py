@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import pytest
 
 import mnemo
+from conftest import PYTHON_DIR
 from mnemo import subscription
 
 TIMEOUT = 10.0
@@ -261,3 +264,52 @@ def test_commits_wait_for_a_callback_that_falls_behind(db: mnemo.Database) -> No
             thread.join(120)
         db.flush_notifications(60)
     assert made == bound + 2 and len(heard) == bound + 2
+
+
+_SLOW_CALLBACKS_AT_EXIT = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import mnemo
+from mnemo import subscription
+subscription.EXIT_WAIT = float(sys.argv[2])
+inst = mnemo.Instance.open("memory:")
+inst.create_user("a")
+user = inst.login("a")
+db = user.create_db("d")
+calls = []
+def slow(db_id, entry_id, remote):
+    calls.append(entry_id)
+    time.sleep(0.5)
+sub = db.subscribe(slow)
+for i in range(12):
+    db.set("s", str(i), i)
+if len(sys.argv) > 3:
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)  # ends as a script does: the exit handlers run
+    assert os.waitpid(child, 0)[1] == 0
+"""
+
+
+def _exit_run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", _SLOW_CALLBACKS_AT_EXIT, str(PYTHON_DIR), *args],
+        timeout=120,
+        capture_output=True,
+    )
+
+
+def test_exit_with_slow_callbacks_queued_does_not_abort_the_process() -> None:
+    # Twelve changes queued for a callback that takes 0.5 s each: before, the exit handler
+    # gave up waiting after 5 s while the library kept calling into the finalizing
+    # interpreter, and the process aborted (SIGABRT, "FATAL: exception not rethrown").
+    done = _exit_run("5")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_forked_child_does_not_wait_at_exit_for_the_parents_subscriptions() -> None:
+    # The child has none of the library's threads: nothing would ever destroy the
+    # subscriptions it inherited, and its exit handler waited EXIT_WAIT for it (here an
+    # hour: the run's timeout fails the test).
+    done = _exit_run("3600", "fork")
+    assert done.returncode == 0, done.stderr
