@@ -526,9 +526,10 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   valid only during the call. Changes wait for callbacks that fall behind: while 65,536
  *   notifications are queued (`mnemo_instance_set_limits` changes that number), a commit
  *   or received entry of a database with callbacks first waits for them, up to 10 s, and
- *   then goes on, the queue past that number (changes made from inside a callback never
- *   wait). The last handle of the instance to be freed (`mnemo_instance_free` says which)
- *   waits for a callback that is running to return.
+ *   then goes on, the queue past that number (changes made from inside a callback, of
+ *   any instance, never wait). The last handle of the instance to be freed
+ *   (`mnemo_instance_free` says which) waits until the callbacks have run for every change
+ *   already queued.
  * - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
  * - `destroy`: optional; called exactly once with `user_data` when the subscription ends
  *   (`mnemo_subscription_free`, which says on which thread), after the last call of `cb`.
@@ -731,8 +732,9 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend
 /**
  * Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
  * valid until they are freed themselves. The last of these handles to go (this one, or a
- * database, cursor or transaction freed after it) waits for a change callback that is
- * running (`mnemo_db_subscribe`) to return: never free it while holding a lock such a
+ * database, cursor or transaction freed after it) waits until the change callbacks
+ * (`mnemo_db_subscribe`) have run for every change already queued, the one running
+ * included, so it takes as long as they do: never free it while holding a lock such a
  * callback waits for.
  *
  * `instance` is NULL or a live instance handle that is not used again. Thread-safe, as
@@ -1078,7 +1080,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_track(struct mnemo_sync *sync, struct mne
  * Stops keeping database `db_id` in sync with the peer at `peer_addr` (its host and port;
  * a pinned id is ignored) for `user`, and forgets it: it no longer resumes at login. A
  * round in progress sends no further request; this waits at most for the one in flight
- * (`request_timeout_ms`, see `mnemo_sync_limits`).
+ * (`request_timeout_ms`, see `mnemo_sync_limits`), also when the round is waiting for
+ * change callbacks to catch up (it stops waiting), so it may be called from inside one.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id or address), MNEMO_STATUS_NOT_FOUND (the user does not track that database

@@ -46,7 +46,8 @@ pub use scan::{Cursor, CURSOR_PAGE, CURSOR_PAGE_BYTES};
 pub use settings::{Grant, Permission};
 use subscribe::Notifier;
 pub use subscribe::{
-    Callback, Change, Origin, Subscription, MAX_QUEUED_NOTIFICATIONS, NOTIFICATION_ROOM_WAIT,
+    end_waits_for_room_when, Callback, Change, Origin, Subscription, MAX_QUEUED_NOTIFICATIONS,
+    NOTIFICATION_ROOM_WAIT,
 };
 pub use table::Table;
 pub use transaction::Transaction;

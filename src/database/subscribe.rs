@@ -8,9 +8,9 @@
 //! runs) right after the last one: by the thread that ends the subscription if nothing is
 //! queued or running for it then, otherwise by the notification thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 use std::thread::{self, JoinHandle};
@@ -80,6 +80,19 @@ thread_local! {
     /// Compared instead of thread ids: `thread::current()` would allocate a handle for a C
     /// caller's thread that is never freed.
     static NOTIFYING_FOR: Cell<usize> = const { Cell::new(0) };
+    /// Once set, this flag ends the calling thread's waits for room (see
+    /// [`end_waits_for_room_when`]).
+    static WAITS_END_WHEN: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// How often a wait for room looks at the flag of [`end_waits_for_room_when`].
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// From now on, the calling thread's waits for room among queued notifications end once
+/// `flag` is set (looked at every 50 ms): for a background thread that whoever stops it
+/// then waits for, and that may be stopped from inside the very callbacks it waits for.
+pub fn end_waits_for_room_when(flag: Arc<AtomicBool>) {
+    WAITS_END_WHEN.with(|w| *w.borrow_mut() = Some(flag));
 }
 
 /// One subscription as the notifier sees it.
@@ -217,17 +230,23 @@ impl Notifier {
 
     /// Waits while the callbacks are `max_queued` notifications behind or more, for at most
     /// [`NOTIFICATION_ROOM_WAIT`]. Callers hold no lock (a callback may need it to finish).
-    /// Never waits on the notification thread itself: a callback's own changes would wait
-    /// for it to return.
+    /// Never waits on a notification thread (any instance's): a callback's own changes
+    /// would wait for it to return, and two instances' callbacks writing to each other's
+    /// databases for each other. Ends early once the flag of [`end_waits_for_room_when`]
+    /// is set.
     pub(crate) fn wait_for_room(&self) {
         let Some(started) = self.started.get() else {
             return; // nothing was ever queued
         };
-        if self.is_own_thread() {
+        if NOTIFYING_FOR.with(|n| n.get()) != 0 {
             return;
         }
+        let stop = WAITS_END_WHEN.with(|w| w.borrow().clone());
         let deadline = Instant::now() + NOTIFICATION_ROOM_WAIT;
         loop {
+            if stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                return;
+            }
             let sent = started.queue.lock().unwrap_or_else(|p| p.into_inner()).sent;
             let delivered = self
                 .progress
@@ -240,10 +259,15 @@ impl Notifier {
                 return;
             }
             // Woken after each notification delivered; `sent` is read again then.
+            let slice = if stop.is_some() {
+                left.min(STOP_CHECK)
+            } else {
+                left
+            };
             drop(
                 self.progress
                     .advanced
-                    .wait_timeout(delivered, left)
+                    .wait_timeout(delivered, slice)
                     .unwrap_or_else(|p| p.into_inner()),
             );
         }

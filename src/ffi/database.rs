@@ -464,9 +464,10 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   valid only during the call. Changes wait for callbacks that fall behind: while 65,536
 ///   notifications are queued (`mnemo_instance_set_limits` changes that number), a commit
 ///   or received entry of a database with callbacks first waits for them, up to 10 s, and
-///   then goes on, the queue past that number (changes made from inside a callback never
-///   wait). The last handle of the instance to be freed (`mnemo_instance_free` says which)
-///   waits for a callback that is running to return.
+///   then goes on, the queue past that number (changes made from inside a callback, of
+///   any instance, never wait). The last handle of the instance to be freed
+///   (`mnemo_instance_free` says which) waits until the callbacks have run for every change
+///   already queued.
 /// - `user_data`: passed to `cb` and `destroy` unchanged; may be NULL.
 /// - `destroy`: optional; called exactly once with `user_data` when the subscription ends
 ///   (`mnemo_subscription_free`, which says on which thread), after the last call of `cb`.

@@ -218,7 +218,8 @@ pub unsafe extern "C" fn mnemo_sync_track(
 /// Stops keeping database `db_id` in sync with the peer at `peer_addr` (its host and port;
 /// a pinned id is ignored) for `user`, and forgets it: it no longer resumes at login. A
 /// round in progress sends no further request; this waits at most for the one in flight
-/// (`request_timeout_ms`, see `mnemo_sync_limits`).
+/// (`request_timeout_ms`, see `mnemo_sync_limits`), also when the round is waiting for
+/// change callbacks to catch up (it stops waiting), so it may be called from inside one.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
 /// malformed id or address), MNEMO_STATUS_NOT_FOUND (the user does not track that database

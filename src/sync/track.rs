@@ -13,7 +13,9 @@ use super::net::client::Link;
 use super::wire::{self, Envelope, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
-use crate::database::{now_ms, Change, DatabaseCore, Origin, Subscription};
+use crate::database::{
+    end_waits_for_room_when, now_ms, Change, DatabaseCore, Origin, Subscription,
+};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -44,7 +46,9 @@ pub(super) struct Track {
     pushed: AtomicU64,
     /// When the last round succeeded, in milliseconds since the Unix epoch (0: none yet).
     synced_at_ms: AtomicU64,
-    stop: AtomicBool,
+    /// Set to stop it; also ends its waits for room among queued notifications, as it may
+    /// be stopped from inside a change callback it waits for.
+    stop: Arc<AtomicBool>,
     /// Set when the thread has ended (stopped, or its user logged out).
     finished: AtomicBool,
     /// Whether the last watch the peer answered went well (the periodic pull then slows).
@@ -75,7 +79,7 @@ impl Track {
             db: db.id(),
             pushed: AtomicU64::new(0),
             synced_at_ms: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
             finished: AtomicBool::new(false),
             watching: AtomicBool::new(false),
             watch_task: Mutex::new(None),
@@ -110,6 +114,7 @@ impl Track {
         let handle = thread::Builder::new()
             .name("mnemo-sync-track".into())
             .spawn(move || {
+                end_waits_for_room_when(worker.stop.clone());
                 worker.run(&sync, &*keys, &key);
                 worker.finished.store(true, Ordering::Release);
             })

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from collections.abc import Callable
 
 import pytest
@@ -313,3 +314,34 @@ def test_a_forked_child_does_not_wait_at_exit_for_the_parents_subscriptions() ->
     # hour: the run's timeout fails the test).
     done = _exit_run("3600", "fork")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_callback_commits_to_another_instance_without_waiting_for_its_callbacks() -> None:
+    # Instance b's only callback is held (its queue of one is full) while a's callback
+    # commits to b's database: before, that commit waited 10 s for b's callbacks.
+    with ExitStack() as stack:
+        dbs = []
+        for name in ("a", "b"):
+            inst = stack.enter_context(mnemo.Instance.open("memory:"))
+            inst.set_limits(queued_notifications=1)
+            inst.create_user(name)
+            user = stack.enter_context(inst.login(name))
+            dbs.append(stack.enter_context(user.create_db(name)))
+        db_a, db_b = dbs
+        release = threading.Event()
+        stack.callback(release.set)
+        held_at = Recorder(lambda _: release.wait(TIMEOUT))
+        stack.enter_context(db_b.subscribe(held_at))
+        db_b.set("s", "held", 1)
+        committed = threading.Event()
+
+        def commit_to_b(db_id: str, entry_id: str, remote: bool) -> None:
+            db_b.set("s", "from a", 1)
+            committed.set()
+
+        stack.enter_context(db_a.subscribe(commit_to_b))
+        db_a.set("s", "go", 1)
+        assert committed.wait(TIMEOUT / 2), "the commit waited for b's callbacks"
+        release.set()
+        db_b.flush_notifications(TIMEOUT)
+        assert len(held_at.calls) == 2
