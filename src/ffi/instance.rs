@@ -328,7 +328,7 @@ pub unsafe extern "C" fn mnemo_instance_enable_sync(instance: *mut mnemo_instanc
 ///   instance is freed and each of its users logged out or freed (database handles still
 ///   open do not count), its calls that need the instance fail with
 ///   MNEMO_STATUS_INVALID_ARGUMENT ("the instance behind this sync engine is closed") and
-///   its listeners answer requests with an error.
+///   its listeners answer requests with an error their peers see as MNEMO_STATUS_NETWORK.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
 /// MNEMO_STATUS_SYNC_DISABLED (call `mnemo_instance_enable_sync` first). Thread-safe.

@@ -94,12 +94,22 @@ pub fn admit_watch(sync: &SyncEngine, body: &[u8]) -> Result<Watch> {
     })
 }
 
+/// Fails with [`Error::Network`] once the instance behind this server is closed (a sync
+/// reference keeps its listeners): the peer asked nothing wrong, and is told this device
+/// serves nothing now, not that its request was bad.
+fn serving(sync: &SyncEngine) -> Result<()> {
+    sync.registry()
+        .map(drop)
+        .map_err(|_| Error::Network("the instance behind this device's listener is closed".into()))
+}
+
 fn no_access() -> Error {
     Error::PermissionDenied("this key has no permission on that database".into())
 }
 
 /// A request envelope addressed to this server and signed by the key it names.
 fn authenticated(sync: &SyncEngine, body: &[u8]) -> Result<Envelope> {
+    serving(sync)?;
     let env = Envelope::decode(body)?;
     if env.server != sync.device_key {
         return Err(Error::PermissionDenied(

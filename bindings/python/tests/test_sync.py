@@ -376,6 +376,31 @@ def test_flush_times_out_with_network_error_when_the_peer_is_gone() -> None:
             sync_b.connect(addr)
 
 
+def test_a_listener_whose_instance_closed_answers_with_a_network_error() -> None:
+    # The listener outlives the instance (a sync reference keeps it): before, peers got
+    # INVALID_ARGUMENT ("the instance behind this sync engine is closed"), which says their
+    # own arguments were bad.
+    with ExitStack() as stack:
+        a = stack.enter_context(mnemo.Instance.open("memory:"))
+        b = stack.enter_context(mnemo.Instance.open("memory:"))
+        a.enable_sync()
+        b.enable_sync()
+        a.create_user("alice")
+        b.create_user("bob")
+        sync_a = stack.enter_context(a.sync)
+        sync_b = stack.enter_context(b.sync)
+        bob = stack.enter_context(b.login("bob"))
+        alice = a.login("alice")
+        addr = sync_a.listen()
+        with alice.create_db("shared") as db:
+            db.grant(default_key(bob), "write")
+            db_id = db.id
+        alice.logout()
+        a.close()
+        with pytest.raises(mnemo.NetworkError, match="listener is closed"):
+            sync_b.sync_db(bob, addr, db_id)
+
+
 def test_closed_port_raises_network_error(pair: Pair) -> None:
     pair.grant_bob()
     addr = closed_port_addr()
