@@ -383,7 +383,8 @@ class Database(HandleOwner):
 
         ``timeout`` is rounded up to whole milliseconds (0 only checks). The library waits
         at most 2**32 - 1 ms (about 49.7 days), never without limit: a longer timeout,
-        ``math.inf`` included, waits that long."""
+        ``math.inf`` included, waits that long. The wait is one call into the library, so
+        Ctrl-C is handled when it ends: give a timeout you are willing to wait."""
         _check_timeout(timeout, "a number of seconds >= 0")
         timeout_ms = _timeout_ms(timeout)
         with self._handle.use() as ptr:

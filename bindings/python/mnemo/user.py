@@ -64,7 +64,11 @@ class User:
 
     As a context manager it logs out on exit. After :meth:`logout` every method raises
     :class:`mnemo.LoggedOut` without calling the library. Databases opened through the
-    session stay readable after logout, but their writes raise LoggedOut.
+    session stay readable after logout, but their writes raise LoggedOut. Garbage
+    collection of the User logs it out too: keep a reference while you use what it opened
+    (``user = inst.login(name)`` then ``user.create_db(...)``, not
+    ``inst.login(name).create_db(...)``, whose database cannot write once the line ends), and
+    while a sync track runs for it (:meth:`mnemo.Sync.track` pauses at logout).
     """
 
     def __init__(self, ptr: int, *, username: str | None = None) -> None:
