@@ -1295,7 +1295,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_reject(struct mnemo_sync *sync, struct mn
  * session of that user is logged in here with sync enabled; requests arriving otherwise
  * wait, and are granted when that user next logs in with sync enabled. Requests already
  * waiting that the policy covers are granted now. The policy is kept across restarts. A key
- * the database revoked is never granted by a policy: its request waits for an admin.
+ * the database revoked is never granted by a policy: its request waits for an admin. A key
+ * that still holds a grant may ask for more, a demoted one too: the policy grants it up to
+ * its level (to keep a key below a level, revoke it or lower the policy).
  *
  * - `permission`: "read", "write" or "admin"; NULL means no policy (it removes one).
  *

@@ -288,7 +288,9 @@ class Sync(HandleOwner):
         """Sets ``db``'s auto-approve policy: requests for at most ``permission`` are
         granted as they arrive, signed by ``user``'s admin key, while that user is logged
         in here with sync enabled (others wait until then). A key the database revoked is
-        never granted by a policy: its request waits for an admin. ``None`` removes it.
+        never granted by a policy: its request waits for an admin. A key that still holds a
+        grant may ask for more, a demoted one too, and is granted up to ``permission``: to
+        keep a key below a level, revoke it or lower the policy. ``None`` removes it.
         Raises PermissionDenied unless ``user`` administers the database."""
         i = _native.encode(id_of(db), "db_id")
         p = _native.encode_optional(permission, "permission")

@@ -217,6 +217,25 @@ def test_a_policy_never_grants_a_revoked_key_again(sides: tuple[Side, Side]) -> 
         assert db.get("_settings", f"auth/{bobs_key}")["status"] == "active"
 
 
+def test_a_policy_grants_a_demoted_key_that_asks_again_up_to_its_level(
+    sides: tuple[Side, Side],
+) -> None:
+    """As documented: a key that still holds a grant may ask for more, a demoted one too;
+    revoking is what keeps a key out while a policy stands."""
+    alice, bob = sides
+    db_id = alice.user.create_db("open house").id
+    alice.sync.auto_approve(alice.user, db_id, "write")
+    ticket = alice.sync.share(db_id)
+    bob.sync.request_access(bob.user, ticket, "write")
+    bob.sync.join(bob.user, ticket)
+    bobs_key = bob.user.signing_key(db_id)
+    with alice.user.load_db(db_id) as db:
+        db.grant(bobs_key, "read")  # demoted
+        bob.sync.request_access(bob.user, ticket, "write")
+        assert alice.sync.requests(alice.user) == []  # granted on arrival
+        assert db.get("_settings", f"auth/{bobs_key}")["permission"] == "write"
+
+
 def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
     alice, bob = sides
     limits = alice.sync.limits()
