@@ -537,7 +537,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
  *   calls `destroy` or `cb`: `user_data` is still the caller's to release.
  * - `out`: receives a new subscription handle, owned by the caller, freed with
  *   `mnemo_subscription_free`. It lasts until then, also once `db` is freed: changes
- *   made through any handle on the database are announced.
+ *   made through any handle on the database are announced, also after read is revoked
+ *   from the keys of `db`'s session (their ids, not their values, which reads then
+ *   refuse): free it when you revoke.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
  * MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),
@@ -652,7 +654,9 @@ void mnemo_cursor_free(struct mnemo_cursor *cursor);
  * counted, and `mnemo_events_next` reports the count, in order, as `{"overflow":n}`: a
  * lost change is always reported, never silently dropped.
  *
- * - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`.
+ * - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`. As a
+ *   subscription, it goes on hearing changes (their ids) after read is revoked from the
+ *   keys of `db`'s session: free it when you revoke.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
  * MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,

@@ -475,7 +475,9 @@ pub unsafe extern "C" fn mnemo_db_begin(
 ///   calls `destroy` or `cb`: `user_data` is still the caller's to release.
 /// - `out`: receives a new subscription handle, owned by the caller, freed with
 ///   `mnemo_subscription_free`. It lasts until then, also once `db` is freed: changes
-///   made through any handle on the database are announced.
+///   made through any handle on the database are announced, also after read is revoked
+///   from the keys of `db`'s session (their ids, not their values, which reads then
+///   refuse): free it when you revoke.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db, cb or out),
 /// MNEMO_STATUS_NOT_FOUND (the database was forgotten on this instance),

@@ -34,7 +34,9 @@ impl Handle for mnemo_events {
 /// counted, and `mnemo_events_next` reports the count, in order, as `{"overflow":n}`: a
 /// lost change is always reported, never silently dropped.
 ///
-/// - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`.
+/// - `out`: receives a new handle, owned by the caller, freed with `mnemo_events_free`. As a
+///   subscription, it goes on hearing changes (their ids) after read is revoked from the
+///   keys of `db`'s session: free it when you revoke.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
 /// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,

@@ -351,8 +351,10 @@ class Database(HandleOwner):
         65,536 notifications wait for callbacks (:meth:`mnemo.Instance.set_limits` changes
         that number), changes to databases with callbacks wait for them first, up to 10 s
         each, and then go on. Closing the last handle of the instance (the instance, or a
-        database, cursor or transaction closed after it) waits for a callback that is
-        running: never close it while holding a lock the callback waits for. An exception
+        database, cursor or transaction closed after it) waits for the callbacks of the
+        changes already queued: never close it while holding a lock a callback waits for.
+        The subscription goes on hearing changes (their ids) after read is revoked from
+        this session's keys: close it when you revoke. An exception
         the callback raises is logged to the
         ``mnemo`` logger and otherwise ignored. The subscription lasts until closed (or
         garbage-collected), also once this handle is closed: use it as a context manager or
@@ -368,9 +370,10 @@ class Database(HandleOwner):
         :meth:`subscribe` hears them), for reading without a callback: ``next(timeout)``,
         iteration, or waiting on ``fileno()`` (see :class:`mnemo.Events`), in the order they
         were made, also when several threads commit at once. Each change says where it came
-        from: ``"origin"`` is ``"local"``, ``"sync"`` or ``"other_process"``. Raises
-        PermissionDenied once read was revoked, StorageError, InternalError (no thread or
-        descriptor)."""
+        from: ``"origin"`` is ``"local"``, ``"sync"`` or ``"other_process"``. As a
+        subscription, it goes on hearing changes after read is revoked from this session's
+        keys: close it when you revoke. Raises PermissionDenied once read was revoked,
+        StorageError, InternalError (no thread or descriptor)."""
         with self._handle.use() as ptr:
             return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
 
