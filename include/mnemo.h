@@ -1029,9 +1029,10 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * One blocking, bidirectional round for database `db_id` with the peer at `peer_addr`,
  * as `user`: exchanges tips, pulls the entries this instance lacks (in bounded pages),
  * then pushes the entries the peer lacks. Requests are signed with the user's key of
- * highest permission on the local copy; for a database not here yet, with each of the
- * user's keys in turn (default first) until the peer accepts one, so the peer learns the
- * public keys tried. Every entry received is verified before it becomes visible; invalid
+ * highest permission on the local copy, and if the peer refuses it, with each of the
+ * user's other keys in turn (a key rotated: granted anew, the old one revoked); for a
+ * database not here yet, with each key in turn (default first) until the peer accepts
+ * one. So the peer learns the public keys tried. Every entry received is verified before it becomes visible; invalid
  * ones are dropped. Afterwards `mnemo_user_load_db` opens a database pulled for the first
  * time. Calling this also records that a user here asked for the database: from then on
  * this instance's listener takes it when a peer pushes it (a listener stores no database

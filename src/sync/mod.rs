@@ -341,12 +341,14 @@ impl SyncEngine {
     }
 
     /// The keys to sign requests on `db` with, of those `keys` holds, in the order to try
-    /// them. For a database here: the one with the highest permission on the local copy (or
-    /// the default key if none has any). For a database not here yet: every key, default
-    /// first, since this side cannot know which one its owner granted; a round tries them
-    /// in turn until the peer accepts one, so the peer sees the public keys tried.
-    fn request_keys(&self, keys: &dyn KeyRing, db: &EntryId) -> Result<Vec<PublicKey>> {
-        let held = keys.public_keys()?;
+    /// them. For a database here: first the one with the highest permission on the local
+    /// copy (or the default key if none has any), then the others, default first: the copy
+    /// may not know yet of a grant to another key, nor the peer of this one's (a key
+    /// rotated: granted anew, the old one revoked). For a database not here yet: every key,
+    /// default first, since this side cannot know which one its owner granted. A round
+    /// tries them in turn until the peer accepts one, so the peer sees the keys tried.
+    pub(super) fn request_keys(&self, keys: &dyn KeyRing, db: &EntryId) -> Result<Vec<PublicKey>> {
+        let mut held = keys.public_keys()?;
         let default = *held
             .first()
             .ok_or_else(|| Error::Internal("a key ring holds no key".into()))?;
@@ -355,7 +357,10 @@ impl SyncEngine {
             return Ok(held);
         }
         let best = registry.core(*db).best_key(&held)?;
-        Ok(vec![best.map_or(default, |(key, _)| key)])
+        let first = best.map_or(default, |(key, _)| key);
+        held.retain(|k| *k != first);
+        held.insert(0, first);
+        Ok(held)
     }
 }
 

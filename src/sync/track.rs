@@ -115,7 +115,7 @@ impl Track {
             .name("mnemo-sync-track".into())
             .spawn(move || {
                 end_waits_for_room_when(worker.stop.clone());
-                worker.run(&sync, &*keys, &key);
+                worker.run(&sync, &*keys);
                 worker.finished.store(true, Ordering::Release);
             })
             .map_err(|e| Error::Internal(format!("cannot start a sync thread: {e}")))?;
@@ -222,7 +222,9 @@ impl Track {
         Ok(())
     }
 
-    fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing, key: &PublicKey) {
+    /// Rounds until stopped, each signed with the first key the peer accepts of those
+    /// [`SyncEngine::request_keys`] names then (a key granted since is tried too).
+    fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing) {
         let mut wait = Duration::ZERO;
         while !self.stop.load(Ordering::Acquire) {
             {
@@ -245,14 +247,9 @@ impl Track {
                 None => self.addr.clone(),
             };
             let round = sync.local_position(&self.db).and_then(|target| {
+                let candidates = sync.request_keys(keys, &self.db)?;
                 let report = sync
-                    .round(
-                        keys,
-                        std::slice::from_ref(key),
-                        &addr,
-                        &self.db,
-                        Some(&self.stop),
-                    )?
+                    .round(keys, &candidates, &addr, &self.db, Some(&self.stop))?
                     .into_result()?;
                 if let (None, Some(peer)) = (self.addr.device, report.peer) {
                     self.pin(&sync, peer)?;

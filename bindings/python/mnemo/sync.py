@@ -94,9 +94,10 @@ class Sync(HandleOwner):
         ``addr``, as ``user``: pulls the entries this instance lacks, then pushes those the
         peer lacks. Every entry received is verified before it becomes visible.
 
-        Requests are signed with the user's key of highest permission on the local copy;
-        for a database not here yet, with each of the user's keys in turn until the peer
-        accepts one (so the peer learns the public keys tried). Afterwards
+        Requests are signed with the user's key of highest permission on the local copy,
+        and if the peer refuses it, with each of the user's other keys in turn (a key
+        rotated); for a database not here yet, with each of the user's keys in turn until
+        the peer accepts one (so the peer learns the public keys tried). Afterwards
         :meth:`mnemo.User.load_db` opens a database pulled for the first time. The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).

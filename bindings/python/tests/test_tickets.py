@@ -236,6 +236,27 @@ def test_a_policy_grants_a_demoted_key_that_asks_again_up_to_its_level(
         assert db.get("_settings", f"auth/{bobs_key}")["permission"] == "write"
 
 
+def test_a_copy_syncs_on_after_its_users_key_is_rotated(sides: tuple[Side, Side]) -> None:
+    """Alice grants bob's new key and revokes the old one, which bob's copy signed with:
+    before, every later round was refused, a track's too, until bob forgot the copy."""
+    alice, bob = sides
+    db = alice.user.create_db("rotated")
+    db.grant(bob.key, "write")
+    db.set("s", "x", "before")
+    bob.sync.sync_db(bob.user, alice.addr, db.id)
+    new_key = bob.user.add_private_key("laptop")
+    db.grant(new_key, "write")
+    db.revoke(bob.key)
+    db.set("s", "x", "after")
+    bob.sync.sync_db(bob.user, alice.addr, db.id)
+    with bob.user.load_db(db.id) as copy:
+        assert copy.get("s", "x") == "after"
+        assert bob.user.signing_key(db.id) == new_key
+        copy.set("s", "y", "from bob's new key")
+    bob.sync.sync_db(bob.user, alice.addr, db.id)
+    assert db.get("s", "y") == "from bob's new key"
+
+
 def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
     alice, bob = sides
     limits = alice.sync.limits()
