@@ -128,6 +128,10 @@ impl Bits {
     pub fn has(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0
     }
+    /// Whether the two sets share an entry.
+    fn meets(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
     fn union(&mut self, other: &Bits) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
             *a |= b;
@@ -225,40 +229,46 @@ impl<'a> Closure<'a> {
 /// ancestor nor descendant) lowered its author below admin. A lowering is usually decided
 /// before the lowered key's concurrent changes, its author being more senior; but it may
 /// wait on its parents, or a concurrent change may have made the key as senior as its
-/// lowerer in its own entries' eyes. Such a change is discarded all the same (rule 3), and
-/// everything is decided again without it, until no effective lowering is concurrent with
-/// an effective entry of the key it lowers. Each round discards one more entry at least,
-/// so at most as many rounds as entries; one round in the usual case.
+/// lowerer in its own entries' eyes. So everything is decided again, in rounds, until
+/// exactly the entries lowered apart by an effective lowering are left out: each round
+/// leaves out such an entry ("late") when a lowering of it has no late entry among its
+/// ancestors (one that does may not stand once that entry is out), and takes back one
+/// left out that no effective lowering reaches any more. One round in the usual case; at
+/// most one more than there are entries (then the last round's decisions stand).
 pub fn resolve(closure: &Closure<'_>) -> Resolution {
     let n = closure.entries.len();
-    let mut discarded = vec![false; n];
-    loop {
-        let resolution = resolve_once(closure, &discarded);
-        let late: Vec<(usize, Vec<usize>)> = (0..n)
-            .filter(|&i| resolution.effective[i])
-            .filter_map(|i| {
-                let by = lowered_apart(closure, &resolution, i);
-                (!by.is_empty()).then_some((i, by))
-            })
+    let mut left_out = vec![false; n];
+    for _ in 0..=n {
+        let resolution = resolve_once(closure, &left_out);
+        let lowered: Vec<Vec<usize>> = (0..n)
+            .map(|i| lowered_apart(closure, &resolution, i))
             .collect();
-        if late.is_empty() {
+        let late: Vec<usize> = (0..n)
+            .filter(|&i| resolution.effective[i] && !lowered[i].is_empty())
+            .collect();
+        let unfounded: Vec<usize> = (0..n)
+            .filter(|&i| left_out[i] && lowered[i].is_empty())
+            .collect();
+        if late.is_empty() && unfounded.is_empty() {
             return resolution;
         }
-        // A change lowered by one that is itself lowered so is left for the next round:
-        // that lowering may not stand. Some change's lowering always does (each is decided
-        // after what it discards late), so each round discards at least one.
-        let is_late = |r: &usize| late.iter().any(|(i, _)| i == r);
-        let by_standing: Vec<usize> = (late.iter())
-            .filter(|(_, by)| by.iter().any(|r| !is_late(r)))
-            .map(|(i, _)| *i)
+        let mut late_set = Bits::new(n);
+        late.iter().for_each(|&i| late_set.set(i));
+        let stands = |r: usize| !closure.ancestors[r].meets(&late_set);
+        let mut standing: Vec<usize> = (late.iter().copied())
+            .filter(|&i| lowered[i].iter().any(|&r| stands(r)))
             .collect();
-        if by_standing.is_empty() {
-            late.iter().for_each(|(i, _)| discarded[*i] = true);
+        if standing.is_empty() {
+            standing = late;
         }
-        for i in by_standing {
-            discarded[i] = true;
+        for i in standing {
+            left_out[i] = true;
+        }
+        for i in unfounded {
+            left_out[i] = false;
         }
     }
+    resolve_once(closure, &left_out)
 }
 
 /// The effective entries in `resolution` that lower entry `i`'s author below admin and
@@ -277,8 +287,8 @@ fn lowered_apart(closure: &Closure<'_>, resolution: &Resolution, i: usize) -> Ve
         .collect()
 }
 
-/// One round of [`resolve`], the entries marked in `discarded` left out.
-fn resolve_once(closure: &Closure<'_>, discarded: &[bool]) -> Resolution {
+/// One round of [`resolve`], the entries marked in `left_out` not taking effect.
+fn resolve_once(closure: &Closure<'_>, left_out: &[bool]) -> Resolution {
     let entries = closure.entries;
     let n = entries.len();
     let seniority = |i: usize| -> u32 {
@@ -322,7 +332,7 @@ fn resolve_once(closure: &Closure<'_>, discarded: &[bool]) -> Resolution {
                 && !closure.is_ancestor(*r, i)
                 && !closure.is_ancestor(i, *r)
         });
-        if valid && !lowered_concurrently && !discarded[i] {
+        if valid && !lowered_concurrently && !left_out[i] {
             let lowers = lowered(&entry.ops, |k| {
                 closure.grant_among(k, seen, &|j| effective[j])
             });

@@ -666,6 +666,63 @@ fn a_revocation_on_top_of_a_junior_admins_grant_lowers_the_key() {
     assert_eq!(c.view(&db), restarted.view(&db));
 }
 
+/// A settings change of `author` setting the settings key `name` (not a grant).
+fn named(value: &str) -> Ops {
+    let mut ops = Ops::new();
+    ops.entry("_settings".into())
+        .or_default()
+        .insert("name".into(), Op::Set(format!("\"{value}\"")));
+    ops
+}
+
+/// A change left out in one round of decisions because a concurrent lowering reached it
+/// is taken back when that lowering does not stand once everything is decided: here C's
+/// revocation of E rests on B's grant to C, which the creator's concurrent revocation of B
+/// discards. Before, E's change stayed discarded where the state was worked out from all
+/// entries, and in effect where it arrived last (a reviewer's case).
+#[test]
+fn a_change_is_discarded_only_by_a_lowering_that_stands() {
+    let o = PrivateKey::generate().unwrap();
+    let [b, c, d, e] = [(); 4].map(|_| PrivateKey::generate().unwrap());
+    let r0 = Replica::new();
+    let root = commit(&r0, root(&o));
+    let db = root.id();
+    let grants = {
+        let mut ops = Ops::new();
+        let settings = ops.entry("_settings".into()).or_default();
+        for (key, grant) in [(&b, admin(2)), (&d, admin(9)), (&e, admin(5))] {
+            settings.extend(auth(key, grant).remove("_settings").unwrap());
+        }
+        ops
+    };
+    let s = commit(&r0, on(&r0, &db, &o, grants));
+    let [rb, rd] = [(); 2].map(|_| Replica::new());
+    for r in [&rb, &rd] {
+        r.take(&[&root, &s]);
+    }
+    let by_e = on(&r0, &db, &e, named("e's"));
+    // The creator's revocation of B waits on D's change (D is junior), so B's grant to C is
+    // decided first, and C's revocation of E on top of it.
+    let g = commit(&rb, on(&rb, &db, &b, auth(&c, admin(3))));
+    let q = commit(&rb, on(&rb, &db, &d, named("d's")));
+    let r = commit(&rb, on(&rb, &db, &c, auth(&e, admin(5).revoked())));
+    let d1 = commit(&rd, on(&rd, &db, &d, named("d's first")));
+    let a1 = commit(&rd, on(&rd, &db, &o, auth(&b, admin(2).revoked())));
+    let all = [&root, &s, &g, &q, &r, &d1, &a1];
+
+    let (last, before) = (Replica::new(), Replica::new());
+    last.take(&all);
+    last.take(&[&by_e]);
+    before.take(&[&root, &s, &by_e]);
+    before.take(&all);
+    for replica in [&last, &before] {
+        let discarded = replica.view(&db).2;
+        assert!(discarded.contains(&g.id()) && discarded.contains(&r.id()));
+        assert!(!discarded.contains(&by_e.id()), "e's change discarded");
+    }
+    assert_eq!(last.view(&db), before.view(&db));
+}
+
 #[test]
 fn the_last_admin_cannot_be_revoked_even_by_a_crafted_entry() {
     let creator = PrivateKey::generate().unwrap();
