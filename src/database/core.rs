@@ -1227,10 +1227,9 @@ impl DatabaseCore {
             &plan.meta.settings_visible,
         )?;
         let sees_everything = tips.iter().all(|t| content.parents.contains(t));
-        let decided_here = plan.lowers.is_empty() || sees_everything;
-        // A lowering discarded on arrival may still take effect: it may lower the author
-        // of the change that discards it, and be decided first (see `authority::resolve`).
-        // Such an entry is stored, and everything is decided again, below.
+        let decided_here = sees_everything
+            || !plan.meta.changes_settings
+            || !self.needs_everything(content, &plan, discarded)?;
         if discarded && decided_here {
             let changes_settings = plan.meta.changes_settings;
             if !self.apply(entry, plan.meta, Arrival::Received { discarded: true })? {
@@ -1272,6 +1271,43 @@ impl DatabaseCore {
             Ok(()) | Err(Error::Busy(_)) => Ok(Some(Outcome::Applied)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether arriving settings change `content`, which does not see every tip, is to be
+    /// decided with all the entries rather than on arrival (`plan` worked out as its own
+    /// branch saw things). Taking effect on arrival: when it lowers someone (it may discard
+    /// stored entries), or when its branch holds a change that does not take effect (what
+    /// it may do, and whom it lowers, may then be otherwise). Arriving `discarded` by
+    /// stored lowerings of its author (so discarded whatever its branch saw): only when it
+    /// lowers one of their authors (it may be decided first: see `authority::resolve`), so
+    /// that a revoked admin's changes are still discarded on arrival, at no more cost.
+    fn needs_everything(
+        &self,
+        content: &EntryContent,
+        plan: &Plan,
+        discarded: bool,
+    ) -> Result<bool> {
+        let visible = &plan.meta.settings_visible;
+        let mut index = self.discard_index()?;
+        if !discarded {
+            return Ok(!plan.lowers.is_empty() || index.sees_discarded(&*self.backend, visible)?);
+        }
+        let need = authority::needed(true);
+        let discarders = index.lowerings_unseen(&*self.backend, &content.author, need, visible)?;
+        drop(index);
+        for change in discarders {
+            let bytes = (self.backend.get_entry(&change)?).ok_or_else(|| {
+                Error::Corrupt(format!("entry {change} is listed but not stored"))
+            })?;
+            let author = Entry::decode_stored(&bytes)?.content().author;
+            let lowers_it = |(key, level): &(PublicKey, Level)| {
+                *key == author && *level < Some(Permission::Admin)
+            };
+            if plan.lowers.iter().any(lowers_it) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The ids of the current tips, sorted.

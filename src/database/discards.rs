@@ -93,6 +93,51 @@ impl DiscardIndex {
         self.discarded_settings.contains(entry)
     }
 
+    /// The stored lowerings of `author` below `need` that an entry not stored yet, whose
+    /// parents see the settings tips `visible`, has not seen: each discards it (a stored
+    /// change cannot have seen an entry not stored yet).
+    pub(crate) fn lowerings_unseen(
+        &self,
+        backend: &dyn Backend,
+        author: &PublicKey,
+        need: Level,
+        visible: &[EntryId],
+    ) -> Result<Vec<EntryId>> {
+        let mut unseen = Vec::new();
+        for (change, height, level) in self.lowerings.get(author).into_iter().flatten() {
+            if *level < need && !sees(backend, visible, change, *height)? {
+                unseen.push(*change);
+            }
+        }
+        Ok(unseen)
+    }
+
+    /// Whether the settings tips `visible` see a settings change that does not take effect:
+    /// what an entry made on them may do, and whom it lowers, may then be otherwise with
+    /// everything than as its branch saw them.
+    pub(crate) fn sees_discarded(
+        &mut self,
+        backend: &dyn Backend,
+        visible: &[EntryId],
+    ) -> Result<bool> {
+        if self.discarded_settings.is_empty() {
+            return Ok(false);
+        }
+        if self.arriving.as_ref().is_none_or(|m| m.visible != visible) {
+            let entries = load_closure(backend, visible)?;
+            let discarded = &self.discarded_settings;
+            let sees_discarded = entries.iter().any(|e| discarded.contains(&e.id));
+            self.arriving = Some(ArrivingMemo {
+                visible: visible.to_vec(),
+                discounted: sees_discarded.then(|| (entries, HashMap::new())),
+            });
+        }
+        Ok(self
+            .arriving
+            .as_ref()
+            .is_some_and(|m| m.discounted.is_some()))
+    }
+
     /// Records that settings entry `entry` was discarded on arrival.
     pub(crate) fn add_discarded_settings(&mut self, entry: EntryId) {
         self.discarded_settings.insert(entry);
@@ -110,26 +155,17 @@ impl DiscardIndex {
         need: Level,
         visible: &[EntryId],
     ) -> Result<bool> {
-        // Lowered by a stored change it has not seen (the change cannot have seen it: it is
-        // not stored yet).
-        for (change, height, level) in self.lowerings.get(author).into_iter().flatten() {
-            if *level < need && !sees(backend, visible, change, *height)? {
-                return Ok(true);
-            }
+        if !self
+            .lowerings_unseen(backend, author, need, visible)?
+            .is_empty()
+        {
+            return Ok(true);
         }
         // Permission from a discarded settings change it sees.
-        if self.discarded_settings.is_empty() {
+        if !self.sees_discarded(backend, visible)? {
             return Ok(false);
         }
         let discarded = &self.discarded_settings;
-        if self.arriving.as_ref().is_none_or(|m| m.visible != visible) {
-            let entries = load_closure(backend, visible)?;
-            let sees_discarded = entries.iter().any(|e| discarded.contains(&e.id));
-            self.arriving = Some(ArrivingMemo {
-                visible: visible.to_vec(),
-                discounted: sees_discarded.then(|| (entries, HashMap::new())),
-            });
-        }
         let memo = self.arriving.as_mut().expect("set above");
         let Some((entries, levels)) = &mut memo.discounted else {
             return Ok(false);
