@@ -1407,7 +1407,17 @@ impl DatabaseCore {
 
     /// Applies the waiting entries that the entries `arrived` complete, transitively.
     fn release_waiting(&self, arrived: Vec<EntryId>, received: &mut Received) -> Result<()> {
-        let _guard = self.lock()?;
+        if !(arrived.iter()).any(|id| !self.waiting().children_waiting_on(id).is_empty()) {
+            return Ok(());
+        }
+        let _guard = match self.lock() {
+            Ok(guard) => guard,
+            // The entries that arrived are stored. While other processes' writes keep
+            // overtaking an undoing pending here, their children stay waiting: a peer
+            // sends them again.
+            Err(Error::Busy(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let announced = received.applied.len();
         let released = self.apply_released(arrived, received);
         self.announce_remote(&received.applied[announced..]);
