@@ -7,9 +7,10 @@
 //!   never be demoted or revoked, and every replica always keeps an admin.
 //! - A change that lowers a key (demotes or revokes it) discards, wherever it is known, the
 //!   effect of every entry by that key that needed more than the new level and that the
-//!   change had not seen (concurrent with it). Discards cascade by seniority: a senior's
-//!   revocation of a junior admin discards that admin's concurrent changes, including its
-//!   own revocations, before those are considered.
+//!   change had not seen (concurrent with it). Discards cascade: changes are decided after
+//!   the changes they were made on, then by seniority, so a senior's revocation of a junior
+//!   admin usually discards that admin's concurrent changes, including its own revocations,
+//!   before those are considered; where it comes later, [`resolve`] decides again in rounds.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};

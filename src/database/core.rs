@@ -626,12 +626,11 @@ impl DatabaseCore {
     }
 
     /// The settings at settings tips `tips`: cached, or evaluated from storage. Several
-    /// tips are evaluated together, never joined from each tip's state: which changes take
-    /// effect depends on what the branches hold together (a lowering in one discards the
-    /// lowered key's concurrent changes in another), so a join of the branches' states
-    /// counted a change the whole discards, and replicas whose caches held different
-    /// states took different decisions. Evaluation reads storage, so it runs outside the
-    /// cache's lock; two threads may evaluate the same tips at once and get the same result.
+    /// tips are evaluated together, from all their entries: which changes take effect
+    /// depends on what the branches hold together (a lowering in one discards the lowered
+    /// key's concurrent changes in another). Evaluation reads storage, so it runs outside
+    /// the cache's lock; two threads may evaluate the same tips at once and get the same
+    /// result.
     fn settings_at(&self, tips: &[EntryId]) -> Result<Arc<Settings>> {
         if tips.is_empty() {
             return Ok(Arc::default());

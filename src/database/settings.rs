@@ -265,8 +265,8 @@ impl Settings {
     /// The settings at settings tips `tips`: every settings entry reachable from them (the
     /// tips included) is read back from storage (verified when stored, so not verified
     /// again), `authority::resolve` decides which take effect, and those are merged. For
-    /// cold caches and for joins of concurrent branches; a new entry on top of a cached
-    /// state extends it instead ([`Settings::with_entry`]).
+    /// cold caches and for several tips (concurrent branches, decided together); a new
+    /// entry on top of a cached state extends it instead ([`Settings::with_entry`]).
     pub fn evaluate(backend: &dyn Backend, tips: &[EntryId]) -> Result<Settings> {
         let entries = load_closure(backend, tips)?;
         let resolution = authority::resolve(&authority::Closure::new(&entries));

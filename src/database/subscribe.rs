@@ -67,7 +67,9 @@ pub type Callback = Box<dyn Fn(&Change) + Send>;
 /// How many changes may wait for an instance's callbacks by default: while its callbacks
 /// are this many behind, a change to a database with subscribers waits for them first
 /// (`Notifier::wait_for_room`), so that a slow callback slows the changes it is told of
-/// instead of its queue growing without bound (about 100 bytes a change).
+/// instead of its queue growing without bound (about 100 bytes a change). Changes made from
+/// inside a callback (of any instance) do not wait, so callbacks that commit can grow a
+/// queue past this number, by what they commit.
 pub const MAX_QUEUED_NOTIFICATIONS: usize = 65_536;
 
 /// The longest a change waits for room among the queued notifications; past it, it goes on
@@ -91,6 +93,8 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 /// From now on, the calling thread's waits for room among queued notifications end once
 /// `flag` is set (looked at every 50 ms): for a background thread that whoever stops it
 /// then waits for, and that may be stopped from inside the very callbacks it waits for.
+/// For the library's own threads (a sync track's): it lasts as long as the thread.
+#[doc(hidden)]
 pub fn end_waits_for_room_when(flag: Arc<AtomicBool>) {
     WAITS_END_WHEN.with(|w| *w.borrow_mut() = Some(flag));
 }

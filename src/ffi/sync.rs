@@ -146,9 +146,9 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// highest permission on the local copy, and if the peer refuses it, with each of the
 /// user's other keys in turn (a key rotated: granted anew, the old one revoked); for a
 /// database not here yet, with each key in turn (default first) until the peer accepts
-/// one. So the peer learns the public keys tried. Every entry received is verified before it becomes visible; invalid
-/// ones are dropped. Afterwards `mnemo_user_load_db` opens a database pulled for the first
-/// time. Calling this also records that a user here asked for the database: from then on
+/// one. So the peer learns the public keys tried. Every entry received is verified before
+/// it becomes visible; invalid ones are dropped. Afterwards `mnemo_user_load_db` opens a
+/// database pulled for the first time. Calling this also records that a user here asked for the database: from then on
 /// this instance's listener takes it when a peer pushes it (a listener stores no database
 /// nobody here asked for), even if this round failed.
 ///
@@ -162,10 +162,9 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
 /// storage failed; or this instance's room for entries waiting for their parents is at a
 /// limit, or the database here is at its 1,024 tips, which a writer's commit merges (or
-/// brings the refused entry in with it); retry later), MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. After BUSY or
-/// STORAGE nothing is skipped: the next round asks for and offers again every entry that
-/// was not stored.
-/// Thread-safe.
+/// brings the refused entry in with it); retry later), MNEMO_STATUS_LOGGED_OUT,
+/// MNEMO_STATUS_STORAGE. After BUSY or STORAGE nothing is skipped: the next round asks for
+/// and offers again every entry that was not stored. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_db(

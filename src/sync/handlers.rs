@@ -82,7 +82,7 @@ pub fn admit_watch(sync: &SyncEngine, body: &[u8]) -> Result<Watch> {
             "the watch endpoint takes watch requests only",
         ));
     };
-    let registry = sync.registry()?;
+    let registry = serving(sync)?;
     if !registry.exists(&env.db)? {
         return Err(no_access());
     }
@@ -94,12 +94,11 @@ pub fn admit_watch(sync: &SyncEngine, body: &[u8]) -> Result<Watch> {
     })
 }
 
-/// Fails with [`Error::Network`] once the instance behind this server is closed (a sync
-/// reference keeps its listeners): the peer asked nothing wrong, and is told this device
-/// serves nothing now, not that its request was bad.
-fn serving(sync: &SyncEngine) -> Result<()> {
+/// The instance's databases, or [`Error::Network`] once the instance behind this server is
+/// closed (a sync reference keeps its listeners): the peer asked nothing wrong, and is told
+/// this device serves nothing now, not that its request was bad.
+fn serving(sync: &SyncEngine) -> Result<Arc<Registry>> {
     sync.registry()
-        .map(drop)
         .map_err(|_| Error::Network("the instance behind this device's listener is closed".into()))
 }
 
@@ -109,7 +108,6 @@ fn no_access() -> Error {
 
 /// A request envelope addressed to this server and signed by the key it names.
 fn authenticated(sync: &SyncEngine, body: &[u8]) -> Result<Envelope> {
-    serving(sync)?;
     let env = Envelope::decode(body)?;
     if env.server != sync.device_key {
         return Err(Error::PermissionDenied(
@@ -148,6 +146,7 @@ fn fresh(sync: &SyncEngine, env: &Envelope) -> Result<()> {
 /// key with at least read (or a first push that makes the key's own database here, or an
 /// access request, which needs no permission).
 fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8>> {
+    let registry = serving(sync)?;
     let mut env = authenticated(sync, &body)?;
     // A push's entries are in `env` now. They are taken out of it (the rest is still
     // needed) to move on to be checked, not be copied.
@@ -158,7 +157,6 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             &sync.take_request(peer, &env, permission)?,
         ));
     }
-    let registry = sync.registry()?;
     if !registry.exists(&env.db)? {
         // A database new to this server: it holds nothing of it, so saying so (no tips,
         // no entries held) reveals no entry. It may arrive by push, root first, from a key

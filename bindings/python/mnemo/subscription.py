@@ -14,8 +14,8 @@ library thread that calls into a finalizing interpreter is terminated by CPython
 does not wait for callbacks (the library delivers the ones already queued afterwards), so
 the handler waits for the destroy calls instead; from then on, changes still queued reach
 the trampoline but no longer the Python callbacks, so that only a callback running at exit
-is waited for. In a child forked after mnemo was used, the library's threads are gone: nothing is waited
-for there.
+is waited for. In a child forked after mnemo was used, the library's threads are gone:
+nothing is waited for there.
 """
 
 from __future__ import annotations
