@@ -178,6 +178,35 @@ fn granted_writer() -> (PrivateKey, PrivateKey, Replica, Entry, EntryId, Entry) 
     (owner, writer, o, root, db, grant)
 }
 
+/// A database `creator` made on a new replica, granting each of `grants` in one change: the
+/// replica, the database's id, and its entries so far (the root and that change).
+fn shared(creator: &PrivateKey, grants: &[(&PrivateKey, Grant)]) -> (Replica, EntryId, Vec<Entry>) {
+    let c = Replica::new();
+    let root = commit(&c, root(creator));
+    let db = root.id();
+    let mut ops = Ops::new();
+    let settings = ops.entry("_settings".into()).or_default();
+    for (key, grant) in grants {
+        settings.extend(auth(key, *grant).remove("_settings").unwrap());
+    }
+    let granted = commit(&c, on(&c, &db, creator, ops));
+    (c, db, vec![root, granted])
+}
+
+/// `N` new replicas, each holding `entries`.
+fn holding<const N: usize>(entries: &[Entry]) -> [Replica; N] {
+    [(); N].map(|_| {
+        let r = Replica::new();
+        r.take(&entries.iter().collect::<Vec<_>>());
+        r
+    })
+}
+
+/// `n` new keys.
+fn keys<const N: usize>() -> [PrivateKey; N] {
+    [(); N].map(|_| PrivateKey::generate().unwrap())
+}
+
 #[test]
 fn a_revoked_writers_offline_chain_has_no_effect_in_either_order() {
     let (owner, writer, o, root, db, grant) = granted_writer();
@@ -482,21 +511,9 @@ fn admins_who_revoke_each_other_apart_leave_the_senior_one_everywhere() {
 /// everywhere (an audit found copies disagreeing for good from this).
 #[test]
 fn a_revocation_by_an_admin_demoted_apart_grants_nothing_and_lowers_no_one() {
-    let creator = PrivateKey::generate().unwrap();
-    let (dan, bob) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let c = Replica::new();
-    let root = commit(&c, root(&creator));
-    let db = root.id();
-    let setup = [
-        root.clone(),
-        commit(&c, on(&c, &db, &creator, auth(&dan, admin(1)))),
-        commit(&c, on(&c, &db, &creator, auth(&bob, write()))),
-    ];
-    let d = Replica::new();
-    d.take(&setup.iter().collect::<Vec<_>>());
+    let [creator, dan, bob] = keys();
+    let (c, db, setup) = shared(&creator, &[(&dan, admin(1)), (&bob, write())]);
+    let [d] = holding(&setup);
     let by_dan = commit(&d, on(&d, &db, &dan, auth(&bob, write().revoked())));
     let demoted = commit(&c, on(&c, &db, &creator, auth(&dan, write())));
     c.take(&[&by_dan]);
@@ -520,25 +537,10 @@ fn a_revocation_by_an_admin_demoted_apart_grants_nothing_and_lowers_no_one() {
 /// kept it in effect.
 #[test]
 fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker() {
-    let creator = PrivateKey::generate().unwrap();
-    let (bob, carol, dan) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let c = Replica::new();
-    let root = commit(&c, root(&creator));
-    let db = root.id();
-    let setup = [
-        root.clone(),
-        commit(&c, on(&c, &db, &creator, auth(&bob, admin(1)))),
-        commit(&c, on(&c, &db, &creator, auth(&carol, admin(2)))),
-        commit(&c, on(&c, &db, &creator, auth(&dan, write()))),
-    ];
-    let (b, k) = (Replica::new(), Replica::new());
-    for r in [&b, &k] {
-        r.take(&setup.iter().collect::<Vec<_>>());
-    }
+    let [creator, bob, carol, dan] = keys();
+    let grants = [(&bob, admin(1)), (&carol, admin(2)), (&dan, write())];
+    let (_, db, setup) = shared(&creator, &grants);
+    let [b, k] = holding(&setup);
     // Apart: bob (priority 1) writes twice, then revokes carol (priority 2 as he saw it).
     let mut bobs: Vec<Entry> = (0..2)
         .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
@@ -583,23 +585,9 @@ fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker()
 /// revocation first discarded the other on arrival, and kept the wrong one.
 #[test]
 fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
-    let creator = PrivateKey::generate().unwrap();
-    let (bob, carol) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let c = Replica::new();
-    let root = commit(&c, root(&creator));
-    let db = root.id();
-    let setup = [
-        root.clone(),
-        commit(&c, on(&c, &db, &creator, auth(&bob, admin(1)))),
-        commit(&c, on(&c, &db, &creator, auth(&carol, admin(2)))),
-    ];
-    let (b, k) = (Replica::new(), Replica::new());
-    for r in [&b, &k] {
-        r.take(&setup.iter().collect::<Vec<_>>());
-    }
+    let [creator, bob, carol] = keys();
+    let (_, db, setup) = shared(&creator, &[(&bob, admin(1)), (&carol, admin(2))]);
+    let [b, k] = holding(&setup);
     // Bob writes, then revokes carol (priority 2 as he saw her), higher than carol's.
     let mut bobs: Vec<Entry> = (0..3)
         .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
@@ -682,24 +670,9 @@ fn named(value: &str) -> Ops {
 /// entries, and in effect where it arrived last (a reviewer's case).
 #[test]
 fn a_change_is_discarded_only_by_a_lowering_that_stands() {
-    let o = PrivateKey::generate().unwrap();
-    let [b, c, d, e] = [(); 4].map(|_| PrivateKey::generate().unwrap());
-    let r0 = Replica::new();
-    let root = commit(&r0, root(&o));
-    let db = root.id();
-    let grants = {
-        let mut ops = Ops::new();
-        let settings = ops.entry("_settings".into()).or_default();
-        for (key, grant) in [(&b, admin(2)), (&d, admin(9)), (&e, admin(5))] {
-            settings.extend(auth(key, grant).remove("_settings").unwrap());
-        }
-        ops
-    };
-    let s = commit(&r0, on(&r0, &db, &o, grants));
-    let [rb, rd] = [(); 2].map(|_| Replica::new());
-    for r in [&rb, &rd] {
-        r.take(&[&root, &s]);
-    }
+    let [o, b, c, d, e] = keys();
+    let (r0, db, setup) = shared(&o, &[(&b, admin(2)), (&d, admin(9)), (&e, admin(5))]);
+    let [rb, rd] = holding(&setup);
     let by_e = on(&r0, &db, &e, named("e's"));
     // The creator's revocation of B waits on D's change (D is junior), so B's grant to C is
     // decided first, and C's revocation of E on top of it.
@@ -708,13 +681,13 @@ fn a_change_is_discarded_only_by_a_lowering_that_stands() {
     let r = commit(&rb, on(&rb, &db, &c, auth(&e, admin(5).revoked())));
     let d1 = commit(&rd, on(&rd, &db, &d, named("d's first")));
     let a1 = commit(&rd, on(&rd, &db, &o, auth(&b, admin(2).revoked())));
-    let all = [&root, &s, &g, &q, &r, &d1, &a1];
+    let later = [&g, &q, &r, &d1, &a1];
 
-    let (last, before) = (Replica::new(), Replica::new());
-    last.take(&all);
+    let [last, before] = holding(&setup);
+    last.take(&later);
     last.take(&[&by_e]);
-    before.take(&[&root, &s, &by_e]);
-    before.take(&all);
+    before.take(&[&by_e]);
+    before.take(&later);
     for replica in [&last, &before] {
         let discarded = replica.view(&db).2;
         assert!(discarded.contains(&g.id()) && discarded.contains(&r.id()));
@@ -732,27 +705,16 @@ fn a_change_is_discarded_only_by_a_lowering_that_stands() {
 /// stayed in effect and C's change took effect (a reviewer's cases).
 #[test]
 fn a_change_on_a_branch_holding_a_discarded_one_is_decided_with_everything() {
-    let o = PrivateKey::generate().unwrap();
-    let [a, b, c, k, w] = [(); 5].map(|_| PrivateKey::generate().unwrap());
-    let r0 = Replica::new();
-    let root = commit(&r0, root(&o));
-    let db = root.id();
-    let mut grants = Ops::new();
-    let settings = grants.entry("_settings".into()).or_default();
-    for (key, grant) in [
+    let [o, a, b, c, k, w] = keys();
+    let grants = [
         (&a, admin(1)),
         (&b, admin(2)),
         (&c, admin(3)),
         (&k, admin(2)),
         (&w, write()),
-    ] {
-        settings.extend(auth(key, grant).remove("_settings").unwrap());
-    }
-    let s = commit(&r0, on(&r0, &db, &o, grants));
-    let [ra, rk] = [(); 2].map(|_| Replica::new());
-    for r in [&ra, &rk] {
-        r.take(&[&root, &s]);
-    }
+    ];
+    let (r0, db, setup) = shared(&o, &grants);
+    let [ra, rk] = holding(&setup);
     let revoke_a = commit(&r0, on(&r0, &db, &o, auth(&a, admin(1).revoked())));
     // Case B's K is W (a writer); case C's is K (an admin of priority 2).
     let by_a = commit(
@@ -777,9 +739,9 @@ fn a_change_on_a_branch_holding_a_discarded_one_is_decided_with_everything() {
     let by_c = commit(&ra, on(&ra, &db, &c, auth(&k, write())));
     let by_w = commit(&rk, on(&rk, &db, &w, data("w", "1")));
 
-    let (revoked_first, revoked_last) = (Replica::new(), Replica::new());
-    revoked_first.take(&[&root, &s, &revoke_a, &by_a, &by_w, &by_b, &by_c]);
-    revoked_last.take(&[&root, &s, &by_a, &by_b, &by_c, &by_w, &revoke_a]);
+    let [revoked_first, revoked_last] = holding(&setup);
+    revoked_first.take(&[&revoke_a, &by_a, &by_w, &by_b, &by_c]);
+    revoked_last.take(&[&by_a, &by_b, &by_c, &by_w, &revoke_a]);
     for r in [&revoked_first, &revoked_last] {
         let discarded = r.view(&db).2;
         assert!(discarded.contains(&by_a.id()));
