@@ -215,6 +215,54 @@ fn a_stored_commit_succeeds_even_if_storage_reads_fail_right_after() {
     db.verify().unwrap();
 }
 
+/// Two processes on one storage, "here" (watched) and "other", and an owner's database on
+/// a third copy with a writer granted; here holds the root and the grant, then the
+/// writer's entry `concurrent` (on the owner's tips, so concurrent with what the owner
+/// writes next).
+struct TwoProcesses {
+    watched: Arc<Instrumented>,
+    here: Instance,
+    other: Instance,
+    /// The owner's instance and session (dropped, the session logs out).
+    owner: (Instance, mnemo::User),
+    db: Database,
+    writer: PrivateKey,
+    concurrent: Entry,
+}
+
+impl TwoProcesses {
+    fn new(concurrent_value: &str) -> TwoProcesses {
+        let shared: Arc<dyn mnemo::backend::Backend> = Arc::new(MemoryBackend::new());
+        let watched = Instrumented::new(shared.clone());
+        let here = Instance::open(watched.clone()).unwrap();
+        let other = Instance::open(shared).unwrap();
+        let owner = logged_in("owner");
+        let db = owner.1.create_db("d").unwrap();
+        let writer = PrivateKey::generate().unwrap();
+        let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
+        for id in [db.id(), grant] {
+            here.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
+        }
+        let concurrent = on_tips(&db, &writer, ops("s", "c", concurrent_value));
+        assert_eq!(
+            here.receive_entry(concurrent.bytes())
+                .unwrap()
+                .applied
+                .len(),
+            1
+        );
+        TwoProcesses {
+            watched,
+            here,
+            other,
+            owner,
+            db,
+            writer,
+            concurrent,
+        }
+    }
+}
+
 /// A process whose undoing of a revocation failed looks again, before its next change,
 /// for the record that asks for it: another process on the storage that did the undoing
 /// meanwhile removed it, and nothing is left to do. Before, the process worked the whole
@@ -223,28 +271,17 @@ fn a_stored_commit_succeeds_even_if_storage_reads_fail_right_after() {
 /// commits in 12 s, against the other writer's 3,490).
 #[test]
 fn an_undoing_another_process_finished_is_not_done_again() {
-    use mnemo::backend::Backend;
     use std::sync::atomic::Ordering;
 
-    let shared: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-    let watched = Instrumented::new(shared.clone());
-    let here = Instance::open(watched.clone()).unwrap();
-    let other = Instance::open(shared).unwrap();
-    let (_owner_inst, owner) = logged_in("owner");
-    let db = owner.create_db("d").unwrap();
-    let writer = PrivateKey::generate().unwrap();
-    let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
-    for id in [db.id(), grant] {
-        here.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
-    }
-    let concurrent = on_tips(&db, &writer, ops("s", "c", "1"));
-    assert_eq!(
-        here.receive_entry(concurrent.bytes())
-            .unwrap()
-            .applied
-            .len(),
-        1
-    );
+    let TwoProcesses {
+        watched,
+        here,
+        other,
+        owner: _owner,
+        db,
+        writer,
+        ..
+    } = TwoProcesses::new("1");
     // The owner, who never saw that entry, revokes the writer: arriving here, the
     // revocation is stored and then its undoing fails.
     let revoke = db
@@ -268,21 +305,15 @@ fn an_undoing_another_process_finished_is_not_done_again() {
 /// audit: every sync round bringing the revocation failed while two processes wrote).
 #[test]
 fn a_revocation_is_taken_while_other_processes_overtake_its_undoing() {
-    use mnemo::backend::Backend;
-
-    let shared: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-    let watched = Instrumented::new(shared.clone());
-    let here = Instance::open(watched.clone()).unwrap();
-    let other = Instance::open(shared).unwrap();
-    let (_owner_inst, owner) = logged_in("owner");
-    let db = owner.create_db("d").unwrap();
-    let writer = PrivateKey::generate().unwrap();
-    let grant = db.grant(&writer.public_key(), Permission::Write).unwrap();
-    for id in [db.id(), grant] {
-        here.receive_entry(&db.entry_bytes(&id).unwrap()).unwrap();
-    }
-    let concurrent = on_tips(&db, &writer, ops("s", "c", "\"writer's\""));
-    here.receive_entry(concurrent.bytes()).unwrap();
+    let TwoProcesses {
+        watched,
+        here,
+        other,
+        db,
+        writer,
+        concurrent,
+        owner: _owner,
+    } = TwoProcesses::new("\"writer's\"");
     let revoke = db.revoke(&writer.public_key()).unwrap();
     // The owner's later writes reach the storage through the other process, one before
     // each replacement of the state here.

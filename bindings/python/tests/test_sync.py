@@ -346,22 +346,31 @@ def test_tracked_copy_hears_remote_changes(pair: Pair) -> None:
         assert copy.get(STORE, "news") == "from alice"
 
 
+def _peer_about_to_go(
+    stack: ExitStack,
+) -> tuple[mnemo.Instance, mnemo.Sync, mnemo.User, str, mnemo.Sync, mnemo.User, str]:
+    """Instance a (alice, listening at the returned address, her database "shared" granting
+    bob write; the caller closes what is a's) and instance b (bob's, closed by ``stack``)."""
+    a = mnemo.Instance.open("memory:")
+    b = stack.enter_context(mnemo.Instance.open("memory:"))
+    a.enable_sync()
+    b.enable_sync()
+    a.create_user("alice")
+    b.create_user("bob")
+    sync_a = a.sync
+    sync_b = stack.enter_context(b.sync)
+    alice = a.login("alice")
+    bob = stack.enter_context(b.login("bob"))
+    addr = sync_a.listen()
+    with alice.create_db("shared") as db:
+        db.grant(default_key(bob), "write")
+        db_id = db.id
+    return a, sync_a, alice, addr, sync_b, bob, db_id
+
+
 def test_flush_times_out_with_network_error_when_the_peer_is_gone() -> None:
     with ExitStack() as stack:
-        a = stack.enter_context(mnemo.Instance.open("memory:"))
-        b = stack.enter_context(mnemo.Instance.open("memory:"))
-        a.enable_sync()
-        b.enable_sync()
-        a.create_user("alice")
-        b.create_user("bob")
-        sync_a = a.sync
-        sync_b = stack.enter_context(b.sync)
-        alice = a.login("alice")
-        bob = stack.enter_context(b.login("bob"))
-        addr = sync_a.listen()
-        with alice.create_db("shared") as db:
-            db.grant(default_key(bob), "write")
-            db_id = db.id
+        a, sync_a, alice, addr, sync_b, bob, db_id = _peer_about_to_go(stack)
         sync_b.track(bob, addr, db_id)
         # A goes away: its last references close, and with them the listener.
         sync_a.close()
@@ -381,20 +390,8 @@ def test_a_listener_whose_instance_closed_answers_with_a_network_error() -> None
     # INVALID_ARGUMENT ("the instance behind this sync engine is closed"), which says their
     # own arguments were bad.
     with ExitStack() as stack:
-        a = stack.enter_context(mnemo.Instance.open("memory:"))
-        b = stack.enter_context(mnemo.Instance.open("memory:"))
-        a.enable_sync()
-        b.enable_sync()
-        a.create_user("alice")
-        b.create_user("bob")
-        sync_a = stack.enter_context(a.sync)
-        sync_b = stack.enter_context(b.sync)
-        bob = stack.enter_context(b.login("bob"))
-        alice = a.login("alice")
-        addr = sync_a.listen()
-        with alice.create_db("shared") as db:
-            db.grant(default_key(bob), "write")
-            db_id = db.id
+        a, sync_a, alice, addr, sync_b, bob, db_id = _peer_about_to_go(stack)
+        stack.enter_context(sync_a)
         alice.logout()
         a.close()
         with pytest.raises(mnemo.NetworkError, match="listener is closed"):
