@@ -628,24 +628,16 @@ fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
 /// restarted copy kept the writes another copy discarded (an audit: verify CORRUPT).
 #[test]
 fn a_revocation_on_top_of_a_junior_admins_grant_lowers_the_key() {
-    let creator = PrivateKey::generate().unwrap();
-    let (dan, carol) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let c = Replica::new();
-    let root = commit(&c, root(&creator));
-    let db = root.id();
-    let made_admin = commit(&c, on(&c, &db, &creator, auth(&dan, admin(1))));
-    let granted = commit(&c, on(&c, &db, &dan, auth(&carol, write())));
-    let k = Replica::new();
-    k.take(&[&root, &made_admin, &granted]);
+    let [creator, dan, carol] = keys();
+    let (c, db, mut setup) = shared(&creator, &[(&dan, admin(1))]);
+    setup.push(commit(&c, on(&c, &db, &dan, auth(&carol, write()))));
+    let [k] = holding(&setup);
     let by_carol = commit(&k, on(&k, &db, &carol, data("c", "1")));
     let revoked = commit(&c, on(&c, &db, &creator, auth(&carol, write().revoked())));
 
     let backend = Arc::new(MemoryBackend::new());
     let restarted = Replica::new_on(backend.clone());
-    restarted.take(&[&root, &made_admin, &granted, &revoked]);
+    restarted.take(&setup.iter().chain([&revoked]).collect::<Vec<_>>());
     let restarted = Replica::new_on(backend);
     for r in [&c, &restarted] {
         r.take(&[&by_carol]);
