@@ -1047,7 +1047,7 @@ impl DatabaseCore {
         }
         if let Some(discards) = discards.as_mut() {
             for (key, level) in plan.lowers {
-                discards.add_lowering(key, entry.id(), entry.content().height, level);
+                discards.add_lowering(key, entry, level);
             }
         }
         Ok(true)
@@ -1246,7 +1246,7 @@ impl DatabaseCore {
             if !plan.lowers.is_empty() {
                 let mut discards = self.discard_index()?;
                 for (key, level) in plan.lowers {
-                    discards.add_lowering(key, entry.id(), content.height, level);
+                    discards.add_lowering(key, entry, level);
                 }
             }
             return Ok(Some(Outcome::Applied));
@@ -1292,21 +1292,11 @@ impl DatabaseCore {
             return Ok(!plan.lowers.is_empty() || index.sees_discarded(&*self.backend, visible)?);
         }
         let need = authority::needed(true);
-        let discarders = index.lowerings_unseen(&*self.backend, &content.author, need, visible)?;
-        drop(index);
-        for change in discarders {
-            let bytes = (self.backend.get_entry(&change)?).ok_or_else(|| {
-                Error::Corrupt(format!("entry {change} is listed but not stored"))
-            })?;
-            let author = Entry::decode_stored(&bytes)?.content().author;
-            let lowers_it = |(key, level): &(PublicKey, Level)| {
-                *key == author && *level < Some(Permission::Admin)
-            };
-            if plan.lowers.iter().any(lowers_it) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let lowerers = index.lowered_unseen_by(&*self.backend, &content.author, need, visible)?;
+        let lowers = |by: &PublicKey| {
+            (plan.lowers.iter()).any(|(key, level)| key == by && *level < Some(Permission::Admin))
+        };
+        Ok(lowerers.iter().any(lowers))
     }
 
     /// The ids of the current tips, sorted.

@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 pub(crate) struct DiscardIndex {
     /// Settings entries that do not take effect.
     discarded_settings: HashSet<EntryId>,
-    /// Effective lowerings, by the key lowered: (the change, its height, the new level).
-    lowerings: HashMap<PublicKey, Vec<(EntryId, u64, Level)>>,
+    /// Effective lowerings, by the key lowered.
+    lowerings: HashMap<PublicKey, Vec<Lowering>>,
     /// What [`DiscardIndex::discards_arriving`] worked out for the settings tips it was last
     /// asked about, so that commits on unchanged settings load their closure once.
     arriving: Option<ArrivingMemo>,
@@ -40,6 +40,18 @@ struct ArrivingMemo {
     /// `None` when the closure holds no discarded settings change (no grant in it is
     /// discounted); else its entries, and each author's level in it found so far.
     discounted: Option<(Vec<SettingsEntry>, HashMap<PublicKey, Level>)>,
+}
+
+/// An effective settings change that lowered a key, as the index keeps it.
+struct Lowering {
+    /// The change.
+    change: EntryId,
+    /// Its height.
+    height: u64,
+    /// Its author.
+    by: PublicKey,
+    /// The key's new level.
+    level: Level,
 }
 
 /// Most authors' levels an [`ArrivingMemo`] keeps (past it, it starts again).
@@ -64,27 +76,25 @@ impl DiscardIndex {
             }
         }
         for (i, key, level) in &resolution.lowerings {
-            index.lowerings.entry(*key).or_default().push((
-                entries[*i].id,
-                entries[*i].height,
-                *level,
-            ));
+            index.lowerings.entry(*key).or_default().push(Lowering {
+                change: entries[*i].id,
+                height: entries[*i].height,
+                by: entries[*i].author,
+                level: *level,
+            });
         }
         index
     }
 
-    /// Records that the effective change `entry` (at `height`) lowered `key` to `level`.
-    pub(crate) fn add_lowering(
-        &mut self,
-        key: PublicKey,
-        entry: EntryId,
-        height: u64,
-        level: Level,
-    ) {
-        self.lowerings
-            .entry(key)
-            .or_default()
-            .push((entry, height, level));
+    /// Records that the effective change `entry` lowered `key` to `level`.
+    pub(crate) fn add_lowering(&mut self, key: PublicKey, entry: &Entry, level: Level) {
+        let content = entry.content();
+        self.lowerings.entry(key).or_default().push(Lowering {
+            change: entry.id(),
+            height: content.height,
+            by: content.author,
+            level,
+        });
         self.arriving = None;
     }
 
@@ -93,23 +103,24 @@ impl DiscardIndex {
         self.discarded_settings.contains(entry)
     }
 
-    /// The stored lowerings of `author` below `need` that an entry not stored yet, whose
-    /// parents see the settings tips `visible`, has not seen: each discards it (a stored
-    /// change cannot have seen an entry not stored yet).
-    pub(crate) fn lowerings_unseen(
+    /// The authors of the stored lowerings of `author` below `need` that an entry not stored
+    /// yet, whose parents see the settings tips `visible`, has not seen: each discards it (a
+    /// stored change cannot have seen an entry not stored yet).
+    pub(crate) fn lowered_unseen_by(
         &self,
         backend: &dyn Backend,
         author: &PublicKey,
         need: Level,
         visible: &[EntryId],
-    ) -> Result<Vec<EntryId>> {
-        let mut unseen = Vec::new();
-        for (change, height, level) in self.lowerings.get(author).into_iter().flatten() {
-            if *level < need && !sees(backend, visible, change, *height)? {
-                unseen.push(*change);
+    ) -> Result<Vec<PublicKey>> {
+        let mut by = Vec::new();
+        for lowering in self.lowerings.get(author).into_iter().flatten() {
+            if lowering.level < need && !sees(backend, visible, &lowering.change, lowering.height)?
+            {
+                by.push(lowering.by);
             }
         }
-        Ok(unseen)
+        Ok(by)
     }
 
     /// Whether the settings tips `visible` see a settings change that does not take effect:
@@ -156,7 +167,7 @@ impl DiscardIndex {
         visible: &[EntryId],
     ) -> Result<bool> {
         if !self
-            .lowerings_unseen(backend, author, need, visible)?
+            .lowered_unseen_by(backend, author, need, visible)?
             .is_empty()
         {
             return Ok(true);
@@ -301,8 +312,8 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
                 .get(&content.author)
                 .into_iter()
                 .flatten()
-                .filter(|(_, _, level)| *level < need)
-                .any(|(change, _, _)| {
+                .filter(|lowering| lowering.level < need)
+                .any(|Lowering { change, .. }| {
                     let change_seen = closure.index_of(change).is_some_and(|i| seen.has(i));
                     let sees_it = ancestry
                         .entry(*change)

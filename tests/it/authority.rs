@@ -202,6 +202,22 @@ fn holding<const N: usize>(entries: &[Entry]) -> [Replica; N] {
     })
 }
 
+/// `writes` data entries by `author` at `at`, then its change `last`: a branch taller than
+/// one with fewer entries, so `last` is decided after what that one holds at its height.
+fn writes_then(
+    at: &Replica,
+    db: &EntryId,
+    author: &PrivateKey,
+    writes: usize,
+    last: Ops,
+) -> Vec<Entry> {
+    let mut made: Vec<Entry> = (0..writes)
+        .map(|i| commit(at, on(at, db, author, data("b", &i.to_string()))))
+        .collect();
+    made.push(commit(at, on(at, db, author, last)));
+    made
+}
+
 /// `n` new keys.
 fn keys<const N: usize>() -> [PrivateKey; N] {
     [(); N].map(|_| PrivateKey::generate().unwrap())
@@ -542,13 +558,7 @@ fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker()
     let (_, db, setup) = shared(&creator, &grants);
     let [b, k] = holding(&setup);
     // Apart: bob (priority 1) writes twice, then revokes carol (priority 2 as he saw it).
-    let mut bobs: Vec<Entry> = (0..2)
-        .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
-        .collect();
-    bobs.push(commit(
-        &b,
-        on(&b, &db, &bob, auth(&carol, admin(2).revoked())),
-    ));
+    let bobs = writes_then(&b, &db, &bob, 2, auth(&carol, admin(2).revoked()));
     // The creator makes carol priority 1; carol then demotes dan to read, at a lower
     // height than bob's revocation, so it is decided first.
     let raised = commit(&k, on(&k, &db, &creator, auth(&carol, admin(1))));
@@ -556,10 +566,7 @@ fn a_revocation_discards_the_changes_of_an_admin_made_as_senior_as_its_revoker()
     let by_carol = commit(&k, on(&k, &db, &carol, auth(&dan, demoted)));
     let carols = [raised, by_carol.clone()];
 
-    let (first, late) = (Replica::new(), Replica::new());
-    for r in [&first, &late] {
-        r.take(&setup.iter().collect::<Vec<_>>());
-    }
+    let [first, late] = holding(&setup);
     first.take(&bobs.iter().collect::<Vec<_>>());
     first.take(&carols.iter().collect::<Vec<_>>());
     late.take(&carols.iter().collect::<Vec<_>>());
@@ -589,13 +596,7 @@ fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
     let (_, db, setup) = shared(&creator, &[(&bob, admin(1)), (&carol, admin(2))]);
     let [b, k] = holding(&setup);
     // Bob writes, then revokes carol (priority 2 as he saw her), higher than carol's.
-    let mut bobs: Vec<Entry> = (0..3)
-        .map(|i| commit(&b, on(&b, &db, &bob, data("b", &i.to_string()))))
-        .collect();
-    bobs.push(commit(
-        &b,
-        on(&b, &db, &bob, auth(&carol, admin(2).revoked())),
-    ));
+    let bobs = writes_then(&b, &db, &bob, 3, auth(&carol, admin(2).revoked()));
     // Apart, the creator makes carol priority 1 and bob priority 3; carol revokes bob.
     let mut carols = vec![
         commit(&k, on(&k, &db, &creator, auth(&carol, admin(1)))),
@@ -605,10 +606,7 @@ fn admins_who_each_saw_the_other_as_junior_agree_on_which_revocation_stands() {
         &k,
         on(&k, &db, &carol, auth(&bob, admin(3).revoked())),
     ));
-    let (first, late) = (Replica::new(), Replica::new());
-    for r in [&first, &late] {
-        r.take(&setup.iter().collect::<Vec<_>>());
-    }
+    let [first, late] = holding(&setup);
     first.take(&bobs.iter().collect::<Vec<_>>());
     first.take(&carols.iter().collect::<Vec<_>>());
     late.take(&carols.iter().collect::<Vec<_>>());
