@@ -22,6 +22,8 @@ use crate::error::{Error, Result, Status};
 pub struct SyncReport {
     /// The device id the peer proved.
     pub peer: Option<PublicKey>,
+    /// The key the peer accepted this round's requests from (the first of those tried).
+    pub signed_as: Option<PublicKey>,
     /// Entries received from the peer and taken (applied or waiting for parents).
     pub pulled: usize,
     /// Entries the peer took from us.
@@ -108,6 +110,7 @@ impl SyncEngine {
             ..SyncReport::default()
         };
         let theirs = wire::decode_ids(&talk.tips_with_any(rest)?)?;
+        report.signed_as = Some(talk.key);
         let ours: Vec<EntryId> = talk
             .registry
             .backend()

@@ -56,13 +56,15 @@ pub(super) struct Track {
     watch_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     wake: (Mutex<bool>, Condvar),
     last_error: Mutex<Option<String>>,
+    /// The key the watch signs with: the one the peer accepted in the last round.
+    watch_key: Mutex<PublicKey>,
     thread: Mutex<Option<JoinHandle<()>>>,
     subscription: Mutex<Option<Subscription>>,
 }
 
 impl Track {
-    /// Starts tracking database `db` with the peer at `addr` for user `who`, signing as
-    /// `key` from `keys`.
+    /// Starts tracking database `db` with the peer at `addr` for user `who`, watching as
+    /// `key` from `keys` until a round is accepted with another.
     pub(super) fn start(
         sync: Weak<SyncEngine>,
         who: &str,
@@ -85,6 +87,7 @@ impl Track {
             watch_task: Mutex::new(None),
             wake: (Mutex::new(false), Condvar::new()),
             last_error: Mutex::new(None),
+            watch_key: Mutex::new(key),
             thread: Mutex::new(None),
             subscription: Mutex::new(None),
         });
@@ -105,7 +108,6 @@ impl Track {
                 Arc::downgrade(&track),
                 link,
                 keys.clone(),
-                key,
                 db.id(),
             ));
             *track.watch_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
@@ -254,6 +256,9 @@ impl Track {
                 if let (None, Some(peer)) = (self.addr.device, report.peer) {
                     self.pin(&sync, peer)?;
                 }
+                if let Some(accepted) = report.signed_as {
+                    *self.watch_key.lock().unwrap_or_else(|p| p.into_inner()) = accepted;
+                }
                 Ok(target)
             });
             match round {
@@ -288,20 +293,25 @@ impl Track {
     }
 }
 
-/// Keeps a watch on the peer's copy of `db` for as long as `track` runs: each answer past
-/// the position known so far asks the track for a round. Failures back off; logging out
-/// ends it.
+/// Keeps a watch on the peer's copy of `db` for as long as `track` runs, signed with the
+/// key of the track's last accepted round: each answer past the position known so far asks
+/// the track for a round. Failures back off; logging out ends it.
 async fn watch_loop(
     track: std::sync::Weak<Track>,
     mut link: Link,
     keys: Arc<dyn KeyRing>,
-    key: PublicKey,
     db: EntryId,
 ) {
     let mut known = 0;
     let mut backoff = WATCH_BACKOFF_MIN;
     loop {
         link.renew();
+        let Some(key) = track
+            .upgrade()
+            .map(|t| *t.watch_key.lock().unwrap_or_else(|p| p.into_inner()))
+        else {
+            return;
+        };
         let answered = watch_once(&mut link, &*keys, &key, &db, known).await;
         let Some(track) = track.upgrade() else { return };
         if track.stop.load(Ordering::Acquire) {

@@ -5,9 +5,10 @@ and writes back. Auto-approval, tampered tickets, bounds and persistence too."""
 from __future__ import annotations
 
 import base64
+import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from proxy import Proxy
@@ -255,6 +256,41 @@ def test_a_copy_syncs_on_after_its_users_key_is_rotated(sides: tuple[Side, Side]
         copy.set("s", "y", "from bob's new key")
     bob.sync.sync_db(bob.user, alice.addr, db.id)
     assert db.get("s", "y") == "from bob's new key"
+
+
+def test_a_tracks_watch_signs_with_the_rotated_key(sides: tuple[Side, Side]) -> None:
+    """A track watches the peer's copy with the key its rounds were last accepted with: after
+    bob's key was rotated, the watch signed with the revoked key was refused for good and
+    the track fell back to asking every second."""
+    alice, bob = sides
+    db = alice.user.create_db("watched")
+    db.grant(bob.key, "write")
+    bob.sync.track(bob.user, alice.addr, db.id)
+    wait_until(lambda: alice.sync.stats()["watches"] == 1, "bob's track never watched")
+    new_key = bob.user.add_private_key("laptop")
+    db.grant(new_key, "write")
+    db.revoke(bob.key)
+    db.set("s", "x", "after")  # answers any watch signed with the old key
+
+    def bobs_copy_has_it() -> bool:
+        try:
+            with bob.user.load_db(db.id) as copy:
+                return bool(copy.get("s", "x") == "after")
+        except mnemo.NotFound:
+            return False
+
+    wait_until(bobs_copy_has_it, "the track never pulled the change")
+    wait_until(
+        lambda: alice.sync.stats()["watches"] == 1,
+        "the track's watch stayed refused after the key rotation",
+    )
+
+
+def wait_until(condition: Callable[[], bool], failure: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.02)
 
 
 def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
