@@ -305,10 +305,12 @@ pub unsafe extern "C" fn mnemo_instance_list_users(
 
 /// Enables sync on this instance: creates the `_sync` system database (cursors and peers)
 /// and the instance's one sync engine. Idempotent: calling it again (from any thread)
-/// changes nothing and succeeds.
+/// makes nothing new and succeeds. What the users logged in now track resumes in the
+/// background; if resuming it fails, sync stays enabled, the call returns the failure and
+/// the next call resumes again.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY. Thread-safe.
 ///
 /// `instance` is NULL or a live instance handle.
 #[no_mangle]

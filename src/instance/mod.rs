@@ -216,9 +216,11 @@ impl Instance {
 
     /// Enables sync (idempotent: also from several threads at once) and returns the
     /// instance's one [`SyncEngine`]. Creates the `_sync` system database on first use. What
-    /// the users logged in now track resumes in the background.
+    /// the users logged in now track resumes in the background; if resuming it fails, sync
+    /// stays enabled, the error is returned and the next call resumes again.
     pub fn enable_sync(&self) -> Result<Arc<SyncEngine>> {
         if let Some(sync) = self.inner.sync.get() {
+            self.inner.sessions.resume_pending(sync)?;
             return Ok(sync.clone());
         }
         let inner = &*self.inner;
@@ -240,8 +242,9 @@ impl Instance {
             .clone();
         if made {
             inner.lifecycle.sync_enabled(&sync);
-            inner.sessions.resume_all(&sync)?;
+            inner.sessions.sync_enabled();
         }
+        inner.sessions.resume_pending(&sync)?;
         Ok(sync)
     }
 

@@ -2,6 +2,7 @@
 //! either room importing the other, and the sessions sync resumes tracking for when it is
 //! enabled after they logged in.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::crypto::KeyRing;
@@ -49,12 +50,17 @@ impl Requester for Session {
 /// The sessions logged in on an instance, held weakly: when sync is enabled after a user
 /// logged in, what that user tracks resumes too.
 #[derive(Default)]
-pub(super) struct Sessions(Mutex<Vec<(String, Weak<dyn KeyRing>)>>);
+pub(super) struct Sessions {
+    live: Mutex<Vec<(String, Weak<dyn KeyRing>)>>,
+    /// Set when sync was enabled and the sessions have not all been resumed since (the
+    /// resumption failed): the next [`Sessions::resume_pending`] tries again.
+    unresumed: AtomicBool,
+}
 
 impl Sessions {
     /// Remembers `user`'s session (forgetting sessions gone meanwhile).
     pub(super) fn remember(&self, user: &User) {
-        let mut sessions = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.live.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|(_, keys)| keys.strong_count() > 0);
         sessions.push((user.id().to_string(), Arc::downgrade(&user.key_ring())));
     }
@@ -62,9 +68,9 @@ impl Sessions {
     /// Resumes tracking on `sync` for every session still logged in. A session logging out
     /// meanwhile is passed over; any other failure is returned once every other session
     /// was resumed.
-    pub(super) fn resume_all(&self, sync: &crate::sync::SyncEngine) -> Result<()> {
+    fn resume_all(&self, sync: &crate::sync::SyncEngine) -> Result<()> {
         let live: Vec<Session> = self
-            .0
+            .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -85,5 +91,24 @@ impl Sessions {
             }
         }
         failed
+    }
+
+    /// Notes that sync was just enabled: every session is to be resumed.
+    pub(super) fn sync_enabled(&self) {
+        self.unresumed.store(true, Ordering::Release);
+    }
+
+    /// Resumes every session on `sync` (see [`Sessions::resume_all`]) if sync was enabled
+    /// and they have not all been resumed since; a failure leaves that pending for the next
+    /// call.
+    pub(super) fn resume_pending(&self, sync: &crate::sync::SyncEngine) -> Result<()> {
+        if !self.unresumed.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let resumed = self.resume_all(sync);
+        if resumed.is_err() {
+            self.unresumed.store(true, Ordering::Release);
+        }
+        resumed
     }
 }

@@ -286,6 +286,9 @@ pub struct Instrumented {
     /// [`Instrumented::fail_reads_after_next_put`].
     reads_fail: AtomicBool,
     fail_reads_after_put: AtomicBool,
+    /// Reads left before every read fails ([`Instrumented::fail_reads_after`]); `usize::MAX`:
+    /// no such count.
+    reads_until_failure: AtomicUsize,
     /// Run before each of the next entries or secrets stored, with how many more (see
     /// [`Instrumented::before_writes`]).
     before_write: Mutex<(usize, Option<Hook>)>,
@@ -384,6 +387,7 @@ impl Instrumented {
             in_rolled_back_turn: AtomicBool::new(false),
             reads_fail: AtomicBool::new(false),
             fail_reads_after_put: AtomicBool::new(false),
+            reads_until_failure: AtomicUsize::new(usize::MAX),
             before_write: Mutex::default(),
             before_replacement: Mutex::default(),
             before_forget: Mutex::default(),
@@ -406,6 +410,14 @@ impl Instrumented {
     }
 
     fn read<T>(&self, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let counted =
+            self.reads_until_failure
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    (left != usize::MAX && left > 0).then(|| left - 1)
+                });
+        if counted == Ok(1) {
+            self.reads_fail.store(true, Ordering::SeqCst);
+        }
         if self.reads_fail.load(Ordering::SeqCst) {
             return Err(Error::Storage("reads stopped by the test".into()));
         }
@@ -418,8 +430,16 @@ impl Instrumented {
         self.fail_reads_after_put.store(true, Ordering::SeqCst);
     }
 
-    /// Ends [`Instrumented::fail_reads_after_next_put`].
+    /// Makes every read fail once `reads` more have passed (at once for 0), until
+    /// [`Instrumented::resume_reads`].
+    pub fn fail_reads_after(&self, reads: usize) {
+        self.reads_until_failure.store(reads, Ordering::SeqCst);
+        self.reads_fail.store(reads == 0, Ordering::SeqCst);
+    }
+
+    /// Ends [`Instrumented::fail_reads_after_next_put`] and [`Instrumented::fail_reads_after`].
     pub fn resume_reads(&self) {
+        self.reads_until_failure.store(usize::MAX, Ordering::SeqCst);
         self.fail_reads_after_put.store(false, Ordering::SeqCst);
         self.reads_fail.store(false, Ordering::SeqCst);
     }

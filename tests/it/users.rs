@@ -596,6 +596,44 @@ fn sync_enabled_while_users_log_out_resumes_the_others() {
     }
 }
 
+/// Sync enabled while storage fails resumes the tracks of the users logged in at the next
+/// call, wherever the first call failed. Before, a call that made the engine and then failed
+/// to resume left every later call answering OK with nothing resumed.
+#[test]
+fn sync_enabled_again_after_a_failed_resumption_resumes() {
+    let watched = Instrumented::new(Arc::new(MemoryBackend::new()));
+    {
+        let inst = Instance::open(watched.clone()).unwrap();
+        let sync = inst.enable_sync().unwrap();
+        inst.create_user("u", None).unwrap();
+        let user = inst.login("u", None).unwrap();
+        let db = user.create_db("d").unwrap();
+        // Nobody listens there: the track stays, trying.
+        sync.track(&user, "127.0.0.1:9", &db.id()).unwrap();
+    }
+    let mut failed_resuming = 0;
+    for reads in 0.. {
+        let inst = Instance::open(watched.clone()).unwrap();
+        let user = inst.login("u", None).unwrap();
+        watched.fail_reads_after(reads);
+        let first = inst.enable_sync();
+        watched.resume_reads();
+        match first {
+            Ok(_) => break,
+            Err(Error::Storage(_)) => {}
+            Err(e) => panic!("after {reads} reads: {e}"),
+        }
+        failed_resuming += usize::from(inst.sync().is_ok());
+        let sync = inst.enable_sync().unwrap();
+        let tracks = sync.tracks(&user).unwrap();
+        assert!(
+            tracks.len() == 1 && tracks[0].running,
+            "failed after {reads} reads, the track did not resume: {tracks:?}"
+        );
+    }
+    assert!(failed_resuming > 0, "no read failed while resuming");
+}
+
 /// A key added while an admin deletes its account leaves no secret behind. Before, the
 /// secret stored after the deletion erased the account's stayed (an audit found 11 to 50
 /// per deletion racing a loop of additions).

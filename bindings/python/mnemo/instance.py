@@ -213,7 +213,12 @@ class Instance(HandleOwner):
             return users
 
     def enable_sync(self) -> None:
-        """Enables sync on this instance. Idempotent."""
+        """Enables sync on this instance. Idempotent. What the users logged in now track
+        resumes in the background; if resuming fails, sync stays enabled, the error is raised
+        and the next call resumes again.
+
+        Raises StorageError, Busy.
+        """
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_instance_enable_sync(ptr))
 
