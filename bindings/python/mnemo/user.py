@@ -148,8 +148,10 @@ class User:
         ``"ed25519:<base64url>"``.
 
         The key is stored like the others: sealed under the password, or unsealed for a
-        passwordless user; the private key never leaves mnemo. ``display_name`` is optional,
-        at most 255 bytes. Raises InvalidArgument (name too long), LoggedOut, StorageError.
+        passwordless user; the private key never leaves mnemo. A crash during the call may
+        leave the new key stored but never listed (granted nothing; erased with the account).
+        ``display_name`` is optional, at most 255 bytes. Raises InvalidArgument (name too
+        long), PermissionDenied (the account was deleted), LoggedOut, StorageError.
         """
         n = _native.encode_optional(display_name, "display_name")
         with self._handle.use() as ptr:
