@@ -132,21 +132,29 @@ impl Transaction {
         fragment: String,
     ) -> Result<()> {
         let pointer = pointer::pointer_of(tokens);
-        let replaced = |p: &str| pointer::parse(p).is_ok_and(|under| under.starts_with(tokens));
         let Some(op @ Op::Patch(paths)) = self.ops.get(store).and_then(|s| s.get(key)) else {
             let paths = [(pointer, fragment)].into_iter().collect();
             return self.put_patch(store, key, Op::Patch(paths));
         };
-        let removed: usize = (paths.iter())
-            .filter(|(p, _)| replaced(p))
-            .map(|(p, v)| encoded_path_len(p, v))
-            .sum();
+        // The paths at or under this one sort together, from it on: found without a look
+        // at the others (a transaction may hold many paths of one key).
+        let replaced: Vec<(&String, &String)> = (paths.range::<str, _>((
+            std::ops::Bound::Included(pointer.as_str()),
+            std::ops::Bound::Unbounded,
+        )))
+        .take_while(|(p, _)| p.starts_with(pointer.as_str()))
+        .filter(|(p, _)| pointer::is_at_or_under(p, &pointer))
+        .collect();
+        let removed: usize = (replaced.iter()).map(|(p, v)| encoded_path_len(p, v)).sum();
         let op_len = encoded_op_len(key, op) - removed + encoded_path_len(&pointer, &fragment);
+        let replaced: Vec<String> = replaced.into_iter().map(|(p, _)| p.clone()).collect();
         let bytes = self.bytes_with(store, key, op_len)?;
         let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key)) else {
             unreachable!("a patch was found above");
         };
-        paths.retain(|p, _| !replaced(p));
+        for p in &replaced {
+            paths.remove(p);
+        }
         paths.insert(pointer, fragment);
         self.bytes = bytes;
         Ok(())

@@ -156,6 +156,14 @@ pub fn pointer_of(tokens: &[String]) -> String {
         .collect()
 }
 
+/// Whether the pointer `pointer` is `above` or a path under it, both written by
+/// [`pointer_of`] (a token's `/` is escaped, so a path under `above` goes on with `/`).
+pub fn is_at_or_under(pointer: &str, above: &str) -> bool {
+    pointer
+        .strip_prefix(above)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Nesting depth of a value: 0 for a scalar, one more than its deepest member otherwise.
 pub fn depth(value: &Value) -> usize {
     match value {

@@ -58,6 +58,20 @@ def test_transaction_path_writes_build_on_its_own_set(db: mnemo.Database) -> Non
     assert db.get("people", "p3") == {"a": {"y": 2}}
 
 
+def test_a_transactions_path_write_replaces_only_the_paths_under_it(db: mnemo.Database) -> None:
+    """"/a" replaces "/a/x" written before it in the transaction, not "/ab" nor "/a~1b" (the
+    key "a/b"), whose pointers start with the same characters."""
+    with db.transaction() as txn:
+        txn.set_path("s", "k", "/a/x", 1)
+        txn.set_path("s", "k", "/ab", 2)
+        txn.set_path("s", "k", "/a~1b", 3)
+        txn.set_path("s", "k", "/a~0", 4)
+        txn.set_path("s", "k", "/a", {"y": 5})
+    assert db.get("s", "k") == {"a": {"y": 5}, "ab": 2, "a/b": 3, "a~": 4}
+    [change] = db.history("s", "k")
+    assert change["patch"] == {"/a": {"y": 5}, "/ab": 2, "/a~1b": 3, "/a~0": 4}
+
+
 def test_a_transaction_applies_array_writes_in_the_order_made(db: mnemo.Database) -> None:
     """Before, a transaction's paths were applied in pointer order: "/l/10" before "/l/9"
     (an index past the end made the array an object), "-" before "0"."""
