@@ -14,7 +14,9 @@ use crate::database::{ChangeKind, KeyChange};
 /// merge; writes of the same path: the last writer wins, by (height, entry id). A whole-value
 /// `mnemo_db_set` replaces every path write older than it and none newer. Arrays merge
 /// whole: a path into an array (an index, or "-") is written as that whole array as it is
-/// here, so of two concurrent appends to one array, one wins.
+/// here, so of two concurrent appends to one array, one wins. The key's merged value is
+/// read and stored whole by each write, so a write costs time in proportion to the value's
+/// size: keep a large collection (thousands of fields) in separate keys, not in one value.
 ///
 /// - `pointer`: a JSON Pointer (RFC 6901), e.g. "/address/city" ("~1" is '/', "~0" is '~');
 ///   at most 32 tokens and 4096 bytes. "" is the whole value (like `mnemo_db_set`).

@@ -124,7 +124,9 @@ class Database(HandleOwner):
         value (on other devices) both survive the merge; of one path, the last writer wins;
         a whole-value :meth:`set` replaces every path write older than it. Arrays merge
         whole: a path into an array (an index, or ``"-"``) writes that whole array as it is
-        here, so of two concurrent appends to one array, one wins.
+        here, so of two concurrent appends to one array, one wins. Each write reads and
+        stores the key's merged value whole, so it costs time in proportion to the value's
+        size: keep a large collection (thousands of fields) in separate keys.
 
         A scalar on the way is replaced by an object; array elements are addressed by index
         (the length, or ``"-"``, appends) and any other token into an array is refused.
