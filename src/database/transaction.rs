@@ -132,7 +132,7 @@ impl Transaction {
         fragment: String,
     ) -> Result<()> {
         let pointer = pointer::pointer_of(tokens);
-        let Some(op @ Op::Patch(paths)) = self.ops.get(store).and_then(|s| s.get(key)) else {
+        let Some(Op::Patch(paths)) = self.ops.get(store).and_then(|s| s.get(key)) else {
             let paths = [(pointer, fragment)].into_iter().collect();
             return self.put_patch(store, key, Op::Patch(paths));
         };
@@ -146,9 +146,10 @@ impl Transaction {
         .filter(|(p, _)| pointer::is_at_or_under(p, &pointer))
         .collect();
         let removed: usize = (replaced.iter()).map(|(p, v)| encoded_path_len(p, v)).sum();
-        let op_len = encoded_op_len(key, op) - removed + encoded_path_len(&pointer, &fragment);
+        // The op grows by the new path, less those it replaces (counted without a pass over
+        // the op's other paths).
+        let bytes = within_an_entry(self.bytes - removed + encoded_path_len(&pointer, &fragment))?;
         let replaced: Vec<String> = replaced.into_iter().map(|(p, _)| p.clone()).collect();
-        let bytes = self.bytes_with(store, key, op_len)?;
         let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key)) else {
             unreachable!("a patch was found above");
         };
@@ -204,15 +205,7 @@ impl Transaction {
             Some(ops) => (0, ops.get(key).map_or(0, |op| encoded_op_len(key, op))),
             None => (encoded_store_len(store), 0),
         };
-        let bytes = self.bytes - earlier + store_len + op_len;
-        if ENTRY_BYTES_BESIDES_OPS + bytes > MAX_ENTRY_BYTES {
-            return Err(Error::invalid(format!(
-                "a transaction is one entry, at most {MAX_ENTRY_BYTES} bytes: with this \
-                 operation it would take {} or more",
-                ENTRY_BYTES_BESIDES_OPS + bytes
-            )));
-        }
-        Ok(bytes)
+        within_an_entry(self.bytes - earlier + store_len + op_len)
     }
 
     /// Deletes `key` from `store`; [`Error::NotFound`] if it has no value (in the database,
@@ -237,5 +230,59 @@ impl Transaction {
             return Err(Error::invalid("the transaction has no operations"));
         }
         self.db.commit(self.ops)
+    }
+}
+
+/// `bytes` of operations, if an entry can hold them ([`Error::InvalidArgument`] otherwise).
+fn within_an_entry(bytes: usize) -> Result<usize> {
+    if ENTRY_BYTES_BESIDES_OPS + bytes > MAX_ENTRY_BYTES {
+        return Err(Error::invalid(format!(
+            "a transaction is one entry, at most {MAX_ENTRY_BYTES} bytes: with this \
+             operation it would take {} or more",
+            ENTRY_BYTES_BESIDES_OPS + bytes
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::PrivateKey;
+    use crate::database::registry::Registry;
+
+    /// The bytes a transaction counts, path writes replacing others among them, are the
+    /// bytes its operations take in the entry.
+    #[test]
+    fn the_bytes_counted_are_the_operations_bytes() {
+        let key = PrivateKey::generate().unwrap();
+        let author = key.public_key();
+        let db = Registry::new(Arc::new(MemoryBackend::new()))
+            .create("d", Arc::new(key), author)
+            .unwrap();
+        let mut txn = db.begin();
+        for (pointer, json) in [
+            ("/a/x", "1"),
+            ("/ab", "22"),
+            ("/a~1b", "333"),
+            ("/a/y/z", "4444"),
+            ("/a", "{\"y\":5}"),
+            ("/ab", "6"),
+        ] {
+            txn.set_path("s", "k", pointer, json).unwrap();
+            let counted: usize = (txn.ops.iter())
+                .map(|(store, ops)| {
+                    encoded_store_len(store)
+                        + ops
+                            .iter()
+                            .map(|(k, op)| encoded_op_len(k, op))
+                            .sum::<usize>()
+                })
+                .sum();
+            assert_eq!(txn.bytes, counted, "after {pointer}");
+        }
     }
 }
