@@ -90,11 +90,17 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Builds and signs the root entry of a new database named `name`, with `author` (held by
-/// `keys`) as admin.
+/// The most bytes a database name created here takes (it is kept in the root entry, the
+/// creator's list and the instance's catalog).
+pub const MAX_DB_NAME: usize = 255;
+
+/// Builds and signs the root entry of a new database named `name` (1 to [`MAX_DB_NAME`]
+/// bytes), with `author` (held by `keys`) as admin.
 pub fn create_root(name: &str, keys: &dyn KeyRing, author: PublicKey) -> Result<Entry> {
-    if name.is_empty() {
-        return Err(Error::invalid("a database name is not empty"));
+    if name.is_empty() || name.len() > MAX_DB_NAME {
+        return Err(Error::invalid(format!(
+            "a database name is 1 to {MAX_DB_NAME} bytes"
+        )));
     }
     let mut settings = BTreeMap::new();
     settings.insert(

@@ -35,11 +35,11 @@ impl Handle for mnemo_user {
 /// list. A creation that fails part-way (an error, a crash) leaves nothing stored outside
 /// every list: the database is either listed or not stored.
 ///
-/// - `name`: required, non-empty UTF-8; names need not be unique.
+/// - `name`: required, UTF-8, 1 to 255 bytes; names need not be unique.
 /// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
-/// name), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
+/// name or one over 255 bytes), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]

@@ -142,8 +142,9 @@ impl User {
         self.session.default_key()
     }
 
-    /// Creates a database named `name`, with this user's default key as its admin, and
-    /// tracks it. Stopped part-way, it leaves the database listed or not stored.
+    /// Creates a database named `name` (1 to [`crate::database::MAX_DB_NAME`] bytes), with
+    /// this user's default key as its admin, and tracks it. Stopped part-way, it leaves the
+    /// database listed or not stored.
     pub fn create_db(&self, name: &str) -> Result<Database> {
         self.own_record()?;
         self.unless_deleted(self.create_db_here(name))

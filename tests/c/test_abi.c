@@ -204,6 +204,14 @@ static void test_databases(void) {
     EXPECT_OK(mnemo_instance_login(instance, "dana", NULL, &user));
 
     EXPECT(mnemo_user_create_db(user, "", &db), MNEMO_STATUS_INVALID_ARGUMENT);
+    char long_name[257];
+    memset(long_name, 'n', 256);
+    long_name[256] = '\0';
+    EXPECT(mnemo_user_create_db(user, long_name, &db), MNEMO_STATUS_INVALID_ARGUMENT);
+    long_name[255] = '\0';
+    EXPECT_OK(mnemo_user_create_db(user, long_name, &db));
+    mnemo_db_free(db);
+    db = NULL;
     EXPECT(mnemo_user_create_db(user, NULL, &db), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_create_db(user, BAD_UTF8, &db), MNEMO_STATUS_INVALID_ARGUMENT);
     EXPECT(mnemo_user_create_db(user, "notes", NULL), MNEMO_STATUS_INVALID_ARGUMENT);

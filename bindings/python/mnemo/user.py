@@ -81,8 +81,9 @@ class User:
     def create_db(self, name: str) -> Database:
         """Creates a database with this user's default key as its admin.
 
-        ``name`` is non-empty; names need not be unique. Raises InvalidArgument,
-        LoggedOut, StorageError.
+        ``name`` is 1 to 255 bytes of UTF-8; names need not be unique. Raises
+        InvalidArgument, PermissionDenied (the account was deleted), LoggedOut,
+        StorageError.
         """
         n = _native.encode(name, "name")
         with self._handle.use() as ptr:

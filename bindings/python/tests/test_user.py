@@ -35,6 +35,15 @@ def test_empty_db_name(user: mnemo.User) -> None:
     assert info.value.message
 
 
+def test_a_db_name_is_at_most_255_bytes(user: mnemo.User) -> None:
+    """Before, a name of any length was taken (1 MiB in an audit), and kept in the root
+    entry, the user's list and the instance's catalog."""
+    user.create_db("é" * 127 + "n").close()  # 255 bytes
+    with pytest.raises(mnemo.InvalidArgument, match="1 to 255 bytes"):
+        user.create_db("é" * 128)
+    assert [d.name for d in user.list_dbs()] == ["é" * 127 + "n"]
+
+
 def test_nul_in_db_name(user: mnemo.User) -> None:
     with pytest.raises(mnemo.InvalidArgument, match="NUL"):
         user.create_db("a\0b")
