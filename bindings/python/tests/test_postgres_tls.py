@@ -281,3 +281,13 @@ def test_a_lock_timeout_is_taken(database_url: str) -> None:
             db = user.create_db("d")
             db.set("s", "k", 1)
             assert db.get("s", "k") == 1
+
+
+def test_a_search_path_of_the_temporary_schema_is_refused(database_url: str) -> None:
+    """mnemo's tables made in the connection's temporary schema vanish with it: before,
+    the open succeeded and every write and user was gone once the instance closed."""
+    url = f"{database_url}?options=-c%20search_path%3Dpg_temp"
+    with pytest.raises(mnemo.InvalidArgument, match="temporary schema"):
+        mnemo.Instance.open(url)
+    with mnemo.Instance.open(database_url) as inst:  # the database itself is usable
+        inst.create_user("u")

@@ -223,14 +223,22 @@ impl PostgresBackend {
     pub fn connect_to(url: &PostgresUrl) -> Result<PostgresBackend> {
         let mut client = open_client(url)?;
         check_or_create_schema(&mut client)?;
-        let schema: String = client
+        let found = client
             .query_one(
-                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n \
-                 ON n.oid = c.relnamespace WHERE c.oid = to_regclass('mnemo_schema')",
+                "SELECT n.nspname, n.oid = pg_my_temp_schema() FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = to_regclass('mnemo_schema')",
                 &[],
             )
-            .map_err(pg_error)?
-            .col(0)?;
+            .map_err(pg_error)?;
+        let schema: String = found.col(0)?;
+        if found.col::<bool>(1)? {
+            // Its tables, and everything stored, would vanish with the connection.
+            return Err(Error::invalid(
+                "the URL's search_path selects the connection's temporary schema (pg_temp), \
+                 whose tables vanish when the connection closes: name a schema of the database",
+            ));
+        }
         look_only_in(&mut client, &schema)?;
         let conn = Connection::prepare(client).map_err(pg_error)?;
         Ok(PostgresBackend {
