@@ -233,7 +233,10 @@ extern "C" {
  *   fails an idle connection's next call, or a waiting call, within about two minutes.
  *   connect_timeout bounds the whole of connecting (TCP, TLS and login): a server that
  *   accepts the connection and never answers fails this call, or a later one that
- *   connects, with MNEMO_STATUS_STORAGE.
+ *   connects, with MNEMO_STATUS_STORAGE. A connect_timeout of 0 or less (libpq: wait
+ *   forever) means the default, 10 s: every wait is bounded. The URL's search_path (in
+ *   "options") may name a schema, not the connection's temporary one (pg_temp, whose
+ *   tables vanish with it: MNEMO_STATUS_INVALID_ARGUMENT).
  * - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
  *   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
  *   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
@@ -268,10 +271,11 @@ extern "C" {
  * newer mnemo or not a mnemo file; the server is unreachable, refuses the login, refuses
  * TLS that the sslmode requires, or presents a certificate the sslmode refuses),
  * MNEMO_STATUS_CORRUPT (the file is damaged or not a database, or its schema was changed
- * outside mnemo: a trigger, view, index or table added, or a table made again with other
- * columns, keys or collations; in PostgreSQL, a trigger or rule on mnemo's tables,
- * row-level security that applies to its role, one of them replaced by a view or found in
- * another schema than the others; the message names it). No message repeats a
+ * outside mnemo: in a SQLite file, a trigger, view, index or table added, or a table made
+ * again with other columns, keys or collations; in PostgreSQL, a trigger or rule on
+ * mnemo's tables, row-level security that applies to its role, one of them replaced by a
+ * view or found in another schema than the others, while other changes there (a column
+ * or index added, a column's type) are not looked for; the message names it). No message repeats a
  * PostgreSQL URL or its password. Thread-safe.
  * (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
  * returns MNEMO_STATUS_INTERNAL.)
