@@ -441,6 +441,32 @@ fn a_column_holding_what_mnemo_never_writes_is_corrupt_not_a_panic() {
     }
 }
 
+/// A cell row whose key hash was changed outside mnemo is corrupt: `verify` (and every read
+/// of the whole store) says so at once, and a key a write then gave a second row reads as
+/// corrupt. Before, `verify` passed it, and after the next write the key failed every read
+/// with STORAGE ("unexpected number of rows"), for good.
+#[test]
+fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    admin(&url)
+        .batch_execute("UPDATE mnemo_cells SET key_hash = '\\x00' WHERE key = 'k'")
+        .unwrap();
+    match db.verify() {
+        Err(Error::Corrupt(message)) => assert!(message.contains("hash"), "{message}"),
+        other => panic!("verify of a changed key hash gave {other:?}"),
+    }
+    db.set("s", "k", "2").unwrap();
+    match db.get("s", "k") {
+        Err(Error::Corrupt(message)) => assert!(message.contains("2 rows"), "{message}"),
+        other => panic!("a key with two rows read back as {other:?}"),
+    }
+}
+
 /// The server's words in an error are cut to 4,096 characters: a server (or whoever
 /// answers on its address) decides their size.
 #[test]

@@ -48,7 +48,7 @@ use super::{
     Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, RangeLimit, StateWrite, Version,
 };
 use crate::entry::EntryId;
-use crate::error::{shown_cut, Error, Result};
+use crate::error::{quoted, shown_cut, Error, Result};
 
 /// The schema this build reads and writes. Version 1 was a development schema, refused;
 /// versions 2 ([`SCHEMA_V2`]) and 3 are upgraded at connect ([`UPGRADE_FROM_V2`], then
@@ -457,8 +457,8 @@ impl Connection {
             " COLLATE \"C\" AND key = $3 COLLATE \"C\""
         ));
         let get_cells = p(concat!(
-            "SELECT height, entry, value, chk, key FROM mnemo_cells WHERE db = $1 AND store = $2 \
-             ORDER BY ",
+            "SELECT height, entry, value, chk, key, key_hash = sha256(convert_to(key, 'UTF8')) \
+             FROM mnemo_cells WHERE db = $1 AND store = $2 ORDER BY ",
             key_head!("key"),
             ", key"
         ));
@@ -897,10 +897,22 @@ fn cell_in(
     store: &str,
     key: &str,
 ) -> Result<Option<Cell>> {
-    let row = client
-        .query_opt(get_cell, &[&&db.as_bytes()[..], &store, &key])
+    let rows = client
+        .query(get_cell, &[&&db.as_bytes()[..], &store, &key])
         .map_err(pg_error)?;
-    row.map(|r| checked_cell(db, store, key, &r)).transpose()
+    match &rows[..] {
+        [] => Ok(None),
+        [row] => checked_cell(db, store, key, row).map(Some),
+        // The unique index holds one row per key and key hash: a hash changed outside
+        // mnemo let a write add a second row.
+        [..] => Err(Error::Corrupt(format!(
+            "postgres: {} rows hold key {} of store {}: mnemo's tables were changed outside \
+             mnemo",
+            rows.len(),
+            quoted(key),
+            quoted(store)
+        ))),
+    }
 }
 
 /// [`Backend::cells_range`] of `(store, prefix, after)` as `client` sees it, `get_range`
@@ -1132,6 +1144,14 @@ impl Backend for PostgresBackend {
             .map(|row| {
                 let key: String = row.col(4)?;
                 let cell = checked_cell(db, store, &key, row)?;
+                if !row.col::<bool>(5)? {
+                    // Writes would no longer find the row by its hash, and add another.
+                    return Err(Error::Corrupt(format!(
+                        "postgres: the row of key {} of store {} has another key's hash",
+                        quoted(&key),
+                        quoted(store)
+                    )));
+                }
                 Ok((key, cell))
             })
             .collect::<Result<Vec<_>>>()?;
