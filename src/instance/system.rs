@@ -98,6 +98,14 @@ fn load_or_create_device_key(backend: &dyn Backend) -> Result<PrivateKey> {
     if let Some(seed) = backend.meta_get(DEVICE_KEY)?.map(Zeroizing::new) {
         return PrivateKey::from_seed(&seed);
     }
+    // The key is stored before anything it signs: an instance set up without one lost it.
+    if backend.meta_get(&system_db_key("_instance"))?.is_some() {
+        return Err(Error::Corrupt(
+            "the device key is missing from storage that holds an instance: it was \
+             deleted outside mnemo"
+                .into(),
+        ));
+    }
     let key = PrivateKey::generate()?;
     if backend.meta_insert_new(DEVICE_KEY, key.to_seed().as_ref())? {
         return Ok(key);

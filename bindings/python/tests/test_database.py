@@ -611,6 +611,26 @@ def test_verify_finds_rows_removed_behind_the_librarys_back(tmp_path) -> None:
                 db.verify()
 
 
+def test_a_device_key_deleted_behind_the_librarys_back_is_corrupt(tmp_path) -> None:
+    """Before, the open made a new device identity, stored it, and then failed
+    PERMISSION_DENIED on the system databases the old one signed."""
+    import sqlite3
+
+    path = tmp_path / "keyless.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+    conn = sqlite3.connect(path)
+    with conn:
+        assert conn.execute("DELETE FROM meta WHERE key = 'device_key'").rowcount == 1
+    conn.close()
+    with pytest.raises(mnemo.Corrupt, match="device key is missing"):
+        mnemo.Instance.open(f"sqlite:{path}")
+    conn = sqlite3.connect(path)
+    with conn:  # the failed open stored nothing
+        assert conn.execute("SELECT count(*) FROM meta WHERE key = 'device_key'").fetchone() == (0,)
+    conn.close()
+
+
 def test_sql_added_to_a_file_never_decides_what_becomes_of_its_writes(tmp_path) -> None:
     import sqlite3
 
