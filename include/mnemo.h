@@ -368,7 +368,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_get(const struct mnemo_database *db, const 
  * - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
  * - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
  *   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
- *   "" after any failure.
+ *   "" after any failure; it must not overlap `store` or `key` (cleared, they would read
+ *   as "": MNEMO_STATUS_INVALID_ARGUMENT).
  * - `cap`: the size of `buf` in bytes, the NUL's byte included.
  * - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
  *   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.
@@ -554,7 +555,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_begin(struct mnemo_database *db, struct mne
 MNEMO_MUST_USE mnemo_status mnemo_db_subscribe(struct mnemo_database *db, mnemo_change_cb cb, void *user_data, mnemo_destroy_cb destroy, struct mnemo_subscription **out);
 
 /**
- * Frees a database handle. NULL is a no-op. The database itself stays stored.
+ * Frees a database handle. NULL is a no-op. The database itself stays stored. Freed after
+ * `mnemo_instance_free` as the instance's last handle, it waits for queued change
+ * callbacks as `mnemo_instance_free` says.
  *
  * `db` is NULL or a live database handle that is not used again. Thread-safe, as long as
  * no other thread is using `db`.
@@ -642,6 +645,8 @@ MNEMO_MUST_USE mnemo_status mnemo_cursor_next(struct mnemo_cursor *cursor, char 
 
 /**
  * Frees a cursor. NULL is a no-op. The database stays open through its other handles.
+ * Freed after `mnemo_instance_free` as the instance's last handle, it waits for queued
+ * change callbacks as `mnemo_instance_free` says.
  *
  * `cursor` is NULL or a live cursor that is not used again. Thread-safe, as long as no
  * other thread is using `cursor`.
@@ -742,7 +747,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_open_with_argon2(struct mnemo_backend
 /**
  * Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
  * valid until they are freed themselves. The last of these handles to go (this one, or a
- * database, cursor or transaction freed after it) waits until the change callbacks
+ * database, cursor, transaction or sync handle freed after it) waits until the change callbacks
  * (`mnemo_db_subscribe`) have run for every change already queued, the one running
  * included, so it takes as long as they do: never free it while holding a lock such a
  * callback waits for.
@@ -1206,7 +1211,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_set_limits(struct mnemo_sync *sync, const
 
 /**
  * Drops this reference to the sync engine. NULL is a no-op. Other references and the
- * instance keep the engine alive; when the last goes, listeners and tracking stop.
+ * instance keep the engine alive; when the last goes, listeners and tracking stop. Freed
+ * after `mnemo_instance_free` as the instance's last handle, it waits for queued change
+ * callbacks as `mnemo_instance_free` says.
  * Thread-safe, as long as no other thread is using this handle.
  */
 void mnemo_sync_free(struct mnemo_sync *sync);
@@ -1387,8 +1394,10 @@ MNEMO_MUST_USE mnemo_status mnemo_txn_delete(struct mnemo_txn *txn, const char *
 MNEMO_MUST_USE mnemo_status mnemo_txn_commit(struct mnemo_txn *txn, char **out_entry_id);
 
 /**
- * Discards the transaction and frees it. NULL is a no-op. Not thread-safe: no other
- * thread may use `txn` during or after the call.
+ * Discards the transaction and frees it. NULL is a no-op. Freed after
+ * `mnemo_instance_free` as the instance's last handle, it waits for queued change
+ * callbacks as `mnemo_instance_free` says (so does `mnemo_txn_commit`). Not thread-safe:
+ * no other thread may use `txn` during or after the call.
  */
 void mnemo_txn_abort(struct mnemo_txn *txn);
 

@@ -73,6 +73,8 @@ pub unsafe extern "C" fn mnemo_cursor_next(
 }
 
 /// Frees a cursor. NULL is a no-op. The database stays open through its other handles.
+/// Freed after `mnemo_instance_free` as the instance's last handle, it waits for queued
+/// change callbacks as `mnemo_instance_free` says.
 ///
 /// `cursor` is NULL or a live cursor that is not used again. Thread-safe, as long as no
 /// other thread is using `cursor`.

@@ -169,7 +169,8 @@ pub unsafe extern "C" fn mnemo_db_get(
 /// - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
 /// - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
 ///   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
-///   "" after any failure.
+///   "" after any failure; it must not overlap `store` or `key` (cleared, they would read
+///   as "": MNEMO_STATUS_INVALID_ARGUMENT).
 /// - `cap`: the size of `buf` in bytes, the NUL's byte included.
 /// - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
 ///   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.
@@ -504,7 +505,9 @@ pub unsafe extern "C" fn mnemo_db_subscribe(
     })
 }
 
-/// Frees a database handle. NULL is a no-op. The database itself stays stored.
+/// Frees a database handle. NULL is a no-op. The database itself stays stored. Freed after
+/// `mnemo_instance_free` as the instance's last handle, it waits for queued change
+/// callbacks as `mnemo_instance_free` says.
 ///
 /// `db` is NULL or a live database handle that is not used again. Thread-safe, as long as
 /// no other thread is using `db`.

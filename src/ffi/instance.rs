@@ -90,7 +90,7 @@ pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
 
 /// Closes an instance handle. NULL is a no-op. Users and databases opened through it stay
 /// valid until they are freed themselves. The last of these handles to go (this one, or a
-/// database, cursor or transaction freed after it) waits until the change callbacks
+/// database, cursor, transaction or sync handle freed after it) waits until the change callbacks
 /// (`mnemo_db_subscribe`) have run for every change already queued, the one running
 /// included, so it takes as long as they do: never free it while holding a lock such a
 /// callback waits for.

@@ -419,7 +419,9 @@ pub unsafe extern "C" fn mnemo_sync_set_limits(
 }
 
 /// Drops this reference to the sync engine. NULL is a no-op. Other references and the
-/// instance keep the engine alive; when the last goes, listeners and tracking stop.
+/// instance keep the engine alive; when the last goes, listeners and tracking stop. Freed
+/// after `mnemo_instance_free` as the instance's last handle, it waits for queued change
+/// callbacks as `mnemo_instance_free` says.
 /// Thread-safe, as long as no other thread is using this handle.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_sync_free(sync: *mut mnemo_sync) {

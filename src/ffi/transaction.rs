@@ -126,8 +126,10 @@ pub unsafe extern "C" fn mnemo_txn_commit(
     })
 }
 
-/// Discards the transaction and frees it. NULL is a no-op. Not thread-safe: no other
-/// thread may use `txn` during or after the call.
+/// Discards the transaction and frees it. NULL is a no-op. Freed after
+/// `mnemo_instance_free` as the instance's last handle, it waits for queued change
+/// callbacks as `mnemo_instance_free` says (so does `mnemo_txn_commit`). Not thread-safe:
+/// no other thread may use `txn` during or after the call.
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_txn_abort(txn: *mut mnemo_txn) {
     guard_void(|| mnemo_txn::free(txn))
