@@ -1477,8 +1477,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * the reclaiming then deletes nothing, and no write it acknowledged is lost (a handle
  * loaded there that has not written yet gets MNEMO_STATUS_NOT_FOUND). A write from a handle
  * whose user no longer keeps it (or a peer's push) landing at that moment makes it look
- * again, up to 4 times, whether anybody keeps it; then it stays stored. The database
- * leaves the list last: if forgetting stops part-way (an error, a crash), it is still
+ * again, up to 4 times, whether anybody keeps it; then it stays stored. Writes that land
+ * before that look, from this user's other handles too, go with the database: nobody
+ * keeps it. The database leaves the list last: if forgetting stops part-way (an error, a crash), it is still
  * listed, and forgetting it again finishes the job.
  *
  * - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
