@@ -816,7 +816,7 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
 /**
  * Writes what this instance holds now, against its limits, as a JSON object of numbers:
  * {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
- * "databases_polled":n, "storage_connections":n}.
+ * "databases_polled":n, "storage_connections":n, "password_derivations":n}.
  * "databases_in_memory": databases whose state is held in memory (the system databases,
  * those in use and the idle ones kept; see `mnemo_instance_limits`).
  * "notifications_queued": change notifications not yet delivered to every
@@ -827,8 +827,11 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
  * or watch, on a "sqlite:" file or PostgreSQL). "storage_connections": connections open
  * to the storage (on "sqlite:", the writer and up to 4 readers; on PostgreSQL, up to the
  * URL's "max_connections", those beyond one closed after "idle_timeout"; 0 for
- * "memory:"). Counts may change as soon as they are read: for monitoring, not for
- * decisions.
+ * "memory:"). "password_derivations": Argon2id derivations (logins, user creations and
+ * password changes with a password) computing now in this process, of every instance: at
+ * most one per core the process may use (16 at most), each holding its memory (19 MiB by
+ * default); others wait for their turn up to 60 s, then fail with MNEMO_STATUS_BUSY.
+ * Counts may change as soon as they are read: for monitoring, not for decisions.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *
@@ -850,7 +853,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_stats(const struct mnemo_instance *in
  * UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
  * taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
  * process suspended part-way, and an open of the storage meanwhile discarded it as
- * abandoned: nothing of it is left; create the user again). Thread-safe; concurrent
+ * abandoned: nothing of it is left; create the user again; or no turn to derive the
+ * password within 60 s, see "password_derivations" in `mnemo_instance_stats`). Thread-safe; concurrent
  * creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
  * fails), the name is either free again or belongs to the complete account, which then
  * logs in. What a creation that died before its name was claimed had stored is discarded
@@ -870,7 +874,9 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *in
  * bad UTF-8), MNEMO_STATUS_AUTH_FAILED (unknown user, wrong password, a password missing
  * or given where none is set: indistinguishable, in the same time),
  * MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
- * MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT. Thread-safe.
+ * MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_BUSY (no turn to derive the
+ * password within 60 s: see "password_derivations" in `mnemo_instance_stats`).
+ * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_login(struct mnemo_instance *instance, const char *username, const char *password, struct mnemo_user **out);
 
@@ -1578,7 +1584,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_get_signing_key(struct mnemo_user *user, 
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
  * password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong),
  * MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
- * MNEMO_STATUS_STORAGE. Thread-safe.
+ * MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (no turn to derive a password within 60 s: see
+ * "password_derivations" in `mnemo_instance_stats`). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_change_password(struct mnemo_user *user, const char *old_pw, const char *new_pw);
 

@@ -189,7 +189,7 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 
 /// Writes what this instance holds now, against its limits, as a JSON object of numbers:
 /// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
-/// "databases_polled":n, "storage_connections":n}.
+/// "databases_polled":n, "storage_connections":n, "password_derivations":n}.
 /// "databases_in_memory": databases whose state is held in memory (the system databases,
 /// those in use and the idle ones kept; see `mnemo_instance_limits`).
 /// "notifications_queued": change notifications not yet delivered to every
@@ -200,8 +200,11 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// or watch, on a "sqlite:" file or PostgreSQL). "storage_connections": connections open
 /// to the storage (on "sqlite:", the writer and up to 4 readers; on PostgreSQL, up to the
 /// URL's "max_connections", those beyond one closed after "idle_timeout"; 0 for
-/// "memory:"). Counts may change as soon as they are read: for monitoring, not for
-/// decisions.
+/// "memory:"). "password_derivations": Argon2id derivations (logins, user creations and
+/// password changes with a password) computing now in this process, of every instance: at
+/// most one per core the process may use (16 at most), each holding its memory (19 MiB by
+/// default); others wait for their turn up to 60 s, then fail with MNEMO_STATUS_BUSY.
+/// Counts may change as soon as they are read: for monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
@@ -233,7 +236,8 @@ pub unsafe extern "C" fn mnemo_instance_stats(
 /// UTF-8, a name or password out of bounds), MNEMO_STATUS_ALREADY_EXISTS (the name is
 /// taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
 /// process suspended part-way, and an open of the storage meanwhile discarded it as
-/// abandoned: nothing of it is left; create the user again). Thread-safe; concurrent
+/// abandoned: nothing of it is left; create the user again; or no turn to derive the
+/// password within 60 s, see "password_derivations" in `mnemo_instance_stats`). Thread-safe; concurrent
 /// creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
 /// fails), the name is either free again or belongs to the complete account, which then
 /// logs in. What a creation that died before its name was claimed had stored is discarded
@@ -264,7 +268,9 @@ pub unsafe extern "C" fn mnemo_instance_create_user(
 /// bad UTF-8), MNEMO_STATUS_AUTH_FAILED (unknown user, wrong password, a password missing
 /// or given where none is set: indistinguishable, in the same time),
 /// MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
-/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT. Thread-safe.
+/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_BUSY (no turn to derive the
+/// password within 60 s: see "password_derivations" in `mnemo_instance_stats`).
+/// Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_login(

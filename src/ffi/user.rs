@@ -322,7 +322,8 @@ pub unsafe extern "C" fn mnemo_user_get_signing_key(
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL user, bad UTF-8, a new
 /// password out of bounds), MNEMO_STATUS_AUTH_FAILED (`old_pw` is wrong),
 /// MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (no turn to derive a password within 60 s: see
+/// "password_derivations" in `mnemo_instance_stats`). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_change_password(

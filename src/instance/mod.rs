@@ -178,7 +178,9 @@ impl Instance {
 
     /// What this instance holds now, by name, against its [`RegistryLimits`]:
     /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`,
-    /// `databases_polled` (for entries other processes store), `storage_connections`.
+    /// `databases_polled` (for entries other processes store), `storage_connections`, and
+    /// `password_derivations` (computing now in this process, at most
+    /// [`crate::crypto::password::derivations_at_once`]).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         vec![
             ("databases_in_memory", self.databases_in_memory() as u64),
@@ -191,6 +193,10 @@ impl Instance {
             (
                 "storage_connections",
                 self.inner.registry.backend().connections_open() as u64,
+            ),
+            (
+                "password_derivations",
+                crate::crypto::password::derivations_running() as u64,
             ),
         ]
     }

@@ -153,7 +153,9 @@ class Instance(HandleOwner):
         their parents), ``databases_polled`` (checked for entries other processes store:
         those with a subscription or watch, on a SQLite file or PostgreSQL) and
         ``storage_connections`` (open to the SQLite file or the PostgreSQL server; 0 for
-        ``memory:``). For monitoring: the counts may change as soon as they are read."""
+        ``memory:``) and ``password_derivations`` (Argon2id derivations computing now in
+        this process, for every instance: at most one per core, 16 at most; others wait up
+        to 60 s, then raise Busy). For monitoring: the counts may change as soon as they are read."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats

@@ -313,6 +313,7 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "waiting_entry_bytes": 0,
         "databases_polled": 0,
         "storage_connections": 0,
+        "password_derivations": 0,
     }
     idle = {
         "listeners": 0,
