@@ -758,6 +758,14 @@ impl DatabaseCore {
     fn tip_metas(&self) -> Result<Vec<(EntryId, EntryMeta)>> {
         let tips = self.backend.tip_metas(&self.id)?;
         if tips.is_empty() {
+            // A forgetting removes the root with the tips, in one write.
+            if self.backend.entry_meta(&self.id)?.is_some() {
+                return Err(Error::Corrupt(format!(
+                    "database {} has stored entries but no tips: they were deleted outside \
+                     mnemo",
+                    self.id
+                )));
+            }
             return Err(Error::NotFound(format!(
                 "database {} is not stored here: it was forgotten (perhaps by another process)",
                 self.id

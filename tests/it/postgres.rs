@@ -467,6 +467,30 @@ fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
     }
 }
 
+/// A database whose tip rows were deleted outside mnemo, its entries still stored, is
+/// corrupt: before, a write answered NOT_FOUND ("forgotten, perhaps by another process").
+#[test]
+fn a_database_whose_tips_were_deleted_is_corrupt() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = storage.url().unwrap();
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    admin(&url)
+        .execute(
+            "DELETE FROM mnemo_tips WHERE db = $1",
+            &[&&db.id().as_bytes()[..]],
+        )
+        .unwrap();
+    let inst = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
+    let user = inst.login("writer", None).unwrap();
+    match user.find_db("log").and_then(|db| db.set("s", "k2", "2")) {
+        Err(Error::Corrupt(message)) => assert!(message.contains("no tips"), "{message}"),
+        other => panic!("a database without tips gave {other:?}"),
+    }
+}
+
 /// The server's words in an error are cut to 4,096 characters: a server (or whoever
 /// answers on its address) decides their size.
 #[test]
