@@ -184,7 +184,9 @@ pub unsafe extern "C" fn mnemo_sync_db(
 /// push soon after every local commit (or one another process stores in the same storage,
 /// heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
 /// pull every second as a fallback), and retries with backoff while the peer is
-/// unreachable.
+/// unreachable. Rounds, and the watches that hear the peer's commits, come at most every
+/// 250 ms: commits made faster share one, so a database written steadily keeps its track
+/// within a peer's share of signed requests for one key (about 54 a second).
 /// Subscriptions on the database see remote changes (remote = true). Tracking is recorded
 /// in the instance: after a restart, it resumes by itself when the user logs in with sync
 /// enabled (or when sync is enabled while the user is logged in), accepting only the device

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::net::client::Link;
 use super::wire::{self, Envelope, Request};
@@ -26,6 +26,12 @@ const PULL_WHILE_WATCHED: Duration = Duration::from_secs(30);
 /// Backoff bounds of the watch while the peer refuses or fails it.
 const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(500);
 const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Least time from one round's start to the next, and from one watch to the next: commits
+/// made faster, here or at the peer, share a round. Each round and watch is a signed
+/// request or a few, and a peer refuses a key that sends more than about 54 a second (its
+/// share of the peer's replay memory, [`super::replay::per_key`]): back to back, a track
+/// of a database written steadily sent hundreds a second and was refused for minutes.
+const LEAST_GAP: Duration = Duration::from_millis(250);
 /// Backoff bounds while the peer fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -228,6 +234,7 @@ impl Track {
     /// [`SyncEngine::request_keys`] names then (a key granted since is tried too).
     fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing) {
         let mut wait = Duration::ZERO;
+        let mut last_round: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             {
                 let (lock, signal) = &self.wake;
@@ -238,12 +245,27 @@ impl Track {
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
+                // Asked again soon after a round: later, with whatever comes meanwhile.
+                let gap_ends = last_round.map(|at| at + LEAST_GAP);
+                while let Some(left) = gap_ends
+                    .map(|end| end.saturating_duration_since(Instant::now()))
+                    .filter(|left| !left.is_zero())
+                {
+                    if self.stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    woken = signal
+                        .wait_timeout(woken, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
                 *woken = false;
             }
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
             let Some(sync) = sync.upgrade() else { break };
+            last_round = Some(Instant::now());
             let addr = match self.answered.get() {
                 Some(device) => self.addr.pinned(*device),
                 None => self.addr.clone(),
@@ -325,6 +347,9 @@ async fn watch_loop(
                     track.poke();
                 }
                 backoff = WATCH_BACKOFF_MIN;
+                drop(track);
+                // The round it asked for takes what comes meanwhile.
+                tokio::time::sleep(LEAST_GAP).await;
             }
             Err(Error::LoggedOut) => return,
             Err(_) => {

@@ -350,3 +350,32 @@ def test_requests_and_policies_survive_a_restart(tmp_path: Path) -> None:
             bob.sync.join(bob.user, ticket)
             with bob.user.load_db(db_id) as copy:
                 assert copy.get("_settings", "name") == "kept"
+
+
+def test_a_track_of_a_database_written_steadily_stays_within_its_request_share(
+    sides: tuple[Side, Side],
+) -> None:
+    """A track's rounds and watches come at most every 250 ms, whatever the commit rate:
+    back to back, a track of a database written at 200 commits a second sent hundreds of
+    signed requests a second, and the peer refused them (its share of the replay memory)
+    for minutes (an audit). Here the share is 256 requests: 4 s of commits at about 200 a
+    second stay well within it."""
+    alice, bob = sides
+    alice.sync.set_limits(max_remembered_requests=4096)  # a sixteenth of it for each key
+    db = alice.user.create_db("busy")
+    db.grant(bob.key, "write")
+    bob.sync.track(bob.user, alice.addr, db.id)
+    wait_until(lambda: alice.sync.stats()["watches"] == 1, "bob's track never watched")
+    deadline = time.monotonic() + 4
+    n = 0
+    while time.monotonic() < deadline:
+        db.set("s", "n", n)
+        n += 1
+        time.sleep(0.005)
+
+    def bob_has_the_last() -> bool:
+        with bob.user.load_db(db.id) as copy:
+            return bool(copy.get("s", "n") == n - 1)
+
+    wait_until(bob_has_the_last, "the track never caught up")
+    assert alice.sync.stats()["requests_refused_busy"] == 0, f"{n} commits"
