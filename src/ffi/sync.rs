@@ -87,8 +87,9 @@ pub unsafe extern "C" fn mnemo_sync_listen(
 
 /// Stops the listener this engine started at `bound_addr` (the address `mnemo_sync_listen`
 /// returned): its socket is closed before this returns, so new connections are refused and
-/// the port may be bound again; TLS handshakes under way are dropped, and each open
-/// connection finishes the request it is handling, if any, then closes. Other listeners,
+/// the port may be bound again; TLS handshakes under way are dropped, watches held are
+/// answered at once, and each open connection finishes the request it is handling, if
+/// any, then closes. Other listeners,
 /// tracking and rounds this instance starts go on. Tickets naming that address stop
 /// working until something listens there again.
 ///

@@ -99,6 +99,9 @@ struct Shared {
     /// until written.
     buffered: Arc<Semaphore>,
     refusals: Arc<Refusals>,
+    /// Told when the listener stops: watches then answer at once, so their connections
+    /// close with the others rather than a watch timeout later.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Listener {
@@ -126,6 +129,7 @@ impl Listener {
             TcpListener::from_std(socket)
                 .map_err(|e| Error::Network(format!("cannot listen on {addr}: {e}")))?
         };
+        let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             engine,
             tls,
@@ -134,8 +138,8 @@ impl Listener {
             addresses: Addresses::new(limits.clone()),
             limits,
             refusals,
+            stopped: stopped.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
         let (closing, closed) = std::sync::mpsc::channel::<()>();
         let serving = shared.clone();
         runtime.spawn(async move {
@@ -447,7 +451,8 @@ async fn on_pool<T: Send + 'static>(
 }
 
 /// Holds an admitted watch, outside every request slot and thread, until the database goes
-/// past the client's position or `watch_timeout` passes; answers the position then.
+/// past the client's position, `watch_timeout` passes or the listener stops; answers the
+/// position then.
 async fn wait(
     shared: &Shared,
     _held: super::addresses::WatchGuard,
@@ -455,11 +460,14 @@ async fn wait(
     engine: Weak<SyncEngine>,
 ) -> Vec<u8> {
     let after = watch.after;
-    let _ = timeout(
-        shared.limits.watch_timeout,
-        watch.position.wait_for(|position| *position > after),
-    )
-    .await;
+    let mut stopped = shared.stopped.clone();
+    tokio::select! {
+        _ = timeout(
+            shared.limits.watch_timeout,
+            watch.position.wait_for(|position| *position > after),
+        ) => {}
+        () = until_stopped(&mut stopped) => {}
+    }
     let position = *watch.position.borrow();
     if let Some(engine) = engine.upgrade() {
         engine.end_watch(watch);
