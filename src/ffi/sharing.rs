@@ -107,7 +107,10 @@ pub unsafe extern "C" fn mnemo_sync_request_access(
 /// `{"id", "db", "key", "permission", "device", "requested_at"}` (`requested_at` in
 /// milliseconds since the Unix epoch). Requests are kept 7 days, at most 64 per database
 /// and 1024 in all (the sync limits "max_access_requests_per_database" and
-/// "max_access_requests"), and survive restarts.
+/// "max_access_requests"), and survive restarts. A request whose key already holds the
+/// permission asked (granted otherwise, or by an approval a crash stopped before it
+/// removed the request) is no longer waiting: it is not listed, and `mnemo_sync_approve`
+/// and `mnemo_sync_reject` answer MNEMO_STATUS_NOT_FOUND (revoke to keep such a key out).
 ///
 /// - `out_json`: receives the array; owned, free it with `mnemo_string_free`.
 ///

@@ -151,7 +151,7 @@ impl SyncEngine {
     }
 
     /// The access requests waiting for an admin, on the databases where one of `admin`'s
-    /// keys is admin.
+    /// keys is admin; one whose key already holds the permission asked is no longer one.
     pub fn access_requests(&self, admin: &dyn Requester) -> Result<Vec<RequestRecord>> {
         let keys = admin.key_ring();
         keys.ensure_usable()?;
@@ -159,11 +159,25 @@ impl SyncEngine {
         for request in self.requests.all()? {
             if request.state == RequestState::Pending
                 && self.admin_key(&*keys, &request.db)?.is_some()
+                && !self.settled(&request)?
             {
                 mine.push(request);
             }
         }
         Ok(mine)
+    }
+
+    /// Whether pending `request` needs no approval any more: its key holds the permission
+    /// asked, or more (granted otherwise, or by an approval stopped between its grant and
+    /// removing the request, as by a crash); its record is then removed, as an approval
+    /// does.
+    fn settled(&self, request: &RequestRecord) -> Result<bool> {
+        let held = (self.registry()?.core(request.db)).effective_permission_of(&request.key)?;
+        if held.is_none_or(|p| p < request.permission) {
+            return Ok(false);
+        }
+        self.requests.delete(&request.id)?;
+        Ok(true)
     }
 
     /// Approves request `id`: grants its key the permission asked, signed by `admin`'s key
@@ -317,7 +331,8 @@ impl SyncEngine {
         Ok(id)
     }
 
-    /// The pending request `id` and the key of `keys` that is admin of its database.
+    /// The pending request `id` and the key of `keys` that is admin of its database
+    /// ([`Error::NotFound`] for one whose key already holds the permission asked).
     fn pending_for(&self, keys: &dyn KeyRing, id: &str) -> Result<(RequestRecord, PublicKey)> {
         keys.ensure_usable()?;
         if !is_request_id(id) {
@@ -333,6 +348,9 @@ impl SyncEngine {
             .filter(|r| r.state == RequestState::Pending)
             .ok_or_else(not_found)?;
         let admin_key = self.admin_key(keys, &request.db)?.ok_or_else(not_found)?;
+        if self.settled(&request)? {
+            return Err(not_found());
+        }
         Ok((request, admin_key))
     }
 

@@ -270,7 +270,10 @@ class Sync(HandleOwner):
     def requests(self, user: User) -> list[dict[str, Any]]:
         """The access requests waiting here for databases ``user`` administers: dicts with
         ``id``, ``db``, ``key``, ``permission``, ``device`` and ``requested_at`` (ms since
-        the Unix epoch). Requests are kept 7 days and survive restarts."""
+        the Unix epoch). Requests are kept 7 days and survive restarts. One whose key
+        already holds the permission asked (granted otherwise, or by an approval a crash
+        stopped) is no longer waiting: not listed, and :meth:`approve` and :meth:`reject`
+        raise NotFound for it."""
         with self._handle.use() as ptr, _user_ptr(_checked(user)) as uptr:
             return json.loads(_native.call_string(lib.mnemo_sync_list_requests, ptr, uptr))
 

@@ -412,3 +412,35 @@ def test_a_stopped_listener_ends_the_watches_it_held(sides: tuple[Side, Side]) -
     port = int(addr.rsplit(":", 1)[1])
     alice.sync.unlisten(addr)
     wait_until(lambda: _held_by_the_server(port) == 0, "connections outlived the listener", 5)
+
+
+def test_a_request_whose_key_already_holds_the_permission_is_no_longer_waiting(
+    sides: tuple[Side, Side],
+) -> None:
+    """As after an approval stopped by a crash between its grant and its bookkeeping (an
+    audit: 4 of 11 kills after the grant): before, the request stayed listed, and a
+    rejection answered OK while the grant stayed in effect."""
+    alice, bob = sides
+    db = alice.user.create_db("asked")
+    ticket = alice.sync.share(db)
+    request = bob.sync.request_access(bob.user, ticket, "write")
+    db.grant(bob.key, "write")  # the approval's grant, its request still recorded
+    assert alice.sync.requests(alice.user) == []
+    with pytest.raises(mnemo.NotFound):
+        alice.sync.reject(alice.user, request)
+    with pytest.raises(mnemo.NotFound):
+        alice.sync.approve(alice.user, request)
+    bob.sync.join(bob.user, ticket)
+    assert db.get("_settings", f"auth/{bob.key}")["permission"] == "write"
+
+
+def test_a_request_for_more_than_the_key_holds_still_waits(sides: tuple[Side, Side]) -> None:
+    alice, bob = sides
+    db = alice.user.create_db("asked")
+    ticket = alice.sync.share(db)
+    request = bob.sync.request_access(bob.user, ticket, "write")
+    db.grant(bob.key, "read")
+    [waiting] = alice.sync.requests(alice.user)
+    assert waiting["id"] == request
+    alice.sync.approve(alice.user, request)
+    assert db.get("_settings", f"auth/{bob.key}")["permission"] == "write"
