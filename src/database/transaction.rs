@@ -249,10 +249,10 @@ fn within_an_entry(bytes: usize) -> Result<usize> {
 mod tests {
     use std::sync::Arc;
 
-    use super::*;
     use crate::backend::MemoryBackend;
     use crate::crypto::PrivateKey;
     use crate::database::registry::Registry;
+    use crate::entry::encoded_ops_len;
 
     /// The bytes a transaction counts, path writes replacing others among them, are the
     /// bytes its operations take in the entry.
@@ -273,15 +273,7 @@ mod tests {
             ("/ab", "6"),
         ] {
             txn.set_path("s", "k", pointer, json).unwrap();
-            let counted: usize = (txn.ops.iter())
-                .map(|(store, ops)| {
-                    encoded_store_len(store)
-                        + ops
-                            .iter()
-                            .map(|(k, op)| encoded_op_len(k, op))
-                            .sum::<usize>()
-                })
-                .sum();
+            let counted = encoded_ops_len(&txn.ops);
             assert_eq!(txn.bytes, counted, "after {pointer}");
         }
     }

@@ -60,6 +60,19 @@ pub fn encoded_op_len(key: &str, op: &Op) -> usize {
     4 + key.len() + 1 + body
 }
 
+/// Bytes all of `ops` take in an entry: what a transaction counts as it is built.
+#[cfg(test)]
+pub(crate) fn encoded_ops_len(ops: &Ops) -> usize {
+    (ops.iter())
+        .map(|(store, ops)| {
+            encoded_store_len(store)
+                + (ops.iter())
+                    .map(|(k, op)| encoded_op_len(k, op))
+                    .sum::<usize>()
+        })
+        .sum()
+}
+
 /// Bytes one path of an [`Op::Patch`] takes in an entry: its pointer and value.
 pub fn encoded_path_len(pointer: &str, json: &str) -> usize {
     4 + pointer.len() + 4 + json.len()
@@ -425,17 +438,7 @@ mod tests {
     fn encoded_lengths_add_up_to_the_entry() {
         let key = PrivateKey::generate().unwrap();
         let content = sample(&key);
-        let ops: usize = content
-            .ops
-            .iter()
-            .map(|(store, ops)| {
-                encoded_store_len(store)
-                    + ops
-                        .iter()
-                        .map(|(k, op)| encoded_op_len(k, op))
-                        .sum::<usize>()
-            })
-            .sum();
+        let ops = encoded_ops_len(&content.ops);
         let entry = content.sign(&key).unwrap();
         assert_eq!(entry.bytes().len(), ENTRY_BYTES_BESIDES_OPS + ops);
     }

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 
-use mnemo::{Database, Error, Instance};
+use mnemo::{Database, Error, Instance, User};
 
 use crate::durability::open_user;
 use crate::foreign::{on_tips, ops};
 use crate::processes::TwoProcesses;
-use crate::support::{end_other_connections, postgres_storage};
+use crate::support::{end_other_connections, postgres_storage, Storage};
 
 /// A connection to the test database of `url`, beside mnemo's.
 fn admin(url: &str) -> postgres::Client {
@@ -407,17 +407,25 @@ fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
     assert_eq!(db.get("s", "k").unwrap(), "3");
 }
 
+/// The test server's fresh database (kept while the first value lives) with its URL, and
+/// the writer's instance, session and database holding key `k` set to 1; `None` without
+/// the test server.
+fn holding_one_key() -> Option<(Storage, String, (Instance, User, Database))> {
+    let storage = postgres_storage()?;
+    let url = storage.url().unwrap();
+    let opened = open_user(&url);
+    opened.2.set("s", "k", "1").unwrap();
+    Some((storage, url, opened))
+}
+
 /// Columns changed to hold what mnemo never writes (here NULL, where its schema has none)
 /// are corrupt data, found where they are read: before, reading them panicked, and a panic
 /// in a write left the database unable to write until the instance was opened again.
 #[test]
 fn a_column_holding_what_mnemo_never_writes_is_corrupt_not_a_panic() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    let url = storage.url().unwrap();
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
     let mut admin = admin(&url);
     admin
         .batch_execute(
@@ -447,12 +455,9 @@ fn a_column_holding_what_mnemo_never_writes_is_corrupt_not_a_panic() {
 /// with STORAGE ("unexpected number of rows"), for good.
 #[test]
 fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    let url = storage.url().unwrap();
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
     admin(&url)
         .batch_execute("UPDATE mnemo_cells SET key_hash = '\\x00' WHERE key = 'k'")
         .unwrap();
@@ -471,12 +476,9 @@ fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
 /// corrupt: before, a write answered NOT_FOUND ("forgotten, perhaps by another process").
 #[test]
 fn a_database_whose_tips_were_deleted_is_corrupt() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    let url = storage.url().unwrap();
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
     admin(&url)
         .execute(
             "DELETE FROM mnemo_tips WHERE db = $1",
@@ -521,12 +523,9 @@ fn a_servers_error_text_is_cut_short() {
 /// parents", for every write).
 #[test]
 fn stored_tips_naming_an_entry_twice_are_corrupt() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    let url = storage.url().unwrap();
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
     admin(&url)
         .execute(
             "INSERT INTO mnemo_tips (db, id, height, chk, slot) \
