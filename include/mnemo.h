@@ -368,8 +368,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_get(const struct mnemo_database *db, const 
  * - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
  * - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
  *   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
- *   "" after any failure; it must not overlap `store` or `key` (cleared, they would read
- *   as "": MNEMO_STATUS_INVALID_ARGUMENT).
+ *   "" after any failure; it must not overlap `store` or `key` (the clearing would change
+ *   them).
  * - `cap`: the size of `buf` in bytes, the NUL's byte included.
  * - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
  *   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.
@@ -854,12 +854,12 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_stats(const struct mnemo_instance *in
  * taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
  * process suspended part-way, and an open of the storage meanwhile discarded it as
  * abandoned: nothing of it is left; create the user again; or no turn to derive the
- * password within 60 s, see "password_derivations" in `mnemo_instance_stats`). Thread-safe; concurrent
- * creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
- * fails), the name is either free again or belongs to the complete account, which then
- * logs in. What a creation that died before its name was claimed had stored is discarded
- * by the first open of the storage an hour or more later (a failed call discards its own
- * at once).
+ * password within 60 s, see "password_derivations" in `mnemo_instance_stats`).
+ * Thread-safe; concurrent creations of one name: one wins. Crash-safe: if the process dies
+ * part-way (or the call fails), the name is either free again or belongs to the complete
+ * account, which then logs in. What a creation that died before its name was claimed had
+ * stored is discarded by the first open of the storage an hour or more later (a failed
+ * call discards its own at once).
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *instance, const char *username, const char *password);
 
@@ -875,7 +875,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_create_user(struct mnemo_instance *in
  * or given where none is set: indistinguishable, in the same time),
  * MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
  * MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_BUSY (no turn to derive the
- * password within 60 s: see "password_derivations" in `mnemo_instance_stats`).
+ * password within 60 s, for a known user or not alike: see "password_derivations" in
+ * `mnemo_instance_stats`).
  * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_login(struct mnemo_instance *instance, const char *username, const char *password, struct mnemo_user **out);
@@ -898,7 +899,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_list_users(const struct mnemo_instanc
  * the next call resumes again.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
- * MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY. Thread-safe.
+ * MNEMO_STATUS_STORAGE, or what resuming failed with (MNEMO_STATUS_BUSY,
+ * MNEMO_STATUS_CORRUPT, …). Thread-safe.
  *
  * `instance` is NULL or a live instance handle.
  */
@@ -1017,9 +1019,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_listen(struct mnemo_sync *sync, const cha
  * returned): its socket is closed before this returns, so new connections are refused and
  * the port may be bound again; TLS handshakes under way are dropped, watches held are
  * answered at once, and each open connection finishes the request it is handling, if
- * any, then closes. Other listeners,
- * tracking and rounds this instance starts go on. Tickets naming that address stop
- * working until something listens there again.
+ * any, then closes. Other listeners, tracking and rounds this instance starts go on.
+ * Tickets naming that address stop working until something listens there again.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not an
  * "ip:port" address), MNEMO_STATUS_NOT_FOUND (no listener of this engine is bound
@@ -1081,8 +1082,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
  * pull every second as a fallback), and retries with backoff while the peer is
  * unreachable. Rounds, and the watches that hear the peer's commits, come at most every
- * 250 ms: commits made faster share one, so a database written steadily keeps its track
- * within a peer's share of signed requests for one key (about 54 a second).
+ * 250 ms: commits made faster share one, so a track of a database written steadily sends
+ * a few dozen signed requests a second at most (a peer refuses a key that sends more than
+ * about 54 a second, over all its tracks and rounds, with MNEMO_STATUS_BUSY).
  * Subscriptions on the database see remote changes (remote = true). Tracking is recorded
  * in the instance: after a restart, it resumes by itself when the user logs in with sync
  * enabled (or when sync is enabled while the user is logged in), accepting only the device
@@ -1422,8 +1424,8 @@ void mnemo_txn_abort(struct mnemo_txn *txn);
  * - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
- * name or one over 255 bytes), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
- * MNEMO_STATUS_STORAGE. Thread-safe.
+ * name or one over 255 bytes), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted),
+ * MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_user_create_db(struct mnemo_user *user, const char *name, struct mnemo_database **out);
 
@@ -1491,8 +1493,8 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * whose user no longer keeps it (or a peer's push) landing at that moment makes it look
  * again, up to 4 times, whether anybody keeps it; then it stays stored. Writes that land
  * before that look, from this user's other handles too, go with the database: nobody
- * keeps it. The database leaves the list last: if forgetting stops part-way (an error, a crash), it is still
- * listed, and forgetting it again finishes the job.
+ * keeps it. The database leaves the list last: if forgetting stops part-way (an error, a
+ * crash), it is still listed, and forgetting it again finishes the job.
  *
  * - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
  *

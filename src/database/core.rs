@@ -756,16 +756,20 @@ impl DatabaseCore {
     /// [`Error::NotFound`] when there are none: the database is not stored (any more;
     /// another process sharing the storage may have forgotten it).
     fn tip_metas(&self) -> Result<Vec<(EntryId, EntryMeta)>> {
-        let tips = self.backend.tip_metas(&self.id)?;
-        if tips.is_empty() {
-            // A forgetting removes the root with the tips, in one write.
-            if self.backend.entry_meta(&self.id)?.is_some() {
+        let mut tips = self.backend.tip_metas(&self.id)?;
+        // A forgetting removes the root with the tips, in one write: a root stored without
+        // tips is damage, unless the database was stored again since the tips were read.
+        if tips.is_empty() && self.backend.entry_meta(&self.id)?.is_some() {
+            tips = self.backend.tip_metas(&self.id)?;
+            if tips.is_empty() {
                 return Err(Error::Corrupt(format!(
                     "database {} has stored entries but no tips: they were deleted outside \
                      mnemo",
                     self.id
                 )));
             }
+        }
+        if tips.is_empty() {
             return Err(Error::NotFound(format!(
                 "database {} is not stored here: it was forgotten (perhaps by another process)",
                 self.id

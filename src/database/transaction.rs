@@ -138,18 +138,21 @@ impl Transaction {
         };
         // The paths at or under this one sort together, from it on: found without a look
         // at the others (a transaction may hold many paths of one key).
-        let replaced: Vec<(&String, &String)> = (paths.range::<str, _>((
+        let mut removed = 0;
+        let replaced: Vec<String> = (paths.range::<str, _>((
             std::ops::Bound::Included(pointer.as_str()),
             std::ops::Bound::Unbounded,
         )))
         .take_while(|(p, _)| p.starts_with(pointer.as_str()))
         .filter(|(p, _)| pointer::is_at_or_under(p, &pointer))
+        .map(|(p, v)| {
+            removed += encoded_path_len(p, v);
+            p.clone()
+        })
         .collect();
-        let removed: usize = (replaced.iter()).map(|(p, v)| encoded_path_len(p, v)).sum();
         // The op grows by the new path, less those it replaces (counted without a pass over
         // the op's other paths).
         let bytes = within_an_entry(self.bytes - removed + encoded_path_len(&pointer, &fragment))?;
-        let replaced: Vec<String> = replaced.into_iter().map(|(p, _)| p.clone()).collect();
         let Some(Op::Patch(paths)) = self.ops.get_mut(store).and_then(|s| s.get_mut(key)) else {
             unreachable!("a patch was found above");
         };

@@ -169,8 +169,8 @@ pub unsafe extern "C" fn mnemo_db_get(
 /// - `key`: NUL-terminated UTF-8, 1 to 4096 bytes.
 /// - `buf`: `cap` bytes owned by the caller, written only within them; optional: NULL
 ///   only with `cap` 0. Cleared on entry (`buf[0]` set to NUL when `cap` > 0), so it holds
-///   "" after any failure; it must not overlap `store` or `key` (cleared, they would read
-///   as "": MNEMO_STATUS_INVALID_ARGUMENT).
+///   "" after any failure; it must not overlap `store` or `key` (the clearing would change
+///   them).
 /// - `cap`: the size of `buf` in bytes, the NUL's byte included.
 /// - `out_len`: required; set to 0 on entry, then to the value's length in bytes (without
 ///   the NUL) on success and with MNEMO_STATUS_BUFFER_TOO_SMALL; 0 after other failures.

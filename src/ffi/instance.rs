@@ -237,12 +237,12 @@ pub unsafe extern "C" fn mnemo_instance_stats(
 /// taken), MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY (the call took over an hour, as in a
 /// process suspended part-way, and an open of the storage meanwhile discarded it as
 /// abandoned: nothing of it is left; create the user again; or no turn to derive the
-/// password within 60 s, see "password_derivations" in `mnemo_instance_stats`). Thread-safe; concurrent
-/// creations of one name: one wins. Crash-safe: if the process dies part-way (or the call
-/// fails), the name is either free again or belongs to the complete account, which then
-/// logs in. What a creation that died before its name was claimed had stored is discarded
-/// by the first open of the storage an hour or more later (a failed call discards its own
-/// at once).
+/// password within 60 s, see "password_derivations" in `mnemo_instance_stats`).
+/// Thread-safe; concurrent creations of one name: one wins. Crash-safe: if the process dies
+/// part-way (or the call fails), the name is either free again or belongs to the complete
+/// account, which then logs in. What a creation that died before its name was claimed had
+/// stored is discarded by the first open of the storage an hour or more later (a failed
+/// call discards its own at once).
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_create_user(
@@ -269,7 +269,8 @@ pub unsafe extern "C" fn mnemo_instance_create_user(
 /// or given where none is set: indistinguishable, in the same time),
 /// MNEMO_STATUS_PERMISSION_DENIED (right password, but an admin disabled the account),
 /// MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT, MNEMO_STATUS_BUSY (no turn to derive the
-/// password within 60 s: see "password_derivations" in `mnemo_instance_stats`).
+/// password within 60 s, for a known user or not alike: see "password_derivations" in
+/// `mnemo_instance_stats`).
 /// Thread-safe.
 #[no_mangle]
 #[must_use]
@@ -316,7 +317,8 @@ pub unsafe extern "C" fn mnemo_instance_list_users(
 /// the next call resumes again.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL handle),
-/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_BUSY. Thread-safe.
+/// MNEMO_STATUS_STORAGE, or what resuming failed with (MNEMO_STATUS_BUSY,
+/// MNEMO_STATUS_CORRUPT, …). Thread-safe.
 ///
 /// `instance` is NULL or a live instance handle.
 #[no_mangle]

@@ -89,9 +89,8 @@ pub unsafe extern "C" fn mnemo_sync_listen(
 /// returned): its socket is closed before this returns, so new connections are refused and
 /// the port may be bound again; TLS handshakes under way are dropped, watches held are
 /// answered at once, and each open connection finishes the request it is handling, if
-/// any, then closes. Other listeners,
-/// tracking and rounds this instance starts go on. Tickets naming that address stop
-/// working until something listens there again.
+/// any, then closes. Other listeners, tracking and rounds this instance starts go on.
+/// Tickets naming that address stop working until something listens there again.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not an
 /// "ip:port" address), MNEMO_STATUS_NOT_FOUND (no listener of this engine is bound
@@ -186,8 +185,9 @@ pub unsafe extern "C" fn mnemo_sync_db(
 /// heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
 /// pull every second as a fallback), and retries with backoff while the peer is
 /// unreachable. Rounds, and the watches that hear the peer's commits, come at most every
-/// 250 ms: commits made faster share one, so a database written steadily keeps its track
-/// within a peer's share of signed requests for one key (about 54 a second).
+/// 250 ms: commits made faster share one, so a track of a database written steadily sends
+/// a few dozen signed requests a second at most (a peer refuses a key that sends more than
+/// about 54 a second, over all its tracks and rounds, with MNEMO_STATUS_BUSY).
 /// Subscriptions on the database see remote changes (remote = true). Tracking is recorded
 /// in the instance: after a restart, it resumes by itself when the user logs in with sync
 /// enabled (or when sync is enabled while the user is logged in), accepting only the device

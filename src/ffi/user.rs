@@ -39,8 +39,8 @@ impl Handle for mnemo_user {
 /// - `out`: receives a new database handle, owned by the caller, freed with `mnemo_db_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, empty
-/// name or one over 255 bytes), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted), MNEMO_STATUS_LOGGED_OUT,
-/// MNEMO_STATUS_STORAGE. Thread-safe.
+/// name or one over 255 bytes), MNEMO_STATUS_PERMISSION_DENIED (the account was deleted),
+/// MNEMO_STATUS_LOGGED_OUT, MNEMO_STATUS_STORAGE. Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_user_create_db(
@@ -158,8 +158,8 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// whose user no longer keeps it (or a peer's push) landing at that moment makes it look
 /// again, up to 4 times, whether anybody keeps it; then it stays stored. Writes that land
 /// before that look, from this user's other handles too, go with the database: nobody
-/// keeps it. The database leaves the list last: if forgetting stops part-way (an error, a crash), it is still
-/// listed, and forgetting it again finishes the job.
+/// keeps it. The database leaves the list last: if forgetting stops part-way (an error, a
+/// crash), it is still listed, and forgetting it again finishes the job.
 ///
 /// - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
 ///

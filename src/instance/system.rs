@@ -95,27 +95,31 @@ impl System {
 
 fn load_or_create_device_key(backend: &dyn Backend) -> Result<PrivateKey> {
     // The seed's bytes as read are zeroed once the key is made from them.
-    if let Some(seed) = backend.meta_get(DEVICE_KEY)?.map(Zeroizing::new) {
-        return PrivateKey::from_seed(&seed);
+    let stored = || -> Result<Option<PrivateKey>> {
+        (backend.meta_get(DEVICE_KEY)?.map(Zeroizing::new))
+            .map(|seed| PrivateKey::from_seed(&seed))
+            .transpose()
+    };
+    if let Some(key) = stored()? {
+        return Ok(key);
     }
-    // The key is stored before anything it signs: an instance set up without one lost it.
+    // The key is stored before anything it signs: an instance set up without one lost it
+    // (read again: another process may have set up the storage since the first read).
     if backend.meta_get(&system_db_key("_instance"))?.is_some() {
-        return Err(Error::Corrupt(
-            "the device key is missing from storage that holds an instance: it was \
-             deleted outside mnemo"
-                .into(),
-        ));
+        return stored()?.ok_or_else(|| {
+            Error::Corrupt(
+                "the device key is missing from storage that holds an instance: it was \
+                 deleted outside mnemo"
+                    .into(),
+            )
+        });
     }
     let key = PrivateKey::generate()?;
     if backend.meta_insert_new(DEVICE_KEY, key.to_seed().as_ref())? {
         return Ok(key);
     }
     // Another opener won the race: use its key.
-    let seed = backend
-        .meta_get(DEVICE_KEY)?
-        .map(Zeroizing::new)
-        .ok_or_else(|| Error::Storage("device key vanished".into()))?;
-    PrivateKey::from_seed(&seed)
+    stored()?.ok_or_else(|| Error::Storage("device key vanished".into()))
 }
 
 fn load_or_create_system_db(

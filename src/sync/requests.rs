@@ -179,9 +179,10 @@ impl Requests {
         REQUESTS.put(&self.db, &record.id, record).map(drop)
     }
 
-    /// Forgets request `id`.
+    /// Forgets request `id`, if it is still recorded: an approval, a listing that found
+    /// it settled and a policy may each remove it at the same moment.
     pub(super) fn delete(&self, id: &str) -> Result<()> {
-        REQUESTS.delete(&self.db, id).map(drop)
+        REQUESTS.delete_if_any(&self.db, id).map(drop)
     }
 
     /// The auto-approve policy of `db`, if any.

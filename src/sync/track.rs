@@ -272,14 +272,14 @@ impl Track {
             };
             let round = sync.local_position(&self.db).and_then(|target| {
                 let candidates = sync.request_keys(keys, &self.db)?;
-                let report = sync
-                    .round(keys, &candidates, &addr, &self.db, Some(&self.stop))?
-                    .into_result()?;
-                if let (None, Some(peer)) = (self.addr.device, report.peer) {
-                    self.pin(&sync, peer)?;
-                }
+                let report = sync.round(keys, &candidates, &addr, &self.db, Some(&self.stop))?;
+                // Also when the round fails afterwards (an entry refused): the key stands.
                 if let Some(accepted) = report.signed_as {
                     *self.watch_key.lock().unwrap_or_else(|p| p.into_inner()) = accepted;
+                }
+                let report = report.into_result()?;
+                if let (None, Some(peer)) = (self.addr.device, report.peer) {
+                    self.pin(&sync, peer)?;
                 }
                 Ok(target)
             });

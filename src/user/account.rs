@@ -342,9 +342,14 @@ fn default_key(user_db: &Database) -> Result<PublicKey> {
 }
 
 /// Does the same Argon2id work as a real login, for a user that does not exist, so that an
-/// unknown user and a wrong password take indistinguishable time.
-pub(super) fn burn_login_time(password: Option<&str>, params: KdfParams) {
-    let _ = password::derive_key(password.unwrap_or("").as_bytes(), &[0u8; 16], params);
+/// unknown user and a wrong password take indistinguishable time, and fail alike:
+/// [`Error::Busy`] when no derivation could start (as a real login would), else
+/// [`Error::AuthFailed`].
+pub(super) fn burn_login_time(password: Option<&str>, params: KdfParams) -> Error {
+    match password::derive_key(password.unwrap_or("").as_bytes(), &[0u8; 16], params) {
+        Err(busy @ Error::Busy(_)) => busy,
+        _ => Error::AuthFailed,
+    }
 }
 
 /// Locks `account_key` under `password` with a fresh salt (one Argon2id run), or leaves it
@@ -389,10 +394,7 @@ fn unlock(
             derive_kek(kdf, "")?;
             return Err(Error::AuthFailed);
         }
-        (None, Some(password)) => {
-            burn_login_time(Some(password), params);
-            return Err(Error::AuthFailed);
-        }
+        (None, Some(password)) => return Err(burn_login_time(Some(password), params)),
         (None, None) => Zeroizing::new(secret.account_key.clone()),
     };
     if opened.len() != 32 {

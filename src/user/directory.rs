@@ -316,8 +316,7 @@ impl Accounts {
     pub fn login(self: &Arc<Self>, username: &str, password: Option<&str>) -> Result<User> {
         check_username(username)?;
         let Some(record) = self.record(username)? else {
-            account::burn_login_time(password, self.kdf);
-            return Err(Error::AuthFailed);
+            return Err(account::burn_login_time(password, self.kdf));
         };
         let user_db = self
             .registry

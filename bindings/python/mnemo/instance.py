@@ -146,16 +146,16 @@ class Instance(HandleOwner):
             return limits
 
     def stats(self) -> dict[str, int]:
-        """What this instance holds now, against its :meth:`limits`:
-        ``databases_in_memory`` (the system databases, those in use and the idle ones
-        kept), ``notifications_queued`` (not yet delivered to every subscription
-        callback), ``waiting_entry_bytes`` (entries from peers waiting, invisible, for
-        their parents), ``databases_polled`` (checked for entries other processes store:
-        those with a subscription or watch, on a SQLite file or PostgreSQL) and
-        ``storage_connections`` (open to the SQLite file or the PostgreSQL server; 0 for
-        ``memory:``) and ``password_derivations`` (Argon2id derivations computing now in
-        this process, for every instance: at most one per core, 16 at most; others wait up
-        to 60 s, then raise Busy). For monitoring: the counts may change as soon as they are read."""
+        """What this instance holds now, against its :meth:`limits`: ``databases_in_memory``
+        (the system databases, those in use and the idle ones kept),
+        ``notifications_queued`` (not yet delivered to every subscription callback),
+        ``waiting_entry_bytes`` (entries from peers waiting, invisible, for their parents),
+        ``databases_polled`` (checked for entries other processes store: those with a
+        subscription or watch, on a SQLite file or PostgreSQL), ``storage_connections``
+        (open to the SQLite file or the PostgreSQL server; 0 for ``memory:``) and
+        ``password_derivations`` (Argon2id derivations computing now in this process, for
+        every instance: at most one per core, 16 at most; others wait up to 60 s, then raise
+        Busy). For monitoring: the counts may change as soon as they are read."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats
@@ -219,7 +219,7 @@ class Instance(HandleOwner):
         resumes in the background; if resuming fails, sync stays enabled, the error is raised
         and the next call resumes again.
 
-        Raises StorageError, Busy.
+        Raises StorageError, or what resuming failed with (Busy, Corrupt, ...).
         """
         with self._handle.use() as ptr:
             _native.check(lib.mnemo_instance_enable_sync(ptr))
