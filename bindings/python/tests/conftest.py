@@ -7,8 +7,9 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -78,3 +79,13 @@ def database_url() -> Iterator[str]:
     psql(f"CREATE DATABASE {name}")
     yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 15) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (checked every 20 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -8,9 +8,10 @@ import base64
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
+from conftest import wait_until
 from proxy import Proxy
 
 import mnemo
@@ -195,16 +196,22 @@ def test_auto_approve_grants_as_requests_arrive(sides: tuple[Side, Side]) -> Non
     alice.sync.auto_approve(alice.user, db, None)  # removed
 
 
+def _joined_by_policy(alice: Side, bob: Side, permission: str) -> tuple[str, str, str]:
+    """Alice's new database with an auto-approve policy for ``permission``, which bob asked
+    for and joined: its id, its ticket and bob's key there."""
+    db_id = alice.user.create_db("open house").id
+    alice.sync.auto_approve(alice.user, db_id, permission)
+    ticket = alice.sync.share(db_id)
+    bob.sync.request_access(bob.user, ticket, permission)
+    bob.sync.join(bob.user, ticket)
+    return db_id, ticket, bob.user.signing_key(db_id)
+
+
 def test_a_policy_never_grants_a_revoked_key_again(sides: tuple[Side, Side]) -> None:
     """A key the database revoked that asks again waits for an admin, policy or not.
     Before, the policy granted it on arrival: revoking did nothing lasting."""
     alice, bob = sides
-    db_id = alice.user.create_db("open house").id
-    alice.sync.auto_approve(alice.user, db_id, "read")
-    ticket = alice.sync.share(db_id)
-    bob.sync.request_access(bob.user, ticket, "read")
-    bob.sync.join(bob.user, ticket)
-    bobs_key = bob.user.signing_key(db_id)
+    db_id, ticket, bobs_key = _joined_by_policy(alice, bob, "read")
     with alice.user.load_db(db_id) as db:
         db.revoke(bobs_key)
     request = bob.sync.request_access(bob.user, ticket, "read")
@@ -224,12 +231,7 @@ def test_a_policy_grants_a_demoted_key_that_asks_again_up_to_its_level(
     """As documented: a key that still holds a grant may ask for more, a demoted one too;
     revoking is what keeps a key out while a policy stands."""
     alice, bob = sides
-    db_id = alice.user.create_db("open house").id
-    alice.sync.auto_approve(alice.user, db_id, "write")
-    ticket = alice.sync.share(db_id)
-    bob.sync.request_access(bob.user, ticket, "write")
-    bob.sync.join(bob.user, ticket)
-    bobs_key = bob.user.signing_key(db_id)
+    db_id, ticket, bobs_key = _joined_by_policy(alice, bob, "write")
     with alice.user.load_db(db_id) as db:
         db.grant(bobs_key, "read")  # demoted
         bob.sync.request_access(bob.user, ticket, "write")
@@ -266,7 +268,7 @@ def test_a_tracks_watch_signs_with_the_rotated_key(sides: tuple[Side, Side]) -> 
     db = alice.user.create_db("watched")
     db.grant(bob.key, "write")
     bob.sync.track(bob.user, alice.addr, db.id)
-    wait_until(lambda: alice.sync.stats()["watches"] == 1, "bob's track never watched")
+    assert wait_until(lambda: alice.sync.stats()["watches"] == 1), "bob's track never watched"
     new_key = bob.user.add_private_key("laptop")
     db.grant(new_key, "write")
     db.revoke(bob.key)
@@ -279,18 +281,10 @@ def test_a_tracks_watch_signs_with_the_rotated_key(sides: tuple[Side, Side]) -> 
         except mnemo.NotFound:
             return False
 
-    wait_until(bobs_copy_has_it, "the track never pulled the change")
-    wait_until(
-        lambda: alice.sync.stats()["watches"] == 1,
-        "the track's watch stayed refused after the key rotation",
-    )
-
-
-def wait_until(condition: Callable[[], bool], failure: str, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, failure
-        time.sleep(0.02)
+    assert wait_until(bobs_copy_has_it), "the track never pulled the change"
+    assert wait_until(
+        lambda: alice.sync.stats()["watches"] == 1
+    ), "the track's watch stayed refused after the key rotation"
 
 
 def test_the_access_request_bounds_are_limits_that_apply_at_once(sides: tuple[Side, Side]) -> None:
@@ -365,7 +359,7 @@ def test_a_track_of_a_database_written_steadily_stays_within_its_request_share(
     db = alice.user.create_db("busy")
     db.grant(bob.key, "write")
     bob.sync.track(bob.user, alice.addr, db.id)
-    wait_until(lambda: alice.sync.stats()["watches"] == 1, "bob's track never watched")
+    assert wait_until(lambda: alice.sync.stats()["watches"] == 1), "bob's track never watched"
     deadline = time.monotonic() + 4
     n = 0
     while time.monotonic() < deadline:
@@ -377,7 +371,7 @@ def test_a_track_of_a_database_written_steadily_stays_within_its_request_share(
         with bob.user.load_db(db.id) as copy:
             return bool(copy.get("s", "n") == n - 1)
 
-    wait_until(bob_has_the_last, "the track never caught up")
+    assert wait_until(bob_has_the_last), "the track never caught up"
     assert alice.sync.stats()["requests_refused_busy"] == 0, f"{n} commits"
 
 
@@ -407,11 +401,11 @@ def test_a_stopped_listener_ends_the_watches_it_held(sides: tuple[Side, Side]) -
     db = alice.user.create_db("watched")
     db.grant(bob.key, "write")
     bob.sync.track(bob.user, addr, db.id)
-    wait_until(lambda: alice.sync.stats()["watches"] == 1, "bob's track never watched")
+    assert wait_until(lambda: alice.sync.stats()["watches"] == 1), "bob's track never watched"
     bob.sync.untrack(bob.user, addr, db.id)
     port = int(addr.rsplit(":", 1)[1])
     alice.sync.unlisten(addr)
-    wait_until(lambda: _held_by_the_server(port) == 0, "connections outlived the listener", 5)
+    assert wait_until(lambda: _held_by_the_server(port) == 0, 5), "connections outlived the listener"
 
 
 def test_a_request_whose_key_already_holds_the_permission_is_no_longer_waiting(

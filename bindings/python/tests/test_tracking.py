@@ -7,9 +7,10 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
+from conftest import wait_until
 from proxy import Proxy
 
 import mnemo
@@ -213,16 +214,6 @@ def test_each_commit_of_the_listener_reaches_the_tracking_peer(alice: Alice) -> 
                         alice.db.set("s", "counter", i)
                         assert arrivals.wait_for(i + 1), f"commit {i} did not arrive"
                 assert copy.get("s", "counter") == 14
-
-
-def wait_until(condition: Callable[[], bool]) -> bool:
-    """Whether `condition` holds within TIMEOUT seconds (checked every 20 ms)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_tracks_say_what_a_user_tracks_and_how_each_is_doing(
