@@ -172,12 +172,18 @@ impl SyncEngine {
     /// removing the request, as by a crash); its record is then removed, as an approval
     /// does.
     fn settled(&self, request: &RequestRecord) -> Result<bool> {
-        let held = (self.registry()?.core(request.db)).effective_permission_of(&request.key)?;
-        if held.is_none_or(|p| p < request.permission) {
+        if !self.holds(&request.db, &request.key, request.permission)? {
             return Ok(false);
         }
         self.requests.delete(&request.id)?;
         Ok(true)
+    }
+
+    /// Whether `key` holds `permission` or more on `db`, by a grant that took effect (one
+    /// made by a discarded change holds nothing).
+    fn holds(&self, db: &EntryId, key: &PublicKey, permission: Permission) -> Result<bool> {
+        let held = self.registry()?.core(*db).effective_permission_of(key)?;
+        Ok(held.is_some_and(|p| p >= permission))
     }
 
     /// Approves request `id`: grants its key the permission asked, signed by `admin`'s key
@@ -289,16 +295,13 @@ impl SyncEngine {
                 "request timestamp is outside the accepted window".into(),
             ));
         }
-        let registry = self.registry()?;
-        if !registry.exists(&env.db)? {
+        if !self.registry()?.exists(&env.db)? {
             return Err(Error::PermissionDenied(
                 "this key has no permission on that database".into(),
             ));
         }
         let id = request_id(&env.db, &env.key);
-        // Only a grant that took effect counts: one made by a discarded change holds nothing.
-        let held = registry.core(env.db).effective_permission_of(&env.key)?;
-        if held.is_some_and(|p| p >= permission) {
+        if self.holds(&env.db, &env.key, permission)? {
             return Ok(id);
         }
         let changes = match self.requests.get(&id)? {
