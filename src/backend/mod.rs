@@ -248,6 +248,16 @@ pub trait Backend: Send + Sync {
     ) -> Result<Option<Arc<dyn Staged>>> {
         work().map(|()| None)
     }
+    /// Called from a [`Backend::write_turn`]'s `work`: holds database `db`'s write lock in
+    /// this storage until the turn ends, so that nobody else (another process, another
+    /// connection) writes `db` meanwhile. What `work` reads of `db` after this stays current
+    /// and its next [`Backend::put_entry`] is not overtaken: for a change that others'
+    /// writes kept overtaking. Waits for writes under way (at most the storage's lock
+    /// wait, then [`crate::Error::Busy`]). The default (storage only this process writes,
+    /// whose writes to `db` the caller's lock already serialises) does nothing.
+    fn hold_for_turn(&self, _db: &EntryId) -> Result<()> {
+        Ok(())
+    }
     /// Tells the writer that this thread is on its way to a [`Backend::write_turn`] (it
     /// waits for a database's lock), so that turns ending meanwhile leave their commit open
     /// for it. Each call is ended by `write_turn(true, ..)` or [`Backend::withdraw_write`].

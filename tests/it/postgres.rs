@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use mnemo::backend::{Backend, PostgresBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 
@@ -295,6 +296,57 @@ fn a_read_does_not_wait_behind_a_commit_waiting_for_a_lock() {
         commit.join().unwrap().unwrap();
     });
     assert_eq!(db.get("s", "k").unwrap(), "2");
+}
+
+/// A write turn holding a database (`Backend::hold_for_turn`, what a change other processes
+/// kept overtaking asks for) keeps every other connection's write to it waiting until the
+/// turn ends, while its own calls go on; the lock goes with the turn, and the connection
+/// back to the pool.
+#[test]
+fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
+        return;
+    };
+    let backend = PostgresBackend::connect(&url).unwrap();
+    let id = db.id();
+    let mut watcher = admin(&url);
+    let mut other = admin(&url);
+    let before = backend.version(&id).unwrap();
+    std::thread::scope(|scope| {
+        let (go, told) = std::sync::mpsc::channel::<()>();
+        let (db, other) = (&db, &mut other);
+        let waiting = scope.spawn(move || {
+            told.recv().unwrap();
+            hold_lock(other, db).rollback().unwrap();
+            Instant::now()
+        });
+        backend
+            .write_turn(false, &mut || {
+                backend.hold_for_turn(&id)?;
+                backend.hold_for_turn(&id)?; // held already: nothing more
+                go.send(()).unwrap();
+                wait_for_lock_waiters(&mut watcher, 1);
+                // Its own calls run on the connection holding the lock.
+                assert_eq!(backend.version(&id)?, before);
+                assert_eq!(backend.tips(&id)?.len(), 1);
+                assert_eq!(backend.connections_open(), 1, "no other connection made");
+                std::thread::sleep(Duration::from_millis(200));
+                assert!(!waiting.is_finished());
+                Ok(())
+            })
+            .unwrap();
+        let ended = Instant::now();
+        assert!(waiting.join().unwrap() >= ended);
+    });
+    assert_eq!(
+        backend.connections_open(),
+        1,
+        "the connection that held it is back"
+    );
+    assert!(matches!(
+        backend.hold_for_turn(&id),
+        Err(Error::Internal(_))
+    ));
 }
 
 /// The connections an instance made for a burst of calls are closed once they stayed idle

@@ -625,6 +625,9 @@ impl Backend for Instrumented {
         }
         Ok(stored)
     }
+    fn hold_for_turn(&self, db: &EntryId) -> Result<(), Error> {
+        self.inner.hold_for_turn(db)
+    }
     fn write_turn(
         &self,
         announced: bool,

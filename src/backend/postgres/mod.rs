@@ -7,9 +7,10 @@
 //! row of `mnemo_heads` that every write moves on, so a process writes only on top of what
 //! it read; a document write that another process's write overtook is stored by a
 //! transaction comparing the rows it read (`put_entry_checking_reads`; `overtaken.rs`
-//! remembers where that happens, to go there first). The schema version is recorded and
-//! checked at connect; the schema is created (or upgraded from version 2 or 3) under an
-//! advisory lock.
+//! remembers where that happens, to go there first). A change overtaken twice holds its
+//! database's lock for the rest of its write turn (`turns.rs`). The schema version is
+//! recorded and checked at connect; the schema is created (or upgraded from version 2 or 3)
+//! under an advisory lock.
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive, the URL's
@@ -27,9 +28,12 @@ mod options;
 mod overtaken;
 mod pool;
 mod tls;
+mod turns;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
@@ -41,6 +45,7 @@ use driver::{Client, Failure, Statements, Transaction};
 pub use options::{PostgresUrl, SslMode};
 use overtaken::Overtaken;
 use pool::{Lent, Pool};
+use turns::Turns;
 
 use super::range::KeyRange;
 use super::rows;
@@ -146,6 +151,8 @@ pub struct PostgresBackend {
     schema: String,
     /// Databases whose document writes other processes' writes overtake.
     overtaken: Overtaken,
+    /// The write turns running, with the connection each holds a database's lock on.
+    turns: Turns<Connection>,
 }
 
 /// A connection idle this long is checked before a call uses it ([`CHECK_WAIT`])...
@@ -170,6 +177,9 @@ struct Connection {
     mark_discarded: Statement,
     get_meta: Statement,
     lock_db: Statement,
+    /// A database's lock at session level, for a turn ([`Backend::hold_for_turn`]).
+    hold_db: Statement,
+    release_db: Statement,
     /// [`ADVANCE_HEAD`].
     advance_head: Statement,
     get_head: Statement,
@@ -246,13 +256,23 @@ impl PostgresBackend {
             url: url.clone(),
             schema,
             overtaken: Overtaken::default(),
+            turns: Turns::default(),
         })
+    }
+
+    /// A connection for one call: in a write turn that holds a database, the connection
+    /// holding it ([`Backend::hold_for_turn`]); otherwise one of the pool ([`Self::lend`]).
+    fn lock(&self) -> Result<Taken<'_>> {
+        match self.turns.take_held() {
+            Some(conn) => Ok(Taken::Held(&self.turns, Some(conn))),
+            None => self.lend().map(Taken::Lent),
+        }
     }
 
     /// A connection of the pool, for one call: an idle one the server has not ended, or a
     /// new one, or one another thread gives back within the URL's `lock_timeout` (then
     /// [`Error::Busy`]).
-    fn lock(&self) -> Result<Lent<'_, Connection>> {
+    fn lend(&self) -> Result<Lent<'_, Connection>> {
         let make = || {
             let mut client = open_client(&self.url)?;
             look_only_in(&mut client, &self.schema)?;
@@ -292,6 +312,43 @@ impl PostgresBackend {
         let mut c = self.lock()?;
         let statement = pick(&c).clone();
         c.client.query_opt(&statement, params).map_err(pg_error)
+    }
+}
+
+/// A connection taken for one call ([`PostgresBackend::lock`]).
+enum Taken<'a> {
+    Lent(Lent<'a, Connection>),
+    /// The connection this thread's turn holds, given back to the turn when dropped.
+    Held(&'a Turns<Connection>, Option<Connection>),
+}
+
+impl Deref for Taken<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Taken::Lent(lent) => lent,
+            Taken::Held(_, conn) => conn.as_ref().expect("held until dropped"),
+        }
+    }
+}
+
+impl DerefMut for Taken<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        match self {
+            Taken::Lent(lent) => lent,
+            Taken::Held(_, conn) => conn.as_mut().expect("held until dropped"),
+        }
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Taken::Held(turns, conn) = self {
+            if let Some(conn) = conn.take() {
+                turns.give_back(conn);
+            }
+        }
     }
 }
 
@@ -495,6 +552,8 @@ impl Connection {
         // Serialises stores per database across processes, so log positions are handed out
         // in commit order and a reader paging by position never skips a late commit.
         let lock_db = p("SELECT pg_advisory_xact_lock(hashtextextended(encode($1, 'hex'), 0))");
+        let hold_db = p("SELECT pg_advisory_lock(hashtextextended(encode($1, 'hex'), 0))");
+        let release_db = p("SELECT pg_advisory_unlock(hashtextextended(encode($1, 'hex'), 0))");
         let last_log = p("SELECT max(seq) FROM mnemo_log WHERE db = $1");
         let last_logs = p("SELECT (SELECT max(seq) FROM mnemo_log WHERE db = d) \
              FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, i) ORDER BY i");
@@ -520,6 +579,8 @@ impl Connection {
             mark_discarded: statement(mark_discarded),
             get_meta: statement(get_meta),
             lock_db: statement(lock_db),
+            hold_db: statement(hold_db),
+            release_db: statement(release_db),
             advance_head: statement(advance_head),
             get_head: statement(get_head),
             get_head_and_cells: statement(get_head_and_cells),
@@ -1005,6 +1066,43 @@ impl Backend for PostgresBackend {
         self.pool.open()
     }
 
+    /// Runs `work` as a turn that may hold a database ([`Backend::hold_for_turn`]): the lock
+    /// is released when it ends (or, should releasing fail, the connection holding it is
+    /// closed, which releases it).
+    fn write_turn(
+        &self,
+        _announced: bool,
+        work: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Option<Arc<dyn crate::backend::Staged>>> {
+        let turn = TurnGuard::begin(self);
+        let worked = work();
+        drop(turn);
+        worked.map(|()| None)
+    }
+
+    /// Takes the database's advisory lock at session level on a connection set aside for
+    /// this thread's turn (waiting at most the URL's `lock_timeout`, then [`Error::Busy`]).
+    fn hold_for_turn(&self, db: &EntryId) -> Result<()> {
+        match self.turns.held_db() {
+            None => Err(Error::Internal(
+                "postgres: a database's lock was asked for outside a write turn".into(),
+            )),
+            Some(Some(held)) if held == *db => Ok(()),
+            Some(Some(held)) => Err(Error::Internal(format!(
+                "postgres: a write turn holding database {held} asked for {db}'s lock too"
+            ))),
+            Some(None) => {
+                let mut lent = self.lend()?;
+                let c = &mut *lent;
+                c.client
+                    .execute(&c.hold_db, &[&&db.as_bytes()[..]])
+                    .map_err(pg_error)?;
+                self.turns.hold(*db, lent.keep());
+                Ok(())
+            }
+        }
+    }
+
     fn version(&self, db: &EntryId) -> Result<Version> {
         let mut c = self.lock()?;
         let c = &mut *c;
@@ -1429,6 +1527,37 @@ impl Backend for PostgresBackend {
 
 /// A [`Version`]'s shape and count as stored; `None` for one that no row can hold, so not
 /// the current one.
+/// A write turn of [`PostgresBackend`] on this thread; when it ends (dropped, also by a
+/// panic of its work), the database it held is released and its connection given back.
+struct TurnGuard<'a>(&'a PostgresBackend);
+
+impl<'a> TurnGuard<'a> {
+    fn begin(backend: &'a PostgresBackend) -> TurnGuard<'a> {
+        backend.turns.begin();
+        TurnGuard(backend)
+    }
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let Some(held) = self.0.turns.end() else {
+            return;
+        };
+        let Some(mut conn) = held.conn else {
+            return; // a call still has it: impossible once the turn's work returned
+        };
+        let released = conn
+            .client
+            .query_one(&conn.release_db, &[&&held.db.as_bytes()[..]])
+            .map_err(drop)
+            .and_then(|row| row.try_get::<_, bool>(0).map_err(drop));
+        // A connection that could not say it released the lock is closed: that does.
+        self.0
+            .pool
+            .give_back(matches!(released, Ok(true)).then_some(conn));
+    }
+}
+
 fn stored_version(version: Version) -> Option<(i64, i64)> {
     Some((
         i64::try_from(version.shape).ok()?,

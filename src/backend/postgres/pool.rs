@@ -177,6 +177,12 @@ impl<C: Send + 'static> Pool<C> {
         }
     }
 
+    /// Takes back a connection [`Lent::keep`] kept (`None`: it was closed, its place is
+    /// freed).
+    pub(super) fn give_back(&self, conn: Option<C>) {
+        drop(Lent { pool: self, conn });
+    }
+
     fn lend(&self, conn: C) -> Lent<'_, C> {
         Lent {
             pool: self,
@@ -239,6 +245,16 @@ impl<C: Send + 'static> Drop for Pool<C> {
         if let Some(closer) = closer {
             let _ = closer.join();
         }
+    }
+}
+
+impl<C: Send + 'static> Lent<'_, C> {
+    /// The connection, kept by the caller past this borrow of the pool: it still counts as
+    /// lent until given back with [`Pool::give_back`].
+    pub(super) fn keep(mut self) -> C {
+        let conn = self.conn.take().expect("lent until dropped");
+        std::mem::forget(self); // holds nothing else to drop: the pool's count stays
+        conn
     }
 }
 

@@ -270,6 +270,11 @@ impl GroupWriter {
         let Some(group) = writer.open.as_ref() else {
             return worked.map(|()| None); // nothing open: what was stored is committed
         };
+        if group.members == 0 {
+            // Opened by `hold` and nothing stored in it: the file's lock goes with it.
+            let committed = writer.commit_group();
+            return worked.and(committed).map(|()| None);
+        }
         let full = group.members >= MAX_GROUP;
         if staged && worked.is_ok() && queued > 0 && !full {
             return Ok(Some(Arc::new(Staged {
@@ -285,6 +290,27 @@ impl GroupWriter {
             return worked.and(committed).map(|()| None);
         }
         worked.map(|()| None)
+    }
+
+    /// In this thread's turn: opens the group's transaction now unless one is open (a full
+    /// one is committed first), so that the file's write lock is this process's until the
+    /// group commits: other processes' writes wait, what the turn reads next stays current,
+    /// and the turn's next write joins this transaction. Waits for another process's
+    /// transaction as any write does (the busy timeout).
+    pub fn hold(&self) -> Result<()> {
+        if !self.in_turn() {
+            return Err(Error::Internal(
+                "sqlite: the file's lock was asked for outside a write turn".into(),
+            ));
+        }
+        let mut writer = self.lock()?;
+        if writer.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
+            let _ = writer.commit_group(); // its members get the outcome
+        }
+        if writer.open.is_none() {
+            writer.begin_with(|_| Ok(()))?;
+        }
+        Ok(())
     }
 
     /// The writer for a change of its own (or a read that must see the newest state): an

@@ -609,6 +609,11 @@ impl Backend for SqliteBackend {
         self.writer.turn(announced, work)
     }
 
+    /// The file's write lock, for every database in it (`GroupWriter::hold`, `group.rs`).
+    fn hold_for_turn(&self, _db: &EntryId) -> Result<()> {
+        self.writer.hold()
+    }
+
     fn announce_write(&self) {
         self.writer.announce();
     }

@@ -149,3 +149,48 @@ fn a_panic_in_a_turn_rolls_its_group_back_and_frees_the_writer() {
     put(&backend, db(), 1, 1, &[db()]);
     assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
 }
+
+#[test]
+fn a_turn_holding_the_file_keeps_other_connections_writes_out_until_it_ends() {
+    let (file, backend) = open();
+    let elsewhere = SqliteBackend::open(&file.0).unwrap(); // as another process would
+    let held_until_written = |store: bool| {
+        // Another thread on its way to a turn: a group of rows would be left open for it.
+        backend.announce_write();
+        std::thread::scope(|s| {
+            let mut writer = None;
+            backend
+                .write_turn(false, &mut || {
+                    backend.hold_for_turn(&db())?;
+                    let other = s.spawn(|| {
+                        elsewhere.meta_put("k", b"v").unwrap();
+                        Instant::now()
+                    });
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    assert!(!other.is_finished(), "the file is held");
+                    if store {
+                        put(&backend, db(), 1, 1, &[db()]);
+                    }
+                    writer = Some(other);
+                    Ok(())
+                })
+                .unwrap();
+            let ended = Instant::now();
+            if store {
+                backend.withdraw_write(); // the rows were left staged for it
+            }
+            assert!(writer.unwrap().join().unwrap() >= ended);
+        });
+        if !store {
+            backend.withdraw_write();
+        }
+    };
+    held_until_written(false); // a hold with nothing stored ends with its turn
+    held_until_written(true);
+    assert_eq!(elsewhere.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+    // Outside a turn there is nothing to hold the lock until.
+    assert!(matches!(
+        backend.hold_for_turn(&db()),
+        Err(Error::Internal(_))
+    ));
+}

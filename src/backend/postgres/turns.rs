@@ -1,0 +1,125 @@
+//! The write turns running on a backend's threads ([`crate::backend::Backend::write_turn`]),
+//! each with the connection it holds a database's lock on, if any
+//! ([`crate::backend::Backend::hold_for_turn`]). A thread's calls during its turn run on the
+//! connection it holds: that connection's writes take the same lock again at transaction
+//! level, which PostgreSQL always grants to the session holding it, while another
+//! connection's would wait for the turn to end.
+
+use std::sync::{Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
+
+use crate::entry::EntryId;
+
+/// A thread's turn: the database held and the connection holding it, once asked.
+struct Turn<C> {
+    thread: ThreadId,
+    held: Option<Held<C>>,
+}
+
+/// A connection holding a database's lock at session level, and the database. The
+/// connection is `None` while a call of the turn's thread uses it.
+pub(super) struct Held<C> {
+    pub db: EntryId,
+    pub conn: Option<C>,
+}
+
+/// The turns running now.
+pub(super) struct Turns<C> {
+    running: Mutex<Vec<Turn<C>>>,
+}
+
+impl<C> Default for Turns<C> {
+    fn default() -> Self {
+        Turns {
+            running: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<C> Turns<C> {
+    fn running(&self) -> MutexGuard<'_, Vec<Turn<C>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This thread's turn, the latest if a turn was begun inside another.
+    fn mine(running: &mut [Turn<C>]) -> Option<&mut Turn<C>> {
+        let me = thread::current().id();
+        running.iter_mut().rev().find(|t| t.thread == me)
+    }
+
+    /// Begins a turn on this thread.
+    pub fn begin(&self) {
+        self.running().push(Turn {
+            thread: thread::current().id(),
+            held: None,
+        });
+    }
+
+    /// Ends this thread's latest turn, returning what it held.
+    pub fn end(&self) -> Option<Held<C>> {
+        let me = thread::current().id();
+        let mut running = self.running();
+        let at = running.iter().rposition(|t| t.thread == me)?;
+        running.remove(at).held
+    }
+
+    /// The database this thread's turn holds: `None` outside a turn, `Some(None)` in a turn
+    /// that holds none yet.
+    pub fn held_db(&self) -> Option<Option<EntryId>> {
+        let mut running = self.running();
+        Self::mine(&mut running).map(|t| t.held.as_ref().map(|h| h.db))
+    }
+
+    /// Records that this thread's turn holds `db` through `conn`.
+    pub fn hold(&self, db: EntryId, conn: C) {
+        if let Some(turn) = Self::mine(&mut self.running()) {
+            turn.held = Some(Held {
+                db,
+                conn: Some(conn),
+            });
+        }
+    }
+
+    /// Takes the connection this thread's turn holds, for one call (given back with
+    /// [`Turns::give_back`]); `None` when it holds none (or a call has it).
+    pub fn take_held(&self) -> Option<C> {
+        let mut running = self.running();
+        Self::mine(&mut running)?.held.as_mut()?.conn.take()
+    }
+
+    /// Gives back the connection [`Turns::take_held`] took.
+    pub fn give_back(&self, conn: C) {
+        let mut running = self.running();
+        if let Some(held) = Self::mine(&mut running).and_then(|t| t.held.as_mut()) {
+            held.conn = Some(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_lends_what_it_holds_to_its_own_thread_only() {
+        let turns = Turns::<u32>::default();
+        let db = EntryId::from_bytes([7; 32]);
+        assert_eq!(turns.held_db(), None);
+        turns.begin();
+        assert_eq!(turns.held_db(), Some(None));
+        turns.hold(db, 1);
+        assert_eq!(turns.held_db(), Some(Some(db)));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(turns.held_db(), None);
+                assert_eq!(turns.take_held(), None);
+            });
+        });
+        assert_eq!(turns.take_held(), Some(1));
+        assert_eq!(turns.take_held(), None, "one call at a time");
+        turns.give_back(1);
+        let held = turns.end().expect("held");
+        assert_eq!((held.db, held.conn), (db, Some(1)));
+        assert_eq!(turns.held_db(), None);
+    }
+}
