@@ -95,6 +95,12 @@ const UNDO_TOKEN_BYTES: usize = 16;
 /// up with [`Error::Busy`].
 const STALE_TRIES: usize = 16;
 
+/// After how many tries a change other processes' writes overtook is worked out again
+/// holding the database's write lock in storage ([`Backend::hold_for_turn`]), so that the
+/// next try is the last: a settings change reads every tip, and without the lock, writers
+/// in other processes overtook it until it gave up.
+const HOLD_AFTER_TRIES: usize = 2;
+
 fn kept_changing() -> Error {
     Error::Busy("other processes kept changing the database; retry".into())
 }
@@ -957,6 +963,9 @@ impl DatabaseCore {
                 }
                 // Another process wrote since the entry was planned: planned again on top
                 // of what there is now.
+                if (HOLD_AFTER_TRIES..STALE_TRIES).contains(&tries) {
+                    self.backend.hold_for_turn(&self.id)?;
+                }
                 self.catch_up()?;
                 if tries == STALE_TRIES {
                     break;

@@ -64,7 +64,11 @@ impl Handle for mnemo_backend {
 ///   mnemo database: a change is stored only if no other process changed what it builds
 ///   on since it read it (settings and which stores hold documents; for a settings change,
 ///   anything of that database; for a document write, the documents it writes); otherwise
-///   it is worked out again (up to 16 times, then MNEMO_STATUS_BUSY). A database handle
+///   it is worked out again. From its third try on it is worked out holding the database's
+///   lock in storage (PostgreSQL: that database's; SQLite: the file's), so other processes'
+///   writes to it wait for that one change (a few milliseconds; at most their lock_timeout
+///   or, on SQLite, 10 s) and it is stored: writers that never pause cannot keep a
+///   revocation out (up to 16 tries, then MNEMO_STATUS_BUSY). A database handle
 ///   open in one process finds out within one second that another process revoked its
 ///   keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches
 ///   hear the other processes' changes (`mnemo_db_subscribe`).

@@ -15,7 +15,7 @@ import pytest
 
 import mnemo
 
-from conftest import PYTHON_DIR
+from conftest import PYTHON_DIR, wait_until
 
 #: Run in another process: writes one path of a value in the database given.
 WRITE_PATH = """
@@ -48,6 +48,30 @@ import mnemo
 url, db_id = sys.argv[2:]
 with mnemo.Instance.open(url) as inst, inst.login("alice") as alice:
     alice.forget_db(db_id)
+"""
+
+
+#: Run in another process: bob writes the database given until file `stop` exists (or
+#: for 60 s, or until his key loses write), after creating file `ready` once he wrote.
+WRITE_UNTIL_STOPPED = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import mnemo
+url, db_id, ready, stop = sys.argv[2:]
+end = time.monotonic() + 60
+with mnemo.Instance.open(url) as inst, inst.login("bob") as bob:
+    with bob.load_db(db_id) as db:
+        n = 0
+        while not os.path.exists(stop) and time.monotonic() < end:
+            try:
+                db.set("s", f"k{n % 50}", n)
+            except mnemo.Busy:
+                continue
+            except mnemo.PermissionDenied:
+                break
+            n += 1
+            if n == 1:
+                open(ready, "w").close()
 """
 
 
@@ -181,3 +205,47 @@ def test_subscribers_and_watchers_hear_what_another_process_commits(url: str) ->
             while inst.stats()["databases_polled"] and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert inst.stats()["databases_polled"] == 0
+
+
+def test_settings_change_while_other_processes_write_hard(url: str, tmp_path: Path) -> None:
+    """A settings change reads every tip, so any write overtakes it; after two tries it is
+    worked out holding the database's lock in storage, so six processes writing as fast as
+    they can neither make grants give up busy nor keep a revocation of their key out."""
+    writers = 6
+    with mnemo.Instance.open(url) as inst:
+        for name in ("alice", "bob", "carol", "dave"):
+            inst.create_user(name)
+        keys = {}
+        for name in ("bob", "carol", "dave"):
+            with inst.login(name) as user:
+                keys[name] = next(k.pubkey for k in user.list_keys() if k.is_default)
+        with inst.login("alice") as alice, alice.create_db("d") as db:
+            db.set("s", "x", 1)
+            db.grant(keys["bob"], "write")
+            stop = tmp_path / "stop"
+            ready = [tmp_path / f"ready{i}" for i in range(writers)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", WRITE_UNTIL_STOPPED, str(PYTHON_DIR), url,
+                     db.id, str(ready[i]), str(stop)]
+                )
+                for i in range(writers)
+            ]
+            try:
+                assert wait_until(lambda: all(r.exists() for r in ready), 30)
+                time.sleep(0.5)  # all of them at full speed
+                for _ in range(2):
+                    db.grant(keys["carol"], "read")
+                    db.grant(keys["dave"], "read")
+                    db.revoke(keys["carol"])
+                    db.revoke(keys["dave"])
+                db.revoke(keys["bob"])
+            finally:
+                stop.touch()
+                for proc in procs:
+                    proc.wait(timeout=60)
+            assert [proc.returncode for proc in procs] == [0] * writers
+            db.verify()
+            db_id = db.id
+        with inst.login("bob") as bob, pytest.raises(mnemo.NotFound):
+            bob.load_db(db_id)  # he loaded it in the writers, before his key was revoked
