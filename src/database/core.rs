@@ -1210,14 +1210,33 @@ impl DatabaseCore {
     /// Checks a foreign entry whose parents are stored, and stores it: in effect, or
     /// discarded. When it lowers a key and other stored entries had not seen it, what takes
     /// effect is worked out again for the whole database. Callers hold the write lock.
+    /// Overtaken [`HOLD_AFTER_TRIES`] times, it is worked out again in a write turn holding
+    /// the database's lock in storage ([`Backend::hold_for_turn`]).
     fn validate_and_apply(&self, entry: &Entry, room: Room) -> Result<Outcome> {
-        for _ in 0..STALE_TRIES {
+        for _ in 0..HOLD_AFTER_TRIES {
             if let Some(outcome) = self.try_validate_and_apply(entry, room)? {
                 return Ok(outcome);
             }
             self.catch_up()?;
         }
-        Err(kept_changing())
+        let mut outcome = None;
+        let staged = self.backend.write_turn(false, &mut || {
+            self.backend.hold_for_turn(&self.id)?;
+            for _ in HOLD_AFTER_TRIES..STALE_TRIES {
+                self.catch_up()?;
+                outcome = self.try_validate_and_apply(entry, room)?;
+                if outcome.is_some() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        // What memory learnt from the entry is not in storage if the turn's commit failed.
+        let forget = |_: &Error| self.forget_derived_state();
+        if let Some(staged) = staged.inspect_err(forget)? {
+            staged.wait().inspect_err(forget)?;
+        }
+        outcome.ok_or_else(kept_changing)
     }
 
     /// [`DatabaseCore::validate_and_apply`] once; `None` when another process wrote while

@@ -8,6 +8,7 @@ import string
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 import time
 from pathlib import Path
 
@@ -249,3 +250,55 @@ def test_settings_change_while_other_processes_write_hard(url: str, tmp_path: Pa
             db_id = db.id
         with inst.login("bob") as bob, pytest.raises(mnemo.NotFound):
             bob.load_db(db_id)  # he loaded it in the writers, before his key was revoked
+
+
+def test_a_revocation_arriving_by_sync_gets_in_while_the_revoked_key_writes_hard(
+    url: str, tmp_path: Path
+) -> None:
+    """A settings change received by sync reads every tip too: the revocation of a key
+    that six processes of the receiving storage write with as fast as they can is stored
+    at the first pull (after two overtaken tries, holding the database's lock), and the
+    writers then find their key revoked."""
+    writers = 6
+    with mnemo.Instance.open("memory:") as a, mnemo.Instance.open(url) as b:
+        a.enable_sync()
+        b.enable_sync()
+        a.create_user("alice")
+        b.create_user("bob")
+        b.create_user("carol")
+        with ExitStack() as stack:
+            sync_a = stack.enter_context(a.sync)
+            sync_b = stack.enter_context(b.sync)
+            alice = stack.enter_context(a.login("alice"))
+            bob = stack.enter_context(b.login("bob"))
+            carol = stack.enter_context(b.login("carol"))
+            addr = sync_a.listen()
+            bob_key, carol_key = (
+                next(k.pubkey for k in u.list_keys() if k.is_default) for u in (bob, carol)
+            )
+            db = stack.enter_context(alice.create_db("d"))
+            db.set("s", "x", 1)
+            db.grant(bob_key, "write")
+            db.grant(carol_key, "read")
+            sync_b.sync_db(bob, addr, db.id)
+            sync_b.sync_db(carol, addr, db.id)
+            stop = tmp_path / "stop"
+            ready = [tmp_path / f"ready{i}" for i in range(writers)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", WRITE_UNTIL_STOPPED, str(PYTHON_DIR), url,
+                     db.id, str(ready[i]), str(stop)]
+                )
+                for i in range(writers)
+            ]
+            try:
+                assert wait_until(lambda: all(r.exists() for r in ready), 30)
+                time.sleep(0.5)  # all of them at full speed
+                db.revoke(bob_key)
+                sync_b.sync_db(carol, addr, db.id)
+                assert wait_until(lambda: all(p.poll() is not None for p in procs), 30)
+            finally:
+                stop.touch()
+                for proc in procs:
+                    proc.wait(timeout=60)
+            assert [proc.returncode for proc in procs] == [0] * writers
