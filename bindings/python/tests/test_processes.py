@@ -8,8 +8,9 @@ import string
 import subprocess
 import sys
 import threading
-from contextlib import ExitStack
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,33 @@ with mnemo.Instance.open(url) as inst, inst.login("bob") as bob:
             if n == 1:
                 open(ready, "w").close()
 """
+
+
+@contextmanager
+def writing_hard(
+    url: str, db_id: str, tmp_path: Path, writers: int = 6
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Runs `writers` processes of [WRITE_UNTIL_STOPPED] (yielded) for the length of the
+    block, which starts once all of them write at full speed; then stops them, and checks
+    that they ended well."""
+    stop = tmp_path / "stop"
+    ready = [tmp_path / f"ready{i}" for i in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITE_UNTIL_STOPPED, str(PYTHON_DIR), url, db_id,
+             str(r), str(stop)]
+        )
+        for r in ready
+    ]
+    try:
+        assert wait_until(lambda: all(r.exists() for r in ready), 30)
+        time.sleep(0.5)  # all of them at full speed
+        yield procs
+    finally:
+        stop.touch()
+        for proc in procs:
+            proc.wait(timeout=60)
+    assert [proc.returncode for proc in procs] == [0] * writers
 
 
 def run_elsewhere(script: str, *args: str) -> None:
@@ -212,7 +240,6 @@ def test_settings_change_while_other_processes_write_hard(url: str, tmp_path: Pa
     """A settings change reads every tip, so any write overtakes it; after two tries it is
     worked out holding the database's lock in storage, so six processes writing as fast as
     they can neither make grants give up busy nor keep a revocation of their key out."""
-    writers = 6
     with mnemo.Instance.open(url) as inst:
         for name in ("alice", "bob", "carol", "dave"):
             inst.create_user(name)
@@ -223,29 +250,13 @@ def test_settings_change_while_other_processes_write_hard(url: str, tmp_path: Pa
         with inst.login("alice") as alice, alice.create_db("d") as db:
             db.set("s", "x", 1)
             db.grant(keys["bob"], "write")
-            stop = tmp_path / "stop"
-            ready = [tmp_path / f"ready{i}" for i in range(writers)]
-            procs = [
-                subprocess.Popen(
-                    [sys.executable, "-c", WRITE_UNTIL_STOPPED, str(PYTHON_DIR), url,
-                     db.id, str(ready[i]), str(stop)]
-                )
-                for i in range(writers)
-            ]
-            try:
-                assert wait_until(lambda: all(r.exists() for r in ready), 30)
-                time.sleep(0.5)  # all of them at full speed
+            with writing_hard(url, db.id, tmp_path):
                 for _ in range(2):
                     db.grant(keys["carol"], "read")
                     db.grant(keys["dave"], "read")
                     db.revoke(keys["carol"])
                     db.revoke(keys["dave"])
                 db.revoke(keys["bob"])
-            finally:
-                stop.touch()
-                for proc in procs:
-                    proc.wait(timeout=60)
-            assert [proc.returncode for proc in procs] == [0] * writers
             db.verify()
             db_id = db.id
         with inst.login("bob") as bob, pytest.raises(mnemo.NotFound):
@@ -259,7 +270,6 @@ def test_a_revocation_arriving_by_sync_gets_in_while_the_revoked_key_writes_hard
     that six processes of the receiving storage write with as fast as they can is stored
     at the first pull (after two overtaken tries, holding the database's lock), and the
     writers then find their key revoked."""
-    writers = 6
     with mnemo.Instance.open("memory:") as a, mnemo.Instance.open(url) as b:
         a.enable_sync()
         b.enable_sync()
@@ -282,23 +292,7 @@ def test_a_revocation_arriving_by_sync_gets_in_while_the_revoked_key_writes_hard
             db.grant(carol_key, "read")
             sync_b.sync_db(bob, addr, db.id)
             sync_b.sync_db(carol, addr, db.id)
-            stop = tmp_path / "stop"
-            ready = [tmp_path / f"ready{i}" for i in range(writers)]
-            procs = [
-                subprocess.Popen(
-                    [sys.executable, "-c", WRITE_UNTIL_STOPPED, str(PYTHON_DIR), url,
-                     db.id, str(ready[i]), str(stop)]
-                )
-                for i in range(writers)
-            ]
-            try:
-                assert wait_until(lambda: all(r.exists() for r in ready), 30)
-                time.sleep(0.5)  # all of them at full speed
+            with writing_hard(url, db.id, tmp_path) as procs:
                 db.revoke(bob_key)
                 sync_b.sync_db(carol, addr, db.id)
                 assert wait_until(lambda: all(p.poll() is not None for p in procs), 30)
-            finally:
-                stop.touch()
-                for proc in procs:
-                    proc.wait(timeout=60)
-            assert [proc.returncode for proc in procs] == [0] * writers
