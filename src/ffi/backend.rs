@@ -68,10 +68,13 @@ impl Handle for mnemo_backend {
 ///   lock in storage (PostgreSQL: that database's; SQLite: the file's), so other processes'
 ///   writes to it wait for that one change (a few milliseconds; at most their lock_timeout
 ///   or, on SQLite, 10 s) and it is stored: writers that never pause cannot keep a
-///   revocation out (up to 16 tries, then MNEMO_STATUS_BUSY). A database handle
-///   open in one process finds out within one second that another process revoked its
-///   keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches
-///   hear the other processes' changes (`mnemo_db_subscribe`).
+///   revocation out (up to 16 tries, then MNEMO_STATUS_BUSY). A process that stops while
+///   it holds a PostgreSQL database's lock (paused, frozen) has its connection ended by a
+///   PostgreSQL 14 or later server once idle for lock_timeout, which frees the lock (an
+///   older server keeps it until the process goes on or its connection dies). A database
+///   handle open in one process finds out within one second that another process revoked
+///   its keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and
+///   watches hear the other processes' changes (`mnemo_db_subscribe`).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

@@ -307,7 +307,7 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
     let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    let backend = PostgresBackend::connect(&url).unwrap();
+    let backend = PostgresBackend::connect(&format!("{url}?lock_timeout=1000")).unwrap();
     let id = db.id();
     let mut watcher = admin(&url);
     let mut other = admin(&url);
@@ -347,6 +347,49 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
         backend.hold_for_turn(&id),
         Err(Error::Internal(_))
     ));
+    // Its idle limit, bounded while it held the lock (see the next test), is as before.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(backend.version(&id).unwrap(), before);
+}
+
+/// A process that stops while its turn holds a database (paused, frozen) keeps the others'
+/// writes out for at most the lock wait: the server ends the holding connection once it has
+/// been idle that long (`idle_session_timeout`), which frees the lock; the turn's next call
+/// fails, and the connection is made again for the next.
+#[test]
+fn a_stalled_turn_holds_a_database_for_at_most_the_lock_wait() {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
+        return;
+    };
+    let backend = PostgresBackend::connect(&format!("{url}?lock_timeout=300")).unwrap();
+    let id = db.id();
+    let mut other = admin(&url);
+    let before = backend.version(&id).unwrap();
+    let turn_ended = std::thread::scope(|scope| {
+        let (go, told) = std::sync::mpsc::channel::<()>();
+        let (db, other) = (&db, &mut other);
+        let waiting = scope.spawn(move || {
+            told.recv().unwrap();
+            hold_lock(other, db).rollback().unwrap();
+            Instant::now()
+        });
+        let stalled = backend.write_turn(false, &mut || {
+            backend.hold_for_turn(&id)?;
+            go.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(3)); // stopped, as far as the server sees
+            backend.version(&id).map(drop)
+        });
+        assert!(
+            matches!(stalled, Err(Error::Storage(_))),
+            "{:?}",
+            stalled.err()
+        );
+        let ended = Instant::now();
+        assert!(waiting.join().unwrap() + Duration::from_secs(1) < ended);
+        ended
+    });
+    assert_eq!(backend.version(&id).unwrap(), before);
+    assert!(turn_ended.elapsed() < Duration::from_secs(20));
 }
 
 /// The connections an instance made for a burst of calls are closed once they stayed idle

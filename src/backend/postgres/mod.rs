@@ -1097,7 +1097,16 @@ impl Backend for PostgresBackend {
                 c.client
                     .execute(&c.hold_db, &[&&db.as_bytes()[..]])
                     .map_err(pg_error)?;
-                self.turns.hold(*db, lent.keep());
+                // A holder that stops going on (a paused or frozen process) is cut off by
+                // the server once idle for the lock wait, which frees the lock. PostgreSQL
+                // before 14 has no such setting: there it is held until the process goes on.
+                let limit = self.url.lock_timeout().as_millis().to_string();
+                let before = c
+                    .client
+                    .query_one(BOUND_IDLE_SESSION, &[&limit])
+                    .ok()
+                    .and_then(|row| row.try_get::<_, String>(0).ok());
+                self.turns.hold(*db, lent.keep(), before);
                 Ok(())
             }
         }
@@ -1527,6 +1536,17 @@ impl Backend for PostgresBackend {
 
 /// A [`Version`]'s shape and count as stored; `None` for one that no row can hold, so not
 /// the current one.
+/// Sets the session's `idle_session_timeout` to `$1` (milliseconds), returning the one
+/// before: for a connection holding a database ([`Backend::hold_for_turn`]).
+const BOUND_IDLE_SESSION: &str = "SELECT current_setting('idle_session_timeout'), \
+     set_config('idle_session_timeout', $1, false)";
+
+/// Releases database `$1`'s lock held at session level, and sets `idle_session_timeout`
+/// back to `$2`.
+const RELEASE_AND_UNBOUND: &str =
+    "SELECT pg_advisory_unlock(hashtextextended(encode($1, 'hex'), 0)), \
+     set_config('idle_session_timeout', $2, false)";
+
 /// A write turn of [`PostgresBackend`] on this thread; when it ends (dropped, also by a
 /// panic of its work), the database it held is released and its connection given back.
 struct TurnGuard<'a>(&'a PostgresBackend);
@@ -1546,9 +1566,12 @@ impl Drop for TurnGuard<'_> {
         let Some(mut conn) = held.conn else {
             return; // a call still has it: impossible once the turn's work returned
         };
-        let released = conn
-            .client
-            .query_one(&conn.release_db, &[&&held.db.as_bytes()[..]])
+        let db: &[u8] = held.db.as_bytes();
+        let row = match &held.idle_limit_before {
+            None => conn.client.query_one(&conn.release_db, &[&db]),
+            Some(before) => conn.client.query_one(RELEASE_AND_UNBOUND, &[&db, before]),
+        };
+        let released = row
             .map_err(drop)
             .and_then(|row| row.try_get::<_, bool>(0).map_err(drop));
         // A connection that could not say it released the lock is closed: that does.

@@ -21,6 +21,9 @@ struct Turn<C> {
 pub(super) struct Held<C> {
     pub db: EntryId,
     pub conn: Option<C>,
+    /// The connection's `idle_session_timeout` before the hold bounded it, to set again
+    /// (`None`: the server has no such setting).
+    pub idle_limit_before: Option<String>,
 }
 
 /// The turns running now.
@@ -70,12 +73,14 @@ impl<C> Turns<C> {
         Self::mine(&mut running).map(|t| t.held.as_ref().map(|h| h.db))
     }
 
-    /// Records that this thread's turn holds `db` through `conn`.
-    pub fn hold(&self, db: EntryId, conn: C) {
+    /// Records that this thread's turn holds `db` through `conn` (with the idle limit to
+    /// set again when it ends).
+    pub fn hold(&self, db: EntryId, conn: C, idle_limit_before: Option<String>) {
         if let Some(turn) = Self::mine(&mut self.running()) {
             turn.held = Some(Held {
                 db,
                 conn: Some(conn),
+                idle_limit_before,
             });
         }
     }
@@ -107,7 +112,7 @@ mod tests {
         assert_eq!(turns.held_db(), None);
         turns.begin();
         assert_eq!(turns.held_db(), Some(None));
-        turns.hold(db, 1);
+        turns.hold(db, 1, None);
         assert_eq!(turns.held_db(), Some(Some(db)));
         std::thread::scope(|s| {
             s.spawn(|| {
