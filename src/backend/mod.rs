@@ -252,9 +252,11 @@ pub trait Backend: Send + Sync {
     /// this storage until the turn ends, so that nobody else (another process, another
     /// connection) writes `db` meanwhile. What `work` reads of `db` after this stays current
     /// and its next [`Backend::put_entry`] is not overtaken: for a change that others'
-    /// writes kept overtaking. Waits for writes under way (at most the storage's lock
-    /// wait, then [`crate::Error::Busy`]). The default (storage only this process writes,
-    /// whose writes to `db` the caller's lock already serialises) does nothing.
+    /// writes kept overtaking. SQLite holds the file's lock, and lets it go when `work`
+    /// writes other than with `put_entry` (a metadata record, a state replaced): ask again
+    /// after such a write. Waits for writes under way (at most the storage's lock wait,
+    /// then [`crate::Error::Busy`]). The default (storage only this process writes, whose
+    /// writes to `db` the caller's lock already serialises) does nothing.
     fn hold_for_turn(&self, _db: &EntryId) -> Result<()> {
         Ok(())
     }

@@ -1221,20 +1221,23 @@ impl DatabaseCore {
         }
         let mut outcome = None;
         let staged = self.backend.write_turn(false, &mut || {
-            self.backend.hold_for_turn(&self.id)?;
             for _ in HOLD_AFTER_TRIES..STALE_TRIES {
-                self.catch_up()?;
+                // Asked again at each try: a write of the try's own may have let it go.
+                self.backend.hold_for_turn(&self.id)?;
                 outcome = self.try_validate_and_apply(entry, room)?;
                 if outcome.is_some() {
                     break;
                 }
+                self.catch_up()?;
             }
             Ok(())
         });
         // What memory learnt from the entry is not in storage if the turn's commit failed.
+        // Left staged for company, it is made durable now: this thread holds the database,
+        // which a commit on its way to join would wait for.
         let forget = |_: &Error| self.forget_derived_state();
         if let Some(staged) = staged.inspect_err(forget)? {
-            staged.wait().inspect_err(forget)?;
+            staged.settle_now().inspect_err(forget)?;
         }
         outcome.ok_or_else(kept_changing)
     }

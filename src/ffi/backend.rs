@@ -65,16 +65,19 @@ impl Handle for mnemo_backend {
 ///   on since it read it (settings and which stores hold documents; for a settings change,
 ///   anything of that database; for a document write, the documents it writes); otherwise
 ///   it is worked out again. From its third try on it is worked out holding the database's
-///   lock in storage (PostgreSQL: that database's; SQLite: the file's), so other processes'
-///   writes to it wait for that one change (a few milliseconds; at most their lock_timeout
-///   or, on SQLite, 10 s) and it is stored: writers that never pause cannot keep a
-///   revocation out (up to 16 tries, then MNEMO_STATUS_BUSY). A process that stops while
-///   it holds a PostgreSQL database's lock (paused, frozen) has its connection ended by a
-///   PostgreSQL 14 or later server once idle for lock_timeout, which frees the lock (an
-///   older server keeps it until the process goes on or its connection dies). A database
-///   handle open in one process finds out within one second that another process revoked
-///   its keys: reads then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and
-///   watches hear the other processes' changes (`mnemo_db_subscribe`).
+///   lock in storage (PostgreSQL: that database's; SQLite: the file's, so writes to every
+///   database in it), so other processes' writes wait for that one change (a few
+///   milliseconds; at most their lock_timeout or, on SQLite, 10 s) and it is stored:
+///   writers that never pause cannot keep a revocation out (up to 16 tries, then
+///   MNEMO_STATUS_BUSY). A process that stops while it holds a PostgreSQL database's lock
+///   (paused, frozen) has its connection ended by a PostgreSQL 14 or later server once
+///   idle for lock_timeout (at least 1 s), which frees the lock (an older server keeps it
+///   until the process goes on or its connection dies). The lock is held by a session, so
+///   a connection pooler between mnemo and the server must pool sessions, not
+///   transactions. A database handle open in one process finds out within one second that
+///   another process revoked its keys: reads then fail with
+///   MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the other processes'
+///   changes (`mnemo_db_subscribe`).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

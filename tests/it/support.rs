@@ -626,6 +626,9 @@ impl Backend for Instrumented {
         Ok(stored)
     }
     fn hold_for_turn(&self, db: &EntryId) -> Result<(), Error> {
+        if self.in_rolled_back_turn.load(Ordering::SeqCst) {
+            return Ok(()); // a turn of its own, not the inner backend's
+        }
         self.inner.hold_for_turn(db)
     }
     fn write_turn(

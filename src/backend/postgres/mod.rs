@@ -264,8 +264,12 @@ impl PostgresBackend {
     /// holding it ([`Backend::hold_for_turn`]); otherwise one of the pool ([`Self::lend`]).
     fn lock(&self) -> Result<Taken<'_>> {
         match self.turns.take_held() {
-            Some(conn) => Ok(Taken::Held(&self.turns, Some(conn))),
-            None => self.lend().map(Taken::Lent),
+            Ok(Some(conn)) => Ok(Taken::Held(&self.turns, Some(conn))),
+            Ok(None) => self.lend().map(Taken::Lent),
+            // Another connection's write would wait for the lock this thread holds.
+            Err(()) => Err(Error::Internal(
+                "postgres: a call inside another while a database's lock is held".into(),
+            )),
         }
     }
 
@@ -1074,7 +1078,7 @@ impl Backend for PostgresBackend {
         _announced: bool,
         work: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<Arc<dyn crate::backend::Staged>>> {
-        let turn = TurnGuard::begin(self);
+        let turn = TurnGuard::begin(self)?;
         let worked = work();
         drop(turn);
         worked.map(|()| None)
@@ -1094,20 +1098,31 @@ impl Backend for PostgresBackend {
             Some(None) => {
                 let mut lent = self.lend()?;
                 let c = &mut *lent;
-                c.client
-                    .execute(&c.hold_db, &[&&db.as_bytes()[..]])
-                    .map_err(pg_error)?;
                 // A holder that stops going on (a paused or frozen process) is cut off by
-                // the server once idle for the lock wait, which frees the lock. PostgreSQL
-                // before 14 has no such setting: there it is held until the process goes on.
-                let limit = self.url.lock_timeout().as_millis().to_string();
-                let before = c
+                // the server once idle that long, which frees the lock. PostgreSQL before
+                // 14 has no such setting: there it is held until the process goes on.
+                let limit = self.url.lock_timeout().max(MIN_HOLDER_IDLE).as_millis();
+                let held = c
                     .client
-                    .query_one(BOUND_IDLE_SESSION, &[&limit])
-                    .ok()
-                    .and_then(|row| row.try_get::<_, String>(0).ok());
-                self.turns.hold(*db, lent.keep(), before);
-                Ok(())
+                    .execute(&c.hold_db, &[&&db.as_bytes()[..]])
+                    .and_then(|_| {
+                        c.client
+                            .query_one(BOUND_IDLE_SESSION, &[&limit.to_string()])
+                    });
+                match held {
+                    Ok(row) => {
+                        let before = row.try_get::<_, Option<String>>(0).ok().flatten();
+                        self.turns.hold(*db, lent.keep(), before);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // The lock may be held, or come later, by a session nobody uses:
+                        // closing the connection ends it.
+                        drop(lent.keep());
+                        self.pool.give_back(None);
+                        Err(pg_error(e))
+                    }
+                }
             }
         }
     }
@@ -1534,12 +1549,17 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// A [`Version`]'s shape and count as stored; `None` for one that no row can hold, so not
-/// the current one.
+/// The least idle time after which the server ends a connection holding a database for a
+/// turn: the URL's `lock_timeout` unless shorter (a turn's own work between two calls must
+/// not end it).
+const MIN_HOLDER_IDLE: Duration = Duration::from_secs(1);
+
 /// Sets the session's `idle_session_timeout` to `$1` (milliseconds), returning the one
-/// before: for a connection holding a database ([`Backend::hold_for_turn`]).
-const BOUND_IDLE_SESSION: &str = "SELECT current_setting('idle_session_timeout'), \
-     set_config('idle_session_timeout', $1, false)";
+/// before (NULL, and nothing set, on a server without the setting: before PostgreSQL 14):
+/// for a connection holding a database ([`Backend::hold_for_turn`]).
+const BOUND_IDLE_SESSION: &str = "SELECT current_setting('idle_session_timeout', true), \
+     CASE WHEN current_setting('idle_session_timeout', true) IS NOT NULL \
+     THEN set_config('idle_session_timeout', $1, false) END";
 
 /// Releases database `$1`'s lock held at session level, and sets `idle_session_timeout`
 /// back to `$2`.
@@ -1552,9 +1572,13 @@ const RELEASE_AND_UNBOUND: &str =
 struct TurnGuard<'a>(&'a PostgresBackend);
 
 impl<'a> TurnGuard<'a> {
-    fn begin(backend: &'a PostgresBackend) -> TurnGuard<'a> {
-        backend.turns.begin();
-        TurnGuard(backend)
+    fn begin(backend: &'a PostgresBackend) -> Result<TurnGuard<'a>> {
+        if !backend.turns.begin() {
+            return Err(Error::Internal(
+                "postgres: a write turn begun inside another".into(),
+            ));
+        }
+        Ok(TurnGuard(backend))
     }
 }
 
@@ -1566,6 +1590,12 @@ impl Drop for TurnGuard<'_> {
         let Some(mut conn) = held.conn else {
             return; // a call still has it: impossible once the turn's work returned
         };
+        if !conn.client.is_usable() {
+            // Broken (a call ran out of time) or ended by the server: closed, not asked.
+            drop(conn);
+            self.0.pool.give_back(None);
+            return;
+        }
         let db: &[u8] = held.db.as_bytes();
         let row = match &held.idle_limit_before {
             None => conn.client.query_one(&conn.release_db, &[&db]),
@@ -1581,6 +1611,8 @@ impl Drop for TurnGuard<'_> {
     }
 }
 
+/// A [`Version`]'s shape and count as stored; `None` for one that no row can hold, so not
+/// the current one.
 fn stored_version(version: Version) -> Option<(i64, i64)> {
     Some((
         i64::try_from(version.shape).ok()?,

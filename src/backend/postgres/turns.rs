@@ -3,7 +3,9 @@
 //! ([`crate::backend::Backend::hold_for_turn`]). A thread's calls during its turn run on the
 //! connection it holds: that connection's writes take the same lock again at transaction
 //! level, which PostgreSQL always grants to the session holding it, while another
-//! connection's would wait for the turn to end.
+//! connection's would wait for the turn to end. So a call made while another call of the
+//! same thread has that connection (none does) is refused rather than sent elsewhere, and
+//! turns do not nest (no caller begins one inside another).
 
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
@@ -44,25 +46,30 @@ impl<C> Turns<C> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// This thread's turn, the latest if a turn was begun inside another.
+    /// This thread's turn.
     fn mine(running: &mut [Turn<C>]) -> Option<&mut Turn<C>> {
         let me = thread::current().id();
-        running.iter_mut().rev().find(|t| t.thread == me)
+        running.iter_mut().find(|t| t.thread == me)
     }
 
-    /// Begins a turn on this thread.
-    pub fn begin(&self) {
-        self.running().push(Turn {
+    /// Begins a turn on this thread; false (nothing begun) if it holds one already.
+    pub fn begin(&self) -> bool {
+        let mut running = self.running();
+        if Self::mine(&mut running).is_some() {
+            return false;
+        }
+        running.push(Turn {
             thread: thread::current().id(),
             held: None,
         });
+        true
     }
 
-    /// Ends this thread's latest turn, returning what it held.
+    /// Ends this thread's turn, returning what it held.
     pub fn end(&self) -> Option<Held<C>> {
         let me = thread::current().id();
         let mut running = self.running();
-        let at = running.iter().rposition(|t| t.thread == me)?;
+        let at = running.iter().position(|t| t.thread == me)?;
         running.remove(at).held
     }
 
@@ -86,10 +93,15 @@ impl<C> Turns<C> {
     }
 
     /// Takes the connection this thread's turn holds, for one call (given back with
-    /// [`Turns::give_back`]); `None` when it holds none (or a call has it).
-    pub fn take_held(&self) -> Option<C> {
+    /// [`Turns::give_back`]): `Ok(None)` when it holds none, `Err(())` when another call of
+    /// this thread has it.
+    #[allow(clippy::result_unit_err)]
+    pub fn take_held(&self) -> Result<Option<C>, ()> {
         let mut running = self.running();
-        Self::mine(&mut running)?.held.as_mut()?.conn.take()
+        match Self::mine(&mut running).and_then(|t| t.held.as_mut()) {
+            None => Ok(None),
+            Some(held) => held.conn.take().map(Some).ok_or(()),
+        }
     }
 
     /// Gives back the connection [`Turns::take_held`] took.
@@ -110,18 +122,20 @@ mod tests {
         let turns = Turns::<u32>::default();
         let db = EntryId::from_bytes([7; 32]);
         assert_eq!(turns.held_db(), None);
-        turns.begin();
+        assert!(turns.begin());
+        assert!(!turns.begin(), "turns do not nest");
         assert_eq!(turns.held_db(), Some(None));
+        assert_eq!(turns.take_held(), Ok(None));
         turns.hold(db, 1, None);
         assert_eq!(turns.held_db(), Some(Some(db)));
         std::thread::scope(|s| {
             s.spawn(|| {
                 assert_eq!(turns.held_db(), None);
-                assert_eq!(turns.take_held(), None);
+                assert_eq!(turns.take_held(), Ok(None));
             });
         });
-        assert_eq!(turns.take_held(), Some(1));
-        assert_eq!(turns.take_held(), None, "one call at a time");
+        assert_eq!(turns.take_held(), Ok(Some(1)));
+        assert_eq!(turns.take_held(), Err(()), "one call at a time");
         turns.give_back(1);
         let held = turns.end().expect("held");
         assert_eq!((held.db, held.conn), (db, Some(1)));

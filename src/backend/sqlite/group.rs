@@ -295,7 +295,8 @@ impl GroupWriter {
     /// In this thread's turn: opens the group's transaction now unless one is open (a full
     /// one is committed first), so that the file's write lock is this process's until the
     /// group commits: other processes' writes wait, what the turn reads next stays current,
-    /// and the turn's next write joins this transaction. Waits for another process's
+    /// and the turn's next entry joins this transaction (a write through
+    /// [`GroupWriter::exclusive`] commits it first). Waits for another process's
     /// transaction as any write does (the busy timeout).
     pub fn hold(&self) -> Result<()> {
         if !self.in_turn() {
