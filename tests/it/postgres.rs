@@ -298,6 +298,29 @@ fn a_read_does_not_wait_behind_a_commit_waiting_for_a_lock() {
     assert_eq!(db.get("s", "k").unwrap(), "2");
 }
 
+/// Runs `turn` while another connection is ready to take database `db`'s lock (as another
+/// process's write would) once told to by the first function `turn` is given; the second
+/// says whether it still waits. Returns what `turn` returned, and when the other connection
+/// got the lock.
+fn while_another_waits<T>(
+    url: &str,
+    db: &Database,
+    turn: impl FnOnce(&dyn Fn(), &dyn Fn() -> bool) -> T,
+) -> (T, Instant) {
+    let mut other = admin(url);
+    std::thread::scope(|scope| {
+        let (go, told) = std::sync::mpsc::channel::<()>();
+        let other = &mut other;
+        let waiting = scope.spawn(move || {
+            told.recv().unwrap();
+            hold_lock(other, db).rollback().unwrap();
+            Instant::now()
+        });
+        let turned = turn(&|| go.send(()).unwrap(), &|| !waiting.is_finished());
+        (turned, waiting.join().unwrap())
+    })
+}
+
 /// A write turn holding a database (`Backend::hold_for_turn`, what a change other processes
 /// kept overtaking asks for) keeps every other connection's write to it waiting until the
 /// turn ends, while its own calls go on; the lock goes with the turn, and the connection
@@ -310,34 +333,26 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
     let backend = PostgresBackend::connect(&format!("{url}?lock_timeout=1000")).unwrap();
     let id = db.id();
     let mut watcher = admin(&url);
-    let mut other = admin(&url);
     let before = backend.version(&id).unwrap();
-    std::thread::scope(|scope| {
-        let (go, told) = std::sync::mpsc::channel::<()>();
-        let (db, other) = (&db, &mut other);
-        let waiting = scope.spawn(move || {
-            told.recv().unwrap();
-            hold_lock(other, db).rollback().unwrap();
-            Instant::now()
-        });
+    let (ended, other_got_it) = while_another_waits(&url, &db, |start, other_waits| {
         backend
             .write_turn(false, &mut || {
                 backend.hold_for_turn(&id)?;
                 backend.hold_for_turn(&id)?; // held already: nothing more
-                go.send(()).unwrap();
+                start();
                 wait_for_lock_waiters(&mut watcher, 1);
                 // Its own calls run on the connection holding the lock.
                 assert_eq!(backend.version(&id)?, before);
                 assert_eq!(backend.tips(&id)?.len(), 1);
                 assert_eq!(backend.connections_open(), 1, "no other connection made");
                 std::thread::sleep(Duration::from_millis(200));
-                assert!(!waiting.is_finished());
+                assert!(other_waits());
                 Ok(())
             })
             .unwrap();
-        let ended = Instant::now();
-        assert!(waiting.join().unwrap() >= ended);
+        Instant::now()
     });
+    assert!(other_got_it >= ended);
     assert_eq!(
         backend.connections_open(),
         1,
@@ -353,9 +368,9 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
 }
 
 /// A process that stops while its turn holds a database (paused, frozen) keeps the others'
-/// writes out for at most the lock wait: the server ends the holding connection once it has
-/// been idle that long (`idle_session_timeout`), which frees the lock; the turn's next call
-/// fails, and the connection is made again for the next.
+/// writes out for at most the lock wait (at least 1 s): the server ends the holding
+/// connection once it has been idle that long (`idle_session_timeout`), which frees the
+/// lock; the turn's next call fails, and the connection is made again for the next.
 #[test]
 fn a_stalled_turn_holds_a_database_for_at_most_the_lock_wait() {
     let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
@@ -363,33 +378,20 @@ fn a_stalled_turn_holds_a_database_for_at_most_the_lock_wait() {
     };
     let backend = PostgresBackend::connect(&format!("{url}?lock_timeout=300")).unwrap();
     let id = db.id();
-    let mut other = admin(&url);
     let before = backend.version(&id).unwrap();
-    let turn_ended = std::thread::scope(|scope| {
-        let (go, told) = std::sync::mpsc::channel::<()>();
-        let (db, other) = (&db, &mut other);
-        let waiting = scope.spawn(move || {
-            told.recv().unwrap();
-            hold_lock(other, db).rollback().unwrap();
-            Instant::now()
-        });
+    let ((stalled, ended), other_got_it) = while_another_waits(&url, &db, |start, _| {
         let stalled = backend.write_turn(false, &mut || {
             backend.hold_for_turn(&id)?;
-            go.send(()).unwrap();
+            start();
             std::thread::sleep(Duration::from_secs(3)); // stopped, as far as the server sees
             backend.version(&id).map(drop)
         });
-        assert!(
-            matches!(stalled, Err(Error::Storage(_))),
-            "{:?}",
-            stalled.err()
-        );
-        let ended = Instant::now();
-        assert!(waiting.join().unwrap() + Duration::from_secs(1) < ended);
-        ended
+        (stalled.map(drop), Instant::now())
     });
+    assert!(matches!(stalled, Err(Error::Storage(_))), "{stalled:?}");
+    assert!(other_got_it + Duration::from_secs(1) < ended);
     assert_eq!(backend.version(&id).unwrap(), before);
-    assert!(turn_ended.elapsed() < Duration::from_secs(20));
+    assert!(ended.elapsed() < Duration::from_secs(20));
 }
 
 /// The connections an instance made for a burst of calls are closed once they stayed idle
