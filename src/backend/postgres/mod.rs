@@ -1099,19 +1099,21 @@ impl Backend for PostgresBackend {
                 let mut lent = self.lend()?;
                 let c = &mut *lent;
                 // A holder that stops going on (a paused or frozen process) is cut off by
-                // the server once idle that long, which frees the lock. PostgreSQL before
-                // 14 has no such setting: there it is held until the process goes on.
+                // the server once idle that long, which frees the lock. Bounded before the
+                // lock is asked for: the server may grant it while the process is stopped.
+                // PostgreSQL before 14 has no such setting: there it is held until the
+                // process goes on.
                 let limit = self.url.lock_timeout().max(MIN_HOLDER_IDLE).as_millis();
                 let held = c
                     .client
-                    .execute(&c.hold_db, &[&&db.as_bytes()[..]])
-                    .and_then(|_| {
-                        c.client
-                            .query_one(BOUND_IDLE_SESSION, &[&limit.to_string()])
+                    .query_one(BOUND_IDLE_SESSION, &[&limit.to_string()])
+                    .and_then(|row| {
+                        let before = row.try_get::<_, Option<String>>(0).ok().flatten();
+                        c.client.execute(&c.hold_db, &[&&db.as_bytes()[..]])?;
+                        Ok(before)
                     });
                 match held {
-                    Ok(row) => {
-                        let before = row.try_get::<_, Option<String>>(0).ok().flatten();
+                    Ok(before) => {
                         self.turns.hold(*db, lent.keep(), before);
                         Ok(())
                     }
