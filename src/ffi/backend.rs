@@ -67,17 +67,20 @@ impl Handle for mnemo_backend {
 ///   it is worked out again. From its third try on it is worked out holding the database's
 ///   lock in storage (PostgreSQL: that database's; SQLite: the file's, so writes to every
 ///   database in it), so other processes' writes wait for that one change (a few
-///   milliseconds; at most their lock_timeout or, on SQLite, 10 s) and it is stored:
+///   milliseconds; at most their lock_timeout or, on SQLite, 10 s, then
+///   MNEMO_STATUS_BUSY, as for any write that waits that long) and it is stored:
 ///   writers that never pause cannot keep a revocation out (up to 16 tries, then
-///   MNEMO_STATUS_BUSY). A process that stops while it holds a PostgreSQL database's lock
-///   (paused, frozen) has its connection ended by a PostgreSQL 14 or later server once
-///   idle for lock_timeout (at least 1 s), which frees the lock (an older server keeps it
-///   until the process goes on or its connection dies). The lock is held by a session, so
-///   a connection pooler between mnemo and the server must pool sessions, not
-///   transactions. A database handle open in one process finds out within one second that
-///   another process revoked its keys: reads then fail with
-///   MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the other processes'
-///   changes (`mnemo_db_subscribe`).
+///   MNEMO_STATUS_BUSY). The other way round, each settings change makes the writes other
+///   processes are working out start over: settings changed without pause slow them
+///   (eight writers on PostgreSQL, about 700 commits/s, fell to about 50). A process that
+///   stops while it holds a PostgreSQL database's lock (paused, frozen) has its connection
+///   ended by a PostgreSQL 14 or later server once idle for lock_timeout (at least 1 s),
+///   which frees the lock (an older server keeps it until the process goes on or its
+///   connection dies). The lock is held by a session, so a connection pooler between
+///   mnemo and the server must pool sessions, not transactions. A database handle open in
+///   one process finds out within one second that another process revoked its keys: reads
+///   then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the
+///   other processes' changes (`mnemo_db_subscribe`).
 /// - `out`: receives a new backend handle, owned by the caller: pass it to
 ///   `mnemo_instance_open` (which consumes it) or free it with `mnemo_backend_free`.
 ///

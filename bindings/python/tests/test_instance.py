@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -322,6 +324,43 @@ def test_sqlite_file_keeps_everything_across_opens(tmp_path: Path) -> None:
         assert inst.device_id == device
         with inst.login("alice") as alice:
             assert alice.load_db(db_id).get("todo", "milk") == {"done": False}
+
+
+#: Run in another process: takes the write lock of the SQLite file given, says "held" and
+#: keeps it until told (a line on stdin).
+HOLD_SQLITE_WRITE_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def test_a_sqlite_file_locked_elsewhere_past_the_busy_timeout_is_busy(tmp_path: Path) -> None:
+    """A write that waited 10 s for another connection's lock on the file says BUSY (retry
+    later, as PostgreSQL's lock timeout does), not STORAGE; nothing was written."""
+    path = tmp_path / "app.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("alice")
+        with inst.login("alice") as alice, alice.create_db("notes") as db:
+            db.set("s", "k", 1)
+            # Another process (its locks would not exclude this one's) holds the write lock.
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            try:
+                assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+                with pytest.raises(mnemo.Busy, match="locked"):
+                    db.set("s", "k", 2)
+            finally:
+                holder.communicate(b"done\n", timeout=30)
+            assert db.get("s", "k") == 1
+            db.set("s", "k", 3)
+            assert db.get("s", "k") == 3
 
 
 @pytest.mark.parametrize("url", ["sqlite:/nonexistent-dir/x.db", "postgres://nobody@127.0.0.1:1/none"])

@@ -251,6 +251,12 @@ fn sql_error(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
             Error::Corrupt(format!("sqlite: {e}"))
         }
+        // Another connection kept the file locked past the busy timeout: retry later, as
+        // PostgreSQL's lock timeout says.
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy(format!(
+            "sqlite: another connection kept the file locked for {} s: {e}",
+            BUSY_TIMEOUT.as_secs()
+        )),
         _ if not_written_by_mnemo => Error::Corrupt(format!(
             "sqlite: a stored value is not of the type mnemo writes ({e})"
         )),
