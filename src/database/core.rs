@@ -1213,22 +1213,25 @@ impl DatabaseCore {
     /// Overtaken [`HOLD_AFTER_TRIES`] times, it is worked out again in a write turn holding
     /// the database's lock in storage ([`Backend::hold_for_turn`]).
     fn validate_and_apply(&self, entry: &Entry, room: Room) -> Result<Outcome> {
-        for _ in 0..HOLD_AFTER_TRIES {
+        for tries in 1..=HOLD_AFTER_TRIES {
+            if tries > 1 {
+                self.catch_up()?;
+            }
             if let Some(outcome) = self.try_validate_and_apply(entry, room)? {
                 return Ok(outcome);
             }
-            self.catch_up()?;
         }
         let mut outcome = None;
         let staged = self.backend.write_turn(false, &mut || {
             for _ in HOLD_AFTER_TRIES..STALE_TRIES {
-                // Asked again at each try: a write of the try's own may have let it go.
+                // Asked again at each try (a write of the try's own may have let it go), and
+                // the version read again once it is held.
                 self.backend.hold_for_turn(&self.id)?;
+                self.catch_up()?;
                 outcome = self.try_validate_and_apply(entry, room)?;
                 if outcome.is_some() {
                     break;
                 }
-                self.catch_up()?;
             }
             Ok(())
         });

@@ -95,8 +95,9 @@ impl Handle for mnemo_backend {
 /// again with other columns, keys or collations; in PostgreSQL, a trigger or rule on
 /// mnemo's tables, row-level security that applies to its role, one of them replaced by a
 /// view or found in another schema than the others, while other changes there (a column
-/// or index added, a column's type) are not looked for; the message names it). No message repeats a
-/// PostgreSQL URL or its password. Thread-safe.
+/// or index added, a column's type) are not looked for; the message names it),
+/// MNEMO_STATUS_BUSY (another process kept the file or the schema locked past the wait).
+/// No message repeats a PostgreSQL URL or its password. Thread-safe.
 /// (Debug builds only, for tests: "mnemo-test:panic" panics inside this function and
 /// returns MNEMO_STATUS_INTERNAL.)
 #[no_mangle]

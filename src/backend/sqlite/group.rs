@@ -315,13 +315,17 @@ impl GroupWriter {
     }
 
     /// The writer for a change of its own (or a read that must see the newest state): an
-    /// open group is committed first.
+    /// open group is committed first. In a turn that stored into it, a failed commit fails
+    /// this too: what the turn goes on to write may build on the rows it undid.
     pub fn exclusive(&self) -> Result<Exclusive<'_>> {
         let mut writer = self.lock()?;
         if writer.open.is_some() {
-            // Its members get the outcome; this caller goes on either way (if the commit
-            // failed, SQLite has rolled it back and the connection is idle).
-            let _ = writer.commit_group();
+            // Its members get the outcome; another caller goes on either way (if the
+            // commit failed, SQLite has rolled it back and the connection is idle).
+            let committed = writer.commit_group();
+            if self.in_turn() && writer.staged_in_turn {
+                committed?;
+            }
         }
         Ok(Exclusive(writer))
     }

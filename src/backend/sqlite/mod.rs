@@ -239,7 +239,8 @@ pub struct SqliteBackend {
 const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maps SQLite's errors: damaged files and values of another type than mnemo writes (tables
-/// changed outside mnemo) are [`Error::Corrupt`], the rest [`Error::Storage`].
+/// changed outside mnemo) are [`Error::Corrupt`], the file locked by another connection
+/// (after the busy timeout) [`Error::Busy`], the rest [`Error::Storage`].
 fn sql_error(e: rusqlite::Error) -> Error {
     let not_written_by_mnemo = matches!(
         e,
@@ -254,7 +255,7 @@ fn sql_error(e: rusqlite::Error) -> Error {
         // Another connection kept the file locked past the busy timeout: retry later, as
         // PostgreSQL's lock timeout says.
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy(format!(
-            "sqlite: another connection kept the file locked for {} s: {e}",
+            "sqlite: the file is locked by another connection (a write waits up to {} s): {e}",
             BUSY_TIMEOUT.as_secs()
         )),
         _ if not_written_by_mnemo => Error::Corrupt(format!(
