@@ -335,6 +335,7 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
     let mut watcher = admin(&url);
     let before = backend.version(&id).unwrap();
     let (ended, other_got_it) = while_another_waits(&url, &db, |start, other_waits| {
+        let mut work_ended = None;
         backend
             .write_turn(false, &mut || {
                 backend.hold_for_turn(&id)?;
@@ -347,10 +348,11 @@ fn a_turn_holding_a_database_keeps_other_writes_out_until_it_ends() {
                 assert_eq!(backend.connections_open(), 1, "no other connection made");
                 std::thread::sleep(Duration::from_millis(200));
                 assert!(other_waits());
+                work_ended = Some(Instant::now()); // the lock goes as the turn ends, after
                 Ok(())
             })
             .unwrap();
-        Instant::now()
+        work_ended.unwrap()
     });
     assert!(other_got_it >= ended);
     assert_eq!(

@@ -158,7 +158,7 @@ fn a_turn_holding_the_file_keeps_other_connections_writes_out_until_it_ends() {
         // Another thread on its way to a turn: a group of rows would be left open for it.
         backend.announce_write();
         std::thread::scope(|s| {
-            let mut writer = None;
+            let (mut writer, mut work_ended) = (None, None);
             backend
                 .write_turn(false, &mut || {
                     backend.hold_for_turn(&db())?;
@@ -172,14 +172,19 @@ fn a_turn_holding_the_file_keeps_other_connections_writes_out_until_it_ends() {
                         put(&backend, db(), 1, 1, &[db()]);
                     }
                     writer = Some(other);
+                    work_ended = Some(Instant::now());
                     Ok(())
                 })
                 .unwrap();
-            let ended = Instant::now();
-            if store {
+            // Let go of as the turn ended; with rows stored, once they are committed.
+            let held_until = if store {
+                let now = Instant::now();
                 backend.withdraw_write(); // the rows were left staged for it
-            }
-            assert!(writer.unwrap().join().unwrap() >= ended);
+                now
+            } else {
+                work_ended.unwrap()
+            };
+            assert!(writer.unwrap().join().unwrap() >= held_until);
         });
         if !store {
             backend.withdraw_write();
