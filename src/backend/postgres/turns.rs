@@ -7,6 +7,7 @@
 //! same thread has that connection (none does) is refused rather than sent elsewhere, and
 //! turns do not nest (no caller begins one inside another).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
@@ -31,12 +32,16 @@ pub(super) struct Held<C> {
 /// The turns running now.
 pub(super) struct Turns<C> {
     running: Mutex<Vec<Turn<C>>>,
+    /// How many of them hold a database: while none does, every call of the backend (reads
+    /// included) learns that it has no held connection to use without taking the mutex.
+    holding: AtomicUsize,
 }
 
 impl<C> Default for Turns<C> {
     fn default() -> Self {
         Turns {
             running: Mutex::new(Vec::new()),
+            holding: AtomicUsize::new(0),
         }
     }
 }
@@ -70,7 +75,11 @@ impl<C> Turns<C> {
         let me = thread::current().id();
         let mut running = self.running();
         let at = running.iter().position(|t| t.thread == me)?;
-        running.remove(at).held
+        let held = running.remove(at).held;
+        if held.is_some() {
+            self.holding.fetch_sub(1, Ordering::Release);
+        }
+        held
     }
 
     /// The database this thread's turn holds: `None` outside a turn, `Some(None)` in a turn
@@ -84,6 +93,7 @@ impl<C> Turns<C> {
     /// set again when it ends).
     pub fn hold(&self, db: EntryId, conn: C, idle_limit_before: Option<String>) {
         if let Some(turn) = Self::mine(&mut self.running()) {
+            self.holding.fetch_add(1, Ordering::Release);
             turn.held = Some(Held {
                 db,
                 conn: Some(conn),
@@ -97,6 +107,10 @@ impl<C> Turns<C> {
     /// this thread has it.
     #[allow(clippy::result_unit_err)]
     pub fn take_held(&self) -> Result<Option<C>, ()> {
+        // This thread's own hold, if any, was counted before this call (program order).
+        if self.holding.load(Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
         let mut running = self.running();
         match Self::mine(&mut running).and_then(|t| t.held.as_mut()) {
             None => Ok(None),
@@ -140,5 +154,10 @@ mod tests {
         let held = turns.end().expect("held");
         assert_eq!((held.db, held.conn), (db, Some(1)));
         assert_eq!(turns.held_db(), None);
+        assert_eq!(
+            turns.holding.load(Ordering::Acquire),
+            0,
+            "calls skip the mutex again"
+        );
     }
 }
