@@ -73,10 +73,11 @@ impl Handle for mnemo_backend {
 ///   MNEMO_STATUS_BUSY). The other way round, each settings change makes the writes other
 ///   processes are working out start over: settings changed without pause slow them
 ///   (eight writers on PostgreSQL, about 700 commits/s, fell to about 50). A process that
-///   stops while it holds a PostgreSQL database's lock (paused, frozen) has its connection
-///   ended by a PostgreSQL 14 or later server once idle for lock_timeout (at least 1 s),
-///   which frees the lock (an older server keeps it until the process goes on or its
-///   connection dies). The lock is held by a session, so a connection pooler between
+///   stops while it holds a PostgreSQL database's lock (paused, frozen, asleep) has its
+///   connection ended by the server once idle for lock_timeout (at least 1 s), which frees
+///   the lock: inside a write's transaction on any server; while a change holds the
+///   database for its further tries, on PostgreSQL 14 or later (an older server keeps
+///   that lock until the process goes on or its connection dies). The lock is held by a session, so a connection pooler between
 ///   mnemo and the server must pool sessions, not transactions. A database handle open in
 ///   one process finds out within one second that another process revoked its keys: reads
 ///   then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the

@@ -14,8 +14,9 @@
 //!
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive, the URL's
-//! `lock_timeout` (a write waiting longer for a database's lock fails as busy) and a limit
-//! on every wait for the server (`driver.rs`: connecting, and each call). The
+//! `lock_timeout` (a write waiting longer for a database's lock fails as busy; a
+//! connection idle that long inside a transaction is ended by the server, freeing its
+//! locks) and a limit on every wait for the server (`driver.rs`: connecting, and each call). The
 //! instance's threads share up to the URL's `max_connections` of them (`pool.rs`; those
 //! beyond one closed after the URL's `idle_timeout`); one the server ended is made again:
 //! before the call that would use it when it sat idle for [`CHECK_AFTER_IDLE`] or more,
@@ -27,6 +28,8 @@ mod driver;
 mod options;
 mod overtaken;
 mod pool;
+#[cfg(test)]
+mod stall_tests;
 mod tls;
 mod turns;
 
@@ -372,8 +375,16 @@ fn open_client(url: &PostgresUrl) -> Result<Client> {
     };
     let mut client = connected
         .map_err(|e| Error::Storage(format!("cannot connect to PostgreSQL: {}", with_cause(&e))))?;
-    let lock_timeout = format!("SET lock_timeout = {}", url.lock_timeout().as_millis());
-    client.batch_execute(&lock_timeout).map_err(pg_error)?;
+    // A process stopped inside a transaction (paused, frozen, a laptop asleep) would keep
+    // the locks it took until it goes on or its connection dies: the server ends it once
+    // idle that long, which frees them (the call it goes on with fails, and the next
+    // connects again).
+    let session = format!(
+        "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+        url.lock_timeout().as_millis(),
+        holder_idle_limit(url).as_millis()
+    );
+    client.batch_execute(&session).map_err(pg_error)?;
     Ok(client)
 }
 
@@ -1103,7 +1114,7 @@ impl Backend for PostgresBackend {
                 // lock is asked for: the server may grant it while the process is stopped.
                 // PostgreSQL before 14 has no such setting: there it is held until the
                 // process goes on.
-                let limit = self.url.lock_timeout().max(MIN_HOLDER_IDLE).as_millis();
+                let limit = holder_idle_limit(&self.url).as_millis();
                 let held = c
                     .client
                     .query_one(BOUND_IDLE_SESSION, &[&limit.to_string()])
@@ -1263,6 +1274,10 @@ impl Backend for PostgresBackend {
         let found = snapshot
             .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
             .map_err(pg_error)?;
+        let recorded = recorded_rows(&mut snapshot, &c.get_rows, db, store)?.unwrap_or(0);
+        // Checked once the snapshot is over: a large store's checks must not keep a
+        // transaction open past the server's idle limit (`open_client`).
+        snapshot.commit().map_err(pg_error)?;
         let cells = found
             .iter()
             .map(|row| {
@@ -1279,8 +1294,6 @@ impl Backend for PostgresBackend {
                 Ok((key, cell))
             })
             .collect::<Result<Vec<_>>>()?;
-        let recorded = recorded_rows(&mut snapshot, &c.get_rows, db, store)?.unwrap_or(0);
-        snapshot.commit().map_err(pg_error)?;
         rows::verify_row_count(store, recorded, cells.len())?;
         Ok(cells)
     }
@@ -1551,9 +1564,15 @@ impl Backend for PostgresBackend {
     }
 }
 
-/// The least idle time after which the server ends a connection holding a database for a
-/// turn: the URL's `lock_timeout` unless shorter (a turn's own work between two calls must
-/// not end it).
+/// How long a connection holding a database's lock (inside a transaction, or for a turn)
+/// may stay idle before the server ends it, which frees the lock: the URL's `lock_timeout`
+/// (what the writes kept waiting wait), at least [`MIN_HOLDER_IDLE`].
+fn holder_idle_limit(url: &PostgresUrl) -> Duration {
+    url.lock_timeout().max(MIN_HOLDER_IDLE)
+}
+
+/// The least of [`holder_idle_limit`]: mnemo's own work between two statements of a
+/// transaction or a turn must not end it.
 const MIN_HOLDER_IDLE: Duration = Duration::from_secs(1);
 
 /// Sets the session's `idle_session_timeout` to `$1` (milliseconds), returning the one
