@@ -1493,7 +1493,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * opens through `mnemo_user_find_db`, and what this user tracks of it with sync stops (and
  * no longer resumes at login). When no user of the instance keeps it any more, its storage
  * is reclaimed: every row of it is deleted (SQLite zeroes them and rewrites the file, so no
- * copy stays in it: this takes time in proportion to the file's size; PostgreSQL keeps old
+ * copy stays in it: this takes time in proportion to the file's size; a rewrite kept out,
+ * by another process's lock on the file past 1 s, a full disk or a crash, is made by the
+ * next forget, change of a secret or open of the file; PostgreSQL keeps old
  * row versions until vacuumed, and a row of the database's id and version, so that other
  * processes still holding it see it changed), and database handles still open on it fail
  * with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is

@@ -234,8 +234,9 @@ pub struct SqliteBackend {
     unscrubbed: AtomicBool,
 }
 
-/// How long the checkpoint after a scrubbed change waits for readers (the writer is held
-/// meanwhile) before it is left to the next scrubbed change.
+/// How long the rewrite and the checkpoint after a scrubbed change wait for other
+/// connections (the writer is held meanwhile) before they are left to the next scrubbed
+/// change.
 const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maps SQLite's errors: damaged files and values of another type than mnemo writes (tables
@@ -305,10 +306,16 @@ impl SqliteBackend {
             .map_err(sql_error)?;
         tune(&conn)?;
         check_or_create_schema(&conn, path)?;
+        // A rewrite that a forget left pending is made now if the file is free soon enough;
+        // otherwise the next scrubbed change tries again.
+        let unscrubbed = match rewrite_if_pending(&conn) {
+            Ok(true) => !checkpoint_truncate(&conn).unwrap_or(false),
+            _ => false,
+        };
         Ok(SqliteBackend {
             writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
-            unscrubbed: AtomicBool::new(false),
+            unscrubbed: AtomicBool::new(unscrubbed),
         })
     }
 
@@ -339,9 +346,11 @@ impl SqliteBackend {
     /// rebuilt (it is small), after a forget the whole file (`VACUUM`: time in proportion to
     /// the file's size; forgetting is rare). Then a checkpoint copies the new pages into the
     /// database file and truncates the WAL, which held the old ones. The change is committed
-    /// first and succeeds either way: a checkpoint that a reader of older pages keeps from
-    /// finishing within [`SCRUB_WAIT`] is made by the next scrubbed change (or when the
-    /// file's last connection closes, as SQLite does), and the old bytes stay meanwhile.
+    /// first and succeeds either way: a rewrite that cannot be made (a forget records it as
+    /// pending in its own transaction, [`mark_rewrite_pending`]) is made by the next
+    /// scrubbed change or open, and a checkpoint that a reader of older pages keeps from finishing
+    /// within [`SCRUB_WAIT`] by the next scrubbed change (or when the file's last
+    /// connection closes, as SQLite does); the old bytes stay meanwhile.
     ///
     /// A change that removed nothing (a new secret, a delete of one not there) skips both:
     /// the copies its own page moves may leave are of rows still live, all in the secrets
@@ -362,15 +371,12 @@ impl SqliteBackend {
                 }
                 Ok(changed)
             })?,
-            Rewrite::File => {
-                let changed = change(&conn)?;
-                if changed.removed {
-                    conn.execute_batch("VACUUM").map_err(sql_error)?;
-                }
-                changed
-            }
+            // The change recorded the rewrite as pending, in its own transaction.
+            Rewrite::File => change(&conn)?,
         };
-        if changed.removed || self.unscrubbed.load(Ordering::Acquire) {
+        // The change is committed: a rewrite that cannot be made now is left to the next.
+        let rewrote = rewrite_if_pending(&conn).unwrap_or(false);
+        if changed.removed || rewrote || self.unscrubbed.load(Ordering::Acquire) {
             // The change is committed whatever comes of this: its caller is told it
             // succeeded, and a checkpoint a reader keeps from finishing is left to the next.
             let done = checkpoint_truncate(&conn).unwrap_or(false);
@@ -405,6 +411,36 @@ impl std::ops::Deref for ReadConnection<'_> {
             ReadConnection::Pooled(conn) => conn,
         }
     }
+}
+
+/// The metadata record saying that rows were removed whose copies may stay in the file
+/// until it is rewritten (`VACUUM`): written with the removal, deleted once rewritten.
+const REWRITE_PENDING_KEY: &str = "rewrite-pending";
+
+/// Records, in the open transaction of a change that removes rows, that the file must be
+/// rewritten: a rewrite kept from running (another process holding the file past the wait,
+/// no room on the disk for the copy, a crash before it) is then made by the next scrubbed
+/// change (a forget, a secret replaced or deleted) or the next open of the file.
+fn mark_rewrite_pending(tx: &Connection) -> Result<()> {
+    set_meta(tx, REWRITE_PENDING_KEY, &[])
+}
+
+/// Rewrites the whole file (`VACUUM`) if a change removed rows since it was last
+/// rewritten, waiting up to [`SCRUB_WAIT`] for another process's lock (this process's
+/// writes wait meanwhile); whether it did. The caller checkpoints after it, so the WAL's
+/// copies of the old pages go too.
+fn rewrite_if_pending(conn: &Connection) -> Result<bool> {
+    let query = "SELECT value, chk FROM meta WHERE key = ?1";
+    if checked_value(conn, query, REWRITE_PENDING_KEY, "metadata")?.is_none() {
+        return Ok(false);
+    }
+    conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
+    let rewritten = conn
+        .execute_batch("VACUUM")
+        .and_then(|()| conn.execute("DELETE FROM meta WHERE key = ?1", [REWRITE_PENDING_KEY]));
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    rewritten.map_err(sql_error)?;
+    Ok(true)
 }
 
 /// Copies the WAL into the file and truncates it, waiting up to [`SCRUB_WAIT`] for
@@ -896,37 +932,45 @@ impl Backend for SqliteBackend {
     }
 
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool> {
-        let id = db.as_bytes();
         self.scrubbed(Rewrite::File, |conn| {
-            in_transaction(conn, |tx| {
-                if version_in(tx, db)? != decided_at {
-                    return Ok(Changed {
-                        result: false,
-                        removed: false,
-                    });
-                }
-                // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
-                let mut deleted = tx
-                    .execute(
-                        "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
-                        params![id],
-                    )
-                    .map_err(sql_error)?;
-                for table in ["log", "cells", "stores", "discarded"] {
-                    deleted += tx
-                        .execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
-                        .map_err(sql_error)?;
-                }
-                deleted += tx
-                    .execute("DELETE FROM meta WHERE key = ?1", params![shape_key(db)])
-                    .map_err(sql_error)?;
-                Ok(Changed {
-                    result: true,
-                    removed: deleted > 0,
-                })
-            })
+            in_transaction(conn, |tx| forget_rows(tx, db, decided_at))
         })
     }
+}
+
+/// Deletes every row of database `db` in the open transaction if its version is still
+/// `decided_at` ([`Backend::forget_database`]), and records the file's rewrite as pending
+/// when it deleted any.
+fn forget_rows(tx: &Connection, db: &EntryId, decided_at: Version) -> Result<Changed<bool>> {
+    if version_in(tx, db)? != decided_at {
+        return Ok(Changed {
+            result: false,
+            removed: false,
+        });
+    }
+    let id = db.as_bytes();
+    // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
+    let mut deleted = tx
+        .execute(
+            "DELETE FROM entries WHERE id IN (SELECT id FROM log WHERE db = ?1)",
+            params![id],
+        )
+        .map_err(sql_error)?;
+    for table in ["log", "cells", "stores", "discarded"] {
+        deleted += tx
+            .execute(&format!("DELETE FROM {table} WHERE db = ?1"), params![id])
+            .map_err(sql_error)?;
+    }
+    deleted += tx
+        .execute("DELETE FROM meta WHERE key = ?1", params![shape_key(db)])
+        .map_err(sql_error)?;
+    if deleted > 0 {
+        mark_rewrite_pending(tx)?;
+    }
+    Ok(Changed {
+        result: true,
+        removed: deleted > 0,
+    })
 }
 
 /// The metadata record of database `db`'s [`Version`] shape: the value [`SHAPES_KEY`] had
@@ -1692,6 +1736,44 @@ mod tests {
         assert!(finished.recv_timeout(Duration::from_secs(10)).unwrap());
         waiter.join().unwrap();
         drop(backend);
+        remove(&path);
+    }
+
+    /// A forget whose rewrite of the file another process keeps out (its lock held past the
+    /// wait) still succeeds: the rewrite stays recorded as pending, and the next scrubbed
+    /// change, or the next open, makes it.
+    #[test]
+    fn a_forget_whose_rewrite_is_kept_out_succeeds_and_the_rewrite_comes_later() {
+        let path = temp_file();
+        let other = Connection::open(&path).unwrap();
+        let pending = |b: &SqliteBackend| b.meta_get(REWRITE_PENDING_KEY).unwrap().is_some();
+        // Forgets database `n`, another process taking the file's lock as the delete commits.
+        let forget_kept_out = |backend: &SqliteBackend, n: u8| {
+            let db = EntryId::from_bytes([n; 32]);
+            put(backend, db, 0, 0, &[]);
+            let decided_at = backend.version(&db).unwrap();
+            let forgot = backend.scrubbed(Rewrite::File, |conn| {
+                let forgot = in_transaction(conn, |tx| forget_rows(tx, &db, decided_at));
+                other.execute_batch("BEGIN IMMEDIATE").unwrap();
+                forgot
+            });
+            assert!(forgot.unwrap(), "the forget happened");
+            assert_eq!(backend.tips(&db).unwrap(), vec![]);
+            assert!(pending(backend));
+            other.execute_batch("ROLLBACK").unwrap();
+        };
+        let backend = SqliteBackend::open(&path).unwrap();
+        forget_kept_out(&backend, 1);
+        forget_kept_out(&backend, 2);
+        // The next scrubbed change makes it (here a secret's delete that finds nothing) ...
+        assert!(!backend.secret_delete("nothing").unwrap());
+        assert!(!pending(&backend));
+        // ... or the next open.
+        forget_kept_out(&backend, 3);
+        drop(backend);
+        let backend = SqliteBackend::open(&path).unwrap();
+        assert!(!pending(&backend));
+        drop((backend, other));
         remove(&path);
     }
 }
