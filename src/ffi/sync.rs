@@ -364,7 +364,8 @@ pub unsafe extern "C" fn mnemo_sync_limits(
 /// background (one per user, database and peer; see `mnemo_sync_track`); then, counted
 /// since sync was enabled over every listener, stopped ones too: requests answered
 /// MNEMO_STATUS_BUSY (a limit reached: raise it with `mnemo_sync_set_limits` if these
-/// grow under legitimate load) and connections closed at once because the listener or
+/// grow under legitimate load; or storage that another process kept locked past the wait,
+/// see "lock_timeout" in `mnemo_backend_open`) and connections closed at once because the listener or
 /// their address was at its connection or request limit. Counts may change as soon as
 /// they are read: for monitoring, not for decisions.
 ///

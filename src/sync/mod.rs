@@ -243,7 +243,8 @@ impl SyncEngine {
     /// `requests_in_flight` (being handled by them all), `watches` (held by them all),
     /// `tracks` (databases kept in sync in the background, per user and peer); and what its
     /// listeners refused since it started: `requests_refused_busy` (answered
-    /// `MNEMO_STATUS_BUSY`) and `connections_refused` (closed at a connection or handshake
+    /// `MNEMO_STATUS_BUSY`: a limit reached, or storage another process kept locked past
+    /// the wait) and `connections_refused` (closed at a connection or handshake
     /// limit).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         use net::listener::Listener;
