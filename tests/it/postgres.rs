@@ -550,8 +550,9 @@ fn a_column_holding_what_mnemo_never_writes_is_corrupt_not_a_panic() {
 
 /// A cell row whose key hash was changed outside mnemo is corrupt: `verify` (and every read
 /// of the whole store) says so at once, and a key a write then gave a second row reads as
-/// corrupt. Before, `verify` passed it, and after the next write the key failed every read
-/// with STORAGE ("unexpected number of rows"), for good.
+/// corrupt, also in a scan and in a write that reads it first. Before, `verify` passed it,
+/// and after the next write the key failed every read with STORAGE ("unexpected number of
+/// rows"), for good; a scan listed the key twice, and a write reading it took either row.
 #[test]
 fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
     let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
@@ -568,6 +569,20 @@ fn a_cells_key_hash_changed_outside_mnemo_is_corrupt() {
     match db.get("s", "k") {
         Err(Error::Corrupt(message)) => assert!(message.contains("2 rows"), "{message}"),
         other => panic!("a key with two rows read back as {other:?}"),
+    }
+    match db.scan("s", "", None, 0) {
+        Err(Error::Corrupt(message)) => assert!(message.contains("2 rows"), "{message}"),
+        other => panic!("a scan over a key with two rows gave {other:?}"),
+    }
+    match db.set_path("s", "k", "/a", "1") {
+        Err(Error::Corrupt(message)) => assert!(message.contains("2 rows"), "{message}"),
+        other => panic!("a write reading a key with two rows gave {other:?}"),
+    }
+    // What a document write reads ahead (or again, when overtaken) in one round trip.
+    let backend = PostgresBackend::connect(&url).unwrap();
+    match backend.cells_at(&db.id(), &[("s", "k")]) {
+        Err(Error::Corrupt(message)) => assert!(message.contains("2 rows"), "{message}"),
+        other => panic!("a write's read ahead of a key with two rows gave {other:?}"),
     }
 }
 

@@ -859,7 +859,8 @@ fn put_entry_error(e: Failure) -> Error {
 /// at the stores `$2` and keys `$3` that are stored, each with its place in those arrays
 /// (from 1), and a row numbered 0 with the database's version (NULLs: the first version).
 /// Cell columns first, as [`checked_cell`] reads them. Each cell is looked up by its key
-/// (`LATERAL ... LIMIT 1`): as a join, the plan kept for the statement hashed the keys and
+/// (`LATERAL ... LIMIT 2`: a second row of a key, which only a change outside mnemo makes,
+/// is found and refused): as a join, the plan kept for the statement hashed the keys and
 /// read every cell of the database.
 const GET_HEAD_AND_CELLS: &str = concat!(
     "SELECT c.height, c.entry, c.value, c.chk, w.n, NULL::int8, NULL::int8 \
@@ -869,7 +870,7 @@ const GET_HEAD_AND_CELLS: &str = concat!(
     key_head!("key"),
     " = ",
     key_head!("w.key"),
-    " COLLATE \"C\" AND key = w.key COLLATE \"C\" LIMIT 1) c \
+    " COLLATE \"C\" AND key = w.key COLLATE \"C\" LIMIT 2) c \
      UNION ALL SELECT NULL, NULL, NULL, NULL, 0, h.shape, h.version \
      FROM (SELECT) one LEFT JOIN mnemo_heads h ON h.db = $1"
 );
@@ -940,10 +941,14 @@ fn head_and_cells_in<'r>(
         .map_err(pg_error)?;
     let mut version = Version::default();
     let mut cells: FoundCells = keys.iter().map(|&at| (at, None)).collect();
+    let mut seen = vec![false; keys.len()];
     for row in &found {
         let place = usize::try_from(row.col::<i64>(4)? - 1).ok();
-        match place.and_then(|i| keys.get(i)) {
-            Some(&(store, key)) => {
+        match place.and_then(|i| Some((i, keys.get(i)?))) {
+            Some((i, &(store, key))) => {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(second_row(store, key, 2));
+                }
                 let cell = checked_cell(db, store, key, row)?;
                 cells.insert((store, key), Some(cell));
             }
@@ -979,16 +984,18 @@ fn cell_in(
     match &rows[..] {
         [] => Ok(None),
         [row] => checked_cell(db, store, key, row).map(Some),
-        // The unique index holds one row per key and key hash: a hash changed outside
-        // mnemo let a write add a second row.
-        [..] => Err(Error::Corrupt(format!(
-            "postgres: {} rows hold key {} of store {}: mnemo's tables were changed outside \
-             mnemo",
-            rows.len(),
-            quoted(key),
-            quoted(store)
-        ))),
+        [..] => Err(second_row(store, key, rows.len())),
     }
+}
+
+/// The error for `n` rows found holding one key of a store. The unique index holds one row
+/// per key and key hash: a hash changed outside mnemo let a write add a second row.
+fn second_row(store: &str, key: &str, n: usize) -> Error {
+    Error::Corrupt(format!(
+        "postgres: {n} rows hold key {} of store {}: mnemo's tables were changed outside mnemo",
+        quoted(key),
+        quoted(store)
+    ))
 }
 
 /// [`Backend::cells_range`] of `(store, prefix, after)` as `client` sees it, `get_range`
@@ -1014,14 +1021,16 @@ fn range_in(
     }
     let statement = &get_range[range_form(range.inclusive, range.upper.is_some())];
     let found = client.query(statement, &bound).map_err(pg_error)?;
-    found
-        .iter()
-        .map(|row| {
-            let key: String = row.col(4)?;
-            let cell = checked_cell(db, store, &key, row)?;
-            Ok((key, cell))
-        })
-        .collect()
+    let mut cells: KeyedCells = Vec::with_capacity(found.len());
+    for row in &found {
+        let key: String = row.col(4)?;
+        if cells.last().is_some_and(|(last, _)| *last == key) {
+            return Err(second_row(store, &key, 2)); // rows come in key order
+        }
+        let cell = checked_cell(db, store, &key, row)?;
+        cells.push((key, cell));
+    }
+    Ok(cells)
 }
 
 fn i64_of(n: u64) -> Result<i64> {
