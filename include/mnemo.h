@@ -1495,11 +1495,11 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * no longer resumes at login). When no user of the instance keeps it any more, its storage
  * is reclaimed: every row of it is deleted (SQLite zeroes them and rewrites the file, so no
  * copy stays in it: this takes time in proportion to the file's size; a rewrite kept out,
- * by another process's lock on the file past 1 s, a full disk or a crash, is made by the
- * next forget, change of a secret or open of the file; PostgreSQL keeps old
- * row versions until vacuumed, and a row of the database's id and version, so that other
- * processes still holding it see it changed), and database handles still open on it fail
- * with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
+ * by another process's lock or read snapshot on the file past 1 s, a full disk or a
+ * crash, is finished by the next forget, change of a secret or open of the file;
+ * PostgreSQL keeps old row versions until vacuumed, and a row of the database's id and
+ * version, so that other processes still holding it see it changed), and database
+ * handles still open on it fail with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
  * local: grants in the database's settings stay as they are, also on other replicas; while
  * another user of the instance keeps it, `mnemo_user_load_db` adds it to the list again,
  * and once reclaimed, syncing it from a peer brings it back. Another user of this instance

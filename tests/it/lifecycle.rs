@@ -409,7 +409,7 @@ fn only_a_change_that_removes_a_secret_rebuilds_the_secrets_table() {
 
 /// A secret change is committed before its WAL checkpoint: when a reader keeps the
 /// checkpoint from finishing, the change still succeeds (it happened), and the scrub is
-/// finished by the next change to the secrets.
+/// finished by the next change to the secrets, or the next open of the file.
 #[test]
 fn a_secret_change_a_reader_keeps_from_scrubbing_succeeds_and_is_scrubbed_next_time() {
     let dir = TempDir::new();
@@ -435,4 +435,23 @@ fn a_secret_change_a_reader_keeps_from_scrubbing_succeeds_and_is_scrubbed_next_t
     // A change that removes nothing scrubs nothing of its own, but finishes the last one.
     assert!(backend.secret_put("b", b"other", None).unwrap());
     assert!(!contains(&file_bytes(&path), old), "still in the file");
+
+    // Kept out again, and no change after it here: the next open of the file finishes it
+    // (the scrub left pending is recorded in the file, not only in this process).
+    let older = b"older-secret-4c1d2e-never-elsewhere";
+    assert!(backend.secret_put("c", older, None).unwrap());
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM secrets", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3);
+    assert!(backend.secret_delete("c").unwrap());
+    drop(backend);
+    reader.execute_batch("COMMIT").unwrap(); // still open: closing last would checkpoint
+    assert!(contains(&file_bytes(&path), older), "scrubbed already");
+    let backend = mnemo::backend::SqliteBackend::open(&path).unwrap();
+    assert!(!contains(&file_bytes(&path), older), "still in the file");
+    assert_eq!(backend.secret_get("c").unwrap(), None);
+    drop(reader);
 }

@@ -30,7 +30,6 @@ use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -229,9 +228,6 @@ pub struct SqliteBackend {
     /// The one connection that writes, shared by concurrent commits ([`group`]).
     writer: Arc<GroupWriter>,
     readers: Readers,
-    /// Set when the checkpoint after a scrubbed change could not finish (a reader was in
-    /// the way): the next scrubbed change makes it, whatever it removed.
-    unscrubbed: AtomicBool,
 }
 
 /// How long the rewrite and the checkpoint after a scrubbed change wait for other
@@ -306,16 +302,12 @@ impl SqliteBackend {
             .map_err(sql_error)?;
         tune(&conn)?;
         check_or_create_schema(&conn, path)?;
-        // A rewrite that a forget left pending is made now if the file is free soon enough;
+        // A scrub a change left pending is finished now if the file is free soon enough;
         // otherwise the next scrubbed change tries again.
-        let unscrubbed = match rewrite_if_pending(&conn) {
-            Ok(true) => !checkpoint_truncate(&conn).unwrap_or(false),
-            _ => false,
-        };
+        let _ = finish_scrub(&conn);
         Ok(SqliteBackend {
             writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
-            unscrubbed: AtomicBool::new(unscrubbed),
         })
     }
 
@@ -345,12 +337,13 @@ impl SqliteBackend {
     /// random). So the pages that held such rows are written afresh: the secrets table is
     /// rebuilt (it is small), after a forget the whole file (`VACUUM`: time in proportion to
     /// the file's size; forgetting is rare). Then a checkpoint copies the new pages into the
-    /// database file and truncates the WAL, which held the old ones. The change is committed
-    /// first and succeeds either way: a rewrite that cannot be made (a forget records it as
-    /// pending in its own transaction, [`mark_rewrite_pending`]) is made by the next
-    /// scrubbed change or open, and a checkpoint that a reader of older pages keeps from finishing
-    /// within [`SCRUB_WAIT`] by the next scrubbed change (or when the file's last
-    /// connection closes, as SQLite does); the old bytes stay meanwhile.
+    /// database file and truncates the WAL, which held the old ones. The change records both
+    /// as pending in its own transaction ([`mark_scrub_pending`]) and is committed first, so
+    /// it succeeds either way: what cannot be finished now (another process's lock or read
+    /// snapshot kept past [`SCRUB_WAIT`], no room on the disk for the copy, a crash) is
+    /// finished by the next scrubbed change or open of the file ([`finish_scrub`]), and the
+    /// old bytes stay meanwhile (or until the file's last connection closes, which
+    /// checkpoints).
     ///
     /// A change that removed nothing (a new secret, a delete of one not there) skips both:
     /// the copies its own page moves may leave are of rows still live, all in the secrets
@@ -368,20 +361,16 @@ impl SqliteBackend {
                 let changed = change(conn)?;
                 if changed.removed {
                     conn.execute_batch(REBUILD_SECRETS).map_err(sql_error)?;
+                    mark_scrub_pending(conn, Rewrite::Secrets)?;
                 }
                 Ok(changed)
             })?,
-            // The change recorded the rewrite as pending, in its own transaction.
+            // The change recorded its scrub as pending, in its own transaction.
             Rewrite::File => change(&conn)?,
         };
-        // The change is committed: a rewrite that cannot be made now is left to the next.
-        let rewrote = rewrite_if_pending(&conn).unwrap_or(false);
-        if changed.removed || rewrote || self.unscrubbed.load(Ordering::Acquire) {
-            // The change is committed whatever comes of this: its caller is told it
-            // succeeded, and a checkpoint a reader keeps from finishing is left to the next.
-            let done = checkpoint_truncate(&conn).unwrap_or(false);
-            self.unscrubbed.store(!done, Ordering::Release);
-        }
+        // The change is committed whatever comes of this: its caller is told it succeeded,
+        // and what cannot be finished now stays recorded for the next.
+        let _ = finish_scrub(&conn);
         Ok(changed.result)
     }
 
@@ -413,45 +402,60 @@ impl std::ops::Deref for ReadConnection<'_> {
     }
 }
 
-/// The metadata record saying that rows were removed whose copies may stay in the file
-/// until it is rewritten (`VACUUM`): written with the removal, deleted once rewritten.
-const REWRITE_PENDING_KEY: &str = "rewrite-pending";
+/// The metadata records of a scrub ([`SqliteBackend::scrubbed`]) not finished yet: the
+/// whole file is to be rewritten (`VACUUM`), and the WAL checkpointed and truncated.
+/// Written with the change that removes rows, each deleted once done.
+const REWRITE_PENDING_KEY: &str = "scrub/rewrite";
+const CHECKPOINT_PENDING_KEY: &str = "scrub/checkpoint";
 
-/// Records, in the open transaction of a change that removes rows, that the file must be
-/// rewritten: a rewrite kept from running (another process holding the file past the wait,
-/// no room on the disk for the copy, a crash before it) is then made by the next scrubbed
-/// change (a forget, a secret replaced or deleted) or the next open of the file.
-fn mark_rewrite_pending(tx: &Connection) -> Result<()> {
-    set_meta(tx, REWRITE_PENDING_KEY, &[])
-}
-
-/// Rewrites the whole file (`VACUUM`) if a change removed rows since it was last
-/// rewritten, waiting up to [`SCRUB_WAIT`] for another process's lock (this process's
-/// writes wait meanwhile); whether it did. The caller checkpoints after it, so the WAL's
-/// copies of the old pages go too.
-fn rewrite_if_pending(conn: &Connection) -> Result<bool> {
-    let query = "SELECT value, chk FROM meta WHERE key = ?1";
-    if checked_value(conn, query, REWRITE_PENDING_KEY, "metadata")?.is_none() {
-        return Ok(false);
+/// Records, in the open transaction of a change that removes rows, the scrub it needs:
+/// for [`Rewrite::File`] the file's rewrite, and for both kinds the checkpoint after it.
+fn mark_scrub_pending(tx: &Connection, rewrite: Rewrite) -> Result<()> {
+    if matches!(rewrite, Rewrite::File) {
+        set_meta(tx, REWRITE_PENDING_KEY, &[])?;
     }
-    conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
-    let rewritten = conn
-        .execute_batch("VACUUM")
-        .and_then(|()| conn.execute("DELETE FROM meta WHERE key = ?1", [REWRITE_PENDING_KEY]));
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-    rewritten.map_err(sql_error)?;
-    Ok(true)
+    set_meta(tx, CHECKPOINT_PENDING_KEY, &[])
 }
 
-/// Copies the WAL into the file and truncates it, waiting up to [`SCRUB_WAIT`] for
-/// readers of older pages; whether it finished.
-fn checkpoint_truncate(conn: &Connection) -> Result<bool> {
+/// Finishes the scrub that changes left pending ([`mark_scrub_pending`]): rewrites the whole
+/// file, then checkpoints the WAL into it and truncates the WAL, each waiting up to
+/// [`SCRUB_WAIT`] for other connections (another process's lock; for the checkpoint, also
+/// its readers of older pages; this process's writes wait meanwhile), and deletes each
+/// record once its step is done. A step that fails or cannot finish in time stays
+/// recorded, for the next scrubbed change or open.
+fn finish_scrub(conn: &Connection) -> Result<()> {
+    let pending = |key| {
+        let query = "SELECT value, chk FROM meta WHERE key = ?1";
+        checked_value(conn, query, key, "metadata").map(|value| value.is_some())
+    };
+    let done = |key| {
+        conn.execute("DELETE FROM meta WHERE key = ?1", [key])
+            .map_err(sql_error)
+    };
     conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
-    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        r.get::<_, i64>(0)
-    });
+    let finished = (|| {
+        if pending(REWRITE_PENDING_KEY)? {
+            conn.execute_batch("VACUUM").map_err(sql_error)?;
+            done(REWRITE_PENDING_KEY)?;
+        }
+        if pending(CHECKPOINT_PENDING_KEY)? && checkpoint_truncate(conn)? {
+            done(CHECKPOINT_PENDING_KEY)?;
+        }
+        Ok(())
+    })();
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-    Ok(busy.map_err(sql_error)? == 0)
+    finished
+}
+
+/// Copies the WAL into the file and truncates it, waiting for readers of older pages as
+/// long as the connection's busy timeout says; whether it finished.
+fn checkpoint_truncate(conn: &Connection) -> Result<bool> {
+    let busy = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(sql_error)?;
+    Ok(busy == 0)
 }
 
 /// Creates the schema in a new file, or checks an existing one. Runs in one write
@@ -965,7 +969,7 @@ fn forget_rows(tx: &Connection, db: &EntryId, decided_at: Version) -> Result<Cha
         .execute("DELETE FROM meta WHERE key = ?1", params![shape_key(db)])
         .map_err(sql_error)?;
     if deleted > 0 {
-        mark_rewrite_pending(tx)?;
+        mark_scrub_pending(tx, Rewrite::File)?;
     }
     Ok(Changed {
         result: true,
@@ -1739,40 +1743,56 @@ mod tests {
         remove(&path);
     }
 
-    /// A forget whose rewrite of the file another process keeps out (its lock held past the
-    /// wait) still succeeds: the rewrite stays recorded as pending, and the next scrubbed
-    /// change, or the next open, makes it.
+    /// A forget whose scrub another process keeps out still succeeds: holding the file's
+    /// lock past the wait keeps out the rewrite (and the checkpoint after it), a read
+    /// snapshot the checkpoint alone. What was kept out stays recorded, and the next
+    /// scrubbed change, or the next open, finishes it.
     #[test]
-    fn a_forget_whose_rewrite_is_kept_out_succeeds_and_the_rewrite_comes_later() {
+    fn a_forget_whose_scrub_is_kept_out_succeeds_and_the_scrub_comes_later() {
         let path = temp_file();
         let other = Connection::open(&path).unwrap();
-        let pending = |b: &SqliteBackend| b.meta_get(REWRITE_PENDING_KEY).unwrap().is_some();
-        // Forgets database `n`, another process taking the file's lock as the delete commits.
-        let forget_kept_out = |backend: &SqliteBackend, n: u8| {
+        let pending = |b: &SqliteBackend| {
+            [REWRITE_PENDING_KEY, CHECKPOINT_PENDING_KEY]
+                .map(|key| b.meta_get(key).unwrap().is_some())
+        };
+        // Forgets database `n` while `other` keeps the scrub out from the moment the
+        // delete commits (`keep_out`) until after the forget returned.
+        let forget_kept_out = |backend: &SqliteBackend, n: u8, keep_out: &str| {
             let db = EntryId::from_bytes([n; 32]);
             put(backend, db, 0, 0, &[]);
             let decided_at = backend.version(&db).unwrap();
             let forgot = backend.scrubbed(Rewrite::File, |conn| {
                 let forgot = in_transaction(conn, |tx| forget_rows(tx, &db, decided_at));
-                other.execute_batch("BEGIN IMMEDIATE").unwrap();
+                other.execute_batch(keep_out).unwrap();
                 forgot
             });
             assert!(forgot.unwrap(), "the forget happened");
             assert_eq!(backend.tips(&db).unwrap(), vec![]);
-            assert!(pending(backend));
+            let left = pending(backend);
             other.execute_batch("ROLLBACK").unwrap();
+            left
         };
+        let holding_the_lock = "BEGIN IMMEDIATE";
+        let reading = "BEGIN; SELECT count(*) FROM meta";
         let backend = SqliteBackend::open(&path).unwrap();
-        forget_kept_out(&backend, 1);
-        forget_kept_out(&backend, 2);
-        // The next scrubbed change makes it (here a secret's delete that finds nothing) ...
+        assert_eq!(pending(&backend), [false, false]);
+        assert_eq!(forget_kept_out(&backend, 1, holding_the_lock), [true, true]);
+        assert_eq!(forget_kept_out(&backend, 2, holding_the_lock), [true, true]);
+        // The next scrubbed change finishes it (here a secret's delete that finds nothing)
         assert!(!backend.secret_delete("nothing").unwrap());
-        assert!(!pending(&backend));
+        assert_eq!(pending(&backend), [false, false]);
+        assert_eq!(forget_kept_out(&backend, 3, reading), [false, true]);
+        assert!(!backend.secret_delete("nothing").unwrap());
+        assert_eq!(pending(&backend), [false, false]);
         // ... or the next open.
-        forget_kept_out(&backend, 3);
+        assert_eq!(forget_kept_out(&backend, 4, holding_the_lock), [true, true]);
         drop(backend);
         let backend = SqliteBackend::open(&path).unwrap();
-        assert!(!pending(&backend));
+        assert_eq!(pending(&backend), [false, false]);
+        assert_eq!(forget_kept_out(&backend, 5, reading), [false, true]);
+        drop(backend);
+        let backend = SqliteBackend::open(&path).unwrap();
+        assert_eq!(pending(&backend), [false, false]);
         drop((backend, other));
         remove(&path);
     }
