@@ -217,7 +217,11 @@ extern "C" {
  * - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
  *   process), "sqlite:PATH" (one file, created with mode 0600 if absent) and
  *   "postgres://user:password@host:port/dbname?options" (also "postgresql://…"; connects
- *   at once; percent-encode reserved characters in values).
+ *   at once; percent-encode reserved characters in values). While the file is open here,
+ *   open it with no other SQLite in this process (Python's sqlite3 module, a tool linked
+ *   with its own SQLite): closing it there releases this process's locks on it (POSIX
+ *   locks belong to the process), and another process's writes may then corrupt it. Other
+ *   processes may open it.
  * - TLS to PostgreSQL, as libpq's options say: "sslmode=disable" (plain), "prefer" (the
  *   default: TLS if the server offers it, else plain), "require" (TLS or fail),
  *   "verify-ca" (TLS, and the server's certificate must chain to one of the PEM file

@@ -79,7 +79,11 @@ class Instance(HandleOwner):
 
         Supported URLs, the three backends:
 
-        - ``"sqlite:PATH"``: the embedded default, one file (created with mode 0600);
+        - ``"sqlite:PATH"``: the embedded default, one file (created with mode 0600).
+          While it is open, do not open the same file with Python's ``sqlite3`` module in
+          this process: closing that connection drops this process's locks on the file
+          (POSIX locks belong to the process), and other processes' writes may then
+          corrupt it. Inspect it from another process;
         - ``"postgres://user:password@host:port/db?options"`` (or ``postgresql://``): a
           PostgreSQL server shared by many processes, with TLS as libpq's ``sslmode`` and
           ``sslrootcert`` say (e.g. ``"?sslmode=verify-full&sslrootcert=/etc/ca.pem"``; see
