@@ -52,7 +52,8 @@ impl Handle for mnemo_backend {
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
 ///   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
 ///   more of idleness is replaced before a call uses it; otherwise the call using it fails
-///   with MNEMO_STATUS_STORAGE, and the next call connects again.
+///   with MNEMO_STATUS_STORAGE, and the next call connects again (also when the server
+///   ended them all, as a restart does: one call fails, not one per connection).
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.

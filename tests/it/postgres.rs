@@ -434,6 +434,36 @@ fn connections_beyond_one_are_closed_once_idle_without_another_call() {
     assert_eq!(db.get("s", "k").unwrap(), "2");
 }
 
+/// Every connection of the pool ended at once (a restart), each idle for less than the
+/// check: the call that uses the first fails, and the next call connects again, rather
+/// than each ended connection failing a call of its own.
+#[test]
+fn connections_the_server_ended_together_fail_one_call_not_one_each() {
+    let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
+        return;
+    };
+    // A read while a commit waits for the database's lock takes a second connection.
+    let mut holder = admin(&url);
+    let held = hold_lock(&mut holder, &db);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| db.set("s", "k", "2"));
+        wait_for_lock_waiters(&mut admin(&url), 1);
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        held.rollback().unwrap();
+        commit.join().unwrap().unwrap();
+    });
+    drop(holder);
+    assert!(end_other_connections(&mut admin(&url)) >= 2);
+    let first = db.get("s", "k");
+    assert!(
+        matches!(first.as_deref(), Ok("2") | Err(Error::Storage(_))),
+        "{first:?}"
+    );
+    assert_eq!(db.get("s", "k").unwrap(), "2");
+    db.set("s", "k", "3").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), "3");
+}
+
 /// The server lists mnemo's connections as "mnemo" when the URL does not name them.
 #[test]
 fn connections_are_called_mnemo_on_the_server() {

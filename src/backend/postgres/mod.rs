@@ -286,15 +286,20 @@ impl PostgresBackend {
             check_unchanged(&mut client)?;
             Connection::prepare(client).map_err(pg_error)
         };
+        let found_ended = std::cell::Cell::new(false);
         let usable = |c: &mut Connection, idle: Duration| {
             // A connection idle a while is first given a moment to read what the server
             // sent meanwhile: a server that ended it (a restart, `idle_session_timeout`, an
             // administrator) has said so, and it is then seen closed and replaced, rather
             // than failing this call. (One that vanished without a word fails the call.)
-            if idle >= CHECK_AFTER_IDLE {
+            // Once one is found ended, the others are looked at too: a restart ends them
+            // all, and each would otherwise fail a call of its own.
+            if idle >= CHECK_AFTER_IDLE || found_ended.get() {
                 c.client.settle(CHECK_WAIT);
             }
-            c.client.is_usable()
+            let usable = c.client.is_usable();
+            found_ended.set(found_ended.get() || !usable);
+            usable
         };
         self.pool.take(usable, make, self.url.lock_timeout())
     }
