@@ -294,6 +294,28 @@ pub trait Backend: Send + Sync {
             })
             .collect()
     }
+    /// Every settings entry reachable from settings tips `tips` through what each entry
+    /// sees ([`EntryMeta::settings_visible`]), the tips included, each with its metadata and
+    /// bytes, in no set order: what the settings at those tips are worked out from.
+    /// [`crate::Error::Corrupt`] if one of them is not stored. A backend whose every read is
+    /// a round trip to a server answers in one.
+    fn settings_closure(&self, tips: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta, Vec<u8>)>> {
+        let mut seen: std::collections::BTreeSet<EntryId> = tips.iter().copied().collect();
+        let mut queue = tips.to_vec();
+        let mut found = Vec::new();
+        while let Some(id) = queue.pop() {
+            let (Some(meta), Some(bytes)) = (self.entry_meta(&id)?, self.get_entry(&id)?) else {
+                return Err(not_stored(&id));
+            };
+            for seen_by_it in &meta.settings_visible {
+                if seen.insert(*seen_by_it) {
+                    queue.push(*seen_by_it);
+                }
+            }
+            found.push((id, meta, bytes));
+        }
+        Ok(found)
+    }
     /// The current cell of one key.
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>>;
     /// [`Backend::cell`] of each `(store, key)` of `keys`, in their order: in one read where
@@ -378,4 +400,9 @@ pub trait Backend: Send + Sync {
     /// far as it can see to it (as [`Backend::secret_delete`]: SQLite zeroes them and
     /// checkpoints; PostgreSQL keeps old row versions until they are vacuumed).
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool>;
+}
+
+/// The error for entry `id`, which another stored entry refers to, not being stored.
+pub(crate) fn not_stored(id: &EntryId) -> crate::Error {
+    crate::Error::Corrupt(format!("entry {id} is referenced but not stored"))
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::authority::{self, SettingsEntry};
-use crate::backend::{Backend, EntryMeta};
+use crate::backend::{not_stored, Backend, EntryMeta};
 use crate::crypto::PublicKey;
 use crate::entry::{Entry, EntryId, Op};
 use crate::error::{quoted, Error, Result};
@@ -283,20 +283,9 @@ impl Settings {
 /// Every settings entry reachable from `tips` (the tips included), in topological order
 /// (height, then id), each with its parents in the settings sub-DAG as indices.
 pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Vec<SettingsEntry>> {
-    let mut found: Vec<(u64, EntryId, EntryMeta, Entry)> = Vec::new();
-    let mut seen: BTreeSet<EntryId> = tips.iter().copied().collect();
-    let mut queue: Vec<EntryId> = tips.to_vec();
-    while let Some(id) = queue.pop() {
-        let meta = stored_meta(backend, &id)?;
-        let bytes = backend.get_entry(&id)?.ok_or_else(|| missing(&id))?;
-        let entry = Entry::decode_stored(&bytes)?;
-        for parent in &meta.settings_visible {
-            if seen.insert(*parent) {
-                queue.push(*parent);
-            }
-        }
-        found.push((meta.height, id, meta, entry));
-    }
+    let mut found = (backend.settings_closure(tips)?.into_iter())
+        .map(|(id, meta, bytes)| Ok((meta.height, id, meta, Entry::decode_stored(&bytes)?)))
+        .collect::<Result<Vec<(u64, EntryId, EntryMeta, Entry)>>>()?;
     found.sort_by_key(|(height, id, _, _)| (*height, *id));
     let index: HashMap<EntryId, usize> = found
         .iter()
@@ -333,12 +322,8 @@ pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Ve
         .collect())
 }
 
-fn missing(id: &EntryId) -> Error {
-    Error::Corrupt(format!("entry {id} is referenced but not stored"))
-}
-
 fn stored_meta(backend: &dyn Backend, id: &EntryId) -> Result<EntryMeta> {
-    backend.entry_meta(id)?.ok_or_else(|| missing(id))
+    backend.entry_meta(id)?.ok_or_else(|| not_stored(id))
 }
 
 /// The settings tips that a child of entries with these metadata sees, sorted: the union of

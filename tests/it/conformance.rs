@@ -201,6 +201,55 @@ fn tip_metas_agree_with_tips_and_entry_meta() {
     }
 }
 
+/// `settings_closure` (what the settings are worked out from; one read on PostgreSQL) finds
+/// every settings entry that settings tips see, each once, as stored; an id not stored is
+/// corrupt.
+#[test]
+fn the_settings_closure_holds_each_settings_entry_the_tips_see_once() {
+    for storage in storages() {
+        let name = storage.name();
+        let backend = storage.open();
+        let (_inst, user, db) = user_with_db(backend.clone(), "closure");
+        for _ in 0..3 {
+            let key = user.add_private_key(None).unwrap();
+            db.grant(&key, Permission::Read).unwrap();
+        }
+        db.set("s", "k", "1").unwrap();
+        let (_, tip) = backend.tip_metas(&db.id()).unwrap().remove(0);
+        let tips = tip.settings_visible;
+        let closure = backend.settings_closure(&tips).unwrap();
+        let ids: std::collections::BTreeSet<EntryId> = closure.iter().map(|e| e.0).collect();
+        // The database's root and the three grants, each once.
+        assert_eq!((closure.len(), ids.len()), (4, 4), "{name}");
+        assert!(tips.iter().all(|t| ids.contains(t)), "{name}");
+        for (id, meta, bytes) in &closure {
+            assert_eq!(
+                Some(meta),
+                backend.entry_meta(id).unwrap().as_ref(),
+                "{name}"
+            );
+            assert_eq!(
+                Some(bytes),
+                backend.get_entry(id).unwrap().as_ref(),
+                "{name}"
+            );
+            assert!(meta.changes_settings, "{name}");
+            assert!(
+                meta.settings_visible.iter().all(|p| ids.contains(p)),
+                "{name}"
+            );
+        }
+        assert_eq!(backend.settings_closure(&[]).unwrap(), vec![], "{name}");
+        let absent = EntryId::from_bytes([7; 32]);
+        match backend.settings_closure(&[tips[0], absent]) {
+            Err(Error::Corrupt(message)) => {
+                assert!(message.contains(&absent.to_string()), "{name}: {message}")
+            }
+            other => panic!("{name}: the closure of an absent entry gave {other:?}"),
+        }
+    }
+}
+
 /// Storage changed behind the library's back: a tip whose entry row is gone, or whose entry
 /// row fails its check, stops with `Corrupt` a commit that reads the tips (SQLite and
 /// PostgreSQL). Here another instance loads the database (which reads them already) and

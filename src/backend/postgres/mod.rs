@@ -53,7 +53,8 @@ use turns::Turns;
 use super::range::KeyRange;
 use super::rows;
 use super::{
-    Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, RangeLimit, StateWrite, Version,
+    not_stored, Backend, Cell, EntryMeta, EntryWrite, KeyedCells, Put, RangeLimit, StateWrite,
+    Version,
 };
 use crate::entry::EntryId;
 use crate::error::{quoted, shown_cut, Error, Result};
@@ -170,6 +171,8 @@ struct Connection {
     get_entry: Statement,
     get_tips: Statement,
     get_tip_metas: Statement,
+    /// [`GET_SETTINGS_CLOSURE`].
+    get_settings_closure: Statement,
     get_cell: Statement,
     get_cells: Statement,
     /// The four forms of `range_sql`, at [`range_form`].
@@ -526,6 +529,7 @@ impl Connection {
              e.bytes, e.chk FROM mnemo_tips t LEFT JOIN LATERAL (SELECT * FROM mnemo_entries \
              WHERE id = t.id LIMIT 1) e ON true WHERE t.db = $1 ORDER BY t.id",
         );
+        let get_settings_closure = p(GET_SETTINGS_CLOSURE);
         let get_cell = p(concat!(
             "SELECT height, entry, value, chk FROM mnemo_cells WHERE db = $1 AND store = $2 AND ",
             key_head!("key"),
@@ -590,6 +594,7 @@ impl Connection {
             get_entry: statement(get_entry),
             get_tips: statement(get_tips),
             get_tip_metas: statement(get_tip_metas),
+            get_settings_closure: statement(get_settings_closure),
             get_cell: statement(get_cell),
             get_cells: statement(get_cells),
             get_range: get_range.map(statement),
@@ -879,6 +884,20 @@ const GET_HEAD_AND_CELLS: &str = concat!(
      UNION ALL SELECT NULL, NULL, NULL, NULL, 0, h.shape, h.version \
      FROM (SELECT) one LEFT JOIN mnemo_heads h ON h.db = $1"
 );
+
+/// [`Backend::settings_closure`] in one round trip: the entries of ids `$1` and, again and
+/// again, those each entry found sees (its `visible` column, ids of 32 bytes end to end),
+/// each once (`UNION`: a cycle, which only a change outside mnemo makes, ends too); then
+/// each id with its entry's columns, NULLs where it is not stored. Each entry is looked up
+/// by its key (`LATERAL ... LIMIT 1`), as in the tips' statement, so the plan kept for the
+/// statement never scans the table per step.
+const GET_SETTINGS_CLOSURE: &str = "WITH RECURSIVE closure (id) AS (\
+     SELECT t FROM unnest($1::bytea[]) t \
+     UNION SELECT substring(e.visible FROM g * 32 + 1 FOR 32) FROM closure c \
+     CROSS JOIN LATERAL (SELECT visible FROM mnemo_entries WHERE id = c.id LIMIT 1) e \
+     CROSS JOIN LATERAL generate_series(0, length(e.visible) / 32 - 1) g) \
+     SELECT c.id, e.db, e.height, e.visible, e.changes_settings, e.bytes, e.chk FROM closure c \
+     LEFT JOIN LATERAL (SELECT * FROM mnemo_entries WHERE id = c.id LIMIT 1) e ON true";
 
 /// The index of [`PUT_ENTRY`]'s parameter `$20`, whether the count must match too.
 const COUNT_MUST_MATCH: usize = 19;
@@ -1235,6 +1254,21 @@ impl Backend for PostgresBackend {
 
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
         Ok(self.entry_row(id)?.map(|(meta, _)| meta))
+    }
+
+    fn settings_closure(&self, tips: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta, Vec<u8>)>> {
+        let ids: Vec<&[u8]> = tips.iter().map(|id| &id.as_bytes()[..]).collect();
+        let rows = self.query(|c| &c.get_settings_closure, &[&ids])?;
+        rows.iter()
+            .map(|row| {
+                let id = rows::id_of(row.col(0)?)?;
+                if row.col::<Option<&[u8]>>(1)?.is_none() {
+                    return Err(not_stored(&id));
+                }
+                let (meta, bytes) = checked_entry(&id, row, 1)?;
+                Ok((id, meta, bytes))
+            })
+            .collect()
     }
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
