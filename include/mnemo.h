@@ -272,11 +272,15 @@ extern "C" {
  *   processes are working out start over: settings changed without pause slow them
  *   (eight writers on PostgreSQL, about 700 commits/s, fell to about 50). A process that
  *   stops while it holds a PostgreSQL database's lock (paused, frozen, asleep) has its
- *   connection ended by the server once idle for lock_timeout (at least 1 s), which frees
+ *   connection ended by the server once idle for lock_timeout (at least 5 s), which frees
  *   the lock: inside a write's transaction on any server; while a change holds the
  *   database for its further tries, on PostgreSQL 14 or later (an older server keeps
- *   that lock until the process goes on or its connection dies). The lock is held by a session, so a connection pooler between
- *   mnemo and the server must pool sessions, not transactions. A database handle open in
+ *   that lock until the process goes on or its connection dies). mnemo sets these limits
+ *   (idle_in_transaction_session_timeout, idle_session_timeout) on its own connections,
+ *   over the role's or the database's. Writes waiting behind the stopped process have
+ *   waited their lock_timeout by then and fail with MNEMO_STATUS_BUSY; the next get in.
+ *   The lock is held by a session, so a connection pooler between mnemo and the server
+ *   must pool sessions, not transactions. A database handle open in
  *   one process finds out within one second that another process revoked its keys: reads
  *   then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the
  *   other processes' changes (`mnemo_db_subscribe`).
@@ -1499,10 +1503,11 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * opens through `mnemo_user_find_db`, and what this user tracks of it with sync stops (and
  * no longer resumes at login). When no user of the instance keeps it any more, its storage
  * is reclaimed: every row of it is deleted (SQLite zeroes them and rewrites the file, so no
- * copy stays in it: this takes time in proportion to the file's size; a rewrite kept out,
- * by another process's lock or read snapshot on the file past 1 s, a full disk or a
- * crash, is finished by the next forget, change of a secret or open of the file;
- * PostgreSQL keeps old row versions until vacuumed, and a row of the database's id and
+ * copy stays in it: this takes time in proportion to the file's size; if the rewrite, or
+ * the checkpoint of the WAL after it, is kept out (another process's lock on the file past
+ * 1 s, or for the checkpoint its read snapshot; a full disk; a crash), the forget still
+ * succeeds, the bytes stay meanwhile, and the next forget or open of the file finishes it,
+ * taking that time then; PostgreSQL keeps old row versions until vacuumed, and a row of the database's id and
  * version, so that other processes still holding it see it changed), and database
  * handles still open on it fail with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
  * local: grants in the database's settings stay as they are, also on other replicas; while

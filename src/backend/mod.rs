@@ -301,7 +301,7 @@ pub trait Backend: Send + Sync {
     /// a round trip to a server answers in one.
     fn settings_closure(&self, tips: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta, Vec<u8>)>> {
         let mut seen: std::collections::BTreeSet<EntryId> = tips.iter().copied().collect();
-        let mut queue = tips.to_vec();
+        let mut queue: Vec<EntryId> = seen.iter().copied().collect();
         let mut found = Vec::new();
         while let Some(id) = queue.pop() {
             let (Some(meta), Some(bytes)) = (self.entry_meta(&id)?, self.get_entry(&id)?) else {

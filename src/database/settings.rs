@@ -287,6 +287,7 @@ pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Ve
         .map(|(id, meta, bytes)| Ok((meta.height, id, meta, Entry::decode_stored(&bytes)?)))
         .collect::<Result<Vec<(u64, EntryId, EntryMeta, Entry)>>>()?;
     found.sort_by_key(|(height, id, _, _)| (*height, *id));
+    found.dedup_by_key(|(height, id, _, _)| (*height, *id)); // each once, whatever the backend
     let index: HashMap<EntryId, usize> = found
         .iter()
         .enumerate()
@@ -295,14 +296,16 @@ pub(crate) fn load_closure(backend: &dyn Backend, tips: &[EntryId]) -> Result<Ve
     // Settings entries an entry sees are its ancestors, so lower: stored links that say
     // otherwise (a changed file) would make a cycle of the order the closure relies on.
     for (height, id, meta, _) in &found {
-        if meta
-            .settings_visible
-            .iter()
-            .any(|p| found[index[p]].0 >= *height)
-        {
-            return Err(Error::Corrupt(format!(
-                "stored entry {id}: a settings entry it sees is not below it"
-            )));
+        for seen_by_it in &meta.settings_visible {
+            // Each is in the closure: a backend that left one out answered wrongly.
+            let Some(&at) = index.get(seen_by_it) else {
+                return Err(not_stored(seen_by_it));
+            };
+            if found[at].0 >= *height {
+                return Err(Error::Corrupt(format!(
+                    "stored entry {id}: a settings entry it sees is not below it"
+                )));
+            }
         }
     }
     Ok(found

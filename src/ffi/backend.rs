@@ -79,11 +79,15 @@ impl Handle for mnemo_backend {
 ///   processes are working out start over: settings changed without pause slow them
 ///   (eight writers on PostgreSQL, about 700 commits/s, fell to about 50). A process that
 ///   stops while it holds a PostgreSQL database's lock (paused, frozen, asleep) has its
-///   connection ended by the server once idle for lock_timeout (at least 1 s), which frees
+///   connection ended by the server once idle for lock_timeout (at least 5 s), which frees
 ///   the lock: inside a write's transaction on any server; while a change holds the
 ///   database for its further tries, on PostgreSQL 14 or later (an older server keeps
-///   that lock until the process goes on or its connection dies). The lock is held by a session, so a connection pooler between
-///   mnemo and the server must pool sessions, not transactions. A database handle open in
+///   that lock until the process goes on or its connection dies). mnemo sets these limits
+///   (idle_in_transaction_session_timeout, idle_session_timeout) on its own connections,
+///   over the role's or the database's. Writes waiting behind the stopped process have
+///   waited their lock_timeout by then and fail with MNEMO_STATUS_BUSY; the next get in.
+///   The lock is held by a session, so a connection pooler between mnemo and the server
+///   must pool sessions, not transactions. A database handle open in
 ///   one process finds out within one second that another process revoked its keys: reads
 ///   then fail with MNEMO_STATUS_PERMISSION_DENIED. Subscriptions and watches hear the
 ///   other processes' changes (`mnemo_db_subscribe`).

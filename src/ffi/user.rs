@@ -143,10 +143,11 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// opens through `mnemo_user_find_db`, and what this user tracks of it with sync stops (and
 /// no longer resumes at login). When no user of the instance keeps it any more, its storage
 /// is reclaimed: every row of it is deleted (SQLite zeroes them and rewrites the file, so no
-/// copy stays in it: this takes time in proportion to the file's size; a rewrite kept out,
-/// by another process's lock or read snapshot on the file past 1 s, a full disk or a
-/// crash, is finished by the next forget, change of a secret or open of the file;
-/// PostgreSQL keeps old row versions until vacuumed, and a row of the database's id and
+/// copy stays in it: this takes time in proportion to the file's size; if the rewrite, or
+/// the checkpoint of the WAL after it, is kept out (another process's lock on the file past
+/// 1 s, or for the checkpoint its read snapshot; a full disk; a crash), the forget still
+/// succeeds, the bytes stay meanwhile, and the next forget or open of the file finishes it,
+/// taking that time then; PostgreSQL keeps old row versions until vacuumed, and a row of the database's id and
 /// version, so that other processes still holding it see it changed), and database
 /// handles still open on it fail with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
 /// local: grants in the database's settings stay as they are, also on other replicas; while

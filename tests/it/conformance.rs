@@ -239,6 +239,14 @@ fn the_settings_closure_holds_each_settings_entry_the_tips_see_once() {
                 "{name}"
             );
         }
+        // Tips given twice, or one an ancestor of another: still each entry once.
+        let all: Vec<EntryId> = ids.iter().copied().collect();
+        let again = [tips.clone(), tips.clone(), all].concat();
+        let mut twice = backend.settings_closure(&again).unwrap();
+        twice.sort_by_key(|e| e.0);
+        let mut once = closure.clone();
+        once.sort_by_key(|e| e.0);
+        assert_eq!(twice, once, "{name}");
         assert_eq!(backend.settings_closure(&[]).unwrap(), vec![], "{name}");
         let absent = EntryId::from_bytes([7; 32]);
         match backend.settings_closure(&[tips[0], absent]) {

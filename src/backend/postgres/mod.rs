@@ -296,7 +296,8 @@ impl PostgresBackend {
             // administrator) has said so, and it is then seen closed and replaced, rather
             // than failing this call. (One that vanished without a word fails the call.)
             // Once one is found ended, the others are looked at too: a restart ends them
-            // all, and each would otherwise fail a call of its own.
+            // all, and each would otherwise fail a call of its own. (Inside the pool's lock:
+            // at most 1 ms per idle connection, and only then.)
             if idle >= CHECK_AFTER_IDLE || found_ended.get() {
                 c.client.settle(CHECK_WAIT);
             }
@@ -1620,8 +1621,9 @@ fn holder_idle_limit(url: &PostgresUrl) -> Duration {
 }
 
 /// The least of [`holder_idle_limit`]: mnemo's own work between two statements of a
-/// transaction or a turn must not end it.
-const MIN_HOLDER_IDLE: Duration = Duration::from_secs(1);
+/// transaction or a turn (checking the rows of a large range it read, working out
+/// settings) must not end it, even on a loaded machine.
+const MIN_HOLDER_IDLE: Duration = Duration::from_secs(5);
 
 /// Sets the session's `idle_session_timeout` to `$1` (milliseconds), returning the one
 /// before (NULL, and nothing set, on a server without the setting: before PostgreSQL 14):

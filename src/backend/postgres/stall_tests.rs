@@ -48,5 +48,5 @@ fn a_transaction_left_idle_frees_its_locks_after_the_lock_wait() {
         .unwrap()
         .col(0)
         .unwrap();
-    assert_eq!(limit, "1s");
+    assert_eq!(limit, "5s");
 }

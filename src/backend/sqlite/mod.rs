@@ -304,7 +304,7 @@ impl SqliteBackend {
         check_or_create_schema(&conn, path)?;
         // A scrub a change left pending is finished now if the file is free soon enough;
         // otherwise the next scrubbed change tries again.
-        let _ = finish_scrub(&conn);
+        let _ = finish_scrub(&conn, true);
         Ok(SqliteBackend {
             writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
@@ -339,11 +339,11 @@ impl SqliteBackend {
     /// the file's size; forgetting is rare). Then a checkpoint copies the new pages into the
     /// database file and truncates the WAL, which held the old ones. The change records both
     /// as pending in its own transaction ([`mark_scrub_pending`]) and is committed first, so
-    /// it succeeds either way: what cannot be finished now (another process's lock or read
-    /// snapshot kept past [`SCRUB_WAIT`], no room on the disk for the copy, a crash) is
-    /// finished by the next scrubbed change or open of the file ([`finish_scrub`]), and the
-    /// old bytes stay meanwhile (or until the file's last connection closes, which
-    /// checkpoints).
+    /// it succeeds either way: what cannot be finished now (another process's lock, or for
+    /// the checkpoint its read snapshot, kept past [`SCRUB_WAIT`]; no room on the disk for
+    /// the copy; a crash) is finished later ([`finish_scrub`]): a rewrite by the next forget
+    /// or open of the file, a checkpoint by the next scrubbed change or open. The old bytes
+    /// stay meanwhile (a checkpoint's, at most until the file's last connection closes).
     ///
     /// A change that removed nothing (a new secret, a delete of one not there) skips both:
     /// the copies its own page moves may leave are of rows still live, all in the secrets
@@ -370,7 +370,7 @@ impl SqliteBackend {
         };
         // The change is committed whatever comes of this: its caller is told it succeeded,
         // and what cannot be finished now stays recorded for the next.
-        let _ = finish_scrub(&conn);
+        let _ = finish_scrub(&conn, matches!(rewrite, Rewrite::File));
         Ok(changed.result)
     }
 
@@ -404,47 +404,73 @@ impl std::ops::Deref for ReadConnection<'_> {
 
 /// The metadata records of a scrub ([`SqliteBackend::scrubbed`]) not finished yet: the
 /// whole file is to be rewritten (`VACUUM`), and the WAL checkpointed and truncated.
-/// Written with the change that removes rows, each deleted once done.
+/// Written with the change that removes rows, each deleted once its step is done. Each
+/// holds a random mark, so that a step deletes only the record it found, never one that
+/// another process's change wrote again meanwhile for a scrub of its own.
 const REWRITE_PENDING_KEY: &str = "scrub/rewrite";
 const CHECKPOINT_PENDING_KEY: &str = "scrub/checkpoint";
+
+/// Records in transaction `tx` that a scrub step is pending (`key`, a new mark).
+fn mark_pending(tx: &Connection, key: &str) -> Result<()> {
+    set_meta(tx, key, &crate::crypto::random::bytes::<16>()?)
+}
 
 /// Records, in the open transaction of a change that removes rows, the scrub it needs:
 /// for [`Rewrite::File`] the file's rewrite, and for both kinds the checkpoint after it.
 fn mark_scrub_pending(tx: &Connection, rewrite: Rewrite) -> Result<()> {
     if matches!(rewrite, Rewrite::File) {
-        set_meta(tx, REWRITE_PENDING_KEY, &[])?;
+        mark_pending(tx, REWRITE_PENDING_KEY)?;
     }
-    set_meta(tx, CHECKPOINT_PENDING_KEY, &[])
+    mark_pending(tx, CHECKPOINT_PENDING_KEY)
 }
 
-/// Finishes the scrub that changes left pending ([`mark_scrub_pending`]): rewrites the whole
-/// file, then checkpoints the WAL into it and truncates the WAL, each waiting up to
-/// [`SCRUB_WAIT`] for other connections (another process's lock; for the checkpoint, also
-/// its readers of older pages; this process's writes wait meanwhile), and deletes each
-/// record once its step is done. A step that fails or cannot finish in time stays
-/// recorded, for the next scrubbed change or open.
-fn finish_scrub(conn: &Connection) -> Result<()> {
-    let pending = |key| {
-        let query = "SELECT value, chk FROM meta WHERE key = ?1";
-        checked_value(conn, query, key, "metadata").map(|value| value.is_some())
+/// Finishes the scrub that changes left pending ([`mark_scrub_pending`]): when `rewrite`
+/// (after a forget, at open: the steps that may take time in proportion to the file), the
+/// whole file's rewrite; then the checkpoint that copies the WAL into the file and
+/// truncates it, also when the rewrite failed (it needs no room on the disk, and a secret's
+/// scrub waits on it). Each step waits up to [`SCRUB_WAIT`] for other connections (another
+/// process's lock; for the checkpoint, also its readers of older pages; this process's
+/// writes wait meanwhile), and deletes its record once done, if the record still holds the
+/// mark read before. A step that fails or cannot finish in time stays recorded, for the
+/// next scrubbed change or open. Returns the first error.
+fn finish_scrub(conn: &Connection, rewrite: bool) -> Result<()> {
+    let mark = |key| {
+        checked_value(
+            conn,
+            "SELECT value, chk FROM meta WHERE key = ?1",
+            key,
+            "metadata",
+        )
     };
-    let done = |key| {
-        conn.execute("DELETE FROM meta WHERE key = ?1", [key])
-            .map_err(sql_error)
+    let done = |key, mark: Vec<u8>| {
+        conn.execute(
+            "DELETE FROM meta WHERE key = ?1 AND value = ?2",
+            params![key, mark],
+        )
+        .map(drop)
+        .map_err(sql_error)
     };
     conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
-    let finished = (|| {
-        if pending(REWRITE_PENDING_KEY)? {
-            conn.execute_batch("VACUUM").map_err(sql_error)?;
-            done(REWRITE_PENDING_KEY)?;
-        }
-        if pending(CHECKPOINT_PENDING_KEY)? && checkpoint_truncate(conn)? {
-            done(CHECKPOINT_PENDING_KEY)?;
-        }
-        Ok(())
-    })();
+    let rewritten = match mark(REWRITE_PENDING_KEY) {
+        // The rewrite's new pages are in the WAL, the file still holds the old ones until
+        // a checkpoint: one is recorded before the rewrite's record goes.
+        Ok(Some(found)) if rewrite => (conn.execute_batch("VACUUM").map_err(sql_error))
+            .and_then(|()| mark_pending(conn, CHECKPOINT_PENDING_KEY))
+            .and_then(|()| done(REWRITE_PENDING_KEY, found)),
+        found => found.map(drop),
+    };
+    let checkpointed = match mark(CHECKPOINT_PENDING_KEY) {
+        Ok(Some(found)) => checkpoint_truncate(conn).and_then(|finished| {
+            if finished {
+                done(CHECKPOINT_PENDING_KEY, found)
+            } else {
+                Ok(())
+            }
+        }),
+        found => found.map(drop),
+    };
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
-    finished
+    rewritten.and(checkpointed)
 }
 
 /// Copies the WAL into the file and truncates it, waiting for readers of older pages as
@@ -1745,8 +1771,8 @@ mod tests {
 
     /// A forget whose scrub another process keeps out still succeeds: holding the file's
     /// lock past the wait keeps out the rewrite (and the checkpoint after it), a read
-    /// snapshot the checkpoint alone. What was kept out stays recorded, and the next
-    /// scrubbed change, or the next open, finishes it.
+    /// snapshot the checkpoint alone. What was kept out stays recorded: the next forget or
+    /// open finishes it, a secret's change the checkpoint.
     #[test]
     fn a_forget_whose_scrub_is_kept_out_succeeds_and_the_scrub_comes_later() {
         let path = temp_file();
@@ -1756,7 +1782,8 @@ mod tests {
                 .map(|key| b.meta_get(key).unwrap().is_some())
         };
         // Forgets database `n` while `other` keeps the scrub out from the moment the
-        // delete commits (`keep_out`) until after the forget returned.
+        // delete commits (`keep_out`, run as the change ends, before `finish_scrub`)
+        // until after the forget returned.
         let forget_kept_out = |backend: &SqliteBackend, n: u8, keep_out: &str| {
             let db = EntryId::from_bytes([n; 32]);
             put(backend, db, 0, 0, &[]);
@@ -1778,9 +1805,16 @@ mod tests {
         assert_eq!(pending(&backend), [false, false]);
         assert_eq!(forget_kept_out(&backend, 1, holding_the_lock), [true, true]);
         assert_eq!(forget_kept_out(&backend, 2, holding_the_lock), [true, true]);
-        // The next scrubbed change finishes it (here a secret's delete that finds nothing)
+        // A secret's change finishes the checkpoint only; the next forget (here of a
+        // database not stored) finishes both ...
         assert!(!backend.secret_delete("nothing").unwrap());
+        assert_eq!(pending(&backend), [true, false]);
+        let absent = EntryId::from_bytes([8; 32]);
+        assert!(backend
+            .forget_database(&absent, Version::default())
+            .unwrap());
         assert_eq!(pending(&backend), [false, false]);
+        // ... and the checkpoint a read snapshot kept out, the next scrubbed change.
         assert_eq!(forget_kept_out(&backend, 3, reading), [false, true]);
         assert!(!backend.secret_delete("nothing").unwrap());
         assert_eq!(pending(&backend), [false, false]);
