@@ -415,16 +415,7 @@ fn connections_beyond_one_are_closed_once_idle_without_another_call() {
                      WHERE datname = current_database() AND application_name = $1";
         watcher.query_one(query, &[&app]).unwrap().get(0)
     };
-    // A read while a commit waits for the database's lock takes a second connection.
-    let mut holder = admin(&url);
-    let held = hold_lock(&mut holder, &db);
-    std::thread::scope(|scope| {
-        let commit = scope.spawn(|| db.set("s", "k", "2"));
-        wait_for_lock_waiters(&mut admin(&url), 1);
-        assert_eq!(db.get("s", "k").unwrap(), "1");
-        held.rollback().unwrap();
-        commit.join().unwrap().unwrap();
-    });
+    open_a_second_connection(&url, &db);
     assert_eq!(mnemos(), 2);
     let deadline = Instant::now() + Duration::from_secs(20);
     while mnemos() > 1 {
@@ -432,6 +423,21 @@ fn connections_beyond_one_are_closed_once_idle_without_another_call() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(db.get("s", "k").unwrap(), "2");
+}
+
+/// Makes `db`'s instance open a second connection to the server at `url`: a read while a
+/// commit (key `k` of store `s` from "1" to "2") waits for the database's lock, which
+/// another connection holds meanwhile.
+fn open_a_second_connection(url: &str, db: &Database) {
+    let mut holder = admin(url);
+    let held = hold_lock(&mut holder, db);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| db.set("s", "k", "2"));
+        wait_for_lock_waiters(&mut admin(url), 1);
+        assert_eq!(db.get("s", "k").unwrap(), "1");
+        held.rollback().unwrap();
+        commit.join().unwrap().unwrap();
+    });
 }
 
 /// Every connection of the pool ended at once (a restart), each idle for less than the
@@ -442,17 +448,7 @@ fn connections_the_server_ended_together_fail_one_call_not_one_each() {
     let Some((_storage, url, (_inst, _user, db))) = holding_one_key() else {
         return;
     };
-    // A read while a commit waits for the database's lock takes a second connection.
-    let mut holder = admin(&url);
-    let held = hold_lock(&mut holder, &db);
-    std::thread::scope(|scope| {
-        let commit = scope.spawn(|| db.set("s", "k", "2"));
-        wait_for_lock_waiters(&mut admin(&url), 1);
-        assert_eq!(db.get("s", "k").unwrap(), "1");
-        held.rollback().unwrap();
-        commit.join().unwrap().unwrap();
-    });
-    drop(holder);
+    open_a_second_connection(&url, &db);
     assert!(end_other_connections(&mut admin(&url)) >= 2);
     let first = db.get("s", "k");
     assert!(
