@@ -15,12 +15,12 @@
 //! Connections use TLS as the URL's `sslmode` and `sslrootcert` say, with libpq's meaning
 //! (`options.rs` reads them, `tls.rs` is the connector). Each has TCP keepalive, the URL's
 //! `lock_timeout` (a write waiting longer for a database's lock fails as busy; a
-//! connection idle that long inside a transaction is ended by the server, freeing its
-//! locks) and a limit on every wait for the server (`driver.rs`: connecting, and each call). The
-//! instance's threads share up to the URL's `max_connections` of them (`pool.rs`; those
-//! beyond one closed after the URL's `idle_timeout`); one the server ended is made again:
-//! before the call that would use it when it sat idle for [`CHECK_AFTER_IDLE`] or more,
-//! else at the next call.
+//! connection idle that long, at least 5 s, inside a transaction is ended by the server,
+//! freeing its locks) and a limit on every wait for the server (`driver.rs`: connecting,
+//! and each call). The instance's threads share up to the URL's `max_connections` of them
+//! (`pool.rs`; those beyond one closed after the URL's `idle_timeout`); one the server
+//! ended is made again: before the call that would use it when it sat idle for
+//! [`CHECK_AFTER_IDLE`] or more (or another was found ended), else at the next call.
 
 mod cert;
 mod columns;
@@ -1259,8 +1259,9 @@ impl Backend for PostgresBackend {
 
     fn settings_closure(&self, tips: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta, Vec<u8>)>> {
         let ids: Vec<&[u8]> = tips.iter().map(|id| &id.as_bytes()[..]).collect();
-        let rows = self.query(|c| &c.get_settings_closure, &[&ids])?;
-        rows.iter()
+        let found = self.query(|c| &c.get_settings_closure, &[&ids])?;
+        found
+            .iter()
             .map(|row| {
                 let id = rows::id_of(row.col(0)?)?;
                 if row.col::<Option<&[u8]>>(1)?.is_none() {

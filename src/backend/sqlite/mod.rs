@@ -231,8 +231,8 @@ pub struct SqliteBackend {
 }
 
 /// How long the rewrite and the checkpoint after a scrubbed change wait for other
-/// connections (the writer is held meanwhile) before they are left to the next scrubbed
-/// change.
+/// connections (the writer is held meanwhile) before they are left for later
+/// ([`finish_scrub`]).
 const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maps SQLite's errors: damaged files and values of another type than mnemo writes (tables
@@ -303,18 +303,12 @@ impl SqliteBackend {
         tune(&conn)?;
         check_or_create_schema(&conn, path)?;
         // A scrub a change left pending is finished now if the file is free soon enough;
-        // otherwise the next scrubbed change tries again.
+        // otherwise a later forget, scrubbed change or open tries again.
         let _ = finish_scrub(&conn, true);
         Ok(SqliteBackend {
             writer: Arc::new(GroupWriter::new(conn)),
             readers: Readers::new(path.to_path_buf()),
         })
-    }
-
-    /// The value of `key` that `query` (selecting `value, chk` by key) finds, its row check
-    /// verified ([`Error::Corrupt`] naming `what` otherwise).
-    fn keyed_value(&self, query: &str, key: &str, what: &str) -> Result<Option<Vec<u8>>> {
-        checked_value(&*self.reader()?, query, key, what)
     }
 
     /// Sets how long a staged commit waits for company before committing its group itself
@@ -434,22 +428,8 @@ fn mark_scrub_pending(tx: &Connection, rewrite: Rewrite) -> Result<()> {
 /// mark read before. A step that fails or cannot finish in time stays recorded, for the
 /// next scrubbed change or open. Returns the first error.
 fn finish_scrub(conn: &Connection, rewrite: bool) -> Result<()> {
-    let mark = |key| {
-        checked_value(
-            conn,
-            "SELECT value, chk FROM meta WHERE key = ?1",
-            key,
-            "metadata",
-        )
-    };
-    let done = |key, mark: Vec<u8>| {
-        conn.execute(
-            "DELETE FROM meta WHERE key = ?1 AND value = ?2",
-            params![key, mark],
-        )
-        .map(drop)
-        .map_err(sql_error)
-    };
+    let mark = |key| meta_value(conn, key);
+    let done = |key, mark: Vec<u8>| delete_meta(conn, key, Some(&mark)).map(drop);
     conn.busy_timeout(SCRUB_WAIT).map_err(sql_error)?;
     let rewritten = match mark(REWRITE_PENDING_KEY) {
         // The rewrite's new pages are in the WAL, the file still holds the old ones until
@@ -869,11 +849,7 @@ impl Backend for SqliteBackend {
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.keyed_value(
-            "SELECT value, chk FROM meta WHERE key = ?1",
-            key,
-            "metadata",
-        )
+        meta_value(&*self.reader()?, key)
     }
 
     fn meta_insert_new(&self, key: &str, value: &[u8]) -> Result<bool> {
@@ -890,20 +866,12 @@ impl Backend for SqliteBackend {
     }
 
     fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool> {
-        let conn = self.writer()?;
-        let n = conn
-            .prepare_cached("DELETE FROM meta WHERE key = ?1 AND (?2 IS NULL OR value = ?2)")
-            .and_then(|mut s| s.execute(params![key, only_if]))
-            .map_err(sql_error)?;
-        Ok(n == 1)
+        delete_meta(&*self.writer()?, key, only_if)
     }
 
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.keyed_value(
-            "SELECT value, chk FROM secrets WHERE key = ?1",
-            key,
-            "secret",
-        )
+        let query = "SELECT value, chk FROM secrets WHERE key = ?1";
+        checked_value(&*self.reader()?, query, key, "secret")
     }
 
     fn secret_put(&self, key: &str, value: &[u8], replacing: Option<&[u8]>) -> Result<bool> {
@@ -1016,8 +984,7 @@ const SHAPES_KEY: &str = "shapes";
 
 /// The counter in metadata record `key` (0 if absent).
 fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
-    let query = "SELECT value, chk FROM meta WHERE key = ?1";
-    let Some(value) = checked_value(conn, query, key, "metadata")? else {
+    let Some(value) = meta_value(conn, key)? else {
         return Ok(0);
     };
     let bytes: [u8; 8] = value
@@ -1029,6 +996,26 @@ fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
 /// Sets the counter in metadata record `key`, in the open transaction.
 fn set_counter(tx: &Connection, key: &str, value: u64) -> Result<()> {
     set_meta(tx, key, &value.to_be_bytes())
+}
+
+/// Metadata record `key` as `conn` sees it, its row check verified.
+fn meta_value(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    checked_value(
+        conn,
+        "SELECT value, chk FROM meta WHERE key = ?1",
+        key,
+        "metadata",
+    )
+}
+
+/// Deletes metadata record `key` through `conn` if it holds `only_if` (`None`: whatever it
+/// holds); whether it did.
+fn delete_meta(conn: &Connection, key: &str, only_if: Option<&[u8]>) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM meta WHERE key = ?1 AND (?2 IS NULL OR value = ?2)")
+        .and_then(|mut s| s.execute(params![key, only_if]))
+        .map_err(sql_error)?;
+    Ok(n == 1)
 }
 
 /// Writes metadata record `key` through `conn`, replacing what was there.
