@@ -840,7 +840,8 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
 /**
  * Writes what this instance holds now, against its limits, as a JSON object of numbers:
  * {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
- * "databases_polled":n, "storage_connections":n, "password_derivations":n}.
+ * "databases_polled":n, "storage_connections":n, "password_derivations":n,
+ * "scrubs_pending":n}.
  * "databases_in_memory": databases whose state is held in memory (the system databases,
  * those in use and the idle ones kept; see `mnemo_instance_limits`).
  * "notifications_queued": change notifications not yet delivered to every
@@ -855,11 +856,21 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
  * password changes with a password) computing now in this process, of every instance: at
  * most one per core the process may use (16 at most), each holding its memory (19 MiB by
  * default); others wait for their turn up to 60 s, then fail with MNEMO_STATUS_BUSY.
+ * "scrubs_pending": on "sqlite:", the steps of a scrub not finished yet, read from the file
+ * (0 to 2: the file's rewrite after a forget, the checkpoint of the WAL after a forget or
+ * a sealed secret replaced or removed, see `mnemo_user_forget_db`), left by this process or
+ * another; while it is not 0, removed values or keys may still be in the file or its WAL.
+ * The next open of the file, or forget that reclaims a database, tries both again; the next
+ * change of sealed secrets (a key added or removed, a user created or deleted, a password
+ * changed), the checkpoint. 0 for "memory:" and PostgreSQL (which keeps old row versions
+ * until vacuumed).
  * Counts may change as soon as they are read: for monitoring, not for decisions.
  *
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *
- * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+ * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+ * MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (reading "scrubs_pending" failed).
+ * Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_stats(const struct mnemo_instance *instance, char **out_json);
 

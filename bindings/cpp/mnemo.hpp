@@ -827,7 +827,7 @@ public:
     }
     /// What the instance holds now, as a JSON object of numbers: {"databases_in_memory":n,
     /// "notifications_queued":n, "waiting_entry_bytes":n, "databases_polled":n,
-    /// "storage_connections":n, "password_derivations":n}.
+    /// "storage_connections":n, "password_derivations":n, "scrubs_pending":n}.
     std::string stats() const {
         char *out = nullptr;
         detail::check(mnemo_instance_stats(h_.get(), &out), "mnemo_instance_stats");

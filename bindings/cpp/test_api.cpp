@@ -188,7 +188,7 @@ void test_limits() {
     auto inst = mnemo::instance::open("memory:");
     check(contains(inst.stats(),
                    "\"notifications_queued\":0,\"waiting_entry_bytes\":0,\"databases_polled\":0,"
-                   "\"storage_connections\":0,\"password_derivations\":0}"),
+                   "\"storage_connections\":0,\"password_derivations\":0,\"scrubs_pending\":0}"),
           "instance stats: " + inst.stats());
     inst.enable_sync();
     check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,"

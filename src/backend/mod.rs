@@ -271,6 +271,12 @@ pub trait Backend: Send + Sync {
     fn connections_open(&self) -> usize {
         0
     }
+    /// Steps of a scrub left pending (the file's rewrite, the WAL's checkpoint after a forget
+    /// or a secret removed), for stats: while one is, removed bytes may still be in the
+    /// storage. The default: none (storage that is not scrubbed).
+    fn scrub_steps_pending(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Whether other processes may write this storage too (a file, a server), so that
     /// entries this instance did not store can appear in it. The default: no.
     fn shared_with_other_processes(&self) -> bool {

@@ -189,7 +189,8 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 
 /// Writes what this instance holds now, against its limits, as a JSON object of numbers:
 /// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
-/// "databases_polled":n, "storage_connections":n, "password_derivations":n}.
+/// "databases_polled":n, "storage_connections":n, "password_derivations":n,
+/// "scrubs_pending":n}.
 /// "databases_in_memory": databases whose state is held in memory (the system databases,
 /// those in use and the idle ones kept; see `mnemo_instance_limits`).
 /// "notifications_queued": change notifications not yet delivered to every
@@ -204,11 +205,21 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// password changes with a password) computing now in this process, of every instance: at
 /// most one per core the process may use (16 at most), each holding its memory (19 MiB by
 /// default); others wait for their turn up to 60 s, then fail with MNEMO_STATUS_BUSY.
+/// "scrubs_pending": on "sqlite:", the steps of a scrub not finished yet, read from the file
+/// (0 to 2: the file's rewrite after a forget, the checkpoint of the WAL after a forget or
+/// a sealed secret replaced or removed, see `mnemo_user_forget_db`), left by this process or
+/// another; while it is not 0, removed values or keys may still be in the file or its WAL.
+/// The next open of the file, or forget that reclaims a database, tries both again; the next
+/// change of sealed secrets (a key added or removed, a user created or deleted, a password
+/// changed), the checkpoint. 0 for "memory:" and PostgreSQL (which keeps old row versions
+/// until vacuumed).
 /// Counts may change as soon as they are read: for monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
-/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument). Thread-safe.
+/// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
+/// MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (reading "scrubs_pending" failed).
+/// Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_stats(
@@ -217,7 +228,7 @@ pub unsafe extern "C" fn mnemo_instance_stats(
 ) -> mnemo_status {
     guard(|| {
         let out = out_param(out_json, "out_json")?;
-        let stats = mnemo_instance::borrow(instance)?.inner.stats();
+        let stats = mnemo_instance::borrow(instance)?.inner.stats()?;
         *out = strings::to_c(strings::named_numbers_json(&stats))?;
         Ok(())
     })

@@ -178,11 +178,13 @@ impl Instance {
 
     /// What this instance holds now, by name, against its [`RegistryLimits`]:
     /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`,
-    /// `databases_polled` (for entries other processes store), `storage_connections`, and
+    /// `databases_polled` (for entries other processes store), `storage_connections`,
     /// `password_derivations` (computing now in this process, at most
-    /// [`crate::crypto::password::derivations_at_once`]).
-    pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        vec![
+    /// [`crate::crypto::password::derivations_at_once`]) and `scrubs_pending`
+    /// ([`Backend::scrub_steps_pending`], read from the storage: the one count that can fail).
+    pub fn stats(&self) -> Result<Vec<(&'static str, u64)>> {
+        let scrubs_pending = self.inner.registry.backend().scrub_steps_pending()?;
+        Ok(vec![
             ("databases_in_memory", self.databases_in_memory() as u64),
             ("notifications_queued", self.notifications_queued()),
             ("waiting_entry_bytes", self.waiting_bytes() as u64),
@@ -198,7 +200,8 @@ impl Instance {
                 "password_derivations",
                 crate::crypto::password::derivations_running() as u64,
             ),
-        ]
+            ("scrubs_pending", scrubs_pending),
+        ])
     }
 
     /// The limits on what this instance holds in memory for its databases.

@@ -296,7 +296,7 @@ static void test_limits(void) {
     EXPECT_OK(mnemo_instance_stats(a.instance, &json));
     CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0,"
                                "\"databases_polled\":0,\"storage_connections\":0,"
-                               "\"password_derivations\":0}") != NULL);
+                               "\"password_derivations\":0,\"scrubs_pending\":0}") != NULL);
     mnemo_string_free(json);
     json = NULL;
     EXPECT(mnemo_sync_stats(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);

@@ -159,7 +159,11 @@ class Instance(HandleOwner):
         (open to the SQLite file or the PostgreSQL server; 0 for ``memory:``) and
         ``password_derivations`` (Argon2id derivations computing now in this process, for
         every instance: at most one per core, 16 at most; others wait up to 60 s, then raise
-        Busy). For monitoring: the counts may change as soon as they are read."""
+        Busy) and ``scrubs_pending`` (on a SQLite file, steps of a forget's or a removed
+        secret's scrub not finished yet, 0 to 2: removed values or keys may still be in the
+        file or its WAL; the next open, forget or change of keys tries again). For monitoring: the counts
+        may change as soon as they are read. Raises StorageError or Corrupt if reading
+        ``scrubs_pending`` fails."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats

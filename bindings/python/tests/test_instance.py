@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from conftest import PASSWORD
@@ -361,6 +362,59 @@ def test_a_sqlite_file_locked_elsewhere_past_the_busy_timeout_is_busy(tmp_path: 
             assert db.get("s", "k") == 1
             db.set("s", "k", 3)
             assert db.get("s", "k") == 3
+
+
+#: Run in another process: holds a read snapshot of the SQLite file given (which keeps a
+#: checkpoint from finishing), says "held" and keeps it until told (a line on stdin).
+HOLD_SQLITE_READ_SNAPSHOT = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN")
+conn.execute("SELECT count(*) FROM meta").fetchone()
+print("held", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def _while_a_reader_holds_a_snapshot(path: Path, change: Callable[[], None]) -> None:
+    """Runs ``change`` while another process holds a read snapshot of ``path``."""
+    reader = subprocess.Popen(
+        [sys.executable, "-c", HOLD_SQLITE_READ_SNAPSHOT, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline() == b"held\n"
+        change()
+    finally:
+        reader.communicate(b"done\n", timeout=30)
+
+
+def test_a_scrub_kept_out_shows_in_stats_until_it_is_finished(tmp_path: Path) -> None:
+    """A forget, or a key's removal, whose checkpoint another process's read snapshot keeps
+    out succeeds, and ``scrubs_pending`` says that the removed bytes may still be in the
+    file, until a later open (or the next removal) finishes the scrub."""
+    path = tmp_path / "app.db"
+    url = f"sqlite:{path}"
+    with mnemo.Instance.open(url) as inst:
+        inst.create_user("alice")
+        with inst.login("alice") as alice:
+            with alice.create_db("notes") as db:
+                db.set("s", "k", "to be forgotten")
+                db_id = db.id
+            assert inst.stats()["scrubs_pending"] == 0
+            _while_a_reader_holds_a_snapshot(path, lambda: alice.forget_db(db_id))
+            assert alice.list_dbs() == []
+            assert inst.stats()["scrubs_pending"] == 1  # the checkpoint; the rewrite is done
+    with mnemo.Instance.open(url) as inst:
+        assert inst.stats()["scrubs_pending"] == 0  # the open finished it
+        with inst.login("alice") as alice:
+            keys = [alice.add_private_key(f"k{i}") for i in range(2)]
+            _while_a_reader_holds_a_snapshot(path, lambda: alice.remove_key(keys[0]))
+            assert inst.stats()["scrubs_pending"] == 1
+            alice.remove_key(keys[1])  # the next change of secrets finishes it
+            assert inst.stats()["scrubs_pending"] == 0
 
 
 @pytest.mark.parametrize("url", ["sqlite:/nonexistent-dir/x.db", "postgres://nobody@127.0.0.1:1/none"])

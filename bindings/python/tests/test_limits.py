@@ -314,6 +314,7 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "databases_polled": 0,
         "storage_connections": 0,
         "password_derivations": 0,
+        "scrubs_pending": 0,
     }
     idle = {
         "listeners": 0,

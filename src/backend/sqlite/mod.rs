@@ -684,6 +684,17 @@ impl Backend for SqliteBackend {
         1 + self.readers.open()
     }
 
+    /// The scrub records in the file (`scrub/rewrite`, `scrub/checkpoint`),
+    /// whichever process's change left them.
+    fn scrub_steps_pending(&self) -> Result<u64> {
+        let conn = self.reader()?;
+        let mut pending = 0;
+        for key in [REWRITE_PENDING_KEY, CHECKPOINT_PENDING_KEY] {
+            pending += u64::from(meta_value(&conn, key)?.is_some());
+        }
+        Ok(pending)
+    }
+
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>> {
         Ok(self.entry_row(id)?.map(|(_, bytes)| bytes))
     }
@@ -1783,6 +1794,8 @@ mod tests {
             assert!(forgot.unwrap(), "the forget happened");
             assert_eq!(backend.tips(&db).unwrap(), vec![]);
             let left = pending(backend);
+            let steps = left.iter().filter(|&&step| step).count() as u64;
+            assert_eq!(backend.scrub_steps_pending().unwrap(), steps);
             other.execute_batch("ROLLBACK").unwrap();
             left
         };
@@ -1814,6 +1827,7 @@ mod tests {
         drop(backend);
         let backend = SqliteBackend::open(&path).unwrap();
         assert_eq!(pending(&backend), [false, false]);
+        assert_eq!(backend.scrub_steps_pending().unwrap(), 0);
         drop((backend, other));
         remove(&path);
     }
