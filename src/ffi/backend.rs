@@ -51,9 +51,11 @@ impl Handle for mnemo_backend {
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
 ///   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
-///   more of idleness is replaced before a call uses it; otherwise the call using it fails
-///   with MNEMO_STATUS_STORAGE, and the next call connects again (also when the server
-///   ended them all, as a restart does: one call fails, not one per connection).
+///   more of idleness is replaced before a call uses it; otherwise a read using it is asked
+///   again on a new connection, and a write using it fails with MNEMO_STATUS_STORAGE
+///   (whether the server did it is unknown: read it back) and the next call connects again
+///   (also when the server ended them all, as a restart does: one write fails, not one per
+///   connection).
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import mnemo
-from conftest import PSQL, POSTGRES_URL as URL, psql
+from conftest import PSQL, POSTGRES_URL as URL, psql, wait_until
 from proxy import Proxy
 
 ROOT = os.environ.get("MNEMO_TEST_POSTGRES_TLS_ROOT")
@@ -195,6 +195,33 @@ def test_connections_beyond_one_are_closed_once_idle(database_url: str) -> None:
                 time.sleep(0.05)
             assert inst.stats()["storage_connections"] == 1
             assert all(db.get("s", "k49") == 49 for db in dbs)
+
+
+def test_a_read_after_the_server_ended_the_connections_succeeds(database_url: str) -> None:
+    """A restart (here: an administrator ending the instance's sessions) fails no read: one
+    on a connection the server ended is asked again on a new one. (A write on it fails, as
+    whether the server did it is unknown, and the next call connects again.)"""
+    app = "mnemo_py_ended_" + secrets.token_hex(4)
+    sep = "&" if "?" in database_url else "?"
+    sessions = f"FROM pg_stat_activity WHERE application_name = '{app}'"
+
+    def end_sessions() -> None:
+        assert int(psql(f"SELECT count(pg_terminate_backend(pid)) {sessions}")) >= 1
+        assert wait_until(lambda: int(psql(f"SELECT count(*) {sessions}")) == 0)
+
+    with mnemo.Instance.open(f"{database_url}{sep}application_name={app}") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user, user.create_db("d") as db:
+            db.set("s", "k", 1)
+            for _ in range(3):
+                end_sessions()
+                assert db.get("s", "k") == 1
+            end_sessions()
+            try:
+                db.set("s", "k", 2)  # its reads are asked again; its write may fail
+            except mnemo.StorageError:
+                db.set("s", "k", 2)
+            assert db.get("s", "k") == 2
 
 
 def tcp_settings_of_connections_to(port: int) -> list[dict[str, int]]:

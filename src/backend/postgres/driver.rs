@@ -130,6 +130,12 @@ impl Client {
         !self.broken && !self.driver().is_closed()
     }
 
+    /// Whether the server (or the network) closed the connection, as opposed to a call on
+    /// it running out of time.
+    pub(super) fn was_closed(&self) -> bool {
+        !self.broken && self.driver().is_closed()
+    }
+
     /// The driver's client, there until the connection is dropped.
     fn driver(&self) -> &tokio_postgres::Client {
         self.client.as_ref().expect("open until dropped")

@@ -20,7 +20,8 @@
 //! and each call). The instance's threads share up to the URL's `max_connections` of them
 //! (`pool.rs`; those beyond one closed after the URL's `idle_timeout`); one the server
 //! ended is made again: before the call that would use it when it sat idle for
-//! [`CHECK_AFTER_IDLE`] or more (or another was found ended), else at the next call.
+//! [`CHECK_AFTER_IDLE`] or more (or another was found ended), else for a read at once (the
+//! read is asked again: `PostgresBackend::read`), for a write at the next call.
 
 mod cert;
 mod columns;
@@ -271,7 +272,7 @@ impl PostgresBackend {
     fn lock(&self) -> Result<Taken<'_>> {
         match self.turns.take_held() {
             Ok(Some(conn)) => Ok(Taken::Held(&self.turns, Some(conn))),
-            Ok(None) => self.lend().map(Taken::Lent),
+            Ok(None) => self.lend(false).map(Taken::Lent),
             // Another connection's write would wait for the lock this thread holds.
             Err(()) => Err(Error::Internal(
                 "postgres: a call inside another while a database's lock is held".into(),
@@ -281,15 +282,16 @@ impl PostgresBackend {
 
     /// A connection of the pool, for one call: an idle one the server has not ended, or a
     /// new one, or one another thread gives back within the URL's `lock_timeout` (then
-    /// [`Error::Busy`]).
-    fn lend(&self) -> Result<Lent<'_, Connection>> {
+    /// [`Error::Busy`]). `after_one_ended`: a connection was just found ended, so each idle
+    /// one is looked at first.
+    fn lend(&self, after_one_ended: bool) -> Result<Lent<'_, Connection>> {
         let make = || {
             let mut client = open_client(&self.url)?;
             look_only_in(&mut client, &self.schema)?;
             check_unchanged(&mut client)?;
             Connection::prepare(client).map_err(pg_error)
         };
-        let found_ended = std::cell::Cell::new(false);
+        let found_ended = std::cell::Cell::new(after_one_ended);
         let usable = |c: &mut Connection, idle: Duration| {
             // A connection idle a while is first given a moment to read what the server
             // sent meanwhile: a server that ended it (a restart, `idle_session_timeout`, an
@@ -308,26 +310,46 @@ impl PostgresBackend {
         self.pool.take(usable, make, self.url.lock_timeout())
     }
 
-    /// The rows of the prepared statement `pick` names, run with `params`.
+    /// Runs `read`, which only reads, on a connection for one call ([`Self::lock`]). If a
+    /// pooled connection fails it because the server had closed it (a restart, a failover,
+    /// an administrator, the server's idle limits), `read` runs once more on a new
+    /// connection: reading changes nothing, so a restart fails no read. (A write it cuts off
+    /// still fails: whether the server did it is unknown.) A call that ran out of time is
+    /// not run again: the server may be gone, and the wait would double.
+    fn read<T>(&self, mut read: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut c = self.lock()?;
+        match read(&mut c) {
+            Err(Error::Storage(_)) if c.closed_while_lent() => {
+                drop(c);
+                read(&mut *self.lend(true)?)
+            }
+            done => done,
+        }
+    }
+
+    /// The rows of the prepared statement `pick` names, run with `params` ([`Self::read`]).
     fn query(
         &self,
         pick: fn(&Connection) -> &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>> {
-        let mut c = self.lock()?;
-        let statement = pick(&c).clone(); // a shared handle: the client needs `c` mutably
-        c.client.query(&statement, params).map_err(pg_error)
+        self.read(|c| {
+            let statement = pick(c).clone(); // a shared handle: the client needs `c` mutably
+            c.client.query(&statement, params).map_err(pg_error)
+        })
     }
 
-    /// The row, if any, of the prepared statement `pick` names, run with `params`.
+    /// The row, if any, of the prepared statement `pick` names, run with `params`
+    /// ([`Self::read`]).
     fn query_opt(
         &self,
         pick: fn(&Connection) -> &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>> {
-        let mut c = self.lock()?;
-        let statement = pick(&c).clone();
-        c.client.query_opt(&statement, params).map_err(pg_error)
+        self.read(|c| {
+            let statement = pick(c).clone();
+            c.client.query_opt(&statement, params).map_err(pg_error)
+        })
     }
 }
 
@@ -354,6 +376,22 @@ impl DerefMut for Taken<'_> {
         match self {
             Taken::Lent(lent) => lent,
             Taken::Held(_, conn) => conn.as_mut().expect("held until dropped"),
+        }
+    }
+}
+
+impl Taken<'_> {
+    /// Whether this is a pooled connection that the server (or the network) closed: its
+    /// call failed for that alone. It is first given a moment to read what the server sent
+    /// ([`CHECK_WAIT`]): a server ending a session says so, then closes it.
+    fn closed_while_lent(&mut self) -> bool {
+        match self {
+            Taken::Lent(lent) => {
+                lent.client.settle(CHECK_WAIT);
+                lent.client.was_closed()
+            }
+            // The turn's hold went with its connection: its calls must fail.
+            Taken::Held(..) => false,
         }
     }
 }
@@ -1141,7 +1179,7 @@ impl Backend for PostgresBackend {
                 "postgres: a write turn holding database {held} asked for {db}'s lock too"
             ))),
             Some(None) => {
-                let mut lent = self.lend()?;
+                let mut lent = self.lend(false)?;
                 let c = &mut *lent;
                 // A holder that stops going on (a paused or frozen process) is cut off by
                 // the server once idle that long, which frees the lock. Bounded before the
@@ -1175,9 +1213,7 @@ impl Backend for PostgresBackend {
     }
 
     fn version(&self, db: &EntryId) -> Result<Version> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        version_in(&mut c.client, &c.get_head, db)
+        self.read(|c| version_in(&mut c.client, &c.get_head, db))
     }
 
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Put>> {
@@ -1300,15 +1336,12 @@ impl Backend for PostgresBackend {
     }
 
     fn cell(&self, db: &EntryId, store: &str, key: &str) -> Result<Option<Cell>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        cell_in(&mut c.client, &c.get_cell, db, store, key)
+        self.read(|c| cell_in(&mut c.client, &c.get_cell, db, store, key))
     }
 
     fn cells_at(&self, db: &EntryId, keys: &[(&str, &str)]) -> Result<Vec<Option<Cell>>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let (_, found) = head_and_cells_in(&mut c.client, &c.get_head_and_cells, db, keys)?;
+        let (_, found) =
+            self.read(|c| head_and_cells_in(&mut c.client, &c.get_head_and_cells, db, keys))?;
         Ok(keys
             .iter()
             .map(|k| found.get(k).cloned().flatten())
@@ -1316,18 +1349,19 @@ impl Backend for PostgresBackend {
     }
 
     fn cells(&self, db: &EntryId, store: &str) -> Result<Vec<(String, Cell)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
         // The rows and their count from one snapshot: another process's commit between two
         // autocommit reads would make the count disagree with the rows.
-        let mut snapshot = c.client.snapshot().map_err(pg_error)?;
-        let found = snapshot
-            .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
-            .map_err(pg_error)?;
-        let recorded = recorded_rows(&mut snapshot, &c.get_rows, db, store)?.unwrap_or(0);
-        // Checked once the snapshot is over: a large store's checks must not keep a
-        // transaction open past the server's idle limit (`open_client`).
-        snapshot.commit().map_err(pg_error)?;
+        let (found, recorded) = self.read(|c| {
+            let mut snapshot = c.client.snapshot().map_err(pg_error)?;
+            let found = snapshot
+                .query(&c.get_cells, &[&&db.as_bytes()[..], &store])
+                .map_err(pg_error)?;
+            let recorded = recorded_rows(&mut snapshot, &c.get_rows, db, store)?.unwrap_or(0);
+            // Checked once the snapshot is over: a large store's checks must not keep a
+            // transaction open past the server's idle limit (`open_client`).
+            snapshot.commit().map_err(pg_error)?;
+            Ok((found, recorded))
+        })?;
         let cells = found
             .iter()
             .map(|row| {
@@ -1357,33 +1391,31 @@ impl Backend for PostgresBackend {
         limit: RangeLimit,
         live_only: bool,
     ) -> Result<Vec<(String, Cell)>> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
         let wanted = (store, prefix, after);
-        range_in(&mut c.client, &c.get_range, db, wanted, limit, live_only)
+        self.read(|c| range_in(&mut c.client, &c.get_range, db, wanted, limit, live_only))
     }
 
     fn stores(&self, db: &EntryId) -> Result<Vec<String>> {
-        let mut c = self.lock()?;
-        let found = c
-            .client
-            .query(
-                "SELECT store FROM mnemo_stores WHERE db = $1 ORDER BY store",
-                &[&&db.as_bytes()[..]],
-            )
-            .map_err(pg_error)?;
+        let found = self.read(|c| {
+            c.client
+                .query(
+                    "SELECT store FROM mnemo_stores WHERE db = $1 ORDER BY store",
+                    &[&&db.as_bytes()[..]],
+                )
+                .map_err(pg_error)
+        })?;
         found.iter().map(|r| r.col(0)).collect()
     }
 
     fn discarded(&self, db: &EntryId) -> Result<Vec<EntryId>> {
-        let mut c = self.lock()?;
-        let found = c
-            .client
-            .query(
-                "SELECT id, chk FROM mnemo_discarded WHERE db = $1 ORDER BY id",
-                &[&&db.as_bytes()[..]],
-            )
-            .map_err(pg_error)?;
+        let found = self.read(|c| {
+            c.client
+                .query(
+                    "SELECT id, chk FROM mnemo_discarded WHERE db = $1 ORDER BY id",
+                    &[&&db.as_bytes()[..]],
+                )
+                .map_err(pg_error)
+        })?;
         found
             .iter()
             .map(|row| {
@@ -1459,12 +1491,9 @@ impl Backend for PostgresBackend {
     }
 
     fn last_position(&self, db: &EntryId) -> Result<u64> {
-        let mut c = self.lock()?;
-        let c = &mut *c;
-        let row = c
-            .client
-            .query_one(&c.last_log, &[&&db.as_bytes()[..]])
-            .map_err(pg_error)?;
+        let row = self.read(|c| {
+            (c.client.query_one(&c.last_log, &[&&db.as_bytes()[..]])).map_err(pg_error)
+        })?;
         rows::position_of(row.col::<Option<i64>>(0)?.unwrap_or(0))
     }
 
@@ -1516,14 +1545,14 @@ impl Backend for PostgresBackend {
     }
 
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut c = self.lock()?;
-        let row = c
-            .client
-            .query_opt(
-                "SELECT value, chk FROM mnemo_secrets WHERE key = $1",
-                &[&key],
-            )
-            .map_err(pg_error)?;
+        let row = self.read(|c| {
+            c.client
+                .query_opt(
+                    "SELECT value, chk FROM mnemo_secrets WHERE key = $1",
+                    &[&key],
+                )
+                .map_err(pg_error)
+        })?;
         match row {
             Some(row) => {
                 let value: Vec<u8> = row.col(0)?;
@@ -1564,15 +1593,15 @@ impl Backend for PostgresBackend {
     }
 
     fn secret_names(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut c = self.lock()?;
-        let rows = c
-            .client
-            .query(
-                "SELECT key FROM mnemo_secrets WHERE left(key, char_length($1)) = $1 \
-                 ORDER BY key",
-                &[&prefix],
-            )
-            .map_err(pg_error)?;
+        let rows = self.read(|c| {
+            c.client
+                .query(
+                    "SELECT key FROM mnemo_secrets WHERE left(key, char_length($1)) = $1 \
+                     ORDER BY key",
+                    &[&prefix],
+                )
+                .map_err(pg_error)
+        })?;
         rows.iter().map(|row| row.col(0)).collect()
     }
 
