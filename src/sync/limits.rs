@@ -37,6 +37,12 @@ pub struct Limits {
     /// How long a connection may stay without a complete request head: after it opens and
     /// after each response. Slow headers and idle connections are closed. Default 20 s.
     pub idle_timeout: Duration,
+    /// How long a connection must have been idle (no request being handled on it, or still
+    /// in its handshake) before a listener holding [`Limits::max_connections`] closes it to
+    /// make room for a new one, the one idle longest first; with none idle that long, the
+    /// new one is refused. Default 1 s (a client in the middle of a sync round waits a few
+    /// milliseconds between requests).
+    pub evict_idle_after: Duration,
     /// How long a request body may take to arrive. Default 30 s.
     pub body_timeout: Duration,
     /// How long a request waits for room (in-flight slots, buffer bytes). Default 10 s.
@@ -91,6 +97,7 @@ impl Default for Limits {
             max_buffered_bytes: 64 << 20,
             max_header_bytes: 16 << 10,
             idle_timeout: Duration::from_secs(20),
+            evict_idle_after: Duration::from_secs(1),
             body_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(10),
             max_tracked_addresses: 4096,
@@ -211,6 +218,7 @@ named_limits! {
     "max_buffered_bytes" => max_buffered_bytes,
     "max_header_bytes" => max_header_bytes,
     "idle_timeout_ms" => idle_timeout,
+    "evict_idle_after_ms" => evict_idle_after,
     "body_timeout_ms" => body_timeout,
     "queue_timeout_ms" => queue_timeout,
     "max_tracked_addresses" => max_tracked_addresses,
@@ -249,6 +257,7 @@ impl Limits {
         ];
         let times = [
             self.idle_timeout,
+            self.evict_idle_after,
             self.body_timeout,
             self.queue_timeout,
             self.watch_timeout,

@@ -369,7 +369,10 @@ def test_stats_count_watches_held_and_what_the_listeners_refused() -> None:
             time.sleep(0.01)
         client.untrack(bob, addr, db.id)
 
-        sync.set_limits(max_connections=1, max_remembered_requests=1024)
+        # The held connection is never closed to make room for the next (see below).
+        sync.set_limits(
+            max_connections=1, max_remembered_requests=1024, evict_idle_after_ms=3_600_000
+        )
         tight = sync.listen()
         held = hold_a_connection(tight)
         try:
@@ -391,10 +394,10 @@ def test_stats_count_watches_held_and_what_the_listeners_refused() -> None:
 
 def test_listeners_started_afterwards_enforce_the_new_limits(sync: mnemo.Sync) -> None:
     """With one connection allowed, a connection held open (a raw socket, accepted before
-    any TLS) makes the listener close the next; a listener started before the change keeps
-    the default of 256."""
+    any TLS; never closed to make room here) makes the listener close the next; a listener
+    started before the change keeps the default of 256."""
     before = sync.listen()
-    sync.set_limits(max_connections=1)
+    sync.set_limits(max_connections=1, evict_idle_after_ms=3_600_000)
     after = sync.listen()
     with mnemo.Instance.open("memory:") as other:
         other.enable_sync()
@@ -402,11 +405,42 @@ def test_listeners_started_afterwards_enforce_the_new_limits(sync: mnemo.Sync) -
             held = [hold_a_connection(before), hold_a_connection(after)]
             try:
                 client.connect(before)
-                with pytest.raises(mnemo.NetworkError):
+                with pytest.raises(mnemo.NetworkError, match="closed the connection during"):
                     client.connect(after)
             finally:
                 for s in held:
                     s.close()
+
+
+def test_a_full_listener_makes_room_by_closing_the_connection_idle_longest() -> None:
+    """Every connection a listener may hold, taken by another host's sockets that send
+    nothing (or a request now and then), does not keep a peer out: once they have been idle
+    for "evict_idle_after_ms", the one idle longest is closed to make room for the peer's,
+    whose round succeeds. Before, the peer was refused until the idle timeout (20 s), and
+    for as long as the sockets kept sending."""
+    with ExitStack() as stack:
+        sync, client, bob, db = listener_and_reader(stack)
+        sync.set_limits(max_connections=4, evict_idle_after_ms=200)
+        addr = sync.listen()
+        host, port = addr.rsplit(":", 1)
+        held = []
+        for _ in range(4):  # from another address of this host, as a stranger would
+            s = socket.create_connection(
+                (host, int(port)), timeout=TIMEOUT, source_address=("127.0.0.2", 0)
+            )
+            stack.callback(s.close)
+            held.append(s)
+        deadline = time.monotonic() + TIMEOUT
+        while sync.stats()["open_connections"] < 4:
+            assert time.monotonic() < deadline, f"not all held: {sync.stats()}"
+            time.sleep(0.01)
+        time.sleep(0.3)
+        client.sync_db(bob, addr, db.id)
+        assert stack.enter_context(bob.load_db(db.id)).id == db.id
+        assert sync.stats()["open_connections"] <= 4
+        # The one idle longest, the first opened, was closed: it reads the end.
+        held[0].settimeout(TIMEOUT)
+        assert held[0].recv(1) == b""
 
 
 def hold_a_connection(addr: str) -> socket.socket:

@@ -1,11 +1,20 @@
 //! What a listener counts per remote address: open connections, requests in flight,
-//! watches held, and a token bucket for the request rate. An attacker can fill only its own address's share.
-//! The table is bounded: addresses with nothing open are forgotten first.
+//! watches held, and a token bucket for the request rate. An attacker can fill only its own
+//! address's share. The table is bounded: addresses with nothing open are forgotten first.
+//!
+//! A listener holding as many connections as it may makes room for a new one by closing the
+//! connection idle longest (no request being handled on it, for the limit
+//! `evict_idle_after` or more; one still in its handshake counts as idle): connections from
+//! a few addresses kept open with a request now and then, or never used, cannot keep
+//! everyone else out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::sync::Limits;
 
@@ -46,12 +55,49 @@ struct Table {
     by_address: HashMap<Address, Counters>,
     connections: usize,
     watches: usize,
+    /// Every connection counted, by its number: what a full listener looks at to make room.
+    open: HashMap<u64, (Address, Arc<Activity>)>,
+    next_id: u64,
+}
+
+/// [`Activity::idle_since_ms`] while a request is being handled.
+const BUSY: u64 = u64::MAX;
+
+/// What a connection's task tells the listener of it, and how the listener tells it to
+/// close.
+pub(super) struct Activity {
+    /// When the table was made: the origin of [`Activity::idle_since_ms`].
+    origin: Instant,
+    /// Milliseconds from `origin` to when the connection last became idle ([`BUSY`] while a
+    /// request is handled on it).
+    idle_since_ms: AtomicU64,
+    close: Notify,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// A request is being handled on the connection: it is not closed to make room.
+    pub(super) fn busy(&self) {
+        self.idle_since_ms.store(BUSY, Ordering::Release);
+    }
+
+    /// The connection's request was handled: it is idle from now on.
+    pub(super) fn idle(&self) {
+        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Returns once the listener closed the connection to make room for another.
+    pub(super) async fn evicted(&self) {
+        self.close.notified().await;
+    }
 }
 
 /// What a guard counts.
 #[derive(Clone, Copy)]
 enum Held {
-    Connection,
     Request,
     Watch,
 }
@@ -60,6 +106,10 @@ enum Held {
 pub(super) struct Addresses {
     limits: Limits,
     table: Mutex<Table>,
+    /// The origin of every connection's [`Activity`] times.
+    origin: Instant,
+    /// The limit `evict_idle_after`.
+    evictable_after: Duration,
 }
 
 /// Why a request was refused.
@@ -73,12 +123,16 @@ pub(super) enum Refusal {
 impl Addresses {
     pub(super) fn new(limits: Limits) -> Arc<Addresses> {
         Arc::new(Addresses {
+            evictable_after: limits.evict_idle_after,
             limits,
             table: Mutex::new(Table {
                 by_address: HashMap::new(),
                 connections: 0,
                 watches: 0,
+                open: HashMap::new(),
+                next_id: 0,
             }),
+            origin: Instant::now(),
         })
     }
 
@@ -86,26 +140,71 @@ impl Addresses {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a new connection from `address`, or `None` if the listener or the address is
-    /// at its connection limit. The connection is counted until the guard is dropped.
+    /// Counts a new connection from `address`, or `None` if the address is at its
+    /// connection limit, or the listener is at its own and no connection was idle long
+    /// enough to be closed for it ([`Addresses::evict_longest_idle`]). The connection is
+    /// counted until the guard is dropped or it is evicted.
     pub(super) fn admit(self: &Arc<Self>, address: Address) -> Option<ConnectionGuard> {
         let mut table = self.lock();
-        if table.connections >= self.limits.max_connections {
-            return None;
-        }
         let counters = self.counters(&mut table, address);
         if counters.connections >= self.limits.max_connections_per_address {
             return None;
         }
-        counters.connections += 1;
+        if table.connections >= self.limits.max_connections && !self.evict_longest_idle(&mut table)
+        {
+            return None;
+        }
+        self.counters(&mut table, address).connections += 1;
         table.connections += 1;
+        let activity = Arc::new(Activity {
+            origin: self.origin,
+            idle_since_ms: AtomicU64::new(0),
+            close: Notify::new(),
+        });
+        activity.idle();
+        let id = table.next_id;
+        table.next_id += 1;
+        table.open.insert(id, (address, activity.clone()));
         Some(ConnectionGuard {
-            held: Guard {
-                addresses: self.clone(),
-                address,
-                held: Held::Connection,
-            },
+            addresses: self.clone(),
+            address,
+            id,
+            activity,
         })
+    }
+
+    /// Closes the connection idle longest, if one has been idle `evictable_after` or more: it stops being counted now, and its task is told to close it. Whether one
+    /// was.
+    fn evict_longest_idle(&self, table: &mut Table) -> bool {
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let limit_ms = self.evictable_after.as_millis() as u64;
+        let longest = (table.open.iter())
+            .map(|(id, (_, activity))| (activity.idle_since_ms.load(Ordering::Acquire), *id))
+            .filter(|(since, _)| *since != BUSY && now_ms.saturating_sub(*since) >= limit_ms)
+            .min();
+        let Some((_, id)) = longest else {
+            return false;
+        };
+        if let Some((address, activity)) = table.open.remove(&id) {
+            Self::uncount_connection(table, address);
+            activity.close.notify_one();
+        }
+        true
+    }
+
+    fn uncount_connection(table: &mut Table, address: Address) {
+        table.connections = table.connections.saturating_sub(1);
+        if let Some(c) = table.by_address.get_mut(&address) {
+            c.connections = c.connections.saturating_sub(1);
+        }
+    }
+
+    /// Stops counting connection `id`, unless it was evicted (and so uncounted) before.
+    fn close_connection(&self, id: u64) {
+        let mut table = self.lock();
+        if let Some((address, _)) = table.open.remove(&id) {
+            Self::uncount_connection(&mut table, address);
+        }
     }
 
     /// Counts a watch from `address`, or `None` if the listener or the address holds as
@@ -186,14 +285,11 @@ impl Addresses {
 
     fn release(&self, address: Address, held: Held) {
         let mut table = self.lock();
-        match held {
-            Held::Connection => table.connections = table.connections.saturating_sub(1),
-            Held::Watch => table.watches = table.watches.saturating_sub(1),
-            Held::Request => {}
+        if let Held::Watch = held {
+            table.watches = table.watches.saturating_sub(1);
         }
         if let Some(c) = table.by_address.get_mut(&address) {
             let count = match held {
-                Held::Connection => &mut c.connections,
                 Held::Request => &mut c.in_flight,
                 Held::Watch => &mut c.watches,
             };
@@ -227,13 +323,27 @@ impl Drop for Guard {
 
 /// One counted connection.
 pub(super) struct ConnectionGuard {
-    held: Guard,
+    addresses: Arc<Addresses>,
+    address: Address,
+    id: u64,
+    activity: Arc<Activity>,
 }
 
 impl ConnectionGuard {
     /// The address the connection came from.
     pub(super) fn address(&self) -> Address {
-        self.held.address
+        self.address
+    }
+
+    /// What the connection's task reports of it, and hears of its eviction through.
+    pub(super) fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.addresses.close_connection(self.id);
     }
 }
 
@@ -263,9 +373,19 @@ mod tests {
         }
     }
 
+    /// Long enough that no connection of a test is closed to make room.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    fn evicting_after(limits: Limits, evict_idle_after: Duration) -> Arc<Addresses> {
+        Addresses::new(Limits {
+            evict_idle_after,
+            ..limits
+        })
+    }
+
     #[test]
     fn each_address_fills_only_its_own_share() {
-        let table = Addresses::new(limits());
+        let table = evicting_after(limits(), NEVER);
         let a = Address::of("127.0.0.2".parse().unwrap());
         let b = Address::of("127.0.0.1".parse().unwrap());
         let held: Vec<_> = (0..2).map(|_| table.admit(a).unwrap()).collect();
@@ -285,11 +405,14 @@ mod tests {
         assert!(table.begin_request(b).is_ok());
 
         // Watches: two in all, one per address.
-        let small = Addresses::new(Limits {
-            max_watches: 2,
-            max_watches_per_address: 1,
-            ..limits()
-        });
+        let small = evicting_after(
+            Limits {
+                max_watches: 2,
+                max_watches_per_address: 1,
+                ..limits()
+            },
+            NEVER,
+        );
         let c = Address::of("127.0.0.3".parse().unwrap());
         let wa = small.begin_watch(a).unwrap();
         assert!(small.begin_watch(a).is_none(), "a's watch share is full");
@@ -300,6 +423,49 @@ mod tests {
         );
         drop(wa);
         assert!(small.begin_watch(c).is_some());
+    }
+
+    /// A full listener makes room for a new connection by closing the one idle longest,
+    /// never one handling a request nor one idle for less than the bound; an address at its
+    /// own cap gets no room that way.
+    #[test]
+    fn a_full_listener_closes_the_connection_idle_longest_for_a_new_one() {
+        use futures_util::FutureExt;
+        let evicted = |guard: &ConnectionGuard| guard.activity().evicted().now_or_never();
+        let [a, b, c, d] = [2, 3, 4, 5].map(|n| Address::of([127, 0, 0, n].into()));
+        let table = evicting_after(limits(), Duration::ZERO);
+        let oldest = table.admit(a).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let (newer, busy) = (table.admit(a).unwrap(), table.admit(b).unwrap());
+        busy.activity().busy();
+        assert!(
+            table.admit(a).is_none(),
+            "a's own share is full: no room made"
+        );
+        let from_c = table.admit(c).expect("room made for c");
+        assert!(
+            evicted(&oldest).is_some(),
+            "the one idle longest is told to close"
+        );
+        assert!(evicted(&newer).is_none() && evicted(&busy).is_none());
+        assert_eq!(table.open_connections(), 3);
+        drop(oldest); // counted once only
+        assert_eq!(table.open_connections(), 3);
+        for guard in [&newer, &from_c] {
+            guard.activity().busy();
+        }
+        assert!(
+            table.admit(d).is_none(),
+            "every connection is handling a request"
+        );
+        busy.activity().idle();
+        assert!(table.admit(d).is_some(), "one became idle");
+        assert!(evicted(&busy).is_some());
+
+        // Idle for less than the bound: not closed.
+        let patient = evicting_after(limits(), NEVER);
+        let _held = [a, a, b].map(|address| patient.admit(address).unwrap());
+        assert!(patient.admit(c).is_none());
     }
 
     #[test]

@@ -185,11 +185,18 @@ impl Link {
         let stream = timeout_at(deadline, connector.connect(tls::server_name(), stream))
             .await
             .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
-            .map_err(|e| match self.addr.device {
-                Some(expected) => Error::Network(format!(
+            .map_err(|e| match (e.kind(), self.addr.device) {
+                // Before any proof was asked for: not a sign of another device answering.
+                (std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset, _) => {
+                    Error::Network(format!(
+                        "{addr}: the peer closed the connection during the TLS handshake \
+                         (a listener does so at its connection limits): {e}"
+                    ))
+                }
+                (_, Some(expected)) => Error::Network(format!(
                     "{addr}: the peer did not prove device id {expected} ({e})"
                 )),
-                None => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
+                (_, None) => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
             })?;
         let peer = tls::peer_device(stream.get_ref().1)?;
         if self.addr.device.is_some_and(|expected| expected != peer) {

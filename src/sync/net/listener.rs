@@ -1,8 +1,10 @@
 //! The sync listener: HTTP/1.1 in TLS 1.3 on tokio, rustls and hyper, with every resource a
 //! stranger could make it hold bounded ([`Limits`]).
 //!
-//! - Connections: counted per address and in all; over either cap, a connection is closed
-//!   at once, before any TLS work. No thread per connection: each is a task.
+//! - Connections: counted per address and in all; over the address's cap, or over the
+//!   listener's when no connection has been idle long enough to make room for it
+//!   (`addresses.rs`), a connection is closed at once, before any TLS work. No thread per
+//!   connection: each is a task.
 //! - TLS handshakes: each counts as a request of its address (rate and in-flight share) and
 //!   must end within `idle_timeout`; the client must prove a device key.
 //! - Request heads: at most `max_header_bytes`, within `idle_timeout` of the connection
@@ -241,20 +243,25 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
 ) {
     let address = guard.address();
+    let activity = guard.activity();
     let handshaken = tokio::select! {
         handshaken = handshake(&shared, address, stream) => handshaken,
         () = until_stopped(&mut stopped) => None,
+        () = activity.evicted() => None,
     };
     let Some((stream, peer)) = handshaken else {
         return;
     };
     let io = TokioIo::new(stream);
     let service = {
-        let shared = shared.clone();
+        let (shared, activity) = (shared.clone(), activity.clone());
         service_fn(move |request| {
-            let shared = shared.clone();
+            let (shared, activity) = (shared.clone(), activity.clone());
             async move {
-                Ok::<_, std::convert::Infallible>(respond(&shared, address, peer, request).await)
+                activity.busy();
+                let response = respond(&shared, address, peer, request).await;
+                activity.idle();
+                Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
@@ -268,10 +275,17 @@ async fn serve_connection(
         .keep_alive(true);
     let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
+    let stopped_or_evicted = async {
+        tokio::select! {
+            // Also when the listener is dropped without a stop (the sender gone).
+            () = until_stopped(&mut stopped) => {}
+            // Evicted while idle: closed at once (a request begun meanwhile is finished).
+            () = activity.evicted() => {}
+        }
+    };
     tokio::select! {
         _ = connection.as_mut() => {}
-        // Also when the listener is dropped without a stop (the sender gone).
-        () = until_stopped(&mut stopped) => {
+        () = stopped_or_evicted => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
