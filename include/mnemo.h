@@ -806,9 +806,12 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_device_id(const struct mnemo_instance
  * to 10 s each time, and never from inside a callback).
  * The "waiting_" limits bound the entries received from peers before their parents, which
  * wait, invisible, in memory until the parents come: at most so many entries and bytes in
- * one database, so many bytes across the instance (an entry counts its encoding plus 128
- * bytes, plus 32 per missing parent), and so long each; past them, entries are refused
- * with MNEMO_STATUS_BUSY, and a later sync round brings them again.
+ * one database, so many bytes across the instance (an entry counts its encoding plus 320
+ * bytes, 32 per parent and 320 more per missing parent: at least the memory it holds, its
+ * encoding and what the waiting area keeps of it), and so long each (while sync is
+ * enabled, every database is swept for those that waited past their time a quarter of that
+ * time apart, at most 10 s; otherwise a database drops its own when next used); past them,
+ * entries are refused with MNEMO_STATUS_BUSY, and a later sync round brings them again.
  * "other_processes_poll_ms": how often each database with a subscription or watch
  * (`mnemo_db_subscribe`, `mnemo_db_watch`) is checked for entries other processes stored
  * in the same "sqlite:" file or PostgreSQL database, which its subscribers then hear: one

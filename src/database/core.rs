@@ -1465,17 +1465,14 @@ impl DatabaseCore {
         while let Some(parent) = ready.pop() {
             let children = self.waiting().children_of(&parent);
             for child_id in children {
-                let parents = self
-                    .waiting()
-                    .get(&child_id)
-                    .map(|child| child.content().parents.clone());
+                let parents = self.waiting().parents(&child_id).map(<[EntryId]>::to_vec);
                 let Some(parents) = parents else {
                     continue;
                 };
                 if !self.missing_parents(&parents)?.is_empty() {
                     continue;
                 }
-                let Some(child) = self.waiting().remove(&child_id) else {
+                let Some(child) = self.waiting().take(&child_id) else {
                     continue;
                 };
                 match self.validate_and_apply(&child, Room::Bounded) {

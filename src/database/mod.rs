@@ -51,9 +51,10 @@ pub use subscribe::{
 };
 pub use table::Table;
 pub use transaction::Transaction;
+pub(crate) use waiting::WaitingBudget;
 pub use waiting::{
-    WaitingLimits, MAX_WAITING_BYTES, MAX_WAITING_BYTES_PER_DATABASE, MAX_WAITING_ENTRIES,
-    WAITING_TTL,
+    WaitingLimits, MAX_SWEEP_PERIOD, MAX_WAITING_BYTES, MAX_WAITING_BYTES_PER_DATABASE,
+    MAX_WAITING_ENTRIES, WAITING_TTL,
 };
 
 /// The store every database keeps its name and auth keys in.

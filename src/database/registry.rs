@@ -400,6 +400,12 @@ impl Registry {
         self.waiting.used()
     }
 
+    /// What counts the waiting entries of every database, and sweeps the expired ones
+    /// ([`WaitingBudget::sweep_expired`]).
+    pub(crate) fn waiting_budget(&self) -> &Arc<WaitingBudget> {
+        &self.waiting
+    }
+
     /// Takes a verified entry from elsewhere (sync) into whichever database it belongs to;
     /// see [`Received`].
     pub fn receive(&self, entry: Entry) -> Result<Received> {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use crate::crypto::PublicKey;
 use crate::entry::{Entry, EntryId};
 use crate::error::{Error, Result};
 
@@ -25,8 +26,25 @@ pub const MAX_WAITING_BYTES_PER_DATABASE: usize = 16 << 20;
 pub const MAX_WAITING_BYTES: usize = 64 << 20;
 /// How long an entry may wait for its parents before it is dropped, by default.
 pub const WAITING_TTL: Duration = Duration::from_secs(600);
-/// Bytes counted for an entry beyond its encoding (its place in the maps).
-const OVERHEAD: usize = 128;
+/// Longest time between two sweeps of expired waiting entries while sync is enabled (a
+/// quarter of the waiting time, from 100 ms to this).
+pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
+/// How often entries that waited past `time` are looked for in every database, so that a
+/// database no entry arrives in again lets them go too: a quarter of `time`, from 100 ms
+/// to [`MAX_SWEEP_PERIOD`].
+pub(crate) fn sweep_period(time: Duration) -> Duration {
+    (time / 4).clamp(Duration::from_millis(100), MAX_SWEEP_PERIOD)
+}
+/// Bytes counted for an entry beyond its encoding: its record (its parents, author and
+/// height, kept decoded), its place in the maps and in arrival order, with the allocator's
+/// share. An entry waits as its bytes alone, decoded again when it is taken out: decoded,
+/// its maps of stores and keys took several times its size (about 2.2 KB for a 260-byte
+/// entry, of which 386 bytes were counted).
+const OVERHEAD: usize = 320;
+/// Bytes counted for each parent an entry waits for: its place in the map of what waits
+/// on each parent (a slot and a list).
+const PER_MISSING_PARENT: usize = 320;
 /// Most entries held for want of room in one database: past it, the longest held of the
 /// author holding the most is dropped (it is refused all the same, and sent again by its
 /// peer), so that a writer flooding entries cannot push out another's.
@@ -128,6 +146,15 @@ impl WaitingBudget {
         members.push(Arc::downgrade(waiting));
     }
 
+    /// Drops the entries that waited past their time, in every database not being changed
+    /// right now; returns how long to wait before the next sweep ([`sweep_period`]).
+    pub(crate) fn sweep_expired(&self) -> Duration {
+        if self.used() > 0 {
+            self.sweep(Instant::now());
+        }
+        sweep_period(self.limits().time)
+    }
+
     /// Drops the expired entries of every database not busy right now (one being changed
     /// is skipped: it expires its own on its next use).
     fn sweep(&self, now: Instant) {
@@ -146,10 +173,20 @@ impl WaitingBudget {
     }
 }
 
+/// An entry waiting: its bytes (verified when it came), and what the waiting area reads
+/// of it decoded.
+struct Parked {
+    bytes: Box<[u8]>,
+    parents: Box<[EntryId]>,
+    author: PublicKey,
+    /// The bytes counted for it.
+    size: usize,
+}
+
 /// The entries of one database waiting for parents.
 pub(crate) struct Waiting {
     budget: Arc<WaitingBudget>,
-    entries: HashMap<EntryId, (Entry, usize)>,
+    entries: HashMap<EntryId, Parked>,
     /// Parent id → the waiting children that need it.
     waiting_on: HashMap<EntryId, Vec<EntryId>>,
     /// Arrival order, for expiry.
@@ -210,7 +247,7 @@ impl Waiting {
 
     /// The entry held longest of the author that has the most held.
     fn longest_held_of_the_most_holding(&self) -> Option<EntryId> {
-        let author_of = |id: &EntryId| self.get(id).map(|e| e.content().author);
+        let author_of = |id: &EntryId| self.entries.get(id).map(|parked| parked.author);
         let mut counts: HashMap<_, usize> = HashMap::new();
         for id in &self.held {
             if let Some(author) = author_of(id) {
@@ -234,7 +271,10 @@ impl Waiting {
     pub(crate) fn add(&mut self, entry: Entry, missing: Vec<EntryId>, now: Instant) -> Result<()> {
         self.expire(now);
         let limits = self.budget.limits();
-        let size = entry.bytes().len() + OVERHEAD + 32 * missing.len();
+        let size = entry.bytes().len()
+            + OVERHEAD
+            + 32 * entry.content().parents.len()
+            + PER_MISSING_PARENT * missing.len();
         if self.entries.len() >= limits.entries_per_database
             || self.bytes + size > limits.bytes_per_database
         {
@@ -257,7 +297,13 @@ impl Waiting {
             self.waiting_on.entry(parent).or_default().push(id);
         }
         self.arrivals.push_back((now, id));
-        self.entries.insert(id, (entry, size));
+        let parked = Parked {
+            parents: entry.content().parents.clone().into_boxed_slice(),
+            author: entry.content().author,
+            bytes: entry.into_bytes().into_boxed_slice(),
+            size,
+        };
+        self.entries.insert(id, parked);
         self.bytes += size;
         Ok(())
     }
@@ -272,18 +318,34 @@ impl Waiting {
         self.waiting_on.get(parent).map_or(&[], Vec::as_slice)
     }
 
-    /// The waiting entry `id`, if any (it stays waiting).
-    pub(crate) fn get(&self, id: &EntryId) -> Option<&Entry> {
-        self.entries.get(id).map(|(entry, _)| entry)
+    /// The parents of waiting entry `id`, if it is waiting.
+    pub(crate) fn parents(&self, id: &EntryId) -> Option<&[EntryId]> {
+        self.entries.get(id).map(|parked| &parked.parents[..])
     }
 
-    /// Takes `id` out of the waiting area.
-    pub(crate) fn remove(&mut self, id: &EntryId) -> Option<Entry> {
-        let (entry, size) = self.entries.remove(id)?;
+    /// The waiting entry `id`, decoded again, if any (it stays waiting).
+    pub(crate) fn entry(&self, id: &EntryId) -> Option<Entry> {
+        // Bytes decoded once before: decoding them again cannot fail.
+        (self.entries.get(id)).and_then(|parked| Entry::decode_verified_before(&parked.bytes).ok())
+    }
+
+    /// Takes `id` out of the waiting area, decoded again.
+    pub(crate) fn take(&mut self, id: &EntryId) -> Option<Entry> {
+        let parked = self.drop_entry(id)?;
+        Entry::decode_verified_before(&parked.bytes).ok()
+    }
+
+    /// Drops `id` from the waiting area.
+    pub(crate) fn remove(&mut self, id: &EntryId) {
+        self.drop_entry(id);
+    }
+
+    fn drop_entry(&mut self, id: &EntryId) -> Option<Parked> {
+        let parked = self.entries.remove(id)?;
         self.held.retain(|h| h != id);
-        self.bytes -= size;
-        self.budget.release(size);
-        Some(entry)
+        self.bytes -= parked.size;
+        self.budget.release(parked.size);
+        Some(parked)
     }
 
     /// Drops entries that waited as long as the budget's limits allow ([`WAITING_TTL`] by
@@ -295,8 +357,8 @@ impl Waiting {
                 break;
             }
             self.arrivals.pop_front();
-            if let Some(entry) = self.remove(&id) {
-                for parent in &entry.content().parents {
+            if let Some(parked) = self.drop_entry(&id) {
+                for parent in &parked.parents[..] {
                     if let Some(children) = self.waiting_on.get_mut(parent) {
                         children.retain(|c| *c != id);
                         if children.is_empty() {

@@ -249,6 +249,13 @@ impl Entry {
         Self::decode_checked(bytes, None)
     }
 
+    /// Decodes again an entry this process decoded and verified before and kept as bytes
+    /// since (an entry waiting for its parents): the form is checked, the signature is not
+    /// verified again.
+    pub(crate) fn decode_verified_before(bytes: &[u8]) -> Result<Entry> {
+        Self::decode_checked(bytes, None)
+    }
+
     /// Decodes `bytes`, verifying the signature through `keys` unless `keys` is `None`.
     fn decode_checked(bytes: &[u8], keys: Option<&mut KeyCache>) -> Result<Entry> {
         if bytes.len() > MAX_ENTRY_BYTES {
@@ -280,6 +287,11 @@ impl Entry {
     /// The canonical signed bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The canonical signed bytes, the decoded content let go.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// What the entry says.

@@ -32,7 +32,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use crate::crypto::{KeyRing, PublicKey};
-use crate::database::{Database, Registry};
+use crate::database::{Database, Registry, WaitingBudget};
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -106,6 +106,19 @@ impl std::fmt::Debug for SyncEngine {
     }
 }
 
+/// Lets the entries peers sent that waited past their time go in every database, also
+/// those no entry arrives in again (each database otherwise drops its own only when it is
+/// next used), until the instance or the engine's runtime is gone. Holds the budget, not
+/// the registry: the instance is never let go on the runtime's threads.
+async fn sweep_waiting_entries(budget: Weak<WaitingBudget>) {
+    loop {
+        let Some(next) = budget.upgrade().map(|budget| budget.sweep_expired()) else {
+            return;
+        };
+        tokio::time::sleep(next).await;
+    }
+}
+
 impl SyncEngine {
     /// The sync engine of the instance whose databases `registry` holds, speaking for the
     /// device (`device_key`, held by `device`) and keeping its state in `state_db` (`_sync`).
@@ -119,6 +132,9 @@ impl SyncEngine {
         let limits = Limits::default();
         let runtime = net::runtime()?;
         let identity = net::tls::TlsIdentity::new(device.clone(), device_key)?;
+        runtime.spawn(sweep_waiting_entries(Arc::downgrade(
+            registry.waiting_budget(),
+        )));
         Ok(Arc::new_cyclic(|me| SyncEngine {
             registry: Arc::downgrade(registry),
             device,

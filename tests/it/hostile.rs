@@ -65,6 +65,40 @@ fn collect_ancestry(db: &mnemo::Database, tips: &[EntryId]) -> Vec<EntryId> {
     by_height.into_values().flatten().collect()
 }
 
+/// Entries waiting for their parents are let go once they waited past their time, also in
+/// a database no entry arrives in again: while sync is enabled, every database is swept
+/// (within a quarter of the time here). Before, they stayed until the next arrival.
+#[test]
+fn entries_waiting_past_their_time_are_let_go_without_another_arrival() {
+    let (a, alice) = logged_in("alice");
+    a.enable_sync().unwrap();
+    a.set_limits_by_name(&[("waiting_time_ms", 400)]).unwrap();
+    let db = alice.create_db("d").unwrap();
+    let stranger = PrivateKey::generate().unwrap();
+    for i in 0..10u32 {
+        let orphan = EntryContent {
+            db: Some(db.id()),
+            parents: vec![EntryId::of_bytes(&i.to_be_bytes())],
+            height: 7,
+            ops: crate::foreign::ops("s", &format!("k{i}"), "1"),
+            author: stranger.public_key(),
+        }
+        .sign(&stranger)
+        .unwrap();
+        assert!(a.receive_entry(orphan.bytes()).unwrap().pending);
+    }
+    assert!(a.waiting_bytes() > 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.waiting_bytes() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes still waiting",
+            a.waiting_bytes()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn entries_waiting_for_parents_are_bounded_and_the_overflow_is_refused_as_busy() {
     let (a, alice) = logged_in("alice");

@@ -115,13 +115,13 @@ impl DatabaseCore {
             if group.len() == MAX_GROUP {
                 return None;
             }
-            let entry = waiting.get(&id)?;
+            let entry = waiting.entry(&id)?;
             stack.extend(
                 (entry.content().parents.iter())
                     .filter(|p| waiting.contains(p))
                     .copied(),
             );
-            group.insert(id, entry.clone());
+            group.insert(id, entry);
         }
         if !group.keys().any(|id| waiting.is_held(id)) {
             return None;
