@@ -50,12 +50,16 @@ impl Handle for mnemo_backend {
 ///   tables vanish with it: MNEMO_STATUS_INVALID_ARGUMENT).
 /// - PostgreSQL "lock_timeout=MS" (1 to 3600000; default 30000): how long a write waits for
 ///   a database another process is writing before it fails with MNEMO_STATUS_BUSY. A
-///   connection the server ended (a restart, a failover, idle_session_timeout) after 5 s or
-///   more of idleness is replaced before a call uses it; otherwise a read using it is asked
-///   again on a new connection, and a write using it fails with MNEMO_STATUS_STORAGE
+///   connection the server ended (a restart, a failover, the server's
+///   idle_session_timeout, an administrator) is replaced before a call uses it once the
+///   server's word of it has arrived, if it sat idle 10 ms or more (one idle 5 s or more
+///   is given 1 ms for the word to arrive);
+///   a read on one that ends while in use, or before the word arrived, is asked again on
+///   another connection (3 tries in all), and a write fails with MNEMO_STATUS_STORAGE
 ///   (whether the server did it is unknown: read it back) and the next call connects again
 ///   (also when the server ended them all, as a restart does: one write fails, not one per
-///   connection).
+///   connection). While the server is down or starting, calls fail at once with
+///   MNEMO_STATUS_STORAGE; the instance connects again by itself when it is back.
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.
@@ -85,9 +89,12 @@ impl Handle for mnemo_backend {
 ///   the lock: inside a write's transaction on any server; while a change holds the
 ///   database for its further tries, on PostgreSQL 14 or later (an older server keeps
 ///   that lock until the process goes on or its connection dies). mnemo sets these limits
-///   (idle_in_transaction_session_timeout, idle_session_timeout) on its own connections,
-///   over the role's or the database's. Writes waiting behind the stopped process have
-///   waited their lock_timeout by then and fail with MNEMO_STATUS_BUSY; the next get in.
+///   on its own connections, over the role's or the database's:
+///   idle_in_transaction_session_timeout always, idle_session_timeout only while a
+///   connection holds a database's lock (otherwise the role's or database's setting ends
+///   idle pooled connections, which are then made again). Writes waiting behind the
+///   stopped process have waited their lock_timeout by then and fail with
+///   MNEMO_STATUS_BUSY; the next get in.
 ///   The lock is held by a session, so a connection pooler between mnemo and the server
 ///   must pool sessions, not transactions. A database handle open in
 ///   one process finds out within one second that another process revoked its keys: reads

@@ -141,6 +141,19 @@ impl Client {
         self.client.as_ref().expect("open until dropped")
     }
 
+    /// Lets the connection read what the server sent while nothing called it and has
+    /// arrived already (a server ending the session says so), without waiting: a few turns
+    /// of the runtime, each polling the socket without blocking (microseconds).
+    pub(super) fn take_news(&mut self) {
+        self.runtime.block_on(async {
+            // A yield lets the runtime poll the socket, the next the connection's task read
+            // what it found, the last that task see the end that followed.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
     /// Lets the connection read what the server sent while nothing called it (a server
     /// ending the session says so), waiting `wait`.
     pub(super) fn settle(&mut self, wait: Duration) {

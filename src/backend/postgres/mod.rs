@@ -19,9 +19,10 @@
 //! freeing its locks) and a limit on every wait for the server (`driver.rs`: connecting,
 //! and each call). The instance's threads share up to the URL's `max_connections` of them
 //! (`pool.rs`; those beyond one closed after the URL's `idle_timeout`); one the server
-//! ended is made again: before the call that would use it when it sat idle for
-//! [`CHECK_AFTER_IDLE`] or more (or another was found ended), else for a read at once (the
-//! read is asked again: `PostgresBackend::read`), for a write at the next call.
+//! ended is made again before the call that would use it, once the server's word of it has
+//! arrived (read when it sat idle [`NEWS_AFTER_IDLE`] or more, and given [`CHECK_WAIT`] to
+//! arrive after [`CHECK_AFTER_IDLE`], or when another was found ended); one that ends while
+//! in use fails a write, and a read is run again on another (`PostgresBackend::read`).
 
 mod cert;
 mod columns;
@@ -160,9 +161,16 @@ pub struct PostgresBackend {
     turns: Turns<Connection>,
 }
 
-/// A connection idle this long is checked before a call uses it ([`CHECK_WAIT`])...
+/// How many times a read is run on connections the server turns out to have closed: each
+/// try after the first takes another, once every idle one was given [`CHECK_WAIT`] to say
+/// it ended (several ended by one restart may say so a moment apart).
+const READ_TRIES: usize = 3;
+/// A connection idle this long reads what the server sent before a call uses it (without
+/// waiting: microseconds; calls back to back skip it)...
+const NEWS_AFTER_IDLE: Duration = Duration::from_millis(10);
+/// ...and one idle this long is given [`CHECK_WAIT`] for it to arrive.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
-/// ...by reading what the server sent, waiting at most this long when it sent nothing.
+/// How long a connection waits for the server's word that it ended, when it sent none.
 const CHECK_WAIT: Duration = Duration::from_millis(1);
 
 struct Connection {
@@ -293,15 +301,18 @@ impl PostgresBackend {
         };
         let found_ended = std::cell::Cell::new(after_one_ended);
         let usable = |c: &mut Connection, idle: Duration| {
-            // A connection idle a while is first given a moment to read what the server
-            // sent meanwhile: a server that ended it (a restart, `idle_session_timeout`, an
-            // administrator) has said so, and it is then seen closed and replaced, rather
-            // than failing this call. (One that vanished without a word fails the call.)
-            // Once one is found ended, the others are looked at too: a restart ends them
-            // all, and each would otherwise fail a call of its own. (Inside the pool's lock:
-            // at most 1 ms per idle connection, and only then.)
+            // A connection first reads what the server sent meanwhile: a server that ended
+            // it (a restart, `idle_session_timeout`, an administrator) has said so, and it is
+            // then seen closed and replaced, rather than failing this call. What has arrived
+            // is read at once (not between calls back to back: they pay nothing); a
+            // connection idle a while is given a moment for the word to arrive. (One that vanished without a word fails the call.) Once one is found
+            // ended, the others are given that moment too: a restart ends them all, and each
+            // would otherwise fail a call of its own. (Inside the pool's lock: at most 1 ms
+            // per idle connection, and only then.)
             if idle >= CHECK_AFTER_IDLE || found_ended.get() {
                 c.client.settle(CHECK_WAIT);
+            } else if idle >= NEWS_AFTER_IDLE {
+                c.client.take_news();
             }
             let usable = c.client.is_usable();
             found_ended.set(found_ended.get() || !usable);
@@ -312,18 +323,23 @@ impl PostgresBackend {
 
     /// Runs `read`, which only reads, on a connection for one call ([`Self::lock`]). If a
     /// pooled connection fails it because the server had closed it (a restart, a failover,
-    /// an administrator, the server's idle limits), `read` runs once more on a new
-    /// connection: reading changes nothing, so a restart fails no read. (A write it cuts off
-    /// still fails: whether the server did it is unknown.) A call that ran out of time is
-    /// not run again: the server may be gone, and the wait would double.
+    /// an administrator, the server's idle limits), `read` runs again on another
+    /// connection, up to [`READ_TRIES`] times in all: reading changes nothing, so a
+    /// restart fails no read once the server is back. (A write it cuts off still fails:
+    /// whether the server did it is unknown.) A call that ran out of time is not run again:
+    /// the server may be gone, and the wait would double.
     fn read<T>(&self, mut read: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self.lock()?;
-        match read(&mut c) {
-            Err(Error::Storage(_)) if c.closed_while_lent() => {
-                drop(c);
-                read(&mut *self.lend(true)?)
+        let mut tries = 1;
+        loop {
+            match read(&mut c) {
+                Err(Error::Storage(_)) if tries < READ_TRIES && c.closed_while_lent() => {
+                    drop(c);
+                    c = Taken::Lent(self.lend(true)?);
+                    tries += 1;
+                }
+                done => return done,
             }
-            done => done,
         }
     }
 

@@ -1,5 +1,6 @@
-//! A connection of mnemo's stopped inside a transaction (a paused or frozen process) is
-//! ended by the server, which frees the locks it held. Needs the test server
+//! Connections the server ends: one of mnemo's stopped inside a transaction (a paused or
+//! frozen process) is ended by the server, which frees the locks it held; a read the server
+//! cuts off is run again on another connection. Needs the test server
 //! (`MNEMO_TEST_POSTGRES_URL`, which the test command sets); skipped otherwise.
 
 use std::time::{Duration, Instant};
@@ -49,4 +50,43 @@ fn a_transaction_left_idle_frees_its_locks_after_the_lock_wait() {
         .col(0)
         .unwrap();
     assert_eq!(limit, "5s");
+}
+
+/// A read whose connection the server ends while it runs is run again on another
+/// connection, up to [`READ_TRIES`] times in all; then the error is the caller's.
+#[test]
+fn a_read_cut_off_by_the_server_is_run_again_on_another_connection() {
+    let Ok(server) = std::env::var("MNEMO_TEST_POSTGRES_URL") else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let backend = PostgresBackend::connect(&server).unwrap();
+    let cut_off = |c: &mut Connection| -> Result<i32> {
+        let ended = c
+            .client
+            .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())");
+        assert!(ended.is_err(), "the server ends the call");
+        ended.map_err(pg_error).and(Ok(0))
+    };
+    let mut runs = 0;
+    let found = backend.read(|c| {
+        runs += 1;
+        if runs < READ_TRIES {
+            return cut_off(c);
+        }
+        c.client
+            .query_one("SELECT 1", &[])
+            .map_err(pg_error)?
+            .col(0)
+    });
+    assert_eq!(found.unwrap(), 1);
+    assert_eq!(runs, READ_TRIES);
+
+    let mut runs = 0;
+    let failed = backend.read(|c| {
+        runs += 1;
+        cut_off(c)
+    });
+    assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+    assert_eq!(runs, READ_TRIES);
 }
