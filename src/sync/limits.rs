@@ -30,7 +30,8 @@ pub struct Limits {
     /// Request bodies and replies held in memory at once, across all connections (a reply
     /// counts until it is written, or its connection is gone); a request or reply that does
     /// not fit waits up to [`Limits::queue_timeout`], then gets `MNEMO_STATUS_BUSY`.
-    /// Default 64 MiB.
+    /// Default 64 MiB. Bodies being decoded and checked take more than they are counted for
+    /// (measured: up to about 4 times this at peak, SECURITY.md).
     pub max_buffered_bytes: usize,
     /// Largest request head (request line and headers) a listener reads. Default 16 KiB.
     pub max_header_bytes: usize,
@@ -58,7 +59,8 @@ pub struct Limits {
     /// Signed requests a listener remembers (their nonces, for the 5-minute window in which
     /// each is accepted once), about 48 bytes each; a sixteenth of it per signing key. Past
     /// it, requests get `MNEMO_STATUS_BUSY` (the keys holding the most first). Default
-    /// 262,144: about 870 requests a second, kept up. From 1,024.
+    /// 262,144: about 870 requests a second, kept up. From 1,024 (then a key may sign 64
+    /// requests in 5 minutes: too few for a peer that syncs every few seconds).
     pub max_remembered_requests: usize,
     /// Access requests (by ticket) kept for one database, pending or rejected; when full, a
     /// new request takes the place of the oldest rejected one, or gets `MNEMO_STATUS_BUSY`.
