@@ -53,8 +53,8 @@ impl Handle for mnemo_backend {
 ///   connection the server ended (a restart, a failover, the server's
 ///   idle_session_timeout, an administrator) is replaced before a call uses it once the
 ///   server's word of it has arrived, if it sat idle 10 ms or more (one idle 5 s or more
-///   is given 1 ms for the word to arrive);
-///   a read on one that ends while in use, or before the word arrived, is asked again on
+///   is given 1 ms for the word to arrive); a read on one that ends while in use, or
+///   before the word arrived, is asked again on
 ///   another connection (3 tries in all), and a write fails with MNEMO_STATUS_STORAGE
 ///   (whether the server did it is unknown: read it back) and the next call connects again
 ///   (also when the server ended them all, as a restart does: one write fails, not one per
@@ -62,7 +62,10 @@ impl Handle for mnemo_backend {
 ///   MNEMO_STATUS_STORAGE; the instance connects again by itself when it is back.
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
-///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY.
+///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY, and one
+///   that then connects waits up to connect_timeout more. Writes of this process's
+///   threads to one database wait for each other in turn, each within those bounds: when
+///   the server stops answering, the k-th of them may wait k times as long.
 /// - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
 ///   that stay idle that long are closed, by a thread of the backend's own (running only
 ///   while it holds more than one connection), so a quiet instance holds one.
