@@ -247,9 +247,9 @@ extern "C" {
  *   idle_session_timeout, an administrator) is replaced before a call uses it once the
  *   server's word of it has arrived, if it sat idle 10 ms or more (one idle 5 s or more
  *   is given 1 ms for the word to arrive); a read on one that ends while in use, or
- *   before the word arrived, is asked again on
- *   another connection (3 tries in all), and a write fails with MNEMO_STATUS_STORAGE
- *   (whether the server did it is unknown: read it back) and the next call connects again
+ *   before the word arrived, is asked again on another connection (3 tries in all, each
+ *   within the bounds below), and a write fails with MNEMO_STATUS_STORAGE (whether the
+ *   server did it is unknown: read it back) and the next call connects again
  *   (also when the server ended them all, as a restart does: one write fails, not one per
  *   connection). While the server is down or starting, calls fail at once with
  *   MNEMO_STATUS_STORAGE; the instance connects again by itself when it is back.
@@ -884,8 +884,9 @@ MNEMO_MUST_USE mnemo_status mnemo_instance_set_limits(struct mnemo_instance *ins
  * - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
- * MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (reading "scrubs_pending" failed).
- * Thread-safe.
+ * MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT or MNEMO_STATUS_BUSY (reading
+ * "scrubs_pending" from a "sqlite:" file failed; BUSY after waiting up to 10 s for another
+ * process that holds the file locked). Thread-safe.
  */
 MNEMO_MUST_USE mnemo_status mnemo_instance_stats(const struct mnemo_instance *instance, char **out_json);
 
@@ -1203,16 +1204,18 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * "request_burst_per_address":2000, "max_message_bytes":33554432,
  * "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
  * "evict_idle_after_ms":1000, "body_timeout_ms":30000, "queue_timeout_ms":10000,
- * "max_tracked_addresses":4096, "max_watches":128, "max_watches_per_address":16, "max_remembered_requests":262144,
- * "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
+ * "max_tracked_addresses":4096, "max_watches":128, "max_watches_per_address":16,
+ * "max_remembered_requests":262144, "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
  * "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
  * "round_deadline_ms":600000} (SECURITY.md says what each stops).
  * "max_buffered_bytes": request bodies and unwritten replies counted in memory at once;
  * bodies being decoded and checked take more than they are counted for (up to about 4
  * times this at peak, measured: SECURITY.md).
  * "evict_idle_after_ms": a listener holding "max_connections" makes room for a new one by
- * closing the connection idle longest (no request being handled on it, or still in its
- * handshake), if it has been idle that long; otherwise the new one is closed.
+ * closing an idle connection (no request being handled on it nor its reply being written,
+ * or still in its handshake): the one idle longest of an address holding at least two
+ * more than the newcomer's, or else the one idle longest of all if idle that long;
+ * otherwise the new one is closed.
  * "max_remembered_requests": signed requests whose nonces the engine's listeners
  * remember, so that each is accepted once in its 5-minute window (about 48 bytes each; a
  * sixteenth per signing key; past it, MNEMO_STATUS_BUSY: at the least, 1024, a key may

@@ -147,11 +147,15 @@ impl WaitingBudget {
     }
 
     /// Drops the entries that waited past their time, in every database not being changed
-    /// right now; returns how long to wait before the next sweep ([`sweep_period`]).
-    pub(crate) fn sweep_expired(&self) -> Duration {
+    /// right now.
+    pub(crate) fn sweep_expired(&self) {
         if self.used() > 0 {
             self.sweep(Instant::now());
         }
+    }
+
+    /// How long to wait between two sweeps ([`sweep_period`] of the time limit in force).
+    pub(crate) fn sweep_period(&self) -> Duration {
         sweep_period(self.limits().time)
     }
 
@@ -181,6 +185,16 @@ struct Parked {
     author: PublicKey,
     /// The bytes counted for it.
     size: usize,
+}
+
+impl Parked {
+    /// The entry, decoded again (it was verified when it came). Its bytes decoded once
+    /// already, so this cannot fail; were it to, the entry is dropped, as if expired.
+    fn decode(&self) -> Option<Entry> {
+        let decoded = Entry::decode_stored(&self.bytes);
+        debug_assert!(decoded.is_ok(), "a waiting entry decodes again");
+        decoded.ok()
+    }
 }
 
 /// The entries of one database waiting for parents.
@@ -325,14 +339,12 @@ impl Waiting {
 
     /// The waiting entry `id`, decoded again, if any (it stays waiting).
     pub(crate) fn entry(&self, id: &EntryId) -> Option<Entry> {
-        // Bytes decoded once before: decoding them again cannot fail.
-        (self.entries.get(id)).and_then(|parked| Entry::decode_verified_before(&parked.bytes).ok())
+        self.entries.get(id).and_then(Parked::decode)
     }
 
     /// Takes `id` out of the waiting area, decoded again.
     pub(crate) fn take(&mut self, id: &EntryId) -> Option<Entry> {
-        let parked = self.drop_entry(id)?;
-        Entry::decode_verified_before(&parked.bytes).ok()
+        self.drop_entry(id).as_ref().and_then(Parked::decode)
     }
 
     /// Drops `id` from the waiting area.
@@ -372,6 +384,12 @@ impl Waiting {
         if self.arrivals.len() > 2 * self.entries.len() + 64 {
             let entries = &self.entries;
             self.arrivals.retain(|(_, id)| entries.contains_key(id));
+        }
+        // After a flood, the maps give back what they grew to (not counted in the budget).
+        if self.entries.capacity() > 4 * self.entries.len() + 64 {
+            self.entries.shrink_to_fit();
+            self.waiting_on.shrink_to_fit();
+            self.arrivals.shrink_to_fit();
         }
     }
 }

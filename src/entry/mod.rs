@@ -242,17 +242,11 @@ impl Entry {
         Self::decode_checked(bytes, Some(keys))
     }
 
-    /// Decodes an entry read back from this instance's own storage, which verified it before
-    /// storing it (stored rows carry a checksum against damage): the form is checked, the
-    /// signature is not verified again. Never use it for bytes from elsewhere.
+    /// Decodes an entry this instance verified before: read back from its own storage
+    /// (stored rows carry a checksum against damage), or kept as bytes in its memory since
+    /// (an entry waiting for its parents). The form is checked, the signature is not
+    /// verified again. Never use it for bytes from elsewhere.
     pub fn decode_stored(bytes: &[u8]) -> Result<Entry> {
-        Self::decode_checked(bytes, None)
-    }
-
-    /// Decodes again an entry this process decoded and verified before and kept as bytes
-    /// since (an entry waiting for its parents): the form is checked, the signature is not
-    /// verified again.
-    pub(crate) fn decode_verified_before(bytes: &[u8]) -> Result<Entry> {
         Self::decode_checked(bytes, None)
     }
 

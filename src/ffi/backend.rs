@@ -54,9 +54,9 @@ impl Handle for mnemo_backend {
 ///   idle_session_timeout, an administrator) is replaced before a call uses it once the
 ///   server's word of it has arrived, if it sat idle 10 ms or more (one idle 5 s or more
 ///   is given 1 ms for the word to arrive); a read on one that ends while in use, or
-///   before the word arrived, is asked again on
-///   another connection (3 tries in all), and a write fails with MNEMO_STATUS_STORAGE
-///   (whether the server did it is unknown: read it back) and the next call connects again
+///   before the word arrived, is asked again on another connection (3 tries in all, each
+///   within the bounds below), and a write fails with MNEMO_STATUS_STORAGE (whether the
+///   server did it is unknown: read it back) and the next call connects again
 ///   (also when the server ended them all, as a restart does: one write fails, not one per
 ///   connection). While the server is down or starting, calls fail at once with
 ///   MNEMO_STATUS_STORAGE; the instance connects again by itself when it is back.

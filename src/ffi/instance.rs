@@ -221,8 +221,9 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument),
-/// MNEMO_STATUS_STORAGE or MNEMO_STATUS_CORRUPT (reading "scrubs_pending" failed).
-/// Thread-safe.
+/// MNEMO_STATUS_STORAGE, MNEMO_STATUS_CORRUPT or MNEMO_STATUS_BUSY (reading
+/// "scrubs_pending" from a "sqlite:" file failed; BUSY after waiting up to 10 s for another
+/// process that holds the file locked). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_instance_stats(

@@ -324,16 +324,18 @@ pub unsafe extern "C" fn mnemo_sync_flush(sync: *mut mnemo_sync, timeout_ms: u32
 /// "request_burst_per_address":2000, "max_message_bytes":33554432,
 /// "max_buffered_bytes":67108864, "max_header_bytes":16384, "idle_timeout_ms":20000,
 /// "evict_idle_after_ms":1000, "body_timeout_ms":30000, "queue_timeout_ms":10000,
-/// "max_tracked_addresses":4096, "max_watches":128, "max_watches_per_address":16, "max_remembered_requests":262144,
-/// "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
+/// "max_tracked_addresses":4096, "max_watches":128, "max_watches_per_address":16,
+/// "max_remembered_requests":262144, "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
 /// "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
 /// "round_deadline_ms":600000} (SECURITY.md says what each stops).
 /// "max_buffered_bytes": request bodies and unwritten replies counted in memory at once;
 /// bodies being decoded and checked take more than they are counted for (up to about 4
 /// times this at peak, measured: SECURITY.md).
 /// "evict_idle_after_ms": a listener holding "max_connections" makes room for a new one by
-/// closing the connection idle longest (no request being handled on it, or still in its
-/// handshake), if it has been idle that long; otherwise the new one is closed.
+/// closing an idle connection (no request being handled on it nor its reply being written,
+/// or still in its handshake): the one idle longest of an address holding at least two
+/// more than the newcomer's, or else the one idle longest of all if idle that long;
+/// otherwise the new one is closed.
 /// "max_remembered_requests": signed requests whose nonces the engine's listeners
 /// remember, so that each is accepted once in its 5-minute window (about 48 bytes each; a
 /// sixteenth per signing key; past it, MNEMO_STATUS_BUSY: at the least, 1024, a key may

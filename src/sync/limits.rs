@@ -38,11 +38,13 @@ pub struct Limits {
     /// How long a connection may stay without a complete request head: after it opens and
     /// after each response. Slow headers and idle connections are closed. Default 20 s.
     pub idle_timeout: Duration,
-    /// How long a connection must have been idle (no request being handled on it, or still
-    /// in its handshake) before a listener holding [`Limits::max_connections`] closes it to
-    /// make room for a new one, the one idle longest first; with none idle that long, the
-    /// new one is refused. Default 1 s (a client in the middle of a sync round waits a few
-    /// milliseconds between requests).
+    /// How long a connection must have been idle (no request being handled on it nor its
+    /// reply being written, or still in its handshake) before a listener holding
+    /// [`Limits::max_connections`] closes it to make room for a new one, the one idle
+    /// longest first, when no address holds at least two more connections than the
+    /// newcomer's (then that address's idle longest is closed, however briefly idle); with
+    /// none, the new one is refused. Default 1 s (a client in the middle of a sync round
+    /// waits a few milliseconds between requests).
     pub evict_idle_after: Duration,
     /// How long a request body may take to arrive. Default 30 s.
     pub body_timeout: Duration,

@@ -106,16 +106,26 @@ impl std::fmt::Debug for SyncEngine {
     }
 }
 
+/// How often the sweep of waiting entries looks whether its period (which follows the
+/// time limit in force, changed at any moment) has passed.
+const SWEEP_TICK: Duration = Duration::from_millis(100);
+
 /// Lets the entries peers sent that waited past their time go in every database, also
 /// those no entry arrives in again (each database otherwise drops its own only when it is
 /// next used), until the instance or the engine's runtime is gone. Holds the budget, not
-/// the registry: the instance is never let go on the runtime's threads.
+/// the registry: the instance is never let go on the runtime's threads; the sweep itself
+/// (freeing many entries takes a while) runs on the blocking pool.
 async fn sweep_waiting_entries(budget: Weak<WaitingBudget>) {
+    let mut swept = std::time::Instant::now();
     loop {
-        let Some(next) = budget.upgrade().map(|budget| budget.sweep_expired()) else {
+        tokio::time::sleep(SWEEP_TICK).await;
+        let Some(budget) = budget.upgrade() else {
             return;
         };
-        tokio::time::sleep(next).await;
+        if swept.elapsed() >= budget.sweep_period() {
+            swept = std::time::Instant::now();
+            let _ = tokio::task::spawn_blocking(move || budget.sweep_expired()).await;
+        }
     }
 }
 

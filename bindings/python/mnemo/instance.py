@@ -162,8 +162,8 @@ class Instance(HandleOwner):
         Busy) and ``scrubs_pending`` (on a SQLite file, steps of a forget's or a removed
         secret's scrub not finished yet, 0 to 2: removed values or keys may still be in the
         file or its WAL; the next open, forget or change of keys tries again). For monitoring: the counts
-        may change as soon as they are read. Raises StorageError or Corrupt if reading
-        ``scrubs_pending`` fails."""
+        may change as soon as they are read. Raises StorageError, Corrupt or Busy (another
+        process held the SQLite file locked for 10 s) if reading ``scrubs_pending`` fails."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats

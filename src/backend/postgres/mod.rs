@@ -305,10 +305,11 @@ impl PostgresBackend {
             // it (a restart, `idle_session_timeout`, an administrator) has said so, and it is
             // then seen closed and replaced, rather than failing this call. What has arrived
             // is read at once (not between calls back to back: they pay nothing); a
-            // connection idle a while is given a moment for the word to arrive. (One that vanished without a word fails the call.) Once one is found
-            // ended, the others are given that moment too: a restart ends them all, and each
-            // would otherwise fail a call of its own. (Inside the pool's lock: at most 1 ms
-            // per idle connection, and only then.)
+            // connection idle a while is given a moment for the word to arrive. (One that
+            // vanished without a word fails the call.) Once one is found ended, the others
+            // are given that moment too: a restart ends them all, and each would otherwise
+            // fail a call of its own. (Inside the pool's lock: at most 1 ms per idle
+            // connection, and only then.)
             if idle >= CHECK_AFTER_IDLE || found_ended.get() {
                 c.client.settle(CHECK_WAIT);
             } else if idle >= NEWS_AFTER_IDLE {

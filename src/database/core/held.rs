@@ -106,27 +106,26 @@ impl DatabaseCore {
     /// outside the group are stored is for `group_fits`.
     fn needed_by(&self, entry: EntryId) -> Option<Vec<Entry>> {
         let waiting = self.waiting();
-        let mut group: HashMap<EntryId, Entry> = HashMap::new();
+        let mut group: HashSet<EntryId> = HashSet::new();
         let mut stack = vec![entry];
         while let Some(id) = stack.pop() {
-            if group.contains_key(&id) {
+            if group.contains(&id) {
                 continue;
             }
             if group.len() == MAX_GROUP {
                 return None;
             }
-            let entry = waiting.entry(&id)?;
-            stack.extend(
-                (entry.content().parents.iter())
-                    .filter(|p| waiting.contains(p))
-                    .copied(),
-            );
-            group.insert(id, entry);
+            let parents = waiting.parents(&id)?;
+            stack.extend(parents.iter().filter(|p| waiting.contains(p)).copied());
+            group.insert(id);
         }
-        if !group.keys().any(|id| waiting.is_held(id)) {
+        if !group.iter().any(|id| waiting.is_held(id)) {
             return None;
         }
-        let mut ordered: Vec<Entry> = group.into_values().collect();
+        // Only a group that may be taken in is decoded.
+        let mut ordered: Vec<Entry> = (group.iter())
+            .map(|id| waiting.entry(id))
+            .collect::<Option<_>>()?;
         ordered.sort_by_key(|e| (e.content().height, e.id()));
         Some(ordered)
     }

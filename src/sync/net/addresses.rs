@@ -2,17 +2,18 @@
 //! watches held, and a token bucket for the request rate. An attacker can fill only its own
 //! address's share. The table is bounded: addresses with nothing open are forgotten first.
 //!
-//! A listener holding as many connections as it may makes room for a new one by closing the
-//! connection idle longest (no request being handled on it, for the limit
-//! `evict_idle_after` or more; one still in its handshake counts as idle): connections from
-//! a few addresses kept open with a request now and then, or never used, cannot keep
-//! everyone else out.
+//! A listener holding as many connections as it may makes room for a new one by closing an
+//! idle connection (no request being handled on it, nor its reply being written; one still
+//! in its handshake counts as idle): of an address holding at least two more than the
+//! newcomer's, or else one idle for the limit `evict_idle_after` or more
+//! ([`Addresses::make_room`]). So a few addresses cannot keep everyone else out, whether
+//! they send a request now and then or open connections again as soon as they close.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -84,7 +85,7 @@ impl Activity {
         self.idle_since_ms.store(BUSY, Ordering::Release);
     }
 
-    /// The connection's request was handled: it is idle from now on.
+    /// The connection's request was handled and its reply written: it is idle from now on.
     pub(super) fn idle(&self) {
         self.idle_since_ms.store(self.now_ms(), Ordering::Release);
     }
@@ -108,8 +109,6 @@ pub(super) struct Addresses {
     table: Mutex<Table>,
     /// The origin of every connection's [`Activity`] times.
     origin: Instant,
-    /// The limit `evict_idle_after`.
-    evictable_after: Duration,
 }
 
 /// Why a request was refused.
@@ -123,7 +122,6 @@ pub(super) enum Refusal {
 impl Addresses {
     pub(super) fn new(limits: Limits) -> Arc<Addresses> {
         Arc::new(Addresses {
-            evictable_after: limits.evict_idle_after,
             limits,
             table: Mutex::new(Table {
                 by_address: HashMap::new(),
@@ -141,16 +139,18 @@ impl Addresses {
     }
 
     /// Counts a new connection from `address`, or `None` if the address is at its
-    /// connection limit, or the listener is at its own and no connection was idle long
-    /// enough to be closed for it ([`Addresses::evict_longest_idle`]). The connection is
-    /// counted until the guard is dropped or it is evicted.
+    /// connection limit, or the listener is at its own and no connection could be closed to
+    /// make room ([`Addresses::make_room`]). The connection is counted until the guard is
+    /// dropped or it is evicted.
     pub(super) fn admit(self: &Arc<Self>, address: Address) -> Option<ConnectionGuard> {
         let mut table = self.lock();
-        let counters = self.counters(&mut table, address);
-        if counters.connections >= self.limits.max_connections_per_address {
+        // Looked up, not made: a refused connection leaves nothing in the table.
+        let held_here = table.by_address.get(&address).map_or(0, |c| c.connections);
+        if held_here >= self.limits.max_connections_per_address {
             return None;
         }
-        if table.connections >= self.limits.max_connections && !self.evict_longest_idle(&mut table)
+        if table.connections >= self.limits.max_connections
+            && !self.make_room(&mut table, held_here)
         {
             return None;
         }
@@ -173,16 +173,37 @@ impl Addresses {
         })
     }
 
-    /// Closes the connection idle longest, if one has been idle `evictable_after` or more: it stops being counted now, and its task is told to close it. Whether one
-    /// was.
-    fn evict_longest_idle(&self, table: &mut Table) -> bool {
+    /// Closes a connection of a full listener for a newcomer whose address holds
+    /// `held_here`: first, if some address holds at least two more than that, its
+    /// connection idle longest, however briefly (a few addresses cannot keep the others
+    /// out, even by opening connections again as soon as they are closed); else the
+    /// connection idle longest of all, if idle `evict_idle_after` or more. Never one handling
+    /// a request or writing its reply. It stops being counted now, and its task is told to
+    /// close it. Whether one was.
+    fn make_room(&self, table: &mut Table, held_here: usize) -> bool {
         let now_ms = self.origin.elapsed().as_millis() as u64;
-        let limit_ms = self.evictable_after.as_millis() as u64;
-        let longest = (table.open.iter())
-            .map(|(id, (_, activity))| (activity.idle_since_ms.load(Ordering::Acquire), *id))
-            .filter(|(since, _)| *since != BUSY && now_ms.saturating_sub(*since) >= limit_ms)
-            .min();
-        let Some((_, id)) = longest else {
+        let idle_since = |activity: &Activity| {
+            let since = activity.idle_since_ms.load(Ordering::Acquire);
+            (since != BUSY).then_some(since)
+        };
+        let greediest = (table.by_address.iter())
+            .max_by_key(|(_, c)| c.connections)
+            .filter(|(_, c)| c.connections > held_here + 1)
+            .map(|(address, _)| *address);
+        let of_greediest = greediest.and_then(|greediest| {
+            (table.open.iter())
+                .filter(|(_, (address, _))| *address == greediest)
+                .filter_map(|(id, (_, activity))| Some((idle_since(activity)?, *id)))
+                .min()
+        });
+        let limit_ms = self.limits.evict_idle_after.as_millis() as u64;
+        let victim = of_greediest.or_else(|| {
+            (table.open.iter())
+                .filter_map(|(id, (_, activity))| Some((idle_since(activity)?, *id)))
+                .filter(|(since, _)| now_ms.saturating_sub(*since) >= limit_ms)
+                .min()
+        });
+        let Some((_, id)) = victim else {
             return false;
         };
         if let Some((address, activity)) = table.open.remove(&id) {
@@ -359,6 +380,8 @@ pub(super) struct WatchGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn limits() -> Limits {
@@ -462,10 +485,34 @@ mod tests {
         assert!(table.admit(d).is_some(), "one became idle");
         assert!(evicted(&busy).is_some());
 
-        // Idle for less than the bound: not closed.
+        // Idle for less than the bound, and no address holding two more than the newcomer:
+        // not closed.
         let patient = evicting_after(limits(), NEVER);
-        let _held = [a, a, b].map(|address| patient.admit(address).unwrap());
-        assert!(patient.admit(c).is_none());
+        let _held = [a, b, c].map(|address| patient.admit(address).unwrap());
+        assert!(patient.admit(d).is_none());
+    }
+
+    /// A full listener closes a connection, however briefly idle, of an address holding at
+    /// least two more than the newcomer's: a few addresses cannot keep the others out by
+    /// opening connections again as soon as they are closed.
+    #[test]
+    fn a_full_listener_makes_room_from_the_address_holding_the_most() {
+        use futures_util::FutureExt;
+        let [a, b, c] = [2, 3, 4].map(|n| Address::of([127, 0, 0, n].into()));
+        let table = evicting_after(limits(), NEVER);
+        let greedy = [table.admit(a).unwrap(), table.admit(a).unwrap()];
+        let _from_b = table.admit(b).unwrap();
+        greedy[1].activity().busy();
+        let from_c = table.admit(c).expect("a holds two more than c: room made");
+        assert!(greedy[0].activity().evicted().now_or_never().is_some());
+        assert!(greedy[1].activity().evicted().now_or_never().is_none());
+        // Now a, b and c hold one each: nobody makes room for another.
+        assert!(table.admit(a).is_none());
+        drop(from_c);
+        assert!(
+            table.admit(a).is_some(),
+            "room freed by a closed connection"
+        );
     }
 
     #[test]

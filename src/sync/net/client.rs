@@ -187,12 +187,15 @@ impl Link {
             .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
             .map_err(|e| match (e.kind(), self.addr.device) {
                 // Before any proof was asked for: not a sign of another device answering.
-                (std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset, _) => {
-                    Error::Network(format!(
-                        "{addr}: the peer closed the connection during the TLS handshake \
+                (
+                    std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe,
+                    _,
+                ) => Error::Network(format!(
+                    "{addr}: the peer closed the connection during the TLS handshake \
                          (a listener does so at its connection limits): {e}"
-                    ))
-                }
+                )),
                 (_, Some(expected)) => Error::Network(format!(
                     "{addr}: the peer did not prove device id {expected} ({e})"
                 )),

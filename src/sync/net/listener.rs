@@ -39,7 +39,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, timeout, Sleep};
 use tokio_rustls::TlsAcceptor;
 
-use super::addresses::{Address, Addresses, Refusal};
+use super::addresses::{Activity, Address, Addresses, Refusal};
 use super::tls::{self, TlsIdentity};
 use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
@@ -259,9 +259,9 @@ async fn serve_connection(
             let (shared, activity) = (shared.clone(), activity.clone());
             async move {
                 activity.busy();
-                let response = respond(&shared, address, peer, request).await;
-                activity.idle();
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(
+                    respond(&shared, address, peer, request, activity).await,
+                )
             }
         })
     };
@@ -319,13 +319,16 @@ async fn handshake(
     Some((stream, peer))
 }
 
-/// Handles one request; every refusal is an [`ErrorReply`] with its status.
+/// Handles one request; every refusal is an [`ErrorReply`] with its status. The
+/// connection's `activity` is marked idle once the reply is written (or dropped).
 async fn respond(
     shared: &Shared,
     address: Address,
     peer: PublicKey,
     request: Request<Incoming>,
+    activity: Arc<Activity>,
 ) -> Response<Full<Bytes>> {
+    let response = |code, body, close| response(code, until_written(body, activity), close);
     match handle(shared, address, peer, request).await {
         Ok(body) => response(StatusCode::OK, body, false),
         Err(e) => {
@@ -345,6 +348,31 @@ async fn respond(
                 code != StatusCode::NOT_FOUND && code != StatusCode::FORBIDDEN,
             )
         }
+    }
+}
+
+/// `body`, marking the connection's `activity` idle when hyper lets go of it: once it is
+/// written, or the connection is gone. A connection writing a reply is not closed to make
+/// room for another.
+fn until_written(body: Bytes, activity: Arc<Activity>) -> Bytes {
+    Bytes::from_owner(UntilWritten { body, activity })
+}
+
+/// See [`until_written`].
+struct UntilWritten {
+    body: Bytes,
+    activity: Arc<Activity>,
+}
+
+impl AsRef<[u8]> for UntilWritten {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for UntilWritten {
+    fn drop(&mut self) {
+        self.activity.idle();
     }
 }
 
