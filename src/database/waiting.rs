@@ -29,13 +29,6 @@ pub const WAITING_TTL: Duration = Duration::from_secs(600);
 /// Longest time between two sweeps of expired waiting entries while sync is enabled (a
 /// quarter of the waiting time, from 100 ms to this).
 pub const MAX_SWEEP_PERIOD: Duration = Duration::from_secs(10);
-
-/// How often entries that waited past `time` are looked for in every database, so that a
-/// database no entry arrives in again lets them go too: a quarter of `time`, from 100 ms
-/// to [`MAX_SWEEP_PERIOD`].
-pub(crate) fn sweep_period(time: Duration) -> Duration {
-    (time / 4).clamp(Duration::from_millis(100), MAX_SWEEP_PERIOD)
-}
 /// Bytes counted for an entry beyond its encoding: its record (its parents, author and
 /// height, kept decoded), its place in the maps and in arrival order, with the allocator's
 /// share. An entry waits as its bytes alone, decoded again when it is taken out: decoded,
@@ -154,9 +147,11 @@ impl WaitingBudget {
         }
     }
 
-    /// How long to wait between two sweeps ([`sweep_period`] of the time limit in force).
+    /// How long to wait between two sweeps, so that a database no entry arrives in again
+    /// lets its expired entries go too: a quarter of the time limit in force, from 100 ms to
+    /// [`MAX_SWEEP_PERIOD`].
     pub(crate) fn sweep_period(&self) -> Duration {
-        sweep_period(self.limits().time)
+        (self.limits().time / 4).clamp(Duration::from_millis(100), MAX_SWEEP_PERIOD)
     }
 
     /// Drops the expired entries of every database not busy right now (one being changed

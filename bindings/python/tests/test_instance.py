@@ -339,6 +339,21 @@ conn.execute("ROLLBACK")
 """
 
 
+def _while_another_process_holds(script: str, path: Path, change: Callable[[], None]) -> None:
+    """Runs ``change`` while another process runs ``script`` (HOLD_SQLITE_WRITE_LOCK or
+    HOLD_SQLITE_READ_SNAPSHOT) on the SQLite file ``path``, holding what it takes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        change()
+    finally:
+        holder.communicate(b"done\n", timeout=30)
+
+
 def test_a_sqlite_file_locked_elsewhere_past_the_busy_timeout_is_busy(tmp_path: Path) -> None:
     """A write that waited 10 s for another connection's lock on the file says BUSY (retry
     later, as PostgreSQL's lock timeout does), not STORAGE; nothing was written."""
@@ -348,17 +363,11 @@ def test_a_sqlite_file_locked_elsewhere_past_the_busy_timeout_is_busy(tmp_path: 
         with inst.login("alice") as alice, alice.create_db("notes") as db:
             db.set("s", "k", 1)
             # Another process (its locks would not exclude this one's) holds the write lock.
-            holder = subprocess.Popen(
-                [sys.executable, "-c", HOLD_SQLITE_WRITE_LOCK, str(path)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-            try:
-                assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+            def write() -> None:
                 with pytest.raises(mnemo.Busy, match="locked"):
                     db.set("s", "k", 2)
-            finally:
-                holder.communicate(b"done\n", timeout=30)
+
+            _while_another_process_holds(HOLD_SQLITE_WRITE_LOCK, path, write)
             assert db.get("s", "k") == 1
             db.set("s", "k", 3)
             assert db.get("s", "k") == 3
@@ -377,20 +386,6 @@ conn.execute("ROLLBACK")
 """
 
 
-def _while_a_reader_holds_a_snapshot(path: Path, change: Callable[[], None]) -> None:
-    """Runs ``change`` while another process holds a read snapshot of ``path``."""
-    reader = subprocess.Popen(
-        [sys.executable, "-c", HOLD_SQLITE_READ_SNAPSHOT, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert reader.stdout is not None and reader.stdout.readline() == b"held\n"
-        change()
-    finally:
-        reader.communicate(b"done\n", timeout=30)
-
-
 def test_a_scrub_kept_out_shows_in_stats_until_it_is_finished(tmp_path: Path) -> None:
     """A forget, or a key's removal, whose checkpoint another process's read snapshot keeps
     out succeeds, and ``scrubs_pending`` says that the removed bytes may still be in the
@@ -404,14 +399,18 @@ def test_a_scrub_kept_out_shows_in_stats_until_it_is_finished(tmp_path: Path) ->
                 db.set("s", "k", "to be forgotten")
                 db_id = db.id
             assert inst.stats()["scrubs_pending"] == 0
-            _while_a_reader_holds_a_snapshot(path, lambda: alice.forget_db(db_id))
+            _while_another_process_holds(
+                HOLD_SQLITE_READ_SNAPSHOT, path, lambda: alice.forget_db(db_id)
+            )
             assert alice.list_dbs() == []
             assert inst.stats()["scrubs_pending"] == 1  # the checkpoint; the rewrite is done
     with mnemo.Instance.open(url) as inst:
         assert inst.stats()["scrubs_pending"] == 0  # the open finished it
         with inst.login("alice") as alice:
             keys = [alice.add_private_key(f"k{i}") for i in range(2)]
-            _while_a_reader_holds_a_snapshot(path, lambda: alice.remove_key(keys[0]))
+            _while_another_process_holds(
+                HOLD_SQLITE_READ_SNAPSHOT, path, lambda: alice.remove_key(keys[0])
+            )
             assert inst.stats()["scrubs_pending"] == 1
             alice.remove_key(keys[1])  # the next change of secrets finishes it
             assert inst.stats()["scrubs_pending"] == 0

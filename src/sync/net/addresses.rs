@@ -54,9 +54,9 @@ struct Counters {
 
 struct Table {
     by_address: HashMap<Address, Counters>,
-    connections: usize,
     watches: usize,
-    /// Every connection counted, by its number: what a full listener looks at to make room.
+    /// Every connection counted, by its number: how many the listener holds, and what a
+    /// full listener looks at to make room.
     open: HashMap<u64, (Address, Arc<Activity>)>,
     next_id: u64,
 }
@@ -75,11 +75,12 @@ pub(super) struct Activity {
     close: Notify,
 }
 
-impl Activity {
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
+/// Milliseconds since `origin`: the clock of [`Activity::idle_since_ms`].
+fn ms_since(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64
+}
 
+impl Activity {
     /// A request is being handled on the connection: it is not closed to make room.
     pub(super) fn busy(&self) {
         self.idle_since_ms.store(BUSY, Ordering::Release);
@@ -87,7 +88,8 @@ impl Activity {
 
     /// The connection's request was handled and its reply written: it is idle from now on.
     pub(super) fn idle(&self) {
-        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        self.idle_since_ms
+            .store(ms_since(self.origin), Ordering::Release);
     }
 
     /// Returns once the listener closed the connection to make room for another.
@@ -125,7 +127,6 @@ impl Addresses {
             limits,
             table: Mutex::new(Table {
                 by_address: HashMap::new(),
-                connections: 0,
                 watches: 0,
                 open: HashMap::new(),
                 next_id: 0,
@@ -149,13 +150,11 @@ impl Addresses {
         if held_here >= self.limits.max_connections_per_address {
             return None;
         }
-        if table.connections >= self.limits.max_connections
-            && !self.make_room(&mut table, held_here)
+        if table.open.len() >= self.limits.max_connections && !self.make_room(&mut table, held_here)
         {
             return None;
         }
         self.counters(&mut table, address).connections += 1;
-        table.connections += 1;
         let activity = Arc::new(Activity {
             origin: self.origin,
             idle_since_ms: AtomicU64::new(0),
@@ -181,7 +180,7 @@ impl Addresses {
     /// a request or writing its reply. It stops being counted now, and its task is told to
     /// close it. Whether one was.
     fn make_room(&self, table: &mut Table, held_here: usize) -> bool {
-        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let now_ms = ms_since(self.origin);
         let idle_since = |activity: &Activity| {
             let since = activity.idle_since_ms.load(Ordering::Acquire);
             (since != BUSY).then_some(since)
@@ -214,7 +213,6 @@ impl Addresses {
     }
 
     fn uncount_connection(table: &mut Table, address: Address) {
-        table.connections = table.connections.saturating_sub(1);
         if let Some(c) = table.by_address.get_mut(&address) {
             c.connections = c.connections.saturating_sub(1);
         }
@@ -320,7 +318,7 @@ impl Addresses {
 
     /// Connections open now (for tests and diagnostics).
     pub(super) fn open_connections(&self) -> usize {
-        self.lock().connections
+        self.lock().open.len()
     }
 
     /// Watches held now (for diagnostics).

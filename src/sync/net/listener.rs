@@ -2,7 +2,7 @@
 //! stranger could make it hold bounded ([`Limits`]).
 //!
 //! - Connections: counted per address and in all; over the address's cap, or over the
-//!   listener's when no connection has been idle long enough to make room for it
+//!   listener's when no idle connection may be closed to make room for it
 //!   (`addresses.rs`), a connection is closed at once, before any TLS work. No thread per
 //!   connection: each is a task.
 //! - TLS handshakes: each counts as a request of its address (rate and in-flight share) and
