@@ -260,6 +260,14 @@ pub trait Backend: Send + Sync {
     fn hold_for_turn(&self, _db: &EntryId) -> Result<()> {
         Ok(())
     }
+    /// How long a write waits for this process's earlier writes to the same database before
+    /// it fails with [`crate::Error::Busy`]: the storage's own wait for its lock, so that a
+    /// storage that stops answering keeps each queued write waiting about one bound, not
+    /// one per write ahead. The default (storage in this process's memory, which nothing
+    /// outside keeps waiting): no bound.
+    fn lock_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Tells the writer that this thread is on its way to a [`Backend::write_turn`] (it
     /// waits for a database's lock), so that turns ending meanwhile leave their commit open
     /// for it. Each call is ended by `write_turn(true, ..)` or [`Backend::withdraw_write`].

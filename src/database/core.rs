@@ -23,6 +23,9 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops, MAX_PARENTS};
 use crate::error::{quoted, Error, Result};
 
 mod held;
+mod write_lock;
+
+use write_lock::{WriteGuard, WriteLock};
 
 /// The most operations a commit plans and signs inside its write turn, holding the
 /// backend's writer (and so every other database's commits) meanwhile: a larger commit
@@ -191,8 +194,9 @@ pub struct DatabaseCore {
     id: EntryId,
     backend: Arc<dyn Backend>,
     /// Serialises changes so each local commit's parents are the tips it saw and each
-    /// cell update reads the winner it replaces.
-    write_lock: Mutex<()>,
+    /// cell update reads the winner it replaces; each waits at most the backend's
+    /// [`Backend::lock_wait`].
+    write_lock: WriteLock,
     /// Foreign entries waiting for their parents (taken after `write_lock`, never before).
     waiting: Arc<Mutex<Waiting>>,
     settings: SettingsCache,
@@ -279,7 +283,7 @@ impl DatabaseCore {
         DatabaseCore {
             id,
             backend,
-            write_lock: Mutex::new(()),
+            write_lock: WriteLock::default(),
             waiting: Waiting::new(budget),
             settings: SettingsCache::default(),
             settings_generation: AtomicU64::new(1),
@@ -309,7 +313,7 @@ impl DatabaseCore {
     /// The write lock, with a staged commit made durable first and the stored state brought
     /// up to date ([`DatabaseCore::undo_pending`]): for changes and checks that read
     /// through the backend's ordinary reads.
-    fn lock(&self) -> Result<MutexGuard<'_, ()>> {
+    fn lock(&self) -> Result<WriteGuard<'_>> {
         let guard = self.settled_lock()?;
         self.undo_pending()?;
         Ok(guard)
@@ -326,7 +330,7 @@ impl DatabaseCore {
     }
 
     /// The write lock with a staged commit made durable first (see [`DatabaseCore::lock`]).
-    fn settled_lock(&self) -> Result<MutexGuard<'_, ()>> {
+    fn settled_lock(&self) -> Result<WriteGuard<'_>> {
         let guard = self.commit_lock()?;
         let staged = self.staged_commit().take();
         if let Some(staged) = staged {
@@ -337,16 +341,26 @@ impl DatabaseCore {
         Ok(guard)
     }
 
-    /// The write lock alone, a staged commit left as it is (see [`DatabaseCore::commit`]).
-    /// After a write that panicked while holding it (a bug, caught at the C boundary), what
-    /// is kept in memory of the stored state is dropped, as after a failed write, and the
-    /// database goes on: it is read again from storage.
-    fn commit_lock(&self) -> Result<MutexGuard<'_, ()>> {
-        self.write_lock.lock().or_else(|poisoned| {
-            self.write_lock.clear_poison();
+    /// The write lock alone, a staged commit left as it is (see [`DatabaseCore::commit`]),
+    /// after this process's writes to the database that came first: [`Error::Busy`] when
+    /// they keep it longer than the backend's [`Backend::lock_wait`] (a storage that stopped
+    /// answering keeps each of them waiting up to its bound). After a write that panicked
+    /// while holding it (a bug, caught at the C boundary), what is kept in memory of the
+    /// stored state is dropped, as after a failed write, and the database goes on: it is
+    /// read again from storage.
+    fn commit_lock(&self) -> Result<WriteGuard<'_>> {
+        let within = self.backend.lock_wait();
+        let Some(taken) = self.write_lock.take(within) else {
+            let waited = within.unwrap_or_default().as_millis();
+            return Err(Error::Busy(format!(
+                "this process's other writes to the database kept it for more than {waited} ms; \
+                 retry"
+            )));
+        };
+        if taken.after_panic {
             self.forget_derived_state();
-            Ok(poisoned.into_inner())
-        })
+        }
+        Ok(taken.guard)
     }
 
     fn staged_commit(&self) -> MutexGuard<'_, Option<Arc<dyn Staged>>> {
@@ -1683,7 +1697,7 @@ mod tests {
         db.set("s", "k", "1").unwrap();
         let core = db.core.clone();
         let panicked = std::thread::spawn(move || {
-            let _held = core.write_lock.lock();
+            let _held = core.write_lock.take(None);
             panic!("a write that panicked (as the test means)");
         })
         .join();

@@ -63,9 +63,12 @@ impl Handle for mnemo_backend {
 /// - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY, and one
-///   that then connects waits up to connect_timeout more. Writes of this process's
-///   threads to one database wait for each other in turn, each within those bounds: when
-///   the server stops answering, the k-th of them may wait k times as long.
+///   that then connects waits up to connect_timeout more.
+/// - Writes of this process's threads to one database take turns, in the order they came:
+///   one waits for those ahead of it at most lock_timeout (SQLite: 10 s; "memory:": as
+///   long as they take), then fails with MNEMO_STATUS_BUSY (nothing written), so that a
+///   storage that stops answering fails each waiting write within about twice its bounds,
+///   not once more for each write ahead of it.
 /// - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
 ///   that stay idle that long are closed, by a thread of the backend's own (running only
 ///   while it holds more than one connection), so a quiet instance holds one.

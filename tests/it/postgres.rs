@@ -601,6 +601,43 @@ fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
     assert_eq!(db.get("s", "k").unwrap(), "3");
 }
 
+/// Writes of this process's threads queued behind one that the server keeps waiting each
+/// give up after about their own bound, not one bound per write ahead of them: before,
+/// the k-th waited k times `lock_timeout` (3 s for the tenth here).
+#[test]
+fn writes_queued_behind_a_stalled_one_each_give_up_within_their_bound() {
+    let Some(storage) = postgres_storage() else {
+        return;
+    };
+    let url = format!("{}?lock_timeout=300", storage.url().unwrap());
+    let (_inst, _user, db) = open_user(&url);
+    db.set("s", "k", "1").unwrap();
+    let mut stalled = admin(&storage.url().unwrap());
+    let lock = hold_lock(&mut stalled, &db);
+    let started = Instant::now();
+    let waited: Vec<_> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..10)
+            .map(|n| {
+                let db = &db;
+                scope.spawn(move || {
+                    let written = db.set("s", &format!("w{n}"), "2");
+                    (written, started.elapsed())
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for (written, _) in &waited {
+        assert!(matches!(written, Err(Error::Busy(_))), "{written:?}");
+    }
+    let longest = waited.iter().map(|(_, took)| *took).max().unwrap();
+    // Each waits at most 300 ms for the writes ahead, then 300 ms for the server's lock.
+    assert!(longest < Duration::from_millis(1800), "{longest:?}");
+    lock.rollback().unwrap();
+    db.set("s", "k", "3").unwrap();
+    assert_eq!(db.get("s", "k").unwrap(), "3");
+}
+
 /// The test server's fresh database (kept while the first value lives) with its URL, and
 /// the writer's instance, session and database holding key `k` set to 1; `None` without
 /// the test server.

@@ -602,6 +602,9 @@ impl Backend for Instrumented {
     fn connections_open(&self) -> usize {
         self.inner.connections_open()
     }
+    fn lock_wait(&self) -> Option<std::time::Duration> {
+        self.inner.lock_wait()
+    }
 
     fn version(&self, db: &EntryId) -> Result<Version, Error> {
         self.read(|| self.inner.version(db))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
 import threading
 import time
 
@@ -306,6 +307,55 @@ def test_a_lock_timeout_is_taken(database_url: str) -> None:
             db = user.create_db("d")
             db.set("s", "k", 1)
             assert db.get("s", "k") == 1
+
+
+def test_writes_queued_behind_a_stalled_one_each_give_up_within_the_lock_timeout(
+    database_url: str,
+) -> None:
+    """Threads writing one database behind a write the server keeps waiting (another
+    session holds the database's lock) each fail BUSY within about twice their
+    lock_timeout (the writes ahead, then the server): before, the k-th waited k times."""
+    assert PSQL is not None
+    with mnemo.Instance.open(f"{database_url}?lock_timeout=300") as inst:
+        inst.create_user("u")
+        with inst.login("u") as user, user.create_db("d") as db:
+            db.set("s", "k", 1)
+            raw_id = db.id.removeprefix("sha256:")
+            holder = subprocess.Popen(
+                [PSQL, database_url, "-v", "ON_ERROR_STOP=1", "-Atq"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert holder.stdin is not None and holder.stdout is not None
+            holder.stdin.write(
+                "BEGIN; SELECT 'held' FROM (SELECT pg_advisory_xact_lock("
+                f"hashtextextended('{raw_id}', 0))) AS locked;\n"
+            )
+            holder.stdin.flush()
+            try:
+                assert holder.stdout.readline() == "held\n"
+                started = time.monotonic()
+                outcomes: list[tuple[type[BaseException] | None, float]] = []
+
+                def write(n: int) -> None:
+                    try:
+                        db.set("s", f"w{n}", n)
+                        outcomes.append((None, time.monotonic() - started))
+                    except mnemo.Error as e:
+                        outcomes.append((type(e), time.monotonic() - started))
+
+                writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+                for writer in writers:
+                    writer.start()
+                for writer in writers:
+                    writer.join()
+            finally:
+                holder.communicate("ROLLBACK;\n", timeout=30)
+            assert [kind for kind, _ in outcomes] == [mnemo.Busy] * 8
+            assert max(took for _, took in outcomes) < 1.8, outcomes
+            db.set("s", "k", 2)
+            assert db.get("s", "k") == 2
 
 
 def test_a_search_path_of_the_temporary_schema_is_refused(database_url: str) -> None:

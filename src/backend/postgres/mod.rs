@@ -1170,6 +1170,11 @@ impl Backend for PostgresBackend {
         self.pool.open()
     }
 
+    /// The URL's `lock_timeout`.
+    fn lock_wait(&self) -> Option<std::time::Duration> {
+        Some(self.url.lock_timeout())
+    }
+
     /// Runs `work` as a turn that may hold a database ([`Backend::hold_for_turn`]): the lock
     /// is released when it ends (or, should releasing fail, the connection holding it is
     /// closed, which releases it).

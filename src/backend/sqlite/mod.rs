@@ -679,6 +679,11 @@ impl Backend for SqliteBackend {
         true
     }
 
+    /// The busy timeout of the file's connections (10 s).
+    fn lock_wait(&self) -> Option<std::time::Duration> {
+        Some(BUSY_TIMEOUT)
+    }
+
     /// The writer and the read connections open.
     fn connections_open(&self) -> usize {
         1 + self.readers.open()
