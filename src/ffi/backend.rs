@@ -64,11 +64,13 @@ impl Handle for mnemo_backend {
 ///   keeps, shared by its threads (made as calls need them). A call that finds them all in
 ///   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY, and one
 ///   that then connects waits up to connect_timeout more.
-/// - Writes of this process's threads to one database take turns, in the order they came:
-///   one waits for those ahead of it at most lock_timeout (SQLite: 10 s; "memory:": as
-///   long as they take), then fails with MNEMO_STATUS_BUSY (nothing written), so that a
-///   storage that stops answering fails each waiting write within about twice its bounds,
-///   not once more for each write ahead of it.
+/// - Writes of this process's threads take turns: those to one database in the order they
+///   came, and on SQLite those to any database of the file for its one writer connection.
+///   A write waits for those ahead of it at most lock_timeout (SQLite: 10 s for the
+///   database's, 10 s for the file's writer; "memory:": as long as they take), then fails
+///   with MNEMO_STATUS_BUSY (nothing written): however many wait behind a storage that
+///   stops answering or a lock another process keeps, each fails within bounds of its
+///   own, not once more for each write ahead of it.
 /// - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
 ///   that stay idle that long are closed, by a thread of the backend's own (running only
 ///   while it holds more than one connection), so a quiet instance holds one.

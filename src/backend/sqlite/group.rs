@@ -23,14 +23,22 @@
 //!
 //! Whoever waits for a group's commit waits at most [`SETTLE_AFTER`] for company, then
 //! commits the group itself, so a thread that never comes delays others, never stops them.
+//!
+//! A thread waits for the writer (held by another thread's write, or its turn) at most the
+//! file's busy timeout, then fails with [`Error::Busy`], as it would have waited for
+//! another process's lock: a write waiting on another process makes those queued behind it
+//! wait about that long, not that long once more for each write ahead. Only a member
+//! committing the group its rows are in waits as long as it takes.
 
 use std::cell::Cell;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use super::readers::BUSY_TIMEOUT;
 use super::sql_error;
 use crate::backend::Staged as StagedEntries;
 use crate::error::{Error, Result};
@@ -53,9 +61,18 @@ thread_local! {
 
 /// The writer connection, with the group transaction open on it, if any.
 pub struct GroupWriter {
-    writer: Mutex<Writer>,
+    /// A lock with timed waits (std's has none): held while a statement runs, which may
+    /// wait for another process's lock up to the busy timeout.
+    writer: parking_lot::Mutex<Writer>,
+    /// A thread holds a turn: nobody else may use the connection. Changed only by a thread
+    /// holding `writer`; locked only for a moment (so that waiting for a turn to end is
+    /// bounded, which waiting on `writer` with a condition variable would not be).
+    turn: Mutex<bool>,
     /// Signalled when a turn ends.
     turn_ended: Condvar,
+    /// A thread panicked while it held the writer outside a turn (a bug): the connection
+    /// may be inside a transaction nobody will end, so every later use fails.
+    broken: AtomicBool,
     /// Threads waiting for the writer to store an entry: while there are any, a member
     /// leaves the transaction open for them rather than committing.
     queued: AtomicUsize,
@@ -64,13 +81,14 @@ pub struct GroupWriter {
     /// [`SETTLE_AFTER`], in milliseconds (tests that need a staged commit to stay staged
     /// make it longer).
     settle_after_ms: AtomicU64,
+    /// How long a thread waits for the writer: [`BUSY_TIMEOUT`], in milliseconds (tests
+    /// make it shorter).
+    lock_wait_ms: AtomicU64,
 }
 
 struct Writer {
     conn: Connection,
     open: Option<Group>,
-    /// A thread holds a turn: nobody else may use the connection.
-    turn: bool,
     /// The turn stored an entry in the open group.
     staged_in_turn: bool,
 }
@@ -122,7 +140,7 @@ impl Outcome {
 
     /// Waits for the group's commit, for at most `limit` (`None`: the commit has not ended).
     /// The committing thread holds the writer while it runs; were it to panic there (leaving
-    /// the lock poisoned), nobody would publish: `abandoned` is checked at least every second.
+    /// the writer broken), nobody would publish: `abandoned` is checked at least every second.
     fn wait_for(&self, limit: Duration, abandoned: impl Fn() -> bool) -> Option<Result<()>> {
         let deadline = Instant::now() + limit;
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
@@ -169,7 +187,35 @@ impl StagedEntries for Staged {
 }
 
 /// The writer connection, exclusively, with no transaction of others open on it.
-pub struct Exclusive<'a>(MutexGuard<'a, Writer>);
+pub struct Exclusive<'a>(Locked<'a>);
+
+/// The writer, locked by this thread; left broken if the thread panics meanwhile (its
+/// connection may be inside a transaction).
+struct Locked<'a> {
+    writer: parking_lot::MutexGuard<'a, Writer>,
+    broken: &'a AtomicBool,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.writer
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.writer
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.broken.store(true, Ordering::Release);
+        }
+    }
+}
 
 impl std::ops::Deref for Exclusive<'_> {
     type Target = Connection;
@@ -188,27 +234,87 @@ impl GroupWriter {
     /// Wraps the connection that writes.
     pub fn new(conn: Connection) -> GroupWriter {
         GroupWriter {
-            writer: Mutex::new(Writer {
+            writer: parking_lot::Mutex::new(Writer {
                 conn,
                 open: None,
-                turn: false,
                 staged_in_turn: false,
             }),
+            turn: Mutex::new(false),
             turn_ended: Condvar::new(),
+            broken: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             announced: AtomicUsize::new(0),
             settle_after_ms: AtomicU64::new(SETTLE_AFTER.as_millis() as u64),
+            lock_wait_ms: AtomicU64::new(BUSY_TIMEOUT.as_millis() as u64),
         }
     }
 
-    /// The writer, once no other thread's turn holds it.
-    fn lock(&self) -> Result<MutexGuard<'_, Writer>> {
-        let poisoned = |_| Error::Internal("sqlite connection lock poisoned".into());
-        let mut writer = self.writer.lock().map_err(poisoned)?;
-        while writer.turn && !self.in_turn() {
-            writer = self.turn_ended.wait(writer).map_err(poisoned)?;
+    /// The writer, once no other thread holds it or its turn: waits at most the lock wait
+    /// ([`BUSY_TIMEOUT`]), then [`Error::Busy`].
+    fn lock(&self) -> Result<Locked<'_>> {
+        let within = Duration::from_millis(self.lock_wait_ms.load(Ordering::Relaxed));
+        self.lock_within(Some(within))
+    }
+
+    /// The writer, waited for at most `within` (`None`: as long as it takes).
+    fn lock_within(&self, within: Option<Duration>) -> Result<Locked<'_>> {
+        let deadline = within.and_then(|w| Instant::now().checked_add(w));
+        let kept = || {
+            let waited = within.unwrap_or_default().as_millis();
+            Error::Busy(format!(
+                "sqlite: this process's other writes to the file kept its writer for more \
+                 than {waited} ms (waiting for another process's lock, or a long change); retry"
+            ))
+        };
+        loop {
+            if !self.in_turn() && !self.wait_for_no_turn(deadline) {
+                return Err(kept());
+            }
+            let writer = match deadline {
+                None => self.writer.lock(),
+                Some(deadline) => self.writer.try_lock_until(deadline).ok_or_else(kept)?,
+            };
+            // Another thread may have begun a turn since: then wait for it too.
+            if self.in_turn() || !*self.turn_held() {
+                if self.broken.load(Ordering::Acquire) {
+                    return Err(broken());
+                }
+                return Ok(Locked {
+                    writer,
+                    broken: &self.broken,
+                });
+            }
         }
-        Ok(writer)
+    }
+
+    /// Waits until no thread holds a turn, until `deadline` at most (`None`: as long as it
+    /// takes); false if one still does then.
+    fn wait_for_no_turn(&self, deadline: Option<Instant>) -> bool {
+        let mut turn = self.turn_held();
+        while *turn {
+            let Some(deadline) = deadline else {
+                turn = self
+                    .turn_ended
+                    .wait(turn)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            turn = self
+                .turn_ended
+                .wait_timeout(turn, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Whether a thread holds a turn (see [`GroupWriter::turn`]).
+    fn turn_held(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// True while this thread holds a turn of this writer.
@@ -223,11 +329,12 @@ impl GroupWriter {
     }
 
     /// Ends an announcement without a turn. Were this the last thread a group was left open
-    /// for, the group is committed now.
+    /// for, the group is committed now, unless another thread holds the writer (which then
+    /// commits it, or its members do after [`SETTLE_AFTER`]): this thread does not wait.
     pub fn withdraw(&self) {
         self.announced.fetch_sub(1, Ordering::AcqRel);
         if self.company_for_turns() == 0 {
-            if let Ok(mut writer) = self.lock() {
+            if let Ok(mut writer) = self.lock_within(Some(Duration::ZERO)) {
                 if writer.open.is_some() && self.company_for_turns() == 0 {
                     let _ = writer.commit_group(); // its members get the outcome
                 }
@@ -259,7 +366,7 @@ impl GroupWriter {
         let locked = self.lock();
         waiting.fetch_sub(1, Ordering::AcqRel);
         let mut writer = locked?;
-        writer.turn = true;
+        *self.turn_held() = true;
         writer.staged_in_turn = false;
         drop(writer);
         let holder = TurnHolder::take(self);
@@ -337,6 +444,13 @@ impl GroupWriter {
             .store(limit.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Sets how long a thread waits for the writer (for tests of that bound).
+    #[cfg(test)]
+    pub fn set_lock_wait(&self, limit: Duration) {
+        self.lock_wait_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Threads queued for the writer to store an entry (for tests that line them up).
     #[cfg(test)]
     pub fn queued(&self) -> usize {
@@ -349,12 +463,17 @@ impl GroupWriter {
         if self.in_turn() {
             return self.lock().map(|writer| Some(Exclusive(writer)));
         }
+        if self.broken.load(Ordering::Acquire) {
+            return Err(broken());
+        }
         match self.writer.try_lock() {
-            Ok(writer) if writer.open.is_none() && !writer.turn => Ok(Some(Exclusive(writer))),
-            Ok(_) | Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Poisoned(_)) => {
-                Err(Error::Internal("sqlite connection lock poisoned".into()))
+            Some(writer) if writer.open.is_none() && !*self.turn_held() => {
+                Ok(Some(Exclusive(Locked {
+                    writer,
+                    broken: &self.broken,
+                })))
             }
+            Some(_) | None => Ok(None),
         }
     }
 
@@ -395,18 +514,19 @@ impl GroupWriter {
     /// then it is committed now.
     fn wait_for_commit(&self, outcome: &Arc<Outcome>) -> Result<()> {
         let limit = Duration::from_millis(self.settle_after_ms.load(Ordering::Relaxed));
-        match outcome.wait_for(limit, || self.writer.is_poisoned()) {
+        match outcome.wait_for(limit, || self.broken.load(Ordering::Acquire)) {
             Some(ended) => ended,
             None => self.settle(outcome),
         }
     }
 
-    /// Commits `outcome`'s group now unless it has ended; returns how it ended.
+    /// Commits `outcome`'s group now unless it has ended; returns how it ended. Waits for
+    /// the writer as long as it takes: the caller's rows are in the group.
     fn settle(&self, outcome: &Arc<Outcome>) -> Result<()> {
         if let Some(ended) = outcome.ended() {
             return ended;
         }
-        let mut writer = self.lock()?;
+        let mut writer = self.lock_within(None)?;
         let still_open = writer
             .open
             .as_ref()
@@ -438,16 +558,17 @@ impl<'a> TurnHolder<'a> {
     }
 
     /// Ends the turn and returns the writer, still locked.
-    fn end(self) -> MutexGuard<'a, Writer> {
+    fn end(self) -> Locked<'a> {
         let writer = self.release();
+        let broken = &self.writer.broken;
         std::mem::forget(self);
-        writer
+        Locked { writer, broken }
     }
 
-    fn release(&self) -> MutexGuard<'a, Writer> {
+    fn release(&self) -> parking_lot::MutexGuard<'a, Writer> {
         TURN_OF.with(|t| t.set(self.before));
-        let mut writer = self.writer.writer.lock().unwrap_or_else(|p| p.into_inner());
-        writer.turn = false;
+        let writer = self.writer.writer.lock();
+        *self.writer.turn_held() = false;
         self.writer.turn_ended.notify_all();
         writer
     }
@@ -546,4 +667,13 @@ impl Writer {
         group.outcome.publish(&result);
         result
     }
+}
+
+/// What a use of a broken writer fails with.
+fn broken() -> Error {
+    Error::Internal(
+        "sqlite: a write panicked while it held the file's writer, which may be left inside \
+         a transaction; open the storage again"
+            .into(),
+    )
 }

@@ -1772,6 +1772,74 @@ mod tests {
         remove(&path);
     }
 
+    /// A write waits for the writer, held by another thread's write or turn, at most the
+    /// lock wait, then fails busy (writes queued behind one that waits for another
+    /// process's lock each wait about that long, not once more for each write ahead).
+    #[test]
+    fn a_write_waits_for_the_writer_at_most_the_lock_wait() {
+        let path = temp_file();
+        let backend = Arc::new(SqliteBackend::open(&path).unwrap());
+        backend.writer.set_lock_wait(Duration::from_millis(100));
+        let busy = |backend: &SqliteBackend| {
+            let started = std::time::Instant::now();
+            let put = backend.meta_put("k", b"v");
+            assert!(
+                matches!(&put, Err(Error::Busy(m)) if m.contains("kept its writer")),
+                "{put:?}"
+            );
+            assert!(started.elapsed() >= Duration::from_millis(100));
+        };
+        // Held by a write of another thread (as while it waits for another process's lock).
+        let writing = backend.writer().unwrap();
+        let other = backend.clone();
+        std::thread::spawn(move || busy(&other)).join().unwrap();
+        drop(writing);
+        // Held by another thread's turn.
+        let (go_on, told) = mpsc::channel::<()>();
+        let (taken, turn_taken) = mpsc::channel::<()>();
+        let holder = backend.clone();
+        let turn = std::thread::spawn(move || {
+            holder.write_turn(false, &mut || {
+                taken.send(()).unwrap();
+                told.recv().unwrap();
+                Ok(())
+            })
+        });
+        turn_taken.recv().unwrap();
+        busy(&backend);
+        // Ending an announcement, which may commit a group left open, does not wait for it.
+        backend.announce_write();
+        backend.withdraw_write();
+        go_on.send(()).unwrap();
+        assert!(turn.join().unwrap().unwrap().is_none());
+        backend.meta_put("k", b"v").unwrap();
+        assert_eq!(backend.meta_get("k").unwrap().unwrap(), b"v");
+        drop(backend);
+        remove(&path);
+    }
+
+    /// A thread that panics holding the writer outside a turn leaves its connection in a
+    /// state nobody knows: every later write fails (internal error), none panics or hangs.
+    #[test]
+    fn a_panic_holding_the_writer_fails_later_writes() {
+        let path = temp_file();
+        let backend = Arc::new(SqliteBackend::open(&path).unwrap());
+        let panicking = backend.clone();
+        let ended = std::thread::spawn(move || {
+            let _writing = panicking.writer().unwrap();
+            panic!("a write that panicked (as the test means)");
+        })
+        .join();
+        assert!(ended.is_err());
+        let put = backend.meta_put("k", b"v");
+        assert!(
+            matches!(&put, Err(Error::Internal(m)) if m.contains("panicked")),
+            "{put:?}"
+        );
+        drop(backend);
+        remove(&path);
+    }
+
     /// A forget whose scrub another process keeps out still succeeds: holding the file's
     /// lock past the wait keeps out the rewrite (and the checkpoint after it), a read
     /// snapshot the checkpoint alone. What was kept out stays recorded: the next forget or
