@@ -3,25 +3,40 @@
 //! writer that the storage keeps waiting, none waits longer than the bound.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// A first-come, first-served lock with timed waits. A holder that panics (a bug, caught
-/// at the C boundary) frees it, and the next to take it is told so.
+/// at the C boundary) frees it, and the next to take it is told so. Only the thread next
+/// in line is woken when it is freed.
 #[derive(Default)]
 pub(super) struct WriteLock {
     state: Mutex<State>,
-    freed: Condvar,
 }
 
 #[derive(Default)]
 struct State {
     held: bool,
-    /// Tickets of the threads waiting, first come first.
-    line: VecDeque<u64>,
+    /// The threads waiting, first come first.
+    line: VecDeque<Waiter>,
     next_ticket: u64,
     /// The last holder panicked; told to the next holder, then cleared.
     holder_panicked: bool,
+}
+
+struct Waiter {
+    ticket: u64,
+    thread: Thread,
+}
+
+impl State {
+    /// Wakes the thread next in line, if any, unless the lock is held.
+    fn wake_next(&self) {
+        if let (false, Some(next)) = (self.held, self.line.front()) {
+            next.thread.unpark();
+        }
+    }
 }
 
 /// The lock, held until dropped.
@@ -46,31 +61,34 @@ impl WriteLock {
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.line.push_back(ticket);
+        state.line.push_back(Waiter {
+            ticket,
+            thread: std::thread::current(),
+        });
         let deadline = within.and_then(|w| Instant::now().checked_add(w));
         loop {
-            if !state.held && state.line.front() == Some(&ticket) {
+            if !state.held && state.line.front().is_some_and(|w| w.ticket == ticket) {
                 state.line.pop_front();
                 return Some(self.hand_over(&mut state));
             }
-            let Some(deadline) = deadline else {
-                state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                state.line.retain(|t| *t != ticket);
-                if !state.held && !state.line.is_empty() {
-                    // This thread may have been next: the one after it goes instead.
-                    self.freed.notify_all();
+            drop(state);
+            // Woken by `unpark` when next in line (a wake that came first is kept), or at
+            // any time for no reason: the line is looked at again either way.
+            match deadline {
+                None => std::thread::park(),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let mut state = self.state();
+                        state.line.retain(|w| w.ticket != ticket);
+                        // This thread may have been next: the one after it goes instead.
+                        state.wake_next();
+                        return None;
+                    }
+                    std::thread::park_timeout(deadline - now);
                 }
-                return None;
             }
-            state = self
-                .freed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.state();
         }
     }
 
@@ -93,9 +111,7 @@ impl Drop for WriteGuard<'_> {
         let mut state = self.lock.state();
         state.held = false;
         state.holder_panicked |= std::thread::panicking();
-        if !state.line.is_empty() {
-            self.lock.freed.notify_all();
-        }
+        state.wake_next();
     }
 }
 
