@@ -234,6 +234,8 @@ impl Track {
     /// [`SyncEngine::request_keys`] names then (a key granted since is tried too).
     fn run(&self, sync: &Weak<SyncEngine>, keys: &dyn KeyRing) {
         let mut wait = Duration::ZERO;
+        // The wait after the last failed round of those since the last success, if any.
+        let mut backoff: Option<Duration> = None;
         let mut last_round: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             {
@@ -288,6 +290,7 @@ impl Track {
                     self.pushed.fetch_max(target, Ordering::AcqRel);
                     self.synced_at_ms.store(now_ms().max(1), Ordering::Release);
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    backoff = None;
                     wait = if self.watching.load(Ordering::Acquire) {
                         PULL_WHILE_WATCHED
                     } else {
@@ -303,11 +306,10 @@ impl Track {
                 Err(e) => {
                     *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(e.to_string());
-                    wait = if wait < BACKOFF_MIN || wait >= PULL_EVERY {
-                        BACKOFF_MIN
-                    } else {
-                        (wait * 2).min(BACKOFF_MAX)
-                    };
+                    // Doubled from one failure to the next up to its bound (before, a wait of
+                    // 1 s or more was taken for a success's and started over at 100 ms).
+                    wait = backoff.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+                    backoff = Some(wait);
                 }
             }
             sync.notify_progress();

@@ -118,8 +118,8 @@ class Sync(HandleOwner):
         background: first one round like :meth:`sync_db` if the database is not here yet
         (then :meth:`mnemo.User.load_db` opens it), then a push soon after every local
         commit (or one another process stores in the same storage), a pull soon after every
-        commit of the peer's (every second as a fallback), and retries with backoff while
-        the peer is unreachable. Rounds and watches come at most every 250 ms (commits made
+        commit of the peer's (every second as a fallback), and retries while rounds fail,
+        waiting twice as long after each failure, from 100 ms up to 5 s. Rounds and watches come at most every 250 ms (commits made
         faster share one). Subscriptions on the database then see remote changes
         (``remote`` True).
 

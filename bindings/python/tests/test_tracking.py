@@ -3,6 +3,7 @@ file, closed and reopened) tracks alice's database on a listening instance."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -267,6 +268,39 @@ def test_tracks_say_what_a_user_tracks_and_how_each_is_doing(
                 sync.tracks(bob)
             with pytest.raises(TypeError):
                 sync.tracks("bob")  # type: ignore[arg-type]
+
+
+def test_a_peer_that_keeps_failing_is_tried_less_and_less_often(
+    alice: Alice, tmp_path: Path
+) -> None:
+    """While every round fails, the track waits twice as long after each failure, up to
+    5 s: before, the wait started over at 100 ms once it reached 1 s, so a peer failing for
+    good was tried about 1.5 times a second for as long as it failed."""
+    path = tmp_path / "bob.db"
+    with bob_instance(path) as inst:
+        inst.enable_sync()
+        with inst.login("bob") as bob, inst.sync as sync:
+            alice.db.grant(bob_key(bob), "write")
+            sync.track(bob, alice.addr, alice.db.id)
+            assert wait_until(lambda: sync.tracks(bob)[0]["last_synced_ms"] is not None)
+            host, port = alice.addr.rsplit(":", 1)
+            alice.sync.unlisten(alice.addr)
+            # In its place, a server that closes every connection at once.
+            connections = []
+            with socket.create_server((host, int(port))) as closing:
+                closing.settimeout(0.1)
+                ends = time.monotonic() + 11
+                while time.monotonic() < ends:
+                    try:
+                        conn, _ = closing.accept()
+                    except TimeoutError:
+                        continue
+                    conn.close()
+                    connections.append(time.monotonic())
+            assert sync.tracks(bob)[0]["last_error"] is not None
+    # Rounds 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5 s apart (at least 0.25 s), and the watch's
+    # own tries 0.5, 1, 2, 4, 8 s apart: about 11 in 11 s (before, about 21).
+    assert len(connections) <= 15, [round(at - connections[0], 2) for at in connections]
 
 
 def test_tracks_running_at_once_are_bounded_and_a_login_resumes_that_many(tmp_path: Path) -> None:
