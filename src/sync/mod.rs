@@ -64,6 +64,11 @@ pub trait Requester {
 
 /// How long dropping an engine waits for its handlers in progress to finish.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// The most peer devices whose cursors `_sync` keeps (a record of about 300 bytes each, and
+/// a cursor per database and direction): rounds with further devices start from the
+/// beginning each time, slower, never wrong. Honest devices are few; a server presenting a
+/// new device key at each connection is not.
+const MAX_PEERS_WITH_CURSORS: usize = 1024;
 
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
 pub struct SyncEngine {
@@ -87,8 +92,8 @@ pub struct SyncEngine {
     replay: replay::ReplayGuard,
     /// The databases a listener's watches wait on.
     watchers: watchers::Watchers,
-    /// Peers already recorded in `_sync` since this engine started.
-    recorded_peers: Mutex<HashSet<PublicKey>>,
+    /// The peers recorded in `_sync` (read at first use).
+    recorded_peers: Mutex<Option<HashSet<PublicKey>>>,
     listeners: Mutex<Vec<net::listener::Listener>>,
     /// What the listeners refused since the engine started.
     refusals: Arc<net::listener::Refusals>,
@@ -158,7 +163,7 @@ impl SyncEngine {
             limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
             watchers: watchers::Watchers::default(),
-            recorded_peers: Mutex::new(HashSet::new()),
+            recorded_peers: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             refusals: Arc::default(),
             tracks: Mutex::new(Vec::new()),
@@ -310,23 +315,37 @@ impl SyncEngine {
         let limits = self.limits();
         let peer = net::client::PeerConnection::new(self.runtime(), &addr, &self.identity, &limits)
             .peer()?;
-        self.record_peer(&peer)?;
         Ok(peer)
     }
 
-    /// Records in `_sync` that `peer` proved its device key, if it is not recorded yet
-    /// (looked up once per engine).
-    fn record_peer(&self, peer: &PublicKey) -> Result<()> {
-        let recorded = || {
-            self.recorded_peers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+    /// Moves the cursor of `peer`, `db`, `direction` to `position`, recording the peer in
+    /// `_sync` first if it is not yet: unless [`MAX_PEERS_WITH_CURSORS`] are, then nothing
+    /// is kept (the next round with that device starts from the beginning). Nothing is
+    /// recorded of a device before a round with it made progress: a server that presented a
+    /// new device key at each connection and failed every round added a record each time.
+    fn save_cursor(
+        &self,
+        peer: &PublicKey,
+        db: &EntryId,
+        direction: state::Direction,
+        position: u64,
+    ) -> Result<()> {
+        let mut recorded = self
+            .recorded_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let recorded = match recorded.as_mut() {
+            Some(recorded) => recorded,
+            None => recorded.insert(self.state.peers()?.into_iter().collect()),
         };
-        if !recorded().contains(peer) {
+        if !recorded.contains(peer) {
+            if recorded.len() >= MAX_PEERS_WITH_CURSORS {
+                return Ok(());
+            }
             self.state.peer_seen(peer)?;
-            recorded().insert(*peer);
+            recorded.insert(*peer);
         }
-        Ok(())
+        self.state.save_cursor(peer, db, direction, position)
     }
 
     /// One round with the peer at `addr` for database `db`, as `requester`: pull what the
@@ -411,5 +430,41 @@ impl Drop for SyncEngine {
                 runtime.shutdown_timeout(SHUTDOWN_WAIT);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::PrivateKey;
+    use state::Direction;
+
+    #[test]
+    fn cursors_are_kept_for_a_bounded_number_of_peer_devices() {
+        let registry = Arc::new(Registry::new(Arc::new(MemoryBackend::new())));
+        let device = Arc::new(PrivateKey::generate().unwrap());
+        let device_key = device.public_key();
+        let state_db = registry
+            .create("_sync", device.clone(), device_key)
+            .unwrap();
+        let engine = SyncEngine::new(&registry, device, device_key, state_db).unwrap();
+        let db = EntryId::of_bytes(b"a database");
+        let peers: Vec<PublicKey> = (0..=MAX_PEERS_WITH_CURSORS)
+            .map(|_| PrivateKey::generate().unwrap().public_key())
+            .collect();
+        for peer in &peers {
+            engine.save_cursor(peer, &db, Direction::Pull, 7).unwrap();
+        }
+        let cursor = |peer: &PublicKey| engine.state.cursor(peer, &db, Direction::Pull).unwrap();
+        let (kept, beyond) = peers.split_at(MAX_PEERS_WITH_CURSORS);
+        assert!(kept.iter().all(|peer| cursor(peer) == 7));
+        assert_eq!(cursor(&beyond[0]), 0);
+        assert_eq!(engine.state.peers().unwrap().len(), MAX_PEERS_WITH_CURSORS);
+        // A device recorded before still moves its cursor.
+        engine
+            .save_cursor(&kept[0], &db, Direction::Pull, 9)
+            .unwrap();
+        assert_eq!(cursor(&kept[0]), 9);
     }
 }

@@ -92,7 +92,6 @@ impl SyncEngine {
         let limits = self.limits();
         let mut connection = PeerConnection::new(self.runtime(), addr, &self.identity, &limits);
         let peer = connection.peer()?;
-        self.record_peer(&peer)?;
         let mut talk = Exchange {
             sync: self,
             registry: self.registry()?,
@@ -309,11 +308,9 @@ impl Exchange<'_> {
                 match in_flight.back_mut() {
                     Some(reply) => reply.cursor = Some(cursor),
                     None if self.holding_back() => {}
-                    None => {
-                        self.sync
-                            .state
-                            .save_cursor(&self.peer, &db, Direction::Pull, cursor)?
-                    }
+                    None => self
+                        .sync
+                        .save_cursor(&self.peer, &db, Direction::Pull, cursor)?,
                 }
             }
             if !page.more {
@@ -331,7 +328,6 @@ impl Exchange<'_> {
         match reply.cursor {
             Some(cursor) if !self.holding_back() => {
                 self.sync
-                    .state
                     .save_cursor(&self.peer, &self.db, Direction::Pull, cursor)
             }
             _ => Ok(()),
@@ -412,7 +408,6 @@ impl Exchange<'_> {
             }
             cursor = last;
             self.sync
-                .state
                 .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
             if page.len() < wire::MAX_IDS {
                 return Ok(());

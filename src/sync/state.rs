@@ -89,7 +89,8 @@ impl SyncState {
         SyncState { db }
     }
 
-    /// Records that `peer` proved its device key, the first time it does.
+    /// Records `peer`, a device that proved its key, the first time something is kept for it
+    /// (a cursor): forgetting a database finds its cursors through these records.
     pub(super) fn peer_seen(&self, peer: &PublicKey) -> Result<()> {
         if PEERS.get(&self.db, &peer.to_text())?.is_none() {
             let record = PeerRecord {
@@ -98,6 +99,15 @@ impl SyncState {
             PEERS.put(&self.db, &peer.to_text(), &record)?;
         }
         Ok(())
+    }
+
+    /// The peers recorded ([`SyncState::peer_seen`]).
+    pub(super) fn peers(&self) -> Result<Vec<PublicKey>> {
+        Ok(PEERS
+            .all(&self.db)?
+            .into_iter()
+            .filter_map(|(peer, _)| PublicKey::parse(&peer).ok())
+            .collect())
     }
 
     /// Records that a local user asked for database `db` (once).

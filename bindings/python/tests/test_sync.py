@@ -14,10 +14,11 @@ import queue
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -499,6 +500,40 @@ def test_a_listener_refuses_a_database_no_local_user_asked_for(pair: Pair) -> No
     mine.set("s", "k", "v")
     with pytest.raises(mnemo.PermissionDenied):
         pair.sync_b.sync_db(pair.bob, pair.addr, mine.id)
+
+
+def test_failed_rounds_with_new_devices_keep_nothing(tmp_path: Path) -> None:
+    """A round that fails keeps nothing of the device that answered: before, each new device
+    key added a record to ``_sync`` for good (a server presenting a fresh key at each
+    connection and failing every round grew the file about 290 bytes a round)."""
+    path = tmp_path / "bob.db"
+
+    def entries() -> int:
+        """The entries in the file (read with no instance open on it)."""
+        with closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def failing_rounds(count: int) -> None:
+        with mnemo.Instance.open(f"sqlite:{path}") as inst:
+            if "bob" not in inst.list_users():
+                inst.create_user("bob")
+            inst.enable_sync()
+            with inst.login("bob") as bob, inst.sync as sync:
+                if not bob.list_dbs():
+                    with bob.create_db("d") as db:
+                        db.set("s", "k", 1)
+                [(db_id, _)] = bob.list_dbs()
+                for _ in range(count):
+                    # Each a device of its own, refusing a database nobody there asked for.
+                    with mnemo.Instance.open("memory:") as other:
+                        other.enable_sync()
+                        with other.sync as theirs, pytest.raises(mnemo.PermissionDenied):
+                            sync.sync_db(bob, theirs.listen(), db_id)
+
+    failing_rounds(1)
+    before = entries()
+    failing_rounds(3)
+    assert entries() == before
 
 
 def test_a_database_the_peer_asked_for_is_shared_by_push(pair: Pair) -> None:
