@@ -69,8 +69,15 @@ impl Handle for mnemo_backend {
 ///   A write waits for those ahead of it at most lock_timeout (SQLite: 10 s for the
 ///   database's, 10 s for the file's writer; "memory:": as long as they take), then fails
 ///   with MNEMO_STATUS_BUSY (nothing written): however many wait behind a storage that
-///   stops answering or a lock another process keeps, each fails within bounds of its
-///   own, not once more for each write ahead of it.
+///   stops answering or a lock another process keeps, none waits once more for each write
+///   ahead of it. Each wait has its own bound, and one call may meet several in turn: on
+///   PostgreSQL, a pooled connection, the database's earlier writes, then its lock in the
+///   server (so with lock_timeout=1000, up to about 3 s before MNEMO_STATUS_BUSY); on
+///   SQLite, the database's earlier writes, the file's writer, then another process's lock
+///   on the file (up to about 30 s). With a small lock_timeout, threads writing hard under
+///   load may see MNEMO_STATUS_BUSY now and then (measured: 36 threads in 3 processes
+///   writing 32 databases, lock_timeout=1000, max_connections=4, the CPUs busy: 0.36% of
+///   writes, most of them waiting for a connection); the default of 30 s leaves room.
 /// - PostgreSQL "idle_timeout=MS" (1 to 3600000; default 60000): connections beyond one
 ///   that stay idle that long are closed, by a thread of the backend's own (running only
 ///   while it holds more than one connection), so a quiet instance holds one.

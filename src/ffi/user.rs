@@ -143,7 +143,9 @@ pub unsafe extern "C" fn mnemo_user_list_dbs(
 /// opens through `mnemo_user_find_db`, and what this user tracks of it with sync stops (and
 /// no longer resumes at login). When no user of the instance keeps it any more, its storage
 /// is reclaimed: every row of it is deleted (SQLite zeroes them and rewrites the file, so no
-/// copy stays in it: this takes time in proportion to the file's size; if the rewrite, or
+/// copy stays in it: this takes time in proportion to the file's size, and this process's
+/// writes to the file wait for it at most 10 s, then fail with MNEMO_STATUS_BUSY; if the
+/// rewrite, or
 /// the checkpoint of the WAL after it, is kept out (another process's lock on the file past
 /// 1 s, or for the checkpoint its read snapshot; a full disk; a crash), the forget still
 /// succeeds, the bytes stay meanwhile, and the next forget or open of the file finishes it,
