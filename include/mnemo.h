@@ -297,7 +297,8 @@ extern "C" {
  *   the lock: inside a write's transaction on any server; while a change holds the
  *   database for its further tries, on PostgreSQL 14 or later (an older server keeps
  *   that lock until the process goes on or its connection dies). mnemo sets these limits
- *   on its own connections, over the role's or the database's:
+ *   on its own connections, over the role's or the database's: jit off (its statements
+ *   are short: compiling them took about 100 ms at their first run on each connection),
  *   idle_in_transaction_session_timeout always, idle_session_timeout only while a
  *   connection holds a database's lock (otherwise the role's or database's setting ends
  *   idle pooled connections, which are then made again). Writes waiting behind the

@@ -1,12 +1,26 @@
-//! Connections the server ends: one of mnemo's stopped inside a transaction (a paused or
-//! frozen process) is ended by the server, which frees the locks it held; a read the server
-//! cuts off is run again on another connection. Needs the test server
-//! (`MNEMO_TEST_POSTGRES_URL`, which the test command sets); skipped otherwise.
+//! Connections: what mnemo sets on its own; those the server ends: one of mnemo's stopped
+//! inside a transaction (a paused or frozen process) is ended by the server, which frees
+//! the locks it held; a read the server cuts off is run again on another connection. Needs
+//! the test server (`MNEMO_TEST_POSTGRES_URL`, which the test command sets); skipped
+//! otherwise.
 
 use std::time::{Duration, Instant};
 
 use super::driver::Statements;
 use super::*;
+
+/// mnemo's connections compile no statement (JIT): the server compiled a database's
+/// settings query and a commit's at their first run on each connection, about 100 ms each.
+#[test]
+fn connections_compile_no_statement() {
+    let Ok(server) = std::env::var("MNEMO_TEST_POSTGRES_URL") else {
+        eprintln!("postgres: skipped (set MNEMO_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let mut client = open_client(&PostgresUrl::parse(&server).unwrap()).unwrap();
+    let jit: String = client.query_one("SHOW jit", &[]).unwrap().col(0).unwrap();
+    assert_eq!(jit, "off");
+}
 
 #[test]
 fn a_transaction_left_idle_frees_its_locks_after_the_lock_wait() {
