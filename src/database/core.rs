@@ -23,8 +23,10 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops, MAX_PARENTS};
 use crate::error::{quoted, Error, Result};
 
 mod held;
+mod stored_metas;
 mod write_lock;
 
+use stored_metas::StoredMetas;
 use write_lock::{WriteGuard, WriteLock};
 
 /// The most operations a commit plans and signs inside its write turn, holding the
@@ -229,6 +231,8 @@ pub struct DatabaseCore {
     heard: Mutex<Option<Heard>>,
     /// The instance's poll of other processes' entries.
     others: Arc<OtherProcesses>,
+    /// Entries' metadata read back lately (see [`DatabaseCore::stored_meta`]).
+    stored_metas: StoredMetas,
 }
 
 /// This thread on its way to a write turn, announced (see [`Backend::announce_write`])
@@ -298,6 +302,7 @@ impl DatabaseCore {
             known: Mutex::new(None),
             heard: Mutex::new(None),
             others,
+            stored_metas: StoredMetas::default(),
         }
     }
 
@@ -511,6 +516,20 @@ impl DatabaseCore {
             .unwrap_or_else(|p| p.into_inner()) = None;
         self.settings.clear();
         self.settings_generation.fetch_add(1, Ordering::AcqRel);
+        self.stored_metas.clear();
+    }
+
+    /// The metadata of stored entry `id`, if it is stored: kept in memory once read, so that
+    /// the children of an entry holding a large value do not each read all of it again.
+    pub(super) fn stored_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
+        if let Some(meta) = self.stored_metas.get(id) {
+            return Ok(Some(meta));
+        }
+        let found = self.backend.entry_meta(id)?;
+        if let Some(meta) = &found {
+            self.stored_metas.keep(*id, meta);
+        }
+        Ok(found)
     }
 
     fn waiting(&self) -> MutexGuard<'_, Waiting> {
@@ -582,11 +601,7 @@ impl DatabaseCore {
     pub fn knows(&self, id: &EntryId) -> Result<bool> {
         // Only entries of this database: asked by a reader of this one over sync, another
         // database's entries are none of its business.
-        if self
-            .backend
-            .entry_meta(id)?
-            .is_some_and(|m| m.db == self.id)
-        {
+        if self.stored_meta(id)?.is_some_and(|m| m.db == self.id) {
             return Ok(true);
         }
         // A held entry was refused: a peer is to send it again.
@@ -764,8 +779,7 @@ impl DatabaseCore {
             .iter()
             .map(|p| {
                 let meta = self
-                    .backend
-                    .entry_meta(p)?
+                    .stored_meta(p)?
                     .ok_or_else(|| Error::Corrupt(format!("parent {p} is not stored")))?;
                 self.own_parent(*p, meta)
             })
@@ -1214,7 +1228,7 @@ impl DatabaseCore {
     fn missing_parents(&self, parents: &[EntryId]) -> Result<Vec<EntryId>> {
         let mut missing = Vec::new();
         for p in parents {
-            if self.backend.entry_meta(p)?.is_none() {
+            if self.stored_meta(p)?.is_none() {
                 missing.push(*p);
             }
         }

@@ -266,6 +266,8 @@ pub struct Instrumented {
     inner: Arc<dyn Backend>,
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
+    /// Calls of `entry_meta`.
+    pub entry_meta_reads: AtomicUsize,
     /// Calls of `last_position` and `last_positions`.
     pub position_reads: AtomicUsize,
     /// Calls of `tips` and `tip_metas`.
@@ -375,6 +377,7 @@ impl Instrumented {
         Arc::new(Instrumented {
             inner,
             entry_reads: AtomicUsize::new(0),
+            entry_meta_reads: AtomicUsize::new(0),
             position_reads: AtomicUsize::new(0),
             tip_reads: AtomicUsize::new(0),
             cell_reads: AtomicUsize::new(0),
@@ -654,6 +657,7 @@ impl Backend for Instrumented {
         self.read(|| self.inner.get_entry(id))
     }
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
+        self.entry_meta_reads.fetch_add(1, Ordering::Relaxed);
         self.gathering.arrive();
         self.read(|| self.inner.entry_meta(id))
     }

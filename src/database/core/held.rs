@@ -49,7 +49,7 @@ impl Lookups {
         if self.found.len() >= MAX_LOOKUPS {
             return Ok(None);
         }
-        let found = core.backend.entry_meta(id)?;
+        let found = core.stored_meta(id)?;
         self.found.insert(*id, found.clone());
         Ok(Some(found))
     }
