@@ -263,11 +263,12 @@ extern "C" {
  *   database's, 10 s for the file's writer; "memory:": as long as they take), then fails
  *   with MNEMO_STATUS_BUSY (nothing written): however many wait behind a storage that
  *   stops answering or a lock another process keeps, none waits once more for each write
- *   ahead of it. Each wait has its own bound, and one call may meet several in turn: on
- *   PostgreSQL, a pooled connection, the database's earlier writes, then its lock in the
- *   server (so with lock_timeout=1000, up to about 3 s before MNEMO_STATUS_BUSY); on
- *   SQLite, the database's earlier writes, the file's writer, then another process's lock
- *   on the file (up to about 30 s). With a small lock_timeout, threads writing hard under
+ *   ahead of it. Each wait has its own bound, and one call may meet several in turn, so
+ *   they add up: on PostgreSQL, pooled connections (a write takes one for its reads, then
+ *   for its turn), the database's earlier writes, then its lock in the server (measured
+ *   with lock_timeout=1000: up to 3.4 s before MNEMO_STATUS_BUSY); on SQLite, the
+ *   database's earlier writes, the file's writer, then another process's lock on the
+ *   file (measured: up to 20 s). With a small lock_timeout, threads writing hard under
  *   load may see MNEMO_STATUS_BUSY now and then (measured: 36 threads in 3 processes
  *   writing 32 databases, lock_timeout=1000, max_connections=4, the CPUs busy: 0.36% of
  *   writes, most of them waiting for a connection); the default of 30 s leaves room.
@@ -1146,8 +1147,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_db(struct mnemo_sync *sync, struct mnemo_
  * heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
  * pull every second as a fallback), and retries while rounds fail (the peer unreachable
  * or refusing), waiting twice as long after each failure, from 100 ms up to 5 s (and
- * sooner after a local commit); the watch backs off alike, from 0.5 s to 60 s. Rounds, and the watches that hear the peer's commits, come at most every
- * 250 ms: commits made faster share one, so a track of a database written steadily sends
+ * sooner after a local commit); the watch backs off alike, from 0.5 s to 60 s. Rounds,
+ * and the watches that hear the peer's commits, come at most every 250 ms: commits made
+ * faster share one, so a track of a database written steadily sends
  * a few dozen signed requests a second at most (a peer refuses a key that sends more than
  * about 54 a second, over all its tracks and rounds, with MNEMO_STATUS_BUSY).
  * Subscriptions on the database see remote changes (remote = true). Tracking is recorded

@@ -290,6 +290,10 @@ pub trait Backend: Send + Sync {
     fn shared_with_other_processes(&self) -> bool {
         false
     }
+    /// Whether an entry is stored, without reading it. The default reads its metadata.
+    fn has_entry(&self, id: &EntryId) -> Result<bool> {
+        Ok(self.entry_meta(id)?.is_some())
+    }
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;
     /// The metadata of an entry, if present.

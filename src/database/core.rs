@@ -560,8 +560,12 @@ impl DatabaseCore {
             self.forgotten.store(false, Ordering::Release);
             return removed;
         }
-        self.backend
-            .meta_delete(&undo_pending_record(&self.id), None)?;
+        // The database is forgotten whatever comes of this: a record left behind (the
+        // storage busy just then) only makes a copy stored again later work its state out
+        // once more. Failing here would tell the caller the forget failed.
+        let _ = self
+            .backend
+            .meta_delete(&undo_pending_record(&self.id), None);
         Ok(true)
     }
 
@@ -604,9 +608,21 @@ impl DatabaseCore {
         if self.stored_meta(id)?.is_some_and(|m| m.db == self.id) {
             return Ok(true);
         }
-        // A held entry was refused: a peer is to send it again.
-        let waiting = self.waiting();
-        Ok(waiting.contains(id) && !waiting.is_held(id))
+        // A held entry was refused, and one whose parents have all come was not taken in
+        // (its release was kept out, the database busy): a peer is to send it again.
+        self.waits_for_parents(id)
+    }
+
+    /// Whether entry `id` waits for parents not stored yet (not held for want of room).
+    fn waits_for_parents(&self, id: &EntryId) -> Result<bool> {
+        let parents = {
+            let waiting = self.waiting();
+            match waiting.parents(id) {
+                Some(parents) if !waiting.is_held(id) => parents.to_vec(),
+                _ => return Ok(false),
+            }
+        };
+        Ok(!self.missing_parents(&parents)?.is_empty())
     }
 
     /// True once the root entry is stored.
@@ -1140,13 +1156,14 @@ impl DatabaseCore {
                 });
             }
             if self.waiting().contains(&id) {
-                if !self.waiting().is_held(&id) {
+                if self.waits_for_parents(&id)? {
                     return Ok(Received {
                         pending: true,
                         ..Received::default()
                     });
                 }
-                // Held for want of room: tried again, the tips may have been merged since.
+                // Held for want of room (the tips may have been merged since), or its parents
+                // came and its release was kept out: tried again.
                 self.waiting().remove(&id);
             }
             let missing = self.missing_parents(&entry.content().parents)?;
@@ -1228,7 +1245,9 @@ impl DatabaseCore {
     fn missing_parents(&self, parents: &[EntryId]) -> Result<Vec<EntryId>> {
         let mut missing = Vec::new();
         for p in parents {
-            if self.stored_meta(p)?.is_none() {
+            // Asked of storage (not of what memory keeps): another process may have
+            // forgotten the database since.
+            if !self.backend.has_entry(p)? {
                 missing.push(*p);
             }
         }

@@ -70,11 +70,12 @@ impl Handle for mnemo_backend {
 ///   database's, 10 s for the file's writer; "memory:": as long as they take), then fails
 ///   with MNEMO_STATUS_BUSY (nothing written): however many wait behind a storage that
 ///   stops answering or a lock another process keeps, none waits once more for each write
-///   ahead of it. Each wait has its own bound, and one call may meet several in turn: on
-///   PostgreSQL, a pooled connection, the database's earlier writes, then its lock in the
-///   server (so with lock_timeout=1000, up to about 3 s before MNEMO_STATUS_BUSY); on
-///   SQLite, the database's earlier writes, the file's writer, then another process's lock
-///   on the file (up to about 30 s). With a small lock_timeout, threads writing hard under
+///   ahead of it. Each wait has its own bound, and one call may meet several in turn, so
+///   they add up: on PostgreSQL, pooled connections (a write takes one for its reads, then
+///   for its turn), the database's earlier writes, then its lock in the server (measured
+///   with lock_timeout=1000: up to 3.4 s before MNEMO_STATUS_BUSY); on SQLite, the
+///   database's earlier writes, the file's writer, then another process's lock on the
+///   file (measured: up to 20 s). With a small lock_timeout, threads writing hard under
 ///   load may see MNEMO_STATUS_BUSY now and then (measured: 36 threads in 3 processes
 ///   writing 32 databases, lock_timeout=1000, max_connections=4, the CPUs busy: 0.36% of
 ///   writes, most of them waiting for a connection); the default of 30 s leaves room.

@@ -185,8 +185,9 @@ pub unsafe extern "C" fn mnemo_sync_db(
 /// heard as `mnemo_db_subscribe` hears it), a pull soon after every commit of the peer's (a
 /// pull every second as a fallback), and retries while rounds fail (the peer unreachable
 /// or refusing), waiting twice as long after each failure, from 100 ms up to 5 s (and
-/// sooner after a local commit); the watch backs off alike, from 0.5 s to 60 s. Rounds, and the watches that hear the peer's commits, come at most every
-/// 250 ms: commits made faster share one, so a track of a database written steadily sends
+/// sooner after a local commit); the watch backs off alike, from 0.5 s to 60 s. Rounds,
+/// and the watches that hear the peer's commits, come at most every 250 ms: commits made
+/// faster share one, so a track of a database written steadily sends
 /// a few dozen signed requests a second at most (a peer refuses a key that sends more than
 /// about 54 a second, over all its tracks and rounds, with MNEMO_STATUS_BUSY).
 /// Subscriptions on the database see remote changes (remote = true). Tracking is recorded

@@ -67,8 +67,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// The most peer devices whose cursors `_sync` keeps (a record of about 300 bytes each, and
 /// a cursor per database and direction): rounds with further devices start from the
 /// beginning each time, slower, never wrong. Honest devices are few; a server presenting a
-/// new device key at each connection is not.
-const MAX_PEERS_WITH_CURSORS: usize = 1024;
+/// new device key at each connection is not. (Records earlier builds made of every device
+/// met count too.)
+const MAX_PEERS_WITH_CURSORS: usize = 16_384;
 
 /// The instance's sync engine. Thread-safe; shared by `Arc`.
 pub struct SyncEngine {
@@ -330,22 +331,39 @@ impl SyncEngine {
         direction: state::Direction,
         position: u64,
     ) -> Result<()> {
-        let mut recorded = self
-            .recorded_peers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let recorded = match recorded.as_mut() {
-            Some(recorded) => recorded,
-            None => recorded.insert(self.state.peers()?.into_iter().collect()),
-        };
-        if !recorded.contains(peer) {
-            if recorded.len() >= MAX_PEERS_WITH_CURSORS {
-                return Ok(());
-            }
-            self.state.peer_seen(peer)?;
-            recorded.insert(*peer);
+        if self.peer_recorded(peer)? {
+            self.state.save_cursor(peer, db, direction, position)?;
         }
-        self.state.save_cursor(peer, db, direction, position)
+        Ok(())
+    }
+
+    /// Whether `peer` is recorded in `_sync`, recording it unless the records are full.
+    /// (The set is read once; its lock is not held while a record is written, so that
+    /// rounds with known devices do not wait for it.)
+    fn peer_recorded(&self, peer: &PublicKey) -> Result<bool> {
+        let recorded = || {
+            self.recorded_peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        {
+            let mut recorded = recorded();
+            let known = match recorded.as_mut() {
+                Some(known) => known,
+                None => recorded.insert(self.state.peers()?.into_iter().collect()),
+            };
+            if known.contains(peer) {
+                return Ok(true);
+            }
+            if known.len() >= MAX_PEERS_WITH_CURSORS {
+                return Ok(false);
+            }
+        }
+        self.state.peer_seen(peer)?;
+        if let Some(known) = recorded().as_mut() {
+            known.insert(*peer);
+        }
+        Ok(true)
     }
 
     /// One round with the peer at `addr` for database `db`, as `requester`: pull what the

@@ -805,3 +805,32 @@ fn a_lowered_poll_interval_applies_at_once() {
     let got = heard.recv_timeout(std::time::Duration::from_secs(10));
     assert_eq!(got.ok().map(|c| c.entry), Some(theirs));
 }
+
+/// A child waiting here for a parent that another process stored (nothing here released
+/// it) is taken in when a peer sends it again: before, it answered "pending" (and was
+/// "known", so a peer did not send it again) until it expired, 10 minutes on. The same
+/// when this process stored the parent but the release was kept out (a busy database).
+#[test]
+fn a_child_whose_parent_another_process_stored_is_taken_in_when_sent_again() {
+    let two = TwoProcesses::new();
+    let writer = PrivateKey::generate().unwrap();
+    two.mine
+        .grant(&writer.public_key(), Permission::Write)
+        .unwrap();
+    let parent = crate::foreign::on_tips(&two.mine, &writer, crate::foreign::ops("s", "p", "1"));
+    let child = EntryContent {
+        db: Some(two.mine.id()),
+        parents: vec![parent.id()],
+        height: parent.content().height + 1,
+        ops: crate::foreign::ops("s", "c", "2"),
+        author: writer.public_key(),
+    }
+    .sign(&writer)
+    .unwrap();
+    assert!(two.mine.receive(child.bytes()).unwrap().pending);
+    two.theirs.receive(parent.bytes()).unwrap();
+    let again = two.mine.receive(child.bytes()).unwrap();
+    assert_eq!(again.applied, vec![child.id()]);
+    assert_eq!(two.mine.get("s", "c").unwrap(), "2");
+    two.mine.verify().unwrap();
+}

@@ -382,7 +382,9 @@ fn forgetting_a_database_stopped_at_any_write_can_be_repeated() {
             assert!(storage.tips(&id).unwrap().is_empty(), "{what}");
             done
         });
-        assert!(stopped >= 2, "too few writes to stop at ({stopped})");
+        // The rows' removal can be stopped; the removal of a revocation's undo record after
+        // it fails nothing (the database is forgotten by then).
+        assert!(stopped >= 1, "too few writes to stop at ({stopped})");
     }
 }
 

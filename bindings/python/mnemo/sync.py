@@ -119,9 +119,9 @@ class Sync(HandleOwner):
         (then :meth:`mnemo.User.load_db` opens it), then a push soon after every local
         commit (or one another process stores in the same storage), a pull soon after every
         commit of the peer's (every second as a fallback), and retries while rounds fail,
-        waiting twice as long after each failure, from 100 ms up to 5 s. Rounds and watches come at most every 250 ms (commits made
-        faster share one). Subscriptions on the database then see remote changes
-        (``remote`` True).
+        waiting twice as long after each failure, from 100 ms up to 5 s. Rounds and
+        watches come at most every 250 ms (commits made faster share one). Subscriptions
+        on the database then see remote changes (``remote`` True).
 
         Tracking is recorded: after a restart it resumes by itself when the user logs in
         with sync enabled (or sync is enabled while the user is logged in), accepting only

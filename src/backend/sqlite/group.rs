@@ -53,6 +53,10 @@ pub const MAX_GROUP: usize = 64;
 /// within a few milliseconds.
 pub const SETTLE_AFTER: Duration = Duration::from_millis(100);
 
+/// How long a thread waits for the writer when it need not have it (ending an
+/// announcement), or before looking again whether it still needs it (settling a group).
+const GLANCE: Duration = Duration::from_millis(5);
+
 thread_local! {
     /// The address of the [`GroupWriter`] whose turn this thread holds (0: none). Only
     /// compared, never dereferenced.
@@ -252,28 +256,26 @@ impl GroupWriter {
     /// The writer, once no other thread holds it or its turn: waits at most the lock wait
     /// ([`BUSY_TIMEOUT`]), then [`Error::Busy`].
     fn lock(&self) -> Result<Locked<'_>> {
-        let within = Duration::from_millis(self.lock_wait_ms.load(Ordering::Relaxed));
-        self.lock_within(Some(within))
+        self.lock_within(Duration::from_millis(
+            self.lock_wait_ms.load(Ordering::Relaxed),
+        ))
     }
 
-    /// The writer, waited for at most `within` (`None`: as long as it takes).
-    fn lock_within(&self, within: Option<Duration>) -> Result<Locked<'_>> {
-        let deadline = within.and_then(|w| Instant::now().checked_add(w));
+    /// The writer, waited for at most `within`.
+    fn lock_within(&self, within: Duration) -> Result<Locked<'_>> {
+        let deadline = Instant::now() + within;
         let kept = || {
-            let waited = within.unwrap_or_default().as_millis();
             Error::Busy(format!(
                 "sqlite: this process's other writes to the file kept its writer for more \
-                 than {waited} ms (waiting for another process's lock, or a long change); retry"
+                 than {} ms (waiting for another process's lock, or a long change); retry",
+                within.as_millis()
             ))
         };
         loop {
             if !self.in_turn() && !self.wait_for_no_turn(deadline) {
                 return Err(kept());
             }
-            let writer = match deadline {
-                None => self.writer.lock(),
-                Some(deadline) => self.writer.try_lock_until(deadline).ok_or_else(kept)?,
-            };
+            let writer = self.writer.try_lock_until(deadline).ok_or_else(kept)?;
             // Another thread may have begun a turn since: then wait for it too.
             if self.in_turn() || !*self.turn_held() {
                 if self.broken.load(Ordering::Acquire) {
@@ -287,18 +289,11 @@ impl GroupWriter {
         }
     }
 
-    /// Waits until no thread holds a turn, until `deadline` at most (`None`: as long as it
-    /// takes); false if one still does then.
-    fn wait_for_no_turn(&self, deadline: Option<Instant>) -> bool {
+    /// Waits until no thread holds a turn, until `deadline` at most; false if one still
+    /// does then.
+    fn wait_for_no_turn(&self, deadline: Instant) -> bool {
         let mut turn = self.turn_held();
         while *turn {
-            let Some(deadline) = deadline else {
-                turn = self
-                    .turn_ended
-                    .wait(turn)
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
-            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -329,12 +324,12 @@ impl GroupWriter {
     }
 
     /// Ends an announcement without a turn. Were this the last thread a group was left open
-    /// for, the group is committed now, unless another thread holds the writer (which then
-    /// commits it, or its members do after [`SETTLE_AFTER`]): this thread does not wait.
+    /// for, the group is committed now, unless another thread keeps the writer past
+    /// [`GLANCE`] (which then commits it, or its members do after [`SETTLE_AFTER`]).
     pub fn withdraw(&self) {
         self.announced.fetch_sub(1, Ordering::AcqRel);
         if self.company_for_turns() == 0 {
-            if let Ok(mut writer) = self.lock_within(Some(Duration::ZERO)) {
+            if let Ok(mut writer) = self.lock_within(GLANCE) {
                 if writer.open.is_some() && self.company_for_turns() == 0 {
                     let _ = writer.commit_group(); // its members get the outcome
                 }
@@ -521,12 +516,20 @@ impl GroupWriter {
     }
 
     /// Commits `outcome`'s group now unless it has ended; returns how it ended. Waits for
-    /// the writer as long as it takes: the caller's rows are in the group.
+    /// the writer as long as it takes (the caller's rows are in the group), looking every
+    /// [`GLANCE`] whether whoever holds it ended the group meanwhile (a change that commits
+    /// the group, then rewrites the file, holds it for long).
     fn settle(&self, outcome: &Arc<Outcome>) -> Result<()> {
-        if let Some(ended) = outcome.ended() {
-            return ended;
-        }
-        let mut writer = self.lock_within(None)?;
+        let mut writer = loop {
+            if let Some(ended) = outcome.ended() {
+                return ended;
+            }
+            match self.lock_within(GLANCE) {
+                Ok(writer) => break writer,
+                Err(Error::Busy(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        };
         let still_open = writer
             .open
             .as_ref()

@@ -708,6 +708,14 @@ impl Backend for SqliteBackend {
         Ok(self.entry_row(id)?.map(|(meta, _)| meta))
     }
 
+    /// Whether the row is there (its check is not made: that needs its bytes).
+    fn has_entry(&self, id: &EntryId) -> Result<bool> {
+        self.reader()?
+            .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
+            .and_then(|mut s| s.exists([id.as_bytes()]))
+            .map_err(sql_error)
+    }
+
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
         let conn = self.reader()?;
         Ok(newest_log_row(&conn, db)?
