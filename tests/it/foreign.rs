@@ -675,7 +675,7 @@ fn a_database_takes_at_most_as_many_tips_as_an_entry_has_parents() {
 }
 
 /// An entry on `parents` (of heights up to `below`), signed by `key`.
-fn on_parents(
+pub(crate) fn on_parents(
     db: &Database,
     mut parents: Vec<EntryId>,
     below: u64,
@@ -929,17 +929,16 @@ fn the_children_of_an_entry_do_not_each_read_it_again() {
     db.grant(&writer.public_key(), Permission::Write).unwrap();
     let parent = on_tips(&db, &writer, ops("big", "k", "\"a large value\""));
     db.receive(parent.bytes()).unwrap();
+    let height = parent.content().height;
     let children: Vec<Entry> = (0..20)
         .map(|n| {
-            EntryContent {
-                db: Some(db.id()),
-                parents: vec![parent.id()],
-                height: parent.content().height + 1,
-                ops: ops("s", &format!("k{n}"), "1"),
-                author: writer.public_key(),
-            }
-            .sign(&writer)
-            .unwrap()
+            on_parents(
+                &db,
+                vec![parent.id()],
+                height,
+                &writer,
+                ops("s", &format!("k{n}"), "1"),
+            )
         })
         .collect();
     let before = watched

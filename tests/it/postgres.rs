@@ -583,15 +583,22 @@ fn a_servers_error_text_is_escaped() {
 /// A process that holds a database's lock and stalls makes another process's commit fail
 /// with Busy after the lock timeout (`lock_timeout` in the URL, 30 s by default), never
 /// wait for ever.
+/// The test server's fresh database (kept while the first value lives) opened with
+/// `lock_timeout=300`, the writer's instance, session and database holding key `k` set to
+/// 1, and another connection to hold that database's lock with; `None` without the server.
+fn with_a_short_lock_wait() -> Option<(Storage, (Instance, User, Database), postgres::Client)> {
+    let storage = postgres_storage()?;
+    let opened = open_user(&format!("{}?lock_timeout=300", storage.url().unwrap()));
+    opened.2.set("s", "k", "1").unwrap();
+    let other = admin(&storage.url().unwrap());
+    Some((storage, opened, other))
+}
+
 #[test]
 fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, (_inst, _user, db), mut stalled)) = with_a_short_lock_wait() else {
         return;
     };
-    let url = format!("{}?lock_timeout=300", storage.url().unwrap());
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
-    let mut stalled = admin(&storage.url().unwrap());
     let lock = hold_lock(&mut stalled, &db);
     let started = Instant::now();
     assert!(matches!(db.set("s", "k", "2"), Err(Error::Busy(_))));
@@ -606,13 +613,9 @@ fn a_commit_waiting_for_a_stalled_postgres_lock_gives_up_busy() {
 /// the k-th waited k times `lock_timeout` (3 s for the tenth here).
 #[test]
 fn writes_queued_behind_a_stalled_one_each_give_up_within_their_bound() {
-    let Some(storage) = postgres_storage() else {
+    let Some((_storage, (_inst, _user, db), mut stalled)) = with_a_short_lock_wait() else {
         return;
     };
-    let url = format!("{}?lock_timeout=300", storage.url().unwrap());
-    let (_inst, _user, db) = open_user(&url);
-    db.set("s", "k", "1").unwrap();
-    let mut stalled = admin(&storage.url().unwrap());
     let lock = hold_lock(&mut stalled, &db);
     let started = Instant::now();
     let waited: Vec<_> = std::thread::scope(|scope| {

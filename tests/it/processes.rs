@@ -818,15 +818,13 @@ fn a_child_whose_parent_another_process_stored_is_taken_in_when_sent_again() {
         .grant(&writer.public_key(), Permission::Write)
         .unwrap();
     let parent = crate::foreign::on_tips(&two.mine, &writer, crate::foreign::ops("s", "p", "1"));
-    let child = EntryContent {
-        db: Some(two.mine.id()),
-        parents: vec![parent.id()],
-        height: parent.content().height + 1,
-        ops: crate::foreign::ops("s", "c", "2"),
-        author: writer.public_key(),
-    }
-    .sign(&writer)
-    .unwrap();
+    let child = crate::foreign::on_parents(
+        &two.mine,
+        vec![parent.id()],
+        parent.content().height,
+        &writer,
+        crate::foreign::ops("s", "c", "2"),
+    );
     assert!(two.mine.receive(child.bytes()).unwrap().pending);
     two.theirs.receive(parent.bytes()).unwrap();
     let again = two.mine.receive(child.bytes()).unwrap();
