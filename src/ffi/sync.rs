@@ -157,8 +157,9 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// permission on the peer's copy, the peer refused some of our entries, or the peer does not
 /// hold the database and nobody there asked for it), MNEMO_STATUS_NOT_FOUND (neither
 /// side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
-/// entries that failed verification, or pages that do not advance; the valid entries were
-/// applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
+/// entries that failed verification (past 1,024 the round stops), pages that make no
+/// progress, or, pulling the database for the first time, no root entry; the valid entries
+/// were applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
 /// MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
 /// storage failed; or this instance's room for entries waiting for their parents is at a
 /// limit, or the database here is at its 1,024 tips, which a writer's commit merges (or

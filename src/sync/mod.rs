@@ -16,6 +16,7 @@ mod address;
 pub mod handlers;
 mod limits;
 mod net;
+mod progress;
 mod replay;
 mod requests;
 mod round;

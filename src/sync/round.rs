@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::Scope;
 
 use super::net::client::PeerConnection;
+use super::progress::Progress;
 use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
@@ -129,10 +130,18 @@ impl SyncEngine {
         // A peer without the database has nothing to pull (and may take it by push).
         if !theirs.is_empty() {
             talk.pull(&mut report)?;
+            if !talk.registry.exists(db)? {
+                // Entries of it wait for their parents, but without its root there is no
+                // database here to load.
+                return Err(Error::Corrupt(format!(
+                    "{addr}: the peer lists database {db} but did not send its root entry{}",
+                    report
+                        .first_rejected
+                        .map_or(String::new(), |first| format!(" (rejected: {first})"))
+                )));
+            }
         }
-        if talk.registry.exists(db)? {
-            talk.push(&mut report)?;
-        }
+        talk.push(&mut report)?;
         Ok(report)
     }
 }
@@ -214,8 +223,9 @@ impl Exchange<'_> {
     }
 
     /// Takes every entry the peer lists after the pull cursor that this instance lacks.
-    /// Every page must advance the cursor, and every reply to `get` must bring some of the
-    /// entries asked for: a peer that claims more without giving it ends the round. Each
+    /// Every page must make progress ([`Progress`]), and every reply to `get` must bring
+    /// some of the entries asked for: a peer that claims more without giving it ends the
+    /// round. Each
     /// reply's entries are checked on other threads while an earlier reply's are stored
     /// here ([`Checking`]): besides the reply being received, at most
     /// [`REPLIES_CHECKED_AHEAD`] + 1 are held (being checked, or being stored). What was
@@ -249,26 +259,24 @@ impl Exchange<'_> {
         let db = self.db;
         let core = self.registry.core(db);
         let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
+        let backend = self.registry.backend().clone();
+        let mut progress = Progress::new(&*backend, db, self.addr)?;
         loop {
             if self.holding_back() {
                 return Ok(()); // the next round starts again from the saved cursor
             }
+            progress.check_rejected(report.rejected, report.first_rejected.as_deref())?;
             let page = IdsPage::decode(&self.ask(Request::Ids {
                 after: cursor,
                 limit: wire::MAX_IDS as u32,
             })?)?;
-            if page.next < cursor || (page.more && (page.ids.is_empty() || page.next == cursor)) {
-                return Err(Error::Corrupt(format!(
-                    "{}: the peer's page of ids does not advance (at {cursor}, next {})",
-                    self.addr, page.next
-                )));
-            }
             let mut missing: Vec<EntryId> = Vec::new();
             for id in &page.ids {
                 if !core.knows(id)? {
                     missing.push(*id);
                 }
             }
+            progress.check_page(cursor, &page, missing.len())?;
             while !missing.is_empty() {
                 let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
                 // Only what was asked for is decoded (signatures checked on several cores),

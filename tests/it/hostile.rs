@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mnemo::backend::{Backend, MemoryBackend};
-use mnemo::crypto::PrivateKey;
+use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, IdsPage, Request};
@@ -398,34 +398,53 @@ fn an_access_request_answered_with_another_id_is_refused() {
     assert_eq!(ask(own.clone()).unwrap(), own);
 }
 
-/// A tracked peer that keeps a round going (each page slow, a step further, listing only
-/// what the client holds) cannot hold `untrack` until the round's deadline: the round asks
-/// nothing more once its tracking ends. (Before, untrack waited for the round: 10 minutes.)
+/// A tracked peer that keeps a round going (each page slow, listing one more entry) cannot
+/// hold `untrack` until the round's deadline: the round asks nothing more once its tracking
+/// ends. (Before, untrack waited for the round: 10 minutes.)
 #[test]
 fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     let (b, bob) = logged_in("bob");
-    let db = bob.create_db("mine").unwrap();
-    let held = db.id();
+    let keys = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 100);
+    let db = chain[0].id();
     let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let served = pages.clone();
+    let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
+    let tip = *ids.last().unwrap();
     let addr = fake_peer(move |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        // The first pull (track's own) gets the root at once; later ones an entry every
+        // half second.
+        Request::Ids { after: 0, .. } => Some(
+            IdsPage {
+                ids: vec![db],
+                next: 1,
+                more: false,
+            }
+            .encode(),
+        ),
         Request::Ids { after, .. } => {
             thread::sleep(Duration::from_millis(500));
             served.fetch_add(1, Ordering::SeqCst);
+            let at = (*after as usize).min(ids.len() - 1);
             Some(
                 IdsPage {
-                    ids: vec![held],
+                    ids: vec![ids[at]],
                     next: after + 1,
-                    more: true,
+                    more: at + 1 < ids.len(),
                 }
                 .encode(),
             )
         }
+        Request::Get(asked) => Some(entries_asked(&chain, asked)),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
         _ => None, // the watch: never answered
     });
     let sync = b.enable_sync().unwrap();
-    sync.track(&bob, &addr, &db.id()).unwrap();
+    sync.track(&bob, &addr, &db).unwrap();
     let started = Instant::now();
     while pages.load(Ordering::SeqCst) < 2 {
         assert!(
@@ -435,11 +454,158 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
         thread::sleep(Duration::from_millis(50));
     }
     let untracking = Instant::now();
-    sync.untrack(&bob, &addr, &db.id()).unwrap();
+    sync.untrack(&bob, &addr, &db).unwrap();
     assert!(
         untracking.elapsed() < Duration::from_secs(10),
         "untrack took {:?}",
         untracking.elapsed()
+    );
+}
+
+/// The encoded reply to `get`: those of `entries` asked for, in the order asked.
+fn entries_asked(entries: &[mnemo::entry::Entry], asked: &[EntryId]) -> Vec<u8> {
+    let by_id: BTreeMap<EntryId, &[u8]> = entries.iter().map(|e| (e.id(), e.bytes())).collect();
+    let reply: Vec<Vec<u8>> = asked
+        .iter()
+        .filter_map(|id| by_id.get(id).map(|b| b.to_vec()))
+        .collect();
+    wire::encode_entries(&reply)
+}
+
+/// Sync limits whose round ends after 20 s (the default is 10 minutes), so that a test of
+/// a round kept going fails in good time.
+fn short_rounds() -> Limits {
+    Limits {
+        round_deadline: Duration::from_secs(20),
+        ..Limits::default()
+    }
+}
+
+/// A peer listing, page after page, only entries the client holds cannot keep a round
+/// going: a page saying more follow must bring something new or be full, and the held
+/// entries listed cannot add up to more than are held. (Before, both went on until the
+/// round's deadline, 10 minutes: two thousand signed requests a second, or a full read of
+/// the database per page.)
+#[test]
+fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
+    let (b, bob) = logged_in("bob");
+    let db = bob.create_db("mine").unwrap();
+    let held = db.id();
+    let sync = b.enable_sync().unwrap();
+    sync.set_limits(short_rounds()).unwrap();
+    for (per_page, expected) in [(1, "says more follow"), (wire::MAX_IDS, "lists some again")] {
+        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let served = pages.clone();
+        let addr = fake_peer(move |request| match request {
+            Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+            Request::Ids { after, .. } => {
+                served.fetch_add(1, Ordering::SeqCst);
+                Some(
+                    IdsPage {
+                        ids: vec![held; per_page],
+                        next: after + per_page as u64,
+                        more: true,
+                    }
+                    .encode(),
+                )
+            }
+            _ => Some(wire::encode_entries(&[])),
+        });
+        let err = sync.sync_db(&bob, &addr, &held).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt(m) if m.contains(expected)),
+            "{per_page}: {err}"
+        );
+        let asked = pages.load(Ordering::SeqCst);
+        assert!(asked <= 3, "{per_page} a page: {asked} pages asked for");
+    }
+}
+
+/// A peer sending entries that fail verification, page after page, cannot keep a round
+/// going: past [`MAX_IDS`](wire::MAX_IDS) of them the round ends. (Before, it went on until
+/// the round's deadline, 10 minutes, decoding whatever came.)
+#[test]
+fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
+    let (b, bob) = logged_in("bob");
+    let db = bob.create_db("mine").unwrap().id();
+    let sync = b.enable_sync().unwrap();
+    sync.set_limits(short_rounds()).unwrap();
+    let garbage = Arc::new(std::sync::Mutex::new(BTreeMap::<EntryId, Vec<u8>>::new()));
+    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = pages.clone();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+        Request::Ids { after, .. } => {
+            served.fetch_add(1, Ordering::SeqCst);
+            let mut listed = garbage.lock().unwrap();
+            let ids = (0..256)
+                .map(|i| {
+                    let bytes = format!("garbage {after} {i}").into_bytes();
+                    let id = EntryId::of_bytes(&bytes);
+                    listed.insert(id, bytes);
+                    id
+                })
+                .collect();
+            Some(
+                IdsPage {
+                    ids,
+                    next: after + 256,
+                    more: true,
+                }
+                .encode(),
+            )
+        }
+        Request::Get(asked) => {
+            let listed = garbage.lock().unwrap();
+            let reply: Vec<Vec<u8>> = asked.iter().map(|id| listed[id].clone()).collect();
+            Some(wire::encode_entries(&reply))
+        }
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt(m) if m.contains("the round stops there")),
+        "{err}"
+    );
+    let asked = pages.load(Ordering::SeqCst);
+    assert!(asked <= 8, "{asked} pages asked for");
+}
+
+/// A first pull from a peer that lists a database's entries but leaves out its root fails:
+/// there is no database here to load. (Before, it answered OK, and loading the database
+/// then answered NOT_FOUND.)
+#[test]
+fn a_first_pull_without_the_root_fails() {
+    let keys = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let chain = chain_of(&keys.0, &keys.1, &[], 5);
+    let db = chain[0].id();
+    let ids: Vec<EntryId> = chain[1..].iter().map(|e| e.id()).collect();
+    let tip = *ids.last().unwrap();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        Request::Ids { .. } => Some(
+            IdsPage {
+                ids: ids.clone(),
+                next: ids.len() as u64,
+                more: false,
+            }
+            .encode(),
+        ),
+        Request::Get(asked) => Some(entries_asked(&chain, asked)),
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let (b, bob) = logged_in("bob");
+    let err = b
+        .enable_sync()
+        .unwrap()
+        .sync_db(&bob, &addr, &db)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt(m) if m.contains("did not send its root")),
+        "{err}"
     );
 }
 
@@ -470,17 +636,32 @@ fn a_trickling_server_hits_the_request_timeout() {
 }
 
 /// A database built here, signed by `owner`: its root (the owner admin, `writer` allowed to
-/// write), `len` data entries in a chain on it, then the writer's revocation.
-fn chain_of(owner: &PrivateKey, writer: &PrivateKey, len: usize) -> Vec<mnemo::entry::Entry> {
+/// write, `readers` to read), `len` data entries in a chain on it, then the writer's
+/// revocation.
+fn chain_of(
+    owner: &PrivateKey,
+    writer: &PrivateKey,
+    readers: &[PublicKey],
+    len: usize,
+) -> Vec<mnemo::entry::Entry> {
     use mnemo::database::settings::{auth_key, auth_value};
     use mnemo::database::Grant;
     let mut settings = BTreeMap::new();
     settings.insert("name".to_string(), Op::Set("\"d\"".into()));
+    let read = readers
+        .iter()
+        .map(|reader| (*reader, Grant::active(Permission::Read, None)));
     for (key, grant) in [
-        (owner, Grant::active(Permission::Admin, Some(0))),
-        (writer, Grant::active(Permission::Write, None)),
-    ] {
-        settings.insert(auth_key(&key.public_key()), Op::Set(auth_value(grant)));
+        (
+            owner.public_key(),
+            Grant::active(Permission::Admin, Some(0)),
+        ),
+        (writer.public_key(), Grant::active(Permission::Write, None)),
+    ]
+    .into_iter()
+    .chain(read)
+    {
+        settings.insert(auth_key(&key), Op::Set(auth_value(grant)));
     }
     let root = EntryContent {
         db: None,
@@ -526,7 +707,7 @@ fn a_pull_takes_every_good_entry_and_refuses_each_bad_one_alone_in_any_order() {
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
     );
-    let good = chain_of(&owner, &writer, 300);
+    let good = chain_of(&owner, &writer, &[], 300);
     let db = good[0].id();
     let data = |key: &str| -> Ops {
         let cell = [(key.to_string(), Op::Set("1".into()))]
@@ -540,7 +721,11 @@ fn a_pull_takes_every_good_entry_and_refuses_each_bad_one_alone_in_any_order() {
     let mut flipped = on_top(&good[..2], &owner, data("flipped")).bytes().to_vec();
     let at = flipped.len() - 10;
     flipped[at] ^= 1;
-    let elsewhere = on_top(&chain_of(&writer, &owner, 0), &writer, data("elsewhere"));
+    let elsewhere = on_top(
+        &chain_of(&writer, &owner, &[], 0),
+        &writer,
+        data("elsewhere"),
+    );
     let bad: Vec<Vec<u8>> = vec![
         revoked.bytes().to_vec(),
         flipped,
@@ -615,7 +800,7 @@ fn a_reply_over_the_limits_ends_the_pull_after_taking_what_came_before() {
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
     );
-    let good = chain_of(&owner, &writer, 200);
+    let good = chain_of(&owner, &writer, &[], 200);
     let db = good[0].id();
     // In order, replies of 40 entries; the third reply holds one entry over the largest.
     let mut sent: Vec<Vec<u8>> = good.iter().map(|e| e.bytes().to_vec()).collect();

@@ -1,0 +1,101 @@
+//! How a pull holds a peer to making progress: each page of ids must move the cursor on
+//! and either bring something this instance lacks or be as full as asked; the ids listed
+//! that this instance already holds cannot add up to more than it holds; and entries
+//! failing verification end the round past a bound. An honest peer meets all three (it
+//! lists each of its entries once, in pages as full as asked while more follow), so a
+//! peer can keep a round going only by sending entries that are taken.
+
+use super::wire::{IdsPage, MAX_IDS};
+use super::PeerAddr;
+use crate::backend::Backend;
+use crate::entry::EntryId;
+use crate::error::{Error, Result};
+
+/// Entries failing verification that one round takes before it ends (the valid ones
+/// among them taken all the same). At least a page's worth, so that every round gets
+/// past a page of them and the next starts after it.
+pub const MAX_REJECTED_PER_ROUND: usize = MAX_IDS;
+
+/// The progress checks of one pull (see the module's documentation).
+pub struct Progress<'a> {
+    backend: &'a dyn Backend,
+    db: EntryId,
+    addr: &'a PeerAddr,
+    /// Ids listed this round that this instance held when they were listed.
+    held_listed: u64,
+    /// How many of those an honest peer could have listed: the position of the last entry
+    /// of the database stored here (at least how many are stored), plus a page for the
+    /// entries waiting for their parents and those arriving by other rounds. Read again
+    /// when exceeded.
+    allowance: u64,
+}
+
+impl<'a> Progress<'a> {
+    /// The checks of a pull of `db` from the peer at `addr`.
+    pub fn new(backend: &'a dyn Backend, db: EntryId, addr: &'a PeerAddr) -> Result<Self> {
+        let mut progress = Progress {
+            backend,
+            db,
+            addr,
+            held_listed: 0,
+            allowance: 0,
+        };
+        progress.read_allowance()?;
+        Ok(progress)
+    }
+
+    fn read_allowance(&mut self) -> Result<()> {
+        self.allowance = self
+            .backend
+            .last_position(&self.db)?
+            .saturating_add(MAX_IDS as u64);
+        Ok(())
+    }
+
+    /// Checks `page`, asked for after `cursor`, of which `lacking` ids are of entries this
+    /// instance lacks: a page going back, or saying there is more without moving on, or
+    /// listing fewer than asked only of what is held, or listing more held entries over
+    /// the round than are held, is the peer's fault.
+    pub fn check_page(&mut self, cursor: u64, page: &IdsPage, lacking: usize) -> Result<()> {
+        let listed = page.ids.len();
+        if page.next < cursor || (page.more && page.next == cursor) {
+            return Err(self.fault(format!(
+                "its page of ids does not advance (at {cursor}, next {})",
+                page.next
+            )));
+        }
+        if page.more && lacking == 0 && listed < MAX_IDS {
+            return Err(self.fault(format!(
+                "its page of ids says more follow but lists {listed} of the {MAX_IDS} asked \
+                 for, all held here"
+            )));
+        }
+        self.held_listed += (listed - lacking) as u64;
+        if self.held_listed > self.allowance {
+            self.read_allowance()?;
+            if self.held_listed > self.allowance {
+                return Err(self.fault(format!(
+                    "it listed {} entries held here, more than are held: it lists some again",
+                    self.held_listed
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails the round once `rejected` entries failed verification in it.
+    pub fn check_rejected(&self, rejected: usize, first: Option<&str>) -> Result<()> {
+        if rejected < MAX_REJECTED_PER_ROUND {
+            return Ok(());
+        }
+        Err(self.fault(format!(
+            "it sent {rejected} entries that failed verification, and the round stops there \
+             (first: {})",
+            first.unwrap_or("?")
+        )))
+    }
+
+    fn fault(&self, what: String) -> Error {
+        Error::Corrupt(format!("{}: {what}", self.addr))
+    }
+}
