@@ -151,6 +151,12 @@ impl SyncEngine {
 /// (one left them idle about a fifth of the time on two cores).
 const REPLIES_CHECKED_AHEAD: usize = 2;
 
+/// Bytes of entries a pull holds in replies being checked or stored (each entry held also
+/// decoded, about twice its size), unless one reply holds more: replies of small entries
+/// (a peer sends about [`wire::BATCH_BYTES`] to a reply) are checked ahead, replies of the
+/// largest entries are taken one at a time.
+const BYTES_CHECKED_AHEAD: usize = wire::MAX_MESSAGE;
+
 /// One sync round's conversation with a peer about one database, as one key.
 struct Exchange<'a> {
     sync: &'a SyncEngine,
@@ -182,6 +188,8 @@ fn lasts(status: Option<Status>) -> bool {
 /// are taken (the last reply of a page completes it).
 struct Reply<'scope> {
     entries: Checking<'scope>,
+    /// The size of its entries, as received.
+    bytes: usize,
     cursor: Option<u64>,
 }
 
@@ -225,11 +233,11 @@ impl Exchange<'_> {
     /// Takes every entry the peer lists after the pull cursor that this instance lacks.
     /// Every page must make progress ([`Progress`]), and every reply to `get` must bring
     /// some of the entries asked for: a peer that claims more without giving it ends the
-    /// round. Each
-    /// reply's entries are checked on other threads while an earlier reply's are stored
-    /// here ([`Checking`]): besides the reply being received, at most
-    /// [`REPLIES_CHECKED_AHEAD`] + 1 are held (being checked, or being stored). What was
-    /// received before an error is taken all the same.
+    /// round. Each reply's entries are checked on other threads while an earlier reply's
+    /// are stored here ([`Checking`]): besides the reply being received, at most
+    /// [`REPLIES_CHECKED_AHEAD`] + 1 are held (being checked, or being stored), and more
+    /// than one only while they hold at most [`BYTES_CHECKED_AHEAD`]. What was received
+    /// before an error is taken all the same.
     fn pull(&mut self, report: &mut SyncReport) -> Result<()> {
         std::thread::scope(|scope| {
             let mut in_flight = VecDeque::new();
@@ -300,12 +308,17 @@ impl Exchange<'_> {
                 // What is still missing keeps the page's order (parents first), so the next
                 // reply comes in that order too and its entries need not wait for parents.
                 missing.retain(|id| !sent.contains(id));
+                let bytes = asked.iter().map(Vec::len).sum();
                 let checking = Reply {
                     entries: Checking::start(scope, asked),
+                    bytes,
                     cursor: None,
                 };
                 in_flight.push_back(checking);
-                if in_flight.len() > REPLIES_CHECKED_AHEAD {
+                while in_flight.len() > REPLIES_CHECKED_AHEAD
+                    || (in_flight.len() > 1
+                        && in_flight.iter().map(|r| r.bytes).sum::<usize>() > BYTES_CHECKED_AHEAD)
+                {
                     let oldest = in_flight.pop_front().expect("more than one in flight");
                     self.take_reply(oldest, report)?;
                 }

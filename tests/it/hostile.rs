@@ -4,21 +4,20 @@
 //! process of their own to count threads and memory, are in the Python tests.)
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mnemo::backend::{Backend, MemoryBackend};
-use mnemo::crypto::{PrivateKey, PublicKey};
+use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, IdsPage, Request};
-use mnemo::sync::{Limits, Ticket, TlsIdentity};
+use mnemo::sync::{Limits, Ticket};
 use mnemo::{Error, Instance};
 
+use crate::fake_peer::{chain_of, entries_asked, fake_peer, fake_peer_of, on_top};
 use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
 #[test]
@@ -167,98 +166,6 @@ fn entries_waiting_for_parents_are_bounded_and_the_overflow_is_refused_as_busy()
         bob.load_db(&db.id()).unwrap().tips().unwrap(),
         db.tips().unwrap()
     );
-}
-
-/// A fake peer: a real device in TLS, that answers each database request with
-/// `answer(request)`: the reply body, or `None` to trickle a reply forever.
-fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static) -> String {
-    fake_peer_of(Arc::new(PrivateKey::generate().unwrap()), answer)
-}
-
-/// [`fake_peer`] with the device key `device` (to sign tickets that name it).
-fn fake_peer_of(
-    device: Arc<PrivateKey>,
-    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
-) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let key = device.public_key();
-    let config = TlsIdentity::new(device, key)
-        .unwrap()
-        .server_config()
-        .unwrap();
-    let answer = Arc::new(answer);
-    thread::spawn(move || {
-        // A thread per connection: a client's watch and its round's requests go on
-        // connections of their own, at the same time.
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { return };
-            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
-            let answer = answer.clone();
-            thread::spawn(move || {
-                let mut stream = rustls::StreamOwned::new(tls, tcp);
-                while let Some((_path, body)) = read_request(&mut stream) {
-                    let reply = answer(&wire::Envelope::decode(&body).unwrap().request);
-                    let ok = match reply {
-                        Some(body) => write_reply(&mut stream, &body),
-                        None => trickle(&mut stream),
-                    };
-                    if !ok {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn read_request(stream: &mut impl Read) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).ok()?;
-    let path = head.split_whitespace().nth(1)?.to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })?
-        .parse()
-        .ok()?;
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).ok()?;
-    Some((path, body))
-}
-
-fn write_reply(stream: &mut impl Write, body: &[u8]) -> bool {
-    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).is_ok()
-        && stream.write_all(body).is_ok()
-        && stream.flush().is_ok()
-}
-
-/// Announces a large reply and sends it one byte a second.
-fn trickle(stream: &mut impl Write) -> bool {
-    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n");
-    for _ in 0..100_000 {
-        if stream
-            .write_all(&[1])
-            .and_then(|()| stream.flush())
-            .is_err()
-        {
-            return false;
-        }
-        thread::sleep(Duration::from_secs(1));
-    }
-    false
 }
 
 #[test]
@@ -462,16 +369,6 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     );
 }
 
-/// The encoded reply to `get`: those of `entries` asked for, in the order asked.
-fn entries_asked(entries: &[mnemo::entry::Entry], asked: &[EntryId]) -> Vec<u8> {
-    let by_id: BTreeMap<EntryId, &[u8]> = entries.iter().map(|e| (e.id(), e.bytes())).collect();
-    let reply: Vec<Vec<u8>> = asked
-        .iter()
-        .filter_map(|id| by_id.get(id).map(|b| b.to_vec()))
-        .collect();
-    wire::encode_entries(&reply)
-}
-
 /// Sync limits whose round ends after 20 s (the default is 10 minutes), so that a test of
 /// a round kept going fails in good time.
 fn short_rounds() -> Limits {
@@ -633,72 +530,6 @@ fn a_trickling_server_hits_the_request_timeout() {
         took >= Duration::from_secs(2) && took < Duration::from_secs(10),
         "{took:?}"
     );
-}
-
-/// A database built here, signed by `owner`: its root (the owner admin, `writer` allowed to
-/// write, `readers` to read), `len` data entries in a chain on it, then the writer's
-/// revocation.
-fn chain_of(
-    owner: &PrivateKey,
-    writer: &PrivateKey,
-    readers: &[PublicKey],
-    len: usize,
-) -> Vec<mnemo::entry::Entry> {
-    use mnemo::database::settings::{auth_key, auth_value};
-    use mnemo::database::Grant;
-    let mut settings = BTreeMap::new();
-    settings.insert("name".to_string(), Op::Set("\"d\"".into()));
-    let read = readers
-        .iter()
-        .map(|reader| (*reader, Grant::active(Permission::Read, None)));
-    for (key, grant) in [
-        (
-            owner.public_key(),
-            Grant::active(Permission::Admin, Some(0)),
-        ),
-        (writer.public_key(), Grant::active(Permission::Write, None)),
-    ]
-    .into_iter()
-    .chain(read)
-    {
-        settings.insert(auth_key(&key), Op::Set(auth_value(grant)));
-    }
-    let root = EntryContent {
-        db: None,
-        parents: vec![],
-        height: 0,
-        ops: [("_settings".to_string(), settings)].into_iter().collect(),
-        author: owner.public_key(),
-    }
-    .sign(owner)
-    .unwrap();
-    let mut entries = vec![root];
-    for i in 0..=len {
-        let ops = if i < len {
-            let data = [(format!("k{}", i % 50), Op::Set(i.to_string()))];
-            [("s".to_string(), data.into_iter().collect())]
-        } else {
-            let revoked = Grant::active(Permission::Write, None).revoked();
-            let revoke = [(auth_key(&writer.public_key()), Op::Set(auth_value(revoked)))];
-            [("_settings".to_string(), revoke.into_iter().collect())]
-        };
-        entries.push(on_top(&entries, owner, ops.into_iter().collect()));
-    }
-    entries
-}
-
-/// An entry by `author` whose only parent is the last of `entries`.
-fn on_top(entries: &[mnemo::entry::Entry], author: &PrivateKey, ops: Ops) -> mnemo::entry::Entry {
-    let last = entries.last().unwrap();
-    EntryContent {
-        db: Some(entries[0].id()),
-        parents: vec![last.id()],
-        height: last.content().height + 1,
-        ops,
-        author: author.public_key(),
-    }
-    .sign(author)
-    .unwrap()
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod documents;
 mod durability;
 mod engine;
 mod events;
+mod fake_peer;
 mod faults;
 mod files;
 mod foreign;

@@ -162,7 +162,8 @@ impl Link {
             .await
             .map_err(|e| network("reading the reply", &e))?
             .to_bytes();
-        Ok((status, bytes.to_vec()))
+        // Not copied: the reply's one buffer becomes the vector.
+        Ok((status, Vec::from(bytes)))
     }
 
     /// The open connection, connecting first if there is none: TCP, then a TLS handshake
