@@ -255,8 +255,9 @@ extern "C" {
  *   MNEMO_STATUS_STORAGE; the instance connects again by itself when it is back.
  * - PostgreSQL "max_connections=N" (1 to 64; default 4): how many connections the instance
  *   keeps, shared by its threads (made as calls need them). A call that finds them all in
- *   use waits for one at most lock_timeout, then fails with MNEMO_STATUS_BUSY, and one
- *   that then connects waits up to connect_timeout more.
+ *   use waits for one, behind the calls already waiting (first come first served), at
+ *   most lock_timeout, then fails with MNEMO_STATUS_BUSY, and one that then connects
+ *   waits up to connect_timeout more.
  * - Writes of this process's threads take turns: those to one database in the order they
  *   came, and on SQLite those to any database of the file for its one writer connection.
  *   A write waits for those ahead of it at most lock_timeout (SQLite: 10 s for the

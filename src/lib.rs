@@ -11,6 +11,7 @@ pub mod error;
 pub mod ffi;
 pub mod instance;
 pub mod json;
+mod line;
 pub mod sync;
 pub mod user;
 

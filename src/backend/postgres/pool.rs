@@ -6,6 +6,7 @@
 //! stay idle for the pool's idle limit (the URL's `idle_timeout`) are closed by a thread of
 //! the pool's own, which runs only while the pool holds more than one connection: an
 //! instance that has gone quiet holds one connection to the server, not `max_connections`.
+//! Threads waiting for a connection are served first come first.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::line::{self, Line};
 
 /// Connections of one pool: those idle, each with when it came back (the most recent
 /// last: that one is lent first, so the ones at the front are those idle longest), and how
@@ -20,6 +22,8 @@ use crate::error::{Error, Result};
 struct Connections<C> {
     idle: Vec<(C, Instant)>,
     out: usize,
+    /// The threads waiting for a connection.
+    line: Line,
     /// A thread closes the connections idle too long ([`close_idle`]).
     closer_running: bool,
     /// The pool is being dropped: its closer ends.
@@ -45,6 +49,12 @@ impl<C> Connections<C> {
         self.idle.len() + self.out
     }
 
+    /// True when a connection can be lent: one is idle, or there is room to make one (in a
+    /// pool of `size`).
+    fn can_lend(&self, size: usize) -> bool {
+        !self.idle.is_empty() || self.out < size
+    }
+
     /// True while the pool holds more connections than the one it keeps.
     fn beyond_one(&self) -> bool {
         self.held() > 1
@@ -62,8 +72,6 @@ impl<C> Connections<C> {
 /// What a pool shares with its closer thread.
 struct Shared<C> {
     connections: Mutex<Connections<C>>,
-    /// Told when a connection comes back or its place is freed.
-    returned: Condvar,
     /// Tells the closer that the pool is going.
     stop: Condvar,
     size: usize,
@@ -72,7 +80,7 @@ struct Shared<C> {
 
 impl<C> Shared<C> {
     fn connections(&self) -> MutexGuard<'_, Connections<C>> {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+        line::lock(&self.connections)
     }
 }
 
@@ -100,10 +108,10 @@ impl<C: Send + 'static> Pool<C> {
                 connections: Mutex::new(Connections {
                     idle: vec![(first, Instant::now())],
                     out: 0,
+                    line: Line::default(),
                     closer_running: false,
                     stopping: false,
                 }),
-                returned: Condvar::new(),
                 stop: Condvar::new(),
                 size: size.max(1),
                 idle_limit,
@@ -124,9 +132,9 @@ impl<C: Send + 'static> Pool<C> {
 
     /// An idle connection that is still `usable` (told how long it was idle, it may look
     /// briefly; others are dropped), or a new one from `make` while there are fewer than the
-    /// pool's size; otherwise waits for one to come back, at most `wait`, then
-    /// [`Error::Busy`]. A failure of `make` frees its place. Connections idle too long are
-    /// closed first (if the closer thread could not start).
+    /// pool's size; otherwise waits for one to come back, behind the threads already
+    /// waiting, at most `wait`, then [`Error::Busy`]. A failure of `make` frees its place.
+    /// Connections idle too long are closed first (if the closer thread could not start).
     pub(super) fn take(
         &self,
         usable: impl Fn(&mut C, Duration) -> bool,
@@ -141,39 +149,49 @@ impl<C: Send + 'static> Pool<C> {
             drop(stale); // closing may wait on the network: not while holding the lock
             connections = self.connections();
         }
-        loop {
-            while let Some((mut conn, since)) = connections.idle.pop() {
-                if usable(&mut conn, since.elapsed()) {
-                    connections.out += 1;
-                    return Ok(self.lend(conn));
-                }
-            }
-            if connections.out < self.shared.size {
-                connections.out += 1;
-                drop(connections);
-                return match make() {
-                    Ok(conn) => Ok(self.lend(conn)),
-                    Err(e) => {
-                        self.connections().out -= 1;
-                        self.shared.returned.notify_one();
-                        Err(e)
-                    }
-                };
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Busy(format!(
-                    "no connection to PostgreSQL came free within {} ms (max_connections={})",
+        let size = self.shared.size;
+        if !connections.line.is_empty() || !connections.can_lend(size) {
+            let free = |c: &Connections<C>| c.can_lend(size);
+            connections = line::wait_turn(
+                &self.shared.connections,
+                connections,
+                |c| &mut c.line,
+                free,
+                Some(deadline),
+            )
+            .ok_or_else(|| {
+                Error::Busy(format!(
+                    "no connection to PostgreSQL came free within {} ms (max_connections={size})",
                     wait.as_millis(),
-                    self.shared.size
-                )));
+                ))
+            })?;
+        }
+        while let Some((mut conn, since)) = connections.idle.pop() {
+            if usable(&mut conn, since.elapsed()) {
+                connections.out += 1;
+                self.wake_next_if_free(&connections);
+                return Ok(self.lend(conn));
             }
-            connections = self
-                .shared
-                .returned
-                .wait_timeout(connections, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        }
+        // None idle (or none usable: their places are free), so there is room.
+        connections.out += 1;
+        self.wake_next_if_free(&connections);
+        drop(connections);
+        match make() {
+            Ok(conn) => Ok(self.lend(conn)),
+            Err(e) => {
+                let mut connections = self.connections();
+                connections.out -= 1;
+                connections.line.wake_first();
+                Err(e)
+            }
+        }
+    }
+
+    /// Wakes the thread first in line if a connection can still be lent.
+    fn wake_next_if_free(&self, connections: &Connections<C>) {
+        if connections.can_lend(self.shared.size) {
+            connections.line.wake_first();
         }
     }
 
@@ -280,8 +298,7 @@ impl<C: Send + 'static> Drop for Lent<'_, C> {
             connections.idle.push((conn, Instant::now()));
         }
         self.pool.start_closer(&mut connections);
-        drop(connections);
-        self.pool.shared.returned.notify_one();
+        connections.line.wake_first();
     }
 }
 
@@ -356,6 +373,42 @@ mod tests {
         drop(held);
         assert_eq!(waiter.join().unwrap().unwrap(), 1);
         assert_eq!(made.load(Ordering::SeqCst), 1);
+    }
+
+    /// A connection given back goes to the thread that waited longest, not to one that
+    /// asks just then; waiters are served in the order they came. (Before, any thread
+    /// could take it: under load some waited past their bound while others got in.)
+    #[test]
+    fn waiting_takers_are_served_in_the_order_they_came() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let pool = Arc::new(Pool::new(make(&made)().unwrap(), 1, HOUR));
+        let held = pool.take(usable, make(&made), WAIT).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiters: Vec<_> = (0..3)
+            .map(|n| {
+                let (shared, made, tx) = (pool.clone(), made.clone(), tx.clone());
+                let waiter = std::thread::spawn(move || {
+                    let lent = shared.take(usable, make(&made), Duration::from_secs(20));
+                    tx.send(n).unwrap();
+                    // Kept a moment, so that a newcomer would find it given back.
+                    std::thread::sleep(Duration::from_millis(100));
+                    lent.map(|c| c.number)
+                });
+                while pool.connections().line.len() <= n {
+                    std::thread::yield_now();
+                }
+                waiter
+            })
+            .collect();
+        drop(held);
+        // A newcomer asking now waits behind all three, and gives up first.
+        let newcomer = pool.take(usable, make(&made), WAIT);
+        assert!(matches!(newcomer, Err(Error::Busy(_))), "a newcomer got in");
+        let order: Vec<_> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        assert_eq!(order, vec![0, 1, 2]);
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap().unwrap(), 1);
+        }
     }
 
     /// How many connections `pool` holds idle.

@@ -2,10 +2,10 @@
 //! order they came, each waiting at most a bound of its own: however many queue behind a
 //! writer that the storage keeps waiting, none waits longer than the bound.
 
-use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+use crate::line::{self, Line};
 
 /// A first-come, first-served lock with timed waits. A holder that panics (a bug, caught
 /// at the C boundary) frees it, and the next to take it is told so. Only the thread next
@@ -18,25 +18,10 @@ pub(super) struct WriteLock {
 #[derive(Default)]
 struct State {
     held: bool,
-    /// The threads waiting, first come first.
-    line: VecDeque<Waiter>,
-    next_ticket: u64,
+    /// The threads waiting.
+    line: Line,
     /// The last holder panicked; told to the next holder, then cleared.
     holder_panicked: bool,
-}
-
-struct Waiter {
-    ticket: u64,
-    thread: Thread,
-}
-
-impl State {
-    /// Wakes the thread next in line, if any, unless the lock is held.
-    fn wake_next(&self) {
-        if let (false, Some(next)) = (self.held, self.line.front()) {
-            next.thread.unpark();
-        }
-    }
 }
 
 /// The lock, held until dropped.
@@ -56,53 +41,21 @@ impl WriteLock {
     /// as it takes). `None` when the time ran out first.
     pub(super) fn take(&self, within: Option<Duration>) -> Option<Taken<'_>> {
         let mut state = self.state();
-        if !state.held && state.line.is_empty() {
-            return Some(self.hand_over(&mut state));
+        if state.held || !state.line.is_empty() {
+            let deadline = within.and_then(|w| Instant::now().checked_add(w));
+            let free = |state: &State| !state.held;
+            state = line::wait_turn(&self.state, state, |s| &mut s.line, free, deadline)?;
         }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.line.push_back(Waiter {
-            ticket,
-            thread: std::thread::current(),
-        });
-        let deadline = within.and_then(|w| Instant::now().checked_add(w));
-        loop {
-            if !state.held && state.line.front().is_some_and(|w| w.ticket == ticket) {
-                state.line.pop_front();
-                return Some(self.hand_over(&mut state));
-            }
-            drop(state);
-            // Woken by `unpark` when next in line (a wake that came first is kept), or at
-            // any time for no reason: the line is looked at again either way.
-            match deadline {
-                None => std::thread::park(),
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        let mut state = self.state();
-                        state.line.retain(|w| w.ticket != ticket);
-                        // This thread may have been next: the one after it goes instead.
-                        state.wake_next();
-                        return None;
-                    }
-                    std::thread::park_timeout(deadline - now);
-                }
-            }
-            state = self.state();
-        }
-    }
-
-    fn hand_over(&self, state: &mut State) -> Taken<'_> {
         state.held = true;
-        Taken {
+        Some(Taken {
             guard: WriteGuard { lock: self },
             after_panic: std::mem::take(&mut state.holder_panicked),
-        }
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding `state`; a poisoned one is still consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        line::lock(&self.state)
     }
 }
 
@@ -111,7 +64,7 @@ impl Drop for WriteGuard<'_> {
         let mut state = self.lock.state();
         state.held = false;
         state.holder_panicked |= std::thread::panicking();
-        state.wake_next();
+        state.line.wake_first();
     }
 }
 
