@@ -269,6 +269,10 @@ impl Backend for MemoryBackend {
         Ok(self.read()?.entries.get(id).map(|s| s.bytes.to_vec()))
     }
 
+    fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>> {
+        Ok(self.read()?.entries.get(id).map(|s| s.db))
+    }
+
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
         Ok(self.read()?.entries.get(id).map(|s| EntryMeta {
             db: s.db,

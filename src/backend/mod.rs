@@ -290,10 +290,11 @@ pub trait Backend: Send + Sync {
     fn shared_with_other_processes(&self) -> bool {
         false
     }
-    /// Whether an entry is stored, without reading it. The default reads its metadata.
-    fn has_entry(&self, id: &EntryId) -> Result<bool> {
-        Ok(self.entry_meta(id)?.is_some())
-    }
+    /// The database entry `id` is stored in, if it is stored, read from its row without
+    /// the row's check (which needs the entry's bytes, up to 16 MiB): for questions a
+    /// damaged row could answer wrong only at the cost of a fetch, made or not made
+    /// ("which of these do you hold?"). Anything read from the entry itself is checked.
+    fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>>;
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;
     /// The metadata of an entry, if present.

@@ -209,8 +209,9 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
                 if size >= wire::BATCH_BYTES || entries.len() >= wire::MAX_ENTRIES {
                     break;
                 }
-                // Only entries of this database: a grant on one never reveals another.
-                if backend.entry_meta(id)?.is_some_and(|m| m.db == env.db) {
+                // Only entries of this database: a grant on one never reveals another (the
+                // row's database, read unchecked here, is checked with the entry's bytes).
+                if backend.entry_db(id)? == Some(env.db) {
                     let bytes = backend
                         .get_entry(id)?
                         .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;

@@ -153,8 +153,8 @@ fn grants_and_foreign_entries_work_across_storages() {
     }
 }
 
-/// `tip_metas` (what a commit builds on, one read) agrees with `tips` and `entry_meta`, on a
-/// database with two tips; the next commit builds on both.
+/// `tip_metas` (what a commit builds on, one read) agrees with `tips` and `entry_meta` (and
+/// `entry_db`), on a database with two tips; the next commit builds on both.
 #[test]
 fn tip_metas_agree_with_tips_and_entry_meta() {
     for storage in storages() {
@@ -178,6 +178,11 @@ fn tip_metas_agree_with_tips_and_entry_meta() {
             .map(|(id, _)| (*id, backend.entry_meta(id).unwrap().unwrap()))
             .collect();
         assert_eq!(backend.tip_metas(&db.id()).unwrap(), expected, "{name}");
+        for (id, meta) in &expected {
+            assert_eq!(backend.entry_db(id).unwrap(), Some(meta.db), "{name}");
+        }
+        let absent = mnemo::entry::EntryId::from_bytes([7; 32]);
+        assert_eq!(backend.entry_db(&absent).unwrap(), None, "{name}");
         let merge = db.set("s", "both", "3").unwrap();
         assert_eq!(db.tips().unwrap(), vec![merge], "{name}");
         let meta = backend.entry_meta(&merge).unwrap().unwrap();
@@ -781,6 +786,7 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         let decided_at = backend.version(&id).unwrap();
         assert!(backend.forget_database(&id, decided_at).unwrap(), "{name}");
         assert_eq!(backend.entry_meta(&id).unwrap(), None, "{name}");
+        assert_eq!(backend.entry_db(&written).unwrap(), None, "{name}");
         assert_eq!(backend.get_entry(&written).unwrap(), None, "{name}");
         assert_eq!(backend.tips(&id).unwrap(), vec![], "{name}");
         assert_eq!(backend.stores(&id).unwrap(), Vec::<String>::new(), "{name}");

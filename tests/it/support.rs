@@ -266,7 +266,7 @@ pub struct Instrumented {
     inner: Arc<dyn Backend>,
     /// Calls of `get_entry`.
     pub entry_reads: AtomicUsize,
-    /// Calls of `entry_meta` (not of `has_entry`, which reads no entry).
+    /// Calls of `entry_meta` (not of `entry_db`, which reads no entry).
     pub entry_meta_reads: AtomicUsize,
     /// Calls of `last_position` and `last_positions`.
     pub position_reads: AtomicUsize,
@@ -656,9 +656,9 @@ impl Backend for Instrumented {
         self.entry_reads.fetch_add(1, Ordering::Relaxed);
         self.read(|| self.inner.get_entry(id))
     }
-    fn has_entry(&self, id: &EntryId) -> Result<bool, Error> {
+    fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>, Error> {
         self.gathering.arrive();
-        self.read(|| self.inner.has_entry(id))
+        self.read(|| self.inner.entry_db(id))
     }
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>, Error> {
         self.entry_meta_reads.fetch_add(1, Ordering::Relaxed);

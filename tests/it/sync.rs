@@ -1,5 +1,6 @@
 //! Sync between instances over loopback (HTTP in TLS).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -248,6 +249,82 @@ fn have_answers_only_for_the_database_asked_about() {
     let (status, body) = post_raw(&addr, "db", &have.encode());
     assert_eq!(status, 200);
     assert_eq!(wire::decode_flags(&body).unwrap(), vec![true, false, false]);
+}
+
+/// Asking which entries are held (`have`, and a pull's listing) reads no entry: storage
+/// checks an entry's row with its bytes (up to 16 MiB), so a reader asking about a
+/// thousand entries held made the listener read and hash every one of them. And `get` reads
+/// each entry sent once. (Before: `have` read each entry past the 128 kept in memory, and
+/// `get` each one twice.)
+#[test]
+fn asking_which_entries_are_held_reads_no_entry() {
+    let (storage, a, alice) = watched_logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("shared").unwrap();
+    let mut ids: Vec<EntryId> = (0..300)
+        .map(|i| db.set("s", &format!("k{i}"), "1").unwrap())
+        .collect();
+    ids.push(db.id());
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let reads = |storage: &Instrumented| {
+        (
+            storage.entry_meta_reads.load(Ordering::SeqCst),
+            storage.entry_reads.load(Ordering::SeqCst),
+        )
+    };
+    let before = reads(&storage);
+    let have = envelope(&reader, &a, db.id(), Request::Have(ids.clone()));
+    let (status, body) = post_raw(&addr, "db", &have.encode());
+    assert_eq!(status, 200);
+    assert_eq!(wire::decode_flags(&body).unwrap(), vec![true; ids.len()]);
+    // The request's own checks (the reader's rights) read a metadata row or two.
+    let after = reads(&storage);
+    assert!(
+        after.0 - before.0 <= 2 && after.1 == before.1,
+        "{before:?} {after:?}: entries read to answer 'have'"
+    );
+    let get = envelope(&reader, &a, db.id(), Request::Get(ids[..100].to_vec()));
+    let (status, body) = post_raw(&addr, "db", &get.encode());
+    assert_eq!(status, 200);
+    assert_eq!(wire::decode_entries(&body).unwrap().len(), 100);
+    let (before, after) = (after, reads(&storage));
+    assert!(
+        after.0 - before.0 <= 2 && after.1 - before.1 == 100,
+        "{before:?} {after:?}: reads to answer 'get'"
+    );
+
+    // A pull listing the 300 entries the client holds, and two more: the client reads none
+    // of them to tell they are held.
+    let (client_storage, b, bob) = watched_logged_in("bob");
+    db.grant(&bob.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    // Asked of another peer holding the database (no cursor there yet: it lists everything),
+    // which has two entries more (carol's grant and a value).
+    db.set("s", "new", "2").unwrap();
+    let other = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+    let relay = other.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    other.create_user("carol", None).unwrap();
+    let carol = other.login("carol", None).unwrap();
+    db.grant(&carol.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    other
+        .sync()
+        .unwrap()
+        .sync_db(&carol, &addr, &db.id())
+        .unwrap();
+    let before = reads(&client_storage);
+    let report = sync_b.sync_db(&bob, &relay, &db.id()).unwrap();
+    assert_eq!(report.pulled, 2);
+    let (meta_reads, entry_reads) = reads(&client_storage);
+    assert!(
+        meta_reads - before.0 <= 10 && entry_reads - before.1 <= 10,
+        "the client read {} entries' metadata and {} entries to take two",
+        meta_reads - before.0,
+        entry_reads - before.1
+    );
 }
 
 #[test]

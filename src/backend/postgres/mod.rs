@@ -178,6 +178,8 @@ struct Connection {
     /// [`PUT_ENTRY`].
     put_entry: Statement,
     get_entry: Statement,
+    /// [`Backend::entry_db`].
+    get_entry_db: Statement,
     get_tips: Statement,
     get_tip_metas: Statement,
     /// [`GET_SETTINGS_CLOSURE`].
@@ -577,6 +579,7 @@ impl Connection {
         let put_entry = p(PUT_ENTRY);
         let get_entry =
             p("SELECT db, height, visible, changes_settings, bytes, chk FROM mnemo_entries WHERE id = $1");
+        let get_entry_db = p("SELECT db FROM mnemo_entries WHERE id = $1");
         let get_tips = p("SELECT id, height, chk FROM mnemo_tips WHERE db = $1 ORDER BY id");
         // A tip without its entry reads as NULLs on the right, reported as damage. Each
         // tip's entry is looked up by its key (LATERAL ... LIMIT 1): as a plain join, the
@@ -650,6 +653,7 @@ impl Connection {
             client,
             put_entry: statement(put_entry),
             get_entry: statement(get_entry),
+            get_entry_db: statement(get_entry_db),
             get_tips: statement(get_tips),
             get_tip_metas: statement(get_tip_metas),
             get_settings_closure: statement(get_settings_closure),
@@ -1315,6 +1319,12 @@ impl Backend for PostgresBackend {
 
     fn entry_meta(&self, id: &EntryId) -> Result<Option<EntryMeta>> {
         Ok(self.entry_row(id)?.map(|(meta, _)| meta))
+    }
+
+    fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>> {
+        self.query_opt(|c| &c.get_entry_db, &[&&id.as_bytes()[..]])?
+            .map(|row| rows::id_of(&row.col::<Vec<u8>>(0)?))
+            .transpose()
     }
 
     fn settings_closure(&self, tips: &[EntryId]) -> Result<Vec<(EntryId, EntryMeta, Vec<u8>)>> {

@@ -708,12 +708,13 @@ impl Backend for SqliteBackend {
         Ok(self.entry_row(id)?.map(|(meta, _)| meta))
     }
 
-    /// Whether the row is there (its check is not made: that needs its bytes).
-    fn has_entry(&self, id: &EntryId) -> Result<bool> {
-        self.reader()?
-            .prepare_cached("SELECT 1 FROM entries WHERE id = ?1")
-            .and_then(|mut s| s.exists([id.as_bytes()]))
-            .map_err(sql_error)
+    fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>> {
+        let db: Option<Vec<u8>> = self
+            .reader()?
+            .prepare_cached("SELECT db FROM entries WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id.as_bytes()], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        db.map(|db| rows::id_of(&db)).transpose()
     }
 
     fn tips(&self, db: &EntryId) -> Result<Vec<(EntryId, u64)>> {
