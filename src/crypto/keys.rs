@@ -97,8 +97,14 @@ impl KeyCache {
         Self::default()
     }
 
-    /// Checks `signature` over `message` by `key`, as [`PublicKey::verify`] does.
-    pub fn verify(&mut self, key: &PublicKey, message: &[u8], signature: &Signature) -> Result<()> {
+    /// Checks `signature` by `key` over the message that is `parts` one after the other, as
+    /// [`PublicKey::verify_parts`] does.
+    pub fn verify(
+        &mut self,
+        key: &PublicKey,
+        parts: &[&[u8]],
+        signature: &Signature,
+    ) -> Result<()> {
         let at = match self.keys.iter().position(|k| k.key() == key.as_bytes()) {
             Some(at) => at,
             None => {
@@ -114,7 +120,7 @@ impl KeyCache {
                 }
             }
         };
-        self.keys[at].verify(message, signature)
+        self.keys[at].verify_parts(parts, signature)
     }
 }
 
@@ -275,8 +281,8 @@ mod tests {
                 "ed25519-dalek differs"
             );
             let mut cache = KeyCache::new();
-            let cold = cache.verify(&key, message, sig).is_ok();
-            let warm = cache.verify(&key, message, sig).is_ok();
+            let cold = cache.verify(&key, &[message], sig).is_ok();
+            let warm = cache.verify(&key, &[message], sig).is_ok();
             assert_eq!(
                 (fresh, fresh),
                 (cold, warm),
@@ -388,10 +394,10 @@ mod tests {
         for round in 0..3 {
             for key in &keys {
                 let sig = key.sign(b"m");
-                assert!(cache.verify(&key.public_key(), b"m", &sig).is_ok());
-                assert!(cache.verify(&key.public_key(), b"n", &sig).is_err());
+                assert!(cache.verify(&key.public_key(), &[b"m"], &sig).is_ok());
+                assert!(cache.verify(&key.public_key(), &[b"n"], &sig).is_err());
                 assert!(
-                    cache.verify(&not_a_point, b"m", &sig).is_err(),
+                    cache.verify(&not_a_point, &[b"m"], &sig).is_err(),
                     "round {round}"
                 );
                 assert!(cache.keys.len() <= KEY_CACHE_SIZE);
@@ -399,7 +405,7 @@ mod tests {
         }
         // A key's signature never verifies under another key, cached or not.
         let sig = keys[0].sign(b"m");
-        assert!(cache.verify(&keys[1].public_key(), b"m", &sig).is_err());
+        assert!(cache.verify(&keys[1].public_key(), &[b"m"], &sig).is_err());
     }
 
     #[test]

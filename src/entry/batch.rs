@@ -1,12 +1,13 @@
 //! Decoding many entries from elsewhere at once, their signatures checked on several cores.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::thread::{Builder, Scope, ScopedJoinHandle};
 
-use super::Entry;
+use super::{Entry, EntryId};
 use crate::crypto::KeyCache;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Most threads one batch is decoded on, the calling thread included (fewer on a machine
 /// with fewer cores).
@@ -113,79 +114,103 @@ fn decode_threads() -> usize {
     })
 }
 
+/// An entry of a batch that failed its check: why, and the id of its bytes (`None` when the
+/// thread checking it panicked, its bytes gone with it).
+#[derive(Debug)]
+pub struct Refused {
+    pub id: Option<EntryId>,
+    pub error: Error,
+}
+
+/// An entry of a batch, checked: the entry, or why it was refused.
+pub type Checked = std::result::Result<Entry, Refused>;
+
+/// The outcome of an entry whose check was lost with the thread that panicked doing it.
+fn lost() -> Checked {
+    Err(Refused {
+        id: None,
+        error: Error::Internal("a signature check panicked".into()),
+    })
+}
+
 /// Decodes and verifies every entry of `batch` as [`Entry::decode`] does, results in the
-/// batch's order. Up to [`MAX_DECODE_THREADS`] scoped threads, the calling thread
-/// included, take chunks of the batch in turn until none is left; all are joined before
-/// it returns. A thread that cannot be started (or finds the process's
-/// [`MAX_VERIFY_THREADS`] running) leaves its share to the others. Each
-/// thread keeps the keys it decompressed (a [`KeyCache`]) while it runs.
-pub fn decode_all(batch: &[Vec<u8>]) -> Vec<Result<Entry>> {
+/// batch's order; each entry keeps its bytes (moved, not copied). Up to
+/// [`MAX_DECODE_THREADS`] scoped threads, the calling thread included, take chunks of the
+/// batch in turn until none is left; all are joined before it returns. A thread that
+/// cannot be started (or finds the process's [`MAX_VERIFY_THREADS`] running) leaves its
+/// share to the others. Each thread keeps the keys it decompressed (a [`KeyCache`]) while
+/// it runs.
+pub fn decode_all(batch: Vec<Vec<u8>>) -> Vec<Checked> {
+    let len = batch.len();
     let threads = decode_threads();
-    if threads < 2 || batch.len() < PARALLEL_FROM {
+    if threads < 2 || len < PARALLEL_FROM {
         let mut keys = KeyCache::new();
         return batch
-            .iter()
-            .map(|b| Entry::decode_with(b, &mut keys))
+            .into_iter()
+            .map(|b| Entry::decode_owned(b, &mut keys))
             .collect();
     }
-    let next = AtomicUsize::new(0);
+    // The chunks, each with the place of its first entry, taken in turn by the threads.
+    let mut entries = batch.into_iter();
+    let chunks: VecDeque<(usize, Vec<Vec<u8>>)> = (0..len)
+        .step_by(CHUNK)
+        .map(|at| (at, entries.by_ref().take(CHUNK).collect()))
+        .collect();
+    let chunks = Mutex::new(chunks);
     let work = || {
         let mut keys = KeyCache::new();
         let mut done = Vec::new();
         loop {
-            let at = next.fetch_add(CHUNK, Ordering::Relaxed);
-            let Some(chunk) = batch.get(at..batch.len().min(at + CHUNK)) else {
+            let next = chunks.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            let Some((at, chunk)) = next else {
                 return done;
             };
-            if chunk.is_empty() {
-                return done;
-            }
-            let decoded: Vec<Result<Entry>> = chunk
-                .iter()
-                .map(|b| Entry::decode_with(b, &mut keys))
+            let decoded: Vec<Checked> = chunk
+                .into_iter()
+                .map(|b| Entry::decode_owned(b, &mut keys))
                 .collect();
             done.push((at, decoded));
         }
     };
     let work = &work;
-    let mut chunks = std::thread::scope(|scope| {
+    let mut decoded = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .filter_map(|_| spawn_verifier(scope, work))
             .collect();
-        let mut chunks = work();
+        let mut decoded = work();
         for helper in helpers {
             // A helper that panicked loses its chunks: they are refused below.
-            chunks.extend(helper.join().unwrap_or_default());
+            decoded.extend(helper.join().unwrap_or_default());
         }
-        chunks
+        decoded
     });
-    chunks.sort_unstable_by_key(|(at, _)| *at);
-    let mut out: Vec<Result<Entry>> = Vec::with_capacity(batch.len());
-    for (at, decoded) in chunks {
+    decoded.sort_unstable_by_key(|(at, _)| *at);
+    let mut out: Vec<Checked> = Vec::with_capacity(len);
+    for (at, checked) in decoded {
         while out.len() < at {
-            out.push(Err(Error::Internal("a signature check panicked".into())));
+            out.push(lost());
         }
-        out.extend(decoded);
+        out.extend(checked);
     }
-    while out.len() < batch.len() {
-        out.push(Err(Error::Internal("a signature check panicked".into())));
+    while out.len() < len {
+        out.push(lost());
     }
     out
 }
 
 /// A batch being decoded and verified ([`decode_all`]) on a thread of a scope while the
 /// caller does something else, typically taking the previous batch's entries: checking
-/// overlaps with storing instead of alternating with it. The batch is held until
-/// [`Checking::finish`] returns it.
+/// overlaps with storing instead of alternating with it. The entries keep their bytes: the
+/// batch is not held beside them.
 pub struct Checking<'scope> {
-    batch: Arc<Vec<Vec<u8>>>,
     work: Work<'scope>,
 }
 
 enum Work<'scope> {
-    Started(Verifier<'scope, Vec<Result<Entry>>>),
+    /// On a thread: the batch's length, for the outcomes a panic would lose.
+    Started(Verifier<'scope, Vec<Checked>>, usize),
     /// Decoded on the calling thread (a short batch, or no thread could be started).
-    Done(Vec<Result<Entry>>),
+    Done(Vec<Checked>),
 }
 
 impl<'scope> Checking<'scope> {
@@ -193,35 +218,35 @@ impl<'scope> Checking<'scope> {
     /// at the latest when it ends), or decodes it now if it is short or no thread can be
     /// started (none free of [`MAX_VERIFY_THREADS`], or the system refuses one).
     pub fn start<'env>(scope: &'scope Scope<'scope, 'env>, batch: Vec<Vec<u8>>) -> Self {
-        let batch = Arc::new(batch);
-        if batch.len() < PARALLEL_FROM {
-            let decoded = decode_all(&batch);
+        let len = batch.len();
+        if len < PARALLEL_FROM {
             return Checking {
-                batch,
-                work: Work::Done(decoded),
+                work: Work::Done(decode_all(batch)),
             };
         }
-        let shared = batch.clone();
-        let work = match spawn_verifier(scope, move || decode_all(&shared)) {
-            Some(handle) => Work::Started(handle),
-            None => Work::Done(decode_all(&batch)),
+        // The batch is sent to the thread once it runs: one that cannot start would drop it.
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        let thread = spawn_verifier(scope, move || {
+            rx.recv().map_or_else(|_| Vec::new(), decode_all)
+        });
+        let work = match thread {
+            Some(handle) => {
+                let _ = tx.send(batch);
+                Work::Started(handle, len)
+            }
+            None => Work::Done(decode_all(batch)),
         };
-        Checking { batch, work }
+        Checking { work }
     }
 
-    /// Waits for the batch: each entry's bytes with its outcome, in the batch's order.
-    pub fn finish(self) -> Vec<(Vec<u8>, Result<Entry>)> {
-        let decoded = match self.work {
+    /// Waits for the batch: each entry's outcome, in the batch's order.
+    pub fn finish(self) -> Vec<Checked> {
+        match self.work {
             Work::Done(decoded) => decoded,
-            Work::Started(handle) => handle.join().unwrap_or_else(|_| {
-                (0..self.batch.len())
-                    .map(|_| Err(Error::Internal("a signature check panicked".into())))
-                    .collect()
-            }),
-        };
-        // The thread has ended, so the batch is no longer shared (cloned otherwise).
-        let batch = Arc::try_unwrap(self.batch).unwrap_or_else(|shared| (*shared).clone());
-        batch.into_iter().zip(decoded).collect()
+            Work::Started(handle, len) => handle
+                .join()
+                .unwrap_or_else(|_| (0..len).map(|_| lost()).collect()),
+        }
     }
 }
 
@@ -262,12 +287,15 @@ mod tests {
             let last = batch.len() - 1;
             batch[3][20] ^= 1;
             batch[last].truncate(10);
-            let decoded = decode_all(&batch);
+            let decoded = decode_all(batch.clone());
             assert_eq!(decoded.len(), batch.len());
             for (i, (bytes, result)) in batch.iter().zip(&decoded).enumerate() {
                 match result {
                     Ok(entry) => assert_eq!(entry.bytes(), &bytes[..], "entry {i} out of order"),
-                    Err(_) => assert!(i == 3 || i == last, "entry {i} refused"),
+                    Err(refused) => {
+                        assert!(i == 3 || i == last, "entry {i} refused");
+                        assert_eq!(refused.id, Some(EntryId::of_bytes(bytes)), "entry {i}");
+                    }
                 }
             }
             assert!(decoded[3].is_err() && decoded[last].is_err());
@@ -294,7 +322,7 @@ mod tests {
                     scope.spawn(|| {
                         std::thread::scope(|inner| {
                             let parts = [Checking::start(inner, batch.clone())];
-                            parts.map(|p| p.finish().iter().all(|(_, e)| e.is_ok()))
+                            parts.map(|p| p.finish().iter().all(Result::is_ok))
                         })
                     })
                 })
@@ -349,11 +377,13 @@ mod tests {
             for (batch, checking) in batches.iter().zip(checking) {
                 let done = checking.finish();
                 assert_eq!(done.len(), batch.len());
-                for (i, ((bytes, result), sent)) in done.iter().zip(batch).enumerate() {
-                    assert_eq!(bytes, sent);
+                for (i, (result, sent)) in done.iter().zip(batch).enumerate() {
                     match result {
                         Ok(entry) => assert_eq!(entry.bytes(), &sent[..]),
-                        Err(_) => assert_eq!((batch.len(), i), (70, 69)),
+                        Err(refused) => {
+                            assert_eq!((batch.len(), i), (70, 69));
+                            assert_eq!(refused.id, Some(EntryId::of_bytes(sent)));
+                        }
                     }
                 }
             }

@@ -16,7 +16,7 @@ mod id;
 
 use std::collections::BTreeMap;
 
-pub use batch::{decode_all, Checking, MAX_DECODE_THREADS, MAX_VERIFY_THREADS};
+pub use batch::{decode_all, Checked, Checking, Refused, MAX_DECODE_THREADS, MAX_VERIFY_THREADS};
 pub use id::EntryId;
 
 use crate::crypto::{KeyCache, KeyRing, PublicKey, Signature};
@@ -233,13 +233,21 @@ impl Entry {
     /// Decodes and verifies an entry from its canonical bytes: the form must be canonical and
     /// the signature must verify. Fails with [`Error::Corrupt`] otherwise.
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
-        Self::decode_checked(bytes, Some(&mut KeyCache::new()))
+        let content = Self::check(bytes, Some(&mut KeyCache::new()))?;
+        Ok(Self::made(content, bytes.to_vec()))
     }
 
-    /// [`Entry::decode`], the author's key taken from (or added to) `keys`: for decoding many
-    /// entries by few authors.
-    fn decode_with(bytes: &[u8], keys: &mut KeyCache) -> Result<Entry> {
-        Self::decode_checked(bytes, Some(keys))
+    /// [`Entry::decode`] of bytes the entry then keeps (not copied), the author's key taken
+    /// from (or added to) `keys`: for decoding many entries by few authors. A refusal says
+    /// the id of the bytes.
+    fn decode_owned(bytes: Vec<u8>, keys: &mut KeyCache) -> Checked {
+        match Self::check(&bytes, Some(keys)) {
+            Ok(content) => Ok(Self::made(content, bytes)),
+            Err(error) => Err(Refused {
+                id: Some(EntryId::of_bytes(&bytes)),
+                error,
+            }),
+        }
     }
 
     /// Decodes an entry this instance verified before: read back from its own storage
@@ -247,11 +255,13 @@ impl Entry {
     /// (an entry waiting for its parents). The form is checked, the signature is not
     /// verified again. Never use it for bytes from elsewhere.
     pub fn decode_stored(bytes: &[u8]) -> Result<Entry> {
-        Self::decode_checked(bytes, None)
+        let content = Self::check(bytes, None)?;
+        Ok(Self::made(content, bytes.to_vec()))
     }
 
-    /// Decodes `bytes`, verifying the signature through `keys` unless `keys` is `None`.
-    fn decode_checked(bytes: &[u8], keys: Option<&mut KeyCache>) -> Result<Entry> {
+    /// Decodes the content of `bytes`, verifying the signature through `keys` unless
+    /// `keys` is `None`.
+    fn check(bytes: &[u8], keys: Option<&mut KeyCache>) -> Result<EntryContent> {
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(Error::Corrupt(format!(
                 "entry is larger than {MAX_ENTRY_BYTES} bytes"
@@ -264,13 +274,18 @@ impl Entry {
         let content = decode_unsigned(unsigned)?;
         if let Some(keys) = keys {
             let signature: Signature = signature.try_into().expect("split at 64");
-            keys.verify(&content.author, &signing_input(unsigned), &signature)?;
+            keys.verify(&content.author, &[SIGNING_DOMAIN, unsigned], &signature)?;
         }
-        Ok(Entry {
+        Ok(content)
+    }
+
+    /// The entry of `content` decoded from `bytes`.
+    fn made(content: EntryContent, bytes: Vec<u8>) -> Entry {
+        Entry {
             content,
-            bytes: bytes.to_vec(),
-            id: EntryId::of_bytes(bytes),
-        })
+            id: EntryId::of_bytes(&bytes),
+            bytes,
+        }
     }
 
     /// The content hash.

@@ -266,8 +266,8 @@ fn push(registry: &Registry, db: EntryId, entries: Vec<Vec<u8>>) -> Vec<u8> {
         let mut next = parts.next();
         while let Some(checking) = next {
             next = parts.next(); // started before this part is taken
-            statuses.extend(checking.finish().into_iter().map(|(_, decoded)| {
-                let taken = decoded.and_then(|e| {
+            statuses.extend(checking.finish().into_iter().map(|checked| {
+                let taken = checked.map_err(|r| r.error).and_then(|e| {
                     if e.database_id() != db {
                         return Err(Error::Corrupt("entry of another database".into()));
                     }

@@ -15,7 +15,7 @@ use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, Registry};
-use crate::entry::{Checking, Entry, EntryId};
+use crate::entry::{Checked, Checking, EntryId, Refused};
 use crate::error::{Error, Result, Status};
 
 /// What one round moved.
@@ -43,11 +43,14 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// Counts entry `id`, received and dropped for `why`; keeps the first reason.
-    fn reject(&mut self, id: &EntryId, why: &Error) {
+    /// Counts entry `id` (`None`: not known), received and dropped for `why`; keeps the
+    /// first reason.
+    fn reject(&mut self, id: Option<&EntryId>, why: &Error) {
         self.rejected += 1;
-        self.first_rejected
-            .get_or_insert_with(|| format!("{id}: {why}"));
+        self.first_rejected.get_or_insert_with(|| match id {
+            Some(id) => format!("{id}: {why}"),
+            None => why.to_string(),
+        });
     }
 
     /// The report, or an error naming what was rejected (everything valid was applied).
@@ -343,8 +346,8 @@ impl Exchange<'_> {
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
     /// pull cursor it completes, if any, unless a failure this round holds cursors back.
     fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
-        for (bytes, decoded) in reply.entries.finish() {
-            self.take(&bytes, decoded, report);
+        for checked in reply.entries.finish() {
+            self.take(checked, report);
         }
         match reply.cursor {
             Some(cursor) if !self.holding_back() => {
@@ -355,31 +358,34 @@ impl Exchange<'_> {
         }
     }
 
-    /// Takes one entry the peer sent, decoded and verified (`decoded`), noting the outcome
+    /// Takes one entry the peer sent, decoded and verified (`checked`), noting the outcome
     /// in `report`: dropped for good if it [`lasts`], else held back for the next round.
-    fn take(&self, bytes: &[u8], decoded: Result<Entry>, report: &mut SyncReport) {
-        let taken = decoded.and_then(|e| {
-            if e.database_id() != self.db {
-                return Err(Error::Corrupt("an entry of another database".into()));
-            }
-            self.registry.receive(e)
-        });
-        match taken {
+    fn take(&self, checked: Checked, report: &mut SyncReport) {
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(Refused { id, error }) => return self.note_refused(id.as_ref(), error, report),
+        };
+        let id = entry.id();
+        if entry.database_id() != self.db {
+            let e = Error::Corrupt("an entry of another database".into());
+            return self.note_refused(Some(&id), e, report);
+        }
+        match self.registry.receive(entry) {
             Ok(received) => {
                 report.pulled += 1;
                 // Children it released that were refused: dropped for good, or (the
                 // database's tips at their bound, a storage failure) held back.
                 for (id, e) in received.rejected {
-                    self.note_refused(&id, e, report);
+                    self.note_refused(Some(&id), e, report);
                 }
             }
-            Err(e) => self.note_refused(&EntryId::of_bytes(bytes), e, report),
+            Err(e) => self.note_refused(Some(&id), e, report),
         }
     }
 
-    /// Notes entry `id` refused with `e`: dropped for good if the refusal [`lasts`], else
-    /// held back for the next round.
-    fn note_refused(&self, id: &EntryId, e: Error, report: &mut SyncReport) {
+    /// Notes entry `id` (`None`: not known, its check lost to a panic) refused with `e`:
+    /// dropped for good if the refusal [`lasts`], else held back for the next round.
+    fn note_refused(&self, id: Option<&EntryId>, e: Error, report: &mut SyncReport) {
         if lasts(Some(e.status())) {
             report.reject(id, &e);
         } else {
