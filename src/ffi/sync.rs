@@ -162,7 +162,8 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// were applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),
 /// MNEMO_STATUS_BUSY (the peer could not take some of our entries now: a limit, or its
 /// storage failed; or this instance's room for entries waiting for their parents is at a
-/// limit, or the database here is at its 1,024 tips, which a writer's commit merges (or
+/// limit, or 1,024 entries the peer sent this round wait for parents it did not send, or
+/// the database here is at its 1,024 tips, which a writer's commit merges (or
 /// brings the refused entry in with it); retry later), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. After BUSY or STORAGE nothing is skipped: the next round asks for
 /// and offers again every entry that was not stored. Thread-safe.

@@ -1,13 +1,15 @@
 //! How a pull holds a peer to making progress: each page of ids must move the cursor on
 //! and either bring something this instance lacks or be as full as asked; the ids listed
 //! that this instance already holds cannot add up to more than it holds; and entries
-//! failing verification end the round past a bound. An honest peer meets all three (it
-//! lists each of its entries once, in pages as full as asked while more follow), so a
-//! peer can keep a round going only by sending entries that are taken.
+//! failing verification, or left waiting for parents nobody sent, end the round past a
+//! bound. An honest peer meets all of these (it lists each of its entries once, parents
+//! first, in pages as full as asked while more follow), so a peer can keep a round going
+//! only by sending entries that are taken in.
 
 use super::wire::{IdsPage, MAX_IDS};
 use super::PeerAddr;
 use crate::backend::Backend;
+use crate::database::DatabaseCore;
 use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
@@ -16,26 +18,38 @@ use crate::error::{Error, Result};
 /// past a page of them and the next starts after it.
 pub const MAX_REJECTED_PER_ROUND: usize = MAX_IDS;
 
+/// Entries one round leaves waiting for their parents before it ends (`MNEMO_STATUS_BUSY`:
+/// the next round tries again). An honest peer lists parents first, so a pull leaves
+/// entries waiting only when this instance lacks a parent the peer's cursor is past.
+pub const MAX_WAITING_PER_ROUND: usize = MAX_IDS;
+
 /// The progress checks of one pull (see the module's documentation).
 pub struct Progress<'a> {
     backend: &'a dyn Backend,
+    core: &'a DatabaseCore,
     db: EntryId,
     addr: &'a PeerAddr,
     /// Ids listed this round that this instance held when they were listed.
     held_listed: u64,
     /// How many of those an honest peer could have listed: the position of the last entry
-    /// of the database stored here (at least how many are stored), plus a page for the
-    /// entries waiting for their parents and those arriving by other rounds. Read again
-    /// when exceeded.
+    /// of the database stored here (at least how many are stored), the entries waiting for
+    /// their parents here, and a page for those arriving by other rounds meanwhile. Read
+    /// again when exceeded.
     allowance: u64,
 }
 
 impl<'a> Progress<'a> {
-    /// The checks of a pull of `db` from the peer at `addr`.
-    pub fn new(backend: &'a dyn Backend, db: EntryId, addr: &'a PeerAddr) -> Result<Self> {
+    /// The checks of a pull of the database of `core` (stored in `backend`) from the peer
+    /// at `addr`.
+    pub fn new(
+        backend: &'a dyn Backend,
+        core: &'a DatabaseCore,
+        addr: &'a PeerAddr,
+    ) -> Result<Self> {
         let mut progress = Progress {
             backend,
-            db,
+            core,
+            db: core.id(),
             addr,
             held_listed: 0,
             allowance: 0,
@@ -48,6 +62,7 @@ impl<'a> Progress<'a> {
         self.allowance = self
             .backend
             .last_position(&self.db)?
+            .saturating_add(self.core.waiting_entries() as u64)
             .saturating_add(MAX_IDS as u64);
         Ok(())
     }
@@ -83,16 +98,24 @@ impl<'a> Progress<'a> {
         Ok(())
     }
 
-    /// Fails the round once `rejected` entries failed verification in it.
-    pub fn check_rejected(&self, rejected: usize, first: Option<&str>) -> Result<()> {
-        if rejected < MAX_REJECTED_PER_ROUND {
-            return Ok(());
+    /// Fails the round once `rejected` entries failed verification in it, or `waiting`
+    /// were left waiting for parents.
+    pub fn check_taken(&self, rejected: usize, first: Option<&str>, waiting: usize) -> Result<()> {
+        if rejected >= MAX_REJECTED_PER_ROUND {
+            return Err(self.fault(format!(
+                "it sent {rejected} entries that failed verification, and the round stops \
+                 there (first: {})",
+                first.unwrap_or("?")
+            )));
         }
-        Err(self.fault(format!(
-            "it sent {rejected} entries that failed verification, and the round stops there \
-             (first: {})",
-            first.unwrap_or("?")
-        )))
+        if waiting >= MAX_WAITING_PER_ROUND {
+            return Err(Error::Busy(format!(
+                "{}: {waiting} entries it sent wait for parents it did not send; the round \
+                 stops there",
+                self.addr
+            )));
+        }
+        Ok(())
     }
 
     fn fault(&self, what: String) -> Error {

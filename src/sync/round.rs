@@ -2,7 +2,7 @@
 //! round has a deadline, and each page a peer sends must make progress, so no peer can keep
 //! a round going forever.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -106,6 +106,7 @@ impl SyncEngine {
             db: *db,
             connection,
             held_back: RefCell::default(),
+            left_waiting: Cell::default(),
             stop,
         };
         let mut report = SyncReport {
@@ -135,9 +136,13 @@ impl SyncEngine {
             talk.pull(&mut report)?;
             if !talk.registry.exists(db)? {
                 // Entries of it wait for their parents, but without its root there is no
-                // database here to load.
+                // database here to load. A cursor past the root (saved by a round that ran
+                // on while the database was forgotten here) is not kept: the next round
+                // asks from the beginning.
+                self.save_cursor(&peer, db, Direction::Pull, 0)?;
                 return Err(Error::Corrupt(format!(
-                    "{addr}: the peer lists database {db} but did not send its root entry{}",
+                    "{addr}: the peer lists database {db} but did not send its root entry (the \
+                     next round asks from the beginning){}",
                     report
                         .first_rejected
                         .map_or(String::new(), |first| format!(" (rejected: {first})"))
@@ -173,6 +178,8 @@ struct Exchange<'a> {
     /// The first failure of this round that a later round may not meet (storage, a full
     /// waiting area): from then on no cursor is saved, so the next round asks again.
     held_back: RefCell<Option<Error>>,
+    /// Entries taken this round that wait for their parents ([`Progress::check_taken`]).
+    left_waiting: Cell<usize>,
     /// Set when the round's tracking ends: no request is sent after.
     stop: Option<&'a AtomicBool>,
 }
@@ -271,19 +278,22 @@ impl Exchange<'_> {
         let core = self.registry.core(db);
         let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
         let backend = self.registry.backend().clone();
-        let mut progress = Progress::new(&*backend, db, self.addr)?;
+        let mut progress = Progress::new(&*backend, &core, self.addr)?;
         loop {
             if self.holding_back() {
                 return Ok(()); // the next round starts again from the saved cursor
             }
-            progress.check_rejected(report.rejected, report.first_rejected.as_deref())?;
+            let first = report.first_rejected.as_deref();
+            progress.check_taken(report.rejected, first, self.left_waiting.get())?;
             let page = IdsPage::decode(&self.ask(Request::Ids {
                 after: cursor,
                 limit: wire::MAX_IDS as u32,
             })?)?;
+            // Each id once (an id listed again counts as held).
             let mut missing: Vec<EntryId> = Vec::new();
+            let mut seen = HashSet::with_capacity(page.ids.len());
             for id in &page.ids {
-                if !core.knows(id)? {
+                if seen.insert(*id) && !core.knows(id)? {
                     missing.push(*id);
                 }
             }
@@ -373,6 +383,9 @@ impl Exchange<'_> {
         match self.registry.receive(entry) {
             Ok(received) => {
                 report.pulled += 1;
+                if received.pending {
+                    self.left_waiting.set(self.left_waiting.get() + 1);
+                }
                 // Children it released that were refused: dropped for good, or (the
                 // database's tips at their bound, a storage failure) held back.
                 for (id, e) in received.rejected {

@@ -470,40 +470,105 @@ fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
 
 /// A first pull from a peer that lists a database's entries but leaves out its root fails:
 /// there is no database here to load. (Before, it answered OK, and loading the database
-/// then answered NOT_FOUND.)
+/// then answered NOT_FOUND.) The cursor it saved is not kept, so the next round asks from
+/// the beginning and completes the database: a cursor past the root (as a round running on
+/// while the database was forgotten here saved one) does not break the database for good.
 #[test]
-fn a_first_pull_without_the_root_fails() {
+fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
+    let (b, bob) = logged_in("bob");
     let keys = (
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
     );
-    let chain = chain_of(&keys.0, &keys.1, &[], 5);
+    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 5);
     let db = chain[0].id();
-    let ids: Vec<EntryId> = chain[1..].iter().map(|e| e.id()).collect();
+    let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
+    let rounds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = rounds.clone();
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        Request::Ids { .. } => Some(
-            IdsPage {
-                ids: ids.clone(),
-                next: ids.len() as u64,
-                more: false,
-            }
-            .encode(),
-        ),
+        Request::Ids { after, .. } => {
+            // The first round's page leaves the root out; later ones list from `after`.
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let from = if first { 1 } else { *after as usize };
+            let listed = ids[from.min(ids.len())..].to_vec();
+            Some(
+                IdsPage {
+                    ids: listed,
+                    next: ids.len() as u64,
+                    more: false,
+                }
+                .encode(),
+            )
+        }
         Request::Get(asked) => Some(entries_asked(&chain, asked)),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
         _ => Some(wire::encode_entries(&[])),
     });
-    let (b, bob) = logged_in("bob");
-    let err = b
-        .enable_sync()
-        .unwrap()
-        .sync_db(&bob, &addr, &db)
-        .unwrap_err();
+    let sync = b.enable_sync().unwrap();
+    let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
     assert!(
         matches!(&err, Error::Corrupt(m) if m.contains("did not send its root")),
         "{err}"
     );
+    sync.sync_db(&bob, &addr, &db).unwrap();
+    let copy = bob.load_db(&db).unwrap();
+    assert_eq!(copy.tips().unwrap(), vec![tip]);
+}
+
+/// A peer sending, page after page, entries that wait for parents it never sends cannot keep
+/// a round going: past 1,024 left waiting the round ends BUSY (before, it went on until the
+/// waiting area was full, 19,000 entries and 16 MiB, or the round's deadline), and an id
+/// listed again in a page counts as held.
+#[test]
+fn a_peer_sending_entries_that_wait_for_parents_cannot_keep_a_round_going() {
+    let (b, bob) = logged_in("bob");
+    let db = bob.create_db("mine").unwrap().id();
+    let sync = b.enable_sync().unwrap();
+    sync.set_limits(short_rounds()).unwrap();
+    let stranger = PrivateKey::generate().unwrap();
+    let orphans: Vec<mnemo::entry::Entry> = (0..3000u32)
+        .map(|i| {
+            EntryContent {
+                db: Some(db),
+                parents: vec![EntryId::of_bytes(&i.to_be_bytes())],
+                height: 5,
+                ops: Ops::new(),
+                author: stranger.public_key(),
+            }
+            .sign(&stranger)
+            .unwrap()
+        })
+        .collect();
+    let ids: Vec<EntryId> = orphans.iter().map(|e| e.id()).collect();
+    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = pages.clone();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+        Request::Ids { after, .. } => {
+            served.fetch_add(1, Ordering::SeqCst);
+            let from = (*after as usize).min(ids.len());
+            let to = (from + 200).min(ids.len());
+            Some(
+                IdsPage {
+                    ids: ids[from..to].to_vec(),
+                    next: to as u64,
+                    more: true,
+                }
+                .encode(),
+            )
+        }
+        Request::Get(asked) => Some(entries_asked(&orphans, asked)),
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
+    assert!(
+        matches!(&err, Error::Busy(m) if m.contains("the round stops there")),
+        "{err}"
+    );
+    let asked = pages.load(Ordering::SeqCst);
+    assert!(asked <= 8, "{asked} pages asked for");
 }
 
 #[test]

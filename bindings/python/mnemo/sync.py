@@ -109,7 +109,8 @@ class Sync(HandleOwner):
         the round stops), pages that make no progress, or, pulling the database for the
         first time, no root entry; the valid entries were applied), NetworkError
         (unreachable, a request over 30 s, a round over 10 minutes), Busy (the peer, or this
-        instance's room for entries waiting for their parents, is at a limit: retry later),
+        instance's room for entries waiting for their parents, is at a limit, or 1,024
+        entries the peer sent this round wait for parents it did not send: retry later),
         LoggedOut, StorageError; TypeError if ``user`` is not a :class:`mnemo.User`.
         """
         self._with_user(lib.mnemo_sync_db, user, addr, db_id)
