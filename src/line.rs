@@ -96,23 +96,23 @@ pub fn wait_turn<'a, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A counter of free places and its line.
+    /// A counter of free places and its line, and who took places, in order.
     #[derive(Default)]
     struct Places {
         free: usize,
         line: Line,
+        served: Vec<usize>,
     }
 
     fn line_of(places: &mut Places) -> &mut Line {
         &mut places.line
     }
 
-    /// Takes a place within `wait` (`false`: none came free).
-    fn take(places: &Mutex<Places>, wait: Duration) -> bool {
+    /// Takes a place for `who` within `wait` (`false`: none came free).
+    fn take(places: &Mutex<Places>, wait: Duration, who: usize) -> bool {
         let state = lock(places);
         let ready = |p: &Places| p.free > 0;
         let deadline = Some(Instant::now() + wait);
@@ -120,6 +120,7 @@ mod tests {
             return false;
         };
         state.free -= 1;
+        state.served.push(who);
         if state.free > 0 {
             state.line.wake_first();
         }
@@ -135,13 +136,11 @@ mod tests {
     #[test]
     fn waiters_are_served_in_the_order_they_came() {
         let places = Arc::new(Mutex::new(Places::default()));
-        let (tx, rx) = mpsc::channel();
         let mut waiters = Vec::new();
         for n in 0..4 {
-            let (shared, tx) = (places.clone(), tx.clone());
+            let shared = places.clone();
             waiters.push(std::thread::spawn(move || {
-                assert!(take(&shared, Duration::from_secs(30)));
-                tx.send(n).unwrap();
+                assert!(take(&shared, Duration::from_secs(30), n));
             }));
             // Each in line before the next starts.
             while lock(&places).line.len() <= n {
@@ -150,25 +149,23 @@ mod tests {
         }
         for _ in 0..4 {
             give_back(&places);
-            std::thread::sleep(Duration::from_millis(5));
         }
-        let order: Vec<_> = (0..4).map(|_| rx.recv().unwrap()).collect();
-        assert_eq!(order, vec![0, 1, 2, 3]);
         waiters.into_iter().for_each(|w| w.join().unwrap());
+        assert_eq!(lock(&places).served, vec![0, 1, 2, 3]);
     }
 
     #[test]
     fn a_waiter_that_gives_up_lets_the_next_in_and_several_places_serve_several() {
         let places = Arc::new(Mutex::new(Places::default()));
         let started = Instant::now();
-        assert!(!take(&places, Duration::from_millis(50)));
+        assert!(!take(&places, Duration::from_millis(50), 0));
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert!(lock(&places).line.is_empty());
         // Two wait; two places given back at once: the first takes one and wakes the next.
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let places = places.clone();
-                std::thread::spawn(move || take(&places, Duration::from_secs(30)))
+                std::thread::spawn(move || take(&places, Duration::from_secs(30), 1))
             })
             .collect();
         while lock(&places).line.len() < 2 {

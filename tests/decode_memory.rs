@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use mnemo::backend::{MemoryBackend, SqliteBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
-use mnemo::sync::wire::{self, IdsPage, Request};
+use mnemo::sync::wire::{self, Request};
 use mnemo::Instance;
 
 #[path = "it/fake_peer.rs"]
@@ -161,14 +161,7 @@ fn a_pull_of_large_entries_holds_a_bounded_number_of_bytes() {
     let served = entries.clone();
     let addr = fake_peer::fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        Request::Ids { .. } => Some(
-            IdsPage {
-                ids: ids.clone(),
-                next: ids.len() as u64,
-                more: false,
-            }
-            .encode(),
-        ),
+        Request::Ids { .. } => Some(fake_peer::whole_page(&ids)),
         // Two entries to a reply: just under the largest message.
         Request::Get(asked) => Some(fake_peer::entries_asked(
             &served,

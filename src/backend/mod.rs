@@ -291,9 +291,10 @@ pub trait Backend: Send + Sync {
         false
     }
     /// The database entry `id` is stored in, if it is stored, read from its row without
-    /// the row's check (which needs the entry's bytes, up to 16 MiB): for questions a
-    /// damaged row could answer wrong only at the cost of a fetch, made or not made
-    /// ("which of these do you hold?"). Anything read from the entry itself is checked.
+    /// the row's check (which needs the entry's bytes, up to 16 MiB): for "which of these
+    /// do you hold?", where a damaged row can only make an entry be fetched or pushed when
+    /// it need not be, or not be when it should (missing here then, until `verify` finds
+    /// the row). Anything read from the entry itself is checked.
     fn entry_db(&self, id: &EntryId) -> Result<Option<EntryId>>;
     /// The bytes of an entry, if present.
     fn get_entry(&self, id: &EntryId) -> Result<Option<Vec<u8>>>;

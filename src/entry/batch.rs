@@ -243,9 +243,12 @@ impl<'scope> Checking<'scope> {
     pub fn finish(self) -> Vec<Checked> {
         match self.work {
             Work::Done(decoded) => decoded,
-            Work::Started(handle, len) => handle
-                .join()
-                .unwrap_or_else(|_| (0..len).map(|_| lost()).collect()),
+            Work::Started(handle, len) => {
+                let mut checked = handle.join().unwrap_or_default();
+                // Lost with a panicking thread (or never handed over): refused.
+                checked.resize_with(len, lost);
+                checked
+            }
         }
     }
 }

@@ -166,7 +166,9 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// the database here is at its 1,024 tips, which a writer's commit merges (or
 /// brings the refused entry in with it); retry later), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. After BUSY or STORAGE nothing is skipped: the next round asks for
-/// and offers again every entry that was not stored. Thread-safe.
+/// and offers again every entry that was not stored, but for entries left waiting for
+/// parents the peer did not send (they wait here, until their parents come from anywhere
+/// or they expire). Thread-safe.
 #[no_mangle]
 #[must_use]
 pub unsafe extern "C" fn mnemo_sync_db(

@@ -136,10 +136,7 @@ impl SyncEngine {
             talk.pull(&mut report)?;
             if !talk.registry.exists(db)? {
                 // Entries of it wait for their parents, but without its root there is no
-                // database here to load. A cursor past the root (saved by a round that ran
-                // on while the database was forgotten here) is not kept: the next round
-                // asks from the beginning.
-                self.save_cursor(&peer, db, Direction::Pull, 0)?;
+                // database here to load (the next round asks from the beginning).
                 return Err(Error::Corrupt(format!(
                     "{addr}: the peer lists database {db} but did not send its root entry (the \
                      next round asks from the beginning){}",
@@ -276,7 +273,12 @@ impl Exchange<'_> {
     ) -> Result<()> {
         let db = self.db;
         let core = self.registry.core(db);
-        let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Pull)?;
+        // An honest peer lists the root first: a cursor saved without the root stored here
+        // (by a round running on while the database was forgotten here) would skip it.
+        let mut cursor = match self.registry.exists(&db)? {
+            true => self.sync.state.cursor(&self.peer, &db, Direction::Pull)?,
+            false => 0,
+        };
         let backend = self.registry.backend().clone();
         let mut progress = Progress::new(&*backend, &core, self.addr)?;
         loop {

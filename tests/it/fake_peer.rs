@@ -12,7 +12,7 @@ use std::time::Duration;
 use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::Permission;
 use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
-use mnemo::sync::wire::{self, Request};
+use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::TlsIdentity;
 
 /// A fake peer: a real device in TLS, that answers each database request with
@@ -171,6 +171,16 @@ pub fn on_top(entries: &[Entry], author: &PrivateKey, ops: Ops) -> Entry {
     }
     .sign(author)
     .unwrap()
+}
+
+/// The encoded reply to `ids` that lists all of `ids` at once: the last page.
+pub fn whole_page(ids: &[EntryId]) -> Vec<u8> {
+    IdsPage {
+        ids: ids.to_vec(),
+        next: ids.len() as u64,
+        more: false,
+    }
+    .encode()
 }
 
 /// The encoded reply to `get`: those of `entries` asked for, in the order asked.

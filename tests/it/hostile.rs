@@ -17,7 +17,7 @@ use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, Ticket};
 use mnemo::{Error, Instance};
 
-use crate::fake_peer::{chain_of, entries_asked, fake_peer, fake_peer_of, on_top};
+use crate::fake_peer::{chain_of, entries_asked, fake_peer, fake_peer_of, on_top, whole_page};
 use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
 #[test]
@@ -369,12 +369,63 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     );
 }
 
-/// Sync limits whose round ends after 20 s (the default is 10 minutes), so that a test of
-/// a round kept going fails in good time.
-fn short_rounds() -> Limits {
-    Limits {
-        round_deadline: Duration::from_secs(20),
-        ..Limits::default()
+/// A client facing a peer that tries to keep a round going: bob with his database, sync
+/// with rounds ending after 20 s (the default is 10 minutes, so that a test of a round kept
+/// going fails in good time), and the count of pages of ids a peer was asked for.
+struct Kept {
+    _instance: Instance,
+    bob: mnemo::User,
+    db: EntryId,
+    sync: Arc<mnemo::sync::SyncEngine>,
+    pages: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        let (b, bob) = logged_in("bob");
+        let db = bob.create_db("mine").unwrap().id();
+        let sync = b.enable_sync().unwrap();
+        sync.set_limits(Limits {
+            round_deadline: Duration::from_secs(20),
+            ..Limits::default()
+        })
+        .unwrap();
+        Kept {
+            _instance: b,
+            bob,
+            db,
+            sync,
+            pages: Arc::default(),
+        }
+    }
+
+    /// A fake peer that answers `ids` with `page(after)` (counted), `get` with `get(asked)`,
+    /// and tips with a tip the client lacks.
+    fn peer(
+        &self,
+        page: impl Fn(u64) -> IdsPage + Send + Sync + 'static,
+        get: impl Fn(&[EntryId]) -> Vec<u8> + Send + Sync + 'static,
+    ) -> String {
+        self.pages.store(0, Ordering::SeqCst);
+        let pages = self.pages.clone();
+        fake_peer(move |request| match request {
+            Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+            Request::Ids { after, .. } => {
+                pages.fetch_add(1, Ordering::SeqCst);
+                Some(page(*after).encode())
+            }
+            Request::Get(asked) => Some(get(asked)),
+            _ => Some(wire::encode_entries(&[])),
+        })
+    }
+
+    /// The error a round of the database with the peer at `addr` ends in, once it asked
+    /// for at most `most` pages.
+    fn round_error(&self, addr: &str, most: usize) -> Error {
+        let err = self.sync.sync_db(&self.bob, addr, &self.db).unwrap_err();
+        let asked = self.pages.load(Ordering::SeqCst);
+        assert!(asked <= most, "{asked} pages asked for, then: {err}");
+        err
     }
 }
 
@@ -385,36 +436,22 @@ fn short_rounds() -> Limits {
 /// the database per page.)
 #[test]
 fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
-    let (b, bob) = logged_in("bob");
-    let db = bob.create_db("mine").unwrap();
-    let held = db.id();
-    let sync = b.enable_sync().unwrap();
-    sync.set_limits(short_rounds()).unwrap();
+    let kept = Kept::new();
+    let held = kept.db;
     for (per_page, expected) in [(1, "says more follow"), (wire::MAX_IDS, "lists some again")] {
-        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let served = pages.clone();
-        let addr = fake_peer(move |request| match request {
-            Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
-            Request::Ids { after, .. } => {
-                served.fetch_add(1, Ordering::SeqCst);
-                Some(
-                    IdsPage {
-                        ids: vec![held; per_page],
-                        next: after + per_page as u64,
-                        more: true,
-                    }
-                    .encode(),
-                )
-            }
-            _ => Some(wire::encode_entries(&[])),
-        });
-        let err = sync.sync_db(&bob, &addr, &held).unwrap_err();
+        let addr = kept.peer(
+            move |after| IdsPage {
+                ids: vec![held; per_page],
+                next: after + per_page as u64,
+                more: true,
+            },
+            |_| wire::encode_entries(&[]),
+        );
+        let err = kept.round_error(&addr, 3);
         assert!(
             matches!(&err, Error::Corrupt(m) if m.contains(expected)),
             "{per_page}: {err}"
         );
-        let asked = pages.load(Ordering::SeqCst);
-        assert!(asked <= 3, "{per_page} a page: {asked} pages asked for");
     }
 }
 
@@ -423,18 +460,12 @@ fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
 /// the round's deadline, 10 minutes, decoding whatever came.)
 #[test]
 fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
-    let (b, bob) = logged_in("bob");
-    let db = bob.create_db("mine").unwrap().id();
-    let sync = b.enable_sync().unwrap();
-    sync.set_limits(short_rounds()).unwrap();
+    let kept = Kept::new();
     let garbage = Arc::new(std::sync::Mutex::new(BTreeMap::<EntryId, Vec<u8>>::new()));
-    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served = pages.clone();
-    let addr = fake_peer(move |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
-        Request::Ids { after, .. } => {
-            served.fetch_add(1, Ordering::SeqCst);
-            let mut listed = garbage.lock().unwrap();
+    let listed = garbage.clone();
+    let addr = kept.peer(
+        move |after| {
+            let mut listed = listed.lock().unwrap();
             let ids = (0..256)
                 .map(|i| {
                     let bytes = format!("garbage {after} {i}").into_bytes();
@@ -443,36 +474,31 @@ fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
                     id
                 })
                 .collect();
-            Some(
-                IdsPage {
-                    ids,
-                    next: after + 256,
-                    more: true,
-                }
-                .encode(),
-            )
-        }
-        Request::Get(asked) => {
+            IdsPage {
+                ids,
+                next: after + 256,
+                more: true,
+            }
+        },
+        move |asked| {
             let listed = garbage.lock().unwrap();
             let reply: Vec<Vec<u8>> = asked.iter().map(|id| listed[id].clone()).collect();
-            Some(wire::encode_entries(&reply))
-        }
-        _ => Some(wire::encode_entries(&[])),
-    });
-    let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
+            wire::encode_entries(&reply)
+        },
+    );
+    let err = kept.round_error(&addr, 8);
     assert!(
         matches!(&err, Error::Corrupt(m) if m.contains("the round stops there")),
         "{err}"
     );
-    let asked = pages.load(Ordering::SeqCst);
-    assert!(asked <= 8, "{asked} pages asked for");
 }
 
 /// A first pull from a peer that lists a database's entries but leaves out its root fails:
 /// there is no database here to load. (Before, it answered OK, and loading the database
-/// then answered NOT_FOUND.) The cursor it saved is not kept, so the next round asks from
-/// the beginning and completes the database: a cursor past the root (as a round running on
-/// while the database was forgotten here saved one) does not break the database for good.
+/// then answered NOT_FOUND.) The next round asks from the beginning, whatever cursor the
+/// first saved, and completes the database: a cursor past the root (as a round running on
+/// while the database was forgotten here saves one) does not break the database for good,
+/// nor do the entries left waiting, listed again as held.
 #[test]
 fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
     let (b, bob) = logged_in("bob");
@@ -480,7 +506,7 @@ fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
         PrivateKey::generate().unwrap(),
         PrivateKey::generate().unwrap(),
     );
-    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 5);
+    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 3100);
     let db = chain[0].id();
     let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
@@ -489,29 +515,28 @@ fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         Request::Ids { after, .. } => {
-            // The first round's page leaves the root out; later ones list from `after`.
+            // The first page leaves the root out; the others list from `after`.
             let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-            let from = if first { 1 } else { *after as usize };
-            let listed = ids[from.min(ids.len())..].to_vec();
+            let from = if first { 1 } else { *after as usize }.min(ids.len());
+            let to = (from + wire::MAX_IDS).min(ids.len());
             Some(
                 IdsPage {
-                    ids: listed,
-                    next: ids.len() as u64,
-                    more: false,
+                    ids: ids[from..to].to_vec(),
+                    next: to as u64,
+                    more: to < ids.len(),
                 }
                 .encode(),
             )
         }
-        Request::Get(asked) => Some(entries_asked(&chain, asked)),
+        Request::Get(asked) => Some(entries_asked(&chain, &asked[..asked.len().min(256)])),
         Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
         _ => Some(wire::encode_entries(&[])),
     });
     let sync = b.enable_sync().unwrap();
+    // More than 1,024 entries wait for the root: the round ends BUSY past the first pages
+    // (with fewer, CORRUPT "did not send its root" at their end).
     let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
-    assert!(
-        matches!(&err, Error::Corrupt(m) if m.contains("did not send its root")),
-        "{err}"
-    );
+    assert!(matches!(&err, Error::Busy(_)), "{err}");
     sync.sync_db(&bob, &addr, &db).unwrap();
     let copy = bob.load_db(&db).unwrap();
     assert_eq!(copy.tips().unwrap(), vec![tip]);
@@ -519,56 +544,61 @@ fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
 
 /// A peer sending, page after page, entries that wait for parents it never sends cannot keep
 /// a round going: past 1,024 left waiting the round ends BUSY (before, it went on until the
-/// waiting area was full, 19,000 entries and 16 MiB, or the round's deadline), and an id
-/// listed again in a page counts as held.
+/// waiting area was full, 19,000 entries and 16 MiB, or the round's deadline); and one
+/// listing the same such entry a thousand times a page gets it asked for once, the rest
+/// counted as held (before, each page asked for it once, for a thousand pages).
 #[test]
 fn a_peer_sending_entries_that_wait_for_parents_cannot_keep_a_round_going() {
-    let (b, bob) = logged_in("bob");
-    let db = bob.create_db("mine").unwrap().id();
-    let sync = b.enable_sync().unwrap();
-    sync.set_limits(short_rounds()).unwrap();
+    let kept = Kept::new();
     let stranger = PrivateKey::generate().unwrap();
-    let orphans: Vec<mnemo::entry::Entry> = (0..3000u32)
-        .map(|i| {
-            EntryContent {
-                db: Some(db),
-                parents: vec![EntryId::of_bytes(&i.to_be_bytes())],
-                height: 5,
-                ops: Ops::new(),
-                author: stranger.public_key(),
-            }
-            .sign(&stranger)
-            .unwrap()
-        })
-        .collect();
-    let ids: Vec<EntryId> = orphans.iter().map(|e| e.id()).collect();
-    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let served = pages.clone();
-    let addr = fake_peer(move |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
-        Request::Ids { after, .. } => {
-            served.fetch_add(1, Ordering::SeqCst);
-            let from = (*after as usize).min(ids.len());
-            let to = (from + 200).min(ids.len());
-            Some(
-                IdsPage {
-                    ids: ids[from..to].to_vec(),
-                    next: to as u64,
-                    more: true,
+    let orphans: Arc<Vec<mnemo::entry::Entry>> = Arc::new(
+        (0..3000u32)
+            .map(|i| {
+                EntryContent {
+                    db: Some(kept.db),
+                    parents: vec![EntryId::of_bytes(&i.to_be_bytes())],
+                    height: 5,
+                    ops: Ops::new(),
+                    author: stranger.public_key(),
                 }
-                .encode(),
-            )
-        }
-        Request::Get(asked) => Some(entries_asked(&orphans, asked)),
-        _ => Some(wire::encode_entries(&[])),
-    });
-    let err = sync.sync_db(&bob, &addr, &db).unwrap_err();
+                .sign(&stranger)
+                .unwrap()
+            })
+            .collect(),
+    );
+    let ids: Vec<EntryId> = orphans.iter().map(|e| e.id()).collect();
+    let (listed, sent) = (ids.clone(), orphans.clone());
+    let addr = kept.peer(
+        move |after| {
+            let from = (after as usize).min(listed.len());
+            let to = (from + 200).min(listed.len());
+            IdsPage {
+                ids: listed[from..to].to_vec(),
+                next: to as u64,
+                more: true,
+            }
+        },
+        move |asked| entries_asked(&sent, asked),
+    );
+    let err = kept.round_error(&addr, 8);
     assert!(
         matches!(&err, Error::Busy(m) if m.contains("the round stops there")),
         "{err}"
     );
-    let asked = pages.load(Ordering::SeqCst);
-    assert!(asked <= 8, "{asked} pages asked for");
+
+    let addr = kept.peer(
+        move |after| IdsPage {
+            ids: vec![ids[2000 + after as usize % 1000]; wire::MAX_IDS],
+            next: after + 1,
+            more: true,
+        },
+        move |asked| entries_asked(&orphans, asked),
+    );
+    let err = kept.round_error(&addr, 8);
+    assert!(
+        matches!(&err, Error::Corrupt(m) if m.contains("lists some again")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -706,14 +736,7 @@ fn a_reply_over_the_limits_ends_the_pull_after_taking_what_came_before() {
     let tip = good.last().unwrap().id();
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        Request::Ids { .. } => Some(
-            IdsPage {
-                ids: ids.clone(),
-                next: ids.len() as u64,
-                more: false,
-            }
-            .encode(),
-        ),
+        Request::Ids { .. } => Some(whole_page(&ids)),
         Request::Get(asked) => Some(wire::encode_entries(
             &asked
                 .iter()
