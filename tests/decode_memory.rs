@@ -14,6 +14,8 @@ use mnemo::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use mnemo::sync::wire::{self, Request};
 use mnemo::Instance;
 
+// Shared with the `it` tests, which use more of it.
+#[allow(dead_code)]
 #[path = "it/fake_peer.rs"]
 mod fake_peer;
 

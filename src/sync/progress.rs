@@ -10,9 +10,7 @@
 
 use super::wire::{IdsPage, MAX_IDS};
 use super::PeerAddr;
-use crate::backend::Backend;
 use crate::database::DatabaseCore;
-use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 /// Entries failing verification that one round takes before it ends (the valid ones
@@ -27,9 +25,7 @@ pub const MAX_WAITING_PER_ROUND: usize = MAX_IDS;
 
 /// The progress checks of one pull (see the module's documentation).
 pub struct Progress<'a> {
-    backend: &'a dyn Backend,
     core: &'a DatabaseCore,
-    db: EntryId,
     addr: &'a PeerAddr,
     /// Ids listed this round that this instance held when they were listed.
     held_listed: u64,
@@ -41,17 +37,10 @@ pub struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    /// The checks of a pull of the database of `core` (stored in `backend`) from the peer
-    /// at `addr`.
-    pub fn new(
-        backend: &'a dyn Backend,
-        core: &'a DatabaseCore,
-        addr: &'a PeerAddr,
-    ) -> Result<Self> {
+    /// The checks of a pull of the database of `core` from the peer at `addr`.
+    pub fn new(core: &'a DatabaseCore, addr: &'a PeerAddr) -> Result<Self> {
         let mut progress = Progress {
-            backend,
             core,
-            db: core.id(),
             addr,
             held_listed: 0,
             allowance: 0,
@@ -62,8 +51,9 @@ impl<'a> Progress<'a> {
 
     fn read_allowance(&mut self) -> Result<()> {
         self.allowance = self
-            .backend
-            .last_position(&self.db)?
+            .core
+            .backend()
+            .last_position(&self.core.id())?
             .saturating_add(self.core.waiting_entries() as u64)
             .saturating_add(MAX_IDS as u64);
         Ok(())

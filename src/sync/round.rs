@@ -279,8 +279,7 @@ impl Exchange<'_> {
             true => self.sync.state.cursor(&self.peer, &db, Direction::Pull)?,
             false => 0,
         };
-        let backend = self.registry.backend().clone();
-        let mut progress = Progress::new(&*backend, &core, self.addr)?;
+        let mut progress = Progress::new(&core, self.addr)?;
         loop {
             if self.holding_back() {
                 return Ok(()); // the next round starts again from the saved cursor

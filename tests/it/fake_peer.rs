@@ -159,6 +159,13 @@ pub fn chain_of(
     entries
 }
 
+/// [`chain_of`] by keys made for it, `reader` allowed to read.
+pub fn chain_readable_by(reader: PublicKey, len: usize) -> Vec<Entry> {
+    let owner = PrivateKey::generate().unwrap();
+    let writer = PrivateKey::generate().unwrap();
+    chain_of(&owner, &writer, &[reader], len)
+}
+
 /// An entry by `author` whose only parent is the last of `entries`.
 pub fn on_top(entries: &[Entry], author: &PrivateKey, ops: Ops) -> Entry {
     let last = entries.last().unwrap();
@@ -173,14 +180,22 @@ pub fn on_top(entries: &[Entry], author: &PrivateKey, ops: Ops) -> Entry {
     .unwrap()
 }
 
-/// The encoded reply to `ids` that lists all of `ids` at once: the last page.
-pub fn whole_page(ids: &[EntryId]) -> Vec<u8> {
+/// The encoded reply to `ids` that lists `ids` from place `from` (a position is a place
+/// plus one), at most `size` of them, saying whether more follow.
+pub fn page_of(ids: &[EntryId], from: usize, size: usize) -> Vec<u8> {
+    let from = from.min(ids.len());
+    let to = (from + size).min(ids.len());
     IdsPage {
-        ids: ids.to_vec(),
-        next: ids.len() as u64,
-        more: false,
+        ids: ids[from..to].to_vec(),
+        next: to as u64,
+        more: to < ids.len(),
     }
     .encode()
+}
+
+/// The encoded reply to `ids` that lists all of `ids` at once: the last page.
+pub fn whole_page(ids: &[EntryId]) -> Vec<u8> {
+    page_of(ids, 0, ids.len())
 }
 
 /// The encoded reply to `get`: those of `entries` asked for, in the order asked.

@@ -13,11 +13,15 @@ use mnemo::backend::{Backend, MemoryBackend};
 use mnemo::crypto::PrivateKey;
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
+use mnemo::error::Status;
 use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, Ticket};
 use mnemo::{Error, Instance};
 
-use crate::fake_peer::{chain_of, entries_asked, fake_peer, fake_peer_of, on_top, whole_page};
+use crate::fake_peer::{
+    chain_of, chain_readable_by, entries_asked, fake_peer, fake_peer_of, on_top, page_of,
+    whole_page,
+};
 use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
 #[test]
@@ -311,11 +315,7 @@ fn an_access_request_answered_with_another_id_is_refused() {
 #[test]
 fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     let (b, bob) = logged_in("bob");
-    let keys = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 100);
+    let chain = chain_readable_by(bob.default_key().unwrap(), 100);
     let db = chain[0].id();
     let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let served = pages.clone();
@@ -419,13 +419,16 @@ impl Kept {
         })
     }
 
-    /// The error a round of the database with the peer at `addr` ends in, once it asked
-    /// for at most `most` pages.
-    fn round_error(&self, addr: &str, most: usize) -> Error {
+    /// Checks that a round of the database with the peer at `addr` ends with `status` and a
+    /// message holding `words`, once it asked for at most `most` pages.
+    fn round_ends(&self, addr: &str, most: usize, status: Status, words: &str) {
         let err = self.sync.sync_db(&self.bob, addr, &self.db).unwrap_err();
         let asked = self.pages.load(Ordering::SeqCst);
         assert!(asked <= most, "{asked} pages asked for, then: {err}");
-        err
+        assert!(
+            err.status() == status && err.to_string().contains(words),
+            "{err}"
+        );
     }
 }
 
@@ -447,11 +450,7 @@ fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
             },
             |_| wire::encode_entries(&[]),
         );
-        let err = kept.round_error(&addr, 3);
-        assert!(
-            matches!(&err, Error::Corrupt(m) if m.contains(expected)),
-            "{per_page}: {err}"
-        );
+        kept.round_ends(&addr, 3, Status::Corrupt, expected);
     }
 }
 
@@ -486,11 +485,7 @@ fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
             wire::encode_entries(&reply)
         },
     );
-    let err = kept.round_error(&addr, 8);
-    assert!(
-        matches!(&err, Error::Corrupt(m) if m.contains("the round stops there")),
-        "{err}"
-    );
+    kept.round_ends(&addr, 8, Status::Corrupt, "the round stops there");
 }
 
 /// A first pull from a peer that lists a database's entries but leaves out its root fails:
@@ -502,11 +497,7 @@ fn a_peer_sending_entries_that_fail_verification_cannot_keep_a_round_going() {
 #[test]
 fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
     let (b, bob) = logged_in("bob");
-    let keys = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    let chain = chain_of(&keys.0, &keys.1, &[bob.default_key().unwrap()], 3100);
+    let chain = chain_readable_by(bob.default_key().unwrap(), 3100);
     let db = chain[0].id();
     let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
@@ -517,16 +508,8 @@ fn a_first_pull_without_the_root_fails_and_the_next_asks_from_the_beginning() {
         Request::Ids { after, .. } => {
             // The first page leaves the root out; the others list from `after`.
             let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-            let from = if first { 1 } else { *after as usize }.min(ids.len());
-            let to = (from + wire::MAX_IDS).min(ids.len());
-            Some(
-                IdsPage {
-                    ids: ids[from..to].to_vec(),
-                    next: to as u64,
-                    more: to < ids.len(),
-                }
-                .encode(),
-            )
+            let from = if first { 1 } else { *after as usize };
+            Some(page_of(&ids, from, wire::MAX_IDS))
         }
         Request::Get(asked) => Some(entries_asked(&chain, &asked[..asked.len().min(256)])),
         Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
@@ -580,11 +563,7 @@ fn a_peer_sending_entries_that_wait_for_parents_cannot_keep_a_round_going() {
         },
         move |asked| entries_asked(&sent, asked),
     );
-    let err = kept.round_error(&addr, 8);
-    assert!(
-        matches!(&err, Error::Busy(m) if m.contains("the round stops there")),
-        "{err}"
-    );
+    kept.round_ends(&addr, 8, Status::Busy, "the round stops there");
 
     let addr = kept.peer(
         move |after| IdsPage {
@@ -594,11 +573,7 @@ fn a_peer_sending_entries_that_wait_for_parents_cannot_keep_a_round_going() {
         },
         move |asked| entries_asked(&orphans, asked),
     );
-    let err = kept.round_error(&addr, 8);
-    assert!(
-        matches!(&err, Error::Corrupt(m) if m.contains("lists some again")),
-        "{err}"
-    );
+    kept.round_ends(&addr, 8, Status::Corrupt, "lists some again");
 }
 
 #[test]
@@ -671,18 +646,7 @@ fn a_pull_takes_every_good_entry_and_refuses_each_bad_one_alone_in_any_order() {
     let tip = good.last().unwrap().id();
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        Request::Ids { after, .. } => {
-            let from = (*after as usize).min(ids.len());
-            let to = (from + 100).min(ids.len());
-            Some(
-                IdsPage {
-                    ids: ids[from..to].to_vec(),
-                    next: to as u64,
-                    more: to < ids.len(),
-                }
-                .encode(),
-            )
-        }
+        Request::Ids { after, .. } => Some(page_of(&ids, *after as usize, 100)),
         Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
         Request::Get(asked) => {
             let mut reply: Vec<Vec<u8>> =
