@@ -1572,7 +1572,10 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * handles still open on it fail with MNEMO_STATUS_NOT_FOUND (in other processes sharing the storage too). Forgetting is
  * local: grants in the database's settings stay as they are, also on other replicas; while
  * another user of the instance keeps it, `mnemo_user_load_db` adds it to the list again,
- * and once reclaimed, syncing it from a peer brings it back. Another user of this instance
+ * and once reclaimed, syncing it from a peer brings it back (at storage positions after
+ * any it had here: the instance keeps one number, the last position any database it
+ * forgot reached, so peers that pulled it from here before get all of the new copy from
+ * where they were). Another user of this instance
  * loading it at the same moment either keeps it (it is not reclaimed) or waits and gets
  * MNEMO_STATUS_NOT_FOUND. A process sharing the storage that writes to the database after
  * this one found that nobody keeps it (a user there loaded it just then) keeps it stored:

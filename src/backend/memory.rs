@@ -44,6 +44,20 @@ impl StoredCell {
     }
 }
 
+/// A database's entries in the order they were stored: the entry at `ids[i]` is at position
+/// `before + i + 1`.
+struct Log {
+    before: u64,
+    ids: Vec<EntryId>,
+}
+
+impl Log {
+    /// The position of its last entry.
+    fn last_position(&self) -> u64 {
+        self.before + self.ids.len() as u64
+    }
+}
+
 /// One store's cells, by key.
 type Store = BTreeMap<Box<str>, StoredCell>;
 
@@ -51,8 +65,11 @@ type Store = BTreeMap<Box<str>, StoredCell>;
 struct Inner {
     entries: HashMap<EntryId, Stored>,
     tips: HashMap<EntryId, BTreeMap<EntryId, u64>>,
-    /// Per database, its entries in the order they were stored (position = index + 1).
-    log: HashMap<EntryId, Vec<EntryId>>,
+    /// Per database, its entries in the order they were stored.
+    log: HashMap<EntryId, Log>,
+    /// The last position handed out to a database since forgotten: a database stored (again)
+    /// after that starts after it, so no position is handed out twice.
+    forgotten_positions: u64,
     /// Per database, per store, per key: the winning write.
     stores: HashMap<EntryId, HashMap<Box<str>, Store>>,
     meta: BTreeMap<String, Vec<u8>>,
@@ -228,7 +245,12 @@ impl Backend for MemoryBackend {
                 changes_settings: w.meta.changes_settings,
             },
         );
-        inner.log.entry(db).or_default().push(w.id);
+        let before = inner.forgotten_positions;
+        let log = inner.log.entry(db).or_insert_with(|| Log {
+            before,
+            ids: Vec::new(),
+        });
+        log.ids.push(w.id);
         let tips = inner.tips.entry(db).or_default();
         for parent in w.parents {
             tips.remove(parent);
@@ -371,17 +393,20 @@ impl Backend for MemoryBackend {
         let Some(log) = inner.log.get(db) else {
             return Ok(Vec::new());
         };
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(log.len());
-        Ok(log[start..]
+        let skipped = after.saturating_sub(log.before);
+        let start = usize::try_from(skipped)
+            .unwrap_or(usize::MAX)
+            .min(log.ids.len());
+        Ok(log.ids[start..]
             .iter()
             .take(limit)
             .enumerate()
-            .map(|(i, id)| ((start + i + 1) as u64, *id))
+            .map(|(i, id)| (log.before + (start + i + 1) as u64, *id))
             .collect())
     }
 
     fn last_position(&self, db: &EntryId) -> Result<u64> {
-        Ok(self.read()?.log.get(db).map_or(0, |log| log.len() as u64))
+        Ok(self.read()?.log.get(db).map_or(0, Log::last_position))
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -451,8 +476,11 @@ impl Backend for MemoryBackend {
         if inner.version(db) != decided_at {
             return Ok(false);
         }
-        for id in inner.log.remove(db).unwrap_or_default() {
-            inner.entries.remove(&id);
+        if let Some(log) = inner.log.remove(db) {
+            inner.forgotten_positions = inner.forgotten_positions.max(log.last_position());
+            for id in log.ids {
+                inner.entries.remove(&id);
+            }
         }
         inner.tips.remove(db);
         inner.stores.remove(db);

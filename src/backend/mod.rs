@@ -372,7 +372,10 @@ pub trait Backend: Send + Sync {
     fn replace_state(&self, db: &EntryId, state: &StateWrite<'_>) -> Result<Option<Version>>;
     /// Entries of `db` in the order this backend stored them (parents always before their
     /// children), after position `after` (0: from the start), at most `limit` of them, with
-    /// their positions. Positions only grow; sync pages through them with a cursor.
+    /// their positions. Positions only grow and are never handed out twice, not even to a
+    /// database forgotten and stored again (its copy continues after the last position any
+    /// forgotten database reached): sync pages through them with a cursor, which a peer keeps
+    /// across this instance forgetting the database and pulling it again.
     fn entries_after(&self, db: &EntryId, after: u64, limit: usize) -> Result<Vec<(u64, EntryId)>>;
     /// The position of the last entry of `db` stored (0 if none): see
     /// [`Backend::entries_after`].
@@ -415,8 +418,8 @@ pub trait Backend: Send + Sync {
     /// does, as it keeps old row versions until vacuumed anyway); no row is removed if it is
     /// not stored.
     /// Afterwards the database is as if it had never been here: storing its root again
-    /// starts it afresh (its storage positions may start over, so cursors kept on them must
-    /// be forgotten with it). The removed rows do not stay readable in this backend's files as
+    /// starts it afresh, at storage positions after any it had (see
+    /// [`Backend::entries_after`]). The removed rows do not stay readable in this backend's files as
     /// far as it can see to it (as [`Backend::secret_delete`]: SQLite zeroes them and
     /// checkpoints; PostgreSQL keeps old row versions until they are vacuumed).
     fn forget_database(&self, db: &EntryId, decided_at: Version) -> Result<bool>;

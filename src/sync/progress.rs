@@ -1,8 +1,9 @@
 //! How a pull holds a peer to making progress: each page of ids must move the cursor on
 //! and either bring something this instance lacks or be as full as asked; the ids listed
-//! that this instance already holds cannot add up to more than the position of its last
-//! entry here (its count on memory and SQLite; on PostgreSQL a counter all databases
-//! share, so larger) and what waits; and entries
+//! that this instance already holds cannot add up to more than the storage positions its
+//! entries here span (their count on memory and SQLite; on PostgreSQL, whose positions
+//! come from one counter all databases share, more when other databases were written
+//! meanwhile) and what waits; and entries
 //! failing verification, or left waiting for parents nobody sent, end the round past a
 //! bound. An honest peer meets all of these (it lists each of its entries once, parents
 //! first, in pages as full as asked while more follow), so a peer can keep a round going
@@ -29,8 +30,8 @@ pub struct Progress<'a> {
     addr: &'a PeerAddr,
     /// Ids listed this round that this instance held when they were listed.
     held_listed: u64,
-    /// How many of those an honest peer could have listed: the position of the last entry
-    /// of the database stored here (at least how many are stored), the entries waiting for
+    /// How many of those an honest peer could have listed: the storage positions the
+    /// database's entries here span (at least how many are stored), the entries waiting for
     /// their parents here, and a page for those arriving by other rounds meanwhile. Read
     /// again when exceeded.
     allowance: u64,
@@ -50,10 +51,16 @@ impl<'a> Progress<'a> {
     }
 
     fn read_allowance(&mut self) -> Result<()> {
-        self.allowance = self
-            .core
-            .backend()
-            .last_position(&self.core.id())?
+        let (backend, db) = (self.core.backend(), self.core.id());
+        let last = backend.last_position(&db)?;
+        // Positions before the database's first entry are other databases' (or those of
+        // a copy of it forgotten here: see `Backend::entries_after`).
+        let before_first = match backend.entries_after(&db, 0, 1)?.first() {
+            Some((first, _)) => first.saturating_sub(1),
+            None => last,
+        };
+        self.allowance = last
+            .saturating_sub(before_first)
             .saturating_add(self.core.waiting_entries() as u64)
             .saturating_add(MAX_IDS as u64);
         Ok(())

@@ -784,6 +784,7 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         assert_eq!(backend.tips(&id).unwrap(), vec![(late, 2)], "{name}");
         assert_eq!(gone.get("s", "late").unwrap(), "\"x\"", "{name}");
         let decided_at = backend.version(&id).unwrap();
+        let last_position = backend.last_position(&id).unwrap();
         assert!(backend.forget_database(&id, decided_at).unwrap(), "{name}");
         assert_eq!(backend.entry_meta(&id).unwrap(), None, "{name}");
         assert_eq!(backend.entry_db(&written).unwrap(), None, "{name}");
@@ -805,7 +806,9 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         let version = backend.version(&id).unwrap();
         assert!(backend.forget_database(&id, version).unwrap(), "{name}");
 
-        // Stored again from its entries (as a sync would), it starts afresh.
+        // Stored again from its entries (as a sync would), it starts afresh, at positions
+        // after those of its first copy (a peer's cursor on them stays good), also when
+        // opened again.
         let again = Instance::open(storage.open()).unwrap();
         assert!(
             !again.receive_entry(&root_bytes).unwrap().duplicate,
@@ -822,7 +825,17 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
             vec!["_log:_settings", "_log:s", "_settings", "s"],
             "{name}"
         );
-        assert!(backend.last_position(&id).unwrap() >= 2, "{name}");
+        let positions: Vec<u64> = (backend.entries_after(&id, 0, 10).unwrap().iter())
+            .map(|(position, _)| *position)
+            .collect();
+        assert_eq!(positions.len(), 2, "{name}");
+        assert!(positions[0] > last_position, "{name}: {positions:?}");
+        assert_eq!(backend.last_position(&id).unwrap(), positions[1], "{name}");
+        assert_eq!(
+            backend.entries_after(&id, positions[0], 10).unwrap(),
+            vec![(positions[1], written)],
+            "{name}"
+        );
     }
 }
 

@@ -185,6 +185,59 @@ fn a_pull_stopped_by_a_failed_write_is_completed_by_the_next_round() {
     }
 }
 
+/// A server that forgets a database and pulls it again from another device hands out new
+/// storage positions to its copy, never ones it gave before: a client whose cursor was
+/// saved on the old copy gets every entry of the new one it lacks, on every storage.
+#[test]
+fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors_good() {
+    for storage in crate::support::storages() {
+        let name = storage.name();
+        let server = Instance::open(storage.open()).unwrap();
+        server.create_user("sam", None).unwrap();
+        let sam = server.login("sam", None).unwrap();
+        let server_sync = server.enable_sync().unwrap();
+        let server_addr = server_sync.listen("127.0.0.1:0").unwrap();
+        let (x, xena) = logged_in("xena");
+        let x_sync = x.enable_sync().unwrap();
+        let x_addr = x_sync.listen("127.0.0.1:0").unwrap();
+        let (c, carl) = logged_in("carl");
+        let c_sync = c.enable_sync().unwrap();
+
+        let db = sam.create_db("shared").unwrap();
+        let id = db.id();
+        db.grant(&xena.default_key().unwrap(), Permission::Admin)
+            .unwrap();
+        db.grant(&carl.default_key().unwrap(), Permission::Read)
+            .unwrap();
+        x_sync.sync_db(&xena, &server_addr, &id).unwrap();
+        let on_x = xena.load_db(&id).unwrap();
+        // Xena's entries come early in her storage order; the server does not have them.
+        for i in 0..40 {
+            on_x.set("notes", &format!("x{i}"), "1").unwrap();
+        }
+        for i in 0..60 {
+            db.set("notes", &format!("s{i}"), "1").unwrap();
+        }
+        // Carl's cursor on the server: past all of its first copy.
+        c_sync.sync_db(&carl, &server_addr, &id).unwrap();
+        let on_c = carl.load_db(&id).unwrap();
+        // Xena gets the server's later entries (her storage order: the server's first, hers,
+        // the server's later); the server forgets the database and pulls it again from her, so
+        // its new copy holds entries Carl lacks early in its order: were positions handed out
+        // again, they would lie before his cursor.
+        x_sync.sync_db(&xena, &server_addr, &id).unwrap();
+        drop(db);
+        sam.forget_db(&id).unwrap();
+        server_sync.sync_db(&sam, &x_addr, &id).unwrap();
+        let again = sam.load_db(&id).unwrap();
+        assert_eq!(again.get_all("notes").unwrap().len(), 100, "{name}");
+
+        c_sync.sync_db(&carl, &server_addr, &id).unwrap();
+        assert_eq!(on_c.tips().unwrap(), again.tips().unwrap(), "{name}");
+        assert_eq!(state(&on_c, "notes"), state(&again, "notes"), "{name}");
+    }
+}
+
 /// Whichever single write fails at the listener while entries are pushed to it, the round
 /// says to retry and the next round pushes what was refused: the push cursor stays.
 #[test]

@@ -136,7 +136,9 @@ class User:
         a row of the database's id and version), and database handles still open on it raise
         NotFound. Forgetting is local: grants in the database's settings stay,
         also on other replicas; while another user of the instance keeps it,
-        :meth:`load_db` adds it to the list again. Raises NotFound (not in the user's list),
+        :meth:`load_db` adds it to the list again; once reclaimed, syncing it from a peer
+        brings it back, at storage positions after any it had here (so peers that pulled it
+        from here before get all of the new copy). Raises NotFound (not in the user's list),
         PermissionDenied (a system database of the instance), InvalidArgument (a malformed
         id), LoggedOut, StorageError.
         """

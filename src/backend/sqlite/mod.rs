@@ -971,6 +971,12 @@ fn forget_rows(tx: &Connection, db: &EntryId, decided_at: Version) -> Result<Cha
             removed: false,
         });
     }
+    // Positions are never handed out twice: a copy of `db` stored again continues after
+    // this one's last, so a peer's cursor on this file's positions skips nothing of it.
+    let last = newest_log_row(tx, db)?.map_or(0, |(seq, _)| seq);
+    if last > counter_in(tx, FORGOTTEN_POSITIONS_KEY)? {
+        set_counter(tx, FORGOTTEN_POSITIONS_KEY, last)?;
+    }
     let id = db.as_bytes();
     // `entries` is keyed by entry id alone: its rows of `db` are found through `log`.
     let mut deleted = tx
@@ -1006,6 +1012,10 @@ fn shape_key(db: &EntryId) -> String {
 
 /// The metadata record counting every move of any database's shape: where shapes come from.
 const SHAPES_KEY: &str = "shapes";
+
+/// The metadata record of the last log position handed out to a database since forgotten
+/// (absent: 0): the first entry of a database stored after that is at the position after it.
+const FORGOTTEN_POSITIONS_KEY: &str = "forgotten-positions";
 
 /// The counter in metadata record `key` (0 if absent).
 fn counter_in(conn: &Connection, key: &str) -> Result<u64> {
@@ -1175,7 +1185,7 @@ fn append_to_log(
 ) -> Result<()> {
     let (seq, mut tips) = match newest {
         Some((seq, tips)) => (seq + 1, tips),
-        None => (1, Vec::new()),
+        None => (counter_in(tx, FORGOTTEN_POSITIONS_KEY)? + 1, Vec::new()),
     };
     tips.retain(|(tip, _)| !parents.contains(tip));
     tips.push((*id, height));
