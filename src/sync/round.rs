@@ -10,7 +10,7 @@ use std::thread::Scope;
 
 use super::net::client::PeerConnection;
 use super::progress::Progress;
-use super::state::Direction;
+use super::state::{Cursor, Direction};
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
@@ -197,7 +197,7 @@ struct Reply<'scope> {
     entries: Checking<'scope>,
     /// The size of its entries, as received.
     bytes: usize,
-    cursor: Option<u64>,
+    cursor: Option<Cursor>,
 }
 
 impl Exchange<'_> {
@@ -275,10 +275,14 @@ impl Exchange<'_> {
         let core = self.registry.core(db);
         // An honest peer lists the root first: a cursor saved without the root stored here
         // (by a round running on while the database was forgotten here) would skip it.
-        let mut cursor = match self.registry.exists(&db)? {
+        let saved = match self.registry.exists(&db)? {
             true => self.sync.state.cursor(&self.peer, &db, Direction::Pull)?,
-            false => 0,
+            false => Cursor::default(),
         };
+        let mut cursor = saved.position;
+        // The first page starts at the saved cursor's own entry, to see that it is still
+        // listed there.
+        let mut still_at = saved.at.filter(|_| cursor > 0);
         let mut progress = Progress::new(&core, self.addr)?;
         loop {
             if self.holding_back() {
@@ -286,10 +290,19 @@ impl Exchange<'_> {
             }
             let first = report.first_rejected.as_deref();
             progress.check_taken(report.rejected, first, self.left_waiting.get())?;
+            let after = cursor - u64::from(still_at.is_some());
             let page = IdsPage::decode(&self.ask(Request::Ids {
-                after: cursor,
+                after,
                 limit: wire::MAX_IDS as u32,
             })?)?;
+            if still_at
+                .take()
+                .is_some_and(|at| page.ids.first() != Some(&at))
+            {
+                self.start_again()?;
+                cursor = 0;
+                continue;
+            }
             // Each id once (an id listed again counts as held).
             let mut missing: Vec<EntryId> = Vec::new();
             let mut seen = HashSet::with_capacity(page.ids.len());
@@ -298,7 +311,7 @@ impl Exchange<'_> {
                     missing.push(*id);
                 }
             }
-            progress.check_page(cursor, &page, missing.len())?;
+            progress.check_page(after, &page, missing.len())?;
             while !missing.is_empty() {
                 let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
                 // Only what was asked for is decoded (signatures checked on several cores),
@@ -340,18 +353,31 @@ impl Exchange<'_> {
             if page.next > cursor {
                 cursor = page.next;
                 // Saved once the page's entries are taken.
+                let reached = Cursor::new(cursor, page.ids.last().copied());
                 match in_flight.back_mut() {
-                    Some(reply) => reply.cursor = Some(cursor),
+                    Some(reply) => reply.cursor = Some(reached),
                     None if self.holding_back() => {}
                     None => self
                         .sync
-                        .save_cursor(&self.peer, &db, Direction::Pull, cursor)?,
+                        .save_cursor(&self.peer, &db, Direction::Pull, reached)?,
                 }
             }
             if !page.more {
                 return Ok(());
             }
         }
+    }
+
+    /// Sets both cursors with the peer back to the beginning: its storage order no longer
+    /// lists the pull cursor's entry where it did. Its storage was replaced under the cursor
+    /// (restored from a backup, say), so what it lists after the cursor may not be all this
+    /// instance lacks, and what was pushed to it may be gone.
+    fn start_again(&self) -> Result<()> {
+        for direction in [Direction::Pull, Direction::Push] {
+            self.sync
+                .save_cursor(&self.peer, &self.db, direction, Cursor::default())?;
+        }
+        Ok(())
     }
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
@@ -412,7 +438,11 @@ impl Exchange<'_> {
     fn push(&mut self, report: &mut SyncReport) -> Result<()> {
         let db = self.db;
         let backend = self.registry.backend().clone();
-        let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Push)?;
+        let mut cursor = self
+            .sync
+            .state
+            .cursor(&self.peer, &db, Direction::Push)?
+            .position;
         loop {
             let page = backend.entries_after(&db, cursor, wire::MAX_IDS)?;
             let Some((last, _)) = page.last().copied() else {
@@ -449,7 +479,7 @@ impl Exchange<'_> {
             }
             cursor = last;
             self.sync
-                .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
+                .save_cursor(&self.peer, &db, Direction::Push, Cursor::new(cursor, None))?;
             if page.len() < wire::MAX_IDS {
                 return Ok(());
             }

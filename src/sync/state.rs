@@ -66,7 +66,48 @@ pub(super) enum Direction {
     Push,
 }
 
-/// The instance metadata record of a cursor (a storage position, 8 bytes big-endian):
+/// How far rounds got through a storage order: a position in it, and for a pull the entry
+/// the peer listed at that position. A peer that no longer lists that entry there had its
+/// storage order change under the cursor (its storage restored from a backup, or a
+/// database forgotten and pulled again by a build that handed positions out again), and
+/// the next round starts from the beginning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Cursor {
+    /// The last position taken (0: the beginning).
+    pub position: u64,
+    /// The entry listed at `position`: `None` for a push cursor (this instance's own
+    /// order), a page that listed nothing, or a cursor saved by a build that kept none.
+    pub at: Option<EntryId>,
+}
+
+impl Cursor {
+    /// A cursor at `position`, where `at` was listed.
+    pub fn new(position: u64, at: Option<EntryId>) -> Self {
+        Cursor { position, at }
+    }
+
+    /// Its record: the position, 8 bytes big-endian, then the entry's 32 bytes if known.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.position.to_be_bytes().to_vec();
+        if let Some(at) = &self.at {
+            out.extend_from_slice(at.as_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let malformed = || Error::Corrupt("a sync cursor is neither 8 nor 40 bytes".into());
+        let (position, at) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let at = match at.len() {
+            0 => None,
+            32 => Some(EntryId::from_bytes(at.try_into().map_err(|_| malformed())?)),
+            _ => return Err(malformed()),
+        };
+        Ok(Cursor::new(u64::from_be_bytes(*position), at))
+    }
+}
+
+/// The instance metadata record of a cursor ([`Cursor::encode`]):
 /// `sync-cursor/<peer>/<database>/<pull|push>`. Cursors are this device's own bookkeeping,
 /// replaced in place: as `_sync` records, every round that moved one added a signed entry
 /// to `_sync`, which grew with each round for good.
@@ -210,36 +251,55 @@ impl SyncState {
             .collect())
     }
 
-    /// The cursor of `peer`, `db`, `direction` (0 before the first round).
+    /// The cursor of `peer`, `db`, `direction` (the beginning before the first round).
     pub(super) fn cursor(
         &self,
         peer: &PublicKey,
         db: &EntryId,
         direction: Direction,
-    ) -> Result<u64> {
-        let Some(bytes) = self
+    ) -> Result<Cursor> {
+        match self
             .db
             .backend()
             .meta_get(&cursor_record(peer, db, direction))?
-        else {
-            return Ok(0);
-        };
-        let bytes: [u8; 8] = bytes
-            .try_into()
-            .map_err(|_| Error::Corrupt("a sync cursor is not 8 bytes".into()))?;
-        Ok(u64::from_be_bytes(bytes))
+        {
+            Some(bytes) => Cursor::decode(&bytes),
+            None => Ok(Cursor::default()),
+        }
     }
 
-    /// Moves the cursor of `peer`, `db`, `direction` to `position`.
+    /// Moves the cursor of `peer`, `db`, `direction` to `cursor`.
     pub(super) fn save_cursor(
         &self,
         peer: &PublicKey,
         db: &EntryId,
         direction: Direction,
-        position: u64,
+        cursor: Cursor,
     ) -> Result<()> {
         self.db
             .backend()
-            .meta_put(&cursor_record(peer, db, direction), &position.to_be_bytes())
+            .meta_put(&cursor_record(peer, db, direction), &cursor.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_read_back_as_saved_and_as_earlier_builds_saved_them() {
+        let at = EntryId::of_bytes(b"an entry");
+        for cursor in [Cursor::new(7, Some(at)), Cursor::new(9, None)] {
+            assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
+        // Earlier builds kept the position alone.
+        assert_eq!(
+            Cursor::decode(&5u64.to_be_bytes()).unwrap(),
+            Cursor::new(5, None)
+        );
+        for length in [0, 7, 9, 39, 41] {
+            let err = Cursor::decode(&vec![1; length]).unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{length}: {err}");
+        }
     }
 }

@@ -321,11 +321,12 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     let served = pages.clone();
     let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
+    let root_sent = std::sync::atomic::AtomicBool::new(false);
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         // The first pull (track's own) gets the root at once; later ones an entry every
-        // half second.
-        Request::Ids { after: 0, .. } => Some(
+        // half second (from the root again: where the cursor left off).
+        Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => Some(
             IdsPage {
                 ids: vec![db],
                 next: 1,

@@ -238,6 +238,73 @@ fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors
     }
 }
 
+/// A server whose SQLite file is restored from a backup hands out again the positions it
+/// had handed out since (to other entries): a client whose cursor no longer finds its entry
+/// where it was starts again from the beginning, both ways, so it gets the server's new
+/// entries and pushes back what the server lost (its own and the client's).
+#[test]
+fn a_server_restored_from_a_backup_and_its_client_converge_again() {
+    use crate::support::TempDir;
+
+    let dir = TempDir::new();
+    let file = |name: &str| dir.0.join(name);
+    let url = format!("sqlite:{}", file("server.db").display());
+    let serve = || {
+        let server = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
+        let sync = server.enable_sync().unwrap();
+        let addr = sync.listen("127.0.0.1:0").unwrap();
+        (server, addr)
+    };
+    let (server, addr) = serve();
+    server.create_user("sam", None).unwrap();
+    let sam = server.login("sam", None).unwrap();
+    let (c, carl) = logged_in("carl");
+    let c_sync = c.enable_sync().unwrap();
+    let db = sam.create_db("shared").unwrap();
+    let id = db.id();
+    db.grant(&carl.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    let write = |db: &mnemo::Database, prefix: &str, count: usize| {
+        for i in 0..count {
+            db.set("notes", &format!("{prefix}{i}"), "1").unwrap();
+        }
+    };
+    write(&db, "before", 20);
+    c_sync.sync_db(&carl, &addr, &id).unwrap();
+    drop((db, sam, server));
+    let backup: Vec<_> = ["server.db", "server.db-wal"]
+        .iter()
+        .filter_map(|name| Some((*name, std::fs::read(file(name)).ok()?)))
+        .collect();
+
+    // After the backup: the server writes 30 entries, Carl pulls them and pushes 10.
+    let (server, addr) = serve();
+    let sam = server.login("sam", None).unwrap();
+    write(&sam.load_db(&id).unwrap(), "lost", 30);
+    let on_c = carl.load_db(&id).unwrap();
+    write(&on_c, "carl", 10);
+    c_sync.sync_db(&carl, &addr, &id).unwrap();
+    c_sync.sync_db(&carl, &addr, &id).unwrap(); // his cursor now past his own entries there
+    drop((sam, server));
+
+    // Restored: its positions after the backup go to 40 new entries.
+    let _ = std::fs::remove_file(file("server.db-wal"));
+    let _ = std::fs::remove_file(file("server.db-shm"));
+    for (name, bytes) in &backup {
+        std::fs::write(file(name), bytes).unwrap();
+    }
+    let (server, addr) = serve();
+    let sam = server.login("sam", None).unwrap();
+    let restored = sam.load_db(&id).unwrap();
+    assert_eq!(restored.get_all("notes").unwrap().len(), 20);
+    write(&restored, "after", 40);
+
+    c_sync.sync_db(&carl, &addr, &id).unwrap();
+    assert_eq!(on_c.get_all("notes").unwrap().len(), 100);
+    assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
+    assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+}
+
 /// Whichever single write fails at the listener while entries are pushed to it, the round
 /// says to retry and the next round pushes what was refused: the push cursor stays.
 #[test]

@@ -98,7 +98,10 @@ class Sync(HandleOwner):
         and if the peer refuses it, with each of the user's other keys in turn (a key
         rotated); for a database not here yet, with each of the user's keys in turn until
         the peer accepts one (so the peer learns the public keys tried). Afterwards
-        :meth:`mnemo.User.load_db` opens a database pulled for the first time. The call also
+        :meth:`mnemo.User.load_db` opens a database pulled for the first time. Rounds with a
+        peer go on from where the last one got; if the peer no longer lists the entry where
+        it left off (its storage restored from a backup), the round starts again from the
+        beginning both ways, so the peer gets back what it lost. The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).
 

@@ -605,6 +605,64 @@ def test_a_server_that_forgets_a_database_and_pulls_it_again_still_serves_old_cu
         assert sorted(on_c.tips()) == sorted(again.tips())
 
 
+def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path: Path) -> None:
+    """A server's SQLite file restored from a backup hands out again the storage positions
+    it handed out since: the client sees its cursor's entry gone from where it was listed,
+    starts again from the beginning both ways, gets the server's new entries and pushes back
+    what the server lost (before, it skipped the first and never pushed the second)."""
+    path = tmp_path / "server.db"
+    with ExitStack() as stack:
+        carl_inst = stack.enter_context(mnemo.Instance.open("memory:"))
+        carl_inst.enable_sync()
+        carl_inst.create_user("carl")
+        cs = stack.enter_context(carl_inst.sync)
+        carl = stack.enter_context(carl_inst.login("carl"))
+
+        def serving(stack: ExitStack) -> tuple[str, mnemo.User]:
+            inst = stack.enter_context(mnemo.Instance.open(f"sqlite:{path}"))
+            inst.enable_sync()
+            if "sam" not in inst.list_users():
+                inst.create_user("sam")
+            sync = stack.enter_context(inst.sync)
+            return sync.listen(), stack.enter_context(inst.login("sam"))
+
+        with ExitStack() as first:
+            addr, sam = serving(first)
+            db = first.enter_context(sam.create_db("shared"))
+            db_id = db.id
+            db.grant(default_key(carl), "write")
+            for i in range(20):
+                db.set(STORE, f"before{i}", i)
+            cs.sync_db(carl, addr, db_id)
+        backup = {p.name: p.read_bytes() for p in tmp_path.glob("server.db*")}
+
+        on_c = stack.enter_context(carl.load_db(db_id))
+        with ExitStack() as second:
+            addr, sam = serving(second)
+            with sam.load_db(db_id) as db:
+                for i in range(30):
+                    db.set(STORE, f"lost{i}", i)
+            for i in range(10):
+                on_c.set(STORE, f"carl{i}", i)
+            cs.sync_db(carl, addr, db_id)
+            cs.sync_db(carl, addr, db_id)  # his cursor now past his own entries there
+
+        for p in tmp_path.glob("server.db*"):
+            p.unlink()
+        for name, content in backup.items():
+            (tmp_path / name).write_bytes(content)
+        with ExitStack() as third:
+            addr, sam = serving(third)
+            restored = third.enter_context(sam.load_db(db_id))
+            assert len(restored.get_all(STORE)) == 20
+            for i in range(40):
+                restored.set(STORE, f"after{i}", i)
+            cs.sync_db(carl, addr, db_id)
+            assert len(on_c.get_all(STORE)) == 100
+            assert on_c.get_all(STORE) == restored.get_all(STORE)
+            assert sorted(on_c.tips()) == sorted(restored.tips())
+
+
 def test_wrong_argument_types(pair: Pair) -> None:
     with pytest.raises(TypeError):
         pair.sync_b.sync_db("bob", pair.addr, pair.db.id)  # type: ignore[arg-type]
