@@ -10,7 +10,7 @@ use std::thread::Scope;
 
 use super::net::client::PeerConnection;
 use super::progress::Progress;
-use super::state::{Cursor, Direction};
+use super::state::{Cursor, Direction, PUSH_RESTART_GAP_MS};
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
@@ -146,7 +146,14 @@ impl SyncEngine {
                 )));
             }
         }
-        talk.push(&mut report)?;
+        // Once all of the peer's tips are here, tips that still differ are entries of this
+        // instance the peer lacks.
+        let ours_now: HashSet<EntryId> = (talk.registry.backend().tips(db)?.into_iter())
+            .map(|(id, _)| id)
+            .collect();
+        let peer_may_lack =
+            theirs.len() >= wire::MAX_IDS || ours_now != theirs.iter().copied().collect();
+        talk.push(peer_may_lack, &mut report)?;
         Ok(report)
     }
 }
@@ -281,8 +288,9 @@ impl Exchange<'_> {
         };
         let mut cursor = saved.position;
         // The first page starts at the saved cursor's own entry, to see that it is still
-        // listed there.
-        let mut still_at = saved.at.filter(|_| cursor > 0);
+        // listed there: if not, the peer's storage order changed under the cursor (see
+        // `Cursor`), and the pull starts again from the beginning.
+        let mut still_at = saved.held.filter(|_| cursor > 0);
         let mut progress = Progress::new(&core, self.addr)?;
         loop {
             if self.holding_back() {
@@ -299,7 +307,6 @@ impl Exchange<'_> {
                 .take()
                 .is_some_and(|at| page.ids.first() != Some(&at))
             {
-                self.start_again()?;
                 cursor = 0;
                 continue;
             }
@@ -368,18 +375,6 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sets both cursors with the peer back to the beginning: its storage order no longer
-    /// lists the pull cursor's entry where it did. Its storage was replaced under the cursor
-    /// (restored from a backup, say), so what it lists after the cursor may not be all this
-    /// instance lacks, and what was pushed to it may be gone.
-    fn start_again(&self) -> Result<()> {
-        for direction in [Direction::Pull, Direction::Push] {
-            self.sync
-                .save_cursor(&self.peer, &self.db, direction, Cursor::default())?;
-        }
-        Ok(())
-    }
-
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
     /// pull cursor it completes, if any, unless a failure this round holds cursors back.
     fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
@@ -434,73 +429,110 @@ impl Exchange<'_> {
     }
 
     /// Sends every entry stored here after the push cursor that the peer lacks, in batches
-    /// bounded in count and bytes (read from storage one batch at a time).
-    fn push(&mut self, report: &mut SyncReport) -> Result<()> {
+    /// bounded in count and bytes (read from storage one batch at a time). The first `have`
+    /// also asks whether the peer still holds the last entry it held (see [`Cursor`]), when
+    /// there is something to push or the peer may lack something (`peer_may_lack`): if not
+    /// (its storage restored from a backup, or a lie), the push starts again from the
+    /// beginning, at most once per [`PUSH_RESTART_GAP_MS`].
+    fn push(&mut self, peer_may_lack: bool, report: &mut SyncReport) -> Result<()> {
         let db = self.db;
         let backend = self.registry.backend().clone();
-        let mut cursor = self
-            .sync
-            .state
-            .cursor(&self.peer, &db, Direction::Push)?
-            .position;
+        let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Push)?;
+        let may_restart = now_ms().saturating_sub(cursor.restarted_ms) >= PUSH_RESTART_GAP_MS;
+        let mut probe = cursor.held.filter(|_| cursor.position > 0 && may_restart);
         loop {
-            let page = backend.entries_after(&db, cursor, wire::MAX_IDS)?;
-            let Some((last, _)) = page.last().copied() else {
+            // A `have` asks about at most MAX_IDS ids, the probe among them.
+            let asked = wire::MAX_IDS - usize::from(probe.is_some());
+            let page = backend.entries_after(&db, cursor.position, asked)?;
+            if page.is_empty() && !(peer_may_lack && probe.is_some()) {
                 return Ok(());
-            };
-            let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
-            let held = wire::decode_flags(&self.ask(Request::Have(ids.clone()))?)?;
+            }
+            let mut ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
+            let probed = probe.take();
+            ids.extend(probed);
+            let mut held = wire::decode_flags(&self.ask(Request::Have(ids.clone()))?)?;
             if held.len() != ids.len() {
                 return Err(Error::Network(format!(
                     "{}: malformed reply to 'have'",
                     self.addr
                 )));
             }
-            let mut batch: Vec<Vec<u8>> = Vec::new();
+            if probed.is_some() {
+                ids.pop();
+                if held.pop() == Some(false) {
+                    cursor = Cursor {
+                        restarted_ms: now_ms(),
+                        ..Cursor::default()
+                    };
+                    self.sync
+                        .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
+                    continue;
+                }
+            }
+            let Some((last, _)) = page.last().copied() else {
+                return Ok(());
+            };
+            // Entries of the page the peer holds: those it held and those it took.
+            let mut holds = HashSet::with_capacity(ids.len());
+            let mut batch = Vec::new();
             let mut size = 0;
             let mut retry = false;
-            for (id, _) in ids.iter().zip(held).filter(|(_, held)| !held) {
+            for (id, held) in ids.iter().zip(held) {
+                if held {
+                    holds.insert(*id);
+                    continue;
+                }
                 let bytes = backend
                     .get_entry(id)?
                     .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
                 size += bytes.len();
-                batch.push(bytes);
+                batch.push((*id, bytes));
                 if batch.len() >= wire::MAX_ENTRIES || size >= wire::BATCH_BYTES {
-                    retry |= self.send(std::mem::take(&mut batch), report)?;
+                    retry |= self.send(std::mem::take(&mut batch), &mut holds, report)?;
                     size = 0;
                 }
             }
             if !batch.is_empty() {
-                retry |= self.send(batch, report)?;
+                retry |= self.send(batch, &mut holds, report)?;
             }
             if retry {
                 // The peer could not take some now: the next round offers them again.
                 return Ok(());
             }
-            cursor = last;
+            cursor.position = last;
+            if let Some(held) = ids.iter().rev().find(|id| holds.contains(*id)) {
+                cursor.held = Some(*held);
+            }
             self.sync
-                .save_cursor(&self.peer, &db, Direction::Push, Cursor::new(cursor, None))?;
-            if page.len() < wire::MAX_IDS {
+                .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
+            if page.len() < asked {
                 return Ok(());
             }
         }
     }
 
-    /// Pushes one batch and counts what the peer took and refused; true if a refusal may
-    /// pass next time (`Busy`, the peer's storage), so the push cursor must stay.
-    fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<bool> {
-        let count = batch.len();
-        let statuses = wire::decode_statuses(&self.ask(Request::Push(batch))?)?;
-        if statuses.len() != count {
+    /// Pushes one batch of entries (id and bytes), adds those the peer took to `taken`, and
+    /// counts what it took and refused; true if a refusal may pass next time (`Busy`, the
+    /// peer's storage), so the push cursor must stay.
+    fn send(
+        &mut self,
+        batch: Vec<(EntryId, Vec<u8>)>,
+        taken: &mut HashSet<EntryId>,
+        report: &mut SyncReport,
+    ) -> Result<bool> {
+        let (ids, bytes): (Vec<EntryId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
+        let statuses = wire::decode_statuses(&self.ask(Request::Push(bytes))?)?;
+        if statuses.len() != ids.len() {
             return Err(Error::Network(format!(
                 "{}: malformed reply to 'push'",
                 self.addr
             )));
         }
         let mut retry = false;
-        for status in statuses {
+        for (id, status) in ids.into_iter().zip(statuses) {
             if status == Status::Ok.code() {
                 report.pushed += 1;
+                taken.insert(id);
             } else {
                 report.refused_by_peer += 1;
                 report.first_refusal.get_or_insert(status);

@@ -66,44 +66,75 @@ pub(super) enum Direction {
     Push,
 }
 
-/// How far rounds got through a storage order: a position in it, and for a pull the entry
-/// the peer listed at that position. A peer that no longer lists that entry there had its
-/// storage order change under the cursor (its storage restored from a backup, or a
-/// database forgotten and pulled again by a build that handed positions out again), and
-/// the next round starts from the beginning.
+/// How far rounds got through a storage order: a position in it, and an entry the peer held
+/// there. A pull keeps the entry the peer listed at the position: a peer that no longer
+/// lists it there had its storage order change under the cursor (restored from a backup,
+/// or a database forgotten and pulled again by a build that handed positions out again),
+/// and the pull starts again from the beginning. A push keeps the last entry (by this
+/// instance's order) the peer held or took: a peer that no longer holds it lost what was
+/// pushed to it, and the push starts again from the beginning, at most once per
+/// [`PUSH_RESTART_GAP_MS`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Cursor {
     /// The last position taken (0: the beginning).
     pub position: u64,
-    /// The entry listed at `position`: `None` for a push cursor (this instance's own
-    /// order), a page that listed nothing, or a cursor saved by a build that kept none.
-    pub at: Option<EntryId>,
+    /// The entry the peer held, as above; `None` when none is known (nothing taken yet, a
+    /// page that listed nothing, a cursor saved by a build that kept none).
+    pub held: Option<EntryId>,
+    /// When a push last started again from the beginning, in ms since the epoch (0: never).
+    pub restarted_ms: u64,
 }
 
+/// The least time between two pushes to one peer of one database that start again from
+/// the beginning because it no longer holds what it held: each may send the whole database,
+/// and a peer can claim to have lost it (1 hour).
+pub(super) const PUSH_RESTART_GAP_MS: u64 = 60 * 60 * 1000;
+
 impl Cursor {
-    /// A cursor at `position`, where `at` was listed.
-    pub fn new(position: u64, at: Option<EntryId>) -> Self {
-        Cursor { position, at }
+    /// A cursor at `position`, where the peer held `held`.
+    pub fn new(position: u64, held: Option<EntryId>) -> Self {
+        Cursor {
+            position,
+            held,
+            restarted_ms: 0,
+        }
     }
 
-    /// Its record: the position, 8 bytes big-endian, then the entry's 32 bytes if known.
+    /// Its record: the position (8 bytes big-endian), then the held entry's 32 bytes if
+    /// known, then `restarted_ms` (8 bytes) if not 0.
     fn encode(&self) -> Vec<u8> {
         let mut out = self.position.to_be_bytes().to_vec();
-        if let Some(at) = &self.at {
-            out.extend_from_slice(at.as_bytes());
+        if let Some(held) = &self.held {
+            out.extend_from_slice(held.as_bytes());
+        }
+        if self.restarted_ms != 0 {
+            out.extend_from_slice(&self.restarted_ms.to_be_bytes());
         }
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        let malformed = || Error::Corrupt("a sync cursor is neither 8 nor 40 bytes".into());
-        let (position, at) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
-        let at = match at.len() {
-            0 => None,
-            32 => Some(EntryId::from_bytes(at.try_into().map_err(|_| malformed())?)),
+        let malformed = || Error::Corrupt(format!("a sync cursor of {} bytes", bytes.len()));
+        let u64_at = |at: usize| {
+            let field: [u8; 8] = bytes[at..at + 8].try_into().expect("8 bytes");
+            u64::from_be_bytes(field)
+        };
+        let held_at = |at: usize| {
+            let field: [u8; 32] = bytes[at..at + 32].try_into().expect("32 bytes");
+            Some(EntryId::from_bytes(field))
+        };
+        let (held, restarted_ms) = match bytes.len() {
+            8 => (None, 0),
+            16 => (None, u64_at(8)),
+            40 => (held_at(8), 0),
+            48 => (held_at(8), u64_at(40)),
             _ => return Err(malformed()),
         };
-        Ok(Cursor::new(u64::from_be_bytes(*position), at))
+        Ok(Cursor {
+            position: u64_at(0),
+            held,
+            restarted_ms,
+        })
     }
 }
 
@@ -288,8 +319,18 @@ mod tests {
 
     #[test]
     fn cursors_are_read_back_as_saved_and_as_earlier_builds_saved_them() {
-        let at = EntryId::of_bytes(b"an entry");
-        for cursor in [Cursor::new(7, Some(at)), Cursor::new(9, None)] {
+        let held = EntryId::of_bytes(b"an entry");
+        let restarted = |held| Cursor {
+            restarted_ms: 1_700_000_000_000,
+            ..Cursor::new(3, held)
+        };
+        let cursors = [
+            Cursor::new(7, Some(held)),
+            Cursor::new(9, None),
+            restarted(Some(held)),
+            restarted(None),
+        ];
+        for cursor in cursors {
             assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
         }
         // Earlier builds kept the position alone.
@@ -297,7 +338,7 @@ mod tests {
             Cursor::decode(&5u64.to_be_bytes()).unwrap(),
             Cursor::new(5, None)
         );
-        for length in [0, 7, 9, 39, 41] {
+        for length in [0, 7, 9, 15, 17, 39, 41, 47, 49] {
             let err = Cursor::decode(&vec![1; length]).unwrap_err();
             assert!(matches!(err, Error::Corrupt(_)), "{length}: {err}");
         }

@@ -498,6 +498,44 @@ fn the_held_entries_a_peer_may_list_are_counted_from_the_databases_first_positio
     }
 }
 
+/// A peer claiming, round after round, to have lost everything pushed to it gets the
+/// database pushed again from the beginning at most once an hour: each claim could make
+/// the client send all of it. (A tracked peer may start a round every 250 ms.)
+#[test]
+fn a_peer_claiming_to_have_lost_what_it_held_gets_it_all_again_at_most_once_an_hour() {
+    let kept = Kept::new();
+    let bob_db = kept.bob.load_db(&kept.db).unwrap();
+    for i in 0..5 {
+        bob_db.set("s", &i.to_string(), "1").unwrap();
+    }
+    let addr = fake_peer(|request| match request {
+        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
+        Request::Ids { after, .. } => Some(
+            IdsPage {
+                ids: vec![],
+                next: *after,
+                more: false,
+            }
+            .encode(),
+        ),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+        Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
+        _ => None,
+    });
+    let pushed: Vec<usize> = (0..4)
+        .map(|_| {
+            kept.sync
+                .sync_db(&kept.bob, &addr, &kept.db)
+                .unwrap()
+                .pushed
+        })
+        .collect();
+    // All of it once (the first round), once more (the first claim), then nothing new.
+    let all = pushed[0];
+    assert!(all >= 6, "{pushed:?}");
+    assert_eq!(pushed, vec![all, all, 0, 0]);
+}
+
 /// A peer sending entries that fail verification, page after page, cannot keep a round
 /// going: past [`MAX_IDS`](wire::MAX_IDS) of them the round ends. (Before, it went on until
 /// the round's deadline, 10 minutes, decoding whatever came.)

@@ -238,69 +238,129 @@ fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors
     }
 }
 
+/// A SQLite server, and a way to restore its file from a copy taken earlier: each
+/// `serve` opens an instance on the file and listens.
+struct Restorable {
+    dir: crate::support::TempDir,
+    url: String,
+}
+
+impl Restorable {
+    fn new() -> Restorable {
+        let dir = crate::support::TempDir::new();
+        let url = format!("sqlite:{}", dir.0.join("server.db").display());
+        Restorable { dir, url }
+    }
+
+    /// The server's instance (sam's account created the first time) and its address.
+    fn serve(&self) -> (Instance, mnemo::User, String) {
+        let server = Instance::open(mnemo::backend::open(&self.url).unwrap()).unwrap();
+        if server.list_users().unwrap().is_empty() {
+            server.create_user("sam", None).unwrap();
+        }
+        let addr = server.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+        let sam = server.login("sam", None).unwrap();
+        (server, sam, addr)
+    }
+
+    /// The file's bytes (the server closed).
+    fn backup(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let files = std::fs::read_dir(&self.dir.0).unwrap();
+        (files.map(|f| f.unwrap().path()))
+            .map(|path| (path.clone(), std::fs::read(path).unwrap()))
+            .collect()
+    }
+
+    /// Puts the files of `backup` back in place of the server's (the server closed).
+    fn restore(&self, backup: &[(std::path::PathBuf, Vec<u8>)]) {
+        for file in std::fs::read_dir(&self.dir.0).unwrap() {
+            std::fs::remove_file(file.unwrap().path()).unwrap();
+        }
+        for (path, bytes) in backup {
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+fn write_notes(db: &mnemo::Database, prefix: &str, count: usize) {
+    for i in 0..count {
+        db.set("notes", &format!("{prefix}{i}"), "1").unwrap();
+    }
+}
+
 /// A server whose SQLite file is restored from a backup hands out again the positions it
-/// had handed out since (to other entries): a client whose cursor no longer finds its entry
-/// where it was starts again from the beginning, both ways, so it gets the server's new
-/// entries and pushes back what the server lost (its own and the client's).
+/// had handed out since (to other entries): a client whose pull cursor no longer finds its
+/// entry where it was starts again from the beginning, and one whose last pushed entry the
+/// server no longer holds pushes again from the beginning: it gets the server's new entries
+/// and pushes back what the server lost (its own and the client's).
 #[test]
 fn a_server_restored_from_a_backup_and_its_client_converge_again() {
-    use crate::support::TempDir;
-
-    let dir = TempDir::new();
-    let file = |name: &str| dir.0.join(name);
-    let url = format!("sqlite:{}", file("server.db").display());
-    let serve = || {
-        let server = Instance::open(mnemo::backend::open(&url).unwrap()).unwrap();
-        let sync = server.enable_sync().unwrap();
-        let addr = sync.listen("127.0.0.1:0").unwrap();
-        (server, addr)
-    };
-    let (server, addr) = serve();
-    server.create_user("sam", None).unwrap();
-    let sam = server.login("sam", None).unwrap();
+    let server = Restorable::new();
+    let (s, sam, addr) = server.serve();
     let (c, carl) = logged_in("carl");
     let c_sync = c.enable_sync().unwrap();
     let db = sam.create_db("shared").unwrap();
     let id = db.id();
     db.grant(&carl.default_key().unwrap(), Permission::Write)
         .unwrap();
-    let write = |db: &mnemo::Database, prefix: &str, count: usize| {
-        for i in 0..count {
-            db.set("notes", &format!("{prefix}{i}"), "1").unwrap();
-        }
-    };
-    write(&db, "before", 20);
+    write_notes(&db, "before", 20);
     c_sync.sync_db(&carl, &addr, &id).unwrap();
-    drop((db, sam, server));
-    let backup: Vec<_> = ["server.db", "server.db-wal"]
-        .iter()
-        .filter_map(|name| Some((*name, std::fs::read(file(name)).ok()?)))
-        .collect();
+    drop((db, sam, s));
+    let backup = server.backup();
 
     // After the backup: the server writes 30 entries, Carl pulls them and pushes 10.
-    let (server, addr) = serve();
-    let sam = server.login("sam", None).unwrap();
-    write(&sam.load_db(&id).unwrap(), "lost", 30);
+    let (s, sam, addr) = server.serve();
+    write_notes(&sam.load_db(&id).unwrap(), "lost", 30);
     let on_c = carl.load_db(&id).unwrap();
-    write(&on_c, "carl", 10);
+    write_notes(&on_c, "carl", 10);
     c_sync.sync_db(&carl, &addr, &id).unwrap();
     c_sync.sync_db(&carl, &addr, &id).unwrap(); // his cursor now past his own entries there
-    drop((sam, server));
+    drop((sam, s));
 
     // Restored: its positions after the backup go to 40 new entries.
-    let _ = std::fs::remove_file(file("server.db-wal"));
-    let _ = std::fs::remove_file(file("server.db-shm"));
-    for (name, bytes) in &backup {
-        std::fs::write(file(name), bytes).unwrap();
-    }
-    let (server, addr) = serve();
-    let sam = server.login("sam", None).unwrap();
+    server.restore(&backup);
+    let (_s, sam, addr) = server.serve();
     let restored = sam.load_db(&id).unwrap();
     assert_eq!(restored.get_all("notes").unwrap().len(), 20);
-    write(&restored, "after", 40);
+    write_notes(&restored, "after", 40);
 
     c_sync.sync_db(&carl, &addr, &id).unwrap();
     assert_eq!(on_c.get_all("notes").unwrap().len(), 100);
+    assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
+    assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+}
+
+/// A client whose last round pushed entries the server then lost (restored from a backup
+/// taken after the client's last pull: its pull cursor still finds its entry) pushes them
+/// again: the server no longer holds the last entry it held.
+#[test]
+fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
+    let server = Restorable::new();
+    let (s, sam, addr) = server.serve();
+    let (c, carl) = logged_in("carl");
+    let c_sync = c.enable_sync().unwrap();
+    let db = sam.create_db("shared").unwrap();
+    let id = db.id();
+    db.grant(&carl.default_key().unwrap(), Permission::Write)
+        .unwrap();
+    write_notes(&db, "server", 20);
+    c_sync.sync_db(&carl, &addr, &id).unwrap();
+    drop((db, sam, s));
+    let backup = server.backup();
+
+    // More than a page: the first `have`, which asks about the last entry the server
+    // held too, stays within its 1,024 ids.
+    let (s, _sam, addr) = server.serve();
+    let on_c = carl.load_db(&id).unwrap();
+    write_notes(&on_c, "carl", 1_100);
+    assert_eq!(c_sync.sync_db(&carl, &addr, &id).unwrap().pushed, 1_100);
+    drop((_sam, s));
+
+    server.restore(&backup);
+    let (_s, sam, addr) = server.serve();
+    let report = c_sync.sync_db(&carl, &addr, &id).unwrap();
+    assert_eq!((report.pulled, report.pushed), (0, 1_100));
+    let restored = sam.load_db(&id).unwrap();
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
 }

@@ -100,8 +100,9 @@ class Sync(HandleOwner):
         the peer accepts one (so the peer learns the public keys tried). Afterwards
         :meth:`mnemo.User.load_db` opens a database pulled for the first time. Rounds with a
         peer go on from where the last one got; if the peer no longer lists the entry where
-        it left off (its storage restored from a backup), the round starts again from the
-        beginning both ways, so the peer gets back what it lost. The call also
+        the last pull left off (its storage restored from a backup), the pull starts again
+        from the beginning, and if it no longer holds the last entry of ours it held, so does
+        the push (at most once an hour for each database with each device). The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).
 

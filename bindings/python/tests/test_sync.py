@@ -605,40 +605,62 @@ def test_a_server_that_forgets_a_database_and_pulls_it_again_still_serves_old_cu
         assert sorted(on_c.tips()) == sorted(again.tips())
 
 
+class RestorableServer:
+    """A server on a SQLite file whose files can be copied and put back (a backup
+    restored); ``serve`` opens it (sam's account created the first time) and listens."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "server.db"
+
+    def serve(self, stack: ExitStack) -> tuple[str, mnemo.User]:
+        inst = stack.enter_context(mnemo.Instance.open(f"sqlite:{self.path}"))
+        inst.enable_sync()
+        if "sam" not in inst.list_users():
+            inst.create_user("sam")
+        sync = stack.enter_context(inst.sync)
+        return sync.listen(), stack.enter_context(inst.login("sam"))
+
+    def backup(self) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in self.directory.glob("server.db*")}
+
+    def restore(self, backup: dict[str, bytes]) -> None:
+        for f in self.directory.glob("server.db*"):
+            f.unlink()
+        for name, content in backup.items():
+            (self.directory / name).write_bytes(content)
+
+
+def carl_client(stack: ExitStack) -> tuple[mnemo.Sync, mnemo.User]:
+    inst = stack.enter_context(mnemo.Instance.open("memory:"))
+    inst.enable_sync()
+    inst.create_user("carl")
+    return stack.enter_context(inst.sync), stack.enter_context(inst.login("carl"))
+
+
 def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path: Path) -> None:
     """A server's SQLite file restored from a backup hands out again the storage positions
-    it handed out since: the client sees its cursor's entry gone from where it was listed,
-    starts again from the beginning both ways, gets the server's new entries and pushes back
-    what the server lost (before, it skipped the first and never pushed the second)."""
-    path = tmp_path / "server.db"
+    it handed out since: the client sees its pull cursor's entry gone from where it was
+    listed and pulls from the beginning, and sees the server no longer holds the last entry
+    of its own it held and pushes from the beginning: it gets the server's new entries and
+    pushes back what the server lost (before, it skipped the first and never pushed the
+    second)."""
+    server = RestorableServer(tmp_path)
     with ExitStack() as stack:
-        carl_inst = stack.enter_context(mnemo.Instance.open("memory:"))
-        carl_inst.enable_sync()
-        carl_inst.create_user("carl")
-        cs = stack.enter_context(carl_inst.sync)
-        carl = stack.enter_context(carl_inst.login("carl"))
-
-        def serving(stack: ExitStack) -> tuple[str, mnemo.User]:
-            inst = stack.enter_context(mnemo.Instance.open(f"sqlite:{path}"))
-            inst.enable_sync()
-            if "sam" not in inst.list_users():
-                inst.create_user("sam")
-            sync = stack.enter_context(inst.sync)
-            return sync.listen(), stack.enter_context(inst.login("sam"))
-
+        cs, carl = carl_client(stack)
         with ExitStack() as first:
-            addr, sam = serving(first)
+            addr, sam = server.serve(first)
             db = first.enter_context(sam.create_db("shared"))
             db_id = db.id
             db.grant(default_key(carl), "write")
             for i in range(20):
                 db.set(STORE, f"before{i}", i)
             cs.sync_db(carl, addr, db_id)
-        backup = {p.name: p.read_bytes() for p in tmp_path.glob("server.db*")}
+        backup = server.backup()
 
         on_c = stack.enter_context(carl.load_db(db_id))
         with ExitStack() as second:
-            addr, sam = serving(second)
+            addr, sam = server.serve(second)
             with sam.load_db(db_id) as db:
                 for i in range(30):
                     db.set(STORE, f"lost{i}", i)
@@ -647,12 +669,9 @@ def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path:
             cs.sync_db(carl, addr, db_id)
             cs.sync_db(carl, addr, db_id)  # his cursor now past his own entries there
 
-        for p in tmp_path.glob("server.db*"):
-            p.unlink()
-        for name, content in backup.items():
-            (tmp_path / name).write_bytes(content)
+        server.restore(backup)
         with ExitStack() as third:
-            addr, sam = serving(third)
+            addr, sam = server.serve(third)
             restored = third.enter_context(sam.load_db(db_id))
             assert len(restored.get_all(STORE)) == 20
             for i in range(40):
@@ -660,6 +679,38 @@ def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path:
             cs.sync_db(carl, addr, db_id)
             assert len(on_c.get_all(STORE)) == 100
             assert on_c.get_all(STORE) == restored.get_all(STORE)
+            assert sorted(on_c.tips()) == sorted(restored.tips())
+
+
+def test_entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again(
+    tmp_path: Path,
+) -> None:
+    """The backup was taken after the client's last pull, so its pull cursor still finds
+    its entry; the entries it pushed since are gone, and the next round pushes them again
+    (before, never: the server kept lacking them, and later entries their parents)."""
+    server = RestorableServer(tmp_path)
+    with ExitStack() as stack:
+        cs, carl = carl_client(stack)
+        with ExitStack() as first:
+            addr, sam = server.serve(first)
+            db = first.enter_context(sam.create_db("shared"))
+            db_id = db.id
+            db.grant(default_key(carl), "write")
+            db.set(STORE, "server", 1)
+            cs.sync_db(carl, addr, db_id)
+        backup = server.backup()
+        on_c = stack.enter_context(carl.load_db(db_id))
+        with ExitStack() as second:
+            addr, _ = server.serve(second)
+            for i in range(10):
+                on_c.set(STORE, f"carl{i}", i)
+            cs.sync_db(carl, addr, db_id)
+        server.restore(backup)
+        with ExitStack() as third:
+            addr, sam = server.serve(third)
+            cs.sync_db(carl, addr, db_id)
+            restored = third.enter_context(sam.load_db(db_id))
+            assert len(restored.get_all(STORE)) == 11
             assert sorted(on_c.tips()) == sorted(restored.tips())
 
 
