@@ -405,6 +405,14 @@ impl Backend for MemoryBackend {
             .collect())
     }
 
+    fn entry_count(&self, db: &EntryId) -> Result<u64> {
+        Ok(self
+            .read()?
+            .log
+            .get(db)
+            .map_or(0, |log| log.ids.len() as u64))
+    }
+
     fn last_position(&self, db: &EntryId) -> Result<u64> {
         Ok(self.read()?.log.get(db).map_or(0, Log::last_position))
     }

@@ -380,6 +380,8 @@ pub trait Backend: Send + Sync {
     /// The position of the last entry of `db` stored (0 if none): see
     /// [`Backend::entries_after`].
     fn last_position(&self, db: &EntryId) -> Result<u64>;
+    /// How many entries of `db` are stored (0 if none).
+    fn entry_count(&self, db: &EntryId) -> Result<u64>;
     /// [`Backend::last_position`] of each of `dbs`, in their order (a server answers them
     /// in one round trip).
     fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>> {

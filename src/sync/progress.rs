@@ -1,9 +1,7 @@
 //! How a pull holds a peer to making progress: each page of ids must move the cursor on
 //! and either bring something this instance lacks or be as full as asked; the ids listed
-//! that this instance already holds cannot add up to more than the storage positions its
-//! entries here span (their count on memory and SQLite; on PostgreSQL, whose positions
-//! come from one counter all databases share, more when other databases were written
-//! meanwhile) and what waits; and entries
+//! that this instance already holds cannot add up to more than the entries stored here
+//! and what waits; and entries
 //! failing verification, or left waiting for parents nobody sent, end the round past a
 //! bound. An honest peer meets all of these (it lists each of its entries once, parents
 //! first, in pages as full as asked while more follow), so a peer can keep a round going
@@ -30,37 +28,29 @@ pub struct Progress<'a> {
     addr: &'a PeerAddr,
     /// Ids listed this round that this instance held when they were listed.
     held_listed: u64,
-    /// How many of those an honest peer could have listed: the storage positions the
-    /// database's entries here span (at least how many are stored), the entries waiting for
-    /// their parents here, and a page for those arriving by other rounds meanwhile. Read
-    /// again when exceeded.
+    /// How many of those an honest peer could have listed: the entries of the database
+    /// stored here, those waiting for their parents here, and a page for those arriving by
+    /// other rounds meanwhile. A page until more are listed (nothing is read for rounds
+    /// listing fewer held entries), then read, and read again when exceeded.
     allowance: u64,
 }
 
 impl<'a> Progress<'a> {
     /// The checks of a pull of the database of `core` from the peer at `addr`.
-    pub fn new(core: &'a DatabaseCore, addr: &'a PeerAddr) -> Result<Self> {
-        let mut progress = Progress {
+    pub fn new(core: &'a DatabaseCore, addr: &'a PeerAddr) -> Self {
+        Progress {
             core,
             addr,
             held_listed: 0,
-            allowance: 0,
-        };
-        progress.read_allowance()?;
-        Ok(progress)
+            allowance: MAX_IDS as u64,
+        }
     }
 
     fn read_allowance(&mut self) -> Result<()> {
-        let (backend, db) = (self.core.backend(), self.core.id());
-        let last = backend.last_position(&db)?;
-        // Positions before the database's first entry are other databases' (or those of
-        // a copy of it forgotten here: see `Backend::entries_after`).
-        let before_first = match backend.entries_after(&db, 0, 1)?.first() {
-            Some((first, _)) => first.saturating_sub(1),
-            None => last,
-        };
-        self.allowance = last
-            .saturating_sub(before_first)
+        self.allowance = self
+            .core
+            .backend()
+            .entry_count(&self.core.id())?
             .saturating_add(self.core.waiting_entries() as u64)
             .saturating_add(MAX_IDS as u64);
         Ok(())

@@ -291,7 +291,7 @@ impl Exchange<'_> {
         // listed there: if not, the peer's storage order changed under the cursor (see
         // `Cursor`), and the pull starts again from the beginning.
         let mut still_at = saved.held.filter(|_| cursor > 0);
-        let mut progress = Progress::new(&core, self.addr)?;
+        let mut progress = Progress::new(&core, self.addr);
         loop {
             if self.holding_back() {
                 return Ok(()); // the next round starts again from the saved cursor

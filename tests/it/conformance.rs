@@ -785,6 +785,7 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         assert_eq!(gone.get("s", "late").unwrap(), "\"x\"", "{name}");
         let decided_at = backend.version(&id).unwrap();
         let last_position = backend.last_position(&id).unwrap();
+        assert_eq!(backend.entry_count(&id).unwrap(), 3, "{name}");
         assert!(backend.forget_database(&id, decided_at).unwrap(), "{name}");
         assert_eq!(backend.entry_meta(&id).unwrap(), None, "{name}");
         assert_eq!(backend.entry_db(&written).unwrap(), None, "{name}");
@@ -795,6 +796,7 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         assert_eq!(backend.cell(&id, "s", "k").unwrap(), None, "{name}");
         assert_eq!(backend.discarded(&id).unwrap(), vec![], "{name}");
         assert_eq!(backend.last_position(&id).unwrap(), 0, "{name}");
+        assert_eq!(backend.entry_count(&id).unwrap(), 0, "{name}");
         assert_eq!(backend.entries_after(&id, 0, 10).unwrap(), vec![], "{name}");
         // The other database is untouched; forgetting what is not here changes nothing.
         assert_eq!(backend.tips(&kept.id()).unwrap().len(), 1, "{name}");
@@ -831,6 +833,7 @@ fn a_forgotten_database_leaves_no_row_and_can_be_stored_again() {
         assert_eq!(positions.len(), 2, "{name}");
         assert!(positions[0] > last_position, "{name}: {positions:?}");
         assert_eq!(backend.last_position(&id).unwrap(), positions[1], "{name}");
+        assert_eq!(backend.entry_count(&id).unwrap(), 2, "{name}");
         assert_eq!(
             backend.entries_after(&id, positions[0], 10).unwrap(),
             vec![(positions[1], written)],

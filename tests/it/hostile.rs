@@ -460,12 +460,13 @@ fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
     }
 }
 
-/// The held entries a peer may list count the database's own entries here, not the storage
-/// positions taken before its first: here by 2,100 entries of a database since forgotten
-/// (positions are not handed out again; on PostgreSQL one counter serves all databases).
-/// (Before, a peer listing held entries got four pages, not two.)
+/// The held entries a peer may list count the database's own entries here, not its storage
+/// positions: here after 2,100 entries of a database since forgotten (positions are not
+/// handed out again) and 2,100 of another database written between two of its entries
+/// (on PostgreSQL one counter serves all databases). (Before, a peer listing held entries
+/// got four pages, not two; on PostgreSQL six.)
 #[test]
-fn the_held_entries_a_peer_may_list_are_counted_from_the_databases_first_position() {
+fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
     for storage in crate::support::storages() {
         let name = storage.name();
         let b = Instance::open(storage.open()).unwrap();
@@ -479,6 +480,12 @@ fn the_held_entries_a_peer_may_list_are_counted_from_the_databases_first_positio
         drop(forgotten);
         bob.forget_db(&forgotten_id).unwrap();
         let kept = Kept::of(b, bob);
+        let other = kept.bob.create_db("other").unwrap();
+        for i in 0..2_100 {
+            other.set("s", &i.to_string(), "1").unwrap();
+        }
+        let mine = kept.bob.load_db(&kept.db).unwrap();
+        mine.set("s", "k", "1").unwrap();
         let held = kept.db;
         let addr = kept.peer(
             move |after| IdsPage {

@@ -729,6 +729,10 @@ impl Backend for Instrumented {
         self.position_reads.fetch_add(1, Ordering::Relaxed);
         self.read(|| self.inner.last_position(db))
     }
+    fn entry_count(&self, db: &EntryId) -> Result<u64, Error> {
+        self.position_reads.fetch_add(1, Ordering::Relaxed);
+        self.read(|| self.inner.entry_count(db))
+    }
     fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>, Error> {
         self.position_reads.fetch_add(1, Ordering::Relaxed);
         self.read(|| self.inner.last_positions(dbs))

@@ -1531,6 +1531,16 @@ impl Backend for PostgresBackend {
         rows::position_of(row.col::<Option<i64>>(0)?.unwrap_or(0))
     }
 
+    fn entry_count(&self, db: &EntryId) -> Result<u64> {
+        // Not prepared ahead on every connection: read only when a peer lists many entries
+        // held here (see `sync::progress`).
+        let row = self.read(|c| {
+            let count = "SELECT count(*) FROM mnemo_log WHERE db = $1";
+            (c.client.query_one(count, &[&&db.as_bytes()[..]])).map_err(pg_error)
+        })?;
+        Ok(row.col::<i64>(0)?.unsigned_abs())
+    }
+
     fn last_positions(&self, dbs: &[EntryId]) -> Result<Vec<u64>> {
         let ids: Vec<&[u8]> = dbs.iter().map(|db| &db.as_bytes()[..]).collect();
         self.query(|c| &c.last_logs, &[&ids])?

@@ -873,6 +873,15 @@ impl Backend for SqliteBackend {
         rows::position_of(last.unwrap_or(0))
     }
 
+    fn entry_count(&self, db: &EntryId) -> Result<u64> {
+        let conn = self.reader()?;
+        let count: i64 = conn
+            .prepare_cached("SELECT count(*) FROM log WHERE db = ?1")
+            .and_then(|mut s| s.query_row(params![db.as_bytes()], |r| r.get(0)))
+            .map_err(sql_error)?;
+        Ok(count.unsigned_abs())
+    }
+
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         meta_value(&*self.reader()?, key)
     }
