@@ -1133,7 +1133,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (no key of the user has
  * permission on the peer's copy, the peer refused some of our entries, or the peer does not
  * hold the database and nobody there asked for it), MNEMO_STATUS_NOT_FOUND (neither
- * side holds the database), MNEMO_STATUS_CORRUPT (the peer sent
+ * side holds the database, or it was forgotten here while the round pulled it: what came
+ * after is not taken), MNEMO_STATUS_CORRUPT (the peer sent
  * entries that failed verification (past 1,024 the round stops), pages that make no
  * progress, or, pulling the database for the first time, no root entry; the valid entries
  * were applied), MNEMO_STATUS_NETWORK (unreachable, a request over 30 s, the round over 10 min),

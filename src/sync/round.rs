@@ -14,7 +14,7 @@ use super::state::{Cursor, Direction, PUSH_RESTART_GAP_MS};
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
-use crate::database::{now_ms, Registry};
+use crate::database::{now_ms, DatabaseCore, Registry};
 use crate::entry::{Checked, Checking, EntryId, Refused};
 use crate::error::{Error, Result, Status};
 
@@ -252,13 +252,16 @@ impl Exchange<'_> {
     /// [`REPLIES_CHECKED_AHEAD`] + 1 are held (being checked, or being stored), and more
     /// than one only while they hold at most [`BYTES_CHECKED_AHEAD`]. What was received
     /// before an error is taken all the same.
+    /// A database forgotten here meanwhile ends the pull ([`Error::NotFound`]), and what
+    /// arrives after is not taken (it would start a copy without root).
     fn pull(&mut self, report: &mut SyncReport) -> Result<()> {
+        let core = self.registry.core(self.db);
         std::thread::scope(|scope| {
             let mut in_flight = VecDeque::new();
-            let pulled = self.pull_pages(scope, &mut in_flight, report);
+            let pulled = self.pull_pages(&core, scope, &mut in_flight, report);
             let mut last = Ok(());
             for reply in in_flight {
-                last = last.and(self.take_reply(reply, report));
+                last = last.and(self.take_reply(&core, reply, report));
             }
             pulled.and(last)?;
             self.held_back.take().map_or(Ok(()), Err)
@@ -274,12 +277,12 @@ impl Exchange<'_> {
     /// in `in_flight`, oldest first.
     fn pull_pages<'scope>(
         &mut self,
+        core: &DatabaseCore,
         scope: &'scope Scope<'scope, '_>,
         in_flight: &mut VecDeque<Reply<'scope>>,
         report: &mut SyncReport,
     ) -> Result<()> {
         let db = self.db;
-        let core = self.registry.core(db);
         // An honest peer lists the root first: a cursor saved without the root stored here
         // (by a round running on while the database was forgotten here) would skip it.
         let saved = match self.registry.exists(&db)? {
@@ -291,8 +294,9 @@ impl Exchange<'_> {
         // listed there: if not, the peer's storage order changed under the cursor (see
         // `Cursor`), and the pull starts again from the beginning.
         let mut still_at = saved.held.filter(|_| cursor > 0);
-        let mut progress = Progress::new(&core, self.addr);
+        let mut progress = Progress::new(core, self.addr);
         loop {
+            core.ensure_kept()?;
             if self.holding_back() {
                 return Ok(()); // the next round starts again from the saved cursor
             }
@@ -354,7 +358,7 @@ impl Exchange<'_> {
                         && in_flight.iter().map(|r| r.bytes).sum::<usize>() > BYTES_CHECKED_AHEAD)
                 {
                     let oldest = in_flight.pop_front().expect("more than one in flight");
-                    self.take_reply(oldest, report)?;
+                    self.take_reply(core, oldest, report)?;
                 }
             }
             if page.next > cursor {
@@ -377,8 +381,15 @@ impl Exchange<'_> {
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
     /// pull cursor it completes, if any, unless a failure this round holds cursors back.
-    fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
-        for checked in reply.entries.finish() {
+    fn take_reply(
+        &self,
+        core: &DatabaseCore,
+        reply: Reply<'_>,
+        report: &mut SyncReport,
+    ) -> Result<()> {
+        let checked = reply.entries.finish();
+        core.ensure_kept()?;
+        for checked in checked {
             self.take(checked, report);
         }
         match reply.cursor {

@@ -4,7 +4,7 @@
 //! process of their own to count threads and memory, are in the Python tests.)
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -321,7 +321,7 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     let served = pages.clone();
     let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
-    let root_sent = std::sync::atomic::AtomicBool::new(false);
+    let root_sent = AtomicBool::new(false);
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         // The first pull (track's own) gets the root at once; later ones an entry every
@@ -541,6 +541,66 @@ fn a_peer_claiming_to_have_lost_what_it_held_gets_it_all_again_at_most_once_an_h
     let all = pushed[0];
     assert!(all >= 6, "{pushed:?}");
     assert_eq!(pushed, vec![all, all, 0, 0]);
+}
+
+/// A database forgotten here while a pull of it runs ends the pull (`NOT_FOUND`), and what
+/// the peer sends after is not taken. (Before, the round ran on into a copy without root:
+/// its entries waited for parents until they expired, and it ended CORRUPT.)
+#[test]
+fn a_database_forgotten_during_its_pull_ends_the_pull() {
+    let (b, bob) = logged_in("bob");
+    let chain = chain_readable_by(bob.default_key().unwrap(), 400);
+    let db = chain[0].id();
+    let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
+    let tip = *ids.last().unwrap();
+    let (asked_tx, asked_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let (go_tx, go_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let (asked_tx, go_rx) = (
+        std::sync::Mutex::new(asked_tx),
+        std::sync::Mutex::new(go_rx),
+    );
+    let (root_sent, waited) = (AtomicBool::new(false), AtomicBool::new(false));
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        // The first round takes the root alone.
+        Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => Some(
+            IdsPage {
+                ids: vec![db],
+                next: 1,
+                more: false,
+            }
+            .encode(),
+        ),
+        Request::Ids { after, .. } => {
+            if *after > 1 && !waited.swap(true, Ordering::SeqCst) {
+                // The second page: waits while the test forgets the database.
+                asked_tx.lock().unwrap().send(()).unwrap();
+                let go = go_rx.lock().unwrap();
+                go.recv_timeout(Duration::from_secs(20)).unwrap();
+            }
+            Some(page_of(&ids, *after as usize, 100))
+        }
+        Request::Get(asked) => Some(entries_asked(&chain, asked)),
+        Request::Have(asked) => Some(wire::encode_flags(&vec![true; asked.len()])),
+        _ => None,
+    });
+    let sync = b.enable_sync().unwrap();
+    sync.sync_db(&bob, &addr, &db).unwrap();
+    drop(bob.load_db(&db).unwrap()); // in bob's list
+    let round = thread::scope(|scope| {
+        let round = scope.spawn(|| sync.sync_db(&bob, &addr, &db));
+        asked_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        bob.forget_db(&db).unwrap();
+        go_tx.send(()).unwrap();
+        round.join().unwrap()
+    });
+    let err = round.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(_)) && err.to_string().contains("forgotten"),
+        "{err}"
+    );
+    let stats: BTreeMap<_, _> = b.stats().unwrap().into_iter().collect();
+    assert_eq!(stats["waiting_entry_bytes"], 0, "{stats:?}");
 }
 
 /// A peer sending entries that fail verification, page after page, cannot keep a round

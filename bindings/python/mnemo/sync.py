@@ -109,9 +109,10 @@ class Sync(HandleOwner):
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
         PermissionDenied (no key of the user has permission on the peer's copy, the peer
         refused some of our entries, or the peer does not hold the database and nobody there
-        asked for it), Corrupt (the peer sent entries that failed verification (past 1,024
-        the round stops), pages that make no progress, or, pulling the database for the
-        first time, no root entry; the valid entries were applied), NetworkError
+        asked for it), NotFound (neither side holds the database, or it was forgotten here
+        while the round pulled it), Corrupt (the peer sent entries that failed verification
+        (past 1,024 the round stops), pages that make no progress, or, pulling the database
+        for the first time, no root entry; the valid entries were applied), NetworkError
         (unreachable, a request over 30 s, a round over 10 minutes), Busy (the peer, or this
         instance's room for entries waiting for their parents, is at a limit, or 1,024
         entries the peer sent this round wait for parents it did not send: retry later),
