@@ -149,10 +149,11 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// one. So the peer learns the public keys tried. Every entry received is verified before
 /// it becomes visible; invalid ones are dropped. Afterwards `mnemo_user_load_db` opens a
 /// database pulled for the first time. Rounds with a peer go on from where the last one
-/// got in each direction: if the peer no longer lists the entry where the last pull left
-/// off (its storage restored from a backup), the pull starts again from the beginning; if it
-/// no longer holds the last entry of ours it held, the push starts again from the beginning
-/// (at most once an hour for each database with each device), offering what it lost. Calling this also records that a user here asked for the database: from then on
+/// got in each direction: if, once pulled, some tips the peer named are still not here,
+/// or the peer lacks this side's tips with nothing left to push (its storage restored from
+/// a backup), the pull or the push starts again from the beginning, each at most once an
+/// hour for each database with each device. Calling this also records that a user here
+/// asked for the database: from then on
 /// this instance's listener takes it when a peer pushes it (a listener stores no database
 /// nobody here asked for), even if this round failed.
 ///

@@ -320,7 +320,7 @@ impl SyncEngine {
         Ok(peer)
     }
 
-    /// Moves the cursor of `peer`, `db`, `direction` to `cursor`, recording the peer in
+    /// Moves the cursor of `peer`, `db`, `direction` to `position`, recording the peer in
     /// `_sync` first if it is not yet: unless [`MAX_PEERS_WITH_CURSORS`] are, then nothing
     /// is kept (the next round with that device starts from the beginning). Nothing is
     /// recorded of a device before a round with it made progress: a server that presented a
@@ -330,10 +330,10 @@ impl SyncEngine {
         peer: &PublicKey,
         db: &EntryId,
         direction: state::Direction,
-        cursor: state::Cursor,
+        position: u64,
     ) -> Result<()> {
         if self.peer_recorded(peer)? {
-            self.state.save_cursor(peer, db, direction, cursor)?;
+            self.state.save_cursor(peer, db, direction, position)?;
         }
         Ok(())
     }
@@ -457,7 +457,7 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use crate::crypto::PrivateKey;
-    use state::{Cursor, Direction};
+    use state::Direction;
 
     #[test]
     fn cursors_are_kept_for_a_bounded_number_of_peer_devices() {
@@ -473,21 +473,17 @@ mod tests {
             .map(|_| PrivateKey::generate().unwrap().public_key())
             .collect();
         for peer in &peers {
-            engine
-                .save_cursor(peer, &db, Direction::Pull, Cursor::new(7, Some(db)))
-                .unwrap();
+            engine.save_cursor(peer, &db, Direction::Pull, 7).unwrap();
         }
         let cursor = |peer: &PublicKey| engine.state.cursor(peer, &db, Direction::Pull).unwrap();
         let (kept, beyond) = peers.split_at(MAX_PEERS_WITH_CURSORS);
-        assert!(kept
-            .iter()
-            .all(|peer| cursor(peer) == Cursor::new(7, Some(db))));
-        assert_eq!(cursor(&beyond[0]), Cursor::default());
+        assert!(kept.iter().all(|peer| cursor(peer) == 7));
+        assert_eq!(cursor(&beyond[0]), 0);
         assert_eq!(engine.state.peers().unwrap().len(), MAX_PEERS_WITH_CURSORS);
         // A device recorded before still moves its cursor.
         engine
-            .save_cursor(&kept[0], &db, Direction::Pull, Cursor::new(9, None))
+            .save_cursor(&kept[0], &db, Direction::Pull, 9)
             .unwrap();
-        assert_eq!(cursor(&kept[0]), Cursor::new(9, None));
+        assert_eq!(cursor(&kept[0]), 9);
     }
 }

@@ -10,7 +10,7 @@ use std::thread::Scope;
 
 use super::net::client::PeerConnection;
 use super::progress::Progress;
-use super::state::{Cursor, Direction, PUSH_RESTART_GAP_MS};
+use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
@@ -133,7 +133,7 @@ impl SyncEngine {
         }
         // A peer without the database has nothing to pull (and may take it by push).
         if !theirs.is_empty() {
-            talk.pull(&mut report)?;
+            talk.pull(&theirs, &mut report)?;
             if !talk.registry.exists(db)? {
                 // Entries of it wait for their parents, but without its root there is no
                 // database here to load (the next round asks from the beginning).
@@ -146,14 +146,14 @@ impl SyncEngine {
                 )));
             }
         }
-        // Once all of the peer's tips are here, tips that still differ are entries of this
+        // Once the peer's tips are here, tips that still differ are entries of this
         // instance the peer lacks.
-        let ours_now: HashSet<EntryId> = (talk.registry.backend().tips(db)?.into_iter())
+        let ours_now: Vec<EntryId> = (talk.registry.backend().tips(db)?.into_iter())
             .map(|(id, _)| id)
             .collect();
-        let peer_may_lack =
-            theirs.len() >= wire::MAX_IDS || ours_now != theirs.iter().copied().collect();
-        talk.push(peer_may_lack, &mut report)?;
+        let differ = theirs.len() >= wire::MAX_IDS
+            || ours_now.iter().collect::<HashSet<_>>() != theirs.iter().collect();
+        talk.push(differ.then_some(&ours_now[..]), &mut report)?;
         Ok(report)
     }
 }
@@ -204,7 +204,7 @@ struct Reply<'scope> {
     entries: Checking<'scope>,
     /// The size of its entries, as received.
     bytes: usize,
-    cursor: Option<Cursor>,
+    cursor: Option<u64>,
 }
 
 impl Exchange<'_> {
@@ -251,17 +251,47 @@ impl Exchange<'_> {
     /// are stored here ([`Checking`]): besides the reply being received, at most
     /// [`REPLIES_CHECKED_AHEAD`] + 1 are held (being checked, or being stored), and more
     /// than one only while they hold at most [`BYTES_CHECKED_AHEAD`]. What was received
-    /// before an error is taken all the same.
-    /// A database forgotten here meanwhile ends the pull ([`Error::NotFound`]), and what
-    /// arrives after is not taken (it would start a copy without root).
-    fn pull(&mut self, report: &mut SyncReport) -> Result<()> {
+    /// before an error is taken all the same. A database forgotten here meanwhile ends the
+    /// pull ([`Error::NotFound`]), and what arrives after is not taken (it would start a
+    /// copy without root).
+    ///
+    /// If, once done, some of the tips the peer named at the round's start (`theirs`) are
+    /// still not stored here, its pages after the cursor did not list all it holds (its
+    /// storage restored from a backup hands positions out again): the pull starts again
+    /// from the beginning, at most once per [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
         let core = self.registry.core(self.db);
+        self.pull_once(&core, report)?;
+        let state = &self.sync.state;
+        if report.rejected == 0
+            && !self.all_stored(theirs)?
+            && state.may_start_again(&self.peer, &self.db, Direction::Pull)?
+        {
+            state.start_again(&self.peer, &self.db, Direction::Pull)?;
+            self.pull_once(&core, report)?;
+        }
+        Ok(())
+    }
+
+    /// Whether every one of `ids` is stored here, in this database.
+    fn all_stored(&self, ids: &[EntryId]) -> Result<bool> {
+        let backend = self.registry.backend();
+        for id in ids {
+            if backend.entry_db(id)? != Some(self.db) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One pass of [`Exchange::pull`], from the saved cursor.
+    fn pull_once(&mut self, core: &DatabaseCore, report: &mut SyncReport) -> Result<()> {
         std::thread::scope(|scope| {
             let mut in_flight = VecDeque::new();
-            let pulled = self.pull_pages(&core, scope, &mut in_flight, report);
+            let pulled = self.pull_pages(core, scope, &mut in_flight, report);
             let mut last = Ok(());
             for reply in in_flight {
-                last = last.and(self.take_reply(&core, reply, report));
+                last = last.and(self.take_reply(core, reply, report));
             }
             pulled.and(last)?;
             self.held_back.take().map_or(Ok(()), Err)
@@ -285,15 +315,10 @@ impl Exchange<'_> {
         let db = self.db;
         // An honest peer lists the root first: a cursor saved without the root stored here
         // (by a round running on while the database was forgotten here) would skip it.
-        let saved = match self.registry.exists(&db)? {
+        let mut cursor = match self.registry.exists(&db)? {
             true => self.sync.state.cursor(&self.peer, &db, Direction::Pull)?,
-            false => Cursor::default(),
+            false => 0,
         };
-        let mut cursor = saved.position;
-        // The first page starts at the saved cursor's own entry, to see that it is still
-        // listed there: if not, the peer's storage order changed under the cursor (see
-        // `Cursor`), and the pull starts again from the beginning.
-        let mut still_at = saved.held.filter(|_| cursor > 0);
         let mut progress = Progress::new(core, self.addr);
         loop {
             core.ensure_kept()?;
@@ -302,18 +327,10 @@ impl Exchange<'_> {
             }
             let first = report.first_rejected.as_deref();
             progress.check_taken(report.rejected, first, self.left_waiting.get())?;
-            let after = cursor - u64::from(still_at.is_some());
             let page = IdsPage::decode(&self.ask(Request::Ids {
-                after,
+                after: cursor,
                 limit: wire::MAX_IDS as u32,
             })?)?;
-            if still_at
-                .take()
-                .is_some_and(|at| page.ids.first() != Some(&at))
-            {
-                cursor = 0;
-                continue;
-            }
             // Each id once (an id listed again counts as held).
             let mut missing: Vec<EntryId> = Vec::new();
             let mut seen = HashSet::with_capacity(page.ids.len());
@@ -322,7 +339,7 @@ impl Exchange<'_> {
                     missing.push(*id);
                 }
             }
-            progress.check_page(after, &page, missing.len())?;
+            progress.check_page(cursor, &page, missing.len())?;
             while !missing.is_empty() {
                 let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
                 // Only what was asked for is decoded (signatures checked on several cores),
@@ -364,13 +381,12 @@ impl Exchange<'_> {
             if page.next > cursor {
                 cursor = page.next;
                 // Saved once the page's entries are taken.
-                let reached = Cursor::new(cursor, page.ids.last().copied());
                 match in_flight.back_mut() {
-                    Some(reply) => reply.cursor = Some(reached),
+                    Some(reply) => reply.cursor = Some(cursor),
                     None if self.holding_back() => {}
                     None => self
                         .sync
-                        .save_cursor(&self.peer, &db, Direction::Pull, reached)?,
+                        .save_cursor(&self.peer, &db, Direction::Pull, cursor)?,
                 }
             }
             if !page.more {
@@ -440,110 +456,101 @@ impl Exchange<'_> {
     }
 
     /// Sends every entry stored here after the push cursor that the peer lacks, in batches
-    /// bounded in count and bytes (read from storage one batch at a time). The first `have`
-    /// also asks whether the peer still holds the last entry it held (see [`Cursor`]), when
-    /// there is something to push or the peer may lack something (`peer_may_lack`): if not
-    /// (its storage restored from a backup, or a lie), the push starts again from the
-    /// beginning, at most once per [`PUSH_RESTART_GAP_MS`].
-    fn push(&mut self, peer_may_lack: bool, report: &mut SyncReport) -> Result<()> {
+    /// bounded in count and bytes (read from storage one batch at a time).
+    ///
+    /// If that sent nothing, but this instance's tips (`ours`, read before) differ from the
+    /// peer's once the peer's are here, it asks whether the peer holds them: if not, the
+    /// peer lost entries pushed to it (its storage restored from a backup), and the push
+    /// starts again from the beginning, at most once per
+    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    fn push(&mut self, ours: Option<&[EntryId]>, report: &mut SyncReport) -> Result<()> {
+        let before = (report.pushed, report.refused_by_peer);
+        if !self.push_once(report)? {
+            return Ok(());
+        }
+        let Some(tips) = ours.filter(|_| (report.pushed, report.refused_by_peer) == before) else {
+            return Ok(());
+        };
+        let (state, peer, db) = (&self.sync.state, self.peer, self.db);
+        if state.may_start_again(&peer, &db, Direction::Push)?
+            && self.held_by_peer(tips.to_vec())?.contains(&false)
+        {
+            state.start_again(&peer, &db, Direction::Push)?;
+            self.push_once(report)?;
+        }
+        Ok(())
+    }
+
+    /// One pass of [`Exchange::push`], from the saved cursor; false if the peer could not
+    /// take some entries now (the next round offers them again).
+    fn push_once(&mut self, report: &mut SyncReport) -> Result<bool> {
         let db = self.db;
         let backend = self.registry.backend().clone();
         let mut cursor = self.sync.state.cursor(&self.peer, &db, Direction::Push)?;
-        let may_restart = now_ms().saturating_sub(cursor.restarted_ms) >= PUSH_RESTART_GAP_MS;
-        let mut probe = cursor.held.filter(|_| cursor.position > 0 && may_restart);
         loop {
-            // A `have` asks about at most MAX_IDS ids, the probe among them.
-            let asked = wire::MAX_IDS - usize::from(probe.is_some());
-            let page = backend.entries_after(&db, cursor.position, asked)?;
-            if page.is_empty() && !(peer_may_lack && probe.is_some()) {
-                return Ok(());
-            }
-            let mut ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
-            let probed = probe.take();
-            ids.extend(probed);
-            let mut held = wire::decode_flags(&self.ask(Request::Have(ids.clone()))?)?;
-            if held.len() != ids.len() {
-                return Err(Error::Network(format!(
-                    "{}: malformed reply to 'have'",
-                    self.addr
-                )));
-            }
-            if probed.is_some() {
-                ids.pop();
-                if held.pop() == Some(false) {
-                    cursor = Cursor {
-                        restarted_ms: now_ms(),
-                        ..Cursor::default()
-                    };
-                    self.sync
-                        .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
-                    continue;
-                }
-            }
+            let page = backend.entries_after(&db, cursor, wire::MAX_IDS)?;
             let Some((last, _)) = page.last().copied() else {
-                return Ok(());
+                return Ok(true);
             };
-            // Entries of the page the peer holds: those it held and those it took.
-            let mut holds = HashSet::with_capacity(ids.len());
-            let mut batch = Vec::new();
+            let ids: Vec<EntryId> = page.iter().map(|(_, id)| *id).collect();
+            let held = self.held_by_peer(ids.clone())?;
+            let mut batch: Vec<Vec<u8>> = Vec::new();
             let mut size = 0;
             let mut retry = false;
-            for (id, held) in ids.iter().zip(held) {
-                if held {
-                    holds.insert(*id);
-                    continue;
-                }
+            for (id, _) in ids.iter().zip(held).filter(|(_, held)| !held) {
                 let bytes = backend
                     .get_entry(id)?
                     .ok_or_else(|| Error::Storage(format!("entry {id} vanished")))?;
                 size += bytes.len();
-                batch.push((*id, bytes));
+                batch.push(bytes);
                 if batch.len() >= wire::MAX_ENTRIES || size >= wire::BATCH_BYTES {
-                    retry |= self.send(std::mem::take(&mut batch), &mut holds, report)?;
+                    retry |= self.send(std::mem::take(&mut batch), report)?;
                     size = 0;
                 }
             }
             if !batch.is_empty() {
-                retry |= self.send(batch, &mut holds, report)?;
+                retry |= self.send(batch, report)?;
             }
             if retry {
-                // The peer could not take some now: the next round offers them again.
-                return Ok(());
+                return Ok(false);
             }
-            cursor.position = last;
-            if let Some(held) = ids.iter().rev().find(|id| holds.contains(*id)) {
-                cursor.held = Some(*held);
-            }
+            cursor = last;
             self.sync
                 .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
-            if page.len() < asked {
-                return Ok(());
+            if page.len() < wire::MAX_IDS {
+                return Ok(true);
             }
         }
     }
 
-    /// Pushes one batch of entries (id and bytes), adds those the peer took to `taken`, and
-    /// counts what it took and refused; true if a refusal may pass next time (`Busy`, the
-    /// peer's storage), so the push cursor must stay.
-    fn send(
-        &mut self,
-        batch: Vec<(EntryId, Vec<u8>)>,
-        taken: &mut HashSet<EntryId>,
-        report: &mut SyncReport,
-    ) -> Result<bool> {
-        let (ids, bytes): (Vec<EntryId>, Vec<Vec<u8>>) = batch.into_iter().unzip();
-        let statuses = wire::decode_statuses(&self.ask(Request::Push(bytes))?)?;
-        if statuses.len() != ids.len() {
+    /// Whether the peer holds each of `ids` (at most [`wire::MAX_IDS`]), in their order.
+    fn held_by_peer(&mut self, ids: Vec<EntryId>) -> Result<Vec<bool>> {
+        let count = ids.len();
+        let held = wire::decode_flags(&self.ask(Request::Have(ids))?)?;
+        if held.len() != count {
+            return Err(Error::Network(format!(
+                "{}: malformed reply to 'have'",
+                self.addr
+            )));
+        }
+        Ok(held)
+    }
+
+    /// Pushes one batch and counts what the peer took and refused; true if a refusal may
+    /// pass next time (`Busy`, the peer's storage), so the push cursor must stay.
+    fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<bool> {
+        let count = batch.len();
+        let statuses = wire::decode_statuses(&self.ask(Request::Push(batch))?)?;
+        if statuses.len() != count {
             return Err(Error::Network(format!(
                 "{}: malformed reply to 'push'",
                 self.addr
             )));
         }
         let mut retry = false;
-        for (id, status) in ids.into_iter().zip(statuses) {
+        for status in statuses {
             if status == Status::Ok.code() {
                 report.pushed += 1;
-                taken.insert(id);
             } else {
                 report.refused_by_peer += 1;
                 report.first_refusal.get_or_insert(status);

@@ -66,79 +66,8 @@ pub(super) enum Direction {
     Push,
 }
 
-/// How far rounds got through a storage order: a position in it, and an entry the peer held
-/// there. A pull keeps the entry the peer listed at the position: a peer that no longer
-/// lists it there had its storage order change under the cursor (restored from a backup,
-/// or a database forgotten and pulled again by a build that handed positions out again),
-/// and the pull starts again from the beginning. A push keeps the last entry (by this
-/// instance's order) the peer held or took: a peer that no longer holds it lost what was
-/// pushed to it, and the push starts again from the beginning, at most once per
-/// [`PUSH_RESTART_GAP_MS`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Cursor {
-    /// The last position taken (0: the beginning).
-    pub position: u64,
-    /// The entry the peer held, as above; `None` when none is known (nothing taken yet, a
-    /// page that listed nothing, a cursor saved by a build that kept none).
-    pub held: Option<EntryId>,
-    /// When a push last started again from the beginning, in ms since the epoch (0: never).
-    pub restarted_ms: u64,
-}
-
-/// The least time between two pushes to one peer of one database that start again from
-/// the beginning because it no longer holds what it held: each may send the whole database,
-/// and a peer can claim to have lost it (1 hour).
-pub(super) const PUSH_RESTART_GAP_MS: u64 = 60 * 60 * 1000;
-
-impl Cursor {
-    /// A cursor at `position`, where the peer held `held`.
-    pub fn new(position: u64, held: Option<EntryId>) -> Self {
-        Cursor {
-            position,
-            held,
-            restarted_ms: 0,
-        }
-    }
-
-    /// Its record: the position (8 bytes big-endian), then the held entry's 32 bytes if
-    /// known, then `restarted_ms` (8 bytes) if not 0.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = self.position.to_be_bytes().to_vec();
-        if let Some(held) = &self.held {
-            out.extend_from_slice(held.as_bytes());
-        }
-        if self.restarted_ms != 0 {
-            out.extend_from_slice(&self.restarted_ms.to_be_bytes());
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self> {
-        let malformed = || Error::Corrupt(format!("a sync cursor of {} bytes", bytes.len()));
-        let u64_at = |at: usize| {
-            let field: [u8; 8] = bytes[at..at + 8].try_into().expect("8 bytes");
-            u64::from_be_bytes(field)
-        };
-        let held_at = |at: usize| {
-            let field: [u8; 32] = bytes[at..at + 32].try_into().expect("32 bytes");
-            Some(EntryId::from_bytes(field))
-        };
-        let (held, restarted_ms) = match bytes.len() {
-            8 => (None, 0),
-            16 => (None, u64_at(8)),
-            40 => (held_at(8), 0),
-            48 => (held_at(8), u64_at(40)),
-            _ => return Err(malformed()),
-        };
-        Ok(Cursor {
-            position: u64_at(0),
-            held,
-            restarted_ms,
-        })
-    }
-}
-
-/// The instance metadata record of a cursor ([`Cursor::encode`]):
+/// The instance metadata record of a cursor (a storage position, 8 bytes big-endian; read
+/// from its first 8 bytes, so that a later build may add to it):
 /// `sync-cursor/<peer>/<database>/<pull|push>`. Cursors are this device's own bookkeeping,
 /// replaced in place: as `_sync` records, every round that moved one added a signed entry
 /// to `_sync`, which grew with each round for good.
@@ -149,6 +78,19 @@ fn cursor_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String
     };
     format!("sync-cursor/{peer}/{db}/{way}")
 }
+
+/// The instance metadata record of when rounds with `peer` on `db` last started again from
+/// the beginning in `direction` (see [`SyncState::start_again`]; ms since the epoch, 8 bytes
+/// big-endian): `sync-restart/<peer>/<database>/<pull|push>`.
+fn restart_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
+    cursor_record(peer, db, direction).replacen("sync-cursor/", "sync-restart/", 1)
+}
+
+/// The least time between two rounds with one peer, on one database, that start again from
+/// the beginning in one direction because the peer's copy and this one differ in a way
+/// the cursor cannot explain: each may list, or send, the whole database, and a peer can
+/// make them happen at will (1 hour).
+pub(super) const RESTART_GAP_MS: u64 = 60 * 60 * 1000;
 
 /// The `_sync` database (device-signed).
 pub(super) struct SyncState {
@@ -249,9 +191,9 @@ impl SyncState {
                     continue;
                 };
                 for direction in [Direction::Pull, Direction::Push] {
-                    self.db
-                        .backend()
-                        .meta_delete(&cursor_record(&peer, db, direction), None)?;
+                    let backend = self.db.backend();
+                    backend.meta_delete(&cursor_record(&peer, db, direction), None)?;
+                    backend.meta_delete(&restart_record(&peer, db, direction), None)?;
                 }
             }
             if WANTED.get(&self.db, &db.to_text())?.is_some() {
@@ -282,65 +224,150 @@ impl SyncState {
             .collect())
     }
 
-    /// The cursor of `peer`, `db`, `direction` (the beginning before the first round).
+    /// The cursor of `peer`, `db`, `direction` (0 before the first round).
     pub(super) fn cursor(
         &self,
         peer: &PublicKey,
         db: &EntryId,
         direction: Direction,
-    ) -> Result<Cursor> {
-        match self
+    ) -> Result<u64> {
+        let Some(bytes) = self
             .db
             .backend()
             .meta_get(&cursor_record(peer, db, direction))?
-        {
-            Some(bytes) => Cursor::decode(&bytes),
-            None => Ok(Cursor::default()),
-        }
+        else {
+            return Ok(0);
+        };
+        Ok(u64::from_be_bytes(first_8_bytes(&bytes, "a sync cursor")?))
     }
 
-    /// Moves the cursor of `peer`, `db`, `direction` to `cursor`.
+    /// Moves the cursor of `peer`, `db`, `direction` to `position`.
     pub(super) fn save_cursor(
         &self,
         peer: &PublicKey,
         db: &EntryId,
         direction: Direction,
-        cursor: Cursor,
+        position: u64,
     ) -> Result<()> {
         self.db
             .backend()
-            .meta_put(&cursor_record(peer, db, direction), &cursor.encode())
+            .meta_put(&cursor_record(peer, db, direction), &position.to_be_bytes())
     }
+
+    /// Whether the cursor of `peer`, `db`, `direction` may go back to the beginning now
+    /// ([`SyncState::start_again`]): it is not there already, and it last went back at least
+    /// [`RESTART_GAP_MS`] ago.
+    pub(super) fn may_start_again(
+        &self,
+        peer: &PublicKey,
+        db: &EntryId,
+        direction: Direction,
+    ) -> Result<bool> {
+        if self.cursor(peer, db, direction)? == 0 {
+            return Ok(false);
+        }
+        let last = match self
+            .db
+            .backend()
+            .meta_get(&restart_record(peer, db, direction))?
+        {
+            Some(bytes) => u64::from_be_bytes(first_8_bytes(&bytes, "a sync restart time")?),
+            None => 0,
+        };
+        Ok(now_ms().saturating_sub(last) >= RESTART_GAP_MS)
+    }
+
+    /// Moves the cursor of `peer`, `db`, `direction` back to the beginning, recording when.
+    pub(super) fn start_again(
+        &self,
+        peer: &PublicKey,
+        db: &EntryId,
+        direction: Direction,
+    ) -> Result<()> {
+        let now = now_ms().to_be_bytes();
+        (self.db.backend()).meta_put(&restart_record(peer, db, direction), &now)?;
+        self.save_cursor(peer, db, direction, 0)
+    }
+}
+
+/// The first 8 bytes of `record` (`what`).
+fn first_8_bytes(record: &[u8], what: &str) -> Result<[u8; 8]> {
+    record
+        .first_chunk::<8>()
+        .copied()
+        .ok_or_else(|| Error::Corrupt(format!("{what} is shorter than 8 bytes")))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::crypto::PrivateKey;
+    use crate::database::Registry;
+
+    fn state() -> SyncState {
+        let registry = Arc::new(Registry::new(Arc::new(MemoryBackend::new())));
+        let device = Arc::new(PrivateKey::generate().unwrap());
+        let key = device.public_key();
+        SyncState::new(registry.create("_sync", device, key).unwrap())
+    }
 
     #[test]
-    fn cursors_are_read_back_as_saved_and_as_earlier_builds_saved_them() {
-        let held = EntryId::of_bytes(b"an entry");
-        let restarted = |held| Cursor {
-            restarted_ms: 1_700_000_000_000,
-            ..Cursor::new(3, held)
+    fn a_cursor_starts_again_at_most_once_an_hour_in_each_direction() {
+        let state = state();
+        let peer = PrivateKey::generate().unwrap().public_key();
+        let db = EntryId::of_bytes(b"a database");
+        state.peer_seen(&peer).unwrap();
+        let again = |db: &EntryId, direction| {
+            let may = state.may_start_again(&peer, db, direction).unwrap();
+            if may {
+                state.start_again(&peer, db, direction).unwrap();
+            }
+            may
         };
-        let cursors = [
-            Cursor::new(7, Some(held)),
-            Cursor::new(9, None),
-            restarted(Some(held)),
-            restarted(None),
-        ];
-        for cursor in cursors {
-            assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        }
-        // Earlier builds kept the position alone.
-        assert_eq!(
-            Cursor::decode(&5u64.to_be_bytes()).unwrap(),
-            Cursor::new(5, None)
-        );
-        for length in [0, 7, 9, 15, 17, 39, 41, 47, 49] {
-            let err = Cursor::decode(&vec![1; length]).unwrap_err();
-            assert!(matches!(err, Error::Corrupt(_)), "{length}: {err}");
-        }
+        // At the beginning already: nothing to do.
+        assert!(!again(&db, Direction::Pull));
+        state.save_cursor(&peer, &db, Direction::Pull, 7).unwrap();
+        assert!(again(&db, Direction::Pull));
+        assert_eq!(state.cursor(&peer, &db, Direction::Pull).unwrap(), 0);
+        state.save_cursor(&peer, &db, Direction::Pull, 9).unwrap();
+        assert!(!again(&db, Direction::Pull));
+        assert_eq!(state.cursor(&peer, &db, Direction::Pull).unwrap(), 9);
+        // The other direction, and another database, have their own.
+        state.save_cursor(&peer, &db, Direction::Push, 3).unwrap();
+        assert!(again(&db, Direction::Push));
+        let other = EntryId::of_bytes(b"another database");
+        state
+            .save_cursor(&peer, &other, Direction::Pull, 3)
+            .unwrap();
+        assert!(again(&other, Direction::Pull));
+        // An hour later, again.
+        let backend = state.db.backend();
+        let record = restart_record(&peer, &db, Direction::Pull);
+        let long_ago = now_ms() - RESTART_GAP_MS;
+        backend.meta_put(&record, &long_ago.to_be_bytes()).unwrap();
+        assert!(again(&db, Direction::Pull));
+        // Forgetting the database forgets when it started again.
+        state.forget_db("", &db, true).unwrap();
+        assert_eq!(backend.meta_get(&record).unwrap(), None);
+    }
+
+    #[test]
+    fn a_cursor_record_is_read_from_its_first_8_bytes() {
+        let state = state();
+        let peer = PrivateKey::generate().unwrap().public_key();
+        let db = EntryId::of_bytes(b"a database");
+        let record = cursor_record(&peer, &db, Direction::Pull);
+        let backend = state.db.backend();
+        // What a later build may write: more after the position.
+        backend
+            .meta_put(&record, &[0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3])
+            .unwrap();
+        assert_eq!(state.cursor(&peer, &db, Direction::Pull).unwrap(), 5);
+        backend.meta_put(&record, &[0, 0, 5]).unwrap();
+        let err = state.cursor(&peer, &db, Direction::Pull).unwrap_err();
+        assert!(matches!(err, Error::Corrupt(_)), "{err}");
     }
 }

@@ -318,8 +318,8 @@ impl Track {
 }
 
 /// Keeps a watch on the peer's copy of `db` for as long as `track` runs, signed with the
-/// key of the track's last accepted round: each answer past the position known so far asks
-/// the track for a round. Failures back off; logging out ends it.
+/// key of the track's last accepted round: each answer other than the position known so far
+/// asks the track for a round. Failures back off; logging out ends it.
 async fn watch_loop(
     track: std::sync::Weak<Track>,
     mut link: Link,
@@ -344,7 +344,9 @@ async fn watch_loop(
         match answered {
             Ok(position) => {
                 track.watching.store(true, Ordering::Release);
-                if position > known {
+                // Past the position known, or before it: the peer's storage went back (a
+                // restore from a backup), and what it holds now differs too.
+                if position != known {
                     known = position;
                     track.poke();
                 }
@@ -364,7 +366,7 @@ async fn watch_loop(
     }
 }
 
-/// One watch: the peer's position of `db` once it goes past `after` (or when the peer stops
+/// One watch: the peer's position of `db` once it is other than `after` (or when the peer stops
 /// waiting).
 async fn watch_once(
     link: &mut Link,

@@ -116,8 +116,9 @@ pub enum Request {
     Have(Vec<EntryId>),
     /// Entries for the server to verify and take.
     Push(Vec<Vec<u8>>),
-    /// Answer once the server's storage of the database goes past position `after`, or
-    /// after a while (a long poll; only at the `watch` endpoint). The reply is the
+    /// Answer once the server's storage position of the database is other than `after`
+    /// (past it; or before it, once the server's storage went back), or after a while (a
+    /// long poll; only at the `watch` endpoint). The reply is the
     /// position ([`encode_position`]).
     Watch { after: u64 },
     /// Ask for `permission` on the database for the signing key (an access request, made

@@ -321,12 +321,11 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
     let served = pages.clone();
     let ids: Vec<EntryId> = chain.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
-    let root_sent = AtomicBool::new(false);
     let addr = fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         // The first pull (track's own) gets the root at once; later ones an entry every
-        // half second (from the root again: where the cursor left off).
-        Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => Some(
+        // half second.
+        Request::Ids { after: 0, .. } => Some(
             IdsPage {
                 ids: vec![db],
                 next: 1,
@@ -505,42 +504,40 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
     }
 }
 
-/// A peer claiming, round after round, to have lost everything pushed to it gets the
-/// database pushed again from the beginning at most once an hour: each claim could make
-/// the client send all of it. (A tracked peer may start a round every 250 ms.)
+/// A peer naming, round after round, a tip it never lists gets the database listed again
+/// from the beginning at most once an hour; one claiming to have lost everything pushed to
+/// it gets it pushed again at most once an hour: each could make the client list or send
+/// all of it. (A tracked peer may start a round every 250 ms.)
 #[test]
-fn a_peer_claiming_to_have_lost_what_it_held_gets_it_all_again_at_most_once_an_hour() {
+fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_an_hour() {
     let kept = Kept::new();
     let bob_db = kept.bob.load_db(&kept.db).unwrap();
     for i in 0..5 {
         bob_db.set("s", &i.to_string(), "1").unwrap();
     }
-    let addr = fake_peer(|request| match request {
-        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"elsewhere")])),
-        Request::Ids { after, .. } => Some(
-            IdsPage {
-                ids: vec![],
-                next: *after,
-                more: false,
-            }
-            .encode(),
-        ),
-        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+    let ids = collect_ancestry(&bob_db, &bob_db.tips().unwrap());
+    let pages = kept.pages.clone();
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"never listed")])),
+        Request::Ids { after, .. } => {
+            pages.fetch_add(1, Ordering::SeqCst);
+            Some(page_of(&ids, *after as usize, wire::MAX_IDS))
+        }
+        Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
         Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
         _ => None,
     });
-    let pushed: Vec<usize> = (0..4)
+    let rounds: Vec<(usize, usize)> = (0..4)
         .map(|_| {
-            kept.sync
-                .sync_db(&kept.bob, &addr, &kept.db)
-                .unwrap()
-                .pushed
+            kept.pages.store(0, Ordering::SeqCst);
+            let report = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap();
+            (kept.pages.load(Ordering::SeqCst), report.pushed)
         })
         .collect();
-    // All of it once (the first round), once more (the first claim), then nothing new.
-    let all = pushed[0];
-    assert!(all >= 6, "{pushed:?}");
-    assert_eq!(pushed, vec![all, all, 0, 0]);
+    // Pages asked for and entries pushed: the first round lists twice (its tip is still
+    // missing) and pushes all; the second pushes all again (its tips are still not held);
+    // then each round lists once and pushes nothing.
+    assert_eq!(rounds, vec![(2, 6), (1, 6), (1, 0), (1, 0)]);
 }
 
 /// A database forgotten here while a pull of it runs ends the pull (`NOT_FOUND`), and what
@@ -561,8 +558,9 @@ fn a_database_forgotten_during_its_pull_ends_the_pull() {
     );
     let (root_sent, waited) = (AtomicBool::new(false), AtomicBool::new(false));
     let addr = fake_peer(move |request| match request {
+        // The first round takes the root alone (and names it as the tip).
+        Request::Tips if !root_sent.load(Ordering::SeqCst) => Some(wire::encode_ids(&[db])),
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        // The first round takes the root alone.
         Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => Some(
             IdsPage {
                 ids: vec![db],

@@ -331,8 +331,11 @@ fn a_server_restored_from_a_backup_and_its_client_converge_again() {
 }
 
 /// A client whose last round pushed entries the server then lost (restored from a backup
-/// taken after the client's last pull: its pull cursor still finds its entry) pushes them
-/// again: the server no longer holds the last entry it held.
+/// taken after the client's last pull: everything the server lists is still as it was) pushes
+/// them again: its tips differ from the server's once the server's are here, it has nothing
+/// new to push, and the server does not hold its tips. Here the round that pushed them also
+/// pulled entries the server wrote just before the backup (the audit's case: a check of the
+/// last entry the server held or took, by the client's order, found one of those).
 #[test]
 fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
     let server = Restorable::new();
@@ -345,15 +348,16 @@ fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
         .unwrap();
     write_notes(&db, "server", 20);
     c_sync.sync_db(&carl, &addr, &id).unwrap();
+    write_notes(&db, "just before the backup", 3);
     drop((db, sam, s));
     let backup = server.backup();
 
-    // More than a page: the first `have`, which asks about the last entry the server
-    // held too, stays within its 1,024 ids.
+    // More than a page of Carl's (written before the round that pulls those 3).
     let (s, _sam, addr) = server.serve();
     let on_c = carl.load_db(&id).unwrap();
     write_notes(&on_c, "carl", 1_100);
-    assert_eq!(c_sync.sync_db(&carl, &addr, &id).unwrap().pushed, 1_100);
+    let report = c_sync.sync_db(&carl, &addr, &id).unwrap();
+    assert_eq!((report.pulled, report.pushed), (3, 1_100));
     drop((_sam, s));
 
     server.restore(&backup);
@@ -363,6 +367,62 @@ fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
     let restored = sam.load_db(&id).unwrap();
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+}
+
+/// Clients that took an entry from a server before it was restored from a backup, and push
+/// it back, cannot hide from a third the entry the server wrote at that position since: the
+/// third's pull, after its cursor, does not list it, but the server's tips it then lacks
+/// make the pull start again from the beginning. (The audit's case against a check of the
+/// entry at the cursor's position alone: it was unchanged, and the entry was skipped.)
+#[test]
+fn a_pull_that_leaves_the_servers_tips_missing_starts_again_from_the_beginning() {
+    let server = Restorable::new();
+    let (s, sam, addr) = server.serve();
+    let db = sam.create_db("shared").unwrap();
+    let id = db.id();
+    let clients: Vec<_> = ["bea", "dan", "ann"]
+        .into_iter()
+        .map(|name| {
+            let (instance, user) = logged_in(name);
+            let sync = instance.enable_sync().unwrap();
+            db.grant(&user.default_key().unwrap(), Permission::Write)
+                .unwrap();
+            (instance, user, sync)
+        })
+        .collect();
+    let round = |(_, user, sync): &(Instance, mnemo::User, _), addr: &str| {
+        let sync: &Arc<mnemo::sync::SyncEngine> = sync;
+        sync.sync_db(user, addr, &id).unwrap()
+    };
+    for client in &clients {
+        round(client, &addr);
+    }
+    drop((db, sam, s));
+    let backup = server.backup();
+
+    // Bea pushes b; Dan pulls it and pushes d; Ann pulls both.
+    let (s, sam, addr) = server.serve();
+    let [bea, dan, ann] = &clients[..] else {
+        unreachable!()
+    };
+    write_notes(&bea.1.load_db(&id).unwrap(), "b", 1);
+    round(bea, &addr);
+    round(dan, &addr);
+    write_notes(&dan.1.load_db(&id).unwrap(), "d", 1);
+    round(dan, &addr);
+    round(ann, &addr);
+    drop((sam, s));
+
+    // Restored: the server writes z at b's old position; Dan's round brings b and d back.
+    server.restore(&backup);
+    let (_s, sam, addr) = server.serve();
+    let restored = sam.load_db(&id).unwrap();
+    write_notes(&restored, "z", 1);
+    round(dan, &addr);
+    round(ann, &addr);
+    let on_ann = ann.1.load_db(&id).unwrap();
+    assert_eq!(state(&on_ann, "notes"), state(&restored, "notes"));
+    assert_eq!(on_ann.tips().unwrap(), restored.tips().unwrap());
 }
 
 /// Whichever single write fails at the listener while entries are pushed to it, the round
@@ -846,8 +906,9 @@ fn a_stranger_cannot_make_a_listener_store_a_database() {
     );
 }
 
-/// A watch answers at once when the listener is past the client's position, when its copy
-/// changes, or after `watch_timeout` with the same position; strangers are refused, and an
+/// A watch answers at once when the listener's position is other than the client's (past
+/// it, or before it: a listener restored from a backup), when its copy changes, or after
+/// `watch_timeout` with the same position; strangers are refused, and an
 /// address holding its share of watches gets BUSY for more.
 #[test]
 fn watches_answer_changes_and_are_bounded() {
@@ -875,6 +936,12 @@ fn watches_answer_changes_and_are_bounded() {
     // Behind: answered at once with the listener's position.
     let now = position(watch(&reader, 0));
     assert!(now > 0);
+    // Ahead (the listener's storage went back): answered at once too. (Before, it waited
+    // for the listener to pass the client's position: a tracking client heard nothing of
+    // a restored listener's commits until then, but by its pull every 30 s.)
+    let started = Instant::now();
+    assert_eq!(position(watch(&reader, now + 1_000)), now);
+    assert!(started.elapsed() < Duration::from_millis(1400));
     // Up to date: answered when the database changes.
     let waiting = {
         let (env, addr) = (
@@ -904,14 +971,14 @@ fn watches_answer_changes_and_are_bounded() {
     let held: Vec<_> = (0..2)
         .map(|_| {
             let (env, addr) = (
-                envelope(&reader, &a, db.id(), Request::Watch { after: u64::MAX }),
+                envelope(&reader, &a, db.id(), Request::Watch { after: now }),
                 addr.clone(),
             );
             std::thread::spawn(move || post_raw(&addr, "watch", &env.encode()))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (status, body) = watch(&reader, u64::MAX);
+    let (status, body) = watch(&reader, now);
     assert_eq!(status, 503);
     assert_eq!(wire::ErrorReply::decode(&body).unwrap().status, 12);
     for h in held {

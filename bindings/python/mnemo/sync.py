@@ -99,10 +99,10 @@ class Sync(HandleOwner):
         rotated); for a database not here yet, with each of the user's keys in turn until
         the peer accepts one (so the peer learns the public keys tried). Afterwards
         :meth:`mnemo.User.load_db` opens a database pulled for the first time. Rounds with a
-        peer go on from where the last one got; if the peer no longer lists the entry where
-        the last pull left off (its storage restored from a backup), the pull starts again
-        from the beginning, and if it no longer holds the last entry of ours it held, so does
-        the push (at most once an hour for each database with each device). The call also
+        peer go on from where the last one got; if, once pulled, some tips the peer named are
+        still not here, or the peer lacks this side's tips with nothing left to push (its
+        storage restored from a backup), the pull or the push starts again from the
+        beginning, each at most once an hour for each database with each device. The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).
 

@@ -640,11 +640,10 @@ def carl_client(stack: ExitStack) -> tuple[mnemo.Sync, mnemo.User]:
 
 def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path: Path) -> None:
     """A server's SQLite file restored from a backup hands out again the storage positions
-    it handed out since: the client sees its pull cursor's entry gone from where it was
-    listed and pulls from the beginning, and sees the server no longer holds the last entry
-    of its own it held and pushes from the beginning: it gets the server's new entries and
-    pushes back what the server lost (before, it skipped the first and never pushed the
-    second)."""
+    it handed out since: once pulled, the client still lacks the server's tips and pulls
+    again from the beginning; with nothing left to push, its tips are not on the server and
+    it pushes again from the beginning: it gets the server's new entries and pushes back
+    what the server lost (before, it skipped the first and never pushed the second)."""
     server = RestorableServer(tmp_path)
     with ExitStack() as stack:
         cs, carl = carl_client(stack)
@@ -685,8 +684,8 @@ def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path:
 def test_entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again(
     tmp_path: Path,
 ) -> None:
-    """The backup was taken after the client's last pull, so its pull cursor still finds
-    its entry; the entries it pushed since are gone, and the next round pushes them again
+    """The backup was taken after the client's last pull, so the server lists all it did;
+    the entries the client pushed since are gone, and the next round pushes them again
     (before, never: the server kept lacking them, and later entries their parents)."""
     server = RestorableServer(tmp_path)
     with ExitStack() as stack:

@@ -492,9 +492,10 @@ async fn on_pool<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("a sync handler failed: {e}")))?
 }
 
-/// Holds an admitted watch, outside every request slot and thread, until the database goes
-/// past the client's position, `watch_timeout` passes or the listener stops; answers the
-/// position then.
+/// Holds an admitted watch, outside every request slot and thread, until the database's
+/// position is other than the client's (past it; or before it, as after this storage was
+/// restored from a backup, at once), `watch_timeout` passes or the listener stops; answers
+/// the position then.
 async fn wait(
     shared: &Shared,
     _held: super::addresses::WatchGuard,
@@ -506,7 +507,7 @@ async fn wait(
     tokio::select! {
         _ = timeout(
             shared.limits.watch_timeout,
-            watch.position.wait_for(|position| *position > after),
+            watch.position.wait_for(|position| *position != after),
         ) => {}
         () = until_stopped(&mut stopped) => {}
     }
