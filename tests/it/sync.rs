@@ -288,43 +288,71 @@ fn write_notes(db: &mnemo::Database, prefix: &str, count: usize) {
     }
 }
 
+/// Carl, who may write sam's database "shared" on `server` and pulled its `pulled` notes,
+/// and the server's files as they were once it then wrote `more` notes (it is closed).
+struct BackedUp {
+    _instance: Instance,
+    carl: mnemo::User,
+    sync: Arc<mnemo::sync::SyncEngine>,
+    id: EntryId,
+    backup: Vec<(std::path::PathBuf, Vec<u8>)>,
+}
+
+impl BackedUp {
+    fn new(server: &Restorable, pulled: usize, more: usize) -> BackedUp {
+        let (s, sam, addr) = server.serve();
+        let (instance, carl) = logged_in("carl");
+        let sync = instance.enable_sync().unwrap();
+        let db = sam.create_db("shared").unwrap();
+        let id = db.id();
+        db.grant(&carl.default_key().unwrap(), Permission::Write)
+            .unwrap();
+        write_notes(&db, "before", pulled);
+        sync.sync_db(&carl, &addr, &id).unwrap();
+        write_notes(&db, "just before the backup", more);
+        drop((db, sam, s));
+        BackedUp {
+            _instance: instance,
+            carl,
+            sync,
+            id,
+            backup: server.backup(),
+        }
+    }
+
+    /// A round of Carl's with the server at `addr`.
+    fn round(&self, addr: &str) -> mnemo::sync::SyncReport {
+        self.sync.sync_db(&self.carl, addr, &self.id).unwrap()
+    }
+}
+
 /// A server whose SQLite file is restored from a backup hands out again the positions it
-/// had handed out since (to other entries): a client whose pull cursor no longer finds its
-/// entry where it was starts again from the beginning, and one whose last pushed entry the
-/// server no longer holds pushes again from the beginning: it gets the server's new entries
-/// and pushes back what the server lost (its own and the client's).
+/// had handed out since (to other entries): a client whose pull, after its cursor, leaves
+/// the server's tips missing pulls again from the beginning, and one whose tips the server
+/// lacks with nothing left to push pushes again from the beginning: it gets the server's
+/// new entries and pushes back what the server lost (its own and the client's).
 #[test]
 fn a_server_restored_from_a_backup_and_its_client_converge_again() {
     let server = Restorable::new();
-    let (s, sam, addr) = server.serve();
-    let (c, carl) = logged_in("carl");
-    let c_sync = c.enable_sync().unwrap();
-    let db = sam.create_db("shared").unwrap();
-    let id = db.id();
-    db.grant(&carl.default_key().unwrap(), Permission::Write)
-        .unwrap();
-    write_notes(&db, "before", 20);
-    c_sync.sync_db(&carl, &addr, &id).unwrap();
-    drop((db, sam, s));
-    let backup = server.backup();
+    let carl = BackedUp::new(&server, 20, 0);
 
     // After the backup: the server writes 30 entries, Carl pulls them and pushes 10.
     let (s, sam, addr) = server.serve();
-    write_notes(&sam.load_db(&id).unwrap(), "lost", 30);
-    let on_c = carl.load_db(&id).unwrap();
+    write_notes(&sam.load_db(&carl.id).unwrap(), "lost", 30);
+    let on_c = carl.carl.load_db(&carl.id).unwrap();
     write_notes(&on_c, "carl", 10);
-    c_sync.sync_db(&carl, &addr, &id).unwrap();
-    c_sync.sync_db(&carl, &addr, &id).unwrap(); // his cursor now past his own entries there
+    carl.round(&addr);
+    carl.round(&addr); // his cursor now past his own entries there
     drop((sam, s));
 
     // Restored: its positions after the backup go to 40 new entries.
-    server.restore(&backup);
+    server.restore(&carl.backup);
     let (_s, sam, addr) = server.serve();
-    let restored = sam.load_db(&id).unwrap();
+    let restored = sam.load_db(&carl.id).unwrap();
     assert_eq!(restored.get_all("notes").unwrap().len(), 20);
     write_notes(&restored, "after", 40);
 
-    c_sync.sync_db(&carl, &addr, &id).unwrap();
+    carl.round(&addr);
     assert_eq!(on_c.get_all("notes").unwrap().len(), 100);
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
@@ -339,32 +367,21 @@ fn a_server_restored_from_a_backup_and_its_client_converge_again() {
 #[test]
 fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
     let server = Restorable::new();
-    let (s, sam, addr) = server.serve();
-    let (c, carl) = logged_in("carl");
-    let c_sync = c.enable_sync().unwrap();
-    let db = sam.create_db("shared").unwrap();
-    let id = db.id();
-    db.grant(&carl.default_key().unwrap(), Permission::Write)
-        .unwrap();
-    write_notes(&db, "server", 20);
-    c_sync.sync_db(&carl, &addr, &id).unwrap();
-    write_notes(&db, "just before the backup", 3);
-    drop((db, sam, s));
-    let backup = server.backup();
+    let carl = BackedUp::new(&server, 20, 3);
 
     // More than a page of Carl's (written before the round that pulls those 3).
     let (s, _sam, addr) = server.serve();
-    let on_c = carl.load_db(&id).unwrap();
+    let on_c = carl.carl.load_db(&carl.id).unwrap();
     write_notes(&on_c, "carl", 1_100);
-    let report = c_sync.sync_db(&carl, &addr, &id).unwrap();
+    let report = carl.round(&addr);
     assert_eq!((report.pulled, report.pushed), (3, 1_100));
     drop((_sam, s));
 
-    server.restore(&backup);
+    server.restore(&carl.backup);
     let (_s, sam, addr) = server.serve();
-    let report = c_sync.sync_db(&carl, &addr, &id).unwrap();
+    let report = carl.round(&addr);
     assert_eq!((report.pulled, report.pushed), (0, 1_100));
-    let restored = sam.load_db(&id).unwrap();
+    let restored = sam.load_db(&carl.id).unwrap();
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
 }

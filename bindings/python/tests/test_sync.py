@@ -638,6 +638,21 @@ def carl_client(stack: ExitStack) -> tuple[mnemo.Sync, mnemo.User]:
     return stack.enter_context(inst.sync), stack.enter_context(inst.login("carl"))
 
 
+def shared_and_pulled(
+    server: RestorableServer, cs: mnemo.Sync, carl: mnemo.User, notes: int
+) -> str:
+    """Sam's database "shared" on ``server``, with ``notes`` notes, which carl may write and
+    has pulled; the server is then closed. Returns the database's id."""
+    with ExitStack() as first:
+        addr, sam = server.serve(first)
+        db = first.enter_context(sam.create_db("shared"))
+        db.grant(default_key(carl), "write")
+        for i in range(notes):
+            db.set(STORE, f"before{i}", i)
+        cs.sync_db(carl, addr, db.id)
+        return db.id
+
+
 def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path: Path) -> None:
     """A server's SQLite file restored from a backup hands out again the storage positions
     it handed out since: once pulled, the client still lacks the server's tips and pulls
@@ -647,14 +662,7 @@ def test_a_server_restored_from_a_backup_and_its_client_converge_again(tmp_path:
     server = RestorableServer(tmp_path)
     with ExitStack() as stack:
         cs, carl = carl_client(stack)
-        with ExitStack() as first:
-            addr, sam = server.serve(first)
-            db = first.enter_context(sam.create_db("shared"))
-            db_id = db.id
-            db.grant(default_key(carl), "write")
-            for i in range(20):
-                db.set(STORE, f"before{i}", i)
-            cs.sync_db(carl, addr, db_id)
+        db_id = shared_and_pulled(server, cs, carl, 20)
         backup = server.backup()
 
         on_c = stack.enter_context(carl.load_db(db_id))
@@ -690,13 +698,7 @@ def test_entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_agai
     server = RestorableServer(tmp_path)
     with ExitStack() as stack:
         cs, carl = carl_client(stack)
-        with ExitStack() as first:
-            addr, sam = server.serve(first)
-            db = first.enter_context(sam.create_db("shared"))
-            db_id = db.id
-            db.grant(default_key(carl), "write")
-            db.set(STORE, "server", 1)
-            cs.sync_db(carl, addr, db_id)
+        db_id = shared_and_pulled(server, cs, carl, 1)
         backup = server.backup()
         on_c = stack.enter_context(carl.load_db(db_id))
         with ExitStack() as second:
