@@ -1122,11 +1122,13 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * one. So the peer learns the public keys tried. Every entry received is verified before
  * it becomes visible; invalid ones are dropped. Afterwards `mnemo_user_load_db` opens a
  * database pulled for the first time. Rounds with a peer go on from where the last one
- * got in each direction: if, once pulled, some tips the peer named are still not here,
- * or the peer lacks this side's tips with nothing left to push (its storage restored from
- * a backup), the pull or the push starts again from the beginning, each at most once an
- * hour for each database with each device. Calling this also records that a user here
- * asked for the database: from then on
+ * got in each direction. If a pull that rejected nothing leaves tips the peer named
+ * missing here, or a push that had nothing to send leaves the peer's tips (asked again)
+ * all here but different (its storage restored from a backup: what it lost, and what
+ * waits there for lost parents), the pull or the push starts again from the beginning,
+ * each at most once an hour for each database with each device (so a tip this side
+ * rejects, or an entry the peer refuses, brings the same listing and error back hourly).
+ * Calling this also records that a user here asked for the database: from then on
  * this instance's listener takes it when a peer pushes it (a listener stores no database
  * nobody here asked for), even if this round failed.
  *
@@ -1134,7 +1136,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (no key of the user has
  * permission on the peer's copy, the peer refused some of our entries, or the peer does not
  * hold the database and nobody there asked for it), MNEMO_STATUS_NOT_FOUND (neither
- * side holds the database, or it was forgotten here while the round pulled it: what came
+ * side holds the database, or this process forgot it while the round pulled it: what came
  * after is not taken), MNEMO_STATUS_CORRUPT (the peer sent
  * entries that failed verification (past 1,024 the round stops), pages that make no
  * progress, or, pulling the database for the first time, no root entry; the valid entries

@@ -1,9 +1,8 @@
 //! How a pull holds a peer to making progress: each page of ids must move the cursor on
 //! and either bring something this instance lacks or be as full as asked; the ids listed
-//! that this instance already holds cannot add up to more than the entries stored here
-//! and what waits; and entries
-//! failing verification, or left waiting for parents nobody sent, end the round past a
-//! bound. An honest peer meets all of these (it lists each of its entries once, parents
+//! that this instance already holds cannot add up to more than the entries stored here,
+//! those waiting, and a page; and entries failing verification, or left waiting for
+//! parents nobody sent, end the round past a bound. An honest peer meets all of these (it lists each of its entries once, parents
 //! first, in pages as full as asked while more follow), so a peer can keep a round going
 //! only by sending entries that are taken in.
 

@@ -96,9 +96,11 @@ impl SyncEngine {
         let limits = self.limits();
         let mut connection = PeerConnection::new(self.runtime(), addr, &self.identity, &limits);
         let peer = connection.peer()?;
+        let registry = self.registry()?;
         let mut talk = Exchange {
             sync: self,
-            registry: self.registry()?,
+            core: registry.core(*db),
+            registry,
             keys,
             key: *first,
             addr,
@@ -115,20 +117,13 @@ impl SyncEngine {
         };
         let theirs = wire::decode_ids(&talk.tips_with_any(rest)?)?;
         report.signed_as = Some(talk.key);
-        let ours: Vec<EntryId> = talk
-            .registry
-            .backend()
-            .tips(db)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let ours = talk.tips()?;
         if theirs.is_empty() && ours.is_empty() {
             return Err(Error::NotFound(format!(
                 "neither this instance nor the peer holds database {db}"
             )));
         }
-        // A full reply may have been cut short (see the `Tips` handler): not a match.
-        if theirs == ours && theirs.len() < wire::MAX_IDS {
+        if same_tips(&theirs, &ours) {
             return Ok(report);
         }
         // A peer without the database has nothing to pull (and may take it by push).
@@ -146,16 +141,17 @@ impl SyncEngine {
                 )));
             }
         }
-        // Once the peer's tips are here, tips that still differ are entries of this
-        // instance the peer lacks.
-        let ours_now: Vec<EntryId> = (talk.registry.backend().tips(db)?.into_iter())
-            .map(|(id, _)| id)
-            .collect();
-        let differ = theirs.len() >= wire::MAX_IDS
-            || ours_now.iter().collect::<HashSet<_>>() != theirs.iter().collect();
-        talk.push(differ.then_some(&ours_now[..]), &mut report)?;
+        talk.push(&theirs, &mut report)?;
         Ok(report)
     }
+}
+
+/// Whether two lists of tips name the same entries. A full list may have been cut short
+/// (see the `Tips` handler): never the same.
+fn same_tips(theirs: &[EntryId], ours: &[EntryId]) -> bool {
+    theirs.len() < wire::MAX_IDS
+        && theirs.len() == ours.len()
+        && theirs.iter().collect::<HashSet<_>>() == ours.iter().collect()
 }
 
 /// Replies a pull has checked on other threads ahead of the one it stores: with two, the
@@ -178,6 +174,9 @@ struct Exchange<'a> {
     addr: &'a PeerAddr,
     peer: PublicKey,
     db: EntryId,
+    /// The database's core for the whole round: once it is forgotten here, the round takes
+    /// nothing more and saves no cursor.
+    core: Arc<DatabaseCore>,
     connection: PeerConnection<'a>,
     /// The first failure of this round that a later round may not meet (storage, a full
     /// waiting area): from then on no cursor is saved, so the next round asks again.
@@ -260,15 +259,15 @@ impl Exchange<'_> {
     /// storage restored from a backup hands positions out again): the pull starts again
     /// from the beginning, at most once per [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
     fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
-        let core = self.registry.core(self.db);
-        self.pull_once(&core, report)?;
-        let state = &self.sync.state;
-        if report.rejected == 0
+        let started_at = self.saved_pull_cursor()?;
+        self.pull_once(report)?;
+        if started_at > 0
+            && report.rejected == 0
             && !self.all_stored(theirs)?
-            && state.may_start_again(&self.peer, &self.db, Direction::Pull)?
+            && self.may_start_again(Direction::Pull)?
         {
-            state.start_again(&self.peer, &self.db, Direction::Pull)?;
-            self.pull_once(&core, report)?;
+            self.start_again(Direction::Pull)?;
+            self.pull_once(report)?;
         }
         Ok(())
     }
@@ -284,14 +283,50 @@ impl Exchange<'_> {
         Ok(true)
     }
 
+    /// Where a pull starts from: the saved cursor, or the beginning while the root is not
+    /// stored here (an honest peer lists it first; a cursor saved past it by a round running
+    /// on while the database was forgotten here would skip it).
+    fn saved_pull_cursor(&self) -> Result<u64> {
+        match self.registry.exists(&self.db)? {
+            true => (self.sync.state).cursor(&self.peer, &self.db, Direction::Pull),
+            false => Ok(0),
+        }
+    }
+
+    /// Whether a pass in `direction` may start again from the beginning now: not in the last
+    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    fn may_start_again(&self, direction: Direction) -> Result<bool> {
+        (self.sync.state).may_start_again(&self.peer, &self.db, direction)
+    }
+
+    /// Moves the cursor of `direction` back to the beginning, recording when, unless the
+    /// database was forgotten here meanwhile.
+    fn start_again(&self, direction: Direction) -> Result<()> {
+        self.core.ensure_kept()?;
+        (self.sync.state).start_again(&self.peer, &self.db, direction)
+    }
+
+    /// This instance's tips of the database.
+    fn tips(&self) -> Result<Vec<EntryId>> {
+        let tips = self.registry.backend().tips(&self.db)?;
+        Ok(tips.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Moves the cursor of `direction` to `position`, unless the database was forgotten
+    /// here meanwhile (its sync records are gone with it).
+    fn save_cursor(&self, direction: Direction, position: u64) -> Result<()> {
+        self.core.ensure_kept()?;
+        (self.sync).save_cursor(&self.peer, &self.db, direction, position)
+    }
+
     /// One pass of [`Exchange::pull`], from the saved cursor.
-    fn pull_once(&mut self, core: &DatabaseCore, report: &mut SyncReport) -> Result<()> {
+    fn pull_once(&mut self, report: &mut SyncReport) -> Result<()> {
         std::thread::scope(|scope| {
             let mut in_flight = VecDeque::new();
-            let pulled = self.pull_pages(core, scope, &mut in_flight, report);
+            let pulled = self.pull_pages(scope, &mut in_flight, report);
             let mut last = Ok(());
             for reply in in_flight {
-                last = last.and(self.take_reply(core, reply, report));
+                last = last.and(self.take_reply(reply, report));
             }
             pulled.and(last)?;
             self.held_back.take().map_or(Ok(()), Err)
@@ -307,19 +342,13 @@ impl Exchange<'_> {
     /// in `in_flight`, oldest first.
     fn pull_pages<'scope>(
         &mut self,
-        core: &DatabaseCore,
         scope: &'scope Scope<'scope, '_>,
         in_flight: &mut VecDeque<Reply<'scope>>,
         report: &mut SyncReport,
     ) -> Result<()> {
-        let db = self.db;
-        // An honest peer lists the root first: a cursor saved without the root stored here
-        // (by a round running on while the database was forgotten here) would skip it.
-        let mut cursor = match self.registry.exists(&db)? {
-            true => self.sync.state.cursor(&self.peer, &db, Direction::Pull)?,
-            false => 0,
-        };
-        let mut progress = Progress::new(core, self.addr);
+        let core = self.core.clone();
+        let mut cursor = self.saved_pull_cursor()?;
+        let mut progress = Progress::new(&core, self.addr);
         loop {
             core.ensure_kept()?;
             if self.holding_back() {
@@ -375,7 +404,7 @@ impl Exchange<'_> {
                         && in_flight.iter().map(|r| r.bytes).sum::<usize>() > BYTES_CHECKED_AHEAD)
                 {
                     let oldest = in_flight.pop_front().expect("more than one in flight");
-                    self.take_reply(core, oldest, report)?;
+                    self.take_reply(oldest, report)?;
                 }
             }
             if page.next > cursor {
@@ -384,9 +413,7 @@ impl Exchange<'_> {
                 match in_flight.back_mut() {
                     Some(reply) => reply.cursor = Some(cursor),
                     None if self.holding_back() => {}
-                    None => self
-                        .sync
-                        .save_cursor(&self.peer, &db, Direction::Pull, cursor)?,
+                    None => self.save_cursor(Direction::Pull, cursor)?,
                 }
             }
             if !page.more {
@@ -397,22 +424,14 @@ impl Exchange<'_> {
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the
     /// pull cursor it completes, if any, unless a failure this round holds cursors back.
-    fn take_reply(
-        &self,
-        core: &DatabaseCore,
-        reply: Reply<'_>,
-        report: &mut SyncReport,
-    ) -> Result<()> {
+    fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
         let checked = reply.entries.finish();
-        core.ensure_kept()?;
+        self.core.ensure_kept()?;
         for checked in checked {
             self.take(checked, report);
         }
         match reply.cursor {
-            Some(cursor) if !self.holding_back() => {
-                self.sync
-                    .save_cursor(&self.peer, &self.db, Direction::Pull, cursor)
-            }
+            Some(cursor) if !self.holding_back() => self.save_cursor(Direction::Pull, cursor),
             _ => Ok(()),
         }
     }
@@ -429,7 +448,8 @@ impl Exchange<'_> {
             let e = Error::Corrupt("an entry of another database".into());
             return self.note_refused(Some(&id), e, report);
         }
-        match self.registry.receive(entry) {
+        // Through the round's core: once the database is forgotten here, it takes nothing.
+        match self.core.receive(entry) {
             Ok(received) => {
                 report.pulled += 1;
                 if received.pending {
@@ -458,24 +478,28 @@ impl Exchange<'_> {
     /// Sends every entry stored here after the push cursor that the peer lacks, in batches
     /// bounded in count and bytes (read from storage one batch at a time).
     ///
-    /// If that sent nothing, but this instance's tips (`ours`, read before) differ from the
-    /// peer's once the peer's are here, it asks whether the peer holds them: if not, the
-    /// peer lost entries pushed to it (its storage restored from a backup), and the push
-    /// starts again from the beginning, at most once per
-    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
-    fn push(&mut self, ours: Option<&[EntryId]>, report: &mut SyncReport) -> Result<()> {
+    /// If that started past the beginning and sent nothing, while this instance's tips
+    /// (read before) differ from those the peer named (`theirs`), it asks the peer's tips
+    /// again: if all of them are here and still differ, the peer lacks entries behind the
+    /// cursor (its storage restored from a backup: what it took since is lost, or waits
+    /// there for lost parents), and the push starts again from the beginning, at most once
+    /// per [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    fn push(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
+        let started_at = (self.sync.state).cursor(&self.peer, &self.db, Direction::Push)?;
+        // Read before the pass: an entry stored during it is either sent or not among them.
+        let ours = self.tips()?;
         let before = (report.pushed, report.refused_by_peer);
-        if !self.push_once(report)? {
+        if !self.push_once(report)?
+            || started_at == 0
+            || (report.pushed, report.refused_by_peer) != before
+            || same_tips(theirs, &ours)
+            || !self.may_start_again(Direction::Push)?
+        {
             return Ok(());
         }
-        let Some(tips) = ours.filter(|_| (report.pushed, report.refused_by_peer) == before) else {
-            return Ok(());
-        };
-        let (state, peer, db) = (&self.sync.state, self.peer, self.db);
-        if state.may_start_again(&peer, &db, Direction::Push)?
-            && self.held_by_peer(tips.to_vec())?.contains(&false)
-        {
-            state.start_again(&peer, &db, Direction::Push)?;
+        let theirs = wire::decode_ids(&self.ask(Request::Tips)?)?;
+        if !same_tips(&theirs, &ours) && self.all_stored(&theirs)? {
+            self.start_again(Direction::Push)?;
             self.push_once(report)?;
         }
         Ok(())
@@ -515,8 +539,7 @@ impl Exchange<'_> {
                 return Ok(false);
             }
             cursor = last;
-            self.sync
-                .save_cursor(&self.peer, &db, Direction::Push, cursor)?;
+            self.save_cursor(Direction::Push, cursor)?;
             if page.len() < wire::MAX_IDS {
                 return Ok(true);
             }

@@ -72,18 +72,23 @@ pub(super) enum Direction {
 /// replaced in place: as `_sync` records, every round that moved one added a signed entry
 /// to `_sync`, which grew with each round for good.
 fn cursor_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
-    let way = match direction {
-        Direction::Pull => "pull",
-        Direction::Push => "push",
-    };
-    format!("sync-cursor/{peer}/{db}/{way}")
+    direction_record("sync-cursor", peer, db, direction)
 }
 
 /// The instance metadata record of when rounds with `peer` on `db` last started again from
 /// the beginning in `direction` (see [`SyncState::start_again`]; ms since the epoch, 8 bytes
 /// big-endian): `sync-restart/<peer>/<database>/<pull|push>`.
 fn restart_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
-    cursor_record(peer, db, direction).replacen("sync-cursor/", "sync-restart/", 1)
+    direction_record("sync-restart", peer, db, direction)
+}
+
+/// `<kind>/<peer>/<database>/<pull|push>`.
+fn direction_record(kind: &str, peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
+    let way = match direction {
+        Direction::Pull => "pull",
+        Direction::Push => "push",
+    };
+    format!("{kind}/{peer}/{db}/{way}")
 }
 
 /// The least time between two rounds with one peer, on one database, that start again from
@@ -255,17 +260,14 @@ impl SyncState {
     }
 
     /// Whether the cursor of `peer`, `db`, `direction` may go back to the beginning now
-    /// ([`SyncState::start_again`]): it is not there already, and it last went back at least
-    /// [`RESTART_GAP_MS`] ago.
+    /// ([`SyncState::start_again`]): it last did at least [`RESTART_GAP_MS`] ago (or the
+    /// clock was set back since).
     pub(super) fn may_start_again(
         &self,
         peer: &PublicKey,
         db: &EntryId,
         direction: Direction,
     ) -> Result<bool> {
-        if self.cursor(peer, db, direction)? == 0 {
-            return Ok(false);
-        }
         let last = match self
             .db
             .backend()
@@ -274,7 +276,8 @@ impl SyncState {
             Some(bytes) => u64::from_be_bytes(first_8_bytes(&bytes, "a sync restart time")?),
             None => 0,
         };
-        Ok(now_ms().saturating_sub(last) >= RESTART_GAP_MS)
+        let now = now_ms();
+        Ok(last > now || now - last >= RESTART_GAP_MS)
     }
 
     /// Moves the cursor of `peer`, `db`, `direction` back to the beginning, recording when.
@@ -327,8 +330,6 @@ mod tests {
             }
             may
         };
-        // At the beginning already: nothing to do.
-        assert!(!again(&db, Direction::Pull));
         state.save_cursor(&peer, &db, Direction::Pull, 7).unwrap();
         assert!(again(&db, Direction::Pull));
         assert_eq!(state.cursor(&peer, &db, Direction::Pull).unwrap(), 0);
@@ -343,12 +344,14 @@ mod tests {
             .save_cursor(&peer, &other, Direction::Pull, 3)
             .unwrap();
         assert!(again(&other, Direction::Pull));
-        // An hour later, again.
+        // An hour later, again; and after the clock was set back.
         let backend = state.db.backend();
         let record = restart_record(&peer, &db, Direction::Pull);
-        let long_ago = now_ms() - RESTART_GAP_MS;
-        backend.meta_put(&record, &long_ago.to_be_bytes()).unwrap();
-        assert!(again(&db, Direction::Pull));
+        for at in [now_ms() - RESTART_GAP_MS, now_ms() + 60_000] {
+            backend.meta_put(&record, &at.to_be_bytes()).unwrap();
+            assert!(again(&db, Direction::Pull));
+            assert!(!again(&db, Direction::Pull));
+        }
         // Forgetting the database forgets when it started again.
         state.forget_db("", &db, true).unwrap();
         assert_eq!(backend.meta_get(&record).unwrap(), None);

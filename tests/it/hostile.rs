@@ -462,8 +462,8 @@ fn a_peer_listing_only_held_entries_cannot_keep_a_round_going() {
 /// The held entries a peer may list count the database's own entries here, not its storage
 /// positions: here after 2,100 entries of a database since forgotten (positions are not
 /// handed out again) and 2,100 of another database written between two of its entries
-/// (on PostgreSQL one counter serves all databases). (Before, a peer listing held entries
-/// got four pages, not two; on PostgreSQL six.)
+/// (on PostgreSQL one counter serves all databases). (Before, the bound on PostgreSQL was
+/// that counter: a peer listing held entries got five pages, not two.)
 #[test]
 fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
     for storage in crate::support::storages() {
@@ -505,9 +505,9 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
 }
 
 /// A peer naming, round after round, a tip it never lists gets the database listed again
-/// from the beginning at most once an hour; one claiming to have lost everything pushed to
-/// it gets it pushed again at most once an hour: each could make the client list or send
-/// all of it. (A tracked peer may start a round every 250 ms.)
+/// from the beginning at most once an hour; one naming a tip of this side's and claiming to
+/// hold nothing gets it all pushed again at most once an hour: each could make the client
+/// list or send the whole database. (A tracked peer may start a round every 250 ms.)
 #[test]
 fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_an_hour() {
     let kept = Kept::new();
@@ -516,28 +516,34 @@ fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_
         bob_db.set("s", &i.to_string(), "1").unwrap();
     }
     let ids = collect_ancestry(&bob_db, &bob_db.tips().unwrap());
-    let pages = kept.pages.clone();
-    let addr = fake_peer(move |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[EntryId::of_bytes(b"never listed")])),
-        Request::Ids { after, .. } => {
-            pages.fetch_add(1, Ordering::SeqCst);
-            Some(page_of(&ids, *after as usize, wire::MAX_IDS))
-        }
-        Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
-        Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
-        _ => None,
-    });
-    let rounds: Vec<(usize, usize)> = (0..4)
-        .map(|_| {
-            kept.pages.store(0, Ordering::SeqCst);
-            let report = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap();
-            (kept.pages.load(Ordering::SeqCst), report.pushed)
-        })
-        .collect();
-    // Pages asked for and entries pushed: the first round lists twice (its tip is still
-    // missing) and pushes all; the second pushes all again (its tips are still not held);
-    // then each round lists once and pushes nothing.
-    assert_eq!(rounds, vec![(2, 6), (1, 6), (1, 0), (1, 0)]);
+    for (tip, expected) in [
+        // Pages asked for and entries pushed, round by round.
+        (
+            EntryId::of_bytes(b"never listed"),
+            [(1, 6), (2, 0), (1, 0), (1, 0)],
+        ),
+        (kept.db, [(1, 6), (1, 6), (1, 0), (1, 0)]),
+    ] {
+        let (ids, pages) = (ids.clone(), kept.pages.clone());
+        let addr = fake_peer(move |request| match request {
+            Request::Tips => Some(wire::encode_ids(&[tip])),
+            Request::Ids { after, .. } => {
+                pages.fetch_add(1, Ordering::SeqCst);
+                Some(page_of(&ids, *after as usize, wire::MAX_IDS))
+            }
+            Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
+            Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
+            _ => None,
+        });
+        let rounds: Vec<(usize, usize)> = (0..4)
+            .map(|_| {
+                kept.pages.store(0, Ordering::SeqCst);
+                let report = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap();
+                (kept.pages.load(Ordering::SeqCst), report.pushed)
+            })
+            .collect();
+        assert_eq!(rounds, expected, "tip {tip}");
+    }
 }
 
 /// A database forgotten here while a pull of it runs ends the pull (`NOT_FOUND`), and what

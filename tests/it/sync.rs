@@ -187,7 +187,8 @@ fn a_pull_stopped_by_a_failed_write_is_completed_by_the_next_round() {
 
 /// A server that forgets a database and pulls it again from another device hands out new
 /// storage positions to its copy, never ones it gave before: a client whose cursor was
-/// saved on the old copy gets every entry of the new one it lacks, on every storage.
+/// saved on the old copy gets every entry of the new one it lacks, on every storage, by
+/// its cursor alone (its pull does not have to start again from the beginning).
 #[test]
 fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors_good() {
     for storage in crate::support::storages() {
@@ -200,7 +201,10 @@ fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors
         let (x, xena) = logged_in("xena");
         let x_sync = x.enable_sync().unwrap();
         let x_addr = x_sync.listen("127.0.0.1:0").unwrap();
-        let (c, carl) = logged_in("carl");
+        let carl_storage = Arc::new(MemoryBackend::new());
+        let c = Instance::open(carl_storage.clone()).unwrap();
+        c.create_user("carl", None).unwrap();
+        let carl = c.login("carl", None).unwrap();
         let c_sync = c.enable_sync().unwrap();
 
         let db = sam.create_db("shared").unwrap();
@@ -235,6 +239,8 @@ fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors
         c_sync.sync_db(&carl, &server_addr, &id).unwrap();
         assert_eq!(on_c.tips().unwrap(), again.tips().unwrap(), "{name}");
         assert_eq!(state(&on_c, "notes"), state(&again, "notes"), "{name}");
+        let restart = format!("sync-restart/{}/{id}/pull", server.device_id());
+        assert_eq!(carl_storage.meta_get(&restart).unwrap(), None, "{name}");
     }
 }
 
@@ -381,6 +387,31 @@ fn entries_pushed_to_a_server_later_restored_from_a_backup_are_pushed_again() {
     let (_s, sam, addr) = server.serve();
     let report = carl.round(&addr);
     assert_eq!((report.pulled, report.pushed), (0, 1_100));
+    let restored = sam.load_db(&carl.id).unwrap();
+    assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
+    assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+}
+
+/// A client that goes on writing after its server was restored from a backup: its next
+/// round pushes the new entry, which waits there for parents the server lost (and the
+/// server answers `have` for it as held); the round after, with nothing to send, finds the
+/// server's tips all here and still different, and pushes again from the beginning.
+/// (Before, a check asking whether the server held the client's tips found them: waiting.)
+#[test]
+fn a_client_writing_on_after_its_server_was_restored_pushes_what_the_server_lost() {
+    let server = Restorable::new();
+    let carl = BackedUp::new(&server, 5, 0);
+    let (s, sam, addr) = server.serve();
+    let on_c = carl.carl.load_db(&carl.id).unwrap();
+    write_notes(&on_c, "lost", 10);
+    assert_eq!(carl.round(&addr).pushed, 10);
+    drop((sam, s));
+
+    server.restore(&carl.backup);
+    let (_s, sam, addr) = server.serve();
+    write_notes(&on_c, "after", 1);
+    assert_eq!(carl.round(&addr).pushed, 1);
+    assert_eq!(carl.round(&addr).pushed, 10);
     let restored = sam.load_db(&carl.id).unwrap();
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());

@@ -99,17 +99,18 @@ class Sync(HandleOwner):
         rotated); for a database not here yet, with each of the user's keys in turn until
         the peer accepts one (so the peer learns the public keys tried). Afterwards
         :meth:`mnemo.User.load_db` opens a database pulled for the first time. Rounds with a
-        peer go on from where the last one got; if, once pulled, some tips the peer named are
-        still not here, or the peer lacks this side's tips with nothing left to push (its
-        storage restored from a backup), the pull or the push starts again from the
-        beginning, each at most once an hour for each database with each device. The call also
+        peer go on from where the last one got. If a pull that rejected nothing leaves tips
+        the peer named missing here, or a push that had nothing to send leaves the peer's
+        tips (asked again) all here but different (its storage restored from a backup), the
+        pull or the push starts again from the beginning, each at most once an hour for each
+        database with each device. The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).
 
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
         PermissionDenied (no key of the user has permission on the peer's copy, the peer
         refused some of our entries, or the peer does not hold the database and nobody there
-        asked for it), NotFound (neither side holds the database, or it was forgotten here
+        asked for it), NotFound (neither side holds the database, or this process forgot it
         while the round pulled it), Corrupt (the peer sent entries that failed verification
         (past 1,024 the round stops), pages that make no progress, or, pulling the database
         for the first time, no root entry; the valid entries were applied), NetworkError
