@@ -1,9 +1,10 @@
 //! What a listener's watches wait on: the storage position of each database being watched,
 //! followed through one subscription per database and shared by all its watches. A
-//! database stops being followed when its last watch ends.
+//! database stops being followed when its last watch ends, and is followed anew once
+//! stored again after this process forgot it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
 
@@ -20,6 +21,9 @@ pub(super) struct Watchers {
 
 struct Followed {
     position: Arc<watch::Sender<u64>>,
+    /// The copy of the database followed: once it is forgotten here, its subscription hears
+    /// nothing more, and a copy stored again is followed anew.
+    core: Weak<DatabaseCore>,
     _subscription: Subscription,
 }
 
@@ -33,7 +37,13 @@ impl Watchers {
     ) -> Result<watch::Receiver<u64>> {
         let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(followed) = by_db.get(&core.id()) {
-            return Ok(followed.position.subscribe());
+            if followed
+                .core
+                .upgrade()
+                .is_some_and(|c| Arc::ptr_eq(&c, core))
+            {
+                return Ok(followed.position.subscribe());
+            }
         }
         let (sender, receiver) = watch::channel(0);
         let position = Arc::new(sender);
@@ -46,13 +56,19 @@ impl Watchers {
         // Read after subscribing, so that no change falls between the two.
         let now = backend.last_position(&db)?;
         position.send_if_modified(|p| raise(p, now));
-        by_db.insert(
+        let replaced = by_db.insert(
             core.id(),
             Followed {
                 position,
+                core: Arc::downgrade(core),
                 _subscription: subscription,
             },
         );
+        // Watches on a copy forgotten since hear the new copy's position (past the old
+        // one's: positions are never handed out twice), then watch it.
+        if let Some(stale) = replaced {
+            stale.position.send_if_modified(|p| raise(p, now));
+        }
         Ok(receiver)
     }
 

@@ -1034,6 +1034,57 @@ fn watches_answer_changes_and_are_bounded() {
     }
 }
 
+/// Watches follow a database the listener forgot and stored again: one held on the old copy
+/// hears the new copy's position at once, and new ones hear its commits. (Before, the old
+/// copy's subscription, which hears nothing more, stayed followed while any watch was
+/// held: clients heard the listener's commits only by their watches' timeouts.)
+#[test]
+fn watches_follow_a_database_the_listener_forgot_and_stored_again() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    sync.set_limits(Limits {
+        watch_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    })
+    .unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    let (x, xena) = logged_in("xena");
+    let x_sync = x.enable_sync().unwrap();
+    let x_addr = x_sync.listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("watched").unwrap();
+    let id = db.id();
+    let reader = Arc::new(PrivateKey::generate().unwrap());
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    db.grant(&xena.default_key().unwrap(), Permission::Read)
+        .unwrap();
+    x_sync.sync_db(&xena, &addr, &id).unwrap();
+    let request = |after| envelope(&reader, &a, id, Request::Watch { after }).encode();
+    let position = |(status, body): (u16, Vec<u8>)| {
+        assert_eq!(status, 200, "{body:?}");
+        wire::decode_position(&body).unwrap()
+    };
+    let held = |after| {
+        let (body, addr) = (request(after), addr.clone());
+        std::thread::spawn(move || post_raw(&addr, "watch", &body))
+    };
+
+    let old = position(post_raw(&addr, "watch", &request(0)));
+    let on_old_copy = held(old);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(db);
+    alice.forget_db(&id).unwrap();
+    sync.sync_db(&alice, &x_addr, &id).unwrap();
+    let started = Instant::now();
+    let now = position(post_raw(&addr, "watch", &request(0)));
+    assert!(now > old, "{now} after {old}");
+    assert_eq!(position(on_old_copy.join().unwrap()), now);
+    let waiting = held(now);
+    std::thread::sleep(Duration::from_millis(300));
+    alice.load_db(&id).unwrap().set("s", "k", "1").unwrap();
+    assert!(position(waiting.join().unwrap()) > now);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 /// A tracking peer hears of each of the listener's commits without polling for it.
 #[test]
 fn a_tracking_peer_hears_each_commit_of_the_listener() {
