@@ -254,10 +254,11 @@ impl Exchange<'_> {
     /// pull ([`Error::NotFound`]), and what arrives after is not taken (it would start a
     /// copy without root).
     ///
-    /// If, once done, some of the tips the peer named at the round's start (`theirs`) are
-    /// still not stored here, its pages after the cursor did not list all it holds (its
-    /// storage restored from a backup hands positions out again): the pull starts again
-    /// from the beginning, at most once per [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    /// If a pass that began past the beginning and rejected nothing leaves some of the tips
+    /// the peer named at the round's start (`theirs`) not stored here, its pages after the
+    /// cursor did not list all it holds (its storage restored from a backup hands positions
+    /// out again): the pull starts again from the beginning, at most once per
+    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
     fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
         let started_at = self.saved_pull_cursor()?;
         self.pull_once(report)?;

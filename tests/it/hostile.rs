@@ -325,14 +325,7 @@ fn untracking_a_peer_that_keeps_its_round_going_returns_at_once() {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         // The first pull (track's own) gets the root at once; later ones an entry every
         // half second.
-        Request::Ids { after: 0, .. } => Some(
-            IdsPage {
-                ids: vec![db],
-                next: 1,
-                more: false,
-            }
-            .encode(),
-        ),
+        Request::Ids { after: 0, .. } => Some(page_of(&[db], 0, 1)),
         Request::Ids { after, .. } => {
             thread::sleep(Duration::from_millis(500));
             served.fetch_add(1, Ordering::SeqCst);
@@ -567,14 +560,9 @@ fn a_database_forgotten_during_its_pull_ends_the_pull() {
         // The first round takes the root alone (and names it as the tip).
         Request::Tips if !root_sent.load(Ordering::SeqCst) => Some(wire::encode_ids(&[db])),
         Request::Tips => Some(wire::encode_ids(&[tip])),
-        Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => Some(
-            IdsPage {
-                ids: vec![db],
-                next: 1,
-                more: false,
-            }
-            .encode(),
-        ),
+        Request::Ids { .. } if !root_sent.swap(true, Ordering::SeqCst) => {
+            Some(page_of(&[db], 0, 1))
+        }
         Request::Ids { after, .. } => {
             if *after > 1 && !waited.swap(true, Ordering::SeqCst) {
                 // The second page: waits while the test forgets the database.
