@@ -165,6 +165,28 @@ pub fn verify_row_count(store: &str, recorded: u64, found: usize) -> Result<()> 
     Ok(())
 }
 
+/// Fails with [`Error::Corrupt`] unless `keys`, read in the order of an index, rise
+/// strictly, the first above `after` when given. A SQLite file damaged where one B-tree
+/// page names another can return a page of rows twice or out of order, each row passing
+/// its own check: a row repeated in place of one lost keeps a recorded count right, and a
+/// paged read resuming after the last key read can go back forever.
+pub fn verify_ascending<'a, K: Ord + ?Sized + 'a>(
+    keys: impl IntoIterator<Item = &'a K>,
+    after: Option<&'a K>,
+    what: &str,
+) -> Result<()> {
+    let mut last = after;
+    for key in keys {
+        if last.is_some_and(|last| key <= last) {
+            return Err(Error::Corrupt(format!(
+                "{what} were read out of order: the file is damaged"
+            )));
+        }
+        last = Some(key);
+    }
+    Ok(())
+}
+
 /// The check of a metadata or secret row.
 pub fn meta_check(key: &str, value: &[u8]) -> Vec<u8> {
     check(&[key.as_bytes(), value])

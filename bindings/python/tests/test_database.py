@@ -611,6 +611,76 @@ def test_verify_finds_rows_removed_behind_the_librarys_back(tmp_path) -> None:
                 db.verify()
 
 
+def test_a_store_read_out_of_order_from_a_damaged_file_is_corrupt(tmp_path) -> None:
+    """Two children of a B-tree page swapped on disk (two bytes): SQLite returns every row
+    of the store once, out of key order, each passing its check and the recorded count
+    right. Before, get_all answered them so."""
+    import sqlite3
+
+    path = tmp_path / "swapped.db"
+    keys = [f"k{i:03}" for i in range(300)]
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            for key in keys:
+                db.set("todo", key, key)
+    original = path.read_bytes()
+    conn = sqlite3.connect(path)
+    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'cells'").fetchone()[0]
+    conn.close()
+
+    def read_keys() -> list:
+        conn = sqlite3.connect(path)
+        try:
+            (db_id,) = conn.execute("SELECT db FROM cells WHERE store = 'todo'").fetchone()
+            rows = conn.execute(
+                "SELECT key FROM cells WHERE db = ? AND store = 'todo' ORDER BY key", (db_id,)
+            )
+            return [key for (key,) in rows]
+        except sqlite3.DatabaseError:
+            return []  # damaged beyond reading
+        finally:
+            conn.close()
+
+    for first, second in adjacent_children(original, root):
+        damaged = bytearray(original)
+        damaged[first[0] : first[0] + 4] = second[1].to_bytes(4, "big")
+        damaged[second[0] : second[0] + 4] = first[1].to_bytes(4, "big")
+        path.write_bytes(bytes(damaged))
+        found = read_keys()
+        if sorted(found) == keys and found != keys:
+            break
+    else:
+        pytest.fail("no swap put the store's rows out of order")
+    with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+        with user.find_db("notes") as db:
+            with pytest.raises(mnemo.Corrupt, match="out of order"):
+                db.get_all("todo")
+
+
+def adjacent_children(file: bytes, root: int):
+    """Each pair of child pointers next to each other under an interior page of the SQLite
+    B-tree rooted at page `root` (an index B-tree, as mnemo's tables are): for each, where
+    its 4 bytes are in the file and the page they name."""
+    size = int.from_bytes(file[16:18], "big")
+    size = 65536 if size == 1 else size
+    pages = [root]
+    while pages:
+        page = pages.pop()
+        start = (page - 1) * size
+        header = start + (100 if page == 1 else 0)
+        if file[header] != 0x02:
+            continue
+        count = int.from_bytes(file[header + 3 : header + 5], "big")
+        slots = [
+            start + int.from_bytes(file[header + 12 + 2 * i : header + 14 + 2 * i], "big")
+            for i in range(count)
+        ] + [header + 8]
+        children = [(at, int.from_bytes(file[at : at + 4], "big")) for at in slots]
+        pages.extend(child for _, child in children)
+        yield from zip(children, children[1:])
+
+
 def test_a_device_key_deleted_behind_the_librarys_back_is_corrupt(tmp_path) -> None:
     """Before, the open made a new device identity, stored it, and then failed
     PERMISSION_DENIED on the system databases the old one signed."""

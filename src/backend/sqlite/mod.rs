@@ -220,6 +220,9 @@ fn keyed_cells(
         spent += cell_bytes(&key, cell.value.as_deref());
         out.push((key, cell));
     }
+    // A damaged B-tree can list a page of rows twice or out of order; a seek itself lands
+    // only on a key SQLite compared with its bound, so a page never starts behind it.
+    rows::verify_ascending(out.iter().map(|(key, _)| key), None, "keys")?;
     Ok(out)
 }
 
@@ -861,6 +864,11 @@ impl Backend for SqliteBackend {
             let (seq, id, _) = checked_log_row(db, row.map_err(sql_error)?)?;
             out.push((seq, id));
         }
+        rows::verify_ascending(
+            out.iter().map(|(seq, _)| seq),
+            Some(&after),
+            "log positions",
+        )?;
         Ok(out)
     }
 
