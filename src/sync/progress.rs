@@ -18,7 +18,8 @@ pub const MAX_REJECTED_PER_ROUND: usize = MAX_IDS;
 
 /// Entries one round leaves waiting for their parents before it ends (`MNEMO_STATUS_BUSY`:
 /// the next round tries again). An honest peer lists parents first, so a pull leaves
-/// entries waiting only when this instance lacks a parent the peer's cursor is past.
+/// entries waiting only when this instance lacks a parent the peer's cursor is past (the
+/// peer restored from a backup: the pull then starts again from the beginning).
 pub const MAX_WAITING_PER_ROUND: usize = MAX_IDS;
 
 /// The progress checks of one pull (see the module's documentation).

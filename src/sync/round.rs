@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::Scope;
 
 use super::net::client::PeerConnection;
-use super::progress::Progress;
+use super::progress::{Progress, MAX_WAITING_PER_ROUND};
 use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
@@ -255,22 +255,29 @@ impl Exchange<'_> {
     /// copy without root).
     ///
     /// If a pass that began past the beginning and rejected nothing leaves some of the tips
-    /// the peer named at the round's start (`theirs`) not stored here, its pages after the
-    /// cursor did not list all it holds (its storage restored from a backup hands positions
-    /// out again): the pull starts again from the beginning, at most once per
+    /// the peer named at the round's start (`theirs`) not stored here, or ends on
+    /// [`MAX_WAITING_PER_ROUND`] entries waiting for parents, its pages after the cursor did
+    /// not list all it holds (its storage restored from a backup hands positions out
+    /// again): the pull starts again from the beginning, at most once per
     /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
     fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
         let started_at = self.saved_pull_cursor()?;
-        self.pull_once(report)?;
+        let pass = self.pull_once(report);
+        let stuck =
+            matches!(pass, Err(Error::Busy(_))) && self.left_waiting.get() >= MAX_WAITING_PER_ROUND;
+        if pass.is_err() && !stuck {
+            return pass;
+        }
         if started_at > 0
             && report.rejected == 0
-            && !self.all_stored(theirs)?
+            && (stuck || !self.all_stored(theirs)?)
             && self.may_start_again(Direction::Pull)?
         {
+            self.left_waiting.set(0);
             self.start_again(Direction::Pull)?;
-            self.pull_once(report)?;
+            return self.pull_once(report);
         }
-        Ok(())
+        pass
     }
 
     /// Whether every one of `ids` is stored here, in this database.

@@ -330,6 +330,19 @@ impl BackedUp {
     fn round(&self, addr: &str) -> mnemo::sync::SyncReport {
         self.sync.sync_db(&self.carl, addr, &self.id).unwrap()
     }
+
+    /// After the backup: the server writes 30 entries, Carl pulls them and pushes 10 (two
+    /// rounds: his cursor there is then past his own entries). Carl's copy.
+    fn pull_what_the_server_loses(&self, server: &Restorable) -> mnemo::Database {
+        let (s, sam, addr) = server.serve();
+        write_notes(&sam.load_db(&self.id).unwrap(), "lost", 30);
+        let on_c = self.carl.load_db(&self.id).unwrap();
+        write_notes(&on_c, "carl", 10);
+        self.round(&addr);
+        self.round(&addr);
+        drop((sam, s));
+        on_c
+    }
 }
 
 /// A server whose SQLite file is restored from a backup hands out again the positions it
@@ -341,15 +354,7 @@ impl BackedUp {
 fn a_server_restored_from_a_backup_and_its_client_converge_again() {
     let server = Restorable::new();
     let carl = BackedUp::new(&server, 20, 0);
-
-    // After the backup: the server writes 30 entries, Carl pulls them and pushes 10.
-    let (s, sam, addr) = server.serve();
-    write_notes(&sam.load_db(&carl.id).unwrap(), "lost", 30);
-    let on_c = carl.carl.load_db(&carl.id).unwrap();
-    write_notes(&on_c, "carl", 10);
-    carl.round(&addr);
-    carl.round(&addr); // his cursor now past his own entries there
-    drop((sam, s));
+    let on_c = carl.pull_what_the_server_loses(&server);
 
     // Restored: its positions after the backup go to 40 new entries.
     server.restore(&carl.backup);
@@ -360,6 +365,26 @@ fn a_server_restored_from_a_backup_and_its_client_converge_again() {
 
     carl.round(&addr);
     assert_eq!(on_c.get_all("notes").unwrap().len(), 100);
+    assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
+    assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+}
+
+/// A restored server writing more new entries past a client's cursor than a round leaves
+/// waiting for parents (1,024): each listed after the cursor waits for one listed before
+/// it, and the pull starts again from the beginning at once (each round ended BUSY, a page
+/// further on, until the pages ended).
+#[test]
+fn a_restored_server_with_more_new_entries_than_a_round_leaves_waiting_converges_at_once() {
+    let server = Restorable::new();
+    let carl = BackedUp::new(&server, 20, 0);
+    let on_c = carl.pull_what_the_server_loses(&server);
+    server.restore(&carl.backup);
+    let (_s, sam, addr) = server.serve();
+    let restored = sam.load_db(&carl.id).unwrap();
+    write_notes(&restored, "after", 1_100);
+
+    carl.round(&addr);
+    assert_eq!(on_c.get_all("notes").unwrap().len(), 20 + 30 + 10 + 1_100);
     assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
     assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
 }
