@@ -165,24 +165,17 @@ pub fn verify_row_count(store: &str, recorded: u64, found: usize) -> Result<()> 
     Ok(())
 }
 
-/// Fails with [`Error::Corrupt`] unless `keys`, read in the order of an index, rise
-/// strictly, the first above `after` when given. A SQLite file damaged where one B-tree
-/// page names another can return a page of rows twice or out of order, each row passing
-/// its own check: a row repeated in place of one lost keeps a recorded count right, and a
-/// paged read resuming after the last key read can go back forever.
-pub fn verify_ascending<'a, K: Ord + ?Sized + 'a>(
-    keys: impl IntoIterator<Item = &'a K>,
-    after: Option<&'a K>,
-    what: &str,
-) -> Result<()> {
-    let mut last = after;
-    for key in keys {
-        if last.is_some_and(|last| key <= last) {
-            return Err(Error::Corrupt(format!(
-                "{what} were read out of order: the file is damaged"
-            )));
-        }
-        last = Some(key);
+/// Fails with [`Error::Corrupt`] unless `key`, read in the order of an index, comes after
+/// `last` (the key read before it, or the bound the read started after). A SQLite file
+/// damaged where one B-tree page names another can return a page of rows twice or out of
+/// order, each row passing its own check: a row repeated in place of one lost keeps a
+/// recorded count right, and a paged read resuming after the last key read can go back
+/// forever.
+pub fn verify_rises<K: Ord + ?Sized>(last: Option<&K>, key: &K, what: &str) -> Result<()> {
+    if last.is_some_and(|last| key <= last) {
+        return Err(Error::Corrupt(format!(
+            "{what} were read out of order: the file is damaged"
+        )));
     }
     Ok(())
 }
@@ -204,4 +197,20 @@ pub fn position_of(stored: i64) -> Result<u64> {
 
 fn unsigned(stored: i64, what: &str) -> Result<u64> {
     u64::try_from(stored).map_err(|_| Error::Corrupt(format!("a stored {what} is negative")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_rise_past_the_one_before() {
+        assert!(verify_rises(None, "a", "keys").is_ok());
+        assert!(verify_rises(Some("a"), "b", "keys").is_ok());
+        for (last, key) in [("b", "b"), ("b", "a")] {
+            let e = verify_rises(Some(last), key, "keys").unwrap_err();
+            assert!(matches!(e, Error::Corrupt(ref why) if why.contains("out of order")));
+        }
+        assert!(verify_rises(Some(&7u64), &7, "log positions").is_err());
+    }
 }

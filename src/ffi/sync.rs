@@ -149,11 +149,11 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// one. So the peer learns the public keys tried. Every entry received is verified before
 /// it becomes visible; invalid ones are dropped. Afterwards `mnemo_user_load_db` opens a
 /// database pulled for the first time. Rounds with a peer go on from where the last one
-/// got in each direction. If a pull that rejected nothing leaves tips the peer named
-/// missing here or 1,024 entries waiting for parents it did not send, or a push that had
-/// nothing to send leaves the peer's tips (asked again) all here but different (its
-/// storage restored from a backup: what it lost, and what waits there for lost parents),
-/// the pull or the push starts again from the beginning,
+/// got in each direction. If a pull that rejected nothing (or stopped busy on entries
+/// waiting for parents it did not send) leaves tips the peer named missing here, or a push
+/// that had nothing to send leaves the peer's tips (asked again) all here but different
+/// (its storage restored from a backup: what it lost, and what waits there for lost
+/// parents), the pull or the push starts again from the beginning,
 /// each at most once an hour for each database with each device (so a tip this side
 /// rejects, or an entry the peer refuses, brings the same listing and error back hourly).
 /// Calling this also records that a user here asked for the database: from then on

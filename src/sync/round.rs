@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::Scope;
 
 use super::net::client::PeerConnection;
-use super::progress::{Progress, MAX_WAITING_PER_ROUND};
+use super::progress::Progress;
 use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
@@ -255,22 +255,23 @@ impl Exchange<'_> {
     /// copy without root).
     ///
     /// If a pass that began past the beginning and rejected nothing leaves some of the tips
-    /// the peer named at the round's start (`theirs`) not stored here, or ends on
-    /// [`MAX_WAITING_PER_ROUND`] entries waiting for parents, its pages after the cursor did
-    /// not list all it holds (its storage restored from a backup hands positions out
-    /// again): the pull starts again from the beginning, at most once per
-    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS).
+    /// the peer named at the round's start (`theirs`) not stored here, its pages after the
+    /// cursor did not list all it holds (its storage restored from a backup hands positions
+    /// out again): the pull starts again from the beginning, at most once per
+    /// [`RESTART_GAP_MS`](super::state::RESTART_GAP_MS). So does one that stopped busy with
+    /// entries waiting here for parents (the round's
+    /// [`MAX_WAITING_PER_ROUND`](super::progress::MAX_WAITING_PER_ROUND), or the waiting
+    /// area full), as the new entries of a restored peer past the cursor do.
     fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
         let started_at = self.saved_pull_cursor()?;
         let pass = self.pull_once(report);
-        let stuck =
-            matches!(pass, Err(Error::Busy(_))) && self.left_waiting.get() >= MAX_WAITING_PER_ROUND;
+        let stuck = matches!(pass, Err(Error::Busy(_))) && self.core.waiting_entries() > 0;
         if pass.is_err() && !stuck {
             return pass;
         }
         if started_at > 0
             && report.rejected == 0
-            && (stuck || !self.all_stored(theirs)?)
+            && !self.all_stored(theirs)?
             && self.may_start_again(Direction::Pull)?
         {
             self.left_waiting.set(0);
@@ -336,8 +337,10 @@ impl Exchange<'_> {
             for reply in in_flight {
                 last = last.and(self.take_reply(reply, report));
             }
+            // Taken whatever ends the pass: a pass started again holds nothing back.
+            let held_back = self.held_back.take();
             pulled.and(last)?;
-            self.held_back.take().map_or(Ok(()), Err)
+            held_back.map_or(Ok(()), Err)
         })
     }
 

@@ -297,7 +297,7 @@ fn write_notes(db: &mnemo::Database, prefix: &str, count: usize) {
 /// Carl, who may write sam's database "shared" on `server` and pulled its `pulled` notes,
 /// and the server's files as they were once it then wrote `more` notes (it is closed).
 struct BackedUp {
-    _instance: Instance,
+    instance: Instance,
     carl: mnemo::User,
     sync: Arc<mnemo::sync::SyncEngine>,
     id: EntryId,
@@ -318,7 +318,7 @@ impl BackedUp {
         write_notes(&db, "just before the backup", more);
         drop((db, sam, s));
         BackedUp {
-            _instance: instance,
+            instance,
             carl,
             sync,
             id,
@@ -370,23 +370,31 @@ fn a_server_restored_from_a_backup_and_its_client_converge_again() {
 }
 
 /// A restored server writing more new entries past a client's cursor than a round leaves
-/// waiting for parents (1,024): each listed after the cursor waits for one listed before
-/// it, and the pull starts again from the beginning at once (each round ended BUSY, a page
-/// further on, until the pages ended).
+/// waiting for parents (1,024; 2,200 written: the third page is asked for with more
+/// waiting), or than its waiting area holds: each listed after the cursor waits for one
+/// listed before it, and the pull starts again from the beginning at once (each round
+/// ended BUSY, a page further on, until the pages ended; with the area full, for good).
 #[test]
-fn a_restored_server_with_more_new_entries_than_a_round_leaves_waiting_converges_at_once() {
-    let server = Restorable::new();
-    let carl = BackedUp::new(&server, 20, 0);
-    let on_c = carl.pull_what_the_server_loses(&server);
-    server.restore(&carl.backup);
-    let (_s, sam, addr) = server.serve();
-    let restored = sam.load_db(&carl.id).unwrap();
-    write_notes(&restored, "after", 1_100);
+fn a_restored_server_with_more_new_entries_than_can_wait_converges_at_once() {
+    for (name, waiting_area, written) in [("round", None, 2_200), ("area", Some(100), 300)] {
+        let server = Restorable::new();
+        let carl = BackedUp::new(&server, 20, 0);
+        if let Some(entries) = waiting_area {
+            let limit = [("waiting_entries_per_database", entries)];
+            carl.instance.set_limits_by_name(&limit).unwrap();
+        }
+        let on_c = carl.pull_what_the_server_loses(&server);
+        server.restore(&carl.backup);
+        let (_s, sam, addr) = server.serve();
+        let restored = sam.load_db(&carl.id).unwrap();
+        write_notes(&restored, "after", written);
 
-    carl.round(&addr);
-    assert_eq!(on_c.get_all("notes").unwrap().len(), 20 + 30 + 10 + 1_100);
-    assert_eq!(state(&on_c, "notes"), state(&restored, "notes"));
-    assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap());
+        carl.round(&addr);
+        let all = on_c.get_all("notes").unwrap();
+        assert_eq!(all.len(), 20 + 30 + 10 + written, "{name}");
+        assert_eq!(state(&on_c, "notes"), state(&restored, "notes"), "{name}");
+        assert_eq!(on_c.tips().unwrap(), restored.tips().unwrap(), "{name}");
+    }
 }
 
 /// A client whose last round pushed entries the server then lost (restored from a backup

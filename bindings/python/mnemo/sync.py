@@ -99,11 +99,12 @@ class Sync(HandleOwner):
         rotated); for a database not here yet, with each of the user's keys in turn until
         the peer accepts one (so the peer learns the public keys tried). Afterwards
         :meth:`mnemo.User.load_db` opens a database pulled for the first time. Rounds with a
-        peer go on from where the last one got. If a pull that rejected nothing leaves tips
-        the peer named missing here or 1,024 entries waiting for parents it did not send, or
-        a push that had nothing to send leaves the peer's tips (asked again) all here but
-        different (its storage restored from a backup), the pull or the push starts again
-        from the beginning, each at most once an hour for each database with each device.
+        peer go on from where the last one got. If a pull that rejected nothing (or stopped
+        busy on entries waiting for parents it did not send) leaves tips the peer named
+        missing here, or a push that had nothing to send leaves the peer's tips (asked again)
+        all here but different (its storage restored from a backup), the pull or the push
+        starts again from the beginning, each at most once an hour for each database with
+        each device.
         The call also
         records that a user here asked for the database: this instance's listener then takes
         it when a peer pushes it (it stores no database nobody here asked for).

@@ -198,13 +198,14 @@ fn in_snapshot<T>(conn: &Connection, read: impl FnOnce() -> Result<T>) -> Result
     Ok(done)
 }
 
-/// The cells of `store` of `db` that `stmt` (selecting `height, entry, value, chk, key`)
-/// finds with `bound`, each row's check verified.
+/// The cells of `store` of `db` that `stmt` (selecting `height, entry, value, chk, key`, in
+/// key order, after `after` if given) finds with `bound`, each row's check verified, and
+/// each key checked to come after the one before (a damaged B-tree can list a page of rows
+/// twice or out of order).
 fn keyed_cells(
     stmt: &mut rusqlite::CachedStatement<'_>,
     bound: impl rusqlite::Params,
-    db: &EntryId,
-    store: &str,
+    (db, store, after): (&EntryId, &str, Option<&str>),
     limit: RangeLimit,
 ) -> Result<Vec<(String, Cell)>> {
     let mut rows = stmt
@@ -216,13 +217,14 @@ fn keyed_cells(
     while limit.has_room_after(spent) {
         let Some(row) = rows.next() else { break };
         let (raw, key) = row.map_err(sql_error)?;
+        let last = out
+            .last()
+            .map_or(after, |(last, _): &(String, _)| Some(last));
+        rows::verify_rises(last, key.as_str(), "keys")?;
         let cell = checked_cell(db, store, &key, raw)?;
         spent += cell_bytes(&key, cell.value.as_deref());
         out.push((key, cell));
     }
-    // A damaged B-tree can list a page of rows twice or out of order; a seek itself lands
-    // only on a key SQLite compared with its bound, so a page never starts behind it.
-    rows::verify_ascending(out.iter().map(|(key, _)| key), None, "keys")?;
     Ok(out)
 }
 
@@ -739,13 +741,8 @@ impl Backend for SqliteBackend {
             let mut stmt = conn
                 .prepare_cached("SELECT height, entry, value, chk, key FROM cells WHERE db = ?1 AND store = ?2 ORDER BY key")
                 .map_err(sql_error)?;
-            let out = keyed_cells(
-                &mut stmt,
-                params![db.as_bytes(), store],
-                db,
-                store,
-                RangeLimit::NONE,
-            )?;
+            let bound = params![db.as_bytes(), store];
+            let out = keyed_cells(&mut stmt, bound, (db, store, None), RangeLimit::NONE)?;
             Ok((out, recorded_rows(&conn, db, store)?.unwrap_or(0)))
         })?;
         rows::verify_row_count(store, recorded, out.len())?;
@@ -859,16 +856,13 @@ impl Backend for SqliteBackend {
                 log_row,
             )
             .map_err(sql_error)?;
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, EntryId)> = Vec::new();
         for row in rows {
             let (seq, id, _) = checked_log_row(db, row.map_err(sql_error)?)?;
+            let last = out.last().map_or(after, |(last, _)| *last);
+            rows::verify_rises(Some(&last), &seq, "log positions")?;
             out.push((seq, id));
         }
-        rows::verify_ascending(
-            out.iter().map(|(seq, _)| seq),
-            Some(&after),
-            "log positions",
-        )?;
         Ok(out)
     }
 
@@ -1378,7 +1372,8 @@ fn cells_range_in(
     if let Some(upper) = &range.upper {
         bound.push(upper);
     }
-    keyed_cells(&mut stmt, bound.as_slice(), db, store, limit)
+    let after = (!range.inclusive).then_some(range.lower.as_str());
+    keyed_cells(&mut stmt, bound.as_slice(), (db, store, after), limit)
 }
 
 type RawCell = (i64, Vec<u8>, Option<String>, Vec<u8>);
