@@ -573,18 +573,7 @@ fn full_store_reads_on_postgres_never_see_a_count_ahead_of_the_rows() {
 #[test]
 fn single_byte_flips_never_give_a_wrong_value_or_hide_a_lost_row() {
     let dir = TempDir::new();
-    let pristine = dir.0.join("pristine.db");
-    let url = format!("sqlite:{}", pristine.display());
-    let mut expected: Vec<(String, String)> = (0..60)
-        .map(|i| (format!("k{i}"), format!("\"value {i}\"")))
-        .collect();
-    expected.sort(); // a full-store read answers in key order
-    {
-        let (_inst, _user, db) = open_user(&url);
-        for (k, v) in &expected {
-            db.set("s", k, v).unwrap();
-        }
-    }
+    let (pristine, expected) = written_file(&dir, 60);
     let original = std::fs::read(&pristine).unwrap();
     let mut rng = Rng::new(300);
     let (mut full, mut refused, mut unreachable) = (0, 0, 0);
@@ -633,18 +622,7 @@ fn single_byte_flips_never_give_a_wrong_value_or_hide_a_lost_row() {
 #[test]
 fn rows_read_twice_or_out_of_order_are_refused() {
     let dir = TempDir::new();
-    let pristine = dir.0.join("pristine.db");
-    let url = format!("sqlite:{}", pristine.display());
-    let mut expected: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("k{i:03}"), format!("\"value {i}\"")))
-        .collect();
-    expected.sort();
-    {
-        let (_inst, _user, db) = open_user(&url);
-        for (k, v) in &expected {
-            db.set("s", k, v).unwrap();
-        }
-    }
+    let (pristine, expected) = written_file(&dir, 300);
     let original = std::fs::read(&pristine).unwrap();
     let root_of = |table: &str| -> u32 {
         let conn = rusqlite::Connection::open(&pristine).unwrap();
@@ -795,6 +773,22 @@ fn children(file: &[u8], start: usize, header: usize) -> Vec<Child> {
         .collect();
     out.push(named(header + 8));
     out
+}
+
+/// A SQLite file in `dir` where writer's database "log" holds `count` keys in store "s",
+/// each written by a commit of its own, and those keys with their values in key order (as
+/// a full-store read answers).
+fn written_file(dir: &TempDir, count: usize) -> (std::path::PathBuf, Vec<(String, String)>) {
+    let pristine = dir.0.join("pristine.db");
+    let mut expected: Vec<(String, String)> = (0..count)
+        .map(|i| (format!("k{i}"), format!("\"value {i}\"")))
+        .collect();
+    expected.sort();
+    let (_inst, _user, db) = open_user(&format!("sqlite:{}", pristine.display()));
+    for (k, v) in &expected {
+        db.set("s", k, v).unwrap();
+    }
+    (pristine, expected)
 }
 
 /// The message a panic was raised with.
