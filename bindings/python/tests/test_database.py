@@ -681,6 +681,35 @@ def adjacent_children(file: bytes, root: int):
         yield from zip(children, children[1:])
 
 
+def test_a_write_over_a_log_read_short_is_corrupt_not_lost(tmp_path) -> None:
+    """The newest rows of a database's log gone (as a damaged B-tree can hide them): a
+    commit reads an older row as the newest, builds on its tips, and its write would lose
+    to the newer value stored. Before, it answered OK and reads kept the old value."""
+    import sqlite3
+
+    path = tmp_path / "short.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            for i in range(5):
+                db.set("todo", "k", i)
+            db_id = db.id
+    conn = sqlite3.connect(path)
+    with conn:
+        (raw,) = conn.execute(
+            "SELECT db FROM cells WHERE store = 'todo' AND key = 'k'"
+        ).fetchone()
+        (last,) = conn.execute("SELECT max(seq) FROM log WHERE db = ?", (raw,)).fetchone()
+        deleted = conn.execute("DELETE FROM log WHERE db = ? AND seq > ?", (raw, last - 2))
+        assert deleted.rowcount == 2
+    conn.close()
+    with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+        with user.load_db(db_id) as db:
+            with pytest.raises(mnemo.Corrupt, match="newer than the database's newest log row"):
+                db.set("todo", "k", 99)
+            assert db.get("todo", "k") == 4  # the failed commit stored nothing
+
+
 def test_a_device_key_deleted_behind_the_librarys_back_is_corrupt(tmp_path) -> None:
     """Before, the open made a new device identity, stored it, and then failed
     PERMISSION_DENIED on the system databases the old one signed."""

@@ -1108,6 +1108,11 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
     }
     let db = w.meta.db.as_bytes();
     let height = i64_of(w.meta.height)?;
+    // Every stored cell was written by an ancestor of a tip, no higher than it: a write of
+    // an entry above every tip can only win (see the cells below).
+    let above_every_tip = newest
+        .as_ref()
+        .is_none_or(|(_, tips)| tips.iter().all(|(_, tip)| *tip < w.meta.height));
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO entries (id, db, height, visible, changes_settings, bytes, chk) \
@@ -1165,8 +1170,14 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         ];
         if insert.execute(&row[..7]).map_err(sql_error)? == 1 {
             *added.entry(store.as_str()).or_default() += 1;
-        } else {
-            replace.execute(&row[..]).map_err(sql_error)?;
+        } else if replace.execute(&row[..]).map_err(sql_error)? == 0 && above_every_tip {
+            // A newer cell than every tip: the newest log row read is an older one (a
+            // damaged file), and the write would be lost while its commit answers OK.
+            return Err(Error::Corrupt(
+                "a stored value is newer than the database's newest log row: the file is \
+                 damaged"
+                    .into(),
+            ));
         }
     }
     count_rows(tx, &w.meta.db, &added)?;
