@@ -356,7 +356,8 @@ MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **
  * - `store`: 1 to 255 bytes; names starting with '_' are reserved.
  * - `key`: 1 to 4096 bytes.
  * - `json`: any JSON value (object, array, string, number, true, false, null) nested at
- *   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
+ *   most 127 levels deep, its strings Unicode (an escape of half a surrogate pair alone,
+ *   such as "\ud800", is refused); stored in canonical form (no white space, object keys sorted,
  *   numbers with all their digits: no rounding, no 64-bit limit; only the integer -0 is
  *   stored as 0). An object with a key twice is refused (never stored with one of its
  *   values lost). The object key "$serde_json::private::Number" is reserved: an object
@@ -1364,8 +1365,8 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_advertise(struct mnemo_sync *sync, const 
  * MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a malformed or altered ticket,
  * a malformed permission), MNEMO_STATUS_PERMISSION_DENIED (an admin rejected this key's
  * request; the device no longer holds the database), MNEMO_STATUS_BUSY (too many requests
- * wait there, or this key's request there changed its permission less than a minute ago,
- * or 3 times already: it then waits as it is until answered or expired),
+ * wait there, or this key's request there was made or last changed less than a minute ago,
+ * or changed its permission 3 times already: it then waits as it is until answered or expired),
  * MNEMO_STATUS_NETWORK (no address of the ticket answered as its device, or the device
  * answered with an id other than the request's), MNEMO_STATUS_LOGGED_OUT,
  * MNEMO_STATUS_STORAGE. Thread-safe.

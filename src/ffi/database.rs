@@ -64,7 +64,8 @@ pub unsafe extern "C" fn mnemo_db_id(
 /// - `store`: 1 to 255 bytes; names starting with '_' are reserved.
 /// - `key`: 1 to 4096 bytes.
 /// - `json`: any JSON value (object, array, string, number, true, false, null) nested at
-///   most 127 levels deep; stored in canonical form (no white space, object keys sorted,
+///   most 127 levels deep, its strings Unicode (an escape of half a surrogate pair alone,
+///   such as "\ud800", is refused); stored in canonical form (no white space, object keys sorted,
 ///   numbers with all their digits: no rounding, no 64-bit limit; only the integer -0 is
 ///   stored as 0). An object with a key twice is refused (never stored with one of its
 ///   values lost). The object key "$serde_json::private::Number" is reserved: an object

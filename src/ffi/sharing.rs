@@ -74,8 +74,8 @@ pub unsafe extern "C" fn mnemo_sync_advertise(
 /// MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a malformed or altered ticket,
 /// a malformed permission), MNEMO_STATUS_PERMISSION_DENIED (an admin rejected this key's
 /// request; the device no longer holds the database), MNEMO_STATUS_BUSY (too many requests
-/// wait there, or this key's request there changed its permission less than a minute ago,
-/// or 3 times already: it then waits as it is until answered or expired),
+/// wait there, or this key's request there was made or last changed less than a minute ago,
+/// or changed its permission 3 times already: it then waits as it is until answered or expired),
 /// MNEMO_STATUS_NETWORK (no address of the ticket answered as its device, or the device
 /// answered with an id other than the request's), MNEMO_STATUS_LOGGED_OUT,
 /// MNEMO_STATUS_STORAGE. Thread-safe.

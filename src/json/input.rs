@@ -15,10 +15,16 @@ pub fn parse(text: &str) -> Result<serde_json::Value> {
         return Err(super::marker_refused());
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        if e.to_string().starts_with("recursion limit exceeded") {
+        let why = e.to_string();
+        if why.starts_with("recursion limit exceeded") {
             Error::invalid("a JSON value nests at most 127 arrays or objects")
+        } else if why.contains("hex escape") {
+            Error::invalid(format!(
+                "value is not valid JSON: {why} (a \\u escape spells one Unicode character, \
+                 or a surrogate pair as two escapes; half of a pair alone is refused)"
+            ))
         } else {
-            Error::invalid(format!("value is not valid JSON: {e}"))
+            Error::invalid(format!("value is not valid JSON: {why}"))
         }
     })?;
     // Each member written has one colon outside strings; the parsed value holds fewer

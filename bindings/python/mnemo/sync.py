@@ -269,8 +269,8 @@ class Sync(HandleOwner):
 
         Raises InvalidArgument (a malformed or altered ticket, a bad permission),
         PermissionDenied (rejected before), Busy (too many requests wait there, or this
-        key's request there changed its permission less than a minute ago, or 3 times
-        already), NetworkError (no address answered as the ticket's device), LoggedOut.
+        key's request there was made or last changed less than a minute ago, or changed
+        its permission 3 times already), NetworkError (no address answered as the ticket's device), LoggedOut.
         """
         t = _native.encode(ticket, "ticket")
         p = _native.encode(permission, "permission")

@@ -168,6 +168,20 @@ def test_malformed_json_text_at_the_c_level(db: mnemo.Database) -> None:
         assert _native.call_string(_native.lib.mnemo_db_get, ptr, b"s", b"k") == '{"a":[],"b":1}'
 
 
+def test_half_a_surrogate_pair_is_refused_saying_so(db: mnemo.Database) -> None:
+    """JSON text may escape a character outside the Basic Multilingual Plane as a surrogate
+    pair; half of one alone is no Unicode character. The message said only "unexpected end
+    of hex escape"."""
+    from mnemo import _native
+
+    with db._handle.use() as ptr:
+        for text in (rb'"\ud800"', rb'"\udc00"', rb'{"a":"x\ud83dy"}', rb'["\ud83d\u0041"]'):
+            with pytest.raises(mnemo.InvalidArgument, match="half of a pair alone"):
+                _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", text))
+        _native.check(_native.lib.mnemo_db_set(ptr, b"s", b"k", rb'"\ud83d\ude00"'))
+        assert _native.call_string(_native.lib.mnemo_db_get, ptr, b"s", b"k") == '"\U0001f600"'
+
+
 def test_wrong_types() -> None:
     with mnemo.Instance.open("memory:") as inst:
         inst.create_user("bob")

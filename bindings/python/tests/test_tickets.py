@@ -51,6 +51,9 @@ def test_the_whole_ticket_flow(sides: tuple[Side, Side]) -> None:
     request = bob.sync.request_access(bob.user, ticket, "write")
     assert request.startswith("req-")
     assert bob.sync.request_access(bob.user, ticket, "write") == request  # asking again: same
+    with pytest.raises(mnemo.Busy):
+        # Another permission: not within a minute of the request being made, as documented.
+        bob.sync.request_access(bob.user, ticket, "read")
 
     [pending] = alice.sync.requests(alice.user)
     assert pending["id"] == request
