@@ -536,8 +536,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_revoke(struct mnemo_database *db, const cha
  * Checks everything stored of the database against its entries: every entry's bytes hash
  * to its id and its signature verifies, what is stored beside each entry agrees with it,
  * and the whole state (every store's values, the tips, the entries discarded by
- * revocations) is exactly what the entries make of it. Damage that removed, altered or
- * added rows is reported, never passed over. Reads every entry of the database: its cost
+ * revocations) is exactly what the entries make of it, each key found by a read of its
+ * whole store and when looked up by itself (as `mnemo_db_get` does). Damage that removed,
+ * altered or added rows is reported, never passed over. Reads every entry of the database: its cost
  * grows with the history (ordinary reads check each row, and full-store reads the row
  * count, as they go).
  *

@@ -1410,7 +1410,8 @@ impl DatabaseCore {
     /// Checks everything stored of this database against its entries: every entry's bytes
     /// hash to its id and its signature verifies; what is stored beside it agrees with it;
     /// and the state (every store's cells, the tips, the discarded entries) is exactly what
-    /// the entries make of it. [`Error::Corrupt`] names the first difference. Costs a pass
+    /// the entries make of it, each cell found both by a read of its whole store and when
+    /// looked up by itself. [`Error::Corrupt`] names the first difference. Costs a pass
     /// over all of the database's entries; commits may go on meanwhile (a check that raced
     /// one is made again).
     pub fn verify(&self) -> Result<()> {
@@ -1428,6 +1429,8 @@ impl DatabaseCore {
     }
 
     fn verify_once(&self) -> Result<()> {
+        /// The keys a verification looks up in one read.
+        const KEYS_PER_LOOKUP: usize = 256;
         let derived = discards::derive(&*self.backend, &self.id, true)?;
         let differ = |what: &str| {
             Err(Error::Corrupt(format!(
@@ -1477,6 +1480,22 @@ impl DatabaseCore {
                     .all(|((k, c), (ek, ec))| k == ek && c == *ec);
             if !same {
                 return differ(&format!("cells of store '{store}'"));
+            }
+            // Each key looked up by itself as well: a damaged index can send a point read
+            // (`get`) past a key that a full read still finds.
+            for chunk in expected.chunks(KEYS_PER_LOOKUP) {
+                let keys: Vec<(&str, &str)> =
+                    chunk.iter().map(|(key, _)| (&*store, *key)).collect();
+                let found = self.backend.cells_at(&self.id, &keys)?;
+                if !found
+                    .iter()
+                    .zip(chunk)
+                    .all(|(f, (_, c))| f.as_ref() == Some(*c))
+                {
+                    return differ(&format!(
+                        "cells of store '{store}' (looked up one key at a time)"
+                    ));
+                }
             }
         }
         Ok(())

@@ -624,15 +624,7 @@ fn rows_read_twice_or_out_of_order_are_refused() {
     let dir = TempDir::new();
     let (pristine, expected) = written_file(&dir, 300);
     let original = std::fs::read(&pristine).unwrap();
-    let root_of = |table: &str| -> u32 {
-        let conn = rusqlite::Connection::open(&pristine).unwrap();
-        conn.query_row(
-            "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
-            [table],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
+    let root_of = |table: &str| root_page(&pristine, table);
 
     // Each child under an interior page of the log named again in place of the one after it:
     // its rows are read twice, the next one's never. In place of the rightmost, where the
@@ -708,6 +700,80 @@ fn rows_read_twice_or_out_of_order_are_refused() {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+/// A divider of the cells' B-tree damaged (found by flipping each byte of its interior pages
+/// in turn) so that a point read goes past keys that a full read still finds: `get` said
+/// NOT_FOUND for live keys while `get_all` and `verify` answered OK (the damaged-file
+/// audit). A verification looks every key up by itself too.
+#[test]
+fn verify_finds_keys_a_damaged_divider_hides_from_point_reads() {
+    let dir = TempDir::new();
+    let (pristine, expected) = written_file(&dir, 300);
+    let original = std::fs::read(&pristine).unwrap();
+    let path = dir.0.join("divider.db");
+    let interior = interior_pages(&original, root_page(&pristine, "cells"));
+    let size = page_size(&original);
+    let bytes = interior.iter().flat_map(|children| {
+        // A page's cells lie between the lowest cell and the page's end.
+        let lowest = children[..children.len() - 1]
+            .iter()
+            .map(|(at, _)| *at)
+            .min();
+        let start = lowest.unwrap_or(0);
+        start..(start / size + 1) * size
+    });
+    let hidden = bytes.into_iter().find_map(|at| {
+        let mut damaged = original.clone();
+        damaged[at] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        let missed = keys_point_reads_miss(&path, &expected).ok()?;
+        let inst = Instance::open(Arc::new(SqliteBackend::open(&path).ok()?)).ok()?;
+        let db = inst.login("writer", None).ok()?.find_db("log").ok()?;
+        let whole = db.get_all("s").is_ok_and(|all| all == expected);
+        (whole && !missed.is_empty()).then_some((db, missed))
+    });
+    let (db, missed) = hidden.expect("no flipped divider byte hid a key from point reads only");
+    assert!(db.get("s", &missed[0]).unwrap_err().is_not_found());
+    match db.verify() {
+        Err(Error::Corrupt(why)) => assert!(why.contains("looked up one key at a time"), "{why}"),
+        other => panic!("a key hidden from point reads was verified as {other:?}"),
+    }
+}
+
+/// The keys of `expected` that a point read of the SQLite file at `path` misses, when a full
+/// read of store "s" finds them all in order (an error otherwise).
+fn keys_point_reads_miss(
+    path: &std::path::Path,
+    expected: &[(String, String)],
+) -> rusqlite::Result<Vec<String>> {
+    let keys = store_keys(path, "s")?;
+    if !keys.iter().eq(expected.iter().map(|(key, _)| key)) {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    let conn = rusqlite::Connection::open(path)?;
+    let mut found = conn.prepare(
+        "SELECT count(*) FROM cells WHERE db = (SELECT db FROM cells WHERE store = 's' LIMIT 1) \
+         AND store = 's' AND key = ?1",
+    )?;
+    let mut missed = Vec::new();
+    for key in keys {
+        if found.query_row([&key], |r| r.get::<_, i64>(0))? == 0 {
+            missed.push(key);
+        }
+    }
+    Ok(missed)
+}
+
+/// The root page of `table` in the SQLite file at `path`.
+fn root_page(path: &std::path::Path, table: &str) -> u32 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .unwrap()
 }
 
 /// The keys of `store` in the SQLite file at `path`, in the order SQLite reads them for

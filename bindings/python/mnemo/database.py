@@ -324,8 +324,9 @@ class Database(HandleOwner):
 
     def verify(self) -> None:
         """Checks everything stored of the database against its entries: ids, signatures,
-        and the whole state (every store, the tips, the entries discarded by revocations).
-        Reads every entry, so its cost grows with the history.
+        and the whole state (every store, the tips, the entries discarded by revocations),
+        each key found by a read of its whole store and when looked up by itself (as
+        ``get`` does). Reads every entry, so its cost grows with the history.
 
         Raises Corrupt if anything differs (rows missing, altered or added; the message
         says what), PermissionDenied if read was revoked, Busy if commits kept changing the

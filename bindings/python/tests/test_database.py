@@ -672,6 +672,69 @@ def test_a_store_read_out_of_order_from_a_damaged_file_is_corrupt(tmp_path) -> N
                 db.get_all("todo")
 
 
+def test_verify_finds_a_key_a_damaged_divider_hides_from_get(tmp_path) -> None:
+    """One byte of a B-tree page's divider flipped (found by trying each in turn) so that
+    get goes past a key that get_all still finds. Before, verify answered OK."""
+    import sqlite3
+
+    path = tmp_path / "divider.db"
+    values = {f"k{i:03}": i for i in range(300)}
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            for key, value in values.items():
+                db.set("todo", key, value)
+    original = path.read_bytes()
+    conn = sqlite3.connect(path)
+    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'cells'").fetchone()[0]
+    conn.close()
+    size = int.from_bytes(original[16:18], "big")
+    size = 65536 if size == 1 else size
+    lowest_cell: dict = {}  # interior page -> where its lowest cell starts
+    for (at, _), _ in adjacent_children(original, root):
+        lowest_cell[at // size] = min(at, lowest_cell.get(at // size, at))
+
+    def keys_get_misses() -> list:
+        """The keys a point read misses while a full read finds every key in order."""
+        conn = sqlite3.connect(path)
+        try:
+            (db_id,) = conn.execute("SELECT db FROM cells WHERE store = 'todo'").fetchone()
+            found = "SELECT key FROM cells WHERE db = ? AND store = 'todo'"
+            if [k for (k,) in conn.execute(found + " ORDER BY key", (db_id,))] != list(values):
+                return []
+            one = found + " AND key = ?"
+            return [k for k in values if conn.execute(one, (db_id, k)).fetchone() is None]
+        except sqlite3.DatabaseError:
+            return []  # damaged beyond reading
+        finally:
+            conn.close()
+
+    def get_all_whole() -> bool:
+        try:
+            with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+                with user.find_db("notes") as db:
+                    return db.get_all("todo") == values
+        except mnemo.Error:
+            return False  # damage elsewhere too
+
+    cells = (at for page, start in lowest_cell.items() for at in range(start, (page + 1) * size))
+    for at in cells:
+        damaged = bytearray(original)
+        damaged[at] ^= 1
+        path.write_bytes(bytes(damaged))
+        missed = keys_get_misses()
+        if missed and get_all_whole():
+            break
+    else:
+        pytest.fail("no flipped divider byte hid a key from get only")
+    with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
+        with user.find_db("notes") as db:
+            with pytest.raises(mnemo.NotFound):
+                db.get("todo", missed[0])
+            with pytest.raises(mnemo.Corrupt, match="one key at a time"):
+                db.verify()
+
+
 def adjacent_children(file: bytes, root: int):
     """Each pair of child pointers next to each other under an interior page of the SQLite
     B-tree rooted at page `root` (an index B-tree, as mnemo's tables are): for each, where
