@@ -253,8 +253,11 @@ pub(crate) struct Derived {
 /// they make. With `verify`, also checks every entry as if it came from elsewhere: its id
 /// is the hash of its bytes, its signature verifies, and what is stored beside it (its
 /// database, height, settings flag) agrees with it ([`crate::Error::Corrupt`] otherwise).
-/// Costs a pass over all of the database's entries, time and memory in proportion.
+/// Takes the entries stored when it starts (a writer faster than the pass would otherwise
+/// keep it going for ever). Costs a pass over all of those entries, time and memory in
+/// proportion.
 pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Result<Derived> {
+    let end = backend.last_position(db)?;
     let settings = load_closure(backend, &settings_tips(backend, db)?)?;
     let closure = Closure::new(&settings);
     let resolution = authority::resolve(&closure);
@@ -265,12 +268,15 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
     let mut metas: HashMap<EntryId, EntryMeta> = HashMap::new();
     let mut all: Vec<(EntryId, EntryMeta, Entry)> = Vec::new();
     let mut after = 0;
-    loop {
+    while after < end {
         let page = backend.entries_after(db, after, 4096)?;
         let Some((last, _)) = page.last().copied() else {
             break;
         };
-        for (_, id) in page {
+        for (_, id) in page
+            .into_iter()
+            .take_while(|(position, _)| *position <= end)
+        {
             let meta = stored_meta(backend, &id)?;
             let bytes = backend
                 .get_entry(&id)?

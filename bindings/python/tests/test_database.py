@@ -735,6 +735,40 @@ def test_verify_finds_a_key_a_damaged_divider_hides_from_get(tmp_path) -> None:
                 db.verify()
 
 
+def test_verify_ends_while_another_thread_commits(db: mnemo.Database) -> None:
+    """verify checks the entries stored when it starts and answers OK or Busy. It read on to
+    the end of the log, which a writer faster than the check kept moving: it never ended."""
+    import threading
+
+    for i in range(100):
+        db.set("s", f"k{i}", 0)
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            db.set("s", f"w{i % 1000}", i)
+            i += 1
+
+    outcome: list = []
+
+    def check() -> None:
+        try:
+            db.verify()
+            outcome.append("ok")
+        except mnemo.Busy:
+            outcome.append("busy")
+
+    writer = threading.Thread(target=write)
+    checker = threading.Thread(target=check, daemon=True)  # left behind if it never ends
+    writer.start()
+    checker.start()
+    checker.join(timeout=120)
+    stop.set()
+    writer.join()
+    assert outcome in (["ok"], ["busy"]), "verify did not end while another thread committed"
+
+
 def adjacent_children(file: bytes, root: int):
     """Each pair of child pointers next to each other under an interior page of the SQLite
     B-tree rooted at page `root` (an index B-tree, as mnemo's tables are): for each, where
