@@ -3,7 +3,7 @@
 #               (a SQLite file, target/quickstart.db)
 #   make test   run every test (Rust, C, C++, valgrind, Python); ends "tests: N passed, N failed"
 #   make test-full   the same with the bad-input sweep also under valgrind, then fuzzing
-#               (7 targets, a minute each) and the sync soak test (a minute): what CI runs
+#               (8 targets, a minute each) and the sync soak test (a minute): what CI runs
 #               (.ci/run).
 # And the benchmark (see BENCHMARKS.md):
 #   make bench  release build; floors (bench_floors), the C ABI workload (benches/abi_bench.c),

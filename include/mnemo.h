@@ -357,9 +357,9 @@ MNEMO_MUST_USE mnemo_status mnemo_db_id(const struct mnemo_database *db, char **
  * - `key`: 1 to 4096 bytes.
  * - `json`: any JSON value (object, array, string, number, true, false, null) nested at
  *   most 127 levels deep, its strings Unicode (an escape of half a surrogate pair alone,
- *   such as "\ud800", is refused); stored in canonical form (no white space, object keys sorted,
- *   numbers with all their digits: no rounding, no 64-bit limit; only the integer -0 is
- *   stored as 0). An object with a key twice is refused (never stored with one of its
+ *   such as "\ud800", is refused); stored in canonical form (no white space, object keys
+ *   sorted, numbers with all their digits: no rounding, no 64-bit limit; only the integer
+ *   -0 is stored as 0). An object with a key twice is refused (never stored with one of its
  *   values lost). The object key "$serde_json::private::Number" is reserved: an object
  *   with it as first key, as written or once sorted, is refused (after a key that sorts
  *   before it, such as "!", it is an ordinary key).

@@ -1429,7 +1429,8 @@ impl DatabaseCore {
     }
 
     fn verify_once(&self) -> Result<()> {
-        /// The keys a verification looks up in one read.
+        /// The keys a verification asks the storage for at once ([`Backend::cells_at`]:
+        /// one query on PostgreSQL, a lookup each elsewhere).
         const KEYS_PER_LOOKUP: usize = 256;
         let derived = discards::derive(&*self.backend, &self.id, true)?;
         let differ = |what: &str| {
@@ -1487,14 +1488,16 @@ impl DatabaseCore {
                 let keys: Vec<(&str, &str)> =
                     chunk.iter().map(|(key, _)| (&*store, *key)).collect();
                 let found = self.backend.cells_at(&self.id, &keys)?;
-                if !found
-                    .iter()
-                    .zip(chunk)
-                    .all(|(f, (_, c))| f.as_ref() == Some(*c))
-                {
-                    return differ(&format!(
-                        "cells of store '{store}' (looked up one key at a time)"
-                    ));
+                // (One answer for each key: a missing answer is a difference too.)
+                let missed = chunk.iter().enumerate().find_map(|(i, (key, cell))| {
+                    (found.get(i).and_then(Option::as_ref) != Some(*cell)).then_some(key)
+                });
+                if let Some(key) = missed {
+                    return Err(Error::Corrupt(format!(
+                        "stored cells of store '{store}' differ from what the entries make \
+                         when looked up one key at a time (first at key {})",
+                        quoted(key)
+                    )));
                 }
             }
         }

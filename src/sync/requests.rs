@@ -64,8 +64,8 @@ impl RequestRecord {
     /// Whether this request's key may ask for `permission` instead, at `now_ms`: `None` if it
     /// asks for what it waits for already (nothing to write), else how many changes the
     /// request then counts. [`Error::PermissionDenied`] once an admin rejected it;
-    /// [`Error::Busy`] less than [`REQUEST_CHANGE_EVERY_MS`] after it was made or last changed, or after
-    /// [`MAX_REQUEST_CHANGES`] of them.
+    /// [`Error::Busy`] less than [`REQUEST_CHANGE_EVERY_MS`] after it was made or last
+    /// changed, or after [`MAX_REQUEST_CHANGES`] of them.
     pub(super) fn change_to(&self, permission: Permission, now_ms: u64) -> Result<Option<u32>> {
         if self.state == RequestState::Rejected {
             return Err(Error::PermissionDenied(

@@ -268,9 +268,11 @@ class Sync(HandleOwner):
         the request's id.
 
         Raises InvalidArgument (a malformed or altered ticket, a bad permission),
-        PermissionDenied (rejected before), Busy (too many requests wait there, or this
-        key's request there was made or last changed less than a minute ago, or changed
-        its permission 3 times already), NetworkError (no address answered as the ticket's device), LoggedOut.
+        PermissionDenied (rejected before), Busy (too many requests wait there, or another
+        permission asked for less than a minute after this key's request there was made or
+        last changed, or after it changed 3 times), NetworkError (no address answered as
+        the ticket's device), LoggedOut. Asking again for the same permission returns the
+        same id.
         """
         t = _native.encode(ticket, "ticket")
         p = _native.encode(permission, "permission")
