@@ -629,40 +629,15 @@ def test_a_store_read_out_of_order_from_a_damaged_file_is_corrupt(tmp_path) -> N
     """Two children of a B-tree page swapped on disk (two bytes): SQLite returns every row
     of the store once, out of key order, each passing its check and the recorded count
     right. Before, get_all answered them so."""
-    import sqlite3
-
     path = tmp_path / "swapped.db"
-    keys = [f"k{i:03}" for i in range(300)]
-    with mnemo.Instance.open(f"sqlite:{path}") as inst:
-        inst.create_user("ann")
-        with inst.login("ann") as user, user.create_db("notes") as db:
-            for key in keys:
-                db.set("todo", key, key)
-    original = path.read_bytes()
-    conn = sqlite3.connect(path)
-    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'cells'").fetchone()[0]
-    conn.close()
-
-    def read_keys() -> list:
-        conn = sqlite3.connect(path)
-        try:
-            (db_id,) = conn.execute("SELECT db FROM cells WHERE store = 'todo'").fetchone()
-            rows = conn.execute(
-                "SELECT key FROM cells WHERE db = ? AND store = 'todo' ORDER BY key", (db_id,)
-            )
-            return [key for (key,) in rows]
-        except sqlite3.DatabaseError:
-            return []  # damaged beyond reading
-        finally:
-            conn.close()
-
-    for first, second in adjacent_children(original, root):
+    original = written_todo_file(path)
+    for first, second in adjacent_children(original, cells_root(path)):
         damaged = bytearray(original)
         damaged[first[0] : first[0] + 4] = second[1].to_bytes(4, "big")
         damaged[second[0] : second[0] + 4] = first[1].to_bytes(4, "big")
         path.write_bytes(bytes(damaged))
-        found = read_keys()
-        if sorted(found) == keys and found != keys:
+        found = todo_keys(path)
+        if sorted(found) == TODO_KEYS and found != TODO_KEYS:
             break
     else:
         pytest.fail("no swap put the store's rows out of order")
@@ -675,45 +650,18 @@ def test_a_store_read_out_of_order_from_a_damaged_file_is_corrupt(tmp_path) -> N
 def test_verify_finds_a_key_a_damaged_divider_hides_from_get(tmp_path) -> None:
     """One byte of a B-tree page's divider flipped (found by trying each in turn) so that
     get goes past a key that get_all still finds. Before, verify answered OK."""
-    import sqlite3
-
     path = tmp_path / "divider.db"
-    values = {f"k{i:03}": i for i in range(300)}
-    with mnemo.Instance.open(f"sqlite:{path}") as inst:
-        inst.create_user("ann")
-        with inst.login("ann") as user, user.create_db("notes") as db:
-            for key, value in values.items():
-                db.set("todo", key, value)
-    original = path.read_bytes()
-    conn = sqlite3.connect(path)
-    root = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'cells'").fetchone()[0]
-    conn.close()
-    size = int.from_bytes(original[16:18], "big")
-    size = 65536 if size == 1 else size
+    original = written_todo_file(path)
+    size = page_size(original)
     lowest_cell: dict = {}  # interior page -> where its lowest cell starts
-    for (at, _), _ in adjacent_children(original, root):
+    for (at, _), _ in adjacent_children(original, cells_root(path)):
         lowest_cell[at // size] = min(at, lowest_cell.get(at // size, at))
-
-    def keys_get_misses() -> list:
-        """The keys a point read misses while a full read finds every key in order."""
-        conn = sqlite3.connect(path)
-        try:
-            (db_id,) = conn.execute("SELECT db FROM cells WHERE store = 'todo'").fetchone()
-            found = "SELECT key FROM cells WHERE db = ? AND store = 'todo'"
-            if [k for (k,) in conn.execute(found + " ORDER BY key", (db_id,))] != list(values):
-                return []
-            one = found + " AND key = ?"
-            return [k for k in values if conn.execute(one, (db_id, k)).fetchone() is None]
-        except sqlite3.DatabaseError:
-            return []  # damaged beyond reading
-        finally:
-            conn.close()
 
     def get_all_whole() -> bool:
         try:
             with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("ann") as user:
                 with user.find_db("notes") as db:
-                    return db.get_all("todo") == values
+                    return db.get_all("todo") == {key: key for key in TODO_KEYS}
         except mnemo.Error:
             return False  # damage elsewhere too
 
@@ -722,7 +670,9 @@ def test_verify_finds_a_key_a_damaged_divider_hides_from_get(tmp_path) -> None:
         damaged = bytearray(original)
         damaged[at] ^= 1
         path.write_bytes(bytes(damaged))
-        missed = keys_get_misses()
+        if todo_keys(path) != TODO_KEYS:
+            continue  # the full read is damaged too
+        missed = sorted(set(TODO_KEYS) - set(todo_keys(path, one_by_one=True)))
         if missed and get_all_whole():
             break
     else:
@@ -769,12 +719,63 @@ def test_verify_ends_while_another_thread_commits(db: mnemo.Database) -> None:
     assert outcome in (["ok"], ["busy"]), "verify did not end while another thread committed"
 
 
+# The damaged-file tests: a SQLite file whose store "todo" holds TODO_KEYS (each its own
+# value), damaged a byte or two at a time where its B-tree pages name one another.
+TODO_KEYS = [f"k{i:03}" for i in range(300)]
+
+
+def written_todo_file(path) -> bytes:
+    """Writes ann's database "notes" with TODO_KEYS in store "todo" at `path`; its bytes."""
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("ann")
+        with inst.login("ann") as user, user.create_db("notes") as db:
+            for key in TODO_KEYS:
+                db.set("todo", key, key)
+    return path.read_bytes()
+
+
+def cells_root(path) -> int:
+    """The root page of the cells table of the SQLite file at `path`."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'cells'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def todo_keys(path, one_by_one: bool = False) -> list:
+    """The keys of store "todo" as SQLite reads them along the primary key (mnemo's order),
+    or, `one_by_one`, those of TODO_KEYS each found when looked up by itself; [] for a file
+    damaged beyond reading."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        (db_id,) = conn.execute("SELECT db FROM cells WHERE store = 'todo'").fetchone()
+        query = "SELECT key FROM cells WHERE db = ? AND store = 'todo'"
+        if one_by_one:
+            one = query + " AND key = ?"
+            return [k for k in TODO_KEYS if conn.execute(one, (db_id, k)).fetchone()]
+        return [k for (k,) in conn.execute(query + " ORDER BY key", (db_id,))]
+    except sqlite3.DatabaseError:
+        return []
+    finally:
+        conn.close()
+
+
+def page_size(file: bytes) -> int:
+    """The page size of a SQLite file, from its header."""
+    size = int.from_bytes(file[16:18], "big")
+    return 65536 if size == 1 else size
+
+
 def adjacent_children(file: bytes, root: int):
     """Each pair of child pointers next to each other under an interior page of the SQLite
     B-tree rooted at page `root` (an index B-tree, as mnemo's tables are): for each, where
     its 4 bytes are in the file and the page they name."""
-    size = int.from_bytes(file[16:18], "big")
-    size = 65536 if size == 1 else size
+    size = page_size(file)
     pages = [root]
     while pages:
         page = pages.pop()
