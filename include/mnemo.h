@@ -1131,14 +1131,22 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * parents), the pull or the push starts again from the beginning,
  * each at most once an hour for each database with each device (so a tip this side
  * rejects, or an entry the peer refuses, brings the same listing and error back hourly).
- * Calling this also records that a user here asked for the database: from then on
- * this instance's listener takes it when a peer pushes it (a listener stores no database
- * nobody here asked for), even if this round failed.
+ * Before the first entry goes out, the peer must prove that its device holds copies for a
+ * key that may read the database in this copy: a holder proof, signed by that key and
+ * naming the device the peer proved in the TLS handshake. A device whose users' keys were
+ * all revoked, one whose users were never granted read, and one answering at a bare
+ * address in place of another are pushed nothing (they may still be pulled from). An
+ * instance makes a holder proof with each key of a user when that user logs in with sync
+ * enabled (or is logged in when sync is enabled), and when the user syncs, tracks or asks
+ * for a database. Calling this also records that a user here asked for the database: from
+ * then on this instance's listener takes it when a peer pushes it (a listener stores no
+ * database nobody here asked for), even if this round failed.
  *
  * Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, a
  * malformed id or address), MNEMO_STATUS_PERMISSION_DENIED (no key of the user has
- * permission on the peer's copy, the peer refused some of our entries, or the peer does not
- * hold the database and nobody there asked for it), MNEMO_STATUS_NOT_FOUND (neither
+ * permission on the peer's copy, the peer refused some of our entries, the peer does not
+ * hold the database and nobody there asked for it, or the peer proved no key that may read
+ * it here: nothing was pushed, what was pulled is kept), MNEMO_STATUS_NOT_FOUND (neither
  * side holds the database, or this process forgot it while the round pulled it: what came
  * after is not taken), MNEMO_STATUS_CORRUPT (the peer sent
  * entries that failed verification (past 1,024 the round stops), pages that make no

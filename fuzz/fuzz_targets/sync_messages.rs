@@ -24,4 +24,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(flags) = wire::decode_flags(data) {
         assert_eq!(wire::encode_flags(&flags), data);
     }
+    if let Ok(proofs) = wire::decode_proofs(data) {
+        assert_eq!(wire::encode_proofs(&proofs), data);
+    }
 });

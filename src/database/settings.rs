@@ -211,6 +211,13 @@ impl Settings {
         self.grant_of(key).and_then(|g| g.level())
     }
 
+    /// The keys whose active grant is `at_least` or higher, in no particular order.
+    pub fn keys_at_least(&self, at_least: Permission) -> impl Iterator<Item = &PublicKey> {
+        (self.grants.iter())
+            .filter(move |(_, grant)| grant.level().is_some_and(|level| level >= at_least))
+            .map(|(key, _)| key)
+    }
+
     /// How many settings keys are set (the size of this state).
     pub fn len(&self) -> usize {
         self.cells.len()

@@ -165,6 +165,15 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
         return match request {
             Request::Tips => Ok(wire::encode_ids(&[])),
             Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
+            // A client about to push the database here: the proofs of the keys it names,
+            // if a local user asked for it (else none: a push would be refused anyway).
+            Request::Holders(keys) => {
+                if !sync.state.wants(&env.db)? {
+                    return Ok(wire::encode_proofs(&[]));
+                }
+                fresh(sync, &env)?;
+                Ok(wire::encode_proofs(&sync.holders.of(&keys)?))
+            }
             Request::Push(entries) => {
                 if !sync.state.wants(&env.db)? || !admits_new_database(&env, &entries) {
                     return Err(Error::PermissionDenied(
@@ -229,6 +238,7 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             Ok(wire::encode_flags(&flags))
         }
         Request::Push(entries) => Ok(push(&registry, env.db, entries)),
+        Request::Holders(keys) => Ok(wire::encode_proofs(&sync.holders.of(&keys)?)),
         // Access requests were taken above; watches have an endpoint of their own.
         Request::Watch { .. } | Request::Ask { .. } => {
             Err(Error::invalid("watch requests go to the watch endpoint"))

@@ -14,6 +14,7 @@
 
 mod address;
 pub mod handlers;
+pub mod holders;
 mod limits;
 mod net;
 mod progress;
@@ -82,6 +83,8 @@ pub struct SyncEngine {
     identity: net::tls::TlsIdentity,
     /// `_sync`: cursors per peer and database, the peers seen, what users track.
     state: state::SyncState,
+    /// `_sync` too: the proofs that this device holds copies for its users' keys.
+    holders: holders::HolderProofs,
     /// `_sync` too: access requests and auto-approve policies.
     requests: requests::Requests,
     /// Sessions that can sign auto-approved grants.
@@ -158,6 +161,7 @@ impl SyncEngine {
             device_key,
             identity,
             requests: requests::Requests::new(state_db.clone()),
+            holders: holders::HolderProofs::new(state_db.clone(), device_key),
             state: state::SyncState::new(state_db),
             approvers: Mutex::new(Vec::new()),
             advertised: Mutex::new(Vec::new()),
@@ -387,11 +391,19 @@ impl SyncEngine {
         addr: &PeerAddr,
         db: &EntryId,
     ) -> Result<SyncReport> {
-        self.state.want(db)?;
         let keys = requester.key_ring();
+        self.asked_for(db, &*keys)?;
         let candidates = self.request_keys(&*keys, db)?;
         self.round(&*keys, &candidates, addr, db, None)?
             .into_result()
+    }
+
+    /// Records that a local user, holding `keys`, asked for database `db`: it may then
+    /// arrive by push, and this device shows proofs by each of the keys that it holds
+    /// copies for them (see [`holders`]).
+    fn asked_for(&self, db: &EntryId, keys: &dyn KeyRing) -> Result<()> {
+        self.state.want(db)?;
+        self.holders.make(keys)
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

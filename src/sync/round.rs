@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Scope;
 
+use super::holders;
 use super::net::client::PeerConnection;
 use super::progress::Progress;
 use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
-use crate::database::{now_ms, DatabaseCore, Registry};
+use crate::database::{now_ms, DatabaseCore, Permission, Registry};
 use crate::entry::{Checked, Checking, EntryId, Refused};
 use crate::error::{Error, Result, Status};
 
@@ -110,6 +111,7 @@ impl SyncEngine {
             held_back: RefCell::default(),
             left_waiting: Cell::default(),
             stop,
+            holder_proved: false,
         };
         let mut report = SyncReport {
             peer: Some(peer),
@@ -185,6 +187,9 @@ struct Exchange<'a> {
     left_waiting: Cell<usize>,
     /// Set when the round's tracking ends: no request is sent after.
     stop: Option<&'a AtomicBool>,
+    /// Set once the peer proved that it holds copies for a key that may read the database
+    /// here ([`Exchange::ensure_peer_may_read`]).
+    holder_proved: bool,
 }
 
 /// Whether taking the same entry again would fail the same way (`status`, here or as a
@@ -557,6 +562,39 @@ impl Exchange<'_> {
         }
     }
 
+    /// Fails unless the peer proves that it holds copies for a key that may read the
+    /// database now, as this copy sees it: a proof by such a key naming the device the peer
+    /// proved in the TLS handshake (see [`super::holders`]). Asks about the keys the
+    /// settings give read, [`wire::MAX_IDS`] at a time, until one proof holds; asked once
+    /// per round, before the first entry goes out (the peer has only been asked, by id,
+    /// which entries it holds).
+    fn ensure_peer_may_read(&mut self) -> Result<()> {
+        if self.holder_proved {
+            return Ok(());
+        }
+        let readers = self.core.keys_at_least(Permission::Read)?;
+        for asked in readers.chunks(wire::MAX_IDS) {
+            let proofs = wire::decode_proofs(&self.ask(Request::Holders(asked.to_vec()))?)?;
+            let asked: HashSet<&PublicKey> = asked.iter().collect();
+            for (key, signature) in &proofs {
+                if asked.contains(key)
+                    && holders::proves(key, signature, &self.peer)
+                    && (self.core.effective_permission_of(key)?)
+                        .is_some_and(|p| p >= Permission::Read)
+                {
+                    self.holder_proved = true;
+                    return Ok(());
+                }
+            }
+        }
+        Err(Error::PermissionDenied(format!(
+            "{}: the peer (device {}) did not prove that it holds database {} for a key that \
+             may read it here, so nothing was pushed to it (its users' keys were revoked, or \
+             none of them uses that device)",
+            self.addr, self.peer, self.db
+        )))
+    }
+
     /// Whether the peer holds each of `ids` (at most [`wire::MAX_IDS`]), in their order.
     fn held_by_peer(&mut self, ids: Vec<EntryId>) -> Result<Vec<bool>> {
         let count = ids.len();
@@ -573,6 +611,7 @@ impl Exchange<'_> {
     /// Pushes one batch and counts what the peer took and refused; true if a refusal may
     /// pass next time (`Busy`, the peer's storage), so the push cursor must stay.
     fn send(&mut self, batch: Vec<Vec<u8>>, report: &mut SyncReport) -> Result<bool> {
+        self.ensure_peer_may_read()?;
         let count = batch.len();
         let statuses = wire::decode_statuses(&self.ask(Request::Push(batch))?)?;
         if statuses.len() != count {

@@ -107,7 +107,7 @@ impl SyncEngine {
         if !self.has_room_for_a_track(&self.running_tracks()) {
             return Err(self.no_room_for_a_track());
         }
-        self.state.want(db)?;
+        self.asked_for(db, &*keys)?;
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
             let candidates = self.request_keys(&*keys, db)?;
@@ -197,6 +197,9 @@ impl SyncEngine {
                 break;
             }
         }
+        // Peers push to this device only once one of its users' keys proved it holds
+        // copies for that key.
+        self.holders.make(&*keys)?;
         // The user's session can sign what auto-approve policies grant.
         self.register_approver(&keys)?;
         self.approve_waiting()

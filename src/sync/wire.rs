@@ -103,6 +103,18 @@ fn key(r: &mut Reader<'_>) -> Result<PublicKey> {
     ))
 }
 
+fn keys(w: &mut Writer, keys: &[PublicKey]) {
+    w.u32(keys.len() as u32);
+    for key in keys {
+        w.raw(key.as_bytes());
+    }
+}
+
+fn read_keys(r: &mut Reader<'_>) -> Result<Vec<PublicKey>> {
+    let n = r.count(MAX_IDS, "keys").map_err(|_| bad("too many keys"))?;
+    (0..n).map(|_| key(r)).collect()
+}
+
 /// What a request on a database asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -125,6 +137,10 @@ pub enum Request {
     /// with a ticket; the key need not hold anything yet). The reply is the request's id
     /// ([`encode_text`]).
     Ask { permission: Permission },
+    /// The server's holder proofs by these keys (at most [`MAX_IDS`]): what a client asks
+    /// before pushing, naming the keys that may read the database in its copy. The reply
+    /// is [`encode_proofs`].
+    Holders(Vec<PublicKey>),
 }
 
 impl Request {
@@ -137,6 +153,7 @@ impl Request {
             Request::Push(_) => 5,
             Request::Watch { .. } => 6,
             Request::Ask { .. } => 7,
+            Request::Holders(_) => 8,
         }
     }
 
@@ -156,6 +173,7 @@ impl Request {
                 Permission::Write => 2,
                 Permission::Admin => 3,
             }),
+            Request::Holders(list) => keys(w, list),
         }
     }
 
@@ -180,6 +198,7 @@ impl Request {
                     other => return Err(bad(&format!("unknown permission {other}"))),
                 },
             },
+            8 => Request::Holders(read_keys(r)?),
             other => return Err(bad(&format!("unknown request {other}"))),
         })
     }
@@ -429,6 +448,35 @@ pub fn decode_statuses(bytes: &[u8]) -> Result<Vec<i32>> {
     Ok(statuses)
 }
 
+/// The reply to [`Request::Holders`]: each proof with the key that made it.
+pub fn encode_proofs(proofs: &[(PublicKey, Signature)]) -> Vec<u8> {
+    let mut w = Writer::default();
+    start(&mut w);
+    w.u32(proofs.len() as u32);
+    for (key, signature) in proofs {
+        w.raw(key.as_bytes());
+        w.raw(signature);
+    }
+    w.0
+}
+
+/// Decodes [`encode_proofs`] (at most [`MAX_IDS`] proofs).
+pub fn decode_proofs(bytes: &[u8]) -> Result<Vec<(PublicKey, Signature)>> {
+    let mut r = open(bytes)?;
+    let n = r
+        .count(MAX_IDS, "proofs")
+        .map_err(|_| bad("too many proofs"))?;
+    let proofs = (0..n)
+        .map(|_| {
+            let key = key(&mut r)?;
+            let signature = r.array().map_err(|_| bad("truncated proof"))?;
+            Ok((key, signature))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    finish(r)?;
+    Ok(proofs)
+}
+
 /// A failure: the mnemo status code and a message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ErrorReply {
@@ -496,6 +544,7 @@ mod tests {
             Request::Get(vec![EntryId::of_bytes(b"x")]),
             Request::Have(vec![]),
             Request::Push(vec![vec![1, 2]]),
+            Request::Holders(vec![PrivateKey::generate().unwrap().public_key()]),
         ] {
             let bytes = request.to_bytes();
             assert_eq!(Request::from_bytes(&bytes).unwrap(), request);
@@ -526,5 +575,19 @@ mod tests {
         };
         assert_eq!(ErrorReply::decode(&e.encode()).unwrap(), e);
         assert!(decode_ids(&[VERSION, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn proofs_round_trip_and_reject_damage() {
+        let key = PrivateKey::generate().unwrap().public_key();
+        let proofs = vec![(key, [7; 64]), (key, [8; 64])];
+        let bytes = encode_proofs(&proofs);
+        assert_eq!(decode_proofs(&bytes).unwrap(), proofs);
+        for cut in 0..bytes.len() {
+            assert!(decode_proofs(&bytes[..cut]).is_err());
+        }
+        assert!(decode_proofs(&[bytes.as_slice(), &[0]].concat()).is_err());
+        let too_many = [&[VERSION][..], &(MAX_IDS as u32 + 1).to_be_bytes()].concat();
+        assert!(decode_proofs(&too_many).is_err());
     }
 }

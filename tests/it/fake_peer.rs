@@ -21,6 +21,24 @@ pub fn fake_peer(answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 's
     fake_peer_of(Arc::new(PrivateKey::generate().unwrap()), answer)
 }
 
+/// [`fake_peer`] whose device shows a holder proof by `reader` (for those who push to it
+/// once they granted `reader` read); every other request is `answer`ed.
+pub fn fake_peer_holding_for(
+    reader: &PrivateKey,
+    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> String {
+    let device = Arc::new(PrivateKey::generate().unwrap());
+    let proof = (
+        reader.public_key(),
+        reader.sign(&mnemo::sync::holders::proof_message(&device.public_key())),
+    );
+    fake_peer_of(device, move |request| match request {
+        Request::Holders(keys) if keys.contains(&proof.0) => Some(wire::encode_proofs(&[proof])),
+        Request::Holders(_) => Some(wire::encode_proofs(&[])),
+        _ => answer(request),
+    })
+}
+
 /// [`fake_peer`] with the device key `device` (to sign tickets that name it).
 pub fn fake_peer_of(
     device: Arc<PrivateKey>,

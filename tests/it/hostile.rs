@@ -10,17 +10,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mnemo::backend::{Backend, MemoryBackend};
-use mnemo::crypto::PrivateKey;
+use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::error::Status;
+use mnemo::sync::holders::proof_message;
 use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, Ticket};
 use mnemo::{Error, Instance};
 
 use crate::fake_peer::{
-    chain_of, chain_readable_by, entries_asked, fake_peer, fake_peer_of, on_top, page_of,
-    whole_page,
+    chain_of, chain_readable_by, entries_asked, fake_peer, fake_peer_holding_for, fake_peer_of,
+    on_top, page_of, whole_page,
 };
 use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
@@ -497,6 +498,71 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
     }
 }
 
+/// A peer is pushed nothing until it shows a holder proof for its own device by a key that
+/// may read the database here: not one made for another device, a forged one, one by a
+/// revoked key, nor one by a key not asked about. Each round still ends, saying why.
+#[test]
+fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
+    let kept = Kept::new();
+    let bob_db = kept.bob.load_db(&kept.db).unwrap();
+    let (reader, revoked, stranger) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    bob_db
+        .grant(&reader.public_key(), Permission::Read)
+        .unwrap();
+    bob_db
+        .grant(&revoked.public_key(), Permission::Write)
+        .unwrap();
+    bob_db.revoke(&revoked.public_key()).unwrap();
+    let device = Arc::new(PrivateKey::generate().unwrap());
+    let proof =
+        |by: &PrivateKey, device: &PublicKey| (by.public_key(), by.sign(&proof_message(device)));
+    let here = device.public_key();
+    let elsewhere = PrivateKey::generate().unwrap().public_key();
+    let mut forged = proof(&reader, &here);
+    forged.1[0] ^= 1;
+    let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peer_showing = |proofs: Vec<(PublicKey, [u8; 64])>| {
+        let pushes = pushes.clone();
+        fake_peer_of(device.clone(), move |request| match request {
+            Request::Tips => Some(wire::encode_ids(&[])),
+            Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
+            Request::Holders(_) => Some(wire::encode_proofs(&proofs)),
+            Request::Push(entries) => {
+                pushes.fetch_add(entries.len(), Ordering::SeqCst);
+                Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
+            }
+            _ => None,
+        })
+    };
+    for (case, proofs) in [
+        ("none", vec![]),
+        ("made for another device", vec![proof(&reader, &elsewhere)]),
+        ("forged", vec![forged]),
+        ("by a revoked key", vec![proof(&revoked, &here)]),
+        ("by a key without a grant", vec![proof(&stranger, &here)]),
+    ] {
+        let err = (kept.sync)
+            .sync_db(&kept.bob, &peer_showing(proofs), &kept.db)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::PermissionDenied(_))
+                && err.to_string().contains("did not prove that it holds"),
+            "{case}: {err}"
+        );
+        assert_eq!(pushes.load(Ordering::SeqCst), 0, "{case}");
+    }
+    // Among them, the reader's own proof for this device: the database goes.
+    let proofs = vec![proof(&stranger, &here), proof(&reader, &here)];
+    let report = (kept.sync)
+        .sync_db(&kept.bob, &peer_showing(proofs), &kept.db)
+        .unwrap();
+    assert_eq!((report.pushed, pushes.load(Ordering::SeqCst)), (4, 4));
+}
+
 /// A peer naming, round after round, a tip it never lists gets the database listed again
 /// from the beginning at most once an hour; one naming a tip of this side's and claiming to
 /// hold nothing gets it all pushed again at most once an hour: each could make the client
@@ -505,7 +571,12 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
 fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_an_hour() {
     let kept = Kept::new();
     let bob_db = kept.bob.load_db(&kept.db).unwrap();
-    for i in 0..5 {
+    // The peer's device holds copies for a reader: bob pushes to it.
+    let reader = PrivateKey::generate().unwrap();
+    bob_db
+        .grant(&reader.public_key(), Permission::Read)
+        .unwrap();
+    for i in 0..4 {
         bob_db.set("s", &i.to_string(), "1").unwrap();
     }
     let ids = collect_ancestry(&bob_db, &bob_db.tips().unwrap());
@@ -518,7 +589,7 @@ fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_
         (kept.db, [(1, 6), (1, 6), (1, 0), (1, 0)]),
     ] {
         let (ids, pages) = (ids.clone(), kept.pages.clone());
-        let addr = fake_peer(move |request| match request {
+        let addr = fake_peer_holding_for(&reader, move |request| match request {
             Request::Tips => Some(wire::encode_ids(&[tip])),
             Request::Ids { after, .. } => {
                 pages.fetch_add(1, Ordering::SeqCst);

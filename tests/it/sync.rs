@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mnemo::crypto::PrivateKey;
+use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::Permission;
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
+use mnemo::sync::holders::proof_message;
 use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::sync::Limits;
 use mnemo::{Error, Instance};
@@ -667,6 +668,7 @@ fn requests_are_authenticated_fresh_and_bounded() {
         },
         Request::Get(vec![db.id()]),
         Request::Have(vec![db.id()]),
+        Request::Holders(vec![alice.default_key().unwrap()]),
     ] {
         let (status, body) = post_raw(
             &addr,
@@ -911,6 +913,61 @@ fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
     assert_eq!((stored.len(), distinct.len()), (3002, 3002));
 }
 
+/// A listener shows the holder proofs its users made (logged in when sync was enabled, or
+/// logging in after), for the keys asked about: to readers of a database it holds, and for
+/// one it does not hold yet, only if a local user asked for it.
+#[test]
+fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
+    let (a, alice) = logged_in("alice");
+    let sync = a.enable_sync().unwrap();
+    let addr = sync.listen("127.0.0.1:0").unwrap();
+    a.create_user("bob", None).unwrap();
+    let bob = a.login("bob", None).unwrap();
+    let keys = [alice.default_key().unwrap(), bob.default_key().unwrap()];
+    let db = alice.create_db("d").unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    let ask = |key: &PrivateKey, db: EntryId, asked: Vec<PublicKey>| {
+        let (status, body) = post_raw(
+            &addr,
+            "db",
+            &envelope(key, &a, db, Request::Holders(asked)).encode(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        wire::decode_proofs(&body).unwrap()
+    };
+    let proves = |proofs: &[(PublicKey, [u8; 64])]| {
+        proofs.iter().all(|(key, signature)| {
+            key.verify(&proof_message(&a.device_id()), signature)
+                .is_ok()
+        })
+    };
+    let strangers: Vec<PublicKey> = (0..40)
+        .map(|_| PrivateKey::generate().unwrap().public_key())
+        .collect();
+    // Asked about a few keys (looked up one by one), and about many (one full read).
+    for asked in [
+        vec![keys[0], reader.public_key(), keys[1]],
+        [&strangers[..], &keys[..]].concat(),
+    ] {
+        let proofs = ask(&reader, db.id(), asked);
+        let mut named: Vec<PublicKey> = proofs.iter().map(|(key, _)| *key).collect();
+        named.sort();
+        let mut expected = keys.to_vec();
+        expected.sort();
+        assert_eq!(named, expected);
+        assert!(proves(&proofs));
+    }
+    // A database not here: none until a local user asks for it (its round fails here).
+    let elsewhere = EntryId::of_bytes(b"elsewhere");
+    let stranger = PrivateKey::generate().unwrap();
+    assert!(ask(&stranger, elsewhere, keys.to_vec()).is_empty());
+    assert!(sync.sync_db(&bob, "127.0.0.1:1", &elsewhere).is_err());
+    let proofs = ask(&stranger, elsewhere, keys.to_vec());
+    assert_eq!(proofs.len(), 2);
+    assert!(proves(&proofs));
+}
+
 #[test]
 fn a_database_here_is_tracked_while_the_peer_is_down_and_pushed_when_it_comes_up() {
     let (a, alice) = logged_in("alice");
@@ -935,6 +992,9 @@ fn a_database_here_is_tracked_while_the_peer_is_down_and_pushed_when_it_comes_up
     let (b, bob) = logged_in("bob");
     let sync_b = b.enable_sync().unwrap();
     assert!(sync_b.sync_db(&bob, "127.0.0.1:1", &db.id()).is_err());
+    // Bob may read it: A pushes only to a device holding copies for such a key.
+    db.grant(&bob.default_key().unwrap(), Permission::Read)
+        .unwrap();
     sync_b.listen(&addr).unwrap();
     sync_a.flush(Duration::from_secs(20)).unwrap();
     // B already holds both the root and the commit (they arrived by push).

@@ -104,15 +104,20 @@ class Sync(HandleOwner):
         missing here, or a push that had nothing to send leaves the peer's tips (asked again)
         all here but different (its storage restored from a backup), the pull or the push
         starts again from the beginning, each at most once an hour for each database with
-        each device.
-        The call also
-        records that a user here asked for the database: this instance's listener then takes
-        it when a peer pushes it (it stores no database nobody here asked for).
+        each device. Before the first entry goes out, the peer must prove that its device
+        holds copies for a key that may read the database in this copy (a holder proof,
+        signed by that key and naming the device): a device whose users' keys were all
+        revoked, or one answering in place of another at a bare address, is pushed nothing.
+        The call also records that a user here asked for the database: this instance's
+        listener then takes it when a peer pushes it (it stores no database nobody here
+        asked for); and it makes the user's holder proofs for this device, as logging in
+        with sync enabled does.
 
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
         PermissionDenied (no key of the user has permission on the peer's copy, the peer
-        refused some of our entries, or the peer does not hold the database and nobody there
-        asked for it), NotFound (neither side holds the database, or this process forgot it
+        refused some of our entries, the peer does not hold the database and nobody there
+        asked for it, or the peer proved no key that may read it here: nothing was pushed,
+        what was pulled is kept), NotFound (neither side holds the database, or this process forgot it
         while the round pulled it), Corrupt (the peer sent entries that failed verification
         (past 1,024 the round stops), pages that make no progress, or, pulling the database
         for the first time, no root entry; the valid entries were applied), NetworkError

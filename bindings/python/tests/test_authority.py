@@ -64,7 +64,12 @@ def test_a_revoked_writers_offline_writes_change_nothing_and_all_sides_agree(
     with c.user.load_db(db.id) as seen:
         assert seen.get("s", "x") == "bob 5"  # before the revocation arrives
     c.pull(a, db.id)
-    c.pull(b, db.id)  # bob's side hears of the revocation, and undoes his writes
+    # Carol now knows bob may not read: she still pulls from his device, but pushes it
+    # nothing (it holds copies for bob alone), so it does not hear of the revocation.
+    with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds"):
+        c.pull(b, db.id)
+    with b.user.load_db(db.id) as bobs:
+        assert bobs.get("s", "x") == "bob 5"
     views = []
     for side in (a, c):
         with side.user.find_db("shared") as copy:
@@ -72,17 +77,18 @@ def test_a_revoked_writers_offline_writes_change_nothing_and_all_sides_agree(
             assert copy.get("s", "y") == "alice's y"
             views.append((copy.tips(), copy.get_all("s")))
     assert views[0] == views[1]
-    # Bob's keys may no longer even read: his own copy no longer opens for him.
-    with pytest.raises(mnemo.NotFound):
-        b.user.load_db(db.id)
-    # A reader granted later on bob's side sees what everyone else sees.
+    # A reader granted later on bob's side: carol pushes to that device again, and dave
+    # sees what everyone else sees.
     b.inst.create_user("dave")
     with b.inst.login("dave") as dave:
         db.grant(default_key(dave), "read")
         c.pull(a, db.id)
-        c.pull(b, db.id)
+        c.pull(b, db.id)  # bob's side hears of the revocation, and undoes his writes
         with dave.load_db(db.id) as copy, a.user.find_db("shared") as alices:
             assert (copy.tips(), copy.get_all("s")) == (alices.tips(), alices.get_all("s"))
+    # Bob's keys may no longer even read: his own copy no longer opens for him.
+    with pytest.raises(mnemo.NotFound):
+        b.user.load_db(db.id)
 
 
 def test_a_junior_admin_cannot_revoke_or_demote_the_creator(sides: tuple[Side, Side, Side]) -> None:
@@ -128,10 +134,13 @@ def test_admins_revoking_each_other_apart_leave_the_senior_one_on_every_side(
         carols.set("s", "by carol", 1)  # written before she hears of her revocation
     with b.user.load_db(db.id) as bobs:
         bobs.revoke(c.key)
-    b.pull(c, db.id)  # carol, revoked, can no longer ask bob; bob pushes to her
+    # Carol, revoked, can no longer ask bob; bob pulls from her but pushes her nothing
+    # (her device holds copies for her key alone), so she does not hear of it.
+    with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds"):
+        b.pull(c, db.id)
     b.pull(a, db.id)
-    with pytest.raises(mnemo.NotFound):
-        c.user.load_db(db.id)  # carol's keys may no longer read
+    with c.user.load_db(db.id) as carols:
+        assert carols.get("s", "by carol") == 1
     for side in (a, b):
         with side.user.find_db("shared") as copy:
             settings = copy.get_all("_settings")

@@ -550,6 +550,36 @@ def test_a_database_the_peer_asked_for_is_shared_by_push(pair: Pair) -> None:
         assert theirs.get("s", "k") == "v"
 
 
+def test_a_device_whose_users_may_no_longer_read_is_pushed_nothing(pair: Pair) -> None:
+    """A round pushes a device only once a key that may read the database proved that the
+    device holds copies for it: once bob's key is revoked, alice's rounds with bob's device
+    still pull but push nothing, and say so. Another user of that device granted read (a
+    proof made when she logged in) brings the pushes back."""
+    bobs_device = pair.sync_b.listen()
+    pair.grant_bob("read")
+    pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
+    pair.db.set(STORE, "seen", 1)
+    pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+    pair.db.revoke(default_key(pair.bob))
+    pair.db.set(STORE, "after", 2)
+    for _ in range(2):  # the next round refuses as well: nothing was pushed, or skipped
+        with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds") as info:
+            pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+        assert info.value.status == mnemo.Status.PERMISSION_DENIED
+    with pair.bob.load_db(pair.db.id) as copy:  # his device heard of nothing since
+        assert copy.get(STORE, "seen") == 1
+        with pytest.raises(mnemo.NotFound):
+            copy.get(STORE, "after")
+    pair.b.create_user("carol")
+    with pair.b.login("carol") as carol:
+        pair.db.grant(default_key(carol), "read")
+        pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+        with carol.load_db(pair.db.id) as copy:
+            assert copy.get(STORE, "after") == 2
+    with pytest.raises(mnemo.NotFound):  # the revocation arrived with the rest
+        pair.bob.load_db(pair.db.id)
+
+
 def test_any_granted_key_pulls_a_database_not_here_yet(pair: Pair) -> None:
     laptop = pair.bob.add_private_key("laptop")
     pair.db.grant(laptop, "read")  # not the default key
