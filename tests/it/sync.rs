@@ -914,8 +914,9 @@ fn a_peer_killed_mid_sync_resumes_losing_and_duplicating_nothing() {
 }
 
 /// A listener shows the holder proofs its users made (logged in when sync was enabled, or
-/// logging in after), for the keys asked about: to readers of a database it holds, and for
-/// one it does not hold yet, only if a local user asked for it.
+/// logging in after), for the keys asked about: to readers of a database it holds (also
+/// for keys its own copy does not name: a grant it has not heard of yet), and for one it
+/// does not hold yet, only if a local user asked for it.
 #[test]
 fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
     let (a, alice) = logged_in("alice");
@@ -945,17 +946,23 @@ fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
     let strangers: Vec<PublicKey> = (0..40)
         .map(|_| PrivateKey::generate().unwrap().public_key())
         .collect();
+    let named = |proofs: &[(PublicKey, [u8; 64])]| {
+        let mut keys: Vec<PublicKey> = proofs.iter().map(|(key, _)| *key).collect();
+        keys.sort();
+        keys
+    };
+    // Carol uses the device too, but the database here does not name her key.
+    a.create_user("carol", None).unwrap();
+    let carol = a.login("carol", None).unwrap().default_key().unwrap();
+    let mut users = vec![keys[0], keys[1], carol];
+    users.sort();
     // Asked about a few keys (looked up one by one), and about many (one full read).
     for asked in [
-        vec![keys[0], reader.public_key(), keys[1]],
-        [&strangers[..], &keys[..]].concat(),
+        vec![keys[0], reader.public_key(), carol, keys[1]],
+        [&strangers[..], &[carol], &keys[..]].concat(),
     ] {
         let proofs = ask(&reader, db.id(), asked);
-        let mut named: Vec<PublicKey> = proofs.iter().map(|(key, _)| *key).collect();
-        named.sort();
-        let mut expected = keys.to_vec();
-        expected.sort();
-        assert_eq!(named, expected);
+        assert_eq!(named(&proofs), users);
         assert!(proves(&proofs));
     }
     // A database not here: none until a local user asks for it (its round fails here).
@@ -963,8 +970,8 @@ fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
     let stranger = PrivateKey::generate().unwrap();
     assert!(ask(&stranger, elsewhere, keys.to_vec()).is_empty());
     assert!(sync.sync_db(&bob, "127.0.0.1:1", &elsewhere).is_err());
-    let proofs = ask(&stranger, elsewhere, keys.to_vec());
-    assert_eq!(proofs.len(), 2);
+    let proofs = ask(&stranger, elsewhere, vec![keys[0], carol, keys[1]]);
+    assert_eq!(proofs.len(), 3);
     assert!(proves(&proofs));
 }
 
