@@ -1137,7 +1137,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_connect(struct mnemo_sync *sync, const ch
  * all revoked, one whose users were never granted read, and one answering at a bare
  * address in place of another are pushed nothing (they may still be pulled from). An
  * instance makes a holder proof with each key of a user when that user logs in with sync
- * enabled (or is logged in when sync is enabled), and when the user syncs, tracks or asks
+ * enabled (or is logged in when sync is enabled), adds a key, or syncs, tracks or asks
  * for a database. Calling this also records that a user here asked for the database: from
  * then on this instance's listener takes it when a peer pushes it (a listener stores no
  * database nobody here asked for), even if this round failed.
@@ -1619,7 +1619,9 @@ MNEMO_MUST_USE mnemo_status mnemo_user_forget_db(struct mnemo_user *user, const 
  * Generates a new Ed25519 key for the user, stored like the others (sealed under the
  * password, or unsealed for a passwordless user). The private key never leaves mnemo. A
  * crash during the call may leave the new key stored but never listed: unused and granted
- * nothing, it stays sealed with the others until the account is deleted.
+ * nothing, it stays sealed with the others until the account is deleted. With sync
+ * enabled, the device also makes the key's holder proof (see `mnemo_sync_db`), so that
+ * peers push it what the key may read; if that fails, the next login or sync makes it.
  *
  * - `display_name`: optional (NULL: none), at most 255 bytes.
  * - `out_pubkey`: receives the new public key, `"ed25519:<base64url>"`; owned, free it with

@@ -665,18 +665,6 @@ impl DatabaseCore {
         Ok(best)
     }
 
-    /// The keys the current settings give at least `at_least`, sorted: candidates, each
-    /// read from the settings in memory. The state may cap one of them lower
-    /// ([`DatabaseCore::effective_permission_of`] says for sure).
-    pub fn keys_at_least(&self, at_least: Permission) -> Result<Vec<PublicKey>> {
-        let mut keys: Vec<PublicKey> = (self.current_settings()?)
-            .keys_at_least(at_least)
-            .copied()
-            .collect();
-        keys.sort();
-        Ok(keys)
-    }
-
     /// `key`'s permission in `settings` (the current ones), capped by its grant in the
     /// state.
     fn effective_in(&self, settings: &Settings, key: &PublicKey) -> Result<Option<Permission>> {

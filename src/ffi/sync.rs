@@ -162,7 +162,7 @@ pub unsafe extern "C" fn mnemo_sync_connect(
 /// all revoked, one whose users were never granted read, and one answering at a bare
 /// address in place of another are pushed nothing (they may still be pulled from). An
 /// instance makes a holder proof with each key of a user when that user logs in with sync
-/// enabled (or is logged in when sync is enabled), and when the user syncs, tracks or asks
+/// enabled (or is logged in when sync is enabled), adds a key, or syncs, tracks or asks
 /// for a database. Calling this also records that a user here asked for the database: from
 /// then on this instance's listener takes it when a peer pushes it (a listener stores no
 /// database nobody here asked for), even if this round failed.

@@ -191,7 +191,9 @@ pub unsafe extern "C" fn mnemo_user_forget_db(
 /// Generates a new Ed25519 key for the user, stored like the others (sealed under the
 /// password, or unsealed for a passwordless user). The private key never leaves mnemo. A
 /// crash during the call may leave the new key stored but never listed: unused and granted
-/// nothing, it stays sealed with the others until the account is deleted.
+/// nothing, it stays sealed with the others until the account is deleted. With sync
+/// enabled, the device also makes the key's holder proof (see `mnemo_sync_db`), so that
+/// peers push it what the key may read; if that fails, the next login or sync makes it.
 ///
 /// - `display_name`: optional (NULL: none), at most 255 bytes.
 /// - `out_pubkey`: receives the new public key, `"ed25519:<base64url>"`; owned, free it with

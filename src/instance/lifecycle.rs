@@ -69,4 +69,12 @@ impl Lifecycle for InstanceLifecycle {
             .open(state, self.device.clone(), self.device_key);
         forget_recorded(state, user_id, db, unkept)
     }
+
+    /// Without sync enabled nothing is made: a user logging in once it is makes them all.
+    fn key_added(&self, keys: &dyn KeyRing) -> Result<()> {
+        match self.sync.get().and_then(Weak::upgrade) {
+            Some(sync) => sync.prove_holding(keys),
+            None => Ok(()),
+        }
+    }
 }

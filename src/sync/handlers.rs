@@ -167,13 +167,12 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
             // A client about to push the database here: the proofs of the keys it names,
             // if a local user asked for it (else none: a push would be refused anyway).
-            Request::Holders(keys) => {
-                if !sync.state.wants(&env.db)? {
-                    return Ok(wire::encode_proofs(&[]));
-                }
-                fresh(sync, &env)?;
-                Ok(wire::encode_proofs(&sync.holders.of(&keys)?))
-            }
+            // (Answered without remembering the request: it changes nothing, and strangers
+            // may not fill the replay memory.)
+            Request::Holders { salt, hashes } => match sync.state.wants(&env.db)? {
+                true => Ok(wire::encode_proofs(&sync.holders.of(&salt, &hashes)?)),
+                false => Ok(wire::encode_proofs(&[])),
+            },
             Request::Push(entries) => {
                 if !sync.state.wants(&env.db)? || !admits_new_database(&env, &entries) {
                     return Err(Error::PermissionDenied(
@@ -238,7 +237,9 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             Ok(wire::encode_flags(&flags))
         }
         Request::Push(entries) => Ok(push(&registry, env.db, entries)),
-        Request::Holders(keys) => Ok(wire::encode_proofs(&sync.holders.of(&keys)?)),
+        Request::Holders { salt, hashes } => {
+            Ok(wire::encode_proofs(&sync.holders.of(&salt, &hashes)?))
+        }
         // Access requests were taken above; watches have an endpoint of their own.
         Request::Watch { .. } | Request::Ask { .. } => {
             Err(Error::invalid("watch requests go to the watch endpoint"))

@@ -403,6 +403,12 @@ impl SyncEngine {
     /// copies for them (see [`holders`]).
     fn asked_for(&self, db: &EntryId, keys: &dyn KeyRing) -> Result<()> {
         self.state.want(db)?;
+        self.prove_holding(keys)
+    }
+
+    /// Makes this device's holder proof with each key of `keys` (a local user's session)
+    /// that has none yet: peers push a device only what a key with a proof may read there.
+    pub fn prove_holding(&self, keys: &dyn KeyRing) -> Result<()> {
         self.holders.make(keys)
     }
 

@@ -565,22 +565,31 @@ impl Exchange<'_> {
     /// Fails unless the peer proves that it holds copies for a key that may read the
     /// database now, as this copy sees it: a proof by such a key naming the device the peer
     /// proved in the TLS handshake (see [`super::holders`]). Asks about the keys the
-    /// settings give read, [`wire::MAX_IDS`] at a time, until one proof holds; asked once
-    /// per round, before the first entry goes out (the peer has only been asked, by id,
-    /// which entries it holds).
+    /// settings give read, by salted hashes, [`wire::MAX_IDS`] at a time, until one proof
+    /// holds; asked once per round, before the first entry goes out (the peer has only been
+    /// asked, by id, which entries it holds).
     fn ensure_peer_may_read(&mut self) -> Result<()> {
         if self.holder_proved {
             return Ok(());
         }
-        let readers = self.core.keys_at_least(Permission::Read)?;
+        let settings = self.core.current_settings()?;
+        let mut readers: Vec<PublicKey> =
+            settings.keys_at_least(Permission::Read).copied().collect();
+        readers.sort();
+        let may_read = |p: Option<Permission>| p.is_some_and(|p| p >= Permission::Read);
         for asked in readers.chunks(wire::MAX_IDS) {
-            let proofs = wire::decode_proofs(&self.ask(Request::Holders(asked.to_vec()))?)?;
-            let asked: HashSet<&PublicKey> = asked.iter().collect();
+            let salt = random::bytes()?;
+            let hashes = asked
+                .iter()
+                .map(|key| holders::key_hash(&salt, key))
+                .collect();
+            let proofs = wire::decode_proofs(&self.ask(Request::Holders { salt, hashes })?)?;
             for (key, signature) in &proofs {
-                if asked.contains(key)
+                // Cheapest first: the settings in memory, the signature, then the key's
+                // grant as the database's state caps it (a storage read).
+                if may_read(settings.permission_of(key))
                     && holders::proves(key, signature, &self.peer)
-                    && (self.core.effective_permission_of(key)?)
-                        .is_some_and(|p| p >= Permission::Read)
+                    && may_read(self.core.effective_permission_of(key)?)
                 {
                     self.holder_proved = true;
                     return Ok(());

@@ -183,13 +183,17 @@ impl SyncEngine {
     }
 
     /// Starts again, in the background, what `requester` tracks (as recorded by
-    /// [`SyncEngine::track`]), and grants the access requests waiting for an auto-approve
-    /// policy this user set: called when a user logs in with sync enabled, and for users
-    /// logged in when sync is enabled. Databases no longer here are skipped.
+    /// [`SyncEngine::track`]), makes the user's holder proofs (see [`super::holders`]), and
+    /// grants the access requests waiting for an auto-approve policy this user set: called
+    /// when a user logs in with sync enabled, and for users logged in when sync is enabled.
+    /// Databases no longer here are skipped.
     pub fn resume(&self, requester: &dyn Requester) -> Result<()> {
         let keys = requester.key_ring();
         keys.ensure_usable()?;
         let who = requester.requester_id();
+        // Peers push to this device only once one of its users' keys proved it holds
+        // copies for that key.
+        self.prove_holding(&*keys)?;
         let registry = self.registry()?;
         for (db, addr) in self.state.tracks_of(&who)? {
             // Beyond the `max_tracks` limit, tracks stay recorded, listed as not running.
@@ -197,9 +201,6 @@ impl SyncEngine {
                 break;
             }
         }
-        // Peers push to this device only once one of its users' keys proved it holds
-        // copies for that key.
-        self.holders.make(&*keys)?;
         // The user's session can sign what auto-approve policies grant.
         self.register_approver(&keys)?;
         self.approve_waiting()

@@ -103,16 +103,13 @@ fn key(r: &mut Reader<'_>) -> Result<PublicKey> {
     ))
 }
 
-fn keys(w: &mut Writer, keys: &[PublicKey]) {
-    w.u32(keys.len() as u32);
-    for key in keys {
-        w.raw(key.as_bytes());
-    }
-}
-
-fn read_keys(r: &mut Reader<'_>) -> Result<Vec<PublicKey>> {
-    let n = r.count(MAX_IDS, "keys").map_err(|_| bad("too many keys"))?;
-    (0..n).map(|_| key(r)).collect()
+fn read_hashes(r: &mut Reader<'_>) -> Result<Vec<[u8; 32]>> {
+    let n = r
+        .count(MAX_IDS, "hashes")
+        .map_err(|_| bad("too many hashes"))?;
+    (0..n)
+        .map(|_| r.array().map_err(|_| bad("truncated hash")))
+        .collect()
 }
 
 /// What a request on a database asks for.
@@ -137,10 +134,14 @@ pub enum Request {
     /// with a ticket; the key need not hold anything yet). The reply is the request's id
     /// ([`encode_text`]).
     Ask { permission: Permission },
-    /// The server's holder proofs by these keys (at most [`MAX_IDS`]): what a client asks
-    /// before pushing, naming the keys that may read the database in its copy. The reply
-    /// is [`encode_proofs`].
-    Holders(Vec<PublicKey>),
+    /// The server's holder proofs by the keys named: what a client asks before pushing,
+    /// naming the keys that may read the database in its copy by their hashes salted with
+    /// `salt` (at most [`MAX_IDS`]; see [`crate::sync::holders::key_hash`]). The reply is
+    /// [`encode_proofs`].
+    Holders {
+        salt: [u8; 16],
+        hashes: Vec<[u8; 32]>,
+    },
 }
 
 impl Request {
@@ -153,7 +154,7 @@ impl Request {
             Request::Push(_) => 5,
             Request::Watch { .. } => 6,
             Request::Ask { .. } => 7,
-            Request::Holders(_) => 8,
+            Request::Holders { .. } => 8,
         }
     }
 
@@ -173,7 +174,13 @@ impl Request {
                 Permission::Write => 2,
                 Permission::Admin => 3,
             }),
-            Request::Holders(list) => keys(w, list),
+            Request::Holders { salt, hashes } => {
+                w.raw(salt);
+                w.u32(hashes.len() as u32);
+                for hash in hashes {
+                    w.raw(hash);
+                }
+            }
         }
     }
 
@@ -198,7 +205,10 @@ impl Request {
                     other => return Err(bad(&format!("unknown permission {other}"))),
                 },
             },
-            8 => Request::Holders(read_keys(r)?),
+            8 => Request::Holders {
+                salt: r.array().map_err(|_| bad("truncated salt"))?,
+                hashes: read_hashes(r)?,
+            },
             other => return Err(bad(&format!("unknown request {other}"))),
         })
     }
@@ -544,7 +554,10 @@ mod tests {
             Request::Get(vec![EntryId::of_bytes(b"x")]),
             Request::Have(vec![]),
             Request::Push(vec![vec![1, 2]]),
-            Request::Holders(vec![PrivateKey::generate().unwrap().public_key()]),
+            Request::Holders {
+                salt: [1; 16],
+                hashes: vec![[2; 32], [3; 32]],
+            },
         ] {
             let bytes = request.to_bytes();
             assert_eq!(Request::from_bytes(&bytes).unwrap(), request);

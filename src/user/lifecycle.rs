@@ -24,6 +24,10 @@ pub trait Lifecycle: Send + Sync {
     /// its storage is about to be reclaimed. Stops what runs for it (sync tracking) and
     /// forgets what is recorded about it elsewhere; called before the storage goes.
     fn forgotten(&self, user_id: &str, db: &EntryId, unkept: bool) -> Result<()>;
+
+    /// A user added a key to `keys`, its session's key ring: with sync enabled, the device
+    /// makes that key's holder proof, so that peers push to it what the key may read.
+    fn key_added(&self, keys: &dyn KeyRing) -> Result<()>;
 }
 
 impl User {

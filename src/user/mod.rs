@@ -278,6 +278,9 @@ impl User {
         }
         added?;
         self.session.add_key(key)?;
+        // The key is added whatever happens here: a proof not made now is made when the
+        // user next logs in with sync enabled, or syncs, tracks or asks for a database.
+        let _ = self.accounts.lifecycle().key_added(&*self.key_ring());
         Ok(public)
     }
 
@@ -403,6 +406,10 @@ mod tests {
         }
 
         fn forgotten(&self, _: &str, _: &crate::entry::EntryId, _: bool) -> crate::Result<()> {
+            Ok(())
+        }
+
+        fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
             Ok(())
         }
     }
@@ -573,6 +580,10 @@ mod tests {
             if let (true, Some(work)) = (unkept, work) {
                 work();
             }
+            Ok(())
+        }
+
+        fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
             Ok(())
         }
     }

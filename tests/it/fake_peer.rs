@@ -28,15 +28,29 @@ pub fn fake_peer_holding_for(
     answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
 ) -> String {
     let device = Arc::new(PrivateKey::generate().unwrap());
-    let proof = (
-        reader.public_key(),
-        reader.sign(&mnemo::sync::holders::proof_message(&device.public_key())),
-    );
+    let proofs = vec![holder_proof(reader, &device.public_key())];
     fake_peer_of(device, move |request| match request {
-        Request::Holders(keys) if keys.contains(&proof.0) => Some(wire::encode_proofs(&[proof])),
-        Request::Holders(_) => Some(wire::encode_proofs(&[])),
+        Request::Holders { .. } => Some(proofs_asked(request, &proofs)),
         _ => answer(request),
     })
+}
+
+/// `by`'s holder proof for `device`.
+pub fn holder_proof(by: &PrivateKey, device: &PublicKey) -> (PublicKey, [u8; 64]) {
+    let message = mnemo::sync::holders::proof_message(device);
+    (by.public_key(), by.sign(&message))
+}
+
+/// The reply to a holders request: those of `proofs` whose keys it asks about.
+pub fn proofs_asked(request: &Request, proofs: &[(PublicKey, [u8; 64])]) -> Vec<u8> {
+    let Request::Holders { salt, hashes } = request else {
+        panic!("not a holders request: {request:?}");
+    };
+    let asked: Vec<_> = (proofs.iter())
+        .filter(|(key, _)| hashes.contains(&mnemo::sync::holders::key_hash(salt, key)))
+        .copied()
+        .collect();
+    wire::encode_proofs(&asked)
 }
 
 /// [`fake_peer`] with the device key `device` (to sign tickets that name it).
@@ -44,30 +58,46 @@ pub fn fake_peer_of(
     device: Arc<PrivateKey>,
     answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
 ) -> String {
+    fake_peer_switching(device.clone(), device, |_| false, answer)
+}
+
+/// A fake peer whose first connection is `first`'s device, closed once it answered a
+/// request for which `last` is true; every later connection is `then`'s device (one taking
+/// the place of another at the same address).
+pub fn fake_peer_switching(
+    first: Arc<PrivateKey>,
+    then: Arc<PrivateKey>,
+    last: impl Fn(&Request) -> bool + Send + Sync + 'static,
+    answer: impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static,
+) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let key = device.public_key();
-    let config = TlsIdentity::new(device, key)
-        .unwrap()
-        .server_config()
-        .unwrap();
-    let answer = Arc::new(answer);
+    let config = |device: Arc<PrivateKey>| {
+        let key = device.public_key();
+        (TlsIdentity::new(device, key).unwrap())
+            .server_config()
+            .unwrap()
+    };
+    let configs = [config(first), config(then)];
+    let (answer, last) = (Arc::new(answer), Arc::new(last));
     thread::spawn(move || {
         // A thread per connection: a client's watch and its round's requests go on
         // connections of their own, at the same time.
-        for tcp in listener.incoming() {
+        for (n, tcp) in listener.incoming().enumerate() {
             let Ok(tcp) = tcp else { return };
-            let tls = rustls::ServerConnection::new(config.clone()).unwrap();
-            let answer = answer.clone();
+            let config = configs[n.min(1)].clone();
+            let tls = rustls::ServerConnection::new(config).unwrap();
+            let (answer, last) = (answer.clone(), last.clone());
             thread::spawn(move || {
                 let mut stream = rustls::StreamOwned::new(tls, tcp);
                 while let Some((_path, body)) = read_request(&mut stream) {
-                    let reply = answer(&wire::Envelope::decode(&body).unwrap().request);
-                    let ok = match reply {
-                        Some(body) => write_reply(&mut stream, &body),
+                    let request = wire::Envelope::decode(&body).unwrap().request;
+                    let closing = n == 0 && last(&request);
+                    let ok = match answer(&request) {
+                        Some(body) => write_reply(&mut stream, &body, closing),
                         None => trickle(&mut stream),
                     };
-                    if !ok {
+                    if !ok || closing {
                         break;
                     }
                 }
@@ -102,8 +132,14 @@ fn read_request(stream: &mut impl Read) -> Option<(String, Vec<u8>)> {
     Some((path, body))
 }
 
-fn write_reply(stream: &mut impl Write, body: &[u8]) -> bool {
-    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+/// Writes a reply, saying that the connection closes after it when `closing` (the client
+/// then connects again for its next request).
+fn write_reply(stream: &mut impl Write, body: &[u8], closing: bool) -> bool {
+    let close = if closing { "connection: close\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{close}\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).is_ok()
         && stream.write_all(body).is_ok()
         && stream.flush().is_ok()

@@ -14,14 +14,13 @@ use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::{Permission, MAX_WAITING_BYTES_PER_DATABASE};
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
 use mnemo::error::Status;
-use mnemo::sync::holders::proof_message;
 use mnemo::sync::wire::{self, IdsPage, Request};
 use mnemo::sync::{Limits, Ticket};
 use mnemo::{Error, Instance};
 
 use crate::fake_peer::{
     chain_of, chain_readable_by, entries_asked, fake_peer, fake_peer_holding_for, fake_peer_of,
-    on_top, page_of, whole_page,
+    fake_peer_switching, holder_proof, on_top, page_of, proofs_asked, whole_page,
 };
 use crate::support::{http_exchange, http_post, logged_in, post_head, tls_connect, Instrumented};
 
@@ -500,7 +499,7 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
 
 /// A peer is pushed nothing until it shows a holder proof for its own device by a key that
 /// may read the database here: not one made for another device, a forged one, one by a
-/// revoked key, nor one by a key not asked about. Each round still ends, saying why.
+/// revoked key, nor one by a key without a grant. Each round still ends, saying why.
 #[test]
 fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
     let kept = Kept::new();
@@ -518,19 +517,18 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
         .unwrap();
     bob_db.revoke(&revoked.public_key()).unwrap();
     let device = Arc::new(PrivateKey::generate().unwrap());
-    let proof =
-        |by: &PrivateKey, device: &PublicKey| (by.public_key(), by.sign(&proof_message(device)));
     let here = device.public_key();
     let elsewhere = PrivateKey::generate().unwrap().public_key();
-    let mut forged = proof(&reader, &here);
+    let mut forged = holder_proof(&reader, &here);
     forged.1[0] ^= 1;
     let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Shows `proofs` whatever it is asked (a hostile device).
     let peer_showing = |proofs: Vec<(PublicKey, [u8; 64])>| {
         let pushes = pushes.clone();
         fake_peer_of(device.clone(), move |request| match request {
             Request::Tips => Some(wire::encode_ids(&[])),
             Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
-            Request::Holders(_) => Some(wire::encode_proofs(&proofs)),
+            Request::Holders { .. } => Some(wire::encode_proofs(&proofs)),
             Request::Push(entries) => {
                 pushes.fetch_add(entries.len(), Ordering::SeqCst);
                 Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
@@ -540,10 +538,16 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
     };
     for (case, proofs) in [
         ("none", vec![]),
-        ("made for another device", vec![proof(&reader, &elsewhere)]),
+        (
+            "made for another device",
+            vec![holder_proof(&reader, &elsewhere)],
+        ),
         ("forged", vec![forged]),
-        ("by a revoked key", vec![proof(&revoked, &here)]),
-        ("by a key without a grant", vec![proof(&stranger, &here)]),
+        ("by a revoked key", vec![holder_proof(&revoked, &here)]),
+        (
+            "by a key without a grant",
+            vec![holder_proof(&stranger, &here)],
+        ),
     ] {
         let err = (kept.sync)
             .sync_db(&kept.bob, &peer_showing(proofs), &kept.db)
@@ -556,11 +560,69 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
         assert_eq!(pushes.load(Ordering::SeqCst), 0, "{case}");
     }
     // Among them, the reader's own proof for this device: the database goes.
-    let proofs = vec![proof(&stranger, &here), proof(&reader, &here)];
+    let proofs = vec![holder_proof(&stranger, &here), holder_proof(&reader, &here)];
     let report = (kept.sync)
         .sync_db(&kept.bob, &peer_showing(proofs), &kept.db)
         .unwrap();
     assert_eq!((report.pushed, pushes.load(Ordering::SeqCst)), (4, 4));
+}
+
+/// The keys that may read are asked about 1,024 at a time, until a proof holds: a device
+/// holding copies for the last of 1,100 readers is pushed to.
+#[test]
+fn a_device_proving_the_last_of_many_readers_is_pushed_to() {
+    let kept = Kept::new();
+    let bob_db = kept.bob.load_db(&kept.db).unwrap();
+    let mut readers: Vec<PrivateKey> = (0..1100).map(|_| PrivateKey::generate().unwrap()).collect();
+    readers.sort_by_key(|key| key.public_key());
+    for reader in &readers {
+        bob_db
+            .grant(&reader.public_key(), Permission::Read)
+            .unwrap();
+    }
+    let addr = fake_peer_holding_for(readers.last().unwrap(), |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[])),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+        Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
+        _ => None,
+    });
+    let report = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap();
+    assert_eq!(report.pushed, 1101);
+}
+
+/// A connection made again in the middle of a round accepts only the device that answered
+/// first: another device taking its place at the address, once the first proved holding
+/// copies for a reader, is pushed nothing.
+#[test]
+fn a_device_taking_the_place_of_one_that_proved_mid_round_is_pushed_nothing() {
+    let kept = Kept::new();
+    let bob_db = kept.bob.load_db(&kept.db).unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    bob_db
+        .grant(&reader.public_key(), Permission::Read)
+        .unwrap();
+    let honest = Arc::new(PrivateKey::generate().unwrap());
+    let proofs = vec![holder_proof(&reader, &honest.public_key())];
+    let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pushes.clone();
+    let addr = fake_peer_switching(
+        honest,
+        Arc::new(PrivateKey::generate().unwrap()),
+        |request| matches!(request, Request::Holders { .. }),
+        move |request| match request {
+            Request::Tips => Some(wire::encode_ids(&[])),
+            Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+            Request::Holders { .. } => Some(proofs_asked(request, &proofs)),
+            Request::Push(entries) => {
+                counted.fetch_add(entries.len(), Ordering::SeqCst);
+                Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
+            }
+            _ => None,
+        },
+    );
+    let err = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err}");
+    assert_eq!(pushes.load(Ordering::SeqCst), 0, "{err}");
 }
 
 /// A peer naming, round after round, a tip it never lists gets the database listed again

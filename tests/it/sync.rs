@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mnemo::crypto::{PrivateKey, PublicKey};
 use mnemo::database::Permission;
 use mnemo::entry::{EntryContent, EntryId, Op, Ops};
-use mnemo::sync::holders::proof_message;
+use mnemo::sync::holders::{key_hash, proof_message};
 use mnemo::sync::wire::{self, Envelope, Request};
 use mnemo::sync::Limits;
 use mnemo::{Error, Instance};
@@ -668,7 +668,10 @@ fn requests_are_authenticated_fresh_and_bounded() {
         },
         Request::Get(vec![db.id()]),
         Request::Have(vec![db.id()]),
-        Request::Holders(vec![alice.default_key().unwrap()]),
+        Request::Holders {
+            salt: [0; 16],
+            hashes: vec![key_hash(&[0; 16], &alice.default_key().unwrap())],
+        },
     ] {
         let (status, body) = post_raw(
             &addr,
@@ -929,11 +932,10 @@ fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
     let reader = PrivateKey::generate().unwrap();
     db.grant(&reader.public_key(), Permission::Read).unwrap();
     let ask = |key: &PrivateKey, db: EntryId, asked: Vec<PublicKey>| {
-        let (status, body) = post_raw(
-            &addr,
-            "db",
-            &envelope(key, &a, db, Request::Holders(asked)).encode(),
-        );
+        let salt = [7; 16];
+        let hashes = asked.iter().map(|k| key_hash(&salt, k)).collect();
+        let request = Request::Holders { salt, hashes };
+        let (status, body) = post_raw(&addr, "db", &envelope(key, &a, db, request).encode());
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         wire::decode_proofs(&body).unwrap()
     };

@@ -111,7 +111,7 @@ class Sync(HandleOwner):
         The call also records that a user here asked for the database: this instance's
         listener then takes it when a peer pushes it (it stores no database nobody here
         asked for); and it makes the user's holder proofs for this device, as logging in
-        with sync enabled does.
+        with sync enabled and adding a key do.
 
         Raises InvalidArgument (malformed address or id, not ``"sha256:<64 hex digits>"``),
         PermissionDenied (no key of the user has permission on the peer's copy, the peer

@@ -153,6 +153,8 @@ class User:
         The key is stored like the others: sealed under the password, or unsealed for a
         passwordless user; the private key never leaves mnemo. A crash during the call may
         leave the new key stored but never listed (granted nothing; erased with the account).
+        With sync enabled, the device also makes the key's holder proof (see
+        :meth:`mnemo.Sync.sync_db`), so that peers push it what the key may read.
         ``display_name`` is optional, at most 255 bytes. Raises InvalidArgument (name too
         long), PermissionDenied (the account was deleted), LoggedOut, StorageError.
         """

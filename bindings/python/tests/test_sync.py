@@ -580,6 +580,21 @@ def test_a_device_whose_users_may_no_longer_read_is_pushed_nothing(pair: Pair) -
         pair.bob.load_db(pair.db.id)
 
 
+def test_a_key_added_proves_its_device_at_once(pair: Pair) -> None:
+    """A key bob adds while logged in proves at once that his device holds copies for it:
+    once alice's database grants that key alone, her rounds still push to his device."""
+    bobs_device = pair.sync_b.listen()
+    pair.grant_bob("read")
+    pair.sync_b.sync_db(pair.bob, pair.addr, pair.db.id)
+    laptop = pair.bob.add_private_key("laptop")
+    pair.db.grant(laptop, "read")
+    pair.db.revoke(default_key(pair.bob))
+    pair.db.set(STORE, "for the laptop", 3)
+    pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+    with pair.bob.load_db(pair.db.id) as copy:
+        assert copy.get(STORE, "for the laptop") == 3
+
+
 def test_any_granted_key_pulls_a_database_not_here_yet(pair: Pair) -> None:
     laptop = pair.bob.add_private_key("laptop")
     pair.db.grant(laptop, "read")  # not the default key

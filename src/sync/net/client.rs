@@ -167,12 +167,15 @@ impl Link {
     }
 
     /// The open connection, connecting first if there is none: TCP, then a TLS handshake
-    /// in which the peer proves its device key (the pinned one, if the address has one),
-    /// both within `connect_timeout`; a timeout names the step that ran out of time.
+    /// in which the peer proves its device key (the pinned one, if the address has one,
+    /// else, once a device answered, that one: a connection made again mid-round never
+    /// talks to another device), both within `connect_timeout`; a timeout names the step
+    /// that ran out of time.
     async fn connected(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             return Ok(self.sender.as_mut().expect("checked above"));
         }
+        let expected = self.addr.device.or(self.peer);
         let deadline = tokio::time::Instant::now() + self.limits.connect_timeout;
         let addr = self.addr.host_port.clone();
         let addr = &addr;
@@ -182,11 +185,11 @@ impl Link {
             .map_err(|_| Error::Network(format!("{addr}: connecting timed out")))?
             .map_err(|e| network(&e))?;
         let _ = stream.set_nodelay(true);
-        let connector = TlsConnector::from(self.identity.client_config(self.addr.device)?);
+        let connector = TlsConnector::from(self.identity.client_config(expected)?);
         let stream = timeout_at(deadline, connector.connect(tls::server_name(), stream))
             .await
             .map_err(|_| Error::Network(format!("{addr}: the TLS handshake timed out")))?
-            .map_err(|e| match (e.kind(), self.addr.device) {
+            .map_err(|e| match (e.kind(), expected) {
                 // Before any proof was asked for: not a sign of another device answering.
                 (
                     std::io::ErrorKind::UnexpectedEof
@@ -203,7 +206,7 @@ impl Link {
                 (_, None) => Error::Network(format!("{addr}: TLS handshake failed: {e}")),
             })?;
         let peer = tls::peer_device(stream.get_ref().1)?;
-        if self.addr.device.is_some_and(|expected| expected != peer) {
+        if expected.is_some_and(|expected| expected != peer) {
             return Err(Error::Network(format!(
                 "{addr}: the peer proved device id {peer}, not the one expected"
             )));
