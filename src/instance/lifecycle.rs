@@ -9,7 +9,7 @@ use crate::crypto::{KeyRing, PublicKey};
 use crate::database::Registry;
 use crate::entry::EntryId;
 use crate::error::Result;
-use crate::sync::{forget_recorded, SyncEngine};
+use crate::sync::{forget_recorded, forget_recorded_holding, SyncEngine};
 use crate::user::Lifecycle;
 
 /// The instance's [`Lifecycle`]: what the user room calls when a database is forgotten.
@@ -76,5 +76,20 @@ impl Lifecycle for InstanceLifecycle {
             Some(sync) => sync.prove_holding(keys),
             None => Ok(()),
         }
+    }
+
+    /// Without sync running, the proofs recorded in `_sync` (if sync was ever enabled) go
+    /// all the same.
+    fn keys_gone(&self, keys: &[PublicKey]) -> Result<()> {
+        if let Some(sync) = self.sync.get().and_then(Weak::upgrade) {
+            return sync.forget_holding(keys);
+        }
+        let Some(state) = recorded_id(&**self.registry.backend(), "_sync")? else {
+            return Ok(());
+        };
+        let state = self
+            .registry
+            .open(state, self.device.clone(), self.device_key);
+        forget_recorded_holding(state, self.device_key, keys)
     }
 }

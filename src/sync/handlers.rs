@@ -102,6 +102,14 @@ fn serving(sync: &SyncEngine) -> Result<Arc<Registry>> {
         .map_err(|_| Error::Network("the instance behind this device's listener is closed".into()))
 }
 
+/// The refusal of a database this instance does not hold and no local user asked for.
+fn not_asked_for() -> Error {
+    Error::PermissionDenied(
+        "this instance takes a database it does not hold only when a local user asked for it"
+            .into(),
+    )
+}
+
 fn no_access() -> Error {
     Error::PermissionDenied("this key has no permission on that database".into())
 }
@@ -171,13 +179,11 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             // may not fill the replay memory.)
             Request::Holders { salt, hashes } => match sync.state.wants(&env.db)? {
                 true => Ok(wire::encode_proofs(&sync.holders.of(&salt, &hashes)?)),
-                false => Ok(wire::encode_proofs(&[])),
+                false => Err(not_asked_for()),
             },
             Request::Push(entries) => {
                 if !sync.state.wants(&env.db)? || !admits_new_database(&env, &entries) {
-                    return Err(Error::PermissionDenied(
-                        "this instance takes a database it does not hold only when a local user asked for it".into(),
-                    ));
+                    return Err(not_asked_for());
                 }
                 fresh(sync, &env)?;
                 Ok(push(&registry, env.db, entries))

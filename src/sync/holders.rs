@@ -4,7 +4,7 @@
 //! A user's key signs, once per device, that the device holds copies for it
 //! ([`proof_message`]: a domain and the device's id). The device keeps these proofs in
 //! `_sync` (made when a user logs in with sync enabled, adds a key, or syncs, tracks or
-//! asks for a database) and shows them when asked ([`Request::Holders`]). A client about
+//! asks for a database; deleted with the key or the account) and shows them when asked ([`Request::Holders`]). A client about
 //! to push entries asks the device for proofs by the keys that may read the database in
 //! its own copy, checks them against the device id the peer proved in the TLS handshake,
 //! and pushes nothing unless one holds: a device whose users' keys were all revoked, or
@@ -96,6 +96,27 @@ impl HolderProofs {
             made = true;
         }
         if made {
+            txn.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the proofs of `keys` (one commit to `_sync`, if any was kept).
+    pub(super) fn forget(&self, keys: &[PublicKey]) -> Result<()> {
+        let mut txn = self.db.begin();
+        let mut held = false;
+        for key in keys {
+            let kept = match HOLDERS.get(&self.db, &key.to_text()) {
+                Ok(record) => record.is_some(),
+                Err(Error::Corrupt(_)) => true,
+                Err(e) => return Err(e),
+            };
+            if kept {
+                HOLDERS.remove(&mut txn, &key.to_text())?;
+                held = true;
+            }
+        }
+        if held {
             txn.commit()?;
         }
         Ok(())

@@ -47,7 +47,7 @@ pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use requests::{request_id, RequestRecord, RequestState, MAX_REQUEST_CHANGES};
 pub use round::SyncReport;
 pub use ticket::{Ticket, MAX_ADDRESSES};
-pub use tracking::{forget_recorded, TrackStatus};
+pub use tracking::{forget_recorded, forget_recorded_holding, TrackStatus};
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {
@@ -410,6 +410,11 @@ impl SyncEngine {
     /// that has none yet: peers push a device only what a key with a proof may read there.
     pub fn prove_holding(&self, keys: &dyn KeyRing) -> Result<()> {
         self.holders.make(keys)
+    }
+
+    /// Deletes this device's holder proofs by `keys` (keys no user here holds any more).
+    pub fn forget_holding(&self, keys: &[PublicKey]) -> Result<()> {
+        self.holders.forget(keys)
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

@@ -111,7 +111,7 @@ impl SyncEngine {
             held_back: RefCell::default(),
             left_waiting: Cell::default(),
             stop,
-            holder_proved: false,
+            proved_by: None,
         };
         let mut report = SyncReport {
             peer: Some(peer),
@@ -187,9 +187,9 @@ struct Exchange<'a> {
     left_waiting: Cell<usize>,
     /// Set when the round's tracking ends: no request is sent after.
     stop: Option<&'a AtomicBool>,
-    /// Set once the peer proved that it holds copies for a key that may read the database
-    /// here ([`Exchange::ensure_peer_may_read`]).
-    holder_proved: bool,
+    /// The key whose holder proof the peer showed, once it did
+    /// ([`Exchange::ensure_peer_may_read`]).
+    proved_by: Option<PublicKey>,
 }
 
 /// Whether taking the same entry again would fail the same way (`status`, here or as a
@@ -566,17 +566,21 @@ impl Exchange<'_> {
     /// database now, as this copy sees it: a proof by such a key naming the device the peer
     /// proved in the TLS handshake (see [`super::holders`]). Asks about the keys the
     /// settings give read, by salted hashes, [`wire::MAX_IDS`] at a time, until one proof
-    /// holds; asked once per round, before the first entry goes out (the peer has only been
-    /// asked, by id, which entries it holds).
+    /// holds. Called before every batch goes out (the peer has only been asked before, by
+    /// id, which entries it holds): the key proved is checked again each time (one storage
+    /// read), so a revocation made while the round pushes stops it at the next batch.
     fn ensure_peer_may_read(&mut self) -> Result<()> {
-        if self.holder_proved {
-            return Ok(());
+        let may_read = |p: Option<Permission>| p.is_some_and(|p| p >= Permission::Read);
+        if let Some(key) = self.proved_by {
+            if may_read(self.core.effective_permission_of(&key)?) {
+                return Ok(());
+            }
+            self.proved_by = None;
         }
         let settings = self.core.current_settings()?;
         let mut readers: Vec<PublicKey> =
             settings.keys_at_least(Permission::Read).copied().collect();
         readers.sort();
-        let may_read = |p: Option<Permission>| p.is_some_and(|p| p >= Permission::Read);
         for asked in readers.chunks(wire::MAX_IDS) {
             let salt = random::bytes()?;
             let hashes = asked
@@ -591,7 +595,7 @@ impl Exchange<'_> {
                     && holders::proves(key, signature, &self.peer)
                     && may_read(self.core.effective_permission_of(key)?)
                 {
-                    self.holder_proved = true;
+                    self.proved_by = Some(*key);
                     return Ok(());
                 }
             }

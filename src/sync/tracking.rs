@@ -307,3 +307,13 @@ impl SyncEngine {
 pub fn forget_recorded(state_db: Database, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
     SyncState::new(state_db).forget_db(who, db, everyone)
 }
+
+/// What [`SyncEngine::forget_holding`] does, for an instance whose sync engine is not
+/// running in this process: `state_db` is its `_sync` database, `device` the device's key.
+pub fn forget_recorded_holding(
+    state_db: Database,
+    device: PublicKey,
+    keys: &[PublicKey],
+) -> Result<()> {
+    super::holders::HolderProofs::new(state_db, device).forget(keys)
+}

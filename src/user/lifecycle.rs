@@ -28,6 +28,11 @@ pub trait Lifecycle: Send + Sync {
     /// A user added a key to `keys`, its session's key ring: with sync enabled, the device
     /// makes that key's holder proof, so that peers push to it what the key may read.
     fn key_added(&self, keys: &dyn KeyRing) -> Result<()>;
+
+    /// `keys` no longer belong to any user here (a key removed, an account erased): the
+    /// device drops their holder proofs, so that peers stop pushing to it for them. Called
+    /// before they go.
+    fn keys_gone(&self, keys: &[PublicKey]) -> Result<()>;
 }
 
 impl User {
@@ -117,6 +122,8 @@ impl User {
     /// Removes one of the user's keys: its record, and its sealed private key, which is
     /// erased from storage; this session stops signing with it at once (other sessions of
     /// the user hold it until they log out). Handles that sign with it then fail to write.
+    /// With sync, the device's holder proof by the key goes too: peers stop pushing to this
+    /// device what only that key may read.
     /// [`Error::InvalidArgument`] for the default key (choose another default first),
     /// [`Error::NotFound`] for a key the user does not have. Called again after it failed
     /// part-way, it erases the sealed key the first call left.
@@ -124,6 +131,8 @@ impl User {
         self.own_record()?;
         let vault = self.accounts.vault(&self.id);
         self.unless_deleted(account::remove_key(&self.user_db, &vault, key))?;
+        // Its holder proof goes too (see `Lifecycle::keys_gone`).
+        self.accounts.lifecycle().keys_gone(&[*key])?;
         self.session.remove_key(key)
     }
 

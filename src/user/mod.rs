@@ -412,6 +412,10 @@ mod tests {
         fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
             Ok(())
         }
+
+        fn keys_gone(&self, _: &[crate::crypto::PublicKey]) -> crate::Result<()> {
+            Ok(())
+        }
     }
 
     fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
@@ -584,6 +588,10 @@ mod tests {
         }
 
         fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
+            Ok(())
+        }
+
+        fn keys_gone(&self, _: &[crate::crypto::PublicKey]) -> crate::Result<()> {
             Ok(())
         }
     }

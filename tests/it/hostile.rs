@@ -567,6 +567,44 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
     assert_eq!((report.pushed, pushes.load(Ordering::SeqCst)), (4, 4));
 }
 
+/// A revocation made while a round pushes stops it at the next batch: the key proved is
+/// checked again before each one.
+#[test]
+fn a_revocation_made_while_a_round_pushes_stops_it_at_the_next_batch() {
+    let kept = Kept::new();
+    let bob_db = kept.bob.load_db(&kept.db).unwrap();
+    let reader = PrivateKey::generate().unwrap();
+    bob_db
+        .grant(&reader.public_key(), Permission::Read)
+        .unwrap();
+    for i in 0..600 {
+        bob_db.set("s", &i.to_string(), "1").unwrap();
+    }
+    let revoking = std::sync::Mutex::new(Some(bob_db.clone()));
+    let reader_key = reader.public_key();
+    let pushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pushed.clone();
+    let addr = fake_peer_holding_for(&reader, move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[])),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+        Request::Push(entries) => {
+            // The first batch arrives: bob revokes the device's only reader.
+            if let Some(db) = revoking.lock().unwrap().take() {
+                db.revoke(&reader_key).unwrap();
+            }
+            counted.fetch_add(entries.len(), Ordering::SeqCst);
+            Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
+        }
+        _ => None,
+    });
+    let err = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap_err();
+    assert!(
+        err.to_string().contains("did not prove that it holds"),
+        "{err}"
+    );
+    assert_eq!(pushed.load(Ordering::SeqCst), wire::MAX_ENTRIES);
+}
+
 /// The keys that may read are asked about 1,024 at a time, until a proof holds: a device
 /// holding copies for the last of 1,100 readers is pushed to.
 #[test]

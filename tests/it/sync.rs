@@ -967,10 +967,20 @@ fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
         assert_eq!(named(&proofs), users);
         assert!(proves(&proofs));
     }
-    // A database not here: none until a local user asks for it (its round fails here).
+    // A database not here: refused until a local user asks for it (its round fails here).
     let elsewhere = EntryId::of_bytes(b"elsewhere");
     let stranger = PrivateKey::generate().unwrap();
-    assert!(ask(&stranger, elsewhere, keys.to_vec()).is_empty());
+    let salt = [7; 16];
+    let hashes = keys.iter().map(|k| key_hash(&salt, k)).collect();
+    let request = envelope(&stranger, &a, elsewhere, Request::Holders { salt, hashes });
+    let (status, body) = post_raw(&addr, "db", &request.encode());
+    let refusal = wire::ErrorReply::decode(&body).unwrap();
+    assert_eq!((status, refusal.status), (403, 5));
+    assert!(
+        refusal.message.contains("a local user asked for it"),
+        "{}",
+        refusal.message
+    );
     assert!(sync.sync_db(&bob, "127.0.0.1:1", &elsewhere).is_err());
     let proofs = ask(&stranger, elsewhere, vec![keys[0], carol, keys[1]]);
     assert_eq!(proofs.len(), 3);

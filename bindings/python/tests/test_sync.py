@@ -593,6 +593,27 @@ def test_a_key_added_proves_its_device_at_once(pair: Pair) -> None:
     pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
     with pair.bob.load_db(pair.db.id) as copy:
         assert copy.get(STORE, "for the laptop") == 3
+    # Removed, the key's proof goes with it: his device is pushed nothing more.
+    pair.bob.remove_key(laptop)
+    pair.db.set(STORE, "after the laptop", 4)
+    with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds"):
+        pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+
+
+def test_a_deleted_users_device_is_pushed_nothing_for_that_user(pair: Pair) -> None:
+    """Deleting a user drops the proofs of its keys: a device kept for that user's
+    database alone is pushed nothing more."""
+    bobs_device = pair.sync_b.listen()
+    pair.b.create_user("carol")
+    with pair.b.login("carol") as carol:
+        pair.db.grant(default_key(carol), "read")
+        pair.sync_b.sync_db(carol, pair.addr, pair.db.id)
+    pair.db.set(STORE, "for carol", 5)
+    pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
+    pair.bob.delete_user("carol")  # bob, the instance's first user, is its admin
+    pair.db.set(STORE, "after carol", 6)
+    with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds"):
+        pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
 
 
 def test_any_granted_key_pulls_a_database_not_here_yet(pair: Pair) -> None:
