@@ -44,6 +44,25 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
             .collect()
     }
 
+    /// The record under `key`, if any; a record that does not parse is `Some(None)` (for
+    /// records a reader can do without, made again by their writer).
+    pub fn get_lenient(&self, db: &Database, key: &str) -> Result<Option<Option<T>>> {
+        Ok((db.cell(self.store, key)?)
+            .and_then(|cell| cell.value)
+            .map(|json| self.decode(&json).ok()))
+    }
+
+    /// Every record, sorted by key; one that does not parse is `None` (as
+    /// [`Table::get_lenient`]).
+    pub fn all_lenient(&self, db: &Database) -> Result<Vec<(String, Option<T>)>> {
+        Ok((db.get_all(self.store)?.into_iter())
+            .map(|(key, json)| {
+                let record = self.decode(&json).ok();
+                (key, record)
+            })
+            .collect())
+    }
+
     /// Adds writing `record` under `key` to `txn`.
     pub fn set(&self, txn: &mut Transaction, key: &str, record: &T) -> Result<()> {
         txn.set(self.store, key, &self.encode(record)?)

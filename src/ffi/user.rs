@@ -249,8 +249,9 @@ pub unsafe extern "C" fn mnemo_user_list_keys(
 /// stops signing with it at once; other sessions of the same user hold it until they log
 /// out. Database handles that sign with it then fail to write. Grants the key holds in
 /// databases' settings stay (revoke them with `mnemo_db_revoke` first if they matter). The
-/// device's holder proof by the key goes (see `mnemo_sync_db`): peers stop pushing to it
-/// what only that key may read. If it fails after the record went (MNEMO_STATUS_STORAGE),
+/// device's holder proof by the key is marked gone (see `mnemo_sync_db`): peers stop
+/// pushing to this device what only that key may read (a device that kept a copy of the
+/// proof can still show it: revoke the key's read to cut a device off). If it fails after the record went (MNEMO_STATUS_STORAGE),
 /// calling it again erases the sealed key that was left.
 ///
 /// - `pubkey`: `"ed25519:<base64url>"`, one of the user's keys other than the default.
@@ -420,8 +421,8 @@ pub unsafe extern "C" fn mnemo_user_admin_enable(
 
 /// Deletes another user's account (admin only): it can no longer log in and its name can be
 /// reused. Its sealed keys and private records (its key and database lists) are erased,
-/// and the device's holder proofs by its keys (see `mnemo_sync_db`); the databases it
-/// created or kept stay.
+/// and the device's holder proofs by its keys are marked gone (see `mnemo_sync_db`); the
+/// databases it created or kept stay.
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, the
 /// admin's own name), MNEMO_STATUS_NOT_FOUND (no such user), MNEMO_STATUS_PERMISSION_DENIED

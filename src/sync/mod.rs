@@ -39,6 +39,7 @@ use crate::entry::EntryId;
 use crate::error::{Error, Result};
 
 pub use address::PeerAddr;
+pub use holders::HolderProofs;
 pub use limits::{
     Limits, HEADER_LIMITS, MAX_ACCESS_REQUESTS_LIMIT, MAX_BUFFERED_LIMIT, MAX_COUNT_LIMIT,
     MAX_TIME_LIMIT, MIN_MESSAGE_LIMIT, MIN_REMEMBERED_REQUESTS,
@@ -47,7 +48,7 @@ pub use net::tls::{peer_device, server_name, TlsIdentity};
 pub use requests::{request_id, RequestRecord, RequestState, MAX_REQUEST_CHANGES};
 pub use round::SyncReport;
 pub use ticket::{Ticket, MAX_ADDRESSES};
-pub use tracking::{forget_recorded, forget_recorded_holding, TrackStatus};
+pub use tracking::{forget_recorded, TrackStatus};
 
 /// Who asks a peer for a database: a logged-in user, as far as sync needs to know one.
 pub trait Requester {
@@ -84,7 +85,7 @@ pub struct SyncEngine {
     /// `_sync`: cursors per peer and database, the peers seen, what users track.
     state: state::SyncState,
     /// `_sync` too: the proofs that this device holds copies for its users' keys.
-    holders: holders::HolderProofs,
+    holders: HolderProofs,
     /// `_sync` too: access requests and auto-approve policies.
     requests: requests::Requests,
     /// Sessions that can sign auto-approved grants.
@@ -161,7 +162,7 @@ impl SyncEngine {
             device_key,
             identity,
             requests: requests::Requests::new(state_db.clone()),
-            holders: holders::HolderProofs::new(state_db.clone(), device_key),
+            holders: HolderProofs::new(state_db.clone(), device_key),
             state: state::SyncState::new(state_db),
             approvers: Mutex::new(Vec::new()),
             advertised: Mutex::new(Vec::new()),
@@ -391,8 +392,8 @@ impl SyncEngine {
         addr: &PeerAddr,
         db: &EntryId,
     ) -> Result<SyncReport> {
+        self.asked_for(db, requester)?;
         let keys = requester.key_ring();
-        self.asked_for(db, &*keys)?;
         let candidates = self.request_keys(&*keys, db)?;
         self.round(&*keys, &candidates, addr, db, None)?
             .into_result()
@@ -401,20 +402,16 @@ impl SyncEngine {
     /// Records that a local user, holding `keys`, asked for database `db`: it may then
     /// arrive by push, and this device shows proofs by each of the keys that it holds
     /// copies for them (see [`holders`]).
-    fn asked_for(&self, db: &EntryId, keys: &dyn KeyRing) -> Result<()> {
+    fn asked_for(&self, db: &EntryId, requester: &dyn Requester) -> Result<()> {
         self.state.want(db)?;
-        self.prove_holding(keys)
+        self.prove_holding(&requester.requester_id(), &*requester.key_ring())
     }
 
-    /// Makes this device's holder proof with each key of `keys` (a local user's session)
-    /// that has none yet: peers push a device only what a key with a proof may read there.
-    pub fn prove_holding(&self, keys: &dyn KeyRing) -> Result<()> {
-        self.holders.make(keys)
-    }
-
-    /// Deletes this device's holder proofs by `keys` (keys no user here holds any more).
-    pub fn forget_holding(&self, keys: &[PublicKey]) -> Result<()> {
-        self.holders.forget(keys)
+    /// Makes this device's holder proof with each key of `keys`, a session of account
+    /// `owner`, that has none yet (and is not gone): peers push a device only what a key
+    /// with a proof may read there.
+    pub fn prove_holding(&self, owner: &str, keys: &dyn KeyRing) -> Result<()> {
+        self.holders.make(owner, keys)
     }
 
     /// How far this instance's storage of `db` goes (the newest local position).

@@ -90,7 +90,7 @@ impl SyncEngine {
             .public_keys()?
             .first()
             .ok_or_else(|| Error::Internal("a key ring holds no key".into()))?;
-        self.asked_for(&ticket.db, &*keys)?;
+        self.asked_for(&ticket.db, requester)?;
         self.at_any(&ticket, |engine, peer| {
             let limits = engine.limits();
             let mut connection =

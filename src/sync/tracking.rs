@@ -107,7 +107,7 @@ impl SyncEngine {
         if !self.has_room_for_a_track(&self.running_tracks()) {
             return Err(self.no_room_for_a_track());
         }
-        self.asked_for(db, &*keys)?;
+        self.asked_for(db, requester)?;
         if !self.registry()?.exists(db)? {
             // Bring the database here first, so it can be kept and watched.
             let candidates = self.request_keys(&*keys, db)?;
@@ -192,8 +192,9 @@ impl SyncEngine {
         keys.ensure_usable()?;
         let who = requester.requester_id();
         // Peers push to this device only once one of its users' keys proved it holds
-        // copies for that key.
-        self.prove_holding(&*keys)?;
+        // copies for that key. A login does not fail for it: the next sync, track or
+        // access request of the user makes them again.
+        let _ = self.prove_holding(&who, &*keys);
         let registry = self.registry()?;
         for (db, addr) in self.state.tracks_of(&who)? {
             // Beyond the `max_tracks` limit, tracks stay recorded, listed as not running.
@@ -306,14 +307,4 @@ impl SyncEngine {
 /// is stopped).
 pub fn forget_recorded(state_db: Database, who: &str, db: &EntryId, everyone: bool) -> Result<()> {
     SyncState::new(state_db).forget_db(who, db, everyone)
-}
-
-/// What [`SyncEngine::forget_holding`] does, for an instance whose sync engine is not
-/// running in this process: `state_db` is its `_sync` database, `device` the device's key.
-pub fn forget_recorded_holding(
-    state_db: Database,
-    device: PublicKey,
-    keys: &[PublicKey],
-) -> Result<()> {
-    super::holders::HolderProofs::new(state_db, device).forget(keys)
 }

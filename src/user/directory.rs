@@ -10,7 +10,7 @@ use super::account::{self, check_password, check_username, Vault};
 use super::lifecycle::Lifecycle;
 use super::records::{
     owner_key, AccountStatus, CatalogRecord, CreationRecord, DeletionRecord, UserRecord, CATALOG,
-    CREATING, DELETING, KEYS, OWNERS, TRACKED, USERS,
+    CREATING, DELETING, OWNERS, TRACKED, USERS,
 };
 use super::session::Session;
 use super::User;
@@ -301,7 +301,7 @@ impl Accounts {
     /// (listed by the database or not) and the account secret, then the database.
     /// Repeatable. [`Error::Busy`] if the database was written meanwhile (it then stays).
     fn erase_account(&self, id: &str, db: &EntryId) -> Result<()> {
-        self.forget_keys_of(db)?;
+        self.lifecycle.account_erased(id)?;
         self.vault(id).delete_all()?;
         if !self.registry.discard(db)? {
             return Err(Error::Busy(format!(
@@ -309,22 +309,6 @@ impl Accounts {
             )));
         }
         Ok(())
-    }
-
-    /// Tells the instance that the keys the account database `db` lists are gone (their
-    /// holder proofs go; see [`Lifecycle::keys_gone`]), before the account is erased. None
-    /// once the database is gone (an erasure repeated).
-    fn forget_keys_of(&self, db: &EntryId) -> Result<()> {
-        if !self.registry.exists(db)? {
-            return Ok(());
-        }
-        let user_db = self
-            .registry
-            .open(*db, self.device.clone(), self.device_key);
-        let keys: Vec<PublicKey> = (KEYS.all(&user_db)?.into_iter())
-            .filter_map(|(text, _)| PublicKey::parse(&text).ok())
-            .collect();
-        self.lifecycle.keys_gone(&keys)
     }
 
     /// Logs a user in. Unknown users and wrong passwords both give [`Error::AuthFailed`]

@@ -25,14 +25,16 @@ pub trait Lifecycle: Send + Sync {
     /// forgets what is recorded about it elsewhere; called before the storage goes.
     fn forgotten(&self, user_id: &str, db: &EntryId, unkept: bool) -> Result<()>;
 
-    /// A user added a key to `keys`, its session's key ring: with sync enabled, the device
-    /// makes that key's holder proof, so that peers push to it what the key may read.
-    fn key_added(&self, keys: &dyn KeyRing) -> Result<()>;
+    /// User `user_id` added a key to `keys`, its session's key ring: with sync enabled, the
+    /// device makes that key's holder proof, so that peers push to it what the key may read.
+    fn key_added(&self, user_id: &str, keys: &dyn KeyRing) -> Result<()>;
 
-    /// `keys` no longer belong to any user here (a key removed, an account erased): the
-    /// device drops their holder proofs, so that peers stop pushing to it for them. Called
-    /// before they go.
-    fn keys_gone(&self, keys: &[PublicKey]) -> Result<()>;
+    /// User `user_id` removed `key`: the device marks its holder proof gone, for good.
+    fn key_removed(&self, user_id: &str, key: &PublicKey) -> Result<()>;
+
+    /// The account `user_id` is being erased: the device marks the holder proofs of its
+    /// keys gone, for good. Repeatable.
+    fn account_erased(&self, user_id: &str) -> Result<()>;
 }
 
 impl User {
@@ -131,9 +133,9 @@ impl User {
         self.own_record()?;
         let vault = self.accounts.vault(&self.id);
         self.unless_deleted(account::remove_key(&self.user_db, &vault, key))?;
-        // Its holder proof goes too (see `Lifecycle::keys_gone`).
-        self.accounts.lifecycle().keys_gone(&[*key])?;
-        self.session.remove_key(key)
+        self.session.remove_key(key)?;
+        // Its holder proof goes too (see `Lifecycle::key_removed`).
+        self.accounts.lifecycle().key_removed(&self.id, key)
     }
 
     /// Makes `key`, one of the user's keys, the default: it signs the databases the user

@@ -280,7 +280,7 @@ impl User {
         self.session.add_key(key)?;
         // The key is added whatever happens here: a proof not made now is made when the
         // user next logs in with sync enabled, or syncs, tracks or asks for a database.
-        let _ = self.accounts.lifecycle().key_added(&*self.key_ring());
+        let _ = (self.accounts.lifecycle()).key_added(&self.id, &*self.key_ring());
         Ok(public)
     }
 
@@ -409,11 +409,15 @@ mod tests {
             Ok(())
         }
 
-        fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
+        fn key_added(&self, _: &str, _: &dyn KeyRing) -> crate::Result<()> {
             Ok(())
         }
 
-        fn keys_gone(&self, _: &[crate::crypto::PublicKey]) -> crate::Result<()> {
+        fn key_removed(&self, _: &str, _: &crate::crypto::PublicKey) -> crate::Result<()> {
+            Ok(())
+        }
+
+        fn account_erased(&self, _: &str) -> crate::Result<()> {
             Ok(())
         }
     }
@@ -587,11 +591,15 @@ mod tests {
             Ok(())
         }
 
-        fn key_added(&self, _: &dyn KeyRing) -> crate::Result<()> {
+        fn key_added(&self, _: &str, _: &dyn KeyRing) -> crate::Result<()> {
             Ok(())
         }
 
-        fn keys_gone(&self, _: &[crate::crypto::PublicKey]) -> crate::Result<()> {
+        fn key_removed(&self, _: &str, _: &crate::crypto::PublicKey) -> crate::Result<()> {
+            Ok(())
+        }
+
+        fn account_erased(&self, _: &str) -> crate::Result<()> {
             Ok(())
         }
     }

@@ -958,7 +958,7 @@ fn a_listener_shows_its_users_holder_proofs_for_the_keys_asked_about() {
     let carol = a.login("carol", None).unwrap().default_key().unwrap();
     let mut users = vec![keys[0], keys[1], carol];
     users.sort();
-    // Asked about a few keys (looked up one by one), and about many (one full read).
+    // Asked about a few keys, and about many in a stranger's key order.
     for asked in [
         vec![keys[0], reader.public_key(), carol, keys[1]],
         [&strangers[..], &[carol], &keys[..]].concat(),

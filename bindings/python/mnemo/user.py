@@ -177,8 +177,9 @@ class User:
         """Removes one of the user's keys, ``"ed25519:<base64url>"``: its record goes and
         its sealed private key is erased from storage. This session stops signing with it at
         once (other sessions of the user hold it until they log out); grants it holds in
-        databases stay. The device's holder proof by the key goes (see
-        :meth:`mnemo.Sync.sync_db`): peers stop pushing to it what only that key may read.
+        databases stay. The device's holder proof by the key is marked gone (see
+        :meth:`mnemo.Sync.sync_db`): peers stop pushing to this device what only that key
+        may read (revoke the key's read to cut off a device that kept a copy of the proof).
 
         Raises InvalidArgument for the default key (make another the default first with
         :meth:`set_default_key`) or a malformed key, NotFound if the user has no such key,
@@ -263,8 +264,8 @@ class User:
     def delete_user(self, username: str) -> None:
         """Admin only: deletes another account. It can no longer log in (AuthFailed, as for
         any unknown user) and its name can be created again, as a new account; its sealed
-        keys and private records are erased, and the device's holder proofs by its keys
-        (see :meth:`mnemo.Sync.sync_db`), while its databases stay. Raises as
+        keys and private records are erased, and the device's holder proofs by its keys are
+        marked gone (see :meth:`mnemo.Sync.sync_db`), while its databases stay. Raises as
         :meth:`disable_user`, or Busy if a session of that user changed its account
         meanwhile (delete it again). A deletion stopped part-way (an error, a crash) leaves
         the user either there or gone, never in between.

@@ -593,8 +593,11 @@ def test_a_key_added_proves_its_device_at_once(pair: Pair) -> None:
     pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
     with pair.bob.load_db(pair.db.id) as copy:
         assert copy.get(STORE, "for the laptop") == 3
-    # Removed, the key's proof goes with it: his device is pushed nothing more.
-    pair.bob.remove_key(laptop)
+    # Removed, the key's proof goes with it, for good: another session of bob's, which
+    # still holds the key, does not make it again by syncing.
+    with pair.b.login("bob") as other_session:
+        pair.bob.remove_key(laptop)
+        pair.sync_b.sync_db(other_session, pair.addr, pair.db.id)
     pair.db.set(STORE, "after the laptop", 4)
     with pytest.raises(mnemo.PermissionDenied, match="did not prove that it holds"):
         pair.sync_a.sync_db(pair.alice, bobs_device, pair.db.id)
