@@ -27,14 +27,22 @@ pub trait Lifecycle: Send + Sync {
 
     /// User `user_id` added a key to `keys`, its session's key ring: with sync enabled, the
     /// device makes that key's holder proof, so that peers push to it what the key may read.
-    fn key_added(&self, user_id: &str, keys: &dyn KeyRing) -> Result<()>;
+    /// (By default nothing: an instance without sync.)
+    fn key_added(&self, _user_id: &str, _keys: &dyn KeyRing) -> Result<()> {
+        Ok(())
+    }
 
-    /// User `user_id` removed `key`: the device marks its holder proof gone, for good.
-    fn key_removed(&self, user_id: &str, key: &PublicKey) -> Result<()>;
+    /// User `user_id` removed `key`: the device marks its holder proof gone, for good. (By
+    /// default nothing.)
+    fn key_removed(&self, _user_id: &str, _key: &PublicKey) -> Result<()> {
+        Ok(())
+    }
 
     /// The account `user_id` is being erased: the device marks the holder proofs of its
-    /// keys gone, for good. Repeatable.
-    fn account_erased(&self, user_id: &str) -> Result<()>;
+    /// keys gone, for good. Repeatable. (By default nothing.)
+    fn account_erased(&self, _user_id: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl User {

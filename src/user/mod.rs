@@ -408,18 +408,6 @@ mod tests {
         fn forgotten(&self, _: &str, _: &crate::entry::EntryId, _: bool) -> crate::Result<()> {
             Ok(())
         }
-
-        fn key_added(&self, _: &str, _: &dyn KeyRing) -> crate::Result<()> {
-            Ok(())
-        }
-
-        fn key_removed(&self, _: &str, _: &crate::crypto::PublicKey) -> crate::Result<()> {
-            Ok(())
-        }
-
-        fn account_erased(&self, _: &str) -> crate::Result<()> {
-            Ok(())
-        }
     }
 
     fn contains(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
@@ -588,18 +576,6 @@ mod tests {
             if let (true, Some(work)) = (unkept, work) {
                 work();
             }
-            Ok(())
-        }
-
-        fn key_added(&self, _: &str, _: &dyn KeyRing) -> crate::Result<()> {
-            Ok(())
-        }
-
-        fn key_removed(&self, _: &str, _: &crate::crypto::PublicKey) -> crate::Result<()> {
-            Ok(())
-        }
-
-        fn account_erased(&self, _: &str) -> crate::Result<()> {
             Ok(())
         }
     }

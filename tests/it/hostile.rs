@@ -497,6 +497,29 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
     }
 }
 
+/// A reader of `db`: a new key granted read there.
+fn granted_reader(db: &mnemo::Database) -> PrivateKey {
+    let reader = PrivateKey::generate().unwrap();
+    db.grant(&reader.public_key(), Permission::Read).unwrap();
+    reader
+}
+
+/// The answers of a peer that holds nothing and takes every entry pushed, counting them in
+/// `pushed` (other requests: trickled).
+fn taking_all(
+    pushed: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Fn(&Request) -> Option<Vec<u8>> + Send + Sync + 'static {
+    move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[])),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
+        Request::Push(entries) => {
+            pushed.fetch_add(entries.len(), Ordering::SeqCst);
+            Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
+        }
+        _ => None,
+    }
+}
+
 /// A peer is pushed nothing until it shows a holder proof for its own device by a key that
 /// may read the database here: not one made for another device, a forged one, one by a
 /// revoked key, nor one by a key without a grant. Each round still ends, saying why.
@@ -504,18 +527,9 @@ fn the_held_entries_a_peer_may_list_are_the_databases_own_count() {
 fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
     let kept = Kept::new();
     let bob_db = kept.bob.load_db(&kept.db).unwrap();
-    let (reader, revoked, stranger) = (
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-        PrivateKey::generate().unwrap(),
-    );
-    bob_db
-        .grant(&reader.public_key(), Permission::Read)
-        .unwrap();
-    bob_db
-        .grant(&revoked.public_key(), Permission::Write)
-        .unwrap();
+    let (reader, revoked) = (granted_reader(&bob_db), granted_reader(&bob_db));
     bob_db.revoke(&revoked.public_key()).unwrap();
+    let stranger = PrivateKey::generate().unwrap();
     let device = Arc::new(PrivateKey::generate().unwrap());
     let here = device.public_key();
     let elsewhere = PrivateKey::generate().unwrap().public_key();
@@ -524,16 +538,10 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
     let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Shows `proofs` whatever it is asked (a hostile device).
     let peer_showing = |proofs: Vec<(PublicKey, [u8; 64])>| {
-        let pushes = pushes.clone();
+        let taking = taking_all(pushes.clone());
         fake_peer_of(device.clone(), move |request| match request {
-            Request::Tips => Some(wire::encode_ids(&[])),
-            Request::Have(asked) => Some(wire::encode_flags(&vec![false; asked.len()])),
             Request::Holders { .. } => Some(wire::encode_proofs(&proofs)),
-            Request::Push(entries) => {
-                pushes.fetch_add(entries.len(), Ordering::SeqCst);
-                Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
-            }
-            _ => None,
+            _ => taking(request),
         })
     };
     for (case, proofs) in [
@@ -573,29 +581,22 @@ fn a_peer_without_a_holder_proof_for_its_own_device_is_pushed_nothing() {
 fn a_revocation_made_while_a_round_pushes_stops_it_at_the_next_batch() {
     let kept = Kept::new();
     let bob_db = kept.bob.load_db(&kept.db).unwrap();
-    let reader = PrivateKey::generate().unwrap();
-    bob_db
-        .grant(&reader.public_key(), Permission::Read)
-        .unwrap();
+    let reader = granted_reader(&bob_db);
     for i in 0..600 {
         bob_db.set("s", &i.to_string(), "1").unwrap();
     }
     let revoking = std::sync::Mutex::new(Some(bob_db.clone()));
     let reader_key = reader.public_key();
     let pushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = pushed.clone();
-    let addr = fake_peer_holding_for(&reader, move |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[])),
-        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
-        Request::Push(entries) => {
-            // The first batch arrives: bob revokes the device's only reader.
+    let taking = taking_all(pushed.clone());
+    let addr = fake_peer_holding_for(&reader, move |request| {
+        // The first batch arrives: bob revokes the device's only reader.
+        if let Request::Push(_) = request {
             if let Some(db) = revoking.lock().unwrap().take() {
                 db.revoke(&reader_key).unwrap();
             }
-            counted.fetch_add(entries.len(), Ordering::SeqCst);
-            Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
         }
-        _ => None,
+        taking(request)
     });
     let err = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap_err();
     assert!(
@@ -618,12 +619,8 @@ fn a_device_proving_the_last_of_many_readers_is_pushed_to() {
             .grant(&reader.public_key(), Permission::Read)
             .unwrap();
     }
-    let addr = fake_peer_holding_for(readers.last().unwrap(), |request| match request {
-        Request::Tips => Some(wire::encode_ids(&[])),
-        Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
-        Request::Push(entries) => Some(wire::encode_statuses(&vec![Status::Ok; entries.len()])),
-        _ => None,
-    });
+    let taking = taking_all(Arc::default());
+    let addr = fake_peer_holding_for(readers.last().unwrap(), taking);
     let report = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap();
     assert_eq!(report.pushed, 1101);
 }
@@ -634,28 +631,18 @@ fn a_device_proving_the_last_of_many_readers_is_pushed_to() {
 #[test]
 fn a_device_taking_the_place_of_one_that_proved_mid_round_is_pushed_nothing() {
     let kept = Kept::new();
-    let bob_db = kept.bob.load_db(&kept.db).unwrap();
-    let reader = PrivateKey::generate().unwrap();
-    bob_db
-        .grant(&reader.public_key(), Permission::Read)
-        .unwrap();
+    let reader = granted_reader(&kept.bob.load_db(&kept.db).unwrap());
     let honest = Arc::new(PrivateKey::generate().unwrap());
     let proofs = vec![holder_proof(&reader, &honest.public_key())];
     let pushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = pushes.clone();
+    let taking = taking_all(pushes.clone());
     let addr = fake_peer_switching(
         honest,
         Arc::new(PrivateKey::generate().unwrap()),
         |request| matches!(request, Request::Holders { .. }),
         move |request| match request {
-            Request::Tips => Some(wire::encode_ids(&[])),
-            Request::Have(ids) => Some(wire::encode_flags(&vec![false; ids.len()])),
             Request::Holders { .. } => Some(proofs_asked(request, &proofs)),
-            Request::Push(entries) => {
-                counted.fetch_add(entries.len(), Ordering::SeqCst);
-                Some(wire::encode_statuses(&vec![Status::Ok; entries.len()]))
-            }
-            _ => None,
+            _ => taking(request),
         },
     );
     let err = kept.sync.sync_db(&kept.bob, &addr, &kept.db).unwrap_err();
@@ -672,10 +659,7 @@ fn a_peer_claiming_to_differ_from_what_it_listed_or_took_gets_it_all_again_once_
     let kept = Kept::new();
     let bob_db = kept.bob.load_db(&kept.db).unwrap();
     // The peer's device holds copies for a reader: bob pushes to it.
-    let reader = PrivateKey::generate().unwrap();
-    bob_db
-        .grant(&reader.public_key(), Permission::Read)
-        .unwrap();
+    let reader = granted_reader(&bob_db);
     for i in 0..4 {
         bob_db.set("s", &i.to_string(), "1").unwrap();
     }
