@@ -174,11 +174,11 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             Request::Tips => Ok(wire::encode_ids(&[])),
             Request::Have(ids) => Ok(wire::encode_flags(&vec![false; ids.len()])),
             // A client about to push the database here: the proofs of the keys it names,
-            // if a local user asked for it (else none: a push would be refused anyway).
-            // (Answered without remembering the request: it changes nothing, and strangers
-            // may not fill the replay memory.)
+            // if a local user asked for it (else refused, as its push would be). Answered
+            // without remembering the request: it changes nothing, and strangers may not
+            // fill the replay memory.
             Request::Holders { salt, hashes } => match sync.state.wants(&env.db)? {
-                true => Ok(wire::encode_proofs(&sync.holders.of(&salt, &hashes)?)),
+                true => proofs_of(sync, &salt, &hashes),
                 false => Err(not_asked_for()),
             },
             Request::Push(entries) => {
@@ -243,14 +243,17 @@ fn database(sync: &SyncEngine, peer: &PublicKey, body: Vec<u8>) -> Result<Vec<u8
             Ok(wire::encode_flags(&flags))
         }
         Request::Push(entries) => Ok(push(&registry, env.db, entries)),
-        Request::Holders { salt, hashes } => {
-            Ok(wire::encode_proofs(&sync.holders.of(&salt, &hashes)?))
-        }
+        Request::Holders { salt, hashes } => proofs_of(sync, &salt, &hashes),
         // Access requests were taken above; watches have an endpoint of their own.
         Request::Watch { .. } | Request::Ask { .. } => {
             Err(Error::invalid("watch requests go to the watch endpoint"))
         }
     }
+}
+
+/// The reply to a holders request: this device's proofs by the keys named.
+fn proofs_of(sync: &SyncEngine, salt: &[u8; 16], hashes: &[[u8; 32]]) -> Result<Vec<u8>> {
+    Ok(wire::encode_proofs(&sync.holders.of(salt, hashes)?))
 }
 
 fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {

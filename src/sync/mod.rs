@@ -399,8 +399,8 @@ impl SyncEngine {
             .into_result()
     }
 
-    /// Records that a local user, holding `keys`, asked for database `db`: it may then
-    /// arrive by push, and this device shows proofs by each of the keys that it holds
+    /// Records that a local user, `requester`, asked for database `db`: it may then arrive
+    /// by push, and this device shows proofs by each of the user's keys that it holds
     /// copies for them (see [`holders`]).
     fn asked_for(&self, db: &EntryId, requester: &dyn Requester) -> Result<()> {
         self.state.want(db)?;

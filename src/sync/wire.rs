@@ -65,13 +65,17 @@ fn ids(w: &mut Writer, ids: &[EntryId]) {
 }
 
 fn read_ids(r: &mut Reader<'_>) -> Result<Vec<EntryId>> {
-    let n = r.count(MAX_IDS, "ids").map_err(|_| bad("too many ids"))?;
+    let ids = read_32s(r, "ids")?;
+    Ok(ids.into_iter().map(EntryId::from_bytes).collect())
+}
+
+/// A count, then that many 32-byte items (ids, hashes), at most [`MAX_IDS`].
+fn read_32s(r: &mut Reader<'_>, what: &str) -> Result<Vec<[u8; 32]>> {
+    let n = r
+        .count(MAX_IDS, what)
+        .map_err(|_| bad(&format!("too many {what}")))?;
     (0..n)
-        .map(|_| {
-            Ok(EntryId::from_bytes(
-                r.array().map_err(|_| bad("truncated id"))?,
-            ))
-        })
+        .map(|_| r.array().map_err(|_| bad(&format!("truncated {what}"))))
         .collect()
 }
 
@@ -101,15 +105,6 @@ fn key(r: &mut Reader<'_>) -> Result<PublicKey> {
     Ok(PublicKey::from_bytes(
         r.array().map_err(|_| bad("truncated key"))?,
     ))
-}
-
-fn read_hashes(r: &mut Reader<'_>) -> Result<Vec<[u8; 32]>> {
-    let n = r
-        .count(MAX_IDS, "hashes")
-        .map_err(|_| bad("too many hashes"))?;
-    (0..n)
-        .map(|_| r.array().map_err(|_| bad("truncated hash")))
-        .collect()
 }
 
 /// What a request on a database asks for.
@@ -207,7 +202,7 @@ impl Request {
             },
             8 => Request::Holders {
                 salt: r.array().map_err(|_| bad("truncated salt"))?,
-                hashes: read_hashes(r)?,
+                hashes: read_32s(r, "hashes")?,
             },
             other => return Err(bad(&format!("unknown request {other}"))),
         })
