@@ -444,6 +444,13 @@ impl Backend for MemoryBackend {
         Ok(inner.meta.remove(key).is_some())
     }
 
+    fn meta_delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let mut inner = self.write()?;
+        let before = inner.meta.len();
+        inner.meta.retain(|key, _| !key.starts_with(prefix));
+        Ok((before - inner.meta.len()) as u64)
+    }
+
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.read()?.secrets.get(key).cloned())
     }

@@ -398,6 +398,9 @@ pub trait Backend: Send + Sync {
     /// exactly `only_if` (so a decision made on a value read earlier cannot remove one
     /// written since). Returns whether it removed it.
     fn meta_delete(&self, key: &str, only_if: Option<&[u8]>) -> Result<bool>;
+    /// Removes every record whose key starts with `prefix`, in one write; returns how many
+    /// it removed. `prefix` ends with `/`, so that it names a whole family of records.
+    fn meta_delete_prefix(&self, prefix: &str) -> Result<u64>;
     /// Reads a secret (sealed key material).
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a secret: unconditionally when `replacing` is `None`, else only if the stored

@@ -68,27 +68,38 @@ pub(super) enum Direction {
 
 /// The instance metadata record of a cursor (a storage position, 8 bytes big-endian; read
 /// from its first 8 bytes, so that a later build may add to it):
-/// `sync-cursor/<peer>/<database>/<pull|push>`. Cursors are this device's own bookkeeping,
+/// `sync-cursor/<database>/<peer>/<pull|push>`. Cursors are this device's own bookkeeping,
 /// replaced in place: as `_sync` records, every round that moved one added a signed entry
 /// to `_sync`, which grew with each round for good.
 fn cursor_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
-    direction_record("sync-cursor", peer, db, direction)
+    direction_record(CURSORS, peer, db, direction)
 }
 
 /// The instance metadata record of when rounds with `peer` on `db` last started again from
 /// the beginning in `direction` (see [`SyncState::start_again`]; ms since the epoch, 8 bytes
-/// big-endian): `sync-restart/<peer>/<database>/<pull|push>`.
+/// big-endian): `sync-restart/<database>/<peer>/<pull|push>`.
 fn restart_record(peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
-    direction_record("sync-restart", peer, db, direction)
+    direction_record(RESTARTS, peer, db, direction)
 }
 
-/// `<kind>/<peer>/<database>/<pull|push>`.
+/// The kind of [`cursor_record`]s.
+const CURSORS: &str = "sync-cursor";
+/// The kind of [`restart_record`]s.
+const RESTARTS: &str = "sync-restart";
+
+/// `<kind>/<database>/<peer>/<pull|push>`: the database first, so that one prefix
+/// ([`database_records`]) names all of a database's records of a kind.
 fn direction_record(kind: &str, peer: &PublicKey, db: &EntryId, direction: Direction) -> String {
     let way = match direction {
         Direction::Pull => "pull",
         Direction::Push => "push",
     };
-    format!("{kind}/{peer}/{db}/{way}")
+    format!("{}{peer}/{way}", database_records(kind, db))
+}
+
+/// The prefix of every record of `kind` about `db`, whatever the peer and direction.
+fn database_records(kind: &str, db: &EntryId) -> String {
+    format!("{kind}/{db}/")
 }
 
 /// The least time between two rounds with one peer, on one database, that start again from
@@ -191,15 +202,10 @@ impl SyncState {
             }
         }
         if everyone {
-            for (peer, _) in PEERS.all(&self.db)? {
-                let Ok(peer) = PublicKey::parse(&peer) else {
-                    continue;
-                };
-                for direction in [Direction::Pull, Direction::Push] {
-                    let backend = self.db.backend();
-                    backend.meta_delete(&cursor_record(&peer, db, direction), None)?;
-                    backend.meta_delete(&restart_record(&peer, db, direction), None)?;
-                }
+            // One delete each, however many peers the database was synced with.
+            let backend = self.db.backend();
+            for kind in [CURSORS, RESTARTS] {
+                backend.meta_delete_prefix(&database_records(kind, db))?;
             }
             if WANTED.get(&self.db, &db.to_text())?.is_some() {
                 WANTED.remove(&mut txn, &db.to_text())?;
@@ -355,6 +361,38 @@ mod tests {
         // Forgetting the database forgets when it started again.
         state.forget_db("", &db, true).unwrap();
         assert_eq!(backend.meta_get(&record).unwrap(), None);
+    }
+
+    #[test]
+    fn forgetting_a_database_forgets_its_records_with_every_peer_and_only_its() {
+        let state = state();
+        let db = EntryId::of_bytes(b"a database");
+        let other = EntryId::of_bytes(b"another database");
+        // Peers recorded or not (a record lost, or never written): all are forgotten.
+        let peers: Vec<PublicKey> = (0..3)
+            .map(|_| PrivateKey::generate().unwrap().public_key())
+            .collect();
+        state.peer_seen(&peers[0]).unwrap();
+        for peer in &peers {
+            for direction in [Direction::Pull, Direction::Push] {
+                for db in [&db, &other] {
+                    state.start_again(peer, db, direction).unwrap();
+                    state.save_cursor(peer, db, direction, 5).unwrap();
+                }
+            }
+        }
+        state.forget_db("", &db, true).unwrap();
+        let backend = state.db.backend();
+        for peer in &peers {
+            for direction in [Direction::Pull, Direction::Push] {
+                assert_eq!(state.cursor(peer, &db, direction).unwrap(), 0);
+                let restart = restart_record(peer, &db, direction);
+                assert_eq!(backend.meta_get(&restart).unwrap(), None);
+                assert_eq!(state.cursor(peer, &other, direction).unwrap(), 5);
+                let kept = restart_record(peer, &other, direction);
+                assert!(backend.meta_get(&kept).unwrap().is_some());
+            }
+        }
     }
 
     #[test]

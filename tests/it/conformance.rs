@@ -474,6 +474,49 @@ fn metadata_records_are_inserted_once_replaced_and_kept_across_reopening() {
 }
 
 #[test]
+fn metadata_records_are_deleted_by_prefix_and_only_those() {
+    for storage in storages() {
+        let name = storage.name();
+        let backend = storage.open();
+        let keys = [
+            "sync-x/a/1",
+            "sync-x/a/2",
+            "sync-x/a/\u{10FFFF}",
+            "sync-x/a",
+            "sync-x/ab/1",
+            "sync-x/a0",
+            "sync-x/a.",
+            "sync-y/a/1",
+            "sync-x%/a/1",
+        ];
+        for key in keys {
+            backend.meta_put(key, b"v").unwrap();
+        }
+        assert_eq!(
+            backend.meta_delete_prefix("sync-x/a/").unwrap(),
+            3,
+            "{name}"
+        );
+        assert_eq!(
+            backend.meta_delete_prefix("sync-x/a/").unwrap(),
+            0,
+            "{name}"
+        );
+        for key in keys {
+            let kept = !key.starts_with("sync-x/a/");
+            assert_eq!(
+                backend.meta_get(key).unwrap().is_some(),
+                kept,
+                "{name} {key}"
+            );
+        }
+        // Matched as text, not as a pattern.
+        assert_eq!(backend.meta_delete_prefix("sync-_/").unwrap(), 0, "{name}");
+        assert_eq!(backend.meta_delete_prefix("sync-x%/").unwrap(), 1, "{name}");
+    }
+}
+
+#[test]
 fn stores_are_listed_and_state_is_replaced_whole_if_current() {
     use mnemo::backend::{Cell, StateWrite, Version};
     for storage in storages() {

@@ -752,6 +752,9 @@ impl Backend for Instrumented {
         run_once(&self.before_meta_delete);
         self.write(|| self.inner.meta_delete(key, only_if))
     }
+    fn meta_delete_prefix(&self, prefix: &str) -> Result<u64, Error> {
+        self.write(|| self.inner.meta_delete_prefix(prefix))
+    }
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         self.run_before_secret_read();
         self.read(|| self.inner.secret_get(key))

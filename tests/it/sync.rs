@@ -240,7 +240,7 @@ fn a_server_forgetting_a_database_and_pulling_it_again_keeps_its_clients_cursors
         c_sync.sync_db(&carl, &server_addr, &id).unwrap();
         assert_eq!(on_c.tips().unwrap(), again.tips().unwrap(), "{name}");
         assert_eq!(state(&on_c, "notes"), state(&again, "notes"), "{name}");
-        let restart = format!("sync-restart/{}/{id}/pull", server.device_id());
+        let restart = format!("sync-restart/{id}/{}/pull", server.device_id());
         assert_eq!(carl_storage.meta_get(&restart).unwrap(), None, "{name}");
     }
 }

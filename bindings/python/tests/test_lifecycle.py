@@ -145,6 +145,38 @@ def test_forgetting_stops_tracking_for_good() -> None:
             bob.load_db(db.id)
 
 
+def test_forgetting_a_synced_database_drops_its_sync_records_and_only_its(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bob.db"
+    with ExitStack() as stack:
+        a = stack.enter_context(mnemo.Instance.open("memory:"))
+        b = stack.enter_context(mnemo.Instance.open(f"sqlite:{path}"))
+        a.enable_sync()
+        b.enable_sync()
+        addr = stack.enter_context(a.sync).listen()
+        sync_b = stack.enter_context(b.sync)
+        a.create_user("alice")
+        b.create_user("bob")
+        alice = stack.enter_context(a.login("alice"))
+        bob = stack.enter_context(b.login("bob"))
+        ids = []
+        for name in ("gone", "kept"):
+            db = stack.enter_context(alice.create_db(name))
+            db.grant(default_key(bob), "write")
+            sync_b.sync_db(bob, addr, db.id)
+            with bob.load_db(db.id) as copy:
+                copy.set("s", "k", name)
+            sync_b.sync_db(bob, addr, db.id)  # pulled and pushed: cursors both ways
+            ids.append(db.id)
+        gone, kept = ids
+        assert meta_keys_naming(path, gone) >= 2
+        assert meta_keys_naming(path, kept) >= 2
+        bob.forget_db(gone)
+        assert meta_keys_naming(path, gone) == 0
+        assert meta_keys_naming(path, kept) >= 2
+
+
 def test_remove_key_refuses_the_default_and_unknown_keys(user: mnemo.User) -> None:
     with pytest.raises(mnemo.InvalidArgument, match="default"):
         user.remove_key(default_key(user))

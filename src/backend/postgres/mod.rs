@@ -1588,6 +1588,20 @@ impl Backend for PostgresBackend {
             == 1)
     }
 
+    fn meta_delete_prefix(&self, prefix: &str) -> Result<u64> {
+        // A range of the key's index (its collation is "C": byte order).
+        let Some(range) = KeyRange::new(prefix, None) else {
+            return Ok(0);
+        };
+        let mut c = self.lock()?;
+        c.client
+            .execute(
+                "DELETE FROM mnemo_meta WHERE key >= $1 AND ($2::text IS NULL OR key < $2)",
+                &[&range.lower, &range.upper],
+            )
+            .map_err(pg_error)
+    }
+
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let row = self.read(|c| {
             c.client

@@ -905,6 +905,18 @@ impl Backend for SqliteBackend {
         delete_meta(&*self.writer()?, key, only_if)
     }
 
+    fn meta_delete_prefix(&self, prefix: &str) -> Result<u64> {
+        // A range of the key's index, not a scan of the table.
+        let Some(range) = KeyRange::new(prefix, None) else {
+            return Ok(0);
+        };
+        let n = (self.writer()?)
+            .prepare_cached("DELETE FROM meta WHERE key >= ?1 AND (?2 IS NULL OR key < ?2)")
+            .and_then(|mut s| s.execute(params![range.lower, range.upper]))
+            .map_err(sql_error)?;
+        Ok(n as u64)
+    }
+
     fn secret_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let query = "SELECT value, chk FROM secrets WHERE key = ?1";
         checked_value(&*self.reader()?, query, key, "secret")
