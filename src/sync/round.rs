@@ -235,6 +235,7 @@ impl Exchange<'_> {
                 "the round was stopped: its tracking ended".into(),
             ));
         }
+        let largest = request.largest_reply();
         let mut env = Envelope {
             db: self.db,
             key: self.key,
@@ -245,7 +246,7 @@ impl Exchange<'_> {
             signature: [0; 64],
         };
         env.signature = self.keys.sign(&self.key, &env.signed_part())?;
-        self.connection.post("db", env.encode())
+        self.connection.post("db", env.encode(), largest)
     }
 
     /// Takes every entry the peer lists after the pull cursor that this instance lacks.

@@ -106,7 +106,8 @@ impl SyncEngine {
                 signature: [0; 64],
             };
             env.signature = keys.sign(&key, &env.signed_part())?;
-            let answered = wire::decode_text(&connection.post("db", env.encode())?)?;
+            let largest = env.request.largest_reply();
+            let answered = wire::decode_text(&connection.post("db", env.encode(), largest)?)?;
             // The id is the request's, the same on both sides: whatever else a peer
             // answers is refused, not handed to the application (which may show it).
             let expected = request_id(&ticket.db, &key);

@@ -386,5 +386,6 @@ async fn watch_once(
         signature: [0; 64],
     };
     env.signature = keys.sign(key, &env.signed_part())?;
-    wire::decode_position(&link.post("watch", env.encode()).await?)
+    let largest = env.request.largest_reply();
+    wire::decode_position(&link.post("watch", env.encode(), largest).await?)
 }

@@ -21,6 +21,10 @@ pub const MAX_IDS: usize = 1024;
 pub const MAX_ENTRIES: usize = 256;
 /// Target size of one batch of entries (a batch may exceed it by one entry).
 pub const BATCH_BYTES: usize = 4 << 20;
+/// Largest reply to any request but [`Request::Get`], in bytes: the largest an honest peer
+/// sends (a page of [`MAX_IDS`] ids, as many holder proofs, an error's message) fits well
+/// within it.
+pub const MAX_SMALL_REPLY: usize = 128 << 10;
 /// How far a signed request's timestamp may be from the server's clock (either way).
 pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 
@@ -140,6 +144,16 @@ pub enum Request {
 }
 
 impl Request {
+    /// The largest reply this request can have from an honest peer, in bytes: a client
+    /// reads no more, so a peer answering a small question at length is cut off before
+    /// its reply is held. Only entries come in large replies.
+    pub fn largest_reply(&self) -> usize {
+        match self {
+            Request::Get(_) => MAX_MESSAGE,
+            _ => MAX_SMALL_REPLY,
+        }
+    }
+
     fn tag(&self) -> u8 {
         match self {
             Request::Tips => 1,
@@ -563,6 +577,37 @@ mod tests {
             decode_statuses(&encode_statuses(&statuses)).unwrap(),
             vec![0, 12, 5]
         );
+    }
+
+    #[test]
+    fn the_largest_small_replies_fit_their_bound() {
+        let key = PrivateKey::generate().unwrap().public_key();
+        let ids = vec![EntryId::of_bytes(b"a"); MAX_IDS];
+        let page = IdsPage {
+            ids: ids.clone(),
+            next: u64::MAX,
+            more: true,
+        };
+        let error = ErrorReply {
+            status: 5,
+            message: "\u{10FFFF}".repeat(1024), // 4,096 bytes: the most decoded
+        };
+        assert!(ErrorReply::decode(&error.encode()).is_ok());
+        let largest = [
+            page.encode(),
+            encode_ids(&ids),
+            encode_flags(&[true; MAX_IDS]),
+            encode_statuses(&[Status::Ok; MAX_ENTRIES]),
+            encode_proofs(&vec![(key, [0; 64]); MAX_IDS]),
+            encode_text(&"x".repeat(MAX_TEXT)),
+            encode_position(u64::MAX),
+            error.encode(),
+        ];
+        for reply in largest {
+            assert!(reply.len() <= MAX_SMALL_REPLY, "{}", reply.len());
+        }
+        assert_eq!(Request::Get(ids.clone()).largest_reply(), MAX_MESSAGE);
+        assert_eq!(Request::Have(ids).largest_reply(), MAX_SMALL_REPLY);
     }
 
     #[test]

@@ -220,6 +220,28 @@ fn a_server_that_claims_more_without_giving_it_cannot_hang_the_client() {
     assert!(matches!(err, Error::Network(_)), "{err}");
 }
 
+/// Only entries come in large replies: a peer answering any other request with more than
+/// the largest honest reply is cut off before the body is read, not held up to the largest
+/// message and then found wrong.
+#[test]
+fn a_long_answer_to_a_short_question_is_refused_unread() {
+    let tip = EntryId::of_bytes(b"tip");
+    let long = vec![0; wire::MAX_SMALL_REPLY + 1];
+    let addr = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        _ => Some(long.clone()),
+    });
+    let (b, bob) = logged_in("bob");
+    let err = b
+        .enable_sync()
+        .unwrap()
+        .sync_db(&bob, &addr, &EntryId::of_bytes(b"db"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Network(_)), "{err}");
+    let expected = format!("more than {} bytes for this request", wire::MAX_SMALL_REPLY);
+    assert!(err.to_string().contains(&expected), "{err}");
+}
+
 /// A reply the client does not read keeps its bytes counted against the listener's body
 /// budget until it is written: a reader sending requests for large replies it never reads
 /// cannot make the listener hold more reply memory than the budget. (Before, the budget was

@@ -3,7 +3,8 @@
 //! in the address, if any) and ours. Nothing a peer does can hang the caller: connecting
 //! (TLS handshake included), each request (response body included) and the whole exchange
 //! have deadlines, and a response is refused if it announces or sends more than the
-//! largest message.
+//! largest message, or more than the largest honest reply to its request
+//! ([`crate::sync::wire::Request::largest_reply`]).
 
 use std::time::Instant;
 
@@ -53,9 +54,16 @@ impl<'a> PeerConnection<'a> {
         self.runtime.block_on(self.link.peer())
     }
 
-    /// POSTs `body` to `endpoint` and returns the reply's body (see [`Link::post`]).
-    pub(in crate::sync) fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
-        self.runtime.block_on(self.link.post(endpoint, body))
+    /// POSTs `body` to `endpoint` and returns the reply's body, of at most `largest` bytes
+    /// (see [`Link::post`]).
+    pub(in crate::sync) fn post(
+        &mut self,
+        endpoint: &str,
+        body: Vec<u8>,
+        largest: usize,
+    ) -> Result<Vec<u8>> {
+        self.runtime
+            .block_on(self.link.post(endpoint, body, largest))
     }
 }
 
@@ -103,8 +111,15 @@ impl Link {
 
     /// POSTs `body` to `endpoint` and returns the reply's body. A refusal by the peer comes
     /// back as the error it reported ([`Error::from_peer`]); a timeout, a broken connection or
-    /// an oversized reply as [`Error::Network`]. After an error the connection is dropped.
-    pub(in crate::sync) async fn post(&mut self, endpoint: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+    /// a reply of more than `largest` bytes (or the largest message) as [`Error::Network`],
+    /// the oversized one refused before more than that is read. After an error the
+    /// connection is dropped.
+    pub(in crate::sync) async fn post(
+        &mut self,
+        endpoint: &str,
+        body: Vec<u8>,
+        largest: usize,
+    ) -> Result<Vec<u8>> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Error::Network(format!(
@@ -114,7 +129,8 @@ impl Link {
             )));
         }
         let limit = left.min(self.limits.request_timeout);
-        let outcome = match timeout(limit, self.exchange(endpoint, body)).await {
+        let largest = largest.min(self.limits.max_message_bytes);
+        let outcome = match timeout(limit, self.exchange(endpoint, body, largest)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Network(format!(
                 "{}: no complete reply within {} ms",
@@ -128,10 +144,14 @@ impl Link {
         outcome.and_then(|(status, bytes)| self.reply(status, bytes))
     }
 
-    async fn exchange(&mut self, endpoint: &str, body: Vec<u8>) -> Result<(StatusCode, Vec<u8>)> {
+    async fn exchange(
+        &mut self,
+        endpoint: &str,
+        body: Vec<u8>,
+        max: usize,
+    ) -> Result<(StatusCode, Vec<u8>)> {
         let addr = self.addr.host_port.clone();
         let addr = &addr;
-        let max = self.limits.max_message_bytes;
         let network =
             |what: &str, e: &dyn std::fmt::Display| Error::Network(format!("{addr}: {what}: {e}"));
         let sender = self.connected().await?;
@@ -155,7 +175,9 @@ impl Link {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|n| n > max as u64) {
-            return Err(Error::Network(format!("{addr}: reply too large")));
+            return Err(Error::Network(format!(
+                "{addr}: reply too large (more than {max} bytes for this request)"
+            )));
         }
         let bytes = Limited::new(response.into_body(), max)
             .collect()
