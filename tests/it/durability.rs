@@ -10,7 +10,7 @@ use mnemo::backend::{Backend, Cell, MemoryBackend, SqliteBackend, StateWrite};
 use mnemo::entry::{Entry, EntryId};
 use mnemo::{Database, Error, Instance, User};
 
-use crate::support::{end_other_connections, postgres_storage, Rng, TempDir};
+use crate::support::{end_other_connections, postgres_storage, write_private, Rng, TempDir};
 
 /// Runs this test binary again as a child doing `role` (see [`child_process`]).
 pub(crate) fn spawn_child(role: &str) -> std::process::Child {
@@ -387,7 +387,7 @@ fn damaged_sqlite_files_give_errors_never_wrong_values() {
             }
         }
         let path = dir.0.join(format!("damaged{case}.db"));
-        std::fs::write(&path, &bytes).unwrap();
+        write_private(&path, &bytes);
         let outcome = std::panic::catch_unwind(|| read_all(&path, &expected));
         match outcome.expect("damage must never panic") {
             Ok(found_missing) => {
@@ -441,11 +441,10 @@ fn sqlite_refuses_files_of_a_newer_schema_or_another_program() {
         "{err}"
     );
     let other = dir.0.join("other.db");
-    std::fs::write(
+    write_private(
         &other,
         b"this is not a database at all, just some text that is long enough",
-    )
-    .unwrap();
+    );
     assert!(matches!(
         SqliteBackend::open(&other),
         Err(Error::Corrupt(_) | Error::Storage(_))
@@ -583,7 +582,7 @@ fn single_byte_flips_never_give_a_wrong_value_or_hide_a_lost_row() {
         let flip = 1 + rng.below(255) as u8;
         bytes[at] ^= flip;
         let path = dir.0.join(format!("flip{case}.db"));
-        std::fs::write(&path, &bytes).unwrap();
+        write_private(&path, &bytes);
         let outcome = std::panic::catch_unwind(|| read_everything(&path, &expected));
         let outcome = outcome.unwrap_or_else(|panic| {
             // Kept for a look: the pristine file differs from run to run.
@@ -635,7 +634,7 @@ fn rows_read_twice_or_out_of_order_are_refused() {
         let mut damaged = original.clone();
         damaged[at..at + 4].copy_from_slice(&before.to_be_bytes());
         let path = dir.0.join(format!("log{i}.db"));
-        std::fs::write(&path, &damaged).unwrap();
+        write_private(&path, &damaged);
         let (done, outcome) = std::sync::mpsc::channel();
         let wanted = expected.clone();
         std::thread::spawn(move || {
@@ -666,7 +665,7 @@ fn rows_read_twice_or_out_of_order_are_refused() {
         let mut damaged = original.clone();
         damaged[a..a + 4].copy_from_slice(&second.to_be_bytes());
         damaged[b..b + 4].copy_from_slice(&first.to_be_bytes());
-        std::fs::write(&path, &damaged).unwrap();
+        write_private(&path, &damaged);
         let keys = store_keys(&path, "s").unwrap_or_default(); // damaged beyond reading
         let mut sorted = keys.clone();
         sorted.sort();
@@ -724,7 +723,7 @@ fn verify_finds_keys_a_damaged_divider_hides_from_point_reads() {
     let hidden = bytes.find_map(|at| {
         let mut damaged = original.clone();
         damaged[at] ^= 1;
-        std::fs::write(&path, &damaged).unwrap();
+        write_private(&path, &damaged);
         let missed = keys_point_reads_miss(&path, &expected).ok()?;
         if missed.is_empty() {
             return None;

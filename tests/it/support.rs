@@ -141,6 +141,21 @@ impl Drop for Storage {
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
+/// Writes `bytes` to the file at `path`, created private (0600) if absent, as mnemo wants its
+/// files (a copy put in place of one, a damaged file made for a test).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(bytes).unwrap();
+}
+
 impl TempDir {
     pub fn new() -> TempDir {
         let dir = std::env::temp_dir().join(format!(

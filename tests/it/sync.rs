@@ -284,7 +284,7 @@ impl Restorable {
             std::fs::remove_file(file.unwrap().path()).unwrap();
         }
         for (path, bytes) in backup {
-            std::fs::write(path, bytes).unwrap();
+            crate::support::write_private(path, bytes);
         }
     }
 }

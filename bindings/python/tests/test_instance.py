@@ -454,6 +454,103 @@ def test_directory_is_not_a_database(tmp_path: Path) -> None:
         mnemo.Instance.open(f"sqlite:{tmp_path}")
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_file_a_dangling_link_names_is_created_private(tmp_path: Path) -> None:
+    """Before, mnemo's private create failed on the link (it exists) and SQLite created its
+    target with mode 0644: the device key readable by every local user."""
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "app.db"
+    link.symlink_to(tmp_path / "real" / "app.db")
+    with mnemo.Instance.open(f"sqlite:{link}") as inst:
+        inst.create_user("alice")
+    for made in (tmp_path / "real").iterdir():
+        assert _mode(made) == 0o600, made
+
+
+def test_a_name_starting_with_file_is_a_plain_name_not_a_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, SQLite read "file:x.db?mode=ro" as a URI: its parameters obeyed, the file
+    made elsewhere and with mode 0644."""
+    monkeypatch.chdir(tmp_path)
+    name = "file:x.db?mode=ro"
+    with mnemo.Instance.open(f"sqlite:{name}") as inst:
+        inst.create_user("alice")  # a write: not opened read-only
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        name
+    ]
+    assert _mode(tmp_path / name) == 0o600
+
+
+def test_a_file_other_users_may_read_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("alice")
+    for loose in (0o644, 0o640, 0o666, 0o604):
+        path.chmod(loose)
+        before = path.read_bytes()
+        with pytest.raises(mnemo.StorageError, match=r"other users .*chmod 600"):
+            mnemo.Instance.open(f"sqlite:{path}")
+        assert path.read_bytes() == before
+    # One made empty by someone else beforehand, as readable: nothing written into it.
+    planted = tmp_path / "planted.db"
+    planted.touch(mode=0o666)
+    planted.chmod(0o666)
+    with pytest.raises(mnemo.StorageError, match="other users"):
+        mnemo.Instance.open(f"sqlite:{planted}")
+    assert planted.stat().st_size == 0
+    path.chmod(0o600)
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        assert inst.list_users() == ["alice"]
+
+
+def test_a_file_with_two_names_is_refused(tmp_path: Path) -> None:
+    """Before, two processes writing one file through two hard links each kept a WAL of
+    its own: every write acknowledged, the file corrupt after."""
+    path = tmp_path / "a.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("alice")
+    (tmp_path / "b.db").hardlink_to(path)
+    for name in ("a.db", "b.db"):
+        with pytest.raises(mnemo.StorageError, match=r"2 names \(hard links\)"):
+            mnemo.Instance.open(f"sqlite:{tmp_path / name}")
+    (tmp_path / "b.db").unlink()
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        assert inst.list_users() == ["alice"]
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_device_is_refused_before_it_is_opened(device: str) -> None:
+    """Before, SQLite opened it and failed with "disk I/O error", leaving a world-writable
+    journal file beside it (as root, in /dev)."""
+    journal = Path(device + "-journal")
+    existed = journal.exists()
+    with pytest.raises(mnemo.StorageError, match="not a regular file"):
+        mnemo.Instance.open(f"sqlite:{device}")
+    assert journal.exists() == existed
+
+
+def test_a_foreign_sqlite_file_is_refused_unchanged(tmp_path: Path) -> None:
+    """Before, the refusal came after mnemo had switched the file to WAL mode."""
+    import sqlite3
+    from contextlib import closing
+
+    path = tmp_path / "theirs.db"
+    path.touch(mode=0o600)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT, value BLOB)")
+        conn.commit()
+    before = path.read_bytes()
+    with pytest.raises(mnemo.StorageError, match="not a mnemo one"):
+        mnemo.Instance.open(f"sqlite:{path}")
+    assert path.read_bytes() == before
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
 _OPEN_WHEN_TOLD = """
 import os, sys, time
 import mnemo

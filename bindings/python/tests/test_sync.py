@@ -702,7 +702,9 @@ class RestorableServer:
         for f in self.directory.glob("server.db*"):
             f.unlink()
         for name, content in backup.items():
-            (self.directory / name).write_bytes(content)
+            path = self.directory / name
+            path.touch(mode=0o600)  # mnemo refuses a file other users may read
+            path.write_bytes(content)
 
 
 def carl_client(stack: ExitStack) -> tuple[mnemo.Sync, mnemo.User]:

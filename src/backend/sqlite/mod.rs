@@ -1,4 +1,5 @@
-//! `sqlite:PATH`: the embedded default. One file (plus SQLite's WAL), bundled SQLite.
+//! `sqlite:PATH`: the embedded default. One file (plus SQLite's WAL), bundled SQLite. The
+//! file is made private and checked before SQLite opens it ([`file`]).
 //!
 //! Durability: WAL with `synchronous=FULL`; each stored entry is acknowledged only once the
 //! SQL transaction holding it is committed, so an acknowledged commit survives a killed
@@ -19,6 +20,7 @@
 //! secret, a forgotten database) leaves no stale copy in free space. It costs some CPU and,
 //! for pages freed whole, a write.
 
+mod file;
 mod group;
 mod guard;
 mod readers;
@@ -27,8 +29,6 @@ mod turn_tests;
 mod vfs;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -105,7 +105,11 @@ const STATEMENT_CACHE: usize = 64;
 
 /// Opens a connection to the file at `path` through the [`vfs`] shim (WAL writes gathered).
 fn connect(path: &Path) -> Result<Connection> {
-    Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs::name()?).map_err(sql_error)
+    // Not `SQLITE_OPEN_CREATE`: the file was created private by `file::prepare`, and one
+    // removed since is not made again by a connection opened later. (Nor URIs: the path is
+    // absolute, which SQLite never reads as one.)
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags_and_vfs(path, flags, vfs::name()?).map_err(sql_error)
 }
 
 /// Settings of every connection (the writer and the readers): a schema not trusted
@@ -271,32 +275,20 @@ impl SqliteBackend {
     /// Most read-only connections a backend keeps open; more concurrent reads wait.
     pub const MAX_READERS: usize = readers::MAX_READERS;
 
-    /// Opens (creating with mode 0600 if absent) the mnemo file at `path`.
+    /// Opens (creating with mode 0600 if absent) the mnemo file at `path`, once it is known
+    /// to be a regular file of one name that other users may not read or write.
     pub fn open(path: &Path) -> Result<SqliteBackend> {
-        if path.is_dir() {
-            return Err(Error::Storage(format!("{} is a directory", path.display())));
-        }
-        if !path.exists() {
-            // Created owner-only. Another process creating it at the same moment is fine:
-            // the schema is written once, in one transaction, whoever gets there first.
-            let created = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path);
-            match created {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(Error::Storage(format!(
-                        "cannot create {}: {e}",
-                        path.display()
-                    )))
-                }
-            }
-        }
+        // Another process creating the file at the same moment is fine: the schema is
+        // written once, in one transaction, whoever gets there first.
+        let path = &file::prepare(path)?;
         let conn = connect(path)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+        // Before anything is written to it (entering WAL mode writes its header); in one
+        // read transaction, as another process may be writing the schema meanwhile.
+        conn.execute_batch("BEGIN").map_err(sql_error)?;
+        let foreign = refuse_foreign(&conn, path);
+        conn.execute_batch("ROLLBACK").map_err(sql_error)?;
+        foreign?;
         let mode = enter_wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Storage(format!(
@@ -503,7 +495,10 @@ fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<()> {
     checked
 }
 
-fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
+/// Refuses a file another program or a newer mnemo wrote, reading its header and nothing
+/// else: `Ok(true)` for an empty one (no schema yet), `Ok(false)` for a mnemo file this
+/// build may read.
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<bool> {
     let pragma = |name: &str| -> Result<i64> {
         conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
             .map_err(sql_error)
@@ -519,11 +514,7 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
                 path.display()
             )));
         }
-        return conn
-            .execute_batch(&format!(
-                "{SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
-            ))
-            .map_err(sql_error);
+        return Ok(true);
     }
     if app != APPLICATION_ID {
         return Err(Error::Storage(format!(
@@ -537,6 +528,21 @@ fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
             path.display()
         )));
     }
+    Ok(false)
+}
+
+fn schema_in_transaction(conn: &Connection, path: &Path) -> Result<()> {
+    // Again inside the transaction: another process may have written the schema since.
+    if refuse_foreign(conn, path)? {
+        return conn
+            .execute_batch(&format!(
+                "{SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION};"
+            ))
+            .map_err(sql_error);
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_error)?;
     match version {
         2 => upgrade_from_v2(conn)?,
         3 => conn
@@ -1901,6 +1907,7 @@ mod tests {
     #[test]
     fn a_forget_whose_scrub_is_kept_out_succeeds_and_the_scrub_comes_later() {
         let path = temp_file();
+        let backend = SqliteBackend::open(&path).unwrap();
         let other = Connection::open(&path).unwrap();
         let pending = |b: &SqliteBackend| {
             [REWRITE_PENDING_KEY, CHECKPOINT_PENDING_KEY]
@@ -1928,7 +1935,6 @@ mod tests {
         };
         let holding_the_lock = "BEGIN IMMEDIATE";
         let reading = "BEGIN; SELECT count(*) FROM meta";
-        let backend = SqliteBackend::open(&path).unwrap();
         assert_eq!(pending(&backend), [false, false]);
         assert_eq!(forget_kept_out(&backend, 1, holding_the_lock), [true, true]);
         assert_eq!(forget_kept_out(&backend, 2, holding_the_lock), [true, true]);
