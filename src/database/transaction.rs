@@ -169,12 +169,13 @@ impl Transaction {
     fn patched_value(&mut self, store: &str, key: &str) -> Result<&mut Value> {
         let slot = (store.to_string(), key.to_string());
         if !self.patched.contains_key(&slot) {
-            let stored = match self.db.get(store, key) {
-                Ok(json) => serde_json::from_str(&json).map_err(|_| {
+            // A key without a value reads as null; a database that cannot be read (forgotten
+            // here, say) fails the write.
+            let stored = match self.db.cell(store, key)?.and_then(|cell| cell.value) {
+                Some(json) => serde_json::from_str(&json).map_err(|_| {
                     Error::Corrupt(format!("the value of key {} does not parse", quoted(key)))
                 })?,
-                Err(Error::NotFound(_)) => Value::Null,
-                Err(e) => return Err(e),
+                None => Value::Null,
             };
             self.patched.insert(slot.clone(), stored);
         }

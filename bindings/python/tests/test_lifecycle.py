@@ -81,6 +81,14 @@ def test_a_forgotten_database_leaves_the_list_and_the_file(tmp_path: Path) -> No
                 gone.get("s", "k")
             with pytest.raises(mnemo.NotFound):
                 gone.set("s", "k", 1)
+            # A transaction's path write reads the key first: that read fails too (before,
+            # it took the forgotten database's NOT_FOUND for a key without a value).
+            txn = gone.transaction()
+            with pytest.raises(mnemo.NotFound, match="forgotten"):
+                txn.set_path("s", "k", "/a", 1)
+            with pytest.raises(mnemo.NotFound, match="forgotten"):
+                txn.delete("s", "k")
+            txn.abort()
             gone.close()
             kept.close()
     with mnemo.Instance.open(f"sqlite:{path}") as inst, inst.login("alice") as alice:
