@@ -18,10 +18,16 @@ pub fn parse(text: &str) -> Result<serde_json::Value> {
         let why = e.to_string();
         if why.starts_with("recursion limit exceeded") {
             Error::invalid("a JSON value nests at most 127 arrays or objects")
-        } else if why.contains("hex escape") {
+        } else if why.contains("hex escape") || why.contains("surrogate") {
+            // serde_json's own words can mislead ("lone leading surrogate" for a trailing
+            // half alone): said plainly, with where.
             Error::invalid(format!(
-                "value is not valid JSON: {why} (a \\u escape spells one Unicode character, \
-                 or a surrogate pair as two escapes; half of a pair alone is refused)"
+                "value is not valid JSON: the \\u escape at line {} column {} is not one \
+                 Unicode character (a \\u escape spells one, or a surrogate pair as two \
+                 escapes, \\uD800-\\uDBFF then \\uDC00-\\uDFFF; half of a pair alone is \
+                 refused)",
+                e.line(),
+                e.column()
             ))
         } else {
             Error::invalid(format!("value is not valid JSON: {why}"))
