@@ -1607,7 +1607,10 @@ MNEMO_MUST_USE mnemo_status mnemo_user_list_dbs(struct mnemo_user *user, char **
  * again, up to 4 times, whether anybody keeps it; then it stays stored. Writes that land
  * before that look, from this user's other handles too, go with the database: nobody
  * keeps it. The database leaves the list last: if forgetting stops part-way (an error, a
- * crash), it is still listed, and forgetting it again finishes the job.
+ * crash), it is still in the user's list, and forgetting it again finishes the job. (On a
+ * full disk the rows can be deleted and the writes after fail: the call fails with
+ * MNEMO_STATUS_STORAGE, the database no longer opens, nor shows in
+ * `mnemo_user_list_dbs`, and a forget once there is room again succeeds.)
  *
  * - `db_id`: "sha256:<64 hex digits>", a database in the user's list.
  *

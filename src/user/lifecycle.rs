@@ -58,7 +58,9 @@ impl User {
     /// the storage that writes to it after this one found that nobody keeps it (a user there
     /// loaded it just then) keeps it stored: the reclaiming deletes nothing. A write from a
     /// handle nobody keeps makes it look again, up to `RECLAIM_TRIES` (4) times. It leaves the
-    /// list last: a forgetting that fails part-way leaves it listed, to be forgotten again.
+    /// list last: a forgetting that fails part-way leaves it in the list, to be forgotten
+    /// again (once reclaimed, it no longer shows in [`User::list_dbs`], which lists what
+    /// opens).
     ///
     /// [`Error::NotFound`] if the database is not in the user's list;
     /// [`Error::PermissionDenied`] for a system database (never in a list: this says so
