@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
-use std::thread::{self, JoinHandle};
+use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use super::events::EventQueue;
@@ -377,10 +377,36 @@ impl Drop for Notifier {
         if let Some(Started { queue, thread }) = self.started.take() {
             drop(queue); // ends the thread's loop once queued events are delivered
             if !self.is_own_thread() {
-                let _ = thread.join();
+                join_unless_it_waits_for_us(thread);
             }
         }
     }
+}
+
+/// The notification threads being joined: each joining thread, with the thread it joins.
+static JOINING: Mutex<Vec<(ThreadId, ThreadId)>> = Mutex::new(Vec::new());
+
+/// Joins notification thread `thread`, unless it is itself waiting, through a chain of such
+/// joins, for the calling thread: two callbacks of two instances each freeing the other's
+/// last handle would otherwise wait for each other for good. Then it returns at once, and
+/// `thread` ends by itself once its callbacks have run.
+fn join_unless_it_waits_for_us(thread: JoinHandle<()>) {
+    let (us, them) = (thread::current().id(), thread.thread().id());
+    {
+        let mut joining = JOINING.lock().unwrap_or_else(|p| p.into_inner());
+        // No cycle is ever recorded, so the chain ends.
+        let mut at = them;
+        while let Some(&(_, next)) = joining.iter().find(|(joiner, _)| *joiner == at) {
+            if next == us {
+                return;
+            }
+            at = next;
+        }
+        joining.push((us, them));
+    }
+    let _ = thread.join();
+    let mut joining = JOINING.lock().unwrap_or_else(|p| p.into_inner());
+    joining.retain(|(joiner, _)| *joiner != us);
 }
 
 /// Runs one queued notification of `slot`, unless its callback was already dropped.

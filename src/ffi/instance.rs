@@ -93,7 +93,11 @@ pub unsafe extern "C" fn mnemo_instance_open_with_argon2(
 /// database, cursor, transaction or sync handle freed after it) waits until the change callbacks
 /// (`mnemo_db_subscribe`) have run for every change already queued, the one running
 /// included, so it takes as long as they do: never free it while holding a lock such a
-/// callback waits for.
+/// callback waits for. From inside one of those callbacks it does not wait (it would wait
+/// for itself); nor does it when freed by a callback of another instance while this
+/// instance's callbacks are waiting for that other instance to go (each instance's last
+/// handle freed by the other's callback): the callbacks still queued then run after it
+/// returns.
 ///
 /// `instance` is NULL or a live instance handle that is not used again. Thread-safe, as
 /// long as no other thread is using `instance`.

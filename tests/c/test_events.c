@@ -430,6 +430,84 @@ static void test_flush_from_inside_a_callback_is_refused(void) {
     close_fixture(&f);
 }
 
+/* Two instances whose callbacks each free the other's last handle, both at once: each free
+ * waits for the other instance's callbacks, one of which is that other free. Before, both
+ * notification threads waited for each other for good. */
+typedef struct crossing {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int entered;  /* callbacks that began */
+    int released; /* set once each instance's own handle is its last */
+    int returned; /* callbacks that freed the other instance and returned */
+    mnemo_instance *instances[2];
+} crossing;
+
+static crossing cross;
+
+static void free_the_other(void *user_data, const char *db_id, const char *entry_id, int32_t remote) {
+    int mine = *(const int *)user_data;
+    (void)db_id;
+    (void)entry_id;
+    (void)remote;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&cross.lock);
+    cross.entered++;
+    pthread_cond_broadcast(&cross.changed);
+    /* Both callbacks run, and each instance's handle is its last, before either frees: the
+     * two frees overlap, and each waits for the other instance's callbacks. */
+    while ((cross.entered < 2 || !cross.released) &&
+           pthread_cond_timedwait(&cross.changed, &cross.lock, &deadline) == 0) {
+    }
+    mnemo_instance *other = cross.instances[1 - mine];
+    cross.instances[1 - mine] = NULL;
+    pthread_mutex_unlock(&cross.lock);
+    mnemo_instance_free(other);
+    pthread_mutex_lock(&cross.lock);
+    cross.returned++;
+    pthread_cond_broadcast(&cross.changed);
+    pthread_mutex_unlock(&cross.lock);
+}
+
+static void test_two_instances_freeing_each_other_from_callbacks(void) {
+    static const int which[2] = {0, 1};
+    memset(&cross, 0, sizeof cross);
+    pthread_mutex_init(&cross.lock, NULL);
+    pthread_cond_init(&cross.changed, NULL);
+    fixture f[2] = {open_fixture(), open_fixture()};
+    mnemo_subscription *subs[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        cross.instances[i] = f[i].instance;
+        EXPECT_OK(mnemo_db_subscribe(f[i].db, free_the_other, (void *)&which[i], NULL, &subs[i]));
+    }
+    for (int i = 0; i < 2; i++) {
+        mnemo_string_free(commit(f[i].db, "1"));
+        /* The instance's own handle is its last once the database and user go. */
+        mnemo_string_free(f[i].db_id);
+        mnemo_db_free(f[i].db);
+        EXPECT_OK(mnemo_user_logout(f[i].user));
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    pthread_mutex_lock(&cross.lock);
+    cross.released = 1;
+    pthread_cond_broadcast(&cross.changed);
+    while (cross.returned < 2 && pthread_cond_timedwait(&cross.changed, &cross.lock, &deadline) == 0) {
+    }
+    int returned = cross.returned;
+    pthread_mutex_unlock(&cross.lock);
+    CHECK(returned == 2);
+    if (returned != 2) {
+        /* The notification threads wait for each other: nothing can be freed. */
+        exit(report("c events"));
+    }
+    for (int i = 0; i < 2; i++) mnemo_subscription_free(subs[i]);
+    pthread_mutex_destroy(&cross.lock);
+    pthread_cond_destroy(&cross.changed);
+}
+
 int main(void) {
     test_watch_next_and_timeout();
     test_descriptor();
@@ -440,5 +518,6 @@ int main(void) {
     test_free_never_blocks_and_queued_calls_are_delivered();
     test_free_with_nothing_queued_destroys_on_the_calling_thread();
     test_flush_from_inside_a_callback_is_refused();
+    test_two_instances_freeing_each_other_from_callbacks();
     return report("c events");
 }
