@@ -1244,7 +1244,7 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
 
 /**
  * Writes the sync engine's limits as a JSON object of numbers: each bound on what peers may
- * hold of a listener and on how long a round may take, by name. Counts and sizes in bytes
+ * hold of a listener and on what rounds may take (time, memory), by name. Counts and sizes in bytes
  * are as they are; times are in milliseconds and their names end in "_ms". The defaults:
  * {"max_connections":256, "max_connections_per_address":32, "max_requests_in_flight":16,
  * "max_requests_in_flight_per_address":4, "requests_per_second_per_address":1000,
@@ -1254,10 +1254,18 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_flush(struct mnemo_sync *sync, uint32_t t
  * "max_tracked_addresses":4096, "max_watches":128, "max_watches_per_address":16,
  * "max_remembered_requests":262144, "max_access_requests_per_database":64, "max_access_requests":1024, "max_tracks":256,
  * "watch_timeout_ms":25000, "connect_timeout_ms":5000, "request_timeout_ms":30000,
- * "round_deadline_ms":600000} (SECURITY.md says what each stops).
+ * "round_deadline_ms":600000, "max_received_bytes":134217728} (SECURITY.md says what each
+ * stops).
  * "max_buffered_bytes": request bodies and unwritten replies counted in memory at once;
  * bodies being decoded and checked take more than they are counted for (up to about 4
  * times this at peak, measured: SECURITY.md).
+ * "max_received_bytes": as a client, entries received from peers and not yet stored,
+ * across all of the engine's rounds (tracks and `mnemo_sync_db` calls): each request for
+ * entries takes room for the largest reply ("max_message_bytes") before it is sent and
+ * gives back what the reply did not use; a round finding no room first stores what it
+ * holds, then waits up to "queue_timeout_ms" and fails with MNEMO_STATUS_BUSY (a track
+ * tries again at its next round). Entries being decoded and checked take about twice what
+ * they are counted for.
  * "evict_idle_after_ms": a listener holding "max_connections" makes room for a new one by
  * closing an idle connection (no request being handled on it nor its reply being written,
  * or still in its handshake): the one idle longest of an address holding at least two
@@ -1317,8 +1325,9 @@ MNEMO_MUST_USE mnemo_status mnemo_sync_stats(const struct mnemo_sync *sync, char
  * ("max_remembered_requests" from 1024), access requests from 1 to 65536, requests per
  * second and bursts from 1 to 4294967295, times from 1 ms to a day (86400000),
  * "max_message_bytes" from 22020096 (a batch holding the largest entry) to 33554432 (the
- * protocol's largest message), "max_buffered_bytes" at least "max_message_bytes" and at
- * most 1 TiB, "max_header_bytes" from 8192 to 1048576, and "watch_timeout_ms" less than
+ * protocol's largest message), "max_buffered_bytes" and "max_received_bytes" at least
+ * "max_message_bytes" and at most 1 TiB, "max_header_bytes" from 8192 to 1048576, and
+ * "watch_timeout_ms" less than
  * "request_timeout_ms". A listener runs up to its "max_requests_in_flight" handlers at
  * once, on threads made as they are needed (at most 512 per engine, over all its
  * listeners) and ended after 10 s without work.

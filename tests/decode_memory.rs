@@ -143,11 +143,49 @@ fn entries_waiting_for_parents_take_no_more_memory_than_they_are_counted_for() {
 #[test]
 fn a_pull_of_large_entries_holds_a_bounded_number_of_bytes() {
     let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let (db, addr, reply) = serving_large_entries(12);
+    let (peak, kept) = peak_of_pulls(&[(db, addr)], None);
+    // Measured: 4.5 times a reply (135 MiB); before, 9.5 times (285 MiB): three such
+    // replies held at once, each entry's bytes twice (beside the entry, and in it).
+    assert!(
+        peak < 11 * reply / 2,
+        "a pull of {} MiB replies held {} MiB at its peak ({} MiB kept)",
+        reply >> 20,
+        peak >> 20,
+        kept >> 20
+    );
+}
+
+/// Pulls of large entries running at once, on one engine, hold no more than its budget for
+/// received entries allows (here, one reply): as much as one pull alone, not one's worth
+/// each.
+#[test]
+fn pulls_at_once_hold_no_more_than_the_engines_budget_for_received_entries() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let served: Vec<(EntryId, String, usize)> = (0..3).map(|_| serving_large_entries(4)).collect();
+    let reply = served[0].2;
+    let pulls: Vec<(EntryId, String)> =
+        served.into_iter().map(|(db, addr, _)| (db, addr)).collect();
+    let (peak, kept) = peak_of_pulls(&pulls, Some(wire::MAX_MESSAGE as u64));
+    // Measured: 2.5 times a reply (75 MiB of 30 MiB replies); with a budget that never
+    // binds, 10 times (300 MiB).
+    assert!(
+        peak < 11 * reply / 2,
+        "three pulls of {} MiB replies held {} MiB at their peak ({} MiB kept)",
+        reply >> 20,
+        peak >> 20,
+        kept >> 20
+    );
+}
+
+/// A fake peer serving a database of `count` entries of the largest size, two to a reply
+/// (just under the largest message): the database, the peer's address and a reply's size.
+fn serving_large_entries(count: usize) -> (EntryId, String, usize) {
     let owner = PrivateKey::generate().unwrap();
     let writer = PrivateKey::generate().unwrap();
     let mut entries = fake_peer::chain_of(&owner, &writer, &[], 0);
     entries.pop(); // the writer's revocation: the owner writes here
-    for i in 0..12 {
+    for i in 0..count {
         let value = format!("\"{}\"", "x".repeat(15 << 20));
         let mut ops = Ops::new();
         ops.entry("s".into())
@@ -160,40 +198,50 @@ fn a_pull_of_large_entries_holds_a_bounded_number_of_bytes() {
     let db = entries[0].id();
     let ids: Vec<EntryId> = entries.iter().map(|e| e.id()).collect();
     let tip = *ids.last().unwrap();
-    let served = entries.clone();
     let addr = fake_peer::fake_peer(move |request| match request {
         Request::Tips => Some(wire::encode_ids(&[tip])),
         Request::Ids { .. } => Some(fake_peer::whole_page(&ids)),
-        // Two entries to a reply: just under the largest message.
         Request::Get(asked) => Some(fake_peer::entries_asked(
-            &served,
+            &entries,
             &asked[..asked.len().min(2)],
         )),
         Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
         _ => Some(wire::encode_entries(&[])),
     });
-    drop(entries);
-    let dir = std::env::temp_dir().join(format!("mnemo-pull-memory-{}", std::process::id()));
+    (db, addr, reply)
+}
+
+/// The most bytes held at once (counted from the start) while one engine pulls each of
+/// `pulls` (a database and its peer) at once, into a SQLite file (whose pages SQLite
+/// allocates itself, not counted), with the engine's received-entries budget set to
+/// `budget` if given; and the bytes still held after.
+fn peak_of_pulls(pulls: &[(EntryId, String)], budget: Option<u64>) -> (usize, usize) {
+    let dir = std::env::temp_dir().join(format!(
+        "mnemo-pull-memory-{}-{}",
+        std::process::id(),
+        mnemo::crypto::random::hex_token::<4>().unwrap()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("client.db");
     let client = Instance::open(Arc::new(SqliteBackend::open(&file).unwrap())).unwrap();
     client.create_user("bob", None).unwrap();
     let bob = client.login("bob", None).unwrap();
     let sync = client.enable_sync().unwrap();
+    if let Some(bytes) = budget {
+        sync.set_limits_by_name(&[("max_received_bytes", bytes)])
+            .unwrap();
+    }
     let before = HELD.load(Ordering::SeqCst);
     PEAK.store(before, Ordering::SeqCst);
-    sync.sync_db(&bob, &addr, &db).unwrap();
+    std::thread::scope(|scope| {
+        for (db, addr) in pulls {
+            let (sync, bob) = (&sync, &bob);
+            scope.spawn(move || sync.sync_db(bob, addr, db).unwrap());
+        }
+    });
     let peak = PEAK.load(Ordering::SeqCst) - before;
     let kept = HELD.load(Ordering::SeqCst).saturating_sub(before);
     drop((sync, bob, client));
     std::fs::remove_dir_all(&dir).unwrap();
-    // Measured: 4.5 times a reply (135 MiB); before, 9.5 times (285 MiB): three such
-    // replies held at once, each entry's bytes twice (beside the entry, and in it).
-    assert!(
-        peak < 11 * reply / 2,
-        "a pull of {} MiB replies held {} MiB at its peak ({} MiB kept)",
-        reply >> 20,
-        peak >> 20,
-        kept >> 20
-    );
+    (peak, kept)
 }

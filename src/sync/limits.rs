@@ -86,6 +86,13 @@ pub struct Limits {
     /// Client: how long one round (`mnemo_sync_db`, one background round) may take in all.
     /// Default 10 min.
     pub round_deadline: Duration,
+    /// Client: bytes of entries received from peers and not yet stored, across all of the
+    /// engine's rounds: each request for entries takes room for its largest reply
+    /// (`max_message_bytes`) before it is sent, and gives back what the reply did not use.
+    /// A round finding no room first stores what it holds, then waits up to
+    /// [`Limits::queue_timeout`] and ends `MNEMO_STATUS_BUSY`. Entries being decoded and
+    /// checked take about twice what they are counted for. Default 128 MiB.
+    pub max_received_bytes: usize,
 }
 
 impl Default for Limits {
@@ -115,6 +122,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             round_deadline: Duration::from_secs(600),
+            max_received_bytes: 128 << 20,
         }
     }
 }
@@ -236,6 +244,7 @@ named_limits! {
     "connect_timeout_ms" => connect_timeout,
     "request_timeout_ms" => request_timeout,
     "round_deadline_ms" => round_deadline,
+    "max_received_bytes" => max_received_bytes,
 }
 
 impl Limits {
@@ -243,7 +252,8 @@ impl Limits {
     /// memory of at least [`MIN_REMEMBERED_REQUESTS`], access requests at most
     /// [`MAX_ACCESS_REQUESTS_LIMIT`]), times from
     /// 1 ms to [`MAX_TIME_LIMIT`], messages from [`MIN_MESSAGE_LIMIT`] to the protocol's
-    /// largest, a body budget of at least one message and at most [`MAX_BUFFERED_LIMIT`],
+    /// largest, a body budget and a received-entries budget of at least one message and at
+    /// most [`MAX_BUFFERED_LIMIT`],
     /// request heads within [`HEADER_LIMITS`], and watches shorter than a request.
     pub fn validate(&self) -> crate::Result<()> {
         let counts = [
@@ -300,6 +310,12 @@ impl Limits {
         if !(self.max_message_bytes..=MAX_BUFFERED_LIMIT).contains(&self.max_buffered_bytes) {
             return refuse(format!(
                 "the body budget must hold one message and be at most {MAX_BUFFERED_LIMIT} bytes"
+            ));
+        }
+        if !(self.max_message_bytes..=MAX_BUFFERED_LIMIT).contains(&self.max_received_bytes) {
+            return refuse(format!(
+                "the received-entries budget must hold one message and be at most \
+                 {MAX_BUFFERED_LIMIT} bytes"
             ));
         }
         if !(HEADER_LIMITS.0..=HEADER_LIMITS.1).contains(&self.max_header_bytes) {

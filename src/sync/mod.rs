@@ -18,6 +18,7 @@ pub mod holders;
 mod limits;
 mod net;
 mod progress;
+mod received;
 mod replay;
 mod requests;
 mod round;
@@ -95,6 +96,9 @@ pub struct SyncEngine {
     /// Runs listeners and client requests; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     limits: RwLock<Limits>,
+    /// Room for the entries rounds hold, as the limits in force allow (made again when
+    /// they change).
+    received: Mutex<Arc<received::ReceivedBudget>>,
     replay: replay::ReplayGuard,
     /// The databases a listener's watches wait on.
     watchers: watchers::Watchers,
@@ -167,6 +171,9 @@ impl SyncEngine {
             approvers: Mutex::new(Vec::new()),
             advertised: Mutex::new(Vec::new()),
             runtime: Some(runtime),
+            received: Mutex::new(Arc::new(received::ReceivedBudget::new(
+                limits.max_received_bytes,
+            ))),
             limits: RwLock::new(limits),
             replay: replay::ReplayGuard::default(),
             watchers: watchers::Watchers::default(),
@@ -202,6 +209,17 @@ impl SyncEngine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The room for received entries that the limits in force allow (see
+    /// [`received`]); rounds holding room of an earlier budget keep it until they let go.
+    fn received_budget(&self) -> Arc<received::ReceivedBudget> {
+        let bytes = self.limits().max_received_bytes;
+        let mut budget = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.bytes() != bytes {
+            *budget = Arc::new(received::ReceivedBudget::new(bytes));
+        }
+        budget.clone()
     }
 
     /// Replaces the limits: listeners started afterwards and every later round use them.

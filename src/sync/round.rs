@@ -11,6 +11,7 @@ use std::thread::Scope;
 use super::holders;
 use super::net::client::PeerConnection;
 use super::progress::Progress;
+use super::received::Room;
 use super::state::Direction;
 use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
@@ -209,6 +210,8 @@ struct Reply<'scope> {
     /// The size of its entries, as received.
     bytes: usize,
     cursor: Option<u64>,
+    /// Its room in the engine's budget for received entries, until they are taken.
+    _room: Room,
 }
 
 impl Exchange<'_> {
@@ -387,7 +390,9 @@ impl Exchange<'_> {
             }
             progress.check_page(cursor, &page, missing.len())?;
             while !missing.is_empty() {
-                let got = wire::decode_entries(&self.ask(Request::Get(missing.clone()))?)?;
+                let request = Request::Get(missing.clone());
+                let mut room = self.room_for(request.largest_reply(), in_flight, report)?;
+                let got = wire::decode_entries(&self.ask(request)?)?;
                 // Only what was asked for is decoded (signatures checked on several cores),
                 // then taken in the order sent, so parents sent first are stored first.
                 let wanted: HashSet<EntryId> = missing.iter().copied().collect();
@@ -410,10 +415,12 @@ impl Exchange<'_> {
                 // reply comes in that order too and its entries need not wait for parents.
                 missing.retain(|id| !sent.contains(id));
                 let bytes = asked.iter().map(Vec::len).sum();
+                room.keep(bytes);
                 let checking = Reply {
                     entries: Checking::start(scope, asked),
                     bytes,
                     cursor: None,
+                    _room: room,
                 };
                 in_flight.push_back(checking);
                 while in_flight.len() > REPLIES_CHECKED_AHEAD
@@ -437,6 +444,28 @@ impl Exchange<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// Room in the engine's budget for a reply of up to `largest` bytes (the largest message
+    /// at most). When there is none, the replies this round holds (`in_flight`) are taken
+    /// first, so that it never waits for room it holds itself; then it waits its turn (see
+    /// [`super::received`]).
+    fn room_for(
+        &self,
+        largest: usize,
+        in_flight: &mut VecDeque<Reply<'_>>,
+        report: &mut SyncReport,
+    ) -> Result<Room> {
+        let limits = self.sync.limits();
+        let largest = largest.min(limits.max_message_bytes);
+        let budget = self.sync.received_budget();
+        if let Some(room) = budget.try_take(largest) {
+            return Ok(room);
+        }
+        while let Some(oldest) = in_flight.pop_front() {
+            self.take_reply(oldest, report)?;
+        }
+        budget.take(self.sync.runtime(), largest, limits.queue_timeout)
     }
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the

@@ -234,7 +234,8 @@ static void test_limits(void) {
 
     EXPECT_OK(mnemo_sync_limits(a.sync, &json));
     CHECK(json && strstr(json, "\"max_connections\":256,") != NULL);
-    CHECK(json && strstr(json, "\"round_deadline_ms\":600000}") != NULL);
+    CHECK(json && strstr(json, "\"round_deadline_ms\":600000,") != NULL);
+    CHECK(json && strstr(json, "\"max_received_bytes\":134217728}") != NULL);
     CHECK(json && strstr(json, "\"max_access_requests_per_database\":64,"
                                "\"max_access_requests\":1024,") != NULL);
     mnemo_string_free(json);

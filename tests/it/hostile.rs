@@ -894,6 +894,79 @@ fn a_peer_sending_entries_that_wait_for_parents_cannot_keep_a_round_going() {
     kept.round_ends(&addr, 8, Status::Corrupt, "lists some again");
 }
 
+/// A round that finds no room in its engine's budget for received entries (another round
+/// holds it all, its reply trickling in) waits the engine's queue time, then ends busy,
+/// saying why, with nothing taken; the other round is not held up by it.
+#[test]
+fn a_round_without_room_for_received_entries_ends_busy() {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let good = chain_of(&owner, &writer, &[], 3);
+    let db = good[0].id();
+    let ids: Vec<EntryId> = good.iter().map(|e| e.id()).collect();
+    let tip = *ids.last().unwrap();
+    let asked = Arc::new(AtomicBool::new(false));
+    let told = asked.clone();
+    let (slow_ids, fast_ids) = (ids.clone(), ids.clone());
+    let slow = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        Request::Ids { .. } => Some(whole_page(&slow_ids)),
+        Request::Get(_) => {
+            told.store(true, Ordering::Release);
+            None // trickled
+        }
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let fast = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        Request::Ids { .. } => Some(whole_page(&fast_ids)),
+        Request::Get(asked) => Some(entries_asked(&good, asked)),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let backend = Arc::new(MemoryBackend::new());
+    let c = Instance::open(backend.clone()).unwrap();
+    c.create_user("carol", None).unwrap();
+    let carol = c.login("carol", None).unwrap();
+    let sync = c.enable_sync().unwrap();
+    sync.set_limits_by_name(&[
+        ("max_received_bytes", wire::MAX_MESSAGE as u64),
+        ("queue_timeout_ms", 300),
+        ("request_timeout_ms", 4000),
+        ("watch_timeout_ms", 2000),
+    ])
+    .unwrap();
+    thread::scope(|scope| {
+        let holding = scope.spawn(|| sync.sync_db(&carol, &slow, &db));
+        while !asked.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let started = Instant::now();
+        let err = sync.sync_db(&carol, &fast, &db).unwrap_err();
+        assert!(matches!(err, Error::Busy(_)), "{err}");
+        assert!(err.to_string().contains("max_received_bytes"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(backend.tips(&db).unwrap(), vec![]);
+        let err = holding.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Network(_)), "{err}");
+    });
+    // Once the room is free, the round goes through.
+    sync.sync_db(&carol, &fast, &db).unwrap();
+    let tips: Vec<EntryId> = backend
+        .tips(&db)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(tips, vec![tip]);
+}
+
 #[test]
 fn a_trickling_server_hits_the_request_timeout() {
     let addr = fake_peer(|request| match request {

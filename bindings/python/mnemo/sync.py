@@ -192,10 +192,10 @@ class Sync(HandleOwner):
 
     def limits(self) -> dict[str, int]:
         """The engine's limits by name: each bound on what peers may hold of a listener and
-        on how long a round may take (SECURITY.md says what each stops). Counts and sizes
+        on what rounds may take, time and memory (SECURITY.md says what each stops). Counts and sizes
         in bytes are as they are; times are in milliseconds and their names end in
-        ``_ms``. For example ``{"max_connections": 256, ..., "round_deadline_ms":
-        600000}``."""
+        ``_ms``. For example ``{"max_connections": 256, ..., "max_received_bytes":
+        134217728}``."""
         with self._handle.use() as ptr:
             limits: dict[str, int] = json.loads(_native.call_string(lib.mnemo_sync_limits, ptr))
             return limits
@@ -228,7 +228,8 @@ class Sync(HandleOwner):
         1048576, ``max_remembered_requests`` from 1024, access requests 1 to 65536,
         requests per second and bursts 1 to
         4294967295, times 1 ms to a day, ``max_message_bytes`` 22020096 to 33554432,
-        ``max_buffered_bytes`` at least that and at most 1 TiB, ``max_header_bytes`` 8192
+        ``max_buffered_bytes`` and ``max_received_bytes`` at least that and at most 1 TiB,
+        ``max_header_bytes`` 8192
         to 1048576, ``watch_timeout_ms`` below ``request_timeout_ms``); nothing is changed
         then.
         TypeError if a value is not an int.

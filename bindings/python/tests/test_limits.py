@@ -48,6 +48,7 @@ def test_the_defaults_are_the_documented_ones(sync: mnemo.Sync, inst: mnemo.Inst
     assert limits == documented_defaults("mnemo_sync_limits")
     assert limits["max_connections"] == 256
     assert limits["round_deadline_ms"] == 600_000
+    assert limits["max_received_bytes"] == 128 << 20
     assert inst.limits() == documented_defaults("mnemo_instance_limits")
     assert inst.limits() == {
         "idle_databases_kept": 256,
@@ -82,6 +83,8 @@ BOUNDS = [
     ("sync", "max_message_bytes", 32 << 20, (32 << 20) + 1),
     ("sync", "max_buffered_bytes", 32 << 20, (32 << 20) - 1),
     ("sync", "max_buffered_bytes", 1 << 40, (1 << 40) + 1),
+    ("sync", "max_received_bytes", 32 << 20, (32 << 20) - 1),
+    ("sync", "max_received_bytes", 1 << 40, (1 << 40) + 1),
     ("sync", "max_header_bytes", 8192, 8191),
     ("sync", "max_header_bytes", 1 << 20, (1 << 20) + 1),
     ("sync", "watch_timeout_ms", 29_999, 30_000),
