@@ -1053,6 +1053,21 @@ void mnemo_string_free(char *s);
 void mnemo_subscription_free(struct mnemo_subscription *subscription);
 
 /**
+ * Ends a subscription as `mnemo_subscription_free` does, except that the notifications
+ * still queued for it are dropped: `cb` runs at most once more (a call the library thread
+ * has already begun, which this does not wait for), never for a change not yet being
+ * delivered. `destroy(user_data)` runs exactly once, after that call if there is one (on
+ * the library thread, right after it returns), else before this function returns, on the
+ * calling thread. For a program, or a language runtime, that is shutting down and must not
+ * be called back. `mnemo_db_flush_notifications` counts the dropped notifications as
+ * delivered once the library thread has passed them, without calling `cb`.
+ *
+ * NULL is a no-op. Thread-safe: may be called from any thread, including from the
+ * subscription's own callback.
+ */
+void mnemo_subscription_cancel(struct mnemo_subscription *subscription);
+
+/**
  * Waits until every subscription callback for the changes committed before this call has
  * run: those of every database of `db`'s instance, including notifications still queued
  * for subscriptions freed meanwhile (and their `destroy`, when it runs on the library

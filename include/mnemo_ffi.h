@@ -159,6 +159,8 @@ void mnemo_string_free(char *s);
 
 void mnemo_subscription_free(mnemo_subscription *subscription);
 
+void mnemo_subscription_cancel(mnemo_subscription *subscription);
+
 mnemo_status mnemo_db_flush_notifications(mnemo_database *db, uint32_t timeout_ms);
 
 mnemo_status mnemo_sync_listen(mnemo_sync *sync, const char *addr, char **out_bound_addr);

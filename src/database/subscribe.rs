@@ -112,6 +112,9 @@ struct SlotState {
     queued: usize,
     /// Set when the subscription ends: nothing more is queued for it.
     ended: bool,
+    /// Set when it ends dropping what is queued ([`Subscription::end_dropping_queued`]):
+    /// the notifications still queued are counted done without a call.
+    dropping: bool,
 }
 
 impl Slot {
@@ -137,7 +140,8 @@ impl Slot {
             let mut state = self.lock();
             state.queued = state.queued.saturating_sub(1);
             if state.ended && state.queued == 0 {
-                callback
+                // Not taken when its notification was dropped: it is still in the slot.
+                callback.or_else(|| state.callback.take())
             } else {
                 if callback.is_some() {
                     state.callback = callback;
@@ -409,9 +413,16 @@ fn join_unless_it_waits_for_us(thread: JoinHandle<()>) {
     joining.retain(|(joiner, _)| *joiner != us);
 }
 
-/// Runs one queued notification of `slot`, unless its callback was already dropped.
+/// Runs one queued notification of `slot`, unless its callback was already dropped or its
+/// queued notifications are being dropped.
 fn deliver(slot: &Slot, change: &Change) {
-    let callback = slot.lock().callback.take();
+    let callback = {
+        let mut state = slot.lock();
+        match state.dropping {
+            true => None,
+            false => state.callback.take(),
+        }
+    };
     if let Some(cb) = callback.as_ref() {
         let _ = catch_unwind(AssertUnwindSafe(|| cb(change)));
     }
@@ -502,6 +513,7 @@ impl Subscription {
                 callback: Some(callback),
                 queued: 0,
                 ended: false,
+                dropping: false,
             }),
         });
         subscribers
@@ -514,6 +526,13 @@ impl Subscription {
 
     /// Ends the subscription (the same as dropping it).
     pub fn cancel(self) {}
+
+    /// Ends the subscription, dropping the notifications still queued for it: the callback
+    /// runs at most once more (a call the notification thread has already begun), and is
+    /// dropped after it (here, if none is under way).
+    pub fn end_dropping_queued(self) {
+        self.slot.lock().dropping = true;
+    }
 }
 
 impl Drop for Subscription {

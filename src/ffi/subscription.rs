@@ -33,12 +33,12 @@ pub type mnemo_destroy_cb = Option<unsafe extern "C" fn(user_data: *mut c_void)>
 /// A live subscription. Safe to free from any thread, including from its own callback;
 /// freeing never waits for a callback.
 pub struct mnemo_subscription {
-    _inner: Subscription,
+    inner: Subscription,
 }
 
 impl mnemo_subscription {
     pub(crate) fn new(inner: Subscription) -> Self {
-        mnemo_subscription { _inner: inner }
+        mnemo_subscription { inner }
     }
 }
 
@@ -122,6 +122,26 @@ pub(crate) fn register_c_callback<T>(
 #[no_mangle]
 pub unsafe extern "C" fn mnemo_subscription_free(subscription: *mut mnemo_subscription) {
     guard_void(|| mnemo_subscription::free(subscription))
+}
+
+/// Ends a subscription as `mnemo_subscription_free` does, except that the notifications
+/// still queued for it are dropped: `cb` runs at most once more (a call the library thread
+/// has already begun, which this does not wait for), never for a change not yet being
+/// delivered. `destroy(user_data)` runs exactly once, after that call if there is one (on
+/// the library thread, right after it returns), else before this function returns, on the
+/// calling thread. For a program, or a language runtime, that is shutting down and must not
+/// be called back. `mnemo_db_flush_notifications` counts the dropped notifications as
+/// delivered once the library thread has passed them, without calling `cb`.
+///
+/// NULL is a no-op. Thread-safe: may be called from any thread, including from the
+/// subscription's own callback.
+#[no_mangle]
+pub unsafe extern "C" fn mnemo_subscription_cancel(subscription: *mut mnemo_subscription) {
+    guard_void(|| {
+        if let Ok(subscription) = mnemo_subscription::take(subscription) {
+            subscription.inner.end_dropping_queued();
+        }
+    })
 }
 
 /// Waits until every subscription callback for the changes committed before this call has

@@ -398,6 +398,40 @@ static void test_free_never_blocks_and_queued_calls_are_delivered(void) {
     close_fixture(&f);
 }
 
+/* mnemo_subscription_cancel: the call under way finishes, the queued ones are dropped,
+ * destroy runs once after the last call (here on the library thread). */
+static void test_cancel_drops_what_is_queued(void) {
+    fixture f = open_fixture();
+    gate g;
+    gate_init(&g, f.db);
+    g.blocking = 1;
+    mnemo_subscription *sub = NULL;
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &g, on_destroy, &sub));
+    for (int i = 0; i < 5; i++) mnemo_string_free(commit(f.db, "1")); /* 4 queued behind */
+    CHECK(wait_until(&g, &g.calls, 1) == 1);
+    mnemo_subscription_cancel(sub); /* returns while the first call blocks */
+    pthread_mutex_lock(&g.lock);
+    CHECK(g.destroyed == 0 && g.calls == 1);
+    pthread_mutex_unlock(&g.lock);
+    release(&g);
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 10000));
+    pthread_mutex_lock(&g.lock);
+    CHECK(g.calls == 1);     /* the four queued were dropped */
+    CHECK(g.destroyed == 1); /* once, after the call under way */
+    CHECK(pthread_equal(g.destroy_thread, g.callback_thread));
+    pthread_mutex_unlock(&g.lock);
+    gate_destroy(&g);
+
+    /* With nothing under way: destroy before it returns, on the calling thread. */
+    gate_init(&g, f.db);
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &g, on_destroy, &sub));
+    mnemo_subscription_cancel(sub);
+    CHECK(g.destroyed == 1 && g.calls == 0 && pthread_equal(g.destroy_thread, pthread_self()));
+    mnemo_subscription_cancel(NULL); /* a no-op */
+    gate_destroy(&g);
+    close_fixture(&f);
+}
+
 static void test_free_with_nothing_queued_destroys_on_the_calling_thread(void) {
     fixture f = open_fixture();
     gate g;
@@ -517,6 +551,7 @@ int main(void) {
     test_remote_changes();
     test_free_never_blocks_and_queued_calls_are_delivered();
     test_free_with_nothing_queued_destroys_on_the_calling_thread();
+    test_cancel_drops_what_is_queued();
     test_flush_from_inside_a_callback_is_refused();
     test_two_instances_freeing_each_other_from_callbacks();
     return report("c events");

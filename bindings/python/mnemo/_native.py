@@ -149,6 +149,7 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "mnemo_txn_abort": (None, [handle_t]),
     # subscription
     "mnemo_subscription_free": (None, [handle_t]),
+    "mnemo_subscription_cancel": (None, [handle_t]),
     "mnemo_db_flush_notifications": (status_t, [handle_t, c_uint32]),
     # sync
     "mnemo_sync_listen": (status_t, [handle_t, str_t, owned_str_out_t]),
