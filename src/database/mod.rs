@@ -217,9 +217,9 @@ impl Database {
     pub fn get_path(&self, store: &str, key: &str, pointer: &str) -> Result<String> {
         let tokens = crate::json::pointer::parse(pointer)?;
         let json = self.get(store, key)?;
-        let value: serde_json::Value = serde_json::from_str(&json)
-            .map_err(|_| Error::Corrupt(format!("the value of key '{key}' does not parse")))?;
-        crate::json::pointer::get(&value, &tokens)
+        // Only the part is built: the rest of the value is skipped as it is read.
+        crate::json::part::part_of(&json, &tokens)
+            .map_err(|_| Error::Corrupt(format!("the value of key '{key}' does not parse")))?
             .map(|part| part.to_string())
             .ok_or_else(|| {
                 Error::NotFound(format!(

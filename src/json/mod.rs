@@ -3,6 +3,7 @@
 
 mod check;
 mod input;
+pub mod part;
 pub mod pointer;
 
 pub use check::canonical_depth;

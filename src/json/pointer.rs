@@ -73,7 +73,7 @@ fn unescape(token: &str) -> Result<String> {
 }
 
 /// The array index a token names, as RFC 6901 spells them (no sign, no leading zero).
-fn index_of(token: &str) -> Option<usize> {
+pub(super) fn index_of(token: &str) -> Option<usize> {
     let digits = token.bytes().all(|b| b.is_ascii_digit());
     if token.is_empty() || !digits || (token.len() > 1 && token.starts_with('0')) {
         return None;
