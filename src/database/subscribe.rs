@@ -139,8 +139,8 @@ impl Slot {
         let finished = {
             let mut state = self.lock();
             state.queued = state.queued.saturating_sub(1);
-            if state.ended && state.queued == 0 {
-                // Not taken when its notification was dropped: it is still in the slot.
+            // Dropping what is queued, the callback goes right after the call under way.
+            if state.ended && (state.queued == 0 || state.dropping) {
                 callback.or_else(|| state.callback.take())
             } else {
                 if callback.is_some() {
@@ -529,9 +529,16 @@ impl Subscription {
 
     /// Ends the subscription, dropping the notifications still queued for it: the callback
     /// runs at most once more (a call the notification thread has already begun), and is
-    /// dropped after it (here, if none is under way).
+    /// dropped right after it, on that thread; with no call under way, here, before this
+    /// returns.
     pub fn end_dropping_queued(self) {
-        self.slot.lock().dropping = true;
+        let idle_callback = {
+            let mut state = self.slot.lock();
+            state.dropping = true;
+            state.callback.take() // there unless a call is under way
+        };
+        drop(self); // ended: nothing more is queued
+        drop(idle_callback);
     }
 }
 

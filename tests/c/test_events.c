@@ -429,6 +429,27 @@ static void test_cancel_drops_what_is_queued(void) {
     CHECK(g.destroyed == 1 && g.calls == 0 && pthread_equal(g.destroy_thread, pthread_self()));
     mnemo_subscription_cancel(NULL); /* a no-op */
     gate_destroy(&g);
+
+    /* Queued but not under way (the library thread busy with another subscription's
+     * callback): destroyed before it returns too, never called. */
+    gate busy, queued;
+    gate_init(&busy, f.db);
+    gate_init(&queued, f.db);
+    busy.blocking = 1;
+    mnemo_subscription *first = NULL, *second = NULL;
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &busy, on_destroy, &first));
+    EXPECT_OK(mnemo_db_subscribe(f.db, on_change, &queued, on_destroy, &second));
+    for (int i = 0; i < 3; i++) mnemo_string_free(commit(f.db, "2"));
+    CHECK(wait_until(&busy, &busy.calls, 1) == 1);
+    mnemo_subscription_cancel(second);
+    CHECK(queued.destroyed == 1 && queued.calls == 0);
+    CHECK(pthread_equal(queued.destroy_thread, pthread_self()));
+    release(&busy);
+    EXPECT_OK(mnemo_db_flush_notifications(f.db, 10000));
+    CHECK(queued.calls == 0 && queued.destroyed == 1 && busy.calls == 3);
+    mnemo_subscription_free(first);
+    gate_destroy(&busy);
+    gate_destroy(&queued);
     close_fixture(&f);
 }
 
