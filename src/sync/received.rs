@@ -36,7 +36,8 @@ impl ReceivedBudget {
     /// Room for `bytes` in all.
     pub(super) fn new(bytes: usize) -> ReceivedBudget {
         ReceivedBudget {
-            units: Arc::new(Semaphore::new(bytes / UNIT)),
+            // Rounded up, as what is asked for is: room for `bytes` holds a reply of `bytes`.
+            units: Arc::new(Semaphore::new(bytes.div_ceil(UNIT))),
             bytes,
         }
     }
@@ -122,5 +123,8 @@ mod tests {
             .unwrap();
         drop((first, third));
         assert!(budget.try_take(10 * UNIT).is_some());
+        // A budget of a size that is not a whole number of units holds a reply of its size.
+        let odd = ReceivedBudget::new(22_020_097);
+        assert!(odd.try_take(22_020_097).is_some());
     }
 }

@@ -113,6 +113,7 @@ impl SyncEngine {
             left_waiting: Cell::default(),
             stop,
             proved_by: None,
+            found_no_room: Cell::new(false),
         };
         let mut report = SyncReport {
             peer: Some(peer),
@@ -191,6 +192,9 @@ struct Exchange<'a> {
     /// The key whose holder proof the peer showed, once it did
     /// ([`Exchange::ensure_peer_may_read`]).
     proved_by: Option<PublicKey>,
+    /// Set when the pull stopped for want of room for received entries ([`Exchange::room_for`]):
+    /// busy, but not for entries waiting here, so no reason to start again.
+    found_no_room: Cell<bool>,
 }
 
 /// Whether taking the same entry again would fail the same way (`status`, here or as a
@@ -274,7 +278,9 @@ impl Exchange<'_> {
     fn pull(&mut self, theirs: &[EntryId], report: &mut SyncReport) -> Result<()> {
         let started_at = self.saved_pull_cursor()?;
         let pass = self.pull_once(report);
-        let stuck = matches!(pass, Err(Error::Busy(_))) && self.core.waiting_entries() > 0;
+        let stuck = matches!(pass, Err(Error::Busy(_)))
+            && !self.found_no_room.get()
+            && self.core.waiting_entries() > 0;
         if pass.is_err() && !stuck {
             return pass;
         }
@@ -456,7 +462,8 @@ impl Exchange<'_> {
         in_flight: &mut VecDeque<Reply<'_>>,
         report: &mut SyncReport,
     ) -> Result<Room> {
-        let limits = self.sync.limits();
+        // The round's limits, as its replies are read with.
+        let limits = self.connection.limits();
         let largest = largest.min(limits.max_message_bytes);
         let budget = self.sync.received_budget();
         if let Some(room) = budget.try_take(largest) {
@@ -465,7 +472,9 @@ impl Exchange<'_> {
         while let Some(oldest) = in_flight.pop_front() {
             self.take_reply(oldest, report)?;
         }
-        budget.take(self.sync.runtime(), largest, limits.queue_timeout)
+        let room = budget.take(self.sync.runtime(), largest, limits.queue_timeout);
+        self.found_no_room.set(room.is_err());
+        room
     }
 
     /// Takes a reply's entries once they are checked, in the order sent, then saves the

@@ -54,6 +54,11 @@ impl<'a> PeerConnection<'a> {
         self.runtime.block_on(self.link.peer())
     }
 
+    /// The limits the connection was made with (the round's, however they change since).
+    pub(in crate::sync) fn limits(&self) -> &Limits {
+        &self.link.limits
+    }
+
     /// POSTs `body` to `endpoint` and returns the reply's body, of at most `largest` bytes
     /// (see [`Link::post`]).
     pub(in crate::sync) fn post(

@@ -136,7 +136,10 @@ impl Listener {
             engine,
             tls,
             in_flight: Semaphore::new(limits.max_requests_in_flight),
-            buffered: Arc::new(Semaphore::new(limits.max_buffered_bytes / BUDGET_UNIT)),
+            // Rounded up, as what a body asks for is: the budget holds a body of its size.
+            buffered: Arc::new(Semaphore::new(
+                limits.max_buffered_bytes.div_ceil(BUDGET_UNIT),
+            )),
             addresses: Addresses::new(limits.clone()),
             limits,
             refusals,
