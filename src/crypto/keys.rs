@@ -9,8 +9,6 @@ use super::strict::Verifier;
 use crate::crypto::random;
 use crate::error::{Error, Result};
 
-const TEXT_PREFIX: &str = "ed25519:";
-
 /// An Ed25519 signature (64 bytes).
 pub type Signature = [u8; 64];
 
@@ -28,6 +26,9 @@ fn decode_key_bytes(b64: &str) -> Result<[u8; 32]> {
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
+    /// What the text form of every public key starts with ([`PublicKey::to_text`]).
+    pub const TEXT_PREFIX: &'static str = "ed25519:";
+
     /// Wraps raw key bytes; the point is checked when a signature is verified.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         PublicKey(bytes)
@@ -40,9 +41,9 @@ impl PublicKey {
 
     /// Parses the text form `ed25519:<base64url-no-pad>`.
     pub fn parse(text: &str) -> Result<Self> {
-        let b64 = text
-            .strip_prefix(TEXT_PREFIX)
-            .ok_or_else(|| Error::invalid(format!("a public key starts with '{TEXT_PREFIX}'")))?;
+        let b64 = text.strip_prefix(Self::TEXT_PREFIX).ok_or_else(|| {
+            Error::invalid(format!("a public key starts with '{}'", Self::TEXT_PREFIX))
+        })?;
         let bytes = decode_key_bytes(b64)?;
         VerifyingKey::from_bytes(&bytes)
             .map_err(|_| Error::invalid("not a valid Ed25519 public key"))?;
@@ -54,14 +55,14 @@ impl PublicKey {
     /// their entry was). `None` for anything else than a text form; the decoding takes only
     /// the canonical one (no padding, no stray trailing bits), so a key has one text.
     pub(crate) fn from_checked_text(text: &str) -> Option<Self> {
-        decode_key_bytes(text.strip_prefix(TEXT_PREFIX)?)
+        decode_key_bytes(text.strip_prefix(Self::TEXT_PREFIX)?)
             .ok()
             .map(PublicKey)
     }
 
     /// The text form `ed25519:<base64url-no-pad>`.
     pub fn to_text(&self) -> String {
-        format!("{TEXT_PREFIX}{}", URL_SAFE_NO_PAD.encode(self.0))
+        format!("{}{}", Self::TEXT_PREFIX, URL_SAFE_NO_PAD.encode(self.0))
     }
 
     /// Checks `signature` over `message` (strict verification: no malleable signatures;
@@ -197,14 +198,15 @@ mod tests {
         let key = PrivateKey::generate().unwrap().public_key();
         let text = key.to_text();
         assert_eq!(PublicKey::from_checked_text(&text), Some(key));
-        let b64 = text.strip_prefix(TEXT_PREFIX).unwrap();
+        let b64 = text.strip_prefix(PublicKey::TEXT_PREFIX).unwrap();
         // 32 bytes take 43 characters: the last carries 4 bits of the key and 2 zero bits.
         // With one of those 2 set, a lax decoder would give the same key.
         const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let last = ALPHABET.find(b64.chars().last().unwrap()).unwrap();
         assert_eq!(last & 0b11, 0);
         let stray = ALPHABET.as_bytes()[last | 1] as char;
-        let non_canonical = format!("{TEXT_PREFIX}{}{stray}", &b64[..b64.len() - 1]);
+        let prefix = PublicKey::TEXT_PREFIX;
+        let non_canonical = format!("{prefix}{}{stray}", &b64[..b64.len() - 1]);
         for other in [
             non_canonical,
             b64.to_string(),

@@ -22,7 +22,7 @@ pub fn parse(text: &str) -> Result<serde_json::Value> {
             // serde_json's own words can mislead ("lone leading surrogate" for a trailing
             // half alone): said plainly, with where.
             Error::invalid(format!(
-                "value is not valid JSON: the \\u escape at line {} column {} is not one \
+                "value is not valid JSON: a \\u escape near line {} column {} is not one \
                  Unicode character (a \\u escape spells one, or a surrogate pair as two \
                  escapes, \\uD800-\\uDBFF then \\uDC00-\\uDFFF; half of a pair alone is \
                  refused)",

@@ -157,6 +157,8 @@ impl SyncEngine {
         let limits = Limits::default();
         let runtime = net::runtime()?;
         let identity = net::tls::TlsIdentity::new(device.clone(), device_key)?;
+        let state = state::SyncState::new(state_db.clone());
+        state.drop_records_of_earlier_builds()?;
         runtime.spawn(sweep_waiting_entries(Arc::downgrade(
             registry.waiting_budget(),
         )));
@@ -167,7 +169,7 @@ impl SyncEngine {
             identity,
             requests: requests::Requests::new(state_db.clone()),
             holders: HolderProofs::new(state_db.clone(), device_key),
-            state: state::SyncState::new(state_db),
+            state,
             approvers: Mutex::new(Vec::new()),
             advertised: Mutex::new(Vec::new()),
             runtime: Some(runtime),

@@ -119,8 +119,21 @@ impl SyncState {
         SyncState { db }
     }
 
+    /// Deletes the cursors and restart times that builds before the thirty-eighth session
+    /// kept, keyed peer first (`<kind>/<peer>/<database>/<way>`): they are no longer read,
+    /// and a forgotten database's would stay for good. Rounds with those peers start from
+    /// the beginning once (each side lists its ids again; nothing is sent twice). A range
+    /// of the metadata's index: nothing to do costs one look.
+    pub(super) fn drop_records_of_earlier_builds(&self) -> Result<()> {
+        let backend = self.db.backend();
+        for kind in [CURSORS, RESTARTS] {
+            backend.meta_delete_prefix(&format!("{kind}/{}", PublicKey::TEXT_PREFIX))?;
+        }
+        Ok(())
+    }
+
     /// Records `peer`, a device that proved its key, the first time something is kept for it
-    /// (a cursor): forgetting a database finds its cursors through these records.
+    /// (a cursor): the devices recorded are bounded (see `SyncEngine::note_peer`).
     pub(super) fn peer_seen(&self, peer: &PublicKey) -> Result<()> {
         if PEERS.get(&self.db, &peer.to_text())?.is_none() {
             let record = PeerRecord {
@@ -393,6 +406,27 @@ mod tests {
                 assert!(backend.meta_get(&kept).unwrap().is_some());
             }
         }
+    }
+
+    #[test]
+    fn records_of_earlier_builds_are_dropped_and_only_they() {
+        let state = state();
+        let peer = PrivateKey::generate().unwrap().public_key();
+        let db = EntryId::of_bytes(b"a database");
+        let backend = state.db.backend();
+        let old: Vec<String> = ["sync-cursor", "sync-restart"]
+            .iter()
+            .map(|kind| format!("{kind}/{peer}/{db}/pull"))
+            .collect();
+        for key in &old {
+            backend.meta_put(key, &[0, 0, 0, 0, 0, 0, 0, 9]).unwrap();
+        }
+        state.save_cursor(&peer, &db, Direction::Push, 4).unwrap();
+        state.drop_records_of_earlier_builds().unwrap();
+        for key in &old {
+            assert_eq!(backend.meta_get(key).unwrap(), None, "{key}");
+        }
+        assert_eq!(state.cursor(&peer, &db, Direction::Push).unwrap(), 4);
     }
 
     #[test]
