@@ -216,9 +216,10 @@ extern "C" {
  *
  * - `url`: borrowed, required. Supported: "memory:" (in-process; nothing survives the
  *   process), "sqlite:PATH" (one file, created with mode 0600 if absent, following a
- *   symbolic link; refused with MNEMO_STATUS_STORAGE if other users may read or write it,
- *   if it has a second name (a hard link), or if it is not a regular file; PATH is a plain
- *   path, never an SQLite "file:" URI) and
+ *   symbolic link; refused with MNEMO_STATUS_STORAGE if other users may read or write it
+ *   or another user owns it (or its "-wal", "-shm" or "-journal" file), if it has a second
+ *   name (a hard link), or if it is not a regular file; PATH is a plain path, never an
+ *   SQLite "file:" URI) and
  *   "postgres://user:password@host:port/dbname?options" (also "postgresql://…"; connects
  *   at once; percent-encode reserved characters in values). While the file is open here,
  *   open it with no other SQLite in this process (Python's sqlite3 module, a tool linked

@@ -738,7 +738,7 @@ public:
                       "mnemo_sync_join");
     }
     /// The engine's limits as a JSON object of numbers by name, e.g.
-    /// {"max_connections":256, …, "round_deadline_ms":600000}.
+    /// {"max_connections":256, …, "max_received_bytes":134217728}.
     std::string limits() const {
         char *out = nullptr;
         detail::check(mnemo_sync_limits(h_.get(), &out), "mnemo_sync_limits");

@@ -12,13 +12,16 @@
 //!   may act on it), as is a file with more than one name: SQLite keeps the WAL beside the
 //!   name it was given, so two processes opening one file by two names would each write a
 //!   WAL of their own into it, and corrupt it.
-//! - A file that other users may read or write is refused: it would give them the device's
-//!   key (or let them change it). One made by another user in the directory beforehand has
-//!   the permissions its maker gave it; a private one of another user cannot be opened but
-//!   by root, which the system's `fs.protected_regular` protects in shared directories.
+//! - A file that other users may read or write, or that another user owns, is refused: it
+//!   would give them the device's key (or let them change it). So is a WAL, shared-memory
+//!   or rollback journal file beside it (`-wal`, `-shm`, `-journal`) that is not as private:
+//!   SQLite opens one it finds as it is, and the WAL holds the file's newest pages.
 //!
-//! What the checks cannot see: a file given another name, or other permissions, while it is
-//! open.
+//! What the checks cannot see: a file given another name, other permissions or another
+//! owner while it is open, or put in the place of the one checked (by whoever may write
+//! its directory) between the check and SQLite's open of it, or a read connection's later.
+//! The owner is known on Linux (from `/proc/self/status`); elsewhere only the permissions
+//! are checked.
 
 use std::fs::{Metadata, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -53,14 +56,58 @@ pub(super) fn prepare(path: &Path) -> Result<PathBuf> {
         .map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
     // Again on what was opened: it may have been replaced since it was looked at.
     refuse_unusual(&path, &opened)?;
-    let mode = opened.permissions().mode() & 0o777;
+    let owner = own_uid();
+    refuse_shared(&path, &opened, owner)?;
+    // SQLite names these after the file's real path, links resolved.
+    let real = std::fs::canonicalize(&path).map_err(|e| Error::Storage(format!("{shown}: {e}")))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut beside = real.clone().into_os_string();
+        beside.push(suffix);
+        let beside = PathBuf::from(beside);
+        if let Ok(found) = std::fs::symlink_metadata(&beside) {
+            if found.file_type().is_symlink() {
+                return Err(Error::Storage(format!(
+                    "{} is a symbolic link: SQLite would not open it",
+                    beside.display()
+                )));
+            }
+            refuse_unusual(&beside, &found)?;
+            refuse_shared(&beside, &found, owner)?;
+        }
+    }
+    Ok(path)
+}
+
+/// Refuses a file other users may read or write, or that another user than `owner` (this
+/// process's, when known) owns.
+fn refuse_shared(path: &Path, found: &Metadata, owner: Option<u32>) -> Result<()> {
+    let shown = path.display();
+    let mode = found.permissions().mode() & 0o777;
     if mode & OTHERS != 0 {
         return Err(Error::Storage(format!(
             "{shown} may be read or written by other users (mode {mode:04o}): it holds this \
              device's secret key; make it private to its owner (chmod 600) to open it"
         )));
     }
-    Ok(path)
+    if owner.is_some_and(|owner| owner != found.uid()) {
+        return Err(Error::Storage(format!(
+            "{shown} is owned by another user (uid {}), who can read it: it holds this \
+             device's secret key; open only files of this process's user",
+            found.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// The user id this process's files are made with (its file-system user id), on Linux.
+fn own_uid() -> Option<u32> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    // "Uid:" then the real, effective, saved and file-system ids.
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Refuses what is not a regular file with one name.
@@ -147,6 +194,27 @@ mod tests {
         }
         let err = prepare(&dir).unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
+        std::fs::remove_file(&second_name).unwrap();
+        // A WAL planted beside it, as readable: refused, named.
+        let wal = dir.join("shared.db-wal");
+        std::fs::write(&wal, b"").unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = prepare(&shared).unwrap_err().to_string();
+        assert!(
+            err.contains("shared.db-wal") && err.contains("other users"),
+            "{err}"
+        );
+        std::fs::remove_file(&wal).unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &wal).unwrap();
+        let err = prepare(&shared).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        std::fs::remove_file(&wal).unwrap();
+        prepare(&shared).unwrap();
+        // Another user's file, private to them (only root can make one here).
+        if std::os::unix::fs::chown(&shared, Some(65534), None).is_ok() && own_uid() == Some(0) {
+            let err = prepare(&shared).unwrap_err().to_string();
+            assert!(err.contains("owned by another user (uid 65534)"), "{err}");
+        }
         let err = prepare(Path::new("/dev/null")).unwrap_err().to_string();
         assert!(err.contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
