@@ -967,6 +967,86 @@ fn a_round_without_room_for_received_entries_ends_busy() {
     assert_eq!(tips, vec![tip]);
 }
 
+/// A pull that stops busy for want of room for received entries, with entries of its own
+/// waiting for their parents, does not take that for a restored peer's new entries: it does
+/// not start again from the beginning (which it may do once an hour).
+#[test]
+fn a_pull_without_room_for_its_entries_does_not_start_again() {
+    let (owner, writer) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    let good = chain_of(&owner, &writer, &[], 6);
+    let db = good[0].id();
+    let ids: Vec<EntryId> = good.iter().map(|e| e.id()).collect();
+    let (half, tip) = (ids.len() / 2, *ids.last().unwrap());
+    let asked_again = Arc::new(AtomicBool::new(false));
+    let told = asked_again.clone();
+    let device = Arc::new(PrivateKey::generate().unwrap());
+    let fast = fake_peer_of(device.clone(), move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[tip])),
+        // The first round lists the first half, the second the rest.
+        Request::Ids { after, .. } => {
+            let (from, to) = if *after == 0 {
+                (0, half)
+            } else {
+                (half, ids.len())
+            };
+            let page = IdsPage {
+                ids: ids[from..to].to_vec(),
+                next: to as u64,
+                more: false,
+            };
+            Some(page.encode())
+        }
+        // In the second round, the first reply leaves out the first entry asked for (its
+        // children wait for it), and comes late: by then another round holds the room.
+        Request::Get(asked) if asked[0] == ids[half] => {
+            told.store(true, Ordering::Release);
+            thread::sleep(Duration::from_millis(500));
+            Some(entries_asked(&good, &asked[1..]))
+        }
+        Request::Get(asked) => Some(entries_asked(&good, asked)),
+        Request::Have(ids) => Some(wire::encode_flags(&vec![true; ids.len()])),
+        _ => Some(wire::encode_entries(&[])),
+    });
+    let other = chain_of(&owner, &writer, &[], 1);
+    let other_ids: Vec<EntryId> = other.iter().map(|e| e.id()).collect();
+    let other_tip = *other_ids.last().unwrap();
+    let slow = fake_peer(move |request| match request {
+        Request::Tips => Some(wire::encode_ids(&[other_tip])),
+        Request::Ids { .. } => Some(whole_page(&other_ids)),
+        _ => None, // trickled
+    });
+    let backend = Arc::new(MemoryBackend::new());
+    let c = Instance::open(backend.clone()).unwrap();
+    c.create_user("carol", None).unwrap();
+    let carol = c.login("carol", None).unwrap();
+    let sync = c.enable_sync().unwrap();
+    let message = wire::MAX_MESSAGE as u64;
+    sync.set_limits_by_name(&[
+        ("max_received_bytes", message * 3 / 2),
+        ("queue_timeout_ms", 1500),
+        ("request_timeout_ms", 5000),
+        ("watch_timeout_ms", 2000),
+    ])
+    .unwrap();
+    sync.sync_db(&carol, &fast, &db).unwrap(); // the first half: the cursor past it
+    thread::scope(|scope| {
+        let second = scope.spawn(|| sync.sync_db(&carol, &fast, &db));
+        while !asked_again.load(Ordering::Acquire) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Takes the room the late reply gives back, and holds it while its reply trickles.
+        let holding = scope.spawn(|| sync.sync_db(&carol, &slow, &other[0].id()));
+        let err = second.join().unwrap().unwrap_err();
+        assert!(err.to_string().contains("max_received_bytes"), "{err}");
+        assert!(holding.join().unwrap().is_err());
+    });
+    let restart = format!("sync-restart/{db}/{}/pull", device.public_key());
+    assert_eq!(backend.meta_get(&restart).unwrap(), None);
+}
+
 #[test]
 fn a_trickling_server_hits_the_request_timeout() {
     let addr = fake_peer(|request| match request {
