@@ -1,4 +1,5 @@
-"""Ownership of one C handle: freed exactly once, never while a call is using it."""
+"""Ownership of one C handle: freed exactly once, never while a call is using it, and never
+left without an owner (see :func:`own`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Callable, Iterator, TypeVar
 
+from . import _native
 from .errors import Error, InvalidArgument
 
 
@@ -43,7 +45,7 @@ class Handle:
     def __init__(
         self,
         ptr: int,
-        free: Callable[[int], None],
+        free: Callable[[int], object],
         closed_error: Callable[[], Error],
     ) -> None:
         self._ptr: int | None = ptr
@@ -114,29 +116,51 @@ class Handle:
         finally:
             self.release()
 
-    def close(self) -> None:
+    def close(self, free: Callable[[int], Any] | None = None) -> Any:
         """Frees the handle once (idempotent); new loans are refused from the start.
+        Returns what the free function returned when it ran in this call, else None.
 
         Calls using the handle in other threads are waited for, up to :data:`CLOSE_WAIT`
-        seconds; if some still are then, close() returns and the handle is freed, on a
-        thread of its own, once they have ended. A loan nothing will end (an exception that
-        landed between a call's loan and its ``try``, in the ``with`` blocks that
-        :meth:`use` serves) then leaves the handle unfreed rather than close() waiting for
-        ever. Exceptions from the free function propagate (from that thread: printed), but
-        the handle counts as freed either way.
+        seconds; if some still are then, or if an exception (a KeyboardInterrupt) ends the
+        wait, the handle is left to a thread of its own, which frees it once they have
+        ended, and close() returns (or the exception propagates). A loan nothing will end
+        (an exception that landed between a call's loan and its ``try``, in the ``with``
+        blocks that :meth:`use` serves) then leaves the handle unfreed rather than close()
+        waiting for ever. Exceptions from the free function propagate (from that thread:
+        printed), but the handle counts as freed either way.
+
+        ``free``, if given, is called in place of the handle's own function when the handle
+        is freed in this call (a function that consumes it, as a commit does, or ends it
+        another way); that thread frees it with its own.
 
         While the interpreter finalizes, a handle still lent is never freed, and close()
         does not wait: a daemon thread may be inside a call with it; the process is ending,
         and its memory goes with it."""
-        with self._lock:
-            ptr = self._ptr
-            if ptr is None:
-                return
-            self._ptr = None
-        # Waited for without the lock, which the loans take where LOCKED_LOANS.
-        if _ended_within(self._loans, CLOSE_WAIT):
-            self._free(ptr)
-        elif not sys.is_finalizing():
+        taken = None
+        try:
+            with self._lock:
+                ptr = self._ptr
+                if ptr is None:
+                    return None
+                self._ptr = None
+                # Set after the pointer is cleared: an exception landing between the two
+                # leaves the handle unfreed, never freed while still lendable.
+                taken = ptr
+            # Waited for without the lock, which the loans take where LOCKED_LOANS.
+            idle = _ended_within(self._loans, CLOSE_WAIT)
+        except BaseException:
+            if taken is not None:
+                self._free_later(taken)
+            raise
+        if idle:
+            return (self._free if free is None else free)(taken)
+        self._free_later(taken)
+        return None
+
+    def _free_later(self, ptr: int) -> None:
+        """Leaves ``ptr`` to a thread of its own, which frees it once the last loan has
+        ended (never, if the interpreter finalizes first)."""
+        if not sys.is_finalizing():
             threading.Thread(
                 target=self._free_once_idle, args=(ptr,), name="mnemo-close", daemon=True
             ).start()
@@ -239,13 +263,45 @@ if LOCKED_LOANS:  # tests/test_handle.py runs the handle both ways
     Handle._locked_loans = True
 
 
+def own(
+    owner: object,
+    make: Callable[..., int],
+    *args: Any,
+    free: Callable[[int], object],
+    closed_error: Callable[[], Error],
+    out: c_void_p | None = None,
+) -> int:
+    """Calls ``make(*args, mnemo_x **out)``, which makes a handle, and gives it to
+    ``owner`` as ``owner._handle``, a :class:`Handle` freed by ``free``; returns the
+    pointer. Raises what ``make`` fails with (see :func:`mnemo._native.call_handle`).
+
+    A new handle is never left without an owner: Python runs signal handlers (Ctrl-C's
+    KeyboardInterrupt) right after a call into C returns, so an exception can land after
+    ``make`` made the handle and before ``owner`` holds it; the handle is then freed here,
+    before the exception propagates. Once ``owner._handle`` is set, the owner's release
+    (``close``, or its ``__del__`` when collected, also from an ``__init__`` that fails
+    later) frees it instead, never both. ``out``, for a caller that must tell whether a
+    handle was made: receives it, NULL unless ``make`` succeeded."""
+    if out is None:
+        out = c_void_p()
+    try:
+        ptr = _native.call_handle(make, *args, out=out)
+        owner._handle = Handle(ptr, free, closed_error)  # type: ignore[attr-defined]
+        return ptr
+    except BaseException:
+        if out.value and getattr(owner, "_handle", None) is None:
+            free(out.value)
+        raise
+
+
 _Owner = TypeVar("_Owner", bound="HandleOwner")
 
 
 class HandleOwner:
     """Base of the classes that own one C handle: ``close()`` (idempotent), ``closed``, use
     as a context manager (closes on exit), and release when garbage-collected. Subclasses
-    set ``self._handle`` and may extend :meth:`close`'s meaning in their docstring."""
+    get ``self._handle`` from :func:`own` and may extend :meth:`close`'s meaning in their
+    docstring."""
 
     _handle: Handle
 

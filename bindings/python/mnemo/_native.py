@@ -429,9 +429,14 @@ def get_value(db: c_void_p, store: bytes, key: bytes) -> str:
         _value_buffers.append(out)
 
 
-def call_handle(fn: Callable[..., int], *args: Any) -> int:
-    """Calls ``fn(*args, mnemo_x **out)``, checks the status and returns the new handle."""
-    out = c_void_p()
+def call_handle(fn: Callable[..., int], *args: Any, out: c_void_p | None = None) -> int:
+    """Calls ``fn(*args, mnemo_x **out)``, checks the status and returns the new handle.
+
+    ``out`` receives the handle (a new ``c_void_p`` if None): a caller that must free the
+    handle should something interrupt it before an owner has it passes its own (it stays
+    NULL unless ``fn`` succeeded; see :func:`mnemo._handle.own`)."""
+    if out is None:
+        out = c_void_p()
     check(fn(*args, byref(out)))
     if not out.value:
         raise InternalError("internal error: mnemo returned OK and a NULL handle")

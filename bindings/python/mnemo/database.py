@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from ctypes import c_size_t
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from . import _native, subscription
 from .events import Events, _check_timeout, _timeout_ms
-from ._handle import Handle, HandleOwner
+from ._handle import HandleOwner, own
 from ._native import lib
 from ._values import from_json, to_json
 from .errors import InvalidArgument
@@ -55,12 +55,15 @@ class Database(HandleOwner):
     Safe to use from several threads at once.
     """
 
-    def __init__(self, ptr: int) -> None:
-        """Internal: wraps a ``mnemo_database *``. Use :meth:`mnemo.User.create_db`."""
-        self._handle = Handle(
-            ptr,
-            lib.mnemo_db_free,
-            lambda: InvalidArgument("invalid argument: the Database is closed"),
+    def __init__(self, make: Callable[..., int], *args: Any) -> None:
+        """Internal: owns the ``mnemo_database *`` that ``make(*args, &out)`` makes. Use
+        :meth:`mnemo.User.create_db`."""
+        ptr = own(
+            self,
+            make,
+            *args,
+            free=lib.mnemo_db_free,
+            closed_error=lambda: InvalidArgument("invalid argument: the Database is closed"),
         )
         #: The id, read once: it never changes, and calls that take a Database or an id
         #: (``forget_db``, ``share``, ``auto_approve``) take a closed one too.
@@ -292,7 +295,7 @@ class Database(HandleOwner):
         raises); see :class:`mnemo.Transaction`.
         """
         with self._handle.use() as ptr:
-            return Transaction(_native.call_handle(lib.mnemo_db_begin, ptr))
+            return Transaction(lib.mnemo_db_begin, ptr)
 
     def grant(self, pubkey: str, permission: Permission) -> None:
         """Gives the public key ``pubkey`` (``"ed25519:<base64url>"``) a ``permission``:
@@ -361,8 +364,10 @@ class Database(HandleOwner):
         the callback raises is logged to the
         ``mnemo`` logger and otherwise ignored. The subscription lasts until closed (or
         garbage-collected), also once this handle is closed: use it as a context manager or
-        keep a reference. To read changes on a thread of your own instead, see
-        :meth:`watch`. Raises TypeError if ``callback`` is not callable,
+        keep a reference (the callback alone does not keep it: see
+        :class:`mnemo.Subscription`, also for what happens at interpreter exit). To read
+        changes on a thread of your own instead, see :meth:`watch`. Raises TypeError if
+        ``callback`` is not callable, InvalidArgument once the interpreter is exiting,
         InternalError if the notification thread cannot start.
         """
         with self._handle.use() as ptr:
@@ -378,7 +383,7 @@ class Database(HandleOwner):
         keys: close it when you revoke. Raises PermissionDenied once read was revoked,
         StorageError, InternalError (no thread or descriptor)."""
         with self._handle.use() as ptr:
-            return Events(_native.call_handle(lib.mnemo_db_watch, ptr))
+            return Events(lib.mnemo_db_watch, ptr)
 
     def flush_notifications(self, timeout: float = 10.0) -> None:
         """Waits until every subscription callback for the changes committed so far (to any

@@ -12,10 +12,10 @@ import ctypes
 import math
 import time
 from collections.abc import Iterator
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import _native
-from ._handle import Handle, HandleOwner
+from ._handle import HandleOwner, own
 from ._native import lib
 from ._values import from_json
 from .errors import InvalidArgument
@@ -71,12 +71,15 @@ class Events(HandleOwner):
     within half a second.
     """
 
-    def __init__(self, ptr: int) -> None:
-        """Internal: wraps a ``mnemo_events *``. Use :meth:`mnemo.Database.watch`."""
-        self._handle = Handle(
-            ptr,
-            lib.mnemo_events_free,
-            lambda: InvalidArgument("invalid argument: the Events are closed"),
+    def __init__(self, make: Callable[..., int], *args: Any) -> None:
+        """Internal: owns the ``mnemo_events *`` that ``make(*args, &out)`` makes. Use
+        :meth:`mnemo.Database.watch`."""
+        own(
+            self,
+            make,
+            *args,
+            free=lib.mnemo_events_free,
+            closed_error=lambda: InvalidArgument("invalid argument: the Events are closed"),
         )
 
     def next(self, timeout: float | None = None) -> Event | None:

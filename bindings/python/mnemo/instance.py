@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from ctypes import c_void_p
+from typing import Any, Callable, NamedTuple
 
 from . import _native
-from ._handle import Handle, HandleOwner, check_not_forked
+from ._handle import HandleOwner, check_not_forked, own
 from ._native import lib
 from ._values import from_json
 from .errors import InvalidArgument
@@ -50,6 +51,15 @@ def _argon2_params(value: Argon2Params | tuple[int, int, int]) -> Argon2Params:
     return params
 
 
+def _consuming(backend: c_void_p, open_on: Callable[..., int], *args: Any) -> int:
+    """``open_on(backend, *args)``, for the open functions, which consume the backend on
+    success and on failure: ``backend`` is cleared first, so that :meth:`Instance.open`
+    frees it only if it never reached them. From Python 3.11 no signal handler runs
+    between the two (only after calls, and at the start of Python functions)."""
+    ptr, backend.value = backend.value, None
+    return open_on(ptr, *args)
+
+
 class Instance(HandleOwner):
     """An open mnemo instance. Create one with :meth:`Instance.open`.
 
@@ -62,12 +72,15 @@ class Instance(HandleOwner):
     Safe to use from several threads at once.
     """
 
-    def __init__(self, ptr: int) -> None:
-        """Internal: wraps a ``mnemo_instance *``. Use :meth:`Instance.open`."""
-        self._handle = Handle(
-            ptr,
-            lib.mnemo_instance_free,
-            lambda: InvalidArgument("invalid argument: the Instance is closed"),
+    def __init__(self, make: Callable[..., int], *args: Any) -> None:
+        """Internal: owns the ``mnemo_instance *`` that ``make(*args, &out)`` makes. Use
+        :meth:`Instance.open`."""
+        own(
+            self,
+            make,
+            *args,
+            free=lib.mnemo_instance_free,
+            closed_error=lambda: InvalidArgument("invalid argument: the Instance is closed"),
         )
 
     @classmethod
@@ -110,12 +123,17 @@ class Instance(HandleOwner):
         """
         check_not_forked()
         u = _native.encode(url, "url")
-        params = None if argon2 is None else _argon2_params(argon2)
-        backend = _native.call_handle(lib.mnemo_backend_open, u)
-        # Both open functions consume the backend on success and on failure.
-        if params is None:
-            return cls(_native.call_handle(lib.mnemo_instance_open, backend))
-        return cls(_native.call_handle(lib.mnemo_instance_open_with_argon2, backend, *params))
+        if argon2 is None:
+            open_on: Callable[..., int] = lib.mnemo_instance_open
+            params: tuple[int, ...] = ()
+        else:
+            open_on, params = lib.mnemo_instance_open_with_argon2, _argon2_params(argon2)
+        backend = c_void_p()
+        try:
+            _native.call_handle(lib.mnemo_backend_open, u, out=backend)
+            return cls(_consuming, backend, open_on, *params)
+        finally:
+            lib.mnemo_backend_free(backend)  # NULL, a no-op, once an open function has it
 
     @property
     def device_id(self) -> str:
@@ -214,7 +232,7 @@ class Instance(HandleOwner):
         n = _native.encode(name, "username")
         p = _native.encode_optional(password, "password")
         with self._handle.use() as ptr:
-            return User(_native.call_handle(lib.mnemo_instance_login, ptr, n, p), username=name)
+            return User(lib.mnemo_instance_login, ptr, n, p, username=name)
 
     def list_users(self) -> list[str]:
         """Every username, sorted."""
@@ -239,7 +257,7 @@ class Instance(HandleOwner):
         Raises SyncDisabled before :meth:`enable_sync`.
         """
         with self._handle.use() as ptr:
-            return Sync(_native.call_handle(lib.mnemo_instance_sync, ptr))
+            return Sync(lib.mnemo_instance_sync, ptr)
 
     def close(self) -> None:
         """Closes the instance handle. Idempotent."""

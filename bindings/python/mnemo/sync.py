@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from . import _native
-from ._handle import Handle, HandleOwner
+from ._handle import HandleOwner, own
 from ._native import lib
 from .database import Database, Permission, id_of
 from .errors import InvalidArgument
@@ -36,12 +36,15 @@ class Sync(HandleOwner):
         copy = bob.load_db(db.id)
     """
 
-    def __init__(self, ptr: int) -> None:
-        """Internal: wraps a ``mnemo_sync *``. Use :attr:`mnemo.Instance.sync`."""
-        self._handle = Handle(
-            ptr,
-            lib.mnemo_sync_free,
-            lambda: InvalidArgument("invalid argument: the Sync is closed"),
+    def __init__(self, make: Callable[..., int], *args: Any) -> None:
+        """Internal: owns the ``mnemo_sync *`` that ``make(*args, &out)`` makes. Use
+        :attr:`mnemo.Instance.sync`."""
+        own(
+            self,
+            make,
+            *args,
+            free=lib.mnemo_sync_free,
+            closed_error=lambda: InvalidArgument("invalid argument: the Sync is closed"),
         )
 
     def listen(self, addr: str = "127.0.0.1:0") -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, NoReturn
 
 from . import _native
+from ._handle import Handle, check_not_forked, own
 from ._native import lib
 from ._values import to_json
-from .errors import InvalidArgument
+from .errors import InternalError, InvalidArgument
 
 _ENDED = {
     "committed": "the Transaction was already committed",
@@ -34,22 +35,46 @@ class Transaction:
 
     Once committed or aborted (or after a failed commit) every method raises
     :class:`mnemo.InvalidArgument`, except :meth:`abort`, which then does nothing.
-    Calls from several threads are serialised.
+    Calls from several threads are serialised. A transaction is one pending commit:
+    :func:`copy.copy`, :func:`copy.deepcopy` and :mod:`pickle` refuse it (TypeError).
     """
 
-    def __init__(self, ptr: int) -> None:
-        """Internal: wraps a ``mnemo_txn *``. Use :meth:`mnemo.Database.transaction`."""
+    _handle: Handle
+
+    def __init__(self, make: Callable[..., int], *args: Any) -> None:
+        """Internal: owns the ``mnemo_txn *`` that ``make(*args, &out)`` makes. Use
+        :meth:`mnemo.Database.transaction`."""
         self._lock = threading.Lock()
-        self._ptr: int | None = ptr
         self._state = "open"
         self._operations = 0
         self._entry_id: str | None = None
+        # Every call through the handle holds self._lock and checks _state first: this
+        # closed error is never raised (in a forked child, the fork's is).
+        own(
+            self,
+            make,
+            *args,
+            free=lib.mnemo_txn_abort,
+            closed_error=lambda: InvalidArgument("invalid argument: the Transaction has ended"),
+        )
 
-    def _require_open(self) -> int:
+    def _require_open(self) -> None:
         # Called with self._lock held.
-        if self._ptr is None:
+        if self._state != "open":
             raise InvalidArgument(f"invalid argument: {_ENDED[self._state]}")
-        return self._ptr
+        check_not_forked()
+
+    def _add(self, fn: Callable[..., int], *args: bytes) -> None:
+        """Adds one operation with ``fn(txn, *args)``."""
+        with self._lock:
+            self._require_open()
+            handle = self._handle
+            ptr = handle.acquire()
+            try:
+                _native.check(fn(ptr, *args))
+            finally:
+                handle.release()
+            self._operations += 1
 
     def set(self, store: str, key: str, value: Any) -> None:
         """Adds "set ``key`` in ``store`` to ``value``"; a later operation on the same key
@@ -62,9 +87,7 @@ class Transaction:
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")
         v = _native.encode(to_json(value), "value")
-        with self._lock:
-            _native.check(lib.mnemo_txn_set(self._require_open(), s, k, v))
-            self._operations += 1
+        self._add(lib.mnemo_txn_set, s, k, v)
 
     def set_path(self, store: str, key: str, pointer: str, value: Any) -> None:
         """Adds "set the part of ``key``'s value at JSON Pointer ``pointer`` to ``value``"
@@ -83,9 +106,7 @@ class Transaction:
         k = _native.encode(key, "key")
         p = _native.encode(pointer, "pointer")
         v = _native.encode(to_json(value), "value")
-        with self._lock:
-            _native.check(lib.mnemo_txn_set_path(self._require_open(), s, k, p, v))
-            self._operations += 1
+        self._add(lib.mnemo_txn_set_path, s, k, p, v)
 
     def delete(self, store: str, key: str) -> None:
         """Adds "delete ``key`` from ``store``".
@@ -95,9 +116,7 @@ class Transaction:
         """
         s = _native.encode(store, "store")
         k = _native.encode(key, "key")
-        with self._lock:
-            _native.check(lib.mnemo_txn_delete(self._require_open(), s, k))
-            self._operations += 1
+        self._add(lib.mnemo_txn_delete, s, k)
 
     def commit(self) -> str:
         """Commits every operation as one signed entry and returns its id.
@@ -107,11 +126,19 @@ class Transaction:
         database), LoggedOut, PermissionDenied, StorageError.
         """
         with self._lock:
-            ptr = self._require_open()
-            self._ptr = None
+            self._require_open()
             self._state = "failed"
-            # mnemo_txn_commit frees the transaction on success and on failure.
-            entry_id = _native.call_string(lib.mnemo_txn_commit, ptr)
+            # mnemo_txn_commit frees the transaction on success and on failure: it ends the
+            # handle in place of mnemo_txn_abort.
+            entry_id: str | None = self._handle.close(_commit)
+            if entry_id is None:
+                # A loan nothing ends (left by an interrupted call, on Python 3.9 and 3.10)
+                # held the handle: Handle.close left it to its thread, which aborts it
+                # should that loan ever end.
+                raise InternalError(
+                    "internal error: an interrupted call still holds the Transaction: it was "
+                    "not committed"
+                )
             self._state = "committed"
             self._entry_id = entry_id
             return entry_id
@@ -119,10 +146,9 @@ class Transaction:
     def abort(self) -> None:
         """Discards the operations. Does nothing if the transaction has already ended."""
         with self._lock:
-            ptr, self._ptr = self._ptr, None
-            if ptr is not None:
+            if self._state == "open":
                 self._state = "aborted"
-                lib.mnemo_txn_abort(ptr)
+            self._handle.close()
 
     @property
     def entry_id(self) -> str | None:
@@ -132,7 +158,7 @@ class Transaction:
     @property
     def active(self) -> bool:
         """True until the transaction is committed or aborted."""
-        return self._ptr is not None
+        return not self._handle.closed
 
     def __enter__(self) -> Transaction:
         return self
@@ -148,10 +174,22 @@ class Transaction:
         elif self.active:
             self.commit()
 
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        # What copy.copy, copy.deepcopy and pickle call: a copy would be a second owner of
+        # the one transaction, with state of its own.
+        raise TypeError("a mnemo.Transaction cannot be copied or pickled")
+
     def __del__(self) -> None:
-        # Abandoned without commit: discard (getattr: __init__ may not have run).
-        if getattr(self, "_ptr", None) is not None:
-            self.abort()
+        # Abandoned without commit: discard (getattr: __init__ may not have got that far).
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
 
     def __repr__(self) -> str:
         return f"<mnemo.Transaction {'open' if self.active else self._state}>"
+
+
+def _commit(ptr: int) -> str:
+    """Commits the ``mnemo_txn *`` ``ptr``, which that frees; returns the entry id."""
+    return _native.call_string(lib.mnemo_txn_commit, ptr)
+

@@ -6,7 +6,7 @@ from types import TracebackType
 from typing import Any, Callable, Literal, NamedTuple
 
 from . import _native
-from ._handle import Handle
+from ._handle import Handle, own
 from ._native import lib
 from ._values import from_json
 from .database import Database, id_of
@@ -71,11 +71,20 @@ class User:
     while a sync track runs for it (:meth:`mnemo.Sync.track` pauses at logout).
     """
 
-    def __init__(self, ptr: int, *, username: str | None = None) -> None:
-        """Internal: wraps a ``mnemo_user *``. Use :meth:`mnemo.Instance.login`."""
+    _handle: Handle
+
+    def __init__(
+        self, make: Callable[..., int], *args: Any, username: str | None = None
+    ) -> None:
+        """Internal: owns the ``mnemo_user *`` that ``make(*args, &out)`` makes. Use
+        :meth:`mnemo.Instance.login`."""
         self._username = username  # the name logged in with, for repr
-        self._handle = Handle(
-            ptr, _logout, lambda: LoggedOut("the user session behind this handle has logged out")
+        own(
+            self,
+            make,
+            *args,
+            free=_logout,
+            closed_error=lambda: LoggedOut("the user session behind this handle has logged out"),
         )
 
     def create_db(self, name: str) -> Database:
@@ -87,7 +96,7 @@ class User:
         """
         n = _native.encode(name, "name")
         with self._handle.use() as ptr:
-            return Database(_native.call_handle(lib.mnemo_user_create_db, ptr, n))
+            return Database(lib.mnemo_user_create_db, ptr, n)
 
     def load_db(self, db_id: str) -> Database:
         """Opens a database stored on this instance by its id, and tracks it (it then shows
@@ -101,7 +110,7 @@ class User:
         """
         i = _native.encode(db_id, "db_id")
         with self._handle.use() as ptr:
-            return Database(_native.call_handle(lib.mnemo_user_load_db, ptr, i))
+            return Database(lib.mnemo_user_load_db, ptr, i)
 
     def find_db(self, name: str) -> Database:
         """Opens the tracked (created or loaded) database named ``name``.
@@ -112,7 +121,7 @@ class User:
         """
         n = _native.encode(name, "name")
         with self._handle.use() as ptr:
-            return Database(_native.call_handle(lib.mnemo_user_find_db, ptr, n))
+            return Database(lib.mnemo_user_find_db, ptr, n)
 
     def list_dbs(self) -> list[DatabaseInfo]:
         """The databases the user tracks, sorted by name then id.
@@ -285,7 +294,8 @@ class User:
     def logout(self) -> None:
         """Ends the session: wipes the decrypted keys and frees the handle. New calls are
         refused at once; calls already running in other threads are waited for, up to a
-        second, and the keys are then wiped as soon as the last of them ends. Idempotent."""
+        second, and the keys are then wiped as soon as the last of them ends (so too when
+        Ctrl-C interrupts the wait). Idempotent."""
         self._handle.close()
 
     def __enter__(self) -> User:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -89,3 +91,20 @@ def wait_until(condition: Callable[[], bool], seconds: float = 15) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+@contextmanager
+def interrupt_after(seconds: float) -> Iterator[None]:
+    """Raises KeyboardInterrupt in the main thread ``seconds`` after the block starts (as a
+    Ctrl-C would), from a SIGALRM handler that the block's end removes."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import pytest
 
 import mnemo
-from conftest import PYTHON_DIR
+from conftest import PYTHON_DIR, interrupt_after, wait_until
 from mnemo import _handle
 from mnemo._handle import Handle
 from mnemo.errors import InvalidArgument
@@ -293,3 +293,32 @@ def test_interrupts_in_a_loop_of_calls_leave_no_loan(db: mnemo.Database, call: s
         signal.signal(signal.SIGALRM, previous)
     assert interrupts > 100
     assert left == 0, f"{left} of {interrupts} interrupts left a loan"
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs interval timers")
+def test_a_close_interrupted_while_it_waits_still_frees_the_handle(
+    make_handle: MakeHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C while close() waited for another thread's call: the pointer, already
+    # refused to new loans, was never freed.
+    monkeypatch.setattr(_handle, "CLOSE_WAIT", 60.0)
+    lib = FakeLibrary()
+    handle = make_handle(lib)
+    handle.acquire()  # a call under way in another thread
+    with interrupt_after(0.1), pytest.raises(KeyboardInterrupt):
+        handle.close()
+    assert handle.closed and lib.freed == []
+    handle.release()
+    assert wait_until(lambda: lib.freed == [(POINTER, 0)], 10)
+    handle.close()
+    assert lib.freed == [(POINTER, 0)]
+
+
+def test_close_frees_with_the_function_given_and_returns_its_result(
+    make_handle: MakeHandle,
+) -> None:
+    lib = FakeLibrary()
+    handle = make_handle(lib)
+    assert handle.close(lambda ptr: ("consumed", ptr)) == ("consumed", POINTER)
+    assert handle.close(lambda ptr: "again") is None
+    assert lib.freed == []

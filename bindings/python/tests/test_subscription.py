@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from contextlib import ExitStack
 from collections.abc import Callable
 
@@ -20,7 +21,7 @@ import pytest
 
 import mnemo
 from conftest import PYTHON_DIR
-from mnemo import subscription
+from mnemo import _native, subscription
 
 TIMEOUT = 10.0
 
@@ -274,7 +275,7 @@ _SLOW_CALLBACKS_AT_EXIT = """
 import os, sys, time
 sys.path.insert(0, sys.argv[1])
 import mnemo
-from mnemo import subscription
+from mnemo import _native, subscription
 subscription.EXIT_WAIT = float(sys.argv[2])
 inst = mnemo.Instance.open("memory:")
 inst.create_user("a")
@@ -348,3 +349,224 @@ def test_a_callback_commits_to_another_instance_without_waiting_for_its_callback
         release.set()
         db_b.flush_notifications(TIMEOUT)
         assert len(held_at.calls) == 2
+
+
+class Watcher:
+    """An object that subscribes its own method and keeps the Subscription: a cycle
+    (watcher -> subscription -> bound method -> watcher) that only the registry could keep
+    alive."""
+
+    def __init__(self, db: mnemo.Database) -> None:
+        self.seen: list[str] = []
+        self.sub = db.subscribe(self.on_change)
+
+    def on_change(self, db_id: str, entry_id: str, remote: bool) -> None:
+        self.seen.append(entry_id)
+
+
+def test_a_callback_referring_to_its_subscriptions_owner_does_not_keep_it_alive(
+    db: mnemo.Database,
+) -> None:
+    # Before, the registry held every callback strongly: the watcher, its subscription
+    # and the library's subscription lived for ever, and went on hearing every change.
+    live = subscription.live_callbacks()
+    watcher = Watcher(db)
+    first = commit(db, "a")
+    db.flush_notifications()
+    assert watcher.seen == [first]
+    gone = weakref.ref(watcher)
+    del watcher
+    gc.collect()
+    assert gone() is None
+    assert subscription.live_callbacks() == live  # collected, closed, destroyed
+
+
+def _gated(db: mnemo.Database, stack: ExitStack) -> threading.Event:
+    """Holds the library thread inside a callback until the event returned is set (by the
+    caller, or when ``stack`` closes), so that later changes stay queued."""
+    release = threading.Event()
+    stack.callback(release.set)
+    held = threading.Event()
+
+    def gate(db_id: str, entry_id: str, remote: bool) -> None:
+        held.set()
+        release.wait(TIMEOUT)
+
+    stack.enter_context(db.subscribe(gate))
+    commit(db, "gate")
+    assert held.wait(TIMEOUT)
+    return release
+
+
+def test_changes_queued_for_a_collected_subscription_are_skipped(db: mnemo.Database) -> None:
+    live = subscription.live_callbacks()
+    with ExitStack() as stack:
+        release = _gated(db, stack)
+        watcher = Watcher(db)
+        commit(db, "queued")  # waits behind the gate
+        seen = watcher.seen
+        del watcher
+        gc.collect()
+        release.set()
+        db.flush_notifications(TIMEOUT)
+    assert seen == []
+    assert subscription.live_callbacks() == live
+
+
+def test_changes_queued_before_close_are_delivered_once_the_subscription_is_dropped(
+    db: mnemo.Database,
+) -> None:
+    # close() lets the queued changes through (documented), even when nothing else keeps
+    # the subscription or its callback.
+    with ExitStack() as stack:
+        release = _gated(db, stack)
+        watcher = Watcher(db)
+        queued = commit(db, "queued")
+        seen = watcher.seen
+        watcher.sub.close()
+        del watcher
+        gc.collect()
+        release.set()
+        db.flush_notifications(TIMEOUT)
+    assert seen == [queued]
+
+
+def test_a_failed_subscribe_leaves_no_entry(
+    user: mnemo.User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = user.create_db("forgotten")
+    live = subscription.live_callbacks()
+
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt  # as a Ctrl-C landing before the call
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_native.lib, "mnemo_db_subscribe", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            db.subscribe(Recorder())
+    assert subscription.live_callbacks() == live
+    user.forget_db(db)
+    with pytest.raises(mnemo.NotFound):
+        db.subscribe(Recorder())
+    assert subscription.live_callbacks() == live
+    db.close()
+
+
+def _run_to_exit(code: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Runs ``code`` in a new interpreter, the package's directory as its first argument:
+    what it printed and how long it took, exit included."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(PYTHON_DIR), *args],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    return done, time.monotonic() - started
+
+
+_SUBSCRIBING_AT_EXIT = """
+import atexit, sys, threading, time
+outcomes = []
+def report():  # registered before mnemo's exit handler: runs after it
+    outcomes.append(attempt())  # a subscription asked for after the handler ran
+    worker.join(20)
+    print(outcomes)
+atexit.register(report)
+sys.path.insert(0, sys.argv[1])
+import mnemo
+from mnemo import _native, subscription
+subscription.EXIT_WAIT = 20.0
+inst = mnemo.Instance.open("memory:")
+inst.create_user("a")
+user = inst.login("a")
+db = user.create_db("d")
+def attempt():
+    try:
+        db.subscribe(lambda *change: None)
+        return "subscribed"
+    except mnemo.InvalidArgument as e:
+        return "refused" if "exiting" in str(e) else str(e)
+# A subscription under way when the handler starts: held in the C call until then.
+subscribe = _native.lib.mnemo_db_subscribe
+in_call = threading.Event()
+def held(*args):
+    in_call.set()
+    while not subscription._exiting:
+        time.sleep(0.01)
+    return subscribe(*args)
+_native.lib.mnemo_db_subscribe = held
+worker = threading.Thread(target=lambda: outcomes.append(attempt()), daemon=True)
+worker.start()
+assert in_call.wait(20)
+"""
+
+
+def test_subscriptions_are_refused_once_the_interpreter_exits() -> None:
+    # A daemon thread subscribing in a loop made subscriptions after the exit handler had
+    # closed the open ones: nothing ended them, and the library called into the
+    # finalizing interpreter (SIGABRT). The one under way when the handler started was
+    # missed too: the handler waited EXIT_WAIT (here 20 s) for it, then left it.
+    done, took = _run_to_exit(_SUBSCRIBING_AT_EXIT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['refused', 'refused']", done.stdout
+    assert took < 10
+
+
+_BACKLOG_AT_EXIT = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import mnemo
+from mnemo import _native, subscription
+subscription.EXIT_WAIT = 1.0
+inst = mnemo.Instance.open("memory:")
+inst.create_user("a")
+user = inst.login("a")
+db = user.create_db("d")
+release = threading.Event()
+gate = db.subscribe(lambda *change: release.wait(20))
+subs = [db.subscribe(lambda *change: None) for _ in range(300)]
+for i in range(1000):
+    db.set("s", "k", i)  # 300,000 calls queued behind the gate
+if sys.argv[2] == "dropped":
+    del subs
+release.set()
+"""
+
+
+@pytest.mark.parametrize("left", ["open", "dropped"])
+def test_exit_drops_the_changes_queued_for_subscriptions_not_closed(left: str) -> None:
+    # The exit handler closed open subscriptions as close() does, and garbage collection
+    # dropped ones the same way, which still delivers every queued change (to the
+    # trampoline, which then returns at once): over EXIT_WAIT for this backlog, after
+    # which the library called into the finalizing interpreter (SIGABRT).
+    done, took = _run_to_exit(_BACKLOG_AT_EXIT, left)
+    assert done.returncode == 0, done.stderr
+    assert took < 10
+
+
+def test_an_interrupted_subscribe_keeps_its_entry_until_the_library_destroys_it(
+    db: mnemo.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception landing right after the C call made the subscription (Ctrl-C) frees
+    # it; a change already queued for it delays its destroy. Before, subscribe removed
+    # the entry at once: the library then called back with a key that was gone, and the
+    # exit handler would not have waited for that call.
+    live = subscription.live_callbacks()
+    subscribe = _native.lib.mnemo_db_subscribe
+
+    def interrupted(*args: object) -> int:
+        assert subscribe(*args) == 0
+        db.set("s", "queued", 1)  # behind the gate, for the new subscription too
+        raise KeyboardInterrupt
+
+    with ExitStack() as stack:
+        release = _gated(db, stack)
+        monkeypatch.setattr(_native.lib, "mnemo_db_subscribe", interrupted)
+        rec = Recorder()
+        with pytest.raises(KeyboardInterrupt):
+            db.subscribe(rec)
+        assert subscription.live_callbacks() == live + 2  # the gate's, and the freed one's
+        release.set()
+        db.flush_notifications(TIMEOUT)
+    assert subscription.live_callbacks() == live and rec.calls == []

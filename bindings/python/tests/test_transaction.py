@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
 import mnemo
+from conftest import PYTHON_DIR, wait_until
+from mnemo import _handle, _native
 
 
 def test_commit_across_two_stores(db: mnemo.Database) -> None:
@@ -232,3 +239,93 @@ def test_one_transaction_shared_by_threads_is_serialised(db: mnemo.Database) -> 
         th.join()
     t.commit()
     assert len(db.get_all("s")) == 80
+
+
+_COPIES = """
+import copy, pickle, sys
+sys.path.insert(0, sys.argv[1])
+import mnemo
+inst = mnemo.Instance.open("memory:")
+inst.create_user("a")
+user = inst.login("a")
+db = user.create_db("d")
+t = db.transaction()
+t.set("s", "k", 1)
+for how in (copy.copy, copy.deepcopy, pickle.dumps):
+    try:
+        how(t)
+        print("copied by", how.__name__)
+    except TypeError as e:
+        print(e)
+t.commit()
+del t
+print(db.get("s", "k"))
+"""
+
+
+def test_a_transaction_cannot_be_copied_or_pickled() -> None:
+    # copy.copy made a second Transaction on the same C pointer: committing one and
+    # dropping the other freed it twice (SIGSEGV, or glibc's "double free" abort).
+    done = subprocess.run(
+        [sys.executable, "-c", _COPIES, str(PYTHON_DIR)], timeout=60, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    refused = "a mnemo.Transaction cannot be copied or pickled"
+    assert done.stdout.splitlines() == [refused] * 3 + ["1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_transaction_made_before_a_fork_is_refused_in_the_child(db: mnemo.Database) -> None:
+    # The transaction was not a Handle, so a forked child went on calling the library
+    # through it (and hung when another thread held a lock of the library at the fork).
+    t = db.transaction()
+    t.set("s", "parent", 1)
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what each call did, then leave at once
+        outcomes = []
+        for call in (lambda: t.set("s", "child", 1), t.commit, t.abort):
+            try:
+                call()
+                outcomes.append("ok")
+            except mnemo.InvalidArgument as e:
+                outcomes.append("forked" if "was forked after mnemo was used" in str(e) else str(e))
+        outcomes.append("active" if t.active else "inactive")
+        os.write(writing, ",".join(outcomes).encode())
+        os._exit(0)
+    os.close(writing)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung")
+        time.sleep(0.02)
+    told = os.read(reading, 4096).decode()
+    os.close(reading)
+    assert told == "forked,forked,ok,inactive", told
+    t.set("s", "after", 2)  # the parent's transaction is unaffected
+    t.commit()
+    assert db.get_all("s") == {"after": 2, "parent": 1}
+
+
+def test_a_commit_is_refused_while_a_loan_nothing_ends_holds_the_transaction(
+    db: mnemo.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an exception between a loan and its try leaves one (Python 3.9 and 3.10): the
+    # commit is not made, and the transaction is aborted if the loan ever ends.
+    monkeypatch.setattr(_handle, "CLOSE_WAIT", 0.1)
+    aborted: list[int] = []
+    abort = _native.lib.mnemo_txn_abort
+    monkeypatch.setattr(
+        _native.lib, "mnemo_txn_abort", lambda ptr: (aborted.append(ptr), abort(ptr))
+    )
+    t = db.transaction()
+    t.set("s", "k", 1)
+    ptr = t._handle.acquire()
+    with pytest.raises(mnemo.InternalError, match="not committed"):
+        t.commit()
+    assert not t.active and aborted == []
+    t._handle.release()
+    assert wait_until(lambda: aborted == [ptr])
+    assert db.get_all("s") == {}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
 from collections.abc import Callable
 
 import pytest
 
 import mnemo
+from conftest import interrupt_after, wait_until
+from mnemo import _handle
 
 
 def test_create_db(user: mnemo.User) -> None:
@@ -400,3 +403,29 @@ def test_new_methods_after_logout_raise_logged_out(inst: mnemo.Instance) -> None
         with pytest.raises(mnemo.LoggedOut) as info:
             call()
         assert info.value.status == mnemo.Status.LOGGED_OUT
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs interval timers")
+def test_a_logout_interrupted_while_it_waits_still_ends_the_session(
+    user: mnemo.User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while logout() waited for a call of another thread: the session was never
+    # ended (its keys never wiped) and its databases went on writing.
+    monkeypatch.setattr(_handle, "CLOSE_WAIT", 60.0)
+    db = user.create_db("d")
+    user._handle.acquire()  # a call under way in another thread
+    with interrupt_after(0.1), pytest.raises(KeyboardInterrupt):
+        user.logout()
+    assert user.logged_out
+    db.set("s", "k", 1)  # still the session's: that call may need it
+    user._handle.release()
+
+    def ended() -> bool:
+        try:
+            db.set("s", "k", 2)
+        except mnemo.LoggedOut:
+            return True
+        return False
+
+    assert wait_until(ended, 10)
+    db.close()
