@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -503,6 +504,34 @@ def test_a_file_other_users_may_read_is_refused_untouched(tmp_path: Path) -> Non
         mnemo.Instance.open(f"sqlite:{planted}")
     assert planted.stat().st_size == 0
     path.chmod(0o600)
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        assert inst.list_users() == ["alice"]
+
+
+def test_a_wal_beside_the_file_that_others_may_read_is_refused(tmp_path: Path) -> None:
+    """SQLite opens a WAL it finds as it is: one planted beside the file, as readable,
+    would have held the file's newest pages, secrets included."""
+    path = tmp_path / "app.db"
+    wal = tmp_path / "app.db-wal"
+    wal.touch()
+    wal.chmod(0o644)
+    with pytest.raises(mnemo.StorageError, match=r"app\.db-wal may be read or written"):
+        mnemo.Instance.open(f"sqlite:{path}")
+    assert wal.stat().st_size == 0
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0 or sys.platform != "linux",
+    reason="only root can give a file to another user; the owner is known on Linux",
+)
+def test_a_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with mnemo.Instance.open(f"sqlite:{path}") as inst:
+        inst.create_user("alice")
+    os.chown(path, 65534, -1)  # private to its owner, who is someone else
+    with pytest.raises(mnemo.StorageError, match=r"owned by another user \(uid 65534\)"):
+        mnemo.Instance.open(f"sqlite:{path}")
+    os.chown(path, 0, -1)
     with mnemo.Instance.open(f"sqlite:{path}") as inst:
         assert inst.list_users() == ["alice"]
 

@@ -22,6 +22,7 @@ lib = _native.lib
         "mnemo_string_free",
         "mnemo_txn_abort",
         "mnemo_subscription_free",
+        "mnemo_subscription_cancel",
     ],
 )
 def test_free_functions_accept_null(name: str) -> None:
