@@ -92,8 +92,12 @@ class Instance(HandleOwner):
 
         Supported URLs, the three backends:
 
-        - ``"sqlite:PATH"``: the embedded default, one file (created with mode 0600).
-          While it is open, do not open the same file with Python's ``sqlite3`` module in
+        - ``"sqlite:PATH"``: the embedded default, one file (created with mode 0600,
+          following a symbolic link; PATH is a plain path, never an SQLite ``file:`` URI).
+          It holds the device's secret key: StorageError if other users may read or write
+          it or another user owns it (or its ``-wal``, ``-shm`` or ``-journal`` file), if
+          it has a second name (a hard link), or if it is not a regular file. While it is
+          open, do not open the same file with Python's ``sqlite3`` module in
           this process: closing that connection drops this process's locks on the file
           (POSIX locks belong to the process), and other processes' writes may then
           corrupt it. Inspect it from another process;
