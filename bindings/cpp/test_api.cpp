@@ -219,7 +219,8 @@ void test_limits() {
     auto engine = inst.sync();
     const std::string defaults = engine.limits();
     check(contains(defaults, "\"max_connections\":256,") &&
-              contains(defaults, "\"round_deadline_ms\":600000}"),
+              contains(defaults, "\"round_deadline_ms\":600000,") &&
+              contains(defaults, "\"max_received_bytes\":134217728}"),
           "sync limits are the defaults: " + defaults);
     engine.set_limits("{\"max_connections\": 8, \"idle_timeout_ms\": 5000}");
     check(contains(engine.limits(), "\"max_connections\":8,") &&
