@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         phone_sync.sync_db(bob, addr, db_id);  // push bob's change to the laptop
 
         std::cout << "alice sees todo/jam = " << notes.get("todo", "jam") << "\n";
-        watching.cancel();  // after this, the callback is not running and will not run again
+        watching.close();  // after this, the callback is not running and will not run again
         std::cout << "changes notified: " << changes.load() << "\n";
         alice.logout();
         return 0;

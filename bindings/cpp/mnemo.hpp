@@ -193,43 +193,52 @@ inline void release_subscriber(void *data) noexcept {
 
 }  // namespace detail
 
-/// A live subscription; it ends when destroyed, by cancel(), or when another is assigned
-/// to it. Changes committed after the end are not delivered; those committed before it and
-/// still queued are, on the library thread, and ending waits for them: once it returns, the
-/// callback is not running, will not run again and has been destroyed, so it may capture
-/// locals by reference. On mnemo's notification thread (in a callback, its own included, or
-/// in the destructor of something a callback captured) ending does not wait, since the
-/// calls it would wait for run on that thread, after the current one returns. Do not end a
-/// subscription while holding a lock its callback takes: each would wait for the other.
+/// A live subscription; it ends when destroyed, by close() or cancel(), or when another is
+/// assigned to it. Changes committed after the end are not delivered; those committed before
+/// it and still queued are (unless it ends by cancel(), which drops them), on the library
+/// thread, and ending waits for them: once it returns, the callback is not running, will not
+/// run again and has been destroyed, so it may capture locals by reference. On mnemo's
+/// notification thread (in a callback, its own included, or in the destructor of something
+/// a callback captured) ending does not wait, since the calls it would wait for run on that
+/// thread, after the current one returns. Do not end a subscription while holding a lock its
+/// callback takes: each would wait for the other. An ended or moved-from subscription is
+/// empty: ending it again does nothing.
 class subscription {
 public:
     subscription(subscription &&other) noexcept
         : h_(std::exchange(other.h_, nullptr)), state_(std::move(other.state_)) {}
     subscription &operator=(subscription &&other) noexcept {
         if (this != &other) {
-            cancel();
+            close();
             h_ = std::exchange(other.h_, nullptr);
             state_ = std::move(other.state_);
         }
         return *this;
     }
-    ~subscription() { cancel(); }
+    ~subscription() { close(); }
 
     /// Ends the subscription now, waiting for the callbacks still queued (see the class).
-    void cancel() noexcept {
-        if (!h_) return;
-        mnemo_subscription_free(std::exchange(h_, nullptr));
-        std::shared_ptr<detail::subscription_state> state = std::move(state_);
-        if (detail::on_notification_thread()) return;
-        std::unique_lock<std::mutex> lock(state->mutex);
-        state->released_changed.wait(lock, [&] { return state->released; });
-    }
+    void close() noexcept { end(mnemo_subscription_free); }
+    /// Ends the subscription now and drops the changes still queued for it
+    /// (mnemo_subscription_cancel): the callback is not called again, but a call already
+    /// under way finishes, and is waited for (see the class). For shutting down, when the
+    /// backlog no longer matters.
+    void cancel() noexcept { end(mnemo_subscription_cancel); }
     mnemo_subscription *native_handle() const noexcept { return h_; }
 
 private:
     friend class database;
     subscription(mnemo_subscription *s, std::shared_ptr<detail::subscription_state> state) noexcept
         : h_(s), state_(std::move(state)) {}
+    /// Frees the handle with `how`, then waits for mnemo's destroy callback (see the class).
+    void end(void (*how)(mnemo_subscription *)) noexcept {
+        if (!h_) return;
+        how(std::exchange(h_, nullptr));
+        std::shared_ptr<detail::subscription_state> state = std::move(state_);
+        if (detail::on_notification_thread()) return;
+        std::unique_lock<std::mutex> lock(state->mutex);
+        state->released_changed.wait(lock, [&] { return state->released; });
+    }
     mnemo_subscription *h_ = nullptr;
     std::shared_ptr<detail::subscription_state> state_;
 };

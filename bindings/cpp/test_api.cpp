@@ -1,15 +1,18 @@
 // Tests of the wrapper's paths, history, verification, limits and ticket sharing, and of
 // what it adds to the C API: string arguments holding a NUL, subscriptions that wait for
-// their callbacks when they end, timeouts, find() in a forgotten database, a cursor whose
-// copy fails. Each method through real calls on "memory:" instances (several in this
-// process, syncing over 127.0.0.1), values read back, and failing calls throwing
-// mnemo::error with the status include/mnemo.h gives. Built and run under ASan/UBSan by
-// tests/packaging/test-cpp.sh (LeakSanitizer finds what a throwing copy would leak).
+// their callbacks when they end (cancel() dropping what is queued), timeouts, find() in a
+// forgotten database, a cursor whose copy fails. Each method through real calls on
+// "memory:" instances (several in this process, syncing over 127.0.0.1), values read back,
+// and failing calls throwing mnemo::error with the status include/mnemo.h gives. Built and
+// run under ASan/UBSan by tests/packaging/test-cpp.sh (LeakSanitizer finds what a throwing
+// copy would leak).
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -402,21 +405,21 @@ void test_subscription_end() {
               std::to_string(at_end) + " calls when it returned, " +
               std::to_string(calls.load()) + " later)");
 
-    // The same when another subscription is assigned to it, and for cancel().
+    // The same when another subscription is assigned to it, and for close().
     std::atomic<int> first{0}, second{0};
     auto sub = db.subscribe(slow_count(first));
     for (int i = 0; i < 3; ++i) db.set("s", "k" + std::to_string(i), "2");
     sub = db.subscribe(slow_count(second));
     const int first_at_end = first.load();
     for (int i = 0; i < 3; ++i) db.set("s", "k" + std::to_string(i), "3");
-    sub.cancel();
+    sub.close();
     const int second_at_end = second.load();
     std::this_thread::sleep_for(200ms);
     check(first_at_end == 3 && first.load() == 3,
           "assigning a subscription waits for the callbacks of the one it replaces (" +
               std::to_string(first_at_end) + ", then " + std::to_string(first.load()) + ")");
     check(second_at_end == 3 && second.load() == 3,
-          "cancel waits for the queued callbacks (" + std::to_string(second_at_end) +
+          "close waits for the queued callbacks (" + std::to_string(second_at_end) +
               ", then " + std::to_string(second.load()) + ")");
 
     // Destroyed from inside its own callback: that must not wait for itself.
@@ -434,6 +437,139 @@ void test_subscription_end() {
     expect_error(MNEMO_STATUS_INVALID_ARGUMENT, "callback is empty",
                  "subscribe with an empty function",
                  [&] { db.subscribe(mnemo::change_callback()); });
+}
+
+// Where a callback waits until the test opens it, counting the calls that reached it.
+struct gate {
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool is_open = false;
+    int arrived = 0;
+
+    void pass() {
+        std::unique_lock<std::mutex> lock(mutex);
+        ++arrived;
+        changed.notify_all();
+        changed.wait(lock, [&] { return is_open; });
+    }
+    void open() {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            is_open = true;
+        }
+        changed.notify_all();
+    }
+    /// Opens it once `delay` has passed, unless it is open by then.
+    void open_after(std::chrono::milliseconds delay) {
+        std::unique_lock<std::mutex> lock(mutex);
+        changed.wait_for(lock, delay, [&] { return is_open; });
+        is_open = true;
+        changed.notify_all();
+    }
+    bool wait_arrived(int n) {
+        std::unique_lock<std::mutex> lock(mutex);
+        return changed.wait_for(lock, 10s, [&] { return arrived >= n; });
+    }
+    int arrivals() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return arrived;
+    }
+    bool opened() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return is_open;
+    }
+};
+
+// cancel() drops the changes still queued: the callback runs again only to finish a call
+// already under way, which cancel() waits for except on the notification thread. On an
+// empty subscription (moved from, or ended) it does nothing.
+void test_subscription_cancel() {
+    auto inst = mnemo::instance::open("memory:");
+    inst.create_user("ann");
+    auto ann = inst.login("ann");
+    auto db = ann.create_db("d");
+    const auto commit = [&db](int n, const std::string &value) {
+        for (int i = 0; i < n; ++i) db.set("s", "k" + std::to_string(i), value);
+    };
+
+    // Cancelled from its own first call, which waits until all five commits are made: the
+    // four queued behind it are dropped, and the callback is destroyed afterwards.
+    {
+        gate g;
+        std::atomic<int> calls{0};
+        auto token = std::make_shared<int>(0);
+        std::optional<mnemo::subscription> sub;
+        sub = db.subscribe([&, token](const std::string &, const std::string &, bool) {
+            ++calls;
+            g.pass();
+            sub->cancel();
+        });
+        commit(5, "1");
+        check(g.wait_arrived(1), "the first callback runs");
+        g.open();
+        expect_ok("flush after cancel() in the callback", [&] { db.flush_notifications(10s); });
+        check(calls == 1, "cancel() in the callback drops the 4 changes queued behind it (" +
+                              std::to_string(calls.load()) + " calls for 5 commits)");
+        check(!sub->native_handle(), "a cancelled subscription is empty");
+        check(token.use_count() == 1, "the callback is destroyed after the call under way");
+        sub->cancel();  // already cancelled: nothing
+    }
+
+    // Cancelled from this thread while the notification thread is held up in another
+    // subscription's callback: what is queued for it is dropped, and cancel() returns without
+    // waiting for the other callback. (Were the queue delivered, cancel() would wait behind
+    // the held-up callback: the gate opens by itself after 5 s so that this fails, not hangs.)
+    {
+        gate g;
+        std::atomic<int> held_calls{0}, queued_calls{0};
+        auto held = db.subscribe([&](const std::string &, const std::string &, bool) {
+            g.pass();
+            ++held_calls;
+        });
+        auto queued = db.subscribe([&](const std::string &, const std::string &, bool) {
+            ++queued_calls;
+        });
+        auto taken = std::move(held);
+        held.cancel();  // moved from: nothing, `taken` goes on
+        check(!held.native_handle() && taken.native_handle(),
+              "cancel() on a moved-from subscription leaves the one it moved to alone");
+        commit(3, "2");
+        check(g.wait_arrived(1), "the held-up callback runs");
+        std::thread opener([&g] { g.open_after(5s); });
+        queued.cancel();
+        const bool waited = g.opened();
+        g.open();
+        opener.join();
+        queued.cancel();  // again: nothing
+        expect_ok("flush after cancel() from another thread", [&] { db.flush_notifications(10s); });
+        check(!waited, "cancel() does not wait for the changes it drops");
+        check(queued_calls == 0, "cancel() drops the changes queued (" +
+                                     std::to_string(queued_calls.load()) + " calls for 3 commits)");
+        check(held_calls == 3, "the other subscription gets all 3 changes (" +
+                                   std::to_string(held_calls.load()) + ")");
+    }
+
+    // Cancelled from this thread during a call: cancel() returns once that call has.
+    {
+        gate g;
+        std::atomic<int> finished{0};
+        auto sub = db.subscribe([&](const std::string &, const std::string &, bool) {
+            g.pass();
+            std::this_thread::sleep_for(20ms);
+            ++finished;
+        });
+        commit(3, "3");
+        check(g.wait_arrived(1), "the callback runs");
+        std::thread opener([&g] { g.open_after(100ms); });
+        sub.cancel();
+        const int arrived = g.arrivals(), done = finished.load();
+        opener.join();
+        expect_ok("flush after cancel() during a call", [&] { db.flush_notifications(10s); });
+        check(arrived == done && finished == done,
+              "cancel() waits for the call under way, and none follows (" +
+                  std::to_string(arrived) + " begun and " + std::to_string(done) +
+                  " done when it returned, " + std::to_string(finished.load()) + " later)");
+    }
 }
 
 // Timeouts outside 0 to UINT32_MAX ms are clamped, not wrapped.
@@ -531,6 +667,7 @@ int main() {
         test_cursor_bad_alloc();  // first: no other thread may run the replaced operator new
         test_nul_in_strings();
         test_subscription_end();
+        test_subscription_cancel();
         test_timeouts();
         test_forgotten_database();
         test_paths_history_verify();
