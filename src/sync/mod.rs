@@ -13,6 +13,7 @@
 //! through a [`Requester`].
 
 mod address;
+mod budget;
 pub mod handlers;
 pub mod holders;
 mod limits;

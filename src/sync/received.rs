@@ -8,93 +8,58 @@
 //! gives back what the reply did not use once it is in, and keeps the rest until its
 //! entries are stored. A round finding no room first stores what it holds (so it never
 //! waits for room it holds itself), then waits up to the engine's `queue_timeout`.
+//!
+//! The room is a [`ByteBudget`]; this module adds the blocking wait rounds use and the
+//! error that names `max_received_bytes`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::timeout;
 
-use crate::error::{Error, Result};
-
-/// Room is counted in units of this many bytes.
-const UNIT: usize = 1024;
+use super::budget::ByteBudget;
+pub(super) use super::budget::Room;
+use crate::error::Result;
 
 /// An engine's room for received entries.
-pub(super) struct ReceivedBudget {
-    units: Arc<Semaphore>,
-    /// The room in all, in bytes (the limit it was made for).
-    bytes: usize,
-}
-
-/// Room taken from a [`ReceivedBudget`], given back when dropped.
-#[derive(Debug)]
-pub(super) struct Room(OwnedSemaphorePermit);
+pub(super) struct ReceivedBudget(ByteBudget);
 
 impl ReceivedBudget {
-    /// Room for `bytes` in all.
+    /// Room for `bytes` in all (rounded up: room for `bytes` holds a reply of `bytes`).
     pub(super) fn new(bytes: usize) -> ReceivedBudget {
-        ReceivedBudget {
-            // Rounded up, as what is asked for is: room for `bytes` holds a reply of `bytes`.
-            units: Arc::new(Semaphore::new(bytes.div_ceil(UNIT))),
-            bytes,
-        }
+        ReceivedBudget(ByteBudget::new(bytes))
     }
 
     /// The room in all, in bytes.
     pub(super) fn bytes(&self) -> usize {
-        self.bytes
+        self.0.bytes()
     }
 
     /// Room for `bytes`, if it is free now.
     pub(super) fn try_take(&self, bytes: usize) -> Option<Room> {
-        let units = units_of(bytes).ok()?;
-        self.units
-            .clone()
-            .try_acquire_many_owned(units)
-            .ok()
-            .map(Room)
+        self.0.try_take(bytes)
     }
 
-    /// Room for `bytes`, waiting for it up to `wait` (first come, first served);
-    /// [`Error::Busy`] after.
+    /// Room for `bytes`, waiting for it on `runtime` up to `wait` (first come, first
+    /// served); [`crate::error::Error::Busy`] naming `max_received_bytes` after.
     pub(super) fn take(&self, runtime: &Runtime, bytes: usize, wait: Duration) -> Result<Room> {
-        let units = units_of(bytes)?;
-        let units = self.units.clone().acquire_many_owned(units);
-        // The timer is made inside the runtime, which drives it.
-        let waited = runtime.block_on(async { timeout(wait, units).await });
-        match waited {
-            Ok(Ok(permit)) => Ok(Room(permit)),
-            Ok(Err(_)) => Err(Error::Internal("the received-entries budget closed".into())),
-            Err(_) => Err(Error::Busy(format!(
+        let busy = || {
+            format!(
                 "no room for a reply of up to {bytes} bytes within {} ms: other rounds hold \
                  the {} bytes of received entries this engine allows (max_received_bytes)",
                 wait.as_millis(),
-                self.bytes
-            ))),
-        }
+                self.bytes()
+            )
+        };
+        runtime.block_on(self.0.take_within(bytes, wait, busy))
     }
-}
-
-impl Room {
-    /// Keeps room for `bytes` only, giving the rest back.
-    pub(super) fn keep(&mut self, bytes: usize) {
-        let keep = units_of(bytes).map_or(usize::MAX, |units| units as usize);
-        let spare = self.0.num_permits().saturating_sub(keep);
-        drop(self.0.split(spare));
-    }
-}
-
-/// The units `bytes` take (at least one).
-fn units_of(bytes: usize) -> Result<u32> {
-    u32::try_from(bytes.div_ceil(UNIT).max(1))
-        .map_err(|_| Error::invalid(format!("{bytes} bytes of room is too much to ask for")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+
+    const UNIT: usize = 1024;
 
     fn runtime() -> Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -35,7 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, timeout, Sleep};
 use tokio_rustls::TlsAcceptor;
 
@@ -43,12 +43,10 @@ use super::addresses::{Activity, Address, Addresses, Refusal};
 use super::tls::{self, TlsIdentity};
 use crate::crypto::PublicKey;
 use crate::error::{Error, Result};
+use crate::sync::budget::{ByteBudget, Room};
 use crate::sync::handlers::{self, Endpoint};
 use crate::sync::wire::{self, ErrorReply};
 use crate::sync::{Limits, SyncEngine};
-
-/// Buffered body bytes are reserved in units of this many bytes.
-const BUDGET_UNIT: usize = 1024;
 
 /// A bound listener, serving until [`Listener::stop`] or until its engine is gone.
 pub(in crate::sync) struct Listener {
@@ -97,9 +95,9 @@ struct Shared {
     limits: Limits,
     addresses: Arc<Addresses>,
     in_flight: Semaphore,
-    /// The body budget, in [`BUDGET_UNIT`]s: request bodies while read and handled, replies
-    /// until written.
-    buffered: Arc<Semaphore>,
+    /// The body budget (`max_buffered_bytes`): request bodies while read and handled,
+    /// replies until written.
+    buffered: ByteBudget,
     refusals: Arc<Refusals>,
     /// Told when the listener stops: watches then answer at once, so their connections
     /// close with the others rather than a watch timeout later.
@@ -137,9 +135,7 @@ impl Listener {
             tls,
             in_flight: Semaphore::new(limits.max_requests_in_flight),
             // Rounded up, as what a body asks for is: the budget holds a body of its size.
-            buffered: Arc::new(Semaphore::new(
-                limits.max_buffered_bytes.div_ceil(BUDGET_UNIT),
-            )),
+            buffered: ByteBudget::new(limits.max_buffered_bytes),
             addresses: Addresses::new(limits.clone()),
             limits,
             refusals,
@@ -427,7 +423,12 @@ async fn handle(
         let endpoint = Endpoint::from_path(request.uri().path())
             .ok_or_else(|| Error::NotFound(format!("no sync endpoint {}", request.uri().path())))?;
         let length = announced_length(&request, shared.limits.max_message_bytes)?;
-        let _reserved = reserve(&shared.buffered, length, shared.limits.queue_timeout).await?;
+        let _reserved = shared
+            .buffered
+            .take_within(length, shared.limits.queue_timeout, || {
+                "server busy: too many request bodies in memory".into()
+            })
+            .await?;
         let body = read_body(request.into_body(), length, shared.limits.body_timeout).await?;
         let _slot = timeout(shared.limits.queue_timeout, shared.in_flight.acquire())
             .await
@@ -455,29 +456,26 @@ async fn handle(
     Ok(Bytes::from(wait(shared, held, watch, engine).await))
 }
 
-/// A reply's bytes with their share of the body budget: the units are given back when the
+/// A reply's bytes with their share of the body budget: the room is given back when the
 /// bytes are dropped, which hyper does once it has written them (or the connection is
 /// gone), so a client that does not read its replies holds budget, not unbounded memory.
 /// [`Error::Busy`] if the budget has no room within `queue_timeout`.
 async fn counted(shared: &Shared, reply: Vec<u8>) -> Result<Bytes> {
-    let whole_budget = shared.limits.max_buffered_bytes;
-    let units = reserve(
-        &shared.buffered,
-        reply.len().min(whole_budget),
-        shared.limits.queue_timeout,
-    )
-    .await
-    .map_err(|_| Error::Busy("server busy: too many replies in memory".into()))?;
-    Ok(Bytes::from_owner(CountedReply {
-        reply,
-        _units: units,
-    }))
+    let budget = &shared.buffered;
+    let room = budget
+        .take_within(
+            reply.len().min(budget.bytes()),
+            shared.limits.queue_timeout,
+            || "server busy: too many replies in memory".into(),
+        )
+        .await?;
+    Ok(Bytes::from_owner(CountedReply { reply, _room: room }))
 }
 
 /// See [`counted`].
 struct CountedReply {
     reply: Vec<u8>,
-    _units: OwnedSemaphorePermit,
+    _room: Room,
 }
 
 impl AsRef<[u8]> for CountedReply {
@@ -537,20 +535,6 @@ fn announced_length(request: &Request<Incoming>, max: usize) -> Result<usize> {
         )));
     }
     Ok(length as usize)
-}
-
-/// Reserves `bytes` of the listener's body budget, waiting at most `wait`.
-async fn reserve(
-    budget: &Arc<Semaphore>,
-    bytes: usize,
-    wait: std::time::Duration,
-) -> Result<OwnedSemaphorePermit> {
-    let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1))
-        .map_err(|_| Error::invalid("sync message too large"))?;
-    timeout(wait, budget.clone().acquire_many_owned(units))
-        .await
-        .map_err(|_| Error::Busy("server busy: too many request bodies in memory".into()))?
-        .map_err(|_| Error::Internal("the body budget was closed".into()))
 }
 
 /// Reads exactly `length` bytes of body within `limit` time, into one buffer (each chunk
