@@ -239,8 +239,11 @@ pub trait Backend: Send + Sync {
     /// by nobody else) to share their commit with others', and what `work` reads on this
     /// thread includes what is staged. Returns the staged entries to wait for, or `None` when
     /// everything `work` stored is durable. `announced`: this thread called
-    /// [`Backend::announce_write`] for this turn. The default (a backend without shared
-    /// commits) runs `work`, whose stores are durable when they return.
+    /// [`Backend::announce_write`] for this turn. Fails if something `work` stored was not
+    /// committed after all (its shared commit failed), even when `work` succeeded. A turn
+    /// asked for inside this thread's turn is part of it: its `work` runs at once, and
+    /// what it stores is committed with the outer turn's. The default (a backend without
+    /// shared commits) runs `work`, whose stores are durable when they return.
     fn write_turn(
         &self,
         _announced: bool,

@@ -49,7 +49,7 @@ impl Status {
 }
 
 /// Everything that can go wrong in mnemo, by kind. The message never contains secrets.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A caller passed something malformed: an empty name, bad JSON, a bad key or id.
     #[error("invalid argument: {0}")]

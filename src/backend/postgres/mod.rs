@@ -1183,12 +1183,15 @@ impl Backend for PostgresBackend {
 
     /// Runs `work` as a turn that may hold a database ([`Backend::hold_for_turn`]): the lock
     /// is released when it ends (or, should releasing fail, the connection holding it is
-    /// closed, which releases it).
+    /// closed, which releases it). A turn asked for inside this thread's turn is part of it.
     fn write_turn(
         &self,
         _announced: bool,
         work: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<Arc<dyn crate::backend::Staged>>> {
+        if self.turns.held_db().is_some() {
+            return work().map(|()| None);
+        }
         let turn = TurnGuard::begin(self)?;
         let worked = work();
         drop(turn);

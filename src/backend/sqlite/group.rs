@@ -95,6 +95,10 @@ struct Writer {
     open: Option<Group>,
     /// The turn stored an entry in the open group.
     staged_in_turn: bool,
+    /// How a commit of a group holding rows the turn stored failed, if one did before the
+    /// turn ended (a full group committed to make room, a rollback, a change of its own):
+    /// the turn then fails, since rows it reported stored were not.
+    lost_in_turn: Option<Error>,
 }
 
 /// The transaction open on the writer and the threads waiting for its commit.
@@ -242,6 +246,7 @@ impl GroupWriter {
                 conn,
                 open: None,
                 staged_in_turn: false,
+                lost_in_turn: None,
             }),
             turn: Mutex::new(false),
             turn_ended: Condvar::new(),
@@ -347,11 +352,20 @@ impl GroupWriter {
     /// [`GroupWriter::write_in_group`] are written into the group and left there when
     /// others are queued (returned as [`Staged`]); otherwise the group is committed before
     /// this returns. `announced`: this thread called [`GroupWriter::announce`] for it.
+    /// Fails when a commit of rows the turn stored failed, also one made before it ended.
+    /// A turn asked for inside this thread's turn is part of it: `work` runs at once, and
+    /// the outer turn commits what it stores.
     pub fn turn(
         self: &Arc<Self>,
         announced: bool,
         work: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Option<Arc<dyn StagedEntries>>> {
+        if self.in_turn() {
+            if announced {
+                self.announced.fetch_sub(1, Ordering::AcqRel);
+            }
+            return work().map(|()| None);
+        }
         let waiting = if announced {
             &self.announced
         } else {
@@ -363,11 +377,18 @@ impl GroupWriter {
         let mut writer = locked?;
         *self.turn_held() = true;
         writer.staged_in_turn = false;
+        writer.lost_in_turn = None;
         drop(writer);
         let holder = TurnHolder::take(self);
         let worked = work();
         let mut writer = holder.end();
         let staged = std::mem::take(&mut writer.staged_in_turn);
+        // Rows built on the lost ones are committed (what the turn read after the loss was
+        // storage's truth), and the turn fails.
+        let worked = match writer.lost_in_turn.take() {
+            Some(lost) => worked.and(Err(lost)),
+            None => worked,
+        };
         let queued = self.company_for_turns();
         let Some(group) = writer.open.as_ref() else {
             return worked.map(|()| None); // nothing open: what was stored is committed
@@ -408,7 +429,7 @@ impl GroupWriter {
         }
         let mut writer = self.lock()?;
         if writer.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
-            let _ = writer.commit_group(); // its members get the outcome
+            let _ = writer.commit_group(); // its members get the outcome; a loss is noted
         }
         if writer.open.is_none() {
             writer.begin_with(|_| Ok(()))?;
@@ -594,10 +615,15 @@ impl Drop for TurnHolder<'_> {
 impl Writer {
     /// Writes `write`'s rows into the open group as a new member, beginning a group if none
     /// is open (or the open one is full: it is committed first). On success the group is
-    /// open and holds them; on failure they are undone.
+    /// open and holds them; on failure they are undone. In a turn whose stored rows were
+    /// lost ([`Writer::lost_in_turn`]), fails writing nothing.
     fn stage(&mut self, write: impl FnOnce(&Connection) -> Result<()>) -> Result<()> {
         if self.open.as_ref().is_some_and(|g| g.members >= MAX_GROUP) {
-            let _ = self.commit_group(); // its members get the outcome
+            let _ = self.commit_group(); // its members get the outcome; a loss is noted
+        }
+        if let Some(lost) = &self.lost_in_turn {
+            // Rows this turn stored are gone: nothing more is written on top of them.
+            return Err(lost.clone());
         }
         if self.open.is_some() {
             self.write_as_member(write)?;
@@ -653,14 +679,17 @@ impl Writer {
             if !self.conn.is_autocommit() {
                 let _ = self.run("ROLLBACK");
             }
-            group.outcome.publish(&Err(Error::Storage(
+            let lost = Err(Error::Storage(
                 "sqlite: another write in the same transaction failed and rolled it back".into(),
-            )));
+            ));
+            group.outcome.publish(&lost);
+            self.note_if_lost(&lost);
         }
         written
     }
 
-    /// Commits the open group and tells its members how it ended; returns that.
+    /// Commits the open group and tells its members how it ended; returns that. A failure
+    /// in a turn that stored into the group is noted for the turn's end.
     fn commit_group(&mut self) -> Result<()> {
         let group = self.open.take().expect("commit_group needs an open group");
         let result = self.run("COMMIT");
@@ -668,7 +697,18 @@ impl Writer {
             let _ = self.run("ROLLBACK");
         }
         group.outcome.publish(&result);
+        self.note_if_lost(&result);
         result
+    }
+
+    /// Notes `ended`, how a group ended, for the turn's end when it failed and the turn
+    /// stored into it (see [`Writer::lost_in_turn`]).
+    fn note_if_lost(&mut self, ended: &Result<()>) {
+        if let Err(e) = ended {
+            if self.staged_in_turn && self.lost_in_turn.is_none() {
+                self.lost_in_turn = Some(e.clone());
+            }
+        }
     }
 }
 

@@ -199,3 +199,56 @@ fn a_turn_holding_the_file_keeps_other_connections_writes_out_until_it_ends() {
         Err(Error::Internal(_))
     ));
 }
+
+#[test]
+fn a_turn_asked_for_inside_a_turn_is_part_of_it() {
+    let (file, backend) = open();
+    let commits = wal_commits(&file.0);
+    let outer = backend
+        .write_turn(false, &mut || {
+            put(&backend, db(), 1, 1, &[db()]);
+            let inner = backend.write_turn(false, &mut || {
+                put(&backend, db(), 2, 2, &[entry(1)]);
+                Ok(())
+            })?;
+            assert!(inner.is_none(), "left to the outer turn");
+            assert_eq!(wal_commits(&file.0), commits, "nothing committed inside");
+            assert_eq!(backend.tips(&db())?, vec![(entry(2), 2)]);
+            Ok(())
+        })
+        .unwrap();
+    assert!(outer.is_none());
+    assert_eq!(wal_commits(&file.0), commits + 1, "one commit for both");
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(2), 2)]);
+}
+
+#[test]
+fn a_turn_whose_stored_rows_were_rolled_back_fails_and_stores_nothing_after() {
+    let (_file, backend) = open();
+    let turn = backend.write_turn(false, &mut || {
+        put(&backend, db(), 1, 1, &[db()]);
+        // A write that fails having rolled the whole transaction back (as SQLite does on a
+        // full disk, say): the turn's entry 1 goes with it.
+        let failed = backend.writer.write_in_group(|conn| {
+            conn.execute_batch("ROLLBACK").unwrap();
+            Err(Error::Storage("no room left (test)".into()))
+        });
+        assert!(failed.is_err());
+        // Entry 2 would build on entry 1: refused.
+        let on_top = backend
+            .writer
+            .write_in_group(|_| panic!("written after the loss"));
+        assert!(matches!(on_top, Err(Error::Storage(_))), "{on_top:?}");
+        Ok(())
+    });
+    assert!(matches!(turn, Err(Error::Storage(_))), "{:?}", turn.err());
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(db(), 0)]);
+    // The next turn stores as ever.
+    backend
+        .write_turn(false, &mut || {
+            put(&backend, db(), 1, 1, &[db()]);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(backend.tips(&db()).unwrap(), vec![(entry(1), 1)]);
+}
