@@ -23,6 +23,7 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops, MAX_PARENTS};
 use crate::error::{quoted, Error, Result};
 
 mod held;
+mod receive;
 mod stored_metas;
 mod write_lock;
 
@@ -1121,91 +1122,6 @@ impl DatabaseCore {
             }
         }
         Ok(true)
-    }
-
-    /// Takes an entry from elsewhere (already decoded, so its signature verified). It is
-    /// validated and applied if its parents are present, or waits invisibly until they are.
-    pub fn receive(&self, entry: Entry) -> Result<Received> {
-        if entry.database_id() != self.id {
-            return Err(Error::Corrupt(format!(
-                "entry {} belongs to another database",
-                entry.id()
-            )));
-        }
-        self.wait_for_callbacks();
-        if entry.content().db.is_none() {
-            if self.exists()? {
-                return Ok(Received {
-                    duplicate: true,
-                    ..Received::default()
-                });
-            }
-            self.store_root(&entry)?;
-            self.announce_remote(&[entry.id()]);
-            let mut received = Received {
-                applied: vec![entry.id()],
-                ..Received::default()
-            };
-            self.release_waiting(vec![entry.id()], &mut received)?;
-            return Ok(received);
-        }
-        let mut received = Received::default();
-        {
-            let guard = self.lock()?;
-            self.ensure_kept()?;
-            let id = entry.id();
-            if self.backend.entry_meta(&id)?.is_some() {
-                return Ok(Received {
-                    duplicate: true,
-                    ..Received::default()
-                });
-            }
-            if self.waiting().contains(&id) {
-                if self.waits_for_parents(&id)? {
-                    return Ok(Received {
-                        pending: true,
-                        ..Received::default()
-                    });
-                }
-                // Held for want of room (the tips may have been merged since), or its parents
-                // came and its release was kept out: tried again.
-                self.waiting().remove(&id);
-            }
-            let missing = self.missing_parents(&entry.content().parents)?;
-            let mut no_room = false;
-            if !missing.is_empty() {
-                self.waiting().add(entry, missing, Instant::now())?;
-                // A parent held for want of room may come in with it.
-                self.take_with_held(id, &mut received)?;
-            } else {
-                match self.validate_and_apply(&entry, Room::Bounded)? {
-                    Outcome::Applied => received.applied.push(id),
-                    Outcome::Discarded => received.discarded.push(id),
-                    Outcome::NoRoom => {
-                        no_room = true;
-                        // Refused, and held (if there is room for that): a child merging the
-                        // tips back may take it in.
-                        let _ = self.waiting().hold(entry, Instant::now());
-                        self.take_with_held(id, &mut received)?;
-                    }
-                }
-            }
-            self.announce_remote(&received.applied);
-            drop(guard);
-            let taken: Vec<EntryId> = (received.applied.iter())
-                .chain(&received.discarded)
-                .copied()
-                .collect();
-            self.release_waiting(taken, &mut received)?;
-            let came_in = received.applied.contains(&id) || received.discarded.contains(&id);
-            if !came_in {
-                if no_room {
-                    return Err(self.no_room(&id));
-                }
-                received.pending = true;
-            }
-        }
-        Ok(received)
     }
 
     /// The refusal of entry `id`, which would add a tip past the bound.

@@ -9,7 +9,7 @@ use super::SyncEngine;
 use crate::crypto::PublicKey;
 use crate::database::settings::auth_key;
 use crate::database::{now_ms, DatabaseCore, Permission, Registry, SETTINGS_STORE};
-use crate::entry::{Checking, Entry, EntryId};
+use crate::entry::{Checked, Checking, Entry, EntryId};
 use crate::error::{Error, Result, Status};
 
 /// The endpoints of the sync protocol.
@@ -269,11 +269,13 @@ fn admits_new_database(env: &Envelope, entries: &[Vec<u8>]) -> bool {
 /// threads while the previous part's entries are stored.
 const PUSH_PART: usize = 64;
 
-/// Takes pushed entries one by one: each is verified (signature, then permission) before it
-/// becomes visible; invalid ones are dropped. Replies one status per entry: OK when taken
-/// (applied or waiting for its parents), else why not. Entries are taken in the order sent;
-/// at most two parts ([`PUSH_PART`]) are being checked at a time.
+/// Takes pushed entries: each is verified (signature, then permission) before it becomes
+/// visible; invalid ones are dropped. Replies one status per entry: OK when taken (applied
+/// or waiting for its parents), else why not. Entries are taken in the order sent, a part
+/// ([`PUSH_PART`]) at a time sharing storage commits ([`DatabaseCore::receive_all`]); at
+/// most two parts are being checked at a time.
 fn push(registry: &Registry, db: EntryId, entries: Vec<Vec<u8>>) -> Vec<u8> {
+    let core = registry.core(db);
     let mut statuses: Vec<Status> = Vec::with_capacity(entries.len());
     let mut entries = entries.into_iter();
     // Parts taken from the request's entries (moved, not copied).
@@ -286,22 +288,32 @@ fn push(registry: &Registry, db: EntryId, entries: Vec<Vec<u8>>) -> Vec<u8> {
         let mut next = parts.next();
         while let Some(checking) = next {
             next = parts.next(); // started before this part is taken
-            statuses.extend(checking.finish().into_iter().map(|checked| {
-                let taken = checked.map_err(|r| r.error).and_then(|e| {
-                    if e.database_id() != db {
-                        return Err(Error::Corrupt("entry of another database".into()));
-                    }
-                    registry.receive(e)
-                });
-                match taken {
-                    Ok(received) => received
-                        .rejected
-                        .first()
-                        .map_or(Status::Ok, |(_, e)| e.status()),
-                    Err(e) => e.status(),
-                }
-            }));
+            statuses.extend(take_part(&core, checking.finish()));
         }
     });
     wire::encode_statuses(&statuses)
+}
+
+/// The statuses of a pushed part's entries, checked (`checked`), taken by `core`.
+fn take_part(core: &DatabaseCore, checked: Vec<Checked>) -> Vec<Status> {
+    let mut statuses = vec![Status::Ok; checked.len()];
+    let mut entries = Vec::with_capacity(checked.len());
+    let mut places = Vec::with_capacity(checked.len());
+    for (place, checked) in checked.into_iter().enumerate() {
+        match checked {
+            Ok(entry) if entry.database_id() == core.id() => {
+                entries.push(entry);
+                places.push(place);
+            }
+            Ok(_) => statuses[place] = Status::Corrupt,
+            Err(refused) => statuses[place] = refused.error.status(),
+        }
+    }
+    for (place, taken) in places.into_iter().zip(core.receive_all(entries)) {
+        statuses[place] = match taken {
+            Ok(received) => (received.rejected.first()).map_or(Status::Ok, |(_, e)| e.status()),
+            Err(e) => e.status(),
+        };
+    }
+    statuses
 }

@@ -17,7 +17,7 @@ use super::wire::{self, Envelope, IdsPage, Request};
 use super::{PeerAddr, SyncEngine};
 use crate::crypto::{random, KeyRing, PublicKey};
 use crate::database::{now_ms, DatabaseCore, Permission, Registry};
-use crate::entry::{Checked, Checking, EntryId, Refused};
+use crate::entry::{Checking, Entry, EntryId, Refused};
 use crate::error::{Error, Result, Status};
 
 /// What one round moved.
@@ -477,46 +477,45 @@ impl Exchange<'_> {
         room
     }
 
-    /// Takes a reply's entries once they are checked, in the order sent, then saves the
-    /// pull cursor it completes, if any, unless a failure this round holds cursors back.
+    /// Takes a reply's entries once they are checked, in the order sent (sharing storage
+    /// commits: [`DatabaseCore::receive_all`]), noting each outcome in `report`: dropped for
+    /// good if it [`lasts`], else held back for the next round. Then saves the pull cursor
+    /// the reply completes, if any, unless a failure this round holds cursors back.
     fn take_reply(&self, reply: Reply<'_>, report: &mut SyncReport) -> Result<()> {
         let checked = reply.entries.finish();
         self.core.ensure_kept()?;
+        let mut entries = Vec::with_capacity(checked.len());
         for checked in checked {
-            self.take(checked, report);
+            match checked {
+                Ok(entry) if entry.database_id() == self.db => entries.push(entry),
+                Ok(entry) => {
+                    let e = Error::Corrupt("an entry of another database".into());
+                    self.note_refused(Some(&entry.id()), e, report);
+                }
+                Err(Refused { id, error }) => self.note_refused(id.as_ref(), error, report),
+            }
+        }
+        let ids: Vec<EntryId> = entries.iter().map(Entry::id).collect();
+        // Through the round's core: once the database is forgotten here, it takes nothing.
+        for (id, taken) in ids.iter().zip(self.core.receive_all(entries)) {
+            match taken {
+                Ok(received) => {
+                    report.pulled += 1;
+                    if received.pending {
+                        self.left_waiting.set(self.left_waiting.get() + 1);
+                    }
+                    // Children it released that were refused: dropped for good, or (the
+                    // database's tips at their bound, a storage failure) held back.
+                    for (id, e) in received.rejected {
+                        self.note_refused(Some(&id), e, report);
+                    }
+                }
+                Err(e) => self.note_refused(Some(id), e, report),
+            }
         }
         match reply.cursor {
             Some(cursor) if !self.holding_back() => self.save_cursor(Direction::Pull, cursor),
             _ => Ok(()),
-        }
-    }
-
-    /// Takes one entry the peer sent, decoded and verified (`checked`), noting the outcome
-    /// in `report`: dropped for good if it [`lasts`], else held back for the next round.
-    fn take(&self, checked: Checked, report: &mut SyncReport) {
-        let entry = match checked {
-            Ok(entry) => entry,
-            Err(Refused { id, error }) => return self.note_refused(id.as_ref(), error, report),
-        };
-        let id = entry.id();
-        if entry.database_id() != self.db {
-            let e = Error::Corrupt("an entry of another database".into());
-            return self.note_refused(Some(&id), e, report);
-        }
-        // Through the round's core: once the database is forgotten here, it takes nothing.
-        match self.core.receive(entry) {
-            Ok(received) => {
-                report.pulled += 1;
-                if received.pending {
-                    self.left_waiting.set(self.left_waiting.get() + 1);
-                }
-                // Children it released that were refused: dropped for good, or (the
-                // database's tips at their bound, a storage failure) held back.
-                for (id, e) in received.rejected {
-                    self.note_refused(Some(&id), e, report);
-                }
-            }
-            Err(e) => self.note_refused(Some(&id), e, report),
         }
     }
 

@@ -293,6 +293,9 @@ pub struct Instrumented {
     /// The most bytes of keys and values one `cells_range` returned.
     pub most_range_bytes: AtomicUsize,
     writes: AtomicUsize,
+    /// Storage commits asked for: write turns (not one inside another) and entries stored
+    /// outside a turn (see [`Instrumented::storage_commits`]).
+    commits: AtomicUsize,
     fail_at: AtomicUsize,
     crash: bool,
     /// The next write turn fails as a storage commit that rolled back (see
@@ -332,6 +335,11 @@ pub struct Instrumented {
 
 /// Work a test runs inside a backend call.
 type Hook = Box<dyn FnMut() + Send>;
+
+thread_local! {
+    /// This thread is inside a write turn of an [`Instrumented`] backend.
+    static IN_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Lookups held until enough wait at once: shows how many requests a listener handles side
 /// by side.
@@ -399,6 +407,7 @@ impl Instrumented {
             cells_at_reads: AtomicUsize::new(0),
             most_range_bytes: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
+            commits: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             crash,
             roll_back_turn: AtomicBool::new(false),
@@ -537,6 +546,12 @@ impl Instrumented {
         self.writes.load(Ordering::SeqCst)
     }
 
+    /// Storage commits asked for so far: a write turn makes one commit of what it stores
+    /// (one begun inside another is part of it), and an entry stored outside a turn one.
+    pub fn storage_commits(&self) -> usize {
+        self.commits.load(Ordering::SeqCst)
+    }
+
     /// Makes the `k`-th write from now (counted from 0) fail, and only that one.
     pub fn fail_write_in(&self, k: usize) -> usize {
         let at = self.writes_tried() + k;
@@ -637,6 +652,9 @@ impl Backend for Instrumented {
             }));
         }
         self.run_before_write();
+        if !IN_TURN.with(std::cell::Cell::get) {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+        }
         let stored = self.write(|| self.inner.put_entry(write))?;
         if stored.is_some() && write.id == write.meta.db {
             self.roots.lock().unwrap().push(write.id);
@@ -657,6 +675,19 @@ impl Backend for Instrumented {
         announced: bool,
         work: &mut dyn FnMut() -> Result<(), Error>,
     ) -> Result<Option<Arc<dyn Staged>>, Error> {
+        if IN_TURN.with(std::cell::Cell::get) {
+            return self.inner.write_turn(announced, work);
+        }
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        IN_TURN.with(|in_turn| in_turn.set(true));
+        // Left also if `work` panics.
+        struct Leave;
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                IN_TURN.with(|in_turn| in_turn.set(false));
+            }
+        }
+        let _leave = Leave;
         if !self.roll_back_turn.swap(false, Ordering::SeqCst) {
             return self.inner.write_turn(announced, work);
         }
