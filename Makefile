@@ -10,7 +10,8 @@
 #               durable commits against plain SQLite alternating (examples/bench_durable.rs)
 #               and the Python layer's cost (bindings/python/benchmarks/ctypes_overhead.py),
 #               printed as one table (saved in target/bench/table.txt). About a minute.
-#               Then one row for sync catch-up (examples/bench_sync; target/bench/sync.txt)
+#               Then two rows for sync catch-up, into memory and into a SQLite file
+#               (examples/bench_sync; target/bench/sync.txt)
 #               and one for the WAL frames (pages) of a durable commit, by table
 #               (scripts/wal-frames; target/bench/frames.txt).
 #               MNEMO_BENCH_QUICK=1 make bench: a short smoke run (a few seconds once built).
@@ -71,9 +72,10 @@ bench:
 	        | tee $(BENCH_OUT)/table.txt; \
 	fi
 	@# Sync: an empty peer caught up over loopback (5,000 entries, median of three) against
-	@# the single-core Ed25519 verify rate of the same run; one row, saved in sync.txt.
+	@# the single-core Ed25519 verify rate of the same run; then into a SQLite file against
+	@# into memory; two rows, saved in sync.txt.
 	cargo build --release --example bench_sync
-	@set -eo pipefail; MNEMO_BENCH_QUICK=1 $(RELEASE)/examples/bench_sync 5000 \
+	@set -eo pipefail; MNEMO_BENCH_QUICK=1 $(RELEASE)/examples/bench_sync 5000 $(BENCH_DIR) \
 	    | tee $(BENCH_OUT)/sync.txt
 	@# Pages: WAL frames a durable single-key commit writes, by table (scripts/wal-frames,
 	@# under strace; a "skipped" row without it); saved in frames.txt.

@@ -4,10 +4,13 @@
 //! one instance to the change callback on the other, both ways between a tracking peer and
 //! the listener it tracks; peak memory.
 //!
-//! Run: `cargo run --release --example bench_sync [ENTRIES]` (default 100000). With
+//! Run: `cargo run --release --example bench_sync [ENTRIES] [DIR]` (default 100000 entries;
+//! the SQLite file in DIR, default the system's temporary directory). With
 //! `MNEMO_BENCH_QUICK=1` only the catch-up, three times (default 5000 entries), printed as
-//! one row of `make bench`'s table.
+//! one row of `make bench`'s table, then the same catch-up into a SQLite file (durable: the
+//! entries received share storage commits) as a second row, against the first.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +20,24 @@ use mnemo::crypto::PrivateKey;
 use mnemo::database::Permission;
 use mnemo::Instance;
 
+#[allow(dead_code)] // only its clean-up is used here
+mod common;
+use common::remove_sqlite_files;
+
 fn instance(name: &str) -> (Instance, mnemo::User) {
-    let inst = Instance::open(Arc::new(MemoryBackend::new())).unwrap();
+    instance_on(name, None)
+}
+
+/// An instance with user `name` logged in, in memory or (`file`) in a new SQLite file.
+fn instance_on(name: &str, file: Option<&Path>) -> (Instance, mnemo::User) {
+    let backend = match file {
+        None => Arc::new(MemoryBackend::new()),
+        Some(path) => {
+            remove_sqlite_files(path);
+            mnemo::backend::open(&format!("sqlite:{}", path.display())).unwrap()
+        }
+    };
+    let inst = Instance::open(backend).unwrap();
     inst.create_user(name, None).unwrap();
     let user = inst.login(name, None).unwrap();
     (inst, user)
@@ -60,6 +79,11 @@ fn verify_rate(n: usize) -> f64 {
 /// Brings an empty peer up to date with a database of `entries` entries over loopback:
 /// entries pulled, seconds taken, and the peak RSS in MiB before it started.
 fn catch_up(entries: usize) -> (usize, f64, f64) {
+    catch_up_into(entries, None)
+}
+
+/// [`catch_up`], the peer in memory or (`file`) in a new SQLite file (removed after).
+fn catch_up_into(entries: usize, file: Option<&Path>) -> (usize, f64, f64) {
     let (a, alice) = instance("alice");
     let db = alice.create_db("big").unwrap();
     for i in 0..entries {
@@ -67,14 +91,28 @@ fn catch_up(entries: usize) -> (usize, f64, f64) {
             .unwrap();
     }
     let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
-    let (b, bob) = instance("bob");
+    let (b, bob) = instance_on("bob", file);
     db.grant(&bob.default_key().unwrap(), Permission::Read)
         .unwrap();
     let rss_before = peak_rss_mib();
     let sync_b = b.enable_sync().unwrap();
     let start = Instant::now();
     let report = sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
-    (report.pulled, start.elapsed().as_secs_f64(), rss_before)
+    let taken = (report.pulled, start.elapsed().as_secs_f64(), rss_before);
+    drop((sync_b, bob, b));
+    if let Some(path) = file {
+        remove_sqlite_files(path);
+    }
+    taken
+}
+
+/// Where the SQLite catch-up's file goes: the directory argument after `ENTRIES`, else the
+/// system's temporary directory.
+fn sqlite_file() -> PathBuf {
+    let dir = std::env::args_os()
+        .nth(2)
+        .map_or_else(std::env::temp_dir, PathBuf::from);
+    dir.join(format!("mnemo-bench-sync-{}.db", std::process::id()))
 }
 
 /// `MNEMO_BENCH_QUICK=1` (for `make bench`): three catch-ups of `entries` (default 5,000),
@@ -109,6 +147,29 @@ fn quick(entries: usize) {
         format!("{:.1}k/s", 1e-3 / median),
         ratios[1],
         floors[1] / 1e3
+    );
+    // Into a SQLite file: each catch-up beside one into memory (the machine drifts).
+    let file = sqlite_file();
+    let mut runs: Vec<(f64, f64)> = (0..3)
+        .map(|_| {
+            let (pulled, secs, _) = catch_up_into(entries, Some(&file));
+            let (in_memory, memory_secs, _) = catch_up(entries);
+            (secs / pulled as f64, memory_secs / in_memory as f64)
+        })
+        .collect();
+    let mut ratios: Vec<f64> = runs.iter().map(|(file, memory)| memory / file).collect();
+    ratios.sort_by(f64::total_cmp);
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, slowest) = (runs[1].0, runs[2].0);
+    println!(
+        "{:<7} {:<44} {:>8} {:>10} {:>10} {:>10}  {:.2}x the catch-up into memory (same run)",
+        "sqlite",
+        "sync catch-up into a file, durable",
+        entries,
+        format!("{:.1} us", median * 1e6),
+        format!("{:.1} us", slowest * 1e6),
+        format!("{:.1}k/s", 1e-3 / median),
+        ratios[1],
     );
 }
 
