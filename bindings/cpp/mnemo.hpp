@@ -2,7 +2,8 @@
 //
 // - Each class owns one handle and frees it in its destructor. Classes are move-only; a
 //   moved-from object holds no handle, and calling it throws mnemo::error
-//   (MNEMO_STATUS_INVALID_ARGUMENT), never crashes.
+//   (MNEMO_STATUS_INVALID_ARGUMENT), never crashes; ending it (a subscription's close() or
+//   cancel()) does nothing.
 // - Every failed call throws mnemo::error, carrying the status (error::status()) and the
 //   library's message (what()).
 // - Strings go in as std::string and come out as std::string; lists and records stay JSON
