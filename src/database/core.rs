@@ -607,11 +607,9 @@ impl DatabaseCore {
         // Only entries of this database: asked by a reader of this one over sync, another
         // database's entries are none of its business. Its row's database only, not the
         // entry (a peer lists or asks about a thousand at a time, each up to 16 MiB).
-        let db = match self.stored_metas.get(id) {
-            Some(meta) => Some(meta.db),
-            None => self.backend.entry_db(id)?,
-        };
-        if db == Some(self.id) {
+        // Not from the metadata kept in memory: a turn taking received entries keeps those it
+        // reads before they are durable.
+        if self.backend.entry_db(id)? == Some(self.id) {
             return Ok(true);
         }
         // A held entry was refused, and one whose parents have all come was not taken in
@@ -1142,12 +1140,6 @@ impl DatabaseCore {
         }
     }
 
-    /// Announces entries received from elsewhere, after every change made before them.
-    /// Callers hold the write lock (or have just stored a root).
-    fn announce_remote(&self, applied: &[EntryId]) {
-        self.announce_from_elsewhere(self.notices.ticket(), applied, Origin::Sync);
-    }
-
     /// Announces `entries`, which came from elsewhere than a commit here (`origin`: sync,
     /// or another process on this storage), at `ticket`'s place in line.
     fn announce_from_elsewhere(&self, ticket: Ticket<'_>, entries: &[EntryId], origin: Origin) {
@@ -1205,7 +1197,8 @@ impl DatabaseCore {
         });
         // What memory learnt from the entry is not in storage if the turn's commit failed.
         // Left staged for company, it is made durable now: this thread holds the database,
-        // which a commit on its way to join would wait for.
+        // which a commit on its way to join would wait for. (Inside the turn of a part of
+        // received entries, this turn is part of it, and that one's end commits.)
         let forget = |_: &Error| self.forget_derived_state();
         if let Some(staged) = staged.inspect_err(forget)? {
             staged.settle_now().inspect_err(forget)?;
@@ -1428,71 +1421,6 @@ impl DatabaseCore {
             *guard = Some(DiscardIndex::load(&*self.backend, &self.id)?);
         }
         Ok(DiscardGuard(guard))
-    }
-
-    /// Applies the waiting entries that the entries `arrived` complete, transitively.
-    fn release_waiting(&self, arrived: Vec<EntryId>, received: &mut Received) -> Result<()> {
-        if !(arrived.iter()).any(|id| !self.waiting().children_waiting_on(id).is_empty()) {
-            return Ok(());
-        }
-        let _guard = match self.lock() {
-            Ok(guard) => guard,
-            // The entries that arrived are stored. While other processes' writes keep
-            // overtaking an undoing pending here, their children stay waiting: a peer
-            // sends them again.
-            Err(Error::Busy(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let announced = received.applied.len();
-        let released = self.apply_released(arrived, received);
-        self.announce_remote(&received.applied[announced..]);
-        released
-    }
-
-    /// [`DatabaseCore::release_waiting`]'s work, under the write lock.
-    fn apply_released(&self, arrived: Vec<EntryId>, received: &mut Received) -> Result<()> {
-        let mut ready = arrived;
-        while let Some(parent) = ready.pop() {
-            let children = self.waiting().children_of(&parent);
-            for child_id in children {
-                let parents = self.waiting().parents(&child_id).map(<[EntryId]>::to_vec);
-                let Some(parents) = parents else {
-                    continue;
-                };
-                if !self.missing_parents(&parents)?.is_empty() {
-                    continue;
-                }
-                let Some(child) = self.waiting().take(&child_id) else {
-                    continue;
-                };
-                match self.validate_and_apply(&child, Room::Bounded) {
-                    Ok(Outcome::Applied) => {
-                        received.applied.push(child_id);
-                        ready.push(child_id);
-                    }
-                    Ok(Outcome::Discarded) => {
-                        received.discarded.push(child_id);
-                        ready.push(child_id);
-                    }
-                    Ok(Outcome::NoRoom) => {
-                        // Best effort: an entry that cannot be held is refused all the same.
-                        let _ = self.waiting().hold(child, Instant::now());
-                        // A failure here is the child's: the other children go on.
-                        match self.take_with_held(child_id, received) {
-                            Ok(taken) => {
-                                if !taken.contains(&child_id) {
-                                    received.rejected.push((child_id, self.no_room(&child_id)));
-                                }
-                                ready.extend(taken);
-                            }
-                            Err(e) => received.rejected.push((child_id, e)),
-                        }
-                    }
-                    Err(e) => received.rejected.push((child_id, e)),
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Stores `entry` with `meta`, and its cells (the backend keeps those that win) unless

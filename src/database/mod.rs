@@ -11,6 +11,8 @@ mod names;
 mod notice_order;
 mod others;
 mod read_check;
+#[cfg(test)]
+mod receive_tests;
 mod registry;
 mod scan;
 pub mod settings;

@@ -99,6 +99,10 @@ struct Writer {
     /// turn ended (a full group committed to make room, a rollback, a change of its own):
     /// the turn then fails, since rows it reported stored were not.
     lost_in_turn: Option<Error>,
+    /// Commits let through before one fails (see [`GroupWriter::fail_commit_in`]);
+    /// `usize::MAX`: none fails.
+    #[cfg(test)]
+    fail_commit_in: usize,
 }
 
 /// The transaction open on the writer and the threads waiting for its commit.
@@ -247,6 +251,8 @@ impl GroupWriter {
                 open: None,
                 staged_in_turn: false,
                 lost_in_turn: None,
+                #[cfg(test)]
+                fail_commit_in: usize::MAX,
             }),
             turn: Mutex::new(false),
             turn_ended: Condvar::new(),
@@ -465,6 +471,13 @@ impl GroupWriter {
     pub fn set_lock_wait(&self, limit: Duration) {
         self.lock_wait_ms
             .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Lets `commits` group commits through, then fails the next one (rolled back), for
+    /// tests of what a failed storage commit leaves.
+    #[cfg(test)]
+    pub fn fail_commit_in(&self, commits: usize) {
+        self.writer.lock().fail_commit_in = commits;
     }
 
     /// Threads queued for the writer to store an entry (for tests that line them up).
@@ -692,13 +705,40 @@ impl Writer {
     /// in a turn that stored into the group is noted for the turn's end.
     fn commit_group(&mut self) -> Result<()> {
         let group = self.open.take().expect("commit_group needs an open group");
-        let result = self.run("COMMIT");
+        let result = match self.commit_fails_now() {
+            true => Err(Error::Storage(
+                "sqlite: the commit failed (a test's)".into(),
+            )),
+            false => self.run("COMMIT"),
+        };
         if result.is_err() && !self.conn.is_autocommit() {
             let _ = self.run("ROLLBACK");
         }
         group.outcome.publish(&result);
         self.note_if_lost(&result);
         result
+    }
+
+    /// Whether this commit is to fail, as a test asked ([`GroupWriter::fail_commit_in`]).
+    #[cfg(test)]
+    fn commit_fails_now(&mut self) -> bool {
+        match self.fail_commit_in {
+            usize::MAX => false,
+            0 => {
+                self.fail_commit_in = usize::MAX;
+                true
+            }
+            _ => {
+                self.fail_commit_in -= 1;
+                false
+            }
+        }
+    }
+
+    /// No commit fails on purpose outside tests.
+    #[cfg(not(test))]
+    fn commit_fails_now(&mut self) -> bool {
+        false
     }
 
     /// Notes `ended`, how a group ended, for the turn's end when it failed and the turn

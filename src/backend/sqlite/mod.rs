@@ -315,6 +315,13 @@ impl SqliteBackend {
         self.writer.set_settle_after(limit);
     }
 
+    /// Lets `commits` storage commits of entries through, then fails the next one (rolled
+    /// back), for tests of what a failed commit leaves.
+    #[cfg(test)]
+    pub(crate) fn fail_commit_in(&self, commits: usize) {
+        self.writer.fail_commit_in(commits);
+    }
+
     /// The writer connection for a change of its own (no group transaction open on it).
     fn writer(&self) -> Result<Exclusive<'_>> {
         self.writer.exclusive()
