@@ -131,22 +131,19 @@ fn quick(entries: usize) {
             (secs / pulled as f64, around)
         })
         .collect();
-    let mut ratios: Vec<f64> = runs.iter().map(|(per, f)| 1.0 / per / f).collect();
-    ratios.sort_by(f64::total_cmp);
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (median, slowest) = (runs[1].0, runs[2].0);
     let mut floors: Vec<f64> = runs.iter().map(|(_, f)| *f).collect();
     floors.sort_by(f64::total_cmp);
-    println!(
-        "{:<7} {:<44} {:>8} {:>10} {:>10} {:>10}  {:.2}x single-core verify ({:.1}k/s, same run)",
+    let (median, slowest, ratio) = summary(&mut runs, |(per, floor)| 1.0 / per / floor);
+    let note = format!(
+        "{ratio:.2}x single-core verify ({:.1}k/s, same run)",
+        floors[1] / 1e3
+    );
+    print_row(
         "memory",
         "sync catch-up, empty peer over loopback",
         entries,
-        format!("{:.1} us", median * 1e6),
-        format!("{:.1} us", slowest * 1e6),
-        format!("{:.1}k/s", 1e-3 / median),
-        ratios[1],
-        floors[1] / 1e3
+        (median, slowest),
+        &note,
     );
     // Into a SQLite file: each catch-up beside one into memory (the machine drifts).
     let file = sqlite_file();
@@ -157,19 +154,38 @@ fn quick(entries: usize) {
             (secs / pulled as f64, memory_secs / in_memory as f64)
         })
         .collect();
-    let mut ratios: Vec<f64> = runs.iter().map(|(file, memory)| memory / file).collect();
-    ratios.sort_by(f64::total_cmp);
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (median, slowest) = (runs[1].0, runs[2].0);
-    println!(
-        "{:<7} {:<44} {:>8} {:>10} {:>10} {:>10}  {:.2}x the catch-up into memory (same run)",
+    let (median, slowest, ratio) = summary(&mut runs, |(file, memory)| memory / file);
+    let note = format!("{ratio:.2}x the catch-up into memory (same run)");
+    print_row(
         "sqlite",
         "sync catch-up into a file, durable",
+        entries,
+        (median, slowest),
+        &note,
+    );
+}
+
+/// Of three runs, each (seconds per entry, what it is compared with): the median and the
+/// slowest seconds per entry, and the median of the ratios `ratio` gives.
+fn summary(runs: &mut [(f64, f64)], ratio: impl Fn(&(f64, f64)) -> f64) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = runs.iter().map(ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (runs[1].0, runs[2].0, ratios[1])
+}
+
+/// One row of `make bench`'s table: the median and slowest seconds per entry (`times`),
+/// the median's rate, and `note`.
+fn print_row(storage: &str, what: &str, entries: usize, times: (f64, f64), note: &str) {
+    let (median, slowest) = times;
+    println!(
+        "{:<7} {:<44} {:>8} {:>10} {:>10} {:>10}  {note}",
+        storage,
+        what,
         entries,
         format!("{:.1} us", median * 1e6),
         format!("{:.1} us", slowest * 1e6),
         format!("{:.1}k/s", 1e-3 / median),
-        ratios[1],
     );
 }
 
