@@ -497,7 +497,9 @@ public:
         }
         return subscription(s, std::move(state));
     }
-    /// Queues every change from now on for reading without a callback.
+    /// Queues every change from now on for reading without a callback. Throws with
+    /// MNEMO_STATUS_BUSY while the instance has as many watchers as its "watchers" limit
+    /// allows (1024 by default; see instance::set_limits).
     events watch() {
         mnemo_events *e = nullptr;
         detail::check(mnemo_db_watch(h_.get(), &e), "mnemo_db_watch");
@@ -829,7 +831,8 @@ public:
     /// The instance's memory limits as a JSON object of numbers: by default
     /// {"idle_databases_kept":256,"queued_notifications":65536,
     /// "waiting_entries_per_database":100000,"waiting_bytes_per_database":16777216,
-    /// "waiting_bytes":67108864,"waiting_time_ms":600000,"other_processes_poll_ms":200}.
+    /// "waiting_bytes":67108864,"waiting_time_ms":600000,"other_processes_poll_ms":200,
+    /// "watchers":1024}.
     std::string limits() const {
         char *out = nullptr;
         detail::check(mnemo_instance_limits(h_.get(), &out), "mnemo_instance_limits");
@@ -837,7 +840,7 @@ public:
     }
     /// What the instance holds now, as a JSON object of numbers: {"databases_in_memory":n,
     /// "notifications_queued":n, "waiting_entry_bytes":n, "databases_polled":n,
-    /// "storage_connections":n, "password_derivations":n, "scrubs_pending":n}.
+    /// "storage_connections":n, "password_derivations":n, "scrubs_pending":n, "watchers":n}.
     std::string stats() const {
         char *out = nullptr;
         detail::check(mnemo_instance_stats(h_.get(), &out), "mnemo_instance_stats");

@@ -191,7 +191,8 @@ void test_limits() {
     auto inst = mnemo::instance::open("memory:");
     check(contains(inst.stats(),
                    "\"notifications_queued\":0,\"waiting_entry_bytes\":0,\"databases_polled\":0,"
-                   "\"storage_connections\":0,\"password_derivations\":0,\"scrubs_pending\":0}"),
+                   "\"storage_connections\":0,\"password_derivations\":0,\"scrubs_pending\":0,"
+                   "\"watchers\":0}"),
           "instance stats: " + inst.stats());
     inst.enable_sync();
     check(inst.sync().stats() == "{\"listeners\":0,\"open_connections\":0,"
@@ -201,7 +202,7 @@ void test_limits() {
     const std::string waiting_defaults =
         ",\"waiting_entries_per_database\":100000,\"waiting_bytes_per_database\":16777216,"
         "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000,"
-        "\"other_processes_poll_ms\":200}";
+        "\"other_processes_poll_ms\":200,\"watchers\":1024}";
     check(inst.limits() == "{\"idle_databases_kept\":256,\"queued_notifications\":65536" +
                                waiting_defaults,
           "instance limits are the defaults: " + inst.limits());

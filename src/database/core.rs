@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::authority::{self, Level};
 use super::discards::{self, DiscardIndex};
 use super::documents;
-use super::events::Events;
+use super::events::{Events, WatcherBudget};
 use super::notice_order::{NoticeOrder, Ticket};
 use super::others::{Heard, OtherProcesses, ENTRIES_PER_POLL};
 use super::settings::{self, Permission, Settings};
@@ -209,6 +209,8 @@ pub struct DatabaseCore {
     discards: Mutex<Option<DiscardIndex>>,
     subscribers: Arc<Subscribers>,
     notifier: Arc<Notifier>,
+    /// The instance's count of watchers, which [`DatabaseCore::watch`] takes a place in.
+    watchers: Arc<WatcherBudget>,
     /// The stores with nested documents (loaded at first use, and again after a recompute
     /// or when another process changed the version's shape; grows with this process's
     /// writes once they are stored).
@@ -276,13 +278,14 @@ impl Drop for WriteIntent<'_> {
 
 impl DatabaseCore {
     /// The core of database `id` on `backend`, notifying through `notifier`, holding
-    /// entries that wait for parents within `budget`, hearing other processes through
-    /// `others`.
+    /// entries that wait for parents within `budget`, watchers within `watchers`, hearing
+    /// other processes through `others`.
     pub(crate) fn new(
         id: EntryId,
         backend: Arc<dyn Backend>,
         notifier: Arc<Notifier>,
         budget: Arc<WaitingBudget>,
+        watchers: Arc<WatcherBudget>,
         others: Arc<OtherProcesses>,
     ) -> Self {
         DatabaseCore {
@@ -295,6 +298,7 @@ impl DatabaseCore {
             discards: Mutex::new(None),
             subscribers: Arc::default(),
             notifier,
+            watchers,
             document_stores: Mutex::new(None),
             forgotten: AtomicBool::new(false),
             staged: Mutex::new(None),
@@ -709,9 +713,13 @@ impl DatabaseCore {
 
     /// Queues every change of this database from now on, local or remote (as
     /// [`DatabaseCore::subscribe`] hears them), for the returned [`Events`] to read; fails
-    /// if the system cannot make a socket pair or a thread, or storage cannot be read.
+    /// with [`Error::Busy`] when the instance already has as many watchers as its
+    /// `watchers` limit allows (see [`super::RegistryLimits`]), or if the system cannot make
+    /// a socket pair or a thread, or storage cannot be read.
     pub fn watch(self: &Arc<Self>) -> Result<Events> {
-        self.start_hearing(|| Events::start(self.subscribers.clone()))
+        // Taken first: a watch refused costs no descriptor, and starts no poll.
+        let place = self.watchers.take()?;
+        self.start_hearing(|| Events::start(self.subscribers.clone(), place))
     }
 
     /// Adds a subscriber with `start`, which then also hears the entries other processes

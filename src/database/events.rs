@@ -5,11 +5,17 @@
 //! The queue holds at most [`EVENTS_CAPACITY`] changes. When it is full, further changes are
 //! counted, not queued, and the reader gets an [`Event::Overflow`] with the count at the
 //! place where they were dropped: an overflow is always reported, never silent.
+//!
+//! An instance keeps at most so many watchers at once, across its databases (the `watchers`
+//! limit, [`MAX_WATCHERS`] by default): each holds a queue (about 72 KiB when full) and two
+//! descriptors, so a caller that never frees its watchers would otherwise run the process
+//! out of both. Past it, a watch fails with [`Error::Busy`] until one is dropped.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +24,68 @@ use crate::error::{Error, Result};
 
 /// How many changes a watcher's queue holds before it counts the next ones as dropped.
 pub const EVENTS_CAPACITY: usize = 1024;
+
+/// How many watchers an instance keeps at once by default, over all its databases: 1,024
+/// full queues take about 72 MiB, and 2,048 descriptors.
+pub const MAX_WATCHERS: usize = 1024;
+
+/// The count of an instance's live watchers, and the bound on it in force; shared by the
+/// cores of all its databases.
+pub(crate) struct WatcherBudget {
+    live: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl WatcherBudget {
+    /// No watcher yet, at most `max` at once.
+    pub(crate) fn new(max: usize) -> Self {
+        WatcherBudget {
+            live: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+        }
+    }
+
+    /// Watchers live now (each until its [`Events`] is dropped).
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Most watchers at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Changes that bound for the watches to come: those live past a lowered one are kept.
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// A place for one more watcher, given back when dropped; [`Error::Busy`] when as many
+    /// as the bound allows are live.
+    pub(crate) fn take(self: &Arc<Self>) -> Result<WatcherPlace> {
+        let max = self.max();
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < max).then_some(live + 1)
+            })
+            .map_err(|_| {
+                Error::Busy(format!(
+                    "as many watchers are live on this instance as its limit watchers ({max}) \
+                     allows: drop one, or raise it"
+                ))
+            })?;
+        Ok(WatcherPlace(self.clone()))
+    }
+}
+
+/// One watcher's place in its instance's [`WatcherBudget`], held while the watcher lives.
+pub(crate) struct WatcherPlace(Arc<WatcherBudget>);
+
+impl Drop for WatcherPlace {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What a watcher reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,15 +215,23 @@ impl EventQueue {
 pub struct Events {
     queue: Arc<EventQueue>,
     subscribers: Arc<Subscribers>,
+    /// Given back to the instance's count when the watcher is dropped (after the database's
+    /// core, too).
+    _place: WatcherPlace,
 }
 
 impl Events {
-    /// Registers a new queue with a database's subscribers; [`Error::Internal`] if the
-    /// system cannot make the descriptor.
-    pub(crate) fn start(subscribers: Arc<Subscribers>) -> Result<Self> {
+    /// Registers a new queue with a database's subscribers, in `place` (taken from the
+    /// instance's [`WatcherBudget`]); [`Error::Internal`] if the system cannot make the
+    /// descriptor.
+    pub(crate) fn start(subscribers: Arc<Subscribers>, place: WatcherPlace) -> Result<Self> {
         let queue = Arc::new(EventQueue::new()?);
         subscribers.add_watcher(queue.clone());
-        Ok(Events { queue, subscribers })
+        Ok(Events {
+            queue,
+            subscribers,
+            _place: place,
+        })
     }
 
     /// The oldest pending event, waiting up to `timeout` for one (zero: do not wait);
@@ -190,5 +266,38 @@ impl std::fmt::Debug for Events {
         f.debug_struct("Events")
             .field("pending", &self.queue.lock().events.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_holds_the_72_kib_the_docs_say() {
+        assert_eq!(std::mem::size_of::<Event>() * EVENTS_CAPACITY, 72 << 10);
+    }
+
+    #[test]
+    fn places_are_taken_up_to_the_bound_and_given_back_when_dropped() {
+        let budget = Arc::new(WatcherBudget::new(2));
+        let (a, b) = (budget.take().unwrap(), budget.take().unwrap());
+        match budget.take() {
+            Err(Error::Busy(message)) => assert!(message.contains("limit watchers (2)")),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("a third place under a bound of 2"),
+        }
+        assert_eq!(budget.live(), 2);
+        budget.set_max(1);
+        drop(a);
+        assert!(budget.take().is_err(), "1 live under a bound of 1");
+        drop(b);
+        assert_eq!(budget.live(), 0);
+        let c = budget.take().unwrap();
+        assert_eq!(budget.live(), 1);
+        drop(c);
+        budget.set_max(0);
+        assert!(budget.take().is_err());
+        assert_eq!(budget.live(), 0);
     }
 }

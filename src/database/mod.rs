@@ -33,7 +33,7 @@ use crate::entry::{Entry, EntryContent, EntryId, Op, Ops};
 use crate::error::{Error, Result};
 
 pub use self::core::{DatabaseCore, Received};
-pub use events::{Event, Events, EVENTS_CAPACITY};
+pub use events::{Event, Events, EVENTS_CAPACITY, MAX_WATCHERS};
 pub use history::{ChangeKind, KeyChange};
 pub use names::{check_key, check_prefix, check_store, check_user_store};
 pub use others::OTHER_PROCESSES_POLL;
@@ -42,7 +42,7 @@ pub use read_check::READ_RECHECK_AFTER;
 pub use registry::{
     Registry, RegistryLimits, IDLE_DATABASES_KEPT, MAX_IDLE_DATABASES_LIMIT,
     MAX_QUEUED_NOTIFICATIONS_LIMIT, MAX_WAITING_BYTES_LIMIT, MAX_WAITING_ENTRIES_LIMIT,
-    MAX_WAITING_TIME_MS_LIMIT, OTHER_PROCESSES_POLL_MS_LIMITS,
+    MAX_WAITING_TIME_MS_LIMIT, MAX_WATCHERS_LIMIT, OTHER_PROCESSES_POLL_MS_LIMITS,
 };
 pub use scan::{Cursor, CURSOR_PAGE, CURSOR_PAGE_BYTES};
 pub use settings::{Grant, Permission};
@@ -378,7 +378,9 @@ impl Database {
     }
 
     /// Starts a watcher: every change from now on, local or remote, queued for the caller to
-    /// read ([`Events`]). Fails with [`Error::PermissionDenied`] once read was revoked.
+    /// read ([`Events`]). Fails with [`Error::PermissionDenied`] once read was revoked, and
+    /// with [`Error::Busy`] while the instance has as many watchers as its `watchers` limit
+    /// allows ([`MAX_WATCHERS`] by default; see [`RegistryLimits`]).
     pub fn watch(&self) -> Result<Events> {
         self.check_read()?;
         self.core.watch()

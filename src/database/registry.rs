@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::events::{WatcherBudget, MAX_WATCHERS};
 use super::others::{OtherProcesses, OTHER_PROCESSES_POLL};
 use super::subscribe::MAX_QUEUED_NOTIFICATIONS;
 use super::waiting::{WaitingBudget, WaitingLimits};
@@ -36,6 +37,10 @@ pub struct RegistryLimits {
     /// How often each database with subscribers is polled for entries other processes
     /// stored in the same storage ([`OTHER_PROCESSES_POLL`]); whole milliseconds.
     pub other_processes_poll: Duration,
+    /// Watchers ([`super::Events`]) live at once across the instance's databases
+    /// ([`MAX_WATCHERS`]); past it, a watch fails with [`crate::Error::Busy`]. 0 refuses
+    /// every watch.
+    pub watchers: usize,
 }
 
 impl Default for RegistryLimits {
@@ -45,6 +50,7 @@ impl Default for RegistryLimits {
             queued_notifications: MAX_QUEUED_NOTIFICATIONS,
             waiting: WaitingLimits::default(),
             other_processes_poll: OTHER_PROCESSES_POLL,
+            watchers: MAX_WATCHERS,
         }
     }
 }
@@ -63,11 +69,14 @@ pub const MAX_WAITING_TIME_MS_LIMIT: u64 = 24 * 60 * 60 * 1000;
 /// Least and most time between two polls for other processes' entries, in milliseconds
 /// (10 ms, an hour).
 pub const OTHER_PROCESSES_POLL_MS_LIMITS: (u64, u64) = (10, 60 * 60 * 1000);
+/// Most watchers an instance may be set to keep at once (each two descriptors, and up to
+/// about 72 KiB of queue).
+pub const MAX_WATCHERS_LIMIT: usize = 1 << 20;
 
 impl RegistryLimits {
     /// Each limit with its name: `idle_databases_kept`, `queued_notifications`,
     /// `waiting_entries_per_database`, `waiting_bytes_per_database`, `waiting_bytes`,
-    /// `waiting_time_ms`, `other_processes_poll_ms`.
+    /// `waiting_time_ms`, `other_processes_poll_ms`, `watchers`.
     pub fn by_name(&self) -> Vec<(&'static str, u64)> {
         let RegistryLimits {
             idle_databases,
@@ -80,6 +89,7 @@ impl RegistryLimits {
                     time,
                 },
             other_processes_poll,
+            watchers,
         } = *self;
         let ms = |time: Duration| u64::try_from(time.as_millis()).unwrap_or(u64::MAX);
         vec![
@@ -90,6 +100,7 @@ impl RegistryLimits {
             ("waiting_bytes", bytes as u64),
             ("waiting_time_ms", ms(time)),
             ("other_processes_poll_ms", ms(other_processes_poll)),
+            ("watchers", watchers as u64),
         ]
     }
 
@@ -127,6 +138,7 @@ impl RegistryLimits {
                 let (min, max) = OTHER_PROCESSES_POLL_MS_LIMITS;
                 self.other_processes_poll = Duration::from_millis(within(min, max)?)
             }
+            "watchers" => self.watchers = count(0, MAX_WATCHERS_LIMIT)?,
             _ => {
                 return Err(crate::Error::invalid(format!(
                     "no instance limit is called {}",
@@ -158,6 +170,8 @@ pub struct Registry {
     waiting: Arc<WaitingBudget>,
     /// The poll that lets subscribers hear entries other processes store.
     others: Arc<OtherProcesses>,
+    /// Watchers live across every database here, and the bound on them.
+    watchers: Arc<WatcherBudget>,
     open: Mutex<Cores>,
 }
 
@@ -224,6 +238,7 @@ impl Registry {
             notifier: Arc::new(Notifier::bounded(limits.queued_notifications)),
             waiting: Arc::new(WaitingBudget::new(limits.waiting)),
             others: OtherProcesses::new(limits.other_processes_poll),
+            watchers: Arc::new(WatcherBudget::new(limits.watchers)),
             open: Mutex::new(Cores {
                 held: HashMap::new(),
                 uses: 0,
@@ -249,13 +264,15 @@ impl Registry {
             queued_notifications: self.notifier.max_queued(),
             waiting: self.waiting.limits(),
             other_processes_poll: self.others.interval(),
+            watchers: self.watchers.max(),
         }
     }
 
     /// Changes the limits with `change`, all or nothing: [`crate::Error::InvalidArgument`]
     /// (and nothing changed) if `change` fails or leaves a limit out of its bounds. Idle
-    /// databases past a lowered bound are dropped at the next new one opened. Returns the
-    /// limits now in force.
+    /// databases past a lowered bound are dropped at the next new one opened; watchers past a
+    /// lowered bound are kept, and new ones refused until fewer are live. Returns the limits
+    /// now in force.
     pub fn change_limits(
         &self,
         change: impl FnOnce(&mut RegistryLimits) -> Result<()>,
@@ -271,6 +288,7 @@ impl Registry {
         self.notifier.set_max_queued(limits.queued_notifications);
         self.waiting.set_limits(limits.waiting);
         self.others.set_interval(limits.other_processes_poll);
+        self.watchers.set_max(limits.watchers);
         Ok(limits)
     }
 
@@ -310,6 +328,7 @@ impl Registry {
             self.backend.clone(),
             self.notifier.clone(),
             self.waiting.clone(),
+            self.watchers.clone(),
             self.others.clone(),
         ));
         let held = Held {
@@ -394,6 +413,12 @@ impl Registry {
         self.notifier.queued()
     }
 
+    /// Watchers live on this instance now, over all its databases (at most the `watchers` of
+    /// [`RegistryLimits`], unless it was lowered since they started).
+    pub fn watchers_live(&self) -> usize {
+        self.watchers.live()
+    }
+
     /// Bytes of foreign entries waiting for their parents across this instance now (at most
     /// the `waiting_bytes` of [`RegistryLimits`], unless it was lowered since they came).
     pub fn waiting_bytes(&self) -> usize {
@@ -416,5 +441,51 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.others.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchers_limit_is_named_bounded_and_counted_across_databases() {
+        let defaults = RegistryLimits::default();
+        assert!(defaults
+            .by_name()
+            .contains(&("watchers", MAX_WATCHERS as u64)));
+        let mut limits = defaults;
+        for value in [0, 2, MAX_WATCHERS_LIMIT as u64] {
+            limits.set_by_name("watchers", value).unwrap();
+            assert_eq!(limits.watchers as u64, value);
+            limits.validate().unwrap();
+        }
+        let past = limits.set_by_name("watchers", MAX_WATCHERS_LIMIT as u64 + 1);
+        assert!(matches!(past, Err(crate::Error::InvalidArgument(_))));
+        assert_eq!(limits.watchers, MAX_WATCHERS_LIMIT);
+
+        let registry = Registry::new(Arc::new(crate::backend::MemoryBackend::new()));
+        assert_eq!(registry.limits().watchers, MAX_WATCHERS);
+        let changed = registry
+            .change_limits(|l| l.set_by_name("watchers", 1))
+            .unwrap();
+        assert_eq!(changed.watchers, 1);
+        let (a, b) = (
+            registry.core(EntryId::from_bytes([1; 32])),
+            registry.core(EntryId::from_bytes([2; 32])),
+        );
+        let watching = a.watch().unwrap();
+        assert_eq!(registry.watchers_live(), 1);
+        assert!(matches!(b.watch(), Err(crate::Error::Busy(_))));
+        // A refused change of limits leaves the watchers' bound as it was.
+        let refused = registry.change_limits(|l| {
+            l.watchers = 5;
+            l.set_by_name("queued_notifications", 0)
+        });
+        assert!(refused.is_err());
+        assert_eq!(registry.limits().watchers, 1);
+        drop(watching);
+        assert_eq!(registry.watchers_live(), 0);
+        drop(b.watch().unwrap());
     }
 }

@@ -38,8 +38,13 @@ impl Handle for mnemo_events {
 ///   subscription, it goes on hearing changes (their ids) after read is revoked from the
 ///   keys of `db`'s session: free it when you revoke.
 ///
+/// An instance keeps at most 1024 watchers at once by default, across its databases (the
+/// "watchers" limit of `mnemo_instance_set_limits`; the count is "watchers" of
+/// `mnemo_instance_stats`): free those you no longer read.
+///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL db or out),
-/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_STORAGE,
+/// MNEMO_STATUS_PERMISSION_DENIED (read was revoked), MNEMO_STATUS_BUSY (the instance has
+/// as many watchers as its "watchers" limit allows), MNEMO_STATUS_STORAGE,
 /// MNEMO_STATUS_INTERNAL (the system could not make the descriptor, or the thread that
 /// hears other processes). Thread-safe.
 #[no_mangle]
@@ -120,7 +125,8 @@ pub unsafe extern "C" fn mnemo_events_fd(
 }
 
 /// Stops the watch and frees the handle, with any events still pending; its descriptor is
-/// closed. NULL is a no-op. Never waits for anything.
+/// closed, and its place under the instance's "watchers" limit given back (also after the
+/// database handle and the instance were freed). NULL is a no-op. Never waits for anything.
 ///
 /// `events` is NULL or a live handle that is not used again. Thread-safe, as long as no
 /// other thread is using `events`.

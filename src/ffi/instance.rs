@@ -129,7 +129,7 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 /// object of numbers. By default: {"idle_databases_kept":256,
 /// "queued_notifications":65536, "waiting_entries_per_database":100000,
 /// "waiting_bytes_per_database":16777216, "waiting_bytes":67108864,
-/// "waiting_time_ms":600000, "other_processes_poll_ms":200}.
+/// "waiting_time_ms":600000, "other_processes_poll_ms":200, "watchers":1024}.
 /// "idle_databases_kept": databases nothing refers to (no handle, subscription, event queue,
 /// sync track or watch, no entry waiting for its parents) kept in memory for reuse; past
 /// it, the least recently used are dropped and read from storage again when next used.
@@ -149,6 +149,10 @@ pub unsafe extern "C" fn mnemo_instance_device_id(
 /// in the same "sqlite:" file or PostgreSQL database, which its subscribers then hear: one
 /// read of all their positions each time (one round trip on PostgreSQL), and the new
 /// entries of those that moved.
+/// "watchers": watchers (`mnemo_db_watch`) live at once across the instance's databases,
+/// each holding two descriptors and a queue of up to 1024 changes (about 72 KiB when full);
+/// past it, `mnemo_db_watch` fails with MNEMO_STATUS_BUSY until one is freed with
+/// `mnemo_events_free`.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.
 ///
@@ -171,12 +175,14 @@ pub unsafe extern "C" fn mnemo_instance_limits(
 /// naming each limit to change with its new value, a whole number; the others keep theirs.
 /// The change is all or nothing, and applies from now on: idle databases past a lowered
 /// bound are dropped when the next database is opened, and entries already waiting past
-/// a lowered "waiting_" bound stay until their parents come or their (new) time is up.
+/// a lowered "waiting_" bound stay until their parents come or their (new) time is up,
+/// and watchers past a lowered "watchers" are kept, new ones refused until fewer are live.
 /// "idle_databases_kept" must be from 0 to 1048576, "queued_notifications" from 1 to
 /// 16777216 (each takes about 100 bytes while it waits), "waiting_entries_per_database"
 /// from 0 to 16777216, "waiting_bytes_per_database" and "waiting_bytes" from 0 to
 /// 1099511627776 (0: no entry waits), "waiting_time_ms" from 1 to 86400000 (a day),
-/// "other_processes_poll_ms" from 10 to 3600000 (an hour; applies at once).
+/// "other_processes_poll_ms" from 10 to 3600000 (an hour; applies at once), "watchers"
+/// from 0 to 1048576 (0: every watch is refused).
 ///
 /// Returns MNEMO_STATUS_OK, MNEMO_STATUS_INVALID_ARGUMENT (NULL argument, bad UTF-8, not a
 /// JSON object of whole numbers, an unknown name or one named twice, a value out of its
@@ -197,7 +203,7 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// Writes what this instance holds now, against its limits, as a JSON object of numbers:
 /// {"databases_in_memory":n, "notifications_queued":n, "waiting_entry_bytes":n,
 /// "databases_polled":n, "storage_connections":n, "password_derivations":n,
-/// "scrubs_pending":n}.
+/// "scrubs_pending":n, "watchers":n}.
 /// "databases_in_memory": databases whose state is held in memory (the system databases,
 /// those in use and the idle ones kept; see `mnemo_instance_limits`).
 /// "notifications_queued": change notifications not yet delivered to every
@@ -220,6 +226,9 @@ pub unsafe extern "C" fn mnemo_instance_set_limits(
 /// change of sealed secrets (a key added or removed, a user created or deleted, a password
 /// changed), the checkpoint. 0 for "memory:" and PostgreSQL (which keeps old row versions
 /// until vacuumed).
+/// "watchers": watchers (`mnemo_db_watch`) not yet freed, across the instance's databases
+/// (at most "watchers" of `mnemo_instance_limits`, unless it was lowered since they
+/// started).
 /// Counts may change as soon as they are read: for monitoring, not for decisions.
 ///
 /// - `out_json`: receives the object; owned, free it with `mnemo_string_free`.

@@ -171,6 +171,14 @@ impl Instance {
         self.inner.registry.cores_held()
     }
 
+    /// Watchers ([`crate::database::Events`]) live on this instance now, over all its
+    /// databases: at most the `watchers` of [`Self::limits`]
+    /// ([`crate::database::MAX_WATCHERS`] by default), unless it was lowered since they
+    /// started.
+    pub fn watchers(&self) -> usize {
+        self.inner.registry.watchers_live()
+    }
+
     /// Change notifications waiting for this instance's callbacks now.
     pub fn notifications_queued(&self) -> u64 {
         self.inner.registry.notifications_queued()
@@ -180,8 +188,9 @@ impl Instance {
     /// `databases_in_memory`, `notifications_queued`, `waiting_entry_bytes`,
     /// `databases_polled` (for entries other processes store), `storage_connections`,
     /// `password_derivations` (computing now in this process, at most
-    /// [`crate::crypto::password::derivations_at_once`]) and `scrubs_pending`
-    /// ([`Backend::scrub_steps_pending`], read from the storage: the one count that can fail).
+    /// [`crate::crypto::password::derivations_at_once`]), `scrubs_pending`
+    /// ([`Backend::scrub_steps_pending`], read from the storage: the one count that can fail)
+    /// and `watchers` (live now, over all the databases: [`Self::watchers`]).
     pub fn stats(&self) -> Result<Vec<(&'static str, u64)>> {
         let scrubs_pending = self.inner.registry.backend().scrub_steps_pending()?;
         Ok(vec![
@@ -201,6 +210,7 @@ impl Instance {
                 crate::crypto::password::derivations_running() as u64,
             ),
             ("scrubs_pending", scrubs_pending),
+            ("watchers", self.watchers() as u64),
         ])
     }
 

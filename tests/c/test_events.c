@@ -231,6 +231,79 @@ static void test_bad_arguments(void) {
     close_fixture(&f);
 }
 
+/* --- the instance's bound on watchers ------------------------------------------------ */
+
+/* The instance's live watchers, as "watchers" of mnemo_instance_stats. */
+static long watchers_live(mnemo_instance *instance) {
+    char *json = NULL;
+    EXPECT_OK(mnemo_instance_stats(instance, &json));
+    const char *at = json ? strstr(json, "\"watchers\":") : NULL;
+    CHECK(at != NULL);
+    long n = at ? strtol(at + strlen("\"watchers\":"), NULL, 10) : -1;
+    mnemo_string_free(json);
+    return n;
+}
+
+/* A watch refused BUSY, its handle NULL, with a message naming the limit and its value. */
+static void expect_refused(mnemo_database *db, const char *named) {
+    mnemo_events *events = (mnemo_events *)db; /* a sentinel: must come back NULL */
+    EXPECT(mnemo_db_watch(db, &events), MNEMO_STATUS_BUSY);
+    const char *message = mnemo_last_error_message();
+    CHECK(message != NULL && strstr(message, named) != NULL);
+    if (message && !strstr(message, named)) fprintf(stderr, "  message: %s\n", message);
+    CHECK(events == NULL);
+}
+
+static void test_watchers_past_the_instance_limit_are_refused(void) {
+    fixture f = open_fixture();
+    char *json = NULL;
+    EXPECT_OK(mnemo_instance_limits(f.instance, &json));
+    CHECK(json != NULL && strstr(json, "\"watchers\":1024") != NULL);
+    mnemo_string_free(json);
+    CHECK(watchers_live(f.instance) == 0);
+
+    EXPECT_OK(mnemo_instance_set_limits(f.instance, "{\"watchers\": 2}"));
+    mnemo_database *other = NULL;
+    EXPECT_OK(mnemo_user_create_db(f.user, "other", &other));
+    mnemo_events *first = NULL, *second = NULL, *third = NULL;
+    EXPECT_OK(mnemo_db_watch(f.db, &first));
+    EXPECT_OK(mnemo_db_watch(other, &second)); /* another database, the same count */
+    CHECK(watchers_live(f.instance) == 2);
+    expect_refused(f.db, "limit watchers (2)");
+    expect_refused(other, "limit watchers (2)");
+    CHECK(watchers_live(f.instance) == 2);
+    mnemo_events_free(first);
+    CHECK(watchers_live(f.instance) == 1);
+    EXPECT_OK(mnemo_db_watch(f.db, &third));
+    CHECK(watchers_live(f.instance) == 2);
+
+    /* Lowered below the number live: those stay and hear; new ones wait for room. */
+    EXPECT_OK(mnemo_instance_set_limits(f.instance, "{\"watchers\": 1}"));
+    expect_refused(other, "limit watchers (1)");
+    char *entry = commit(f.db, "1");
+    expect_change(third, 0, f.db_id, entry, "local");
+    mnemo_string_free(entry);
+    mnemo_events_free(second);
+    expect_refused(other, "limit watchers (1)");
+    mnemo_events_free(third);
+    CHECK(watchers_live(f.instance) == 0);
+    EXPECT_OK(mnemo_db_watch(other, &first));
+    mnemo_events_free(first);
+
+    /* 0 refuses every watch; past the bound, nothing changes. */
+    EXPECT_OK(mnemo_instance_set_limits(f.instance, "{\"watchers\": 0}"));
+    expect_refused(f.db, "limit watchers (0)");
+    EXPECT(mnemo_instance_set_limits(f.instance, "{\"watchers\": 1048577}"),
+           MNEMO_STATUS_INVALID_ARGUMENT);
+    EXPECT_OK(mnemo_instance_limits(f.instance, &json));
+    CHECK(json != NULL && strstr(json, "\"watchers\":0") != NULL);
+    mnemo_string_free(json);
+    EXPECT_OK(mnemo_instance_set_limits(f.instance, "{\"watchers\": 1048576}"));
+    CHECK(watchers_live(f.instance) == 0);
+    mnemo_db_free(other);
+    close_fixture(&f);
+}
+
 /* --- remote changes, from a second instance through sync --------------------------- */
 
 static void test_remote_changes(void) {
@@ -569,6 +642,7 @@ int main(void) {
     test_overflow_is_reported();
     test_free_with_pending_events_and_after_the_database();
     test_bad_arguments();
+    test_watchers_past_the_instance_limit_are_refused();
     test_remote_changes();
     test_free_never_blocks_and_queued_calls_are_delivered();
     test_free_with_nothing_queued_destroys_on_the_calling_thread();

@@ -272,7 +272,7 @@ static void test_limits(void) {
                      "\"waiting_entries_per_database\":100000,"
                      "\"waiting_bytes_per_database\":16777216,"
                      "\"waiting_bytes\":67108864,\"waiting_time_ms\":600000,"
-                     "\"other_processes_poll_ms\":200}");
+                     "\"other_processes_poll_ms\":200,\"watchers\":1024}");
     EXPECT_OK(mnemo_instance_set_limits(
         a.instance, "{\"idle_databases_kept\": 0, \"waiting_time_ms\": 1000}"));
     EXPECT(mnemo_instance_set_limits(a.instance, "{\"idle_databases_kept\": 1, \"queued_notifications\": 0}"), MNEMO_STATUS_INVALID_ARGUMENT);
@@ -287,7 +287,7 @@ static void test_limits(void) {
                      "\"waiting_entries_per_database\":100000,"
                      "\"waiting_bytes_per_database\":16777216,"
                      "\"waiting_bytes\":67108864,\"waiting_time_ms\":1000,"
-                     "\"other_processes_poll_ms\":200}");
+                     "\"other_processes_poll_ms\":200,\"watchers\":1024}");
 
     /* What each holds now. */
     EXPECT_OK(mnemo_sync_stats(a.sync, &json));
@@ -297,7 +297,8 @@ static void test_limits(void) {
     EXPECT_OK(mnemo_instance_stats(a.instance, &json));
     CHECK(json && strstr(json, "\"notifications_queued\":0,\"waiting_entry_bytes\":0,"
                                "\"databases_polled\":0,\"storage_connections\":0,"
-                               "\"password_derivations\":0,\"scrubs_pending\":0}") != NULL);
+                               "\"password_derivations\":0,\"scrubs_pending\":0,"
+                               "\"watchers\":0}") != NULL);
     mnemo_string_free(json);
     json = NULL;
     EXPECT(mnemo_sync_stats(NULL, &json), MNEMO_STATUS_INVALID_ARGUMENT);

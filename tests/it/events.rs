@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use mnemo::database::{Change, Event, Events, Origin, EVENTS_CAPACITY};
-use mnemo::{Database, Error};
+use mnemo::database::{Change, Event, Events, Origin, EVENTS_CAPACITY, MAX_WATCHERS};
+use mnemo::{Database, Error, Instance};
 
 use crate::support::logged_in;
 
@@ -156,6 +156,97 @@ fn watchers_are_independent_and_a_dropped_one_stops() {
     assert_eq!(b.next(Duration::ZERO), Some(change(&db, id, false)));
     db.set("s", "k", "2").unwrap();
     assert!(b.next(Duration::ZERO).is_some());
+}
+
+/// The instance's count of live watchers, as its stats report it.
+fn watchers_live(inst: &Instance) -> u64 {
+    let stats = inst.stats().unwrap();
+    let live = stats
+        .iter()
+        .find(|(name, _)| *name == "watchers")
+        .unwrap()
+        .1;
+    assert_eq!(live, inst.watchers() as u64);
+    live
+}
+
+/// A watch refused under the instance's `watchers` limit, whose message names it.
+fn refused(watch: mnemo::Result<Events>, limit: usize) {
+    match watch {
+        Err(Error::Busy(message)) => assert!(
+            message.contains(&format!("limit watchers ({limit})")),
+            "{message}"
+        ),
+        other => panic!("a watch past the limit: {other:?}"),
+    }
+}
+
+#[test]
+fn watchers_are_counted_across_the_instance_and_refused_past_its_limit() {
+    let (inst, user) = logged_in("alice");
+    assert_eq!(MAX_WATCHERS, 1024);
+    assert_eq!(inst.limits().watchers, MAX_WATCHERS);
+    assert!(inst.limits().by_name().contains(&("watchers", 1024)));
+    assert_eq!(watchers_live(&inst), 0);
+    let (a, b) = (user.create_db("a").unwrap(), user.create_db("b").unwrap());
+
+    inst.set_limits_by_name(&[("watchers", 2)]).unwrap();
+    let first = a.watch().unwrap();
+    let second = b.watch().unwrap(); // another database, the same count
+    assert_eq!(watchers_live(&inst), 2);
+    refused(a.watch(), 2);
+    refused(b.watch(), 2);
+    assert_eq!(watchers_live(&inst), 2);
+    drop(first);
+    assert_eq!(watchers_live(&inst), 1);
+    let third = a.watch().unwrap();
+
+    // Lowered below the number live: those are kept, and hear on; new ones wait for room.
+    inst.set_limits_by_name(&[("watchers", 1)]).unwrap();
+    assert_eq!(watchers_live(&inst), 2);
+    refused(a.watch(), 1);
+    let id = a.set("s", "k", "1").unwrap();
+    assert_eq!(third.next(Duration::ZERO), Some(change(&a, id, false)));
+    drop(second);
+    refused(b.watch(), 1);
+    drop(third);
+    assert_eq!(watchers_live(&inst), 0);
+    let again = b.watch().unwrap();
+    drop(again);
+
+    // 0 refuses every watch; a refused one holds nothing.
+    inst.set_limits_by_name(&[("watchers", 0)]).unwrap();
+    refused(a.watch(), 0);
+    assert_eq!(watchers_live(&inst), 0);
+    let bounds = inst.set_limits_by_name(&[("watchers", (1 << 20) + 1)]);
+    assert!(
+        matches!(bounds, Err(Error::InvalidArgument(_))),
+        "{bounds:?}"
+    );
+    inst.set_limits_by_name(&[("watchers", 1 << 20)]).unwrap();
+    assert_eq!(inst.limits().watchers, 1 << 20);
+}
+
+#[test]
+fn a_watcher_gives_its_place_back_also_after_its_database_is_gone() {
+    let (inst, user) = logged_in("alice");
+    inst.set_limits_by_name(&[("watchers", 1)]).unwrap();
+    let db = user.create_db("d").unwrap();
+    let id = db.id();
+    let events = db.watch().unwrap();
+    // Forgotten, and its handle dropped: its core leaves the instance; the watcher stays.
+    user.forget_db(&id).unwrap();
+    drop(db);
+    assert_eq!(watchers_live(&inst), 1);
+    let other = user.create_db("other").unwrap();
+    refused(other.watch(), 1);
+    drop(events);
+    assert_eq!(watchers_live(&inst), 0);
+    drop(other.watch().unwrap());
+    // One that outlives its instance gives its place back to nobody, harmlessly.
+    let late = other.watch().unwrap();
+    drop((inst, user, other));
+    drop(late);
 }
 
 /// Reports, when dropped, the thread that dropped it (the callback's `destroy`).

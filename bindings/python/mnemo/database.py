@@ -380,7 +380,9 @@ class Database(HandleOwner):
         were made, also when several threads commit at once. Each change says where it came
         from: ``"origin"`` is ``"local"``, ``"sync"`` or ``"other_process"``. As a
         subscription, it goes on hearing changes after read is revoked from this session's
-        keys: close it when you revoke. Raises PermissionDenied once read was revoked,
+        keys: close it when you revoke. Raises PermissionDenied once read was revoked, Busy
+        when the instance has as many open as its ``watchers`` limit allows (1024 by
+        default, see :meth:`mnemo.Instance.set_limits`; close those you no longer read),
         StorageError, InternalError (no thread or descriptor)."""
         with self._handle.use() as ptr:
             return Events(lib.mnemo_db_watch, ptr)

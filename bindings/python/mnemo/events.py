@@ -65,6 +65,10 @@ class Events(HandleOwner):
     the changes beyond are dropped and counted, and the reader gets
     ``{"overflow": n}`` in their place: a loss is always reported.
 
+    An instance keeps at most so many open at once, across its databases (its ``watchers``
+    limit, 1024 by default: see :meth:`mnemo.Instance.set_limits`); past it,
+    :meth:`mnemo.Database.watch` raises Busy. Closing one gives its place back.
+
     Use it as a context manager or call :meth:`close`. Safe to use from several threads:
     each event goes to exactly one reader; :meth:`close` from another thread ends a
     blocking :meth:`next` (which then raises InvalidArgument) or iteration (which stops)

@@ -151,7 +151,7 @@ class Instance(HandleOwner):
         ``{"idle_databases_kept": 256, "queued_notifications": 65536,
         "waiting_entries_per_database": 100000, "waiting_bytes_per_database": 16777216,
         "waiting_bytes": 67108864, "waiting_time_ms": 600000, "other_processes_poll_ms":
-        200}`` by default.
+        200, "watchers": 1024}`` by default.
 
         ``idle_databases_kept``: databases nothing refers to (no :class:`mnemo.Database`,
         subscription, event queue, sync track or watch) kept in memory for reuse; past it,
@@ -164,7 +164,10 @@ class Instance(HandleOwner):
         so many bytes in all, so long each; past them, entries are refused (Busy) and a
         later sync round brings them again. ``other_processes_poll_ms``: how often each
         database with a subscription or watch is checked for entries other processes stored
-        in the same SQLite file or PostgreSQL database, which its subscribers then hear."""
+        in the same SQLite file or PostgreSQL database, which its subscribers then hear.
+        ``watchers``: :class:`mnemo.Events` open at once across the instance's databases
+        (each holds two descriptors and up to 1024 changes, about 72 KiB); past it,
+        :meth:`mnemo.Database.watch` raises Busy until one is closed."""
         with self._handle.use() as ptr:
             limits: dict[str, int] = json.loads(
                 _native.call_string(lib.mnemo_instance_limits, ptr)
@@ -178,14 +181,16 @@ class Instance(HandleOwner):
         ``waiting_entry_bytes`` (entries from peers waiting, invisible, for their parents),
         ``databases_polled`` (checked for entries other processes store: those with a
         subscription or watch, on a SQLite file or PostgreSQL), ``storage_connections``
-        (open to the SQLite file or the PostgreSQL server; 0 for ``memory:``) and
+        (open to the SQLite file or the PostgreSQL server; 0 for ``memory:``),
         ``password_derivations`` (Argon2id derivations computing now in this process, for
         every instance: at most one per core, 16 at most; others wait up to 60 s, then raise
-        Busy) and ``scrubs_pending`` (on a SQLite file, steps of a forget's or a removed
+        Busy), ``scrubs_pending`` (on a SQLite file, steps of a forget's or a removed
         secret's scrub not finished yet, 0 to 2: removed values or keys may still be in the
-        file or its WAL; the next open, forget or change of keys tries again). For monitoring: the counts
-        may change as soon as they are read. Raises StorageError, Corrupt or Busy (another
-        process held the SQLite file locked for 10 s) if reading ``scrubs_pending`` fails."""
+        file or its WAL; the next open, forget or change of keys tries again) and
+        ``watchers`` (:class:`mnemo.Events` not yet closed, across the databases). For
+        monitoring: the counts may change as soon as they are read. Raises StorageError,
+        Corrupt or Busy (another process held the SQLite file locked for 10 s) if reading
+        ``scrubs_pending`` fails."""
         with self._handle.use() as ptr:
             stats: dict[str, int] = json.loads(_native.call_string(lib.mnemo_instance_stats, ptr))
             return stats
@@ -196,13 +201,15 @@ class Instance(HandleOwner):
         databases past a lowered bound are dropped when the next database is opened.
 
         Entries already waiting past a lowered ``waiting_`` bound stay until their
-        parents come or their time is up.
+        parents come or their time is up; watchers past a lowered ``watchers`` stay open,
+        and new ones are refused until fewer are open.
 
         Raises InvalidArgument for an unknown name or a value out of its bounds
         (``idle_databases_kept`` 0 to 1048576, ``queued_notifications`` 1 to 16777216,
         ``waiting_entries_per_database`` 0 to 16777216, ``waiting_bytes_per_database`` and
         ``waiting_bytes`` 0 to 2**40, ``waiting_time_ms`` 1 to 86400000,
-        ``other_processes_poll_ms`` 10 to 3600000); nothing is changed then. TypeError if a
+        ``other_processes_poll_ms`` 10 to 3600000, ``watchers`` 0 to 1048576, 0 refusing
+        every watch); nothing is changed then. TypeError if a
         value is not an int.
         """
         text = _native.encode_limits(limits)

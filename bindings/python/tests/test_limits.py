@@ -58,6 +58,7 @@ def test_the_defaults_are_the_documented_ones(sync: mnemo.Sync, inst: mnemo.Inst
         "waiting_bytes": 64 << 20,
         "waiting_time_ms": 600_000,
         "other_processes_poll_ms": 200,
+        "watchers": 1024,
     }
 
 
@@ -104,6 +105,8 @@ BOUNDS = [
     ("inst", "waiting_time_ms", 86_400_000, 86_400_001),
     ("inst", "other_processes_poll_ms", 10, 9),
     ("inst", "other_processes_poll_ms", 3_600_000, 3_600_001),
+    ("inst", "watchers", 0, -1),
+    ("inst", "watchers", 1 << 20, (1 << 20) + 1),
 ]
 
 
@@ -280,6 +283,44 @@ def test_idle_databases_past_the_bound_set_leave_memory(
     assert inst.stats()["databases_in_memory"] == before + 10
 
 
+def test_watchers_past_the_bound_set_are_refused_until_one_is_closed(
+    inst: mnemo.Instance, user: mnemo.User
+) -> None:
+    """The bound counts every database's watchers; lowering it keeps those open."""
+    assert inst.limits()["watchers"] == 1024
+    inst.set_limits(watchers=2)
+    with user.create_db("a") as a, user.create_db("b") as b:
+        first, second = a.watch(), b.watch()
+        assert inst.stats()["watchers"] == 2
+        with pytest.raises(mnemo.Busy, match=r"limit watchers \(2\)"):
+            a.watch()
+        assert inst.stats()["watchers"] == 2
+        first.close()
+        assert inst.stats()["watchers"] == 1
+        third = a.watch()
+        assert inst.stats()["watchers"] == 2
+
+        inst.set_limits(watchers=1)
+        with pytest.raises(mnemo.Busy, match=r"limit watchers \(1\)"):
+            b.watch()
+        a.set("s", "k", 1)
+        assert third.next(timeout=5) == dict(  # kept, and hearing
+            db=a.id, entry=a.tips()[0], remote=False, origin="local"
+        )
+        second.close()
+        with pytest.raises(mnemo.Busy, match="watchers"):
+            b.watch()
+        third.close()
+        with b.watch():
+            assert inst.stats()["watchers"] == 1
+        assert inst.stats()["watchers"] == 0
+
+        inst.set_limits(watchers=0)
+        with pytest.raises(mnemo.Busy, match=r"limit watchers \(0\)"):
+            a.watch()
+    assert inst.stats()["watchers"] == 0
+
+
 def test_sync_in_both_directions_needs_no_room_for_entries_waiting() -> None:
     """Peers send entries parents first, so two instances that let no entry wait for its
     parents still pull and push a database with concurrent edits on both sides."""
@@ -318,6 +359,7 @@ def test_stats_count_what_is_held_now(sync: mnemo.Sync, inst: mnemo.Instance) ->
         "storage_connections": 0,
         "password_derivations": 0,
         "scrubs_pending": 0,
+        "watchers": 0,
     }
     idle = {
         "listeners": 0,
