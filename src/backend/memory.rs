@@ -259,11 +259,8 @@ impl Backend for MemoryBackend {
         if w.discarded {
             inner.discarded.entry(db).or_default().insert(w.id);
         }
-        if w.cells.is_empty() {
-            return Ok(Some(after));
-        }
         let stores = inner.stores.entry(db).or_default();
-        for write in &w.cells {
+        w.cells.each(&mut |write| {
             let (store, key, cell) = (&write.store, &write.key, &write.cell);
             if !stores.contains_key(store.as_str()) {
                 stores.insert(store.as_str().into(), BTreeMap::new());
@@ -283,7 +280,8 @@ impl Backend for MemoryBackend {
                     );
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(Some(after))
     }
 

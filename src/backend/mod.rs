@@ -59,6 +59,22 @@ impl CellWrite {
     }
 }
 
+/// The cells one entry writes ([`EntryWrite::cells`]), handed to storage one at a time:
+/// made as they are stored rather than all held at once, since an entry of many small keys
+/// writes two rows a key, each taking many times the bytes its key takes in the entry.
+pub trait CellWrites {
+    /// Calls `write` with each cell in turn (in no set order; no two of the same key),
+    /// stopping at the first error it returns, which is returned.
+    fn each(&self, write: &mut dyn FnMut(&CellWrite) -> Result<()>) -> Result<()>;
+}
+
+/// Cells already made, as they are.
+impl CellWrites for Vec<CellWrite> {
+    fn each(&self, write: &mut dyn FnMut(&CellWrite) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(write)
+    }
+}
+
 /// What validation needs to know of a stored entry, kept beside its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryMeta {
@@ -112,9 +128,9 @@ pub struct EntryWrite<'a> {
     pub parents: &'a [EntryId],
     /// The cells it writes, each kept as [`CellWrite::keeps_over`] says, inside the same
     /// atomic write.
-    pub cells: Vec<CellWrite>,
+    pub cells: &'a dyn CellWrites,
     /// True for an entry stored but discarded on arrival (it has no effect on state: see
-    /// docs/security-model.md); `cells` is then empty.
+    /// docs/security-model.md); `cells` then has none.
     pub discarded: bool,
     /// The database's version that the writer's decisions reflect: nothing is written
     /// unless its shape is still current, and with `exact` its count too.

@@ -1462,8 +1462,10 @@ impl DatabaseCore {
         // that stores them tells other processes), and the document rows it read.
         let mut new_document_stores = Vec::new();
         let mut reads = CellReads::default();
+        // What a discarded entry writes.
+        let no_cells = Vec::new();
         let cells = if discarded {
-            Vec::new()
+            None
         } else {
             let mut known = self
                 .document_stores
@@ -1488,17 +1490,14 @@ impl DatabaseCore {
                 with_new = known.iter().chain(&new_document_stores).cloned().collect();
                 &with_new
             };
-            let stored = documents::NotedCells::reading_ahead(
-                documents::StoredCells {
-                    backend: &*self.backend,
-                    db: self.id,
-                    document_stores: Some(document_stores),
-                },
-                &content.ops,
-            )?;
+            let stored = documents::NotedCells::new(documents::StoredCells {
+                backend: &*self.backend,
+                db: self.id,
+                document_stores: Some(document_stores),
+            });
             let writes = documents::writes_of(&stored, entry.id(), meta.height, &content.ops)?;
             reads = stored.into_reads();
-            writes
+            Some(writes)
         };
         // Its children will be checked against its settings: derived now from the state it
         // was checked against (cached a moment ago), instead of walking later, and before it
@@ -1517,7 +1516,10 @@ impl DatabaseCore {
             meta,
             bytes: entry.bytes(),
             parents: &content.parents,
-            cells,
+            cells: match &cells {
+                Some(cells) => cells,
+                None => &no_cells,
+            },
             discarded,
             expected,
             // A settings change reads the tips (which entries it lowers concurrently); a

@@ -334,7 +334,7 @@ pub(crate) fn derive(backend: &dyn Backend, db: &EntryId, verify: bool) -> Resul
             continue;
         }
         let writes = documents::writes_of(&cells, *id, meta.height, &content.ops)?;
-        documents::apply_to(&mut cells, writes);
+        documents::apply_to(&mut cells, &writes)?;
     }
     discarded.sort();
     let named: HashSet<&EntryId> = parents.values().flatten().collect();

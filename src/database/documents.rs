@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
-use crate::backend::{Backend, Cell, CellReads, CellWrite, RangeLimit};
+use crate::backend::{Backend, Cell, CellReads, CellWrite, CellWrites, RangeLimit};
 use crate::entry::{EntryId, Op, Ops};
 use crate::error::{Error, Result};
 use crate::json::pointer;
@@ -35,6 +35,11 @@ pub(crate) trait CellSource {
     fn may_have_documents(&self, store: &str) -> bool;
     /// The cells of `store` whose keys start with `prefix`, sorted by key.
     fn cells_with_prefix(&self, store: &str, prefix: &str) -> Result<Vec<(String, Cell)>>;
+    /// Told the operations `(store, key, op)` worked out next, before the rules read their
+    /// rows: a source may read those rows at once. The default does nothing.
+    fn read_ahead(&self, _ops: &[(&str, &str, &Op)]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The stored state of one database.
@@ -74,42 +79,19 @@ impl CellSource for StoredCells<'_> {
 /// any of those cells meanwhile.
 pub(crate) struct NotedCells<'a> {
     stored: StoredCells<'a>,
-    /// Rows read ahead, by store and key.
-    ahead: BTreeMap<(String, String), Option<Cell>>,
+    /// Rows read ahead for the operations being worked out, by store and key.
+    ahead: RefCell<BTreeMap<(String, String), Option<Cell>>>,
     reads: RefCell<CellReads>,
 }
 
 impl<'a> NotedCells<'a> {
-    /// Reads through `stored`, with the rows that working out `ops` reads by key read ahead
-    /// in one read of storage where the backend can ([`Backend::cells_at`]): a path write
-    /// reads its key, its base and each path's row, one after another. A row read ahead is
-    /// noted only when the rules read it, as any other.
-    pub(crate) fn reading_ahead(stored: StoredCells<'a>, ops: &Ops) -> Result<Self> {
-        let mut wanted = Vec::new();
-        for (store, store_ops) in ops {
-            for (key, op) in store_ops {
-                let doc = Document {
-                    source: &stored,
-                    store,
-                    key,
-                };
-                doc.rows_read(op, &mut wanted);
-            }
-        }
-        let keys: Vec<(&str, &str)> = wanted
-            .iter()
-            .map(|(s, k)| (s.as_str(), k.as_str()))
-            .collect();
-        let found = if keys.is_empty() {
-            Vec::new()
-        } else {
-            stored.backend.cells_at(&stored.db, &keys)?
-        };
-        Ok(NotedCells {
-            ahead: wanted.into_iter().zip(found).collect(),
+    /// Reads through `stored`.
+    pub(crate) fn new(stored: StoredCells<'a>) -> Self {
+        NotedCells {
             stored,
+            ahead: RefCell::default(),
             reads: RefCell::default(),
-        })
+        }
     }
 
     /// What was read, and found.
@@ -120,8 +102,13 @@ impl<'a> NotedCells<'a> {
 
 impl CellSource for NotedCells<'_> {
     fn cell(&self, store: &str, key: &str) -> Result<Option<Cell>> {
-        let found = match self.ahead.get(&(store.to_string(), key.to_string())) {
-            Some(found) => found.clone(),
+        let ahead = self
+            .ahead
+            .borrow()
+            .get(&(store.to_string(), key.to_string()))
+            .cloned();
+        let found = match ahead {
+            Some(found) => found,
             None => self.stored.cell(store, key)?,
         };
         self.reads
@@ -143,6 +130,34 @@ impl CellSource for NotedCells<'_> {
             found.clone(),
         ));
         Ok(found)
+    }
+
+    /// Reads the rows that working out `ops` reads by key in one read of storage where the
+    /// backend can ([`Backend::cells_at`]): a path write reads its key, its base and each
+    /// path's row, one after another. Replaces the rows read ahead before, so that an entry
+    /// of many keys holds those of [`OPS_READ_AHEAD`] at a time. A row read ahead is noted
+    /// only when the rules read it, as any other.
+    fn read_ahead(&self, ops: &[(&str, &str, &Op)]) -> Result<()> {
+        let mut wanted = Vec::new();
+        for &(store, key, op) in ops {
+            let doc = Document {
+                source: &self.stored,
+                store,
+                key,
+            };
+            doc.rows_read(op, &mut wanted);
+        }
+        let keys: Vec<(&str, &str)> = wanted
+            .iter()
+            .map(|(s, k)| (s.as_str(), k.as_str()))
+            .collect();
+        let found = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.stored.backend.cells_at(&self.stored.db, &keys)?
+        };
+        *self.ahead.borrow_mut() = wanted.into_iter().zip(found).collect();
+        Ok(())
     }
 }
 
@@ -168,16 +183,17 @@ impl CellSource for DerivedCells {
 }
 
 /// Applies `writes` to a state being worked out, as a backend would store them.
-pub(crate) fn apply_to(cells: &mut DerivedCells, writes: Vec<CellWrite>) {
-    for write in writes {
+pub(crate) fn apply_to(cells: &mut DerivedCells, writes: &EntryCells<'_>) -> Result<()> {
+    writes.each(&mut |write| {
         let slot = (write.store.clone(), write.key.clone());
         if cells
             .get(&slot)
             .is_none_or(|stored| write.keeps_over(stored))
         {
-            cells.insert(slot, write.cell);
+            cells.insert(slot, write.cell.clone());
         }
-    }
+        Ok(())
+    })
 }
 
 const DOC_PREFIX: &str = "_doc:";
@@ -209,13 +225,12 @@ fn push_key_prefix(out: &mut String, key: &str) {
     out.push_str(key);
 }
 
-/// A change-log row's key: the key's prefix, the height in 16 hex digits, the entry's id.
-fn log_key(key: &str, height: u64, entry: &EntryId) -> String {
-    let mut row = String::with_capacity(4 + key.len() + 16 + EntryId::TEXT_LEN);
-    push_key_prefix(&mut row, key);
-    push_hex(&mut row, height, 16);
-    entry.push_text(&mut row);
-    row
+/// Appends the key of `key`'s change-log row for `entry` at `height`: the key's prefix, the
+/// height in 16 hex digits, the entry's id.
+fn push_log_key(out: &mut String, key: &str, height: u64, entry: &EntryId) {
+    push_key_prefix(out, key);
+    push_hex(out, height, 16);
+    entry.push_text(out);
 }
 
 /// Appends `value` in lower-case hex digits, at least `width` of them (`{:0width$x}`).
@@ -229,7 +244,7 @@ fn push_hex(out: &mut String, value: u64, width: usize) {
     }
 }
 
-/// The height and entry a log row of `key` names (see [`log_key`]).
+/// The height and entry a log row of `key` names (see [`push_log_key`]).
 pub(crate) fn log_row_entry(key: &str, row_key: &str) -> Result<(u64, EntryId)> {
     let rest = row_key
         .strip_prefix(&key_prefix(key))
@@ -240,36 +255,105 @@ pub(crate) fn log_row_entry(key: &str, row_key: &str) -> Result<(u64, EntryId)> 
     Ok((height, EntryId::parse(&rest[16..])?))
 }
 
+/// Operations worked out together, their rows read ahead at once
+/// ([`CellSource::read_ahead`]): one read of storage for a commit of up to this many, and a
+/// bound on the rows held for one of many more.
+const OPS_READ_AHEAD: usize = 1024;
+
 /// The cells entry `entry` (at `height`) writes with `ops`, given the state in `source`.
 /// The ops of one entry touch distinct keys, so they are worked out against the same state.
-pub(crate) fn writes_of(
+/// Only the cells that depend on the state are made now: each operation's change-log row,
+/// and each key whose cell is its whole-value write as it is, are made as the cells are
+/// walked ([`EntryCells`]).
+pub(crate) fn writes_of<'a>(
     source: &dyn CellSource,
     entry: EntryId,
     height: u64,
-    ops: &Ops,
-) -> Result<Vec<CellWrite>> {
-    let mut writes = Vec::new();
-    for (store, store_ops) in ops {
-        for (key, op) in store_ops {
-            writes.push(CellWrite {
-                store: log_store(store),
-                key: log_key(key, height, &entry),
-                cell: Cell {
-                    height,
-                    entry,
-                    value: None,
-                },
-                replace: false,
-            });
+    ops: &'a Ops,
+) -> Result<EntryCells<'a>> {
+    let mut worked_out = Vec::new();
+    let mut as_is = Vec::with_capacity(ops.values().map(BTreeMap::len).sum());
+    let mut all = (ops.iter())
+        .flat_map(|(store, ops)| ops.iter().map(move |(key, op)| (&**store, &**key, op)))
+        .peekable();
+    let mut next = Vec::with_capacity(OPS_READ_AHEAD);
+    while all.peek().is_some() {
+        next.clear();
+        next.extend(all.by_ref().take(OPS_READ_AHEAD));
+        source.read_ahead(&next)?;
+        for &(store, key, op) in &next {
             let doc = Document { source, store, key };
-            match op {
-                Op::Set(json) => doc.whole(cell(height, entry, Some(json)), &mut writes)?,
-                Op::Delete => doc.whole(cell(height, entry, None), &mut writes)?,
-                Op::Patch(paths) => doc.patch(height, entry, paths, &mut writes)?,
-            }
+            as_is.push(match op {
+                Op::Set(_) | Op::Delete if !source.may_have_documents(store) => true,
+                Op::Set(json) => doc.whole(cell(height, entry, Some(json)), &mut worked_out)?,
+                Op::Delete => doc.whole(cell(height, entry, None), &mut worked_out)?,
+                Op::Patch(paths) => {
+                    doc.patch(height, entry, paths, &mut worked_out)?;
+                    false
+                }
+            });
         }
     }
-    Ok(writes)
+    Ok(EntryCells {
+        ops,
+        height,
+        entry,
+        as_is,
+        worked_out,
+    })
+}
+
+/// The cells one entry writes ([`writes_of`]): those worked out against the state, held;
+/// and, made one at a time as they are walked, each operation's change-log row and the
+/// cells of keys set or deleted as the operation says. An entry of many small keys writes
+/// two such rows a key, which held at once took about 20 times the entry's size.
+pub(crate) struct EntryCells<'a> {
+    ops: &'a Ops,
+    height: u64,
+    entry: EntryId,
+    /// For each operation of `ops`, in order: whether its key's cell is its whole-value
+    /// write as it is.
+    as_is: Vec<bool>,
+    worked_out: Vec<CellWrite>,
+}
+
+impl CellWrites for EntryCells<'_> {
+    fn each(&self, write: &mut dyn FnMut(&CellWrite) -> Result<()>) -> Result<()> {
+        self.worked_out.iter().try_for_each(&mut *write)?;
+        // Two rows, a change-log row and a value, their text made again in place each time.
+        let mut log_row = CellWrite {
+            store: String::new(),
+            key: String::new(),
+            cell: cell(self.height, self.entry, None),
+            replace: false,
+        };
+        let mut value_row = log_row.clone();
+        let mut as_is = self.as_is.iter();
+        for (store, store_ops) in self.ops {
+            log_row.store = log_store(store);
+            value_row.store.clone_from(store);
+            for (key, op) in store_ops {
+                log_row.key.clear();
+                push_log_key(&mut log_row.key, key, self.height, &self.entry);
+                write(&log_row)?;
+                if as_is.next() != Some(&true) {
+                    continue;
+                }
+                match op {
+                    Op::Set(json) => value_row
+                        .cell
+                        .value
+                        .get_or_insert_default()
+                        .clone_from(json),
+                    Op::Delete => value_row.cell.value = None,
+                    Op::Patch(_) => unreachable!("a path write is worked out"),
+                }
+                value_row.key.clone_from(key);
+                write(&value_row)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn cell(height: u64, entry: EntryId, value: Option<&String>) -> Cell {
@@ -327,31 +411,26 @@ impl Document<'_> {
         rows.push((doc, base_key));
     }
 
-    /// A whole-value set or delete.
-    fn whole(&self, new: Cell, writes: &mut Vec<CellWrite>) -> Result<()> {
-        if !self.source.may_have_documents(self.store) {
-            self.write(writes, self.store.to_string(), self.key.to_string(), new);
-            return Ok(());
-        }
+    /// A whole-value set or delete, `new`, to a store that may hold documents. True when
+    /// the key's cell is to be `new` as it is: that write is left to the caller.
+    fn whole(&self, new: Cell, writes: &mut Vec<CellWrite>) -> Result<bool> {
         let doc = doc_store(self.store);
         let base_key = key_prefix(self.key);
         let Some(base) = self.source.cell(&doc, &base_key)? else {
             // Never written by path: plain last writer wins.
-            self.write(writes, self.store.to_string(), self.key.to_string(), new);
-            return Ok(());
+            return Ok(true);
         };
         if !new.wins_over(&base) {
-            return Ok(());
+            return Ok(false);
         }
         self.write(writes, doc, base_key, new.clone());
         let current = self.source.cell(self.store, self.key)?;
         if current.as_ref().is_none_or(|c| new.wins_over(c)) {
-            self.write(writes, self.store.to_string(), self.key.to_string(), new);
-            return Ok(());
+            return Ok(true);
         }
         let paths = self.paths()?;
         self.replace_value(writes, merge(&new, &paths)?);
-        Ok(())
+        Ok(false)
     }
 
     /// Writes of paths, all at `(height, entry)`.
@@ -541,7 +620,8 @@ mod tests {
         for key in ["k", "k0000001", &"x".repeat(4096), &"y".repeat(0x1_0000)] {
             assert_eq!(key_prefix(key), format!("{:04x}{key}", key.len()));
             for height in [0, 1, 0xf, 0x10, 0xffff_ffff, u64::MAX] {
-                let row = log_key(key, height, &entry);
+                let mut row = String::new();
+                push_log_key(&mut row, key, height, &entry);
                 assert_eq!(
                     row,
                     format!("{:04x}{key}{height:016x}{}", key.len(), entry.to_text())

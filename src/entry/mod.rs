@@ -138,9 +138,13 @@ impl EntryContent {
     /// Signs this content with the author's key, which `keys` must hold
     /// ([`Error::PermissionDenied`] otherwise; [`Error::LoggedOut`] from an ended session).
     pub fn sign(self, keys: &dyn KeyRing) -> Result<Entry> {
+        // What the signature covers made in the entry's own buffer, the domain before it
+        // then taken off: no copy of the entry (up to 16 MiB) to sign.
         let mut w = Writer(Vec::with_capacity(256));
+        w.raw(SIGNING_DOMAIN);
         self.encode_unsigned(&mut w)?;
-        let signature = keys.sign(&self.author, &signing_input(&w.0))?;
+        let signature = keys.sign(&self.author, &w.0)?;
+        w.0.drain(..SIGNING_DOMAIN.len());
         w.raw(&signature);
         let id = EntryId::of_bytes(&w.0);
         Ok(Entry {
@@ -150,8 +154,10 @@ impl EntryContent {
         })
     }
 
+    /// Appends the entry without its signature to `w`.
     fn encode_unsigned(&self, w: &mut Writer) -> Result<()> {
         check_limits(self)?;
+        let start = w.0.len();
         w.u8(FORMAT_VERSION);
         match &self.db {
             None => w.u8(0),
@@ -189,7 +195,7 @@ impl EntryContent {
             }
         }
         w.raw(self.author.as_bytes());
-        if w.0.len() + 64 > MAX_ENTRY_BYTES {
+        if w.0.len() - start + 64 > MAX_ENTRY_BYTES {
             return Err(Error::invalid(format!(
                 "an entry is at most {MAX_ENTRY_BYTES} bytes"
             )));
@@ -220,13 +226,6 @@ fn check_limits(c: &EntryContent) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn signing_input(unsigned: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(SIGNING_DOMAIN.len() + unsigned.len());
-    input.extend_from_slice(SIGNING_DOMAIN);
-    input.extend_from_slice(unsigned);
-    input
 }
 
 impl Entry {

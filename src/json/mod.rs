@@ -25,14 +25,17 @@ pub fn canonical(text: &str) -> Result<String> {
 }
 
 /// The canonical text of `value`; [`Error::InvalidArgument`] if an object's first key,
-/// once sorted, is [`NUMBER_MARKER`] (the text would read back as a number).
+/// once sorted, is [`NUMBER_MARKER`] (the text would read back as a number). Without spare
+/// capacity: a transaction holds it until it commits, and the encoder starts at 128 bytes,
+/// which for small values was most of what a transaction of many keys held.
 pub fn canonical_of(value: &serde_json::Value) -> Result<String> {
-    let canonical = encode(value);
+    let mut canonical = encode(value);
     // Compact text has no white space and escapes every quote inside a string, so the
     // second test is exactly an object whose first key is the marker.
     if canonical.contains(NUMBER_MARKER) && canonical.contains(&format!("{{\"{NUMBER_MARKER}\":")) {
         return Err(marker_refused());
     }
+    canonical.shrink_to_fit();
     Ok(canonical)
 }
 

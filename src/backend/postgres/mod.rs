@@ -1250,8 +1250,14 @@ impl Backend for PostgresBackend {
     fn put_entry(&self, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         let db: &[u8] = w.meta.db.as_bytes();
         let parents: Vec<&[u8]> = w.parents.iter().map(|p| &p.as_bytes()[..]).collect();
+        // The statement takes every cell at once, in its array parameters.
+        let mut writes = Vec::new();
+        w.cells.each(&mut |write| {
+            writes.push(write.clone());
+            Ok(())
+        })?;
         let mut cells = CellColumns::default();
-        for write in &w.cells {
+        for write in &writes {
             let cell = &write.cell;
             cells.store.push(&write.store);
             cells.key.push(&write.key);

@@ -826,7 +826,7 @@ impl Backend for SqliteBackend {
             )
             .map_err(sql_error)?;
         }
-        let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut added: BTreeMap<String, u64> = BTreeMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -846,7 +846,7 @@ impl Backend for SqliteBackend {
                         rows::cell_check(db, store, key, cell),
                     ])
                     .map_err(sql_error)?;
-                *added.entry(store).or_default() += 1;
+                count_added(&mut added, store);
             }
         }
         count_rows(&tx, db, &added)?;
@@ -1163,7 +1163,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
         }));
     }
     append_to_log(tx, &w.meta.db, newest, &w.id, w.meta.height, w.parents)?;
-    let mut added: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut added: BTreeMap<String, u64> = BTreeMap::new();
     let mut insert = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO cells (db, store, key, height, entry, value, chk) \
@@ -1176,7 +1176,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
              WHERE db = ?1 AND store = ?2 AND key = ?3 AND (?8 OR (?4, ?5) > (height, entry))",
         )
         .map_err(sql_error)?;
-    for write in &w.cells {
+    w.cells.each(&mut |write| {
         let (store, key, cell) = (&write.store, &write.key, &write.cell);
         let (check, height) = (
             rows::cell_check(&w.meta.db, store, key, cell),
@@ -1194,7 +1194,7 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
             &write.replace,
         ];
         if insert.execute(&row[..7]).map_err(sql_error)? == 1 {
-            *added.entry(store.as_str()).or_default() += 1;
+            count_added(&mut added, store);
         } else if replace.execute(&row[..]).map_err(sql_error)? == 0 && above_every_tip {
             // A newer cell than every tip: the newest log row read is an older one (a
             // damaged file), and the write would be lost while its commit answers OK.
@@ -1204,7 +1204,8 @@ fn write_entry(tx: &Connection, w: &EntryWrite<'_>) -> Result<Option<Put>> {
                     .into(),
             ));
         }
-    }
+        Ok(())
+    })?;
     count_rows(tx, &w.meta.db, &added)?;
     if w.discarded {
         mark_discarded(tx, &w.meta.db, &[w.id])?;
@@ -1300,8 +1301,18 @@ fn checked_log_row(
     Ok((seq, id, tips))
 }
 
+/// Counts one more row added to `store` in `added`.
+fn count_added(added: &mut BTreeMap<String, u64>, store: &str) {
+    match added.get_mut(store) {
+        Some(n) => *n += 1,
+        None => {
+            added.insert(store.to_string(), 1);
+        }
+    }
+}
+
 /// Adds `added` new rows to each store's recorded row count.
-fn count_rows(tx: &Connection, db: &EntryId, added: &BTreeMap<&str, u64>) -> Result<()> {
+fn count_rows(tx: &Connection, db: &EntryId, added: &BTreeMap<String, u64>) -> Result<()> {
     for (store, n) in added {
         let recorded = recorded_rows(tx, db, store)?.unwrap_or(0);
         let rows = recorded + n;
@@ -1532,7 +1543,7 @@ mod tests {
                 meta,
                 bytes: &[n],
                 parents,
-                cells: Vec::new(),
+                cells: &Vec::new(),
                 discarded: false,
                 expected: backend.version(&db).unwrap(),
                 exact: false,
@@ -1704,7 +1715,7 @@ mod tests {
                             meta,
                             bytes: b"root",
                             parents: &[],
-                            cells: vec![cell],
+                            cells: &vec![cell],
                             discarded: false,
                             expected: Version::default(),
                             exact: false,
