@@ -593,6 +593,43 @@ fn received_entries_share_storage_commits_pulled_and_pushed() {
     copy.verify().unwrap();
 }
 
+/// Entries that can take long to work out (path writes, which read their key's whole value;
+/// settings changes) are taken alone, outside any write turn, so that working one out never
+/// holds the storage's writer (on SQLite, every other database of the file): each is a
+/// storage commit of its own, while the plain entries around them share theirs.
+#[test]
+fn received_path_writes_and_settings_changes_are_taken_alone() {
+    let (a, alice) = logged_in("alice");
+    let addr = a.enable_sync().unwrap().listen("127.0.0.1:0").unwrap();
+    let db = alice.create_db("shared").unwrap();
+    let (storage, b, bob) = watched_logged_in("bob");
+    db.grant(&bob.default_key().unwrap(), Permission::Read)
+        .unwrap();
+    let sync_b = b.enable_sync().unwrap();
+    sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+
+    db.set("docs", "d", "{}").unwrap();
+    for i in 0..20 {
+        db.set_path("docs", "d", &format!("/p{i}"), "1").unwrap();
+    }
+    for i in 0..10 {
+        let key = PrivateKey::generate().unwrap().public_key();
+        db.grant(&key, Permission::Read).unwrap();
+        db.set("notes", &i.to_string(), "1").unwrap();
+    }
+    let before = storage.storage_commits();
+    sync_b.sync_db(&bob, &addr, &db.id()).unwrap();
+    let commits = storage.storage_commits() - before;
+    // 30 taken alone; the 11 plain entries share commits between them.
+    assert!(
+        commits >= 30,
+        "{commits} commits for 30 entries to take alone"
+    );
+    let copy = bob.load_db(&db.id()).unwrap();
+    assert_eq!(copy.get("docs", "d").unwrap(), db.get("docs", "d").unwrap());
+    copy.verify().unwrap();
+}
+
 /// A part of received entries whose storage commit failed is taken as not received at all:
 /// subscribers hear nothing of it, no cursor moves past it, and the next round takes it.
 #[test]

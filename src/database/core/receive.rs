@@ -9,8 +9,11 @@
 //! ([`crate::backend::Backend::write_turn`]), each made durable before the next begins, so
 //! that on SQLite one `fsync` covers a turn's entries. A turn holds the storage's writer (on
 //! SQLite, every database of the file), so it takes no more work once it holds
-//! [`ENTRIES_PER_TURN`] entries, [`BYTES_PER_TURN`] or [`TIME_PER_TURN`] (one entry can take
-//! longer on its own: a path write into a large value, say).
+//! [`ENTRIES_PER_TURN`] entries, [`BYTES_PER_TURN`] or [`TIME_PER_TURN`], and an entry that
+//! can take long to work out ([`is_costly`]: a path write, a settings change, a large one)
+//! is taken alone outside any turn, as every entry was before: only its storing holds the
+//! writer. A part ends early when someone waits for the database (a local commit, say): the
+//! next part goes on after them.
 //!
 //! Subscribers hear of a turn's entries once they are durable, after the part. Should a
 //! turn's commit fail, what memory derived is dropped and what the turn took is looked up in
@@ -24,10 +27,11 @@ use std::iter::Peekable;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{DatabaseCore, Outcome, Received, Room, UNDO_PENDING};
+use super::{op_count, DatabaseCore, Outcome, Received, Room, MAX_OPS_MADE_IN_TURN, UNDO_PENDING};
 use crate::database::notice_order::Ticket;
 use crate::database::subscribe::Origin;
-use crate::entry::{Entry, EntryId};
+use crate::database::SETTINGS_STORE;
+use crate::entry::{Entry, EntryId, Op};
 use crate::error::{Error, Result};
 
 /// Most entries (given, not released) one part takes under the database's write lock.
@@ -42,6 +46,9 @@ const BYTES_PER_TURN: usize = 1 << 20;
 
 /// Time after which a write turn takes no more.
 const TIME_PER_TURN: Duration = Duration::from_millis(50);
+
+/// Bytes past which an entry is taken alone, outside any write turn ([`is_costly`]).
+const COSTLY_BYTES: usize = 64 << 10;
 
 /// One part of [`DatabaseCore::receive_all`] under way.
 struct Part<'a> {
@@ -165,33 +172,36 @@ impl DatabaseCore {
             announcements: Vec::new(),
             ended: false,
         };
-        while !part.ended
-            && (!part.released.is_empty() || (part.given > 0 && entries.peek().is_some_and(ours)))
-        {
+        while !part.ended {
+            let Some(costly) = self.next_is_costly(entries, &part, ours) else {
+                break;
+            };
             let ticket = self.notices.ticket();
             let generation = self.settings_generation.load(Ordering::Acquire);
             let mut turn = Turn::default();
             let started = Instant::now();
-            let worked = self.backend.write_turn(false, &mut || {
-                while !self.turn_is_full(&turn, started) {
-                    if let Some((index, child)) = part.released.pop_front() {
-                        self.release_child(index, child, outcomes, &mut part, &mut turn);
-                    } else if part.given > 0 {
-                        let Some(entry) = entries.next_if(ours) else {
+            let worked = if costly {
+                // Alone, outside any write turn, as every entry was taken before: only its
+                // storing holds the storage's writer, and it is durable once stored.
+                self.take_next(entries, outcomes, &mut part, &mut turn, ours);
+                Ok(None)
+            } else {
+                self.backend.write_turn(false, &mut || {
+                    loop {
+                        self.take_next(entries, outcomes, &mut part, &mut turn, ours);
+                        if self.undo.load(Ordering::Acquire) == UNDO_PENDING {
+                            part.ended = true;
                             break;
-                        };
-                        part.given -= 1;
-                        self.take_given(entry, outcomes, &mut part, &mut turn);
-                    } else {
-                        break;
+                        }
+                        if self.turn_is_full(&turn, started)
+                            || self.next_is_costly(entries, &part, ours) != Some(false)
+                        {
+                            break;
+                        }
                     }
-                    if self.undo.load(Ordering::Acquire) == UNDO_PENDING {
-                        part.ended = true;
-                        break;
-                    }
-                }
-                Ok(())
-            });
+                    Ok(())
+                })
+            };
             // Made durable now, while the lock is held: a failure is mended before anyone
             // else reads or writes this database.
             let durable = worked.and_then(|staged| staged.map_or(Ok(()), |s| s.settle_now()));
@@ -214,12 +224,55 @@ impl DatabaseCore {
                 self.settings_generation.fetch_add(1, Ordering::AcqRel);
             }
             part.announcements.push((ticket, turn.applied));
+            if self.write_lock.has_waiters() {
+                // Someone waits for the database (a local commit, say): the part ends, and
+                // the children left to try go on in the next one, after them.
+                part.ended = true;
+            }
         }
         drop(guard);
         for (ticket, applied) in part.announcements {
             self.announce_from_elsewhere(ticket, &applied, Origin::Sync);
         }
         part.released
+    }
+
+    /// Whether the part's next work is an entry to take alone ([`is_costly`]): the next
+    /// waiting child to try, else the next entry given; `None` when there is none.
+    fn next_is_costly<I: Iterator<Item = Entry>>(
+        &self,
+        entries: &mut Peekable<I>,
+        part: &Part<'_>,
+        ours: impl Fn(&Entry) -> bool,
+    ) -> Option<bool> {
+        if let Some((_, child)) = part.released.front() {
+            // Not waiting any more: trying it takes nothing.
+            return Some(self.waiting().entry(child).is_some_and(|e| is_costly(&e)));
+        }
+        let next = entries.peek().filter(|e| part.given > 0 && ours(e))?;
+        Some(is_costly(next))
+    }
+
+    /// Does the part's next work: tries the next waiting child, else takes the next entry
+    /// given, if any.
+    fn take_next<I: Iterator<Item = Entry>>(
+        &self,
+        entries: &mut Peekable<I>,
+        outcomes: &mut Vec<Result<Received>>,
+        part: &mut Part<'_>,
+        turn: &mut Turn,
+        ours: impl Fn(&Entry) -> bool,
+    ) {
+        if let Some((index, child)) = part.released.pop_front() {
+            return self.release_child(index, child, outcomes, part, turn);
+        }
+        if part.given == 0 {
+            return;
+        }
+        if let Some(entry) = entries.next_if(|e| ours(e)) {
+            part.given -= 1;
+            self.take_given(entry, outcomes, part, turn);
+        }
     }
 
     /// Whether a turn that started at `started` and took `turn` takes no more work.
@@ -405,4 +458,17 @@ fn reject_untried(
             received.rejected.push((child, e.clone()));
         }
     }
+}
+
+/// Whether `entry` can take long to work out alone, so is taken outside any write turn
+/// (which would hold the storage's writer, on SQLite every database of the file, all the
+/// while): a path write (it reads its key's whole value, up to 16 MiB: 1.8 s for a 15 MB
+/// array on this project's host), a settings change (a lowering can make the whole state be
+/// worked out again), more operations than a commit plans in its turn, or many bytes.
+fn is_costly(entry: &Entry) -> bool {
+    let ops = &entry.content().ops;
+    ops.contains_key(SETTINGS_STORE)
+        || entry.bytes().len() > COSTLY_BYTES
+        || op_count(ops) > MAX_OPS_MADE_IN_TURN
+        || (ops.values().flat_map(|store| store.values())).any(|op| matches!(op, Op::Patch(_)))
 }

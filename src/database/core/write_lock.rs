@@ -53,6 +53,11 @@ impl WriteLock {
         })
     }
 
+    /// Whether a thread waits in line for the lock now.
+    pub(super) fn has_waiters(&self) -> bool {
+        !self.state().line.is_empty()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding `state`; a poisoned one is still consistent.
         line::lock(&self.state)
