@@ -224,6 +224,10 @@ impl DatabaseCore {
                 self.settings_generation.fetch_add(1, Ordering::AcqRel);
             }
             part.announcements.push((ticket, turn.applied));
+            if self.undo.load(Ordering::Acquire) == UNDO_PENDING {
+                // Also after an entry taken alone (a revocation whose undoing was kept out).
+                part.ended = true;
+            }
             if self.write_lock.has_waiters() {
                 // Someone waits for the database (a local commit, say): the part ends, and
                 // the children left to try go on in the next one, after them.
